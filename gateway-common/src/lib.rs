@@ -1,0 +1,278 @@
+//! Types shared by the kernel programs (`gateway-ebpf`) and the agent (`gateway-user`).
+//!
+//! Every map key and value is `#[repr(C)]`, made of fixed-width integers and byte arrays, with
+//! explicit padding and a size assertion: the kernel hashes and compares raw bytes, so implicit
+//! padding would make equal keys differ. Multi-byte fields that take part in LPM prefix matching
+//! are stored big-endian (network order) as byte arrays, because the LPM trie matches bits from
+//! the first byte's most significant bit.
+//!
+//! # Generations (atomic policy updates)
+//!
+//! Every map that describes *policy* (interfaces, source tries, port tables, limits) carries a
+//! generation bit in its keys ([`GEN_BIT`]). The program reads [`Config::active_gen`] once per
+//! packet and uses it in every lookup, so a packet is judged wholly by one generation. The agent
+//! writes the next revision into the inactive generation (a diff against what that half already
+//! holds, so a one-rule change writes a handful of entries), flips `active_gen` with one 4-byte
+//! store, and waits for an RCU grace period before it touches the old half again.
+#![no_std]
+
+/// Top bit of a scope or entry id: the generation (0 or 1) the key belongs to.
+pub const GEN_BIT: u32 = 1 << 31;
+/// Mask of the id part of a scope or entry id.
+pub const ID_MASK: u32 = !GEN_BIT;
+/// "No rule" in a [`Verdict`].
+pub const NO_RULE: u32 = u32::MAX;
+/// Most rate limits one packet can be subject to (the data path checks at most this many).
+pub const MAX_LIMITS: usize = 4;
+
+/// Capacity of the per-rule counter array and of rule ids (rules + one default per rule set).
+pub const MAX_RULE_IDS: u32 = 1 << 18;
+/// Capacity of each source trie (per generation half x 2).
+pub const MAX_SOURCE_ENTRIES: u32 = 1 << 19;
+/// Capacity of the port table (LPM over entry/protocol/port).
+pub const MAX_PORT_ENTRIES: u32 = 1 << 20;
+/// Capacity of the rate-limit configuration map.
+pub const MAX_LIMIT_CONFIGS: u32 = 1 << 16;
+/// Capacity of the interface configuration map.
+pub const MAX_IFACES: u32 = 256;
+/// Capacity of the token-bucket LRU map (sources being limited at once).
+pub const MAX_BUCKETS: u32 = 1 << 18;
+
+/// Value of the single-entry `CONFIG` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// The generation (0 or 1) packets are judged by.
+    pub active_gen: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Config>() == 8);
+
+/// Key of the `IFACES` hash map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IfaceKey {
+    /// Generation (0 or 1).
+    pub gen: u32,
+    /// Interface index the packet arrived on.
+    pub ifindex: u32,
+}
+const _: () = assert!(core::mem::size_of::<IfaceKey>() == 8);
+
+/// The interface's default action drops.
+pub const IFACE_DEFAULT_DROP: u32 = 1;
+/// The interface's policies are in audit mode: drops are counted, never done.
+pub const IFACE_AUDIT: u32 = 2;
+
+/// Value of the `IFACES` hash map: which rule set judges packets arriving on an interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceConfig {
+    /// Scope id (with the generation bit) of the rule set in the source tries.
+    pub scope: u32,
+    /// Entry id (with the generation bit) holding the rules that name no source.
+    pub wildcard_entry: u32,
+    /// Rule id counting packets decided by `defaultAction`.
+    pub default_rule: u32,
+    /// `IFACE_*` flags.
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<IfaceConfig>() == 16);
+
+/// Data of an IPv4 source-trie key: scope (big-endian) then the address. Prefix length is
+/// `32 + cidr prefix`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SrcV4 {
+    /// Scope id with generation bit, big-endian.
+    pub scope: [u8; 4],
+    /// IPv4 source address, network order.
+    pub addr: [u8; 4],
+}
+const _: () = assert!(core::mem::size_of::<SrcV4>() == 8);
+
+/// Data of an IPv6 source-trie key: scope (big-endian) then the address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SrcV6 {
+    /// Scope id with generation bit, big-endian.
+    pub scope: [u8; 4],
+    /// IPv6 source address, network order.
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<SrcV6>() == 20);
+
+/// Bits of the scope prefix in source-trie keys.
+pub const SCOPE_BITS: u32 = 32;
+
+/// Data of a port-table key: entry id (big-endian, with generation bit), IP protocol, then the
+/// destination port (TCP/UDP) or `PORT_ICMP_BASE + type` (ICMP/ICMPv6), big-endian.
+/// Prefix length: 32 = any protocol, 40 = this protocol, any port, 40 + n = port prefix.
+/// The last byte is padding and never part of a prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortKey {
+    /// Entry id with generation bit, big-endian.
+    pub entry: [u8; 4],
+    /// IP protocol number (IPv4 protocol / IPv6 next header after extension headers).
+    pub proto: u8,
+    /// Port or ICMP selector, big-endian.
+    pub port: [u8; 2],
+    /// Explicit padding, always zero.
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<PortKey>() == 8);
+
+/// Port-table prefix length that matches any protocol.
+pub const PORT_PREFIX_ANY_PROTO: u32 = 32;
+/// Port-table prefix length that matches one protocol, any port.
+pub const PORT_PREFIX_PROTO: u32 = 40;
+/// ICMP types live at `PORT_ICMP_BASE + type` in the port field, so that the port value 0 stays
+/// free to mean "no L4 selector" (non-first fragments) for every protocol.
+pub const PORT_ICMP_BASE: u16 = 256;
+
+/// Value of the port table: what the rules of one source entry say about one protocol/port range.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Verdict {
+    /// The deny rule that matches (most specific source, then name order), or [`NO_RULE`].
+    pub deny_rule: u32,
+    /// The allow rule that matches (same order), or [`NO_RULE`].
+    pub allow_rule: u32,
+    /// How many of `limits` are used.
+    pub n_limits: u32,
+    /// Rule ids whose rate limits apply, in order (most specific source first).
+    pub limits: [u32; MAX_LIMITS],
+    /// Explicit padding.
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Verdict>() == 32);
+
+impl Default for Verdict {
+    fn default() -> Self {
+        Self { deny_rule: NO_RULE, allow_rule: NO_RULE, n_limits: 0, limits: [NO_RULE; MAX_LIMITS], _pad: 0 }
+    }
+}
+
+/// Key of the `LIMITS` hash map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LimitKey {
+    /// Generation (0 or 1).
+    pub gen: u32,
+    /// Rule id of the allow rule that carries the limit.
+    pub rule: u32,
+}
+const _: () = assert!(core::mem::size_of::<LimitKey>() == 8);
+
+/// Value of the `LIMITS` hash map: a rate limit as a GCRA (virtual-scheduling token bucket).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LimitConfig {
+    /// Nanoseconds per token (1e9 / packetsPerSecond).
+    pub interval_ns: u64,
+    /// Burst tolerance: `(burst - 1) * interval_ns`.
+    pub tolerance_ns: u64,
+    /// IPv4 bucket prefix length.
+    pub prefix_v4: u8,
+    /// IPv6 bucket prefix length.
+    pub prefix_v6: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<LimitConfig>() == 24);
+
+/// Key of the `BUCKETS` LRU map: one bucket per (limited rule, truncated source).
+/// Buckets carry no generation: an unrelated policy update never resets them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BucketKey {
+    /// Rule id of the limit.
+    pub rule: u32,
+    /// 4 or 6.
+    pub family: u32,
+    /// Source address truncated to the limit's prefix (IPv4 in the first 4 bytes).
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<BucketKey>() == 24);
+
+/// Value of the `BUCKETS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bucket {
+    /// Theoretical arrival time (ns, `bpf_ktime_get_ns` clock) of the next conforming packet.
+    pub tat: u64,
+}
+const _: () = assert!(core::mem::size_of::<Bucket>() == 8);
+
+/// A packet and byte counter.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (whole frame as received).
+    pub bytes: u64,
+}
+const _: () = assert!(core::mem::size_of::<Counter>() == 16);
+
+/// Slot in [`RuleCounters`]: passed by this rule (an allow rule, or a default allow).
+pub const SLOT_PASS: usize = 0;
+/// Slot: dropped by this rule (a deny rule, or a default deny).
+pub const SLOT_DROP: usize = 1;
+/// Slot: dropped because this rule's rate limit was exceeded.
+pub const SLOT_RATELIMIT: usize = 2;
+/// Slot: would have been dropped by this rule (deny, default deny or rate limit) in audit mode.
+pub const SLOT_AUDIT: usize = 3;
+/// Number of slots.
+pub const SLOTS: usize = 4;
+
+/// Value of the per-CPU `RULE_COUNTERS` array, indexed by rule id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleCounters {
+    /// Indexed by `SLOT_*`.
+    pub slots: [Counter; SLOTS],
+}
+const _: () = assert!(core::mem::size_of::<RuleCounters>() == 64);
+
+/// Index in the per-CPU `STATS` array: non-IP frames (ARP, LLDP...), passed.
+pub const STAT_NON_IP: u32 = 0;
+/// Malformed or truncated IP/L4 headers, dropped.
+pub const STAT_MALFORMED: u32 = 1;
+/// Non-first fragments that no port-less rule judged, passed.
+pub const STAT_FRAGMENT_PASS: u32 = 2;
+/// Packets on an interface with no rule set in the active generation, passed.
+pub const STAT_UNCONFIGURED: u32 = 3;
+/// Unsupported encapsulation (stacked VLAN tags, too many IPv6 extension headers), dropped.
+pub const STAT_UNSUPPORTED: u32 = 4;
+/// A bucket could not be created (LRU map full and contended): the packet passed uncharged.
+pub const STAT_BUCKET_ERROR: u32 = 5;
+/// Number of `STAT_*` indexes.
+pub const STATS: u32 = 8;
+
+/// Drops first, then passes: verdict codes returned by the shared evaluation (not XDP codes).
+pub const ACTION_PASS: u32 = 0;
+/// Drop the packet.
+pub const ACTION_DROP: u32 = 1;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all types are repr(C), made of integers and byte arrays, with no implicit padding
+    // (checked by the size assertions above).
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for IfaceKey {}
+    unsafe impl aya::Pod for IfaceConfig {}
+    unsafe impl aya::Pod for SrcV4 {}
+    unsafe impl aya::Pod for SrcV6 {}
+    unsafe impl aya::Pod for PortKey {}
+    unsafe impl aya::Pod for Verdict {}
+    unsafe impl aya::Pod for LimitKey {}
+    unsafe impl aya::Pod for LimitConfig {}
+    unsafe impl aya::Pod for BucketKey {}
+    unsafe impl aya::Pod for Bucket {}
+    unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for RuleCounters {}
+}

@@ -1,0 +1,486 @@
+//! The L4 filter: one XDP program (and the same logic as a TC classifier for interfaces where
+//! XDP cannot attach). See `gateway-common` for the map layout and the generation scheme, and
+//! `gateway-user/src/compile/l4.rs` for how the tables are built.
+//!
+//! Verdicts for packets the policy cannot judge (documented in the README, tested):
+//! - non-IP frames (ARP, LLDP, ...): pass — L4 policy says nothing about them, and dropping ARP
+//!   would cut the node off;
+//! - truncated or malformed IPv4/IPv6/TCP/UDP/ICMP headers, and first fragments too short to hold
+//!   the L4 header (RFC 1858 "tiny fragments"): drop;
+//! - stacked VLAN tags, or more than `MAX_EXT_HEADERS` IPv6 extension headers: drop (the program
+//!   cannot see what they carry, and passing them would be a way around the policy);
+//! - non-first fragments: judged by the rules that name no ports or ICMP types (source and
+//!   protocol); if none matches they pass, since their first fragment carried the ports and was
+//!   judged, and the stack cannot reassemble them without it.
+use core::{
+    mem,
+    ptr::{null_mut, read_volatile, write_volatile},
+    intrinsics::{atomic_xadd, AtomicOrdering},
+};
+
+use aya_ebpf::{
+    bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT},
+    helpers::bpf_ktime_get_ns,
+    macros::{classifier, map, xdp},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    programs::{TcContext, XdpContext},
+};
+use gateway_common::*;
+
+#[map]
+static CONFIG: Array<Config> = Array::pinned(1, 0);
+#[map]
+static IFACES: HashMap<IfaceKey, IfaceConfig> = HashMap::pinned(MAX_IFACES * 2, 0);
+#[map]
+static SRC_V4: LpmTrie<SrcV4, u32> = LpmTrie::pinned(MAX_SOURCE_ENTRIES, 0);
+#[map]
+static SRC_V6: LpmTrie<SrcV6, u32> = LpmTrie::pinned(MAX_SOURCE_ENTRIES, 0);
+#[map]
+static PORTS: LpmTrie<PortKey, Verdict> = LpmTrie::pinned(MAX_PORT_ENTRIES, 0);
+#[map]
+static LIMITS: HashMap<LimitKey, LimitConfig> = HashMap::pinned(MAX_LIMIT_CONFIGS, 0);
+#[map]
+static BUCKETS: LruHashMap<BucketKey, Bucket> = LruHashMap::pinned(MAX_BUCKETS, 0);
+#[map]
+static RULE_COUNTERS: PerCpuArray<RuleCounters> = PerCpuArray::pinned(MAX_RULE_IDS, 0);
+#[map]
+static STATS: PerCpuArray<Counter> = PerCpuArray::pinned(gateway_common::STATS, 0);
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
+/// IPv6 extension headers skipped before giving up (RFC 8200 recommends an order with at most
+/// one of each, so six covers every sane packet).
+const MAX_EXT_HEADERS: usize = 6;
+
+/// What the policy needs from a packet.
+struct Parsed {
+    v6: bool,
+    src: [u8; 16],
+    proto: u8,
+    /// Port, `PORT_ICMP_BASE + type`, or 0 (no L4 selector).
+    port: u16,
+    fragment: bool,
+}
+
+/// Why a packet could not be parsed: an index into `STATS`.
+type Unjudged = u32;
+
+#[inline(always)]
+fn ptr_at<T>(data: usize, end: usize, offset: usize) -> Result<*const T, Unjudged> {
+    if data + offset + mem::size_of::<T>() > end {
+        return Err(STAT_MALFORMED);
+    }
+    Ok((data + offset) as *const T)
+}
+
+#[inline(always)]
+fn read_u8(data: usize, end: usize, offset: usize) -> Result<u8, Unjudged> {
+    Ok(unsafe { *ptr_at::<u8>(data, end, offset)? })
+}
+
+#[inline(always)]
+fn read_be16(data: usize, end: usize, offset: usize) -> Result<u16, Unjudged> {
+    Ok(u16::from_be(unsafe { ptr_at::<u16>(data, end, offset)?.read_unaligned() }))
+}
+
+#[inline(always)]
+fn parse(data: usize, end: usize) -> Result<Parsed, Unjudged> {
+    let mut off = ETH_HLEN;
+    let mut ethertype = read_be16(data, end, 12)?;
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        ethertype = read_be16(data, end, 16)?;
+        off += 4;
+        if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+            return Err(STAT_UNSUPPORTED);
+        }
+    }
+    match ethertype {
+        ETH_P_IP => parse_v4(data, end, off),
+        ETH_P_IPV6 => parse_v6(data, end, off),
+        _ => Err(STAT_NON_IP),
+    }
+}
+
+#[inline(always)]
+fn parse_v4(data: usize, end: usize, off: usize) -> Result<Parsed, Unjudged> {
+    // Fixed header: 20 bytes.
+    let hdr = ptr_at::<[u8; 20]>(data, end, off)?;
+    let hdr = unsafe { &*hdr };
+    if hdr[0] >> 4 != 4 {
+        return Err(STAT_MALFORMED);
+    }
+    let ihl = ((hdr[0] & 0x0f) as usize) * 4;
+    if ihl < 20 {
+        return Err(STAT_MALFORMED);
+    }
+    let frag = u16::from_be_bytes([hdr[6], hdr[7]]) & 0x1fff;
+    let proto = hdr[9];
+    let mut src = [0u8; 16];
+    src[0] = hdr[12];
+    src[1] = hdr[13];
+    src[2] = hdr[14];
+    src[3] = hdr[15];
+    // Options included: the whole header must be there.
+    ptr_at::<u8>(data, end, off + ihl - 1)?;
+    if frag != 0 {
+        return Ok(Parsed { v6: false, src, proto, port: 0, fragment: true });
+    }
+    let port = l4_selector(data, end, off + ihl, proto)?;
+    Ok(Parsed { v6: false, src, proto, port, fragment: false })
+}
+
+#[inline(always)]
+fn parse_v6(data: usize, end: usize, off: usize) -> Result<Parsed, Unjudged> {
+    let hdr = ptr_at::<[u8; 40]>(data, end, off)?;
+    let hdr = unsafe { &*hdr };
+    if hdr[0] >> 4 != 6 {
+        return Err(STAT_MALFORMED);
+    }
+    let mut src = [0u8; 16];
+    src.copy_from_slice(&hdr[8..24]);
+    let mut next = hdr[6];
+    let mut l4 = off + 40;
+    let mut fragment = false;
+    let mut skipped = 0;
+    loop {
+        match next {
+            // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
+            0 | 43 | 60 => {
+                let nh = read_u8(data, end, l4)?;
+                let len = read_u8(data, end, l4 + 1)? as usize;
+                next = nh;
+                l4 += (len + 1) * 8;
+            }
+            // Fragment header: 8 bytes; offset in the top 13 bits of bytes 2-3.
+            44 => {
+                let nh = read_u8(data, end, l4)?;
+                let offset = read_be16(data, end, l4 + 2)? >> 3;
+                next = nh;
+                l4 += 8;
+                if offset != 0 {
+                    fragment = true;
+                    break;
+                }
+            }
+            // Authentication header: (len + 2) * 4 bytes.
+            51 => {
+                let nh = read_u8(data, end, l4)?;
+                let len = read_u8(data, end, l4 + 1)? as usize;
+                next = nh;
+                l4 += (len + 2) * 4;
+            }
+            _ => break,
+        }
+        skipped += 1;
+        if skipped >= MAX_EXT_HEADERS {
+            // One more extension header than we skip: refuse rather than guess.
+            if matches!(next, 0 | 43 | 44 | 51 | 60) {
+                return Err(STAT_UNSUPPORTED);
+            }
+            break;
+        }
+    }
+    if fragment {
+        return Ok(Parsed { v6: true, src, proto: next, port: 0, fragment: true });
+    }
+    let port = l4_selector(data, end, l4, next)?;
+    Ok(Parsed { v6: true, src, proto: next, port, fragment: false })
+}
+
+/// The port field for the port table: destination port, or `PORT_ICMP_BASE + type`. The
+/// whole minimal L4 header must be present.
+#[inline(always)]
+fn l4_selector(data: usize, end: usize, off: usize, proto: u8) -> Result<u16, Unjudged> {
+    match proto {
+        IPPROTO_TCP => {
+            ptr_at::<[u8; 20]>(data, end, off)?;
+            read_be16(data, end, off + 2)
+        }
+        IPPROTO_UDP => {
+            ptr_at::<[u8; 8]>(data, end, off)?;
+            read_be16(data, end, off + 2)
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            ptr_at::<[u8; 4]>(data, end, off)?;
+            Ok(PORT_ICMP_BASE + read_u8(data, end, off)? as u16)
+        }
+        _ => Ok(0),
+    }
+}
+
+#[inline(always)]
+fn count_stat(index: u32, len: u64) {
+    if let Some(c) = STATS.get_ptr_mut(index) {
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += len;
+        }
+    }
+}
+
+#[inline(always)]
+fn count_rule(rule: u32, slot: usize, len: u64) {
+    if let Some(c) = RULE_COUNTERS.get_ptr_mut(rule) {
+        if slot < SLOTS {
+            unsafe {
+                (*c).slots[slot].packets += 1;
+                (*c).slots[slot].bytes += len;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn port_verdict(entry: u32, p: &Parsed) -> Option<&'static Verdict> {
+    let key = Key::new(
+        64,
+        PortKey { entry: entry.to_be_bytes(), proto: p.proto, port: p.port.to_be_bytes(), _pad: 0 },
+    );
+    PORTS.get(&key)
+}
+
+#[inline(always)]
+fn source_entry(scope: u32, p: &Parsed) -> Option<u32> {
+    let scope = scope.to_be_bytes();
+    if p.v6 {
+        let key = Key::new(SCOPE_BITS + 128, SrcV6 { scope, addr: p.src });
+        SRC_V6.get(&key).copied()
+    } else {
+        let key = Key::new(SCOPE_BITS + 32, SrcV4 { scope, addr: [p.src[0], p.src[1], p.src[2], p.src[3]] });
+        SRC_V4.get(&key).copied()
+    }
+}
+
+/// Truncates `addr` (first `bytes` bytes significant) to `prefix` bits.
+#[inline(always)]
+fn truncate(addr: &[u8; 16], bytes: usize, prefix: u8) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let prefix = prefix as usize;
+    let mut i = 0;
+    while i < 16 {
+        if i < bytes {
+            let bit = i * 8;
+            if bit + 8 <= prefix {
+                out[i] = addr[i];
+            } else if bit < prefix {
+                out[i] = addr[i] & (0xffu8 << (8 - (prefix - bit)));
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Decides on the packet's rate limits: `NO_RULE` when it is within all of them (tokens are
+/// then taken from every bucket), else the first exceeded limit's rule id (nothing is taken).
+///
+/// Buckets are GCRA cells shared by all CPUs: the check reads the theoretical arrival time
+/// (TAT); the charge is an atomic add, so two CPUs admitting packets from the same source at
+/// once both pay. Only the margin can race (both see the last token), which admits one extra
+/// packet at most per race — measured within the ±10% target in docs/benchmarks.md.
+#[inline(always)]
+fn check_limits(gen: u32, ids: &[u32; MAX_LIMITS], n: usize, p: &Parsed) -> u32 {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut cells: [*mut Bucket; MAX_LIMITS] = [null_mut(); MAX_LIMITS];
+    let mut intervals = [0u64; MAX_LIMITS];
+    let mut i = 0;
+    while i < MAX_LIMITS {
+        if i >= n {
+            break;
+        }
+        let rule = ids[i];
+        let Some(cfg) = (unsafe { LIMITS.get(&LimitKey { gen, rule }) }) else {
+            i += 1;
+            continue;
+        };
+        let (family, bytes, prefix) = if p.v6 { (6, 16, cfg.prefix_v6) } else { (4, 4, cfg.prefix_v4) };
+        let key = BucketKey { rule, family, addr: truncate(&p.src, bytes, prefix) };
+        let mut cell = BUCKETS.get_ptr_mut(&key);
+        if cell.is_none() {
+            // New source: a full bucket. NOEXIST, so a racing CPU's insert is kept.
+            let _ = BUCKETS.insert(&key, &Bucket { tat: now }, 1 /* BPF_NOEXIST */);
+            cell = BUCKETS.get_ptr_mut(&key);
+        }
+        let Some(cell) = cell else {
+            count_stat(STAT_BUCKET_ERROR, 0);
+            i += 1;
+            continue;
+        };
+        let tat = unsafe { read_volatile(&(*cell).tat) };
+        if tat > now && tat - now > cfg.tolerance_ns {
+            return rule;
+        }
+        cells[i] = cell;
+        intervals[i] = cfg.interval_ns;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < MAX_LIMITS {
+        let cell = cells[i];
+        if !cell.is_null() {
+            unsafe {
+                if read_volatile(&(*cell).tat) < now {
+                    // Idle bucket: restart the schedule from now.
+                    write_volatile(&mut (*cell).tat, now + intervals[i]);
+                } else {
+                    // The result is unused, so this is a plain BPF atomic add (XADD), which every
+                    // BPF CPU version has. (The BPF target offers no `AtomicU64::fetch_add`.)
+                    atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&mut (*cell).tat, intervals[i]);
+                }
+            }
+        }
+        i += 1;
+    }
+    NO_RULE
+}
+
+/// Judges one packet: `ACTION_PASS` or `ACTION_DROP`.
+#[inline(always)]
+fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
+    let p = match parse(data, end) {
+        Ok(p) => p,
+        Err(stat) => {
+            count_stat(stat, len);
+            return if stat == STAT_NON_IP { ACTION_PASS } else { ACTION_DROP };
+        }
+    };
+    // The one read of the generation: every lookup below uses this value, so the packet is
+    // judged wholly by one revision even if the agent flips generations meanwhile.
+    let gen = match CONFIG.get(0) {
+        Some(c) => unsafe { read_volatile(&c.active_gen) },
+        None => 0,
+    };
+    let Some(iface) = (unsafe { IFACES.get(&IfaceKey { gen, ifindex }) }) else {
+        count_stat(STAT_UNCONFIGURED, len);
+        return ACTION_PASS;
+    };
+    let audit = iface.flags & IFACE_AUDIT != 0;
+    let v1 = match source_entry(iface.scope, &p) {
+        Some(entry) => port_verdict(entry, &p),
+        None => None,
+    };
+    let v2 = port_verdict(iface.wildcard_entry, &p);
+
+    // Deny wins (the source side first: its rules are the more specific).
+    let mut deny = NO_RULE;
+    if let Some(v) = v1 {
+        deny = v.deny_rule;
+    }
+    if deny == NO_RULE {
+        if let Some(v) = v2 {
+            deny = v.deny_rule;
+        }
+    }
+    if deny != NO_RULE {
+        return drop_or_audit(deny, SLOT_DROP, audit, len);
+    }
+
+    let mut allow = NO_RULE;
+    if let Some(v) = v1 {
+        allow = v.allow_rule;
+    }
+    if allow == NO_RULE {
+        if let Some(v) = v2 {
+            allow = v.allow_rule;
+        }
+    }
+    if allow == NO_RULE {
+        if p.fragment {
+            count_stat(STAT_FRAGMENT_PASS, len);
+            return ACTION_PASS;
+        }
+        if iface.flags & IFACE_DEFAULT_DROP != 0 {
+            return drop_or_audit(iface.default_rule, SLOT_DROP, audit, len);
+        }
+        count_rule(iface.default_rule, SLOT_PASS, len);
+        return ACTION_PASS;
+    }
+
+    // Rate limits of both sides, source side first; the compiler guarantees at most MAX_LIMITS.
+    let mut ids = [NO_RULE; MAX_LIMITS];
+    let mut n = 0usize;
+    if let Some(v) = v1 {
+        let mut i = 0;
+        while i < MAX_LIMITS {
+            if i < v.n_limits as usize && n < MAX_LIMITS {
+                ids[n] = v.limits[i];
+                n += 1;
+            }
+            i += 1;
+        }
+    }
+    if let Some(v) = v2 {
+        let mut i = 0;
+        while i < MAX_LIMITS {
+            if i < v.n_limits as usize && n < MAX_LIMITS {
+                ids[n] = v.limits[i];
+                n += 1;
+            }
+            i += 1;
+        }
+    }
+    if n > 0 {
+        let exceeded = check_limits(gen, &ids, n, &p);
+        if exceeded != NO_RULE {
+            return drop_or_audit(exceeded, SLOT_RATELIMIT, audit, len);
+        }
+    }
+    count_rule(allow, SLOT_PASS, len);
+    ACTION_PASS
+}
+
+#[inline(always)]
+fn drop_or_audit(rule: u32, slot: usize, audit: bool, len: u64) -> u32 {
+    if audit {
+        count_rule(rule, SLOT_AUDIT, len);
+        ACTION_PASS
+    } else {
+        count_rule(rule, slot, len);
+        ACTION_DROP
+    }
+}
+
+/// XDP entry point.
+#[xdp]
+pub fn tollgate_xdp(ctx: XdpContext) -> u32 {
+    let data = ctx.data();
+    let end = ctx.data_end();
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    match judge(data, end, ifindex, (end - data) as u64) {
+        ACTION_DROP => xdp_action::XDP_DROP,
+        _ => xdp_action::XDP_PASS,
+    }
+}
+
+/// TC ingress entry point (fallback where XDP cannot attach). Same judgement.
+#[classifier]
+pub fn tollgate_tc(ctx: TcContext) -> i32 {
+    let len = ctx.len();
+    // Headers may sit outside the linear part of the skb: pull what the parser can read
+    // (Ethernet + VLAN + IPv6 + 6 extension headers + L4 fits easily in 256 bytes).
+    let _ = ctx.pull_data(if len < 256 { len } else { 256 });
+    let data = ctx.data();
+    let end = ctx.data_end();
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    match judge(data, end, ifindex, len as u64) {
+        ACTION_DROP => TC_ACT_SHOT,
+        _ => TC_ACT_OK,
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,164 @@
+//! The command line: one file per command. `main.rs` only calls [`main`].
+pub mod counters;
+pub mod crds;
+pub mod explain;
+pub mod run;
+pub mod validate;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::dataplane::DEFAULT_PIN_DIR;
+
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/tollgate";
+
+/// Tollgate: a node-level API gateway that enforces the policy declared in Git, L4 in XDP.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TOLLGATE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Output format of reporting commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    /// For people.
+    #[default]
+    Text,
+    /// For programs.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: attach to the interfaces and enforce the policy from the source.
+    Run(run::RunArgs),
+    /// Validate a policy directory (or file) with the same compiler the agent uses.
+    /// Exit 0 valid, 1 invalid (every problem listed), 2 unreadable.
+    Validate {
+        /// Directory or file.
+        path: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Show which verdict a packet would get, which rule decides it, and why.
+    Explain(explain::ExplainArgs),
+    /// Print the CustomResourceDefinitions of every policy kind.
+    Crds,
+    /// Remove every program, link and map the agent pinned (stops enforcement).
+    Detach {
+        /// Pin directory on a bpffs.
+        #[arg(long, default_value = DEFAULT_PIN_DIR, env = "TOLLGATE_PIN_DIR")]
+        pin_dir: PathBuf,
+    },
+    /// Print the per-rule packet counters from the pinned maps.
+    Counters {
+        /// Pin directory on a bpffs.
+        #[arg(long, default_value = DEFAULT_PIN_DIR, env = "TOLLGATE_PIN_DIR")]
+        pin_dir: PathBuf,
+        /// State directory (names of the rules).
+        #[arg(long, default_value = DEFAULT_STATE_DIR, env = "TOLLGATE_STATE_DIR")]
+        state_dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+}
+
+/// Parses a duration like `30s`, `500ms`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration like 30s, 500ms, 2m or 1h"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    if d.is_zero() {
+        return Err("a duration must be more than zero".into());
+    }
+    Ok(d)
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::{fmt, EnvFilter};
+    let filter = EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Parses the command line and runs the command; returns the exit code.
+pub fn main() -> anyhow::Result<i32> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Validate { path, format } => {
+            let result = validate::validate_path(&path);
+            let fmt = match format {
+                OutputFormat::Text => validate::Format::Text,
+                OutputFormat::Json => validate::Format::Json,
+            };
+            print!("{}", validate::render(&result, fmt));
+            Ok(validate::exit_code(&result))
+        }
+        Command::Explain(args) => explain::explain(args),
+        Command::Crds => {
+            print!("{}", crds::crds_yaml());
+            Ok(0)
+        }
+        Command::Detach { pin_dir } => {
+            let removed = crate::dataplane::detach(&pin_dir)?;
+            eprintln!("removed {} pinned object(s) under {}", removed.len(), pin_dir.display());
+            Ok(0)
+        }
+        Command::Counters { pin_dir, state_dir, format } => counters::print(&pin_dir, &state_dir, format),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_flux_intervals() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("3d").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,51 @@
+//! `tollgate run`: the agent's command line.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{parse_duration, DEFAULT_STATE_DIR};
+use crate::agent::{self, AgentConfig};
+use crate::dataplane::{AttachMode, DEFAULT_PIN_DIR};
+
+/// Arguments of `tollgate run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Interface to enforce on (repeat for several).
+    #[arg(long = "interface", required = true, value_name = "IFACE")]
+    pub interfaces: Vec<String>,
+    /// Policy source: a directory of YAML files.
+    #[arg(long, env = "TOLLGATE_SOURCE")]
+    pub source: PathBuf,
+    /// Where the agent keeps its state (rule ids, last good revision).
+    #[arg(long, default_value = DEFAULT_STATE_DIR, env = "TOLLGATE_STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// Where programs, links and maps are pinned (on a bpffs).
+    #[arg(long, default_value = DEFAULT_PIN_DIR, env = "TOLLGATE_PIN_DIR")]
+    pub pin_dir: PathBuf,
+    /// How to attach: XDP driver mode, falling back to generic XDP, then TC (auto), or one only.
+    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    pub attach_mode: AttachMode,
+    /// How often the source is read again (SIGHUP reads it at once).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Remove programs, links and maps when the agent stops (default: leave them enforcing).
+    #[arg(long)]
+    pub detach_on_exit: bool,
+}
+
+/// Runs the agent until SIGTERM/SIGINT.
+pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let config = AgentConfig {
+        interfaces: args.interfaces,
+        source: args.source,
+        state_dir: args.state_dir,
+        pin_dir: args.pin_dir,
+        attach_mode: args.attach_mode,
+        interval: args.interval,
+        detach_on_exit: args.detach_on_exit,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(agent::run(config))?;
+    Ok(0)
+}

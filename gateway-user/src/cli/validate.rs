@@ -1,0 +1,174 @@
+//! `tollgate validate PATH`: read a directory (or one file) of policy, parse and validate it
+//! exactly as the agent would, and print every problem. Exit codes: 0 valid, 1 invalid policy,
+//! 2 the path could not be read (as `flux diff`: >1 is an error of the tool, not of the policy).
+use crate::compile::policy::Policy;
+use crate::compile::{validate::validate, PolicyError, PolicyErrors};
+use crate::source::{dir::read_dir, SourceError};
+use serde::Serialize;
+use std::path::Path;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// One line per problem: `file: object: field: message`.
+    #[default]
+    Text,
+    /// One JSON object: `{"valid", "errors": [{file, object, field, message}], "policies", "rules"}`.
+    Json,
+}
+
+/// Why validation did not produce policies.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateFailure {
+    /// The path could not be read (exit code 2).
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The policy is invalid (exit code 1).
+    #[error(transparent)]
+    Invalid(#[from] PolicyErrors),
+}
+
+impl ValidateFailure {
+    /// The process exit code for this failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ValidateFailure::Invalid(_) => 1,
+            ValidateFailure::Source(_) => 2,
+        }
+    }
+}
+
+/// The process exit code for a validation result: 0 valid, 1 invalid, 2 unreadable.
+pub fn exit_code(result: &Result<Vec<Policy>, ValidateFailure>) -> i32 {
+    result.as_ref().err().map_or(0, ValidateFailure::exit_code)
+}
+
+/// Reads, parses and validates the policy at `path` (a directory or a single file).
+pub fn validate_path(path: &Path) -> Result<Vec<Policy>, ValidateFailure> {
+    let docs = read_dir(path)?;
+    let objects = crate::model::parse(&docs)?;
+    Ok(validate(&objects)?)
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    valid: bool,
+    errors: Vec<ErrorLine<'a>>,
+    policies: usize,
+    rules: usize,
+}
+
+#[derive(Serialize)]
+struct ErrorLine<'a> {
+    file: &'a str,
+    object: &'a str,
+    field: &'a str,
+    message: String,
+}
+
+impl<'a> From<&'a PolicyError> for ErrorLine<'a> {
+    fn from(e: &'a PolicyError) -> Self {
+        ErrorLine { file: &e.location.file, object: &e.location.object, field: &e.location.field, message: e.message.clone() }
+    }
+}
+
+/// The output of `tollgate validate` for `result`, ending with a newline.
+pub fn render(result: &Result<Vec<Policy>, ValidateFailure>, format: Format) -> String {
+    let (policies, rules) = match result {
+        Ok(p) => (p.len(), p.iter().map(|p| p.rules.len()).sum()),
+        Err(_) => (0, 0),
+    };
+    match format {
+        Format::Text => match result {
+            Ok(_) => format!("valid: {policies} policies, {rules} rules\n"),
+            Err(ValidateFailure::Invalid(PolicyErrors(errors))) => errors.iter().map(|e| format!("{e}\n")).collect(),
+            Err(ValidateFailure::Source(e)) => format!("error: {e}\n"),
+        },
+        Format::Json => {
+            let errors = match result {
+                Ok(_) => Vec::new(),
+                Err(ValidateFailure::Invalid(PolicyErrors(errors))) => errors.iter().map(ErrorLine::from).collect(),
+                Err(ValidateFailure::Source(e)) => {
+                    vec![ErrorLine { file: "", object: "", field: "", message: e.to_string() }]
+                }
+            };
+            let report = Report { valid: result.is_ok(), errors, policies, rules };
+            let mut out = serde_json::to_string_pretty(&report).expect("a report serializes to JSON");
+            out.push('\n');
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    const GOOD: &str = "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nmetadata: { name: edge }\nspec:\n  rules:\n    - { name: ssh, action: allow, protocol: TCP, ports: [\"22\"] }\n    - { name: scanners, action: deny, from: [203.0.113.0/24] }\n";
+
+    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (rel, content) in files {
+            let path = dir.path().join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, content).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        }
+        dir
+    }
+
+    #[test]
+    fn a_valid_directory_reports_its_policies_and_rules() {
+        let dir = tree(&[("a/edge.yaml", GOOD)]);
+        let result = validate_path(dir.path());
+        assert_eq!(exit_code(&result), 0);
+        assert_eq!(render(&result, Format::Text), "valid: 1 policies, 2 rules\n");
+        let json: serde_json::Value = serde_json::from_str(&render(&result, Format::Json)).unwrap();
+        assert_eq!(json, serde_json::json!({ "valid": true, "errors": [], "policies": 1, "rules": 2 }));
+    }
+
+    #[test]
+    fn invalid_policy_prints_one_line_per_problem_and_exits_1() {
+        let bad = GOOD.replace("\"22\"", "\"0\"").replace("203.0.113.0/24", "203.0.113.1/24");
+        let dir = tree(&[("edge.yaml", &bad), ("sub/other.yaml", "kind: Nope\n")]);
+        let result = validate_path(dir.path());
+        assert_eq!(exit_code(&result), 1);
+        let text = render(&result, Format::Text);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}"); // parse errors stop before validation
+        assert!(lines[0].starts_with("sub/other.yaml: document 1: kind: unknown kind \"Nope\""), "{text}");
+
+        let dir = tree(&[("edge.yaml", &bad)]);
+        let result = validate_path(dir.path());
+        let text = render(&result, Format::Text);
+        assert_eq!(
+            text,
+            "edge.yaml: L4Policy/edge: spec.rules[0].ports[0]: port 0 in \"0\" is out of range 1-65535\n\
+             edge.yaml: L4Policy/edge: spec.rules[1].from[0]: \"203.0.113.1/24\" has host bits set; did you mean 203.0.113.0/24?\n"
+        );
+        let json: serde_json::Value = serde_json::from_str(&render(&result, Format::Json)).unwrap();
+        assert_eq!(json["valid"], false);
+        assert_eq!(json["errors"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            json["errors"][0],
+            serde_json::json!({ "file": "edge.yaml", "object": "L4Policy/edge", "field": "spec.rules[0].ports[0]", "message": "port 0 in \"0\" is out of range 1-65535" })
+        );
+    }
+
+    #[test]
+    fn an_unreadable_path_exits_2() {
+        let dir = tree(&[]);
+        let result = validate_path(&dir.path().join("missing"));
+        assert_eq!(exit_code(&result), 2);
+        assert!(render(&result, Format::Text).starts_with("error: ") && render(&result, Format::Text).contains("missing"));
+        let json: serde_json::Value = serde_json::from_str(&render(&result, Format::Json)).unwrap();
+        assert_eq!(json["valid"], false);
+        assert!(json["errors"][0]["message"].as_str().unwrap().contains("does not exist"), "{json}");
+    }
+
+    #[test]
+    fn a_single_file_can_be_validated() {
+        let dir = tree(&[("edge.yaml", GOOD)]);
+        assert_eq!(validate_path(&dir.path().join("edge.yaml")).unwrap()[0].name, "edge");
+    }
+}

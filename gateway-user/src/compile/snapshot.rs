@@ -1,0 +1,46 @@
+//! The whole compile stage for one revision: documents -> objects -> validated policy ->
+//! [`Snapshot`]. The agent, `tollgate validate` and `tollgate explain` all go through here, so
+//! what CI validates is exactly what a node would enforce.
+use std::collections::BTreeSet;
+
+use super::error::PolicyErrors;
+use super::l4::{compile, L4Snapshot};
+use super::policy::Policy;
+use super::validate::validate;
+use crate::source::{Documents, Revision};
+
+/// Interface name standing for "every interface no policy names" when compiling without an
+/// agent (validate, explain, diff).
+pub const ANY_OTHER_INTERFACE: &str = "*";
+
+/// Everything a node enforces for one revision. Immutable once built.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Which revision.
+    pub revision: Revision,
+    /// The validated policies.
+    pub policies: Vec<Policy>,
+    /// The L4 tables.
+    pub l4: L4Snapshot,
+}
+
+/// Compiles one revision for an agent on `interfaces` (`None`: every interface any policy
+/// names, plus [`ANY_OTHER_INTERFACE`]). All problems are reported at once.
+pub fn compile_documents(docs: &Documents, interfaces: Option<&[String]>) -> Result<Snapshot, PolicyErrors> {
+    let objects = crate::model::parse(docs)?;
+    let policies = validate(&objects)?;
+    let interfaces = match interfaces {
+        Some(list) => list.to_vec(),
+        None => validation_interfaces(&policies),
+    };
+    let l4 = compile(&policies, &interfaces)?;
+    Ok(Snapshot { revision: docs.revision.clone(), policies, l4 })
+}
+
+/// Every interface a policy names, plus [`ANY_OTHER_INTERFACE`]: compiling for these checks
+/// every combination of policies any node could see.
+pub fn validation_interfaces(policies: &[Policy]) -> Vec<String> {
+    let mut names: BTreeSet<String> = policies.iter().flat_map(|p| p.interfaces.iter().flatten().cloned()).collect();
+    names.insert(ANY_OTHER_INTERFACE.to_owned());
+    names.into_iter().collect()
+}

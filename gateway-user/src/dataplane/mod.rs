@@ -1,0 +1,625 @@
+//! The data plane: loads the eBPF programs, pins them, attaches them (XDP native -> XDP
+//! generic -> TC), and keeps the kernel maps equal to the applied snapshot.
+//!
+//! # Pin layout (`--pin-dir`, default `/sys/fs/bpf/tollgate`)
+//!
+//! ```text
+//! maps/<MAP>              every map (the program's `#[map]` statics), reused by a restarted agent
+//! progs/tollgate_xdp      the XDP program, progs/tollgate_tc the TC program
+//! links/<iface>.<mode>    one link per interface; mode is xdp-native, xdp-generic or tcx
+//! ```
+//!
+//! A restarted agent loads the programs again with the pinned maps (their contents untouched,
+//! so the node keeps enforcing the last revision), then swaps its program into the pinned links
+//! with `bpf_link_update`: the interface never runs without a filter.
+//!
+//! # Atomic updates
+//!
+//! See `gateway-common`: policy maps are keyed by generation; [`Dataplane::apply`] writes the
+//! inactive generation (only what differs from what it already holds), flips the one-word
+//! `CONFIG.active_gen`, waits for an RCU grace period (every packet that read the old generation
+//! has finished: XDP and TC programs run inside RCU read-side sections), and then brings the old
+//! generation up to date too, so that the next revision's diff is again only its own change.
+pub mod counters;
+pub mod ids;
+pub mod tables;
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
+use aya::programs::xdp::XdpLink;
+use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode};
+use aya::{Ebpf, EbpfLoader};
+use gateway_common::{Config, IfaceConfig, IfaceKey, LimitConfig, LimitKey, PortKey, RuleCounters, SrcV4, SrcV6, Verdict, GEN_BIT};
+use tracing::{info, warn};
+
+use crate::compile::l4::L4Snapshot;
+use ids::Ids;
+use tables::{diff, GenTables, TablesError};
+
+/// The compiled eBPF object (built by build.rs; empty when built with AYA_BUILD_SKIP=1).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway-ebpf"));
+
+/// Name of the XDP program in the object.
+pub const XDP_PROGRAM: &str = "tollgate_xdp";
+/// Name of the TC program in the object.
+pub const TC_PROGRAM: &str = "tollgate_tc";
+
+/// Default pin directory.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/tollgate";
+
+/// How to attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum AttachMode {
+    /// XDP in driver mode, else generic XDP, else TC.
+    Auto,
+    /// XDP in driver mode only.
+    Native,
+    /// Generic (skb) XDP only.
+    Generic,
+    /// TC ingress (TCX link) only.
+    Tc,
+}
+
+/// How an interface ended up attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Attached {
+    /// XDP, driver mode.
+    XdpNative,
+    /// XDP, generic mode.
+    XdpGeneric,
+    /// TC ingress via a TCX link.
+    Tcx,
+}
+
+impl Attached {
+    fn suffix(self) -> &'static str {
+        match self {
+            Attached::XdpNative => "xdp-native",
+            Attached::XdpGeneric => "xdp-generic",
+            Attached::Tcx => "tcx",
+        }
+    }
+    fn from_suffix(s: &str) -> Option<Self> {
+        match s {
+            "xdp-native" => Some(Attached::XdpNative),
+            "xdp-generic" => Some(Attached::XdpGeneric),
+            "tcx" => Some(Attached::Tcx),
+            _ => None,
+        }
+    }
+    /// Short name for logs and status (`native`, `generic`, `tc`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attached::XdpNative => "native",
+            Attached::XdpGeneric => "generic",
+            Attached::Tcx => "tc",
+        }
+    }
+}
+
+/// Errors of the data plane.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// The binary was built without the eBPF programs.
+    #[error("this tollgate binary was built without its eBPF programs (AYA_BUILD_SKIP); rebuild it normally")]
+    NoObject,
+    /// Loading failed (the verifier log is in the source error).
+    #[error("loading the eBPF programs: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// A program operation failed.
+    #[error("{what}: {source}")]
+    Program {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// A map operation failed.
+    #[error("{what}: {source}")]
+    Map {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// Building the tables failed.
+    #[error(transparent)]
+    Tables(#[from] TablesError),
+    /// A file system operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No attach mode worked.
+    #[error("could not attach to {iface}: {reasons}")]
+    Attach {
+        /// Interface.
+        iface: String,
+        /// Every mode tried, with its error.
+        reasons: String,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DataplaneError {
+    let what = what.into();
+    move |source| DataplaneError::Io { what, source }
+}
+
+fn map_err(what: impl Into<String>) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
+    let what = what.into();
+    move |source| DataplaneError::Map { what, source }
+}
+
+fn prog_err(what: impl Into<String>) -> impl FnOnce(aya::programs::ProgramError) -> DataplaneError {
+    let what = what.into();
+    move |source| DataplaneError::Program { what, source }
+}
+
+/// The policy maps, typed.
+pub struct PolicyMaps {
+    config: Array<MapData, Config>,
+    ifaces: BpfHashMap<MapData, IfaceKey, IfaceConfig>,
+    src_v4: LpmTrie<MapData, SrcV4, u32>,
+    src_v6: LpmTrie<MapData, SrcV6, u32>,
+    ports: LpmTrie<MapData, PortKey, Verdict>,
+    limits: BpfHashMap<MapData, LimitKey, LimitConfig>,
+    counters: PerCpuArray<MapData, RuleCounters>,
+}
+
+/// How long the last apply took, and what it wrote.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ApplyStats {
+    /// Entries written or deleted before the flip (the inactive generation).
+    pub writes: usize,
+    /// Entries written or deleted after the flip (bringing the old generation up to date).
+    pub writes_after_flip: usize,
+    /// Time from start to the flip (the revision is enforced from then on).
+    pub to_flip: Duration,
+    /// Total time, including the grace period and the old generation's update.
+    pub total: Duration,
+}
+
+/// The loaded programs and their maps.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    maps: PolicyMaps,
+    pin_dir: PathBuf,
+    state_dir: PathBuf,
+    ids: Ids,
+    /// What each generation holds, as far as this agent knows.
+    held: [GenTables; 2],
+    active_gen: u32,
+    attached: BTreeMap<String, Attached>,
+}
+
+impl Dataplane {
+    /// Loads the programs with the maps pinned under `pin_dir` (reusing them if they exist: a
+    /// restarted agent adopts the state in force) and reads what the maps hold.
+    pub fn load(pin_dir: &Path, state_dir: &Path) -> Result<Self, DataplaneError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(DataplaneError::NoObject);
+        }
+        let maps_dir = pin_dir.join("maps");
+        std::fs::create_dir_all(&maps_dir).map_err(io_err(format!("create {}", maps_dir.display())))?;
+        let mut ebpf = EbpfLoader::new().default_map_pin_directory(&maps_dir).load(EBPF_OBJECT)?;
+        let maps = PolicyMaps {
+            config: take(&mut ebpf, "CONFIG")?,
+            ifaces: take(&mut ebpf, "IFACES")?,
+            src_v4: take(&mut ebpf, "SRC_V4")?,
+            src_v6: take(&mut ebpf, "SRC_V6")?,
+            ports: take(&mut ebpf, "PORTS")?,
+            limits: take(&mut ebpf, "LIMITS")?,
+            counters: take(&mut ebpf, "RULE_COUNTERS")?,
+        };
+        let ids = match Ids::load(state_dir) {
+            Ok(Some(ids)) => ids,
+            Ok(None) => Ids::default(),
+            Err(e) => {
+                warn!(error = %e, dir = %state_dir.display(), "unreadable id table; starting a new one");
+                Ids::default()
+            }
+        };
+        let mut dp = Dataplane {
+            ebpf,
+            maps,
+            pin_dir: pin_dir.to_owned(),
+            state_dir: state_dir.to_owned(),
+            ids,
+            held: Default::default(),
+            active_gen: 0,
+            attached: BTreeMap::new(),
+        };
+        dp.read_back()?;
+        Ok(dp)
+    }
+
+    /// Reads both generations from the kernel maps (adoption after a restart).
+    fn read_back(&mut self) -> Result<(), DataplaneError> {
+        self.active_gen = self.maps.config.get(&0, 0).map_err(map_err("read CONFIG"))?.active_gen & 1;
+        let mut held: [GenTables; 2] = Default::default();
+        for item in self.maps.ifaces.iter() {
+            let (k, v) = item.map_err(map_err("read IFACES"))?;
+            held[(k.gen & 1) as usize].ifaces.insert(k, v);
+        }
+        for item in self.maps.src_v4.iter() {
+            let (k, v) = item.map_err(map_err("read SRC_V4"))?;
+            let gen = gen_of(k.data().scope);
+            held[gen].src_v4.insert(tables::lpm(&k), v);
+        }
+        for item in self.maps.src_v6.iter() {
+            let (k, v) = item.map_err(map_err("read SRC_V6"))?;
+            let gen = gen_of(k.data().scope);
+            held[gen].src_v6.insert(tables::lpm(&k), v);
+        }
+        for item in self.maps.ports.iter() {
+            let (k, v) = item.map_err(map_err("read PORTS"))?;
+            let gen = gen_of(k.data().entry);
+            held[gen].ports.insert(tables::lpm(&k), v);
+        }
+        for item in self.maps.limits.iter() {
+            let (k, v) = item.map_err(map_err("read LIMITS"))?;
+            held[(k.gen & 1) as usize].limits.insert(k, v);
+        }
+        self.held = held;
+        Ok(())
+    }
+
+    /// True when the maps already held a revision when this agent started.
+    pub fn adopted_state(&self) -> bool {
+        !self.held[self.active_gen as usize].ifaces.is_empty()
+    }
+
+    /// Attaches to every interface (adopting pinned links without a gap).
+    pub fn attach_all(&mut self, interfaces: &[String], mode: AttachMode) -> Result<(), DataplaneError> {
+        let links_dir = self.pin_dir.join("links");
+        std::fs::create_dir_all(&links_dir).map_err(io_err(format!("create {}", links_dir.display())))?;
+        let progs_dir = self.pin_dir.join("progs");
+        std::fs::create_dir_all(&progs_dir).map_err(io_err(format!("create {}", progs_dir.display())))?;
+        {
+            let xdp: &mut Xdp = self.program_mut(XDP_PROGRAM)?.try_into().map_err(prog_err("xdp program"))?;
+            xdp.load().map_err(prog_err("load the XDP program"))?;
+            repin_program(|p| xdp.pin(p), &progs_dir.join(XDP_PROGRAM))?;
+        }
+        {
+            let tc: &mut SchedClassifier = self.program_mut(TC_PROGRAM)?.try_into().map_err(prog_err("tc program"))?;
+            tc.load().map_err(prog_err("load the TC program"))?;
+            repin_program(|p| tc.pin(p), &progs_dir.join(TC_PROGRAM))?;
+        }
+        for iface in interfaces {
+            let how = self.attach_one(&links_dir, iface, mode)?;
+            self.attached.insert(iface.clone(), how);
+        }
+        Ok(())
+    }
+
+    fn program_mut(&mut self, name: &str) -> Result<&mut aya::programs::Program, DataplaneError> {
+        self.ebpf.program_mut(name).ok_or_else(|| DataplaneError::Io {
+            what: format!("program {name}"),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "not in the eBPF object"),
+        })
+    }
+
+    fn attach_one(&mut self, links_dir: &Path, iface: &str, mode: AttachMode) -> Result<Attached, DataplaneError> {
+        // Adopt a pinned link if there is one and the mode fits.
+        if let Some((how, path)) = find_link(links_dir, iface) {
+            let fits = matches!(
+                (mode, how),
+                (AttachMode::Auto, _)
+                    | (AttachMode::Native, Attached::XdpNative)
+                    | (AttachMode::Generic, Attached::XdpGeneric)
+                    | (AttachMode::Tc, Attached::Tcx)
+            );
+            if fits {
+                match self.adopt_link(how, &path) {
+                    Ok(()) => {
+                        info!(interface = iface, mode = how.as_str(), "attached (adopted pinned link, program replaced atomically)");
+                        return Ok(how);
+                    }
+                    Err(e) => warn!(interface = iface, error = %e, "could not adopt the pinned link; attaching anew"),
+                }
+            }
+            // A link in another mode: remove it once the new one is in place.
+            let new = self.attach_fresh(links_dir, iface, mode)?;
+            let _ = std::fs::remove_file(&path);
+            return Ok(new);
+        }
+        self.attach_fresh(links_dir, iface, mode)
+    }
+
+    fn adopt_link(&mut self, how: Attached, path: &Path) -> Result<(), DataplaneError> {
+        let pinned = PinnedLink::from_pin(path).map_err(|e| DataplaneError::Io {
+            what: format!("open pinned link {}", path.display()),
+            source: std::io::Error::other(e),
+        })?;
+        let fd_link: FdLink = pinned.into();
+        match how {
+            Attached::XdpNative | Attached::XdpGeneric => {
+                let link = XdpLink::try_from(fd_link).map_err(|e| DataplaneError::Io {
+                    what: "pinned link is not an XDP link".into(),
+                    source: std::io::Error::other(e),
+                })?;
+                let xdp: &mut Xdp = self.program_mut(XDP_PROGRAM)?.try_into().map_err(prog_err("xdp program"))?;
+                xdp.attach_to_link(link).map_err(prog_err("replace the program of the pinned XDP link"))?;
+            }
+            Attached::Tcx => {
+                let link = SchedClassifierLink::try_from(fd_link).map_err(|e| DataplaneError::Io {
+                    what: "pinned link is not a TCX link".into(),
+                    source: std::io::Error::other(e),
+                })?;
+                let tc: &mut SchedClassifier = self.program_mut(TC_PROGRAM)?.try_into().map_err(prog_err("tc program"))?;
+                tc.attach_to_link(link).map_err(prog_err("replace the program of the pinned TCX link"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn attach_fresh(&mut self, links_dir: &Path, iface: &str, mode: AttachMode) -> Result<Attached, DataplaneError> {
+        let order: &[Attached] = match mode {
+            AttachMode::Auto => &[Attached::XdpNative, Attached::XdpGeneric, Attached::Tcx],
+            AttachMode::Native => &[Attached::XdpNative],
+            AttachMode::Generic => &[Attached::XdpGeneric],
+            AttachMode::Tc => &[Attached::Tcx],
+        };
+        let mut reasons = Vec::new();
+        for &how in order {
+            match self.try_attach(links_dir, iface, how) {
+                Ok(()) => {
+                    if !reasons.is_empty() {
+                        warn!(interface = iface, mode = how.as_str(), fell_back_from = %reasons.join("; "), "attached (fallback)");
+                    } else {
+                        info!(interface = iface, mode = how.as_str(), "attached");
+                    }
+                    return Ok(how);
+                }
+                Err(e) => reasons.push(format!("{}: {e}", how.as_str())),
+            }
+        }
+        Err(DataplaneError::Attach { iface: iface.to_owned(), reasons: reasons.join("; ") })
+    }
+
+    fn try_attach(&mut self, links_dir: &Path, iface: &str, how: Attached) -> Result<(), DataplaneError> {
+        let path = links_dir.join(format!("{iface}.{}", how.suffix()));
+        let fd_link: FdLink = match how {
+            Attached::XdpNative | Attached::XdpGeneric => {
+                let xdp: &mut Xdp = self.program_mut(XDP_PROGRAM)?.try_into().map_err(prog_err("xdp program"))?;
+                let flags = if how == Attached::XdpNative { XdpMode::Driver } else { XdpMode::Skb };
+                let id = xdp.attach(iface, flags).map_err(prog_err(format!("attach XDP to {iface}")))?;
+                let link = xdp.take_link(id).map_err(prog_err("take XDP link"))?;
+                match FdLink::try_from(link) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        // A netlink attachment cannot be pinned, so it would not survive us.
+                        return Err(DataplaneError::Io {
+                            what: format!("XDP on {iface} is a netlink attachment, which cannot be pinned"),
+                            source: std::io::Error::other(e),
+                        });
+                    }
+                }
+            }
+            Attached::Tcx => {
+                let tc: &mut SchedClassifier = self.program_mut(TC_PROGRAM)?.try_into().map_err(prog_err("tc program"))?;
+                let id = tc
+                    .attach_with_options(iface, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::default()))
+                    .map_err(prog_err(format!("attach TC ingress to {iface}")))?;
+                let link = tc.take_link(id).map_err(prog_err("take TC link"))?;
+                FdLink::try_from(link).map_err(|e| DataplaneError::Io {
+                    what: format!("TC on {iface} is not a TCX link and cannot be pinned"),
+                    source: std::io::Error::other(e),
+                })?
+            }
+        };
+        let _ = std::fs::remove_file(&path);
+        fd_link.pin(&path).map_err(|e| DataplaneError::Io {
+            what: format!("pin link {}", path.display()),
+            source: std::io::Error::other(e),
+        })?;
+        Ok(())
+    }
+
+    /// How each interface is attached.
+    pub fn attached(&self) -> &BTreeMap<String, Attached> {
+        &self.attached
+    }
+
+    /// Makes the kernel enforce `snapshot`, atomically. On error nothing that packets see has
+    /// changed (the flip is the last step before success).
+    pub fn apply(&mut self, snapshot: &L4Snapshot) -> Result<ApplyStats, DataplaneError> {
+        let start = Instant::now();
+        let mut ids = self.ids.clone();
+        let fresh = tables::assign_ids(&mut ids, snapshot)?;
+        let target = 1 - self.active_gen;
+        let resolve = |name: &str| if_index(name);
+        let desired = tables::build(snapshot, &ids, target, &resolve)?;
+        // Ids handed out afresh may have counted for an earlier rule: zero them first. No
+        // packet can count on them yet (no active entry names them).
+        let ncpus = aya::util::nr_cpus().map_err(|(what, e)| DataplaneError::Io { what: what.into(), source: e })?;
+        for id in fresh {
+            let zero = PerCpuValues::try_from(vec![RuleCounters::default(); ncpus])
+                .map_err(|source| DataplaneError::Io { what: "counter values".into(), source })?;
+            self.maps.counters.set(id, zero, 0).map_err(map_err(format!("reset counters of rule id {id}")))?;
+        }
+        // The id table goes to disk before the maps name the new ids, so a crash in between
+        // never leaves maps with ids the table does not know.
+        ids.save(&self.state_dir).map_err(io_err(format!("save ids to {}", self.state_dir.display())))?;
+        self.ids = ids;
+
+        let writes = self.write_gen(target, &desired)?;
+        // The flip: one 4-byte value. From here on, new packets see only `target`.
+        self.maps
+            .config
+            .set(0, Config { active_gen: target, _pad: 0 }, 0)
+            .map_err(map_err("flip CONFIG.active_gen"))?;
+        let to_flip = start.elapsed();
+        let old = self.active_gen;
+        self.active_gen = target;
+        self.held[target as usize] = desired;
+        wait_for_readers();
+        // Bring the old generation up to date so the next apply writes only its own change.
+        let resolve = |name: &str| if_index(name);
+        let desired_old = tables::build(snapshot, &self.ids, old, &resolve)?;
+        let writes_after_flip = self.write_gen(old, &desired_old)?;
+        self.held[old as usize] = desired_old;
+        Ok(ApplyStats { writes, writes_after_flip, to_flip, total: start.elapsed() })
+    }
+
+    /// Writes generation `gen` so that it holds `desired` (a diff against what it holds).
+    fn write_gen(&mut self, gen: u32, desired: &GenTables) -> Result<usize, DataplaneError> {
+        let held = &self.held[gen as usize];
+        let m = &mut self.maps;
+        let mut n = 0;
+        let d = diff(&held.limits, &desired.limits);
+        for (k, v) in &d.upsert {
+            m.limits.insert(k, v, 0).map_err(map_err("write LIMITS"))?;
+        }
+        n += d.upsert.len();
+        let d4 = diff(&held.src_v4, &desired.src_v4);
+        let d6 = diff(&held.src_v6, &desired.src_v6);
+        let dp = diff(&held.ports, &desired.ports);
+        // Port entries before the source entries that lead to them, so that even within this
+        // (inactive) generation nothing points at a missing entry.
+        for ((p, k), v) in &dp.upsert {
+            m.ports.insert(&Key::new(*p, *k), v, 0).map_err(map_err("write PORTS"))?;
+        }
+        for ((p, k), v) in &d4.upsert {
+            m.src_v4.insert(&Key::new(*p, *k), v, 0).map_err(map_err("write SRC_V4"))?;
+        }
+        for ((p, k), v) in &d6.upsert {
+            m.src_v6.insert(&Key::new(*p, *k), v, 0).map_err(map_err("write SRC_V6"))?;
+        }
+        let di = diff(&held.ifaces, &desired.ifaces);
+        for (k, v) in &di.upsert {
+            m.ifaces.insert(k, v, 0).map_err(map_err("write IFACES"))?;
+        }
+        for k in &di.remove {
+            remove_ok(m.ifaces.remove(k)).map_err(map_err("delete from IFACES"))?;
+        }
+        for (p, k) in &d4.remove {
+            remove_ok(m.src_v4.remove(&Key::new(*p, *k))).map_err(map_err("delete from SRC_V4"))?;
+        }
+        for (p, k) in &d6.remove {
+            remove_ok(m.src_v6.remove(&Key::new(*p, *k))).map_err(map_err("delete from SRC_V6"))?;
+        }
+        for (p, k) in &dp.remove {
+            remove_ok(m.ports.remove(&Key::new(*p, *k))).map_err(map_err("delete from PORTS"))?;
+        }
+        for k in &d.remove {
+            remove_ok(m.limits.remove(k)).map_err(map_err("delete from LIMITS"))?;
+        }
+        n += dp.upsert.len() + d4.upsert.len() + d6.upsert.len() + di.upsert.len();
+        n += di.remove.len() + d4.remove.len() + d6.remove.len() + dp.remove.len() + d.remove.len();
+        Ok(n)
+    }
+
+    /// The id table (names of the counter slots).
+    pub fn ids(&self) -> &Ids {
+        &self.ids
+    }
+
+    /// The active generation.
+    pub fn active_gen(&self) -> u32 {
+        self.active_gen
+    }
+
+    /// Direct access to the loaded object (tests: BPF_PROG_TEST_RUN).
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// Loads the XDP program without attaching it (tests and benchmarks).
+    pub fn load_xdp_program(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        let xdp: &mut Xdp = self.program_mut(XDP_PROGRAM)?.try_into().map_err(prog_err("xdp program"))?;
+        xdp.load().map_err(prog_err("load the XDP program"))?;
+        Ok(xdp)
+    }
+}
+
+fn gen_of(be: [u8; 4]) -> usize {
+    usize::from(u32::from_be_bytes(be) & GEN_BIT != 0)
+}
+
+fn remove_ok(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match r {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
+fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T, DataplaneError> {
+    let map = ebpf.take_map(name).ok_or_else(|| DataplaneError::Io {
+        what: format!("map {name}"),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "not in the eBPF object"),
+    })?;
+    T::try_from(map).map_err(map_err(format!("map {name}")))
+}
+
+fn repin_program(pin: impl FnOnce(&Path) -> Result<(), aya::pin::PinError>, path: &Path) -> Result<(), DataplaneError> {
+    let _ = std::fs::remove_file(path);
+    pin(path).map_err(|e| DataplaneError::Io { what: format!("pin program {}", path.display()), source: std::io::Error::other(e) })
+}
+
+fn find_link(links_dir: &Path, iface: &str) -> Option<(Attached, PathBuf)> {
+    let prefix = format!("{iface}.");
+    std::fs::read_dir(links_dir).ok()?.flatten().find_map(|e| {
+        let name = e.file_name().into_string().ok()?;
+        let how = Attached::from_suffix(name.strip_prefix(&prefix)?)?;
+        Some((how, e.path()))
+    })
+}
+
+/// The index of an interface, if it exists.
+pub fn if_index(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+/// Waits until every packet that could have read the old generation is done: an RCU grace
+/// period. `membarrier(MEMBARRIER_CMD_GLOBAL)` is the one system call that waits for exactly
+/// that (it calls `synchronize_rcu()`, see kernel/sched/membarrier.c); XDP and TC programs run
+/// in RCU read-side critical sections. If it is unavailable (nohz_full kernels), sleep well past
+/// any packet's processing time instead.
+fn wait_for_readers() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0 as libc::c_long, 0 as libc::c_long) };
+    if r != 0 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Removes every link, program and map pinned under `pin_dir` (and the directory). The
+/// interfaces stop filtering once the last reference to each link is gone.
+pub fn detach(pin_dir: &Path) -> Result<Vec<PathBuf>, DataplaneError> {
+    let mut removed = Vec::new();
+    for sub in ["links", "progs", "maps"] {
+        let dir = pin_dir.join(sub);
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            std::fs::remove_file(e.path()).map_err(io_err(format!("unpin {}", e.path().display())))?;
+            removed.push(e.path());
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
+    let _ = std::fs::remove_dir(pin_dir);
+    Ok(removed)
+}
+
+/// Opens a pinned map of a running (or stopped) agent by name.
+pub fn open_pinned(pin_dir: &Path, name: &str) -> Result<Map, DataplaneError> {
+    let path = pin_dir.join("maps").join(name);
+    let data = MapData::from_pin(&path).map_err(map_err(format!("open pinned map {}", path.display())))?;
+    Map::from_map_data(data).map_err(map_err(format!("map {}", path.display())))
+}

@@ -1,0 +1,3 @@
+fn main() -> anyhow::Result<()> {
+    std::process::exit(gateway_user::cli::main()?)
+}

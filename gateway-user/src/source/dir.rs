@@ -1,0 +1,152 @@
+//! A directory (or one file) on disk as a policy source: what `tollgate validate PATH` reads,
+//! and what the Git source reads from its checkout.
+use super::{content_id, Documents, Revision, SourceError, SourceFile, MAX_FILE_SIZE};
+use std::path::{Path, PathBuf};
+use walkdir::WalkDir;
+
+/// Reads every `*.yaml` / `*.yml` file under `root`, at any depth, sorted by path; or just
+/// `root` if it is a file (whatever its extension). Hidden files and directories (`.git`,
+/// `.github`, ...) are skipped, and so are symbolic links: a policy repository cannot point the
+/// agent at files outside itself.
+pub fn read_dir(root: &Path) -> Result<Documents, SourceError> {
+    let meta = std::fs::metadata(root).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => SourceError::NotFound { path: root.to_path_buf() },
+        _ => SourceError::Io { path: root.to_path_buf(), source },
+    })?;
+
+    let mut files = Vec::new();
+    if meta.is_file() {
+        let name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| root.display().to_string());
+        files.push(read_file(root, name, meta.len())?);
+    } else {
+        let walk = WalkDir::new(root)
+            .follow_links(false)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+        for entry in walk {
+            let entry = entry.map_err(|e| {
+                let path = e.path().unwrap_or(root).to_path_buf();
+                SourceError::Io { path, source: e.into() }
+            })?;
+            if !entry.file_type().is_file() || !is_yaml(entry.path()) {
+                continue;
+            }
+            let size = entry
+                .metadata()
+                .map_err(|e| SourceError::Io { path: entry.path().to_path_buf(), source: e.into() })?
+                .len();
+            let relative = relative_path(root, entry.path());
+            files.push(read_file(entry.path(), relative, size)?);
+        }
+        // walkdir sorts per directory by file name; sorting the '/'-joined paths as well keeps the
+        // order (and so the revision id) independent of that detail.
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+    }
+
+    let id = format!("dir:{:016x}", content_id(&files));
+    Ok(Documents { revision: Revision { id, source: root.display().to_string() }, files })
+}
+
+fn is_yaml(path: &Path) -> bool {
+    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+}
+
+/// `path` relative to `root`, with `/` separators whatever the platform.
+fn relative_path(root: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+}
+
+fn read_file(path: &Path, relative: String, size: u64) -> Result<SourceFile, SourceError> {
+    if size > MAX_FILE_SIZE {
+        return Err(SourceError::TooLarge { path: path.to_path_buf(), size, limit: MAX_FILE_SIZE });
+    }
+    let bytes = std::fs::read(path).map_err(|source| SourceError::Io { path: path.to_path_buf(), source })?;
+    // The size can change between stat and read; the limit holds for what was actually read.
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(SourceError::TooLarge { path: path.to_path_buf(), size: bytes.len() as u64, limit: MAX_FILE_SIZE });
+    }
+    let content = String::from_utf8(bytes).map_err(|_| SourceError::NotUtf8 { path: PathBuf::from(path) })?;
+    Ok(SourceFile { path: relative, content })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn write(root: &Path, rel: &str, content: &[u8]) {
+        let path = root.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, content).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+
+    fn paths(docs: &Documents) -> Vec<&str> {
+        docs.files.iter().map(|f| f.path.as_str()).collect()
+    }
+
+    #[test]
+    fn reads_yaml_files_at_any_depth_sorted_and_skips_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "z.yaml", b"z");
+        write(dir.path(), "a/b/c/deep.yml", b"deep");
+        write(dir.path(), "a/first.yaml", b"first");
+        write(dir.path(), "README.md", b"not policy");
+        write(dir.path(), "a/notes.txt", b"not policy");
+        write(dir.path(), ".git/config.yaml", b"hidden");
+        write(dir.path(), "a/.hidden.yaml", b"hidden");
+        let docs = read_dir(dir.path()).unwrap();
+        assert_eq!(paths(&docs), ["a/b/c/deep.yml", "a/first.yaml", "z.yaml"]);
+        assert_eq!(docs.files[1].content, "first");
+        assert_eq!(docs.revision.source, dir.path().display().to_string());
+        assert!(docs.revision.id.starts_with("dir:"), "{}", docs.revision.id);
+    }
+
+    #[test]
+    fn a_single_file_is_read_whatever_its_extension() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "policy.txt", b"kind: L4Policy");
+        let docs = read_dir(&dir.path().join("policy.txt")).unwrap();
+        assert_eq!(paths(&docs), ["policy.txt"]);
+    }
+
+    #[test]
+    fn revision_id_is_stable_and_changes_with_content() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.yaml", b"one");
+        let first = read_dir(dir.path()).unwrap().revision.id;
+        assert_eq!(first, read_dir(dir.path()).unwrap().revision.id);
+        write(dir.path(), "a.yaml", b"two");
+        assert_ne!(first, read_dir(dir.path()).unwrap().revision.id);
+    }
+
+    #[test]
+    fn a_missing_path_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_dir(&dir.path().join("nope")).unwrap_err();
+        assert!(matches!(err, SourceError::NotFound { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "bad.yaml", &[0xff, 0xfe, 0x00]);
+        let err = read_dir(dir.path()).unwrap_err();
+        assert!(matches!(err, SourceError::NotUtf8 { .. }), "{err:?}");
+        assert!(err.to_string().contains("bad.yaml"), "{err}");
+    }
+
+    #[test]
+    fn a_file_over_the_size_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.yaml");
+        fs::File::create(&path).unwrap().set_len(MAX_FILE_SIZE + 1).unwrap();
+        let err = read_dir(dir.path()).unwrap_err();
+        match &err {
+            SourceError::TooLarge { size, limit, .. } => assert_eq!((*size, *limit), (MAX_FILE_SIZE + 1, MAX_FILE_SIZE)),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        assert!(err.to_string().contains("huge.yaml"), "{err}");
+    }
+}
