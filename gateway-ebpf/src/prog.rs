@@ -14,7 +14,7 @@
 //!   judged, and the stack cannot reassemble them without it.
 use core::{
     mem,
-    ptr::{null_mut, read_volatile, write_volatile},
+    ptr::{read_volatile, write_volatile},
     intrinsics::{atomic_xadd, AtomicOrdering},
 };
 
@@ -81,21 +81,13 @@ fn ptr_at<T>(data: usize, end: usize, offset: usize) -> Result<*const T, Unjudge
 }
 
 #[inline(always)]
-fn read_u8(data: usize, end: usize, offset: usize) -> Result<u8, Unjudged> {
-    Ok(unsafe { *ptr_at::<u8>(data, end, offset)? })
-}
-
-#[inline(always)]
-fn read_be16(data: usize, end: usize, offset: usize) -> Result<u16, Unjudged> {
-    Ok(u16::from_be(unsafe { ptr_at::<u16>(data, end, offset)?.read_unaligned() }))
-}
-
-#[inline(always)]
 fn parse(data: usize, end: usize) -> Result<Parsed, Unjudged> {
     let mut off = ETH_HLEN;
-    let mut ethertype = read_be16(data, end, 12)?;
+    let eth = unsafe { &*ptr_at::<[u8; ETH_HLEN]>(data, end, 0)? };
+    let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
-        ethertype = read_be16(data, end, 16)?;
+        let tag = unsafe { &*ptr_at::<[u8; 4]>(data, end, ETH_HLEN)? };
+        ethertype = u16::from_be_bytes([tag[2], tag[3]]);
         off += 4;
         if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
             return Err(STAT_UNSUPPORTED);
@@ -153,16 +145,15 @@ fn parse_v6(data: usize, end: usize, off: usize) -> Result<Parsed, Unjudged> {
         match next {
             // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
             0 | 43 | 60 => {
-                let nh = read_u8(data, end, l4)?;
-                let len = read_u8(data, end, l4 + 1)? as usize;
-                next = nh;
-                l4 += (len + 1) * 8;
+                let h = unsafe { &*ptr_at::<[u8; 4]>(data, end, l4)? };
+                next = h[0];
+                l4 += (h[1] as usize + 1) * 8;
             }
             // Fragment header: 8 bytes; offset in the top 13 bits of bytes 2-3.
             44 => {
-                let nh = read_u8(data, end, l4)?;
-                let offset = read_be16(data, end, l4 + 2)? >> 3;
-                next = nh;
+                let h = unsafe { &*ptr_at::<[u8; 4]>(data, end, l4)? };
+                let offset = u16::from_be_bytes([h[2], h[3]]) >> 3;
+                next = h[0];
                 l4 += 8;
                 if offset != 0 {
                     fragment = true;
@@ -171,10 +162,9 @@ fn parse_v6(data: usize, end: usize, off: usize) -> Result<Parsed, Unjudged> {
             }
             // Authentication header: (len + 2) * 4 bytes.
             51 => {
-                let nh = read_u8(data, end, l4)?;
-                let len = read_u8(data, end, l4 + 1)? as usize;
-                next = nh;
-                l4 += (len + 2) * 4;
+                let h = unsafe { &*ptr_at::<[u8; 4]>(data, end, l4)? };
+                next = h[0];
+                l4 += (h[1] as usize + 2) * 4;
             }
             _ => break,
         }
@@ -195,21 +185,22 @@ fn parse_v6(data: usize, end: usize, off: usize) -> Result<Parsed, Unjudged> {
 }
 
 /// The port field for the port table: destination port, or `PORT_ICMP_BASE + type`. The
-/// whole minimal L4 header must be present.
+/// whole minimal L4 header must be present. Every read goes through the pointer that was
+/// bounds-checked (the verifier does not relate a recomputed pointer to the checked one).
 #[inline(always)]
 fn l4_selector(data: usize, end: usize, off: usize, proto: u8) -> Result<u16, Unjudged> {
     match proto {
         IPPROTO_TCP => {
-            ptr_at::<[u8; 20]>(data, end, off)?;
-            read_be16(data, end, off + 2)
+            let h = unsafe { &*ptr_at::<[u8; 20]>(data, end, off)? };
+            Ok(u16::from_be_bytes([h[2], h[3]]))
         }
         IPPROTO_UDP => {
-            ptr_at::<[u8; 8]>(data, end, off)?;
-            read_be16(data, end, off + 2)
+            let h = unsafe { &*ptr_at::<[u8; 8]>(data, end, off)? };
+            Ok(u16::from_be_bytes([h[2], h[3]]))
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            ptr_at::<[u8; 4]>(data, end, off)?;
-            Ok(PORT_ICMP_BASE + read_u8(data, end, off)? as u16)
+            let h = unsafe { &*ptr_at::<[u8; 4]>(data, end, off)? };
+            Ok(PORT_ICMP_BASE + h[0] as u16)
         }
         _ => Ok(0),
     }
@@ -288,7 +279,9 @@ fn truncate(addr: &[u8; 16], bytes: usize, prefix: u8) -> [u8; 16] {
 #[inline(always)]
 fn check_limits(gen: u32, ids: &[u32; MAX_LIMITS], n: usize, p: &Parsed) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
-    let mut cells: [*mut Bucket; MAX_LIMITS] = [null_mut(); MAX_LIMITS];
+    // Keys, not pointers, are kept between the check and the charge: the verifier does not
+    // track map-value pointers spilled into a stack array.
+    let mut keys = [BucketKey::default(); MAX_LIMITS];
     let mut intervals = [0u64; MAX_LIMITS];
     let mut i = 0;
     while i < MAX_LIMITS {
@@ -317,28 +310,43 @@ fn check_limits(gen: u32, ids: &[u32; MAX_LIMITS], n: usize, p: &Parsed) -> u32 
         if tat > now && tat - now > cfg.tolerance_ns {
             return rule;
         }
-        cells[i] = cell;
+        if n == 1 {
+            // The common case, one limit: charge at once.
+            charge(cell, now, cfg.interval_ns);
+            return NO_RULE;
+        }
+        keys[i] = key;
         intervals[i] = cfg.interval_ns;
         i += 1;
     }
+    // Within every limit: charge them all.
     let mut i = 0;
     while i < MAX_LIMITS {
-        let cell = cells[i];
-        if !cell.is_null() {
-            unsafe {
-                if read_volatile(&(*cell).tat) < now {
-                    // Idle bucket: restart the schedule from now.
-                    write_volatile(&mut (*cell).tat, now + intervals[i]);
-                } else {
-                    // The result is unused, so this is a plain BPF atomic add (XADD), which every
-                    // BPF CPU version has. (The BPF target offers no `AtomicU64::fetch_add`.)
-                    atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&mut (*cell).tat, intervals[i]);
-                }
+        if i >= n {
+            break;
+        }
+        if intervals[i] != 0 {
+            if let Some(cell) = BUCKETS.get_ptr_mut(&keys[i]) {
+                charge(cell, now, intervals[i]);
             }
         }
         i += 1;
     }
     NO_RULE
+}
+
+#[inline(always)]
+fn charge(cell: *mut Bucket, now: u64, interval: u64) {
+    unsafe {
+        if read_volatile(&(*cell).tat) < now {
+            // Idle bucket: restart the schedule from now.
+            write_volatile(&mut (*cell).tat, now + interval);
+        } else {
+            // The result is unused, so this is a plain BPF atomic add (XADD), which every
+            // BPF CPU version has. (The BPF target offers no `AtomicU64::fetch_add`.)
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&mut (*cell).tat, interval);
+        }
+    }
 }
 
 /// Judges one packet: `ACTION_PASS` or `ACTION_DROP`.

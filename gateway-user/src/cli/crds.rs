@@ -25,7 +25,9 @@ mod tests {
     use std::path::PathBuf;
 
     fn committed_path() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(CRDS_PATH)
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(CRDS_PATH)
     }
 
     /// Set `TOLLGATE_UPDATE_CRDS=1` to rewrite the committed file instead of comparing.
@@ -35,7 +37,8 @@ mod tests {
         let generated = crds_yaml();
         if std::env::var_os("TOLLGATE_UPDATE_CRDS").is_some() {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, &generated).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+            std::fs::write(&path, &generated)
+                .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         }
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
@@ -51,7 +54,10 @@ mod tests {
     fn the_crd_is_cluster_scoped_and_documents_every_field() {
         let crd = L4Policy::crd();
         assert_eq!(crd.spec.scope, "Cluster");
-        assert_eq!(crd.spec.names.short_names.as_deref(), Some(&["l4p".to_string()][..]));
+        assert_eq!(
+            crd.spec.names.short_names.as_deref(),
+            Some(&["l4p".to_string()][..])
+        );
         let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
         let spec = &schema["openAPIV3Schema"]["properties"]["spec"];
         let mut undocumented = Vec::new();
@@ -73,9 +79,16 @@ mod tests {
             }
         }
         walk("spec", spec, &mut undocumented);
-        assert!(undocumented.is_empty(), "fields without a doc comment: {undocumented:?}");
+        assert!(
+            undocumented.is_empty(),
+            "fields without a doc comment: {undocumented:?}"
+        );
         let protocol = &spec["properties"]["rules"]["items"]["properties"]["protocol"];
-        assert_eq!(protocol["enum"], serde_json::json!(["TCP", "UDP", "ICMP", "ICMPv6"]), "{protocol}");
+        assert_eq!(
+            protocol["enum"],
+            serde_json::json!(["TCP", "UDP", "ICMP", "ICMPv6"]),
+            "{protocol}"
+        );
     }
 
     #[test]

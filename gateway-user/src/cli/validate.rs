@@ -68,7 +68,12 @@ struct ErrorLine<'a> {
 
 impl<'a> From<&'a PolicyError> for ErrorLine<'a> {
     fn from(e: &'a PolicyError) -> Self {
-        ErrorLine { file: &e.location.file, object: &e.location.object, field: &e.location.field, message: e.message.clone() }
+        ErrorLine {
+            file: &e.location.file,
+            object: &e.location.object,
+            field: &e.location.field,
+            message: e.message.clone(),
+        }
     }
 }
 
@@ -81,19 +86,34 @@ pub fn render(result: &Result<Vec<Policy>, ValidateFailure>, format: Format) -> 
     match format {
         Format::Text => match result {
             Ok(_) => format!("valid: {policies} policies, {rules} rules\n"),
-            Err(ValidateFailure::Invalid(PolicyErrors(errors))) => errors.iter().map(|e| format!("{e}\n")).collect(),
+            Err(ValidateFailure::Invalid(PolicyErrors(errors))) => {
+                errors.iter().map(|e| format!("{e}\n")).collect()
+            }
             Err(ValidateFailure::Source(e)) => format!("error: {e}\n"),
         },
         Format::Json => {
             let errors = match result {
                 Ok(_) => Vec::new(),
-                Err(ValidateFailure::Invalid(PolicyErrors(errors))) => errors.iter().map(ErrorLine::from).collect(),
+                Err(ValidateFailure::Invalid(PolicyErrors(errors))) => {
+                    errors.iter().map(ErrorLine::from).collect()
+                }
                 Err(ValidateFailure::Source(e)) => {
-                    vec![ErrorLine { file: "", object: "", field: "", message: e.to_string() }]
+                    vec![ErrorLine {
+                        file: "",
+                        object: "",
+                        field: "",
+                        message: e.to_string(),
+                    }]
                 }
             };
-            let report = Report { valid: result.is_ok(), errors, policies, rules };
-            let mut out = serde_json::to_string_pretty(&report).expect("a report serializes to JSON");
+            let report = Report {
+                valid: result.is_ok(),
+                errors,
+                policies,
+                rules,
+            };
+            let mut out =
+                serde_json::to_string_pretty(&report).expect("a report serializes to JSON");
             out.push('\n');
             out
         }
@@ -122,21 +142,32 @@ mod tests {
         let dir = tree(&[("a/edge.yaml", GOOD)]);
         let result = validate_path(dir.path());
         assert_eq!(exit_code(&result), 0);
-        assert_eq!(render(&result, Format::Text), "valid: 1 policies, 2 rules\n");
+        assert_eq!(
+            render(&result, Format::Text),
+            "valid: 1 policies, 2 rules\n"
+        );
         let json: serde_json::Value = serde_json::from_str(&render(&result, Format::Json)).unwrap();
-        assert_eq!(json, serde_json::json!({ "valid": true, "errors": [], "policies": 1, "rules": 2 }));
+        assert_eq!(
+            json,
+            serde_json::json!({ "valid": true, "errors": [], "policies": 1, "rules": 2 })
+        );
     }
 
     #[test]
     fn invalid_policy_prints_one_line_per_problem_and_exits_1() {
-        let bad = GOOD.replace("\"22\"", "\"0\"").replace("203.0.113.0/24", "203.0.113.1/24");
+        let bad = GOOD
+            .replace("\"22\"", "\"0\"")
+            .replace("203.0.113.0/24", "203.0.113.1/24");
         let dir = tree(&[("edge.yaml", &bad), ("sub/other.yaml", "kind: Nope\n")]);
         let result = validate_path(dir.path());
         assert_eq!(exit_code(&result), 1);
         let text = render(&result, Format::Text);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 1, "{text}"); // parse errors stop before validation
-        assert!(lines[0].starts_with("sub/other.yaml: document 1: kind: unknown kind \"Nope\""), "{text}");
+        assert!(
+            lines[0].starts_with("sub/other.yaml: document 1: kind: unknown kind \"Nope\""),
+            "{text}"
+        );
 
         let dir = tree(&[("edge.yaml", &bad)]);
         let result = validate_path(dir.path());
@@ -160,15 +191,27 @@ mod tests {
         let dir = tree(&[]);
         let result = validate_path(&dir.path().join("missing"));
         assert_eq!(exit_code(&result), 2);
-        assert!(render(&result, Format::Text).starts_with("error: ") && render(&result, Format::Text).contains("missing"));
+        assert!(
+            render(&result, Format::Text).starts_with("error: ")
+                && render(&result, Format::Text).contains("missing")
+        );
         let json: serde_json::Value = serde_json::from_str(&render(&result, Format::Json)).unwrap();
         assert_eq!(json["valid"], false);
-        assert!(json["errors"][0]["message"].as_str().unwrap().contains("does not exist"), "{json}");
+        assert!(
+            json["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("does not exist"),
+            "{json}"
+        );
     }
 
     #[test]
     fn a_single_file_can_be_validated() {
         let dir = tree(&[("edge.yaml", GOOD)]);
-        assert_eq!(validate_path(&dir.path().join("edge.yaml")).unwrap()[0].name, "edge");
+        assert_eq!(
+            validate_path(&dir.path().join("edge.yaml")).unwrap()[0].name,
+            "edge"
+        );
     }
 }

@@ -1,9 +1,14 @@
 //! Raw `L4Policy` objects -> validated [`Policy`] values. Every value is checked here, and every
 //! problem of the revision is reported (file, object, exact field path, the offending value
 //! quoted), never just the first: whoever fixes the revision should need one round, not ten.
-use super::policy::{Action, Mode, Policy, PortRange, Protocol, RateLimit, Rule, MAX_BURST, MAX_PPS};
+use super::policy::{
+    Action, Mode, Policy, PortRange, Protocol, RateLimit, Rule, MAX_BURST, MAX_PPS,
+};
 use super::{PolicyError, PolicyErrors};
-use crate::model::l4::{self, L4Action, L4Mode, L4Protocol, L4RateLimit, L4Rule, DEFAULT_IPV4_PREFIX, DEFAULT_IPV6_PREFIX};
+use crate::model::l4::{
+    self, L4Action, L4Mode, L4Protocol, L4RateLimit, L4Rule, DEFAULT_IPV4_PREFIX,
+    DEFAULT_IPV6_PREFIX,
+};
 use crate::model::{Located, Object};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, HashSet};
@@ -29,7 +34,11 @@ pub fn validate(objects: &[Located<Object>]) -> Result<Vec<Policy>, PolicyErrors
             Object::L4Policy(p) => {
                 let name = located.value.name();
                 seen.entry(name).or_default().push(&located.file);
-                let mut check = Checker { file: &located.file, object: &located.object, errors: &mut errors };
+                let mut check = Checker {
+                    file: &located.file,
+                    object: &located.object,
+                    errors: &mut errors,
+                };
                 if let Some(policy) = check.policy(name, &p.spec) {
                     policies.push(policy);
                 }
@@ -42,13 +51,24 @@ pub fn validate(objects: &[Located<Object>]) -> Result<Vec<Policy>, PolicyErrors
         let name = located.value.name();
         let files = &seen[name];
         if files.len() > 1 {
-            let others: Vec<String> = files.iter().filter(|f| **f != located.file).map(|f| f.to_string()).collect();
-            let elsewhere = if others.is_empty() { "this file".to_string() } else { others.join(", ") };
+            let others: Vec<String> = files
+                .iter()
+                .filter(|f| **f != located.file)
+                .map(|f| f.to_string())
+                .collect();
+            let elsewhere = if others.is_empty() {
+                "this file".to_string()
+            } else {
+                others.join(", ")
+            };
             errors.push(PolicyError::new(
                 &located.file,
                 &located.object,
                 "metadata.name",
-                format!("\"{name}\" is defined {} times in this revision (also in {elsewhere})", files.len()),
+                format!(
+                    "\"{name}\" is defined {} times in this revision (also in {elsewhere})",
+                    files.len()
+                ),
             ));
         }
     }
@@ -85,7 +105,8 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn error(&mut self, field: impl Into<String>, message: impl std::fmt::Display) {
-        self.errors.push(PolicyError::new(self.file, self.object, field, message));
+        self.errors
+            .push(PolicyError::new(self.file, self.object, field, message));
     }
 
     /// The validated policy, or `None` when any of it is invalid (the errors are recorded).
@@ -97,7 +118,13 @@ impl Checker<'_> {
         for (i, rule) in spec.rules.iter().enumerate() {
             let at = format!("spec.rules[{i}]");
             if !rule.name.is_empty() && !names.insert(&rule.name) {
-                self.error(format!("{at}.name"), format!("duplicate rule name \"{}\"; rule names are unique within a policy", rule.name));
+                self.error(
+                    format!("{at}.name"),
+                    format!(
+                        "duplicate rule name \"{}\"; rule names are unique within a policy",
+                        rule.name
+                    ),
+                );
             }
             if let Some(rule) = self.rule(&at, rule) {
                 rules.push(rule);
@@ -118,12 +145,20 @@ impl Checker<'_> {
 
     fn interfaces(&mut self, list: &[String]) -> Vec<String> {
         if list.is_empty() {
-            self.error("spec.interfaces", "empty list; omit interfaces to use the agent's interfaces");
+            self.error(
+                "spec.interfaces",
+                "empty list; omit interfaces to use the agent's interfaces",
+            );
         }
         let mut seen = HashSet::new();
         for (j, name) in list.iter().enumerate() {
             let at = format!("spec.interfaces[{j}]");
-            if name.is_empty() || name.len() > MAX_INTERFACE_NAME || name.chars().any(|c| c == '/' || c.is_whitespace() || c.is_control()) {
+            if name.is_empty()
+                || name.len() > MAX_INTERFACE_NAME
+                || name
+                    .chars()
+                    .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+            {
                 self.error(at, format!("\"{name}\" is not an interface name (1-{MAX_INTERFACE_NAME} characters, no '/' or spaces)"));
             } else if !seen.insert(name) {
                 self.error(at, format!("interface \"{name}\" is listed twice"));
@@ -138,29 +173,46 @@ impl Checker<'_> {
             self.error(format!("{at}.name"), format!("\"{}\" {why}", raw.name));
         }
         let action = action(raw.action);
-        let from = raw.from.as_ref().map(|list| self.cidrs(&format!("{at}.from"), list));
+        let from = raw
+            .from
+            .as_ref()
+            .map(|list| self.cidrs(&format!("{at}.from"), list));
         let protocol = raw.protocol.map(protocol);
 
         let ports = raw.ports.as_ref().map(|list| {
             let field = format!("{at}.ports");
             if !matches!(protocol, Some(Protocol::Tcp | Protocol::Udp)) {
-                let got = protocol.map_or("no protocol".to_string(), |p| format!("protocol {}", p.as_str()));
-                self.error(&field, format!("ports need protocol TCP or UDP, this rule has {got}"));
+                let got = protocol.map_or("no protocol".to_string(), |p| {
+                    format!("protocol {}", p.as_str())
+                });
+                self.error(
+                    &field,
+                    format!("ports need protocol TCP or UDP, this rule has {got}"),
+                );
             }
             if list.is_empty() {
                 self.error(&field, "empty list; omit ports to match any port");
             }
             list.iter()
                 .enumerate()
-                .filter_map(|(j, s)| parse_ports(s).map_err(|why| self.error(format!("{field}[{j}]"), why)).ok())
+                .filter_map(|(j, s)| {
+                    parse_ports(s)
+                        .map_err(|why| self.error(format!("{field}[{j}]"), why))
+                        .ok()
+                })
                 .collect::<Vec<_>>()
         });
 
         let icmp_types = raw.icmp_types.as_ref().map(|list| {
             let field = format!("{at}.icmpTypes");
             if !matches!(protocol, Some(Protocol::Icmp | Protocol::Icmpv6)) {
-                let got = protocol.map_or("no protocol".to_string(), |p| format!("protocol {}", p.as_str()));
-                self.error(&field, format!("icmpTypes need protocol ICMP or ICMPv6, this rule has {got}"));
+                let got = protocol.map_or("no protocol".to_string(), |p| {
+                    format!("protocol {}", p.as_str())
+                });
+                self.error(
+                    &field,
+                    format!("icmpTypes need protocol ICMP or ICMPv6, this rule has {got}"),
+                );
             }
             if list.is_empty() {
                 self.error(&field, "empty list; omit icmpTypes to match any ICMP type");
@@ -170,7 +222,10 @@ impl Checker<'_> {
                 .filter_map(|(j, &t)| match u8::try_from(t) {
                     Ok(t) => Some(t),
                     Err(_) => {
-                        self.error(format!("{field}[{j}]"), format!("ICMP type {t} is out of range 0-255"));
+                        self.error(
+                            format!("{field}[{j}]"),
+                            format!("ICMP type {t} is out of range 0-255"),
+                        );
                         None
                     }
                 })
@@ -180,27 +235,50 @@ impl Checker<'_> {
         let rate_limit = raw.rate_limit.as_ref().and_then(|limit| {
             let field = format!("{at}.rateLimit");
             if action == Action::Deny {
-                self.error(&field, "a rate limit applies to the packets an allow rule admits; this rule denies");
+                self.error(
+                    &field,
+                    "a rate limit applies to the packets an allow rule admits; this rule denies",
+                );
             }
             self.rate_limit(&field, limit)
         });
 
-        (self.errors.len() == before).then(|| Rule { name: raw.name.clone(), action, from, protocol, ports, icmp_types, rate_limit })
+        (self.errors.len() == before).then(|| Rule {
+            name: raw.name.clone(),
+            action,
+            from,
+            protocol,
+            ports,
+            icmp_types,
+            rate_limit,
+        })
     }
 
     fn cidrs(&mut self, field: &str, list: &[String]) -> Vec<IpNet> {
         if list.is_empty() {
-            self.error(field, "empty list matches no source; omit from to match any source");
+            self.error(
+                field,
+                "empty list matches no source; omit from to match any source",
+            );
         }
         list.iter()
             .enumerate()
-            .filter_map(|(j, s)| parse_cidr(s).map_err(|why| self.error(format!("{field}[{j}]"), why)).ok())
+            .filter_map(|(j, s)| {
+                parse_cidr(s)
+                    .map_err(|why| self.error(format!("{field}[{j}]"), why))
+                    .ok()
+            })
             .collect()
     }
 
     fn rate_limit(&mut self, field: &str, raw: &L4RateLimit) -> Option<RateLimit> {
         let before = self.errors.len();
-        let pps = self.bounded(&format!("{field}.packetsPerSecond"), raw.packets_per_second, 1, MAX_PPS);
+        let pps = self.bounded(
+            &format!("{field}.packetsPerSecond"),
+            raw.packets_per_second,
+            1,
+            MAX_PPS,
+        );
         let burst = match raw.burst {
             Some(b) => self.bounded(&format!("{field}.burst"), b, 1, MAX_BURST),
             None => pps,
@@ -261,7 +339,10 @@ fn check_rule_name(name: &str) -> Result<(), String> {
     if name.len() > MAX_RULE_NAME {
         return Err(format!("is longer than {MAX_RULE_NAME} characters"));
     }
-    if !name.chars().all(|c| alnum(c) || c == '-') || !name.starts_with(alnum) || !name.ends_with(alnum) {
+    if !name.chars().all(|c| alnum(c) || c == '-')
+        || !name.starts_with(alnum)
+        || !name.ends_with(alnum)
+    {
         return Err("is not a valid rule name: lower-case letters, digits and '-', starting and ending with a letter or digit".into());
     }
     Ok(())
@@ -273,9 +354,14 @@ fn parse_cidr(s: &str) -> Result<IpNet, String> {
     if let Ok(addr) = s.parse::<IpAddr>() {
         return Ok(IpNet::from(addr));
     }
-    let net: IpNet = s.parse().map_err(|_| format!("\"{s}\" is not an IPv4 or IPv6 CIDR (like 203.0.113.0/24 or 2001:db8::/32)"))?;
+    let net: IpNet = s.parse().map_err(|_| {
+        format!("\"{s}\" is not an IPv4 or IPv6 CIDR (like 203.0.113.0/24 or 2001:db8::/32)")
+    })?;
     if net.trunc() != net {
-        return Err(format!("\"{s}\" has host bits set; did you mean {}?", net.trunc()));
+        return Err(format!(
+            "\"{s}\" has host bits set; did you mean {}?",
+            net.trunc()
+        ));
     }
     Ok(net)
 }
@@ -284,7 +370,9 @@ fn parse_cidr(s: &str) -> Result<IpNet, String> {
 fn parse_ports(s: &str) -> Result<PortRange, String> {
     let port = |p: &str| -> Result<u16, String> {
         if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("\"{s}\" is not a port or port range (like \"22\" or \"8000-8999\")"));
+            return Err(format!(
+                "\"{s}\" is not a port or port range (like \"22\" or \"8000-8999\")"
+            ));
         }
         match p.parse::<u32>() {
             Ok(n @ 1..=65535) => Ok(n as u16),
@@ -299,7 +387,9 @@ fn parse_ports(s: &str) -> Result<PortRange, String> {
         }
     };
     if first > last {
-        return Err(format!("port range \"{s}\" is reversed; did you mean \"{last}-{first}\"?"));
+        return Err(format!(
+            "port range \"{s}\" is reversed; did you mean \"{last}-{first}\"?"
+        ));
     }
     Ok(PortRange { first, last })
 }
@@ -312,8 +402,17 @@ mod tests {
 
     fn docs(files: &[(&str, &str)]) -> Documents {
         Documents {
-            revision: Revision { id: "test".into(), source: "test".into() },
-            files: files.iter().map(|(p, c)| SourceFile { path: p.to_string(), content: c.to_string() }).collect(),
+            revision: Revision {
+                id: "test".into(),
+                source: "test".into(),
+            },
+            files: files
+                .iter()
+                .map(|(p, c)| SourceFile {
+                    path: p.to_string(),
+                    content: c.to_string(),
+                })
+                .collect(),
         }
     }
 
@@ -340,7 +439,10 @@ mod tests {
         let mut e = errors(&[("p.yaml", &policy("p", &[rule]))]);
         assert_eq!(e.len(), 1, "{e:#?}");
         let e = e.remove(0);
-        assert_eq!((e.location.file.as_str(), e.location.object.as_str()), ("p.yaml", "L4Policy/p"));
+        assert_eq!(
+            (e.location.file.as_str(), e.location.object.as_str()),
+            ("p.yaml", "L4Policy/p")
+        );
         (e.location.field, e.message)
     }
 
@@ -385,7 +487,15 @@ spec:
     fn the_design_example_becomes_the_expected_policy() {
         let policies = run(&[("edge.yaml", DESIGN_EXAMPLE)]).unwrap_or_else(|e| panic!("{e}"));
         let net = |s: &str| s.parse::<IpNet>().unwrap();
-        let rule = |name: &str, action| Rule { name: name.into(), action, from: None, protocol: None, ports: None, icmp_types: None, rate_limit: None };
+        let rule = |name: &str, action| Rule {
+            name: name.into(),
+            action,
+            from: None,
+            protocol: None,
+            ports: None,
+            icmp_types: None,
+            rate_limit: None,
+        };
         let expected = Policy {
             name: "edge".into(),
             file: "edge.yaml".into(),
@@ -393,18 +503,45 @@ spec:
             default_action: Action::Allow,
             interfaces: Some(vec!["eth0".into()]),
             rules: vec![
-                Rule { from: Some(vec![net("203.0.113.0/24"), net("2001:db8:bad::/48")]), ..rule("block-scanners", Action::Deny) },
+                Rule {
+                    from: Some(vec![net("203.0.113.0/24"), net("2001:db8:bad::/48")]),
+                    ..rule("block-scanners", Action::Deny)
+                },
                 Rule {
                     from: Some(vec![net("198.51.100.0/24")]),
                     protocol: Some(Protocol::Tcp),
-                    ports: Some(vec![PortRange { first: 22, last: 22 }]),
+                    ports: Some(vec![PortRange {
+                        first: 22,
+                        last: 22,
+                    }]),
                     ..rule("ssh-from-office", Action::Allow)
                 },
-                Rule { protocol: Some(Protocol::Tcp), ports: Some(vec![PortRange { first: 22, last: 22 }]), ..rule("no-ssh", Action::Deny) },
                 Rule {
                     protocol: Some(Protocol::Tcp),
-                    ports: Some(vec![PortRange { first: 443, last: 443 }, PortRange { first: 8000, last: 8999 }]),
-                    rate_limit: Some(RateLimit { packets_per_second: 2000, burst: 4000, ipv4_prefix: 32, ipv6_prefix: 64 }),
+                    ports: Some(vec![PortRange {
+                        first: 22,
+                        last: 22,
+                    }]),
+                    ..rule("no-ssh", Action::Deny)
+                },
+                Rule {
+                    protocol: Some(Protocol::Tcp),
+                    ports: Some(vec![
+                        PortRange {
+                            first: 443,
+                            last: 443,
+                        },
+                        PortRange {
+                            first: 8000,
+                            last: 8999,
+                        },
+                    ]),
+                    rate_limit: Some(RateLimit {
+                        packets_per_second: 2000,
+                        burst: 4000,
+                        ipv4_prefix: 32,
+                        ipv6_prefix: 64,
+                    }),
                     ..rule("https", Action::Allow)
                 },
             ],
@@ -415,49 +552,112 @@ spec:
     #[test]
     fn policies_come_out_sorted_by_name() {
         let rule = "{ name: r, action: allow }";
-        let names: Vec<String> = run(&[("a.yaml", &policy("zeta", &[rule])), ("b.yaml", &policy("alpha", &[rule]))])
-            .unwrap()
-            .into_iter()
-            .map(|p| p.name)
-            .collect();
+        let names: Vec<String> = run(&[
+            ("a.yaml", &policy("zeta", &[rule])),
+            ("b.yaml", &policy("alpha", &[rule])),
+        ])
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
         assert_eq!(names, ["alpha", "zeta"]);
     }
 
     #[test]
     fn rate_limit_defaults_are_burst_equal_to_rate_and_prefixes_32_and_64() {
-        let p = run(&[("p.yaml", &policy("p", &["{ name: r, action: allow, rateLimit: { packetsPerSecond: 50 } }"]))]).unwrap();
-        assert_eq!(p[0].rules[0].rate_limit, Some(RateLimit { packets_per_second: 50, burst: 50, ipv4_prefix: 32, ipv6_prefix: 64 }));
+        let p = run(&[(
+            "p.yaml",
+            &policy(
+                "p",
+                &["{ name: r, action: allow, rateLimit: { packetsPerSecond: 50 } }"],
+            ),
+        )])
+        .unwrap();
+        assert_eq!(
+            p[0].rules[0].rate_limit,
+            Some(RateLimit {
+                packets_per_second: 50,
+                burst: 50,
+                ipv4_prefix: 32,
+                ipv6_prefix: 64
+            })
+        );
     }
 
     #[test]
     fn bare_addresses_are_single_hosts() {
-        let p = run(&[("p.yaml", &policy("p", &[r#"{ name: r, action: deny, from: [192.0.2.7, "2001:db8::1"] }"#]))]).unwrap();
-        let from: Vec<String> = p[0].rules[0].from.as_ref().unwrap().iter().map(|n| n.to_string()).collect();
+        let p = run(&[(
+            "p.yaml",
+            &policy(
+                "p",
+                &[r#"{ name: r, action: deny, from: [192.0.2.7, "2001:db8::1"] }"#],
+            ),
+        )])
+        .unwrap();
+        let from: Vec<String> = p[0].rules[0]
+            .from
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         assert_eq!(from, ["192.0.2.7/32", "2001:db8::1/128"]);
     }
 
     #[test]
     fn a_bad_cidr_is_quoted() {
-        assert_rule_error("{ name: r, action: deny, from: [10.0.0.0/8, 300.1.2.0/24] }", "spec.rules[0].from[1]", &["\"300.1.2.0/24\"", "not an IPv4 or IPv6 CIDR"]);
-        assert_rule_error("{ name: r, action: deny, from: [10.0.0.0/33] }", "spec.rules[0].from[0]", &["\"10.0.0.0/33\""]);
+        assert_rule_error(
+            "{ name: r, action: deny, from: [10.0.0.0/8, 300.1.2.0/24] }",
+            "spec.rules[0].from[1]",
+            &["\"300.1.2.0/24\"", "not an IPv4 or IPv6 CIDR"],
+        );
+        assert_rule_error(
+            "{ name: r, action: deny, from: [10.0.0.0/33] }",
+            "spec.rules[0].from[0]",
+            &["\"10.0.0.0/33\""],
+        );
     }
 
     #[test]
     fn host_bits_suggest_the_network() {
-        assert_rule_error("{ name: r, action: deny, from: [10.0.0.1/24] }", "spec.rules[0].from[0]", &["\"10.0.0.1/24\" has host bits set; did you mean 10.0.0.0/24?"]);
-        assert_rule_error(r#"{ name: r, action: deny, from: ["2001:db8::1/32"] }"#, "spec.rules[0].from[0]", &["did you mean 2001:db8::/32?"]);
+        assert_rule_error(
+            "{ name: r, action: deny, from: [10.0.0.1/24] }",
+            "spec.rules[0].from[0]",
+            &["\"10.0.0.1/24\" has host bits set; did you mean 10.0.0.0/24?"],
+        );
+        assert_rule_error(
+            r#"{ name: r, action: deny, from: ["2001:db8::1/32"] }"#,
+            "spec.rules[0].from[0]",
+            &["did you mean 2001:db8::/32?"],
+        );
     }
 
     #[test]
     fn an_empty_from_is_refused() {
-        assert_rule_error("{ name: r, action: deny, from: [] }", "spec.rules[0].from", &["omit from to match any source"]);
+        assert_rule_error(
+            "{ name: r, action: deny, from: [] }",
+            "spec.rules[0].from",
+            &["omit from to match any source"],
+        );
     }
 
     #[test]
     fn ports_out_of_range_are_refused() {
-        assert_rule_error(r#"{ name: r, action: allow, protocol: TCP, ports: ["0"] }"#, "spec.rules[0].ports[0]", &["port 0 in \"0\" is out of range 1-65535"]);
-        assert_rule_error(r#"{ name: r, action: allow, protocol: UDP, ports: ["22", "1-65536"] }"#, "spec.rules[0].ports[1]", &["65536", "out of range"]);
-        assert_rule_error(r#"{ name: r, action: allow, protocol: UDP, ports: ["99999999999999999999"] }"#, "spec.rules[0].ports[0]", &["out of range"]);
+        assert_rule_error(
+            r#"{ name: r, action: allow, protocol: TCP, ports: ["0"] }"#,
+            "spec.rules[0].ports[0]",
+            &["port 0 in \"0\" is out of range 1-65535"],
+        );
+        assert_rule_error(
+            r#"{ name: r, action: allow, protocol: UDP, ports: ["22", "1-65536"] }"#,
+            "spec.rules[0].ports[1]",
+            &["65536", "out of range"],
+        );
+        assert_rule_error(
+            r#"{ name: r, action: allow, protocol: UDP, ports: ["99999999999999999999"] }"#,
+            "spec.rules[0].ports[0]",
+            &["out of range"],
+        );
     }
 
     #[test]
@@ -470,45 +670,104 @@ spec:
 
     #[test]
     fn a_reversed_port_range_is_refused() {
-        assert_rule_error(r#"{ name: r, action: allow, protocol: TCP, ports: ["9000-8000"] }"#, "spec.rules[0].ports[0]", &["reversed", "\"8000-9000\""]);
+        assert_rule_error(
+            r#"{ name: r, action: allow, protocol: TCP, ports: ["9000-8000"] }"#,
+            "spec.rules[0].ports[0]",
+            &["reversed", "\"8000-9000\""],
+        );
     }
 
     #[test]
     fn empty_ports_and_icmp_types_are_refused() {
-        assert_rule_error("{ name: r, action: allow, protocol: TCP, ports: [] }", "spec.rules[0].ports", &["omit ports"]);
-        assert_rule_error("{ name: r, action: allow, protocol: ICMP, icmpTypes: [] }", "spec.rules[0].icmpTypes", &["omit icmpTypes"]);
+        assert_rule_error(
+            "{ name: r, action: allow, protocol: TCP, ports: [] }",
+            "spec.rules[0].ports",
+            &["omit ports"],
+        );
+        assert_rule_error(
+            "{ name: r, action: allow, protocol: ICMP, icmpTypes: [] }",
+            "spec.rules[0].icmpTypes",
+            &["omit icmpTypes"],
+        );
     }
 
     #[test]
     fn ports_need_tcp_or_udp() {
-        assert_rule_error(r#"{ name: r, action: allow, protocol: ICMP, ports: ["22"] }"#, "spec.rules[0].ports", &["protocol ICMP"]);
-        assert_rule_error(r#"{ name: r, action: allow, ports: ["22"] }"#, "spec.rules[0].ports", &["no protocol"]);
+        assert_rule_error(
+            r#"{ name: r, action: allow, protocol: ICMP, ports: ["22"] }"#,
+            "spec.rules[0].ports",
+            &["protocol ICMP"],
+        );
+        assert_rule_error(
+            r#"{ name: r, action: allow, ports: ["22"] }"#,
+            "spec.rules[0].ports",
+            &["no protocol"],
+        );
     }
 
     #[test]
     fn icmp_types_need_icmp_or_icmpv6() {
-        assert_rule_error("{ name: r, action: allow, protocol: TCP, icmpTypes: [8] }", "spec.rules[0].icmpTypes", &["protocol TCP"]);
-        let ok = run(&[("p.yaml", &policy("p", &["{ name: r, action: allow, protocol: ICMPv6, icmpTypes: [128, 0, 255] }"]))]).unwrap();
+        assert_rule_error(
+            "{ name: r, action: allow, protocol: TCP, icmpTypes: [8] }",
+            "spec.rules[0].icmpTypes",
+            &["protocol TCP"],
+        );
+        let ok = run(&[(
+            "p.yaml",
+            &policy(
+                "p",
+                &["{ name: r, action: allow, protocol: ICMPv6, icmpTypes: [128, 0, 255] }"],
+            ),
+        )])
+        .unwrap();
         assert_eq!(ok[0].rules[0].icmp_types, Some(vec![128, 0, 255]));
     }
 
     #[test]
     fn icmp_types_out_of_range_are_refused() {
-        assert_rule_error("{ name: r, action: allow, protocol: ICMP, icmpTypes: [8, 256] }", "spec.rules[0].icmpTypes[1]", &["256", "0-255"]);
-        assert_rule_error("{ name: r, action: allow, protocol: ICMP, icmpTypes: [-1] }", "spec.rules[0].icmpTypes[0]", &["-1"]);
+        assert_rule_error(
+            "{ name: r, action: allow, protocol: ICMP, icmpTypes: [8, 256] }",
+            "spec.rules[0].icmpTypes[1]",
+            &["256", "0-255"],
+        );
+        assert_rule_error(
+            "{ name: r, action: allow, protocol: ICMP, icmpTypes: [-1] }",
+            "spec.rules[0].icmpTypes[0]",
+            &["-1"],
+        );
     }
 
     #[test]
     fn rate_limit_on_a_deny_rule_is_refused() {
-        assert_rule_error("{ name: r, action: deny, rateLimit: { packetsPerSecond: 10 } }", "spec.rules[0].rateLimit", &["allow rule", "denies"]);
+        assert_rule_error(
+            "{ name: r, action: deny, rateLimit: { packetsPerSecond: 10 } }",
+            "spec.rules[0].rateLimit",
+            &["allow rule", "denies"],
+        );
     }
 
     #[test]
     fn rate_limit_bounds_are_checked() {
-        assert_rule_error("{ name: r, action: allow, rateLimit: { packetsPerSecond: 0 } }", "spec.rules[0].rateLimit.packetsPerSecond", &["0 is out of range 1-100000000"]);
-        assert_rule_error("{ name: r, action: allow, rateLimit: { packetsPerSecond: 100000001 } }", "spec.rules[0].rateLimit.packetsPerSecond", &["100000001"]);
-        assert_rule_error("{ name: r, action: allow, rateLimit: { packetsPerSecond: 1, burst: 0 } }", "spec.rules[0].rateLimit.burst", &["0 is out of range"]);
-        assert_rule_error("{ name: r, action: allow, rateLimit: { packetsPerSecond: 1, burst: -3 } }", "spec.rules[0].rateLimit.burst", &["-3"]);
+        assert_rule_error(
+            "{ name: r, action: allow, rateLimit: { packetsPerSecond: 0 } }",
+            "spec.rules[0].rateLimit.packetsPerSecond",
+            &["0 is out of range 1-100000000"],
+        );
+        assert_rule_error(
+            "{ name: r, action: allow, rateLimit: { packetsPerSecond: 100000001 } }",
+            "spec.rules[0].rateLimit.packetsPerSecond",
+            &["100000001"],
+        );
+        assert_rule_error(
+            "{ name: r, action: allow, rateLimit: { packetsPerSecond: 1, burst: 0 } }",
+            "spec.rules[0].rateLimit.burst",
+            &["0 is out of range"],
+        );
+        assert_rule_error(
+            "{ name: r, action: allow, rateLimit: { packetsPerSecond: 1, burst: -3 } }",
+            "spec.rules[0].rateLimit.burst",
+            &["-3"],
+        );
     }
 
     #[test]
@@ -519,33 +778,88 @@ spec:
 
     #[test]
     fn rule_names_must_be_dns_labels() {
-        assert_rule_error("{ name: Block_SSH, action: deny }", "spec.rules[0].name", &["\"Block_SSH\""]);
-        assert_rule_error("{ name: '', action: deny }", "spec.rules[0].name", &["empty"]);
-        assert_rule_error("{ name: -x, action: deny }", "spec.rules[0].name", &["\"-x\""]);
+        assert_rule_error(
+            "{ name: Block_SSH, action: deny }",
+            "spec.rules[0].name",
+            &["\"Block_SSH\""],
+        );
+        assert_rule_error(
+            "{ name: '', action: deny }",
+            "spec.rules[0].name",
+            &["empty"],
+        );
+        assert_rule_error(
+            "{ name: -x, action: deny }",
+            "spec.rules[0].name",
+            &["\"-x\""],
+        );
         let long = "a".repeat(64);
-        assert_rule_error(&format!("{{ name: {long}, action: deny }}"), "spec.rules[0].name", &["63"]);
+        assert_rule_error(
+            &format!("{{ name: {long}, action: deny }}"),
+            "spec.rules[0].name",
+            &["63"],
+        );
     }
 
     #[test]
     fn duplicate_rule_names_are_refused() {
-        let e = errors(&[("p.yaml", &policy("p", &["{ name: r, action: deny }", "{ name: s, action: deny }", "{ name: r, action: allow }"]))]);
+        let e = errors(&[(
+            "p.yaml",
+            &policy(
+                "p",
+                &[
+                    "{ name: r, action: deny }",
+                    "{ name: s, action: deny }",
+                    "{ name: r, action: allow }",
+                ],
+            ),
+        )]);
         assert_eq!(e.len(), 1, "{e:#?}");
         assert_eq!(e[0].location.field, "spec.rules[2].name");
-        assert!(e[0].message.contains("duplicate rule name \"r\""), "{}", e[0]);
+        assert!(
+            e[0].message.contains("duplicate rule name \"r\""),
+            "{}",
+            e[0]
+        );
     }
 
     #[test]
     fn duplicate_policy_names_across_files_name_both_files() {
         let rule = "{ name: r, action: allow }";
-        let e = errors(&[("a.yaml", &policy("edge", &[rule])), ("sub/b.yaml", &policy("edge", &[rule])), ("c.yaml", &policy("other", &[rule]))]);
-        let got: Vec<_> = e.iter().map(|e| (e.location.file.as_str(), e.location.object.as_str(), e.location.field.as_str())).collect();
-        assert_eq!(got, [("a.yaml", "L4Policy/edge", "metadata.name"), ("sub/b.yaml", "L4Policy/edge", "metadata.name")]);
-        assert!(e[0].message.contains("sub/b.yaml") && e[1].message.contains("a.yaml"), "{e:#?}");
+        let e = errors(&[
+            ("a.yaml", &policy("edge", &[rule])),
+            ("sub/b.yaml", &policy("edge", &[rule])),
+            ("c.yaml", &policy("other", &[rule])),
+        ]);
+        let got: Vec<_> = e
+            .iter()
+            .map(|e| {
+                (
+                    e.location.file.as_str(),
+                    e.location.object.as_str(),
+                    e.location.field.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a.yaml", "L4Policy/edge", "metadata.name"),
+                ("sub/b.yaml", "L4Policy/edge", "metadata.name")
+            ]
+        );
+        assert!(
+            e[0].message.contains("sub/b.yaml") && e[1].message.contains("a.yaml"),
+            "{e:#?}"
+        );
     }
 
     #[test]
     fn interfaces_are_checked() {
-        let spec = |list: &str| policy("p", &["{ name: r, action: allow }"]).replace("spec:\n", &format!("spec:\n  interfaces: {list}\n"));
+        let spec = |list: &str| {
+            policy("p", &["{ name: r, action: allow }"])
+                .replace("spec:\n", &format!("spec:\n  interfaces: {list}\n"))
+        };
         let e = errors(&[("p.yaml", &spec("[]"))]);
         assert_eq!(e[0].location.field, "spec.interfaces");
         let e = errors(&[("p.yaml", &spec("[eth0, eth0, a-name-that-is-far-too-long]"))]);
@@ -555,10 +869,22 @@ spec:
 
     #[test]
     fn every_problem_of_every_policy_is_reported() {
-        let a = policy("a", &["{ name: r, action: deny, from: [10.0.0.1/8], rateLimit: { packetsPerSecond: 0 } }", r#"{ name: s, action: allow, protocol: ICMP, ports: ["70000"] }"#]);
-        let b = policy("b", &["{ name: BAD, action: allow, protocol: TCP, icmpTypes: [300] }"]);
+        let a = policy(
+            "a",
+            &[
+                "{ name: r, action: deny, from: [10.0.0.1/8], rateLimit: { packetsPerSecond: 0 } }",
+                r#"{ name: s, action: allow, protocol: ICMP, ports: ["70000"] }"#,
+            ],
+        );
+        let b = policy(
+            "b",
+            &["{ name: BAD, action: allow, protocol: TCP, icmpTypes: [300] }"],
+        );
         let e = errors(&[("a.yaml", &a), ("b.yaml", &b)]);
-        let got: Vec<_> = e.iter().map(|e| format!("{}: {}", e.location.file, e.location.field)).collect();
+        let got: Vec<_> = e
+            .iter()
+            .map(|e| format!("{}: {}", e.location.file, e.location.field))
+            .collect();
         assert_eq!(
             got,
             [
@@ -576,15 +902,42 @@ spec:
 
     #[test]
     fn more_rules_than_the_revision_limit_are_refused() {
-        let rule = |i: usize| L4Rule { name: format!("r{i}"), action: L4Action::Allow, from: None, protocol: None, ports: None, icmp_types: None, rate_limit: None };
+        let rule = |i: usize| L4Rule {
+            name: format!("r{i}"),
+            action: L4Action::Allow,
+            from: None,
+            protocol: None,
+            ports: None,
+            icmp_types: None,
+            rate_limit: None,
+        };
         let object = |name: &str, n: usize| {
-            let spec = l4::L4PolicySpec { node_selector: None, interfaces: None, mode: L4Mode::Enforce, default_action: L4Action::Allow, rules: (0..n).map(rule).collect() };
-            Located { file: format!("{name}.yaml"), object: format!("L4Policy/{name}"), value: Object::L4Policy(l4::L4Policy::new(name, spec)) }
+            let spec = l4::L4PolicySpec {
+                node_selector: None,
+                interfaces: None,
+                mode: L4Mode::Enforce,
+                default_action: L4Action::Allow,
+                rules: (0..n).map(rule).collect(),
+            };
+            Located {
+                file: format!("{name}.yaml"),
+                object: format!("L4Policy/{name}"),
+                value: Object::L4Policy(l4::L4Policy::new(name, spec)),
+            }
         };
         validate(&[object("a", MAX_RULES / 2), object("b", MAX_RULES / 2)]).unwrap();
-        let e = validate(&[object("a", MAX_RULES / 2), object("b", MAX_RULES / 2 + 1)]).unwrap_err().0;
+        let e = validate(&[object("a", MAX_RULES / 2), object("b", MAX_RULES / 2 + 1)])
+            .unwrap_err()
+            .0;
         assert_eq!(e.len(), 1, "{e:#?}");
-        assert_eq!((e[0].location.object.as_str(), e[0].location.field.as_str()), ("L4Policy/b", "spec.rules"));
-        assert!(e[0].message.contains(&format!("{} rules", MAX_RULES + 1)), "{}", e[0]);
+        assert_eq!(
+            (e[0].location.object.as_str(), e[0].location.field.as_str()),
+            ("L4Policy/b", "spec.rules")
+        );
+        assert!(
+            e[0].message.contains(&format!("{} rules", MAX_RULES + 1)),
+            "{}",
+            e[0]
+        );
     }
 }

@@ -6,7 +6,8 @@
 //! ```text
 //! maps/<MAP>              every map (the program's `#[map]` statics), reused by a restarted agent
 //! progs/tollgate_xdp      the XDP program, progs/tollgate_tc the TC program
-//! links/<iface>.<mode>    one link per interface; mode is xdp-native, xdp-generic or tcx
+//! links/<mode>/<iface>    one link per interface; mode is xdp-native, xdp-generic or tcx
+//!                         (bpffs refuses '.' in names: a '.' in an interface name is pinned as '~')
 //! ```
 //!
 //! A restarted agent loads the programs again with the pinned maps (their contents untouched,
@@ -86,14 +87,6 @@ impl Attached {
             Attached::Tcx => "tcx",
         }
     }
-    fn from_suffix(s: &str) -> Option<Self> {
-        match s {
-            "xdp-native" => Some(Attached::XdpNative),
-            "xdp-generic" => Some(Attached::XdpGeneric),
-            "tcx" => Some(Attached::Tcx),
-            _ => None,
-        }
-    }
     /// Short name for logs and status (`native`, `generic`, `tc`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -151,6 +144,22 @@ pub enum DataplaneError {
         /// Every mode tried, with its error.
         reasons: String,
     },
+}
+
+/// An error and its sources on one line (aya's errors keep the OS error in `source()`).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn other(e: impl std::error::Error) -> std::io::Error {
+    std::io::Error::other(chain(&e))
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DataplaneError {
@@ -342,14 +351,14 @@ impl Dataplane {
     fn adopt_link(&mut self, how: Attached, path: &Path) -> Result<(), DataplaneError> {
         let pinned = PinnedLink::from_pin(path).map_err(|e| DataplaneError::Io {
             what: format!("open pinned link {}", path.display()),
-            source: std::io::Error::other(e),
+            source: other(e),
         })?;
         let fd_link: FdLink = pinned.into();
         match how {
             Attached::XdpNative | Attached::XdpGeneric => {
                 let link = XdpLink::try_from(fd_link).map_err(|e| DataplaneError::Io {
                     what: "pinned link is not an XDP link".into(),
-                    source: std::io::Error::other(e),
+                    source: other(e),
                 })?;
                 let xdp: &mut Xdp = self.program_mut(XDP_PROGRAM)?.try_into().map_err(prog_err("xdp program"))?;
                 xdp.attach_to_link(link).map_err(prog_err("replace the program of the pinned XDP link"))?;
@@ -357,7 +366,7 @@ impl Dataplane {
             Attached::Tcx => {
                 let link = SchedClassifierLink::try_from(fd_link).map_err(|e| DataplaneError::Io {
                     what: "pinned link is not a TCX link".into(),
-                    source: std::io::Error::other(e),
+                    source: other(e),
                 })?;
                 let tc: &mut SchedClassifier = self.program_mut(TC_PROGRAM)?.try_into().map_err(prog_err("tc program"))?;
                 tc.attach_to_link(link).map_err(prog_err("replace the program of the pinned TCX link"))?;
@@ -391,7 +400,9 @@ impl Dataplane {
     }
 
     fn try_attach(&mut self, links_dir: &Path, iface: &str, how: Attached) -> Result<(), DataplaneError> {
-        let path = links_dir.join(format!("{iface}.{}", how.suffix()));
+        let dir = links_dir.join(how.suffix());
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+        let path = dir.join(pin_name(iface));
         let fd_link: FdLink = match how {
             Attached::XdpNative | Attached::XdpGeneric => {
                 let xdp: &mut Xdp = self.program_mut(XDP_PROGRAM)?.try_into().map_err(prog_err("xdp program"))?;
@@ -404,7 +415,7 @@ impl Dataplane {
                         // A netlink attachment cannot be pinned, so it would not survive us.
                         return Err(DataplaneError::Io {
                             what: format!("XDP on {iface} is a netlink attachment, which cannot be pinned"),
-                            source: std::io::Error::other(e),
+                            source: other(e),
                         });
                     }
                 }
@@ -417,14 +428,14 @@ impl Dataplane {
                 let link = tc.take_link(id).map_err(prog_err("take TC link"))?;
                 FdLink::try_from(link).map_err(|e| DataplaneError::Io {
                     what: format!("TC on {iface} is not a TCX link and cannot be pinned"),
-                    source: std::io::Error::other(e),
+                    source: other(e),
                 })?
             }
         };
         let _ = std::fs::remove_file(&path);
         fd_link.pin(&path).map_err(|e| DataplaneError::Io {
             what: format!("pin link {}", path.display()),
-            source: std::io::Error::other(e),
+            source: other(e),
         })?;
         Ok(())
     }
@@ -568,16 +579,19 @@ fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf, name: &st
 
 fn repin_program(pin: impl FnOnce(&Path) -> Result<(), aya::pin::PinError>, path: &Path) -> Result<(), DataplaneError> {
     let _ = std::fs::remove_file(path);
-    pin(path).map_err(|e| DataplaneError::Io { what: format!("pin program {}", path.display()), source: std::io::Error::other(e) })
+    pin(path).map_err(|e| DataplaneError::Io { what: format!("pin program {}", path.display()), source: other(e) })
 }
 
 fn find_link(links_dir: &Path, iface: &str) -> Option<(Attached, PathBuf)> {
-    let prefix = format!("{iface}.");
-    std::fs::read_dir(links_dir).ok()?.flatten().find_map(|e| {
-        let name = e.file_name().into_string().ok()?;
-        let how = Attached::from_suffix(name.strip_prefix(&prefix)?)?;
-        Some((how, e.path()))
+    [Attached::XdpNative, Attached::XdpGeneric, Attached::Tcx].into_iter().find_map(|how| {
+        let path = links_dir.join(how.suffix()).join(pin_name(iface));
+        path.exists().then_some((how, path))
     })
+}
+
+/// File name of an interface's link pin (bpffs refuses '.' in names).
+fn pin_name(iface: &str) -> String {
+    iface.replace('.', "~")
 }
 
 /// The index of an interface, if it exists.
@@ -603,14 +617,25 @@ fn wait_for_readers() {
 /// Removes every link, program and map pinned under `pin_dir` (and the directory). The
 /// interfaces stop filtering once the last reference to each link is gone.
 pub fn detach(pin_dir: &Path) -> Result<Vec<PathBuf>, DataplaneError> {
+    fn remove_tree(dir: &Path, removed: &mut Vec<PathBuf>) -> Result<(), DataplaneError> {
+        let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+        for e in entries.flatten() {
+            let path = e.path();
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_tree(&path, removed)?;
+                let _ = std::fs::remove_dir(&path);
+            } else {
+                std::fs::remove_file(&path).map_err(io_err(format!("unpin {}", path.display())))?;
+                removed.push(path);
+            }
+        }
+        Ok(())
+    }
     let mut removed = Vec::new();
+    // Links first: the interfaces stop filtering before the maps go.
     for sub in ["links", "progs", "maps"] {
         let dir = pin_dir.join(sub);
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for e in entries.flatten() {
-            std::fs::remove_file(e.path()).map_err(io_err(format!("unpin {}", e.path().display())))?;
-            removed.push(e.path());
-        }
+        remove_tree(&dir, &mut removed)?;
         let _ = std::fs::remove_dir(&dir);
     }
     let _ = std::fs::remove_dir(pin_dir);

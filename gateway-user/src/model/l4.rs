@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 /// dropped, whatever allow rules also match; otherwise a matching allow rule admits it; otherwise
 /// `defaultAction` decides. Rule order and file order never change the outcome.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+// clippy mistakes the repeated `type_ = "string"` of two print columns for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[kube(
     group = "tollgate.dev",
     version = "v1alpha1",
@@ -26,7 +28,11 @@ use serde::{Deserialize, Serialize};
     derive = "PartialEq",
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
     printcolumn(name = "Default", type_ = "string", json_path = ".spec.defaultAction"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct L4PolicySpec {
@@ -109,7 +115,10 @@ pub enum L4Protocol {
 pub struct L4Rule {
     /// Name of the rule, unique within the policy: lower-case letters, digits and `-`, at most 63
     /// characters (it names the rule's counters and appears in every error about it).
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
 
     /// `allow` or `deny`. Deny wins over allow, whatever the order.

@@ -71,7 +71,9 @@ const KINDS: &[KindInfo] = &[KindInfo {
 /// `kubectl get -o yaml` can be committed as it is; it is ignored).
 const TOP_LEVEL_FIELDS: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
 
-fn typed<T: DeserializeOwned>(value: Value) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+fn typed<T: DeserializeOwned>(
+    value: Value,
+) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
     serde_path_to_error::deserialize(value)
 }
 
@@ -120,22 +122,47 @@ fn split_documents(content: &str) -> Vec<Document<'_>> {
         let bare = line.trim_end_matches(['\r', '\n']);
         let is_marker = bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t");
         if is_marker && offset > start && !only_directives {
-            docs.push(Document { text: &content[start..offset], number: docs.len() + 1, first_line: start_line });
+            docs.push(Document {
+                text: &content[start..offset],
+                number: docs.len() + 1,
+                first_line: start_line,
+            });
             start = offset;
             start_line = index + 1;
             only_directives = true;
         }
+        let is_end = bare == "..." || bare.starts_with("... ") || bare.starts_with("...\t");
         let trimmed = bare.trim_start();
-        if !(is_marker || trimmed.is_empty() || trimmed.starts_with('#') || bare.starts_with('%')) {
+        if !(is_marker
+            || is_end
+            || trimmed.is_empty()
+            || trimmed.starts_with('#')
+            || bare.starts_with('%'))
+        {
             only_directives = false;
         }
         if is_marker && bare.len() > 3 && !bare[3..].trim_start().starts_with('#') {
             only_directives = false; // `--- {a: 1}`: content on the marker line
         }
         offset += line.len();
+        // `...` ends a document; the next one may start without `---`.
+        if is_end && !only_directives {
+            docs.push(Document {
+                text: &content[start..offset],
+                number: docs.len() + 1,
+                first_line: start_line,
+            });
+            start = offset;
+            start_line = index + 2;
+            only_directives = true;
+        }
     }
     if start < content.len() {
-        docs.push(Document { text: &content[start..], number: docs.len() + 1, first_line: start_line });
+        docs.push(Document {
+            text: &content[start..],
+            number: docs.len() + 1,
+            first_line: start_line,
+        });
     }
     docs
 }
@@ -148,7 +175,15 @@ fn parse_document(file: &str, doc: &Document<'_>) -> Result<Option<Located<Objec
         match e.location() {
             Some(at) => {
                 let line = at.line() as usize + doc.first_line - 1;
-                PolicyError::new(file, &unnamed, "", format!("invalid YAML at line {line}, column {}: {message}", at.column()))
+                PolicyError::new(
+                    file,
+                    &unnamed,
+                    "",
+                    format!(
+                        "invalid YAML at line {line}, column {}: {message}",
+                        at.column()
+                    ),
+                )
             }
             None => PolicyError::new(file, &unnamed, "", format!("invalid YAML: {message}")),
         }
@@ -156,35 +191,101 @@ fn parse_document(file: &str, doc: &Document<'_>) -> Result<Option<Located<Objec
     // The split leaves at most one document per piece; should the parser ever see more, the
     // first one is read and the rest reported rather than silently dropped.
     let mut values = values.into_iter();
-    let Some(value) = values.next() else { return Ok(None) };
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
     if values.next().is_some() {
-        return Err(PolicyError::new(file, &unnamed, "", "more than one YAML document here; separate documents with a line `---`"));
+        return Err(PolicyError::new(
+            file,
+            &unnamed,
+            "",
+            "more than one YAML document here; separate documents with a line `---`",
+        ));
     }
 
     let Value::Object(map) = &value else {
-        return Err(PolicyError::new(file, &unnamed, "", format!("expected an object (apiVersion, kind, metadata, spec), found {}", type_name(&value))));
+        return Err(PolicyError::new(
+            file,
+            &unnamed,
+            "",
+            format!(
+                "expected an object (apiVersion, kind, metadata, spec), found {}",
+                type_name(&value)
+            ),
+        ));
     };
     let kind = match map.get("kind") {
-        None => return Err(PolicyError::new(file, &unnamed, "kind", format!("missing; expected one of {}", known_kinds()))),
+        None => {
+            return Err(PolicyError::new(
+                file,
+                &unnamed,
+                "kind",
+                format!("missing; expected one of {}", known_kinds()),
+            ))
+        }
         Some(Value::String(kind)) => kind.as_str(),
-        Some(other) => return Err(PolicyError::new(file, &unnamed, "kind", format!("expected a string, found {}", type_name(other)))),
+        Some(other) => {
+            return Err(PolicyError::new(
+                file,
+                &unnamed,
+                "kind",
+                format!("expected a string, found {}", type_name(other)),
+            ))
+        }
     };
     let Some(info) = KINDS.iter().find(|k| k.kind == kind) else {
-        return Err(PolicyError::new(file, &unnamed, "kind", format!("unknown kind \"{kind}\"; expected one of {}", known_kinds())));
+        return Err(PolicyError::new(
+            file,
+            &unnamed,
+            "kind",
+            format!("unknown kind \"{kind}\"; expected one of {}", known_kinds()),
+        ));
     };
     let name = match map.get("metadata").and_then(|m| m.get("name")) {
         Some(Value::String(name)) if !name.is_empty() => name.clone(),
-        Some(Value::String(_)) | None => return Err(PolicyError::new(file, &unnamed, "metadata.name", "missing; every object needs a name")),
-        Some(other) => return Err(PolicyError::new(file, &unnamed, "metadata.name", format!("expected a string, found {}", type_name(other)))),
+        Some(Value::String(_)) | None => {
+            return Err(PolicyError::new(
+                file,
+                &unnamed,
+                "metadata.name",
+                "missing; every object needs a name",
+            ))
+        }
+        Some(other) => {
+            return Err(PolicyError::new(
+                file,
+                &unnamed,
+                "metadata.name",
+                format!("expected a string, found {}", type_name(other)),
+            ))
+        }
     };
     let object = format!("{kind}/{name}");
     let error = |field: &str, message: String| PolicyError::new(file, &object, field, message);
 
     match map.get("apiVersion") {
-        None => return Err(error("apiVersion", format!("missing; {kind} is \"{}\"", info.api_version))),
+        None => {
+            return Err(error(
+                "apiVersion",
+                format!("missing; {kind} is \"{}\"", info.api_version),
+            ))
+        }
         Some(Value::String(v)) if v == info.api_version => {}
-        Some(Value::String(v)) => return Err(error("apiVersion", format!("\"{v}\" is not a version of {kind}; expected \"{}\"", info.api_version))),
-        Some(other) => return Err(error("apiVersion", format!("expected a string, found {}", type_name(other)))),
+        Some(Value::String(v)) => {
+            return Err(error(
+                "apiVersion",
+                format!(
+                    "\"{v}\" is not a version of {kind}; expected \"{}\"",
+                    info.api_version
+                ),
+            ))
+        }
+        Some(other) => {
+            return Err(error(
+                "apiVersion",
+                format!("expected a string, found {}", type_name(other)),
+            ))
+        }
     }
     if let Err(message) = check_name(&name) {
         return Err(error("metadata.name", format!("\"{name}\" {message}")));
@@ -204,7 +305,11 @@ fn parse_document(file: &str, doc: &Document<'_>) -> Result<Option<Located<Objec
         }
         error(&field, message)
     })?;
-    Ok(Some(Located { file: file.to_string(), object, value: typed }))
+    Ok(Some(Located {
+        file: file.to_string(),
+        object,
+        value: typed,
+    }))
 }
 
 /// Kubernetes object names are DNS subdomains (RFC 1123): lower-case alphanumerics, `-` and
@@ -224,7 +329,11 @@ fn check_name(name: &str) -> Result<(), &'static str> {
 }
 
 fn known_kinds() -> String {
-    KINDS.iter().map(|k| format!("{} ({})", k.kind, k.api_version)).collect::<Vec<_>>().join(", ")
+    KINDS
+        .iter()
+        .map(|k| format!("{} ({})", k.kind, k.api_version))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn type_name(value: &Value) -> &'static str {
@@ -256,8 +365,17 @@ mod tests {
 
     pub(crate) fn docs(files: &[(&str, &str)]) -> Documents {
         Documents {
-            revision: Revision { id: "test".into(), source: "test".into() },
-            files: files.iter().map(|(path, content)| SourceFile { path: path.to_string(), content: content.to_string() }).collect(),
+            revision: Revision {
+                id: "test".into(),
+                source: "test".into(),
+            },
+            files: files
+                .iter()
+                .map(|(path, content)| SourceFile {
+                    path: path.to_string(),
+                    content: content.to_string(),
+                })
+                .collect(),
         }
     }
 
@@ -282,12 +400,29 @@ mod tests {
 
     #[test]
     fn reads_every_document_of_multi_document_files() {
-        let file = format!("---\n{}---\n# nothing here\n---\n{}...\n", l4("a", RULE), l4("b", RULE));
+        let file = format!(
+            "---\n{}---\n# nothing here\n---\n{}...\n",
+            l4("a", RULE),
+            l4("b", RULE)
+        );
         let objects = parse(&docs(&[("p.yaml", &file), ("more/q.yml", &l4("c", RULE))])).unwrap();
-        let names: Vec<_> = objects.iter().map(|o| (o.file.as_str(), o.object.as_str())).collect();
-        assert_eq!(names, [("p.yaml", "L4Policy/a"), ("p.yaml", "L4Policy/b"), ("more/q.yml", "L4Policy/c")]);
+        let names: Vec<_> = objects
+            .iter()
+            .map(|o| (o.file.as_str(), o.object.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("p.yaml", "L4Policy/a"),
+                ("p.yaml", "L4Policy/b"),
+                ("more/q.yml", "L4Policy/c")
+            ]
+        );
         let Object::L4Policy(p) = &objects[0].value;
-        assert_eq!(p.spec.rules[0].ports.as_deref(), Some(&["22".to_string()][..]));
+        assert_eq!(
+            p.spec.rules[0].ports.as_deref(),
+            Some(&["22".to_string()][..])
+        );
         assert_eq!(objects[2].value.name(), "c");
         assert_eq!(objects[2].value.kind(), "L4Policy");
     }
@@ -296,23 +431,48 @@ mod tests {
     fn defaults_are_enforce_and_allow() {
         let objects = parse(&docs(&[("p.yaml", &l4("a", RULE))])).unwrap();
         let Object::L4Policy(p) = &objects[0].value;
-        assert_eq!((p.spec.mode, p.spec.default_action), (l4::L4Mode::Enforce, l4::L4Action::Allow));
+        assert_eq!(
+            (p.spec.mode, p.spec.default_action),
+            (l4::L4Mode::Enforce, l4::L4Action::Allow)
+        );
     }
 
     #[test]
     fn unknown_kind_names_the_known_kinds() {
-        let e = only_error(&[("p.yaml", "apiVersion: tollgate.dev/v1alpha1\nkind: L4Polcy\nmetadata: { name: a }\n")]);
-        assert_eq!((e.location.object.as_str(), e.location.field.as_str()), ("document 1", "kind"));
-        assert!(e.message.contains("\"L4Polcy\"") && e.message.contains("L4Policy (tollgate.dev/v1alpha1)"), "{e}");
+        let e = only_error(&[(
+            "p.yaml",
+            "apiVersion: tollgate.dev/v1alpha1\nkind: L4Polcy\nmetadata: { name: a }\n",
+        )]);
+        assert_eq!(
+            (e.location.object.as_str(), e.location.field.as_str()),
+            ("document 1", "kind")
+        );
+        assert!(
+            e.message.contains("\"L4Polcy\"")
+                && e.message.contains("L4Policy (tollgate.dev/v1alpha1)"),
+            "{e}"
+        );
     }
 
     #[test]
     fn missing_kind_api_version_and_name_are_reported() {
-        let e = only_error(&[("p.yaml", "apiVersion: tollgate.dev/v1alpha1\nmetadata: { name: a }\n")]);
+        let e = only_error(&[(
+            "p.yaml",
+            "apiVersion: tollgate.dev/v1alpha1\nmetadata: { name: a }\n",
+        )]);
         assert_eq!(e.location.field, "kind");
-        let e = only_error(&[("p.yaml", "kind: L4Policy\nmetadata: { name: a }\nspec: {}\n")]);
-        assert_eq!((e.location.object.as_str(), e.location.field.as_str()), ("L4Policy/a", "apiVersion"));
-        let e = only_error(&[("p.yaml", "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nspec: {}\n")]);
+        let e = only_error(&[(
+            "p.yaml",
+            "kind: L4Policy\nmetadata: { name: a }\nspec: {}\n",
+        )]);
+        assert_eq!(
+            (e.location.object.as_str(), e.location.field.as_str()),
+            ("L4Policy/a", "apiVersion")
+        );
+        let e = only_error(&[(
+            "p.yaml",
+            "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nspec: {}\n",
+        )]);
         assert_eq!(e.location.field, "metadata.name");
     }
 
@@ -320,37 +480,58 @@ mod tests {
     fn wrong_api_version_names_the_right_one() {
         let e = only_error(&[("p.yaml", &l4("a", RULE).replace("v1alpha1", "v1"))]);
         assert_eq!(e.location.field, "apiVersion");
-        assert!(e.message.contains("\"tollgate.dev/v1\"") && e.message.contains("\"tollgate.dev/v1alpha1\""), "{e}");
+        assert!(
+            e.message.contains("\"tollgate.dev/v1\"")
+                && e.message.contains("\"tollgate.dev/v1alpha1\""),
+            "{e}"
+        );
     }
 
     #[test]
     fn invalid_object_name_is_refused() {
         let e = only_error(&[("p.yaml", &l4("Edge_1", RULE))]);
-        assert_eq!((e.location.object.as_str(), e.location.field.as_str()), ("L4Policy/Edge_1", "metadata.name"));
+        assert_eq!(
+            (e.location.object.as_str(), e.location.field.as_str()),
+            ("L4Policy/Edge_1", "metadata.name")
+        );
     }
 
     #[test]
     fn unknown_top_level_field_is_an_error() {
         let e = only_error(&[("p.yaml", &format!("specs: {{}}\n{}", l4("a", RULE)))]);
-        assert_eq!((e.location.object.as_str(), e.location.field.as_str()), ("L4Policy/a", "specs"));
+        assert_eq!(
+            (e.location.object.as_str(), e.location.field.as_str()),
+            ("L4Policy/a", "specs")
+        );
     }
 
     #[test]
     fn status_is_accepted_and_ignored() {
-        parse(&docs(&[("p.yaml", &format!("{}status: {{ whatever: 1 }}\n", l4("a", RULE)))])).unwrap();
+        parse(&docs(&[(
+            "p.yaml",
+            &format!("{}status: {{ whatever: 1 }}\n", l4("a", RULE)),
+        )]))
+        .unwrap();
     }
 
     #[test]
     fn unknown_field_names_its_path() {
-        let rules = format!("{RULE}    - {{ name: web, action: allow, protocol: TCP, portz: [\"80\"] }}\n");
+        let rules =
+            format!("{RULE}    - {{ name: web, action: allow, protocol: TCP, portz: [\"80\"] }}\n");
         let e = only_error(&[("p.yaml", &l4("a", &rules))]);
-        assert_eq!((e.location.object.as_str(), e.location.field.as_str()), ("L4Policy/a", "spec.rules[1].portz"));
+        assert_eq!(
+            (e.location.object.as_str(), e.location.field.as_str()),
+            ("L4Policy/a", "spec.rules[1].portz")
+        );
         assert!(e.message.contains("unknown field `portz`"), "{e}");
     }
 
     #[test]
     fn unknown_field_in_spec_and_rate_limit_names_its_path() {
-        let e = only_error(&[("p.yaml", &l4("a", RULE).replace("spec:\n", "spec:\n  defaultActoin: deny\n"))]);
+        let e = only_error(&[(
+            "p.yaml",
+            &l4("a", RULE).replace("spec:\n", "spec:\n  defaultActoin: deny\n"),
+        )]);
         assert_eq!(e.location.field, "spec.defaultActoin");
         let rule = "    - { name: w, action: allow, rateLimit: { packetsPerSecond: 1, per: { ipv4: 24 } } }\n";
         let e = only_error(&[("p.yaml", &l4("a", rule))]);
@@ -359,10 +540,19 @@ mod tests {
 
     #[test]
     fn wrong_types_and_spellings_name_their_path() {
-        let e = only_error(&[("p.yaml", &l4("a", "    - { name: w, action: allow, protocol: tcp }\n"))]);
+        let e = only_error(&[(
+            "p.yaml",
+            &l4("a", "    - { name: w, action: allow, protocol: tcp }\n"),
+        )]);
         assert_eq!(e.location.field, "spec.rules[0].protocol");
         assert!(e.message.contains("`TCP`"), "{e}");
-        let e = only_error(&[("p.yaml", &l4("a", "    - { name: w, action: allow, protocol: TCP, ports: [22] }\n"))]);
+        let e = only_error(&[(
+            "p.yaml",
+            &l4(
+                "a",
+                "    - { name: w, action: allow, protocol: TCP, ports: [22] }\n",
+            ),
+        )]);
         assert_eq!(e.location.field, "spec.rules[0].ports[0]");
         assert!(e.message.contains("quote it"), "{e}");
         let e = only_error(&[("p.yaml", &l4("a", "    - { name: w }\n"))]);
@@ -372,19 +562,42 @@ mod tests {
 
     #[test]
     fn malformed_yaml_names_the_file_line_and_document() {
-        let file = format!("{}---\nkind: L4Policy\nmetadata: {{ name: b\n", l4("a", RULE));
+        let file = format!(
+            "{}---\nkind: L4Policy\nmetadata: {{ name: b\n",
+            l4("a", RULE)
+        );
         let e = only_error(&[("dir/bad.yaml", &file)]);
-        assert_eq!((e.location.file.as_str(), e.location.object.as_str()), ("dir/bad.yaml", "document 2"));
+        assert_eq!(
+            (e.location.file.as_str(), e.location.object.as_str()),
+            ("dir/bad.yaml", "document 2")
+        );
         assert!(e.message.starts_with("invalid YAML at line "), "{e}");
-        let line: usize = e.message["invalid YAML at line ".len()..].split(',').next().unwrap().parse().unwrap();
-        assert!(line >= 9, "line {line} should be in the second document: {e}");
+        let line: usize = e.message["invalid YAML at line ".len()..]
+            .split(',')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            line >= 9,
+            "line {line} should be in the second document: {e}"
+        );
     }
 
     #[test]
     fn duplicate_keys_are_malformed_yaml() {
-        let e = only_error(&[("p.yaml", &l4("a", RULE).replace("kind: L4Policy\n", "kind: L4Policy\nkind: L4Policy\n"))]);
-        assert!(e.message.contains("duplicate") && !e.message.contains("Options"), "{e}");
-        assert_eq!(e.message, "invalid YAML at line 3, column 1: duplicate mapping key: kind");
+        let e = only_error(&[(
+            "p.yaml",
+            &l4("a", RULE).replace("kind: L4Policy\n", "kind: L4Policy\nkind: L4Policy\n"),
+        )]);
+        assert!(
+            e.message.contains("duplicate") && !e.message.contains("Options"),
+            "{e}"
+        );
+        assert_eq!(
+            e.message,
+            "invalid YAML at line 3, column 1: duplicate mapping key: kind"
+        );
     }
 
     #[test]
@@ -399,18 +612,49 @@ mod tests {
         let one = format!("{}---\n{}", l4("a", bad_rule), "kind: Gateway\n");
         let two = "a: [1\n";
         let three = l4("ok", RULE);
-        let errors = errors(&[("one.yaml", &one), ("sub/two.yaml", two), ("three.yaml", &three)]);
-        let places: Vec<_> = errors.iter().map(|e| (e.location.file.as_str(), e.location.object.as_str(), e.location.field.as_str())).collect();
+        let errors = errors(&[
+            ("one.yaml", &one),
+            ("sub/two.yaml", two),
+            ("three.yaml", &three),
+        ]);
+        let places: Vec<_> = errors
+            .iter()
+            .map(|e| {
+                (
+                    e.location.file.as_str(),
+                    e.location.object.as_str(),
+                    e.location.field.as_str(),
+                )
+            })
+            .collect();
         assert_eq!(
             places,
-            [("one.yaml", "L4Policy/a", "spec.rules[0].portz"), ("one.yaml", "document 2", "kind"), ("sub/two.yaml", "document 1", "")]
+            [
+                ("one.yaml", "L4Policy/a", "spec.rules[0].portz"),
+                ("one.yaml", "document 2", "kind"),
+                ("sub/two.yaml", "document 1", "")
+            ]
         );
     }
 
     #[test]
     fn a_byte_order_mark_and_crlf_line_ends_are_accepted() {
-        let file = format!("\u{feff}{}---\r\n{}", l4("a", RULE).replace('\n', "\r\n"), l4("b", RULE).replace('\n', "\r\n"));
+        let file = format!(
+            "\u{feff}{}---\r\n{}",
+            l4("a", RULE).replace('\n', "\r\n"),
+            l4("b", RULE).replace('\n', "\r\n")
+        );
         assert_eq!(parse(&docs(&[("p.yaml", &file)])).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_document_end_marker_separates_documents() {
+        let file = format!("{}...\n{}...\n", l4("a", RULE), l4("b", RULE));
+        let objects = parse(&docs(&[("p.yaml", &file)])).unwrap();
+        assert_eq!(objects.len(), 2);
+        let e = only_error(&[("p.yaml", &format!("{}...\n{{ kind", l4("a", RULE)))]);
+        assert_eq!(e.location.object, "document 2");
+        assert!(e.message.starts_with("invalid YAML at line 8,"), "{e}");
     }
 
     #[test]

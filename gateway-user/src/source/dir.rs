@@ -10,13 +10,21 @@ use walkdir::WalkDir;
 /// agent at files outside itself.
 pub fn read_dir(root: &Path) -> Result<Documents, SourceError> {
     let meta = std::fs::metadata(root).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => SourceError::NotFound { path: root.to_path_buf() },
-        _ => SourceError::Io { path: root.to_path_buf(), source },
+        std::io::ErrorKind::NotFound => SourceError::NotFound {
+            path: root.to_path_buf(),
+        },
+        _ => SourceError::Io {
+            path: root.to_path_buf(),
+            source,
+        },
     })?;
 
     let mut files = Vec::new();
     if meta.is_file() {
-        let name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| root.display().to_string());
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| root.display().to_string());
         files.push(read_file(root, name, meta.len())?);
     } else {
         let walk = WalkDir::new(root)
@@ -27,14 +35,20 @@ pub fn read_dir(root: &Path) -> Result<Documents, SourceError> {
         for entry in walk {
             let entry = entry.map_err(|e| {
                 let path = e.path().unwrap_or(root).to_path_buf();
-                SourceError::Io { path, source: e.into() }
+                SourceError::Io {
+                    path,
+                    source: e.into(),
+                }
             })?;
             if !entry.file_type().is_file() || !is_yaml(entry.path()) {
                 continue;
             }
             let size = entry
                 .metadata()
-                .map_err(|e| SourceError::Io { path: entry.path().to_path_buf(), source: e.into() })?
+                .map_err(|e| SourceError::Io {
+                    path: entry.path().to_path_buf(),
+                    source: e.into(),
+                })?
                 .len();
             let relative = relative_path(root, entry.path());
             files.push(read_file(entry.path(), relative, size)?);
@@ -45,30 +59,58 @@ pub fn read_dir(root: &Path) -> Result<Documents, SourceError> {
     }
 
     let id = format!("dir:{:016x}", content_id(&files));
-    Ok(Documents { revision: Revision { id, source: root.display().to_string() }, files })
+    Ok(Documents {
+        revision: Revision {
+            id,
+            source: root.display().to_string(),
+        },
+        files,
+    })
 }
 
 fn is_yaml(path: &Path) -> bool {
-    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
 }
 
 /// `path` relative to `root`, with `/` separators whatever the platform.
 fn relative_path(root: &Path, path: &Path) -> String {
     let rel = path.strip_prefix(root).unwrap_or(path);
-    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn read_file(path: &Path, relative: String, size: u64) -> Result<SourceFile, SourceError> {
     if size > MAX_FILE_SIZE {
-        return Err(SourceError::TooLarge { path: path.to_path_buf(), size, limit: MAX_FILE_SIZE });
+        return Err(SourceError::TooLarge {
+            path: path.to_path_buf(),
+            size,
+            limit: MAX_FILE_SIZE,
+        });
     }
-    let bytes = std::fs::read(path).map_err(|source| SourceError::Io { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| SourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     // The size can change between stat and read; the limit holds for what was actually read.
     if bytes.len() as u64 > MAX_FILE_SIZE {
-        return Err(SourceError::TooLarge { path: path.to_path_buf(), size: bytes.len() as u64, limit: MAX_FILE_SIZE });
+        return Err(SourceError::TooLarge {
+            path: path.to_path_buf(),
+            size: bytes.len() as u64,
+            limit: MAX_FILE_SIZE,
+        });
     }
-    let content = String::from_utf8(bytes).map_err(|_| SourceError::NotUtf8 { path: PathBuf::from(path) })?;
-    Ok(SourceFile { path: relative, content })
+    let content = String::from_utf8(bytes).map_err(|_| SourceError::NotUtf8 {
+        path: PathBuf::from(path),
+    })?;
+    Ok(SourceFile {
+        path: relative,
+        content,
+    })
 }
 
 #[cfg(test)]
@@ -141,10 +183,15 @@ mod tests {
     fn a_file_over_the_size_limit_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("huge.yaml");
-        fs::File::create(&path).unwrap().set_len(MAX_FILE_SIZE + 1).unwrap();
+        fs::File::create(&path)
+            .unwrap()
+            .set_len(MAX_FILE_SIZE + 1)
+            .unwrap();
         let err = read_dir(dir.path()).unwrap_err();
         match &err {
-            SourceError::TooLarge { size, limit, .. } => assert_eq!((*size, *limit), (MAX_FILE_SIZE + 1, MAX_FILE_SIZE)),
+            SourceError::TooLarge { size, limit, .. } => {
+                assert_eq!((*size, *limit), (MAX_FILE_SIZE + 1, MAX_FILE_SIZE))
+            }
             other => panic!("expected TooLarge, got {other:?}"),
         }
         assert!(err.to_string().contains("huge.yaml"), "{err}");

@@ -125,8 +125,14 @@ mod tests {
 
     #[test]
     fn moving_bytes_between_path_and_content_changes_the_id() {
-        let one = [SourceFile { path: "ab".into(), content: "c".into() }];
-        let two = [SourceFile { path: "a".into(), content: "bc".into() }];
+        let one = [SourceFile {
+            path: "ab".into(),
+            content: "c".into(),
+        }];
+        let two = [SourceFile {
+            path: "a".into(),
+            content: "bc".into(),
+        }];
         assert_ne!(content_id(&one), content_id(&two));
     }
 }
