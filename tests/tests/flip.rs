@@ -16,7 +16,9 @@ const S: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 50);
 const P: u16 = 9000;
 const FLIPS: usize = 40;
 const PACKETS: u64 = 20_000;
-const SEND_RATE: u32 = 4_000;
+/// 2 s of traffic; with FLIP_PAUSE, the flips span about as long.
+const SEND_RATE: u32 = 10_000;
+const FLIP_PAUSE: Duration = Duration::from_millis(25);
 
 fn policy_a() -> String {
     l4_policy(
@@ -58,6 +60,7 @@ fn atomic_flip_under_traffic() {
         agent
             .wait_for_log_count(POLICY_APPLIED, flip + 2, APPLY_TIMEOUT)
             .unwrap_or_else(|e| panic!("flip {flip}: {e}"));
+        std::thread::sleep(FLIP_PAUSE);
     }
     let flipping = started.elapsed();
     let sent = parse_sent(&sender.wait_with_output().expect("wait for the sender"));
@@ -73,6 +76,7 @@ fn atomic_flip_under_traffic() {
     let b_allow = delta("b-allow", "pass", "policy");
     let defaults = after.default_packets() - before.default_packets();
     println!("a-deny {a_deny}, b-allow {b_allow}, default {defaults}");
+    println!("counters before:\n{before}\ncounters after:\n{after}");
 
     assert_eq!(defaults, 0, "packets judged by a default action during the flips:\n{after}");
     assert_eq!(

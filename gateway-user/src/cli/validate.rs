@@ -2,7 +2,7 @@
 //! exactly as the agent would, and print every problem. Exit codes: 0 valid, 1 invalid policy,
 //! 2 the path could not be read (as `flux diff`: >1 is an error of the tool, not of the policy).
 use crate::compile::policy::Policy;
-use crate::compile::{validate::validate, PolicyError, PolicyErrors};
+use crate::compile::{PolicyError, PolicyErrors};
 use crate::source::{dir::read_dir, SourceError};
 use serde::Serialize;
 use std::path::Path;
@@ -43,11 +43,12 @@ pub fn exit_code(result: &Result<Vec<Policy>, ValidateFailure>) -> i32 {
     result.as_ref().err().map_or(0, ValidateFailure::exit_code)
 }
 
-/// Reads, parses and validates the policy at `path` (a directory or a single file).
+/// Reads, parses, validates and compiles the policy at `path` (a directory or a single file)
+/// with the agent's compiler, for every combination of interfaces a node could have, so that
+/// what passes here is what a node would apply.
 pub fn validate_path(path: &Path) -> Result<Vec<Policy>, ValidateFailure> {
     let docs = read_dir(path)?;
-    let objects = crate::model::parse(&docs)?;
-    Ok(validate(&objects)?)
+    Ok(crate::compile::snapshot::compile_documents(&docs, None)?.policies)
 }
 
 #[derive(Serialize)]

@@ -398,9 +398,15 @@ mod tests {
         let a = policy("b", Action::Allow, vec![from(rule("a", Action::Deny), &["10.0.0.0/8"])]);
         let b = policy("a", Action::Allow, vec![from(rule("z", Action::Deny), &["10.0.0.0/8"]), rule("y", Action::Deny)]);
         assert_eq!(evaluate(&[a, b], "eth0", &tcp("10.1.1.1", 80)).rule, Some(rref("a", "z")));
-        // Byte order: uppercase sorts before lowercase.
-        let c = policy("p", Action::Allow, vec![rule("b", Action::Deny), rule("B", Action::Deny)]);
-        assert_eq!(evaluate(&[c], "eth0", &tcp("10.1.1.1", 80)).rule, Some(rref("p", "B")));
+        // Byte order: '-' < digits < letters, and a prefix sorts first.
+        let c = policy("p", Action::Allow, vec![rule("ab", Action::Deny), rule("a1", Action::Deny), rule("a-b", Action::Deny)]);
+        assert_eq!(evaluate(&[c.clone()], "eth0", &tcp("10.1.1.1", 80)).rule, Some(rref("p", "a-b")));
+        let d = policy("p", Action::Allow, vec![rule("a-b", Action::Deny), rule("a", Action::Deny)]);
+        assert_eq!(evaluate(&[d], "eth0", &tcp("10.1.1.1", 80)).rule, Some(rref("p", "a")));
+        // The policy name compares first, byte by byte too: "p-x/z" before "p1/a".
+        let e = policy("p1", Action::Allow, vec![rule("a", Action::Deny)]);
+        let f = policy("p-x", Action::Allow, vec![rule("z", Action::Deny)]);
+        assert_eq!(evaluate(&[e, f], "eth0", &tcp("10.1.1.1", 80)).rule, Some(rref("p-x", "z")));
     }
 
     #[test]

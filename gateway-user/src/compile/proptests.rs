@@ -32,11 +32,14 @@ const PORT_BOUNDS: &[u16] = &[1, 21, 22, 23, 80, 443, 1000, 8000, 8999, 65535];
 /// ICMP / ICMPv6 types rules select.
 const ICMP_TYPES: &[u8] = &[0, 3, 8, 11, 128, 129];
 
-/// Policy names (byte order: "Edge" < "a" < "b" < "edge" < "edge-1" < "z").
-const POLICY_NAMES: &[&str] = &["a", "b", "edge", "Edge", "edge-1", "z"];
+/// Policy names, valid Kubernetes names whose byte order is not the "natural" one:
+/// "a" < "a-b" < "a.b" < "a0" < "ab" < "b" < "edge" < "edge-1" ('-' < '.' < digits < letters,
+/// and a prefix sorts first).
+const POLICY_NAMES: &[&str] = &["a", "a-b", "a.b", "a0", "ab", "b", "edge", "edge-1"];
 
-/// Rule names (shared across policies, so (policy, rule) ties are broken by the policy name).
-const RULE_NAMES: &[&str] = &["a", "b", "c", "d", "e", "f", "g", "A", "B", "ab", "ba", "r1", "r10", "r2", "x", "z"];
+/// Rule names, valid DNS labels, shared across policies (so (policy, rule) ties are broken by the
+/// policy name) and with the same byte-order traps ("a" < "a-1" < "a1" < "ab", "r1" < "r10" < "r2").
+const RULE_NAMES: &[&str] = &["a", "a-1", "a1", "ab", "b", "b-2", "ba", "c", "d", "e", "f", "r1", "r10", "r2", "x", "z"];
 
 /// Packet sources: inside and outside the pool, at every depth of the nesting, IPv4-mapped IPv6.
 const SOURCES: &[&str] = &[
@@ -82,6 +85,11 @@ fn action() -> impl Strategy<Value = Action> {
     prop_oneof![Just(Action::Allow), Just(Action::Deny)]
 }
 
+/// Rule actions lean to allow: a catch-all deny hides every other rule of its interface.
+fn rule_action() -> impl Strategy<Value = Action> {
+    prop_oneof![3 => Just(Action::Allow), 2 => Just(Action::Deny)]
+}
+
 fn mode() -> impl Strategy<Value = Mode> {
     prop_oneof![3 => Just(Mode::Enforce), 1 => Just(Mode::Audit)]
 }
@@ -108,7 +116,7 @@ fn rate_limit() -> impl Strategy<Value = RateLimit> {
 /// A rule with the given name. Deny rules never get a rate limit; allow rules may (capped later).
 fn rule(name: &'static str) -> impl Strategy<Value = Rule> {
     (
-        action(),
+        rule_action(),
         proptest::option::weighted(0.6, prop::collection::vec(cidr(), 1..=3)),
         l4_selector(),
         proptest::option::weighted(0.3, rate_limit()),

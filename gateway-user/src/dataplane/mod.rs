@@ -24,6 +24,9 @@
 pub mod counters;
 pub mod ids;
 pub mod tables;
+pub mod testrun;
+#[cfg(test)]
+mod xdp_tests;
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
