@@ -10,6 +10,7 @@ fn main() -> anyhow::Result<()> {
     if matches!(std::env::var("AYA_BUILD_SKIP").as_deref(), Ok("1") | Ok("true")) {
         let out = std::path::PathBuf::from(std::env::var("OUT_DIR").context("OUT_DIR")?);
         std::fs::write(out.join("gateway-ebpf"), b"").context("write placeholder object")?;
+        std::fs::write(out.join("bench"), b"").context("write placeholder object")?;
         return Ok(());
     }
     let metadata = cargo_metadata::MetadataCommand::new()

@@ -31,8 +31,6 @@ pub const MAX_RULE_IDS: u32 = 1 << 18;
 pub const MAX_SOURCE_ENTRIES: u32 = 1 << 19;
 /// Capacity of the port table (LPM over entry/protocol/port).
 pub const MAX_PORT_ENTRIES: u32 = 1 << 20;
-/// Capacity of the rate-limit configuration map.
-pub const MAX_LIMIT_CONFIGS: u32 = 1 << 16;
 /// Capacity of the interface configuration map.
 pub const MAX_IFACES: u32 = 256;
 /// Capacity of the token-bucket LRU map (sources being limited at once).
@@ -64,6 +62,9 @@ const _: () = assert!(core::mem::size_of::<IfaceKey>() == 8);
 pub const IFACE_DEFAULT_DROP: u32 = 1;
 /// The interface's policies are in audit mode: drops are counted, never done.
 pub const IFACE_AUDIT: u32 = 2;
+/// `IfaceConfig::wildcard` holds the wildcard entry's verdict for every protocol and port: no
+/// port-table lookup is needed for it.
+pub const IFACE_WILDCARD_UNIFORM: u32 = 4;
 
 /// Value of the `IFACES` hash map: which rule set judges packets arriving on an interface.
 #[repr(C)]
@@ -77,8 +78,27 @@ pub struct IfaceConfig {
     pub default_rule: u32,
     /// `IFACE_*` flags.
     pub flags: u32,
+    /// The wildcard entry's verdict when `IFACE_WILDCARD_UNIFORM` is set.
+    pub wildcard: Verdict,
 }
-const _: () = assert!(core::mem::size_of::<IfaceConfig>() == 16);
+const _: () = assert!(core::mem::size_of::<IfaceConfig>() == 48);
+
+/// `SrcValue::verdict` holds the entry's verdict for every protocol and port (its rules name
+/// no protocol): no port-table lookup is needed. A blocklist entry is the common case.
+pub const SRC_UNIFORM: u32 = 1;
+
+/// Value of the source tries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SrcValue {
+    /// Entry id (with the generation bit) of the entry's port table.
+    pub entry: u32,
+    /// `SRC_*` flags.
+    pub flags: u32,
+    /// The verdict when `SRC_UNIFORM` is set.
+    pub verdict: Verdict,
+}
+const _: () = assert!(core::mem::size_of::<SrcValue>() == 40);
 
 /// Data of an IPv4 source-trie key: scope (big-endian) then the address. Prefix length is
 /// `32 + cidr prefix`.
@@ -155,18 +175,14 @@ impl Default for Verdict {
     }
 }
 
-/// Key of the `LIMITS` hash map.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LimitKey {
-    /// Generation (0 or 1).
-    pub gen: u32,
-    /// Rule id of the allow rule that carries the limit.
-    pub rule: u32,
+/// Index in the `LIMITS` array of a rule's limit in a generation.
+#[inline(always)]
+pub const fn limit_index(gen: u32, rule: u32) -> u32 {
+    gen * MAX_RULE_IDS + rule
 }
-const _: () = assert!(core::mem::size_of::<LimitKey>() == 8);
 
-/// Value of the `LIMITS` hash map: a rate limit as a GCRA (virtual-scheduling token bucket).
+/// Value of the `LIMITS` array: a rate limit as a GCRA (virtual-scheduling token bucket).
+/// All zero (`interval_ns == 0`) means no limit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct LimitConfig {
@@ -269,7 +285,7 @@ mod pod {
     unsafe impl aya::Pod for SrcV6 {}
     unsafe impl aya::Pod for PortKey {}
     unsafe impl aya::Pod for Verdict {}
-    unsafe impl aya::Pod for LimitKey {}
+    unsafe impl aya::Pod for SrcValue {}
     unsafe impl aya::Pod for LimitConfig {}
     unsafe impl aya::Pod for BucketKey {}
     unsafe impl aya::Pod for Bucket {}

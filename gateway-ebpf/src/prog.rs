@@ -32,13 +32,13 @@ static CONFIG: Array<Config> = Array::pinned(1, 0);
 #[map]
 static IFACES: HashMap<IfaceKey, IfaceConfig> = HashMap::pinned(MAX_IFACES * 2, 0);
 #[map]
-static SRC_V4: LpmTrie<SrcV4, u32> = LpmTrie::pinned(MAX_SOURCE_ENTRIES, 0);
+static SRC_V4: LpmTrie<SrcV4, SrcValue> = LpmTrie::pinned(MAX_SOURCE_ENTRIES, 0);
 #[map]
-static SRC_V6: LpmTrie<SrcV6, u32> = LpmTrie::pinned(MAX_SOURCE_ENTRIES, 0);
+static SRC_V6: LpmTrie<SrcV6, SrcValue> = LpmTrie::pinned(MAX_SOURCE_ENTRIES, 0);
 #[map]
 static PORTS: LpmTrie<PortKey, Verdict> = LpmTrie::pinned(MAX_PORT_ENTRIES, 0);
 #[map]
-static LIMITS: HashMap<LimitKey, LimitConfig> = HashMap::pinned(MAX_LIMIT_CONFIGS, 0);
+static LIMITS: Array<LimitConfig> = Array::pinned(2 * MAX_RULE_IDS, 0);
 #[map]
 static BUCKETS: LruHashMap<BucketKey, Bucket> = LruHashMap::pinned(MAX_BUCKETS, 0);
 #[map]
@@ -238,14 +238,14 @@ fn port_verdict(entry: u32, p: &Parsed) -> Option<&'static Verdict> {
 }
 
 #[inline(always)]
-fn source_entry(scope: u32, p: &Parsed) -> Option<u32> {
+fn source_entry(scope: u32, p: &Parsed) -> Option<&'static SrcValue> {
     let scope = scope.to_be_bytes();
     if p.v6 {
         let key = Key::new(SCOPE_BITS + 128, SrcV6 { scope, addr: p.src });
-        SRC_V6.get(&key).copied()
+        SRC_V6.get(&key)
     } else {
         let key = Key::new(SCOPE_BITS + 32, SrcV4 { scope, addr: [p.src[0], p.src[1], p.src[2], p.src[3]] });
-        SRC_V4.get(&key).copied()
+        SRC_V4.get(&key)
     }
 }
 
@@ -289,9 +289,12 @@ fn check_limits(gen: u32, ids: &[u32; MAX_LIMITS], n: usize, p: &Parsed) -> u32 
             break;
         }
         let rule = ids[i];
-        let Some(cfg) = (unsafe { LIMITS.get(&LimitKey { gen, rule }) }) else {
-            i += 1;
-            continue;
+        let cfg = match LIMITS.get(limit_index(gen, rule)) {
+            Some(c) if c.interval_ns != 0 => c,
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         let (family, bytes, prefix) = if p.v6 { (6, 16, cfg.prefix_v6) } else { (4, 4, cfg.prefix_v4) };
         let key = BucketKey { rule, family, addr: truncate(&p.src, bytes, prefix) };
@@ -370,24 +373,24 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
         return ACTION_PASS;
     };
     let audit = iface.flags & IFACE_AUDIT != 0;
+    // The source side: the longest source prefix any rule names. Its verdict is in the trie
+    // value itself when its rules name no protocol (a blocklist), else in the port table.
     let v1 = match source_entry(iface.scope, &p) {
-        Some(entry) => port_verdict(entry, &p),
+        Some(sv) if sv.flags & SRC_UNIFORM != 0 => Some(&sv.verdict),
+        Some(sv) => port_verdict(sv.entry, &p),
         None => None,
     };
-    let v2 = port_verdict(iface.wildcard_entry, &p);
-
-    // Deny wins (the source side first: its rules are the more specific).
-    let mut deny = NO_RULE;
+    // Deny wins, and the source side's rules are the more specific: no need to look further.
     if let Some(v) = v1 {
-        deny = v.deny_rule;
-    }
-    if deny == NO_RULE {
-        if let Some(v) = v2 {
-            deny = v.deny_rule;
+        if v.deny_rule != NO_RULE {
+            return drop_or_audit(v.deny_rule, SLOT_DROP, audit, len);
         }
     }
-    if deny != NO_RULE {
-        return drop_or_audit(deny, SLOT_DROP, audit, len);
+    let v2 = if iface.flags & IFACE_WILDCARD_UNIFORM != 0 { Some(&iface.wildcard) } else { port_verdict(iface.wildcard_entry, &p) };
+    if let Some(v) = v2 {
+        if v.deny_rule != NO_RULE {
+            return drop_or_audit(v.deny_rule, SLOT_DROP, audit, len);
+        }
     }
 
     let mut allow = NO_RULE;

@@ -282,12 +282,12 @@ fn test() -> Result<()> {
     let mut steps = Vec::new();
     // Unit and property tests, and the eBPF program tests (BPF_PROG_TEST_RUN, root).
     let mut unit = cargo();
-    unit.arg("test").args(WORKSPACE).args(["--exclude", "tollgate-tests"]);
+    unit.args(["test", "--no-fail-fast"]).args(WORKSPACE).args(["--exclude", "tollgate-tests"]);
     steps.push(cargo_test_step("unit, property and eBPF program tests", unit));
     // End-to-end tests: network namespaces and the real binary; one at a time, as they
     // attach programs and change routes.
     let mut e2e = cargo();
-    e2e.args(["test", "-p", "tollgate-tests", "--", "--test-threads=1"]).env("TOLLGATE_BIN", &bin);
+    e2e.args(["test", "--no-fail-fast", "-p", "tollgate-tests", "--", "--test-threads=1"]).env("TOLLGATE_BIN", &bin);
     steps.push(cargo_test_step("end-to-end tests (network namespaces)", e2e));
 
     eprintln!();

@@ -40,7 +40,7 @@ use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
 use aya::programs::xdp::XdpLink;
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
-use gateway_common::{Config, IfaceConfig, IfaceKey, LimitConfig, LimitKey, PortKey, RuleCounters, SrcV4, SrcV6, Verdict, GEN_BIT};
+use gateway_common::{Config, IfaceConfig, IfaceKey, LimitConfig, PortKey, RuleCounters, SrcV4, SrcV6, SrcValue, Verdict, GEN_BIT, MAX_RULE_IDS};
 use tracing::{info, warn};
 
 use crate::compile::l4::L4Snapshot;
@@ -184,10 +184,10 @@ fn prog_err(what: impl Into<String>) -> impl FnOnce(aya::programs::ProgramError)
 pub struct PolicyMaps {
     config: Array<MapData, Config>,
     ifaces: BpfHashMap<MapData, IfaceKey, IfaceConfig>,
-    src_v4: LpmTrie<MapData, SrcV4, u32>,
-    src_v6: LpmTrie<MapData, SrcV6, u32>,
+    src_v4: LpmTrie<MapData, SrcV4, SrcValue>,
+    src_v6: LpmTrie<MapData, SrcV6, SrcValue>,
     ports: LpmTrie<MapData, PortKey, Verdict>,
-    limits: BpfHashMap<MapData, LimitKey, LimitConfig>,
+    limits: Array<MapData, LimitConfig>,
     counters: PerCpuArray<MapData, RuleCounters>,
 }
 
@@ -281,9 +281,12 @@ impl Dataplane {
             let gen = gen_of(k.data().entry);
             held[gen].ports.insert(tables::lpm(&k), v);
         }
-        for item in self.maps.limits.iter() {
-            let (k, v) = item.map_err(map_err("read LIMITS"))?;
-            held[(k.gen & 1) as usize].limits.insert(k, v);
+        for (index, item) in self.maps.limits.iter().enumerate() {
+            let v = item.map_err(map_err("read LIMITS"))?;
+            if v.interval_ns != 0 {
+                let index = index as u32;
+                held[(index / MAX_RULE_IDS) as usize & 1].limits.insert(index, v);
+            }
         }
         self.held = held;
         Ok(())
@@ -496,7 +499,7 @@ impl Dataplane {
         let mut n = 0;
         let d = diff(&held.limits, &desired.limits);
         for (k, v) in &d.upsert {
-            m.limits.insert(k, v, 0).map_err(map_err("write LIMITS"))?;
+            m.limits.set(*k, v, 0).map_err(map_err("write LIMITS"))?;
         }
         n += d.upsert.len();
         let d4 = diff(&held.src_v4, &desired.src_v4);
@@ -530,7 +533,7 @@ impl Dataplane {
             remove_ok(m.ports.remove(&Key::new(*p, *k))).map_err(map_err("delete from PORTS"))?;
         }
         for k in &d.remove {
-            remove_ok(m.limits.remove(k)).map_err(map_err("delete from LIMITS"))?;
+            m.limits.set(*k, LimitConfig::default(), 0).map_err(map_err("clear LIMITS"))?;
         }
         n += dp.upsert.len() + d4.upsert.len() + d6.upsert.len() + di.upsert.len();
         n += di.remove.len() + d4.remove.len() + d6.remove.len() + dp.remove.len() + d.remove.len();

@@ -4,8 +4,9 @@ use std::collections::HashMap;
 
 use aya::maps::lpm_trie::Key;
 use gateway_common::{
-    IfaceConfig, IfaceKey, LimitConfig, LimitKey, PortKey, SrcV4, SrcV6, Verdict, GEN_BIT, IFACE_AUDIT, IFACE_DEFAULT_DROP,
-    MAX_LIMITS, MAX_LIMIT_CONFIGS, MAX_RULE_IDS, MAX_SOURCE_ENTRIES, NO_RULE, PORT_PREFIX_ANY_PROTO, PORT_PREFIX_PROTO, SCOPE_BITS,
+    limit_index, IfaceConfig, IfaceKey, LimitConfig, PortKey, SrcV4, SrcV6, SrcValue, Verdict, GEN_BIT, IFACE_AUDIT,
+    IFACE_DEFAULT_DROP, IFACE_WILDCARD_UNIFORM, MAX_LIMITS, MAX_RULE_IDS, MAX_SOURCE_ENTRIES, NO_RULE, PORT_PREFIX_ANY_PROTO,
+    PORT_PREFIX_PROTO, SCOPE_BITS, SRC_UNIFORM,
 };
 
 use super::ids::Ids;
@@ -18,13 +19,13 @@ pub struct GenTables {
     /// `IFACES`.
     pub ifaces: HashMap<IfaceKey, IfaceConfig>,
     /// `SRC_V4`.
-    pub src_v4: HashMap<(u32, SrcV4), u32>,
+    pub src_v4: HashMap<(u32, SrcV4), SrcValue>,
     /// `SRC_V6`.
-    pub src_v6: HashMap<(u32, SrcV6), u32>,
+    pub src_v6: HashMap<(u32, SrcV6), SrcValue>,
     /// `PORTS`.
     pub ports: HashMap<(u32, PortKey), Verdict>,
-    /// `LIMITS`.
-    pub limits: HashMap<LimitKey, LimitConfig>,
+    /// `LIMITS`, by array index ([`limit_index`]); absent = all zero.
+    pub limits: HashMap<u32, LimitConfig>,
 }
 
 /// Why the tables could not be built.
@@ -110,31 +111,40 @@ pub fn build(
         if set.mode == Mode::Audit {
             flags |= IFACE_AUDIT;
         }
+        let wildcard_verdict = match uniform(&set.wildcard) {
+            Some(v) => {
+                flags |= IFACE_WILDCARD_UNIFORM;
+                verdict(&v, &rule_id)
+            }
+            None => {
+                port_entries(&mut t, wildcard, &set.wildcard, &rule_id);
+                Verdict::default()
+            }
+        };
         for (name, _) in snapshot.interfaces.iter().filter(|(_, &s)| s == set_idx) {
             let index = ifindex(name).ok_or_else(|| TablesError::NoSuchInterface { name: name.clone() })?;
             t.ifaces.insert(
                 IfaceKey { gen, ifindex: index },
-                IfaceConfig { scope, wildcard_entry: wildcard, default_rule: rule_id(set.default_rule), flags },
+                IfaceConfig { scope, wildcard_entry: wildcard, default_rule: rule_id(set.default_rule), flags, wildcard: wildcard_verdict },
             );
         }
         let sb = scope.to_be_bytes();
         for (net, table) in &set.v4 {
             let e = entry(Some(net.to_string()));
-            t.src_v4.insert((SCOPE_BITS + u32::from(net.prefix_len()), SrcV4 { scope: sb, addr: net.network().octets() }), e);
-            port_entries(&mut t, e, table, &rule_id);
+            let value = source_value(&mut t, e, table, &rule_id);
+            t.src_v4.insert((SCOPE_BITS + u32::from(net.prefix_len()), SrcV4 { scope: sb, addr: net.network().octets() }), value);
         }
         for (net, table) in &set.v6 {
             let e = entry(Some(net.to_string()));
-            t.src_v6.insert((SCOPE_BITS + u32::from(net.prefix_len()), SrcV6 { scope: sb, addr: net.network().octets() }), e);
-            port_entries(&mut t, e, table, &rule_id);
+            let value = source_value(&mut t, e, table, &rule_id);
+            t.src_v6.insert((SCOPE_BITS + u32::from(net.prefix_len()), SrcV6 { scope: sb, addr: net.network().octets() }), value);
         }
-        port_entries(&mut t, wildcard, &set.wildcard, &rule_id);
     }
     for (i, r) in snapshot.rules.iter().enumerate() {
         if let (RuleKind::Allow, Some(l)) = (r.kind, r.rate_limit) {
             let interval_ns = (1_000_000_000 / l.packets_per_second).max(1);
             t.limits.insert(
-                LimitKey { gen, rule: rule_id(i) },
+                limit_index(gen, rule_id(i)),
                 LimitConfig {
                     interval_ns,
                     tolerance_ns: interval_ns.saturating_mul(l.burst.saturating_sub(1)),
@@ -145,10 +155,27 @@ pub fn build(
             );
         }
     }
-    if t.limits.len() > MAX_LIMIT_CONFIGS as usize / 2 {
-        return Err(TablesError::IdsExhausted { what: "rate limit", capacity: MAX_LIMIT_CONFIGS / 2 });
-    }
     Ok(t)
+}
+
+/// The single verdict of a port table whose rules name no protocol (or that is empty).
+fn uniform(table: &PortTable) -> Option<SymVerdict> {
+    match table.entries.as_slice() {
+        [] => Some(SymVerdict::default()),
+        [e] if e.proto.is_none() => Some(e.verdict.clone()),
+        _ => None,
+    }
+}
+
+/// The trie value of a source entry; writes its port table unless its verdict is uniform.
+fn source_value(t: &mut GenTables, entry: u32, table: &PortTable, rule_id: &dyn Fn(usize) -> u32) -> SrcValue {
+    match uniform(table) {
+        Some(v) => SrcValue { entry, flags: SRC_UNIFORM, verdict: verdict(&v, rule_id) },
+        None => {
+            port_entries(t, entry, table, rule_id);
+            SrcValue { entry, flags: 0, verdict: Verdict::default() }
+        }
+    }
 }
 
 fn port_entries(t: &mut GenTables, entry: u32, table: &PortTable, rule_id: &dyn Fn(usize) -> u32) {

@@ -10,6 +10,9 @@ use super::{Dataplane, DataplaneError};
 use crate::compile::l4::L4Snapshot;
 use crate::compile::packet::{Packet, L4};
 
+/// The benchmark reference programs (`bench_pass`, `bench_drop`, `bench_tx`).
+pub static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench"));
+
 /// The interface test-run packets arrive on: without a context, `BPF_PROG_TEST_RUN` gives XDP
 /// packets the loopback device of the caller's namespace. Nothing is attached to it.
 pub const TEST_RUN_INTERFACE: &str = "lo";

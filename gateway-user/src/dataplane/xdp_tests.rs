@@ -287,7 +287,7 @@ fn a_one_rule_change_writes_only_a_few_entries() {
     rules.push(proto(rule("https", Action::Allow), Protocol::Tcp, &[(443, 443)]));
     let first = compile(&[policy("big", Action::Allow, rules.clone())], &[TEST_RUN_INTERFACE.into()]).unwrap();
     let stats = rig.apply(&first).unwrap();
-    assert!(stats.writes > 4000, "the first apply writes everything: {stats:?}");
+    assert!(stats.writes > 2000, "the first apply writes everything: {stats:?}");
     rules[1000] = from(rule("deny-1000", Action::Deny), &["172.16.0.0/24"]);
     let second = compile(&[policy("big", Action::Allow, rules)], &[TEST_RUN_INTERFACE.into()]).unwrap();
     let stats = rig.apply(&second).unwrap();

@@ -167,10 +167,22 @@ fn split_documents(content: &str) -> Vec<Document<'_>> {
     docs
 }
 
+/// Parser limits: the defaults (250,000 nodes) stop well short of a 100,000-rule policy (about
+/// ten nodes a rule), so they are raised to what the largest file accepted
+/// ([`crate::source::MAX_FILE_SIZE`]) can hold; they still bound memory and time.
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = 8_000_000;
+    budget.max_events = 32_000_000;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
 /// Reads one document: `Ok(None)` when it is empty.
 fn parse_document(file: &str, doc: &Document<'_>) -> Result<Option<Located<Object>>, PolicyError> {
     let unnamed = format!("document {}", doc.number);
-    let values: Vec<Value> = serde_saphyr::from_multiple(doc.text).map_err(|e| {
+    let values: Vec<Value> = serde_saphyr::from_multiple_with_options(doc.text, yaml_options()).map_err(|e| {
         let message = yaml_message(&e);
         match e.location() {
             Some(at) => {
