@@ -7,7 +7,10 @@ fn main() -> anyhow::Result<()> {
     // side only): an empty object is left where the programs go, and loading them fails with a
     // clear error at run time.
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
-    if matches!(std::env::var("AYA_BUILD_SKIP").as_deref(), Ok("1") | Ok("true")) {
+    if matches!(
+        std::env::var("AYA_BUILD_SKIP").as_deref(),
+        Ok("1") | Ok("true")
+    ) {
         let out = std::path::PathBuf::from(std::env::var("OUT_DIR").context("OUT_DIR")?);
         std::fs::write(out.join("gateway-ebpf"), b"").context("write placeholder object")?;
         std::fs::write(out.join("bench"), b"").context("write placeholder object")?;

@@ -171,7 +171,13 @@ const _: () = assert!(core::mem::size_of::<Verdict>() == 32);
 
 impl Default for Verdict {
     fn default() -> Self {
-        Self { deny_rule: NO_RULE, allow_rule: NO_RULE, n_limits: 0, limits: [NO_RULE; MAX_LIMITS], _pad: 0 }
+        Self {
+            deny_rule: NO_RULE,
+            allow_rule: NO_RULE,
+            n_limits: 0,
+            limits: [NO_RULE; MAX_LIMITS],
+            _pad: 0,
+        }
     }
 }
 

@@ -13,9 +13,9 @@
 //!   protocol); if none matches they pass, since their first fragment carried the ports and was
 //!   judged, and the stack cannot reassemble them without it.
 use core::{
+    intrinsics::{atomic_xadd, AtomicOrdering},
     mem,
     ptr::{read_volatile, write_volatile},
-    intrinsics::{atomic_xadd, AtomicOrdering},
 };
 
 use aya_ebpf::{
@@ -122,10 +122,22 @@ fn parse_v4(data: usize, end: usize, off: usize) -> Result<Parsed, Unjudged> {
     // Options included: the whole header must be there.
     ptr_at::<u8>(data, end, off + ihl - 1)?;
     if frag != 0 {
-        return Ok(Parsed { v6: false, src, proto, port: 0, fragment: true });
+        return Ok(Parsed {
+            v6: false,
+            src,
+            proto,
+            port: 0,
+            fragment: true,
+        });
     }
     let port = l4_selector(data, end, off + ihl, proto)?;
-    Ok(Parsed { v6: false, src, proto, port, fragment: false })
+    Ok(Parsed {
+        v6: false,
+        src,
+        proto,
+        port,
+        fragment: false,
+    })
 }
 
 #[inline(always)]
@@ -178,10 +190,22 @@ fn parse_v6(data: usize, end: usize, off: usize) -> Result<Parsed, Unjudged> {
         }
     }
     if fragment {
-        return Ok(Parsed { v6: true, src, proto: next, port: 0, fragment: true });
+        return Ok(Parsed {
+            v6: true,
+            src,
+            proto: next,
+            port: 0,
+            fragment: true,
+        });
     }
     let port = l4_selector(data, end, l4, next)?;
-    Ok(Parsed { v6: true, src, proto: next, port, fragment: false })
+    Ok(Parsed {
+        v6: true,
+        src,
+        proto: next,
+        port,
+        fragment: false,
+    })
 }
 
 /// The port field for the port table: destination port, or `PORT_ICMP_BASE + type`. The
@@ -232,7 +256,12 @@ fn count_rule(rule: u32, slot: usize, len: u64) {
 fn port_verdict(entry: u32, p: &Parsed) -> Option<&'static Verdict> {
     let key = Key::new(
         64,
-        PortKey { entry: entry.to_be_bytes(), proto: p.proto, port: p.port.to_be_bytes(), _pad: 0 },
+        PortKey {
+            entry: entry.to_be_bytes(),
+            proto: p.proto,
+            port: p.port.to_be_bytes(),
+            _pad: 0,
+        },
     );
     PORTS.get(&key)
 }
@@ -244,7 +273,13 @@ fn source_entry(scope: u32, p: &Parsed) -> Option<&'static SrcValue> {
         let key = Key::new(SCOPE_BITS + 128, SrcV6 { scope, addr: p.src });
         SRC_V6.get(&key)
     } else {
-        let key = Key::new(SCOPE_BITS + 32, SrcV4 { scope, addr: [p.src[0], p.src[1], p.src[2], p.src[3]] });
+        let key = Key::new(
+            SCOPE_BITS + 32,
+            SrcV4 {
+                scope,
+                addr: [p.src[0], p.src[1], p.src[2], p.src[3]],
+            },
+        );
         SRC_V4.get(&key)
     }
 }
@@ -296,8 +331,16 @@ fn check_limits(gen: u32, ids: &[u32; MAX_LIMITS], n: usize, p: &Parsed) -> u32 
                 continue;
             }
         };
-        let (family, bytes, prefix) = if p.v6 { (6, 16, cfg.prefix_v6) } else { (4, 4, cfg.prefix_v4) };
-        let key = BucketKey { rule, family, addr: truncate(&p.src, bytes, prefix) };
+        let (family, bytes, prefix) = if p.v6 {
+            (6, 16, cfg.prefix_v6)
+        } else {
+            (4, 4, cfg.prefix_v4)
+        };
+        let key = BucketKey {
+            rule,
+            family,
+            addr: truncate(&p.src, bytes, prefix),
+        };
         let mut cell = BUCKETS.get_ptr_mut(&key);
         if cell.is_none() {
             // New source: a full bucket. NOEXIST, so a racing CPU's insert is kept.
@@ -359,7 +402,11 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
         Ok(p) => p,
         Err(stat) => {
             count_stat(stat, len);
-            return if stat == STAT_NON_IP { ACTION_PASS } else { ACTION_DROP };
+            return if stat == STAT_NON_IP {
+                ACTION_PASS
+            } else {
+                ACTION_DROP
+            };
         }
     };
     // The one read of the generation: every lookup below uses this value, so the packet is
@@ -386,7 +433,11 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
             return drop_or_audit(v.deny_rule, SLOT_DROP, audit, len);
         }
     }
-    let v2 = if iface.flags & IFACE_WILDCARD_UNIFORM != 0 { Some(&iface.wildcard) } else { port_verdict(iface.wildcard_entry, &p) };
+    let v2 = if iface.flags & IFACE_WILDCARD_UNIFORM != 0 {
+        Some(&iface.wildcard)
+    } else {
+        port_verdict(iface.wildcard_entry, &p)
+    };
     if let Some(v) = v2 {
         if v.deny_rule != NO_RULE {
             return drop_or_audit(v.deny_rule, SLOT_DROP, audit, len);

@@ -71,15 +71,31 @@ const PASS_PORT: u16 = 9000;
 pub fn run(report: &mut Report) {
     const TITLE: &str = "Mpps received on a veth pair, one receiving core";
     if unsafe { libc::geteuid() } != 0 {
-        report.section(TITLE, "Not measured: needs root (network namespaces, XDP).\n".to_string());
+        report.section(
+            TITLE,
+            "Not measured: needs root (network namespaces, XDP).\n".to_string(),
+        );
         return;
     }
-    let plan = if report.quick() { Plan { trial: Duration::from_secs(1), rounds: 2 } } else { Plan { trial: Duration::from_secs(2), rounds: 5 } };
+    let plan = if report.quick() {
+        Plan {
+            trial: Duration::from_secs(1),
+            rounds: 2,
+        }
+    } else {
+        Plan {
+            trial: Duration::from_secs(2),
+            rounds: 5,
+        }
+    };
     match measure(plan) {
         Ok(md) => report.section(TITLE, md),
         Err(e) => {
             eprintln!("veth benchmark failed: {e:#}");
-            report.section(TITLE, format!("Not measured: the benchmark failed: `{e:#}`\n"));
+            report.section(
+                TITLE,
+                format!("Not measured: the benchmark failed: `{e:#}`\n"),
+            );
         }
     }
 }
@@ -93,7 +109,12 @@ enum Receiver {
 }
 
 impl Receiver {
-    const ALL: [Receiver; 4] = [Receiver::TollgateDeny, Receiver::TollgatePass, Receiver::DropAll, Receiver::Nftables];
+    const ALL: [Receiver; 4] = [
+        Receiver::TollgateDeny,
+        Receiver::TollgatePass,
+        Receiver::DropAll,
+        Receiver::Nftables,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -106,8 +127,16 @@ impl Receiver {
 
     /// The generated source: the pass case comes from an allowed, rate-limited source.
     fn packet(self) -> Packet {
-        let src = if self == Receiver::TollgatePass { "198.51.100.10" } else { "203.0.113.7" };
-        Packet { src: src.parse().expect("address"), protocol: 17, l4: L4::Port(PASS_PORT) }
+        let src = if self == Receiver::TollgatePass {
+            "198.51.100.10"
+        } else {
+            "203.0.113.7"
+        };
+        Packet {
+            src: src.parse().expect("address"),
+            protocol: 17,
+            l4: L4::Port(PASS_PORT),
+        }
     }
 }
 
@@ -127,12 +156,15 @@ struct Trial {
 
 fn measure(plan: Plan) -> Result<String> {
     let lab = Lab::new()?;
-    let snapshot = compile(&policies(), &[RX_IF.to_string()]).map_err(|e| anyhow!("compile the benchmark policy: {e}"))?;
-    let mut results: Vec<(Receiver, Vec<Trial>)> = Receiver::ALL.iter().map(|&r| (r, Vec::new())).collect();
+    let snapshot = compile(&policies(), &[RX_IF.to_string()])
+        .map_err(|e| anyhow!("compile the benchmark policy: {e}"))?;
+    let mut results: Vec<(Receiver, Vec<Trial>)> =
+        Receiver::ALL.iter().map(|&r| (r, Vec::new())).collect();
     for round in 0..plan.rounds {
         for i in 0..Receiver::ALL.len() {
             let r = Receiver::ALL[(i + round) % Receiver::ALL.len()];
-            let t = trial(&lab, r, &snapshot, plan.trial).with_context(|| format!("round {}, {}", round + 1, r.name()))?;
+            let t = trial(&lab, r, &snapshot, plan.trial)
+                .with_context(|| format!("round {}, {}", round + 1, r.name()))?;
             eprintln!(
                 "veth round {}/{} {:<24} rx {:6.2} Mpps  offered {:6.2} Mpps  napi thread {:3.0}% of a core  program {:?} ns/packet",
                 round + 1,
@@ -143,7 +175,12 @@ fn measure(plan: Plan) -> Result<String> {
                 t.napi_busy * 100.0,
                 t.prog_ns.map(|n| n.round())
             );
-            results.iter_mut().find(|(x, _)| *x == r).expect("receiver").1.push(t);
+            results
+                .iter_mut()
+                .find(|(x, _)| *x == r)
+                .expect("receiver")
+                .1
+                .push(t);
         }
     }
     let info = lab.info.clone();
@@ -167,19 +204,27 @@ fn median(v: &[f64]) -> f64 {
 
 fn render(results: &[(Receiver, Vec<Trial>)], info: &LabInfo, plan: Plan) -> String {
     let med = |r: Receiver| -> f64 {
-        results.iter().find(|(x, _)| *x == r).map(|(_, t)| median(&t.iter().map(|t| t.rx_mpps).collect::<Vec<_>>())).unwrap_or(f64::NAN)
+        results
+            .iter()
+            .find(|(x, _)| *x == r)
+            .map(|(_, t)| median(&t.iter().map(|t| t.rx_mpps).collect::<Vec<_>>()))
+            .unwrap_or(f64::NAN)
     };
     let nft = med(Receiver::Nftables);
     let drop_all = med(Receiver::DropAll);
     let mut md = String::new();
-    md.push_str("| receiver | Mpps (median) | min–max | vs nftables-drop | vs xdp-drop-all | offered Mpps (median) | receiving core busy (median) | XDP program ns/packet (median) |\n");
+    md.push_str("| receiver | Mpps (median) | min–max | vs nftables-drop | vs xdp-drop-all | offered Mpps (generator average, median) | receiving core busy (median) | XDP program ns/packet (median) |\n");
     md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for (r, trials) in results {
         let rx: Vec<f64> = trials.iter().map(|t| t.rx_mpps).collect();
         let tx: Vec<f64> = trials.iter().map(|t| t.tx_mpps).collect();
         let busy: Vec<f64> = trials.iter().map(|t| t.napi_busy).collect();
         let ns: Vec<f64> = trials.iter().filter_map(|t| t.prog_ns).collect();
-        let ns = if ns.is_empty() { "–".to_string() } else { format!("{:.0}", median(&ns)) };
+        let ns = if ns.is_empty() {
+            "–".to_string()
+        } else {
+            format!("{:.0}", median(&ns))
+        };
         let m = median(&rx);
         let min = rx.iter().copied().fold(f64::INFINITY, f64::min);
         let max = rx.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -250,7 +295,15 @@ fn render(results: &[(Receiver, Vec<Trial>)], info: &LabInfo, plan: Plan) -> Str
 // Policy
 
 fn rule(name: &str, action: Action) -> Rule {
-    Rule { name: name.into(), action, from: None, protocol: None, ports: None, icmp_types: None, rate_limit: None }
+    Rule {
+        name: name.into(),
+        action,
+        from: None,
+        protocol: None,
+        ports: None,
+        icmp_types: None,
+        rate_limit: None,
+    }
 }
 
 fn policies() -> Vec<Policy> {
@@ -259,25 +312,52 @@ fn policies() -> Vec<Policy> {
     scanners.from = Some(vec![net("203.0.113.0/24"), net("2001:db8:bad::/48")]);
     // Some bulk: 1,000 denied /24s in 10.0.0.0/8.
     let mut blocklist = rule("blocklist", Action::Deny);
-    blocklist.from = Some((0..1000u32).map(|i| net(&format!("10.{}.{}.0/24", i / 256, i % 256))).collect());
+    blocklist.from = Some(
+        (0..1000u32)
+            .map(|i| net(&format!("10.{}.{}.0/24", i / 256, i % 256)))
+            .collect(),
+    );
     let mut ssh = rule("ssh-from-office", Action::Allow);
     ssh.from = Some(vec![net("198.51.100.0/24")]);
     ssh.protocol = Some(Protocol::Tcp);
-    ssh.ports = Some(vec![PortRange { first: 22, last: 22 }]);
+    ssh.ports = Some(vec![PortRange {
+        first: 22,
+        last: 22,
+    }]);
     let mut https = rule("https", Action::Allow);
     https.protocol = Some(Protocol::Tcp);
-    https.ports = Some(vec![PortRange { first: 443, last: 443 }, PortRange { first: 8000, last: 8999 }]);
+    https.ports = Some(vec![
+        PortRange {
+            first: 443,
+            last: 443,
+        },
+        PortRange {
+            first: 8000,
+            last: 8999,
+        },
+    ]);
     let mut dns = rule("dns", Action::Allow);
     dns.protocol = Some(Protocol::Udp);
-    dns.ports = Some(vec![PortRange { first: 53, last: 53 }]);
+    dns.ports = Some(vec![PortRange {
+        first: 53,
+        last: 53,
+    }]);
     let mut ping = rule("ping", Action::Allow);
     ping.protocol = Some(Protocol::Icmp);
     ping.icmp_types = Some(vec![0, 8]);
     let mut udp = rule("bench-udp", Action::Allow);
     udp.from = Some(vec![net("198.51.100.0/24")]);
     udp.protocol = Some(Protocol::Udp);
-    udp.ports = Some(vec![PortRange { first: PASS_PORT, last: PASS_PORT }]);
-    udp.rate_limit = Some(RateLimit { packets_per_second: 100_000_000, burst: 100_000_000, ipv4_prefix: 32, ipv6_prefix: 64 });
+    udp.ports = Some(vec![PortRange {
+        first: PASS_PORT,
+        last: PASS_PORT,
+    }]);
+    udp.rate_limit = Some(RateLimit {
+        packets_per_second: 100_000_000,
+        burst: 100_000_000,
+        ipv4_prefix: 32,
+        ipv6_prefix: 64,
+    });
     vec![Policy {
         name: "bench".into(),
         file: "bench.yaml".into(),
@@ -307,9 +387,17 @@ struct Lab {
 }
 
 fn sh(cmd: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(cmd).args(args).stdin(Stdio::null()).output().with_context(|| format!("run {cmd}"))?;
+    let out = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("run {cmd}"))?;
     if !out.status.success() {
-        bail!("`{cmd} {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "`{cmd} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -336,18 +424,34 @@ impl Lab {
         let mut lab = Lab {
             bpffs,
             mounted: false,
-            info: LabInfo { kernel: String::new(), cpus: 0, napi: String::new(), nrules: 0, ncidrs: 0 },
+            info: LabInfo {
+                kernel: String::new(),
+                cpus: 0,
+                napi: String::new(),
+                nrules: 0,
+                ncidrs: 0,
+            },
         };
         lab.info.kernel = sh("uname", &["-r"])?.trim().to_string();
-        lab.info.cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+        lab.info.cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0);
         if lab.info.cpus < 2 {
-            bail!("needs 2 CPUs (one generating, one receiving), found {}", lab.info.cpus);
+            bail!(
+                "needs 2 CPUs (one generating, one receiving), found {}",
+                lab.info.cpus
+            );
         }
         let p = policies();
         lab.info.nrules = p.iter().map(|p| p.rules.len()).sum();
-        lab.info.ncidrs = p.iter().flat_map(|p| &p.rules).map(|r| r.from.as_ref().map_or(0, |f| f.len())).sum();
+        lab.info.ncidrs = p
+            .iter()
+            .flat_map(|p| &p.rules)
+            .map(|r| r.from.as_ref().map_or(0, |f| f.len()))
+            .sum();
 
-        std::fs::create_dir_all(&lab.bpffs).with_context(|| format!("create {}", lab.bpffs.display()))?;
+        std::fs::create_dir_all(&lab.bpffs)
+            .with_context(|| format!("create {}", lab.bpffs.display()))?;
         mount_bpffs(&lab.bpffs).map_err(|e| anyhow!("{e}"))?;
         lab.mounted = true;
 
@@ -356,23 +460,72 @@ impl Lab {
         for ns in [TX_NS, RX_NS] {
             // No IPv6 chatter (router solicitations, MLD) to count.
             in_ns(ns, "sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
-            in_ns(ns, "sysctl", &["-qw", "net.ipv6.conf.default.disable_ipv6=1"])?;
+            in_ns(
+                ns,
+                "sysctl",
+                &["-qw", "net.ipv6.conf.default.disable_ipv6=1"],
+            )?;
         }
-        sh("ip", &["link", "add", TX_IF, "netns", TX_NS, "numtxqueues", "1", "numrxqueues", "1", "type", "veth", "peer", "name", RX_IF, "netns", RX_NS, "numtxqueues", "1", "numrxqueues", "1"])?;
-        sh("ip", &["-n", RX_NS, "link", "set", RX_IF, "address", RX_MAC])?;
-        sh("ip", &["-n", TX_NS, "addr", "add", "198.18.0.2/24", "dev", TX_IF])?;
-        sh("ip", &["-n", RX_NS, "addr", "add", "198.18.0.1/24", "dev", RX_IF])?;
+        sh(
+            "ip",
+            &[
+                "link",
+                "add",
+                TX_IF,
+                "netns",
+                TX_NS,
+                "numtxqueues",
+                "1",
+                "numrxqueues",
+                "1",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                RX_IF,
+                "netns",
+                RX_NS,
+                "numtxqueues",
+                "1",
+                "numrxqueues",
+                "1",
+            ],
+        )?;
+        sh(
+            "ip",
+            &["-n", RX_NS, "link", "set", RX_IF, "address", RX_MAC],
+        )?;
+        sh(
+            "ip",
+            &["-n", TX_NS, "addr", "add", "198.18.0.2/24", "dev", TX_IF],
+        )?;
+        sh(
+            "ip",
+            &["-n", RX_NS, "addr", "add", "198.18.0.1/24", "dev", RX_IF],
+        )?;
         sh("ip", &["-n", TX_NS, "link", "set", TX_IF, "up"])?;
         sh("ip", &["-n", RX_NS, "link", "set", RX_IF, "up"])?;
         // NAPI on the receiving veth without an XDP program (the nftables case): GRO on.
         in_netns(RX_NS, || set_gro(RX_IF, true))?;
-        in_ns(RX_NS, "sh", &["-c", &format!("echo 1 > /sys/class/net/{RX_IF}/threaded")]).context("switch to threaded NAPI")?;
+        in_ns(
+            RX_NS,
+            "sh",
+            &["-c", &format!("echo 1 > /sys/class/net/{RX_IF}/threaded")],
+        )
+        .context("switch to threaded NAPI")?;
         let threaded = in_ns(RX_NS, "cat", &[&format!("/sys/class/net/{RX_IF}/threaded")])?;
         if threaded.trim() != "1" {
-            bail!("threaded NAPI did not switch on for {RX_IF} (threaded = {})", threaded.trim());
+            bail!(
+                "threaded NAPI did not switch on for {RX_IF} (threaded = {})",
+                threaded.trim()
+            );
         }
         let pids = napi_threads()?;
-        lab.info.napi = pids.iter().map(|(pid, comm)| format!("`{comm}`, pid {pid}")).collect::<Vec<_>>().join(", ");
+        lab.info.napi = pids
+            .iter()
+            .map(|(pid, comm)| format!("`{comm}`, pid {pid}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         eprintln!("veth lab ready: NAPI threads {}", lab.info.napi);
         Ok(lab)
     }
@@ -421,9 +574,12 @@ fn enter_netns(ns: &str) -> Result<()> {
 const RT_PRIORITY: libc::c_int = 50;
 
 fn make_realtime(pid: libc::pid_t) -> Result<()> {
-    let param = libc::sched_param { sched_priority: RT_PRIORITY };
+    let param = libc::sched_param {
+        sched_priority: RT_PRIORITY,
+    };
     if unsafe { libc::sched_setscheduler(pid, libc::SCHED_FIFO, &param) } != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("SCHED_FIFO for pid {pid}"));
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("SCHED_FIFO for pid {pid}"));
     }
     Ok(())
 }
@@ -433,7 +589,8 @@ fn pin_to_cpu(pid: libc::pid_t, cpu: usize) -> Result<()> {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("pin pid {pid} to CPU {cpu}"));
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("pin pid {pid} to CPU {cpu}"));
         }
     }
     Ok(())
@@ -461,8 +618,16 @@ fn set_gro(iface: &str, on: bool) -> Result<()> {
     }
     let ioctl = |cmd: u32, data: u32| -> std::io::Result<u32> {
         let mut v = EthtoolValue { cmd, data };
-        let mut req = IfReq { name: [0; libc::IFNAMSIZ], data: &mut v as *mut _ as *mut libc::c_void, _pad: [0; 16] };
-        for (d, s) in req.name.iter_mut().zip(iface.bytes().take(libc::IFNAMSIZ - 1)) {
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            data: &mut v as *mut _ as *mut libc::c_void,
+            _pad: [0; 16],
+        };
+        for (d, s) in req
+            .name
+            .iter_mut()
+            .zip(iface.bytes().take(libc::IFNAMSIZ - 1))
+        {
             *d = s as libc::c_char;
         }
         if unsafe { libc::ioctl(fd, SIOCETHTOOL as _, &mut req) } != 0 {
@@ -484,8 +649,12 @@ fn napi_threads() -> Result<Vec<(libc::pid_t, String)>> {
     let prefix = format!("napi/{RX_IF}-");
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").context("read /proc")?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<libc::pid_t>() else { continue };
-        let Ok(comm) = std::fs::read_to_string(e.path().join("comm")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<libc::pid_t>() else {
+            continue;
+        };
+        let Ok(comm) = std::fs::read_to_string(e.path().join("comm")) else {
+            continue;
+        };
         let comm = comm.trim();
         if comm.starts_with(&prefix) {
             out.push((pid, comm.to_string()));
@@ -499,12 +668,22 @@ fn napi_threads() -> Result<Vec<(libc::pid_t, String)>> {
 
 /// CPU time (user + system) of `pid`, in clock ticks.
 fn cpu_ticks(pid: libc::pid_t) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("read /proc/{pid}/stat"))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("read /proc/{pid}/stat"))?;
     // Fields after the `(comm)`: state is field 3; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or_else(|| anyhow!("bad /proc/{pid}/stat"))?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow!("bad /proc/{pid}/stat"))?;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = f.get(11).and_then(|s| s.parse().ok()).ok_or_else(|| anyhow!("utime of {pid}"))?;
-    let stime: u64 = f.get(12).and_then(|s| s.parse().ok()).ok_or_else(|| anyhow!("stime of {pid}"))?;
+    let utime: u64 = f
+        .get(11)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("utime of {pid}"))?;
+    let stime: u64 = f
+        .get(12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("stime of {pid}"))?;
     Ok(utime + stime)
 }
 
@@ -513,8 +692,16 @@ fn cpu_ticks(pid: libc::pid_t) -> Result<u64> {
 
 /// A receiver attached to `tgbrx0`; detached when dropped.
 enum Attached {
-    Tollgate { dp: Option<Dataplane>, pin: PathBuf, state: tempfile::TempDir, rule: &'static str, action: &'static str },
-    DropAll { ebpf: Ebpf },
+    Tollgate {
+        dp: Option<Dataplane>,
+        pin: PathBuf,
+        state: tempfile::TempDir,
+        rule: &'static str,
+        action: &'static str,
+    },
+    DropAll {
+        ebpf: Ebpf,
+    },
     Nftables,
 }
 
@@ -526,22 +713,41 @@ impl Attached {
                 let pin = lab.pin_dir();
                 let _ = dataplane::detach(&pin);
                 let state = tempfile::tempdir().context("state dir")?;
-                let (rule, action) = if r == Receiver::TollgateDeny { ("block-scanners", "drop") } else { ("bench-udp", "pass") };
+                let (rule, action) = if r == Receiver::TollgateDeny {
+                    ("block-scanners", "drop")
+                } else {
+                    ("bench-udp", "pass")
+                };
                 // Built before the Dataplane so that a failure below still detaches via Drop.
-                let mut a = Attached::Tollgate { dp: None, pin: pin.clone(), state, rule, action };
+                let mut a = Attached::Tollgate {
+                    dp: None,
+                    pin: pin.clone(),
+                    state,
+                    rule,
+                    action,
+                };
                 if let Attached::Tollgate { dp, state, .. } = &mut a {
-                    let mut d = Dataplane::load(&pin, state.path()).map_err(|e| anyhow!("load Tollgate: {e}"))?;
-                    d.apply(snapshot).map_err(|e| anyhow!("apply the benchmark policy: {e}"))?;
-                    d.attach_all(&[RX_IF.to_string()], AttachMode::Native).map_err(|e| anyhow!("attach Tollgate (native) to {RX_IF}: {e}"))?;
+                    let mut d = Dataplane::load(&pin, state.path())
+                        .map_err(|e| anyhow!("load Tollgate: {e}"))?;
+                    d.apply(snapshot)
+                        .map_err(|e| anyhow!("apply the benchmark policy: {e}"))?;
+                    d.attach_all(&[RX_IF.to_string()], AttachMode::Native)
+                        .map_err(|e| anyhow!("attach Tollgate (native) to {RX_IF}: {e}"))?;
                     *dp = Some(d);
                 }
                 Ok(a)
             }
             Receiver::DropAll => {
-                let mut ebpf = EbpfLoader::new().load(BENCH_OBJECT).context("load the bench object")?;
-                let prog: &mut Xdp = ebpf.program_mut("bench_drop").ok_or_else(|| anyhow!("no bench_drop"))?.try_into()?;
+                let mut ebpf = EbpfLoader::new()
+                    .load(BENCH_OBJECT)
+                    .context("load the bench object")?;
+                let prog: &mut Xdp = ebpf
+                    .program_mut("bench_drop")
+                    .ok_or_else(|| anyhow!("no bench_drop"))?
+                    .try_into()?;
                 prog.load().context("load bench_drop")?;
-                prog.attach(RX_IF, XdpMode::Driver).context("attach bench_drop (native)")?;
+                prog.attach(RX_IF, XdpMode::Driver)
+                    .context("attach bench_drop (native)")?;
                 Ok(Attached::DropAll { ebpf })
             }
             Receiver::Nftables => {
@@ -564,7 +770,10 @@ impl Attached {
                     .context("write the nft ruleset")?;
                 let out = child.wait_with_output().context("wait for nft")?;
                 if !out.status.success() {
-                    bail!("nft -f failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+                    bail!(
+                        "nft -f failed: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
                 }
                 Ok(a)
             }
@@ -574,10 +783,15 @@ impl Attached {
     /// Cumulative (run time, run count) of the receiver's XDP program (BPF_ENABLE_STATS on).
     fn prog_stats(&mut self) -> Result<Option<(Duration, u64)>> {
         let prog = match self {
-            Attached::Tollgate { dp, .. } => {
-                dp.as_mut().expect("loaded").ebpf_mut().program(dataplane::XDP_PROGRAM).ok_or_else(|| anyhow!("no Tollgate XDP program"))?
-            }
-            Attached::DropAll { ebpf } => ebpf.program("bench_drop").ok_or_else(|| anyhow!("no bench_drop"))?,
+            Attached::Tollgate { dp, .. } => dp
+                .as_mut()
+                .expect("loaded")
+                .ebpf_mut()
+                .program(dataplane::XDP_PROGRAM)
+                .ok_or_else(|| anyhow!("no Tollgate XDP program"))?,
+            Attached::DropAll { ebpf } => ebpf
+                .program("bench_drop")
+                .ok_or_else(|| anyhow!("no bench_drop"))?,
             Attached::Nftables => return Ok(None),
         };
         let info = prog.info().context("program info")?;
@@ -587,12 +801,27 @@ impl Attached {
     /// Packets the receiver has counted so far.
     fn count(&self) -> Result<u64> {
         match self {
-            Attached::Tollgate { pin, state, rule, action, .. } => {
-                let rep = counters::read(pin, state.path()).map_err(|e| anyhow!("read Tollgate counters: {e}"))?;
-                Ok(rep.rules.iter().filter(|c| c.rule == *rule && c.action == *action).map(|c| c.packets).sum())
+            Attached::Tollgate {
+                pin,
+                state,
+                rule,
+                action,
+                ..
+            } => {
+                let rep = counters::read(pin, state.path())
+                    .map_err(|e| anyhow!("read Tollgate counters: {e}"))?;
+                Ok(rep
+                    .rules
+                    .iter()
+                    .filter(|c| c.rule == *rule && c.action == *action)
+                    .map(|c| c.packets)
+                    .sum())
             }
             Attached::DropAll { ebpf } => {
-                let map: PerCpuArray<_, u64> = PerCpuArray::try_from(ebpf.map("BENCH_COUNT").ok_or_else(|| anyhow!("no BENCH_COUNT"))?)?;
+                let map: PerCpuArray<_, u64> = PerCpuArray::try_from(
+                    ebpf.map("BENCH_COUNT")
+                        .ok_or_else(|| anyhow!("no BENCH_COUNT"))?,
+                )?;
                 Ok(map.get(&0, 0)?.iter().sum())
             }
             Attached::Nftables => {
@@ -628,14 +857,24 @@ impl Drop for Attached {
 // Generator
 
 /// Sends frames out of `tgbtx0` until `stop`; returns (frames sent, time).
-fn generate(pkt: Vec<u8>, stop: &AtomicBool, ready: std::sync::mpsc::Sender<Result<()>>) -> Result<(u64, Duration)> {
+fn generate(
+    pkt: Vec<u8>,
+    stop: &AtomicBool,
+    ready: std::sync::mpsc::Sender<Result<()>>,
+) -> Result<(u64, Duration)> {
     let setup = || -> Result<Ebpf> {
         enter_netns(TX_NS)?;
         pin_to_cpu(0, GEN_CPU)?;
         make_realtime(0)?;
         let ifindex = dataplane::if_index(TX_IF).ok_or_else(|| anyhow!("no {TX_IF} in {TX_NS}"))?;
-        let mut ebpf = EbpfLoader::new().override_global("TX_IFINDEX", &ifindex, true).load(BENCH_OBJECT).context("load bench_tx")?;
-        let prog: &mut Xdp = ebpf.program_mut("bench_tx").ok_or_else(|| anyhow!("no bench_tx"))?.try_into()?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("TX_IFINDEX", &ifindex, true)
+            .load(BENCH_OBJECT)
+            .context("load bench_tx")?;
+        let prog: &mut Xdp = ebpf
+            .program_mut("bench_tx")
+            .ok_or_else(|| anyhow!("no bench_tx"))?
+            .try_into()?;
         prog.load().context("load bench_tx")?;
         Ok(ebpf)
     };
@@ -657,7 +896,8 @@ fn generate(pkt: Vec<u8>, stop: &AtomicBool, ready: std::sync::mpsc::Sender<Resu
         opts.data_in = Some(&pkt);
         opts.repeat = CHUNK;
         opts.attrs = TestRunAttrs::new().xdp_live_frames(BATCH);
-        prog.test_run(opts).context("BPF_PROG_TEST_RUN (live frames)")?;
+        prog.test_run(opts)
+            .context("BPF_PROG_TEST_RUN (live frames)")?;
         sent += u64::from(CHUNK);
     }
     Ok((sent, start.elapsed()))
@@ -688,7 +928,9 @@ fn trial(lab: &Lab, r: Receiver, snapshot: &L4Snapshot, length: Duration) -> Res
             }
         }
         let guard = StopOnDrop(&stop);
-        ready_rx.recv().map_err(|_| anyhow!("generator thread died"))??;
+        ready_rx
+            .recv()
+            .map_err(|_| anyhow!("generator thread died"))??;
         std::thread::sleep(WARMUP);
         let sample = || -> Result<(u64, Instant)> {
             let before = Instant::now();
@@ -696,7 +938,9 @@ fn trial(lab: &Lab, r: Receiver, snapshot: &L4Snapshot, length: Duration) -> Res
             let after = Instant::now();
             Ok((c, before + (after - before) / 2))
         };
-        let ticks = |napi: &[(libc::pid_t, String)]| -> u64 { napi.iter().filter_map(|&(p, _)| cpu_ticks(p).ok()).sum() };
+        let ticks = |napi: &[(libc::pid_t, String)]| -> u64 {
+            napi.iter().filter_map(|&(p, _)| cpu_ticks(p).ok()).sum()
+        };
         let k0 = ticks(&napi);
         let (c0, t0) = sample()?;
         std::thread::sleep(length);
@@ -705,17 +949,22 @@ fn trial(lab: &Lab, r: Receiver, snapshot: &L4Snapshot, length: Duration) -> Res
         // The program's own cost per packet, with run-time stats on for a short while (they
         // cost a little per packet, so only after the measured window).
         let prog_ns = {
-            let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
+            let _stats =
+                aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
             let a = attached.prog_stats()?;
             std::thread::sleep(STATS_WINDOW);
             let b = attached.prog_stats()?;
             match (a, b) {
-                (Some((ta, na)), Some((tb, nb))) if nb > na => Some((tb - ta).as_nanos() as f64 / (nb - na) as f64),
+                (Some((ta, na)), Some((tb, nb))) if nb > na => {
+                    Some((tb - ta).as_nanos() as f64 / (nb - na) as f64)
+                }
                 _ => None,
             }
         };
         drop(guard);
-        let (sent, gen_time) = gen.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+        let (sent, gen_time) = gen
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
         let secs = (t1 - t0).as_secs_f64();
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
         if c1 <= c0 {

@@ -46,17 +46,30 @@ pub struct PipelineState {
 /// Reads and compiles the source. Never touches the kernel.
 fn load_revision(config: &AgentConfig) -> Result<Snapshot, String> {
     let docs = read_dir(&config.source).map_err(|e| e.to_string())?;
+    if docs.files.is_empty() {
+        // Most likely a wrong path or an unmounted volume: applying it would silently remove
+        // every rule. An operator who wants no filtering commits a policy without rules.
+        return Err(format!(
+            "no policy files (*.yaml, *.yml) under {}; refusing a revision that would remove all policy",
+            config.source.display()
+        ));
+    }
     compile_documents(&docs, Some(&config.interfaces)).map_err(|e| e.to_string())
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
-    let mut dp = Dataplane::load(&config.pin_dir, &config.state_dir)
-        .with_context(|| format!("load the eBPF programs (pins in {})", config.pin_dir.display()))?;
+    let mut dp = Dataplane::load(&config.pin_dir, &config.state_dir).with_context(|| {
+        format!(
+            "load the eBPF programs (pins in {})",
+            config.pin_dir.display()
+        )
+    })?;
     if dp.adopted_state() {
         info!(pin_dir = %config.pin_dir.display(), generation = dp.active_gen(), "adopted the pinned maps: the last applied revision stays enforced");
     }
-    dp.attach_all(&config.interfaces, config.attach_mode).context("attach")?;
+    dp.attach_all(&config.interfaces, config.attach_mode)
+        .context("attach")?;
     for (iface, how) in dp.attached() {
         info!(interface = %iface, mode = how.as_str(), "enforcing on interface");
     }
@@ -85,7 +98,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     if config.detach_on_exit {
         drop(dp);
         let removed = dataplane::detach(&config.pin_dir)?;
-        info!(removed = removed.len(), "stopped; detached and removed every pinned object");
+        info!(
+            removed = removed.len(),
+            "stopped; detached and removed every pinned object"
+        );
     } else {
         info!("stopped; programs and maps stay pinned and keep enforcing the applied revision");
     }
@@ -93,7 +109,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 }
 
 /// One pass of the loop: read, compile, and apply if the revision is new and valid.
-fn reconcile(config: &AgentConfig, dp: &mut Dataplane, state: &mut PipelineState, last_seen: &mut Option<String>) {
+fn reconcile(
+    config: &AgentConfig,
+    dp: &mut Dataplane,
+    state: &mut PipelineState,
+    last_seen: &mut Option<String>,
+) {
     let started = Instant::now();
     let snapshot = match load_revision(config) {
         Ok(s) => s,

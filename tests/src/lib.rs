@@ -149,9 +149,9 @@ impl LabConfig {
             "lab tag {tag:?} must be 1-11 ASCII letters or digits"
         );
         // FNV-1a: a stable, tag-derived subnet 198.18.1.0/24 ..= 198.18.250.0/24.
-        let hash = tag
-            .bytes()
-            .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+        let hash = tag.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
         let n = (hash % 250) as u8 + 1;
         LabConfig {
             netns: format!("tgt-{tag}"),
@@ -204,7 +204,10 @@ impl Lab {
             bpffs: base.join("bpf"),
             pin_dir: base.join("bpf").join("tollgate"),
             state_dir: base.join("state"),
-            source_dir: config.source_dir.clone().unwrap_or_else(|| base.join("source")),
+            source_dir: config
+                .source_dir
+                .clone()
+                .unwrap_or_else(|| base.join("source")),
             config,
             agent_count: std::cell::Cell::new(0),
         };
@@ -226,8 +229,20 @@ impl Lab {
         run_ok(
             "ip",
             &[
-                "link", "add", &c.veth_root, "address", &mac_root, "type", "veth", "peer", "name",
-                &c.veth_ns, "address", &mac_ns, "netns", &c.netns,
+                "link",
+                "add",
+                &c.veth_root,
+                "address",
+                &mac_root,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &c.veth_ns,
+                "address",
+                &mac_ns,
+                "netns",
+                &c.netns,
             ],
         );
         // No IPv6 on the lab link: router solicitations, MLD reports and DAD probes would
@@ -236,16 +251,26 @@ impl Lab {
             format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", c.veth_root),
             "1",
         );
-        self.ns_run_quiet(&["sysctl", "-qw", &format!("net.ipv6.conf.{}.disable_ipv6=1", c.veth_ns)]);
+        self.ns_run_quiet(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{}.disable_ipv6=1", c.veth_ns),
+        ]);
         self.ns_run_quiet(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
 
         let root_cidr = format!("{}/{}", c.root_ip, c.prefix_len);
         let ns_cidr = format!("{}/{}", c.ns_ip, c.prefix_len);
         run_ok("ip", &["addr", "add", &root_cidr, "dev", &c.veth_root]);
-        run_ok("ip", &["-n", &c.netns, "addr", "add", &ns_cidr, "dev", &c.veth_ns]);
+        run_ok(
+            "ip",
+            &["-n", &c.netns, "addr", "add", &ns_cidr, "dev", &c.veth_ns],
+        );
         for src in &c.sources {
             let cidr = format!("{src}/32");
-            run_ok("ip", &["-n", &c.netns, "addr", "add", &cidr, "dev", &c.veth_ns]);
+            run_ok(
+                "ip",
+                &["-n", &c.netns, "addr", "add", &cidr, "dev", &c.veth_ns],
+            );
         }
         run_ok("ip", &["-n", &c.netns, "link", "set", "lo", "up"]);
         run_ok("ip", &["-n", &c.netns, "link", "set", &c.veth_ns, "up"]);
@@ -261,20 +286,42 @@ impl Lab {
         for ip in std::iter::once(ns_ip).chain(c.sources.iter().map(|s| s.to_string())) {
             run_ok(
                 "ip",
-                &["neigh", "replace", &ip, "lladdr", &mac_ns, "dev", &c.veth_root, "nud", "permanent"],
+                &[
+                    "neigh",
+                    "replace",
+                    &ip,
+                    "lladdr",
+                    &mac_ns,
+                    "dev",
+                    &c.veth_root,
+                    "nud",
+                    "permanent",
+                ],
             );
         }
         let root_ip = c.root_ip.to_string();
         run_ok(
             "ip",
             &[
-                "-n", &c.netns, "neigh", "replace", &root_ip, "lladdr", &mac_root, "dev",
-                &c.veth_ns, "nud", "permanent",
+                "-n",
+                &c.netns,
+                "neigh",
+                "replace",
+                &root_ip,
+                "lladdr",
+                &mac_root,
+                "dev",
+                &c.veth_ns,
+                "nud",
+                "permanent",
             ],
         );
         let deadline = Instant::now() + Duration::from_secs(5);
         let operstate = format!("/sys/class/net/{}/operstate", c.veth_root);
-        while fs::read_to_string(&operstate).map(|s| s.trim() != "up").unwrap_or(true) {
+        while fs::read_to_string(&operstate)
+            .map(|s| s.trim() != "up")
+            .unwrap_or(true)
+        {
             if Instant::now() > deadline {
                 panic!("{} did not come up", c.veth_root);
             }
@@ -290,7 +337,10 @@ impl Lab {
         if self.pin_dir.exists() {
             let bin = tollgate_bin();
             if bin.is_file() {
-                run_quiet(path_str(&bin), &["detach", "--pin-dir", path_str(&self.pin_dir)]);
+                run_quiet(
+                    path_str(&bin),
+                    &["detach", "--pin-dir", path_str(&self.pin_dir)],
+                );
             }
         }
         run_quiet("ip", &["netns", "del", &c.netns]);
@@ -331,16 +381,22 @@ impl Lab {
     /// A command that runs `program args` inside the namespace.
     pub fn ns_command(&self, program: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.config.netns, program]).args(args).stdin(Stdio::null());
+        cmd.args(["netns", "exec", &self.config.netns, program])
+            .args(args)
+            .stdin(Stdio::null());
         cmd
     }
 
     /// Runs `args[0] args[1..]` inside the namespace to completion.
     pub fn ns_run(&self, args: &[&str]) -> Output {
         let (program, rest) = args.split_first().expect("a command");
-        self.ns_command(program, rest)
-            .output()
-            .unwrap_or_else(|e| panic!("ip netns exec {} {}: {e}", self.config.netns, args.join(" ")))
+        self.ns_command(program, rest).output().unwrap_or_else(|e| {
+            panic!(
+                "ip netns exec {} {}: {e}",
+                self.config.netns,
+                args.join(" ")
+            )
+        })
     }
 
     fn ns_run_quiet(&self, args: &[&str]) {
@@ -351,8 +407,17 @@ impl Lab {
 
     /// Pings the root-side address from `from` (an address of the namespace): `count` echo
     /// requests `interval` apart, waiting at most `wait` for the last reply.
-    pub fn ping(&self, from: Ipv4Addr, count: u32, interval: Duration, wait: Duration) -> PingStats {
-        let out = self.ping_command(from, count, interval, wait).output().expect("start ping");
+    pub fn ping(
+        &self,
+        from: Ipv4Addr,
+        count: u32,
+        interval: Duration,
+        wait: Duration,
+    ) -> PingStats {
+        let out = self
+            .ping_command(from, count, interval, wait)
+            .output()
+            .expect("start ping");
         PingStats::parse(&String::from_utf8_lossy(&out.stdout)).unwrap_or_else(|| {
             panic!(
                 "cannot read ping's summary: {}{}",
@@ -364,7 +429,13 @@ impl Lab {
 
     /// The ping command of [`Lab::ping`], to run in the background (stdout piped; read it with
     /// [`PingStats::from_child`]).
-    pub fn ping_command(&self, from: Ipv4Addr, count: u32, interval: Duration, wait: Duration) -> Command {
+    pub fn ping_command(
+        &self,
+        from: Ipv4Addr,
+        count: u32,
+        interval: Duration,
+        wait: Duration,
+    ) -> Command {
         let interval = format!("{:.3}", interval.as_secs_f64());
         let wait = format!("{}", wait.as_secs().max(1));
         let count = count.to_string();
@@ -372,7 +443,9 @@ impl Lab {
         let dst = self.config.root_ip.to_string();
         let mut cmd = self.ns_command(
             "ping",
-            &["-n", "-q", "-c", &count, "-i", &interval, "-W", &wait, "-I", &from, &dst],
+            &[
+                "-n", "-q", "-c", &count, "-i", &interval, "-W", &wait, "-I", &from, &dst,
+            ],
         );
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd
@@ -415,7 +488,14 @@ except OSError as e:
 
     /// Sends `count` UDP datagrams of `size` bytes from `from` to the root-side address on
     /// `port`, paced at `rate` packets per second (`None`: as fast as python goes).
-    pub fn udp_send(&self, from: Ipv4Addr, port: u16, count: u64, rate: Option<u32>, size: usize) -> u64 {
+    pub fn udp_send(
+        &self,
+        from: Ipv4Addr,
+        port: u16,
+        count: u64,
+        rate: Option<u32>,
+        size: usize,
+    ) -> u64 {
         let out = self
             .udp_send_command(from, port, count, rate, size)
             .output()
@@ -425,7 +505,14 @@ except OSError as e:
 
     /// The command of [`Lab::udp_send`], to run in the background; it prints the number of
     /// datagrams sent (read it with [`parse_sent`] on its output).
-    pub fn udp_send_command(&self, from: Ipv4Addr, port: u16, count: u64, rate: Option<u32>, size: usize) -> Command {
+    pub fn udp_send_command(
+        &self,
+        from: Ipv4Addr,
+        port: u16,
+        count: u64,
+        rate: Option<u32>,
+        size: usize,
+    ) -> Command {
         const SCRIPT: &str = r#"
 import socket, sys, time
 src, dst, port, count, rate, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
@@ -508,7 +595,10 @@ print(sent)
             );
         }
         let value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("tollgate counters printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+            panic!(
+                "tollgate counters printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
         });
         Counters(value)
     }
@@ -516,7 +606,10 @@ print(sent)
     /// `tollgate detach --pin-dir` for this lab.
     pub fn detach(&self) -> Output {
         let bin = tollgate_bin();
-        run(path_str(&bin), &["detach", "--pin-dir", path_str(&self.pin_dir)])
+        run(
+            path_str(&bin),
+            &["detach", "--pin-dir", path_str(&self.pin_dir)],
+        )
     }
 
     /// Packets received by the root-side veth (as `ip -s link` shows them).
@@ -530,12 +623,16 @@ print(sent)
         let mut found = Vec::new();
         let mut stack = vec![self.bpffs.clone()];
         while let Some(dir) = stack.pop() {
-            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 let path = entry.path();
                 if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                     stack.push(path);
-                } else if !(dir == self.bpffs && KERNEL_BPFFS_FILES.iter().any(|f| path.ends_with(f))) {
+                } else if !(dir == self.bpffs
+                    && KERNEL_BPFFS_FILES.iter().any(|f| path.ends_with(f)))
+                {
                     found.push(path);
                 }
             }
@@ -578,9 +675,15 @@ fn path_str(path: &Path) -> &str {
 }
 
 fn is_mount_point(path: &Path) -> bool {
-    let Ok(mounts) = fs::read_to_string("/proc/self/mounts") else { return false };
-    let Some(wanted) = path.to_str() else { return false };
-    mounts.lines().any(|line| line.split_whitespace().nth(1) == Some(wanted))
+    let Ok(mounts) = fs::read_to_string("/proc/self/mounts") else {
+        return false;
+    };
+    let Some(wanted) = path.to_str() else {
+        return false;
+    };
+    mounts
+        .lines()
+        .any(|line| line.split_whitespace().nth(1) == Some(wanted))
 }
 
 fn read_stat(iface: &str, name: &str) -> u64 {
@@ -600,7 +703,9 @@ const KERNEL_BPFFS_FILES: [&str; 2] = ["maps.debug", "progs.debug"];
 /// Kills agents that an earlier (killed) run of this lab started, and nothing else: a pid from
 /// the lab's pid file is only killed while its command line still names this lab's pin dir.
 fn kill_recorded_agents(base_dir: &Path, pin_dir: &Path) {
-    let Ok(pids) = fs::read_to_string(base_dir.join(PID_FILE)) else { return };
+    let Ok(pids) = fs::read_to_string(base_dir.join(PID_FILE)) else {
+        return;
+    };
     let pin = pin_dir.to_string_lossy();
     for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
         let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -615,14 +720,17 @@ fn kill_recorded_agents(base_dir: &Path, pin_dir: &Path) {
 
 /// Reads the count printed by the UDP sender command.
 pub fn parse_sent(out: &Output) -> u64 {
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or_else(|_| {
-        panic!(
-            "UDP sender failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| {
+            panic!(
+                "UDP sender failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
 }
 
 /// The outcome of a TCP connection attempt.
@@ -662,7 +770,10 @@ impl PingStats {
             .split(|c: char| !c.is_ascii_digit())
             .filter(|s| !s.is_empty())
             .map(|s| s.parse::<u64>().ok());
-        Some(PingStats { transmitted: numbers.next()??, received: numbers.next()?? })
+        Some(PingStats {
+            transmitted: numbers.next()??,
+            received: numbers.next()??,
+        })
     }
 
     /// Waits for a ping started from [`Lab::ping_command`] and parses its summary.
@@ -698,7 +809,10 @@ impl Counters {
 
     /// Packets counted for `rule`, whatever the action and reason.
     pub fn rule_packets(&self, rule: &str) -> u64 {
-        self.rules().filter(|r| r["rule"] == rule).map(|r| r["packets"].as_u64().unwrap_or(0)).sum()
+        self.rules()
+            .filter(|r| r["rule"] == rule)
+            .map(|r| r["packets"].as_u64().unwrap_or(0))
+            .sum()
     }
 
     /// Packets counted by the default action (rule "(default)"), whatever the verdict.
@@ -717,7 +831,11 @@ impl Counters {
 
 impl fmt::Display for Counters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", serde_json::to_string_pretty(&self.0).unwrap_or_default())
+        write!(
+            f,
+            "{}",
+            serde_json::to_string_pretty(&self.0).unwrap_or_default()
+        )
     }
 }
 
@@ -738,7 +856,11 @@ impl Agent {
 
     /// As [`Agent::start`], with another binary (the demo runs the release build).
     pub fn start_with(bin: &Path, lab: &Lab, extra_args: &[&str]) -> Agent {
-        assert!(bin.is_file(), "no tollgate binary at {} (build it first)", bin.display());
+        assert!(
+            bin.is_file(),
+            "no tollgate binary at {} (build it first)",
+            bin.display()
+        );
         let log_path = lab.next_agent_log();
         let log = fs::File::create(&log_path)
             .unwrap_or_else(|e| panic!("create {}: {e}", log_path.display()));
@@ -755,7 +877,9 @@ impl Agent {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
         // Recorded so that a later run can end this agent if this run is killed.
         if let Ok(mut f) = fs::OpenOptions::new()
             .create(true)
@@ -764,7 +888,11 @@ impl Agent {
         {
             let _ = writeln!(f, "{}", child.id());
         }
-        Agent { child, log_path, exited: None }
+        Agent {
+            child,
+            log_path,
+            exited: None,
+        }
     }
 
     /// The agent's process id.
@@ -794,7 +922,12 @@ impl Agent {
 
     /// Waits until at least `count` log lines contain `needle`. Fails early, with the log,
     /// when the agent exits.
-    pub fn wait_for_log_count(&mut self, needle: &str, count: usize, timeout: Duration) -> Result<(), String> {
+    pub fn wait_for_log_count(
+        &mut self,
+        needle: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
             if self.log_count(needle) >= count {
@@ -857,7 +990,11 @@ impl Agent {
 
     /// SIGHUP: re-read the source directory now.
     pub fn sighup(&mut self) {
-        assert!(self.is_running(), "SIGHUP to an agent that has exited:\n{}", self.log());
+        assert!(
+            self.is_running(),
+            "SIGHUP to an agent that has exited:\n{}",
+            self.log()
+        );
         self.signal(libc::SIGHUP);
     }
 
@@ -879,7 +1016,10 @@ impl Drop for Agent {
         if thread::panicking() {
             let log = self.log();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!("--- last lines of the agent's log ({}):", self.log_path.display());
+            eprintln!(
+                "--- last lines of the agent's log ({}):",
+                self.log_path.display()
+            );
             for line in tail.iter().rev() {
                 eprintln!("{line}");
             }
@@ -903,7 +1043,9 @@ impl UdpCounter {
         let socket = UdpSocket::bind(SocketAddrV4::new(ip, port))
             .unwrap_or_else(|e| panic!("bind udp {ip}:{port}: {e}"));
         set_rcvbuf(&socket, 8 << 20);
-        socket.set_read_timeout(Some(Duration::from_millis(50))).expect("set_read_timeout");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("set_read_timeout");
         let count = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (c, s) = (count.clone(), stop.clone());
@@ -915,7 +1057,11 @@ impl UdpCounter {
                 }
             }
         });
-        UdpCounter { count, stop, thread: Some(thread) }
+        UdpCounter {
+            count,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// Datagrams received so far.
@@ -993,7 +1139,11 @@ impl TcpServer {
                 }
             }
         });
-        Ok(TcpServer { addr, stop, thread: Some(thread) })
+        Ok(TcpServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 
@@ -1037,11 +1187,29 @@ mod tests {
     #[test]
     fn ping_summary_is_parsed_with_and_without_loss() {
         let ok = "--- 198.18.0.1 ping statistics ---\n5 packets transmitted, 5 received, 0% packet loss, time 41ms\n";
-        assert_eq!(PingStats::parse(ok), Some(PingStats { transmitted: 5, received: 5 }));
+        assert_eq!(
+            PingStats::parse(ok),
+            Some(PingStats {
+                transmitted: 5,
+                received: 5
+            })
+        );
         let lost = "10 packets transmitted, 0 received, 100% packet loss, time 95ms\n";
-        assert_eq!(PingStats::parse(lost), Some(PingStats { transmitted: 10, received: 0 }));
+        assert_eq!(
+            PingStats::parse(lost),
+            Some(PingStats {
+                transmitted: 10,
+                received: 0
+            })
+        );
         let errors = "3 packets transmitted, 0 received, +3 errors, 100% packet loss\n";
-        assert_eq!(PingStats::parse(errors), Some(PingStats { transmitted: 3, received: 0 }));
+        assert_eq!(
+            PingStats::parse(errors),
+            Some(PingStats {
+                transmitted: 3,
+                received: 0
+            })
+        );
     }
 
     #[test]
@@ -1071,7 +1239,14 @@ mod tests {
 
     #[test]
     fn policy_documents_indent_their_rules() {
-        let doc = l4_policy("p", "allow", "- name: r\n  action: deny\n  from: [203.0.113.0/24]\n");
-        assert!(doc.contains("  rules:\n    - name: r\n      action: deny\n"), "{doc}");
+        let doc = l4_policy(
+            "p",
+            "allow",
+            "- name: r\n  action: deny\n  from: [203.0.113.0/24]\n",
+        );
+        assert!(
+            doc.contains("  rules:\n    - name: r\n      action: deny\n"),
+            "{doc}"
+        );
     }
 }

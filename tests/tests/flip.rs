@@ -10,7 +10,9 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use tollgate_tests::{l4_policy, parse_sent, require_root, Lab, UdpCounter, APPLY_TIMEOUT, POLICY_APPLIED};
+use tollgate_tests::{
+    l4_policy, parse_sent, require_root, Lab, UdpCounter, APPLY_TIMEOUT, POLICY_APPLIED,
+};
 
 const S: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 50);
 const P: u16 = 9000;
@@ -20,11 +22,14 @@ const PACKETS: u64 = 20_000;
 const SEND_RATE: u32 = 10_000;
 const FLIP_PAUSE: Duration = Duration::from_millis(25);
 
+// Both rules exist in both revisions (a rule that disappears and comes back starts its counter
+// again, like any Prometheus counter); only what they match changes. 192.0.2.99 sends nothing.
 fn policy_a() -> String {
     l4_policy(
         "flip",
         "allow",
-        "- name: a-deny\n  action: deny\n  from: [203.0.113.50/32]\n  protocol: UDP\n  ports: [\"9000\"]\n",
+        "- name: a-deny\n  action: deny\n  from: [203.0.113.50/32]\n  protocol: UDP\n  ports: [\"9000\"]\n\
+         - name: b-allow\n  action: allow\n  from: [192.0.2.99/32]\n  protocol: UDP\n  ports: [\"9000\"]\n",
     )
 }
 
@@ -32,7 +37,8 @@ fn policy_b() -> String {
     l4_policy(
         "flip",
         "deny",
-        "- name: b-allow\n  action: allow\n  from: [203.0.113.50/32]\n  protocol: UDP\n  ports: [\"9000\"]\n",
+        "- name: a-deny\n  action: deny\n  from: [192.0.2.99/32]\n  protocol: UDP\n  ports: [\"9000\"]\n\
+         - name: b-allow\n  action: allow\n  from: [203.0.113.50/32]\n  protocol: UDP\n  ports: [\"9000\"]\n",
     )
 }
 
@@ -42,7 +48,9 @@ fn atomic_flip_under_traffic() {
     let lab = Lab::new("flip", &[S]);
     lab.write_policy("flip.yaml", &policy_a());
     let mut agent = lab.start_agent(&[]);
-    agent.wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    agent
+        .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
     let sink = UdpCounter::start(lab.root_ip(), P);
 
     let before = lab.counters();
@@ -54,7 +62,11 @@ fn atomic_flip_under_traffic() {
 
     let started = Instant::now();
     for flip in 0..FLIPS {
-        let doc = if flip % 2 == 0 { policy_b() } else { policy_a() };
+        let doc = if flip % 2 == 0 {
+            policy_b()
+        } else {
+            policy_a()
+        };
         lab.write_policy("flip.yaml", &doc);
         agent.sighup();
         agent
@@ -78,7 +90,10 @@ fn atomic_flip_under_traffic() {
     println!("a-deny {a_deny}, b-allow {b_allow}, default {defaults}");
     println!("counters before:\n{before}\ncounters after:\n{after}");
 
-    assert_eq!(defaults, 0, "packets judged by a default action during the flips:\n{after}");
+    assert_eq!(
+        defaults, 0,
+        "packets judged by a default action during the flips:\n{after}"
+    );
     assert_eq!(
         after.rule_packets("a-deny") - before.rule_packets("a-deny"),
         a_deny,
@@ -89,8 +104,18 @@ fn atomic_flip_under_traffic() {
         b_allow,
         "b-allow counted something other than policy passes:\n{after}"
     );
-    assert_eq!(a_deny + b_allow, rx, "every packet that reached the program is counted exactly once");
-    assert_eq!(delivered, b_allow, "the passed packets are the delivered ones");
-    assert!(a_deny > 0 && b_allow > 0, "the traffic did not span both revisions");
+    assert_eq!(
+        a_deny + b_allow,
+        rx,
+        "every packet that reached the program is counted exactly once"
+    );
+    assert_eq!(
+        delivered, b_allow,
+        "the passed packets are the delivered ones"
+    );
+    assert!(
+        a_deny > 0 && b_allow > 0,
+        "the traffic did not span both revisions"
+    );
     assert!(rx <= sent);
 }

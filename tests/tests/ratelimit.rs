@@ -30,7 +30,9 @@ fn rate_limited_source_is_cut_near_its_rate() {
         ),
     );
     let mut agent = lab.start_agent(&[]);
-    agent.wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    agent
+        .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
     let sink = UdpCounter::start(lab.root_ip(), PORT);
 
     let started = Instant::now();
@@ -49,12 +51,22 @@ fn rate_limited_source_is_cut_near_its_rate() {
     let counters = lab.counters();
     let passed = counters.packets("limited", "pass", "policy");
     let limited = counters.packets("limited", "drop", "ratelimit");
-    assert_eq!(passed + limited, sent, "every packet is judged once:\n{counters}");
-    assert_eq!(passed, received, "passed packets are the delivered ones:\n{counters}");
+    assert_eq!(
+        passed + limited,
+        sent,
+        "every packet is judged once:\n{counters}"
+    );
+    assert_eq!(
+        passed, received,
+        "passed packets are the delivered ones:\n{counters}"
+    );
 
     // Another source has its own bucket, still full: a short burst below BURST all passes.
     let other_sink_before = sink.count();
     let other_sent = lab.udp_send(OTHER, PORT, BURST / 2, Some(SEND_RATE), 32);
     let other_received = sink.settle(Duration::from_millis(300)) - other_sink_before;
-    assert_eq!(other_received, other_sent, "a second source is limited by the first one's bucket");
+    assert_eq!(
+        other_received, other_sent,
+        "a second source is limited by the first one's bucket"
+    );
 }

@@ -17,28 +17,51 @@ fn enforcement_survives_kill_9_and_restart_adopts_without_gap() {
     let lab = Lab::new("restart", &[DENIED]);
     lab.write_policy(
         "edge.yaml",
-        &l4_policy("edge", "allow", "- name: block\n  action: deny\n  from: [203.0.113.0/24]\n"),
+        &l4_policy(
+            "edge",
+            "allow",
+            "- name: block\n  action: deny\n  from: [203.0.113.0/24]\n",
+        ),
     );
     let mut agent = lab.start_agent(&[]);
-    agent.wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    agent
+        .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
     let blocked_before = lab.counters().packets("block", "drop", "policy");
 
     let interval = Duration::from_millis(10);
-    let denied = lab.ping_command(DENIED, PINGS, interval, Duration::from_secs(1)).spawn().expect("ping");
-    let allowed = lab.ping_command(lab.ns_ip(), PINGS, interval, Duration::from_secs(1)).spawn().expect("ping");
+    let denied = lab
+        .ping_command(DENIED, PINGS, interval, Duration::from_secs(1))
+        .spawn()
+        .expect("ping");
+    let allowed = lab
+        .ping_command(lab.ns_ip(), PINGS, interval, Duration::from_secs(1))
+        .spawn()
+        .expect("ping");
 
     thread::sleep(Duration::from_millis(800));
     agent.kill9();
-    assert!(!lab.pinned_files().is_empty(), "SIGKILL must leave the pins in place");
-    assert!(!lab.attached_programs().is_empty(), "SIGKILL must leave the program attached");
+    assert!(
+        !lab.pinned_files().is_empty(),
+        "SIGKILL must leave the pins in place"
+    );
+    assert!(
+        !lab.attached_programs().is_empty(),
+        "SIGKILL must leave the program attached"
+    );
     thread::sleep(Duration::from_millis(700));
 
     let mut restarted = lab.start_agent(&[]);
-    restarted.wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    restarted
+        .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
 
     let denied = PingStats::from_child(denied);
     let allowed = PingStats::from_child(allowed);
-    assert_eq!(denied.received, 0, "denied pings got through during the kill/restart: {denied:?}");
+    assert_eq!(
+        denied.received, 0,
+        "denied pings got through during the kill/restart: {denied:?}"
+    );
     assert_eq!(
         allowed.received, allowed.transmitted,
         "allowed pings were lost during the kill/restart: {allowed:?}"
@@ -56,6 +79,13 @@ fn enforcement_survives_kill_9_and_restart_adopts_without_gap() {
     // And it keeps counting under the restarted agent.
     let more = lab.ping(DENIED, 5, Duration::from_millis(20), Duration::from_secs(1));
     assert_eq!(more.received, 0);
-    assert_eq!(lab.counters().packets("block", "drop", "policy"), blocked_after + 5);
-    assert!(restarted.is_running(), "the restarted agent exited:\n{}", restarted.log());
+    assert_eq!(
+        lab.counters().packets("block", "drop", "policy"),
+        blocked_after + 5
+    );
+    assert!(
+        restarted.is_running(),
+        "the restarted agent exited:\n{}",
+        restarted.log()
+    );
 }

@@ -5,7 +5,9 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use tollgate_tests::{l4_policy, require_root, Connect, Lab, TcpServer, APPLY_TIMEOUT, POLICY_APPLIED};
+use tollgate_tests::{
+    l4_policy, require_root, Connect, Lab, TcpServer, APPLY_TIMEOUT, POLICY_APPLIED,
+};
 
 const OFFICE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 const ELSEWHERE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 44);
@@ -28,7 +30,9 @@ fn ssh_only_from_office() {
         ),
     );
     let mut agent = lab.start_agent(&[]);
-    agent.wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    agent
+        .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
 
     let office = lab.tcp_connect(OFFICE, SSH, Duration::from_secs(3));
     assert!(office.reached_host(), "ssh from the office: {office:?}");
@@ -37,13 +41,24 @@ fn ssh_only_from_office() {
         assert_eq!(outcome, Connect::TimedOut, "ssh from {source}");
     }
     // Everyone may still ping (the ICMP rule), so the drops above are about port 22.
-    let ping = lab.ping(ELSEWHERE, 3, Duration::from_millis(50), Duration::from_secs(2));
+    let ping = lab.ping(
+        ELSEWHERE,
+        3,
+        Duration::from_millis(50),
+        Duration::from_secs(2),
+    );
     assert_eq!(ping.received, 3, "pings from {ELSEWHERE}: {ping:?}");
 
     let counters = lab.counters();
     let office_passed = counters.packets("ssh-from-office", "pass", "policy");
-    assert!(office_passed >= 1, "ssh-from-office counted {office_passed}:\n{counters}");
+    assert!(
+        office_passed >= 1,
+        "ssh-from-office counted {office_passed}:\n{counters}"
+    );
     let default_dropped = counters.packets("(default)", "drop", "default");
-    assert!(default_dropped >= 2, "the default action dropped {default_dropped}:\n{counters}");
+    assert!(
+        default_dropped >= 2,
+        "the default action dropped {default_dropped}:\n{counters}"
+    );
     assert_eq!(counters.packets("ping", "pass", "policy"), 3, "{counters}");
 }

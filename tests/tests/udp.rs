@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use tollgate_tests::{l4_policy, require_root, Connect, Lab, UdpCounter, APPLY_TIMEOUT, POLICY_APPLIED};
+use tollgate_tests::{
+    l4_policy, require_root, Connect, Lab, UdpCounter, APPLY_TIMEOUT, POLICY_APPLIED,
+};
 
 const PER_PORT: u64 = 20;
 
@@ -22,11 +24,23 @@ fn udp_port_rules() {
         ),
     );
     let mut agent = lab.start_agent(&[]);
-    agent.wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    agent
+        .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
 
     // (port, datagrams expected to arrive)
-    let cases = [(5000, PER_PORT), (5010, PER_PORT), (5005, 0), (5011, 0), (6000, PER_PORT), (4999, 0)];
-    let sinks: Vec<_> = cases.iter().map(|&(port, _)| UdpCounter::start(lab.root_ip(), port)).collect();
+    let cases = [
+        (5000, PER_PORT),
+        (5010, PER_PORT),
+        (5005, 0),
+        (5011, 0),
+        (6000, PER_PORT),
+        (4999, 0),
+    ];
+    let sinks: Vec<_> = cases
+        .iter()
+        .map(|&(port, _)| UdpCounter::start(lab.root_ip(), port))
+        .collect();
     for &(port, _) in &cases {
         let sent = lab.udp_send(lab.ns_ip(), port, PER_PORT, Some(1000), 32);
         assert_eq!(sent, PER_PORT);
@@ -42,10 +56,25 @@ fn udp_port_rules() {
     );
 
     let counters = lab.counters();
-    assert_eq!(counters.packets("udp-range", "pass", "policy"), 2 * PER_PORT, "{counters}");
-    assert_eq!(counters.packets("udp-single", "pass", "policy"), PER_PORT, "{counters}");
-    assert_eq!(counters.packets("no-5005", "drop", "policy"), PER_PORT, "{counters}");
+    assert_eq!(
+        counters.packets("udp-range", "pass", "policy"),
+        2 * PER_PORT,
+        "{counters}"
+    );
+    assert_eq!(
+        counters.packets("udp-single", "pass", "policy"),
+        PER_PORT,
+        "{counters}"
+    );
+    assert_eq!(
+        counters.packets("no-5005", "drop", "policy"),
+        PER_PORT,
+        "{counters}"
+    );
     let default_dropped = counters.packets("(default)", "drop", "default");
     // 5011 and 4999, and at least one SYN to TCP 5000.
-    assert!(default_dropped > 2 * PER_PORT, "the default action dropped {default_dropped}:\n{counters}");
+    assert!(
+        default_dropped > 2 * PER_PORT,
+        "the default action dropped {default_dropped}:\n{counters}"
+    );
 }

@@ -15,7 +15,11 @@ use clap::{Parser, Subcommand};
 use tollgate_tests::{Agent, Connect, Lab, LabConfig, TcpServer, POLICY_APPLIED};
 
 #[derive(Parser)]
-#[command(name = "xtask", bin_name = "cargo xtask", about = "Tollgate developer automation")]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "Tollgate developer automation"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -62,7 +66,10 @@ fn main() -> ExitCode {
 
 /// The workspace root (the parent of this crate).
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 /// Cargo's target directory: `$CARGO_TARGET_DIR`, else `<workspace>/target` (the default).
@@ -93,7 +100,9 @@ fn show(cmd: &Command) -> String {
 fn run(mut cmd: Command) -> Result<()> {
     let line = show(&cmd);
     eprintln!("xtask: $ {line}");
-    let status = cmd.status().with_context(|| format!("cannot start `{line}`"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start `{line}`"))?;
     if !status.success() {
         bail!("`{line}` failed ({status})");
     }
@@ -112,8 +121,14 @@ where
 
 /// Runs a command quietly and returns its stdout when it succeeds.
 fn probe(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).stderr(Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = Command::new(program)
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -150,7 +165,11 @@ fn setup() -> Result<()> {
 
     // 1. Debian packages (LLVM first: bpf-linker is built against it).
     let wanted: Vec<&str> = LLVM_PACKAGES.iter().chain(TOOL_PACKAGES).copied().collect();
-    let missing: Vec<&str> = wanted.iter().copied().filter(|p| !deb_installed(p)).collect();
+    let missing: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|p| !deb_installed(p))
+        .collect();
     if missing.is_empty() {
         eprintln!("setup: Debian packages: all present ({})", wanted.join(" "));
     } else {
@@ -158,7 +177,11 @@ fn setup() -> Result<()> {
         if let Err(error) = apt_install(&missing) {
             eprintln!("setup: {error:#}");
         }
-        let still: Vec<&str> = missing.iter().copied().filter(|p| !deb_installed(p)).collect();
+        let still: Vec<&str> = missing
+            .iter()
+            .copied()
+            .filter(|p| !deb_installed(p))
+            .collect();
         if !still.is_empty() {
             failures.push(format!("Debian packages {}", still.join(" ")));
         }
@@ -192,7 +215,9 @@ fn apt_install(packages: &[&str]) -> Result<()> {
     update.env("DEBIAN_FRONTEND", "noninteractive");
     run(update)?;
     let mut install = command("apt-get", ["install", "-y", "--no-install-recommends"]);
-    install.args(packages).env("DEBIAN_FRONTEND", "noninteractive");
+    install
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive");
     run(install)
 }
 
@@ -215,7 +240,10 @@ fn ensure_rust_src() -> Result<()> {
              --profile minimal --component rust-src)"
         );
     }
-    if String::from_utf8_lossy(&listed.stdout).lines().any(|l| l.trim().starts_with("rust-src")) {
+    if String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .any(|l| l.trim().starts_with("rust-src"))
+    {
         eprintln!("setup: rust-src for nightly: present");
         return Ok(());
     }
@@ -237,9 +265,14 @@ fn ensure_bpf_linker() -> Result<()> {
             eprintln!("setup: bpf-linker {BPF_LINKER_VERSION}: present");
             return Ok(());
         }
-        eprintln!("setup: bpf-linker: found {}, want {BPF_LINKER_VERSION}", version.trim());
+        eprintln!(
+            "setup: bpf-linker: found {}, want {BPF_LINKER_VERSION}",
+            version.trim()
+        );
     }
-    eprintln!("setup: bpf-linker {BPF_LINKER_VERSION}: building against LLVM 22 (takes a few minutes)");
+    eprintln!(
+        "setup: bpf-linker {BPF_LINKER_VERSION}: building against LLVM 22 (takes a few minutes)"
+    );
     let mut install = cargo();
     install
         .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
@@ -282,13 +315,29 @@ fn test() -> Result<()> {
     let mut steps = Vec::new();
     // Unit and property tests, and the eBPF program tests (BPF_PROG_TEST_RUN, root).
     let mut unit = cargo();
-    unit.args(["test", "--no-fail-fast"]).args(WORKSPACE).args(["--exclude", "tollgate-tests"]);
-    steps.push(cargo_test_step("unit, property and eBPF program tests", unit));
+    unit.args(["test", "--no-fail-fast"])
+        .args(WORKSPACE)
+        .args(["--exclude", "tollgate-tests"]);
+    steps.push(cargo_test_step(
+        "unit, property and eBPF program tests",
+        unit,
+    ));
     // End-to-end tests: network namespaces and the real binary; one at a time, as they
     // attach programs and change routes.
     let mut e2e = cargo();
-    e2e.args(["test", "--no-fail-fast", "-p", "tollgate-tests", "--", "--test-threads=1"]).env("TOLLGATE_BIN", &bin);
-    steps.push(cargo_test_step("end-to-end tests (network namespaces)", e2e));
+    e2e.args([
+        "test",
+        "--no-fail-fast",
+        "-p",
+        "tollgate-tests",
+        "--",
+        "--test-threads=1",
+    ])
+    .env("TOLLGATE_BIN", &bin);
+    steps.push(cargo_test_step(
+        "end-to-end tests (network namespaces)",
+        e2e,
+    ));
 
     eprintln!();
     eprintln!("xtask test summary:");
@@ -317,7 +366,14 @@ fn test() -> Result<()> {
 fn cargo_test_step(name: &'static str, mut cmd: Command) -> StepResult {
     eprintln!("xtask: {name}: $ {}", show(&cmd));
     let started = Instant::now();
-    let mut result = StepResult { name, ok: false, elapsed: Duration::ZERO, passed: 0, failed: 0, ignored: 0 };
+    let mut result = StepResult {
+        name,
+        ok: false,
+        elapsed: Duration::ZERO,
+        passed: 0,
+        failed: 0,
+        ignored: 0,
+    };
     let mut child = match cmd.stdout(Stdio::piped()).spawn() {
         Ok(child) => child,
         Err(error) => {
@@ -332,7 +388,9 @@ fn cargo_test_step(name: &'static str, mut cmd: Command) -> StepResult {
         if let Some(rest) = line.strip_prefix("test result: ") {
             for part in rest.split(';') {
                 let mut words = part.split_whitespace().rev();
-                let (Some(label), Some(n)) = (words.next(), words.next()) else { continue };
+                let (Some(label), Some(n)) = (words.next(), words.next()) else {
+                    continue;
+                };
                 let Ok(n) = n.parse::<u64>() else { continue };
                 match label {
                     "passed" => result.passed += n,
@@ -393,7 +451,14 @@ impl Story {
         }
         println!("\n{}. {title}", self.steps);
         println!("   expected: {expected}");
-        println!("   got:      {got}   {}", if as_expected { "[as expected]" } else { "[UNEXPECTED]" });
+        println!(
+            "   got:      {got}   {}",
+            if as_expected {
+                "[as expected]"
+            } else {
+                "[UNEXPECTED]"
+            }
+        );
         check_interrupted()
     }
 }
@@ -401,7 +466,14 @@ impl Story {
 fn demo() -> Result<()> {
     setup()?;
     let mut release = cargo();
-    release.args(["build", "--release", "-p", "gateway-user", "--bin", "tollgate"]);
+    release.args([
+        "build",
+        "--release",
+        "-p",
+        "gateway-user",
+        "--bin",
+        "tollgate",
+    ]);
     run(release)?;
     let bin = target_dir().join("release/tollgate");
     // The lab helpers run `tollgate counters`/`detach` through TOLLGATE_BIN. Set before any
@@ -437,8 +509,14 @@ fn demo() -> Result<()> {
         lab.state_dir.display(),
         agent.log_path().display()
     );
-    agent.wait_for_log(POLICY_APPLIED, Duration::from_secs(30)).map_err(anyhow::Error::msg)?;
-    for line in agent.log().lines().filter(|l| l.contains("attached") || l.contains(POLICY_APPLIED)) {
+    agent
+        .wait_for_log(POLICY_APPLIED, Duration::from_secs(30))
+        .map_err(anyhow::Error::msg)?;
+    for line in agent
+        .log()
+        .lines()
+        .filter(|l| l.contains("attached") || l.contains(POLICY_APPLIED))
+    {
         println!("agent: {line}");
     }
     check_interrupted()?;
@@ -500,13 +578,29 @@ fn demo() -> Result<()> {
     let before = lab.counters();
     let count = 1500u64;
     let started = Instant::now();
-    let flood = lab.ns_run(&["hping3", "-q", "-A", "-p", "8080", "-i", "u1000", "-c", &count.to_string(), "198.18.0.1"]);
+    let flood = lab.ns_run(&[
+        "hping3",
+        "-q",
+        "-A",
+        "-p",
+        "8080",
+        "-i",
+        "u1000",
+        "-c",
+        &count.to_string(),
+        "198.18.0.1",
+    ]);
     let elapsed = started.elapsed().as_secs_f64();
-    let text = format!("{}{}", String::from_utf8_lossy(&flood.stdout), String::from_utf8_lossy(&flood.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&flood.stdout),
+        String::from_utf8_lossy(&flood.stderr)
+    );
     let replies = hping_received(&text);
     let after = lab.counters();
     let passed = after.packets("web", "pass", "policy") - before.packets("web", "pass", "policy");
-    let limited = after.packets("web", "drop", "ratelimit") - before.packets("web", "drop", "ratelimit");
+    let limited =
+        after.packets("web", "drop", "ratelimit") - before.packets("web", "drop", "ratelimit");
     story.step(
         &format!("{count} TCP packets to 8080 from 198.18.0.2 in {elapsed:.1}s (rule `web`: 100 pps, burst 100, per source)"),
         "about 100 (burst) + 100/s pass, the rest dropped as rate-limited",
@@ -519,24 +613,46 @@ fn demo() -> Result<()> {
 
     let explain = command(
         bin.to_str().unwrap_or("tollgate"),
-        ["explain", "--source", "examples", "--packet", "tcp 203.0.113.7:51000 -> 198.18.0.1:22"],
+        [
+            "explain",
+            "--source",
+            "examples",
+            "--packet",
+            "tcp 203.0.113.7:51000 -> 198.18.0.1:22",
+        ],
     )
     .current_dir(root())
     .output();
     if let Ok(out) = explain {
         println!("\n$ tollgate explain --source examples --packet 'tcp 203.0.113.7:51000 -> 198.18.0.1:22'");
-        print!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        print!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
-    println!("\n$ tollgate counters --pin-dir {} --state-dir {}", lab.pin_dir.display(), lab.state_dir.display());
+    println!(
+        "\n$ tollgate counters --pin-dir {} --state-dir {}",
+        lab.pin_dir.display(),
+        lab.state_dir.display()
+    );
     let counters = command(
         bin.to_str().unwrap_or("tollgate"),
-        [OsStr::new("counters"), OsStr::new("--pin-dir"), lab.pin_dir.as_os_str()],
+        [
+            OsStr::new("counters"),
+            OsStr::new("--pin-dir"),
+            lab.pin_dir.as_os_str(),
+        ],
     )
     .args([OsStr::new("--state-dir"), lab.state_dir.as_os_str()])
     .output()
     .context("tollgate counters")?;
-    print!("{}{}", String::from_utf8_lossy(&counters.stdout), String::from_utf8_lossy(&counters.stderr));
+    print!(
+        "{}{}",
+        String::from_utf8_lossy(&counters.stdout),
+        String::from_utf8_lossy(&counters.stderr)
+    );
 
     println!("\ncleaning up: agent, pins, namespace, veth, bpffs");
     drop(agent);
@@ -545,7 +661,11 @@ fn demo() -> Result<()> {
         println!("demo: all {} steps as expected", story.steps);
         Ok(())
     } else {
-        bail!("demo: {} of {} steps did not go as expected", story.surprises, story.steps)
+        bail!(
+            "demo: {} of {} steps did not go as expected",
+            story.surprises,
+            story.steps
+        )
     }
 }
 
@@ -569,17 +689,33 @@ fn hping_received(output: &str) -> Option<u64> {
 // bench and crds
 
 fn bench() -> Result<()> {
-    // TODO(lead): BPF_PROG_TEST_RUN ns/packet, veth Mpps against XDP drop-all and nftables,
-    // and compile/apply times, written to docs/benchmarks.md (issue 2, point 10).
-    bail!("not yet: the benchmarks are not written (see docs/benchmarks.md when they are)")
+    // The benchmarks live in gateway-user/benches/bench.rs (they use the agent's library and the
+    // eBPF objects build.rs embeds). They need root (eBPF, network namespaces), run their peers
+    // in the same run, and write their tables into docs/benchmarks.md.
+    setup()?;
+    let mut cmd = cargo();
+    cmd.args(["bench", "-p", "gateway-user", "--bench", "bench"]);
+    run(cmd)
 }
 
 fn crds() -> Result<()> {
     let mut cmd = cargo();
-    cmd.args(["run", "--quiet", "-p", "gateway-user", "--bin", "tollgate", "--", "crds"]);
+    cmd.args([
+        "run",
+        "--quiet",
+        "-p",
+        "gateway-user",
+        "--bin",
+        "tollgate",
+        "--",
+        "crds",
+    ]);
     let line = show(&cmd);
     eprintln!("xtask: $ {line} > manifests/crds/l4policy.yaml");
-    let out = cmd.stderr(Stdio::inherit()).output().with_context(|| format!("cannot start `{line}`"))?;
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot start `{line}`"))?;
     if !out.status.success() {
         bail!("`{line}` failed ({})", out.status);
     }

@@ -10,9 +10,15 @@ pub fn print(pin_dir: &Path, state_dir: &Path, format: OutputFormat) -> anyhow::
     match format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         OutputFormat::Text => {
-            println!("{:<24} {:<24} {:<6} {:<10} {:>14} {:>16}", "POLICY", "RULE", "ACTION", "REASON", "PACKETS", "BYTES");
+            println!(
+                "{:<24} {:<24} {:<6} {:<10} {:>14} {:>16}",
+                "POLICY", "RULE", "ACTION", "REASON", "PACKETS", "BYTES"
+            );
             for r in &report.rules {
-                println!("{:<24} {:<24} {:<6} {:<10} {:>14} {:>16}", r.policy, r.rule, r.action, r.reason, r.packets, r.bytes);
+                println!(
+                    "{:<24} {:<24} {:<6} {:<10} {:>14} {:>16}",
+                    r.policy, r.rule, r.action, r.reason, r.packets, r.bytes
+                );
             }
             let s = &report.stats;
             println!(

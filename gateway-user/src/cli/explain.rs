@@ -60,7 +60,11 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<i32> {
     println!("packet:    {}", args.packet);
     println!("interface: {}", args.interface);
     println!("verdict:   {verdict}");
-    let find = |r: &crate::compile::packet::RuleRef| l4.rules.iter().find(|i| i.policy == r.policy && i.rule == r.rule);
+    let find = |r: &crate::compile::packet::RuleRef| {
+        l4.rules
+            .iter()
+            .find(|i| i.policy == r.policy && i.rule == r.rule)
+    };
     match (&d.rule, d.reason) {
         (Some(r), _) => {
             let info = find(r);
@@ -69,19 +73,33 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<i32> {
                 Some(RuleKind::Allow) => "allow",
                 _ => "default",
             };
-            println!("decided by: L4Policy/{} rule {} ({kind}, {})", r.policy, r.rule, info.map(|i| i.file.as_str()).unwrap_or(""));
+            println!(
+                "decided by: L4Policy/{} rule {} ({kind}, {})",
+                r.policy,
+                r.rule,
+                info.map(|i| i.file.as_str()).unwrap_or("")
+            );
         }
-        (None, Reason::Unconfigured) => println!("decided by: no L4Policy applies to interface {}", args.interface),
+        (None, Reason::Unconfigured) => println!(
+            "decided by: no L4Policy applies to interface {}",
+            args.interface
+        ),
         (None, Reason::Fragment) => {
             println!("decided by: non-first fragment; no rule without ports or ICMP types matches, so it passes (its first fragment was judged)")
         }
         (None, _) => {
             let set = &l4.sets[l4.interfaces[&args.interface]];
-            println!("decided by: defaultAction {:?} of {} (no rule matches)", set.default_action, set.policies.join(", "));
+            println!(
+                "decided by: defaultAction {:?} of {} (no rule matches)",
+                set.default_action,
+                set.policies.join(", ")
+            );
         }
     }
     let why = match d.reason {
-        Reason::Policy if d.outcome == Outcome::Drop => "a deny rule matches; deny wins over any allow",
+        Reason::Policy if d.outcome == Outcome::Drop => {
+            "a deny rule matches; deny wins over any allow"
+        }
         Reason::Policy => "an allow rule matches and no deny rule does",
         Reason::Default => "no rule matches",
         Reason::Audit => "audit mode: the packet would be dropped, it is only counted",

@@ -89,7 +89,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration like 30s, 500ms, 2m or 1h"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 500ms, 2m or 1h"))?;
     let d = match unit {
         "ms" => Duration::from_millis(n),
         "s" | "" => Duration::from_secs(n),
@@ -107,7 +109,10 @@ fn init_logging(format: LogFormat) {
     use tracing_subscriber::{fmt, EnvFilter};
     let filter = EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -136,10 +141,18 @@ pub fn main() -> anyhow::Result<i32> {
         }
         Command::Detach { pin_dir } => {
             let removed = crate::dataplane::detach(&pin_dir)?;
-            eprintln!("removed {} pinned object(s) under {}", removed.len(), pin_dir.display());
+            eprintln!(
+                "removed {} pinned object(s) under {}",
+                removed.len(),
+                pin_dir.display()
+            );
             Ok(0)
         }
-        Command::Counters { pin_dir, state_dir, format } => counters::print(&pin_dir, &state_dir, format),
+        Command::Counters {
+            pin_dir,
+            state_dir,
+            format,
+        } => counters::print(&pin_dir, &state_dir, format),
     }
 }
 

@@ -45,7 +45,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         interval: args.interval,
         detach_on_exit: args.detach_on_exit,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(agent::run(config))?;
     Ok(0)
 }

@@ -27,9 +27,18 @@ pub struct PolicyError {
 
 impl PolicyError {
     /// A problem at `file` / `object` / `field`.
-    pub fn new(file: impl Into<String>, object: impl Into<String>, field: impl Into<String>, message: impl fmt::Display) -> Self {
+    pub fn new(
+        file: impl Into<String>,
+        object: impl Into<String>,
+        field: impl Into<String>,
+        message: impl fmt::Display,
+    ) -> Self {
         Self {
-            location: Location { file: file.into(), object: object.into(), field: field.into() },
+            location: Location {
+                file: file.into(),
+                object: object.into(),
+                field: field.into(),
+            },
             message: message.to_string(),
         }
     }
@@ -37,7 +46,11 @@ impl PolicyError {
 
 impl fmt::Display for PolicyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Location { file, object, field } = &self.location;
+        let Location {
+            file,
+            object,
+            field,
+        } = &self.location;
         write!(f, "{file}: {object}")?;
         if !field.is_empty() {
             write!(f, ": {field}")?;

@@ -32,7 +32,9 @@ use serde::Serialize;
 use super::error::{PolicyError, PolicyErrors};
 use super::packet::{Decision, Outcome, Packet, Reason, RuleRef, L4};
 use super::policy::{Action, Mode, Policy, Protocol, RateLimit, Rule};
-use gateway_common::{MAX_LIMITS, MAX_PORT_ENTRIES, MAX_RULE_IDS, MAX_SOURCE_ENTRIES, PORT_ICMP_BASE};
+use gateway_common::{
+    MAX_LIMITS, MAX_PORT_ENTRIES, MAX_RULE_IDS, MAX_SOURCE_ENTRIES, PORT_ICMP_BASE,
+};
 
 /// Index of a rule in [`L4Snapshot::rules`].
 pub type RuleIdx = usize;
@@ -72,7 +74,10 @@ pub struct RuleInfo {
 impl RuleInfo {
     /// The rule by name.
     pub fn rule_ref(&self) -> RuleRef {
-        RuleRef { policy: self.policy.clone(), rule: self.rule.clone() }
+        RuleRef {
+            policy: self.policy.clone(),
+            rule: self.rule.clone(),
+        }
     }
 }
 
@@ -161,7 +166,11 @@ impl PortTable {
         for e in &self.entries {
             let len = match (e.proto, e.port_prefix) {
                 (None, _) => 0,
-                (Some(p), Some((value, len))) if p == proto && prefix_contains(value, len, port) => 8 + u32::from(len),
+                (Some(p), Some((value, len)))
+                    if p == proto && prefix_contains(value, len, port) =>
+                {
+                    8 + u32::from(len)
+                }
                 _ => continue,
             };
             if best.is_none_or(|(l, _)| len > l) {
@@ -185,30 +194,70 @@ impl L4Snapshot {
     /// path reads them (before rate limiting).
     pub fn decide(&self, interface: &str, packet: &Packet) -> Decision {
         let Some(&set_idx) = self.interfaces.get(interface) else {
-            return Decision { outcome: Outcome::Pass, reason: Reason::Unconfigured, rule: None, limits: vec![] };
+            return Decision {
+                outcome: Outcome::Pass,
+                reason: Reason::Unconfigured,
+                rule: None,
+                limits: vec![],
+            };
         };
         let set = &self.sets[set_idx];
         let entry = match packet.src {
-            IpAddr::V4(a) => set.v4.iter().filter(|(n, _)| n.contains(&a)).max_by_key(|(n, _)| n.prefix_len()).map(|(_, t)| t),
-            IpAddr::V6(a) => set.v6.iter().filter(|(n, _)| n.contains(&a)).max_by_key(|(n, _)| n.prefix_len()).map(|(_, t)| t),
+            IpAddr::V4(a) => set
+                .v4
+                .iter()
+                .filter(|(n, _)| n.contains(&a))
+                .max_by_key(|(n, _)| n.prefix_len())
+                .map(|(_, t)| t),
+            IpAddr::V6(a) => set
+                .v6
+                .iter()
+                .filter(|(n, _)| n.contains(&a))
+                .max_by_key(|(n, _)| n.prefix_len())
+                .map(|(_, t)| t),
         };
         let port = port_field(packet.l4);
         let v1 = entry.and_then(|t| t.lookup(packet.protocol, port));
         let v2 = set.wildcard.lookup(packet.protocol, port);
         let rule = |i: RuleIdx| Some(self.rules[i].rule_ref());
         let mut decision = if let Some(d) = v1.and_then(|v| v.deny).or(v2.and_then(|v| v.deny)) {
-            Decision { outcome: Outcome::Drop, reason: Reason::Policy, rule: rule(d), limits: vec![] }
+            Decision {
+                outcome: Outcome::Drop,
+                reason: Reason::Policy,
+                rule: rule(d),
+                limits: vec![],
+            }
         } else if let Some(a) = v1.and_then(|v| v.allow).or(v2.and_then(|v| v.allow)) {
-            let limits = v1.into_iter().chain(v2).flat_map(|v| v.limits.iter()).map(|&i| self.rules[i].rule_ref()).collect();
-            Decision { outcome: Outcome::Pass, reason: Reason::Policy, rule: rule(a), limits }
+            let limits = v1
+                .into_iter()
+                .chain(v2)
+                .flat_map(|v| v.limits.iter())
+                .map(|&i| self.rules[i].rule_ref())
+                .collect();
+            Decision {
+                outcome: Outcome::Pass,
+                reason: Reason::Policy,
+                rule: rule(a),
+                limits,
+            }
         } else if packet.l4 == L4::Fragment {
-            Decision { outcome: Outcome::Pass, reason: Reason::Fragment, rule: None, limits: vec![] }
+            Decision {
+                outcome: Outcome::Pass,
+                reason: Reason::Fragment,
+                rule: None,
+                limits: vec![],
+            }
         } else {
             let outcome = match set.default_action {
                 Action::Allow => Outcome::Pass,
                 Action::Deny => Outcome::Drop,
             };
-            Decision { outcome, reason: Reason::Default, rule: None, limits: vec![] }
+            Decision {
+                outcome,
+                reason: Reason::Default,
+                rule: None,
+                limits: vec![],
+            }
         };
         if set.mode == Mode::Audit && decision.outcome == Outcome::Drop {
             decision.outcome = Outcome::Pass;
@@ -226,7 +275,14 @@ impl L4Snapshot {
     pub fn port_entries(&self) -> usize {
         self.sets
             .iter()
-            .map(|s| s.wildcard.entries.len() + s.v4.values().chain(s.v6.values()).map(|t| t.entries.len()).sum::<usize>())
+            .map(|s| {
+                s.wildcard.entries.len()
+                    + s.v4
+                        .values()
+                        .chain(s.v6.values())
+                        .map(|t| t.entries.len())
+                        .sum::<usize>()
+            })
             .sum()
     }
 }
@@ -243,7 +299,10 @@ pub fn compile(policies: &[Policy], interfaces: &[String]) -> Result<L4Snapshot,
     let mut errors = Vec::new();
 
     // Rules sorted by (policy, rule): their index order is the name order used for attribution.
-    let mut named: Vec<(&Policy, &Rule)> = policies.iter().flat_map(|p| p.rules.iter().map(move |r| (p, r))).collect();
+    let mut named: Vec<(&Policy, &Rule)> = policies
+        .iter()
+        .flat_map(|p| p.rules.iter().map(move |r| (p, r)))
+        .collect();
     named.sort_by(|a, b| (&a.0.name, &a.1.name).cmp(&(&b.0.name, &b.1.name)));
     let mut rules: Vec<RuleInfo> = named
         .iter()
@@ -258,8 +317,11 @@ pub fn compile(policies: &[Policy], interfaces: &[String]) -> Result<L4Snapshot,
             rate_limit: r.rate_limit,
         })
         .collect();
-    let index_of: HashMap<(&str, &str), RuleIdx> =
-        named.iter().enumerate().map(|(i, (p, r))| ((p.name.as_str(), r.name.as_str()), i)).collect();
+    let index_of: HashMap<(&str, &str), RuleIdx> = named
+        .iter()
+        .enumerate()
+        .map(|(i, (p, r))| ((p.name.as_str(), r.name.as_str()), i))
+        .collect();
 
     // Group interfaces by the exact list of policies that apply to them.
     let mut groups: BTreeMap<Vec<usize>, Vec<&String>> = BTreeMap::new();
@@ -295,16 +357,32 @@ pub fn compile(policies: &[Policy], interfaces: &[String]) -> Result<L4Snapshot,
         let set_rules: Vec<SetRule> = set_policies
             .iter()
             .flat_map(|p| p.rules.iter().map(move |r| (p, r)))
-            .map(|(p, r)| SetRule { idx: index_of[&(p.name.as_str(), r.name.as_str())], rule: r })
+            .map(|(p, r)| SetRule {
+                idx: index_of[&(p.name.as_str(), r.name.as_str())],
+                rule: r,
+            })
             .collect();
-        let set = build_set(key, names, first.default_action, first.mode, default_rule, &set_rules, &rules, &mut errors);
+        let set = build_set(
+            key,
+            names,
+            first.default_action,
+            first.mode,
+            default_rule,
+            &set_rules,
+            &rules,
+            &mut errors,
+        );
         for iface in ifaces {
             iface_sets.insert(iface.clone(), sets.len());
         }
         sets.push(set);
     }
 
-    let snapshot = L4Snapshot { rules, sets, interfaces: iface_sets };
+    let snapshot = L4Snapshot {
+        rules,
+        sets,
+        interfaces: iface_sets,
+    };
     check_capacity(&snapshot, &mut errors);
     if errors.is_empty() {
         Ok(snapshot)
@@ -318,7 +396,11 @@ pub fn compile(policies: &[Policy], interfaces: &[String]) -> Result<L4Snapshot,
 /// `defaultAction` and `mode` must agree across the policies of one interface.
 fn check_agreement(set: &[&Policy], ifaces: &[&String], errors: &mut Vec<PolicyError>) {
     let first = set[0];
-    let on = ifaces.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+    let on = ifaces
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     for p in &set[1..] {
         if p.default_action != first.default_action {
             errors.push(PolicyError::new(
@@ -401,15 +483,32 @@ fn build_set(
             }
         }
     }
-    let set = RuleSet { key, policies, default_action, mode, default_rule, v4, v6, wildcard };
+    let set = RuleSet {
+        key,
+        policies,
+        default_action,
+        mode,
+        default_rule,
+        v4,
+        v6,
+        wildcard,
+    };
     check_limits(&set, infos, errors);
     set
 }
 
 fn truncate(net: IpNet, len: u8) -> IpNet {
     match net {
-        IpNet::V4(n) => IpNet::V4(Ipv4Net::new(n.network(), len).expect("len <= own prefix").trunc()),
-        IpNet::V6(n) => IpNet::V6(Ipv6Net::new(n.network(), len).expect("len <= own prefix").trunc()),
+        IpNet::V4(n) => IpNet::V4(
+            Ipv4Net::new(n.network(), len)
+                .expect("len <= own prefix")
+                .trunc(),
+        ),
+        IpNet::V6(n) => IpNet::V6(
+            Ipv6Net::new(n.network(), len)
+                .expect("len <= own prefix")
+                .trunc(),
+        ),
     }
 }
 
@@ -424,7 +523,10 @@ fn rule_ranges(rule: &Rule, proto: u8) -> Vec<(u16, u16)> {
         },
         Some(Protocol::Icmp | Protocol::Icmpv6) => match &rule.icmp_types {
             None => vec![(0, u16::MAX)],
-            Some(types) => types.iter().map(|&t| (PORT_ICMP_BASE + u16::from(t), PORT_ICMP_BASE + u16::from(t))).collect(),
+            Some(types) => types
+                .iter()
+                .map(|&t| (PORT_ICMP_BASE + u16::from(t), PORT_ICMP_BASE + u16::from(t)))
+                .collect(),
         },
     }
 }
@@ -432,7 +534,10 @@ fn rule_ranges(rule: &Rule, proto: u8) -> Vec<(u16, u16)> {
 /// Builds the port table for the rules `members` (indexes into `set_rules`, with specificity).
 fn port_table(set_rules: &[SetRule], members: &[(usize, i32)]) -> PortTable {
     // Attribution order: most specific source first, then (policy, rule) name = rule index.
-    let mut ordered: Vec<(i32, RuleIdx, &Rule)> = members.iter().map(|&(i, s)| (s, set_rules[i].idx, set_rules[i].rule)).collect();
+    let mut ordered: Vec<(i32, RuleIdx, &Rule)> = members
+        .iter()
+        .map(|&(i, s)| (s, set_rules[i].idx, set_rules[i].rule))
+        .collect();
     ordered.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
 
     let verdict_of = |covering: &mut dyn Iterator<Item = (RuleIdx, &Rule)>| {
@@ -458,14 +563,29 @@ fn port_table(set_rules: &[SetRule], members: &[(usize, i32)]) -> PortTable {
 
     let mut entries = Vec::new();
     // Rules without a protocol: the any-protocol entry (prefix 32).
-    let any = verdict_of(&mut ordered.iter().filter(|(_, _, r)| r.protocol.is_none()).map(|(_, i, r)| (*i, *r)));
+    let any = verdict_of(
+        &mut ordered
+            .iter()
+            .filter(|(_, _, r)| r.protocol.is_none())
+            .map(|(_, i, r)| (*i, *r)),
+    );
     if !any.is_empty() {
-        entries.push(PortEntry { proto: None, port_prefix: None, verdict: any.clone() });
+        entries.push(PortEntry {
+            proto: None,
+            port_prefix: None,
+            verdict: any.clone(),
+        });
     }
-    let protos: BTreeSet<u8> = ordered.iter().filter_map(|(_, _, r)| r.protocol.map(Protocol::number)).collect();
+    let protos: BTreeSet<u8> = ordered
+        .iter()
+        .filter_map(|(_, _, r)| r.protocol.map(Protocol::number))
+        .collect();
     for proto in protos {
         // Elementary intervals between every range boundary.
-        let ranges: Vec<Vec<(u16, u16)>> = ordered.iter().map(|(_, _, r)| rule_ranges(r, proto)).collect();
+        let ranges: Vec<Vec<(u16, u16)>> = ordered
+            .iter()
+            .map(|(_, _, r)| rule_ranges(r, proto))
+            .collect();
         let mut cuts: BTreeSet<u32> = BTreeSet::from([0, 65536]);
         for (a, b) in ranges.iter().flatten() {
             cuts.insert(u32::from(*a));
@@ -479,7 +599,10 @@ fn port_table(set_rules: &[SetRule], members: &[(usize, i32)]) -> PortTable {
                 &mut ordered
                     .iter()
                     .zip(&ranges)
-                    .filter(|(_, rs)| rs.iter().any(|(a, b)| u32::from(*a) <= lo && hi <= u32::from(*b)))
+                    .filter(|(_, rs)| {
+                        rs.iter()
+                            .any(|(a, b)| u32::from(*a) <= lo && hi <= u32::from(*b))
+                    })
                     .map(|((_, i, r), _)| (*i, *r)),
             );
             match intervals.last_mut() {
@@ -494,7 +617,11 @@ fn port_table(set_rules: &[SetRule], members: &[(usize, i32)]) -> PortTable {
                 continue;
             }
             for (value, len) in range_prefixes(lo, hi) {
-                entries.push(PortEntry { proto: Some(proto), port_prefix: Some((value, len)), verdict: v.clone() });
+                entries.push(PortEntry {
+                    proto: Some(proto),
+                    port_prefix: Some((value, len)),
+                    verdict: v.clone(),
+                });
             }
         }
     }
@@ -507,7 +634,11 @@ pub fn range_prefixes(lo: u32, hi: u32) -> Vec<(u16, u8)> {
     let mut start = lo;
     while start <= hi {
         // Largest aligned block starting at `start` that fits.
-        let mut size = if start == 0 { 1u32 << 16 } else { 1u32 << start.trailing_zeros().min(16) };
+        let mut size = if start == 0 {
+            1u32 << 16
+        } else {
+            1u32 << start.trailing_zeros().min(16)
+        };
         while start + size - 1 > hi {
             size >>= 1;
         }
@@ -522,7 +653,9 @@ pub fn range_prefixes(lo: u32, hi: u32) -> Vec<(u16, u8)> {
 /// source entry's verdicts with the wildcard's, per protocol and port interval.
 fn check_limits(set: &RuleSet, infos: &[RuleInfo], errors: &mut Vec<PolicyError>) {
     let empty = PortTable::default();
-    let tables = std::iter::once(&empty).chain(set.v4.values()).chain(set.v6.values());
+    let tables = std::iter::once(&empty)
+        .chain(set.v4.values())
+        .chain(set.v6.values());
     let mut reported: BTreeSet<Vec<RuleIdx>> = BTreeSet::new();
     for table in tables {
         // The points where either table's verdict can change: every prefix start and end.
@@ -545,13 +678,24 @@ fn check_limits(set: &RuleSet, infos: &[RuleInfo], errors: &mut Vec<PolicyError>
             let proto = proto.unwrap_or(255);
             let v1 = table.lookup(proto, port);
             let v2 = set.wildcard.lookup(proto, port);
-            if v1.and_then(|v| v.deny).or(v2.and_then(|v| v.deny)).is_some() {
+            if v1
+                .and_then(|v| v.deny)
+                .or(v2.and_then(|v| v.deny))
+                .is_some()
+            {
                 continue;
             }
-            let limits: Vec<RuleIdx> = v1.into_iter().chain(v2).flat_map(|v| v.limits.iter().copied()).collect();
+            let limits: Vec<RuleIdx> = v1
+                .into_iter()
+                .chain(v2)
+                .flat_map(|v| v.limits.iter().copied())
+                .collect();
             if limits.len() > MAX_LIMITS && reported.insert(limits.clone()) {
                 let first = &infos[limits[0]];
-                let names: Vec<String> = limits.iter().map(|&i| infos[i].rule_ref().to_string()).collect();
+                let names: Vec<String> = limits
+                    .iter()
+                    .map(|&i| infos[i].rule_ref().to_string())
+                    .collect();
                 errors.push(PolicyError::new(
                     &first.file,
                     format!("L4Policy/{}", first.policy),
@@ -571,8 +715,16 @@ fn check_capacity(s: &L4Snapshot, errors: &mut Vec<PolicyError>) {
     // Each generation gets half of the policy maps (the other half holds the previous revision).
     let checks = [
         ("rules", s.rules.len(), MAX_RULE_IDS as usize),
-        ("source prefixes", s.source_entries(), MAX_SOURCE_ENTRIES as usize / 2),
-        ("port table entries", s.port_entries(), MAX_PORT_ENTRIES as usize / 2),
+        (
+            "source prefixes",
+            s.source_entries(),
+            MAX_SOURCE_ENTRIES as usize / 2,
+        ),
+        (
+            "port table entries",
+            s.port_entries(),
+            MAX_PORT_ENTRIES as usize / 2,
+        ),
     ];
     for (what, n, cap) in checks {
         if n > cap {
@@ -592,20 +744,47 @@ mod tests {
     use crate::compile::policy::PortRange;
 
     fn rule(name: &str, action: Action) -> Rule {
-        Rule { name: name.into(), action, from: None, protocol: None, ports: None, icmp_types: None, rate_limit: None }
+        Rule {
+            name: name.into(),
+            action,
+            from: None,
+            protocol: None,
+            ports: None,
+            icmp_types: None,
+            rate_limit: None,
+        }
     }
 
     fn policy(name: &str, rules: Vec<Rule>) -> Policy {
-        Policy { name: name.into(), file: format!("{name}.yaml"), mode: Mode::Enforce, default_action: Action::Allow, interfaces: None, rules }
+        Policy {
+            name: name.into(),
+            file: format!("{name}.yaml"),
+            mode: Mode::Enforce,
+            default_action: Action::Allow,
+            interfaces: None,
+            rules,
+        }
     }
 
     fn tcp(src: &str, port: u16) -> Packet {
-        Packet { src: src.parse().unwrap(), protocol: 6, l4: L4::Port(port) }
+        Packet {
+            src: src.parse().unwrap(),
+            protocol: 6,
+            l4: L4::Port(port),
+        }
     }
 
     #[test]
     fn range_prefixes_cover_exactly() {
-        for (lo, hi) in [(0u32, 65535u32), (1, 65535), (22, 22), (8000, 8999), (1, 1023), (443, 444), (65535, 65535)] {
+        for (lo, hi) in [
+            (0u32, 65535u32),
+            (1, 65535),
+            (22, 22),
+            (8000, 8999),
+            (1, 1023),
+            (443, 444),
+            (65535, 65535),
+        ] {
             let ps = range_prefixes(lo, hi);
             let mut covered = 0u32;
             for &(v, len) in &ps {
@@ -624,17 +803,29 @@ mod tests {
         let mut deny = rule("deny-8", Action::Deny);
         deny.from = Some(vec!["10.0.0.0/8".parse().unwrap()]);
         deny.protocol = Some(Protocol::Tcp);
-        deny.ports = Some(vec![PortRange { first: 22, last: 22 }]);
+        deny.ports = Some(vec![PortRange {
+            first: 22,
+            last: 22,
+        }]);
         let mut allow = rule("allow-24", Action::Allow);
         allow.from = Some(vec!["10.1.2.0/24".parse().unwrap()]);
         let s = compile(&[policy("p", vec![deny, allow])], &["eth0".into()]).unwrap();
         let d = s.decide("eth0", &tcp("10.1.2.3", 22));
-        assert_eq!((d.outcome, d.rule.unwrap().rule.as_str()), (Outcome::Drop, "deny-8"));
+        assert_eq!(
+            (d.outcome, d.rule.unwrap().rule.as_str()),
+            (Outcome::Drop, "deny-8")
+        );
         let d = s.decide("eth0", &tcp("10.1.2.3", 23));
-        assert_eq!((d.outcome, d.rule.unwrap().rule.as_str()), (Outcome::Pass, "allow-24"));
+        assert_eq!(
+            (d.outcome, d.rule.unwrap().rule.as_str()),
+            (Outcome::Pass, "allow-24")
+        );
         let d = s.decide("eth0", &tcp("10.9.9.9", 23));
         assert_eq!(d.reason, Reason::Default);
-        assert_eq!(s.decide("eth1", &tcp("10.9.9.9", 23)).reason, Reason::Unconfigured);
+        assert_eq!(
+            s.decide("eth1", &tcp("10.9.9.9", 23)).reason,
+            Reason::Unconfigured
+        );
     }
 
     #[test]
@@ -643,7 +834,10 @@ mod tests {
         by_src.from = Some(vec!["192.0.2.0/24".parse().unwrap()]);
         let mut https = rule("https", Action::Allow);
         https.protocol = Some(Protocol::Tcp);
-        https.ports = Some(vec![PortRange { first: 443, last: 443 }]);
+        https.ports = Some(vec![PortRange {
+            first: 443,
+            last: 443,
+        }]);
         let s = compile(&[policy("p", vec![by_src, https])], &["eth0".into()]).unwrap();
         let set = &s.sets[0];
         assert_eq!(set.v4.values().next().unwrap().entries.len(), 1);
@@ -655,7 +849,12 @@ mod tests {
         let rules = (0..5)
             .map(|i| {
                 let mut r = rule(&format!("l{i}"), Action::Allow);
-                r.rate_limit = Some(RateLimit { packets_per_second: 10, burst: 10, ipv4_prefix: 32, ipv6_prefix: 64 });
+                r.rate_limit = Some(RateLimit {
+                    packets_per_second: 10,
+                    burst: 10,
+                    ipv4_prefix: 32,
+                    ipv6_prefix: 64,
+                });
                 r
             })
             .collect();

@@ -99,14 +99,21 @@ impl std::str::FromStr for Packet {
 
     /// Reads `PROTO SRC[:PORT] -> DST[:PORT] [type N]`; IPv6 with ports in brackets.
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let err = |reason: &str| PacketParseError { input: input.to_owned(), reason: reason.to_owned() };
+        let err = |reason: &str| PacketParseError {
+            input: input.to_owned(),
+            reason: reason.to_owned(),
+        };
         let mut words: Vec<&str> = input.split_whitespace().collect();
         let fragment = words.first() == Some(&"fragment");
         if fragment {
             words.remove(0);
         }
         let (protocol, rest) = match words.as_slice() {
-            ["proto", n, rest @ ..] => (n.parse::<u8>().map_err(|_| err("protocol number must be 0-255"))?, rest),
+            ["proto", n, rest @ ..] => (
+                n.parse::<u8>()
+                    .map_err(|_| err("protocol number must be 0-255"))?,
+                rest,
+            ),
             [p, rest @ ..] => (
                 match p.to_ascii_lowercase().as_str() {
                     "tcp" => 6,
@@ -127,14 +134,21 @@ impl std::str::FromStr for Packet {
             return Err(err("expected '->' between source and destination"));
         }
         let (src, _src_port) = split_addr(src).ok_or_else(|| err("bad source address"))?;
-        let dst_port = split_addr(_dst).ok_or_else(|| err("bad destination address"))?.1;
+        let dst_port = split_addr(_dst)
+            .ok_or_else(|| err("bad destination address"))?
+            .1;
         let l4 = if fragment {
             L4::Fragment
         } else {
             match protocol {
-                6 | 17 => L4::Port(dst_port.ok_or_else(|| err("tcp and udp need a destination port (DST:PORT)"))?),
+                6 | 17 => L4::Port(
+                    dst_port
+                        .ok_or_else(|| err("tcp and udp need a destination port (DST:PORT)"))?,
+                ),
                 1 | 58 => match tail {
-                    ["type", t] => L4::IcmpType(t.parse().map_err(|_| err("ICMP type must be 0-255"))?),
+                    ["type", t] => {
+                        L4::IcmpType(t.parse().map_err(|_| err("ICMP type must be 0-255"))?)
+                    }
                     _ => return Err(err("icmp and icmpv6 need 'type N'")),
                 },
                 _ => L4::Other,
@@ -154,7 +168,10 @@ fn split_addr(s: &str) -> Option<(std::net::IpAddr, Option<u16>)> {
         return Some((ip.parse().ok()?, Some(port.parse().ok()?)));
     }
     let (ip, port) = s.rsplit_once(':')?;
-    Some((ip.parse::<std::net::Ipv4Addr>().ok()?.into(), Some(port.parse().ok()?)))
+    Some((
+        ip.parse::<std::net::Ipv4Addr>().ok()?.into(),
+        Some(port.parse().ok()?),
+    ))
 }
 
 #[cfg(test)]
@@ -164,8 +181,17 @@ mod tests {
     #[test]
     fn packets_are_read_from_the_explain_syntax() {
         let p: Packet = "tcp 203.0.113.7:51000 -> 10.0.0.1:22".parse().unwrap();
-        assert_eq!(p, Packet { src: "203.0.113.7".parse().unwrap(), protocol: 6, l4: L4::Port(22) });
-        let p: Packet = "udp [2001:db8::1]:5353 -> [2001:db8::2]:53".parse().unwrap();
+        assert_eq!(
+            p,
+            Packet {
+                src: "203.0.113.7".parse().unwrap(),
+                protocol: 6,
+                l4: L4::Port(22)
+            }
+        );
+        let p: Packet = "udp [2001:db8::1]:5353 -> [2001:db8::2]:53"
+            .parse()
+            .unwrap();
         assert_eq!(p.l4, L4::Port(53));
         let p: Packet = "icmp 192.0.2.1 -> 10.0.0.1 type 8".parse().unwrap();
         assert_eq!(p.l4, L4::IcmpType(8));

@@ -5,7 +5,7 @@
 //! from a handful of boundaries, a few ICMP types, names that collide across policies) so that
 //! overlaps, ties and boundaries really happen in a few thousand cases.
 use super::evaluator::evaluate;
-use super::packet::{L4, Packet};
+use super::packet::{Packet, L4};
 use super::policy::{Action, Mode, Policy, PortRange, Protocol, RateLimit, Rule};
 use ipnet::IpNet;
 use proptest::prelude::*;
@@ -39,7 +39,9 @@ const POLICY_NAMES: &[&str] = &["a", "a-b", "a.b", "a0", "ab", "b", "edge", "edg
 
 /// Rule names, valid DNS labels, shared across policies (so (policy, rule) ties are broken by the
 /// policy name) and with the same byte-order traps ("a" < "a-1" < "a1" < "ab", "r1" < "r10" < "r2").
-const RULE_NAMES: &[&str] = &["a", "a-1", "a1", "ab", "b", "b-2", "ba", "c", "d", "e", "f", "r1", "r10", "r2", "x", "z"];
+const RULE_NAMES: &[&str] = &[
+    "a", "a-1", "a1", "ab", "b", "b-2", "ba", "c", "d", "e", "f", "r1", "r10", "r2", "x", "z",
+];
 
 /// Packet sources: inside and outside the pool, at every depth of the nesting, IPv4-mapped IPv6.
 const SOURCES: &[&str] = &[
@@ -57,8 +59,8 @@ const SOURCES: &[&str] = &[
 
 /// Packet destination ports: 0 and each range boundary ±1.
 const PACKET_PORTS: &[u16] = &[
-    0, 1, 2, 20, 21, 22, 23, 24, 79, 80, 81, 442, 443, 444, 999, 1000, 1001, 7999, 8000, 8001, 8998, 8999, 9000, 65534,
-    65535,
+    0, 1, 2, 20, 21, 22, 23, 24, 79, 80, 81, 442, 443, 444, 999, 1000, 1001, 7999, 8000, 8001,
+    8998, 8999, 9000, 65534, 65535,
 ];
 
 /// Packet ICMP types: the rule pool plus types no rule names.
@@ -78,7 +80,10 @@ fn cidr() -> impl Strategy<Value = IpNet> {
 }
 
 fn port_range() -> impl Strategy<Value = PortRange> {
-    (select(PORT_BOUNDS), select(PORT_BOUNDS)).prop_map(|(a, b)| PortRange { first: a.min(b), last: a.max(b) })
+    (select(PORT_BOUNDS), select(PORT_BOUNDS)).prop_map(|(a, b)| PortRange {
+        first: a.min(b),
+        last: a.max(b),
+    })
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -108,9 +113,20 @@ fn l4_selector() -> impl Strategy<Value = L4Selector> {
 }
 
 fn rate_limit() -> impl Strategy<Value = RateLimit> {
-    (1u64..=1000, 1u64..=2000, select(&[24u8, 32][..]), select(&[48u8, 64, 128][..])).prop_map(
-        |(packets_per_second, burst, ipv4_prefix, ipv6_prefix)| RateLimit { packets_per_second, burst, ipv4_prefix, ipv6_prefix },
+    (
+        1u64..=1000,
+        1u64..=2000,
+        select(&[24u8, 32][..]),
+        select(&[48u8, 64, 128][..]),
     )
+        .prop_map(
+            |(packets_per_second, burst, ipv4_prefix, ipv6_prefix)| RateLimit {
+                packets_per_second,
+                burst,
+                ipv4_prefix,
+                ipv6_prefix,
+            },
+        )
 }
 
 /// A rule with the given name. Deny rules never get a rate limit; allow rules may (capped later).
@@ -121,15 +137,21 @@ fn rule(name: &'static str) -> impl Strategy<Value = Rule> {
         l4_selector(),
         proptest::option::weighted(0.3, rate_limit()),
     )
-        .prop_map(move |(action, from, (protocol, ports, icmp_types), rate_limit)| Rule {
-            name: name.to_string(),
-            action,
-            from,
-            protocol,
-            ports,
-            icmp_types,
-            rate_limit: if action == Action::Allow { rate_limit } else { None },
-        })
+        .prop_map(
+            move |(action, from, (protocol, ports, icmp_types), rate_limit)| Rule {
+                name: name.to_string(),
+                action,
+                from,
+                protocol,
+                ports,
+                icmp_types,
+                rate_limit: if action == Action::Allow {
+                    rate_limit
+                } else {
+                    None
+                },
+            },
+        )
 }
 
 /// 0–12 rules with names unique in the policy, in random file order.
@@ -177,7 +199,12 @@ fn cap_limits(policies: &mut [Policy]) {
 /// 1–4 policies with distinct names; interfaces None for all; one mode and default for all.
 fn policies_everywhere() -> impl Strategy<Value = Vec<Policy>> {
     (
-        (1usize..=4).prop_flat_map(|n| (subsequence(POLICY_NAMES, n).prop_shuffle(), prop::collection::vec(rules(), n))),
+        (1usize..=4).prop_flat_map(|n| {
+            (
+                subsequence(POLICY_NAMES, n).prop_shuffle(),
+                prop::collection::vec(rules(), n),
+            )
+        }),
         mode(),
         action(),
     )
@@ -202,7 +229,12 @@ fn policies_everywhere() -> impl Strategy<Value = Vec<Policy>> {
 /// 1–4 policies with distinct names, some listing interfaces. eth0 and eth1 each have one mode
 /// and default; when some policy applies to both, the two interfaces share them.
 fn policies_with_interfaces() -> impl Strategy<Value = Vec<Policy>> {
-    let ifaces = prop_oneof![Just(Ifaces::All), Just(Ifaces::Eth0), Just(Ifaces::Eth1), Just(Ifaces::Both)];
+    let ifaces = prop_oneof![
+        Just(Ifaces::All),
+        Just(Ifaces::Eth0),
+        Just(Ifaces::Eth1),
+        Just(Ifaces::Both)
+    ];
     (
         (1usize..=4).prop_flat_map(move |n| {
             (
@@ -215,7 +247,10 @@ fn policies_with_interfaces() -> impl Strategy<Value = Vec<Policy>> {
         (mode(), action()),
     )
         .prop_map(|((names, rule_sets, ifaces), eth0, mut eth1)| {
-            if ifaces.iter().any(|i| matches!(i, Ifaces::All | Ifaces::Both)) {
+            if ifaces
+                .iter()
+                .any(|i| matches!(i, Ifaces::All | Ifaces::Both))
+            {
                 eth1 = eth0;
             }
             let mut policies: Vec<Policy> = names
@@ -247,7 +282,11 @@ fn packet() -> impl Strategy<Value = Packet> {
         1 => Just((47u8, L4::Other)),
         2 => select(&[6u8, 17, 1, 58, 47][..]).prop_map(|p| (p, L4::Fragment)),
     ];
-    (select(SOURCES), l4).prop_map(|(src, (protocol, l4))| Packet { src: src.parse::<IpAddr>().unwrap(), protocol, l4 })
+    (select(SOURCES), l4).prop_map(|(src, (protocol, l4))| Packet {
+        src: src.parse::<IpAddr>().unwrap(),
+        protocol,
+        l4,
+    })
 }
 
 fn packets() -> impl Strategy<Value = Vec<Packet>> {
@@ -261,13 +300,23 @@ fn compiled_agrees(policies: &[Policy], packets: &[Packet]) -> Result<(), TestCa
     let configured: Vec<String> = IFACES.iter().map(|s| s.to_string()).collect();
     let snapshot = match super::l4::compile(policies, &configured) {
         Ok(snapshot) => snapshot,
-        Err(e) => return Err(TestCaseError::fail(format!("the compiler refused a valid policy set: {e}"))),
+        Err(e) => {
+            return Err(TestCaseError::fail(format!(
+                "the compiler refused a valid policy set: {e}"
+            )))
+        }
     };
     for iface in IFACES {
         for packet in packets {
             let compiled = snapshot.decide(iface, packet);
             let reference = evaluate(policies, iface, packet);
-            prop_assert_eq!(compiled, reference, "interface {} packet {:?}", iface, packet);
+            prop_assert_eq!(
+                compiled,
+                reference,
+                "interface {} packet {:?}",
+                iface,
+                packet
+            );
         }
     }
     Ok(())
@@ -282,7 +331,10 @@ fn order_free(policies: &[Policy], packets: &[Packet]) -> Result<(), TestCaseErr
     }
     for iface in IFACES {
         for packet in packets {
-            prop_assert_eq!(evaluate(policies, iface, packet), evaluate(&reversed, iface, packet));
+            prop_assert_eq!(
+                evaluate(policies, iface, packet),
+                evaluate(&reversed, iface, packet)
+            );
         }
     }
     Ok(())
@@ -317,7 +369,10 @@ fn the_generators_reach_every_kind_of_decision() {
     use std::collections::BTreeMap;
 
     let mut runner = TestRunner::new(Config::default()); // deterministic seed
-    let strategy = (prop_oneof![policies_everywhere(), policies_with_interfaces()], packets());
+    let strategy = (
+        prop_oneof![policies_everywhere(), policies_with_interfaces()],
+        packets(),
+    );
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut note = |what: &str| *seen.entry(what.to_string()).or_default() += 1;
     for _ in 0..500 {
@@ -350,7 +405,10 @@ fn the_generators_reach_every_kind_of_decision() {
         "audited rule",
     ];
     for w in want {
-        assert!(seen.get(w).copied().unwrap_or(0) >= 20, "the generators rarely reach {w}: {seen:?}");
+        assert!(
+            seen.get(w).copied().unwrap_or(0) >= 20,
+            "the generators rarely reach {w}: {seen:?}"
+        );
     }
     eprintln!("decisions reached: {seen:?}");
 }

@@ -26,7 +26,10 @@ pub struct Snapshot {
 
 /// Compiles one revision for an agent on `interfaces` (`None`: every interface any policy
 /// names, plus [`ANY_OTHER_INTERFACE`]). All problems are reported at once.
-pub fn compile_documents(docs: &Documents, interfaces: Option<&[String]>) -> Result<Snapshot, PolicyErrors> {
+pub fn compile_documents(
+    docs: &Documents,
+    interfaces: Option<&[String]>,
+) -> Result<Snapshot, PolicyErrors> {
     let objects = crate::model::parse(docs)?;
     let policies = validate(&objects)?;
     let interfaces = match interfaces {
@@ -34,13 +37,20 @@ pub fn compile_documents(docs: &Documents, interfaces: Option<&[String]>) -> Res
         None => validation_interfaces(&policies),
     };
     let l4 = compile(&policies, &interfaces)?;
-    Ok(Snapshot { revision: docs.revision.clone(), policies, l4 })
+    Ok(Snapshot {
+        revision: docs.revision.clone(),
+        policies,
+        l4,
+    })
 }
 
 /// Every interface a policy names, plus [`ANY_OTHER_INTERFACE`]: compiling for these checks
 /// every combination of policies any node could see.
 pub fn validation_interfaces(policies: &[Policy]) -> Vec<String> {
-    let mut names: BTreeSet<String> = policies.iter().flat_map(|p| p.interfaces.iter().flatten().cloned()).collect();
+    let mut names: BTreeSet<String> = policies
+        .iter()
+        .flat_map(|p| p.interfaces.iter().flatten().cloned())
+        .collect();
     names.insert(ANY_OTHER_INTERFACE.to_owned());
     names.into_iter().collect()
 }

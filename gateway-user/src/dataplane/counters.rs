@@ -4,8 +4,9 @@ use std::path::Path;
 
 use aya::maps::PerCpuArray;
 use gateway_common::{
-    Counter, RuleCounters, SLOTS, SLOT_AUDIT, SLOT_DROP, SLOT_PASS, SLOT_RATELIMIT, STAT_BUCKET_ERROR, STAT_FRAGMENT_PASS,
-    STAT_MALFORMED, STAT_NON_IP, STAT_UNCONFIGURED, STAT_UNSUPPORTED,
+    Counter, RuleCounters, SLOTS, SLOT_AUDIT, SLOT_DROP, SLOT_PASS, SLOT_RATELIMIT,
+    STAT_BUCKET_ERROR, STAT_FRAGMENT_PASS, STAT_MALFORMED, STAT_NON_IP, STAT_UNCONFIGURED,
+    STAT_UNSUPPORTED,
 };
 use serde::Serialize;
 
@@ -57,19 +58,31 @@ pub struct CounterReport {
 }
 
 fn sum(values: &[Counter]) -> Counter {
-    values.iter().fold(Counter::default(), |a, c| Counter { packets: a.packets + c.packets, bytes: a.bytes + c.bytes })
+    values.iter().fold(Counter::default(), |a, c| Counter {
+        packets: a.packets + c.packets,
+        bytes: a.bytes + c.bytes,
+    })
 }
 
 /// Reads the counters pinned under `pin_dir`, naming rules with the id table in `state_dir`.
 pub fn read(pin_dir: &Path, state_dir: &Path) -> Result<CounterReport, DataplaneError> {
-    let ids = Ids::load(state_dir).map_err(|source| DataplaneError::Io { what: format!("read ids in {}", state_dir.display()), source })?.unwrap_or_default();
+    let ids = Ids::load(state_dir)
+        .map_err(|source| DataplaneError::Io {
+            what: format!("read ids in {}", state_dir.display()),
+            source,
+        })?
+        .unwrap_or_default();
     let rules_map: PerCpuArray<_, RuleCounters> =
-        PerCpuArray::try_from(open_pinned(pin_dir, "RULE_COUNTERS")?).map_err(super::map_err("RULE_COUNTERS"))?;
-    let stats_map: PerCpuArray<_, Counter> = PerCpuArray::try_from(open_pinned(pin_dir, "STATS")?).map_err(super::map_err("STATS"))?;
+        PerCpuArray::try_from(open_pinned(pin_dir, "RULE_COUNTERS")?)
+            .map_err(super::map_err("RULE_COUNTERS"))?;
+    let stats_map: PerCpuArray<_, Counter> =
+        PerCpuArray::try_from(open_pinned(pin_dir, "STATS")?).map_err(super::map_err("STATS"))?;
     let mut report = CounterReport::default();
     for (name, &id) in &ids.rules.ids {
         let (policy, rule) = name.split_once('/').unwrap_or((name.as_str(), ""));
-        let per_cpu = rules_map.get(&id, 0).map_err(super::map_err(format!("read counters of {name}")))?;
+        let per_cpu = rules_map
+            .get(&id, 0)
+            .map_err(super::map_err(format!("read counters of {name}")))?;
         for slot in 0..SLOTS {
             let c = sum(&per_cpu.iter().map(|rc| rc.slots[slot]).collect::<Vec<_>>());
             if c.packets == 0 {
@@ -83,7 +96,14 @@ pub fn read(pin_dir: &Path, state_dir: &Path) -> Result<CounterReport, Dataplane
                 SLOT_AUDIT => ("pass", "audit"),
                 _ => unreachable!("SLOTS"),
             };
-            report.rules.push(RuleCount { policy: policy.into(), rule: rule.into(), action, reason, packets: c.packets, bytes: c.bytes });
+            report.rules.push(RuleCount {
+                policy: policy.into(),
+                rule: rule.into(),
+                action,
+                reason,
+                packets: c.packets,
+                bytes: c.bytes,
+            });
         }
     }
     let stat = |i: u32| -> Result<u64, DataplaneError> {

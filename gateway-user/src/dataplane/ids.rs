@@ -28,12 +28,21 @@ impl IdSpace {
     /// Makes `names` exactly the live set: keeps existing ids, gives new names an id, releases
     /// the rest. Returns the ids given out afresh (their counters must be reset) or `None` if
     /// the space is exhausted.
-    pub fn sync<'a>(&mut self, names: impl IntoIterator<Item = &'a str>, capacity: u32) -> Option<Vec<u32>> {
+    pub fn sync<'a>(
+        &mut self,
+        names: impl IntoIterator<Item = &'a str>,
+        capacity: u32,
+    ) -> Option<Vec<u32>> {
         let wanted: std::collections::BTreeSet<&str> = names.into_iter().collect();
         // Last revision's releases become reusable now.
         self.free.append(&mut self.quarantine);
         self.free.sort_unstable_by(|a, b| b.cmp(a));
-        let released: Vec<String> = self.ids.keys().filter(|k| !wanted.contains(k.as_str())).cloned().collect();
+        let released: Vec<String> = self
+            .ids
+            .keys()
+            .filter(|k| !wanted.contains(k.as_str()))
+            .cloned()
+            .collect();
         for name in released {
             if let Some(id) = self.ids.remove(&name) {
                 self.quarantine.push(id);
@@ -82,7 +91,9 @@ impl Ids {
     /// Loads the table saved in `state_dir`; a missing file is an empty table.
     pub fn load(state_dir: &Path) -> std::io::Result<Option<Self>> {
         match std::fs::read(state_dir.join(IDS_FILE)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(std::io::Error::other),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(std::io::Error::other),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -92,7 +103,10 @@ impl Ids {
     pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(state_dir)?;
         let tmp = state_dir.join(format!("{IDS_FILE}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec(self).map_err(std::io::Error::other)?,
+        )?;
         std::fs::rename(tmp, state_dir.join(IDS_FILE))
     }
 }
@@ -107,7 +121,10 @@ mod tests {
         assert_eq!(s.sync(["a", "b", "c"], 10).unwrap(), vec![0, 1, 2]);
         // b goes away: a and c keep their ids; d gets a new one (b's id is in quarantine).
         assert_eq!(s.sync(["a", "c", "d"], 10).unwrap(), vec![3]);
-        assert_eq!((s.get("a"), s.get("c"), s.get("d")), (Some(0), Some(2), Some(3)));
+        assert_eq!(
+            (s.get("a"), s.get("c"), s.get("d")),
+            (Some(0), Some(2), Some(3))
+        );
         // One revision later b's id (1) is reused.
         assert_eq!(s.sync(["a", "c", "d", "e"], 10).unwrap(), vec![1]);
         assert_eq!(s.get("e"), Some(1));

@@ -40,7 +40,10 @@ use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
 use aya::programs::xdp::XdpLink;
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
-use gateway_common::{Config, IfaceConfig, IfaceKey, LimitConfig, PortKey, RuleCounters, SrcV4, SrcV6, SrcValue, Verdict, GEN_BIT, MAX_RULE_IDS};
+use gateway_common::{
+    Config, IfaceConfig, IfaceKey, LimitConfig, PortKey, RuleCounters, SrcV4, SrcV6, SrcValue,
+    Verdict, GEN_BIT,
+};
 use tracing::{info, warn};
 
 use crate::compile::l4::L4Snapshot;
@@ -225,8 +228,11 @@ impl Dataplane {
             return Err(DataplaneError::NoObject);
         }
         let maps_dir = pin_dir.join("maps");
-        std::fs::create_dir_all(&maps_dir).map_err(io_err(format!("create {}", maps_dir.display())))?;
-        let mut ebpf = EbpfLoader::new().default_map_pin_directory(&maps_dir).load(EBPF_OBJECT)?;
+        std::fs::create_dir_all(&maps_dir)
+            .map_err(io_err(format!("create {}", maps_dir.display())))?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps_dir)
+            .load(EBPF_OBJECT)?;
         let maps = PolicyMaps {
             config: take(&mut ebpf, "CONFIG")?,
             ifaces: take(&mut ebpf, "IFACES")?,
@@ -260,7 +266,13 @@ impl Dataplane {
 
     /// Reads both generations from the kernel maps (adoption after a restart).
     fn read_back(&mut self) -> Result<(), DataplaneError> {
-        self.active_gen = self.maps.config.get(&0, 0).map_err(map_err("read CONFIG"))?.active_gen & 1;
+        self.active_gen = self
+            .maps
+            .config
+            .get(&0, 0)
+            .map_err(map_err("read CONFIG"))?
+            .active_gen
+            & 1;
         let mut held: [GenTables; 2] = Default::default();
         for item in self.maps.ifaces.iter() {
             let (k, v) = item.map_err(map_err("read IFACES"))?;
@@ -281,11 +293,19 @@ impl Dataplane {
             let gen = gen_of(k.data().entry);
             held[gen].ports.insert(tables::lpm(&k), v);
         }
-        for (index, item) in self.maps.limits.iter().enumerate() {
-            let v = item.map_err(map_err("read LIMITS"))?;
-            if v.interval_ns != 0 {
-                let index = index as u32;
-                held[(index / MAX_RULE_IDS) as usize & 1].limits.insert(index, v);
+        // LIMITS is an array of 2 x MAX_RULE_IDS slots: read only the slots of known rule ids
+        // (a slot of an unknown id is never named by a verdict, so it is harmless).
+        for &id in self.ids.rules.ids.values() {
+            for gen in 0..2u32 {
+                let index = gateway_common::limit_index(gen, id);
+                let v = self
+                    .maps
+                    .limits
+                    .get(&index, 0)
+                    .map_err(map_err("read LIMITS"))?;
+                if v.interval_ns != 0 {
+                    held[gen as usize].limits.insert(index, v);
+                }
             }
         }
         self.held = held;
@@ -298,18 +318,30 @@ impl Dataplane {
     }
 
     /// Attaches to every interface (adopting pinned links without a gap).
-    pub fn attach_all(&mut self, interfaces: &[String], mode: AttachMode) -> Result<(), DataplaneError> {
+    pub fn attach_all(
+        &mut self,
+        interfaces: &[String],
+        mode: AttachMode,
+    ) -> Result<(), DataplaneError> {
         let links_dir = self.pin_dir.join("links");
-        std::fs::create_dir_all(&links_dir).map_err(io_err(format!("create {}", links_dir.display())))?;
+        std::fs::create_dir_all(&links_dir)
+            .map_err(io_err(format!("create {}", links_dir.display())))?;
         let progs_dir = self.pin_dir.join("progs");
-        std::fs::create_dir_all(&progs_dir).map_err(io_err(format!("create {}", progs_dir.display())))?;
+        std::fs::create_dir_all(&progs_dir)
+            .map_err(io_err(format!("create {}", progs_dir.display())))?;
         {
-            let xdp: &mut Xdp = self.program_mut(XDP_PROGRAM)?.try_into().map_err(prog_err("xdp program"))?;
+            let xdp: &mut Xdp = self
+                .program_mut(XDP_PROGRAM)?
+                .try_into()
+                .map_err(prog_err("xdp program"))?;
             xdp.load().map_err(prog_err("load the XDP program"))?;
             repin_program(|p| xdp.pin(p), &progs_dir.join(XDP_PROGRAM))?;
         }
         {
-            let tc: &mut SchedClassifier = self.program_mut(TC_PROGRAM)?.try_into().map_err(prog_err("tc program"))?;
+            let tc: &mut SchedClassifier = self
+                .program_mut(TC_PROGRAM)?
+                .try_into()
+                .map_err(prog_err("tc program"))?;
             tc.load().map_err(prog_err("load the TC program"))?;
             repin_program(|p| tc.pin(p), &progs_dir.join(TC_PROGRAM))?;
         }
@@ -321,13 +353,20 @@ impl Dataplane {
     }
 
     fn program_mut(&mut self, name: &str) -> Result<&mut aya::programs::Program, DataplaneError> {
-        self.ebpf.program_mut(name).ok_or_else(|| DataplaneError::Io {
-            what: format!("program {name}"),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "not in the eBPF object"),
-        })
+        self.ebpf
+            .program_mut(name)
+            .ok_or_else(|| DataplaneError::Io {
+                what: format!("program {name}"),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "not in the eBPF object"),
+            })
     }
 
-    fn attach_one(&mut self, links_dir: &Path, iface: &str, mode: AttachMode) -> Result<Attached, DataplaneError> {
+    fn attach_one(
+        &mut self,
+        links_dir: &Path,
+        iface: &str,
+        mode: AttachMode,
+    ) -> Result<Attached, DataplaneError> {
         // Adopt a pinned link if there is one and the mode fits.
         if let Some((how, path)) = find_link(links_dir, iface) {
             let fits = matches!(
@@ -340,10 +379,16 @@ impl Dataplane {
             if fits {
                 match self.adopt_link(how, &path) {
                     Ok(()) => {
-                        info!(interface = iface, mode = how.as_str(), "attached (adopted pinned link, program replaced atomically)");
+                        info!(
+                            interface = iface,
+                            mode = how.as_str(),
+                            "attached (adopted pinned link, program replaced atomically)"
+                        );
                         return Ok(how);
                     }
-                    Err(e) => warn!(interface = iface, error = %e, "could not adopt the pinned link; attaching anew"),
+                    Err(e) => {
+                        warn!(interface = iface, error = %e, "could not adopt the pinned link; attaching anew")
+                    }
                 }
             }
             // A link in another mode: remove it once the new one is in place.
@@ -366,22 +411,36 @@ impl Dataplane {
                     what: "pinned link is not an XDP link".into(),
                     source: other(e),
                 })?;
-                let xdp: &mut Xdp = self.program_mut(XDP_PROGRAM)?.try_into().map_err(prog_err("xdp program"))?;
-                xdp.attach_to_link(link).map_err(prog_err("replace the program of the pinned XDP link"))?;
+                let xdp: &mut Xdp = self
+                    .program_mut(XDP_PROGRAM)?
+                    .try_into()
+                    .map_err(prog_err("xdp program"))?;
+                xdp.attach_to_link(link)
+                    .map_err(prog_err("replace the program of the pinned XDP link"))?;
             }
             Attached::Tcx => {
-                let link = SchedClassifierLink::try_from(fd_link).map_err(|e| DataplaneError::Io {
-                    what: "pinned link is not a TCX link".into(),
-                    source: other(e),
-                })?;
-                let tc: &mut SchedClassifier = self.program_mut(TC_PROGRAM)?.try_into().map_err(prog_err("tc program"))?;
-                tc.attach_to_link(link).map_err(prog_err("replace the program of the pinned TCX link"))?;
+                let link =
+                    SchedClassifierLink::try_from(fd_link).map_err(|e| DataplaneError::Io {
+                        what: "pinned link is not a TCX link".into(),
+                        source: other(e),
+                    })?;
+                let tc: &mut SchedClassifier = self
+                    .program_mut(TC_PROGRAM)?
+                    .try_into()
+                    .map_err(prog_err("tc program"))?;
+                tc.attach_to_link(link)
+                    .map_err(prog_err("replace the program of the pinned TCX link"))?;
             }
         }
         Ok(())
     }
 
-    fn attach_fresh(&mut self, links_dir: &Path, iface: &str, mode: AttachMode) -> Result<Attached, DataplaneError> {
+    fn attach_fresh(
+        &mut self,
+        links_dir: &Path,
+        iface: &str,
+        mode: AttachMode,
+    ) -> Result<Attached, DataplaneError> {
         let order: &[Attached] = match mode {
             AttachMode::Auto => &[Attached::XdpNative, Attached::XdpGeneric, Attached::Tcx],
             AttachMode::Native => &[Attached::XdpNative],
@@ -402,34 +461,60 @@ impl Dataplane {
                 Err(e) => reasons.push(format!("{}: {e}", how.as_str())),
             }
         }
-        Err(DataplaneError::Attach { iface: iface.to_owned(), reasons: reasons.join("; ") })
+        Err(DataplaneError::Attach {
+            iface: iface.to_owned(),
+            reasons: reasons.join("; "),
+        })
     }
 
-    fn try_attach(&mut self, links_dir: &Path, iface: &str, how: Attached) -> Result<(), DataplaneError> {
+    fn try_attach(
+        &mut self,
+        links_dir: &Path,
+        iface: &str,
+        how: Attached,
+    ) -> Result<(), DataplaneError> {
         let dir = links_dir.join(how.suffix());
         std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
         let path = dir.join(pin_name(iface));
         let fd_link: FdLink = match how {
             Attached::XdpNative | Attached::XdpGeneric => {
-                let xdp: &mut Xdp = self.program_mut(XDP_PROGRAM)?.try_into().map_err(prog_err("xdp program"))?;
-                let flags = if how == Attached::XdpNative { XdpMode::Driver } else { XdpMode::Skb };
-                let id = xdp.attach(iface, flags).map_err(prog_err(format!("attach XDP to {iface}")))?;
+                let xdp: &mut Xdp = self
+                    .program_mut(XDP_PROGRAM)?
+                    .try_into()
+                    .map_err(prog_err("xdp program"))?;
+                let flags = if how == Attached::XdpNative {
+                    XdpMode::Driver
+                } else {
+                    XdpMode::Skb
+                };
+                let id = xdp
+                    .attach(iface, flags)
+                    .map_err(prog_err(format!("attach XDP to {iface}")))?;
                 let link = xdp.take_link(id).map_err(prog_err("take XDP link"))?;
                 match FdLink::try_from(link) {
                     Ok(l) => l,
                     Err(e) => {
                         // A netlink attachment cannot be pinned, so it would not survive us.
                         return Err(DataplaneError::Io {
-                            what: format!("XDP on {iface} is a netlink attachment, which cannot be pinned"),
+                            what: format!(
+                                "XDP on {iface} is a netlink attachment, which cannot be pinned"
+                            ),
                             source: other(e),
                         });
                     }
                 }
             }
             Attached::Tcx => {
-                let tc: &mut SchedClassifier = self.program_mut(TC_PROGRAM)?.try_into().map_err(prog_err("tc program"))?;
+                let tc: &mut SchedClassifier = self
+                    .program_mut(TC_PROGRAM)?
+                    .try_into()
+                    .map_err(prog_err("tc program"))?;
                 let id = tc
-                    .attach_with_options(iface, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::default()))
+                    .attach_with_options(
+                        iface,
+                        TcAttachType::Ingress,
+                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                    )
                     .map_err(prog_err(format!("attach TC ingress to {iface}")))?;
                 let link = tc.take_link(id).map_err(prog_err("take TC link"))?;
                 FdLink::try_from(link).map_err(|e| DataplaneError::Io {
@@ -462,22 +547,41 @@ impl Dataplane {
         let desired = tables::build(snapshot, &ids, target, &resolve)?;
         // Ids handed out afresh may have counted for an earlier rule: zero them first. No
         // packet can count on them yet (no active entry names them).
-        let ncpus = aya::util::nr_cpus().map_err(|(what, e)| DataplaneError::Io { what: what.into(), source: e })?;
+        let ncpus = aya::util::nr_cpus().map_err(|(what, e)| DataplaneError::Io {
+            what: what.into(),
+            source: e,
+        })?;
         for id in fresh {
-            let zero = PerCpuValues::try_from(vec![RuleCounters::default(); ncpus])
-                .map_err(|source| DataplaneError::Io { what: "counter values".into(), source })?;
-            self.maps.counters.set(id, zero, 0).map_err(map_err(format!("reset counters of rule id {id}")))?;
+            let zero =
+                PerCpuValues::try_from(vec![RuleCounters::default(); ncpus]).map_err(|source| {
+                    DataplaneError::Io {
+                        what: "counter values".into(),
+                        source,
+                    }
+                })?;
+            self.maps
+                .counters
+                .set(id, zero, 0)
+                .map_err(map_err(format!("reset counters of rule id {id}")))?;
         }
         // The id table goes to disk before the maps name the new ids, so a crash in between
         // never leaves maps with ids the table does not know.
-        ids.save(&self.state_dir).map_err(io_err(format!("save ids to {}", self.state_dir.display())))?;
+        ids.save(&self.state_dir)
+            .map_err(io_err(format!("save ids to {}", self.state_dir.display())))?;
         self.ids = ids;
 
         let writes = self.write_gen(target, &desired)?;
         // The flip: one 4-byte value. From here on, new packets see only `target`.
         self.maps
             .config
-            .set(0, Config { active_gen: target, _pad: 0 }, 0)
+            .set(
+                0,
+                Config {
+                    active_gen: target,
+                    _pad: 0,
+                },
+                0,
+            )
             .map_err(map_err("flip CONFIG.active_gen"))?;
         let to_flip = start.elapsed();
         let old = self.active_gen;
@@ -489,7 +593,12 @@ impl Dataplane {
         let desired_old = tables::build(snapshot, &self.ids, old, &resolve)?;
         let writes_after_flip = self.write_gen(old, &desired_old)?;
         self.held[old as usize] = desired_old;
-        Ok(ApplyStats { writes, writes_after_flip, to_flip, total: start.elapsed() })
+        Ok(ApplyStats {
+            writes,
+            writes_after_flip,
+            to_flip,
+            total: start.elapsed(),
+        })
     }
 
     /// Writes generation `gen` so that it holds `desired` (a diff against what it holds).
@@ -508,13 +617,19 @@ impl Dataplane {
         // Port entries before the source entries that lead to them, so that even within this
         // (inactive) generation nothing points at a missing entry.
         for ((p, k), v) in &dp.upsert {
-            m.ports.insert(&Key::new(*p, *k), v, 0).map_err(map_err("write PORTS"))?;
+            m.ports
+                .insert(&Key::new(*p, *k), v, 0)
+                .map_err(map_err("write PORTS"))?;
         }
         for ((p, k), v) in &d4.upsert {
-            m.src_v4.insert(&Key::new(*p, *k), v, 0).map_err(map_err("write SRC_V4"))?;
+            m.src_v4
+                .insert(&Key::new(*p, *k), v, 0)
+                .map_err(map_err("write SRC_V4"))?;
         }
         for ((p, k), v) in &d6.upsert {
-            m.src_v6.insert(&Key::new(*p, *k), v, 0).map_err(map_err("write SRC_V6"))?;
+            m.src_v6
+                .insert(&Key::new(*p, *k), v, 0)
+                .map_err(map_err("write SRC_V6"))?;
         }
         let di = diff(&held.ifaces, &desired.ifaces);
         for (k, v) in &di.upsert {
@@ -533,7 +648,9 @@ impl Dataplane {
             remove_ok(m.ports.remove(&Key::new(*p, *k))).map_err(map_err("delete from PORTS"))?;
         }
         for k in &d.remove {
-            m.limits.set(*k, LimitConfig::default(), 0).map_err(map_err("clear LIMITS"))?;
+            m.limits
+                .set(*k, LimitConfig::default(), 0)
+                .map_err(map_err("clear LIMITS"))?;
         }
         n += dp.upsert.len() + d4.upsert.len() + d6.upsert.len() + di.upsert.len();
         n += di.remove.len() + d4.remove.len() + d6.remove.len() + dp.remove.len() + d.remove.len();
@@ -557,7 +674,10 @@ impl Dataplane {
 
     /// Loads the XDP program without attaching it (tests and benchmarks).
     pub fn load_xdp_program(&mut self) -> Result<&mut Xdp, DataplaneError> {
-        let xdp: &mut Xdp = self.program_mut(XDP_PROGRAM)?.try_into().map_err(prog_err("xdp program"))?;
+        let xdp: &mut Xdp = self
+            .program_mut(XDP_PROGRAM)?
+            .try_into()
+            .map_err(prog_err("xdp program"))?;
         xdp.load().map_err(prog_err("load the XDP program"))?;
         Ok(xdp)
     }
@@ -570,12 +690,19 @@ fn gen_of(be: [u8; 4]) -> usize {
 fn remove_ok(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
     match r {
         Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
         other => other,
     }
 }
 
-fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T, DataplaneError> {
+fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> Result<T, DataplaneError> {
     let map = ebpf.take_map(name).ok_or_else(|| DataplaneError::Io {
         what: format!("map {name}"),
         source: std::io::Error::new(std::io::ErrorKind::NotFound, "not in the eBPF object"),
@@ -583,16 +710,24 @@ fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf, name: &st
     T::try_from(map).map_err(map_err(format!("map {name}")))
 }
 
-fn repin_program(pin: impl FnOnce(&Path) -> Result<(), aya::pin::PinError>, path: &Path) -> Result<(), DataplaneError> {
+fn repin_program(
+    pin: impl FnOnce(&Path) -> Result<(), aya::pin::PinError>,
+    path: &Path,
+) -> Result<(), DataplaneError> {
     let _ = std::fs::remove_file(path);
-    pin(path).map_err(|e| DataplaneError::Io { what: format!("pin program {}", path.display()), source: other(e) })
+    pin(path).map_err(|e| DataplaneError::Io {
+        what: format!("pin program {}", path.display()),
+        source: other(e),
+    })
 }
 
 fn find_link(links_dir: &Path, iface: &str) -> Option<(Attached, PathBuf)> {
-    [Attached::XdpNative, Attached::XdpGeneric, Attached::Tcx].into_iter().find_map(|how| {
-        let path = links_dir.join(how.suffix()).join(pin_name(iface));
-        path.exists().then_some((how, path))
-    })
+    [Attached::XdpNative, Attached::XdpGeneric, Attached::Tcx]
+        .into_iter()
+        .find_map(|how| {
+            let path = links_dir.join(how.suffix()).join(pin_name(iface));
+            path.exists().then_some((how, path))
+        })
 }
 
 /// File name of an interface's link pin (bpffs refuses '.' in names).
@@ -614,7 +749,14 @@ pub fn if_index(name: &str) -> Option<u32> {
 /// any packet's processing time instead.
 fn wait_for_readers() {
     const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
-    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0 as libc::c_long, 0 as libc::c_long) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_GLOBAL,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    };
     if r != 0 {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -624,7 +766,9 @@ fn wait_for_readers() {
 /// interfaces stop filtering once the last reference to each link is gone.
 pub fn detach(pin_dir: &Path) -> Result<Vec<PathBuf>, DataplaneError> {
     fn remove_tree(dir: &Path, removed: &mut Vec<PathBuf>) -> Result<(), DataplaneError> {
-        let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
         for e in entries.flatten() {
             let path = e.path();
             if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
@@ -651,6 +795,7 @@ pub fn detach(pin_dir: &Path) -> Result<Vec<PathBuf>, DataplaneError> {
 /// Opens a pinned map of a running (or stopped) agent by name.
 pub fn open_pinned(pin_dir: &Path, name: &str) -> Result<Map, DataplaneError> {
     let path = pin_dir.join("maps").join(name);
-    let data = MapData::from_pin(&path).map_err(map_err(format!("open pinned map {}", path.display())))?;
+    let data =
+        MapData::from_pin(&path).map_err(map_err(format!("open pinned map {}", path.display())))?;
     Map::from_map_data(data).map_err(map_err(format!("map {}", path.display())))
 }

@@ -4,9 +4,9 @@ use std::collections::HashMap;
 
 use aya::maps::lpm_trie::Key;
 use gateway_common::{
-    limit_index, IfaceConfig, IfaceKey, LimitConfig, PortKey, SrcV4, SrcV6, SrcValue, Verdict, GEN_BIT, IFACE_AUDIT,
-    IFACE_DEFAULT_DROP, IFACE_WILDCARD_UNIFORM, MAX_LIMITS, MAX_RULE_IDS, MAX_SOURCE_ENTRIES, NO_RULE, PORT_PREFIX_ANY_PROTO,
-    PORT_PREFIX_PROTO, SCOPE_BITS, SRC_UNIFORM,
+    limit_index, IfaceConfig, IfaceKey, LimitConfig, PortKey, SrcV4, SrcV6, SrcValue, Verdict,
+    GEN_BIT, IFACE_AUDIT, IFACE_DEFAULT_DROP, IFACE_WILDCARD_UNIFORM, MAX_LIMITS, MAX_RULE_IDS,
+    MAX_SOURCE_ENTRIES, NO_RULE, PORT_PREFIX_ANY_PROTO, PORT_PREFIX_PROTO, SCOPE_BITS, SRC_UNIFORM,
 };
 
 use super::ids::Ids;
@@ -60,26 +60,48 @@ pub fn rule_name(policy: &str, rule: &str) -> String {
 /// Gives every rule, set and entry of `snapshot` an id (keeping existing ones). Returns the
 /// rule ids handed out afresh, whose counters must be zeroed before the generation is used.
 pub fn assign_ids(ids: &mut Ids, snapshot: &L4Snapshot) -> Result<Vec<u32>, TablesError> {
-    let rule_names: Vec<String> = snapshot.rules.iter().map(|r| rule_name(&r.policy, &r.rule)).collect();
+    let rule_names: Vec<String> = snapshot
+        .rules
+        .iter()
+        .map(|r| rule_name(&r.policy, &r.rule))
+        .collect();
     let fresh = ids
         .rules
         .sync(rule_names.iter().map(String::as_str), MAX_RULE_IDS)
-        .ok_or(TablesError::IdsExhausted { what: "rule", capacity: MAX_RULE_IDS })?;
+        .ok_or(TablesError::IdsExhausted {
+            what: "rule",
+            capacity: MAX_RULE_IDS,
+        })?;
     ids.scopes
-        .sync(snapshot.sets.iter().map(|s| s.key.as_str()), MAX_SOURCE_ENTRIES)
-        .ok_or(TablesError::IdsExhausted { what: "rule set", capacity: MAX_SOURCE_ENTRIES })?;
+        .sync(
+            snapshot.sets.iter().map(|s| s.key.as_str()),
+            MAX_SOURCE_ENTRIES,
+        )
+        .ok_or(TablesError::IdsExhausted {
+            what: "rule set",
+            capacity: MAX_SOURCE_ENTRIES,
+        })?;
     let entry_names: Vec<String> = snapshot
         .sets
         .iter()
         .flat_map(|s| {
             std::iter::once(entry_name(&s.key, None))
-                .chain(s.v4.keys().map(|n| entry_name(&s.key, Some(&n.to_string()))))
-                .chain(s.v6.keys().map(|n| entry_name(&s.key, Some(&n.to_string()))))
+                .chain(
+                    s.v4.keys()
+                        .map(|n| entry_name(&s.key, Some(&n.to_string()))),
+                )
+                .chain(
+                    s.v6.keys()
+                        .map(|n| entry_name(&s.key, Some(&n.to_string()))),
+                )
         })
         .collect();
     ids.entries
         .sync(entry_names.iter().map(String::as_str), MAX_SOURCE_ENTRIES)
-        .ok_or(TablesError::IdsExhausted { what: "source entry", capacity: MAX_SOURCE_ENTRIES })?;
+        .ok_or(TablesError::IdsExhausted {
+            what: "source entry",
+            capacity: MAX_SOURCE_ENTRIES,
+        })?;
     Ok(fresh)
 }
 
@@ -97,12 +119,19 @@ pub fn build(
     let gbit = if gen == 1 { GEN_BIT } else { 0 };
     let rule_id = |i: usize| {
         let r = &snapshot.rules[i];
-        ids.rules.get(&rule_name(&r.policy, &r.rule)).expect("ids assigned before build")
+        ids.rules
+            .get(&rule_name(&r.policy, &r.rule))
+            .expect("ids assigned before build")
     };
     let mut t = GenTables::default();
     for (set_idx, set) in snapshot.sets.iter().enumerate() {
         let scope = ids.scopes.get(&set.key).expect("ids assigned") | gbit;
-        let entry = |cidr: Option<String>| ids.entries.get(&entry_name(&set.key, cidr.as_deref())).expect("ids assigned") | gbit;
+        let entry = |cidr: Option<String>| {
+            ids.entries
+                .get(&entry_name(&set.key, cidr.as_deref()))
+                .expect("ids assigned")
+                | gbit
+        };
         let wildcard = entry(None);
         let mut flags = 0;
         if set.default_action == Action::Deny {
@@ -122,22 +151,50 @@ pub fn build(
             }
         };
         for (name, _) in snapshot.interfaces.iter().filter(|(_, &s)| s == set_idx) {
-            let index = ifindex(name).ok_or_else(|| TablesError::NoSuchInterface { name: name.clone() })?;
+            let index =
+                ifindex(name).ok_or_else(|| TablesError::NoSuchInterface { name: name.clone() })?;
             t.ifaces.insert(
-                IfaceKey { gen, ifindex: index },
-                IfaceConfig { scope, wildcard_entry: wildcard, default_rule: rule_id(set.default_rule), flags, wildcard: wildcard_verdict },
+                IfaceKey {
+                    gen,
+                    ifindex: index,
+                },
+                IfaceConfig {
+                    scope,
+                    wildcard_entry: wildcard,
+                    default_rule: rule_id(set.default_rule),
+                    flags,
+                    wildcard: wildcard_verdict,
+                },
             );
         }
         let sb = scope.to_be_bytes();
         for (net, table) in &set.v4 {
             let e = entry(Some(net.to_string()));
             let value = source_value(&mut t, e, table, &rule_id);
-            t.src_v4.insert((SCOPE_BITS + u32::from(net.prefix_len()), SrcV4 { scope: sb, addr: net.network().octets() }), value);
+            t.src_v4.insert(
+                (
+                    SCOPE_BITS + u32::from(net.prefix_len()),
+                    SrcV4 {
+                        scope: sb,
+                        addr: net.network().octets(),
+                    },
+                ),
+                value,
+            );
         }
         for (net, table) in &set.v6 {
             let e = entry(Some(net.to_string()));
             let value = source_value(&mut t, e, table, &rule_id);
-            t.src_v6.insert((SCOPE_BITS + u32::from(net.prefix_len()), SrcV6 { scope: sb, addr: net.network().octets() }), value);
+            t.src_v6.insert(
+                (
+                    SCOPE_BITS + u32::from(net.prefix_len()),
+                    SrcV6 {
+                        scope: sb,
+                        addr: net.network().octets(),
+                    },
+                ),
+                value,
+            );
         }
     }
     for (i, r) in snapshot.rules.iter().enumerate() {
@@ -168,12 +225,25 @@ fn uniform(table: &PortTable) -> Option<SymVerdict> {
 }
 
 /// The trie value of a source entry; writes its port table unless its verdict is uniform.
-fn source_value(t: &mut GenTables, entry: u32, table: &PortTable, rule_id: &dyn Fn(usize) -> u32) -> SrcValue {
+fn source_value(
+    t: &mut GenTables,
+    entry: u32,
+    table: &PortTable,
+    rule_id: &dyn Fn(usize) -> u32,
+) -> SrcValue {
     match uniform(table) {
-        Some(v) => SrcValue { entry, flags: SRC_UNIFORM, verdict: verdict(&v, rule_id) },
+        Some(v) => SrcValue {
+            entry,
+            flags: SRC_UNIFORM,
+            verdict: verdict(&v, rule_id),
+        },
         None => {
             port_entries(t, entry, table, rule_id);
-            SrcValue { entry, flags: 0, verdict: Verdict::default() }
+            SrcValue {
+                entry,
+                flags: 0,
+                verdict: Verdict::default(),
+            }
         }
     }
 }
@@ -184,7 +254,18 @@ fn port_entries(t: &mut GenTables, entry: u32, table: &PortTable, rule_id: &dyn 
             (Some(p), Some((value, len))) => (PORT_PREFIX_PROTO + u32::from(len), p, value),
             _ => (PORT_PREFIX_ANY_PROTO, 0, 0),
         };
-        t.ports.insert((prefix, PortKey { entry: entry.to_be_bytes(), proto, port: port.to_be_bytes(), _pad: 0 }), verdict(&e.verdict, rule_id));
+        t.ports.insert(
+            (
+                prefix,
+                PortKey {
+                    entry: entry.to_be_bytes(),
+                    proto,
+                    port: port.to_be_bytes(),
+                    _pad: 0,
+                },
+            ),
+            verdict(&e.verdict, rule_id),
+        );
     }
 }
 
@@ -210,8 +291,19 @@ pub struct Diff<K, V> {
 }
 
 /// Computes the writes that turn `current` into `desired`.
-pub fn diff<K: Copy + Eq + std::hash::Hash, V: Copy + PartialEq>(current: &HashMap<K, V>, desired: &HashMap<K, V>) -> Diff<K, V> {
-    let upsert = desired.iter().filter(|(k, v)| current.get(k) != Some(v)).map(|(k, v)| (*k, *v)).collect();
-    let remove = current.keys().filter(|k| !desired.contains_key(k)).copied().collect();
+pub fn diff<K: Copy + Eq + std::hash::Hash, V: Copy + PartialEq>(
+    current: &HashMap<K, V>,
+    desired: &HashMap<K, V>,
+) -> Diff<K, V> {
+    let upsert = desired
+        .iter()
+        .filter(|(k, v)| current.get(k) != Some(v))
+        .map(|(k, v)| (*k, *v))
+        .collect();
+    let remove = current
+        .keys()
+        .filter(|k| !desired.contains_key(k))
+        .copied()
+        .collect();
     Diff { upsert, remove }
 }

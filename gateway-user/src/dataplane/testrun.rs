@@ -92,7 +92,12 @@ pub fn frame(p: &Packet, opts: FrameOptions) -> Vec<u8> {
             f.push(next);
             f.push(64);
             f.extend_from_slice(&src.octets());
-            f.extend_from_slice(&"2001:db8::1".parse::<std::net::Ipv6Addr>().expect("address").octets());
+            f.extend_from_slice(
+                &"2001:db8::1"
+                    .parse::<std::net::Ipv6Addr>()
+                    .expect("address")
+                    .octets(),
+            );
             f.extend_from_slice(&ext);
         }
     }
@@ -138,11 +143,16 @@ impl TestRig {
     pub fn new() -> Result<Self, DataplaneError> {
         let n = RIGS.fetch_add(1, Ordering::Relaxed);
         let mount = PathBuf::from(format!("/run/tollgate-rig-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&mount).map_err(super::io_err(format!("create {}", mount.display())))?;
+        std::fs::create_dir_all(&mount)
+            .map_err(super::io_err(format!("create {}", mount.display())))?;
         mount_bpffs(&mount)?;
         let state = tempfile::tempdir().map_err(super::io_err("temporary state dir"))?;
         let dp = Dataplane::load(&mount.join("pins"), state.path());
-        let mut rig = TestRig { dp: None, mount, _state: state };
+        let mut rig = TestRig {
+            dp: None,
+            mount,
+            _state: state,
+        };
         let mut dp = dp?;
         dp.load_xdp_program()?;
         rig.dp = Some(dp);
@@ -161,7 +171,11 @@ impl TestRig {
 
     /// The loaded XDP program.
     pub fn xdp(&mut self) -> &mut Xdp {
-        let prog = self.dataplane().ebpf_mut().program_mut(super::XDP_PROGRAM).expect("program");
+        let prog = self
+            .dataplane()
+            .ebpf_mut()
+            .program_mut(super::XDP_PROGRAM)
+            .expect("program");
         prog.try_into().expect("xdp")
     }
 
@@ -172,13 +186,20 @@ impl TestRig {
 
     /// Runs the program `repeat` times on `frame`; returns the action and the kernel's mean
     /// duration per run.
-    pub fn run_repeat(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, std::time::Duration), DataplaneError> {
+    pub fn run_repeat(
+        &mut self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, std::time::Duration), DataplaneError> {
         let mut out = vec![0u8; frame.len() + 256];
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
         opts.data_out = Some(&mut out);
         opts.repeat = repeat;
-        let r = self.xdp().test_run(opts).map_err(super::prog_err("BPF_PROG_TEST_RUN"))?;
+        let r = self
+            .xdp()
+            .test_run(opts)
+            .map_err(super::prog_err("BPF_PROG_TEST_RUN"))?;
         Ok((r.return_value, r.duration))
     }
 
@@ -214,9 +235,20 @@ impl Drop for TestRig {
 pub fn mount_bpffs(dir: &Path) -> Result<(), DataplaneError> {
     let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
     let target = c(&dir.to_string_lossy());
-    let r = unsafe { libc::mount(c("bpf").as_ptr(), target.as_ptr(), c("bpf").as_ptr(), 0, std::ptr::null()) };
+    let r = unsafe {
+        libc::mount(
+            c("bpf").as_ptr(),
+            target.as_ptr(),
+            c("bpf").as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if r != 0 {
-        return Err(DataplaneError::Io { what: format!("mount bpffs at {}", dir.display()), source: std::io::Error::last_os_error() });
+        return Err(DataplaneError::Io {
+            what: format!("mount bpffs at {}", dir.display()),
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(())
 }

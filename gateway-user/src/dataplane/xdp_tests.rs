@@ -24,7 +24,15 @@ macro_rules! require_root {
 }
 
 fn rule(name: &str, action: Action) -> Rule {
-    Rule { name: name.into(), action, from: None, protocol: None, ports: None, icmp_types: None, rate_limit: None }
+    Rule {
+        name: name.into(),
+        action,
+        from: None,
+        protocol: None,
+        ports: None,
+        icmp_types: None,
+        rate_limit: None,
+    }
 }
 
 fn from(mut r: Rule, cidrs: &[&str]) -> Rule {
@@ -35,13 +43,25 @@ fn from(mut r: Rule, cidrs: &[&str]) -> Rule {
 fn proto(mut r: Rule, p: Protocol, ports: &[(u16, u16)]) -> Rule {
     r.protocol = Some(p);
     if !ports.is_empty() {
-        r.ports = Some(ports.iter().map(|&(first, last)| PortRange { first, last }).collect());
+        r.ports = Some(
+            ports
+                .iter()
+                .map(|&(first, last)| PortRange { first, last })
+                .collect(),
+        );
     }
     r
 }
 
 fn policy(name: &str, default_action: Action, rules: Vec<Rule>) -> Policy {
-    Policy { name: name.into(), file: format!("{name}.yaml"), mode: Mode::Enforce, default_action, interfaces: None, rules }
+    Policy {
+        name: name.into(),
+        file: format!("{name}.yaml"),
+        mode: Mode::Enforce,
+        default_action,
+        interfaces: None,
+        rules,
+    }
 }
 
 /// The DESIGN.md example plus IPv6, ICMP and UDP rules, over two files.
@@ -50,15 +70,34 @@ fn example_policies() -> Vec<Policy> {
     ping.icmp_types = Some(vec![8, 0]);
     let mut ping6 = proto(rule("ping6", Action::Allow), Protocol::Icmpv6, &[]);
     ping6.icmp_types = Some(vec![128, 129, 135, 136]);
-    let mut https = proto(rule("https", Action::Allow), Protocol::Tcp, &[(443, 443), (8000, 8999)]);
-    https.rate_limit = Some(RateLimit { packets_per_second: 100_000_000, burst: 100_000_000, ipv4_prefix: 32, ipv6_prefix: 64 });
+    let mut https = proto(
+        rule("https", Action::Allow),
+        Protocol::Tcp,
+        &[(443, 443), (8000, 8999)],
+    );
+    https.rate_limit = Some(RateLimit {
+        packets_per_second: 100_000_000,
+        burst: 100_000_000,
+        ipv4_prefix: 32,
+        ipv6_prefix: 64,
+    });
     vec![
         policy(
             "edge",
             Action::Deny,
             vec![
-                from(rule("block-scanners", Action::Deny), &["203.0.113.0/24", "2001:db8:bad::/48"]),
-                proto(from(rule("ssh-from-office", Action::Allow), &["198.51.100.0/24", "2001:db8:0ff::/48"]), Protocol::Tcp, &[(22, 22)]),
+                from(
+                    rule("block-scanners", Action::Deny),
+                    &["203.0.113.0/24", "2001:db8:bad::/48"],
+                ),
+                proto(
+                    from(
+                        rule("ssh-from-office", Action::Allow),
+                        &["198.51.100.0/24", "2001:db8:0ff::/48"],
+                    ),
+                    Protocol::Tcp,
+                    &[(22, 22)],
+                ),
                 proto(rule("no-ssh", Action::Deny), Protocol::Tcp, &[(22, 22)]),
                 https,
             ],
@@ -70,7 +109,11 @@ fn example_policies() -> Vec<Policy> {
                 ping,
                 ping6,
                 proto(rule("dns", Action::Allow), Protocol::Udp, &[(53, 53)]),
-                proto(from(rule("office-udp", Action::Allow), &["198.51.100.0/24"]), Protocol::Udp, &[(1000, 2000)]),
+                proto(
+                    from(rule("office-udp", Action::Allow), &["198.51.100.0/24"]),
+                    Protocol::Udp,
+                    &[(1000, 2000)],
+                ),
                 from(rule("gre-from-peer", Action::Allow), &["192.0.2.0/24"]),
             ],
         ),
@@ -78,20 +121,54 @@ fn example_policies() -> Vec<Policy> {
 }
 
 fn packets() -> Vec<Packet> {
-    let sources = ["203.0.113.7", "198.51.100.10", "192.0.2.9", "10.9.9.9", "2001:db8:bad::1", "2001:db8:ff::5", "2001:db8:1::1"];
+    let sources = [
+        "203.0.113.7",
+        "198.51.100.10",
+        "192.0.2.9",
+        "10.9.9.9",
+        "2001:db8:bad::1",
+        "2001:db8:ff::5",
+        "2001:db8:1::1",
+    ];
     let mut out = Vec::new();
     for s in sources {
         let src = s.parse().unwrap();
-        for port in [0, 1, 22, 53, 80, 443, 444, 999, 1000, 2000, 2001, 8000, 8999, 9000, 65535] {
-            out.push(Packet { src, protocol: 6, l4: L4::Port(port) });
-            out.push(Packet { src, protocol: 17, l4: L4::Port(port) });
+        for port in [
+            0, 1, 22, 53, 80, 443, 444, 999, 1000, 2000, 2001, 8000, 8999, 9000, 65535,
+        ] {
+            out.push(Packet {
+                src,
+                protocol: 6,
+                l4: L4::Port(port),
+            });
+            out.push(Packet {
+                src,
+                protocol: 17,
+                l4: L4::Port(port),
+            });
         }
         for t in [0, 3, 8, 128, 129, 135] {
-            out.push(Packet { src, protocol: if src.is_ipv4() { 1 } else { 58 }, l4: L4::IcmpType(t) });
+            out.push(Packet {
+                src,
+                protocol: if src.is_ipv4() { 1 } else { 58 },
+                l4: L4::IcmpType(t),
+            });
         }
-        out.push(Packet { src, protocol: 47, l4: L4::Other });
-        out.push(Packet { src, protocol: 6, l4: L4::Fragment });
-        out.push(Packet { src, protocol: 17, l4: L4::Fragment });
+        out.push(Packet {
+            src,
+            protocol: 47,
+            l4: L4::Other,
+        });
+        out.push(Packet {
+            src,
+            protocol: 6,
+            l4: L4::Fragment,
+        });
+        out.push(Packet {
+            src,
+            protocol: 17,
+            l4: L4::Fragment,
+        });
     }
     out
 }
@@ -105,53 +182,100 @@ fn expected_action(d: &Decision) -> u32 {
 }
 
 /// Which counter a decision must land on: (policy, rule, action, reason).
-fn expected_counter(policies: &[Policy], d: &Decision) -> Option<(String, String, &'static str, &'static str)> {
+fn expected_counter(
+    policies: &[Policy],
+    d: &Decision,
+) -> Option<(String, String, &'static str, &'static str)> {
     let default_key = || {
         let mut names: Vec<&str> = policies.iter().map(|p| p.name.as_str()).collect();
         names.sort();
         names.join("+")
     };
     match (d.reason, &d.rule) {
-        (Reason::Policy, Some(r)) => Some((r.policy.clone(), r.rule.clone(), if d.outcome == Outcome::Drop { "drop" } else { "pass" }, "policy")),
-        (Reason::Default, None) => Some((default_key(), "(default)".into(), if d.outcome == Outcome::Drop { "drop" } else { "pass" }, "default")),
+        (Reason::Policy, Some(r)) => Some((
+            r.policy.clone(),
+            r.rule.clone(),
+            if d.outcome == Outcome::Drop {
+                "drop"
+            } else {
+                "pass"
+            },
+            "policy",
+        )),
+        (Reason::Default, None) => Some((
+            default_key(),
+            "(default)".into(),
+            if d.outcome == Outcome::Drop {
+                "drop"
+            } else {
+                "pass"
+            },
+            "default",
+        )),
         (Reason::Audit, Some(r)) => Some((r.policy.clone(), r.rule.clone(), "pass", "audit")),
         (Reason::Audit, None) => Some((default_key(), "(default)".into(), "pass", "audit")),
         _ => None,
     }
 }
 
-fn counter_map(rig: &TestRig, state: &std::path::Path) -> BTreeMap<(String, String, String, String), u64> {
+fn counter_map(
+    rig: &TestRig,
+    state: &std::path::Path,
+) -> BTreeMap<(String, String, String, String), u64> {
     counters::read(&rig.pin_dir(), state)
         .unwrap_or_else(|e| panic!("read counters: {e}"))
         .rules
         .into_iter()
-        .map(|r| ((r.policy, r.rule, r.action.to_owned(), r.reason.to_owned()), r.packets))
+        .map(|r| {
+            (
+                (r.policy, r.rule, r.action.to_owned(), r.reason.to_owned()),
+                r.packets,
+            )
+        })
         .collect()
 }
 
 /// Runs every packet in every framing through the kernel and through the evaluator.
 fn check_against_evaluator(rig: &mut TestRig, policies: &[Policy], state: &std::path::Path) {
-    let snapshot = compile(policies, &[TEST_RUN_INTERFACE.into()]).unwrap_or_else(|e| panic!("compile: {e}"));
-    rig.apply(&snapshot).unwrap_or_else(|e| panic!("apply: {e}"));
+    let snapshot =
+        compile(policies, &[TEST_RUN_INTERFACE.into()]).unwrap_or_else(|e| panic!("compile: {e}"));
+    rig.apply(&snapshot)
+        .unwrap_or_else(|e| panic!("apply: {e}"));
     let mut expected: BTreeMap<(String, String, String, String), u64> = BTreeMap::new();
     let framings = [
         FrameOptions::default(),
-        FrameOptions { vlan: Some(42), ..Default::default() },
-        FrameOptions { ipv4_options: 12, ipv6_ext_headers: 3, ..Default::default() },
+        FrameOptions {
+            vlan: Some(42),
+            ..Default::default()
+        },
+        FrameOptions {
+            ipv4_options: 12,
+            ipv6_ext_headers: 3,
+            ..Default::default()
+        },
     ];
     for p in packets() {
         let d = evaluate(policies, TEST_RUN_INTERFACE, &p);
         for opts in framings {
             let f = frame(&p, opts);
             let got = rig.run(&f).unwrap_or_else(|e| panic!("test run: {e}"));
-            assert_eq!(got, expected_action(&d), "packet {p:?} framed {opts:?}: kernel said {got}, evaluator {d:?}");
+            assert_eq!(
+                got,
+                expected_action(&d),
+                "packet {p:?} framed {opts:?}: kernel said {got}, evaluator {d:?}"
+            );
             if let Some((pol, r, a, reason)) = expected_counter(policies, &d) {
-                *expected.entry((pol, r, a.into(), reason.into())).or_default() += 1;
+                *expected
+                    .entry((pol, r, a.into(), reason.into()))
+                    .or_default() += 1;
             }
         }
     }
     let got = counter_map(rig, state);
-    assert_eq!(got, expected, "per-rule counters must attribute every packet to the rule the evaluator names");
+    assert_eq!(
+        got, expected,
+        "per-rule counters must attribute every packet to the rule the evaluator names"
+    );
 }
 
 #[test]
@@ -178,10 +302,26 @@ fn audit_mode_passes_what_enforce_mode_drops_and_counts_it() {
 fn packets_the_policy_cannot_judge_get_their_documented_verdicts() {
     require_root!();
     let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
-    let policies = vec![policy("p", Action::Allow, vec![from(rule("deny-all-from-test-net", Action::Deny), &["203.0.113.0/24"])])];
-    rig.apply(&compile(&policies, &[TEST_RUN_INTERFACE.into()]).unwrap()).unwrap();
-    let tcp = Packet { src: "198.51.100.1".parse().unwrap(), protocol: 6, l4: L4::Port(80) };
-    let udp6 = Packet { src: "2001:db8::9".parse().unwrap(), protocol: 17, l4: L4::Port(53) };
+    let policies = vec![policy(
+        "p",
+        Action::Allow,
+        vec![from(
+            rule("deny-all-from-test-net", Action::Deny),
+            &["203.0.113.0/24"],
+        )],
+    )];
+    rig.apply(&compile(&policies, &[TEST_RUN_INTERFACE.into()]).unwrap())
+        .unwrap();
+    let tcp = Packet {
+        src: "198.51.100.1".parse().unwrap(),
+        protocol: 6,
+        l4: L4::Port(80),
+    };
+    let udp6 = Packet {
+        src: "2001:db8::9".parse().unwrap(),
+        protocol: 17,
+        l4: L4::Port(53),
+    };
     let ok = frame(&tcp, FrameOptions::default());
     assert_eq!(rig.run(&ok).unwrap(), XDP_PASS);
 
@@ -193,12 +333,32 @@ fn packets_the_policy_cannot_judge_get_their_documented_verdicts() {
 
     // Truncated anywhere inside the IP or TCP header: drop.
     for cut in [14, 20, 33, 34, 40, 53] {
-        let f = frame(&tcp, FrameOptions { truncate: Some(cut), ..Default::default() });
-        assert_eq!(rig.run(&f).unwrap(), XDP_DROP, "IPv4/TCP cut at {cut} bytes is malformed");
+        let f = frame(
+            &tcp,
+            FrameOptions {
+                truncate: Some(cut),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            rig.run(&f).unwrap(),
+            XDP_DROP,
+            "IPv4/TCP cut at {cut} bytes is malformed"
+        );
     }
     for cut in [20, 53, 54, 60] {
-        let f = frame(&udp6, FrameOptions { truncate: Some(cut), ..Default::default() });
-        assert_eq!(rig.run(&f).unwrap(), XDP_DROP, "IPv6/UDP cut at {cut} bytes is malformed");
+        let f = frame(
+            &udp6,
+            FrameOptions {
+                truncate: Some(cut),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            rig.run(&f).unwrap(),
+            XDP_DROP,
+            "IPv6/UDP cut at {cut} bytes is malformed"
+        );
     }
     // IPv4 header length below 20: drop.
     let mut bad = ok.clone();
@@ -207,7 +367,11 @@ fn packets_the_policy_cannot_judge_get_their_documented_verdicts() {
     // Wrong IP version in an IPv4 frame: drop.
     let mut bad = ok.clone();
     bad[14] = 0x65;
-    assert_eq!(rig.run(&bad).unwrap(), XDP_DROP, "version 6 in an IPv4 frame is malformed");
+    assert_eq!(
+        rig.run(&bad).unwrap(),
+        XDP_DROP,
+        "version 6 in an IPv4 frame is malformed"
+    );
 
     // Stacked VLAN tags: drop (unsupported).
     let mut qinq = ok[..12].to_vec();
@@ -216,17 +380,49 @@ fn packets_the_policy_cannot_judge_get_their_documented_verdicts() {
     assert_eq!(rig.run(&qinq).unwrap(), XDP_DROP, "QinQ is unsupported");
 
     // Six IPv6 extension headers are skipped; seven are refused.
-    let six = frame(&udp6, FrameOptions { ipv6_ext_headers: 6, ..Default::default() });
-    assert_eq!(rig.run(&six).unwrap(), XDP_PASS, "six extension headers are parsed");
-    let seven = frame(&udp6, FrameOptions { ipv6_ext_headers: 7, ..Default::default() });
-    assert_eq!(rig.run(&seven).unwrap(), XDP_DROP, "seven extension headers are refused");
+    let six = frame(
+        &udp6,
+        FrameOptions {
+            ipv6_ext_headers: 6,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        rig.run(&six).unwrap(),
+        XDP_PASS,
+        "six extension headers are parsed"
+    );
+    let seven = frame(
+        &udp6,
+        FrameOptions {
+            ipv6_ext_headers: 7,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        rig.run(&seven).unwrap(),
+        XDP_DROP,
+        "seven extension headers are refused"
+    );
 
     // A first fragment too short to hold the TCP header (RFC 1858 tiny fragment): drop.
-    let mut tiny = frame(&tcp, FrameOptions { first_fragment: true, ..Default::default() });
+    let mut tiny = frame(
+        &tcp,
+        FrameOptions {
+            first_fragment: true,
+            ..Default::default()
+        },
+    );
     tiny.truncate(14 + 20 + 8);
     assert_eq!(rig.run(&tiny).unwrap(), XDP_DROP, "tiny first fragment");
     // A well-formed first fragment is judged like any packet.
-    let first = frame(&tcp, FrameOptions { first_fragment: true, ..Default::default() });
+    let first = frame(
+        &tcp,
+        FrameOptions {
+            first_fragment: true,
+            ..Default::default()
+        },
+    );
     assert_eq!(rig.run(&first).unwrap(), XDP_PASS);
 
     let state = rig.state_dir();
@@ -248,33 +444,104 @@ fn non_first_fragments_are_judged_only_by_rules_without_ports() {
             proto(rule("dns", Action::Allow), Protocol::Udp, &[(53, 53)]),
         ],
     )];
-    rig.apply(&compile(&policies, &[TEST_RUN_INTERFACE.into()]).unwrap()).unwrap();
-    let frag = |src: &str| frame(&Packet { src: src.parse().unwrap(), protocol: 17, l4: L4::Fragment }, FrameOptions::default());
-    assert_eq!(rig.run(&frag("203.0.113.9")).unwrap(), XDP_DROP, "a port-less deny drops fragments");
-    assert_eq!(rig.run(&frag("198.51.100.1")).unwrap(), XDP_PASS, "no port-less rule: the fragment passes");
-    assert_eq!(rig.run(&frag("2001:db8::1")).unwrap(), XDP_PASS, "IPv6 fragment header, offset > 0");
+    rig.apply(&compile(&policies, &[TEST_RUN_INTERFACE.into()]).unwrap())
+        .unwrap();
+    let frag = |src: &str| {
+        frame(
+            &Packet {
+                src: src.parse().unwrap(),
+                protocol: 17,
+                l4: L4::Fragment,
+            },
+            FrameOptions::default(),
+        )
+    };
+    assert_eq!(
+        rig.run(&frag("203.0.113.9")).unwrap(),
+        XDP_DROP,
+        "a port-less deny drops fragments"
+    );
+    assert_eq!(
+        rig.run(&frag("198.51.100.1")).unwrap(),
+        XDP_PASS,
+        "no port-less rule: the fragment passes"
+    );
+    assert_eq!(
+        rig.run(&frag("2001:db8::1")).unwrap(),
+        XDP_PASS,
+        "IPv6 fragment header, offset > 0"
+    );
     let state = rig.state_dir();
-    assert_eq!(counters::read(&rig.pin_dir(), &state).unwrap().stats.fragment_pass, 2);
+    assert_eq!(
+        counters::read(&rig.pin_dir(), &state)
+            .unwrap()
+            .stats
+            .fragment_pass,
+        2
+    );
 }
 
 #[test]
 fn rate_limit_admits_the_burst_then_drops_then_refills() {
     require_root!();
     let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
-    let mut limited = proto(rule("limited", Action::Allow), Protocol::Udp, &[(9000, 9000)]);
-    limited.rate_limit = Some(RateLimit { packets_per_second: 100, burst: 20, ipv4_prefix: 24, ipv6_prefix: 64 });
-    rig.apply(&compile(&[policy("p", Action::Allow, vec![limited])], &[TEST_RUN_INTERFACE.into()]).unwrap()).unwrap();
-    let pkt = |src: &str| frame(&Packet { src: src.parse().unwrap(), protocol: 17, l4: L4::Port(9000) }, FrameOptions::default());
+    let mut limited = proto(
+        rule("limited", Action::Allow),
+        Protocol::Udp,
+        &[(9000, 9000)],
+    );
+    limited.rate_limit = Some(RateLimit {
+        packets_per_second: 100,
+        burst: 20,
+        ipv4_prefix: 24,
+        ipv6_prefix: 64,
+    });
+    rig.apply(
+        &compile(
+            &[policy("p", Action::Allow, vec![limited])],
+            &[TEST_RUN_INTERFACE.into()],
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let pkt = |src: &str| {
+        frame(
+            &Packet {
+                src: src.parse().unwrap(),
+                protocol: 17,
+                l4: L4::Port(9000),
+            },
+            FrameOptions::default(),
+        )
+    };
     let a = pkt("192.0.2.1");
-    let passed = (0..100).filter(|_| rig.run(&a).unwrap() == XDP_PASS).count();
-    assert!((20..=21).contains(&passed), "a full bucket admits the burst (20), then drops: {passed}");
+    let passed = (0..100)
+        .filter(|_| rig.run(&a).unwrap() == XDP_PASS)
+        .count();
+    assert!(
+        (20..=21).contains(&passed),
+        "a full bucket admits the burst (20), then drops: {passed}"
+    );
     // Same /24: same bucket. Another /24: its own bucket.
-    assert_eq!(rig.run(&pkt("192.0.2.200")).unwrap(), XDP_DROP, "same /24 shares the bucket");
-    assert_eq!(rig.run(&pkt("192.0.3.1")).unwrap(), XDP_PASS, "another /24 has its own bucket");
+    assert_eq!(
+        rig.run(&pkt("192.0.2.200")).unwrap(),
+        XDP_DROP,
+        "same /24 shares the bucket"
+    );
+    assert_eq!(
+        rig.run(&pkt("192.0.3.1")).unwrap(),
+        XDP_PASS,
+        "another /24 has its own bucket"
+    );
     // 100 pps: after 200 ms about 20 more tokens.
     std::thread::sleep(Duration::from_millis(200));
-    let refilled = (0..100).filter(|_| rig.run(&a).unwrap() == XDP_PASS).count();
-    assert!((15..=26).contains(&refilled), "about 20 tokens after 200 ms at 100 pps: {refilled}");
+    let refilled = (0..100)
+        .filter(|_| rig.run(&a).unwrap() == XDP_PASS)
+        .count();
+    assert!(
+        (15..=26).contains(&refilled),
+        "about 20 tokens after 200 ms at 100 pps: {refilled}"
+    );
 }
 
 #[test]
@@ -282,18 +549,63 @@ fn a_one_rule_change_writes_only_a_few_entries() {
     require_root!();
     let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
     let mut rules: Vec<Rule> = (0..2000)
-        .map(|i| from(rule(&format!("deny-{i}"), Action::Deny), &[&format!("10.{}.{}.0/24", i / 256, i % 256)]))
+        .map(|i| {
+            from(
+                rule(&format!("deny-{i}"), Action::Deny),
+                &[&format!("10.{}.{}.0/24", i / 256, i % 256)],
+            )
+        })
         .collect();
-    rules.push(proto(rule("https", Action::Allow), Protocol::Tcp, &[(443, 443)]));
-    let first = compile(&[policy("big", Action::Allow, rules.clone())], &[TEST_RUN_INTERFACE.into()]).unwrap();
+    rules.push(proto(
+        rule("https", Action::Allow),
+        Protocol::Tcp,
+        &[(443, 443)],
+    ));
+    let first = compile(
+        &[policy("big", Action::Allow, rules.clone())],
+        &[TEST_RUN_INTERFACE.into()],
+    )
+    .unwrap();
     let stats = rig.apply(&first).unwrap();
-    assert!(stats.writes > 2000, "the first apply writes everything: {stats:?}");
+    assert!(
+        stats.writes > 2000,
+        "the first apply writes everything: {stats:?}"
+    );
     rules[1000] = from(rule("deny-1000", Action::Deny), &["172.16.0.0/24"]);
-    let second = compile(&[policy("big", Action::Allow, rules)], &[TEST_RUN_INTERFACE.into()]).unwrap();
+    let second = compile(
+        &[policy("big", Action::Allow, rules)],
+        &[TEST_RUN_INTERFACE.into()],
+    )
+    .unwrap();
     let stats = rig.apply(&second).unwrap();
-    assert!(stats.writes <= 8, "one changed rule rewrites a handful of entries: {stats:?}");
-    assert_eq!(rig.run(&frame(&Packet { src: "172.16.0.9".parse().unwrap(), protocol: 6, l4: L4::Port(1) }, FrameOptions::default())).unwrap(), XDP_DROP);
-    assert_eq!(rig.run(&frame(&Packet { src: "10.3.232.9".parse().unwrap(), protocol: 6, l4: L4::Port(1) }, FrameOptions::default())).unwrap(), XDP_PASS);
+    assert!(
+        stats.writes <= 8,
+        "one changed rule rewrites a handful of entries: {stats:?}"
+    );
+    assert_eq!(
+        rig.run(&frame(
+            &Packet {
+                src: "172.16.0.9".parse().unwrap(),
+                protocol: 6,
+                l4: L4::Port(1)
+            },
+            FrameOptions::default()
+        ))
+        .unwrap(),
+        XDP_DROP
+    );
+    assert_eq!(
+        rig.run(&frame(
+            &Packet {
+                src: "10.3.232.9".parse().unwrap(),
+                protocol: 6,
+                l4: L4::Port(1)
+            },
+            FrameOptions::default()
+        ))
+        .unwrap(),
+        XDP_PASS
+    );
 }
 
 #[test]
@@ -310,28 +622,58 @@ fn a_packet_is_judged_wholly_by_one_revision_while_revisions_flip() {
         "flip",
         Action::Allow,
         vec![
-            proto(from(rule("a-deny", Action::Deny), &["198.51.100.0/24"]), Protocol::Udp, &[(5000, 5000)]),
-            proto(from(rule("b-allow", Action::Allow), &["192.0.2.0/24"]), Protocol::Udp, &[(5000, 5000)]),
+            proto(
+                from(rule("a-deny", Action::Deny), &["198.51.100.0/24"]),
+                Protocol::Udp,
+                &[(5000, 5000)],
+            ),
+            proto(
+                from(rule("b-allow", Action::Allow), &["192.0.2.0/24"]),
+                Protocol::Udp,
+                &[(5000, 5000)],
+            ),
         ],
     )];
     let b = vec![policy(
         "flip",
         Action::Deny,
         vec![
-            proto(from(rule("a-deny", Action::Deny), &["192.0.2.0/24"]), Protocol::Udp, &[(5000, 5000)]),
-            proto(from(rule("b-allow", Action::Allow), &["198.51.100.0/25"]), Protocol::Udp, &[(5000, 5000)]),
+            proto(
+                from(rule("a-deny", Action::Deny), &["192.0.2.0/24"]),
+                Protocol::Udp,
+                &[(5000, 5000)],
+            ),
+            proto(
+                from(rule("b-allow", Action::Allow), &["198.51.100.0/25"]),
+                Protocol::Udp,
+                &[(5000, 5000)],
+            ),
         ],
     )];
     let ifaces = [TEST_RUN_INTERFACE.to_owned()];
     let (sa, sb) = (compile(&a, &ifaces).unwrap(), compile(&b, &ifaces).unwrap());
     let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
     rig.apply(&sa).unwrap();
-    let mut runner = rig.second_loader().unwrap_or_else(|e| panic!("second program: {e}"));
-    let f = frame(&Packet { src: s.parse().unwrap(), protocol: 17, l4: L4::Port(5000) }, FrameOptions::default());
+    let mut runner = rig
+        .second_loader()
+        .unwrap_or_else(|e| panic!("second program: {e}"));
+    let f = frame(
+        &Packet {
+            src: s.parse().unwrap(),
+            protocol: 17,
+            l4: L4::Port(5000),
+        },
+        FrameOptions::default(),
+    );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = stop.clone();
     let sender = std::thread::spawn(move || {
-        let xdp: &mut aya::programs::Xdp = runner.ebpf_mut().program_mut(super::XDP_PROGRAM).unwrap().try_into().unwrap();
+        let xdp: &mut aya::programs::Xdp = runner
+            .ebpf_mut()
+            .program_mut(super::XDP_PROGRAM)
+            .unwrap()
+            .try_into()
+            .unwrap();
         let mut sent = 0u64;
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
             let mut out = vec![0u8; f.len() + 64];
@@ -351,9 +693,32 @@ fn a_packet_is_judged_wholly_by_one_revision_while_revisions_flip() {
     let sent = sender.join().unwrap();
     let state = rig.state_dir();
     let got = counter_map(&rig, &state);
-    let a_deny = got.get(&("flip".into(), "a-deny".into(), "drop".into(), "policy".into())).copied().unwrap_or(0);
-    let b_allow = got.get(&("flip".into(), "b-allow".into(), "pass".into(), "policy".into())).copied().unwrap_or(0);
-    assert_eq!(a_deny + b_allow, sent, "every packet judged by exactly one whole revision; counters: {got:?}");
-    assert!(a_deny > 0 && b_allow > 0, "both revisions judged packets (the flips happened under traffic): {got:?}");
+    let a_deny = got
+        .get(&(
+            "flip".into(),
+            "a-deny".into(),
+            "drop".into(),
+            "policy".into(),
+        ))
+        .copied()
+        .unwrap_or(0);
+    let b_allow = got
+        .get(&(
+            "flip".into(),
+            "b-allow".into(),
+            "pass".into(),
+            "policy".into(),
+        ))
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(
+        a_deny + b_allow,
+        sent,
+        "every packet judged by exactly one whole revision; counters: {got:?}"
+    );
+    assert!(
+        a_deny > 0 && b_allow > 0,
+        "both revisions judged packets (the flips happened under traffic): {got:?}"
+    );
     assert_eq!(got.len(), 2, "no packet reached any other counter: {got:?}");
 }

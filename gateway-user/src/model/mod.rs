@@ -182,24 +182,25 @@ fn yaml_options() -> serde_saphyr::Options {
 /// Reads one document: `Ok(None)` when it is empty.
 fn parse_document(file: &str, doc: &Document<'_>) -> Result<Option<Located<Object>>, PolicyError> {
     let unnamed = format!("document {}", doc.number);
-    let values: Vec<Value> = serde_saphyr::from_multiple_with_options(doc.text, yaml_options()).map_err(|e| {
-        let message = yaml_message(&e);
-        match e.location() {
-            Some(at) => {
-                let line = at.line() as usize + doc.first_line - 1;
-                PolicyError::new(
-                    file,
-                    &unnamed,
-                    "",
-                    format!(
-                        "invalid YAML at line {line}, column {}: {message}",
-                        at.column()
-                    ),
-                )
+    let values: Vec<Value> = serde_saphyr::from_multiple_with_options(doc.text, yaml_options())
+        .map_err(|e| {
+            let message = yaml_message(&e);
+            match e.location() {
+                Some(at) => {
+                    let line = at.line() as usize + doc.first_line - 1;
+                    PolicyError::new(
+                        file,
+                        &unnamed,
+                        "",
+                        format!(
+                            "invalid YAML at line {line}, column {}: {message}",
+                            at.column()
+                        ),
+                    )
+                }
+                None => PolicyError::new(file, &unnamed, "", format!("invalid YAML: {message}")),
             }
-            None => PolicyError::new(file, &unnamed, "", format!("invalid YAML: {message}")),
-        }
-    })?;
+        })?;
     // The split leaves at most one document per piece; should the parser ever see more, the
     // first one is read and the rest reported rather than silently dropped.
     let mut values = values.into_iter();
