@@ -214,7 +214,8 @@ fn apt_install(packages: &[&str]) -> Result<()> {
     let mut update = command("apt-get", ["update"]);
     update.env("DEBIAN_FRONTEND", "noninteractive");
     run(update)?;
-    let mut install = command("apt-get", ["install", "-y", "--no-install-recommends"]);
+    // With recommends, as the documented LLVM install does: bpf-linker links against them.
+    let mut install = command("apt-get", ["install", "-y"]);
     install
         .args(packages)
         .env("DEBIAN_FRONTEND", "noninteractive");
