@@ -78,11 +78,13 @@ pub fn read(pin_dir: &Path, state_dir: &Path) -> Result<CounterReport, Dataplane
     let stats_map: PerCpuArray<_, Counter> =
         PerCpuArray::try_from(open_pinned(pin_dir, "STATS")?).map_err(super::map_err("STATS"))?;
     let mut report = CounterReport::default();
-    for (name, &id) in &ids.rules.ids {
-        let (policy, rule) = name.split_once('/').unwrap_or((name.as_str(), ""));
+    let mut names: Vec<(&str, &String, u32)> = ids.rules.iter().collect();
+    names.sort();
+    for (policy, rule, id) in names {
+        let rule = rule.as_str();
         let per_cpu = rules_map
             .get(&id, 0)
-            .map_err(super::map_err(format!("read counters of {name}")))?;
+            .map_err(super::map_err(format!("read counters of {policy}/{rule}")))?;
         for slot in 0..SLOTS {
             let c = sum(&per_cpu.iter().map(|rc| rc.slots[slot]).collect::<Vec<_>>());
             if c.packets == 0 {

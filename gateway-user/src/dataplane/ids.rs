@@ -5,16 +5,22 @@
 //! once given to a name, stays with it for as long as the name exists, so a one-rule change
 //! writes a handful of entries. The table is saved in the state directory so a restarted agent
 //! keeps the ids the kernel maps already use.
-use std::collections::BTreeMap;
+//!
+//! Names are two-level (`policy` -> `rule`, `rule set` -> `source prefix`) so that looking one
+//! up never allocates: an apply of a 100,000-rule revision does 200,000 look-ups.
+use rustc_hash::FxHashMap as HashMap;
+use std::hash::Hash;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// One id space (names -> ids in `0..capacity`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct IdSpace {
+/// One id space: `outer -> inner -> id`, ids in `0..capacity`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(bound(serialize = "K: Serialize", deserialize = "K: Deserialize<'de>"))]
+pub struct IdSpace<K: Hash + Eq> {
     /// Live names.
-    pub ids: BTreeMap<String, u32>,
+    ids: HashMap<String, HashMap<K, u32>>,
     /// Ids free for reuse.
     free: Vec<u32>,
     /// Ids released by the last revision: the previous generation may still name them, so
@@ -22,66 +28,132 @@ pub struct IdSpace {
     quarantine: Vec<u32>,
     /// Next never-used id.
     next: u32,
+    /// Revision stamp of each id (index = id), for the sweep of [`IdSpace::end`].
+    #[serde(skip)]
+    stamps: Vec<u64>,
+    #[serde(skip)]
+    stamp: u64,
 }
 
-impl IdSpace {
-    /// Makes `names` exactly the live set: keeps existing ids, gives new names an id, releases
-    /// the rest. Returns the ids given out afresh (their counters must be reset) or `None` if
-    /// the space is exhausted.
-    pub fn sync<'a>(
-        &mut self,
-        names: impl IntoIterator<Item = &'a str>,
-        capacity: u32,
-    ) -> Option<Vec<u32>> {
-        let wanted: std::collections::BTreeSet<&str> = names.into_iter().collect();
-        // Last revision's releases become reusable now.
+impl<K: Hash + Eq> Default for IdSpace<K> {
+    fn default() -> Self {
+        Self { ids: HashMap::default(), free: Vec::new(), quarantine: Vec::new(), next: 0, stamps: Vec::new(), stamp: 0 }
+    }
+}
+
+/// The space ran out of ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exhausted;
+
+impl<K: Hash + Eq + Clone> IdSpace<K> {
+    /// Starts a revision: last revision's releases become reusable.
+    pub fn begin(&mut self) {
         self.free.append(&mut self.quarantine);
         self.free.sort_unstable_by(|a, b| b.cmp(a));
-        let released: Vec<String> = self
-            .ids
-            .keys()
-            .filter(|k| !wanted.contains(k.as_str()))
-            .cloned()
-            .collect();
-        for name in released {
-            if let Some(id) = self.ids.remove(&name) {
-                self.quarantine.push(id);
-            }
+        self.stamp += 1;
+        self.stamps.resize(self.next as usize, 0);
+    }
+
+    /// The id of `outer`/`inner` in this revision, giving it one if it is new. Returns the id
+    /// and whether it is fresh (its counters must be reset).
+    pub fn id(&mut self, outer: &str, inner: &K, capacity: u32) -> Result<(u32, bool), Exhausted> {
+        if let Some(&id) = self.ids.get(outer).and_then(|m| m.get(inner)) {
+            self.stamps[id as usize] = self.stamp;
+            return Ok((id, false));
         }
-        let mut fresh = Vec::new();
-        for name in wanted {
-            if self.ids.contains_key(name) {
-                continue;
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None if self.next < capacity => {
+                self.next += 1;
+                self.stamps.push(0);
+                self.next - 1
             }
-            let id = match self.free.pop() {
-                Some(id) => id,
-                None if self.next < capacity => {
-                    self.next += 1;
-                    self.next - 1
+            None => return Err(Exhausted),
+        };
+        self.stamps[id as usize] = self.stamp;
+        self.ids.entry(outer.to_owned()).or_default().insert(inner.clone(), id);
+        Ok((id, true))
+    }
+
+    /// Ends a revision: names not seen since [`IdSpace::begin`] are released.
+    pub fn end(&mut self) {
+        let (stamps, stamp) = (&self.stamps, self.stamp);
+        let quarantine = &mut self.quarantine;
+        self.ids.retain(|_, inner| {
+            inner.retain(|_, id| {
+                let live = stamps[*id as usize] == stamp;
+                if !live {
+                    quarantine.push(*id);
                 }
-                None => return None,
-            };
-            self.ids.insert(name.to_owned(), id);
-            fresh.push(id);
-        }
-        Some(fresh)
+                live
+            });
+            !inner.is_empty()
+        });
     }
 
     /// The id of a live name.
-    pub fn get(&self, name: &str) -> Option<u32> {
-        self.ids.get(name).copied()
+    pub fn get(&self, outer: &str, inner: &K) -> Option<u32> {
+        self.ids.get(outer)?.get(inner).copied()
+    }
+
+    /// Every live name and its id.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &K, u32)> {
+        self.ids.iter().flat_map(|(o, m)| m.iter().map(move |(k, &id)| (o.as_str(), k, id)))
+    }
+
+    /// Number of live names.
+    pub fn len(&self) -> usize {
+        self.ids.values().map(|m| m.len()).sum()
+    }
+
+    /// True when no name is live.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Ids a new revision can still take.
+    pub fn room(&self, capacity: u32) -> usize {
+        self.free.len() + self.quarantine.len() + (capacity - self.next.min(capacity)) as usize
+    }
+}
+
+/// A source entry of a rule set: a prefix, or the wildcard (rules without `from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryKey {
+    /// Rules that name no source.
+    Wildcard,
+    /// A source prefix.
+    Net(IpNet),
+}
+
+impl Serialize for EntryKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            EntryKey::Wildcard => s.serialize_str("*"),
+            EntryKey::Net(n) => s.collect_str(n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EntryKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "*" {
+            return Ok(EntryKey::Wildcard);
+        }
+        s.parse().map(EntryKey::Net).map_err(serde::de::Error::custom)
     }
 }
 
 /// All id spaces of the data plane.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Ids {
-    /// Rules, by `policy/rule`, and set defaults, by `<set key>/(default)`.
-    pub rules: IdSpace,
-    /// Rule sets (scopes of the source tries), by set key.
-    pub scopes: IdSpace,
-    /// Source entries, by `<set key>|<cidr>` and `<set key>|*` for the wildcard.
-    pub entries: IdSpace,
+    /// Rules: policy -> rule name (a set's default: set key -> `(default)`).
+    pub rules: IdSpace<String>,
+    /// Rule sets (scopes of the source tries): set key -> "".
+    pub scopes: IdSpace<String>,
+    /// Source entries: set key -> prefix or wildcard.
+    pub entries: IdSpace<EntryKey>,
 }
 
 /// File name of the id table in the state directory.
@@ -91,9 +163,14 @@ impl Ids {
     /// Loads the table saved in `state_dir`; a missing file is an empty table.
     pub fn load(state_dir: &Path) -> std::io::Result<Option<Self>> {
         match std::fs::read(state_dir.join(IDS_FILE)) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(std::io::Error::other),
+            Ok(bytes) => {
+                let mut ids: Ids = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+                for space in [&mut ids.rules, &mut ids.scopes] {
+                    space.stamps = vec![0; space.next as usize];
+                }
+                ids.entries.stamps = vec![0; ids.entries.next as usize];
+                Ok(Some(ids))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -103,10 +180,7 @@ impl Ids {
     pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(state_dir)?;
         let tmp = state_dir.join(format!("{IDS_FILE}.tmp"));
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec(self).map_err(std::io::Error::other)?,
-        )?;
+        std::fs::write(&tmp, serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
         std::fs::rename(tmp, state_dir.join(IDS_FILE))
     }
 }
@@ -115,24 +189,50 @@ impl Ids {
 mod tests {
     use super::*;
 
+    fn sync(s: &mut IdSpace<String>, names: &[&str], capacity: u32) -> Result<Vec<u32>, Exhausted> {
+        s.begin();
+        let mut fresh = Vec::new();
+        for n in names {
+            let (id, new) = s.id("p", &n.to_string(), capacity)?;
+            if new {
+                fresh.push(id);
+            }
+        }
+        s.end();
+        Ok(fresh)
+    }
+
     #[test]
     fn ids_stay_with_their_names_and_released_ids_wait_one_revision() {
         let mut s = IdSpace::default();
-        assert_eq!(s.sync(["a", "b", "c"], 10).unwrap(), vec![0, 1, 2]);
+        assert_eq!(sync(&mut s, &["a", "b", "c"], 10).unwrap(), vec![0, 1, 2]);
         // b goes away: a and c keep their ids; d gets a new one (b's id is in quarantine).
-        assert_eq!(s.sync(["a", "c", "d"], 10).unwrap(), vec![3]);
-        assert_eq!(
-            (s.get("a"), s.get("c"), s.get("d")),
-            (Some(0), Some(2), Some(3))
-        );
+        assert_eq!(sync(&mut s, &["a", "c", "d"], 10).unwrap(), vec![3]);
+        assert_eq!((s.get("p", &"a".into()), s.get("p", &"c".into()), s.get("p", &"d".into())), (Some(0), Some(2), Some(3)));
         // One revision later b's id (1) is reused.
-        assert_eq!(s.sync(["a", "c", "d", "e"], 10).unwrap(), vec![1]);
-        assert_eq!(s.get("e"), Some(1));
+        assert_eq!(sync(&mut s, &["a", "c", "d", "e"], 10).unwrap(), vec![1]);
+        assert_eq!(s.get("p", &"e".into()), Some(1));
     }
 
     #[test]
     fn an_exhausted_space_says_so() {
         let mut s = IdSpace::default();
-        assert!(s.sync(["a", "b"], 1).is_none());
+        assert_eq!(sync(&mut s, &["a", "b"], 1), Err(Exhausted));
+    }
+
+    #[test]
+    fn the_table_survives_a_save_and_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ids = Ids::default();
+        ids.entries.begin();
+        ids.entries.id("set", &EntryKey::Net("10.0.0.0/8".parse().unwrap()), 10).unwrap();
+        ids.entries.id("set", &EntryKey::Wildcard, 10).unwrap();
+        ids.entries.end();
+        ids.save(dir.path()).unwrap();
+        let mut back = Ids::load(dir.path()).unwrap().unwrap();
+        assert_eq!(back.entries.get("set", &EntryKey::Wildcard), Some(1));
+        // A loaded table keeps working.
+        back.entries.begin();
+        assert_eq!(back.entries.id("set", &EntryKey::Wildcard, 10).unwrap(), (1, false));
     }
 }

@@ -31,6 +31,7 @@ mod xdp_tests;
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
@@ -42,13 +43,13 @@ use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use gateway_common::{
     Config, IfaceConfig, IfaceKey, LimitConfig, PortKey, RuleCounters, SrcV4, SrcV6, SrcValue,
-    Verdict, GEN_BIT,
+    Verdict,
 };
 use tracing::{info, warn};
 
 use crate::compile::l4::L4Snapshot;
 use ids::Ids;
-use tables::{diff, GenTables, TablesError};
+use tables::{diff, Tables, TablesError};
 
 /// The compiled eBPF object (built by build.rs; empty when built with AYA_BUILD_SKIP=1).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway-ebpf"));
@@ -214,8 +215,8 @@ pub struct Dataplane {
     pin_dir: PathBuf,
     state_dir: PathBuf,
     ids: Ids,
-    /// What each generation holds, as far as this agent knows.
-    held: [GenTables; 2],
+    /// What each generation holds (without generation bits), as far as this agent knows.
+    held: [Arc<Tables>; 2],
     active_gen: u32,
     attached: BTreeMap<String, Attached>,
 }
@@ -266,49 +267,46 @@ impl Dataplane {
 
     /// Reads both generations from the kernel maps (adoption after a restart).
     fn read_back(&mut self) -> Result<(), DataplaneError> {
-        self.active_gen = self
-            .maps
-            .config
-            .get(&0, 0)
-            .map_err(map_err("read CONFIG"))?
-            .active_gen
-            & 1;
-        let mut held: [GenTables; 2] = Default::default();
+        use tables::{gen_of, strip};
+        self.active_gen = self.maps.config.get(&0, 0).map_err(map_err("read CONFIG"))?.active_gen & 1;
+        let mut held: [Tables; 2] = Default::default();
         for item in self.maps.ifaces.iter() {
             let (k, v) = item.map_err(map_err("read IFACES"))?;
-            held[(k.gen & 1) as usize].ifaces.insert(k, v);
+            let (i, v) = strip::iface(&k, &v);
+            held[(k.gen & 1) as usize].ifaces.insert(i, v);
         }
         for item in self.maps.src_v4.iter() {
             let (k, v) = item.map_err(map_err("read SRC_V4"))?;
-            let gen = gen_of(k.data().scope);
-            held[gen].src_v4.insert(tables::lpm(&k), v);
+            let (k, v) = (tables_lpm(&k), v);
+            let gen = gen_of(k.1.scope);
+            let (k, v) = strip::src_v4(k, v);
+            held[gen].src_v4.insert(k, v);
         }
         for item in self.maps.src_v6.iter() {
             let (k, v) = item.map_err(map_err("read SRC_V6"))?;
-            let gen = gen_of(k.data().scope);
-            held[gen].src_v6.insert(tables::lpm(&k), v);
+            let k = tables_lpm(&k);
+            let gen = gen_of(k.1.scope);
+            let (k, v) = strip::src_v6(k, v);
+            held[gen].src_v6.insert(k, v);
         }
         for item in self.maps.ports.iter() {
             let (k, v) = item.map_err(map_err("read PORTS"))?;
-            let gen = gen_of(k.data().entry);
-            held[gen].ports.insert(tables::lpm(&k), v);
+            let k = tables_lpm(&k);
+            let gen = gen_of(k.1.entry);
+            held[gen].ports.insert(strip::port(k), v);
         }
         // LIMITS is an array of 2 x MAX_RULE_IDS slots: read only the slots of known rule ids
         // (a slot of an unknown id is never named by a verdict, so it is harmless).
-        for &id in self.ids.rules.ids.values() {
+        for (_, _, id) in self.ids.rules.iter() {
             for gen in 0..2u32 {
-                let index = gateway_common::limit_index(gen, id);
-                let v = self
-                    .maps
-                    .limits
-                    .get(&index, 0)
-                    .map_err(map_err("read LIMITS"))?;
+                let v = self.maps.limits.get(&tables::for_gen::limit(gen, id), 0).map_err(map_err("read LIMITS"))?;
                 if v.interval_ns != 0 {
-                    held[gen as usize].limits.insert(index, v);
+                    held[gen as usize].limits.insert(id, v);
                 }
             }
         }
-        self.held = held;
+        let [h0, h1] = held;
+        self.held = [Arc::new(h0), Arc::new(h1)];
         Ok(())
     }
 
@@ -538,123 +536,108 @@ impl Dataplane {
 
     /// Makes the kernel enforce `snapshot`, atomically. On error nothing that packets see has
     /// changed (the flip is the last step before success).
+    ///
+    /// Cost: one pass over the snapshot to look up ids and build the tables (no allocation per
+    /// name), one diff against what the inactive generation holds, and writes only for what
+    /// differs; the id table is saved and the old generation updated after the flip.
     pub fn apply(&mut self, snapshot: &L4Snapshot) -> Result<ApplyStats, DataplaneError> {
         let start = Instant::now();
-        let mut ids = self.ids.clone();
-        let fresh = tables::assign_ids(&mut ids, snapshot)?;
-        let target = 1 - self.active_gen;
+        let prof = std::env::var_os("TOLLGATE_APPLY_PROFILE").is_some();
+        let mark = |what: &str| {
+            if prof {
+                eprintln!("apply profile: {what}: {:?}", start.elapsed())
+            }
+        };
+        let assigned = tables::assign_ids(&mut self.ids, snapshot)?;
+        mark("ids");
         let resolve = |name: &str| if_index(name);
-        let desired = tables::build(snapshot, &ids, target, &resolve)?;
+        let desired = Arc::new(tables::build(snapshot, &assigned, &resolve)?);
+        mark("build");
         // Ids handed out afresh may have counted for an earlier rule: zero them first. No
         // packet can count on them yet (no active entry names them).
-        let ncpus = aya::util::nr_cpus().map_err(|(what, e)| DataplaneError::Io {
-            what: what.into(),
-            source: e,
-        })?;
-        for id in fresh {
-            let zero =
-                PerCpuValues::try_from(vec![RuleCounters::default(); ncpus]).map_err(|source| {
-                    DataplaneError::Io {
-                        what: "counter values".into(),
-                        source,
-                    }
-                })?;
-            self.maps
-                .counters
-                .set(id, zero, 0)
-                .map_err(map_err(format!("reset counters of rule id {id}")))?;
+        if !assigned.fresh_rules.is_empty() {
+            let ncpus = aya::util::nr_cpus().map_err(|(what, e)| DataplaneError::Io { what: what.into(), source: e })?;
+            for &id in &assigned.fresh_rules {
+                let zero = PerCpuValues::try_from(vec![RuleCounters::default(); ncpus])
+                    .map_err(|source| DataplaneError::Io { what: "counter values".into(), source })?;
+                self.maps.counters.set(id, zero, 0).map_err(map_err(format!("reset counters of rule id {id}")))?;
+            }
         }
-        // The id table goes to disk before the maps name the new ids, so a crash in between
-        // never leaves maps with ids the table does not know.
-        ids.save(&self.state_dir)
-            .map_err(io_err(format!("save ids to {}", self.state_dir.display())))?;
-        self.ids = ids;
-
+        let target = 1 - self.active_gen;
         let writes = self.write_gen(target, &desired)?;
+        mark("write");
         // The flip: one 4-byte value. From here on, new packets see only `target`.
         self.maps
             .config
-            .set(
-                0,
-                Config {
-                    active_gen: target,
-                    _pad: 0,
-                },
-                0,
-            )
+            .set(0, Config { active_gen: target, _pad: 0 }, 0)
             .map_err(map_err("flip CONFIG.active_gen"))?;
         let to_flip = start.elapsed();
         let old = self.active_gen;
         self.active_gen = target;
-        self.held[target as usize] = desired;
+        self.held[target as usize] = desired.clone();
+        // Saved after the flip, off the path to enforcement. A crash before the save leaves a
+        // table that lacks this revision's new names: the restarted agent then gives them
+        // (possibly other) ids and rewrites the entries that name them; only their counters
+        // can start again.
+        self.ids.save(&self.state_dir).map_err(io_err(format!("save ids to {}", self.state_dir.display())))?;
         wait_for_readers();
         // Bring the old generation up to date so the next apply writes only its own change.
-        let resolve = |name: &str| if_index(name);
-        let desired_old = tables::build(snapshot, &self.ids, old, &resolve)?;
-        let writes_after_flip = self.write_gen(old, &desired_old)?;
-        self.held[old as usize] = desired_old;
-        Ok(ApplyStats {
-            writes,
-            writes_after_flip,
-            to_flip,
-            total: start.elapsed(),
-        })
+        let writes_after_flip = self.write_gen(old, &desired)?;
+        self.held[old as usize] = desired;
+        Ok(ApplyStats { writes, writes_after_flip, to_flip, total: start.elapsed() })
     }
 
     /// Writes generation `gen` so that it holds `desired` (a diff against what it holds).
-    fn write_gen(&mut self, gen: u32, desired: &GenTables) -> Result<usize, DataplaneError> {
-        let held = &self.held[gen as usize];
+    fn write_gen(&mut self, gen: u32, desired: &Tables) -> Result<usize, DataplaneError> {
+        use tables::for_gen;
+        let held = self.held[gen as usize].clone();
         let m = &mut self.maps;
-        let mut n = 0;
         let d = diff(&held.limits, &desired.limits);
-        for (k, v) in &d.upsert {
-            m.limits.set(*k, v, 0).map_err(map_err("write LIMITS"))?;
-        }
-        n += d.upsert.len();
         let d4 = diff(&held.src_v4, &desired.src_v4);
         let d6 = diff(&held.src_v6, &desired.src_v6);
         let dp = diff(&held.ports, &desired.ports);
-        // Port entries before the source entries that lead to them, so that even within this
-        // (inactive) generation nothing points at a missing entry.
-        for ((p, k), v) in &dp.upsert {
-            m.ports
-                .insert(&Key::new(*p, *k), v, 0)
-                .map_err(map_err("write PORTS"))?;
-        }
-        for ((p, k), v) in &d4.upsert {
-            m.src_v4
-                .insert(&Key::new(*p, *k), v, 0)
-                .map_err(map_err("write SRC_V4"))?;
-        }
-        for ((p, k), v) in &d6.upsert {
-            m.src_v6
-                .insert(&Key::new(*p, *k), v, 0)
-                .map_err(map_err("write SRC_V6"))?;
-        }
         let di = diff(&held.ifaces, &desired.ifaces);
-        for (k, v) in &di.upsert {
+        // Limits and port entries before the source entries and interfaces that lead to them,
+        // so that even within this (inactive) generation nothing points at a missing entry.
+        for (&rule, v) in &d.upsert {
+            m.limits.set(for_gen::limit(gen, rule), *v, 0).map_err(map_err("write LIMITS"))?;
+        }
+        for (k, v) in &dp.upsert {
+            let (p, k) = for_gen::port(gen, k);
+            m.ports.insert(&Key::new(p, k), *v, 0).map_err(map_err("write PORTS"))?;
+        }
+        for (k, v) in &d4.upsert {
+            let ((p, k), v) = for_gen::src_v4(gen, k, v);
+            m.src_v4.insert(&Key::new(p, k), v, 0).map_err(map_err("write SRC_V4"))?;
+        }
+        for (k, v) in &d6.upsert {
+            let ((p, k), v) = for_gen::src_v6(gen, k, v);
+            m.src_v6.insert(&Key::new(p, k), v, 0).map_err(map_err("write SRC_V6"))?;
+        }
+        for (&i, v) in &di.upsert {
+            let (k, v) = for_gen::iface(gen, i, v);
             m.ifaces.insert(k, v, 0).map_err(map_err("write IFACES"))?;
         }
-        for k in &di.remove {
-            remove_ok(m.ifaces.remove(k)).map_err(map_err("delete from IFACES"))?;
+        for &&i in &di.remove {
+            remove_ok(m.ifaces.remove(&IfaceKey { gen, ifindex: i })).map_err(map_err("delete from IFACES"))?;
         }
-        for (p, k) in &d4.remove {
-            remove_ok(m.src_v4.remove(&Key::new(*p, *k))).map_err(map_err("delete from SRC_V4"))?;
+        for k in &d4.remove {
+            let ((p, k), _) = for_gen::src_v4(gen, k, &SrcValue::default());
+            remove_ok(m.src_v4.remove(&Key::new(p, k))).map_err(map_err("delete from SRC_V4"))?;
         }
-        for (p, k) in &d6.remove {
-            remove_ok(m.src_v6.remove(&Key::new(*p, *k))).map_err(map_err("delete from SRC_V6"))?;
+        for k in &d6.remove {
+            let ((p, k), _) = for_gen::src_v6(gen, k, &SrcValue::default());
+            remove_ok(m.src_v6.remove(&Key::new(p, k))).map_err(map_err("delete from SRC_V6"))?;
         }
-        for (p, k) in &dp.remove {
-            remove_ok(m.ports.remove(&Key::new(*p, *k))).map_err(map_err("delete from PORTS"))?;
+        for k in &dp.remove {
+            let (p, k) = for_gen::port(gen, k);
+            remove_ok(m.ports.remove(&Key::new(p, k))).map_err(map_err("delete from PORTS"))?;
         }
-        for k in &d.remove {
-            m.limits
-                .set(*k, LimitConfig::default(), 0)
-                .map_err(map_err("clear LIMITS"))?;
+        for &&rule in &d.remove {
+            m.limits.set(for_gen::limit(gen, rule), LimitConfig::default(), 0).map_err(map_err("clear LIMITS"))?;
         }
-        n += dp.upsert.len() + d4.upsert.len() + d6.upsert.len() + di.upsert.len();
-        n += di.remove.len() + d4.remove.len() + d6.remove.len() + dp.remove.len() + d.remove.len();
-        Ok(n)
+        Ok(d.upsert.len() + dp.upsert.len() + d4.upsert.len() + d6.upsert.len() + di.upsert.len()
+            + di.remove.len() + d4.remove.len() + d6.remove.len() + dp.remove.len() + d.remove.len())
     }
 
     /// The id table (names of the counter slots).
@@ -683,8 +666,9 @@ impl Dataplane {
     }
 }
 
-fn gen_of(be: [u8; 4]) -> usize {
-    usize::from(u32::from_be_bytes(be) & GEN_BIT != 0)
+/// An LPM key as `(prefix length, data)`.
+fn tables_lpm<K: aya::Pod>(key: &Key<K>) -> (u32, K) {
+    (key.prefix_len(), key.data())
 }
 
 fn remove_ok(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {

@@ -1,30 +1,31 @@
-//! The exact map contents of one generation, computed from a snapshot and the id table. Pure
-//! code (no kernel): the diff against what a generation holds is what gets written.
-use std::collections::HashMap;
+//! The exact map contents of a revision, computed from a snapshot and the id table. Pure code
+//! (no kernel). [`Tables`] carry no generation: the generation bit is added to keys and ids
+//! when a generation is written ([`Tables::for_gen`]), so one value describes either half and
+//! the diff between two revisions is computed once.
+use rustc_hash::FxHashMap as HashMap;
 
-use aya::maps::lpm_trie::Key;
 use gateway_common::{
-    limit_index, IfaceConfig, IfaceKey, LimitConfig, PortKey, SrcV4, SrcV6, SrcValue, Verdict,
-    GEN_BIT, IFACE_AUDIT, IFACE_DEFAULT_DROP, IFACE_WILDCARD_UNIFORM, MAX_LIMITS, MAX_RULE_IDS,
-    MAX_SOURCE_ENTRIES, NO_RULE, PORT_PREFIX_ANY_PROTO, PORT_PREFIX_PROTO, SCOPE_BITS, SRC_UNIFORM,
+    limit_index, IfaceConfig, IfaceKey, LimitConfig, PortKey, SrcV4, SrcV6, SrcValue, Verdict, GEN_BIT, IFACE_AUDIT,
+    IFACE_DEFAULT_DROP, IFACE_WILDCARD_UNIFORM, MAX_LIMITS, MAX_RULE_IDS, MAX_SOURCE_ENTRIES, NO_RULE, PORT_PREFIX_ANY_PROTO,
+    PORT_PREFIX_PROTO, SCOPE_BITS, SRC_UNIFORM,
 };
 
-use super::ids::Ids;
+use super::ids::{EntryKey, Exhausted, IdSpace, Ids};
 use crate::compile::l4::{L4Snapshot, PortTable, RuleKind, SymVerdict};
 use crate::compile::policy::{Action, Mode};
 
-/// Map contents of one generation, keyed as in the kernel (LPM keys as `(prefix_len, data)`).
+/// Map contents of a revision, without generation bits.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct GenTables {
-    /// `IFACES`.
-    pub ifaces: HashMap<IfaceKey, IfaceConfig>,
-    /// `SRC_V4`.
+pub struct Tables {
+    /// `IFACES`, by interface index.
+    pub ifaces: HashMap<u32, IfaceConfig>,
+    /// `SRC_V4`, by (prefix length, key data).
     pub src_v4: HashMap<(u32, SrcV4), SrcValue>,
     /// `SRC_V6`.
     pub src_v6: HashMap<(u32, SrcV6), SrcValue>,
     /// `PORTS`.
     pub ports: HashMap<(u32, PortKey), Verdict>,
-    /// `LIMITS`, by array index ([`limit_index`]); absent = all zero.
+    /// `LIMITS`, by rule id.
     pub limits: HashMap<u32, LimitConfig>,
 }
 
@@ -47,92 +48,157 @@ pub enum TablesError {
     },
 }
 
-/// Key of an LPM entry as stored in [`GenTables`].
-pub fn lpm<K: aya::Pod>(key: &Key<K>) -> (u32, K) {
-    (key.prefix_len(), key.data())
+/// The ids of everything in a snapshot, by position.
+#[derive(Debug, Clone, Default)]
+pub struct Assigned {
+    /// Rule id by `RuleIdx`.
+    pub rules: Vec<u32>,
+    /// Rule ids given out afresh (their counters must be zeroed before use).
+    pub fresh_rules: Vec<u32>,
+    /// Scope id by set index.
+    pub scopes: Vec<u32>,
+    /// Wildcard entry id by set index.
+    pub wildcard: Vec<u32>,
+    /// IPv4 entry ids by set index, in the order of `RuleSet::v4`.
+    pub v4: Vec<Vec<u32>>,
+    /// IPv6 entry ids, likewise.
+    pub v6: Vec<Vec<u32>>,
 }
 
-/// Names of the rule ids: `policy/rule`.
-pub fn rule_name(policy: &str, rule: &str) -> String {
-    format!("{policy}/{rule}")
+/// The generation bit to add for `gen`.
+fn gen_bit(gen: u32) -> u32 {
+    if gen == 1 {
+        GEN_BIT
+    } else {
+        0
+    }
 }
 
-/// Gives every rule, set and entry of `snapshot` an id (keeping existing ones). Returns the
-/// rule ids handed out afresh, whose counters must be zeroed before the generation is used.
-pub fn assign_ids(ids: &mut Ids, snapshot: &L4Snapshot) -> Result<Vec<u32>, TablesError> {
-    let rule_names: Vec<String> = snapshot
-        .rules
-        .iter()
-        .map(|r| rule_name(&r.policy, &r.rule))
-        .collect();
-    let fresh = ids
-        .rules
-        .sync(rule_names.iter().map(String::as_str), MAX_RULE_IDS)
-        .ok_or(TablesError::IdsExhausted {
-            what: "rule",
-            capacity: MAX_RULE_IDS,
-        })?;
-    ids.scopes
-        .sync(
-            snapshot.sets.iter().map(|s| s.key.as_str()),
-            MAX_SOURCE_ENTRIES,
-        )
-        .ok_or(TablesError::IdsExhausted {
-            what: "rule set",
-            capacity: MAX_SOURCE_ENTRIES,
-        })?;
-    let entry_names: Vec<String> = snapshot
-        .sets
-        .iter()
-        .flat_map(|s| {
-            std::iter::once(entry_name(&s.key, None))
-                .chain(
-                    s.v4.keys()
-                        .map(|n| entry_name(&s.key, Some(&n.to_string()))),
-                )
-                .chain(
-                    s.v6.keys()
-                        .map(|n| entry_name(&s.key, Some(&n.to_string()))),
-                )
-        })
-        .collect();
-    ids.entries
-        .sync(entry_names.iter().map(String::as_str), MAX_SOURCE_ENTRIES)
-        .ok_or(TablesError::IdsExhausted {
-            what: "source entry",
-            capacity: MAX_SOURCE_ENTRIES,
-        })?;
-    Ok(fresh)
+fn with_gen_be(be: [u8; 4], gbit: u32) -> [u8; 4] {
+    (u32::from_be_bytes(be) | gbit).to_be_bytes()
 }
 
-fn entry_name(set: &str, cidr: Option<&str>) -> String {
-    format!("{set}|{}", cidr.unwrap_or("*"))
+fn without_gen_be(be: [u8; 4]) -> [u8; 4] {
+    (u32::from_be_bytes(be) & !GEN_BIT).to_be_bytes()
 }
 
-/// The map contents for generation `gen` (0 or 1). `ifindex` resolves interface names.
-pub fn build(
-    snapshot: &L4Snapshot,
-    ids: &Ids,
-    gen: u32,
-    ifindex: &dyn Fn(&str) -> Option<u32>,
-) -> Result<GenTables, TablesError> {
-    let gbit = if gen == 1 { GEN_BIT } else { 0 };
-    let rule_id = |i: usize| {
-        let r = &snapshot.rules[i];
-        ids.rules
-            .get(&rule_name(&r.policy, &r.rule))
-            .expect("ids assigned before build")
+/// The generation a big-endian scope or entry id belongs to.
+pub fn gen_of(be: [u8; 4]) -> usize {
+    usize::from(u32::from_be_bytes(be) & GEN_BIT != 0)
+}
+
+/// Keys and values as stored in generation `gen`.
+pub mod for_gen {
+    use super::*;
+
+    /// `IFACES` entry.
+    pub fn iface(gen: u32, ifindex: u32, v: &IfaceConfig) -> (IfaceKey, IfaceConfig) {
+        let b = gen_bit(gen);
+        (IfaceKey { gen, ifindex }, IfaceConfig { scope: v.scope | b, wildcard_entry: v.wildcard_entry | b, ..*v })
+    }
+    /// `SRC_V4` entry.
+    pub fn src_v4(gen: u32, k: &(u32, SrcV4), v: &SrcValue) -> ((u32, SrcV4), SrcValue) {
+        let b = gen_bit(gen);
+        ((k.0, SrcV4 { scope: with_gen_be(k.1.scope, b), ..k.1 }), SrcValue { entry: v.entry | b, ..*v })
+    }
+    /// `SRC_V6` entry.
+    pub fn src_v6(gen: u32, k: &(u32, SrcV6), v: &SrcValue) -> ((u32, SrcV6), SrcValue) {
+        let b = gen_bit(gen);
+        ((k.0, SrcV6 { scope: with_gen_be(k.1.scope, b), ..k.1 }), SrcValue { entry: v.entry | b, ..*v })
+    }
+    /// `PORTS` key.
+    pub fn port(gen: u32, k: &(u32, PortKey)) -> (u32, PortKey) {
+        (k.0, PortKey { entry: with_gen_be(k.1.entry, gen_bit(gen)), ..k.1 })
+    }
+    /// `LIMITS` index.
+    pub fn limit(gen: u32, rule: u32) -> u32 {
+        limit_index(gen, rule)
+    }
+}
+
+/// Keys and values read from a generation, with the generation stripped.
+pub mod strip {
+    use super::*;
+
+    /// `IFACES` entry.
+    pub fn iface(k: &IfaceKey, v: &IfaceConfig) -> (u32, IfaceConfig) {
+        (k.ifindex, IfaceConfig { scope: v.scope & !GEN_BIT, wildcard_entry: v.wildcard_entry & !GEN_BIT, ..*v })
+    }
+    /// `SRC_V4` entry.
+    pub fn src_v4(k: (u32, SrcV4), v: SrcValue) -> ((u32, SrcV4), SrcValue) {
+        ((k.0, SrcV4 { scope: without_gen_be(k.1.scope), ..k.1 }), SrcValue { entry: v.entry & !GEN_BIT, ..v })
+    }
+    /// `SRC_V6` entry.
+    pub fn src_v6(k: (u32, SrcV6), v: SrcValue) -> ((u32, SrcV6), SrcValue) {
+        ((k.0, SrcV6 { scope: without_gen_be(k.1.scope), ..k.1 }), SrcValue { entry: v.entry & !GEN_BIT, ..v })
+    }
+    /// `PORTS` key.
+    pub fn port(k: (u32, PortKey)) -> (u32, PortKey) {
+        (k.0, PortKey { entry: without_gen_be(k.1.entry), ..k.1 })
+    }
+}
+
+/// Gives every rule, set and entry of `snapshot` an id, keeping the ids of names that already
+/// have one; releases the names that are gone. Nothing changes if an id space would overflow.
+pub fn assign_ids(ids: &mut Ids, snapshot: &L4Snapshot) -> Result<Assigned, TablesError> {
+    // A revision too big for the id spaces must change nothing: when there is not room for
+    // every name of the revision, first count the names that are new.
+    if snapshot.rules.len() > ids.rules.room(MAX_RULE_IDS) {
+        let new_rules = snapshot.rules.iter().filter(|r| ids.rules.get(&r.policy, &r.rule).is_none()).count();
+        if new_rules > ids.rules.room(MAX_RULE_IDS) {
+            return Err(TablesError::IdsExhausted { what: "rule", capacity: MAX_RULE_IDS });
+        }
+    }
+    let entries: usize = snapshot.sets.iter().map(|s| 1 + s.v4.len() + s.v6.len()).sum();
+    if entries > ids.entries.room(MAX_SOURCE_ENTRIES) {
+        let mut new_entries = 0;
+        for s in &snapshot.sets {
+            new_entries += usize::from(ids.entries.get(&s.key, &EntryKey::Wildcard).is_none());
+            new_entries += s.v4.keys().filter(|n| ids.entries.get(&s.key, &EntryKey::Net((**n).into())).is_none()).count();
+            new_entries += s.v6.keys().filter(|n| ids.entries.get(&s.key, &EntryKey::Net((**n).into())).is_none()).count();
+        }
+        if new_entries > ids.entries.room(MAX_SOURCE_ENTRIES) {
+            return Err(TablesError::IdsExhausted { what: "source entry", capacity: MAX_SOURCE_ENTRIES });
+        }
+    }
+    if snapshot.sets.len() > ids.scopes.room(MAX_SOURCE_ENTRIES) {
+        return Err(TablesError::IdsExhausted { what: "rule set", capacity: MAX_SOURCE_ENTRIES });
+    }
+
+    let exhausted = |what| move |_: Exhausted| TablesError::IdsExhausted { what, capacity: MAX_RULE_IDS };
+    let mut out = Assigned::default();
+    ids.rules.begin();
+    for r in &snapshot.rules {
+        let (id, fresh) = ids.rules.id(&r.policy, &r.rule, MAX_RULE_IDS).map_err(exhausted("rule"))?;
+        out.rules.push(id);
+        if fresh {
+            out.fresh_rules.push(id);
+        }
+    }
+    ids.rules.end();
+    ids.scopes.begin();
+    ids.entries.begin();
+    let entry = |space: &mut IdSpace<EntryKey>, set: &str, key: EntryKey| {
+        space.id(set, &key, MAX_SOURCE_ENTRIES).map(|(id, _)| id).map_err(exhausted("source entry"))
     };
-    let mut t = GenTables::default();
+    for s in &snapshot.sets {
+        out.scopes.push(ids.scopes.id(&s.key, &String::new(), MAX_SOURCE_ENTRIES).map_err(exhausted("rule set"))?.0);
+        out.wildcard.push(entry(&mut ids.entries, &s.key, EntryKey::Wildcard)?);
+        out.v4.push(s.v4.keys().map(|n| entry(&mut ids.entries, &s.key, EntryKey::Net((*n).into()))).collect::<Result<_, _>>()?);
+        out.v6.push(s.v6.keys().map(|n| entry(&mut ids.entries, &s.key, EntryKey::Net((*n).into()))).collect::<Result<_, _>>()?);
+    }
+    ids.scopes.end();
+    ids.entries.end();
+    Ok(out)
+}
+
+/// The map contents of `snapshot` with the ids of `assigned`. `ifindex` resolves interface names.
+pub fn build(snapshot: &L4Snapshot, assigned: &Assigned, ifindex: &dyn Fn(&str) -> Option<u32>) -> Result<Tables, TablesError> {
+    let rule_id = |i: usize| assigned.rules[i];
+    let mut t = Tables::default();
     for (set_idx, set) in snapshot.sets.iter().enumerate() {
-        let scope = ids.scopes.get(&set.key).expect("ids assigned") | gbit;
-        let entry = |cidr: Option<String>| {
-            ids.entries
-                .get(&entry_name(&set.key, cidr.as_deref()))
-                .expect("ids assigned")
-                | gbit
-        };
-        let wildcard = entry(None);
+        let scope = assigned.scopes[set_idx];
+        let wildcard = assigned.wildcard[set_idx];
         let mut flags = 0;
         if set.default_action == Action::Deny {
             flags |= IFACE_DEFAULT_DROP;
@@ -151,57 +217,27 @@ pub fn build(
             }
         };
         for (name, _) in snapshot.interfaces.iter().filter(|(_, &s)| s == set_idx) {
-            let index =
-                ifindex(name).ok_or_else(|| TablesError::NoSuchInterface { name: name.clone() })?;
+            let index = ifindex(name).ok_or_else(|| TablesError::NoSuchInterface { name: name.clone() })?;
             t.ifaces.insert(
-                IfaceKey {
-                    gen,
-                    ifindex: index,
-                },
-                IfaceConfig {
-                    scope,
-                    wildcard_entry: wildcard,
-                    default_rule: rule_id(set.default_rule),
-                    flags,
-                    wildcard: wildcard_verdict,
-                },
+                index,
+                IfaceConfig { scope, wildcard_entry: wildcard, default_rule: rule_id(set.default_rule), flags, wildcard: wildcard_verdict },
             );
         }
         let sb = scope.to_be_bytes();
-        for (net, table) in &set.v4 {
-            let e = entry(Some(net.to_string()));
+        for ((net, table), &e) in set.v4.iter().zip(&assigned.v4[set_idx]) {
             let value = source_value(&mut t, e, table, &rule_id);
-            t.src_v4.insert(
-                (
-                    SCOPE_BITS + u32::from(net.prefix_len()),
-                    SrcV4 {
-                        scope: sb,
-                        addr: net.network().octets(),
-                    },
-                ),
-                value,
-            );
+            t.src_v4.insert((SCOPE_BITS + u32::from(net.prefix_len()), SrcV4 { scope: sb, addr: net.network().octets() }), value);
         }
-        for (net, table) in &set.v6 {
-            let e = entry(Some(net.to_string()));
+        for ((net, table), &e) in set.v6.iter().zip(&assigned.v6[set_idx]) {
             let value = source_value(&mut t, e, table, &rule_id);
-            t.src_v6.insert(
-                (
-                    SCOPE_BITS + u32::from(net.prefix_len()),
-                    SrcV6 {
-                        scope: sb,
-                        addr: net.network().octets(),
-                    },
-                ),
-                value,
-            );
+            t.src_v6.insert((SCOPE_BITS + u32::from(net.prefix_len()), SrcV6 { scope: sb, addr: net.network().octets() }), value);
         }
     }
     for (i, r) in snapshot.rules.iter().enumerate() {
         if let (RuleKind::Allow, Some(l)) = (r.kind, r.rate_limit) {
             let interval_ns = (1_000_000_000 / l.packets_per_second).max(1);
             t.limits.insert(
-                limit_index(gen, rule_id(i)),
+                rule_id(i),
                 LimitConfig {
                     interval_ns,
                     tolerance_ns: interval_ns.saturating_mul(l.burst.saturating_sub(1)),
@@ -225,45 +261,24 @@ fn uniform(table: &PortTable) -> Option<SymVerdict> {
 }
 
 /// The trie value of a source entry; writes its port table unless its verdict is uniform.
-fn source_value(
-    t: &mut GenTables,
-    entry: u32,
-    table: &PortTable,
-    rule_id: &dyn Fn(usize) -> u32,
-) -> SrcValue {
+fn source_value(t: &mut Tables, entry: u32, table: &PortTable, rule_id: &dyn Fn(usize) -> u32) -> SrcValue {
     match uniform(table) {
-        Some(v) => SrcValue {
-            entry,
-            flags: SRC_UNIFORM,
-            verdict: verdict(&v, rule_id),
-        },
+        Some(v) => SrcValue { entry, flags: SRC_UNIFORM, verdict: verdict(&v, rule_id) },
         None => {
             port_entries(t, entry, table, rule_id);
-            SrcValue {
-                entry,
-                flags: 0,
-                verdict: Verdict::default(),
-            }
+            SrcValue { entry, flags: 0, verdict: Verdict::default() }
         }
     }
 }
 
-fn port_entries(t: &mut GenTables, entry: u32, table: &PortTable, rule_id: &dyn Fn(usize) -> u32) {
+fn port_entries(t: &mut Tables, entry: u32, table: &PortTable, rule_id: &dyn Fn(usize) -> u32) {
     for e in &table.entries {
         let (prefix, proto, port) = match (e.proto, e.port_prefix) {
             (Some(p), Some((value, len))) => (PORT_PREFIX_PROTO + u32::from(len), p, value),
             _ => (PORT_PREFIX_ANY_PROTO, 0, 0),
         };
         t.ports.insert(
-            (
-                prefix,
-                PortKey {
-                    entry: entry.to_be_bytes(),
-                    proto,
-                    port: port.to_be_bytes(),
-                    _pad: 0,
-                },
-            ),
+            (prefix, PortKey { entry: entry.to_be_bytes(), proto, port: port.to_be_bytes(), _pad: 0 }),
             verdict(&e.verdict, rule_id),
         );
     }
@@ -283,27 +298,16 @@ fn verdict(v: &SymVerdict, rule_id: &dyn Fn(usize) -> u32) -> Verdict {
 }
 
 /// What to write to bring a map from `current` to `desired`.
-pub struct Diff<K, V> {
+pub struct Diff<'a, K, V> {
     /// Entries to insert or overwrite.
-    pub upsert: Vec<(K, V)>,
+    pub upsert: Vec<(&'a K, &'a V)>,
     /// Keys to delete.
-    pub remove: Vec<K>,
+    pub remove: Vec<&'a K>,
 }
 
 /// Computes the writes that turn `current` into `desired`.
-pub fn diff<K: Copy + Eq + std::hash::Hash, V: Copy + PartialEq>(
-    current: &HashMap<K, V>,
-    desired: &HashMap<K, V>,
-) -> Diff<K, V> {
-    let upsert = desired
-        .iter()
-        .filter(|(k, v)| current.get(k) != Some(v))
-        .map(|(k, v)| (*k, *v))
-        .collect();
-    let remove = current
-        .keys()
-        .filter(|k| !desired.contains_key(k))
-        .copied()
-        .collect();
+pub fn diff<'a, K: Eq + std::hash::Hash, V: PartialEq>(current: &'a HashMap<K, V>, desired: &'a HashMap<K, V>) -> Diff<'a, K, V> {
+    let upsert = desired.iter().filter(|(k, v)| current.get(k) != Some(v)).collect();
+    let remove = current.keys().filter(|k| !desired.contains_key(k)).collect();
     Diff { upsert, remove }
 }
