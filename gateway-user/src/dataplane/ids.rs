@@ -75,6 +75,18 @@ impl<K: Hash + Eq + Clone> IdSpace<K> {
         Ok((id, true))
     }
 
+    /// Releases a name (its id is reused after one more revision).
+    pub fn release(&mut self, outer: &str, inner: &K) {
+        if let Some(m) = self.ids.get_mut(outer) {
+            if let Some(id) = m.remove(inner) {
+                self.quarantine.push(id);
+            }
+            if m.is_empty() {
+                self.ids.remove(outer);
+            }
+        }
+    }
+
     /// Ends a revision: names not seen since [`IdSpace::begin`] are released.
     pub fn end(&mut self) {
         let (stamps, stamp) = (&self.stamps, self.stamp);

@@ -666,14 +666,10 @@ fn a_packet_is_judged_wholly_by_one_revision_while_revisions_flip() {
         FrameOptions::default(),
     );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
+    let batches = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (stop2, batches2) = (stop.clone(), batches.clone());
     let sender = std::thread::spawn(move || {
-        let xdp: &mut aya::programs::Xdp = runner
-            .ebpf_mut()
-            .program_mut(super::XDP_PROGRAM)
-            .unwrap()
-            .try_into()
-            .unwrap();
+        let xdp: &mut aya::programs::Xdp = runner.ebpf_mut().program_mut(super::XDP_PROGRAM).unwrap().try_into().unwrap();
         let mut sent = 0u64;
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
             let mut out = vec![0u8; f.len() + 64];
@@ -683,11 +679,22 @@ fn a_packet_is_judged_wholly_by_one_revision_while_revisions_flip() {
             opts.repeat = 1000;
             aya::programs::TestRun::test_run(xdp, opts).unwrap();
             sent += 1000;
+            batches2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         sent
     });
+    // Each flip waits for a new batch of packets, so the traffic spans every revision.
+    let wait_for_batch = || {
+        let seen = batches.load(std::sync::atomic::Ordering::Relaxed);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while batches.load(std::sync::atomic::Ordering::Relaxed) == seen && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    };
+    wait_for_batch();
     for i in 0..100 {
         rig.apply(if i % 2 == 0 { &sb } else { &sa }).unwrap();
+        wait_for_batch();
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let sent = sender.join().unwrap();
