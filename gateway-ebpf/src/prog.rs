@@ -284,22 +284,38 @@ fn source_entry(scope: u32, p: &Parsed) -> Option<&'static SrcValue> {
     }
 }
 
-/// Truncates `addr` (first `bytes` bytes significant) to `prefix` bits.
+/// The top `bits` bits of a u64 set.
 #[inline(always)]
-fn truncate(addr: &[u8; 16], bytes: usize, prefix: u8) -> [u8; 16] {
+fn mask64(bits: u8) -> u64 {
+    match bits {
+        0 => 0,
+        64.. => u64::MAX,
+        b => u64::MAX << (64 - b as u32),
+    }
+}
+
+/// `addr` truncated to `prefix` bits (IPv4 in the first 4 bytes): two masks, no loop.
+#[inline(always)]
+fn truncate(a: &[u8; 16], v6: bool, prefix: u8) -> [u8; 16] {
     let mut out = [0u8; 16];
-    let prefix = prefix as usize;
-    let mut i = 0;
-    while i < 16 {
-        if i < bytes {
-            let bit = i * 8;
-            if bit + 8 <= prefix {
-                out[i] = addr[i];
-            } else if bit < prefix {
-                out[i] = addr[i] & (0xffu8 << (8 - (prefix - bit)));
-            }
-        }
-        i += 1;
+    if v6 {
+        let hi =
+            u64::from_be_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]) & mask64(prefix);
+        let lo = u64::from_be_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]])
+            & mask64(prefix.saturating_sub(64));
+        let (h, l) = (hi.to_be_bytes(), lo.to_be_bytes());
+        out = [
+            h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5],
+            l[6], l[7],
+        ];
+    } else {
+        let v4 = (u64::from(u32::from_be_bytes([a[0], a[1], a[2], a[3]])) << 32)
+            & mask64(prefix.min(32));
+        let b = ((v4 >> 32) as u32).to_be_bytes();
+        out[0] = b[0];
+        out[1] = b[1];
+        out[2] = b[2];
+        out[3] = b[3];
     }
     out
 }
@@ -331,15 +347,15 @@ fn check_limits(gen: u32, ids: &[u32; MAX_LIMITS], n: usize, p: &Parsed) -> u32 
                 continue;
             }
         };
-        let (family, bytes, prefix) = if p.v6 {
-            (6, 16, cfg.prefix_v6)
+        let (family, prefix) = if p.v6 {
+            (6, cfg.prefix_v6)
         } else {
-            (4, 4, cfg.prefix_v4)
+            (4, cfg.prefix_v4)
         };
         let key = BucketKey {
             rule,
             family,
-            addr: truncate(&p.src, bytes, prefix),
+            addr: truncate(&p.src, p.v6, prefix),
         };
         let mut cell = BUCKETS.get_ptr_mut(&key);
         if cell.is_none() {

@@ -293,7 +293,7 @@ fn rate_accuracy(report: &mut Report) {
         Duration::from_secs(3)
     };
     let mut md = String::from(
-        "Two threads pinned to CPU 0 and CPU 1 run the real program (`BPF_PROG_TEST_RUN`, repeat 200,000 per call) on packets from \
+        "Two threads pinned to CPU 0 and CPU 1 run the real program (`BPF_PROG_TEST_RUN`, repeat 1,000,000 per call) on packets from \
          **one** source to a rate-limited rule for the trial, so both CPUs charge the same bucket at full speed. Admitted = the \
          rule's pass counter; expected = rate x elapsed + burst.\n\n| rate (pps) | burst | trial s | offered (Mpps, both CPUs) | admitted | expected | error |\n|---:|---:|---:|---:|---:|---:|---:|\n",
     );
@@ -350,8 +350,8 @@ fn rate_accuracy(report: &mut Report) {
                     // Large batches: each BPF_PROG_TEST_RUN call with repeat > 1 costs a few ms of
                     // setup in the kernel (the XDP dispatcher is switched and back).
                     while t0.elapsed() < trial {
-                        run_ns(xdp, &f, 200_000);
-                        sent += 200_000;
+                        run_ns(xdp, &f, 1_000_000);
+                        sent += 1_000_000;
                     }
                     (sent, t0.elapsed())
                 })

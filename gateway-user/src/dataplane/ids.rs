@@ -37,7 +37,14 @@ pub struct IdSpace<K: Hash + Eq> {
 
 impl<K: Hash + Eq> Default for IdSpace<K> {
     fn default() -> Self {
-        Self { ids: HashMap::default(), free: Vec::new(), quarantine: Vec::new(), next: 0, stamps: Vec::new(), stamp: 0 }
+        Self {
+            ids: HashMap::default(),
+            free: Vec::new(),
+            quarantine: Vec::new(),
+            next: 0,
+            stamps: Vec::new(),
+            stamp: 0,
+        }
     }
 }
 
@@ -71,7 +78,10 @@ impl<K: Hash + Eq + Clone> IdSpace<K> {
             None => return Err(Exhausted),
         };
         self.stamps[id as usize] = self.stamp;
-        self.ids.entry(outer.to_owned()).or_default().insert(inner.clone(), id);
+        self.ids
+            .entry(outer.to_owned())
+            .or_default()
+            .insert(inner.clone(), id);
         Ok((id, true))
     }
 
@@ -110,7 +120,9 @@ impl<K: Hash + Eq + Clone> IdSpace<K> {
 
     /// Every live name and its id.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &K, u32)> {
-        self.ids.iter().flat_map(|(o, m)| m.iter().map(move |(k, &id)| (o.as_str(), k, id)))
+        self.ids
+            .iter()
+            .flat_map(|(o, m)| m.iter().map(move |(k, &id)| (o.as_str(), k, id)))
     }
 
     /// Number of live names.
@@ -153,7 +165,9 @@ impl<'de> Deserialize<'de> for EntryKey {
         if s == "*" {
             return Ok(EntryKey::Wildcard);
         }
-        s.parse().map(EntryKey::Net).map_err(serde::de::Error::custom)
+        s.parse()
+            .map(EntryKey::Net)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -192,7 +206,10 @@ impl Ids {
     pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(state_dir)?;
         let tmp = state_dir.join(format!("{IDS_FILE}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec(self).map_err(std::io::Error::other)?,
+        )?;
         std::fs::rename(tmp, state_dir.join(IDS_FILE))
     }
 }
@@ -220,7 +237,14 @@ mod tests {
         assert_eq!(sync(&mut s, &["a", "b", "c"], 10).unwrap(), vec![0, 1, 2]);
         // b goes away: a and c keep their ids; d gets a new one (b's id is in quarantine).
         assert_eq!(sync(&mut s, &["a", "c", "d"], 10).unwrap(), vec![3]);
-        assert_eq!((s.get("p", &"a".into()), s.get("p", &"c".into()), s.get("p", &"d".into())), (Some(0), Some(2), Some(3)));
+        assert_eq!(
+            (
+                s.get("p", &"a".into()),
+                s.get("p", &"c".into()),
+                s.get("p", &"d".into())
+            ),
+            (Some(0), Some(2), Some(3))
+        );
         // One revision later b's id (1) is reused.
         assert_eq!(sync(&mut s, &["a", "c", "d", "e"], 10).unwrap(), vec![1]);
         assert_eq!(s.get("p", &"e".into()), Some(1));
@@ -237,7 +261,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut ids = Ids::default();
         ids.entries.begin();
-        ids.entries.id("set", &EntryKey::Net("10.0.0.0/8".parse().unwrap()), 10).unwrap();
+        ids.entries
+            .id("set", &EntryKey::Net("10.0.0.0/8".parse().unwrap()), 10)
+            .unwrap();
         ids.entries.id("set", &EntryKey::Wildcard, 10).unwrap();
         ids.entries.end();
         ids.save(dir.path()).unwrap();
@@ -245,6 +271,9 @@ mod tests {
         assert_eq!(back.entries.get("set", &EntryKey::Wildcard), Some(1));
         // A loaded table keeps working.
         back.entries.begin();
-        assert_eq!(back.entries.id("set", &EntryKey::Wildcard, 10).unwrap(), (1, false));
+        assert_eq!(
+            back.entries.id("set", &EntryKey::Wildcard, 10).unwrap(),
+            (1, false)
+        );
     }
 }

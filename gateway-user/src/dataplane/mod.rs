@@ -271,7 +271,13 @@ impl Dataplane {
     /// Reads both generations from the kernel maps (adoption after a restart).
     fn read_back(&mut self) -> Result<(), DataplaneError> {
         use tables::{gen_of, strip};
-        self.active_gen = self.maps.config.get(&0, 0).map_err(map_err("read CONFIG"))?.active_gen & 1;
+        self.active_gen = self
+            .maps
+            .config
+            .get(&0, 0)
+            .map_err(map_err("read CONFIG"))?
+            .active_gen
+            & 1;
         let mut held: [Tables; 2] = Default::default();
         for item in self.maps.ifaces.iter() {
             let (k, v) = item.map_err(map_err("read IFACES"))?;
@@ -302,7 +308,11 @@ impl Dataplane {
         // (a slot of an unknown id is never named by a verdict, so it is harmless).
         for (_, _, id) in self.ids.rules.iter() {
             for gen in 0..2u32 {
-                let v = self.maps.limits.get(&tables::for_gen::limit(gen, id), 0).map_err(map_err("read LIMITS"))?;
+                let v = self
+                    .maps
+                    .limits
+                    .get(&tables::for_gen::limit(gen, id), 0)
+                    .map_err(map_err("read LIMITS"))?;
                 if v.interval_ns != 0 {
                     held[gen as usize].limits.insert(id, v);
                 }
@@ -546,7 +556,13 @@ impl Dataplane {
     pub fn apply(&mut self, snapshot: &L4Snapshot) -> Result<ApplyStats, DataplaneError> {
         let start = Instant::now();
         // Where an apply spends its time (TOLLGATE_LOG=debug).
-        let mark = |step: &str| tracing::debug!(step, elapsed_us = start.elapsed().as_micros() as u64, "apply");
+        let mark = |step: &str| {
+            tracing::debug!(
+                step,
+                elapsed_us = start.elapsed().as_micros() as u64,
+                "apply"
+            )
+        };
         let assigned = match &self.prev {
             Some(prev) => tables::assign_ids_after(&mut self.ids, snapshot, prev),
             None => tables::assign_ids(&mut self.ids, snapshot),
@@ -562,11 +578,21 @@ impl Dataplane {
         // Ids handed out afresh may have counted for an earlier rule: zero them first. No
         // packet can count on them yet (no active entry names them).
         if !assigned.fresh_rules.is_empty() {
-            let ncpus = aya::util::nr_cpus().map_err(|(what, e)| DataplaneError::Io { what: what.into(), source: e })?;
+            let ncpus = aya::util::nr_cpus().map_err(|(what, e)| DataplaneError::Io {
+                what: what.into(),
+                source: e,
+            })?;
             for &id in &assigned.fresh_rules {
-                let zero = PerCpuValues::try_from(vec![RuleCounters::default(); ncpus])
-                    .map_err(|source| DataplaneError::Io { what: "counter values".into(), source })?;
-                self.maps.counters.set(id, zero, 0).map_err(map_err(format!("reset counters of rule id {id}")))?;
+                let zero = PerCpuValues::try_from(vec![RuleCounters::default(); ncpus]).map_err(
+                    |source| DataplaneError::Io {
+                        what: "counter values".into(),
+                        source,
+                    },
+                )?;
+                self.maps
+                    .counters
+                    .set(id, zero, 0)
+                    .map_err(map_err(format!("reset counters of rule id {id}")))?;
             }
         }
         let target = 1 - self.active_gen;
@@ -575,7 +601,14 @@ impl Dataplane {
         // The flip: one 4-byte value. From here on, new packets see only `target`.
         self.maps
             .config
-            .set(0, Config { active_gen: target, _pad: 0 }, 0)
+            .set(
+                0,
+                Config {
+                    active_gen: target,
+                    _pad: 0,
+                },
+                0,
+            )
             .map_err(map_err("flip CONFIG.active_gen"))?;
         let to_flip = start.elapsed();
         let old = self.active_gen;
@@ -587,12 +620,19 @@ impl Dataplane {
         // table that lacks this revision's new names: the restarted agent then gives them
         // (possibly other) ids and rewrites the entries that name them; only their counters
         // can start again.
-        self.ids.save(&self.state_dir).map_err(io_err(format!("save ids to {}", self.state_dir.display())))?;
+        self.ids
+            .save(&self.state_dir)
+            .map_err(io_err(format!("save ids to {}", self.state_dir.display())))?;
         wait_for_readers();
         // Bring the old generation up to date so the next apply writes only its own change.
         let writes_after_flip = self.write_gen(old, &desired)?;
         self.held[old as usize] = desired;
-        Ok(ApplyStats { writes, writes_after_flip, to_flip, total: start.elapsed() })
+        Ok(ApplyStats {
+            writes,
+            writes_after_flip,
+            to_flip,
+            total: start.elapsed(),
+        })
     }
 
     /// Writes generation `gen` so that it holds `desired` (a diff against what it holds).
@@ -608,26 +648,35 @@ impl Dataplane {
         // Limits and port entries before the source entries and interfaces that lead to them,
         // so that even within this (inactive) generation nothing points at a missing entry.
         for (&rule, v) in &d.upsert {
-            m.limits.set(for_gen::limit(gen, rule), *v, 0).map_err(map_err("write LIMITS"))?;
+            m.limits
+                .set(for_gen::limit(gen, rule), *v, 0)
+                .map_err(map_err("write LIMITS"))?;
         }
         for (k, v) in &dp.upsert {
             let (p, k) = for_gen::port(gen, k);
-            m.ports.insert(&Key::new(p, k), *v, 0).map_err(map_err("write PORTS"))?;
+            m.ports
+                .insert(&Key::new(p, k), *v, 0)
+                .map_err(map_err("write PORTS"))?;
         }
         for (k, v) in &d4.upsert {
             let ((p, k), v) = for_gen::src_v4(gen, k, v);
-            m.src_v4.insert(&Key::new(p, k), v, 0).map_err(map_err("write SRC_V4"))?;
+            m.src_v4
+                .insert(&Key::new(p, k), v, 0)
+                .map_err(map_err("write SRC_V4"))?;
         }
         for (k, v) in &d6.upsert {
             let ((p, k), v) = for_gen::src_v6(gen, k, v);
-            m.src_v6.insert(&Key::new(p, k), v, 0).map_err(map_err("write SRC_V6"))?;
+            m.src_v6
+                .insert(&Key::new(p, k), v, 0)
+                .map_err(map_err("write SRC_V6"))?;
         }
         for (&i, v) in &di.upsert {
             let (k, v) = for_gen::iface(gen, i, v);
             m.ifaces.insert(k, v, 0).map_err(map_err("write IFACES"))?;
         }
         for &&i in &di.remove {
-            remove_ok(m.ifaces.remove(&IfaceKey { gen, ifindex: i })).map_err(map_err("delete from IFACES"))?;
+            remove_ok(m.ifaces.remove(&IfaceKey { gen, ifindex: i }))
+                .map_err(map_err("delete from IFACES"))?;
         }
         for k in &d4.remove {
             let ((p, k), _) = for_gen::src_v4(gen, k, &SrcValue::default());
@@ -642,10 +691,20 @@ impl Dataplane {
             remove_ok(m.ports.remove(&Key::new(p, k))).map_err(map_err("delete from PORTS"))?;
         }
         for &&rule in &d.remove {
-            m.limits.set(for_gen::limit(gen, rule), LimitConfig::default(), 0).map_err(map_err("clear LIMITS"))?;
+            m.limits
+                .set(for_gen::limit(gen, rule), LimitConfig::default(), 0)
+                .map_err(map_err("clear LIMITS"))?;
         }
-        Ok(d.upsert.len() + dp.upsert.len() + d4.upsert.len() + d6.upsert.len() + di.upsert.len()
-            + di.remove.len() + d4.remove.len() + d6.remove.len() + dp.remove.len() + d.remove.len())
+        Ok(d.upsert.len()
+            + dp.upsert.len()
+            + d4.upsert.len()
+            + d6.upsert.len()
+            + di.upsert.len()
+            + di.remove.len()
+            + d4.remove.len()
+            + d6.remove.len()
+            + dp.remove.len()
+            + d.remove.len())
     }
 
     /// The id table (names of the counter slots).

@@ -5,9 +5,9 @@
 use rustc_hash::FxHashMap as HashMap;
 
 use gateway_common::{
-    limit_index, IfaceConfig, IfaceKey, LimitConfig, PortKey, SrcV4, SrcV6, SrcValue, Verdict, GEN_BIT, IFACE_AUDIT,
-    IFACE_DEFAULT_DROP, IFACE_WILDCARD_UNIFORM, MAX_LIMITS, MAX_RULE_IDS, MAX_SOURCE_ENTRIES, NO_RULE, PORT_PREFIX_ANY_PROTO,
-    PORT_PREFIX_PROTO, SCOPE_BITS, SRC_UNIFORM,
+    limit_index, IfaceConfig, IfaceKey, LimitConfig, PortKey, SrcV4, SrcV6, SrcValue, Verdict,
+    GEN_BIT, IFACE_AUDIT, IFACE_DEFAULT_DROP, IFACE_WILDCARD_UNIFORM, MAX_LIMITS, MAX_RULE_IDS,
+    MAX_SOURCE_ENTRIES, NO_RULE, PORT_PREFIX_ANY_PROTO, PORT_PREFIX_PROTO, SCOPE_BITS, SRC_UNIFORM,
 };
 
 use super::ids::{EntryKey, Exhausted, IdSpace, Ids};
@@ -99,8 +99,18 @@ impl PrevAssignment {
                 key: s.key.clone(),
                 scope: assigned.scopes[i],
                 wildcard: assigned.wildcard[i],
-                v4: s.v4.keys().copied().zip(assigned.v4[i].iter().copied()).collect(),
-                v6: s.v6.keys().copied().zip(assigned.v6[i].iter().copied()).collect(),
+                v4: s
+                    .v4
+                    .keys()
+                    .copied()
+                    .zip(assigned.v4[i].iter().copied())
+                    .collect(),
+                v6: s
+                    .v6
+                    .keys()
+                    .copied()
+                    .zip(assigned.v6[i].iter().copied())
+                    .collect(),
             });
         }
         prev
@@ -149,8 +159,16 @@ fn merge_ids<'a, T: Ord + 'a>(
 }
 
 /// [`assign_ids`] for a revision that follows `prev`: the same ids, found by merging.
-pub fn assign_ids_after(ids: &mut Ids, snapshot: &L4Snapshot, prev: &PrevAssignment) -> Result<Assigned, TablesError> {
-    let total_entries: usize = snapshot.sets.iter().map(|s| 1 + s.v4.len() + s.v6.len()).sum();
+pub fn assign_ids_after(
+    ids: &mut Ids,
+    snapshot: &L4Snapshot,
+    prev: &PrevAssignment,
+) -> Result<Assigned, TablesError> {
+    let total_entries: usize = snapshot
+        .sets
+        .iter()
+        .map(|s| 1 + s.v4.len() + s.v6.len())
+        .sum();
     if snapshot.rules.len() > ids.rules.room(MAX_RULE_IDS)
         || total_entries > ids.entries.room(MAX_SOURCE_ENTRIES)
         || snapshot.sets.len() > ids.scopes.room(MAX_SOURCE_ENTRIES)
@@ -158,15 +176,30 @@ pub fn assign_ids_after(ids: &mut Ids, snapshot: &L4Snapshot, prev: &PrevAssignm
         // Near capacity: the careful path, which checks before it changes anything.
         return assign_ids(ids, snapshot);
     }
-    let exhausted = |what| move |_: Exhausted| TablesError::IdsExhausted { what, capacity: MAX_RULE_IDS };
+    let exhausted = |what| {
+        move |_: Exhausted| TablesError::IdsExhausted {
+            what,
+            capacity: MAX_RULE_IDS,
+        }
+    };
     let mut out = Assigned::default();
     ids.rules.begin();
     ids.scopes.begin();
     ids.entries.begin();
     // Rules (sorted by policy and rule name), then the defaults of the sets.
-    let (normal, defaults): (Vec<_>, Vec<_>) = snapshot.rules.iter().partition(|r| !matches!(r.kind, RuleKind::Default { .. }));
-    let keyed: Vec<(&str, &str)> = normal.iter().map(|r| (r.policy.as_str(), r.rule.as_str())).collect();
-    let prev_keyed: Vec<((&str, &str), u32)> = prev.rules.iter().map(|(p, r, id)| ((p.as_str(), r.as_str()), *id)).collect();
+    let (normal, defaults): (Vec<_>, Vec<_>) = snapshot
+        .rules
+        .iter()
+        .partition(|r| !matches!(r.kind, RuleKind::Default { .. }));
+    let keyed: Vec<(&str, &str)> = normal
+        .iter()
+        .map(|r| (r.policy.as_str(), r.rule.as_str()))
+        .collect();
+    let prev_keyed: Vec<((&str, &str), u32)> = prev
+        .rules
+        .iter()
+        .map(|(p, r, id)| ((p.as_str(), r.as_str()), *id))
+        .collect();
     {
         let rules = std::cell::RefCell::new(&mut ids.rules);
         merge_ids(
@@ -180,7 +213,10 @@ pub fn assign_ids_after(ids: &mut Ids, snapshot: &L4Snapshot, prev: &PrevAssignm
         .map_err(exhausted("rule"))?;
     }
     for d in &defaults {
-        let (id, fresh) = ids.rules.id(&d.policy, &d.rule, MAX_RULE_IDS).map_err(exhausted("rule"))?;
+        let (id, fresh) = ids
+            .rules
+            .id(&d.policy, &d.rule, MAX_RULE_IDS)
+            .map_err(exhausted("rule"))?;
         out.rules.push(id);
         if fresh {
             out.fresh_rules.push(id);
@@ -188,7 +224,8 @@ pub fn assign_ids_after(ids: &mut Ids, snapshot: &L4Snapshot, prev: &PrevAssignm
     }
     for (key, _) in &prev.defaults {
         if !defaults.iter().any(|d| &d.policy == key) {
-            ids.rules.release(key, &crate::compile::l4::DEFAULT_RULE_NAME.to_owned());
+            ids.rules
+                .release(key, &crate::compile::l4::DEFAULT_RULE_NAME.to_owned());
         }
     }
     // Sets: matched by key; their prefixes merged (both sides sorted: BTreeMap order).
@@ -197,15 +234,29 @@ pub fn assign_ids_after(ids: &mut Ids, snapshot: &L4Snapshot, prev: &PrevAssignm
         let p = prev.sets.iter().find(|p| p.key == s.key);
         let scope = match p {
             Some(p) => p.scope,
-            None => ids.scopes.id(&s.key, &String::new(), MAX_SOURCE_ENTRIES).map_err(exhausted("rule set"))?.0,
+            None => {
+                ids.scopes
+                    .id(&s.key, &String::new(), MAX_SOURCE_ENTRIES)
+                    .map_err(exhausted("rule set"))?
+                    .0
+            }
         };
         out.scopes.push(scope);
         out.wildcard.push(match p {
             Some(p) => p.wildcard,
-            None => ids.entries.id(&s.key, &EntryKey::Wildcard, MAX_SOURCE_ENTRIES).map_err(exhausted("source entry"))?.0,
+            None => {
+                ids.entries
+                    .id(&s.key, &EntryKey::Wildcard, MAX_SOURCE_ENTRIES)
+                    .map_err(exhausted("source entry"))?
+                    .0
+            }
         });
         let entries = std::cell::RefCell::new(&mut ids.entries);
-        let alloc = |n: ipnet::IpNet| entries.borrow_mut().id(&s.key, &EntryKey::Net(n), MAX_SOURCE_ENTRIES);
+        let alloc = |n: ipnet::IpNet| {
+            entries
+                .borrow_mut()
+                .id(&s.key, &EntryKey::Net(n), MAX_SOURCE_ENTRIES)
+        };
         let release = |n: ipnet::IpNet| entries.borrow_mut().release(&s.key, &EntryKey::Net(n));
         let mut v4 = Vec::with_capacity(s.v4.len());
         let empty4 = Vec::new();
@@ -276,21 +327,58 @@ pub mod for_gen {
     /// `IFACES` entry.
     pub fn iface(gen: u32, ifindex: u32, v: &IfaceConfig) -> (IfaceKey, IfaceConfig) {
         let b = gen_bit(gen);
-        (IfaceKey { gen, ifindex }, IfaceConfig { scope: v.scope | b, wildcard_entry: v.wildcard_entry | b, ..*v })
+        (
+            IfaceKey { gen, ifindex },
+            IfaceConfig {
+                scope: v.scope | b,
+                wildcard_entry: v.wildcard_entry | b,
+                ..*v
+            },
+        )
     }
     /// `SRC_V4` entry.
     pub fn src_v4(gen: u32, k: &(u32, SrcV4), v: &SrcValue) -> ((u32, SrcV4), SrcValue) {
         let b = gen_bit(gen);
-        ((k.0, SrcV4 { scope: with_gen_be(k.1.scope, b), ..k.1 }), SrcValue { entry: v.entry | b, ..*v })
+        (
+            (
+                k.0,
+                SrcV4 {
+                    scope: with_gen_be(k.1.scope, b),
+                    ..k.1
+                },
+            ),
+            SrcValue {
+                entry: v.entry | b,
+                ..*v
+            },
+        )
     }
     /// `SRC_V6` entry.
     pub fn src_v6(gen: u32, k: &(u32, SrcV6), v: &SrcValue) -> ((u32, SrcV6), SrcValue) {
         let b = gen_bit(gen);
-        ((k.0, SrcV6 { scope: with_gen_be(k.1.scope, b), ..k.1 }), SrcValue { entry: v.entry | b, ..*v })
+        (
+            (
+                k.0,
+                SrcV6 {
+                    scope: with_gen_be(k.1.scope, b),
+                    ..k.1
+                },
+            ),
+            SrcValue {
+                entry: v.entry | b,
+                ..*v
+            },
+        )
     }
     /// `PORTS` key.
     pub fn port(gen: u32, k: &(u32, PortKey)) -> (u32, PortKey) {
-        (k.0, PortKey { entry: with_gen_be(k.1.entry, gen_bit(gen)), ..k.1 })
+        (
+            k.0,
+            PortKey {
+                entry: with_gen_be(k.1.entry, gen_bit(gen)),
+                ..k.1
+            },
+        )
     }
     /// `LIMITS` index.
     pub fn limit(gen: u32, rule: u32) -> u32 {
@@ -304,19 +392,56 @@ pub mod strip {
 
     /// `IFACES` entry.
     pub fn iface(k: &IfaceKey, v: &IfaceConfig) -> (u32, IfaceConfig) {
-        (k.ifindex, IfaceConfig { scope: v.scope & !GEN_BIT, wildcard_entry: v.wildcard_entry & !GEN_BIT, ..*v })
+        (
+            k.ifindex,
+            IfaceConfig {
+                scope: v.scope & !GEN_BIT,
+                wildcard_entry: v.wildcard_entry & !GEN_BIT,
+                ..*v
+            },
+        )
     }
     /// `SRC_V4` entry.
     pub fn src_v4(k: (u32, SrcV4), v: SrcValue) -> ((u32, SrcV4), SrcValue) {
-        ((k.0, SrcV4 { scope: without_gen_be(k.1.scope), ..k.1 }), SrcValue { entry: v.entry & !GEN_BIT, ..v })
+        (
+            (
+                k.0,
+                SrcV4 {
+                    scope: without_gen_be(k.1.scope),
+                    ..k.1
+                },
+            ),
+            SrcValue {
+                entry: v.entry & !GEN_BIT,
+                ..v
+            },
+        )
     }
     /// `SRC_V6` entry.
     pub fn src_v6(k: (u32, SrcV6), v: SrcValue) -> ((u32, SrcV6), SrcValue) {
-        ((k.0, SrcV6 { scope: without_gen_be(k.1.scope), ..k.1 }), SrcValue { entry: v.entry & !GEN_BIT, ..v })
+        (
+            (
+                k.0,
+                SrcV6 {
+                    scope: without_gen_be(k.1.scope),
+                    ..k.1
+                },
+            ),
+            SrcValue {
+                entry: v.entry & !GEN_BIT,
+                ..v
+            },
+        )
     }
     /// `PORTS` key.
     pub fn port(k: (u32, PortKey)) -> (u32, PortKey) {
-        (k.0, PortKey { entry: without_gen_be(k.1.entry), ..k.1 })
+        (
+            k.0,
+            PortKey {
+                entry: without_gen_be(k.1.entry),
+                ..k.1
+            },
+        )
     }
 }
 
@@ -326,32 +451,71 @@ pub fn assign_ids(ids: &mut Ids, snapshot: &L4Snapshot) -> Result<Assigned, Tabl
     // A revision too big for the id spaces must change nothing: when there is not room for
     // every name of the revision, first count the names that are new.
     if snapshot.rules.len() > ids.rules.room(MAX_RULE_IDS) {
-        let new_rules = snapshot.rules.iter().filter(|r| ids.rules.get(&r.policy, &r.rule).is_none()).count();
+        let new_rules = snapshot
+            .rules
+            .iter()
+            .filter(|r| ids.rules.get(&r.policy, &r.rule).is_none())
+            .count();
         if new_rules > ids.rules.room(MAX_RULE_IDS) {
-            return Err(TablesError::IdsExhausted { what: "rule", capacity: MAX_RULE_IDS });
+            return Err(TablesError::IdsExhausted {
+                what: "rule",
+                capacity: MAX_RULE_IDS,
+            });
         }
     }
-    let entries: usize = snapshot.sets.iter().map(|s| 1 + s.v4.len() + s.v6.len()).sum();
+    let entries: usize = snapshot
+        .sets
+        .iter()
+        .map(|s| 1 + s.v4.len() + s.v6.len())
+        .sum();
     if entries > ids.entries.room(MAX_SOURCE_ENTRIES) {
         let mut new_entries = 0;
         for s in &snapshot.sets {
             new_entries += usize::from(ids.entries.get(&s.key, &EntryKey::Wildcard).is_none());
-            new_entries += s.v4.keys().filter(|n| ids.entries.get(&s.key, &EntryKey::Net((**n).into())).is_none()).count();
-            new_entries += s.v6.keys().filter(|n| ids.entries.get(&s.key, &EntryKey::Net((**n).into())).is_none()).count();
+            new_entries +=
+                s.v4.keys()
+                    .filter(|n| {
+                        ids.entries
+                            .get(&s.key, &EntryKey::Net((**n).into()))
+                            .is_none()
+                    })
+                    .count();
+            new_entries +=
+                s.v6.keys()
+                    .filter(|n| {
+                        ids.entries
+                            .get(&s.key, &EntryKey::Net((**n).into()))
+                            .is_none()
+                    })
+                    .count();
         }
         if new_entries > ids.entries.room(MAX_SOURCE_ENTRIES) {
-            return Err(TablesError::IdsExhausted { what: "source entry", capacity: MAX_SOURCE_ENTRIES });
+            return Err(TablesError::IdsExhausted {
+                what: "source entry",
+                capacity: MAX_SOURCE_ENTRIES,
+            });
         }
     }
     if snapshot.sets.len() > ids.scopes.room(MAX_SOURCE_ENTRIES) {
-        return Err(TablesError::IdsExhausted { what: "rule set", capacity: MAX_SOURCE_ENTRIES });
+        return Err(TablesError::IdsExhausted {
+            what: "rule set",
+            capacity: MAX_SOURCE_ENTRIES,
+        });
     }
 
-    let exhausted = |what| move |_: Exhausted| TablesError::IdsExhausted { what, capacity: MAX_RULE_IDS };
+    let exhausted = |what| {
+        move |_: Exhausted| TablesError::IdsExhausted {
+            what,
+            capacity: MAX_RULE_IDS,
+        }
+    };
     let mut out = Assigned::default();
     ids.rules.begin();
     for r in &snapshot.rules {
-        let (id, fresh) = ids.rules.id(&r.policy, &r.rule, MAX_RULE_IDS).map_err(exhausted("rule"))?;
+        let (id, fresh) = ids
+            .rules
+            .id(&r.policy, &r.rule, MAX_RULE_IDS)
+            .map_err(exhausted("rule"))?;
         out.rules.push(id);
         if fresh {
             out.fresh_rules.push(id);
@@ -361,13 +525,30 @@ pub fn assign_ids(ids: &mut Ids, snapshot: &L4Snapshot) -> Result<Assigned, Tabl
     ids.scopes.begin();
     ids.entries.begin();
     let entry = |space: &mut IdSpace<EntryKey>, set: &str, key: EntryKey| {
-        space.id(set, &key, MAX_SOURCE_ENTRIES).map(|(id, _)| id).map_err(exhausted("source entry"))
+        space
+            .id(set, &key, MAX_SOURCE_ENTRIES)
+            .map(|(id, _)| id)
+            .map_err(exhausted("source entry"))
     };
     for s in &snapshot.sets {
-        out.scopes.push(ids.scopes.id(&s.key, &String::new(), MAX_SOURCE_ENTRIES).map_err(exhausted("rule set"))?.0);
-        out.wildcard.push(entry(&mut ids.entries, &s.key, EntryKey::Wildcard)?);
-        out.v4.push(s.v4.keys().map(|n| entry(&mut ids.entries, &s.key, EntryKey::Net((*n).into()))).collect::<Result<_, _>>()?);
-        out.v6.push(s.v6.keys().map(|n| entry(&mut ids.entries, &s.key, EntryKey::Net((*n).into()))).collect::<Result<_, _>>()?);
+        out.scopes.push(
+            ids.scopes
+                .id(&s.key, &String::new(), MAX_SOURCE_ENTRIES)
+                .map_err(exhausted("rule set"))?
+                .0,
+        );
+        out.wildcard
+            .push(entry(&mut ids.entries, &s.key, EntryKey::Wildcard)?);
+        out.v4.push(
+            s.v4.keys()
+                .map(|n| entry(&mut ids.entries, &s.key, EntryKey::Net((*n).into())))
+                .collect::<Result<_, _>>()?,
+        );
+        out.v6.push(
+            s.v6.keys()
+                .map(|n| entry(&mut ids.entries, &s.key, EntryKey::Net((*n).into())))
+                .collect::<Result<_, _>>()?,
+        );
     }
     ids.scopes.end();
     ids.entries.end();
@@ -375,7 +556,11 @@ pub fn assign_ids(ids: &mut Ids, snapshot: &L4Snapshot) -> Result<Assigned, Tabl
 }
 
 /// The map contents of `snapshot` with the ids of `assigned`. `ifindex` resolves interface names.
-pub fn build(snapshot: &L4Snapshot, assigned: &Assigned, ifindex: &dyn Fn(&str) -> Option<u32>) -> Result<Tables, TablesError> {
+pub fn build(
+    snapshot: &L4Snapshot,
+    assigned: &Assigned,
+    ifindex: &dyn Fn(&str) -> Option<u32>,
+) -> Result<Tables, TablesError> {
     let rule_id = |i: usize| assigned.rules[i];
     // Sized up front: growing a 100,000-entry map doubles the work of filling it.
     fn cap<K, V>(n: usize) -> HashMap<K, V> {
@@ -386,7 +571,11 @@ pub fn build(snapshot: &L4Snapshot, assigned: &Assigned, ifindex: &dyn Fn(&str) 
         src_v4: cap(snapshot.sets.iter().map(|s| s.v4.len()).sum()),
         src_v6: cap(snapshot.sets.iter().map(|s| s.v6.len()).sum()),
         ports: cap(snapshot.port_entries()),
-        limits: cap(snapshot.rules.iter().filter(|r| r.rate_limit.is_some()).count()),
+        limits: cap(snapshot
+            .rules
+            .iter()
+            .filter(|r| r.rate_limit.is_some())
+            .count()),
     };
     for (set_idx, set) in snapshot.sets.iter().enumerate() {
         let scope = assigned.scopes[set_idx];
@@ -409,20 +598,45 @@ pub fn build(snapshot: &L4Snapshot, assigned: &Assigned, ifindex: &dyn Fn(&str) 
             }
         };
         for (name, _) in snapshot.interfaces.iter().filter(|(_, &s)| s == set_idx) {
-            let index = ifindex(name).ok_or_else(|| TablesError::NoSuchInterface { name: name.clone() })?;
+            let index =
+                ifindex(name).ok_or_else(|| TablesError::NoSuchInterface { name: name.clone() })?;
             t.ifaces.insert(
                 index,
-                IfaceConfig { scope, wildcard_entry: wildcard, default_rule: rule_id(set.default_rule), flags, wildcard: wildcard_verdict },
+                IfaceConfig {
+                    scope,
+                    wildcard_entry: wildcard,
+                    default_rule: rule_id(set.default_rule),
+                    flags,
+                    wildcard: wildcard_verdict,
+                },
             );
         }
         let sb = scope.to_be_bytes();
         for ((net, table), &e) in set.v4.iter().zip(&assigned.v4[set_idx]) {
             let value = source_value(&mut t, e, table, &rule_id);
-            t.src_v4.insert((SCOPE_BITS + u32::from(net.prefix_len()), SrcV4 { scope: sb, addr: net.network().octets() }), value);
+            t.src_v4.insert(
+                (
+                    SCOPE_BITS + u32::from(net.prefix_len()),
+                    SrcV4 {
+                        scope: sb,
+                        addr: net.network().octets(),
+                    },
+                ),
+                value,
+            );
         }
         for ((net, table), &e) in set.v6.iter().zip(&assigned.v6[set_idx]) {
             let value = source_value(&mut t, e, table, &rule_id);
-            t.src_v6.insert((SCOPE_BITS + u32::from(net.prefix_len()), SrcV6 { scope: sb, addr: net.network().octets() }), value);
+            t.src_v6.insert(
+                (
+                    SCOPE_BITS + u32::from(net.prefix_len()),
+                    SrcV6 {
+                        scope: sb,
+                        addr: net.network().octets(),
+                    },
+                ),
+                value,
+            );
         }
     }
     for (i, r) in snapshot.rules.iter().enumerate() {
@@ -453,12 +667,25 @@ fn uniform(table: &PortTable) -> Option<SymVerdict> {
 }
 
 /// The trie value of a source entry; writes its port table unless its verdict is uniform.
-fn source_value(t: &mut Tables, entry: u32, table: &PortTable, rule_id: &dyn Fn(usize) -> u32) -> SrcValue {
+fn source_value(
+    t: &mut Tables,
+    entry: u32,
+    table: &PortTable,
+    rule_id: &dyn Fn(usize) -> u32,
+) -> SrcValue {
     match uniform(table) {
-        Some(v) => SrcValue { entry, flags: SRC_UNIFORM, verdict: verdict(&v, rule_id) },
+        Some(v) => SrcValue {
+            entry,
+            flags: SRC_UNIFORM,
+            verdict: verdict(&v, rule_id),
+        },
         None => {
             port_entries(t, entry, table, rule_id);
-            SrcValue { entry, flags: 0, verdict: Verdict::default() }
+            SrcValue {
+                entry,
+                flags: 0,
+                verdict: Verdict::default(),
+            }
         }
     }
 }
@@ -470,7 +697,15 @@ fn port_entries(t: &mut Tables, entry: u32, table: &PortTable, rule_id: &dyn Fn(
             _ => (PORT_PREFIX_ANY_PROTO, 0, 0),
         };
         t.ports.insert(
-            (prefix, PortKey { entry: entry.to_be_bytes(), proto, port: port.to_be_bytes(), _pad: 0 }),
+            (
+                prefix,
+                PortKey {
+                    entry: entry.to_be_bytes(),
+                    proto,
+                    port: port.to_be_bytes(),
+                    _pad: 0,
+                },
+            ),
             verdict(&e.verdict, rule_id),
         );
     }
@@ -498,9 +733,18 @@ pub struct Diff<'a, K, V> {
 }
 
 /// Computes the writes that turn `current` into `desired`.
-pub fn diff<'a, K: Eq + std::hash::Hash, V: PartialEq>(current: &'a HashMap<K, V>, desired: &'a HashMap<K, V>) -> Diff<'a, K, V> {
-    let upsert = desired.iter().filter(|(k, v)| current.get(k) != Some(v)).collect();
-    let remove = current.keys().filter(|k| !desired.contains_key(k)).collect();
+pub fn diff<'a, K: Eq + std::hash::Hash, V: PartialEq>(
+    current: &'a HashMap<K, V>,
+    desired: &'a HashMap<K, V>,
+) -> Diff<'a, K, V> {
+    let upsert = desired
+        .iter()
+        .filter(|(k, v)| current.get(k) != Some(v))
+        .collect();
+    let remove = current
+        .keys()
+        .filter(|k| !desired.contains_key(k))
+        .collect();
     Diff { upsert, remove }
 }
 
@@ -535,9 +779,27 @@ mod tests {
     #[test]
     fn merged_ids_equal_looked_up_ids_and_release_what_is_gone() {
         let ifaces = ["eth0".to_owned()];
-        let a = compile(&[policy(&[("a", "10.0.0.0/8"), ("b", "10.1.0.0/16"), ("c", "192.0.2.0/24"), ("d", "2001:db8::/32")])], &ifaces).unwrap();
+        let a = compile(
+            &[policy(&[
+                ("a", "10.0.0.0/8"),
+                ("b", "10.1.0.0/16"),
+                ("c", "192.0.2.0/24"),
+                ("d", "2001:db8::/32"),
+            ])],
+            &ifaces,
+        )
+        .unwrap();
         // b changes its prefix, c goes, e comes.
-        let b = compile(&[policy(&[("a", "10.0.0.0/8"), ("b", "10.2.0.0/16"), ("d", "2001:db8::/32"), ("e", "198.51.100.0/24")])], &ifaces).unwrap();
+        let b = compile(
+            &[policy(&[
+                ("a", "10.0.0.0/8"),
+                ("b", "10.2.0.0/16"),
+                ("d", "2001:db8::/32"),
+                ("e", "198.51.100.0/24"),
+            ])],
+            &ifaces,
+        )
+        .unwrap();
         let mut ids = Ids::default();
         let first = assign_ids(&mut ids, &a).unwrap();
         let prev = PrevAssignment::new(&a, &first);
@@ -547,17 +809,34 @@ mod tests {
         let looked_up = assign_ids(&mut looked_up_ids, &b).unwrap();
         assert_eq!(merged.rules, looked_up.rules);
         assert_eq!(merged.fresh_rules, looked_up.fresh_rules);
-        assert_eq!((merged.scopes.clone(), merged.wildcard.clone()), (looked_up.scopes.clone(), looked_up.wildcard.clone()));
-        assert_eq!((merged.v4.clone(), merged.v6.clone()), (looked_up.v4.clone(), looked_up.v6.clone()));
+        assert_eq!(
+            (merged.scopes.clone(), merged.wildcard.clone()),
+            (looked_up.scopes.clone(), looked_up.wildcard.clone())
+        );
+        assert_eq!(
+            (merged.v4.clone(), merged.v6.clone()),
+            (looked_up.v4.clone(), looked_up.v6.clone())
+        );
         // The names of the two paths are the same afterwards.
         let names = |i: &Ids| {
-            let mut v: Vec<String> = i.rules.iter().map(|(p, r, id)| format!("{p}/{r}={id}")).collect();
+            let mut v: Vec<String> = i
+                .rules
+                .iter()
+                .map(|(p, r, id)| format!("{p}/{r}={id}"))
+                .collect();
             v.extend(i.entries.iter().map(|(s, k, id)| format!("{s}|{k:?}={id}")));
             v.sort();
             v
         };
         assert_eq!(names(&merged_ids), names(&looked_up_ids));
-        assert!(merged_ids.rules.get("p", &"c".to_owned()).is_none(), "c is released");
-        assert_eq!(merged_ids.rules.get("p", &"a".to_owned()), ids.rules.get("p", &"a".to_owned()), "a keeps its id");
+        assert!(
+            merged_ids.rules.get("p", &"c".to_owned()).is_none(),
+            "c is released"
+        );
+        assert_eq!(
+            merged_ids.rules.get("p", &"a".to_owned()),
+            ids.rules.get("p", &"a".to_owned()),
+            "a keeps its id"
+        );
     }
 }

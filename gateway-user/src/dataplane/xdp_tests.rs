@@ -669,7 +669,12 @@ fn a_packet_is_judged_wholly_by_one_revision_while_revisions_flip() {
     let batches = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (stop2, batches2) = (stop.clone(), batches.clone());
     let sender = std::thread::spawn(move || {
-        let xdp: &mut aya::programs::Xdp = runner.ebpf_mut().program_mut(super::XDP_PROGRAM).unwrap().try_into().unwrap();
+        let xdp: &mut aya::programs::Xdp = runner
+            .ebpf_mut()
+            .program_mut(super::XDP_PROGRAM)
+            .unwrap()
+            .try_into()
+            .unwrap();
         let mut sent = 0u64;
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
             let mut out = vec![0u8; f.len() + 64];
@@ -687,7 +692,9 @@ fn a_packet_is_judged_wholly_by_one_revision_while_revisions_flip() {
     let wait_for_batch = || {
         let seen = batches.load(std::sync::atomic::Ordering::Relaxed);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while batches.load(std::sync::atomic::Ordering::Relaxed) == seen && std::time::Instant::now() < deadline {
+        while batches.load(std::sync::atomic::Ordering::Relaxed) == seen
+            && std::time::Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_micros(200));
         }
     };
