@@ -31,8 +31,12 @@ pub const MAX_RULE_IDS: u32 = 1 << 18;
 pub const MAX_SOURCE_ENTRIES: u32 = 1 << 19;
 /// Capacity of the port table (LPM over entry/protocol/port).
 pub const MAX_PORT_ENTRIES: u32 = 1 << 20;
-/// Capacity of the interface configuration map.
+/// Capacity of the interface configuration hash map (interfaces with an index of
+/// [`FAST_IFINDEX`] or more; every configured interface is also recorded there).
 pub const MAX_IFACES: u32 = 256;
+/// Interfaces with an index below this are looked up in the `IFACE_TABLE` array (an inlined
+/// array access instead of a hash look-up on every packet).
+pub const FAST_IFINDEX: u32 = 4096;
 /// Capacity of the token-bucket LRU map (sources being limited at once).
 pub const MAX_BUCKETS: u32 = 1 << 18;
 
@@ -62,11 +66,14 @@ const _: () = assert!(core::mem::size_of::<IfaceKey>() == 8);
 pub const IFACE_DEFAULT_DROP: u32 = 1;
 /// The interface's policies are in audit mode: drops are counted, never done.
 pub const IFACE_AUDIT: u32 = 2;
+/// The interface is configured in this generation (a zeroed `IFACE_TABLE` slot is not).
+pub const IFACE_CONFIGURED: u32 = 8;
 /// `IfaceConfig::wildcard` holds the wildcard entry's verdict for every protocol and port: no
 /// port-table lookup is needed for it.
 pub const IFACE_WILDCARD_UNIFORM: u32 = 4;
 
-/// Value of the `IFACES` hash map: which rule set judges packets arriving on an interface.
+/// Value of the `IFACES` hash map and of the `IFACE_TABLE` array (index
+/// `gen * FAST_IFINDEX + ifindex`): which rule set judges packets arriving on an interface.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IfaceConfig {

@@ -32,6 +32,8 @@ static CONFIG: Array<Config> = Array::pinned(1, 0);
 #[map]
 static IFACES: HashMap<IfaceKey, IfaceConfig> = HashMap::pinned(MAX_IFACES * 2, 0);
 #[map]
+static IFACE_TABLE: Array<IfaceConfig> = Array::pinned(2 * FAST_IFINDEX, 0);
+#[map]
 static SRC_V4: LpmTrie<SrcV4, SrcValue> = LpmTrie::pinned(MAX_SOURCE_ENTRIES, 0);
 #[map]
 static SRC_V6: LpmTrie<SrcV6, SrcValue> = LpmTrie::pinned(MAX_SOURCE_ENTRIES, 0);
@@ -431,9 +433,19 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
         Some(c) => unsafe { read_volatile(&c.active_gen) },
         None => 0,
     };
-    let Some(iface) = (unsafe { IFACES.get(&IfaceKey { gen, ifindex }) }) else {
-        count_stat(STAT_UNCONFIGURED, len);
-        return ACTION_PASS;
+    // Most interfaces have a small index: an array slot, which the JIT inlines; the hash map
+    // holds the others.
+    let iface = if ifindex < FAST_IFINDEX {
+        IFACE_TABLE.get(gen * FAST_IFINDEX + ifindex)
+    } else {
+        unsafe { IFACES.get(&IfaceKey { gen, ifindex }) }
+    };
+    let iface = match iface {
+        Some(i) if i.flags & IFACE_CONFIGURED != 0 => i,
+        _ => {
+            count_stat(STAT_UNCONFIGURED, len);
+            return ACTION_PASS;
+        }
     };
     let audit = iface.flags & IFACE_AUDIT != 0;
     // The source side: the longest source prefix any rule names. Its verdict is in the trie

@@ -43,7 +43,7 @@ use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use gateway_common::{
     Config, IfaceConfig, IfaceKey, LimitConfig, PortKey, RuleCounters, SrcV4, SrcV6, SrcValue,
-    Verdict,
+    Verdict, FAST_IFINDEX,
 };
 use tracing::{info, warn};
 
@@ -188,6 +188,7 @@ fn prog_err(what: impl Into<String>) -> impl FnOnce(aya::programs::ProgramError)
 pub struct PolicyMaps {
     config: Array<MapData, Config>,
     ifaces: BpfHashMap<MapData, IfaceKey, IfaceConfig>,
+    iface_table: Array<MapData, IfaceConfig>,
     src_v4: LpmTrie<MapData, SrcV4, SrcValue>,
     src_v6: LpmTrie<MapData, SrcV6, SrcValue>,
     ports: LpmTrie<MapData, PortKey, Verdict>,
@@ -239,6 +240,7 @@ impl Dataplane {
         let maps = PolicyMaps {
             config: take(&mut ebpf, "CONFIG")?,
             ifaces: take(&mut ebpf, "IFACES")?,
+            iface_table: take(&mut ebpf, "IFACE_TABLE")?,
             src_v4: take(&mut ebpf, "SRC_V4")?,
             src_v6: take(&mut ebpf, "SRC_V6")?,
             ports: take(&mut ebpf, "PORTS")?,
@@ -672,9 +674,20 @@ impl Dataplane {
         }
         for (&i, v) in &di.upsert {
             let (k, v) = for_gen::iface(gen, i, v);
+            // The array slot first: it is what packets read for small indexes.
+            if k.ifindex < FAST_IFINDEX {
+                m.iface_table
+                    .set(gen * FAST_IFINDEX + k.ifindex, v, 0)
+                    .map_err(map_err("write IFACE_TABLE"))?;
+            }
             m.ifaces.insert(k, v, 0).map_err(map_err("write IFACES"))?;
         }
         for &&i in &di.remove {
+            if i < FAST_IFINDEX {
+                m.iface_table
+                    .set(gen * FAST_IFINDEX + i, IfaceConfig::default(), 0)
+                    .map_err(map_err("clear IFACE_TABLE"))?;
+            }
             remove_ok(m.ifaces.remove(&IfaceKey { gen, ifindex: i }))
                 .map_err(map_err("delete from IFACES"))?;
         }

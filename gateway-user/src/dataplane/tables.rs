@@ -580,7 +580,7 @@ pub fn build(
     for (set_idx, set) in snapshot.sets.iter().enumerate() {
         let scope = assigned.scopes[set_idx];
         let wildcard = assigned.wildcard[set_idx];
-        let mut flags = 0;
+        let mut flags = gateway_common::IFACE_CONFIGURED;
         if set.default_action == Action::Deny {
             flags |= IFACE_DEFAULT_DROP;
         }
