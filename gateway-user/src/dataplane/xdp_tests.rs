@@ -770,7 +770,9 @@ fn interfaces_with_large_indexes_are_judged_through_the_hash_map() {
     rig.apply(&compile(&policies, &[veth.0.clone()]).unwrap()).unwrap();
     let f = frame(&Packet { src: "203.0.113.9".parse().unwrap(), protocol: 17, l4: L4::Port(53) }, FrameOptions::default());
     // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+    // The kernel wants data_end = the frame's length (data = data_meta = 0: no metadata).
     let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&(f.len() as u32).to_ne_bytes());
     ctx[12..16].copy_from_slice(&index.to_ne_bytes());
     let run_on = |rig: &mut TestRig, ctx: Option<&[u8]>| {
         let mut out = vec![0u8; f.len() + 64];
@@ -784,6 +786,8 @@ fn interfaces_with_large_indexes_are_judged_through_the_hash_map() {
     assert_eq!(run_on(&mut rig, None), XDP_PASS, "lo has no policy: unconfigured, passed");
     let state = rig.state_dir();
     let report = counters::read(&rig.pin_dir(), &state).unwrap();
-    assert_eq!(report.stats.unconfigured, 1);
+    assert_eq!(report.stats.unconfigured, 1, "{report:?}");
+    assert_eq!(report.stats.malformed, 0, "{report:?}");
+    assert!(report.rules.iter().any(|r| r.rule == "scanners" && r.packets == 1), "{report:?}");
     drop(veth);
 }
