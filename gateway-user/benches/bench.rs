@@ -82,15 +82,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn rule(name: &str, action: Action) -> Rule {
-    Rule {
-        name: name.into(),
-        action,
-        from: None,
-        protocol: None,
-        ports: None,
-        icmp_types: None,
-        rate_limit: None,
-    }
+    Rule::new(name, action)
 }
 
 /// A policy of `n` rules: `n - 2` deny rules from distinct pseudo-random IPv4 and IPv6 prefixes
@@ -266,7 +258,7 @@ fn per_packet(report: &mut Report) {
     md.push_str("| rules | pass ns | deny ns | rate-limited ns | pass / xdp_pass | pass at N / pass at 10 |\n|---:|---:|---:|---:|---:|---:|\n");
     let pass10 = median(&mut samples.get(&(10, "pass")).cloned().unwrap_or_default());
     for n in sizes {
-        let mut get = |k: &str| median(&mut samples.get(&(n, k)).cloned().unwrap_or_default());
+        let get = |k: &str| median(&mut samples.get(&(n, k)).cloned().unwrap_or_default());
         let (pass, deny, limited) = (get("pass"), get("deny"), get("rate-limited"));
         md.push_str(&format!(
             "| {n} | {pass:.1} | {deny:.1} | {limited:.1} | {:.2}x | {:.2}x |\n",

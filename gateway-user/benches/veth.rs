@@ -295,15 +295,7 @@ fn render(results: &[(Receiver, Vec<Trial>)], info: &LabInfo, plan: Plan) -> Str
 // Policy
 
 fn rule(name: &str, action: Action) -> Rule {
-    Rule {
-        name: name.into(),
-        action,
-        from: None,
-        protocol: None,
-        ports: None,
-        icmp_types: None,
-        rate_limit: None,
-    }
+    Rule::new(name, action)
 }
 
 fn policies() -> Vec<Policy> {

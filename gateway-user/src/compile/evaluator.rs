@@ -220,15 +220,7 @@ mod tests {
     }
 
     fn rule(name: &str, action: Action) -> Rule {
-        Rule {
-            name: name.into(),
-            action,
-            from: None,
-            protocol: None,
-            ports: None,
-            icmp_types: None,
-            rate_limit: None,
-        }
+        Rule::new(name, action)
     }
 
     fn from(mut r: Rule, cidrs: &[&str]) -> Rule {

@@ -744,15 +744,7 @@ mod tests {
     use crate::compile::policy::PortRange;
 
     fn rule(name: &str, action: Action) -> Rule {
-        Rule {
-            name: name.into(),
-            action,
-            from: None,
-            protocol: None,
-            ports: None,
-            icmp_types: None,
-            rate_limit: None,
-        }
+        Rule::new(name, action)
     }
 
     fn policy(name: &str, rules: Vec<Rule>) -> Policy {

@@ -113,6 +113,22 @@ pub struct Rule {
     pub rate_limit: Option<RateLimit>,
 }
 
+impl Rule {
+    /// A rule named `name` that matches every packet (any source, protocol and port), without
+    /// a rate limit: the starting point for rules built in code (tests, benchmarks, tools).
+    pub fn new(name: impl Into<String>, action: Action) -> Self {
+        Rule {
+            name: name.into(),
+            action,
+            from: None,
+            protocol: None,
+            ports: None,
+            icmp_types: None,
+            rate_limit: None,
+        }
+    }
+}
+
 /// One `L4Policy`, validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Policy {

@@ -24,15 +24,7 @@ macro_rules! require_root {
 }
 
 fn rule(name: &str, action: Action) -> Rule {
-    Rule {
-        name: name.into(),
-        action,
-        from: None,
-        protocol: None,
-        ports: None,
-        icmp_types: None,
-        rate_limit: None,
-    }
+    Rule::new(name, action)
 }
 
 fn from(mut r: Rule, cidrs: &[&str]) -> Rule {
@@ -742,20 +734,42 @@ struct IndexedVeth(String);
 
 impl IndexedVeth {
     fn new(name: &str, index: u32) -> Self {
-        let _ = std::process::Command::new("ip").args(["link", "del", name]).output();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", name])
+            .output();
         let out = std::process::Command::new("ip")
-            .args(["link", "add", "name", name, "index", &index.to_string(), "type", "veth", "peer", "name", &format!("{name}p")])
+            .args([
+                "link",
+                "add",
+                "name",
+                name,
+                "index",
+                &index.to_string(),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &format!("{name}p"),
+            ])
             .output()
             .expect("ip");
-        assert!(out.status.success(), "create {name}: {}", String::from_utf8_lossy(&out.stderr));
-        let _ = std::process::Command::new("ip").args(["link", "set", name, "up"]).output();
+        assert!(
+            out.status.success(),
+            "create {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = std::process::Command::new("ip")
+            .args(["link", "set", name, "up"])
+            .output();
         IndexedVeth(name.to_owned())
     }
 }
 
 impl Drop for IndexedVeth {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["link", "del", &self.0]).output();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .output();
     }
 }
 
@@ -766,9 +780,21 @@ fn interfaces_with_large_indexes_are_judged_through_the_hash_map() {
     let index = gateway_common::FAST_IFINDEX + 904;
     let veth = IndexedVeth::new("tgbigidx0", index);
     let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
-    let policies = vec![policy("p", Action::Allow, vec![from(rule("scanners", Action::Deny), &["203.0.113.0/24"])])];
-    rig.apply(&compile(&policies, &[veth.0.clone()]).unwrap()).unwrap();
-    let f = frame(&Packet { src: "203.0.113.9".parse().unwrap(), protocol: 17, l4: L4::Port(53) }, FrameOptions::default());
+    let policies = vec![policy(
+        "p",
+        Action::Allow,
+        vec![from(rule("scanners", Action::Deny), &["203.0.113.0/24"])],
+    )];
+    rig.apply(&compile(&policies, &[veth.0.clone()]).unwrap())
+        .unwrap();
+    let f = frame(
+        &Packet {
+            src: "203.0.113.9".parse().unwrap(),
+            protocol: 17,
+            l4: L4::Port(53),
+        },
+        FrameOptions::default(),
+    );
     // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
     // The kernel wants data_end = the frame's length (data = data_meta = 0: no metadata).
     let mut ctx = [0u8; 24];
@@ -780,14 +806,30 @@ fn interfaces_with_large_indexes_are_judged_through_the_hash_map() {
         opts.data_in = Some(&f);
         opts.data_out = Some(&mut out);
         opts.ctx_in = ctx;
-        aya::programs::TestRun::test_run(rig.xdp(), opts).unwrap_or_else(|e| panic!("test run: {e}")).return_value
+        aya::programs::TestRun::test_run(rig.xdp(), opts)
+            .unwrap_or_else(|e| panic!("test run: {e}"))
+            .return_value
     };
-    assert_eq!(run_on(&mut rig, Some(&ctx)), XDP_DROP, "the policy applies on the interface with index {index}");
-    assert_eq!(run_on(&mut rig, None), XDP_PASS, "lo has no policy: unconfigured, passed");
+    assert_eq!(
+        run_on(&mut rig, Some(&ctx)),
+        XDP_DROP,
+        "the policy applies on the interface with index {index}"
+    );
+    assert_eq!(
+        run_on(&mut rig, None),
+        XDP_PASS,
+        "lo has no policy: unconfigured, passed"
+    );
     let state = rig.state_dir();
     let report = counters::read(&rig.pin_dir(), &state).unwrap();
     assert_eq!(report.stats.unconfigured, 1, "{report:?}");
     assert_eq!(report.stats.malformed, 0, "{report:?}");
-    assert!(report.rules.iter().any(|r| r.rule == "scanners" && r.packets == 1), "{report:?}");
+    assert!(
+        report
+            .rules
+            .iter()
+            .any(|r| r.rule == "scanners" && r.packets == 1),
+        "{report:?}"
+    );
     drop(veth);
 }
