@@ -868,4 +868,22 @@ mod tests {
         b.interfaces = Some(vec!["eth1".into()]);
         compile(&[a2, b], &["eth0".into(), "eth1".into()]).unwrap();
     }
+
+    #[test]
+    fn a_revision_bigger_than_the_maps_is_refused_with_a_clear_error() {
+        // One rule naming more source prefixes than half the source trie (one generation).
+        let n = MAX_SOURCE_ENTRIES as usize / 2 + 1;
+        let mut big = rule("huge", Action::Deny);
+        big.from = Some(
+            (0..n as u32)
+                .map(|i| IpNet::V4(Ipv4Net::new((0x0a00_0000 + i).into(), 32).unwrap()))
+                .collect(),
+        );
+        let err = compile(&[policy("p", vec![big])], &["eth0".into()]).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert!(
+            err.0[0].message.contains("source prefixes") && err.0[0].message.contains("at most"),
+            "{err}"
+        );
+    }
 }
