@@ -143,6 +143,28 @@ pub enum DataplaneError {
         #[source]
         source: std::io::Error,
     },
+    /// The pinned maps were made by a build with another map layout.
+    #[error(
+        "the maps pinned under {pin_dir} were created by another version of tollgate (map {map}: key {found_key} / value {found_value} bytes / {found_entries} entries; this version needs {key} / {value} / {entries}). They keep enforcing the revision they hold. To switch versions run `tollgate detach --pin-dir {pin_dir}` first (filtering stops until this agent attaches)"
+    )]
+    IncompatiblePins {
+        /// The pin directory.
+        pin_dir: String,
+        /// The map that differs.
+        map: String,
+        /// Pinned key size.
+        found_key: u32,
+        /// Pinned value size.
+        found_value: u32,
+        /// Pinned capacity.
+        found_entries: u32,
+        /// Key size this build needs.
+        key: u32,
+        /// Value size this build needs.
+        value: u32,
+        /// Capacity this build needs.
+        entries: u32,
+    },
     /// No attach mode worked.
     #[error("could not attach to {iface}: {reasons}")]
     Attach {
@@ -234,6 +256,7 @@ impl Dataplane {
         let maps_dir = pin_dir.join("maps");
         std::fs::create_dir_all(&maps_dir)
             .map_err(io_err(format!("create {}", maps_dir.display())))?;
+        check_pinned_layout(pin_dir, &maps_dir)?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
             .load(EBPF_OBJECT)?;
@@ -744,6 +767,39 @@ impl Dataplane {
         xdp.load().map_err(prog_err("load the XDP program"))?;
         Ok(xdp)
     }
+}
+
+/// Refuses pinned maps whose layout differs from this build's: the loader would reuse them as
+/// they are, and the programs would read their entries with the wrong layout.
+fn check_pinned_layout(pin_dir: &Path, maps_dir: &Path) -> Result<(), DataplaneError> {
+    let object = aya_obj::Object::parse(EBPF_OBJECT).map_err(|e| DataplaneError::Io {
+        what: "parse the eBPF object".into(),
+        source: other(e),
+    })?;
+    for (name, def) in &object.maps {
+        let path = maps_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let info = MapData::from_pin(&path)
+            .and_then(|m| m.info())
+            .map_err(map_err(format!("inspect pinned map {}", path.display())))?;
+        let found = (info.key_size(), info.value_size(), info.max_entries());
+        let wanted = (def.key_size(), def.value_size(), def.max_entries());
+        if found != wanted {
+            return Err(DataplaneError::IncompatiblePins {
+                pin_dir: pin_dir.display().to_string(),
+                map: name.clone(),
+                found_key: found.0,
+                found_value: found.1,
+                found_entries: found.2,
+                key: wanted.0,
+                value: wanted.1,
+                entries: wanted.2,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// An LPM key as `(prefix length, data)`.

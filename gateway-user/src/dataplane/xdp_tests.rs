@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::counters;
 use super::testrun::{frame, FrameOptions, TestRig, TEST_RUN_INTERFACE, XDP_DROP, XDP_PASS};
+use super::{counters, Dataplane};
 use crate::compile::evaluator::evaluate;
 use crate::compile::l4::compile;
 use crate::compile::packet::{Decision, Outcome, Packet, Reason, L4};
@@ -832,4 +832,37 @@ fn interfaces_with_large_indexes_are_judged_through_the_hash_map() {
         "{report:?}"
     );
     drop(veth);
+}
+
+#[test]
+fn maps_pinned_by_another_layout_are_refused_with_a_clear_error() {
+    require_root!();
+    let rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    // A second pin directory on the rig's bpffs, with a SRC_V4 of the wrong value size.
+    let pins = rig.pin_dir().with_file_name("other-version");
+    std::fs::create_dir_all(pins.join("maps")).unwrap();
+    let out = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(pins.join("maps/SRC_V4"))
+        .args([
+            "type", "lpm_trie", "key", "12", "value", "4", "entries", "16", "name", "SRC_V4",
+            "flags", "1",
+        ])
+        .output()
+        .expect("bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool map create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state = tempfile::tempdir().unwrap();
+    let err = match Dataplane::load(&pins, state.path()) {
+        Ok(_) => panic!("maps of another layout were adopted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("map SRC_V4") && err.contains("tollgate detach"),
+        "{err}"
+    );
+    let _ = std::fs::remove_file(pins.join("maps/SRC_V4"));
 }
