@@ -12,6 +12,8 @@ use tracing::{error, info, warn};
 use crate::compile::snapshot::{compile_documents, Snapshot};
 use crate::dataplane::{self, AttachMode, Dataplane};
 use crate::source::dir::read_dir;
+use crate::telemetry::{self, InterfaceStatus, RevisionStatus, Shared};
+use std::sync::Arc;
 
 /// Settings of the agent.
 #[derive(Debug, Clone)]
@@ -30,31 +32,29 @@ pub struct AgentConfig {
     pub interval: Duration,
     /// Remove everything on exit.
     pub detach_on_exit: bool,
+    /// Admin server address.
+    pub admin: std::net::SocketAddr,
 }
 
-/// What happened to the last revision the agent looked at.
-#[derive(Debug, Clone, Default)]
-pub struct PipelineState {
-    /// The revision in force.
-    pub applied: Option<String>,
-    /// The last revision read (applied or refused).
-    pub attempted: Option<String>,
-    /// Why the last attempt failed.
-    pub last_error: Option<String>,
-}
+/// Why a revision was not loaded: `source` (could not be read) or `invalid` (refused by the
+/// compiler); the label of `tollgate_policy_apply_failures_total`.
+type LoadError = (&'static str, String);
 
 /// Reads and compiles the source. Never touches the kernel.
-fn load_revision(config: &AgentConfig) -> Result<Snapshot, String> {
-    let docs = read_dir(&config.source).map_err(|e| e.to_string())?;
+fn load_revision(config: &AgentConfig) -> Result<Snapshot, LoadError> {
+    let docs = read_dir(&config.source).map_err(|e| ("source", e.to_string()))?;
     if docs.files.is_empty() {
         // Most likely a wrong path or an unmounted volume: applying it would silently remove
         // every rule. An operator who wants no filtering commits a policy without rules.
-        return Err(format!(
-            "no policy files (*.yaml, *.yml) under {}; refusing a revision that would remove all policy",
-            config.source.display()
+        return Err((
+            "source",
+            format!(
+                "no policy files (*.yaml, *.yml) under {}; refusing a revision that would remove all policy",
+                config.source.display()
+            ),
         ));
     }
-    compile_documents(&docs, Some(&config.interfaces)).map_err(|e| e.to_string())
+    compile_documents(&docs, Some(&config.interfaces)).map_err(|e| ("invalid", e.to_string()))
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -68,15 +68,30 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     if dp.adopted_state() {
         info!(pin_dir = %config.pin_dir.display(), generation = dp.active_gen(), "adopted the pinned maps: the last applied revision stays enforced");
     }
+    let shared = Shared::new(config.pin_dir.clone());
+    telemetry::admin::serve(config.admin, shared.clone())
+        .await
+        .with_context(|| format!("start the admin server on {} (--admin)", config.admin))?;
+    info!(address = %config.admin, "admin server: /metrics /healthz /readyz /status");
     dp.attach_all(&config.interfaces, config.attach_mode)
         .context("attach")?;
     for (iface, how) in dp.attached() {
         info!(interface = %iface, mode = how.as_str(), "enforcing on interface");
     }
+    if let Ok(mut s) = shared.status.write() {
+        s.interfaces = dp
+            .attached()
+            .iter()
+            .map(|(n, m)| InterfaceStatus {
+                name: n.clone(),
+                mode: m.as_str().into(),
+            })
+            .collect();
+    }
+    publish_counter_names(&shared, &dp);
 
-    let mut state = PipelineState::default();
     let mut last_seen: Option<String> = None;
-    reconcile(&config, &mut dp, &mut state, &mut last_seen);
+    reconcile(&config, &mut dp, &shared, &mut last_seen);
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -85,11 +100,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     tick.tick().await;
     loop {
         tokio::select! {
-            _ = tick.tick() => reconcile(&config, &mut dp, &mut state, &mut last_seen),
+            _ = tick.tick() => reconcile(&config, &mut dp, &shared, &mut last_seen),
             _ = hup.recv() => {
                 info!("SIGHUP: reading the source now");
                 last_seen = None;
-                reconcile(&config, &mut dp, &mut state, &mut last_seen);
+                reconcile(&config, &mut dp, &shared, &mut last_seen);
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -108,38 +123,77 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Publishes the names of the counter slots for the metrics collector.
+fn publish_counter_names(shared: &Shared, dp: &Dataplane) {
+    let names: telemetry::CounterNames = dp
+        .ids()
+        .rules
+        .iter()
+        .map(|(p, r, id)| (p.to_owned(), r.clone(), id))
+        .collect();
+    if let Ok(mut n) = shared.counter_names.write() {
+        *n = Arc::new(names);
+    }
+}
+
 /// One pass of the loop: read, compile, and apply if the revision is new and valid.
 fn reconcile(
     config: &AgentConfig,
     dp: &mut Dataplane,
-    state: &mut PipelineState,
+    shared: &Shared,
     last_seen: &mut Option<String>,
 ) {
     let started = Instant::now();
+    let source = config.source.display().to_string();
     let snapshot = match load_revision(config) {
         Ok(s) => s,
-        Err(e) => {
+        Err((reason, e)) => {
+            let mut status = shared.status.write().unwrap_or_else(|p| p.into_inner());
             // Same broken revision as before: say it once.
-            if state.last_error.as_deref() != Some(e.as_str()) || last_seen.is_none() {
-                error!(source = %config.source.display(), applied = state.applied.as_deref().unwrap_or("none"), "revision refused; the last good revision stays enforced:\n{e}");
+            if status.last_error.as_deref() != Some(e.as_str()) || last_seen.is_none() {
+                let applied = status
+                    .applied
+                    .as_ref()
+                    .map_or("none".to_owned(), |r| r.id.clone());
+                error!(source = %source, applied = %applied, reason, "revision refused; the last good revision stays enforced:\n{e}");
+                shared.metrics.failed(reason);
             }
-            state.last_error = Some(e);
-            state.attempted = None;
+            status.last_error = Some(e);
+            status.attempted = None;
             *last_seen = Some(String::new());
             return;
         }
     };
     let id = snapshot.revision.id.clone();
-    if last_seen.as_deref() == Some(id.as_str()) && state.applied.as_deref() == Some(id.as_str()) {
+    let applied_id = shared
+        .status
+        .read()
+        .ok()
+        .and_then(|s| s.applied.as_ref().map(|r| r.id.clone()));
+    if last_seen.as_deref() == Some(id.as_str()) && applied_id.as_deref() == Some(id.as_str()) {
         return;
     }
     *last_seen = Some(id.clone());
-    state.attempted = Some(id.clone());
+    let revision = RevisionStatus {
+        id: id.clone(),
+        source: source.clone(),
+        at_unix: telemetry::unix_now(),
+    };
     let compiled = started.elapsed();
     match dp.apply(&snapshot.l4) {
         Ok(stats) => {
-            state.applied = Some(id.clone());
-            state.last_error = None;
+            publish_counter_names(shared, dp);
+            shared
+                .metrics
+                .applied(&source, &id, started.elapsed().as_secs_f64());
+            if let Ok(mut s) = shared.status.write() {
+                s.applied = Some(revision.clone());
+                s.attempted = Some(revision);
+                s.last_error = None;
+                s.rules = snapshot.l4.rules.len();
+                s.source_entries = snapshot.l4.source_entries();
+                s.port_entries = snapshot.l4.port_entries();
+            }
             info!(
                 revision = %id,
                 policies = snapshot.policies.len(),
@@ -154,7 +208,11 @@ fn reconcile(
         }
         Err(e) => {
             warn!(revision = %id, error = %e, "apply failed; the previous revision stays enforced");
-            state.last_error = Some(e.to_string());
+            shared.metrics.failed("apply");
+            if let Ok(mut s) = shared.status.write() {
+                s.attempted = Some(revision);
+                s.last_error = Some(e.to_string());
+            }
         }
     }
 }

@@ -146,6 +146,9 @@ const TOOL_PACKAGES: &[&str] = &[
     "hping3",
     "python3-scapy",
     "procps",
+    // promtool, which checks the agent's /metrics output in the tests.
+    "prometheus",
+    "curl",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

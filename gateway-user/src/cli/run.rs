@@ -32,6 +32,9 @@ pub struct RunArgs {
     /// Remove programs, links and maps when the agent stops (default: leave them enforcing).
     #[arg(long)]
     pub detach_on_exit: bool,
+    /// Admin HTTP server address: /metrics, /healthz, /readyz, /status.
+    #[arg(long, default_value = crate::telemetry::admin::DEFAULT_ADMIN_ADDR, env = "TOLLGATE_ADMIN")]
+    pub admin: std::net::SocketAddr,
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
@@ -44,6 +47,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         attach_mode: args.attach_mode,
         interval: args.interval,
         detach_on_exit: args.detach_on_exit,
+        admin: args.admin,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -72,16 +72,30 @@ pub fn read(pin_dir: &Path, state_dir: &Path) -> Result<CounterReport, Dataplane
             source,
         })?
         .unwrap_or_default();
+    let names: Vec<(String, String, u32)> = ids
+        .rules
+        .iter()
+        .map(|(p, r, id)| (p.to_owned(), r.clone(), id))
+        .collect();
+    read_named(pin_dir, &names)
+}
+
+/// Reads the counters pinned under `pin_dir` of the rules `names` (policy, rule, id): one
+/// per-CPU read per rule, so the cost is rules x CPUs, whatever the traffic.
+pub fn read_named(
+    pin_dir: &Path,
+    names: &[(String, String, u32)],
+) -> Result<CounterReport, DataplaneError> {
     let rules_map: PerCpuArray<_, RuleCounters> =
         PerCpuArray::try_from(open_pinned(pin_dir, "RULE_COUNTERS")?)
             .map_err(super::map_err("RULE_COUNTERS"))?;
     let stats_map: PerCpuArray<_, Counter> =
         PerCpuArray::try_from(open_pinned(pin_dir, "STATS")?).map_err(super::map_err("STATS"))?;
     let mut report = CounterReport::default();
-    let mut names: Vec<(&str, &String, u32)> = ids.rules.iter().collect();
+    let mut names: Vec<&(String, String, u32)> = names.iter().collect();
     names.sort();
     for (policy, rule, id) in names {
-        let rule = rule.as_str();
+        let (policy, rule, id) = (policy.as_str(), rule.as_str(), *id);
         let per_cpu = rules_map
             .get(&id, 0)
             .map_err(super::map_err(format!("read counters of {policy}/{rule}")))?;

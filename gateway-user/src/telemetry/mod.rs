@@ -1,1 +1,85 @@
-//! placeholder
+//! The report side: what is enforced here, since when, what was refused, and what the data
+//! path is doing. One registry ([`metrics::Metrics`]), one shared status ([`Status`]), served by
+//! the admin HTTP server ([`admin`]).
+pub mod admin;
+pub mod metrics;
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+
+/// A revision as reported.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RevisionStatus {
+    /// Revision id (commit, or `dir:` + content hash).
+    pub id: String,
+    /// Where it came from.
+    pub source: String,
+    /// When it was applied or attempted (Unix seconds).
+    pub at_unix: u64,
+}
+
+/// An interface and how it is attached.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct InterfaceStatus {
+    /// Interface name.
+    pub name: String,
+    /// `native`, `generic` or `tc`.
+    pub mode: String,
+}
+
+/// What `/status` shows and what readiness is decided on.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    /// The revision in force.
+    pub applied: Option<RevisionStatus>,
+    /// The last revision read (applied or refused).
+    pub attempted: Option<RevisionStatus>,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
+    /// Attach mode per interface.
+    pub interfaces: Vec<InterfaceStatus>,
+    /// Rules in force (including one default per rule set).
+    pub rules: usize,
+    /// Source-trie entries in force.
+    pub source_entries: usize,
+    /// Port-table entries in force.
+    pub port_entries: usize,
+}
+
+/// Names of the rule counters in force: (policy, rule, counter id).
+pub type CounterNames = Vec<(String, String, u32)>;
+
+/// State shared by the agent (writer) and the admin server (reader).
+#[derive(Debug)]
+pub struct Shared {
+    /// The status.
+    pub status: RwLock<Status>,
+    /// Rule names of the counter slots, published after every apply.
+    pub counter_names: RwLock<Arc<CounterNames>>,
+    /// Where the counter maps are pinned.
+    pub pin_dir: PathBuf,
+    /// The metrics.
+    pub metrics: metrics::Metrics,
+}
+
+impl Shared {
+    /// New shared state for an agent whose maps are pinned under `pin_dir`.
+    pub fn new(pin_dir: PathBuf) -> Arc<Self> {
+        Arc::new_cyclic(|weak| Shared {
+            status: RwLock::new(Status::default()),
+            counter_names: RwLock::new(Arc::new(Vec::new())),
+            pin_dir,
+            metrics: metrics::Metrics::new(weak.clone()),
+        })
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

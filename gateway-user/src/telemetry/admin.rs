@@ -1,0 +1,85 @@
+//! The admin HTTP server (`--admin`, default 127.0.0.1:9464): `/metrics` (OpenMetrics text),
+//! `/healthz` (the process is alive; never fails because a source is down), `/readyz` (a
+//! revision is enforced) and `/status` (JSON). GET only; anything else is a 404 or 405.
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+use super::Shared;
+
+/// Default listen address.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9464";
+
+/// The routes.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .with_state(shared)
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    // OpenMetrics for the clients that ask for it (Prometheus does), the classic text format
+    // for the others.
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    // Reading the kernel counters is blocking (one syscall per rule): off the async workers.
+    let body = tokio::task::spawn_blocking(move || shared.metrics.render(openmetrics))
+        .await
+        .unwrap_or_default();
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    let applied = shared
+        .status
+        .read()
+        .map(|s| s.applied.clone())
+        .unwrap_or(None);
+    match applied {
+        Some(r) => (
+            StatusCode::OK,
+            format!("ready: revision {} is enforced\n", r.id),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no revision is enforced yet\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> Response {
+    let s = shared.status.read().map(|s| s.clone()).unwrap_or_default();
+    Json(s).into_response()
+}
+
+/// Binds `addr` (so that a taken port is an error at start, not later) and serves until the
+/// process ends.
+pub async fn serve(
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let app = router(shared);
+    Ok(tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "admin server stopped");
+        }
+    }))
+}

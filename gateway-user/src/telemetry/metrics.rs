@@ -1,0 +1,301 @@
+//! The one metrics registry. Names are a contract (shared/DESIGN.md, prefix `tollgate_`).
+//!
+//! The L4 packet counters are not kept here: they live in the kernel's per-CPU maps and are
+//! read and summed when Prometheus scrapes (a collector), so the packet path never does any
+//! work for metrics. Label values are policy, rule, action and reason names only: never
+//! addresses or keys.
+use std::sync::{Mutex, Weak};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+use super::Shared;
+use crate::dataplane::counters;
+
+/// Labels of the L4 counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    /// Policy name.
+    pub policy: String,
+    /// Rule name (`(default)` for the default action).
+    pub rule: String,
+    /// `pass` or `drop`.
+    pub action: String,
+    /// `policy`, `ratelimit`, `default` or `audit`.
+    pub reason: String,
+}
+
+/// Label of failures.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why.
+    pub reason: String,
+}
+
+/// Labels of the revision info metric.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevisionLabels {
+    /// Where the policy comes from.
+    pub source: String,
+    /// The revision in force.
+    pub revision: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MapLabel {
+    map: String,
+}
+
+/// The metrics the agent updates, and the registry that serves them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    /// `tollgate_policy_apply_duration_seconds`.
+    pub apply_duration: Histogram,
+    /// `tollgate_policy_apply_failures_total{reason}`: `invalid` (refused by the compiler),
+    /// `source` (could not be read), `apply` (the kernel refused a write).
+    pub apply_failures: Family<ReasonLabel, Counter>,
+    /// `tollgate_policy_last_apply_success_timestamp_seconds`.
+    pub last_apply_success: Gauge<f64, AtomicU64>,
+    /// `tollgate_policy_revision_info{source,revision}`: 1 for the revision in force.
+    pub revision_info: Family<RevisionLabels, Gauge>,
+}
+
+/// Reads the kernel counters at scrape time.
+#[derive(Debug)]
+struct L4Collector {
+    shared: Weak<Shared>,
+}
+
+impl Collector for L4Collector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(shared) = self.shared.upgrade() else {
+            return Ok(());
+        };
+        let names = shared
+            .counter_names
+            .read()
+            .map(|n| n.clone())
+            .unwrap_or_default();
+        // A scrape while no maps are pinned (not started yet) shows no L4 series.
+        let Ok(report) = counters::read_named(&shared.pin_dir, &names) else {
+            return Ok(());
+        };
+
+        let labels = |r: &counters::RuleCount| RuleLabels {
+            policy: r.policy.clone(),
+            rule: r.rule.clone(),
+            action: r.action.to_owned(),
+            reason: r.reason.to_owned(),
+        };
+        let mut packets = encoder.encode_descriptor(
+            "tollgate_l4_packets",
+            "Packets judged by the L4 program, by the rule that decided (summed over CPUs).",
+            None,
+            MetricType::Counter,
+        )?;
+        for r in &report.rules {
+            ConstCounter::new(r.packets).encode(packets.encode_family(&labels(r))?)?;
+        }
+        let mut bytes = encoder.encode_descriptor(
+            "tollgate_l4_bytes",
+            "Bytes judged by the L4 program, by the rule that decided (summed over CPUs).",
+            None,
+            MetricType::Counter,
+        )?;
+        for r in &report.rules {
+            ConstCounter::new(r.bytes).encode(bytes.encode_family(&labels(r))?)?;
+        }
+        let s = &report.stats;
+        let mut unjudged = encoder.encode_descriptor(
+            "tollgate_l4_unjudged_packets",
+            "Packets no rule judged: non_ip and fragment passed, malformed and unsupported dropped, unconfigured interface passed, bucket_error passed uncharged.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, v) in [
+            ("non_ip", s.non_ip),
+            ("malformed", s.malformed),
+            ("fragment", s.fragment_pass),
+            ("unconfigured", s.unconfigured),
+            ("unsupported", s.unsupported),
+            ("bucket_error", s.bucket_errors),
+        ] {
+            ConstCounter::new(v).encode(unjudged.encode_family(&ReasonLabel {
+                reason: reason.into(),
+            })?)?;
+        }
+
+        let status = shared.status.read().map(|s| s.clone()).unwrap_or_default();
+        let mut entries = encoder.encode_descriptor(
+            "tollgate_map_entries",
+            "Entries the revision in force uses, per map (one generation).",
+            None,
+            MetricType::Gauge,
+        )?;
+        let fill = [
+            (
+                "rules",
+                status.rules as i64,
+                i64::from(gateway_common::MAX_RULE_IDS),
+            ),
+            (
+                "source",
+                status.source_entries as i64,
+                i64::from(gateway_common::MAX_SOURCE_ENTRIES / 2),
+            ),
+            (
+                "ports",
+                status.port_entries as i64,
+                i64::from(gateway_common::MAX_PORT_ENTRIES / 2),
+            ),
+        ];
+        for (map, n, _) in fill {
+            ConstGauge::new(n).encode(entries.encode_family(&MapLabel { map: map.into() })?)?;
+        }
+        let mut capacity = encoder.encode_descriptor(
+            "tollgate_map_capacity",
+            "Entries a revision can use, per map (one generation).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (map, _, cap) in fill {
+            ConstGauge::new(cap).encode(capacity.encode_family(&MapLabel { map: map.into() })?)?;
+        }
+        Ok(())
+    }
+}
+
+impl Metrics {
+    /// Registers every metric; `shared` is read at scrape time for the kernel counters.
+    pub fn new(shared: Weak<Shared>) -> Self {
+        let mut registry = Registry::default();
+        let apply_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "tollgate_policy_apply_duration_seconds",
+            "Time from reading a revision to enforcing it (read, compile, apply).",
+            apply_duration.clone(),
+        );
+        let apply_failures = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "tollgate_policy_apply_failures",
+            "Revisions that were not applied, by reason.",
+            apply_failures.clone(),
+        );
+        let last_apply_success = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "tollgate_policy_last_apply_success_timestamp_seconds",
+            "When a revision was last applied (Unix time).",
+            last_apply_success.clone(),
+        );
+        let revision_info = Family::<RevisionLabels, Gauge>::default();
+        registry.register(
+            "tollgate_policy_revision_info",
+            "The revision in force (value 1).",
+            revision_info.clone(),
+        );
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        registry.register(
+            "tollgate_build_info",
+            "The agent's version (value 1).",
+            build_info,
+        );
+        registry.register_collector(Box::new(L4Collector { shared }));
+        Metrics {
+            registry: Mutex::new(registry),
+            apply_duration,
+            apply_failures,
+            last_apply_success,
+            revision_info,
+        }
+    }
+
+    /// Records the revision in force.
+    pub fn applied(&self, source: &str, revision: &str, seconds: f64) {
+        self.apply_duration.observe(seconds);
+        self.last_apply_success.set(super::unix_now() as f64);
+        self.revision_info.clear();
+        self.revision_info
+            .get_or_create(&RevisionLabels {
+                source: source.into(),
+                revision: revision.into(),
+            })
+            .set(1);
+    }
+
+    /// Records a revision that was not applied.
+    pub fn failed(&self, reason: &str) {
+        self.apply_failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// The exposition: OpenMetrics text, or the classic Prometheus text format (0.0.4) for
+    /// clients that do not ask for OpenMetrics (promtool, older scrapers).
+    pub fn render(&self, openmetrics: bool) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let encoded = if openmetrics {
+            prometheus_client::encoding::text::encode(&mut out, &registry)
+        } else {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+        };
+        if encoded.is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_names_the_contract_metrics_without_client_data() {
+        let shared = Shared::new("/nonexistent/tollgate-pins".into());
+        shared.metrics.applied("examples/", "dir:1234", 0.012);
+        shared.metrics.applied("examples/", "dir:5678", 0.010);
+        shared.metrics.failed("invalid");
+        let text = shared.metrics.render(true);
+        for name in [
+            "tollgate_policy_apply_duration_seconds_bucket",
+            "tollgate_policy_apply_failures_total{reason=\"invalid\"} 1",
+            "tollgate_policy_last_apply_success_timestamp_seconds",
+            "tollgate_policy_revision_info{source=\"examples/\",revision=\"dir:5678\"} 1",
+            "tollgate_build_info{version=",
+            "# EOF",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+        assert!(
+            !text.contains("dir:1234"),
+            "only the revision in force is reported:\n{text}"
+        );
+        let classic = shared.metrics.render(false);
+        assert!(
+            classic.contains("# HELP tollgate_policy_apply_failures_total ")
+                && !classic.contains("# EOF"),
+            "{classic}"
+        );
+    }
+}

@@ -1,0 +1,173 @@
+//! The admin server of a running agent: /metrics in valid OpenMetrics (checked by promtool)
+//! with the packets a denied source sent counted on its rule, /healthz, /readyz, /status.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::time::Duration;
+
+use tollgate_tests::{l4_policy, require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED};
+
+const SCANNER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+
+/// GET `path` from the admin server; returns (status code, body).
+fn get(port: u16, path: &str) -> (u16, String) {
+    get_with(port, path, "")
+}
+
+/// GET with extra header lines (each ending in \r\n).
+fn get_with(port: u16, path: &str, headers: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("connect to the admin port {port}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let code = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// The value of the first sample line that starts with `prefix`.
+fn sample(text: &str, prefix: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn metrics_count_the_dropped_packets_of_a_denied_source_and_pass_promtool() {
+    require_root!();
+    let port = 19464;
+    let lab = Lab::new("metrics", &[SCANNER]);
+    lab.write_policy(
+        "edge.yaml",
+        &l4_policy(
+            "edge",
+            "allow",
+            "- name: block-scanners\n  action: deny\n  from: [203.0.113.0/24]\n",
+        ),
+    );
+    let mut agent = lab.start_agent(&["--admin", &format!("127.0.0.1:{port}")]);
+    agent
+        .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    assert_eq!(get(port, "/healthz").0, 200);
+    let (code, ready) = get(port, "/readyz");
+    assert_eq!(code, 200, "{ready}");
+
+    let sent = 7;
+    let denied = lab.ping(
+        SCANNER,
+        sent,
+        Duration::from_millis(20),
+        Duration::from_secs(1),
+    );
+    assert_eq!(denied.received, 0);
+    let (code, text) = get(port, "/metrics");
+    assert_eq!(code, 200);
+    let dropped = sample(&text, "tollgate_l4_packets_total{policy=\"edge\",rule=\"block-scanners\",action=\"drop\",reason=\"policy\"}")
+        .unwrap_or_else(|| panic!("no counter for block-scanners:\n{text}"));
+    assert_eq!(
+        dropped,
+        u64::from(sent),
+        "every echo request of the denied source is counted once:\n{text}"
+    );
+    assert!(
+        text.contains("tollgate_policy_revision_info{source="),
+        "{text}"
+    );
+    assert!(text.contains("tollgate_build_info{version="), "{text}");
+    assert!(
+        !text.contains("203.0.113"),
+        "no client address is a label value:\n{text}"
+    );
+
+    // promtool (Debian's prometheus package) checks the exposition format and naming.
+    let file = std::env::temp_dir().join(format!("tollgate-metrics-{}.txt", std::process::id()));
+    std::fs::write(&file, &text).unwrap();
+    let check = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("promtool check metrics < {}", file.display()))
+        .output()
+        .expect("run promtool (cargo xtask setup installs Debian's prometheus package)");
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        check.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // Prometheus asks for OpenMetrics, and gets it.
+    let (code, om) = get_with(
+        port,
+        "/metrics",
+        "Accept: application/openmetrics-text;version=1.0.0\r\n",
+    );
+    assert_eq!(code, 200);
+    assert!(
+        om.trim_end().ends_with("# EOF"),
+        "OpenMetrics ends with # EOF:\n{om}"
+    );
+    assert!(om.contains("tollgate_l4_packets_total{policy=\"edge\",rule=\"block-scanners\",action=\"drop\",reason=\"policy\"}"), "{om}");
+
+    let (code, status) = get(port, "/status");
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&status)
+        .unwrap_or_else(|e| panic!("/status is not JSON ({e}): {status}"));
+    assert!(
+        status["applied"]["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("dir:")),
+        "{status}"
+    );
+    assert_eq!(status["interfaces"][0]["mode"], "native", "{status}");
+    assert_eq!(get(port, "/no-such-page").0, 404);
+    assert!(agent.is_running());
+}
+
+#[test]
+fn an_agent_with_only_an_invalid_revision_is_alive_but_not_ready() {
+    require_root!();
+    let port = 19465;
+    let lab = Lab::new("notready", &[]);
+    lab.write_policy("bad.yaml", "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nmetadata: { name: bad }\nspec:\n  rules:\n    - name: x\n      action: deny\n      from: [not-a-cidr]\n");
+    let mut agent = lab.start_agent(&["--admin", &format!("127.0.0.1:{port}")]);
+    agent
+        .wait_for_log("revision refused", APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(get(port, "/healthz").0, 200, "alive");
+    assert_eq!(get(port, "/readyz").0, 503, "nothing is enforced");
+    let (_, text) = get(port, "/metrics");
+    assert_eq!(
+        sample(
+            &text,
+            "tollgate_policy_apply_failures_total{reason=\"invalid\"}"
+        ),
+        Some(1),
+        "{text}"
+    );
+    let (_, status) = get(port, "/status");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert!(
+        status["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not-a-cidr")),
+        "{status}"
+    );
+}
