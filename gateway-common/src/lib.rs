@@ -235,6 +235,38 @@ pub struct Bucket {
 }
 const _: () = assert!(core::mem::size_of::<Bucket>() == 8);
 
+/// Capacity of the `OFFENDERS` LRU map (source prefixes whose drops are tracked).
+pub const MAX_OFFENDERS: u32 = 16384;
+/// IPv4 sources are grouped by this prefix in `OFFENDERS`.
+pub const OFFENDER_PREFIX_V4: u8 = 24;
+/// IPv6 sources are grouped by this prefix in `OFFENDERS`.
+pub const OFFENDER_PREFIX_V6: u8 = 48;
+/// One dropped packet in `2^OFFENDER_SAMPLE_SHIFT` is recorded in `OFFENDERS` (with that
+/// weight): the map is an estimate that costs one map update per 64 drops, not one per drop.
+pub const OFFENDER_SAMPLE_SHIFT: u32 = 6;
+
+/// Key of the `OFFENDERS` LRU map: a source prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct OffenderKey {
+    /// 4 or 6.
+    pub family: u32,
+    /// The source truncated to `OFFENDER_PREFIX_V4`/`_V6` (IPv4 in the first 4 bytes).
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<OffenderKey>() == 20);
+
+/// Value of the `OFFENDERS` map: sampled estimates of what a source prefix had dropped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OffenderValue {
+    /// Packets dropped by a deny rule or the default action (estimate).
+    pub dropped: u64,
+    /// Packets dropped by a rate limit (estimate).
+    pub ratelimited: u64,
+}
+const _: () = assert!(core::mem::size_of::<OffenderValue>() == 16);
+
 /// A packet and byte counter.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -299,6 +331,8 @@ mod pod {
     unsafe impl aya::Pod for PortKey {}
     unsafe impl aya::Pod for Verdict {}
     unsafe impl aya::Pod for SrcValue {}
+    unsafe impl aya::Pod for OffenderKey {}
+    unsafe impl aya::Pod for OffenderValue {}
     unsafe impl aya::Pod for LimitConfig {}
     unsafe impl aya::Pod for BucketKey {}
     unsafe impl aya::Pod for Bucket {}

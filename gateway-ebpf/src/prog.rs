@@ -20,7 +20,7 @@ use core::{
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT},
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
     macros::{classifier, map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
@@ -43,6 +43,8 @@ static PORTS: LpmTrie<PortKey, Verdict> = LpmTrie::pinned(MAX_PORT_ENTRIES, 0);
 static LIMITS: Array<LimitConfig> = Array::pinned(2 * MAX_RULE_IDS, 0);
 #[map]
 static BUCKETS: LruHashMap<BucketKey, Bucket> = LruHashMap::pinned(MAX_BUCKETS, 0);
+#[map]
+static OFFENDERS: LruHashMap<OffenderKey, OffenderValue> = LruHashMap::pinned(MAX_OFFENDERS, 0);
 #[map]
 static RULE_COUNTERS: PerCpuArray<RuleCounters> = PerCpuArray::pinned(MAX_RULE_IDS, 0);
 #[map]
@@ -458,7 +460,7 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
     // Deny wins, and the source side's rules are the more specific: no need to look further.
     if let Some(v) = v1 {
         if v.deny_rule != NO_RULE {
-            return drop_or_audit(v.deny_rule, SLOT_DROP, audit, len);
+            return drop_or_audit(v.deny_rule, SLOT_DROP, audit, len, &p);
         }
     }
     let v2 = if iface.flags & IFACE_WILDCARD_UNIFORM != 0 {
@@ -468,7 +470,7 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
     };
     if let Some(v) = v2 {
         if v.deny_rule != NO_RULE {
-            return drop_or_audit(v.deny_rule, SLOT_DROP, audit, len);
+            return drop_or_audit(v.deny_rule, SLOT_DROP, audit, len, &p);
         }
     }
 
@@ -487,7 +489,7 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
             return ACTION_PASS;
         }
         if iface.flags & IFACE_DEFAULT_DROP != 0 {
-            return drop_or_audit(iface.default_rule, SLOT_DROP, audit, len);
+            return drop_or_audit(iface.default_rule, SLOT_DROP, audit, len, &p);
         }
         count_rule(iface.default_rule, SLOT_PASS, len);
         return ACTION_PASS;
@@ -519,7 +521,7 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
     if n > 0 {
         let exceeded = check_limits(gen, &ids, n, &p);
         if exceeded != NO_RULE {
-            return drop_or_audit(exceeded, SLOT_RATELIMIT, audit, len);
+            return drop_or_audit(exceeded, SLOT_RATELIMIT, audit, len, &p);
         }
     }
     count_rule(allow, SLOT_PASS, len);
@@ -527,13 +529,56 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
 }
 
 #[inline(always)]
-fn drop_or_audit(rule: u32, slot: usize, audit: bool, len: u64) -> u32 {
+fn drop_or_audit(rule: u32, slot: usize, audit: bool, len: u64, p: &Parsed) -> u32 {
     if audit {
         count_rule(rule, SLOT_AUDIT, len);
         ACTION_PASS
     } else {
         count_rule(rule, slot, len);
+        note_offender(p, slot == SLOT_RATELIMIT);
         ACTION_DROP
+    }
+}
+
+/// Records a drop in the top-offenders map, for one drop in 2^OFFENDER_SAMPLE_SHIFT (with that
+/// weight): bounded memory (an LRU of source prefixes) and a bounded cost per dropped packet.
+#[inline(always)]
+fn note_offender(p: &Parsed, ratelimited: bool) {
+    if unsafe { bpf_get_prandom_u32() } & ((1 << OFFENDER_SAMPLE_SHIFT) - 1) != 0 {
+        return;
+    }
+    let weight = 1u64 << OFFENDER_SAMPLE_SHIFT;
+    let (family, prefix) = if p.v6 {
+        (6, OFFENDER_PREFIX_V6)
+    } else {
+        (4, OFFENDER_PREFIX_V4)
+    };
+    let key = OffenderKey {
+        family,
+        addr: truncate(&p.src, p.v6, prefix),
+    };
+    match OFFENDERS.get_ptr_mut(&key) {
+        Some(v) => unsafe {
+            if ratelimited {
+                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&mut (*v).ratelimited, weight);
+            } else {
+                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&mut (*v).dropped, weight);
+            }
+        },
+        None => {
+            let value = if ratelimited {
+                OffenderValue {
+                    dropped: 0,
+                    ratelimited: weight,
+                }
+            } else {
+                OffenderValue {
+                    dropped: weight,
+                    ratelimited: 0,
+                }
+            };
+            let _ = OFFENDERS.insert(&key, &value, 1 /* BPF_NOEXIST */);
+        }
     }
 }
 

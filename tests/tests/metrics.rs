@@ -142,20 +142,30 @@ fn metrics_count_the_dropped_packets_of_a_denied_source_and_pass_promtool() {
     // Bad requests get 4xx answers and change nothing.
     let long_path = format!("/{}", "a".repeat(200_000));
     let (code, _) = get(port, &long_path);
-    assert!((400..500).contains(&code) || code == 0, "a 200 kB path: {code}");
+    assert!(
+        (400..500).contains(&code) || code == 0,
+        "a 200 kB path: {code}"
+    );
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let body = "x".repeat(1 << 20);
     let _ = write!(s, "POST /metrics HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
     let mut raw = String::new();
     let _ = s.read_to_string(&mut raw);
-    assert!(raw.starts_with("HTTP/1.1 405"), "POST /metrics: {}", raw.lines().next().unwrap_or(""));
+    assert!(
+        raw.starts_with("HTTP/1.1 405"),
+        "POST /metrics: {}",
+        raw.lines().next().unwrap_or("")
+    );
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let _ = s.write_all(b"\x00\x01garbage\r\n\r\n");
     let mut raw = String::new();
     let _ = s.read_to_string(&mut raw);
-    assert!(raw.is_empty() || raw.starts_with("HTTP/1.1 4"), "garbage request: {raw}");
+    assert!(
+        raw.is_empty() || raw.starts_with("HTTP/1.1 4"),
+        "garbage request: {raw}"
+    );
     assert_eq!(get(port, "/healthz").0, 200, "the server still answers");
     assert!(agent.is_running());
 }

@@ -70,6 +70,19 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_PIN_DIR, env = "TOLLGATE_PIN_DIR")]
         pin_dir: PathBuf,
     },
+    /// Print the source prefixes with the most dropped or rate-limited packets (sampled
+    /// estimates, from the pinned maps).
+    Top {
+        /// Pin directory on a bpffs.
+        #[arg(long, default_value = DEFAULT_PIN_DIR, env = "TOLLGATE_PIN_DIR")]
+        pin_dir: PathBuf,
+        /// How many prefixes.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
     /// Print the per-rule packet counters from the pinned maps.
     Counters {
         /// Pin directory on a bpffs.
@@ -153,6 +166,32 @@ pub fn main() -> anyhow::Result<i32> {
             state_dir,
             format,
         } => counters::print(&pin_dir, &state_dir, format),
+        Command::Top {
+            pin_dir,
+            limit,
+            format,
+        } => {
+            let top = crate::dataplane::offenders::top(&pin_dir, limit)?;
+            match format {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&top)?),
+                OutputFormat::Text => {
+                    println!(
+                        "{:<44} {:>14} {:>14}",
+                        "SOURCE PREFIX", "DROPPED", "RATE-LIMITED"
+                    );
+                    for o in &top {
+                        println!("{:<44} {:>14} {:>14}", o.prefix, o.dropped, o.ratelimited);
+                    }
+                    println!(
+                        "(estimates: one drop in {} is sampled; prefixes /{} for IPv4, /{} for IPv6)",
+                        crate::dataplane::offenders::sample_rate(),
+                        gateway_common::OFFENDER_PREFIX_V4,
+                        gateway_common::OFFENDER_PREFIX_V6
+                    );
+                }
+            }
+            Ok(0)
+        }
     }
 }
 

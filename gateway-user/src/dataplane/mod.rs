@@ -23,6 +23,7 @@
 //! generation up to date too, so that the next revision's diff is again only its own change.
 pub mod counters;
 pub mod ids;
+pub mod offenders;
 pub mod tables;
 pub mod testrun;
 #[cfg(test)]

@@ -64,9 +64,21 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
+/// How many top offenders `/status` lists.
+const STATUS_OFFENDERS: usize = 20;
+
 async fn status(State(shared): State<Arc<Shared>>) -> Response {
     let s = shared.status.read().map(|s| s.clone()).unwrap_or_default();
-    Json(s).into_response()
+    let pin_dir = shared.pin_dir.clone();
+    let top = tokio::task::spawn_blocking(move || {
+        crate::dataplane::offenders::top(&pin_dir, STATUS_OFFENDERS).unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default();
+    let mut v = serde_json::to_value(&s).unwrap_or_default();
+    v["top_offenders"] = serde_json::to_value(top).unwrap_or_default();
+    v["top_offenders_sample_rate"] = crate::dataplane::offenders::sample_rate().into();
+    Json(v).into_response()
 }
 
 /// Binds `addr` (so that a taken port is an error at start, not later) and serves until the
