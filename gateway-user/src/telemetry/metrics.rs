@@ -90,52 +90,8 @@ impl Collector for L4Collector {
             .map(|n| n.clone())
             .unwrap_or_default();
         // A scrape while no maps are pinned (not started yet) shows no L4 series.
-        let Ok(report) = counters::read_named(&shared.pin_dir, &names) else {
-            return Ok(());
-        };
-
-        let labels = |r: &counters::RuleCount| RuleLabels {
-            policy: r.policy.clone(),
-            rule: r.rule.clone(),
-            action: r.action.to_owned(),
-            reason: r.reason.to_owned(),
-        };
-        let mut packets = encoder.encode_descriptor(
-            "tollgate_l4_packets",
-            "Packets judged by the L4 program, by the rule that decided (summed over CPUs).",
-            None,
-            MetricType::Counter,
-        )?;
-        for r in &report.rules {
-            ConstCounter::new(r.packets).encode(packets.encode_family(&labels(r))?)?;
-        }
-        let mut bytes = encoder.encode_descriptor(
-            "tollgate_l4_bytes",
-            "Bytes judged by the L4 program, by the rule that decided (summed over CPUs).",
-            None,
-            MetricType::Counter,
-        )?;
-        for r in &report.rules {
-            ConstCounter::new(r.bytes).encode(bytes.encode_family(&labels(r))?)?;
-        }
-        let s = &report.stats;
-        let mut unjudged = encoder.encode_descriptor(
-            "tollgate_l4_unjudged_packets",
-            "Packets no rule judged: non_ip and fragment passed, malformed and unsupported dropped, unconfigured interface passed, bucket_error passed uncharged.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (reason, v) in [
-            ("non_ip", s.non_ip),
-            ("malformed", s.malformed),
-            ("fragment", s.fragment_pass),
-            ("unconfigured", s.unconfigured),
-            ("unsupported", s.unsupported),
-            ("bucket_error", s.bucket_errors),
-        ] {
-            ConstCounter::new(v).encode(unjudged.encode_family(&ReasonLabel {
-                reason: reason.into(),
-            })?)?;
+        if let Ok(report) = counters::read_named(&shared.pin_dir, &names) {
+            encode_l4(&mut encoder, &report)?;
         }
 
         let status = shared.status.read().map(|s| s.clone()).unwrap_or_default();
@@ -174,8 +130,119 @@ impl Collector for L4Collector {
         for (map, _, cap) in fill {
             ConstGauge::new(cap).encode(capacity.encode_family(&MapLabel { map: map.into() })?)?;
         }
-        Ok(())
+        encode_process_metrics(&mut encoder)
     }
+}
+
+/// The L4 counters of one read of the kernel maps.
+fn encode_l4(
+    encoder: &mut DescriptorEncoder,
+    report: &counters::CounterReport,
+) -> Result<(), std::fmt::Error> {
+    let labels = |r: &counters::RuleCount| RuleLabels {
+        policy: r.policy.clone(),
+        rule: r.rule.clone(),
+        action: r.action.to_owned(),
+        reason: r.reason.to_owned(),
+    };
+    let mut packets = encoder.encode_descriptor(
+        "tollgate_l4_packets",
+        "Packets judged by the L4 program, by the rule that decided (summed over CPUs).",
+        None,
+        MetricType::Counter,
+    )?;
+    for r in &report.rules {
+        ConstCounter::new(r.packets).encode(packets.encode_family(&labels(r))?)?;
+    }
+    let mut bytes = encoder.encode_descriptor(
+        "tollgate_l4_bytes",
+        "Bytes judged by the L4 program, by the rule that decided (summed over CPUs).",
+        None,
+        MetricType::Counter,
+    )?;
+    for r in &report.rules {
+        ConstCounter::new(r.bytes).encode(bytes.encode_family(&labels(r))?)?;
+    }
+    let s = &report.stats;
+    let mut unjudged = encoder.encode_descriptor(
+            "tollgate_l4_unjudged_packets",
+            "Packets no rule judged: non_ip and fragment passed, malformed and unsupported dropped, unconfigured interface passed, bucket_error passed uncharged.",
+            None,
+            MetricType::Counter,
+        )?;
+    for (reason, v) in [
+        ("non_ip", s.non_ip),
+        ("malformed", s.malformed),
+        ("fragment", s.fragment_pass),
+        ("unconfigured", s.unconfigured),
+        ("unsupported", s.unsupported),
+        ("bucket_error", s.bucket_errors),
+    ] {
+        ConstCounter::new(v).encode(unjudged.encode_family(&ReasonLabel {
+            reason: reason.into(),
+        })?)?;
+    }
+    Ok(())
+}
+
+/// The standard `process_*` metrics, from /proc/self (Linux).
+fn encode_process_metrics(encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Ok(());
+    };
+    // Fields after the command name (which may contain spaces) start at ")".
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return Ok(());
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| {
+        fields
+            .get(n)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    // Field numbers of proc(5), minus 3 (pid, comm and state come before `rest`'s index 0).
+    let cpu_seconds = (field(11) + field(12)) as f64 / ticks;
+    let rss_bytes = field(21) * page;
+    let boot = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    let start_seconds = boot as f64 + field(19) as f64 / ticks;
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count() as i64)
+        .unwrap_or(0);
+    ConstCounter::new(cpu_seconds).encode(encoder.encode_descriptor(
+        "process_cpu_seconds",
+        "User and system CPU time spent, in seconds.",
+        None,
+        MetricType::Counter,
+    )?)?;
+    ConstGauge::new(rss_bytes as i64).encode(encoder.encode_descriptor(
+        "process_resident_memory_bytes",
+        "Resident memory size in bytes.",
+        None,
+        MetricType::Gauge,
+    )?)?;
+    ConstGauge::new(start_seconds).encode(encoder.encode_descriptor(
+        "process_start_time_seconds",
+        "Start time of the process since the Unix epoch, in seconds.",
+        None,
+        MetricType::Gauge,
+    )?)?;
+    ConstGauge::new(fds).encode(encoder.encode_descriptor(
+        "process_open_fds",
+        "Open file descriptors.",
+        None,
+        MetricType::Gauge,
+    )?)?;
+    Ok(())
 }
 
 impl Metrics {
@@ -283,6 +350,8 @@ mod tests {
             "tollgate_policy_last_apply_success_timestamp_seconds",
             "tollgate_policy_revision_info{source=\"examples/\",revision=\"dir:5678\"} 1",
             "tollgate_build_info{version=",
+            "process_resident_memory_bytes ",
+            "process_cpu_seconds_total ",
             "# EOF",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
