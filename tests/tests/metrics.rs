@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::time::Duration;
 
-use tollgate_tests::{l4_policy, require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED};
+use tollgate_tests::{http_get, l4_policy, require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED};
 
 const SCANNER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 
@@ -16,26 +16,8 @@ fn get(port: u16, path: &str) -> (u16, String) {
 
 /// GET with extra header lines (each ending in \r\n).
 fn get_with(port: u16, path: &str, headers: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port))
-        .unwrap_or_else(|e| panic!("connect to the admin port {port}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let code = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
+    http_get(port, path, headers)
+        .unwrap_or_else(|| panic!("nothing answers on the admin port {port}"))
 }
 
 /// The value of the first sample line that starts with `prefix`.

@@ -2,29 +2,15 @@
 //! PromQL query through its HTTP API sees exactly the packets sent (tolerance: none — only the
 //! test's pings come from that source, and the counters are exact).
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tollgate_tests::{l4_policy, require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED};
+use tollgate_tests::{http_get, l4_policy, require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED};
 
 const SCANNER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 const ADMIN_PORT: u16 = 19466;
 const PROM_PORT: u16 = 19090;
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
-}
 
 /// The Prometheus server, killed on drop.
 struct Prometheus {
@@ -70,7 +56,7 @@ impl Prometheus {
                 _ => format!("%{b:02X}"),
             })
             .collect();
-        let body = http_get(PROM_PORT, &format!("/api/v1/query?query={encoded}"))?;
+        let (_, body) = http_get(PROM_PORT, &format!("/api/v1/query?query={encoded}"), "")?;
         let v: serde_json::Value = serde_json::from_str(body.trim()).ok()?;
         v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
     }
