@@ -19,8 +19,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/tollgate";
 #[derive(Debug, Parser)]
 #[command(name = "tollgate", version, about)]
 pub struct Cli {
-    /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TOLLGATE_LOG_FORMAT")]
+    /// Log format (given twice, the last one counts).
+    #[arg(long, global = true, overrides_with = "log_format", value_enum, default_value_t = LogFormat::Text, env = "TOLLGATE_LOG_FORMAT")]
     pub log_format: LogFormat,
     /// The command.
     #[command(subcommand)]
