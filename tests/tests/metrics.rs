@@ -182,3 +182,46 @@ fn an_agent_with_only_an_invalid_revision_is_alive_but_not_ready() {
         "{status}"
     );
 }
+
+#[test]
+fn scrapes_during_applies_always_answer_and_never_hold_up_a_revision() {
+    require_root!();
+    let port = 19469;
+    let lab = Lab::new("scrapeapply", &[SCANNER]);
+    let policy = |n: u32| {
+        l4_policy("edge", "allow", &format!("- name: block-scanners\n  action: deny\n  from: [203.0.113.0/24]\n- name: r{n}\n  action: deny\n  from: [192.0.2.{n}/32]\n"))
+    };
+    lab.write_policy("edge.yaml", &policy(0));
+    let mut agent = lab.start_agent(&["--admin", &format!("127.0.0.1:{port}")]);
+    agent
+        .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let scraper = std::thread::spawn(move || {
+        let mut scrapes = 0;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let (code, text) = get(port, "/metrics");
+            assert_eq!(code, 200, "a scrape during applies: {text}");
+            assert!(text.contains("tollgate_policy_revision_info{"), "{text}");
+            scrapes += 1;
+        }
+        scrapes
+    });
+    for n in 1..=20u32 {
+        lab.write_policy("edge.yaml", &policy(n));
+        agent.sighup();
+        agent
+            .wait_for_log_count(POLICY_APPLIED, n as usize + 1, APPLY_TIMEOUT)
+            .unwrap_or_else(|e| panic!("apply {n}: {e}"));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let scrapes = scraper.join().expect("the scraper saw only good answers");
+    assert!(scrapes > 0);
+    let (_, status) = get(port, "/status");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        status["rules"], 3,
+        "the last revision is in force: {status}"
+    );
+}
