@@ -100,7 +100,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     tick.tick().await;
     loop {
         tokio::select! {
-            _ = tick.tick() => reconcile(&config, &mut dp, &shared, &mut last_seen),
+            _ = tick.tick() => {
+                reconcile(&config, &mut dp, &shared, &mut last_seen);
+                repair_drift(&mut dp, &shared);
+            }
             _ = hup.recv() => {
                 info!("SIGHUP: reading the source now");
                 last_seen = None;
@@ -121,6 +124,26 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         info!("stopped; programs and maps stay pinned and keep enforcing the applied revision");
     }
     Ok(())
+}
+
+/// Puts back kernel map entries changed behind the agent's back (once per interval).
+fn repair_drift(dp: &mut Dataplane, shared: &Shared) {
+    let revision = shared
+        .status
+        .read()
+        .ok()
+        .and_then(|s| s.applied.as_ref().map(|r| r.id.clone()))
+        .unwrap_or_default();
+    match dp.repair_drift() {
+        Ok(0) => {}
+        Ok(corrected) => {
+            shared.metrics.drift_corrections.inc_by(corrected as u64);
+            warn!(revision = %revision, corrected, "drift corrected: kernel map entries were changed behind the agent's back and are put back");
+        }
+        Err(e) => {
+            warn!(revision = %revision, error = %e, "could not check the kernel maps for drift")
+        }
+    }
 }
 
 /// Publishes the names of the counter slots for the metrics collector.

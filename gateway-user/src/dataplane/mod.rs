@@ -296,7 +296,6 @@ impl Dataplane {
 
     /// Reads both generations from the kernel maps (adoption after a restart).
     fn read_back(&mut self) -> Result<(), DataplaneError> {
-        use tables::{gen_of, strip};
         self.active_gen = self
             .maps
             .config
@@ -304,6 +303,14 @@ impl Dataplane {
             .map_err(map_err("read CONFIG"))?
             .active_gen
             & 1;
+        let [h0, h1] = self.read_tables()?;
+        self.held = [Arc::new(h0), Arc::new(h1)];
+        Ok(())
+    }
+
+    /// What both generations of the kernel maps hold, without generation bits.
+    fn read_tables(&self) -> Result<[Tables; 2], DataplaneError> {
+        use tables::{gen_of, strip};
         let mut held: [Tables; 2] = Default::default();
         for item in self.maps.ifaces.iter() {
             let (k, v) = item.map_err(map_err("read IFACES"))?;
@@ -344,9 +351,50 @@ impl Dataplane {
                 }
             }
         }
-        let [h0, h1] = held;
-        self.held = [Arc::new(h0), Arc::new(h1)];
-        Ok(())
+        // Interfaces with a small index are read by packets from IFACE_TABLE: a slot that
+        // disagrees with IFACES is drift too (recorded as a missing IFACES entry, so that the
+        // repair rewrites both).
+        for (gen, tables) in held.iter_mut().enumerate() {
+            let gen = gen as u32;
+            let known: Vec<u32> = tables
+                .ifaces
+                .keys()
+                .copied()
+                .filter(|&i| i < FAST_IFINDEX)
+                .collect();
+            for i in known {
+                let slot = self
+                    .maps
+                    .iface_table
+                    .get(&(gen * FAST_IFINDEX + i), 0)
+                    .map_err(map_err("read IFACE_TABLE"))?;
+                let (_, expected) = tables::for_gen::iface(gen, i, &tables.ifaces[&i]);
+                if slot != expected {
+                    tables.ifaces.remove(&i);
+                }
+            }
+        }
+        Ok(held)
+    }
+
+    /// Puts back what was changed in the kernel maps behind the agent's back (with bpftool, or
+    /// by another program): compares both generations with what they must hold and rewrites
+    /// the difference. Returns the number of entries corrected.
+    pub fn repair_drift(&mut self) -> Result<usize, DataplaneError> {
+        let actual = self.read_tables()?;
+        let mut corrected = 0;
+        for (gen, actual) in actual.into_iter().enumerate() {
+            let expected = self.held[gen].clone();
+            if actual == *expected {
+                continue;
+            }
+            // write_gen writes the diff between what it believes is there and what must be.
+            self.held[gen] = Arc::new(actual);
+            let result = self.write_gen(gen as u32, &expected);
+            self.held[gen] = expected;
+            corrected += result?;
+        }
+        Ok(corrected)
     }
 
     /// True when the maps already held a revision when this agent started.

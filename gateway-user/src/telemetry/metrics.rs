@@ -71,6 +71,9 @@ pub struct Metrics {
     pub last_apply_success: Gauge<f64, AtomicU64>,
     /// `tollgate_policy_revision_info{source,revision}`: 1 for the revision in force.
     pub revision_info: Family<RevisionLabels, Gauge>,
+    /// `tollgate_policy_drift_corrections_total`: map entries put back after they were changed
+    /// behind the agent's back.
+    pub drift_corrections: Counter,
 }
 
 /// Reads the kernel counters at scrape time.
@@ -273,6 +276,12 @@ impl Metrics {
             "The revision in force (value 1).",
             revision_info.clone(),
         );
+        let drift_corrections = Counter::default();
+        registry.register(
+            "tollgate_policy_drift_corrections",
+            "Kernel map entries put back after they were changed behind the agent's back.",
+            drift_corrections.clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -291,6 +300,7 @@ impl Metrics {
             apply_failures,
             last_apply_success,
             revision_info,
+            drift_corrections,
         }
     }
 
