@@ -1,6 +1,7 @@
 //! The command line: one file per command. `main.rs` only calls [`main`].
 pub mod counters;
 pub mod crds;
+pub mod diff;
 pub mod explain;
 pub mod run;
 pub mod validate;
@@ -56,6 +57,17 @@ pub enum Command {
     Validate {
         /// Directory or file.
         path: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// What a revision would change, rule by rule (two policy directories or files).
+    /// Exit 0 no change, 1 changes, 2 an unreadable or invalid revision (as `flux diff`).
+    Diff {
+        /// The revision in force (or the base of the change).
+        old: PathBuf,
+        /// The revision to compare with it.
+        new: PathBuf,
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
@@ -148,6 +160,9 @@ pub fn main() -> anyhow::Result<i32> {
             Ok(validate::exit_code(&result))
         }
         Command::Explain(args) => explain::explain(args),
+        Command::Diff { old, new, format } => {
+            Ok(diff::diff(&old, &new, format == OutputFormat::Json))
+        }
         Command::Crds => {
             print!("{}", crds::crds_yaml());
             Ok(0)

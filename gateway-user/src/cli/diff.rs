@@ -1,0 +1,228 @@
+//! `tollgate diff OLD NEW`: what a revision would change, rule by rule, with the exit codes of
+//! `flux diff`: 0 no change, 1 changes, 2 (or more) an error (unreadable or invalid revision).
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::compile::policy::{Policy, Rule};
+use crate::compile::snapshot::compile_documents;
+use crate::source::dir::read_dir;
+
+/// One change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// `added`, `removed` or `changed`.
+    pub change: &'static str,
+    /// `L4Policy/<name>` or `L4Policy/<name> rule <rule>`.
+    pub what: String,
+    /// For `changed`: the fields that differ.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+}
+
+/// The changes from `old` to `new`, policies first, then rules, in name order.
+pub fn diff_policies(old: &[Policy], new: &[Policy]) -> Vec<Change> {
+    let index = |ps: &[Policy]| {
+        ps.iter()
+            .map(|p| (p.name.clone(), p.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let (old, new) = (index(old), index(new));
+    let mut out = Vec::new();
+    for (name, p) in &old {
+        if !new.contains_key(name) {
+            out.push(Change {
+                change: "removed",
+                what: format!("L4Policy/{name} ({} rules)", p.rules.len()),
+                fields: vec![],
+            });
+        }
+    }
+    for (name, n) in &new {
+        let Some(o) = old.get(name) else {
+            out.push(Change {
+                change: "added",
+                what: format!("L4Policy/{name} ({} rules)", n.rules.len()),
+                fields: vec![],
+            });
+            continue;
+        };
+        let mut fields = Vec::new();
+        if o.mode != n.mode {
+            fields.push(format!("mode: {:?} -> {:?}", o.mode, n.mode));
+        }
+        if o.default_action != n.default_action {
+            fields.push(format!(
+                "defaultAction: {:?} -> {:?}",
+                o.default_action, n.default_action
+            ));
+        }
+        if o.interfaces != n.interfaces {
+            fields.push(format!(
+                "interfaces: {:?} -> {:?}",
+                o.interfaces, n.interfaces
+            ));
+        }
+        if !fields.is_empty() {
+            out.push(Change {
+                change: "changed",
+                what: format!("L4Policy/{name}"),
+                fields,
+            });
+        }
+        let rules = |p: &Policy| {
+            p.rules
+                .iter()
+                .map(|r| (r.name.clone(), r.clone()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let (or, nr) = (rules(o), rules(n));
+        for r in or.keys().filter(|r| !nr.contains_key(*r)) {
+            out.push(Change {
+                change: "removed",
+                what: format!("L4Policy/{name} rule {r}"),
+                fields: vec![],
+            });
+        }
+        for (r, nrule) in &nr {
+            match or.get(r) {
+                None => out.push(Change {
+                    change: "added",
+                    what: format!("L4Policy/{name} rule {r}"),
+                    fields: vec![],
+                }),
+                Some(orule) if orule != nrule => out.push(Change {
+                    change: "changed",
+                    what: format!("L4Policy/{name} rule {r}"),
+                    fields: rule_fields(orule, nrule),
+                }),
+                Some(_) => {}
+            }
+        }
+    }
+    out
+}
+
+fn rule_fields(o: &Rule, n: &Rule) -> Vec<String> {
+    let mut f = Vec::new();
+    let mut cmp = |name: &str, a: String, b: String| {
+        if a != b {
+            f.push(format!("{name}: {a} -> {b}"));
+        }
+    };
+    cmp(
+        "action",
+        format!("{:?}", o.action),
+        format!("{:?}", n.action),
+    );
+    cmp("from", format!("{:?}", o.from), format!("{:?}", n.from));
+    cmp(
+        "protocol",
+        format!("{:?}", o.protocol),
+        format!("{:?}", n.protocol),
+    );
+    cmp("ports", format!("{:?}", o.ports), format!("{:?}", n.ports));
+    cmp(
+        "icmpTypes",
+        format!("{:?}", o.icmp_types),
+        format!("{:?}", n.icmp_types),
+    );
+    cmp(
+        "rateLimit",
+        format!("{:?}", o.rate_limit),
+        format!("{:?}", n.rate_limit),
+    );
+    f
+}
+
+fn load(path: &Path) -> Result<Vec<Policy>, String> {
+    let docs = read_dir(path).map_err(|e| e.to_string())?;
+    compile_documents(&docs, None)
+        .map(|s| s.policies)
+        .map_err(|e| format!("{} is not a valid revision:\n{e}", path.display()))
+}
+
+/// Runs `diff`; returns the exit code.
+pub fn diff(old: &Path, new: &Path, json: bool) -> i32 {
+    let (old, new) = match (load(old), load(new)) {
+        (Ok(o), Ok(n)) => (o, n),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let changes = diff_policies(&old, &new);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&changes).unwrap_or_default()
+        );
+    } else {
+        for c in &changes {
+            let sign = match c.change {
+                "added" => "+",
+                "removed" => "-",
+                _ => "~",
+            };
+            println!("{sign} {}", c.what);
+            for f in &c.fields {
+                println!("    {f}");
+            }
+        }
+        if changes.is_empty() {
+            println!("no changes");
+        }
+    }
+    i32::from(!changes.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::policy::{Action, Mode};
+
+    fn policy(name: &str, rules: Vec<Rule>) -> Policy {
+        Policy {
+            name: name.into(),
+            file: "f.yaml".into(),
+            mode: Mode::Enforce,
+            default_action: Action::Allow,
+            interfaces: None,
+            rules,
+        }
+    }
+
+    #[test]
+    fn added_removed_and_changed_rules_are_listed_with_the_fields_that_differ() {
+        let mut changed = Rule::new("b", Action::Deny);
+        changed.from = Some(vec!["10.0.0.0/8".parse().unwrap()]);
+        let old = vec![
+            policy(
+                "p",
+                vec![Rule::new("a", Action::Deny), Rule::new("b", Action::Deny)],
+            ),
+            policy("gone", vec![]),
+        ];
+        let mut p2 = policy("p", vec![changed, Rule::new("c", Action::Allow)]);
+        p2.default_action = Action::Deny;
+        let new = vec![p2, policy("fresh", vec![])];
+        let changes = diff_policies(&old, &new);
+        let lines: Vec<String> = changes
+            .iter()
+            .map(|c| format!("{} {} {:?}", c.change, c.what, c.fields))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                "removed L4Policy/gone (0 rules) []",
+                "added L4Policy/fresh (0 rules) []",
+                "changed L4Policy/p [\"defaultAction: Allow -> Deny\"]",
+                "removed L4Policy/p rule a []",
+                "changed L4Policy/p rule b [\"from: None -> Some([10.0.0.0/8])\"]",
+                "added L4Policy/p rule c []",
+            ]
+        );
+        assert!(diff_policies(&old, &old).is_empty());
+    }
+}
