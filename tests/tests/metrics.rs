@@ -121,6 +121,23 @@ fn metrics_count_the_dropped_packets_of_a_denied_source_and_pass_promtool() {
     assert_eq!(status["interfaces"][0]["mode"], "native", "{status}");
     assert_eq!(get(port, "/no-such-page").0, 404);
 
+    // `tollgate status` asks the running agent.
+    let out = std::process::Command::new(tollgate_tests::tollgate_bin())
+        .args(["status", "--admin", &format!("127.0.0.1:{port}")])
+        .output()
+        .expect("tollgate status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("applied:    dir:")
+            && text.contains(&format!("interface:  {} (native)", lab.iface())),
+        "{text}"
+    );
+
     // Bad requests get 4xx answers and change nothing.
     let long_path = format!("/{}", "a".repeat(200_000));
     let (code, _) = get(port, &long_path);

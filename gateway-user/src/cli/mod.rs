@@ -4,6 +4,7 @@ pub mod crds;
 pub mod diff;
 pub mod explain;
 pub mod run;
+pub mod status;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -74,6 +75,15 @@ pub enum Command {
     },
     /// Show which verdict a packet would get, which rule decides it, and why.
     Explain(explain::ExplainArgs),
+    /// Ask a running agent what it enforces (its admin server's /status).
+    Status {
+        /// The agent's admin address.
+        #[arg(long, default_value = crate::telemetry::admin::DEFAULT_ADMIN_ADDR, env = "TOLLGATE_ADMIN")]
+        admin: std::net::SocketAddr,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
     /// Print the CustomResourceDefinitions of every policy kind.
     Crds,
     /// Remove every program, link and map the agent pinned (stops enforcement).
@@ -160,6 +170,7 @@ pub fn main() -> anyhow::Result<i32> {
             Ok(validate::exit_code(&result))
         }
         Command::Explain(args) => explain::explain(args),
+        Command::Status { admin, format } => status::status(admin, format == OutputFormat::Json),
         Command::Diff { old, new, format } => {
             Ok(diff::diff(&old, &new, format == OutputFormat::Json))
         }

@@ -1,0 +1,68 @@
+//! `tollgate status`: asks a running agent (its admin server) what it enforces.
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// Fetches `/status` from the agent at `admin`; prints it; exit 0, or 2 when no agent answers.
+pub fn status(admin: SocketAddr, json: bool) -> anyhow::Result<i32> {
+    let body = match fetch(admin) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("no agent answers on {admin} (--admin): {e}");
+            return Ok(2);
+        }
+    };
+    let v: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|e| anyhow::anyhow!("the agent's /status is not JSON: {e}"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let rev = |r: &serde_json::Value| {
+        if r.is_null() {
+            "none".to_owned()
+        } else {
+            format!(
+                "{} from {} (at {} Unix)",
+                r["id"].as_str().unwrap_or("?"),
+                r["source"].as_str().unwrap_or("?"),
+                r["at_unix"]
+            )
+        }
+    };
+    println!("applied:    {}", rev(&v["applied"]));
+    println!("attempted:  {}", rev(&v["attempted"]));
+    println!("last error: {}", v["last_error"].as_str().unwrap_or("none"));
+    for i in v["interfaces"].as_array().into_iter().flatten() {
+        println!(
+            "interface:  {} ({})",
+            i["name"].as_str().unwrap_or("?"),
+            i["mode"].as_str().unwrap_or("?")
+        );
+    }
+    println!(
+        "rules: {}, source entries: {}, port entries: {}",
+        v["rules"], v["source_entries"], v["port_entries"]
+    );
+    Ok(0)
+}
+
+fn fetch(admin: SocketAddr) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET /status HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no HTTP response"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(std::io::Error::other(
+            head.lines().next().unwrap_or("").to_owned(),
+        ));
+    }
+    Ok(body.to_owned())
+}
