@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 use crate::compile::snapshot::{compile_documents, Snapshot};
 use crate::dataplane::{self, AttachMode, Dataplane};
 use crate::source::dir::read_dir;
+use crate::source::{last_good, Documents};
 use crate::telemetry::{self, InterfaceStatus, RevisionStatus, Shared};
 use std::sync::Arc;
 
@@ -41,7 +42,7 @@ pub struct AgentConfig {
 type LoadError = (&'static str, String);
 
 /// Reads and compiles the source. Never touches the kernel.
-fn load_revision(config: &AgentConfig) -> Result<Snapshot, LoadError> {
+fn load_revision(config: &AgentConfig) -> Result<(Documents, Snapshot), LoadError> {
     let docs = read_dir(&config.source).map_err(|e| ("source", e.to_string()))?;
     if docs.files.is_empty() {
         // Most likely a wrong path or an unmounted volume: applying it would silently remove
@@ -54,7 +55,9 @@ fn load_revision(config: &AgentConfig) -> Result<Snapshot, LoadError> {
             ),
         ));
     }
-    compile_documents(&docs, Some(&config.interfaces)).map_err(|e| ("invalid", e.to_string()))
+    let snapshot = compile_documents(&docs, Some(&config.interfaces))
+        .map_err(|e| ("invalid", e.to_string()))?;
+    Ok((docs, snapshot))
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -92,6 +95,14 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 
     let mut last_seen: Option<String> = None;
     reconcile(&config, &mut dp, &shared, &mut last_seen);
+    let nothing_applied = shared
+        .status
+        .read()
+        .map(|s| s.applied.is_none())
+        .unwrap_or(false);
+    if nothing_applied {
+        enforce_last_good(&config, &mut dp, &shared);
+    }
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -124,6 +135,50 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         info!("stopped; programs and maps stay pinned and keep enforcing the applied revision");
     }
     Ok(())
+}
+
+/// At start, when the source gives no valid revision: enforce the last good one saved in the
+/// state directory (the pinned maps may hold it already; after a reboot they do not).
+fn enforce_last_good(config: &AgentConfig, dp: &mut Dataplane, shared: &Shared) {
+    let docs = match last_good::load(&config.state_dir) {
+        Ok(Some(d)) => d,
+        Ok(None) => return,
+        Err(e) => {
+            warn!(error = %e, dir = %config.state_dir.display(), "the saved last good revision is unreadable");
+            return;
+        }
+    };
+    let id = docs.revision.id.clone();
+    let snapshot = match compile_documents(&docs, Some(&config.interfaces)) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(revision = %id, "the saved last good revision does not compile for these interfaces:\n{e}");
+            return;
+        }
+    };
+    match dp.apply(&snapshot.l4) {
+        Ok(_) => {
+            publish_counter_names(shared, dp);
+            let source = format!(
+                "{} (last good, from {})",
+                docs.revision.source,
+                config.state_dir.display()
+            );
+            shared.metrics.applied(&source, &id, 0.0);
+            if let Ok(mut s) = shared.status.write() {
+                s.applied = Some(RevisionStatus {
+                    id: id.clone(),
+                    source,
+                    at_unix: telemetry::unix_now(),
+                });
+                s.rules = snapshot.l4.rules.len();
+                s.source_entries = snapshot.l4.source_entries();
+                s.port_entries = snapshot.l4.port_entries();
+            }
+            warn!(revision = %id, "the source gives no valid revision: enforcing the last good revision saved in the state directory; policy applied");
+        }
+        Err(e) => warn!(revision = %id, error = %e, "could not apply the saved last good revision"),
+    }
 }
 
 /// Puts back kernel map entries changed behind the agent's back (once per interval).
@@ -168,7 +223,7 @@ fn reconcile(
 ) {
     let started = Instant::now();
     let source = config.source.display().to_string();
-    let snapshot = match load_revision(config) {
+    let (docs, snapshot) = match load_revision(config) {
         Ok(s) => s,
         Err((reason, e)) => {
             let mut status = shared.status.write().unwrap_or_else(|p| p.into_inner());
@@ -206,6 +261,9 @@ fn reconcile(
     match dp.apply(&snapshot.l4) {
         Ok(stats) => {
             publish_counter_names(shared, dp);
+            if let Err(e) = last_good::save(&config.state_dir, &docs) {
+                warn!(revision = %id, error = %e, "could not save the last good revision in the state directory");
+            }
             shared
                 .metrics
                 .applied(&source, &id, started.elapsed().as_secs_f64());

@@ -4,13 +4,14 @@
 use std::path::PathBuf;
 
 pub mod dir;
+pub mod last_good;
 
 /// Largest policy file accepted, in bytes. Far above any real policy; it stops a mistaken
 /// `tollgate validate /` or a hostile repository from making the agent read gigabytes.
 pub const MAX_FILE_SIZE: u64 = 16 * 1024 * 1024;
 
 /// Which revision of the policy a set of documents is.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Revision {
     /// Stable id: for a directory `dir:` and a hash of every file's path and content (so equal
     /// trees give equal ids); for Git, the commit.
@@ -20,7 +21,7 @@ pub struct Revision {
 }
 
 /// One policy file, as written.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SourceFile {
     /// Path relative to the source root, with `/` separators (what every error message shows).
     pub path: String,
@@ -29,7 +30,7 @@ pub struct SourceFile {
 }
 
 /// Everything the operator wrote for one revision.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Documents {
     /// Which revision this is.
     pub revision: Revision,
