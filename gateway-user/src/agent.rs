@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 use crate::compile::snapshot::{compile_documents, Snapshot};
 use crate::dataplane::{self, AttachMode, Dataplane};
 use crate::source::dir::read_dir;
+use crate::source::git::GitSource;
 use crate::source::{last_good, Documents};
 use crate::telemetry::{self, InterfaceStatus, RevisionStatus, Shared};
 use std::sync::Arc;
@@ -21,8 +22,8 @@ use std::sync::Arc;
 pub struct AgentConfig {
     /// Interfaces to enforce on.
     pub interfaces: Vec<String>,
-    /// Policy directory.
-    pub source: PathBuf,
+    /// Where the policy comes from.
+    pub source: SourceConfig,
     /// State directory.
     pub state_dir: PathBuf,
     /// bpffs pin directory.
@@ -37,27 +38,81 @@ pub struct AgentConfig {
     pub admin: std::net::SocketAddr,
 }
 
+/// Where the policy comes from.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    /// A directory of YAML files.
+    Dir(PathBuf),
+    /// A Git repository at a ref, under a path.
+    Git {
+        /// `file://` or `git://` URL.
+        url: String,
+        /// Branch, tag or commit.
+        reference: String,
+        /// Directory inside the repository ("" = all of it).
+        path: String,
+    },
+}
+
+impl SourceConfig {
+    /// For logs and reports.
+    pub fn describe(&self) -> String {
+        match self {
+            SourceConfig::Dir(p) => p.display().to_string(),
+            SourceConfig::Git {
+                url,
+                reference,
+                path,
+            } if path.is_empty() => format!("{url}@{reference}"),
+            SourceConfig::Git {
+                url,
+                reference,
+                path,
+            } => format!("{url}@{reference}:{path}"),
+        }
+    }
+}
+
 /// Why a revision was not loaded: `source` (could not be read) or `invalid` (refused by the
 /// compiler); the label of `tollgate_policy_apply_failures_total`.
 type LoadError = (&'static str, String);
 
-/// Reads and compiles the source. Never touches the kernel.
-fn load_revision(config: &AgentConfig) -> Result<(Documents, Snapshot), LoadError> {
-    let docs = read_dir(&config.source).map_err(|e| ("source", e.to_string()))?;
+/// Reads and compiles the source. Never touches the kernel. `Ok(None)`: the Git source's
+/// commit is the one seen last time (its tree is not read again).
+fn load_revision(
+    config: &AgentConfig,
+    git: Option<&GitSource>,
+    last_seen: &Option<String>,
+) -> Result<Option<(Documents, Snapshot)>, LoadError> {
+    let docs = match (&config.source, git) {
+        (SourceConfig::Dir(dir), _) => read_dir(dir).map_err(|e| ("source", e.to_string()))?,
+        (SourceConfig::Git { .. }, None) => {
+            return Err(("source", "the Git source is not open".to_owned()))
+        }
+        (SourceConfig::Git { .. }, Some(git)) => {
+            // A fetch can take a while: tell the runtime, so the admin server keeps answering.
+            let commit = tokio::task::block_in_place(|| git.fetch())
+                .map_err(|e| ("source", e.to_string()))?;
+            if last_seen.as_deref() == Some(commit.to_string().as_str()) {
+                return Ok(None);
+            }
+            git.read(commit).map_err(|e| ("source", e.to_string()))?
+        }
+    };
     if docs.files.is_empty() {
         // Most likely a wrong path or an unmounted volume: applying it would silently remove
         // every rule. An operator who wants no filtering commits a policy without rules.
         return Err((
             "source",
             format!(
-                "no policy files (*.yaml, *.yml) under {}; refusing a revision that would remove all policy",
-                config.source.display()
+                "no policy files (*.yaml, *.yml) in {}; refusing a revision that would remove all policy",
+                config.source.describe()
             ),
         ));
     }
     let snapshot = compile_documents(&docs, Some(&config.interfaces))
         .map_err(|e| ("invalid", e.to_string()))?;
-    Ok((docs, snapshot))
+    Ok(Some((docs, snapshot)))
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -71,6 +126,17 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     if dp.adopted_state() {
         info!(pin_dir = %config.pin_dir.display(), generation = dp.active_gen(), "adopted the pinned maps: the last applied revision stays enforced");
     }
+    let git = match &config.source {
+        SourceConfig::Git {
+            url,
+            reference,
+            path,
+        } => Some(
+            GitSource::open(url, reference, path, &config.state_dir.join("git"))
+                .with_context(|| format!("open the Git source {}", config.source.describe()))?,
+        ),
+        SourceConfig::Dir(_) => None,
+    };
     let shared = Shared::new(config.pin_dir.clone());
     telemetry::admin::serve(config.admin, shared.clone())
         .await
@@ -94,7 +160,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     publish_counter_names(&shared, &dp);
 
     let mut last_seen: Option<String> = None;
-    reconcile(&config, &mut dp, &shared, &mut last_seen);
+    reconcile(&config, git.as_ref(), &mut dp, &shared, &mut last_seen);
     let nothing_applied = shared
         .status
         .read()
@@ -112,13 +178,13 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                reconcile(&config, &mut dp, &shared, &mut last_seen);
+                reconcile(&config, git.as_ref(), &mut dp, &shared, &mut last_seen);
                 repair_drift(&mut dp, &shared);
             }
             _ = hup.recv() => {
                 info!("SIGHUP: reading the source now");
                 last_seen = None;
-                reconcile(&config, &mut dp, &shared, &mut last_seen);
+                reconcile(&config, git.as_ref(), &mut dp, &shared, &mut last_seen);
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -217,14 +283,16 @@ fn publish_counter_names(shared: &Shared, dp: &Dataplane) {
 /// One pass of the loop: read, compile, and apply if the revision is new and valid.
 fn reconcile(
     config: &AgentConfig,
+    git: Option<&GitSource>,
     dp: &mut Dataplane,
     shared: &Shared,
     last_seen: &mut Option<String>,
 ) {
     let started = Instant::now();
-    let source = config.source.display().to_string();
-    let (docs, snapshot) = match load_revision(config) {
-        Ok(s) => s,
+    let source = config.source.describe();
+    let (docs, snapshot) = match load_revision(config, git, last_seen) {
+        Ok(Some(s)) => s,
+        Ok(None) => return,
         Err((reason, e)) => {
             let mut status = shared.status.write().unwrap_or_else(|p| p.into_inner());
             // Same broken revision as before: say it once.

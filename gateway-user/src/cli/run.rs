@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{parse_duration, DEFAULT_STATE_DIR};
-use crate::agent::{self, AgentConfig};
+use crate::agent::{self, AgentConfig, SourceConfig};
 use crate::dataplane::{AttachMode, DEFAULT_PIN_DIR};
 
 /// Arguments of `tollgate run`.
@@ -14,9 +14,16 @@ pub struct RunArgs {
     /// Interface to enforce on (repeat for several).
     #[arg(long = "interface", required = true, value_name = "IFACE")]
     pub interfaces: Vec<String>,
-    /// Policy source: a directory of YAML files.
-    #[arg(long, env = "TOLLGATE_SOURCE")]
-    pub source: PathBuf,
+    /// Policy source: a directory of YAML files, or a Git repository URL (file://, git://).
+    /// Given twice, the last one counts.
+    #[arg(long, env = "TOLLGATE_SOURCE", overrides_with = "source")]
+    pub source: String,
+    /// Git source: the branch, tag or commit to enforce.
+    #[arg(long = "ref", default_value = "main", env = "TOLLGATE_REF")]
+    pub reference: String,
+    /// Git source: the directory of the repository that holds the policies ("" = all of it).
+    #[arg(long, default_value = "", env = "TOLLGATE_PATH")]
+    pub path: String,
     /// Where the agent keeps its state (rule ids, last good revision).
     #[arg(long, default_value = DEFAULT_STATE_DIR, env = "TOLLGATE_STATE_DIR")]
     pub state_dir: PathBuf,
@@ -41,7 +48,15 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let config = AgentConfig {
         interfaces: args.interfaces,
-        source: args.source,
+        source: if crate::source::git::is_git_url(&args.source) {
+            SourceConfig::Git {
+                url: args.source,
+                reference: args.reference,
+                path: args.path,
+            }
+        } else {
+            SourceConfig::Dir(PathBuf::from(args.source))
+        },
         state_dir: args.state_dir,
         pin_dir: args.pin_dir,
         attach_mode: args.attach_mode,

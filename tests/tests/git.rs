@@ -1,0 +1,209 @@
+//! The Git source: a commit is enforced, a new commit within one interval, a bad commit is
+//! refused while the previous revision stays enforced; over file:// and over git daemon.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tollgate_tests::{l4_policy, require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED};
+
+const SCANNER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+const OFFICE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=test",
+            "-c",
+            "user.email=test@example.com",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn commit(repo: &Path, file: &str, content: &str, message: &str) -> String {
+    let path = repo.join(file);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-q", "-m", message]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+fn deny(cidr: &str) -> String {
+    l4_policy(
+        "edge",
+        "allow",
+        &format!("- name: blocked\n  action: deny\n  from: [{cidr}]\n"),
+    )
+}
+
+/// Runs the scenario against `url` (a repository whose working copy is `repo`).
+fn follows_commits(lab: &Lab, repo: &Path, url: &str, admin: u16) {
+    let first = commit(
+        repo,
+        "policies/edge.yaml",
+        &deny("203.0.113.0/24"),
+        "block the scanner",
+    );
+    let mut agent = lab.start_agent(&[
+        "--source",
+        url,
+        "--ref",
+        "main",
+        "--path",
+        "policies",
+        "--interval",
+        "1s",
+        "--admin",
+        &format!("127.0.0.1:{admin}"),
+    ]);
+    agent
+        .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        agent.log().contains(&format!("revision={first}")),
+        "the revision is the commit:\n{}",
+        agent.log()
+    );
+    assert_eq!(
+        lab.ping(
+            SCANNER,
+            2,
+            Duration::from_millis(20),
+            Duration::from_secs(1)
+        )
+        .received,
+        0
+    );
+    assert_eq!(
+        lab.ping(OFFICE, 2, Duration::from_millis(20), Duration::from_secs(1))
+            .received,
+        2
+    );
+
+    // A new commit is enforced within one interval.
+    let second = commit(
+        repo,
+        "policies/edge.yaml",
+        &deny("198.51.100.0/24"),
+        "block the office instead",
+    );
+    agent
+        .wait_for_log_count(POLICY_APPLIED, 2, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        agent.log().contains(&format!("revision={second}")),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(
+        lab.ping(OFFICE, 2, Duration::from_millis(20), Duration::from_secs(1))
+            .received,
+        0
+    );
+    assert_eq!(
+        lab.ping(
+            SCANNER,
+            2,
+            Duration::from_millis(20),
+            Duration::from_secs(1)
+        )
+        .received,
+        2
+    );
+
+    // A bad commit is refused; the previous revision stays enforced.
+    commit(
+        repo,
+        "policies/edge.yaml",
+        &deny("198.51.100.0/33"),
+        "a typo",
+    );
+    agent
+        .wait_for_log("revision refused", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(agent.log().contains("198.51.100.0/33"), "{}", agent.log());
+    assert_eq!(
+        lab.ping(OFFICE, 2, Duration::from_millis(20), Duration::from_secs(1))
+            .received,
+        0,
+        "still the second revision"
+    );
+    assert!(agent.is_running());
+}
+
+#[test]
+fn a_git_repository_over_file_url_is_followed_commit_by_commit() {
+    require_root!();
+    let lab = Lab::new("gitfile", &[SCANNER, OFFICE]);
+    let repo = tempfile::tempdir().unwrap();
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    follows_commits(
+        &lab,
+        repo.path(),
+        &format!("file://{}", repo.path().display()),
+        19472,
+    );
+}
+
+/// `git daemon` on loopback, killed on drop.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_git_repository_served_by_git_daemon_is_followed() {
+    require_root!();
+    let lab = Lab::new("gitdaemon", &[SCANNER, OFFICE]);
+    let base = tempfile::tempdir().unwrap();
+    let repo = base.path().join("policy");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    let port = 19418;
+    // The git-daemon program itself (`git daemon` would leave it running when killed), and
+    // none left over from an earlier, killed run.
+    let exec_path = git(base.path(), &["--exec-path"]);
+    let _ = Command::new("pkill")
+        .args(["-f", &format!("git-daemon.*--port={port}")])
+        .status();
+    let _daemon = Daemon(
+        Command::new(Path::new(&exec_path).join("git-daemon"))
+            .args([
+                "--reuseaddr",
+                "--export-all",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+            ])
+            .arg(format!("--base-path={}", base.path().display()))
+            .arg(base.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon"),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    follows_commits(
+        &lab,
+        &repo,
+        &format!("git://127.0.0.1:{port}/policy"),
+        19473,
+    );
+}
