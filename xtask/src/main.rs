@@ -149,6 +149,8 @@ const TOOL_PACKAGES: &[&str] = &[
     // promtool, which checks the agent's /metrics output in the tests.
     "prometheus",
     "curl",
+    // git and git-daemon, for the Git source tests.
+    "git",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
