@@ -82,6 +82,7 @@ type LoadError = (&'static str, String);
 fn load_revision(
     config: &AgentConfig,
     git: Option<&GitSource>,
+    shared: &Shared,
     last_seen: &Option<String>,
 ) -> Result<Option<(Documents, Snapshot)>, LoadError> {
     let docs = match (&config.source, git) {
@@ -91,8 +92,13 @@ fn load_revision(
         }
         (SourceConfig::Git { .. }, Some(git)) => {
             // A fetch can take a while: tell the runtime, so the admin server keeps answering.
-            let commit = tokio::task::block_in_place(|| git.fetch())
-                .map_err(|e| ("source", e.to_string()))?;
+            let fetch_started = Instant::now();
+            let fetched = tokio::task::block_in_place(|| git.fetch());
+            shared
+                .metrics
+                .git_fetch_duration
+                .observe(fetch_started.elapsed().as_secs_f64());
+            let commit = fetched.map_err(|e| ("source", e.to_string()))?;
             if last_seen.as_deref() == Some(commit.to_string().as_str()) {
                 return Ok(None);
             }
@@ -290,7 +296,7 @@ fn reconcile(
 ) {
     let started = Instant::now();
     let source = config.source.describe();
-    let (docs, snapshot) = match load_revision(config, git, last_seen) {
+    let (docs, snapshot) = match load_revision(config, git, shared, last_seen) {
         Ok(Some(s)) => s,
         Ok(None) => return,
         Err((reason, e)) => {

@@ -74,6 +74,8 @@ pub struct Metrics {
     /// `tollgate_policy_drift_corrections_total`: map entries put back after they were changed
     /// behind the agent's back.
     pub drift_corrections: Counter,
+    /// `tollgate_git_fetch_duration_seconds`: fetches of the Git source, failed ones included.
+    pub git_fetch_duration: Histogram,
 }
 
 /// Reads the kernel counters at scrape time.
@@ -282,6 +284,12 @@ impl Metrics {
             "Kernel map entries put back after they were changed behind the agent's back.",
             drift_corrections.clone(),
         );
+        let git_fetch_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register(
+            "tollgate_git_fetch_duration_seconds",
+            "Time to fetch the Git source (failed fetches included).",
+            git_fetch_duration.clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -301,6 +309,7 @@ impl Metrics {
             last_apply_success,
             revision_info,
             drift_corrections,
+            git_fetch_duration,
         }
     }
 
