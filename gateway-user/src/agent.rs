@@ -36,6 +36,8 @@ pub struct AgentConfig {
     pub detach_on_exit: bool,
     /// Admin server address.
     pub admin: std::net::SocketAddr,
+    /// Apply a Git ref that moved backwards or sideways instead of refusing it.
+    pub allow_ref_rewind: bool,
 }
 
 /// Where the policy comes from.
@@ -101,6 +103,23 @@ fn load_revision(
             let commit = fetched.map_err(|e| ("source", e.to_string()))?;
             if last_seen.as_deref() == Some(commit.to_string().as_str()) {
                 return Ok(None);
+            }
+            // The commit in force; before the first apply of this run, the last good one saved
+            // on the node (so a restart does not open the door to a rewind).
+            let applied = shared
+                .status
+                .read()
+                .ok()
+                .and_then(|s| s.applied.as_ref().map(|r| r.id.clone()))
+                .or_else(|| {
+                    last_good::load(&config.state_dir)
+                        .ok()
+                        .flatten()
+                        .map(|d| d.revision.id)
+                });
+            if let (Some(applied), false) = (applied, config.allow_ref_rewind) {
+                git.check_forward(&applied, commit)
+                    .map_err(|e| ("rewind", e.to_string()))?;
             }
             git.read(commit).map_err(|e| ("source", e.to_string()))?
         }

@@ -214,3 +214,72 @@ fn a_git_repository_served_by_git_daemon_is_followed() {
         19473,
     );
 }
+
+#[test]
+fn a_ref_forced_back_is_refused_unless_rewinds_are_allowed() {
+    require_root!();
+    let lab = Lab::new("gitrewind", &[SCANNER, OFFICE]);
+    let repo = tempfile::tempdir().unwrap();
+    let repo = repo.path();
+    git(repo, &["init", "-q", "-b", "main"]);
+    let url = format!("file://{}", repo.display());
+    let first = commit(repo, "edge.yaml", &deny("203.0.113.0/24"), "one");
+    let args = [
+        "--source",
+        url.as_str(),
+        "--interval",
+        "1s",
+        "--admin",
+        "127.0.0.1:19474",
+    ];
+    let mut agent = lab.start_agent(&args);
+    agent
+        .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let second = commit(repo, "edge.yaml", &deny("198.51.100.0/24"), "two");
+    agent
+        .wait_for_log_count(POLICY_APPLIED, 2, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // Force the branch back to the first commit: refused, the second stays enforced.
+    git(repo, &["reset", "-q", "--hard", &first]);
+    agent
+        .wait_for_log("force-push back or sideways", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        agent.log().contains(&second) && agent.log().contains(&first),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(
+        lab.ping(OFFICE, 2, Duration::from_millis(20), Duration::from_secs(1))
+            .received,
+        0,
+        "still the second revision"
+    );
+    // Restarted, the agent still refuses it (the commit in force is saved on the node).
+    drop(agent);
+    let mut agent = lab.start_agent(&args);
+    agent
+        .wait_for_log("force-push back or sideways", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(agent);
+
+    // With --allow-ref-rewind it is applied.
+    let mut with = args.to_vec();
+    with.push("--allow-ref-rewind");
+    let mut agent = lab.start_agent(&with);
+    agent
+        .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        agent.log().contains(&format!("revision={first}")),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(
+        lab.ping(OFFICE, 2, Duration::from_millis(20), Duration::from_secs(1))
+            .received,
+        2
+    );
+}

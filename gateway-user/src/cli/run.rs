@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// Remove programs, links and maps when the agent stops (default: leave them enforcing).
     #[arg(long)]
     pub detach_on_exit: bool,
+    /// Git source: apply a ref that moved backwards or sideways (a force-push to an older or
+    /// unrelated commit) instead of refusing it.
+    #[arg(long)]
+    pub allow_ref_rewind: bool,
     /// Admin HTTP server address: /metrics, /healthz, /readyz, /status.
     #[arg(long, default_value = crate::telemetry::admin::DEFAULT_ADMIN_ADDR, env = "TOLLGATE_ADMIN")]
     pub admin: std::net::SocketAddr,
@@ -63,6 +67,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         interval: args.interval,
         detach_on_exit: args.detach_on_exit,
         admin: args.admin,
+        allow_ref_rewind: args.allow_ref_rewind,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

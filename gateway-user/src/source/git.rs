@@ -25,6 +25,18 @@ pub enum GitError {
         #[source]
         source: git2::Error,
     },
+    /// The ref moved backwards or sideways.
+    #[error("git: {reference} of {url} moved from {applied} to {fetched}, which does not descend from it (a force-push back or sideways); refused: revert with a new commit, or run with --allow-ref-rewind")]
+    Rewind {
+        /// The ref.
+        reference: String,
+        /// The repository.
+        url: String,
+        /// The commit in force.
+        applied: String,
+        /// The commit fetched.
+        fetched: String,
+    },
     /// A transport this version does not speak yet.
     #[error("git: {url}: only file:// and git:// sources are supported so far (https and ssh come with authentication)")]
     Unsupported {
@@ -151,6 +163,29 @@ impl GitSource {
             )
             .map_err(err("fetch"))?;
         self.resolve()
+    }
+
+    /// Refuses `fetched` unless it is `applied` or descends from it: history only moves forward
+    /// (a rollback is a revert commit), so an older or unrelated commit is not applied silently.
+    pub fn check_forward(&self, applied: &str, fetched: Oid) -> Result<(), GitError> {
+        let Ok(applied_oid) = Oid::from_str(applied) else {
+            return Ok(());
+        };
+        if applied_oid == fetched {
+            return Ok(());
+        }
+        match self.repo.graph_descendant_of(fetched, applied_oid) {
+            Ok(true) => Ok(()),
+            // An applied commit the mirror does not have (another repository after a move):
+            // nothing to compare with.
+            _ if self.repo.find_commit(applied_oid).is_err() => Ok(()),
+            _ => Err(GitError::Rewind {
+                reference: self.reference.clone(),
+                url: self.url.clone(),
+                applied: applied.to_owned(),
+                fetched: fetched.to_string(),
+            }),
+        }
     }
 
     fn resolve(&self) -> Result<Oid, GitError> {
