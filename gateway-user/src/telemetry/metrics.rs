@@ -317,6 +317,9 @@ impl Metrics {
     pub fn applied(&self, source: &str, revision: &str, seconds: f64) {
         self.apply_duration.observe(seconds);
         self.last_apply_success.set(super::unix_now() as f64);
+        // Replacing the series is two steps: hold the registry lock that a scrape holds while it
+        // encodes, so that no scrape sees the moment with no revision at all.
+        let _scrapes_wait = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         self.revision_info.clear();
         self.revision_info
             .get_or_create(&RevisionLabels {
