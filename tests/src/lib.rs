@@ -1275,3 +1275,14 @@ pub fn http_get(port: u16, path: &str, headers: &str) -> Option<(u16, String)> {
         .unwrap_or_default();
     Some((code, body))
 }
+
+/// The value of the first sample line of a metrics exposition that starts with `prefix` (a
+/// metric name with its labels, or followed by a space).
+pub fn metric_value(text: &str, prefix: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}

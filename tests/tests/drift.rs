@@ -5,7 +5,9 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::Duration;
 
-use tollgate_tests::{http_get, l4_policy, require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED};
+use tollgate_tests::{
+    http_get, l4_policy, metric_value, require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED,
+};
 
 const SCANNER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 
@@ -105,10 +107,7 @@ fn entries_deleted_with_bpftool_are_restored_within_one_interval() {
     );
     assert_eq!(denied.received, 0, "the scanner is dropped again");
     let (_, text) = http_get(port, "/metrics", "").expect("admin server");
-    let corrected: u64 = text
-        .lines()
-        .find(|l| l.starts_with("tollgate_policy_drift_corrections_total "))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    let corrected: u64 = metric_value(&text, "tollgate_policy_drift_corrections_total ")
         .unwrap_or_else(|| panic!("no drift counter:\n{text}"));
     assert!(corrected >= 2, "{corrected} corrections counted");
     assert!(

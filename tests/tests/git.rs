@@ -143,11 +143,9 @@ fn follows_commits(lab: &Lab, repo: &Path, url: &str, admin: u16) {
         "still the second revision"
     );
     let (_, metrics) = tollgate_tests::http_get(admin, "/metrics", "").expect("admin server");
-    let fetches: u64 = metrics
-        .lines()
-        .find(|l| l.starts_with("tollgate_git_fetch_duration_seconds_count "))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no fetch histogram:\n{metrics}"));
+    let fetches: u64 =
+        tollgate_tests::metric_value(&metrics, "tollgate_git_fetch_duration_seconds_count ")
+            .unwrap_or_else(|| panic!("no fetch histogram:\n{metrics}"));
     assert!(fetches >= 3, "every interval fetches: {fetches}");
     assert!(agent.is_running());
 }

@@ -5,7 +5,9 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::time::Duration;
 
-use tollgate_tests::{http_get, l4_policy, require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED};
+use tollgate_tests::{
+    http_get, l4_policy, metric_value, require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED,
+};
 
 const SCANNER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 
@@ -18,16 +20,6 @@ fn get(port: u16, path: &str) -> (u16, String) {
 fn get_with(port: u16, path: &str, headers: &str) -> (u16, String) {
     http_get(port, path, headers)
         .unwrap_or_else(|| panic!("nothing answers on the admin port {port}"))
-}
-
-/// The value of the first sample line that starts with `prefix`.
-fn sample(text: &str, prefix: &str) -> Option<u64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
 }
 
 #[test]
@@ -62,7 +54,7 @@ fn metrics_count_the_dropped_packets_of_a_denied_source_and_pass_promtool() {
     assert_eq!(denied.received, 0);
     let (code, text) = get(port, "/metrics");
     assert_eq!(code, 200);
-    let dropped = sample(&text, "tollgate_l4_packets_total{policy=\"edge\",rule=\"block-scanners\",action=\"drop\",reason=\"policy\"}")
+    let dropped = metric_value(&text, "tollgate_l4_packets_total{policy=\"edge\",rule=\"block-scanners\",action=\"drop\",reason=\"policy\"}")
         .unwrap_or_else(|| panic!("no counter for block-scanners:\n{text}"));
     assert_eq!(
         dropped,
@@ -183,7 +175,7 @@ fn an_agent_with_only_an_invalid_revision_is_alive_but_not_ready() {
     assert_eq!(get(port, "/readyz").0, 503, "nothing is enforced");
     let (_, text) = get(port, "/metrics");
     assert_eq!(
-        sample(
+        metric_value(
             &text,
             "tollgate_policy_apply_failures_total{reason=\"invalid\"}"
         ),
