@@ -281,10 +281,20 @@ fn repair_drift(dp: &mut Dataplane, shared: &Shared) {
         .and_then(|s| s.applied.as_ref().map(|r| r.id.clone()))
         .unwrap_or_default();
     match dp.repair_drift() {
-        Ok(0) => {}
-        Ok(corrected) => {
-            shared.metrics.drift_corrections.inc_by(corrected as u64);
-            warn!(revision = %revision, corrected, "drift corrected: kernel map entries were changed behind the agent's back and are put back");
+        Ok(report) if report.is_empty() => {}
+        Ok(report) => {
+            shared
+                .metrics
+                .drift_corrections
+                .inc_by(report.corrected as u64);
+            let maps = report
+                .maps
+                .iter()
+                .map(|(m, n)| format!("{m}:{n}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let rules = report.rules.iter().cloned().collect::<Vec<_>>().join(",");
+            warn!(revision = %revision, corrected = report.corrected, maps = %maps, rules = %rules, "drift corrected: kernel map entries were changed behind the agent's back and are put back");
         }
         Err(e) => {
             warn!(revision = %revision, error = %e, "could not check the kernel maps for drift")

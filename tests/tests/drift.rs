@@ -110,9 +110,17 @@ fn entries_deleted_with_bpftool_are_restored_within_one_interval() {
     let corrected: u64 = metric_value(&text, "tollgate_policy_drift_corrections_total ")
         .unwrap_or_else(|| panic!("no drift counter:\n{text}"));
     assert!(corrected >= 2, "{corrected} corrections counted");
+    let log = agent.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("drift corrected"))
+        .expect("a drift log line");
     assert!(
-        agent.log().contains("revision=dir:"),
-        "the drift log line names the revision:\n{}",
-        agent.log()
+        line.contains("revision=dir:"),
+        "the drift log line names the revision:\n{line}"
+    );
+    assert!(
+        line.contains("rules=edge/block-scanners") && line.contains("maps=SRC_V4:2"),
+        "the drift log line names the map and the rule of the entries:\n{line}"
     );
 }

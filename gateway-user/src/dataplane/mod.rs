@@ -29,7 +29,7 @@ pub mod testrun;
 #[cfg(test)]
 mod xdp_tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -380,21 +380,29 @@ impl Dataplane {
     /// Puts back what was changed in the kernel maps behind the agent's back (with bpftool, or
     /// by another program): compares both generations with what they must hold and rewrites
     /// the difference. Returns the number of entries corrected.
-    pub fn repair_drift(&mut self) -> Result<usize, DataplaneError> {
+    pub fn repair_drift(&mut self) -> Result<DriftRepair, DataplaneError> {
         let actual = self.read_tables()?;
-        let mut corrected = 0;
+        let mut report = DriftRepair::default();
         for (gen, actual) in actual.into_iter().enumerate() {
             let expected = self.held[gen].clone();
             if actual == *expected {
                 continue;
             }
+            let mut rule_ids = BTreeSet::new();
+            drifted_entries(&actual, &expected, &mut report.maps, &mut rule_ids);
+            for id in rule_ids {
+                match self.ids.rules.iter().find(|(_, _, i)| *i == id) {
+                    Some((policy, rule, _)) => report.rules.insert(format!("{policy}/{rule}")),
+                    None => report.rules.insert(format!("(unknown rule id {id})")),
+                };
+            }
             // write_gen writes the diff between what it believes is there and what must be.
             self.held[gen] = Arc::new(actual);
             let result = self.write_gen(gen as u32, &expected);
             self.held[gen] = expected;
-            corrected += result?;
+            report.corrected += result?;
         }
-        Ok(corrected)
+        Ok(report)
     }
 
     /// True when the maps already held a revision when this agent started.
@@ -967,4 +975,103 @@ pub fn open_pinned(pin_dir: &Path, name: &str) -> Result<Map, DataplaneError> {
     let data =
         MapData::from_pin(&path).map_err(map_err(format!("open pinned map {}", path.display())))?;
     Map::from_map_data(data).map_err(map_err(format!("map {}", path.display())))
+}
+
+/// What [`Dataplane::repair_drift`] found and put back.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DriftRepair {
+    /// Map entries written or removed.
+    pub corrected: usize,
+    /// Entries found different, per map.
+    pub maps: BTreeMap<&'static str, usize>,
+    /// The rules (`policy/rule`) the drifted entries belong to, as far as an entry names them
+    /// (what it holds now or what it must hold).
+    pub rules: BTreeSet<String>,
+}
+
+impl DriftRepair {
+    /// True when nothing had drifted.
+    pub fn is_empty(&self) -> bool {
+        self.corrected == 0
+    }
+}
+
+/// Counts the entries of `actual` that differ from `expected`, per map, and collects the rule
+/// ids their values (in either table) name.
+fn drifted_entries(
+    actual: &Tables,
+    expected: &Tables,
+    maps: &mut BTreeMap<&'static str, usize>,
+    rules: &mut BTreeSet<u32>,
+) {
+    fn verdict_rules(v: &gateway_common::Verdict, rules: &mut BTreeSet<u32>) {
+        let n = (v.n_limits as usize).min(v.limits.len());
+        for id in [v.deny_rule, v.allow_rule]
+            .into_iter()
+            .chain(v.limits[..n].iter().copied())
+        {
+            if id != gateway_common::NO_RULE {
+                rules.insert(id);
+            }
+        }
+    }
+    fn compare<K: Eq + std::hash::Hash, V: PartialEq>(
+        name: &'static str,
+        actual: &rustc_hash::FxHashMap<K, V>,
+        expected: &rustc_hash::FxHashMap<K, V>,
+        maps: &mut BTreeMap<&'static str, usize>,
+        mut rules_of: impl FnMut(&V),
+    ) {
+        let mut n = 0;
+        for (k, v) in actual {
+            if expected.get(k) != Some(v) {
+                n += 1;
+                rules_of(v);
+                if let Some(e) = expected.get(k) {
+                    rules_of(e);
+                }
+            }
+        }
+        for (k, e) in expected {
+            if !actual.contains_key(k) {
+                n += 1;
+                rules_of(e);
+            }
+        }
+        if n > 0 {
+            *maps.entry(name).or_default() += n;
+        }
+    }
+    let mut ids = BTreeSet::new();
+    compare("IFACES", &actual.ifaces, &expected.ifaces, maps, |v| {
+        ids.insert(v.default_rule);
+        verdict_rules(&v.wildcard, &mut ids);
+    });
+    compare("SRC_V4", &actual.src_v4, &expected.src_v4, maps, |v| {
+        verdict_rules(&v.verdict, &mut ids)
+    });
+    compare("SRC_V6", &actual.src_v6, &expected.src_v6, maps, |v| {
+        verdict_rules(&v.verdict, &mut ids)
+    });
+    compare("PORTS", &actual.ports, &expected.ports, maps, |v| {
+        verdict_rules(v, &mut ids)
+    });
+    // LIMITS is keyed by rule id.
+    let mut limit_ids = BTreeSet::new();
+    for (k, v) in &actual.limits {
+        if expected.limits.get(k) != Some(v) {
+            limit_ids.insert(*k);
+        }
+    }
+    for k in expected.limits.keys() {
+        if !actual.limits.contains_key(k) {
+            limit_ids.insert(*k);
+        }
+    }
+    if !limit_ids.is_empty() {
+        *maps.entry("LIMITS").or_default() += limit_ids.len();
+    }
+    ids.extend(limit_ids);
+    ids.remove(&gateway_common::NO_RULE);
+    rules.extend(ids);
 }
