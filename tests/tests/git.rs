@@ -3,44 +3,13 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use tollgate_tests::gitrepo::{commit, git, GitDaemon};
 use tollgate_tests::{l4_policy, require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED};
 
 const SCANNER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 const OFFICE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=test",
-            "-c",
-            "user.email=test@example.com",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn commit(repo: &Path, file: &str, content: &str, message: &str) -> String {
-    let path = repo.join(file);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, content).unwrap();
-    git(repo, &["add", "-A"]);
-    git(repo, &["commit", "-q", "-m", message]);
-    git(repo, &["rev-parse", "HEAD"])
-}
 
 fn deny(cidr: &str) -> String {
     l4_policy(
@@ -164,16 +133,6 @@ fn a_git_repository_over_file_url_is_followed_commit_by_commit() {
     );
 }
 
-/// `git daemon` on loopback, killed on drop.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_git_repository_served_by_git_daemon_is_followed() {
     require_root!();
@@ -182,35 +141,8 @@ fn a_git_repository_served_by_git_daemon_is_followed() {
     let repo = base.path().join("policy");
     std::fs::create_dir_all(&repo).unwrap();
     git(&repo, &["init", "-q", "-b", "main"]);
-    let port = 19418;
-    // The git-daemon program itself (`git daemon` would leave it running when killed), and
-    // none left over from an earlier, killed run.
-    let exec_path = git(base.path(), &["--exec-path"]);
-    let _ = Command::new("pkill")
-        .args(["-f", &format!("git-daemon.*--port={port}")])
-        .status();
-    let _daemon = Daemon(
-        Command::new(Path::new(&exec_path).join("git-daemon"))
-            .args([
-                "--reuseaddr",
-                "--export-all",
-                "--listen=127.0.0.1",
-                &format!("--port={port}"),
-            ])
-            .arg(format!("--base-path={}", base.path().display()))
-            .arg(base.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("git daemon"),
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    follows_commits(
-        &lab,
-        &repo,
-        &format!("git://127.0.0.1:{port}/policy"),
-        19473,
-    );
+    let daemon = GitDaemon::start(base.path(), 19418);
+    follows_commits(&lab, &repo, &daemon.url("policy"), 19473);
 }
 
 #[test]
