@@ -63,3 +63,35 @@ fn diff_exits_like_flux_diff_and_validate_like_a_linter() {
     let (code, _) = run(&["validate".as_ref(), dir.path().join("missing").as_os_str()]);
     assert_eq!(code, 2, "an unreadable path");
 }
+
+#[test]
+fn every_bad_run_setting_is_reported_at_once_and_nothing_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tollgate.yaml");
+    std::fs::write(
+        &config,
+        "interval: fast\nadmin: nowhere\nattach-mode: sideways\nintreface: [eth0]\n",
+    )
+    .unwrap();
+    let (code, out) = run(&[
+        "run".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--interval".as_ref(),
+        "3d".as_ref(),
+        "--interface".as_ref(),
+        "tgnonexist0".as_ref(),
+    ]);
+    assert_eq!(code, 2, "{out}");
+    let shown = config.display().to_string();
+    for needle in [
+        "5 bad setting(s)".to_owned(),
+        "--interval: invalid value '3d'".to_owned(),
+        format!("{shown}: interval: invalid value 'fast'"),
+        format!("{shown}: admin: invalid value 'nowhere'"),
+        format!("{shown}: attach-mode: invalid value 'sideways'"),
+        format!("{shown}: intreface: unknown setting"),
+    ] {
+        assert!(out.contains(&needle), "missing {needle:?} in:\n{out}");
+    }
+}

@@ -1,4 +1,5 @@
 //! The command line: one file per command. `main.rs` only calls [`main`].
+pub mod config;
 pub mod counters;
 pub mod crds;
 pub mod diff;
@@ -156,7 +157,20 @@ fn init_logging(format: LogFormat) {
 
 /// Parses the command line and runs the command; returns the exit code.
 pub fn main() -> anyhow::Result<i32> {
-    let cli = Cli::parse();
+    let argv = match config::expand(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(errors) => {
+            eprintln!(
+                "error: {} bad setting(s), nothing was started:",
+                errors.len()
+            );
+            for e in &errors {
+                eprintln!("  {e}");
+            }
+            return Ok(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     init_logging(cli.log_format);
     match cli.command {
         Command::Run(args) => run::run(args),

@@ -11,6 +11,10 @@ use crate::dataplane::{AttachMode, DEFAULT_PIN_DIR};
 /// Arguments of `tollgate run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// A YAML file of settings: the keys are these flags' long names (`interface: [eth0]`,
+    /// `interval: 30s`, ...). Flags and environment variables win over it.
+    #[arg(long, env = crate::cli::config::CONFIG_ENV, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Interface to enforce on (repeat for several).
     #[arg(long = "interface", required = true, value_name = "IFACE")]
     pub interfaces: Vec<String>,
