@@ -1,6 +1,7 @@
 //! The Git server goes away: enforcement continues, the failures are reported (`/status`,
 //! metrics), the agent retries with backoff (1 s, 2 s, 4 s, ... even with an interval of an
-//! hour), and a commit pushed meanwhile is enforced soon after the server is back.
+//! hour), an agent restarted meanwhile enforces the last good revision at once, and a commit
+//! pushed meanwhile is enforced soon after the server is back.
 
 mod support;
 
@@ -30,14 +31,16 @@ fn an_unreachable_git_server_is_retried_with_backoff_and_the_agent_recovers() {
     let (port, admin) = (19542, 19543);
     let daemon = Daemon::start(base.path(), port);
     let url = format!("git://127.0.0.1:{port}/policy");
-    let mut agent = lab.start_agent(&[
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let args = [
         "--source",
-        &url,
+        url.as_str(),
         "--interval",
         "1h",
         "--admin",
-        &format!("127.0.0.1:{admin}"),
-    ]);
+        admin_addr.as_str(),
+    ];
+    let mut agent = lab.start_agent(&args);
     agent
         .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -87,6 +90,23 @@ fn an_unreachable_git_server_is_retried_with_backoff_and_the_agent_recovers() {
         ) >= 1
     );
     // Enforcement goes on.
+    assert_eq!(received(&lab, SCANNER), 0);
+    assert_eq!(received(&lab, OFFICE), 2);
+
+    // Restarted while the server is still down: the last good revision at once, and retries.
+    drop(agent);
+    let mut agent = lab.start_agent(&args);
+    agent
+        .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(applied(admin), first);
+    assert_eq!(
+        tollgate_tests::http_get(admin, "/readyz", "").map(|(c, _)| c),
+        Some(200)
+    );
+    agent
+        .wait_for_log_count("retrying with backoff", 2, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(received(&lab, SCANNER), 0);
     assert_eq!(received(&lab, OFFICE), 2);
 

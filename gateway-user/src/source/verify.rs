@@ -118,18 +118,12 @@ pub enum VerifyError {
         signers: String,
     },
     /// The key is listed, but its options do not allow this signature.
-    #[error("commit {commit}: key {fingerprint} ({principals}, {signers} line {line}) {why}")]
+    #[error("commit {commit}: key {key} {why}")]
     NotAllowed {
         /// The commit.
         commit: String,
-        /// SHA256 fingerprint of the signing key.
-        fingerprint: String,
-        /// Its principals.
-        principals: String,
-        /// The allowed_signers file.
-        signers: String,
-        /// Its line.
-        line: usize,
+        /// SHA256 fingerprint of the signing key, its principals, the file and line.
+        key: String,
         /// Which option refuses it.
         why: String,
     },
@@ -270,10 +264,10 @@ impl AllowedSigners {
             if let Err(why) = signer.allows(GIT_NAMESPACE, committed_at) {
                 refusal.get_or_insert(VerifyError::NotAllowed {
                     commit: id.clone(),
-                    fingerprint: fingerprint.clone(),
-                    principals: signer.principals.clone(),
-                    signers: signers.clone(),
-                    line: signer.line,
+                    key: format!(
+                        "{fingerprint} ({}, {signers} line {})",
+                        signer.principals, signer.line
+                    ),
                     why,
                 });
                 continue;
