@@ -13,7 +13,9 @@ use crate::compile::snapshot::{compile_documents, Snapshot};
 use crate::dataplane::{self, AttachMode, Dataplane};
 use crate::source::dir::read_dir;
 use crate::source::git::GitSource;
+use crate::source::verify::AllowedSigners;
 use crate::source::{last_good, Documents};
+use crate::telemetry::webhook::WebhookSecret;
 use crate::telemetry::{self, InterfaceStatus, RevisionStatus, Shared};
 use std::sync::Arc;
 
@@ -38,6 +40,11 @@ pub struct AgentConfig {
     pub admin: std::net::SocketAddr,
     /// Apply a Git ref that moved backwards or sideways instead of refusing it.
     pub allow_ref_rewind: bool,
+    /// Git source: apply only commits signed by a key of this OpenSSH allowed_signers file
+    /// (read again for every new commit, so keys can be rotated without a restart).
+    pub verify_commits: Option<PathBuf>,
+    /// The webhook's secret; `None`: `POST /hooks/git` answers 404.
+    pub webhook_secret: Option<WebhookSecret>,
 }
 
 /// Where the policy comes from.
@@ -75,9 +82,96 @@ impl SourceConfig {
     }
 }
 
-/// Why a revision was not loaded: `source` (could not be read) or `invalid` (refused by the
-/// compiler); the label of `tollgate_policy_apply_failures_total`.
-type LoadError = (&'static str, String);
+/// Why a revision was not loaded.
+#[derive(Debug)]
+struct LoadError {
+    /// The label of `tollgate_policy_apply_failures_total`: `source` (could not be read),
+    /// `invalid` (refused by the compiler), `rewind` or `unverified`.
+    reason: &'static str,
+    /// Every problem, for the log and `/status`.
+    message: String,
+    /// The source itself could not be reached or read (a failed fetch, a missing directory):
+    /// retried with backoff. Anything else is a property of the revision, which is not retried
+    /// faster than the interval (it will not change until the commit does).
+    unavailable: bool,
+}
+
+impl LoadError {
+    fn unavailable(e: impl std::fmt::Display) -> Self {
+        LoadError {
+            reason: "source",
+            message: e.to_string(),
+            unavailable: true,
+        }
+    }
+
+    fn refused(reason: &'static str) -> impl Fn(String) -> Self {
+        move |message| LoadError {
+            reason,
+            message,
+            unavailable: false,
+        }
+    }
+}
+
+/// What a pass found, for the retry schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// The source answered (whatever became of the revision).
+    SourceRead,
+    /// The source could not be read.
+    SourceUnavailable,
+}
+
+/// When the next pass runs. While the source answers: every interval. After a pass that could
+/// not read it: 1 s, then 2 s, 4 s, ... doubling, capped at the interval. So a short outage (a
+/// Git server restarting) heals within seconds, while a long one is polled at the configured
+/// rate, never more often than that in the long run: the interval stays the operator's bound on
+/// the load on the Git server, and an outage costs at most log2(interval / 1 s) extra fetches.
+/// A webhook call or SIGHUP runs a pass at once, whatever the schedule.
+#[derive(Debug, Clone)]
+pub struct RetrySchedule {
+    interval: Duration,
+    failures: u32,
+}
+
+impl RetrySchedule {
+    /// The first retry after a failure.
+    pub const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+    /// A schedule for `interval`, with no failure yet.
+    pub fn new(interval: Duration) -> Self {
+        RetrySchedule {
+            interval,
+            failures: 0,
+        }
+    }
+
+    /// Records the outcome of a pass.
+    pub fn record(&mut self, source_unavailable: bool) {
+        self.failures = if source_unavailable {
+            self.failures.saturating_add(1)
+        } else {
+            0
+        };
+    }
+
+    /// Passes in a row that could not read the source.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// How long after the last pass the next one runs.
+    pub fn delay(&self) -> Duration {
+        if self.failures == 0 {
+            return self.interval;
+        }
+        let doublings = (self.failures - 1).min(31);
+        Self::FIRST_RETRY
+            .saturating_mul(1u32 << doublings)
+            .min(self.interval)
+    }
+}
 
 /// Reads and compiles the source. Never touches the kernel. `Ok(None)`: the Git source's
 /// commit is the one seen last time (its tree is not read again).
@@ -88,9 +182,9 @@ fn load_revision(
     last_seen: &Option<String>,
 ) -> Result<Option<(Documents, Snapshot)>, LoadError> {
     let docs = match (&config.source, git) {
-        (SourceConfig::Dir(dir), _) => read_dir(dir).map_err(|e| ("source", e.to_string()))?,
+        (SourceConfig::Dir(dir), _) => read_dir(dir).map_err(LoadError::unavailable)?,
         (SourceConfig::Git { .. }, None) => {
-            return Err(("source", "the Git source is not open".to_owned()))
+            return Err(LoadError::unavailable("the Git source is not open"))
         }
         (SourceConfig::Git { .. }, Some(git)) => {
             // A fetch can take a while: tell the runtime, so the admin server keeps answering.
@@ -100,7 +194,7 @@ fn load_revision(
                 .metrics
                 .git_fetch_duration
                 .observe(fetch_started.elapsed().as_secs_f64());
-            let commit = fetched.map_err(|e| ("source", e.to_string()))?;
+            let commit = fetched.map_err(LoadError::unavailable)?;
             if last_seen.as_deref() == Some(commit.to_string().as_str()) {
                 return Ok(None);
             }
@@ -119,24 +213,29 @@ fn load_revision(
                 });
             if let (Some(applied), false) = (applied, config.allow_ref_rewind) {
                 git.check_forward(&applied, commit)
-                    .map_err(|e| ("rewind", e.to_string()))?;
+                    .map_err(|e| LoadError::refused("rewind")(e.to_string()))?;
             }
-            git.read(commit).map_err(|e| ("source", e.to_string()))?
+            if let Some(file) = &config.verify_commits {
+                let verified = AllowedSigners::load(file)
+                    .map_err(crate::source::verify::VerifyError::from)
+                    .and_then(|signers| signers.verify_commit(git.repository(), commit))
+                    .map_err(|e| LoadError::refused("unverified")(e.to_string()))?;
+                info!(commit = %commit, signer = %verified.principals, key = %verified.fingerprint, "commit signature verified");
+            }
+            git.read(commit)
+                .map_err(|e| LoadError::refused("source")(e.to_string()))?
         }
     };
     if docs.files.is_empty() {
         // Most likely a wrong path or an unmounted volume: applying it would silently remove
         // every rule. An operator who wants no filtering commits a policy without rules.
-        return Err((
-            "source",
-            format!(
-                "no policy files (*.yaml, *.yml) in {}; refusing a revision that would remove all policy",
-                config.source.describe()
-            ),
-        ));
+        return Err(LoadError::refused("source")(format!(
+            "no policy files (*.yaml, *.yml) in {}; refusing a revision that would remove all policy",
+            config.source.describe()
+        )));
     }
     let snapshot = compile_documents(&docs, Some(&config.interfaces))
-        .map_err(|e| ("invalid", e.to_string()))?;
+        .map_err(|e| LoadError::refused("invalid")(e.to_string()))?;
     Ok(Some((docs, snapshot)))
 }
 
@@ -162,11 +261,16 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         ),
         SourceConfig::Dir(_) => None,
     };
-    let shared = Shared::new(config.pin_dir.clone());
+    let shared = Shared::with_webhook(config.pin_dir.clone(), config.webhook_secret.clone());
     telemetry::admin::serve(config.admin, shared.clone())
         .await
         .with_context(|| format!("start the admin server on {} (--admin)", config.admin))?;
-    info!(address = %config.admin, "admin server: /metrics /healthz /readyz /status");
+    let webhook = if shared.webhook_secret.is_some() {
+        "POST /hooks/git"
+    } else {
+        "webhook disabled"
+    };
+    info!(address = %config.admin, webhook, "admin server: /metrics /healthz /readyz /status");
     dp.attach_all(&config.interfaces, config.attach_mode)
         .context("attach")?;
     for (iface, how) in dp.attached() {
@@ -185,7 +289,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     publish_counter_names(&shared, &dp);
 
     let mut last_seen: Option<String> = None;
-    reconcile(&config, git.as_ref(), &mut dp, &shared, &mut last_seen);
+    let mut schedule = RetrySchedule::new(config.interval);
+    let pass = reconcile(&config, git.as_ref(), &mut dp, &shared, &mut last_seen);
+    let mut next_pass = after_pass(&mut schedule, pass, &shared);
     let nothing_applied = shared
         .status
         .read()
@@ -198,22 +304,31 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let mut tick = tokio::time::interval(config.interval);
-    tick.tick().await;
+    // Drift is checked every interval, whatever the source does.
+    let mut drift = tokio::time::interval(config.interval);
+    drift.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    drift.tick().await;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                reconcile(&config, git.as_ref(), &mut dp, &shared, &mut last_seen);
-                repair_drift(&mut dp, &shared);
+        let pass = tokio::select! {
+            _ = tokio::time::sleep_until(next_pass.into()) => {
+                reconcile(&config, git.as_ref(), &mut dp, &shared, &mut last_seen)
+            }
+            _ = shared.wake.notified() => {
+                reconcile(&config, git.as_ref(), &mut dp, &shared, &mut last_seen)
             }
             _ = hup.recv() => {
                 info!("SIGHUP: reading the source now");
                 last_seen = None;
-                reconcile(&config, git.as_ref(), &mut dp, &shared, &mut last_seen);
+                reconcile(&config, git.as_ref(), &mut dp, &shared, &mut last_seen)
+            }
+            _ = drift.tick() => {
+                repair_drift(&mut dp, &shared);
+                continue;
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
-        }
+        };
+        next_pass = after_pass(&mut schedule, pass, &shared);
     }
     if config.detach_on_exit {
         drop(dp);
@@ -226,6 +341,28 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         info!("stopped; programs and maps stay pinned and keep enforcing the applied revision");
     }
     Ok(())
+}
+
+/// Records a pass in the schedule and in `/status`; returns when the next one is due.
+fn after_pass(schedule: &mut RetrySchedule, pass: Pass, shared: &Shared) -> Instant {
+    let before = schedule.failures();
+    schedule.record(pass == Pass::SourceUnavailable);
+    let delay = schedule.delay();
+    let next = Instant::now() + delay;
+    if schedule.failures() > 0 {
+        warn!(
+            consecutive_failures = schedule.failures(),
+            retry_in_s = delay.as_secs_f64(),
+            "the source cannot be read; retrying with backoff"
+        );
+    } else if before > 0 {
+        info!(after_failures = before, "the source can be read again");
+    }
+    if let Ok(mut s) = shared.status.write() {
+        s.consecutive_failures = schedule.failures();
+        s.next_attempt = Some(next);
+    }
+    next
 }
 
 /// At start, when the source gives no valid revision: enforce the last good one saved in the
@@ -322,13 +459,17 @@ fn reconcile(
     dp: &mut Dataplane,
     shared: &Shared,
     last_seen: &mut Option<String>,
-) {
+) -> Pass {
     let started = Instant::now();
     let source = config.source.describe();
     let (docs, snapshot) = match load_revision(config, git, shared, last_seen) {
         Ok(Some(s)) => s,
-        Ok(None) => return,
-        Err((reason, e)) => {
+        Ok(None) => return Pass::SourceRead,
+        Err(LoadError {
+            reason,
+            message: e,
+            unavailable,
+        }) => {
             let mut status = shared.status.write().unwrap_or_else(|p| p.into_inner());
             // Same broken revision as before: say it once.
             if status.last_error.as_deref() != Some(e.as_str()) || last_seen.is_none() {
@@ -342,7 +483,11 @@ fn reconcile(
             status.last_error = Some(e);
             status.attempted = None;
             *last_seen = Some(String::new());
-            return;
+            return if unavailable {
+                Pass::SourceUnavailable
+            } else {
+                Pass::SourceRead
+            };
         }
     };
     let id = snapshot.revision.id.clone();
@@ -352,7 +497,7 @@ fn reconcile(
         .ok()
         .and_then(|s| s.applied.as_ref().map(|r| r.id.clone()));
     if last_seen.as_deref() == Some(id.as_str()) && applied_id.as_deref() == Some(id.as_str()) {
-        return;
+        return Pass::SourceRead;
     }
     *last_seen = Some(id.clone());
     let revision = RevisionStatus {
@@ -398,5 +543,47 @@ fn reconcile(
                 s.last_error = Some(e.to_string());
             }
         }
+    }
+    Pass::SourceRead
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_double_from_one_second_up_to_the_interval_and_reset_on_success() {
+        let mut s = RetrySchedule::new(Duration::from_secs(30));
+        assert_eq!(s.delay(), Duration::from_secs(30), "healthy: the interval");
+        let mut delays = Vec::new();
+        for _ in 0..8 {
+            s.record(true);
+            delays.push(s.delay().as_secs());
+        }
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(s.failures(), 8);
+        s.record(false);
+        assert_eq!(s.failures(), 0);
+        assert_eq!(s.delay(), Duration::from_secs(30));
+        s.record(true);
+        assert_eq!(
+            s.delay(),
+            Duration::from_secs(1),
+            "a new outage starts over"
+        );
+    }
+
+    #[test]
+    fn short_intervals_are_never_stretched_and_long_outages_do_not_overflow() {
+        let mut s = RetrySchedule::new(Duration::from_millis(500));
+        s.record(true);
+        assert_eq!(s.delay(), Duration::from_millis(500));
+        let mut s = RetrySchedule::new(Duration::from_secs(3600));
+        for _ in 0..100_000 {
+            s.record(true);
+        }
+        assert_eq!(s.delay(), Duration::from_secs(3600));
+        s.record(true);
+        assert_eq!(s.failures(), 100_001);
     }
 }

@@ -4,9 +4,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Runs `git ARGS` in `dir` (as user "test", unsigned) and returns its trimmed stdout; panics
-/// with git's stderr when it fails.
-pub fn git(dir: &Path, args: &[&str]) -> String {
+use crate::l4_policy;
+
+/// Runs git in `dir` (with an identity, and without signing unless `extra` asks for it);
+/// returns its stdout, trimmed. Panics with git's stderr when it fails.
+pub fn git_with(dir: &Path, extra: &[&str], args: &[&str]) -> String {
     let out = Command::new("git")
         .args([
             "-c",
@@ -16,6 +18,7 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
             "-c",
             "commit.gpgsign=false",
         ])
+        .args(extra)
         .args(args)
         .current_dir(dir)
         .output()
@@ -28,14 +31,39 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// Writes `file` (relative to `repo`) and commits everything; returns the commit id.
-pub fn commit(repo: &Path, file: &str, content: &str, message: &str) -> String {
+/// [`git_with`] without extra settings.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    git_with(dir, &[], args)
+}
+
+/// Writes `file` and commits it, signed with the SSH key file `signing_key` (by git and
+/// ssh-keygen) or unsigned; returns the commit id.
+pub fn commit(repo: &Path, file: &str, content: &str, signing_key: Option<&Path>) -> String {
     let path = repo.join(file);
-    std::fs::create_dir_all(path.parent().expect("a file in a directory")).expect("mkdir");
-    std::fs::write(path, content).expect("write");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
     git(repo, &["add", "-A"]);
-    git(repo, &["commit", "-q", "-m", message]);
+    match signing_key {
+        Some(key) => {
+            let key = format!("user.signingkey={}", key.display());
+            git_with(
+                repo,
+                &["-c", "gpg.format=ssh", "-c", &key],
+                &["commit", "-q", "-S", "-m", "signed change"],
+            )
+        }
+        None => git(repo, &["commit", "-q", "-m", "change"]),
+    };
     git(repo, &["rev-parse", "HEAD"])
+}
+
+/// A policy `edge` that denies `cidr` and allows the rest.
+pub fn deny(cidr: &str) -> String {
+    l4_policy(
+        "edge",
+        "allow",
+        &format!("- name: blocked\n  action: deny\n  from: [{cidr}]\n"),
+    )
 }
 
 /// `git daemon` serving every repository under a base directory on 127.0.0.1, killed on drop.

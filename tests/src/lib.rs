@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod admin;
 pub mod gitrepo;
 
 /// Debian's python3. `python3-scapy` is installed for it, and a pyenv shim earlier on `PATH`

@@ -5,28 +5,15 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
-use tollgate_tests::gitrepo::{commit, git, GitDaemon};
-use tollgate_tests::{l4_policy, require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED};
+use tollgate_tests::gitrepo::{commit, deny, git, GitDaemon};
+use tollgate_tests::{require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED};
 
 const SCANNER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 const OFFICE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 
-fn deny(cidr: &str) -> String {
-    l4_policy(
-        "edge",
-        "allow",
-        &format!("- name: blocked\n  action: deny\n  from: [{cidr}]\n"),
-    )
-}
-
 /// Runs the scenario against `url` (a repository whose working copy is `repo`).
 fn follows_commits(lab: &Lab, repo: &Path, url: &str, admin: u16) {
-    let first = commit(
-        repo,
-        "policies/edge.yaml",
-        &deny("203.0.113.0/24"),
-        "block the scanner",
-    );
+    let first = commit(repo, "policies/edge.yaml", &deny("203.0.113.0/24"), None);
     let mut agent = lab.start_agent(&[
         "--source",
         url,
@@ -64,12 +51,7 @@ fn follows_commits(lab: &Lab, repo: &Path, url: &str, admin: u16) {
     );
 
     // A new commit is enforced within one interval.
-    let second = commit(
-        repo,
-        "policies/edge.yaml",
-        &deny("198.51.100.0/24"),
-        "block the office instead",
-    );
+    let second = commit(repo, "policies/edge.yaml", &deny("198.51.100.0/24"), None);
     agent
         .wait_for_log_count(POLICY_APPLIED, 2, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -95,12 +77,7 @@ fn follows_commits(lab: &Lab, repo: &Path, url: &str, admin: u16) {
     );
 
     // A bad commit is refused; the previous revision stays enforced.
-    commit(
-        repo,
-        "policies/edge.yaml",
-        &deny("198.51.100.0/33"),
-        "a typo",
-    );
+    commit(repo, "policies/edge.yaml", &deny("198.51.100.0/33"), None);
     agent
         .wait_for_log("revision refused", Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -153,7 +130,7 @@ fn a_ref_forced_back_is_refused_unless_rewinds_are_allowed() {
     let repo = repo.path();
     git(repo, &["init", "-q", "-b", "main"]);
     let url = format!("file://{}", repo.display());
-    let first = commit(repo, "edge.yaml", &deny("203.0.113.0/24"), "one");
+    let first = commit(repo, "edge.yaml", &deny("203.0.113.0/24"), None);
     let args = [
         "--source",
         url.as_str(),
@@ -166,7 +143,7 @@ fn a_ref_forced_back_is_refused_unless_rewinds_are_allowed() {
     agent
         .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
-    let second = commit(repo, "edge.yaml", &deny("198.51.100.0/24"), "two");
+    let second = commit(repo, "edge.yaml", &deny("198.51.100.0/24"), None);
     agent
         .wait_for_log_count(POLICY_APPLIED, 2, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}"));

@@ -151,6 +151,10 @@ const TOOL_PACKAGES: &[&str] = &[
     "curl",
     // git and git-daemon, for the Git source tests.
     "git",
+    // ssh-keygen: keys and commit signatures for the --verify-commits tests (git signs with it).
+    "openssh-client",
+    // openssl dgst: the webhook tests sign their calls with an HMAC independent of the agent's.
+    "openssl",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

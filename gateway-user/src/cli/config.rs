@@ -326,34 +326,47 @@ fn check(args: &[Arg], setting: &Setting) -> Result<(), String> {
     if setting.values.is_empty() {
         return Ok(());
     }
-    let Some(arg) = args
+    if !args
         .iter()
-        .find(|a| a.get_long() == Some(setting.long.as_str()))
-    else {
+        .any(|a| a.get_long() == Some(setting.long.as_str()))
+    {
         return Ok(());
-    };
+    }
+    // Every flag of `run` is in the probe (relations between flags name each other), none
+    // required and none read from the environment: only this setting is parsed.
     let probe = Command::new("probe")
         .no_binary_name(true)
         .disable_help_flag(true)
-        .arg(
-            arg.clone()
-                .required(false)
-                .env(None::<&str>)
-                .global(false)
-                .num_args(1)
-                .action(ArgAction::Append),
+        .disable_version_flag(true)
+        .args(
+            args.iter()
+                .filter(|a| a.get_long() != Some("help"))
+                .map(|a| a.clone().required(false).env(None::<&str>).global(false)),
         );
     let argv = setting
         .values
         .iter()
         .map(|v| format!("--{}={v}", setting.long));
-    probe.try_get_matches_from(argv).map(|_| ()).map_err(|e| {
-        // clap's first line is "error: invalid value 'x' for '--flag <X>': reason".
-        let text = e.to_string();
-        let line = text.lines().next().unwrap_or("invalid value").trim();
-        let line = line.strip_prefix("error: ").unwrap_or(line);
-        format!("{}: {line}", setting.origin)
-    })
+    match probe.try_get_matches_from(argv) {
+        Ok(_) => Ok(()),
+        // Relations between flags are for the whole command line, checked when it is parsed.
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::ArgumentConflict
+                    | clap::error::ErrorKind::MissingRequiredArgument
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err({
+            // clap's first line is "error: invalid value 'x' for '--flag <X>': reason".
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or("invalid value").trim();
+            let line = line.strip_prefix("error: ").unwrap_or(line);
+            format!("{}: {line}", setting.origin)
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -469,6 +482,31 @@ mod tests {
         let path = f.path().to_string_lossy().into_owned();
         let errors = expand(argv(&["run", "--config", &path])).unwrap_err();
         assert!(errors[0].contains("must be a mapping"), "{errors:?}");
+    }
+
+    #[test]
+    fn every_flag_of_run_can_be_checked_on_its_own() {
+        // The probe holds every flag, so relations between flags (conflicts, requirements)
+        // resolve; a value that parses is accepted whatever the other flags are.
+        let root = super::super::Cli::command();
+        let run = root.find_subcommand("run").unwrap();
+        let args: Vec<Arg> = run.get_arguments().cloned().collect();
+        for a in &args {
+            let Some(long) = a.get_long() else { continue };
+            if !a.get_action().takes_values() {
+                continue;
+            }
+            let setting = Setting {
+                long: long.to_owned(),
+                values: vec!["\u{1}not a value of anything".to_owned()],
+                switch: None,
+                origin: format!("--{long}"),
+            };
+            // Must not panic; a string flag accepts it, a typed one names the flag.
+            if let Err(e) = check(&args, &setting) {
+                assert!(e.starts_with(&format!("--{long}: ")), "{e}");
+            }
+        }
     }
 
     #[test]

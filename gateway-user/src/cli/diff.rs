@@ -1,5 +1,7 @@
 //! `tollgate diff OLD NEW`: what a revision would change, rule by rule, with the exit codes of
 //! `flux diff`: 0 no change, 1 changes, 2 (or more) an error (unreadable or invalid revision).
+//! OLD and NEW are two directories, or (`--repo`) two revisions of a Git repository, read by the
+//! agent's own Git source.
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -8,6 +10,8 @@ use serde::Serialize;
 use crate::compile::policy::{Policy, Rule};
 use crate::compile::snapshot::compile_documents;
 use crate::source::dir::read_dir;
+use crate::source::git::{is_git_url, GitError, GitSource};
+use crate::source::Documents;
 
 /// One change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -136,30 +140,80 @@ fn rule_fields(o: &Rule, n: &Rule) -> Vec<String> {
     f
 }
 
-fn load(path: &Path) -> Result<Vec<Policy>, String> {
-    let docs = read_dir(path).map_err(|e| e.to_string())?;
-    compile_documents(&docs, None)
+fn compile(docs: &Documents, what: &str) -> Result<Vec<Policy>, String> {
+    compile_documents(docs, None)
         .map(|s| s.policies)
-        .map_err(|e| format!("{} is not a valid revision:\n{e}", path.display()))
+        .map_err(|e| format!("{what} is not a valid revision:\n{e}"))
 }
 
-/// Runs `diff`; returns the exit code.
+fn load(path: &Path) -> Result<Vec<Policy>, String> {
+    let docs = read_dir(path).map_err(|e| e.to_string())?;
+    compile(&docs, &path.display().to_string())
+}
+
+/// Runs `diff` on two directories; returns the exit code.
 pub fn diff(old: &Path, new: &Path, json: bool) -> i32 {
-    let (old, new) = match (load(old), load(new)) {
-        (Ok(o), Ok(n)) => (o, n),
+    match (load(old), load(new)) {
+        (Ok(o), Ok(n)) => report(&diff_policies(&o, &n), json),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("{e}");
-            return 2;
+            2
         }
+    }
+}
+
+/// The repository `repo` (a URL, fetched into `mirror`, or a local path, read in place) with
+/// the policies under `path`.
+fn open_repository(repo: &str, path: &str, mirror: &Path) -> Result<GitSource, GitError> {
+    if !is_git_url(repo) {
+        return GitSource::open_local(Path::new(repo), path);
+    }
+    let source = GitSource::open(repo, "HEAD", path, mirror)?;
+    // fetch() brings every branch and tag, then resolves the source's own ref, which here
+    // means nothing: the revisions are resolved afterwards, by rev_parse.
+    match source.fetch() {
+        Ok(_) | Err(GitError::UnknownRef { .. }) => Ok(source),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs `diff --repo` on two revisions of a repository; returns the exit code.
+pub fn diff_revisions(repo: &str, path: &str, old: &str, new: &str, json: bool) -> i32 {
+    let policies = || -> Result<(Vec<Policy>, Vec<Policy>), String> {
+        let mirror = tempfile::tempdir()
+            .map_err(|e| format!("cannot create a temporary directory for the mirror: {e}"))?;
+        let source = open_repository(repo, path, mirror.path()).map_err(|e| e.to_string())?;
+        let load = |rev: &str| -> Result<Vec<Policy>, String> {
+            let commit = source.rev_parse(rev).map_err(|e| {
+                if is_git_url(repo) && rev.starts_with("HEAD") {
+                    format!("{e} (a repository fetched from a URL has no HEAD here: name a branch, as main~1)")
+                } else {
+                    e.to_string()
+                }
+            })?;
+            let docs = source.read(commit).map_err(|e| e.to_string())?;
+            compile(&docs, &format!("{rev} ({commit}) of {repo}"))
+        };
+        Ok((load(old)?, load(new)?))
     };
-    let changes = diff_policies(&old, &new);
+    match policies() {
+        Ok((o, n)) => report(&diff_policies(&o, &n), json),
+        Err(e) => {
+            eprintln!("{e}");
+            2
+        }
+    }
+}
+
+/// Prints the changes; returns the exit code (0 none, 1 some).
+fn report(changes: &[Change], json: bool) -> i32 {
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&changes).unwrap_or_default()
         );
     } else {
-        for c in &changes {
+        for c in changes {
             let sign = match c.change {
                 "added" => "+",
                 "removed" => "-",

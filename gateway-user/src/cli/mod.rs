@@ -63,13 +63,22 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
-    /// What a revision would change, rule by rule (two policy directories or files).
+    /// What a revision would change, rule by rule: two policy directories (or files), or with
+    /// --repo two revisions of a Git repository.
     /// Exit 0 no change, 1 changes, 2 an unreadable or invalid revision (as `flux diff`).
     Diff {
-        /// The revision in force (or the base of the change).
+        /// The revision in force (or the base of the change): a directory or file; with
+        /// --repo, a branch, tag, commit or any expression `git rev-parse` takes (HEAD~1).
         old: PathBuf,
-        /// The revision to compare with it.
+        /// The revision to compare with it (as OLD).
         new: PathBuf,
+        /// Compare two revisions of this Git repository: a local path (read in place) or a
+        /// URL (file://, git://, ...; fetched into a temporary mirror).
+        #[arg(long, value_name = "URL_OR_PATH")]
+        repo: Option<String>,
+        /// With --repo: the directory of the repository that holds the policies.
+        #[arg(long, value_name = "DIR", requires = "repo", default_value = "")]
+        path: String,
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
@@ -185,9 +194,26 @@ pub fn main() -> anyhow::Result<i32> {
         }
         Command::Explain(args) => explain::explain(args),
         Command::Status { admin, format } => status::status(admin, format == OutputFormat::Json),
-        Command::Diff { old, new, format } => {
-            Ok(diff::diff(&old, &new, format == OutputFormat::Json))
-        }
+        Command::Diff {
+            old,
+            new,
+            repo: None,
+            format,
+            ..
+        } => Ok(diff::diff(&old, &new, format == OutputFormat::Json)),
+        Command::Diff {
+            old,
+            new,
+            repo: Some(repo),
+            path,
+            format,
+        } => Ok(diff::diff_revisions(
+            &repo,
+            &path,
+            &old.to_string_lossy(),
+            &new.to_string_lossy(),
+            format == OutputFormat::Json,
+        )),
         Command::Crds => {
             print!("{}", crds::crds_yaml());
             Ok(0)

@@ -7,6 +7,8 @@ use clap::Args;
 use super::{parse_duration, DEFAULT_STATE_DIR};
 use crate::agent::{self, AgentConfig, SourceConfig};
 use crate::dataplane::{AttachMode, DEFAULT_PIN_DIR};
+use crate::source::verify::AllowedSigners;
+use crate::telemetry::webhook::WebhookSecret;
 
 /// Arguments of `tollgate run`.
 #[derive(Debug, Args)]
@@ -47,16 +49,59 @@ pub struct RunArgs {
     /// unrelated commit) instead of refusing it.
     #[arg(long)]
     pub allow_ref_rewind: bool,
-    /// Admin HTTP server address: /metrics, /healthz, /readyz, /status.
+    /// Admin HTTP server address: /metrics, /healthz, /readyz, /status, POST /hooks/git.
     #[arg(long, default_value = crate::telemetry::admin::DEFAULT_ADMIN_ADDR, env = "TOLLGATE_ADMIN")]
     pub admin: std::net::SocketAddr,
+    /// Enables the webhook (POST /hooks/git on the admin server) with the shared secret in this
+    /// file (its content, without a trailing newline). Read at start.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "TOLLGATE_WEBHOOK_SECRET_FILE",
+        conflicts_with = "webhook_secret_env"
+    )]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Enables the webhook with the shared secret in this environment variable (its name, not
+    /// the secret: secrets never go on the command line). Read at start.
+    #[arg(long, value_name = "VAR")]
+    pub webhook_secret_env: Option<String>,
+    /// Git source: apply only commits signed (SSH signatures, git's gpg.format=ssh) by a key of
+    /// this OpenSSH allowed_signers file; others are refused and the last good revision stays.
+    #[arg(long, value_name = "ALLOWED_SIGNERS", env = "TOLLGATE_VERIFY_COMMITS")]
+    pub verify_commits: Option<PathBuf>,
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    // Every bad setting at once, before anything is loaded or attached.
+    let mut problems = Vec::new();
+    let webhook_secret = match (&args.webhook_secret_file, &args.webhook_secret_env) {
+        (Some(file), _) => WebhookSecret::from_file(file)
+            .map_err(|e| problems.push(e.to_string()))
+            .ok(),
+        (None, Some(var)) => WebhookSecret::from_env(var)
+            .map_err(|e| problems.push(e.to_string()))
+            .ok(),
+        (None, None) => None,
+    };
+    let git = crate::source::git::is_git_url(&args.source);
+    if let Some(file) = &args.verify_commits {
+        if !git {
+            problems.push(format!(
+                "--verify-commits {} needs a Git source; {} is a directory",
+                file.display(),
+                args.source
+            ));
+        } else if let Err(e) = AllowedSigners::load(file) {
+            problems.push(e.to_string());
+        }
+    }
+    if !problems.is_empty() {
+        anyhow::bail!("{}", problems.join("\n"));
+    }
     let config = AgentConfig {
         interfaces: args.interfaces,
-        source: if crate::source::git::is_git_url(&args.source) {
+        source: if git {
             SourceConfig::Git {
                 url: args.source,
                 reference: args.reference,
@@ -72,6 +117,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         detach_on_exit: args.detach_on_exit,
         admin: args.admin,
         allow_ref_rewind: args.allow_ref_rewind,
+        verify_commits: args.verify_commits,
+        webhook_secret,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

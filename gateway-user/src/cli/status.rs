@@ -33,6 +33,12 @@ pub fn status(admin: SocketAddr, json: bool) -> anyhow::Result<i32> {
     println!("applied:    {}", rev(&v["applied"]));
     println!("attempted:  {}", rev(&v["attempted"]));
     println!("last error: {}", v["last_error"].as_str().unwrap_or("none"));
+    if let Some(failures) = v["consecutive_failures"].as_u64().filter(|n| *n > 0) {
+        println!("source:     unreadable {failures} time(s) in a row; retrying with backoff");
+    }
+    if let Some(next) = v["next_attempt_in_seconds"].as_f64() {
+        println!("next pass:  in {next:.1} s");
+    }
     for i in v["interfaces"].as_array().into_iter().flatten() {
         println!(
             "interface:  {} ({})",

@@ -127,6 +127,48 @@ impl GitSource {
         })
     }
 
+    /// An existing local repository (bare or with a work tree), read in place: no mirror, no
+    /// fetch. For `tollgate diff --repo PATH`, where any revision of it may be named.
+    pub fn open_local(dir: &Path, path: &str) -> Result<Self, GitError> {
+        let url = dir.display().to_string();
+        let repo = Repository::open(dir).map_err(|source| GitError::Git {
+            what: "open the repository".to_owned(),
+            url: url.clone(),
+            source,
+        })?;
+        Ok(GitSource {
+            url,
+            reference: "HEAD".to_owned(),
+            path: path.trim_matches('/').to_owned(),
+            repo,
+        })
+    }
+
+    /// The commit `rev` names, as `git rev-parse` reads it (a branch, a tag, a commit id,
+    /// `main~1`, `v2^{commit}`, ...); in a mirror, branches are also looked up among the
+    /// fetched ones (`main` = `origin/main`).
+    pub fn rev_parse(&self, rev: &str) -> Result<Oid, GitError> {
+        [rev.to_owned(), format!("origin/{rev}")]
+            .iter()
+            .find_map(|r| {
+                self.repo
+                    .revparse_single(r)
+                    .and_then(|o| o.peel_to_commit())
+                    .ok()
+            })
+            .map(|c| c.id())
+            .ok_or_else(|| GitError::UnknownRef {
+                reference: rev.to_owned(),
+                url: self.url.clone(),
+            })
+    }
+
+    /// The repository (the mirror, or the local repository itself), for checks that read
+    /// commits beyond their trees (`--verify-commits`).
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
     /// Where the policy comes from, for reports.
     pub fn describe(&self) -> String {
         if self.path.is_empty() {

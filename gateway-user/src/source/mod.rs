@@ -6,6 +6,7 @@ use std::path::PathBuf;
 pub mod dir;
 pub mod git;
 pub mod last_good;
+pub mod verify;
 
 /// Largest policy file accepted, in bytes. Far above any real policy; it stops a mistaken
 /// `tollgate validate /` or a hostile repository from making the agent read gigabytes.

@@ -1,13 +1,14 @@
 //! The admin HTTP server (`--admin`, default 127.0.0.1:9464): `/metrics` (OpenMetrics text),
 //! `/healthz` (the process is alive; never fails because a source is down), `/readyz` (a
-//! revision is enforced) and `/status` (JSON). GET only; anything else is a 404 or 405.
+//! revision is enforced) and `/status` (JSON), all GET; and the Git webhook, `POST /hooks/git`
+//! ([`super::webhook`]). Anything else is a 404 or 405.
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::Shared;
@@ -22,6 +23,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
+        .route(super::webhook::PATH, post(super::webhook::receive))
         .with_state(shared)
 }
 
@@ -76,6 +78,13 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
     .await
     .unwrap_or_default();
     let mut v = serde_json::to_value(&s).unwrap_or_default();
+    v["next_attempt_in_seconds"] = s
+        .next_attempt
+        .map(|at| {
+            let left = at.saturating_duration_since(std::time::Instant::now());
+            serde_json::Value::from((left.as_secs_f64() * 1000.0).round() / 1000.0)
+        })
+        .unwrap_or_default();
     v["top_offenders"] = serde_json::to_value(top).unwrap_or_default();
     v["top_offenders_sample_rate"] = crate::dataplane::offenders::sample_rate().into();
     Json(v).into_response()

@@ -48,6 +48,13 @@ pub struct RevisionLabels {
     pub revision: String,
 }
 
+/// Label of the webhook calls.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `accepted`, `unauthorized`, `too_large`, `disabled` or `bad_request`.
+    pub outcome: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: String,
@@ -76,6 +83,8 @@ pub struct Metrics {
     pub drift_corrections: Counter,
     /// `tollgate_git_fetch_duration_seconds`: fetches of the Git source, failed ones included.
     pub git_fetch_duration: Histogram,
+    /// `tollgate_webhook_calls_total{outcome}`: calls of `POST /hooks/git`.
+    pub webhook_calls: Family<OutcomeLabel, Counter>,
 }
 
 /// Reads the kernel counters at scrape time.
@@ -290,6 +299,20 @@ impl Metrics {
             "Time to fetch the Git source (failed fetches included).",
             git_fetch_duration.clone(),
         );
+        let webhook_calls = Family::<OutcomeLabel, Counter>::default();
+        // Every outcome from the start (at 0), so that rate() and alerts see the series.
+        for outcome in super::webhook::Outcome::ALL {
+            webhook_calls
+                .get_or_create(&OutcomeLabel {
+                    outcome: outcome.as_str().into(),
+                })
+                .inc_by(0);
+        }
+        registry.register(
+            "tollgate_webhook_calls",
+            "Calls of the Git webhook (POST /hooks/git), by outcome.",
+            webhook_calls.clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -310,7 +333,17 @@ impl Metrics {
             revision_info,
             drift_corrections,
             git_fetch_duration,
+            webhook_calls,
         }
+    }
+
+    /// Counts a webhook call.
+    pub fn webhook_call(&self, outcome: &str) {
+        self.webhook_calls
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     /// Records the revision in force.

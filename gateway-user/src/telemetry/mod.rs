@@ -3,6 +3,7 @@
 //! the admin HTTP server ([`admin`]).
 pub mod admin;
 pub mod metrics;
+pub mod webhook;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -46,6 +47,12 @@ pub struct Status {
     pub source_entries: usize,
     /// Port-table entries in force.
     pub port_entries: usize,
+    /// Attempts in a row that could not read the source (fetch errors, an unreachable Git
+    /// server); 0 once it answers again.
+    pub consecutive_failures: u32,
+    /// When the next scheduled pass runs (`/status` shows it as `next_attempt_in_seconds`).
+    #[serde(skip)]
+    pub next_attempt: Option<std::time::Instant>,
 }
 
 /// Names of the rule counters in force: (policy, rule, counter id).
@@ -62,16 +69,31 @@ pub struct Shared {
     pub pin_dir: PathBuf,
     /// The metrics.
     pub metrics: metrics::Metrics,
+    /// Wakes the agent for a pass now (the webhook). One stored permit at most, so calls that
+    /// arrive while a pass runs give one more pass, not one each.
+    pub wake: tokio::sync::Notify,
+    /// The webhook's shared secret; `None`: the webhook is disabled.
+    pub webhook_secret: Option<webhook::WebhookSecret>,
 }
 
 impl Shared {
     /// New shared state for an agent whose maps are pinned under `pin_dir`.
     pub fn new(pin_dir: PathBuf) -> Arc<Self> {
+        Self::with_webhook(pin_dir, None)
+    }
+
+    /// As [`Shared::new`], with the webhook enabled when `webhook_secret` is given.
+    pub fn with_webhook(
+        pin_dir: PathBuf,
+        webhook_secret: Option<webhook::WebhookSecret>,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|weak| Shared {
             status: RwLock::new(Status::default()),
             counter_names: RwLock::new(Arc::new(Vec::new())),
             pin_dir,
             metrics: metrics::Metrics::new(weak.clone()),
+            wake: tokio::sync::Notify::new(),
+            webhook_secret,
         })
     }
 }

@@ -1,0 +1,97 @@
+//! Talking to a running agent's admin port: `/status`, `/metrics` and the webhook.
+use std::io::{Read as _, Write as _};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// An HTTP/1.1 POST to `path` on loopback `port`: status code and body. With `body: None`,
+/// only the headers are sent (a `Content-Length` among `headers` announces a body that never
+/// comes): the answer to the headers alone.
+pub fn post(port: u16, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    if let Some(body) = body {
+        s.write_all(body).unwrap();
+    }
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw);
+    let code = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// The GitHub-style signature header value of `body`: `sha256=<hex HMAC-SHA256>`, computed by
+/// the openssl command (an implementation independent of the agent's).
+pub fn github_signature(secret: &str, body: &[u8]) -> String {
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-hmac", secret])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "openssl dgst failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hex = text
+        .trim()
+        .rsplit("= ")
+        .next()
+        .unwrap_or_else(|| panic!("openssl printed {text:?}"));
+    assert_eq!(hex.len(), 64, "openssl printed {text:?}");
+    format!("sha256={hex}")
+}
+
+/// The agent's `/status`.
+pub fn status(admin: u16) -> serde_json::Value {
+    let (code, body) = crate::http_get(admin, "/status", "").expect("admin server");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"))
+}
+
+/// The revision in force, from `/status`.
+pub fn applied(admin: u16) -> String {
+    status(admin)["applied"]["id"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Waits until `/status` shows `commit` in force; returns how long it took.
+pub fn wait_applied(admin: u16, commit: &str, timeout: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if applied(admin) == commit {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "{commit} not applied after {timeout:?}; /status: {}",
+            status(admin)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A value of the agent's `/metrics` (0 when the series is absent).
+pub fn metric(admin: u16, prefix: &str) -> u64 {
+    let (_, text) = crate::http_get(admin, "/metrics", "").expect("admin server");
+    crate::metric_value(&text, prefix).unwrap_or(0)
+}
