@@ -94,6 +94,8 @@ struct LoadError {
     /// retried with backoff. Anything else is a property of the revision, which is not retried
     /// faster than the interval (it will not change until the commit does).
     unavailable: bool,
+    /// The revision refused, when it is known (a commit that was fetched).
+    revision: Option<String>,
 }
 
 impl LoadError {
@@ -102,6 +104,7 @@ impl LoadError {
             reason: "source",
             message: e.to_string(),
             unavailable: true,
+            revision: None,
         }
     }
 
@@ -110,8 +113,26 @@ impl LoadError {
             reason,
             message,
             unavailable: false,
+            revision: None,
         }
     }
+
+    fn of(mut self, revision: &str) -> Self {
+        self.revision = Some(revision.to_owned());
+        self
+    }
+}
+
+/// A revision read and compiled, with what each step took.
+struct Loaded {
+    docs: Documents,
+    snapshot: Snapshot,
+    /// The Git fetch (zero for a directory).
+    fetch: Duration,
+    /// Reading the files (the commit's tree, or the directory).
+    read: Duration,
+    /// Parsing, validating and compiling.
+    compile: Duration,
 }
 
 /// What a pass found, for the retry schedule.
@@ -180,7 +201,9 @@ fn load_revision(
     git: Option<&GitSource>,
     shared: &Shared,
     last_seen: &Option<String>,
-) -> Result<Option<(Documents, Snapshot)>, LoadError> {
+) -> Result<Option<Loaded>, LoadError> {
+    let mut fetch = Duration::ZERO;
+    let mut read_started = Instant::now();
     let docs = match (&config.source, git) {
         (SourceConfig::Dir(dir), _) => read_dir(dir).map_err(LoadError::unavailable)?,
         (SourceConfig::Git { .. }, None) => {
@@ -190,11 +213,13 @@ fn load_revision(
             // A fetch can take a while: tell the runtime, so the admin server keeps answering.
             let fetch_started = Instant::now();
             let fetched = tokio::task::block_in_place(|| git.fetch());
+            fetch = fetch_started.elapsed();
             shared
                 .metrics
                 .git_fetch_duration
-                .observe(fetch_started.elapsed().as_secs_f64());
+                .observe(fetch.as_secs_f64());
             let commit = fetched.map_err(LoadError::unavailable)?;
+            let id = commit.to_string();
             if last_seen.as_deref() == Some(commit.to_string().as_str()) {
                 return Ok(None);
             }
@@ -213,19 +238,21 @@ fn load_revision(
                 });
             if let (Some(applied), false) = (applied, config.allow_ref_rewind) {
                 git.check_forward(&applied, commit)
-                    .map_err(|e| LoadError::refused("rewind")(e.to_string()))?;
+                    .map_err(|e| LoadError::refused("rewind")(e.to_string()).of(&id))?;
             }
             if let Some(file) = &config.verify_commits {
                 let verified = AllowedSigners::load(file)
                     .map_err(crate::source::verify::VerifyError::from)
                     .and_then(|signers| signers.verify_commit(git.repository(), commit))
-                    .map_err(|e| LoadError::refused("unverified")(e.to_string()))?;
+                    .map_err(|e| LoadError::refused("unverified")(e.to_string()).of(&id))?;
                 info!(commit = %commit, signer = %verified.principals, key = %verified.fingerprint, "commit signature verified");
             }
+            read_started = Instant::now();
             git.read(commit)
-                .map_err(|e| LoadError::refused("source")(e.to_string()))?
+                .map_err(|e| LoadError::refused("source")(e.to_string()).of(&id))?
         }
     };
+    let read = read_started.elapsed();
     if docs.files.is_empty() {
         // Most likely a wrong path or an unmounted volume: applying it would silently remove
         // every rule. An operator who wants no filtering commits a policy without rules.
@@ -234,9 +261,16 @@ fn load_revision(
             config.source.describe()
         )));
     }
+    let compile_started = Instant::now();
     let snapshot = compile_documents(&docs, Some(&config.interfaces))
-        .map_err(|e| LoadError::refused("invalid")(e.to_string()))?;
-    Ok(Some((docs, snapshot)))
+        .map_err(|e| LoadError::refused("invalid")(e.to_string()).of(&docs.revision.id))?;
+    Ok(Some(Loaded {
+        docs,
+        snapshot,
+        fetch,
+        read,
+        compile: compile_started.elapsed(),
+    }))
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -398,6 +432,7 @@ fn enforce_last_good(config: &AgentConfig, dp: &mut Dataplane, shared: &Shared) 
                     id: id.clone(),
                     source,
                     at_unix: telemetry::unix_now(),
+                    refused: None,
                 });
                 s.rules = snapshot.l4.rules.len();
                 s.source_entries = snapshot.l4.source_entries();
@@ -462,13 +497,14 @@ fn reconcile(
 ) -> Pass {
     let started = Instant::now();
     let source = config.source.describe();
-    let (docs, snapshot) = match load_revision(config, git, shared, last_seen) {
+    let loaded = match load_revision(config, git, shared, last_seen) {
         Ok(Some(s)) => s,
         Ok(None) => return Pass::SourceRead,
         Err(LoadError {
             reason,
             message: e,
             unavailable,
+            revision,
         }) => {
             let mut status = shared.status.write().unwrap_or_else(|p| p.into_inner());
             // Same broken revision as before: say it once.
@@ -481,7 +517,18 @@ fn reconcile(
                 shared.metrics.failed(reason);
             }
             status.last_error = Some(e);
-            status.attempted = None;
+            // A revision that was read and refused is the last attempted one; a source that
+            // could not be read leaves the last attempt as it was.
+            if let Some(id) = revision {
+                if status.attempted.as_ref().map(|a| &a.id) != Some(&id) {
+                    status.attempted = Some(RevisionStatus {
+                        id,
+                        source: source.clone(),
+                        at_unix: telemetry::unix_now(),
+                        refused: Some(reason.to_owned()),
+                    });
+                }
+            }
             *last_seen = Some(String::new());
             return if unavailable {
                 Pass::SourceUnavailable
@@ -490,6 +537,13 @@ fn reconcile(
             };
         }
     };
+    let Loaded {
+        docs,
+        snapshot,
+        fetch,
+        read,
+        compile,
+    } = loaded;
     let id = snapshot.revision.id.clone();
     let applied_id = shared
         .status
@@ -504,8 +558,8 @@ fn reconcile(
         id: id.clone(),
         source: source.clone(),
         at_unix: telemetry::unix_now(),
+        refused: None,
     };
-    let compiled = started.elapsed();
     match dp.apply(&snapshot.l4) {
         Ok(stats) => {
             publish_counter_names(shared, dp);
@@ -530,8 +584,10 @@ fn reconcile(
                 source_entries = snapshot.l4.source_entries(),
                 port_entries = snapshot.l4.port_entries(),
                 writes = stats.writes,
-                compile_ms = compiled.as_millis() as u64,
-                to_enforced_ms = stats.to_flip.as_millis() as u64,
+                fetch_ms = ms(fetch),
+                read_ms = ms(read),
+                compile_ms = ms(compile),
+                to_enforced_ms = ms(stats.to_flip),
                 "policy applied"
             );
         }
@@ -539,12 +595,20 @@ fn reconcile(
             warn!(revision = %id, error = %e, "apply failed; the previous revision stays enforced");
             shared.metrics.failed("apply");
             if let Ok(mut s) = shared.status.write() {
-                s.attempted = Some(revision);
+                s.attempted = Some(RevisionStatus {
+                    refused: Some("apply".to_owned()),
+                    ..revision
+                });
                 s.last_error = Some(e.to_string());
             }
         }
     }
     Pass::SourceRead
+}
+
+/// Milliseconds, to a tenth, for the logs.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e4).round() / 10.0
 }
 
 #[cfg(test)]

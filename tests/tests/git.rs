@@ -77,7 +77,7 @@ fn follows_commits(lab: &Lab, repo: &Path, url: &str, admin: u16) {
     );
 
     // A bad commit is refused; the previous revision stays enforced.
-    commit(repo, "policies/edge.yaml", &deny("198.51.100.0/33"), None);
+    let bad = commit(repo, "policies/edge.yaml", &deny("198.51.100.0/33"), None);
     agent
         .wait_for_log("revision refused", Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -88,6 +88,27 @@ fn follows_commits(lab: &Lab, repo: &Path, url: &str, admin: u16) {
         0,
         "still the second revision"
     );
+    // Recorded as the last attempted revision, with why; the applied one is the second.
+    let status = tollgate_tests::admin::status(admin);
+    assert_eq!(status["applied"]["id"], second.as_str(), "{status}");
+    assert_eq!(status["attempted"]["id"], bad.as_str(), "{status}");
+    assert_eq!(status["attempted"]["refused"], "invalid", "{status}");
+    assert!(
+        status["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("198.51.100.0/33")),
+        "{status}"
+    );
+    // The log line of an applied revision breaks its time down.
+    let applied_line = agent
+        .log()
+        .lines()
+        .find(|l| l.contains(&format!("revision={second}")) && l.contains("policy applied"))
+        .map(str::to_owned)
+        .expect("the second revision's log line");
+    for field in ["fetch_ms=", "read_ms=", "compile_ms=", "to_enforced_ms="] {
+        assert!(applied_line.contains(field), "{field} in {applied_line}");
+    }
     let (_, metrics) = tollgate_tests::http_get(admin, "/metrics", "").expect("admin server");
     let fetches: u64 =
         tollgate_tests::metric_value(&metrics, "tollgate_git_fetch_duration_seconds_count ")

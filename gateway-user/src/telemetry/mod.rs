@@ -19,6 +19,10 @@ pub struct RevisionStatus {
     pub source: String,
     /// When it was applied or attempted (Unix seconds).
     pub at_unix: u64,
+    /// For an attempted revision that was not applied: why (`invalid`, `rewind`,
+    /// `unverified`, `source`, `apply`; the label of `tollgate_policy_apply_failures_total`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// An interface and how it is attached.
