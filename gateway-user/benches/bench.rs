@@ -7,7 +7,9 @@
 //!   beside `xdp_pass`;
 //! - rate-limit accuracy with both CPUs sending from one source;
 //! - compile and apply of 100,000 CIDR rules, and a one-rule change on top;
-//! - packets per second on a veth pair (veth.rs).
+//! - packets per second on a veth pair (veth.rs);
+//! - from `git push` to enforcement in the kernel, with the webhook and with polling (push.rs).
+mod push;
 mod veth;
 
 use std::path::PathBuf;
@@ -600,6 +602,9 @@ fn main() {
     }
     if want("veth") {
         veth::run(&mut report);
+    }
+    if want("push") {
+        push::run(&mut report);
     }
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md");
     match report.write(&path) {

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aya::programs::xdp::XdpAttachType;
 use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya_obj::programs::xdp::XdpAttachType;
 use gateway_user::compile::packet::{Packet, L4};
 use gateway_user::dataplane::testrun::{frame, FrameOptions, XDP_DROP};
 
@@ -26,6 +26,8 @@ const PEER: &str = "tgbpush1";
 const NETNS: &str = "tgb-push";
 const BASE: &str = "/run/tollgate-bench-push";
 const SECRET: &str = "bench-webhook-secret";
+/// Where the agent's log of the last scenario is kept.
+const KEPT_LOG: &str = "/tmp/tollgate-bench-push-agent.log";
 
 fn sh(program: &str, args: &[&str]) -> String {
     let out = Command::new(program)
@@ -72,11 +74,16 @@ impl Setup {
 
 impl Drop for Setup {
     fn drop(&mut self) {
-        for child in [self.agent.take(), self.daemon.take()].into_iter().flatten() {
+        for child in [self.agent.take(), self.daemon.take()]
+            .into_iter()
+            .flatten()
+        {
             let mut child = child;
             let _ = child.kill();
             let _ = child.wait();
         }
+        // The agent's log outlives the run, for a look at what it did.
+        let _ = std::fs::copy(format!("{BASE}/agent.log"), KEPT_LOG);
         Setup::cleanup_network();
     }
 }
@@ -303,9 +310,15 @@ impl Scenario {
 
     /// Commits and pushes a deny rule for a new source; calls the webhook if asked; returns
     /// what it took until the kernel drops that source.
-    fn trial(&mut self, webhook: bool) -> Trial {
+    fn trial(&mut self, webhook: bool, interval: Duration) -> Trial {
         self.trial += 1;
         let n = self.trial;
+        if !webhook {
+            // A push lands at any moment of the polling cycle: wait a pseudo-random part of
+            // the interval (the previous trial's pass restarted the cycle).
+            let fraction = f64::from((n.wrapping_mul(2_654_435_761) >> 8) % 1000) / 1000.0;
+            std::thread::sleep(interval.mul_f64(fraction));
+        }
         let src = Ipv4Addr::new(100, 64, (n / 250) as u8, (n % 250) as u8 + 1);
         assert_ne!(self.verdict(src), XDP_DROP, "{src} is not denied yet");
         let file = self.work.join("pushed.yaml");
@@ -396,17 +409,21 @@ fn stats(v: &[Trial], f: impl Fn(&Trial) -> f64) -> (f64, f64, f64) {
 pub fn run(report: &mut Report) {
     let rounds = if report.quick() { 3 } else { 7 };
     let interval = "5s";
+    let interval_d = Duration::from_secs(5);
     let mut rows = Vec::new();
     for (rules, files) in [(10, 1), (100_000, 100)] {
         let mut scenario = Scenario::start(rules, files, interval);
         let mut hook = Vec::new();
         let mut poll = Vec::new();
         for _ in 0..rounds {
-            hook.push(scenario.trial(true));
-            poll.push(scenario.trial(false));
+            hook.push(scenario.trial(true, interval_d));
+            poll.push(scenario.trial(false, interval_d));
         }
         drop(scenario);
-        for (how, trials) in [("webhook", hook), (&*format!("polling, --interval {interval}"), poll)] {
+        for (how, trials) in [
+            ("webhook", hook),
+            (&*format!("polling, --interval {interval}"), poll),
+        ] {
             let (med, lo, hi) = stats(&trials, |t| t.to_enforced);
             rows.push(format!(
                 "| {rules} rules in {files} file(s) | {how} | {med:.0} ms ({lo:.0}–{hi:.0}) | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} |",
@@ -430,8 +447,8 @@ pub fn run(report: &mut Report) {
          arriving on the agent's interface, returns `XDP_DROP` (probed every 0.5 ms). With the webhook a GitHub-style signed \
          `POST /hooks/git` is sent right after the push. The breakdown comes from the agent's own log line for the revision: \
          fetch = the Git fetch, read = reading the commit's tree, parse + compile = YAML to kernel tables, apply = writing the \
-         inactive generation and flipping it. With polling, the rest of the time is waiting for the next interval (on average \
-         half of it).\n",
+         inactive generation and flipping it. For polling, each push waits a pseudo-random part of the interval first (a push \
+         lands at any moment of the cycle); the rest of its time is waiting for the next pass, half an interval on average.\n",
         rows.join("\n")
     );
     report.section("From git push to enforcement", md);

@@ -9,8 +9,9 @@ use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
-use crate::compile::snapshot::{compile_documents, Snapshot};
+use crate::compile::snapshot::{compile_documents, compile_documents_with, Snapshot};
 use crate::dataplane::{self, AttachMode, Dataplane};
+use crate::model::ParseCache;
 use crate::source::dir::read_dir;
 use crate::source::git::GitSource;
 use crate::source::verify::AllowedSigners;
@@ -201,6 +202,7 @@ fn load_revision(
     git: Option<&GitSource>,
     shared: &Shared,
     last_seen: &Option<String>,
+    cache: &mut ParseCache,
 ) -> Result<Option<Loaded>, LoadError> {
     let mut fetch = Duration::ZERO;
     let mut read_started = Instant::now();
@@ -262,7 +264,7 @@ fn load_revision(
         )));
     }
     let compile_started = Instant::now();
-    let snapshot = compile_documents(&docs, Some(&config.interfaces))
+    let snapshot = compile_documents_with(cache, &docs, Some(&config.interfaces))
         .map_err(|e| LoadError::refused("invalid")(e.to_string()).of(&docs.revision.id))?;
     Ok(Some(Loaded {
         docs,
@@ -323,8 +325,19 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     publish_counter_names(&shared, &dp);
 
     let mut last_seen: Option<String> = None;
+
+    // What every policy file parsed into, so a new revision parses only the files it changes.
+
+    let mut parse_cache = ParseCache::default();
     let mut schedule = RetrySchedule::new(config.interval);
-    let pass = reconcile(&config, git.as_ref(), &mut dp, &shared, &mut last_seen);
+    let pass = reconcile(
+        &config,
+        git.as_ref(),
+        &mut dp,
+        &shared,
+        &mut last_seen,
+        &mut parse_cache,
+    );
     let mut next_pass = after_pass(&mut schedule, pass, &shared);
     let nothing_applied = shared
         .status
@@ -345,15 +358,15 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     loop {
         let pass = tokio::select! {
             _ = tokio::time::sleep_until(next_pass.into()) => {
-                reconcile(&config, git.as_ref(), &mut dp, &shared, &mut last_seen)
+                reconcile(&config, git.as_ref(), &mut dp, &shared, &mut last_seen, &mut parse_cache)
             }
             _ = shared.wake.notified() => {
-                reconcile(&config, git.as_ref(), &mut dp, &shared, &mut last_seen)
+                reconcile(&config, git.as_ref(), &mut dp, &shared, &mut last_seen, &mut parse_cache)
             }
             _ = hup.recv() => {
                 info!("SIGHUP: reading the source now");
                 last_seen = None;
-                reconcile(&config, git.as_ref(), &mut dp, &shared, &mut last_seen)
+                reconcile(&config, git.as_ref(), &mut dp, &shared, &mut last_seen, &mut parse_cache)
             }
             _ = drift.tick() => {
                 repair_drift(&mut dp, &shared);
@@ -494,10 +507,11 @@ fn reconcile(
     dp: &mut Dataplane,
     shared: &Shared,
     last_seen: &mut Option<String>,
+    cache: &mut ParseCache,
 ) -> Pass {
     let started = Instant::now();
     let source = config.source.describe();
-    let loaded = match load_revision(config, git, shared, last_seen) {
+    let loaded = match load_revision(config, git, shared, last_seen, cache) {
         Ok(Some(s)) => s,
         Ok(None) => return Pass::SourceRead,
         Err(LoadError {

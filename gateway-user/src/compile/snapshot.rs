@@ -7,6 +7,7 @@ use super::error::PolicyErrors;
 use super::l4::{compile, L4Snapshot};
 use super::policy::Policy;
 use super::validate::validate;
+use crate::model::ParseCache;
 use crate::source::{Documents, Revision};
 
 /// Interface name standing for "every interface no policy names" when compiling without an
@@ -30,7 +31,17 @@ pub fn compile_documents(
     docs: &Documents,
     interfaces: Option<&[String]>,
 ) -> Result<Snapshot, PolicyErrors> {
-    let objects = crate::model::parse(docs)?;
+    compile_documents_with(&mut ParseCache::default(), docs, interfaces)
+}
+
+/// As [`compile_documents`], parsing only the files that changed since the last call with the
+/// same cache (the agent keeps one across revisions).
+pub fn compile_documents_with(
+    cache: &mut ParseCache,
+    docs: &Documents,
+    interfaces: Option<&[String]>,
+) -> Result<Snapshot, PolicyErrors> {
+    let objects = cache.parse(docs)?;
     let policies = validate(&objects)?;
     let interfaces = match interfaces {
         Some(list) => list.to_vec(),
