@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 use crate::compile::snapshot::{compile_documents, Snapshot};
 use crate::dataplane::{self, AttachMode, Dataplane};
 use crate::source::dir::read_dir;
-use crate::source::git::GitSource;
+use crate::source::git::{GitOptions, GitSource};
 use crate::source::{last_good, Documents};
 use crate::telemetry::{self, InterfaceStatus, RevisionStatus, Shared};
 use std::sync::Arc;
@@ -47,12 +47,14 @@ pub enum SourceConfig {
     Dir(PathBuf),
     /// A Git repository at a ref, under a path.
     Git {
-        /// `file://` or `git://` URL.
+        /// Repository URL (file://, git://, http(s)://, ssh:// or user@host:path).
         url: String,
         /// Branch, tag or commit.
         reference: String,
         /// Directory inside the repository ("" = all of it).
         path: String,
+        /// Credentials, trust anchors and limits of the fetch.
+        options: GitOptions,
     },
 }
 
@@ -65,11 +67,13 @@ impl SourceConfig {
                 url,
                 reference,
                 path,
+                ..
             } if path.is_empty() => format!("{url}@{reference}"),
             SourceConfig::Git {
                 url,
                 reference,
                 path,
+                ..
             } => format!("{url}@{reference}:{path}"),
         }
     }
@@ -156,8 +160,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             url,
             reference,
             path,
+            options,
         } => Some(
-            GitSource::open(url, reference, path, &config.state_dir.join("git"))
+            GitSource::open(url, reference, path, options, &config.state_dir.join("git"))
                 .with_context(|| format!("open the Git source {}", config.source.describe()))?,
         ),
         SourceConfig::Dir(_) => None,
