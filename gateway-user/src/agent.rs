@@ -41,6 +41,8 @@ pub struct AgentConfig {
 }
 
 /// Where the policy comes from.
+// Built once per run; the Git variant's settings are not worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
     /// A directory of YAML files.

@@ -151,6 +151,17 @@ const TOOL_PACKAGES: &[&str] = &[
     "curl",
     // git and git-daemon, for the Git source tests.
     "git",
+    // The Git source over smart HTTP (tests/tests/git_http.rs): nginx in front of
+    // git-http-backend run by fcgiwrap; the openssl tool makes the test CA and the htpasswd.
+    "nginx",
+    "fcgiwrap",
+    "openssl",
+    // The Git source over ssh (tests/tests/git_ssh.rs): sshd, and ssh-keygen for the keys.
+    "openssh-server",
+    "openssh-client",
+    // Building the agent: git2's vendored OpenSSL is configured with perl and built with make.
+    "perl",
+    "make",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

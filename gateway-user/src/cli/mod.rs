@@ -49,6 +49,8 @@ pub enum OutputFormat {
 }
 
 /// The commands.
+// Parsed once per process; `run`'s many settings are not worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the agent: attach to the interfaces and enforce the policy from the source.

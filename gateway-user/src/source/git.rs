@@ -137,7 +137,7 @@ pub enum GitError {
     },
     /// The server's TLS certificate does not verify.
     #[error(
-        "git: the TLS certificate of {url} does not verify against {anchors} ({detail}); refused"
+        "git: the TLS certificate of {url} does not verify against {anchors}: {detail}; refused{hint}"
     )]
     Tls {
         /// The URL.
@@ -146,6 +146,8 @@ pub enum GitError {
         anchors: String,
         /// libgit2's (OpenSSL's) words.
         detail: String,
+        /// What to do, when it is not obvious.
+        hint: &'static str,
     },
     /// The ssh server's host key is unknown, changed or revoked.
     #[error("git: {url}: {source}")]
@@ -154,7 +156,7 @@ pub enum GitError {
         url: String,
         /// Why the key was refused.
         #[source]
-        source: HostKeyError,
+        source: Box<HostKeyError>,
     },
     /// The known_hosts file cannot be used.
     #[error("git: {url}: {source}")]
@@ -464,6 +466,13 @@ impl GitSource {
 
     /// Fetches and returns the commit the ref points to.
     ///
+    /// Bounded by `--git-timeout` three ways: libgit2's connect timeout, its timeout for each
+    /// read (libssh2's session timeout for ssh), and the deadline checked by every callback as
+    /// data arrives. What these cannot cut short is a server that trickles its ref
+    /// advertisement a byte at a time, each just inside the read timeout (no callback runs
+    /// then, and libgit2 offers no way to cancel a fetch from another thread); over https or
+    /// ssh only the server itself could do that.
+    ///
     /// The fetch is not shallow: [`GitSource::check_forward`] needs the ancestry of the
     /// fetched commit to tell a forward move from a rewind, which a depth-limited history
     /// cannot show. Incremental fetches only bring the new objects anyway.
@@ -569,7 +578,7 @@ impl GitSource {
                     Ok(()) => Ok(CertificateCheckStatus::CertificateOk),
                     Err(source) => Err(fail(GitError::HostKey {
                         url: self.url.clone(),
-                        source,
+                        source: Box::new(source),
                     })),
                 }
             }
@@ -647,14 +656,18 @@ impl GitSource {
             };
         }
         if e.code() == ErrorCode::Certificate || e.class() == ErrorClass::Ssl {
-            let anchors = match &self.options.ca_file {
-                Some(f) => format!("the system's CA roots and {}", f.display()),
-                None => "the system's CA roots (a private CA: --git-ca-file)".to_owned(),
+            let (anchors, hint) = match &self.options.ca_file {
+                Some(f) => (format!("the system's CA roots and {}", f.display()), ""),
+                None => (
+                    "the system's CA roots".to_owned(),
+                    " (for a server with a private CA, give the CA's certificate with --git-ca-file)",
+                ),
             };
             return GitError::Tls {
                 url,
                 anchors,
                 detail: e.message().to_owned(),
+                hint,
             };
         }
         if e.code() == ErrorCode::Auth {
@@ -975,7 +988,7 @@ fn load_ca_file(url: &str, file: &Path) -> Result<(), GitError> {
 /// `1048576` -> `1 MiB`; sizes that are not a whole number of KiB/MiB/GiB stay in bytes.
 pub fn human_size(bytes: u64) -> String {
     for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if bytes >= size && bytes % size == 0 {
+        if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{} {unit}", bytes / size);
         }
     }
