@@ -9,8 +9,8 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use tollgate_tests::gitserver::{
-    agent_status, apply_failures, commit, init_repo, wait_for_last_error, HttpGitServer,
-    SilentServer, TestCa,
+    agent_status, apply_failures, assert_dropped, assert_passes, commit, init_repo,
+    wait_for_last_error, HttpGitServer, SilentServer, TestCa,
 };
 use tollgate_tests::{
     http_get, l4_policy, require_root, Agent, Lab, APPLY_TIMEOUT, POLICY_APPLIED,
@@ -28,16 +28,6 @@ fn deny(cidr: &str) -> Vec<u8> {
         &format!("- name: blocked\n  action: deny\n  from: [{cidr}]\n"),
     )
     .into_bytes()
-}
-
-/// Pings from `from` get through (`true`) or are all dropped (`false`).
-fn passes(lab: &Lab, from: Ipv4Addr) -> bool {
-    let stats = lab.ping(from, 2, Duration::from_millis(20), Duration::from_secs(1));
-    match stats.received {
-        0 => false,
-        n if n == stats.transmitted => true,
-        _ => panic!("pings from {from} partly answered: {stats:?}"),
-    }
 }
 
 fn applied_revision(admin: u16) -> Option<String> {
@@ -90,8 +80,8 @@ fn https_with_basic_auth_is_followed_and_a_refused_password_keeps_the_last_good_
         "{}",
         agent.log()
     );
-    assert!(!passes(&lab, SCANNER));
-    assert!(passes(&lab, OFFICE));
+    assert_dropped(&lab, SCANNER, "dropped by the revision in force");
+    assert_passes(&lab, OFFICE, "allowed by the revision in force");
     // The server saw the configured user, authenticated.
     assert!(
         server.logs().contains(&format!(" - {USER} [")),
@@ -110,8 +100,8 @@ fn https_with_basic_auth_is_followed_and_a_refused_password_keeps_the_last_good_
         .wait_for_log_count(POLICY_APPLIED, 2, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(applied_revision(admin).as_deref(), Some(second.as_str()));
-    assert!(!passes(&lab, OFFICE));
-    assert!(passes(&lab, SCANNER));
+    assert_dropped(&lab, OFFICE, "dropped by the revision in force");
+    assert_passes(&lab, SCANNER, "allowed by the revision in force");
 
     // The secret on the node goes wrong (read on every fetch): refused with the reason, and
     // the second revision stays enforced while a third commit waits.
@@ -138,8 +128,8 @@ fn https_with_basic_auth_is_followed_and_a_refused_password_keeps_the_last_good_
         "counted with reason source"
     );
     assert_eq!(applied_revision(admin).as_deref(), Some(second.as_str()));
-    assert!(!passes(&lab, OFFICE), "still the second revision");
-    assert!(passes(&lab, SCANNER), "still the second revision");
+    assert_dropped(&lab, OFFICE, "still the second revision");
+    assert_passes(&lab, SCANNER, "still the second revision");
     assert!(!agent.log().contains("not-the-token"), "the secret leaks");
 
     // Put right, the waiting commit is applied.
@@ -148,7 +138,7 @@ fn https_with_basic_auth_is_followed_and_a_refused_password_keeps_the_last_good_
         .wait_for_log_count(POLICY_APPLIED, 3, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(applied_revision(admin).as_deref(), Some(third.as_str()));
-    assert!(!passes(&lab, SCANNER));
+    assert_dropped(&lab, SCANNER, "dropped by the revision in force");
     assert!(agent.is_running());
 }
 
@@ -205,7 +195,7 @@ fn an_https_certificate_that_does_not_verify_is_refused() {
             Some(503),
             "nothing is enforced"
         );
-        assert!(passes(&lab, SCANNER), "nothing is enforced");
+        assert_passes(&lab, SCANNER, "nothing is enforced");
         assert!(
             !server.logs().contains("GET /policy/info/refs"),
             "no request went through: {}",
@@ -255,7 +245,7 @@ fn a_plain_http_fetch_over_the_size_cap_is_refused_and_the_last_revision_stays()
         "warned once: {}",
         agent.log()
     );
-    assert!(!passes(&lab, SCANNER));
+    assert_dropped(&lab, SCANNER, "dropped by the revision in force");
 
     // 3 MiB that do not compress, beside a policy change.
     let mut blob = vec![0u8; 3 << 20];
@@ -275,15 +265,15 @@ fn a_plain_http_fetch_over_the_size_cap_is_refused_and_the_last_revision_stays()
     );
     assert!(apply_failures(admin, "source") >= 1);
     assert_eq!(applied_revision(admin).as_deref(), Some(first.as_str()));
-    assert!(!passes(&lab, SCANNER), "still the first revision");
-    assert!(passes(&lab, OFFICE), "still the first revision");
+    assert_dropped(&lab, SCANNER, "still the first revision");
+    assert_passes(&lab, OFFICE, "still the first revision");
     assert!(agent.is_running());
 }
 
 #[test]
 fn an_https_server_that_never_answers_times_out() {
     require_root!();
-    let lab = Lab::new("gittimeout", &[]);
+    let lab = Lab::new("githttptime", &[]);
     let port = 19506;
     let silent = SilentServer::start(port);
     let admin = 19507;

@@ -1,6 +1,6 @@
 //! The Git source over ssh: a real sshd on loopback (key-only login, a generated host key,
-//! the repository served by `git-upload-pack`). A commit is enforced with a key and a
-//! known_hosts file, a new commit within one interval; a host key that changes, an unknown
+//! the repository served by `git-upload-pack`). A commit is enforced with an (encrypted) key
+//! and a known_hosts file, a new commit within one interval; a host key that changes, an unknown
 //! host, a refused key and a server that never answers are refused and reported while the last
 //! good revision stays enforced (checked with real packets); a repository that moves to
 //! another server is followed at its new URL without a gap.
@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tollgate_tests::gitserver::{
-    agent_status, apply_failures, commit, git, init_repo, ssh_fingerprint, ssh_keygen,
-    wait_for_last_error, SilentServer, SshGitServer,
+    agent_status, apply_failures, assert_dropped, assert_passes, commit, git, init_repo,
+    ssh_fingerprint, ssh_keygen, wait_for_last_error, SilentServer, SshGitServer,
 };
 use tollgate_tests::{http_get, l4_policy, require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED};
 
@@ -27,14 +27,11 @@ fn deny(cidr: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Pings from `from` get through (`true`) or are all dropped (`false`).
-fn passes(lab: &Lab, from: Ipv4Addr) -> bool {
-    let stats = lab.ping(from, 2, Duration::from_millis(20), Duration::from_secs(1));
-    match stats.received {
-        0 => false,
-        n if n == stats.transmitted => true,
-        _ => panic!("pings from {from} partly answered: {stats:?}"),
-    }
+/// Fetches of the Git source so far (`tollgate_git_fetch_duration_seconds_count`).
+fn fetch_count(admin: u16) -> u64 {
+    let (_, metrics) = http_get(admin, "/metrics", "").expect("the admin server answers");
+    tollgate_tests::metric_value(&metrics, "tollgate_git_fetch_duration_seconds_count ")
+        .unwrap_or(0)
 }
 
 fn applied_revision(admin: u16) -> Option<String> {
@@ -77,6 +74,20 @@ fn ssh_with_a_key_and_known_hosts_is_followed_and_a_changed_host_key_is_refused(
         &[server.known_hosts_line(1)],
         true,
     );
+    // The client key is encrypted; its passphrase comes from a file.
+    tollgate_tests::run_ok(
+        "ssh-keygen",
+        &[
+            "-q",
+            "-p",
+            "-N",
+            "key passphrase",
+            "-f",
+            server.client_key.to_str().unwrap(),
+        ],
+    );
+    let passphrase = server.dir.file("passphrase");
+    std::fs::write(&passphrase, "key passphrase\n").unwrap();
     let url = server.url(&repo);
     let admin = 19511;
     let mut agent = lab.start_agent(&[
@@ -88,6 +99,8 @@ fn ssh_with_a_key_and_known_hosts_is_followed_and_a_changed_host_key_is_refused(
         "1s",
         "--git-ssh-key",
         server.client_key.to_str().unwrap(),
+        "--git-ssh-key-passphrase-file",
+        passphrase.to_str().unwrap(),
         "--git-known-hosts",
         known.to_str().unwrap(),
         "--admin",
@@ -97,8 +110,8 @@ fn ssh_with_a_key_and_known_hosts_is_followed_and_a_changed_host_key_is_refused(
         .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}\nsshd:\n{}", server.dir.log("sshd")));
     assert_eq!(applied_revision(admin).as_deref(), Some(first.as_str()));
-    assert!(!passes(&lab, SCANNER));
-    assert!(passes(&lab, OFFICE));
+    assert_dropped(&lab, SCANNER, "dropped by the revision in force");
+    assert_passes(&lab, OFFICE, "allowed by the revision in force");
     assert!(
         server
             .dir
@@ -118,8 +131,8 @@ fn ssh_with_a_key_and_known_hosts_is_followed_and_a_changed_host_key_is_refused(
         .wait_for_log_count(POLICY_APPLIED, 2, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(applied_revision(admin).as_deref(), Some(second.as_str()));
-    assert!(!passes(&lab, OFFICE));
-    assert!(passes(&lab, SCANNER));
+    assert_dropped(&lab, OFFICE, "dropped by the revision in force");
+    assert_passes(&lab, SCANNER, "allowed by the revision in force");
 
     // The server comes back with another host key (a man-in-the-middle, as far as anyone
     // can tell): refused, naming both fingerprints; the second revision stays enforced.
@@ -128,12 +141,6 @@ fn ssh_with_a_key_and_known_hosts_is_followed_and_a_changed_host_key_is_refused(
     let new_fingerprint = ssh_fingerprint(&server.dir.path, &server.host_keys[0]);
     assert_ne!(old_fingerprint, new_fingerprint);
     let failures = apply_failures(admin, "source");
-    commit(
-        &repo,
-        "policies/edge.yaml",
-        &deny("203.0.113.0/24"),
-        "block the scanner again",
-    );
     let error = wait_for_last_error(admin, "has changed", Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
     assert!(
@@ -149,9 +156,25 @@ fn ssh_with_a_key_and_known_hosts_is_followed_and_a_changed_host_key_is_refused(
         "{error}"
     );
     assert!(apply_failures(admin, "source") > failures);
+    // A commit made now (a fetch that began before the restart may still have been served by
+    // the old server's session; from here on every fetch meets the new key) is not applied.
+    commit(
+        &repo,
+        "policies/edge.yaml",
+        &deny("203.0.113.0/24"),
+        "block the scanner again",
+    );
+    let fetches = fetch_count(admin);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while fetch_count(admin) < fetches + 2 {
+        assert!(Instant::now() < deadline, "the agent stopped fetching");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let error = agent_status(admin).expect("status")["last_error"].to_string();
+    assert!(error.contains("has changed"), "{error}");
     assert_eq!(applied_revision(admin).as_deref(), Some(second.as_str()));
-    assert!(!passes(&lab, OFFICE), "still the second revision");
-    assert!(passes(&lab, SCANNER), "still the second revision");
+    assert_dropped(&lab, OFFICE, "still the second revision");
+    assert_passes(&lab, SCANNER, "still the second revision");
     // (The log starts afresh with the restarted server.)
     assert!(
         !server.dir.log("sshd").contains("Accepted publickey"),
@@ -197,7 +220,7 @@ fn an_unknown_host_a_refused_key_and_a_missing_known_hosts_are_refused() {
             Some(503),
             "nothing is enforced"
         );
-        assert!(passes(&lab, SCANNER), "nothing is enforced");
+        assert_passes(&lab, SCANNER, "nothing is enforced");
         assert!(agent.is_running());
         error
     };
@@ -315,7 +338,7 @@ fn a_repository_moved_to_another_ssh_server_stays_enforced_and_is_followed_there
     agent
         .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(!passes(&lab, SCANNER));
+    assert_dropped(&lab, SCANNER, "dropped by the revision in force");
     drop(agent);
 
     // The repository moves to another server, under another path; the old one goes away.
@@ -337,7 +360,7 @@ fn a_repository_moved_to_another_ssh_server_stays_enforced_and_is_followed_there
     let new_args = args(&new_url);
     let mut agent = lab.start_agent(&new_args.iter().map(String::as_str).collect::<Vec<_>>());
     // Enforced all along (the pinned maps), before the new URL is even read.
-    assert!(!passes(&lab, SCANNER), "a gap in enforcement");
+    assert_dropped(&lab, SCANNER, "a gap in enforcement");
     agent
         .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}\nsshd:\n{}", new_server.dir.log("sshd")));
@@ -353,7 +376,7 @@ fn a_repository_moved_to_another_ssh_server_stays_enforced_and_is_followed_there
             .is_some_and(|s| s.starts_with(&new_url)),
         "{status}"
     );
-    assert!(!passes(&lab, SCANNER));
+    assert_dropped(&lab, SCANNER, "dropped by the revision in force");
 
     // New commits come from the new URL.
     let second = commit(&new_repo, "edge.yaml", &deny("198.51.100.0/24"), "two");
@@ -361,8 +384,8 @@ fn a_repository_moved_to_another_ssh_server_stays_enforced_and_is_followed_there
         .wait_for_log_count(POLICY_APPLIED, 2, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(applied_revision(19516).as_deref(), Some(second.as_str()));
-    assert!(!passes(&lab, OFFICE));
-    assert!(passes(&lab, SCANNER));
+    assert_dropped(&lab, OFFICE, "dropped by the revision in force");
+    assert_passes(&lab, SCANNER, "allowed by the revision in force");
     assert!(!agent.log().contains("force-push"), "{}", agent.log());
 }
 
