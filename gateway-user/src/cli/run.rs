@@ -45,8 +45,8 @@ pub struct RunArgs {
     /// unrelated commit) instead of refusing it.
     #[arg(long)]
     pub allow_ref_rewind: bool,
-    /// Git source: user name for http(s) (default: the URL's, else `git`, what Git hosts expect
-    /// with a token) and for ssh when the URL names none. Not a secret.
+    /// Git source: the user for http(s) and ssh (default: the URL's user, else `git`, what Git
+    /// hosts expect with a token). Not a secret.
     #[arg(long, value_name = "NAME", env = "TOLLGATE_GIT_USERNAME")]
     pub git_username: Option<String>,
     /// Git source: file holding the http(s) password or token (read on every fetch; trailing

@@ -34,8 +34,8 @@ pub const DEFAULT_USERNAME: &str = "git";
 /// Each field is one command-line flag of `tollgate run` (named in its doc).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GitOptions {
-    /// `--git-username`: user for https (default [`DEFAULT_USERNAME`], or the URL's user) and
-    /// for ssh when the URL names none. Not a secret.
+    /// `--git-username`: the user for http(s) and ssh; when not given, the URL's user, else
+    /// [`DEFAULT_USERNAME`]. Not a secret.
     pub username: Option<String>,
     /// `--git-password-file`: file holding the https password or token (read on every fetch,
     /// so a rotated secret is picked up; one trailing newline is ignored).
