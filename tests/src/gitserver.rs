@@ -508,9 +508,21 @@ impl SshGitServer {
         server
     }
 
+    /// The name (and log file stem) of the sshd now running: one per start, so that what a
+    /// session of the previous one still writes does not mix with the new server's log.
+    fn name(&self) -> String {
+        format!("sshd-{}", self.generation)
+    }
+
+    /// What the sshd now running has logged.
+    pub fn log(&self) -> String {
+        self.dir.log(&self.name())
+    }
+
     /// Stops sshd (if it runs) and starts it again with new host keys of `host_key_types`.
+    /// (Sessions the old server opened run on to their end, as with a real restart.)
     pub fn restart_with_new_host_keys(&mut self, host_key_types: &[&str]) {
-        self.dir.stop("sshd");
+        self.dir.stop(&self.name());
         self.generation += 1;
         let mut host_key_lines = String::new();
         self.host_keys.clear();
@@ -532,10 +544,15 @@ impl SshGitServer {
         fs::write(&config_file, config).unwrap();
         let mut sshd = Command::new("/usr/sbin/sshd");
         sshd.args(["-D", "-e", "-f"]).arg(&config_file);
-        self.dir.spawn("sshd", sshd);
+        self.dir.spawn(&self.name(), sshd);
         if let Err(e) = wait_for_port(self.port, Duration::from_secs(10)) {
-            panic!("{e}\nsshd: {}", self.dir.log("sshd"));
+            panic!("{e}\nsshd: {}", self.log());
         }
+    }
+
+    /// Stops sshd.
+    pub fn stop(&mut self) {
+        self.dir.stop(&self.name());
     }
 
     /// A known_hosts line for this server's `index`th host key (`[127.0.0.1]:port type key`).

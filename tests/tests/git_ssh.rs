@@ -108,17 +108,14 @@ fn ssh_with_a_key_and_known_hosts_is_followed_and_a_changed_host_key_is_refused(
     ]);
     agent
         .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e}\nsshd:\n{}", server.dir.log("sshd")));
+        .unwrap_or_else(|e| panic!("{e}\nsshd:\n{}", server.log()));
     assert_eq!(applied_revision(admin).as_deref(), Some(first.as_str()));
     assert_dropped(&lab, SCANNER, "dropped by the revision in force");
     assert_passes(&lab, OFFICE, "allowed by the revision in force");
     assert!(
-        server
-            .dir
-            .log("sshd")
-            .contains("Accepted publickey for root"),
+        server.log().contains("Accepted publickey for root"),
         "{}",
-        server.dir.log("sshd")
+        server.log()
     );
 
     let second = commit(
@@ -175,11 +172,10 @@ fn ssh_with_a_key_and_known_hosts_is_followed_and_a_changed_host_key_is_refused(
     assert_eq!(applied_revision(admin).as_deref(), Some(second.as_str()));
     assert_dropped(&lab, OFFICE, "still the second revision");
     assert_passes(&lab, SCANNER, "still the second revision");
-    // (The log starts afresh with the restarted server.)
     assert!(
-        !server.dir.log("sshd").contains("Accepted publickey"),
+        !server.log().contains("Accepted publickey"),
         "no login on the new server: {}",
-        server.dir.log("sshd")
+        server.log()
     );
     // known_hosts is never written.
     assert_eq!(std::fs::read_to_string(&known).unwrap().lines().count(), 1);
@@ -353,7 +349,7 @@ fn a_repository_moved_to_another_ssh_server_stays_enforced_and_is_followed_there
             new_repo.to_str().unwrap(),
         ],
     );
-    old_server.dir.stop("sshd");
+    old_server.stop();
     std::fs::remove_dir_all(&old_repo).unwrap();
 
     let new_url = new_server.url(&new_repo);
@@ -363,7 +359,7 @@ fn a_repository_moved_to_another_ssh_server_stays_enforced_and_is_followed_there
     assert_dropped(&lab, SCANNER, "a gap in enforcement");
     agent
         .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e}\nsshd:\n{}", new_server.dir.log("sshd")));
+        .unwrap_or_else(|e| panic!("{e}\nsshd:\n{}", new_server.log()));
     assert!(
         agent.log().contains(&format!("revision={first}")),
         "{}",
