@@ -555,7 +555,7 @@ impl GitSource {
             }
             Err(fail(GitError::NoCredentials {
                 url: self.url.clone(),
-                asked: format!("{allowed:?}"),
+                asked: describe_credentials(allowed),
                 hint: "--git-password-file or --git-password-env (with --git-username) for http(s), --git-ssh-key for ssh",
             }))
         });
@@ -952,6 +952,33 @@ fn check_options(
     Ok(env_secret)
 }
 
+/// What a server accepts, in words: `a user and password or an ssh key`.
+fn describe_credentials(allowed: CredentialType) -> String {
+    let words: Vec<&str> = [
+        (CredentialType::USER_PASS_PLAINTEXT, "a user and password"),
+        (CredentialType::SSH_KEY, "an ssh key"),
+        (CredentialType::SSH_MEMORY, "an ssh key"),
+        (CredentialType::SSH_CUSTOM, "an ssh signature"),
+        (CredentialType::SSH_INTERACTIVE, "keyboard-interactive ssh"),
+        (CredentialType::DEFAULT, "Negotiate/NTLM"),
+        (CredentialType::USERNAME, "a user name"),
+    ]
+    .into_iter()
+    .filter(|(t, _)| allowed.contains(*t))
+    .map(|(_, w)| w)
+    .fold(Vec::new(), |mut acc, w| {
+        if !acc.contains(&w) {
+            acc.push(w);
+        }
+        acc
+    });
+    if words.is_empty() {
+        format!("{allowed:?}")
+    } else {
+        words.join(" or ")
+    }
+}
+
 /// Reads a secret from `file`: its content without trailing newlines, which must leave
 /// something. The error names the flag and the file, never the content.
 fn read_secret(url: &str, file: &Path, flag: &str) -> Result<String, GitError> {
@@ -1337,6 +1364,71 @@ mod tests {
         )
         .unwrap();
         assert_eq!(src.username(None), "alice");
+    }
+
+    /// An HTTP server on 127.0.0.1:`port` that answers every request with 401 (basic auth
+    /// required), for `requests` requests; returns what it was sent.
+    fn refusing_server(port: u16, requests: usize) -> std::thread::JoinHandle<Vec<String>> {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for stream in listener.incoming().take(requests) {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = vec![0u8; 8192];
+                let n = stream.read(&mut buf).unwrap_or(0);
+                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                let _ = stream.write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\n\
+                      Content-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+            seen
+        })
+    }
+
+    #[test]
+    fn a_server_that_wants_credentials_gets_them_once_and_a_refusal_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = "http://127.0.0.1:19532/policy";
+        // No credentials configured.
+        let server = refusing_server(19532, 1);
+        let cache = tempfile::tempdir().unwrap();
+        let e = GitSource::open(url, "main", "", &GitOptions::default(), cache.path())
+            .unwrap()
+            .fetch()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("git: {url} asks for credentials (a user and password) and none are configured for it: --git-password-file or --git-password-env (with --git-username) for http(s), --git-ssh-key for ssh")
+        );
+        server.join().unwrap();
+
+        // Credentials the server refuses: sent once (basic auth), then reported.
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t0ken\n").unwrap();
+        let server = refusing_server(19532, 2);
+        let options = GitOptions {
+            username: Some("deploy".into()),
+            password_file: Some(token),
+            ..GitOptions::default()
+        };
+        let e = GitSource::open(url, "main", "", &options, cache.path())
+            .unwrap()
+            .fetch()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("git: authentication failed for {url} (user deploy)")
+        );
+        let seen = server.join().unwrap();
+        // "deploy:t0ken", base64: the trailing newline of the file is not part of it.
+        assert!(
+            seen[1].contains("Authorization: Basic ZGVwbG95OnQwa2Vu"),
+            "{seen:?}"
+        );
+        assert!(!seen[0].contains("Authorization"), "{seen:?}");
     }
 
     #[test]
