@@ -13,7 +13,7 @@ use crate::compile::snapshot::{compile_documents, compile_documents_with, Snapsh
 use crate::dataplane::{self, AttachMode, Dataplane};
 use crate::model::ParseCache;
 use crate::source::dir::read_dir;
-use crate::source::git::GitSource;
+use crate::source::git::{GitOptions, GitSource};
 use crate::source::verify::AllowedSigners;
 use crate::source::{last_good, Documents};
 use crate::telemetry::webhook::WebhookSecret;
@@ -49,18 +49,22 @@ pub struct AgentConfig {
 }
 
 /// Where the policy comes from.
+// Built once per run; the Git variant's settings are not worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
     /// A directory of YAML files.
     Dir(PathBuf),
     /// A Git repository at a ref, under a path.
     Git {
-        /// `file://` or `git://` URL.
+        /// Repository URL (file://, git://, http(s)://, ssh:// or user@host:path).
         url: String,
         /// Branch, tag or commit.
         reference: String,
         /// Directory inside the repository ("" = all of it).
         path: String,
+        /// Credentials, trust anchors and limits of the fetch.
+        options: GitOptions,
     },
 }
 
@@ -73,11 +77,13 @@ impl SourceConfig {
                 url,
                 reference,
                 path,
+                ..
             } if path.is_empty() => format!("{url}@{reference}"),
             SourceConfig::Git {
                 url,
                 reference,
                 path,
+                ..
             } => format!("{url}@{reference}:{path}"),
         }
     }
@@ -291,8 +297,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             url,
             reference,
             path,
+            options,
         } => Some(
-            GitSource::open(url, reference, path, &config.state_dir.join("git"))
+            GitSource::open(url, reference, path, options, &config.state_dir.join("git"))
                 .with_context(|| format!("open the Git source {}", config.source.describe()))?,
         ),
         SourceConfig::Dir(_) => None,

@@ -27,6 +27,7 @@ use serde_json::Value;
 
 pub mod admin;
 pub mod gitrepo;
+pub mod gitserver;
 
 /// Debian's python3. `python3-scapy` is installed for it, and a pyenv shim earlier on `PATH`
 /// may point at another interpreter without it.
@@ -857,8 +858,18 @@ impl Agent {
         Agent::start_with(&tollgate_bin(), lab, extra_args)
     }
 
+    /// As [`Agent::start`], with extra environment variables (settings read from the
+    /// environment, such as a secret named by `--git-password-env`).
+    pub fn start_with_env(lab: &Lab, extra_args: &[&str], env: &[(&str, &str)]) -> Agent {
+        Agent::spawn(&tollgate_bin(), lab, extra_args, env)
+    }
+
     /// As [`Agent::start`], with another binary (the demo runs the release build).
     pub fn start_with(bin: &Path, lab: &Lab, extra_args: &[&str]) -> Agent {
+        Agent::spawn(bin, lab, extra_args, &[])
+    }
+
+    fn spawn(bin: &Path, lab: &Lab, extra_args: &[&str], env: &[(&str, &str)]) -> Agent {
         assert!(
             bin.is_file(),
             "no tollgate binary at {} (build it first)",
@@ -877,6 +888,7 @@ impl Agent {
             .arg(&lab.state_dir)
             .args(["--log-format", "text"])
             .args(extra_args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);

@@ -151,10 +151,19 @@ const TOOL_PACKAGES: &[&str] = &[
     "curl",
     // git and git-daemon, for the Git source tests.
     "git",
-    // ssh-keygen: keys and commit signatures for the --verify-commits tests (git signs with it).
-    "openssh-client",
-    // openssl dgst: the webhook tests sign their calls with an HMAC independent of the agent's.
+    // The Git source over smart HTTP (tests/tests/git_http.rs): nginx in front of
+    // git-http-backend run by fcgiwrap; the openssl tool makes the test CA and the htpasswd, and
+    // signs the webhook tests' calls with an HMAC independent of the agent's.
+    "nginx",
+    "fcgiwrap",
     "openssl",
+    // The Git source over ssh (tests/tests/git_ssh.rs): sshd, and ssh-keygen for the keys and
+    // for the commit signatures of the --verify-commits tests (git signs with it).
+    "openssh-server",
+    "openssh-client",
+    // Building the agent: git2's vendored OpenSSL is configured with perl and built with make.
+    "perl",
+    "make",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

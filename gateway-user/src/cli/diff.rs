@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::compile::policy::{Policy, Rule};
 use crate::compile::snapshot::compile_documents;
 use crate::source::dir::read_dir;
-use crate::source::git::{is_git_url, GitError, GitSource};
+use crate::source::git::{is_git_url, GitError, GitOptions, GitSource};
 use crate::source::Documents;
 
 /// One change.
@@ -168,7 +168,7 @@ fn open_repository(repo: &str, path: &str, mirror: &Path) -> Result<GitSource, G
     if !is_git_url(repo) {
         return GitSource::open_local(Path::new(repo), path);
     }
-    let source = GitSource::open(repo, "HEAD", path, mirror)?;
+    let source = GitSource::open(repo, "HEAD", path, &GitOptions::default(), mirror)?;
     // fetch() brings every branch and tag, then resolves the source's own ref, which here
     // means nothing: the revisions are resolved afterwards, by rev_parse.
     match source.fetch() {

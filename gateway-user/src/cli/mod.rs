@@ -50,6 +50,8 @@ pub enum OutputFormat {
 }
 
 /// The commands.
+// Parsed once per process; `run`'s many settings are not worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the agent: attach to the interfaces and enforce the policy from the source.
@@ -148,6 +150,42 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("a duration must be more than zero".into());
     }
     Ok(d)
+}
+
+/// Parses a size in bytes: a whole number with an optional unit, `B`, `KiB`/`MiB`/`GiB`
+/// (powers of 1024; `K`/`M`/`G` too, as git writes them) or `KB`/`MB`/`GB` (powers of 1000);
+/// case does not matter, a space may separate number and unit. `64MiB`, `512m`, `1GB`, `1000`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let text = s.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 64MiB, 512m, 1GB or 1048576"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {:?} (use B, KiB, MiB, GiB, KB, MB or GB)",
+                unit.trim()
+            ))
+        }
+    };
+    let bytes = n
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if bytes == 0 {
+        return Err("a size must be more than zero".into());
+    }
+    Ok(bytes)
 }
 
 fn init_logging(format: LogFormat) {
@@ -273,6 +311,77 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("3d").is_err());
+    }
+
+    #[test]
+    fn sizes_take_binary_and_decimal_units() {
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1 GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("2k").unwrap(), 2048);
+        assert_eq!(parse_size("1GB").unwrap(), 1_000_000_000);
+        assert_eq!(parse_size("10kb").unwrap(), 10_000);
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_size("100B").unwrap(), 100);
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("1.5GiB").is_err());
+        assert!(parse_size("3TiB").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("99999999999999GiB")
+            .unwrap_err()
+            .contains("too large"));
+    }
+
+    #[test]
+    fn git_flags_reach_the_git_options() {
+        let cli = Cli::try_parse_from([
+            "tollgate",
+            "run",
+            "--interface",
+            "eth0",
+            "--source",
+            "ssh://git@git.example.com:2222/policy.git",
+            "--git-username",
+            "deploy",
+            "--git-ssh-key",
+            "/etc/tollgate/id_ed25519",
+            "--git-known-hosts",
+            "/etc/tollgate/known_hosts",
+            "--git-timeout",
+            "2m",
+            "--git-max-size",
+            "64MiB",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run");
+        };
+        let options = args.git_options();
+        assert_eq!(options.username.as_deref(), Some("deploy"));
+        assert_eq!(
+            options.known_hosts.as_deref(),
+            Some(std::path::Path::new("/etc/tollgate/known_hosts"))
+        );
+        assert_eq!(options.timeout, Duration::from_secs(120));
+        assert_eq!(options.max_size, 64 << 20);
+        assert_eq!(options.password_file, None);
+
+        let cli = Cli::try_parse_from([
+            "tollgate",
+            "run",
+            "--interface",
+            "eth0",
+            "--source",
+            "https://git.example.com/policy.git",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run");
+        };
+        assert_eq!(
+            args.git_options(),
+            crate::source::git::GitOptions::default()
+        );
     }
 
     #[test]

@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{parse_duration, DEFAULT_STATE_DIR};
+use super::{parse_duration, parse_size, DEFAULT_STATE_DIR};
 use crate::agent::{self, AgentConfig, SourceConfig};
 use crate::dataplane::{AttachMode, DEFAULT_PIN_DIR};
+use crate::source::git::GitOptions;
 use crate::source::verify::AllowedSigners;
 use crate::telemetry::webhook::WebhookSecret;
 
@@ -20,8 +21,9 @@ pub struct RunArgs {
     /// Interface to enforce on (repeat for several).
     #[arg(long = "interface", required = true, value_name = "IFACE")]
     pub interfaces: Vec<String>,
-    /// Policy source: a directory of YAML files, or a Git repository URL (file://, git://).
-    /// Given twice, the last one counts.
+    /// Policy source: a directory of YAML files, or a Git repository: file://, git://,
+    /// https://, http://, ssh://user@host[:port]/path or user@host:path. Given twice, the last
+    /// one counts.
     #[arg(long, env = "TOLLGATE_SOURCE", overrides_with = "source")]
     pub source: String,
     /// Git source: the branch, tag or commit to enforce.
@@ -49,6 +51,42 @@ pub struct RunArgs {
     /// unrelated commit) instead of refusing it.
     #[arg(long)]
     pub allow_ref_rewind: bool,
+    /// Git source: the user for http(s) and ssh (default: the URL's user, else `git`, what Git
+    /// hosts expect with a token). Not a secret.
+    #[arg(long, value_name = "NAME", env = "TOLLGATE_GIT_USERNAME")]
+    pub git_username: Option<String>,
+    /// Git source: file holding the http(s) password or token (read on every fetch; trailing
+    /// newlines are ignored).
+    #[arg(long, value_name = "PATH", env = "TOLLGATE_GIT_PASSWORD_FILE")]
+    pub git_password_file: Option<PathBuf>,
+    /// Git source: name of the environment variable holding the http(s) password or token.
+    #[arg(long, value_name = "VAR", env = "TOLLGATE_GIT_PASSWORD_ENV")]
+    pub git_password_env: Option<String>,
+    /// Git source: PEM file of CA certificates trusted for https, besides the system's roots.
+    #[arg(long, value_name = "PATH", env = "TOLLGATE_GIT_CA_FILE")]
+    pub git_ca_file: Option<PathBuf>,
+    /// Git source: private key for ssh (OpenSSH or PEM format).
+    #[arg(long, value_name = "PATH", env = "TOLLGATE_GIT_SSH_KEY")]
+    pub git_ssh_key: Option<PathBuf>,
+    /// Git source: file holding the passphrase of an encrypted --git-ssh-key.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "TOLLGATE_GIT_SSH_KEY_PASSPHRASE_FILE"
+    )]
+    pub git_ssh_key_passphrase_file: Option<PathBuf>,
+    /// Git source: OpenSSH known_hosts file with the ssh server's host keys (required for ssh:
+    /// an unknown or changed host key is refused, never trusted on first use).
+    #[arg(long, value_name = "PATH", env = "TOLLGATE_GIT_KNOWN_HOSTS")]
+    pub git_known_hosts: Option<PathBuf>,
+    /// Git source: the longest one fetch may take, connecting included (the default is
+    /// `source::git::DEFAULT_TIMEOUT`; a unit test keeps the two equal).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, env = "TOLLGATE_GIT_TIMEOUT")]
+    pub git_timeout: Duration,
+    /// Git source: the most bytes one fetch may receive (64MiB, 1GB, ...; the default is
+    /// `source::git::DEFAULT_MAX_SIZE`).
+    #[arg(long, value_name = "BYTES", default_value = "512MiB", value_parser = parse_size, env = "TOLLGATE_GIT_MAX_SIZE")]
+    pub git_max_size: u64,
     /// Admin HTTP server address: /metrics, /healthz, /readyz, /status, POST /hooks/git.
     #[arg(long, default_value = crate::telemetry::admin::DEFAULT_ADMIN_ADDR, env = "TOLLGATE_ADMIN")]
     pub admin: std::net::SocketAddr,
@@ -71,8 +109,26 @@ pub struct RunArgs {
     pub verify_commits: Option<PathBuf>,
 }
 
+impl RunArgs {
+    /// The Git source's settings from the `--git-*` flags.
+    pub fn git_options(&self) -> GitOptions {
+        GitOptions {
+            username: self.git_username.clone(),
+            password_file: self.git_password_file.clone(),
+            password_env: self.git_password_env.clone(),
+            ca_file: self.git_ca_file.clone(),
+            ssh_key: self.git_ssh_key.clone(),
+            ssh_key_passphrase_file: self.git_ssh_key_passphrase_file.clone(),
+            known_hosts: self.git_known_hosts.clone(),
+            timeout: self.git_timeout,
+            max_size: self.git_max_size,
+        }
+    }
+}
+
 /// Runs the agent until SIGTERM/SIGINT.
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let git_options = args.git_options();
     // Every bad setting at once, before anything is loaded or attached.
     let mut problems = Vec::new();
     let webhook_secret = match (&args.webhook_secret_file, &args.webhook_secret_env) {
@@ -106,6 +162,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 url: args.source,
                 reference: args.reference,
                 path: args.path,
+                options: git_options,
             }
         } else {
             SourceConfig::Dir(PathBuf::from(args.source))

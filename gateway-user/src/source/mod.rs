@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 pub mod dir;
 pub mod git;
+pub mod known_hosts;
 pub mod last_good;
 pub mod verify;
 
