@@ -79,7 +79,7 @@ fn an_unreachable_git_server_is_retried_with_backoff_and_the_agent_recovers() {
     );
     let error = failing["last_error"].as_str().unwrap_or("");
     assert!(
-        error.contains("fetch") && error.contains(&format!("127.0.0.1:{port}")),
+        error.contains("cannot reach") && error.contains(&format!("127.0.0.1:{port}")),
         "the failure names the source: {failing}"
     );
     assert_eq!(failing["applied"]["id"], first.as_str(), "{failing}");
