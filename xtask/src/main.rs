@@ -41,7 +41,7 @@ enum Cmd {
     Demo,
     /// Benchmarks (not written yet).
     Bench,
-    /// Regenerate manifests/crds/l4policy.yaml from the Rust types.
+    /// Regenerate manifests/crds/ (one file per Tollgate kind) from the Rust types.
     Crds,
 }
 
@@ -705,6 +705,7 @@ fn bench() -> Result<()> {
 }
 
 fn crds() -> Result<()> {
+    let dir = root().join("manifests/crds");
     let mut cmd = cargo();
     cmd.args([
         "run",
@@ -715,21 +716,10 @@ fn crds() -> Result<()> {
         "tollgate",
         "--",
         "crds",
+        "--out-dir",
     ]);
-    let line = show(&cmd);
-    eprintln!("xtask: $ {line} > manifests/crds/l4policy.yaml");
-    let out = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("cannot start `{line}`"))?;
-    if !out.status.success() {
-        bail!("`{line}` failed ({})", out.status);
-    }
-    let dest = root().join("manifests/crds/l4policy.yaml");
-    std::fs::create_dir_all(dest.parent().expect("has a parent"))?;
-    std::fs::write(&dest, &out.stdout).with_context(|| format!("write {}", dest.display()))?;
-    eprintln!("xtask: wrote {}", dest.display());
-    Ok(())
+    cmd.arg(&dir);
+    run(cmd)
 }
 
 #[cfg(test)]

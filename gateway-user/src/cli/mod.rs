@@ -84,8 +84,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
-    /// Print the CustomResourceDefinitions of every policy kind.
-    Crds,
+    /// Print the CustomResourceDefinitions of Tollgate's kinds (L4Policy, Backend).
+    Crds {
+        /// Write one file per kind into this directory instead of printing.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
     /// Remove every program, link and map the agent pinned (stops enforcement).
     Detach {
         /// Pin directory on a bpffs.
@@ -174,8 +178,14 @@ pub fn main() -> anyhow::Result<i32> {
         Command::Diff { old, new, format } => {
             Ok(diff::diff(&old, &new, format == OutputFormat::Json))
         }
-        Command::Crds => {
+        Command::Crds { out_dir: None } => {
             print!("{}", crds::crds_yaml());
+            Ok(0)
+        }
+        Command::Crds { out_dir: Some(dir) } => {
+            for path in crds::write_dir(&dir)? {
+                eprintln!("wrote {}", path.display());
+            }
             Ok(0)
         }
         Command::Detach { pin_dir } => {
