@@ -11,6 +11,7 @@ use tracing::{error, info, warn};
 
 use crate::compile::snapshot::{compile_documents, Snapshot};
 use crate::dataplane::{self, AttachMode, Dataplane};
+use crate::proxy::{Proxy, ProxyConfig};
 use crate::source::dir::read_dir;
 use crate::source::git::GitSource;
 use crate::source::{last_good, Documents};
@@ -38,6 +39,8 @@ pub struct AgentConfig {
     pub admin: std::net::SocketAddr,
     /// Apply a Git ref that moved backwards or sideways instead of refusing it.
     pub allow_ref_rewind: bool,
+    /// The L7 proxy's settings.
+    pub proxy: ProxyConfig,
 }
 
 /// Where the policy comes from.
@@ -167,6 +170,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("start the admin server on {} (--admin)", config.admin))?;
     info!(address = %config.admin, "admin server: /metrics /healthz /readyz /status");
+    let proxy = Proxy::new(config.proxy.clone(), shared.metrics.http.clone());
     dp.attach_all(&config.interfaces, config.attach_mode)
         .context("attach")?;
     for (iface, how) in dp.attached() {
@@ -185,14 +189,21 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     publish_counter_names(&shared, &dp);
 
     let mut last_seen: Option<String> = None;
-    reconcile(&config, git.as_ref(), &mut dp, &shared, &mut last_seen);
+    reconcile(
+        &config,
+        git.as_ref(),
+        &mut dp,
+        &proxy,
+        &shared,
+        &mut last_seen,
+    );
     let nothing_applied = shared
         .status
         .read()
         .map(|s| s.applied.is_none())
         .unwrap_or(false);
     if nothing_applied {
-        enforce_last_good(&config, &mut dp, &shared);
+        enforce_last_good(&config, &mut dp, &proxy, &shared);
     }
 
     let mut hup = signal(SignalKind::hangup())?;
@@ -203,13 +214,13 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                reconcile(&config, git.as_ref(), &mut dp, &shared, &mut last_seen);
+                reconcile(&config, git.as_ref(), &mut dp, &proxy, &shared, &mut last_seen);
                 repair_drift(&mut dp, &shared);
             }
             _ = hup.recv() => {
                 info!("SIGHUP: reading the source now");
                 last_seen = None;
-                reconcile(&config, git.as_ref(), &mut dp, &shared, &mut last_seen);
+                reconcile(&config, git.as_ref(), &mut dp, &proxy, &shared, &mut last_seen);
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -230,7 +241,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 
 /// At start, when the source gives no valid revision: enforce the last good one saved in the
 /// state directory (the pinned maps may hold it already; after a reboot they do not).
-fn enforce_last_good(config: &AgentConfig, dp: &mut Dataplane, shared: &Shared) {
+fn enforce_last_good(config: &AgentConfig, dp: &mut Dataplane, proxy: &Proxy, shared: &Shared) {
     let docs = match last_good::load(&config.state_dir) {
         Ok(Some(d)) => d,
         Ok(None) => return,
@@ -247,8 +258,16 @@ fn enforce_last_good(config: &AgentConfig, dp: &mut Dataplane, shared: &Shared) 
             return;
         }
     };
+    let prepared = match proxy.prepare(&snapshot.l7) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(revision = %id, error = %e, "could not apply the saved last good revision");
+            return;
+        }
+    };
     match dp.apply(&snapshot.l4) {
         Ok(_) => {
+            proxy.commit(prepared, &id);
             publish_counter_names(shared, dp);
             let source = format!(
                 "{} (last good, from {})",
@@ -265,6 +284,8 @@ fn enforce_last_good(config: &AgentConfig, dp: &mut Dataplane, shared: &Shared) 
                 s.rules = snapshot.l4.rules.len();
                 s.source_entries = snapshot.l4.source_entries();
                 s.port_entries = snapshot.l4.port_entries();
+                s.http_ports = proxy.ports();
+                s.routes = snapshot.l7.policy.routes.len();
             }
             warn!(revision = %id, "the source gives no valid revision: enforcing the last good revision saved in the state directory; policy applied");
         }
@@ -310,6 +331,7 @@ fn reconcile(
     config: &AgentConfig,
     git: Option<&GitSource>,
     dp: &mut Dataplane,
+    proxy: &Proxy,
     shared: &Shared,
     last_seen: &mut Option<String>,
 ) {
@@ -351,8 +373,23 @@ fn reconcile(
         at_unix: telemetry::unix_now(),
     };
     let compiled = started.elapsed();
+    // The proxy's new ports are bound first: a port that cannot be bound refuses the revision
+    // before the kernel side changes.
+    let prepared = match proxy.prepare(&snapshot.l7) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(revision = %id, error = %e, "apply failed; the previous revision stays enforced");
+            shared.metrics.failed("apply");
+            if let Ok(mut s) = shared.status.write() {
+                s.attempted = Some(revision);
+                s.last_error = Some(e.to_string());
+            }
+            return;
+        }
+    };
     match dp.apply(&snapshot.l4) {
         Ok(stats) => {
+            proxy.commit(prepared, &id);
             publish_counter_names(shared, dp);
             if let Err(e) = last_good::save(&config.state_dir, &docs) {
                 warn!(revision = %id, error = %e, "could not save the last good revision in the state directory");
@@ -367,11 +404,15 @@ fn reconcile(
                 s.rules = snapshot.l4.rules.len();
                 s.source_entries = snapshot.l4.source_entries();
                 s.port_entries = snapshot.l4.port_entries();
+                s.http_ports = proxy.ports();
+                s.routes = snapshot.l7.policy.routes.len();
             }
             info!(
                 revision = %id,
                 policies = snapshot.policies.len(),
                 rules = snapshot.l4.rules.len(),
+                http_listeners = snapshot.l7.policy.listeners.len(),
+                http_routes = snapshot.l7.policy.routes.len(),
                 source_entries = snapshot.l4.source_entries(),
                 port_entries = snapshot.l4.port_entries(),
                 writes = stats.writes,

@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod l7;
+
 /// Debian's python3. `python3-scapy` is installed for it, and a pyenv shim earlier on `PATH`
 /// may point at another interpreter without it.
 pub const PYTHON: &str = "/usr/bin/python3";

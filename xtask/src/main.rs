@@ -151,6 +151,11 @@ const TOOL_PACKAGES: &[&str] = &[
     "curl",
     // git and git-daemon, for the Git source tests.
     "git",
+    // Load generators for the L7 proxy tests: hey (HTTP/1.1) and h2load (HTTP/2, in
+    // nghttp2-client). The L7 tests' backends are small Python servers (python3).
+    "hey",
+    "nghttp2-client",
+    "python3",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

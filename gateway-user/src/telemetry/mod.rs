@@ -46,6 +46,10 @@ pub struct Status {
     pub source_entries: usize,
     /// Port-table entries in force.
     pub port_entries: usize,
+    /// Ports the L7 proxy listens on.
+    pub http_ports: Vec<u16>,
+    /// HTTPRoutes in force.
+    pub routes: usize,
 }
 
 /// Names of the rule counters in force: (policy, rule, counter id).
