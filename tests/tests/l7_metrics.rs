@@ -2,7 +2,9 @@
 //! the JSON access log, on, sampled, or off.
 use std::process::Command;
 
-use tollgate_tests::l7::{access_log, backend_object, curl, documents, gateway, route_object, start_agent, to, Backend};
+use tollgate_tests::l7::{
+    access_log, backend_object, curl, documents, gateway, route_object, start_agent, to, Backend,
+};
 use tollgate_tests::{http_get, metric_value, require_root, Lab};
 
 const PROXY: u16 = 18085;
@@ -41,23 +43,54 @@ fn http_metrics_pass_promtool_and_keep_their_labels_bounded() {
     }
     // The Python backend does not know PURGE (501); the method label is OTHER.
     assert_eq!(curl(&["-X", "PURGE", &url("/a")]).status, 501);
-    assert_eq!(curl(&["-X", "POST", "-d", "x", &url("/status/418")]).status, 418);
+    assert_eq!(
+        curl(&["-X", "POST", "-d", "x", &url("/status/418")]).status,
+        418
+    );
     assert_eq!(curl(&[&url("/gone")]).status, 502);
     assert_eq!(curl(&["--path-as-is", &url("/../x")]).status, 400);
 
     let (_, text) = http_get(ADMIN, "/metrics", "").expect("the admin server answers");
     for (series, want) in [
-        ("tollgate_http_requests_total{route=\"default/app\",method=\"GET\",code=\"200\"}", 3),
-        ("tollgate_http_requests_total{route=\"default/app\",method=\"OTHER\",code=\"501\"}", 1),
-        ("tollgate_http_requests_total{route=\"default/app\",method=\"POST\",code=\"418\"}", 1),
-        ("tollgate_http_requests_total{route=\"default/app\",method=\"GET\",code=\"502\"}", 1),
-        ("tollgate_http_requests_total{route=\"none\",method=\"GET\",code=\"400\"}", 1),
-        ("tollgate_http_upstream_errors_total{route=\"default/app\",reason=\"connect\"}", 1),
-        ("tollgate_http_request_duration_seconds_count{route=\"default/app\"}", 6),
+        (
+            "tollgate_http_requests_total{route=\"default/app\",method=\"GET\",code=\"200\"}",
+            3,
+        ),
+        (
+            "tollgate_http_requests_total{route=\"default/app\",method=\"OTHER\",code=\"501\"}",
+            1,
+        ),
+        (
+            "tollgate_http_requests_total{route=\"default/app\",method=\"POST\",code=\"418\"}",
+            1,
+        ),
+        (
+            "tollgate_http_requests_total{route=\"default/app\",method=\"GET\",code=\"502\"}",
+            1,
+        ),
+        (
+            "tollgate_http_requests_total{route=\"none\",method=\"GET\",code=\"400\"}",
+            1,
+        ),
+        (
+            "tollgate_http_upstream_errors_total{route=\"default/app\",reason=\"connect\"}",
+            1,
+        ),
+        (
+            "tollgate_http_request_duration_seconds_count{route=\"default/app\"}",
+            6,
+        ),
     ] {
-        assert_eq!(metric_value(&text, series), Some(want), "{series} in:\n{text}");
+        assert_eq!(
+            metric_value(&text, series),
+            Some(want),
+            "{series} in:\n{text}"
+        );
     }
-    assert!(!text.contains("PURGE") && !text.contains("127.0.0.1"), "unbounded label values:\n{text}");
+    assert!(
+        !text.contains("PURGE") && !text.contains("127.0.0.1"),
+        "unbounded label values:\n{text}"
+    );
 
     let file = std::env::temp_dir().join(format!("tollgate-l7-metrics-{}.txt", std::process::id()));
     std::fs::write(&file, &text).unwrap();
@@ -86,7 +119,15 @@ fn the_access_log_has_a_json_line_per_request_or_a_sample_or_nothing() {
     {
         let agent = start_agent(&lab, ADMIN, &[PROXY], &["--log-format", "json"]);
         for i in 0..5 {
-            assert_eq!(curl(&["-H", "Host: App.Example.com", &url(&format!("/item/{i}?secret=1"))]).status, 200);
+            assert_eq!(
+                curl(&[
+                    "-H",
+                    "Host: App.Example.com",
+                    &url(&format!("/item/{i}?secret=1"))
+                ])
+                .status,
+                200
+            );
         }
         assert_eq!(curl(&[&url("/gone")]).status, 502);
         let lines = access_log(&agent);
@@ -96,7 +137,10 @@ fn the_access_log_has_a_json_line_per_request_or_a_sample_or_nothing() {
         assert_eq!(first["route"], "default/app");
         assert_eq!(first["method"], "GET");
         assert_eq!(first["host"], "app.example.com");
-        assert_eq!(first["path"], "/item/0", "the query string is left out of the log");
+        assert_eq!(
+            first["path"], "/item/0",
+            "the query string is left out of the log"
+        );
         assert_eq!(first["status"], 200);
         assert_eq!(first["upstream"], "127.0.0.1:19611");
         assert_eq!(first["client"], "127.0.0.1");
@@ -104,9 +148,15 @@ fn the_access_log_has_a_json_line_per_request_or_a_sample_or_nothing() {
         assert!(first["latency_ms"].as_f64().unwrap() > 0.0, "{first}");
         assert_eq!(first["aborted"], false);
         let failed = &lines[5];
-        assert_eq!((failed["status"].as_u64(), failed["reason"].as_str()), (Some(502), Some("connect")));
+        assert_eq!(
+            (failed["status"].as_u64(), failed["reason"].as_str()),
+            (Some(502), Some("connect"))
+        );
         // The access log stays out of the agent's own log lines.
-        assert!(agent.log().lines().any(|l| l.contains("\"policy applied\"")));
+        assert!(agent
+            .log()
+            .lines()
+            .any(|l| l.contains("\"policy applied\"")));
     }
 
     // sample=4: one request in four, and every 5xx.

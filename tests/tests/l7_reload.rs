@@ -11,7 +11,9 @@ use tollgate_tests::l7::{
     backend_object, curl, documents, gateway, port_is_closed, route_object, start_agent, to,
     wait_for_port, Backend,
 };
-use tollgate_tests::{http_get, l4_policy, metric_value, require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED};
+use tollgate_tests::{
+    http_get, l4_policy, metric_value, require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED,
+};
 
 const PROXY: u16 = 18083;
 const EXTRA: u16 = 18084;
@@ -71,7 +73,11 @@ fn hey_until(stop: Arc<AtomicBool>, rounds: Arc<AtomicU64>, url: String) -> Load
                 let n: u64 = first.parse().unwrap_or(0);
                 match section {
                     "status" => {
-                        let count: u64 = after.split_whitespace().next().and_then(|c| c.parse().ok()).unwrap_or(0);
+                        let count: u64 = after
+                            .split_whitespace()
+                            .next()
+                            .and_then(|c| c.parse().ok())
+                            .unwrap_or(0);
                         if n == 200 {
                             load.ok += count;
                         } else {
@@ -105,16 +111,25 @@ fn h2load_until(stop: Arc<AtomicBool>, rounds: Arc<AtomicU64>, url: String) -> L
         let field = |line: &str, name: &str| -> u64 {
             line.split(',')
                 .find(|p| p.trim().ends_with(name))
-                .and_then(|p| p.split_whitespace().rev().nth(1).or_else(|| p.split_whitespace().next()))
+                .and_then(|p| {
+                    p.split_whitespace()
+                        .rev()
+                        .nth(1)
+                        .or_else(|| p.split_whitespace().next())
+                })
                 .and_then(|n| n.trim_start_matches("requests:").trim().parse().ok())
                 .unwrap_or(0)
         };
         let Some(requests) = text.lines().find(|l| l.starts_with("requests:")) else {
             load.failed += 1;
-            load.problems.push(format!("h2load printed no summary: {text}"));
+            load.problems
+                .push(format!("h2load printed no summary: {text}"));
             continue;
         };
-        let codes = text.lines().find(|l| l.starts_with("status codes:")).unwrap_or_default();
+        let codes = text
+            .lines()
+            .find(|l| l.starts_with("status codes:"))
+            .unwrap_or_default();
         let two_xx = codes
             .trim_start_matches("status codes:")
             .split(',')
@@ -128,7 +143,8 @@ fn h2load_until(stop: Arc<AtomicBool>, rounds: Arc<AtomicU64>, url: String) -> L
             .next()
             .and_then(|n| n.parse().ok())
             .unwrap_or(0u64);
-        let failed = field(requests, "failed") + field(requests, "errored") + field(requests, "timeout");
+        let failed =
+            field(requests, "failed") + field(requests, "errored") + field(requests, "timeout");
         load.ok += two_xx;
         let bad = failed + total.saturating_sub(two_xx);
         if bad > 0 {
@@ -162,10 +178,16 @@ fn a_hundred_reloads_under_load_fail_no_request() {
     };
     // Both generators are running (one round done each) before the first reload.
     while hey_rounds.load(Ordering::Relaxed) == 0 || h2_rounds.load(Ordering::Relaxed) == 0 {
-        assert!(!hey.is_finished() && !h2.is_finished(), "a load generator stopped");
+        assert!(
+            !hey.is_finished() && !h2.is_finished(),
+            "a load generator stopped"
+        );
         thread::sleep(Duration::from_millis(20));
     }
-    let rounds_before = (hey_rounds.load(Ordering::Relaxed), h2_rounds.load(Ordering::Relaxed));
+    let rounds_before = (
+        hey_rounds.load(Ordering::Relaxed),
+        h2_rounds.load(Ordering::Relaxed),
+    );
 
     const RELOADS: usize = 100;
     for i in 1..=RELOADS {
@@ -211,7 +233,11 @@ fn a_hundred_reloads_under_load_fail_no_request() {
     );
     // The last revision is the one in force.
     let r = curl(&[&url]);
-    assert_eq!(r.header("x-revision"), Some(format!("r{RELOADS}").as_str()), "{r:?}");
+    assert_eq!(
+        r.header("x-revision"),
+        Some(format!("r{RELOADS}").as_str()),
+        "{r:?}"
+    );
     assert_eq!(r.backend(), if RELOADS % 2 == 0 { "one" } else { "two" });
     eprintln!(
         "under {RELOADS} reloads: hey {} ok, h2load {} ok, 0 failed; rounds during the reloads {rounds_during:?}",
@@ -226,10 +252,20 @@ fn an_invalid_revision_is_refused_whole_and_the_routes_in_force_keep_serving() {
     let _one = Backend::start("one", 19601);
     lab.write_policy("l7.yaml", &revision(0));
     let mut agent = start_agent(&lab, ADMIN, &[PROXY], &[]);
-    assert_eq!(curl(&[&format!("http://127.0.0.1:{PROXY}/")]).backend(), "one");
+    assert_eq!(
+        curl(&[&format!("http://127.0.0.1:{PROXY}/")]).backend(),
+        "one"
+    );
 
     // A route naming a Backend that does not exist, next to a valid change of the L4 side.
-    lab.write_policy("edge.yaml", &l4_policy("edge", "allow", "- name: no-telnet\n  action: deny\n  protocol: TCP\n  ports: [\"23\"]\n"));
+    lab.write_policy(
+        "edge.yaml",
+        &l4_policy(
+            "edge",
+            "allow",
+            "- name: no-telnet\n  action: deny\n  protocol: TCP\n  ports: [\"23\"]\n",
+        ),
+    );
     lab.write_policy(
         "l7.yaml",
         &revision(0).replace("name: one }]", "name: nowhere }]"),
@@ -243,11 +279,22 @@ fn an_invalid_revision_is_refused_whole_and_the_routes_in_force_keep_serving() {
         log.contains("l7.yaml: HTTPRoute/main: spec.rules[0].backendRefs[0].name: no (valid) Backend default/nowhere"),
         "{log}"
     );
-    assert_eq!(agent.log_count(POLICY_APPLIED), 1, "nothing of the refused revision was applied");
+    assert_eq!(
+        agent.log_count(POLICY_APPLIED),
+        1,
+        "nothing of the refused revision was applied"
+    );
     let r = curl(&[&format!("http://127.0.0.1:{PROXY}/")]);
     assert_eq!((r.status, r.backend()), (200, "one".into()), "{r:?}");
     let (_, m) = http_get(ADMIN, "/metrics", "").expect("admin server");
-    assert_eq!(metric_value(&m, "tollgate_policy_apply_failures_total{reason=\"invalid\"}"), Some(1), "{m}");
+    assert_eq!(
+        metric_value(
+            &m,
+            "tollgate_policy_apply_failures_total{reason=\"invalid\"}"
+        ),
+        Some(1),
+        "{m}"
+    );
 
     // A revision without a Gateway (only the L4 policy) closes the listener.
     lab.remove_policy("l7.yaml");
@@ -261,7 +308,11 @@ fn an_invalid_revision_is_refused_whole_and_the_routes_in_force_keep_serving() {
         assert!(tries < 100, "port {PROXY} is still open without a Gateway");
         thread::sleep(Duration::from_millis(20));
     }
-    assert!(agent.log().contains("HTTP listener closed"), "{}", agent.log());
+    assert!(
+        agent.log().contains("HTTP listener closed"),
+        "{}",
+        agent.log()
+    );
 }
 
 #[test]
@@ -276,14 +327,23 @@ fn a_port_that_cannot_be_bound_refuses_the_revision() {
     lab.write_policy("l7.yaml", &revision(1));
     agent.sighup();
     agent
-        .wait_for_log("apply failed; the previous revision stays enforced", APPLY_TIMEOUT)
+        .wait_for_log(
+            "apply failed; the previous revision stays enforced",
+            APPLY_TIMEOUT,
+        )
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(
-        agent.log().contains("cannot listen on 127.0.0.1:18084 for listener \"extra\" of Gateway default/edge"),
+        agent.log().contains(
+            "cannot listen on 127.0.0.1:18084 for listener \"extra\" of Gateway default/edge"
+        ),
         "{}",
         agent.log()
     );
     // Revision 0 stays in force: backend one, stamped r0.
     let r = curl(&[&format!("http://127.0.0.1:{PROXY}/")]);
-    assert_eq!((r.backend(), r.header("x-revision")), ("one".into(), Some("r0")), "{r:?}");
+    assert_eq!(
+        (r.backend(), r.header("x-revision")),
+        ("one".into(), Some("r0")),
+        "{r:?}"
+    );
 }

@@ -2,7 +2,9 @@
 //! then ejected), retries on chosen status codes, and the metrics that count all of it.
 use std::time::{Duration, Instant};
 
-use tollgate_tests::l7::{backend_object, curl, documents, gateway, route_object, start_agent, to, Backend};
+use tollgate_tests::l7::{
+    backend_object, curl, documents, gateway, route_object, start_agent, to, Backend,
+};
 use tollgate_tests::{http_get, metric_value, require_root, Lab};
 
 const PROXY: u16 = 18081;
@@ -13,7 +15,9 @@ fn url(path: &str) -> String {
 }
 
 fn metrics() -> String {
-    http_get(ADMIN, "/metrics", "").expect("the admin server answers").1
+    http_get(ADMIN, "/metrics", "")
+        .expect("the admin server answers")
+        .1
 }
 
 #[test]
@@ -46,17 +50,31 @@ fn a_weighted_split_of_1000_requests_follows_the_weights() {
     let text = String::from_utf8_lossy(&out.stdout);
     let stable = text.matches("\"backend\": \"stable\"").count();
     let canary = text.matches("\"backend\": \"canary\"").count();
-    assert_eq!(stable + canary, 1000, "not every request was answered: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        stable + canary,
+        1000,
+        "not every request was answered: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Binomial(1000, 0.1): mean 100, standard deviation 9.5; 55..=145 is beyond 4.5 of them.
-    assert!((55..=145).contains(&canary), "canary got {canary} of 1000 (weight 10%)");
+    assert!(
+        (55..=145).contains(&canary),
+        "canary got {canary} of 1000 (weight 10%)"
+    );
     let m = metrics();
     assert_eq!(
-        metric_value(&m, "tollgate_http_requests_total{route=\"default/split\",method=\"GET\",code=\"200\"}"),
+        metric_value(
+            &m,
+            "tollgate_http_requests_total{route=\"default/split\",method=\"GET\",code=\"200\"}"
+        ),
         Some(1000),
         "{m}"
     );
     assert_eq!(
-        metric_value(&m, "tollgate_http_request_duration_seconds_count{route=\"default/split\"}"),
+        metric_value(
+            &m,
+            "tollgate_http_request_duration_seconds_count{route=\"default/split\"}"
+        ),
         Some(1000),
         "{m}"
     );
@@ -82,19 +100,32 @@ fn a_hanging_backend_gets_a_504_when_the_backend_timeout_passes() {
     let r = curl(&[&url("/slow")]);
     let took = started.elapsed();
     assert_eq!(r.status, 504, "{r:?}");
-    assert!(took >= Duration::from_millis(650) && took < Duration::from_secs(4), "took {took:?}");
+    assert!(
+        took >= Duration::from_millis(650) && took < Duration::from_secs(4),
+        "took {took:?}"
+    );
     let m = metrics();
     assert_eq!(
-        metric_value(&m, "tollgate_http_upstream_errors_total{route=\"default/slow\",reason=\"timeout\"}"),
+        metric_value(
+            &m,
+            "tollgate_http_upstream_errors_total{route=\"default/slow\",reason=\"timeout\"}"
+        ),
         Some(1),
         "{m}"
     );
     assert_eq!(
-        metric_value(&m, "tollgate_http_requests_total{route=\"default/slow\",method=\"GET\",code=\"504\"}"),
+        metric_value(
+            &m,
+            "tollgate_http_requests_total{route=\"default/slow\",method=\"GET\",code=\"504\"}"
+        ),
         Some(1),
         "{m}"
     );
-    assert!(agent.log().contains("\"reason\":\"timeout\""), "{}", agent.log());
+    assert!(
+        agent.log().contains("\"reason\":\"timeout\""),
+        "{}",
+        agent.log()
+    );
 }
 
 #[test]
@@ -129,11 +160,18 @@ fn a_dead_endpoint_gets_a_502_then_is_ejected_while_a_live_one_takes_the_request
     // other endpoint), and the dead one is ejected after two failures.
     for i in 0..20 {
         let r = curl(&[&url(&format!("/mixed/{i}"))]);
-        assert_eq!((r.status, r.backend()), (200, "live".into()), "request {i}: {r:?}");
+        assert_eq!(
+            (r.status, r.backend()),
+            (200, "live".into()),
+            "request {i}: {r:?}"
+        );
     }
     let m = metrics();
     assert_eq!(
-        metric_value(&m, "tollgate_http_upstream_errors_total{route=\"default/gone\",reason=\"connect\"}"),
+        metric_value(
+            &m,
+            "tollgate_http_upstream_errors_total{route=\"default/gone\",reason=\"connect\"}"
+        ),
         Some(2),
         "{m}"
     );
@@ -143,13 +181,35 @@ fn a_dead_endpoint_gets_a_502_then_is_ejected_while_a_live_one_takes_the_request
         "{m}"
     );
     assert_eq!(
-        metric_value(&m, "tollgate_http_upstream_errors_total{route=\"default/mixed\",reason=\"connect\"}"),
+        metric_value(
+            &m,
+            "tollgate_http_upstream_errors_total{route=\"default/mixed\",reason=\"connect\"}"
+        ),
         Some(2),
         "the dead endpoint is tried until it is ejected, then never again: {m}"
     );
-    assert_eq!(metric_value(&m, "tollgate_http_endpoint_ejections_total{backend=\"default/gone\"}"), Some(1), "{m}");
-    assert_eq!(metric_value(&m, "tollgate_http_endpoint_ejections_total{backend=\"default/mixed\"}"), Some(1), "{m}");
-    assert_eq!(agent.log_count("endpoint ejected after consecutive failures"), 2, "{}", agent.log());
+    assert_eq!(
+        metric_value(
+            &m,
+            "tollgate_http_endpoint_ejections_total{backend=\"default/gone\"}"
+        ),
+        Some(1),
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "tollgate_http_endpoint_ejections_total{backend=\"default/mixed\"}"
+        ),
+        Some(1),
+        "{m}"
+    );
+    assert_eq!(
+        agent.log_count("endpoint ejected after consecutive failures"),
+        2,
+        "{}",
+        agent.log()
+    );
 }
 
 #[test]
@@ -178,11 +238,28 @@ fn a_503_is_retried_when_the_rule_asks_for_it_and_not_otherwise() {
 
     let r = curl(&["-H", "Host: retried.test", &url("/flaky/a")]);
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.json()["hits"], 2, "the 503 of the first attempt was retried once");
+    assert_eq!(
+        r.json()["hits"],
+        2,
+        "the 503 of the first attempt was retried once"
+    );
     // A POST with a small body is retried too: the body is sent again.
-    let r = curl(&["-H", "Host: retried.test", "-d", "payload", &url("/flaky/b")]);
-    assert_eq!((r.status, r.json()["body"].as_str()), (200, Some("payload")), "{r:?}");
+    let r = curl(&[
+        "-H",
+        "Host: retried.test",
+        "-d",
+        "payload",
+        &url("/flaky/b"),
+    ]);
+    assert_eq!(
+        (r.status, r.json()["body"].as_str()),
+        (200, Some("payload")),
+        "{r:?}"
+    );
 
     let r = curl(&["-H", "Host: plain.test", &url("/flaky/c")]);
-    assert_eq!(r.status, 503, "no retry configured: the backend's 503 is passed on: {r:?}");
+    assert_eq!(
+        r.status, 503,
+        "no retry configured: the backend's 503 is passed on: {r:?}"
+    );
 }
