@@ -226,6 +226,13 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             _ = int.recv() => break,
         }
     }
+    let cut = proxy.drain(crate::proxy::DRAIN_TIMEOUT).await;
+    if cut > 0 {
+        warn!(
+            connections = cut,
+            "stopping with HTTP connections still open after the drain timeout"
+        );
+    }
     if config.detach_on_exit {
         drop(dp);
         let removed = dataplane::detach(&config.pin_dir)?;

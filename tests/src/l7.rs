@@ -17,7 +17,8 @@ use crate::{Agent, Lab, APPLY_TIMEOUT, POLICY_APPLIED, PYTHON};
 /// `X-Hop`, `Keep-Alive`), which the proxy must not pass on.
 ///
 /// Paths: `/status/NNN...` answers NNN; `/flaky/...` answers 503 on the 1st, 3rd, ... request
-/// to that path and 200 on the others. Mode `hang` never answers.
+/// to that path and 200 on the others; `/slow/MS...` answers after MS milliseconds. Mode
+/// `hang` never answers.
 const BACKEND_SCRIPT: &str = r#"
 import json, sys, threading, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
@@ -46,6 +47,8 @@ class Handler(BaseHTTPRequestHandler):
             status = int(parts[2])
         if len(parts) > 1 and parts[1] == "flaky" and n % 2 == 1:
             status = 503
+        if len(parts) > 2 and parts[1] == "slow":
+            time.sleep(int(parts[2]) / 1000)
         headers = {}
         for k, v in self.headers.items():
             k = k.lower()

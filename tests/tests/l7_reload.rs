@@ -347,3 +347,68 @@ fn a_port_that_cannot_be_bound_refuses_the_revision() {
         "{r:?}"
     );
 }
+
+/// Runs curl in a thread (a request that stays in flight while the test does something else).
+fn curl_in_background(args: Vec<String>) -> thread::JoinHandle<tollgate_tests::l7::Reply> {
+    thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&args)
+    })
+}
+
+#[test]
+fn a_request_in_flight_finishes_on_its_revision_when_its_listener_is_removed() {
+    require_root!();
+    let lab = Lab::new("l7flight", &[]);
+    let _one = Backend::start("one", 19601);
+    let _two = Backend::start("two", 19602);
+    lab.write_policy("l7.yaml", &revision(1));
+    let mut agent = start_agent(&lab, ADMIN, &[PROXY, EXTRA], &[]);
+
+    let slow = curl_in_background(vec![format!("http://127.0.0.1:{EXTRA}/slow/1500")]);
+    thread::sleep(Duration::from_millis(300));
+    // Revision 2 has no extra listener and routes to the other backend.
+    lab.write_policy("l7.yaml", &revision(2));
+    agent.sighup();
+    agent
+        .wait_for_log_count(POLICY_APPLIED, 2, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut tries = 0;
+    while !port_is_closed(EXTRA) {
+        tries += 1;
+        assert!(tries < 100, "port {EXTRA} still accepts connections");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let r = slow.join().expect("the curl thread");
+    assert_eq!(r.status, 200, "the request in flight was cut: {r:?}");
+    assert_eq!(
+        (r.backend(), r.header("x-revision")),
+        ("two".into(), Some("r1")),
+        "it finished on the revision it started on"
+    );
+    let r = curl(&[&format!("http://127.0.0.1:{PROXY}/")]);
+    assert_eq!(
+        (r.backend(), r.header("x-revision")),
+        ("one".into(), Some("r2"))
+    );
+}
+
+#[test]
+fn a_stopping_agent_lets_requests_in_flight_finish() {
+    require_root!();
+    let lab = Lab::new("l7drain", &[]);
+    let _one = Backend::start("one", 19601);
+    lab.write_policy("l7.yaml", &revision(0));
+    let mut agent = start_agent(&lab, ADMIN, &[PROXY], &[]);
+    let slow = curl_in_background(vec![format!("http://127.0.0.1:{PROXY}/slow/1500")]);
+    thread::sleep(Duration::from_millis(300));
+    let status = agent.sigterm(Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the agent did not stop cleanly: {status:?}\n{}",
+        agent.log()
+    );
+    let r = slow.join().expect("the curl thread");
+    assert_eq!((r.status, r.backend()), (200, "one".into()), "{r:?}");
+    assert!(port_is_closed(PROXY));
+}

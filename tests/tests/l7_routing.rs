@@ -359,3 +359,40 @@ fn x_forwarded_for_is_believed_only_from_a_trusted_proxy_and_hop_by_hop_headers_
     assert_eq!(r.header("keep-alive"), None, "{r:?}");
     assert_eq!(r.header("x-backend"), Some("app"));
 }
+
+#[test]
+fn oversized_request_heads_are_refused_and_the_proxy_keeps_serving() {
+    require_root!();
+    let lab = Lab::new("l7limits", &[]);
+    let _app = Backend::start("app", 19581);
+    let policy = documents(&[
+        &gateway(&[("http", PROXY, None)]),
+        &backend_object("app", &[19581], ""),
+        &route_object(
+            "app",
+            &format!("  rules:\n    - backendRefs: [{}]\n", to("app")),
+        ),
+    ]);
+    lab.write_policy("l7.yaml", &policy);
+    let agent = start_agent(&lab, ADMIN, &[PROXY], &[]);
+
+    // One header of 70 KiB: more than the 64 KiB head limit.
+    let big = format!("X-Big: {}", "a".repeat(70 * 1024));
+    let r = curl(&["--http1.1", "-H", &big, &url("/")]);
+    assert_eq!(r.status, 431, "{r:?}");
+    // 120 headers: more than the 100 allowed.
+    let many: Vec<String> = (0..120).map(|i| format!("X-H{i}: v")).collect();
+    let mut args: Vec<&str> = vec!["--http1.1"];
+    for h in &many {
+        args.extend_from_slice(&["-H", h]);
+    }
+    let u = url("/");
+    args.push(&u);
+    let r = curl(&args);
+    assert_eq!(r.status, 431, "{r:?}");
+    // Within the limits, and afterwards: served.
+    let ok = format!("X-Big: {}", "a".repeat(16 * 1024));
+    let r = curl(&["-H", &ok, &url("/")]);
+    assert_eq!((r.status, r.backend()), (200, "app".into()), "{r:?}");
+    drop(agent);
+}

@@ -312,7 +312,30 @@ impl Proxy {
     pub fn revision(&self) -> String {
         self.core.state.load().revision.clone()
     }
+
+    /// Stops accepting on every port, lets the requests in flight finish, and returns when
+    /// every connection is closed or `timeout` has passed (whatever is still open then is cut
+    /// when the process exits). Returns the connections still open.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        for (_, stop) in
+            std::mem::take(&mut *self.listeners.lock().unwrap_or_else(|e| e.into_inner()))
+        {
+            stop.cancel();
+        }
+        let max = self.core.limits.max_connections;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let open = max - self.core.connections.available_permits();
+            if open == 0 || tokio::time::Instant::now() >= deadline {
+                return open;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
+
+/// How long a stopping agent waits for requests in flight (SIGTERM, SIGINT).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Drop for Proxy {
     fn drop(&mut self) {

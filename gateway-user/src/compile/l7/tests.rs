@@ -791,3 +791,68 @@ fn hostnames_are_lower_case_dns_names_or_wildcards() {
     assert!(check_hostname("-a.b", true).is_err());
     assert!(check_hostname("a.*.b", true).is_err());
 }
+
+#[test]
+fn ten_thousand_routes_compile_and_route_as_the_reference_does() {
+    // 5,000 routes by hostname and 5,000 by path prefix, each with an exact and a header
+    // match too, on one listener.
+    let mut yaml = vec![GATEWAY.to_owned(), BACKENDS.to_owned()];
+    for i in 0..10_000 {
+        let spec = if i % 2 == 0 {
+            format!("  hostnames: [svc{i}.example.com]\n  rules:\n    - matches: [{{ path: {{ value: /api }} }}, {{ path: {{ type: Exact, value: /health }} }}]\n{TO_A}")
+        } else {
+            format!("  rules:\n    - matches: [{{ path: {{ value: /svc/{i} }} }}, {{ path: {{ value: /svc/{i}/admin }}, headers: [{{ name: x-admin, value: 'yes' }}] }}]\n{TO_A}")
+        };
+        yaml.push(route(&format!("r{i}"), &spec));
+    }
+    let started = std::time::Instant::now();
+    let objects = crate::model::parse(&docs(&[("l7.yaml", &yaml.join("---\n"))])).unwrap();
+    let parsed = started.elapsed();
+    let t = compile(&objects).unwrap_or_else(|e| panic!("{e}"));
+    let compiled = started.elapsed() - parsed;
+    assert_eq!(t.policy.routes.len(), 10_000);
+    assert_eq!(t.candidates(), 20_000);
+    let mut rng = 12345u64;
+    let mut next = move |n: u64| {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng >> 33) % n
+    };
+    let started = std::time::Instant::now();
+    for _ in 0..500 {
+        let i = next(10_000);
+        let (host, path) = match next(4) {
+            0 => (format!("svc{i}.example.com"), "/api/x".to_owned()),
+            1 => (format!("svc{i}.example.com"), "/health".to_owned()),
+            2 => ("any.example.com".to_owned(), format!("/svc/{i}/admin/x")),
+            _ => ("any.example.com".to_owned(), format!("/svc/{i}x")),
+        };
+        let admin = if next(2) == 0 {
+            vec![("x-admin", "yes")]
+        } else {
+            vec![]
+        };
+        // `lookup` checks the index against the reference on every call.
+        let _ = lookup(&t, &host, &path, &admin);
+    }
+    eprintln!(
+        "10,000 routes: parsed in {parsed:?}, compiled in {compiled:?}; 500 look-ups (each checked against the reference) in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        lookup(&t, "svc42.example.com", "/api/v1", &[]).as_deref(),
+        Some("default/r42#0")
+    );
+    assert_eq!(
+        lookup(
+            &t,
+            "x.example.com",
+            "/svc/4243/admin",
+            &[("x-admin", "yes")]
+        )
+        .as_deref(),
+        Some("default/r4243#0")
+    );
+    assert_eq!(lookup(&t, "x.example.com", "/svc/4243x", &[]), None);
+}
