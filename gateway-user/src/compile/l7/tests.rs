@@ -856,3 +856,49 @@ fn ten_thousand_routes_compile_and_route_as_the_reference_does() {
     );
     assert_eq!(lookup(&t, "x.example.com", "/svc/4243x", &[]), None);
 }
+
+#[test]
+fn the_example_routes_as_the_readme_says() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let docs = crate::source::dir::read_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let snapshot = crate::compile::snapshot::compile_documents(&docs, None)
+        .unwrap_or_else(|e| panic!("examples/ does not compile: {e}"));
+    let t = &snapshot.l7;
+    assert_eq!(t.listen_ports(), [18000]);
+    use http::Method;
+    let at = |method: Method, host: &str, path: &str| {
+        let headers = HeaderMap::new();
+        let req = RequestView {
+            host,
+            path,
+            method: &method,
+            headers: &headers,
+            query: None,
+        };
+        t.ports[&18000]
+            .route(&req)
+            .map(|c| format!("{}#{}", c.rule.route, c.rule.index))
+    };
+    assert_eq!(
+        at(Method::POST, "api.example.com", "/v1/orders").as_deref(),
+        Some("shop/orders#0")
+    );
+    assert_eq!(
+        at(Method::GET, "api.example.com", "/v1/orders/7").as_deref(),
+        Some("shop/orders#1")
+    );
+    assert_eq!(
+        at(Method::GET, "api.example.com", "/v0/orders").as_deref(),
+        Some("shop/orders#2")
+    );
+    // No rule of the exact host matches /static: the wildcard route's does.
+    assert_eq!(
+        at(Method::GET, "api.example.com", "/static/app.js").as_deref(),
+        Some("shop/web#0")
+    );
+    assert_eq!(
+        at(Method::GET, "www.example.com", "/").as_deref(),
+        Some("shop/web#1")
+    );
+    assert_eq!(at(Method::GET, "example.org", "/"), None);
+}
