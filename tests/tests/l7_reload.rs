@@ -26,7 +26,7 @@ fn revision(i: usize) -> String {
     if i % 2 == 1 {
         listeners.push(("extra", EXTRA, None));
     }
-    let backend = if i % 2 == 0 { "one" } else { "two" };
+    let backend = if i.is_multiple_of(2) { "one" } else { "two" };
     documents(&[
         &gateway(&listeners),
         &backend_object("one", &[19601], ""),
@@ -238,7 +238,14 @@ fn a_hundred_reloads_under_load_fail_no_request() {
         Some(format!("r{RELOADS}").as_str()),
         "{r:?}"
     );
-    assert_eq!(r.backend(), if RELOADS % 2 == 0 { "one" } else { "two" });
+    assert_eq!(
+        r.backend(),
+        if RELOADS.is_multiple_of(2) {
+            "one"
+        } else {
+            "two"
+        }
+    );
     eprintln!(
         "under {RELOADS} reloads: hey {} ok, h2load {} ok, 0 failed; rounds during the reloads {rounds_during:?}",
         hey.ok, h2.ok

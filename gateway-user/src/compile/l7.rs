@@ -521,7 +521,7 @@ fn listener_protocol(c: &mut Checker<'_, '_>, at: &str, l: &Listener) {
                                 let f = format!("{at}.tls.certificateRefs[{j}]");
                                 let group = r.group.as_deref().unwrap_or("");
                                 let kind = r.kind.as_deref().unwrap_or("Secret");
-                                if group != "" || kind != "Secret" {
+                                if !group.is_empty() || kind != "Secret" {
                                     c.error(&f, format!("{group}/{kind}: only core Secrets can hold certificates"));
                                 }
                                 if r.name.is_empty() {

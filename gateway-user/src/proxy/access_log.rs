@@ -71,7 +71,7 @@ impl Sampler {
             AccessLog::On => true,
             AccessLog::Sample(n) => {
                 let k = self.seen.fetch_add(1, Ordering::Relaxed);
-                status >= 500 || k % n == 0
+                status >= 500 || k.is_multiple_of(n)
             }
         }
     }

@@ -422,7 +422,7 @@ mod tests {
         }
         // The window may roll over between the two loops; either way the share holds.
         let more = (0..1000).filter(|_| b.try_retry()).count();
-        assert!(more >= 190 && more <= 200, "{more}");
+        assert!((190..=200).contains(&more), "{more}");
     }
 
     #[test]
