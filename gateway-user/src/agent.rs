@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 use crate::compile::snapshot::{compile_documents, compile_documents_with, Snapshot};
 use crate::dataplane::{self, AttachMode, Dataplane};
 use crate::model::ParseCache;
+use crate::proxy::{Proxy, ProxyConfig};
 use crate::source::dir::read_dir;
 use crate::source::git::{GitOptions, GitSource};
 use crate::source::verify::AllowedSigners;
@@ -46,6 +47,8 @@ pub struct AgentConfig {
     pub verify_commits: Option<PathBuf>,
     /// The webhook's secret; `None`: `POST /hooks/git` answers 404.
     pub webhook_secret: Option<WebhookSecret>,
+    /// The L7 proxy's settings.
+    pub proxy: ProxyConfig,
 }
 
 /// Where the policy comes from.
@@ -314,6 +317,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         "webhook disabled"
     };
     info!(address = %config.admin, webhook, "admin server: /metrics /healthz /readyz /status");
+    let proxy = Proxy::new(config.proxy.clone(), shared.metrics.http.clone());
     dp.attach_all(&config.interfaces, config.attach_mode)
         .context("attach")?;
     for (iface, how) in dp.attached() {
@@ -334,13 +338,13 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let mut last_seen: Option<String> = None;
 
     // What every policy file parsed into, so a new revision parses only the files it changes.
-
     let mut parse_cache = ParseCache::default();
     let mut schedule = RetrySchedule::new(config.interval);
     let pass = reconcile(
         &config,
         git.as_ref(),
         &mut dp,
+        &proxy,
         &shared,
         &mut last_seen,
         &mut parse_cache,
@@ -352,7 +356,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         .map(|s| s.applied.is_none())
         .unwrap_or(false);
     if nothing_applied {
-        enforce_last_good(&config, &mut dp, &shared);
+        enforce_last_good(&config, &mut dp, &proxy, &shared);
     }
 
     let mut hup = signal(SignalKind::hangup())?;
@@ -365,15 +369,15 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     loop {
         let pass = tokio::select! {
             _ = tokio::time::sleep_until(next_pass.into()) => {
-                reconcile(&config, git.as_ref(), &mut dp, &shared, &mut last_seen, &mut parse_cache)
+                reconcile(&config, git.as_ref(), &mut dp, &proxy, &shared, &mut last_seen, &mut parse_cache)
             }
             _ = shared.wake.notified() => {
-                reconcile(&config, git.as_ref(), &mut dp, &shared, &mut last_seen, &mut parse_cache)
+                reconcile(&config, git.as_ref(), &mut dp, &proxy, &shared, &mut last_seen, &mut parse_cache)
             }
             _ = hup.recv() => {
                 info!("SIGHUP: reading the source now");
                 last_seen = None;
-                reconcile(&config, git.as_ref(), &mut dp, &shared, &mut last_seen, &mut parse_cache)
+                reconcile(&config, git.as_ref(), &mut dp, &proxy, &shared, &mut last_seen, &mut parse_cache)
             }
             _ = drift.tick() => {
                 repair_drift(&mut dp, &shared);
@@ -383,6 +387,13 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             _ = int.recv() => break,
         };
         next_pass = after_pass(&mut schedule, pass, &shared);
+    }
+    let cut = proxy.drain(crate::proxy::DRAIN_TIMEOUT).await;
+    if cut > 0 {
+        warn!(
+            connections = cut,
+            "stopping with HTTP connections still open after the drain timeout"
+        );
     }
     if config.detach_on_exit {
         drop(dp);
@@ -421,7 +432,7 @@ fn after_pass(schedule: &mut RetrySchedule, pass: Pass, shared: &Shared) -> Inst
 
 /// At start, when the source gives no valid revision: enforce the last good one saved in the
 /// state directory (the pinned maps may hold it already; after a reboot they do not).
-fn enforce_last_good(config: &AgentConfig, dp: &mut Dataplane, shared: &Shared) {
+fn enforce_last_good(config: &AgentConfig, dp: &mut Dataplane, proxy: &Proxy, shared: &Shared) {
     let docs = match last_good::load(&config.state_dir) {
         Ok(Some(d)) => d,
         Ok(None) => return,
@@ -438,8 +449,16 @@ fn enforce_last_good(config: &AgentConfig, dp: &mut Dataplane, shared: &Shared) 
             return;
         }
     };
+    let prepared = match proxy.prepare(&snapshot.l7) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(revision = %id, error = %e, "could not apply the saved last good revision");
+            return;
+        }
+    };
     match dp.apply(&snapshot.l4) {
         Ok(_) => {
+            proxy.commit(prepared, &id);
             publish_counter_names(shared, dp);
             let source = format!(
                 "{} (last good, from {})",
@@ -457,6 +476,8 @@ fn enforce_last_good(config: &AgentConfig, dp: &mut Dataplane, shared: &Shared) 
                 s.rules = snapshot.l4.rules.len();
                 s.source_entries = snapshot.l4.source_entries();
                 s.port_entries = snapshot.l4.port_entries();
+                s.http_ports = proxy.ports();
+                s.routes = snapshot.l7.policy.routes.len();
             }
             warn!(revision = %id, "the source gives no valid revision: enforcing the last good revision saved in the state directory; policy applied");
         }
@@ -512,6 +533,7 @@ fn reconcile(
     config: &AgentConfig,
     git: Option<&GitSource>,
     dp: &mut Dataplane,
+    proxy: &Proxy,
     shared: &Shared,
     last_seen: &mut Option<String>,
     cache: &mut ParseCache,
@@ -581,8 +603,26 @@ fn reconcile(
         at_unix: telemetry::unix_now(),
         refused: None,
     };
+    // The proxy's new ports are bound first: a port that cannot be bound refuses the revision
+    // before the kernel side changes.
+    let prepared = match proxy.prepare(&snapshot.l7) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(revision = %id, error = %e, "apply failed; the previous revision stays enforced");
+            shared.metrics.failed("apply");
+            if let Ok(mut s) = shared.status.write() {
+                s.attempted = Some(RevisionStatus {
+                    refused: Some("apply".to_owned()),
+                    ..revision
+                });
+                s.last_error = Some(e.to_string());
+            }
+            return Pass::SourceRead;
+        }
+    };
     match dp.apply(&snapshot.l4) {
         Ok(stats) => {
+            proxy.commit(prepared, &id);
             publish_counter_names(shared, dp);
             if let Err(e) = last_good::save(&config.state_dir, &docs) {
                 warn!(revision = %id, error = %e, "could not save the last good revision in the state directory");
@@ -597,11 +637,15 @@ fn reconcile(
                 s.rules = snapshot.l4.rules.len();
                 s.source_entries = snapshot.l4.source_entries();
                 s.port_entries = snapshot.l4.port_entries();
+                s.http_ports = proxy.ports();
+                s.routes = snapshot.l7.policy.routes.len();
             }
             info!(
                 revision = %id,
                 policies = snapshot.policies.len(),
                 rules = snapshot.l4.rules.len(),
+                http_listeners = snapshot.l7.policy.listeners.len(),
+                http_routes = snapshot.l7.policy.routes.len(),
                 source_entries = snapshot.l4.source_entries(),
                 port_entries = snapshot.l4.port_entries(),
                 writes = stats.writes,

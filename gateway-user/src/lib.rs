@@ -13,5 +13,6 @@ pub mod cli;
 pub mod compile;
 pub mod dataplane;
 pub mod model;
+pub mod proxy;
 pub mod source;
 pub mod telemetry;

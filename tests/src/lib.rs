@@ -28,6 +28,7 @@ use serde_json::Value;
 pub mod admin;
 pub mod gitrepo;
 pub mod gitserver;
+pub mod l7;
 
 /// Debian's python3. `python3-scapy` is installed for it, and a pyenv shim earlier on `PATH`
 /// may point at another interpreter without it.

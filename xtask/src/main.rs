@@ -41,7 +41,7 @@ enum Cmd {
     Demo,
     /// Benchmarks (not written yet).
     Bench,
-    /// Regenerate manifests/crds/l4policy.yaml from the Rust types.
+    /// Regenerate manifests/crds/ (one file per Tollgate kind) from the Rust types.
     Crds,
 }
 
@@ -164,6 +164,11 @@ const TOOL_PACKAGES: &[&str] = &[
     // Building the agent: git2's vendored OpenSSL is configured with perl and built with make.
     "perl",
     "make",
+    // Load generators for the L7 proxy tests: hey (HTTP/1.1) and h2load (HTTP/2, in
+    // nghttp2-client). The L7 tests' backends are small Python servers (python3).
+    "hey",
+    "nghttp2-client",
+    "python3",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -718,6 +723,7 @@ fn bench() -> Result<()> {
 }
 
 fn crds() -> Result<()> {
+    let dir = root().join("manifests/crds");
     let mut cmd = cargo();
     cmd.args([
         "run",
@@ -728,21 +734,10 @@ fn crds() -> Result<()> {
         "tollgate",
         "--",
         "crds",
+        "--out-dir",
     ]);
-    let line = show(&cmd);
-    eprintln!("xtask: $ {line} > manifests/crds/l4policy.yaml");
-    let out = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("cannot start `{line}`"))?;
-    if !out.status.success() {
-        bail!("`{line}` failed ({})", out.status);
-    }
-    let dest = root().join("manifests/crds/l4policy.yaml");
-    std::fs::create_dir_all(dest.parent().expect("has a parent"))?;
-    std::fs::write(&dest, &out.stdout).with_context(|| format!("write {}", dest.display()))?;
-    eprintln!("xtask: wrote {}", dest.display());
-    Ok(())
+    cmd.arg(&dir);
+    run(cmd)
 }
 
 #[cfg(test)]

@@ -1,63 +1,94 @@
-//! `tollgate crds`: the CustomResourceDefinitions of every kind, generated from the Rust types
-//! (so the CRDs can never disagree with what the agent parses). The committed copy in
-//! `manifests/crds/` is checked against this output by a test.
+//! `tollgate crds`: the CustomResourceDefinitions of Tollgate's own kinds, generated from the
+//! Rust types (so the CRDs can never disagree with what the agent parses). The committed copies
+//! in `manifests/crds/` (one file per kind) are checked against this output by a test. The
+//! Gateway API kinds (`Gateway`, `HTTPRoute`) are the Gateway API's own CRDs: install them from
+//! its release; they are never generated here.
+use std::path::{Path, PathBuf};
+
+use crate::model::backend::Backend;
 use crate::model::l4::L4Policy;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
 /// Where the generated CRDs are committed, relative to the workspace root.
-pub const CRDS_PATH: &str = "manifests/crds/l4policy.yaml";
+pub const CRDS_DIR: &str = "manifests/crds";
+
+const HEADER: &str =
+    "# Generated from the Rust types in gateway-user/src/model/ by `tollgate crds`; do not edit.\n";
+
+/// Every CRD, with the name of its file in [`CRDS_DIR`].
+pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
+    vec![
+        ("l4policy.yaml", L4Policy::crd()),
+        ("backend.yaml", Backend::crd()),
+    ]
+}
+
+fn yaml(crd: &CustomResourceDefinition) -> String {
+    // Serializing a CustomResourceDefinition cannot fail: it is plain data with string keys.
+    format!(
+        "---\n{}",
+        serde_saphyr::to_string(crd).expect("a CRD serializes to YAML")
+    )
+}
+
+/// The file content for one CRD.
+pub fn crd_file(crd: &CustomResourceDefinition) -> String {
+    format!("{HEADER}{}", yaml(crd))
+}
 
 /// The CRD YAML of every kind, as one multi-document stream.
 pub fn crds_yaml() -> String {
-    let crds = [L4Policy::crd()];
-    let mut out = String::from("# Generated from the Rust types in gateway-user/src/model/ by `tollgate crds`; do not edit.\n");
-    for crd in crds {
-        out.push_str("---\n");
-        // Serializing a CustomResourceDefinition cannot fail: it is plain data with string keys.
-        out.push_str(&serde_saphyr::to_string(&crd).expect("a CRD serializes to YAML"));
+    let mut out = String::from(HEADER);
+    for (_, crd) in crds() {
+        out.push_str(&yaml(&crd));
     }
     out
+}
+
+/// Writes one file per kind into `dir`; returns the paths written.
+pub fn write_dir(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    for (file, crd) in crds() {
+        let path = dir.join(file);
+        std::fs::write(&path, crd_file(&crd))?;
+        written.push(path);
+    }
+    Ok(written)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
-    fn committed_path() -> PathBuf {
+    fn committed_dir() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("..")
-            .join(CRDS_PATH)
+            .join(CRDS_DIR)
     }
 
-    /// Set `TOLLGATE_UPDATE_CRDS=1` to rewrite the committed file instead of comparing.
+    /// Set `TOLLGATE_UPDATE_CRDS=1` to rewrite the committed files instead of comparing.
     #[test]
     fn committed_crds_are_not_stale() {
-        let path = committed_path();
-        let generated = crds_yaml();
+        let dir = committed_dir();
         if std::env::var_os("TOLLGATE_UPDATE_CRDS").is_some() {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, &generated)
-                .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+            write_dir(&dir).unwrap_or_else(|e| panic!("write {}: {e}", dir.display()));
         }
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            committed == generated,
-            "{} is stale or missing: the CRDs are generated from the Rust types in gateway-user/src/model/.\n\
-             Regenerate it with `cargo run -p gateway-user -- crds > {CRDS_PATH}` \
-             (or `cargo xtask crds`, or TOLLGATE_UPDATE_CRDS=1 cargo test -p gateway-user --lib crds) and commit it.",
-            path.display()
-        );
+        for (file, crd) in crds() {
+            let path = dir.join(file);
+            let committed = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                committed == crd_file(&crd),
+                "{} is stale or missing: the CRDs are generated from the Rust types in gateway-user/src/model/.\n\
+                 Regenerate them with `cargo run -p gateway-user -- crds --out-dir {CRDS_DIR}` \
+                 (or `cargo xtask crds`, or TOLLGATE_UPDATE_CRDS=1 cargo test -p gateway-user --lib crds) and commit them.",
+                path.display()
+            );
+        }
     }
 
-    #[test]
-    fn the_crd_is_cluster_scoped_and_documents_every_field() {
-        let crd = L4Policy::crd();
-        assert_eq!(crd.spec.scope, "Cluster");
-        assert_eq!(
-            crd.spec.names.short_names.as_deref(),
-            Some(&["l4p".to_string()][..])
-        );
+    fn undocumented_fields(crd: &CustomResourceDefinition) -> Vec<String> {
         let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
         let spec = &schema["openAPIV3Schema"]["properties"]["spec"];
         let mut undocumented = Vec::new();
@@ -79,10 +110,24 @@ mod tests {
             }
         }
         walk("spec", spec, &mut undocumented);
-        assert!(
-            undocumented.is_empty(),
-            "fields without a doc comment: {undocumented:?}"
+        undocumented
+    }
+
+    #[test]
+    fn the_crd_is_cluster_scoped_and_documents_every_field() {
+        let crd = L4Policy::crd();
+        assert_eq!(crd.spec.scope, "Cluster");
+        assert_eq!(
+            crd.spec.names.short_names.as_deref(),
+            Some(&["l4p".to_string()][..])
         );
+        assert_eq!(
+            undocumented_fields(&crd),
+            Vec::<String>::new(),
+            "fields without a doc comment"
+        );
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+        let spec = &schema["openAPIV3Schema"]["properties"]["spec"];
         let protocol = &spec["properties"]["rules"]["items"]["properties"]["protocol"];
         assert_eq!(
             protocol["enum"],
@@ -92,9 +137,28 @@ mod tests {
     }
 
     #[test]
-    fn the_generated_yaml_reads_back_as_the_crd() {
+    fn the_backend_crd_is_namespaced_and_documents_every_field() {
+        let crd = Backend::crd();
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(crd.spec.group, "tollgate.dev");
+        assert_eq!(
+            undocumented_fields(&crd),
+            Vec::<String>::new(),
+            "fields without a doc comment"
+        );
+    }
+
+    #[test]
+    fn the_generated_yaml_reads_back_as_the_crds_and_names_no_gateway_api_kind() {
         let yaml = crds_yaml();
         let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&yaml).unwrap();
-        assert_eq!(docs, vec![serde_json::to_value(L4Policy::crd()).unwrap()]);
+        assert_eq!(
+            docs,
+            vec![
+                serde_json::to_value(L4Policy::crd()).unwrap(),
+                serde_json::to_value(Backend::crd()).unwrap()
+            ]
+        );
+        assert!(!yaml.contains("gateway.networking.k8s.io"));
     }
 }

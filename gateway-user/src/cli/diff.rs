@@ -13,12 +13,86 @@ use crate::source::dir::read_dir;
 use crate::source::git::{is_git_url, GitError, GitOptions, GitSource};
 use crate::source::Documents;
 
+/// The L7 objects of a revision (Gateway, HTTPRoute, Backend) by `Kind/namespace/name`, each
+/// as its spec.
+pub type L7Objects = BTreeMap<String, serde_json::Value>;
+
+/// Changes to L7 objects, object by object, naming the top-level spec fields that differ.
+pub fn diff_l7(old: &L7Objects, new: &L7Objects) -> Vec<Change> {
+    let mut out = Vec::new();
+    for what in old.keys().filter(|k| !new.contains_key(*k)) {
+        out.push(Change {
+            change: "removed",
+            what: what.clone(),
+            fields: vec![],
+        });
+    }
+    for (what, n) in new {
+        match old.get(what) {
+            None => out.push(Change {
+                change: "added",
+                what: what.clone(),
+                fields: vec![],
+            }),
+            Some(o) if o != n => {
+                let keys = |v: &serde_json::Value| {
+                    v.as_object()
+                        .map(|m| m.keys().cloned().collect::<Vec<_>>())
+                        .unwrap_or_default()
+                };
+                let mut names: Vec<String> = keys(o).into_iter().chain(keys(n)).collect();
+                names.sort();
+                names.dedup();
+                let fields = names
+                    .into_iter()
+                    .filter(|k| o.get(k) != n.get(k))
+                    .map(|k| format!("spec.{k} changed"))
+                    .collect();
+                out.push(Change {
+                    change: "changed",
+                    what: what.clone(),
+                    fields,
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    out
+}
+
+fn l7_objects(docs: &crate::source::Documents) -> L7Objects {
+    use crate::model::Object;
+    let Ok(objects) = crate::model::parse(docs) else {
+        return L7Objects::new();
+    };
+    objects
+        .iter()
+        .filter_map(|o| {
+            let spec = match &o.value {
+                Object::L4Policy(_) => return None,
+                Object::Gateway(g) => serde_json::to_value(&g.spec),
+                Object::HTTPRoute(r) => serde_json::to_value(&r.spec),
+                Object::Backend(b) => serde_json::to_value(&b.spec),
+            }
+            .ok()?;
+            let name = format!(
+                "{}/{}/{}",
+                o.value.kind(),
+                o.value.namespace().unwrap_or_default(),
+                o.value.name()
+            );
+            Some((name, spec))
+        })
+        .collect()
+}
+
 /// One change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Change {
     /// `added`, `removed` or `changed`.
     pub change: &'static str,
-    /// `L4Policy/<name>` or `L4Policy/<name> rule <rule>`.
+    /// `L4Policy/<name>`, `L4Policy/<name> rule <rule>`, or `Kind/<namespace>/<name>` for the L7
+    /// kinds.
     pub what: String,
     /// For `changed`: the fields that differ.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -140,21 +214,31 @@ fn rule_fields(o: &Rule, n: &Rule) -> Vec<String> {
     f
 }
 
-fn compile(docs: &Documents, what: &str) -> Result<Vec<Policy>, String> {
+/// A revision's policies and L7 objects, as `diff` compares them.
+type Revision = (Vec<Policy>, L7Objects);
+
+fn compile(docs: &Documents, what: &str) -> Result<Revision, String> {
     compile_documents(docs, None)
-        .map(|s| s.policies)
+        .map(|s| (s.policies, l7_objects(docs)))
         .map_err(|e| format!("{what} is not a valid revision:\n{e}"))
 }
 
-fn load(path: &Path) -> Result<Vec<Policy>, String> {
+fn load(path: &Path) -> Result<Revision, String> {
     let docs = read_dir(path).map_err(|e| e.to_string())?;
     compile(&docs, &path.display().to_string())
+}
+
+/// Every change from `old` to `new`.
+fn changes(old: &Revision, new: &Revision) -> Vec<Change> {
+    let mut changes = diff_policies(&old.0, &new.0);
+    changes.extend(diff_l7(&old.1, &new.1));
+    changes
 }
 
 /// Runs `diff` on two directories; returns the exit code.
 pub fn diff(old: &Path, new: &Path, json: bool) -> i32 {
     match (load(old), load(new)) {
-        (Ok(o), Ok(n)) => report(&diff_policies(&o, &n), json),
+        (Ok(o), Ok(n)) => report(&changes(&o, &n), json),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("{e}");
             2
@@ -179,11 +263,11 @@ fn open_repository(repo: &str, path: &str, mirror: &Path) -> Result<GitSource, G
 
 /// Runs `diff --repo` on two revisions of a repository; returns the exit code.
 pub fn diff_revisions(repo: &str, path: &str, old: &str, new: &str, json: bool) -> i32 {
-    let policies = || -> Result<(Vec<Policy>, Vec<Policy>), String> {
+    let revisions = || -> Result<(Revision, Revision), String> {
         let mirror = tempfile::tempdir()
             .map_err(|e| format!("cannot create a temporary directory for the mirror: {e}"))?;
         let source = open_repository(repo, path, mirror.path()).map_err(|e| e.to_string())?;
-        let load = |rev: &str| -> Result<Vec<Policy>, String> {
+        let load = |rev: &str| -> Result<Revision, String> {
             let commit = source.rev_parse(rev).map_err(|e| {
                 if is_git_url(repo) && rev.starts_with("HEAD") {
                     format!("{e} (a repository fetched from a URL has no HEAD here: name a branch, as main~1)")
@@ -196,8 +280,8 @@ pub fn diff_revisions(repo: &str, path: &str, old: &str, new: &str, json: bool) 
         };
         Ok((load(old)?, load(new)?))
     };
-    match policies() {
-        Ok((o, n)) => report(&diff_policies(&o, &n), json),
+    match revisions() {
+        Ok((o, n)) => report(&changes(&o, &n), json),
         Err(e) => {
             eprintln!("{e}");
             2
@@ -278,5 +362,48 @@ mod tests {
             ]
         );
         assert!(diff_policies(&old, &old).is_empty());
+    }
+
+    #[test]
+    fn l7_objects_are_compared_object_by_object() {
+        let obj = |pairs: &[(&str, serde_json::Value)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect::<L7Objects>()
+        };
+        let old = obj(&[
+            (
+                "HTTPRoute/default/a",
+                serde_json::json!({ "hostnames": ["a"], "rules": [1] }),
+            ),
+            (
+                "Backend/default/gone",
+                serde_json::json!({ "endpoints": [] }),
+            ),
+        ]);
+        let new = obj(&[
+            (
+                "HTTPRoute/default/a",
+                serde_json::json!({ "hostnames": ["a"], "rules": [2] }),
+            ),
+            (
+                "Gateway/default/edge",
+                serde_json::json!({ "listeners": [] }),
+            ),
+        ]);
+        let lines: Vec<String> = diff_l7(&old, &new)
+            .iter()
+            .map(|c| format!("{} {} {:?}", c.change, c.what, c.fields))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "removed Backend/default/gone []",
+                "added Gateway/default/edge []",
+                "changed HTTPRoute/default/a [\"spec.rules changed\"]",
+            ]
+        );
+        assert!(diff_l7(&old, &old).is_empty());
     }
 }

@@ -96,8 +96,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
-    /// Print the CustomResourceDefinitions of every policy kind.
-    Crds,
+    /// Print the CustomResourceDefinitions of Tollgate's kinds (L4Policy, Backend).
+    Crds {
+        /// Write one file per kind into this directory instead of printing.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
     /// Remove every program, link and map the agent pinned (stops enforcement).
     Detach {
         /// Pin directory on a bpffs.
@@ -188,18 +192,34 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// The agent's own log goes to stderr (text or JSON, filtered by `TOLLGATE_LOG`); the L7
+/// access log (target [`crate::proxy::access_log::TARGET`]) goes to stdout as JSON lines,
+/// whatever the format and filter (`--access-log` decides which requests it has).
 fn init_logging(format: LogFormat) {
-    use tracing_subscriber::{fmt, EnvFilter};
+    use crate::proxy::access_log::TARGET as ACCESS;
+    use tracing_subscriber::filter::{filter_fn, Targets};
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{fmt, EnvFilter, Layer};
     let filter = EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+    let agent = fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+    let agent = match format {
+        LogFormat::Text => agent.boxed(),
+        LogFormat::Json => agent.json().flatten_event(true).boxed(),
     }
+    .with_filter(filter)
+    .with_filter(filter_fn(|m| m.target() != ACCESS));
+    let access = fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_writer(std::io::stdout)
+        .with_filter(Targets::new().with_target(ACCESS, tracing::Level::INFO));
+    tracing_subscriber::registry()
+        .with(agent)
+        .with(access)
+        .init();
 }
 
 /// Parses the command line and runs the command; returns the exit code.
@@ -252,8 +272,14 @@ pub fn main() -> anyhow::Result<i32> {
             &new.to_string_lossy(),
             format == OutputFormat::Json,
         )),
-        Command::Crds => {
+        Command::Crds { out_dir: None } => {
             print!("{}", crds::crds_yaml());
+            Ok(0)
+        }
+        Command::Crds { out_dir: Some(dir) } => {
+            for path in crds::write_dir(&dir)? {
+                eprintln!("wrote {}", path.display());
+            }
             Ok(0)
         }
         Command::Detach { pin_dir } => {

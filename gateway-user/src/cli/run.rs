@@ -7,6 +7,8 @@ use clap::Args;
 use super::{parse_duration, parse_size, DEFAULT_STATE_DIR};
 use crate::agent::{self, AgentConfig, SourceConfig};
 use crate::dataplane::{AttachMode, DEFAULT_PIN_DIR};
+use crate::proxy::access_log::AccessLog;
+use crate::proxy::ProxyConfig;
 use crate::source::git::GitOptions;
 use crate::source::verify::AllowedSigners;
 use crate::telemetry::webhook::WebhookSecret;
@@ -107,6 +109,18 @@ pub struct RunArgs {
     /// this OpenSSH allowed_signers file; others are refused and the last good revision stays.
     #[arg(long, value_name = "ALLOWED_SIGNERS", env = "TOLLGATE_VERIFY_COMMITS")]
     pub verify_commits: Option<PathBuf>,
+    /// Address the L7 proxy listens on, on every Gateway listener port.
+    #[arg(long, default_value = crate::proxy::DEFAULT_GATEWAY_ADDRESS, env = "TOLLGATE_GATEWAY_ADDRESS")]
+    pub gateway_address: std::net::IpAddr,
+    /// A proxy in front of Tollgate (a load balancer, a CDN) whose X-Forwarded-For is believed:
+    /// a CIDR or an address (repeat for several). Requests from other peers are attributed to
+    /// the peer, and their X-Forwarded-For is replaced.
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_cidr)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Access log, one JSON line per request on stdout: on, off, or sample=N (one request in
+    /// N, and every 5xx).
+    #[arg(long, default_value = "on", env = "TOLLGATE_ACCESS_LOG")]
+    pub access_log: AccessLog,
 }
 
 impl RunArgs {
@@ -124,6 +138,14 @@ impl RunArgs {
             max_size: self.git_max_size,
         }
     }
+}
+
+/// A CIDR, or a bare address (one host).
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|n| n.trunc())
+        .map_err(|_| format!("{s:?} is not a CIDR (10.0.0.0/8, 2001:db8::/32) or an address"))
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
@@ -176,6 +198,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         allow_ref_rewind: args.allow_ref_rewind,
         verify_commits: args.verify_commits,
         webhook_secret,
+        proxy: ProxyConfig {
+            address: args.gateway_address,
+            trusted_proxies: args.trusted_proxies,
+            access_log: args.access_log,
+            limits: Default::default(),
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

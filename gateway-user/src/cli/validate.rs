@@ -38,17 +38,36 @@ impl ValidateFailure {
     }
 }
 
+/// What a valid revision holds.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    /// The L4 policies.
+    pub policies: Vec<Policy>,
+    /// Gateway listeners.
+    pub listeners: usize,
+    /// HTTPRoutes.
+    pub routes: usize,
+    /// Backends.
+    pub backends: usize,
+}
+
 /// The process exit code for a validation result: 0 valid, 1 invalid, 2 unreadable.
-pub fn exit_code(result: &Result<Vec<Policy>, ValidateFailure>) -> i32 {
+pub fn exit_code(result: &Result<Validated, ValidateFailure>) -> i32 {
     result.as_ref().err().map_or(0, ValidateFailure::exit_code)
 }
 
 /// Reads, parses, validates and compiles the policy at `path` (a directory or a single file)
 /// with the agent's compiler, for every combination of interfaces a node could have, so that
 /// what passes here is what a node would apply.
-pub fn validate_path(path: &Path) -> Result<Vec<Policy>, ValidateFailure> {
+pub fn validate_path(path: &Path) -> Result<Validated, ValidateFailure> {
     let docs = read_dir(path)?;
-    Ok(crate::compile::snapshot::compile_documents(&docs, None)?.policies)
+    let snapshot = crate::compile::snapshot::compile_documents(&docs, None)?;
+    Ok(Validated {
+        listeners: snapshot.l7.policy.listeners.len(),
+        routes: snapshot.l7.policy.routes.len(),
+        backends: snapshot.l7.policy.backends.len(),
+        policies: snapshot.policies,
+    })
 }
 
 #[derive(Serialize)]
@@ -57,6 +76,9 @@ struct Report<'a> {
     errors: Vec<ErrorLine<'a>>,
     policies: usize,
     rules: usize,
+    listeners: usize,
+    routes: usize,
+    backends: usize,
 }
 
 #[derive(Serialize)]
@@ -79,14 +101,26 @@ impl<'a> From<&'a PolicyError> for ErrorLine<'a> {
 }
 
 /// The output of `tollgate validate` for `result`, ending with a newline.
-pub fn render(result: &Result<Vec<Policy>, ValidateFailure>, format: Format) -> String {
+pub fn render(result: &Result<Validated, ValidateFailure>, format: Format) -> String {
     let (policies, rules) = match result {
-        Ok(p) => (p.len(), p.iter().map(|p| p.rules.len()).sum()),
+        Ok(v) => (
+            v.policies.len(),
+            v.policies.iter().map(|p| p.rules.len()).sum(),
+        ),
         Err(_) => (0, 0),
+    };
+    let (listeners, routes, backends) = match result {
+        Ok(v) => (v.listeners, v.routes, v.backends),
+        Err(_) => (0, 0, 0),
     };
     match format {
         Format::Text => match result {
-            Ok(_) => format!("valid: {policies} policies, {rules} rules\n"),
+            Ok(_) if listeners + routes + backends == 0 => {
+                format!("valid: {policies} policies, {rules} rules\n")
+            }
+            Ok(_) => format!(
+                "valid: {policies} policies, {rules} rules; {listeners} listeners, {routes} routes, {backends} backends\n"
+            ),
             Err(ValidateFailure::Invalid(PolicyErrors(errors))) => {
                 errors.iter().map(|e| format!("{e}\n")).collect()
             }
@@ -112,6 +146,9 @@ pub fn render(result: &Result<Vec<Policy>, ValidateFailure>, format: Format) -> 
                 errors,
                 policies,
                 rules,
+                listeners,
+                routes,
+                backends,
             };
             let mut out =
                 serde_json::to_string_pretty(&report).expect("a report serializes to JSON");
@@ -150,7 +187,18 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&render(&result, Format::Json)).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({ "valid": true, "errors": [], "policies": 1, "rules": 2 })
+            serde_json::json!({ "valid": true, "errors": [], "policies": 1, "rules": 2, "listeners": 0, "routes": 0, "backends": 0 })
+        );
+    }
+
+    #[test]
+    fn l7_objects_are_counted_when_there_are_any() {
+        let l7 = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: { name: edge }\nspec:\n  gatewayClassName: tollgate\n  listeners: [{ name: http, port: 8000, protocol: HTTP }]\n---\napiVersion: tollgate.dev/v1alpha1\nkind: Backend\nmetadata: { name: app }\nspec: { endpoints: [{ ip: { address: 127.0.0.1, port: 9000 } }] }\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: { name: app }\nspec:\n  parentRefs: [{ name: edge }]\n  rules: [{ backendRefs: [{ group: tollgate.dev, kind: Backend, name: app }] }]\n";
+        let dir = tree(&[("edge.yaml", GOOD), ("l7.yaml", l7)]);
+        let result = validate_path(dir.path());
+        assert_eq!(
+            render(&result, Format::Text),
+            "valid: 1 policies, 2 rules; 1 listeners, 1 routes, 1 backends\n"
         );
     }
 
@@ -211,7 +259,10 @@ mod tests {
     fn a_single_file_can_be_validated() {
         let dir = tree(&[("edge.yaml", GOOD)]);
         assert_eq!(
-            validate_path(&dir.path().join("edge.yaml")).unwrap()[0].name,
+            validate_path(&dir.path().join("edge.yaml"))
+                .unwrap()
+                .policies[0]
+                .name,
             "edge"
         );
     }

@@ -2,6 +2,7 @@
 pub mod error;
 pub mod evaluator;
 pub mod l4;
+pub mod l7;
 pub mod packet;
 pub mod policy;
 #[cfg(test)]

@@ -2,9 +2,11 @@
 //! [`Snapshot`]. The agent, `tollgate validate` and `tollgate explain` all go through here, so
 //! what CI validates is exactly what a node would enforce.
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use super::error::PolicyErrors;
 use super::l4::{compile, L4Snapshot};
+use super::l7::RouteTable;
 use super::policy::Policy;
 use super::validate::validate;
 use crate::model::ParseCache;
@@ -23,6 +25,8 @@ pub struct Snapshot {
     pub policies: Vec<Policy>,
     /// The L4 tables.
     pub l4: L4Snapshot,
+    /// The L7 routing table (Gateways, HTTPRoutes, Backends); empty when the revision has none.
+    pub l7: Arc<RouteTable>,
 }
 
 /// Compiles one revision for an agent on `interfaces` (`None`: every interface any policy
@@ -42,7 +46,15 @@ pub fn compile_documents_with(
     interfaces: Option<&[String]>,
 ) -> Result<Snapshot, PolicyErrors> {
     let objects = cache.parse(docs)?;
-    let policies = validate(&objects)?;
+    // L4 and L7 objects are checked together, so that one round reports every problem.
+    let (policies, l7) = match (validate(&objects), super::l7::compile(&objects)) {
+        (Ok(p), Ok(t)) => (p, t),
+        (p, t) => {
+            let mut errors = p.err().map(|e| e.0).unwrap_or_default();
+            errors.extend(t.err().map(|e| e.0).unwrap_or_default());
+            return Err(PolicyErrors(errors));
+        }
+    };
     let interfaces = match interfaces {
         Some(list) => list.to_vec(),
         None => validation_interfaces(&policies),
@@ -52,6 +64,7 @@ pub fn compile_documents_with(
         revision: docs.revision.clone(),
         policies,
         l4,
+        l7: Arc::new(l7),
     })
 }
 

@@ -30,24 +30,26 @@ pub fn validate(objects: &[Located<Object>]) -> Result<Vec<Policy>, PolicyErrors
     let mut policies = Vec::new();
     let mut seen: BTreeMap<&str, Vec<&str>> = BTreeMap::new(); // policy name -> files
     for located in objects {
-        match &located.value {
-            Object::L4Policy(p) => {
-                let name = located.value.name();
-                seen.entry(name).or_default().push(&located.file);
-                let mut check = Checker {
-                    file: &located.file,
-                    object: &located.object,
-                    errors: &mut errors,
-                };
-                if let Some(policy) = check.policy(name, &p.spec) {
-                    policies.push(policy);
-                }
+        // The L7 kinds are validated by `compile::l7`.
+        if let Object::L4Policy(p) = &located.value {
+            let name = located.value.name();
+            seen.entry(name).or_default().push(&located.file);
+            let mut check = Checker {
+                file: &located.file,
+                object: &located.object,
+                errors: &mut errors,
+            };
+            if let Some(policy) = check.policy(name, &p.spec) {
+                policies.push(policy);
             }
         }
     }
 
     // Policy names are unique in a revision: each copy is reported, naming the other files.
     for located in objects {
+        if !matches!(located.value, Object::L4Policy(_)) {
+            continue;
+        }
         let name = located.value.name();
         let files = &seen[name];
         if files.len() > 1 {

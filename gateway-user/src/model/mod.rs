@@ -12,7 +12,10 @@ use crate::source::{Documents, SourceFile};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub mod backend;
+pub mod gateway;
 pub mod l4;
+pub mod route;
 
 /// API group of every Tollgate kind.
 pub const GROUP: &str = "tollgate.dev";
@@ -25,6 +28,12 @@ pub const VERSION: &str = "v1alpha1";
 pub enum Object {
     /// The node firewall, enforced in XDP.
     L4Policy(l4::L4Policy),
+    /// Listeners of the L7 proxy (Gateway API).
+    Gateway(gateway::Gateway),
+    /// L7 routing rules (Gateway API).
+    HTTPRoute(route::HTTPRoute),
+    /// Static endpoints for the L7 proxy.
+    Backend(backend::Backend),
 }
 
 impl Object {
@@ -32,17 +41,49 @@ impl Object {
     pub fn kind(&self) -> &'static str {
         match self {
             Object::L4Policy(_) => "L4Policy",
+            Object::Gateway(_) => "Gateway",
+            Object::HTTPRoute(_) => "HTTPRoute",
+            Object::Backend(_) => "Backend",
+        }
+    }
+
+    fn metadata(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        match self {
+            Object::L4Policy(o) => &o.metadata,
+            Object::Gateway(o) => &o.metadata,
+            Object::HTTPRoute(o) => &o.metadata,
+            Object::Backend(o) => &o.metadata,
         }
     }
 
     /// `metadata.name` (`parse` guarantees it is set).
     pub fn name(&self) -> &str {
-        let meta = match self {
-            Object::L4Policy(o) => &o.metadata,
-        };
-        meta.name.as_deref().unwrap_or_default()
+        self.metadata().name.as_deref().unwrap_or_default()
+    }
+
+    /// The namespace of a namespaced kind: `metadata.namespace`, or [`DEFAULT_NAMESPACE`]
+    /// when it is left out (as `kubectl apply` would). `None` for cluster-scoped kinds.
+    pub fn namespace(&self) -> Option<&str> {
+        match self {
+            Object::L4Policy(_) => None,
+            _ => Some(
+                self.metadata()
+                    .namespace
+                    .as_deref()
+                    .unwrap_or(DEFAULT_NAMESPACE),
+            ),
+        }
+    }
+
+    /// `metadata.creationTimestamp`, when the object carries one (objects exported from a
+    /// cluster do; objects written for Git usually do not).
+    pub fn creation_timestamp(&self) -> Option<&k8s_openapi::jiff::Timestamp> {
+        self.metadata().creation_timestamp.as_ref().map(|t| &t.0)
     }
 }
+
+/// The namespace of a namespaced object that does not name one.
+pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// A value with where it was written: what error messages name.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,15 +100,38 @@ pub struct Located<T> {
 struct KindInfo {
     kind: &'static str,
     api_version: &'static str,
+    /// Namespaced kinds are named `Kind/namespace/name` in messages when they give a namespace.
+    namespaced: bool,
     read: fn(Value) -> Result<Object, serde_path_to_error::Error<serde_json::Error>>,
 }
 
 /// Every kind this agent reads.
-const KINDS: &[KindInfo] = &[KindInfo {
-    kind: "L4Policy",
-    api_version: "tollgate.dev/v1alpha1",
-    read: |v| typed::<l4::L4Policy>(v).map(Object::L4Policy),
-}];
+const KINDS: &[KindInfo] = &[
+    KindInfo {
+        kind: "L4Policy",
+        api_version: "tollgate.dev/v1alpha1",
+        namespaced: false,
+        read: |v| typed::<l4::L4Policy>(v).map(Object::L4Policy),
+    },
+    KindInfo {
+        kind: "Gateway",
+        api_version: "gateway.networking.k8s.io/v1",
+        namespaced: true,
+        read: |v| typed::<gateway::Gateway>(v).map(Object::Gateway),
+    },
+    KindInfo {
+        kind: "HTTPRoute",
+        api_version: "gateway.networking.k8s.io/v1",
+        namespaced: true,
+        read: |v| typed::<route::HTTPRoute>(v).map(Object::HTTPRoute),
+    },
+    KindInfo {
+        kind: "Backend",
+        api_version: "tollgate.dev/v1alpha1",
+        namespaced: true,
+        read: |v| typed::<backend::Backend>(v).map(Object::Backend),
+    },
+];
 
 /// The only top-level fields of an object (`status` is accepted so that the output of
 /// `kubectl get -o yaml` can be committed as it is; it is ignored).
@@ -340,7 +404,22 @@ fn parse_document(file: &str, doc: &Document<'_>) -> Result<Option<Located<Objec
             ))
         }
     };
-    let object = format!("{kind}/{name}");
+    let namespace = match map.get("metadata").and_then(|m| m.get("namespace")) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(ns)) => Some(ns.clone()),
+        Some(other) => {
+            return Err(PolicyError::new(
+                file,
+                format!("{kind}/{name}"),
+                "metadata.namespace",
+                format!("expected a string, found {}", type_name(other)),
+            ))
+        }
+    };
+    let object = match &namespace {
+        Some(ns) if info.namespaced => format!("{kind}/{ns}/{name}"),
+        _ => format!("{kind}/{name}"),
+    };
     let error = |field: &str, message: String| PolicyError::new(file, &object, field, message);
 
     match map.get("apiVersion") {
@@ -369,6 +448,12 @@ fn parse_document(file: &str, doc: &Document<'_>) -> Result<Option<Located<Objec
     }
     if let Err(message) = check_name(&name) {
         return Err(error("metadata.name", format!("\"{name}\" {message}")));
+    }
+    // A namespace on a cluster-scoped kind (L4Policy) is ignored, as the API server does.
+    if let Some(ns) = namespace.as_ref().filter(|_| info.namespaced) {
+        if let Err(message) = check_label(ns) {
+            return Err(error("metadata.namespace", format!("\"{ns}\" {message}")));
+        }
     }
     if let Some(unknown) = map.keys().find(|k| !TOP_LEVEL_FIELDS.contains(&k.as_str())) {
         return Err(error(unknown, format!("unknown field \"{unknown}\"; an object has only apiVersion, kind, metadata, spec (and status)")));
@@ -401,6 +486,25 @@ fn check_name(name: &str) -> Result<(), &'static str> {
     }
     if !name.chars().all(|c| alnum(c) || c == '-' || c == '.') {
         return Err("may contain only lower-case letters, digits, '-' and '.'");
+    }
+    if !name.starts_with(alnum) || !name.ends_with(alnum) {
+        return Err("must start and end with a lower-case letter or a digit");
+    }
+    Ok(())
+}
+
+/// Namespaces (and other Kubernetes names that must be DNS labels, RFC 1123): lower-case
+/// alphanumerics and `-`, starting and ending with an alphanumeric, at most 63 characters.
+pub fn check_label(name: &str) -> Result<(), &'static str> {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if name.is_empty() {
+        return Err("is empty");
+    }
+    if name.len() > 63 {
+        return Err("is longer than 63 characters");
+    }
+    if !name.chars().all(|c| alnum(c) || c == '-') {
+        return Err("may contain only lower-case letters, digits and '-'");
     }
     if !name.starts_with(alnum) || !name.ends_with(alnum) {
         return Err("must start and end with a lower-case letter or a digit");
@@ -524,7 +628,9 @@ mod tests {
                 ("more/q.yml", "L4Policy/c")
             ]
         );
-        let Object::L4Policy(p) = &objects[0].value;
+        let Object::L4Policy(p) = &objects[0].value else {
+            panic!("expected an L4Policy")
+        };
         assert_eq!(
             p.spec.rules[0].ports.as_deref(),
             Some(&["22".to_string()][..])
@@ -536,7 +642,9 @@ mod tests {
     #[test]
     fn defaults_are_enforce_and_allow() {
         let objects = parse(&docs(&[("p.yaml", &l4("a", RULE))])).unwrap();
-        let Object::L4Policy(p) = &objects[0].value;
+        let Object::L4Policy(p) = &objects[0].value else {
+            panic!("expected an L4Policy")
+        };
         assert_eq!(
             (p.spec.mode, p.spec.default_action),
             (l4::L4Mode::Enforce, l4::L4Action::Allow)
@@ -715,7 +823,7 @@ mod tests {
     #[test]
     fn errors_of_all_documents_and_files_are_reported_together() {
         let bad_rule = "    - { name: w, action: allow, portz: [\"1\"] }\n";
-        let one = format!("{}---\n{}", l4("a", bad_rule), "kind: Gateway\n");
+        let one = format!("{}---\n{}", l4("a", bad_rule), "kind: GRPCRoute\n");
         let two = "a: [1\n";
         let three = l4("ok", RULE);
         let errors = errors(&[

@@ -65,6 +65,90 @@ struct MapLabel {
     map: String,
 }
 
+/// Labels of `tollgate_http_requests_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpRequestLabels {
+    /// `namespace/name` of the HTTPRoute, or `none`.
+    pub route: String,
+    /// The method, one of a fixed set or `OTHER`.
+    pub method: &'static str,
+    /// The status code sent.
+    pub code: u16,
+}
+
+/// Label of per-route histograms.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// `namespace/name` of the HTTPRoute, or `none`.
+    pub route: String,
+}
+
+/// Labels of `tollgate_http_upstream_errors_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamErrorLabels {
+    /// `namespace/name` of the HTTPRoute.
+    pub route: String,
+    /// `connect`, `timeout`, `reset`, `no_healthy_endpoint` or `no_backend`.
+    pub reason: &'static str,
+}
+
+/// The L7 proxy's metrics (cheap to clone: every family is shared).
+#[derive(Debug, Clone)]
+pub struct HttpMetrics {
+    /// `tollgate_http_requests_total{route,method,code}`.
+    pub requests: Family<HttpRequestLabels, Counter>,
+    /// `tollgate_http_request_duration_seconds{route}`: from the request's arrival to the end
+    /// of the response.
+    pub duration: Family<RouteLabel, Histogram>,
+    /// `tollgate_http_upstream_errors_total{route,reason}`: attempts to backends that failed.
+    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    /// `tollgate_http_endpoint_ejections_total{backend}`: endpoints taken out of rotation by
+    /// passive health checking.
+    pub ejections: Family<crate::proxy::upstream::BackendLabel, Counter>,
+}
+
+/// Buckets of the request duration histogram: 1 ms to about 33 s.
+fn http_duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+impl HttpMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let requests = Family::<HttpRequestLabels, Counter>::default();
+        registry.register(
+            "tollgate_http_requests",
+            "HTTP requests answered by the L7 proxy, by route, method and status code.",
+            requests.clone(),
+        );
+        let duration = Family::<RouteLabel, Histogram>::new_with_constructor(
+            http_duration_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "tollgate_http_request_duration_seconds",
+            "Time from a request's arrival to the end of its response, by route.",
+            duration.clone(),
+        );
+        let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        registry.register(
+            "tollgate_http_upstream_errors",
+            "Failed attempts to reach a backend, by route and reason.",
+            upstream_errors.clone(),
+        );
+        let ejections = Family::<crate::proxy::upstream::BackendLabel, Counter>::default();
+        registry.register(
+            "tollgate_http_endpoint_ejections",
+            "Backend endpoints taken out of rotation after consecutive failures.",
+            ejections.clone(),
+        );
+        HttpMetrics {
+            requests,
+            duration,
+            upstream_errors,
+            ejections,
+        }
+    }
+}
+
 /// The metrics the agent updates, and the registry that serves them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -85,6 +169,8 @@ pub struct Metrics {
     pub git_fetch_duration: Histogram,
     /// `tollgate_webhook_calls_total{outcome}`: calls of `POST /hooks/git`.
     pub webhook_calls: Family<OutcomeLabel, Counter>,
+    /// The L7 proxy's metrics.
+    pub http: HttpMetrics,
 }
 
 /// Reads the kernel counters at scrape time.
@@ -324,6 +410,7 @@ impl Metrics {
             "The agent's version (value 1).",
             build_info,
         );
+        let http = HttpMetrics::register(&mut registry);
         registry.register_collector(Box::new(L4Collector { shared }));
         Metrics {
             registry: Mutex::new(registry),
@@ -334,6 +421,7 @@ impl Metrics {
             drift_corrections,
             git_fetch_duration,
             webhook_calls,
+            http,
         }
     }
 

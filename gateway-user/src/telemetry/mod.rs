@@ -57,6 +57,10 @@ pub struct Status {
     /// When the next scheduled pass runs (`/status` shows it as `next_attempt_in_seconds`).
     #[serde(skip)]
     pub next_attempt: Option<std::time::Instant>,
+    /// Ports the L7 proxy listens on.
+    pub http_ports: Vec<u16>,
+    /// HTTPRoutes in force.
+    pub routes: usize,
 }
 
 /// Names of the rule counters in force: (policy, rule, counter id).

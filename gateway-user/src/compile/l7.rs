@@ -1,0 +1,1516 @@
+//! The L7 half of the compiler: `Gateway`, `HTTPRoute` and `Backend` objects -> one immutable
+//! [`RouteTable`]. Every value is checked and every problem of the revision is reported with
+//! its file, object and field, as for `L4Policy`; a revision with any problem is refused whole.
+//!
+//! What is refused here (besides malformed values): references to Gateways, listeners or
+//! Backends the revision does not hold; two listeners on one port with the same hostname; a
+//! route that ends up attached to no listener (no listener allows its namespace, or its
+//! hostnames meet none of the listeners'); regular expressions that do not compile; path values
+//! that requests could never equal once normalised; weights out of range; filters used twice or
+//! on the wrong match type; features that are not built yet (HTTPS listeners, Services, cross-
+//! namespace references, mirrors), each with a message that says so.
+pub mod path;
+pub mod reference;
+pub mod table;
+
+#[cfg(test)]
+mod proptests;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use regex::{Regex, RegexBuilder};
+
+use super::{PolicyError, PolicyErrors};
+use crate::model::backend::{Backend, LoadBalancerType};
+use crate::model::gateway::{Gateway, Listener, GATEWAY_API_GROUP};
+use crate::model::route::{
+    FilterType, HTTPBackendRef, HTTPHeaderFilter, HTTPPathModifier, HTTPRoute, HTTPRouteFilter,
+    HTTPRouteMatch, HTTPRouteRule, PathMatchType, PathModifierType, ValueMatchType,
+};
+use crate::model::{Located, Object};
+pub use table::RouteTable;
+use table::{
+    Attachment, BackendDef, HeaderMatch, HeaderModifier, HostPattern, L7Policy, ListenerDef,
+    LoadBalancing, MatchDef, PathMatch, PathModifier, QueryMatch, Redirect, Retry, RouteDef, Rule,
+    RuleDef, Timeouts, UrlRewrite, ValueMatch, WeightedBackend,
+};
+
+/// Listeners per Gateway (the Gateway API's limit).
+pub const MAX_LISTENERS: usize = 64;
+/// Parent references per route (the Gateway API's limit).
+pub const MAX_PARENT_REFS: usize = 32;
+/// Hostnames per route (the Gateway API's limit).
+pub const MAX_HOSTNAMES: usize = 16;
+/// Rules per route (the Gateway API's limit).
+pub const MAX_RULES: usize = 16;
+/// Matches per rule (the Gateway API's limit).
+pub const MAX_MATCHES: usize = 64;
+/// Header or query parameter matches per match (the Gateway API's limit).
+pub const MAX_VALUE_MATCHES: usize = 16;
+/// Filters per rule (the Gateway API's limit).
+pub const MAX_FILTERS: usize = 16;
+/// Backend references per rule (the Gateway API's limit).
+pub const MAX_BACKEND_REFS: usize = 16;
+/// Highest backend weight (the Gateway API's limit).
+pub const MAX_WEIGHT: i64 = 1_000_000;
+/// Endpoints per Backend.
+pub const MAX_ENDPOINTS: usize = 1024;
+/// Longest regular expression accepted.
+pub const MAX_REGEX_LEN: usize = 1024;
+/// Compiled size limit of one regular expression (bounds memory and matching time).
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Most retries a rule may ask for.
+pub const MAX_RETRY_ATTEMPTS: i64 = 10;
+
+/// Request timeout of a rule that sets none (`timeouts.request`; `0s` turns it off).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Retries after a failed connection when a rule has no `retry` (another endpoint is tried;
+/// nothing was sent, so this is safe for every method).
+pub const DEFAULT_CONNECT_RETRIES: u32 = 2;
+/// Wait between retries when `retry.backoff` is not set.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(25);
+/// Consecutive failures that eject an endpoint when a Backend sets none.
+pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
+/// How long an endpoint stays ejected when a Backend sets none.
+pub const DEFAULT_EJECTION_TIME: Duration = Duration::from_secs(30);
+
+/// Group of Tollgate's own kinds.
+const TOLLGATE_GROUP: &str = crate::model::GROUP;
+
+/// Request headers the proxy owns: filters may not touch them.
+const PROXY_REQUEST_HEADERS: &[&str] = &[
+    "host",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+];
+/// Response headers the proxy owns.
+const PROXY_RESPONSE_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// Compiles every Gateway, HTTPRoute and Backend of a revision (other kinds are ignored).
+pub fn compile(objects: &[Located<Object>]) -> Result<RouteTable, PolicyErrors> {
+    let mut errors = Vec::new();
+    let policy = validate(objects, &mut errors);
+    if !errors.is_empty() {
+        return Err(PolicyErrors(errors));
+    }
+    let first_route = objects
+        .iter()
+        .find(|o| matches!(o.value, Object::HTTPRoute(_)));
+    RouteTable::build(policy).map_err(|e| {
+        let (file, object) = first_route.map_or(("", ""), |o| (o.file.as_str(), o.object.as_str()));
+        PolicyErrors(vec![PolicyError::new(
+            file,
+            object,
+            "spec.rules",
+            format!("the regular expressions of this revision do not fit together: {e}"),
+        )])
+    })
+}
+
+/// Where an object is, for messages.
+struct At<'a> {
+    file: &'a str,
+    object: &'a str,
+}
+
+struct Checker<'a, 'e> {
+    at: At<'a>,
+    errors: &'e mut Vec<PolicyError>,
+}
+
+impl Checker<'_, '_> {
+    fn error(&mut self, field: impl Into<String>, message: impl std::fmt::Display) {
+        self.errors.push(PolicyError::new(
+            self.at.file,
+            self.at.object,
+            field,
+            message,
+        ));
+    }
+
+    fn count(&mut self, field: &str, n: usize, max: usize) {
+        if n > max {
+            self.error(field, format!("{n} entries, more than the limit of {max}"));
+        }
+    }
+}
+
+/// A Gateway's listener, as routes see it.
+struct ListenerRef {
+    index: usize,
+    name: String,
+    port: u16,
+    hostname: HostPattern,
+    all_namespaces: bool,
+}
+
+struct GatewayInfo {
+    namespace: String,
+    listeners: Vec<ListenerRef>,
+}
+
+fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Policy {
+    let mut policy = L7Policy::default();
+
+    // Names are unique per kind and namespace.
+    let mut seen: HashMap<(&str, &str, &str), &Located<Object>> = HashMap::new();
+    for o in objects {
+        let Some(ns) = o.value.namespace() else {
+            continue;
+        };
+        let key = (o.value.kind(), ns, o.value.name());
+        if let Some(first) = seen.get(&key) {
+            errors.push(PolicyError::new(
+                &o.file,
+                &o.object,
+                "metadata.name",
+                format!(
+                    "{} {ns}/{} is defined twice (also in {} as {})",
+                    key.0, key.2, first.file, first.object
+                ),
+            ));
+        } else {
+            seen.insert(key, o);
+        }
+    }
+
+    // Backends.
+    let mut backends: HashMap<(String, String), usize> = HashMap::new();
+    for o in objects {
+        if let Object::Backend(b) = &o.value {
+            let ns = o.value.namespace().unwrap_or_default().to_owned();
+            let name = o.value.name().to_owned();
+            if backends.contains_key(&(ns.clone(), name.clone())) {
+                continue; // a duplicate, reported above
+            }
+            let mut c = Checker {
+                at: At {
+                    file: &o.file,
+                    object: &o.object,
+                },
+                errors,
+            };
+            if let Some(def) = backend(&mut c, &format!("{ns}/{name}"), b) {
+                backends.entry((ns, name)).or_insert_with(|| {
+                    policy.backends.push(def);
+                    policy.backends.len() - 1
+                });
+            }
+        }
+    }
+
+    // Gateways and their listeners.
+    let mut gateways: HashMap<(String, String), GatewayInfo> = HashMap::new();
+    let mut taken: BTreeMap<(u16, HostPattern), (String, String)> = BTreeMap::new();
+    for o in objects {
+        if let Object::Gateway(g) = &o.value {
+            let ns = o.value.namespace().unwrap_or_default().to_owned();
+            let name = o.value.name().to_owned();
+            if gateways.contains_key(&(ns.clone(), name.clone())) {
+                continue; // a duplicate, reported above
+            }
+            let mut c = Checker {
+                at: At {
+                    file: &o.file,
+                    object: &o.object,
+                },
+                errors,
+            };
+            let info = gateway(&mut c, &ns, &name, g, &mut policy, &mut taken);
+            gateways.entry((ns, name)).or_insert(info);
+        }
+    }
+
+    // Routes, in Gateway API order: oldest first, then by namespace/name.
+    let mut routes: Vec<&Located<Object>> = objects
+        .iter()
+        .filter(|o| matches!(o.value, Object::HTTPRoute(_)))
+        .collect();
+    routes.sort_by(|a, b| {
+        let ts = |o: &Located<Object>| o.value.creation_timestamp().copied();
+        fn label(o: &Located<Object>) -> (Option<&str>, &str) {
+            (o.value.namespace(), o.value.name())
+        }
+        match (ts(a), ts(b)) {
+            (Some(x), Some(y)) if x != y => x.cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            _ => label(a).cmp(&label(b)),
+        }
+    });
+    let mut labels = HashSet::new();
+    for o in routes {
+        let Object::HTTPRoute(r) = &o.value else {
+            continue;
+        };
+        let ns = o.value.namespace().unwrap_or_default();
+        let label = format!("{ns}/{}", o.value.name());
+        if !labels.insert(label.clone()) {
+            continue; // reported as a duplicate above
+        }
+        let mut c = Checker {
+            at: At {
+                file: &o.file,
+                object: &o.object,
+            },
+            errors,
+        };
+        let order = policy.routes.len() as u32;
+        if let Some(def) = route(&mut c, ns, label, order, r, &gateways, &backends) {
+            policy.routes.push(def);
+        }
+    }
+    policy
+}
+
+fn backend(c: &mut Checker<'_, '_>, label: &str, b: &Backend) -> Option<BackendDef> {
+    let before = c.errors.len();
+    let spec = &b.spec;
+    if spec.endpoints.is_empty() {
+        c.error(
+            "spec.endpoints",
+            "empty: a Backend needs at least one endpoint",
+        );
+    }
+    c.count("spec.endpoints", spec.endpoints.len(), MAX_ENDPOINTS);
+    let mut endpoints = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, e) in spec.endpoints.iter().enumerate() {
+        let at = format!("spec.endpoints[{i}]");
+        let authority = match (&e.ip, &e.fqdn) {
+            (Some(ip), None) => {
+                let port = port(c, &format!("{at}.ip.port"), ip.port);
+                match ip.address.parse::<IpAddr>() {
+                    Ok(IpAddr::V4(a)) => port.map(|p| format!("{a}:{p}")),
+                    Ok(IpAddr::V6(a)) => port.map(|p| format!("[{a}]:{p}")),
+                    Err(_) => {
+                        c.error(
+                            format!("{at}.ip.address"),
+                            format!("\"{}\" is not an IPv4 or IPv6 address", ip.address),
+                        );
+                        None
+                    }
+                }
+            }
+            (None, Some(f)) => {
+                let port = port(c, &format!("{at}.fqdn.port"), f.port);
+                if let Err(why) = check_hostname(&f.hostname, false) {
+                    c.error(
+                        format!("{at}.fqdn.hostname"),
+                        format!("\"{}\" {why}", f.hostname),
+                    );
+                    None
+                } else {
+                    port.map(|p| format!("{}:{p}", f.hostname))
+                }
+            }
+            _ => {
+                c.error(&at, "set exactly one of ip or fqdn");
+                None
+            }
+        };
+        if let Some(a) = authority {
+            if !seen.insert(a.clone()) {
+                c.error(&at, format!("endpoint {a} is listed twice"));
+            }
+            endpoints.push(a);
+        }
+    }
+    let load_balancing = match spec.load_balancer.as_ref().map(|l| l.type_) {
+        None | Some(LoadBalancerType::RoundRobin) => LoadBalancing::RoundRobin,
+        Some(LoadBalancerType::LeastRequest) => LoadBalancing::LeastRequest,
+    };
+    let passive = spec.health_check.as_ref().and_then(|h| h.passive.as_ref());
+    let consecutive_failures = match passive.and_then(|p| p.consecutive_failures) {
+        None => DEFAULT_CONSECUTIVE_FAILURES,
+        Some(n) if (1..=1000).contains(&n) => n as u32,
+        Some(n) => {
+            c.error(
+                "spec.healthCheck.passive.consecutiveFailures",
+                format!("{n} is out of range 1-1000"),
+            );
+            DEFAULT_CONSECUTIVE_FAILURES
+        }
+    };
+    let ejection_time = match passive.and_then(|p| p.ejection_time.as_deref()) {
+        None => DEFAULT_EJECTION_TIME,
+        Some(s) => match parse_duration(s) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                c.error(
+                    "spec.healthCheck.passive.ejectionTime",
+                    "must be more than zero",
+                );
+                DEFAULT_EJECTION_TIME
+            }
+            Err(why) => {
+                c.error("spec.healthCheck.passive.ejectionTime", why);
+                DEFAULT_EJECTION_TIME
+            }
+        },
+    };
+    if spec.tls.is_some() {
+        c.error(
+            "spec.tls",
+            "TLS to backends is not supported yet: endpoints are spoken to in plain HTTP/1.1",
+        );
+    }
+    (c.errors.len() == before).then(|| BackendDef {
+        label: label.to_owned(),
+        endpoints,
+        load_balancing,
+        consecutive_failures,
+        ejection_time,
+    })
+}
+
+fn port(c: &mut Checker<'_, '_>, field: &str, value: i64) -> Option<u16> {
+    match u16::try_from(value) {
+        Ok(p) if p > 0 => Some(p),
+        _ => {
+            c.error(field, format!("port {value} is out of range 1-65535"));
+            None
+        }
+    }
+}
+
+fn gateway(
+    c: &mut Checker<'_, '_>,
+    ns: &str,
+    name: &str,
+    g: &Gateway,
+    policy: &mut L7Policy,
+    taken: &mut BTreeMap<(u16, HostPattern), (String, String)>,
+) -> GatewayInfo {
+    let spec = &g.spec;
+    let mut info = GatewayInfo {
+        namespace: ns.to_owned(),
+        listeners: Vec::new(),
+    };
+    if spec.gateway_class_name.is_empty() {
+        c.error("spec.gatewayClassName", "empty; name the GatewayClass");
+    }
+    if spec.addresses.is_some() {
+        c.error(
+            "spec.addresses",
+            "not supported yet: the agent listens on its --gateway-address",
+        );
+    }
+    if spec.listeners.is_empty() {
+        c.error(
+            "spec.listeners",
+            "empty: a Gateway needs at least one listener",
+        );
+    }
+    c.count("spec.listeners", spec.listeners.len(), MAX_LISTENERS);
+    let mut names = HashSet::new();
+    // Listener errors are collected per listener; a listener with errors is left out, so that
+    // routes naming it are not reported a second time as "unknown listener".
+    for (i, l) in spec.listeners.iter().enumerate() {
+        let at = format!("spec.listeners[{i}]");
+        let before = c.errors.len();
+        if let Err(why) = check_section_name(&l.name) {
+            c.error(format!("{at}.name"), format!("\"{}\" {why}", l.name));
+        } else if !names.insert(l.name.as_str()) {
+            c.error(
+                format!("{at}.name"),
+                format!("duplicate listener name \"{}\"", l.name),
+            );
+        }
+        let port = port(c, &format!("{at}.port"), l.port);
+        let hostname = match &l.hostname {
+            None => HostPattern::Any,
+            Some(h) => match check_hostname(h, true) {
+                Ok(()) => HostPattern::parse(h),
+                Err(why) => {
+                    c.error(format!("{at}.hostname"), format!("\"{h}\" {why}"));
+                    HostPattern::Any
+                }
+            },
+        };
+        listener_protocol(c, &at, l);
+        let all_namespaces = allowed_routes(c, &at, l);
+        if c.errors.len() != before {
+            continue;
+        }
+        let Some(port) = port else { continue };
+        let gw = format!("{ns}/{name}");
+        if let Some((other_gw, other_listener)) = taken.get(&(port, hostname.clone())) {
+            c.error(
+                &at,
+                format!(
+                    "port {port} with hostname \"{}\" is already served by listener \"{other_listener}\" of Gateway {other_gw}; listeners on one port need distinct hostnames",
+                    hostname.to_yaml()
+                ),
+            );
+            continue;
+        }
+        taken.insert((port, hostname.clone()), (gw.clone(), l.name.clone()));
+        policy.listeners.push(ListenerDef {
+            gateway: gw,
+            name: l.name.clone(),
+            port,
+            hostname: hostname.clone(),
+        });
+        info.listeners.push(ListenerRef {
+            index: policy.listeners.len() - 1,
+            name: l.name.clone(),
+            port,
+            hostname,
+            all_namespaces,
+        });
+    }
+    info
+}
+
+fn listener_protocol(c: &mut Checker<'_, '_>, at: &str, l: &Listener) {
+    match l.protocol.as_str() {
+        "HTTP" => {
+            if l.tls.is_some() {
+                c.error(
+                    format!("{at}.tls"),
+                    "tls is only for HTTPS listeners; this one is HTTP",
+                );
+            }
+        }
+        "HTTPS" => {
+            match &l.tls {
+                None => c.error(
+                    format!("{at}.tls"),
+                    "missing: an HTTPS listener needs tls.certificateRefs",
+                ),
+                Some(tls) => {
+                    match tls.mode.as_deref() {
+                        None | Some("Terminate") => {}
+                        Some(other) => c.error(
+                            format!("{at}.tls.mode"),
+                            format!("\"{other}\": only Terminate is supported"),
+                        ),
+                    }
+                    match &tls.certificate_refs {
+                        None => c.error(
+                            format!("{at}.tls.certificateRefs"),
+                            "missing: name the Secret with the certificate and key",
+                        ),
+                        Some(refs) if refs.is_empty() => c.error(
+                            format!("{at}.tls.certificateRefs"),
+                            "empty: name the Secret with the certificate and key",
+                        ),
+                        Some(refs) => {
+                            for (j, r) in refs.iter().enumerate() {
+                                let f = format!("{at}.tls.certificateRefs[{j}]");
+                                let group = r.group.as_deref().unwrap_or("");
+                                let kind = r.kind.as_deref().unwrap_or("Secret");
+                                if !group.is_empty() || kind != "Secret" {
+                                    c.error(&f, format!("{group}/{kind}: only core Secrets can hold certificates"));
+                                }
+                                if r.name.is_empty() {
+                                    c.error(format!("{f}.name"), "empty");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            c.error(
+                format!("{at}.protocol"),
+                "HTTPS listeners are not supported yet (TLS termination is not built); use HTTP, or leave this listener out until it is",
+            );
+        }
+        other => c.error(
+            format!("{at}.protocol"),
+            format!("\"{other}\" is not supported; Tollgate serves HTTP (HTTPS comes with TLS termination)"),
+        ),
+    }
+}
+
+/// Checks `allowedRoutes`; returns whether routes from every namespace may attach.
+fn allowed_routes(c: &mut Checker<'_, '_>, at: &str, l: &Listener) -> bool {
+    let Some(allowed) = &l.allowed_routes else {
+        return false;
+    };
+    if let Some(kinds) = &allowed.kinds {
+        for (j, k) in kinds.iter().enumerate() {
+            let group = k.group.as_deref().unwrap_or(GATEWAY_API_GROUP);
+            if group != GATEWAY_API_GROUP || k.kind != "HTTPRoute" {
+                c.error(
+                    format!("{at}.allowedRoutes.kinds[{j}]"),
+                    format!("{group}/{}: only HTTPRoute is supported", k.kind),
+                );
+            }
+        }
+    }
+    let Some(ns) = &allowed.namespaces else {
+        return false;
+    };
+    match ns.from.as_deref() {
+        None | Some("Same") => {
+            if ns.selector.is_some() {
+                c.error(
+                    format!("{at}.allowedRoutes.namespaces.selector"),
+                    "a selector needs from: Selector",
+                );
+            }
+            false
+        }
+        Some("All") => true,
+        Some("Selector") => {
+            c.error(
+                format!("{at}.allowedRoutes.namespaces.from"),
+                "Selector is not supported: the standalone agent has no namespace labels (use Same or All)",
+            );
+            false
+        }
+        Some(other) => {
+            c.error(
+                format!("{at}.allowedRoutes.namespaces.from"),
+                format!("\"{other}\": expected Same, All or Selector"),
+            );
+            false
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn route(
+    c: &mut Checker<'_, '_>,
+    ns: &str,
+    label: String,
+    order: u32,
+    r: &HTTPRoute,
+    gateways: &HashMap<(String, String), GatewayInfo>,
+    backends: &HashMap<(String, String), usize>,
+) -> Option<RouteDef> {
+    let before = c.errors.len();
+    let spec = &r.spec;
+
+    // Hostnames.
+    let mut hostnames = Vec::new();
+    if let Some(list) = &spec.hostnames {
+        c.count("spec.hostnames", list.len(), MAX_HOSTNAMES);
+        for (i, h) in list.iter().enumerate() {
+            match check_hostname(h, true) {
+                Ok(()) => hostnames.push(HostPattern::parse(h)),
+                Err(why) => c.error(format!("spec.hostnames[{i}]"), format!("\"{h}\" {why}")),
+            }
+        }
+    }
+
+    // Parents.
+    let mut attachments: BTreeMap<usize, Vec<HostPattern>> = BTreeMap::new();
+    let parents = spec.parent_refs.as_deref().unwrap_or_default();
+    if parents.is_empty() {
+        c.error(
+            "spec.parentRefs",
+            "missing: name the Gateway (and optionally the listener) this route attaches to",
+        );
+    }
+    c.count("spec.parentRefs", parents.len(), MAX_PARENT_REFS);
+    for (i, p) in parents.iter().enumerate() {
+        let at = format!("spec.parentRefs[{i}]");
+        let group = p.group.as_deref().unwrap_or(GATEWAY_API_GROUP);
+        let kind = p.kind.as_deref().unwrap_or("Gateway");
+        if group != GATEWAY_API_GROUP || kind != "Gateway" {
+            c.error(
+                &at,
+                format!("{group}/{kind}: a route attaches to a {GATEWAY_API_GROUP} Gateway"),
+            );
+            continue;
+        }
+        let gw_ns = p.namespace.as_deref().unwrap_or(ns);
+        let Some(gw) = gateways.get(&(gw_ns.to_owned(), p.name.clone())) else {
+            c.error(
+                format!("{at}.name"),
+                format!("no Gateway {gw_ns}/{} in this revision", p.name),
+            );
+            continue;
+        };
+        let mut candidates: Vec<&ListenerRef> = gw.listeners.iter().collect();
+        if let Some(section) = &p.section_name {
+            candidates.retain(|l| &l.name == section);
+            if candidates.is_empty() {
+                c.error(
+                    format!("{at}.sectionName"),
+                    format!(
+                        "Gateway {gw_ns}/{} has no (valid) listener \"{section}\"",
+                        p.name
+                    ),
+                );
+                continue;
+            }
+        }
+        if let Some(want) = p.port {
+            candidates.retain(|l| i64::from(l.port) == want);
+            if candidates.is_empty() {
+                c.error(
+                    format!("{at}.port"),
+                    format!(
+                        "Gateway {gw_ns}/{} has no such listener on port {want}",
+                        p.name
+                    ),
+                );
+                continue;
+            }
+        }
+        let allowed: Vec<&ListenerRef> = candidates
+            .into_iter()
+            .filter(|l| l.all_namespaces || gw.namespace == ns)
+            .collect();
+        if allowed.is_empty() {
+            c.error(
+                &at,
+                format!("the listeners of Gateway {gw_ns}/{} only accept routes from namespace {} (allowedRoutes.namespaces.from)", p.name, gw.namespace),
+            );
+            continue;
+        }
+        let mut attached_here = false;
+        for l in allowed {
+            let effective: Vec<HostPattern> = if hostnames.is_empty() {
+                vec![l.hostname.clone()]
+            } else {
+                hostnames
+                    .iter()
+                    .filter_map(|h| l.hostname.intersect(h))
+                    .collect()
+            };
+            if !effective.is_empty() {
+                attached_here = true;
+                let set = attachments.entry(l.index).or_default();
+                for h in effective {
+                    if !set.contains(&h) {
+                        set.push(h);
+                    }
+                }
+            }
+        }
+        if !attached_here {
+            c.error(
+                &at,
+                format!("none of the route's hostnames is served by the listeners of Gateway {gw_ns}/{} it names", p.name),
+            );
+        }
+    }
+    if !parents.is_empty() && attachments.is_empty() && c.errors.len() == before {
+        c.error("spec.parentRefs", "the route is attached to no listener");
+    }
+
+    // Rules.
+    let raw_rules = spec.rules.as_deref().unwrap_or_default();
+    if raw_rules.is_empty() {
+        c.error(
+            "spec.rules",
+            "missing: a route needs at least one rule with backendRefs (or a RequestRedirect)",
+        );
+    }
+    c.count("spec.rules", raw_rules.len(), MAX_RULES);
+    let mut rules = Vec::new();
+    let mut rule_names = HashSet::new();
+    let route_label: Arc<str> = label.as_str().into();
+    for (i, raw) in raw_rules.iter().enumerate() {
+        let at = format!("spec.rules[{i}]");
+        if let Some(name) = &raw.name {
+            if let Err(why) = check_section_name(name) {
+                c.error(format!("{at}.name"), format!("\"{name}\" {why}"));
+            } else if !rule_names.insert(name.as_str()) {
+                c.error(
+                    format!("{at}.name"),
+                    format!("duplicate rule name \"{name}\""),
+                );
+            }
+        }
+        if let Some(rule) = rule(c, &at, i, ns, &route_label, raw, backends) {
+            rules.push(rule);
+        }
+    }
+    (c.errors.len() == before).then(|| RouteDef {
+        label: route_label,
+        order,
+        attachments: attachments
+            .into_iter()
+            .map(|(listener, hostnames)| Attachment {
+                listener,
+                hostnames,
+            })
+            .collect(),
+        rules,
+    })
+}
+
+fn rule(
+    c: &mut Checker<'_, '_>,
+    at: &str,
+    index: usize,
+    ns: &str,
+    route: &Arc<str>,
+    raw: &HTTPRouteRule,
+    backends: &HashMap<(String, String), usize>,
+) -> Option<RuleDef> {
+    let before = c.errors.len();
+    // Matches.
+    let default_match = [HTTPRouteMatch {
+        path: None,
+        headers: None,
+        query_params: None,
+        method: None,
+    }];
+    let raw_matches: &[HTTPRouteMatch] = match &raw.matches {
+        Some(m) if !m.is_empty() => m,
+        _ => &default_match,
+    };
+    c.count(&format!("{at}.matches"), raw_matches.len(), MAX_MATCHES);
+    let mut matches = Vec::new();
+    for (j, m) in raw_matches.iter().enumerate() {
+        if let Some(m) = route_match(c, &format!("{at}.matches[{j}]"), m) {
+            matches.push(Arc::new(m));
+        }
+    }
+    let all_prefix = raw_matches.iter().all(|m| {
+        m.path
+            .as_ref()
+            .and_then(|p| p.type_)
+            .unwrap_or(PathMatchType::PathPrefix)
+            == PathMatchType::PathPrefix
+    });
+
+    // Filters.
+    let filters = raw.filters.as_deref().unwrap_or_default();
+    c.count(&format!("{at}.filters"), filters.len(), MAX_FILTERS);
+    let mut seen_types = HashSet::new();
+    let mut request_headers = None;
+    let mut response_headers = None;
+    let mut rewrite = None;
+    let mut redirect = None;
+    for (j, f) in filters.iter().enumerate() {
+        let fat = format!("{at}.filters[{j}]");
+        if !seen_types.insert(format!("{:?}", f.type_)) {
+            c.error(
+                format!("{fat}.type"),
+                format!(
+                    "{:?} is given twice; each filter type may appear once per rule",
+                    f.type_
+                ),
+            );
+            continue;
+        }
+        check_filter_fields(c, &fat, f);
+        match f.type_ {
+            FilterType::RequestHeaderModifier => {
+                if let Some(h) = &f.request_header_modifier {
+                    request_headers = header_modifier(
+                        c,
+                        &format!("{fat}.requestHeaderModifier"),
+                        h,
+                        PROXY_REQUEST_HEADERS,
+                    );
+                }
+            }
+            FilterType::ResponseHeaderModifier => {
+                if let Some(h) = &f.response_header_modifier {
+                    response_headers = header_modifier(
+                        c,
+                        &format!("{fat}.responseHeaderModifier"),
+                        h,
+                        PROXY_RESPONSE_HEADERS,
+                    );
+                }
+            }
+            FilterType::URLRewrite => {
+                if let Some(u) = &f.url_rewrite {
+                    let hostname = u.hostname.as_ref().and_then(|h| {
+                        match check_hostname(h, false).and_then(|()| {
+                            HeaderValue::from_str(h).map_err(|_| "is not a valid Host value")
+                        }) {
+                            Ok(v) => Some(v),
+                            Err(why) => {
+                                c.error(
+                                    format!("{fat}.urlRewrite.hostname"),
+                                    format!("\"{h}\" {why}"),
+                                );
+                                None
+                            }
+                        }
+                    });
+                    let path = u.path.as_ref().and_then(|p| {
+                        path_modifier(c, &format!("{fat}.urlRewrite.path"), p, all_prefix)
+                    });
+                    rewrite = Some(UrlRewrite { hostname, path });
+                }
+            }
+            FilterType::RequestRedirect => {
+                if let Some(r) = &f.request_redirect {
+                    let rat = format!("{fat}.requestRedirect");
+                    let scheme = r.scheme.as_ref().and_then(|s| match s.as_str() {
+                        "http" | "https" => Some(s.clone()),
+                        other => {
+                            c.error(
+                                format!("{rat}.scheme"),
+                                format!("\"{other}\": expected http or https"),
+                            );
+                            None
+                        }
+                    });
+                    let hostname =
+                        r.hostname
+                            .as_ref()
+                            .and_then(|h| match check_hostname(h, false) {
+                                Ok(()) => Some(h.clone()),
+                                Err(why) => {
+                                    c.error(format!("{rat}.hostname"), format!("\"{h}\" {why}"));
+                                    None
+                                }
+                            });
+                    let path = r
+                        .path
+                        .as_ref()
+                        .and_then(|p| path_modifier(c, &format!("{rat}.path"), p, all_prefix));
+                    let port = r.port.and_then(|p| port(c, &format!("{rat}.port"), p));
+                    let status = match r.status_code.unwrap_or(302) {
+                        s @ (301 | 302 | 303 | 307 | 308) => {
+                            StatusCode::from_u16(s as u16).unwrap_or(StatusCode::FOUND)
+                        }
+                        other => {
+                            c.error(
+                                format!("{rat}.statusCode"),
+                                format!("{other}: expected 301, 302, 303, 307 or 308"),
+                            );
+                            StatusCode::FOUND
+                        }
+                    };
+                    redirect = Some(Redirect {
+                        scheme,
+                        hostname,
+                        path,
+                        port,
+                        status,
+                    });
+                }
+            }
+            FilterType::RequestMirror | FilterType::CORS | FilterType::ExtensionRef => {
+                c.error(
+                    format!("{fat}.type"),
+                    format!("{:?} filters are not supported yet", f.type_),
+                );
+            }
+        }
+    }
+    if rewrite.is_some() && redirect.is_some() {
+        c.error(
+            format!("{at}.filters"),
+            "URLRewrite and RequestRedirect cannot both be used in one rule",
+        );
+    }
+
+    // Backends.
+    let refs = raw.backend_refs.as_deref().unwrap_or_default();
+    c.count(&format!("{at}.backendRefs"), refs.len(), MAX_BACKEND_REFS);
+    let mut weighted = Vec::new();
+    for (j, b) in refs.iter().enumerate() {
+        if let Some(w) = backend_ref(c, &format!("{at}.backendRefs[{j}]"), ns, b, backends) {
+            weighted.push(w);
+        }
+    }
+    match (refs.is_empty(), redirect.is_some()) {
+        (true, false) => c.error(
+            format!("{at}.backendRefs"),
+            "missing: a rule needs backendRefs (or a RequestRedirect filter)",
+        ),
+        (false, true) => c.error(
+            format!("{at}.backendRefs"),
+            "a rule with a RequestRedirect answers with the redirect; remove its backendRefs",
+        ),
+        _ => {}
+    }
+
+    // Timeouts.
+    let mut timeouts = Timeouts {
+        request: Some(DEFAULT_REQUEST_TIMEOUT),
+        backend_request: None,
+    };
+    if let Some(t) = &raw.timeouts {
+        let mut read = |field: &str, value: &Option<String>| -> Option<Option<Duration>> {
+            let s = value.as_ref()?;
+            match parse_duration(s) {
+                Ok(d) if d.is_zero() => Some(None),
+                Ok(d) => Some(Some(d)),
+                Err(why) => {
+                    c.error(format!("{at}.timeouts.{field}"), why);
+                    None
+                }
+            }
+        };
+        if let Some(d) = read("request", &t.request) {
+            timeouts.request = d;
+        }
+        if let Some(d) = read("backendRequest", &t.backend_request) {
+            timeouts.backend_request = d;
+        }
+        if let (Some(req), Some(backend)) = (timeouts.request, timeouts.backend_request) {
+            if backend > req {
+                c.error(
+                    format!("{at}.timeouts.backendRequest"),
+                    format!(
+                        "{backend:?} is longer than the request timeout ({req:?}); it must not be"
+                    ),
+                );
+            }
+        }
+    }
+
+    // Retries.
+    let mut retry = Retry {
+        codes: Vec::new(),
+        attempts: DEFAULT_CONNECT_RETRIES,
+        backoff: Duration::ZERO,
+    };
+    if let Some(r) = &raw.retry {
+        retry.backoff = DEFAULT_RETRY_BACKOFF;
+        retry.attempts = 1;
+        if let Some(codes) = &r.codes {
+            for (k, &code) in codes.iter().enumerate() {
+                if (400..=599).contains(&code) {
+                    retry.codes.push(code as u16);
+                } else {
+                    c.error(
+                        format!("{at}.retry.codes[{k}]"),
+                        format!("{code} is out of range 400-599"),
+                    );
+                }
+            }
+        }
+        if let Some(n) = r.attempts {
+            if (0..=MAX_RETRY_ATTEMPTS).contains(&n) {
+                retry.attempts = n as u32;
+            } else {
+                c.error(
+                    format!("{at}.retry.attempts"),
+                    format!("{n} is out of range 0-{MAX_RETRY_ATTEMPTS}"),
+                );
+            }
+        }
+        if let Some(b) = &r.backoff {
+            match parse_duration(b) {
+                Ok(d) => retry.backoff = d,
+                Err(why) => c.error(format!("{at}.retry.backoff"), why),
+            }
+        }
+    }
+
+    (c.errors.len() == before).then(|| RuleDef {
+        rule: Arc::new(Rule {
+            route: route.clone(),
+            index,
+            request_headers,
+            response_headers,
+            rewrite,
+            redirect,
+            backends: weighted,
+            timeouts,
+            retry,
+        }),
+        matches,
+    })
+}
+
+/// A filter sets the field of its type and no other.
+fn check_filter_fields(c: &mut Checker<'_, '_>, at: &str, f: &HTTPRouteFilter) {
+    let set: [(&str, bool, FilterType); 7] = [
+        (
+            "requestHeaderModifier",
+            f.request_header_modifier.is_some(),
+            FilterType::RequestHeaderModifier,
+        ),
+        (
+            "responseHeaderModifier",
+            f.response_header_modifier.is_some(),
+            FilterType::ResponseHeaderModifier,
+        ),
+        (
+            "urlRewrite",
+            f.url_rewrite.is_some(),
+            FilterType::URLRewrite,
+        ),
+        (
+            "requestRedirect",
+            f.request_redirect.is_some(),
+            FilterType::RequestRedirect,
+        ),
+        (
+            "requestMirror",
+            f.request_mirror.is_some(),
+            FilterType::RequestMirror,
+        ),
+        ("cors", f.cors.is_some(), FilterType::CORS),
+        (
+            "extensionRef",
+            f.extension_ref.is_some(),
+            FilterType::ExtensionRef,
+        ),
+    ];
+    for (field, present, ty) in set {
+        if ty == f.type_ && !present {
+            c.error(
+                format!("{at}.{field}"),
+                format!(
+                    "missing: a {:?} filter needs its settings in {field}",
+                    f.type_
+                ),
+            );
+        }
+        if ty != f.type_ && present {
+            c.error(
+                format!("{at}.{field}"),
+                format!("only for {ty:?} filters; this one is {:?}", f.type_),
+            );
+        }
+    }
+}
+
+fn header_modifier(
+    c: &mut Checker<'_, '_>,
+    at: &str,
+    h: &HTTPHeaderFilter,
+    reserved: &[&str],
+) -> Option<HeaderModifier> {
+    let before = c.errors.len();
+    let mut m = HeaderModifier::default();
+    let mut names = HashSet::new();
+    let mut name = |c: &mut Checker<'_, '_>, field: String, raw: &str| -> Option<HeaderName> {
+        let Ok(n) = HeaderName::from_bytes(raw.as_bytes()) else {
+            c.error(field, format!("\"{raw}\" is not a valid header name"));
+            return None;
+        };
+        if reserved.contains(&n.as_str()) || n.as_str().starts_with("proxy-") {
+            c.error(
+                field,
+                format!("\"{raw}\" is managed by the proxy and cannot be changed by a filter"),
+            );
+            return None;
+        }
+        if !names.insert(n.clone()) {
+            c.error(
+                field,
+                format!("header \"{raw}\" is named twice in this filter"),
+            );
+            return None;
+        }
+        Some(n)
+    };
+    for (list, field, out) in [(&h.set, "set", &mut m.set), (&h.add, "add", &mut m.add)] {
+        for (i, header) in list.iter().flatten().enumerate() {
+            let f = format!("{at}.{field}[{i}]");
+            let n = name(c, format!("{f}.name"), &header.name);
+            match HeaderValue::from_str(&header.value) {
+                Ok(v) => {
+                    if let Some(n) = n {
+                        out.push((n, v));
+                    }
+                }
+                Err(_) => c.error(
+                    format!("{f}.value"),
+                    "not a valid header value (control characters?)",
+                ),
+            }
+        }
+    }
+    for (i, raw) in h.remove.iter().flatten().enumerate() {
+        if let Some(n) = name(c, format!("{at}.remove[{i}]"), raw) {
+            m.remove.push(n);
+        }
+    }
+    (c.errors.len() == before).then_some(m)
+}
+
+fn path_modifier(
+    c: &mut Checker<'_, '_>,
+    at: &str,
+    p: &HTTPPathModifier,
+    all_prefix: bool,
+) -> Option<PathModifier> {
+    match p.type_ {
+        PathModifierType::ReplaceFullPath => {
+            if p.replace_prefix_match.is_some() {
+                c.error(
+                    format!("{at}.replacePrefixMatch"),
+                    "only with type ReplacePrefixMatch",
+                );
+            }
+            let Some(v) = &p.replace_full_path else {
+                c.error(format!("{at}.replaceFullPath"), "missing");
+                return None;
+            };
+            check_path_value(c, &format!("{at}.replaceFullPath"), v)
+                .then(|| PathModifier::Full(v.clone()))
+        }
+        PathModifierType::ReplacePrefixMatch => {
+            if p.replace_full_path.is_some() {
+                c.error(
+                    format!("{at}.replaceFullPath"),
+                    "only with type ReplaceFullPath",
+                );
+            }
+            if !all_prefix {
+                c.error(
+                    format!("{at}.type"),
+                    "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match",
+                );
+            }
+            let Some(v) = &p.replace_prefix_match else {
+                c.error(format!("{at}.replacePrefixMatch"), "missing");
+                return None;
+            };
+            check_path_value(c, &format!("{at}.replacePrefixMatch"), v)
+                .then(|| PathModifier::Prefix(v.clone()))
+        }
+    }
+}
+
+fn backend_ref(
+    c: &mut Checker<'_, '_>,
+    at: &str,
+    ns: &str,
+    b: &HTTPBackendRef,
+    backends: &HashMap<(String, String), usize>,
+) -> Option<WeightedBackend> {
+    let before = c.errors.len();
+    let group = b.group.as_deref().unwrap_or("");
+    let kind = b.kind.as_deref().unwrap_or("Service");
+    let is_backend = (group, kind) == (TOLLGATE_GROUP, "Backend");
+    match (group, kind) {
+        (TOLLGATE_GROUP, "Backend") => {}
+        ("", "Service") => c.error(
+            at,
+            format!("Service \"{}\": Services are resolved in Kubernetes mode, which is not built yet; use group: tollgate.dev, kind: Backend", b.name),
+        ),
+        _ => c.error(
+            at,
+            format!("{group}/{kind}: expected group tollgate.dev, kind Backend"),
+        ),
+    }
+    if let Some(other) = b.namespace.as_deref().filter(|n| *n != ns) {
+        c.error(
+            format!("{at}.namespace"),
+            format!("\"{other}\": references to another namespace need ReferenceGrants, which are not supported yet"),
+        );
+    }
+    if b.port.is_some() && is_backend {
+        c.error(
+            format!("{at}.port"),
+            "a Backend's endpoints carry their own ports; remove port",
+        );
+    }
+    if b.filters.is_some() {
+        c.error(
+            format!("{at}.filters"),
+            "per-backend filters are not supported yet; put the filters on the rule",
+        );
+    }
+    let weight = match b.weight {
+        None => 1,
+        Some(w) if (0..=MAX_WEIGHT).contains(&w) => w as u32,
+        Some(w) => {
+            c.error(
+                format!("{at}.weight"),
+                format!("{w} is out of range 0-{MAX_WEIGHT}"),
+            );
+            0
+        }
+    };
+    if c.errors.len() != before {
+        return None;
+    }
+    match backends.get(&(ns.to_owned(), b.name.clone())) {
+        Some(&backend) => Some(WeightedBackend { backend, weight }),
+        None => {
+            c.error(
+                format!("{at}.name"),
+                format!("no (valid) Backend {ns}/{} in this revision", b.name),
+            );
+            None
+        }
+    }
+}
+
+fn route_match(c: &mut Checker<'_, '_>, at: &str, m: &HTTPRouteMatch) -> Option<MatchDef> {
+    let before = c.errors.len();
+    let kind = m
+        .path
+        .as_ref()
+        .and_then(|p| p.type_)
+        .unwrap_or(PathMatchType::PathPrefix);
+    let value = m
+        .path
+        .as_ref()
+        .and_then(|p| p.value.clone())
+        .unwrap_or_else(|| "/".to_owned());
+    let field = format!("{at}.path.value");
+    let path = match kind {
+        PathMatchType::Exact => {
+            check_path_value(c, &field, &value).then(|| PathMatch::Exact(value.clone()))
+        }
+        PathMatchType::PathPrefix => check_path_value(c, &field, &value).then(|| {
+            let trimmed = value.trim_end_matches('/');
+            PathMatch::Prefix(if trimmed.is_empty() {
+                "/".to_owned()
+            } else {
+                trimmed.to_owned()
+            })
+        }),
+        PathMatchType::RegularExpression => anchored_regex(c, &field, &value).map(PathMatch::Regex),
+    };
+
+    let mut headers = Vec::new();
+    let list = m.headers.as_deref().unwrap_or_default();
+    c.count(&format!("{at}.headers"), list.len(), MAX_VALUE_MATCHES);
+    let mut names = HashSet::new();
+    for (i, h) in list.iter().enumerate() {
+        let f = format!("{at}.headers[{i}]");
+        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+            c.error(
+                format!("{f}.name"),
+                format!("\"{}\" is not a valid header name", h.name),
+            );
+            continue;
+        };
+        if !names.insert(name.clone()) {
+            c.error(
+                format!("{f}.name"),
+                format!("header \"{}\" is matched twice in this match", h.name),
+            );
+            continue;
+        }
+        if let Some(value) = value_match(c, &format!("{f}.value"), h.type_, &h.value) {
+            headers.push(HeaderMatch { name, value });
+        }
+    }
+
+    let mut query = Vec::new();
+    let list = m.query_params.as_deref().unwrap_or_default();
+    c.count(&format!("{at}.queryParams"), list.len(), MAX_VALUE_MATCHES);
+    let mut names = HashSet::new();
+    for (i, q) in list.iter().enumerate() {
+        let f = format!("{at}.queryParams[{i}]");
+        if q.name.is_empty() {
+            c.error(format!("{f}.name"), "empty");
+            continue;
+        }
+        if !names.insert(q.name.as_str()) {
+            c.error(
+                format!("{f}.name"),
+                format!(
+                    "query parameter \"{}\" is matched twice in this match",
+                    q.name
+                ),
+            );
+            continue;
+        }
+        if let Some(value) = value_match(c, &format!("{f}.value"), q.type_, &q.value) {
+            query.push(QueryMatch {
+                name: q.name.clone(),
+                value,
+            });
+        }
+    }
+    let method = m
+        .method
+        .map(|m| Method::from_bytes(m.as_str().as_bytes()).unwrap_or(Method::GET));
+    if c.errors.len() != before {
+        return None;
+    }
+    Some(MatchDef {
+        path: path?,
+        method,
+        headers,
+        query,
+    })
+}
+
+fn value_match(
+    c: &mut Checker<'_, '_>,
+    field: &str,
+    kind: Option<ValueMatchType>,
+    value: &str,
+) -> Option<ValueMatch> {
+    match kind.unwrap_or(ValueMatchType::Exact) {
+        ValueMatchType::Exact => Some(ValueMatch::Exact(value.to_owned())),
+        ValueMatchType::RegularExpression => anchored_regex(c, field, value).map(ValueMatch::Regex),
+    }
+}
+
+/// Compiles a regular expression that must match a whole value.
+fn anchored_regex(c: &mut Checker<'_, '_>, field: &str, pattern: &str) -> Option<Regex> {
+    if pattern.len() > MAX_REGEX_LEN {
+        c.error(
+            field,
+            format!(
+                "a regular expression of {} characters, longer than the limit of {MAX_REGEX_LEN}",
+                pattern.len()
+            ),
+        );
+        return None;
+    }
+    match RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+    {
+        Ok(re) => Some(re),
+        Err(e) => {
+            let why = e.to_string();
+            // The parser's message repeats the pattern (with our anchors) over several lines;
+            // its last line says what is wrong.
+            let last = why
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or(&why);
+            c.error(
+                field,
+                format!(
+                    "\"{pattern}\" is not a valid regular expression: {}",
+                    last.trim()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// An `Exact`/`PathPrefix` value or a rewrite target: requests are normalised before they are
+/// matched, so a value that normalisation would change could never match.
+fn check_path_value(c: &mut Checker<'_, '_>, field: &str, value: &str) -> bool {
+    if value
+        .chars()
+        .any(|ch| ch.is_whitespace() || ch.is_control() || ch == '?' || ch == '#')
+    {
+        c.error(
+            field,
+            format!("\"{value}\" is not a path: no spaces, control characters, ? or #"),
+        );
+        return false;
+    }
+    match path::normalize(value) {
+        Err(why) => {
+            c.error(field, format!("\"{value}\" is not a valid path: {why}"));
+            false
+        }
+        Ok(normal) if normal != value => {
+            c.error(
+                field,
+                format!("\"{value}\" is not in normal form; requests are normalised before they are matched, so write \"{normal}\""),
+            );
+            false
+        }
+        Ok(_) => true,
+    }
+}
+
+/// A hostname of the Gateway API: lower-case DNS labels (RFC 1123), optionally with a `*.`
+/// wildcard label first, at most 253 characters; not an IP address.
+fn check_hostname(name: &str, wildcard_ok: bool) -> Result<(), &'static str> {
+    let bare = match name.strip_prefix("*.") {
+        Some(rest) if wildcard_ok => rest,
+        Some(_) => return Err("may not be a wildcard here"),
+        None => name,
+    };
+    if name.len() > 253 {
+        return Err("is longer than 253 characters");
+    }
+    if name.parse::<IpAddr>().is_ok() {
+        return Err("is an IP address; a hostname is required");
+    }
+    if bare.is_empty() {
+        return Err("is empty");
+    }
+    for label in bare.split('.') {
+        let alnum = |ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit();
+        if label.is_empty() || label.len() > 63 {
+            return Err("has an empty label or one longer than 63 characters");
+        }
+        if !label.chars().all(|ch| alnum(ch) || ch == '-') {
+            return Err(
+                "may contain only lower-case letters, digits, '-' and '.' (and a leading \"*.\")",
+            );
+        }
+        if !label.starts_with(alnum) || !label.ends_with(alnum) {
+            return Err("has a label that does not start and end with a letter or digit");
+        }
+    }
+    Ok(())
+}
+
+/// Listener and rule names (the Gateway API's SectionName): a DNS label-like name.
+fn check_section_name(name: &str) -> Result<(), &'static str> {
+    let alnum = |ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit();
+    if name.is_empty() || name.len() > 253 {
+        return Err("must be 1-253 characters");
+    }
+    if !name.chars().all(|ch| alnum(ch) || ch == '-') {
+        return Err("may contain only lower-case letters, digits and '-'");
+    }
+    if !name.starts_with(alnum) || !name.ends_with(alnum) {
+        return Err("must start and end with a lower-case letter or a digit");
+    }
+    Ok(())
+}
+
+/// A Gateway API duration (GEP-2257): one to four parts, each 1-5 digits and a unit (`h`, `m`,
+/// `s`, `ms`), units in decreasing order and each at most once: `1h`, `1m30s`, `500ms`, `0s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("\"{s}\" is not a duration like 10s, 500ms or 1m30s (units h, m, s, ms)");
+    let mut rest = s;
+    let mut total = Duration::ZERO;
+    let mut parts = 0;
+    let mut last_rank = 0u8;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 5 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let (unit, rank, len) = if rest.starts_with("ms") {
+            (Duration::from_millis(n), 4, 2)
+        } else if rest.starts_with('h') {
+            (Duration::from_secs(n * 3600), 1, 1)
+        } else if rest.starts_with('m') {
+            (Duration::from_secs(n * 60), 2, 1)
+        } else if rest.starts_with('s') {
+            (Duration::from_secs(n), 3, 1)
+        } else {
+            return Err(bad());
+        };
+        if rank <= last_rank {
+            return Err(bad());
+        }
+        last_rank = rank;
+        rest = &rest[len..];
+        total += unit;
+        parts += 1;
+    }
+    if parts == 0 || parts > 4 {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,904 @@
+//! Unit tests of the L7 compiler: YAML in, table or errors out.
+use super::table::{HostPattern, RequestView};
+use super::*;
+use crate::source::{Documents, Revision, SourceFile};
+use http::HeaderMap;
+
+fn docs(files: &[(&str, &str)]) -> Documents {
+    Documents {
+        revision: Revision {
+            id: "test".into(),
+            source: "test".into(),
+        },
+        files: files
+            .iter()
+            .map(|(path, content)| SourceFile {
+                path: path.to_string(),
+                content: content.to_string(),
+            })
+            .collect(),
+    }
+}
+
+fn compile_yaml(yaml: &str) -> Result<RouteTable, PolicyErrors> {
+    let objects = crate::model::parse(&docs(&[("l7.yaml", yaml)]))?;
+    compile(&objects)
+}
+
+fn table(yaml: &str) -> RouteTable {
+    compile_yaml(yaml).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn errors(yaml: &str) -> Vec<PolicyError> {
+    match compile_yaml(yaml) {
+        Ok(_) => panic!("expected errors, the revision compiled"),
+        Err(PolicyErrors(e)) => e,
+    }
+}
+
+/// (object, field) of every error, and panics unless one message contains `needle`.
+fn places(errors: &[PolicyError], needle: &str) -> Vec<(String, String)> {
+    assert!(
+        errors.iter().any(|e| e.message.contains(needle)),
+        "no error says {needle:?}: {errors:#?}"
+    );
+    errors
+        .iter()
+        .map(|e| (e.location.object.clone(), e.location.field.clone()))
+        .collect()
+}
+
+const GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: edge }
+spec:
+  gatewayClassName: tollgate
+  listeners:
+    - { name: http, port: 8080, protocol: HTTP }
+";
+
+const BACKENDS: &str = "apiVersion: tollgate.dev/v1alpha1
+kind: Backend
+metadata: { name: a }
+spec:
+  endpoints:
+    - ip: { address: 127.0.0.1, port: 9001 }
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: Backend
+metadata: { name: b }
+spec:
+  endpoints:
+    - ip: { address: '2001:db8::1', port: 9002 }
+    - fqdn: { hostname: b.internal, port: 9003 }
+  loadBalancer: { type: LeastRequest }
+  healthCheck: { passive: { consecutiveFailures: 3, ejectionTime: 10s } }
+";
+
+fn route(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{ name: {name} }}\nspec:\n  parentRefs: [{{ name: edge }}]\n{spec}"
+    )
+}
+
+fn all(parts: &[&str]) -> String {
+    parts.join("---\n")
+}
+
+/// The `namespace/name` and rule index of the route a GET to port 8080 gets.
+fn lookup(t: &RouteTable, host: &str, path: &str, headers: &[(&str, &str)]) -> Option<String> {
+    lookup_method(t, &http::Method::GET, host, path, headers)
+}
+
+fn lookup_method(
+    t: &RouteTable,
+    method: &http::Method,
+    host: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+) -> Option<String> {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        map.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let req = RequestView {
+        host,
+        path,
+        method,
+        headers: &map,
+        query,
+    };
+    let found = t.ports.get(&8080)?.route(&req);
+    // The index and the reference semantics agree on every lookup of these tests too.
+    let reference = reference::decide(&t.policy, 8080, &req);
+    assert_eq!(
+        found.map(|c| (c.rule.route.to_string(), c.rule.index, c.match_index)),
+        reference.map(|d| (d.route, d.rule, d.matched)),
+        "index and reference disagree on {host} {path_and_query}"
+    );
+    found.map(|c| format!("{}#{}", c.rule.route, c.rule.index))
+}
+
+const TO_A: &str = "      backendRefs: [{ group: tollgate.dev, kind: Backend, name: a }]\n";
+
+#[test]
+fn a_gateway_route_and_backends_compile_to_a_table() {
+    let yaml = all(&[
+        GATEWAY,
+        BACKENDS,
+        &route(
+            "shop",
+            "  hostnames: [shop.example.com]\n  rules:\n    - matches: [{ path: { type: PathPrefix, value: /api } }]\n      backendRefs:\n        - { group: tollgate.dev, kind: Backend, name: a, weight: 90 }\n        - { group: tollgate.dev, kind: Backend, name: b, weight: 10 }\n      timeouts: { request: 10s, backendRequest: 2s }\n      retry: { codes: [503], attempts: 2, backoff: 100ms }\n",
+        ),
+    ]);
+    let t = table(&yaml);
+    assert_eq!(t.listen_ports(), [8080]);
+    assert_eq!(t.policy.backends.len(), 2);
+    let b = &t.policy.backends[1];
+    assert_eq!(b.label, "default/b");
+    assert_eq!(b.endpoints, ["[2001:db8::1]:9002", "b.internal:9003"]);
+    assert_eq!(b.load_balancing, table::LoadBalancing::LeastRequest);
+    assert_eq!(
+        (b.consecutive_failures, b.ejection_time),
+        (3, Duration::from_secs(10))
+    );
+    let rule = &t.policy.routes[0].rules[0].rule;
+    assert_eq!(&*rule.route, "default/shop");
+    assert_eq!(rule.total_weight(), 100);
+    assert_eq!(
+        rule.timeouts,
+        Timeouts {
+            request: Some(Duration::from_secs(10)),
+            backend_request: Some(Duration::from_secs(2))
+        }
+    );
+    assert_eq!(
+        rule.retry,
+        Retry {
+            codes: vec![503],
+            attempts: 2,
+            backoff: Duration::from_millis(100)
+        }
+    );
+    assert_eq!(
+        lookup(&t, "shop.example.com", "/api/orders", &[]).as_deref(),
+        Some("default/shop#0")
+    );
+    assert_eq!(lookup(&t, "shop.example.com", "/apix", &[]), None);
+    assert_eq!(lookup(&t, "other.example.com", "/api", &[]), None);
+}
+
+#[test]
+fn defaults_are_prefix_slash_weight_one_a_30s_request_timeout_and_connect_retries() {
+    let t = table(&all(&[
+        GATEWAY,
+        BACKENDS,
+        &route("r", &format!("  rules:\n    - {}", TO_A.trim_start())),
+    ]));
+    let rd = &t.policy.routes[0].rules[0];
+    assert!(matches!(&rd.matches[0].path, PathMatch::Prefix(p) if p == "/"));
+    assert_eq!(rd.rule.backends[0].weight, 1);
+    assert_eq!(rd.rule.timeouts.request, Some(DEFAULT_REQUEST_TIMEOUT));
+    assert_eq!(rd.rule.timeouts.backend_request, None);
+    assert_eq!(rd.rule.retry.attempts, DEFAULT_CONNECT_RETRIES);
+    assert!(rd.rule.retry.codes.is_empty());
+    assert_eq!(
+        lookup(&t, "anything", "/", &[]).as_deref(),
+        Some("default/r#0")
+    );
+}
+
+#[test]
+fn a_zero_timeout_turns_the_timeout_off() {
+    let t = table(&all(&[
+        GATEWAY,
+        BACKENDS,
+        &route(
+            "r",
+            &format!("  rules:\n    - timeouts: {{ request: 0s }}\n{TO_A}"),
+        ),
+    ]));
+    assert_eq!(t.policy.routes[0].rules[0].rule.timeouts.request, None);
+}
+
+#[test]
+fn exact_beats_longest_prefix_beats_shorter_prefix_beats_regex() {
+    let rules = format!(
+        "  rules:\n    - matches: [{{ path: {{ type: RegularExpression, value: '/a/.*' }} }}]\n{TO_A}    - matches: [{{ path: {{ type: PathPrefix, value: /a }} }}]\n{TO_A}    - matches: [{{ path: {{ type: PathPrefix, value: /a/b }} }}]\n{TO_A}    - matches: [{{ path: {{ type: Exact, value: /a/b/c }} }}]\n{TO_A}"
+    );
+    let t = table(&all(&[GATEWAY, BACKENDS, &route("r", &rules)]));
+    assert_eq!(
+        lookup(&t, "h", "/a/b/c", &[]).as_deref(),
+        Some("default/r#3")
+    );
+    assert_eq!(
+        lookup(&t, "h", "/a/b/d", &[]).as_deref(),
+        Some("default/r#2")
+    );
+    assert_eq!(lookup(&t, "h", "/a/b", &[]).as_deref(), Some("default/r#2"));
+    assert_eq!(lookup(&t, "h", "/a/x", &[]).as_deref(), Some("default/r#1"));
+    assert_eq!(lookup(&t, "h", "/ab", &[]), None);
+}
+
+#[test]
+fn regex_matches_the_whole_path() {
+    let rules = format!(
+        "  rules:\n    - matches: [{{ path: {{ type: RegularExpression, value: '/v[0-9]+/items' }} }}]\n{TO_A}"
+    );
+    let t = table(&all(&[GATEWAY, BACKENDS, &route("r", &rules)]));
+    assert!(lookup(&t, "h", "/v2/items", &[]).is_some());
+    assert!(lookup(&t, "h", "/v2/items/x", &[]).is_none());
+    assert!(lookup(&t, "h", "/x/v2/items", &[]).is_none());
+}
+
+#[test]
+fn method_then_more_headers_then_more_query_params_win_on_the_same_path() {
+    let rules = format!(
+        "  rules:
+    - matches: [{{ path: {{ value: /p }} }}]
+{TO_A}    - matches: [{{ path: {{ value: /p }}, queryParams: [{{ name: q, value: '1' }}] }}]
+{TO_A}    - matches: [{{ path: {{ value: /p }}, headers: [{{ name: x-a, value: '1' }}] }}]
+{TO_A}    - matches: [{{ path: {{ value: /p }}, headers: [{{ name: x-a, value: '1' }}, {{ name: X-B, type: RegularExpression, value: 'b+' }}] }}]
+{TO_A}    - matches: [{{ path: {{ value: /p }}, method: POST }}]
+{TO_A}"
+    );
+    let t = table(&all(&[GATEWAY, BACKENDS, &route("r", &rules)]));
+    let get = |path: &str, h: &[(&str, &str)]| lookup(&t, "h", path, h);
+    assert_eq!(get("/p", &[]).as_deref(), Some("default/r#0"));
+    assert_eq!(get("/p?q=1", &[]).as_deref(), Some("default/r#1"));
+    assert_eq!(
+        get("/p?q=1", &[("x-a", "1")]).as_deref(),
+        Some("default/r#2")
+    );
+    assert_eq!(
+        get("/p?q=1", &[("x-a", "1"), ("x-b", "bbb")]).as_deref(),
+        Some("default/r#3")
+    );
+    assert_eq!(
+        get("/p", &[("x-a", "1"), ("x-b", "bc")]).as_deref(),
+        Some("default/r#2"),
+        "the regex must match the whole value"
+    );
+    let post = lookup_method(&t, &http::Method::POST, "h", "/p?q=1", &[("x-a", "1")]);
+    assert_eq!(post.as_deref(), Some("default/r#4"));
+}
+
+#[test]
+fn repeated_headers_are_matched_joined_with_commas() {
+    let rules = format!(
+        "  rules:\n    - matches: [{{ headers: [{{ name: x-v, value: 'a,b' }}] }}]\n{TO_A}"
+    );
+    let t = table(&all(&[GATEWAY, BACKENDS, &route("r", &rules)]));
+    assert!(lookup(&t, "h", "/", &[("x-v", "a"), ("x-v", "b")]).is_some());
+    assert!(lookup(&t, "h", "/", &[("x-v", "a")]).is_none());
+}
+
+#[test]
+fn exact_hostnames_beat_wildcards_which_beat_routes_without_hostnames() {
+    let yaml = all(&[
+        GATEWAY,
+        BACKENDS,
+        &route("any", &format!("  rules:\n    - {}", TO_A.trim_start())),
+        &route(
+            "wild",
+            &format!("  hostnames: ['*.example.com']\n  rules:\n    - {}", TO_A.trim_start()),
+        ),
+        &route(
+            "deep",
+            &format!("  hostnames: ['*.api.example.com']\n  rules:\n    - {}", TO_A.trim_start()),
+        ),
+        &route(
+            "exact",
+            &format!(
+                "  hostnames: [www.example.com]\n  rules:\n    - matches: [{{ path: {{ value: /only }} }}]\n{TO_A}"
+            ),
+        ),
+    ]);
+    let t = table(&yaml);
+    assert_eq!(
+        lookup(&t, "www.example.com", "/only/x", &[]).as_deref(),
+        Some("default/exact#0")
+    );
+    // The exact host's routes do not match this path: the wildcard's do.
+    assert_eq!(
+        lookup(&t, "www.example.com", "/other", &[]).as_deref(),
+        Some("default/wild#0")
+    );
+    assert_eq!(
+        lookup(&t, "v1.api.example.com", "/", &[]).as_deref(),
+        Some("default/deep#0")
+    );
+    assert_eq!(
+        lookup(&t, "example.com", "/", &[]).as_deref(),
+        Some("default/any#0")
+    );
+    assert_eq!(
+        lookup(&t, "localhost", "/", &[]).as_deref(),
+        Some("default/any#0")
+    );
+}
+
+#[test]
+fn ties_go_to_the_route_first_in_namespace_name_order_then_rule_order() {
+    let yaml = all(&[
+        GATEWAY,
+        BACKENDS,
+        &route("zeta", &format!("  rules:\n    - {}", TO_A.trim_start())),
+        &route(
+            "alpha",
+            &format!(
+                "  rules:\n    - {}    - {}",
+                TO_A.trim_start(),
+                TO_A.trim_start()
+            ),
+        ),
+    ]);
+    let t = table(&yaml);
+    assert_eq!(
+        lookup(&t, "h", "/x", &[]).as_deref(),
+        Some("default/alpha#0")
+    );
+}
+
+#[test]
+fn an_older_route_wins_a_tie_when_objects_carry_creation_timestamps() {
+    let with_ts = |name: &str, ts: &str| {
+        route(name, &format!("  rules:\n    - {}", TO_A.trim_start())).replace(
+            &format!("metadata: {{ name: {name} }}"),
+            &format!("metadata: {{ name: {name}, creationTimestamp: '{ts}' }}"),
+        )
+    };
+    let yaml = all(&[
+        GATEWAY,
+        BACKENDS,
+        &with_ts("alpha", "2024-05-01T00:00:00Z"),
+        &with_ts("zeta", "2024-01-01T00:00:00Z"),
+    ]);
+    let t = table(&yaml);
+    assert_eq!(lookup(&t, "h", "/", &[]).as_deref(), Some("default/zeta#0"));
+}
+
+#[test]
+fn the_most_specific_listener_isolates_its_routes() {
+    let gateway = "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: edge }
+spec:
+  gatewayClassName: tollgate
+  listeners:
+    - { name: any, port: 8080, protocol: HTTP }
+    - { name: api, port: 8080, protocol: HTTP, hostname: api.example.com }
+";
+    let yaml = all(&[
+        gateway,
+        BACKENDS,
+        &route(
+            "catchall",
+            &format!("  rules:\n    - {}", TO_A.trim_start()),
+        )
+        .replace("[{ name: edge }]", "[{ name: edge, sectionName: any }]"),
+        &route(
+            "api",
+            &format!("  rules:\n    - matches: [{{ path: {{ value: /v1 }} }}]\n{TO_A}"),
+        )
+        .replace("[{ name: edge }]", "[{ name: edge, sectionName: api }]"),
+    ]);
+    let t = table(&yaml);
+    assert_eq!(
+        lookup(&t, "api.example.com", "/v1/x", &[]).as_deref(),
+        Some("default/api#0")
+    );
+    // api.example.com belongs to the api listener: the catch-all listener's routes are not
+    // consulted for it.
+    assert_eq!(lookup(&t, "api.example.com", "/other", &[]), None);
+    assert_eq!(
+        lookup(&t, "www.example.com", "/other", &[]).as_deref(),
+        Some("default/catchall#0")
+    );
+}
+
+#[test]
+fn route_hostnames_are_narrowed_by_the_listener_hostname() {
+    let gateway = GATEWAY.replace(
+        "protocol: HTTP }",
+        "protocol: HTTP, hostname: '*.example.com' }",
+    );
+    let yaml = all(&[
+        &gateway,
+        BACKENDS,
+        &route(
+            "r",
+            &format!(
+                "  hostnames: [a.example.com, b.other.com]\n  rules:\n    - {}",
+                TO_A.trim_start()
+            ),
+        ),
+    ]);
+    let t = table(&yaml);
+    assert_eq!(
+        t.policy.routes[0].attachments[0].hostnames,
+        [HostPattern::parse("a.example.com")]
+    );
+    assert!(lookup(&t, "a.example.com", "/", &[]).is_some());
+    assert!(lookup(&t, "b.other.com", "/", &[]).is_none());
+}
+
+#[test]
+fn errors_name_the_file_object_and_field_and_come_all_at_once() {
+    let yaml = all(&[
+        GATEWAY,
+        BACKENDS,
+        &route(
+            "bad",
+            "  rules:
+    - matches: [{ path: { type: RegularExpression, value: '/a(' } }]
+      backendRefs: [{ group: tollgate.dev, kind: Backend, name: nope }]
+    - matches: [{ path: { value: /a/../b } }]
+      backendRefs: [{ group: tollgate.dev, kind: Backend, name: a, weight: -1 }]
+",
+        ),
+        &route("orphan", &format!("  rules:\n    - {}", TO_A.trim_start()))
+            .replace("[{ name: edge }]", "[{ name: edge, sectionName: nope }]"),
+    ]);
+    let errs = errors(&yaml);
+    let got = places(&errs, "not a valid regular expression");
+    assert_eq!(
+        got,
+        [
+            (
+                "HTTPRoute/bad".into(),
+                "spec.rules[0].matches[0].path.value".into()
+            ),
+            (
+                "HTTPRoute/bad".into(),
+                "spec.rules[0].backendRefs[0].name".into()
+            ),
+            (
+                "HTTPRoute/bad".into(),
+                "spec.rules[1].matches[0].path.value".into()
+            ),
+            (
+                "HTTPRoute/bad".into(),
+                "spec.rules[1].backendRefs[0].weight".into()
+            ),
+            (
+                "HTTPRoute/orphan".into(),
+                "spec.parentRefs[0].sectionName".into()
+            ),
+        ]
+    );
+    assert!(errs.iter().all(|e| e.location.file == "l7.yaml"));
+    assert!(errs[2].message.contains("write \"/b\""), "{}", errs[2]);
+    assert!(
+        errs[1].message.contains("no (valid) Backend default/nope"),
+        "{}",
+        errs[1]
+    );
+}
+
+#[test]
+fn unknown_gateway_and_duplicate_listeners_on_one_port_are_refused() {
+    let second = GATEWAY
+        .replace("name: edge }", "name: edge2 }")
+        .replace("name: http,", "name: other,");
+    let yaml = all(&[
+        GATEWAY,
+        &second,
+        BACKENDS,
+        &route("r", &format!("  rules:\n    - {}", TO_A.trim_start()))
+            .replace("[{ name: edge }]", "[{ name: nowhere }]"),
+    ]);
+    let errs = errors(&yaml);
+    let got = places(
+        &errs,
+        "already served by listener \"http\" of Gateway default/edge",
+    );
+    assert_eq!(
+        got,
+        [
+            ("Gateway/edge2".into(), "spec.listeners[0]".into()),
+            ("HTTPRoute/r".into(), "spec.parentRefs[0].name".into()),
+        ]
+    );
+}
+
+#[test]
+fn https_listeners_are_checked_then_refused_as_not_built_yet() {
+    let gateway = GATEWAY.replace(
+        "{ name: http, port: 8080, protocol: HTTP }",
+        "{ name: https, port: 8443, protocol: HTTPS, tls: { certificateRefs: [{ kind: ConfigMap, name: c }] } }",
+    );
+    let errs = errors(&gateway);
+    let got = places(&errs, "HTTPS listeners are not supported yet");
+    assert_eq!(
+        got,
+        [
+            (
+                "Gateway/edge".into(),
+                "spec.listeners[0].tls.certificateRefs[0]".into()
+            ),
+            ("Gateway/edge".into(), "spec.listeners[0].protocol".into()),
+        ]
+    );
+}
+
+#[test]
+fn services_cross_namespace_refs_and_ports_on_backend_refs_are_refused() {
+    let yaml = all(&[
+        GATEWAY,
+        BACKENDS,
+        &route(
+            "r",
+            "  rules:
+    - backendRefs:
+        - { name: svc, port: 80 }
+        - { group: tollgate.dev, kind: Backend, name: a, namespace: other }
+        - { group: tollgate.dev, kind: Backend, name: a, port: 80 }
+",
+        ),
+    ]);
+    let errs = errors(&yaml);
+    let got = places(&errs, "Kubernetes mode");
+    assert_eq!(
+        got,
+        [
+            ("HTTPRoute/r".into(), "spec.rules[0].backendRefs[0]".into()),
+            (
+                "HTTPRoute/r".into(),
+                "spec.rules[0].backendRefs[1].namespace".into()
+            ),
+            (
+                "HTTPRoute/r".into(),
+                "spec.rules[0].backendRefs[2].port".into()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn filters_are_checked() {
+    let yaml = all(&[
+        GATEWAY,
+        BACKENDS,
+        &route(
+            "r",
+            &format!(
+                "  rules:
+    - matches: [{{ path: {{ type: Exact, value: /x }} }}]
+      filters:
+        - type: RequestHeaderModifier
+          requestHeaderModifier: {{ set: [{{ name: x-a, value: '1' }}, {{ name: X-A, value: '2' }}], remove: [host] }}
+        - type: URLRewrite
+          urlRewrite: {{ path: {{ type: ReplacePrefixMatch, replacePrefixMatch: /y }} }}
+        - type: RequestHeaderModifier
+          requestHeaderModifier: {{}}
+        - type: RequestMirror
+          requestMirror: {{ backendRef: {{ name: a }} }}
+        - type: ResponseHeaderModifier
+          requestHeaderModifier: {{}}
+{TO_A}"
+            ),
+        ),
+    ]);
+    let errs = errors(&yaml);
+    let got = places(&errs, "named twice");
+    let f = |s: &str| {
+        (
+            "HTTPRoute/r".to_string(),
+            format!("spec.rules[0].filters{s}"),
+        )
+    };
+    assert_eq!(
+        got,
+        [
+            f("[0].requestHeaderModifier.set[1].name"),
+            f("[0].requestHeaderModifier.remove[0]"),
+            f("[1].urlRewrite.path.type"),
+            f("[2].type"),
+            f("[3].type"),
+            f("[4].requestHeaderModifier"),
+            f("[4].responseHeaderModifier"),
+        ]
+    );
+    assert!(
+        errs[1].message.contains("managed by the proxy"),
+        "{}",
+        errs[1]
+    );
+}
+
+#[test]
+fn a_redirect_rule_needs_no_backends_and_may_not_have_any() {
+    let redirect = "      filters: [{ type: RequestRedirect, requestRedirect: { scheme: https, statusCode: 301 } }]\n";
+    let t = table(&all(&[
+        GATEWAY,
+        BACKENDS,
+        &route(
+            "r",
+            &format!("  rules:\n    - matches: [{{ path: {{ value: /old }} }}]\n{redirect}"),
+        ),
+    ]));
+    let rule = &t.policy.routes[0].rules[0].rule;
+    let r = rule.redirect.as_ref().unwrap();
+    assert_eq!(
+        (r.scheme.as_deref(), r.status.as_u16()),
+        (Some("https"), 301)
+    );
+    assert!(rule.backends.is_empty());
+    let errs = errors(&all(&[
+        GATEWAY,
+        BACKENDS,
+        &route(
+            "r",
+            &format!("  rules:\n    - {}{TO_A}", redirect.trim_start()),
+        ),
+    ]));
+    places(&errs, "remove its backendRefs");
+    let errs = errors(&all(&[
+        GATEWAY,
+        BACKENDS,
+        &route("r", "  rules:\n    - matches: []\n"),
+    ]));
+    places(&errs, "a rule needs backendRefs");
+}
+
+#[test]
+fn backend_problems_are_named() {
+    let yaml = "apiVersion: tollgate.dev/v1alpha1
+kind: Backend
+metadata: { name: x, namespace: shop }
+spec:
+  endpoints:
+    - ip: { address: 10.0.0.300, port: 80 }
+    - ip: { address: 10.0.0.1, port: 0 }
+    - { ip: { address: 10.0.0.1, port: 1 }, fqdn: { hostname: a, port: 1 } }
+    - fqdn: { hostname: Bad_Name, port: 80 }
+    - ip: { address: 10.0.0.2, port: 80 }
+    - ip: { address: 10.0.0.2, port: 80 }
+  healthCheck: { passive: { consecutiveFailures: 0, ejectionTime: 10x } }
+  tls: { sni: x }
+";
+    let errs = errors(yaml);
+    let got = places(&errs, "not an IPv4 or IPv6 address");
+    let f = |s: &str| ("Backend/shop/x".to_string(), format!("spec.{s}"));
+    assert_eq!(
+        got,
+        [
+            f("endpoints[0].ip.address"),
+            f("endpoints[1].ip.port"),
+            f("endpoints[2]"),
+            f("endpoints[3].fqdn.hostname"),
+            f("endpoints[5]"),
+            f("healthCheck.passive.consecutiveFailures"),
+            f("healthCheck.passive.ejectionTime"),
+            f("tls"),
+        ]
+    );
+}
+
+#[test]
+fn a_route_in_another_namespace_needs_the_listener_to_allow_it() {
+    let route_ns = route("r", &format!("  rules:\n    - {}", TO_A.trim_start()))
+        .replace(
+            "metadata: { name: r }",
+            "metadata: { name: r, namespace: shop }",
+        )
+        .replace("[{ name: edge }]", "[{ name: edge, namespace: default }]");
+    let backend_ns = BACKENDS.replace(
+        "metadata: { name: a }",
+        "metadata: { name: a, namespace: shop }",
+    );
+    let errs = errors(&all(&[GATEWAY, &backend_ns, &route_ns]));
+    assert_eq!(
+        places(&errs, "only accept routes from namespace default"),
+        [("HTTPRoute/shop/r".into(), "spec.parentRefs[0]".into())]
+    );
+    let open = GATEWAY.replace(
+        "protocol: HTTP }",
+        "protocol: HTTP, allowedRoutes: { namespaces: { from: All } } }",
+    );
+    let t = table(&all(&[&open, &backend_ns, &route_ns]));
+    assert_eq!(lookup(&t, "h", "/", &[]).as_deref(), Some("shop/r#0"));
+}
+
+#[test]
+fn duplicate_objects_are_refused_per_kind_and_namespace() {
+    let errs = errors(&all(&[GATEWAY, GATEWAY, BACKENDS]));
+    assert_eq!(
+        places(&errs, "defined twice"),
+        [("Gateway/edge".into(), "metadata.name".into())]
+    );
+    // Same name, another kind or namespace: fine.
+    let other_ns = BACKENDS.split("---\n").next().unwrap().replace(
+        "metadata: { name: a }",
+        "metadata: { name: a, namespace: x }",
+    );
+    let b = "apiVersion: tollgate.dev/v1alpha1\nkind: Backend\nmetadata: { name: edge }\nspec: { endpoints: [{ ip: { address: 10.0.0.1, port: 80 } }] }\n";
+    table(&all(&[GATEWAY, BACKENDS, &other_ns, b]));
+}
+
+#[test]
+fn unknown_fields_of_l7_kinds_are_named_by_the_model() {
+    let e = crate::model::parse(&docs(&[(
+        "g.yaml",
+        &GATEWAY.replace("protocol: HTTP }", "protocol: HTTP, hostnme: x }"),
+    )]))
+    .unwrap_err();
+    assert_eq!(
+        (
+            e.0[0].location.object.as_str(),
+            e.0[0].location.field.as_str()
+        ),
+        ("Gateway/edge", "spec.listeners[0].hostnme")
+    );
+    let e = crate::model::parse(&docs(&[(
+        "r.yaml",
+        &route(
+            "r",
+            "  rules:\n    - matches: [{ path: { type: Prefix } }]\n",
+        ),
+    )]))
+    .unwrap_err();
+    assert_eq!(e.0[0].location.field, "spec.rules[0].matches[0].path.type");
+    assert!(e.0[0].message.contains("PathPrefix"), "{}", e.0[0]);
+}
+
+#[test]
+fn l4_and_l7_errors_are_reported_together() {
+    let l4 = "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nmetadata: { name: edge }\nspec:\n  rules:\n    - { name: x, action: allow, protocol: TCP, ports: [\"0\"] }\n";
+    let bad_route = route(
+        "r",
+        "  rules:\n    - backendRefs: [{ group: tollgate.dev, kind: Backend, name: nope }]\n",
+    );
+    let err = crate::compile::snapshot::compile_documents(
+        &docs(&[("l4.yaml", l4), ("l7.yaml", &all(&[GATEWAY, &bad_route]))]),
+        None,
+    )
+    .unwrap_err();
+    let objects: Vec<_> = err.0.iter().map(|e| e.location.object.as_str()).collect();
+    assert_eq!(objects, ["L4Policy/edge", "HTTPRoute/r"]);
+}
+
+#[test]
+fn gateway_api_durations_are_read() {
+    assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+    assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+    assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+    assert_eq!(parse_duration("1m1s1ms"), Ok(Duration::from_millis(61_001)));
+    assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+    for bad in [
+        "", "10", "1.5s", "s", "1d", "1s1m", "1s1s", "123456s", "-1s", " 1s",
+    ] {
+        assert!(parse_duration(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn hostnames_are_lower_case_dns_names_or_wildcards() {
+    assert!(check_hostname("api.example.com", true).is_ok());
+    assert!(check_hostname("*.example.com", true).is_ok());
+    assert!(check_hostname("*.example.com", false).is_err());
+    assert!(check_hostname("API.example.com", true).is_err());
+    assert!(check_hostname("10.0.0.1", true).is_err());
+    assert!(check_hostname("a..b", true).is_err());
+    assert!(check_hostname("-a.b", true).is_err());
+    assert!(check_hostname("a.*.b", true).is_err());
+}
+
+#[test]
+fn ten_thousand_routes_compile_and_route_as_the_reference_does() {
+    // 5,000 routes by hostname and 5,000 by path prefix, each with an exact and a header
+    // match too, on one listener.
+    let mut yaml = vec![GATEWAY.to_owned(), BACKENDS.to_owned()];
+    for i in 0..10_000 {
+        let spec = if i % 2 == 0 {
+            format!("  hostnames: [svc{i}.example.com]\n  rules:\n    - matches: [{{ path: {{ value: /api }} }}, {{ path: {{ type: Exact, value: /health }} }}]\n{TO_A}")
+        } else {
+            format!("  rules:\n    - matches: [{{ path: {{ value: /svc/{i} }} }}, {{ path: {{ value: /svc/{i}/admin }}, headers: [{{ name: x-admin, value: 'yes' }}] }}]\n{TO_A}")
+        };
+        yaml.push(route(&format!("r{i}"), &spec));
+    }
+    let started = std::time::Instant::now();
+    let objects = crate::model::parse(&docs(&[("l7.yaml", &yaml.join("---\n"))])).unwrap();
+    let parsed = started.elapsed();
+    let t = compile(&objects).unwrap_or_else(|e| panic!("{e}"));
+    let compiled = started.elapsed() - parsed;
+    assert_eq!(t.policy.routes.len(), 10_000);
+    assert_eq!(t.candidates(), 20_000);
+    let mut rng = 12345u64;
+    let mut next = move |n: u64| {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (rng >> 33) % n
+    };
+    let started = std::time::Instant::now();
+    for _ in 0..500 {
+        let i = next(10_000);
+        let (host, path) = match next(4) {
+            0 => (format!("svc{i}.example.com"), "/api/x".to_owned()),
+            1 => (format!("svc{i}.example.com"), "/health".to_owned()),
+            2 => ("any.example.com".to_owned(), format!("/svc/{i}/admin/x")),
+            _ => ("any.example.com".to_owned(), format!("/svc/{i}x")),
+        };
+        let admin = if next(2) == 0 {
+            vec![("x-admin", "yes")]
+        } else {
+            vec![]
+        };
+        // `lookup` checks the index against the reference on every call.
+        let _ = lookup(&t, &host, &path, &admin);
+    }
+    eprintln!(
+        "10,000 routes: parsed in {parsed:?}, compiled in {compiled:?}; 500 look-ups (each checked against the reference) in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        lookup(&t, "svc42.example.com", "/api/v1", &[]).as_deref(),
+        Some("default/r42#0")
+    );
+    assert_eq!(
+        lookup(
+            &t,
+            "x.example.com",
+            "/svc/4243/admin",
+            &[("x-admin", "yes")]
+        )
+        .as_deref(),
+        Some("default/r4243#0")
+    );
+    assert_eq!(lookup(&t, "x.example.com", "/svc/4243x", &[]), None);
+}
+
+#[test]
+fn the_example_routes_as_the_readme_says() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let docs = crate::source::dir::read_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let snapshot = crate::compile::snapshot::compile_documents(&docs, None)
+        .unwrap_or_else(|e| panic!("examples/ does not compile: {e}"));
+    let t = &snapshot.l7;
+    assert_eq!(t.listen_ports(), [18000]);
+    use http::Method;
+    let at = |method: Method, host: &str, path: &str| {
+        let headers = HeaderMap::new();
+        let req = RequestView {
+            host,
+            path,
+            method: &method,
+            headers: &headers,
+            query: None,
+        };
+        t.ports[&18000]
+            .route(&req)
+            .map(|c| format!("{}#{}", c.rule.route, c.rule.index))
+    };
+    assert_eq!(
+        at(Method::POST, "api.example.com", "/v1/orders").as_deref(),
+        Some("shop/orders#0")
+    );
+    assert_eq!(
+        at(Method::GET, "api.example.com", "/v1/orders/7").as_deref(),
+        Some("shop/orders#1")
+    );
+    assert_eq!(
+        at(Method::GET, "api.example.com", "/v0/orders").as_deref(),
+        Some("shop/orders#2")
+    );
+    // No rule of the exact host matches /static: the wildcard route's does.
+    assert_eq!(
+        at(Method::GET, "api.example.com", "/static/app.js").as_deref(),
+        Some("shop/web#0")
+    );
+    assert_eq!(
+        at(Method::GET, "www.example.com", "/").as_deref(),
+        Some("shop/web#1")
+    );
+    assert_eq!(at(Method::GET, "example.org", "/"), None);
+}

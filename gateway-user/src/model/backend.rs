@@ -1,0 +1,115 @@
+//! `Backend` (`tollgate.dev/v1alpha1`): static endpoints that HTTPRoutes send requests to, in the
+//! shape of Envoy Gateway's `Backend`. This type is also the CRD (`manifests/crds/backend.yaml`).
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A set of endpoints (addresses and ports) that HTTPRoute `backendRefs` name, with how
+/// requests are spread over them and when a failing endpoint is taken out.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "tollgate.dev",
+    version = "v1alpha1",
+    kind = "Backend",
+    plural = "backends",
+    namespaced,
+    doc = "Static endpoints for Tollgate's L7 proxy (named by HTTPRoute backendRefs).",
+    category = "tollgate",
+    derive = "PartialEq",
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendSpec {
+    /// The endpoints (1-1024): each an IP address or a DNS name, with a port.
+    pub endpoints: Vec<BackendEndpoint>,
+
+    /// How requests are spread over the endpoints. Omitted: round robin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancer>,
+
+    /// When an endpoint is taken out of rotation. Omitted: after 5 consecutive failures, for 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+
+    /// TLS to the endpoints. Not supported yet: endpoints are spoken to in plain HTTP/1.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<std::collections::BTreeMap<String, String>>")]
+    pub tls: Option<serde_json::Value>,
+}
+
+/// One endpoint: exactly one of `ip` or `fqdn`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendEndpoint {
+    /// An IPv4 or IPv6 address and a port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpEndpoint>,
+    /// A DNS name (resolved when connecting) and a port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fqdn: Option<FqdnEndpoint>,
+}
+
+/// An address and a port.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IpEndpoint {
+    /// IPv4 or IPv6 address, e.g. `10.0.0.7` or `2001:db8::7`.
+    pub address: String,
+    /// TCP port (1-65535).
+    pub port: i64,
+}
+
+/// A DNS name and a port.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FqdnEndpoint {
+    /// DNS name, e.g. `orders.internal`.
+    pub hostname: String,
+    /// TCP port (1-65535).
+    pub port: i64,
+}
+
+/// Load-balancing algorithm.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum LoadBalancerType {
+    /// Each endpoint in turn.
+    #[default]
+    RoundRobin,
+    /// The one of two randomly picked endpoints with fewer requests in flight.
+    LeastRequest,
+}
+
+/// How requests are spread over the endpoints.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoadBalancer {
+    /// `RoundRobin` (the default) or `LeastRequest`.
+    #[serde(rename = "type")]
+    pub type_: LoadBalancerType,
+}
+
+/// Health checking.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Passive health: endpoints that fail real requests are taken out for a while.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive: Option<PassiveHealthCheck>,
+}
+
+/// Passive health checking (outlier detection).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PassiveHealthCheck {
+    /// Consecutive failures (connection refused or reset, timeout, 502/503/504) that take an
+    /// endpoint out (1-1000, default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<i64>,
+    /// How long it stays out before it is tried again (a duration like `30s`, default `30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ejection_time: Option<String>,
+}

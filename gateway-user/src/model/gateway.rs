@@ -1,0 +1,148 @@
+//! `Gateway` (Kubernetes Gateway API, `gateway.networking.k8s.io/v1`): the listeners of the L7
+//! proxy. The shape is the upstream one, field for field, for the fields Tollgate reads; the CRD
+//! is the Gateway API's own (installed from the Gateway API release), never generated here.
+//!
+//! As for every kind, the raw types are permissive (ports are `i64`, hostnames strings):
+//! `compile::l7` checks each value and names the field when it is wrong.
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Group of the Gateway API kinds.
+pub const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
+
+/// A set of listeners: the ports (and hostnames) on which the node's proxy accepts HTTP.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "Gateway",
+    namespaced,
+    derive = "PartialEq"
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewaySpec {
+    /// The GatewayClass this Gateway belongs to. Required by the Gateway API; the standalone
+    /// agent serves every Gateway of its revision whatever the class.
+    pub gateway_class_name: String,
+
+    /// The listeners (1-64): one port, protocol and optional hostname each.
+    pub listeners: Vec<Listener>,
+
+    /// Addresses requested for the Gateway. Not supported yet: the agent listens on
+    /// `--gateway-address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<Vec<GatewayAddress>>,
+}
+
+/// An address requested for a Gateway.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayAddress {
+    /// `IPAddress` or `Hostname`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// The address.
+    pub value: String,
+}
+
+/// One listener: a port, a protocol and optionally a hostname.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Listener {
+    /// Name of the listener, unique within the Gateway (routes attach to it with
+    /// `parentRefs[].sectionName`).
+    pub name: String,
+
+    /// Requests whose host matches this name are served by this listener: an exact name
+    /// (`api.example.com`) or a wildcard (`*.example.com`, any name under it). Omitted: any host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+
+    /// TCP port (1-65535).
+    pub port: i64,
+
+    /// `HTTP` (plain HTTP/1.1 and HTTP/2 with prior knowledge). `HTTPS` is parsed and
+    /// checked but refused for now: TLS termination is not built yet.
+    pub protocol: String,
+
+    /// TLS settings of an `HTTPS` listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<GatewayTlsConfig>,
+
+    /// Which routes may attach. Omitted: HTTPRoutes of the Gateway's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_routes: Option<AllowedRoutes>,
+}
+
+/// TLS settings of a listener.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayTlsConfig {
+    /// `Terminate` (the default) or `Passthrough`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+
+    /// Certificates (and keys) to serve: Secrets, or files on the node standalone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_refs: Option<Vec<SecretObjectReference>>,
+
+    /// Implementation-specific TLS options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<BTreeMap<String, String>>,
+}
+
+/// A reference to a Secret holding a certificate and its key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretObjectReference {
+    /// API group of the referent (`""`, the core group, for a Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Kind of the referent (default `Secret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Name of the referent.
+    pub name: String,
+    /// Namespace of the referent (default: the Gateway's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// Which routes may attach to a listener.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AllowedRoutes {
+    /// From which namespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<RouteNamespaces>,
+    /// Which route kinds (only `HTTPRoute` is served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinds: Option<Vec<RouteGroupKind>>,
+}
+
+/// Namespaces routes may attach from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteNamespaces {
+    /// `Same` (the Gateway's namespace, the default), `All`, or `Selector` (not supported
+    /// standalone: there are no namespace labels to select on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Namespace label selector for `from: Selector`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// A route kind.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteGroupKind {
+    /// API group (default `gateway.networking.k8s.io`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Kind, e.g. `HTTPRoute`.
+    pub kind: String,
+}

@@ -1,0 +1,232 @@
+//! The response body the proxy sends: a backend's body or one the proxy wrote, counted as it
+//! goes, cut off when the request's deadline passes, and reported (metrics, access log) once
+//! it ends, or is dropped because the client went away.
+use std::future::Future as _;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::Method;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use super::access_log::{self, Entry};
+use super::listener::ConnGuard;
+use super::upstream::InFlight;
+use super::Core;
+use crate::telemetry::metrics::{HttpRequestLabels, RouteLabel};
+
+/// Errors a body can end with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where the bytes come from.
+enum Source {
+    Upstream(Incoming),
+    Full(Full<Bytes>),
+}
+
+/// The response body of every request.
+pub struct ResponseBody {
+    source: Source,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    sent: u64,
+    done: Option<Completion>,
+}
+
+/// The request timeout passed while the response body was being sent.
+#[derive(Debug)]
+pub struct DeadlinePassed;
+
+impl std::fmt::Display for DeadlinePassed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request timeout passed while the response was being sent")
+    }
+}
+
+impl std::error::Error for DeadlinePassed {}
+
+impl ResponseBody {
+    /// A body the proxy wrote.
+    pub fn full(bytes: impl Into<Bytes>, done: Completion) -> Self {
+        ResponseBody {
+            source: Source::Full(Full::new(bytes.into())),
+            deadline: None,
+            sent: 0,
+            done: Some(done),
+        }
+    }
+
+    /// A backend's body, cut off at `deadline`.
+    pub fn upstream(
+        body: Incoming,
+        deadline: Option<tokio::time::Instant>,
+        done: Completion,
+    ) -> Self {
+        ResponseBody {
+            source: Source::Upstream(body),
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            sent: 0,
+            done: Some(done),
+        }
+    }
+
+    fn finish(&mut self, aborted: bool) {
+        if let Some(done) = self.done.take() {
+            done.finish(self.sent, aborted);
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(deadline) = this.deadline.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
+                this.deadline = None;
+                if let Some(done) = this.done.as_mut() {
+                    done.reason = "timeout";
+                }
+                this.finish(true);
+                return Poll::Ready(Some(Err(Box::new(DeadlinePassed))));
+            }
+        }
+        let polled = match &mut this.source {
+            Source::Upstream(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+            Source::Full(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+        };
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.sent += data.len() as u64;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(done) = this.done.as_mut() {
+                    done.reason = "reset";
+                }
+                this.finish(true);
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                this.finish(false);
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.source {
+            Source::Upstream(b) => b.is_end_stream(),
+            Source::Full(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.source {
+            Source::Upstream(b) => b.size_hint(),
+            Source::Full(b) => b.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // Dropped before its end: the client went away (or the connection closed).
+        let ended = self.is_end_stream();
+        self.finish(!ended);
+    }
+}
+
+/// Everything reported about a request once its response ends.
+pub struct Completion {
+    pub(crate) core: Arc<Core>,
+    /// `namespace/name` or `none`.
+    pub route: Arc<str>,
+    /// The method.
+    pub method: Method,
+    /// The status sent.
+    pub status: u16,
+    /// When the request arrived.
+    pub started: Instant,
+    /// The endpoint that answered, held in flight until the body ends.
+    pub upstream: Option<InFlight>,
+    /// The client's address.
+    pub client: IpAddr,
+    /// The host (lower-case, no port).
+    pub host: String,
+    /// The normalised path (or the raw one when it could not be normalised).
+    pub path: String,
+    /// Why the proxy answered itself, or `-`.
+    pub reason: &'static str,
+    pub(crate) _conn: ConnGuard,
+}
+
+/// The method label: one of a fixed set, or `OTHER`, so that the label stays bounded.
+pub fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
+}
+
+impl Completion {
+    fn finish(self, bytes: u64, aborted: bool) {
+        let elapsed = self.started.elapsed();
+        let metrics = &self.core.metrics;
+        metrics
+            .requests
+            .get_or_create(&HttpRequestLabels {
+                route: self.route.to_string(),
+                method: method_label(&self.method),
+                code: self.status,
+            })
+            .inc();
+        metrics
+            .duration
+            .get_or_create(&RouteLabel {
+                route: self.route.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+        if self.core.sampler.should_log(self.status) {
+            let client = self.client.to_string();
+            access_log::emit(&Entry {
+                route: &self.route,
+                method: self.method.as_str(),
+                host: &self.host,
+                path: &self.path,
+                status: self.status,
+                latency_ms: elapsed.as_secs_f64() * 1000.0,
+                upstream: self
+                    .upstream
+                    .as_ref()
+                    .map_or("-", |u| u.endpoint().authority.as_str()),
+                bytes,
+                client: &client,
+                reason: self.reason,
+                aborted,
+            });
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Client identity and the headers a proxy owns.
+//!
+//! - **Client address.** The socket peer, unless the peer is a trusted proxy
+//!   (`--trusted-proxy CIDR`): then `X-Forwarded-For` is read from the right, skipping trusted
+//!   addresses, and the first untrusted address is the client (all trusted: the leftmost).
+//!   An entry that is not an address stops the walk at the hop that sent it.
+//! - **Headers for the backend.** `X-Forwarded-For` gets the peer appended when the peer is
+//!   trusted, and is *replaced* by the peer otherwise (so a client cannot plant an address a
+//!   backend would believe); `X-Forwarded-Proto` and `X-Forwarded-Host` are kept from a trusted
+//!   peer and set (`http`, the request's Host) otherwise; `Forwarded` (RFC 7239) from an
+//!   untrusted peer is removed.
+//! - **Hop-by-hop headers** (RFC 9110 section 7.6.1) are never forwarded, in either direction:
+//!   `Connection` and every header it names, `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`,
+//!   `Upgrade`, and `Proxy-*`.
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+/// `X-Forwarded-For`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// IPv4-mapped IPv6 peers (`::ffff:192.0.2.1`, what a dual-stack socket reports) as IPv4.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+/// Is `ip` in one of the trusted CIDRs?
+pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    let ip = canonical(ip);
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+/// One `X-Forwarded-For` entry: an address, possibly with a port (`192.0.2.1:1234`,
+/// `[2001:db8::1]:443`).
+fn parse_entry(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    entry
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|s| canonical(s.ip()))
+}
+
+/// Every `X-Forwarded-For` entry, left to right, over all header lines.
+fn forwarded_for(headers: &HeaderMap) -> Vec<&str> {
+    headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The client's address (see the module documentation).
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = canonical(peer);
+    if !is_trusted(peer, trusted) {
+        return peer;
+    }
+    let mut client = peer;
+    for entry in forwarded_for(headers).iter().rev() {
+        match parse_entry(entry) {
+            Some(ip) if is_trusted(ip, trusted) => client = ip,
+            Some(ip) => return ip,
+            None => return client,
+        }
+    }
+    client
+}
+
+/// Removes the hop-by-hop headers.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        HeaderName::from_static("keep-alive"),
+    ] {
+        headers.remove(name);
+    }
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy {
+        headers.remove(name);
+    }
+}
+
+/// Sets `X-Forwarded-For`, `-Proto` and `-Host` for the backend. `host` is the Host the client
+/// sent (as sent, with its port if it had one).
+pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, host: Option<&str>) {
+    let peer = canonical(peer);
+    let xff = if trusted {
+        let mut entries: Vec<String> = forwarded_for(headers)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        entries.push(peer.to_string());
+        entries.join(", ")
+    } else {
+        peer.to_string()
+    };
+    headers.remove(&X_FORWARDED_FOR);
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if !trusted {
+        headers.remove(header::FORWARDED);
+    }
+    if !trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    }
+    if !trusted || !headers.contains_key(&X_FORWARDED_HOST) {
+        headers.remove(&X_FORWARDED_HOST);
+        if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            headers.insert(X_FORWARDED_HOST.clone(), v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    fn headers(xff: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in xff {
+            h.append(&X_FORWARDED_FOR, v.parse().unwrap());
+        }
+        h
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_claims() {
+        let h = headers(&["203.0.113.9"]);
+        assert_eq!(
+            client_ip(ip("198.51.100.1"), &h, &nets(&["10.0.0.0/8"])),
+            ip("198.51.100.1")
+        );
+        assert_eq!(client_ip(ip("198.51.100.1"), &h, &[]), ip("198.51.100.1"));
+    }
+
+    #[test]
+    fn through_trusted_proxies_the_first_untrusted_address_from_the_right_is_the_client() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let h = headers(&["6.6.6.6, 203.0.113.9", "10.1.1.1"]);
+        assert_eq!(client_ip(ip("10.0.0.2"), &h, &trusted), ip("203.0.113.9"));
+        // All trusted: the leftmost.
+        let h = headers(&["10.9.9.9, 10.1.1.1"]);
+        assert_eq!(client_ip(ip("10.0.0.2"), &h, &trusted), ip("10.9.9.9"));
+        // No header: the peer.
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &HeaderMap::new(), &trusted),
+            ip("10.0.0.2")
+        );
+        // Garbage stops the walk at the hop that sent it.
+        let h = headers(&["203.0.113.9, garbage, 10.1.1.1"]);
+        assert_eq!(client_ip(ip("10.0.0.2"), &h, &trusted), ip("10.1.1.1"));
+        // Ports and IPv6 brackets are understood.
+        let h = headers(&["[2001:db8::7]:443, 198.51.100.3:5000"]);
+        assert_eq!(client_ip(ip("10.0.0.2"), &h, &trusted), ip("198.51.100.3"));
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_are_matched_as_ipv4() {
+        let trusted = nets(&["127.0.0.0/8"]);
+        let h = headers(&["203.0.113.9"]);
+        assert_eq!(
+            client_ip(ip("::ffff:127.0.0.1"), &h, &trusted),
+            ip("203.0.113.9")
+        );
+    }
+
+    #[test]
+    fn forwarded_headers_are_replaced_for_untrusted_peers_and_extended_for_trusted_ones() {
+        let mut h = headers(&["6.6.6.6"]);
+        h.insert(&X_FORWARDED_PROTO, "https".parse().unwrap());
+        h.insert(header::FORWARDED, "for=6.6.6.6".parse().unwrap());
+        set_forwarded(
+            &mut h,
+            ip("198.51.100.1"),
+            false,
+            Some("api.example.com:8080"),
+        );
+        assert_eq!(h[&X_FORWARDED_FOR], "198.51.100.1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_HOST], "api.example.com:8080");
+        assert!(!h.contains_key(header::FORWARDED));
+
+        let mut h = headers(&["203.0.113.9", "10.1.1.1"]);
+        h.insert(&X_FORWARDED_PROTO, "https".parse().unwrap());
+        set_forwarded(&mut h, ip("10.0.0.2"), true, Some("api.example.com"));
+        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 10.1.1.1, 10.0.0.2");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(h[&X_FORWARDED_HOST], "api.example.com");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("trailer", "x-t"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("x-secret", "1"),
+            ("x-kept", "1"),
+        ] {
+            h.append(HeaderName::from_static(k), v.parse().unwrap());
+        }
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+}

@@ -1,0 +1,387 @@
+//! The L7 proxy: one listening socket per Gateway listener port, HTTP/1.1 and h2c on each,
+//! routing with the revision's [`RouteTable`], forwarding to Backends over pooled keep-alive
+//! connections (hyper-util's client).
+//!
+//! Hot reload: the revision in force is one `Arc<Active>` in an [`ArcSwap`]. Each request loads
+//! it once and keeps it to the end, so a swap never splits a request across revisions. A new
+//! revision is installed in two steps, so that a port that cannot be bound refuses the
+//! revision before anything changes: [`Proxy::prepare`] binds the sockets of new ports (and
+//! fails, changing nothing, if one cannot be bound), then [`Proxy::commit`] swaps the table in,
+//! starts accepting on the new ports and stops the ports the revision no longer has (their
+//! open connections finish the requests in flight, then close). Ports that stay keep their
+//! socket and connections.
+pub mod access_log;
+pub mod body;
+pub mod forwarded;
+pub mod listener;
+pub mod router;
+pub mod upstream;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use ipnet::IpNet;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::compile::l7::RouteTable;
+use crate::telemetry::metrics::HttpMetrics;
+use access_log::{AccessLog, Sampler};
+use upstream::BackendRuntime;
+
+/// The body of requests sent to backends: buffered (replayable) or streamed.
+pub type UpstreamBody = Either<Full<Bytes>, Incoming>;
+
+/// Default address the listeners bind (`--gateway-address`).
+pub const DEFAULT_GATEWAY_ADDRESS: &str = "0.0.0.0";
+
+/// Limits of the proxy. Each is a named constant below with its default.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request head (request line and headers), in bytes; HTTP/2: header list size.
+    pub max_header_bytes: usize,
+    /// Most request headers (HTTP/1.1).
+    pub max_headers: usize,
+    /// Time a client has to send a complete request head (slowloris); also bounds how long
+    /// an HTTP/1.1 keep-alive connection waits for its next request.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving for this long is closed.
+    pub idle_timeout: Duration,
+    /// Concurrent streams per HTTP/2 connection.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 streams reset by the client before the proxy accepted them, at once, before the
+    /// connection is closed (rapid reset, CVE-2023-44487).
+    pub h2_max_pending_reset_streams: usize,
+    /// Open client connections, over all listeners.
+    pub max_connections: usize,
+    /// Time to connect to a backend endpoint.
+    pub connect_timeout: Duration,
+    /// Idle pooled connections to backends are closed after this long.
+    pub pool_idle_timeout: Duration,
+    /// Idle pooled connections kept per endpoint.
+    pub pool_max_idle_per_endpoint: usize,
+    /// Request bodies up to this size (with a known length) are buffered so that a retry can
+    /// send them again; larger or streamed bodies are sent once.
+    pub max_retry_body: usize,
+}
+
+/// Default [`Limits::max_header_bytes`]: 64 KiB.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Default [`Limits::max_headers`].
+pub const MAX_HEADERS: usize = 100;
+/// Default [`Limits::header_read_timeout`].
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`Limits::idle_timeout`].
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default [`Limits::h2_max_concurrent_streams`].
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Default [`Limits::h2_max_pending_reset_streams`] (hyper's default).
+pub const H2_MAX_PENDING_RESET_STREAMS: usize = 20;
+/// Default [`Limits::max_connections`].
+pub const MAX_CONNECTIONS: usize = 10_000;
+/// Default [`Limits::connect_timeout`].
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default [`Limits::pool_idle_timeout`]: shorter than the keep-alive timeout of common
+/// backends (nginx 75s), so that the proxy, not the backend, closes an idle connection (a
+/// backend closing one just as a request is sent on it would cost that request).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`Limits::pool_max_idle_per_endpoint`].
+pub const POOL_MAX_IDLE_PER_ENDPOINT: usize = 256;
+/// Default [`Limits::max_retry_body`]: 64 KiB.
+pub const MAX_RETRY_BODY: usize = 64 * 1024;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: MAX_HEADER_BYTES,
+            max_headers: MAX_HEADERS,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+            h2_max_concurrent_streams: H2_MAX_CONCURRENT_STREAMS,
+            h2_max_pending_reset_streams: H2_MAX_PENDING_RESET_STREAMS,
+            max_connections: MAX_CONNECTIONS,
+            connect_timeout: CONNECT_TIMEOUT,
+            pool_idle_timeout: POOL_IDLE_TIMEOUT,
+            pool_max_idle_per_endpoint: POOL_MAX_IDLE_PER_ENDPOINT,
+            max_retry_body: MAX_RETRY_BODY,
+        }
+    }
+}
+
+/// Settings of the proxy.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Address the listeners bind (every Gateway listener port on it).
+    pub address: IpAddr,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Which requests are logged.
+    pub access_log: AccessLog,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            address: IpAddr::from([0, 0, 0, 0]),
+            trusted_proxies: Vec::new(),
+            access_log: AccessLog::On,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The revision in force, as requests see it.
+pub struct Active {
+    /// The routing table.
+    pub table: Arc<RouteTable>,
+    /// Backend runtimes, aligned with `table.policy.backends`.
+    pub backends: Vec<Arc<BackendRuntime>>,
+    /// The revision id.
+    pub revision: String,
+}
+
+/// What every connection and request shares.
+pub struct Core {
+    state: ArcSwap<Active>,
+    config: ProxyConfig,
+    limits: Limits,
+    metrics: HttpMetrics,
+    sampler: Sampler,
+    client: Client<HttpConnector, UpstreamBody>,
+    server: auto::Builder<TokioExecutor>,
+    connections: Arc<Semaphore>,
+    registry: upstream::Registry,
+}
+
+/// Why a revision's listeners cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// A port could not be bound.
+    #[error("cannot listen on {address} for {listeners}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// The Gateway listeners on that port (`namespace/gateway/listener`).
+        listeners: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Sockets bound for a revision, not yet serving.
+pub struct Prepared {
+    table: Arc<RouteTable>,
+    sockets: Vec<(u16, TcpListener)>,
+}
+
+/// The proxy.
+pub struct Proxy {
+    core: Arc<Core>,
+    listeners: Mutex<BTreeMap<u16, CancellationToken>>,
+}
+
+impl Proxy {
+    /// A proxy with no listeners yet. Must be called inside a tokio runtime.
+    pub fn new(config: ProxyConfig, metrics: HttpMetrics) -> Proxy {
+        raise_fd_limit();
+        let limits = config.limits.clone();
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(limits.connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(limits.pool_idle_timeout)
+            .pool_max_idle_per_host(limits.pool_max_idle_per_endpoint)
+            .build(connector);
+        let core = Core {
+            state: ArcSwap::from_pointee(Active {
+                table: Arc::new(RouteTable::default()),
+                backends: Vec::new(),
+                revision: String::new(),
+            }),
+            sampler: Sampler::new(config.access_log),
+            server: listener::server_builder(&limits),
+            connections: Arc::new(Semaphore::new(limits.max_connections)),
+            limits,
+            config,
+            metrics,
+            client,
+            registry: upstream::Registry::default(),
+        };
+        Proxy {
+            core: Arc::new(core),
+            listeners: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Binds the ports of `table` that are not listening yet. Changes nothing that serves
+    /// requests; on failure, the sockets bound so far are closed again.
+    pub fn prepare(&self, table: &Arc<RouteTable>) -> Result<Prepared, ProxyError> {
+        let open = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sockets = Vec::new();
+        for port in table.listen_ports() {
+            if open.contains_key(&port) {
+                continue;
+            }
+            let address = SocketAddr::new(self.core.config.address, port);
+            let listener = bind(address).map_err(|source| ProxyError::Listen {
+                address,
+                listeners: table
+                    .policy
+                    .listeners
+                    .iter()
+                    .filter(|l| l.port == port)
+                    .map(|l| format!("listener \"{}\" of Gateway {}", l.name, l.gateway))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                source,
+            })?;
+            sockets.push((port, listener));
+        }
+        Ok(Prepared {
+            table: table.clone(),
+            sockets,
+        })
+    }
+
+    /// Puts a prepared revision in force (see the module documentation).
+    pub fn commit(&self, prepared: Prepared, revision: &str) {
+        let table = prepared.table;
+        let backends = self
+            .core
+            .registry
+            .resolve(&table.policy.backends, &self.core.metrics.ejections);
+        let ports = table.listen_ports();
+        self.core.state.store(Arc::new(Active {
+            table,
+            backends,
+            revision: revision.to_owned(),
+        }));
+        let mut open = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        for (port, socket) in prepared.sockets {
+            let stop = CancellationToken::new();
+            tokio::spawn(listener::accept_loop(
+                self.core.clone(),
+                port,
+                socket,
+                stop.clone(),
+            ));
+            info!(address = %SocketAddr::new(self.core.config.address, port), "HTTP listener open");
+            open.insert(port, stop);
+        }
+        let gone: Vec<u16> = open
+            .keys()
+            .copied()
+            .filter(|p| !ports.contains(p))
+            .collect();
+        for port in gone {
+            if let Some(stop) = open.remove(&port) {
+                stop.cancel();
+                info!(address = %SocketAddr::new(self.core.config.address, port), "HTTP listener closed (no longer in the revision)");
+            }
+        }
+    }
+
+    /// The ports listening now.
+    pub fn ports(&self) -> Vec<u16> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// The revision the proxy routes with.
+    pub fn revision(&self) -> String {
+        self.core.state.load().revision.clone()
+    }
+
+    /// Stops accepting on every port, lets the requests in flight finish, and returns when
+    /// every connection is closed or `timeout` has passed (whatever is still open then is cut
+    /// when the process exits). Returns the connections still open.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        for (_, stop) in
+            std::mem::take(&mut *self.listeners.lock().unwrap_or_else(|e| e.into_inner()))
+        {
+            stop.cancel();
+        }
+        let max = self.core.limits.max_connections;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let open = max - self.core.connections.available_permits();
+            if open == 0 || tokio::time::Instant::now() >= deadline {
+                return open;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// How long a stopping agent waits for requests in flight (SIGTERM, SIGINT).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        for stop in self
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            stop.cancel();
+        }
+    }
+}
+
+/// Listen backlog of each port.
+const BACKLOG: u32 = 1024;
+
+fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // A restarted agent must be able to bind while connections of the old one linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(BACKLOG)
+}
+
+/// Raises the soft limit on open files to the hard limit: every client and backend
+/// connection is a file, and the usual soft limit (1024) is far below
+/// [`MAX_CONNECTIONS`].
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let old = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                warn!(soft = old, "could not raise the open files limit");
+            }
+        }
+    }
+}

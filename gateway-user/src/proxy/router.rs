@@ -1,0 +1,631 @@
+//! One request, start to end: normalise the path, find the route (404 when none), answer a
+//! redirect or apply the rule's filters, pick a backend by weight and an endpoint, forward with
+//! the rule's timeouts and retries, and hand back the response with its headers cleaned.
+//!
+//! The route table is loaded once per request: a request that started on one revision ends on
+//! it, whatever is swapped in meanwhile.
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Incoming;
+use tracing::debug;
+
+use super::body::{Completion, ResponseBody};
+use super::forwarded;
+use super::listener::{ConnGuard, ConnInfo};
+use super::upstream::{self, BackendRuntime, NoEndpoint};
+use super::{Core, UpstreamBody};
+use crate::compile::l7::path::normalize;
+use crate::compile::l7::table::{Redirect, RequestView, Rule};
+use crate::telemetry::metrics::UpstreamErrorLabels;
+
+/// Route label of requests no route matched.
+pub const NO_ROUTE: &str = "none";
+
+/// The host of a request: `(as sent, normalised)`. The normalised form is lower-case, without
+/// the port or a trailing dot (`API.Example.com.:8080` -> `api.example.com`); HTTP/2's
+/// `:authority` (or an absolute URI) wins over the `Host` header.
+pub fn request_host<B>(req: &Request<B>) -> (Option<String>, String) {
+    let raw = match req.uri().authority() {
+        Some(a) => Some(a.as_str().rsplit('@').next().unwrap_or_default().to_owned()),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned),
+    };
+    let host = raw.as_deref().map(normalise_host).unwrap_or_default();
+    (raw, host)
+}
+
+fn normalise_host(raw: &str) -> String {
+    let raw = raw.trim();
+    let host = if raw.starts_with('[') {
+        // An IPv6 literal: keep the brackets, drop the port.
+        raw.find(']').map_or(raw, |end| &raw[..=end])
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => raw,
+        }
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Where a redirect points (Gateway API `RequestRedirect` semantics): each part the filter
+/// leaves out is the request's; the port, when not given, is the scheme's well-known one if the
+/// filter sets a scheme, else the listener's; a well-known port is left out of the URL.
+pub fn redirect_location(
+    r: &Redirect,
+    host: &str,
+    path: &str,
+    prefix: Option<&str>,
+    query: Option<&str>,
+    listener_port: u16,
+) -> String {
+    let scheme = r.scheme.as_deref().unwrap_or("http");
+    let host = r.hostname.as_deref().unwrap_or(host);
+    let port = match (r.port, r.scheme.as_deref()) {
+        (Some(p), _) => p,
+        (None, Some("https")) => 443,
+        (None, Some(_)) => 80,
+        (None, None) => listener_port,
+    };
+    let well_known = if scheme == "https" { 443 } else { 80 };
+    let path = match &r.path {
+        Some(m) => m.apply(path, prefix),
+        None => path.to_owned(),
+    };
+    let mut out = format!("{scheme}://{host}");
+    if port != well_known {
+        out.push_str(&format!(":{port}"));
+    }
+    out.push_str(&path);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// A response the proxy writes itself.
+fn local(
+    mut done: Completion,
+    status: StatusCode,
+    reason: &'static str,
+    message: &str,
+) -> Response<ResponseBody> {
+    done.status = status.as_u16();
+    done.reason = reason;
+    let text = format!(
+        "{} {}: {message}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut resp = Response::new(ResponseBody::full(text, done));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Counts a failed attempt to reach a backend.
+fn upstream_error(core: &Core, route: &Arc<str>, reason: &'static str) {
+    core.metrics
+        .upstream_errors
+        .get_or_create(&UpstreamErrorLabels {
+            route: route.to_string(),
+            reason,
+        })
+        .inc();
+}
+
+/// The request body, readable once or again for each attempt.
+enum RequestBody {
+    /// Buffered (or empty): every attempt sends it.
+    Replayable(Bytes),
+    /// Streamed to the first attempt only (large or of unknown length): no retries.
+    Stream(Option<Incoming>),
+}
+
+impl RequestBody {
+    fn replayable(&self) -> bool {
+        matches!(self, RequestBody::Replayable(_))
+    }
+
+    fn take(&mut self) -> UpstreamBody {
+        match self {
+            RequestBody::Replayable(b) => Either::Left(Full::new(b.clone())),
+            RequestBody::Stream(s) => match s.take() {
+                Some(b) => Either::Right(b),
+                None => Either::Left(Full::new(Bytes::new())),
+            },
+        }
+    }
+}
+
+/// Handles one request.
+pub async fn handle(
+    core: Arc<Core>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let guard = ConnGuard::new(conn.state.clone());
+    // One load per request: this request sees one revision, start to end.
+    let active = core.state.load_full();
+    let peer: IpAddr = forwarded::canonical(conn.peer.ip());
+    let trusted = forwarded::is_trusted(peer, &core.config.trusted_proxies);
+    let client = forwarded::client_ip(peer, req.headers(), &core.config.trusted_proxies);
+    let (host_raw, host) = request_host(&req);
+    let mut done = Completion {
+        core: core.clone(),
+        route: Arc::from(NO_ROUTE),
+        method: req.method().clone(),
+        status: 0,
+        started,
+        upstream: None,
+        client,
+        host,
+        path: req.uri().path().to_owned(),
+        reason: "-",
+        _conn: guard,
+    };
+
+    if req.version() == Version::HTTP_11 && host_raw.is_none() {
+        return local(
+            done,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "an HTTP/1.1 request needs a Host header",
+        );
+    }
+    let path = match normalize(req.uri().path()) {
+        Ok(p) => p,
+        Err(e) => return local(done, StatusCode::BAD_REQUEST, "bad_path", e.as_str()),
+    };
+    done.path = path.clone();
+    let query = req.uri().query().map(str::to_owned);
+    let found = active.table.ports.get(&conn.port).and_then(|p| {
+        p.route(&RequestView {
+            host: &done.host,
+            path: &path,
+            method: req.method(),
+            headers: req.headers(),
+            query: query.as_deref(),
+        })
+    });
+    let Some(candidate) = found else {
+        return local(
+            done,
+            StatusCode::NOT_FOUND,
+            "no_route",
+            "no route matches this request",
+        );
+    };
+    let rule: Arc<Rule> = candidate.rule.clone();
+    let prefix = candidate.prefix().map(str::to_owned);
+    done.route = rule.route.clone();
+
+    if let Some(r) = &rule.redirect {
+        let location = redirect_location(
+            r,
+            &done.host,
+            &path,
+            prefix.as_deref(),
+            query.as_deref(),
+            conn.port,
+        );
+        done.status = r.status.as_u16();
+        done.reason = "redirect";
+        let mut resp = Response::new(ResponseBody::full(Bytes::new(), done));
+        *resp.status_mut() = r.status;
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        if let Some(m) = &rule.response_headers {
+            m.apply(resp.headers_mut());
+        }
+        return resp;
+    }
+
+    let total = rule.total_weight();
+    let Some(backend_index) = (total > 0)
+        .then(|| rule.pick_backend(fastrand::u64(..total)))
+        .flatten()
+    else {
+        upstream_error(&core, &rule.route, "no_backend");
+        return local(
+            done,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no_backend",
+            "every backend of this route has weight 0",
+        );
+    };
+    let Some(backend) = active.backends.get(backend_index).cloned() else {
+        upstream_error(&core, &rule.route, "no_backend");
+        return local(
+            done,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no_backend",
+            "the route's backend is missing",
+        );
+    };
+
+    // The request for the backend.
+    let (mut parts, body) = req.into_parts();
+    forwarded::strip_hop_by_hop(&mut parts.headers);
+    if let Some(m) = &rule.request_headers {
+        m.apply(&mut parts.headers);
+    }
+    forwarded::set_forwarded(&mut parts.headers, peer, trusted, host_raw.as_deref());
+    let host_header = match rule.rewrite.as_ref().and_then(|r| r.hostname.clone()) {
+        Some(h) => Some(h),
+        None => host_raw
+            .as_deref()
+            .and_then(|h| HeaderValue::from_str(h).ok()),
+    };
+    match host_header {
+        Some(h) => {
+            parts.headers.insert(header::HOST, h);
+        }
+        None => {
+            parts.headers.remove(header::HOST);
+        }
+    }
+    let new_path = match rule.rewrite.as_ref().and_then(|r| r.path.as_ref()) {
+        Some(m) => m.apply(&path, prefix.as_deref()),
+        None => path.clone(),
+    };
+    let path_and_query = match &query {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path,
+    };
+    let deadline = rule
+        .timeouts
+        .request
+        .map(|d| tokio::time::Instant::from_std(started) + d);
+
+    let mut body = match read_body(&core, body, deadline, rule.retry.attempts > 0).await {
+        Ok(b) => b,
+        Err((status, reason, message)) => return local(done, status, reason, message),
+    };
+
+    forward(
+        core,
+        done,
+        rule,
+        backend,
+        parts,
+        &path_and_query,
+        &mut body,
+        deadline,
+    )
+    .await
+}
+
+/// Buffers a small request body so that it can be sent again on a retry.
+async fn read_body(
+    core: &Core,
+    body: Incoming,
+    deadline: Option<tokio::time::Instant>,
+    may_retry: bool,
+) -> Result<RequestBody, (StatusCode, &'static str, &'static str)> {
+    if body.is_end_stream() {
+        return Ok(RequestBody::Replayable(Bytes::new()));
+    }
+    let small = body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= core.config.limits.max_retry_body as u64);
+    if !(may_retry && small) {
+        return Ok(RequestBody::Stream(Some(body)));
+    }
+    let collect = body.collect();
+    let collected = match deadline {
+        Some(d) => match tokio::time::timeout_at(d, collect).await {
+            Ok(c) => c,
+            Err(_) => {
+                return Err((
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    "the request body did not arrive in time",
+                ))
+            }
+        },
+        None => collect.await,
+    };
+    match collected {
+        Ok(c) => Ok(RequestBody::Replayable(c.to_bytes())),
+        Err(_) => Err((
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request body could not be read",
+        )),
+    }
+}
+
+/// What went wrong with the last attempt.
+enum Failure {
+    Connect,
+    Timeout,
+    Reset,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    core: Arc<Core>,
+    mut done: Completion,
+    rule: Arc<Rule>,
+    backend: Arc<BackendRuntime>,
+    parts: http::request::Parts,
+    path_and_query: &str,
+    body: &mut RequestBody,
+    deadline: Option<tokio::time::Instant>,
+) -> Response<ResponseBody> {
+    backend.request();
+    let mut tried: Vec<usize> = Vec::new();
+    let mut retries = 0u32;
+    let mut last: Option<Failure> = None;
+    loop {
+        // Another endpoint than those tried, if there is one; otherwise one tried before.
+        let picked = match backend.pick(&tried) {
+            Err(NoEndpoint::AllTried) => backend.pick(&[]),
+            other => other,
+        };
+        let (index, in_flight) = match picked {
+            Ok(p) => p,
+            Err(_) => {
+                return match last {
+                    None => {
+                        upstream_error(&core, &rule.route, "no_healthy_endpoint");
+                        local(
+                            done,
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "no_healthy_endpoint",
+                            "no healthy endpoint for this route",
+                        )
+                    }
+                    Some(f) => failure_response(done, f),
+                };
+            }
+        };
+        tried.push(index);
+        let attempt_started = tokio::time::Instant::now();
+        let attempt_deadline = match (deadline, rule.timeouts.backend_request) {
+            (Some(d), Some(b)) => Some(d.min(attempt_started + b)),
+            (Some(d), None) => Some(d),
+            (None, Some(b)) => Some(attempt_started + b),
+            (None, None) => None,
+        };
+        let authority = in_flight.endpoint().authority.clone();
+        let uri: Uri = match format!("http://{authority}{path_and_query}").parse() {
+            Ok(u) => u,
+            Err(_) => {
+                return local(
+                    done,
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the request target cannot be forwarded",
+                )
+            }
+        };
+        let mut up = Request::new(body.take());
+        *up.method_mut() = parts.method.clone();
+        *up.uri_mut() = uri;
+        *up.version_mut() = Version::HTTP_11;
+        *up.headers_mut() = parts.headers.clone();
+
+        let sent = core.client.request(up);
+        let result = match attempt_deadline {
+            Some(d) => tokio::time::timeout_at(d, sent).await.ok(),
+            None => Some(sent.await),
+        };
+        let can_retry = |retries: u32| {
+            retries < rule.retry.attempts
+                && body.replayable()
+                && deadline.is_none_or(|d| tokio::time::Instant::now() < d)
+                && backend.try_retry()
+        };
+        let failure = match result {
+            None => {
+                backend.failure(index);
+                upstream_error(&core, &rule.route, "timeout");
+                debug!(route = %rule.route, endpoint = %authority, "backend timed out");
+                // The backend may be working on it: a timed-out request is not sent again.
+                return failure_response(done, Failure::Timeout);
+            }
+            Some(Err(e)) if e.is_connect() => {
+                backend.failure(index);
+                upstream_error(&core, &rule.route, "connect");
+                debug!(route = %rule.route, endpoint = %authority, error = %e, "cannot connect to the backend");
+                Failure::Connect
+            }
+            Some(Err(e)) => {
+                backend.failure(index);
+                upstream_error(&core, &rule.route, "reset");
+                debug!(route = %rule.route, endpoint = %authority, error = %e, "the backend failed before answering");
+                return failure_response(done, Failure::Reset);
+            }
+            Some(Ok(resp)) => {
+                let status = resp.status();
+                if matches!(status.as_u16(), 502..=504) {
+                    backend.failure(index);
+                } else {
+                    backend.success(index);
+                }
+                if rule.retry.codes.contains(&status.as_u16()) && can_retry(retries) {
+                    drop(resp);
+                    drop(in_flight);
+                    retries += 1;
+                    sleep_before_retry(rule.retry.backoff, retries, deadline).await;
+                    continue;
+                }
+                let body_deadline = match (deadline, rule.timeouts.backend_request) {
+                    (Some(d), Some(b)) => Some(d.min(attempt_started + b)),
+                    (d, None) => d,
+                    (None, Some(b)) => Some(attempt_started + b),
+                };
+                let (mut rparts, rbody) = resp.into_parts();
+                forwarded::strip_hop_by_hop(&mut rparts.headers);
+                if let Some(m) = &rule.response_headers {
+                    m.apply(&mut rparts.headers);
+                }
+                done.status = status.as_u16();
+                done.upstream = Some(in_flight);
+                return Response::from_parts(
+                    rparts,
+                    ResponseBody::upstream(rbody, body_deadline, done),
+                );
+            }
+        };
+        drop(in_flight);
+        if !can_retry(retries) {
+            return failure_response(done, failure);
+        }
+        last = Some(failure);
+        retries += 1;
+        sleep_before_retry(rule.retry.backoff, retries, deadline).await;
+    }
+}
+
+async fn sleep_before_retry(
+    base: std::time::Duration,
+    n: u32,
+    deadline: Option<tokio::time::Instant>,
+) {
+    let wait = upstream::backoff(base, n);
+    if wait.is_zero() {
+        return;
+    }
+    let until = tokio::time::Instant::now() + wait;
+    tokio::time::sleep_until(deadline.map_or(until, |d| d.min(until))).await;
+}
+
+fn failure_response(done: Completion, f: Failure) -> Response<ResponseBody> {
+    match f {
+        Failure::Connect => local(
+            done,
+            StatusCode::BAD_GATEWAY,
+            "connect",
+            "cannot connect to the backend",
+        ),
+        Failure::Timeout => local(
+            done,
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            "the backend did not answer in time",
+        ),
+        Failure::Reset => local(
+            done,
+            StatusCode::BAD_GATEWAY,
+            "reset",
+            "the backend closed the connection without an answer",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::l7::table::PathModifier;
+
+    #[test]
+    fn hosts_lose_their_port_case_and_trailing_dot() {
+        assert_eq!(normalise_host("API.Example.com.:8080"), "api.example.com");
+        assert_eq!(normalise_host("example.com"), "example.com");
+        assert_eq!(normalise_host("[::1]:8080"), "[::1]");
+        assert_eq!(normalise_host("[2001:DB8::1]"), "[2001:db8::1]");
+        let req = Request::builder()
+            .uri("http://Shop.Example.com:81/x")
+            .header("host", "other")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            request_host(&req),
+            (
+                Some("Shop.Example.com:81".into()),
+                "shop.example.com".into()
+            )
+        );
+        let req = Request::builder()
+            .uri("/x")
+            .header("host", "a.b:1")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&req).1, "a.b");
+        let req = Request::builder().uri("/x").body(()).unwrap();
+        assert_eq!(request_host(&req), (None, String::new()));
+    }
+
+    fn redirect(
+        scheme: Option<&str>,
+        host: Option<&str>,
+        port: Option<u16>,
+        path: Option<PathModifier>,
+    ) -> Redirect {
+        Redirect {
+            scheme: scheme.map(str::to_owned),
+            hostname: host.map(str::to_owned),
+            path,
+            port,
+            status: StatusCode::FOUND,
+        }
+    }
+
+    #[test]
+    fn redirects_follow_the_gateway_api_port_rules() {
+        let loc = |r: &Redirect| {
+            redirect_location(
+                r,
+                "a.example.com",
+                "/old/x",
+                Some("/old"),
+                Some("q=1"),
+                8080,
+            )
+        };
+        assert_eq!(
+            loc(&redirect(Some("https"), None, None, None)),
+            "https://a.example.com/old/x?q=1"
+        );
+        assert_eq!(
+            loc(&redirect(None, None, None, None)),
+            "http://a.example.com:8080/old/x?q=1"
+        );
+        assert_eq!(
+            loc(&redirect(None, Some("b.example.com"), Some(80), None)),
+            "http://b.example.com/old/x?q=1"
+        );
+        assert_eq!(
+            loc(&redirect(Some("https"), None, Some(8443), None)),
+            "https://a.example.com:8443/old/x?q=1"
+        );
+        assert_eq!(
+            loc(&redirect(
+                Some("http"),
+                None,
+                None,
+                Some(PathModifier::Prefix("/new".into()))
+            )),
+            "http://a.example.com/new/x?q=1"
+        );
+        assert_eq!(
+            loc(&redirect(
+                None,
+                None,
+                Some(80),
+                Some(PathModifier::Full("/".into()))
+            )),
+            "http://a.example.com/?q=1"
+        );
+    }
+}

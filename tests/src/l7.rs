@@ -1,0 +1,365 @@
+//! Helpers for the L7 proxy's end-to-end tests: small Python HTTP backends that echo what they
+//! received, curl as the client, and the YAML of Gateways, routes and Backends.
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{Agent, Lab, APPLY_TIMEOUT, POLICY_APPLIED, PYTHON};
+
+/// The backend: a Python `ThreadingHTTPServer` (HTTP/1.1, keep-alive) that answers every
+/// method with JSON: its name, the method, the path it received, the headers (lower-case
+/// names; repeated headers joined with ", "), the body, and how many times it has seen that
+/// path. It also sends hop-by-hop headers of its own (`Connection: keep-alive, X-Hop`,
+/// `X-Hop`, `Keep-Alive`), which the proxy must not pass on.
+///
+/// Paths: `/status/NNN...` answers NNN; `/flaky/...` answers 503 on the 1st, 3rd, ... request
+/// to that path and 200 on the others; `/slow/MS...` answers after MS milliseconds. Mode
+/// `hang` never answers.
+const BACKEND_SCRIPT: &str = r#"
+import json, sys, threading, time
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+name, host, port, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+lock = threading.Lock()
+hits = {}
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Headers and body are two writes: without TCP_NODELAY, Nagle holds the body back until
+    # the proxy's delayed ACK (40 ms a request).
+    disable_nagle_algorithm = True
+    def log_message(self, *args):
+        pass
+    def answer(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        data = self.rfile.read(length) if length else b""
+        if mode == "hang":
+            time.sleep(3600)
+            return
+        with lock:
+            n = hits.get(self.path, 0) + 1
+            hits[self.path] = n
+        status = 200
+        parts = self.path.split("?")[0].split("/")
+        if len(parts) > 2 and parts[1] == "status":
+            status = int(parts[2])
+        if len(parts) > 1 and parts[1] == "flaky" and n % 2 == 1:
+            status = 503
+        if len(parts) > 2 and parts[1] == "slow":
+            time.sleep(int(parts[2]) / 1000)
+        headers = {}
+        for k, v in self.headers.items():
+            k = k.lower()
+            headers[k] = headers[k] + ", " + v if k in headers else v
+        body = json.dumps({"backend": name, "method": self.command, "path": self.path,
+                           "headers": headers, "body": data.decode("utf-8", "replace"),
+                           "hits": n}).encode() + b"\n"
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Backend", name)
+        self.send_header("Connection", "keep-alive, X-Hop")
+        self.send_header("X-Hop", "must-not-pass")
+        self.send_header("Keep-Alive", "timeout=60")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = answer
+ThreadingHTTPServer.daemon_threads = True
+ThreadingHTTPServer.request_queue_size = 256
+ThreadingHTTPServer((host, port), Handler).serve_forever()
+"#;
+
+/// A running backend; dropping it stops it.
+pub struct Backend {
+    child: Child,
+    /// Its name (in every answer, and in the `X-Backend` response header).
+    pub name: String,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Backend {
+    /// An echo backend on 127.0.0.1:`port`.
+    pub fn start(name: &str, port: u16) -> Backend {
+        Backend::start_mode(name, port, "echo")
+    }
+
+    /// A backend that accepts requests and never answers.
+    pub fn hanging(name: &str, port: u16) -> Backend {
+        Backend::start_mode(name, port, "hang")
+    }
+
+    fn start_mode(name: &str, port: u16, mode: &str) -> Backend {
+        let child = Command::new(PYTHON)
+            .args([
+                "-c",
+                BACKEND_SCRIPT,
+                name,
+                "127.0.0.1",
+                &port.to_string(),
+                mode,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start the Python backend {name}: {e}"));
+        let mut backend = Backend {
+            child,
+            name: name.to_owned(),
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(
+            &SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into(),
+            Duration::from_millis(200),
+        )
+        .is_err()
+        {
+            if let Ok(Some(status)) = backend.child.try_wait() {
+                panic!("the Python backend {name} on port {port} exited: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Python backend {name} does not listen on port {port}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        backend
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What curl got.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status code (0: no answer at all).
+    pub status: u16,
+    /// `HTTP/1.1` or `HTTP/2`.
+    pub version: String,
+    /// Response headers (names lower-case), in order.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: String,
+    /// curl's stderr (why there was no answer).
+    pub error: String,
+}
+
+impl Reply {
+    /// The first value of a response header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (panics with the reply when it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("the body is not JSON ({e}): {self:?}"))
+    }
+
+    /// Which backend answered (from the JSON body).
+    pub fn backend(&self) -> String {
+        self.json()["backend"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// A header the backend received.
+    pub fn seen_header(&self, name: &str) -> Option<String> {
+        self.json()["headers"][name].as_str().map(str::to_owned)
+    }
+}
+
+/// Runs `curl -sS -i --max-time 15 <args>` and parses the (last) response.
+pub fn curl(args: &[&str]) -> Reply {
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "15"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run curl: {e}"));
+    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
+    let error = String::from_utf8_lossy(&out.stderr).into_owned();
+    parse_reply(&raw, error)
+}
+
+fn parse_reply(raw: &str, error: String) -> Reply {
+    let mut rest = raw;
+    loop {
+        let Some((head, body)) = rest.split_once("\r\n\r\n") else {
+            return Reply {
+                status: 0,
+                version: String::new(),
+                headers: vec![],
+                body: rest.to_owned(),
+                error,
+            };
+        };
+        let mut lines = head.lines();
+        let status_line = lines.next().unwrap_or_default();
+        let mut words = status_line.split_whitespace();
+        let version = words.next().unwrap_or_default().to_owned();
+        let status: u16 = words.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+        if status == 100 {
+            rest = body;
+            continue;
+        }
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        return Reply {
+            status,
+            version,
+            headers,
+            body: body.to_owned(),
+            error,
+        };
+    }
+}
+
+/// A Gateway named `edge` with one HTTP listener per `(name, port, hostname)`.
+pub fn gateway(listeners: &[(&str, u16, Option<&str>)]) -> String {
+    let mut y = String::from(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: { name: edge }\nspec:\n  gatewayClassName: tollgate\n  listeners:\n",
+    );
+    for (name, port, host) in listeners {
+        y.push_str(&format!(
+            "    - {{ name: {name}, port: {port}, protocol: HTTP"
+        ));
+        if let Some(h) = host {
+            y.push_str(&format!(", hostname: '{h}'"));
+        }
+        y.push_str(" }\n");
+    }
+    y
+}
+
+/// A Backend named `name` with endpoints on 127.0.0.1 at `ports`; `extra` is more of its
+/// spec (indented two spaces).
+pub fn backend_object(name: &str, ports: &[u16], extra: &str) -> String {
+    let mut y = format!(
+        "apiVersion: tollgate.dev/v1alpha1\nkind: Backend\nmetadata: {{ name: {name} }}\nspec:\n  endpoints:\n"
+    );
+    for p in ports {
+        y.push_str(&format!("    - ip: {{ address: 127.0.0.1, port: {p} }}\n"));
+    }
+    y.push_str(extra);
+    y
+}
+
+/// An HTTPRoute named `name` attached to Gateway `edge`, with `spec` (indented two spaces)
+/// after its parentRefs.
+pub fn route_object(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{ name: {name} }}\nspec:\n  parentRefs: [{{ name: edge }}]\n{spec}"
+    )
+}
+
+/// A backendRefs entry for Backend `name`.
+pub fn to(name: &str) -> String {
+    format!("{{ group: tollgate.dev, kind: Backend, name: {name} }}")
+}
+
+/// Joins documents into one multi-document file.
+pub fn documents(docs: &[&str]) -> String {
+    docs.join("---\n")
+}
+
+/// Starts the agent on `lab` with the proxy on 127.0.0.1 and the admin server on
+/// `admin_port`, and waits until it has applied a revision and opened `ports`.
+pub fn start_agent(lab: &Lab, admin_port: u16, ports: &[u16], extra: &[&str]) -> Agent {
+    let admin = format!("127.0.0.1:{admin_port}");
+    let mut args = vec!["--gateway-address", "127.0.0.1", "--admin", &admin];
+    args.extend_from_slice(extra);
+    let mut agent = lab.start_agent(&args);
+    agent
+        .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    for port in ports {
+        wait_for_port(&mut agent, *port);
+    }
+    agent
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+pub fn wait_for_port(agent: &mut Agent, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(
+        &SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into(),
+        Duration::from_millis(200),
+    )
+    .is_err()
+    {
+        assert!(agent.is_running(), "the agent exited:\n{}", agent.log());
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on port {port}; the agent's log:\n{}",
+            agent.log()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Is the port free (nothing accepts connections on 127.0.0.1:`port`)?
+pub fn port_is_closed(port: u16) -> bool {
+    matches!(
+        TcpStream::connect_timeout(
+            &SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into(),
+            Duration::from_millis(500),
+        ),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// The access log lines (JSON) of an agent's log.
+pub fn access_log(agent: &Agent) -> Vec<Value> {
+    agent
+        .log()
+        .lines()
+        .filter(|l| l.contains("\"tollgate::access\""))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_parsed_after_a_100_continue() {
+        let raw = "HTTP/1.1 100 Continue\r\n\r\nHTTP/2 404 \r\ncontent-type: text/plain\r\nX-A: b\r\n\r\nnope\n";
+        let r = parse_reply(raw, String::new());
+        assert_eq!((r.status, r.version.as_str()), (404, "HTTP/2"));
+        assert_eq!(r.header("x-a"), Some("b"));
+        assert_eq!(r.body, "nope\n");
+        assert_eq!(parse_reply("", String::new()).status, 0);
+    }
+
+    #[test]
+    fn l7_documents_are_built() {
+        let g = gateway(&[
+            ("http", 18080, None),
+            ("api", 18080, Some("api.example.com")),
+        ]);
+        assert!(
+            g.contains("- { name: api, port: 18080, protocol: HTTP, hostname: 'api.example.com' }"),
+            "{g}"
+        );
+        let b = backend_object("a", &[1, 2], "");
+        assert_eq!(b.matches("- ip:").count(), 2);
+    }
+}
