@@ -525,9 +525,11 @@ fn demo() -> Result<()> {
     // Port 22 may already have a listener (sshd on 0.0.0.0): then that one answers.
     let _ssh = TcpServer::start(lab.root_ip(), SSH_PORT).ok();
 
-    let mut agent = Agent::start_with(&bin, &lab, &[]);
+    // examples/l7 has a Gateway: its listener is bound on the lab's address only, never on
+    // the machine's own interfaces.
+    let mut agent = Agent::start_with(&bin, &lab, &["--gateway-address", "198.18.0.1"]);
     println!(
-        "\nstarted: {} run --interface tgdemo0 --source examples --pin-dir {} --state-dir {} (log: {})",
+        "\nstarted: {} run --interface tgdemo0 --source examples --gateway-address 198.18.0.1 --pin-dir {} --state-dir {} (log: {})",
         bin.display(),
         lab.pin_dir.display(),
         lab.state_dir.display(),
