@@ -303,13 +303,13 @@ impl Dataplane {
             .map_err(map_err("read CONFIG"))?
             .active_gen
             & 1;
-        let [h0, h1] = self.read_tables()?;
+        let [h0, h1] = self.read_tables(true)?;
         self.held = [Arc::new(h0), Arc::new(h1)];
         Ok(())
     }
 
     /// What both generations of the kernel maps hold, without generation bits.
-    fn read_tables(&self) -> Result<[Tables; 2], DataplaneError> {
+    fn read_tables(&self, every_limit_slot: bool) -> Result<[Tables; 2], DataplaneError> {
         use tables::{gen_of, strip};
         let mut held: [Tables; 2] = Default::default();
         for item in self.maps.ifaces.iter() {
@@ -337,10 +337,19 @@ impl Dataplane {
             let gen = gen_of(k.1.entry);
             held[gen].ports.insert(strip::port(k), v);
         }
-        // LIMITS is an array of 2 x MAX_RULE_IDS slots: read only the slots of known rule ids
-        // (a slot of an unknown id is never named by a verdict, so it is harmless).
-        for (_, _, id) in self.ids.rules.iter() {
-            for gen in 0..2u32 {
+        // LIMITS is an array of 2 x MAX_RULE_IDS slots: a drift check reads only the slots the
+        // applied revision fills, those of its rate-limited rules. Packets read a slot only when a
+        // verdict names its rule as a limit, and only rate-limited rules are named so: a value
+        // written into any other slot is harmless. (With 100,000 rules, reading every rule's
+        // two slots was 200,000 system calls per drift check.)
+        // At adoption nothing is held yet: then every known rule's slots are read.
+        for gen in 0..2u32 {
+            let ids: Vec<u32> = if every_limit_slot {
+                self.ids.rules.iter().map(|(_, _, id)| id).collect()
+            } else {
+                self.held[gen as usize].limits.keys().copied().collect()
+            };
+            for id in ids {
                 let v = self
                     .maps
                     .limits
@@ -381,7 +390,7 @@ impl Dataplane {
     /// by another program): compares both generations with what they must hold and rewrites
     /// the difference. Returns the number of entries corrected.
     pub fn repair_drift(&mut self) -> Result<DriftRepair, DataplaneError> {
-        let actual = self.read_tables()?;
+        let actual = self.read_tables(false)?;
         let mut report = DriftRepair::default();
         for (gen, actual) in actual.into_iter().enumerate() {
             let expected = self.held[gen].clone();

@@ -537,6 +537,65 @@ fn rate_limit_admits_the_burst_then_drops_then_refills() {
 }
 
 #[test]
+fn a_rate_limit_changed_behind_the_agents_back_is_put_back_and_named() {
+    require_root!();
+    let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    let mut limited = proto(
+        rule("limited", Action::Allow),
+        Protocol::Udp,
+        &[(9000, 9000)],
+    );
+    limited.rate_limit = Some(RateLimit {
+        packets_per_second: 100,
+        burst: 20,
+        ipv4_prefix: 32,
+        ipv6_prefix: 64,
+    });
+    let deny = from(rule("deny", Action::Deny), &["203.0.113.0/24"]);
+    rig.apply(
+        &compile(
+            &[policy("p", Action::Allow, vec![limited, deny])],
+            &[TEST_RUN_INTERFACE.into()],
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(rig.dataplane().repair_drift().unwrap().is_empty());
+    let id = rig
+        .dataplane()
+        .ids()
+        .rules
+        .get("p", &"limited".to_owned())
+        .expect("the limited rule's id");
+    let gen = rig.dataplane().active_gen();
+    // Zero the rule's limit in the active generation, as `bpftool map update` would.
+    let map = rig.pin_dir().join("maps/LIMITS");
+    let key = gateway_common::limit_index(gen, id).to_le_bytes();
+    let mut args: Vec<String> = vec!["map".into(), "update".into(), "pinned".into()];
+    args.push(map.display().to_string());
+    args.push("key".into());
+    args.extend(key.iter().map(|b| b.to_string()));
+    args.push("value".into());
+    args.extend(std::iter::repeat_n("0".to_owned(), 24));
+    let out = std::process::Command::new("bpftool")
+        .args(&args)
+        .output()
+        .expect("bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = rig.dataplane().repair_drift().unwrap();
+    assert_eq!(report.maps.get("LIMITS"), Some(&1), "{report:?}");
+    assert!(report.rules.contains("p/limited"), "{report:?}");
+    assert!(
+        rig.dataplane().repair_drift().unwrap().is_empty(),
+        "put back"
+    );
+}
+
+#[test]
 fn a_one_rule_change_writes_only_a_few_entries() {
     require_root!();
     let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
