@@ -103,6 +103,37 @@ fn https_with_basic_auth_is_followed_and_a_refused_password_keeps_the_last_good_
     assert_dropped(&lab, OFFICE, "dropped by the revision in force");
     assert_passes(&lab, SCANNER, "allowed by the revision in force");
 
+    // `tollgate diff --repo` reaches the same server with the same flags.
+    let diff = |with_credentials: bool| {
+        let mut cmd = std::process::Command::new(tollgate_tests::tollgate_bin());
+        cmd.args([
+            "diff", "--repo", &url, "--path", "policies", &first, &second,
+        ]);
+        if with_credentials {
+            cmd.args(["--git-username", USER, "--git-password-file"])
+                .arg(&password_file)
+                .arg("--git-ca-file")
+                .arg(&ca.cert);
+        }
+        let out = cmd.output().expect("tollgate diff");
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, out) = diff(true);
+    assert_eq!(code, Some(1), "changes: {out}");
+    assert!(
+        out.contains("L4Policy/edge rule blocked") && out.contains("198.51.100.0/24"),
+        "{out}"
+    );
+    let (code, out) = diff(false);
+    assert_eq!(code, Some(2), "no CA, no credentials: an error: {out}");
+
     // The secret on the node goes wrong (read on every fetch): refused with the reason, and
     // the second revision stays enforced while a third commit waits.
     let failures = apply_failures(admin, "source");

@@ -248,11 +248,16 @@ pub fn diff(old: &Path, new: &Path, json: bool) -> i32 {
 
 /// The repository `repo` (a URL, fetched into `mirror`, or a local path, read in place) with
 /// the policies under `path`.
-fn open_repository(repo: &str, path: &str, mirror: &Path) -> Result<GitSource, GitError> {
+fn open_repository(
+    repo: &str,
+    path: &str,
+    options: &GitOptions,
+    mirror: &Path,
+) -> Result<GitSource, GitError> {
     if !is_git_url(repo) {
         return GitSource::open_local(Path::new(repo), path);
     }
-    let source = GitSource::open(repo, "HEAD", path, &GitOptions::default(), mirror)?;
+    let source = GitSource::open(repo, "HEAD", path, options, mirror)?;
     // fetch() brings every branch and tag, then resolves the source's own ref, which here
     // means nothing: the revisions are resolved afterwards, by rev_parse.
     match source.fetch() {
@@ -262,11 +267,19 @@ fn open_repository(repo: &str, path: &str, mirror: &Path) -> Result<GitSource, G
 }
 
 /// Runs `diff --repo` on two revisions of a repository; returns the exit code.
-pub fn diff_revisions(repo: &str, path: &str, old: &str, new: &str, json: bool) -> i32 {
+pub fn diff_revisions(
+    repo: &str,
+    path: &str,
+    options: &GitOptions,
+    old: &str,
+    new: &str,
+    json: bool,
+) -> i32 {
     let revisions = || -> Result<(Revision, Revision), String> {
         let mirror = tempfile::tempdir()
             .map_err(|e| format!("cannot create a temporary directory for the mirror: {e}"))?;
-        let source = open_repository(repo, path, mirror.path()).map_err(|e| e.to_string())?;
+        let source =
+            open_repository(repo, path, options, mirror.path()).map_err(|e| e.to_string())?;
         let load = |rev: &str| -> Result<Revision, String> {
             let commit = source.rev_parse(rev).map_err(|e| {
                 if is_git_url(repo) && rev.starts_with("HEAD") {

@@ -84,6 +84,9 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
+        /// With --repo URL: how it is reached, as for `run`.
+        #[command(flatten)]
+        git: run::GitArgs,
     },
     /// Show which verdict a packet would get, which rule decides it, and why.
     Explain(explain::ExplainArgs),
@@ -265,9 +268,11 @@ pub fn main() -> anyhow::Result<i32> {
             repo: Some(repo),
             path,
             format,
+            git,
         } => Ok(diff::diff_revisions(
             &repo,
             &path,
+            &git.options(),
             &old.to_string_lossy(),
             &new.to_string_lossy(),
             format == OutputFormat::Json,

@@ -53,42 +53,9 @@ pub struct RunArgs {
     /// unrelated commit) instead of refusing it.
     #[arg(long)]
     pub allow_ref_rewind: bool,
-    /// Git source: the user for http(s) and ssh (default: the URL's user, else `git`, what Git
-    /// hosts expect with a token). Not a secret.
-    #[arg(long, value_name = "NAME", env = "TOLLGATE_GIT_USERNAME")]
-    pub git_username: Option<String>,
-    /// Git source: file holding the http(s) password or token (read on every fetch; trailing
-    /// newlines are ignored).
-    #[arg(long, value_name = "PATH", env = "TOLLGATE_GIT_PASSWORD_FILE")]
-    pub git_password_file: Option<PathBuf>,
-    /// Git source: name of the environment variable holding the http(s) password or token.
-    #[arg(long, value_name = "VAR", env = "TOLLGATE_GIT_PASSWORD_ENV")]
-    pub git_password_env: Option<String>,
-    /// Git source: PEM file of CA certificates trusted for https, besides the system's roots.
-    #[arg(long, value_name = "PATH", env = "TOLLGATE_GIT_CA_FILE")]
-    pub git_ca_file: Option<PathBuf>,
-    /// Git source: private key for ssh (OpenSSH or PEM format).
-    #[arg(long, value_name = "PATH", env = "TOLLGATE_GIT_SSH_KEY")]
-    pub git_ssh_key: Option<PathBuf>,
-    /// Git source: file holding the passphrase of an encrypted --git-ssh-key.
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "TOLLGATE_GIT_SSH_KEY_PASSPHRASE_FILE"
-    )]
-    pub git_ssh_key_passphrase_file: Option<PathBuf>,
-    /// Git source: OpenSSH known_hosts file with the ssh server's host keys (required for ssh:
-    /// an unknown or changed host key is refused, never trusted on first use).
-    #[arg(long, value_name = "PATH", env = "TOLLGATE_GIT_KNOWN_HOSTS")]
-    pub git_known_hosts: Option<PathBuf>,
-    /// Git source: the longest one fetch may take, connecting included (the default is
-    /// `source::git::DEFAULT_TIMEOUT`; a unit test keeps the two equal).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, env = "TOLLGATE_GIT_TIMEOUT")]
-    pub git_timeout: Duration,
-    /// Git source: the most bytes one fetch may receive (64MiB, 1GB, ...; the default is
-    /// `source::git::DEFAULT_MAX_SIZE`).
-    #[arg(long, value_name = "BYTES", default_value = "512MiB", value_parser = parse_size, env = "TOLLGATE_GIT_MAX_SIZE")]
-    pub git_max_size: u64,
+    /// How the Git source is reached (credentials, CA, ssh key and known_hosts, limits).
+    #[command(flatten)]
+    pub git: GitArgs,
     /// Admin HTTP server address: /metrics, /healthz, /readyz, /status, POST /hooks/git.
     #[arg(long, default_value = crate::telemetry::admin::DEFAULT_ADMIN_ADDR, env = "TOLLGATE_ADMIN")]
     pub admin: std::net::SocketAddr,
@@ -126,6 +93,54 @@ pub struct RunArgs {
 impl RunArgs {
     /// The Git source's settings from the `--git-*` flags.
     pub fn git_options(&self) -> GitOptions {
+        self.git.options()
+    }
+}
+
+/// The `--git-*` flags: how a Git repository is reached. `run` and `diff --repo` take them.
+#[derive(Debug, Clone, Args)]
+pub struct GitArgs {
+    /// Git source: the user for http(s) and ssh (default: the URL's user, else `git`, what Git
+    /// hosts expect with a token). Not a secret.
+    #[arg(long, value_name = "NAME", env = "TOLLGATE_GIT_USERNAME")]
+    pub git_username: Option<String>,
+    /// Git source: file holding the http(s) password or token (read on every fetch; trailing
+    /// newlines are ignored).
+    #[arg(long, value_name = "PATH", env = "TOLLGATE_GIT_PASSWORD_FILE")]
+    pub git_password_file: Option<PathBuf>,
+    /// Git source: name of the environment variable holding the http(s) password or token.
+    #[arg(long, value_name = "VAR", env = "TOLLGATE_GIT_PASSWORD_ENV")]
+    pub git_password_env: Option<String>,
+    /// Git source: PEM file of CA certificates trusted for https, besides the system's roots.
+    #[arg(long, value_name = "PATH", env = "TOLLGATE_GIT_CA_FILE")]
+    pub git_ca_file: Option<PathBuf>,
+    /// Git source: private key for ssh (OpenSSH or PEM format).
+    #[arg(long, value_name = "PATH", env = "TOLLGATE_GIT_SSH_KEY")]
+    pub git_ssh_key: Option<PathBuf>,
+    /// Git source: file holding the passphrase of an encrypted --git-ssh-key.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "TOLLGATE_GIT_SSH_KEY_PASSPHRASE_FILE"
+    )]
+    pub git_ssh_key_passphrase_file: Option<PathBuf>,
+    /// Git source: OpenSSH known_hosts file with the ssh server's host keys (required for ssh:
+    /// an unknown or changed host key is refused, never trusted on first use).
+    #[arg(long, value_name = "PATH", env = "TOLLGATE_GIT_KNOWN_HOSTS")]
+    pub git_known_hosts: Option<PathBuf>,
+    /// Git source: the longest one fetch may take, connecting included (the default is
+    /// `source::git::DEFAULT_TIMEOUT`; a unit test keeps the two equal).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, env = "TOLLGATE_GIT_TIMEOUT")]
+    pub git_timeout: Duration,
+    /// Git source: the most bytes one fetch may receive (64MiB, 1GB, ...; the default is
+    /// `source::git::DEFAULT_MAX_SIZE`).
+    #[arg(long, value_name = "BYTES", default_value = "512MiB", value_parser = parse_size, env = "TOLLGATE_GIT_MAX_SIZE")]
+    pub git_max_size: u64,
+}
+
+impl GitArgs {
+    /// The Git source's settings.
+    pub fn options(&self) -> GitOptions {
         GitOptions {
             username: self.git_username.clone(),
             password_file: self.git_password_file.clone(),
