@@ -366,6 +366,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let mut drift = tokio::time::interval(config.interval);
     drift.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     drift.tick().await;
+    let mut drift_check: Option<tokio::task::JoinHandle<Result<bool, dataplane::DataplaneError>>> =
+        None;
     loop {
         let pass = tokio::select! {
             _ = tokio::time::sleep_until(next_pass.into()) => {
@@ -380,7 +382,27 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 reconcile(&config, git.as_ref(), &mut dp, &proxy, &shared, &mut last_seen, &mut parse_cache)
             }
             _ = drift.tick() => {
-                repair_drift(&mut dp, &shared);
+                // Reading every entry of both generations takes a while with a large policy:
+                // it runs on a blocking thread, so that a webhook call or a pass is not held
+                // up by it; only when it finds drift is the repair (which compares again) run.
+                if drift_check.is_none() {
+                    match dp.drift_probe() {
+                        Ok(probe) => {
+                            drift_check = Some(tokio::task::spawn_blocking(move || probe.drifted()));
+                        }
+                        Err(e) => warn!(error = %e, "could not check the kernel maps for drift"),
+                    }
+                }
+                continue;
+            }
+            checked = async { drift_check.as_mut().expect("guarded").await }, if drift_check.is_some() => {
+                drift_check = None;
+                match checked {
+                    Ok(Ok(false)) => {}
+                    Ok(Ok(true)) => repair_drift(&mut dp, &shared),
+                    Ok(Err(e)) => warn!(error = %e, "could not check the kernel maps for drift"),
+                    Err(e) => warn!(error = %e, "the drift check stopped"),
+                }
                 continue;
             }
             _ = term.recv() => break,

@@ -310,80 +310,50 @@ impl Dataplane {
 
     /// What both generations of the kernel maps hold, without generation bits.
     fn read_tables(&self, every_limit_slot: bool) -> Result<[Tables; 2], DataplaneError> {
-        use tables::{gen_of, strip};
-        let mut held: [Tables; 2] = Default::default();
-        for item in self.maps.ifaces.iter() {
-            let (k, v) = item.map_err(map_err("read IFACES"))?;
-            let (i, v) = strip::iface(&k, &v);
-            held[(k.gen & 1) as usize].ifaces.insert(i, v);
-        }
-        for item in self.maps.src_v4.iter() {
-            let (k, v) = item.map_err(map_err("read SRC_V4"))?;
-            let (k, v) = (tables_lpm(&k), v);
-            let gen = gen_of(k.1.scope);
-            let (k, v) = strip::src_v4(k, v);
-            held[gen].src_v4.insert(k, v);
-        }
-        for item in self.maps.src_v6.iter() {
-            let (k, v) = item.map_err(map_err("read SRC_V6"))?;
-            let k = tables_lpm(&k);
-            let gen = gen_of(k.1.scope);
-            let (k, v) = strip::src_v6(k, v);
-            held[gen].src_v6.insert(k, v);
-        }
-        for item in self.maps.ports.iter() {
-            let (k, v) = item.map_err(map_err("read PORTS"))?;
-            let k = tables_lpm(&k);
-            let gen = gen_of(k.1.entry);
-            held[gen].ports.insert(strip::port(k), v);
-        }
-        // LIMITS is an array of 2 x MAX_RULE_IDS slots: a drift check reads only the slots the
-        // applied revision fills, those of its rate-limited rules. Packets read a slot only when a
-        // verdict names its rule as a limit, and only rate-limited rules are named so: a value
-        // written into any other slot is harmless. (With 100,000 rules, reading every rule's
-        // two slots was 200,000 system calls per drift check.)
-        // At adoption nothing is held yet: then every known rule's slots are read.
-        for gen in 0..2u32 {
-            let ids: Vec<u32> = if every_limit_slot {
+        read_tables(&self.maps, &self.limit_slots(every_limit_slot))
+    }
+
+    /// The LIMITS slots to read, per generation. A drift check reads only the slots the
+    /// applied revision fills, those of its rate-limited rules: packets read a slot only when a
+    /// verdict names its rule as a limit, and only rate-limited rules are named so, so a value
+    /// written into any other slot is harmless. (With 100,000 rules, reading every rule's two
+    /// slots was 200,000 system calls per drift check.) At adoption nothing is held yet: then
+    /// every known rule's slots are read.
+    fn limit_slots(&self, every_limit_slot: bool) -> [Vec<u32>; 2] {
+        [0usize, 1].map(|gen| {
+            if every_limit_slot {
                 self.ids.rules.iter().map(|(_, _, id)| id).collect()
             } else {
-                self.held[gen as usize].limits.keys().copied().collect()
-            };
-            for id in ids {
-                let v = self
-                    .maps
-                    .limits
-                    .get(&tables::for_gen::limit(gen, id), 0)
-                    .map_err(map_err("read LIMITS"))?;
-                if v.interval_ns != 0 {
-                    held[gen as usize].limits.insert(id, v);
-                }
+                self.held[gen].limits.keys().copied().collect()
             }
+        })
+    }
+
+    /// A read-only view of the pinned policy maps and of what this agent believes they hold,
+    /// for a drift check on another thread (reading 200,000 entries takes a while); a probe
+    /// that finds drift is followed by [`Dataplane::repair_drift`] on the agent's own task.
+    pub fn drift_probe(&self) -> Result<DriftProbe, DataplaneError> {
+        let open = |name: &str| open_pinned(&self.pin_dir, name);
+        fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
+            map: Map,
+            name: &str,
+        ) -> Result<T, DataplaneError> {
+            T::try_from(map).map_err(map_err(format!("map {name}")))
         }
-        // Interfaces with a small index are read by packets from IFACE_TABLE: a slot that
-        // disagrees with IFACES is drift too (recorded as a missing IFACES entry, so that the
-        // repair rewrites both).
-        for (gen, tables) in held.iter_mut().enumerate() {
-            let gen = gen as u32;
-            let known: Vec<u32> = tables
-                .ifaces
-                .keys()
-                .copied()
-                .filter(|&i| i < FAST_IFINDEX)
-                .collect();
-            for i in known {
-                let slot = self
-                    .maps
-                    .iface_table
-                    .get(&(gen * FAST_IFINDEX + i), 0)
-                    .map_err(map_err("read IFACE_TABLE"))?;
-                let (_, expected) = tables::for_gen::iface(gen, i, &tables.ifaces[&i]);
-                if slot != expected {
-                    tables.ifaces.remove(&i);
-                }
-            }
-        }
-        Ok(held)
+        Ok(DriftProbe {
+            maps: PolicyMaps {
+                config: typed(open("CONFIG")?, "CONFIG")?,
+                ifaces: typed(open("IFACES")?, "IFACES")?,
+                iface_table: typed(open("IFACE_TABLE")?, "IFACE_TABLE")?,
+                src_v4: typed(open("SRC_V4")?, "SRC_V4")?,
+                src_v6: typed(open("SRC_V6")?, "SRC_V6")?,
+                ports: typed(open("PORTS")?, "PORTS")?,
+                limits: typed(open("LIMITS")?, "LIMITS")?,
+                counters: typed(open("RULE_COUNTERS")?, "RULE_COUNTERS")?,
+            },
+            expected: self.held.clone(),
+            limit_slots: self.limit_slots(false),
+        })
     }
 
     /// Puts back what was changed in the kernel maps behind the agent's back (with bpftool, or
@@ -1083,4 +1053,90 @@ fn drifted_entries(
     ids.extend(limit_ids);
     ids.remove(&gateway_common::NO_RULE);
     rules.extend(ids);
+}
+
+/// What both generations of the kernel maps hold, without generation bits.
+fn read_tables(
+    maps: &PolicyMaps,
+    limit_slots: &[Vec<u32>; 2],
+) -> Result<[Tables; 2], DataplaneError> {
+    use tables::{gen_of, strip};
+    let mut held: [Tables; 2] = Default::default();
+    for item in maps.ifaces.iter() {
+        let (k, v) = item.map_err(map_err("read IFACES"))?;
+        let (i, v) = strip::iface(&k, &v);
+        held[(k.gen & 1) as usize].ifaces.insert(i, v);
+    }
+    for item in maps.src_v4.iter() {
+        let (k, v) = item.map_err(map_err("read SRC_V4"))?;
+        let (k, v) = (tables_lpm(&k), v);
+        let gen = gen_of(k.1.scope);
+        let (k, v) = strip::src_v4(k, v);
+        held[gen].src_v4.insert(k, v);
+    }
+    for item in maps.src_v6.iter() {
+        let (k, v) = item.map_err(map_err("read SRC_V6"))?;
+        let k = tables_lpm(&k);
+        let gen = gen_of(k.1.scope);
+        let (k, v) = strip::src_v6(k, v);
+        held[gen].src_v6.insert(k, v);
+    }
+    for item in maps.ports.iter() {
+        let (k, v) = item.map_err(map_err("read PORTS"))?;
+        let k = tables_lpm(&k);
+        let gen = gen_of(k.1.entry);
+        held[gen].ports.insert(strip::port(k), v);
+    }
+    // LIMITS is an array of 2 x MAX_RULE_IDS slots: only `limit_slots` are read.
+    for gen in 0..2u32 {
+        for &id in &limit_slots[gen as usize] {
+            let v = maps
+                .limits
+                .get(&tables::for_gen::limit(gen, id), 0)
+                .map_err(map_err("read LIMITS"))?;
+            if v.interval_ns != 0 {
+                held[gen as usize].limits.insert(id, v);
+            }
+        }
+    }
+    // Interfaces with a small index are read by packets from IFACE_TABLE: a slot that
+    // disagrees with IFACES is drift too (recorded as a missing IFACES entry, so that the
+    // repair rewrites both).
+    for (gen, tables) in held.iter_mut().enumerate() {
+        let gen = gen as u32;
+        let known: Vec<u32> = tables
+            .ifaces
+            .keys()
+            .copied()
+            .filter(|&i| i < FAST_IFINDEX)
+            .collect();
+        for i in known {
+            let slot = maps
+                .iface_table
+                .get(&(gen * FAST_IFINDEX + i), 0)
+                .map_err(map_err("read IFACE_TABLE"))?;
+            let (_, expected) = tables::for_gen::iface(gen, i, &tables.ifaces[&i]);
+            if slot != expected {
+                tables.ifaces.remove(&i);
+            }
+        }
+    }
+    Ok(held)
+}
+
+/// See [`Dataplane::drift_probe`].
+pub struct DriftProbe {
+    maps: PolicyMaps,
+    expected: [Arc<Tables>; 2],
+    limit_slots: [Vec<u32>; 2],
+}
+
+impl DriftProbe {
+    /// True when the maps hold something else than the agent believes. Blocking (one or two
+    /// system calls per entry). An apply between the probe's creation and its read can make it
+    /// report drift that is not there; the repair that follows compares again.
+    pub fn drifted(&self) -> Result<bool, DataplaneError> {
+        let actual = read_tables(&self.maps, &self.limit_slots)?;
+        Ok(actual[0] != *self.expected[0] || actual[1] != *self.expected[1])
+    }
 }

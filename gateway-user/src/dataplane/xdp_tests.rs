@@ -561,6 +561,9 @@ fn a_rate_limit_changed_behind_the_agents_back_is_put_back_and_named() {
     )
     .unwrap();
     assert!(rig.dataplane().repair_drift().unwrap().is_empty());
+    // The probe (made before the change, read after it, as the agent's thread would).
+    let probe = rig.dataplane().drift_probe().unwrap();
+    assert!(!probe.drifted().unwrap(), "nothing changed yet");
     let id = rig
         .dataplane()
         .ids()
@@ -586,6 +589,7 @@ fn a_rate_limit_changed_behind_the_agents_back_is_put_back_and_named() {
         "bpftool: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(probe.drifted().unwrap(), "the probe sees the change");
     let report = rig.dataplane().repair_drift().unwrap();
     assert_eq!(report.maps.get("LIMITS"), Some(&1), "{report:?}");
     assert!(report.rules.contains("p/limited"), "{report:?}");
