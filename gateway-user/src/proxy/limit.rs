@@ -244,11 +244,14 @@ impl Limiter {
     }
 }
 
+/// A limit's identity across revisions: `namespace/name` of its policy, and its name.
+type LimitId = (Arc<str>, String);
+
 /// Limiters by limit, kept across revisions.
 #[derive(Debug)]
 pub struct Registry {
     capacity: usize,
-    limiters: Mutex<HashMap<(Arc<str>, String), Arc<Limiter>>>,
+    limiters: Mutex<HashMap<LimitId, Arc<Limiter>>>,
 }
 
 impl Default for Registry {
@@ -563,7 +566,7 @@ mod tests {
             "mode and position are not the bucket"
         );
         assert!(!Arc::ptr_eq(&first[1], &second[1]));
-        let third = r.resolve(&[b.clone()]);
+        let third = r.resolve(&[b]);
         assert!(!Arc::ptr_eq(&second[1], &third[0]));
         let fourth = r.resolve(&[a]);
         assert!(
