@@ -273,3 +273,33 @@ fn a_reload_keeps_the_buckets_of_an_unchanged_limit_and_a_changed_limit_applies(
     assert_eq!(statuses(3), [200, 200, 200]);
     assert!(get(PROXY, "/a", &[]).header("ratelimit").is_none());
 }
+
+#[test]
+fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
+    require_root!();
+    const PROXY: u16 = 18124;
+    const ADMIN: u16 = 19688;
+    const BACKEND: u16 = 19689;
+    let lab = Lab::new("l7rlxff", &[]);
+    let _app = Backend::start("app", BACKEND);
+    let policy = limit_policy(
+        "per-client",
+        "enforce",
+        &["{ key: clientIP, requests: 1, per: 1h }"],
+    );
+    lab.write_policy("l7.yaml", &revision(PROXY, BACKEND, &[&policy]));
+    let _agent = start_agent(
+        &lab,
+        ADMIN,
+        &[PROXY],
+        &["--access-log", "off", "--trusted-proxy", "127.0.0.1"],
+    );
+    let status = |xff: &str| get(PROXY, "/a", &[&format!("X-Forwarded-For: {xff}")]).status;
+    assert_eq!(status("198.51.100.1"), 200);
+    assert_eq!(status("198.51.100.1"), 429);
+    // Another client behind the same proxy: its own bucket.
+    assert_eq!(status("198.51.100.2"), 200);
+    // The client is the rightmost untrusted address: a forged leftmost entry changes nothing.
+    assert_eq!(status("203.0.113.9, 198.51.100.2"), 429);
+    assert_eq!(ratelimited(ADMIN, "default/app", "default/per-client"), 2);
+}

@@ -1,5 +1,5 @@
-//! The L7 half of the compiler: `Gateway`, `HTTPRoute` and `Backend` objects -> one immutable
-//! [`RouteTable`]. Every value is checked and every problem of the revision is reported with
+//! The L7 half of the compiler: `Gateway`, `HTTPRoute`, `Backend` and `RateLimitPolicy` objects
+//! -> one immutable [`RouteTable`] (each rule carries the rate limits of its route). Every value is checked and every problem of the revision is reported with
 //! its file, object and field, as for `L4Policy`; a revision with any problem is refused whole.
 //!
 //! What is refused here (besides malformed values): references to Gateways, listeners or
@@ -117,7 +117,8 @@ const PROXY_RESPONSE_HEADERS: &[&str] = &[
     "content-length",
 ];
 
-/// Compiles every Gateway, HTTPRoute and Backend of a revision (other kinds are ignored).
+/// Compiles every Gateway, HTTPRoute, Backend and RateLimitPolicy of a revision (other kinds
+/// are ignored).
 pub fn compile(objects: &[Located<Object>]) -> Result<RouteTable, PolicyErrors> {
     let mut errors = Vec::new();
     let policy = validate(objects, &mut errors);
