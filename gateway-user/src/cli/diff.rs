@@ -13,7 +13,7 @@ use crate::source::dir::read_dir;
 use crate::source::git::{is_git_url, GitError, GitOptions, GitSource};
 use crate::source::Documents;
 
-/// The L7 objects of a revision (Gateway, HTTPRoute, Backend) by `Kind/namespace/name`, each
+/// The L7 objects of a revision (Gateway, HTTPRoute, Backend, RateLimitPolicy) by `Kind/namespace/name`, each
 /// as its spec.
 pub type L7Objects = BTreeMap<String, serde_json::Value>;
 
@@ -73,6 +73,7 @@ fn l7_objects(docs: &crate::source::Documents) -> L7Objects {
                 Object::Gateway(g) => serde_json::to_value(&g.spec),
                 Object::HTTPRoute(r) => serde_json::to_value(&r.spec),
                 Object::Backend(b) => serde_json::to_value(&b.spec),
+                Object::RateLimitPolicy(p) => serde_json::to_value(&p.spec),
             }
             .ok()?;
             let name = format!(

@@ -99,7 +99,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
-    /// Print the CustomResourceDefinitions of Tollgate's kinds (L4Policy, Backend).
+    /// Print the CustomResourceDefinitions of Tollgate's kinds (L4Policy, Backend, RateLimitPolicy).
     Crds {
         /// Write one file per kind into this directory instead of printing.
         #[arg(long, value_name = "DIR")]

@@ -1,5 +1,5 @@
-//! The L7 half of the compiler: `Gateway`, `HTTPRoute` and `Backend` objects -> one immutable
-//! [`RouteTable`]. Every value is checked and every problem of the revision is reported with
+//! The L7 half of the compiler: `Gateway`, `HTTPRoute`, `Backend` and `RateLimitPolicy` objects
+//! -> one immutable [`RouteTable`] (each rule carries the rate limits of its route). Every value is checked and every problem of the revision is reported with
 //! its file, object and field, as for `L4Policy`; a revision with any problem is refused whole.
 //!
 //! What is refused here (besides malformed values): references to Gateways, listeners or
@@ -27,6 +27,7 @@ use regex::{Regex, RegexBuilder};
 use super::{PolicyError, PolicyErrors};
 use crate::model::backend::{Backend, LoadBalancerType};
 use crate::model::gateway::{Gateway, Listener, GATEWAY_API_GROUP};
+use crate::model::ratelimit::{RateLimitKey, RateLimitMode, RateLimitPolicy};
 use crate::model::route::{
     FilterType, HTTPBackendRef, HTTPHeaderFilter, HTTPPathModifier, HTTPRoute, HTTPRouteFilter,
     HTTPRouteMatch, HTTPRouteRule, PathMatchType, PathModifierType, ValueMatchType,
@@ -34,9 +35,10 @@ use crate::model::route::{
 use crate::model::{Located, Object};
 pub use table::RouteTable;
 use table::{
-    Attachment, BackendDef, HeaderMatch, HeaderModifier, HostPattern, L7Policy, ListenerDef,
-    LoadBalancing, MatchDef, PathMatch, PathModifier, QueryMatch, Redirect, Retry, RouteDef, Rule,
-    RuleDef, Timeouts, UrlRewrite, ValueMatch, WeightedBackend,
+    Attachment, BackendDef, HeaderMatch, HeaderModifier, HostPattern, L7Policy, LimitKey,
+    ListenerDef, LoadBalancing, MatchDef, PathMatch, PathModifier, QueryMatch, RateLimitDef,
+    Redirect, Retry, RouteDef, RouteLimits, Rule, RuleDef, Timeouts, UrlRewrite, ValueMatch,
+    WeightedBackend,
 };
 
 /// Listeners per Gateway (the Gateway API's limit).
@@ -65,6 +67,15 @@ pub const MAX_REGEX_LEN: usize = 1024;
 pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// Most retries a rule may ask for.
 pub const MAX_RETRY_ATTEMPTS: i64 = 10;
+
+/// Target references per RateLimitPolicy.
+pub const MAX_TARGET_REFS: usize = 16;
+/// Limits per RateLimitPolicy.
+pub const MAX_LIMITS: usize = 16;
+/// Highest `requests` and `burst` of a rate limit.
+pub const MAX_LIMIT_REQUESTS: i64 = 1_000_000_000;
+/// Longest `per` of a rate limit.
+pub const MAX_LIMIT_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// Request timeout of a rule that sets none (`timeouts.request`; `0s` turns it off).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -106,7 +117,8 @@ const PROXY_RESPONSE_HEADERS: &[&str] = &[
     "content-length",
 ];
 
-/// Compiles every Gateway, HTTPRoute and Backend of a revision (other kinds are ignored).
+/// Compiles every Gateway, HTTPRoute, Backend and RateLimitPolicy of a revision (other kinds
+/// are ignored).
 pub fn compile(objects: &[Located<Object>]) -> Result<RouteTable, PolicyErrors> {
     let mut errors = Vec::new();
     let policy = validate(objects, &mut errors);
@@ -241,6 +253,46 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
         }
     }
 
+    // RateLimitPolicies (by namespace/name, so that a route's limits have one order).
+    let route_names: HashSet<(&str, &str)> = objects
+        .iter()
+        .filter(|o| matches!(o.value, Object::HTTPRoute(_)))
+        .map(|o| (o.value.namespace().unwrap_or_default(), o.value.name()))
+        .collect();
+    let mut limit_policies: Vec<&Located<Object>> = objects
+        .iter()
+        .filter(|o| matches!(o.value, Object::RateLimitPolicy(_)))
+        .collect();
+    limit_policies.sort_by_key(|o| (o.value.namespace(), o.value.name()));
+    limit_policies.dedup_by_key(|o| (o.value.namespace(), o.value.name())); // duplicates: reported above
+    let mut route_limits: HashMap<(String, String), Vec<usize>> = HashMap::new();
+    for o in limit_policies {
+        let Object::RateLimitPolicy(p) = &o.value else {
+            continue;
+        };
+        let ns = o.value.namespace().unwrap_or_default();
+        let mut c = Checker {
+            at: At {
+                file: &o.file,
+                object: &o.object,
+            },
+            errors,
+        };
+        if let Some((targets, defs)) =
+            rate_limit_policy(&mut c, ns, o.value.name(), p, &route_names)
+        {
+            let first = policy.rate_limits.len();
+            policy.rate_limits.extend(defs);
+            let indexes: Vec<usize> = (first..policy.rate_limits.len()).collect();
+            for t in targets {
+                route_limits
+                    .entry((ns.to_owned(), t))
+                    .or_default()
+                    .extend(&indexes);
+            }
+        }
+    }
+
     // Routes, in Gateway API order: oldest first, then by namespace/name.
     let mut routes: Vec<&Located<Object>> = objects
         .iter()
@@ -276,7 +328,13 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
             errors,
         };
         let order = policy.routes.len() as u32;
-        if let Some(def) = route(&mut c, ns, label, order, r, &gateways, &backends) {
+        let limits = RouteLimits::new(
+            route_limits
+                .remove(&(ns.to_owned(), o.value.name().to_owned()))
+                .unwrap_or_default(),
+            &policy.rate_limits,
+        );
+        if let Some(def) = route(&mut c, ns, label, order, r, &gateways, &backends, &limits) {
             policy.routes.push(def);
         }
     }
@@ -600,6 +658,7 @@ fn route(
     r: &HTTPRoute,
     gateways: &HashMap<(String, String), GatewayInfo>,
     backends: &HashMap<(String, String), usize>,
+    limits: &RouteLimits,
 ) -> Option<RouteDef> {
     let before = c.errors.len();
     let spec = &r.spec;
@@ -738,7 +797,7 @@ fn route(
                 );
             }
         }
-        if let Some(rule) = rule(c, &at, i, ns, &route_label, raw, backends) {
+        if let Some(rule) = rule(c, &at, i, ns, &route_label, raw, backends, limits) {
             rules.push(rule);
         }
     }
@@ -756,6 +815,7 @@ fn route(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn rule(
     c: &mut Checker<'_, '_>,
     at: &str,
@@ -764,6 +824,7 @@ fn rule(
     route: &Arc<str>,
     raw: &HTTPRouteRule,
     backends: &HashMap<(String, String), usize>,
+    limits: &RouteLimits,
 ) -> Option<RuleDef> {
     let before = c.errors.len();
     // Matches.
@@ -1026,9 +1087,174 @@ fn rule(
             backends: weighted,
             timeouts,
             retry,
+            rate_limits: limits.clone(),
         }),
         matches,
     })
+}
+
+/// Checks a RateLimitPolicy; returns the names of the routes it targets and its limits.
+fn rate_limit_policy(
+    c: &mut Checker<'_, '_>,
+    ns: &str,
+    name: &str,
+    p: &RateLimitPolicy,
+    routes: &HashSet<(&str, &str)>,
+) -> Option<(Vec<String>, Vec<RateLimitDef>)> {
+    let before = c.errors.len();
+    let spec = &p.spec;
+    if spec.target_refs.is_empty() {
+        c.error(
+            "spec.targetRefs",
+            "empty: name the HTTPRoutes this policy limits",
+        );
+    }
+    c.count("spec.targetRefs", spec.target_refs.len(), MAX_TARGET_REFS);
+    let mut targets: Vec<String> = Vec::new();
+    for (i, t) in spec.target_refs.iter().enumerate() {
+        let at = format!("spec.targetRefs[{i}]");
+        if t.group != GATEWAY_API_GROUP || t.kind != "HTTPRoute" {
+            c.error(
+                &at,
+                format!(
+                    "{}/{}: a RateLimitPolicy targets HTTPRoutes (group {GATEWAY_API_GROUP}, kind HTTPRoute)",
+                    t.group, t.kind
+                ),
+            );
+        } else if !routes.contains(&(ns, t.name.as_str())) {
+            c.error(
+                format!("{at}.name"),
+                format!(
+                    "no HTTPRoute {ns}/{} in this revision (a policy targets routes of its own namespace)",
+                    t.name
+                ),
+            );
+        } else if targets.contains(&t.name) {
+            c.error(
+                format!("{at}.name"),
+                format!("HTTPRoute {ns}/{} is named twice", t.name),
+            );
+        } else {
+            targets.push(t.name.clone());
+        }
+    }
+    if spec.limits.is_empty() {
+        c.error(
+            "spec.limits",
+            "empty: a RateLimitPolicy needs at least one limit",
+        );
+    }
+    c.count("spec.limits", spec.limits.len(), MAX_LIMITS);
+    let label: Arc<str> = format!("{ns}/{name}").into();
+    let shadow = spec.mode == RateLimitMode::Shadow;
+    let mut defs = Vec::new();
+    let mut names = HashSet::new();
+    for (i, l) in spec.limits.iter().enumerate() {
+        let at = format!("spec.limits[{i}]");
+        let limit_name = match &l.name {
+            Some(n) => {
+                if let Err(why) = crate::model::check_label(n) {
+                    c.error(format!("{at}.name"), format!("\"{n}\" {why}"));
+                }
+                n.clone()
+            }
+            None if spec.limits.len() == 1 => name.to_owned(),
+            None => format!("{name}-{i}"),
+        };
+        if !names.insert(limit_name.clone()) {
+            c.error(
+                format!("{at}.name"),
+                format!("two limits of this policy are named \"{limit_name}\""),
+            );
+        }
+        let key = match (l.key, &l.header) {
+            (RateLimitKey::Consumer, _) => {
+                c.error(
+                    format!("{at}.key"),
+                    "consumer: limits per consumer need an AuthPolicy to identify consumers, which is not built yet; use clientIP or header",
+                );
+                None
+            }
+            (RateLimitKey::Header, None) => {
+                c.error(
+                    format!("{at}.header"),
+                    "missing: key: header needs the name of the header whose value is the key",
+                );
+                None
+            }
+            (RateLimitKey::Header, Some(h)) => match HeaderName::from_bytes(h.as_bytes()) {
+                Ok(name) => Some(LimitKey::Header(name)),
+                Err(_) => {
+                    c.error(
+                        format!("{at}.header"),
+                        format!("\"{h}\" is not a valid HTTP header name"),
+                    );
+                    None
+                }
+            },
+            (RateLimitKey::ClientIp, Some(_)) => {
+                c.error(
+                    format!("{at}.header"),
+                    "only with key: header; remove it, or set key: header",
+                );
+                None
+            }
+            (RateLimitKey::ClientIp, None) => Some(LimitKey::ClientIp),
+        };
+        let count = |c: &mut Checker<'_, '_>, field: &str, n: i64| {
+            if (1..=MAX_LIMIT_REQUESTS).contains(&n) {
+                Some(n as u32)
+            } else {
+                c.error(
+                    format!("{at}.{field}"),
+                    format!("{n} is out of range 1-{MAX_LIMIT_REQUESTS}"),
+                );
+                None
+            }
+        };
+        let requests = count(c, "requests", l.requests);
+        let burst = match l.burst {
+            Some(b) => count(c, "burst", b),
+            None => requests,
+        };
+        let per = match parse_duration(&l.per) {
+            Ok(d) if d.is_zero() || d.subsec_nanos() != 0 => {
+                c.error(
+                    format!("{at}.per"),
+                    format!(
+                        "\"{}\" must be a whole number of seconds, at least 1s (like 1s, 1m, 1h)",
+                        l.per
+                    ),
+                );
+                None
+            }
+            Ok(d) if d > MAX_LIMIT_WINDOW => {
+                c.error(
+                    format!("{at}.per"),
+                    format!("\"{}\" is longer than 24h", l.per),
+                );
+                None
+            }
+            Ok(d) => Some(d),
+            Err(why) => {
+                c.error(format!("{at}.per"), why);
+                None
+            }
+        };
+        if let (Some(key), Some(requests), Some(burst), Some(per)) = (key, requests, burst, per) {
+            defs.push(RateLimitDef {
+                policy: label.clone(),
+                index: i,
+                name: limit_name,
+                key,
+                requests,
+                per,
+                burst,
+                shadow,
+            });
+        }
+    }
+    (c.errors.len() == before).then_some((targets, defs))
 }
 
 /// A filter sets the field of its type and no other.

@@ -15,6 +15,7 @@ use serde_json::Value;
 pub mod backend;
 pub mod gateway;
 pub mod l4;
+pub mod ratelimit;
 pub mod route;
 
 /// API group of every Tollgate kind.
@@ -34,6 +35,8 @@ pub enum Object {
     HTTPRoute(route::HTTPRoute),
     /// Static endpoints for the L7 proxy.
     Backend(backend::Backend),
+    /// Request rate limits attached to HTTPRoutes.
+    RateLimitPolicy(ratelimit::RateLimitPolicy),
 }
 
 impl Object {
@@ -44,6 +47,7 @@ impl Object {
             Object::Gateway(_) => "Gateway",
             Object::HTTPRoute(_) => "HTTPRoute",
             Object::Backend(_) => "Backend",
+            Object::RateLimitPolicy(_) => "RateLimitPolicy",
         }
     }
 
@@ -53,6 +57,7 @@ impl Object {
             Object::Gateway(o) => &o.metadata,
             Object::HTTPRoute(o) => &o.metadata,
             Object::Backend(o) => &o.metadata,
+            Object::RateLimitPolicy(o) => &o.metadata,
         }
     }
 
@@ -130,6 +135,12 @@ const KINDS: &[KindInfo] = &[
         api_version: "tollgate.dev/v1alpha1",
         namespaced: true,
         read: |v| typed::<backend::Backend>(v).map(Object::Backend),
+    },
+    KindInfo {
+        kind: "RateLimitPolicy",
+        api_version: "tollgate.dev/v1alpha1",
+        namespaced: true,
+        read: |v| typed::<ratelimit::RateLimitPolicy>(v).map(Object::RateLimitPolicy),
     },
 ];
 

@@ -100,6 +100,13 @@ pub struct Entry<'a> {
     pub client: &'a str,
     /// Why the proxy answered itself (`no_route`, `bad_path`, `connect`, `timeout`, ...), or `-`.
     pub reason: &'a str,
+    /// What the route's rate limits said: `-` (the route has none), `ok` (within every
+    /// limit), `refused` (429), or `shadow` (over a limit of a policy in shadow mode, let
+    /// through).
+    pub ratelimit: &'a str,
+    /// `namespace/name` of the RateLimitPolicy that refused (or would have refused) the
+    /// request, or `-`.
+    pub ratelimit_policy: &'a str,
     /// The response body was cut short (client gone, or the request timeout hit mid-body).
     pub aborted: bool,
 }
@@ -118,6 +125,8 @@ pub fn emit(e: &Entry<'_>) {
         bytes = e.bytes,
         client = e.client,
         reason = e.reason,
+        ratelimit = e.ratelimit,
+        ratelimit_policy = e.ratelimit_policy,
         aborted = e.aborted,
         "request"
     );

@@ -172,6 +172,10 @@ pub struct Completion {
     pub path: String,
     /// Why the proxy answered itself, or `-`.
     pub reason: &'static str,
+    /// What the route's rate limits said: `-` (none), `ok`, `refused` or `shadow`.
+    pub ratelimit: &'static str,
+    /// The policy of the limit that refused (or would have refused) the request.
+    pub ratelimit_policy: Option<Arc<str>>,
     pub(crate) _conn: ConnGuard,
 }
 
@@ -225,6 +229,8 @@ impl Completion {
                 bytes,
                 client: &client,
                 reason: self.reason,
+                ratelimit: self.ratelimit,
+                ratelimit_policy: self.ratelimit_policy.as_deref().unwrap_or("-"),
                 aborted,
             });
         }

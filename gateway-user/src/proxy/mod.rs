@@ -13,6 +13,7 @@
 pub mod access_log;
 pub mod body;
 pub mod forwarded;
+pub mod limit;
 pub mod listener;
 pub mod router;
 pub mod upstream;
@@ -150,6 +151,8 @@ pub struct Active {
     pub table: Arc<RouteTable>,
     /// Backend runtimes, aligned with `table.policy.backends`.
     pub backends: Vec<Arc<BackendRuntime>>,
+    /// Rate limiters, aligned with `table.policy.rate_limits`.
+    pub limiters: Vec<Arc<limit::Limiter>>,
     /// The revision id.
     pub revision: String,
 }
@@ -165,6 +168,7 @@ pub struct Core {
     server: auto::Builder<TokioExecutor>,
     connections: Arc<Semaphore>,
     registry: upstream::Registry,
+    rate_limits: limit::Registry,
 }
 
 /// Why a revision's listeners cannot be opened.
@@ -213,6 +217,7 @@ impl Proxy {
             state: ArcSwap::from_pointee(Active {
                 table: Arc::new(RouteTable::default()),
                 backends: Vec::new(),
+                limiters: Vec::new(),
                 revision: String::new(),
             }),
             sampler: Sampler::new(config.access_log),
@@ -223,6 +228,7 @@ impl Proxy {
             metrics,
             client,
             registry: upstream::Registry::default(),
+            rate_limits: limit::Registry::default(),
         };
         Proxy {
             core: Arc::new(core),
@@ -267,10 +273,12 @@ impl Proxy {
             .core
             .registry
             .resolve(&table.policy.backends, &self.core.metrics.ejections);
+        let limiters = self.core.rate_limits.resolve(&table.policy.rate_limits);
         let ports = table.listen_ports();
         self.core.state.store(Arc::new(Active {
             table,
             backends,
+            limiters,
             revision: revision.to_owned(),
         }));
         let mut open = self.listeners.lock().unwrap_or_else(|e| e.into_inner());

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{HeaderName, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
@@ -18,12 +18,13 @@ use tracing::debug;
 
 use super::body::{Completion, ResponseBody};
 use super::forwarded;
+use super::limit;
 use super::listener::{ConnGuard, ConnInfo};
 use super::upstream::{self, BackendRuntime, NoEndpoint};
-use super::{Core, UpstreamBody};
+use super::{Active, Core, UpstreamBody};
 use crate::compile::l7::path::normalize;
 use crate::compile::l7::table::{Redirect, RequestView, Rule};
-use crate::telemetry::metrics::UpstreamErrorLabels;
+use crate::telemetry::metrics::{RateLimitedLabels, UpstreamErrorLabels};
 
 /// Route label of requests no route matched.
 pub const NO_ROUTE: &str = "none";
@@ -177,6 +178,8 @@ pub async fn handle(
         host,
         path: req.uri().path().to_owned(),
         reason: "-",
+        ratelimit: "-",
+        ratelimit_policy: None,
         _conn: guard,
     };
 
@@ -215,6 +218,99 @@ pub async fn handle(
     let prefix = candidate.prefix().map(str::to_owned);
     done.route = rule.route.clone();
 
+    // Rate limits: before anything else is done for the request.
+    let mut limit_header = None;
+    if !rule.rate_limits.limits.is_empty() {
+        let defs = &active.table.policy.rate_limits;
+        let outcome = limit::evaluate(
+            defs,
+            &active.limiters,
+            &rule.rate_limits,
+            client,
+            req.headers(),
+        );
+        done.ratelimit = "ok";
+        for &i in &outcome.shadow_refused {
+            ratelimited(&core, &rule.route, &defs[i].policy);
+            done.ratelimit = "shadow";
+            done.ratelimit_policy = Some(defs[i].policy.clone());
+        }
+        if let Some((i, retry_after)) = outcome.refused {
+            let def = &defs[i];
+            ratelimited(&core, &rule.route, &def.policy);
+            done.ratelimit = "refused";
+            done.ratelimit_policy = Some(def.policy.clone());
+            let wait = limit::ceil_secs(retry_after).max(1);
+            let message = format!(
+                "over the rate limit \"{}\" of RateLimitPolicy {}; retry in {wait}s",
+                def.name, def.policy
+            );
+            let mut resp = local(done, StatusCode::TOO_MANY_REQUESTS, "ratelimited", &message);
+            let h = resp.headers_mut();
+            h.insert(header::RETRY_AFTER, HeaderValue::from(wait));
+            limit_headers(h, &rule, outcome.header);
+            return resp;
+        }
+        limit_header = outcome.header;
+    }
+    let mut resp = routed(
+        core,
+        conn,
+        active,
+        done,
+        rule.clone(),
+        req,
+        prefix,
+        path,
+        query,
+        host_raw,
+        peer,
+        trusted,
+        started,
+    )
+    .await;
+    limit_headers(resp.headers_mut(), &rule, limit_header);
+    resp
+}
+
+/// The `RateLimit-Policy` and `RateLimit` headers of a limited route's response.
+fn limit_headers(h: &mut http::HeaderMap, rule: &Rule, rate_limit: Option<HeaderValue>) {
+    if let Some(p) = &rule.rate_limits.policy_header {
+        h.insert(HeaderName::from_static("ratelimit-policy"), p.clone());
+    }
+    if let Some(v) = rate_limit {
+        h.insert(HeaderName::from_static("ratelimit"), v);
+    }
+}
+
+/// Counts a request over a limit.
+fn ratelimited(core: &Core, route: &Arc<str>, policy: &Arc<str>) {
+    core.metrics
+        .ratelimited
+        .get_or_create(&RateLimitedLabels {
+            route: route.to_string(),
+            policy: policy.to_string(),
+        })
+        .inc();
+}
+
+/// The rest of a routed request: redirect, or forward to a backend.
+#[allow(clippy::too_many_arguments)]
+async fn routed(
+    core: Arc<Core>,
+    conn: Arc<ConnInfo>,
+    active: Arc<Active>,
+    mut done: Completion,
+    rule: Arc<Rule>,
+    req: Request<Incoming>,
+    prefix: Option<String>,
+    path: String,
+    query: Option<String>,
+    host_raw: Option<String>,
+    peer: IpAddr,
+    trusted: bool,
+    started: Instant,
+) -> Response<ResponseBody> {
     if let Some(r) = &rule.redirect {
         let location = redirect_location(
             r,

@@ -92,6 +92,15 @@ pub struct UpstreamErrorLabels {
     pub reason: &'static str,
 }
 
+/// Labels of `tollgate_http_ratelimited_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitedLabels {
+    /// `namespace/name` of the HTTPRoute.
+    pub route: String,
+    /// `namespace/name` of the RateLimitPolicy.
+    pub policy: String,
+}
+
 /// The L7 proxy's metrics (cheap to clone: every family is shared).
 #[derive(Debug, Clone)]
 pub struct HttpMetrics {
@@ -105,6 +114,9 @@ pub struct HttpMetrics {
     /// `tollgate_http_endpoint_ejections_total{backend}`: endpoints taken out of rotation by
     /// passive health checking.
     pub ejections: Family<crate::proxy::upstream::BackendLabel, Counter>,
+    /// `tollgate_http_ratelimited_total{route,policy}`: requests over a limit of the policy:
+    /// refused with 429 (`enforce`), or let through (`shadow`).
+    pub ratelimited: Family<RateLimitedLabels, Counter>,
 }
 
 /// Buckets of the request duration histogram: 1 ms to about 33 s.
@@ -140,11 +152,18 @@ impl HttpMetrics {
             "Backend endpoints taken out of rotation after consecutive failures.",
             ejections.clone(),
         );
+        let ratelimited = Family::<RateLimitedLabels, Counter>::default();
+        registry.register(
+            "tollgate_http_ratelimited",
+            "Requests over a rate limit, by route and RateLimitPolicy: refused with 429, or let through by a policy in shadow mode.",
+            ratelimited.clone(),
+        );
         HttpMetrics {
             requests,
             duration,
             upstream_errors,
             ejections,
+            ratelimited,
         }
     }
 }

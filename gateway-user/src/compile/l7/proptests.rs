@@ -183,6 +183,7 @@ fn policy() -> impl Strategy<Value = L7Policy> {
                                 attempts: 0,
                                 backoff: Duration::ZERO,
                             },
+                            rate_limits: Default::default(),
                         }),
                         matches: matches.into_iter().map(Arc::new).collect(),
                     })
@@ -198,6 +199,7 @@ fn policy() -> impl Strategy<Value = L7Policy> {
                 listeners,
                 routes,
                 backends: vec![],
+                rate_limits: vec![],
             }
         })
 }

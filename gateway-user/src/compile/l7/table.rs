@@ -482,6 +482,8 @@ pub struct Rule {
     pub timeouts: Timeouts,
     /// Retries.
     pub retry: Retry,
+    /// The rate limits of the route (from the RateLimitPolicies that target it).
+    pub rate_limits: RouteLimits,
 }
 
 impl Rule {
@@ -501,6 +503,78 @@ impl Rule {
     /// Sum of the weights.
     pub fn total_weight(&self) -> u64 {
         self.backends.iter().map(|b| u64::from(b.weight)).sum()
+    }
+}
+
+/// What a rate limit counts requests by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    /// The client's IP address.
+    ClientIp,
+    /// The value of this request header (requests without it share one bucket).
+    Header(HeaderName),
+}
+
+/// One limit of a `RateLimitPolicy`, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitDef {
+    /// `namespace/name` of the policy: the `policy` label of the metric.
+    pub policy: Arc<str>,
+    /// Position in the policy's `limits`.
+    pub index: usize,
+    /// Name in the `RateLimit-Policy` and `RateLimit` headers.
+    pub name: String,
+    /// What requests are counted by.
+    pub key: LimitKey,
+    /// Requests per `per` (the refill rate).
+    pub requests: u32,
+    /// The window (a whole number of seconds, at least one).
+    pub per: Duration,
+    /// Requests a full bucket allows at once.
+    pub burst: u32,
+    /// Count requests over the limit, refuse none.
+    pub shadow: bool,
+}
+
+impl RateLimitDef {
+    /// The `RateLimit-Policy` item of this limit (draft-ietf-httpapi-ratelimit-headers-09):
+    /// `"name";q=requests;w=seconds`.
+    pub fn policy_item(&self) -> String {
+        format!(
+            "\"{}\";q={};w={}",
+            self.name,
+            self.requests,
+            self.per.as_secs()
+        )
+    }
+}
+
+/// The rate limits that apply to a route's requests.
+#[derive(Debug, Clone, Default)]
+pub struct RouteLimits {
+    /// Indexes into [`L7Policy::rate_limits`]: a request must be within every one of them.
+    pub limits: Vec<usize>,
+    /// The `RateLimit-Policy` response header: the items of the enforced limits (shadow limits
+    /// stay invisible to clients); `None` when there are none.
+    pub policy_header: Option<HeaderValue>,
+}
+
+impl RouteLimits {
+    /// The limits `limits` (indexes into `defs`), with their header.
+    pub fn new(limits: Vec<usize>, defs: &[RateLimitDef]) -> RouteLimits {
+        let items: Vec<String> = limits
+            .iter()
+            .map(|&i| &defs[i])
+            .filter(|d| !d.shadow)
+            .map(RateLimitDef::policy_item)
+            .collect();
+        let policy_header = (!items.is_empty())
+            .then(|| HeaderValue::from_str(&items.join(", ")).ok())
+            .flatten();
+        RouteLimits {
+            limits,
+            policy_header,
+        }
     }
 }
 
@@ -583,6 +657,8 @@ pub struct L7Policy {
     pub routes: Vec<RouteDef>,
     /// Every Backend.
     pub backends: Vec<BackendDef>,
+    /// Every limit of every RateLimitPolicy.
+    pub rate_limits: Vec<RateLimitDef>,
 }
 
 /// The precedence of a candidate among those that share its path: smaller first.
@@ -983,6 +1059,7 @@ mod tests {
                 attempts: 0,
                 backoff: Duration::ZERO,
             },
+            rate_limits: RouteLimits::default(),
         };
         assert_eq!(rule.total_weight(), 4);
         let picks: Vec<_> = (0..4).map(|r| rule.pick_backend(r)).collect();

@@ -901,4 +901,164 @@ fn the_example_routes_as_the_readme_says() {
         Some("shop/web#1")
     );
     assert_eq!(at(Method::GET, "example.org", "/"), None);
+    // examples/l7/limits.yaml limits every rule of shop/orders, and nothing else.
+    let limits = |host: &str, path: &str| {
+        let headers = HeaderMap::new();
+        let req = RequestView {
+            host,
+            path,
+            method: &Method::GET,
+            headers: &headers,
+            query: None,
+        };
+        let rule = t.ports[&18000].route(&req).unwrap().rule.clone();
+        rule.rate_limits
+            .policy_header
+            .as_ref()
+            .map(|h| h.to_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        limits("api.example.com", "/v1/orders/7").as_deref(),
+        Some("\"per-client\";q=20;w=1, \"per-app\";q=600;w=60")
+    );
+    assert_eq!(limits("www.example.com", "/"), None);
+}
+
+fn limit_policy(name: &str, spec: &str) -> String {
+    format!("apiVersion: tollgate.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {{ name: {name} }}\nspec:\n{spec}")
+}
+
+const TARGET_A: &str =
+    "  targetRefs: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: a }]\n";
+
+#[test]
+fn rate_limit_policies_attach_to_every_rule_of_their_routes_in_name_order() {
+    let t = table(&all(&[
+        GATEWAY,
+        BACKENDS,
+        &route(
+            "a",
+            &format!("  rules:\n    - matches: [{{ path: {{ value: /a }} }}]\n{TO_A}    - matches: [{{ path: {{ value: /b }} }}]\n{TO_A}"),
+        ),
+        &route("free", &format!("  rules:\n    - {}", TO_A.trim_start())),
+        &limit_policy(
+            "zz",
+            &format!("{TARGET_A}  mode: shadow\n  limits: [{{ key: clientIP, requests: 5, per: 1s }}]\n"),
+        ),
+        &limit_policy(
+            "aa",
+            &format!("{TARGET_A}  limits:\n    - {{ key: clientIP, requests: 100, per: 1m, burst: 150 }}\n    - {{ name: tenant, key: header, header: X-Tenant, requests: 10, per: 1h }}\n"),
+        ),
+    ]));
+    let defs = &t.policy.rate_limits;
+    let summary: Vec<_> = defs
+        .iter()
+        .map(|d| {
+            (
+                d.policy.to_string(),
+                d.name.clone(),
+                d.requests,
+                d.per.as_secs(),
+                d.burst,
+                d.shadow,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("default/aa".into(), "aa-0".into(), 100, 60, 150, false),
+            ("default/aa".into(), "tenant".into(), 10, 3600, 10, false),
+            ("default/zz".into(), "zz".into(), 5, 1, 5, true),
+        ]
+    );
+    assert_eq!(
+        defs[1].key,
+        table::LimitKey::Header(HeaderName::from_static("x-tenant"))
+    );
+    let rule_of = |path: &str| {
+        let headers = HeaderMap::new();
+        let req = RequestView {
+            host: "x",
+            path,
+            method: &Method::GET,
+            headers: &headers,
+            query: None,
+        };
+        t.ports[&8080].route(&req).unwrap().rule.clone()
+    };
+    for path in ["/a", "/b"] {
+        let r = rule_of(path);
+        assert_eq!(r.rate_limits.limits, [0, 1, 2], "{path}");
+        // The shadow limit is not announced.
+        assert_eq!(
+            r.rate_limits.policy_header.as_ref().unwrap(),
+            "\"aa-0\";q=100;w=60, \"tenant\";q=10;w=3600"
+        );
+    }
+    assert!(rule_of("/other").rate_limits.limits.is_empty());
+}
+
+#[test]
+fn invalid_rate_limit_policies_are_refused_with_the_field_at_fault() {
+    let limits = "  limits:
+    - { key: clientIP, requests: 0, per: 1s }
+    - { key: clientIP, requests: 1, per: 500ms }
+    - { key: clientIP, requests: 1, per: 2d }
+    - { key: header, requests: 1, per: 1s }
+    - { key: clientIP, header: x-a, requests: 1, per: 1s }
+    - { key: consumer, requests: 1, per: 1s }
+    - { key: header, header: 'bad header', requests: 1, per: 1s, burst: 0 }
+    - { name: same, key: clientIP, requests: 1, per: 25h }
+    - { name: same, key: clientIP, requests: 1, per: 0s }
+";
+    let yaml = all(&[
+        GATEWAY,
+        BACKENDS,
+        &route("a", &format!("  rules:\n    - {}", TO_A.trim_start())),
+        &limit_policy(
+            "bad",
+            &format!("  targetRefs:\n    - {{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: nope }}\n    - {{ group: tollgate.dev, kind: Backend, name: a }}\n    - {{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: a }}\n    - {{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: a }}\n{limits}"),
+        ),
+        &limit_policy("empty", "  targetRefs: []\n  limits: []\n"),
+    ]);
+    let errs = errors(&yaml);
+    let got = places(&errs, "need an AuthPolicy");
+    let f = |field: &str| ("RateLimitPolicy/bad".to_string(), field.to_string());
+    let e = |field: &str| ("RateLimitPolicy/empty".to_string(), field.to_string());
+    assert_eq!(
+        got,
+        [
+            f("spec.targetRefs[0].name"),
+            f("spec.targetRefs[1]"),
+            f("spec.targetRefs[3].name"),
+            f("spec.limits[0].requests"),
+            f("spec.limits[1].per"),
+            f("spec.limits[2].per"),
+            f("spec.limits[3].header"),
+            f("spec.limits[4].header"),
+            f("spec.limits[5].key"),
+            f("spec.limits[6].header"),
+            f("spec.limits[6].burst"),
+            f("spec.limits[7].per"),
+            f("spec.limits[8].name"),
+            f("spec.limits[8].per"),
+            e("spec.targetRefs"),
+            e("spec.limits"),
+        ]
+    );
+    let message = |field: &str| {
+        errs.iter()
+            .find(|x| x.location.object == "RateLimitPolicy/bad" && x.location.field == field)
+            .unwrap()
+            .message
+            .clone()
+    };
+    assert!(message("spec.targetRefs[0].name").contains("no HTTPRoute default/nope"));
+    assert!(message("spec.limits[1].per").contains("whole number of seconds"));
+    assert!(message("spec.limits[2].per").contains("not a duration"));
+    assert!(message("spec.limits[7].per").contains("longer than 24h"));
+    assert!(message("spec.limits[3].header").contains("key: header needs"));
+    assert!(message("spec.limits[5].key").contains("not built yet"));
+    assert!(errs.iter().all(|x| x.location.file == "l7.yaml"));
 }
