@@ -1,5 +1,6 @@
 //! Listening sockets and connections: HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on the
-//! same port (hyper-util's `auto` server), with the limits of [`super::Limits`]: header size and
+//! same port (hyper-util's `auto` server), or on HTTPS ports, TLS first (the listener chosen by
+//! SNI, HTTP/2 or HTTP/1.1 by ALPN, a bounded handshake time, failures counted by reason), with the limits of [`super::Limits`]: header size and
 //! count, header-read timeout (slowloris), idle timeout, HTTP/2 streams, and a cap on open
 //! connections (over it, the proxy stops accepting until one closes; the kernel's backlog
 //! holds the rest).
@@ -15,6 +16,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls::server::Acceptor;
+use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -55,21 +58,23 @@ pub struct ConnInfo {
     pub port: u16,
     /// Activity, for the idle timeout.
     pub state: Arc<ConnState>,
+    /// Whether the connection is TLS (an HTTPS listener).
+    pub tls: bool,
 }
 
-/// A TCP stream that records when bytes last moved.
-struct ActivityIo {
-    stream: TcpStream,
+/// A stream (TCP, or TLS over TCP) that records when bytes last moved.
+struct ActivityIo<S> {
+    stream: S,
     state: Arc<ConnState>,
 }
 
-impl ActivityIo {
+impl<S> ActivityIo<S> {
     fn touch(&self) {
         self.state.last_activity.store(now_ms(), Ordering::Relaxed);
     }
 }
 
-impl AsyncRead for ActivityIo {
+impl<S: AsyncRead + Unpin> AsyncRead for ActivityIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -84,7 +89,7 @@ impl AsyncRead for ActivityIo {
     }
 }
 
-impl AsyncWrite for ActivityIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ActivityIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -187,12 +192,62 @@ async fn serve_connection(
     peer: SocketAddr,
     stop: CancellationToken,
 ) {
+    let tls_port = core.state.load().tls.get(&port).cloned();
+    let Some(tls_port) = tls_port else {
+        serve_http(core, port, stream, peer, false, stop).await;
+        return;
+    };
+    let timeout = core.limits.tls_handshake_timeout;
+    let handshake = async {
+        let start = LazyConfigAcceptor::new(Acceptor::default(), stream)
+            .await
+            .map_err(|e| super::tls::failure_reason(&e))?;
+        let hello = start.client_hello();
+        let (config, known) = match tls_port.select(hello.server_name()) {
+            Some(l) => (l.config.clone(), true),
+            None => (tls_port.reject(), false),
+        };
+        let result = start.into_stream(config).await;
+        match result {
+            Ok(s) if known => Ok(s),
+            // The reject configuration never completes a handshake.
+            Ok(_) => Err("unknown_sni"),
+            Err(_) if !known => Err("unknown_sni"),
+            Err(e) => Err(super::tls::failure_reason(&e)),
+        }
+    };
+    let reason = match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok(stream)) => {
+            serve_http(core, port, stream, peer, true, stop).await;
+            return;
+        }
+        Ok(Err(reason)) => reason,
+        Err(_) => "timeout",
+    };
+    debug!(%peer, port, reason, "TLS handshake failed");
+    core.metrics
+        .tls_handshake_failures
+        .get_or_create(&super::tls::failure_labels(reason))
+        .inc();
+}
+
+async fn serve_http<S>(
+    core: Arc<Core>,
+    port: u16,
+    stream: S,
+    peer: SocketAddr,
+    tls: bool,
+    stop: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let state = Arc::new(ConnState::default());
     state.last_activity.store(now_ms(), Ordering::Relaxed);
     let info = Arc::new(ConnInfo {
         peer,
         port,
         state: state.clone(),
+        tls,
     });
     let io = TokioIo::new(ActivityIo {
         stream,

@@ -92,6 +92,23 @@ pub struct UpstreamErrorLabels {
     pub reason: &'static str,
 }
 
+/// Label of `tollgate_http_tls_handshake_failures_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsFailureLabels {
+    /// `timeout`, `unknown_sni`, `malformed` (not TLS, or a broken message), `incompatible`
+    /// (no common version, cipher suite or ALPN protocol), `client_alert` (the client gave up,
+    /// e.g. it does not trust the certificate), `client_certificate`, `protocol` (another TLS
+    /// error) or `closed` (the connection ended during the handshake).
+    pub reason: &'static str,
+}
+
+/// Label of `tollgate_http_tls_certificate_reload_failures_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SecretLabel {
+    /// `namespace/name` of the Secret (a directory under `--tls-secrets-dir`).
+    pub secret: String,
+}
+
 /// The L7 proxy's metrics (cheap to clone: every family is shared).
 #[derive(Debug, Clone)]
 pub struct HttpMetrics {
@@ -105,6 +122,11 @@ pub struct HttpMetrics {
     /// `tollgate_http_endpoint_ejections_total{backend}`: endpoints taken out of rotation by
     /// passive health checking.
     pub ejections: Family<crate::proxy::upstream::BackendLabel, Counter>,
+    /// `tollgate_http_tls_handshake_failures_total{reason}`.
+    pub tls_handshake_failures: Family<TlsFailureLabels, Counter>,
+    /// `tollgate_http_tls_certificate_reload_failures_total{secret}`: changed certificate files
+    /// that could not be loaded (the certificate loaded before stays in use).
+    pub tls_reload_failures: Family<SecretLabel, Counter>,
 }
 
 /// Buckets of the request duration histogram: 1 ms to about 33 s.
@@ -140,11 +162,25 @@ impl HttpMetrics {
             "Backend endpoints taken out of rotation after consecutive failures.",
             ejections.clone(),
         );
+        let tls_handshake_failures = Family::<TlsFailureLabels, Counter>::default();
+        registry.register(
+            "tollgate_http_tls_handshake_failures",
+            "TLS handshakes on HTTPS listeners that failed, by reason.",
+            tls_handshake_failures.clone(),
+        );
+        let tls_reload_failures = Family::<SecretLabel, Counter>::default();
+        registry.register(
+            "tollgate_http_tls_certificate_reload_failures",
+            "Changed certificate files that could not be loaded (the previous certificate stays in use), by Secret.",
+            tls_reload_failures.clone(),
+        );
         HttpMetrics {
             requests,
             duration,
             upstream_errors,
             ejections,
+            tls_handshake_failures,
+            tls_reload_failures,
         }
     }
 }
