@@ -8,7 +8,8 @@
 //! - **Reload**: [`CertStore::check`] runs on a short timer and reads again the files whose
 //!   modification time, size or inode changed (a Kubernetes volume swaps a symlink, `cp` writes
 //!   in place: both change the stamp). A good new pair is swapped in for the next handshakes;
-//!   open connections keep the session they have. A bad one is logged and counted, and the
+//!   open connections keep the session they have. A bad one (still bad at the next check, so
+//!   that a pair caught half written is not reported) is logged and counted, and the
 //!   certificate already loaded keeps being served.
 //! - **SNI**: the listener of a connection is chosen from the ClientHello before the handshake
 //!   goes on, with the precedence of routing: the exact hostname, then the longest wildcard,
@@ -212,8 +213,10 @@ pub struct CertEntry {
     key: ArcSwap<CertifiedKey>,
     /// Stamp of the files `key` was loaded from.
     loaded: Mutex<Stamp>,
-    /// Stamp of the files of the last failed reload (not tried again until they change).
-    failed: Mutex<Option<Stamp>>,
+    /// Stamp of the files of the last failed reload, and whether the failure was reported
+    /// (files caught between the writes of the certificate and of the key fail once; they
+    /// are reported only when they fail again, unchanged, at the next check).
+    failed: Mutex<Option<(Stamp, bool)>>,
 }
 
 impl CertEntry {
@@ -433,7 +436,7 @@ impl CertStore {
                 continue;
             }
             let mut failed = e.failed.lock().unwrap_or_else(|p| p.into_inner());
-            if *failed == Some(stamp) {
+            if *failed == Some((stamp, true)) {
                 continue; // already reported; wait for the files to change again
             }
             match e.files.load() {
@@ -444,8 +447,12 @@ impl CertStore {
                     replaced += 1;
                     info!(secret = %e.secret, file = %e.files.cert.display(), "TLS certificate reloaded");
                 }
+                Err(_) if *failed != Some((stamp, false)) => {
+                    // Maybe half written: try again at the next check before reporting.
+                    *failed = Some((stamp, false));
+                }
                 Err(error) => {
-                    *failed = Some(stamp);
+                    *failed = Some((stamp, true));
                     self.reload_failures
                         .get_or_create(&SecretLabel {
                             secret: e.secret.to_string(),
