@@ -380,3 +380,71 @@ fn a_broken_certificate_refuses_the_revision_and_the_previous_one_keeps_serving(
         "{m}"
     );
 }
+
+#[test]
+fn a_client_that_never_completes_the_handshake_is_cut_and_counted() {
+    require_root!();
+    const ADMIN: u16 = 19644;
+    let lab = Lab::new("l7tlsslow", &[]);
+    let _backend = Backend::start("one", BACKEND);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "tls-test-ca");
+    let secrets = dir.path().join("secrets");
+    install(
+        &secrets,
+        "site",
+        &ca.server_cert_for("site", "site.tls.test", "DNS:site.tls.test"),
+    );
+    lab.write_policy("l7.yaml", &policy(&[("web", PROXY, None, "site")]));
+    let secrets_arg = secrets.to_str().unwrap().to_owned();
+    let _agent = start_agent(&lab, ADMIN, &[PROXY], &["--tls-secrets-dir", &secrets_arg]);
+
+    // A TCP connection that sends nothing: still open after 2s, closed by the proxy once the
+    // handshake time (10s) is over.
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", PROXY)).expect("connect");
+    silent
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    match std::io::Read::read(&mut silent, &mut buf) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!("the connection should still be open after 2s: {other:?}"),
+    }
+    silent
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    match std::io::Read::read(&mut silent, &mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the proxy should have closed the connection: {other:?}"),
+    }
+    // Other clients are served, by the listener without hostname: any SNI name...
+    let r = curl(&[
+        "--cacert",
+        ca.cert.to_str().unwrap(),
+        "--resolve",
+        &format!("site.tls.test:{PROXY}:127.0.0.1"),
+        &format!("https://site.tls.test:{PROXY}/"),
+    ]);
+    assert_eq!(r.status, 200, "{r:?}");
+    // ...and none (an IP address is not sent as SNI; the name is not checked here).
+    let r = curl(&[
+        "--insecure",
+        "--http2",
+        &format!("https://127.0.0.1:{PROXY}/"),
+    ]);
+    assert_eq!((r.status, r.version.as_str()), (200, "HTTP/2"), "{r:?}");
+    let m = metrics(ADMIN);
+    assert_eq!(
+        metric_value(
+            &m,
+            "tollgate_http_tls_handshake_failures_total{reason=\"timeout\"}"
+        ),
+        Some(1),
+        "{m}"
+    );
+}
