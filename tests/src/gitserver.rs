@@ -276,6 +276,17 @@ impl TestCa {
     /// subjectAltName `san` (`DNS:a.example,DNS:*.b.example`), written as `name.pem` and
     /// `name.key`.
     pub fn server_cert_for(&self, name: &str, cn: &str, san: &str) -> (PathBuf, PathBuf) {
+        self.signed(name, cn, &format!("serverAuth\nsubjectAltName={san}"))
+    }
+
+    /// A client certificate (TLS client authentication) and key signed by this CA, with
+    /// subject `CN=cn`, written as `name.pem` and `name.key`.
+    pub fn client_cert(&self, name: &str, cn: &str) -> (PathBuf, PathBuf) {
+        self.signed(name, cn, "clientAuth")
+    }
+
+    /// A certificate for `CN=cn` whose extensions end with `extendedKeyUsage=<usage>`.
+    fn signed(&self, name: &str, cn: &str, usage: &str) -> (PathBuf, PathBuf) {
         let cert = self.dir.join(format!("{name}.pem"));
         let key = self.dir.join(format!("{name}.key"));
         let csr = self.dir.join(format!("{name}.csr"));
@@ -284,7 +295,7 @@ impl TestCa {
             &ext,
             format!(
                 "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
-                 extendedKeyUsage=serverAuth\nsubjectAltName={san}\n"
+                 extendedKeyUsage={usage}\n"
             ),
         )
         .unwrap();

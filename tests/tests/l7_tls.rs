@@ -448,3 +448,92 @@ fn a_client_that_never_completes_the_handshake_is_cut_and_counted() {
         "{m}"
     );
 }
+
+#[test]
+fn client_certificates_are_required_on_listeners_with_frontend_validation_only() {
+    require_root!();
+    const ADMIN: u16 = 19645;
+    let lab = Lab::new("l7tlsmtls", &[]);
+    let _backend = Backend::start("one", BACKEND);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "tls-test-ca");
+    let clients = TestCa::new(dir.path(), "clients-ca");
+    let strangers = TestCa::new(dir.path(), "strangers-ca");
+    let secrets = dir.path().join("secrets");
+    install(
+        &secrets,
+        "site",
+        &ca.server_cert_for("site", "site", "DNS:open.tls.test,DNS:secure.tls.test"),
+    );
+    fs::create_dir_all(secrets.join("default/clients")).unwrap();
+    fs::copy(&clients.cert, secrets.join("default/clients/ca.crt")).unwrap();
+    let gateway = tls_gateway(&[
+        ("open", PROXY, Some("open.tls.test"), "site"),
+        ("secure", PROXY, Some("secure.tls.test"), "site"),
+    ]);
+    // The second listener verifies client certificates.
+    let (head, tail) = gateway.split_at(gateway.find("name: secure").unwrap());
+    let tail = tail.replacen(
+        "certificateRefs: [{ kind: Secret, name: site }] }",
+        "certificateRefs: [{ kind: Secret, name: site }], frontendValidation: { caCertificateRefs: [{ group: '', kind: ConfigMap, name: clients }] } }",
+        1,
+    );
+    let gateway = format!("{head}{tail}");
+    lab.write_policy(
+        "l7.yaml",
+        &documents(&[
+            &gateway,
+            &backend_object("one", &[BACKEND], ""),
+            &route_object(
+                "main",
+                &format!("  rules:\n    - backendRefs: [{}]\n", to("one")),
+            ),
+        ]),
+    );
+    let secrets_arg = secrets.to_str().unwrap().to_owned();
+    let _agent = start_agent(&lab, ADMIN, &[PROXY], &["--tls-secrets-dir", &secrets_arg]);
+
+    let (cert, key) = clients.client_cert("alice", "alice");
+    let (other_cert, other_key) = strangers.client_cert("mallory", "mallory");
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let (other_cert, other_key) = (other_cert.to_str().unwrap(), other_key.to_str().unwrap());
+
+    // With a certificate of the trusted CA: served, over HTTP/2 and HTTP/1.1.
+    let r = https(
+        &ca.cert,
+        "secure.tls.test",
+        "/",
+        &["--cert", cert, "--key", key, "--http2"],
+    );
+    assert_eq!((r.status, r.version.as_str()), (200, "HTTP/2"), "{r:?}");
+    let r = https(
+        &ca.cert,
+        "secure.tls.test",
+        "/",
+        &["--cert", cert, "--key", key, "--http1.1"],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    // Without one, or with one of another CA: no handshake.
+    let r = https(&ca.cert, "secure.tls.test", "/", &[]);
+    assert_eq!(r.status, 0, "{r:?}");
+    let r = https(
+        &ca.cert,
+        "secure.tls.test",
+        "/",
+        &["--cert", other_cert, "--key", other_key],
+    );
+    assert_eq!(r.status, 0, "{r:?}");
+    // The other listener of the port asks for none.
+    let r = https(&ca.cert, "open.tls.test", "/", &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+
+    let m = metrics(ADMIN);
+    assert_eq!(
+        metric_value(
+            &m,
+            "tollgate_http_tls_handshake_failures_total{reason=\"client_certificate\"}"
+        ),
+        Some(2),
+        "{m}"
+    );
+}

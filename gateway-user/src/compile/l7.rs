@@ -67,6 +67,8 @@ pub const MAX_REGEX_LEN: usize = 1024;
 pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// Certificate references per listener (the Gateway API's limit).
 pub const MAX_CERTIFICATE_REFS: usize = 64;
+/// CA certificate references per listener (the Gateway API's limit).
+pub const MAX_CA_CERTIFICATE_REFS: usize = 8;
 /// Most retries a rule may ask for.
 pub const MAX_RETRY_ATTEMPTS: i64 = 10;
 
@@ -593,7 +595,46 @@ fn listener_protocol(
                     }
                 }
             }
-            (c.errors.len() == before).then_some(ListenerTls { certificates })
+            let mut client_cas = Vec::new();
+            if let Some(v) = &tls.frontend_validation {
+                let at = format!("{at}.tls.frontendValidation.caCertificateRefs");
+                match &v.ca_certificate_refs {
+                    None => c.error(&at, "missing: name the ConfigMap with the CA certificates"),
+                    Some(refs) if refs.is_empty() => {
+                        c.error(&at, "empty: name the ConfigMap with the CA certificates")
+                    }
+                    Some(refs) => {
+                        c.count(&at, refs.len(), MAX_CA_CERTIFICATE_REFS);
+                        for (j, r) in refs.iter().enumerate() {
+                            let f = format!("{at}[{j}]");
+                            if !r.group.is_empty() || r.kind != "ConfigMap" {
+                                c.error(
+                                    &f,
+                                    format!(
+                                        "{}/{}: only core ConfigMaps can hold CA certificates",
+                                        r.group, r.kind
+                                    ),
+                                );
+                            }
+                            if let Err(why) = check_secret_name(&r.name) {
+                                c.error(format!("{f}.name"), format!("\"{}\" {why}", r.name));
+                            }
+                            let namespace = r.namespace.as_deref().unwrap_or(gateway_ns);
+                            if let Err(why) = check_secret_name(namespace) {
+                                c.error(format!("{f}.namespace"), format!("\"{namespace}\" {why}"));
+                            }
+                            client_cas.push(SecretRef {
+                                namespace: namespace.to_owned(),
+                                name: r.name.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+            (c.errors.len() == before).then_some(ListenerTls {
+                certificates,
+                client_cas,
+            })
         }
         other => {
             c.error(

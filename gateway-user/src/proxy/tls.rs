@@ -27,7 +27,8 @@ use prometheus_client::metrics::family::Family;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::server::danger::ClientCertVerifier;
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::ServerConfig;
 use tracing::{info, warn};
@@ -40,6 +41,8 @@ use crate::telemetry::metrics::{SecretLabel, TlsFailureLabels};
 pub const DEFAULT_TLS_SECRETS_DIR: &str = "/etc/tollgate/secrets";
 /// Name of the certificate chain file in a Secret's directory.
 pub const CERT_FILE: &str = "tls.crt";
+/// Name of the CA certificates file in a ConfigMap's directory (client certificates).
+pub const CA_FILE: &str = "ca.crt";
 /// Name of the private key file in a Secret's directory.
 pub const KEY_FILE: &str = "tls.key";
 /// Time a client has to complete the TLS handshake, from the accepted connection.
@@ -103,8 +106,22 @@ fn file_stamp(path: &Path) -> Option<FileStamp> {
     ))
 }
 
-/// The stamps of a Secret's two files.
-type Stamp = (Option<FileStamp>, Option<FileStamp>);
+/// The stamps of the files of one Secret or ConfigMap.
+type Stamp = Vec<Option<FileStamp>>;
+
+/// Files that are loaded together and reloaded when they change.
+pub trait Source: std::fmt::Debug + Send + Sync + 'static {
+    /// What they hold.
+    type Value: std::fmt::Debug + Send + Sync + 'static;
+    /// The files.
+    fn files(&self) -> Vec<&Path>;
+    /// Reads and checks them.
+    fn load(&self) -> Result<Self::Value, CertError>;
+    /// Their stamps now.
+    fn stamp(&self) -> Stamp {
+        self.files().into_iter().map(file_stamp).collect()
+    }
+}
 
 /// The files of one Secret.
 #[derive(Debug, Clone)]
@@ -125,13 +142,21 @@ impl SecretFiles {
         }
     }
 
-    fn stamp(&self) -> Stamp {
-        (file_stamp(&self.cert), file_stamp(&self.key))
-    }
-
     /// Reads and checks the pair: a PEM chain (leaf first), a PEM private key (PKCS#8, PKCS#1
     /// or SEC1) the provider can sign with, and the key matching the leaf's public key.
     pub fn load(&self) -> Result<CertifiedKey, CertError> {
+        Source::load(self)
+    }
+}
+
+impl Source for SecretFiles {
+    type Value = CertifiedKey;
+
+    fn files(&self) -> Vec<&Path> {
+        vec![&self.cert, &self.key]
+    }
+
+    fn load(&self) -> Result<CertifiedKey, CertError> {
         let cert_pem = read_limited(&self.cert)?;
         let key_pem = read_limited(&self.key)?;
         let chain = CertificateDer::pem_slice_iter(&cert_pem)
@@ -205,13 +230,61 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// One Secret's certificate, as served now.
+/// The `ca.crt` file of a ConfigMap of CA certificates.
+#[derive(Debug, Clone)]
+pub struct CaFile(pub PathBuf);
+
+impl CaFile {
+    /// The file of `configmap` under `dir`.
+    pub fn new(dir: &Path, configmap: &SecretRef) -> CaFile {
+        CaFile(
+            dir.join(&configmap.namespace)
+                .join(&configmap.name)
+                .join(CA_FILE),
+        )
+    }
+}
+
+impl Source for CaFile {
+    type Value = Vec<CertificateDer<'static>>;
+
+    fn files(&self) -> Vec<&Path> {
+        vec![&self.0]
+    }
+
+    /// One or more PEM certificates, each usable as a trust anchor.
+    fn load(&self) -> Result<Self::Value, CertError> {
+        let pem = read_limited(&self.0)?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CertError::Pem {
+                file: self.0.clone(),
+                reason: format!("malformed PEM certificate: {e}"),
+            })?;
+        if certs.is_empty() {
+            return Err(CertError::Pem {
+                file: self.0.clone(),
+                reason: "no certificate (expected -----BEGIN CERTIFICATE-----)".to_owned(),
+            });
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for (i, c) in certs.iter().enumerate() {
+            roots.add(c.clone()).map_err(|e| CertError::Pem {
+                file: self.0.clone(),
+                reason: format!("certificate {} is not a usable CA certificate: {e}", i + 1),
+            })?;
+        }
+        Ok(certs)
+    }
+}
+
+/// Files in use, as loaded now; reloaded by [`CertStore::check`].
 #[derive(Debug)]
-pub struct CertEntry {
+pub struct Watched<S: Source> {
     secret: SecretRef,
-    files: SecretFiles,
-    key: ArcSwap<CertifiedKey>,
-    /// Stamp of the files `key` was loaded from.
+    source: S,
+    value: ArcSwap<S::Value>,
+    /// Stamp of the files `value` was loaded from.
     loaded: Mutex<Stamp>,
     /// Stamp of the files of the last failed reload, and whether the failure was reported
     /// (files caught between the writes of the certificate and of the key fail once; they
@@ -219,26 +292,157 @@ pub struct CertEntry {
     failed: Mutex<Option<(Stamp, bool)>>,
 }
 
-impl CertEntry {
-    fn load(secret: &SecretRef, files: SecretFiles) -> Result<CertEntry, CertError> {
-        let stamp = files.stamp();
-        let key = files.load()?;
-        Ok(CertEntry {
+/// One Secret's certificate and key.
+pub type CertEntry = Watched<SecretFiles>;
+/// One ConfigMap's CA certificates.
+pub type CaEntry = Watched<CaFile>;
+
+impl<S: Source> Watched<S> {
+    fn load(secret: &SecretRef, source: S) -> Result<Watched<S>, CertError> {
+        let stamp = source.stamp();
+        let value = source.load()?;
+        Ok(Watched {
             secret: secret.clone(),
-            files,
-            key: ArcSwap::from_pointee(key),
+            source,
+            value: ArcSwap::from_pointee(value),
             loaded: Mutex::new(stamp),
             failed: Mutex::new(None),
         })
     }
 
     fn changed(&self) -> bool {
-        *self.loaded.lock().unwrap_or_else(|e| e.into_inner()) != self.files.stamp()
+        *self.loaded.lock().unwrap_or_else(|e| e.into_inner()) != self.source.stamp()
     }
 
-    /// The certificate served now.
-    pub fn current(&self) -> Arc<CertifiedKey> {
-        self.key.load_full()
+    /// What is in use now.
+    pub fn current(&self) -> Arc<S::Value> {
+        self.value.load_full()
+    }
+
+    /// Reloads the files if they changed; returns whether the value was replaced.
+    fn reload(&self, failures: &Family<SecretLabel, Counter>) -> bool {
+        let stamp = self.source.stamp();
+        if *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) == stamp {
+            return false;
+        }
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if failed.as_ref() == Some(&(stamp.clone(), true)) {
+            return false; // already reported; wait for the files to change again
+        }
+        let file = self.source.files()[0].display().to_string();
+        match self.source.load() {
+            Ok(value) => {
+                self.value.store(Arc::new(value));
+                *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = stamp;
+                *failed = None;
+                info!(secret = %self.secret, %file, "TLS certificate reloaded");
+                true
+            }
+            Err(_) if failed.as_ref() != Some(&(stamp.clone(), false)) => {
+                // Maybe half written: try again at the next check before reporting.
+                *failed = Some((stamp, false));
+                false
+            }
+            Err(error) => {
+                *failed = Some((stamp, true));
+                failures
+                    .get_or_create(&SecretLabel {
+                        secret: self.secret.to_string(),
+                    })
+                    .inc();
+                warn!(secret = %self.secret, %error, "TLS certificate files changed but cannot be loaded; the certificate loaded before stays in use");
+                false
+            }
+        }
+    }
+}
+
+/// Verifies client certificates against the CAs of a listener, as they are now: the rustls
+/// verifier is built again when a CA file was reloaded.
+#[derive(Debug)]
+struct ClientAuth {
+    cas: Vec<Arc<CaEntry>>,
+    built: Mutex<(
+        Vec<Arc<Vec<CertificateDer<'static>>>>,
+        Arc<dyn ClientCertVerifier>,
+    )>,
+}
+
+impl ClientAuth {
+    fn new(cas: Vec<Arc<CaEntry>>) -> Result<ClientAuth, String> {
+        let now: Vec<_> = cas.iter().map(|c| c.current()).collect();
+        let verifier = build_verifier(&now)?;
+        Ok(ClientAuth {
+            cas,
+            built: Mutex::new((now, verifier)),
+        })
+    }
+
+    fn verifier(&self) -> Arc<dyn ClientCertVerifier> {
+        let now: Vec<_> = self.cas.iter().map(|c| c.current()).collect();
+        let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
+        let same =
+            built.0.len() == now.len() && built.0.iter().zip(&now).all(|(a, b)| Arc::ptr_eq(a, b));
+        if !same {
+            match build_verifier(&now) {
+                Ok(v) => *built = (now, v),
+                Err(error) => {
+                    warn!(%error, "client CA certificates reloaded but unusable; the previous ones stay in use")
+                }
+            }
+        }
+        built.1.clone()
+    }
+}
+
+fn build_verifier(
+    roots: &[Arc<Vec<CertificateDer<'static>>>],
+) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let mut store = rustls::RootCertStore::empty();
+    for c in roots.iter().flat_map(|r| r.iter()) {
+        store.add(c.clone()).map_err(|e| e.to_string())?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider())
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+impl ClientCertVerifier for ClientAuth {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        // The hints would have to outlive a reload; clients send their certificate without.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.verifier()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.verifier().supported_verify_schemes()
     }
 }
 
@@ -267,12 +471,18 @@ impl ResolvesServerCert for NoCertificate {
     }
 }
 
-fn server_config(resolver: Arc<dyn ResolvesServerCert>) -> Arc<ServerConfig> {
-    let mut config = ServerConfig::builder_with_provider(provider())
+fn server_config(
+    resolver: Arc<dyn ResolvesServerCert>,
+    client_auth: Option<Arc<dyn ClientCertVerifier>>,
+) -> Arc<ServerConfig> {
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .expect("the ring provider supports the default TLS versions")
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+        .expect("the ring provider supports the default TLS versions");
+    let builder = match client_auth {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }
@@ -311,13 +521,15 @@ impl TlsPort {
 
 /// Why an HTTPS listener cannot be served.
 #[derive(Debug, thiserror::Error)]
-#[error("listener \"{listener}\" of Gateway {gateway}, certificateRef Secret {secret}: {source}")]
+#[error("listener \"{listener}\" of Gateway {gateway}, {what} {secret}: {source}")]
 pub struct ListenerCertError {
     /// `namespace/name` of the Gateway.
     pub gateway: String,
     /// The listener.
     pub listener: String,
-    /// The Secret.
+    /// `certificateRef Secret` or `caCertificateRef ConfigMap`.
+    pub what: &'static str,
+    /// The Secret or ConfigMap.
     pub secret: SecretRef,
     /// What is wrong with its files.
     pub source: CertError,
@@ -329,13 +541,34 @@ pub struct PreparedTls {
     /// HTTPS ports.
     pub ports: BTreeMap<u16, Arc<TlsPort>>,
     entries: BTreeMap<SecretRef, Arc<CertEntry>>,
+    cas: BTreeMap<SecretRef, Arc<CaEntry>>,
 }
 
 /// Every certificate in use, with what reloads them.
 pub struct CertStore {
     dir: PathBuf,
     entries: Mutex<BTreeMap<SecretRef, Arc<CertEntry>>>,
+    cas: Mutex<BTreeMap<SecretRef, Arc<CaEntry>>>,
     reload_failures: Family<SecretLabel, Counter>,
+}
+
+/// The entry of `secret`: already loaded for this revision, or in use and unchanged, or read
+/// now.
+fn entry<S: Source>(
+    fresh: &mut BTreeMap<SecretRef, Arc<Watched<S>>>,
+    current: &BTreeMap<SecretRef, Arc<Watched<S>>>,
+    secret: &SecretRef,
+    source: impl FnOnce() -> S,
+) -> Result<Arc<Watched<S>>, CertError> {
+    if let Some(e) = fresh.get(secret) {
+        return Ok(e.clone());
+    }
+    let e = match current.get(secret) {
+        Some(e) if !e.changed() => e.clone(),
+        _ => Arc::new(Watched::load(secret, source())?),
+    };
+    fresh.insert(secret.clone(), e.clone());
+    Ok(e)
 }
 
 impl CertStore {
@@ -344,50 +577,66 @@ impl CertStore {
         CertStore {
             dir,
             entries: Mutex::new(BTreeMap::new()),
+            cas: Mutex::new(BTreeMap::new()),
             reload_failures,
         }
     }
 
-    /// Loads the certificates of every HTTPS listener of `table`. A Secret already in use whose
-    /// files have not changed is shared, not read again. Nothing serving changes.
+    /// Loads the certificates (and client CAs) of every HTTPS listener of `table`. Files
+    /// already in use that have not changed are shared, not read again. Nothing serving
+    /// changes.
     pub fn load(&self, table: &RouteTable) -> Result<PreparedTls, Box<ListenerCertError>> {
         let current = self
             .entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let current_cas = self.cas.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut entries: BTreeMap<SecretRef, Arc<CertEntry>> = BTreeMap::new();
+        let mut cas: BTreeMap<SecretRef, Arc<CaEntry>> = BTreeMap::new();
         let mut ports: BTreeMap<u16, HostIndex<Arc<TlsListener>>> = BTreeMap::new();
         for (index, l) in table.policy.listeners.iter().enumerate() {
             let Some(tls) = &l.tls else { continue };
+            let error = |what, secret: &SecretRef, source| {
+                Box::new(ListenerCertError {
+                    gateway: l.gateway.clone(),
+                    listener: l.name.clone(),
+                    what,
+                    secret: secret.clone(),
+                    source,
+                })
+            };
             let mut certs = Vec::new();
             for secret in &tls.certificates {
-                let entry = match entries.get(secret) {
-                    Some(e) => e.clone(),
-                    None => {
-                        let e = match current.get(secret) {
-                            Some(e) if !e.changed() => e.clone(),
-                            _ => Arc::new(
-                                CertEntry::load(secret, SecretFiles::new(&self.dir, secret))
-                                    .map_err(|source| {
-                                        Box::new(ListenerCertError {
-                                            gateway: l.gateway.clone(),
-                                            listener: l.name.clone(),
-                                            secret: secret.clone(),
-                                            source,
-                                        })
-                                    })?,
-                            ),
-                        };
-                        entries.insert(secret.clone(), e.clone());
-                        e
-                    }
-                };
-                certs.push(entry);
+                let e = entry(&mut entries, &current, secret, || {
+                    SecretFiles::new(&self.dir, secret)
+                })
+                .map_err(|source| error("certificateRef Secret", secret, source))?;
+                certs.push(e);
             }
+            let mut client_cas = Vec::new();
+            for map in &tls.client_cas {
+                let e = entry(&mut cas, &current_cas, map, || CaFile::new(&self.dir, map))
+                    .map_err(|source| error("caCertificateRef ConfigMap", map, source))?;
+                client_cas.push(e);
+            }
+            let client_auth: Option<Arc<dyn ClientCertVerifier>> = match client_cas.first() {
+                None => None,
+                Some(first) => {
+                    let file = first.source.0.clone();
+                    let map = first.secret.clone();
+                    Some(Arc::new(ClientAuth::new(client_cas).map_err(|reason| {
+                        error(
+                            "caCertificateRef ConfigMap",
+                            &map,
+                            CertError::Pem { file, reason },
+                        )
+                    })?))
+                }
+            };
             let listener = Arc::new(TlsListener {
                 listener: index,
-                config: server_config(Arc::new(ListenerCerts(certs))),
+                config: server_config(Arc::new(ListenerCerts(certs)), client_auth),
             });
             // (port, hostname) is unique in a compiled revision.
             let slot = ports
@@ -396,7 +645,7 @@ impl CertStore {
                 .entry(&l.hostname, || listener.clone());
             *slot = listener;
         }
-        let reject = server_config(Arc::new(NoCertificate));
+        let reject = server_config(Arc::new(NoCertificate), None);
         Ok(PreparedTls {
             ports: ports
                 .into_iter()
@@ -411,16 +660,18 @@ impl CertStore {
                 })
                 .collect(),
             entries,
+            cas,
         })
     }
 
-    /// Keeps the certificates of the revision just put in force (and drops the others).
+    /// Keeps the files of the revision just put in force (and drops the others).
     pub fn commit(&self, prepared: &PreparedTls) {
         *self.entries.lock().unwrap_or_else(|e| e.into_inner()) = prepared.entries.clone();
+        *self.cas.lock().unwrap_or_else(|e| e.into_inner()) = prepared.cas.clone();
     }
 
     /// Reads again the files that changed since they were loaded; returns how many
-    /// certificates were replaced.
+    /// certificates (and CA files) were replaced.
     pub fn check(&self) -> usize {
         let entries: Vec<Arc<CertEntry>> = self
             .entries
@@ -429,40 +680,22 @@ impl CertStore {
             .values()
             .cloned()
             .collect();
-        let mut replaced = 0;
-        for e in entries {
-            let stamp = e.files.stamp();
-            if *e.loaded.lock().unwrap_or_else(|p| p.into_inner()) == stamp {
-                continue;
-            }
-            let mut failed = e.failed.lock().unwrap_or_else(|p| p.into_inner());
-            if *failed == Some((stamp, true)) {
-                continue; // already reported; wait for the files to change again
-            }
-            match e.files.load() {
-                Ok(key) => {
-                    e.key.store(Arc::new(key));
-                    *e.loaded.lock().unwrap_or_else(|p| p.into_inner()) = stamp;
-                    *failed = None;
-                    replaced += 1;
-                    info!(secret = %e.secret, file = %e.files.cert.display(), "TLS certificate reloaded");
-                }
-                Err(_) if *failed != Some((stamp, false)) => {
-                    // Maybe half written: try again at the next check before reporting.
-                    *failed = Some((stamp, false));
-                }
-                Err(error) => {
-                    *failed = Some((stamp, true));
-                    self.reload_failures
-                        .get_or_create(&SecretLabel {
-                            secret: e.secret.to_string(),
-                        })
-                        .inc();
-                    warn!(secret = %e.secret, %error, "TLS certificate files changed but cannot be loaded; the certificate loaded before stays in use");
-                }
-            }
-        }
-        replaced
+        let cas: Vec<Arc<CaEntry>> = self
+            .cas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let certs = entries
+            .iter()
+            .filter(|e| e.reload(&self.reload_failures))
+            .count();
+        certs
+            + cas
+                .iter()
+                .filter(|e| e.reload(&self.reload_failures))
+                .count()
     }
 }
 

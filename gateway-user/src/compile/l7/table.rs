@@ -550,9 +550,13 @@ pub struct ListenerTls {
     /// The certificate Secrets, in order (several serve different key types, e.g. ECDSA and
     /// RSA; the first one the client can use is served).
     pub certificates: Vec<SecretRef>,
+    /// ConfigMaps of CA certificates that client certificates must chain to (mTLS); empty:
+    /// no client certificate is asked for.
+    pub client_cas: Vec<SecretRef>,
 }
 
-/// A Secret named by a listener: `namespace/name` (standalone, a directory of files).
+/// A Secret (or ConfigMap) named by a listener: `namespace/name` (standalone, a directory of
+/// files).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SecretRef {
     /// Namespace (the Gateway's unless the reference names one).

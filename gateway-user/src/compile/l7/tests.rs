@@ -558,6 +558,38 @@ fn https_listener_errors_name_the_field() {
 }
 
 #[test]
+fn client_certificate_cas_are_configmaps_in_the_gateway_namespace_by_default() {
+    let gateway = GATEWAY.replace(
+        "    - { name: http, port: 8080, protocol: HTTP }\n",
+        "    - { name: a, port: 8443, protocol: HTTPS, tls: { certificateRefs: [{ name: c }], frontendValidation: { caCertificateRefs: [{ kind: ConfigMap, name: clients }, { group: '', kind: ConfigMap, name: partners, namespace: pki }] } } }
+",
+    );
+    let t = table(&gateway);
+    let tls = t.policy.listeners[0].tls.as_ref().expect("tls settings");
+    let names: Vec<String> = tls.client_cas.iter().map(|s| s.to_string()).collect();
+    assert_eq!(names, ["default/clients", "pki/partners"]);
+
+    let bad = GATEWAY.replace(
+        "    - { name: http, port: 8080, protocol: HTTP }\n",
+        "    - { name: a, port: 8443, protocol: HTTPS, tls: { certificateRefs: [{ name: c }], frontendValidation: { caCertificateRefs: [{ kind: Secret, name: clients }] } } }
+    - { name: b, port: 8444, protocol: HTTPS, tls: { certificateRefs: [{ name: c }], frontendValidation: {} } }
+",
+    );
+    let errs = errors(&bad);
+    let got: Vec<String> = places(&errs, "only core ConfigMaps can hold CA certificates")
+        .into_iter()
+        .map(|(_, f)| f)
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "spec.listeners[0].tls.frontendValidation.caCertificateRefs[0]",
+            "spec.listeners[1].tls.frontendValidation.caCertificateRefs",
+        ]
+    );
+}
+
+#[test]
 fn one_port_cannot_mix_http_and_https_listeners() {
     let gateway = GATEWAY.replace(
         "    - { name: http, port: 8080, protocol: HTTP }\n",

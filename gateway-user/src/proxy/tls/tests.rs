@@ -237,3 +237,30 @@ fn changed_files_are_reloaded_and_broken_ones_keep_the_old_certificate() {
     assert_ne!(leaf(&entry.current()), second);
     assert!(store.load(&t).is_ok());
 }
+
+#[test]
+fn a_client_ca_file_without_a_usable_certificate_refuses_the_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    make_secret(dir.path(), "default", "site", "site");
+    let t = table(
+        "    - { name: web, port: 8443, protocol: HTTPS, tls: { certificateRefs: [{ name: site }], frontendValidation: { caCertificateRefs: [{ kind: ConfigMap, name: clients }] } } }\n",
+    );
+    let e = store(dir.path()).load(&t).unwrap_err().to_string();
+    assert!(
+        e.contains("caCertificateRef ConfigMap default/clients")
+            && e.contains("default/clients/ca.crt"),
+        "{e}"
+    );
+    std::fs::create_dir_all(dir.path().join("default/clients")).unwrap();
+    std::fs::write(dir.path().join("default/clients/ca.crt"), "no PEM here\n").unwrap();
+    let e = store(dir.path()).load(&t).unwrap_err().to_string();
+    assert!(e.contains("ca.crt: no certificate"), "{e}");
+    // A certificate (here self-signed, so a CA of itself) works.
+    std::fs::copy(
+        dir.path().join("default/site/tls.crt"),
+        dir.path().join("default/clients/ca.crt"),
+    )
+    .unwrap();
+    let prepared = store(dir.path()).load(&t).unwrap();
+    assert_eq!(prepared.cas.len(), 1);
+}
