@@ -90,7 +90,8 @@ pub struct RunArgs {
     pub access_log: AccessLog,
     /// Directory of the certificates of HTTPS listeners: a certificateRef to Secret NAME in
     /// namespace NS is read from NS/NAME/tls.crt and NS/NAME/tls.key under it (the layout of a
-    /// mounted kubernetes.io/tls Secret). Files are reloaded when they change.
+    /// mounted kubernetes.io/tls Secret), a caCertificateRef to ConfigMap NAME (client
+    /// certificates) from NS/NAME/ca.crt. Files are reloaded when they change.
     #[arg(long, value_name = "DIR", default_value = crate::proxy::tls::DEFAULT_TLS_SECRETS_DIR, env = "TOLLGATE_TLS_SECRETS_DIR")]
     pub tls_secrets_dir: PathBuf,
 }

@@ -264,3 +264,34 @@ fn a_client_ca_file_without_a_usable_certificate_refuses_the_listener() {
     let prepared = store(dir.path()).load(&t).unwrap();
     assert_eq!(prepared.cas.len(), 1);
 }
+
+#[test]
+fn a_reloaded_client_ca_file_rebuilds_the_verifier_and_a_broken_one_keeps_the_old() {
+    let dir = tempfile::tempdir().unwrap();
+    make_secret(dir.path(), "default", "one", "one");
+    make_secret(dir.path(), "default", "two", "two");
+    let secret = SecretRef {
+        namespace: "default".into(),
+        name: "one".into(),
+    };
+    let file = CaFile(dir.path().join("default/one/tls.crt"));
+    let entry = Arc::new(CaEntry::load(&secret, file.clone()).unwrap());
+    let auth = ClientAuth::new(vec![entry.clone()]).unwrap();
+    let first = auth.verifier();
+    assert!(Arc::ptr_eq(&first, &auth.verifier()), "built once");
+
+    let failures = Family::<SecretLabel, Counter>::default();
+    std::fs::copy(dir.path().join("default/two/tls.crt"), &file.0).unwrap();
+    assert!(entry.reload(&failures));
+    let second = auth.verifier();
+    assert!(!Arc::ptr_eq(&first, &second), "rebuilt after the reload");
+
+    std::fs::write(&file.0, "broken").unwrap();
+    assert!(!entry.reload(&failures));
+    assert!(!entry.reload(&failures));
+    assert!(Arc::ptr_eq(&second, &auth.verifier()), "the old CAs stay");
+    let label = SecretLabel {
+        secret: "default/one".into(),
+    };
+    assert_eq!(failures.get_or_create(&label).get(), 1);
+}
