@@ -523,9 +523,20 @@ fn client_certificates_are_required_on_listeners_with_frontend_validation_only()
         &["--cert", other_cert, "--key", other_key],
     );
     assert_eq!(r.status, 0, "{r:?}");
-    // The other listener of the port asks for none.
+    // The other listener of the port asks for none...
     let r = https(&ca.cert, "open.tls.test", "/", &[]);
     assert_eq!(r.status, 200, "{r:?}");
+    // ...and its connections cannot be used for the hosts of the one that does (HTTP/1.1
+    // Host, HTTP/2 :authority).
+    for version in ["--http1.1", "--http2"] {
+        let r = https(
+            &ca.cert,
+            "open.tls.test",
+            "/",
+            &["-H", "Host: secure.tls.test", version],
+        );
+        assert_eq!(r.status, 421, "{version}: {r:?}");
+    }
 
     let m = metrics(ADMIN);
     assert_eq!(

@@ -98,7 +98,8 @@ pub struct Entry<'a> {
     pub bytes: u64,
     /// The client's address (see `forwarded`).
     pub client: &'a str,
-    /// Why the proxy answered itself (`no_route`, `bad_path`, `connect`, `timeout`, ...), or `-`.
+    /// Why the proxy answered itself (`no_route`, `bad_path`, `misdirected`, `connect`,
+    /// `timeout`, ...), or `-`.
     pub reason: &'a str,
     /// The response body was cut short (client gone, or the request timeout hit mid-body).
     pub aborted: bool,

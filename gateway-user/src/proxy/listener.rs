@@ -21,6 +21,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::tls::{TlsListener, TlsPort};
 use super::upstream::now_ms;
 use super::{Core, Limits};
 
@@ -58,8 +59,30 @@ pub struct ConnInfo {
     pub port: u16,
     /// Activity, for the idle timeout.
     pub state: Arc<ConnState>,
-    /// Whether the connection is TLS (an HTTPS listener).
-    pub tls: bool,
+    /// On an HTTPS listener: the listener the TLS server name (SNI) chose, and its port's
+    /// listeners as they were at the handshake.
+    pub tls: Option<TlsConn>,
+}
+
+/// What the TLS handshake of a connection chose.
+#[derive(Debug, Clone)]
+pub struct TlsConn {
+    /// The HTTPS listeners of the port at the handshake.
+    pub port: Arc<TlsPort>,
+    /// The listener chosen by SNI.
+    pub listener: Arc<TlsListener>,
+}
+
+impl TlsConn {
+    /// Whether a request for `host` belongs on this connection: the listener `host` would
+    /// choose as a server name is the one the handshake chose. Otherwise a client could
+    /// shake hands with one listener and then ask for another listener's host, escaping that
+    /// listener's client certificate requirement (answered 421 Misdirected Request).
+    pub fn covers(&self, host: &str) -> bool {
+        self.port
+            .select(Some(host))
+            .is_some_and(|l| Arc::ptr_eq(l, &self.listener))
+    }
 }
 
 /// A stream (TCP, or TLS over TCP) that records when bytes last moved.
@@ -194,7 +217,7 @@ async fn serve_connection(
 ) {
     let tls_port = core.state.load().tls.get(&port).cloned();
     let Some(tls_port) = tls_port else {
-        serve_http(core, port, stream, peer, false, stop).await;
+        serve_http(core, port, stream, peer, None, stop).await;
         return;
     };
     let timeout = core.limits.tls_handshake_timeout;
@@ -203,22 +226,28 @@ async fn serve_connection(
             .await
             .map_err(|e| super::tls::failure_reason(&e))?;
         let hello = start.client_hello();
-        let (config, known) = match tls_port.select(hello.server_name()) {
-            Some(l) => (l.config.clone(), true),
-            None => (tls_port.reject(), false),
+        let listener = tls_port.select(hello.server_name()).cloned();
+        let config = match &listener {
+            Some(l) => l.config.clone(),
+            None => tls_port.reject(),
         };
         let result = start.into_stream(config).await;
-        match result {
-            Ok(s) if known => Ok(s),
+        match (result, listener) {
+            (Ok(s), Some(listener)) => Ok((
+                s,
+                TlsConn {
+                    port: tls_port.clone(),
+                    listener,
+                },
+            )),
             // The reject configuration never completes a handshake.
-            Ok(_) => Err("unknown_sni"),
-            Err(_) if !known => Err("unknown_sni"),
-            Err(e) => Err(super::tls::failure_reason(&e)),
+            (_, None) => Err("unknown_sni"),
+            (Err(e), _) => Err(super::tls::failure_reason(&e)),
         }
     };
     let reason = match tokio::time::timeout(timeout, handshake).await {
-        Ok(Ok(stream)) => {
-            serve_http(core, port, stream, peer, true, stop).await;
+        Ok(Ok((stream, tls))) => {
+            serve_http(core, port, stream, peer, Some(tls), stop).await;
             return;
         }
         Ok(Err(reason)) => reason,
@@ -236,7 +265,7 @@ async fn serve_http<S>(
     port: u16,
     stream: S,
     peer: SocketAddr,
-    tls: bool,
+    tls: Option<TlsConn>,
     stop: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,

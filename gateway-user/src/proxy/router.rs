@@ -189,6 +189,16 @@ pub async fn handle(
             "an HTTP/1.1 request needs a Host header",
         );
     }
+    if let Some(tls) = &conn.tls {
+        if !tls.covers(&done.host) {
+            return local(
+                done,
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected",
+                "this host is not served by the TLS server name this connection was opened for",
+            );
+        }
+    }
     let path = match normalize(req.uri().path()) {
         Ok(p) => p,
         Err(e) => return local(done, StatusCode::BAD_REQUEST, "bad_path", e.as_str()),
@@ -224,7 +234,7 @@ pub async fn handle(
             prefix.as_deref(),
             query.as_deref(),
             conn.port,
-            if conn.tls { "https" } else { "http" },
+            if conn.tls.is_some() { "https" } else { "http" },
         );
         done.status = r.status.as_u16();
         done.reason = "redirect";
@@ -273,7 +283,7 @@ pub async fn handle(
         peer,
         trusted,
         host_raw.as_deref(),
-        if conn.tls { "https" } else { "http" },
+        if conn.tls.is_some() { "https" } else { "http" },
     );
     let host_header = match rule.rewrite.as_ref().and_then(|r| r.hostname.clone()) {
         Some(h) => Some(h),
