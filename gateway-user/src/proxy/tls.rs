@@ -361,15 +361,16 @@ impl<S: Source> Watched<S> {
     }
 }
 
+/// The CA certificates of one ConfigMap, as loaded.
+type CaCerts = Arc<Vec<CertificateDer<'static>>>;
+
 /// Verifies client certificates against the CAs of a listener, as they are now: the rustls
 /// verifier is built again when a CA file was reloaded.
 #[derive(Debug)]
 struct ClientAuth {
     cas: Vec<Arc<CaEntry>>,
-    built: Mutex<(
-        Vec<Arc<Vec<CertificateDer<'static>>>>,
-        Arc<dyn ClientCertVerifier>,
-    )>,
+    /// The CA files the verifier was built from, and the verifier.
+    built: Mutex<(Vec<CaCerts>, Arc<dyn ClientCertVerifier>)>,
 }
 
 impl ClientAuth {
@@ -399,9 +400,7 @@ impl ClientAuth {
     }
 }
 
-fn build_verifier(
-    roots: &[Arc<Vec<CertificateDer<'static>>>],
-) -> Result<Arc<dyn ClientCertVerifier>, String> {
+fn build_verifier(roots: &[CaCerts]) -> Result<Arc<dyn ClientCertVerifier>, String> {
     let mut store = rustls::RootCertStore::empty();
     for c in roots.iter().flat_map(|r| r.iter()) {
         store.add(c.clone()).map_err(|e| e.to_string())?;
