@@ -269,14 +269,34 @@ impl TestCa {
 
     /// A server certificate and key signed by this CA, for 127.0.0.1 and localhost.
     pub fn server_cert(&self, name: &str) -> (PathBuf, PathBuf) {
+        self.server_cert_for(name, "127.0.0.1", "IP:127.0.0.1,DNS:localhost")
+    }
+
+    /// A server certificate and key signed by this CA, with subject `CN=cn` and the
+    /// subjectAltName `san` (`DNS:a.example,DNS:*.b.example`), written as `name.pem` and
+    /// `name.key`.
+    pub fn server_cert_for(&self, name: &str, cn: &str, san: &str) -> (PathBuf, PathBuf) {
+        self.signed(name, cn, &format!("serverAuth\nsubjectAltName={san}"))
+    }
+
+    /// A client certificate (TLS client authentication) and key signed by this CA, with
+    /// subject `CN=cn`, written as `name.pem` and `name.key`.
+    pub fn client_cert(&self, name: &str, cn: &str) -> (PathBuf, PathBuf) {
+        self.signed(name, cn, "clientAuth")
+    }
+
+    /// A certificate for `CN=cn` whose extensions end with `extendedKeyUsage=<usage>`.
+    fn signed(&self, name: &str, cn: &str, usage: &str) -> (PathBuf, PathBuf) {
         let cert = self.dir.join(format!("{name}.pem"));
         let key = self.dir.join(format!("{name}.key"));
         let csr = self.dir.join(format!("{name}.csr"));
         let ext = self.dir.join(format!("{name}.ext"));
         fs::write(
             &ext,
-            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
-             extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+            format!(
+                "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+                 extendedKeyUsage={usage}\n"
+            ),
         )
         .unwrap();
         run_ok(
@@ -293,7 +313,7 @@ impl TestCa {
                 "-out",
                 path_str(&csr),
                 "-subj",
-                "/CN=127.0.0.1",
+                &format!("/CN={cn}"),
             ],
         );
         run_ok(

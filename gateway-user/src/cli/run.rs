@@ -88,6 +88,12 @@ pub struct RunArgs {
     /// N, and every 5xx).
     #[arg(long, default_value = "on", env = "TOLLGATE_ACCESS_LOG")]
     pub access_log: AccessLog,
+    /// Directory of the certificates of HTTPS listeners: a certificateRef to Secret NAME in
+    /// namespace NS is read from NS/NAME/tls.crt and NS/NAME/tls.key under it (the layout of a
+    /// mounted kubernetes.io/tls Secret), a caCertificateRef to ConfigMap NAME (client
+    /// certificates) from NS/NAME/ca.crt. Files are reloaded when they change.
+    #[arg(long, value_name = "DIR", default_value = crate::proxy::tls::DEFAULT_TLS_SECRETS_DIR, env = "TOLLGATE_TLS_SECRETS_DIR")]
+    pub tls_secrets_dir: PathBuf,
 }
 
 impl RunArgs {
@@ -218,6 +224,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             trusted_proxies: args.trusted_proxies,
             access_log: args.access_log,
             limits: Default::default(),
+            tls_secrets_dir: args.tls_secrets_dir,
         },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -7,8 +7,10 @@
 //! route that ends up attached to no listener (no listener allows its namespace, or its
 //! hostnames meet none of the listeners'); regular expressions that do not compile; path values
 //! that requests could never equal once normalised; weights out of range; filters used twice or
-//! on the wrong match type; features that are not built yet (HTTPS listeners, Services, cross-
-//! namespace references, mirrors), each with a message that says so.
+//! on the wrong match type; a port with both HTTP and HTTPS listeners; features that are not
+//! built yet (Services, cross-namespace references, mirrors), each with a message that says so.
+//! The certificate files of HTTPS listeners are read when the revision is applied
+//! (`proxy::tls`), not here: compiling is a pure function of the documents.
 pub mod path;
 pub mod reference;
 pub mod table;
@@ -36,9 +38,9 @@ use crate::model::{Located, Object};
 pub use table::RouteTable;
 use table::{
     Attachment, BackendDef, HeaderMatch, HeaderModifier, HostPattern, L7Policy, LimitKey,
-    ListenerDef, LoadBalancing, MatchDef, PathMatch, PathModifier, QueryMatch, RateLimitDef,
-    Redirect, Retry, RouteDef, RouteLimits, Rule, RuleDef, Timeouts, UrlRewrite, ValueMatch,
-    WeightedBackend,
+    ListenerDef, ListenerTls, LoadBalancing, MatchDef, PathMatch, PathModifier, QueryMatch,
+    RateLimitDef, Redirect, Retry, RouteDef, RouteLimits, Rule, RuleDef, SecretRef, Timeouts,
+    UrlRewrite, ValueMatch, WeightedBackend,
 };
 
 /// Listeners per Gateway (the Gateway API's limit).
@@ -65,6 +67,10 @@ pub const MAX_ENDPOINTS: usize = 1024;
 pub const MAX_REGEX_LEN: usize = 1024;
 /// Compiled size limit of one regular expression (bounds memory and matching time).
 pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Certificate references per listener (the Gateway API's limit).
+pub const MAX_CERTIFICATE_REFS: usize = 64;
+/// CA certificate references per listener (the Gateway API's limit).
+pub const MAX_CA_CERTIFICATE_REFS: usize = 8;
 /// Most retries a rule may ask for.
 pub const MAX_RETRY_ATTEMPTS: i64 = 10;
 
@@ -234,6 +240,8 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
     // Gateways and their listeners.
     let mut gateways: HashMap<(String, String), GatewayInfo> = HashMap::new();
     let mut taken: BTreeMap<(u16, HostPattern), (String, String)> = BTreeMap::new();
+    // Per port: whether it speaks TLS, and the first listener that said so.
+    let mut schemes: BTreeMap<u16, (bool, String, String)> = BTreeMap::new();
     for o in objects {
         if let Object::Gateway(g) = &o.value {
             let ns = o.value.namespace().unwrap_or_default().to_owned();
@@ -248,7 +256,7 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
                 },
                 errors,
             };
-            let info = gateway(&mut c, &ns, &name, g, &mut policy, &mut taken);
+            let info = gateway(&mut c, &ns, &name, g, &mut policy, &mut taken, &mut schemes);
             gateways.entry((ns, name)).or_insert(info);
         }
     }
@@ -452,6 +460,7 @@ fn port(c: &mut Checker<'_, '_>, field: &str, value: i64) -> Option<u16> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn gateway(
     c: &mut Checker<'_, '_>,
     ns: &str,
@@ -459,6 +468,7 @@ fn gateway(
     g: &Gateway,
     policy: &mut L7Policy,
     taken: &mut BTreeMap<(u16, HostPattern), (String, String)>,
+    schemes: &mut BTreeMap<u16, (bool, String, String)>,
 ) -> GatewayInfo {
     let spec = &g.spec;
     let mut info = GatewayInfo {
@@ -506,7 +516,7 @@ fn gateway(
                 }
             },
         };
-        listener_protocol(c, &at, l);
+        let tls = listener_protocol(c, &at, ns, l);
         let all_namespaces = allowed_routes(c, &at, l);
         if c.errors.len() != before {
             continue;
@@ -523,12 +533,30 @@ fn gateway(
             );
             continue;
         }
+        // A port speaks TLS or it does not: the first bytes of a connection cannot tell which
+        // listener it is for.
+        if let Some((other_tls, other_gw, other_listener)) = schemes.get(&port) {
+            if *other_tls != tls.is_some() {
+                let name = |t: bool| if t { "HTTPS" } else { "HTTP" };
+                c.error(
+                    format!("{at}.protocol"),
+                    format!(
+                        "port {port} is already served as {} by listener \"{other_listener}\" of Gateway {other_gw}; one port cannot mix HTTP and HTTPS listeners",
+                        name(*other_tls)
+                    ),
+                );
+                continue;
+            }
+        } else {
+            schemes.insert(port, (tls.is_some(), gw.clone(), l.name.clone()));
+        }
         taken.insert((port, hostname.clone()), (gw.clone(), l.name.clone()));
         policy.listeners.push(ListenerDef {
             gateway: gw,
             name: l.name.clone(),
             port,
             hostname: hostname.clone(),
+            tls,
         });
         info.listeners.push(ListenerRef {
             index: policy.listeners.len() - 1,
@@ -541,7 +569,14 @@ fn gateway(
     info
 }
 
-fn listener_protocol(c: &mut Checker<'_, '_>, at: &str, l: &Listener) {
+/// Checks the protocol and TLS settings of a listener; returns its TLS settings (`None` for
+/// HTTP, and for HTTPS listeners with errors).
+fn listener_protocol(
+    c: &mut Checker<'_, '_>,
+    at: &str,
+    gateway_ns: &str,
+    l: &Listener,
+) -> Option<ListenerTls> {
     match l.protocol.as_str() {
         "HTTP" => {
             if l.tls.is_some() {
@@ -550,56 +585,145 @@ fn listener_protocol(c: &mut Checker<'_, '_>, at: &str, l: &Listener) {
                     "tls is only for HTTPS listeners; this one is HTTP",
                 );
             }
+            None
         }
         "HTTPS" => {
-            match &l.tls {
-                None => c.error(
+            let Some(tls) = &l.tls else {
+                c.error(
                     format!("{at}.tls"),
                     "missing: an HTTPS listener needs tls.certificateRefs",
+                );
+                return None;
+            };
+            let before = c.errors.len();
+            match tls.mode.as_deref() {
+                None | Some("Terminate") => {}
+                Some(other) => c.error(
+                    format!("{at}.tls.mode"),
+                    format!("\"{other}\": only Terminate is supported"),
                 ),
-                Some(tls) => {
-                    match tls.mode.as_deref() {
-                        None | Some("Terminate") => {}
-                        Some(other) => c.error(
-                            format!("{at}.tls.mode"),
-                            format!("\"{other}\": only Terminate is supported"),
-                        ),
+            }
+            if let Some(options) = &tls.options {
+                if let Some(key) = options.keys().next() {
+                    c.error(
+                        format!("{at}.tls.options.{key}"),
+                        "unknown option: Tollgate reads no TLS options",
+                    );
+                }
+            }
+            let mut certificates = Vec::new();
+            match &tls.certificate_refs {
+                None => c.error(
+                    format!("{at}.tls.certificateRefs"),
+                    "missing: name the Secret with the certificate and key",
+                ),
+                Some(refs) if refs.is_empty() => c.error(
+                    format!("{at}.tls.certificateRefs"),
+                    "empty: name the Secret with the certificate and key",
+                ),
+                Some(refs) => {
+                    c.count(
+                        &format!("{at}.tls.certificateRefs"),
+                        refs.len(),
+                        MAX_CERTIFICATE_REFS,
+                    );
+                    for (j, r) in refs.iter().enumerate() {
+                        let f = format!("{at}.tls.certificateRefs[{j}]");
+                        let group = r.group.as_deref().unwrap_or("");
+                        let kind = r.kind.as_deref().unwrap_or("Secret");
+                        if !group.is_empty() || kind != "Secret" {
+                            c.error(
+                                &f,
+                                format!("{group}/{kind}: only core Secrets can hold certificates"),
+                            );
+                        }
+                        // The names become directory names under --tls-secrets-dir: only DNS
+                        // labels/subdomains, so that no `..` or `/` can leave it.
+                        if let Err(why) = check_secret_name(&r.name) {
+                            c.error(format!("{f}.name"), format!("\"{}\" {why}", r.name));
+                        }
+                        let namespace = r.namespace.as_deref().unwrap_or(gateway_ns);
+                        if let Err(why) = check_secret_name(namespace) {
+                            c.error(format!("{f}.namespace"), format!("\"{namespace}\" {why}"));
+                        }
+                        certificates.push(SecretRef {
+                            namespace: namespace.to_owned(),
+                            name: r.name.clone(),
+                        });
                     }
-                    match &tls.certificate_refs {
-                        None => c.error(
-                            format!("{at}.tls.certificateRefs"),
-                            "missing: name the Secret with the certificate and key",
-                        ),
-                        Some(refs) if refs.is_empty() => c.error(
-                            format!("{at}.tls.certificateRefs"),
-                            "empty: name the Secret with the certificate and key",
-                        ),
-                        Some(refs) => {
-                            for (j, r) in refs.iter().enumerate() {
-                                let f = format!("{at}.tls.certificateRefs[{j}]");
-                                let group = r.group.as_deref().unwrap_or("");
-                                let kind = r.kind.as_deref().unwrap_or("Secret");
-                                if !group.is_empty() || kind != "Secret" {
-                                    c.error(&f, format!("{group}/{kind}: only core Secrets can hold certificates"));
-                                }
-                                if r.name.is_empty() {
-                                    c.error(format!("{f}.name"), "empty");
-                                }
+                }
+            }
+            let mut client_cas = Vec::new();
+            if let Some(v) = &tls.frontend_validation {
+                let at = format!("{at}.tls.frontendValidation.caCertificateRefs");
+                match &v.ca_certificate_refs {
+                    None => c.error(&at, "missing: name the ConfigMap with the CA certificates"),
+                    Some(refs) if refs.is_empty() => {
+                        c.error(&at, "empty: name the ConfigMap with the CA certificates")
+                    }
+                    Some(refs) => {
+                        c.count(&at, refs.len(), MAX_CA_CERTIFICATE_REFS);
+                        for (j, r) in refs.iter().enumerate() {
+                            let f = format!("{at}[{j}]");
+                            if !r.group.is_empty() || r.kind != "ConfigMap" {
+                                c.error(
+                                    &f,
+                                    format!(
+                                        "{}/{}: only core ConfigMaps can hold CA certificates",
+                                        r.group, r.kind
+                                    ),
+                                );
                             }
+                            if let Err(why) = check_secret_name(&r.name) {
+                                c.error(format!("{f}.name"), format!("\"{}\" {why}", r.name));
+                            }
+                            let namespace = r.namespace.as_deref().unwrap_or(gateway_ns);
+                            if let Err(why) = check_secret_name(namespace) {
+                                c.error(format!("{f}.namespace"), format!("\"{namespace}\" {why}"));
+                            }
+                            client_cas.push(SecretRef {
+                                namespace: namespace.to_owned(),
+                                name: r.name.clone(),
+                            });
                         }
                     }
                 }
             }
+            (c.errors.len() == before).then_some(ListenerTls {
+                certificates,
+                client_cas,
+            })
+        }
+        other => {
             c.error(
                 format!("{at}.protocol"),
-                "HTTPS listeners are not supported yet (TLS termination is not built); use HTTP, or leave this listener out until it is",
+                format!("\"{other}\" is not supported; Tollgate serves HTTP and HTTPS"),
             );
+            None
         }
-        other => c.error(
-            format!("{at}.protocol"),
-            format!("\"{other}\" is not supported; Tollgate serves HTTP (HTTPS comes with TLS termination)"),
-        ),
     }
+}
+
+/// Checks the name of a Secret or namespace: a DNS subdomain (RFC 1123: lowercase letters,
+/// digits, `-` and `.`, at most 253 characters, starting and ending with a letter or digit).
+fn check_secret_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("is empty");
+    }
+    if name.len() > 253 {
+        return Err("is longer than 253 characters");
+    }
+    let ok = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    let edges = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if !ok || !edges(name.as_bytes()[0]) || !edges(name.as_bytes()[name.len() - 1]) {
+        return Err("is not a valid name (lowercase letters, digits, '-' and '.', starting and ending with a letter or digit)");
+    }
+    if name.contains("..") {
+        return Err("is not a valid name ('..')");
+    }
+    Ok(())
 }
 
 /// Checks `allowedRoutes`; returns whether routes from every namespace may attach.

@@ -64,8 +64,9 @@ pub struct Listener {
     /// TCP port (1-65535).
     pub port: i64,
 
-    /// `HTTP` (plain HTTP/1.1 and HTTP/2 with prior knowledge). `HTTPS` is parsed and
-    /// checked but refused for now: TLS termination is not built yet.
+    /// `HTTP` (plain HTTP/1.1 and HTTP/2 with prior knowledge) or `HTTPS` (TLS terminated
+    /// with the certificates of `tls.certificateRefs`, HTTP/2 or HTTP/1.1 by ALPN). One port
+    /// is either HTTP or HTTPS for all its listeners.
     pub protocol: String,
 
     /// TLS settings of an `HTTPS` listener.
@@ -85,13 +86,46 @@ pub struct GatewayTlsConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
 
-    /// Certificates (and keys) to serve: Secrets, or files on the node standalone.
+    /// Certificates (and keys) to serve: Secrets (standalone, the directory
+    /// `<--tls-secrets-dir>/NAMESPACE/NAME` with `tls.crt` and `tls.key`). With several, the
+    /// first whose key type the client supports is served (e.g. ECDSA, then RSA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_refs: Option<Vec<SecretObjectReference>>,
 
-    /// Implementation-specific TLS options.
+    /// Implementation-specific TLS options. Tollgate reads none, and refuses any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<BTreeMap<String, String>>,
+
+    /// Client certificates (mTLS): when set, a client must present a certificate that chains
+    /// to one of these CAs, or the handshake fails (Gateway API, experimental listener field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frontend_validation: Option<FrontendTlsValidation>,
+}
+
+/// Verification of client certificates on a listener.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FrontendTlsValidation {
+    /// ConfigMaps holding the trusted CA certificates under the key `ca.crt` (standalone, the
+    /// file `<--tls-secrets-dir>/NAMESPACE/NAME/ca.crt`), 1-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificate_refs: Option<Vec<ObjectReference>>,
+}
+
+/// A reference to an object (a ConfigMap of CA certificates).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectReference {
+    /// API group of the referent (`""`, the core group, for a ConfigMap).
+    #[serde(default)]
+    pub group: String,
+    /// Kind of the referent: `ConfigMap`.
+    pub kind: String,
+    /// Name of the referent.
+    pub name: String,
+    /// Namespace of the referent (default: the Gateway's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// A reference to a Secret holding a certificate and its key.

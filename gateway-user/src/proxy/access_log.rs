@@ -98,7 +98,8 @@ pub struct Entry<'a> {
     pub bytes: u64,
     /// The client's address (see `forwarded`).
     pub client: &'a str,
-    /// Why the proxy answered itself (`no_route`, `bad_path`, `connect`, `timeout`, ...), or `-`.
+    /// Why the proxy answered itself (`no_route`, `bad_path`, `misdirected`, `connect`,
+    /// `timeout`, ...), or `-`.
     pub reason: &'a str,
     /// What the route's rate limits said: `-` (the route has none), `ok` (within every
     /// limit), `refused` (429), or `shadow` (over a limit of a policy in shadow mode, let

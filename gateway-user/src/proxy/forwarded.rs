@@ -110,8 +110,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Sets `X-Forwarded-For`, `-Proto` and `-Host` for the backend. `host` is the Host the client
-/// sent (as sent, with its port if it had one).
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, host: Option<&str>) {
+/// sent (as sent, with its port if it had one); `proto` is `http` or `https` (the listener's).
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    trusted: bool,
+    host: Option<&str>,
+    proto: &'static str,
+) {
     let peer = canonical(peer);
     let xff = if trusted {
         let mut entries: Vec<String> = forwarded_for(headers)
@@ -131,7 +137,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, host:
         headers.remove(header::FORWARDED);
     }
     if !trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
     if !trusted || !headers.contains_key(&X_FORWARDED_HOST) {
         headers.remove(&X_FORWARDED_HOST);
@@ -212,6 +218,7 @@ mod tests {
             ip("198.51.100.1"),
             false,
             Some("api.example.com:8080"),
+            "http",
         );
         assert_eq!(h[&X_FORWARDED_FOR], "198.51.100.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
@@ -220,7 +227,13 @@ mod tests {
 
         let mut h = headers(&["203.0.113.9", "10.1.1.1"]);
         h.insert(&X_FORWARDED_PROTO, "https".parse().unwrap());
-        set_forwarded(&mut h, ip("10.0.0.2"), true, Some("api.example.com"));
+        set_forwarded(
+            &mut h,
+            ip("10.0.0.2"),
+            true,
+            Some("api.example.com"),
+            "http",
+        );
         assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 10.1.1.1, 10.0.0.2");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[&X_FORWARDED_HOST], "api.example.com");

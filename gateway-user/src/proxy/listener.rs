@@ -1,5 +1,6 @@
 //! Listening sockets and connections: HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on the
-//! same port (hyper-util's `auto` server), with the limits of [`super::Limits`]: header size and
+//! same port (hyper-util's `auto` server), or on HTTPS ports, TLS first (the listener chosen by
+//! SNI, HTTP/2 or HTTP/1.1 by ALPN, a bounded handshake time, failures counted by reason), with the limits of [`super::Limits`]: header size and
 //! count, header-read timeout (slowloris), idle timeout, HTTP/2 streams, and a cap on open
 //! connections (over it, the proxy stops accepting until one closes; the kernel's backlog
 //! holds the rest).
@@ -15,9 +16,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls::server::Acceptor;
+use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::tls::{TlsListener, TlsPort};
 use super::upstream::now_ms;
 use super::{Core, Limits};
 
@@ -55,21 +59,45 @@ pub struct ConnInfo {
     pub port: u16,
     /// Activity, for the idle timeout.
     pub state: Arc<ConnState>,
+    /// On an HTTPS listener: the listener the TLS server name (SNI) chose, and its port's
+    /// listeners as they were at the handshake.
+    pub tls: Option<TlsConn>,
 }
 
-/// A TCP stream that records when bytes last moved.
-struct ActivityIo {
-    stream: TcpStream,
+/// What the TLS handshake of a connection chose.
+#[derive(Debug, Clone)]
+pub struct TlsConn {
+    /// The HTTPS listeners of the port at the handshake.
+    pub port: Arc<TlsPort>,
+    /// The listener chosen by SNI.
+    pub listener: Arc<TlsListener>,
+}
+
+impl TlsConn {
+    /// Whether a request for `host` belongs on this connection: the listener `host` would
+    /// choose as a server name is the one the handshake chose. Otherwise a client could
+    /// shake hands with one listener and then ask for another listener's host, escaping that
+    /// listener's client certificate requirement (answered 421 Misdirected Request).
+    pub fn covers(&self, host: &str) -> bool {
+        self.port
+            .select(Some(host))
+            .is_some_and(|l| Arc::ptr_eq(l, &self.listener))
+    }
+}
+
+/// A stream (TCP, or TLS over TCP) that records when bytes last moved.
+struct ActivityIo<S> {
+    stream: S,
     state: Arc<ConnState>,
 }
 
-impl ActivityIo {
+impl<S> ActivityIo<S> {
     fn touch(&self) {
         self.state.last_activity.store(now_ms(), Ordering::Relaxed);
     }
 }
 
-impl AsyncRead for ActivityIo {
+impl<S: AsyncRead + Unpin> AsyncRead for ActivityIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -84,7 +112,7 @@ impl AsyncRead for ActivityIo {
     }
 }
 
-impl AsyncWrite for ActivityIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ActivityIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -187,12 +215,68 @@ async fn serve_connection(
     peer: SocketAddr,
     stop: CancellationToken,
 ) {
+    let tls_port = core.state.load().tls.get(&port).cloned();
+    let Some(tls_port) = tls_port else {
+        serve_http(core, port, stream, peer, None, stop).await;
+        return;
+    };
+    let timeout = core.limits.tls_handshake_timeout;
+    let handshake = async {
+        let start = LazyConfigAcceptor::new(Acceptor::default(), stream)
+            .await
+            .map_err(|e| super::tls::failure_reason(&e))?;
+        let hello = start.client_hello();
+        let listener = tls_port.select(hello.server_name()).cloned();
+        let config = match &listener {
+            Some(l) => l.config.clone(),
+            None => tls_port.reject(),
+        };
+        let result = start.into_stream(config).await;
+        match (result, listener) {
+            (Ok(s), Some(listener)) => Ok((
+                s,
+                TlsConn {
+                    port: tls_port.clone(),
+                    listener,
+                },
+            )),
+            // The reject configuration never completes a handshake.
+            (_, None) => Err("unknown_sni"),
+            (Err(e), _) => Err(super::tls::failure_reason(&e)),
+        }
+    };
+    let reason = match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok((stream, tls))) => {
+            serve_http(core, port, stream, peer, Some(tls), stop).await;
+            return;
+        }
+        Ok(Err(reason)) => reason,
+        Err(_) => "timeout",
+    };
+    debug!(%peer, port, reason, "TLS handshake failed");
+    core.metrics
+        .tls_handshake_failures
+        .get_or_create(&super::tls::failure_labels(reason))
+        .inc();
+}
+
+async fn serve_http<S>(
+    core: Arc<Core>,
+    port: u16,
+    stream: S,
+    peer: SocketAddr,
+    tls: Option<TlsConn>,
+    stop: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let state = Arc::new(ConnState::default());
     state.last_activity.store(now_ms(), Ordering::Relaxed);
     let info = Arc::new(ConnInfo {
         peer,
         port,
         state: state.clone(),
+        tls,
     });
     let io = TokioIo::new(ActivityIo {
         stream,

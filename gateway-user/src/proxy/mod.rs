@@ -10,16 +10,21 @@
 //! starts accepting on the new ports and stops the ports the revision no longer has (their
 //! open connections finish the requests in flight, then close). Ports that stay keep their
 //! socket and connections.
+//!
+//! HTTPS listeners: see [`tls`]. Their certificates are loaded by `prepare` (a bad file refuses
+//! the revision) and reloaded by a timer when their files change.
 pub mod access_log;
 pub mod body;
 pub mod forwarded;
 pub mod limit;
 pub mod listener;
 pub mod router;
+pub mod tls;
 pub mod upstream;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,6 +78,8 @@ pub struct Limits {
     pub pool_idle_timeout: Duration,
     /// Idle pooled connections kept per endpoint.
     pub pool_max_idle_per_endpoint: usize,
+    /// Time a client has to complete the TLS handshake on an HTTPS listener.
+    pub tls_handshake_timeout: Duration,
     /// Request bodies up to this size (with a known length) are buffered so that a retry can
     /// send them again; larger or streamed bodies are sent once.
     pub max_retry_body: usize,
@@ -117,6 +124,7 @@ impl Default for Limits {
             pool_idle_timeout: POOL_IDLE_TIMEOUT,
             pool_max_idle_per_endpoint: POOL_MAX_IDLE_PER_ENDPOINT,
             max_retry_body: MAX_RETRY_BODY,
+            tls_handshake_timeout: tls::HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -132,6 +140,8 @@ pub struct ProxyConfig {
     pub access_log: AccessLog,
     /// Limits.
     pub limits: Limits,
+    /// Directory of the Secrets that HTTPS listeners name (`NS/NAME/tls.crt`, `tls.key`).
+    pub tls_secrets_dir: PathBuf,
 }
 
 impl Default for ProxyConfig {
@@ -141,6 +151,7 @@ impl Default for ProxyConfig {
             trusted_proxies: Vec::new(),
             access_log: AccessLog::On,
             limits: Limits::default(),
+            tls_secrets_dir: PathBuf::from(tls::DEFAULT_TLS_SECRETS_DIR),
         }
     }
 }
@@ -155,6 +166,8 @@ pub struct Active {
     pub limiters: Vec<Arc<limit::Limiter>>,
     /// The revision id.
     pub revision: String,
+    /// HTTPS ports and their listeners; a port not here speaks plain HTTP.
+    pub tls: BTreeMap<u16, Arc<tls::TlsPort>>,
 }
 
 /// What every connection and request shares.
@@ -169,6 +182,7 @@ pub struct Core {
     connections: Arc<Semaphore>,
     registry: upstream::Registry,
     rate_limits: limit::Registry,
+    certs: tls::CertStore,
 }
 
 /// Why a revision's listeners cannot be opened.
@@ -184,18 +198,24 @@ pub enum ProxyError {
         /// Why.
         source: std::io::Error,
     },
+    /// A certificate or key of an HTTPS listener cannot be loaded.
+    #[error("cannot load the TLS certificate of {0}")]
+    Certificate(Box<tls::ListenerCertError>),
 }
 
 /// Sockets bound for a revision, not yet serving.
 pub struct Prepared {
     table: Arc<RouteTable>,
     sockets: Vec<(u16, TcpListener)>,
+    tls: tls::PreparedTls,
 }
 
 /// The proxy.
 pub struct Proxy {
     core: Arc<Core>,
     listeners: Mutex<BTreeMap<u16, CancellationToken>>,
+    /// Stops the certificate reload timer.
+    reloader: CancellationToken,
 }
 
 impl Proxy {
@@ -219,26 +239,41 @@ impl Proxy {
                 backends: Vec::new(),
                 limiters: Vec::new(),
                 revision: String::new(),
+                tls: BTreeMap::new(),
             }),
             sampler: Sampler::new(config.access_log),
             server: listener::server_builder(&limits),
             connections: Arc::new(Semaphore::new(limits.max_connections)),
             limits,
+            registry: upstream::Registry::default(),
+            certs: tls::CertStore::new(
+                config.tls_secrets_dir.clone(),
+                metrics.tls_reload_failures.clone(),
+            ),
             config,
             metrics,
             client,
-            registry: upstream::Registry::default(),
             rate_limits: limit::Registry::default(),
         };
+        let core = Arc::new(core);
+        let reloader = CancellationToken::new();
+        tokio::spawn(reload_certificates(core.clone(), reloader.clone()));
         Proxy {
-            core: Arc::new(core),
+            core,
             listeners: Mutex::new(BTreeMap::new()),
+            reloader,
         }
     }
 
-    /// Binds the ports of `table` that are not listening yet. Changes nothing that serves
-    /// requests; on failure, the sockets bound so far are closed again.
+    /// Loads the certificates of the HTTPS listeners of `table` and binds its ports that are
+    /// not listening yet. Changes nothing that serves requests; on failure, the sockets bound
+    /// so far are closed again.
     pub fn prepare(&self, table: &Arc<RouteTable>) -> Result<Prepared, ProxyError> {
+        let tls = self
+            .core
+            .certs
+            .load(table)
+            .map_err(ProxyError::Certificate)?;
         let open = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
         let mut sockets = Vec::new();
         for port in table.listen_ports() {
@@ -263,6 +298,7 @@ impl Proxy {
         Ok(Prepared {
             table: table.clone(),
             sockets,
+            tls,
         })
     }
 
@@ -275,11 +311,13 @@ impl Proxy {
             .resolve(&table.policy.backends, &self.core.metrics.ejections);
         let limiters = self.core.rate_limits.resolve(&table.policy.rate_limits);
         let ports = table.listen_ports();
+        self.core.certs.commit(&prepared.tls);
         self.core.state.store(Arc::new(Active {
             table,
             backends,
             limiters,
             revision: revision.to_owned(),
+            tls: prepared.tls.ports,
         }));
         let mut open = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
         for (port, socket) in prepared.sockets {
@@ -347,6 +385,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Drop for Proxy {
     fn drop(&mut self) {
+        self.reloader.cancel();
         for stop in self
             .listeners
             .lock()
@@ -355,6 +394,21 @@ impl Drop for Proxy {
         {
             stop.cancel();
         }
+    }
+}
+
+/// Checks the certificate files every [`tls::RELOAD_INTERVAL`] until `stop`.
+async fn reload_certificates(core: Arc<Core>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(tls::RELOAD_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        // File reads block: off the async workers.
+        let c = core.clone();
+        let _ = tokio::task::spawn_blocking(move || c.certs.check()).await;
     }
 }
 

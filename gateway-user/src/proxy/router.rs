@@ -60,7 +60,7 @@ fn normalise_host(raw: &str) -> String {
 }
 
 /// Where a redirect points (Gateway API `RequestRedirect` semantics): each part the filter
-/// leaves out is the request's; the port, when not given, is the scheme's well-known one if the
+/// leaves out is the request's (the scheme is `https` on an HTTPS listener); the port, when not given, is the scheme's well-known one if the
 /// filter sets a scheme, else the listener's; a well-known port is left out of the URL.
 pub fn redirect_location(
     r: &Redirect,
@@ -69,8 +69,9 @@ pub fn redirect_location(
     prefix: Option<&str>,
     query: Option<&str>,
     listener_port: u16,
+    request_scheme: &str,
 ) -> String {
-    let scheme = r.scheme.as_deref().unwrap_or("http");
+    let scheme = r.scheme.as_deref().unwrap_or(request_scheme);
     let host = r.hostname.as_deref().unwrap_or(host);
     let port = match (r.port, r.scheme.as_deref()) {
         (Some(p), _) => p,
@@ -190,6 +191,16 @@ pub async fn handle(
             "bad_request",
             "an HTTP/1.1 request needs a Host header",
         );
+    }
+    if let Some(tls) = &conn.tls {
+        if !tls.covers(&done.host) {
+            return local(
+                done,
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected",
+                "this host is not served by the TLS server name this connection was opened for",
+            );
+        }
     }
     let path = match normalize(req.uri().path()) {
         Ok(p) => p,
@@ -319,6 +330,7 @@ async fn routed(
             prefix.as_deref(),
             query.as_deref(),
             conn.port,
+            if conn.tls.is_some() { "https" } else { "http" },
         );
         done.status = r.status.as_u16();
         done.reason = "redirect";
@@ -362,7 +374,13 @@ async fn routed(
     if let Some(m) = &rule.request_headers {
         m.apply(&mut parts.headers);
     }
-    forwarded::set_forwarded(&mut parts.headers, peer, trusted, host_raw.as_deref());
+    forwarded::set_forwarded(
+        &mut parts.headers,
+        peer,
+        trusted,
+        host_raw.as_deref(),
+        if conn.tls.is_some() { "https" } else { "http" },
+    );
     let host_header = match rule.rewrite.as_ref().and_then(|r| r.hostname.clone()) {
         Some(h) => Some(h),
         None => host_raw
@@ -687,8 +705,34 @@ mod tests {
                 Some("/old"),
                 Some("q=1"),
                 8080,
+                "http",
             )
         };
+        // On an HTTPS listener, the request's scheme is https, and its port is kept.
+        assert_eq!(
+            redirect_location(
+                &redirect(None, Some("b.example.com"), None, None),
+                "a.example.com",
+                "/x",
+                None,
+                None,
+                8443,
+                "https",
+            ),
+            "https://b.example.com:8443/x"
+        );
+        assert_eq!(
+            redirect_location(
+                &redirect(None, None, None, None),
+                "a.example.com",
+                "/x",
+                None,
+                None,
+                443,
+                "https",
+            ),
+            "https://a.example.com/x"
+        );
         assert_eq!(
             loc(&redirect(Some("https"), None, None, None)),
             "https://a.example.com/old/x?q=1"

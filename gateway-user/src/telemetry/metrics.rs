@@ -101,6 +101,23 @@ pub struct RateLimitedLabels {
     pub policy: String,
 }
 
+/// Label of `tollgate_http_tls_handshake_failures_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsFailureLabels {
+    /// `timeout`, `unknown_sni`, `malformed` (not TLS, or a broken message), `incompatible`
+    /// (no common version, cipher suite or ALPN protocol), `client_alert` (the client gave up,
+    /// e.g. it does not trust the certificate), `client_certificate`, `protocol` (another TLS
+    /// error) or `closed` (the connection ended during the handshake).
+    pub reason: &'static str,
+}
+
+/// Label of `tollgate_http_tls_certificate_reload_failures_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SecretLabel {
+    /// `namespace/name` of the Secret (a directory under `--tls-secrets-dir`).
+    pub secret: String,
+}
+
 /// The L7 proxy's metrics (cheap to clone: every family is shared).
 #[derive(Debug, Clone)]
 pub struct HttpMetrics {
@@ -117,6 +134,11 @@ pub struct HttpMetrics {
     /// `tollgate_http_ratelimited_total{route,policy}`: requests over a limit of the policy:
     /// refused with 429 (`enforce`), or let through (`shadow`).
     pub ratelimited: Family<RateLimitedLabels, Counter>,
+    /// `tollgate_http_tls_handshake_failures_total{reason}`.
+    pub tls_handshake_failures: Family<TlsFailureLabels, Counter>,
+    /// `tollgate_http_tls_certificate_reload_failures_total{secret}`: changed certificate files
+    /// that could not be loaded (the certificate loaded before stays in use).
+    pub tls_reload_failures: Family<SecretLabel, Counter>,
 }
 
 /// Buckets of the request duration histogram: 1 ms to about 33 s.
@@ -158,12 +180,26 @@ impl HttpMetrics {
             "Requests over a rate limit, by route and RateLimitPolicy: refused with 429, or let through by a policy in shadow mode.",
             ratelimited.clone(),
         );
+        let tls_handshake_failures = Family::<TlsFailureLabels, Counter>::default();
+        registry.register(
+            "tollgate_http_tls_handshake_failures",
+            "TLS handshakes on HTTPS listeners that failed, by reason.",
+            tls_handshake_failures.clone(),
+        );
+        let tls_reload_failures = Family::<SecretLabel, Counter>::default();
+        registry.register(
+            "tollgate_http_tls_certificate_reload_failures",
+            "Changed certificate files that could not be loaded (the previous certificate stays in use), by Secret.",
+            tls_reload_failures.clone(),
+        );
         HttpMetrics {
             requests,
             duration,
             upstream_errors,
             ejections,
             ratelimited,
+            tls_handshake_failures,
+            tls_reload_failures,
         }
     }
 }

@@ -130,6 +130,7 @@ fn policy() -> impl Strategy<Value = L7Policy> {
                         name: format!("l{}", listeners.len()),
                         port: PORT,
                         hostname: h,
+                        tls: None,
                     });
                 }
             }

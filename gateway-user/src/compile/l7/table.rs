@@ -613,6 +613,36 @@ pub struct ListenerDef {
     pub port: u16,
     /// Hostname ([`HostPattern::Any`] when it has none).
     pub hostname: HostPattern,
+    /// TLS termination (`HTTPS` listeners); `None` for plain `HTTP`.
+    pub tls: Option<ListenerTls>,
+}
+
+/// TLS settings of an `HTTPS` listener, validated. The files they name are read by the proxy
+/// when the revision is applied (compiling stays a pure function of the documents).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// The certificate Secrets, in order (several serve different key types, e.g. ECDSA and
+    /// RSA; the first one the client can use is served).
+    pub certificates: Vec<SecretRef>,
+    /// ConfigMaps of CA certificates that client certificates must chain to (mTLS); empty:
+    /// no client certificate is asked for.
+    pub client_cas: Vec<SecretRef>,
+}
+
+/// A Secret (or ConfigMap) named by a listener: `namespace/name` (standalone, a directory of
+/// files).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SecretRef {
+    /// Namespace (the Gateway's unless the reference names one).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl std::fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
 }
 
 /// A route attached to a listener, with the hostnames it serves there (its own, narrowed by the
