@@ -5,6 +5,7 @@
 //! its release; they are never generated here.
 use std::path::{Path, PathBuf};
 
+use crate::model::auth::AuthPolicy;
 use crate::model::backend::Backend;
 use crate::model::l4::L4Policy;
 use crate::model::ratelimit::RateLimitPolicy;
@@ -23,6 +24,7 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("l4policy.yaml", L4Policy::crd()),
         ("backend.yaml", Backend::crd()),
         ("ratelimitpolicy.yaml", RateLimitPolicy::crd()),
+        ("authpolicy.yaml", AuthPolicy::crd()),
     ]
 }
 
@@ -159,7 +161,8 @@ mod tests {
             vec![
                 serde_json::to_value(L4Policy::crd()).unwrap(),
                 serde_json::to_value(Backend::crd()).unwrap(),
-                serde_json::to_value(RateLimitPolicy::crd()).unwrap()
+                serde_json::to_value(RateLimitPolicy::crd()).unwrap(),
+                serde_json::to_value(AuthPolicy::crd()).unwrap()
             ]
         );
         // Only Tollgate's own kinds: the Gateway API's CRDs come from its release.
@@ -168,6 +171,18 @@ mod tests {
             assert_eq!(doc["spec"]["group"], "tollgate.dev", "{}", doc["metadata"]);
         }
         assert!(!yaml.contains("kind: HTTPRoute\n") && !yaml.contains("kind: Gateway\n"));
+    }
+
+    #[test]
+    fn the_auth_policy_crd_is_namespaced_and_documents_every_field() {
+        let crd = AuthPolicy::crd();
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(crd.spec.names.plural, "authpolicies");
+        assert_eq!(
+            undocumented_fields(&crd),
+            Vec::<String>::new(),
+            "fields without a doc comment"
+        );
     }
 
     #[test]

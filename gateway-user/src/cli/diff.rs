@@ -74,6 +74,7 @@ fn l7_objects(docs: &crate::source::Documents) -> L7Objects {
                 Object::HTTPRoute(r) => serde_json::to_value(&r.spec),
                 Object::Backend(b) => serde_json::to_value(&b.spec),
                 Object::RateLimitPolicy(p) => serde_json::to_value(&p.spec),
+                Object::AuthPolicy(p) => serde_json::to_value(&p.spec),
             }
             .ok()?;
             let name = format!(

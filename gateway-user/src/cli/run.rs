@@ -88,10 +88,12 @@ pub struct RunArgs {
     /// N, and every 5xx).
     #[arg(long, default_value = "on", env = "TOLLGATE_ACCESS_LOG")]
     pub access_log: AccessLog,
-    /// Directory of the certificates of HTTPS listeners: a certificateRef to Secret NAME in
-    /// namespace NS is read from NS/NAME/tls.crt and NS/NAME/tls.key under it (the layout of a
-    /// mounted kubernetes.io/tls Secret), a caCertificateRef to ConfigMap NAME (client
-    /// certificates) from NS/NAME/ca.crt. Files are reloaded when they change.
+    /// The secrets directory: certificates of HTTPS listeners and credentials of AuthPolicies.
+    /// A certificateRef to Secret NAME in namespace NS is read from NS/NAME/tls.crt and
+    /// NS/NAME/tls.key under it (the layout of a mounted kubernetes.io/tls Secret), a
+    /// caCertificateRef to ConfigMap NAME (client certificates) from NS/NAME/ca.crt, an
+    /// AuthPolicy credentialRef NAME from NS/NAME/keys (apiKey) or NS/NAME/htpasswd
+    /// (basicAuth). Files are reloaded when they change.
     #[arg(long, value_name = "DIR", default_value = crate::proxy::tls::DEFAULT_TLS_SECRETS_DIR, env = "TOLLGATE_TLS_SECRETS_DIR")]
     pub tls_secrets_dir: PathBuf,
 }

@@ -1,4 +1,4 @@
-//! The L7 half of the compiler: `Gateway`, `HTTPRoute`, `Backend` and `RateLimitPolicy` objects
+//! The L7 half of the compiler: `Gateway`, `HTTPRoute`, `Backend`, `RateLimitPolicy` and `AuthPolicy` objects
 //! -> one immutable [`RouteTable`] (each rule carries the rate limits of its route). Every value is checked and every problem of the revision is reported with
 //! its file, object and field, as for `L4Policy`; a revision with any problem is refused whole.
 //!
@@ -27,6 +27,7 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use regex::{Regex, RegexBuilder};
 
 use super::{PolicyError, PolicyErrors};
+use crate::model::auth::{AuthPolicy, CredentialRef};
 use crate::model::backend::{Backend, LoadBalancerType};
 use crate::model::gateway::{Gateway, Listener, GATEWAY_API_GROUP};
 use crate::model::ratelimit::{RateLimitKey, RateLimitMode, RateLimitPolicy};
@@ -37,10 +38,10 @@ use crate::model::route::{
 use crate::model::{Located, Object};
 pub use table::RouteTable;
 use table::{
-    Attachment, BackendDef, HeaderMatch, HeaderModifier, HostPattern, L7Policy, LimitKey,
-    ListenerDef, ListenerTls, LoadBalancing, MatchDef, PathMatch, PathModifier, QueryMatch,
-    RateLimitDef, Redirect, Retry, RouteDef, RouteLimits, Rule, RuleDef, SecretRef, Timeouts,
-    UrlRewrite, ValueMatch, WeightedBackend,
+    ApiKeyDef, Attachment, AuthDef, BackendDef, HeaderMatch, HeaderModifier, HostPattern,
+    KeyLocation, L7Policy, LimitKey, ListenerDef, ListenerTls, LoadBalancing, MatchDef, PathMatch,
+    PathModifier, QueryMatch, RateLimitDef, Redirect, Retry, RouteDef, RouteLimits, Rule, RuleDef,
+    SecretRef, Timeouts, UrlRewrite, ValueMatch, WeightedBackend,
 };
 
 /// Listeners per Gateway (the Gateway API's limit).
@@ -112,6 +113,7 @@ const PROXY_REQUEST_HEADERS: &[&str] = &[
     "x-forwarded-proto",
     "x-forwarded-host",
     "forwarded",
+    "x-tollgate-consumer",
 ];
 /// Response headers the proxy owns.
 const PROXY_RESPONSE_HEADERS: &[&str] = &[
@@ -267,6 +269,51 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
         .filter(|o| matches!(o.value, Object::HTTPRoute(_)))
         .map(|o| (o.value.namespace().unwrap_or_default(), o.value.name()))
         .collect();
+    // AuthPolicies (by namespace/name): at most one per route.
+    let mut auth_policies: Vec<&Located<Object>> = objects
+        .iter()
+        .filter(|o| matches!(o.value, Object::AuthPolicy(_)))
+        .collect();
+    auth_policies.sort_by_key(|o| (o.value.namespace(), o.value.name()));
+    auth_policies.dedup_by_key(|o| (o.value.namespace(), o.value.name())); // duplicates: reported above
+    let mut route_auth: HashMap<(String, String), usize> = HashMap::new();
+    for o in auth_policies {
+        let Object::AuthPolicy(p) = &o.value else {
+            continue;
+        };
+        let ns = o.value.namespace().unwrap_or_default();
+        let mut c = Checker {
+            at: At {
+                file: &o.file,
+                object: &o.object,
+            },
+            errors,
+        };
+        let Some((targets, def)) = auth_policy(&mut c, ns, o.value.name(), p, &route_names) else {
+            continue;
+        };
+        let index = policy.auth.len();
+        let mut ok = true;
+        for (i, t) in targets.iter().enumerate() {
+            if let Some(&other) = route_auth.get(&(ns.to_owned(), t.clone())) {
+                c.error(
+                    format!("spec.targetRefs[{i}].name"),
+                    format!(
+                        "HTTPRoute {ns}/{t} already has AuthPolicy {}: a route has at most one",
+                        policy.auth[other].policy
+                    ),
+                );
+                ok = false;
+            }
+        }
+        if ok {
+            for t in targets {
+                route_auth.insert((ns.to_owned(), t), index);
+            }
+            policy.auth.push(def);
+        }
+    }
+
     let mut limit_policies: Vec<&Located<Object>> = objects
         .iter()
         .filter(|o| matches!(o.value, Object::RateLimitPolicy(_)))
@@ -287,7 +334,7 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
             errors,
         };
         if let Some((targets, defs)) =
-            rate_limit_policy(&mut c, ns, o.value.name(), p, &route_names)
+            rate_limit_policy(&mut c, ns, o.value.name(), p, &route_names, &route_auth)
         {
             let first = policy.rate_limits.len();
             policy.rate_limits.extend(defs);
@@ -342,7 +389,12 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
                 .unwrap_or_default(),
             &policy.rate_limits,
         );
-        if let Some(def) = route(&mut c, ns, label, order, r, &gateways, &backends, &limits) {
+        let auth = route_auth
+            .get(&(ns.to_owned(), o.value.name().to_owned()))
+            .copied();
+        if let Some(def) = route(
+            &mut c, ns, label, order, r, &gateways, &backends, &limits, auth,
+        ) {
             policy.routes.push(def);
         }
     }
@@ -783,6 +835,7 @@ fn route(
     gateways: &HashMap<(String, String), GatewayInfo>,
     backends: &HashMap<(String, String), usize>,
     limits: &RouteLimits,
+    auth: Option<usize>,
 ) -> Option<RouteDef> {
     let before = c.errors.len();
     let spec = &r.spec;
@@ -921,7 +974,7 @@ fn route(
                 );
             }
         }
-        if let Some(rule) = rule(c, &at, i, ns, &route_label, raw, backends, limits) {
+        if let Some(rule) = rule(c, &at, i, ns, &route_label, raw, backends, limits, auth) {
             rules.push(rule);
         }
     }
@@ -949,6 +1002,7 @@ fn rule(
     raw: &HTTPRouteRule,
     backends: &HashMap<(String, String), usize>,
     limits: &RouteLimits,
+    auth: Option<usize>,
 ) -> Option<RuleDef> {
     let before = c.errors.len();
     // Matches.
@@ -1212,8 +1266,153 @@ fn rule(
             timeouts,
             retry,
             rate_limits: limits.clone(),
+            auth,
         }),
         matches,
+    })
+}
+
+/// Credential files per AuthPolicy method.
+pub const MAX_CREDENTIAL_REFS: usize = 16;
+
+/// Checks an AuthPolicy; returns the names of the routes it targets and the policy.
+fn auth_policy(
+    c: &mut Checker<'_, '_>,
+    ns: &str,
+    name: &str,
+    p: &AuthPolicy,
+    routes: &HashSet<(&str, &str)>,
+) -> Option<(Vec<String>, AuthDef)> {
+    let before = c.errors.len();
+    let spec = &p.spec;
+    if spec.target_refs.is_empty() {
+        c.error(
+            "spec.targetRefs",
+            "empty: name the HTTPRoutes this policy protects",
+        );
+    }
+    c.count("spec.targetRefs", spec.target_refs.len(), MAX_TARGET_REFS);
+    let mut targets: Vec<String> = Vec::new();
+    for (i, t) in spec.target_refs.iter().enumerate() {
+        let at = format!("spec.targetRefs[{i}]");
+        if t.group != GATEWAY_API_GROUP || t.kind != "HTTPRoute" {
+            c.error(
+                &at,
+                format!(
+                    "{}/{}: an AuthPolicy targets HTTPRoutes (group {GATEWAY_API_GROUP}, kind HTTPRoute)",
+                    t.group, t.kind
+                ),
+            );
+        } else if !routes.contains(&(ns, t.name.as_str())) {
+            c.error(
+                format!("{at}.name"),
+                format!(
+                    "no HTTPRoute {ns}/{} in this revision (a policy targets routes of its own namespace)",
+                    t.name
+                ),
+            );
+        } else if targets.contains(&t.name) {
+            c.error(
+                format!("{at}.name"),
+                format!("HTTPRoute {ns}/{} is named twice", t.name),
+            );
+        } else {
+            targets.push(t.name.clone());
+        }
+    }
+    if spec.jwt.is_some() {
+        c.error(
+            "spec.jwt",
+            "JWT authentication is not built yet; use apiKey or basicAuth",
+        );
+    }
+    if spec.api_key.is_none() && spec.basic_auth.is_none() {
+        c.error(
+            "spec",
+            "no method: set apiKey or basicAuth (or both: either one is then enough)",
+        );
+    }
+    let refs = |c: &mut Checker<'_, '_>, at: &str, list: &[CredentialRef]| -> Vec<SecretRef> {
+        if list.is_empty() {
+            c.error(at, "empty: name at least one credential Secret");
+        }
+        c.count(at, list.len(), MAX_CREDENTIAL_REFS);
+        let mut out: Vec<SecretRef> = Vec::new();
+        for (i, r) in list.iter().enumerate() {
+            if let Err(why) = crate::model::check_label(&r.name) {
+                c.error(format!("{at}[{i}].name"), format!("\"{}\" {why}", r.name));
+                continue;
+            }
+            let s = SecretRef {
+                namespace: ns.to_owned(),
+                name: r.name.clone(),
+            };
+            if out.contains(&s) {
+                c.error(
+                    format!("{at}[{i}].name"),
+                    format!("Secret {s} is named twice"),
+                );
+            } else {
+                out.push(s);
+            }
+        }
+        out
+    };
+    let api_key = spec.api_key.as_ref().and_then(|k| {
+        let files = refs(c, "spec.apiKey.credentialRefs", &k.credential_refs);
+        let location = match (&k.header, &k.query) {
+            (Some(h), None) => match HeaderName::from_bytes(h.as_bytes()) {
+                Ok(n) if PROXY_REQUEST_HEADERS.contains(&n.as_str()) || n == http::header::AUTHORIZATION => {
+                    c.error(
+                        "spec.apiKey.header",
+                        format!("\"{h}\" is a header the proxy or basic auth owns; pick another (like X-Api-Key)"),
+                    );
+                    None
+                }
+                Ok(n) => Some(KeyLocation::Header(n)),
+                Err(_) => {
+                    c.error(
+                        "spec.apiKey.header",
+                        format!("\"{h}\" is not a valid HTTP header name"),
+                    );
+                    None
+                }
+            },
+            (None, Some(q))
+                if !q.is_empty()
+                    && q.len() <= 64
+                    && q.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) =>
+            {
+                Some(KeyLocation::Query(q.clone()))
+            }
+            (None, Some(q)) => {
+                c.error(
+                    "spec.apiKey.query",
+                    format!("\"{q}\" is not a query parameter name (1-64 letters, digits, . _ -)"),
+                );
+                None
+            }
+            _ => {
+                c.error("spec.apiKey", "set exactly one of header or query");
+                None
+            }
+        };
+        location.map(|location| ApiKeyDef { location, files })
+    });
+    let basic = spec
+        .basic_auth
+        .as_ref()
+        .map(|b| refs(c, "spec.basicAuth.credentialRefs", &b.credential_refs))
+        .unwrap_or_default();
+    (c.errors.len() == before).then(|| {
+        (
+            targets,
+            AuthDef {
+                policy: format!("{ns}/{name}").into(),
+                api_key,
+                basic,
+            },
+        )
     })
 }
 
@@ -1224,6 +1423,7 @@ fn rate_limit_policy(
     name: &str,
     p: &RateLimitPolicy,
     routes: &HashSet<(&str, &str)>,
+    route_auth: &HashMap<(String, String), usize>,
 ) -> Option<(Vec<String>, Vec<RateLimitDef>)> {
     let before = c.errors.len();
     let spec = &p.spec;
@@ -1292,12 +1492,35 @@ fn rate_limit_policy(
             );
         }
         let key = match (l.key, &l.header) {
-            (RateLimitKey::Consumer, _) => {
+            (RateLimitKey::Consumer, Some(_)) => {
                 c.error(
-                    format!("{at}.key"),
-                    "consumer: limits per consumer need an AuthPolicy to identify consumers, which is not built yet; use clientIP or header",
+                    format!("{at}.header"),
+                    "only with key: header; remove it, or set key: header",
                 );
                 None
+            }
+            (RateLimitKey::Consumer, None) => {
+                let unauthenticated: Vec<&str> = targets
+                    .iter()
+                    .filter(|t| !route_auth.contains_key(&(ns.to_owned(), (*t).clone())))
+                    .map(String::as_str)
+                    .collect();
+                if unauthenticated.is_empty() {
+                    Some(LimitKey::Consumer)
+                } else {
+                    c.error(
+                        format!("{at}.key"),
+                        format!(
+                            "consumer: limits per consumer need an AuthPolicy to identify consumers, and no AuthPolicy targets HTTPRoute {}",
+                            unauthenticated
+                                .iter()
+                                .map(|t| format!("{ns}/{t}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                    None
+                }
             }
             (RateLimitKey::Header, None) => {
                 c.error(

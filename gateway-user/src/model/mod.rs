@@ -12,6 +12,7 @@ use crate::source::{Documents, SourceFile};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub mod auth;
 pub mod backend;
 pub mod gateway;
 pub mod l4;
@@ -37,6 +38,8 @@ pub enum Object {
     Backend(backend::Backend),
     /// Request rate limits attached to HTTPRoutes.
     RateLimitPolicy(ratelimit::RateLimitPolicy),
+    /// Authentication attached to HTTPRoutes.
+    AuthPolicy(auth::AuthPolicy),
 }
 
 impl Object {
@@ -48,6 +51,7 @@ impl Object {
             Object::HTTPRoute(_) => "HTTPRoute",
             Object::Backend(_) => "Backend",
             Object::RateLimitPolicy(_) => "RateLimitPolicy",
+            Object::AuthPolicy(_) => "AuthPolicy",
         }
     }
 
@@ -58,6 +62,7 @@ impl Object {
             Object::HTTPRoute(o) => &o.metadata,
             Object::Backend(o) => &o.metadata,
             Object::RateLimitPolicy(o) => &o.metadata,
+            Object::AuthPolicy(o) => &o.metadata,
         }
     }
 
@@ -141,6 +146,12 @@ const KINDS: &[KindInfo] = &[
         api_version: "tollgate.dev/v1alpha1",
         namespaced: true,
         read: |v| typed::<ratelimit::RateLimitPolicy>(v).map(Object::RateLimitPolicy),
+    },
+    KindInfo {
+        kind: "AuthPolicy",
+        api_version: "tollgate.dev/v1alpha1",
+        namespaced: true,
+        read: |v| typed::<auth::AuthPolicy>(v).map(Object::AuthPolicy),
     },
 ];
 

@@ -108,6 +108,8 @@ pub struct Entry<'a> {
     /// `namespace/name` of the RateLimitPolicy that refused (or would have refused) the
     /// request, or `-`.
     pub ratelimit_policy: &'a str,
+    /// The consumer the route's AuthPolicy authenticated, or `-`.
+    pub consumer: &'a str,
     /// The response body was cut short (client gone, or the request timeout hit mid-body).
     pub aborted: bool,
 }
@@ -128,6 +130,7 @@ pub fn emit(e: &Entry<'_>) {
         reason = e.reason,
         ratelimit = e.ratelimit,
         ratelimit_policy = e.ratelimit_policy,
+        consumer = e.consumer,
         aborted = e.aborted,
         "request"
     );

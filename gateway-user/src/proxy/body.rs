@@ -176,6 +176,8 @@ pub struct Completion {
     pub ratelimit: &'static str,
     /// The policy of the limit that refused (or would have refused) the request.
     pub ratelimit_policy: Option<Arc<str>>,
+    /// The authenticated consumer.
+    pub consumer: Option<Arc<str>>,
     pub(crate) _conn: ConnGuard,
 }
 
@@ -231,6 +233,7 @@ impl Completion {
                 reason: self.reason,
                 ratelimit: self.ratelimit,
                 ratelimit_policy: self.ratelimit_policy.as_deref().unwrap_or("-"),
+                consumer: self.consumer.as_deref().unwrap_or("-"),
                 aborted,
             });
         }

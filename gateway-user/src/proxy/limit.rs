@@ -41,14 +41,23 @@ pub enum KeyValue<'a> {
     /// The header's value (the first one when it is repeated), or `None` when it is missing:
     /// every request without the header shares one bucket.
     Header(Option<&'a [u8]>),
+    /// The authenticated consumer (`None` cannot happen on a route with an AuthPolicy, which
+    /// `key: consumer` needs; such requests would share one bucket).
+    Consumer(Option<&'a str>),
 }
 
 impl<'a> KeyValue<'a> {
     /// The key `def` uses for a request from `client` with `headers`.
-    pub fn of(key: &LimitKey, client: IpAddr, headers: &'a HeaderMap) -> KeyValue<'a> {
+    pub fn of(
+        key: &LimitKey,
+        client: IpAddr,
+        headers: &'a HeaderMap,
+        consumer: Option<&'a str>,
+    ) -> KeyValue<'a> {
         match key {
             LimitKey::ClientIp => KeyValue::Ip(client),
             LimitKey::Header(name) => KeyValue::Header(headers.get(name).map(|v| v.as_bytes())),
+            LimitKey::Consumer => KeyValue::Consumer(consumer),
         }
     }
 }
@@ -154,6 +163,11 @@ impl Limiter {
             KeyValue::Header(Some(v)) => {
                 2u8.hash(&mut h);
                 v.hash(&mut h);
+            }
+            KeyValue::Consumer(None) => 3u8.hash(&mut h),
+            KeyValue::Consumer(Some(c)) => {
+                4u8.hash(&mut h);
+                c.hash(&mut h);
             }
         }
         h.finish()
@@ -322,6 +336,7 @@ pub fn evaluate(
     route: &RouteLimits,
     client: IpAddr,
     headers: &HeaderMap,
+    consumer: Option<&str>,
 ) -> Outcome {
     let mut outcome = Outcome::default();
     let mut taken: Vec<(usize, Slot)> = Vec::new();
@@ -330,7 +345,7 @@ pub fn evaluate(
         let (Some(def), Some(limiter)) = (defs.get(i), limiters.get(i)) else {
             continue; // cannot happen: the proxy resolves one limiter per limit
         };
-        let (verdict, slot) = limiter.acquire(KeyValue::of(&def.key, client, headers));
+        let (verdict, slot) = limiter.acquire(KeyValue::of(&def.key, client, headers, consumer));
         if verdict.allowed {
             taken.push((i, slot));
             if !def.shadow {
@@ -444,11 +459,11 @@ mod tests {
         b.insert(&name, HeaderValue::from_static("b"));
         let none = HeaderMap::new();
         let client: IpAddr = "192.0.2.1".parse().unwrap();
-        let key = |h| KeyValue::of(&LimitKey::Header(name.clone()), client, h);
+        let key = |h| KeyValue::of(&LimitKey::Header(name.clone()), client, h, None);
         assert_eq!(key(&a), KeyValue::Header(Some(b"a")));
         assert_eq!(key(&none), KeyValue::Header(None));
         assert_eq!(
-            KeyValue::of(&LimitKey::ClientIp, client, &a),
+            KeyValue::of(&LimitKey::ClientIp, client, &a, None),
             KeyValue::Ip(client)
         );
         for h in [&a, &b, &none] {
@@ -512,12 +527,12 @@ mod tests {
         let route = RouteLimits::new(vec![0, 1], &defs);
         let client: IpAddr = "192.0.2.9".parse().unwrap();
         let h = HeaderMap::new();
-        let o = evaluate(&defs, &limiters, &route, client, &h);
+        let o = evaluate(&defs, &limiters, &route, client, &h, None);
         assert!(o.refused.is_none());
         assert_eq!(o.header.unwrap(), "\"wide\";r=99;t=1, \"narrow\";r=1;t=30");
-        evaluate(&defs, &limiters, &route, client, &h);
+        evaluate(&defs, &limiters, &route, client, &h, None);
         for _ in 0..5 {
-            let o = evaluate(&defs, &limiters, &route, client, &h);
+            let o = evaluate(&defs, &limiters, &route, client, &h, None);
             let (i, retry) = o.refused.unwrap();
             assert_eq!((i, ceil_secs(retry)), (1, 30));
             assert_eq!(o.header.unwrap(), "\"narrow\";r=0;t=30");
@@ -541,10 +556,10 @@ mod tests {
         assert!(route.policy_header.is_none());
         let client: IpAddr = "192.0.2.9".parse().unwrap();
         let h = HeaderMap::new();
-        let first = evaluate(&defs, &limiters, &route, client, &h);
+        let first = evaluate(&defs, &limiters, &route, client, &h, None);
         assert!(first.refused.is_none() && first.shadow_refused.is_empty());
         assert!(first.header.is_none());
-        let second = evaluate(&defs, &limiters, &route, client, &h);
+        let second = evaluate(&defs, &limiters, &route, client, &h, None);
         assert!(second.refused.is_none());
         assert_eq!(second.shadow_refused, [0]);
     }

@@ -12,8 +12,10 @@
 //! socket and connections.
 //!
 //! HTTPS listeners: see [`tls`]. Their certificates are loaded by `prepare` (a bad file refuses
-//! the revision) and reloaded by a timer when their files change.
+//! the revision) and reloaded by a timer when their files change. The credential files of
+//! AuthPolicies ([`auth`]) are loaded and reloaded the same way.
 pub mod access_log;
+pub mod auth;
 pub mod body;
 pub mod forwarded;
 pub mod limit;
@@ -140,7 +142,8 @@ pub struct ProxyConfig {
     pub access_log: AccessLog,
     /// Limits.
     pub limits: Limits,
-    /// Directory of the Secrets that HTTPS listeners name (`NS/NAME/tls.crt`, `tls.key`).
+    /// Directory of the Secrets that HTTPS listeners (`NS/NAME/tls.crt`, `tls.key`) and
+    /// AuthPolicies (`NS/NAME/keys`, `NS/NAME/htpasswd`) name.
     pub tls_secrets_dir: PathBuf,
 }
 
@@ -168,6 +171,8 @@ pub struct Active {
     pub revision: String,
     /// HTTPS ports and their listeners; a port not here speaks plain HTTP.
     pub tls: BTreeMap<u16, Arc<tls::TlsPort>>,
+    /// Credentials, aligned with `table.policy.auth`.
+    pub auth: Vec<Arc<auth::AuthRuntime>>,
 }
 
 /// What every connection and request shares.
@@ -183,6 +188,7 @@ pub struct Core {
     registry: upstream::Registry,
     rate_limits: limit::Registry,
     certs: tls::CertStore,
+    credentials: auth::AuthStore,
 }
 
 /// Why a revision's listeners cannot be opened.
@@ -201,6 +207,9 @@ pub enum ProxyError {
     /// A certificate or key of an HTTPS listener cannot be loaded.
     #[error("cannot load the TLS certificate of {0}")]
     Certificate(Box<tls::ListenerCertError>),
+    /// A credential file of an AuthPolicy cannot be loaded.
+    #[error("cannot load the credentials of {0}")]
+    Credentials(Box<auth::PolicyFileError>),
 }
 
 /// Sockets bound for a revision, not yet serving.
@@ -208,6 +217,7 @@ pub struct Prepared {
     table: Arc<RouteTable>,
     sockets: Vec<(u16, TcpListener)>,
     tls: tls::PreparedTls,
+    auth: Vec<Arc<auth::AuthRuntime>>,
 }
 
 /// The proxy.
@@ -240,6 +250,7 @@ impl Proxy {
                 limiters: Vec::new(),
                 revision: String::new(),
                 tls: BTreeMap::new(),
+                auth: Vec::new(),
             }),
             sampler: Sampler::new(config.access_log),
             server: listener::server_builder(&limits),
@@ -250,6 +261,7 @@ impl Proxy {
                 config.tls_secrets_dir.clone(),
                 metrics.tls_reload_failures.clone(),
             ),
+            credentials: auth::AuthStore::new(config.tls_secrets_dir.clone()),
             config,
             metrics,
             client,
@@ -274,6 +286,11 @@ impl Proxy {
             .certs
             .load(table)
             .map_err(ProxyError::Certificate)?;
+        let auth = self
+            .core
+            .credentials
+            .load(table)
+            .map_err(|e| ProxyError::Credentials(Box::new(e)))?;
         let open = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
         let mut sockets = Vec::new();
         for port in table.listen_ports() {
@@ -299,6 +316,7 @@ impl Proxy {
             table: table.clone(),
             sockets,
             tls,
+            auth,
         })
     }
 
@@ -318,6 +336,7 @@ impl Proxy {
             limiters,
             revision: revision.to_owned(),
             tls: prepared.tls.ports,
+            auth: prepared.auth,
         }));
         let mut open = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
         for (port, socket) in prepared.sockets {
@@ -397,7 +416,7 @@ impl Drop for Proxy {
     }
 }
 
-/// Checks the certificate files every [`tls::RELOAD_INTERVAL`] until `stop`.
+/// Checks the certificate and credential files every [`tls::RELOAD_INTERVAL`] until `stop`.
 async fn reload_certificates(core: Arc<Core>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(tls::RELOAD_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -408,7 +427,11 @@ async fn reload_certificates(core: Arc<Core>, stop: CancellationToken) {
         }
         // File reads block: off the async workers.
         let c = core.clone();
-        let _ = tokio::task::spawn_blocking(move || c.certs.check()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            c.certs.check();
+            c.credentials.check();
+        })
+        .await;
     }
 }
 

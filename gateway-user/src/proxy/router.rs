@@ -18,13 +18,13 @@ use tracing::debug;
 
 use super::body::{Completion, ResponseBody};
 use super::forwarded;
-use super::limit;
 use super::listener::{ConnGuard, ConnInfo};
 use super::upstream::{self, BackendRuntime, NoEndpoint};
+use super::{auth, limit};
 use super::{Active, Core, UpstreamBody};
 use crate::compile::l7::path::normalize;
 use crate::compile::l7::table::{Redirect, RequestView, Rule};
-use crate::telemetry::metrics::{RateLimitedLabels, UpstreamErrorLabels};
+use crate::telemetry::metrics::{AuthFailureLabels, RateLimitedLabels, UpstreamErrorLabels};
 
 /// Route label of requests no route matched.
 pub const NO_ROUTE: &str = "none";
@@ -181,6 +181,7 @@ pub async fn handle(
         reason: "-",
         ratelimit: "-",
         ratelimit_policy: None,
+        consumer: None,
         _conn: guard,
     };
 
@@ -229,6 +230,56 @@ pub async fn handle(
     let prefix = candidate.prefix().map(str::to_owned);
     done.route = rule.route.clone();
 
+    // Authentication: first, so that nothing (not even a rate limit bucket) is spent on a
+    // request without valid credentials. A consumer header from the client is never
+    // believed.
+    let mut req = req;
+    req.headers_mut().remove(auth::CONSUMER_HEADER);
+    if let Some(a) = rule.auth {
+        let (Some(def), Some(rt)) = (active.table.policy.auth.get(a), active.auth.get(a)) else {
+            // Cannot happen (one runtime per policy); never let such a request through.
+            return local(
+                done,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "auth_unavailable",
+                "the credentials of this route are not loaded",
+            );
+        };
+        match auth::authenticate(def, rt, req.headers(), query.as_deref()).await {
+            Ok(consumer) => {
+                if let Ok(v) = HeaderValue::from_str(&consumer) {
+                    req.headers_mut()
+                        .insert(HeaderName::from_static(auth::CONSUMER_HEADER), v);
+                }
+                done.consumer = Some(consumer);
+            }
+            Err(failure) => {
+                core.metrics
+                    .auth_failures
+                    .get_or_create(&AuthFailureLabels {
+                        route: rule.route.to_string(),
+                        reason: failure.reason(),
+                    })
+                    .inc();
+                let message = match failure {
+                    auth::Failure::Missing => "this route needs credentials",
+                    auth::Failure::Invalid => "the credentials are not valid",
+                };
+                let reason = match failure {
+                    auth::Failure::Missing => "auth_missing",
+                    auth::Failure::Invalid => "auth_invalid",
+                };
+                let mut resp = local(done, StatusCode::UNAUTHORIZED, reason, message);
+                for c in auth::challenges(def, &rule.route) {
+                    if let Ok(v) = HeaderValue::from_str(&c) {
+                        resp.headers_mut().append(header::WWW_AUTHENTICATE, v);
+                    }
+                }
+                return resp;
+            }
+        }
+    }
+
     // Rate limits: before anything else is done for the request.
     let mut limit_header = None;
     if !rule.rate_limits.limits.is_empty() {
@@ -239,6 +290,7 @@ pub async fn handle(
             &rule.rate_limits,
             client,
             req.headers(),
+            done.consumer.as_deref(),
         );
         done.ratelimit = "ok";
         for &i in &outcome.shadow_refused {

@@ -101,6 +101,15 @@ pub struct RateLimitedLabels {
     pub policy: String,
 }
 
+/// Labels of `tollgate_auth_failures_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthFailureLabels {
+    /// `namespace/name` of the HTTPRoute.
+    pub route: String,
+    /// `missing` (no credentials) or `invalid` (credentials that match none).
+    pub reason: &'static str,
+}
+
 /// Label of `tollgate_http_tls_handshake_failures_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TlsFailureLabels {
@@ -134,6 +143,9 @@ pub struct HttpMetrics {
     /// `tollgate_http_ratelimited_total{route,policy}`: requests over a limit of the policy:
     /// refused with 429 (`enforce`), or let through (`shadow`).
     pub ratelimited: Family<RateLimitedLabels, Counter>,
+    /// `tollgate_auth_failures_total{route,reason}`: requests refused with 401 by an
+    /// AuthPolicy.
+    pub auth_failures: Family<AuthFailureLabels, Counter>,
     /// `tollgate_http_tls_handshake_failures_total{reason}`.
     pub tls_handshake_failures: Family<TlsFailureLabels, Counter>,
     /// `tollgate_http_tls_certificate_reload_failures_total{secret}`: changed certificate files
@@ -180,6 +192,12 @@ impl HttpMetrics {
             "Requests over a rate limit, by route and RateLimitPolicy: refused with 429, or let through by a policy in shadow mode.",
             ratelimited.clone(),
         );
+        let auth_failures = Family::<AuthFailureLabels, Counter>::default();
+        registry.register(
+            "tollgate_auth_failures",
+            "Requests refused with 401 by an AuthPolicy, by route and reason (missing, invalid).",
+            auth_failures.clone(),
+        );
         let tls_handshake_failures = Family::<TlsFailureLabels, Counter>::default();
         registry.register(
             "tollgate_http_tls_handshake_failures",
@@ -198,6 +216,7 @@ impl HttpMetrics {
             upstream_errors,
             ejections,
             ratelimited,
+            auth_failures,
             tls_handshake_failures,
             tls_reload_failures,
         }

@@ -185,6 +185,7 @@ fn policy() -> impl Strategy<Value = L7Policy> {
                                 backoff: Duration::ZERO,
                             },
                             rate_limits: Default::default(),
+                            auth: None,
                         }),
                         matches: matches.into_iter().map(Arc::new).collect(),
                     })
@@ -201,6 +202,7 @@ fn policy() -> impl Strategy<Value = L7Policy> {
                 routes,
                 backends: vec![],
                 rate_limits: vec![],
+                auth: vec![],
             }
         })
 }

@@ -484,6 +484,8 @@ pub struct Rule {
     pub retry: Retry,
     /// The rate limits of the route (from the RateLimitPolicies that target it).
     pub rate_limits: RouteLimits,
+    /// The AuthPolicy of the route (index into [`L7Policy::auth`]), if one targets it.
+    pub auth: Option<usize>,
 }
 
 impl Rule {
@@ -513,6 +515,38 @@ pub enum LimitKey {
     ClientIp,
     /// The value of this request header (requests without it share one bucket).
     Header(HeaderName),
+    /// The consumer the route's AuthPolicy authenticated.
+    Consumer,
+}
+
+/// Where a request carries its API key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyLocation {
+    /// In this request header.
+    Header(HeaderName),
+    /// In this query parameter.
+    Query(String),
+}
+
+/// The API-key check of an AuthPolicy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyDef {
+    /// Where the key is.
+    pub location: KeyLocation,
+    /// The key files (`<secrets dir>/<namespace>/<name>/keys`).
+    pub files: Vec<SecretRef>,
+}
+
+/// An `AuthPolicy`, compiled. Its files are read by `proxy::auth` when the revision is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthDef {
+    /// `namespace/name` of the policy.
+    pub policy: Arc<str>,
+    /// API keys.
+    pub api_key: Option<ApiKeyDef>,
+    /// htpasswd files of basic authentication (`<secrets dir>/<namespace>/<name>/htpasswd`);
+    /// empty: no basic authentication.
+    pub basic: Vec<SecretRef>,
 }
 
 /// One limit of a `RateLimitPolicy`, compiled.
@@ -689,6 +723,8 @@ pub struct L7Policy {
     pub backends: Vec<BackendDef>,
     /// Every limit of every RateLimitPolicy.
     pub rate_limits: Vec<RateLimitDef>,
+    /// Every AuthPolicy.
+    pub auth: Vec<AuthDef>,
 }
 
 /// The precedence of a candidate among those that share its path: smaller first.
@@ -1090,6 +1126,7 @@ mod tests {
                 backoff: Duration::ZERO,
             },
             rate_limits: RouteLimits::default(),
+            auth: None,
         };
         assert_eq!(rule.total_weight(), 4);
         let picks: Vec<_> = (0..4).map(|r| rule.pick_backend(r)).collect();

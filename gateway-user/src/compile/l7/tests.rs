@@ -1138,6 +1138,132 @@ fn invalid_rate_limit_policies_are_refused_with_the_field_at_fault() {
     assert!(message("spec.limits[2].per").contains("not a duration"));
     assert!(message("spec.limits[7].per").contains("longer than 24h"));
     assert!(message("spec.limits[3].header").contains("key: header needs"));
-    assert!(message("spec.limits[5].key").contains("not built yet"));
+    assert!(message("spec.limits[5].key").contains("no AuthPolicy targets HTTPRoute default/a"));
+    assert!(errs.iter().all(|x| x.location.file == "l7.yaml"));
+}
+
+fn auth_policy(name: &str, spec: &str) -> String {
+    format!("apiVersion: tollgate.dev/v1alpha1\nkind: AuthPolicy\nmetadata: {{ name: {name} }}\nspec:\n{spec}")
+}
+
+#[test]
+fn auth_policies_attach_to_their_routes_and_let_limits_count_per_consumer() {
+    let t = table(&all(&[
+        GATEWAY,
+        BACKENDS,
+        &route(
+            "a",
+            &format!("  rules:\n    - matches: [{{ path: {{ value: /a }} }}]\n{TO_A}"),
+        ),
+        &route("free", &format!("  rules:\n    - {}", TO_A.trim_start())),
+        &auth_policy(
+            "keys",
+            &format!("{TARGET_A}  apiKey: {{ header: X-Api-Key, credentialRefs: [{{ name: k1 }}, {{ name: k2 }}] }}\n  basicAuth: {{ credentialRefs: [{{ name: users }}] }}\n"),
+        ),
+        &limit_policy(
+            "per-consumer",
+            &format!("{TARGET_A}  limits: [{{ key: consumer, requests: 5, per: 1s }}]\n"),
+        ),
+    ]));
+    assert_eq!(t.policy.auth.len(), 1);
+    let def = &t.policy.auth[0];
+    assert_eq!(&*def.policy, "default/keys");
+    let key = def.api_key.as_ref().unwrap();
+    assert_eq!(
+        key.location,
+        table::KeyLocation::Header(HeaderName::from_static("x-api-key"))
+    );
+    let names: Vec<String> = key
+        .files
+        .iter()
+        .chain(&def.basic)
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(names, ["default/k1", "default/k2", "default/users"]);
+    assert_eq!(t.policy.rate_limits[0].key, table::LimitKey::Consumer);
+    let rule_of = |path: &str| {
+        let headers = HeaderMap::new();
+        let req = RequestView {
+            host: "x",
+            path,
+            method: &Method::GET,
+            headers: &headers,
+            query: None,
+        };
+        t.ports[&8080].route(&req).unwrap().rule.clone()
+    };
+    assert_eq!(rule_of("/a").auth, Some(0));
+    assert_eq!(rule_of("/other").auth, None);
+}
+
+#[test]
+fn invalid_auth_policies_are_refused_with_the_field_at_fault() {
+    let yaml = all(&[
+        GATEWAY,
+        BACKENDS,
+        &route("a", &format!("  rules:\n    - {}", TO_A.trim_start())),
+        &route("b", &format!("  rules:\n    - {}", TO_A.trim_start())),
+        &auth_policy(
+            "bad",
+            "  targetRefs:\n    - { group: gateway.networking.k8s.io, kind: HTTPRoute, name: nope }\n    - { group: tollgate.dev, kind: Backend, name: a }\n    - { group: gateway.networking.k8s.io, kind: HTTPRoute, name: b }\n  apiKey: { header: X-Api-Key, query: key, credentialRefs: [{ name: Bad/Name }, { name: k }, { name: k }] }\n  jwt: { providers: [] }\n",
+        ),
+        &auth_policy("empty", "  targetRefs: []\n"),
+        &auth_policy(
+            "first",
+            "  targetRefs: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: a }]\n  apiKey: { header: Host, credentialRefs: [] }\n",
+        ),
+        &auth_policy(
+            "ok",
+            "  targetRefs: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: a }]\n  basicAuth: { credentialRefs: [{ name: u }] }\n",
+        ),
+        &auth_policy(
+            "twice",
+            "  targetRefs: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: a }]\n  apiKey: { query: 'a&b', credentialRefs: [{ name: k }] }\n",
+        ),
+        &auth_policy(
+            "zz",
+            "  targetRefs: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: a }]\n  basicAuth: { credentialRefs: [{ name: u }] }\n",
+        ),
+        &limit_policy(
+            "per-consumer",
+            "  targetRefs: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: b }]\n  limits: [{ key: consumer, requests: 5, per: 1s }]\n",
+        ),
+    ]);
+    let errs = errors(&yaml);
+    let got = places(&errs, "not built yet");
+    let at = |object: &str, field: &str| (format!("AuthPolicy/{object}"), field.to_string());
+    assert_eq!(
+        got,
+        [
+            at("bad", "spec.targetRefs[0].name"),
+            at("bad", "spec.targetRefs[1]"),
+            at("bad", "spec.jwt"),
+            at("bad", "spec.apiKey.credentialRefs[0].name"),
+            at("bad", "spec.apiKey.credentialRefs[2].name"),
+            at("bad", "spec.apiKey"),
+            at("empty", "spec.targetRefs"),
+            at("empty", "spec"),
+            at("first", "spec.apiKey.credentialRefs"),
+            at("first", "spec.apiKey.header"),
+            at("twice", "spec.apiKey.query"),
+            at("zz", "spec.targetRefs[0].name"),
+            (
+                "RateLimitPolicy/per-consumer".to_string(),
+                "spec.limits[0].key".to_string()
+            ),
+        ]
+    );
+    let message = |object: &str, field: &str| {
+        errs.iter()
+            .find(|x| {
+                x.location.object == format!("AuthPolicy/{object}") && x.location.field == field
+            })
+            .unwrap()
+            .message
+            .clone()
+    };
+    assert!(message("zz", "spec.targetRefs[0].name").contains("already has AuthPolicy default/ok"));
+    assert!(message("bad", "spec.apiKey").contains("exactly one of header or query"));
+    assert!(message("first", "spec.apiKey.header").contains("\"Host\""));
     assert!(errs.iter().all(|x| x.location.file == "l7.yaml"));
 }

@@ -1,0 +1,794 @@
+//! Authentication of requests on routes with an `AuthPolicy`: API keys checked against salted
+//! SHA-256 hashes, and basic authentication against htpasswd files with bcrypt hashes.
+//!
+//! The credential files are read when a revision is applied ([`AuthStore::load`]: a missing,
+//! unreadable or malformed file refuses the revision, naming the file and line) and checked
+//! again every [`RELOAD_INTERVAL`] ([`AuthStore::check`]): a changed file is parsed aside and
+//! swapped in whole; a bad one is logged and the set loaded before stays in use.
+//!
+//! File formats (standalone, under the secrets directory):
+//! - `<namespace>/<name>/keys`: `consumer-id:sha256:<salt hex>:<hex of sha256(salt || key)>`
+//!   per line (the salt at least [`MIN_SALT_BYTES`] bytes);
+//! - `<namespace>/<name>/htpasswd`: `user:<bcrypt hash>` per line (`$2a$`, `$2b$`, `$2x$` or
+//!   `$2y$`; other schemes are refused).
+//!
+//! Blank lines and lines starting with `#` are ignored in both.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tracing::{info, warn};
+
+use crate::compile::l7::table::{AuthDef, KeyLocation, SecretRef};
+use crate::compile::l7::RouteTable;
+
+/// How often the credential files are checked for changes.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+/// Shortest salt accepted in a key file.
+pub const MIN_SALT_BYTES: usize = 8;
+/// Longest consumer id.
+pub const MAX_CONSUMER_LEN: usize = 128;
+/// Largest credential file read.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// The request header the authenticated consumer is sent to the backend in (any such header
+/// from the client is removed first).
+pub const CONSUMER_HEADER: &str = "x-tollgate-consumer";
+/// Name of the file of API keys in a credential Secret's directory.
+pub const KEYS_FILE: &str = "keys";
+/// Name of the htpasswd file in a credential Secret's directory.
+pub const HTPASSWD_FILE: &str = "htpasswd";
+
+/// Why a credential file cannot be used. The messages never quote a line: it may hold a
+/// secret.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthFileError {
+    /// The file cannot be read.
+    #[error("cannot read {file}: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is too large.
+    #[error("{file} is larger than {MAX_FILE_BYTES} bytes")]
+    TooLarge {
+        /// The file.
+        file: PathBuf,
+    },
+    /// A line is malformed.
+    #[error("{file} line {line}: {why}")]
+    Line {
+        /// The file.
+        file: PathBuf,
+        /// Line number, from 1.
+        line: usize,
+        /// What is wrong.
+        why: String,
+    },
+    /// The file holds no credential.
+    #[error("{file} holds no credential")]
+    Empty {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+/// One API key: its consumer, salt and `sha256(salt || key)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyEntry {
+    /// The consumer id.
+    pub consumer: Arc<str>,
+    /// The salt.
+    pub salt: Vec<u8>,
+    /// The salted hash.
+    pub hash: [u8; 32],
+}
+
+/// The credentials of one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSet {
+    /// API keys.
+    Keys(Vec<KeyEntry>),
+    /// htpasswd users and their bcrypt hashes.
+    Users(HashMap<String, String>),
+}
+
+fn check_consumer(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("the consumer id is empty".into());
+    }
+    if id.len() > MAX_CONSUMER_LEN {
+        return Err(format!(
+            "the consumer id is longer than {MAX_CONSUMER_LEN} characters"
+        ));
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+    {
+        return Err(
+            "the consumer id may only hold letters, digits and . _ - @ (it is sent in a header)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Lines that are neither blank nor comments, numbered from 1.
+fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+}
+
+/// Parses a key file.
+pub fn parse_keys(file: &Path, text: &str) -> Result<Vec<KeyEntry>, AuthFileError> {
+    let mut out = Vec::new();
+    for (line, l) in lines(text) {
+        let err = |why: String| AuthFileError::Line {
+            file: file.to_owned(),
+            line,
+            why,
+        };
+        let parts: Vec<&str> = l.split(':').collect();
+        let [consumer, scheme, salt, hash] = parts[..] else {
+            return Err(err(
+                "not consumer-id:sha256:<salt hex>:<hex of sha256(salt || key)> (clear keys are not accepted)".into(),
+            ));
+        };
+        check_consumer(consumer).map_err(err)?;
+        if scheme != "sha256" {
+            return Err(err(format!(
+                "hash scheme \"{}\" is not supported; use sha256",
+                scheme.chars().take(16).collect::<String>()
+            )));
+        }
+        let salt = hex::decode(salt).map_err(|_| err("the salt is not hex".into()))?;
+        if salt.len() < MIN_SALT_BYTES {
+            return Err(err(format!(
+                "the salt is shorter than {MIN_SALT_BYTES} bytes ({} hex digits)",
+                MIN_SALT_BYTES * 2
+            )));
+        }
+        let mut h = [0u8; 32];
+        hex::decode_to_slice(hash, &mut h)
+            .map_err(|_| err("the hash is not 64 hex digits (a SHA-256)".into()))?;
+        out.push(KeyEntry {
+            consumer: consumer.into(),
+            salt,
+            hash: h,
+        });
+    }
+    if out.is_empty() {
+        return Err(AuthFileError::Empty {
+            file: file.to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// Parses an htpasswd file (bcrypt entries only).
+pub fn parse_htpasswd(file: &Path, text: &str) -> Result<HashMap<String, String>, AuthFileError> {
+    let mut out = HashMap::new();
+    for (line, l) in lines(text) {
+        let err = |why: String| AuthFileError::Line {
+            file: file.to_owned(),
+            line,
+            why,
+        };
+        let Some((user, hash)) = l.split_once(':') else {
+            return Err(err("not user:hash".into()));
+        };
+        check_consumer(user).map_err(err)?;
+        let scheme = if hash.starts_with("$apr1$") {
+            Some("MD5 (apr1)")
+        } else if hash.starts_with("{SHA}") {
+            Some("SHA-1")
+        } else if hash.starts_with("$5$") || hash.starts_with("$6$") {
+            Some("SHA-crypt")
+        } else if !hash.starts_with("$2") {
+            Some("crypt or plain text")
+        } else {
+            None
+        };
+        if let Some(s) = scheme {
+            return Err(err(format!(
+                "user \"{user}\" has a {s} hash; only bcrypt is accepted (htpasswd -B)"
+            )));
+        }
+        if hash.parse::<bcrypt::HashParts>().is_err() {
+            return Err(err(format!("user \"{user}\" has a malformed bcrypt hash")));
+        }
+        if out.insert(user.to_owned(), hash.to_owned()).is_some() {
+            return Err(err(format!("user \"{user}\" is listed twice")));
+        }
+    }
+    if out.is_empty() {
+        return Err(AuthFileError::Empty {
+            file: file.to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// The consumer of an API key, if one line of `keys` matches. Every line is checked, and each
+/// hash comparison is constant-time, so the time taken does not tell which line (or how much
+/// of a hash) matched.
+pub fn match_key(keys: &[KeyEntry], key: &[u8]) -> Option<Arc<str>> {
+    let mut found = None;
+    for e in keys {
+        let mut h = Sha256::new();
+        h.update(&e.salt);
+        h.update(key);
+        let digest: [u8; 32] = h.finalize().into();
+        if bool::from(digest.ct_eq(&e.hash)) && found.is_none() {
+            found = Some(e.consumer.clone());
+        }
+    }
+    found
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Keys,
+    Htpasswd,
+}
+
+/// A credential file and the set loaded from it.
+struct Loaded {
+    kind: Kind,
+    stamp: Option<(SystemTime, u64)>,
+    set: Arc<ArcSwap<CredentialSet>>,
+}
+
+fn stamp(file: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(file).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+fn read(file: &Path, kind: Kind) -> Result<CredentialSet, AuthFileError> {
+    let read_err = |source| AuthFileError::Read {
+        file: file.to_owned(),
+        source,
+    };
+    let len = std::fs::metadata(file).map_err(read_err)?.len();
+    if len > MAX_FILE_BYTES {
+        return Err(AuthFileError::TooLarge {
+            file: file.to_owned(),
+        });
+    }
+    let text = std::fs::read_to_string(file).map_err(read_err)?;
+    Ok(match kind {
+        Kind::Keys => CredentialSet::Keys(parse_keys(file, &text)?),
+        Kind::Htpasswd => CredentialSet::Users(parse_htpasswd(file, &text)?),
+    })
+}
+
+/// The credentials of one AuthPolicy, as requests see them (each set is swapped whole when its
+/// file changes).
+pub struct AuthRuntime {
+    /// API key sets.
+    pub keys: Vec<Arc<ArcSwap<CredentialSet>>>,
+    /// htpasswd sets.
+    pub users: Vec<Arc<ArcSwap<CredentialSet>>>,
+}
+
+/// A credential file that refuses a revision, with the AuthPolicy that names it.
+#[derive(Debug, thiserror::Error)]
+#[error("AuthPolicy {policy}: {source}")]
+pub struct PolicyFileError {
+    /// `namespace/name` of the policy.
+    pub policy: String,
+    /// What is wrong with the file.
+    pub source: AuthFileError,
+}
+
+/// Every credential file in use, by path.
+pub struct AuthStore {
+    dir: PathBuf,
+    files: Mutex<HashMap<PathBuf, Loaded>>,
+}
+
+impl AuthStore {
+    /// A store reading files under `dir`.
+    pub fn new(dir: PathBuf) -> AuthStore {
+        AuthStore {
+            dir,
+            files: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn path(&self, s: &SecretRef, file: &str) -> PathBuf {
+        self.dir.join(&s.namespace).join(&s.name).join(file)
+    }
+
+    /// Loads the files of every AuthPolicy of `table` (unchanged files are not read again);
+    /// one runtime per policy, aligned with `table.policy.auth`. Files no revision names any
+    /// more are forgotten.
+    pub fn load(&self, table: &RouteTable) -> Result<Vec<Arc<AuthRuntime>>, PolicyFileError> {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let mut fresh: HashMap<PathBuf, Loaded> = HashMap::new();
+        let mut out = Vec::new();
+        for def in &table.policy.auth {
+            let mut get = |s: &SecretRef, kind: Kind| -> Result<_, PolicyFileError> {
+                let name = match kind {
+                    Kind::Keys => KEYS_FILE,
+                    Kind::Htpasswd => HTPASSWD_FILE,
+                };
+                let path = self.path(s, name);
+                if let Some(l) = fresh.get(&path) {
+                    return Ok(l.set.clone());
+                }
+                let now = stamp(&path);
+                let reuse = files
+                    .get(&path)
+                    .filter(|l| l.kind == kind && l.stamp.is_some() && l.stamp == now);
+                let loaded = match reuse {
+                    Some(l) => Loaded {
+                        kind,
+                        stamp: l.stamp,
+                        set: l.set.clone(),
+                    },
+                    None => Loaded {
+                        kind,
+                        stamp: now,
+                        set: Arc::new(ArcSwap::from_pointee(read(&path, kind).map_err(
+                            |source| PolicyFileError {
+                                policy: def.policy.to_string(),
+                                source,
+                            },
+                        )?)),
+                    },
+                };
+                let set = loaded.set.clone();
+                fresh.insert(path, loaded);
+                Ok(set)
+            };
+            let keys = match &def.api_key {
+                Some(k) => k
+                    .files
+                    .iter()
+                    .map(|s| get(s, Kind::Keys))
+                    .collect::<Result<_, _>>()?,
+                None => Vec::new(),
+            };
+            let users = def
+                .basic
+                .iter()
+                .map(|s| get(s, Kind::Htpasswd))
+                .collect::<Result<_, _>>()?;
+            out.push(Arc::new(AuthRuntime { keys, users }));
+        }
+        // The revision may still be refused (a port that cannot be bound): the files of the
+        // revision in force stay too; `check` forgets those no revision holds any more.
+        for (path, l) in fresh {
+            files.insert(path, l);
+        }
+        Ok(out)
+    }
+
+    /// Reads again every file whose modification time or size changed; a file that cannot be
+    /// loaded keeps its previous set (and is logged). Returns the files that failed.
+    pub fn check(&self) -> Vec<PathBuf> {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failed = Vec::new();
+        files.retain(|_, l| Arc::strong_count(&l.set) > 1);
+        for (path, l) in files.iter_mut() {
+            let now = stamp(path);
+            if now == l.stamp {
+                continue;
+            }
+            match read(path, l.kind) {
+                Ok(set) => {
+                    l.set.store(Arc::new(set));
+                    l.stamp = now;
+                    info!(file = %path.display(), "credential file reloaded");
+                }
+                Err(error) => {
+                    // Remember the stamp: a bad file is reported once, not every second.
+                    l.stamp = now;
+                    warn!(%error, file = %path.display(), "credential file not reloaded; the credentials loaded before stay in use");
+                    failed.push(path.clone());
+                }
+            }
+        }
+        failed
+    }
+}
+
+/// Why a request is not authenticated: the `reason` label of `tollgate_auth_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No credentials.
+    Missing,
+    /// Credentials that match none.
+    Invalid,
+}
+
+impl Failure {
+    /// The label value.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Failure::Missing => "missing",
+            Failure::Invalid => "invalid",
+        }
+    }
+}
+
+/// What a request presents.
+struct Presented {
+    key: Option<Vec<u8>>,
+    basic: Option<(String, String)>,
+}
+
+fn presented(def: &AuthDef, headers: &HeaderMap, query: Option<&str>) -> Presented {
+    let key = def.api_key.as_ref().and_then(|k| match &k.location {
+        KeyLocation::Header(h) => headers.get(h).map(|v| v.as_bytes().to_vec()),
+        KeyLocation::Query(q) => {
+            crate::compile::l7::table::query_param(query, q).map(|v| v.as_bytes().to_vec())
+        }
+    });
+    let basic = if def.basic.is_empty() {
+        None
+    } else {
+        headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_basic)
+    };
+    Presented {
+        key: key.filter(|k| !k.is_empty()),
+        basic,
+    }
+}
+
+/// The user and password of an `Authorization: Basic` value (RFC 7617); `None` when it is not
+/// one.
+pub fn parse_basic(value: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (user, pass) = text.split_once(':')?;
+    Some((user.to_owned(), pass.to_owned()))
+}
+
+/// Checks a request's credentials against a policy: the consumer, or why not. bcrypt is slow
+/// on purpose: it runs off the async workers.
+pub async fn authenticate(
+    def: &AuthDef,
+    rt: &Arc<AuthRuntime>,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Arc<str>, Failure> {
+    let p = presented(def, headers, query);
+    if p.key.is_none() && p.basic.is_none() {
+        return Err(Failure::Missing);
+    }
+    if let Some(key) = &p.key {
+        for set in &rt.keys {
+            if let CredentialSet::Keys(keys) = &**set.load() {
+                if let Some(c) = match_key(keys, key) {
+                    return Ok(c);
+                }
+            }
+        }
+    }
+    if let Some((user, pass)) = p.basic {
+        let hash = rt.users.iter().find_map(|set| match &**set.load() {
+            CredentialSet::Users(u) => u.get(&user).cloned(),
+            CredentialSet::Keys(_) => None,
+        });
+        let Some(hash) = hash else {
+            return Err(Failure::Invalid);
+        };
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(pass, &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false);
+        if ok {
+            return Ok(user.into());
+        }
+    }
+    Err(Failure::Invalid)
+}
+
+/// The `WWW-Authenticate` challenges of a policy on `route`: `Basic realm="<route>",
+/// charset="UTF-8"` for basic authentication, `ApiKey realm="<route>", header="<name>"` (or
+/// `query="<name>"`) for API keys.
+pub fn challenges(def: &AuthDef, route: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(k) = &def.api_key {
+        let (what, name) = match &k.location {
+            KeyLocation::Header(h) => ("header", h.as_str()),
+            KeyLocation::Query(q) => ("query", q.as_str()),
+        };
+        out.push(format!("ApiKey realm=\"{route}\", {what}=\"{name}\""));
+    }
+    if !def.basic.is_empty() {
+        out.push(format!("Basic realm=\"{route}\", charset=\"UTF-8\""));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderName;
+
+    /// A key line as the README's shell one-liner makes it.
+    fn key_line(consumer: &str, salt: &[u8], key: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(salt);
+        h.update(key.as_bytes());
+        format!(
+            "{consumer}:sha256:{}:{}",
+            hex::encode(salt),
+            hex::encode(h.finalize())
+        )
+    }
+
+    fn line_error(e: AuthFileError) -> (usize, String) {
+        match e {
+            AuthFileError::Line { line, why, .. } => (line, why),
+            other => panic!("expected a line error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn key_files_parse_and_match_only_the_right_key() {
+        let text = format!(
+            "# comment\n\n{}\n  {}  \n",
+            key_line("shop-app", b"saltsalt1", "k-one"),
+            key_line("billing", b"saltsalt2", "k-two")
+        );
+        let keys = parse_keys(Path::new("keys"), &text).unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(match_key(&keys, b"k-one").as_deref(), Some("shop-app"));
+        assert_eq!(match_key(&keys, b"k-two").as_deref(), Some("billing"));
+        assert_eq!(match_key(&keys, b"k-one "), None);
+        assert_eq!(match_key(&keys, b""), None);
+        // The hash of the key without its salt does not match.
+        let unsalted = format!(
+            "x:sha256:{}:{}",
+            hex::encode(b"saltsalt"),
+            hex::encode(Sha256::digest(b"k-one"))
+        );
+        let keys = parse_keys(Path::new("keys"), &unsalted).unwrap();
+        assert_eq!(match_key(&keys, b"k-one"), None);
+    }
+
+    #[test]
+    fn bad_key_lines_are_refused_with_file_and_line_without_quoting_them() {
+        let good = key_line("a", b"saltsalt", "k");
+        let cases = [
+            ("the-clear-key", "clear keys are not accepted"),
+            ("a:md5:0011223344556677:00", "\"md5\" is not supported"),
+            ("a:sha256:zz:00", "salt is not hex"),
+            ("a:sha256:0011:00", "shorter than 8 bytes"),
+            ("a:sha256:0011223344556677:abcd", "not 64 hex digits"),
+            ("bad id:sha256:0011223344556677:00", "letters, digits"),
+            (":sha256:0011223344556677:00", "consumer id is empty"),
+        ];
+        for (line, want) in cases {
+            let text = format!("{good}\n# c\n{line}\n");
+            let e = parse_keys(Path::new("/s/ns/k/keys"), &text).unwrap_err();
+            let shown = e.to_string();
+            assert!(shown.starts_with("/s/ns/k/keys line 3: "), "{shown}");
+            assert!(!shown.contains("the-clear-key"), "{shown}");
+            let (n, why) = line_error(e);
+            assert_eq!(n, 3);
+            assert!(why.contains(want), "{line}: {why}");
+        }
+        assert!(matches!(
+            parse_keys(Path::new("k"), "# nothing\n"),
+            Err(AuthFileError::Empty { .. })
+        ));
+    }
+
+    #[test]
+    fn htpasswd_files_take_bcrypt_only() {
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        let users = parse_htpasswd(Path::new("h"), &format!("alice:{hash}\n")).unwrap();
+        assert!(bcrypt::verify("s3cret", &users["alice"]).unwrap());
+        let cases = [
+            ("bob:$apr1$abc$def", "MD5 (apr1)"),
+            ("bob:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "SHA-1"),
+            ("bob:$6$salt$hash", "SHA-crypt"),
+            ("bob:plain", "crypt or plain text"),
+            ("bob:$2y$05$short", "malformed bcrypt"),
+            ("bob", "not user:hash"),
+            (&format!("alice:{hash}"), "listed twice"),
+        ];
+        for (line, want) in cases {
+            let text = format!("alice:{hash}\n{line}\n");
+            let (n, why) = line_error(parse_htpasswd(Path::new("h"), &text).unwrap_err());
+            assert_eq!(n, 2, "{line}");
+            assert!(why.contains(want), "{line}: {why}");
+        }
+    }
+
+    #[test]
+    fn basic_credentials_are_read_from_the_authorization_header() {
+        assert_eq!(
+            parse_basic("Basic YWxpY2U6czNjcjp0"),
+            Some(("alice".into(), "s3cr:t".into()))
+        );
+        assert_eq!(
+            parse_basic("basic   YWxpY2U6czNjcjp0"),
+            Some(("alice".into(), "s3cr:t".into()))
+        );
+        assert_eq!(parse_basic("Bearer YWxpY2U6czNjcjp0"), None);
+        assert_eq!(parse_basic("Basic !!!"), None);
+        assert_eq!(parse_basic("Basic YWxpY2U="), None); // no colon
+    }
+
+    fn policy(api: Option<KeyLocation>, basic: bool) -> AuthDef {
+        let s = |name: &str| SecretRef {
+            namespace: "shop".into(),
+            name: name.into(),
+        };
+        AuthDef {
+            policy: "shop/auth".into(),
+            api_key: api.map(|location| crate::compile::l7::table::ApiKeyDef {
+                location,
+                files: vec![s("keys")],
+            }),
+            basic: if basic { vec![s("users")] } else { vec![] },
+        }
+    }
+
+    fn table_with(def: AuthDef) -> RouteTable {
+        let mut t = RouteTable::default();
+        t.policy.auth.push(def);
+        t
+    }
+
+    #[tokio::test]
+    async fn requests_authenticate_by_header_query_or_basic_and_files_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("shop/keys/keys");
+        let users = dir.path().join("shop/users/htpasswd");
+        std::fs::create_dir_all(keys.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(users.parent().unwrap()).unwrap();
+        std::fs::write(&keys, key_line("app-1", b"0123456789", "good-key")).unwrap();
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        std::fs::write(&users, format!("alice:{hash}\n")).unwrap();
+
+        let store = AuthStore::new(dir.path().to_owned());
+        let header = HeaderName::from_static("x-api-key");
+        let def = policy(Some(KeyLocation::Header(header.clone())), true);
+        let rt = store.load(&table_with(def.clone())).unwrap().remove(0);
+        let with = |name: &str, value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+            h
+        };
+        let auth = |h: HeaderMap, q: Option<&'static str>| {
+            let def = def.clone();
+            let rt = rt.clone();
+            async move { authenticate(&def, &rt, &h, q).await }
+        };
+        assert_eq!(auth(HeaderMap::new(), None).await, Err(Failure::Missing));
+        assert_eq!(
+            auth(with("x-api-key", ""), None).await,
+            Err(Failure::Missing)
+        );
+        assert_eq!(
+            auth(with("x-api-key", "bad"), None).await,
+            Err(Failure::Invalid)
+        );
+        assert_eq!(
+            auth(with("x-api-key", "good-key"), None).await.as_deref(),
+            Ok("app-1")
+        );
+        // alice:pw
+        assert_eq!(
+            auth(with("authorization", "Basic YWxpY2U6cHc="), None)
+                .await
+                .as_deref(),
+            Ok("alice")
+        );
+        // alice:px, and an unknown user
+        assert_eq!(
+            auth(with("authorization", "Basic YWxpY2U6cHg="), None).await,
+            Err(Failure::Invalid)
+        );
+        assert_eq!(
+            auth(with("authorization", "Basic Ym9iOnB3"), None).await,
+            Err(Failure::Invalid)
+        );
+
+        // A query parameter.
+        let qdef = policy(Some(KeyLocation::Query("api_key".into())), false);
+        let qrt = store.load(&table_with(qdef.clone())).unwrap().remove(0);
+        let q = |query: &'static str| {
+            let (d, r) = (qdef.clone(), qrt.clone());
+            async move { authenticate(&d, &r, &HeaderMap::new(), Some(query)).await }
+        };
+        assert_eq!(q("a=1&api_key=good-key").await.as_deref(), Ok("app-1"));
+        assert_eq!(q("a=1").await, Err(Failure::Missing));
+        // Basic credentials are not looked at when the policy has no basicAuth.
+        assert_eq!(
+            authenticate(
+                &qdef,
+                &qrt,
+                &with("authorization", "Basic YWxpY2U6cHc="),
+                None
+            )
+            .await,
+            Err(Failure::Missing)
+        );
+
+        // A changed file is reloaded; a bad one keeps the keys loaded before.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&keys, key_line("app-2", b"abcdefghij", "new-key")).unwrap();
+        assert!(store.check().is_empty());
+        assert_eq!(
+            auth(with("x-api-key", "new-key"), None).await.as_deref(),
+            Ok("app-2")
+        );
+        assert_eq!(
+            auth(with("x-api-key", "good-key"), None).await,
+            Err(Failure::Invalid)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&keys, "clear-key-oops\n").unwrap();
+        assert_eq!(store.check(), [keys.clone()]);
+        assert_eq!(
+            auth(with("x-api-key", "new-key"), None).await.as_deref(),
+            Ok("app-2")
+        );
+    }
+
+    #[test]
+    fn a_missing_or_bad_file_refuses_the_revision_naming_the_policy_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuthStore::new(dir.path().to_owned());
+        let def = policy(Some(KeyLocation::Query("k".into())), false);
+        let e = store
+            .load(&table_with(def.clone()))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.starts_with("AuthPolicy shop/auth: cannot read "), "{e}");
+        assert!(e.contains("shop/keys/keys"), "{e}");
+        let keys = dir.path().join("shop/keys/keys");
+        std::fs::create_dir_all(keys.parent().unwrap()).unwrap();
+        std::fs::write(&keys, "a:sha256:00:00\n").unwrap();
+        let e = store.load(&table_with(def)).err().unwrap().to_string();
+        assert!(
+            e.contains("shop/keys/keys line 1: the salt is shorter"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn challenges_name_the_route_and_where_the_key_goes() {
+        let def = policy(
+            Some(KeyLocation::Header(HeaderName::from_static("x-api-key"))),
+            true,
+        );
+        assert_eq!(
+            challenges(&def, "shop/orders"),
+            [
+                "ApiKey realm=\"shop/orders\", header=\"x-api-key\"",
+                "Basic realm=\"shop/orders\", charset=\"UTF-8\""
+            ]
+        );
+    }
+}
