@@ -157,6 +157,8 @@ const TOOL_PACKAGES: &[&str] = &[
     "nginx",
     "fcgiwrap",
     "openssl",
+    // htpasswd -B: the bcrypt htpasswd files of the AuthPolicy tests (tests/tests/l7_auth.rs).
+    "apache2-utils",
     // The Git source over ssh (tests/tests/git_ssh.rs): sshd, and ssh-keygen for the keys and
     // for the commit signatures of the --verify-commits tests (git signs with it).
     "openssh-server",
