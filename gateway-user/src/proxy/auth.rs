@@ -278,6 +278,49 @@ pub struct AuthRuntime {
     pub keys: Vec<Arc<ArcSwap<CredentialSet>>>,
     /// htpasswd sets.
     pub users: Vec<Arc<ArcSwap<CredentialSet>>>,
+    /// Basic credentials bcrypt has accepted: a keyed SHA-256 of user and password -> the
+    /// bcrypt hash it matched (a hit counts only while the file still holds that hash).
+    verified: Mutex<HashMap<[u8; 32], String>>,
+    /// Process-random key of `verified` (no plain hash of a password is kept).
+    cache_key: [u8; 16],
+    /// Bounds the bcrypt checks running at once (they are slow on purpose).
+    bcrypt_slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// Verified basic credentials remembered per AuthPolicy (the cache is emptied when full).
+pub const MAX_VERIFIED: usize = 10_000;
+
+impl AuthRuntime {
+    fn new(
+        keys: Vec<Arc<ArcSwap<CredentialSet>>>,
+        users: Vec<Arc<ArcSwap<CredentialSet>>>,
+        bcrypt_slots: Arc<tokio::sync::Semaphore>,
+    ) -> AuthRuntime {
+        use std::hash::{BuildHasher, Hasher};
+        let mut cache_key = [0u8; 16];
+        for (i, chunk) in cache_key.chunks_mut(8).enumerate() {
+            // RandomState is seeded from the OS's randomness once per process.
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_usize(i);
+            chunk.copy_from_slice(&h.finish().to_le_bytes());
+        }
+        AuthRuntime {
+            keys,
+            users,
+            verified: Mutex::new(HashMap::new()),
+            cache_key,
+            bcrypt_slots,
+        }
+    }
+
+    fn cache_id(&self, user: &str, pass: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.cache_key);
+        h.update((user.len() as u64).to_le_bytes());
+        h.update(user.as_bytes());
+        h.update(pass.as_bytes());
+        h.finalize().into()
+    }
 }
 
 /// A credential file that refuses a revision, with the AuthPolicy that names it.
@@ -294,14 +337,17 @@ pub struct PolicyFileError {
 pub struct AuthStore {
     dir: PathBuf,
     files: Mutex<HashMap<PathBuf, Loaded>>,
+    bcrypt_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl AuthStore {
     /// A store reading files under `dir`.
     pub fn new(dir: PathBuf) -> AuthStore {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         AuthStore {
             dir,
             files: Mutex::new(HashMap::new()),
+            bcrypt_slots: Arc::new(tokio::sync::Semaphore::new(cpus)),
         }
     }
 
@@ -364,7 +410,11 @@ impl AuthStore {
                 .iter()
                 .map(|s| get(s, Kind::Htpasswd))
                 .collect::<Result<_, _>>()?;
-            out.push(Arc::new(AuthRuntime { keys, users }));
+            out.push(Arc::new(AuthRuntime::new(
+                keys,
+                users,
+                self.bcrypt_slots.clone(),
+            )));
         }
         // The revision may still be refused (a port that cannot be bound): the files of the
         // revision in force stay too; `check` forgets those no revision holds any more.
@@ -466,7 +516,9 @@ pub fn parse_basic(value: &str) -> Option<(String, String)> {
 }
 
 /// Checks a request's credentials against a policy: the consumer, or why not. bcrypt is slow
-/// on purpose: it runs off the async workers.
+/// on purpose: it runs off the async workers, at most one check per CPU at once, and basic
+/// credentials it accepted are remembered (keyed by a process-random key) until the user's hash
+/// in the file changes.
 pub async fn authenticate(
     def: &AuthDef,
     rt: &Arc<AuthRuntime>,
@@ -494,10 +546,30 @@ pub async fn authenticate(
         let Some(hash) = hash else {
             return Err(Failure::Invalid);
         };
-        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(pass, &hash).unwrap_or(false))
-            .await
-            .unwrap_or(false);
+        let id = rt.cache_id(&user, &pass);
+        let cached = rt
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .is_some_and(|h| *h == hash);
+        if cached {
+            return Ok(user.into());
+        }
+        let Ok(_slot) = rt.bcrypt_slots.acquire().await else {
+            return Err(Failure::Invalid); // never closed
+        };
+        let checked = hash.clone();
+        let ok =
+            tokio::task::spawn_blocking(move || bcrypt::verify(pass, &checked).unwrap_or(false))
+                .await
+                .unwrap_or(false);
         if ok {
+            let mut verified = rt.verified.lock().unwrap_or_else(|e| e.into_inner());
+            if verified.len() >= MAX_VERIFIED {
+                verified.clear();
+            }
+            verified.insert(id, hash);
             return Ok(user.into());
         }
     }
@@ -746,9 +818,35 @@ mod tests {
             auth(with("x-api-key", "good-key"), None).await,
             Err(Failure::Invalid)
         );
+        // A remembered basic credential stops working once the user's hash changes.
+        assert_eq!(
+            auth(with("authorization", "Basic YWxpY2U6cHc="), None)
+                .await
+                .as_deref(),
+            Ok("alice")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(
+            &users,
+            format!("alice:{}\n", bcrypt::hash("pw2", 4).unwrap()),
+        )
+        .unwrap();
+        assert!(store.check().is_empty());
+        assert_eq!(
+            auth(with("authorization", "Basic YWxpY2U6cHc="), None).await,
+            Err(Failure::Invalid)
+        );
+        // alice:pw2
+        assert_eq!(
+            auth(with("authorization", "Basic YWxpY2U6cHcy"), None)
+                .await
+                .as_deref(),
+            Ok("alice")
+        );
+
         std::thread::sleep(Duration::from_millis(20));
         std::fs::write(&keys, "clear-key-oops\n").unwrap();
-        assert_eq!(store.check(), [keys.clone()]);
+        assert_eq!(store.check(), vec![keys.clone()]);
         assert_eq!(
             auth(with("x-api-key", "new-key"), None).await.as_deref(),
             Ok("app-2")

@@ -450,6 +450,20 @@ mod tests {
     }
 
     #[test]
+    fn each_consumer_has_its_own_bucket_whatever_its_address() {
+        let l = Limiter::new(&def("c", LimitKey::Consumer, 1, 60, 1), 100);
+        let headers = HeaderMap::new();
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        let key = |c| KeyValue::of(&LimitKey::Consumer, client, &headers, c);
+        assert_eq!(key(Some("app-1")), KeyValue::Consumer(Some("app-1")));
+        assert!(l.acquire_at(key(Some("app-1")), S).0.allowed);
+        assert!(!l.acquire_at(key(Some("app-1")), S).0.allowed);
+        // Same address, another consumer: a bucket of its own.
+        assert!(l.acquire_at(key(Some("app-2")), S).0.allowed);
+        assert!(!l.acquire_at(key(Some("app-2")), S).0.allowed);
+    }
+
+    #[test]
     fn keys_have_their_own_buckets_and_a_missing_header_is_one_bucket() {
         let name = HeaderName::from_static("x-tenant");
         let l = Limiter::new(&def("t", LimitKey::Header(name.clone()), 1, 60, 1), 100);
