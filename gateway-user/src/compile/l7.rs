@@ -1326,6 +1326,12 @@ fn auth_policy(
             "JWT authentication is not built yet; use apiKey or basicAuth",
         );
     }
+    if spec.ban_on_abuse.is_some() {
+        c.error(
+            "spec.banOnAbuse",
+            "bans into the XDP blocklist are not built yet; remove banOnAbuse",
+        );
+    }
     if spec.api_key.is_none() && spec.basic_auth.is_none() {
         c.error(
             "spec",

@@ -45,6 +45,11 @@ pub struct AuthPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(skip)]
     pub jwt: Option<serde_json::Value>,
+
+    /// Bans of sources that fail too often: not built yet (refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub ban_on_abuse: Option<serde_json::Value>,
 }
 
 /// Where a request carries its API key, and the files of the valid keys.
