@@ -1275,31 +1275,32 @@ fn rule(
 /// Credential files per AuthPolicy method.
 pub const MAX_CREDENTIAL_REFS: usize = 16;
 
-/// Checks an AuthPolicy; returns the names of the routes it targets and the policy.
-fn auth_policy(
+/// Checks a policy's `spec.targetRefs` (HTTPRoutes of namespace `ns`, each named once) and
+/// returns the names of the routes it targets. `kind` is "an AuthPolicy", ...; `purpose` what
+/// the policy does to its routes ("protects", "limits").
+fn check_target_refs(
     c: &mut Checker<'_, '_>,
     ns: &str,
-    name: &str,
-    p: &AuthPolicy,
+    kind: &str,
+    purpose: &str,
+    refs: &[crate::model::ratelimit::PolicyTargetReference],
     routes: &HashSet<(&str, &str)>,
-) -> Option<(Vec<String>, AuthDef)> {
-    let before = c.errors.len();
-    let spec = &p.spec;
-    if spec.target_refs.is_empty() {
+) -> Vec<String> {
+    if refs.is_empty() {
         c.error(
             "spec.targetRefs",
-            "empty: name the HTTPRoutes this policy protects",
+            format!("empty: name the HTTPRoutes this policy {purpose}"),
         );
     }
-    c.count("spec.targetRefs", spec.target_refs.len(), MAX_TARGET_REFS);
+    c.count("spec.targetRefs", refs.len(), MAX_TARGET_REFS);
     let mut targets: Vec<String> = Vec::new();
-    for (i, t) in spec.target_refs.iter().enumerate() {
+    for (i, t) in refs.iter().enumerate() {
         let at = format!("spec.targetRefs[{i}]");
         if t.group != GATEWAY_API_GROUP || t.kind != "HTTPRoute" {
             c.error(
                 &at,
                 format!(
-                    "{}/{}: an AuthPolicy targets HTTPRoutes (group {GATEWAY_API_GROUP}, kind HTTPRoute)",
+                    "{}/{}: {kind} targets HTTPRoutes (group {GATEWAY_API_GROUP}, kind HTTPRoute)",
                     t.group, t.kind
                 ),
             );
@@ -1320,6 +1321,27 @@ fn auth_policy(
             targets.push(t.name.clone());
         }
     }
+    targets
+}
+
+/// Checks an AuthPolicy; returns the names of the routes it targets and the policy.
+fn auth_policy(
+    c: &mut Checker<'_, '_>,
+    ns: &str,
+    name: &str,
+    p: &AuthPolicy,
+    routes: &HashSet<(&str, &str)>,
+) -> Option<(Vec<String>, AuthDef)> {
+    let before = c.errors.len();
+    let spec = &p.spec;
+    let targets = check_target_refs(
+        c,
+        ns,
+        "an AuthPolicy",
+        "protects",
+        &spec.target_refs,
+        routes,
+    );
     if spec.jwt.is_some() {
         c.error(
             "spec.jwt",
@@ -1433,41 +1455,14 @@ fn rate_limit_policy(
 ) -> Option<(Vec<String>, Vec<RateLimitDef>)> {
     let before = c.errors.len();
     let spec = &p.spec;
-    if spec.target_refs.is_empty() {
-        c.error(
-            "spec.targetRefs",
-            "empty: name the HTTPRoutes this policy limits",
-        );
-    }
-    c.count("spec.targetRefs", spec.target_refs.len(), MAX_TARGET_REFS);
-    let mut targets: Vec<String> = Vec::new();
-    for (i, t) in spec.target_refs.iter().enumerate() {
-        let at = format!("spec.targetRefs[{i}]");
-        if t.group != GATEWAY_API_GROUP || t.kind != "HTTPRoute" {
-            c.error(
-                &at,
-                format!(
-                    "{}/{}: a RateLimitPolicy targets HTTPRoutes (group {GATEWAY_API_GROUP}, kind HTTPRoute)",
-                    t.group, t.kind
-                ),
-            );
-        } else if !routes.contains(&(ns, t.name.as_str())) {
-            c.error(
-                format!("{at}.name"),
-                format!(
-                    "no HTTPRoute {ns}/{} in this revision (a policy targets routes of its own namespace)",
-                    t.name
-                ),
-            );
-        } else if targets.contains(&t.name) {
-            c.error(
-                format!("{at}.name"),
-                format!("HTTPRoute {ns}/{} is named twice", t.name),
-            );
-        } else {
-            targets.push(t.name.clone());
-        }
-    }
+    let targets = check_target_refs(
+        c,
+        ns,
+        "a RateLimitPolicy",
+        "limits",
+        &spec.target_refs,
+        routes,
+    );
     if spec.limits.is_empty() {
         c.error(
             "spec.limits",
