@@ -279,6 +279,27 @@ pub fn documents(docs: &[&str]) -> String {
     docs.join("---\n")
 }
 
+/// A revision with Gateway `edge` on `proxy`, Backend `app` on `backend`, route `app` (`/`) and
+/// route `free` (`/free`), both to `app`, followed by `policies`.
+pub fn app_and_free(proxy: u16, backend: u16, policies: &[&str]) -> String {
+    let g = gateway(&[("http", proxy, None)]);
+    let b = backend_object("app", &[backend], "");
+    let app = route_object(
+        "app",
+        &format!("  rules:\n    - backendRefs: [{}]\n", to("app")),
+    );
+    let free = route_object(
+        "free",
+        &format!(
+            "  rules:\n    - matches: [{{ path: {{ value: /free }} }}]\n      backendRefs: [{}]\n",
+            to("app")
+        ),
+    );
+    let mut docs: Vec<&str> = vec![&g, &b, &app, &free];
+    docs.extend_from_slice(policies);
+    documents(&docs)
+}
+
 /// Starts the agent on `lab` with the proxy on 127.0.0.1 and the admin server on
 /// `admin_port`, and waits until it has applied a revision and opened `ports`.
 pub fn start_agent(lab: &Lab, admin_port: u16, ports: &[u16], extra: &[&str]) -> Agent {

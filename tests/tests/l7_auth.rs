@@ -8,10 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tollgate_tests::l7::{
-    access_log, backend_object, curl, documents, gateway, route_object, start_agent, to, Backend,
-    Reply,
-};
+use tollgate_tests::l7::{access_log, app_and_free, curl, start_agent, Backend, Reply};
 use tollgate_tests::{http_get, metric_value, require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED};
 
 /// The README's recipe for a key line, with the salt and key given (the README draws both from
@@ -51,19 +48,6 @@ fn write(dir: &Path, rel: &str, text: &str) {
 /// `X-Api-Key` from Secret `keys`, basic auth from Secret `users`) and a per-consumer limit of
 /// `per_minute`, and route `free` (`/free`) without either.
 fn revision(proxy: u16, backend: u16, per_minute: u32) -> String {
-    let g = gateway(&[("http", proxy, None)]);
-    let b = backend_object("app", &[backend], "");
-    let app = route_object(
-        "app",
-        &format!("  rules:\n    - backendRefs: [{}]\n", to("app")),
-    );
-    let free = route_object(
-        "free",
-        &format!(
-            "  rules:\n    - matches: [{{ path: {{ value: /free }} }}]\n      backendRefs: [{}]\n",
-            to("app")
-        ),
-    );
     let target =
         "  targetRefs: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: app }]\n";
     let auth = format!(
@@ -72,7 +56,7 @@ fn revision(proxy: u16, backend: u16, per_minute: u32) -> String {
     let limit = format!(
         "apiVersion: tollgate.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {{ name: per-consumer }}\nspec:\n{target}  limits: [{{ key: consumer, requests: {per_minute}, per: 1m }}]\n"
     );
-    documents(&[&g, &b, &app, &free, &auth, &limit])
+    app_and_free(proxy, backend, &[&auth, &limit])
 }
 
 fn get(proxy: u16, path: &str, args: &[&str]) -> Reply {

@@ -2,10 +2,7 @@
 //! backend: a burst then 429 with `Retry-After` and the IETF `RateLimit-Policy` / `RateLimit`
 //! headers, independent buckets per header value, shadow mode, the metric and the access log,
 //! and buckets that survive a reload when their limit is unchanged.
-use tollgate_tests::l7::{
-    access_log, backend_object, curl, documents, gateway, route_object, start_agent, to, Backend,
-    Reply,
-};
+use tollgate_tests::l7::{access_log, app_and_free, curl, start_agent, Backend, Reply};
 use tollgate_tests::{http_get, metric_value, require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED};
 
 /// A RateLimitPolicy named `name` on route `app`, with `limits` (YAML flow entries) and `mode`.
@@ -22,22 +19,7 @@ fn limit_policy(name: &str, mode: &str, limits: &[&str]) -> String {
 /// Gateway on `proxy`, Backend `app` on `backend`, route `app` (`/`) and route `free` (`/free`,
 /// no limits), and `policies`.
 fn revision(proxy: u16, backend: u16, policies: &[&str]) -> String {
-    let g = gateway(&[("http", proxy, None)]);
-    let b = backend_object("app", &[backend], "");
-    let app = route_object(
-        "app",
-        &format!("  rules:\n    - backendRefs: [{}]\n", to("app")),
-    );
-    let free = route_object(
-        "free",
-        &format!(
-            "  rules:\n    - matches: [{{ path: {{ value: /free }} }}]\n      backendRefs: [{}]\n",
-            to("app")
-        ),
-    );
-    let mut docs: Vec<&str> = vec![&g, &b, &app, &free];
-    docs.extend_from_slice(policies);
-    documents(&docs)
+    app_and_free(proxy, backend, policies)
 }
 
 fn get(proxy: u16, path: &str, headers: &[&str]) -> Reply {
