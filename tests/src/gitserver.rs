@@ -19,31 +19,7 @@ use serde_json::Value;
 
 use crate::{http_get, run_ok};
 
-/// `git <args>` in `dir`, with a fixed identity and no signing; its trimmed stdout. Panics
-/// with git's stderr when it fails.
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=test",
-            "-c",
-            "user.email=test@example.com",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("start git");
-    assert!(
-        out.status.success(),
-        "git {args:?} in {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+pub use crate::gitrepo::git;
 
 /// A new repository with a `main` branch in `dir` (created).
 pub fn init_repo(dir: &Path) {
