@@ -286,6 +286,11 @@ fn load_revision(
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    // Signal handlers first: a SIGTERM that arrives while the first revision is applied must
+    // stop the agent cleanly (pins kept), not kill it with the default action.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let mut dp = Dataplane::load(&config.pin_dir, &config.state_dir).with_context(|| {
         format!(
             "load the eBPF programs (pins in {})",
@@ -359,9 +364,6 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         enforce_last_good(&config, &mut dp, &proxy, &shared);
     }
 
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     // Drift is checked every interval, whatever the source does.
     let mut drift = tokio::time::interval(config.interval);
     drift.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
