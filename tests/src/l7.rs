@@ -196,6 +196,20 @@ pub fn curl(args: &[&str]) -> Reply {
     parse_reply(&raw, error)
 }
 
+/// As [`curl`], from inside `lab`'s network namespace (the request crosses the lab's veth).
+pub fn curl_in(lab: &Lab, args: &[&str]) -> Reply {
+    let mut all = vec!["-sS", "-i", "--max-time", "15"];
+    all.extend_from_slice(args);
+    let out = lab
+        .ns_command("curl", &all)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run curl in {}: {e}", lab.netns()));
+    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
+    let error = String::from_utf8_lossy(&out.stderr).into_owned();
+    parse_reply(&raw, error)
+}
+
 fn parse_reply(raw: &str, error: String) -> Reply {
     let mut rest = raw;
     loop {

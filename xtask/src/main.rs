@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use tollgate_tests::l7::{curl_in, Backend};
 use tollgate_tests::{Agent, Connect, Lab, LabConfig, TcpServer, POLICY_APPLIED};
 
 #[derive(Parser)]
@@ -438,6 +439,8 @@ fn cargo_test_step(name: &'static str, mut cmd: Command) -> StepResult {
 const SCANNER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 const OFFICE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 const WEB_PORT: u16 = 8080;
+/// The API key whose salted hash is in examples/secrets/shop/orders-keys/keys (demo only).
+const DEMO_API_KEY: &str = "demo-key-7f3a9c2e";
 const SSH_PORT: u16 = 22;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -529,9 +532,27 @@ fn demo() -> Result<()> {
 
     // examples/l7 has a Gateway: its listener is bound on the lab's address only, never on
     // the machine's own interfaces.
-    let mut agent = Agent::start_with(&bin, &lab, &["--gateway-address", "198.18.0.1"]);
+    // The backends of examples/l7/backends.yaml (small echo servers on 127.0.0.1), and the
+    // demo API key of examples/secrets (the AuthPolicy of examples/l7/auth.yaml).
+    let _orders = [
+        Backend::start("orders-1", 9001),
+        Backend::start("orders-2", 9002),
+        Backend::start("orders-canary", 9003),
+    ];
+    let secrets = root().join("examples/secrets");
+    let secrets_arg = secrets.to_string_lossy().into_owned();
+    let mut agent = Agent::start_with(
+        &bin,
+        &lab,
+        &[
+            "--gateway-address",
+            "198.18.0.1",
+            "--tls-secrets-dir",
+            &secrets_arg,
+        ],
+    );
     println!(
-        "\nstarted: {} run --interface tgdemo0 --source examples --gateway-address 198.18.0.1 --pin-dir {} --state-dir {} (log: {})",
+        "\nstarted: {} run --interface tgdemo0 --source examples --gateway-address 198.18.0.1 --tls-secrets-dir examples/secrets --pin-dir {} --state-dir {} (log: {})",
         bin.display(),
         lab.pin_dir.display(),
         lab.state_dir.display(),
@@ -638,6 +659,113 @@ fn demo() -> Result<()> {
         ),
         passed >= 50 && (passed as f64) < 100.0 + 100.0 * elapsed * 1.5 && limited >= count / 2,
     )?;
+
+    // L7: the orders API behind the gateway on 198.18.0.1:18000 (examples/l7).
+    let api = "http://api.example.com:18000/v1/orders";
+    let resolve = "api.example.com:18000:198.18.0.1";
+    let key = format!("X-Api-Key: {DEMO_API_KEY}");
+    let r = curl_in(&lab, &["--resolve", resolve, api]);
+    story.step(
+        "GET /v1/orders from 198.18.0.2 without an API key (AuthPolicy orders-auth)",
+        "401 with WWW-Authenticate",
+        &format!(
+            "{} {}",
+            r.status,
+            r.header("www-authenticate").unwrap_or("(no challenge)")
+        ),
+        r.status == 401 && r.header("www-authenticate").is_some(),
+    )?;
+    let r = curl_in(&lab, &["--resolve", resolve, "-H", &key, api]);
+    let backend = r.header("x-backend").unwrap_or("?").to_owned();
+    story.step(
+        "GET /v1/orders with the demo API key (90% orders, 10% orders-canary)",
+        "200 from an orders backend, consumer demo-app",
+        &format!(
+            "{} from {backend}, backend saw X-Tollgate-Consumer: {}",
+            r.status,
+            if r.status == 200 {
+                r.seen_header("x-tollgate-consumer").unwrap_or_default()
+            } else {
+                String::new()
+            }
+        ),
+        r.status == 200 && backend.starts_with("orders"),
+    )?;
+    let r = curl_in(
+        &lab,
+        &[
+            "--resolve",
+            resolve,
+            "-H",
+            &key,
+            "http://api.example.com:18000/v0/orders/7",
+        ],
+    );
+    story.step(
+        "GET /v0/orders/7 (the old API: RequestRedirect)",
+        "301 to /v1/orders/7",
+        &format!(
+            "{} {}",
+            r.status,
+            r.header("location").unwrap_or("(no Location)")
+        ),
+        r.status == 301
+            && r.header("location")
+                .is_some_and(|l| l.ends_with("/v1/orders/7")),
+    )?;
+    // 60 requests on one keep-alive connection (curl's URL globbing), as fast as they go.
+    let burst = lab
+        .ns_command(
+            "curl",
+            &[
+                "-s",
+                "--max-time",
+                "20",
+                "-w",
+                "\nCODE:%{http_code}\n",
+                "--resolve",
+                resolve,
+                "-H",
+                &key,
+                &format!("{api}?n=[1-60]"),
+            ],
+        )
+        .output()
+        .context("curl in the lab")?;
+    let mut codes = std::collections::BTreeMap::new();
+    for code in String::from_utf8_lossy(&burst.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("CODE:"))
+    {
+        *codes.entry(code.to_owned()).or_insert(0u32) += 1;
+    }
+    story.step(
+        "60 quick requests with the key on one connection (RateLimitPolicy orders-limits: 20/s, burst 40, per client)",
+        "about 40 answered 200 (the burst), the rest 429",
+        &format!("{codes:?}"),
+        codes.get("429").copied().unwrap_or(0) >= 10 && codes.get("200").copied().unwrap_or(0) >= 35,
+    )?;
+
+    let explain_request = command(
+        bin.to_str().unwrap_or("tollgate"),
+        [
+            "explain",
+            "--source",
+            "examples",
+            "--request",
+            "GET http://api.example.com:18000/v1/orders",
+        ],
+    )
+    .current_dir(root())
+    .output();
+    if let Ok(out) = explain_request {
+        println!("\n$ tollgate explain --source examples --request 'GET http://api.example.com:18000/v1/orders'");
+        print!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     let explain = command(
         bin.to_str().unwrap_or("tollgate"),

@@ -5,27 +5,47 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::compile::l4::RuleKind;
+use crate::compile::l7::path::normalize;
+use crate::compile::l7::table::{KeyLocation, LimitKey, MatchDef, PathMatch, RequestView};
 use crate::compile::packet::{Outcome, Packet, Reason};
 use crate::compile::snapshot::{compile_documents, ANY_OTHER_INTERFACE};
 use crate::source::dir::read_dir;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
 /// Arguments of `tollgate explain`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["packet", "request"])))]
 pub struct ExplainArgs {
     /// Policy directory (or file).
     #[arg(long)]
     pub source: PathBuf,
     /// The packet, e.g. 'tcp 203.0.113.7:51000 -> 10.0.0.1:22' or 'icmp 192.0.2.1 -> 10.0.0.1 type 8'.
     #[arg(long)]
-    pub packet: String,
+    pub packet: Option<String>,
     /// The interface it arrives on (default: one that no policy names).
     #[arg(long, default_value = ANY_OTHER_INTERFACE)]
     pub interface: String,
+    /// An HTTP request to the L7 proxy: 'METHOD URL', e.g.
+    /// 'GET http://api.example.com:18000/v1/orders?id=7' (the URL's port is the listener's).
+    #[arg(long)]
+    pub request: Option<String>,
+    /// A request header ('Name: value'); repeat for more.
+    #[arg(
+        long = "header",
+        short = 'H',
+        value_name = "NAME: VALUE",
+        requires = "request"
+    )]
+    pub headers: Vec<String>,
 }
 
 /// Runs `explain`; exit 0 pass, 1 drop, 2 error.
 pub fn explain(args: ExplainArgs) -> anyhow::Result<i32> {
-    let packet: Packet = match args.packet.parse() {
+    if let Some(request) = &args.request {
+        return explain_request(&args.source, request, &args.headers);
+    }
+    let text = args.packet.clone().unwrap_or_default();
+    let packet: Packet = match text.parse() {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{e}");
@@ -57,7 +77,7 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<i32> {
         (Outcome::Pass, Reason::Audit) => "PASS (audit: would DROP)",
         (Outcome::Pass, _) => "PASS",
     };
-    println!("packet:    {}", args.packet);
+    println!("packet:    {text}");
     println!("interface: {}", args.interface);
     println!("verdict:   {verdict}");
     let find = |r: &crate::compile::packet::RuleRef| {
@@ -118,4 +138,346 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<i32> {
     }
     println!("revision:  {}", snapshot.revision.id);
     Ok(if d.outcome == Outcome::Drop { 1 } else { 0 })
+}
+
+/// A request as `explain` takes it.
+#[derive(Debug)]
+struct RequestLine {
+    method: Method,
+    tls: bool,
+    host: String,
+    port: u16,
+    path: String,
+    query: Option<String>,
+    headers: HeaderMap,
+}
+
+fn parse_request(text: &str, headers: &[String]) -> Result<RequestLine, String> {
+    let mut words = text.split_whitespace();
+    let (Some(method), Some(url), None) = (words.next(), words.next(), words.next()) else {
+        return Err(format!(
+            "--request {text:?}: expected 'METHOD URL', e.g. 'GET http://api.example.com:18000/v1/orders'"
+        ));
+    };
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|_| format!("--request: {method:?} is not an HTTP method"))?;
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("--request: {url:?} is not a URL: {e}"))?;
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => {
+            return Err(format!(
+                "--request: {url:?} must start with http:// or https://"
+            ))
+        }
+    };
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("--request: {url:?} has no host"))?
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let mut map = HeaderMap::new();
+    for h in headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("--header {h:?}: expected 'Name: value'"))?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| format!("--header {h:?}: {:?} is not a header name", name.trim()))?;
+        let value = HeaderValue::from_str(value.trim())
+            .map_err(|_| format!("--header {h:?}: the value is not a valid header value"))?;
+        map.append(name, value);
+    }
+    Ok(RequestLine {
+        method,
+        tls,
+        host,
+        port,
+        path: uri.path().to_owned(),
+        query: uri.query().map(str::to_owned),
+        headers: map,
+    })
+}
+
+/// `explain --request`: the listener, route and rule a request would get, and everything the
+/// rule does with it. Uses the proxy's own path normalisation and route index. Exit 0 when a
+/// rule takes the request, 1 when the proxy would answer it itself (400, 404), 2 on errors.
+fn explain_request(
+    source: &std::path::Path,
+    text: &str,
+    headers: &[String],
+) -> anyhow::Result<i32> {
+    let req = match parse_request(text, headers) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(2);
+        }
+    };
+    let docs = match read_dir(source) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(2);
+        }
+    };
+    let snapshot = match compile_documents(&docs, None) {
+        Ok(s) => s,
+        Err(e) => {
+            eprint!("the policy is invalid, nothing would be applied:\n{e}");
+            return Ok(2);
+        }
+    };
+    let table = &snapshot.l7;
+    let policy = &table.policy;
+    println!("request:   {text}");
+    let path = match normalize(&req.path) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("verdict:   400 Bad Request (reason bad_path)");
+            println!(
+                "why:       the path {:?} is refused before routing: {}",
+                req.path,
+                e.as_str()
+            );
+            println!("revision:  {}", snapshot.revision.id);
+            return Ok(1);
+        }
+    };
+    if path != req.path {
+        println!(
+            "path:      {path} (normalised from {}; routes and auth see this)",
+            req.path
+        );
+    }
+    let Some(port) = table.ports.get(&req.port) else {
+        println!(
+            "verdict:   no listener: nothing listens on port {}",
+            req.port
+        );
+        let ports: Vec<String> = table.ports.keys().map(u16::to_string).collect();
+        println!(
+            "why:       the Gateways listen on {}",
+            if ports.is_empty() {
+                "no port".to_owned()
+            } else {
+                ports.join(", ")
+            }
+        );
+        println!("revision:  {}", snapshot.revision.id);
+        return Ok(1);
+    };
+    let Some(listener_routes) = port.listeners.best(&req.host) else {
+        println!("verdict:   404 Not Found (reason no_route)");
+        println!(
+            "why:       no listener on port {} takes host {}",
+            req.port, req.host
+        );
+        println!("revision:  {}", snapshot.revision.id);
+        return Ok(1);
+    };
+    let listener = &policy.listeners[listener_routes.listener];
+    println!(
+        "listener:  Gateway {} listener {:?} (port {}, {}{})",
+        listener.gateway,
+        listener.name,
+        listener.port,
+        if listener.tls.is_some() {
+            "HTTPS"
+        } else {
+            "HTTP"
+        },
+        match listener.hostname.to_yaml().as_str() {
+            "*" => String::new(),
+            h => format!(", hostname {h}"),
+        }
+    );
+    if req.tls != listener.tls.is_some() {
+        println!(
+            "note:      the URL says {} but the listener speaks {}",
+            if req.tls { "https" } else { "http" },
+            if listener.tls.is_some() {
+                "HTTPS"
+            } else {
+                "plain HTTP"
+            }
+        );
+    }
+    let view = RequestView {
+        host: &req.host,
+        path: &path,
+        method: &req.method,
+        headers: &req.headers,
+        query: req.query.as_deref(),
+    };
+    let Some(candidate) = listener_routes.find(&view) else {
+        println!("verdict:   404 Not Found (reason no_route)");
+        println!("why:       no HTTPRoute rule attached to this listener matches the host, path, method, headers and query");
+        println!("revision:  {}", snapshot.revision.id);
+        return Ok(1);
+    };
+    let rule = &candidate.rule;
+    println!(
+        "route:     HTTPRoute {} rule {} match {} ({})",
+        rule.route,
+        rule.index,
+        candidate.match_index,
+        describe_match(&candidate.matched)
+    );
+    if let Some(a) = rule.auth.and_then(|i| policy.auth.get(i)) {
+        let mut how = Vec::new();
+        if let Some(k) = &a.api_key {
+            let files: Vec<String> = k.files.iter().map(ToString::to_string).collect();
+            how.push(match &k.location {
+                KeyLocation::Header(h) => {
+                    format!("an API key in header {h} (keys of {})", files.join(", "))
+                }
+                KeyLocation::Query(q) => format!(
+                    "an API key in query parameter {q} (keys of {})",
+                    files.join(", ")
+                ),
+            });
+        }
+        if !a.basic.is_empty() {
+            let files: Vec<String> = a.basic.iter().map(ToString::to_string).collect();
+            how.push(format!("basic auth (users of {})", files.join(", ")));
+        }
+        println!(
+            "auth:      AuthPolicy {}: needs {}; without valid credentials: 401 with WWW-Authenticate",
+            a.policy,
+            how.join(" or ")
+        );
+    } else {
+        println!("auth:      none (no AuthPolicy targets this route)");
+    }
+    for &i in &rule.rate_limits.limits {
+        let l = &policy.rate_limits[i];
+        let key = match &l.key {
+            LimitKey::ClientIp => "client IP".to_owned(),
+            LimitKey::Header(h) => format!("header {h}"),
+            LimitKey::Consumer => "consumer".to_owned(),
+        };
+        println!(
+            "limit:     RateLimitPolicy {} limit {:?}: {} requests per {}s, burst {}, by {key}{}",
+            l.policy,
+            l.name,
+            l.requests,
+            l.per.as_secs(),
+            l.burst,
+            if l.shadow {
+                " (shadow: counted, never refused)"
+            } else {
+                "; over it: 429 with Retry-After"
+            }
+        );
+    }
+    if let Some(r) = &rule.redirect {
+        println!(
+            "verdict:   {} redirect (RequestRedirect filter)",
+            r.status.as_u16()
+        );
+    } else {
+        let total = rule.total_weight();
+        let shares: Vec<String> = rule
+            .backends
+            .iter()
+            .map(|b| {
+                let def = &policy.backends[b.backend];
+                let pct = if total == 0 {
+                    0.0
+                } else {
+                    f64::from(b.weight) * 100.0 / total as f64
+                };
+                format!(
+                    "Backend {} ({:.0}%: {})",
+                    def.label,
+                    pct,
+                    def.endpoints.join(", ")
+                )
+            })
+            .collect();
+        if total == 0 {
+            println!("verdict:   500: every backendRef of the rule has weight 0");
+        } else {
+            println!("verdict:   forwarded to {}", shares.join("; "));
+        }
+    }
+    if let Some(rw) = &rule.rewrite {
+        let new_path = rw
+            .path
+            .as_ref()
+            .map(|m| m.apply(&path, candidate.prefix()))
+            .unwrap_or_else(|| path.clone());
+        println!(
+            "rewrite:   path {new_path}{}",
+            rw.hostname
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .map(|h| format!(", Host {h}"))
+                .unwrap_or_default()
+        );
+    }
+    for (what, m) in [
+        ("request headers", &rule.request_headers),
+        ("response headers", &rule.response_headers),
+    ] {
+        if let Some(m) = m {
+            let mut parts = Vec::new();
+            parts.extend(
+                m.set
+                    .iter()
+                    .map(|(n, v)| format!("set {n}: {}", v.to_str().unwrap_or("?"))),
+            );
+            parts.extend(
+                m.add
+                    .iter()
+                    .map(|(n, v)| format!("add {n}: {}", v.to_str().unwrap_or("?"))),
+            );
+            parts.extend(m.remove.iter().map(|n| format!("remove {n}")));
+            println!("filter:    {what}: {}", parts.join(", "));
+        }
+    }
+    let t = &rule.timeouts;
+    let show = |d: Option<std::time::Duration>| {
+        d.map(|d| format!("{d:?}")).unwrap_or_else(|| "none".into())
+    };
+    println!(
+        "timeouts:  request {}, backend request {}",
+        show(t.request),
+        show(t.backend_request)
+    );
+    let r = &rule.retry;
+    if r.codes.is_empty() {
+        println!(
+            "retries:   up to {} after connection failures (another endpoint)",
+            r.attempts
+        );
+    } else {
+        println!(
+            "retries:   up to {} after connection failures and on status {:?}, backoff {:?}",
+            r.attempts, r.codes, r.backoff
+        );
+    }
+    println!("revision:  {}", snapshot.revision.id);
+    Ok(0)
+}
+
+fn describe_match(m: &MatchDef) -> String {
+    let mut parts = vec![match &m.path {
+        PathMatch::Exact(p) => format!("path Exact {p}"),
+        PathMatch::Prefix(p) => format!("path PathPrefix {p}"),
+        PathMatch::Regex(r) => format!("path RegularExpression {}", r.as_str()),
+    }];
+    if let Some(method) = &m.method {
+        parts.push(format!("method {method}"));
+    }
+    if !m.headers.is_empty() {
+        parts.push(format!("{} header condition(s)", m.headers.len()));
+    }
+    if !m.query.is_empty() {
+        parts.push(format!("{} query condition(s)", m.query.len()));
+    }
+    parts.join(", ")
 }
