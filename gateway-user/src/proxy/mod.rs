@@ -16,6 +16,7 @@
 //! AuthPolicies ([`auth`]) are loaded and reloaded the same way.
 pub mod access_log;
 pub mod auth;
+pub mod jwt;
 pub mod body;
 pub mod forwarded;
 pub mod limit;
@@ -261,7 +262,10 @@ impl Proxy {
                 config.tls_secrets_dir.clone(),
                 metrics.tls_reload_failures.clone(),
             ),
-            credentials: auth::AuthStore::new(config.tls_secrets_dir.clone()),
+            credentials: auth::AuthStore::with_metrics(
+                config.tls_secrets_dir.clone(),
+                metrics.jwks.clone(),
+            ),
             config,
             metrics,
             client,
