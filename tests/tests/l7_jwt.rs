@@ -281,18 +281,38 @@ fn jwts_from_pyjwt_are_checked_against_a_jwks_served_over_http() {
 
     // A good token of each algorithm: the backend hears the consumer and the claim, not the
     // client's copies.
-    for (key, alg, sub) in [("rsa1", "RS256", "alice"), ("ec1", "ES256", "bob"), ("ed1", "EdDSA", "carol")] {
+    for (key, alg, sub) in [
+        ("rsa1", "RS256", "alice"),
+        ("ec1", "ES256", "bob"),
+        ("ed1", "EdDSA", "carol"),
+    ] {
         let t = idp.sign(key, alg, key, &claims(sub, json!({})));
         let r = get(
             "/a",
-            &["-H", &bearer(&t), "-H", "X-Tenant: evil", "-H", "X-Tollgate-Consumer: admin"],
+            &[
+                "-H",
+                &bearer(&t),
+                "-H",
+                "X-Tenant: evil",
+                "-H",
+                "X-Tollgate-Consumer: admin",
+            ],
         );
         assert_eq!(r.status, 200, "{alg}: {r:?}");
-        assert_eq!(r.seen_header("x-tollgate-consumer").as_deref(), Some(sub), "{alg}");
+        assert_eq!(
+            r.seen_header("x-tollgate-consumer").as_deref(),
+            Some(sub),
+            "{alg}"
+        );
         assert_eq!(r.seen_header("x-tenant").as_deref(), Some("acme"), "{alg}");
     }
     // A token without the claim: a client's copy of its header does not pass either.
-    let t = idp.sign("ed1", "EdDSA", "ed1", &claims("alice", json!({"tenant": null})));
+    let t = idp.sign(
+        "ed1",
+        "EdDSA",
+        "ed1",
+        &claims("alice", json!({"tenant": null})),
+    );
     let r = get("/a", &["-H", &bearer(&t), "-H", "X-Tenant: evil"]);
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.seen_header("x-tenant"), None, "{r:?}");
@@ -300,16 +320,37 @@ fn jwts_from_pyjwt_are_checked_against_a_jwks_served_over_http() {
     let r = get("/free", &["-H", "X-Tenant: evil"]);
     assert_eq!(r.status, 200, "{r:?}");
     // Within the clock skew (30 s): still good.
-    let t = idp.sign("rsa1", "RS256", "rsa1", &claims("alice", json!({"exp": now() - 10, "nbf": now() + 10})));
+    let t = idp.sign(
+        "rsa1",
+        "RS256",
+        "rsa1",
+        &claims("alice", json!({"exp": now() - 10, "nbf": now() + 10})),
+    );
     let r = get("/a", &["-H", &bearer(&t)]);
     assert_eq!(r.status, 200, "{r:?}");
 
     // Refused tokens, each with its reason.
     let sign = |extra: Value| idp.sign("ec1", "ES256", "ec1", &claims("alice", extra));
-    refused(&sign(json!({"exp": now() - 120})), "expired", "the token has expired");
-    refused(&sign(json!({"nbf": now() + 120})), "not_yet_valid", "the token is not valid yet");
-    refused(&sign(json!({"iss": "https://evil.test"})), "issuer", "the token has another issuer");
-    refused(&sign(json!({"aud": "billing"})), "audience", "the token is for another audience");
+    refused(
+        &sign(json!({"exp": now() - 120})),
+        "expired",
+        "the token has expired",
+    );
+    refused(
+        &sign(json!({"nbf": now() + 120})),
+        "not_yet_valid",
+        "the token is not valid yet",
+    );
+    refused(
+        &sign(json!({"iss": "https://evil.test"})),
+        "issuer",
+        "the token has another issuer",
+    );
+    refused(
+        &sign(json!({"aud": "billing"})),
+        "audience",
+        "the token is for another audience",
+    );
     refused(
         &idp.sign("rogue", "RS256", "rsa1", &claims("alice", json!({}))),
         "signature",
@@ -325,7 +366,11 @@ fn jwts_from_pyjwt_are_checked_against_a_jwks_served_over_http() {
         "invalid",
         "the token is malformed or not acceptable",
     );
-    refused("not-a-jwt", "invalid", "the token is malformed or not acceptable");
+    refused(
+        "not-a-jwt",
+        "invalid",
+        "the token is malformed or not acceptable",
+    );
 
     // An authenticated consumer that the policy does not allow: 403, no challenge.
     let t = idp.sign("rsa1", "RS256", "rsa1", &claims("mallory", json!({})));
@@ -335,10 +380,18 @@ fn jwts_from_pyjwt_are_checked_against_a_jwks_served_over_http() {
     assert_eq!(auth_failures(ADMIN, "forbidden"), 1);
 
     // The inline provider, with its token in a query parameter.
-    let t = idp.sign("inl", "EdDSA", "inl", &claims("svc-inline", json!({"iss": "https://inline.test"})));
+    let t = idp.sign(
+        "inl",
+        "EdDSA",
+        "inl",
+        &claims("svc-inline", json!({"iss": "https://inline.test"})),
+    );
     let r = get(&format!("/a?access_token={t}"), &[]);
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.seen_header("x-tollgate-consumer").as_deref(), Some("svc-inline"));
+    assert_eq!(
+        r.seen_header("x-tollgate-consumer").as_deref(),
+        Some("svc-inline")
+    );
 
     // A new key, not yet published: unknown_kid (the JWKS is fetched again once to look).
     let t = idp.sign("ed2", "EdDSA", "ed2", &claims("alice", json!({})));
@@ -359,7 +412,11 @@ fn jwts_from_pyjwt_are_checked_against_a_jwks_served_over_http() {
         let r = get("/a", &["-H", &bearer(&t)]);
         assert_eq!(r.status, 401, "{r:?}");
     }
-    assert!(idp.fetches() <= fetches + 1, "{} fetches", idp.fetches() - fetches);
+    assert!(
+        idp.fetches() <= fetches + 1,
+        "{} fetches",
+        idp.fetches() - fetches
+    );
 
     // The JWKS server stops: the keys fetched stay in use; the failed fetches are counted.
     idp.dir.stop("jwks");
@@ -455,7 +512,10 @@ fn verified_client_certificates_name_consumers() {
             "X-Tollgate-Consumer: admin",
         ]);
         assert_eq!(r.status, 200, "{version}: {r:?}");
-        assert_eq!(r.seen_header("x-tollgate-consumer").as_deref(), Some("alice"));
+        assert_eq!(
+            r.seen_header("x-tollgate-consumer").as_deref(),
+            Some("alice")
+        );
     }
     // bob's is verified too, but bob is not allowed: 403 without a challenge.
     let r = https(&["--cert", bob, "--key", bob_key]);

@@ -38,10 +38,11 @@ use crate::model::route::{
 use crate::model::{Located, Object};
 pub use table::RouteTable;
 use table::{
-    ApiKeyDef, Attachment, AuthDef, BackendDef, HeaderMatch, HeaderModifier, HostPattern,
-    JwksDef, JwtProviderDef, KeyLocation, L7Policy, LimitKey, ListenerDef, ListenerTls, LoadBalancing, MatchDef, PathMatch,
-    PathModifier, QueryMatch, RateLimitDef, Redirect, Retry, RouteDef, RouteLimits, Rule, RuleDef,
-    SecretRef, Timeouts, TokenLocation, UrlRewrite, ValueMatch, WeightedBackend,
+    ApiKeyDef, Attachment, AuthDef, BackendDef, HeaderMatch, HeaderModifier, HostPattern, JwksDef,
+    JwtProviderDef, KeyLocation, L7Policy, LimitKey, ListenerDef, ListenerTls, LoadBalancing,
+    MatchDef, PathMatch, PathModifier, QueryMatch, RateLimitDef, Redirect, Retry, RouteDef,
+    RouteLimits, Rule, RuleDef, SecretRef, Timeouts, TokenLocation, UrlRewrite, ValueMatch,
+    WeightedBackend,
 };
 
 /// Listeners per Gateway (the Gateway API's limit).
@@ -1540,8 +1541,9 @@ fn jwt_providers(
                 let refresh = match &p.jwks.refresh_interval {
                     None => Some(DEFAULT_JWKS_REFRESH),
                     Some(t) => match policy_duration(t, false) {
-                        Ok(d) if (Duration::from_secs(30)..=Duration::from_secs(86_400))
-                            .contains(&d) =>
+                        Ok(d)
+                            if (Duration::from_secs(30)..=Duration::from_secs(86_400))
+                                .contains(&d) =>
                         {
                             Some(d)
                         }
@@ -1558,21 +1560,22 @@ fn jwt_providers(
                         }
                     },
                 };
-                let ca = p.jwks.ca_certificate_ref.as_ref().and_then(|r| {
-                    match crate::model::check_label(&r.name) {
-                        Ok(()) => Some(SecretRef {
-                            namespace: ns.to_owned(),
-                            name: r.name.clone(),
-                        }),
-                        Err(why) => {
-                            c.error(
-                                format!("{at}.jwks.caCertificateRef.name"),
-                                format!("\"{}\" {why}", r.name),
-                            );
-                            None
-                        }
-                    }
-                });
+                let ca =
+                    p.jwks.ca_certificate_ref.as_ref().and_then(
+                        |r| match crate::model::check_label(&r.name) {
+                            Ok(()) => Some(SecretRef {
+                                namespace: ns.to_owned(),
+                                name: r.name.clone(),
+                            }),
+                            Err(why) => {
+                                c.error(
+                                    format!("{at}.jwks.caCertificateRef.name"),
+                                    format!("\"{}\" {why}", r.name),
+                                );
+                                None
+                            }
+                        },
+                    );
                 match url::Url::parse(uri) {
                     Ok(u)
                         if matches!(u.scheme(), "http" | "https")
@@ -1630,7 +1633,11 @@ fn jwt_providers(
                 "a claim name is 1-256 characters",
             );
         }
-        c.count(&format!("{at}.claimToHeaders"), p.claim_to_headers.len(), 16);
+        c.count(
+            &format!("{at}.claimToHeaders"),
+            p.claim_to_headers.len(),
+            16,
+        );
         let mut claim_headers: Vec<(String, HeaderName)> = Vec::new();
         for (k, ch) in p.claim_to_headers.iter().enumerate() {
             let hat = format!("{at}.claimToHeaders[{k}]");
@@ -1663,47 +1670,50 @@ fn jwt_providers(
         }
         let location = match &p.extract_from {
             None => Some(TokenLocation::Bearer),
-            Some(l) => match (&l.header, &l.query) {
-                (Some(h), None) => match HeaderName::from_bytes(h.as_bytes()) {
-                    Ok(n) if PROXY_REQUEST_HEADERS.contains(&n.as_str()) => {
-                        c.error(
-                            format!("{at}.extractFrom.header"),
-                            format!("\"{h}\" is a header the proxy owns"),
-                        );
-                        None
+            Some(l) => {
+                match (&l.header, &l.query) {
+                    (Some(h), None) => match HeaderName::from_bytes(h.as_bytes()) {
+                        Ok(n) if PROXY_REQUEST_HEADERS.contains(&n.as_str()) => {
+                            c.error(
+                                format!("{at}.extractFrom.header"),
+                                format!("\"{h}\" is a header the proxy owns"),
+                            );
+                            None
+                        }
+                        Ok(n) if n == http::header::AUTHORIZATION => Some(TokenLocation::Bearer),
+                        Ok(n) => Some(TokenLocation::Header(n)),
+                        Err(_) => {
+                            c.error(
+                                format!("{at}.extractFrom.header"),
+                                format!("\"{h}\" is not a valid HTTP header name"),
+                            );
+                            None
+                        }
+                    },
+                    (None, Some(q))
+                        if !q.is_empty()
+                            && q.len() <= 64
+                            && q.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) =>
+                    {
+                        Some(TokenLocation::Query(q.clone()))
                     }
-                    Ok(n) if n == http::header::AUTHORIZATION => Some(TokenLocation::Bearer),
-                    Ok(n) => Some(TokenLocation::Header(n)),
-                    Err(_) => {
+                    (None, Some(q)) => {
                         c.error(
-                            format!("{at}.extractFrom.header"),
-                            format!("\"{h}\" is not a valid HTTP header name"),
-                        );
-                        None
-                    }
-                },
-                (None, Some(q))
-                    if !q.is_empty()
-                        && q.len() <= 64
-                        && q.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) =>
-                {
-                    Some(TokenLocation::Query(q.clone()))
-                }
-                (None, Some(q)) => {
-                    c.error(
                         format!("{at}.extractFrom.query"),
                         format!("\"{q}\" is not a query parameter name (1-64 letters, digits, . _ -)"),
                     );
-                    None
+                        None
+                    }
+                    _ => {
+                        c.error(
+                            format!("{at}.extractFrom"),
+                            "set exactly one of header or query",
+                        );
+                        None
+                    }
                 }
-                _ => {
-                    c.error(
-                        format!("{at}.extractFrom"),
-                        "set exactly one of header or query",
-                    );
-                    None
-                }
-            },
+            }
         };
         let clock_skew = match &p.clock_skew {
             None => Some(DEFAULT_CLOCK_SKEW),

@@ -940,7 +940,11 @@ mod tests {
         let auth = |h: HeaderMap, q: Option<&'static str>| {
             let def = def.clone();
             let rt = rt.clone();
-            async move { authenticate(&def, &rt, &h, q, None).await.map(|a| a.consumer) }
+            async move {
+                authenticate(&def, &rt, &h, q, None)
+                    .await
+                    .map(|a| a.consumer)
+            }
         };
         assert_eq!(auth(HeaderMap::new(), None).await, Err(Failure::Missing));
         assert_eq!(

@@ -92,9 +92,7 @@ fn verifying_key(jwk: &Jwk) -> Option<VerifyingKey> {
     }
     let alg = match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => Algorithm::RS256,
-        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
-            Algorithm::ES256
-        }
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
         AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
             Algorithm::EdDSA
         }
@@ -197,10 +195,7 @@ impl Jwks {
             Ok(set) => {
                 let n = set.len();
                 self.keys.store(Arc::new(set));
-                self.metrics
-                    .keys
-                    .get_or_create(&self.labels)
-                    .set(n as i64);
+                self.metrics.keys.get_or_create(&self.labels).set(n as i64);
                 info!(policy = %self.labels.policy, provider = %self.labels.provider, keys = n, "JWKS fetched");
             }
             Err(error) => {
@@ -336,9 +331,7 @@ fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String>
             return Err(format!("{}: no certificate", ca.display()));
         }
         for c in certs {
-            roots
-                .add(c)
-                .map_err(|e| format!("{}: {e}", ca.display()))?;
+            roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
         }
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -408,7 +401,9 @@ impl JwksStore {
                 .join(super::tls::CA_FILE)
         });
         let ca_bytes = match &ca_file {
-            Some(f) => Some(std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?),
+            Some(f) => {
+                Some(std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?)
+            }
             None => None,
         };
         let key = CacheKey {
@@ -597,7 +592,11 @@ pub fn consumer_of(
 }
 
 /// Checks `token` against provider `def` and its keys.
-pub async fn verify(def: &JwtProviderDef, jwks: &Jwks, token: &str) -> Result<Verified, TokenFailure> {
+pub async fn verify(
+    def: &JwtProviderDef,
+    jwks: &Jwks,
+    token: &str,
+) -> Result<Verified, TokenFailure> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(TokenFailure::Invalid);
     }

@@ -16,9 +16,9 @@
 //! AuthPolicies ([`auth`]) are loaded and reloaded the same way.
 pub mod access_log;
 pub mod auth;
-pub mod jwt;
 pub mod body;
 pub mod forwarded;
+pub mod jwt;
 pub mod limit;
 pub mod listener;
 pub mod router;

@@ -44,7 +44,8 @@ fn sign(key: &EncodingKey, kid: Option<&str>, claims: serde_json::Value) -> Stri
 }
 
 fn claims(extra: serde_json::Value) -> serde_json::Value {
-    let mut c = json!({"sub": "alice", "iss": "https://idp.test", "aud": "orders", "exp": now() + 300});
+    let mut c =
+        json!({"sub": "alice", "iss": "https://idp.test", "aud": "orders", "exp": now() + 300});
     for (k, v) in extra.as_object().unwrap() {
         if v.is_null() {
             c.as_object_mut().unwrap().remove(k);
@@ -75,8 +76,14 @@ async fn tokens_are_checked_and_claims_mapped() {
     assert_eq!(
         v.headers,
         [
-            (HeaderName::from_static("x-tenant"), HeaderValue::from_static("acme")),
-            (HeaderName::from_static("x-level"), HeaderValue::from_static("3")),
+            (
+                HeaderName::from_static("x-tenant"),
+                HeaderValue::from_static("acme")
+            ),
+            (
+                HeaderName::from_static("x-level"),
+                HeaderValue::from_static("3")
+            ),
         ]
     );
     let check = |c: serde_json::Value, kid: Option<&'static str>| {
@@ -179,7 +186,9 @@ async fn clock_skew_widens_exp_and_nbf_by_its_seconds_only() {
         if let Some(n) = nbf_delta {
             c["nbf"] = json!(now() + n);
         }
-        let got = verify(&def, &jwks, &sign(&key, Some("k1"), c)).await.map(|_| ());
+        let got = verify(&def, &jwks, &sign(&key, Some("k1"), c))
+            .await
+            .map(|_| ());
         assert_eq!(got, want, "skew {skew}, exp {exp_delta}, nbf {nbf_delta:?}");
     }
 }
@@ -203,9 +212,15 @@ fn jwks_keep_only_usable_signing_keys() {
     .unwrap();
     assert_eq!(set.len(), 1);
     assert_eq!(set.keys[0].kid.as_deref(), Some("ed"));
-    assert!(parse_jwks(b"{\"keys\": []}").err().unwrap().contains("no usable key"));
+    assert!(parse_jwks(b"{\"keys\": []}")
+        .err()
+        .unwrap()
+        .contains("no usable key"));
     assert!(parse_jwks(b"[]").err().unwrap().contains("no \"keys\""));
-    assert!(parse_jwks(b"{\"secret\": 1").err().unwrap().starts_with("not JSON"));
+    assert!(parse_jwks(b"{\"secret\": 1")
+        .err()
+        .unwrap()
+        .starts_with("not JSON"));
     let many: Vec<_> = (0..100).map(|i| ed25519(&format!("k{i}")).1).collect();
     let set = parse_jwks(json!({ "keys": many }).to_string().as_bytes()).unwrap();
     assert_eq!(set.len(), MAX_JWKS_KEYS);
@@ -215,7 +230,10 @@ fn jwks_keep_only_usable_signing_keys() {
 fn tokens_are_taken_from_where_the_provider_says() {
     let mut def = provider(&json!({"keys": []}));
     let mut h = http::HeaderMap::new();
-    h.insert("authorization", HeaderValue::from_static("Bearer abc.def.ghi"));
+    h.insert(
+        "authorization",
+        HeaderValue::from_static("Bearer abc.def.ghi"),
+    );
     h.insert("x-token", HeaderValue::from_static("bearer t2"));
     assert_eq!(token(&def, &h, None).as_deref(), Some("abc.def.ghi"));
     def.location = TokenLocation::Header(HeaderName::from_static("x-token"));
@@ -227,6 +245,9 @@ fn tokens_are_taken_from_where_the_provider_says() {
     );
     assert_eq!(token(&def, &h, Some("a=1")), None);
     def.location = TokenLocation::Bearer;
-    h.insert("authorization", HeaderValue::from_static("Basic YWxpY2U6cHc="));
+    h.insert(
+        "authorization",
+        HeaderValue::from_static("Basic YWxpY2U6cHc="),
+    );
     assert_eq!(token(&def, &h, None), None);
 }
