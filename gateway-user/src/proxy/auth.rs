@@ -469,6 +469,7 @@ impl AuthStore {
     /// Reads again every file whose modification time or size changed; a file that cannot be
     /// loaded keeps its previous set (and is logged). Returns the files that failed.
     pub fn check(&self) -> Vec<PathBuf> {
+        self.jwks.forget_dropped();
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         let mut failed = Vec::new();
         files.retain(|_, l| Arc::strong_count(&l.set) > 1);
@@ -599,8 +600,9 @@ pub fn allowed(def: &AuthDef, consumer: &str) -> bool {
         .is_none_or(|list| list.iter().any(|c| &**c == consumer))
 }
 
-/// The request headers a client may not set on a route of `def` (they are removed before
-/// authentication): the consumer header and the claim headers of its JWT providers.
+/// The request headers of `def` a client may not set on its routes (they are removed before
+/// authentication, like `X-Tollgate-Consumer` on every route): the claim headers of its JWT
+/// providers.
 pub fn owned_headers(def: &AuthDef) -> impl Iterator<Item = &http::HeaderName> {
     def.jwt
         .iter()

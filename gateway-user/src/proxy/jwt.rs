@@ -163,12 +163,6 @@ pub struct Jwks {
     metrics: JwksMetrics,
 }
 
-impl Drop for Jwks {
-    fn drop(&mut self) {
-        self.metrics.keys.remove(&self.labels);
-    }
-}
-
 impl Jwks {
     /// The keys in use.
     pub fn keys(&self) -> Arc<KeySet> {
@@ -372,6 +366,31 @@ impl JwksStore {
         }
     }
 
+    /// Forgets the sets no revision holds any more, and their `tollgate_jwks_keys` series
+    /// (unless a set in use has the same labels).
+    pub fn forget_dropped(&self) {
+        let mut fetched = self.fetched.lock().unwrap_or_else(|e| e.into_inner());
+        let mut gone: Vec<JwksLabels> = Vec::new();
+        fetched.retain(|k, w| {
+            let alive = w.strong_count() > 0;
+            if !alive {
+                gone.push(JwksLabels {
+                    policy: k.policy.clone(),
+                    provider: k.provider.clone(),
+                });
+            }
+            alive
+        });
+        for labels in gone {
+            let in_use = fetched
+                .keys()
+                .any(|k| k.policy == labels.policy && k.provider == labels.provider);
+            if !in_use {
+                self.metrics.keys.remove(&labels);
+            }
+        }
+    }
+
     /// The keys of provider `def` of AuthPolicy `policy`: parsed (inline), or the set already
     /// fetched for the same provider, or a new set whose first fetch starts now (needs a
     /// tokio runtime; without one nothing is fetched). Fails only on an unusable CA file.
@@ -414,7 +433,6 @@ impl JwksStore {
             refresh,
         };
         let mut fetched = self.fetched.lock().unwrap_or_else(|e| e.into_inner());
-        fetched.retain(|_, w| w.strong_count() > 0);
         if let Some(j) = fetched.get(&key).and_then(Weak::upgrade) {
             return Ok(j);
         }

@@ -251,3 +251,55 @@ fn tokens_are_taken_from_where_the_provider_says() {
     );
     assert_eq!(token(&def, &h, None), None);
 }
+
+#[test]
+fn fetched_sets_are_shared_while_in_use_and_their_gauge_goes_with_them() {
+    let metrics = JwksMetrics::default();
+    let store = JwksStore::new(PathBuf::from("/nonexistent"), metrics.clone());
+    let mut def = provider(&json!({"keys": []}));
+    def.jwks = JwksDef::Uri {
+        url: "http://127.0.0.1:9/jwks.json".into(),
+        ca: None,
+        refresh: Duration::from_secs(300),
+    };
+    let labels = JwksLabels {
+        policy: "default/p".into(),
+        provider: "idp".into(),
+    };
+    let a = store.get("default/p", &def).unwrap();
+    let b = store.get("default/p", &def).unwrap();
+    assert!(Arc::ptr_eq(&a, &b), "an unchanged provider keeps its set");
+    assert!(a.keys().is_empty(), "nothing fetched without a runtime");
+    assert_eq!(metrics.keys.get_or_create(&labels).get(), 0);
+    // Another refresh interval is another set.
+    let mut other = def.clone();
+    other.jwks = JwksDef::Uri {
+        url: "http://127.0.0.1:9/jwks.json".into(),
+        ca: None,
+        refresh: Duration::from_secs(600),
+    };
+    let c = store.get("default/p", &other).unwrap();
+    assert!(!Arc::ptr_eq(&a, &c));
+    drop((a, b));
+    store.forget_dropped();
+    // c has the same labels: its series stays.
+    metrics.keys.get_or_create(&labels).set(7);
+    drop(c);
+    store.forget_dropped();
+    assert_eq!(
+        metrics.keys.get_or_create(&labels).get(),
+        0,
+        "the series was removed"
+    );
+    // A CA file that cannot be read is an error naming it.
+    def.jwks = JwksDef::Uri {
+        url: "https://idp.test/jwks.json".into(),
+        ca: Some(crate::compile::l7::table::SecretRef {
+            namespace: "default".into(),
+            name: "idp-ca".into(),
+        }),
+        refresh: Duration::from_secs(300),
+    };
+    let e = store.get("default/p", &def).err().unwrap();
+    assert!(e.contains("/nonexistent/default/idp-ca/ca.crt"), "{e}");
+}
