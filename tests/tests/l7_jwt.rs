@@ -82,7 +82,13 @@ elif cmd == "serve":
             self.wfile.write(body)
         def log_message(self, fmt, *args):
             sys.stderr.write("GET %s\n" % self.path); sys.stderr.flush()
-    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[3])), H).serve_forever()
+    srv = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[3])), H)
+    if len(sys.argv) > 5:
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(sys.argv[4], sys.argv[5])
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    srv.serve_forever()
 "#;
 
 /// The Python side: a server directory with the helper script.
@@ -130,12 +136,16 @@ impl Idp {
         self.run(&["sign", name, alg, kid, &claims.to_string()])
     }
 
-    fn serve(&mut self, port: u16) {
+    /// Serves `jwks.json` on 127.0.0.1:`port`, over TLS with `tls` (certificate, key).
+    fn serve(&mut self, port: u16, tls: Option<&(PathBuf, PathBuf)>) {
         let mut cmd = Command::new(PYTHON);
         cmd.arg(self.dir.file("helper.py"))
             .arg("serve")
             .arg(&self.dir.path)
             .arg(port.to_string());
+        if let Some((cert, key)) = tls {
+            cmd.arg(cert).arg(key);
+        }
         self.dir.spawn("jwks", cmd);
         wait_for_port(port, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
     }
@@ -194,8 +204,12 @@ fn auth_failures(admin: u16, reason: &str) -> u64 {
 }
 
 fn jwks_metric(name: &str, provider: &str) -> Option<u64> {
+    jwks_metric_at(ADMIN, name, provider)
+}
+
+fn jwks_metric_at(admin: u16, name: &str, provider: &str) -> Option<u64> {
     metric_value(
-        &metrics(ADMIN),
+        &metrics(admin),
         &format!("{name}{{policy=\"default/app-auth\",provider=\"{provider}\"}}"),
     )
 }
@@ -256,7 +270,7 @@ fn jwts_from_pyjwt_are_checked_against_a_jwks_served_over_http() {
         idp.keygen(name, kind);
     }
     idp.publish(&["rsa1", "ec1", "ed1"]);
-    idp.serve(JWKS_PORT);
+    idp.serve(JWKS_PORT, None);
     let inline = json!({ "keys": [idp.jwk("inl")] });
     lab.write_policy("l7.yaml", &revision(&inline));
     let secrets = tempfile::tempdir().unwrap();
@@ -545,4 +559,86 @@ fn verified_client_certificates_name_consumers() {
             "{reason}: {m}"
         );
     }
+}
+
+#[test]
+fn an_https_jwks_is_verified_with_its_ca_and_a_failed_first_fetch_fails_closed() {
+    require_root!();
+    const PROXY: u16 = 18162;
+    const ADMIN: u16 = 19765;
+    const BACKEND: u16 = 19766;
+    const JWKS_TLS_PORT: u16 = 19767;
+    let lab = Lab::new("jwhttps", &[]);
+    let _app = Backend::start("app", BACKEND);
+    let mut idp = Idp::new("jwjwkstls");
+    idp.keygen("ed1", "ed");
+    idp.publish(&["ed1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "idp-ca");
+    let server = ca.server_cert("idp");
+    let secrets = dir.path().join("secrets");
+    fs::create_dir_all(secrets.join("default/idp-ca")).unwrap();
+    fs::copy(&ca.cert, secrets.join("default/idp-ca/ca.crt")).unwrap();
+    // Two providers of the same https JWKS: one trusts the test CA, the other only the
+    // system's roots (its token goes in a query parameter).
+    let uri = format!("https://127.0.0.1:{JWKS_TLS_PORT}/jwks.json");
+    let policy = format!(
+        "apiVersion: tollgate.dev/v1alpha1\nkind: AuthPolicy\nmetadata: {{ name: app-auth }}\nspec:\n  targetRefs: [{{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: app }}]\n  jwt:\n    providers:\n      - {{ name: trusted, jwks: {{ uri: '{uri}', caCertificateRef: {{ name: idp-ca }} }} }}\n      - {{ name: untrusted, jwks: {{ uri: '{uri}' }}, extractFrom: {{ query: token }} }}\n"
+    );
+    lab.write_policy("l7.yaml", &app_and_free(PROXY, BACKEND, &[&policy]));
+    let secrets_arg = secrets.to_str().unwrap().to_owned();
+    // The JWKS server is not up yet: the revision applies all the same.
+    let _agent = start_agent(&lab, ADMIN, &[PROXY], &["--tls-secrets-dir", &secrets_arg]);
+    let t = idp.sign("ed1", "EdDSA", "ed1", &claims("alice", json!({})));
+    let url = format!("http://127.0.0.1:{PROXY}/a");
+    let with_token = || curl(&["-H", &bearer(&t), &url]);
+    // Until the keys arrive, tokens are refused (fail closed).
+    let r = with_token();
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(
+        challenges(&r),
+        ["Bearer realm=\"default/app\", error=\"invalid_token\", error_description=\"the token's signing key is not known\""],
+        "{r:?}"
+    );
+    wait_until("failed first fetches", Duration::from_secs(15), || {
+        jwks_metric_at(ADMIN, "tollgate_jwks_refresh_failures_total", "trusted").unwrap_or(0) >= 1
+    });
+    assert_eq!(
+        jwks_metric_at(ADMIN, "tollgate_jwks_keys", "trusted"),
+        Some(0)
+    );
+    let r = with_token();
+    assert_eq!(r.status, 401, "{r:?}");
+
+    // The server comes up: the retries (or a token's refresh) fetch the keys over TLS.
+    idp.serve(JWKS_TLS_PORT, Some(&server));
+    wait_until("the keys over https", Duration::from_secs(40), || {
+        with_token().status == 200
+    });
+    assert_eq!(
+        jwks_metric_at(ADMIN, "tollgate_jwks_keys", "trusted"),
+        Some(1)
+    );
+    let r = with_token();
+    assert_eq!(
+        r.seen_header("x-tollgate-consumer").as_deref(),
+        Some("alice"),
+        "{r:?}"
+    );
+
+    // Without the CA, the server's certificate is not trusted: no keys, failures counted,
+    // its tokens refused.
+    let before =
+        jwks_metric_at(ADMIN, "tollgate_jwks_refresh_failures_total", "untrusted").unwrap_or(0);
+    let query = format!("http://127.0.0.1:{PROXY}/a?token={t}");
+    wait_until("an untrusted fetch", Duration::from_secs(40), || {
+        let r = curl(&[&query]);
+        assert_eq!(r.status, 401, "{r:?}");
+        jwks_metric_at(ADMIN, "tollgate_jwks_refresh_failures_total", "untrusted").unwrap_or(0)
+            > before
+    });
+    assert_eq!(
+        jwks_metric_at(ADMIN, "tollgate_jwks_keys", "untrusted"),
+        Some(0)
+    );
 }
