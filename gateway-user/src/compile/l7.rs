@@ -1436,6 +1436,33 @@ fn auth_policy(
         .as_ref()
         .map(|j| jwt_providers(c, ns, j))
         .unwrap_or_default();
+    // Claim headers are removed from requests before credentials are read: none may be a
+    // header that carries credentials.
+    if let Some(j) = &spec.jwt {
+        let lower = |h: &str| h.to_ascii_lowercase();
+        let mut carriers: Vec<String> = Vec::new();
+        if let Some(h) = spec.api_key.as_ref().and_then(|k| k.header.as_deref()) {
+            carriers.push(lower(h));
+        }
+        for p in &j.providers {
+            if let Some(h) = p.extract_from.as_ref().and_then(|l| l.header.as_deref()) {
+                carriers.push(lower(h));
+            }
+        }
+        for (i, p) in j.providers.iter().enumerate() {
+            for (k, ch) in p.claim_to_headers.iter().enumerate() {
+                if carriers.contains(&lower(&ch.header)) {
+                    c.error(
+                        format!("spec.jwt.providers[{i}].claimToHeaders[{k}].header"),
+                        format!(
+                            "\"{}\" carries credentials (apiKey or extractFrom); a claim header is removed from requests first",
+                            ch.header
+                        ),
+                    );
+                }
+            }
+        }
+    }
     let client_certificate = spec
         .client_certificate
         .as_ref()

@@ -1377,4 +1377,29 @@ fn invalid_jwt_providers_are_refused_with_the_field_at_fault() {
     assert!(message("spec.jwt.providers[3].jwks.inline").contains("not JSON"));
     assert!(message("spec.allowedConsumers[0]").contains("letters, digits"));
     assert!(errs.iter().all(|x| x.location.file == "l7.yaml"));
+
+    // A claim header may not be one that carries credentials.
+    let yaml = all(&[
+        GATEWAY,
+        BACKENDS,
+        &route("a", &format!("  rules:\n    - {}", TO_A.trim_start())),
+        &auth_policy(
+            "clash",
+            &format!("  targetRefs: [{{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: a }}]\n  apiKey: {{ header: X-Api-Key, credentialRefs: [{{ name: k }}] }}\n  jwt:\n    providers:\n      - {{ name: a, jwks: {{ inline: '{JWKS_ED25519}' }}, extractFrom: {{ header: X-Token }}, claimToHeaders: [{{ claim: sub, header: x-api-key }}] }}\n      - {{ name: b, jwks: {{ inline: '{JWKS_ED25519}' }}, claimToHeaders: [{{ claim: sub, header: X-Sub }}, {{ claim: t, header: X-TOKEN }}] }}\n"),
+        ),
+    ]);
+    let errs = errors(&yaml);
+    let got: Vec<&str> = errs.iter().map(|e| e.location.field.as_str()).collect();
+    assert_eq!(
+        got,
+        [
+            "spec.jwt.providers[0].claimToHeaders[0].header",
+            "spec.jwt.providers[1].claimToHeaders[1].header"
+        ]
+    );
+    assert!(
+        errs[0].message.contains("carries credentials"),
+        "{}",
+        errs[0].message
+    );
 }
