@@ -172,6 +172,10 @@ const TOOL_PACKAGES: &[&str] = &[
     "hey",
     "nghttp2-client",
     "python3",
+    // JWTs and JWKS made independently of the agent (tests/tests/l7_jwt.rs): PyJWT with
+    // cryptography makes the RSA, EC P-256 and Ed25519 keys, the JWKS and the tokens.
+    "python3-jwt",
+    "python3-cryptography",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

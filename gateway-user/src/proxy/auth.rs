@@ -1,5 +1,7 @@
 //! Authentication of requests on routes with an `AuthPolicy`: API keys checked against salted
-//! SHA-256 hashes, and basic authentication against htpasswd files with bcrypt hashes.
+//! SHA-256 hashes, basic authentication against htpasswd files with bcrypt hashes, JWTs
+//! ([`super::jwt`]) and the verified TLS client certificate of the connection; then the
+//! policy's `allowedConsumers` (403 for others).
 //!
 //! The credential files are read when a revision is applied ([`AuthStore::load`]: a missing,
 //! unreadable or malformed file refuses the revision, naming the file and line) and checked
@@ -24,8 +26,11 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
+use super::jwt::TokenFailure;
 use crate::compile::l7::table::{AuthDef, KeyLocation, SecretRef};
 use crate::compile::l7::RouteTable;
+use crate::model::auth::CertificateField;
+use crate::telemetry::metrics::JwksMetrics;
 
 /// How often the credential files are checked for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -77,6 +82,14 @@ pub enum AuthFileError {
         /// The file.
         file: PathBuf,
     },
+    /// The keys of a JWT provider cannot be set up (its CA file).
+    #[error("JWT provider \"{provider}\": {why}")]
+    Jwt {
+        /// The provider.
+        provider: String,
+        /// Why.
+        why: String,
+    },
 }
 
 /// One API key: its consumer, salt and `sha256(salt || key)`.
@@ -99,7 +112,9 @@ pub enum CredentialSet {
     Users(HashMap<String, String>),
 }
 
-fn check_consumer(id: &str) -> Result<(), String> {
+/// Checks a consumer id: 1-[`MAX_CONSUMER_LEN`] letters, digits and `. _ - @` (it is sent in a
+/// header and keys rate limits).
+pub fn check_consumer(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("the consumer id is empty".into());
     }
@@ -278,6 +293,8 @@ pub struct AuthRuntime {
     pub keys: Vec<Arc<ArcSwap<CredentialSet>>>,
     /// htpasswd sets.
     pub users: Vec<Arc<ArcSwap<CredentialSet>>>,
+    /// JWKS of the JWT providers, aligned with the policy's `jwt`.
+    pub jwt: Vec<Arc<super::jwt::Jwks>>,
     /// Basic credentials bcrypt has accepted: a keyed SHA-256 of user and password -> the
     /// bcrypt hash it matched (a hit counts only while the file still holds that hash).
     verified: Mutex<HashMap<[u8; 32], String>>,
@@ -294,6 +311,7 @@ impl AuthRuntime {
     fn new(
         keys: Vec<Arc<ArcSwap<CredentialSet>>>,
         users: Vec<Arc<ArcSwap<CredentialSet>>>,
+        jwt: Vec<Arc<super::jwt::Jwks>>,
         bcrypt_slots: Arc<tokio::sync::Semaphore>,
     ) -> AuthRuntime {
         use std::hash::{BuildHasher, Hasher};
@@ -307,6 +325,7 @@ impl AuthRuntime {
         AuthRuntime {
             keys,
             users,
+            jwt,
             verified: Mutex::new(HashMap::new()),
             cache_key,
             bcrypt_slots,
@@ -338,13 +357,20 @@ pub struct AuthStore {
     dir: PathBuf,
     files: Mutex<HashMap<PathBuf, Loaded>>,
     bcrypt_slots: Arc<tokio::sync::Semaphore>,
+    jwks: super::jwt::JwksStore,
 }
 
 impl AuthStore {
-    /// A store reading files under `dir`.
+    /// A store reading files under `dir` (JWKS metrics not registered).
     pub fn new(dir: PathBuf) -> AuthStore {
+        AuthStore::with_metrics(dir, JwksMetrics::default())
+    }
+
+    /// A store reading files under `dir`, counting JWKS fetches in `jwks`.
+    pub fn with_metrics(dir: PathBuf, jwks: JwksMetrics) -> AuthStore {
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         AuthStore {
+            jwks: super::jwt::JwksStore::new(dir.clone(), jwks),
             dir,
             files: Mutex::new(HashMap::new()),
             bcrypt_slots: Arc::new(tokio::sync::Semaphore::new(cpus)),
@@ -410,9 +436,25 @@ impl AuthStore {
                 .iter()
                 .map(|s| get(s, Kind::Htpasswd))
                 .collect::<Result<_, _>>()?;
+            let jwt = def
+                .jwt
+                .iter()
+                .map(|p| {
+                    self.jwks
+                        .get(&def.policy, p)
+                        .map_err(|why| PolicyFileError {
+                            policy: def.policy.to_string(),
+                            source: AuthFileError::Jwt {
+                                provider: p.name.clone(),
+                                why,
+                            },
+                        })
+                })
+                .collect::<Result<_, _>>()?;
             out.push(Arc::new(AuthRuntime::new(
                 keys,
                 users,
+                jwt,
                 self.bcrypt_slots.clone(),
             )));
         }
@@ -427,6 +469,7 @@ impl AuthStore {
     /// Reads again every file whose modification time or size changed; a file that cannot be
     /// loaded keeps its previous set (and is logged). Returns the files that failed.
     pub fn check(&self) -> Vec<PathBuf> {
+        self.jwks.forget_dropped();
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         let mut failed = Vec::new();
         files.retain(|_, l| Arc::strong_count(&l.set) > 1);
@@ -460,6 +503,10 @@ pub enum Failure {
     Missing,
     /// Credentials that match none.
     Invalid,
+    /// A JWT that is refused.
+    Token(TokenFailure),
+    /// An authenticated consumer not in `allowedConsumers` (403).
+    Forbidden,
 }
 
 impl Failure {
@@ -468,8 +515,98 @@ impl Failure {
         match self {
             Failure::Missing => "missing",
             Failure::Invalid => "invalid",
+            Failure::Token(t) => t.reason(),
+            Failure::Forbidden => "forbidden",
         }
     }
+}
+
+/// An authenticated request: its consumer, and the claim headers to send to the backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Authenticated {
+    /// The consumer id.
+    pub consumer: Arc<str>,
+    /// Headers to set (JWT claims).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl From<Arc<str>> for Authenticated {
+    fn from(consumer: Arc<str>) -> Self {
+        Authenticated {
+            consumer,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// The identity of a verified TLS client certificate, read at the handshake.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerCertificate {
+    /// The first common name (CN) of the subject.
+    pub common_name: Option<String>,
+    /// The first DNS name of the subject alternative names.
+    pub dns_name: Option<String>,
+    /// The first e-mail address (rfc822Name) of the subject alternative names.
+    pub email: Option<String>,
+}
+
+impl PeerCertificate {
+    /// Reads the identity of a DER certificate (`None` if it cannot be parsed).
+    pub fn from_der(der: &[u8]) -> Option<PeerCertificate> {
+        use x509_parser::extensions::GeneralName;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let common_name = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_owned);
+        let mut out = PeerCertificate {
+            common_name,
+            ..PeerCertificate::default()
+        };
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::DNSName(d) if out.dns_name.is_none() => {
+                        out.dns_name = Some((*d).to_owned())
+                    }
+                    GeneralName::RFC822Name(e) if out.email.is_none() => {
+                        out.email = Some((*e).to_owned())
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// The consumer this certificate names by `field`, if it is a valid consumer id.
+    pub fn consumer(&self, field: CertificateField) -> Option<Arc<str>> {
+        let v = match field {
+            CertificateField::CommonName => self.common_name.as_deref(),
+            CertificateField::SubjectAltNameDNS => self.dns_name.as_deref(),
+            CertificateField::SubjectAltNameEmail => self.email.as_deref(),
+        }?;
+        check_consumer(v).ok()?;
+        Some(v.into())
+    }
+}
+
+/// Whether the policy lets `consumer` through (`allowedConsumers`).
+pub fn allowed(def: &AuthDef, consumer: &str) -> bool {
+    def.allowed_consumers
+        .as_ref()
+        .is_none_or(|list| list.iter().any(|c| &**c == consumer))
+}
+
+/// The request headers of `def` a client may not set on its routes (they are removed before
+/// authentication, like `X-Tollgate-Consumer` on every route): the claim headers of its JWT
+/// providers.
+pub fn owned_headers(def: &AuthDef) -> impl Iterator<Item = &http::HeaderName> {
+    def.jwt
+        .iter()
+        .flat_map(|p| p.claim_headers.iter().map(|(_, h)| h))
 }
 
 /// What a request presents.
@@ -519,21 +656,55 @@ pub fn parse_basic(value: &str) -> Option<(String, String)> {
 /// on purpose: it runs off the async workers, at most one check per CPU at once, and basic
 /// credentials it accepted are remembered (keyed by a process-random key) until the user's hash
 /// in the file changes.
+///
+/// JWTs are checked against each provider in turn; when none accepts the token, the failure
+/// is that of the first provider whose issuer matches (or of the last one). A client
+/// certificate counts only when the connection's handshake verified it (`cert`).
 pub async fn authenticate(
     def: &AuthDef,
     rt: &Arc<AuthRuntime>,
     headers: &HeaderMap,
     query: Option<&str>,
-) -> Result<Arc<str>, Failure> {
+    cert: Option<&PeerCertificate>,
+) -> Result<Authenticated, Failure> {
     let p = presented(def, headers, query);
-    if p.key.is_none() && p.basic.is_none() {
+    let tokens: Vec<_> = def
+        .jwt
+        .iter()
+        .zip(&rt.jwt)
+        .filter_map(|(d, j)| super::jwt::token(d, headers, query).map(|t| (d, j, t)))
+        .collect();
+    let cert = def.client_certificate.zip(cert);
+    if p.key.is_none() && p.basic.is_none() && tokens.is_empty() && cert.is_none() {
         return Err(Failure::Missing);
+    }
+    if let Some((field, cert)) = cert {
+        if let Some(c) = cert.consumer(field) {
+            return Ok(c.into());
+        }
     }
     if let Some(key) = &p.key {
         for set in &rt.keys {
             if let CredentialSet::Keys(keys) = &**set.load() {
                 if let Some(c) = match_key(keys, key) {
-                    return Ok(c);
+                    return Ok(c.into());
+                }
+            }
+        }
+    }
+    let mut token_failure = None;
+    for (d, j, t) in &tokens {
+        match super::jwt::verify(d, j, t).await {
+            Ok(v) => {
+                return Ok(Authenticated {
+                    consumer: v.consumer,
+                    headers: v.headers,
+                })
+            }
+            Err(f) => {
+                // An issuer mismatch says least: keep a more telling failure.
+                if token_failure.is_none_or(|o| o == TokenFailure::Issuer) {
+                    token_failure = Some(f);
                 }
             }
         }
@@ -544,7 +715,7 @@ pub async fn authenticate(
             CredentialSet::Keys(_) => None,
         });
         let Some(hash) = hash else {
-            return Err(Failure::Invalid);
+            return Err(token_failure.map_or(Failure::Invalid, Failure::Token));
         };
         let id = rt.cache_id(&user, &pass);
         let cached = rt
@@ -554,7 +725,7 @@ pub async fn authenticate(
             .get(&id)
             .is_some_and(|h| *h == hash);
         if cached {
-            return Ok(user.into());
+            return Ok(Arc::<str>::from(user).into());
         }
         let Ok(_slot) = rt.bcrypt_slots.acquire().await else {
             return Err(Failure::Invalid); // never closed
@@ -570,16 +741,19 @@ pub async fn authenticate(
                 verified.clear();
             }
             verified.insert(id, hash);
-            return Ok(user.into());
+            return Ok(Arc::<str>::from(user).into());
         }
     }
-    Err(Failure::Invalid)
+    Err(token_failure.map_or(Failure::Invalid, Failure::Token))
 }
 
-/// The `WWW-Authenticate` challenges of a policy on `route`: `Basic realm="<route>",
-/// charset="UTF-8"` for basic authentication, `ApiKey realm="<route>", header="<name>"` (or
-/// `query="<name>"`) for API keys.
-pub fn challenges(def: &AuthDef, route: &str) -> Vec<String> {
+/// The `WWW-Authenticate` challenges of a policy on `route` for a request refused with
+/// `failure`: `Basic realm="<route>", charset="UTF-8"` for basic authentication,
+/// `ApiKey realm="<route>", header="<name>"` (or `query="<name>"`) for API keys,
+/// `Bearer realm="<route>"` for JWTs (RFC 6750; with `error="invalid_token",
+/// error_description="..."` when a token was refused), `ClientCertificate realm="<route>"`
+/// for client certificates (informational: a certificate is sent in the TLS handshake).
+pub fn challenges(def: &AuthDef, route: &str, failure: Failure) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(k) = &def.api_key {
         let (what, name) = match &k.location {
@@ -590,6 +764,18 @@ pub fn challenges(def: &AuthDef, route: &str) -> Vec<String> {
     }
     if !def.basic.is_empty() {
         out.push(format!("Basic realm=\"{route}\", charset=\"UTF-8\""));
+    }
+    if !def.jwt.is_empty() {
+        out.push(match failure {
+            Failure::Token(t) => format!(
+                "Bearer realm=\"{route}\", error=\"invalid_token\", error_description=\"{}\"",
+                t.description()
+            ),
+            _ => format!("Bearer realm=\"{route}\""),
+        });
+    }
+    if def.client_certificate.is_some() {
+        out.push(format!("ClientCertificate realm=\"{route}\""));
     }
     out
 }
@@ -718,6 +904,9 @@ mod tests {
                 files: vec![s("keys")],
             }),
             basic: if basic { vec![s("users")] } else { vec![] },
+            jwt: vec![],
+            client_certificate: None,
+            allowed_consumers: None,
         }
     }
 
@@ -753,7 +942,11 @@ mod tests {
         let auth = |h: HeaderMap, q: Option<&'static str>| {
             let def = def.clone();
             let rt = rt.clone();
-            async move { authenticate(&def, &rt, &h, q).await }
+            async move {
+                authenticate(&def, &rt, &h, q, None)
+                    .await
+                    .map(|a| a.consumer)
+            }
         };
         assert_eq!(auth(HeaderMap::new(), None).await, Err(Failure::Missing));
         assert_eq!(
@@ -790,7 +983,11 @@ mod tests {
         let qrt = store.load(&table_with(qdef.clone())).unwrap().remove(0);
         let q = |query: &'static str| {
             let (d, r) = (qdef.clone(), qrt.clone());
-            async move { authenticate(&d, &r, &HeaderMap::new(), Some(query)).await }
+            async move {
+                authenticate(&d, &r, &HeaderMap::new(), Some(query), None)
+                    .await
+                    .map(|a| a.consumer)
+            }
         };
         assert_eq!(q("a=1&api_key=good-key").await.as_deref(), Ok("app-1"));
         assert_eq!(q("a=1").await, Err(Failure::Missing));
@@ -800,6 +997,7 @@ mod tests {
                 &qdef,
                 &qrt,
                 &with("authorization", "Basic YWxpY2U6cHc="),
+                None,
                 None
             )
             .await,
@@ -882,7 +1080,7 @@ mod tests {
             true,
         );
         assert_eq!(
-            challenges(&def, "shop/orders"),
+            challenges(&def, "shop/orders", Failure::Missing),
             [
                 "ApiKey realm=\"shop/orders\", header=\"x-api-key\"",
                 "Basic realm=\"shop/orders\", charset=\"UTF-8\""

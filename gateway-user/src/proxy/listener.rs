@@ -71,6 +71,10 @@ pub struct TlsConn {
     pub port: Arc<TlsPort>,
     /// The listener chosen by SNI.
     pub listener: Arc<TlsListener>,
+    /// The client certificate the handshake verified (listeners with `frontendValidation`),
+    /// read for AuthPolicy's `clientCertificate`; `None` without one, or when it cannot be
+    /// parsed.
+    pub client_certificate: Option<Arc<super::auth::PeerCertificate>>,
 }
 
 impl TlsConn {
@@ -233,13 +237,25 @@ async fn serve_connection(
         };
         let result = start.into_stream(config).await;
         match (result, listener) {
-            (Ok(s), Some(listener)) => Ok((
-                s,
-                TlsConn {
-                    port: tls_port.clone(),
-                    listener,
-                },
-            )),
+            (Ok(s), Some(listener)) => {
+                // Only a verifier (frontendValidation) asks for certificates, and rustls keeps
+                // them only once they are verified.
+                let client_certificate = s
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|leaf| super::auth::PeerCertificate::from_der(leaf))
+                    .map(Arc::new);
+                Ok((
+                    s,
+                    TlsConn {
+                        port: tls_port.clone(),
+                        listener,
+                        client_certificate,
+                    },
+                ))
+            }
             // The reject configuration never completes a handshake.
             (_, None) => Err("unknown_sni"),
             (Err(e), _) => Err(super::tls::failure_reason(&e)),

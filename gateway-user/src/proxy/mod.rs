@@ -18,6 +18,7 @@ pub mod access_log;
 pub mod auth;
 pub mod body;
 pub mod forwarded;
+pub mod jwt;
 pub mod limit;
 pub mod listener;
 pub mod router;
@@ -261,7 +262,10 @@ impl Proxy {
                 config.tls_secrets_dir.clone(),
                 metrics.tls_reload_failures.clone(),
             ),
-            credentials: auth::AuthStore::new(config.tls_secrets_dir.clone()),
+            credentials: auth::AuthStore::with_metrics(
+                config.tls_secrets_dir.clone(),
+                metrics.jwks.clone(),
+            ),
             config,
             metrics,
             client,

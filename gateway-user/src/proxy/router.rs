@@ -236,6 +236,12 @@ pub async fn handle(
     let mut req = req;
     req.headers_mut().remove(auth::CONSUMER_HEADER);
     if let Some(a) = rule.auth {
+        if let Some(def) = active.table.policy.auth.get(a) {
+            // Claim headers are only ever the gateway's.
+            for h in auth::owned_headers(def) {
+                req.headers_mut().remove(h);
+            }
+        }
         let (Some(def), Some(rt)) = (active.table.policy.auth.get(a), active.auth.get(a)) else {
             // Cannot happen (one runtime per policy); never let such a request through.
             return local(
@@ -245,13 +251,29 @@ pub async fn handle(
                 "the credentials of this route are not loaded",
             );
         };
-        match auth::authenticate(def, rt, req.headers(), query.as_deref()).await {
-            Ok(consumer) => {
-                if let Ok(v) = HeaderValue::from_str(&consumer) {
+        let cert = conn
+            .tls
+            .as_ref()
+            .and_then(|t| t.client_certificate.as_deref());
+        let outcome = auth::authenticate(def, rt, req.headers(), query.as_deref(), cert)
+            .await
+            .and_then(|ok| {
+                if auth::allowed(def, &ok.consumer) {
+                    Ok(ok)
+                } else {
+                    Err(auth::Failure::Forbidden)
+                }
+            });
+        match outcome {
+            Ok(ok) => {
+                if let Ok(v) = HeaderValue::from_str(&ok.consumer) {
                     req.headers_mut()
                         .insert(HeaderName::from_static(auth::CONSUMER_HEADER), v);
                 }
-                done.consumer = Some(consumer);
+                for (h, v) in ok.headers {
+                    req.headers_mut().insert(h, v);
+                }
+                done.consumer = Some(ok.consumer);
             }
             Err(failure) => {
                 core.metrics
@@ -264,13 +286,19 @@ pub async fn handle(
                 let message = match failure {
                     auth::Failure::Missing => "this route needs credentials",
                     auth::Failure::Invalid => "the credentials are not valid",
+                    auth::Failure::Token(t) => t.description(),
+                    auth::Failure::Forbidden => "this consumer is not allowed on this route",
                 };
                 let reason = match failure {
                     auth::Failure::Missing => "auth_missing",
-                    auth::Failure::Invalid => "auth_invalid",
+                    auth::Failure::Invalid | auth::Failure::Token(_) => "auth_invalid",
+                    auth::Failure::Forbidden => "auth_forbidden",
                 };
+                if failure == auth::Failure::Forbidden {
+                    return local(done, StatusCode::FORBIDDEN, reason, message);
+                }
                 let mut resp = local(done, StatusCode::UNAUTHORIZED, reason, message);
-                for c in auth::challenges(def, &rule.route) {
+                for c in auth::challenges(def, &rule.route, failure) {
                     if let Ok(v) = HeaderValue::from_str(&c) {
                         resp.headers_mut().append(header::WWW_AUTHENTICATE, v);
                     }

@@ -106,8 +106,30 @@ pub struct RateLimitedLabels {
 pub struct AuthFailureLabels {
     /// `namespace/name` of the HTTPRoute.
     pub route: String,
-    /// `missing` (no credentials) or `invalid` (credentials that match none).
+    /// `missing` (no credentials), `invalid` (credentials that match none, or a token that
+    /// is malformed or of a refused algorithm), `expired`, `not_yet_valid`, `issuer`,
+    /// `audience`, `unknown_kid`, `signature` (JWTs), or `forbidden` (403: a consumer not in
+    /// `allowedConsumers`).
     pub reason: &'static str,
+}
+
+/// Labels of the JWKS metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JwksLabels {
+    /// `namespace/name` of the AuthPolicy.
+    pub policy: String,
+    /// Name of the JWT provider.
+    pub provider: String,
+}
+
+/// The JWKS metrics (cheap to clone).
+#[derive(Debug, Clone, Default)]
+pub struct JwksMetrics {
+    /// `tollgate_jwks_refresh_failures_total{policy,provider}`: JWKS fetches that failed (the
+    /// keys fetched before stay in use).
+    pub refresh_failures: Family<JwksLabels, Counter>,
+    /// `tollgate_jwks_keys{policy,provider}`: usable keys of the JWKS in use.
+    pub keys: Family<JwksLabels, Gauge>,
 }
 
 /// Label of `tollgate_http_tls_handshake_failures_total`.
@@ -143,9 +165,11 @@ pub struct HttpMetrics {
     /// `tollgate_http_ratelimited_total{route,policy}`: requests over a limit of the policy:
     /// refused with 429 (`enforce`), or let through (`shadow`).
     pub ratelimited: Family<RateLimitedLabels, Counter>,
-    /// `tollgate_auth_failures_total{route,reason}`: requests refused with 401 by an
-    /// AuthPolicy.
+    /// `tollgate_auth_failures_total{route,reason}`: requests refused with 401 (or 403,
+    /// `forbidden`) by an AuthPolicy.
     pub auth_failures: Family<AuthFailureLabels, Counter>,
+    /// JWKS fetches and keys.
+    pub jwks: JwksMetrics,
     /// `tollgate_http_tls_handshake_failures_total{reason}`.
     pub tls_handshake_failures: Family<TlsFailureLabels, Counter>,
     /// `tollgate_http_tls_certificate_reload_failures_total{secret}`: changed certificate files
@@ -195,8 +219,19 @@ impl HttpMetrics {
         let auth_failures = Family::<AuthFailureLabels, Counter>::default();
         registry.register(
             "tollgate_auth_failures",
-            "Requests refused with 401 by an AuthPolicy, by route and reason (missing, invalid).",
+            "Requests refused by an AuthPolicy (401, or 403 for forbidden), by route and reason (missing, invalid, expired, not_yet_valid, issuer, audience, unknown_kid, signature, forbidden).",
             auth_failures.clone(),
+        );
+        let jwks = JwksMetrics::default();
+        registry.register(
+            "tollgate_jwks_refresh_failures",
+            "JWKS fetches of JWT providers that failed (the keys fetched before stay in use), by AuthPolicy and provider.",
+            jwks.refresh_failures.clone(),
+        );
+        registry.register(
+            "tollgate_jwks_keys",
+            "Usable keys of the JWKS in use, by AuthPolicy and provider.",
+            jwks.keys.clone(),
         );
         let tls_handshake_failures = Family::<TlsFailureLabels, Counter>::default();
         registry.register(
@@ -217,6 +252,7 @@ impl HttpMetrics {
             ejections,
             ratelimited,
             auth_failures,
+            jwks,
             tls_handshake_failures,
             tls_reload_failures,
         }

@@ -547,6 +547,61 @@ pub struct AuthDef {
     /// htpasswd files of basic authentication (`<secrets dir>/<namespace>/<name>/htpasswd`);
     /// empty: no basic authentication.
     pub basic: Vec<SecretRef>,
+    /// JWT providers, tried in order; empty: no JWT authentication.
+    pub jwt: Vec<JwtProviderDef>,
+    /// Client certificate authentication: the field naming the consumer.
+    pub client_certificate: Option<crate::model::auth::CertificateField>,
+    /// The consumers allowed through; `None`: any authenticated one.
+    pub allowed_consumers: Option<Vec<Arc<str>>>,
+}
+
+/// Where a request carries its JWT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenLocation {
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    /// This request header (an optional `Bearer ` prefix is dropped).
+    Header(HeaderName),
+    /// This query parameter.
+    Query(String),
+}
+
+/// Where a JWT provider's keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksDef {
+    /// Fetched from this `http` or `https` URL every `refresh`; `ca`: a ConfigMap whose
+    /// `ca.crt` is trusted besides the system's roots.
+    Uri {
+        /// The URL.
+        url: String,
+        /// The extra CA.
+        ca: Option<SecretRef>,
+        /// How often the set is fetched again.
+        refresh: Duration,
+    },
+    /// The JWKS JSON (checked by the compiler).
+    Inline(Arc<str>),
+}
+
+/// A JWT provider of an AuthPolicy, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtProviderDef {
+    /// Name.
+    pub name: String,
+    /// The `iss` required, if any.
+    pub issuer: Option<String>,
+    /// The `aud` values accepted (any one); empty: not checked.
+    pub audiences: Vec<String>,
+    /// The keys.
+    pub jwks: JwksDef,
+    /// The claim naming the consumer.
+    pub consumer_claim: String,
+    /// Claims sent as request headers.
+    pub claim_headers: Vec<(String, HeaderName)>,
+    /// Where the token is.
+    pub location: TokenLocation,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub clock_skew: Duration,
 }
 
 /// One limit of a `RateLimitPolicy`, compiled.
