@@ -37,8 +37,9 @@ use crate::model::route::{
 };
 use crate::model::{Located, Object};
 pub use table::RouteTable;
+use crate::dataplane::bans::BanKind;
 use table::{
-    ApiKeyDef, Attachment, AuthDef, BackendDef, HeaderMatch, HeaderModifier, HostPattern,
+    ApiKeyDef, Attachment, AuthDef, BanDef, BackendDef, HeaderMatch, HeaderModifier, HostPattern,
     KeyLocation, L7Policy, LimitKey, ListenerDef, ListenerTls, LoadBalancing, MatchDef, PathMatch,
     PathModifier, QueryMatch, RateLimitDef, Redirect, Retry, RouteDef, RouteLimits, Rule, RuleDef,
     SecretRef, Timeouts, UrlRewrite, ValueMatch, WeightedBackend,
@@ -289,7 +290,8 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
             },
             errors,
         };
-        let Some((targets, def)) = auth_policy(&mut c, ns, o.value.name(), p, &route_names) else {
+        let Some((targets, def, ban)) = auth_policy(&mut c, ns, o.value.name(), p, &route_names)
+        else {
             continue;
         };
         let index = policy.auth.len();
@@ -309,6 +311,9 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
         if ok {
             for t in targets {
                 route_auth.insert((ns.to_owned(), t), index);
+            }
+            if let Some(ban) = ban {
+                policy.bans.insert((BanKind::Auth, def.policy.clone()), ban);
             }
             policy.auth.push(def);
         }
@@ -333,9 +338,14 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
             },
             errors,
         };
-        if let Some((targets, defs)) =
+        if let Some((targets, defs, ban)) =
             rate_limit_policy(&mut c, ns, o.value.name(), p, &route_names, &route_auth)
         {
+            // Shadow limits refuse nothing, so they never ban.
+            if let (Some(ban), false) = (ban, p.spec.mode == RateLimitMode::Shadow) {
+                let label: Arc<str> = format!("{ns}/{}", o.value.name()).into();
+                policy.bans.insert((BanKind::Ratelimit, label), ban);
+            }
             let first = policy.rate_limits.len();
             policy.rate_limits.extend(defs);
             let indexes: Vec<usize> = (first..policy.rate_limits.len()).collect();
@@ -1331,7 +1341,7 @@ fn auth_policy(
     name: &str,
     p: &AuthPolicy,
     routes: &HashSet<(&str, &str)>,
-) -> Option<(Vec<String>, AuthDef)> {
+) -> Option<(Vec<String>, AuthDef, Option<BanDef>)> {
     let before = c.errors.len();
     let spec = &p.spec;
     let targets = check_target_refs(
@@ -1348,12 +1358,9 @@ fn auth_policy(
             "JWT authentication is not built yet; use apiKey or basicAuth",
         );
     }
-    if spec.ban_on_abuse.is_some() {
-        c.error(
-            "spec.banOnAbuse",
-            "bans into the XDP blocklist are not built yet; remove banOnAbuse",
-        );
-    }
+    let ban = spec.ban_on_abuse.as_ref().and_then(|b| {
+        ban_on_abuse(c, "failures", b.failures, &b.within, &b.block_for)
+    });
     if spec.api_key.is_none() && spec.basic_auth.is_none() {
         c.error(
             "spec",
@@ -1440,6 +1447,7 @@ fn auth_policy(
                 api_key,
                 basic,
             },
+            ban,
         )
     })
 }
@@ -1452,7 +1460,7 @@ fn rate_limit_policy(
     p: &RateLimitPolicy,
     routes: &HashSet<(&str, &str)>,
     route_auth: &HashMap<(String, String), usize>,
-) -> Option<(Vec<String>, Vec<RateLimitDef>)> {
+) -> Option<(Vec<String>, Vec<RateLimitDef>, Option<BanDef>)> {
     let before = c.errors.len();
     let spec = &p.spec;
     let targets = check_target_refs(
@@ -1602,7 +1610,53 @@ fn rate_limit_policy(
             });
         }
     }
-    (c.errors.len() == before).then_some((targets, defs))
+    let ban = spec.ban_on_abuse.as_ref().and_then(|b| {
+        ban_on_abuse(c, "rejections", b.rejections, &b.within, &b.block_for)
+    });
+    (c.errors.len() == before).then_some((targets, defs, ban))
+}
+
+/// Most failures a `banOnAbuse` can count to.
+pub const MAX_BAN_THRESHOLD: i64 = 1_000_000;
+/// Longest `banOnAbuse.within` and `banOnAbuse.blockFor`.
+pub const MAX_BAN_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Checks a `banOnAbuse` (`count_field` is `failures` or `rejections`).
+fn ban_on_abuse(
+    c: &mut Checker<'_, '_>,
+    count_field: &str,
+    count: i64,
+    within: &str,
+    block_for: &str,
+) -> Option<BanDef> {
+    let before = c.errors.len();
+    if !(1..=MAX_BAN_THRESHOLD).contains(&count) {
+        c.error(
+            format!("spec.banOnAbuse.{count_field}"),
+            format!("{count} is out of range 1-{MAX_BAN_THRESHOLD}"),
+        );
+    }
+    let mut duration = |field: &str, value: &str| match parse_duration(value) {
+        Ok(d) if d < Duration::from_secs(1) || d > MAX_BAN_DURATION => {
+            c.error(
+                format!("spec.banOnAbuse.{field}"),
+                format!("\"{value}\" is out of range 1s-24h"),
+            );
+            Duration::ZERO
+        }
+        Ok(d) => d,
+        Err(why) => {
+            c.error(format!("spec.banOnAbuse.{field}"), why);
+            Duration::ZERO
+        }
+    };
+    let within = duration("within", within);
+    let block_for = duration("blockFor", block_for);
+    (c.errors.len() == before).then_some(BanDef {
+        threshold: count as u32,
+        within,
+        block_for,
+    })
 }
 
 /// A filter sets the field of its type and no other.

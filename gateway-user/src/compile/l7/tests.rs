@@ -1205,7 +1205,7 @@ fn invalid_auth_policies_are_refused_with_the_field_at_fault() {
         &route("b", &format!("  rules:\n    - {}", TO_A.trim_start())),
         &auth_policy(
             "bad",
-            "  targetRefs:\n    - { group: gateway.networking.k8s.io, kind: HTTPRoute, name: nope }\n    - { group: tollgate.dev, kind: Backend, name: a }\n    - { group: gateway.networking.k8s.io, kind: HTTPRoute, name: b }\n  apiKey: { header: X-Api-Key, query: key, credentialRefs: [{ name: Bad/Name }, { name: k }, { name: k }] }\n  jwt: { providers: [] }\n  banOnAbuse: { failures: 20 }\n",
+            "  targetRefs:\n    - { group: gateway.networking.k8s.io, kind: HTTPRoute, name: nope }\n    - { group: tollgate.dev, kind: Backend, name: a }\n    - { group: gateway.networking.k8s.io, kind: HTTPRoute, name: b }\n  apiKey: { header: X-Api-Key, query: key, credentialRefs: [{ name: Bad/Name }, { name: k }, { name: k }] }\n  jwt: { providers: [] }\n  banOnAbuse: { failures: 0, within: 500ms, blockFor: 25h }\n",
         ),
         &auth_policy("empty", "  targetRefs: []\n"),
         &auth_policy(
@@ -1238,7 +1238,9 @@ fn invalid_auth_policies_are_refused_with_the_field_at_fault() {
             at("bad", "spec.targetRefs[0].name"),
             at("bad", "spec.targetRefs[1]"),
             at("bad", "spec.jwt"),
-            at("bad", "spec.banOnAbuse"),
+            at("bad", "spec.banOnAbuse.failures"),
+            at("bad", "spec.banOnAbuse.within"),
+            at("bad", "spec.banOnAbuse.blockFor"),
             at("bad", "spec.apiKey.credentialRefs[0].name"),
             at("bad", "spec.apiKey.credentialRefs[2].name"),
             at("bad", "spec.apiKey"),
