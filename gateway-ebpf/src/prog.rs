@@ -488,15 +488,16 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
         unsafe { IFACES.get(&IfaceKey { gen, ifindex }) }
     };
     let iface = match iface {
-        Some(i) if i.flags & IFACE_CONFIGURED != 0 => i,
-        _ => {
-            count_stat(STAT_UNCONFIGURED, len);
-            return ACTION_PASS;
-        }
+        Some(i) if i.flags & IFACE_CONFIGURED != 0 => Some(i),
+        _ => None,
     };
-    let audit = iface.flags & IFACE_AUDIT != 0;
-    // The blocklist first: a banned source is dropped before any policy lookup. In audit
-    // mode the drop is counted and the packet judged on as usual.
+    let audit = match iface {
+        Some(i) => i.flags & IFACE_AUDIT != 0,
+        None => false,
+    };
+    // The blocklist first, on every attached interface (one with L7 routes but no L4 rule
+    // set too): a banned source is dropped before any policy lookup. In audit mode the drop
+    // is counted and the packet judged on as usual.
     if let Some(kind) = banned(&p) {
         if audit {
             count_ban(kind, SLOT_AUDIT, len);
@@ -505,6 +506,10 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
             return ACTION_DROP;
         }
     }
+    let Some(iface) = iface else {
+        count_stat(STAT_UNCONFIGURED, len);
+        return ACTION_PASS;
+    };
     // The source side: the longest source prefix any rule names. Its verdict is in the trie
     // value itself when its rules name no protocol (a blocklist), else in the port table.
     let v1 = match source_entry(iface.scope, &p) {

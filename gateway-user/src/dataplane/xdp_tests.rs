@@ -953,9 +953,14 @@ fn banned_sources_are_dropped_until_their_ban_expires_v4_and_v6() {
         p.mode = mode;
         compile(&[p], &[TEST_RUN_INTERFACE.into()]).unwrap()
     };
-    rig.apply(&allow_all(Mode::Enforce)).unwrap();
     let mut maps = BanMaps::open(&rig.pin_dir()).unwrap();
     let long = Duration::from_secs(600);
+    // Before any revision (an interface with no L4 rule set): bans apply all the same.
+    maps.ban("192.0.2.1".parse().unwrap(), long, BanKind::Auth, "ns/p")
+        .unwrap();
+    assert_eq!(rig.run(&from_src("192.0.2.1")).unwrap(), XDP_DROP, "unconfigured");
+    assert_eq!(rig.run(&from_src("192.0.2.9")).unwrap(), XDP_PASS, "unconfigured");
+    rig.apply(&allow_all(Mode::Enforce)).unwrap();
     for (a, kind) in [
         ("192.0.2.1", BanKind::Auth),
         ("2001:db8::1", BanKind::Ratelimit),
@@ -991,7 +996,7 @@ fn banned_sources_are_dropped_until_their_ban_expires_v4_and_v6() {
     let counted = bans::counters(&rig.pin_dir()).unwrap();
     let len = from_src("192.0.2.1").len() as u64;
     assert!(
-        counted.contains(&(BanKind::Auth, SLOT_DROP, 1, len)),
+        counted.contains(&(BanKind::Auth, SLOT_DROP, 2, 2 * len)),
         "{counted:?}"
     );
     assert!(

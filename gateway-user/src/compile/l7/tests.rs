@@ -1270,3 +1270,57 @@ fn invalid_auth_policies_are_refused_with_the_field_at_fault() {
     assert!(message("first", "spec.apiKey.header").contains("\"Host\""));
     assert!(errs.iter().all(|x| x.location.file == "l7.yaml"));
 }
+
+#[test]
+fn ban_on_abuse_compiles_per_policy_and_shadow_limits_never_ban() {
+    use crate::dataplane::bans::BanKind;
+    let t = table(&all(&[
+        GATEWAY,
+        BACKENDS,
+        &route("a", &format!("  rules:\n    - {}", TO_A.trim_start())),
+        &auth_policy(
+            "keys",
+            &format!("{TARGET_A}  apiKey: {{ header: X-Api-Key, credentialRefs: [{{ name: k }}] }}\n  banOnAbuse: {{ failures: 20, within: 60s, blockFor: 10m }}\n"),
+        ),
+        &limit_policy(
+            "limits",
+            &format!("{TARGET_A}  limits: [{{ key: clientIP, requests: 5, per: 1s }}]\n  banOnAbuse: {{ rejections: 100, within: 1m, blockFor: 24h }}\n"),
+        ),
+        &limit_policy(
+            "shadow",
+            &format!("{TARGET_A}  mode: shadow\n  limits: [{{ key: clientIP, requests: 5, per: 1s }}]\n  banOnAbuse: {{ rejections: 1, within: 1s, blockFor: 1s }}\n"),
+        ),
+    ]));
+    let auth = t.policy.bans[&(BanKind::Auth, "default/keys".into())];
+    assert_eq!(auth.threshold, 20);
+    assert_eq!(auth.within, Duration::from_secs(60));
+    assert_eq!(auth.block_for, Duration::from_secs(600));
+    let limit = t.policy.bans[&(BanKind::Ratelimit, "default/limits".into())];
+    assert_eq!(limit.threshold, 100);
+    assert_eq!(limit.block_for, Duration::from_secs(24 * 3600));
+    assert_eq!(t.policy.bans.len(), 2, "a shadow policy never bans");
+}
+
+#[test]
+fn ban_on_abuse_of_a_rate_limit_policy_is_checked() {
+    let yaml = all(&[
+        GATEWAY,
+        BACKENDS,
+        &route("a", &format!("  rules:\n    - {}", TO_A.trim_start())),
+        &limit_policy(
+            "limits",
+            &format!("{TARGET_A}  limits: [{{ key: clientIP, requests: 5, per: 1s }}]\n  banOnAbuse: {{ rejections: -1, within: forever, blockFor: 0s }}\n"),
+        ),
+    ]);
+    let errs = errors(&yaml);
+    let got = places(&errs, "out of range 1s-24h");
+    let at = |field: &str| ("RateLimitPolicy/limits".to_string(), field.to_string());
+    assert_eq!(
+        got,
+        [
+            at("spec.banOnAbuse.rejections"),
+            at("spec.banOnAbuse.within"),
+            at("spec.banOnAbuse.blockFor"),
+        ]
+    );
+}
