@@ -51,7 +51,10 @@ pub struct BansReport {
 }
 
 /// The bans in force under `pin_dir`: the first `limit` by address, and the total.
-pub fn report(pin_dir: &Path, limit: usize) -> Result<BansReport, crate::dataplane::DataplaneError> {
+pub fn report(
+    pin_dir: &Path,
+    limit: usize,
+) -> Result<BansReport, crate::dataplane::DataplaneError> {
     let maps = BanMaps::open(pin_dir)?;
     let now = monotonic_ns();
     let active = maps.active()?;
@@ -98,7 +101,10 @@ pub async fn run(
         .map(|e| (e.address, e))
         .collect();
     if !known.is_empty() {
-        info!(bans = known.len(), "bans in force from before this agent started");
+        info!(
+            bans = known.len(),
+            "bans in force from before this agent started"
+        );
     }
     metrics.active.set(known.len() as i64);
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
@@ -144,7 +150,7 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 let Some(m) = maps.as_mut() else { continue };
-                if let Err(e) = sweep(m, &mut known) {
+                if let Err(e) = sweep(m, &mut known, &metrics) {
                     warn!(error = %e, "could not read the blocklist");
                 }
                 metrics.active.set(known.len() as i64);
@@ -158,6 +164,7 @@ pub async fn run(
 fn sweep(
     maps: &mut BanMaps,
     known: &mut BTreeMap<IpAddr, BanEntry>,
+    metrics: &crate::telemetry::metrics::BanMetrics,
 ) -> Result<(), crate::dataplane::DataplaneError> {
     let expired = maps.sweep()?;
     let now = monotonic_ns();
@@ -184,6 +191,13 @@ fn sweep(
     for (a, e) in &active {
         if !known.contains_key(a) {
             info!(address = %a, policy = %e.policy, reason = e.reason.as_str(), seconds = e.remaining(now).as_secs(), "ban added by hand (tollgate bans add)");
+            metrics
+                .bans
+                .get_or_create(&BanLabels {
+                    policy: e.policy.clone(),
+                    reason: e.reason.as_str(),
+                })
+                .inc();
         }
     }
     *known = active;

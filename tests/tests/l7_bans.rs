@@ -63,14 +63,7 @@ fn get_from(lab: &Lab, from: Ipv4Addr, port: u16, key: Option<&str>, timeout: u3
     let from = from.to_string();
     let timeout = timeout.to_string();
     let header = key.map(|k| format!("X-Api-Key: {k}"));
-    let mut args = vec![
-        "-sS",
-        "-i",
-        "--max-time",
-        &timeout,
-        "--interface",
-        &from,
-    ];
+    let mut args = vec!["-sS", "-i", "--max-time", &timeout, "--interface", &from];
     if let Some(h) = &header {
         args.extend(["-H", h.as_str()]);
     }
@@ -246,7 +239,10 @@ fn sources_failing_authentication_are_banned_in_xdp_until_expiry_or_lift() {
     assert_eq!(ban["reason"], "auth", "{ban}");
     let left = ban["expires_in_seconds"].as_u64().unwrap();
     assert!((1..=4).contains(&left), "{ban}");
-    assert!(ban["banned_at_unix"].as_u64().unwrap() > 1_700_000_000, "{ban}");
+    assert!(
+        ban["banned_at_unix"].as_u64().unwrap() > 1_700_000_000,
+        "{ban}"
+    );
     assert_eq!(status["bans_total"], 1, "{status}");
     // Metrics: the ban, the active gauge, and drops that grow with the pings.
     let m = metrics(ADMIN);
@@ -260,20 +256,29 @@ fn sources_failing_authentication_are_banned_in_xdp_until_expiry_or_lift() {
     );
     assert_eq!(metric_value(&m, "tollgate_bans_active "), Some(1), "{m}");
     let dropped = metric_value(&m, BLOCKLIST_AUTH).unwrap_or(0);
-    assert!(dropped >= 3, "the pings and SYNs were counted: {dropped}\n{m}");
+    assert!(
+        dropped >= 3,
+        "the pings and SYNs were counted: {dropped}\n{m}"
+    );
     let ping = lab.ping(A, 3, Duration::from_millis(100), Duration::from_secs(1));
     assert_eq!(ping.received, 0);
     let after = metric_value(&metrics(ADMIN), BLOCKLIST_AUTH).unwrap_or(0);
     assert!(after >= dropped + 3, "{dropped} -> {after}");
     agent
-        .wait_for_log("banned: the source's packets are dropped by XDP", APPLY_TIMEOUT)
+        .wait_for_log(
+            "banned: the source's packets are dropped by XDP",
+            APPLY_TIMEOUT,
+        )
         .unwrap();
     assert!(agent.log().contains("100.64.79.1"), "the ban's log names A");
 
     // After blockFor, A works again, and the ban is gone from the list.
     let start = Instant::now();
     while get_from(&lab, A, PROXY, Some(GOOD_KEY), 1).status != 200 {
-        assert!(start.elapsed() < Duration::from_secs(10), "A is still banned");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "A is still banned"
+        );
     }
     let waited = banned_at.elapsed();
     assert!(
@@ -316,6 +321,16 @@ fn sources_failing_authentication_are_banned_in_xdp_until_expiry_or_lift() {
     let out = bans_cli(&lab, &["add", &B.to_string(), "--for", "1m"]);
     assert!(out.status.success(), "{out:?}");
     assert_dropped(&lab, B, PROXY);
+    agent
+        .wait_for_log("ban added by hand", Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(
+        metric_value(
+            &metrics(ADMIN),
+            "tollgate_bans_total{policy=\"manual\",reason=\"manual\"}"
+        ),
+        Some(1)
+    );
     assert!(agent.sigterm(Duration::from_secs(15)).is_some(), "stops");
     let entry = wait_listed(&lab, B, true, Duration::from_secs(1)).unwrap();
     assert_eq!(entry["reason"], "manual", "{entry}");
@@ -323,7 +338,10 @@ fn sources_failing_authentication_are_banned_in_xdp_until_expiry_or_lift() {
     assert_eq!(ping.received, 0, "still dropped with no agent");
     let mut agent = start_agent(&lab, ADMIN, PROXY, secrets.path());
     agent
-        .wait_for_log("bans in force from before this agent started", Duration::from_secs(5))
+        .wait_for_log(
+            "bans in force from before this agent started",
+            Duration::from_secs(5),
+        )
         .unwrap();
     assert!(listed(&admin::status(ADMIN), "bans", B).is_some());
     assert_eq!(get_from(&lab, B, PROXY, Some(GOOD_KEY), 1).status, 0);
@@ -394,7 +412,11 @@ fn sources_refused_with_429_too_often_are_banned_and_shadow_never_bans() {
     assert_eq!(entry["policy"], "default/per-client", "{entry}");
     assert_eq!(entry["reason"], "ratelimit", "{entry}");
     assert_dropped(&lab, A, PROXY);
-    assert_eq!(get_from(&lab, B, PROXY, None, 5).status, 200, "B unaffected");
+    assert_eq!(
+        get_from(&lab, B, PROXY, None, 5).status,
+        200,
+        "B unaffected"
+    );
     let m = metrics(ADMIN);
     assert_eq!(
         metric_value(

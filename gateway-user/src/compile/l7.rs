@@ -27,6 +27,7 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use regex::{Regex, RegexBuilder};
 
 use super::{PolicyError, PolicyErrors};
+use crate::dataplane::bans::BanKind;
 use crate::model::auth::{AuthPolicy, CredentialRef};
 use crate::model::backend::{Backend, LoadBalancerType};
 use crate::model::gateway::{Gateway, Listener, GATEWAY_API_GROUP};
@@ -37,9 +38,8 @@ use crate::model::route::{
 };
 use crate::model::{Located, Object};
 pub use table::RouteTable;
-use crate::dataplane::bans::BanKind;
 use table::{
-    ApiKeyDef, Attachment, AuthDef, BanDef, BackendDef, HeaderMatch, HeaderModifier, HostPattern,
+    ApiKeyDef, Attachment, AuthDef, BackendDef, BanDef, HeaderMatch, HeaderModifier, HostPattern,
     KeyLocation, L7Policy, LimitKey, ListenerDef, ListenerTls, LoadBalancing, MatchDef, PathMatch,
     PathModifier, QueryMatch, RateLimitDef, Redirect, Retry, RouteDef, RouteLimits, Rule, RuleDef,
     SecretRef, Timeouts, UrlRewrite, ValueMatch, WeightedBackend,
@@ -1358,9 +1358,10 @@ fn auth_policy(
             "JWT authentication is not built yet; use apiKey or basicAuth",
         );
     }
-    let ban = spec.ban_on_abuse.as_ref().and_then(|b| {
-        ban_on_abuse(c, "failures", b.failures, &b.within, &b.block_for)
-    });
+    let ban = spec
+        .ban_on_abuse
+        .as_ref()
+        .and_then(|b| ban_on_abuse(c, "failures", b.failures, &b.within, &b.block_for));
     if spec.api_key.is_none() && spec.basic_auth.is_none() {
         c.error(
             "spec",
@@ -1610,9 +1611,10 @@ fn rate_limit_policy(
             });
         }
     }
-    let ban = spec.ban_on_abuse.as_ref().and_then(|b| {
-        ban_on_abuse(c, "rejections", b.rejections, &b.within, &b.block_for)
-    });
+    let ban = spec
+        .ban_on_abuse
+        .as_ref()
+        .and_then(|b| ban_on_abuse(c, "rejections", b.rejections, &b.within, &b.block_for));
     (c.errors.len() == before).then_some((targets, defs, ban))
 }
 

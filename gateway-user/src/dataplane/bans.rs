@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use gateway_common::{
-    BanKeyV4, BanKeyV6, BanValue, RuleCounters, BAN_AUTH, BAN_KINDS, BAN_MANUAL,
-    BAN_POLICY_BYTES, BAN_RATELIMIT, MAX_BANS, SLOT_AUDIT, SLOT_DROP,
+    BanKeyV4, BanKeyV6, BanValue, RuleCounters, BAN_AUTH, BAN_KINDS, BAN_MANUAL, BAN_POLICY_BYTES,
+    BAN_RATELIMIT, MAX_BANS, SLOT_AUDIT, SLOT_DROP,
 };
 use serde::Serialize;
 
@@ -268,9 +268,7 @@ pub fn counters(pin_dir: &Path) -> Result<Vec<(BanKind, usize, u64, u64)>, Datap
     let mut out = Vec::new();
     for code in [BAN_AUTH, BAN_RATELIMIT, BAN_MANUAL] {
         debug_assert!(code < BAN_KINDS);
-        let per_cpu = map
-            .get(&code, 0)
-            .map_err(map_err("read BAN_COUNTERS"))?;
+        let per_cpu = map.get(&code, 0).map_err(map_err("read BAN_COUNTERS"))?;
         for slot in [SLOT_DROP, SLOT_AUDIT] {
             let (p, b) = per_cpu.iter().fold((0, 0), |(p, b), c| {
                 (p + c.slots[slot].packets, b + c.slots[slot].bytes)

@@ -848,7 +848,7 @@ fn interfaces_with_large_indexes_are_judged_through_the_hash_map() {
         Action::Allow,
         vec![from(rule("scanners", Action::Deny), &["203.0.113.0/24"])],
     )];
-    rig.apply(&compile(&policies, &[veth.0.clone()]).unwrap())
+    rig.apply(&compile(&policies, std::slice::from_ref(&veth.0)).unwrap())
         .unwrap();
     let f = frame(
         &Packet {
@@ -958,8 +958,16 @@ fn banned_sources_are_dropped_until_their_ban_expires_v4_and_v6() {
     // Before any revision (an interface with no L4 rule set): bans apply all the same.
     maps.ban("192.0.2.1".parse().unwrap(), long, BanKind::Auth, "ns/p")
         .unwrap();
-    assert_eq!(rig.run(&from_src("192.0.2.1")).unwrap(), XDP_DROP, "unconfigured");
-    assert_eq!(rig.run(&from_src("192.0.2.9")).unwrap(), XDP_PASS, "unconfigured");
+    assert_eq!(
+        rig.run(&from_src("192.0.2.1")).unwrap(),
+        XDP_DROP,
+        "unconfigured"
+    );
+    assert_eq!(
+        rig.run(&from_src("192.0.2.9")).unwrap(),
+        XDP_PASS,
+        "unconfigured"
+    );
     rig.apply(&allow_all(Mode::Enforce)).unwrap();
     for (a, kind) in [
         ("192.0.2.1", BanKind::Auth),
@@ -968,10 +976,20 @@ fn banned_sources_are_dropped_until_their_ban_expires_v4_and_v6() {
         maps.ban(a.parse().unwrap(), long, kind, "ns/p").unwrap();
     }
     // Expired bans: left in the maps as by a dead agent.
-    maps.ban("192.0.2.2".parse().unwrap(), Duration::ZERO, BanKind::Auth, "ns/p")
-        .unwrap();
-    maps.ban("2001:db8::2".parse().unwrap(), Duration::ZERO, BanKind::Auth, "ns/p")
-        .unwrap();
+    maps.ban(
+        "192.0.2.2".parse().unwrap(),
+        Duration::ZERO,
+        BanKind::Auth,
+        "ns/p",
+    )
+    .unwrap();
+    maps.ban(
+        "2001:db8::2".parse().unwrap(),
+        Duration::ZERO,
+        BanKind::Auth,
+        "ns/p",
+    )
+    .unwrap();
     // A short one, to watch expire.
     maps.ban(
         "192.0.2.3".parse().unwrap(),
@@ -1000,7 +1018,9 @@ fn banned_sources_are_dropped_until_their_ban_expires_v4_and_v6() {
         "{counted:?}"
     );
     assert!(
-        counted.iter().any(|c| c.0 == BanKind::Ratelimit && c.2 == 1),
+        counted
+            .iter()
+            .any(|c| c.0 == BanKind::Ratelimit && c.2 == 1),
         "{counted:?}"
     );
     let report = counters::read(&rig.pin_dir(), &rig.state_dir()).unwrap();
@@ -1013,17 +1033,23 @@ fn banned_sources_are_dropped_until_their_ban_expires_v4_and_v6() {
         report.rules
     );
     // A new revision touches no ban; the drift check ignores the blocklist.
-    rig.apply(&compile(
-        &[policy("q", Action::Allow, vec![rule("x", Action::Allow)])],
-        &[TEST_RUN_INTERFACE.into()],
+    rig.apply(
+        &compile(
+            &[policy("q", Action::Allow, vec![rule("x", Action::Allow)])],
+            &[TEST_RUN_INTERFACE.into()],
+        )
+        .unwrap(),
     )
-    .unwrap())
     .unwrap();
     assert!(rig.dataplane().repair_drift().unwrap().is_empty());
     assert_eq!(rig.run(&from_src("192.0.2.1")).unwrap(), XDP_DROP);
     // Expiry without anyone removing the entry.
     std::thread::sleep(Duration::from_millis(400));
-    assert_eq!(rig.run(&from_src("192.0.2.3")).unwrap(), XDP_PASS, "expired");
+    assert_eq!(
+        rig.run(&from_src("192.0.2.3")).unwrap(),
+        XDP_PASS,
+        "expired"
+    );
     // The sweep removes the expired ones only; a lift takes effect at once.
     let swept: Vec<String> = maps
         .sweep()
@@ -1040,17 +1066,22 @@ fn banned_sources_are_dropped_until_their_ban_expires_v4_and_v6() {
         .collect();
     assert_eq!(active, ["192.0.2.1", "2001:db8::1"]);
     assert!(maps.lift("192.0.2.1".parse().unwrap()).unwrap());
-    assert!(!maps.lift("192.0.2.1".parse().unwrap()).unwrap(), "lifted once");
+    assert!(
+        !maps.lift("192.0.2.1".parse().unwrap()).unwrap(),
+        "lifted once"
+    );
     assert_eq!(rig.run(&from_src("192.0.2.1")).unwrap(), XDP_PASS);
     // Audit mode: counted as audit, passed.
     rig.apply(&allow_all(Mode::Audit)).unwrap();
-    assert_eq!(rig.run(&from_src("2001:db8::1")).unwrap(), XDP_PASS, "audit");
-    assert!(
-        bans::counters(&rig.pin_dir())
-            .unwrap()
-            .iter()
-            .any(|c| c.0 == BanKind::Ratelimit && c.1 == SLOT_AUDIT && c.2 == 1),
+    assert_eq!(
+        rig.run(&from_src("2001:db8::1")).unwrap(),
+        XDP_PASS,
+        "audit"
     );
+    assert!(bans::counters(&rig.pin_dir())
+        .unwrap()
+        .iter()
+        .any(|c| c.0 == BanKind::Ratelimit && c.1 == SLOT_AUDIT && c.2 == 1),);
 }
 
 #[test]

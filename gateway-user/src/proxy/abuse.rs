@@ -22,7 +22,7 @@ use prometheus_client::metrics::counter::Counter;
 use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 
-use crate::compile::l7::table::{BanDef, L7Policy};
+use crate::compile::l7::table::{BanDef, BanKey, L7Policy};
 use crate::dataplane::bans::BanKind;
 
 /// Addresses whose failures are counted at once, per policy.
@@ -64,7 +64,9 @@ struct Tracker {
 impl Tracker {
     fn new(capacity: usize) -> Tracker {
         Tracker {
-            shards: (0..SHARDS).map(|_| Mutex::new(FxHashMap::default())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(FxHashMap::default()))
+                .collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
         }
     }
@@ -150,7 +152,7 @@ pub fn exempt(a: IpAddr, cidrs: &[IpNet]) -> bool {
 /// The failure counters of every policy with a `banOnAbuse`, kept across revisions.
 pub struct Abuse {
     banner: std::sync::OnceLock<Banner>,
-    trackers: Mutex<HashMap<(BanKind, Arc<str>), Arc<Tracker>>>,
+    trackers: Mutex<HashMap<BanKey, Arc<Tracker>>>,
     capacity: usize,
 }
 
@@ -193,7 +195,7 @@ impl Abuse {
     /// Returns the request sent, if any.
     pub fn fail(
         &self,
-        bans: &HashMap<(BanKind, Arc<str>), BanDef>,
+        bans: &HashMap<BanKey, BanDef>,
         kind: BanKind,
         policy: &Arc<str>,
         route: &Arc<str>,
@@ -256,7 +258,7 @@ mod tests {
         }
     }
 
-    fn bans(d: BanDef) -> HashMap<(BanKind, Arc<str>), BanDef> {
+    fn bans(d: BanDef) -> HashMap<BanKey, BanDef> {
         HashMap::from([((BanKind::Auth, Arc::from("ns/p")), d)])
     }
 
@@ -270,11 +272,16 @@ mod tests {
         let a: IpAddr = "192.0.2.7".parse().unwrap();
         assert!(abuse.fail(&b, BanKind::Auth, &p, &r, a).is_none());
         assert!(abuse.fail(&b, BanKind::Auth, &p, &r, a).is_none());
-        let sent = abuse.fail(&b, BanKind::Auth, &p, &r, a).expect("third failure bans");
+        let sent = abuse
+            .fail(&b, BanKind::Auth, &p, &r, a)
+            .expect("third failure bans");
         assert_eq!(sent.address, a);
         assert_eq!(sent.block_for, Duration::from_secs(10));
         assert_eq!(rx.try_recv().unwrap(), sent);
-        assert!(abuse.fail(&b, BanKind::Auth, &p, &r, a).is_none(), "counting restarts");
+        assert!(
+            abuse.fail(&b, BanKind::Auth, &p, &r, a).is_none(),
+            "counting restarts"
+        );
         // Another policy kind, or a policy without banOnAbuse: nothing counted.
         assert!(abuse.fail(&b, BanKind::Ratelimit, &p, &r, a).is_none());
         assert_eq!(abuse.tracked(BanKind::Ratelimit, "ns/p"), 0);
@@ -291,14 +298,24 @@ mod tests {
         let a: IpAddr = "2001:db8::1".parse().unwrap();
         let now = Instant::now();
         assert_eq!(t.fail(a, &d, now), None);
-        assert_eq!(t.fail(a, &d, now + Duration::from_millis(60)), None, "new window");
+        assert_eq!(
+            t.fail(a, &d, now + Duration::from_millis(60)),
+            None,
+            "new window"
+        );
         assert_eq!(t.fail(a, &d, now + Duration::from_millis(70)), Some(2));
     }
 
     #[test]
     fn loopback_trusted_and_never_ban_addresses_are_exempt() {
         let cidrs: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        for a in ["127.0.0.1", "::1", "::ffff:127.0.0.1", "10.1.2.3", "0.0.0.0"] {
+        for a in [
+            "127.0.0.1",
+            "::1",
+            "::ffff:127.0.0.1",
+            "10.1.2.3",
+            "0.0.0.0",
+        ] {
             assert!(exempt(a.parse().unwrap(), &cidrs), "{a}");
         }
         assert!(!exempt("192.0.2.1".parse().unwrap(), &cidrs));

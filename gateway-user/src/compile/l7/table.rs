@@ -726,8 +726,12 @@ pub struct L7Policy {
     /// Every AuthPolicy.
     pub auth: Vec<AuthDef>,
     /// The `banOnAbuse` of every policy that has one, by who bans and `namespace/name`.
-    pub bans: HashMap<(crate::dataplane::bans::BanKind, Arc<str>), BanDef>,
+    pub bans: HashMap<BanKey, BanDef>,
 }
+
+/// Who bans (`auth` or `ratelimit`) and the `namespace/name` of the policy: the key of a
+/// `banOnAbuse`.
+pub type BanKey = (crate::dataplane::bans::BanKind, Arc<str>);
 
 /// A policy's `banOnAbuse`, compiled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
