@@ -150,7 +150,9 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 let Some(m) = maps.as_mut() else { continue };
-                if let Err(e) = sweep(m, &mut known, &metrics) {
+                // Up to 2 x 65,536 entries to read: off the async workers' queue.
+                let swept = tokio::task::block_in_place(|| sweep(m, &mut known, &metrics));
+                if let Err(e) = swept {
                     warn!(error = %e, "could not read the blocklist");
                 }
                 metrics.active.set(known.len() as i64);
@@ -166,19 +168,14 @@ fn sweep(
     known: &mut BTreeMap<IpAddr, BanEntry>,
     metrics: &crate::telemetry::metrics::BanMetrics,
 ) -> Result<(), crate::dataplane::DataplaneError> {
-    let expired = maps.sweep()?;
+    let (expired, active) = maps.sweep()?;
     let now = monotonic_ns();
     for e in &expired {
         if known.contains_key(&e.address) {
             info!(address = %e.address, policy = %e.policy, reason = e.reason.as_str(), "ban expired; lifted");
         }
     }
-    let active: BTreeMap<IpAddr, BanEntry> = maps
-        .entries()?
-        .into_iter()
-        .filter(|e| e.expires_ns > now)
-        .map(|e| (e.address, e))
-        .collect();
+    let active: BTreeMap<IpAddr, BanEntry> = active.into_iter().map(|e| (e.address, e)).collect();
     for (a, e) in known.iter() {
         if !active.contains_key(a) && !expired.iter().any(|x| x.address == *a) {
             if e.expires_ns <= now {

@@ -226,14 +226,14 @@ impl BanMaps {
             .collect())
     }
 
-    /// Removes the expired entries; returns them.
-    pub fn sweep(&mut self) -> Result<Vec<BanEntry>, DataplaneError> {
+    /// Removes the expired entries; returns them, and the bans still in force (by address).
+    /// One read of the maps, and one more look-up per expired entry.
+    pub fn sweep(&mut self) -> Result<(Vec<BanEntry>, Vec<BanEntry>), DataplaneError> {
         let now = monotonic_ns();
-        let expired: Vec<BanEntry> = self
+        let (expired, active): (Vec<BanEntry>, Vec<BanEntry>) = self
             .entries()?
             .into_iter()
-            .filter(|e| e.expires_ns <= now)
-            .collect();
+            .partition(|e| e.expires_ns <= now);
         for e in &expired {
             // Re-read first: a new ban of the same address may have replaced the entry.
             let current = match e.address {
@@ -244,7 +244,7 @@ impl BanMaps {
                 self.lift(e.address)?;
             }
         }
-        Ok(expired)
+        Ok((expired, active))
     }
 }
 

@@ -1051,13 +1051,9 @@ fn banned_sources_are_dropped_until_their_ban_expires_v4_and_v6() {
         "expired"
     );
     // The sweep removes the expired ones only; a lift takes effect at once.
-    let swept: Vec<String> = maps
-        .sweep()
-        .unwrap()
-        .iter()
-        .map(|e| e.address.to_string())
-        .collect();
+    let (swept, in_force) = maps.sweep().unwrap();
     assert_eq!(swept.len(), 3, "{swept:?}");
+    assert_eq!(in_force.len(), 2, "{in_force:?}");
     let active: Vec<String> = maps
         .active()
         .unwrap()
