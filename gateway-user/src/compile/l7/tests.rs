@@ -1001,6 +1001,15 @@ fn the_example_routes_as_the_readme_says() {
         Some("\"per-client\";q=20;w=1, \"per-app\";q=600;w=60")
     );
     assert_eq!(limits("www.example.com", "/"), None);
+    // ... and bans abusers.
+    let ban = t.policy.bans[&(
+        crate::dataplane::bans::BanKind::Ratelimit,
+        "shop/orders-limits".into(),
+    )];
+    assert_eq!(
+        (ban.threshold, ban.within, ban.block_for),
+        (200, Duration::from_secs(60), Duration::from_secs(600))
+    );
 }
 
 fn limit_policy(name: &str, spec: &str) -> String {
