@@ -225,6 +225,15 @@ fn sources_failing_authentication_are_banned_in_xdp_until_expiry_or_lift() {
     let entry = wait_listed(&lab, A, true, Duration::from_secs(5)).unwrap();
     assert_eq!(entry["policy"], "default/app-auth", "{entry}");
     assert_eq!(entry["reason"], "auth", "{entry}");
+    let out = bans_cli(&lab, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("100.64.79.1")
+            && text.contains("default/app-auth")
+            && text.contains("1 ban(s) in force"),
+        "{text}"
+    );
     assert_dropped(&lab, A, PROXY);
     let r = get_from(&lab, A, PROXY, Some(GOOD_KEY), 1);
     assert_eq!(r.status, 0, "A gets no answer at all: {r:?}");
