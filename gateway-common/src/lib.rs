@@ -318,6 +318,70 @@ pub const ACTION_PASS: u32 = 0;
 /// Drop the packet.
 pub const ACTION_DROP: u32 = 1;
 
+/// Capacity of each blocklist map (`BANS_V4`, `BANS_V6`): sources banned at once per family.
+/// A ban that does not fit is refused by the kernel (E2BIG); the agent logs and counts it.
+pub const MAX_BANS: u32 = 1 << 16;
+/// `BanValue::kind`: banned by an AuthPolicy's `banOnAbuse` (too many 401s).
+pub const BAN_AUTH: u32 = 0;
+/// `BanValue::kind`: banned by a RateLimitPolicy's `banOnAbuse` (too many 429s).
+pub const BAN_RATELIMIT: u32 = 1;
+/// `BanValue::kind`: banned by hand (`tollgate bans add`).
+pub const BAN_MANUAL: u32 = 2;
+/// Entries of the per-CPU `BAN_COUNTERS` array (one per kind; the program masks the kind).
+pub const BAN_KINDS: u32 = 4;
+/// Bytes of `BanValue::policy`.
+pub const BAN_POLICY_BYTES: usize = 96;
+
+/// Key of the `BANS_V4` hash map: a banned IPv4 source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BanKeyV4 {
+    /// IPv4 source address, network order.
+    pub addr: [u8; 4],
+}
+const _: () = assert!(core::mem::size_of::<BanKeyV4>() == 4);
+
+/// Key of the `BANS_V6` hash map: a banned IPv6 source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BanKeyV6 {
+    /// IPv6 source address, network order.
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<BanKeyV6>() == 16);
+
+/// Value of the blocklist maps. The blocklist is not policy: it carries no generation, a
+/// revision never touches it, and the agent's drift check ignores it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BanValue {
+    /// The ban ends at this `bpf_ktime_get_ns` time (CLOCK_MONOTONIC, ns): from then on the
+    /// program ignores the entry, whether or not an agent is there to remove it.
+    pub expires_ns: u64,
+    /// When the ban was made (Unix seconds; for reports only).
+    pub banned_at_unix: u64,
+    /// `BAN_*`: the `BAN_COUNTERS` slot its drops are counted in.
+    pub kind: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// `namespace/name` of the policy that banned (UTF-8, zero-padded, cut at
+    /// `BAN_POLICY_BYTES`); `manual` for a ban by hand.
+    pub policy: [u8; BAN_POLICY_BYTES],
+}
+const _: () = assert!(core::mem::size_of::<BanValue>() == 120);
+
+impl Default for BanValue {
+    fn default() -> Self {
+        Self {
+            expires_ns: 0,
+            banned_at_unix: 0,
+            kind: 0,
+            _pad: 0,
+            policy: [0; BAN_POLICY_BYTES],
+        }
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -338,4 +402,7 @@ mod pod {
     unsafe impl aya::Pod for Bucket {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for RuleCounters {}
+    unsafe impl aya::Pod for BanKeyV4 {}
+    unsafe impl aya::Pod for BanKeyV6 {}
+    unsafe impl aya::Pod for BanValue {}
 }

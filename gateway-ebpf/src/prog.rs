@@ -49,6 +49,17 @@ static OFFENDERS: LruHashMap<OffenderKey, OffenderValue> = LruHashMap::pinned(MA
 static RULE_COUNTERS: PerCpuArray<RuleCounters> = PerCpuArray::pinned(MAX_RULE_IDS, 0);
 #[map]
 static STATS: PerCpuArray<Counter> = PerCpuArray::pinned(gateway_common::STATS, 0);
+/// The blocklist the L7 tier fills (`banOnAbuse`): not policy, no generation. Allocated on
+/// insert (BPF_F_NO_PREALLOC): an empty blocklist costs no memory.
+#[map]
+static BANS_V4: HashMap<BanKeyV4, BanValue> = HashMap::pinned(MAX_BANS, BPF_F_NO_PREALLOC);
+#[map]
+static BANS_V6: HashMap<BanKeyV6, BanValue> = HashMap::pinned(MAX_BANS, BPF_F_NO_PREALLOC);
+/// Packets dropped (or passed in audit mode) because their source is banned, per `BAN_*` kind.
+#[map]
+static BAN_COUNTERS: PerCpuArray<RuleCounters> = PerCpuArray::pinned(BAN_KINDS, 0);
+
+const BPF_F_NO_PREALLOC: u32 = 1;
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -256,6 +267,40 @@ fn count_rule(rule: u32, slot: usize, len: u64) {
     }
 }
 
+/// The kind of the source's ban when it is banned and the ban has not expired. An expired
+/// entry is ignored here, whether or not an agent is left to remove it.
+#[inline(always)]
+fn banned(p: &Parsed) -> Option<u32> {
+    let v = if p.v6 {
+        unsafe { BANS_V6.get(&BanKeyV6 { addr: p.src }) }
+    } else {
+        unsafe {
+            BANS_V4.get(&BanKeyV4 {
+                addr: [p.src[0], p.src[1], p.src[2], p.src[3]],
+            })
+        }
+    }?;
+    let expires = unsafe { read_volatile(&v.expires_ns) };
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now < expires {
+        Some(unsafe { read_volatile(&v.kind) })
+    } else {
+        None
+    }
+}
+
+#[inline(always)]
+fn count_ban(kind: u32, slot: usize, len: u64) {
+    if let Some(c) = BAN_COUNTERS.get_ptr_mut(kind & (BAN_KINDS - 1)) {
+        if slot < SLOTS {
+            unsafe {
+                (*c).slots[slot].packets += 1;
+                (*c).slots[slot].bytes += len;
+            }
+        }
+    }
+}
+
 #[inline(always)]
 fn port_verdict(entry: u32, p: &Parsed) -> Option<&'static Verdict> {
     let key = Key::new(
@@ -443,13 +488,28 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
         unsafe { IFACES.get(&IfaceKey { gen, ifindex }) }
     };
     let iface = match iface {
-        Some(i) if i.flags & IFACE_CONFIGURED != 0 => i,
-        _ => {
-            count_stat(STAT_UNCONFIGURED, len);
-            return ACTION_PASS;
-        }
+        Some(i) if i.flags & IFACE_CONFIGURED != 0 => Some(i),
+        _ => None,
     };
-    let audit = iface.flags & IFACE_AUDIT != 0;
+    let audit = match iface {
+        Some(i) => i.flags & IFACE_AUDIT != 0,
+        None => false,
+    };
+    // The blocklist first, on every attached interface (one with L7 routes but no L4 rule
+    // set too): a banned source is dropped before any policy lookup. In audit mode the drop
+    // is counted and the packet judged on as usual.
+    if let Some(kind) = banned(&p) {
+        if audit {
+            count_ban(kind, SLOT_AUDIT, len);
+        } else {
+            count_ban(kind, SLOT_DROP, len);
+            return ACTION_DROP;
+        }
+    }
+    let Some(iface) = iface else {
+        count_stat(STAT_UNCONFIGURED, len);
+        return ACTION_PASS;
+    };
     // The source side: the longest source prefix any rule names. Its verdict is in the trie
     // value itself when its rules name no protocol (a blocklist), else in the port table.
     let v1 = match source_entry(iface.scope, &p) {

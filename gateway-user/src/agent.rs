@@ -323,6 +323,16 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     };
     info!(address = %config.admin, webhook, "admin server: /metrics /healthz /readyz /status");
     let proxy = Proxy::new(config.proxy.clone(), shared.metrics.http.clone());
+    // banOnAbuse: the proxy hands bans to the ban task, the one writer of the blocklist.
+    let (ban_tx, ban_rx) = tokio::sync::mpsc::channel(crate::proxy::abuse::BAN_QUEUE);
+    let stop_bans = tokio_util::sync::CancellationToken::new();
+    let ban_task = tokio::spawn(crate::bans::run(
+        config.pin_dir.clone(),
+        ban_rx,
+        shared.clone(),
+        stop_bans.clone(),
+    ));
+    proxy.send_bans_to(ban_tx, shared.metrics.bans.dropped.clone());
     dp.attach_all(&config.interfaces, config.attach_mode)
         .context("attach")?;
     for (iface, how) in dp.attached() {
@@ -419,6 +429,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             "stopping with HTTP connections still open after the drain timeout"
         );
     }
+    stop_bans.cancel();
+    let _ = ban_task.await;
     if config.detach_on_exit {
         drop(dp);
         let removed = dataplane::detach(&config.pin_dir)?;

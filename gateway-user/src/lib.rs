@@ -9,6 +9,7 @@
 //! ```
 //! Nothing below `compile` sees raw YAML; nothing above `dataplane` touches a map.
 pub mod agent;
+pub mod bans;
 pub mod cli;
 pub mod compile;
 pub mod dataplane;

@@ -1196,6 +1196,42 @@ pub const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The log line the agent prints once a revision is enforced.
 pub const POLICY_APPLIED: &str = "policy applied";
 
+/// A plain HTTP/1.1 GET on loopback (the admin server, Prometheus): the status code and the
+/// body. `headers` are extra header lines, each ending in `\r\n`. `None` when nothing answers.
+pub fn http_get(port: u16, path: &str, headers: &str) -> Option<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    let code = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// The value of the first sample line of a metrics exposition that starts with `prefix` (a
+/// metric name with its labels, or followed by a space).
+pub fn metric_value(text: &str, prefix: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1265,40 +1301,4 @@ mod tests {
             "{doc}"
         );
     }
-}
-
-/// A plain HTTP/1.1 GET on loopback (the admin server, Prometheus): the status code and the
-/// body. `headers` are extra header lines, each ending in `\r\n`. `None` when nothing answers.
-pub fn http_get(port: u16, path: &str, headers: &str) -> Option<(u16, String)> {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    let _ = s.read_to_string(&mut raw);
-    let code = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((code, body))
-}
-
-/// The value of the first sample line of a metrics exposition that starts with `prefix` (a
-/// metric name with its labels, or followed by a space).
-pub fn metric_value(text: &str, prefix: &str) -> Option<u64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
 }

@@ -9,6 +9,7 @@ use crate::compile::l7::path::normalize;
 use crate::compile::l7::table::{KeyLocation, LimitKey, MatchDef, PathMatch, RequestView};
 use crate::compile::packet::{Outcome, Packet, Reason};
 use crate::compile::snapshot::{compile_documents, ANY_OTHER_INTERFACE};
+use crate::dataplane::bans::BanKind;
 use crate::source::dir::read_dir;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
@@ -344,14 +345,44 @@ fn explain_request(
             let files: Vec<String> = a.basic.iter().map(ToString::to_string).collect();
             how.push(format!("basic auth (users of {})", files.join(", ")));
         }
+        for p in &a.jwt {
+            how.push(format!(
+                "a JWT of provider {}{} (consumer from claim {})",
+                p.name,
+                p.issuer
+                    .as_ref()
+                    .map(|i| format!(", issuer {i}"))
+                    .unwrap_or_default(),
+                p.consumer_claim
+            ));
+        }
+        if let Some(field) = &a.client_certificate {
+            how.push(format!(
+                "a verified client certificate (consumer from {field:?})"
+            ));
+        }
         println!(
             "auth:      AuthPolicy {}: needs {}; without valid credentials: 401 with WWW-Authenticate",
             a.policy,
             how.join(" or ")
         );
+        if let Some(allowed) = &a.allowed_consumers {
+            let names: Vec<&str> = allowed.iter().map(|c| &**c).collect();
+            println!(
+                "           only consumers {} are allowed; others: 403",
+                names.join(", ")
+            );
+        }
+        if let Some(ban) = policy.bans.get(&(BanKind::Auth, a.policy.clone())) {
+            println!(
+                "           banOnAbuse: {} failures within {:?} from one address: its packets are dropped in XDP for {:?}",
+                ban.threshold, ban.within, ban.block_for
+            );
+        }
     } else {
         println!("auth:      none (no AuthPolicy targets this route)");
     }
+    let mut shown_bans: Vec<std::sync::Arc<str>> = Vec::new();
     for &i in &rule.rate_limits.limits {
         let l = &policy.rate_limits[i];
         let key = match &l.key {
@@ -372,6 +403,18 @@ fn explain_request(
                 "; over it: 429 with Retry-After"
             }
         );
+        let first_of_policy = !shown_bans.contains(&l.policy);
+        shown_bans.push(l.policy.clone());
+        if let Some(ban) = policy
+            .bans
+            .get(&(BanKind::Ratelimit, l.policy.clone()))
+            .filter(|_| first_of_policy)
+        {
+            println!(
+                "           banOnAbuse: {} rejections within {:?} from one address: its packets are dropped in XDP for {:?}",
+                ban.threshold, ban.within, ban.block_for
+            );
+        }
     }
     if let Some(r) = &rule.redirect {
         println!(

@@ -1,4 +1,5 @@
 //! The command line: one file per command. `main.rs` only calls [`main`].
+pub mod bans;
 pub mod config;
 pub mod counters;
 pub mod crds;
@@ -124,6 +125,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
+    /// List, lift or add bans of the XDP blocklist (banOnAbuse), from the pinned maps.
+    Bans(bans::BansArgs),
     /// Print the per-rule packet counters from the pinned maps.
     Counters {
         /// Pin directory on a bpffs.
@@ -296,6 +299,7 @@ pub fn main() -> anyhow::Result<i32> {
             );
             Ok(0)
         }
+        Command::Bans(args) => bans::bans(args),
         Command::Counters {
             pin_dir,
             state_dir,

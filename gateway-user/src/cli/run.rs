@@ -84,6 +84,10 @@ pub struct RunArgs {
     /// the peer, and their X-Forwarded-For is replaced.
     #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_cidr)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Addresses banOnAbuse never puts into the XDP blocklist: a CIDR or an address (repeat for
+    /// several). Loopback addresses and --trusted-proxy CIDRs are never banned either.
+    #[arg(long = "never-ban", value_name = "CIDR", value_parser = parse_cidr)]
+    pub never_ban: Vec<ipnet::IpNet>,
     /// Access log, one JSON line per request on stdout: on, off, or sample=N (one request in
     /// N, and every 5xx).
     #[arg(long, default_value = "on", env = "TOLLGATE_ACCESS_LOG")]
@@ -224,6 +228,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         proxy: ProxyConfig {
             address: args.gateway_address,
             trusted_proxies: args.trusted_proxies,
+            never_ban: args.never_ban,
             access_log: args.access_log,
             limits: Default::default(),
             tls_secrets_dir: args.tls_secrets_dir,

@@ -50,6 +50,9 @@ pub fn status(admin: SocketAddr, json: bool) -> anyhow::Result<i32> {
         "rules: {}, source entries: {}, port entries: {}",
         v["rules"], v["source_entries"], v["port_entries"]
     );
+    if let Some(n) = v["bans_total"].as_u64() {
+        println!("bans:       {n} in force (banOnAbuse; `tollgate bans` lists them)");
+    }
     Ok(0)
 }
 

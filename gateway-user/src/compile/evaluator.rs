@@ -349,8 +349,8 @@ mod tests {
         let backward = policy("p", Action::Allow, reversed_rules);
         for p in &packets {
             assert_eq!(
-                evaluate(&[forward.clone()], "eth0", p),
-                evaluate(&[backward.clone()], "eth0", p),
+                evaluate(std::slice::from_ref(&forward), "eth0", p),
+                evaluate(std::slice::from_ref(&backward), "eth0", p),
                 "{p:?}"
             );
         }
@@ -387,7 +387,7 @@ mod tests {
             vec![tcp_ports(rule("ssh", Action::Allow), &[(22, 22)])],
         );
         assert_eq!(
-            evaluate(&[p.clone()], "eth0", &tcp("10.0.0.1", 80)),
+            evaluate(std::slice::from_ref(&p), "eth0", &tcp("10.0.0.1", 80)),
             decision(Outcome::Drop, Reason::Default, None, vec![])
         );
         assert_eq!(
@@ -665,7 +665,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            evaluate(&[c.clone()], "eth0", &tcp("10.1.1.1", 80)).rule,
+            evaluate(std::slice::from_ref(&c), "eth0", &tcp("10.1.1.1", 80)).rule,
             Some(rref("p", "a-b"))
         );
         let d = policy(

@@ -27,6 +27,7 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use regex::{Regex, RegexBuilder};
 
 use super::{PolicyError, PolicyErrors};
+use crate::dataplane::bans::BanKind;
 use crate::model::auth::{AuthPolicy, CertificateField, CredentialRef};
 use crate::model::backend::{Backend, LoadBalancerType};
 use crate::model::gateway::{Gateway, Listener, GATEWAY_API_GROUP};
@@ -38,11 +39,11 @@ use crate::model::route::{
 use crate::model::{Located, Object};
 pub use table::RouteTable;
 use table::{
-    ApiKeyDef, Attachment, AuthDef, BackendDef, HeaderMatch, HeaderModifier, HostPattern, JwksDef,
-    JwtProviderDef, KeyLocation, L7Policy, LimitKey, ListenerDef, ListenerTls, LoadBalancing,
-    MatchDef, PathMatch, PathModifier, QueryMatch, RateLimitDef, Redirect, Retry, RouteDef,
-    RouteLimits, Rule, RuleDef, SecretRef, Timeouts, TokenLocation, UrlRewrite, ValueMatch,
-    WeightedBackend,
+    ApiKeyDef, Attachment, AuthDef, BackendDef, BanDef, HeaderMatch, HeaderModifier, HostPattern,
+    JwksDef, JwtProviderDef, KeyLocation, L7Policy, LimitKey, ListenerDef, ListenerTls,
+    LoadBalancing, MatchDef, PathMatch, PathModifier, QueryMatch, RateLimitDef, Redirect, Retry,
+    RouteDef, RouteLimits, Rule, RuleDef, SecretRef, Timeouts, TokenLocation, UrlRewrite,
+    ValueMatch, WeightedBackend,
 };
 
 /// Listeners per Gateway (the Gateway API's limit).
@@ -290,7 +291,8 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
             },
             errors,
         };
-        let Some((targets, def)) = auth_policy(&mut c, ns, o.value.name(), p, &route_names) else {
+        let Some((targets, def, ban)) = auth_policy(&mut c, ns, o.value.name(), p, &route_names)
+        else {
             continue;
         };
         let index = policy.auth.len();
@@ -310,6 +312,9 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
         if ok {
             for t in targets {
                 route_auth.insert((ns.to_owned(), t), index);
+            }
+            if let Some(ban) = ban {
+                policy.bans.insert((BanKind::Auth, def.policy.clone()), ban);
             }
             policy.auth.push(def);
         }
@@ -334,9 +339,14 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
             },
             errors,
         };
-        if let Some((targets, defs)) =
+        if let Some((targets, defs, ban)) =
             rate_limit_policy(&mut c, ns, o.value.name(), p, &route_names, &route_auth)
         {
+            // Shadow limits refuse nothing, so they never ban.
+            if let (Some(ban), false) = (ban, p.spec.mode == RateLimitMode::Shadow) {
+                let label: Arc<str> = format!("{ns}/{}", o.value.name()).into();
+                policy.bans.insert((BanKind::Ratelimit, label), ban);
+            }
             let first = policy.rate_limits.len();
             policy.rate_limits.extend(defs);
             let indexes: Vec<usize> = (first..policy.rate_limits.len()).collect();
@@ -1332,7 +1342,7 @@ fn auth_policy(
     name: &str,
     p: &AuthPolicy,
     routes: &HashSet<(&str, &str)>,
-) -> Option<(Vec<String>, AuthDef)> {
+) -> Option<(Vec<String>, AuthDef, Option<BanDef>)> {
     let before = c.errors.len();
     let spec = &p.spec;
     let targets = check_target_refs(
@@ -1343,12 +1353,10 @@ fn auth_policy(
         &spec.target_refs,
         routes,
     );
-    if spec.ban_on_abuse.is_some() {
-        c.error(
-            "spec.banOnAbuse",
-            "bans into the XDP blocklist are not built yet; remove banOnAbuse",
-        );
-    }
+    let ban = spec
+        .ban_on_abuse
+        .as_ref()
+        .and_then(|b| ban_on_abuse(c, "failures", b.failures, &b.within, &b.block_for));
     if spec.api_key.is_none()
         && spec.basic_auth.is_none()
         && spec.jwt.is_none()
@@ -1499,6 +1507,7 @@ fn auth_policy(
                 client_certificate,
                 allowed_consumers,
             },
+            ban,
         )
     })
 }
@@ -1786,7 +1795,7 @@ fn rate_limit_policy(
     p: &RateLimitPolicy,
     routes: &HashSet<(&str, &str)>,
     route_auth: &HashMap<(String, String), usize>,
-) -> Option<(Vec<String>, Vec<RateLimitDef>)> {
+) -> Option<(Vec<String>, Vec<RateLimitDef>, Option<BanDef>)> {
     let before = c.errors.len();
     let spec = &p.spec;
     let targets = check_target_refs(
@@ -1936,7 +1945,54 @@ fn rate_limit_policy(
             });
         }
     }
-    (c.errors.len() == before).then_some((targets, defs))
+    let ban = spec
+        .ban_on_abuse
+        .as_ref()
+        .and_then(|b| ban_on_abuse(c, "rejections", b.rejections, &b.within, &b.block_for));
+    (c.errors.len() == before).then_some((targets, defs, ban))
+}
+
+/// Most failures a `banOnAbuse` can count to.
+pub const MAX_BAN_THRESHOLD: i64 = 1_000_000;
+/// Longest `banOnAbuse.within` and `banOnAbuse.blockFor`.
+pub const MAX_BAN_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Checks a `banOnAbuse` (`count_field` is `failures` or `rejections`).
+fn ban_on_abuse(
+    c: &mut Checker<'_, '_>,
+    count_field: &str,
+    count: i64,
+    within: &str,
+    block_for: &str,
+) -> Option<BanDef> {
+    let before = c.errors.len();
+    if !(1..=MAX_BAN_THRESHOLD).contains(&count) {
+        c.error(
+            format!("spec.banOnAbuse.{count_field}"),
+            format!("{count} is out of range 1-{MAX_BAN_THRESHOLD}"),
+        );
+    }
+    let mut duration = |field: &str, value: &str| match parse_duration(value) {
+        Ok(d) if d < Duration::from_secs(1) || d > MAX_BAN_DURATION => {
+            c.error(
+                format!("spec.banOnAbuse.{field}"),
+                format!("\"{value}\" is out of range 1s-24h"),
+            );
+            Duration::ZERO
+        }
+        Ok(d) => d,
+        Err(why) => {
+            c.error(format!("spec.banOnAbuse.{field}"), why);
+            Duration::ZERO
+        }
+    };
+    let within = duration("within", within);
+    let block_for = duration("blockFor", block_for);
+    (c.errors.len() == before).then_some(BanDef {
+        threshold: count as u32,
+        within,
+        block_for,
+    })
 }
 
 /// A filter sets the field of its type and no other.

@@ -23,7 +23,7 @@ pub struct RuleCount {
     pub rule: String,
     /// `pass` or `drop`.
     pub action: &'static str,
-    /// `policy`, `ratelimit`, `default` or `audit`.
+    /// `policy`, `ratelimit`, `default`, `blocklist` or `audit`.
     pub reason: &'static str,
     /// Packets.
     pub packets: u64,
@@ -119,6 +119,25 @@ pub fn read_named(
                 reason,
                 packets: c.packets,
                 bytes: c.bytes,
+            });
+        }
+    }
+    // The blocklist (banOnAbuse): one row per kind. Maps pinned by a build without a
+    // blocklist have no BAN_COUNTERS: no rows then.
+    if let Ok(bans) = super::bans::counters(pin_dir) {
+        for (kind, slot, packets, bytes) in bans {
+            let (action, reason) = if slot == SLOT_AUDIT {
+                ("pass", "audit")
+            } else {
+                ("drop", "blocklist")
+            };
+            report.rules.push(RuleCount {
+                policy: super::bans::BAN_COUNTER_POLICY.into(),
+                rule: kind.as_str().into(),
+                action,
+                reason,
+                packets,
+                bytes,
             });
         }
     }

@@ -4,7 +4,8 @@
 //! # Pin layout (`--pin-dir`, default `/sys/fs/bpf/tollgate`)
 //!
 //! ```text
-//! maps/<MAP>              every map (the program's `#[map]` statics), reused by a restarted agent
+//! maps/<MAP>              every map (the program's `#[map]` statics), reused by a restarted agent;
+//!                         maps/BANS_V4, BANS_V6, BAN_COUNTERS are the blocklist ([`bans`])
 //! progs/tollgate_xdp      the XDP program, progs/tollgate_tc the TC program
 //! links/<mode>/<iface>    one link per interface; mode is xdp-native, xdp-generic or tcx
 //!                         (bpffs refuses '.' in names: a '.' in an interface name is pinned as '~')
@@ -21,6 +22,7 @@
 //! `CONFIG.active_gen`, waits for an RCU grace period (every packet that read the old generation
 //! has finished: XDP and TC programs run inside RCU read-side sections), and then brings the old
 //! generation up to date too, so that the next revision's diff is again only its own change.
+pub mod bans;
 pub mod counters;
 pub mod ids;
 pub mod offenders;

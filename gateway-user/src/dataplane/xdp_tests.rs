@@ -848,7 +848,7 @@ fn interfaces_with_large_indexes_are_judged_through_the_hash_map() {
         Action::Allow,
         vec![from(rule("scanners", Action::Deny), &["203.0.113.0/24"])],
     )];
-    rig.apply(&compile(&policies, &[veth.0.clone()]).unwrap())
+    rig.apply(&compile(&policies, std::slice::from_ref(&veth.0)).unwrap())
         .unwrap();
     let f = frame(
         &Packet {
@@ -928,4 +928,173 @@ fn maps_pinned_by_another_layout_are_refused_with_a_clear_error() {
         "{err}"
     );
     let _ = std::fs::remove_file(pins.join("maps/SRC_V4"));
+}
+
+/// A TCP packet to port 443 from `src`.
+fn from_src(src: &str) -> Vec<u8> {
+    frame(
+        &Packet {
+            src: src.parse().unwrap(),
+            protocol: 6,
+            l4: L4::Port(443),
+        },
+        FrameOptions::default(),
+    )
+}
+
+#[test]
+fn banned_sources_are_dropped_until_their_ban_expires_v4_and_v6() {
+    use super::bans::{self, BanKind, BanMaps};
+    use gateway_common::{SLOT_AUDIT, SLOT_DROP};
+    require_root!();
+    let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    let allow_all = |mode: Mode| {
+        let mut p = policy("p", Action::Allow, vec![]);
+        p.mode = mode;
+        compile(&[p], &[TEST_RUN_INTERFACE.into()]).unwrap()
+    };
+    let mut maps = BanMaps::open(&rig.pin_dir()).unwrap();
+    let long = Duration::from_secs(600);
+    // Before any revision (an interface with no L4 rule set): bans apply all the same.
+    maps.ban("192.0.2.1".parse().unwrap(), long, BanKind::Auth, "ns/p")
+        .unwrap();
+    assert_eq!(
+        rig.run(&from_src("192.0.2.1")).unwrap(),
+        XDP_DROP,
+        "unconfigured"
+    );
+    assert_eq!(
+        rig.run(&from_src("192.0.2.9")).unwrap(),
+        XDP_PASS,
+        "unconfigured"
+    );
+    rig.apply(&allow_all(Mode::Enforce)).unwrap();
+    for (a, kind) in [
+        ("192.0.2.1", BanKind::Auth),
+        ("2001:db8::1", BanKind::Ratelimit),
+    ] {
+        maps.ban(a.parse().unwrap(), long, kind, "ns/p").unwrap();
+    }
+    // Expired bans: left in the maps as by a dead agent.
+    maps.ban(
+        "192.0.2.2".parse().unwrap(),
+        Duration::ZERO,
+        BanKind::Auth,
+        "ns/p",
+    )
+    .unwrap();
+    maps.ban(
+        "2001:db8::2".parse().unwrap(),
+        Duration::ZERO,
+        BanKind::Auth,
+        "ns/p",
+    )
+    .unwrap();
+    // A short one, to watch expire.
+    maps.ban(
+        "192.0.2.3".parse().unwrap(),
+        Duration::from_millis(300),
+        BanKind::Manual,
+        "manual",
+    )
+    .unwrap();
+    let cases = [
+        ("192.0.2.1", XDP_DROP, "banned v4"),
+        ("2001:db8::1", XDP_DROP, "banned v6"),
+        ("192.0.2.2", XDP_PASS, "expired v4"),
+        ("2001:db8::2", XDP_PASS, "expired v6"),
+        ("192.0.2.3", XDP_DROP, "short ban, in force"),
+        ("192.0.2.9", XDP_PASS, "not banned v4"),
+        ("2001:db8::9", XDP_PASS, "not banned v6"),
+    ];
+    for (src, want, what) in cases {
+        assert_eq!(rig.run(&from_src(src)).unwrap(), want, "{what} ({src})");
+    }
+    // Counted per kind, with reason blocklist.
+    let counted = bans::counters(&rig.pin_dir()).unwrap();
+    let len = from_src("192.0.2.1").len() as u64;
+    assert!(
+        counted.contains(&(BanKind::Auth, SLOT_DROP, 2, 2 * len)),
+        "{counted:?}"
+    );
+    assert!(
+        counted
+            .iter()
+            .any(|c| c.0 == BanKind::Ratelimit && c.2 == 1),
+        "{counted:?}"
+    );
+    let report = counters::read(&rig.pin_dir(), &rig.state_dir()).unwrap();
+    assert!(
+        report
+            .rules
+            .iter()
+            .any(|r| r.policy == "banOnAbuse" && r.rule == "auth" && r.reason == "blocklist"),
+        "{:?}",
+        report.rules
+    );
+    // A new revision touches no ban; the drift check ignores the blocklist.
+    rig.apply(
+        &compile(
+            &[policy("q", Action::Allow, vec![rule("x", Action::Allow)])],
+            &[TEST_RUN_INTERFACE.into()],
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(rig.dataplane().repair_drift().unwrap().is_empty());
+    assert_eq!(rig.run(&from_src("192.0.2.1")).unwrap(), XDP_DROP);
+    // Expiry without anyone removing the entry.
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        rig.run(&from_src("192.0.2.3")).unwrap(),
+        XDP_PASS,
+        "expired"
+    );
+    // The sweep removes the expired ones only; a lift takes effect at once.
+    let (swept, in_force) = maps.sweep().unwrap();
+    assert_eq!(swept.len(), 3, "{swept:?}");
+    assert_eq!(in_force.len(), 2, "{in_force:?}");
+    let active: Vec<String> = maps
+        .active()
+        .unwrap()
+        .iter()
+        .map(|e| e.address.to_string())
+        .collect();
+    assert_eq!(active, ["192.0.2.1", "2001:db8::1"]);
+    assert!(maps.lift("192.0.2.1".parse().unwrap()).unwrap());
+    assert!(
+        !maps.lift("192.0.2.1".parse().unwrap()).unwrap(),
+        "lifted once"
+    );
+    assert_eq!(rig.run(&from_src("192.0.2.1")).unwrap(), XDP_PASS);
+    // Audit mode: counted as audit, passed.
+    rig.apply(&allow_all(Mode::Audit)).unwrap();
+    assert_eq!(
+        rig.run(&from_src("2001:db8::1")).unwrap(),
+        XDP_PASS,
+        "audit"
+    );
+    assert!(bans::counters(&rig.pin_dir())
+        .unwrap()
+        .iter()
+        .any(|c| c.0 == BanKind::Ratelimit && c.1 == SLOT_AUDIT && c.2 == 1),);
+}
+
+#[test]
+fn a_full_blocklist_refuses_a_ban_with_an_error_not_a_crash() {
+    use super::bans::{BanError, BanKind, BanMaps};
+    require_root!();
+    let rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    let mut maps = BanMaps::open(&rig.pin_dir()).unwrap();
+    let d = Duration::from_secs(60);
+    for i in 0..gateway_common::MAX_BANS {
+        let a = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+        maps.ban(a.into(), d, BanKind::Auth, "ns/p")
+            .unwrap_or_else(|e| panic!("ban {i}: {e}"));
+    }
+    let r = maps.ban("192.0.2.1".parse().unwrap(), d, BanKind::Auth, "ns/p");
+    assert!(matches!(r, Err(BanError::Full)), "{r:?}");
+    // Replacing an existing ban still works when full.
+    maps.ban("10.0.0.1".parse().unwrap(), d, BanKind::Manual, "manual")
+        .unwrap();
 }

@@ -57,10 +57,9 @@ pub struct AuthPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_consumers: Option<Vec<String>>,
 
-    /// Bans of sources that fail too often: not built yet (refused).
+    /// Puts a client address that fails authentication too often into the XDP blocklist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(skip)]
-    pub ban_on_abuse: Option<serde_json::Value>,
+    pub ban_on_abuse: Option<super::ban::AuthBanOnAbuse>,
 }
 
 /// Where a request carries its API key, and the files of the valid keys.

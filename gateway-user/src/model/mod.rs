@@ -14,6 +14,7 @@ use serde_json::Value;
 
 pub mod auth;
 pub mod backend;
+pub mod ban;
 pub mod gateway;
 pub mod l4;
 pub mod ratelimit;

@@ -37,6 +37,10 @@ pub struct RateLimitPolicySpec {
     /// through, and count them in `tollgate_http_ratelimited_total` and the access log.
     #[serde(default)]
     pub mode: RateLimitMode,
+
+    /// Puts a client address refused with 429 too often into the XDP blocklist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ban_on_abuse: Option<super::ban::RateLimitBanOnAbuse>,
 }
 
 /// A reference to the object a policy applies to.

@@ -14,6 +14,7 @@
 //! HTTPS listeners: see [`tls`]. Their certificates are loaded by `prepare` (a bad file refuses
 //! the revision) and reloaded by a timer when their files change. The credential files of
 //! AuthPolicies ([`auth`]) are loaded and reloaded the same way.
+pub mod abuse;
 pub mod access_log;
 pub mod auth;
 pub mod body;
@@ -137,8 +138,11 @@ impl Default for Limits {
 pub struct ProxyConfig {
     /// Address the listeners bind (every Gateway listener port on it).
     pub address: IpAddr,
-    /// Peers whose `X-Forwarded-For` is believed.
+    /// Peers whose `X-Forwarded-For` is believed (never banned by `banOnAbuse`).
     pub trusted_proxies: Vec<IpNet>,
+    /// Addresses `banOnAbuse` never bans (`--never-ban`), besides loopback and
+    /// `trusted_proxies`.
+    pub never_ban: Vec<IpNet>,
     /// Which requests are logged.
     pub access_log: AccessLog,
     /// Limits.
@@ -153,6 +157,7 @@ impl Default for ProxyConfig {
         ProxyConfig {
             address: IpAddr::from([0, 0, 0, 0]),
             trusted_proxies: Vec::new(),
+            never_ban: Vec::new(),
             access_log: AccessLog::On,
             limits: Limits::default(),
             tls_secrets_dir: PathBuf::from(tls::DEFAULT_TLS_SECRETS_DIR),
@@ -190,6 +195,7 @@ pub struct Core {
     rate_limits: limit::Registry,
     certs: tls::CertStore,
     credentials: auth::AuthStore,
+    abuse: abuse::Abuse,
 }
 
 /// Why a revision's listeners cannot be opened.
@@ -270,6 +276,7 @@ impl Proxy {
             metrics,
             client,
             rate_limits: limit::Registry::default(),
+            abuse: abuse::Abuse::default(),
         };
         let core = Arc::new(core);
         let reloader = CancellationToken::new();
@@ -332,6 +339,7 @@ impl Proxy {
             .registry
             .resolve(&table.policy.backends, &self.core.metrics.ejections);
         let limiters = self.core.rate_limits.resolve(&table.policy.rate_limits);
+        self.core.abuse.retain(&table.policy);
         let ports = table.listen_ports();
         self.core.certs.commit(&prepared.tls);
         self.core.state.store(Arc::new(Active {
@@ -365,6 +373,22 @@ impl Proxy {
                 info!(address = %SocketAddr::new(self.core.config.address, port), "HTTP listener closed (no longer in the revision)");
             }
         }
+    }
+
+    /// Sends the bans of `banOnAbuse` to `tx` (the ban task, which owns the blocklist maps);
+    /// a ban that finds the queue full is dropped and counted in `dropped`. Without this, the
+    /// proxy counts failures but bans nothing. Exempt: loopback, `trusted_proxies`,
+    /// `never_ban`.
+    pub fn send_bans_to(
+        &self,
+        tx: tokio::sync::mpsc::Sender<abuse::BanRequest>,
+        dropped: prometheus_client::metrics::counter::Counter,
+    ) {
+        let mut exempt = self.core.config.trusted_proxies.clone();
+        exempt.extend(self.core.config.never_ban.iter().copied());
+        self.core
+            .abuse
+            .install(abuse::Banner::new(tx, exempt, dropped));
     }
 
     /// The ports listening now.

@@ -24,6 +24,7 @@ use super::{auth, limit};
 use super::{Active, Core, UpstreamBody};
 use crate::compile::l7::path::normalize;
 use crate::compile::l7::table::{Redirect, RequestView, Rule};
+use crate::dataplane::bans::BanKind;
 use crate::telemetry::metrics::{AuthFailureLabels, RateLimitedLabels, UpstreamErrorLabels};
 
 /// Route label of requests no route matched.
@@ -276,6 +277,13 @@ pub async fn handle(
                 done.consumer = Some(ok.consumer);
             }
             Err(failure) => {
+                core.abuse.fail(
+                    &active.table.policy.bans,
+                    BanKind::Auth,
+                    &def.policy,
+                    &rule.route,
+                    client,
+                );
                 core.metrics
                     .auth_failures
                     .get_or_create(&AuthFailureLabels {
@@ -329,6 +337,13 @@ pub async fn handle(
         if let Some((i, retry_after)) = outcome.refused {
             let def = &defs[i];
             ratelimited(&core, &rule.route, &def.policy);
+            core.abuse.fail(
+                &active.table.policy.bans,
+                BanKind::Ratelimit,
+                &def.policy,
+                &rule.route,
+                client,
+            );
             done.ratelimit = "refused";
             done.ratelimit_policy = Some(def.policy.clone());
             let wait = limit::ceil_secs(retry_after).max(1);

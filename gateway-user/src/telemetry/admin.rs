@@ -72,8 +72,11 @@ const STATUS_OFFENDERS: usize = 20;
 async fn status(State(shared): State<Arc<Shared>>) -> Response {
     let s = shared.status.read().map(|s| s.clone()).unwrap_or_default();
     let pin_dir = shared.pin_dir.clone();
-    let top = tokio::task::spawn_blocking(move || {
-        crate::dataplane::offenders::top(&pin_dir, STATUS_OFFENDERS).unwrap_or_default()
+    let (top, bans) = tokio::task::spawn_blocking(move || {
+        (
+            crate::dataplane::offenders::top(&pin_dir, STATUS_OFFENDERS).unwrap_or_default(),
+            crate::bans::report(&pin_dir, crate::bans::STATUS_BANS).unwrap_or_default(),
+        )
     })
     .await
     .unwrap_or_default();
@@ -86,6 +89,8 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
         })
         .unwrap_or_default();
     v["top_offenders"] = serde_json::to_value(top).unwrap_or_default();
+    v["bans"] = serde_json::to_value(&bans.bans).unwrap_or_default();
+    v["bans_total"] = bans.total.into();
     v["top_offenders_sample_rate"] = crate::dataplane::offenders::sample_rate().into();
     Json(v).into_response()
 }

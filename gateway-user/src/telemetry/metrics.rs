@@ -28,7 +28,7 @@ pub struct RuleLabels {
     pub rule: String,
     /// `pass` or `drop`.
     pub action: String,
-    /// `policy`, `ratelimit`, `default` or `audit`.
+    /// `policy`, `ratelimit`, `default`, `blocklist` or `audit`.
     pub reason: String,
 }
 
@@ -259,6 +259,73 @@ impl HttpMetrics {
     }
 }
 
+/// Labels of `tollgate_bans_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BanLabels {
+    /// `namespace/name` of the policy that banned (`manual` for `tollgate bans add`).
+    pub policy: String,
+    /// `auth`, `ratelimit` or `manual`.
+    pub reason: &'static str,
+}
+
+/// The metrics of `banOnAbuse` (cheap to clone: every metric is shared). Never an address as
+/// a label.
+#[derive(Debug, Clone)]
+pub struct BanMetrics {
+    /// `tollgate_bans_total{policy,reason}`: sources put into the XDP blocklist by the agent.
+    pub bans: Family<BanLabels, Counter>,
+    /// `tollgate_bans_active`: bans in force (read from the blocklist on the ban task's timer).
+    pub active: Gauge,
+    /// `tollgate_ban_requests_dropped_total`: bans the proxy could not hand to the ban task
+    /// (its queue was full).
+    pub dropped: Counter,
+    /// `tollgate_ban_failures_total{reason}`: bans the kernel refused: `full` (the blocklist
+    /// holds its capacity) or `error`.
+    pub failures: Family<ReasonLabel, Counter>,
+}
+
+impl BanMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let bans = Family::<BanLabels, Counter>::default();
+        registry.register(
+            "tollgate_bans",
+            "Sources put into the XDP blocklist, by policy and reason (auth, ratelimit, manual).",
+            bans.clone(),
+        );
+        let active = Gauge::default();
+        registry.register(
+            "tollgate_bans_active",
+            "Sources in the XDP blocklist now.",
+            active.clone(),
+        );
+        let dropped = Counter::default();
+        registry.register(
+            "tollgate_ban_requests_dropped",
+            "Bans lost because the ban task's queue was full.",
+            dropped.clone(),
+        );
+        let failures = Family::<ReasonLabel, Counter>::default();
+        for reason in ["full", "error"] {
+            failures
+                .get_or_create(&ReasonLabel {
+                    reason: reason.into(),
+                })
+                .inc_by(0);
+        }
+        registry.register(
+            "tollgate_ban_failures",
+            "Bans the kernel refused: full (the blocklist is at capacity) or error.",
+            failures.clone(),
+        );
+        BanMetrics {
+            bans,
+            active,
+            dropped,
+            failures,
+        }
+    }
+}
+
 /// The metrics the agent updates, and the registry that serves them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -281,6 +348,8 @@ pub struct Metrics {
     pub webhook_calls: Family<OutcomeLabel, Counter>,
     /// The L7 proxy's metrics.
     pub http: HttpMetrics,
+    /// The metrics of `banOnAbuse`.
+    pub bans: BanMetrics,
 }
 
 /// Reads the kernel counters at scrape time.
@@ -521,6 +590,7 @@ impl Metrics {
             build_info,
         );
         let http = HttpMetrics::register(&mut registry);
+        let bans = BanMetrics::register(&mut registry);
         registry.register_collector(Box::new(L4Collector { shared }));
         Metrics {
             registry: Mutex::new(registry),
@@ -532,6 +602,7 @@ impl Metrics {
             git_fetch_duration,
             webhook_calls,
             http,
+            bans,
         }
     }
 

@@ -203,6 +203,7 @@ fn policy() -> impl Strategy<Value = L7Policy> {
                 backends: vec![],
                 rate_limits: vec![],
                 auth: vec![],
+                bans: Default::default(),
             }
         })
 }

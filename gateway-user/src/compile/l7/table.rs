@@ -780,6 +780,23 @@ pub struct L7Policy {
     pub rate_limits: Vec<RateLimitDef>,
     /// Every AuthPolicy.
     pub auth: Vec<AuthDef>,
+    /// The `banOnAbuse` of every policy that has one, by who bans and `namespace/name`.
+    pub bans: HashMap<BanKey, BanDef>,
+}
+
+/// Who bans (`auth` or `ratelimit`) and the `namespace/name` of the policy: the key of a
+/// `banOnAbuse`.
+pub type BanKey = (crate::dataplane::bans::BanKind, Arc<str>);
+
+/// A policy's `banOnAbuse`, compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BanDef {
+    /// Failures (401s or 429s) from one client address that trigger a ban.
+    pub threshold: u32,
+    /// The window they are counted in (from the first one).
+    pub within: Duration,
+    /// How long the ban lasts.
+    pub block_for: Duration,
 }
 
 /// The precedence of a candidate among those that share its path: smaller first.

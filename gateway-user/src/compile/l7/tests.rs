@@ -1001,6 +1001,15 @@ fn the_example_routes_as_the_readme_says() {
         Some("\"per-client\";q=20;w=1, \"per-app\";q=600;w=60")
     );
     assert_eq!(limits("www.example.com", "/"), None);
+    // ... and bans abusers.
+    let ban = t.policy.bans[&(
+        crate::dataplane::bans::BanKind::Ratelimit,
+        "shop/orders-limits".into(),
+    )];
+    assert_eq!(
+        (ban.threshold, ban.within, ban.block_for),
+        (200, Duration::from_secs(60), Duration::from_secs(600))
+    );
 }
 
 fn limit_policy(name: &str, spec: &str) -> String {
@@ -1205,7 +1214,7 @@ fn invalid_auth_policies_are_refused_with_the_field_at_fault() {
         &route("b", &format!("  rules:\n    - {}", TO_A.trim_start())),
         &auth_policy(
             "bad",
-            "  targetRefs:\n    - { group: gateway.networking.k8s.io, kind: HTTPRoute, name: nope }\n    - { group: tollgate.dev, kind: Backend, name: a }\n    - { group: gateway.networking.k8s.io, kind: HTTPRoute, name: b }\n  apiKey: { header: X-Api-Key, query: key, credentialRefs: [{ name: Bad/Name }, { name: k }, { name: k }] }\n  jwt: { providers: [] }\n  banOnAbuse: { failures: 20 }\n",
+            "  targetRefs:\n    - { group: gateway.networking.k8s.io, kind: HTTPRoute, name: nope }\n    - { group: tollgate.dev, kind: Backend, name: a }\n    - { group: gateway.networking.k8s.io, kind: HTTPRoute, name: b }\n  apiKey: { header: X-Api-Key, query: key, credentialRefs: [{ name: Bad/Name }, { name: k }, { name: k }] }\n  jwt: { providers: [] }\n  banOnAbuse: { failures: 0, within: 500ms, blockFor: 25h }\n",
         ),
         &auth_policy("empty", "  targetRefs: []\n"),
         &auth_policy(
@@ -1230,14 +1239,16 @@ fn invalid_auth_policies_are_refused_with_the_field_at_fault() {
         ),
     ]);
     let errs = errors(&yaml);
-    let got = places(&errs, "not built yet");
+    let got = places(&errs, "out of range 1s-24h");
     let at = |object: &str, field: &str| (format!("AuthPolicy/{object}"), field.to_string());
     assert_eq!(
         got,
         [
             at("bad", "spec.targetRefs[0].name"),
             at("bad", "spec.targetRefs[1]"),
-            at("bad", "spec.banOnAbuse"),
+            at("bad", "spec.banOnAbuse.failures"),
+            at("bad", "spec.banOnAbuse.within"),
+            at("bad", "spec.banOnAbuse.blockFor"),
             at("bad", "spec.apiKey.credentialRefs[0].name"),
             at("bad", "spec.apiKey.credentialRefs[2].name"),
             at("bad", "spec.apiKey"),
@@ -1401,5 +1412,59 @@ fn invalid_jwt_providers_are_refused_with_the_field_at_fault() {
         errs[0].message.contains("carries credentials"),
         "{}",
         errs[0].message
+    );
+}
+
+#[test]
+fn ban_on_abuse_compiles_per_policy_and_shadow_limits_never_ban() {
+    use crate::dataplane::bans::BanKind;
+    let t = table(&all(&[
+        GATEWAY,
+        BACKENDS,
+        &route("a", &format!("  rules:\n    - {}", TO_A.trim_start())),
+        &auth_policy(
+            "keys",
+            &format!("{TARGET_A}  apiKey: {{ header: X-Api-Key, credentialRefs: [{{ name: k }}] }}\n  banOnAbuse: {{ failures: 20, within: 60s, blockFor: 10m }}\n"),
+        ),
+        &limit_policy(
+            "limits",
+            &format!("{TARGET_A}  limits: [{{ key: clientIP, requests: 5, per: 1s }}]\n  banOnAbuse: {{ rejections: 100, within: 1m, blockFor: 24h }}\n"),
+        ),
+        &limit_policy(
+            "shadow",
+            &format!("{TARGET_A}  mode: shadow\n  limits: [{{ key: clientIP, requests: 5, per: 1s }}]\n  banOnAbuse: {{ rejections: 1, within: 1s, blockFor: 1s }}\n"),
+        ),
+    ]));
+    let auth = t.policy.bans[&(BanKind::Auth, "default/keys".into())];
+    assert_eq!(auth.threshold, 20);
+    assert_eq!(auth.within, Duration::from_secs(60));
+    assert_eq!(auth.block_for, Duration::from_secs(600));
+    let limit = t.policy.bans[&(BanKind::Ratelimit, "default/limits".into())];
+    assert_eq!(limit.threshold, 100);
+    assert_eq!(limit.block_for, Duration::from_secs(24 * 3600));
+    assert_eq!(t.policy.bans.len(), 2, "a shadow policy never bans");
+}
+
+#[test]
+fn ban_on_abuse_of_a_rate_limit_policy_is_checked() {
+    let yaml = all(&[
+        GATEWAY,
+        BACKENDS,
+        &route("a", &format!("  rules:\n    - {}", TO_A.trim_start())),
+        &limit_policy(
+            "limits",
+            &format!("{TARGET_A}  limits: [{{ key: clientIP, requests: 5, per: 1s }}]\n  banOnAbuse: {{ rejections: -1, within: forever, blockFor: 0s }}\n"),
+        ),
+    ]);
+    let errs = errors(&yaml);
+    let got = places(&errs, "out of range 1s-24h");
+    let at = |field: &str| ("RateLimitPolicy/limits".to_string(), field.to_string());
+    assert_eq!(
+        got,
+        [
+            at("spec.banOnAbuse.rejections"),
+            at("spec.banOnAbuse.within"),
+            at("spec.banOnAbuse.blockFor"),
+        ]
     );
 }
