@@ -70,6 +70,11 @@ fn requests_get_the_listener_route_auth_limits_and_backends_the_proxy_would_use(
         out.contains("limit \"per-client\": 20 requests per 1s, burst 40, by client IP"),
         "{out}"
     );
+    assert_eq!(
+        out.matches("banOnAbuse: 200 rejections within 60s").count(),
+        1,
+        "the RateLimitPolicy's ban, once: {out}"
+    );
     assert!(
         line(&out, "verdict:").contains("forwarded to Backend shop/orders (100%"),
         "{out}"
