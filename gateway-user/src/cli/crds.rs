@@ -9,6 +9,7 @@ use crate::model::auth::AuthPolicy;
 use crate::model::backend::Backend;
 use crate::model::l4::L4Policy;
 use crate::model::ratelimit::RateLimitPolicy;
+use crate::model::traffic::BackendTrafficPolicy;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
@@ -25,6 +26,7 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("backend.yaml", Backend::crd()),
         ("ratelimitpolicy.yaml", RateLimitPolicy::crd()),
         ("authpolicy.yaml", AuthPolicy::crd()),
+        ("backendtrafficpolicy.yaml", BackendTrafficPolicy::crd()),
     ]
 }
 

@@ -31,6 +31,7 @@ use crate::model::auth::{AuthPolicy, CredentialRef};
 use crate::model::backend::{Backend, LoadBalancerType};
 use crate::model::gateway::{Gateway, Listener, GATEWAY_API_GROUP};
 use crate::model::ratelimit::{RateLimitKey, RateLimitMode, RateLimitPolicy};
+use crate::model::traffic::BackendTrafficPolicy;
 use crate::model::route::{
     FilterType, HTTPBackendRef, HTTPHeaderFilter, HTTPPathModifier, HTTPRoute, HTTPRouteFilter,
     HTTPRouteMatch, HTTPRouteRule, PathMatchType, PathModifierType, ValueMatchType,
@@ -348,6 +349,48 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
         }
     }
 
+    // BackendTrafficPolicies: at most one per route.
+    let mut traffic_policies: Vec<&Located<Object>> = objects
+        .iter()
+        .filter(|o| matches!(o.value, Object::BackendTrafficPolicy(_)))
+        .collect();
+    traffic_policies.sort_by_key(|o| (o.value.namespace(), o.value.name()));
+    traffic_policies.dedup_by_key(|o| (o.value.namespace(), o.value.name())); // duplicates: reported above
+    let mut route_traffic: HashMap<(String, String), (String, Option<u64>)> = HashMap::new();
+    for o in traffic_policies {
+        let Object::BackendTrafficPolicy(p) = &o.value else {
+            continue;
+        };
+        let ns = o.value.namespace().unwrap_or_default();
+        let mut c = Checker {
+            at: At {
+                file: &o.file,
+                object: &o.object,
+            },
+            errors,
+        };
+        let Some((targets, max_body)) = traffic_policy(&mut c, ns, p, &route_names) else {
+            continue;
+        };
+        let mut ok = true;
+        for (i, t) in targets.iter().enumerate() {
+            if let Some((other, _)) = route_traffic.get(&(ns.to_owned(), t.clone())) {
+                c.error(
+                    format!("spec.targetRefs[{i}].name"),
+                    format!(
+                        "HTTPRoute {ns}/{t} already has BackendTrafficPolicy {ns}/{other}: a route has at most one"
+                    ),
+                );
+                ok = false;
+            }
+        }
+        if ok {
+            for t in targets {
+                route_traffic.insert((ns.to_owned(), t), (o.value.name().to_owned(), max_body));
+            }
+        }
+    }
+
     // Routes, in Gateway API order: oldest first, then by namespace/name.
     let mut routes: Vec<&Located<Object>> = objects
         .iter()
@@ -392,8 +435,11 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
         let auth = route_auth
             .get(&(ns.to_owned(), o.value.name().to_owned()))
             .copied();
+        let max_body = route_traffic
+            .get(&(ns.to_owned(), o.value.name().to_owned()))
+            .and_then(|(_, m)| *m);
         if let Some(def) = route(
-            &mut c, ns, label, order, r, &gateways, &backends, &limits, auth,
+            &mut c, ns, label, order, r, &gateways, &backends, &limits, auth, max_body,
         ) {
             policy.routes.push(def);
         }
@@ -836,6 +882,7 @@ fn route(
     backends: &HashMap<(String, String), usize>,
     limits: &RouteLimits,
     auth: Option<usize>,
+    max_request_body: Option<u64>,
 ) -> Option<RouteDef> {
     let before = c.errors.len();
     let spec = &r.spec;
@@ -974,7 +1021,18 @@ fn route(
                 );
             }
         }
-        if let Some(rule) = rule(c, &at, i, ns, &route_label, raw, backends, limits, auth) {
+        if let Some(rule) = rule(
+            c,
+            &at,
+            i,
+            ns,
+            &route_label,
+            raw,
+            backends,
+            limits,
+            auth,
+            max_request_body,
+        ) {
             rules.push(rule);
         }
     }
@@ -1003,6 +1061,7 @@ fn rule(
     backends: &HashMap<(String, String), usize>,
     limits: &RouteLimits,
     auth: Option<usize>,
+    max_request_body: Option<u64>,
 ) -> Option<RuleDef> {
     let before = c.errors.len();
     // Matches.
@@ -1267,6 +1326,7 @@ fn rule(
             retry,
             rate_limits: limits.clone(),
             auth,
+            max_request_body,
         }),
         matches,
     })
@@ -1322,6 +1382,41 @@ fn check_target_refs(
         }
     }
     targets
+}
+
+/// Largest `requestBody.maxSize` of a BackendTrafficPolicy.
+pub const MAX_REQUEST_BODY_LIMIT: u64 = 64 << 30;
+
+/// Checks a BackendTrafficPolicy; returns the names of the routes it targets and their body
+/// size limit.
+fn traffic_policy(
+    c: &mut Checker<'_, '_>,
+    ns: &str,
+    p: &BackendTrafficPolicy,
+    routes: &HashSet<(&str, &str)>,
+) -> Option<(Vec<String>, Option<u64>)> {
+    let before = c.errors.len();
+    let spec = &p.spec;
+    let targets = check_target_refs(
+        c,
+        ns,
+        "a BackendTrafficPolicy",
+        "applies to",
+        &spec.target_refs,
+        routes,
+    );
+    let mut max_body = None;
+    if let Some(b) = &spec.request_body {
+        match crate::cli::parse_size(&b.max_size) {
+            Ok(n) if n <= MAX_REQUEST_BODY_LIMIT => max_body = Some(n),
+            Ok(_) => c.error(
+                "spec.requestBody.maxSize",
+                format!("{:?} is more than the most allowed, 64GiB", b.max_size),
+            ),
+            Err(why) => c.error("spec.requestBody.maxSize", why),
+        }
+    }
+    (c.errors.len() == before).then_some((targets, max_body))
 }
 
 /// Checks an AuthPolicy; returns the names of the routes it targets and the policy.

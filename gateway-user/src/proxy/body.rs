@@ -239,3 +239,76 @@ impl Completion {
         }
     }
 }
+
+/// A request body streamed to a backend, cut off with [`BodyTooLarge`] once more than `limit`
+/// bytes have come (HTTP/1.1 chunks or HTTP/2 DATA frames alike). The error aborts the
+/// upstream request; `exceeded` tells the proxy why it failed.
+pub struct LimitedBody {
+    inner: Incoming,
+    remaining: u64,
+    exceeded: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A request body grew past the route's limit.
+#[derive(Debug)]
+pub struct BodyTooLarge;
+
+impl std::fmt::Display for BodyTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body is larger than the route's limit")
+    }
+}
+
+impl std::error::Error for BodyTooLarge {}
+
+impl LimitedBody {
+    /// `inner`, cut off after `limit` bytes; `exceeded` is set when that happens.
+    pub fn new(
+        inner: Incoming,
+        limit: u64,
+        exceeded: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
+        LimitedBody {
+            inner,
+            remaining: limit,
+            exceeded,
+        }
+    }
+}
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > this.remaining {
+                        this.remaining = 0;
+                        this.exceeded
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                    }
+                    this.remaining -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            other => other.map_err(|e| Box::new(e) as BoxError),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -33,7 +33,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -49,8 +48,9 @@ use crate::telemetry::metrics::HttpMetrics;
 use access_log::{AccessLog, Sampler};
 use upstream::BackendRuntime;
 
-/// The body of requests sent to backends: buffered (replayable) or streamed.
-pub type UpstreamBody = Either<Full<Bytes>, Incoming>;
+/// The body of requests sent to backends: buffered (replayable) or streamed (and cut off
+/// at the route's body size limit).
+pub type UpstreamBody = Either<Full<Bytes>, body::LimitedBody>;
 
 /// Default address the listeners bind (`--gateway-address`).
 pub const DEFAULT_GATEWAY_ADDRESS: &str = "0.0.0.0";
@@ -85,6 +85,10 @@ pub struct Limits {
     /// Request bodies up to this size (with a known length) are buffered so that a retry can
     /// send them again; larger or streamed bodies are sent once.
     pub max_retry_body: usize,
+    /// Largest request body, in bytes, of a route whose `BackendTrafficPolicy` sets no
+    /// `requestBody.maxSize`: 413 when `Content-Length` says more, the upstream request cut
+    /// off when a streamed body grows past it.
+    pub max_request_body: u64,
 }
 
 /// Default [`Limits::max_header_bytes`]: 64 KiB.
@@ -111,6 +115,8 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const POOL_MAX_IDLE_PER_ENDPOINT: usize = 256;
 /// Default [`Limits::max_retry_body`]: 64 KiB.
 pub const MAX_RETRY_BODY: usize = 64 * 1024;
+/// Default [`Limits::max_request_body`]: 10 MiB.
+pub const MAX_REQUEST_BODY: u64 = 10 * 1024 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -126,6 +132,7 @@ impl Default for Limits {
             pool_idle_timeout: POOL_IDLE_TIMEOUT,
             pool_max_idle_per_endpoint: POOL_MAX_IDLE_PER_ENDPOINT,
             max_retry_body: MAX_RETRY_BODY,
+            max_request_body: MAX_REQUEST_BODY,
             tls_handshake_timeout: tls::HANDSHAKE_TIMEOUT,
         }
     }

@@ -5,6 +5,7 @@
 //! The route table is loaded once per request: a request that started on one revision ends on
 //! it, whatever is swapped in meanwhile.
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,7 +17,7 @@ use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use tracing::debug;
 
-use super::body::{Completion, ResponseBody};
+use super::body::{Completion, LimitedBody, ResponseBody};
 use super::forwarded;
 use super::listener::{ConnGuard, ConnInfo};
 use super::upstream::{self, BackendRuntime, NoEndpoint};
@@ -24,7 +25,9 @@ use super::{auth, limit};
 use super::{Active, Core, UpstreamBody};
 use crate::compile::l7::path::normalize;
 use crate::compile::l7::table::{Redirect, RequestView, Rule};
-use crate::telemetry::metrics::{AuthFailureLabels, RateLimitedLabels, UpstreamErrorLabels};
+use crate::telemetry::metrics::{
+    AuthFailureLabels, RateLimitedLabels, RouteLabel, UpstreamErrorLabels,
+};
 
 /// Route label of requests no route matched.
 pub const NO_ROUTE: &str = "none";
@@ -135,7 +138,7 @@ enum RequestBody {
     /// Buffered (or empty): every attempt sends it.
     Replayable(Bytes),
     /// Streamed to the first attempt only (large or of unknown length): no retries.
-    Stream(Option<Incoming>),
+    Stream(Option<LimitedBody>),
 }
 
 impl RequestBody {
@@ -460,7 +463,29 @@ async fn routed(
         .request
         .map(|d| tokio::time::Instant::from_std(started) + d);
 
-    let mut body = match read_body(&core, body, deadline, rule.retry.attempts > 0).await {
+    // The body size limit: a declared length over it is refused before any backend is
+    // contacted; a streamed body is cut off when it grows past it.
+    let max_body = rule.max_request_body.unwrap_or(core.limits.max_request_body);
+    if body.size_hint().lower() > max_body {
+        body_too_large(&core, &rule.route);
+        return local(
+            done,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "the request body is larger than this route accepts",
+        );
+    }
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let mut body = match read_body(
+        &core,
+        body,
+        deadline,
+        rule.retry.attempts > 0,
+        max_body,
+        &exceeded,
+    )
+    .await
+    {
         Ok(b) => b,
         Err((status, reason, message)) => return local(done, status, reason, message),
     };
@@ -474,8 +499,19 @@ async fn routed(
         &path_and_query,
         &mut body,
         deadline,
+        &exceeded,
     )
     .await
+}
+
+/// Counts a request refused (or cut off) for a body over the route's limit.
+fn body_too_large(core: &Core, route: &Arc<str>) {
+    core.metrics
+        .body_too_large
+        .get_or_create(&RouteLabel {
+            route: route.to_string(),
+        })
+        .inc();
 }
 
 /// Buffers a small request body so that it can be sent again on a retry.
@@ -484,6 +520,8 @@ async fn read_body(
     body: Incoming,
     deadline: Option<tokio::time::Instant>,
     may_retry: bool,
+    max_body: u64,
+    exceeded: &Arc<AtomicBool>,
 ) -> Result<RequestBody, (StatusCode, &'static str, &'static str)> {
     if body.is_end_stream() {
         return Ok(RequestBody::Replayable(Bytes::new()));
@@ -493,7 +531,11 @@ async fn read_body(
         .exact()
         .is_some_and(|n| n <= core.config.limits.max_retry_body as u64);
     if !(may_retry && small) {
-        return Ok(RequestBody::Stream(Some(body)));
+        return Ok(RequestBody::Stream(Some(LimitedBody::new(
+            body,
+            max_body,
+            exceeded.clone(),
+        ))));
     }
     let collect = body.collect();
     let collected = match deadline {
@@ -536,6 +578,7 @@ async fn forward(
     path_and_query: &str,
     body: &mut RequestBody,
     deadline: Option<tokio::time::Instant>,
+    exceeded: &AtomicBool,
 ) -> Response<ResponseBody> {
     backend.request();
     let mut tried: Vec<usize> = Vec::new();
@@ -608,6 +651,16 @@ async fn forward(
                 debug!(route = %rule.route, endpoint = %authority, "backend timed out");
                 // The backend may be working on it: a timed-out request is not sent again.
                 return failure_response(done, Failure::Timeout);
+            }
+            Some(Err(_)) if exceeded.load(Ordering::Relaxed) => {
+                // The client's body grew past the limit: the backend is not at fault.
+                body_too_large(&core, &rule.route);
+                return local(
+                    done,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "the request body is larger than this route accepts",
+                );
             }
             Some(Err(e)) if e.is_connect() => {
                 backend.failure(index);

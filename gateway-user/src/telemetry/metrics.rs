@@ -151,6 +151,9 @@ pub struct HttpMetrics {
     /// `tollgate_http_tls_certificate_reload_failures_total{secret}`: changed certificate files
     /// that could not be loaded (the certificate loaded before stays in use).
     pub tls_reload_failures: Family<SecretLabel, Counter>,
+    /// `tollgate_http_request_body_too_large_total{route}`: requests refused with 413 (or cut
+    /// off) because their body was over the route's limit.
+    pub body_too_large: Family<RouteLabel, Counter>,
 }
 
 /// Buckets of the request duration histogram: 1 ms to about 33 s.
@@ -210,7 +213,14 @@ impl HttpMetrics {
             "Changed certificate files that could not be loaded (the previous certificate stays in use), by Secret.",
             tls_reload_failures.clone(),
         );
+        let body_too_large = Family::<RouteLabel, Counter>::default();
+        registry.register(
+            "tollgate_http_request_body_too_large",
+            "Requests refused with 413 or cut off because their body was over the route's limit (BackendTrafficPolicy requestBody.maxSize, else --max-request-body), by route.",
+            body_too_large.clone(),
+        );
         HttpMetrics {
+            body_too_large,
             requests,
             duration,
             upstream_errors,

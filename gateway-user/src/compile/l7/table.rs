@@ -486,6 +486,9 @@ pub struct Rule {
     pub rate_limits: RouteLimits,
     /// The AuthPolicy of the route (index into [`L7Policy::auth`]), if one targets it.
     pub auth: Option<usize>,
+    /// The largest request body, from the route's BackendTrafficPolicy (`None`: the proxy's
+    /// default, `--max-request-body`).
+    pub max_request_body: Option<u64>,
 }
 
 impl Rule {
@@ -1127,6 +1130,7 @@ mod tests {
             },
             rate_limits: RouteLimits::default(),
             auth: None,
+            max_request_body: None,
         };
         assert_eq!(rule.total_weight(), 4);
         let picks: Vec<_> = (0..4).map(|r| rule.pick_backend(r)).collect();
