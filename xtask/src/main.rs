@@ -171,6 +171,10 @@ const TOOL_PACKAGES: &[&str] = &[
     "hey",
     "nghttp2-client",
     "python3",
+    // The L7 hardening tests (tests/tests/l7_hardening.rs): slowloris and slow bodies, and an
+    // HTTP/2 rapid-reset client.
+    "slowhttptest",
+    "python3-h2",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -240,13 +240,53 @@ impl Completion {
     }
 }
 
+/// What became of a request body being streamed to a backend (see [`LimitedBody`]).
+#[derive(Debug, Default)]
+pub struct BodyState(std::sync::atomic::AtomicU8);
+
+impl BodyState {
+    const STREAMING: u8 = 0;
+    const COMPLETE: u8 = 1;
+    const TOO_LARGE: u8 = 2;
+    const CLIENT_ERROR: u8 = 3;
+
+    fn set(&self, v: u8) {
+        self.0.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u8 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The whole body has been read from the client (or there was none to stream).
+    pub fn set_complete(&self) {
+        self.set(Self::COMPLETE);
+    }
+
+    /// The body grew past the limit and was cut off.
+    pub fn too_large(&self) -> bool {
+        self.get() == Self::TOO_LARGE
+    }
+
+    /// The client failed to send the whole body (it went away, or broke the framing).
+    pub fn client_error(&self) -> bool {
+        self.get() == Self::CLIENT_ERROR
+    }
+
+    /// The client has not sent the whole body yet.
+    pub fn incomplete(&self) -> bool {
+        self.get() == Self::STREAMING
+    }
+}
+
 /// A request body streamed to a backend, cut off with [`BodyTooLarge`] once more than `limit`
 /// bytes have come (HTTP/1.1 chunks or HTTP/2 DATA frames alike). The error aborts the
-/// upstream request; `exceeded` tells the proxy why it failed.
+/// upstream request; `state` tells the proxy why it failed, so that a client's fault (a body
+/// too large, too slow or broken) is never blamed on the backend.
 pub struct LimitedBody {
     inner: Incoming,
     remaining: u64,
-    exceeded: Arc<std::sync::atomic::AtomicBool>,
+    state: Arc<BodyState>,
 }
 
 /// A request body grew past the route's limit.
@@ -262,16 +302,12 @@ impl std::fmt::Display for BodyTooLarge {
 impl std::error::Error for BodyTooLarge {}
 
 impl LimitedBody {
-    /// `inner`, cut off after `limit` bytes; `exceeded` is set when that happens.
-    pub fn new(
-        inner: Incoming,
-        limit: u64,
-        exceeded: Arc<std::sync::atomic::AtomicBool>,
-    ) -> Self {
+    /// `inner`, cut off after `limit` bytes; `state` records how it ended.
+    pub fn new(inner: Incoming, limit: u64, state: Arc<BodyState>) -> Self {
         LimitedBody {
             inner,
             remaining: limit,
-            exceeded,
+            state,
         }
     }
 }
@@ -291,16 +327,25 @@ impl Body for LimitedBody {
                     let n = data.len() as u64;
                     if n > this.remaining {
                         this.remaining = 0;
-                        this.exceeded
-                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                        this.state.set(BodyState::TOO_LARGE);
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }
                     this.remaining -= n;
                 }
+                if this.inner.is_end_stream() {
+                    this.state.set_complete();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            other => other.map_err(|e| Box::new(e) as BoxError),
+            Poll::Ready(Some(Err(e))) => {
+                this.state.set(BodyState::CLIENT_ERROR);
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => {
+                this.state.set_complete();
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 

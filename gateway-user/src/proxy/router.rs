@@ -5,7 +5,6 @@
 //! The route table is loaded once per request: a request that started on one revision ends on
 //! it, whatever is swapped in meanwhile.
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,7 +16,7 @@ use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use tracing::debug;
 
-use super::body::{Completion, LimitedBody, ResponseBody};
+use super::body::{BodyState, Completion, LimitedBody, ResponseBody};
 use super::forwarded;
 use super::listener::{ConnGuard, ConnInfo};
 use super::upstream::{self, BackendRuntime, NoEndpoint};
@@ -475,14 +474,14 @@ async fn routed(
             "the request body is larger than this route accepts",
         );
     }
-    let exceeded = Arc::new(AtomicBool::new(false));
+    let state = Arc::new(BodyState::default());
     let mut body = match read_body(
         &core,
         body,
         deadline,
         rule.retry.attempts > 0,
         max_body,
-        &exceeded,
+        &state,
     )
     .await
     {
@@ -499,7 +498,7 @@ async fn routed(
         &path_and_query,
         &mut body,
         deadline,
-        &exceeded,
+        &state,
     )
     .await
 }
@@ -521,9 +520,10 @@ async fn read_body(
     deadline: Option<tokio::time::Instant>,
     may_retry: bool,
     max_body: u64,
-    exceeded: &Arc<AtomicBool>,
+    state: &Arc<BodyState>,
 ) -> Result<RequestBody, (StatusCode, &'static str, &'static str)> {
     if body.is_end_stream() {
+        state.set_complete();
         return Ok(RequestBody::Replayable(Bytes::new()));
     }
     let small = body
@@ -534,7 +534,7 @@ async fn read_body(
         return Ok(RequestBody::Stream(Some(LimitedBody::new(
             body,
             max_body,
-            exceeded.clone(),
+            state.clone(),
         ))));
     }
     let collect = body.collect();
@@ -552,7 +552,10 @@ async fn read_body(
         None => collect.await,
     };
     match collected {
-        Ok(c) => Ok(RequestBody::Replayable(c.to_bytes())),
+        Ok(c) => {
+            state.set_complete();
+            Ok(RequestBody::Replayable(c.to_bytes()))
+        }
         Err(_) => Err((
             StatusCode::BAD_REQUEST,
             "bad_request",
@@ -578,7 +581,7 @@ async fn forward(
     path_and_query: &str,
     body: &mut RequestBody,
     deadline: Option<tokio::time::Instant>,
-    exceeded: &AtomicBool,
+    state: &BodyState,
 ) -> Response<ResponseBody> {
     backend.request();
     let mut tried: Vec<usize> = Vec::new();
@@ -645,6 +648,24 @@ async fn forward(
                 && backend.try_retry()
         };
         let failure = match result {
+            None if state.incomplete() => {
+                // Still waiting for the client's body: the client is slow, not the backend.
+                debug!(route = %rule.route, endpoint = %authority, "the request body did not arrive in time");
+                return local(
+                    done,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "the request body did not arrive in time",
+                );
+            }
+            Some(Err(_)) if state.client_error() => {
+                return local(
+                    done,
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the request body could not be read",
+                );
+            }
             None => {
                 backend.failure(index);
                 upstream_error(&core, &rule.route, "timeout");
@@ -652,7 +673,7 @@ async fn forward(
                 // The backend may be working on it: a timed-out request is not sent again.
                 return failure_response(done, Failure::Timeout);
             }
-            Some(Err(_)) if exceeded.load(Ordering::Relaxed) => {
+            Some(Err(_)) if state.too_large() => {
                 // The client's body grew past the limit: the backend is not at fault.
                 body_too_large(&core, &rule.route);
                 return local(
