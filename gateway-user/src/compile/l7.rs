@@ -28,7 +28,9 @@ use regex::{Regex, RegexBuilder};
 
 use super::{PolicyError, PolicyErrors};
 use crate::model::auth::{AuthPolicy, CredentialRef};
-use crate::model::backend::{Backend, LoadBalancerType};
+use crate::model::backend::{
+    Backend, BackendObjectRef, BackendTls, LoadBalancerType, WellKnownCaCertificates,
+};
 use crate::model::gateway::{Gateway, Listener, GATEWAY_API_GROUP};
 use crate::model::ratelimit::{RateLimitKey, RateLimitMode, RateLimitPolicy};
 use crate::model::traffic::BackendTrafficPolicy;
@@ -39,7 +41,7 @@ use crate::model::route::{
 use crate::model::{Located, Object};
 pub use table::RouteTable;
 use table::{
-    ApiKeyDef, Attachment, AuthDef, BackendDef, HeaderMatch, HeaderModifier, HostPattern,
+    ApiKeyDef, Attachment, AuthDef, BackendCa, BackendDef, BackendTlsDef, HeaderMatch, HeaderModifier, HostPattern,
     KeyLocation, L7Policy, LimitKey, ListenerDef, ListenerTls, LoadBalancing, MatchDef, PathMatch,
     PathModifier, QueryMatch, RateLimitDef, Redirect, Retry, RouteDef, RouteLimits, Rule, RuleDef,
     SecretRef, Timeouts, UrlRewrite, ValueMatch, WeightedBackend,
@@ -533,18 +535,84 @@ fn backend(c: &mut Checker<'_, '_>, label: &str, b: &Backend) -> Option<BackendD
             }
         },
     };
-    if spec.tls.is_some() {
-        c.error(
-            "spec.tls",
-            "TLS to backends is not supported yet: endpoints are spoken to in plain HTTP/1.1",
-        );
-    }
+    let ns = label.split_once('/').map_or("", |(ns, _)| ns);
+    let tls = spec.tls.as_ref().and_then(|t| backend_tls(c, ns, t));
     (c.errors.len() == before).then(|| BackendDef {
         label: label.to_owned(),
         endpoints,
         load_balancing,
         consecutive_failures,
         ejection_time,
+        tls,
+    })
+}
+
+/// Checks a Backend's `spec.tls`.
+fn backend_tls(c: &mut Checker<'_, '_>, ns: &str, t: &BackendTls) -> Option<BackendTlsDef> {
+    let before = c.errors.len();
+    if let Err(why) = check_hostname(&t.hostname, false) {
+        c.error("spec.tls.hostname", format!("\"{}\" {why}", t.hostname));
+    }
+    let check_ref = |c: &mut Checker<'_, '_>, at: &str, r: &BackendObjectRef, kind: &str| {
+        let group = r.group.as_deref().unwrap_or("");
+        let k = r.kind.as_deref().unwrap_or(kind);
+        if !group.is_empty() || k != kind {
+            c.error(at, format!("{group}/{k}: only a core {kind} can be named here"));
+        }
+        // The name becomes a directory under --tls-secrets-dir: no `..` or `/`.
+        if let Err(why) = check_secret_name(&r.name) {
+            c.error(format!("{at}.name"), format!("\"{}\" {why}", r.name));
+        }
+        SecretRef {
+            namespace: ns.to_owned(),
+            name: r.name.clone(),
+        }
+    };
+    let ca = match (&t.ca_certificate_refs, t.well_known_ca_certificates) {
+        (Some(refs), None) if !refs.is_empty() => {
+            c.count(
+                "spec.tls.caCertificateRefs",
+                refs.len(),
+                MAX_CA_CERTIFICATE_REFS,
+            );
+            BackendCa::Refs(
+                refs.iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        check_ref(
+                            c,
+                            &format!("spec.tls.caCertificateRefs[{i}]"),
+                            r,
+                            "ConfigMap",
+                        )
+                    })
+                    .collect(),
+            )
+        }
+        (None, Some(WellKnownCaCertificates::System)) => BackendCa::System,
+        (Some(_), Some(_)) => {
+            c.error(
+                "spec.tls",
+                "set exactly one of caCertificateRefs or wellKnownCACertificates",
+            );
+            BackendCa::System
+        }
+        _ => {
+            c.error(
+                "spec.tls.caCertificateRefs",
+                "missing: name the ConfigMaps with the CA certificates, or set wellKnownCACertificates: System",
+            );
+            BackendCa::System
+        }
+    };
+    let client_certificate = t
+        .client_certificate_ref
+        .as_ref()
+        .map(|r| check_ref(c, "spec.tls.clientCertificateRef", r, "Secret"));
+    (c.errors.len() == before).then(|| BackendTlsDef {
+        hostname: t.hostname.clone(),
+        ca,
+        client_certificate,
     })
 }
 

@@ -16,6 +16,7 @@
 //! AuthPolicies ([`auth`]) are loaded and reloaded the same way.
 pub mod access_log;
 pub mod auth;
+pub mod backend_tls;
 pub mod body;
 pub mod forwarded;
 pub mod limit;
@@ -180,6 +181,8 @@ pub struct Active {
     pub tls: BTreeMap<u16, Arc<tls::TlsPort>>,
     /// Credentials, aligned with `table.policy.auth`.
     pub auth: Vec<Arc<auth::AuthRuntime>>,
+    /// TLS clients, aligned with `backends` (`None`: plain HTTP).
+    pub backend_tls: Vec<Option<backend_tls::TlsClient>>,
 }
 
 /// What every connection and request shares.
@@ -217,6 +220,9 @@ pub enum ProxyError {
     /// A credential file of an AuthPolicy cannot be loaded.
     #[error("cannot load the credentials of {0}")]
     Credentials(Box<auth::PolicyFileError>),
+    /// A CA or client certificate of a Backend's TLS settings cannot be loaded.
+    #[error("{0}")]
+    BackendTls(Box<backend_tls::BackendTlsError>),
 }
 
 /// Sockets bound for a revision, not yet serving.
@@ -225,6 +231,7 @@ pub struct Prepared {
     sockets: Vec<(u16, TcpListener)>,
     tls: tls::PreparedTls,
     auth: Vec<Arc<auth::AuthRuntime>>,
+    backend_tls: Vec<Option<backend_tls::TlsClient>>,
 }
 
 /// The proxy.
@@ -258,6 +265,7 @@ impl Proxy {
                 revision: String::new(),
                 tls: BTreeMap::new(),
                 auth: Vec::new(),
+                backend_tls: Vec::new(),
             }),
             sampler: Sampler::new(config.access_log),
             server: listener::server_builder(&limits),
@@ -298,6 +306,12 @@ impl Proxy {
             .credentials
             .load(table)
             .map_err(|e| ProxyError::Credentials(Box::new(e)))?;
+        let backend_tls = backend_tls::clients(
+            &self.core.config.tls_secrets_dir,
+            &self.core.limits,
+            &table.policy.backends,
+        )
+        .map_err(ProxyError::BackendTls)?;
         let open = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
         let mut sockets = Vec::new();
         for port in table.listen_ports() {
@@ -324,6 +338,7 @@ impl Proxy {
             sockets,
             tls,
             auth,
+            backend_tls,
         })
     }
 
@@ -344,6 +359,7 @@ impl Proxy {
             revision: revision.to_owned(),
             tls: prepared.tls.ports,
             auth: prepared.auth,
+            backend_tls: prepared.backend_tls,
         }));
         let mut open = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
         for (port, socket) in prepared.sockets {

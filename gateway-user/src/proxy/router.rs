@@ -19,6 +19,7 @@ use tracing::debug;
 use super::body::{BodyState, Completion, LimitedBody, ResponseBody};
 use super::forwarded;
 use super::listener::{ConnGuard, ConnInfo};
+use super::backend_tls::{self, TlsClient};
 use super::upstream::{self, BackendRuntime, NoEndpoint};
 use super::{auth, limit};
 use super::{Active, Core, UpstreamBody};
@@ -489,11 +490,13 @@ async fn routed(
         Err((status, reason, message)) => return local(done, status, reason, message),
     };
 
+    let tls_client = active.backend_tls.get(backend_index).cloned().flatten();
     forward(
         core,
         done,
         rule,
         backend,
+        tls_client,
         parts,
         &path_and_query,
         &mut body,
@@ -567,6 +570,7 @@ async fn read_body(
 /// What went wrong with the last attempt.
 enum Failure {
     Connect,
+    Tls,
     Timeout,
     Reset,
 }
@@ -577,6 +581,7 @@ async fn forward(
     mut done: Completion,
     rule: Arc<Rule>,
     backend: Arc<BackendRuntime>,
+    tls_client: Option<TlsClient>,
     parts: http::request::Parts,
     path_and_query: &str,
     body: &mut RequestBody,
@@ -619,7 +624,8 @@ async fn forward(
             (None, None) => None,
         };
         let authority = in_flight.endpoint().authority.clone();
-        let uri: Uri = match format!("http://{authority}{path_and_query}").parse() {
+        let scheme = if tls_client.is_some() { "https" } else { "http" };
+        let uri: Uri = match format!("{scheme}://{authority}{path_and_query}").parse() {
             Ok(u) => u,
             Err(_) => {
                 return local(
@@ -636,7 +642,10 @@ async fn forward(
         *up.version_mut() = Version::HTTP_11;
         *up.headers_mut() = parts.headers.clone();
 
-        let sent = core.client.request(up);
+        let sent = match &tls_client {
+            Some(c) => c.request(up),
+            None => core.client.request(up),
+        };
         let result = match attempt_deadline {
             Some(d) => tokio::time::timeout_at(d, sent).await.ok(),
             None => Some(sent.await),
@@ -682,6 +691,12 @@ async fn forward(
                     "body_too_large",
                     "the request body is larger than this route accepts",
                 );
+            }
+            Some(Err(e)) if e.is_connect() && backend_tls::is_tls_failure(&e) => {
+                backend.failure(index);
+                upstream_error(&core, &rule.route, "tls");
+                debug!(route = %rule.route, endpoint = %authority, error = %e, "TLS to the backend failed");
+                Failure::Tls
             }
             Some(Err(e)) if e.is_connect() => {
                 backend.failure(index);
@@ -757,6 +772,12 @@ fn failure_response(done: Completion, f: Failure) -> Response<ResponseBody> {
             StatusCode::BAD_GATEWAY,
             "connect",
             "cannot connect to the backend",
+        ),
+        Failure::Tls => local(
+            done,
+            StatusCode::BAD_GATEWAY,
+            "tls",
+            "the TLS handshake with the backend failed",
         ),
         Failure::Timeout => local(
             done,

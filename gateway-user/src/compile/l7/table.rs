@@ -637,6 +637,28 @@ pub struct BackendDef {
     pub consecutive_failures: u32,
     /// How long an ejected endpoint stays out.
     pub ejection_time: Duration,
+    /// TLS to the endpoints; `None`: plain HTTP.
+    pub tls: Option<BackendTlsDef>,
+}
+
+/// A Backend's `spec.tls`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendTlsDef {
+    /// SNI, and the name the endpoints' certificates must be valid for.
+    pub hostname: String,
+    /// The trust anchors.
+    pub ca: BackendCa,
+    /// The client certificate presented (mutual TLS).
+    pub client_certificate: Option<SecretRef>,
+}
+
+/// Where a Backend's trust anchors come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendCa {
+    /// The system's trust store.
+    System,
+    /// The `ca.crt` of these ConfigMaps.
+    Refs(Vec<SecretRef>),
 }
 
 /// A listener, validated.
