@@ -157,7 +157,13 @@ fn backends_over_tls_are_verified_by_ca_and_hostname_and_get_a_client_certificat
     lab.write_policy("l7.yaml", &documents(&docs));
     let secrets_arg = secrets.to_str().unwrap().to_owned();
     let agent = start_agent(&lab, ADMIN, &[PROXY], &["--tls-secrets-dir", &secrets_arg]);
-    let get = |path: &str| curl(&["-H", "Host: shop.example", &format!("http://127.0.0.1:{PROXY}{path}")]);
+    let get = |path: &str| {
+        curl(&[
+            "-H",
+            "Host: shop.example",
+            &format!("http://127.0.0.1:{PROXY}{path}"),
+        ])
+    };
 
     // The CA and the name check out: the request goes through, with the Backend's hostname
     // as SNI, no ALPN (HTTP/1.1, the default), and the client's Host.
@@ -186,7 +192,10 @@ fn backends_over_tls_are_verified_by_ca_and_hostname_and_get_a_client_certificat
     assert_eq!(r.status, 200, "{r:?}");
     assert!(r.body.contains("CN=tollgate-proxy"), "{r:?}");
     let r = get("/nocert");
-    assert_eq!(r.status, 400, "nginx answers 400 without a client certificate: {r:?}");
+    assert_eq!(
+        r.status, 400,
+        "nginx answers 400 without a client certificate: {r:?}"
+    );
 
     // A Backend naming a CA that is not there refuses the revision; the last one stays.
     let mut broken: Vec<&str> = docs.clone();

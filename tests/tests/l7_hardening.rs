@@ -103,7 +103,10 @@ fn request_smuggling_and_malformed_requests_are_refused_and_never_reach_the_back
     );
     assert_eq!(statuses(&text), vec![200], "CL.TE:\n{text}");
     assert!(closed, "CL.TE: the proxy must close the connection");
-    assert!(!text.contains("\"content-length\""), "CL.TE: the backend got a Content-Length:\n{text}");
+    assert!(
+        !text.contains("\"content-length\""),
+        "CL.TE: the backend got a Content-Length:\n{text}"
+    );
     let (text, closed) = raw(
         PROXY,
         format!("POST /tecl HTTP/1.1\r\nHost: a.example\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{SMUGGLED}\r\n0\r\n\r\n", SMUGGLED.len()).as_bytes(),
@@ -404,7 +407,10 @@ fn an_http2_rapid_reset_flood_gets_goaway_and_few_requests_reach_the_backend() {
         &documents(&[
             &gateway(&[("http", PROXY, None)]),
             &backend_object("app", &[BACKEND], ""),
-            &route_object("app", &format!("  rules:\n    - backendRefs: [{}]\n", to("app"))),
+            &route_object(
+                "app",
+                &format!("  rules:\n    - backendRefs: [{}]\n", to("app")),
+            ),
         ]),
     );
     let _agent = start_agent(
@@ -433,7 +439,10 @@ fn an_http2_rapid_reset_flood_gets_goaway_and_few_requests_reach_the_backend() {
         seen <= 200,
         "{seen} of 2000 reset requests reached the backend"
     );
-    let h2 = curl(&["--http2-prior-knowledge", &format!("http://127.0.0.1:{PROXY}/")]);
+    let h2 = curl(&[
+        "--http2-prior-knowledge",
+        &format!("http://127.0.0.1:{PROXY}/"),
+    ]);
     assert_eq!((h2.status, h2.version.as_str()), (200, "HTTP/2"), "{h2:?}");
 }
 
@@ -450,7 +459,10 @@ fn the_connection_limit_holds_new_connections_until_one_closes() {
         &documents(&[
             &gateway(&[("http", PROXY, None)]),
             &backend_object("app", &[BACKEND], ""),
-            &route_object("app", &format!("  rules:\n    - backendRefs: [{}]\n", to("app"))),
+            &route_object(
+                "app",
+                &format!("  rules:\n    - backendRefs: [{}]\n", to("app")),
+            ),
         ]),
     );
     let _agent = start_agent(
@@ -463,7 +475,9 @@ fn the_connection_limit_holds_new_connections_until_one_closes() {
     let read_status = |s: &mut TcpStream| -> Option<u16> {
         let mut buf = [0u8; 4096];
         let n = s.read(&mut buf).ok()?;
-        statuses(&String::from_utf8_lossy(&buf[..n])).first().copied()
+        statuses(&String::from_utf8_lossy(&buf[..n]))
+            .first()
+            .copied()
     };
     // 20 keep-alive connections, each with a request answered (so each is being served).
     let mut open: Vec<TcpStream> = (0..20)
@@ -488,7 +502,9 @@ fn the_connection_limit_holds_new_connections_until_one_closes() {
     );
     // One closes: the 21st gets its turn.
     drop(open.pop());
-    extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     assert_eq!(read_status(&mut extra), Some(200));
     drop(extra);
     drop(open);
@@ -590,7 +606,10 @@ fn bodies_over_the_route_limit_or_the_global_default_get_413() {
     }
     assert_eq!(too_large("free"), 3);
     // The backend never saw a body over the limit, and the proxy still serves.
-    assert_eq!(curl(&[&format!("http://127.0.0.1:{PROXY}/free")]).status, 200);
+    assert_eq!(
+        curl(&[&format!("http://127.0.0.1:{PROXY}/free")]).status,
+        200
+    );
 }
 
 #[test]
@@ -606,7 +625,10 @@ fn a_backend_that_resets_mid_response_gets_502_or_a_cut_response_and_nothing_han
         &documents(&[
             &gateway(&[("http", PROXY, None)]),
             &backend_object("app", &[BACKEND], ""),
-            &route_object("app", &format!("  rules:\n    - backendRefs: [{}]\n", to("app"))),
+            &route_object(
+                "app",
+                &format!("  rules:\n    - backendRefs: [{}]\n", to("app")),
+            ),
         ]),
     );
     let _agent = start_agent(&lab, ADMIN, &[PROXY], &["--access-log", "off"]);
@@ -637,7 +659,10 @@ fn a_backend_that_resets_mid_response_gets_502_or_a_cut_response_and_nothing_han
     );
     assert!(started.elapsed() < Duration::from_secs(5));
     let r = curl(&["--http2-prior-knowledge", &url("/reset/body")]);
-    assert!(!r.error.is_empty(), "HTTP/2: the stream must be reset: {r:?}");
+    assert!(
+        !r.error.is_empty(),
+        "HTTP/2: the stream must be reset: {r:?}"
+    );
     // And normal requests are still served.
     for version in ["--http1.1", "--http2-prior-knowledge"] {
         let r = curl(&[version, &url("/ok")]);

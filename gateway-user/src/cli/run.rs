@@ -249,7 +249,10 @@ mod tests {
         assert_eq!(l.idle_timeout, d.idle_timeout);
         assert_eq!(l.max_connections, d.max_connections);
         assert_eq!(l.h2_max_concurrent_streams, d.h2_max_concurrent_streams);
-        assert_eq!(l.h2_max_pending_reset_streams, d.h2_max_pending_reset_streams);
+        assert_eq!(
+            l.h2_max_pending_reset_streams,
+            d.h2_max_pending_reset_streams
+        );
     }
 }
 

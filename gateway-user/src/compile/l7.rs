@@ -33,18 +33,19 @@ use crate::model::backend::{
 };
 use crate::model::gateway::{Gateway, Listener, GATEWAY_API_GROUP};
 use crate::model::ratelimit::{RateLimitKey, RateLimitMode, RateLimitPolicy};
-use crate::model::traffic::BackendTrafficPolicy;
 use crate::model::route::{
     FilterType, HTTPBackendRef, HTTPHeaderFilter, HTTPPathModifier, HTTPRoute, HTTPRouteFilter,
     HTTPRouteMatch, HTTPRouteRule, PathMatchType, PathModifierType, ValueMatchType,
 };
+use crate::model::traffic::BackendTrafficPolicy;
 use crate::model::{Located, Object};
 pub use table::RouteTable;
 use table::{
-    ApiKeyDef, Attachment, AuthDef, BackendCa, BackendDef, BackendTlsDef, HeaderMatch, HeaderModifier, HostPattern,
-    KeyLocation, L7Policy, LimitKey, ListenerDef, ListenerTls, LoadBalancing, MatchDef, PathMatch,
-    PathModifier, QueryMatch, RateLimitDef, Redirect, Retry, RouteDef, RouteLimits, Rule, RuleDef,
-    SecretRef, Timeouts, UrlRewrite, ValueMatch, WeightedBackend,
+    ApiKeyDef, Attachment, AuthDef, BackendCa, BackendDef, BackendTlsDef, HeaderMatch,
+    HeaderModifier, HostPattern, KeyLocation, L7Policy, LimitKey, ListenerDef, ListenerTls,
+    LoadBalancing, MatchDef, PathMatch, PathModifier, QueryMatch, RateLimitDef, Redirect, Retry,
+    RouteDef, RouteLimits, Rule, RuleDef, SecretRef, Timeouts, UrlRewrite, ValueMatch,
+    WeightedBackend,
 };
 
 /// Listeners per Gateway (the Gateway API's limit).
@@ -557,7 +558,10 @@ fn backend_tls(c: &mut Checker<'_, '_>, ns: &str, t: &BackendTls) -> Option<Back
         let group = r.group.as_deref().unwrap_or("");
         let k = r.kind.as_deref().unwrap_or(kind);
         if !group.is_empty() || k != kind {
-            c.error(at, format!("{group}/{k}: only a core {kind} can be named here"));
+            c.error(
+                at,
+                format!("{group}/{k}: only a core {kind} can be named here"),
+            );
         }
         // The name becomes a directory under --tls-secrets-dir: no `..` or `/`.
         if let Err(why) = check_secret_name(&r.name) {

@@ -56,7 +56,11 @@ pub struct BackendTls {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_certificate_refs: Option<Vec<BackendObjectRef>>,
     /// `System`: trust the system's CA certificates (`/etc/ssl/certs/ca-certificates.crt`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "wellKnownCACertificates",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub well_known_ca_certificates: Option<WellKnownCaCertificates>,
     /// A `kubernetes.io/tls` Secret (in the Backend's namespace; standalone `NS/NAME/tls.crt`
     /// and `tls.key` under `--tls-secrets-dir`) whose certificate the proxy presents to the

@@ -16,10 +16,10 @@ use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use tracing::debug;
 
+use super::backend_tls::{self, TlsClient};
 use super::body::{BodyState, Completion, LimitedBody, ResponseBody};
 use super::forwarded;
 use super::listener::{ConnGuard, ConnInfo};
-use super::backend_tls::{self, TlsClient};
 use super::upstream::{self, BackendRuntime, NoEndpoint};
 use super::{auth, limit};
 use super::{Active, Core, UpstreamBody};
@@ -465,7 +465,9 @@ async fn routed(
 
     // The body size limit: a declared length over it is refused before any backend is
     // contacted; a streamed body is cut off when it grows past it.
-    let max_body = rule.max_request_body.unwrap_or(core.limits.max_request_body);
+    let max_body = rule
+        .max_request_body
+        .unwrap_or(core.limits.max_request_body);
     if body.size_hint().lower() > max_body {
         body_too_large(&core, &rule.route);
         return local(
@@ -624,7 +626,11 @@ async fn forward(
             (None, None) => None,
         };
         let authority = in_flight.endpoint().authority.clone();
-        let scheme = if tls_client.is_some() { "https" } else { "http" };
+        let scheme = if tls_client.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let uri: Uri = match format!("{scheme}://{authority}{path_and_query}").parse() {
             Ok(u) => u,
             Err(_) => {
