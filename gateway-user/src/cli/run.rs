@@ -226,36 +226,6 @@ fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
         .map_err(|_| format!("{s:?} is not a CIDR (10.0.0.0/8, 2001:db8::/32) or an address"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        limits: LimitArgs,
-    }
-
-    #[test]
-    fn limit_flag_defaults_are_the_proxy_defaults() {
-        let cli = Cli::parse_from(["x"]);
-        let l = cli.limits.limits();
-        let d = crate::proxy::Limits::default();
-        assert_eq!(l.max_request_body, d.max_request_body);
-        assert_eq!(l.max_header_bytes, d.max_header_bytes);
-        assert_eq!(l.max_headers, d.max_headers);
-        assert_eq!(l.header_read_timeout, d.header_read_timeout);
-        assert_eq!(l.idle_timeout, d.idle_timeout);
-        assert_eq!(l.max_connections, d.max_connections);
-        assert_eq!(l.h2_max_concurrent_streams, d.h2_max_concurrent_streams);
-        assert_eq!(
-            l.h2_max_pending_reset_streams,
-            d.h2_max_pending_reset_streams
-        );
-    }
-}
-
 /// Runs the agent until SIGTERM/SIGINT.
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let git_options = args.git_options();
@@ -320,4 +290,34 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         .build()?;
     rt.block_on(agent::run(config))?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        limits: LimitArgs,
+    }
+
+    #[test]
+    fn limit_flag_defaults_are_the_proxy_defaults() {
+        let cli = Cli::parse_from(["x"]);
+        let l = cli.limits.limits();
+        let d = crate::proxy::Limits::default();
+        assert_eq!(l.max_request_body, d.max_request_body);
+        assert_eq!(l.max_header_bytes, d.max_header_bytes);
+        assert_eq!(l.max_headers, d.max_headers);
+        assert_eq!(l.header_read_timeout, d.header_read_timeout);
+        assert_eq!(l.idle_timeout, d.idle_timeout);
+        assert_eq!(l.max_connections, d.max_connections);
+        assert_eq!(l.h2_max_concurrent_streams, d.h2_max_concurrent_streams);
+        assert_eq!(
+            l.h2_max_pending_reset_streams,
+            d.h2_max_pending_reset_streams
+        );
+    }
 }
