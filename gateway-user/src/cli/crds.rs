@@ -164,7 +164,8 @@ mod tests {
                 serde_json::to_value(L4Policy::crd()).unwrap(),
                 serde_json::to_value(Backend::crd()).unwrap(),
                 serde_json::to_value(RateLimitPolicy::crd()).unwrap(),
-                serde_json::to_value(AuthPolicy::crd()).unwrap()
+                serde_json::to_value(AuthPolicy::crd()).unwrap(),
+                serde_json::to_value(BackendTrafficPolicy::crd()).unwrap()
             ]
         );
         // Only Tollgate's own kinds: the Gateway API's CRDs come from its release.
@@ -173,6 +174,18 @@ mod tests {
             assert_eq!(doc["spec"]["group"], "tollgate.dev", "{}", doc["metadata"]);
         }
         assert!(!yaml.contains("kind: HTTPRoute\n") && !yaml.contains("kind: Gateway\n"));
+    }
+
+    #[test]
+    fn the_backend_traffic_policy_crd_is_namespaced_and_documents_every_field() {
+        let crd = BackendTrafficPolicy::crd();
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(crd.spec.names.plural, "backendtrafficpolicies");
+        assert_eq!(
+            undocumented_fields(&crd),
+            Vec::<String>::new(),
+            "fields without a doc comment"
+        );
     }
 
     #[test]

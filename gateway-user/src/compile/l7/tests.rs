@@ -742,7 +742,7 @@ spec:
     - ip: { address: 10.0.0.2, port: 80 }
     - ip: { address: 10.0.0.2, port: 80 }
   healthCheck: { passive: { consecutiveFailures: 0, ejectionTime: 10x } }
-  tls: { sni: x }
+  tls: { hostname: x.internal }
 ";
     let errs = errors(yaml);
     let got = places(&errs, "not an IPv4 or IPv6 address");
@@ -757,7 +757,7 @@ spec:
             f("endpoints[5]"),
             f("healthCheck.passive.consecutiveFailures"),
             f("healthCheck.passive.ejectionTime"),
-            f("tls"),
+            f("tls.caCertificateRefs"),
         ]
     );
 }
