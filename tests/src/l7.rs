@@ -19,7 +19,9 @@ use crate::{Agent, Lab, APPLY_TIMEOUT, POLICY_APPLIED, PYTHON};
 /// Paths: `/status/NNN...` answers NNN; `/flaky/...` answers 503 on the 1st, 3rd, ... request
 /// to that path and 200 on the others; `/slow/MS...` answers after MS milliseconds;
 /// `/reset/head...` resets the connection in the middle of the status line, `/reset/body...`
-/// after the headers and part of the body. Chunked request bodies are read too. Mode `hang`
+/// after the headers and part of the body; a path with `/early` answers before reading the
+/// body (the head and part of the body at once, the rest 3 s later). Chunked request bodies
+/// are read too. Mode `hang`
 /// never answers.
 const BACKEND_SCRIPT: &str = r#"
 import json, socket, struct, sys, threading, time
@@ -39,6 +41,14 @@ class Handler(BaseHTTPRequestHandler):
             # A status line cut short, then a TCP reset: no response at all.
             self.wfile.write(b"HTTP/1.1 200 O")
             return self.reset()
+        if "/early" in self.path:
+            # Answers before reading the body: the head and part of the body, the rest later.
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nearly")
+            self.wfile.flush()
+            time.sleep(3)
+            self.wfile.write(b"-answer")
+            self.close_connection = True
+            return
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             data = b""
             while True:

@@ -605,6 +605,30 @@ fn bodies_over_the_route_limit_or_the_global_default_get_413() {
         assert_eq!(r.status, 413, "{how}: {r:?}");
     }
     assert_eq!(too_large("free"), 3);
+
+    // A backend that answers before the body is over the limit: the response is cut off,
+    // and counted.
+    let mut s = TcpStream::connect(("127.0.0.1", PROXY)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let chunk = format!("{:x}\r\n{}\r\n", 3000, "y".repeat(3000));
+    s.write_all(
+        format!("POST /free/early HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut head = [0u8; 512];
+    let n = s.read(&mut head).unwrap();
+    let text = String::from_utf8_lossy(&head[..n]).into_owned();
+    assert_eq!(statuses(&text), vec![200], "{text}");
+    s.write_all(chunk.as_bytes()).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let text = format!("{text}{}", String::from_utf8_lossy(&rest));
+    assert!(
+        !text.contains("early-answer"),
+        "the response must be cut off: {text}"
+    );
+    assert_eq!(too_large("free"), 4);
     // The backend never saw a body over the limit, and the proxy still serves.
     assert_eq!(
         curl(&[&format!("http://127.0.0.1:{PROXY}/free")]).status,

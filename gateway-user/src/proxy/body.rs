@@ -178,6 +178,9 @@ pub struct Completion {
     pub ratelimit_policy: Option<Arc<str>>,
     /// The authenticated consumer.
     pub consumer: Option<Arc<str>>,
+    /// The request body streamed to the backend, if one was: a response cut off because the
+    /// body grew past the limit is counted as such.
+    pub body: Option<Arc<BodyState>>,
     pub(crate) _conn: ConnGuard,
 }
 
@@ -198,9 +201,19 @@ pub fn method_label(m: &Method) -> &'static str {
 }
 
 impl Completion {
-    fn finish(self, bytes: u64, aborted: bool) {
+    fn finish(mut self, bytes: u64, aborted: bool) {
         let elapsed = self.started.elapsed();
         let metrics = &self.core.metrics;
+        if aborted && self.body.as_ref().is_some_and(|b| b.too_large()) {
+            // The backend had started answering when the body went over the limit.
+            self.reason = "body_too_large";
+            metrics
+                .body_too_large
+                .get_or_create(&RouteLabel {
+                    route: self.route.to_string(),
+                })
+                .inc();
+        }
         metrics
             .requests
             .get_or_create(&HttpRequestLabels {

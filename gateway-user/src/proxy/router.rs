@@ -185,6 +185,7 @@ pub async fn handle(
         ratelimit: "-",
         ratelimit_policy: None,
         consumer: None,
+        body: None,
         _conn: guard,
     };
 
@@ -588,7 +589,7 @@ async fn forward(
     path_and_query: &str,
     body: &mut RequestBody,
     deadline: Option<tokio::time::Instant>,
-    state: &BodyState,
+    state: &Arc<BodyState>,
 ) -> Response<ResponseBody> {
     backend.request();
     let mut tried: Vec<usize> = Vec::new();
@@ -742,6 +743,7 @@ async fn forward(
                 }
                 done.status = status.as_u16();
                 done.upstream = Some(in_flight);
+                done.body = Some(state.clone());
                 return Response::from_parts(
                     rparts,
                     ResponseBody::upstream(rbody, body_deadline, done),

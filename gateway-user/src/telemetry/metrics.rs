@@ -216,7 +216,7 @@ impl HttpMetrics {
         let body_too_large = Family::<RouteLabel, Counter>::default();
         registry.register(
             "tollgate_http_request_body_too_large",
-            "Requests refused with 413 or cut off because their body was over the route's limit (BackendTrafficPolicy requestBody.maxSize, else --max-request-body), by route.",
+            "Requests answered 413, or whose response was cut off, because their body was over the route's limit (BackendTrafficPolicy requestBody.maxSize, else --max-request-body), by route.",
             body_too_large.clone(),
         );
         HttpMetrics {
