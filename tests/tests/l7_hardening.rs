@@ -207,6 +207,15 @@ fn request_smuggling_and_malformed_requests_are_refused_and_never_reach_the_back
         1,
         "a refused request reached the backend"
     );
+    // hyper's own 400s are counted by reason.
+    assert!(
+        counter(
+            ADMIN,
+            "tollgate_http_connection_errors_total{reason=\"malformed\"}"
+        ) >= probes.len() as u64,
+        "{}",
+        metrics(ADMIN)
+    );
 }
 
 /// `slowhttptest` against `url` for at most `seconds`; returns the CSV rows (seconds, closed,
@@ -346,6 +355,16 @@ fn slowloris_and_slow_bodies_are_cut_off_and_normal_requests_still_get_through()
             .max()
             .unwrap_or(0);
         assert!(opened >= 30, "{mode}: the attack did not connect: {rows:?}");
+        if mode == "-H" {
+            assert!(
+                counter(
+                    ADMIN,
+                    "tollgate_http_connection_errors_total{reason=\"header_timeout\"}"
+                ) >= 30,
+                "slowloris connections are counted: {}",
+                metrics(ADMIN)
+            );
+        }
         assert!(
             rows.iter()
                 .all(|r| r.get(4).map(String::as_str) != Some("0")),
