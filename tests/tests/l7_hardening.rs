@@ -453,6 +453,14 @@ fn an_http2_rapid_reset_flood_gets_goaway_and_few_requests_reach_the_backend() {
     // ENHANCE_YOUR_CALM (0xb): the h2 server's answer to too many pending resets.
     assert_eq!(v["goaway"], 11, "{report}");
     assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        counter(
+            ADMIN,
+            "tollgate_http_connection_errors_total{reason=\"other\"}"
+        ) >= 1,
+        "the flood is counted: {}",
+        metrics(ADMIN)
+    );
     let seen = hits(PROXY, "/rapid") - 1;
     assert!(
         seen <= 200,
