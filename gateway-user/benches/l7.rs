@@ -346,6 +346,8 @@ fn h2load(proto: Proto, port: u16, path: &str, secs: u64, pids: &[u32], backend:
     let cpu0: Duration = pids.iter().map(|p| tree_cpu(*p)).sum();
     let bcpu0 = tree_cpu(backend);
     let started = Instant::now();
+    // Reaped below with wait4 (for its CPU time), which clippy cannot see.
+    #[allow(clippy::zombie_processes)]
     let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -17,10 +17,14 @@ use crate::{Agent, Lab, APPLY_TIMEOUT, POLICY_APPLIED, PYTHON};
 /// `X-Hop`, `Keep-Alive`), which the proxy must not pass on.
 ///
 /// Paths: `/status/NNN...` answers NNN; `/flaky/...` answers 503 on the 1st, 3rd, ... request
-/// to that path and 200 on the others; `/slow/MS...` answers after MS milliseconds. Mode
-/// `hang` never answers.
+/// to that path and 200 on the others; `/slow/MS...` answers after MS milliseconds;
+/// `/reset/head...` resets the connection in the middle of the status line, `/reset/body...`
+/// after the headers and part of the body; a path with `/early` answers before reading the
+/// body (the head and part of the body at once, the rest 3 s later). Chunked request bodies
+/// are read too. Mode `hang`
+/// never answers.
 const BACKEND_SCRIPT: &str = r#"
-import json, sys, threading, time
+import json, socket, struct, sys, threading, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 name, host, port, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 lock = threading.Lock()
@@ -33,8 +37,35 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
     def answer(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        data = self.rfile.read(length) if length else b""
+        if self.path.startswith("/reset/head"):
+            # A status line cut short, then a TCP reset: no response at all.
+            self.wfile.write(b"HTTP/1.1 200 O")
+            return self.reset()
+        if "/early" in self.path:
+            # Answers before reading the body: the head and part of the body, the rest later.
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nearly")
+            self.wfile.flush()
+            time.sleep(3)
+            self.wfile.write(b"-answer")
+            self.close_connection = True
+            return
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            data = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        else:
+            length = int(self.headers.get("Content-Length") or 0)
+            data = self.rfile.read(length) if length else b""
+        if self.path.startswith("/reset/body"):
+            # Headers and part of the body, then a TCP reset.
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial")
+            return self.reset()
         if mode == "hang":
             time.sleep(3600)
             return
@@ -66,10 +97,25 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+    def reset(self):
+        self.wfile.flush()
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+    def finish(self):
+        try:
+            super().finish()
+        except OSError:
+            pass
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = answer
-ThreadingHTTPServer.daemon_threads = True
-ThreadingHTTPServer.request_queue_size = 256
-ThreadingHTTPServer((host, port), Handler).serve_forever()
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+    def handle_error(self, request, client_address):
+        # A proxy that cut a request short (body too large, client gone) is not news.
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+Server((host, port), Handler).serve_forever()
 "#;
 
 /// A running backend; dropping it stops it.

@@ -176,6 +176,10 @@ const TOOL_PACKAGES: &[&str] = &[
     // cryptography makes the RSA, EC P-256 and Ed25519 keys, the JWKS and the tokens.
     "python3-jwt",
     "python3-cryptography",
+    // The L7 hardening tests (tests/tests/l7_hardening.rs): slowloris and slow bodies, and an
+    // HTTP/2 rapid-reset client.
+    "slowhttptest",
+    "python3-h2",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

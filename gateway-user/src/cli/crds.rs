@@ -9,6 +9,7 @@ use crate::model::auth::AuthPolicy;
 use crate::model::backend::Backend;
 use crate::model::l4::L4Policy;
 use crate::model::ratelimit::RateLimitPolicy;
+use crate::model::traffic::BackendTrafficPolicy;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
@@ -25,6 +26,7 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("backend.yaml", Backend::crd()),
         ("ratelimitpolicy.yaml", RateLimitPolicy::crd()),
         ("authpolicy.yaml", AuthPolicy::crd()),
+        ("backendtrafficpolicy.yaml", BackendTrafficPolicy::crd()),
     ]
 }
 
@@ -162,7 +164,8 @@ mod tests {
                 serde_json::to_value(L4Policy::crd()).unwrap(),
                 serde_json::to_value(Backend::crd()).unwrap(),
                 serde_json::to_value(RateLimitPolicy::crd()).unwrap(),
-                serde_json::to_value(AuthPolicy::crd()).unwrap()
+                serde_json::to_value(AuthPolicy::crd()).unwrap(),
+                serde_json::to_value(BackendTrafficPolicy::crd()).unwrap()
             ]
         );
         // Only Tollgate's own kinds: the Gateway API's CRDs come from its release.
@@ -171,6 +174,18 @@ mod tests {
             assert_eq!(doc["spec"]["group"], "tollgate.dev", "{}", doc["metadata"]);
         }
         assert!(!yaml.contains("kind: HTTPRoute\n") && !yaml.contains("kind: Gateway\n"));
+    }
+
+    #[test]
+    fn the_backend_traffic_policy_crd_is_namespaced_and_documents_every_field() {
+        let crd = BackendTrafficPolicy::crd();
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(crd.spec.names.plural, "backendtrafficpolicies");
+        assert_eq!(
+            undocumented_fields(&crd),
+            Vec::<String>::new(),
+            "fields without a doc comment"
+        );
     }
 
     #[test]

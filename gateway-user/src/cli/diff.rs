@@ -75,6 +75,7 @@ fn l7_objects(docs: &crate::source::Documents) -> L7Objects {
                 Object::Backend(b) => serde_json::to_value(&b.spec),
                 Object::RateLimitPolicy(p) => serde_json::to_value(&p.spec),
                 Object::AuthPolicy(p) => serde_json::to_value(&p.spec),
+                Object::BackendTrafficPolicy(p) => serde_json::to_value(&p.spec),
             }
             .ok()?;
             let name = format!(

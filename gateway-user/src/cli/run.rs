@@ -100,6 +100,61 @@ pub struct RunArgs {
     /// (basicAuth). Files are reloaded when they change.
     #[arg(long, value_name = "DIR", default_value = crate::proxy::tls::DEFAULT_TLS_SECRETS_DIR, env = "TOLLGATE_TLS_SECRETS_DIR")]
     pub tls_secrets_dir: PathBuf,
+    /// Limits of the L7 proxy.
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// The proxy's limits (`--max-request-body`, `--header-read-timeout`, ...). The defaults are
+/// the constants of `proxy` (`proxy::MAX_REQUEST_BODY`, ...); a unit test keeps them equal.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// L7: the largest request body of a route without a BackendTrafficPolicy
+    /// `requestBody.maxSize` (413 over it).
+    #[arg(long, value_name = "BYTES", default_value = "10MiB", value_parser = parse_size, env = "TOLLGATE_MAX_REQUEST_BODY")]
+    pub max_request_body: u64,
+    /// L7: the largest request head (request line and headers; HTTP/2: header list size).
+    #[arg(long, value_name = "BYTES", default_value = "64KiB", value_parser = parse_size, env = "TOLLGATE_MAX_HEADER_BYTES")]
+    pub max_header_bytes: u64,
+    /// L7: the most headers of an HTTP/1.1 request (431 over it).
+    #[arg(long, value_name = "N", default_value_t = crate::proxy::MAX_HEADERS, env = "TOLLGATE_MAX_HEADERS")]
+    pub max_headers: usize,
+    /// L7: time a client has to send a complete request head (slowloris), also the longest an
+    /// HTTP/1.1 keep-alive connection waits for its next request.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, env = "TOLLGATE_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Duration,
+    /// L7: a client connection with no request in flight and no bytes moving for this long is
+    /// closed (slow bodies included).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, env = "TOLLGATE_IDLE_TIMEOUT")]
+    pub idle_timeout: Duration,
+    /// L7: open client connections over all listeners; over it, new connections wait in the
+    /// kernel's backlog until one closes.
+    #[arg(long, value_name = "N", default_value_t = crate::proxy::MAX_CONNECTIONS, env = "TOLLGATE_MAX_CONNECTIONS")]
+    pub max_connections: usize,
+    /// L7: concurrent streams per HTTP/2 connection.
+    #[arg(long, value_name = "N", default_value_t = crate::proxy::H2_MAX_CONCURRENT_STREAMS, env = "TOLLGATE_H2_MAX_CONCURRENT_STREAMS")]
+    pub h2_max_concurrent_streams: u32,
+    /// L7: HTTP/2 streams a client may reset before the proxy has accepted them, at once,
+    /// before the connection is closed with GOAWAY (rapid reset, CVE-2023-44487).
+    #[arg(long, value_name = "N", default_value_t = crate::proxy::H2_MAX_PENDING_RESET_STREAMS, env = "TOLLGATE_H2_MAX_PENDING_RESETS")]
+    pub h2_max_pending_resets: usize,
+}
+
+impl LimitArgs {
+    /// The proxy's limits: these flags over the defaults.
+    pub fn limits(&self) -> crate::proxy::Limits {
+        crate::proxy::Limits {
+            max_request_body: self.max_request_body,
+            max_header_bytes: usize::try_from(self.max_header_bytes).unwrap_or(usize::MAX),
+            max_headers: self.max_headers,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections.max(1),
+            h2_max_concurrent_streams: self.h2_max_concurrent_streams,
+            h2_max_pending_reset_streams: self.h2_max_pending_resets,
+            ..Default::default()
+        }
+    }
 }
 
 impl RunArgs {
@@ -230,7 +285,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             trusted_proxies: args.trusted_proxies,
             never_ban: args.never_ban,
             access_log: args.access_log,
-            limits: Default::default(),
+            limits: args.limits.limits(),
             tls_secrets_dir: args.tls_secrets_dir,
         },
     };
@@ -240,4 +295,34 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         .build()?;
     rt.block_on(agent::run(config))?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        limits: LimitArgs,
+    }
+
+    #[test]
+    fn limit_flag_defaults_are_the_proxy_defaults() {
+        let cli = Cli::parse_from(["x"]);
+        let l = cli.limits.limits();
+        let d = crate::proxy::Limits::default();
+        assert_eq!(l.max_request_body, d.max_request_body);
+        assert_eq!(l.max_header_bytes, d.max_header_bytes);
+        assert_eq!(l.max_headers, d.max_headers);
+        assert_eq!(l.header_read_timeout, d.header_read_timeout);
+        assert_eq!(l.idle_timeout, d.idle_timeout);
+        assert_eq!(l.max_connections, d.max_connections);
+        assert_eq!(l.h2_max_concurrent_streams, d.h2_max_concurrent_streams);
+        assert_eq!(
+            l.h2_max_pending_reset_streams,
+            d.h2_max_pending_reset_streams
+        );
+    }
 }

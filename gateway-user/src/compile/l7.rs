@@ -29,21 +29,24 @@ use regex::{Regex, RegexBuilder};
 use super::{PolicyError, PolicyErrors};
 use crate::dataplane::bans::BanKind;
 use crate::model::auth::{AuthPolicy, CertificateField, CredentialRef};
-use crate::model::backend::{Backend, LoadBalancerType};
+use crate::model::backend::{
+    Backend, BackendObjectRef, BackendTls, LoadBalancerType, WellKnownCaCertificates,
+};
 use crate::model::gateway::{Gateway, Listener, GATEWAY_API_GROUP};
 use crate::model::ratelimit::{RateLimitKey, RateLimitMode, RateLimitPolicy};
 use crate::model::route::{
     FilterType, HTTPBackendRef, HTTPHeaderFilter, HTTPPathModifier, HTTPRoute, HTTPRouteFilter,
     HTTPRouteMatch, HTTPRouteRule, PathMatchType, PathModifierType, ValueMatchType,
 };
+use crate::model::traffic::BackendTrafficPolicy;
 use crate::model::{Located, Object};
 pub use table::RouteTable;
 use table::{
-    ApiKeyDef, Attachment, AuthDef, BackendDef, BanDef, HeaderMatch, HeaderModifier, HostPattern,
-    JwksDef, JwtProviderDef, KeyLocation, L7Policy, LimitKey, ListenerDef, ListenerTls,
-    LoadBalancing, MatchDef, PathMatch, PathModifier, QueryMatch, RateLimitDef, Redirect, Retry,
-    RouteDef, RouteLimits, Rule, RuleDef, SecretRef, Timeouts, TokenLocation, UrlRewrite,
-    ValueMatch, WeightedBackend,
+    ApiKeyDef, Attachment, AuthDef, BackendCa, BackendDef, BackendTlsDef, BanDef, HeaderMatch,
+    HeaderModifier, HostPattern, JwksDef, JwtProviderDef, KeyLocation, L7Policy, LimitKey,
+    ListenerDef, ListenerTls, LoadBalancing, MatchDef, PathMatch, PathModifier, QueryMatch,
+    RateLimitDef, Redirect, Retry, RouteDef, RouteLimits, Rule, RuleDef, SecretRef, Timeouts,
+    TokenLocation, UrlRewrite, ValueMatch, WeightedBackend,
 };
 
 /// Listeners per Gateway (the Gateway API's limit).
@@ -359,6 +362,48 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
         }
     }
 
+    // BackendTrafficPolicies: at most one per route.
+    let mut traffic_policies: Vec<&Located<Object>> = objects
+        .iter()
+        .filter(|o| matches!(o.value, Object::BackendTrafficPolicy(_)))
+        .collect();
+    traffic_policies.sort_by_key(|o| (o.value.namespace(), o.value.name()));
+    traffic_policies.dedup_by_key(|o| (o.value.namespace(), o.value.name())); // duplicates: reported above
+    let mut route_traffic: HashMap<(String, String), (String, Option<u64>)> = HashMap::new();
+    for o in traffic_policies {
+        let Object::BackendTrafficPolicy(p) = &o.value else {
+            continue;
+        };
+        let ns = o.value.namespace().unwrap_or_default();
+        let mut c = Checker {
+            at: At {
+                file: &o.file,
+                object: &o.object,
+            },
+            errors,
+        };
+        let Some((targets, max_body)) = traffic_policy(&mut c, ns, p, &route_names) else {
+            continue;
+        };
+        let mut ok = true;
+        for (i, t) in targets.iter().enumerate() {
+            if let Some((other, _)) = route_traffic.get(&(ns.to_owned(), t.clone())) {
+                c.error(
+                    format!("spec.targetRefs[{i}].name"),
+                    format!(
+                        "HTTPRoute {ns}/{t} already has BackendTrafficPolicy {ns}/{other}: a route has at most one"
+                    ),
+                );
+                ok = false;
+            }
+        }
+        if ok {
+            for t in targets {
+                route_traffic.insert((ns.to_owned(), t), (o.value.name().to_owned(), max_body));
+            }
+        }
+    }
+
     // Routes, in Gateway API order: oldest first, then by namespace/name.
     let mut routes: Vec<&Located<Object>> = objects
         .iter()
@@ -403,8 +448,11 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
         let auth = route_auth
             .get(&(ns.to_owned(), o.value.name().to_owned()))
             .copied();
+        let max_body = route_traffic
+            .get(&(ns.to_owned(), o.value.name().to_owned()))
+            .and_then(|(_, m)| *m);
         if let Some(def) = route(
-            &mut c, ns, label, order, r, &gateways, &backends, &limits, auth,
+            &mut c, ns, label, order, r, &gateways, &backends, &limits, auth, max_body,
         ) {
             policy.routes.push(def);
         }
@@ -498,18 +546,87 @@ fn backend(c: &mut Checker<'_, '_>, label: &str, b: &Backend) -> Option<BackendD
             }
         },
     };
-    if spec.tls.is_some() {
-        c.error(
-            "spec.tls",
-            "TLS to backends is not supported yet: endpoints are spoken to in plain HTTP/1.1",
-        );
-    }
+    let ns = label.split_once('/').map_or("", |(ns, _)| ns);
+    let tls = spec.tls.as_ref().and_then(|t| backend_tls(c, ns, t));
     (c.errors.len() == before).then(|| BackendDef {
         label: label.to_owned(),
         endpoints,
         load_balancing,
         consecutive_failures,
         ejection_time,
+        tls,
+    })
+}
+
+/// Checks a Backend's `spec.tls`.
+fn backend_tls(c: &mut Checker<'_, '_>, ns: &str, t: &BackendTls) -> Option<BackendTlsDef> {
+    let before = c.errors.len();
+    if let Err(why) = check_hostname(&t.hostname, false) {
+        c.error("spec.tls.hostname", format!("\"{}\" {why}", t.hostname));
+    }
+    let check_ref = |c: &mut Checker<'_, '_>, at: &str, r: &BackendObjectRef, kind: &str| {
+        let group = r.group.as_deref().unwrap_or("");
+        let k = r.kind.as_deref().unwrap_or(kind);
+        if !group.is_empty() || k != kind {
+            c.error(
+                at,
+                format!("{group}/{k}: only a core {kind} can be named here"),
+            );
+        }
+        // The name becomes a directory under --tls-secrets-dir: no `..` or `/`.
+        if let Err(why) = check_secret_name(&r.name) {
+            c.error(format!("{at}.name"), format!("\"{}\" {why}", r.name));
+        }
+        SecretRef {
+            namespace: ns.to_owned(),
+            name: r.name.clone(),
+        }
+    };
+    let ca = match (&t.ca_certificate_refs, t.well_known_ca_certificates) {
+        (Some(refs), None) if !refs.is_empty() => {
+            c.count(
+                "spec.tls.caCertificateRefs",
+                refs.len(),
+                MAX_CA_CERTIFICATE_REFS,
+            );
+            BackendCa::Refs(
+                refs.iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        check_ref(
+                            c,
+                            &format!("spec.tls.caCertificateRefs[{i}]"),
+                            r,
+                            "ConfigMap",
+                        )
+                    })
+                    .collect(),
+            )
+        }
+        (None, Some(WellKnownCaCertificates::System)) => BackendCa::System,
+        (Some(_), Some(_)) => {
+            c.error(
+                "spec.tls",
+                "set exactly one of caCertificateRefs or wellKnownCACertificates",
+            );
+            BackendCa::System
+        }
+        _ => {
+            c.error(
+                "spec.tls.caCertificateRefs",
+                "missing: name the ConfigMaps with the CA certificates, or set wellKnownCACertificates: System",
+            );
+            BackendCa::System
+        }
+    };
+    let client_certificate = t
+        .client_certificate_ref
+        .as_ref()
+        .map(|r| check_ref(c, "spec.tls.clientCertificateRef", r, "Secret"));
+    (c.errors.len() == before).then(|| BackendTlsDef {
+        hostname: t.hostname.clone(),
+        ca,
+        client_certificate,
     })
 }
 
@@ -847,6 +964,7 @@ fn route(
     backends: &HashMap<(String, String), usize>,
     limits: &RouteLimits,
     auth: Option<usize>,
+    max_request_body: Option<u64>,
 ) -> Option<RouteDef> {
     let before = c.errors.len();
     let spec = &r.spec;
@@ -985,7 +1103,18 @@ fn route(
                 );
             }
         }
-        if let Some(rule) = rule(c, &at, i, ns, &route_label, raw, backends, limits, auth) {
+        if let Some(rule) = rule(
+            c,
+            &at,
+            i,
+            ns,
+            &route_label,
+            raw,
+            backends,
+            limits,
+            auth,
+            max_request_body,
+        ) {
             rules.push(rule);
         }
     }
@@ -1014,6 +1143,7 @@ fn rule(
     backends: &HashMap<(String, String), usize>,
     limits: &RouteLimits,
     auth: Option<usize>,
+    max_request_body: Option<u64>,
 ) -> Option<RuleDef> {
     let before = c.errors.len();
     // Matches.
@@ -1278,6 +1408,7 @@ fn rule(
             retry,
             rate_limits: limits.clone(),
             auth,
+            max_request_body,
         }),
         matches,
     })
@@ -1333,6 +1464,41 @@ fn check_target_refs(
         }
     }
     targets
+}
+
+/// Largest `requestBody.maxSize` of a BackendTrafficPolicy.
+pub const MAX_REQUEST_BODY_LIMIT: u64 = 64 << 30;
+
+/// Checks a BackendTrafficPolicy; returns the names of the routes it targets and their body
+/// size limit.
+fn traffic_policy(
+    c: &mut Checker<'_, '_>,
+    ns: &str,
+    p: &BackendTrafficPolicy,
+    routes: &HashSet<(&str, &str)>,
+) -> Option<(Vec<String>, Option<u64>)> {
+    let before = c.errors.len();
+    let spec = &p.spec;
+    let targets = check_target_refs(
+        c,
+        ns,
+        "a BackendTrafficPolicy",
+        "applies to",
+        &spec.target_refs,
+        routes,
+    );
+    let mut max_body = None;
+    if let Some(b) = &spec.request_body {
+        match crate::cli::parse_size(&b.max_size) {
+            Ok(n) if n <= MAX_REQUEST_BODY_LIMIT => max_body = Some(n),
+            Ok(_) => c.error(
+                "spec.requestBody.maxSize",
+                format!("{:?} is more than the most allowed, 64GiB", b.max_size),
+            ),
+            Err(why) => c.error("spec.requestBody.maxSize", why),
+        }
+    }
+    (c.errors.len() == before).then_some((targets, max_body))
 }
 
 /// Checks an AuthPolicy; returns the names of the routes it targets and the policy.

@@ -35,10 +35,60 @@ pub struct BackendSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
 
-    /// TLS to the endpoints. Not supported yet: endpoints are spoken to in plain HTTP/1.1.
+    /// TLS to the endpoints (the validation fields of Gateway API's `BackendTLSPolicy`).
+    /// Omitted: endpoints are spoken to in plain HTTP/1.1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<std::collections::BTreeMap<String, String>>")]
-    pub tls: Option<serde_json::Value>,
+    pub tls: Option<BackendTls>,
+}
+
+/// How the proxy speaks TLS (HTTP/1.1 inside, no ALPN) to a Backend's endpoints and
+/// checks their certificates. Certificate verification failures answer 502 and count as
+/// `tollgate_http_upstream_errors_total{reason="tls"}`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendTls {
+    /// The server name sent in SNI, which the endpoints' certificates must be valid for (a
+    /// DNS name, as BackendTLSPolicy's `hostname`).
+    pub hostname: String,
+    /// ConfigMaps (in the Backend's namespace) whose `ca.crt` holds the PEM CA certificates
+    /// trusted for the endpoints (1-8); standalone, the file `NS/NAME/ca.crt` under
+    /// `--tls-secrets-dir`. Exactly one of this and `wellKnownCACertificates`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificate_refs: Option<Vec<BackendObjectRef>>,
+    /// `System`: trust the system's CA certificates (`/etc/ssl/certs/ca-certificates.crt`).
+    #[serde(
+        default,
+        rename = "wellKnownCACertificates",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub well_known_ca_certificates: Option<WellKnownCaCertificates>,
+    /// A `kubernetes.io/tls` Secret (in the Backend's namespace; standalone `NS/NAME/tls.crt`
+    /// and `tls.key` under `--tls-secrets-dir`) whose certificate the proxy presents to the
+    /// endpoints (mutual TLS). Omitted: no client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_ref: Option<BackendObjectRef>,
+}
+
+/// A reference to a ConfigMap or Secret in the Backend's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendObjectRef {
+    /// API group: `""` (core; the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Kind: `ConfigMap` for CA certificates, `Secret` for a client certificate (the
+    /// defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Name.
+    pub name: String,
+}
+
+/// Well-known sets of CA certificates.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum WellKnownCaCertificates {
+    /// The system's trust store.
+    System,
 }
 
 /// One endpoint: exactly one of `ip` or `fqdn`.

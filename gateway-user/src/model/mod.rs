@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod l4;
 pub mod ratelimit;
 pub mod route;
+pub mod traffic;
 
 /// API group of every Tollgate kind.
 pub const GROUP: &str = "tollgate.dev";
@@ -41,6 +42,8 @@ pub enum Object {
     RateLimitPolicy(ratelimit::RateLimitPolicy),
     /// Authentication attached to HTTPRoutes.
     AuthPolicy(auth::AuthPolicy),
+    /// Traffic settings (request body size) attached to HTTPRoutes.
+    BackendTrafficPolicy(traffic::BackendTrafficPolicy),
 }
 
 impl Object {
@@ -53,6 +56,7 @@ impl Object {
             Object::Backend(_) => "Backend",
             Object::RateLimitPolicy(_) => "RateLimitPolicy",
             Object::AuthPolicy(_) => "AuthPolicy",
+            Object::BackendTrafficPolicy(_) => "BackendTrafficPolicy",
         }
     }
 
@@ -64,6 +68,7 @@ impl Object {
             Object::Backend(o) => &o.metadata,
             Object::RateLimitPolicy(o) => &o.metadata,
             Object::AuthPolicy(o) => &o.metadata,
+            Object::BackendTrafficPolicy(o) => &o.metadata,
         }
     }
 
@@ -153,6 +158,12 @@ const KINDS: &[KindInfo] = &[
         api_version: "tollgate.dev/v1alpha1",
         namespaced: true,
         read: |v| typed::<auth::AuthPolicy>(v).map(Object::AuthPolicy),
+    },
+    KindInfo {
+        kind: "BackendTrafficPolicy",
+        api_version: "tollgate.dev/v1alpha1",
+        namespaced: true,
+        read: |v| typed::<traffic::BackendTrafficPolicy>(v).map(Object::BackendTrafficPolicy),
     },
 ];
 

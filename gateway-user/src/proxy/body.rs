@@ -178,6 +178,9 @@ pub struct Completion {
     pub ratelimit_policy: Option<Arc<str>>,
     /// The authenticated consumer.
     pub consumer: Option<Arc<str>>,
+    /// The request body streamed to the backend, if one was: a response cut off because the
+    /// body grew past the limit is counted as such.
+    pub body: Option<Arc<BodyState>>,
     pub(crate) _conn: ConnGuard,
 }
 
@@ -198,9 +201,19 @@ pub fn method_label(m: &Method) -> &'static str {
 }
 
 impl Completion {
-    fn finish(self, bytes: u64, aborted: bool) {
+    fn finish(mut self, bytes: u64, aborted: bool) {
         let elapsed = self.started.elapsed();
         let metrics = &self.core.metrics;
+        if aborted && self.body.as_ref().is_some_and(|b| b.too_large()) {
+            // The backend had started answering when the body went over the limit.
+            self.reason = "body_too_large";
+            metrics
+                .body_too_large
+                .get_or_create(&RouteLabel {
+                    route: self.route.to_string(),
+                })
+                .inc();
+        }
         metrics
             .requests
             .get_or_create(&HttpRequestLabels {
@@ -237,5 +250,123 @@ impl Completion {
                 aborted,
             });
         }
+    }
+}
+
+/// What became of a request body being streamed to a backend (see [`LimitedBody`]).
+#[derive(Debug, Default)]
+pub struct BodyState(std::sync::atomic::AtomicU8);
+
+impl BodyState {
+    const STREAMING: u8 = 0;
+    const COMPLETE: u8 = 1;
+    const TOO_LARGE: u8 = 2;
+    const CLIENT_ERROR: u8 = 3;
+
+    fn set(&self, v: u8) {
+        self.0.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u8 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The whole body has been read from the client (or there was none to stream).
+    pub fn set_complete(&self) {
+        self.set(Self::COMPLETE);
+    }
+
+    /// The body grew past the limit and was cut off.
+    pub fn too_large(&self) -> bool {
+        self.get() == Self::TOO_LARGE
+    }
+
+    /// The client failed to send the whole body (it went away, or broke the framing).
+    pub fn client_error(&self) -> bool {
+        self.get() == Self::CLIENT_ERROR
+    }
+
+    /// The client has not sent the whole body yet.
+    pub fn incomplete(&self) -> bool {
+        self.get() == Self::STREAMING
+    }
+}
+
+/// A request body streamed to a backend, cut off with [`BodyTooLarge`] once more than `limit`
+/// bytes have come (HTTP/1.1 chunks or HTTP/2 DATA frames alike). The error aborts the
+/// upstream request; `state` tells the proxy why it failed, so that a client's fault (a body
+/// too large, too slow or broken) is never blamed on the backend.
+pub struct LimitedBody {
+    inner: Incoming,
+    remaining: u64,
+    state: Arc<BodyState>,
+}
+
+/// A request body grew past the route's limit.
+#[derive(Debug)]
+pub struct BodyTooLarge;
+
+impl std::fmt::Display for BodyTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body is larger than the route's limit")
+    }
+}
+
+impl std::error::Error for BodyTooLarge {}
+
+impl LimitedBody {
+    /// `inner`, cut off after `limit` bytes; `state` records how it ended.
+    pub fn new(inner: Incoming, limit: u64, state: Arc<BodyState>) -> Self {
+        LimitedBody {
+            inner,
+            remaining: limit,
+            state,
+        }
+    }
+}
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > this.remaining {
+                        this.remaining = 0;
+                        this.state.set(BodyState::TOO_LARGE);
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                    }
+                    this.remaining -= n;
+                }
+                if this.inner.is_end_stream() {
+                    this.state.set_complete();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.state.set(BodyState::CLIENT_ERROR);
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => {
+                this.state.set_complete();
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

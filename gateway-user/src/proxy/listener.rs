@@ -313,7 +313,14 @@ async fn serve_http<S>(
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(error) = result {
-                    debug!(%peer, port, %error, "connection ended with an error");
+                    let reason = connection_error_reason(&*error);
+                    debug!(%peer, port, %error, reason, "connection ended with an error");
+                    core.metrics
+                        .connection_errors
+                        .get_or_create(&crate::telemetry::metrics::ReasonLabel {
+                            reason: reason.to_owned(),
+                        })
+                        .inc();
                 }
                 return;
             }
@@ -331,5 +338,20 @@ async fn serve_http<S>(
                 }
             }
         }
+    }
+}
+
+/// The `reason` label of a connection the HTTP layer ended with `error`: `malformed` (a
+/// request hyper could not parse: bad framing, bad characters, smuggling attempts; answered
+/// 400), `head_too_large` (431), `header_timeout` (the head did not arrive within
+/// `--header-read-timeout`: slowloris), `incomplete` (the client went away mid-message), or
+/// `other` (HTTP/2 protocol errors, I/O errors).
+pub fn connection_error_reason(error: &(dyn std::error::Error + 'static)) -> &'static str {
+    match error.downcast_ref::<hyper::Error>() {
+        Some(e) if e.is_parse_too_large() => "head_too_large",
+        Some(e) if e.is_parse() => "malformed",
+        Some(e) if e.is_timeout() => "header_timeout",
+        Some(e) if e.is_incomplete_message() => "incomplete",
+        _ => "other",
     }
 }

@@ -17,6 +17,7 @@
 pub mod abuse;
 pub mod access_log;
 pub mod auth;
+pub mod backend_tls;
 pub mod body;
 pub mod forwarded;
 pub mod jwt;
@@ -35,7 +36,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -51,8 +51,9 @@ use crate::telemetry::metrics::HttpMetrics;
 use access_log::{AccessLog, Sampler};
 use upstream::BackendRuntime;
 
-/// The body of requests sent to backends: buffered (replayable) or streamed.
-pub type UpstreamBody = Either<Full<Bytes>, Incoming>;
+/// The body of requests sent to backends: buffered (replayable) or streamed (and cut off
+/// at the route's body size limit).
+pub type UpstreamBody = Either<Full<Bytes>, body::LimitedBody>;
 
 /// Default address the listeners bind (`--gateway-address`).
 pub const DEFAULT_GATEWAY_ADDRESS: &str = "0.0.0.0";
@@ -87,6 +88,10 @@ pub struct Limits {
     /// Request bodies up to this size (with a known length) are buffered so that a retry can
     /// send them again; larger or streamed bodies are sent once.
     pub max_retry_body: usize,
+    /// Largest request body, in bytes, of a route whose `BackendTrafficPolicy` sets no
+    /// `requestBody.maxSize`: 413 when `Content-Length` says more, the upstream request cut
+    /// off when a streamed body grows past it.
+    pub max_request_body: u64,
 }
 
 /// Default [`Limits::max_header_bytes`]: 64 KiB.
@@ -113,6 +118,8 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const POOL_MAX_IDLE_PER_ENDPOINT: usize = 256;
 /// Default [`Limits::max_retry_body`]: 64 KiB.
 pub const MAX_RETRY_BODY: usize = 64 * 1024;
+/// Default [`Limits::max_request_body`]: 10 MiB.
+pub const MAX_REQUEST_BODY: u64 = 10 * 1024 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -128,6 +135,7 @@ impl Default for Limits {
             pool_idle_timeout: POOL_IDLE_TIMEOUT,
             pool_max_idle_per_endpoint: POOL_MAX_IDLE_PER_ENDPOINT,
             max_retry_body: MAX_RETRY_BODY,
+            max_request_body: MAX_REQUEST_BODY,
             tls_handshake_timeout: tls::HANDSHAKE_TIMEOUT,
         }
     }
@@ -179,6 +187,8 @@ pub struct Active {
     pub tls: BTreeMap<u16, Arc<tls::TlsPort>>,
     /// Credentials, aligned with `table.policy.auth`.
     pub auth: Vec<Arc<auth::AuthRuntime>>,
+    /// TLS clients, aligned with `backends` (`None`: plain HTTP).
+    pub backend_tls: Vec<Option<backend_tls::TlsClient>>,
 }
 
 /// What every connection and request shares.
@@ -217,6 +227,9 @@ pub enum ProxyError {
     /// A credential file of an AuthPolicy cannot be loaded.
     #[error("cannot load the credentials of {0}")]
     Credentials(Box<auth::PolicyFileError>),
+    /// A CA or client certificate of a Backend's TLS settings cannot be loaded.
+    #[error("{0}")]
+    BackendTls(Box<backend_tls::BackendTlsError>),
 }
 
 /// Sockets bound for a revision, not yet serving.
@@ -225,6 +238,7 @@ pub struct Prepared {
     sockets: Vec<(u16, TcpListener)>,
     tls: tls::PreparedTls,
     auth: Vec<Arc<auth::AuthRuntime>>,
+    backend_tls: Vec<Option<backend_tls::TlsClient>>,
 }
 
 /// The proxy.
@@ -258,6 +272,7 @@ impl Proxy {
                 revision: String::new(),
                 tls: BTreeMap::new(),
                 auth: Vec::new(),
+                backend_tls: Vec::new(),
             }),
             sampler: Sampler::new(config.access_log),
             server: listener::server_builder(&limits),
@@ -302,6 +317,12 @@ impl Proxy {
             .credentials
             .load(table)
             .map_err(|e| ProxyError::Credentials(Box::new(e)))?;
+        let backend_tls = backend_tls::clients(
+            &self.core.config.tls_secrets_dir,
+            &self.core.limits,
+            &table.policy.backends,
+        )
+        .map_err(ProxyError::BackendTls)?;
         let open = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
         let mut sockets = Vec::new();
         for port in table.listen_ports() {
@@ -328,6 +349,7 @@ impl Proxy {
             sockets,
             tls,
             auth,
+            backend_tls,
         })
     }
 
@@ -349,6 +371,7 @@ impl Proxy {
             revision: revision.to_owned(),
             tls: prepared.tls.ports,
             auth: prepared.auth,
+            backend_tls: prepared.backend_tls,
         }));
         let mut open = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
         for (port, socket) in prepared.sockets {

@@ -16,7 +16,8 @@ use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use tracing::debug;
 
-use super::body::{Completion, ResponseBody};
+use super::backend_tls::{self, TlsClient};
+use super::body::{BodyState, Completion, LimitedBody, ResponseBody};
 use super::forwarded;
 use super::listener::{ConnGuard, ConnInfo};
 use super::upstream::{self, BackendRuntime, NoEndpoint};
@@ -25,7 +26,9 @@ use super::{Active, Core, UpstreamBody};
 use crate::compile::l7::path::normalize;
 use crate::compile::l7::table::{Redirect, RequestView, Rule};
 use crate::dataplane::bans::BanKind;
-use crate::telemetry::metrics::{AuthFailureLabels, RateLimitedLabels, UpstreamErrorLabels};
+use crate::telemetry::metrics::{
+    AuthFailureLabels, RateLimitedLabels, RouteLabel, UpstreamErrorLabels,
+};
 
 /// Route label of requests no route matched.
 pub const NO_ROUTE: &str = "none";
@@ -136,7 +139,7 @@ enum RequestBody {
     /// Buffered (or empty): every attempt sends it.
     Replayable(Bytes),
     /// Streamed to the first attempt only (large or of unknown length): no retries.
-    Stream(Option<Incoming>),
+    Stream(Option<LimitedBody>),
 }
 
 impl RequestBody {
@@ -183,6 +186,7 @@ pub async fn handle(
         ratelimit: "-",
         ratelimit_policy: None,
         consumer: None,
+        body: None,
         _conn: guard,
     };
 
@@ -503,22 +507,59 @@ async fn routed(
         .request
         .map(|d| tokio::time::Instant::from_std(started) + d);
 
-    let mut body = match read_body(&core, body, deadline, rule.retry.attempts > 0).await {
+    // The body size limit: a declared length over it is refused before any backend is
+    // contacted; a streamed body is cut off when it grows past it.
+    let max_body = rule
+        .max_request_body
+        .unwrap_or(core.limits.max_request_body);
+    if body.size_hint().lower() > max_body {
+        body_too_large(&core, &rule.route);
+        return local(
+            done,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "the request body is larger than this route accepts",
+        );
+    }
+    let state = Arc::new(BodyState::default());
+    let mut body = match read_body(
+        &core,
+        body,
+        deadline,
+        rule.retry.attempts > 0,
+        max_body,
+        &state,
+    )
+    .await
+    {
         Ok(b) => b,
         Err((status, reason, message)) => return local(done, status, reason, message),
     };
 
+    let tls_client = active.backend_tls.get(backend_index).cloned().flatten();
     forward(
         core,
         done,
         rule,
         backend,
+        tls_client,
         parts,
         &path_and_query,
         &mut body,
         deadline,
+        &state,
     )
     .await
+}
+
+/// Counts a request refused (or cut off) for a body over the route's limit.
+fn body_too_large(core: &Core, route: &Arc<str>) {
+    core.metrics
+        .body_too_large
+        .get_or_create(&RouteLabel {
+            route: route.to_string(),
+        })
+        .inc();
 }
 
 /// Buffers a small request body so that it can be sent again on a retry.
@@ -527,8 +568,11 @@ async fn read_body(
     body: Incoming,
     deadline: Option<tokio::time::Instant>,
     may_retry: bool,
+    max_body: u64,
+    state: &Arc<BodyState>,
 ) -> Result<RequestBody, (StatusCode, &'static str, &'static str)> {
     if body.is_end_stream() {
+        state.set_complete();
         return Ok(RequestBody::Replayable(Bytes::new()));
     }
     let small = body
@@ -536,7 +580,11 @@ async fn read_body(
         .exact()
         .is_some_and(|n| n <= core.config.limits.max_retry_body as u64);
     if !(may_retry && small) {
-        return Ok(RequestBody::Stream(Some(body)));
+        return Ok(RequestBody::Stream(Some(LimitedBody::new(
+            body,
+            max_body,
+            state.clone(),
+        ))));
     }
     let collect = body.collect();
     let collected = match deadline {
@@ -553,7 +601,10 @@ async fn read_body(
         None => collect.await,
     };
     match collected {
-        Ok(c) => Ok(RequestBody::Replayable(c.to_bytes())),
+        Ok(c) => {
+            state.set_complete();
+            Ok(RequestBody::Replayable(c.to_bytes()))
+        }
         Err(_) => Err((
             StatusCode::BAD_REQUEST,
             "bad_request",
@@ -565,6 +616,7 @@ async fn read_body(
 /// What went wrong with the last attempt.
 enum Failure {
     Connect,
+    Tls,
     Timeout,
     Reset,
 }
@@ -575,10 +627,12 @@ async fn forward(
     mut done: Completion,
     rule: Arc<Rule>,
     backend: Arc<BackendRuntime>,
+    tls_client: Option<TlsClient>,
     parts: http::request::Parts,
     path_and_query: &str,
     body: &mut RequestBody,
     deadline: Option<tokio::time::Instant>,
+    state: &Arc<BodyState>,
 ) -> Response<ResponseBody> {
     backend.request();
     let mut tried: Vec<usize> = Vec::new();
@@ -616,7 +670,12 @@ async fn forward(
             (None, None) => None,
         };
         let authority = in_flight.endpoint().authority.clone();
-        let uri: Uri = match format!("http://{authority}{path_and_query}").parse() {
+        let scheme = if tls_client.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let uri: Uri = match format!("{scheme}://{authority}{path_and_query}").parse() {
             Ok(u) => u,
             Err(_) => {
                 return local(
@@ -633,7 +692,10 @@ async fn forward(
         *up.version_mut() = Version::HTTP_11;
         *up.headers_mut() = parts.headers.clone();
 
-        let sent = core.client.request(up);
+        let sent = match &tls_client {
+            Some(c) => c.request(up),
+            None => core.client.request(up),
+        };
         let result = match attempt_deadline {
             Some(d) => tokio::time::timeout_at(d, sent).await.ok(),
             None => Some(sent.await),
@@ -645,12 +707,46 @@ async fn forward(
                 && backend.try_retry()
         };
         let failure = match result {
+            None if state.incomplete() => {
+                // Still waiting for the client's body: the client is slow, not the backend.
+                debug!(route = %rule.route, endpoint = %authority, "the request body did not arrive in time");
+                return local(
+                    done,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "the request body did not arrive in time",
+                );
+            }
+            Some(Err(_)) if state.client_error() => {
+                return local(
+                    done,
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the request body could not be read",
+                );
+            }
             None => {
                 backend.failure(index);
                 upstream_error(&core, &rule.route, "timeout");
                 debug!(route = %rule.route, endpoint = %authority, "backend timed out");
                 // The backend may be working on it: a timed-out request is not sent again.
                 return failure_response(done, Failure::Timeout);
+            }
+            Some(Err(_)) if state.too_large() => {
+                // The client's body grew past the limit: the backend is not at fault.
+                body_too_large(&core, &rule.route);
+                return local(
+                    done,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "the request body is larger than this route accepts",
+                );
+            }
+            Some(Err(e)) if e.is_connect() && backend_tls::is_tls_failure(&e) => {
+                backend.failure(index);
+                upstream_error(&core, &rule.route, "tls");
+                debug!(route = %rule.route, endpoint = %authority, error = %e, "TLS to the backend failed");
+                Failure::Tls
             }
             Some(Err(e)) if e.is_connect() => {
                 backend.failure(index);
@@ -690,6 +786,7 @@ async fn forward(
                 }
                 done.status = status.as_u16();
                 done.upstream = Some(in_flight);
+                done.body = Some(state.clone());
                 return Response::from_parts(
                     rparts,
                     ResponseBody::upstream(rbody, body_deadline, done),
@@ -726,6 +823,12 @@ fn failure_response(done: Completion, f: Failure) -> Response<ResponseBody> {
             StatusCode::BAD_GATEWAY,
             "connect",
             "cannot connect to the backend",
+        ),
+        Failure::Tls => local(
+            done,
+            StatusCode::BAD_GATEWAY,
+            "tls",
+            "the TLS handshake with the backend failed",
         ),
         Failure::Timeout => local(
             done,

@@ -335,6 +335,7 @@ mod tests {
             load_balancing: lb,
             consecutive_failures: failures,
             ejection_time: Duration::from_millis(200),
+            tls: None,
         };
         Registry::default()
             .resolve(&[def], &Default::default())
@@ -435,6 +436,7 @@ mod tests {
             load_balancing: LoadBalancing::RoundRobin,
             consecutive_failures: 1,
             ejection_time: Duration::from_secs(60),
+            tls: None,
         };
         let first = reg.resolve(&[def(&["10.0.0.1:80", "10.0.0.2:80"])], &fam);
         first[0].failure(0);

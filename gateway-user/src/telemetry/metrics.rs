@@ -175,6 +175,12 @@ pub struct HttpMetrics {
     /// `tollgate_http_tls_certificate_reload_failures_total{secret}`: changed certificate files
     /// that could not be loaded (the certificate loaded before stays in use).
     pub tls_reload_failures: Family<SecretLabel, Counter>,
+    /// `tollgate_http_request_body_too_large_total{route}`: requests refused with 413 (or cut
+    /// off) because their body was over the route's limit.
+    pub body_too_large: Family<RouteLabel, Counter>,
+    /// `tollgate_http_connection_errors_total{reason}`: client connections the HTTP layer
+    /// ended with an error (requests refused before routing: malformed, too large, too slow).
+    pub connection_errors: Family<ReasonLabel, Counter>,
 }
 
 /// Buckets of the request duration histogram: 1 ms to about 33 s.
@@ -245,7 +251,21 @@ impl HttpMetrics {
             "Changed certificate files that could not be loaded (the previous certificate stays in use), by Secret.",
             tls_reload_failures.clone(),
         );
+        let body_too_large = Family::<RouteLabel, Counter>::default();
+        registry.register(
+            "tollgate_http_request_body_too_large",
+            "Requests answered 413, or whose response was cut off, because their body was over the route's limit (BackendTrafficPolicy requestBody.maxSize, else --max-request-body), by route.",
+            body_too_large.clone(),
+        );
+        let connection_errors = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "tollgate_http_connection_errors",
+            "Client connections ended by an HTTP error before a request could be routed, by reason (malformed, head_too_large, header_timeout, incomplete, other).",
+            connection_errors.clone(),
+        );
         HttpMetrics {
+            connection_errors,
+            body_too_large,
             requests,
             duration,
             upstream_errors,

@@ -186,6 +186,7 @@ fn policy() -> impl Strategy<Value = L7Policy> {
                             },
                             rate_limits: Default::default(),
                             auth: None,
+                            max_request_body: None,
                         }),
                         matches: matches.into_iter().map(Arc::new).collect(),
                     })

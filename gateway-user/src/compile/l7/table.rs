@@ -486,6 +486,9 @@ pub struct Rule {
     pub rate_limits: RouteLimits,
     /// The AuthPolicy of the route (index into [`L7Policy::auth`]), if one targets it.
     pub auth: Option<usize>,
+    /// The largest request body, from the route's BackendTrafficPolicy (`None`: the proxy's
+    /// default, `--max-request-body`).
+    pub max_request_body: Option<u64>,
 }
 
 impl Rule {
@@ -689,6 +692,28 @@ pub struct BackendDef {
     pub consecutive_failures: u32,
     /// How long an ejected endpoint stays out.
     pub ejection_time: Duration,
+    /// TLS to the endpoints; `None`: plain HTTP.
+    pub tls: Option<BackendTlsDef>,
+}
+
+/// A Backend's `spec.tls`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendTlsDef {
+    /// SNI, and the name the endpoints' certificates must be valid for.
+    pub hostname: String,
+    /// The trust anchors.
+    pub ca: BackendCa,
+    /// The client certificate presented (mutual TLS).
+    pub client_certificate: Option<SecretRef>,
+}
+
+/// Where a Backend's trust anchors come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendCa {
+    /// The system's trust store.
+    System,
+    /// The `ca.crt` of these ConfigMaps.
+    Refs(Vec<SecretRef>),
 }
 
 /// A listener, validated.
@@ -1199,6 +1224,7 @@ mod tests {
             },
             rate_limits: RouteLimits::default(),
             auth: None,
+            max_request_body: None,
         };
         assert_eq!(rule.total_weight(), 4);
         let picks: Vec<_> = (0..4).map(|r| rule.pick_backend(r)).collect();

@@ -742,7 +742,7 @@ spec:
     - ip: { address: 10.0.0.2, port: 80 }
     - ip: { address: 10.0.0.2, port: 80 }
   healthCheck: { passive: { consecutiveFailures: 0, ejectionTime: 10x } }
-  tls: { sni: x }
+  tls: { hostname: x.internal }
 ";
     let errs = errors(yaml);
     let got = places(&errs, "not an IPv4 or IPv6 address");
@@ -757,7 +757,7 @@ spec:
             f("endpoints[5]"),
             f("healthCheck.passive.consecutiveFailures"),
             f("healthCheck.passive.ejectionTime"),
-            f("tls"),
+            f("tls.caCertificateRefs"),
         ]
     );
 }
@@ -1467,4 +1467,155 @@ fn ban_on_abuse_of_a_rate_limit_policy_is_checked() {
             at("spec.banOnAbuse.blockFor"),
         ]
     );
+}
+
+fn traffic_policy(name: &str, spec: &str) -> String {
+    format!("apiVersion: tollgate.dev/v1alpha1\nkind: BackendTrafficPolicy\nmetadata: {{ name: {name} }}\nspec:\n{spec}")
+}
+
+#[test]
+fn a_backend_traffic_policy_sets_the_body_limit_of_every_rule_of_its_routes() {
+    let t = table(&all(&[
+        GATEWAY,
+        BACKENDS,
+        &route(
+            "a",
+            &format!("  rules:\n    - matches: [{{ path: {{ value: /a }} }}]\n{TO_A}    - matches: [{{ path: {{ value: /b }} }}]\n{TO_A}"),
+        ),
+        &route(
+            "c",
+            &format!("  rules:\n    - matches: [{{ path: {{ value: /c }} }}]\n{TO_A}"),
+        ),
+        &traffic_policy("small", &format!("{TARGET_A}  requestBody: {{ maxSize: 1MiB }}\n")),
+    ]));
+    for r in &t.policy.routes {
+        for rule in &r.rules {
+            let want = (&*r.label == "default/a").then_some(1 << 20);
+            assert_eq!(rule.rule.max_request_body, want, "{}", r.label);
+        }
+    }
+}
+
+#[test]
+fn backend_traffic_policy_errors_name_the_field() {
+    let e = errors(&all(&[
+        GATEWAY,
+        BACKENDS,
+        &route("a", TO_A_RULES),
+        &traffic_policy(
+            "bad",
+            &format!("{TARGET_A}  requestBody: {{ maxSize: 1.5MiB }}\n"),
+        ),
+        &traffic_policy(
+            "huge",
+            &format!("{TARGET_A}  requestBody: {{ maxSize: 65GiB }}\n"),
+        ),
+        &traffic_policy(
+            "nowhere",
+            "  targetRefs: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: zz }]\n",
+        ),
+    ]));
+    let p = places(&e, "64GiB");
+    for want in [
+        ("BackendTrafficPolicy/bad", "spec.requestBody.maxSize"),
+        ("BackendTrafficPolicy/huge", "spec.requestBody.maxSize"),
+        ("BackendTrafficPolicy/nowhere", "spec.targetRefs[0].name"),
+    ] {
+        assert!(
+            p.contains(&(want.0.to_owned(), want.1.to_owned())),
+            "{want:?} in {p:?}"
+        );
+    }
+    // Two policies on one route.
+    let e = errors(&all(&[
+        GATEWAY,
+        BACKENDS,
+        &route("a", TO_A_RULES),
+        &traffic_policy(
+            "one",
+            &format!("{TARGET_A}  requestBody: {{ maxSize: 1MiB }}\n"),
+        ),
+        &traffic_policy(
+            "two",
+            &format!("{TARGET_A}  requestBody: {{ maxSize: 2MiB }}\n"),
+        ),
+    ]));
+    assert_eq!(
+        places(&e, "at most one"),
+        vec![(
+            "BackendTrafficPolicy/two".to_owned(),
+            "spec.targetRefs[0].name".to_owned()
+        )]
+    );
+}
+
+const TO_A_RULES: &str =
+    "  rules:\n    - backendRefs: [{ group: tollgate.dev, kind: Backend, name: a }]\n";
+
+fn tls_backend(name: &str, tls: &str) -> String {
+    format!("apiVersion: tollgate.dev/v1alpha1\nkind: Backend\nmetadata: {{ name: {name} }}\nspec:\n  endpoints:\n    - ip: {{ address: 127.0.0.1, port: 9443 }}\n  tls: {tls}\n")
+}
+
+#[test]
+fn backend_tls_compiles_with_its_ca_refs_or_the_system_roots() {
+    let t = table(&all(&[
+        GATEWAY,
+        &tls_backend(
+            "a",
+            "{ hostname: a.internal, caCertificateRefs: [{ name: ca }], clientCertificateRef: { name: me } }",
+        ),
+        &tls_backend("b", "{ hostname: b.internal, wellKnownCACertificates: System }"),
+        &route("a", TO_A_RULES),
+    ]));
+    let secret = |name: &str| SecretRef {
+        namespace: "default".into(),
+        name: name.into(),
+    };
+    assert_eq!(
+        t.policy.backends[0].tls,
+        Some(BackendTlsDef {
+            hostname: "a.internal".into(),
+            ca: BackendCa::Refs(vec![secret("ca")]),
+            client_certificate: Some(secret("me")),
+        })
+    );
+    assert_eq!(
+        t.policy.backends[1].tls.as_ref().map(|t| &t.ca),
+        Some(&BackendCa::System)
+    );
+}
+
+#[test]
+fn backend_tls_errors_name_the_field() {
+    let e = errors(&all(&[
+        GATEWAY,
+        &tls_backend("a", "{ hostname: '*.x', caCertificateRefs: [{ name: ../etc }] }"),
+        &tls_backend("b", "{ hostname: b.internal }"),
+        &tls_backend(
+            "c",
+            "{ hostname: c.internal, caCertificateRefs: [{ name: ca }], wellKnownCACertificates: System }",
+        ),
+        &tls_backend(
+            "d",
+            "{ hostname: d.internal, caCertificateRefs: [{ kind: Secret, name: ca }], clientCertificateRef: { kind: ConfigMap, name: me } }",
+        ),
+        &route("a", TO_A_RULES),
+    ]));
+    let p = places(
+        &e,
+        "exactly one of caCertificateRefs or wellKnownCACertificates",
+    );
+    for want in [
+        ("Backend/a", "spec.tls.hostname"),
+        ("Backend/a", "spec.tls.caCertificateRefs[0].name"),
+        ("Backend/b", "spec.tls.caCertificateRefs"),
+        ("Backend/c", "spec.tls"),
+        ("Backend/d", "spec.tls.caCertificateRefs[0]"),
+        ("Backend/d", "spec.tls.clientCertificateRef"),
+    ] {
+        assert!(
+            p.contains(&(want.0.to_owned(), want.1.to_owned())),
+            "{want:?} in {p:?}"
+        );
+    }
 }
