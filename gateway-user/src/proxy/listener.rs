@@ -203,10 +203,22 @@ pub async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        // Handed to a worker thread, which serves it to the end.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(error) => {
+                warn!(port, %error, "cannot hand a connection to a worker");
+                continue;
+            }
+        };
         let core = core.clone();
         let stop = stop.clone();
-        tokio::spawn(async move {
-            serve_connection(core, port, stream, peer, stop).await;
+        let worker = core.workers.pick().clone();
+        worker.spawn(async move {
+            match TcpStream::from_std(stream) {
+                Ok(stream) => serve_connection(core, port, stream, peer, stop).await,
+                Err(error) => warn!(port, %error, "cannot serve a connection on a worker"),
+            }
             drop(permit);
         });
     }

@@ -85,6 +85,10 @@ pub struct Limits {
     pub pool_max_idle_per_endpoint: usize,
     /// Time a client has to complete the TLS handshake on an HTTPS listener.
     pub tls_handshake_timeout: Duration,
+    /// Threads that serve client connections, each with its own single-threaded runtime and
+    /// backend connection pool (a connection stays on one thread: no hand-over between threads
+    /// for each request). Default: one per CPU.
+    pub worker_threads: usize,
     /// Request bodies up to this size (with a known length) are buffered so that a retry can
     /// send them again; larger or streamed bodies are sent once.
     pub max_retry_body: usize,
@@ -135,6 +139,7 @@ impl Default for Limits {
             pool_idle_timeout: POOL_IDLE_TIMEOUT,
             pool_max_idle_per_endpoint: POOL_MAX_IDLE_PER_ENDPOINT,
             max_retry_body: MAX_RETRY_BODY,
+            worker_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_request_body: MAX_REQUEST_BODY,
             tls_handshake_timeout: tls::HANDSHAKE_TIMEOUT,
         }
@@ -198,7 +203,10 @@ pub struct Core {
     limits: Limits,
     metrics: HttpMetrics,
     sampler: Sampler,
-    client: Client<HttpConnector, UpstreamBody>,
+    /// One client (and connection pool) per worker thread, so that a request and the backend
+    /// connection it uses live on the same thread.
+    clients: Vec<Client<HttpConnector, UpstreamBody>>,
+    workers: Workers,
     server: auto::Builder<TokioExecutor>,
     connections: Arc<Semaphore>,
     registry: upstream::Registry,
@@ -258,12 +266,17 @@ impl Proxy {
         connector.set_connect_timeout(Some(limits.connect_timeout));
         connector.set_nodelay(true);
         connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(limits.pool_idle_timeout)
-            .pool_max_idle_per_host(limits.pool_max_idle_per_endpoint)
-            .build(connector);
+        let workers = Workers::start(limits.worker_threads);
+        let clients = (0..workers.len())
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(limits.pool_idle_timeout)
+                    .pool_max_idle_per_host(limits.pool_max_idle_per_endpoint)
+                    .build(connector.clone())
+            })
+            .collect();
         let core = Core {
             state: ArcSwap::from_pointee(Active {
                 table: Arc::new(RouteTable::default()),
@@ -289,7 +302,8 @@ impl Proxy {
             ),
             config,
             metrics,
-            client,
+            clients,
+            workers,
             rate_limits: limit::Registry::default(),
             abuse: abuse::Abuse::default(),
         };
@@ -456,6 +470,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.reloader.cancel();
+        self.core.workers.stop.cancel();
         for stop in self
             .listeners
             .lock()
@@ -519,5 +534,83 @@ fn raise_fd_limit() {
                 warn!(soft = old, "could not raise the open files limit");
             }
         }
+    }
+}
+
+thread_local! {
+    /// Index of the proxy worker thread this is (0 on every other thread).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The proxy's worker threads: each runs a single-threaded tokio runtime that serves the client
+/// connections handed to it, and the backend connections those requests open. A connection
+/// and its requests stay on one thread, so a request never waits for another thread to wake
+/// up (the multi-threaded runtime's work stealing cost about a sixth of the proxy's CPU time
+/// in context switches under load; docs/benchmarks.md). Accepting stays on the agent's runtime.
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    next: std::sync::atomic::AtomicUsize,
+    stop: CancellationToken,
+}
+
+impl Workers {
+    fn start(n: usize) -> Workers {
+        let stop = CancellationToken::new();
+        let mut handles = Vec::new();
+        for i in 0..n.max(1) {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let stop = stop.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("tollgate-proxy-{i}"))
+                .spawn(move || {
+                    WORKER.with(|w| w.set(i));
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(error) => {
+                            warn!(%error, "cannot start a proxy worker runtime");
+                            return;
+                        }
+                    };
+                    let _ = tx.send(rt.handle().clone());
+                    rt.block_on(stop.cancelled());
+                });
+            if let Err(error) = spawned {
+                warn!(%error, "cannot start a proxy worker thread");
+                continue;
+            }
+            if let Ok(handle) = rx.recv() {
+                handles.push(handle);
+            }
+        }
+        if handles.is_empty() {
+            // Serve on the agent's own runtime rather than not at all.
+            handles.push(tokio::runtime::Handle::current());
+        }
+        Workers {
+            handles,
+            next: std::sync::atomic::AtomicUsize::new(0),
+            stop,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// The next worker, round robin.
+    fn pick(&self) -> &tokio::runtime::Handle {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.handles[i % self.handles.len()]
+    }
+}
+
+impl Core {
+    /// The backend client of the worker thread this runs on.
+    fn client(&self) -> &Client<HttpConnector, UpstreamBody> {
+        let i = WORKER.with(|w| w.get());
+        &self.clients[i.min(self.clients.len() - 1)]
     }
 }

@@ -694,7 +694,7 @@ async fn forward(
 
         let sent = match &tls_client {
             Some(c) => c.request(up),
-            None => core.client.request(up),
+            None => core.client().request(up),
         };
         let result = match attempt_deadline {
             Some(d) => tokio::time::timeout_at(d, sent).await.ok(),
