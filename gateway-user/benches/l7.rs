@@ -44,7 +44,7 @@ use gateway_user::source::{Documents, Revision, SourceFile};
 use http::{HeaderMap, Method};
 use sha2::{Digest, Sha256};
 
-use super::{median, Report};
+use super::{median, sh, Report};
 
 const BASE: &str = "/run/tollgate-bench-l7";
 /// Logs of the processes the benchmark starts (kept after the run).
@@ -97,19 +97,6 @@ impl Proto {
             Proto::H2 => "HTTP/2 + TLS",
         }
     }
-}
-
-fn sh(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn wait_listening(port: u16, what: &str, child: &mut Child) {

@@ -17,7 +17,7 @@ use aya_obj::programs::xdp::XdpAttachType;
 use gateway_user::compile::packet::{Packet, L4};
 use gateway_user::dataplane::testrun::{frame, FrameOptions, XDP_DROP};
 
-use super::{blocklist_policy, median, yaml_of, Report};
+use super::{blocklist_policy, median, sh, yaml_of, Report};
 
 const DAEMON_PORT: u16 = 19490;
 const ADMIN_PORT: u16 = 19491;
@@ -28,19 +28,6 @@ const BASE: &str = "/run/tollgate-bench-push";
 const SECRET: &str = "bench-webhook-secret";
 /// Where the agent's log of the last scenario is kept.
 const KEPT_LOG: &str = "/tmp/tollgate-bench-push-agent.log";
-
-fn sh(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let mut all = vec![

@@ -644,15 +644,7 @@ fn reconcile(
     let prepared = match proxy.prepare(&snapshot.l7) {
         Ok(p) => p,
         Err(e) => {
-            warn!(revision = %id, error = %e, "apply failed; the previous revision stays enforced");
-            shared.metrics.failed("apply");
-            if let Ok(mut s) = shared.status.write() {
-                s.attempted = Some(RevisionStatus {
-                    refused: Some("apply".to_owned()),
-                    ..revision
-                });
-                s.last_error = Some(e.to_string());
-            }
+            apply_failed(shared, revision, &e);
             return Pass::SourceRead;
         }
     };
@@ -692,19 +684,23 @@ fn reconcile(
                 "policy applied"
             );
         }
-        Err(e) => {
-            warn!(revision = %id, error = %e, "apply failed; the previous revision stays enforced");
-            shared.metrics.failed("apply");
-            if let Ok(mut s) = shared.status.write() {
-                s.attempted = Some(RevisionStatus {
-                    refused: Some("apply".to_owned()),
-                    ..revision
-                });
-                s.last_error = Some(e.to_string());
-            }
-        }
+        Err(e) => apply_failed(shared, revision, &e),
     }
     Pass::SourceRead
+}
+
+/// Reports a revision that compiled but could not be applied (the proxy could not bind or load
+/// its files, or the kernel refused an update): the previous revision stays enforced.
+fn apply_failed(shared: &Shared, revision: RevisionStatus, error: &dyn std::fmt::Display) {
+    warn!(revision = %revision.id, error = %error, "apply failed; the previous revision stays enforced");
+    shared.metrics.failed("apply");
+    if let Ok(mut s) = shared.status.write() {
+        s.attempted = Some(RevisionStatus {
+            refused: Some("apply".to_owned()),
+            ..revision
+        });
+        s.last_error = Some(error.to_string());
+    }
 }
 
 /// Milliseconds, to a tenth, for the logs.

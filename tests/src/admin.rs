@@ -90,8 +90,14 @@ pub fn wait_applied(admin: u16, commit: &str, timeout: Duration) -> Duration {
     }
 }
 
+/// The agent's `/metrics` text.
+pub fn metrics(admin: u16) -> String {
+    crate::http_get(admin, "/metrics", "")
+        .expect("the admin server answers")
+        .1
+}
+
 /// A value of the agent's `/metrics` (0 when the series is absent).
 pub fn metric(admin: u16, prefix: &str) -> u64 {
-    let (_, text) = crate::http_get(admin, "/metrics", "").expect("admin server");
-    crate::metric_value(&text, prefix).unwrap_or(0)
+    crate::metric_value(&metrics(admin), prefix).unwrap_or(0)
 }

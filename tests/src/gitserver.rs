@@ -340,9 +340,6 @@ impl HttpGitServer {
         let mut dir = ServerDir::new(tag);
         let root = dir.file("repos");
         fs::create_dir_all(&root).unwrap();
-        for sub in ["tmp", "logs"] {
-            fs::create_dir_all(dir.file(sub)).unwrap();
-        }
         let hash = run_ok("openssl", &["passwd", "-apr1", password]);
         fs::write(dir.file("htpasswd"), format!("{user}:{}\n", hash.trim())).unwrap();
         let exec_path = git(&dir.path, &["--exec-path"]);
@@ -361,21 +358,8 @@ impl HttpGitServer {
             ),
             None => (format!("127.0.0.1:{port}"), String::new()),
         };
-        let config = format!(
-            r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {base}/nginx.pid;
-error_log {base}/logs/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log {base}/logs/access.log;
-    client_body_temp_path {base}/tmp/body;
-    proxy_temp_path {base}/tmp/proxy;
-    fastcgi_temp_path {base}/tmp/fastcgi;
-    uwsgi_temp_path {base}/tmp/uwsgi;
-    scgi_temp_path {base}/tmp/scgi;
-    server {{
+        let server = format!(
+            r#"    server {{
         listen {listen};
         {tls_lines}
         location / {{
@@ -396,25 +380,15 @@ http {{
             fastcgi_param GATEWAY_INTERFACE CGI/1.1;
         }}
     }}
-}}
 "#,
             socket = socket.display(),
             backend = backend.display(),
             root = root.display(),
         );
-        fs::write(dir.file("nginx.conf"), config).unwrap();
         let mut fcgi = Command::new("fcgiwrap");
         fcgi.arg("-s").arg(format!("unix:{}", socket.display()));
         dir.spawn("fcgiwrap", fcgi);
-        let mut nginx = Command::new("nginx");
-        nginx
-            .arg("-p")
-            .arg(&dir.path)
-            .arg("-c")
-            .arg(dir.file("nginx.conf"))
-            .arg("-e")
-            .arg(dir.file("logs/error.log"));
-        dir.spawn("nginx", nginx);
+        spawn_nginx(&mut dir, &server);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !socket.exists() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(20));
@@ -645,4 +619,40 @@ pub fn assert_passes(lab: &crate::Lab, from: std::net::Ipv4Addr, why: &str) {
         "pings from {from} are dropped ({why}); counters:\n{}",
         lab.counters()
     );
+}
+
+/// Writes `nginx.conf` in `dir` (one process in the foreground; pid, logs and temporary files
+/// inside `dir`) with `http_block` inside its `http {}` block, and starts nginx.
+pub fn spawn_nginx(dir: &mut ServerDir, http_block: &str) {
+    for sub in ["tmp", "logs"] {
+        fs::create_dir_all(dir.file(sub)).unwrap();
+    }
+    let base = dir.path.display().to_string();
+    let config = format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {base}/nginx.pid;
+error_log {base}/logs/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    access_log {base}/logs/access.log;
+    client_body_temp_path {base}/tmp/body;
+    proxy_temp_path {base}/tmp/proxy;
+    fastcgi_temp_path {base}/tmp/fastcgi;
+    uwsgi_temp_path {base}/tmp/uwsgi;
+    scgi_temp_path {base}/tmp/scgi;
+{http_block}}}
+"#
+    );
+    fs::write(dir.file("nginx.conf"), config).unwrap();
+    let mut nginx = Command::new("nginx");
+    nginx
+        .arg("-p")
+        .arg(&dir.path)
+        .arg("-c")
+        .arg(dir.file("nginx.conf"))
+        .arg("-e")
+        .arg(dir.file("logs/error.log"));
+    dir.spawn("nginx", nginx);
 }

@@ -339,15 +339,39 @@ pub fn documents(docs: &[&str]) -> String {
     docs.join("---\n")
 }
 
+/// The HTTPRoute `app`: every request to Backend `app`.
+pub fn app_route() -> String {
+    route_object(
+        "app",
+        &format!("  rules:\n    - backendRefs: [{}]\n", to("app")),
+    )
+}
+
+/// A revision with Gateway `edge` on `proxy`, Backend `app` on `backend` and route `app` (`/`)
+/// to it.
+pub fn one_route(proxy: u16, backend: u16) -> String {
+    one_route_with(
+        proxy,
+        backend,
+        &format!("  rules:\n    - backendRefs: [{}]\n", to("app")),
+    )
+}
+
+/// As [`one_route`], with `spec` (indented two spaces) as the spec of route `app`.
+pub fn one_route_with(proxy: u16, backend: u16, spec: &str) -> String {
+    documents(&[
+        &gateway(&[("http", proxy, None)]),
+        &backend_object("app", &[backend], ""),
+        &route_object("app", spec),
+    ])
+}
+
 /// A revision with Gateway `edge` on `proxy`, Backend `app` on `backend`, route `app` (`/`) and
 /// route `free` (`/free`), both to `app`, followed by `policies`.
 pub fn app_and_free(proxy: u16, backend: u16, policies: &[&str]) -> String {
     let g = gateway(&[("http", proxy, None)]);
     let b = backend_object("app", &[backend], "");
-    let app = route_object(
-        "app",
-        &format!("  rules:\n    - backendRefs: [{}]\n", to("app")),
-    );
+    let app = app_route();
     let free = route_object(
         "free",
         &format!(
@@ -414,6 +438,17 @@ pub fn access_log(agent: &Agent) -> Vec<Value> {
         .filter(|l| l.contains("\"tollgate::access\""))
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
+}
+
+/// Installs `files` (`(file name, source)`) as Secret or ConfigMap `default/name` in the secrets
+/// directory `secrets` (each file replaced in place, as `cp` would).
+pub fn install_secret(secrets: &std::path::Path, name: &str, files: &[(&str, &std::path::Path)]) {
+    let dir = secrets.join("default").join(name);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    for (file, from) in files {
+        std::fs::copy(from, dir.join(file))
+            .unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+    }
 }
 
 #[cfg(test)]

@@ -2,13 +2,11 @@
 //! certificates from a CA made for the test: the certificate checked against the Backend's
 //! CA and hostname (a wrong CA or a wrong hostname: 502, counted as `reason="tls"`), SNI as
 //! documented, and a client certificate for a backend that requires one (mutual TLS).
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
-use tollgate_tests::gitserver::{wait_for_port, ServerDir, TestCa};
-use tollgate_tests::l7::{curl, documents, gateway, route_object, start_agent, to};
+use tollgate_tests::gitserver::{spawn_nginx, wait_for_port, ServerDir, TestCa};
+use tollgate_tests::l7::{curl, documents, gateway, install_secret, route_object, start_agent, to};
 use tollgate_tests::{http_get, metric_value, require_root, Lab};
 
 const PROXY: u16 = 18250;
@@ -18,38 +16,13 @@ const TLS_PORT: u16 = 19836;
 /// nginx, TLS with a client certificate required.
 const MTLS_PORT: u16 = 19837;
 
-fn install(secrets: &Path, name: &str, files: &[(&str, &PathBuf)]) {
-    let dir = secrets.join("default").join(name);
-    fs::create_dir_all(&dir).unwrap();
-    for (file, from) in files {
-        fs::copy(from, dir.join(file)).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
-    }
-}
-
 /// nginx with a TLS server on [`TLS_PORT`] and a mutual-TLS server on [`MTLS_PORT`]; each
 /// answers with what the TLS handshake carried.
 fn start_nginx(cert: &Path, key: &Path, client_ca: &Path) -> ServerDir {
     let mut dir = ServerDir::new("hdbtls");
-    for sub in ["tmp", "logs"] {
-        fs::create_dir_all(dir.file(sub)).unwrap();
-    }
-    let base = dir.path.display().to_string();
     let (cert, key, client_ca) = (cert.display(), key.display(), client_ca.display());
-    let config = format!(
-        r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {base}/nginx.pid;
-error_log {base}/logs/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log {base}/logs/access.log;
-    client_body_temp_path {base}/tmp/body;
-    proxy_temp_path {base}/tmp/proxy;
-    fastcgi_temp_path {base}/tmp/fastcgi;
-    uwsgi_temp_path {base}/tmp/uwsgi;
-    scgi_temp_path {base}/tmp/scgi;
-    ssl_certificate {cert};
+    let servers = format!(
+        r#"    ssl_certificate {cert};
     ssl_certificate_key {key};
     server {{
         listen 127.0.0.1:{TLS_PORT} ssl;
@@ -61,19 +34,9 @@ http {{
         ssl_verify_client on;
         location / {{ return 200 "mtls-backend client=$ssl_client_s_dn\n"; }}
     }}
-}}
 "#
     );
-    fs::write(dir.file("nginx.conf"), config).unwrap();
-    let mut nginx = Command::new("nginx");
-    nginx
-        .arg("-p")
-        .arg(&dir.path)
-        .arg("-c")
-        .arg(dir.file("nginx.conf"))
-        .arg("-e")
-        .arg(dir.file("logs/error.log"));
-    dir.spawn("nginx", nginx);
+    spawn_nginx(&mut dir, &servers);
     for port in [TLS_PORT, MTLS_PORT] {
         wait_for_port(port, Duration::from_secs(10)).unwrap_or_else(|e| {
             panic!("{e}\nnginx: {}", dir.log("nginx"));
@@ -120,9 +83,9 @@ fn backends_over_tls_are_verified_by_ca_and_hostname_and_get_a_client_certificat
     let client = ca.client_cert("proxy-client", "tollgate-proxy");
     let _nginx = start_nginx(&cert, &key, &ca.cert);
     let secrets = dir.path().join("secrets");
-    install(&secrets, "backend-ca", &[("ca.crt", &ca.cert)]);
-    install(&secrets, "other-ca", &[("ca.crt", &other.cert)]);
-    install(
+    install_secret(&secrets, "backend-ca", &[("ca.crt", &ca.cert)]);
+    install_secret(&secrets, "other-ca", &[("ca.crt", &other.cert)]);
+    install_secret(
         &secrets,
         "proxy-client",
         &[("tls.crt", &client.0), ("tls.key", &client.1)],

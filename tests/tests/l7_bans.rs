@@ -11,6 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tollgate_tests::admin::metrics;
 use tollgate_tests::l7::{app_and_free, Backend};
 use tollgate_tests::{
     admin, metric_value, require_root, tollgate_bin, Agent, Lab, APPLY_TIMEOUT, POLICY_APPLIED,
@@ -128,12 +129,6 @@ fn wait_listed(lab: &Lab, address: Ipv4Addr, want: bool, timeout: Duration) -> O
         );
         thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn metrics(admin_port: u16) -> String {
-    tollgate_tests::http_get(admin_port, "/metrics", "")
-        .expect("the admin server answers")
-        .1
 }
 
 const BLOCKLIST_AUTH: &str = "tollgate_l4_packets_total{policy=\"banOnAbuse\",rule=\"auth\",action=\"drop\",reason=\"blocklist\"}";

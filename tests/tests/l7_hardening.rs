@@ -8,16 +8,9 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tollgate_tests::l7::{
-    backend_object, curl, documents, gateway, route_object, start_agent, to, Backend, Reply,
-};
-use tollgate_tests::{http_get, metric_value, require_root, Lab, PYTHON};
-
-fn metrics(admin: u16) -> String {
-    http_get(admin, "/metrics", "")
-        .expect("the admin server answers")
-        .1
-}
+use tollgate_tests::admin::metrics;
+use tollgate_tests::l7::{curl, one_route, one_route_with, start_agent, to, Backend, Reply};
+use tollgate_tests::{metric_value, require_root, Lab, PYTHON};
 
 fn counter(admin: u16, series: &str) -> u64 {
     metric_value(&metrics(admin), series).unwrap_or(0)
@@ -78,17 +71,14 @@ fn request_smuggling_and_malformed_requests_are_refused_and_never_reach_the_back
     let _app = Backend::start("app", BACKEND);
     lab.write_policy(
         "l7.yaml",
-        &documents(&[
-            &gateway(&[("http", PROXY, None)]),
-            &backend_object("app", &[BACKEND], ""),
-            &route_object(
-                "app",
-                &format!(
-                    "  hostnames: ['a.example']\n  rules:\n    - backendRefs: [{}]\n",
-                    to("app")
-                ),
+        &one_route_with(
+            PROXY,
+            BACKEND,
+            &format!(
+                "  hostnames: ['a.example']\n  rules:\n    - backendRefs: [{}]\n",
+                to("app")
             ),
-        ]),
+        ),
     );
     let _agent = start_agent(&lab, ADMIN, &[PROXY], &[]);
 
@@ -295,17 +285,14 @@ fn slowloris_and_slow_bodies_are_cut_off_and_normal_requests_still_get_through()
     let _app = Backend::start("app", BACKEND);
     lab.write_policy(
         "l7.yaml",
-        &documents(&[
-            &gateway(&[("http", PROXY, None)]),
-            &backend_object("app", &[BACKEND], ""),
-            &route_object(
-                "app",
-                &format!(
-                    "  rules:\n    - backendRefs: [{}]\n      timeouts: {{ request: 3s }}\n",
-                    to("app")
-                ),
+        &one_route_with(
+            PROXY,
+            BACKEND,
+            &format!(
+                "  rules:\n    - backendRefs: [{}]\n      timeouts: {{ request: 3s }}\n",
+                to("app")
             ),
-        ]),
+        ),
     );
     let _agent = start_agent(
         &lab,
@@ -421,17 +408,7 @@ fn an_http2_rapid_reset_flood_gets_goaway_and_few_requests_reach_the_backend() {
     const BACKEND: u16 = 19825;
     let lab = Lab::new("hdrst", &[]);
     let _app = Backend::start("app", BACKEND);
-    lab.write_policy(
-        "l7.yaml",
-        &documents(&[
-            &gateway(&[("http", PROXY, None)]),
-            &backend_object("app", &[BACKEND], ""),
-            &route_object(
-                "app",
-                &format!("  rules:\n    - backendRefs: [{}]\n", to("app")),
-            ),
-        ]),
-    );
+    lab.write_policy("l7.yaml", &one_route(PROXY, BACKEND));
     let _agent = start_agent(
         &lab,
         ADMIN,
@@ -481,17 +458,7 @@ fn the_connection_limit_holds_new_connections_until_one_closes() {
     const BACKEND: u16 = 19827;
     let lab = Lab::new("hdconn", &[]);
     let _app = Backend::start("app", BACKEND);
-    lab.write_policy(
-        "l7.yaml",
-        &documents(&[
-            &gateway(&[("http", PROXY, None)]),
-            &backend_object("app", &[BACKEND], ""),
-            &route_object(
-                "app",
-                &format!("  rules:\n    - backendRefs: [{}]\n", to("app")),
-            ),
-        ]),
-    );
+    lab.write_policy("l7.yaml", &one_route(PROXY, BACKEND));
     let _agent = start_agent(
         &lab,
         ADMIN,
@@ -671,17 +638,7 @@ fn a_backend_that_resets_mid_response_gets_502_or_a_cut_response_and_nothing_han
     const BACKEND: u16 = 19831;
     let lab = Lab::new("hdreset", &[]);
     let _app = Backend::start("app", BACKEND);
-    lab.write_policy(
-        "l7.yaml",
-        &documents(&[
-            &gateway(&[("http", PROXY, None)]),
-            &backend_object("app", &[BACKEND], ""),
-            &route_object(
-                "app",
-                &format!("  rules:\n    - backendRefs: [{}]\n", to("app")),
-            ),
-        ]),
-    );
+    lab.write_policy("l7.yaml", &one_route(PROXY, BACKEND));
     let _agent = start_agent(&lab, ADMIN, &[PROXY], &["--access-log", "off"]);
     let url = |p: &str| format!("http://127.0.0.1:{PROXY}{p}");
     let resets = || {

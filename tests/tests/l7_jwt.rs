@@ -9,12 +9,13 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
+use tollgate_tests::admin::metrics;
 use tollgate_tests::gitserver::{wait_for_port, ServerDir, TestCa};
 use tollgate_tests::l7::{
-    access_log, app_and_free, backend_object, curl, documents, route_object, start_agent, to,
-    Backend, Reply,
+    access_log, app_and_free, app_route, backend_object, curl, documents, install_secret,
+    start_agent, Backend, Reply,
 };
-use tollgate_tests::{http_get, metric_value, require_root, Lab, PYTHON};
+use tollgate_tests::{metric_value, require_root, Lab, PYTHON};
 
 const PROXY: u16 = 18160;
 const TLS_PROXY: u16 = 18161;
@@ -187,12 +188,6 @@ fn get(path: &str, args: &[&str]) -> Reply {
 
 fn bearer(token: &str) -> String {
     format!("Authorization: Bearer {token}")
-}
-
-fn metrics(admin: u16) -> String {
-    http_get(admin, "/metrics", "")
-        .expect("the admin server answers")
-        .1
 }
 
 fn auth_failures(admin: u16, reason: &str) -> u64 {
@@ -457,11 +452,8 @@ fn jwts_from_pyjwt_are_checked_against_a_jwks_served_over_http() {
 fn tls_secrets(dir: &Path, ca: &TestCa, clients: &TestCa) -> PathBuf {
     let secrets = dir.join("secrets");
     let (cert, key) = ca.server_cert_for("site", "secure.tls.test", "DNS:secure.tls.test");
-    fs::create_dir_all(secrets.join("default/site")).unwrap();
-    fs::copy(cert, secrets.join("default/site/tls.crt")).unwrap();
-    fs::copy(key, secrets.join("default/site/tls.key")).unwrap();
-    fs::create_dir_all(secrets.join("default/clients")).unwrap();
-    fs::copy(&clients.cert, secrets.join("default/clients/ca.crt")).unwrap();
+    install_secret(&secrets, "site", &[("tls.crt", &cert), ("tls.key", &key)]);
+    install_secret(&secrets, "clients", &[("ca.crt", &clients.cert)]);
     secrets
 }
 
@@ -485,10 +477,7 @@ fn verified_client_certificates_name_consumers() {
         &documents(&[
             &gateway,
             &backend_object("app", &[TLS_BACKEND], ""),
-            &route_object(
-                "app",
-                &format!("  rules:\n    - backendRefs: [{}]\n", to("app")),
-            ),
+            &app_route(),
             policy,
         ]),
     );
@@ -577,8 +566,7 @@ fn an_https_jwks_is_verified_with_its_ca_and_a_failed_first_fetch_fails_closed()
     let ca = TestCa::new(dir.path(), "idp-ca");
     let server = ca.server_cert("idp");
     let secrets = dir.path().join("secrets");
-    fs::create_dir_all(secrets.join("default/idp-ca")).unwrap();
-    fs::copy(&ca.cert, secrets.join("default/idp-ca/ca.crt")).unwrap();
+    install_secret(&secrets, "idp-ca", &[("ca.crt", &ca.cert)]);
     // Two providers of the same https JWKS: one trusts the test CA, the other only the
     // system's roots (its token goes in a query parameter).
     let uri = format!("https://127.0.0.1:{JWKS_TLS_PORT}/jwks.json");

@@ -2,8 +2,9 @@
 //! backend: a burst then 429 with `Retry-After` and the IETF `RateLimit-Policy` / `RateLimit`
 //! headers, independent buckets per header value, shadow mode, the metric and the access log,
 //! and buckets that survive a reload when their limit is unchanged.
+use tollgate_tests::admin::metrics;
 use tollgate_tests::l7::{access_log, app_and_free, curl, start_agent, Backend, Reply};
-use tollgate_tests::{http_get, metric_value, require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED};
+use tollgate_tests::{metric_value, require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED};
 
 /// A RateLimitPolicy named `name` on route `app`, with `limits` (YAML flow entries) and `mode`.
 fn limit_policy(name: &str, mode: &str, limits: &[&str]) -> String {
@@ -30,12 +31,6 @@ fn get(proxy: u16, path: &str, headers: &[&str]) -> Reply {
     }
     args.push(&url);
     curl(&args)
-}
-
-fn metrics(admin: u16) -> String {
-    http_get(admin, "/metrics", "")
-        .expect("the admin server answers")
-        .1
 }
 
 fn ratelimited(admin: u16, route: &str, policy: &str) -> u64 {

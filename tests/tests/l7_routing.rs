@@ -2,7 +2,8 @@
 //! by host, path, method and header, applies filters, refuses path tricks, and sets the
 //! forwarding headers.
 use tollgate_tests::l7::{
-    access_log, backend_object, curl, documents, gateway, route_object, start_agent, to, Backend,
+    access_log, backend_object, curl, documents, gateway, one_route, one_route_with, route_object,
+    start_agent, to, Backend,
 };
 use tollgate_tests::{require_root, Lab};
 
@@ -122,12 +123,7 @@ fn filters_change_headers_and_paths_and_redirect() {
     require_root!();
     let lab = Lab::new("l7filter", &[]);
     let _app = Backend::start("app", 19581);
-    let policy = documents(&[
-        &gateway(&[("http", PROXY, None)]),
-        &backend_object("app", &[19581], ""),
-        &route_object(
-            "app",
-            &format!(
+    let policy = one_route_with(PROXY, 19581, &format!(
                 "  rules:
     - matches: [{{ path: {{ value: /old }} }}]
       filters:
@@ -153,9 +149,7 @@ fn filters_change_headers_and_paths_and_redirect() {
           requestRedirect: {{ path: {{ type: ReplacePrefixMatch, replacePrefixMatch: /v2 }} }}
 ",
                 app = to("app")
-            ),
-        ),
-    ]);
+            ));
     lab.write_policy("l7.yaml", &policy);
     let _agent = start_agent(&lab, ADMIN, &[PROXY], &[]);
 
@@ -266,14 +260,7 @@ fn x_forwarded_for_is_believed_only_from_a_trusted_proxy_and_hop_by_hop_headers_
     require_root!();
     let lab = Lab::new("l7xff", &[]);
     let _app = Backend::start("app", 19581);
-    let policy = documents(&[
-        &gateway(&[("http", PROXY, None)]),
-        &backend_object("app", &[19581], ""),
-        &route_object(
-            "app",
-            &format!("  rules:\n    - backendRefs: [{}]\n", to("app")),
-        ),
-    ]);
+    let policy = one_route(PROXY, 19581);
     lab.write_policy("l7.yaml", &policy);
     // 127.0.0.2 plays a load balancer in front of Tollgate; 127.0.0.1 is an ordinary client.
     let agent = start_agent(&lab, ADMIN, &[PROXY], &["--trusted-proxy", "127.0.0.2/32"]);
@@ -365,14 +352,7 @@ fn oversized_request_heads_are_refused_and_the_proxy_keeps_serving() {
     require_root!();
     let lab = Lab::new("l7limits", &[]);
     let _app = Backend::start("app", 19581);
-    let policy = documents(&[
-        &gateway(&[("http", PROXY, None)]),
-        &backend_object("app", &[19581], ""),
-        &route_object(
-            "app",
-            &format!("  rules:\n    - backendRefs: [{}]\n", to("app")),
-        ),
-    ]);
+    let policy = one_route(PROXY, 19581);
     lab.write_policy("l7.yaml", &policy);
     let agent = start_agent(&lab, ADMIN, &[PROXY], &[]);
 

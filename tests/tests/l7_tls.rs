@@ -8,13 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
+use tollgate_tests::admin::metrics;
 use tollgate_tests::gitserver::TestCa;
 use tollgate_tests::l7::{
-    backend_object, curl, documents, route_object, start_agent, to, Backend, Reply,
+    backend_object, curl, documents, install_secret, route_object, start_agent, to, Backend, Reply,
 };
-use tollgate_tests::{
-    http_get, metric_value, require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED, PYTHON,
-};
+use tollgate_tests::{metric_value, require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED, PYTHON};
 
 const PROXY: u16 = 18100;
 const BACKEND: u16 = 19640;
@@ -52,10 +51,7 @@ fn policy(listeners: &[(&str, u16, Option<&str>, &str)]) -> String {
 /// Installs `cert` and `key` as Secret `default/name` in `secrets` (the files replaced in
 /// place, as `cp` would).
 fn install(secrets: &Path, name: &str, (cert, key): &(PathBuf, PathBuf)) {
-    let dir = secrets.join("default").join(name);
-    fs::create_dir_all(&dir).unwrap();
-    fs::copy(cert, dir.join("tls.crt")).unwrap_or_else(|e| panic!("copy {}: {e}", cert.display()));
-    fs::copy(key, dir.join("tls.key")).unwrap_or_else(|e| panic!("copy {}: {e}", key.display()));
+    install_secret(secrets, name, &[("tls.crt", cert), ("tls.key", key)]);
 }
 
 /// curl to `https://host:PROXY/path`, the name resolved to 127.0.0.1 (so it is also the SNI).
@@ -96,10 +92,6 @@ fn served_subject(name: &str) -> String {
                     .unwrap_or_default()
             )
         })
-}
-
-fn metrics(admin: u16) -> String {
-    http_get(admin, "/metrics", "").expect("admin server").1
 }
 
 #[test]
@@ -465,8 +457,7 @@ fn client_certificates_are_required_on_listeners_with_frontend_validation_only()
         "site",
         &ca.server_cert_for("site", "site", "DNS:open.tls.test,DNS:secure.tls.test"),
     );
-    fs::create_dir_all(secrets.join("default/clients")).unwrap();
-    fs::copy(&clients.cert, secrets.join("default/clients/ca.crt")).unwrap();
+    install_secret(&secrets, "clients", &[("ca.crt", &clients.cert)]);
     let gateway = tls_gateway(&[
         ("open", PROXY, Some("open.tls.test"), "site"),
         ("secure", PROXY, Some("secure.tls.test"), "site"),

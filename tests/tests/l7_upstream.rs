@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use tollgate_tests::l7::{
     backend_object, curl, documents, gateway, route_object, start_agent, to, Backend,
 };
-use tollgate_tests::{http_get, metric_value, require_root, Lab};
+use tollgate_tests::{metric_value, require_root, Lab};
 
 const PROXY: u16 = 18081;
 const ADMIN: u16 = 19590;
@@ -15,9 +15,7 @@ fn url(path: &str) -> String {
 }
 
 fn metrics() -> String {
-    http_get(ADMIN, "/metrics", "")
-        .expect("the admin server answers")
-        .1
+    tollgate_tests::admin::metrics(ADMIN)
 }
 
 #[test]

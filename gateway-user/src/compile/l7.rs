@@ -163,7 +163,18 @@ struct Checker<'a, 'e> {
     errors: &'e mut Vec<PolicyError>,
 }
 
-impl Checker<'_, '_> {
+impl<'a, 'e> Checker<'a, 'e> {
+    /// A checker whose errors name object `o`.
+    fn of<T>(o: &'a Located<T>, errors: &'e mut Vec<PolicyError>) -> Self {
+        Checker {
+            at: At {
+                file: &o.file,
+                object: &o.object,
+            },
+            errors,
+        }
+    }
+
     fn error(&mut self, field: impl Into<String>, message: impl std::fmt::Display) {
         self.errors.push(PolicyError::new(
             self.at.file,
@@ -228,13 +239,7 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
             if backends.contains_key(&(ns.clone(), name.clone())) {
                 continue; // a duplicate, reported above
             }
-            let mut c = Checker {
-                at: At {
-                    file: &o.file,
-                    object: &o.object,
-                },
-                errors,
-            };
+            let mut c = Checker::of(o, errors);
             if let Some(def) = backend(&mut c, &format!("{ns}/{name}"), b) {
                 backends.entry((ns, name)).or_insert_with(|| {
                     policy.backends.push(def);
@@ -256,13 +261,7 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
             if gateways.contains_key(&(ns.clone(), name.clone())) {
                 continue; // a duplicate, reported above
             }
-            let mut c = Checker {
-                at: At {
-                    file: &o.file,
-                    object: &o.object,
-                },
-                errors,
-            };
+            let mut c = Checker::of(o, errors);
             let info = gateway(&mut c, &ns, &name, g, &mut policy, &mut taken, &mut schemes);
             gateways.entry((ns, name)).or_insert(info);
         }
@@ -287,13 +286,7 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
             continue;
         };
         let ns = o.value.namespace().unwrap_or_default();
-        let mut c = Checker {
-            at: At {
-                file: &o.file,
-                object: &o.object,
-            },
-            errors,
-        };
+        let mut c = Checker::of(o, errors);
         let Some((targets, def, ban)) = auth_policy(&mut c, ns, o.value.name(), p, &route_names)
         else {
             continue;
@@ -335,13 +328,7 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
             continue;
         };
         let ns = o.value.namespace().unwrap_or_default();
-        let mut c = Checker {
-            at: At {
-                file: &o.file,
-                object: &o.object,
-            },
-            errors,
-        };
+        let mut c = Checker::of(o, errors);
         if let Some((targets, defs, ban)) =
             rate_limit_policy(&mut c, ns, o.value.name(), p, &route_names, &route_auth)
         {
@@ -375,13 +362,7 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
             continue;
         };
         let ns = o.value.namespace().unwrap_or_default();
-        let mut c = Checker {
-            at: At {
-                file: &o.file,
-                object: &o.object,
-            },
-            errors,
-        };
+        let mut c = Checker::of(o, errors);
         let Some((targets, max_body)) = traffic_policy(&mut c, ns, p, &route_names) else {
             continue;
         };
@@ -431,13 +412,7 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
         if !labels.insert(label.clone()) {
             continue; // reported as a duplicate above
         }
-        let mut c = Checker {
-            at: At {
-                file: &o.file,
-                object: &o.object,
-            },
-            errors,
-        };
+        let mut c = Checker::of(o, errors);
         let order = policy.routes.len() as u32;
         let limits = RouteLimits::new(
             route_limits

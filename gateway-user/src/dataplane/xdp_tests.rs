@@ -473,10 +473,9 @@ fn non_first_fragments_are_judged_only_by_rules_without_ports() {
     );
 }
 
-#[test]
-fn rate_limit_admits_the_burst_then_drops_then_refills() {
-    require_root!();
-    let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+/// Allow rule `limited`: UDP port 9000, 100 packets/s, burst 20, buckets per `/ipv4_prefix`
+/// (IPv6: /64).
+fn limited_udp_9000(ipv4_prefix: u8) -> Rule {
     let mut limited = proto(
         rule("limited", Action::Allow),
         Protocol::Udp,
@@ -485,9 +484,17 @@ fn rate_limit_admits_the_burst_then_drops_then_refills() {
     limited.rate_limit = Some(RateLimit {
         packets_per_second: 100,
         burst: 20,
-        ipv4_prefix: 24,
+        ipv4_prefix,
         ipv6_prefix: 64,
     });
+    limited
+}
+
+#[test]
+fn rate_limit_admits_the_burst_then_drops_then_refills() {
+    require_root!();
+    let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    let limited = limited_udp_9000(24);
     rig.apply(
         &compile(
             &[policy("p", Action::Allow, vec![limited])],
@@ -540,17 +547,7 @@ fn rate_limit_admits_the_burst_then_drops_then_refills() {
 fn a_rate_limit_changed_behind_the_agents_back_is_put_back_and_named() {
     require_root!();
     let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
-    let mut limited = proto(
-        rule("limited", Action::Allow),
-        Protocol::Udp,
-        &[(9000, 9000)],
-    );
-    limited.rate_limit = Some(RateLimit {
-        packets_per_second: 100,
-        burst: 20,
-        ipv4_prefix: 32,
-        ipv6_prefix: 64,
-    });
+    let limited = limited_udp_9000(32);
     let deny = from(rule("deny", Action::Deny), &["203.0.113.0/24"]);
     rig.apply(
         &compile(

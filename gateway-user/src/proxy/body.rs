@@ -38,16 +38,9 @@ pub struct ResponseBody {
 }
 
 /// The request timeout passed while the response body was being sent.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("the request timeout passed while the response was being sent")]
 pub struct DeadlinePassed;
-
-impl std::fmt::Display for DeadlinePassed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the request timeout passed while the response was being sent")
-    }
-}
-
-impl std::error::Error for DeadlinePassed {}
 
 impl ResponseBody {
     /// A body the proxy wrote.
@@ -303,16 +296,9 @@ pub struct LimitedBody {
 }
 
 /// A request body grew past the route's limit.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than the route's limit")]
 pub struct BodyTooLarge;
-
-impl std::fmt::Display for BodyTooLarge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the request body is larger than the route's limit")
-    }
-}
-
-impl std::error::Error for BodyTooLarge {}
 
 impl LimitedBody {
     /// `inner`, cut off after `limit` bytes; `state` records how it ended.
