@@ -18,11 +18,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
-use gateway_user::compile::l4::{compile, L4Snapshot};
-use gateway_user::compile::packet::{Packet, L4};
-use gateway_user::compile::policy::{Action, Mode, Policy, PortRange, Protocol, RateLimit, Rule};
-use gateway_user::dataplane::counters;
-use gateway_user::dataplane::testrun::{
+use tollgate_compile::l4::packet::{Packet, L4};
+use tollgate_compile::l4::policy::{Action, Mode, Policy, PortRange, Protocol, RateLimit, Rule};
+use tollgate_compile::l4::{compile, L4Snapshot};
+use tollgate_dataplane::counters;
+use tollgate_dataplane::testrun::{
     frame, FrameOptions, TestRig, BENCH_OBJECT, TEST_RUN_INTERFACE, XDP_DROP, XDP_PASS,
 };
 
@@ -475,9 +475,9 @@ fn compile_apply(report: &mut Report) {
     for _ in 0..rounds {
         let rss0 = rss_kib();
         let t = Instant::now();
-        let docs = gateway_user::source::dir::read_dir(dir.path()).expect("read");
-        let objects = gateway_user::model::parse(&docs).expect("parse");
-        let policies = gateway_user::compile::validate::validate(&objects).expect("validate");
+        let docs = tollgate_source::dir::read_dir(dir.path()).expect("read");
+        let objects = tollgate_model::parse(&docs).expect("parse");
+        let policies = tollgate_compile::l4::validate::validate(&objects).expect("validate");
         t_parse.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
         let snap: L4Snapshot = compile(&policies, &ifaces).expect("compile");

@@ -38,11 +38,11 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gateway_user::compile::l7::table::RequestView;
-use gateway_user::compile::snapshot::compile_documents;
-use gateway_user::source::{Documents, Revision, SourceFile};
 use http::{HeaderMap, Method};
 use sha2::{Digest, Sha256};
+use tollgate_compile::l7::table::RequestView;
+use tollgate_compile::snapshot::compile_documents;
+use tollgate_model::{Documents, Revision, SourceFile};
 
 use super::{median, sh, Report};
 

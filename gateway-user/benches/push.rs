@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya_obj::programs::xdp::XdpAttachType;
-use gateway_user::compile::packet::{Packet, L4};
-use gateway_user::dataplane::testrun::{frame, FrameOptions, XDP_DROP};
+use tollgate_compile::l4::packet::{Packet, L4};
+use tollgate_dataplane::testrun::{frame, FrameOptions, XDP_DROP};
 
 use super::{blocklist_policy, median, sh, yaml_of, Report};
 

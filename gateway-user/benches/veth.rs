@@ -31,11 +31,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::PerCpuArray;
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
-use gateway_user::compile::l4::{compile, L4Snapshot};
-use gateway_user::compile::packet::{Packet, L4};
-use gateway_user::compile::policy::{Action, Mode, Policy, PortRange, Protocol, RateLimit, Rule};
-use gateway_user::dataplane::testrun::{frame, mount_bpffs, umount, FrameOptions, BENCH_OBJECT};
-use gateway_user::dataplane::{self, counters, AttachMode, Dataplane};
+use tollgate_compile::l4::packet::{Packet, L4};
+use tollgate_compile::l4::policy::{Action, Mode, Policy, PortRange, Protocol, RateLimit, Rule};
+use tollgate_compile::l4::{compile, L4Snapshot};
+use tollgate_dataplane::testrun::{frame, mount_bpffs, umount, FrameOptions, BENCH_OBJECT};
+use tollgate_dataplane::{self as dataplane, counters, AttachMode, Dataplane};
 
 use crate::Report;
 

@@ -9,17 +9,17 @@ use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
-use crate::compile::snapshot::{compile_documents, compile_documents_with, Snapshot};
-use crate::dataplane::{self, AttachMode, Dataplane};
-use crate::model::ParseCache;
-use crate::proxy::{Proxy, ProxyConfig};
-use crate::source::dir::read_dir;
-use crate::source::git::{GitOptions, GitSource};
-use crate::source::verify::AllowedSigners;
-use crate::source::{last_good, Documents};
 use crate::telemetry::webhook::WebhookSecret;
 use crate::telemetry::{self, InterfaceStatus, RevisionStatus, Shared};
 use std::sync::Arc;
+use tollgate_compile::snapshot::{compile_documents, compile_documents_with, Snapshot};
+use tollgate_dataplane::{self as dataplane, AttachMode, Dataplane};
+use tollgate_model::ParseCache;
+use tollgate_proxy::{Proxy, ProxyConfig};
+use tollgate_source::dir::read_dir;
+use tollgate_source::git::{GitOptions, GitSource};
+use tollgate_source::verify::AllowedSigners;
+use tollgate_source::{last_good, Documents};
 
 /// Settings of the agent.
 #[derive(Debug, Clone)]
@@ -253,7 +253,7 @@ fn load_revision(
             }
             if let Some(file) = &config.verify_commits {
                 let verified = AllowedSigners::load(file)
-                    .map_err(crate::source::verify::VerifyError::from)
+                    .map_err(tollgate_source::verify::VerifyError::from)
                     .and_then(|signers| signers.verify_commit(git.repository(), commit))
                     .map_err(|e| LoadError::refused("unverified")(e.to_string()).of(&id))?;
                 info!(commit = %commit, signer = %verified.principals, key = %verified.fingerprint, "commit signature verified");
@@ -324,7 +324,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     info!(address = %config.admin, webhook, "admin server: /metrics /healthz /readyz /status");
     let proxy = Proxy::new(config.proxy.clone(), shared.metrics.http.clone());
     // banOnAbuse: the proxy hands bans to the ban task, the one writer of the blocklist.
-    let (ban_tx, ban_rx) = tokio::sync::mpsc::channel(crate::proxy::abuse::BAN_QUEUE);
+    let (ban_tx, ban_rx) = tokio::sync::mpsc::channel(tollgate_proxy::abuse::BAN_QUEUE);
     let stop_bans = tokio_util::sync::CancellationToken::new();
     let ban_task = tokio::spawn(crate::bans::run(
         config.pin_dir.clone(),
@@ -422,7 +422,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         };
         next_pass = after_pass(&mut schedule, pass, &shared);
     }
-    let cut = proxy.drain(crate::proxy::DRAIN_TIMEOUT).await;
+    let cut = proxy.drain(tollgate_proxy::DRAIN_TIMEOUT).await;
     if cut > 0 {
         warn!(
             connections = cut,

@@ -16,10 +16,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::dataplane::bans::{monotonic_ns, BanEntry, BanError, BanMaps};
-use crate::proxy::abuse::BanRequest;
 use crate::telemetry::metrics::{BanLabels, ReasonLabel};
 use crate::telemetry::Shared;
+use tollgate_dataplane::bans::{monotonic_ns, BanEntry, BanError, BanMaps};
+use tollgate_proxy::abuse::BanRequest;
 
 /// How often expired bans are removed and the blocklist is read back.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -54,7 +54,7 @@ pub struct BansReport {
 pub fn report(
     pin_dir: &Path,
     limit: usize,
-) -> Result<BansReport, crate::dataplane::DataplaneError> {
+) -> Result<BansReport, tollgate_dataplane::DataplaneError> {
     let maps = BanMaps::open(pin_dir)?;
     let now = monotonic_ns();
     let active = maps.active()?;
@@ -167,7 +167,7 @@ fn sweep(
     maps: &mut BanMaps,
     known: &mut BTreeMap<IpAddr, BanEntry>,
     metrics: &crate::telemetry::metrics::BanMetrics,
-) -> Result<(), crate::dataplane::DataplaneError> {
+) -> Result<(), tollgate_dataplane::DataplaneError> {
     let (expired, active) = maps.sweep()?;
     let now = monotonic_ns();
     for e in &expired {

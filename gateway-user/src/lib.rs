@@ -1,19 +1,16 @@
-//! The Tollgate agent as a library. One module per pipeline stage, data flowing one way:
+//! The Tollgate agent binary as a library: the wiring of the pipeline and the report side.
 //!
 //! ```text
-//! source  -> Documents { revision, files }        what the operator wrote
-//! model   -> typed objects (CRD types), errors with file/object/field
-//! compile -> Snapshot (immutable)                  validation + semantics
-//! apply   -> dataplane: the node enforces the Snapshot atomically
-//! report  -> logs now; metrics/status in telemetry
+//! tollgate-source     -> Documents { revision, files }     what the operator wrote
+//! tollgate-model      -> typed objects, errors with file/object/field
+//! tollgate-compile    -> Snapshot (immutable)               validation + semantics, pure
+//! tollgate-dataplane  -> the kernel enforces the Snapshot's L4 tables, atomically
+//! tollgate-proxy      -> the L7 gateway serves the Snapshot's route table
+//! this crate          -> agent (the loop), telemetry (status, metrics, admin), cli
 //! ```
-//! Nothing below `compile` sees raw YAML; nothing above `dataplane` touches a map.
+//! Each stage is its own crate, so Cargo keeps the data flowing one way; this crate is the only
+//! one that sees them all (`cargo xtask test` checks the direction, see `xtask deps`).
 pub mod agent;
 pub mod bans;
 pub mod cli;
-pub mod compile;
-pub mod dataplane;
-pub mod model;
-pub mod proxy;
-pub mod source;
 pub mod telemetry;

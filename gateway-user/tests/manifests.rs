@@ -561,11 +561,10 @@ fn install_policies_compile_as_the_agent_reads_them() {
     for (key, content) in cm["data"].as_object().unwrap() {
         std::fs::write(dir.path().join(key), content.as_str().unwrap()).unwrap();
     }
-    let docs = gateway_user::source::dir::read_dir(dir.path()).unwrap();
+    let docs = tollgate_source::dir::read_dir(dir.path()).unwrap();
     assert_eq!(docs.files.len(), cm["data"].as_object().unwrap().len());
-    let snapshot =
-        gateway_user::compile::snapshot::compile_documents(&docs, Some(&["eth0".to_owned()]))
-            .unwrap_or_else(|e| panic!("the ConfigMap's policies do not compile: {e}"));
+    let snapshot = tollgate_compile::snapshot::compile_documents(&docs, Some(&["eth0".to_owned()]))
+        .unwrap_or_else(|e| panic!("the ConfigMap's policies do not compile: {e}"));
     assert_eq!(snapshot.policies.len(), 1);
 }
 
@@ -584,7 +583,7 @@ fn install_configmap_directory_layout_is_invisible_to_the_agent() {
     std::fs::write(data.join("edge.yaml"), edge_in_audit_mode()).unwrap();
     symlink("..2025_01_01_00_00_00.000000000", dir.path().join("..data")).unwrap();
     symlink("..data/edge.yaml", dir.path().join("edge.yaml")).unwrap();
-    let docs = gateway_user::source::dir::read_dir(dir.path()).unwrap();
+    let docs = tollgate_source::dir::read_dir(dir.path()).unwrap();
     assert!(
         docs.files.is_empty(),
         "read {:?}",

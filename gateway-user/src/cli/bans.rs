@@ -10,8 +10,8 @@ use clap::{Args, Subcommand};
 
 use super::OutputFormat;
 use crate::bans::{report, BansReport};
-use crate::dataplane::bans::{BanKind, BanMaps};
-use crate::dataplane::DEFAULT_PIN_DIR;
+use tollgate_dataplane::bans::{BanKind, BanMaps};
+use tollgate_dataplane::DEFAULT_PIN_DIR;
 
 /// Longest ban `tollgate bans add --for` makes.
 pub const MAX_MANUAL_BAN: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -83,7 +83,7 @@ pub fn bans(args: BansArgs) -> anyhow::Result<i32> {
             if duration > MAX_MANUAL_BAN {
                 anyhow::bail!("--for: at most 7 days");
             }
-            if crate::proxy::abuse::exempt(address, &[]) {
+            if tollgate_proxy::abuse::exempt(address, &[]) {
                 anyhow::bail!("{address} is a loopback or unspecified address: never banned");
             }
             let e = open(&args.pin_dir)?.ban(address, duration, BanKind::Manual, "manual")?;

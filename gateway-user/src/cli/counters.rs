@@ -2,7 +2,7 @@
 use std::path::Path;
 
 use super::OutputFormat;
-use crate::dataplane::counters;
+use tollgate_dataplane::counters;
 
 /// Prints the counters; exit code 0, or an error when the maps cannot be read.
 pub fn print(pin_dir: &Path, state_dir: &Path, format: OutputFormat) -> anyhow::Result<i32> {

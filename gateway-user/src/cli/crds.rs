@@ -5,13 +5,13 @@
 //! its release; they are never generated here.
 use std::path::{Path, PathBuf};
 
-use crate::model::auth::AuthPolicy;
-use crate::model::backend::Backend;
-use crate::model::l4::L4Policy;
-use crate::model::ratelimit::RateLimitPolicy;
-use crate::model::traffic::BackendTrafficPolicy;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
+use tollgate_model::auth::AuthPolicy;
+use tollgate_model::backend::Backend;
+use tollgate_model::l4::L4Policy;
+use tollgate_model::ratelimit::RateLimitPolicy;
+use tollgate_model::traffic::BackendTrafficPolicy;
 
 /// Where the generated CRDs are committed, relative to the workspace root.
 pub const CRDS_DIR: &str = "manifests/crds";

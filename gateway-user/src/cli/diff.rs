@@ -7,11 +7,11 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::compile::policy::{Policy, Rule};
-use crate::compile::snapshot::compile_documents;
-use crate::source::dir::read_dir;
-use crate::source::git::{is_git_url, GitError, GitOptions, GitSource};
-use crate::source::Documents;
+use tollgate_compile::l4::policy::{Policy, Rule};
+use tollgate_compile::snapshot::compile_documents;
+use tollgate_source::dir::read_dir;
+use tollgate_source::git::{is_git_url, GitError, GitOptions, GitSource};
+use tollgate_source::Documents;
 
 /// The L7 objects of a revision (Gateway, HTTPRoute, Backend, RateLimitPolicy) by `Kind/namespace/name`, each
 /// as its spec.
@@ -60,9 +60,9 @@ pub fn diff_l7(old: &L7Objects, new: &L7Objects) -> Vec<Change> {
     out
 }
 
-fn l7_objects(docs: &crate::source::Documents) -> L7Objects {
-    use crate::model::Object;
-    let Ok(objects) = crate::model::parse(docs) else {
+fn l7_objects(docs: &tollgate_source::Documents) -> L7Objects {
+    use tollgate_model::Object;
+    let Ok(objects) = tollgate_model::parse(docs) else {
         return L7Objects::new();
     };
     objects
@@ -334,7 +334,7 @@ fn report(changes: &[Change], json: bool) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::policy::{Action, Mode};
+    use tollgate_compile::l4::policy::{Action, Mode};
 
     fn policy(name: &str, rules: Vec<Rule>) -> Policy {
         Policy {

@@ -4,14 +4,14 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::compile::l4::RuleKind;
-use crate::compile::l7::path::normalize;
-use crate::compile::l7::table::{KeyLocation, LimitKey, MatchDef, PathMatch, RequestView};
-use crate::compile::packet::{Outcome, Packet, Reason};
-use crate::compile::snapshot::{compile_documents, ANY_OTHER_INTERFACE};
-use crate::dataplane::bans::BanKind;
-use crate::source::dir::read_dir;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use tollgate_compile::l4::packet::{Outcome, Packet, Reason};
+use tollgate_compile::l4::RuleKind;
+use tollgate_compile::l7::table::{KeyLocation, LimitKey, MatchDef, PathMatch, RequestView};
+use tollgate_compile::snapshot::{compile_documents, ANY_OTHER_INTERFACE};
+use tollgate_dataplane::bans::BanKind;
+use tollgate_model::http_path::normalize;
+use tollgate_source::dir::read_dir;
 
 /// Arguments of `tollgate explain`.
 #[derive(Debug, Args)]
@@ -81,7 +81,7 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<i32> {
     println!("packet:    {text}");
     println!("interface: {}", args.interface);
     println!("verdict:   {verdict}");
-    let find = |r: &crate::compile::packet::RuleRef| {
+    let find = |r: &tollgate_compile::l4::packet::RuleRef| {
         l4.rules
             .iter()
             .find(|i| i.policy == r.policy && i.rule == r.rule)

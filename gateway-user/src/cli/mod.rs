@@ -10,11 +10,10 @@ pub mod status;
 pub mod validate;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::dataplane::DEFAULT_PIN_DIR;
+use tollgate_dataplane::DEFAULT_PIN_DIR;
 
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/tollgate";
@@ -141,68 +140,15 @@ pub enum Command {
     },
 }
 
-/// Parses a duration like `30s`, `500ms`, `2m`, `1h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s, 500ms, 2m or 1h"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" | "" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    if d.is_zero() {
-        return Err("a duration must be more than zero".into());
-    }
-    Ok(d)
-}
-
-/// Parses a size in bytes: a whole number with an optional unit, `B`, `KiB`/`MiB`/`GiB`
-/// (powers of 1024; `K`/`M`/`G` too, as git writes them) or `KB`/`MB`/`GB` (powers of 1000);
-/// case does not matter, a space may separate number and unit. `64MiB`, `512m`, `1GB`, `1000`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let text = s.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (n, unit) = text.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 64MiB, 512m, 1GB or 1048576"))?;
-    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        _ => {
-            return Err(format!(
-                "{s:?}: unknown unit {:?} (use B, KiB, MiB, GiB, KB, MB or GB)",
-                unit.trim()
-            ))
-        }
-    };
-    let bytes = n
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("{s:?} is too large"))?;
-    if bytes == 0 {
-        return Err("a size must be more than zero".into());
-    }
-    Ok(bytes)
-}
+/// Durations of flags: the Gateway API's format, as in policies (`30s`, `1m30s`, `500ms`), and
+/// more than zero. Sizes: `64MiB`, `512m`, `1GB`. One parser each for flags and policies.
+pub use tollgate_model::units::{parse_nonzero_duration as parse_duration, parse_size};
 
 /// The agent's own log goes to stderr (text or JSON, filtered by `TOLLGATE_LOG`); the L7
-/// access log (target [`crate::proxy::access_log::TARGET`]) goes to stdout as JSON lines,
+/// access log (target [`tollgate_proxy::access_log::TARGET`]) goes to stdout as JSON lines,
 /// whatever the format and filter (`--access-log` decides which requests it has).
 fn init_logging(format: LogFormat) {
-    use crate::proxy::access_log::TARGET as ACCESS;
+    use tollgate_proxy::access_log::TARGET as ACCESS;
     use tracing_subscriber::filter::{filter_fn, Targets};
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::{fmt, EnvFilter, Layer};
@@ -291,7 +237,7 @@ pub fn main() -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Detach { pin_dir } => {
-            let removed = crate::dataplane::detach(&pin_dir)?;
+            let removed = tollgate_dataplane::detach(&pin_dir)?;
             eprintln!(
                 "removed {} pinned object(s) under {}",
                 removed.len(),
@@ -310,7 +256,7 @@ pub fn main() -> anyhow::Result<i32> {
             limit,
             format,
         } => {
-            let top = crate::dataplane::offenders::top(&pin_dir, limit)?;
+            let top = tollgate_dataplane::offenders::top(&pin_dir, limit)?;
             match format {
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&top)?),
                 OutputFormat::Text => {
@@ -323,7 +269,7 @@ pub fn main() -> anyhow::Result<i32> {
                     }
                     println!(
                         "(estimates: one drop in {} is sampled; prefixes /{} for IPv4, /{} for IPv6)",
-                        crate::dataplane::offenders::sample_rate(),
+                        tollgate_dataplane::offenders::sample_rate(),
                         gateway_common::OFFENDER_PREFIX_V4,
                         gateway_common::OFFENDER_PREFIX_V6
                     );
@@ -337,34 +283,15 @@ pub fn main() -> anyhow::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
-    fn durations_read_like_flux_intervals() {
+    fn flag_durations_are_policy_durations_and_never_zero() {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("30").is_err());
         assert!(parse_duration("3d").is_err());
-    }
-
-    #[test]
-    fn sizes_take_binary_and_decimal_units() {
-        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
-        assert_eq!(parse_size("512m").unwrap(), 512 << 20);
-        assert_eq!(parse_size("1 GiB").unwrap(), 1 << 30);
-        assert_eq!(parse_size("2k").unwrap(), 2048);
-        assert_eq!(parse_size("1GB").unwrap(), 1_000_000_000);
-        assert_eq!(parse_size("10kb").unwrap(), 10_000);
-        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
-        assert_eq!(parse_size("100B").unwrap(), 100);
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("MiB").is_err());
-        assert!(parse_size("1.5GiB").is_err());
-        assert!(parse_size("3TiB").unwrap_err().contains("unknown unit"));
-        assert!(parse_size("99999999999999GiB")
-            .unwrap_err()
-            .contains("too large"));
     }
 
     #[test]
@@ -415,7 +342,7 @@ mod tests {
         };
         assert_eq!(
             args.git_options(),
-            crate::source::git::GitOptions::default()
+            tollgate_source::git::GitOptions::default()
         );
     }
 

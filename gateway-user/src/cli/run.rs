@@ -6,12 +6,12 @@ use clap::Args;
 
 use super::{parse_duration, parse_size, DEFAULT_STATE_DIR};
 use crate::agent::{self, AgentConfig, SourceConfig};
-use crate::dataplane::{AttachMode, DEFAULT_PIN_DIR};
-use crate::proxy::access_log::AccessLog;
-use crate::proxy::ProxyConfig;
-use crate::source::git::GitOptions;
-use crate::source::verify::AllowedSigners;
 use crate::telemetry::webhook::WebhookSecret;
+use tollgate_dataplane::{AttachMode, DEFAULT_PIN_DIR};
+use tollgate_proxy::access_log::AccessLog;
+use tollgate_proxy::ProxyConfig;
+use tollgate_source::git::GitOptions;
+use tollgate_source::verify::AllowedSigners;
 
 /// Arguments of `tollgate run`.
 #[derive(Debug, Args)]
@@ -41,7 +41,7 @@ pub struct RunArgs {
     #[arg(long, default_value = DEFAULT_PIN_DIR, env = "TOLLGATE_PIN_DIR")]
     pub pin_dir: PathBuf,
     /// How to attach: XDP driver mode, falling back to generic XDP, then TC (auto), or one only.
-    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    #[arg(long, default_value = "auto", value_parser = attach_mode_parser())]
     pub attach_mode: AttachMode,
     /// How often the source is read again (SIGHUP reads it at once).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -77,7 +77,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "ALLOWED_SIGNERS", env = "TOLLGATE_VERIFY_COMMITS")]
     pub verify_commits: Option<PathBuf>,
     /// Address the L7 proxy listens on, on every Gateway listener port.
-    #[arg(long, default_value = crate::proxy::DEFAULT_GATEWAY_ADDRESS, env = "TOLLGATE_GATEWAY_ADDRESS")]
+    #[arg(long, default_value = tollgate_proxy::DEFAULT_GATEWAY_ADDRESS, env = "TOLLGATE_GATEWAY_ADDRESS")]
     pub gateway_address: std::net::IpAddr,
     /// A proxy in front of Tollgate (a load balancer, a CDN) whose X-Forwarded-For is believed:
     /// a CIDR or an address (repeat for several). Requests from other peers are attributed to
@@ -98,7 +98,7 @@ pub struct RunArgs {
     /// caCertificateRef to ConfigMap NAME (client certificates) from NS/NAME/ca.crt, an
     /// AuthPolicy credentialRef NAME from NS/NAME/keys (apiKey) or NS/NAME/htpasswd
     /// (basicAuth). Files are reloaded when they change.
-    #[arg(long, value_name = "DIR", default_value = crate::proxy::tls::DEFAULT_TLS_SECRETS_DIR, env = "TOLLGATE_TLS_SECRETS_DIR")]
+    #[arg(long, value_name = "DIR", default_value = tollgate_proxy::tls::DEFAULT_TLS_SECRETS_DIR, env = "TOLLGATE_TLS_SECRETS_DIR")]
     pub tls_secrets_dir: PathBuf,
     /// Limits of the L7 proxy.
     #[command(flatten)]
@@ -117,7 +117,7 @@ pub struct LimitArgs {
     #[arg(long, value_name = "BYTES", default_value = "64KiB", value_parser = parse_size, env = "TOLLGATE_MAX_HEADER_BYTES")]
     pub max_header_bytes: u64,
     /// L7: the most headers of an HTTP/1.1 request (431 over it).
-    #[arg(long, value_name = "N", default_value_t = crate::proxy::MAX_HEADERS, env = "TOLLGATE_MAX_HEADERS")]
+    #[arg(long, value_name = "N", default_value_t = tollgate_proxy::MAX_HEADERS, env = "TOLLGATE_MAX_HEADERS")]
     pub max_headers: usize,
     /// L7: time a client has to send a complete request head (slowloris), also the longest an
     /// HTTP/1.1 keep-alive connection waits for its next request.
@@ -129,21 +129,21 @@ pub struct LimitArgs {
     pub idle_timeout: Duration,
     /// L7: open client connections over all listeners; over it, new connections wait in the
     /// kernel's backlog until one closes.
-    #[arg(long, value_name = "N", default_value_t = crate::proxy::MAX_CONNECTIONS, env = "TOLLGATE_MAX_CONNECTIONS")]
+    #[arg(long, value_name = "N", default_value_t = tollgate_proxy::MAX_CONNECTIONS, env = "TOLLGATE_MAX_CONNECTIONS")]
     pub max_connections: usize,
     /// L7: concurrent streams per HTTP/2 connection.
-    #[arg(long, value_name = "N", default_value_t = crate::proxy::H2_MAX_CONCURRENT_STREAMS, env = "TOLLGATE_H2_MAX_CONCURRENT_STREAMS")]
+    #[arg(long, value_name = "N", default_value_t = tollgate_proxy::H2_MAX_CONCURRENT_STREAMS, env = "TOLLGATE_H2_MAX_CONCURRENT_STREAMS")]
     pub h2_max_concurrent_streams: u32,
     /// L7: HTTP/2 streams a client may reset before the proxy has accepted them, at once,
     /// before the connection is closed with GOAWAY (rapid reset, CVE-2023-44487).
-    #[arg(long, value_name = "N", default_value_t = crate::proxy::H2_MAX_PENDING_RESET_STREAMS, env = "TOLLGATE_H2_MAX_PENDING_RESETS")]
+    #[arg(long, value_name = "N", default_value_t = tollgate_proxy::H2_MAX_PENDING_RESET_STREAMS, env = "TOLLGATE_H2_MAX_PENDING_RESETS")]
     pub h2_max_pending_resets: usize,
 }
 
 impl LimitArgs {
     /// The proxy's limits: these flags over the defaults.
-    pub fn limits(&self) -> crate::proxy::Limits {
-        crate::proxy::Limits {
+    pub fn limits(&self) -> tollgate_proxy::Limits {
+        tollgate_proxy::Limits {
             max_request_body: self.max_request_body,
             max_header_bytes: usize::try_from(self.max_header_bytes).unwrap_or(usize::MAX),
             max_headers: self.max_headers,
@@ -244,7 +244,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             .ok(),
         (None, None) => None,
     };
-    let git = crate::source::git::is_git_url(&args.source);
+    let git = tollgate_source::git::is_git_url(&args.source);
     if let Some(file) = &args.verify_commits {
         if !git {
             problems.push(format!(
@@ -297,6 +297,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `--attach-mode`: the dataplane's modes, with clap's list of possible values in help and
+/// errors (the dataplane crate does not depend on clap).
+fn attach_mode_parser() -> impl clap::builder::TypedValueParser<Value = AttachMode> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(AttachMode::NAMES).map(|name| {
+        name.parse::<AttachMode>()
+            .expect("PossibleValuesParser lets only the listed names through")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,7 +322,7 @@ mod tests {
     fn limit_flag_defaults_are_the_proxy_defaults() {
         let cli = Cli::parse_from(["x"]);
         let l = cli.limits.limits();
-        let d = crate::proxy::Limits::default();
+        let d = tollgate_proxy::Limits::default();
         assert_eq!(l.max_request_body, d.max_request_body);
         assert_eq!(l.max_header_bytes, d.max_header_bytes);
         assert_eq!(l.max_headers, d.max_headers);

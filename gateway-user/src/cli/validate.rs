@@ -1,11 +1,11 @@
 //! `tollgate validate PATH`: read a directory (or one file) of policy, parse and validate it
 //! exactly as the agent would, and print every problem. Exit codes: 0 valid, 1 invalid policy,
 //! 2 the path could not be read (as `flux diff`: >1 is an error of the tool, not of the policy).
-use crate::compile::policy::Policy;
-use crate::compile::{PolicyError, PolicyErrors};
-use crate::source::{dir::read_dir, SourceError};
 use serde::Serialize;
 use std::path::Path;
+use tollgate_compile::l4::policy::Policy;
+use tollgate_compile::{PolicyError, PolicyErrors};
+use tollgate_source::{dir::read_dir, SourceError};
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -61,7 +61,7 @@ pub fn exit_code(result: &Result<Validated, ValidateFailure>) -> i32 {
 /// what passes here is what a node would apply.
 pub fn validate_path(path: &Path) -> Result<Validated, ValidateFailure> {
     let docs = read_dir(path)?;
-    let snapshot = crate::compile::snapshot::compile_documents(&docs, None)?;
+    let snapshot = tollgate_compile::snapshot::compile_documents(&docs, None)?;
     Ok(Validated {
         listeners: snapshot.l7.policy.listeners.len(),
         routes: snapshot.l7.policy.routes.len(),

@@ -74,7 +74,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
     let pin_dir = shared.pin_dir.clone();
     let (top, bans) = tokio::task::spawn_blocking(move || {
         (
-            crate::dataplane::offenders::top(&pin_dir, STATUS_OFFENDERS).unwrap_or_default(),
+            tollgate_dataplane::offenders::top(&pin_dir, STATUS_OFFENDERS).unwrap_or_default(),
             crate::bans::report(&pin_dir, crate::bans::STATUS_BANS).unwrap_or_default(),
         )
     })
@@ -91,7 +91,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
     v["top_offenders"] = serde_json::to_value(top).unwrap_or_default();
     v["bans"] = serde_json::to_value(&bans.bans).unwrap_or_default();
     v["bans_total"] = bans.total.into();
-    v["top_offenders_sample_rate"] = crate::dataplane::offenders::sample_rate().into();
+    v["top_offenders_sample_rate"] = tollgate_dataplane::offenders::sample_rate().into();
     Json(v).into_response()
 }
 

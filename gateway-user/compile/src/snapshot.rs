@@ -1,0 +1,79 @@
+//! The whole compile stage for one revision: documents -> objects -> validated policy ->
+//! [`Snapshot`]. The agent, `tollgate validate` and `tollgate explain` all go through here, so
+//! what CI validates is exactly what a node would enforce.
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::l4::policy::Policy;
+use crate::l4::validate::validate;
+use crate::l4::{compile, L4Snapshot};
+use crate::l7::RouteTable;
+use tollgate_model::ParseCache;
+use tollgate_model::{Documents, PolicyErrors, Revision};
+
+/// Interface name standing for "every interface no policy names" when compiling without an
+/// agent (validate, explain, diff).
+pub const ANY_OTHER_INTERFACE: &str = "*";
+
+/// Everything a node enforces for one revision. Immutable once built.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Which revision.
+    pub revision: Revision,
+    /// The validated policies.
+    pub policies: Vec<Policy>,
+    /// The L4 tables.
+    pub l4: L4Snapshot,
+    /// The L7 routing table (Gateways, HTTPRoutes, Backends); empty when the revision has none.
+    pub l7: Arc<RouteTable>,
+}
+
+/// Compiles one revision for an agent on `interfaces` (`None`: every interface any policy
+/// names, plus [`ANY_OTHER_INTERFACE`]). All problems are reported at once.
+pub fn compile_documents(
+    docs: &Documents,
+    interfaces: Option<&[String]>,
+) -> Result<Snapshot, PolicyErrors> {
+    compile_documents_with(&mut ParseCache::default(), docs, interfaces)
+}
+
+/// As [`compile_documents`], parsing only the files that changed since the last call with the
+/// same cache (the agent keeps one across revisions).
+pub fn compile_documents_with(
+    cache: &mut ParseCache,
+    docs: &Documents,
+    interfaces: Option<&[String]>,
+) -> Result<Snapshot, PolicyErrors> {
+    let objects = cache.parse(docs)?;
+    // L4 and L7 objects are checked together, so that one round reports every problem.
+    let (policies, l7) = match (validate(&objects), crate::l7::compile(&objects)) {
+        (Ok(p), Ok(t)) => (p, t),
+        (p, t) => {
+            let mut errors = p.err().map(|e| e.0).unwrap_or_default();
+            errors.extend(t.err().map(|e| e.0).unwrap_or_default());
+            return Err(PolicyErrors(errors));
+        }
+    };
+    let interfaces = match interfaces {
+        Some(list) => list.to_vec(),
+        None => validation_interfaces(&policies),
+    };
+    let l4 = compile(&policies, &interfaces)?;
+    Ok(Snapshot {
+        revision: docs.revision.clone(),
+        policies,
+        l4,
+        l7: Arc::new(l7),
+    })
+}
+
+/// Every interface a policy names, plus [`ANY_OTHER_INTERFACE`]: compiling for these checks
+/// every combination of policies any node could see.
+pub fn validation_interfaces(policies: &[Policy]) -> Vec<String> {
+    let mut names: BTreeSet<String> = policies
+        .iter()
+        .flat_map(|p| p.interfaces.iter().flatten().cloned())
+        .collect();
+    names.insert(ANY_OTHER_INTERFACE.to_owned());
+    names.into_iter().collect()
+}

@@ -1,0 +1,1177 @@
+//! The data plane: loads the eBPF programs, pins them, attaches them (XDP native -> XDP
+//! generic -> TC), and keeps the kernel maps equal to the applied snapshot.
+//!
+//! # Pin layout (`--pin-dir`, default `/sys/fs/bpf/tollgate`)
+//!
+//! ```text
+//! maps/<MAP>              every map (the program's `#[map]` statics), reused by a restarted agent;
+//!                         maps/BANS_V4, BANS_V6, BAN_COUNTERS are the blocklist ([`bans`])
+//! progs/tollgate_xdp      the XDP program, progs/tollgate_tc the TC program
+//! links/<mode>/<iface>    one link per interface; mode is xdp-native, xdp-generic or tcx
+//!                         (bpffs refuses '.' in names: a '.' in an interface name is pinned as '~')
+//! ```
+//!
+//! A restarted agent loads the programs again with the pinned maps (their contents untouched,
+//! so the node keeps enforcing the last revision), then swaps its program into the pinned links
+//! with `bpf_link_update`: the interface never runs without a filter.
+//!
+//! # Atomic updates
+//!
+//! See `gateway-common`: policy maps are keyed by generation; [`Dataplane::apply`] writes the
+//! inactive generation (only what differs from what it already holds), flips the one-word
+//! `CONFIG.active_gen`, waits for an RCU grace period (every packet that read the old generation
+//! has finished: XDP and TC programs run inside RCU read-side sections), and then brings the old
+//! generation up to date too, so that the next revision's diff is again only its own change.
+pub mod bans;
+pub mod counters;
+pub mod ids;
+pub mod offenders;
+pub mod tables;
+#[cfg(feature = "testrun")]
+pub mod testrun;
+#[cfg(test)]
+mod xdp_tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
+use aya::programs::xdp::XdpLink;
+use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode};
+use aya::{Ebpf, EbpfLoader};
+use gateway_common::{
+    Config, IfaceConfig, IfaceKey, LimitConfig, PortKey, RuleCounters, SrcV4, SrcV6, SrcValue,
+    Verdict, FAST_IFINDEX,
+};
+use tracing::{info, warn};
+
+use ids::Ids;
+use tables::{diff, Tables, TablesError};
+use tollgate_compile::l4::L4Snapshot;
+
+/// The compiled eBPF object (built by build.rs; empty when built with AYA_BUILD_SKIP=1).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway-ebpf"));
+
+/// Name of the XDP program in the object.
+pub const XDP_PROGRAM: &str = "tollgate_xdp";
+/// Name of the TC program in the object.
+pub const TC_PROGRAM: &str = "tollgate_tc";
+
+/// Default pin directory.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/tollgate";
+
+/// How to attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum AttachMode {
+    /// XDP in driver mode, else generic XDP, else TC.
+    Auto,
+    /// XDP in driver mode only.
+    Native,
+    /// Generic (skb) XDP only.
+    Generic,
+    /// TC ingress (TCX link) only.
+    Tc,
+}
+
+impl AttachMode {
+    /// Every mode, as written on the command line.
+    pub const NAMES: [&'static str; 4] = ["auto", "native", "generic", "tc"];
+
+    /// The mode as written on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Auto => "auto",
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+            AttachMode::Tc => "tc",
+        }
+    }
+}
+
+impl std::str::FromStr for AttachMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(AttachMode::Auto),
+            "native" => Ok(AttachMode::Native),
+            "generic" => Ok(AttachMode::Generic),
+            "tc" => Ok(AttachMode::Tc),
+            _ => Err(format!(
+                "\"{s}\" is not an attach mode ({})",
+                Self::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+/// How an interface ended up attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Attached {
+    /// XDP, driver mode.
+    XdpNative,
+    /// XDP, generic mode.
+    XdpGeneric,
+    /// TC ingress via a TCX link.
+    Tcx,
+}
+
+impl Attached {
+    fn suffix(self) -> &'static str {
+        match self {
+            Attached::XdpNative => "xdp-native",
+            Attached::XdpGeneric => "xdp-generic",
+            Attached::Tcx => "tcx",
+        }
+    }
+    /// Short name for logs and status (`native`, `generic`, `tc`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attached::XdpNative => "native",
+            Attached::XdpGeneric => "generic",
+            Attached::Tcx => "tc",
+        }
+    }
+}
+
+/// Errors of the data plane.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// The binary was built without the eBPF programs.
+    #[error("this tollgate binary was built without its eBPF programs (AYA_BUILD_SKIP); rebuild it normally")]
+    NoObject,
+    /// Loading failed (the verifier log is in the source error).
+    #[error("loading the eBPF programs: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// A program operation failed.
+    #[error("{what}: {source}")]
+    Program {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// A map operation failed.
+    #[error("{what}: {source}")]
+    Map {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// Building the tables failed.
+    #[error(transparent)]
+    Tables(#[from] TablesError),
+    /// A file system operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pinned maps were made by a build with another map layout.
+    #[error(
+        "the maps pinned under {pin_dir} were created by another version of tollgate (map {map}: key {found_key} / value {found_value} bytes / {found_entries} entries; this version needs {key} / {value} / {entries}). They keep enforcing the revision they hold. To switch versions run `tollgate detach --pin-dir {pin_dir}` first (filtering stops until this agent attaches)"
+    )]
+    IncompatiblePins {
+        /// The pin directory.
+        pin_dir: String,
+        /// The map that differs.
+        map: String,
+        /// Pinned key size.
+        found_key: u32,
+        /// Pinned value size.
+        found_value: u32,
+        /// Pinned capacity.
+        found_entries: u32,
+        /// Key size this build needs.
+        key: u32,
+        /// Value size this build needs.
+        value: u32,
+        /// Capacity this build needs.
+        entries: u32,
+    },
+    /// No attach mode worked.
+    #[error("could not attach to {iface}: {reasons}")]
+    Attach {
+        /// Interface.
+        iface: String,
+        /// Every mode tried, with its error.
+        reasons: String,
+    },
+}
+
+/// An error and its sources on one line (aya's errors keep the OS error in `source()`).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn other(e: impl std::error::Error) -> std::io::Error {
+    std::io::Error::other(chain(&e))
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DataplaneError {
+    let what = what.into();
+    move |source| DataplaneError::Io { what, source }
+}
+
+fn map_err(what: impl Into<String>) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
+    let what = what.into();
+    move |source| DataplaneError::Map { what, source }
+}
+
+fn prog_err(what: impl Into<String>) -> impl FnOnce(aya::programs::ProgramError) -> DataplaneError {
+    let what = what.into();
+    move |source| DataplaneError::Program { what, source }
+}
+
+/// The policy maps, typed.
+pub struct PolicyMaps {
+    config: Array<MapData, Config>,
+    ifaces: BpfHashMap<MapData, IfaceKey, IfaceConfig>,
+    iface_table: Array<MapData, IfaceConfig>,
+    src_v4: LpmTrie<MapData, SrcV4, SrcValue>,
+    src_v6: LpmTrie<MapData, SrcV6, SrcValue>,
+    ports: LpmTrie<MapData, PortKey, Verdict>,
+    limits: Array<MapData, LimitConfig>,
+    counters: PerCpuArray<MapData, RuleCounters>,
+}
+
+/// How long the last apply took, and what it wrote.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ApplyStats {
+    /// Entries written or deleted before the flip (the inactive generation).
+    pub writes: usize,
+    /// Entries written or deleted after the flip (bringing the old generation up to date).
+    pub writes_after_flip: usize,
+    /// Time from start to the flip (the revision is enforced from then on).
+    pub to_flip: Duration,
+    /// Total time, including the grace period and the old generation's update.
+    pub total: Duration,
+}
+
+/// The loaded programs and their maps.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    maps: PolicyMaps,
+    pin_dir: PathBuf,
+    state_dir: PathBuf,
+    ids: Ids,
+    /// What each generation holds (without generation bits), as far as this agent knows.
+    held: [Arc<Tables>; 2],
+    /// The ids of the last applied revision, by position (see [`tables::PrevAssignment`]).
+    prev: Option<tables::PrevAssignment>,
+    active_gen: u32,
+    attached: BTreeMap<String, Attached>,
+}
+
+impl Dataplane {
+    /// Loads the programs with the maps pinned under `pin_dir` (reusing them if they exist: a
+    /// restarted agent adopts the state in force) and reads what the maps hold.
+    pub fn load(pin_dir: &Path, state_dir: &Path) -> Result<Self, DataplaneError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(DataplaneError::NoObject);
+        }
+        let maps_dir = pin_dir.join("maps");
+        std::fs::create_dir_all(&maps_dir)
+            .map_err(io_err(format!("create {}", maps_dir.display())))?;
+        check_pinned_layout(pin_dir, &maps_dir)?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps_dir)
+            .load(EBPF_OBJECT)?;
+        let maps = PolicyMaps {
+            config: take(&mut ebpf, "CONFIG")?,
+            ifaces: take(&mut ebpf, "IFACES")?,
+            iface_table: take(&mut ebpf, "IFACE_TABLE")?,
+            src_v4: take(&mut ebpf, "SRC_V4")?,
+            src_v6: take(&mut ebpf, "SRC_V6")?,
+            ports: take(&mut ebpf, "PORTS")?,
+            limits: take(&mut ebpf, "LIMITS")?,
+            counters: take(&mut ebpf, "RULE_COUNTERS")?,
+        };
+        let ids = match Ids::load(state_dir) {
+            Ok(Some(ids)) => ids,
+            Ok(None) => Ids::default(),
+            Err(e) => {
+                warn!(error = %e, dir = %state_dir.display(), "unreadable id table; starting a new one");
+                Ids::default()
+            }
+        };
+        let mut dp = Dataplane {
+            ebpf,
+            maps,
+            pin_dir: pin_dir.to_owned(),
+            state_dir: state_dir.to_owned(),
+            ids,
+            held: Default::default(),
+            prev: None,
+            active_gen: 0,
+            attached: BTreeMap::new(),
+        };
+        dp.read_back()?;
+        Ok(dp)
+    }
+
+    /// Reads both generations from the kernel maps (adoption after a restart).
+    fn read_back(&mut self) -> Result<(), DataplaneError> {
+        self.active_gen = self
+            .maps
+            .config
+            .get(&0, 0)
+            .map_err(map_err("read CONFIG"))?
+            .active_gen
+            & 1;
+        let [h0, h1] = self.read_tables(true)?;
+        self.held = [Arc::new(h0), Arc::new(h1)];
+        Ok(())
+    }
+
+    /// What both generations of the kernel maps hold, without generation bits.
+    fn read_tables(&self, every_limit_slot: bool) -> Result<[Tables; 2], DataplaneError> {
+        read_tables(&self.maps, &self.limit_slots(every_limit_slot))
+    }
+
+    /// The LIMITS slots to read, per generation. A drift check reads only the slots the
+    /// applied revision fills, those of its rate-limited rules: packets read a slot only when a
+    /// verdict names its rule as a limit, and only rate-limited rules are named so, so a value
+    /// written into any other slot is harmless. (With 100,000 rules, reading every rule's two
+    /// slots was 200,000 system calls per drift check.) At adoption nothing is held yet: then
+    /// every known rule's slots are read.
+    fn limit_slots(&self, every_limit_slot: bool) -> [Vec<u32>; 2] {
+        [0usize, 1].map(|gen| {
+            if every_limit_slot {
+                self.ids.rules.iter().map(|(_, _, id)| id).collect()
+            } else {
+                self.held[gen].limits.keys().copied().collect()
+            }
+        })
+    }
+
+    /// A read-only view of the pinned policy maps and of what this agent believes they hold,
+    /// for a drift check on another thread (reading 200,000 entries takes a while); a probe
+    /// that finds drift is followed by [`Dataplane::repair_drift`] on the agent's own task.
+    pub fn drift_probe(&self) -> Result<DriftProbe, DataplaneError> {
+        let open = |name: &str| open_pinned(&self.pin_dir, name);
+        fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
+            map: Map,
+            name: &str,
+        ) -> Result<T, DataplaneError> {
+            T::try_from(map).map_err(map_err(format!("map {name}")))
+        }
+        Ok(DriftProbe {
+            maps: PolicyMaps {
+                config: typed(open("CONFIG")?, "CONFIG")?,
+                ifaces: typed(open("IFACES")?, "IFACES")?,
+                iface_table: typed(open("IFACE_TABLE")?, "IFACE_TABLE")?,
+                src_v4: typed(open("SRC_V4")?, "SRC_V4")?,
+                src_v6: typed(open("SRC_V6")?, "SRC_V6")?,
+                ports: typed(open("PORTS")?, "PORTS")?,
+                limits: typed(open("LIMITS")?, "LIMITS")?,
+                counters: typed(open("RULE_COUNTERS")?, "RULE_COUNTERS")?,
+            },
+            expected: self.held.clone(),
+            limit_slots: self.limit_slots(false),
+        })
+    }
+
+    /// Puts back what was changed in the kernel maps behind the agent's back (with bpftool, or
+    /// by another program): compares both generations with what they must hold and rewrites
+    /// the difference. Returns the number of entries corrected.
+    pub fn repair_drift(&mut self) -> Result<DriftRepair, DataplaneError> {
+        let actual = self.read_tables(false)?;
+        let mut report = DriftRepair::default();
+        for (gen, actual) in actual.into_iter().enumerate() {
+            let expected = self.held[gen].clone();
+            if actual == *expected {
+                continue;
+            }
+            let mut rule_ids = BTreeSet::new();
+            drifted_entries(&actual, &expected, &mut report.maps, &mut rule_ids);
+            for id in rule_ids {
+                match self.ids.rules.iter().find(|(_, _, i)| *i == id) {
+                    Some((policy, rule, _)) => report.rules.insert(format!("{policy}/{rule}")),
+                    None => report.rules.insert(format!("(unknown rule id {id})")),
+                };
+            }
+            // write_gen writes the diff between what it believes is there and what must be.
+            self.held[gen] = Arc::new(actual);
+            let result = self.write_gen(gen as u32, &expected);
+            self.held[gen] = expected;
+            report.corrected += result?;
+        }
+        Ok(report)
+    }
+
+    /// True when the maps already held a revision when this agent started.
+    pub fn adopted_state(&self) -> bool {
+        !self.held[self.active_gen as usize].ifaces.is_empty()
+    }
+
+    /// Attaches to every interface (adopting pinned links without a gap).
+    pub fn attach_all(
+        &mut self,
+        interfaces: &[String],
+        mode: AttachMode,
+    ) -> Result<(), DataplaneError> {
+        let links_dir = self.pin_dir.join("links");
+        std::fs::create_dir_all(&links_dir)
+            .map_err(io_err(format!("create {}", links_dir.display())))?;
+        let progs_dir = self.pin_dir.join("progs");
+        std::fs::create_dir_all(&progs_dir)
+            .map_err(io_err(format!("create {}", progs_dir.display())))?;
+        {
+            let xdp: &mut Xdp = self
+                .program_mut(XDP_PROGRAM)?
+                .try_into()
+                .map_err(prog_err("xdp program"))?;
+            xdp.load().map_err(prog_err("load the XDP program"))?;
+            repin_program(|p| xdp.pin(p), &progs_dir.join(XDP_PROGRAM))?;
+        }
+        {
+            let tc: &mut SchedClassifier = self
+                .program_mut(TC_PROGRAM)?
+                .try_into()
+                .map_err(prog_err("tc program"))?;
+            tc.load().map_err(prog_err("load the TC program"))?;
+            repin_program(|p| tc.pin(p), &progs_dir.join(TC_PROGRAM))?;
+        }
+        for iface in interfaces {
+            let how = self.attach_one(&links_dir, iface, mode)?;
+            self.attached.insert(iface.clone(), how);
+        }
+        Ok(())
+    }
+
+    fn program_mut(&mut self, name: &str) -> Result<&mut aya::programs::Program, DataplaneError> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or_else(|| DataplaneError::Io {
+                what: format!("program {name}"),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "not in the eBPF object"),
+            })
+    }
+
+    fn attach_one(
+        &mut self,
+        links_dir: &Path,
+        iface: &str,
+        mode: AttachMode,
+    ) -> Result<Attached, DataplaneError> {
+        // Adopt a pinned link if there is one and the mode fits.
+        if let Some((how, path)) = find_link(links_dir, iface) {
+            let fits = matches!(
+                (mode, how),
+                (AttachMode::Auto, _)
+                    | (AttachMode::Native, Attached::XdpNative)
+                    | (AttachMode::Generic, Attached::XdpGeneric)
+                    | (AttachMode::Tc, Attached::Tcx)
+            );
+            if fits {
+                match self.adopt_link(how, &path) {
+                    Ok(()) => {
+                        info!(
+                            interface = iface,
+                            mode = how.as_str(),
+                            "attached (adopted pinned link, program replaced atomically)"
+                        );
+                        return Ok(how);
+                    }
+                    Err(e) => {
+                        warn!(interface = iface, error = %e, "could not adopt the pinned link; attaching anew")
+                    }
+                }
+            }
+            // A link in another mode: remove it once the new one is in place.
+            let new = self.attach_fresh(links_dir, iface, mode)?;
+            let _ = std::fs::remove_file(&path);
+            return Ok(new);
+        }
+        self.attach_fresh(links_dir, iface, mode)
+    }
+
+    fn adopt_link(&mut self, how: Attached, path: &Path) -> Result<(), DataplaneError> {
+        let pinned = PinnedLink::from_pin(path).map_err(|e| DataplaneError::Io {
+            what: format!("open pinned link {}", path.display()),
+            source: other(e),
+        })?;
+        let fd_link: FdLink = pinned.into();
+        match how {
+            Attached::XdpNative | Attached::XdpGeneric => {
+                let link = XdpLink::try_from(fd_link).map_err(|e| DataplaneError::Io {
+                    what: "pinned link is not an XDP link".into(),
+                    source: other(e),
+                })?;
+                let xdp: &mut Xdp = self
+                    .program_mut(XDP_PROGRAM)?
+                    .try_into()
+                    .map_err(prog_err("xdp program"))?;
+                xdp.attach_to_link(link)
+                    .map_err(prog_err("replace the program of the pinned XDP link"))?;
+            }
+            Attached::Tcx => {
+                let link =
+                    SchedClassifierLink::try_from(fd_link).map_err(|e| DataplaneError::Io {
+                        what: "pinned link is not a TCX link".into(),
+                        source: other(e),
+                    })?;
+                let tc: &mut SchedClassifier = self
+                    .program_mut(TC_PROGRAM)?
+                    .try_into()
+                    .map_err(prog_err("tc program"))?;
+                tc.attach_to_link(link)
+                    .map_err(prog_err("replace the program of the pinned TCX link"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn attach_fresh(
+        &mut self,
+        links_dir: &Path,
+        iface: &str,
+        mode: AttachMode,
+    ) -> Result<Attached, DataplaneError> {
+        let order: &[Attached] = match mode {
+            AttachMode::Auto => &[Attached::XdpNative, Attached::XdpGeneric, Attached::Tcx],
+            AttachMode::Native => &[Attached::XdpNative],
+            AttachMode::Generic => &[Attached::XdpGeneric],
+            AttachMode::Tc => &[Attached::Tcx],
+        };
+        let mut reasons = Vec::new();
+        for &how in order {
+            match self.try_attach(links_dir, iface, how) {
+                Ok(()) => {
+                    if !reasons.is_empty() {
+                        warn!(interface = iface, mode = how.as_str(), fell_back_from = %reasons.join("; "), "attached (fallback)");
+                    } else {
+                        info!(interface = iface, mode = how.as_str(), "attached");
+                    }
+                    return Ok(how);
+                }
+                Err(e) => reasons.push(format!("{}: {e}", how.as_str())),
+            }
+        }
+        Err(DataplaneError::Attach {
+            iface: iface.to_owned(),
+            reasons: reasons.join("; "),
+        })
+    }
+
+    fn try_attach(
+        &mut self,
+        links_dir: &Path,
+        iface: &str,
+        how: Attached,
+    ) -> Result<(), DataplaneError> {
+        let dir = links_dir.join(how.suffix());
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+        let path = dir.join(pin_name(iface));
+        let fd_link: FdLink = match how {
+            Attached::XdpNative | Attached::XdpGeneric => {
+                let xdp: &mut Xdp = self
+                    .program_mut(XDP_PROGRAM)?
+                    .try_into()
+                    .map_err(prog_err("xdp program"))?;
+                let flags = if how == Attached::XdpNative {
+                    XdpMode::Driver
+                } else {
+                    XdpMode::Skb
+                };
+                let id = xdp
+                    .attach(iface, flags)
+                    .map_err(prog_err(format!("attach XDP to {iface}")))?;
+                let link = xdp.take_link(id).map_err(prog_err("take XDP link"))?;
+                match FdLink::try_from(link) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        // A netlink attachment cannot be pinned, so it would not survive us.
+                        return Err(DataplaneError::Io {
+                            what: format!(
+                                "XDP on {iface} is a netlink attachment, which cannot be pinned"
+                            ),
+                            source: other(e),
+                        });
+                    }
+                }
+            }
+            Attached::Tcx => {
+                let tc: &mut SchedClassifier = self
+                    .program_mut(TC_PROGRAM)?
+                    .try_into()
+                    .map_err(prog_err("tc program"))?;
+                let id = tc
+                    .attach_with_options(
+                        iface,
+                        TcAttachType::Ingress,
+                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                    )
+                    .map_err(prog_err(format!("attach TC ingress to {iface}")))?;
+                let link = tc.take_link(id).map_err(prog_err("take TC link"))?;
+                FdLink::try_from(link).map_err(|e| DataplaneError::Io {
+                    what: format!("TC on {iface} is not a TCX link and cannot be pinned"),
+                    source: other(e),
+                })?
+            }
+        };
+        let _ = std::fs::remove_file(&path);
+        fd_link.pin(&path).map_err(|e| DataplaneError::Io {
+            what: format!("pin link {}", path.display()),
+            source: other(e),
+        })?;
+        Ok(())
+    }
+
+    /// How each interface is attached.
+    pub fn attached(&self) -> &BTreeMap<String, Attached> {
+        &self.attached
+    }
+
+    /// Makes the kernel enforce `snapshot`, atomically. On error nothing that packets see has
+    /// changed (the flip is the last step before success).
+    ///
+    /// Cost: one pass over the snapshot to look up ids and build the tables (no allocation per
+    /// name), one diff against what the inactive generation holds, and writes only for what
+    /// differs; the id table is saved and the old generation updated after the flip.
+    pub fn apply(&mut self, snapshot: &L4Snapshot) -> Result<ApplyStats, DataplaneError> {
+        let start = Instant::now();
+        // Where an apply spends its time (TOLLGATE_LOG=debug).
+        let mark = |step: &str| {
+            tracing::debug!(
+                step,
+                elapsed_us = start.elapsed().as_micros() as u64,
+                "apply"
+            )
+        };
+        let assigned = match &self.prev {
+            Some(prev) => tables::assign_ids_after(&mut self.ids, snapshot, prev),
+            None => tables::assign_ids(&mut self.ids, snapshot),
+        };
+        // Until this apply succeeds, the next one must not trust the previous assignment (it
+        // is dropped after the flip: freeing 100,000 names takes milliseconds).
+        let stale_prev = self.prev.take();
+        let assigned = assigned?;
+        mark("ids");
+        let resolve = |name: &str| if_index(name);
+        let desired = Arc::new(tables::build(snapshot, &assigned, &resolve)?);
+        mark("build");
+        // Ids handed out afresh may have counted for an earlier rule: zero them first. No
+        // packet can count on them yet (no active entry names them).
+        if !assigned.fresh_rules.is_empty() {
+            let ncpus = aya::util::nr_cpus().map_err(|(what, e)| DataplaneError::Io {
+                what: what.into(),
+                source: e,
+            })?;
+            for &id in &assigned.fresh_rules {
+                let zero = PerCpuValues::try_from(vec![RuleCounters::default(); ncpus]).map_err(
+                    |source| DataplaneError::Io {
+                        what: "counter values".into(),
+                        source,
+                    },
+                )?;
+                self.maps
+                    .counters
+                    .set(id, zero, 0)
+                    .map_err(map_err(format!("reset counters of rule id {id}")))?;
+            }
+        }
+        let target = 1 - self.active_gen;
+        let writes = self.write_gen(target, &desired)?;
+        mark("write");
+        // The flip: one 4-byte value. From here on, new packets see only `target`.
+        self.maps
+            .config
+            .set(
+                0,
+                Config {
+                    active_gen: target,
+                    _pad: 0,
+                },
+                0,
+            )
+            .map_err(map_err("flip CONFIG.active_gen"))?;
+        let to_flip = start.elapsed();
+        let old = self.active_gen;
+        self.active_gen = target;
+        self.held[target as usize] = desired.clone();
+        self.prev = Some(tables::PrevAssignment::new(snapshot, &assigned));
+        drop(stale_prev);
+        // Saved after the flip, off the path to enforcement. A crash before the save leaves a
+        // table that lacks this revision's new names: the restarted agent then gives them
+        // (possibly other) ids and rewrites the entries that name them; only their counters
+        // can start again.
+        self.ids
+            .save(&self.state_dir)
+            .map_err(io_err(format!("save ids to {}", self.state_dir.display())))?;
+        wait_for_readers();
+        // Bring the old generation up to date so the next apply writes only its own change.
+        let writes_after_flip = self.write_gen(old, &desired)?;
+        self.held[old as usize] = desired;
+        Ok(ApplyStats {
+            writes,
+            writes_after_flip,
+            to_flip,
+            total: start.elapsed(),
+        })
+    }
+
+    /// Writes generation `gen` so that it holds `desired` (a diff against what it holds).
+    fn write_gen(&mut self, gen: u32, desired: &Tables) -> Result<usize, DataplaneError> {
+        use tables::for_gen;
+        let held = self.held[gen as usize].clone();
+        let m = &mut self.maps;
+        let d = diff(&held.limits, &desired.limits);
+        let d4 = diff(&held.src_v4, &desired.src_v4);
+        let d6 = diff(&held.src_v6, &desired.src_v6);
+        let dp = diff(&held.ports, &desired.ports);
+        let di = diff(&held.ifaces, &desired.ifaces);
+        // Limits and port entries before the source entries and interfaces that lead to them,
+        // so that even within this (inactive) generation nothing points at a missing entry.
+        for (&rule, v) in &d.upsert {
+            m.limits
+                .set(for_gen::limit(gen, rule), *v, 0)
+                .map_err(map_err("write LIMITS"))?;
+        }
+        for (k, v) in &dp.upsert {
+            let (p, k) = for_gen::port(gen, k);
+            m.ports
+                .insert(&Key::new(p, k), *v, 0)
+                .map_err(map_err("write PORTS"))?;
+        }
+        for (k, v) in &d4.upsert {
+            let ((p, k), v) = for_gen::src_v4(gen, k, v);
+            m.src_v4
+                .insert(&Key::new(p, k), v, 0)
+                .map_err(map_err("write SRC_V4"))?;
+        }
+        for (k, v) in &d6.upsert {
+            let ((p, k), v) = for_gen::src_v6(gen, k, v);
+            m.src_v6
+                .insert(&Key::new(p, k), v, 0)
+                .map_err(map_err("write SRC_V6"))?;
+        }
+        for (&i, v) in &di.upsert {
+            let (k, v) = for_gen::iface(gen, i, v);
+            // The array slot first: it is what packets read for small indexes.
+            if k.ifindex < FAST_IFINDEX {
+                m.iface_table
+                    .set(gen * FAST_IFINDEX + k.ifindex, v, 0)
+                    .map_err(map_err("write IFACE_TABLE"))?;
+            }
+            m.ifaces.insert(k, v, 0).map_err(map_err("write IFACES"))?;
+        }
+        for &&i in &di.remove {
+            if i < FAST_IFINDEX {
+                m.iface_table
+                    .set(gen * FAST_IFINDEX + i, IfaceConfig::default(), 0)
+                    .map_err(map_err("clear IFACE_TABLE"))?;
+            }
+            remove_ok(m.ifaces.remove(&IfaceKey { gen, ifindex: i }))
+                .map_err(map_err("delete from IFACES"))?;
+        }
+        for k in &d4.remove {
+            let ((p, k), _) = for_gen::src_v4(gen, k, &SrcValue::default());
+            remove_ok(m.src_v4.remove(&Key::new(p, k))).map_err(map_err("delete from SRC_V4"))?;
+        }
+        for k in &d6.remove {
+            let ((p, k), _) = for_gen::src_v6(gen, k, &SrcValue::default());
+            remove_ok(m.src_v6.remove(&Key::new(p, k))).map_err(map_err("delete from SRC_V6"))?;
+        }
+        for k in &dp.remove {
+            let (p, k) = for_gen::port(gen, k);
+            remove_ok(m.ports.remove(&Key::new(p, k))).map_err(map_err("delete from PORTS"))?;
+        }
+        for &&rule in &d.remove {
+            m.limits
+                .set(for_gen::limit(gen, rule), LimitConfig::default(), 0)
+                .map_err(map_err("clear LIMITS"))?;
+        }
+        Ok(d.upsert.len()
+            + dp.upsert.len()
+            + d4.upsert.len()
+            + d6.upsert.len()
+            + di.upsert.len()
+            + di.remove.len()
+            + d4.remove.len()
+            + d6.remove.len()
+            + dp.remove.len()
+            + d.remove.len())
+    }
+
+    /// The id table (names of the counter slots).
+    pub fn ids(&self) -> &Ids {
+        &self.ids
+    }
+
+    /// The active generation.
+    pub fn active_gen(&self) -> u32 {
+        self.active_gen
+    }
+
+    /// Direct access to the loaded object (tests: BPF_PROG_TEST_RUN).
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// Loads the XDP program without attaching it (tests and benchmarks).
+    pub fn load_xdp_program(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        let xdp: &mut Xdp = self
+            .program_mut(XDP_PROGRAM)?
+            .try_into()
+            .map_err(prog_err("xdp program"))?;
+        xdp.load().map_err(prog_err("load the XDP program"))?;
+        Ok(xdp)
+    }
+}
+
+/// Refuses pinned maps whose layout differs from this build's: the loader would reuse them as
+/// they are, and the programs would read their entries with the wrong layout.
+fn check_pinned_layout(pin_dir: &Path, maps_dir: &Path) -> Result<(), DataplaneError> {
+    let object = aya_obj::Object::parse(EBPF_OBJECT).map_err(|e| DataplaneError::Io {
+        what: "parse the eBPF object".into(),
+        source: other(e),
+    })?;
+    for (name, def) in &object.maps {
+        let path = maps_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let info = MapData::from_pin(&path)
+            .and_then(|m| m.info())
+            .map_err(map_err(format!("inspect pinned map {}", path.display())))?;
+        let found = (info.key_size(), info.value_size(), info.max_entries());
+        let wanted = (def.key_size(), def.value_size(), def.max_entries());
+        if found != wanted {
+            return Err(DataplaneError::IncompatiblePins {
+                pin_dir: pin_dir.display().to_string(),
+                map: name.clone(),
+                found_key: found.0,
+                found_value: found.1,
+                found_entries: found.2,
+                key: wanted.0,
+                value: wanted.1,
+                entries: wanted.2,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// An LPM key as `(prefix length, data)`.
+fn tables_lpm<K: aya::Pod>(key: &Key<K>) -> (u32, K) {
+    (key.prefix_len(), key.data())
+}
+
+fn remove_ok(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match r {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> Result<T, DataplaneError> {
+    let map = ebpf.take_map(name).ok_or_else(|| DataplaneError::Io {
+        what: format!("map {name}"),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "not in the eBPF object"),
+    })?;
+    T::try_from(map).map_err(map_err(format!("map {name}")))
+}
+
+fn repin_program(
+    pin: impl FnOnce(&Path) -> Result<(), aya::pin::PinError>,
+    path: &Path,
+) -> Result<(), DataplaneError> {
+    let _ = std::fs::remove_file(path);
+    pin(path).map_err(|e| DataplaneError::Io {
+        what: format!("pin program {}", path.display()),
+        source: other(e),
+    })
+}
+
+fn find_link(links_dir: &Path, iface: &str) -> Option<(Attached, PathBuf)> {
+    [Attached::XdpNative, Attached::XdpGeneric, Attached::Tcx]
+        .into_iter()
+        .find_map(|how| {
+            let path = links_dir.join(how.suffix()).join(pin_name(iface));
+            path.exists().then_some((how, path))
+        })
+}
+
+/// File name of an interface's link pin (bpffs refuses '.' in names).
+fn pin_name(iface: &str) -> String {
+    iface.replace('.', "~")
+}
+
+/// The index of an interface, if it exists.
+pub fn if_index(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+/// Waits until every packet that could have read the old generation is done: an RCU grace
+/// period. `membarrier(MEMBARRIER_CMD_GLOBAL)` is the one system call that waits for exactly
+/// that (it calls `synchronize_rcu()`, see kernel/sched/membarrier.c); XDP and TC programs run
+/// in RCU read-side critical sections. If it is unavailable (nohz_full kernels), sleep well past
+/// any packet's processing time instead.
+fn wait_for_readers() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_GLOBAL,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    };
+    if r != 0 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Removes every link, program and map pinned under `pin_dir` (and the directory). The
+/// interfaces stop filtering once the last reference to each link is gone.
+pub fn detach(pin_dir: &Path) -> Result<Vec<PathBuf>, DataplaneError> {
+    fn remove_tree(dir: &Path, removed: &mut Vec<PathBuf>) -> Result<(), DataplaneError> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_tree(&path, removed)?;
+                let _ = std::fs::remove_dir(&path);
+            } else {
+                std::fs::remove_file(&path).map_err(io_err(format!("unpin {}", path.display())))?;
+                removed.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut removed = Vec::new();
+    // Links first: the interfaces stop filtering before the maps go.
+    for sub in ["links", "progs", "maps"] {
+        let dir = pin_dir.join(sub);
+        remove_tree(&dir, &mut removed)?;
+        let _ = std::fs::remove_dir(&dir);
+    }
+    let _ = std::fs::remove_dir(pin_dir);
+    Ok(removed)
+}
+
+/// Opens a pinned map of a running (or stopped) agent by name.
+pub fn open_pinned(pin_dir: &Path, name: &str) -> Result<Map, DataplaneError> {
+    let path = pin_dir.join("maps").join(name);
+    let data =
+        MapData::from_pin(&path).map_err(map_err(format!("open pinned map {}", path.display())))?;
+    Map::from_map_data(data).map_err(map_err(format!("map {}", path.display())))
+}
+
+/// What [`Dataplane::repair_drift`] found and put back.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DriftRepair {
+    /// Map entries written or removed.
+    pub corrected: usize,
+    /// Entries found different, per map.
+    pub maps: BTreeMap<&'static str, usize>,
+    /// The rules (`policy/rule`) the drifted entries belong to, as far as an entry names them
+    /// (what it holds now or what it must hold).
+    pub rules: BTreeSet<String>,
+}
+
+impl DriftRepair {
+    /// True when nothing had drifted.
+    pub fn is_empty(&self) -> bool {
+        self.corrected == 0
+    }
+}
+
+/// Counts the entries of `actual` that differ from `expected`, per map, and collects the rule
+/// ids their values (in either table) name.
+fn drifted_entries(
+    actual: &Tables,
+    expected: &Tables,
+    maps: &mut BTreeMap<&'static str, usize>,
+    rules: &mut BTreeSet<u32>,
+) {
+    fn verdict_rules(v: &gateway_common::Verdict, rules: &mut BTreeSet<u32>) {
+        let n = (v.n_limits as usize).min(v.limits.len());
+        for id in [v.deny_rule, v.allow_rule]
+            .into_iter()
+            .chain(v.limits[..n].iter().copied())
+        {
+            if id != gateway_common::NO_RULE {
+                rules.insert(id);
+            }
+        }
+    }
+    fn compare<K: Eq + std::hash::Hash, V: PartialEq>(
+        name: &'static str,
+        actual: &rustc_hash::FxHashMap<K, V>,
+        expected: &rustc_hash::FxHashMap<K, V>,
+        maps: &mut BTreeMap<&'static str, usize>,
+        mut rules_of: impl FnMut(&V),
+    ) {
+        let mut n = 0;
+        for (k, v) in actual {
+            if expected.get(k) != Some(v) {
+                n += 1;
+                rules_of(v);
+                if let Some(e) = expected.get(k) {
+                    rules_of(e);
+                }
+            }
+        }
+        for (k, e) in expected {
+            if !actual.contains_key(k) {
+                n += 1;
+                rules_of(e);
+            }
+        }
+        if n > 0 {
+            *maps.entry(name).or_default() += n;
+        }
+    }
+    let mut ids = BTreeSet::new();
+    compare("IFACES", &actual.ifaces, &expected.ifaces, maps, |v| {
+        ids.insert(v.default_rule);
+        verdict_rules(&v.wildcard, &mut ids);
+    });
+    compare("SRC_V4", &actual.src_v4, &expected.src_v4, maps, |v| {
+        verdict_rules(&v.verdict, &mut ids)
+    });
+    compare("SRC_V6", &actual.src_v6, &expected.src_v6, maps, |v| {
+        verdict_rules(&v.verdict, &mut ids)
+    });
+    compare("PORTS", &actual.ports, &expected.ports, maps, |v| {
+        verdict_rules(v, &mut ids)
+    });
+    // LIMITS is keyed by rule id.
+    let mut limit_ids = BTreeSet::new();
+    for (k, v) in &actual.limits {
+        if expected.limits.get(k) != Some(v) {
+            limit_ids.insert(*k);
+        }
+    }
+    for k in expected.limits.keys() {
+        if !actual.limits.contains_key(k) {
+            limit_ids.insert(*k);
+        }
+    }
+    if !limit_ids.is_empty() {
+        *maps.entry("LIMITS").or_default() += limit_ids.len();
+    }
+    ids.extend(limit_ids);
+    ids.remove(&gateway_common::NO_RULE);
+    rules.extend(ids);
+}
+
+/// What both generations of the kernel maps hold, without generation bits.
+fn read_tables(
+    maps: &PolicyMaps,
+    limit_slots: &[Vec<u32>; 2],
+) -> Result<[Tables; 2], DataplaneError> {
+    use tables::{gen_of, strip};
+    let mut held: [Tables; 2] = Default::default();
+    for item in maps.ifaces.iter() {
+        let (k, v) = item.map_err(map_err("read IFACES"))?;
+        let (i, v) = strip::iface(&k, &v);
+        held[(k.gen & 1) as usize].ifaces.insert(i, v);
+    }
+    for item in maps.src_v4.iter() {
+        let (k, v) = item.map_err(map_err("read SRC_V4"))?;
+        let (k, v) = (tables_lpm(&k), v);
+        let gen = gen_of(k.1.scope);
+        let (k, v) = strip::src_v4(k, v);
+        held[gen].src_v4.insert(k, v);
+    }
+    for item in maps.src_v6.iter() {
+        let (k, v) = item.map_err(map_err("read SRC_V6"))?;
+        let k = tables_lpm(&k);
+        let gen = gen_of(k.1.scope);
+        let (k, v) = strip::src_v6(k, v);
+        held[gen].src_v6.insert(k, v);
+    }
+    for item in maps.ports.iter() {
+        let (k, v) = item.map_err(map_err("read PORTS"))?;
+        let k = tables_lpm(&k);
+        let gen = gen_of(k.1.entry);
+        held[gen].ports.insert(strip::port(k), v);
+    }
+    // LIMITS is an array of 2 x MAX_RULE_IDS slots: only `limit_slots` are read.
+    for gen in 0..2u32 {
+        for &id in &limit_slots[gen as usize] {
+            let v = maps
+                .limits
+                .get(&tables::for_gen::limit(gen, id), 0)
+                .map_err(map_err("read LIMITS"))?;
+            if v.interval_ns != 0 {
+                held[gen as usize].limits.insert(id, v);
+            }
+        }
+    }
+    // Interfaces with a small index are read by packets from IFACE_TABLE: a slot that
+    // disagrees with IFACES is drift too (recorded as a missing IFACES entry, so that the
+    // repair rewrites both).
+    for (gen, tables) in held.iter_mut().enumerate() {
+        let gen = gen as u32;
+        let known: Vec<u32> = tables
+            .ifaces
+            .keys()
+            .copied()
+            .filter(|&i| i < FAST_IFINDEX)
+            .collect();
+        for i in known {
+            let slot = maps
+                .iface_table
+                .get(&(gen * FAST_IFINDEX + i), 0)
+                .map_err(map_err("read IFACE_TABLE"))?;
+            let (_, expected) = tables::for_gen::iface(gen, i, &tables.ifaces[&i]);
+            if slot != expected {
+                tables.ifaces.remove(&i);
+            }
+        }
+    }
+    Ok(held)
+}
+
+/// See [`Dataplane::drift_probe`].
+pub struct DriftProbe {
+    maps: PolicyMaps,
+    expected: [Arc<Tables>; 2],
+    limit_slots: [Vec<u32>; 2],
+}
+
+impl DriftProbe {
+    /// True when the maps hold something else than the agent believes. Blocking (one or two
+    /// system calls per entry). An apply between the probe's creation and its read can make it
+    /// report drift that is not there; the repair that follows compares again.
+    pub fn drifted(&self) -> Result<bool, DataplaneError> {
+        let actual = read_tables(&self.maps, &self.limit_slots)?;
+        Ok(actual[0] != *self.expected[0] || actual[1] != *self.expected[1])
+    }
+}

@@ -1,0 +1,842 @@
+//! The exact map contents of a revision, computed from a snapshot and the id table. Pure code
+//! (no kernel). [`Tables`] carry no generation: the generation bit is added to keys and ids
+//! when a generation is written ([`Tables::for_gen`]), so one value describes either half and
+//! the diff between two revisions is computed once.
+use rustc_hash::FxHashMap as HashMap;
+
+use gateway_common::{
+    limit_index, IfaceConfig, IfaceKey, LimitConfig, PortKey, SrcV4, SrcV6, SrcValue, Verdict,
+    GEN_BIT, IFACE_AUDIT, IFACE_DEFAULT_DROP, IFACE_WILDCARD_UNIFORM, MAX_LIMITS, MAX_RULE_IDS,
+    MAX_SOURCE_ENTRIES, NO_RULE, PORT_PREFIX_ANY_PROTO, PORT_PREFIX_PROTO, SCOPE_BITS, SRC_UNIFORM,
+};
+
+use super::ids::{EntryKey, Exhausted, IdSpace, Ids};
+use tollgate_compile::l4::policy::{Action, Mode};
+use tollgate_compile::l4::{L4Snapshot, PortTable, RuleKind, SymVerdict};
+
+/// Map contents of a revision, without generation bits.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tables {
+    /// `IFACES`, by interface index.
+    pub ifaces: HashMap<u32, IfaceConfig>,
+    /// `SRC_V4`, by (prefix length, key data).
+    pub src_v4: HashMap<(u32, SrcV4), SrcValue>,
+    /// `SRC_V6`.
+    pub src_v6: HashMap<(u32, SrcV6), SrcValue>,
+    /// `PORTS`.
+    pub ports: HashMap<(u32, PortKey), Verdict>,
+    /// `LIMITS`, by rule id.
+    pub limits: HashMap<u32, LimitConfig>,
+}
+
+/// Why the tables could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TablesError {
+    /// An id space is full.
+    #[error("out of {what} ids (capacity {capacity})")]
+    IdsExhausted {
+        /// Which space.
+        what: &'static str,
+        /// Its capacity.
+        capacity: u32,
+    },
+    /// An interface the snapshot names has no index.
+    #[error("interface {name} does not exist")]
+    NoSuchInterface {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// The ids of everything in a snapshot, by position.
+#[derive(Debug, Clone, Default)]
+pub struct Assigned {
+    /// Rule id by `RuleIdx`.
+    pub rules: Vec<u32>,
+    /// Rule ids given out afresh (their counters must be zeroed before use).
+    pub fresh_rules: Vec<u32>,
+    /// Scope id by set index.
+    pub scopes: Vec<u32>,
+    /// Wildcard entry id by set index.
+    pub wildcard: Vec<u32>,
+    /// IPv4 entry ids by set index, in the order of `RuleSet::v4`.
+    pub v4: Vec<Vec<u32>>,
+    /// IPv6 entry ids, likewise.
+    pub v6: Vec<Vec<u32>>,
+}
+
+/// What the previous revision's ids were given to, by position, so that the next revision's
+/// ids come from a merge of two sorted lists instead of a look-up per name: a one-rule change
+/// to a 100,000-rule revision then costs a walk, not 200,000 hash look-ups.
+#[derive(Debug, Clone, Default)]
+pub struct PrevAssignment {
+    rules: Vec<(String, String, u32)>,
+    defaults: Vec<(String, u32)>,
+    sets: Vec<PrevSet>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct PrevSet {
+    key: String,
+    scope: u32,
+    wildcard: u32,
+    v4: Vec<(ipnet::Ipv4Net, u32)>,
+    v6: Vec<(ipnet::Ipv6Net, u32)>,
+}
+
+impl PrevAssignment {
+    /// Records the ids `assigned` gave to `snapshot`.
+    pub fn new(snapshot: &L4Snapshot, assigned: &Assigned) -> Self {
+        let mut prev = PrevAssignment::default();
+        for (r, &id) in snapshot.rules.iter().zip(&assigned.rules) {
+            match r.kind {
+                RuleKind::Default { .. } => prev.defaults.push((r.policy.clone(), id)),
+                _ => prev.rules.push((r.policy.clone(), r.rule.clone(), id)),
+            }
+        }
+        for (i, s) in snapshot.sets.iter().enumerate() {
+            prev.sets.push(PrevSet {
+                key: s.key.clone(),
+                scope: assigned.scopes[i],
+                wildcard: assigned.wildcard[i],
+                v4: s
+                    .v4
+                    .keys()
+                    .copied()
+                    .zip(assigned.v4[i].iter().copied())
+                    .collect(),
+                v6: s
+                    .v6
+                    .keys()
+                    .copied()
+                    .zip(assigned.v6[i].iter().copied())
+                    .collect(),
+            });
+        }
+        prev
+    }
+}
+
+/// Merges two sorted lists: `next` items found in `prev` keep their id; new ones get one from
+/// `alloc`; `prev` items not in `next` go to `release`.
+fn merge_ids<'a, T: Ord + 'a>(
+    prev: impl IntoIterator<Item = (&'a T, u32)>,
+    next: impl IntoIterator<Item = &'a T>,
+    mut alloc: impl FnMut(&'a T) -> Result<(u32, bool), Exhausted>,
+    mut release: impl FnMut(&'a T),
+    out: &mut Vec<u32>,
+    fresh: &mut Vec<u32>,
+) -> Result<(), Exhausted> {
+    let mut prev = prev.into_iter().peekable();
+    for item in next {
+        loop {
+            match prev.peek() {
+                Some((p, _)) if *p < item => {
+                    release(p);
+                    prev.next();
+                }
+                _ => break,
+            }
+        }
+        match prev.peek() {
+            Some((p, id)) if *p == item => {
+                out.push(*id);
+                prev.next();
+            }
+            _ => {
+                let (id, is_fresh) = alloc(item)?;
+                if is_fresh {
+                    fresh.push(id);
+                }
+                out.push(id);
+            }
+        }
+    }
+    for (p, _) in prev {
+        release(p);
+    }
+    Ok(())
+}
+
+/// [`assign_ids`] for a revision that follows `prev`: the same ids, found by merging.
+pub fn assign_ids_after(
+    ids: &mut Ids,
+    snapshot: &L4Snapshot,
+    prev: &PrevAssignment,
+) -> Result<Assigned, TablesError> {
+    let total_entries: usize = snapshot
+        .sets
+        .iter()
+        .map(|s| 1 + s.v4.len() + s.v6.len())
+        .sum();
+    if snapshot.rules.len() > ids.rules.room(MAX_RULE_IDS)
+        || total_entries > ids.entries.room(MAX_SOURCE_ENTRIES)
+        || snapshot.sets.len() > ids.scopes.room(MAX_SOURCE_ENTRIES)
+    {
+        // Near capacity: the careful path, which checks before it changes anything.
+        return assign_ids(ids, snapshot);
+    }
+    let exhausted = |what| {
+        move |_: Exhausted| TablesError::IdsExhausted {
+            what,
+            capacity: MAX_RULE_IDS,
+        }
+    };
+    let mut out = Assigned::default();
+    ids.rules.begin();
+    ids.scopes.begin();
+    ids.entries.begin();
+    // Rules (sorted by policy and rule name), then the defaults of the sets.
+    let (normal, defaults): (Vec<_>, Vec<_>) = snapshot
+        .rules
+        .iter()
+        .partition(|r| !matches!(r.kind, RuleKind::Default { .. }));
+    let keyed: Vec<(&str, &str)> = normal
+        .iter()
+        .map(|r| (r.policy.as_str(), r.rule.as_str()))
+        .collect();
+    let prev_keyed: Vec<((&str, &str), u32)> = prev
+        .rules
+        .iter()
+        .map(|(p, r, id)| ((p.as_str(), r.as_str()), *id))
+        .collect();
+    {
+        let rules = std::cell::RefCell::new(&mut ids.rules);
+        merge_ids(
+            prev_keyed.iter().map(|(k, id)| (k, *id)),
+            keyed.iter(),
+            |(p, r)| rules.borrow_mut().id(p, &(*r).to_owned(), MAX_RULE_IDS),
+            |(p, r)| rules.borrow_mut().release(p, &(*r).to_owned()),
+            &mut out.rules,
+            &mut out.fresh_rules,
+        )
+        .map_err(exhausted("rule"))?;
+    }
+    for d in &defaults {
+        let (id, fresh) = ids
+            .rules
+            .id(&d.policy, &d.rule, MAX_RULE_IDS)
+            .map_err(exhausted("rule"))?;
+        out.rules.push(id);
+        if fresh {
+            out.fresh_rules.push(id);
+        }
+    }
+    for (key, _) in &prev.defaults {
+        if !defaults.iter().any(|d| &d.policy == key) {
+            ids.rules
+                .release(key, &tollgate_compile::l4::DEFAULT_RULE_NAME.to_owned());
+        }
+    }
+    // Sets: matched by key; their prefixes merged (both sides sorted: BTreeMap order).
+    let mut no_fresh = Vec::new();
+    for s in &snapshot.sets {
+        let p = prev.sets.iter().find(|p| p.key == s.key);
+        let scope = match p {
+            Some(p) => p.scope,
+            None => {
+                ids.scopes
+                    .id(&s.key, &String::new(), MAX_SOURCE_ENTRIES)
+                    .map_err(exhausted("rule set"))?
+                    .0
+            }
+        };
+        out.scopes.push(scope);
+        out.wildcard.push(match p {
+            Some(p) => p.wildcard,
+            None => {
+                ids.entries
+                    .id(&s.key, &EntryKey::Wildcard, MAX_SOURCE_ENTRIES)
+                    .map_err(exhausted("source entry"))?
+                    .0
+            }
+        });
+        let entries = std::cell::RefCell::new(&mut ids.entries);
+        let alloc = |n: ipnet::IpNet| {
+            entries
+                .borrow_mut()
+                .id(&s.key, &EntryKey::Net(n), MAX_SOURCE_ENTRIES)
+        };
+        let release = |n: ipnet::IpNet| entries.borrow_mut().release(&s.key, &EntryKey::Net(n));
+        let mut v4 = Vec::with_capacity(s.v4.len());
+        let empty4 = Vec::new();
+        merge_ids(
+            p.map_or(&empty4, |p| &p.v4).iter().map(|(n, id)| (n, *id)),
+            s.v4.keys(),
+            |n| alloc((*n).into()),
+            |n| release((*n).into()),
+            &mut v4,
+            &mut no_fresh,
+        )
+        .map_err(exhausted("source entry"))?;
+        let mut v6 = Vec::with_capacity(s.v6.len());
+        let empty6 = Vec::new();
+        merge_ids(
+            p.map_or(&empty6, |p| &p.v6).iter().map(|(n, id)| (n, *id)),
+            s.v6.keys(),
+            |n| alloc((*n).into()),
+            |n| release((*n).into()),
+            &mut v6,
+            &mut no_fresh,
+        )
+        .map_err(exhausted("source entry"))?;
+        out.v4.push(v4);
+        out.v6.push(v6);
+    }
+    for p in &prev.sets {
+        if !snapshot.sets.iter().any(|s| s.key == p.key) {
+            ids.scopes.release(&p.key, &String::new());
+            ids.entries.release(&p.key, &EntryKey::Wildcard);
+            for (n, _) in &p.v4 {
+                ids.entries.release(&p.key, &EntryKey::Net((*n).into()));
+            }
+            for (n, _) in &p.v6 {
+                ids.entries.release(&p.key, &EntryKey::Net((*n).into()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The generation bit to add for `gen`.
+fn gen_bit(gen: u32) -> u32 {
+    if gen == 1 {
+        GEN_BIT
+    } else {
+        0
+    }
+}
+
+fn with_gen_be(be: [u8; 4], gbit: u32) -> [u8; 4] {
+    (u32::from_be_bytes(be) | gbit).to_be_bytes()
+}
+
+fn without_gen_be(be: [u8; 4]) -> [u8; 4] {
+    (u32::from_be_bytes(be) & !GEN_BIT).to_be_bytes()
+}
+
+/// The generation a big-endian scope or entry id belongs to.
+pub fn gen_of(be: [u8; 4]) -> usize {
+    usize::from(u32::from_be_bytes(be) & GEN_BIT != 0)
+}
+
+/// Keys and values as stored in generation `gen`.
+pub mod for_gen {
+    use super::*;
+
+    /// `IFACES` entry.
+    pub fn iface(gen: u32, ifindex: u32, v: &IfaceConfig) -> (IfaceKey, IfaceConfig) {
+        let b = gen_bit(gen);
+        (
+            IfaceKey { gen, ifindex },
+            IfaceConfig {
+                scope: v.scope | b,
+                wildcard_entry: v.wildcard_entry | b,
+                ..*v
+            },
+        )
+    }
+    /// `SRC_V4` entry.
+    pub fn src_v4(gen: u32, k: &(u32, SrcV4), v: &SrcValue) -> ((u32, SrcV4), SrcValue) {
+        let b = gen_bit(gen);
+        (
+            (
+                k.0,
+                SrcV4 {
+                    scope: with_gen_be(k.1.scope, b),
+                    ..k.1
+                },
+            ),
+            SrcValue {
+                entry: v.entry | b,
+                ..*v
+            },
+        )
+    }
+    /// `SRC_V6` entry.
+    pub fn src_v6(gen: u32, k: &(u32, SrcV6), v: &SrcValue) -> ((u32, SrcV6), SrcValue) {
+        let b = gen_bit(gen);
+        (
+            (
+                k.0,
+                SrcV6 {
+                    scope: with_gen_be(k.1.scope, b),
+                    ..k.1
+                },
+            ),
+            SrcValue {
+                entry: v.entry | b,
+                ..*v
+            },
+        )
+    }
+    /// `PORTS` key.
+    pub fn port(gen: u32, k: &(u32, PortKey)) -> (u32, PortKey) {
+        (
+            k.0,
+            PortKey {
+                entry: with_gen_be(k.1.entry, gen_bit(gen)),
+                ..k.1
+            },
+        )
+    }
+    /// `LIMITS` index.
+    pub fn limit(gen: u32, rule: u32) -> u32 {
+        limit_index(gen, rule)
+    }
+}
+
+/// Keys and values read from a generation, with the generation stripped.
+pub mod strip {
+    use super::*;
+
+    /// `IFACES` entry.
+    pub fn iface(k: &IfaceKey, v: &IfaceConfig) -> (u32, IfaceConfig) {
+        (
+            k.ifindex,
+            IfaceConfig {
+                scope: v.scope & !GEN_BIT,
+                wildcard_entry: v.wildcard_entry & !GEN_BIT,
+                ..*v
+            },
+        )
+    }
+    /// `SRC_V4` entry.
+    pub fn src_v4(k: (u32, SrcV4), v: SrcValue) -> ((u32, SrcV4), SrcValue) {
+        (
+            (
+                k.0,
+                SrcV4 {
+                    scope: without_gen_be(k.1.scope),
+                    ..k.1
+                },
+            ),
+            SrcValue {
+                entry: v.entry & !GEN_BIT,
+                ..v
+            },
+        )
+    }
+    /// `SRC_V6` entry.
+    pub fn src_v6(k: (u32, SrcV6), v: SrcValue) -> ((u32, SrcV6), SrcValue) {
+        (
+            (
+                k.0,
+                SrcV6 {
+                    scope: without_gen_be(k.1.scope),
+                    ..k.1
+                },
+            ),
+            SrcValue {
+                entry: v.entry & !GEN_BIT,
+                ..v
+            },
+        )
+    }
+    /// `PORTS` key.
+    pub fn port(k: (u32, PortKey)) -> (u32, PortKey) {
+        (
+            k.0,
+            PortKey {
+                entry: without_gen_be(k.1.entry),
+                ..k.1
+            },
+        )
+    }
+}
+
+/// Gives every rule, set and entry of `snapshot` an id, keeping the ids of names that already
+/// have one; releases the names that are gone. Nothing changes if an id space would overflow.
+pub fn assign_ids(ids: &mut Ids, snapshot: &L4Snapshot) -> Result<Assigned, TablesError> {
+    // A revision too big for the id spaces must change nothing: when there is not room for
+    // every name of the revision, first count the names that are new.
+    if snapshot.rules.len() > ids.rules.room(MAX_RULE_IDS) {
+        let new_rules = snapshot
+            .rules
+            .iter()
+            .filter(|r| ids.rules.get(&r.policy, &r.rule).is_none())
+            .count();
+        if new_rules > ids.rules.room(MAX_RULE_IDS) {
+            return Err(TablesError::IdsExhausted {
+                what: "rule",
+                capacity: MAX_RULE_IDS,
+            });
+        }
+    }
+    let entries: usize = snapshot
+        .sets
+        .iter()
+        .map(|s| 1 + s.v4.len() + s.v6.len())
+        .sum();
+    if entries > ids.entries.room(MAX_SOURCE_ENTRIES) {
+        let mut new_entries = 0;
+        for s in &snapshot.sets {
+            new_entries += usize::from(ids.entries.get(&s.key, &EntryKey::Wildcard).is_none());
+            new_entries +=
+                s.v4.keys()
+                    .filter(|n| {
+                        ids.entries
+                            .get(&s.key, &EntryKey::Net((**n).into()))
+                            .is_none()
+                    })
+                    .count();
+            new_entries +=
+                s.v6.keys()
+                    .filter(|n| {
+                        ids.entries
+                            .get(&s.key, &EntryKey::Net((**n).into()))
+                            .is_none()
+                    })
+                    .count();
+        }
+        if new_entries > ids.entries.room(MAX_SOURCE_ENTRIES) {
+            return Err(TablesError::IdsExhausted {
+                what: "source entry",
+                capacity: MAX_SOURCE_ENTRIES,
+            });
+        }
+    }
+    if snapshot.sets.len() > ids.scopes.room(MAX_SOURCE_ENTRIES) {
+        return Err(TablesError::IdsExhausted {
+            what: "rule set",
+            capacity: MAX_SOURCE_ENTRIES,
+        });
+    }
+
+    let exhausted = |what| {
+        move |_: Exhausted| TablesError::IdsExhausted {
+            what,
+            capacity: MAX_RULE_IDS,
+        }
+    };
+    let mut out = Assigned::default();
+    ids.rules.begin();
+    for r in &snapshot.rules {
+        let (id, fresh) = ids
+            .rules
+            .id(&r.policy, &r.rule, MAX_RULE_IDS)
+            .map_err(exhausted("rule"))?;
+        out.rules.push(id);
+        if fresh {
+            out.fresh_rules.push(id);
+        }
+    }
+    ids.rules.end();
+    ids.scopes.begin();
+    ids.entries.begin();
+    let entry = |space: &mut IdSpace<EntryKey>, set: &str, key: EntryKey| {
+        space
+            .id(set, &key, MAX_SOURCE_ENTRIES)
+            .map(|(id, _)| id)
+            .map_err(exhausted("source entry"))
+    };
+    for s in &snapshot.sets {
+        out.scopes.push(
+            ids.scopes
+                .id(&s.key, &String::new(), MAX_SOURCE_ENTRIES)
+                .map_err(exhausted("rule set"))?
+                .0,
+        );
+        out.wildcard
+            .push(entry(&mut ids.entries, &s.key, EntryKey::Wildcard)?);
+        out.v4.push(
+            s.v4.keys()
+                .map(|n| entry(&mut ids.entries, &s.key, EntryKey::Net((*n).into())))
+                .collect::<Result<_, _>>()?,
+        );
+        out.v6.push(
+            s.v6.keys()
+                .map(|n| entry(&mut ids.entries, &s.key, EntryKey::Net((*n).into())))
+                .collect::<Result<_, _>>()?,
+        );
+    }
+    ids.scopes.end();
+    ids.entries.end();
+    Ok(out)
+}
+
+/// The map contents of `snapshot` with the ids of `assigned`. `ifindex` resolves interface names.
+pub fn build(
+    snapshot: &L4Snapshot,
+    assigned: &Assigned,
+    ifindex: &dyn Fn(&str) -> Option<u32>,
+) -> Result<Tables, TablesError> {
+    let rule_id = |i: usize| assigned.rules[i];
+    // Sized up front: growing a 100,000-entry map doubles the work of filling it.
+    fn cap<K, V>(n: usize) -> HashMap<K, V> {
+        HashMap::with_capacity_and_hasher(n, Default::default())
+    }
+    let mut t = Tables {
+        ifaces: cap(snapshot.interfaces.len()),
+        src_v4: cap(snapshot.sets.iter().map(|s| s.v4.len()).sum()),
+        src_v6: cap(snapshot.sets.iter().map(|s| s.v6.len()).sum()),
+        ports: cap(snapshot.port_entries()),
+        limits: cap(snapshot
+            .rules
+            .iter()
+            .filter(|r| r.rate_limit.is_some())
+            .count()),
+    };
+    for (set_idx, set) in snapshot.sets.iter().enumerate() {
+        let scope = assigned.scopes[set_idx];
+        let wildcard = assigned.wildcard[set_idx];
+        let mut flags = gateway_common::IFACE_CONFIGURED;
+        if set.default_action == Action::Deny {
+            flags |= IFACE_DEFAULT_DROP;
+        }
+        if set.mode == Mode::Audit {
+            flags |= IFACE_AUDIT;
+        }
+        let wildcard_verdict = match uniform(&set.wildcard) {
+            Some(v) => {
+                flags |= IFACE_WILDCARD_UNIFORM;
+                verdict(&v, &rule_id)
+            }
+            None => {
+                port_entries(&mut t, wildcard, &set.wildcard, &rule_id);
+                Verdict::default()
+            }
+        };
+        for (name, _) in snapshot.interfaces.iter().filter(|(_, &s)| s == set_idx) {
+            let index =
+                ifindex(name).ok_or_else(|| TablesError::NoSuchInterface { name: name.clone() })?;
+            t.ifaces.insert(
+                index,
+                IfaceConfig {
+                    scope,
+                    wildcard_entry: wildcard,
+                    default_rule: rule_id(set.default_rule),
+                    flags,
+                    wildcard: wildcard_verdict,
+                },
+            );
+        }
+        let sb = scope.to_be_bytes();
+        for ((net, table), &e) in set.v4.iter().zip(&assigned.v4[set_idx]) {
+            let value = source_value(&mut t, e, table, &rule_id);
+            t.src_v4.insert(
+                (
+                    SCOPE_BITS + u32::from(net.prefix_len()),
+                    SrcV4 {
+                        scope: sb,
+                        addr: net.network().octets(),
+                    },
+                ),
+                value,
+            );
+        }
+        for ((net, table), &e) in set.v6.iter().zip(&assigned.v6[set_idx]) {
+            let value = source_value(&mut t, e, table, &rule_id);
+            t.src_v6.insert(
+                (
+                    SCOPE_BITS + u32::from(net.prefix_len()),
+                    SrcV6 {
+                        scope: sb,
+                        addr: net.network().octets(),
+                    },
+                ),
+                value,
+            );
+        }
+    }
+    for (i, r) in snapshot.rules.iter().enumerate() {
+        if let (RuleKind::Allow, Some(l)) = (r.kind, r.rate_limit) {
+            let interval_ns = (1_000_000_000 / l.packets_per_second).max(1);
+            t.limits.insert(
+                rule_id(i),
+                LimitConfig {
+                    interval_ns,
+                    tolerance_ns: interval_ns.saturating_mul(l.burst.saturating_sub(1)),
+                    prefix_v4: l.ipv4_prefix,
+                    prefix_v6: l.ipv6_prefix,
+                    _pad: [0; 6],
+                },
+            );
+        }
+    }
+    Ok(t)
+}
+
+/// The single verdict of a port table whose rules name no protocol (or that is empty).
+fn uniform(table: &PortTable) -> Option<SymVerdict> {
+    match table.entries.as_slice() {
+        [] => Some(SymVerdict::default()),
+        [e] if e.proto.is_none() => Some(e.verdict.clone()),
+        _ => None,
+    }
+}
+
+/// The trie value of a source entry; writes its port table unless its verdict is uniform.
+fn source_value(
+    t: &mut Tables,
+    entry: u32,
+    table: &PortTable,
+    rule_id: &dyn Fn(usize) -> u32,
+) -> SrcValue {
+    match uniform(table) {
+        Some(v) => SrcValue {
+            entry,
+            flags: SRC_UNIFORM,
+            verdict: verdict(&v, rule_id),
+        },
+        None => {
+            port_entries(t, entry, table, rule_id);
+            SrcValue {
+                entry,
+                flags: 0,
+                verdict: Verdict::default(),
+            }
+        }
+    }
+}
+
+fn port_entries(t: &mut Tables, entry: u32, table: &PortTable, rule_id: &dyn Fn(usize) -> u32) {
+    for e in &table.entries {
+        let (prefix, proto, port) = match (e.proto, e.port_prefix) {
+            (Some(p), Some((value, len))) => (PORT_PREFIX_PROTO + u32::from(len), p, value),
+            _ => (PORT_PREFIX_ANY_PROTO, 0, 0),
+        };
+        t.ports.insert(
+            (
+                prefix,
+                PortKey {
+                    entry: entry.to_be_bytes(),
+                    proto,
+                    port: port.to_be_bytes(),
+                    _pad: 0,
+                },
+            ),
+            verdict(&e.verdict, rule_id),
+        );
+    }
+}
+
+fn verdict(v: &SymVerdict, rule_id: &dyn Fn(usize) -> u32) -> Verdict {
+    let mut out = Verdict {
+        deny_rule: v.deny.map_or(NO_RULE, rule_id),
+        allow_rule: v.allow.map_or(NO_RULE, rule_id),
+        n_limits: v.limits.len().min(MAX_LIMITS) as u32,
+        ..Verdict::default()
+    };
+    for (slot, &l) in out.limits.iter_mut().zip(&v.limits) {
+        *slot = rule_id(l);
+    }
+    out
+}
+
+/// What to write to bring a map from `current` to `desired`.
+pub struct Diff<'a, K, V> {
+    /// Entries to insert or overwrite.
+    pub upsert: Vec<(&'a K, &'a V)>,
+    /// Keys to delete.
+    pub remove: Vec<&'a K>,
+}
+
+/// Computes the writes that turn `current` into `desired`.
+pub fn diff<'a, K: Eq + std::hash::Hash, V: PartialEq>(
+    current: &'a HashMap<K, V>,
+    desired: &'a HashMap<K, V>,
+) -> Diff<'a, K, V> {
+    let upsert = desired
+        .iter()
+        .filter(|(k, v)| current.get(k) != Some(v))
+        .collect();
+    let remove = current
+        .keys()
+        .filter(|k| !desired.contains_key(k))
+        .collect();
+    Diff { upsert, remove }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_compile::l4::compile;
+    use tollgate_compile::l4::policy::{Policy, Rule};
+
+    fn policy(rules: &[(&str, &str)]) -> Policy {
+        Policy {
+            name: "p".into(),
+            file: "p.yaml".into(),
+            mode: Mode::Enforce,
+            default_action: Action::Allow,
+            interfaces: None,
+            rules: rules
+                .iter()
+                .map(|(name, cidr)| Rule {
+                    name: (*name).into(),
+                    action: Action::Deny,
+                    from: Some(vec![cidr.parse().unwrap()]),
+                    protocol: None,
+                    ports: None,
+                    icmp_types: None,
+                    rate_limit: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn merged_ids_equal_looked_up_ids_and_release_what_is_gone() {
+        let ifaces = ["eth0".to_owned()];
+        let a = compile(
+            &[policy(&[
+                ("a", "10.0.0.0/8"),
+                ("b", "10.1.0.0/16"),
+                ("c", "192.0.2.0/24"),
+                ("d", "2001:db8::/32"),
+            ])],
+            &ifaces,
+        )
+        .unwrap();
+        // b changes its prefix, c goes, e comes.
+        let b = compile(
+            &[policy(&[
+                ("a", "10.0.0.0/8"),
+                ("b", "10.2.0.0/16"),
+                ("d", "2001:db8::/32"),
+                ("e", "198.51.100.0/24"),
+            ])],
+            &ifaces,
+        )
+        .unwrap();
+        let mut ids = Ids::default();
+        let first = assign_ids(&mut ids, &a).unwrap();
+        let prev = PrevAssignment::new(&a, &first);
+        let mut merged_ids = ids.clone();
+        let merged = assign_ids_after(&mut merged_ids, &b, &prev).unwrap();
+        let mut looked_up_ids = ids.clone();
+        let looked_up = assign_ids(&mut looked_up_ids, &b).unwrap();
+        assert_eq!(merged.rules, looked_up.rules);
+        assert_eq!(merged.fresh_rules, looked_up.fresh_rules);
+        assert_eq!(
+            (merged.scopes.clone(), merged.wildcard.clone()),
+            (looked_up.scopes.clone(), looked_up.wildcard.clone())
+        );
+        assert_eq!(
+            (merged.v4.clone(), merged.v6.clone()),
+            (looked_up.v4.clone(), looked_up.v6.clone())
+        );
+        // The names of the two paths are the same afterwards.
+        let names = |i: &Ids| {
+            let mut v: Vec<String> = i
+                .rules
+                .iter()
+                .map(|(p, r, id)| format!("{p}/{r}={id}"))
+                .collect();
+            v.extend(i.entries.iter().map(|(s, k, id)| format!("{s}|{k:?}={id}")));
+            v.sort();
+            v
+        };
+        assert_eq!(names(&merged_ids), names(&looked_up_ids));
+        assert!(
+            merged_ids.rules.get("p", &"c".to_owned()).is_none(),
+            "c is released"
+        );
+        assert_eq!(
+            merged_ids.rules.get("p", &"a".to_owned()),
+            ids.rules.get("p", &"a".to_owned()),
+            "a keeps its id"
+        );
+    }
+}

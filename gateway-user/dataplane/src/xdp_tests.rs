@@ -1,0 +1,1097 @@
+//! Level 2: the real XDP program, run by the kernel on crafted packets (`BPF_PROG_TEST_RUN`),
+//! checked against the reference evaluator. Needs root (CI runs as root); skipped otherwise.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::testrun::{frame, FrameOptions, TestRig, TEST_RUN_INTERFACE, XDP_DROP, XDP_PASS};
+use super::{counters, Dataplane};
+use tollgate_compile::l4::compile;
+use tollgate_compile::l4::packet::{Decision, Outcome, Packet, Reason, L4};
+use tollgate_compile::l4::policy::{Action, Mode, Policy, PortRange, Protocol, RateLimit, Rule};
+use tollgate_compile::l4::reference::evaluate;
+
+pub(crate) fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+macro_rules! require_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root (BPF_PROG_TEST_RUN)");
+            return;
+        }
+    };
+}
+
+fn rule(name: &str, action: Action) -> Rule {
+    Rule::new(name, action)
+}
+
+fn from(mut r: Rule, cidrs: &[&str]) -> Rule {
+    r.from = Some(cidrs.iter().map(|c| c.parse().unwrap()).collect());
+    r
+}
+
+fn proto(mut r: Rule, p: Protocol, ports: &[(u16, u16)]) -> Rule {
+    r.protocol = Some(p);
+    if !ports.is_empty() {
+        r.ports = Some(
+            ports
+                .iter()
+                .map(|&(first, last)| PortRange { first, last })
+                .collect(),
+        );
+    }
+    r
+}
+
+fn policy(name: &str, default_action: Action, rules: Vec<Rule>) -> Policy {
+    Policy {
+        name: name.into(),
+        file: format!("{name}.yaml"),
+        mode: Mode::Enforce,
+        default_action,
+        interfaces: None,
+        rules,
+    }
+}
+
+/// The DESIGN.md example plus IPv6, ICMP and UDP rules, over two files.
+fn example_policies() -> Vec<Policy> {
+    let mut ping = proto(rule("ping", Action::Allow), Protocol::Icmp, &[]);
+    ping.icmp_types = Some(vec![8, 0]);
+    let mut ping6 = proto(rule("ping6", Action::Allow), Protocol::Icmpv6, &[]);
+    ping6.icmp_types = Some(vec![128, 129, 135, 136]);
+    let mut https = proto(
+        rule("https", Action::Allow),
+        Protocol::Tcp,
+        &[(443, 443), (8000, 8999)],
+    );
+    https.rate_limit = Some(RateLimit {
+        packets_per_second: 100_000_000,
+        burst: 100_000_000,
+        ipv4_prefix: 32,
+        ipv6_prefix: 64,
+    });
+    vec![
+        policy(
+            "edge",
+            Action::Deny,
+            vec![
+                from(
+                    rule("block-scanners", Action::Deny),
+                    &["203.0.113.0/24", "2001:db8:bad::/48"],
+                ),
+                proto(
+                    from(
+                        rule("ssh-from-office", Action::Allow),
+                        &["198.51.100.0/24", "2001:db8:0ff::/48"],
+                    ),
+                    Protocol::Tcp,
+                    &[(22, 22)],
+                ),
+                proto(rule("no-ssh", Action::Deny), Protocol::Tcp, &[(22, 22)]),
+                https,
+            ],
+        ),
+        policy(
+            "services",
+            Action::Deny,
+            vec![
+                ping,
+                ping6,
+                proto(rule("dns", Action::Allow), Protocol::Udp, &[(53, 53)]),
+                proto(
+                    from(rule("office-udp", Action::Allow), &["198.51.100.0/24"]),
+                    Protocol::Udp,
+                    &[(1000, 2000)],
+                ),
+                from(rule("gre-from-peer", Action::Allow), &["192.0.2.0/24"]),
+            ],
+        ),
+    ]
+}
+
+fn packets() -> Vec<Packet> {
+    let sources = [
+        "203.0.113.7",
+        "198.51.100.10",
+        "192.0.2.9",
+        "10.9.9.9",
+        "2001:db8:bad::1",
+        "2001:db8:ff::5",
+        "2001:db8:1::1",
+    ];
+    let mut out = Vec::new();
+    for s in sources {
+        let src = s.parse().unwrap();
+        for port in [
+            0, 1, 22, 53, 80, 443, 444, 999, 1000, 2000, 2001, 8000, 8999, 9000, 65535,
+        ] {
+            out.push(Packet {
+                src,
+                protocol: 6,
+                l4: L4::Port(port),
+            });
+            out.push(Packet {
+                src,
+                protocol: 17,
+                l4: L4::Port(port),
+            });
+        }
+        for t in [0, 3, 8, 128, 129, 135] {
+            out.push(Packet {
+                src,
+                protocol: if src.is_ipv4() { 1 } else { 58 },
+                l4: L4::IcmpType(t),
+            });
+        }
+        out.push(Packet {
+            src,
+            protocol: 47,
+            l4: L4::Other,
+        });
+        out.push(Packet {
+            src,
+            protocol: 6,
+            l4: L4::Fragment,
+        });
+        out.push(Packet {
+            src,
+            protocol: 17,
+            l4: L4::Fragment,
+        });
+    }
+    out
+}
+
+fn expected_action(d: &Decision) -> u32 {
+    if d.outcome == Outcome::Drop {
+        XDP_DROP
+    } else {
+        XDP_PASS
+    }
+}
+
+/// Which counter a decision must land on: (policy, rule, action, reason).
+fn expected_counter(
+    policies: &[Policy],
+    d: &Decision,
+) -> Option<(String, String, &'static str, &'static str)> {
+    let default_key = || {
+        let mut names: Vec<&str> = policies.iter().map(|p| p.name.as_str()).collect();
+        names.sort();
+        names.join("+")
+    };
+    match (d.reason, &d.rule) {
+        (Reason::Policy, Some(r)) => Some((
+            r.policy.clone(),
+            r.rule.clone(),
+            if d.outcome == Outcome::Drop {
+                "drop"
+            } else {
+                "pass"
+            },
+            "policy",
+        )),
+        (Reason::Default, None) => Some((
+            default_key(),
+            "(default)".into(),
+            if d.outcome == Outcome::Drop {
+                "drop"
+            } else {
+                "pass"
+            },
+            "default",
+        )),
+        (Reason::Audit, Some(r)) => Some((r.policy.clone(), r.rule.clone(), "pass", "audit")),
+        (Reason::Audit, None) => Some((default_key(), "(default)".into(), "pass", "audit")),
+        _ => None,
+    }
+}
+
+fn counter_map(
+    rig: &TestRig,
+    state: &std::path::Path,
+) -> BTreeMap<(String, String, String, String), u64> {
+    counters::read(&rig.pin_dir(), state)
+        .unwrap_or_else(|e| panic!("read counters: {e}"))
+        .rules
+        .into_iter()
+        .map(|r| {
+            (
+                (r.policy, r.rule, r.action.to_owned(), r.reason.to_owned()),
+                r.packets,
+            )
+        })
+        .collect()
+}
+
+/// Runs every packet in every framing through the kernel and through the evaluator.
+fn check_against_evaluator(rig: &mut TestRig, policies: &[Policy], state: &std::path::Path) {
+    let snapshot =
+        compile(policies, &[TEST_RUN_INTERFACE.into()]).unwrap_or_else(|e| panic!("compile: {e}"));
+    rig.apply(&snapshot)
+        .unwrap_or_else(|e| panic!("apply: {e}"));
+    let mut expected: BTreeMap<(String, String, String, String), u64> = BTreeMap::new();
+    let framings = [
+        FrameOptions::default(),
+        FrameOptions {
+            vlan: Some(42),
+            ..Default::default()
+        },
+        FrameOptions {
+            ipv4_options: 12,
+            ipv6_ext_headers: 3,
+            ..Default::default()
+        },
+    ];
+    for p in packets() {
+        let d = evaluate(policies, TEST_RUN_INTERFACE, &p);
+        for opts in framings {
+            let f = frame(&p, opts);
+            let got = rig.run(&f).unwrap_or_else(|e| panic!("test run: {e}"));
+            assert_eq!(
+                got,
+                expected_action(&d),
+                "packet {p:?} framed {opts:?}: kernel said {got}, evaluator {d:?}"
+            );
+            if let Some((pol, r, a, reason)) = expected_counter(policies, &d) {
+                *expected
+                    .entry((pol, r, a.into(), reason.into()))
+                    .or_default() += 1;
+            }
+        }
+    }
+    let got = counter_map(rig, state);
+    assert_eq!(
+        got, expected,
+        "per-rule counters must attribute every packet to the rule the evaluator names"
+    );
+}
+
+#[test]
+fn xdp_program_agrees_with_the_reference_evaluator_on_crafted_packets() {
+    require_root!();
+    let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    let state = rig.state_dir();
+    check_against_evaluator(&mut rig, &example_policies(), &state);
+}
+
+#[test]
+fn audit_mode_passes_what_enforce_mode_drops_and_counts_it() {
+    require_root!();
+    let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    let state = rig.state_dir();
+    let mut policies = example_policies();
+    for p in &mut policies {
+        p.mode = Mode::Audit;
+    }
+    check_against_evaluator(&mut rig, &policies, &state);
+}
+
+#[test]
+fn packets_the_policy_cannot_judge_get_their_documented_verdicts() {
+    require_root!();
+    let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    let policies = vec![policy(
+        "p",
+        Action::Allow,
+        vec![from(
+            rule("deny-all-from-test-net", Action::Deny),
+            &["203.0.113.0/24"],
+        )],
+    )];
+    rig.apply(&compile(&policies, &[TEST_RUN_INTERFACE.into()]).unwrap())
+        .unwrap();
+    let tcp = Packet {
+        src: "198.51.100.1".parse().unwrap(),
+        protocol: 6,
+        l4: L4::Port(80),
+    };
+    let udp6 = Packet {
+        src: "2001:db8::9".parse().unwrap(),
+        protocol: 17,
+        l4: L4::Port(53),
+    };
+    let ok = frame(&tcp, FrameOptions::default());
+    assert_eq!(rig.run(&ok).unwrap(), XDP_PASS);
+
+    // Non-IP (ARP): pass.
+    let mut arp = ok[..12].to_vec();
+    arp.extend_from_slice(&[0x08, 0x06]);
+    arp.extend_from_slice(&[0u8; 28]);
+    assert_eq!(rig.run(&arp).unwrap(), XDP_PASS, "ARP passes");
+
+    // Truncated anywhere inside the IP or TCP header: drop.
+    for cut in [14, 20, 33, 34, 40, 53] {
+        let f = frame(
+            &tcp,
+            FrameOptions {
+                truncate: Some(cut),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            rig.run(&f).unwrap(),
+            XDP_DROP,
+            "IPv4/TCP cut at {cut} bytes is malformed"
+        );
+    }
+    for cut in [20, 53, 54, 60] {
+        let f = frame(
+            &udp6,
+            FrameOptions {
+                truncate: Some(cut),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            rig.run(&f).unwrap(),
+            XDP_DROP,
+            "IPv6/UDP cut at {cut} bytes is malformed"
+        );
+    }
+    // IPv4 header length below 20: drop.
+    let mut bad = ok.clone();
+    bad[14] = 0x44;
+    assert_eq!(rig.run(&bad).unwrap(), XDP_DROP, "IHL 4 is malformed");
+    // Wrong IP version in an IPv4 frame: drop.
+    let mut bad = ok.clone();
+    bad[14] = 0x65;
+    assert_eq!(
+        rig.run(&bad).unwrap(),
+        XDP_DROP,
+        "version 6 in an IPv4 frame is malformed"
+    );
+
+    // Stacked VLAN tags: drop (unsupported).
+    let mut qinq = ok[..12].to_vec();
+    qinq.extend_from_slice(&[0x88, 0xa8, 0, 10, 0x81, 0x00, 0, 20]);
+    qinq.extend_from_slice(&ok[12..]);
+    assert_eq!(rig.run(&qinq).unwrap(), XDP_DROP, "QinQ is unsupported");
+
+    // Six IPv6 extension headers are skipped; seven are refused.
+    let six = frame(
+        &udp6,
+        FrameOptions {
+            ipv6_ext_headers: 6,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        rig.run(&six).unwrap(),
+        XDP_PASS,
+        "six extension headers are parsed"
+    );
+    let seven = frame(
+        &udp6,
+        FrameOptions {
+            ipv6_ext_headers: 7,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        rig.run(&seven).unwrap(),
+        XDP_DROP,
+        "seven extension headers are refused"
+    );
+
+    // A first fragment too short to hold the TCP header (RFC 1858 tiny fragment): drop.
+    let mut tiny = frame(
+        &tcp,
+        FrameOptions {
+            first_fragment: true,
+            ..Default::default()
+        },
+    );
+    tiny.truncate(14 + 20 + 8);
+    assert_eq!(rig.run(&tiny).unwrap(), XDP_DROP, "tiny first fragment");
+    // A well-formed first fragment is judged like any packet.
+    let first = frame(
+        &tcp,
+        FrameOptions {
+            first_fragment: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(rig.run(&first).unwrap(), XDP_PASS);
+
+    let state = rig.state_dir();
+    let stats = counters::read(&rig.pin_dir(), &state).unwrap().stats;
+    assert_eq!(stats.non_ip, 1);
+    assert_eq!(stats.malformed, 6 + 4 + 2 + 1);
+    assert_eq!(stats.unsupported, 2);
+}
+
+#[test]
+fn non_first_fragments_are_judged_only_by_rules_without_ports() {
+    require_root!();
+    let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    let policies = vec![policy(
+        "p",
+        Action::Deny,
+        vec![
+            from(rule("scanners", Action::Deny), &["203.0.113.0/24"]),
+            proto(rule("dns", Action::Allow), Protocol::Udp, &[(53, 53)]),
+        ],
+    )];
+    rig.apply(&compile(&policies, &[TEST_RUN_INTERFACE.into()]).unwrap())
+        .unwrap();
+    let frag = |src: &str| {
+        frame(
+            &Packet {
+                src: src.parse().unwrap(),
+                protocol: 17,
+                l4: L4::Fragment,
+            },
+            FrameOptions::default(),
+        )
+    };
+    assert_eq!(
+        rig.run(&frag("203.0.113.9")).unwrap(),
+        XDP_DROP,
+        "a port-less deny drops fragments"
+    );
+    assert_eq!(
+        rig.run(&frag("198.51.100.1")).unwrap(),
+        XDP_PASS,
+        "no port-less rule: the fragment passes"
+    );
+    assert_eq!(
+        rig.run(&frag("2001:db8::1")).unwrap(),
+        XDP_PASS,
+        "IPv6 fragment header, offset > 0"
+    );
+    let state = rig.state_dir();
+    assert_eq!(
+        counters::read(&rig.pin_dir(), &state)
+            .unwrap()
+            .stats
+            .fragment_pass,
+        2
+    );
+}
+
+/// Allow rule `limited`: UDP port 9000, 100 packets/s, burst 20, buckets per `/ipv4_prefix`
+/// (IPv6: /64).
+fn limited_udp_9000(ipv4_prefix: u8) -> Rule {
+    let mut limited = proto(
+        rule("limited", Action::Allow),
+        Protocol::Udp,
+        &[(9000, 9000)],
+    );
+    limited.rate_limit = Some(RateLimit {
+        packets_per_second: 100,
+        burst: 20,
+        ipv4_prefix,
+        ipv6_prefix: 64,
+    });
+    limited
+}
+
+#[test]
+fn rate_limit_admits_the_burst_then_drops_then_refills() {
+    require_root!();
+    let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    let limited = limited_udp_9000(24);
+    rig.apply(
+        &compile(
+            &[policy("p", Action::Allow, vec![limited])],
+            &[TEST_RUN_INTERFACE.into()],
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let pkt = |src: &str| {
+        frame(
+            &Packet {
+                src: src.parse().unwrap(),
+                protocol: 17,
+                l4: L4::Port(9000),
+            },
+            FrameOptions::default(),
+        )
+    };
+    let a = pkt("192.0.2.1");
+    let passed = (0..100)
+        .filter(|_| rig.run(&a).unwrap() == XDP_PASS)
+        .count();
+    assert!(
+        (20..=21).contains(&passed),
+        "a full bucket admits the burst (20), then drops: {passed}"
+    );
+    // Same /24: same bucket. Another /24: its own bucket.
+    assert_eq!(
+        rig.run(&pkt("192.0.2.200")).unwrap(),
+        XDP_DROP,
+        "same /24 shares the bucket"
+    );
+    assert_eq!(
+        rig.run(&pkt("192.0.3.1")).unwrap(),
+        XDP_PASS,
+        "another /24 has its own bucket"
+    );
+    // 100 pps: after 200 ms about 20 more tokens.
+    std::thread::sleep(Duration::from_millis(200));
+    let refilled = (0..100)
+        .filter(|_| rig.run(&a).unwrap() == XDP_PASS)
+        .count();
+    assert!(
+        (15..=26).contains(&refilled),
+        "about 20 tokens after 200 ms at 100 pps: {refilled}"
+    );
+}
+
+#[test]
+fn a_rate_limit_changed_behind_the_agents_back_is_put_back_and_named() {
+    require_root!();
+    let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    let limited = limited_udp_9000(32);
+    let deny = from(rule("deny", Action::Deny), &["203.0.113.0/24"]);
+    rig.apply(
+        &compile(
+            &[policy("p", Action::Allow, vec![limited, deny])],
+            &[TEST_RUN_INTERFACE.into()],
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(rig.dataplane().repair_drift().unwrap().is_empty());
+    // The probe (made before the change, read after it, as the agent's thread would).
+    let probe = rig.dataplane().drift_probe().unwrap();
+    assert!(!probe.drifted().unwrap(), "nothing changed yet");
+    let id = rig
+        .dataplane()
+        .ids()
+        .rules
+        .get("p", &"limited".to_owned())
+        .expect("the limited rule's id");
+    let gen = rig.dataplane().active_gen();
+    // Zero the rule's limit in the active generation, as `bpftool map update` would.
+    let map = rig.pin_dir().join("maps/LIMITS");
+    let key = gateway_common::limit_index(gen, id).to_le_bytes();
+    let mut args: Vec<String> = vec!["map".into(), "update".into(), "pinned".into()];
+    args.push(map.display().to_string());
+    args.push("key".into());
+    args.extend(key.iter().map(|b| b.to_string()));
+    args.push("value".into());
+    args.extend(std::iter::repeat_n("0".to_owned(), 24));
+    let out = std::process::Command::new("bpftool")
+        .args(&args)
+        .output()
+        .expect("bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(probe.drifted().unwrap(), "the probe sees the change");
+    let report = rig.dataplane().repair_drift().unwrap();
+    assert_eq!(report.maps.get("LIMITS"), Some(&1), "{report:?}");
+    assert!(report.rules.contains("p/limited"), "{report:?}");
+    assert!(
+        rig.dataplane().repair_drift().unwrap().is_empty(),
+        "put back"
+    );
+}
+
+#[test]
+fn a_one_rule_change_writes_only_a_few_entries() {
+    require_root!();
+    let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    let mut rules: Vec<Rule> = (0..2000)
+        .map(|i| {
+            from(
+                rule(&format!("deny-{i}"), Action::Deny),
+                &[&format!("10.{}.{}.0/24", i / 256, i % 256)],
+            )
+        })
+        .collect();
+    rules.push(proto(
+        rule("https", Action::Allow),
+        Protocol::Tcp,
+        &[(443, 443)],
+    ));
+    let first = compile(
+        &[policy("big", Action::Allow, rules.clone())],
+        &[TEST_RUN_INTERFACE.into()],
+    )
+    .unwrap();
+    let stats = rig.apply(&first).unwrap();
+    assert!(
+        stats.writes > 2000,
+        "the first apply writes everything: {stats:?}"
+    );
+    rules[1000] = from(rule("deny-1000", Action::Deny), &["172.16.0.0/24"]);
+    let second = compile(
+        &[policy("big", Action::Allow, rules)],
+        &[TEST_RUN_INTERFACE.into()],
+    )
+    .unwrap();
+    let stats = rig.apply(&second).unwrap();
+    assert!(
+        stats.writes <= 8,
+        "one changed rule rewrites a handful of entries: {stats:?}"
+    );
+    assert_eq!(
+        rig.run(&frame(
+            &Packet {
+                src: "172.16.0.9".parse().unwrap(),
+                protocol: 6,
+                l4: L4::Port(1)
+            },
+            FrameOptions::default()
+        ))
+        .unwrap(),
+        XDP_DROP
+    );
+    assert_eq!(
+        rig.run(&frame(
+            &Packet {
+                src: "10.3.232.9".parse().unwrap(),
+                protocol: 6,
+                l4: L4::Port(1)
+            },
+            FrameOptions::default()
+        ))
+        .unwrap(),
+        XDP_PASS
+    );
+}
+
+#[test]
+fn a_packet_is_judged_wholly_by_one_revision_while_revisions_flip() {
+    require_root!();
+    // A: default allow, deny S:P (rule a-deny). B: default deny, allow S:P (rule b-allow), and
+    // every other rule differs too. A mix of the two generations would send S:P to a default
+    // counter (A's source entry with B's interface config, or the reverse) or to a rule of the
+    // wrong revision; whole-revision judgement sends it only to a-deny or b-allow.
+    let s = "198.51.100.7";
+    // Both rules exist in both revisions (so their ids and counters live on); only what they
+    // match changes.
+    let a = vec![policy(
+        "flip",
+        Action::Allow,
+        vec![
+            proto(
+                from(rule("a-deny", Action::Deny), &["198.51.100.0/24"]),
+                Protocol::Udp,
+                &[(5000, 5000)],
+            ),
+            proto(
+                from(rule("b-allow", Action::Allow), &["192.0.2.0/24"]),
+                Protocol::Udp,
+                &[(5000, 5000)],
+            ),
+        ],
+    )];
+    let b = vec![policy(
+        "flip",
+        Action::Deny,
+        vec![
+            proto(
+                from(rule("a-deny", Action::Deny), &["192.0.2.0/24"]),
+                Protocol::Udp,
+                &[(5000, 5000)],
+            ),
+            proto(
+                from(rule("b-allow", Action::Allow), &["198.51.100.0/25"]),
+                Protocol::Udp,
+                &[(5000, 5000)],
+            ),
+        ],
+    )];
+    let ifaces = [TEST_RUN_INTERFACE.to_owned()];
+    let (sa, sb) = (compile(&a, &ifaces).unwrap(), compile(&b, &ifaces).unwrap());
+    let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    rig.apply(&sa).unwrap();
+    let mut runner = rig
+        .second_loader()
+        .unwrap_or_else(|e| panic!("second program: {e}"));
+    let f = frame(
+        &Packet {
+            src: s.parse().unwrap(),
+            protocol: 17,
+            l4: L4::Port(5000),
+        },
+        FrameOptions::default(),
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let batches = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (stop2, batches2) = (stop.clone(), batches.clone());
+    let sender = std::thread::spawn(move || {
+        let xdp: &mut aya::programs::Xdp = runner
+            .ebpf_mut()
+            .program_mut(super::XDP_PROGRAM)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let mut sent = 0u64;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut out = vec![0u8; f.len() + 64];
+            let mut opts = aya::programs::TestRunOptions::new();
+            opts.data_in = Some(&f);
+            opts.data_out = Some(&mut out);
+            opts.repeat = 1000;
+            aya::programs::TestRun::test_run(xdp, opts).unwrap();
+            sent += 1000;
+            batches2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        sent
+    });
+    // Each flip waits for a new batch of packets, so the traffic spans every revision.
+    let wait_for_batch = || {
+        let seen = batches.load(std::sync::atomic::Ordering::Relaxed);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while batches.load(std::sync::atomic::Ordering::Relaxed) == seen
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    };
+    wait_for_batch();
+    for i in 0..100 {
+        rig.apply(if i % 2 == 0 { &sb } else { &sa }).unwrap();
+        wait_for_batch();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = sender.join().unwrap();
+    let state = rig.state_dir();
+    let got = counter_map(&rig, &state);
+    let a_deny = got
+        .get(&(
+            "flip".into(),
+            "a-deny".into(),
+            "drop".into(),
+            "policy".into(),
+        ))
+        .copied()
+        .unwrap_or(0);
+    let b_allow = got
+        .get(&(
+            "flip".into(),
+            "b-allow".into(),
+            "pass".into(),
+            "policy".into(),
+        ))
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(
+        a_deny + b_allow,
+        sent,
+        "every packet judged by exactly one whole revision; counters: {got:?}"
+    );
+    assert!(
+        a_deny > 0 && b_allow > 0,
+        "both revisions judged packets (the flips happened under traffic): {got:?}"
+    );
+    assert_eq!(got.len(), 2, "no packet reached any other counter: {got:?}");
+}
+
+/// A veth pair with a chosen interface index, removed on drop.
+struct IndexedVeth(String);
+
+impl IndexedVeth {
+    fn new(name: &str, index: u32) -> Self {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", name])
+            .output();
+        let out = std::process::Command::new("ip")
+            .args([
+                "link",
+                "add",
+                "name",
+                name,
+                "index",
+                &index.to_string(),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &format!("{name}p"),
+            ])
+            .output()
+            .expect("ip");
+        assert!(
+            out.status.success(),
+            "create {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = std::process::Command::new("ip")
+            .args(["link", "set", name, "up"])
+            .output();
+        IndexedVeth(name.to_owned())
+    }
+}
+
+impl Drop for IndexedVeth {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn interfaces_with_large_indexes_are_judged_through_the_hash_map() {
+    require_root!();
+    // Above FAST_IFINDEX the program looks the interface up in IFACES instead of IFACE_TABLE.
+    let index = gateway_common::FAST_IFINDEX + 904;
+    let veth = IndexedVeth::new("tgbigidx0", index);
+    let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    let policies = vec![policy(
+        "p",
+        Action::Allow,
+        vec![from(rule("scanners", Action::Deny), &["203.0.113.0/24"])],
+    )];
+    rig.apply(&compile(&policies, std::slice::from_ref(&veth.0)).unwrap())
+        .unwrap();
+    let f = frame(
+        &Packet {
+            src: "203.0.113.9".parse().unwrap(),
+            protocol: 17,
+            l4: L4::Port(53),
+        },
+        FrameOptions::default(),
+    );
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+    // The kernel wants data_end = the frame's length (data = data_meta = 0: no metadata).
+    let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&(f.len() as u32).to_ne_bytes());
+    ctx[12..16].copy_from_slice(&index.to_ne_bytes());
+    let run_on = |rig: &mut TestRig, ctx: Option<&[u8]>| {
+        let mut out = vec![0u8; f.len() + 64];
+        let mut opts = aya::programs::TestRunOptions::new();
+        opts.data_in = Some(&f);
+        opts.data_out = Some(&mut out);
+        opts.ctx_in = ctx;
+        aya::programs::TestRun::test_run(rig.xdp(), opts)
+            .unwrap_or_else(|e| panic!("test run: {e}"))
+            .return_value
+    };
+    assert_eq!(
+        run_on(&mut rig, Some(&ctx)),
+        XDP_DROP,
+        "the policy applies on the interface with index {index}"
+    );
+    assert_eq!(
+        run_on(&mut rig, None),
+        XDP_PASS,
+        "lo has no policy: unconfigured, passed"
+    );
+    let state = rig.state_dir();
+    let report = counters::read(&rig.pin_dir(), &state).unwrap();
+    assert_eq!(report.stats.unconfigured, 1, "{report:?}");
+    assert_eq!(report.stats.malformed, 0, "{report:?}");
+    assert!(
+        report
+            .rules
+            .iter()
+            .any(|r| r.rule == "scanners" && r.packets == 1),
+        "{report:?}"
+    );
+    drop(veth);
+}
+
+#[test]
+fn maps_pinned_by_another_layout_are_refused_with_a_clear_error() {
+    require_root!();
+    let rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    // A second pin directory on the rig's bpffs, with a SRC_V4 of the wrong value size.
+    let pins = rig.pin_dir().with_file_name("other-version");
+    std::fs::create_dir_all(pins.join("maps")).unwrap();
+    let out = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(pins.join("maps/SRC_V4"))
+        .args([
+            "type", "lpm_trie", "key", "12", "value", "4", "entries", "16", "name", "SRC_V4",
+            "flags", "1",
+        ])
+        .output()
+        .expect("bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool map create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state = tempfile::tempdir().unwrap();
+    let err = match Dataplane::load(&pins, state.path()) {
+        Ok(_) => panic!("maps of another layout were adopted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("map SRC_V4") && err.contains("tollgate detach"),
+        "{err}"
+    );
+    let _ = std::fs::remove_file(pins.join("maps/SRC_V4"));
+}
+
+/// A TCP packet to port 443 from `src`.
+fn from_src(src: &str) -> Vec<u8> {
+    frame(
+        &Packet {
+            src: src.parse().unwrap(),
+            protocol: 6,
+            l4: L4::Port(443),
+        },
+        FrameOptions::default(),
+    )
+}
+
+#[test]
+fn banned_sources_are_dropped_until_their_ban_expires_v4_and_v6() {
+    use super::bans::{self, BanKind, BanMaps};
+    use gateway_common::{SLOT_AUDIT, SLOT_DROP};
+    require_root!();
+    let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    let allow_all = |mode: Mode| {
+        let mut p = policy("p", Action::Allow, vec![]);
+        p.mode = mode;
+        compile(&[p], &[TEST_RUN_INTERFACE.into()]).unwrap()
+    };
+    let mut maps = BanMaps::open(&rig.pin_dir()).unwrap();
+    let long = Duration::from_secs(600);
+    // Before any revision (an interface with no L4 rule set): bans apply all the same.
+    maps.ban("192.0.2.1".parse().unwrap(), long, BanKind::Auth, "ns/p")
+        .unwrap();
+    assert_eq!(
+        rig.run(&from_src("192.0.2.1")).unwrap(),
+        XDP_DROP,
+        "unconfigured"
+    );
+    assert_eq!(
+        rig.run(&from_src("192.0.2.9")).unwrap(),
+        XDP_PASS,
+        "unconfigured"
+    );
+    rig.apply(&allow_all(Mode::Enforce)).unwrap();
+    for (a, kind) in [
+        ("192.0.2.1", BanKind::Auth),
+        ("2001:db8::1", BanKind::Ratelimit),
+    ] {
+        maps.ban(a.parse().unwrap(), long, kind, "ns/p").unwrap();
+    }
+    // Expired bans: left in the maps as by a dead agent.
+    maps.ban(
+        "192.0.2.2".parse().unwrap(),
+        Duration::ZERO,
+        BanKind::Auth,
+        "ns/p",
+    )
+    .unwrap();
+    maps.ban(
+        "2001:db8::2".parse().unwrap(),
+        Duration::ZERO,
+        BanKind::Auth,
+        "ns/p",
+    )
+    .unwrap();
+    // A short one, to watch expire.
+    maps.ban(
+        "192.0.2.3".parse().unwrap(),
+        Duration::from_millis(300),
+        BanKind::Manual,
+        "manual",
+    )
+    .unwrap();
+    let cases = [
+        ("192.0.2.1", XDP_DROP, "banned v4"),
+        ("2001:db8::1", XDP_DROP, "banned v6"),
+        ("192.0.2.2", XDP_PASS, "expired v4"),
+        ("2001:db8::2", XDP_PASS, "expired v6"),
+        ("192.0.2.3", XDP_DROP, "short ban, in force"),
+        ("192.0.2.9", XDP_PASS, "not banned v4"),
+        ("2001:db8::9", XDP_PASS, "not banned v6"),
+    ];
+    for (src, want, what) in cases {
+        assert_eq!(rig.run(&from_src(src)).unwrap(), want, "{what} ({src})");
+    }
+    // Counted per kind, with reason blocklist.
+    let counted = bans::counters(&rig.pin_dir()).unwrap();
+    let len = from_src("192.0.2.1").len() as u64;
+    assert!(
+        counted.contains(&(BanKind::Auth, SLOT_DROP, 2, 2 * len)),
+        "{counted:?}"
+    );
+    assert!(
+        counted
+            .iter()
+            .any(|c| c.0 == BanKind::Ratelimit && c.2 == 1),
+        "{counted:?}"
+    );
+    let report = counters::read(&rig.pin_dir(), &rig.state_dir()).unwrap();
+    assert!(
+        report
+            .rules
+            .iter()
+            .any(|r| r.policy == "banOnAbuse" && r.rule == "auth" && r.reason == "blocklist"),
+        "{:?}",
+        report.rules
+    );
+    // A new revision touches no ban; the drift check ignores the blocklist.
+    rig.apply(
+        &compile(
+            &[policy("q", Action::Allow, vec![rule("x", Action::Allow)])],
+            &[TEST_RUN_INTERFACE.into()],
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(rig.dataplane().repair_drift().unwrap().is_empty());
+    assert_eq!(rig.run(&from_src("192.0.2.1")).unwrap(), XDP_DROP);
+    // Expiry without anyone removing the entry.
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        rig.run(&from_src("192.0.2.3")).unwrap(),
+        XDP_PASS,
+        "expired"
+    );
+    // The sweep removes the expired ones only; a lift takes effect at once.
+    let (swept, in_force) = maps.sweep().unwrap();
+    assert_eq!(swept.len(), 3, "{swept:?}");
+    assert_eq!(in_force.len(), 2, "{in_force:?}");
+    let active: Vec<String> = maps
+        .active()
+        .unwrap()
+        .iter()
+        .map(|e| e.address.to_string())
+        .collect();
+    assert_eq!(active, ["192.0.2.1", "2001:db8::1"]);
+    assert!(maps.lift("192.0.2.1".parse().unwrap()).unwrap());
+    assert!(
+        !maps.lift("192.0.2.1".parse().unwrap()).unwrap(),
+        "lifted once"
+    );
+    assert_eq!(rig.run(&from_src("192.0.2.1")).unwrap(), XDP_PASS);
+    // Audit mode: counted as audit, passed.
+    rig.apply(&allow_all(Mode::Audit)).unwrap();
+    assert_eq!(
+        rig.run(&from_src("2001:db8::1")).unwrap(),
+        XDP_PASS,
+        "audit"
+    );
+    assert!(bans::counters(&rig.pin_dir())
+        .unwrap()
+        .iter()
+        .any(|c| c.0 == BanKind::Ratelimit && c.1 == SLOT_AUDIT && c.2 == 1),);
+}
+
+#[test]
+fn a_full_blocklist_refuses_a_ban_with_an_error_not_a_crash() {
+    use super::bans::{BanError, BanKind, BanMaps};
+    require_root!();
+    let rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    let mut maps = BanMaps::open(&rig.pin_dir()).unwrap();
+    let d = Duration::from_secs(60);
+    for i in 0..gateway_common::MAX_BANS {
+        let a = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+        maps.ban(a.into(), d, BanKind::Auth, "ns/p")
+            .unwrap_or_else(|e| panic!("ban {i}: {e}"));
+    }
+    let r = maps.ban("192.0.2.1".parse().unwrap(), d, BanKind::Auth, "ns/p");
+    assert!(matches!(r, Err(BanError::Full)), "{r:?}");
+    // Replacing an existing ban still works when full.
+    maps.ban("10.0.0.1".parse().unwrap(), d, BanKind::Manual, "manual")
+        .unwrap();
+}

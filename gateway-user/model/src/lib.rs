@@ -1,0 +1,877 @@
+//! The model stage: YAML documents -> typed objects, one Rust type per kind (each is also the
+//! Kubernetes custom resource; `manifests/crds/` is generated from these types).
+//!
+//! [`parse`] reads every document of every file and reports every problem it finds, each with
+//! its file, object and field path (`spec.rules[2].ports`), never just the first one. Checks of
+//! values (CIDRs, port ranges, bounds) belong to the compile stage; this stage only checks
+//! shape: known kinds, known fields, the right types.
+//!
+//! This crate also holds what every later stage shares: the input of a revision
+//! ([`Documents`]), the error type ([`PolicyError`]), units ([`units`]), name rules ([`names`]),
+//! the canonical form of an HTTP path ([`http_path`]) and the kinds of ban ([`BanKind`]). It
+//! depends on no other crate of the workspace, and does no I/O.
+use std::collections::HashMap;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub mod auth;
+pub mod backend;
+pub mod ban;
+pub mod error;
+pub mod gateway;
+pub mod http_path;
+pub mod l4;
+pub mod names;
+pub mod ratelimit;
+pub mod revision;
+pub mod route;
+pub mod traffic;
+pub mod units;
+
+pub use ban::BanKind;
+pub use error::{Location, PolicyError, PolicyErrors};
+pub use revision::{Documents, Revision, SourceFile};
+
+/// API group of every Tollgate kind.
+pub const GROUP: &str = "tollgate.dev";
+/// Version of every Tollgate kind (for now).
+pub const VERSION: &str = "v1alpha1";
+
+/// One policy object of any kind this agent reads. A new kind is a new variant, a new entry in
+/// [`KINDS`] and one arm in each method below.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    /// The node firewall, enforced in XDP.
+    L4Policy(l4::L4Policy),
+    /// Listeners of the L7 proxy (Gateway API).
+    Gateway(gateway::Gateway),
+    /// L7 routing rules (Gateway API).
+    HTTPRoute(route::HTTPRoute),
+    /// Static endpoints for the L7 proxy.
+    Backend(backend::Backend),
+    /// Request rate limits attached to HTTPRoutes.
+    RateLimitPolicy(ratelimit::RateLimitPolicy),
+    /// Authentication attached to HTTPRoutes.
+    AuthPolicy(auth::AuthPolicy),
+    /// Traffic settings (request body size) attached to HTTPRoutes.
+    BackendTrafficPolicy(traffic::BackendTrafficPolicy),
+}
+
+impl Object {
+    /// The kind, as written in `kind:`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::L4Policy(_) => "L4Policy",
+            Object::Gateway(_) => "Gateway",
+            Object::HTTPRoute(_) => "HTTPRoute",
+            Object::Backend(_) => "Backend",
+            Object::RateLimitPolicy(_) => "RateLimitPolicy",
+            Object::AuthPolicy(_) => "AuthPolicy",
+            Object::BackendTrafficPolicy(_) => "BackendTrafficPolicy",
+        }
+    }
+
+    fn metadata(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        match self {
+            Object::L4Policy(o) => &o.metadata,
+            Object::Gateway(o) => &o.metadata,
+            Object::HTTPRoute(o) => &o.metadata,
+            Object::Backend(o) => &o.metadata,
+            Object::RateLimitPolicy(o) => &o.metadata,
+            Object::AuthPolicy(o) => &o.metadata,
+            Object::BackendTrafficPolicy(o) => &o.metadata,
+        }
+    }
+
+    /// `metadata.name` (`parse` guarantees it is set).
+    pub fn name(&self) -> &str {
+        self.metadata().name.as_deref().unwrap_or_default()
+    }
+
+    /// The namespace of a namespaced kind: `metadata.namespace`, or [`DEFAULT_NAMESPACE`]
+    /// when it is left out (as `kubectl apply` would). `None` for cluster-scoped kinds.
+    pub fn namespace(&self) -> Option<&str> {
+        match self {
+            Object::L4Policy(_) => None,
+            _ => Some(
+                self.metadata()
+                    .namespace
+                    .as_deref()
+                    .unwrap_or(DEFAULT_NAMESPACE),
+            ),
+        }
+    }
+
+    /// `metadata.creationTimestamp`, when the object carries one (objects exported from a
+    /// cluster do; objects written for Git usually do not).
+    pub fn creation_timestamp(&self) -> Option<&k8s_openapi::jiff::Timestamp> {
+        self.metadata().creation_timestamp.as_ref().map(|t| &t.0)
+    }
+}
+
+/// The namespace of a namespaced object that does not name one.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// A value with where it was written: what error messages name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located<T> {
+    /// File path relative to the source root.
+    pub file: String,
+    /// `Kind/name`, e.g. `L4Policy/edge`.
+    pub object: String,
+    /// The value.
+    pub value: T,
+}
+
+/// How to read one kind: its `kind:` and `apiVersion:` and how to deserialize it.
+struct KindInfo {
+    kind: &'static str,
+    api_version: &'static str,
+    /// Namespaced kinds are named `Kind/namespace/name` in messages when they give a namespace.
+    namespaced: bool,
+    read: fn(Value) -> Result<Object, serde_path_to_error::Error<serde_json::Error>>,
+}
+
+/// Every kind this agent reads.
+const KINDS: &[KindInfo] = &[
+    KindInfo {
+        kind: "L4Policy",
+        api_version: "tollgate.dev/v1alpha1",
+        namespaced: false,
+        read: |v| typed::<l4::L4Policy>(v).map(Object::L4Policy),
+    },
+    KindInfo {
+        kind: "Gateway",
+        api_version: "gateway.networking.k8s.io/v1",
+        namespaced: true,
+        read: |v| typed::<gateway::Gateway>(v).map(Object::Gateway),
+    },
+    KindInfo {
+        kind: "HTTPRoute",
+        api_version: "gateway.networking.k8s.io/v1",
+        namespaced: true,
+        read: |v| typed::<route::HTTPRoute>(v).map(Object::HTTPRoute),
+    },
+    KindInfo {
+        kind: "Backend",
+        api_version: "tollgate.dev/v1alpha1",
+        namespaced: true,
+        read: |v| typed::<backend::Backend>(v).map(Object::Backend),
+    },
+    KindInfo {
+        kind: "RateLimitPolicy",
+        api_version: "tollgate.dev/v1alpha1",
+        namespaced: true,
+        read: |v| typed::<ratelimit::RateLimitPolicy>(v).map(Object::RateLimitPolicy),
+    },
+    KindInfo {
+        kind: "AuthPolicy",
+        api_version: "tollgate.dev/v1alpha1",
+        namespaced: true,
+        read: |v| typed::<auth::AuthPolicy>(v).map(Object::AuthPolicy),
+    },
+    KindInfo {
+        kind: "BackendTrafficPolicy",
+        api_version: "tollgate.dev/v1alpha1",
+        namespaced: true,
+        read: |v| typed::<traffic::BackendTrafficPolicy>(v).map(Object::BackendTrafficPolicy),
+    },
+];
+
+/// The only top-level fields of an object (`status` is accepted so that the output of
+/// `kubectl get -o yaml` can be committed as it is; it is ignored).
+const TOP_LEVEL_FIELDS: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
+
+fn typed<T: DeserializeOwned>(
+    value: Value,
+) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+    serde_path_to_error::deserialize(value)
+}
+
+/// Parses every document of every file into typed objects, in file order. Empty documents (a
+/// leading or trailing `---`, comments only) are skipped. On failure, returns all the problems
+/// of all the files.
+pub fn parse(docs: &Documents) -> Result<Vec<Located<Object>>, PolicyErrors> {
+    let mut objects = Vec::new();
+    let mut errors = Vec::new();
+    for file in &docs.files {
+        let (o, e) = parse_file(file);
+        objects.extend(o);
+        errors.extend(e);
+    }
+    if errors.is_empty() {
+        Ok(objects)
+    } else {
+        Err(PolicyErrors(errors))
+    }
+}
+
+/// The objects of one file, and the problems of its documents.
+pub fn parse_file(file: &SourceFile) -> (Vec<Located<Object>>, Vec<PolicyError>) {
+    let mut objects = Vec::new();
+    let mut errors = Vec::new();
+    for doc in split_documents(&file.content) {
+        match parse_document(&file.path, &doc) {
+            Ok(Some(object)) => objects.push(object),
+            Ok(None) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    (objects, errors)
+}
+
+/// Remembers what each file parsed into, so that a revision that changes a few files of many
+/// parses only those (a 100,000-rule repository spends about a second in the YAML parser).
+/// An entry is used only when the file's text is byte for byte the one it was made from.
+#[derive(Default)]
+pub struct ParseCache {
+    files: HashMap<String, CachedFile>,
+}
+
+struct CachedFile {
+    content: String,
+    objects: Vec<Located<Object>>,
+    errors: Vec<PolicyError>,
+}
+
+impl ParseCache {
+    /// As [`parse`]; afterwards the cache holds exactly the files of `docs`.
+    pub fn parse(&mut self, docs: &Documents) -> Result<Vec<Located<Object>>, PolicyErrors> {
+        let mut objects = Vec::new();
+        let mut errors = Vec::new();
+        let mut next = HashMap::with_capacity(docs.files.len());
+        for file in &docs.files {
+            let cached = match self.files.remove(&file.path) {
+                Some(c) if c.content == file.content => c,
+                _ => {
+                    let (objects, errors) = parse_file(file);
+                    CachedFile {
+                        content: file.content.clone(),
+                        objects,
+                        errors,
+                    }
+                }
+            };
+            objects.extend(cached.objects.iter().cloned());
+            errors.extend(cached.errors.iter().cloned());
+            next.insert(file.path.clone(), cached);
+        }
+        self.files = next;
+        if errors.is_empty() {
+            Ok(objects)
+        } else {
+            Err(PolicyErrors(errors))
+        }
+    }
+
+    /// Files held.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+/// One YAML document of a file: its text, its 1-based number in the file and the line it
+/// starts on (so that parser positions can be turned back into file positions).
+struct Document<'a> {
+    text: &'a str,
+    number: usize,
+    first_line: usize,
+}
+
+/// Splits a file at its document markers (`---` at the start of a line), so that one malformed
+/// document does not hide the errors of the others and every error can name its document. YAML
+/// forbids `---` at the start of a line inside any scalar, so this split is exact. Directive
+/// lines (`%YAML 1.2`) stay with the document they introduce.
+fn split_documents(content: &str) -> Vec<Document<'_>> {
+    let content = content.strip_prefix('\u{feff}').unwrap_or(content);
+    let mut docs = Vec::new();
+    let mut start = 0; // byte offset of the current document
+    let mut start_line = 1;
+    let mut only_directives = true; // nothing but blank, comment and directive lines so far
+    let mut offset = 0;
+    for (index, line) in content.split_inclusive('\n').enumerate() {
+        let bare = line.trim_end_matches(['\r', '\n']);
+        let is_marker = bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t");
+        if is_marker && offset > start && !only_directives {
+            docs.push(Document {
+                text: &content[start..offset],
+                number: docs.len() + 1,
+                first_line: start_line,
+            });
+            start = offset;
+            start_line = index + 1;
+            only_directives = true;
+        }
+        let is_end = bare == "..." || bare.starts_with("... ") || bare.starts_with("...\t");
+        let trimmed = bare.trim_start();
+        if !(is_marker
+            || is_end
+            || trimmed.is_empty()
+            || trimmed.starts_with('#')
+            || bare.starts_with('%'))
+        {
+            only_directives = false;
+        }
+        if is_marker && bare.len() > 3 && !bare[3..].trim_start().starts_with('#') {
+            only_directives = false; // `--- {a: 1}`: content on the marker line
+        }
+        offset += line.len();
+        // `...` ends a document; the next one may start without `---`.
+        if is_end && !only_directives {
+            docs.push(Document {
+                text: &content[start..offset],
+                number: docs.len() + 1,
+                first_line: start_line,
+            });
+            start = offset;
+            start_line = index + 2;
+            only_directives = true;
+        }
+    }
+    if start < content.len() {
+        docs.push(Document {
+            text: &content[start..],
+            number: docs.len() + 1,
+            first_line: start_line,
+        });
+    }
+    docs
+}
+
+/// Parser limits: the defaults (250,000 nodes) stop well short of a 100,000-rule policy (about
+/// ten nodes a rule), so they are raised to what the largest file accepted
+/// ([`revision::MAX_FILE_SIZE`]) can hold; they still bound memory and time.
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = 8_000_000;
+    budget.max_events = 32_000_000;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
+/// Reads one document: `Ok(None)` when it is empty.
+fn parse_document(file: &str, doc: &Document<'_>) -> Result<Option<Located<Object>>, PolicyError> {
+    let unnamed = format!("document {}", doc.number);
+    let values: Vec<Value> = serde_saphyr::from_multiple_with_options(doc.text, yaml_options())
+        .map_err(|e| {
+            let message = yaml_message(&e);
+            match e.location() {
+                Some(at) => {
+                    let line = at.line() as usize + doc.first_line - 1;
+                    PolicyError::new(
+                        file,
+                        &unnamed,
+                        "",
+                        format!(
+                            "invalid YAML at line {line}, column {}: {message}",
+                            at.column()
+                        ),
+                    )
+                }
+                None => PolicyError::new(file, &unnamed, "", format!("invalid YAML: {message}")),
+            }
+        })?;
+    // The split leaves at most one document per piece; should the parser ever see more, the
+    // first one is read and the rest reported rather than silently dropped.
+    let mut values = values.into_iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(PolicyError::new(
+            file,
+            &unnamed,
+            "",
+            "more than one YAML document here; separate documents with a line `---`",
+        ));
+    }
+
+    let Value::Object(map) = &value else {
+        return Err(PolicyError::new(
+            file,
+            &unnamed,
+            "",
+            format!(
+                "expected an object (apiVersion, kind, metadata, spec), found {}",
+                type_name(&value)
+            ),
+        ));
+    };
+    let kind = match map.get("kind") {
+        None => {
+            return Err(PolicyError::new(
+                file,
+                &unnamed,
+                "kind",
+                format!("missing; expected one of {}", known_kinds()),
+            ))
+        }
+        Some(Value::String(kind)) => kind.as_str(),
+        Some(other) => {
+            return Err(PolicyError::new(
+                file,
+                &unnamed,
+                "kind",
+                format!("expected a string, found {}", type_name(other)),
+            ))
+        }
+    };
+    let Some(info) = KINDS.iter().find(|k| k.kind == kind) else {
+        return Err(PolicyError::new(
+            file,
+            &unnamed,
+            "kind",
+            format!("unknown kind \"{kind}\"; expected one of {}", known_kinds()),
+        ));
+    };
+    let name = match map.get("metadata").and_then(|m| m.get("name")) {
+        Some(Value::String(name)) if !name.is_empty() => name.clone(),
+        Some(Value::String(_)) | None => {
+            return Err(PolicyError::new(
+                file,
+                &unnamed,
+                "metadata.name",
+                "missing; every object needs a name",
+            ))
+        }
+        Some(other) => {
+            return Err(PolicyError::new(
+                file,
+                &unnamed,
+                "metadata.name",
+                format!("expected a string, found {}", type_name(other)),
+            ))
+        }
+    };
+    let namespace = match map.get("metadata").and_then(|m| m.get("namespace")) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(ns)) => Some(ns.clone()),
+        Some(other) => {
+            return Err(PolicyError::new(
+                file,
+                format!("{kind}/{name}"),
+                "metadata.namespace",
+                format!("expected a string, found {}", type_name(other)),
+            ))
+        }
+    };
+    let object = match &namespace {
+        Some(ns) if info.namespaced => format!("{kind}/{ns}/{name}"),
+        _ => format!("{kind}/{name}"),
+    };
+    let error = |field: &str, message: String| PolicyError::new(file, &object, field, message);
+
+    match map.get("apiVersion") {
+        None => {
+            return Err(error(
+                "apiVersion",
+                format!("missing; {kind} is \"{}\"", info.api_version),
+            ))
+        }
+        Some(Value::String(v)) if v == info.api_version => {}
+        Some(Value::String(v)) => {
+            return Err(error(
+                "apiVersion",
+                format!(
+                    "\"{v}\" is not a version of {kind}; expected \"{}\"",
+                    info.api_version
+                ),
+            ))
+        }
+        Some(other) => {
+            return Err(error(
+                "apiVersion",
+                format!("expected a string, found {}", type_name(other)),
+            ))
+        }
+    }
+    if let Err(message) = names::dns_subdomain(&name) {
+        return Err(error("metadata.name", format!("\"{name}\" {message}")));
+    }
+    // A namespace on a cluster-scoped kind (L4Policy) is ignored, as the API server does.
+    if let Some(ns) = namespace.as_ref().filter(|_| info.namespaced) {
+        if let Err(message) = names::dns_label(ns) {
+            return Err(error("metadata.namespace", format!("\"{ns}\" {message}")));
+        }
+    }
+    if let Some(unknown) = map.keys().find(|k| !TOP_LEVEL_FIELDS.contains(&k.as_str())) {
+        return Err(error(unknown, format!("unknown field \"{unknown}\"; an object has only apiVersion, kind, metadata, spec (and status)")));
+    }
+
+    let typed = (info.read)(value).map_err(|e| {
+        let field = match e.path().to_string() {
+            root if root == "." => String::new(),
+            path => path,
+        };
+        let mut message = e.inner().to_string();
+        if message.starts_with("invalid type: integer") && message.ends_with("expected a string") {
+            message.push_str(" (quote it, e.g. \"22\")");
+        }
+        error(&field, message)
+    })?;
+    Ok(Some(Located {
+        file: file.to_string(),
+        object,
+        value: typed,
+    }))
+}
+
+fn known_kinds() -> String {
+    KINDS
+        .iter()
+        .map(|k| format!("{} ({})", k.kind, k.api_version))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The parser's message without its source snippet (the location is reported separately), and
+/// without advice about parser options the user cannot set.
+fn yaml_message(e: &serde_saphyr::Error) -> String {
+    let message = e.without_snippet().to_string();
+    let message = match message.rfind(" at line ") {
+        Some(at) if e.location().is_some() => message[..at].to_string(),
+        _ => message,
+    };
+    message.replace(", set DuplicateKeyPolicy in Options if acceptable", "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn docs(files: &[(&str, &str)]) -> Documents {
+        Documents::inline(files)
+    }
+
+    fn errors(files: &[(&str, &str)]) -> Vec<PolicyError> {
+        match parse(&docs(files)) {
+            Ok(objects) => panic!("expected errors, parsed {} object(s)", objects.len()),
+            Err(PolicyErrors(errors)) => errors,
+        }
+    }
+
+    fn only_error(files: &[(&str, &str)]) -> PolicyError {
+        let mut errors = errors(files);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        errors.remove(0)
+    }
+
+    fn l4(name: &str, rules: &str) -> String {
+        format!("apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nmetadata: {{ name: {name} }}\nspec:\n  rules:\n{rules}")
+    }
+
+    const RULE: &str = "    - { name: ssh, action: allow, protocol: TCP, ports: [\"22\"] }\n";
+
+    #[test]
+    fn the_parse_cache_gives_what_a_fresh_parse_gives_revision_after_revision() {
+        let a = l4("a", "[]");
+        let b = l4("b", "[{ name: x, action: deny, from: [192.0.2.0/24] }]");
+        let broken = "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nmetadata: { name: b }\nspec: { nope: 1 }\n";
+        let revisions: Vec<Vec<(&str, &str)>> = vec![
+            vec![("a.yaml", &a), ("b.yaml", &b)],
+            // b changes and is broken: its error, a's object from the cache.
+            vec![("a.yaml", &a), ("b.yaml", broken)],
+            // b fixed, a renamed: the same text under another path.
+            vec![("c.yaml", &a), ("b.yaml", &b)],
+            vec![("c.yaml", &a)],
+            vec![],
+        ];
+        let mut cache = ParseCache::default();
+        for files in revisions {
+            let docs = docs(&files);
+            assert_eq!(cache.parse(&docs), parse(&docs), "{files:?}");
+            assert_eq!(
+                cache.len(),
+                files.len(),
+                "holds exactly the revision's files"
+            );
+        }
+    }
+
+    #[test]
+    fn reads_every_document_of_multi_document_files() {
+        let file = format!(
+            "---\n{}---\n# nothing here\n---\n{}...\n",
+            l4("a", RULE),
+            l4("b", RULE)
+        );
+        let objects = parse(&docs(&[("p.yaml", &file), ("more/q.yml", &l4("c", RULE))])).unwrap();
+        let names: Vec<_> = objects
+            .iter()
+            .map(|o| (o.file.as_str(), o.object.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("p.yaml", "L4Policy/a"),
+                ("p.yaml", "L4Policy/b"),
+                ("more/q.yml", "L4Policy/c")
+            ]
+        );
+        let Object::L4Policy(p) = &objects[0].value else {
+            panic!("expected an L4Policy")
+        };
+        assert_eq!(
+            p.spec.rules[0].ports.as_deref(),
+            Some(&["22".to_string()][..])
+        );
+        assert_eq!(objects[2].value.name(), "c");
+        assert_eq!(objects[2].value.kind(), "L4Policy");
+    }
+
+    #[test]
+    fn defaults_are_enforce_and_allow() {
+        let objects = parse(&docs(&[("p.yaml", &l4("a", RULE))])).unwrap();
+        let Object::L4Policy(p) = &objects[0].value else {
+            panic!("expected an L4Policy")
+        };
+        assert_eq!(
+            (p.spec.mode, p.spec.default_action),
+            (l4::L4Mode::Enforce, l4::L4Action::Allow)
+        );
+    }
+
+    #[test]
+    fn unknown_kind_names_the_known_kinds() {
+        let e = only_error(&[(
+            "p.yaml",
+            "apiVersion: tollgate.dev/v1alpha1\nkind: L4Polcy\nmetadata: { name: a }\n",
+        )]);
+        assert_eq!(
+            (e.location.object.as_str(), e.location.field.as_str()),
+            ("document 1", "kind")
+        );
+        assert!(
+            e.message.contains("\"L4Polcy\"")
+                && e.message.contains("L4Policy (tollgate.dev/v1alpha1)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_kind_api_version_and_name_are_reported() {
+        let e = only_error(&[(
+            "p.yaml",
+            "apiVersion: tollgate.dev/v1alpha1\nmetadata: { name: a }\n",
+        )]);
+        assert_eq!(e.location.field, "kind");
+        let e = only_error(&[(
+            "p.yaml",
+            "kind: L4Policy\nmetadata: { name: a }\nspec: {}\n",
+        )]);
+        assert_eq!(
+            (e.location.object.as_str(), e.location.field.as_str()),
+            ("L4Policy/a", "apiVersion")
+        );
+        let e = only_error(&[(
+            "p.yaml",
+            "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nspec: {}\n",
+        )]);
+        assert_eq!(e.location.field, "metadata.name");
+    }
+
+    #[test]
+    fn wrong_api_version_names_the_right_one() {
+        let e = only_error(&[("p.yaml", &l4("a", RULE).replace("v1alpha1", "v1"))]);
+        assert_eq!(e.location.field, "apiVersion");
+        assert!(
+            e.message.contains("\"tollgate.dev/v1\"")
+                && e.message.contains("\"tollgate.dev/v1alpha1\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn invalid_object_name_is_refused() {
+        let e = only_error(&[("p.yaml", &l4("Edge_1", RULE))]);
+        assert_eq!(
+            (e.location.object.as_str(), e.location.field.as_str()),
+            ("L4Policy/Edge_1", "metadata.name")
+        );
+    }
+
+    #[test]
+    fn unknown_top_level_field_is_an_error() {
+        let e = only_error(&[("p.yaml", &format!("specs: {{}}\n{}", l4("a", RULE)))]);
+        assert_eq!(
+            (e.location.object.as_str(), e.location.field.as_str()),
+            ("L4Policy/a", "specs")
+        );
+    }
+
+    #[test]
+    fn status_is_accepted_and_ignored() {
+        parse(&docs(&[(
+            "p.yaml",
+            &format!("{}status: {{ whatever: 1 }}\n", l4("a", RULE)),
+        )]))
+        .unwrap();
+    }
+
+    #[test]
+    fn unknown_field_names_its_path() {
+        let rules =
+            format!("{RULE}    - {{ name: web, action: allow, protocol: TCP, portz: [\"80\"] }}\n");
+        let e = only_error(&[("p.yaml", &l4("a", &rules))]);
+        assert_eq!(
+            (e.location.object.as_str(), e.location.field.as_str()),
+            ("L4Policy/a", "spec.rules[1].portz")
+        );
+        assert!(e.message.contains("unknown field `portz`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_field_in_spec_and_rate_limit_names_its_path() {
+        let e = only_error(&[(
+            "p.yaml",
+            &l4("a", RULE).replace("spec:\n", "spec:\n  defaultActoin: deny\n"),
+        )]);
+        assert_eq!(e.location.field, "spec.defaultActoin");
+        let rule = "    - { name: w, action: allow, rateLimit: { packetsPerSecond: 1, per: { ipv4: 24 } } }\n";
+        let e = only_error(&[("p.yaml", &l4("a", rule))]);
+        assert_eq!(e.location.field, "spec.rules[0].rateLimit.per.ipv4");
+    }
+
+    #[test]
+    fn wrong_types_and_spellings_name_their_path() {
+        let e = only_error(&[(
+            "p.yaml",
+            &l4("a", "    - { name: w, action: allow, protocol: tcp }\n"),
+        )]);
+        assert_eq!(e.location.field, "spec.rules[0].protocol");
+        assert!(e.message.contains("`TCP`"), "{e}");
+        let e = only_error(&[(
+            "p.yaml",
+            &l4(
+                "a",
+                "    - { name: w, action: allow, protocol: TCP, ports: [22] }\n",
+            ),
+        )]);
+        assert_eq!(e.location.field, "spec.rules[0].ports[0]");
+        assert!(e.message.contains("quote it"), "{e}");
+        let e = only_error(&[("p.yaml", &l4("a", "    - { name: w }\n"))]);
+        assert_eq!(e.location.field, "spec.rules[0]");
+        assert!(e.message.contains("missing field `action`"), "{e}");
+    }
+
+    #[test]
+    fn malformed_yaml_names_the_file_line_and_document() {
+        let file = format!(
+            "{}---\nkind: L4Policy\nmetadata: {{ name: b\n",
+            l4("a", RULE)
+        );
+        let e = only_error(&[("dir/bad.yaml", &file)]);
+        assert_eq!(
+            (e.location.file.as_str(), e.location.object.as_str()),
+            ("dir/bad.yaml", "document 2")
+        );
+        assert!(e.message.starts_with("invalid YAML at line "), "{e}");
+        let line: usize = e.message["invalid YAML at line ".len()..]
+            .split(',')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            line >= 9,
+            "line {line} should be in the second document: {e}"
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_malformed_yaml() {
+        let e = only_error(&[(
+            "p.yaml",
+            &l4("a", RULE).replace("kind: L4Policy\n", "kind: L4Policy\nkind: L4Policy\n"),
+        )]);
+        assert!(
+            e.message.contains("duplicate") && !e.message.contains("Options"),
+            "{e}"
+        );
+        assert_eq!(
+            e.message,
+            "invalid YAML at line 3, column 1: duplicate mapping key: kind"
+        );
+    }
+
+    #[test]
+    fn a_document_that_is_not_an_object_is_an_error() {
+        let e = only_error(&[("p.yaml", "- a\n- b\n")]);
+        assert!(e.message.contains("found a list"), "{e}");
+    }
+
+    #[test]
+    fn errors_of_all_documents_and_files_are_reported_together() {
+        let bad_rule = "    - { name: w, action: allow, portz: [\"1\"] }\n";
+        let one = format!("{}---\n{}", l4("a", bad_rule), "kind: GRPCRoute\n");
+        let two = "a: [1\n";
+        let three = l4("ok", RULE);
+        let errors = errors(&[
+            ("one.yaml", &one),
+            ("sub/two.yaml", two),
+            ("three.yaml", &three),
+        ]);
+        let places: Vec<_> = errors
+            .iter()
+            .map(|e| {
+                (
+                    e.location.file.as_str(),
+                    e.location.object.as_str(),
+                    e.location.field.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            places,
+            [
+                ("one.yaml", "L4Policy/a", "spec.rules[0].portz"),
+                ("one.yaml", "document 2", "kind"),
+                ("sub/two.yaml", "document 1", "")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_and_crlf_line_ends_are_accepted() {
+        let file = format!(
+            "\u{feff}{}---\r\n{}",
+            l4("a", RULE).replace('\n', "\r\n"),
+            l4("b", RULE).replace('\n', "\r\n")
+        );
+        assert_eq!(parse(&docs(&[("p.yaml", &file)])).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_document_end_marker_separates_documents() {
+        let file = format!("{}...\n{}...\n", l4("a", RULE), l4("b", RULE));
+        let objects = parse(&docs(&[("p.yaml", &file)])).unwrap();
+        assert_eq!(objects.len(), 2);
+        let e = only_error(&[("p.yaml", &format!("{}...\n{{ kind", l4("a", RULE)))]);
+        assert_eq!(e.location.object, "document 2");
+        assert!(e.message.starts_with("invalid YAML at line 8,"), "{e}");
+    }
+
+    #[test]
+    fn directives_stay_with_their_document() {
+        let file = format!("%YAML 1.2\n---\n{}", l4("a", RULE));
+        assert_eq!(parse(&docs(&[("p.yaml", &file)])).unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,358 @@
+//! The response body the proxy sends: a backend's body or one the proxy wrote, counted as it
+//! goes, cut off when the request's deadline passes, and reported (metrics, access log) once
+//! it ends, or is dropped because the client went away.
+use std::future::Future as _;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::Method;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use super::access_log::{self, Entry};
+use super::listener::ConnGuard;
+use super::upstream::InFlight;
+use super::Core;
+use crate::metrics::{HttpRequestLabels, RouteLabel};
+
+/// Errors a body can end with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where the bytes come from.
+enum Source {
+    Upstream(Incoming),
+    Full(Full<Bytes>),
+}
+
+/// The response body of every request.
+pub struct ResponseBody {
+    source: Source,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    sent: u64,
+    done: Option<Completion>,
+}
+
+/// The request timeout passed while the response body was being sent.
+#[derive(Debug, thiserror::Error)]
+#[error("the request timeout passed while the response was being sent")]
+pub struct DeadlinePassed;
+
+impl ResponseBody {
+    /// A body the proxy wrote.
+    pub fn full(bytes: impl Into<Bytes>, done: Completion) -> Self {
+        ResponseBody {
+            source: Source::Full(Full::new(bytes.into())),
+            deadline: None,
+            sent: 0,
+            done: Some(done),
+        }
+    }
+
+    /// A backend's body, cut off at `deadline`.
+    pub fn upstream(
+        body: Incoming,
+        deadline: Option<tokio::time::Instant>,
+        done: Completion,
+    ) -> Self {
+        ResponseBody {
+            source: Source::Upstream(body),
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            sent: 0,
+            done: Some(done),
+        }
+    }
+
+    fn finish(&mut self, aborted: bool) {
+        if let Some(done) = self.done.take() {
+            done.finish(self.sent, aborted);
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(deadline) = this.deadline.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
+                this.deadline = None;
+                if let Some(done) = this.done.as_mut() {
+                    done.reason = "timeout";
+                }
+                this.finish(true);
+                return Poll::Ready(Some(Err(Box::new(DeadlinePassed))));
+            }
+        }
+        let polled = match &mut this.source {
+            Source::Upstream(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+            Source::Full(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+        };
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.sent += data.len() as u64;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(done) = this.done.as_mut() {
+                    done.reason = "reset";
+                }
+                this.finish(true);
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                this.finish(false);
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.source {
+            Source::Upstream(b) => b.is_end_stream(),
+            Source::Full(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.source {
+            Source::Upstream(b) => b.size_hint(),
+            Source::Full(b) => b.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // Dropped before its end: the client went away (or the connection closed).
+        let ended = self.is_end_stream();
+        self.finish(!ended);
+    }
+}
+
+/// Everything reported about a request once its response ends.
+pub struct Completion {
+    pub(crate) core: Arc<Core>,
+    /// `namespace/name` or `none`.
+    pub route: Arc<str>,
+    /// The method.
+    pub method: Method,
+    /// The status sent.
+    pub status: u16,
+    /// When the request arrived.
+    pub started: Instant,
+    /// The endpoint that answered, held in flight until the body ends.
+    pub upstream: Option<InFlight>,
+    /// The client's address.
+    pub client: IpAddr,
+    /// The host (lower-case, no port).
+    pub host: String,
+    /// The normalised path (or the raw one when it could not be normalised).
+    pub path: String,
+    /// Why the proxy answered itself, or `-`.
+    pub reason: &'static str,
+    /// What the route's rate limits said: `-` (none), `ok`, `refused` or `shadow`.
+    pub ratelimit: &'static str,
+    /// The policy of the limit that refused (or would have refused) the request.
+    pub ratelimit_policy: Option<Arc<str>>,
+    /// The authenticated consumer.
+    pub consumer: Option<Arc<str>>,
+    /// The request body streamed to the backend, if one was: a response cut off because the
+    /// body grew past the limit is counted as such.
+    pub body: Option<Arc<BodyState>>,
+    pub(crate) _conn: ConnGuard,
+}
+
+/// The method label: one of a fixed set, or `OTHER`, so that the label stays bounded.
+pub fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
+}
+
+impl Completion {
+    fn finish(mut self, bytes: u64, aborted: bool) {
+        let elapsed = self.started.elapsed();
+        let metrics = &self.core.metrics;
+        if aborted && self.body.as_ref().is_some_and(|b| b.too_large()) {
+            // The backend had started answering when the body went over the limit.
+            self.reason = "body_too_large";
+            metrics
+                .body_too_large
+                .get_or_create(&RouteLabel {
+                    route: self.route.to_string(),
+                })
+                .inc();
+        }
+        metrics
+            .requests
+            .get_or_create(&HttpRequestLabels {
+                route: self.route.to_string(),
+                method: method_label(&self.method),
+                code: self.status,
+            })
+            .inc();
+        metrics
+            .duration
+            .get_or_create(&RouteLabel {
+                route: self.route.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+        if self.core.sampler.should_log(self.status) {
+            let client = self.client.to_string();
+            access_log::emit(&Entry {
+                route: &self.route,
+                method: self.method.as_str(),
+                host: &self.host,
+                path: &self.path,
+                status: self.status,
+                latency_ms: elapsed.as_secs_f64() * 1000.0,
+                upstream: self
+                    .upstream
+                    .as_ref()
+                    .map_or("-", |u| u.endpoint().authority.as_str()),
+                bytes,
+                client: &client,
+                reason: self.reason,
+                ratelimit: self.ratelimit,
+                ratelimit_policy: self.ratelimit_policy.as_deref().unwrap_or("-"),
+                consumer: self.consumer.as_deref().unwrap_or("-"),
+                aborted,
+            });
+        }
+    }
+}
+
+/// What became of a request body being streamed to a backend (see [`LimitedBody`]).
+#[derive(Debug, Default)]
+pub struct BodyState(std::sync::atomic::AtomicU8);
+
+impl BodyState {
+    const STREAMING: u8 = 0;
+    const COMPLETE: u8 = 1;
+    const TOO_LARGE: u8 = 2;
+    const CLIENT_ERROR: u8 = 3;
+
+    fn set(&self, v: u8) {
+        self.0.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u8 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The whole body has been read from the client (or there was none to stream).
+    pub fn set_complete(&self) {
+        self.set(Self::COMPLETE);
+    }
+
+    /// The body grew past the limit and was cut off.
+    pub fn too_large(&self) -> bool {
+        self.get() == Self::TOO_LARGE
+    }
+
+    /// The client failed to send the whole body (it went away, or broke the framing).
+    pub fn client_error(&self) -> bool {
+        self.get() == Self::CLIENT_ERROR
+    }
+
+    /// The client has not sent the whole body yet.
+    pub fn incomplete(&self) -> bool {
+        self.get() == Self::STREAMING
+    }
+}
+
+/// A request body streamed to a backend, cut off with [`BodyTooLarge`] once more than `limit`
+/// bytes have come (HTTP/1.1 chunks or HTTP/2 DATA frames alike). The error aborts the
+/// upstream request; `state` tells the proxy why it failed, so that a client's fault (a body
+/// too large, too slow or broken) is never blamed on the backend.
+pub struct LimitedBody {
+    inner: Incoming,
+    remaining: u64,
+    state: Arc<BodyState>,
+}
+
+/// A request body grew past the route's limit.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than the route's limit")]
+pub struct BodyTooLarge;
+
+impl LimitedBody {
+    /// `inner`, cut off after `limit` bytes; `state` records how it ended.
+    pub fn new(inner: Incoming, limit: u64, state: Arc<BodyState>) -> Self {
+        LimitedBody {
+            inner,
+            remaining: limit,
+            state,
+        }
+    }
+}
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > this.remaining {
+                        this.remaining = 0;
+                        this.state.set(BodyState::TOO_LARGE);
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                    }
+                    this.remaining -= n;
+                }
+                if this.inner.is_end_stream() {
+                    this.state.set_complete();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.state.set(BodyState::CLIENT_ERROR);
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => {
+                this.state.set_complete();
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,305 @@
+use super::*;
+use base64::Engine;
+use jsonwebtoken::{EncodingKey, Header};
+use ring::signature::KeyPair;
+use serde_json::json;
+
+/// An Ed25519 key: its signing key and its JWKS entry.
+fn ed25519(kid: &str) -> (EncodingKey, serde_json::Value) {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+    (
+        EncodingKey::from_ed_der(pkcs8.as_ref()),
+        json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": x, "use": "sig"}),
+    )
+}
+
+fn provider(jwks: &serde_json::Value) -> JwtProviderDef {
+    JwtProviderDef {
+        name: "idp".into(),
+        issuer: Some("https://idp.test".into()),
+        audiences: vec!["orders".into()],
+        jwks: JwksDef::Inline(jwks.to_string().into()),
+        consumer_claim: "sub".into(),
+        claim_headers: vec![
+            ("tenant".into(), HeaderName::from_static("x-tenant")),
+            ("level".into(), HeaderName::from_static("x-level")),
+            ("groups".into(), HeaderName::from_static("x-groups")),
+        ],
+        location: TokenLocation::Bearer,
+        clock_skew: Duration::from_secs(60),
+    }
+}
+
+fn now() -> i64 {
+    jsonwebtoken::get_current_timestamp() as i64
+}
+
+fn sign(key: &EncodingKey, kid: Option<&str>, claims: serde_json::Value) -> String {
+    let mut h = Header::new(Algorithm::EdDSA);
+    h.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&h, &claims, key).unwrap()
+}
+
+fn claims(extra: serde_json::Value) -> serde_json::Value {
+    let mut c =
+        json!({"sub": "alice", "iss": "https://idp.test", "aud": "orders", "exp": now() + 300});
+    for (k, v) in extra.as_object().unwrap() {
+        if v.is_null() {
+            c.as_object_mut().unwrap().remove(k);
+        } else {
+            c[k] = v.clone();
+        }
+    }
+    c
+}
+
+fn store() -> JwksStore {
+    JwksStore::new(PathBuf::from("/nonexistent"), JwksMetrics::default())
+}
+
+#[tokio::test]
+async fn tokens_are_checked_and_claims_mapped() {
+    let (key, jwk) = ed25519("k1");
+    let def = provider(&json!({"keys": [jwk]}));
+    let jwks = store().get("default/p", &def).unwrap();
+    let ok = sign(
+        &key,
+        Some("k1"),
+        claims(json!({"tenant": "acme", "level": 3, "groups": ["a"]})),
+    );
+    let v = verify(&def, &jwks, &ok).await.unwrap();
+    assert_eq!(&*v.consumer, "alice");
+    // Strings as they are, numbers as JSON, arrays not sent.
+    assert_eq!(
+        v.headers,
+        [
+            (
+                HeaderName::from_static("x-tenant"),
+                HeaderValue::from_static("acme")
+            ),
+            (
+                HeaderName::from_static("x-level"),
+                HeaderValue::from_static("3")
+            ),
+        ]
+    );
+    let check = |c: serde_json::Value, kid: Option<&'static str>| {
+        let t = sign(&key, kid, c);
+        let (def, jwks) = (def.clone(), jwks.clone());
+        async move { verify(&def, &jwks, &t).await.map(|v| v.consumer) }
+    };
+    assert_eq!(check(claims(json!({})), None).await.as_deref(), Ok("alice"));
+    assert_eq!(
+        check(claims(json!({"iss": "https://other"})), Some("k1")).await,
+        Err(TokenFailure::Issuer)
+    );
+    assert_eq!(
+        check(claims(json!({"iss": null})), Some("k1")).await,
+        Err(TokenFailure::Issuer)
+    );
+    assert_eq!(
+        check(claims(json!({"aud": ["billing", "x"]})), Some("k1")).await,
+        Err(TokenFailure::Audience)
+    );
+    assert_eq!(
+        check(claims(json!({"aud": ["billing", "orders"]})), Some("k1"))
+            .await
+            .as_deref(),
+        Ok("alice")
+    );
+    assert_eq!(
+        check(claims(json!({"exp": null})), Some("k1")).await,
+        Err(TokenFailure::Invalid)
+    );
+    assert_eq!(
+        check(claims(json!({"sub": "bad id"})), Some("k1")).await,
+        Err(TokenFailure::Invalid)
+    );
+    assert_eq!(
+        check(claims(json!({"sub": 42})), Some("k1")).await,
+        Err(TokenFailure::Invalid)
+    );
+    assert_eq!(
+        check(claims(json!({})), Some("k2")).await,
+        Err(TokenFailure::UnknownKid)
+    );
+    // Another key with the same kid: the signature does not match.
+    let (other, _) = ed25519("k1");
+    let forged = sign(&other, Some("k1"), claims(json!({})));
+    assert_eq!(
+        verify(&def, &jwks, &forged).await,
+        Err(TokenFailure::Signature)
+    );
+    // alg none and HS256 are refused, as is garbage.
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let none = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "kid": "k1"})),
+        b64(claims(json!({})))
+    );
+    assert_eq!(verify(&def, &jwks, &none).await, Err(TokenFailure::Invalid));
+    let hs = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims(json!({})),
+        &EncodingKey::from_secret(b"k1"),
+    )
+    .unwrap();
+    assert_eq!(verify(&def, &jwks, &hs).await, Err(TokenFailure::Invalid));
+    // An EdDSA key named by a token that says ES256.
+    let es = format!(
+        "{}.{}.AAAA",
+        b64(json!({"alg": "ES256", "kid": "k1"})),
+        b64(claims(json!({})))
+    );
+    assert_eq!(verify(&def, &jwks, &es).await, Err(TokenFailure::Invalid));
+    assert_eq!(
+        verify(&def, &jwks, "not.a.token").await,
+        Err(TokenFailure::Invalid)
+    );
+    assert_eq!(
+        verify(&def, &jwks, &"a".repeat(MAX_TOKEN_BYTES + 1)).await,
+        Err(TokenFailure::Invalid)
+    );
+}
+
+#[tokio::test]
+async fn clock_skew_widens_exp_and_nbf_by_its_seconds_only() {
+    let (key, jwk) = ed25519("k1");
+    for (skew, exp_delta, nbf_delta, want) in [
+        (60, -30, None, Ok(())),
+        (60, -90, None, Err(TokenFailure::Expired)),
+        (60, 300, Some(30), Ok(())),
+        (60, 300, Some(90), Err(TokenFailure::NotYetValid)),
+        (0, -2, None, Err(TokenFailure::Expired)),
+        (0, 300, Some(5), Err(TokenFailure::NotYetValid)),
+        (300, -290, Some(290), Ok(())),
+    ] {
+        let mut def = provider(&json!({"keys": [jwk]}));
+        def.clock_skew = Duration::from_secs(skew);
+        let jwks = store().get("default/p", &def).unwrap();
+        let mut c = claims(json!({"exp": now() + exp_delta}));
+        if let Some(n) = nbf_delta {
+            c["nbf"] = json!(now() + n);
+        }
+        let got = verify(&def, &jwks, &sign(&key, Some("k1"), c))
+            .await
+            .map(|_| ());
+        assert_eq!(got, want, "skew {skew}, exp {exp_delta}, nbf {nbf_delta:?}");
+    }
+}
+
+#[test]
+fn jwks_keep_only_usable_signing_keys() {
+    let (_, ed) = ed25519("ed");
+    let set = parse_jwks(
+        json!({"keys": [
+            ed,
+            {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},
+            {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "use": "enc"},
+            {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "alg": "RS256"},
+            {"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"},
+            {"kty": "RSA", "n": "sXch", "e": "AQAB", "alg": "RSA-OAEP"},
+            {"kty": "weird"}
+        ]})
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(set.len(), 1);
+    assert_eq!(set.keys[0].kid.as_deref(), Some("ed"));
+    assert!(parse_jwks(b"{\"keys\": []}")
+        .err()
+        .unwrap()
+        .contains("no usable key"));
+    assert!(parse_jwks(b"[]").err().unwrap().contains("no \"keys\""));
+    assert!(parse_jwks(b"{\"secret\": 1")
+        .err()
+        .unwrap()
+        .starts_with("not JSON"));
+    let many: Vec<_> = (0..100).map(|i| ed25519(&format!("k{i}")).1).collect();
+    let set = parse_jwks(json!({ "keys": many }).to_string().as_bytes()).unwrap();
+    assert_eq!(set.len(), MAX_JWKS_KEYS);
+}
+
+#[test]
+fn tokens_are_taken_from_where_the_provider_says() {
+    let mut def = provider(&json!({"keys": []}));
+    let mut h = http::HeaderMap::new();
+    h.insert(
+        "authorization",
+        HeaderValue::from_static("Bearer abc.def.ghi"),
+    );
+    h.insert("x-token", HeaderValue::from_static("bearer t2"));
+    assert_eq!(token(&def, &h, None).as_deref(), Some("abc.def.ghi"));
+    def.location = TokenLocation::Header(HeaderName::from_static("x-token"));
+    assert_eq!(token(&def, &h, None).as_deref(), Some("t2"));
+    def.location = TokenLocation::Query("access_token".into());
+    assert_eq!(
+        token(&def, &h, Some("a=1&access_token=t3")).as_deref(),
+        Some("t3")
+    );
+    assert_eq!(token(&def, &h, Some("a=1")), None);
+    def.location = TokenLocation::Bearer;
+    h.insert(
+        "authorization",
+        HeaderValue::from_static("Basic YWxpY2U6cHc="),
+    );
+    assert_eq!(token(&def, &h, None), None);
+}
+
+#[test]
+fn fetched_sets_are_shared_while_in_use_and_their_gauge_goes_with_them() {
+    let metrics = JwksMetrics::default();
+    let store = JwksStore::new(PathBuf::from("/nonexistent"), metrics.clone());
+    let mut def = provider(&json!({"keys": []}));
+    def.jwks = JwksDef::Uri {
+        url: "http://127.0.0.1:9/jwks.json".into(),
+        ca: None,
+        refresh: Duration::from_secs(300),
+    };
+    let labels = JwksLabels {
+        policy: "default/p".into(),
+        provider: "idp".into(),
+    };
+    let a = store.get("default/p", &def).unwrap();
+    let b = store.get("default/p", &def).unwrap();
+    assert!(Arc::ptr_eq(&a, &b), "an unchanged provider keeps its set");
+    assert!(a.keys().is_empty(), "nothing fetched without a runtime");
+    assert_eq!(metrics.keys.get_or_create(&labels).get(), 0);
+    // Another refresh interval is another set.
+    let mut other = def.clone();
+    other.jwks = JwksDef::Uri {
+        url: "http://127.0.0.1:9/jwks.json".into(),
+        ca: None,
+        refresh: Duration::from_secs(600),
+    };
+    let c = store.get("default/p", &other).unwrap();
+    assert!(!Arc::ptr_eq(&a, &c));
+    drop((a, b));
+    store.forget_dropped();
+    // c has the same labels: its series stays.
+    metrics.keys.get_or_create(&labels).set(7);
+    drop(c);
+    store.forget_dropped();
+    assert_eq!(
+        metrics.keys.get_or_create(&labels).get(),
+        0,
+        "the series was removed"
+    );
+    // A CA file that cannot be read is an error naming it.
+    def.jwks = JwksDef::Uri {
+        url: "https://idp.test/jwks.json".into(),
+        ca: Some(tollgate_compile::l7::table::SecretRef {
+            namespace: "default".into(),
+            name: "idp-ca".into(),
+        }),
+        refresh: Duration::from_secs(300),
+    };
+    let e = store.get("default/p", &def).err().unwrap();
+    assert!(e.contains("/nonexistent/default/idp-ca/ca.crt"), "{e}");
+}

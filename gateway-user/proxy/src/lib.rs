@@ -1,0 +1,617 @@
+//! The L7 proxy: one listening socket per Gateway listener port, HTTP/1.1 and h2c on each,
+//! routing with the revision's [`RouteTable`], forwarding to Backends over pooled keep-alive
+//! connections (hyper-util's client).
+//!
+//! Hot reload: the revision in force is one `Arc<Active>` in an [`ArcSwap`]. Each request loads
+//! it once and keeps it to the end, so a swap never splits a request across revisions. A new
+//! revision is installed in two steps, so that a port that cannot be bound refuses the
+//! revision before anything changes: [`Proxy::prepare`] binds the sockets of new ports (and
+//! fails, changing nothing, if one cannot be bound), then [`Proxy::commit`] swaps the table in,
+//! starts accepting on the new ports and stops the ports the revision no longer has (their
+//! open connections finish the requests in flight, then close). Ports that stay keep their
+//! socket and connections.
+//!
+//! HTTPS listeners: see [`tls`]. Their certificates are loaded by `prepare` (a bad file refuses
+//! the revision) and reloaded by a timer when their files change. The credential files of
+//! AuthPolicies ([`auth`]) are loaded and reloaded the same way.
+pub mod abuse;
+pub mod access_log;
+pub mod auth;
+pub mod backend_tls;
+pub mod body;
+pub mod forwarded;
+pub mod jwt;
+pub mod limit;
+pub mod listener;
+pub mod metrics;
+pub mod router;
+pub mod tls;
+pub mod upstream;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use ipnet::IpNet;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::metrics::HttpMetrics;
+use access_log::{AccessLog, Sampler};
+use tollgate_compile::l7::RouteTable;
+use upstream::BackendRuntime;
+
+/// The body of requests sent to backends: buffered (replayable) or streamed (and cut off
+/// at the route's body size limit).
+pub type UpstreamBody = Either<Full<Bytes>, body::LimitedBody>;
+
+/// Default address the listeners bind (`--gateway-address`).
+pub const DEFAULT_GATEWAY_ADDRESS: &str = "0.0.0.0";
+
+/// Limits of the proxy. Each is a named constant below with its default.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request head (request line and headers), in bytes; HTTP/2: header list size.
+    pub max_header_bytes: usize,
+    /// Most request headers (HTTP/1.1).
+    pub max_headers: usize,
+    /// Time a client has to send a complete request head (slowloris); also bounds how long
+    /// an HTTP/1.1 keep-alive connection waits for its next request.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving for this long is closed.
+    pub idle_timeout: Duration,
+    /// Concurrent streams per HTTP/2 connection.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 streams reset by the client before the proxy accepted them, at once, before the
+    /// connection is closed (rapid reset, CVE-2023-44487).
+    pub h2_max_pending_reset_streams: usize,
+    /// Open client connections, over all listeners.
+    pub max_connections: usize,
+    /// Time to connect to a backend endpoint.
+    pub connect_timeout: Duration,
+    /// Idle pooled connections to backends are closed after this long.
+    pub pool_idle_timeout: Duration,
+    /// Idle pooled connections kept per endpoint.
+    pub pool_max_idle_per_endpoint: usize,
+    /// Time a client has to complete the TLS handshake on an HTTPS listener.
+    pub tls_handshake_timeout: Duration,
+    /// Threads that serve client connections, each with its own single-threaded runtime and
+    /// backend connection pool (a connection stays on one thread: no hand-over between threads
+    /// for each request). Default: one per CPU.
+    pub worker_threads: usize,
+    /// Request bodies up to this size (with a known length) are buffered so that a retry can
+    /// send them again; larger or streamed bodies are sent once.
+    pub max_retry_body: usize,
+    /// Largest request body, in bytes, of a route whose `BackendTrafficPolicy` sets no
+    /// `requestBody.maxSize`: 413 when `Content-Length` says more, the upstream request cut
+    /// off when a streamed body grows past it.
+    pub max_request_body: u64,
+}
+
+/// Default [`Limits::max_header_bytes`]: 64 KiB.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Default [`Limits::max_headers`].
+pub const MAX_HEADERS: usize = 100;
+/// Default [`Limits::header_read_timeout`].
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`Limits::idle_timeout`].
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default [`Limits::h2_max_concurrent_streams`].
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Default [`Limits::h2_max_pending_reset_streams`] (hyper's default).
+pub const H2_MAX_PENDING_RESET_STREAMS: usize = 20;
+/// Default [`Limits::max_connections`].
+pub const MAX_CONNECTIONS: usize = 10_000;
+/// Default [`Limits::connect_timeout`].
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default [`Limits::pool_idle_timeout`]: shorter than the keep-alive timeout of common
+/// backends (nginx 75s), so that the proxy, not the backend, closes an idle connection (a
+/// backend closing one just as a request is sent on it would cost that request).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`Limits::pool_max_idle_per_endpoint`].
+pub const POOL_MAX_IDLE_PER_ENDPOINT: usize = 256;
+/// Default [`Limits::max_retry_body`]: 64 KiB.
+pub const MAX_RETRY_BODY: usize = 64 * 1024;
+/// Default [`Limits::max_request_body`]: 10 MiB.
+pub const MAX_REQUEST_BODY: u64 = 10 * 1024 * 1024;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: MAX_HEADER_BYTES,
+            max_headers: MAX_HEADERS,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+            h2_max_concurrent_streams: H2_MAX_CONCURRENT_STREAMS,
+            h2_max_pending_reset_streams: H2_MAX_PENDING_RESET_STREAMS,
+            max_connections: MAX_CONNECTIONS,
+            connect_timeout: CONNECT_TIMEOUT,
+            pool_idle_timeout: POOL_IDLE_TIMEOUT,
+            pool_max_idle_per_endpoint: POOL_MAX_IDLE_PER_ENDPOINT,
+            max_retry_body: MAX_RETRY_BODY,
+            worker_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_request_body: MAX_REQUEST_BODY,
+            tls_handshake_timeout: tls::HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+/// Settings of the proxy.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Address the listeners bind (every Gateway listener port on it).
+    pub address: IpAddr,
+    /// Peers whose `X-Forwarded-For` is believed (never banned by `banOnAbuse`).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Addresses `banOnAbuse` never bans (`--never-ban`), besides loopback and
+    /// `trusted_proxies`.
+    pub never_ban: Vec<IpNet>,
+    /// Which requests are logged.
+    pub access_log: AccessLog,
+    /// Limits.
+    pub limits: Limits,
+    /// Directory of the Secrets that HTTPS listeners (`NS/NAME/tls.crt`, `tls.key`) and
+    /// AuthPolicies (`NS/NAME/keys`, `NS/NAME/htpasswd`) name.
+    pub tls_secrets_dir: PathBuf,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            address: IpAddr::from([0, 0, 0, 0]),
+            trusted_proxies: Vec::new(),
+            never_ban: Vec::new(),
+            access_log: AccessLog::On,
+            limits: Limits::default(),
+            tls_secrets_dir: PathBuf::from(tls::DEFAULT_TLS_SECRETS_DIR),
+        }
+    }
+}
+
+/// The revision in force, as requests see it.
+pub struct Active {
+    /// The routing table.
+    pub table: Arc<RouteTable>,
+    /// Backend runtimes, aligned with `table.policy.backends`.
+    pub backends: Vec<Arc<BackendRuntime>>,
+    /// Rate limiters, aligned with `table.policy.rate_limits`.
+    pub limiters: Vec<Arc<limit::Limiter>>,
+    /// The revision id.
+    pub revision: String,
+    /// HTTPS ports and their listeners; a port not here speaks plain HTTP.
+    pub tls: BTreeMap<u16, Arc<tls::TlsPort>>,
+    /// Credentials, aligned with `table.policy.auth`.
+    pub auth: Vec<Arc<auth::AuthRuntime>>,
+    /// TLS clients, aligned with `backends` (`None`: plain HTTP).
+    pub backend_tls: Vec<Option<backend_tls::TlsClient>>,
+}
+
+/// What every connection and request shares.
+pub struct Core {
+    state: ArcSwap<Active>,
+    config: ProxyConfig,
+    limits: Limits,
+    metrics: HttpMetrics,
+    sampler: Sampler,
+    /// One client (and connection pool) per worker thread, so that a request and the backend
+    /// connection it uses live on the same thread.
+    clients: Vec<Client<HttpConnector, UpstreamBody>>,
+    workers: Workers,
+    server: auto::Builder<TokioExecutor>,
+    connections: Arc<Semaphore>,
+    registry: upstream::Registry,
+    rate_limits: limit::Registry,
+    certs: tls::CertStore,
+    credentials: auth::AuthStore,
+    abuse: abuse::Abuse,
+}
+
+/// Why a revision's listeners cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// A port could not be bound.
+    #[error("cannot listen on {address} for {listeners}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// The Gateway listeners on that port (`namespace/gateway/listener`).
+        listeners: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A certificate or key of an HTTPS listener cannot be loaded.
+    #[error("cannot load the TLS certificate of {0}")]
+    Certificate(Box<tls::ListenerCertError>),
+    /// A credential file of an AuthPolicy cannot be loaded.
+    #[error("cannot load the credentials of {0}")]
+    Credentials(Box<auth::PolicyFileError>),
+    /// A CA or client certificate of a Backend's TLS settings cannot be loaded.
+    #[error("{0}")]
+    BackendTls(Box<backend_tls::BackendTlsError>),
+}
+
+/// Sockets bound for a revision, not yet serving.
+pub struct Prepared {
+    table: Arc<RouteTable>,
+    sockets: Vec<(u16, TcpListener)>,
+    tls: tls::PreparedTls,
+    auth: Vec<Arc<auth::AuthRuntime>>,
+    backend_tls: Vec<Option<backend_tls::TlsClient>>,
+}
+
+/// The proxy.
+pub struct Proxy {
+    core: Arc<Core>,
+    listeners: Mutex<BTreeMap<u16, CancellationToken>>,
+    /// Stops the certificate reload timer.
+    reloader: CancellationToken,
+}
+
+impl Proxy {
+    /// A proxy with no listeners yet. Must be called inside a tokio runtime.
+    pub fn new(config: ProxyConfig, metrics: HttpMetrics) -> Proxy {
+        raise_fd_limit();
+        let limits = config.limits.clone();
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(limits.connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let workers = Workers::start(limits.worker_threads);
+        let clients = (0..workers.len())
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(limits.pool_idle_timeout)
+                    .pool_max_idle_per_host(limits.pool_max_idle_per_endpoint)
+                    .build(connector.clone())
+            })
+            .collect();
+        let core = Core {
+            state: ArcSwap::from_pointee(Active {
+                table: Arc::new(RouteTable::default()),
+                backends: Vec::new(),
+                limiters: Vec::new(),
+                revision: String::new(),
+                tls: BTreeMap::new(),
+                auth: Vec::new(),
+                backend_tls: Vec::new(),
+            }),
+            sampler: Sampler::new(config.access_log),
+            server: listener::server_builder(&limits),
+            connections: Arc::new(Semaphore::new(limits.max_connections)),
+            limits,
+            registry: upstream::Registry::default(),
+            certs: tls::CertStore::new(
+                config.tls_secrets_dir.clone(),
+                metrics.tls_reload_failures.clone(),
+            ),
+            credentials: auth::AuthStore::with_metrics(
+                config.tls_secrets_dir.clone(),
+                metrics.jwks.clone(),
+            ),
+            config,
+            metrics,
+            clients,
+            workers,
+            rate_limits: limit::Registry::default(),
+            abuse: abuse::Abuse::default(),
+        };
+        let core = Arc::new(core);
+        let reloader = CancellationToken::new();
+        tokio::spawn(reload_certificates(core.clone(), reloader.clone()));
+        Proxy {
+            core,
+            listeners: Mutex::new(BTreeMap::new()),
+            reloader,
+        }
+    }
+
+    /// Loads the certificates of the HTTPS listeners of `table` and binds its ports that are
+    /// not listening yet. Changes nothing that serves requests; on failure, the sockets bound
+    /// so far are closed again.
+    pub fn prepare(&self, table: &Arc<RouteTable>) -> Result<Prepared, ProxyError> {
+        let tls = self
+            .core
+            .certs
+            .load(table)
+            .map_err(ProxyError::Certificate)?;
+        let auth = self
+            .core
+            .credentials
+            .load(table)
+            .map_err(|e| ProxyError::Credentials(Box::new(e)))?;
+        let backend_tls = backend_tls::clients(
+            &self.core.config.tls_secrets_dir,
+            &self.core.limits,
+            &table.policy.backends,
+        )
+        .map_err(ProxyError::BackendTls)?;
+        let open = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sockets = Vec::new();
+        for port in table.listen_ports() {
+            if open.contains_key(&port) {
+                continue;
+            }
+            let address = SocketAddr::new(self.core.config.address, port);
+            let listener = bind(address).map_err(|source| ProxyError::Listen {
+                address,
+                listeners: table
+                    .policy
+                    .listeners
+                    .iter()
+                    .filter(|l| l.port == port)
+                    .map(|l| format!("listener \"{}\" of Gateway {}", l.name, l.gateway))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                source,
+            })?;
+            sockets.push((port, listener));
+        }
+        Ok(Prepared {
+            table: table.clone(),
+            sockets,
+            tls,
+            auth,
+            backend_tls,
+        })
+    }
+
+    /// Puts a prepared revision in force (see the module documentation).
+    pub fn commit(&self, prepared: Prepared, revision: &str) {
+        let table = prepared.table;
+        let backends = self
+            .core
+            .registry
+            .resolve(&table.policy.backends, &self.core.metrics.ejections);
+        let limiters = self.core.rate_limits.resolve(&table.policy.rate_limits);
+        self.core.abuse.retain(&table.policy);
+        let ports = table.listen_ports();
+        self.core.certs.commit(&prepared.tls);
+        self.core.state.store(Arc::new(Active {
+            table,
+            backends,
+            limiters,
+            revision: revision.to_owned(),
+            tls: prepared.tls.ports,
+            auth: prepared.auth,
+            backend_tls: prepared.backend_tls,
+        }));
+        let mut open = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        for (port, socket) in prepared.sockets {
+            let stop = CancellationToken::new();
+            tokio::spawn(listener::accept_loop(
+                self.core.clone(),
+                port,
+                socket,
+                stop.clone(),
+            ));
+            info!(address = %SocketAddr::new(self.core.config.address, port), "HTTP listener open");
+            open.insert(port, stop);
+        }
+        let gone: Vec<u16> = open
+            .keys()
+            .copied()
+            .filter(|p| !ports.contains(p))
+            .collect();
+        for port in gone {
+            if let Some(stop) = open.remove(&port) {
+                stop.cancel();
+                info!(address = %SocketAddr::new(self.core.config.address, port), "HTTP listener closed (no longer in the revision)");
+            }
+        }
+    }
+
+    /// Sends the bans of `banOnAbuse` to `tx` (the ban task, which owns the blocklist maps);
+    /// a ban that finds the queue full is dropped and counted in `dropped`. Without this, the
+    /// proxy counts failures but bans nothing. Exempt: loopback, `trusted_proxies`,
+    /// `never_ban`.
+    pub fn send_bans_to(
+        &self,
+        tx: tokio::sync::mpsc::Sender<abuse::BanRequest>,
+        dropped: prometheus_client::metrics::counter::Counter,
+    ) {
+        let mut exempt = self.core.config.trusted_proxies.clone();
+        exempt.extend(self.core.config.never_ban.iter().copied());
+        self.core
+            .abuse
+            .install(abuse::Banner::new(tx, exempt, dropped));
+    }
+
+    /// The ports listening now.
+    pub fn ports(&self) -> Vec<u16> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// The revision the proxy routes with.
+    pub fn revision(&self) -> String {
+        self.core.state.load().revision.clone()
+    }
+
+    /// Stops accepting on every port, lets the requests in flight finish, and returns when
+    /// every connection is closed or `timeout` has passed (whatever is still open then is cut
+    /// when the process exits). Returns the connections still open.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        for (_, stop) in
+            std::mem::take(&mut *self.listeners.lock().unwrap_or_else(|e| e.into_inner()))
+        {
+            stop.cancel();
+        }
+        let max = self.core.limits.max_connections;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let open = max - self.core.connections.available_permits();
+            if open == 0 || tokio::time::Instant::now() >= deadline {
+                return open;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// How long a stopping agent waits for requests in flight (SIGTERM, SIGINT).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.reloader.cancel();
+        self.core.workers.stop.cancel();
+        for stop in self
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            stop.cancel();
+        }
+    }
+}
+
+/// Checks the certificate and credential files every [`tls::RELOAD_INTERVAL`] until `stop`.
+async fn reload_certificates(core: Arc<Core>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(tls::RELOAD_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        // File reads block: off the async workers.
+        let c = core.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            c.certs.check();
+            c.credentials.check();
+        })
+        .await;
+    }
+}
+
+/// Listen backlog of each port.
+const BACKLOG: u32 = 1024;
+
+fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // A restarted agent must be able to bind while connections of the old one linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(BACKLOG)
+}
+
+/// Raises the soft limit on open files to the hard limit: every client and backend
+/// connection is a file, and the usual soft limit (1024) is far below
+/// [`MAX_CONNECTIONS`].
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let old = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                warn!(soft = old, "could not raise the open files limit");
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Index of the proxy worker thread this is (0 on every other thread).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The proxy's worker threads: each runs a single-threaded tokio runtime that serves the client
+/// connections handed to it, and the backend connections those requests open. A connection
+/// and its requests stay on one thread, so a request never waits for another thread to wake
+/// up (the multi-threaded runtime's work stealing cost about a sixth of the proxy's CPU time
+/// in context switches under load; docs/benchmarks.md). Accepting stays on the agent's runtime.
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    next: std::sync::atomic::AtomicUsize,
+    stop: CancellationToken,
+}
+
+impl Workers {
+    fn start(n: usize) -> Workers {
+        let stop = CancellationToken::new();
+        let mut handles = Vec::new();
+        for i in 0..n.max(1) {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let stop = stop.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("tollgate-proxy-{i}"))
+                .spawn(move || {
+                    WORKER.with(|w| w.set(i));
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(error) => {
+                            warn!(%error, "cannot start a proxy worker runtime");
+                            return;
+                        }
+                    };
+                    let _ = tx.send(rt.handle().clone());
+                    rt.block_on(stop.cancelled());
+                });
+            if let Err(error) = spawned {
+                warn!(%error, "cannot start a proxy worker thread");
+                continue;
+            }
+            if let Ok(handle) = rx.recv() {
+                handles.push(handle);
+            }
+        }
+        if handles.is_empty() {
+            // Serve on the agent's own runtime rather than not at all.
+            handles.push(tokio::runtime::Handle::current());
+        }
+        Workers {
+            handles,
+            next: std::sync::atomic::AtomicUsize::new(0),
+            stop,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// The next worker, round robin.
+    fn pick(&self) -> &tokio::runtime::Handle {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.handles[i % self.handles.len()]
+    }
+}
+
+impl Core {
+    /// The backend client of the worker thread this runs on.
+    fn client(&self) -> &Client<HttpConnector, UpstreamBody> {
+        let i = WORKER.with(|w| w.get());
+        &self.clients[i.min(self.clients.len() - 1)]
+    }
+}

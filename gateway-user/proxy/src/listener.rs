@@ -1,0 +1,369 @@
+//! Listening sockets and connections: HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on the
+//! same port (hyper-util's `auto` server), or on HTTPS ports, TLS first (the listener chosen by
+//! SNI, HTTP/2 or HTTP/1.1 by ALPN, a bounded handshake time, failures counted by reason), with the limits of [`super::Limits`]: header size and
+//! count, header-read timeout (slowloris), idle timeout, HTTP/2 streams, and a cap on open
+//! connections (over it, the proxy stops accepting until one closes; the kernel's backlog
+//! holds the rest).
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls::server::Acceptor;
+use tokio_rustls::LazyConfigAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::tls::{TlsListener, TlsPort};
+use super::upstream::now_ms;
+use super::{Core, Limits};
+
+/// Activity of one connection, for the idle timeout.
+#[derive(Debug, Default)]
+pub struct ConnState {
+    last_activity: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+/// Held by a request while it is in flight on its connection (until its response body ends).
+pub struct ConnGuard(Arc<ConnState>);
+
+impl ConnGuard {
+    /// Marks a request in flight on `state`.
+    pub fn new(state: Arc<ConnState>) -> Self {
+        state.in_flight.fetch_add(1, Ordering::Relaxed);
+        ConnGuard(state)
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.last_activity.store(now_ms(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Where a request came in.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The client's socket address.
+    pub peer: SocketAddr,
+    /// The listening port (which Gateway listeners serve it).
+    pub port: u16,
+    /// Activity, for the idle timeout.
+    pub state: Arc<ConnState>,
+    /// On an HTTPS listener: the listener the TLS server name (SNI) chose, and its port's
+    /// listeners as they were at the handshake.
+    pub tls: Option<TlsConn>,
+}
+
+/// What the TLS handshake of a connection chose.
+#[derive(Debug, Clone)]
+pub struct TlsConn {
+    /// The HTTPS listeners of the port at the handshake.
+    pub port: Arc<TlsPort>,
+    /// The listener chosen by SNI.
+    pub listener: Arc<TlsListener>,
+    /// The client certificate the handshake verified (listeners with `frontendValidation`),
+    /// read for AuthPolicy's `clientCertificate`; `None` without one, or when it cannot be
+    /// parsed.
+    pub client_certificate: Option<Arc<super::auth::PeerCertificate>>,
+}
+
+impl TlsConn {
+    /// Whether a request for `host` belongs on this connection: the listener `host` would
+    /// choose as a server name is the one the handshake chose. Otherwise a client could
+    /// shake hands with one listener and then ask for another listener's host, escaping that
+    /// listener's client certificate requirement (answered 421 Misdirected Request).
+    pub fn covers(&self, host: &str) -> bool {
+        self.port
+            .select(Some(host))
+            .is_some_and(|l| Arc::ptr_eq(l, &self.listener))
+    }
+}
+
+/// A stream (TCP, or TLS over TCP) that records when bytes last moved.
+struct ActivityIo<S> {
+    stream: S,
+    state: Arc<ConnState>,
+}
+
+impl<S> ActivityIo<S> {
+    fn touch(&self) {
+        self.state.last_activity.store(now_ms(), Ordering::Relaxed);
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ActivityIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ActivityIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The server side of hyper, configured with the limits.
+pub fn server_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.max_headers)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .max_pending_accept_reset_streams(limits.h2_max_pending_reset_streams)
+        .keep_alive_interval(Some(limits.idle_timeout / 2))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+/// Accepts connections on `listener` until `stop` is cancelled.
+pub async fn accept_loop(
+    core: Arc<Core>,
+    port: u16,
+    listener: TcpListener,
+    stop: CancellationToken,
+) {
+    loop {
+        let permit = tokio::select! {
+            p = core.connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return, // the semaphore is closed: shutting down
+            },
+            _ = stop.cancelled() => return,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(error) => {
+                // Out of file descriptors, or a connection reset before it was accepted: wait a
+                // little rather than spin.
+                warn!(port, %error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        // Handed to a worker thread, which serves it to the end.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(error) => {
+                warn!(port, %error, "cannot hand a connection to a worker");
+                continue;
+            }
+        };
+        let core = core.clone();
+        let stop = stop.clone();
+        let worker = core.workers.pick().clone();
+        worker.spawn(async move {
+            match TcpStream::from_std(stream) {
+                Ok(stream) => serve_connection(core, port, stream, peer, stop).await,
+                Err(error) => warn!(port, %error, "cannot serve a connection on a worker"),
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(
+    core: Arc<Core>,
+    port: u16,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) {
+    let tls_port = core.state.load().tls.get(&port).cloned();
+    let Some(tls_port) = tls_port else {
+        serve_http(core, port, stream, peer, None, stop).await;
+        return;
+    };
+    let timeout = core.limits.tls_handshake_timeout;
+    let handshake = async {
+        let start = LazyConfigAcceptor::new(Acceptor::default(), stream)
+            .await
+            .map_err(|e| super::tls::failure_reason(&e))?;
+        let hello = start.client_hello();
+        let listener = tls_port.select(hello.server_name()).cloned();
+        let config = match &listener {
+            Some(l) => l.config.clone(),
+            None => tls_port.reject(),
+        };
+        let result = start.into_stream(config).await;
+        match (result, listener) {
+            (Ok(s), Some(listener)) => {
+                // Only a verifier (frontendValidation) asks for certificates, and rustls keeps
+                // them only once they are verified.
+                let client_certificate = s
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|leaf| super::auth::PeerCertificate::from_der(leaf))
+                    .map(Arc::new);
+                Ok((
+                    s,
+                    TlsConn {
+                        port: tls_port.clone(),
+                        listener,
+                        client_certificate,
+                    },
+                ))
+            }
+            // The reject configuration never completes a handshake.
+            (_, None) => Err("unknown_sni"),
+            (Err(e), _) => Err(super::tls::failure_reason(&e)),
+        }
+    };
+    let reason = match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok((stream, tls))) => {
+            serve_http(core, port, stream, peer, Some(tls), stop).await;
+            return;
+        }
+        Ok(Err(reason)) => reason,
+        Err(_) => "timeout",
+    };
+    debug!(%peer, port, reason, "TLS handshake failed");
+    core.metrics
+        .tls_handshake_failures
+        .get_or_create(&super::tls::failure_labels(reason))
+        .inc();
+}
+
+async fn serve_http<S>(
+    core: Arc<Core>,
+    port: u16,
+    stream: S,
+    peer: SocketAddr,
+    tls: Option<TlsConn>,
+    stop: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let state = Arc::new(ConnState::default());
+    state.last_activity.store(now_ms(), Ordering::Relaxed);
+    let info = Arc::new(ConnInfo {
+        peer,
+        port,
+        state: state.clone(),
+        tls,
+    });
+    let io = TokioIo::new(ActivityIo {
+        stream,
+        state: state.clone(),
+    });
+    let handler_core = core.clone();
+    let service = service_fn(move |req| {
+        let core = handler_core.clone();
+        let info = info.clone();
+        async move { Ok::<_, std::convert::Infallible>(super::router::handle(core, info, req).await) }
+    });
+    let conn = core.server.serve_connection(io, service);
+    tokio::pin!(conn);
+    let idle = core.limits.idle_timeout;
+    let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(100)));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(error) = result {
+                    let reason = connection_error_reason(&*error);
+                    debug!(%peer, port, %error, reason, "connection ended with an error");
+                    core.metrics
+                        .connection_errors
+                        .get_or_create(&crate::metrics::ReasonLabel {
+                            reason: reason.to_owned(),
+                        })
+                        .inc();
+                }
+                return;
+            }
+            _ = stop.cancelled(), if !closing => {
+                // The listener is gone from the revision: finish what is in flight, then close.
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tick.tick(), if !closing => {
+                let quiet = now_ms().saturating_sub(state.last_activity.load(Ordering::Relaxed));
+                if state.in_flight.load(Ordering::Relaxed) == 0 && quiet >= idle.as_millis() as u64 {
+                    debug!(%peer, port, "idle connection closed");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
+
+/// The `reason` label of a connection the HTTP layer ended with `error`: `malformed` (a
+/// request hyper could not parse: bad framing, bad characters, smuggling attempts; answered
+/// 400), `head_too_large` (431), `header_timeout` (the head did not arrive within
+/// `--header-read-timeout`: slowloris), `incomplete` (the client went away mid-message), or
+/// `other` (HTTP/2 protocol errors, I/O errors).
+pub fn connection_error_reason(error: &(dyn std::error::Error + 'static)) -> &'static str {
+    match error.downcast_ref::<hyper::Error>() {
+        Some(e) if e.is_parse_too_large() => "head_too_large",
+        Some(e) if e.is_parse() => "malformed",
+        Some(e) if e.is_timeout() => "header_timeout",
+        Some(e) if e.is_incomplete_message() => "incomplete",
+        _ => "other",
+    }
+}

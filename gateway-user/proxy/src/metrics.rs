@@ -1,0 +1,231 @@
+//! The L7 proxy's metrics: its families, registered into a registry the agent hands it
+//! ([`HttpMetrics::register`]). Names are a contract (prefix `tollgate_`); label values are
+//! route, policy, reason and Secret names only, never addresses, keys or consumers.
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label of failures.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why.
+    pub reason: String,
+}
+
+/// Labels of `tollgate_http_requests_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpRequestLabels {
+    /// `namespace/name` of the HTTPRoute, or `none`.
+    pub route: String,
+    /// The method, one of a fixed set or `OTHER`.
+    pub method: &'static str,
+    /// The status code sent.
+    pub code: u16,
+}
+
+/// Label of per-route histograms.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// `namespace/name` of the HTTPRoute, or `none`.
+    pub route: String,
+}
+
+/// Labels of `tollgate_http_upstream_errors_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamErrorLabels {
+    /// `namespace/name` of the HTTPRoute.
+    pub route: String,
+    /// `connect`, `timeout`, `reset`, `no_healthy_endpoint` or `no_backend`.
+    pub reason: &'static str,
+}
+
+/// Labels of `tollgate_http_ratelimited_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitedLabels {
+    /// `namespace/name` of the HTTPRoute.
+    pub route: String,
+    /// `namespace/name` of the RateLimitPolicy.
+    pub policy: String,
+}
+
+/// Labels of `tollgate_auth_failures_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthFailureLabels {
+    /// `namespace/name` of the HTTPRoute.
+    pub route: String,
+    /// `missing` (no credentials), `invalid` (credentials that match none, or a token that
+    /// is malformed or of a refused algorithm), `expired`, `not_yet_valid`, `issuer`,
+    /// `audience`, `unknown_kid`, `signature` (JWTs), or `forbidden` (403: a consumer not in
+    /// `allowedConsumers`).
+    pub reason: &'static str,
+}
+
+/// Labels of the JWKS metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JwksLabels {
+    /// `namespace/name` of the AuthPolicy.
+    pub policy: String,
+    /// Name of the JWT provider.
+    pub provider: String,
+}
+
+/// The JWKS metrics (cheap to clone).
+#[derive(Debug, Clone, Default)]
+pub struct JwksMetrics {
+    /// `tollgate_jwks_refresh_failures_total{policy,provider}`: JWKS fetches that failed (the
+    /// keys fetched before stay in use).
+    pub refresh_failures: Family<JwksLabels, Counter>,
+    /// `tollgate_jwks_keys{policy,provider}`: usable keys of the JWKS in use.
+    pub keys: Family<JwksLabels, Gauge>,
+}
+
+/// Label of `tollgate_http_tls_handshake_failures_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsFailureLabels {
+    /// `timeout`, `unknown_sni`, `malformed` (not TLS, or a broken message), `incompatible`
+    /// (no common version, cipher suite or ALPN protocol), `client_alert` (the client gave up,
+    /// e.g. it does not trust the certificate), `client_certificate`, `protocol` (another TLS
+    /// error) or `closed` (the connection ended during the handshake).
+    pub reason: &'static str,
+}
+
+/// Label of `tollgate_http_tls_certificate_reload_failures_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SecretLabel {
+    /// `namespace/name` of the Secret (a directory under `--tls-secrets-dir`).
+    pub secret: String,
+}
+
+/// The L7 proxy's metrics (cheap to clone: every family is shared).
+#[derive(Debug, Clone)]
+pub struct HttpMetrics {
+    /// `tollgate_http_requests_total{route,method,code}`.
+    pub requests: Family<HttpRequestLabels, Counter>,
+    /// `tollgate_http_request_duration_seconds{route}`: from the request's arrival to the end
+    /// of the response.
+    pub duration: Family<RouteLabel, Histogram>,
+    /// `tollgate_http_upstream_errors_total{route,reason}`: attempts to backends that failed.
+    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    /// `tollgate_http_endpoint_ejections_total{backend}`: endpoints taken out of rotation by
+    /// passive health checking.
+    pub ejections: Family<crate::upstream::BackendLabel, Counter>,
+    /// `tollgate_http_ratelimited_total{route,policy}`: requests over a limit of the policy:
+    /// refused with 429 (`enforce`), or let through (`shadow`).
+    pub ratelimited: Family<RateLimitedLabels, Counter>,
+    /// `tollgate_auth_failures_total{route,reason}`: requests refused with 401 (or 403,
+    /// `forbidden`) by an AuthPolicy.
+    pub auth_failures: Family<AuthFailureLabels, Counter>,
+    /// JWKS fetches and keys.
+    pub jwks: JwksMetrics,
+    /// `tollgate_http_tls_handshake_failures_total{reason}`.
+    pub tls_handshake_failures: Family<TlsFailureLabels, Counter>,
+    /// `tollgate_http_tls_certificate_reload_failures_total{secret}`: changed certificate files
+    /// that could not be loaded (the certificate loaded before stays in use).
+    pub tls_reload_failures: Family<SecretLabel, Counter>,
+    /// `tollgate_http_request_body_too_large_total{route}`: requests refused with 413 (or cut
+    /// off) because their body was over the route's limit.
+    pub body_too_large: Family<RouteLabel, Counter>,
+    /// `tollgate_http_connection_errors_total{reason}`: client connections the HTTP layer
+    /// ended with an error (requests refused before routing: malformed, too large, too slow).
+    pub connection_errors: Family<ReasonLabel, Counter>,
+}
+
+/// Buckets of the request duration histogram: 1 ms to about 33 s.
+fn http_duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+impl HttpMetrics {
+    /// Creates the families and registers them into `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let requests = Family::<HttpRequestLabels, Counter>::default();
+        registry.register(
+            "tollgate_http_requests",
+            "HTTP requests answered by the L7 proxy, by route, method and status code.",
+            requests.clone(),
+        );
+        let duration = Family::<RouteLabel, Histogram>::new_with_constructor(
+            http_duration_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "tollgate_http_request_duration_seconds",
+            "Time from a request's arrival to the end of its response, by route.",
+            duration.clone(),
+        );
+        let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        registry.register(
+            "tollgate_http_upstream_errors",
+            "Failed attempts to reach a backend, by route and reason.",
+            upstream_errors.clone(),
+        );
+        let ejections = Family::<crate::upstream::BackendLabel, Counter>::default();
+        registry.register(
+            "tollgate_http_endpoint_ejections",
+            "Backend endpoints taken out of rotation after consecutive failures.",
+            ejections.clone(),
+        );
+        let ratelimited = Family::<RateLimitedLabels, Counter>::default();
+        registry.register(
+            "tollgate_http_ratelimited",
+            "Requests over a rate limit, by route and RateLimitPolicy: refused with 429, or let through by a policy in shadow mode.",
+            ratelimited.clone(),
+        );
+        let auth_failures = Family::<AuthFailureLabels, Counter>::default();
+        registry.register(
+            "tollgate_auth_failures",
+            "Requests refused by an AuthPolicy (401, or 403 for forbidden), by route and reason (missing, invalid, expired, not_yet_valid, issuer, audience, unknown_kid, signature, forbidden).",
+            auth_failures.clone(),
+        );
+        let jwks = JwksMetrics::default();
+        registry.register(
+            "tollgate_jwks_refresh_failures",
+            "JWKS fetches of JWT providers that failed (the keys fetched before stay in use), by AuthPolicy and provider.",
+            jwks.refresh_failures.clone(),
+        );
+        registry.register(
+            "tollgate_jwks_keys",
+            "Usable keys of the JWKS in use, by AuthPolicy and provider.",
+            jwks.keys.clone(),
+        );
+        let tls_handshake_failures = Family::<TlsFailureLabels, Counter>::default();
+        registry.register(
+            "tollgate_http_tls_handshake_failures",
+            "TLS handshakes on HTTPS listeners that failed, by reason.",
+            tls_handshake_failures.clone(),
+        );
+        let tls_reload_failures = Family::<SecretLabel, Counter>::default();
+        registry.register(
+            "tollgate_http_tls_certificate_reload_failures",
+            "Changed certificate files that could not be loaded (the previous certificate stays in use), by Secret.",
+            tls_reload_failures.clone(),
+        );
+        let body_too_large = Family::<RouteLabel, Counter>::default();
+        registry.register(
+            "tollgate_http_request_body_too_large",
+            "Requests answered 413, or whose response was cut off, because their body was over the route's limit (BackendTrafficPolicy requestBody.maxSize, else --max-request-body), by route.",
+            body_too_large.clone(),
+        );
+        let connection_errors = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "tollgate_http_connection_errors",
+            "Client connections ended by an HTTP error before a request could be routed, by reason (malformed, head_too_large, header_timeout, incomplete, other).",
+            connection_errors.clone(),
+        );
+        HttpMetrics {
+            connection_errors,
+            body_too_large,
+            requests,
+            duration,
+            upstream_errors,
+            ejections,
+            ratelimited,
+            auth_failures,
+            jwks,
+            tls_handshake_failures,
+            tls_reload_failures,
+        }
+    }
+}

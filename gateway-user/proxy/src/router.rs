@@ -1,0 +1,967 @@
+//! One request, start to end: normalise the path, find the route (404 when none), answer a
+//! redirect or apply the rule's filters, pick a backend by weight and an endpoint, forward with
+//! the rule's timeouts and retries, and hand back the response with its headers cleaned.
+//!
+//! The route table is loaded once per request: a request that started on one revision ends on
+//! it, whatever is swapped in meanwhile.
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{HeaderName, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Incoming;
+use tracing::debug;
+
+use super::backend_tls::{self, TlsClient};
+use super::body::{BodyState, Completion, LimitedBody, ResponseBody};
+use super::forwarded;
+use super::listener::{ConnGuard, ConnInfo};
+use super::upstream::{self, BackendRuntime, NoEndpoint};
+use super::{auth, limit};
+use super::{Active, Core, UpstreamBody};
+use crate::metrics::{AuthFailureLabels, RateLimitedLabels, RouteLabel, UpstreamErrorLabels};
+use tollgate_compile::l7::table::{Redirect, RequestView, Rule};
+use tollgate_model::http_path::normalize;
+use tollgate_model::BanKind;
+
+/// Route label of requests no route matched.
+pub const NO_ROUTE: &str = "none";
+
+/// The host of a request: `(as sent, normalised)`. The normalised form is lower-case, without
+/// the port or a trailing dot (`API.Example.com.:8080` -> `api.example.com`); HTTP/2's
+/// `:authority` (or an absolute URI) wins over the `Host` header.
+pub fn request_host<B>(req: &Request<B>) -> (Option<String>, String) {
+    let raw = match req.uri().authority() {
+        Some(a) => Some(a.as_str().rsplit('@').next().unwrap_or_default().to_owned()),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned),
+    };
+    let host = raw.as_deref().map(normalise_host).unwrap_or_default();
+    (raw, host)
+}
+
+fn normalise_host(raw: &str) -> String {
+    let raw = raw.trim();
+    let host = if raw.starts_with('[') {
+        // An IPv6 literal: keep the brackets, drop the port.
+        raw.find(']').map_or(raw, |end| &raw[..=end])
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => raw,
+        }
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Where a redirect points (Gateway API `RequestRedirect` semantics): each part the filter
+/// leaves out is the request's (the scheme is `https` on an HTTPS listener); the port, when not given, is the scheme's well-known one if the
+/// filter sets a scheme, else the listener's; a well-known port is left out of the URL.
+pub fn redirect_location(
+    r: &Redirect,
+    host: &str,
+    path: &str,
+    prefix: Option<&str>,
+    query: Option<&str>,
+    listener_port: u16,
+    request_scheme: &str,
+) -> String {
+    let scheme = r.scheme.as_deref().unwrap_or(request_scheme);
+    let host = r.hostname.as_deref().unwrap_or(host);
+    let port = match (r.port, r.scheme.as_deref()) {
+        (Some(p), _) => p,
+        (None, Some("https")) => 443,
+        (None, Some(_)) => 80,
+        (None, None) => listener_port,
+    };
+    let well_known = if scheme == "https" { 443 } else { 80 };
+    let path = match &r.path {
+        Some(m) => m.apply(path, prefix),
+        None => path.to_owned(),
+    };
+    let mut out = format!("{scheme}://{host}");
+    if port != well_known {
+        out.push_str(&format!(":{port}"));
+    }
+    out.push_str(&path);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// A response the proxy writes itself.
+fn local(
+    mut done: Completion,
+    status: StatusCode,
+    reason: &'static str,
+    message: &str,
+) -> Response<ResponseBody> {
+    done.status = status.as_u16();
+    done.reason = reason;
+    let text = format!(
+        "{} {}: {message}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut resp = Response::new(ResponseBody::full(text, done));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Counts a failed attempt to reach a backend.
+fn upstream_error(core: &Core, route: &Arc<str>, reason: &'static str) {
+    core.metrics
+        .upstream_errors
+        .get_or_create(&UpstreamErrorLabels {
+            route: route.to_string(),
+            reason,
+        })
+        .inc();
+}
+
+/// The request body, readable once or again for each attempt.
+enum RequestBody {
+    /// Buffered (or empty): every attempt sends it.
+    Replayable(Bytes),
+    /// Streamed to the first attempt only (large or of unknown length): no retries.
+    Stream(Option<LimitedBody>),
+}
+
+impl RequestBody {
+    fn replayable(&self) -> bool {
+        matches!(self, RequestBody::Replayable(_))
+    }
+
+    fn take(&mut self) -> UpstreamBody {
+        match self {
+            RequestBody::Replayable(b) => Either::Left(Full::new(b.clone())),
+            RequestBody::Stream(s) => match s.take() {
+                Some(b) => Either::Right(b),
+                None => Either::Left(Full::new(Bytes::new())),
+            },
+        }
+    }
+}
+
+/// Handles one request.
+pub async fn handle(
+    core: Arc<Core>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let guard = ConnGuard::new(conn.state.clone());
+    // One load per request: this request sees one revision, start to end.
+    let active = core.state.load_full();
+    let peer: IpAddr = forwarded::canonical(conn.peer.ip());
+    let trusted = forwarded::is_trusted(peer, &core.config.trusted_proxies);
+    let client = forwarded::client_ip(peer, req.headers(), &core.config.trusted_proxies);
+    let (host_raw, host) = request_host(&req);
+    let mut done = Completion {
+        core: core.clone(),
+        route: Arc::from(NO_ROUTE),
+        method: req.method().clone(),
+        status: 0,
+        started,
+        upstream: None,
+        client,
+        host,
+        path: req.uri().path().to_owned(),
+        reason: "-",
+        ratelimit: "-",
+        ratelimit_policy: None,
+        consumer: None,
+        body: None,
+        _conn: guard,
+    };
+
+    if req.version() == Version::HTTP_11 && host_raw.is_none() {
+        return local(
+            done,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "an HTTP/1.1 request needs a Host header",
+        );
+    }
+    if let Some(tls) = &conn.tls {
+        if !tls.covers(&done.host) {
+            return local(
+                done,
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected",
+                "this host is not served by the TLS server name this connection was opened for",
+            );
+        }
+    }
+    let path = match normalize(req.uri().path()) {
+        Ok(p) => p,
+        Err(e) => return local(done, StatusCode::BAD_REQUEST, "bad_path", e.as_str()),
+    };
+    done.path = path.clone();
+    let query = req.uri().query().map(str::to_owned);
+    let found = active.table.ports.get(&conn.port).and_then(|p| {
+        p.route(&RequestView {
+            host: &done.host,
+            path: &path,
+            method: req.method(),
+            headers: req.headers(),
+            query: query.as_deref(),
+        })
+    });
+    let Some(candidate) = found else {
+        return local(
+            done,
+            StatusCode::NOT_FOUND,
+            "no_route",
+            "no route matches this request",
+        );
+    };
+    let rule: Arc<Rule> = candidate.rule.clone();
+    let prefix = candidate.prefix().map(str::to_owned);
+    done.route = rule.route.clone();
+
+    // Authentication: first, so that nothing (not even a rate limit bucket) is spent on a
+    // request without valid credentials. A consumer header from the client is never
+    // believed.
+    let mut req = req;
+    req.headers_mut().remove(auth::CONSUMER_HEADER);
+    if let Some(a) = rule.auth {
+        if let Some(def) = active.table.policy.auth.get(a) {
+            // Claim headers are only ever the gateway's.
+            for h in auth::owned_headers(def) {
+                req.headers_mut().remove(h);
+            }
+        }
+        let (Some(def), Some(rt)) = (active.table.policy.auth.get(a), active.auth.get(a)) else {
+            // Cannot happen (one runtime per policy); never let such a request through.
+            return local(
+                done,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "auth_unavailable",
+                "the credentials of this route are not loaded",
+            );
+        };
+        let cert = conn
+            .tls
+            .as_ref()
+            .and_then(|t| t.client_certificate.as_deref());
+        let outcome = auth::authenticate(def, rt, req.headers(), query.as_deref(), cert)
+            .await
+            .and_then(|ok| {
+                if auth::allowed(def, &ok.consumer) {
+                    Ok(ok)
+                } else {
+                    Err(auth::Failure::Forbidden)
+                }
+            });
+        match outcome {
+            Ok(ok) => {
+                if let Ok(v) = HeaderValue::from_str(&ok.consumer) {
+                    req.headers_mut()
+                        .insert(HeaderName::from_static(auth::CONSUMER_HEADER), v);
+                }
+                for (h, v) in ok.headers {
+                    req.headers_mut().insert(h, v);
+                }
+                done.consumer = Some(ok.consumer);
+            }
+            Err(failure) => {
+                core.abuse.fail(
+                    &active.table.policy.bans,
+                    BanKind::Auth,
+                    &def.policy,
+                    &rule.route,
+                    client,
+                );
+                core.metrics
+                    .auth_failures
+                    .get_or_create(&AuthFailureLabels {
+                        route: rule.route.to_string(),
+                        reason: failure.reason(),
+                    })
+                    .inc();
+                let message = match failure {
+                    auth::Failure::Missing => "this route needs credentials",
+                    auth::Failure::Invalid => "the credentials are not valid",
+                    auth::Failure::Token(t) => t.description(),
+                    auth::Failure::Forbidden => "this consumer is not allowed on this route",
+                };
+                let reason = match failure {
+                    auth::Failure::Missing => "auth_missing",
+                    auth::Failure::Invalid | auth::Failure::Token(_) => "auth_invalid",
+                    auth::Failure::Forbidden => "auth_forbidden",
+                };
+                if failure == auth::Failure::Forbidden {
+                    return local(done, StatusCode::FORBIDDEN, reason, message);
+                }
+                let mut resp = local(done, StatusCode::UNAUTHORIZED, reason, message);
+                for c in auth::challenges(def, &rule.route, failure) {
+                    if let Ok(v) = HeaderValue::from_str(&c) {
+                        resp.headers_mut().append(header::WWW_AUTHENTICATE, v);
+                    }
+                }
+                return resp;
+            }
+        }
+    }
+
+    // Rate limits: before anything else is done for the request.
+    let mut limit_header = None;
+    if !rule.rate_limits.limits.is_empty() {
+        let defs = &active.table.policy.rate_limits;
+        let outcome = limit::evaluate(
+            defs,
+            &active.limiters,
+            &rule.rate_limits,
+            client,
+            req.headers(),
+            done.consumer.as_deref(),
+        );
+        done.ratelimit = "ok";
+        for &i in &outcome.shadow_refused {
+            ratelimited(&core, &rule.route, &defs[i].policy);
+            done.ratelimit = "shadow";
+            done.ratelimit_policy = Some(defs[i].policy.clone());
+        }
+        if let Some((i, retry_after)) = outcome.refused {
+            let def = &defs[i];
+            ratelimited(&core, &rule.route, &def.policy);
+            core.abuse.fail(
+                &active.table.policy.bans,
+                BanKind::Ratelimit,
+                &def.policy,
+                &rule.route,
+                client,
+            );
+            done.ratelimit = "refused";
+            done.ratelimit_policy = Some(def.policy.clone());
+            let wait = limit::ceil_secs(retry_after).max(1);
+            let message = format!(
+                "over the rate limit \"{}\" of RateLimitPolicy {}; retry in {wait}s",
+                def.name, def.policy
+            );
+            let mut resp = local(done, StatusCode::TOO_MANY_REQUESTS, "ratelimited", &message);
+            let h = resp.headers_mut();
+            h.insert(header::RETRY_AFTER, HeaderValue::from(wait));
+            limit_headers(h, &rule, outcome.header);
+            return resp;
+        }
+        limit_header = outcome.header;
+    }
+    let mut resp = routed(
+        core,
+        conn,
+        active,
+        done,
+        rule.clone(),
+        req,
+        prefix,
+        path,
+        query,
+        host_raw,
+        peer,
+        trusted,
+        started,
+    )
+    .await;
+    limit_headers(resp.headers_mut(), &rule, limit_header);
+    resp
+}
+
+/// The `RateLimit-Policy` and `RateLimit` headers of a limited route's response.
+fn limit_headers(h: &mut http::HeaderMap, rule: &Rule, rate_limit: Option<HeaderValue>) {
+    if let Some(p) = &rule.rate_limits.policy_header {
+        h.insert(HeaderName::from_static("ratelimit-policy"), p.clone());
+    }
+    if let Some(v) = rate_limit {
+        h.insert(HeaderName::from_static("ratelimit"), v);
+    }
+}
+
+/// Counts a request over a limit.
+fn ratelimited(core: &Core, route: &Arc<str>, policy: &Arc<str>) {
+    core.metrics
+        .ratelimited
+        .get_or_create(&RateLimitedLabels {
+            route: route.to_string(),
+            policy: policy.to_string(),
+        })
+        .inc();
+}
+
+/// The rest of a routed request: redirect, or forward to a backend.
+#[allow(clippy::too_many_arguments)]
+async fn routed(
+    core: Arc<Core>,
+    conn: Arc<ConnInfo>,
+    active: Arc<Active>,
+    mut done: Completion,
+    rule: Arc<Rule>,
+    req: Request<Incoming>,
+    prefix: Option<String>,
+    path: String,
+    query: Option<String>,
+    host_raw: Option<String>,
+    peer: IpAddr,
+    trusted: bool,
+    started: Instant,
+) -> Response<ResponseBody> {
+    if let Some(r) = &rule.redirect {
+        let location = redirect_location(
+            r,
+            &done.host,
+            &path,
+            prefix.as_deref(),
+            query.as_deref(),
+            conn.port,
+            if conn.tls.is_some() { "https" } else { "http" },
+        );
+        done.status = r.status.as_u16();
+        done.reason = "redirect";
+        let mut resp = Response::new(ResponseBody::full(Bytes::new(), done));
+        *resp.status_mut() = r.status;
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        if let Some(m) = &rule.response_headers {
+            m.apply(resp.headers_mut());
+        }
+        return resp;
+    }
+
+    let total = rule.total_weight();
+    let Some(backend_index) = (total > 0)
+        .then(|| rule.pick_backend(fastrand::u64(..total)))
+        .flatten()
+    else {
+        upstream_error(&core, &rule.route, "no_backend");
+        return local(
+            done,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no_backend",
+            "every backend of this route has weight 0",
+        );
+    };
+    let Some(backend) = active.backends.get(backend_index).cloned() else {
+        upstream_error(&core, &rule.route, "no_backend");
+        return local(
+            done,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no_backend",
+            "the route's backend is missing",
+        );
+    };
+
+    // The request for the backend.
+    let (mut parts, body) = req.into_parts();
+    forwarded::strip_hop_by_hop(&mut parts.headers);
+    if let Some(m) = &rule.request_headers {
+        m.apply(&mut parts.headers);
+    }
+    forwarded::set_forwarded(
+        &mut parts.headers,
+        peer,
+        trusted,
+        host_raw.as_deref(),
+        if conn.tls.is_some() { "https" } else { "http" },
+    );
+    let host_header = match rule.rewrite.as_ref().and_then(|r| r.hostname.clone()) {
+        Some(h) => Some(h),
+        None => host_raw
+            .as_deref()
+            .and_then(|h| HeaderValue::from_str(h).ok()),
+    };
+    match host_header {
+        Some(h) => {
+            parts.headers.insert(header::HOST, h);
+        }
+        None => {
+            parts.headers.remove(header::HOST);
+        }
+    }
+    let new_path = match rule.rewrite.as_ref().and_then(|r| r.path.as_ref()) {
+        Some(m) => m.apply(&path, prefix.as_deref()),
+        None => path.clone(),
+    };
+    let path_and_query = match &query {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path,
+    };
+    let deadline = rule
+        .timeouts
+        .request
+        .map(|d| tokio::time::Instant::from_std(started) + d);
+
+    // The body size limit: a declared length over it is refused before any backend is
+    // contacted; a streamed body is cut off when it grows past it.
+    let max_body = rule
+        .max_request_body
+        .unwrap_or(core.limits.max_request_body);
+    if body.size_hint().lower() > max_body {
+        body_too_large(&core, &rule.route);
+        return local(
+            done,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "the request body is larger than this route accepts",
+        );
+    }
+    let state = Arc::new(BodyState::default());
+    let mut body = match read_body(
+        &core,
+        body,
+        deadline,
+        rule.retry.attempts > 0,
+        max_body,
+        &state,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err((status, reason, message)) => return local(done, status, reason, message),
+    };
+
+    let tls_client = active.backend_tls.get(backend_index).cloned().flatten();
+    forward(
+        core,
+        done,
+        rule,
+        backend,
+        tls_client,
+        parts,
+        &path_and_query,
+        &mut body,
+        deadline,
+        &state,
+    )
+    .await
+}
+
+/// Counts a request refused (or cut off) for a body over the route's limit.
+fn body_too_large(core: &Core, route: &Arc<str>) {
+    core.metrics
+        .body_too_large
+        .get_or_create(&RouteLabel {
+            route: route.to_string(),
+        })
+        .inc();
+}
+
+/// Buffers a small request body so that it can be sent again on a retry.
+async fn read_body(
+    core: &Core,
+    body: Incoming,
+    deadline: Option<tokio::time::Instant>,
+    may_retry: bool,
+    max_body: u64,
+    state: &Arc<BodyState>,
+) -> Result<RequestBody, (StatusCode, &'static str, &'static str)> {
+    if body.is_end_stream() {
+        state.set_complete();
+        return Ok(RequestBody::Replayable(Bytes::new()));
+    }
+    let small = body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= core.config.limits.max_retry_body as u64);
+    if !(may_retry && small) {
+        return Ok(RequestBody::Stream(Some(LimitedBody::new(
+            body,
+            max_body,
+            state.clone(),
+        ))));
+    }
+    let collect = body.collect();
+    let collected = match deadline {
+        Some(d) => match tokio::time::timeout_at(d, collect).await {
+            Ok(c) => c,
+            Err(_) => {
+                return Err((
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    "the request body did not arrive in time",
+                ))
+            }
+        },
+        None => collect.await,
+    };
+    match collected {
+        Ok(c) => {
+            state.set_complete();
+            Ok(RequestBody::Replayable(c.to_bytes()))
+        }
+        Err(_) => Err((
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request body could not be read",
+        )),
+    }
+}
+
+/// What went wrong with the last attempt.
+enum Failure {
+    Connect,
+    Tls,
+    Timeout,
+    Reset,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    core: Arc<Core>,
+    mut done: Completion,
+    rule: Arc<Rule>,
+    backend: Arc<BackendRuntime>,
+    tls_client: Option<TlsClient>,
+    parts: http::request::Parts,
+    path_and_query: &str,
+    body: &mut RequestBody,
+    deadline: Option<tokio::time::Instant>,
+    state: &Arc<BodyState>,
+) -> Response<ResponseBody> {
+    backend.request();
+    let mut tried: Vec<usize> = Vec::new();
+    let mut retries = 0u32;
+    let mut last: Option<Failure> = None;
+    loop {
+        // Another endpoint than those tried, if there is one; otherwise one tried before.
+        let picked = match backend.pick(&tried) {
+            Err(NoEndpoint::AllTried) => backend.pick(&[]),
+            other => other,
+        };
+        let (index, in_flight) = match picked {
+            Ok(p) => p,
+            Err(_) => {
+                return match last {
+                    None => {
+                        upstream_error(&core, &rule.route, "no_healthy_endpoint");
+                        local(
+                            done,
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "no_healthy_endpoint",
+                            "no healthy endpoint for this route",
+                        )
+                    }
+                    Some(f) => failure_response(done, f),
+                };
+            }
+        };
+        tried.push(index);
+        let attempt_started = tokio::time::Instant::now();
+        let attempt_deadline = match (deadline, rule.timeouts.backend_request) {
+            (Some(d), Some(b)) => Some(d.min(attempt_started + b)),
+            (Some(d), None) => Some(d),
+            (None, Some(b)) => Some(attempt_started + b),
+            (None, None) => None,
+        };
+        let authority = in_flight.endpoint().authority.clone();
+        let scheme = if tls_client.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let uri: Uri = match format!("{scheme}://{authority}{path_and_query}").parse() {
+            Ok(u) => u,
+            Err(_) => {
+                return local(
+                    done,
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the request target cannot be forwarded",
+                )
+            }
+        };
+        let mut up = Request::new(body.take());
+        *up.method_mut() = parts.method.clone();
+        *up.uri_mut() = uri;
+        *up.version_mut() = Version::HTTP_11;
+        *up.headers_mut() = parts.headers.clone();
+
+        let sent = match &tls_client {
+            Some(c) => c.request(up),
+            None => core.client().request(up),
+        };
+        let result = match attempt_deadline {
+            Some(d) => tokio::time::timeout_at(d, sent).await.ok(),
+            None => Some(sent.await),
+        };
+        let can_retry = |retries: u32| {
+            retries < rule.retry.attempts
+                && body.replayable()
+                && deadline.is_none_or(|d| tokio::time::Instant::now() < d)
+                && backend.try_retry()
+        };
+        let failure = match result {
+            None if state.incomplete() => {
+                // Still waiting for the client's body: the client is slow, not the backend.
+                debug!(route = %rule.route, endpoint = %authority, "the request body did not arrive in time");
+                return local(
+                    done,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "the request body did not arrive in time",
+                );
+            }
+            Some(Err(_)) if state.client_error() => {
+                return local(
+                    done,
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the request body could not be read",
+                );
+            }
+            None => {
+                backend.failure(index);
+                upstream_error(&core, &rule.route, "timeout");
+                debug!(route = %rule.route, endpoint = %authority, "backend timed out");
+                // The backend may be working on it: a timed-out request is not sent again.
+                return failure_response(done, Failure::Timeout);
+            }
+            Some(Err(_)) if state.too_large() => {
+                // The client's body grew past the limit: the backend is not at fault.
+                body_too_large(&core, &rule.route);
+                return local(
+                    done,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "the request body is larger than this route accepts",
+                );
+            }
+            Some(Err(e)) if e.is_connect() && backend_tls::is_tls_failure(&e) => {
+                backend.failure(index);
+                upstream_error(&core, &rule.route, "tls");
+                debug!(route = %rule.route, endpoint = %authority, error = %e, "TLS to the backend failed");
+                Failure::Tls
+            }
+            Some(Err(e)) if e.is_connect() => {
+                backend.failure(index);
+                upstream_error(&core, &rule.route, "connect");
+                debug!(route = %rule.route, endpoint = %authority, error = %e, "cannot connect to the backend");
+                Failure::Connect
+            }
+            Some(Err(e)) => {
+                backend.failure(index);
+                upstream_error(&core, &rule.route, "reset");
+                debug!(route = %rule.route, endpoint = %authority, error = %e, "the backend failed before answering");
+                return failure_response(done, Failure::Reset);
+            }
+            Some(Ok(resp)) => {
+                let status = resp.status();
+                if matches!(status.as_u16(), 502..=504) {
+                    backend.failure(index);
+                } else {
+                    backend.success(index);
+                }
+                if rule.retry.codes.contains(&status.as_u16()) && can_retry(retries) {
+                    drop(resp);
+                    drop(in_flight);
+                    retries += 1;
+                    sleep_before_retry(rule.retry.backoff, retries, deadline).await;
+                    continue;
+                }
+                let body_deadline = match (deadline, rule.timeouts.backend_request) {
+                    (Some(d), Some(b)) => Some(d.min(attempt_started + b)),
+                    (d, None) => d,
+                    (None, Some(b)) => Some(attempt_started + b),
+                };
+                let (mut rparts, rbody) = resp.into_parts();
+                forwarded::strip_hop_by_hop(&mut rparts.headers);
+                if let Some(m) = &rule.response_headers {
+                    m.apply(&mut rparts.headers);
+                }
+                done.status = status.as_u16();
+                done.upstream = Some(in_flight);
+                done.body = Some(state.clone());
+                return Response::from_parts(
+                    rparts,
+                    ResponseBody::upstream(rbody, body_deadline, done),
+                );
+            }
+        };
+        drop(in_flight);
+        if !can_retry(retries) {
+            return failure_response(done, failure);
+        }
+        last = Some(failure);
+        retries += 1;
+        sleep_before_retry(rule.retry.backoff, retries, deadline).await;
+    }
+}
+
+async fn sleep_before_retry(
+    base: std::time::Duration,
+    n: u32,
+    deadline: Option<tokio::time::Instant>,
+) {
+    let wait = upstream::backoff(base, n);
+    if wait.is_zero() {
+        return;
+    }
+    let until = tokio::time::Instant::now() + wait;
+    tokio::time::sleep_until(deadline.map_or(until, |d| d.min(until))).await;
+}
+
+fn failure_response(done: Completion, f: Failure) -> Response<ResponseBody> {
+    match f {
+        Failure::Connect => local(
+            done,
+            StatusCode::BAD_GATEWAY,
+            "connect",
+            "cannot connect to the backend",
+        ),
+        Failure::Tls => local(
+            done,
+            StatusCode::BAD_GATEWAY,
+            "tls",
+            "the TLS handshake with the backend failed",
+        ),
+        Failure::Timeout => local(
+            done,
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            "the backend did not answer in time",
+        ),
+        Failure::Reset => local(
+            done,
+            StatusCode::BAD_GATEWAY,
+            "reset",
+            "the backend closed the connection without an answer",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_compile::l7::table::PathModifier;
+
+    #[test]
+    fn hosts_lose_their_port_case_and_trailing_dot() {
+        assert_eq!(normalise_host("API.Example.com.:8080"), "api.example.com");
+        assert_eq!(normalise_host("example.com"), "example.com");
+        assert_eq!(normalise_host("[::1]:8080"), "[::1]");
+        assert_eq!(normalise_host("[2001:DB8::1]"), "[2001:db8::1]");
+        let req = Request::builder()
+            .uri("http://Shop.Example.com:81/x")
+            .header("host", "other")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            request_host(&req),
+            (
+                Some("Shop.Example.com:81".into()),
+                "shop.example.com".into()
+            )
+        );
+        let req = Request::builder()
+            .uri("/x")
+            .header("host", "a.b:1")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&req).1, "a.b");
+        let req = Request::builder().uri("/x").body(()).unwrap();
+        assert_eq!(request_host(&req), (None, String::new()));
+    }
+
+    fn redirect(
+        scheme: Option<&str>,
+        host: Option<&str>,
+        port: Option<u16>,
+        path: Option<PathModifier>,
+    ) -> Redirect {
+        Redirect {
+            scheme: scheme.map(str::to_owned),
+            hostname: host.map(str::to_owned),
+            path,
+            port,
+            status: StatusCode::FOUND,
+        }
+    }
+
+    #[test]
+    fn redirects_follow_the_gateway_api_port_rules() {
+        let loc = |r: &Redirect| {
+            redirect_location(
+                r,
+                "a.example.com",
+                "/old/x",
+                Some("/old"),
+                Some("q=1"),
+                8080,
+                "http",
+            )
+        };
+        // On an HTTPS listener, the request's scheme is https, and its port is kept.
+        assert_eq!(
+            redirect_location(
+                &redirect(None, Some("b.example.com"), None, None),
+                "a.example.com",
+                "/x",
+                None,
+                None,
+                8443,
+                "https",
+            ),
+            "https://b.example.com:8443/x"
+        );
+        assert_eq!(
+            redirect_location(
+                &redirect(None, None, None, None),
+                "a.example.com",
+                "/x",
+                None,
+                None,
+                443,
+                "https",
+            ),
+            "https://a.example.com/x"
+        );
+        assert_eq!(
+            loc(&redirect(Some("https"), None, None, None)),
+            "https://a.example.com/old/x?q=1"
+        );
+        assert_eq!(
+            loc(&redirect(None, None, None, None)),
+            "http://a.example.com:8080/old/x?q=1"
+        );
+        assert_eq!(
+            loc(&redirect(None, Some("b.example.com"), Some(80), None)),
+            "http://b.example.com/old/x?q=1"
+        );
+        assert_eq!(
+            loc(&redirect(Some("https"), None, Some(8443), None)),
+            "https://a.example.com:8443/old/x?q=1"
+        );
+        assert_eq!(
+            loc(&redirect(
+                Some("http"),
+                None,
+                None,
+                Some(PathModifier::Prefix("/new".into()))
+            )),
+            "http://a.example.com/new/x?q=1"
+        );
+        assert_eq!(
+            loc(&redirect(
+                None,
+                None,
+                Some(80),
+                Some(PathModifier::Full("/".into()))
+            )),
+            "http://a.example.com/?q=1"
+        );
+    }
+}
