@@ -19,6 +19,7 @@ pub mod access_log;
 pub mod auth;
 pub mod backend_tls;
 pub mod body;
+pub mod decide;
 pub mod forwarded;
 pub mod jwt;
 pub mod limit;

@@ -23,9 +23,9 @@ use super::listener::{ConnGuard, ConnInfo};
 use super::upstream::{self, BackendRuntime, NoEndpoint};
 use super::{auth, limit};
 use super::{Active, Core, UpstreamBody};
+use crate::decide::{decide, Decision, RequestParts};
 use crate::metrics::{AuthFailureLabels, RateLimitedLabels, RouteLabel, UpstreamErrorLabels};
-use tollgate_compile::l7::table::{Redirect, RequestView, Rule};
-use tollgate_model::http_path::normalize;
+use tollgate_compile::l7::table::{Redirect, Rule};
 use tollgate_model::BanKind;
 
 /// Route label of requests no route matched.
@@ -206,29 +206,38 @@ pub async fn handle(
             );
         }
     }
-    let path = match normalize(req.uri().path()) {
-        Ok(p) => p,
-        Err(e) => return local(done, StatusCode::BAD_REQUEST, "bad_path", e.as_str()),
-    };
-    done.path = path.clone();
     let query = req.uri().query().map(str::to_owned);
-    let found = active.table.ports.get(&conn.port).and_then(|p| {
-        p.route(&RequestView {
+    let decision = decide(
+        &active.table,
+        &RequestParts {
+            port: conn.port,
             host: &done.host,
-            path: &path,
+            path: req.uri().path(),
             method: req.method(),
             headers: req.headers(),
             query: query.as_deref(),
-        })
-    });
-    let Some(candidate) = found else {
-        return local(
-            done,
-            StatusCode::NOT_FOUND,
-            "no_route",
-            "no route matches this request",
-        );
+        },
+    );
+    let (path, candidate) = match decision {
+        Decision::BadPath(e) => {
+            return local(done, StatusCode::BAD_REQUEST, "bad_path", e.as_str())
+        }
+        Decision::Routed {
+            path, candidate, ..
+        } => (path, candidate),
+        Decision::NoListener { path }
+        | Decision::NoListenerForHost { path }
+        | Decision::NoRoute { path, .. } => {
+            done.path = path;
+            return local(
+                done,
+                StatusCode::NOT_FOUND,
+                "no_route",
+                "no route matches this request",
+            );
+        }
     };
+    done.path = path.clone();
     let rule: Arc<Rule> = candidate.rule.clone();
     let prefix = candidate.prefix().map(str::to_owned);
     done.route = rule.route.clone();

@@ -9,6 +9,7 @@ pub mod dir;
 pub mod git;
 pub mod known_hosts;
 pub mod last_good;
+pub mod poll;
 pub mod verify;
 pub mod webhook;
 

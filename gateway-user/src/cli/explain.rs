@@ -7,10 +7,10 @@ use clap::Args;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use tollgate_compile::l4::packet::{Outcome, Packet, Reason};
 use tollgate_compile::l4::RuleKind;
-use tollgate_compile::l7::table::{KeyLocation, LimitKey, MatchDef, PathMatch, RequestView};
+use tollgate_compile::l7::table::{KeyLocation, LimitKey, MatchDef, PathMatch};
 use tollgate_compile::snapshot::{compile_documents, ANY_OTHER_INTERFACE};
 use tollgate_dataplane::bans::BanKind;
-use tollgate_model::http_path::normalize;
+use tollgate_proxy::decide::{decide, Decision, RequestParts};
 use tollgate_source::dir::read_dir;
 
 /// Arguments of `tollgate explain`.
@@ -234,9 +234,19 @@ fn explain_request(
     let table = &snapshot.l7;
     let policy = &table.policy;
     println!("request:   {text}");
-    let path = match normalize(&req.path) {
-        Ok(p) => p,
-        Err(e) => {
+    let decision = decide(
+        table,
+        &RequestParts {
+            port: req.port,
+            host: &req.host,
+            path: &req.path,
+            method: &req.method,
+            headers: &req.headers,
+            query: req.query.as_deref(),
+        },
+    );
+    let path = match &decision {
+        Decision::BadPath(e) => {
             println!("verdict:   400 Bad Request (reason bad_path)");
             println!(
                 "why:       the path {:?} is refused before routing: {}",
@@ -246,6 +256,7 @@ fn explain_request(
             println!("revision:  {}", snapshot.revision.id);
             return Ok(1);
         }
+        d => d.path().unwrap_or_default().to_owned(),
     };
     if path != req.path {
         println!(
@@ -253,33 +264,38 @@ fn explain_request(
             req.path
         );
     }
-    let Some(port) = table.ports.get(&req.port) else {
-        println!(
-            "verdict:   no listener: nothing listens on port {}",
-            req.port
-        );
-        let ports: Vec<String> = table.ports.keys().map(u16::to_string).collect();
-        println!(
-            "why:       the Gateways listen on {}",
-            if ports.is_empty() {
-                "no port".to_owned()
-            } else {
-                ports.join(", ")
-            }
-        );
-        println!("revision:  {}", snapshot.revision.id);
-        return Ok(1);
+    let listener = match &decision {
+        Decision::NoListener { .. } => {
+            println!(
+                "verdict:   no listener: nothing listens on port {}",
+                req.port
+            );
+            let ports: Vec<String> = table.ports.keys().map(u16::to_string).collect();
+            println!(
+                "why:       the Gateways listen on {}",
+                if ports.is_empty() {
+                    "no port".to_owned()
+                } else {
+                    ports.join(", ")
+                }
+            );
+            println!("revision:  {}", snapshot.revision.id);
+            return Ok(1);
+        }
+        Decision::NoListenerForHost { .. } => {
+            println!("verdict:   404 Not Found (reason no_route)");
+            println!(
+                "why:       no listener on port {} takes host {}",
+                req.port, req.host
+            );
+            println!("revision:  {}", snapshot.revision.id);
+            return Ok(1);
+        }
+        Decision::NoRoute { listener, .. } | Decision::Routed { listener, .. } => {
+            &policy.listeners[*listener]
+        }
+        Decision::BadPath(_) => unreachable!("answered above"),
     };
-    let Some(listener_routes) = port.listeners.best(&req.host) else {
-        println!("verdict:   404 Not Found (reason no_route)");
-        println!(
-            "why:       no listener on port {} takes host {}",
-            req.port, req.host
-        );
-        println!("revision:  {}", snapshot.revision.id);
-        return Ok(1);
-    };
-    let listener = &policy.listeners[listener_routes.listener];
     println!(
         "listener:  Gateway {} listener {:?} (port {}, {}{})",
         listener.gateway,
@@ -306,14 +322,7 @@ fn explain_request(
             }
         );
     }
-    let view = RequestView {
-        host: &req.host,
-        path: &path,
-        method: &req.method,
-        headers: &req.headers,
-        query: req.query.as_deref(),
-    };
-    let Some(candidate) = listener_routes.find(&view) else {
+    let Decision::Routed { candidate, .. } = decision else {
         println!("verdict:   404 Not Found (reason no_route)");
         println!("why:       no HTTPRoute rule attached to this listener matches the host, path, method, headers and query");
         println!("revision:  {}", snapshot.revision.id);

@@ -267,6 +267,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 reference: args.reference,
                 path: args.path,
                 options: git_options,
+                allow_rewind: args.allow_ref_rewind,
+                verify_commits: args.verify_commits,
             }
         } else {
             SourceConfig::Dir(PathBuf::from(args.source))
@@ -277,8 +279,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         interval: args.interval,
         detach_on_exit: args.detach_on_exit,
         admin: args.admin,
-        allow_ref_rewind: args.allow_ref_rewind,
-        verify_commits: args.verify_commits,
         webhook_secret,
         proxy: ProxyConfig {
             address: args.gateway_address,
@@ -293,7 +293,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(agent::run(config))?;
+    let result = rt.block_on(agent::run(config));
+    // A pass still running on a blocking thread (a slow fetch, a huge revision) is not waited
+    // for: the kernel keeps enforcing what is applied, and SIGTERM must stop the agent now.
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    result?;
     Ok(0)
 }
 

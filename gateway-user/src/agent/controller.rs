@@ -1,0 +1,464 @@
+//! The controller: the one owner of what this node enforces. It holds the revision in force,
+//! the parse cache and the retry schedule; reads the source and compiles on a blocking thread
+//! (a Git fetch or a 100,000-rule compile never stalls the admin server or the proxy); and
+//! enforces a compiled revision in one place ([`Controller::enforce`]). `/status` and the
+//! metrics are written from here, never read back.
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tollgate_compile::snapshot::{compile_documents_with, Snapshot};
+use tollgate_dataplane::Dataplane;
+use tollgate_model::{Documents, ParseCache};
+use tollgate_proxy::Proxy;
+use tollgate_source::last_good;
+use tollgate_source::poll::{Next, PolicySource, Poll, Refusal, RefusalKind};
+use tracing::{error, info, warn};
+
+use super::schedule::RetrySchedule;
+use crate::telemetry::{self, CounterNames, RevisionStatus, Shared};
+
+/// The revision in force.
+#[derive(Debug, Clone)]
+struct Applied {
+    id: String,
+}
+
+/// What a read and compile found (the blocking part of a pass).
+struct Compiled {
+    poll: Poll,
+    /// The compiled revision, when the source gave a new one; `Err` when the compiler refused it.
+    snapshot: Option<Result<(Documents, Snapshot), Refusal>>,
+    compile: Duration,
+}
+
+/// Reads the source, compiles, enforces and reports; see the module comment.
+pub struct Controller {
+    interfaces: Vec<String>,
+    state_dir: PathBuf,
+    describe: String,
+    /// Moved to the blocking thread for the duration of a read, and back.
+    source: Option<Box<dyn PolicySource>>,
+    /// Likewise: what every policy file parsed into, so a revision parses only what changed.
+    cache: Option<ParseCache>,
+    dp: Dataplane,
+    proxy: Proxy,
+    shared: Arc<Shared>,
+    applied: Option<Applied>,
+    /// The message of the last refusal, so that the same broken revision is logged once.
+    last_refusal: Option<String>,
+    schedule: RetrySchedule,
+}
+
+impl Controller {
+    /// A controller for `source`, enforcing through `dp` and `proxy`, reporting into `shared`.
+    pub fn new(
+        source: Box<dyn PolicySource>,
+        dp: Dataplane,
+        proxy: Proxy,
+        shared: Arc<Shared>,
+        interfaces: Vec<String>,
+        state_dir: PathBuf,
+        interval: Duration,
+    ) -> Self {
+        Controller {
+            describe: source.describe(),
+            interfaces,
+            state_dir,
+            source: Some(source),
+            cache: Some(ParseCache::default()),
+            dp,
+            proxy,
+            shared,
+            applied: None,
+            last_refusal: None,
+            schedule: RetrySchedule::new(interval),
+        }
+    }
+
+    /// The data plane (attach, drift checks).
+    pub fn dataplane(&mut self) -> &mut Dataplane {
+        &mut self.dp
+    }
+
+    /// The proxy (drain at exit).
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    /// Gives the dataplane back (at exit, to detach).
+    pub fn into_dataplane(self) -> Dataplane {
+        self.dp
+    }
+
+    /// Makes the next pass read the current revision even when it has not changed (SIGHUP).
+    pub fn rescan(&mut self) {
+        if let Some(s) = self.source.as_mut() {
+            s.rescan();
+        }
+    }
+
+    /// The revision a source with history must not move backwards from: the one in force, or
+    /// before the first apply of this run, the last good one saved on the node (so that a
+    /// restart does not open the door to a rewind).
+    fn history_anchor(&self) -> Option<String> {
+        self.applied.as_ref().map(|a| a.id.clone()).or_else(|| {
+            last_good::load(&self.state_dir)
+                .ok()
+                .flatten()
+                .map(|d| d.revision.id)
+        })
+    }
+
+    /// One pass: read, compile, and enforce a new valid revision. Returns when the next pass
+    /// is due.
+    pub async fn pass(&mut self) -> Instant {
+        let started = Instant::now();
+        let compiled = self.read_and_compile().await;
+        if let Some(fetch) = compiled.poll.fetch {
+            self.shared
+                .metrics
+                .git_fetch_duration
+                .observe(fetch.as_secs_f64());
+        }
+        let unavailable = match compiled.poll.outcome {
+            Ok(Next::Unchanged) => false,
+            Err(refusal) => {
+                let unavailable = refusal.unavailable;
+                self.refused(refusal);
+                unavailable
+            }
+            Ok(Next::Revision(_)) => {
+                match compiled.snapshot {
+                    Some(Ok((docs, snapshot))) => {
+                        let timing = Timing {
+                            fetch: compiled.poll.fetch.unwrap_or_default(),
+                            read: compiled.poll.read,
+                            compile: compiled.compile,
+                            started,
+                        };
+                        if let Err(refusal) = self.enforce(&docs, &snapshot, timing) {
+                            self.refused(refusal);
+                            // A revision that could not be applied may apply later (a port
+                            // freed, a certificate fixed): read it again next time.
+                            self.rescan();
+                        }
+                    }
+                    Some(Err(refusal)) => self.refused(refusal),
+                    None => unreachable!("a new revision is always compiled"),
+                }
+                false
+            }
+        };
+        self.after_pass(unavailable)
+    }
+
+    /// The blocking part of a pass, on a blocking thread: the source's read (a Git fetch) and
+    /// the compile. A panic in the compiler refuses the revision instead of taking the source
+    /// and the agent down with it.
+    async fn read_and_compile(&mut self) -> Compiled {
+        let mut source = self
+            .source
+            .take()
+            .expect("the source is home between passes");
+        let mut cache = self.cache.take().expect("the cache is home between passes");
+        let anchor = self.history_anchor();
+        let interfaces = self.interfaces.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let poll = source.next(anchor.as_deref());
+            let mut compile = Duration::ZERO;
+            let snapshot = match &poll.outcome {
+                Ok(Next::Revision(docs)) => {
+                    let compile_started = Instant::now();
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        compile_documents_with(&mut cache, docs, Some(&interfaces))
+                    }));
+                    compile = compile_started.elapsed();
+                    let id = docs.revision.id.clone();
+                    Some(match result {
+                        Ok(Ok(snapshot)) => Ok((docs.clone(), snapshot)),
+                        Ok(Err(errors)) => {
+                            Err(Refusal::refused(RefusalKind::Invalid, errors).of(&id))
+                        }
+                        Err(_) => {
+                            // The cache may be half-updated: start it over.
+                            cache = ParseCache::default();
+                            Err(Refusal::refused(
+                                RefusalKind::Invalid,
+                                "internal error: the compiler panicked on this revision (a bug; please report it with the revision)",
+                            )
+                            .of(&id))
+                        }
+                    })
+                }
+                _ => None,
+            };
+            (source, cache, Compiled { poll, snapshot, compile })
+        })
+        .await;
+        match joined {
+            Ok((source, cache, compiled)) => {
+                self.source = Some(source);
+                self.cache = Some(cache);
+                compiled
+            }
+            // The closure catches the compiler's panics; a panic in the source's read is a bug
+            // that leaves no source to read: stop rather than run without one.
+            Err(e) => panic!("the source's read stopped: {e}"),
+        }
+    }
+
+    /// Enforces a compiled revision: the proxy's new ports are bound and its files loaded
+    /// first (a port that cannot be bound refuses the revision before the kernel side
+    /// changes), then the kernel tables flip, then the proxy switches, then it is saved as the
+    /// last good revision and reported.
+    fn enforce(
+        &mut self,
+        docs: &Documents,
+        snapshot: &Snapshot,
+        timing: Timing,
+    ) -> Result<(), Refusal> {
+        let id = snapshot.revision.id.clone();
+        let refused =
+            |e: &dyn std::fmt::Display| Refusal::refused(RefusalKind::Apply, e.to_string()).of(&id);
+        let prepared = self.proxy.prepare(&snapshot.l7).map_err(|e| refused(&e))?;
+        let stats = self.dp.apply(&snapshot.l4).map_err(|e| refused(&e))?;
+        self.proxy.commit(prepared, &id);
+        self.publish_counter_names();
+        if let Err(e) = last_good::save(&self.state_dir, docs) {
+            warn!(revision = %id, error = %e, "could not save the last good revision in the state directory");
+        }
+        self.applied(
+            snapshot,
+            &self.describe.clone(),
+            timing.started.elapsed(),
+            true,
+        );
+        info!(
+            revision = %id,
+            policies = snapshot.policies.len(),
+            rules = snapshot.l4.rules.len(),
+            http_listeners = snapshot.l7.policy.listeners.len(),
+            http_routes = snapshot.l7.policy.routes.len(),
+            source_entries = snapshot.l4.source_entries(),
+            port_entries = snapshot.l4.port_entries(),
+            writes = stats.writes,
+            fetch_ms = ms(timing.fetch),
+            read_ms = ms(timing.read),
+            compile_ms = ms(timing.compile),
+            to_enforced_ms = ms(stats.to_flip),
+            "policy applied"
+        );
+        Ok(())
+    }
+
+    /// Records a revision in force: controller state, metrics, `/status`. `read` is false for
+    /// the last good revision enforced at start, which was not read from the source (the last
+    /// attempt and its error stay as they were).
+    fn applied(&mut self, snapshot: &Snapshot, source: &str, took: Duration, read: bool) {
+        let id = snapshot.revision.id.clone();
+        self.applied = Some(Applied { id: id.clone() });
+        if read {
+            self.last_refusal = None;
+        }
+        self.shared.metrics.applied(source, &id, took.as_secs_f64());
+        let revision = RevisionStatus {
+            id,
+            source: source.to_owned(),
+            at_unix: telemetry::unix_now(),
+            refused: None,
+        };
+        let mut s = self
+            .shared
+            .status
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        s.applied = Some(revision.clone());
+        if read {
+            s.attempted = Some(revision);
+            s.last_error = None;
+        }
+        s.rules = snapshot.l4.rules.len();
+        s.source_entries = snapshot.l4.source_entries();
+        s.port_entries = snapshot.l4.port_entries();
+        s.http_ports = self.proxy.ports();
+        s.routes = snapshot.l7.policy.routes.len();
+    }
+
+    /// Reports a refused revision (or a source that could not be read): the revision in force
+    /// stays enforced. The same refusal twice in a row is logged and counted once.
+    fn refused(&mut self, refusal: Refusal) {
+        let Refusal {
+            kind,
+            message,
+            revision,
+            ..
+        } = refusal;
+        let applied = self
+            .applied
+            .as_ref()
+            .map_or("none".to_owned(), |a| a.id.clone());
+        if self.last_refusal.as_deref() != Some(message.as_str()) {
+            let keeps = if self.applied.is_some() {
+                "the revision in force stays enforced"
+            } else {
+                "nothing was enforced before: no policy is enforced yet"
+            };
+            if kind == RefusalKind::Apply {
+                warn!(source = %self.describe, revision = revision.as_deref().unwrap_or("-"), applied = %applied, reason = kind.as_str(), "apply failed; {keeps}:\n{message}");
+            } else {
+                error!(source = %self.describe, applied = %applied, reason = kind.as_str(), "revision refused; {keeps}:\n{message}");
+            }
+            self.shared.metrics.failed(kind.as_str());
+        }
+        let mut status = self
+            .shared
+            .status
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        status.last_error = Some(message.clone());
+        // A revision that was read and refused is the last attempted one; a source that could
+        // not be read leaves the last attempt as it was.
+        if let Some(id) = revision {
+            status.attempted = Some(RevisionStatus {
+                id,
+                source: self.describe.clone(),
+                at_unix: telemetry::unix_now(),
+                refused: Some(kind.as_str().to_owned()),
+            });
+        }
+        self.last_refusal = Some(message);
+    }
+
+    /// Records a pass in the schedule and in `/status`; returns when the next one is due.
+    fn after_pass(&mut self, source_unavailable: bool) -> Instant {
+        let before = self.schedule.failures();
+        self.schedule.record(source_unavailable);
+        let delay = self.schedule.delay();
+        let next = Instant::now() + delay;
+        if self.schedule.failures() > 0 {
+            warn!(
+                consecutive_failures = self.schedule.failures(),
+                retry_in_s = delay.as_secs_f64(),
+                "the source cannot be read; retrying with backoff"
+            );
+        } else if before > 0 {
+            info!(after_failures = before, "the source can be read again");
+        }
+        let mut s = self
+            .shared
+            .status
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        s.consecutive_failures = self.schedule.failures();
+        s.next_attempt = Some(next);
+        next
+    }
+
+    /// Whether a revision is in force.
+    pub fn has_applied(&self) -> bool {
+        self.applied.is_some()
+    }
+
+    /// At start, when the source gives no valid revision: enforce the last good one saved in
+    /// the state directory (the pinned maps may hold it already; after a reboot they do not).
+    pub fn enforce_last_good(&mut self) {
+        let docs = match last_good::load(&self.state_dir) {
+            Ok(Some(d)) => d,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(error = %e, dir = %self.state_dir.display(), "the saved last good revision is unreadable");
+                return;
+            }
+        };
+        let id = docs.revision.id.clone();
+        let mut cache = ParseCache::default();
+        let snapshot = match compile_documents_with(&mut cache, &docs, Some(&self.interfaces)) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(revision = %id, "the saved last good revision does not compile for these interfaces:\n{e}");
+                return;
+            }
+        };
+        let prepared = match self.proxy.prepare(&snapshot.l7) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(revision = %id, error = %e, "could not apply the saved last good revision");
+                return;
+            }
+        };
+        match self.dp.apply(&snapshot.l4) {
+            Ok(_) => {
+                self.proxy.commit(prepared, &id);
+                self.publish_counter_names();
+                let source = format!(
+                    "{} (last good, from {})",
+                    docs.revision.source,
+                    self.state_dir.display()
+                );
+                self.applied(&snapshot, &source, Duration::ZERO, false);
+                warn!(revision = %id, "the source gives no valid revision: enforcing the last good revision saved in the state directory; policy applied");
+            }
+            Err(e) => {
+                warn!(revision = %id, error = %e, "could not apply the saved last good revision")
+            }
+        }
+    }
+
+    /// Puts back kernel map entries changed behind the agent's back.
+    pub fn repair_drift(&mut self) {
+        let revision = self
+            .applied
+            .as_ref()
+            .map(|a| a.id.clone())
+            .unwrap_or_default();
+        match self.dp.repair_drift() {
+            Ok(report) if report.is_empty() => {}
+            Ok(report) => {
+                self.shared
+                    .metrics
+                    .drift_corrections
+                    .inc_by(report.corrected as u64);
+                let maps = report
+                    .maps
+                    .iter()
+                    .map(|(m, n)| format!("{m}:{n}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let rules = report.rules.iter().cloned().collect::<Vec<_>>().join(",");
+                warn!(revision = %revision, corrected = report.corrected, maps = %maps, rules = %rules, "drift corrected: kernel map entries were changed behind the agent's back and are put back");
+            }
+            Err(e) => {
+                warn!(revision = %revision, error = %e, "could not check the kernel maps for drift")
+            }
+        }
+    }
+
+    /// Publishes the names of the counter slots for the metrics collector.
+    pub fn publish_counter_names(&self) {
+        let names: CounterNames = self
+            .dp
+            .ids()
+            .rules
+            .iter()
+            .map(|(p, r, id)| (p.to_owned(), r.clone(), id))
+            .collect();
+        if let Ok(mut n) = self.shared.counter_names.write() {
+            *n = Arc::new(names);
+        }
+    }
+}
+
+/// What the steps of a pass took, for the "policy applied" line.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    fetch: Duration,
+    read: Duration,
+    compile: Duration,
+    started: Instant,
+}
+
+/// Milliseconds, to a tenth, for the logs.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e4).round() / 10.0
+}

@@ -1,0 +1,284 @@
+//! Wires the pipeline for `tollgate run`: source -> compile -> apply -> report.
+//!
+//! One task owns the data plane: it runs the [`controller::Controller`], which reads and
+//! compiles revisions on a blocking thread; only a revision that compiled whole reaches
+//! `apply`, and a refused one leaves the kernel as it was. The loop here only decides when a
+//! pass runs (the schedule, the webhook, SIGHUP), checks for drift, and stops on SIGTERM or
+//! SIGINT, even while a pass is running.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{info, warn};
+
+use crate::telemetry::webhook::WebhookSecret;
+use crate::telemetry::{self, InterfaceStatus, Shared};
+use tollgate_dataplane::{self as dataplane, AttachMode, Dataplane};
+use tollgate_proxy::{Proxy, ProxyConfig};
+use tollgate_source::git::GitOptions;
+use tollgate_source::poll::{DirSource, GitPolicySource, PolicySource};
+
+pub mod controller;
+pub mod schedule;
+
+pub use controller::Controller;
+pub use schedule::RetrySchedule;
+
+/// Settings of the agent.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Interfaces to enforce on.
+    pub interfaces: Vec<String>,
+    /// Where the policy comes from.
+    pub source: SourceConfig,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// bpffs pin directory.
+    pub pin_dir: PathBuf,
+    /// Attach mode.
+    pub attach_mode: AttachMode,
+    /// Source polling interval.
+    pub interval: Duration,
+    /// Remove everything on exit.
+    pub detach_on_exit: bool,
+    /// Admin server address.
+    pub admin: std::net::SocketAddr,
+    /// The webhook's secret; `None`: `POST /hooks/git` answers 404.
+    pub webhook_secret: Option<WebhookSecret>,
+    /// The L7 proxy's settings.
+    pub proxy: ProxyConfig,
+}
+
+/// Where the policy comes from.
+// Built once per run; the Git variant's settings are not worth a Box.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    /// A directory of YAML files.
+    Dir(PathBuf),
+    /// A Git repository at a ref, under a path.
+    Git {
+        /// Repository URL (file://, git://, http(s)://, ssh:// or user@host:path).
+        url: String,
+        /// Branch, tag or commit.
+        reference: String,
+        /// Directory inside the repository ("" = all of it).
+        path: String,
+        /// Credentials, trust anchors and limits of the fetch.
+        options: GitOptions,
+        /// Apply a ref that moved backwards or sideways instead of refusing it.
+        allow_rewind: bool,
+        /// Apply only commits signed by a key of this OpenSSH allowed_signers file (read again
+        /// for every new commit, so keys can be rotated without a restart).
+        verify_commits: Option<PathBuf>,
+    },
+}
+
+impl SourceConfig {
+    /// For logs and reports.
+    pub fn describe(&self) -> String {
+        match self {
+            SourceConfig::Dir(p) => p.display().to_string(),
+            SourceConfig::Git {
+                url,
+                reference,
+                path,
+                ..
+            } if path.is_empty() => format!("{url}@{reference}"),
+            SourceConfig::Git {
+                url,
+                reference,
+                path,
+                ..
+            } => format!("{url}@{reference}:{path}"),
+        }
+    }
+}
+
+/// Opens the configured source.
+fn open_source(config: &AgentConfig) -> anyhow::Result<Box<dyn PolicySource>> {
+    Ok(match &config.source {
+        SourceConfig::Dir(dir) => Box::new(DirSource::new(dir)),
+        SourceConfig::Git {
+            url,
+            reference,
+            path,
+            options,
+            allow_rewind,
+            verify_commits,
+        } => Box::new(
+            GitPolicySource::open(
+                url,
+                reference,
+                path,
+                options,
+                &config.state_dir.join("git"),
+                *allow_rewind,
+                verify_commits.clone(),
+            )
+            .with_context(|| format!("open the Git source {}", config.source.describe()))?,
+        ),
+    })
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    // Signal handlers first: a SIGTERM that arrives while the first revision is applied must
+    // stop the agent cleanly (pins kept), not kill it with the default action.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut dp = Dataplane::load(&config.pin_dir, &config.state_dir).with_context(|| {
+        format!(
+            "load the eBPF programs (pins in {})",
+            config.pin_dir.display()
+        )
+    })?;
+    if dp.adopted_state() {
+        info!(pin_dir = %config.pin_dir.display(), generation = dp.active_gen(), "adopted the pinned maps: the last applied revision stays enforced");
+    }
+    let source = open_source(&config)?;
+    let shared = Shared::with_webhook(config.pin_dir.clone(), config.webhook_secret.clone());
+    telemetry::admin::serve(config.admin, shared.clone())
+        .await
+        .with_context(|| format!("start the admin server on {} (--admin)", config.admin))?;
+    let webhook = if shared.webhook_secret.is_some() {
+        "POST /hooks/git"
+    } else {
+        "webhook disabled"
+    };
+    info!(address = %config.admin, webhook, "admin server: /metrics /healthz /readyz /status");
+    let proxy = Proxy::new(config.proxy.clone(), shared.metrics.http.clone());
+    // banOnAbuse: the proxy hands bans to the ban task, the one writer of the blocklist.
+    let (ban_tx, ban_rx) = tokio::sync::mpsc::channel(tollgate_proxy::abuse::BAN_QUEUE);
+    let stop_bans = tokio_util::sync::CancellationToken::new();
+    let ban_task = tokio::spawn(crate::bans::run(
+        config.pin_dir.clone(),
+        ban_rx,
+        shared.clone(),
+        stop_bans.clone(),
+    ));
+    proxy.send_bans_to(ban_tx, shared.metrics.bans.dropped.clone());
+    dp.attach_all(&config.interfaces, config.attach_mode)
+        .context("attach")?;
+    for (iface, how) in dp.attached() {
+        info!(interface = %iface, mode = how.as_str(), "enforcing on interface");
+    }
+    if let Ok(mut s) = shared.status.write() {
+        s.interfaces = dp
+            .attached()
+            .iter()
+            .map(|(n, m)| InterfaceStatus {
+                name: n.clone(),
+                mode: m.as_str().into(),
+            })
+            .collect();
+    }
+    let mut controller = Controller::new(
+        source,
+        dp,
+        proxy,
+        shared.clone(),
+        config.interfaces.clone(),
+        config.state_dir.clone(),
+        config.interval,
+    );
+    controller.publish_counter_names();
+
+    // The first pass; when it gives nothing valid, the last good revision saved on the node.
+    let first = tokio::select! {
+        next = controller.pass() => Some(next),
+        _ = term.recv() => None,
+        _ = int.recv() => None,
+    };
+    let Some(mut next_pass) = first else {
+        return stop(controller, &config, ban_task, stop_bans).await;
+    };
+    if !controller.has_applied() {
+        controller.enforce_last_good();
+    }
+
+    // Drift is checked every interval, whatever the source does.
+    let mut drift = tokio::time::interval(config.interval);
+    drift.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    drift.tick().await;
+    let mut drift_check: Option<tokio::task::JoinHandle<Result<bool, dataplane::DataplaneError>>> =
+        None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next_pass.into()) => {}
+            _ = shared.wake.notified() => {}
+            _ = hup.recv() => {
+                info!("SIGHUP: reading the source now");
+                controller.rescan();
+            }
+            _ = drift.tick() => {
+                // Reading every entry of both generations takes a while with a large policy:
+                // it runs on a blocking thread, so that a webhook call or a pass is not held
+                // up by it; only when it finds drift is the repair (which compares again) run.
+                if drift_check.is_none() {
+                    match controller.dataplane().drift_probe() {
+                        Ok(probe) => {
+                            drift_check = Some(tokio::task::spawn_blocking(move || probe.drifted()));
+                        }
+                        Err(e) => warn!(error = %e, "could not check the kernel maps for drift"),
+                    }
+                }
+                continue;
+            }
+            checked = async { drift_check.as_mut().expect("guarded").await }, if drift_check.is_some() => {
+                drift_check = None;
+                match checked {
+                    Ok(Ok(false)) => {}
+                    Ok(Ok(true)) => controller.repair_drift(),
+                    Ok(Err(e)) => warn!(error = %e, "could not check the kernel maps for drift"),
+                    Err(e) => warn!(error = %e, "the drift check stopped"),
+                }
+                continue;
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+        // A pass may take long (a slow Git server, a huge revision): a signal stops the agent
+        // without waiting for it; the kernel keeps enforcing the revision in force.
+        next_pass = tokio::select! {
+            next = controller.pass() => next,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        };
+    }
+    stop(controller, &config, ban_task, stop_bans).await
+}
+
+/// Drains the proxy, stops the ban task, and detaches when asked.
+async fn stop(
+    controller: Controller,
+    config: &AgentConfig,
+    ban_task: tokio::task::JoinHandle<()>,
+    stop_bans: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let cut = controller
+        .proxy()
+        .drain(tollgate_proxy::DRAIN_TIMEOUT)
+        .await;
+    if cut > 0 {
+        warn!(
+            connections = cut,
+            "stopping with HTTP connections still open after the drain timeout"
+        );
+    }
+    stop_bans.cancel();
+    let _ = ban_task.await;
+    if config.detach_on_exit {
+        drop(controller.into_dataplane());
+        let removed = dataplane::detach(&config.pin_dir)?;
+        info!(
+            removed = removed.len(),
+            "stopped; detached and removed every pinned object"
+        );
+    } else {
+        info!("stopped; programs and maps stay pinned and keep enforcing the applied revision");
+    }
+    Ok(())
+}
