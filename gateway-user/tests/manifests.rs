@@ -7,20 +7,33 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-/// Every name a dashboard query may use: the metrics of the README table, with the histogram's
-/// `_bucket` series.
-const KNOWN_METRICS: &[&str] = &[
-    "tollgate_l4_packets_total",
-    "tollgate_l4_bytes_total",
-    "tollgate_l4_unjudged_packets_total",
-    "tollgate_policy_revision_info",
-    "tollgate_policy_last_apply_success_timestamp_seconds",
-    "tollgate_policy_apply_duration_seconds_bucket",
-    "tollgate_policy_apply_failures_total",
-    "tollgate_map_entries",
-    "tollgate_map_capacity",
-    "tollgate_build_info",
-];
+/// Every series name the agent's registry exports (read from the registry itself, never a
+/// hand-kept list): what a dashboard query or the docs may name.
+fn exported() -> BTreeSet<String> {
+    let shared = gateway_user::telemetry::Shared::new("/nonexistent/tollgate-pins".into());
+    let names = shared.metrics.exported_names();
+    assert!(
+        names.contains("tollgate_l4_packets_total")
+            && names.contains("tollgate_http_requests_total"),
+        "the registry's names are not readable: {names:?}"
+    );
+    names
+}
+
+/// Families the dashboard must show: the node's enforcement and the policy pipeline.
+fn on_dashboard(name: &str) -> bool {
+    [
+        "tollgate_l4_",
+        "tollgate_policy_",
+        "tollgate_map_",
+        "tollgate_build_",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+        && !name.ends_with("_sum")
+        && !name.ends_with("_count")
+        && name != "tollgate_policy_drift_corrections_total"
+}
 
 fn monitoring_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/monitoring")
@@ -162,20 +175,21 @@ fn dashboard_queries_use_only_exported_metrics() {
         }
         exprs.extend(variable["definition"].as_str().map(str::to_owned));
     }
+    let exported = exported();
     let mut used = BTreeSet::new();
     for expr in &exprs {
         for name in metric_names(expr) {
             assert!(
-                KNOWN_METRICS.contains(&name.as_str()),
-                "unknown metric {name:?} in query {expr:?}"
+                exported.contains(&name),
+                "metric {name:?} in query {expr:?} is not exported by the agent"
             );
             used.insert(name);
         }
     }
-    // Everything exported is on the dashboard somewhere.
-    let unused: Vec<_> = KNOWN_METRICS
+    // The node's enforcement and the pipeline are on the dashboard somewhere.
+    let unused: Vec<_> = exported
         .iter()
-        .filter(|m| !used.contains(**m))
+        .filter(|m| on_dashboard(m) && !used.contains(*m))
         .collect();
     assert!(
         unused.is_empty(),
@@ -588,5 +602,31 @@ fn install_configmap_directory_layout_is_invisible_to_the_agent() {
         docs.files.is_empty(),
         "read {:?}",
         docs.files.iter().map(|f| &f.path).collect::<Vec<_>>()
+    );
+}
+
+/// The metric table of docs/telemetry.md lists exactly what the registry exports (histograms
+/// by their base name, counters with `_total`).
+#[test]
+fn the_telemetry_docs_list_exactly_the_exported_metrics() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/telemetry.md");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut documented = BTreeSet::new();
+    for line in text.lines().filter(|l| l.starts_with("| `")) {
+        let first = line.split('|').nth(1).unwrap_or_default();
+        for name in first.split('`').skip(1).step_by(2) {
+            documented.insert(name.to_owned());
+        }
+    }
+    let exported: BTreeSet<String> = exported()
+        .into_iter()
+        .filter(|n| !n.ends_with("_sum") && !n.ends_with("_count"))
+        .map(|n| n.strip_suffix("_bucket").map(str::to_owned).unwrap_or(n))
+        .collect();
+    let undocumented: Vec<_> = exported.difference(&documented).collect();
+    let unknown: Vec<_> = documented.difference(&exported).collect();
+    assert!(
+        undocumented.is_empty() && unknown.is_empty(),
+        "docs/telemetry.md: exported but not documented: {undocumented:?}; documented but not exported: {unknown:?}"
     );
 }

@@ -6,7 +6,49 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Metric, Registry};
+
+/// The name and type of every family registered through it. prometheus-client encodes a family
+/// only once it has a series, so this is how the agent lists everything it may export (for the
+/// docs and dashboard checks) without a hand-kept list.
+#[derive(Debug, Default, Clone)]
+pub struct Catalog(Vec<(String, MetricType)>);
+
+impl Catalog {
+    /// Registers `metric` as `name` into `registry`, and remembers it.
+    pub fn register(
+        &mut self,
+        registry: &mut Registry,
+        name: &str,
+        help: &str,
+        metric: impl Metric,
+    ) {
+        self.0.push((name.to_owned(), metric.metric_type()));
+        registry.register(name, help, metric);
+    }
+
+    /// The series names of everything registered: `_total` for counters, `_bucket`, `_sum` and
+    /// `_count` for histograms, `_info` for info metrics, the name for gauges.
+    pub fn series_names(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, kind) in &self.0 {
+            match kind {
+                MetricType::Counter if !name.ends_with("_total") => {
+                    out.push(format!("{name}_total"))
+                }
+                MetricType::Histogram => {
+                    for suffix in ["_bucket", "_sum", "_count"] {
+                        out.push(format!("{name}{suffix}"));
+                    }
+                }
+                MetricType::Info => out.push(format!("{name}_info")),
+                _ => out.push(name.clone()),
+            }
+        }
+        out
+    }
+}
 
 /// Label of failures.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -141,8 +183,14 @@ fn http_duration_histogram() -> Histogram {
 impl HttpMetrics {
     /// Creates the families and registers them into `registry`.
     pub fn register(registry: &mut Registry) -> Self {
+        Self::register_with(registry, &mut Catalog::default())
+    }
+
+    /// As [`HttpMetrics::register`], remembering the families in `catalog`.
+    pub fn register_with(registry: &mut Registry, catalog: &mut Catalog) -> Self {
         let requests = Family::<HttpRequestLabels, Counter>::default();
-        registry.register(
+        catalog.register(
+            registry,
             "tollgate_http_requests",
             "HTTP requests answered by the L7 proxy, by route, method and status code.",
             requests.clone(),
@@ -150,66 +198,77 @@ impl HttpMetrics {
         let duration = Family::<RouteLabel, Histogram>::new_with_constructor(
             http_duration_histogram as fn() -> Histogram,
         );
-        registry.register(
+        catalog.register(
+            registry,
             "tollgate_http_request_duration_seconds",
             "Time from a request's arrival to the end of its response, by route.",
             duration.clone(),
         );
         let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
-        registry.register(
+        catalog.register(
+            registry,
             "tollgate_http_upstream_errors",
             "Failed attempts to reach a backend, by route and reason.",
             upstream_errors.clone(),
         );
         let ejections = Family::<crate::upstream::BackendLabel, Counter>::default();
-        registry.register(
+        catalog.register(
+            registry,
             "tollgate_http_endpoint_ejections",
             "Backend endpoints taken out of rotation after consecutive failures.",
             ejections.clone(),
         );
         let ratelimited = Family::<RateLimitedLabels, Counter>::default();
-        registry.register(
+        catalog.register(
+            registry,
             "tollgate_http_ratelimited",
             "Requests over a rate limit, by route and RateLimitPolicy: refused with 429, or let through by a policy in shadow mode.",
             ratelimited.clone(),
         );
         let auth_failures = Family::<AuthFailureLabels, Counter>::default();
-        registry.register(
+        catalog.register(
+            registry,
             "tollgate_auth_failures",
             "Requests refused by an AuthPolicy (401, or 403 for forbidden), by route and reason (missing, invalid, expired, not_yet_valid, issuer, audience, unknown_kid, signature, forbidden).",
             auth_failures.clone(),
         );
         let jwks = JwksMetrics::default();
-        registry.register(
+        catalog.register(
+            registry,
             "tollgate_jwks_refresh_failures",
             "JWKS fetches of JWT providers that failed (the keys fetched before stay in use), by AuthPolicy and provider.",
             jwks.refresh_failures.clone(),
         );
-        registry.register(
+        catalog.register(
+            registry,
             "tollgate_jwks_keys",
             "Usable keys of the JWKS in use, by AuthPolicy and provider.",
             jwks.keys.clone(),
         );
         let tls_handshake_failures = Family::<TlsFailureLabels, Counter>::default();
-        registry.register(
+        catalog.register(
+            registry,
             "tollgate_http_tls_handshake_failures",
             "TLS handshakes on HTTPS listeners that failed, by reason.",
             tls_handshake_failures.clone(),
         );
         let tls_reload_failures = Family::<SecretLabel, Counter>::default();
-        registry.register(
+        catalog.register(
+            registry,
             "tollgate_http_tls_certificate_reload_failures",
             "Changed certificate files that could not be loaded (the previous certificate stays in use), by Secret.",
             tls_reload_failures.clone(),
         );
         let body_too_large = Family::<RouteLabel, Counter>::default();
-        registry.register(
+        catalog.register(
+            registry,
             "tollgate_http_request_body_too_large",
             "Requests answered 413, or whose response was cut off, because their body was over the route's limit (BackendTrafficPolicy requestBody.maxSize, else --max-request-body), by route.",
             body_too_large.clone(),
         );
         let connection_errors = Family::<ReasonLabel, Counter>::default();
-        registry.register(
+        catalog.register(
+            registry,
             "tollgate_http_connection_errors",
             "Client connections ended by an HTTP error before a request could be routed, by reason (malformed, head_too_large, header_timeout, incomplete, other).",
             connection_errors.clone(),

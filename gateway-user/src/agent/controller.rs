@@ -299,14 +299,25 @@ impl Controller {
             .as_ref()
             .map_or("none".to_owned(), |a| a.id.clone());
         if self.last_refusal.as_deref() != Some(message.as_str()) {
-            let keeps = if self.applied.is_some() {
-                "the revision in force stays enforced"
+            // Never claim a revision stays in force when none is (a first start).
+            let nothing = if self.dp.adopted_state() {
+                "the revision pinned by the previous run stays enforced"
             } else {
-                "nothing was enforced before: no policy is enforced yet"
+                "no revision was applied before: nothing is enforced yet"
             };
             if kind == RefusalKind::Apply {
+                let keeps = if self.applied.is_some() {
+                    "the previous revision stays enforced"
+                } else {
+                    nothing
+                };
                 warn!(source = %self.describe, revision = revision.as_deref().unwrap_or("-"), applied = %applied, reason = kind.as_str(), "apply failed; {keeps}:\n{message}");
             } else {
+                let keeps = if self.applied.is_some() {
+                    "the last good revision stays enforced"
+                } else {
+                    nothing
+                };
                 error!(source = %self.describe, applied = %applied, reason = kind.as_str(), "revision refused; {keeps}:\n{message}");
             }
             self.shared.metrics.failed(kind.as_str());

@@ -18,7 +18,7 @@ use std::sync::atomic::AtomicU64;
 
 use super::Shared;
 use tollgate_dataplane::counters;
-pub use tollgate_proxy::metrics::{HttpMetrics, ReasonLabel};
+pub use tollgate_proxy::metrics::{Catalog, HttpMetrics, ReasonLabel};
 
 /// Labels of the L4 counters.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -85,21 +85,24 @@ pub struct BanMetrics {
 }
 
 impl BanMetrics {
-    fn register(registry: &mut Registry) -> Self {
+    fn register(registry: &mut Registry, catalog: &mut Catalog) -> Self {
         let bans = Family::<BanLabels, Counter>::default();
-        registry.register(
+        catalog.register(
+            registry,
             "tollgate_bans",
             "Sources put into the XDP blocklist, by policy and reason (auth, ratelimit, manual).",
             bans.clone(),
         );
         let active = Gauge::default();
-        registry.register(
+        catalog.register(
+            registry,
             "tollgate_bans_active",
             "Sources in the XDP blocklist now.",
             active.clone(),
         );
         let dropped = Counter::default();
-        registry.register(
+        catalog.register(
+            registry,
             "tollgate_ban_requests_dropped",
             "Bans lost because the ban task's queue was full.",
             dropped.clone(),
@@ -112,7 +115,8 @@ impl BanMetrics {
                 })
                 .inc_by(0);
         }
-        registry.register(
+        catalog.register(
+            registry,
             "tollgate_ban_failures",
             "Bans the kernel refused: full (the blocklist is at capacity) or error.",
             failures.clone(),
@@ -130,6 +134,8 @@ impl BanMetrics {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Mutex<Registry>,
+    /// Every family registered (collectors' families are read from a scrape).
+    catalog: Catalog,
     /// `tollgate_policy_apply_duration_seconds`.
     pub apply_duration: Histogram,
     /// `tollgate_policy_apply_failures_total{reason}`: `invalid` (refused by the compiler),
@@ -168,10 +174,10 @@ impl Collector for L4Collector {
             .read()
             .map(|n| n.clone())
             .unwrap_or_default();
-        // A scrape while no maps are pinned (not started yet) shows no L4 series.
-        if let Ok(report) = counters::read_named(&shared.pin_dir, &names) {
-            encode_l4(&mut encoder, &report)?;
-        }
+        // A scrape while no maps are pinned (not started yet) shows the L4 families without
+        // series: every family is always described, so the exported names can be listed.
+        let report = counters::read_named(&shared.pin_dir, &names).ok();
+        encode_l4(&mut encoder, report.as_ref())?;
 
         let status = shared.status.read().map(|s| s.clone()).unwrap_or_default();
         let mut entries = encoder.encode_descriptor(
@@ -213,11 +219,15 @@ impl Collector for L4Collector {
     }
 }
 
-/// The L4 counters of one read of the kernel maps.
+/// The L4 counters of one read of the kernel maps (`None`: the maps cannot be read; the
+/// families are described, without series).
 fn encode_l4(
     encoder: &mut DescriptorEncoder,
-    report: &counters::CounterReport,
+    report: Option<&counters::CounterReport>,
 ) -> Result<(), std::fmt::Error> {
+    let empty = counters::CounterReport::default();
+    let read = report.is_some();
+    let report = report.unwrap_or(&empty);
     let labels = |r: &counters::RuleCount| RuleLabels {
         policy: r.policy.clone(),
         rule: r.rule.clone(),
@@ -249,14 +259,15 @@ fn encode_l4(
             None,
             MetricType::Counter,
         )?;
-    for (reason, v) in [
+    let reasons = [
         ("non_ip", s.non_ip),
         ("malformed", s.malformed),
         ("fragment", s.fragment_pass),
         ("unconfigured", s.unconfigured),
         ("unsupported", s.unsupported),
         ("bucket_error", s.bucket_errors),
-    ] {
+    ];
+    for (reason, v) in reasons.into_iter().filter(|_| read) {
         ConstCounter::new(v).encode(unjudged.encode_family(&ReasonLabel {
             reason: reason.into(),
         })?)?;
@@ -328,38 +339,45 @@ impl Metrics {
     /// Registers every metric; `shared` is read at scrape time for the kernel counters.
     pub fn new(shared: Weak<Shared>) -> Self {
         let mut registry = Registry::default();
+        let mut catalog = Catalog::default();
         let apply_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        registry.register(
+        catalog.register(
+            &mut registry,
             "tollgate_policy_apply_duration_seconds",
             "Time from reading a revision to enforcing it (read, compile, apply).",
             apply_duration.clone(),
         );
         let apply_failures = Family::<ReasonLabel, Counter>::default();
-        registry.register(
+        catalog.register(
+            &mut registry,
             "tollgate_policy_apply_failures",
             "Revisions that were not applied, by reason.",
             apply_failures.clone(),
         );
         let last_apply_success = Gauge::<f64, AtomicU64>::default();
-        registry.register(
+        catalog.register(
+            &mut registry,
             "tollgate_policy_last_apply_success_timestamp_seconds",
             "When a revision was last applied (Unix time).",
             last_apply_success.clone(),
         );
         let revision_info = Family::<RevisionLabels, Gauge>::default();
-        registry.register(
+        catalog.register(
+            &mut registry,
             "tollgate_policy_revision_info",
             "The revision in force (value 1).",
             revision_info.clone(),
         );
         let drift_corrections = Counter::default();
-        registry.register(
+        catalog.register(
+            &mut registry,
             "tollgate_policy_drift_corrections",
             "Kernel map entries put back after they were changed behind the agent's back.",
             drift_corrections.clone(),
         );
         let git_fetch_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
-        registry.register(
+        catalog.register(
+            &mut registry,
             "tollgate_git_fetch_duration_seconds",
             "Time to fetch the Git source (failed fetches included).",
             git_fetch_duration.clone(),
@@ -373,7 +391,8 @@ impl Metrics {
                 })
                 .inc_by(0);
         }
-        registry.register(
+        catalog.register(
+            &mut registry,
             "tollgate_webhook_calls",
             "Calls of the Git webhook (POST /hooks/git), by outcome.",
             webhook_calls.clone(),
@@ -384,16 +403,18 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION").into(),
             })
             .set(1);
-        registry.register(
+        catalog.register(
+            &mut registry,
             "tollgate_build_info",
             "The agent's version (value 1).",
             build_info,
         );
-        let http = HttpMetrics::register(&mut registry);
-        let bans = BanMetrics::register(&mut registry);
+        let http = HttpMetrics::register_with(&mut registry, &mut catalog);
+        let bans = BanMetrics::register(&mut registry, &mut catalog);
         registry.register_collector(Box::new(L4Collector { shared }));
         Metrics {
             registry: Mutex::new(registry),
+            catalog,
             apply_duration,
             apply_failures,
             last_apply_success,
@@ -404,6 +425,40 @@ impl Metrics {
             http,
             bans,
         }
+    }
+
+    /// The name of every sample series the registry can export (`_total` for counters,
+    /// `_bucket`/`_sum`/`_count` for histograms): the registered families, and the collectors'
+    /// families read from a scrape's descriptors. What dashboards, alerts and the docs may name.
+    pub fn exported_names(&self) -> std::collections::BTreeSet<String> {
+        let mut names: std::collections::BTreeSet<String> =
+            self.catalog.series_names().into_iter().collect();
+        for line in self.render(false).lines() {
+            let mut parts = line.split_whitespace();
+            if (parts.next(), parts.next()) != (Some("#"), Some("TYPE")) {
+                continue;
+            }
+            let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            match kind {
+                "counter" if !name.ends_with("_total") => {
+                    names.insert(format!("{name}_total"));
+                }
+                "info" => {
+                    names.insert(format!("{name}_info"));
+                }
+                "histogram" => {
+                    for suffix in ["_bucket", "_sum", "_count"] {
+                        names.insert(format!("{name}{suffix}"));
+                    }
+                }
+                _ => {
+                    names.insert(name.to_owned());
+                }
+            }
+        }
+        names
     }
 
     /// Counts a webhook call.
