@@ -10,19 +10,6 @@ use tollgate_compile::l4::packet::{Decision, Outcome, Packet, Reason, L4};
 use tollgate_compile::l4::policy::{Action, Mode, Policy, PortRange, Protocol, RateLimit, Rule};
 use tollgate_compile::l4::reference::evaluate;
 
-pub(crate) fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
-}
-
-macro_rules! require_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: needs root (BPF_PROG_TEST_RUN)");
-            return;
-        }
-    };
-}
-
 fn rule(name: &str, action: Action) -> Rule {
     Rule::new(name, action)
 }
@@ -271,16 +258,16 @@ fn check_against_evaluator(rig: &mut TestRig, policies: &[Policy], state: &std::
 }
 
 #[test]
+#[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
 fn xdp_program_agrees_with_the_reference_evaluator_on_crafted_packets() {
-    require_root!();
     let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
     let state = rig.state_dir();
     check_against_evaluator(&mut rig, &example_policies(), &state);
 }
 
 #[test]
+#[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
 fn audit_mode_passes_what_enforce_mode_drops_and_counts_it() {
-    require_root!();
     let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
     let state = rig.state_dir();
     let mut policies = example_policies();
@@ -291,8 +278,8 @@ fn audit_mode_passes_what_enforce_mode_drops_and_counts_it() {
 }
 
 #[test]
+#[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
 fn packets_the_policy_cannot_judge_get_their_documented_verdicts() {
-    require_root!();
     let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
     let policies = vec![policy(
         "p",
@@ -425,8 +412,8 @@ fn packets_the_policy_cannot_judge_get_their_documented_verdicts() {
 }
 
 #[test]
+#[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
 fn non_first_fragments_are_judged_only_by_rules_without_ports() {
-    require_root!();
     let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
     let policies = vec![policy(
         "p",
@@ -491,8 +478,8 @@ fn limited_udp_9000(ipv4_prefix: u8) -> Rule {
 }
 
 #[test]
+#[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
 fn rate_limit_admits_the_burst_then_drops_then_refills() {
-    require_root!();
     let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
     let limited = limited_udp_9000(24);
     rig.apply(
@@ -544,8 +531,8 @@ fn rate_limit_admits_the_burst_then_drops_then_refills() {
 }
 
 #[test]
+#[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
 fn a_rate_limit_changed_behind_the_agents_back_is_put_back_and_named() {
-    require_root!();
     let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
     let limited = limited_udp_9000(32);
     let deny = from(rule("deny", Action::Deny), &["203.0.113.0/24"]);
@@ -597,8 +584,8 @@ fn a_rate_limit_changed_behind_the_agents_back_is_put_back_and_named() {
 }
 
 #[test]
+#[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
 fn a_one_rule_change_writes_only_a_few_entries() {
-    require_root!();
     let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
     let mut rules: Vec<Rule> = (0..2000)
         .map(|i| {
@@ -661,8 +648,8 @@ fn a_one_rule_change_writes_only_a_few_entries() {
 }
 
 #[test]
+#[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
 fn a_packet_is_judged_wholly_by_one_revision_while_revisions_flip() {
-    require_root!();
     // A: default allow, deny S:P (rule a-deny). B: default deny, allow S:P (rule b-allow), and
     // every other rule differs too. A mix of the two generations would send S:P to a default
     // counter (A's source entry with B's interface config, or the reverse) or to a rule of the
@@ -834,8 +821,8 @@ impl Drop for IndexedVeth {
 }
 
 #[test]
+#[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
 fn interfaces_with_large_indexes_are_judged_through_the_hash_map() {
-    require_root!();
     // Above FAST_IFINDEX the program looks the interface up in IFACES instead of IFACE_TABLE.
     let index = gateway_common::FAST_IFINDEX + 904;
     let veth = IndexedVeth::new("tgbigidx0", index);
@@ -895,8 +882,8 @@ fn interfaces_with_large_indexes_are_judged_through_the_hash_map() {
 }
 
 #[test]
+#[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
 fn maps_pinned_by_another_layout_are_refused_with_a_clear_error() {
-    require_root!();
     let rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
     // A second pin directory on the rig's bpffs, with a SRC_V4 of the wrong value size.
     let pins = rig.pin_dir().with_file_name("other-version");
@@ -940,10 +927,10 @@ fn from_src(src: &str) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
 fn banned_sources_are_dropped_until_their_ban_expires_v4_and_v6() {
     use super::bans::{self, BanKind, BanMaps};
     use gateway_common::{SLOT_AUDIT, SLOT_DROP};
-    require_root!();
     let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
     let allow_all = |mode: Mode| {
         let mut p = policy("p", Action::Allow, vec![]);
@@ -1078,9 +1065,9 @@ fn banned_sources_are_dropped_until_their_ban_expires_v4_and_v6() {
 }
 
 #[test]
+#[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
 fn a_full_blocklist_refuses_a_ban_with_an_error_not_a_crash() {
     use super::bans::{BanError, BanKind, BanMaps};
-    require_root!();
     let rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
     let mut maps = BanMaps::open(&rig.pin_dir()).unwrap();
     let d = Duration::from_secs(60);
