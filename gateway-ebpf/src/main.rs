@@ -1,4 +1,4 @@
-//! Tollgate's kernel programs. Built for `bpfel-unknown-none` by `gateway-user/build.rs`; on the
+//! Tollgate's kernel programs. Built for `bpfel-unknown-none` by `gateway-user/dataplane/build.rs`; on the
 //! host this file compiles to an empty program so that workspace-wide commands do not fail.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]

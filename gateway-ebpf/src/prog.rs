@@ -1,6 +1,6 @@
 //! The L4 filter: one XDP program (and the same logic as a TC classifier for interfaces where
 //! XDP cannot attach). See `gateway-common` for the map layout and the generation scheme, and
-//! `gateway-user/src/compile/l4.rs` for how the tables are built.
+//! `gateway-user/compile/src/l4/tables.rs` for how the tables are built.
 //!
 //! Verdicts for packets the policy cannot judge (documented in the README, tested):
 //! - non-IP frames (ARP, LLDP, ...): pass — L4 policy says nothing about them, and dropping ARP

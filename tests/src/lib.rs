@@ -1,4 +1,4 @@
-//! Helpers for Tollgate's privileged end-to-end tests (DESIGN.md, testing level 3).
+//! Helpers for Tollgate's privileged end-to-end tests (network namespaces, real packets, the real binary; docs/testing.md).
 //!
 //! A [`Lab`] is one throw-away network namespace joined to the root namespace by a veth pair,
 //! with its own addresses, its own bpffs (so pins never mix with another lab's or the host's)

@@ -1,6 +1,6 @@
 //! Developer automation for Tollgate: `cargo xtask <command>` (the alias is in
 //! `.cargo/config.toml`). It runs things; it does not hide the build: the eBPF programs are
-//! built by `gateway-user/build.rs`, so a plain `cargo build` builds everything.
+//! built by `gateway-user/dataplane/build.rs`, so a plain `cargo build` builds everything.
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
@@ -29,7 +29,7 @@ struct Cli {
 enum Cmd {
     /// Install what a fresh machine lacks (root only; idempotent; says what it does).
     Setup,
-    /// Build the workspace (the eBPF programs are built by gateway-user/build.rs).
+    /// Build the workspace (the eBPF programs are built by gateway-user/dataplane/build.rs).
     Build {
         /// Build with the release profile.
         #[arg(long)]
@@ -317,7 +317,7 @@ fn ensure_bpf_linker() -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // build and test
 
-/// gateway-ebpf is only ever built for the BPF target, by gateway-user/build.rs.
+/// gateway-ebpf is only ever built for the BPF target, by gateway-user/dataplane/build.rs.
 const WORKSPACE: &[&str] = &["--workspace", "--exclude", "gateway-ebpf"];
 
 fn build(release: bool) -> Result<()> {

@@ -43,7 +43,7 @@ fn policy(name: &str, default_action: Action, rules: Vec<Rule>) -> Policy {
     }
 }
 
-/// The DESIGN.md example plus IPv6, ICMP and UDP rules, over two files.
+/// The example of docs/policy.md plus IPv6, ICMP and UDP rules, over two files.
 fn example_policies() -> Vec<Policy> {
     let mut ping = proto(rule("ping", Action::Allow), Protocol::Icmp, &[]);
     ping.icmp_types = Some(vec![8, 0]);

@@ -17,7 +17,7 @@ use tollgate_model::traffic::BackendTrafficPolicy;
 pub const CRDS_DIR: &str = "manifests/crds";
 
 const HEADER: &str =
-    "# Generated from the Rust types in gateway-user/src/model/ by `tollgate crds`; do not edit.\n";
+    "# Generated from the Rust types in gateway-user/model/src/ by `tollgate crds`; do not edit.\n";
 
 /// Every CRD, with the name of its file in [`CRDS_DIR`].
 pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
@@ -86,7 +86,7 @@ mod tests {
             let committed = std::fs::read_to_string(&path).unwrap_or_default();
             assert!(
                 committed == crd_file(&crd),
-                "{} is stale or missing: the CRDs are generated from the Rust types in gateway-user/src/model/.\n\
+                "{} is stale or missing: the CRDs are generated from the Rust types in gateway-user/model/src/.\n\
                  Regenerate them with `cargo run -p gateway-user -- crds --out-dir {CRDS_DIR}` \
                  (or `cargo xtask crds`, or TOLLGATE_UPDATE_CRDS=1 cargo test -p gateway-user --lib crds) and commit them.",
                 path.display()

@@ -1,4 +1,7 @@
-//! The one metrics registry. Names are a contract (shared/DESIGN.md, prefix `tollgate_`).
+//! The agent's metrics registry: the pipeline's and the bans' families (here), the proxy's
+//! (registered by the proxy crate into this registry), and the kernel counters (a collector).
+//! Names are a contract, prefix `tollgate_`: docs/telemetry.md lists them, and a test holds the
+//! list to what this registry exports.
 //!
 //! The L4 packet counters are not kept here: they live in the kernel's per-CPU maps and are
 //! read and summed when Prometheus scrapes (a collector), so the packet path never does any
