@@ -79,6 +79,9 @@ pub struct Limits {
     pub h2_max_pending_reset_streams: usize,
     /// Open client connections, over all listeners.
     pub max_connections: usize,
+    /// Bytes of request heads all client connections together may hold before their requests
+    /// start ([`listener::HeadBudget`]).
+    pub head_budget: usize,
     /// Time to connect to a backend endpoint.
     pub connect_timeout: Duration,
     /// Idle pooled connections to backends are closed after this long.
@@ -114,6 +117,10 @@ pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 pub const H2_MAX_PENDING_RESET_STREAMS: usize = 20;
 /// Default [`Limits::max_connections`].
 pub const MAX_CONNECTIONS: usize = 10_000;
+/// Default [`Limits::head_budget`]: 64 MiB, an eighth of the agent's 512 MiB memory limit
+/// (docs/operations.md, "Memory budget"): about a thousand connections each holding a
+/// largest-possible partial head, or tens of thousands holding ordinary ones.
+pub const HEAD_BUDGET: usize = 64 * 1024 * 1024;
 /// Default [`Limits::connect_timeout`].
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default [`Limits::pool_idle_timeout`]: shorter than the keep-alive timeout of common
@@ -137,6 +144,7 @@ impl Default for Limits {
             h2_max_concurrent_streams: H2_MAX_CONCURRENT_STREAMS,
             h2_max_pending_reset_streams: H2_MAX_PENDING_RESET_STREAMS,
             max_connections: MAX_CONNECTIONS,
+            head_budget: HEAD_BUDGET,
             connect_timeout: CONNECT_TIMEOUT,
             pool_idle_timeout: POOL_IDLE_TIMEOUT,
             pool_max_idle_per_endpoint: POOL_MAX_IDLE_PER_ENDPOINT,
@@ -211,6 +219,7 @@ pub struct Core {
     workers: Workers,
     server: auto::Builder<TokioExecutor>,
     connections: Arc<Semaphore>,
+    head_budget: Arc<listener::HeadBudget>,
     registry: upstream::Registry,
     rate_limits: limit::Registry,
     certs: tls::CertStore,
@@ -292,6 +301,10 @@ impl Proxy {
             sampler: Sampler::new(config.access_log),
             server: listener::server_builder(&limits),
             connections: Arc::new(Semaphore::new(limits.max_connections)),
+            head_budget: Arc::new(listener::HeadBudget::new(
+                limits.head_budget,
+                limits.max_header_bytes.max(8192),
+            )),
             limits,
             registry: upstream::Registry::default(),
             certs: tls::CertStore::new(

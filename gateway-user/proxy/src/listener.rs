@@ -25,20 +25,108 @@ use super::tls::{TlsListener, TlsPort};
 use super::upstream::now_ms;
 use super::{Core, Limits};
 
-/// Activity of one connection, for the idle timeout.
-#[derive(Debug, Default)]
+/// The bytes of request heads that all client connections together may hold before a
+/// request starts ([`Limits::head_budget`]): each connection is charged what it reads while no
+/// request of it is in flight (at most the largest head a request may have), and released when
+/// a request starts or the connection ends. A read that would go over the budget ends its
+/// connection (`tollgate_http_connection_errors_total{reason="memory_budget"}`): partial
+/// heads from many connections (the slow-header attacks) cannot hold more memory than this.
+#[derive(Debug)]
+pub struct HeadBudget {
+    used: AtomicUsize,
+    limit: usize,
+    per_connection: usize,
+}
+
+impl HeadBudget {
+    /// A budget of `limit` bytes; a connection is charged at most `per_connection`.
+    pub fn new(limit: usize, per_connection: usize) -> Self {
+        HeadBudget {
+            used: AtomicUsize::new(0),
+            limit,
+            per_connection,
+        }
+    }
+
+    /// Bytes charged now, over all connections.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Charges `n` more bytes to a connection that holds `held`; false (and nothing charged)
+    /// when that would go over the budget.
+    fn charge(&self, held: &AtomicUsize, n: usize) -> bool {
+        let before = held.load(Ordering::Relaxed);
+        let add = (before + n).min(self.per_connection).saturating_sub(before);
+        if add == 0 {
+            return true;
+        }
+        let used = self.used.fetch_add(add, Ordering::Relaxed) + add;
+        if used > self.limit {
+            self.used.fetch_sub(add, Ordering::Relaxed);
+            return false;
+        }
+        held.fetch_add(add, Ordering::Relaxed);
+        true
+    }
+
+    /// Releases what a connection holds.
+    fn release(&self, held: &AtomicUsize) {
+        let n = held.swap(0, Ordering::Relaxed);
+        self.used.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// The error a read returns when the head budget is spent (found again by
+/// [`connection_error_reason`]).
+#[derive(Debug)]
+struct HeadBudgetSpent;
+
+impl std::fmt::Display for HeadBudgetSpent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request-head memory budget of all connections is spent")
+    }
+}
+
+impl std::error::Error for HeadBudgetSpent {}
+
+/// Activity of one connection, for the idle timeout and the head budget.
+#[derive(Debug)]
 pub struct ConnState {
     last_activity: AtomicU64,
     in_flight: AtomicUsize,
+    /// Head bytes charged to the budget.
+    head: AtomicUsize,
+    budget: Arc<HeadBudget>,
+}
+
+impl ConnState {
+    /// A new connection's state, charging `budget`.
+    pub fn new(budget: Arc<HeadBudget>) -> Self {
+        ConnState {
+            last_activity: AtomicU64::new(now_ms()),
+            in_flight: AtomicUsize::new(0),
+            head: AtomicUsize::new(0),
+            budget,
+        }
+    }
+}
+
+impl Drop for ConnState {
+    fn drop(&mut self) {
+        self.budget.release(&self.head);
+    }
 }
 
 /// Held by a request while it is in flight on its connection (until its response body ends).
 pub struct ConnGuard(Arc<ConnState>);
 
 impl ConnGuard {
-    /// Marks a request in flight on `state`.
+    /// Marks a request in flight on `state`: its head is complete, so what the connection read
+    /// for it is no longer charged to the head budget.
     pub fn new(state: Arc<ConnState>) -> Self {
         state.in_flight.fetch_add(1, Ordering::Relaxed);
+        state.budget.release(&state.head);
         ConnGuard(state)
     }
 }
@@ -109,8 +197,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for ActivityIo<S> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.stream).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+        let read = buf.filled().len() - before;
+        if matches!(r, Poll::Ready(Ok(()))) && read > 0 {
             self.touch();
+            // Bytes read while no request is in flight belong to a head (or, on HTTP/2, to
+            // frames before the next request): charged, up to one head's worth.
+            let state = &self.state;
+            if state.in_flight.load(Ordering::Relaxed) == 0
+                && !state.budget.charge(&state.head, read)
+            {
+                return Poll::Ready(Err(std::io::Error::other(HeadBudgetSpent)));
+            }
         }
         r
     }
@@ -298,8 +395,7 @@ async fn serve_http<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let state = Arc::new(ConnState::default());
-    state.last_activity.store(now_ms(), Ordering::Relaxed);
+    let state = Arc::new(ConnState::new(core.head_budget.clone()));
     let info = Arc::new(ConnInfo {
         peer,
         port,
@@ -357,8 +453,24 @@ async fn serve_http<S>(
 /// request hyper could not parse: bad framing, bad characters, smuggling attempts; answered
 /// 400), `head_too_large` (431), `header_timeout` (the head did not arrive within
 /// `--header-read-timeout`: slowloris), `incomplete` (the client went away mid-message), or
-/// `other` (HTTP/2 protocol errors, I/O errors).
+/// `memory_budget` (the connection's head would have gone over the head budget of all
+/// connections), or `other` (HTTP/2 protocol errors, I/O errors).
 pub fn connection_error_reason(error: &(dyn std::error::Error + 'static)) -> &'static str {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if e.downcast_ref::<HeadBudgetSpent>().is_some() {
+            return "memory_budget";
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<HeadBudgetSpent>())
+            {
+                return "memory_budget";
+            }
+        }
+        cause = e.source();
+    }
     match error.downcast_ref::<hyper::Error>() {
         Some(e) if e.is_parse_too_large() => "head_too_large",
         Some(e) if e.is_parse() => "malformed",

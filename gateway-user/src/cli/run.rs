@@ -131,6 +131,10 @@ pub struct LimitArgs {
     /// kernel's backlog until one closes.
     #[arg(long, value_name = "N", default_value_t = tollgate_proxy::MAX_CONNECTIONS, env = "TOLLGATE_MAX_CONNECTIONS")]
     pub max_connections: usize,
+    /// L7: memory all client connections together may hold in request heads not yet complete;
+    /// a read over it closes that connection (slow-header floods).
+    #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_size, env = "TOLLGATE_MAX_HEAD_MEMORY")]
+    pub max_head_memory: u64,
     /// L7: concurrent streams per HTTP/2 connection.
     #[arg(long, value_name = "N", default_value_t = tollgate_proxy::H2_MAX_CONCURRENT_STREAMS, env = "TOLLGATE_H2_MAX_CONCURRENT_STREAMS")]
     pub h2_max_concurrent_streams: u32,
@@ -150,6 +154,7 @@ impl LimitArgs {
             header_read_timeout: self.header_read_timeout,
             idle_timeout: self.idle_timeout,
             max_connections: self.max_connections.max(1),
+            head_budget: usize::try_from(self.max_head_memory).unwrap_or(usize::MAX),
             h2_max_concurrent_streams: self.h2_max_concurrent_streams,
             h2_max_pending_reset_streams: self.h2_max_pending_resets,
             ..Default::default()
@@ -333,6 +338,7 @@ mod tests {
         assert_eq!(l.header_read_timeout, d.header_read_timeout);
         assert_eq!(l.idle_timeout, d.idle_timeout);
         assert_eq!(l.max_connections, d.max_connections);
+        assert_eq!(l.head_budget, d.head_budget);
         assert_eq!(l.h2_max_concurrent_streams, d.h2_max_concurrent_streams);
         assert_eq!(
             l.h2_max_pending_reset_streams,

@@ -16,6 +16,17 @@ use super::Shared;
 /// Default listen address.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9464";
 
+/// Open connections to the admin server; over it, new ones wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Largest request head the admin server reads (its requests are a line and a few headers).
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Time a client has to send a request head; also how long a keep-alive connection may wait
+/// for its next request.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Longest life of one admin connection (a scrape reconnects; a slow reader cannot hold a
+/// slot for ever).
+pub const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The routes.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -96,16 +107,40 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 /// Binds `addr` (so that a taken port is an error at start, not later) and serves until the
-/// process ends.
+/// process ends. The admin port is bounded like the public listeners: at most
+/// [`MAX_CONNECTIONS`] connections of at most [`MAX_HEAD_BYTES`] of head each (1 MiB in all),
+/// heads within [`HEADER_READ_TIMEOUT`], connections for at most [`CONNECTION_LIFETIME`].
 pub async fn serve(
     addr: SocketAddr,
     shared: Arc<Shared>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let app = router(shared);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
-            tracing::error!(%error, "admin server stopped");
+        loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "admin server: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            tokio::spawn(async move {
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .max_buf_size(MAX_HEAD_BYTES)
+                    .keep_alive(true)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+                drop(slot);
+            });
         }
     }))
 }
