@@ -63,11 +63,25 @@ impl fmt::Display for PolicyError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 pub struct PolicyErrors(pub Vec<PolicyError>);
 
+/// Longest message shown for one problem (a message may quote a value from the policy).
+const MAX_MESSAGE_CHARS: usize = 1024;
+
 impl fmt::Display for PolicyErrors {
+    /// The first [`crate::limits::MAX_REPORTED_ERRORS`] problems and a count of the rest, each
+    /// message cut at 1,024 characters: a revision with 200,000 broken documents makes a
+    /// readable report, not a 33 MB log line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{} problem(s) in this revision:", self.0.len())?;
-        for e in &self.0 {
-            writeln!(f, "  {e}")?;
+        let shown = crate::limits::MAX_REPORTED_ERRORS;
+        for e in self.0.iter().take(shown) {
+            let line = e.to_string();
+            match line.char_indices().nth(MAX_MESSAGE_CHARS) {
+                Some((cut, _)) => writeln!(f, "  {}...", &line[..cut])?,
+                None => writeln!(f, "  {line}")?,
+            }
+        }
+        if self.0.len() > shown {
+            writeln!(f, "  ... and {} more", self.0.len() - shown)?;
         }
         Ok(())
     }

@@ -189,75 +189,212 @@ fn typed<T: DeserializeOwned>(
     serde_path_to_error::deserialize(value)
 }
 
-/// Parses every document of every file into typed objects, in file order. Empty documents (a
-/// leading or trailing `---`, comments only) are skipped. On failure, returns all the problems
-/// of all the files.
-pub fn parse(docs: &Documents) -> Result<Vec<Located<Object>>, PolicyErrors> {
-    let mut objects = Vec::new();
-    let mut errors = Vec::new();
-    for file in &docs.files {
-        let (o, e) = parse_file(file);
-        objects.extend(o);
-        errors.extend(e);
+/// What one revision may hold, counted while it is parsed (not after): a revision over
+/// either bound is refused before it can take the agent's memory (docs/operations.md, "Memory
+/// budget").
+pub mod limits {
+    /// YAML nodes (mappings, sequences, scalars; alias expansions included) of a whole
+    /// revision: about 15 a rule, so 200,000 rules fit with room to spare.
+    pub const MAX_REVISION_NODES: usize = 4_000_000;
+    /// YAML nodes of one document: bounds the parser's transient memory (a node costs about
+    /// 100 bytes while its document is read).
+    pub const MAX_DOCUMENT_NODES: usize = 2_000_000;
+    /// YAML nodes of the documents that use aliases (`*name`), over a whole revision: alias
+    /// expansion is where a few bytes become millions of nodes (an "alias bomb"), so it has its
+    /// own, smaller bound (about a quarter of a second of parsing).
+    pub const MAX_ALIAS_NODES: usize = 500_000;
+    /// L4 rules of a whole revision (the kernel tables' capacity is sized for it).
+    pub const MAX_L4_RULES: usize = 200_000;
+    /// Errors a refused revision reports in full; the rest are counted.
+    pub const MAX_REPORTED_ERRORS: usize = 100;
+}
+
+/// The bounds of [`limits`], spent as a revision is parsed.
+#[derive(Debug, Clone)]
+struct Budget {
+    /// The bounds, for messages: nodes, alias nodes, L4 rules.
+    limits: (usize, usize, usize),
+    nodes_left: usize,
+    alias_nodes_left: usize,
+    rules_left: usize,
+    /// Set once a bound is crossed: the revision is refused, and nothing more is parsed.
+    spent: Option<PolicyError>,
+}
+
+impl Budget {
+    fn new() -> Self {
+        Self::with(
+            limits::MAX_REVISION_NODES,
+            limits::MAX_ALIAS_NODES,
+            limits::MAX_L4_RULES,
+        )
     }
-    if errors.is_empty() {
-        Ok(objects)
-    } else {
-        Err(PolicyErrors(errors))
+
+    fn with(nodes: usize, alias_nodes: usize, rules: usize) -> Self {
+        Budget {
+            limits: (nodes, alias_nodes, rules),
+            nodes_left: nodes,
+            alias_nodes_left: alias_nodes,
+            rules_left: rules,
+            spent: None,
+        }
+    }
+
+    /// Charges what a file (parsed now or earlier) holds; false once a bound is crossed.
+    fn charge(&mut self, file: &str, parsed: &Parsed) -> bool {
+        let (nodes, objects) = (parsed.nodes, &parsed.objects);
+        if self.spent.is_some() {
+            return false;
+        }
+        if parsed.alias_nodes > self.alias_nodes_left {
+            self.spent = Some(PolicyError::new(
+                file,
+                "",
+                "",
+                format!(
+                    "the revision's documents that use YAML aliases hold more than {} nodes (the limit of one revision: alias expansion multiplies what a document holds); write the values out, or use fewer aliases",
+                    self.limits.1
+                ),
+            ));
+            return false;
+        }
+        self.alias_nodes_left -= parsed.alias_nodes;
+        if nodes > self.nodes_left {
+            self.spent = Some(PolicyError::new(
+                file,
+                "",
+                "",
+                format!(
+                    "the revision holds more than {} YAML nodes (the limit of one revision; about 15 per rule); split it, or remove what is not policy",
+                    self.limits.0
+                ),
+            ));
+            return false;
+        }
+        self.nodes_left -= nodes;
+        for o in objects {
+            if let Object::L4Policy(p) = &o.value {
+                if p.spec.rules.len() > self.rules_left {
+                    self.spent = Some(PolicyError::new(
+                        file,
+                        &o.object,
+                        "spec.rules",
+                        format!(
+                            "the revision has more than {} L4 rules (the limit of one revision); this policy's {} rules cross it",
+                            self.limits.2,
+                            p.spec.rules.len()
+                        ),
+                    ));
+                    return false;
+                }
+                self.rules_left -= p.spec.rules.len();
+            }
+        }
+        true
     }
 }
 
-/// The objects of one file, and the problems of its documents.
-pub fn parse_file(file: &SourceFile) -> (Vec<Located<Object>>, Vec<PolicyError>) {
-    let mut objects = Vec::new();
-    let mut errors = Vec::new();
+/// Parses every document of every file into typed objects, in file order. Empty documents (a
+/// leading or trailing `---`, comments only) are skipped. On failure, returns all the problems
+/// of all the files (or the one bound of [`limits`] the revision crossed).
+pub fn parse(docs: &Documents) -> Result<Vec<Located<Object>>, PolicyErrors> {
+    ParseCache::default().parse(docs)
+}
+
+/// What one file parsed into.
+struct Parsed {
+    objects: Vec<Located<Object>>,
+    errors: Vec<PolicyError>,
+    /// YAML nodes read (alias expansions included).
+    nodes: usize,
+    /// The nodes of the documents that use aliases.
+    alias_nodes: usize,
+}
+
+/// The objects of one file, and the problems of its documents; parsing stops once more than
+/// the budget's nodes (or alias nodes) have been read: the budget then refuses the revision.
+fn parse_file(file: &SourceFile, budget: &Budget) -> Parsed {
+    let mut parsed = Parsed {
+        objects: Vec::new(),
+        errors: Vec::new(),
+        nodes: 0,
+        alias_nodes: 0,
+    };
     for doc in split_documents(&file.content) {
-        match parse_document(&file.path, &doc) {
-            Ok(Some(object)) => objects.push(object),
+        // One node more than is left, so that a revision that needs more is seen to.
+        let nodes_left = budget.nodes_left.saturating_sub(parsed.nodes) + 1;
+        let alias_left = budget.alias_nodes_left.saturating_sub(parsed.alias_nodes) + 1;
+        let (result, read) = parse_document(&file.path, &doc, nodes_left, alias_left);
+        parsed.nodes += read.nodes;
+        if read.aliases {
+            parsed.alias_nodes += read.nodes;
+        }
+        match result {
+            Ok(Some(object)) => parsed.objects.push(object),
             Ok(None) => {}
-            Err(e) => errors.push(e),
+            Err(e) => parsed.errors.push(e),
+        }
+        if parsed.nodes > budget.nodes_left || parsed.alias_nodes > budget.alias_nodes_left {
+            break;
         }
     }
-    (objects, errors)
+    parsed
 }
 
 /// Remembers what each file parsed into, so that a revision that changes a few files of many
 /// parses only those (a 100,000-rule repository spends about a second in the YAML parser).
-/// An entry is used only when the file's text is byte for byte the one it was made from.
+/// An entry is used only when the file's text is the one it was made from (compared by its
+/// SHA-256, so the cache does not hold a second copy of every file).
 #[derive(Default)]
 pub struct ParseCache {
     files: HashMap<String, CachedFile>,
 }
 
 struct CachedFile {
-    content: String,
-    objects: Vec<Located<Object>>,
-    errors: Vec<PolicyError>,
+    digest: [u8; 32],
+    parsed: Parsed,
+}
+
+fn digest(text: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes()).into()
 }
 
 impl ParseCache {
-    /// As [`parse`]; afterwards the cache holds exactly the files of `docs`.
+    /// As [`parse`]; afterwards the cache holds exactly the files of `docs` (as far as the
+    /// revision was read: a revision over a bound of [`limits`] is not read to its end).
     pub fn parse(&mut self, docs: &Documents) -> Result<Vec<Located<Object>>, PolicyErrors> {
+        self.parse_within(docs, Budget::new())
+    }
+
+    fn parse_within(
+        &mut self,
+        docs: &Documents,
+        mut budget: Budget,
+    ) -> Result<Vec<Located<Object>>, PolicyErrors> {
         let mut objects = Vec::new();
         let mut errors = Vec::new();
         let mut next = HashMap::with_capacity(docs.files.len());
         for file in &docs.files {
+            let hash = digest(&file.content);
             let cached = match self.files.remove(&file.path) {
-                Some(c) if c.content == file.content => c,
-                _ => {
-                    let (objects, errors) = parse_file(file);
-                    CachedFile {
-                        content: file.content.clone(),
-                        objects,
-                        errors,
-                    }
-                }
+                Some(c) if c.digest == hash => c,
+                _ => CachedFile {
+                    digest: hash,
+                    parsed: parse_file(file, &budget),
+                },
             };
-            objects.extend(cached.objects.iter().cloned());
-            errors.extend(cached.errors.iter().cloned());
+            if !budget.charge(&file.path, &cached.parsed) {
+                break;
+            }
+            objects.extend(cached.parsed.objects.iter().cloned());
+            errors.extend(cached.parsed.errors.iter().cloned());
             next.insert(file.path.clone(), cached);
         }
         self.files = next;
+        if let Some(spent) = budget.spent {
+            return Err(PolicyErrors(vec![spent]));
+        }
         if errors.is_empty() {
             Ok(objects)
         } else {
@@ -344,23 +481,75 @@ fn split_documents(content: &str) -> Vec<Document<'_>> {
     docs
 }
 
-/// Parser limits: the defaults (250,000 nodes) stop well short of a 100,000-rule policy (about
-/// ten nodes a rule), so they are raised to what the largest file accepted
-/// ([`revision::MAX_FILE_SIZE`]) can hold; they still bound memory and time.
-fn yaml_options() -> serde_saphyr::Options {
+/// What the parser reported of one document.
+#[derive(Debug, Clone, Copy, Default)]
+struct Read {
+    /// Nodes, alias expansions included.
+    nodes: usize,
+    /// Whether the document uses aliases.
+    aliases: bool,
+}
+
+/// Parser limits of one document: at most `max_nodes` nodes (the revision's budget left, and
+/// at most [`limits::MAX_DOCUMENT_NODES`]), events in proportion, and alias expansion within
+/// `max_alias_nodes`; the callback receives what the parse read.
+fn yaml_options(
+    max_nodes: usize,
+    max_alias_nodes: usize,
+    report: std::rc::Rc<std::cell::Cell<Read>>,
+) -> serde_saphyr::Options {
+    let max_nodes = max_nodes.min(limits::MAX_DOCUMENT_NODES);
     let mut budget = serde_saphyr::Budget::default();
-    budget.max_nodes = 8_000_000;
-    budget.max_events = 32_000_000;
+    budget.max_nodes = max_nodes;
+    budget.max_events = max_nodes.saturating_mul(4).max(1024);
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
+    options.alias_limits.max_total_replayed_events = max_alias_nodes.min(max_nodes);
+    options.budget_report_cb = Some(std::rc::Rc::new(std::cell::RefCell::new(
+        move |r: serde_saphyr::budget::BudgetReport| {
+            report.set(Read {
+                nodes: r.nodes,
+                aliases: r.aliases > 0,
+            })
+        },
+    )));
     options
 }
 
-/// Reads one document: `Ok(None)` when it is empty.
-fn parse_document(file: &str, doc: &Document<'_>) -> Result<Option<Located<Object>>, PolicyError> {
+/// Reads one document within `max_nodes` YAML nodes (and `max_alias_nodes` of alias
+/// expansion): `Ok(None)` when it is empty; and what was read (when a bound stopped the parse,
+/// the whole bound, so that the revision's budget sees it crossed).
+fn parse_document(
+    file: &str,
+    doc: &Document<'_>,
+    max_nodes: usize,
+    max_alias_nodes: usize,
+) -> (Result<Option<Located<Object>>, PolicyError>, Read) {
+    let report = std::rc::Rc::new(std::cell::Cell::new(Read::default()));
+    let options = yaml_options(max_nodes, max_alias_nodes, report.clone());
+    let result = parse_value(file, doc, options);
+    let mut read = report.get();
+    if let Err(e) = &result {
+        if e.message.contains("alias replay limit") {
+            read = Read {
+                nodes: read.nodes.max(max_alias_nodes),
+                aliases: true,
+            };
+        } else if e.message.contains("budget") || e.message.contains("max_nodes") {
+            read.nodes = read.nodes.max(max_nodes);
+        }
+    }
+    (result, read)
+}
+
+fn parse_value(
+    file: &str,
+    doc: &Document<'_>,
+    options: serde_saphyr::Options,
+) -> Result<Option<Located<Object>>, PolicyError> {
     let unnamed = format!("document {}", doc.number);
-    let values: Vec<Value> = serde_saphyr::from_multiple_with_options(doc.text, yaml_options())
-        .map_err(|e| {
+    let values: Vec<Value> =
+        serde_saphyr::from_multiple_with_options(doc.text, options).map_err(|e| {
             let message = yaml_message(&e);
             match e.location() {
                 Some(at) => {
@@ -873,5 +1062,111 @@ mod tests {
     fn directives_stay_with_their_document() {
         let file = format!("%YAML 1.2\n---\n{}", l4("a", RULE));
         assert_eq!(parse(&docs(&[("p.yaml", &file)])).unwrap().len(), 1);
+    }
+
+    fn bomb(name: &str) -> String {
+        let mut lines = vec!["a0: &a0 [x, x, x, x, x, x, x, x, x, x]".to_owned()];
+        for i in 1..12 {
+            let p = format!("*a{}", i - 1);
+            lines.push(format!("a{i}: &a{i} [{}]", vec![p; 10].join(", ")));
+        }
+        format!(
+            "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nmetadata: {{ name: {name} }}\nspec:\n  x:\n{}\n",
+            lines.iter().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+        )
+    }
+
+    #[test]
+    fn alias_bombs_are_bounded_over_the_whole_revision() {
+        // 100 documents, each a few hundred bytes that would expand to 10^12 nodes.
+        let text: Vec<String> = (0..100).map(|i| bomb(&format!("b{i}"))).collect();
+        let docs = docs(&[("bombs.yaml", &text.join("---\n"))]);
+        let errors = match parse(&docs) {
+            Ok(_) => panic!("an alias bomb was accepted"),
+            Err(PolicyErrors(e)) => e,
+        };
+        // The revision's alias budget is spent after a few documents: parsing stops there,
+        // rather than spending the same bounded work on each of the 100.
+        assert!(errors.len() < 10, "{} errors: {errors:#?}", errors.len());
+        assert!(
+            errors.iter().any(|e| e.message.contains("alias")),
+            "{errors:#?}"
+        );
+    }
+
+    fn rules(n: usize) -> String {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "    - {{ name: r{i}, action: allow, protocol: TCP, ports: [\"{}\"] }}\n",
+                    1 + i % 60000
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_rule_limit_is_counted_while_parsing_and_stops_it() {
+        let a = l4("a", &rules(30));
+        let b = l4("b", &rules(30));
+        // A third file the parser would refuse: never read, the revision is refused first.
+        let docs = docs(&[("a.yaml", &a), ("b.yaml", &b), ("c.yaml", "{ not: [valid")]);
+        let e = ParseCache::default()
+            .parse_within(&docs, Budget::with(1_000_000, 1_000, 50))
+            .unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].location.file, "b.yaml");
+        assert_eq!(e.0[0].location.field, "spec.rules");
+        assert!(e.0[0].message.contains("more than 50 L4 rules"), "{e}");
+        // Within the limit, the same files parse.
+        let docs = docs_of(&[("a.yaml", &a), ("b.yaml", &b)]);
+        assert!(ParseCache::default()
+            .parse_within(&docs, Budget::with(1_000_000, 1_000, 60))
+            .is_ok());
+    }
+
+    fn docs_of(files: &[(&str, &String)]) -> Documents {
+        let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+        Documents::inline(&files)
+    }
+
+    #[test]
+    fn the_node_limit_covers_the_whole_revision_and_the_cache_counts_cached_files() {
+        let a = l4("a", &rules(40));
+        let b = l4("b", &rules(40));
+        let docs = docs_of(&[("a.yaml", &a), ("b.yaml", &b)]);
+        let mut cache = ParseCache::default();
+        let whole = cache.parse(&docs).unwrap();
+        assert_eq!(whole.len(), 2);
+        // Each file alone fits 600 nodes; both do not. Cached files count as if read again.
+        let e = cache
+            .parse_within(&docs, Budget::with(600, 1_000, 1_000))
+            .unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert!(e.0[0].message.contains("more than 600 YAML nodes"), "{e}");
+        let mut fresh = ParseCache::default();
+        assert!(fresh
+            .parse_within(&docs_of(&[("a.yaml", &a)]), Budget::with(600, 1_000, 1_000))
+            .is_ok());
+    }
+
+    #[test]
+    fn a_refused_revision_reports_the_first_errors_and_counts_the_rest() {
+        let text: String = (0..250)
+            .map(|i| format!("--- {{ kind: Nope{i} }}\n"))
+            .collect();
+        let e = parse(&docs(&[("many.yaml", &text)])).unwrap_err();
+        assert_eq!(e.0.len(), 250, "every error is kept for callers");
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with("250 problem(s) in this revision"),
+            "{shown}"
+        );
+        assert_eq!(
+            shown.lines().count(),
+            1 + limits::MAX_REPORTED_ERRORS + 1,
+            "{shown}"
+        );
+        assert!(shown.contains("and 150 more"), "{shown}");
     }
 }

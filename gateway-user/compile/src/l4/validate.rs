@@ -16,7 +16,7 @@ use tollgate_model::{PolicyError, PolicyErrors};
 
 /// Most rules one revision may hold (all policies together): a bound on map sizes and compile
 /// time, far above any hand-written policy.
-pub const MAX_RULES: usize = 200_000;
+pub const MAX_RULES: usize = tollgate_model::limits::MAX_L4_RULES;
 
 /// Longest rule name (a DNS label, RFC 1123).
 pub const MAX_RULE_NAME: usize = 63;
