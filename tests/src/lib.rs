@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod admin;
+pub mod cgroup;
 pub mod gitrepo;
 pub mod gitserver;
 pub mod l7;
@@ -871,6 +872,14 @@ impl Agent {
     /// As [`Agent::start`], with another binary (the demo runs the release build).
     pub fn start_with(bin: &Path, lab: &Lab, extra_args: &[&str]) -> Agent {
         Agent::spawn(bin, lab, extra_args, &[])
+    }
+
+    /// As [`Agent::start`], inside `cgroup` (moved there as soon as it is started, before it
+    /// has read its policy).
+    pub fn start_in(cgroup: &cgroup::MemoryCgroup, lab: &Lab, extra_args: &[&str]) -> Agent {
+        let agent = Agent::spawn(&tollgate_bin(), lab, extra_args, &[]);
+        cgroup.add(agent.pid());
+        agent
     }
 
     fn spawn(bin: &Path, lab: &Lab, extra_args: &[&str], env: &[(&str, &str)]) -> Agent {

@@ -6,6 +6,12 @@
 /// `tollgate validate /` or a hostile repository from making the agent read gigabytes.
 pub const MAX_FILE_SIZE: u64 = 16 * 1024 * 1024;
 
+/// Largest revision accepted, all policy files together, in bytes: checked by every source
+/// before it reads (or, for Git, inflates) anything. 64 MiB holds several times the largest
+/// policy the compiler accepts (200,000 rules are about 20 MB of YAML), and keeps a hostile
+/// revision's text far inside the agent's memory budget (docs/operations.md).
+pub const MAX_REVISION_SIZE: u64 = 64 * 1024 * 1024;
+
 /// Which revision of the policy a set of documents is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Revision {

@@ -2,6 +2,7 @@
 //! and what the Git source reads from its checkout.
 use super::{content_id, Documents, Revision, SourceError, SourceFile, MAX_FILE_SIZE};
 use std::path::{Path, PathBuf};
+use tollgate_model::revision::MAX_REVISION_SIZE;
 use walkdir::WalkDir;
 
 /// Reads every `*.yaml` / `*.yml` file under `root`, at any depth, sorted by path; or just
@@ -19,13 +20,14 @@ pub fn read_dir(root: &Path) -> Result<Documents, SourceError> {
         },
     })?;
 
-    let mut files = Vec::new();
+    // What to read, with sizes: the limits are checked before anything is read.
+    let mut found: Vec<(PathBuf, String, u64)> = Vec::new();
     if meta.is_file() {
         let name = root
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| root.display().to_string());
-        files.push(read_file(root, name, meta.len())?);
+        found.push((root.to_path_buf(), name, meta.len()));
     } else {
         let walk = WalkDir::new(root)
             .follow_links(false)
@@ -51,12 +53,24 @@ pub fn read_dir(root: &Path) -> Result<Documents, SourceError> {
                 })?
                 .len();
             let relative = relative_path(root, entry.path());
-            files.push(read_file(entry.path(), relative, size)?);
+            found.push((entry.path().to_path_buf(), relative, size));
         }
-        // walkdir sorts per directory by file name; sorting the '/'-joined paths as well keeps the
-        // order (and so the revision id) independent of that detail.
-        files.sort_by(|a, b| a.path.cmp(&b.path));
     }
+    let total: u64 = found.iter().map(|(_, _, size)| size).sum();
+    if total > MAX_REVISION_SIZE {
+        return Err(SourceError::RevisionTooLarge {
+            path: root.to_path_buf(),
+            size: total,
+            limit: MAX_REVISION_SIZE,
+        });
+    }
+    let mut files = Vec::with_capacity(found.len());
+    for (path, relative, size) in found {
+        files.push(read_file(&path, relative, size)?);
+    }
+    // walkdir sorts per directory by file name; sorting the '/'-joined paths as well keeps the
+    // order (and so the revision id) independent of that detail.
+    files.sort_by(|a, b| a.path.cmp(&b.path));
 
     let id = format!("dir:{:016x}", content_id(&files));
     Ok(Documents {
@@ -92,10 +106,16 @@ fn read_file(path: &Path, relative: String, size: u64) -> Result<SourceFile, Sou
             limit: MAX_FILE_SIZE,
         });
     }
-    let bytes = std::fs::read(path).map_err(|source| SourceError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    // Never more than one byte over the limit, whatever the file grew to since it was sized.
+    let mut bytes = Vec::with_capacity(size.min(MAX_FILE_SIZE) as usize);
+    std::fs::File::open(path)
+        .and_then(|f| {
+            std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_FILE_SIZE + 1), &mut bytes)
+        })
+        .map_err(|source| SourceError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
     // The size can change between stat and read; the limit holds for what was actually read.
     if bytes.len() as u64 > MAX_FILE_SIZE {
         return Err(SourceError::TooLarge {
@@ -195,5 +215,28 @@ mod tests {
             other => panic!("expected TooLarge, got {other:?}"),
         }
         assert!(err.to_string().contains("huge.yaml"), "{err}");
+    }
+
+    #[test]
+    fn a_revision_over_the_total_limit_is_refused_before_any_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // Five sparse files just under the per-file limit: 80 MiB together, over 64 MiB.
+        for i in 0..5 {
+            fs::File::create(dir.path().join(format!("p{i}.yaml")))
+                .unwrap()
+                .set_len(MAX_FILE_SIZE - 1)
+                .unwrap();
+        }
+        // Not UTF-8: reading any file would be refused for that instead.
+        fs::write(dir.path().join("a.yaml"), [0xff, 0xfe]).unwrap();
+        let err = read_dir(dir.path()).unwrap_err();
+        match &err {
+            SourceError::RevisionTooLarge { size, limit, .. } => {
+                assert_eq!(*limit, MAX_REVISION_SIZE);
+                assert_eq!(*size, 5 * (MAX_FILE_SIZE - 1) + 2);
+            }
+            other => panic!("expected RevisionTooLarge, got {other:?}"),
+        }
+        assert!(err.to_string().contains("one revision"), "{err}");
     }
 }

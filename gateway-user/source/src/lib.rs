@@ -37,6 +37,16 @@ pub enum SourceError {
         /// The missing path.
         path: PathBuf,
     },
+    /// A revision whose files together are larger than the limit.
+    #[error("the policy files under {} hold {size} bytes, more than the limit of {limit} bytes for one revision", path.display())]
+    RevisionTooLarge {
+        /// The source root.
+        path: PathBuf,
+        /// The files' total size in bytes.
+        size: u64,
+        /// The limit ([`tollgate_model::revision::MAX_REVISION_SIZE`]).
+        limit: u64,
+    },
     /// A policy file larger than the limit.
     #[error("{} is {size} bytes, more than the limit of {limit} bytes for one policy file", path.display())]
     TooLarge {
