@@ -1,0 +1,213 @@
+//! Rate limits (`RateLimitPolicy`) and request body limits (`BackendTrafficPolicy`
+//! `requestBody.maxSize`, else the proxy's `max_request_body`), in process: 429 with
+//! `Retry-After` and the `RateLimit` / `RateLimit-Policy` headers, buckets per header value,
+//! shadow mode; 413 for a `Content-Length` over the limit and for a body without a length that
+//! grows past it, over HTTP/1.1 and HTTP/2; nothing over a limit reaches the backend.
+mod harness;
+
+use bytes::Bytes;
+use harness::yaml::{app_and_free, policy};
+use harness::{Backend, Gateway, Options};
+
+fn limit_policy(name: &str, route: &str, mode: &str, limits: &[&str]) -> String {
+    let mut spec = format!("  mode: {mode}\n  limits:\n");
+    for l in limits {
+        spec.push_str(&format!("    - {l}\n"));
+    }
+    policy("RateLimitPolicy", name, route, &spec)
+}
+
+#[tokio::test]
+async fn a_burst_is_allowed_then_429_with_retry_after_and_ratelimit_headers() {
+    let app = Backend::start("app").await;
+    let per_client = limit_policy(
+        "per-client",
+        "app",
+        "enforce",
+        &["{ key: clientIP, requests: 3, per: 1m }"],
+    );
+    let gw = Gateway::start(|p| app_and_free(p, app.port(), &[&per_client])).await;
+
+    for remaining in [2, 1, 0] {
+        let r = gw.get("/a").send().await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(
+            r.header("ratelimit-policy"),
+            Some("\"per-client\";q=3;w=60"),
+            "{r:?}"
+        );
+        let rl = r.header("ratelimit").unwrap_or_default();
+        assert!(
+            rl.starts_with(&format!("\"per-client\";r={remaining};t=")),
+            "{r:?}"
+        );
+        assert_eq!(r.header("retry-after"), None, "{r:?}");
+    }
+    for h2 in [false, true] {
+        let mut req = gw.get("/a");
+        if h2 {
+            req = req.h2();
+        }
+        let r = req.send().await;
+        assert_eq!(r.status, 429, "{r:?}");
+        // 3 a minute: a request every 20 s.
+        let retry: u64 = r
+            .header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no Retry-After in whole seconds: {r:?}"));
+        assert!((1..=20).contains(&retry), "{r:?}");
+        assert_eq!(
+            r.header("ratelimit"),
+            Some(format!("\"per-client\";r=0;t={retry}").as_str()),
+            "{r:?}"
+        );
+        assert_eq!(
+            r.header("ratelimit-policy"),
+            Some("\"per-client\";q=3;w=60")
+        );
+        assert!(r.text().contains("per-client"), "{r:?}");
+    }
+    assert_eq!(app.count(), 3, "a refused request reached the backend");
+    // A route without limits: neither limited nor decorated.
+    let r = gw.get("/free").send().await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        (r.header("ratelimit"), r.header("ratelimit-policy")),
+        (None, None)
+    );
+
+    assert_eq!(
+        gw.count(
+            "tollgate_http_ratelimited_total{route=\"default/app\",policy=\"default/per-client\"}"
+        ),
+        2
+    );
+    assert_eq!(
+        gw.count("tollgate_http_requests_total{route=\"default/app\",method=\"GET\",code=\"429\"}"),
+        2
+    );
+}
+
+#[tokio::test]
+async fn each_header_value_has_a_bucket_requests_without_it_share_one_and_shadow_refuses_nothing() {
+    let app = Backend::start("app").await;
+    let per_tenant = limit_policy(
+        "per-tenant",
+        "app",
+        "enforce",
+        &["{ key: header, header: X-Tenant, requests: 1, per: 1m }"],
+    );
+    let trial = limit_policy(
+        "trial",
+        "free",
+        "shadow",
+        &["{ key: clientIP, requests: 1, per: 1h }"],
+    );
+    let gw = Gateway::start(|p| app_and_free(p, app.port(), &[&per_tenant, &trial])).await;
+    let status = |tenant: Option<&'static str>| {
+        let mut req = gw.get("/a");
+        if let Some(t) = tenant {
+            req = req.header("x-tenant", t);
+        }
+        async move { req.send().await.status }
+    };
+    assert_eq!(status(Some("a")).await, 200);
+    assert_eq!(status(Some("a")).await, 429);
+    assert_eq!(status(Some("b")).await, 200);
+    // Leaving the header out does not escape the limit: one bucket for all such requests.
+    assert_eq!(status(None).await, 200);
+    assert_eq!(status(None).await, 429);
+    assert_eq!(app.count(), 3);
+
+    // Shadow mode: over the limit, let through, undecorated, counted.
+    for _ in 0..3 {
+        let r = gw.get("/free").send().await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(
+            (r.header("ratelimit"), r.header("retry-after")),
+            (None, None)
+        );
+    }
+    assert_eq!(
+        gw.count(
+            "tollgate_http_ratelimited_total{route=\"default/free\",policy=\"default/trial\"}"
+        ),
+        2
+    );
+    assert_eq!(
+        gw.count(
+            "tollgate_http_ratelimited_total{route=\"default/app\",policy=\"default/per-tenant\"}"
+        ),
+        2
+    );
+}
+
+fn too_large(gw: &Gateway, route: &str) -> u64 {
+    gw.count(&format!(
+        "tollgate_http_request_body_too_large_total{{route=\"{route}\"}}"
+    ))
+}
+
+/// `n` bytes in chunks of `size`.
+fn chunks(n: usize, size: usize) -> Vec<Bytes> {
+    (0..n.div_ceil(size))
+        .map(|i| Bytes::from(vec![b'a' + (i % 26) as u8; size.min(n - i * size)]))
+        .collect()
+}
+
+#[tokio::test]
+async fn bodies_over_the_route_limit_get_413_with_or_without_a_length() {
+    let app = Backend::start("app").await;
+    // Route app: 1 KiB (its BackendTrafficPolicy); route free: the proxy's limit, 4 KiB.
+    let small = policy(
+        "BackendTrafficPolicy",
+        "small",
+        "app",
+        "  requestBody: { maxSize: 1KiB }\n",
+    );
+    let mut options = Options::default();
+    options.limits.max_request_body = 4096;
+    let gw = Gateway::start_with(options, |p| app_and_free(p[0], app.port(), &[&small])).await;
+
+    for (path, limit, route) in [("/a", 1024, "default/app"), ("/free", 4096, "default/free")] {
+        for h2 in [false, true] {
+            let post = || {
+                let r = gw.request("POST", path);
+                if h2 {
+                    r.h2()
+                } else {
+                    r
+                }
+            };
+            let what = format!("{path} h2 {h2}");
+            let before = (app.count(), too_large(&gw, route));
+            // At the limit, with a length and without: passed on whole.
+            let r = post().body(vec![b'x'; limit]).send().await;
+            assert_eq!((r.status, r.backend()), (200, Some("app")), "{what}: {r:?}");
+            assert_eq!((app.last().body.len(), app.last().complete), (limit, true));
+            assert_eq!(app.last().header("content-length"), Some(limit.to_string()));
+            let r = post().chunked(chunks(limit, 300)).send().await;
+            assert_eq!(r.status, 200, "{what}: {r:?}");
+            let seen = app.last();
+            assert_eq!(
+                (seen.body.to_vec(), seen.complete),
+                (chunks(limit, 300).concat(), true)
+            );
+            // One byte over, by Content-Length: 413 and the backend never hears of it.
+            let r = post().body(vec![b'x'; limit + 1]).send().await;
+            assert_eq!((r.status, r.backend()), (413, None), "{what}: {r:?}");
+            assert_eq!(app.count(), before.0 + 2, "{what}");
+            // Over, without a length: cut off on the way, 413, and the backend never gets a
+            // whole body.
+            let r = post().chunked(chunks(limit + 500, 300)).send().await;
+            assert_eq!((r.status, r.backend()), (413, None), "{what}: {r:?}");
+            assert!(
+                app.received()
+                    .iter()
+                    .all(|r| r.body.len() <= limit || !r.complete),
+                "{what}: a body over the limit reached the backend whole"
+            );
+            assert_eq!(too_large(&gw, route), before.1 + 2, "{what}");
+        }
+    }
+}
