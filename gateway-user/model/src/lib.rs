@@ -26,6 +26,7 @@ pub mod names;
 pub mod ratelimit;
 pub mod revision;
 pub mod route;
+pub mod source;
 pub mod traffic;
 pub mod units;
 

@@ -138,8 +138,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     if dp.adopted_state() {
         info!(pin_dir = %config.pin_dir.display(), generation = dp.active_gen(), "adopted the pinned maps: the last applied revision stays enforced");
     }
-    let source = open_source(&config)?;
+    let mut source = open_source(&config)?;
     let shared = Shared::with_webhook(config.pin_dir.clone(), config.webhook_secret.clone());
+    let waker = shared.clone();
+    source.set_waker(std::sync::Arc::new(move || waker.wake.notify_one()));
     telemetry::admin::serve(config.admin, shared.clone())
         .await
         .with_context(|| format!("start the admin server on {} (--admin)", config.admin))?;
