@@ -310,6 +310,9 @@ struct Parsed {
     nodes: usize,
     /// The nodes of the documents that use aliases.
     alias_nodes: usize,
+    /// The revision's budget never cut this parse short: what it holds depends on the file's
+    /// text alone, and may be cached.
+    complete: bool,
 }
 
 /// The objects of one file, and the problems of its documents; parsing stops once more than
@@ -320,6 +323,7 @@ fn parse_file(file: &SourceFile, budget: &Budget) -> Parsed {
         errors: Vec::new(),
         nodes: 0,
         alias_nodes: 0,
+        complete: false,
     };
     for doc in split_documents(&file.content) {
         // One node more than is left, so that a revision that needs more is seen to.
@@ -336,9 +340,13 @@ fn parse_file(file: &SourceFile, budget: &Budget) -> Parsed {
             Err(e) => parsed.errors.push(e),
         }
         if parsed.nodes > budget.nodes_left || parsed.alias_nodes > budget.alias_nodes_left {
-            break;
+            return parsed;
         }
     }
+    // Each document was offered one node more than the budget had left, so a parse that stayed
+    // below it was never limited by it.
+    parsed.complete =
+        parsed.nodes < budget.nodes_left && parsed.alias_nodes < budget.alias_nodes_left;
     parsed
 }
 
@@ -373,8 +381,6 @@ impl ParseCache {
         docs: &Documents,
         mut budget: Budget,
     ) -> Result<Vec<Located<Object>>, PolicyErrors> {
-        let mut objects = Vec::new();
-        let mut errors = Vec::new();
         let mut next = HashMap::with_capacity(docs.files.len());
         for file in &docs.files {
             let hash = digest(&file.content);
@@ -385,16 +391,27 @@ impl ParseCache {
                     parsed: parse_file(file, &budget),
                 },
             };
-            if !budget.charge(&file.path, &cached.parsed) {
+            let within = budget.charge(&file.path, &cached.parsed);
+            // A parse the budget cut short says nothing about the file: never kept.
+            if cached.parsed.complete {
+                next.insert(file.path.clone(), cached);
+            }
+            if !within {
                 break;
             }
-            objects.extend(cached.parsed.objects.iter().cloned());
-            errors.extend(cached.parsed.errors.iter().cloned());
-            next.insert(file.path.clone(), cached);
         }
         self.files = next;
         if let Some(spent) = budget.spent {
+            // Nothing of a revision over a bound is copied out of the cache.
             return Err(PolicyErrors(vec![spent]));
+        }
+        let mut objects = Vec::new();
+        let mut errors = Vec::new();
+        for file in &docs.files {
+            if let Some(cached) = self.files.get(&file.path) {
+                objects.extend(cached.parsed.objects.iter().cloned());
+                errors.extend(cached.parsed.errors.iter().cloned());
+            }
         }
         if errors.is_empty() {
             Ok(objects)
@@ -1169,5 +1186,23 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("and 150 more"), "{shown}");
+    }
+
+    #[test]
+    fn a_parse_the_budget_cut_short_is_not_cached() {
+        let a = l4("a", &rules(40));
+        let docs = docs_of(&[("a.yaml", &a)]);
+        let mut cache = ParseCache::default();
+        assert!(cache
+            .parse_within(&docs, Budget::with(50, 1_000, 1_000))
+            .is_err());
+        assert!(cache.is_empty(), "a partial parse was cached");
+        // With room, the same file parses whole (from the text, not from a cut-short entry).
+        let objects = cache.parse(&docs).unwrap();
+        match &objects[0].value {
+            Object::L4Policy(p) => assert_eq!(p.spec.rules.len(), 40),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(cache.len(), 1);
     }
 }

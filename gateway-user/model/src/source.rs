@@ -139,4 +139,3 @@ pub trait PolicySource: Send {
     /// even when it has not changed (SIGHUP; a revision that could not be applied).
     fn rescan(&mut self);
 }
-
