@@ -2,6 +2,8 @@
 use serde::Serialize;
 use std::fmt;
 
+use crate::Located;
+
 /// Where a problem is: file (relative to the source root), object (`Kind/name`, or
 /// `document N` when the document has no usable name), and the field path inside it
 /// (`spec.rules[2].ports[0]`, empty for the whole object).
@@ -84,5 +86,63 @@ impl fmt::Display for PolicyErrors {
             writeln!(f, "  ... and {} more", self.0.len() - shown)?;
         }
         Ok(())
+    }
+}
+
+/// Collects the problems of one object into the list of a revision: each problem names the
+/// object's file and `Kind/name`, and the field given. Validators take `&mut Checker` and go on
+/// after a problem, so that one round of fixes is enough.
+pub struct Checker<'a, 'e> {
+    file: &'a str,
+    object: &'a str,
+    errors: &'e mut Vec<PolicyError>,
+}
+
+/// How many problems a revision's list held at one moment: see [`Checker::mark`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark(usize);
+
+impl<'a, 'e> Checker<'a, 'e> {
+    /// A checker whose problems name `object` (`Kind/name`) in `file`.
+    pub fn new(file: &'a str, object: &'a str, errors: &'e mut Vec<PolicyError>) -> Self {
+        Checker {
+            file,
+            object,
+            errors,
+        }
+    }
+
+    /// A checker whose problems name object `o`.
+    pub fn of<T>(o: &'a Located<T>, errors: &'e mut Vec<PolicyError>) -> Self {
+        Self::new(&o.file, &o.object, errors)
+    }
+
+    /// The file of the object.
+    pub fn file(&self) -> &'a str {
+        self.file
+    }
+
+    /// Records a problem at `field` of the object (empty for the whole object).
+    pub fn error(&mut self, field: impl Into<String>, message: impl fmt::Display) {
+        self.errors
+            .push(PolicyError::new(self.file, self.object, field, message));
+    }
+
+    /// Records a problem when the list at `field` has more than `max` entries.
+    pub fn count(&mut self, field: &str, n: usize, max: usize) {
+        if n > max {
+            self.error(field, format!("{n} entries, more than the limit of {max}"));
+        }
+    }
+
+    /// The problems recorded so far, for [`Checker::clean_since`]: a check that returns a value
+    /// only when it found nothing wrong takes a mark first.
+    pub fn mark(&self) -> Mark {
+        Mark(self.errors.len())
+    }
+
+    /// Whether no problem was recorded since `mark` was taken.
+    pub fn clean_since(&self, mark: Mark) -> bool {
+        self.errors.len() == mark.0
     }
 }

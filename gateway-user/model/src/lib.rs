@@ -7,9 +7,10 @@
 //! shape: known kinds, known fields, the right types.
 //!
 //! This crate also holds what every later stage shares: the input of a revision
-//! ([`Documents`]), the error type ([`PolicyError`]), units ([`units`]), name rules ([`names`]),
-//! the canonical form of an HTTP path ([`http_path`]) and the kinds of ban ([`BanKind`]). It
-//! depends on no other crate of the workspace, and does no I/O.
+//! ([`Documents`]), the error type ([`PolicyError`]) and the [`Checker`] that collects them,
+//! units ([`units`]), name rules ([`names`]), the canonical form of an HTTP path
+//! ([`http_path`]) and the kinds of ban ([`BanKind`]). It depends on no other crate of the
+//! workspace, and does no I/O.
 use std::collections::HashMap;
 
 use serde::de::DeserializeOwned;
@@ -31,7 +32,7 @@ pub mod traffic;
 pub mod units;
 
 pub use ban::BanKind;
-pub use error::{Location, PolicyError, PolicyErrors};
+pub use error::{Checker, Location, Mark, PolicyError, PolicyErrors};
 pub use revision::{Documents, Revision, SourceFile};
 
 /// API group of every Tollgate kind.

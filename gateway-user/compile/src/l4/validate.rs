@@ -11,8 +11,8 @@ use tollgate_model::l4::{
     self, L4Action, L4Mode, L4Protocol, L4RateLimit, L4Rule, DEFAULT_IPV4_PREFIX,
     DEFAULT_IPV6_PREFIX,
 };
+use tollgate_model::{Checker, PolicyError, PolicyErrors};
 use tollgate_model::{Located, Object};
-use tollgate_model::{PolicyError, PolicyErrors};
 
 /// Most rules one revision may hold (all policies together): a bound on map sizes and compile
 /// time, far above any hand-written policy.
@@ -34,12 +34,8 @@ pub fn validate(objects: &[Located<Object>]) -> Result<Vec<Policy>, PolicyErrors
         if let Object::L4Policy(p) = &located.value {
             let name = located.value.name();
             seen.entry(name).or_default().push(&located.file);
-            let mut check = Checker {
-                file: &located.file,
-                object: &located.object,
-                errors: &mut errors,
-            };
-            if let Some(policy) = check.policy(name, &p.spec) {
+            let mut c = Checker::of(located, &mut errors);
+            if let Some(policy) = policy(&mut c, name, &p.spec) {
                 policies.push(policy);
             }
         }
@@ -63,15 +59,13 @@ pub fn validate(objects: &[Located<Object>]) -> Result<Vec<Policy>, PolicyErrors
             } else {
                 others.join(", ")
             };
-            errors.push(PolicyError::new(
-                &located.file,
-                &located.object,
+            Checker::of(located, &mut errors).error(
                 "metadata.name",
                 format!(
                     "\"{name}\" is defined {} times in this revision (also in {elsewhere})",
                     files.len()
                 ),
-            ));
+            );
         }
     }
 
@@ -98,220 +92,207 @@ pub fn validate(objects: &[Located<Object>]) -> Result<Vec<Policy>, PolicyErrors
     }
 }
 
-/// Collects the errors of one object.
-struct Checker<'a> {
-    file: &'a str,
-    object: &'a str,
-    errors: &'a mut Vec<PolicyError>,
+/// The validated policy, or `None` when any of it is invalid (the errors are recorded).
+fn policy(c: &mut Checker<'_, '_>, name: &str, spec: &l4::L4PolicySpec) -> Option<Policy> {
+    let before = c.mark();
+    let interfaces = spec.interfaces.as_ref().map(|list| interfaces(c, list));
+    let mut rules = Vec::with_capacity(spec.rules.len());
+    let mut names: HashSet<&str> = HashSet::new();
+    for (i, raw) in spec.rules.iter().enumerate() {
+        let at = format!("spec.rules[{i}]");
+        if !raw.name.is_empty() && !names.insert(&raw.name) {
+            c.error(
+                format!("{at}.name"),
+                format!(
+                    "duplicate rule name \"{}\"; rule names are unique within a policy",
+                    raw.name
+                ),
+            );
+        }
+        if let Some(rule) = rule(c, &at, raw) {
+            rules.push(rule);
+        }
+    }
+    c.clean_since(before).then(|| Policy {
+        name: name.to_string(),
+        file: c.file().to_string(),
+        mode: match spec.mode {
+            L4Mode::Enforce => Mode::Enforce,
+            L4Mode::Audit => Mode::Audit,
+        },
+        default_action: action(spec.default_action),
+        interfaces,
+        rules,
+    })
 }
 
-impl Checker<'_> {
-    fn error(&mut self, field: impl Into<String>, message: impl std::fmt::Display) {
-        self.errors
-            .push(PolicyError::new(self.file, self.object, field, message));
+fn interfaces(c: &mut Checker<'_, '_>, list: &[String]) -> Vec<String> {
+    if list.is_empty() {
+        c.error(
+            "spec.interfaces",
+            "empty list; omit interfaces to use the agent's interfaces",
+        );
     }
-
-    /// The validated policy, or `None` when any of it is invalid (the errors are recorded).
-    fn policy(&mut self, name: &str, spec: &l4::L4PolicySpec) -> Option<Policy> {
-        let before = self.errors.len();
-        let interfaces = spec.interfaces.as_ref().map(|list| self.interfaces(list));
-        let mut rules = Vec::with_capacity(spec.rules.len());
-        let mut names: HashSet<&str> = HashSet::new();
-        for (i, rule) in spec.rules.iter().enumerate() {
-            let at = format!("spec.rules[{i}]");
-            if !rule.name.is_empty() && !names.insert(&rule.name) {
-                self.error(
-                    format!("{at}.name"),
-                    format!(
-                        "duplicate rule name \"{}\"; rule names are unique within a policy",
-                        rule.name
-                    ),
-                );
-            }
-            if let Some(rule) = self.rule(&at, rule) {
-                rules.push(rule);
-            }
+    let mut seen = HashSet::new();
+    for (j, name) in list.iter().enumerate() {
+        let at = format!("spec.interfaces[{j}]");
+        if name.is_empty()
+            || name.len() > MAX_INTERFACE_NAME
+            || name
+                .chars()
+                .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+        {
+            c.error(at, format!("\"{name}\" is not an interface name (1-{MAX_INTERFACE_NAME} characters, no '/' or spaces)"));
+        } else if !seen.insert(name) {
+            c.error(at, format!("interface \"{name}\" is listed twice"));
         }
-        (self.errors.len() == before).then(|| Policy {
-            name: name.to_string(),
-            file: self.file.to_string(),
-            mode: match spec.mode {
-                L4Mode::Enforce => Mode::Enforce,
-                L4Mode::Audit => Mode::Audit,
-            },
-            default_action: action(spec.default_action),
-            interfaces,
-            rules,
-        })
     }
+    list.to_vec()
+}
 
-    fn interfaces(&mut self, list: &[String]) -> Vec<String> {
-        if list.is_empty() {
-            self.error(
-                "spec.interfaces",
-                "empty list; omit interfaces to use the agent's interfaces",
+fn rule(c: &mut Checker<'_, '_>, at: &str, raw: &L4Rule) -> Option<Rule> {
+    let before = c.mark();
+    if let Err(why) = check_rule_name(&raw.name) {
+        c.error(format!("{at}.name"), format!("\"{}\" {why}", raw.name));
+    }
+    let action = action(raw.action);
+    let from = raw
+        .from
+        .as_ref()
+        .map(|list| cidrs(c, &format!("{at}.from"), list));
+    let protocol = raw.protocol.map(protocol);
+
+    let ports = raw.ports.as_ref().map(|list| {
+        let field = format!("{at}.ports");
+        if !matches!(protocol, Some(Protocol::Tcp | Protocol::Udp)) {
+            let got = protocol.map_or("no protocol".to_string(), |p| {
+                format!("protocol {}", p.as_str())
+            });
+            c.error(
+                &field,
+                format!("ports need protocol TCP or UDP, this rule has {got}"),
             );
         }
-        let mut seen = HashSet::new();
-        for (j, name) in list.iter().enumerate() {
-            let at = format!("spec.interfaces[{j}]");
-            if name.is_empty()
-                || name.len() > MAX_INTERFACE_NAME
-                || name
-                    .chars()
-                    .any(|c| c == '/' || c.is_whitespace() || c.is_control())
-            {
-                self.error(at, format!("\"{name}\" is not an interface name (1-{MAX_INTERFACE_NAME} characters, no '/' or spaces)"));
-            } else if !seen.insert(name) {
-                self.error(at, format!("interface \"{name}\" is listed twice"));
-            }
-        }
-        list.to_vec()
-    }
-
-    fn rule(&mut self, at: &str, raw: &L4Rule) -> Option<Rule> {
-        let before = self.errors.len();
-        if let Err(why) = check_rule_name(&raw.name) {
-            self.error(format!("{at}.name"), format!("\"{}\" {why}", raw.name));
-        }
-        let action = action(raw.action);
-        let from = raw
-            .from
-            .as_ref()
-            .map(|list| self.cidrs(&format!("{at}.from"), list));
-        let protocol = raw.protocol.map(protocol);
-
-        let ports = raw.ports.as_ref().map(|list| {
-            let field = format!("{at}.ports");
-            if !matches!(protocol, Some(Protocol::Tcp | Protocol::Udp)) {
-                let got = protocol.map_or("no protocol".to_string(), |p| {
-                    format!("protocol {}", p.as_str())
-                });
-                self.error(
-                    &field,
-                    format!("ports need protocol TCP or UDP, this rule has {got}"),
-                );
-            }
-            if list.is_empty() {
-                self.error(&field, "empty list; omit ports to match any port");
-            }
-            list.iter()
-                .enumerate()
-                .filter_map(|(j, s)| {
-                    parse_ports(s)
-                        .map_err(|why| self.error(format!("{field}[{j}]"), why))
-                        .ok()
-                })
-                .collect::<Vec<_>>()
-        });
-
-        let icmp_types = raw.icmp_types.as_ref().map(|list| {
-            let field = format!("{at}.icmpTypes");
-            if !matches!(protocol, Some(Protocol::Icmp | Protocol::Icmpv6)) {
-                let got = protocol.map_or("no protocol".to_string(), |p| {
-                    format!("protocol {}", p.as_str())
-                });
-                self.error(
-                    &field,
-                    format!("icmpTypes need protocol ICMP or ICMPv6, this rule has {got}"),
-                );
-            }
-            if list.is_empty() {
-                self.error(&field, "empty list; omit icmpTypes to match any ICMP type");
-            }
-            list.iter()
-                .enumerate()
-                .filter_map(|(j, &t)| match u8::try_from(t) {
-                    Ok(t) => Some(t),
-                    Err(_) => {
-                        self.error(
-                            format!("{field}[{j}]"),
-                            format!("ICMP type {t} is out of range 0-255"),
-                        );
-                        None
-                    }
-                })
-                .collect::<Vec<_>>()
-        });
-
-        let rate_limit = raw.rate_limit.as_ref().and_then(|limit| {
-            let field = format!("{at}.rateLimit");
-            if action == Action::Deny {
-                self.error(
-                    &field,
-                    "a rate limit applies to the packets an allow rule admits; this rule denies",
-                );
-            }
-            self.rate_limit(&field, limit)
-        });
-
-        (self.errors.len() == before).then(|| Rule {
-            name: raw.name.clone(),
-            action,
-            from,
-            protocol,
-            ports,
-            icmp_types,
-            rate_limit,
-        })
-    }
-
-    fn cidrs(&mut self, field: &str, list: &[String]) -> Vec<IpNet> {
         if list.is_empty() {
-            self.error(
-                field,
-                "empty list matches no source; omit from to match any source",
-            );
+            c.error(&field, "empty list; omit ports to match any port");
         }
         list.iter()
             .enumerate()
             .filter_map(|(j, s)| {
-                parse_cidr(s)
-                    .map_err(|why| self.error(format!("{field}[{j}]"), why))
+                parse_ports(s)
+                    .map_err(|why| c.error(format!("{field}[{j}]"), why))
                     .ok()
             })
-            .collect()
-    }
+            .collect::<Vec<_>>()
+    });
 
-    fn rate_limit(&mut self, field: &str, raw: &L4RateLimit) -> Option<RateLimit> {
-        let before = self.errors.len();
-        let pps = self.bounded(
-            &format!("{field}.packetsPerSecond"),
-            raw.packets_per_second,
-            1,
-            MAX_PPS,
-        );
-        let burst = match raw.burst {
-            Some(b) => self.bounded(&format!("{field}.burst"), b, 1, MAX_BURST),
-            None => pps,
-        };
-        let per = raw.per.as_ref();
-        let v4 = match per.and_then(|p| p.ipv4_prefix) {
-            Some(len) => self.bounded(&format!("{field}.per.ipv4Prefix"), len, 0, 32),
-            None => Some(u64::from(DEFAULT_IPV4_PREFIX)),
-        };
-        let v6 = match per.and_then(|p| p.ipv6_prefix) {
-            Some(len) => self.bounded(&format!("{field}.per.ipv6Prefix"), len, 0, 128),
-            None => Some(u64::from(DEFAULT_IPV6_PREFIX)),
-        };
-        if self.errors.len() != before {
-            return None;
+    let icmp_types = raw.icmp_types.as_ref().map(|list| {
+        let field = format!("{at}.icmpTypes");
+        if !matches!(protocol, Some(Protocol::Icmp | Protocol::Icmpv6)) {
+            let got = protocol.map_or("no protocol".to_string(), |p| {
+                format!("protocol {}", p.as_str())
+            });
+            c.error(
+                &field,
+                format!("icmpTypes need protocol ICMP or ICMPv6, this rule has {got}"),
+            );
         }
-        Some(RateLimit {
-            packets_per_second: pps?,
-            burst: burst?,
-            ipv4_prefix: u8::try_from(v4?).ok()?,
-            ipv6_prefix: u8::try_from(v6?).ok()?,
-        })
-    }
+        if list.is_empty() {
+            c.error(&field, "empty list; omit icmpTypes to match any ICMP type");
+        }
+        list.iter()
+            .enumerate()
+            .filter_map(|(j, &t)| match u8::try_from(t) {
+                Ok(t) => Some(t),
+                Err(_) => {
+                    c.error(
+                        format!("{field}[{j}]"),
+                        format!("ICMP type {t} is out of range 0-255"),
+                    );
+                    None
+                }
+            })
+            .collect::<Vec<_>>()
+    });
 
-    fn bounded(&mut self, field: &str, value: i64, min: u64, max: u64) -> Option<u64> {
-        match u64::try_from(value) {
-            Ok(v) if (min..=max).contains(&v) => Some(v),
-            _ => {
-                self.error(field, format!("{value} is out of range {min}-{max}"));
-                None
-            }
+    let rate_limit = raw.rate_limit.as_ref().and_then(|limit| {
+        let field = format!("{at}.rateLimit");
+        if action == Action::Deny {
+            c.error(
+                &field,
+                "a rate limit applies to the packets an allow rule admits; this rule denies",
+            );
+        }
+        rate_limit(c, &field, limit)
+    });
+
+    c.clean_since(before).then(|| Rule {
+        name: raw.name.clone(),
+        action,
+        from,
+        protocol,
+        ports,
+        icmp_types,
+        rate_limit,
+    })
+}
+
+fn cidrs(c: &mut Checker<'_, '_>, field: &str, list: &[String]) -> Vec<IpNet> {
+    if list.is_empty() {
+        c.error(
+            field,
+            "empty list matches no source; omit from to match any source",
+        );
+    }
+    list.iter()
+        .enumerate()
+        .filter_map(|(j, s)| {
+            parse_cidr(s)
+                .map_err(|why| c.error(format!("{field}[{j}]"), why))
+                .ok()
+        })
+        .collect()
+}
+
+fn rate_limit(c: &mut Checker<'_, '_>, field: &str, raw: &L4RateLimit) -> Option<RateLimit> {
+    let before = c.mark();
+    let pps = bounded(
+        c,
+        &format!("{field}.packetsPerSecond"),
+        raw.packets_per_second,
+        1,
+        MAX_PPS,
+    );
+    let burst = match raw.burst {
+        Some(b) => bounded(c, &format!("{field}.burst"), b, 1, MAX_BURST),
+        None => pps,
+    };
+    let per = raw.per.as_ref();
+    let v4 = match per.and_then(|p| p.ipv4_prefix) {
+        Some(len) => bounded(c, &format!("{field}.per.ipv4Prefix"), len, 0, 32),
+        None => Some(u64::from(DEFAULT_IPV4_PREFIX)),
+    };
+    let v6 = match per.and_then(|p| p.ipv6_prefix) {
+        Some(len) => bounded(c, &format!("{field}.per.ipv6Prefix"), len, 0, 128),
+        None => Some(u64::from(DEFAULT_IPV6_PREFIX)),
+    };
+    if !c.clean_since(before) {
+        return None;
+    }
+    Some(RateLimit {
+        packets_per_second: pps?,
+        burst: burst?,
+        ipv4_prefix: u8::try_from(v4?).ok()?,
+        ipv6_prefix: u8::try_from(v6?).ok()?,
+    })
+}
+
+fn bounded(c: &mut Checker<'_, '_>, field: &str, value: i64, min: u64, max: u64) -> Option<u64> {
+    match u64::try_from(value) {
+        Ok(v) if (min..=max).contains(&v) => Some(v),
+        _ => {
+            c.error(field, format!("{value} is out of range {min}-{max}"));
+            None
         }
     }
 }

@@ -1,0 +1,152 @@
+//! Gateways: listeners, HTTPS and client certificate references, allowedRoutes.
+use super::*;
+
+#[test]
+fn unknown_gateway_and_duplicate_listeners_on_one_port_are_refused() {
+    let second = GATEWAY
+        .replace("name: edge }", "name: edge2 }")
+        .replace("name: http,", "name: other,");
+    let yaml = all(&[
+        GATEWAY,
+        &second,
+        BACKENDS,
+        &route("r", &format!("  rules:\n    - {}", TO_A.trim_start()))
+            .replace("[{ name: edge }]", "[{ name: nowhere }]"),
+    ]);
+    let errs = errors(&yaml);
+    let got = places(
+        &errs,
+        "already served by listener \"http\" of Gateway default/edge",
+    );
+    assert_eq!(
+        got,
+        [
+            ("Gateway/edge2".into(), "spec.listeners[0]".into()),
+            ("HTTPRoute/r".into(), "spec.parentRefs[0].name".into()),
+        ]
+    );
+}
+
+#[test]
+fn https_listeners_compile_with_their_certificate_secrets() {
+    let gateway = GATEWAY.replace(
+        "{ name: http, port: 8080, protocol: HTTP }",
+        "{ name: https, port: 8443, hostname: a.example.com, protocol: HTTPS, tls: { mode: Terminate, certificateRefs: [{ name: rsa }, { kind: Secret, name: ec, namespace: certs }] } }",
+    );
+    let t = table(&gateway);
+    assert_eq!(t.listen_ports(), [8443]);
+    let tls = t.policy.listeners[0].tls.as_ref().expect("tls settings");
+    let names: Vec<String> = tls.certificates.iter().map(|s| s.to_string()).collect();
+    assert_eq!(names, ["default/rsa", "certs/ec"]);
+    // Plain listeners have none.
+    assert!(table(GATEWAY).policy.listeners[0].tls.is_none());
+}
+
+#[test]
+fn https_listener_errors_name_the_field() {
+    let gateway = GATEWAY.replace(
+        "    - { name: http, port: 8080, protocol: HTTP }\n",
+        "    - { name: a, port: 8443, protocol: HTTPS, tls: { certificateRefs: [{ kind: ConfigMap, name: c }] } }
+    - { name: b, port: 8444, protocol: HTTPS, tls: { mode: Passthrough, certificateRefs: [{ name: c }] } }
+    - { name: c, port: 8445, protocol: HTTPS }
+    - { name: d, port: 8446, protocol: HTTPS, tls: { certificateRefs: [{ name: ../../etc }, { name: ok, namespace: Bad_NS }] } }
+    - { name: e, port: 8447, protocol: HTTPS, tls: { certificateRefs: [] } }
+    - { name: f, port: 8448, protocol: HTTPS, tls: { certificateRefs: [{ name: c }], options: { x: 'v' } } }
+    - { name: g, port: 8449, protocol: TLS }
+",
+    );
+    let errs = errors(&gateway);
+    let got: Vec<String> = places(&errs, "only core Secrets can hold certificates")
+        .into_iter()
+        .map(|(_, f)| f)
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "spec.listeners[0].tls.certificateRefs[0]",
+            "spec.listeners[1].tls.mode",
+            "spec.listeners[2].tls",
+            "spec.listeners[3].tls.certificateRefs[0].name",
+            "spec.listeners[3].tls.certificateRefs[1].namespace",
+            "spec.listeners[4].tls.certificateRefs",
+            "spec.listeners[5].tls.options.x",
+            "spec.listeners[6].protocol",
+        ]
+    );
+}
+
+#[test]
+fn client_certificate_cas_are_configmaps_in_the_gateway_namespace_by_default() {
+    let gateway = GATEWAY.replace(
+        "    - { name: http, port: 8080, protocol: HTTP }\n",
+        "    - { name: a, port: 8443, protocol: HTTPS, tls: { certificateRefs: [{ name: c }], frontendValidation: { caCertificateRefs: [{ kind: ConfigMap, name: clients }, { group: '', kind: ConfigMap, name: partners, namespace: pki }] } } }
+",
+    );
+    let t = table(&gateway);
+    let tls = t.policy.listeners[0].tls.as_ref().expect("tls settings");
+    let names: Vec<String> = tls.client_cas.iter().map(|s| s.to_string()).collect();
+    assert_eq!(names, ["default/clients", "pki/partners"]);
+
+    let bad = GATEWAY.replace(
+        "    - { name: http, port: 8080, protocol: HTTP }\n",
+        "    - { name: a, port: 8443, protocol: HTTPS, tls: { certificateRefs: [{ name: c }], frontendValidation: { caCertificateRefs: [{ kind: Secret, name: clients }] } } }
+    - { name: b, port: 8444, protocol: HTTPS, tls: { certificateRefs: [{ name: c }], frontendValidation: {} } }
+",
+    );
+    let errs = errors(&bad);
+    let got: Vec<String> = places(&errs, "only core ConfigMaps can hold CA certificates")
+        .into_iter()
+        .map(|(_, f)| f)
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "spec.listeners[0].tls.frontendValidation.caCertificateRefs[0]",
+            "spec.listeners[1].tls.frontendValidation.caCertificateRefs",
+        ]
+    );
+}
+
+#[test]
+fn one_port_cannot_mix_http_and_https_listeners() {
+    let gateway = GATEWAY.replace(
+        "    - { name: http, port: 8080, protocol: HTTP }\n",
+        "    - { name: http, port: 8080, protocol: HTTP }
+    - { name: https, port: 8080, hostname: a.example.com, protocol: HTTPS, tls: { certificateRefs: [{ name: c }] } }
+",
+    );
+    let errs = errors(&gateway);
+    let got = places(
+        &errs,
+        "port 8080 is already served as HTTP by listener \"http\" of Gateway default/edge; one port cannot mix HTTP and HTTPS listeners",
+    );
+    assert_eq!(
+        got,
+        [("Gateway/edge".into(), "spec.listeners[1].protocol".into())]
+    );
+}
+
+#[test]
+fn a_route_in_another_namespace_needs_the_listener_to_allow_it() {
+    let route_ns = route("r", &format!("  rules:\n    - {}", TO_A.trim_start()))
+        .replace(
+            "metadata: { name: r }",
+            "metadata: { name: r, namespace: shop }",
+        )
+        .replace("[{ name: edge }]", "[{ name: edge, namespace: default }]");
+    let backend_ns = BACKENDS.replace(
+        "metadata: { name: a }",
+        "metadata: { name: a, namespace: shop }",
+    );
+    let errs = errors(&all(&[GATEWAY, &backend_ns, &route_ns]));
+    assert_eq!(
+        places(&errs, "only accept routes from namespace default"),
+        [("HTTPRoute/shop/r".into(), "spec.parentRefs[0]".into())]
+    );
+    let open = GATEWAY.replace(
+        "protocol: HTTP }",
+        "protocol: HTTP, allowedRoutes: { namespaces: { from: All } } }",
+    );
+    let t = table(&all(&[&open, &backend_ns, &route_ns]));
+    assert_eq!(lookup(&t, "h", "/", &[]).as_deref(), Some("shop/r#0"));
+}

@@ -1,0 +1,192 @@
+//! RateLimitPolicies and banOnAbuse.
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+
+use super::*;
+
+#[test]
+fn rate_limit_policies_attach_to_every_rule_of_their_routes_in_name_order() {
+    let t = table(&all(&[
+        GATEWAY,
+        BACKENDS,
+        &route(
+            "a",
+            &format!("  rules:\n    - matches: [{{ path: {{ value: /a }} }}]\n{TO_A}    - matches: [{{ path: {{ value: /b }} }}]\n{TO_A}"),
+        ),
+        &route("free", &format!("  rules:\n    - {}", TO_A.trim_start())),
+        &limit_policy(
+            "zz",
+            &format!("{TARGET_A}  mode: shadow\n  limits: [{{ key: clientIP, requests: 5, per: 1s }}]\n"),
+        ),
+        &limit_policy(
+            "aa",
+            &format!("{TARGET_A}  limits:\n    - {{ key: clientIP, requests: 100, per: 1m, burst: 150 }}\n    - {{ name: tenant, key: header, header: X-Tenant, requests: 10, per: 1h }}\n"),
+        ),
+    ]));
+    let defs = &t.policy.rate_limits;
+    let summary: Vec<_> = defs
+        .iter()
+        .map(|d| {
+            (
+                d.policy.to_string(),
+                d.name.clone(),
+                d.requests,
+                d.per.as_secs(),
+                d.burst,
+                d.shadow,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("default/aa".into(), "aa-0".into(), 100, 60, 150, false),
+            ("default/aa".into(), "tenant".into(), 10, 3600, 10, false),
+            ("default/zz".into(), "zz".into(), 5, 1, 5, true),
+        ]
+    );
+    assert_eq!(
+        defs[1].key,
+        table::LimitKey::Header(HeaderName::from_static("x-tenant"))
+    );
+    let rule_of = |path: &str| {
+        let headers = HeaderMap::new();
+        let req = RequestView {
+            host: "x",
+            path,
+            method: &Method::GET,
+            headers: &headers,
+            query: None,
+        };
+        t.ports[&8080].route(&req).unwrap().rule.clone()
+    };
+    for path in ["/a", "/b"] {
+        let r = rule_of(path);
+        assert_eq!(r.rate_limits.limits, [0, 1, 2], "{path}");
+        // The shadow limit is not announced.
+        assert_eq!(
+            r.rate_limits.policy_header.as_ref().unwrap(),
+            "\"aa-0\";q=100;w=60, \"tenant\";q=10;w=3600"
+        );
+    }
+    assert!(rule_of("/other").rate_limits.limits.is_empty());
+}
+
+#[test]
+fn invalid_rate_limit_policies_are_refused_with_the_field_at_fault() {
+    let limits = "  limits:
+    - { key: clientIP, requests: 0, per: 1s }
+    - { key: clientIP, requests: 1, per: 500ms }
+    - { key: clientIP, requests: 1, per: 2d }
+    - { key: header, requests: 1, per: 1s }
+    - { key: clientIP, header: x-a, requests: 1, per: 1s }
+    - { key: consumer, requests: 1, per: 1s }
+    - { key: header, header: 'bad header', requests: 1, per: 1s, burst: 0 }
+    - { name: same, key: clientIP, requests: 1, per: 25h }
+    - { name: same, key: clientIP, requests: 1, per: 0s }
+";
+    let yaml = all(&[
+        GATEWAY,
+        BACKENDS,
+        &route("a", &format!("  rules:\n    - {}", TO_A.trim_start())),
+        &limit_policy(
+            "bad",
+            &format!("  targetRefs:\n    - {{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: nope }}\n    - {{ group: tollgate.dev, kind: Backend, name: a }}\n    - {{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: a }}\n    - {{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: a }}\n{limits}"),
+        ),
+        &limit_policy("empty", "  targetRefs: []\n  limits: []\n"),
+    ]);
+    let errs = errors(&yaml);
+    let got = places(&errs, "need an AuthPolicy");
+    let f = |field: &str| ("RateLimitPolicy/bad".to_string(), field.to_string());
+    let e = |field: &str| ("RateLimitPolicy/empty".to_string(), field.to_string());
+    assert_eq!(
+        got,
+        [
+            f("spec.targetRefs[0].name"),
+            f("spec.targetRefs[1]"),
+            f("spec.targetRefs[3].name"),
+            f("spec.limits[0].requests"),
+            f("spec.limits[1].per"),
+            f("spec.limits[2].per"),
+            f("spec.limits[3].header"),
+            f("spec.limits[4].header"),
+            f("spec.limits[5].key"),
+            f("spec.limits[6].header"),
+            f("spec.limits[6].burst"),
+            f("spec.limits[7].per"),
+            f("spec.limits[8].name"),
+            f("spec.limits[8].per"),
+            e("spec.targetRefs"),
+            e("spec.limits"),
+        ]
+    );
+    let message = |field: &str| {
+        errs.iter()
+            .find(|x| x.location.object == "RateLimitPolicy/bad" && x.location.field == field)
+            .unwrap()
+            .message
+            .clone()
+    };
+    assert!(message("spec.targetRefs[0].name").contains("no HTTPRoute default/nope"));
+    assert!(message("spec.limits[1].per").contains("whole number of seconds"));
+    assert!(message("spec.limits[2].per").contains("not a duration"));
+    assert!(message("spec.limits[7].per").contains("longer than 24h"));
+    assert!(message("spec.limits[3].header").contains("key: header needs"));
+    assert!(message("spec.limits[5].key").contains("no AuthPolicy targets HTTPRoute default/a"));
+    assert!(errs.iter().all(|x| x.location.file == "l7.yaml"));
+}
+
+#[test]
+fn ban_on_abuse_compiles_per_policy_and_shadow_limits_never_ban() {
+    use tollgate_model::BanKind;
+    let t = table(&all(&[
+        GATEWAY,
+        BACKENDS,
+        &route("a", &format!("  rules:\n    - {}", TO_A.trim_start())),
+        &auth_policy(
+            "keys",
+            &format!("{TARGET_A}  apiKey: {{ header: X-Api-Key, credentialRefs: [{{ name: k }}] }}\n  banOnAbuse: {{ failures: 20, within: 60s, blockFor: 10m }}\n"),
+        ),
+        &limit_policy(
+            "limits",
+            &format!("{TARGET_A}  limits: [{{ key: clientIP, requests: 5, per: 1s }}]\n  banOnAbuse: {{ rejections: 100, within: 1m, blockFor: 24h }}\n"),
+        ),
+        &limit_policy(
+            "shadow",
+            &format!("{TARGET_A}  mode: shadow\n  limits: [{{ key: clientIP, requests: 5, per: 1s }}]\n  banOnAbuse: {{ rejections: 1, within: 1s, blockFor: 1s }}\n"),
+        ),
+    ]));
+    let auth = t.policy.bans[&(BanKind::Auth, "default/keys".into())];
+    assert_eq!(auth.threshold, 20);
+    assert_eq!(auth.within, Duration::from_secs(60));
+    assert_eq!(auth.block_for, Duration::from_secs(600));
+    let limit = t.policy.bans[&(BanKind::Ratelimit, "default/limits".into())];
+    assert_eq!(limit.threshold, 100);
+    assert_eq!(limit.block_for, Duration::from_secs(24 * 3600));
+    assert_eq!(t.policy.bans.len(), 2, "a shadow policy never bans");
+}
+
+#[test]
+fn ban_on_abuse_of_a_rate_limit_policy_is_checked() {
+    let yaml = all(&[
+        GATEWAY,
+        BACKENDS,
+        &route("a", &format!("  rules:\n    - {}", TO_A.trim_start())),
+        &limit_policy(
+            "limits",
+            &format!("{TARGET_A}  limits: [{{ key: clientIP, requests: 5, per: 1s }}]\n  banOnAbuse: {{ rejections: -1, within: forever, blockFor: 0s }}\n"),
+        ),
+    ]);
+    let errs = errors(&yaml);
+    let got = places(&errs, "out of range 1s-24h");
+    let at = |field: &str| ("RateLimitPolicy/limits".to_string(), field.to_string());
+    assert_eq!(
+        got,
+        [
+            at("spec.banOnAbuse.rejections"),
+            at("spec.banOnAbuse.within"),
+            at("spec.banOnAbuse.blockFor"),
+        ]
+    );
+}

@@ -1,0 +1,122 @@
+//! HTTPRoute rules: backend references, filters, redirects.
+use super::*;
+
+#[test]
+fn services_cross_namespace_refs_and_ports_on_backend_refs_are_refused() {
+    let yaml = all(&[
+        GATEWAY,
+        BACKENDS,
+        &route(
+            "r",
+            "  rules:
+    - backendRefs:
+        - { name: svc, port: 80 }
+        - { group: tollgate.dev, kind: Backend, name: a, namespace: other }
+        - { group: tollgate.dev, kind: Backend, name: a, port: 80 }
+",
+        ),
+    ]);
+    let errs = errors(&yaml);
+    let got = places(&errs, "Kubernetes mode");
+    assert_eq!(
+        got,
+        [
+            ("HTTPRoute/r".into(), "spec.rules[0].backendRefs[0]".into()),
+            (
+                "HTTPRoute/r".into(),
+                "spec.rules[0].backendRefs[1].namespace".into()
+            ),
+            (
+                "HTTPRoute/r".into(),
+                "spec.rules[0].backendRefs[2].port".into()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn filters_are_checked() {
+    let yaml = all(&[
+        GATEWAY,
+        BACKENDS,
+        &route(
+            "r",
+            &format!(
+                "  rules:
+    - matches: [{{ path: {{ type: Exact, value: /x }} }}]
+      filters:
+        - type: RequestHeaderModifier
+          requestHeaderModifier: {{ set: [{{ name: x-a, value: '1' }}, {{ name: X-A, value: '2' }}], remove: [host] }}
+        - type: URLRewrite
+          urlRewrite: {{ path: {{ type: ReplacePrefixMatch, replacePrefixMatch: /y }} }}
+        - type: RequestHeaderModifier
+          requestHeaderModifier: {{}}
+        - type: RequestMirror
+          requestMirror: {{ backendRef: {{ name: a }} }}
+        - type: ResponseHeaderModifier
+          requestHeaderModifier: {{}}
+{TO_A}"
+            ),
+        ),
+    ]);
+    let errs = errors(&yaml);
+    let got = places(&errs, "named twice");
+    let f = |s: &str| {
+        (
+            "HTTPRoute/r".to_string(),
+            format!("spec.rules[0].filters{s}"),
+        )
+    };
+    assert_eq!(
+        got,
+        [
+            f("[0].requestHeaderModifier.set[1].name"),
+            f("[0].requestHeaderModifier.remove[0]"),
+            f("[1].urlRewrite.path.type"),
+            f("[2].type"),
+            f("[3].type"),
+            f("[4].requestHeaderModifier"),
+            f("[4].responseHeaderModifier"),
+        ]
+    );
+    assert!(
+        errs[1].message.contains("managed by the proxy"),
+        "{}",
+        errs[1]
+    );
+}
+
+#[test]
+fn a_redirect_rule_needs_no_backends_and_may_not_have_any() {
+    let redirect = "      filters: [{ type: RequestRedirect, requestRedirect: { scheme: https, statusCode: 301 } }]\n";
+    let t = table(&all(&[
+        GATEWAY,
+        BACKENDS,
+        &route(
+            "r",
+            &format!("  rules:\n    - matches: [{{ path: {{ value: /old }} }}]\n{redirect}"),
+        ),
+    ]));
+    let rule = &t.policy.routes[0].rules[0].rule;
+    let r = rule.redirect.as_ref().unwrap();
+    assert_eq!(
+        (r.scheme.as_deref(), r.status.as_u16()),
+        (Some("https"), 301)
+    );
+    assert!(rule.backends.is_empty());
+    let errs = errors(&all(&[
+        GATEWAY,
+        BACKENDS,
+        &route(
+            "r",
+            &format!("  rules:\n    - {}{TO_A}", redirect.trim_start()),
+        ),
+    ]));
+    places(&errs, "remove its backendRefs");
+    let errs = errors(&all(&[
+        GATEWAY,
+        BACKENDS,
+        &route("r", "  rules:\n    - matches: []\n"),
+    ]));
+    places(&errs, "a rule needs backendRefs");
+}
