@@ -82,12 +82,6 @@ impl Fnv1a {
     }
 }
 
-impl Default for Fnv1a {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// The id of a set of files: a hash over each path and content, length-prefixed so that moving
 /// bytes between a path and its content (or between files) changes the id.
 pub fn content_id(files: &[SourceFile]) -> u64 {
