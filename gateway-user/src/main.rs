@@ -4,6 +4,14 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
-    std::process::exit(gateway_user::cli::main()?)
+fn main() {
+    match gateway_user::cli::main() {
+        Ok(code) => std::process::exit(code),
+        Err(error) => {
+            // One line, with every cause (`{:#}`), and no backtrace: what went wrong and what
+            // it concerned (a file, a flag, the pin directory), for an operator to act on.
+            eprintln!("error: {error:#}");
+            std::process::exit(1);
+        }
+    }
 }

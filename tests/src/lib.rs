@@ -233,6 +233,19 @@ impl Lab {
         }
         run_ok("mount", &["-t", "bpf", "bpf", path_str(&self.bpffs)]);
         run_ok("ip", &["netns", "add", &c.netns]);
+        self.add_link();
+    }
+
+    /// Deletes the veth pair (both ends: the namespace's goes with it), as an operator
+    /// reconfiguring the interface would; [`Lab::add_link`] creates it again.
+    pub fn delete_link(&self) {
+        run_ok("ip", &["link", "del", &self.config.veth_root]);
+    }
+
+    /// Creates the veth pair with its addresses, routes and neighbours, and waits until it is
+    /// up. Returns the moment `ip link add` returned: when the interface exists again.
+    pub fn add_link(&self) -> Instant {
+        let c = &self.config;
         let mac_root = format!("02:54:47:00:{:02x}:01", c.mac_byte);
         let mac_ns = format!("02:54:47:00:{:02x}:02", c.mac_byte);
         run_ok(
@@ -254,6 +267,7 @@ impl Lab {
                 &c.netns,
             ],
         );
+        let created = Instant::now();
         // No IPv6 on the lab link: router solicitations, MLD reports and DAD probes would
         // otherwise reach the program and show up in counters the tests compare exactly.
         let _ = fs::write(
@@ -336,6 +350,24 @@ impl Lab {
             }
             thread::sleep(Duration::from_millis(20));
         }
+        created
+    }
+
+    /// The index of the root-side veth now (`None` while it does not exist).
+    pub fn ifindex(&self) -> Option<u32> {
+        fs::read_to_string(format!("/sys/class/net/{}/ifindex", self.config.veth_root))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The id of the XDP program the kernel shows on the root-side veth, in any mode
+    /// (`ip -j link show`), if there is one.
+    pub fn xdp_prog_id(&self) -> Option<u64> {
+        let out = run("ip", &["-j", "link", "show", "dev", &self.config.veth_root]);
+        let links: Value = serde_json::from_slice(&out.stdout).ok()?;
+        links[0]["xdp"]["prog"]["id"].as_u64()
     }
 
     /// Removes everything a lab with these names may have left: agents it started (found
@@ -888,10 +920,6 @@ impl Agent {
             "no tollgate binary at {} (build it first)",
             bin.display()
         );
-        let log_path = lab.next_agent_log();
-        let log = fs::File::create(&log_path)
-            .unwrap_or_else(|e| panic!("create {}: {e}", log_path.display()));
-        let log_err = log.try_clone().expect("clone the log file");
         let mut cmd = Command::new(bin);
         cmd.args(["run", "--interface", lab.iface(), "--source"])
             .arg(&lab.source_dir)
@@ -901,13 +929,19 @@ impl Agent {
             .arg(&lab.state_dir)
             .args(["--log-format", "text"])
             .args(extra_args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+            .envs(env.iter().copied());
+        Agent::start_command(lab, cmd)
+    }
+
+    /// Starts `cmd`, a `tollgate run` the test put together itself (through a wrapper such as
+    /// `unshare`, or with other directories), with its output in the lab's next agent log.
+    pub fn start_command(lab: &Lab, mut cmd: Command) -> Agent {
+        let log_path = lab.next_agent_log();
+        let log = fs::File::create(&log_path)
+            .unwrap_or_else(|e| panic!("create {}: {e}", log_path.display()));
+        let log_err = log.try_clone().expect("clone the log file");
+        cmd.stdin(Stdio::null()).stdout(log).stderr(log_err);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
         // Recorded so that a later run can end this agent if this run is killed.
         if let Ok(mut f) = fs::OpenOptions::new()
             .create(true)

@@ -180,6 +180,11 @@ pub struct Ids {
     pub scopes: IdSpace<String>,
     /// Source entries: set key -> prefix or wildcard.
     pub entries: IdSpace<EntryKey>,
+    /// The index each interface's rule set is written under in `IFACES` (an interface that is
+    /// deleted and created again comes back under a new one). Absent from tables saved before
+    /// it existed.
+    #[serde(default)]
+    pub interfaces: std::collections::BTreeMap<String, u32>,
 }
 
 /// File name of the id table in the state directory.

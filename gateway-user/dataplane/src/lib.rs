@@ -13,7 +13,10 @@
 //!
 //! A restarted agent loads the programs again with the pinned maps (their contents untouched,
 //! so the node keeps enforcing the last revision), then swaps its program into the pinned links
-//! with `bpf_link_update`: the interface never runs without a filter.
+//! with `bpf_link_update`: the interface never runs without a filter. A pinned link whose
+//! interface was deleted meanwhile is defunct: it is unpinned and replaced ([`attach`], which
+//! also reads every attachment back from the kernel and reconciles interfaces that come and
+//! go).
 //!
 //! # Atomic updates
 //!
@@ -22,9 +25,12 @@
 //! `CONFIG.active_gen`, waits for an RCU grace period (every packet that read the old generation
 //! has finished: XDP and TC programs run inside RCU read-side sections), and then brings the old
 //! generation up to date too, so that the next revision's diff is again only its own change.
+pub mod attach;
 pub mod bans;
+pub mod bpffs;
 pub mod counters;
 pub mod ids;
+pub mod netlink;
 pub mod offenders;
 pub mod tables;
 #[cfg(feature = "testrun")]
@@ -40,17 +46,16 @@ use std::time::{Duration, Instant};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues};
-use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
-use aya::programs::xdp::XdpLink;
-use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode};
+use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader};
 use gateway_common::{
     Config, IfaceConfig, IfaceKey, LimitConfig, PortKey, RuleCounters, SrcV4, SrcV6, SrcValue,
     Verdict, FAST_IFINDEX,
 };
-use tracing::{info, warn};
+use tracing::warn;
 
+use attach::ProgIds;
+pub use attach::{AttachMode, Attached, ChangeCause, IfaceChange, IfaceState};
 use ids::Ids;
 use tables::{diff, Tables, TablesError};
 use tollgate_compile::l4::L4Snapshot;
@@ -65,80 +70,6 @@ pub const TC_PROGRAM: &str = "tollgate_tc";
 
 /// Default pin directory.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/tollgate";
-
-/// How to attach.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum AttachMode {
-    /// XDP in driver mode, else generic XDP, else TC.
-    Auto,
-    /// XDP in driver mode only.
-    Native,
-    /// Generic (skb) XDP only.
-    Generic,
-    /// TC ingress (TCX link) only.
-    Tc,
-}
-
-impl AttachMode {
-    /// Every mode, as written on the command line.
-    pub const NAMES: [&'static str; 4] = ["auto", "native", "generic", "tc"];
-
-    /// The mode as written on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttachMode::Auto => "auto",
-            AttachMode::Native => "native",
-            AttachMode::Generic => "generic",
-            AttachMode::Tc => "tc",
-        }
-    }
-}
-
-impl std::str::FromStr for AttachMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(AttachMode::Auto),
-            "native" => Ok(AttachMode::Native),
-            "generic" => Ok(AttachMode::Generic),
-            "tc" => Ok(AttachMode::Tc),
-            _ => Err(format!(
-                "\"{s}\" is not an attach mode ({})",
-                Self::NAMES.join(", ")
-            )),
-        }
-    }
-}
-
-/// How an interface ended up attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum Attached {
-    /// XDP, driver mode.
-    XdpNative,
-    /// XDP, generic mode.
-    XdpGeneric,
-    /// TC ingress via a TCX link.
-    Tcx,
-}
-
-impl Attached {
-    fn suffix(self) -> &'static str {
-        match self {
-            Attached::XdpNative => "xdp-native",
-            Attached::XdpGeneric => "xdp-generic",
-            Attached::Tcx => "tcx",
-        }
-    }
-    /// Short name for logs and status (`native`, `generic`, `tc`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Attached::XdpNative => "native",
-            Attached::XdpGeneric => "generic",
-            Attached::Tcx => "tc",
-        }
-    }
-}
 
 /// Errors of the data plane.
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +131,16 @@ pub enum DataplaneError {
         value: u32,
         /// Capacity this build needs.
         entries: u32,
+    },
+    /// The kernel does not show the program on the interface after an attach.
+    #[error("attached to {iface} in {mode} mode, but the kernel does not show the program there ({found})")]
+    NotAttached {
+        /// Interface.
+        iface: String,
+        /// The attach mode.
+        mode: &'static str,
+        /// What the kernel shows.
+        found: String,
     },
     /// No attach mode worked.
     #[error("could not attach to {iface}: {reasons}")]
@@ -279,7 +220,20 @@ pub struct Dataplane {
     /// The ids of the last applied revision, by position (see [`tables::PrevAssignment`]).
     prev: Option<tables::PrevAssignment>,
     active_gen: u32,
-    attached: BTreeMap<String, Attached>,
+    /// The rule set (IFACES value) of every interface the last applied revision configures,
+    /// by name, whether it exists or not: written under an interface's index when it appears.
+    /// `None` before the first apply of this run.
+    iface_rules: Option<BTreeMap<String, IfaceConfig>>,
+    /// `--attach-mode`.
+    mode: AttachMode,
+    /// The configured interfaces, in order.
+    interfaces: Vec<String>,
+    /// What each configured interface was last seen as.
+    states: BTreeMap<String, IfaceState>,
+    /// How each interface was last attached (what to look for on it).
+    attached_as: BTreeMap<String, Attached>,
+    /// The kernel's ids of this agent's programs.
+    prog_ids: ProgIds,
 }
 
 impl Dataplane {
@@ -323,7 +277,12 @@ impl Dataplane {
             held: Default::default(),
             prev: None,
             active_gen: 0,
-            attached: BTreeMap::new(),
+            iface_rules: None,
+            mode: AttachMode::Auto,
+            interfaces: Vec::new(),
+            states: BTreeMap::new(),
+            attached_as: BTreeMap::new(),
+            prog_ids: ProgIds::default(),
         };
         dp.read_back()?;
         Ok(dp)
@@ -424,41 +383,6 @@ impl Dataplane {
         !self.held[self.active_gen as usize].ifaces.is_empty()
     }
 
-    /// Attaches to every interface (adopting pinned links without a gap).
-    pub fn attach_all(
-        &mut self,
-        interfaces: &[String],
-        mode: AttachMode,
-    ) -> Result<(), DataplaneError> {
-        let links_dir = self.pin_dir.join("links");
-        std::fs::create_dir_all(&links_dir)
-            .map_err(io_err(format!("create {}", links_dir.display())))?;
-        let progs_dir = self.pin_dir.join("progs");
-        std::fs::create_dir_all(&progs_dir)
-            .map_err(io_err(format!("create {}", progs_dir.display())))?;
-        {
-            let xdp: &mut Xdp = self
-                .program_mut(XDP_PROGRAM)?
-                .try_into()
-                .map_err(prog_err("xdp program"))?;
-            xdp.load().map_err(prog_err("load the XDP program"))?;
-            repin_program(|p| xdp.pin(p), &progs_dir.join(XDP_PROGRAM))?;
-        }
-        {
-            let tc: &mut SchedClassifier = self
-                .program_mut(TC_PROGRAM)?
-                .try_into()
-                .map_err(prog_err("tc program"))?;
-            tc.load().map_err(prog_err("load the TC program"))?;
-            repin_program(|p| tc.pin(p), &progs_dir.join(TC_PROGRAM))?;
-        }
-        for iface in interfaces {
-            let how = self.attach_one(&links_dir, iface, mode)?;
-            self.attached.insert(iface.clone(), how);
-        }
-        Ok(())
-    }
-
     fn program_mut(&mut self, name: &str) -> Result<&mut aya::programs::Program, DataplaneError> {
         self.ebpf
             .program_mut(name)
@@ -466,181 +390,6 @@ impl Dataplane {
                 what: format!("program {name}"),
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "not in the eBPF object"),
             })
-    }
-
-    fn attach_one(
-        &mut self,
-        links_dir: &Path,
-        iface: &str,
-        mode: AttachMode,
-    ) -> Result<Attached, DataplaneError> {
-        // Adopt a pinned link if there is one and the mode fits.
-        if let Some((how, path)) = find_link(links_dir, iface) {
-            let fits = matches!(
-                (mode, how),
-                (AttachMode::Auto, _)
-                    | (AttachMode::Native, Attached::XdpNative)
-                    | (AttachMode::Generic, Attached::XdpGeneric)
-                    | (AttachMode::Tc, Attached::Tcx)
-            );
-            if fits {
-                match self.adopt_link(how, &path) {
-                    Ok(()) => {
-                        info!(
-                            interface = iface,
-                            mode = how.as_str(),
-                            "attached (adopted pinned link, program replaced atomically)"
-                        );
-                        return Ok(how);
-                    }
-                    Err(e) => {
-                        warn!(interface = iface, error = %e, "could not adopt the pinned link; attaching anew")
-                    }
-                }
-            }
-            // A link in another mode: remove it once the new one is in place.
-            let new = self.attach_fresh(links_dir, iface, mode)?;
-            let _ = std::fs::remove_file(&path);
-            return Ok(new);
-        }
-        self.attach_fresh(links_dir, iface, mode)
-    }
-
-    fn adopt_link(&mut self, how: Attached, path: &Path) -> Result<(), DataplaneError> {
-        let pinned = PinnedLink::from_pin(path).map_err(|e| DataplaneError::Io {
-            what: format!("open pinned link {}", path.display()),
-            source: other(e),
-        })?;
-        let fd_link: FdLink = pinned.into();
-        match how {
-            Attached::XdpNative | Attached::XdpGeneric => {
-                let link = XdpLink::try_from(fd_link).map_err(|e| DataplaneError::Io {
-                    what: "pinned link is not an XDP link".into(),
-                    source: other(e),
-                })?;
-                let xdp: &mut Xdp = self
-                    .program_mut(XDP_PROGRAM)?
-                    .try_into()
-                    .map_err(prog_err("xdp program"))?;
-                xdp.attach_to_link(link)
-                    .map_err(prog_err("replace the program of the pinned XDP link"))?;
-            }
-            Attached::Tcx => {
-                let link =
-                    SchedClassifierLink::try_from(fd_link).map_err(|e| DataplaneError::Io {
-                        what: "pinned link is not a TCX link".into(),
-                        source: other(e),
-                    })?;
-                let tc: &mut SchedClassifier = self
-                    .program_mut(TC_PROGRAM)?
-                    .try_into()
-                    .map_err(prog_err("tc program"))?;
-                tc.attach_to_link(link)
-                    .map_err(prog_err("replace the program of the pinned TCX link"))?;
-            }
-        }
-        Ok(())
-    }
-
-    fn attach_fresh(
-        &mut self,
-        links_dir: &Path,
-        iface: &str,
-        mode: AttachMode,
-    ) -> Result<Attached, DataplaneError> {
-        let order: &[Attached] = match mode {
-            AttachMode::Auto => &[Attached::XdpNative, Attached::XdpGeneric, Attached::Tcx],
-            AttachMode::Native => &[Attached::XdpNative],
-            AttachMode::Generic => &[Attached::XdpGeneric],
-            AttachMode::Tc => &[Attached::Tcx],
-        };
-        let mut reasons = Vec::new();
-        for &how in order {
-            match self.try_attach(links_dir, iface, how) {
-                Ok(()) => {
-                    if !reasons.is_empty() {
-                        warn!(interface = iface, mode = how.as_str(), fell_back_from = %reasons.join("; "), "attached (fallback)");
-                    } else {
-                        info!(interface = iface, mode = how.as_str(), "attached");
-                    }
-                    return Ok(how);
-                }
-                Err(e) => reasons.push(format!("{}: {e}", how.as_str())),
-            }
-        }
-        Err(DataplaneError::Attach {
-            iface: iface.to_owned(),
-            reasons: reasons.join("; "),
-        })
-    }
-
-    fn try_attach(
-        &mut self,
-        links_dir: &Path,
-        iface: &str,
-        how: Attached,
-    ) -> Result<(), DataplaneError> {
-        let dir = links_dir.join(how.suffix());
-        std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
-        let path = dir.join(pin_name(iface));
-        let fd_link: FdLink = match how {
-            Attached::XdpNative | Attached::XdpGeneric => {
-                let xdp: &mut Xdp = self
-                    .program_mut(XDP_PROGRAM)?
-                    .try_into()
-                    .map_err(prog_err("xdp program"))?;
-                let flags = if how == Attached::XdpNative {
-                    XdpMode::Driver
-                } else {
-                    XdpMode::Skb
-                };
-                let id = xdp
-                    .attach(iface, flags)
-                    .map_err(prog_err(format!("attach XDP to {iface}")))?;
-                let link = xdp.take_link(id).map_err(prog_err("take XDP link"))?;
-                match FdLink::try_from(link) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        // A netlink attachment cannot be pinned, so it would not survive us.
-                        return Err(DataplaneError::Io {
-                            what: format!(
-                                "XDP on {iface} is a netlink attachment, which cannot be pinned"
-                            ),
-                            source: other(e),
-                        });
-                    }
-                }
-            }
-            Attached::Tcx => {
-                let tc: &mut SchedClassifier = self
-                    .program_mut(TC_PROGRAM)?
-                    .try_into()
-                    .map_err(prog_err("tc program"))?;
-                let id = tc
-                    .attach_with_options(
-                        iface,
-                        TcAttachType::Ingress,
-                        TcAttachOptions::TcxOrder(LinkOrder::default()),
-                    )
-                    .map_err(prog_err(format!("attach TC ingress to {iface}")))?;
-                let link = tc.take_link(id).map_err(prog_err("take TC link"))?;
-                FdLink::try_from(link).map_err(|e| DataplaneError::Io {
-                    what: format!("TC on {iface} is not a TCX link and cannot be pinned"),
-                    source: other(e),
-                })?
-            }
-        };
-        let _ = std::fs::remove_file(&path);
-        fd_link.pin(&path).map_err(|e| DataplaneError::Io {
-            what: format!("pin link {}", path.display()),
-            source: other(e),
-        })?;
-        Ok(())
-    }
-
-    /// How each interface is attached.
-    pub fn attached(&self) -> &BTreeMap<String, Attached> {
-        &self.attached
     }
 
     /// Makes the kernel enforce `snapshot`, atomically. On error nothing that packets see has
@@ -668,8 +417,16 @@ impl Dataplane {
         let stale_prev = self.prev.take();
         let assigned = assigned?;
         mark("ids");
-        let resolve = |name: &str| if_index(name);
-        let desired = Arc::new(tables::build(snapshot, &assigned, &resolve)?);
+        // An interface that does not exist gets no entry; its rule set is kept by name and
+        // written under its index when it appears (`attach::place_rules`).
+        let indexes: BTreeMap<&str, Option<u32>> = snapshot
+            .interfaces
+            .keys()
+            .map(|name| (name.as_str(), if_index(name)))
+            .collect();
+        let resolve = |name: &str| indexes.get(name).copied().flatten();
+        let (desired, by_name) = tables::build(snapshot, &assigned, &resolve)?;
+        let desired = Arc::new(desired);
         mark("build");
         // Ids handed out afresh may have counted for an earlier rule: zero them first. No
         // packet can count on them yet (no active entry names them).
@@ -712,6 +469,11 @@ impl Dataplane {
         self.held[target as usize] = desired.clone();
         self.prev = Some(tables::PrevAssignment::new(snapshot, &assigned));
         drop(stale_prev);
+        self.iface_rules = Some(by_name);
+        self.ids.interfaces = indexes
+            .into_iter()
+            .filter_map(|(name, index)| Some((name.to_owned(), index?)))
+            .collect();
         // Saved after the flip, off the path to enforcement. A crash before the save leaves a
         // table that lacks this revision's new names: the restarted agent then gives them
         // (possibly other) ids and rewrites the entries that name them; only their counters
@@ -910,20 +672,6 @@ fn repin_program(
         what: format!("pin program {}", path.display()),
         source: other(e),
     })
-}
-
-fn find_link(links_dir: &Path, iface: &str) -> Option<(Attached, PathBuf)> {
-    [Attached::XdpNative, Attached::XdpGeneric, Attached::Tcx]
-        .into_iter()
-        .find_map(|how| {
-            let path = links_dir.join(how.suffix()).join(pin_name(iface));
-            path.exists().then_some((how, path))
-        })
-}
-
-/// File name of an interface's link pin (bpffs refuses '.' in names).
-fn pin_name(iface: &str) -> String {
-    iface.replace('.', "~")
 }
 
 /// The index of an interface, if it exists.

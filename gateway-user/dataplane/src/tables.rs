@@ -2,6 +2,8 @@
 //! (no kernel). [`Tables`] carry no generation: the generation bit is added to keys and ids
 //! when a generation is written ([`Tables::for_gen`]), so one value describes either half and
 //! the diff between two revisions is computed once.
+use std::collections::BTreeMap;
+
 use rustc_hash::FxHashMap as HashMap;
 
 use gateway_common::{
@@ -39,12 +41,6 @@ pub enum TablesError {
         what: &'static str,
         /// Its capacity.
         capacity: u32,
-    },
-    /// An interface the snapshot names has no index.
-    #[error("interface {name} does not exist")]
-    NoSuchInterface {
-        /// Its name.
-        name: String,
     },
 }
 
@@ -555,17 +551,20 @@ pub fn assign_ids(ids: &mut Ids, snapshot: &L4Snapshot) -> Result<Assigned, Tabl
     Ok(out)
 }
 
-/// The map contents of `snapshot` with the ids of `assigned`. `ifindex` resolves interface names.
+/// The map contents of `snapshot` with the ids of `assigned`, and the rule set (`IFACES`
+/// value) of every interface by name. `ifindex` resolves interface names; an interface without
+/// an index (it does not exist now) gets no `IFACES` entry.
 pub fn build(
     snapshot: &L4Snapshot,
     assigned: &Assigned,
     ifindex: &dyn Fn(&str) -> Option<u32>,
-) -> Result<Tables, TablesError> {
+) -> Result<(Tables, BTreeMap<String, IfaceConfig>), TablesError> {
     let rule_id = |i: usize| assigned.rules[i];
     // Sized up front: growing a 100,000-entry map doubles the work of filling it.
     fn cap<K, V>(n: usize) -> HashMap<K, V> {
         HashMap::with_capacity_and_hasher(n, Default::default())
     }
+    let mut by_name = BTreeMap::new();
     let mut t = Tables {
         ifaces: cap(snapshot.interfaces.len()),
         src_v4: cap(snapshot.sets.iter().map(|s| s.v4.len()).sum()),
@@ -597,19 +596,18 @@ pub fn build(
                 Verdict::default()
             }
         };
+        let config = IfaceConfig {
+            scope,
+            wildcard_entry: wildcard,
+            default_rule: rule_id(set.default_rule),
+            flags,
+            wildcard: wildcard_verdict,
+        };
         for (name, _) in snapshot.interfaces.iter().filter(|(_, &s)| s == set_idx) {
-            let index =
-                ifindex(name).ok_or_else(|| TablesError::NoSuchInterface { name: name.clone() })?;
-            t.ifaces.insert(
-                index,
-                IfaceConfig {
-                    scope,
-                    wildcard_entry: wildcard,
-                    default_rule: rule_id(set.default_rule),
-                    flags,
-                    wildcard: wildcard_verdict,
-                },
-            );
+            by_name.insert(name.clone(), config);
+            if let Some(index) = ifindex(name) {
+                t.ifaces.insert(index, config);
+            }
         }
         let sb = scope.to_be_bytes();
         for ((net, table), &e) in set.v4.iter().zip(&assigned.v4[set_idx]) {
@@ -654,7 +652,7 @@ pub fn build(
             );
         }
     }
-    Ok(t)
+    Ok((t, by_name))
 }
 
 /// The single verdict of a port table whose rules name no protocol (or that is empty).

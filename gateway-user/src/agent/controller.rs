@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tollgate_compile::snapshot::{compile_documents_with, Snapshot};
-use tollgate_dataplane::Dataplane;
+use tollgate_dataplane::{ChangeCause, Dataplane, IfaceChange, IfaceState};
 use tollgate_model::{Documents, ParseCache};
 use tollgate_proxy::Proxy;
 use tollgate_source::last_good;
@@ -16,7 +16,7 @@ use tollgate_source::poll::{Next, PolicySource, Poll, Refusal, RefusalKind};
 use tracing::{error, info, warn};
 
 use super::schedule::RetrySchedule;
-use crate::telemetry::{self, CounterNames, RevisionStatus, Shared};
+use crate::telemetry::{self, CounterNames, InterfaceStatus, RevisionStatus, Shared};
 
 /// The revision in force.
 #[derive(Debug, Clone)]
@@ -110,11 +110,31 @@ impl Controller {
         })
     }
 
-    /// One pass: read, compile, and enforce a new valid revision. Returns when the next pass
-    /// is due.
-    pub async fn pass(&mut self) -> Instant {
-        let started = Instant::now();
-        let compiled = self.read_and_compile().await;
+    /// Starts a pass: the source's read and the compile run on a blocking thread. Await the
+    /// returned [`PendingPass`] (the controller stays free meanwhile: interfaces can be
+    /// reconciled while a slow fetch runs), then hand its result to
+    /// [`Controller::finish_pass`].
+    pub fn begin_pass(&mut self) -> PendingPass {
+        PendingPass {
+            started: Instant::now(),
+            job: self.read_and_compile(),
+        }
+    }
+
+    /// Ends a pass begun with [`Controller::begin_pass`]: enforces a new valid revision.
+    /// Returns when the next pass is due.
+    pub fn finish_pass(&mut self, pass: PassRead) -> Instant {
+        let PassRead { started, joined } = pass;
+        let compiled = match joined {
+            Ok((source, cache, compiled)) => {
+                self.source = Some(source);
+                self.cache = Some(cache);
+                compiled
+            }
+            // The closure catches the compiler's panics; a panic in the source's read is a bug
+            // that leaves no source to read: stop rather than run without one.
+            Err(e) => panic!("the source's read stopped: {e}"),
+        };
         if let Some(fetch) = compiled.poll.fetch {
             self.shared
                 .metrics
@@ -156,7 +176,7 @@ impl Controller {
     /// The blocking part of a pass, on a blocking thread: the source's read (a Git fetch) and
     /// the compile. A panic in the compiler refuses the revision instead of taking the source
     /// and the agent down with it.
-    async fn read_and_compile(&mut self) -> Compiled {
+    fn read_and_compile(&mut self) -> ReadJob {
         let mut source = self
             .source
             .take()
@@ -164,7 +184,7 @@ impl Controller {
         let mut cache = self.cache.take().expect("the cache is home between passes");
         let anchor = self.history_anchor();
         let interfaces = self.interfaces.clone();
-        let joined = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let poll = source.next(anchor.as_deref());
             let mut compile = Duration::ZERO;
             let snapshot = match &poll.outcome {
@@ -193,19 +213,16 @@ impl Controller {
                 }
                 _ => None,
             };
-            (source, cache, Compiled { poll, snapshot, compile })
+            (
+                source,
+                cache,
+                Compiled {
+                    poll,
+                    snapshot,
+                    compile,
+                },
+            )
         })
-        .await;
-        match joined {
-            Ok((source, cache, compiled)) => {
-                self.source = Some(source);
-                self.cache = Some(cache);
-                compiled
-            }
-            // The closure catches the compiler's panics; a panic in the source's read is a bug
-            // that leaves no source to read: stop rather than run without one.
-            Err(e) => panic!("the source's read stopped: {e}"),
-        }
     }
 
     /// Enforces a compiled revision: the proxy's new ports are bound and its files loaded
@@ -445,6 +462,68 @@ impl Controller {
         }
     }
 
+    /// Looks at every configured interface and puts the program back where it is missing
+    /// (see `Dataplane::reconcile_interfaces`): on every link event and every drift check.
+    /// Logs what changed, counts a program detached behind the agent's back as drift, and
+    /// reports every interface in `/status` and the metrics.
+    pub fn reconcile_interfaces(&mut self) {
+        let revision = self
+            .applied
+            .as_ref()
+            .map(|a| a.id.clone())
+            .unwrap_or_default();
+        for change in self.dp.reconcile_interfaces() {
+            let IfaceChange {
+                name,
+                before,
+                after,
+                cause,
+            } = change;
+            let ifindex = after.ifindex().unwrap_or(0);
+            let mode = after.mode_str();
+            match (cause, &after) {
+                (ChangeCause::Gone, _) => warn!(
+                    interface = %name,
+                    was_ifindex = before.ifindex().unwrap_or(0),
+                    "the interface is gone: nothing is enforced on it until it comes back (not ready)"
+                ),
+                (ChangeCause::Appeared, _) => {
+                    info!(interface = %name, ifindex, mode, "enforcing on interface (it appeared)")
+                }
+                (ChangeCause::Reattached, _) => {
+                    self.shared.metrics.drift_corrections.inc();
+                    warn!(revision = %revision, interface = %name, ifindex, mode, "drift corrected: the program had been detached from the interface behind the agent's back and is attached again");
+                }
+                (ChangeCause::Failed, IfaceState::NotAttached { reason, .. }) => error!(
+                    interface = %name,
+                    ifindex,
+                    "could not attach to the interface; nothing is enforced on it (not ready), retrying at every check: {reason}"
+                ),
+                (ChangeCause::Failed, _) => {}
+            }
+        }
+        self.report_interfaces();
+    }
+
+    /// Writes every configured interface's state into `/status` and the metrics.
+    pub fn report_interfaces(&self) {
+        let states = self.dp.interface_states();
+        for (name, state) in &states {
+            self.shared
+                .metrics
+                .interface_enforced(name, state.is_enforced());
+        }
+        let mut s = self
+            .shared
+            .status
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        s.interfaces = states
+            .into_iter()
+            .map(|(name, state)| InterfaceStatus::new(name, &state))
+            .collect();
+    }
+
     /// Publishes the names of the counter slots for the metrics collector.
     pub fn publish_counter_names(&self) {
         let names: CounterNames = self
@@ -457,6 +536,35 @@ impl Controller {
         if let Ok(mut n) = self.shared.counter_names.write() {
             *n = Arc::new(names);
         }
+    }
+}
+
+/// The blocking read and compile of a pass; it hands the source and the parse cache back.
+type ReadJob = tokio::task::JoinHandle<(Box<dyn PolicySource>, ParseCache, Compiled)>;
+
+/// A pass whose read and compile are running; await it for a [`PassRead`].
+pub struct PendingPass {
+    started: Instant,
+    job: ReadJob,
+}
+
+/// The read and compile of a pass, done.
+pub struct PassRead {
+    started: Instant,
+    joined: Result<(Box<dyn PolicySource>, ParseCache, Compiled), tokio::task::JoinError>,
+}
+
+impl std::future::Future for PendingPass {
+    type Output = PassRead;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<PassRead> {
+        let started = self.started;
+        std::pin::Pin::new(&mut self.job)
+            .poll(cx)
+            .map(|joined| PassRead { started, joined })
     }
 }
 

@@ -3,8 +3,9 @@
 //! One task owns the data plane: it runs the [`controller::Controller`], which reads and
 //! compiles revisions on a blocking thread; only a revision that compiled whole reaches
 //! `apply`, and a refused one leaves the kernel as it was. The loop here only decides when a
-//! pass runs (the schedule, the webhook, SIGHUP), checks for drift, and stops on SIGTERM or
-//! SIGINT, even while a pass is running.
+//! pass runs (the schedule, the webhook, SIGHUP), checks for drift, puts the program back on
+//! an interface that lost it (a link event from [`links`], or the drift check), and stops on
+//! SIGTERM or SIGINT, even while a pass is running.
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,13 +14,14 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
 use crate::telemetry::webhook::WebhookSecret;
-use crate::telemetry::{self, InterfaceStatus, Shared};
+use crate::telemetry::{self, Shared};
 use tollgate_dataplane::{self as dataplane, AttachMode, Dataplane};
 use tollgate_proxy::{Proxy, ProxyConfig};
 use tollgate_source::git::GitOptions;
 use tollgate_source::poll::{DirSource, GitPolicySource, PolicySource};
 
 pub mod controller;
+pub mod links;
 pub mod schedule;
 
 pub use controller::Controller;
@@ -129,6 +131,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    if let Some(at) = dataplane::bpffs::ensure(&config.pin_dir)? {
+        info!(mount_point = %at.display(), "mounted a bpffs for the pins (none was mounted there)");
+    }
     let mut dp = Dataplane::load(&config.pin_dir, &config.state_dir).with_context(|| {
         format!(
             "load the eBPF programs (pins in {})",
@@ -162,20 +167,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         stop_bans.clone(),
     ));
     proxy.send_bans_to(ban_tx, shared.metrics.bans.dropped.clone());
+    // Subscribed before attaching, so that an interface created meanwhile is not missed.
+    let link_changed = links::spawn().context("open the netlink socket for link events")?;
     dp.attach_all(&config.interfaces, config.attach_mode)
         .context("attach")?;
     for (iface, how) in dp.attached() {
         info!(interface = %iface, mode = how.as_str(), "enforcing on interface");
-    }
-    if let Ok(mut s) = shared.status.write() {
-        s.interfaces = dp
-            .attached()
-            .iter()
-            .map(|(n, m)| InterfaceStatus {
-                name: n.clone(),
-                mode: m.as_str().into(),
-            })
-            .collect();
     }
     let mut controller = Controller::new(
         source,
@@ -187,13 +184,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         config.interval,
     );
     controller.publish_counter_names();
+    controller.report_interfaces();
 
     // The first pass; when it gives nothing valid, the last good revision saved on the node.
-    let first = tokio::select! {
-        next = controller.pass() => Some(next),
-        _ = term.recv() => None,
-        _ = int.recv() => None,
-    };
+    let first = pass(&mut controller, &link_changed, &mut term, &mut int).await;
     let Some(mut next_pass) = first else {
         return stop(controller, &config, ban_task, stop_bans).await;
     };
@@ -215,7 +209,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 info!("SIGHUP: reading the source now");
                 controller.rescan();
             }
+            _ = link_changed.notified() => {
+                controller.reconcile_interfaces();
+                continue;
+            }
             _ = drift.tick() => {
+                controller.reconcile_interfaces();
                 // Reading every entry of both generations takes a while with a large policy:
                 // it runs on a blocking thread, so that a webhook call or a pass is not held
                 // up by it; only when it finds drift is the repair (which compares again) run.
@@ -244,13 +243,32 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         }
         // A pass may take long (a slow Git server, a huge revision): a signal stops the agent
         // without waiting for it; the kernel keeps enforcing the revision in force.
-        next_pass = tokio::select! {
-            next = controller.pass() => next,
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-        };
+        match pass(&mut controller, &link_changed, &mut term, &mut int).await {
+            Some(next) => next_pass = next,
+            None => break,
+        }
     }
     stop(controller, &config, ban_task, stop_bans).await
+}
+
+/// One pass of the controller; `None` when SIGTERM or SIGINT came first. Link events are
+/// handled meanwhile: an interface that comes back gets its program within milliseconds even
+/// while a slow fetch or a large compile runs.
+async fn pass(
+    controller: &mut Controller,
+    link_changed: &tokio::sync::Notify,
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) -> Option<std::time::Instant> {
+    let mut pending = controller.begin_pass();
+    loop {
+        tokio::select! {
+            read = &mut pending => return Some(controller.finish_pass(read)),
+            _ = link_changed.notified() => controller.reconcile_interfaces(),
+            _ = term.recv() => return None,
+            _ = int.recv() => return None,
+        }
+    }
 }
 
 /// Drains the proxy, stops the ban task, and detaches when asked.

@@ -1,6 +1,6 @@
 //! The admin HTTP server (`--admin`, default 127.0.0.1:9464): `/metrics` (OpenMetrics text),
 //! `/healthz` (the process is alive; never fails because a source is down), `/readyz` (a
-//! revision is enforced) and `/status` (JSON), all GET; and the Git webhook, `POST /hooks/git`
+//! revision is enforced, on every configured interface) and `/status` (JSON), all GET; and the Git webhook, `POST /hooks/git`
 //! ([`super::webhook`]). Anything else is a 404 or 405.
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,20 +58,35 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    let applied = shared
+    let (applied, interfaces) = shared
         .status
         .read()
-        .map(|s| s.applied.clone())
-        .unwrap_or(None);
+        .map(|s| (s.applied.clone(), s.interfaces.clone()))
+        .unwrap_or_default();
+    let not_enforced: Vec<String> = interfaces
+        .iter()
+        .filter(|i| !i.enforced)
+        .map(|i| format!("{} ({})", i.name, i.mode))
+        .collect();
     match applied {
-        Some(r) => (
-            StatusCode::OK,
-            format!("ready: revision {} is enforced\n", r.id),
-        )
-            .into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: no revision is enforced yet\n",
+        )
+            .into_response(),
+        // A revision in force on some interfaces is not enough: an interface without the
+        // program filters nothing.
+        Some(_) if !not_enforced.is_empty() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: not enforced on interface {}\n",
+                not_enforced.join(", ")
+            ),
+        )
+            .into_response(),
+        Some(r) => (
+            StatusCode::OK,
+            format!("ready: revision {} is enforced\n", r.id),
         )
             .into_response(),
     }

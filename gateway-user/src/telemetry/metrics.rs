@@ -52,6 +52,13 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+/// Label of the per-interface gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InterfaceLabel {
+    /// A configured interface (`--interface`).
+    pub interface: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: String,
@@ -148,9 +155,11 @@ pub struct Metrics {
     pub last_apply_success: Gauge<f64, AtomicU64>,
     /// `tollgate_policy_revision_info{source,revision}`: 1 for the revision in force.
     pub revision_info: Family<RevisionLabels, Gauge>,
-    /// `tollgate_policy_drift_corrections_total`: map entries put back after they were changed
-    /// behind the agent's back.
+    /// `tollgate_policy_drift_corrections_total`: map entries put back, and programs attached
+    /// again to an interface, after they were changed behind the agent's back.
     pub drift_corrections: Counter,
+    /// `tollgate_interface_enforced{interface}`: 1 when the program runs on the interface.
+    interface_enforced: Family<InterfaceLabel, Gauge>,
     /// `tollgate_git_fetch_duration_seconds`: fetches of the Git source, failed ones included.
     pub git_fetch_duration: Histogram,
     /// `tollgate_webhook_calls_total{outcome}`: calls of `POST /hooks/git`.
@@ -375,8 +384,15 @@ impl Metrics {
         catalog.register(
             &mut registry,
             "tollgate_policy_drift_corrections",
-            "Kernel map entries put back after they were changed behind the agent's back.",
+            "Kernel map entries put back, and programs attached again to an interface, after they were changed behind the agent's back.",
             drift_corrections.clone(),
+        );
+        let interface_enforced = Family::<InterfaceLabel, Gauge>::default();
+        catalog.register(
+            &mut registry,
+            "tollgate_interface_enforced",
+            "1 when the kernel shows the program on the configured interface, 0 when it is absent or the program is not attached.",
+            interface_enforced.clone(),
         );
         let git_fetch_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         catalog.register(
@@ -423,6 +439,7 @@ impl Metrics {
             last_apply_success,
             revision_info,
             drift_corrections,
+            interface_enforced,
             git_fetch_duration,
             webhook_calls,
             http,
@@ -471,6 +488,15 @@ impl Metrics {
                 outcome: outcome.into(),
             })
             .inc();
+    }
+
+    /// Records whether the program runs on `interface`.
+    pub fn interface_enforced(&self, interface: &str, enforced: bool) {
+        self.interface_enforced
+            .get_or_create(&InterfaceLabel {
+                interface: interface.to_owned(),
+            })
+            .set(i64::from(enforced));
     }
 
     /// Records the revision in force.

@@ -25,13 +25,38 @@ pub struct RevisionStatus {
     pub refused: Option<String>,
 }
 
-/// An interface and how it is attached.
+/// A configured interface and whether the program runs on it, as last read back from the
+/// kernel (at start, on every link event, and every `--interval`).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct InterfaceStatus {
     /// Interface name.
     pub name: String,
-    /// `native`, `generic` or `tc`.
+    /// `native`, `generic` or `tc` when the program runs on it; `absent` when there is no
+    /// interface of that name; `detached` when it exists and the program is not attached.
     pub mode: String,
+    /// True only when the kernel shows this agent's program on the interface.
+    pub enforced: bool,
+    /// The interface's index (`null` when it is absent).
+    pub ifindex: Option<u32>,
+    /// Why it is not enforced (`detached` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+impl InterfaceStatus {
+    /// The report of `name` in `state`.
+    pub fn new(name: String, state: &tollgate_dataplane::IfaceState) -> Self {
+        InterfaceStatus {
+            name,
+            mode: state.mode_str().to_owned(),
+            enforced: state.is_enforced(),
+            ifindex: state.ifindex(),
+            problem: match state {
+                tollgate_dataplane::IfaceState::NotAttached { reason, .. } => Some(reason.clone()),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// What `/status` shows and what readiness is decided on.
@@ -43,7 +68,7 @@ pub struct Status {
     pub attempted: Option<RevisionStatus>,
     /// Why the last attempt failed, if it did.
     pub last_error: Option<String>,
-    /// Attach mode per interface.
+    /// Every configured interface: attach mode, and whether it is enforced.
     pub interfaces: Vec<InterfaceStatus>,
     /// Rules in force (including one default per rule set).
     pub rules: usize,
