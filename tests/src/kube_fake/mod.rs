@@ -197,7 +197,6 @@ impl Kind {
         status::Resource {
             plural: &self.plural,
             group: &self.group,
-            kind: &self.kind,
         }
     }
 

@@ -245,8 +245,6 @@ pub struct Resource<'a> {
     pub plural: &'a str,
     /// Group (`coordination.k8s.io`; empty for the core group).
     pub group: &'a str,
-    /// Kind (`Lease`).
-    pub kind: &'a str,
 }
 
 impl Resource<'_> {
