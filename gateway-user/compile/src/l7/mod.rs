@@ -94,7 +94,10 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Retries after a failed connection when a rule has no `retry` (another endpoint is tried;
 /// nothing was sent, so this is safe for every method).
 pub const DEFAULT_CONNECT_RETRIES: u32 = 2;
-/// Wait between retries when `retry.backoff` is not set.
+/// Retries of a rule whose `retry` stanza sets no `attempts`.
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 1;
+/// Wait before the first retry when `retry.backoff` is not set (Envoy's default base
+/// interval; it doubles for each further retry).
 pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(25);
 /// Consecutive failures that eject an endpoint when a Backend sets none.
 pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
@@ -1315,10 +1318,12 @@ fn rule(
         codes: Vec::new(),
         attempts: DEFAULT_CONNECT_RETRIES,
         backoff: Duration::ZERO,
+        after_send: false,
     };
     if let Some(r) = &raw.retry {
         retry.backoff = DEFAULT_RETRY_BACKOFF;
-        retry.attempts = 1;
+        retry.attempts = DEFAULT_RETRY_ATTEMPTS;
+        retry.after_send = true;
         if let Some(codes) = &r.codes {
             for (k, &code) in codes.iter().enumerate() {
                 if (400..=599).contains(&code) {
