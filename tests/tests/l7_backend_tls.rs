@@ -1,6 +1,6 @@
 //! TLS from the proxy to its backends (`Backend` `spec.tls`), against nginx on loopback with
 //! certificates from a CA made for the test: the certificate checked against the Backend's
-//! CA and hostname (a wrong CA or a wrong hostname: 502, counted as `reason="tls"`), SNI as
+//! CA and hostname (a wrong CA or a wrong hostname: 503, counted as `reason="tls"`), SNI as
 //! documented, and a client certificate for a backend that requires one (mutual TLS).
 use std::path::Path;
 use std::time::Duration;
@@ -141,11 +141,12 @@ fn backends_over_tls_are_verified_by_ca_and_hostname_and_get_a_client_certificat
     }
     assert_eq!(tls_errors("good"), 0);
 
-    // A certificate from another CA, or not valid for the hostname: 502, counted.
+    // A certificate from another CA, or not valid for the hostname: 503 (no connection),
+    // counted.
     for route in ["wrongca", "wrongname"] {
         let before = tls_errors(route);
         let r = get(&format!("/{route}"));
-        assert_eq!(r.status, 502, "{route}: {r:?}");
+        assert_eq!(r.status, 503, "{route}: {r:?}");
         assert!(r.body.contains("TLS handshake"), "{route}: {r:?}");
         assert!(tls_errors(route) > before, "{route}: not counted");
     }

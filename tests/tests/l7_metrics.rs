@@ -47,7 +47,7 @@ fn http_metrics_pass_promtool_and_keep_their_labels_bounded() {
         curl(&["-X", "POST", "-d", "x", &url("/status/418")]).status,
         418
     );
-    assert_eq!(curl(&[&url("/gone")]).status, 502);
+    assert_eq!(curl(&[&url("/gone")]).status, 503);
     assert_eq!(curl(&["--path-as-is", &url("/../x")]).status, 400);
 
     let (_, text) = http_get(ADMIN, "/metrics", "").expect("the admin server answers");
@@ -65,7 +65,7 @@ fn http_metrics_pass_promtool_and_keep_their_labels_bounded() {
             1,
         ),
         (
-            "tollgate_http_requests_total{route=\"default/app\",method=\"GET\",code=\"502\"}",
+            "tollgate_http_requests_total{route=\"default/app\",method=\"GET\",code=\"503\"}",
             1,
         ),
         (
@@ -129,7 +129,7 @@ fn the_access_log_has_a_json_line_per_request_or_a_sample_or_nothing() {
                 200
             );
         }
-        assert_eq!(curl(&[&url("/gone")]).status, 502);
+        assert_eq!(curl(&[&url("/gone")]).status, 503);
         let lines = access_log(&agent);
         assert_eq!(lines.len(), 6, "{}", agent.log());
         let first = &lines[0];
@@ -150,7 +150,7 @@ fn the_access_log_has_a_json_line_per_request_or_a_sample_or_nothing() {
         let failed = &lines[5];
         assert_eq!(
             (failed["status"].as_u64(), failed["reason"].as_str()),
-            (Some(502), Some("connect"))
+            (Some(503), Some("connect"))
         );
         // The access log stays out of the agent's own log lines.
         assert!(agent
@@ -165,10 +165,10 @@ fn the_access_log_has_a_json_line_per_request_or_a_sample_or_nothing() {
         for _ in 0..20 {
             assert_eq!(curl(&[&url("/s")]).status, 200);
         }
-        assert_eq!(curl(&[&url("/gone")]).status, 502);
+        assert_eq!(curl(&[&url("/gone")]).status, 503);
         let lines = access_log(&agent);
         let ok = lines.iter().filter(|l| l["status"] == 200).count();
-        let errors = lines.iter().filter(|l| l["status"] == 502).count();
+        let errors = lines.iter().filter(|l| l["status"] == 503).count();
         assert_eq!((ok, errors), (5, 1), "{}", agent.log());
     }
 
@@ -178,7 +178,7 @@ fn the_access_log_has_a_json_line_per_request_or_a_sample_or_nothing() {
         for _ in 0..3 {
             assert_eq!(curl(&[&url("/o")]).status, 200);
         }
-        assert_eq!(curl(&[&url("/gone")]).status, 502);
+        assert_eq!(curl(&[&url("/gone")]).status, 503);
         assert!(access_log(&agent).is_empty(), "{}", agent.log());
     }
 }

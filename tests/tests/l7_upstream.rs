@@ -1,5 +1,6 @@
-//! Backends as the L7 proxy sees them: weighted splits, timeouts (504), dead endpoints (502,
-//! then ejected), retries on chosen status codes, and the metrics that count all of it.
+//! Backends as the L7 proxy sees them: weighted splits, timeouts (504), dead endpoints (503;
+//! ejected while another endpoint is healthy), retries on chosen status codes, and the metrics
+//! that count all of it.
 use std::time::{Duration, Instant};
 
 use tollgate_tests::l7::{
@@ -127,7 +128,7 @@ fn a_hanging_backend_gets_a_504_when_the_backend_timeout_passes() {
 }
 
 #[test]
-fn a_dead_endpoint_gets_a_502_then_is_ejected_while_a_live_one_takes_the_requests() {
+fn a_dead_endpoint_gets_a_503_and_is_ejected_only_while_a_live_one_takes_the_requests() {
     require_root!();
     let lab = Lab::new("l7dead", &[]);
     let _live = Backend::start("live", 19591);
@@ -149,10 +150,10 @@ fn a_dead_endpoint_gets_a_502_then_is_ejected_while_a_live_one_takes_the_request
     lab.write_policy("l7.yaml", &policy);
     let agent = start_agent(&lab, ADMIN, &[PROXY], &[]);
 
-    // A backend whose only endpoint is dead: 502 twice (connection refused), then the endpoint
-    // is ejected and the answer is 503 (no healthy endpoint) without trying it.
+    // A backend whose only endpoint is dead: 503 (connection refused) every time, and the
+    // endpoint is tried every time: the last healthy endpoint of a Backend is never ejected.
     let codes: Vec<u16> = (0..4).map(|_| curl(&[&url("/gone")]).status).collect();
-    assert_eq!(codes, [502, 502, 503, 503]);
+    assert_eq!(codes, [503, 503, 503, 503]);
 
     // Two endpoints, one dead: every request succeeds (a refused connection is retried on the
     // other endpoint), and the dead one is ejected after two failures.
@@ -170,12 +171,12 @@ fn a_dead_endpoint_gets_a_502_then_is_ejected_while_a_live_one_takes_the_request
             &m,
             "tollgate_http_upstream_errors_total{route=\"default/gone\",reason=\"connect\"}"
         ),
-        Some(2),
+        Some(4),
         "{m}"
     );
     assert_eq!(
         metric_value(&m, "tollgate_http_upstream_errors_total{route=\"default/gone\",reason=\"no_healthy_endpoint\"}"),
-        Some(2),
+        None,
         "{m}"
     );
     assert_eq!(
@@ -191,8 +192,8 @@ fn a_dead_endpoint_gets_a_502_then_is_ejected_while_a_live_one_takes_the_request
             &m,
             "tollgate_http_endpoint_ejections_total{backend=\"default/gone\"}"
         ),
-        Some(1),
-        "{m}"
+        None,
+        "the only endpoint is never ejected: {m}"
     );
     assert_eq!(
         metric_value(
@@ -204,7 +205,7 @@ fn a_dead_endpoint_gets_a_502_then_is_ejected_while_a_live_one_takes_the_request
     );
     assert_eq!(
         agent.log_count("endpoint ejected after consecutive failures"),
-        2,
+        1,
         "{}",
         agent.log()
     );

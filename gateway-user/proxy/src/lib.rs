@@ -36,8 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http_body_util::{Either, Full};
+use http_body_util::Either;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -55,7 +54,7 @@ use upstream::BackendRuntime;
 
 /// The body of requests sent to backends: buffered (replayable) or streamed (and cut off
 /// at the route's body size limit).
-pub type UpstreamBody = Either<Full<Bytes>, body::LimitedBody>;
+pub type UpstreamBody = Either<upstream::ReplayBody, body::LimitedBody>;
 
 /// Default address the listeners bind (`--gateway-address`).
 pub const DEFAULT_GATEWAY_ADDRESS: &str = "0.0.0.0";

@@ -80,7 +80,8 @@ pub struct RouteLabel {
 pub struct UpstreamErrorLabels {
     /// `namespace/name` of the HTTPRoute.
     pub route: String,
-    /// `connect`, `timeout`, `reset`, `no_healthy_endpoint` or `no_backend`.
+    /// `connect`, `tls`, `timeout`, `reset`, `invalid_response`, `no_healthy_endpoint` or
+    /// `no_backend`. One per failed attempt: a request retried twice may count three.
     pub reason: &'static str,
 }
 

@@ -12,15 +12,15 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderName, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use http_body_util::{BodyExt, Either, Full};
+use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
 use tracing::debug;
 
-use super::backend_tls::{self, TlsClient};
+use super::backend_tls::TlsClient;
 use super::body::{BodyState, Completion, LimitedBody, ResponseBody};
 use super::forwarded;
 use super::listener::{ConnGuard, ConnInfo};
-use super::upstream::{self, BackendRuntime, NoEndpoint};
+use super::upstream::{self, BackendRuntime, BodySent, Failure, ReplayBody};
 use super::{auth, limit};
 use super::{Active, Core, UpstreamBody};
 use crate::decide::{decide, Decision, RequestParts};
@@ -145,12 +145,19 @@ impl RequestBody {
         matches!(self, RequestBody::Replayable(_))
     }
 
-    fn take(&mut self) -> UpstreamBody {
+    /// The body of the next attempt, and what tells whether any of it was sent.
+    fn take(&mut self) -> (UpstreamBody, BodySent) {
         match self {
-            RequestBody::Replayable(b) => Either::Left(Full::new(b.clone())),
+            RequestBody::Replayable(b) => {
+                let (body, sent) = ReplayBody::new(b.clone());
+                (Either::Left(body), sent)
+            }
             RequestBody::Stream(s) => match s.take() {
-                Some(b) => Either::Right(b),
-                None => Either::Left(Full::new(Bytes::new())),
+                Some(b) => (Either::Right(b), BodySent::always()),
+                None => (
+                    Either::Left(ReplayBody::new(Bytes::new()).0),
+                    BodySent::always(),
+                ),
             },
         }
     }
@@ -620,14 +627,11 @@ async fn read_body(
     }
 }
 
-/// What went wrong with the last attempt.
-enum Failure {
-    Connect,
-    Tls,
-    Timeout,
-    Reset,
-}
-
+/// Forwards the request to an endpoint of `backend`, and again (another endpoint first) while
+/// the rule's retries allow: see [`Failure::retryable`] for what is retried, and
+/// [`failure_response`] for the answer when nothing more may be tried. The request timeout
+/// (`deadline`) bounds everything, backoffs included; reached, the answer is 504, whatever
+/// the attempt in progress would have brought.
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     core: Arc<Core>,
@@ -641,35 +645,31 @@ async fn forward(
     deadline: Option<tokio::time::Instant>,
     state: &Arc<BodyState>,
 ) -> Response<ResponseBody> {
-    backend.request();
+    let retry = &rule.retry;
+    // In progress for the retry budget until the response head is here (or nothing more is
+    // tried).
+    let _active = backend.request();
+    // The retry in progress (its backoff and its attempt), held within the budget.
+    let mut retrying: Option<upstream::ActiveRetry<'_>> = None;
     let mut tried: Vec<usize> = Vec::new();
     let mut retries = 0u32;
-    let mut last: Option<Failure> = None;
     loop {
-        // Another endpoint than those tried, if there is one; otherwise one tried before.
-        let picked = match backend.pick(&tried) {
-            Err(NoEndpoint::AllTried) => backend.pick(&[]),
-            other => other,
-        };
-        let (index, in_flight) = match picked {
-            Ok(p) => p,
-            Err(_) => {
-                return match last {
-                    None => {
-                        upstream_error(&core, &rule.route, "no_healthy_endpoint");
-                        local(
-                            done,
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "no_healthy_endpoint",
-                            "no healthy endpoint for this route",
-                        )
-                    }
-                    Some(f) => failure_response(done, f),
-                };
-            }
+        let attempt_started = tokio::time::Instant::now();
+        if deadline.is_some_and(|d| attempt_started >= d) {
+            // The request timeout passed in a backoff: nothing more is sent.
+            upstream_error(&core, &rule.route, "timeout");
+            return failure_response(done, Failure::Timeout);
+        }
+        let Some((index, in_flight)) = backend.pick(&tried) else {
+            upstream_error(&core, &rule.route, "no_healthy_endpoint");
+            return local(
+                done,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_healthy_endpoint",
+                "no healthy endpoint for this route",
+            );
         };
         tried.push(index);
-        let attempt_started = tokio::time::Instant::now();
         let attempt_deadline = match (deadline, rule.timeouts.backend_request) {
             (Some(d), Some(b)) => Some(d.min(attempt_started + b)),
             (Some(d), None) => Some(d),
@@ -693,7 +693,8 @@ async fn forward(
                 )
             }
         };
-        let mut up = Request::new(body.take());
+        let (upstream_body, body_sent) = body.take();
+        let mut up = Request::new(upstream_body);
         *up.method_mut() = parts.method.clone();
         *up.uri_mut() = uri;
         *up.version_mut() = Version::HTTP_11;
@@ -704,14 +705,14 @@ async fn forward(
             None => core.client().request(up),
         };
         let result = match attempt_deadline {
-            Some(d) => tokio::time::timeout_at(d, sent).await.ok(),
+            Some(d) => match tokio::time::timeout_at(d, sent).await {
+                // A head that came as the timer fired is as late as none: which of the two
+                // the runtime saw first must not decide the answer (a 500 where the deadline
+                // says 504).
+                Ok(_) if tokio::time::Instant::now() >= d => None,
+                r => r.ok(),
+            },
             None => Some(sent.await),
-        };
-        let can_retry = |retries: u32| {
-            retries < rule.retry.attempts
-                && body.replayable()
-                && deadline.is_none_or(|d| tokio::time::Instant::now() < d)
-                && backend.try_retry()
         };
         let failure = match result {
             None if state.incomplete() => {
@@ -732,13 +733,6 @@ async fn forward(
                     "the request body could not be read",
                 );
             }
-            None => {
-                backend.failure(index);
-                upstream_error(&core, &rule.route, "timeout");
-                debug!(route = %rule.route, endpoint = %authority, "backend timed out");
-                // The backend may be working on it: a timed-out request is not sent again.
-                return failure_response(done, Failure::Timeout);
-            }
             Some(Err(_)) if state.too_large() => {
                 // The client's body grew past the limit: the backend is not at fault.
                 body_too_large(&core, &rule.route);
@@ -749,23 +743,29 @@ async fn forward(
                     "the request body is larger than this route accepts",
                 );
             }
-            Some(Err(e)) if e.is_connect() && backend_tls::is_tls_failure(&e) => {
-                backend.failure(index);
-                upstream_error(&core, &rule.route, "tls");
-                debug!(route = %rule.route, endpoint = %authority, error = %e, "TLS to the backend failed");
-                Failure::Tls
-            }
-            Some(Err(e)) if e.is_connect() => {
-                backend.failure(index);
-                upstream_error(&core, &rule.route, "connect");
-                debug!(route = %rule.route, endpoint = %authority, error = %e, "cannot connect to the backend");
-                Failure::Connect
+            None => {
+                // The endpoint is blamed when it had its full time: its per-try timeout, or
+                // (without one) the whole request timeout of a first attempt.
+                let had_its_time = match rule.timeouts.backend_request {
+                    Some(b) => attempt_started.elapsed() >= b,
+                    None => retries == 0,
+                };
+                if had_its_time {
+                    backend.failure(index);
+                }
+                upstream_error(&core, &rule.route, "timeout");
+                debug!(route = %rule.route, endpoint = %authority, "backend timed out");
+                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    return failure_response(done, Failure::Timeout);
+                }
+                Failure::Timeout
             }
             Some(Err(e)) => {
+                let f = Failure::of(&e);
                 backend.failure(index);
-                upstream_error(&core, &rule.route, "reset");
-                debug!(route = %rule.route, endpoint = %authority, error = %e, "the backend failed before answering");
-                return failure_response(done, Failure::Reset);
+                upstream_error(&core, &rule.route, failure_reason(f));
+                debug!(route = %rule.route, endpoint = %authority, error = %e, failure = ?f, "attempt to the backend failed");
+                f
             }
             Some(Ok(resp)) => {
                 let status = resp.status();
@@ -774,12 +774,22 @@ async fn forward(
                 } else {
                     backend.success(index);
                 }
-                if rule.retry.codes.contains(&status.as_u16()) && can_retry(retries) {
-                    drop(resp);
-                    drop(in_flight);
-                    retries += 1;
-                    sleep_before_retry(rule.retry.backoff, retries, deadline).await;
-                    continue;
+                if retry.codes.contains(&status.as_u16())
+                    && retries < retry.attempts
+                    && body.replayable()
+                {
+                    // The budget is asked before the response is let go: refused, it is the
+                    // answer. The retry before this one (if any) is over: its place is free.
+                    drop(retrying.take());
+                    if let Some(r) = backend.try_retry() {
+                        retrying = Some(r);
+                        drop(resp);
+                        drop(in_flight);
+                        retries += 1;
+                        sleep_before_retry(retry.backoff, retries, deadline).await;
+                        continue;
+                    }
+                    debug!(route = %rule.route, backend = %backend.def.label, "retry refused: over the retry budget");
                 }
                 let body_deadline = match (deadline, rule.timeouts.backend_request) {
                     (Some(d), Some(b)) => Some(d.min(attempt_started + b)),
@@ -801,15 +811,26 @@ async fn forward(
             }
         };
         drop(in_flight);
-        if !can_retry(retries) {
+        let may_retry = retries < retry.attempts
+            && body.replayable()
+            && failure.retryable(retry.after_send, &parts.method, body_sent.get());
+        if !may_retry {
             return failure_response(done, failure);
         }
-        last = Some(failure);
+        drop(retrying.take());
+        match backend.try_retry() {
+            Some(r) => retrying = Some(r),
+            None => {
+                debug!(route = %rule.route, backend = %backend.def.label, "retry refused: over the retry budget");
+                return failure_response(done, failure);
+            }
+        }
         retries += 1;
-        sleep_before_retry(rule.retry.backoff, retries, deadline).await;
+        sleep_before_retry(retry.backoff, retries, deadline).await;
     }
 }
 
+/// Waits before retry number `n`; never past the request's deadline.
 async fn sleep_before_retry(
     base: std::time::Duration,
     n: u32,
@@ -823,33 +844,45 @@ async fn sleep_before_retry(
     tokio::time::sleep_until(deadline.map_or(until, |d| d.min(until))).await;
 }
 
-fn failure_response(done: Completion, f: Failure) -> Response<ResponseBody> {
+/// The `reason` label of `tollgate_http_upstream_errors_total` (and the access log) for `f`.
+fn failure_reason(f: Failure) -> &'static str {
     match f {
-        Failure::Connect => local(
-            done,
-            StatusCode::BAD_GATEWAY,
-            "connect",
+        Failure::Connect => "connect",
+        Failure::Tls => "tls",
+        Failure::NotSent | Failure::Reset => "reset",
+        Failure::InvalidResponse => "invalid_response",
+        Failure::Timeout => "timeout",
+    }
+}
+
+/// The answer when the last attempt failed and nothing more may be tried. No response from
+/// the backend (no connection, or one lost before the response head): 503, as the Gateway
+/// API's `HTTPRouteRetryConnectionError` expects once the attempts are spent (and Envoy
+/// answers). A response that is not HTTP: 502. No response in time: 504.
+fn failure_response(done: Completion, f: Failure) -> Response<ResponseBody> {
+    let (status, message) = match f {
+        Failure::Connect => (
+            StatusCode::SERVICE_UNAVAILABLE,
             "cannot connect to the backend",
         ),
-        Failure::Tls => local(
-            done,
-            StatusCode::BAD_GATEWAY,
-            "tls",
+        Failure::Tls => (
+            StatusCode::SERVICE_UNAVAILABLE,
             "the TLS handshake with the backend failed",
         ),
-        Failure::Timeout => local(
-            done,
-            StatusCode::GATEWAY_TIMEOUT,
-            "timeout",
-            "the backend did not answer in time",
-        ),
-        Failure::Reset => local(
-            done,
-            StatusCode::BAD_GATEWAY,
-            "reset",
+        Failure::NotSent | Failure::Reset => (
+            StatusCode::SERVICE_UNAVAILABLE,
             "the backend closed the connection without an answer",
         ),
-    }
+        Failure::InvalidResponse => (
+            StatusCode::BAD_GATEWAY,
+            "the backend's response is not valid HTTP",
+        ),
+        Failure::Timeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "the backend did not answer in time",
+        ),
+    };
+    local(done, status, failure_reason(f), message)
 }
 
 #[cfg(test)]

@@ -1,24 +1,45 @@
 //! Backends at run time: their endpoints, which one gets the next request (round robin or
-//! least requests), passive health (an endpoint that fails `consecutiveFailures` times in a row
-//! is ejected for `ejectionTime`, then tried again, and one more failure ejects it again) and a
-//! retry budget.
+//! least requests), passive health, the retry budget, and what a failed attempt is and
+//! whether it may be sent again.
+//!
+//! Passive health: an endpoint that fails `consecutiveFailures` times in a row is ejected for
+//! `ejectionTime`, then tried again, and one more failure ejects it again. Two rules keep it
+//! from turning a partial outage into a total one (Envoy's outlier detection is the
+//! precedent for both):
+//! - the last healthy endpoint of a Backend is never ejected: a Backend with one endpoint
+//!   keeps sending it requests, and serves again the moment it is back;
+//! - the panic threshold: when fewer than [`PANIC_THRESHOLD_PERCENT`] of a Backend's endpoints
+//!   are healthy, health is ignored and every endpoint takes requests (rather than piling
+//!   everything onto the few left).
 //!
 //! This state outlives revisions: a new revision that keeps a Backend (same `namespace/name`
 //! and the same endpoints) keeps its health, counters and rotation, so a reload never puts a
 //! known-bad endpoint back into rotation.
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use bytes::Bytes;
+use http::Method;
+use http_body::{Body, Frame, SizeHint};
+use tracing::{debug, info, warn};
 
 use tollgate_compile::l7::table::{BackendDef, LoadBalancing};
 
-/// Retries may add this share of a backend's requests...
-pub const RETRY_BUDGET_RATIO: f64 = 0.2;
-/// ...or this many retries per second, whichever is more.
-pub const RETRY_BUDGET_MIN_PER_SECOND: u32 = 10;
+/// Retries in progress at once to a Backend may be this share (percent) of its requests in
+/// progress...
+pub const RETRY_BUDGET_PERCENT: u32 = 20;
+/// ...or this many, whichever is more. The floor is what lets every request have the retries
+/// its rule allows while a Backend is not busy: a request's retries follow one another, so at
+/// low request rates few are in progress at once (Envoy's `min_retry_concurrency`).
+pub const RETRY_BUDGET_MIN_CONCURRENCY: u32 = 10;
+/// Below this share (percent) of healthy endpoints, a Backend ignores health and uses all of
+/// its endpoints (Envoy's `healthy_panic_threshold`, whose default is the same).
+pub const PANIC_THRESHOLD_PERCENT: usize = 50;
 
 /// Milliseconds since the first call (a monotonic clock that fits in an atomic).
 pub fn now_ms() -> u64 {
@@ -77,44 +98,43 @@ impl Drop for InFlight {
     }
 }
 
-/// Counts requests and retries per one-second window.
+/// The retry budget of a Backend: requests and retries in progress now. A budget of
+/// concurrency rather than of a rate per second: a rate runs dry after a few requests at low
+/// rates (each request's retries count against a whole second), while a concurrency limit
+/// only bites when many requests fail at once, which is when retries would pile onto a
+/// struggling backend.
 #[derive(Debug, Default)]
 struct RetryBudget {
-    window: AtomicU64,
     requests: AtomicU32,
     retries: AtomicU32,
 }
 
 impl RetryBudget {
-    fn roll(&self, now: u64) {
-        let second = now / 1000;
-        let seen = self.window.load(Ordering::Relaxed);
-        if seen != second
-            && self
-                .window
-                .compare_exchange(seen, second, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            self.requests.store(0, Ordering::Relaxed);
-            self.retries.store(0, Ordering::Relaxed);
-        }
+    /// Retries that may be in progress with `requests` requests in progress.
+    fn allowed(requests: u32) -> u32 {
+        (u64::from(requests) * u64::from(RETRY_BUDGET_PERCENT) / 100)
+            .min(u64::from(u32::MAX))
+            .max(u64::from(RETRY_BUDGET_MIN_CONCURRENCY)) as u32
     }
+}
 
-    fn request(&self) {
-        self.roll(now_ms());
-        self.requests.fetch_add(1, Ordering::Relaxed);
+/// A request to a Backend in progress, for its retry budget (until dropped).
+#[derive(Debug)]
+pub struct ActiveRequest<'a>(&'a RetryBudget);
+
+impl Drop for ActiveRequest<'_> {
+    fn drop(&mut self) {
+        self.0.requests.fetch_sub(1, Ordering::Relaxed);
     }
+}
 
-    fn try_retry(&self) -> bool {
-        self.roll(now_ms());
-        let requests = self.requests.load(Ordering::Relaxed);
-        let allowed =
-            ((f64::from(requests) * RETRY_BUDGET_RATIO) as u32).max(RETRY_BUDGET_MIN_PER_SECOND);
-        self.retries
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
-                (r < allowed).then_some(r + 1)
-            })
-            .is_ok()
+/// A retry in progress (its backoff and its attempt), within the retry budget (until dropped).
+#[derive(Debug)]
+pub struct ActiveRetry<'a>(&'a RetryBudget);
+
+impl Drop for ActiveRetry<'_> {
+    fn drop(&mut self) {
+        self.0.retries.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -127,6 +147,9 @@ pub struct BackendRuntime {
     pub endpoints: Vec<Arc<Endpoint>>,
     next: AtomicUsize,
     budget: RetryBudget,
+    /// Taken to decide an ejection, so that two endpoints failing at once cannot both be
+    /// ejected as the last healthy ones.
+    ejecting: Mutex<()>,
     ejections: prometheus_client::metrics::family::Family<
         BackendLabel,
         prometheus_client::metrics::counter::Counter,
@@ -140,38 +163,74 @@ pub struct BackendLabel {
     pub backend: String,
 }
 
-/// Why no endpoint could be picked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoEndpoint {
-    /// Every endpoint is ejected.
-    AllEjected,
-    /// Every healthy endpoint was tried already for this request.
-    AllTried,
-}
-
 impl BackendRuntime {
-    /// Counts a request (for the retry budget).
-    pub fn request(&self) {
-        self.budget.request();
+    fn new(
+        def: BackendDef,
+        endpoints: Vec<Arc<Endpoint>>,
+        next: usize,
+        ejections: &Ejections,
+    ) -> Self {
+        BackendRuntime {
+            def,
+            endpoints,
+            next: AtomicUsize::new(next),
+            budget: RetryBudget::default(),
+            ejecting: Mutex::new(()),
+            ejections: ejections.clone(),
+        }
     }
 
-    /// May one more retry be sent (within the budget)? Takes the retry when it may.
-    pub fn try_retry(&self) -> bool {
-        self.budget.try_retry()
+    /// Counts a request in progress (for the retry budget) until the guard drops.
+    pub fn request(&self) -> ActiveRequest<'_> {
+        self.budget.requests.fetch_add(1, Ordering::Relaxed);
+        ActiveRequest(&self.budget)
     }
 
-    /// Picks an endpoint that is healthy and not in `tried` (indexes), and marks it in flight.
-    pub fn pick(&self, tried: &[usize]) -> Result<(usize, InFlight), NoEndpoint> {
+    /// A retry, if the budget has room for one more in progress: at most
+    /// [`RETRY_BUDGET_PERCENT`] of the requests in progress, or
+    /// [`RETRY_BUDGET_MIN_CONCURRENCY`], whichever is more.
+    pub fn try_retry(&self) -> Option<ActiveRetry<'_>> {
+        let allowed = RetryBudget::allowed(self.budget.requests.load(Ordering::Relaxed));
+        self.budget
+            .retries
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
+                (r < allowed).then_some(r + 1)
+            })
+            .ok()
+            .map(|_| ActiveRetry(&self.budget))
+    }
+
+    /// Is the Backend in panic (too few healthy endpoints: every endpoint takes requests)?
+    fn panicking(&self, now: u64) -> bool {
+        let healthy = self.endpoints.iter().filter(|e| e.healthy(now)).count();
+        healthy * 100 < PANIC_THRESHOLD_PERCENT * self.endpoints.len()
+    }
+
+    /// Picks an endpoint and marks it in flight: one not in `tried` (indexes) if there is one,
+    /// else one tried before. Ejected endpoints are left out, unless the Backend is in panic.
+    /// `None` only for a Backend without endpoints.
+    pub fn pick(&self, tried: &[usize]) -> Option<(usize, InFlight)> {
         let now = now_ms();
-        let usable = |i: &usize| !tried.contains(i) && self.endpoints[*i].healthy(now);
+        let panic = self.panicking(now);
+        let usable = |i: &usize| panic || self.endpoints[*i].healthy(now);
+        let i = self
+            .choose(|i| usable(i) && !tried.contains(i))
+            .or_else(|| self.choose(usable))?;
+        let endpoint = self.endpoints[i].clone();
+        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some((i, InFlight { endpoint }))
+    }
+
+    /// The endpoint the algorithm picks among those `usable`.
+    fn choose(&self, usable: impl Fn(&usize) -> bool) -> Option<usize> {
         let n = self.endpoints.len();
-        let chosen = match self.def.load_balancing {
+        match self.def.load_balancing {
             LoadBalancing::RoundRobin => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
-                (0..n).map(|k| (start + k) % n).find(usable)
+                (0..n).map(|k| (start + k) % n).find(|i| usable(i))
             }
             LoadBalancing::LeastRequest => {
-                let candidates: Vec<usize> = (0..n).filter(usable).collect();
+                let candidates: Vec<usize> = (0..n).filter(|i| usable(i)).collect();
                 match candidates.len() {
                     0 => None,
                     1 => Some(candidates[0]),
@@ -191,15 +250,6 @@ impl BackendRuntime {
                     }
                 }
             }
-        };
-        match chosen {
-            Some(i) => {
-                let endpoint = self.endpoints[i].clone();
-                endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
-                Ok((i, InFlight { endpoint }))
-            }
-            None if (0..n).any(|i| self.endpoints[i].healthy(now)) => Err(NoEndpoint::AllTried),
-            None => Err(NoEndpoint::AllEjected),
         }
     }
 
@@ -210,31 +260,51 @@ impl BackendRuntime {
             .store(0, Ordering::Relaxed);
     }
 
-    /// Records a failure of endpoint `i`; ejects it at the threshold.
+    /// Records a failure of endpoint `i`; ejects it at the threshold, unless it is the last
+    /// healthy endpoint of the Backend.
     pub fn failure(&self, i: usize) {
         let e = &self.endpoints[i];
         let threshold = self.def.consecutive_failures;
         let failures = e.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if failures >= threshold {
-            // Back from an ejection, one more failure is enough to eject it again.
-            e.consecutive_failures
-                .store(threshold.saturating_sub(1), Ordering::Relaxed);
-            let until = now_ms() + self.def.ejection_time.as_millis() as u64;
-            let previous = e.ejected_until.swap(until, Ordering::Relaxed);
-            if previous <= now_ms() {
-                self.ejections
-                    .get_or_create(&BackendLabel {
-                        backend: self.def.label.clone(),
-                    })
-                    .inc();
-                warn!(
-                    backend = %self.def.label,
-                    endpoint = %e.authority,
-                    failures,
-                    ejected_for = ?self.def.ejection_time,
-                    "endpoint ejected after consecutive failures"
-                );
-            }
+        if failures < threshold {
+            return;
+        }
+        let _deciding = self.ejecting.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_ms();
+        let others_healthy = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .any(|(j, other)| j != i && other.healthy(now));
+        if e.healthy(now) && !others_healthy {
+            // Ejecting it would leave the Backend nothing to send to: a request tried on it
+            // may succeed (the endpoint is back), one refused without trying cannot.
+            debug!(
+                backend = %self.def.label,
+                endpoint = %e.authority,
+                failures,
+                "endpoint not ejected: it is the last healthy one"
+            );
+            return;
+        }
+        // Back from an ejection, one more failure is enough to eject it again.
+        e.consecutive_failures
+            .store(threshold.saturating_sub(1), Ordering::Relaxed);
+        let until = now + self.def.ejection_time.as_millis() as u64;
+        let previous = e.ejected_until.swap(until, Ordering::Relaxed);
+        if previous <= now {
+            self.ejections
+                .get_or_create(&BackendLabel {
+                    backend: self.def.label.clone(),
+                })
+                .inc();
+            warn!(
+                backend = %self.def.label,
+                endpoint = %e.authority,
+                failures,
+                ejected_for = ?self.def.ejection_time,
+                "endpoint ejected after consecutive failures"
+            );
         }
     }
 
@@ -244,6 +314,11 @@ impl BackendRuntime {
         self.endpoints.iter().filter(|e| e.healthy(now)).count()
     }
 }
+
+type Ejections = prometheus_client::metrics::family::Family<
+    BackendLabel,
+    prometheus_client::metrics::counter::Counter,
+>;
 
 /// Backend runtimes by definition, kept across revisions.
 #[derive(Debug, Default)]
@@ -255,14 +330,7 @@ impl Registry {
     /// The runtimes for a revision's backends (in its order): existing ones are reused when
     /// their endpoints are unchanged; settings (algorithm, thresholds) come from the new
     /// definition. Backends the revision no longer has are forgotten.
-    pub fn resolve(
-        &self,
-        defs: &[BackendDef],
-        ejections: &prometheus_client::metrics::family::Family<
-            BackendLabel,
-            prometheus_client::metrics::counter::Counter,
-        >,
-    ) -> Vec<Arc<BackendRuntime>> {
+    pub fn resolve(&self, defs: &[BackendDef], ejections: &Ejections) -> Vec<Arc<BackendRuntime>> {
         let mut map = self.backends.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::with_capacity(defs.len());
         let mut next = HashMap::with_capacity(defs.len());
@@ -283,25 +351,22 @@ impl Registry {
                         })
                         .collect();
                     info!(backend = %def.label, "backend changed");
-                    Arc::new(BackendRuntime {
-                        def: def.clone(),
+                    Arc::new(BackendRuntime::new(
+                        def.clone(),
                         endpoints,
-                        next: AtomicUsize::new(old.next.load(Ordering::Relaxed)),
-                        budget: RetryBudget::default(),
-                        ejections: ejections.clone(),
-                    })
+                        old.next.load(Ordering::Relaxed),
+                        ejections,
+                    ))
                 }
-                None => Arc::new(BackendRuntime {
-                    def: def.clone(),
-                    endpoints: def
-                        .endpoints
+                None => Arc::new(BackendRuntime::new(
+                    def.clone(),
+                    def.endpoints
                         .iter()
                         .map(|a| Arc::new(Endpoint::new(a.clone())))
                         .collect(),
-                    next: AtomicUsize::new(0),
-                    budget: RetryBudget::default(),
-                    ejections: ejections.clone(),
-                }),
+                    0,
+                    ejections,
+                )),
             };
             next.insert(def.label.clone(), runtime.clone());
             out.push(runtime);
@@ -311,8 +376,9 @@ impl Registry {
     }
 }
 
-/// How long to wait before retry number `n` (1-based): the rule's backoff, doubled each
-/// time, with up to 50% random jitter, at most 10 times the backoff.
+/// How long to wait before retry number `n` (1-based): the rule's backoff, doubled for each
+/// retry up to 8 times the backoff, plus up to 50% random jitter. Never less than the backoff
+/// (the Gateway API: the base interval of the backoff).
 pub fn backoff(base: Duration, n: u32) -> Duration {
     if base.is_zero() {
         return base;
@@ -322,12 +388,131 @@ pub fn backoff(base: Duration, n: u32) -> Duration {
     d + d.mul_f64(fastrand::f64() * 0.5)
 }
 
+/// Why an attempt to a backend brought no usable response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The connection could not be made (refused, connect timeout): nothing was sent.
+    Connect,
+    /// The TLS handshake failed: nothing was sent.
+    Tls,
+    /// The request never left: the connection closed before it was written (hyper gives it
+    /// back canceled).
+    NotSent,
+    /// The connection closed or was reset before the response head was complete.
+    Reset,
+    /// The backend's response could not be parsed.
+    InvalidResponse,
+    /// No response head within the per-try timeout (`timeouts.backendRequest`).
+    Timeout,
+}
+
+impl Failure {
+    /// What a hyper client error means.
+    pub fn of(error: &hyper_util::client::legacy::Error) -> Failure {
+        if error.is_connect() {
+            return if crate::backend_tls::is_tls_failure(error) {
+                Failure::Tls
+            } else {
+                Failure::Connect
+            };
+        }
+        let mut source = std::error::Error::source(error);
+        while let Some(e) = source {
+            if let Some(h) = e.downcast_ref::<hyper::Error>() {
+                if h.is_canceled() {
+                    return Failure::NotSent;
+                }
+                if h.is_parse() {
+                    return Failure::InvalidResponse;
+                }
+            }
+            source = e.source();
+        }
+        Failure::Reset
+    }
+
+    /// May an attempt that failed so be sent again? Connections that were never made, or
+    /// requests that never left, always (nothing reached the backend). A timeout or a connection lost before the response may have
+    /// reached the backend, and may have been applied: only when the rule has a `retry`
+    /// stanza (`after_send`), and then only for an idempotent method or a request whose body
+    /// was not sent, none of it (RFC 9110 9.2.2: a client SHOULD NOT automatically retry a
+    /// non-idempotent request unless it knows it was never applied).
+    pub fn retryable(self, after_send: bool, method: &Method, body_sent: bool) -> bool {
+        match self {
+            Failure::Connect | Failure::Tls | Failure::NotSent => true,
+            Failure::Reset | Failure::InvalidResponse | Failure::Timeout => {
+                after_send && (method.is_idempotent() || !body_sent)
+            }
+        }
+    }
+}
+
+/// A buffered request body, sent again on each attempt; records whether the backend was
+/// handed any of it (see [`Failure::retryable`]).
+#[derive(Debug)]
+pub struct ReplayBody {
+    data: Option<Bytes>,
+    sent: Arc<AtomicBool>,
+}
+
+/// Whether an attempt's [`ReplayBody`] was handed to the connection.
+#[derive(Debug, Clone)]
+pub struct BodySent(Arc<AtomicBool>);
+
+impl BodySent {
+    /// Was any of the body handed over (or was there none: the request was whole with its
+    /// head)? Handed over does not mean received; not handed over means not received.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// A body that counts as sent (a streamed body, which is never retried anyway).
+    pub fn always() -> BodySent {
+        BodySent(Arc::new(AtomicBool::new(true)))
+    }
+}
+
+impl ReplayBody {
+    /// One attempt's copy of `data`, and what tells whether it was sent.
+    pub fn new(data: Bytes) -> (ReplayBody, BodySent) {
+        let sent = Arc::new(AtomicBool::new(data.is_empty()));
+        let body = ReplayBody {
+            data: (!data.is_empty()).then_some(data),
+            sent: sent.clone(),
+        };
+        (body, BodySent(sent))
+    }
+}
+
+impl Body for ReplayBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.data.take().map(|d| {
+            self.sent.store(true, Ordering::Relaxed);
+            Ok(Frame::data(d))
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn runtime(endpoints: usize, lb: LoadBalancing, failures: u32) -> BackendRuntime {
-        let def = BackendDef {
+    fn def(endpoints: usize, lb: LoadBalancing, failures: u32) -> BackendDef {
+        BackendDef {
             label: "default/b".into(),
             endpoints: (0..endpoints)
                 .map(|i| format!("127.0.0.1:{}", 9000 + i))
@@ -336,34 +521,27 @@ mod tests {
             consecutive_failures: failures,
             ejection_time: Duration::from_millis(200),
             tls: None,
-        };
-        Registry::default()
-            .resolve(&[def], &Default::default())
-            .remove(0)
-            .as_ref()
-            .clone_for_test()
-    }
-
-    impl BackendRuntime {
-        fn clone_for_test(&self) -> BackendRuntime {
-            BackendRuntime {
-                def: self.def.clone(),
-                endpoints: self.endpoints.clone(),
-                next: AtomicUsize::new(0),
-                budget: RetryBudget::default(),
-                ejections: self.ejections.clone(),
-            }
         }
     }
 
+    fn runtime(endpoints: usize, lb: LoadBalancing, failures: u32) -> Arc<BackendRuntime> {
+        Registry::default()
+            .resolve(&[def(endpoints, lb, failures)], &Default::default())
+            .remove(0)
+    }
+
+    fn picked(b: &BackendRuntime, tried: &[usize]) -> usize {
+        b.pick(tried).expect("an endpoint").0
+    }
+
     #[test]
-    fn round_robin_takes_each_endpoint_in_turn_and_skips_tried_ones() {
+    fn round_robin_takes_each_endpoint_in_turn_and_prefers_untried_ones() {
         let b = runtime(3, LoadBalancing::RoundRobin, 5);
-        let picks: Vec<usize> = (0..6).map(|_| b.pick(&[]).unwrap().0).collect();
+        let picks: Vec<usize> = (0..6).map(|_| picked(&b, &[])).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
-        let (i, _g) = b.pick(&[0, 1]).unwrap();
-        assert_eq!(i, 2);
-        assert_eq!(b.pick(&[0, 1, 2]).unwrap_err(), NoEndpoint::AllTried);
+        assert_eq!(picked(&b, &[0, 1]), 2);
+        // All tried: one of them again rather than none.
+        assert!(b.pick(&[0, 1, 2]).is_some());
     }
 
     #[test]
@@ -397,12 +575,8 @@ mod tests {
         b.failure(0);
         assert_eq!(b.healthy_endpoints(), 1);
         for _ in 0..4 {
-            assert_eq!(b.pick(&[]).unwrap().0, 1, "an ejected endpoint is skipped");
+            assert_eq!(picked(&b, &[]), 1, "an ejected endpoint is skipped");
         }
-        b.failure(1);
-        b.failure(1);
-        b.failure(1);
-        assert_eq!(b.pick(&[]).unwrap_err(), NoEndpoint::AllEjected);
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!(b.healthy_endpoints(), 2, "back after the ejection time");
         b.failure(0);
@@ -414,16 +588,104 @@ mod tests {
     }
 
     #[test]
-    fn the_retry_budget_allows_a_minimum_then_a_share_of_requests() {
-        let b = runtime(1, LoadBalancing::RoundRobin, 5);
-        let allowed = (0..100).filter(|_| b.try_retry()).count();
-        assert_eq!(allowed, RETRY_BUDGET_MIN_PER_SECOND as usize);
-        for _ in 0..1000 {
-            b.request();
+    fn the_last_healthy_endpoint_is_never_ejected() {
+        let one = runtime(1, LoadBalancing::RoundRobin, 2);
+        for _ in 0..10 {
+            one.failure(0);
         }
-        // The window may roll over between the two loops; either way the share holds.
-        let more = (0..1000).filter(|_| b.try_retry()).count();
-        assert!((190..=200).contains(&more), "{more}");
+        assert_eq!(one.healthy_endpoints(), 1);
+        assert_eq!(picked(&one, &[]), 0);
+
+        let two = runtime(2, LoadBalancing::LeastRequest, 2);
+        for _ in 0..10 {
+            two.failure(0);
+            two.failure(1);
+        }
+        assert_eq!(two.healthy_endpoints(), 1, "one of the two stays");
+        // Endpoint 0 went first; 1 is the one left, and takes every request.
+        for _ in 0..10 {
+            assert_eq!(picked(&two, &[]), 1);
+        }
+    }
+
+    #[test]
+    fn the_last_healthy_endpoint_is_kept_when_endpoints_fail_at_once() {
+        let b = Arc::new(runtime(8, LoadBalancing::RoundRobin, 1));
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..100 {
+                        b.failure(i);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(b.healthy_endpoints(), 1);
+    }
+
+    #[test]
+    fn below_the_panic_threshold_every_endpoint_takes_requests() {
+        let b = runtime(4, LoadBalancing::RoundRobin, 1);
+        b.failure(0);
+        assert_eq!(b.healthy_endpoints(), 3);
+        let mut seen = [0; 4];
+        for _ in 0..40 {
+            seen[picked(&b, &[])] += 1;
+        }
+        assert_eq!(seen[0], 0, "75% healthy: the ejected one is skipped");
+        b.failure(1);
+        let mut seen = [0; 4];
+        for _ in 0..40 {
+            seen[picked(&b, &[])] += 1;
+        }
+        assert_eq!(
+            seen[0] + seen[1],
+            0,
+            "50% healthy is not below the threshold"
+        );
+        b.failure(2);
+        assert_eq!(b.healthy_endpoints(), 1);
+        let mut seen = [0; 4];
+        for _ in 0..40 {
+            seen[picked(&b, &[])] += 1;
+        }
+        assert_eq!(seen, [10, 10, 10, 10], "25% healthy: panic, all of them");
+        // Untried endpoints still come first within a request.
+        assert_eq!(picked(&b, &[0, 1, 2]), 3);
+    }
+
+    #[test]
+    fn the_retry_budget_allows_the_floor_whatever_the_requests() {
+        let b = runtime(1, LoadBalancing::RoundRobin, 5);
+        // One request at a time, each retried up to 10 times: always allowed.
+        for _ in 0..100 {
+            let _request = b.request();
+            for _ in 0..10 {
+                assert!(b.try_retry().is_some());
+            }
+        }
+        // Retries held at once, with few requests in progress: the floor.
+        let _request = b.request();
+        let held: Vec<_> = (0..100).filter_map(|_| b.try_retry()).collect();
+        assert_eq!(held.len(), RETRY_BUDGET_MIN_CONCURRENCY as usize);
+        drop(held);
+        assert!(b.try_retry().is_some(), "a retry that ends frees its place");
+    }
+
+    #[test]
+    fn the_retry_budget_caps_retries_at_a_share_of_the_requests_in_progress() {
+        let b = runtime(1, LoadBalancing::RoundRobin, 5);
+        let requests: Vec<_> = (0..500).map(|_| b.request()).collect();
+        let held: Vec<_> = (0..500).filter_map(|_| b.try_retry()).collect();
+        assert_eq!(held.len(), 100, "20% of 500");
+        drop(held);
+        drop(requests);
+        assert_eq!(b.budget.requests.load(Ordering::Relaxed), 0);
+        assert_eq!(b.budget.retries.load(Ordering::Relaxed), 0);
     }
 
     #[test]
@@ -454,5 +716,54 @@ mod tests {
             assert!(d >= base && d <= base * 15, "{n}: {d:?}");
         }
         assert_eq!(backoff(Duration::ZERO, 3), Duration::ZERO);
+    }
+
+    #[test]
+    fn what_is_retried_follows_the_gateway_api_and_rfc_9110() {
+        let (get, post, put) = (Method::GET, Method::POST, Method::PUT);
+        for f in [Failure::Connect, Failure::Tls, Failure::NotSent] {
+            for after_send in [false, true] {
+                assert!(
+                    f.retryable(after_send, &post, true),
+                    "{f:?}: nothing was sent"
+                );
+            }
+        }
+        for f in [Failure::Reset, Failure::InvalidResponse, Failure::Timeout] {
+            assert!(
+                !f.retryable(false, &get, true),
+                "{f:?}: not without a retry stanza"
+            );
+            assert!(f.retryable(true, &get, true), "{f:?}: GET is idempotent");
+            assert!(f.retryable(true, &put, true), "{f:?}: PUT is idempotent");
+            assert!(
+                !f.retryable(true, &post, true),
+                "{f:?}: POST may have been applied"
+            );
+            assert!(
+                f.retryable(true, &post, false),
+                "{f:?}: its body never left"
+            );
+        }
+    }
+
+    #[test]
+    fn a_replay_body_tells_whether_it_was_handed_over() {
+        use http_body_util::BodyExt;
+        let (body, sent) = ReplayBody::new(Bytes::from_static(b"order"));
+        assert!(!sent.get());
+        assert_eq!(body.size_hint().exact(), Some(5));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let bytes = rt.block_on(body.collect()).unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"order");
+        assert!(sent.get());
+        let (empty, sent) = ReplayBody::new(Bytes::new());
+        assert!(empty.is_end_stream());
+        assert!(
+            sent.get(),
+            "a request without a body is whole with its head"
+        );
     }
 }

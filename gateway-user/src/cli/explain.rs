@@ -501,15 +501,20 @@ fn explain_request(
         show(t.backend_request)
     );
     let r = &rule.retry;
-    if r.codes.is_empty() {
+    if r.after_send {
+        let codes = if r.codes.is_empty() {
+            String::new()
+        } else {
+            format!(" and on status {:?}", r.codes)
+        };
         println!(
-            "retries:   up to {} after connection failures (another endpoint)",
-            r.attempts
+            "retries:   up to {} after connection failures, and after per-try timeouts and resets for idempotent requests{codes}, backoff {:?}",
+            r.attempts, r.backoff
         );
     } else {
         println!(
-            "retries:   up to {} after connection failures and on status {:?}, backoff {:?}",
-            r.attempts, r.codes, r.backoff
+            "retries:   up to {} after connection failures (another endpoint)",
+            r.attempts
         );
     }
     println!("revision:  {}", snapshot.revision.id);

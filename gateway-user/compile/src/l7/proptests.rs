@@ -183,6 +183,7 @@ fn policy() -> impl Strategy<Value = L7Policy> {
                                 codes: vec![],
                                 attempts: 0,
                                 backoff: Duration::ZERO,
+                                after_send: false,
                             },
                             rate_limits: Default::default(),
                             auth: None,

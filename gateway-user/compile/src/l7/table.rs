@@ -442,14 +442,25 @@ pub struct Timeouts {
 }
 
 /// Retries of a rule.
+///
+/// What is retried (Gateway API `HTTPRouteRetry`): a connection that could not be made
+/// (refused, connect timeout, TLS handshake), always, since nothing was sent; `codes`; and,
+/// when `after_send`, a per-try timeout (`timeouts.backendRequest`) or a connection closed
+/// before the response started, which may have reached the backend, so only for an
+/// idempotent method (RFC 9110 9.2.2) or a request body none of which was sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retry {
     /// Backend status codes that are retried.
     pub codes: Vec<u16>,
     /// Retries after the first attempt (connection failures count too).
     pub attempts: u32,
-    /// Wait before each retry.
+    /// Wait before the first retry (it doubles for the next ones).
     pub backoff: Duration,
+    /// Failures after the request was sent (per-try timeout, a reset before the response)
+    /// are retried too: the rule has a `retry` stanza. Without one, only connections that
+    /// could not be made are retried (the Gateway API: implementations SHOULD NOT retry by
+    /// default where the request may have been processed).
+    pub after_send: bool,
 }
 
 /// A backend of a rule, by index into [`RouteTable::backends`].
@@ -1221,6 +1232,7 @@ mod tests {
                 codes: vec![],
                 attempts: 0,
                 backoff: Duration::ZERO,
+                after_send: false,
             },
             rate_limits: RouteLimits::default(),
             auth: None,
