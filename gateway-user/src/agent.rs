@@ -72,7 +72,8 @@ pub enum SourceConfig {
 }
 
 impl SourceConfig {
-    /// For logs and reports.
+    /// For logs and reports (`/status`, the metrics' `source` label): a URL is shown
+    /// [`redacted`](tollgate_source::redacted), without its password, query or fragment.
     pub fn describe(&self) -> String {
         match self {
             SourceConfig::Dir(p) => p.display().to_string(),
@@ -81,13 +82,13 @@ impl SourceConfig {
                 reference,
                 path,
                 ..
-            } if path.is_empty() => format!("{url}@{reference}"),
+            } if path.is_empty() => format!("{}@{reference}", tollgate_source::redacted(url)),
             SourceConfig::Git {
                 url,
                 reference,
                 path,
                 ..
-            } => format!("{url}@{reference}:{path}"),
+            } => format!("{}@{reference}:{path}", tollgate_source::redacted(url)),
         }
     }
 }
@@ -385,8 +386,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             _ = tokio::time::sleep_until(next_pass.into()) => {
                 reconcile(&config, git.as_ref(), &mut dp, &proxy, &shared, &mut last_seen, &mut parse_cache)
             }
-            _ = shared.wake.notified() => {
-                reconcile(&config, git.as_ref(), &mut dp, &proxy, &shared, &mut last_seen, &mut parse_cache)
+            _ = shared.wake.due() => {
+                let pass = reconcile(&config, git.as_ref(), &mut dp, &proxy, &shared, &mut last_seen, &mut parse_cache);
+                // The next webhook pass waits a gap from now (calls are coalesced).
+                shared.wake.done();
+                pass
             }
             _ = hup.recv() => {
                 info!("SIGHUP: reading the source now");
@@ -711,6 +715,28 @@ fn ms(d: Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_source_is_described_without_its_password_or_token() {
+        let git = |url: &str, path: &str| SourceConfig::Git {
+            url: url.to_owned(),
+            reference: "main".to_owned(),
+            path: path.to_owned(),
+            options: GitOptions::default(),
+        };
+        assert_eq!(
+            git("https://bot:hunter2@git.example.com/p.git?token=SECRET", "").describe(),
+            "https://bot:***@git.example.com/p.git?***@main"
+        );
+        assert_eq!(
+            git("https://git.example.com/p.git?private_token=SECRET", "edge").describe(),
+            "https://git.example.com/p.git?***@main:edge"
+        );
+        assert_eq!(
+            git("git@git.example.com:org/p.git", "").describe(),
+            "git@git.example.com:org/p.git@main"
+        );
+    }
 
     #[test]
     fn retries_double_from_one_second_up_to_the_interval_and_reset_on_success() {
