@@ -83,6 +83,8 @@ struct Scenario {
     xdp: Option<Xdp>,
     ifindex: u32,
     trial: u32,
+    /// When the last webhook call was sent.
+    last_webhook: Option<Instant>,
 }
 
 /// What one trial measured (ms).
@@ -223,6 +225,7 @@ impl Scenario {
             xdp: None,
             ifindex,
             trial: 0,
+            last_webhook: None,
         };
         s.wait_applied(1, Duration::from_secs(120));
         s.xdp = Some(
@@ -300,6 +303,12 @@ impl Scenario {
     fn trial(&mut self, webhook: bool, interval: Duration) -> Trial {
         self.trial += 1;
         let n = self.trial;
+        if let (true, Some(last)) = (webhook, self.last_webhook) {
+            // What is measured is a single push after a quiet spell: the agent runs a second
+            // webhook pass no sooner than MIN_GAP after the first (calls are coalesced).
+            let gap = gateway_user::telemetry::wake::MIN_GAP + Duration::from_secs(1);
+            std::thread::sleep(gap.saturating_sub(last.elapsed()));
+        }
         if !webhook {
             // A push lands at any moment of the polling cycle: wait a pseudo-random part of
             // the interval (the previous trial's pass restarted the cycle).
@@ -329,6 +338,7 @@ impl Scenario {
         let pushed = Instant::now();
         if webhook {
             call_webhook(&commit);
+            self.last_webhook = Some(Instant::now());
         }
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.verdict(src) != XDP_DROP {

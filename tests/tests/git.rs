@@ -211,3 +211,61 @@ fn a_ref_forced_back_is_refused_unless_rewinds_are_allowed() {
         2
     );
 }
+
+/// A token in the source URL's query (`?private_token=...`) and a password in its userinfo
+/// never reach the log, `/status` or `/metrics`: the URL is shown with them masked, libgit2's
+/// errors included (it quotes the path it was given, query and all).
+#[test]
+fn a_token_or_password_in_the_source_url_is_shown_nowhere() {
+    require_root!();
+    const TOKEN: &str = "tok3n-SECRET-9f2c";
+    const PASSWORD: &str = "passw0rd-SECRET-71ad";
+    let lab = Lab::new("gitsecret", &[]);
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    commit(&repo, "edge.yaml", &deny("203.0.113.0/24"), None);
+    let admin = 19545;
+    let url = format!("file://{}?private_token={TOKEN}", repo.display());
+    let mut agent = lab.start_agent(&[
+        "--source",
+        &url,
+        "--interval",
+        "1s",
+        "--admin",
+        &format!("127.0.0.1:{admin}"),
+    ]);
+    // libgit2 takes the query for part of the path: every pass fails, and says so.
+    agent
+        .wait_for_log_count("retrying with backoff", 2, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = tollgate_tests::admin::status(admin).to_string();
+    let metrics = tollgate_tests::admin::metrics(admin);
+    let log = agent.log();
+    for (what, text) in [
+        ("/status", &status),
+        ("/metrics", &metrics),
+        ("the log", &log),
+    ] {
+        assert!(!text.contains(TOKEN), "{what} shows the token:\n{text}");
+    }
+    assert!(status.contains("?***"), "{status}");
+    assert!(log.contains("?***"), "{log}");
+    agent.sigterm(Duration::from_secs(10));
+
+    // A password is refused at start, without being printed.
+    let url = format!("https://deploy:{PASSWORD}@127.0.0.1:1/policy.git");
+    let mut agent = lab.start_agent(&["--source", &url, "--admin", "127.0.0.1:19546"]);
+    assert!(
+        agent.wait_exit(Duration::from_secs(20)).is_some(),
+        "the agent refuses the URL and stops"
+    );
+    let log = agent.log();
+    assert!(log.contains("carries a password"), "{log}");
+    assert!(
+        log.contains("https://deploy:***@127.0.0.1:1/policy.git"),
+        "{log}"
+    );
+    assert!(!log.contains(PASSWORD), "{log}");
+}

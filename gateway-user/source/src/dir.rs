@@ -1,6 +1,8 @@
 //! A directory (or one file) on disk as a policy source: what `tollgate validate PATH` reads,
 //! and what the Git source reads from its checkout.
-use super::{content_id, Documents, Revision, SourceError, SourceFile, MAX_FILE_SIZE};
+use super::{
+    content_id, escaped, policy_path, Documents, Revision, SourceError, SourceFile, MAX_FILE_SIZE,
+};
 use std::path::{Path, PathBuf};
 use tollgate_model::revision::MAX_REVISION_SIZE;
 use walkdir::WalkDir;
@@ -8,7 +10,9 @@ use walkdir::WalkDir;
 /// Reads every `*.yaml` / `*.yml` file under `root`, at any depth, sorted by path; or just
 /// `root` if it is a file (whatever its extension). Hidden files and directories (`.git`,
 /// `.github`, ...) are skipped, and so are symbolic links: a policy repository cannot point the
-/// agent at files outside itself.
+/// agent at files outside itself. A policy file whose path is not UTF-8 or has a control
+/// character is refused ([`SourceError::BadName`]). The Git source reads the same files of a
+/// commit as this reads of its checkout.
 pub fn read_dir(root: &Path) -> Result<Documents, SourceError> {
     let meta = std::fs::metadata(root).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => SourceError::NotFound {
@@ -23,10 +27,10 @@ pub fn read_dir(root: &Path) -> Result<Documents, SourceError> {
     // What to read, with sizes: the limits are checked before anything is read.
     let mut found: Vec<(PathBuf, String, u64)> = Vec::new();
     if meta.is_file() {
-        let name = root
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| root.display().to_string());
+        let name = match root.file_name() {
+            Some(name) => checked(name.as_encoded_bytes(), root.as_os_str().as_encoded_bytes())?,
+            None => root.display().to_string(),
+        };
         found.push((root.to_path_buf(), name, meta.len()));
     } else {
         let walk = WalkDir::new(root)
@@ -52,7 +56,7 @@ pub fn read_dir(root: &Path) -> Result<Documents, SourceError> {
                     source: e.into(),
                 })?
                 .len();
-            let relative = relative_path(root, entry.path());
+            let relative = relative_path(root, entry.path())?;
             found.push((entry.path().to_path_buf(), relative, size));
         }
     }
@@ -89,13 +93,28 @@ fn is_yaml(path: &Path) -> bool {
     )
 }
 
-/// `path` relative to `root`, with `/` separators whatever the platform.
-fn relative_path(root: &Path, path: &Path) -> String {
+/// `path` relative to `root`, with `/` separators whatever the platform, if it is a name a
+/// policy file may have.
+fn relative_path(root: &Path, path: &Path) -> Result<String, SourceError> {
     let rel = path.strip_prefix(root).unwrap_or(path);
-    rel.components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
+    let bytes: Vec<&[u8]> = rel
+        .components()
+        .map(|c| c.as_os_str().as_encoded_bytes())
+        .collect();
+    let relative = bytes.join(&b'/');
+    let mut full = root.as_os_str().as_encoded_bytes().to_vec();
+    full.push(b'/');
+    full.extend_from_slice(&relative);
+    checked(&relative, &full)
+}
+
+/// `name` as a policy file's name ([`policy_path`]), or why it cannot be one (naming the file
+/// by `full`, its whole path).
+fn checked(name: &[u8], full: &[u8]) -> Result<String, SourceError> {
+    policy_path(name).map_err(|why| SourceError::BadName {
+        path: escaped(full),
+        why,
+    })
 }
 
 fn read_file(path: &Path, relative: String, size: u64) -> Result<SourceFile, SourceError> {
@@ -197,6 +216,35 @@ mod tests {
         let err = read_dir(dir.path()).unwrap_err();
         assert!(matches!(err, SourceError::NotUtf8 { .. }), "{err:?}");
         assert!(err.to_string().contains("bad.yaml"), "{err}");
+    }
+
+    #[test]
+    fn a_policy_file_named_with_a_control_character_or_not_utf8_is_refused_escaped() {
+        use std::os::unix::ffi::OsStrExt;
+        for (name, shown) in [
+            (&b"a\nforged: line.yaml"[..], "a\\nforged: line.yaml"),
+            (b"a\x1b[2Jb.yaml", "a\\u{1b}[2Jb.yaml"),
+            (b"caf\xe9.yaml", "caf\\xe9.yaml"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            write(dir.path(), "ok.yaml", b"ok");
+            let sub = dir.path().join("sub");
+            fs::create_dir_all(&sub).unwrap();
+            fs::write(sub.join(std::ffi::OsStr::from_bytes(name)), b"x").unwrap();
+            let err = read_dir(dir.path()).unwrap_err();
+            assert!(matches!(err, SourceError::BadName { .. }), "{err:?}");
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("{}/sub/{shown}: ", dir.path().display())),
+                "{text}"
+            );
+            assert!(!text.contains('\n') && !text.contains('\x1b'), "{text:?}");
+        }
+        // A name that is not policy is not read, so not refused either.
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "ok.yaml", b"ok");
+        fs::write(dir.path().join("notes\n.txt"), b"x").unwrap();
+        assert_eq!(paths(&read_dir(dir.path()).unwrap()), ["ok.yaml"]);
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! (`ssh://user@host:port/path` or `user@host:path`, libssh2) with a key and a known_hosts file
 //! (host keys are checked here, in [`super::known_hosts`], never trusted on first use).
 //! Credentials come from files or the environment, never from the command line or the URL.
-//! Every fetch is bounded in time (`--git-timeout`) and in bytes received (`--git-max-size`).
+//! Every fetch is bounded in time (`--git-timeout`) and in bytes received (`--git-max-size`);
+//! reading a commit, in the size of each policy file and of all of them (`--git-max-policy-size`),
+//! checked before any is inflated (`git/tree.rs`). The URL is shown only [`redacted`].
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, Once};
@@ -20,12 +22,19 @@ use git2::{
 use tracing::warn;
 
 use super::known_hosts::{host_name, HostKeyError, KnownHosts, KnownHostsError};
-use super::{Documents, Revision, SourceFile, MAX_FILE_SIZE};
+use super::redact::{redacted, scrub};
+use super::{Documents, Revision};
+
+mod tree;
+pub use tree::{MAX_TREE_ENTRIES, MAX_TREE_SIZE};
 
 /// Default of `--git-timeout`: how long one fetch may take, connection included.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default of `--git-max-size`: how many bytes one fetch may receive (512 MiB).
 pub const DEFAULT_MAX_SIZE: u64 = 512 * 1024 * 1024;
+/// Default of `--git-max-policy-size`: how many bytes the policy files of one revision may
+/// hold together (64 MiB; one file may hold [`crate::MAX_FILE_SIZE`]).
+pub const DEFAULT_MAX_POLICY_SIZE: u64 = 64 * 1024 * 1024;
 /// User name sent with a password or token when none is configured (what Git hosts expect
 /// with a token), and the ssh user when the URL names none.
 pub const DEFAULT_USERNAME: &str = "git";
@@ -55,6 +64,9 @@ pub struct GitOptions {
     pub timeout: Duration,
     /// `--git-max-size`: the most bytes one fetch may receive.
     pub max_size: u64,
+    /// `--git-max-policy-size`: the most bytes the policy files of one revision may hold
+    /// together, checked from the objects' headers before any is read.
+    pub max_policy_size: u64,
 }
 
 impl Default for GitOptions {
@@ -69,11 +81,13 @@ impl Default for GitOptions {
             known_hosts: None,
             timeout: DEFAULT_TIMEOUT,
             max_size: DEFAULT_MAX_SIZE,
+            max_policy_size: DEFAULT_MAX_POLICY_SIZE,
         }
     }
 }
 
-/// Why a Git source could not give a revision.
+/// Why a Git source could not give a revision. Every URL in it is [`redacted`], and so are
+/// libgit2's messages ([`scrub`]): an error can be shown, logged and put in `/status` as it is.
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
     /// libgit2 failed (unknown repository, a server error, ...).
@@ -209,15 +223,39 @@ pub enum GitError {
         /// The path.
         path: String,
     },
-    /// A policy file is not text, or too big.
+    /// A policy file is not text, too big, or badly named (or a tree is unreadable).
     #[error("git: {path} in commit {commit}: {why}")]
     BadFile {
         /// The commit.
         commit: String,
-        /// The file.
+        /// The file, relative to `--path`, escaped ([`crate::escaped`]).
         path: String,
         /// Why.
         why: String,
+    },
+    /// The policy files of the revision are too big together.
+    #[error("git: the policy files of commit {commit} of {url} under {path:?} hold more than --git-max-policy-size {} ({limit} bytes): {total} bytes counted so far; refused before reading them", human_size(*limit))]
+    PolicyTooLarge {
+        /// The commit.
+        commit: String,
+        /// The repository.
+        url: String,
+        /// `--path`.
+        path: String,
+        /// The sizes added up when the limit was passed.
+        total: u64,
+        /// `--git-max-policy-size`.
+        limit: u64,
+    },
+    /// The tree under `--path` has more entries than are read.
+    #[error("git: commit {commit} of {url} has more than {MAX_TREE_ENTRIES} entries under {path:?} (counting a subtree each time it is named); refused")]
+    TooManyEntries {
+        /// The commit.
+        commit: String,
+        /// The repository.
+        url: String,
+        /// `--path`.
+        path: String,
     },
 }
 
@@ -332,7 +370,10 @@ fn libgit2_globals() -> std::sync::MutexGuard<'static, ()> {
 
 /// A Git repository followed at one ref.
 pub struct GitSource {
+    /// The URL, as libgit2 is given it. Never shown: see `shown`.
     url: String,
+    /// The URL as messages and reports show it ([`redacted`]).
+    shown: String,
     reference: String,
     path: String,
     repo: Repository,
@@ -357,15 +398,20 @@ impl GitSource {
         options: &GitOptions,
         cache_dir: &Path,
     ) -> Result<Self, GitError> {
+        let shown = redacted(url);
         let transport = Transport::parse(url).map_err(|why| GitError::BadUrl {
-            url: url.to_owned(),
+            url: shown.clone(),
             why,
         })?;
-        let env_secret = check_options(url, &transport, options)?;
+        let env_secret = check_options(&shown, &transport, options)?;
         let err = |what: &str| {
-            let url = url.to_owned();
+            let shown = shown.clone();
             let what = what.to_owned();
-            move |source| GitError::Git { what, url, source }
+            move |source: git2::Error| GitError::Git {
+                what,
+                source: scrubbed(&source, url),
+                url: shown,
+            }
         };
         let dir: PathBuf = cache_dir.join(format!("{:016x}", fnv(url)));
         let repo = match Repository::open_bare(&dir) {
@@ -373,7 +419,7 @@ impl GitSource {
             Err(_) => {
                 std::fs::create_dir_all(&dir).map_err(|e| GitError::Git {
                     what: format!("create {}", dir.display()),
-                    url: url.to_owned(),
+                    url: shown.clone(),
                     source: git2::Error::from_str(&e.to_string()),
                 })?;
                 Repository::init_bare(&dir).map_err(err("create the local mirror"))?
@@ -381,6 +427,7 @@ impl GitSource {
         };
         Ok(GitSource {
             url: url.to_owned(),
+            shown,
             reference: reference.to_owned(),
             path: path.trim_matches('/').to_owned(),
             repo,
@@ -392,8 +439,9 @@ impl GitSource {
     }
 
     /// An existing local repository (bare or with a work tree), read in place: no mirror, no
-    /// fetch. For `tollgate diff --repo PATH`, where any revision of it may be named.
-    pub fn open_local(dir: &Path, path: &str) -> Result<Self, GitError> {
+    /// fetch. For `tollgate diff --repo PATH`, where any revision of it may be named; of
+    /// `options`, only the limits of reading apply.
+    pub fn open_local(dir: &Path, path: &str, options: &GitOptions) -> Result<Self, GitError> {
         let url = dir.display().to_string();
         let repo = Repository::open(dir).map_err(|source| GitError::Git {
             what: "open the repository".to_owned(),
@@ -402,13 +450,17 @@ impl GitSource {
         })?;
         Ok(GitSource {
             ssh_home: dir.join(".tollgate-unused"),
+            shown: url.clone(),
             url,
             reference: "HEAD".to_owned(),
             path: path.trim_matches('/').to_owned(),
             repo,
             // Read in place, never fetched.
             transport: Transport::File,
-            options: GitOptions::default(),
+            options: GitOptions {
+                max_policy_size: options.max_policy_size,
+                ..GitOptions::default()
+            },
             env_secret: None,
         })
     }
@@ -428,7 +480,7 @@ impl GitSource {
             .map(|c| c.id())
             .ok_or_else(|| GitError::UnknownRef {
                 reference: rev.to_owned(),
-                url: self.url.clone(),
+                url: self.shown.clone(),
             })
     }
 
@@ -441,9 +493,9 @@ impl GitSource {
     /// Where the policy comes from, for reports.
     pub fn describe(&self) -> String {
         if self.path.is_empty() {
-            format!("{}@{}", self.url, self.reference)
+            format!("{}@{}", self.shown, self.reference)
         } else {
-            format!("{}@{}:{}", self.url, self.reference, self.path)
+            format!("{}@{}:{}", self.shown, self.reference, self.path)
         }
     }
 
@@ -466,7 +518,7 @@ impl GitSource {
     /// once) or from the environment (read at start).
     fn password(&self) -> Result<Option<String>, GitError> {
         if let Some(file) = &self.options.password_file {
-            return read_secret(&self.url, file, "--git-password-file").map(Some);
+            return read_secret(&self.shown, file, "--git-password-file").map(Some);
         }
         Ok(self.env_secret.clone())
     }
@@ -479,7 +531,7 @@ impl GitSource {
             return Ok(None);
         };
         let known = KnownHosts::load(file).map_err(|source| GitError::KnownHosts {
-            url: self.url.clone(),
+            url: self.shown.clone(),
             source,
         })?;
         let mut lines = String::new();
@@ -543,9 +595,11 @@ impl GitSource {
             _ => None,
         };
         let passphrase = match &self.options.ssh_key_passphrase_file {
-            Some(f) if matches!(self.transport, Transport::Ssh { .. }) => {
-                Some(read_secret(&self.url, f, "--git-ssh-key-passphrase-file")?)
-            }
+            Some(f) if matches!(self.transport, Transport::Ssh { .. }) => Some(read_secret(
+                &self.shown,
+                f,
+                "--git-ssh-key-passphrase-file",
+            )?),
             _ => None,
         };
         let deadline = Instant::now() + limits.timeout;
@@ -558,7 +612,7 @@ impl GitSource {
             git2::Error::from_str(&text)
         };
         let timed_out = || GitError::Timeout {
-            url: self.url.clone(),
+            url: self.shown.clone(),
             timeout: limits.timeout,
         };
 
@@ -577,7 +631,7 @@ impl GitSource {
                 if let Some(key) = &self.options.ssh_key {
                     if key_sent {
                         return Err(fail(GitError::Auth {
-                            url: self.url.clone(),
+                            url: self.shown.clone(),
                             user,
                             detail: format!(": the server refused the key {}", key.display()),
                         }));
@@ -591,7 +645,7 @@ impl GitSource {
                     // Asked again: the server refused what was sent.
                     if password_sent {
                         return Err(fail(GitError::Auth {
-                            url: self.url.clone(),
+                            url: self.shown.clone(),
                             user,
                             detail: String::new(),
                         }));
@@ -601,7 +655,7 @@ impl GitSource {
                 }
             }
             Err(fail(GitError::NoCredentials {
-                url: self.url.clone(),
+                url: self.shown.clone(),
                 asked: describe_credentials(allowed),
                 hint: "--git-password-file or --git-password-env (with --git-username) for http(s), --git-ssh-key for ssh",
             }))
@@ -610,7 +664,7 @@ impl GitSource {
             (Transport::Ssh { host, port, .. }, Some(hostkey)) => {
                 let Some(known) = &known_hosts else {
                     return Err(fail(GitError::Config {
-                        url: self.url.clone(),
+                        url: self.shown.clone(),
                         why: "ssh needs --git-known-hosts".to_owned(),
                     }));
                 };
@@ -624,7 +678,7 @@ impl GitSource {
                 match checked {
                     Ok(()) => Ok(CertificateCheckStatus::CertificateOk),
                     Err(source) => Err(fail(GitError::HostKey {
-                        url: self.url.clone(),
+                        url: self.shown.clone(),
                         source: Box::new(source),
                     })),
                 }
@@ -633,7 +687,7 @@ impl GitSource {
             // roots and --git-ca-file; its verdict stands.
             (Transport::Http { .. }, None) => Ok(CertificateCheckStatus::CertificatePassthrough),
             _ => Err(fail(GitError::Config {
-                url: self.url.clone(),
+                url: self.shown.clone(),
                 why: "the server presented a certificate of the wrong kind for this transport"
                     .to_owned(),
             })),
@@ -641,7 +695,7 @@ impl GitSource {
         callbacks.transfer_progress(|progress| {
             if progress.received_bytes() as u64 > limits.max_size {
                 fail(GitError::TooLarge {
-                    url: self.url.clone(),
+                    url: self.shown.clone(),
                     limit: limits.max_size,
                 });
                 return false;
@@ -660,14 +714,7 @@ impl GitSource {
             true
         });
 
-        let git = |what: &'static str| {
-            let url = self.url.clone();
-            move |source| GitError::Git {
-                what: what.to_owned(),
-                url,
-                source,
-            }
-        };
+        let git = |what: &'static str| self.git_error(what);
         let mut remote = self
             .repo
             .remote_anonymous(&self.url)
@@ -693,9 +740,22 @@ impl GitSource {
         self.resolve()
     }
 
+    /// A libgit2 error while doing `what`, its message scrubbed of the URL's secrets.
+    fn git_error(&self, what: &str) -> impl FnOnce(git2::Error) -> GitError {
+        let what = what.to_owned();
+        let url = self.shown.clone();
+        let source_url = self.url.clone();
+        move |source| GitError::Git {
+            what,
+            url,
+            source: scrubbed(&source, &source_url),
+        }
+    }
+
     /// Turns a libgit2 fetch error into the error an operator can act on.
     fn classify(&self, e: git2::Error, past_deadline: bool) -> GitError {
-        let url = self.url.clone();
+        let e = scrubbed(&e, &self.url);
+        let url = self.shown.clone();
         if e.code() == ErrorCode::Timeout || past_deadline {
             return GitError::Timeout {
                 url,
@@ -764,7 +824,7 @@ impl GitSource {
             _ if self.repo.find_commit(applied_oid).is_err() => Ok(()),
             _ => Err(GitError::Rewind {
                 reference: self.reference.clone(),
-                url: self.url.clone(),
+                url: self.shown.clone(),
                 applied: applied.to_owned(),
                 fetched: fetched.to_string(),
             }),
@@ -789,95 +849,48 @@ impl GitSource {
         }
         Err(GitError::UnknownRef {
             reference: self.reference.clone(),
-            url: self.url.clone(),
+            url: self.shown.clone(),
         })
     }
 
-    /// The policy files of `commit`: every `*.yaml`/`*.yml` under the path, at any depth.
+    /// The policy files of `commit`: every `*.yaml`/`*.yml` under the path, at any depth, that
+    /// is a regular file; sized before any is read (`git/tree.rs`).
     pub fn read(&self, commit: Oid) -> Result<Documents, GitError> {
-        let git = |what: &'static str| {
-            let url = self.url.clone();
-            move |source| GitError::Git {
-                what: what.to_owned(),
-                url,
-                source,
-            }
-        };
-        let tree = self
+        let git = |what: &'static str| self.git_error(what);
+        let top = self
             .repo
             .find_commit(commit)
-            .and_then(|c| c.tree())
+            .map(|c| c.tree_id())
             .map_err(git("read the commit"))?;
-        let root = if self.path.is_empty() {
-            tree
-        } else {
-            let entry = tree
-                .get_path(Path::new(&self.path))
-                .map_err(|_| GitError::NoPath {
-                    commit: commit.to_string(),
-                    url: self.url.clone(),
-                    path: self.path.clone(),
-                })?;
-            self.repo
-                .find_tree(entry.id())
-                .map_err(|_| GitError::NoPath {
-                    commit: commit.to_string(),
-                    url: self.url.clone(),
-                    path: self.path.clone(),
-                })?
+        let no_path = || GitError::NoPath {
+            commit: commit.to_string(),
+            url: self.shown.clone(),
+            path: self.path.clone(),
         };
-        let mut files = Vec::new();
-        let mut bad = None;
-        root.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-            let name = entry.name().unwrap_or("");
-            if name.starts_with('.') {
-                return git2::TreeWalkResult::Skip;
-            }
-            if entry.kind() != Some(git2::ObjectType::Blob)
-                || !(name.ends_with(".yaml") || name.ends_with(".yml"))
-            {
-                return git2::TreeWalkResult::Ok;
-            }
-            let path = format!("{dir}{name}");
-            match self.repo.find_blob(entry.id()) {
-                Ok(blob) if blob.size() as u64 > MAX_FILE_SIZE => {
-                    bad = Some((
-                        path,
-                        format!(
-                            "{} bytes, more than the {MAX_FILE_SIZE} a policy file may have",
-                            blob.size()
-                        ),
-                    ));
-                    git2::TreeWalkResult::Abort
-                }
-                Ok(blob) => match std::str::from_utf8(blob.content()) {
-                    Ok(text) => {
-                        files.push(SourceFile {
-                            path,
-                            content: text.to_owned(),
-                        });
-                        git2::TreeWalkResult::Ok
-                    }
-                    Err(_) => {
-                        bad = Some((path, "not UTF-8 text".to_owned()));
-                        git2::TreeWalkResult::Abort
-                    }
-                },
-                Err(e) => {
-                    bad = Some((path, e.to_string()));
-                    git2::TreeWalkResult::Abort
-                }
-            }
-        })
-        .ok();
-        if let Some((path, why)) = bad {
-            return Err(GitError::BadFile {
+        let file_error = |e| match e {
+            tree::TreeError::File { path, why } => GitError::BadFile {
                 commit: commit.to_string(),
                 path,
                 why,
-            });
-        }
-        files.sort_by(|a, b| a.path.cmp(&b.path));
+            },
+            tree::TreeError::Total { total } => GitError::PolicyTooLarge {
+                commit: commit.to_string(),
+                url: self.shown.clone(),
+                path: self.path.clone(),
+                total,
+                limit: self.options.max_policy_size,
+            },
+            tree::TreeError::Entries => GitError::TooManyEntries {
+                commit: commit.to_string(),
+                url: self.shown.clone(),
+                path: self.path.clone(),
+            },
+        };
+        let root = tree::subtree(&self.repo, top, &self.path)
+            .map_err(file_error)?
+            .ok_or_else(no_path)?;
+        let files = tree::policy_files(&self.repo, root, self.options.max_policy_size)
+            .map_err(file_error)?;
         Ok(Documents {
             revision: Revision {
                 id: commit.to_string(),
@@ -889,7 +902,8 @@ impl GitSource {
 }
 
 /// Checks that `options` fit the transport before anything goes on the network, and warns
-/// about what they cannot do; returns the secret of `--git-password-env`.
+/// about what they cannot do; returns the secret of `--git-password-env`. `url` is the URL as
+/// shown ([`redacted`]): it only names the source in errors and warnings.
 fn check_options(
     url: &str,
     transport: &Transport,
@@ -904,6 +918,11 @@ fn check_options(
     }
     if options.max_size == 0 {
         return Err(config("--git-max-size must be more than zero".to_owned()));
+    }
+    if options.max_policy_size == 0 {
+        return Err(config(
+            "--git-max-policy-size must be more than zero".to_owned(),
+        ));
     }
     if options.password_file.is_some() && options.password_env.is_some() {
         return Err(config(
@@ -1057,6 +1076,11 @@ fn load_ca_file(url: &str, file: &Path) -> Result<(), GitError> {
     let _globals = libgit2_globals();
     // SAFETY: a libgit2 global setting, changed with LIBGIT2_GLOBALS held.
     unsafe { git2::opts::set_ssl_cert_file(file) }.map_err(|e| config(e.message().to_owned()))
+}
+
+/// `e` with every secret of `url` taken out of its message ([`scrub`]); code and class kept.
+fn scrubbed(e: &git2::Error, url: &str) -> git2::Error {
+    git2::Error::new(e.code(), e.class(), scrub(e.message(), url))
 }
 
 /// `1048576` -> `1 MiB`; sizes that are not a whole number of KiB/MiB/GiB stay in bytes.
@@ -1245,6 +1269,74 @@ mod tests {
         );
     }
 
+    /// Every way a URL is shown: the refusal of a password, `describe()` (the revision's
+    /// source in `/status` and metrics), the revision read, and libgit2's errors, which quote
+    /// the path they were given.
+    #[test]
+    fn a_password_or_a_token_in_the_url_is_never_shown() {
+        let cache = tempfile::tempdir().unwrap();
+        let e = GitSource::open(
+            "https://bot:hunter2@git.example.com/policy?token=SECRET",
+            "main",
+            "",
+            &GitOptions::default(),
+            cache.path(),
+        )
+        .err()
+        .expect("a password in the URL is refused");
+        let text = format!("{e} {e:?}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("SECRET"),
+            "{text}"
+        );
+
+        // A token in the query of a URL the source accepts.
+        let work = tempfile::tempdir().unwrap();
+        let repo = work.path();
+        git(repo, &["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("a.yaml"), "a: 1\n").unwrap();
+        git(repo, &["add", "."]);
+        git(repo, &["commit", "-q", "-m", "one"]);
+        let url = format!("file://{}?private_token=S%45CRET", repo.display());
+        let src = GitSource::open(&url, "main", "", &GitOptions::default(), cache.path()).unwrap();
+        assert_eq!(
+            src.describe(),
+            format!("file://{}?***@main", repo.display())
+        );
+        let shown = |e: GitError| format!("{e} {e:?}");
+        let mut said = vec![src.describe()];
+        match src.fetch() {
+            // libgit2 takes the query for part of the path: a repository that is not there.
+            Err(e) => said.push(shown(e)),
+            Ok(commit) => said.push(format!("{:?}", src.read(commit).unwrap().revision)),
+        }
+        said.push(shown(src.rev_parse("no-such-ref").unwrap_err()));
+        for text in &said {
+            assert!(
+                !text.contains("SECRET") && !text.contains("S%45CRET"),
+                "{text}"
+            );
+        }
+        assert!(said[1].contains("?***"), "{said:?}");
+        let https = GitSource::open(
+            "https://127.0.0.1:19533/policy.git?token=SECRET",
+            "main",
+            "",
+            &GitOptions {
+                timeout: Duration::from_secs(2),
+                ..GitOptions::default()
+            },
+            cache.path(),
+        )
+        .unwrap();
+        let text = shown(https.fetch().unwrap_err());
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(
+            text.contains("https://127.0.0.1:19533/policy.git?***"),
+            "{text}"
+        );
+    }
+
     fn open_err(url: &str, options: &GitOptions) -> String {
         let cache = tempfile::tempdir().unwrap();
         match GitSource::open(url, "main", "", options, cache.path()) {
@@ -1272,10 +1364,8 @@ mod tests {
         assert!(e.contains("unsupported scheme ftp://"), "{e}");
         let e = open_err("https://bot:hunter2@git.example.com/policy", &none);
         assert!(e.contains("carries a password"), "{e}");
-        assert!(
-            !e.contains("hunter2") || e.contains("bad source URL"),
-            "{e}"
-        );
+        assert!(e.contains("https://bot:***@git.example.com/policy"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
         let e = open_err("ssh:///policy", &none);
         assert!(e.contains("bad source URL"), "{e}");
 

@@ -78,7 +78,8 @@ pub enum SourceConfig {
 }
 
 impl SourceConfig {
-    /// For logs and reports.
+    /// For logs and reports (`/status`, the metrics' `source` label): a URL is shown
+    /// [`redacted`](tollgate_source::redacted), without its password, query or fragment.
     pub fn describe(&self) -> String {
         match self {
             SourceConfig::Dir(p) => p.display().to_string(),
@@ -87,13 +88,13 @@ impl SourceConfig {
                 reference,
                 path,
                 ..
-            } if path.is_empty() => format!("{url}@{reference}"),
+            } if path.is_empty() => format!("{}@{reference}", tollgate_source::redacted(url)),
             SourceConfig::Git {
                 url,
                 reference,
                 path,
                 ..
-            } => format!("{url}@{reference}:{path}"),
+            } => format!("{}@{reference}:{path}", tollgate_source::redacted(url)),
         }
     }
 }
@@ -145,8 +146,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     }
     let mut source = open_source(&config)?;
     let shared = Shared::with_webhook(config.pin_dir.clone(), config.webhook_secret.clone());
-    let waker = shared.clone();
-    source.set_waker(std::sync::Arc::new(move || waker.wake.notify_one()));
+    // A source that learns of a change itself (a watch) wakes the loop at once; webhook calls
+    // go through `shared.wake`, which coalesces them.
+    let source_changed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let waker = source_changed.clone();
+    source.set_waker(std::sync::Arc::new(move || waker.notify_one()));
     telemetry::admin::serve(config.admin, shared.clone())
         .await
         .with_context(|| format!("start the admin server on {} (--admin)", config.admin))?;
@@ -204,7 +208,17 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next_pass.into()) => {}
-            _ = shared.wake.notified() => {}
+            _ = source_changed.notified() => {}
+            _ = shared.wake.due() => {
+                let pass = pass(&mut controller, &link_changed, &mut term, &mut int).await;
+                // The next webhook pass waits a gap from now (calls are coalesced).
+                shared.wake.done();
+                match pass {
+                    Some(next) => next_pass = next,
+                    None => break,
+                }
+                continue;
+            }
             _ = hup.recv() => {
                 info!("SIGHUP: reading the source now");
                 controller.rescan();
@@ -301,4 +315,33 @@ async fn stop(
         info!("stopped; programs and maps stay pinned and keep enforcing the applied revision");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_is_described_without_its_password_or_token() {
+        let git = |url: &str, path: &str| SourceConfig::Git {
+            url: url.to_owned(),
+            reference: "main".to_owned(),
+            path: path.to_owned(),
+            options: GitOptions::default(),
+            allow_rewind: false,
+            verify_commits: None,
+        };
+        assert_eq!(
+            git("https://bot:hunter2@git.example.com/p.git?token=SECRET", "").describe(),
+            "https://bot:***@git.example.com/p.git?***@main"
+        );
+        assert_eq!(
+            git("https://git.example.com/p.git?private_token=SECRET", "edge").describe(),
+            "https://git.example.com/p.git?***@main:edge"
+        );
+        assert_eq!(
+            git("git@git.example.com:org/p.git", "").describe(),
+            "git@git.example.com:org/p.git@main"
+        );
+    }
 }

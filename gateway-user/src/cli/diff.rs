@@ -11,7 +11,7 @@ use tollgate_compile::l4::policy::{Policy, Rule};
 use tollgate_compile::snapshot::compile_documents;
 use tollgate_source::dir::read_dir;
 use tollgate_source::git::{is_git_url, GitError, GitOptions, GitSource};
-use tollgate_source::Documents;
+use tollgate_source::{redacted, Documents};
 
 /// The L7 objects of a revision (Gateway, HTTPRoute, Backend, RateLimitPolicy) by `Kind/namespace/name`, each
 /// as its spec.
@@ -258,7 +258,7 @@ fn open_repository(
     mirror: &Path,
 ) -> Result<GitSource, GitError> {
     if !is_git_url(repo) {
-        return GitSource::open_local(Path::new(repo), path);
+        return GitSource::open_local(Path::new(repo), path, options);
     }
     let source = GitSource::open(repo, "HEAD", path, options, mirror)?;
     // fetch() brings every branch and tag, then resolves the source's own ref, which here
@@ -267,6 +267,33 @@ fn open_repository(
         Ok(_) | Err(GitError::UnknownRef { .. }) => Ok(source),
         Err(e) => Err(e),
     }
+}
+
+/// Revisions `old` and `new` of `repo` (a URL or a local path), read by the agent's own Git
+/// source (the same files, limits and refusals); an error names the repository
+/// [`redacted`].
+fn revisions(
+    repo: &str,
+    path: &str,
+    options: &GitOptions,
+    old: &str,
+    new: &str,
+) -> Result<(Revision, Revision), String> {
+    let mirror = tempfile::tempdir()
+        .map_err(|e| format!("cannot create a temporary directory for the mirror: {e}"))?;
+    let source = open_repository(repo, path, options, mirror.path()).map_err(|e| e.to_string())?;
+    let load = |rev: &str| -> Result<Revision, String> {
+        let commit = source.rev_parse(rev).map_err(|e| {
+            if is_git_url(repo) && rev.starts_with("HEAD") {
+                format!("{e} (a repository fetched from a URL has no HEAD here: name a branch, as main~1)")
+            } else {
+                e.to_string()
+            }
+        })?;
+        let docs = source.read(commit).map_err(|e| e.to_string())?;
+        compile(&docs, &format!("{rev} ({commit}) of {}", redacted(repo)))
+    };
+    Ok((load(old)?, load(new)?))
 }
 
 /// Runs `diff --repo` on two revisions of a repository; returns the exit code.
@@ -278,25 +305,7 @@ pub fn diff_revisions(
     new: &str,
     json: bool,
 ) -> i32 {
-    let revisions = || -> Result<(Revision, Revision), String> {
-        let mirror = tempfile::tempdir()
-            .map_err(|e| format!("cannot create a temporary directory for the mirror: {e}"))?;
-        let source =
-            open_repository(repo, path, options, mirror.path()).map_err(|e| e.to_string())?;
-        let load = |rev: &str| -> Result<Revision, String> {
-            let commit = source.rev_parse(rev).map_err(|e| {
-                if is_git_url(repo) && rev.starts_with("HEAD") {
-                    format!("{e} (a repository fetched from a URL has no HEAD here: name a branch, as main~1)")
-                } else {
-                    e.to_string()
-                }
-            })?;
-            let docs = source.read(commit).map_err(|e| e.to_string())?;
-            compile(&docs, &format!("{rev} ({commit}) of {repo}"))
-        };
-        Ok((load(old)?, load(new)?))
-    };
-    match revisions() {
+    match revisions(repo, path, options, old, new) {
         Ok((o, n)) => report(&changes(&o, &n), json),
         Err(e) => {
             eprintln!("{e}");
@@ -378,6 +387,43 @@ mod tests {
             ]
         );
         assert!(diff_policies(&old, &old).is_empty());
+    }
+
+    #[test]
+    fn a_password_or_a_token_in_the_repository_url_is_never_printed() {
+        let work = tempfile::tempdir().unwrap();
+        std::fs::write(work.path().join("edge.yaml"), "kind: Nope\n").unwrap();
+        for args in [
+            &["init", "-q", "-b", "main"][..],
+            &["add", "."],
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.com",
+                "commit",
+                "-q",
+                "-m",
+                "bad",
+            ],
+        ] {
+            let out = std::process::Command::new("git")
+                .args(args)
+                .current_dir(work.path())
+                .output()
+                .expect("git");
+            assert!(out.status.success(), "git {args:?}: {out:?}");
+        }
+        let options = GitOptions::default();
+        for url in [
+            "https://bot:hunter2@git.example.com/policy.git".to_owned(),
+            format!("file://{}?token=hunter2", work.path().display()),
+            format!("file://{}#hunter2", work.path().display()),
+        ] {
+            let e = revisions(&url, "", &options, "main", "main").unwrap_err();
+            assert!(!e.contains("hunter2"), "{url}: {e}");
+            assert!(e.contains("***"), "{url}: {e}");
+        }
     }
 
     #[test]

@@ -313,6 +313,8 @@ mod tests {
             "2m",
             "--git-max-size",
             "64MiB",
+            "--git-max-policy-size",
+            "8MiB",
         ])
         .unwrap();
         let Command::Run(args) = cli.command else {
@@ -326,6 +328,7 @@ mod tests {
         );
         assert_eq!(options.timeout, Duration::from_secs(120));
         assert_eq!(options.max_size, 64 << 20);
+        assert_eq!(options.max_policy_size, 8 << 20);
         assert_eq!(options.password_file, None);
 
         let cli = Cli::try_parse_from([

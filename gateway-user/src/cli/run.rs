@@ -208,6 +208,11 @@ pub struct GitArgs {
     /// `source::git::DEFAULT_MAX_SIZE`).
     #[arg(long, value_name = "BYTES", default_value = "512MiB", value_parser = parse_size, env = "TOLLGATE_GIT_MAX_SIZE")]
     pub git_max_size: u64,
+    /// Git source: the most bytes the policy files of one revision may hold together, checked
+    /// from the objects' sizes before any is read (one file may hold 16 MiB; the default is
+    /// `source::git::DEFAULT_MAX_POLICY_SIZE`).
+    #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_size, env = "TOLLGATE_GIT_MAX_POLICY_SIZE")]
+    pub git_max_policy_size: u64,
 }
 
 impl GitArgs {
@@ -223,6 +228,7 @@ impl GitArgs {
             known_hosts: self.git_known_hosts.clone(),
             timeout: self.git_timeout,
             max_size: self.git_max_size,
+            max_policy_size: self.git_max_policy_size,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! the admin HTTP server ([`admin`]).
 pub mod admin;
 pub mod metrics;
+pub mod wake;
 pub mod webhook;
 
 use std::path::PathBuf;
@@ -102,9 +103,9 @@ pub struct Shared {
     pub pin_dir: PathBuf,
     /// The metrics.
     pub metrics: metrics::Metrics,
-    /// Wakes the agent for a pass now (the webhook). One stored permit at most, so calls that
-    /// arrive while a pass runs give one more pass, not one each.
-    pub wake: tokio::sync::Notify,
+    /// Wakes the agent for a pass (the webhook), calls coalesced: at most one pass pending,
+    /// and at most one per [`wake::MIN_GAP`] after the first.
+    pub wake: wake::Wake,
     /// The webhook's shared secret; `None`: the webhook is disabled.
     pub webhook_secret: Option<webhook::WebhookSecret>,
 }
@@ -125,7 +126,7 @@ impl Shared {
             counter_names: RwLock::new(Arc::new(Vec::new())),
             pin_dir,
             metrics: metrics::Metrics::new(weak.clone()),
-            wake: tokio::sync::Notify::new(),
+            wake: wake::Wake::default(),
             webhook_secret,
         })
     }

@@ -4,8 +4,9 @@
 //! A request must prove it knows the shared secret, GitHub style (`X-Hub-Signature-256:
 //! sha256=<hex HMAC-SHA256 of the raw body>`) or GitLab style (`X-Gitlab-Token: <secret>`); both
 //! are compared in constant time. The body is not interpreted: whatever the event, the agent
-//! fetches its configured ref, so a forged or replayed call can at most cause one more fetch,
-//! and calls that arrive while a pass runs are coalesced into one more pass.
+//! fetches its configured ref, and calls are coalesced ([`super::wake`]): one pass at once for a
+//! call after a quiet spell, then at most one more per [`super::wake::MIN_GAP`], however many
+//! calls arrive (a replayed delivery costs no more than that).
 //!
 //! <https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries>,
 //! <https://docs.gitlab.com/user/project/integrations/webhooks/#validate-requests-with-a-secret-token>
@@ -17,7 +18,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::Shared;
 pub use tollgate_source::webhook::{SecretError, WebhookSecret, SIGNATURE_HEADER, TOKEN_HEADER};
@@ -128,19 +129,29 @@ async fn judge(
         );
         return (StatusCode::UNAUTHORIZED, Outcome::Unauthorized, why);
     }
-    // One stored permit at most: calls while a pass runs give one more pass, not one each.
-    shared.wake.notify_one();
+    let fresh = shared.wake.request();
     let event = headers
         .get("x-github-event")
         .or_else(|| headers.get("x-gitlab-event"))
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
-    info!(event = %event.chars().take(64).collect::<String>(), "webhook: fetching the source now");
-    (
-        StatusCode::ACCEPTED,
-        Outcome::Accepted,
-        "a fetch and reconcile pass is scheduled",
-    )
+    let event = event.chars().take(64).collect::<String>();
+    if fresh {
+        info!(event = %event, "webhook: a fetch and reconcile pass is scheduled");
+        (
+            StatusCode::ACCEPTED,
+            Outcome::Accepted,
+            "a fetch and reconcile pass is scheduled",
+        )
+    } else {
+        // One line per pass, not per call: a burst of calls does not flood the log either.
+        debug!(event = %event, "webhook: joins the pass already scheduled");
+        (
+            StatusCode::ACCEPTED,
+            Outcome::Accepted,
+            "a fetch and reconcile pass is already scheduled; this call joins it",
+        )
+    }
 }
 
 #[cfg(test)]
@@ -192,9 +203,9 @@ mod tests {
             .unwrap()
     }
 
-    /// True when a wake-up is pending (taken by this call).
+    /// True when a pass is due (taken by this call).
     async fn woken(shared: &Shared) -> bool {
-        tokio::time::timeout(std::time::Duration::from_millis(50), shared.wake.notified())
+        tokio::time::timeout(std::time::Duration::from_millis(50), shared.wake.due())
             .await
             .is_ok()
     }

@@ -47,7 +47,10 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Retries after a failed connection when a rule has no `retry` (another endpoint is tried;
 /// nothing was sent, so this is safe for every method).
 pub const DEFAULT_CONNECT_RETRIES: u32 = 2;
-/// Wait between retries when `retry.backoff` is not set.
+/// Retries of a rule whose `retry` stanza sets no `attempts`.
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 1;
+/// Wait before the first retry when `retry.backoff` is not set (Envoy's default base
+/// interval; it doubles for each further retry).
 pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(25);
 /// Consecutive failures that eject an endpoint when a Backend sets none.
 pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;

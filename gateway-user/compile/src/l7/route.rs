@@ -437,10 +437,12 @@ fn rule(
         codes: Vec::new(),
         attempts: DEFAULT_CONNECT_RETRIES,
         backoff: Duration::ZERO,
+        after_send: false,
     };
     if let Some(r) = &raw.retry {
         retry.backoff = DEFAULT_RETRY_BACKOFF;
-        retry.attempts = 1;
+        retry.attempts = DEFAULT_RETRY_ATTEMPTS;
+        retry.after_send = true;
         if let Some(codes) = &r.codes {
             for (k, &code) in codes.iter().enumerate() {
                 if (400..=599).contains(&code) {

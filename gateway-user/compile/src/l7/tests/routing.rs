@@ -40,7 +40,8 @@ fn a_gateway_route_and_backends_compile_to_a_table() {
         Retry {
             codes: vec![503],
             attempts: 2,
-            backoff: Duration::from_millis(100)
+            backoff: Duration::from_millis(100),
+            after_send: true,
         }
     );
     assert_eq!(
@@ -49,6 +50,27 @@ fn a_gateway_route_and_backends_compile_to_a_table() {
     );
     assert_eq!(lookup(&t, "shop.example.com", "/apix", &[]), None);
     assert_eq!(lookup(&t, "other.example.com", "/api", &[]), None);
+}
+
+#[test]
+fn an_empty_retry_stanza_retries_once_after_send_with_the_default_backoff() {
+    let t = table(&all(&[
+        GATEWAY,
+        BACKENDS,
+        &route(
+            "r",
+            &format!("  rules:\n    - {}      retry: {{}}\n", TO_A.trim_start()),
+        ),
+    ]));
+    assert_eq!(
+        t.policy.routes[0].rules[0].rule.retry,
+        Retry {
+            codes: vec![],
+            attempts: DEFAULT_RETRY_ATTEMPTS,
+            backoff: DEFAULT_RETRY_BACKOFF,
+            after_send: true,
+        }
+    );
 }
 
 #[test]
@@ -65,6 +87,10 @@ fn defaults_are_prefix_slash_weight_one_a_30s_request_timeout_and_connect_retrie
     assert_eq!(rd.rule.timeouts.backend_request, None);
     assert_eq!(rd.rule.retry.attempts, DEFAULT_CONNECT_RETRIES);
     assert!(rd.rule.retry.codes.is_empty());
+    assert!(
+        !rd.rule.retry.after_send,
+        "without a retry stanza, only connections that could not be made are retried"
+    );
     assert_eq!(
         lookup(&t, "anything", "/", &[]).as_deref(),
         Some("default/r#0")
