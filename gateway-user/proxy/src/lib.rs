@@ -20,7 +20,6 @@ pub mod auth;
 pub mod backend_tls;
 pub mod body;
 pub mod forwarded;
-pub mod jwt;
 pub mod limit;
 pub mod listener;
 pub mod metrics;
