@@ -9,7 +9,9 @@
 //! - compile and apply of 100,000 CIDR rules, and a one-rule change on top;
 //! - packets per second on a veth pair (veth.rs);
 //! - from `git push` to enforcement in the kernel, with the webhook and with polling (push.rs);
-//! - the L7 proxy against nginx and haproxy, and the cost of 10,000 routes (l7.rs).
+//! - the L7 proxy against nginx and haproxy, and the cost of 10,000 routes (l7.rs);
+//! - API key checks by the number of keys (auth.rs).
+mod auth;
 mod l7;
 mod push;
 mod veth;
@@ -624,6 +626,9 @@ fn main() {
     }
     if want("l7") {
         l7::run(&mut report);
+    }
+    if want("auth") {
+        auth::run(&mut report);
     }
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md");
     match report.write(&path) {

@@ -21,7 +21,6 @@ pub mod backend_tls;
 pub mod body;
 pub mod decide;
 pub mod forwarded;
-pub mod jwt;
 pub mod limit;
 pub mod listener;
 pub mod metrics;

@@ -270,19 +270,21 @@ pub async fn handle(
                 "the credentials of this route are not loaded",
             );
         };
-        let cert = conn
-            .tls
-            .as_ref()
-            .and_then(|t| t.client_certificate.as_deref());
-        let outcome = auth::authenticate(def, rt, req.headers(), query.as_deref(), cert)
-            .await
-            .and_then(|ok| {
-                if auth::allowed(def, &ok.consumer) {
-                    Ok(ok)
-                } else {
-                    Err(auth::Failure::Forbidden)
-                }
-            });
+        let req_auth = auth::Request {
+            headers: req.headers(),
+            query: query.as_deref(),
+            client_certificate: conn
+                .tls
+                .as_ref()
+                .and_then(|t| t.client_certificate.as_deref()),
+        };
+        let outcome = auth::authenticate(rt, &req_auth).await.and_then(|ok| {
+            if auth::allowed(def, &ok.consumer) {
+                Ok(ok)
+            } else {
+                Err(auth::Failure::Forbidden)
+            }
+        });
         match outcome {
             Ok(ok) => {
                 if let Ok(v) = HeaderValue::from_str(&ok.consumer) {
@@ -295,13 +297,6 @@ pub async fn handle(
                 done.consumer = Some(ok.consumer);
             }
             Err(failure) => {
-                core.abuse.fail(
-                    &active.table.policy.bans,
-                    BanKind::Auth,
-                    &def.policy,
-                    &rule.route,
-                    client,
-                );
                 core.metrics
                     .auth_failures
                     .get_or_create(&AuthFailureLabels {
@@ -309,22 +304,51 @@ pub async fn handle(
                         reason: failure.reason(),
                     })
                     .inc();
-                let message = match failure {
-                    auth::Failure::Missing => "this route needs credentials",
-                    auth::Failure::Invalid => "the credentials are not valid",
-                    auth::Failure::Token(t) => t.description(),
-                    auth::Failure::Forbidden => "this consumer is not allowed on this route",
+                let (status, reason, message) = match failure {
+                    auth::Failure::Missing => (
+                        StatusCode::UNAUTHORIZED,
+                        "auth_missing",
+                        "this route needs credentials",
+                    ),
+                    auth::Failure::Invalid => (
+                        StatusCode::UNAUTHORIZED,
+                        "auth_invalid",
+                        "the credentials are not valid",
+                    ),
+                    auth::Failure::Token(t) => {
+                        (StatusCode::UNAUTHORIZED, "auth_invalid", t.description())
+                    }
+                    auth::Failure::Busy => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "auth_busy",
+                        "too many password checks at once; retry shortly",
+                    ),
+                    auth::Failure::Forbidden => (
+                        StatusCode::FORBIDDEN,
+                        "auth_forbidden",
+                        "this consumer is not allowed on this route",
+                    ),
                 };
-                let reason = match failure {
-                    auth::Failure::Missing => "auth_missing",
-                    auth::Failure::Invalid | auth::Failure::Token(_) => "auth_invalid",
-                    auth::Failure::Forbidden => "auth_forbidden",
-                };
-                if failure == auth::Failure::Forbidden {
-                    return local(done, StatusCode::FORBIDDEN, reason, message);
+                if failure == auth::Failure::Busy {
+                    // Not the client's failure: its credentials were not judged. No ban
+                    // count, no challenge (a browser would ask for the password again).
+                    let mut resp = local(done, status, reason, message);
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    return resp;
                 }
-                let mut resp = local(done, StatusCode::UNAUTHORIZED, reason, message);
-                for c in auth::challenges(def, &rule.route, failure) {
+                core.abuse.fail(
+                    &active.table.policy.bans,
+                    BanKind::Auth,
+                    &def.policy,
+                    &rule.route,
+                    client,
+                );
+                if status == StatusCode::FORBIDDEN {
+                    return local(done, status, reason, message);
+                }
+                let mut resp = local(done, status, reason, message);
+                for c in auth::challenges(rt, &rule.route, failure) {
                     if let Ok(v) = HeaderValue::from_str(&c) {
                         resp.headers_mut().append(header::WWW_AUTHENTICATE, v);
                     }

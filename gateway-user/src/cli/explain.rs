@@ -7,7 +7,7 @@ use clap::Args;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use tollgate_compile::l4::packet::{Outcome, Packet, Reason};
 use tollgate_compile::l4::RuleKind;
-use tollgate_compile::l7::table::{KeyLocation, LimitKey, MatchDef, PathMatch};
+use tollgate_compile::l7::table::{LimitKey, MatchDef, PathMatch};
 use tollgate_compile::snapshot::{compile_documents, ANY_OTHER_INTERFACE};
 use tollgate_dataplane::bans::BanKind;
 use tollgate_proxy::decide::{decide, Decision, RequestParts};
@@ -337,39 +337,8 @@ fn explain_request(
         describe_match(&candidate.matched)
     );
     if let Some(a) = rule.auth.and_then(|i| policy.auth.get(i)) {
-        let mut how = Vec::new();
-        if let Some(k) = &a.api_key {
-            let files: Vec<String> = k.files.iter().map(ToString::to_string).collect();
-            how.push(match &k.location {
-                KeyLocation::Header(h) => {
-                    format!("an API key in header {h} (keys of {})", files.join(", "))
-                }
-                KeyLocation::Query(q) => format!(
-                    "an API key in query parameter {q} (keys of {})",
-                    files.join(", ")
-                ),
-            });
-        }
-        if !a.basic.is_empty() {
-            let files: Vec<String> = a.basic.iter().map(ToString::to_string).collect();
-            how.push(format!("basic auth (users of {})", files.join(", ")));
-        }
-        for p in &a.jwt {
-            how.push(format!(
-                "a JWT of provider {}{} (consumer from claim {})",
-                p.name,
-                p.issuer
-                    .as_ref()
-                    .map(|i| format!(", issuer {i}"))
-                    .unwrap_or_default(),
-                p.consumer_claim
-            ));
-        }
-        if let Some(field) = &a.client_certificate {
-            how.push(format!(
-                "a verified client certificate (consumer from {field:?})"
-            ));
-        }
+        // Each method's own description: the words the proxy's auth module has for it.
+        let how = tollgate_proxy::auth::describe(a);
         println!(
             "auth:      AuthPolicy {}: needs {}; without valid credentials: 401 with WWW-Authenticate",
             a.policy,

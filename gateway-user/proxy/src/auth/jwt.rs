@@ -1,5 +1,6 @@
-//! JWT authentication of `AuthPolicy`: JWKS key sets (inline, or fetched from a URI and kept
-//! fresh) and the check of a token against a provider.
+//! JWT authentication (`jwt`): JWKS key sets (inline, or fetched from a URI and kept fresh),
+//! the check of a token against a provider, and the method ([`Jwt`]) that tries a request's
+//! tokens against the policy's providers in turn.
 //!
 //! Keys: RSA (RS256), EC P-256 (ES256) and Ed25519 (EdDSA) signing keys of a JWKS are used;
 //! other keys (encryption keys, symmetric `oct` keys, other curves, a JWK whose `alg` does not
@@ -17,6 +18,7 @@
 //! fails, the revision still applies and every token of that provider is refused (401,
 //! `unknown_kid`) until a fetch succeeds: fail closed, without tying policy deployment to the
 //! identity provider's availability.
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
@@ -34,9 +36,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls;
 use tracing::{info, warn};
 
+use super::store::{AuthFileError, Loader};
+use super::{Authenticated, Failure, Request, Scheme};
 use crate::metrics::{JwksLabels, JwksMetrics};
 pub use tollgate_compile::l7::jwks::{parse_jwks, KeySet, VerifyingKey, MAX_JWKS_KEYS};
-use tollgate_compile::l7::table::{JwksDef, JwtProviderDef, TokenLocation};
+use tollgate_compile::l7::table::{AuthDef, JwksDef, JwtProviderDef, TokenLocation};
 
 /// Largest JWKS document fetched.
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
@@ -326,7 +330,7 @@ impl JwksStore {
             self.dir
                 .join(&s.namespace)
                 .join(&s.name)
-                .join(super::tls::CA_FILE)
+                .join(crate::tls::CA_FILE)
         });
         let ca_bytes = match &ca_file {
             Some(f) => {
@@ -431,14 +435,14 @@ pub fn token<'a>(
     def: &JwtProviderDef,
     headers: &'a http::HeaderMap,
     query: Option<&'a str>,
-) -> Option<std::borrow::Cow<'a, str>> {
+) -> Option<Cow<'a, str>> {
     let bearer = |v: &'a str| -> &'a str {
         match v.trim().split_once(' ') {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
             _ => v.trim(),
         }
     };
-    let t: std::borrow::Cow<'a, str> = match &def.location {
+    let t: Cow<'a, str> = match &def.location {
         TokenLocation::Bearer => {
             let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
             let (scheme, rest) = v.trim().split_once(' ')?;
@@ -496,7 +500,7 @@ pub fn consumer_of(
     let consumer = claims
         .get(&def.consumer_claim)
         .and_then(|v| v.as_str())
-        .filter(|c| super::auth::check_consumer(c).is_ok())
+        .filter(|c| super::check_consumer(c).is_ok())
         .ok_or(TokenFailure::Invalid)?;
     let mut headers = Vec::new();
     for (claim, header) in &def.claim_headers {
@@ -571,6 +575,102 @@ pub async fn verify(
         }
     }
     Err(last)
+}
+
+/// The JWT method of a policy: its providers, tried in order, and their keys.
+pub struct Jwt {
+    providers: Vec<JwtProviderDef>,
+    /// Aligned with `providers` once loaded.
+    keys: Vec<Arc<Jwks>>,
+}
+
+impl Scheme for Jwt {
+    /// The token of each provider whose location holds one: (provider index, token).
+    type Credentials<'r> = Vec<(usize, Cow<'r, str>)>;
+    const COST: u8 = 2;
+
+    fn of(def: &AuthDef) -> Option<Self> {
+        (!def.jwt.is_empty()).then(|| Jwt {
+            providers: def.jwt.clone(),
+            keys: Vec::new(),
+        })
+    }
+
+    fn load(&mut self, loader: &mut Loader<'_>) -> Result<(), AuthFileError> {
+        self.keys = self
+            .providers
+            .iter()
+            .map(|p| loader.jwks(p))
+            .collect::<Result<_, _>>()?;
+        Ok(())
+    }
+
+    fn present<'r>(&self, req: &Request<'r>) -> Option<Self::Credentials<'r>> {
+        let tokens: Vec<_> = self
+            .providers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| token(p, req.headers, req.query).map(|t| (i, t)))
+            .collect();
+        (!tokens.is_empty()).then_some(tokens)
+    }
+
+    /// When no provider accepts the token, the failure is that of the first provider whose
+    /// issuer matches (or of the last one).
+    async fn verify<'r>(&self, tokens: Self::Credentials<'r>) -> Result<Authenticated, Failure> {
+        let mut failure: Option<TokenFailure> = None;
+        for (i, t) in &tokens {
+            let (Some(def), Some(jwks)) = (self.providers.get(*i), self.keys.get(*i)) else {
+                continue; // not loaded: no key accepts anything
+            };
+            match verify(def, jwks, t).await {
+                Ok(v) => {
+                    return Ok(Authenticated {
+                        consumer: v.consumer,
+                        headers: v.headers,
+                    })
+                }
+                // An issuer mismatch says least: keep a more telling failure.
+                Err(f) => {
+                    if failure.is_none_or(|o| o == TokenFailure::Issuer) {
+                        failure = Some(f);
+                    }
+                }
+            }
+        }
+        Err(failure.map_or(Failure::Invalid, Failure::Token))
+    }
+
+    /// `Bearer realm="<route>"` (RFC 6750), with `error="invalid_token",
+    /// error_description="..."` when a token was refused.
+    fn challenge(&self, realm: &str, failure: Failure) -> String {
+        match failure {
+            Failure::Token(t) => format!(
+                "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"",
+                t.description()
+            ),
+            _ => format!("Bearer realm=\"{realm}\""),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let each: Vec<String> = self
+            .providers
+            .iter()
+            .map(|p| {
+                format!(
+                    "a JWT of provider {}{} (consumer from claim {})",
+                    p.name,
+                    p.issuer
+                        .as_ref()
+                        .map(|i| format!(", issuer {i}"))
+                        .unwrap_or_default(),
+                    p.consumer_claim
+                )
+            })
+            .collect();
+        each.join(" or ")
+    }
 }
 
 #[cfg(test)]
