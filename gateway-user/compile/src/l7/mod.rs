@@ -28,18 +28,19 @@ use regex::{Regex, RegexBuilder};
 
 pub use table::RouteTable;
 use table::{
-    ApiKeyDef, Attachment, AuthDef, BackendCa, BackendDef, BackendTlsDef, BanDef, HeaderMatch,
-    HeaderModifier, HostPattern, JwksDef, JwtProviderDef, KeyLocation, L7Policy, LimitKey,
-    ListenerDef, ListenerTls, LoadBalancing, MatchDef, PathMatch, PathModifier, QueryMatch,
-    RateLimitDef, Redirect, Retry, RouteDef, RouteLimits, Rule, RuleDef, SecretRef, Timeouts,
-    TokenLocation, UrlRewrite, ValueMatch, WeightedBackend,
+    ApiKeyDef, Attachment, AuthDef, BackendCa, BackendDef, BackendTlsDef, BanDef, ClientPrefixes,
+    HeaderMatch, HeaderModifier, HostPattern, JwksDef, JwtProviderDef, KeyLocation, L7Policy,
+    LimitKey, ListenerDef, ListenerTls, LoadBalancing, MatchDef, PathMatch, PathModifier,
+    QueryMatch, RateLimitDef, Redirect, Retry, RouteDef, RouteLimits, Rule, RuleDef, SecretRef,
+    Timeouts, TokenLocation, UrlRewrite, ValueMatch, WeightedBackend,
 };
 use tollgate_model::auth::{AuthPolicy, CertificateField, CredentialRef};
 use tollgate_model::backend::{
     Backend, BackendObjectRef, BackendTls, LoadBalancerType, WellKnownCaCertificates,
 };
+use tollgate_model::ban::{BanClientIp, DEFAULT_BAN_IPV6_PREFIX, MIN_BAN_IPV6_PREFIX};
 use tollgate_model::gateway::{Gateway, Listener, GATEWAY_API_GROUP};
-use tollgate_model::ratelimit::{RateLimitKey, RateLimitMode, RateLimitPolicy};
+use tollgate_model::ratelimit::{ClientIpBuckets, RateLimitKey, RateLimitMode, RateLimitPolicy};
 use tollgate_model::route::{
     FilterType, HTTPBackendRef, HTTPHeaderFilter, HTTPPathModifier, HTTPRoute, HTTPRouteFilter,
     HTTPRouteMatch, HTTPRouteRule, PathMatchType, PathModifierType, ValueMatchType,
@@ -1473,10 +1474,16 @@ fn auth_policy(
         &spec.target_refs,
         routes,
     );
-    let ban = spec
-        .ban_on_abuse
-        .as_ref()
-        .and_then(|b| ban_on_abuse(c, "failures", b.failures, &b.within, &b.block_for));
+    let ban = spec.ban_on_abuse.as_ref().and_then(|b| {
+        ban_on_abuse(
+            c,
+            "failures",
+            b.failures,
+            &b.within,
+            &b.block_for,
+            b.client_ip.as_ref(),
+        )
+    });
     if spec.api_key.is_none()
         && spec.basic_auth.is_none()
         && spec.jwt.is_none()
@@ -2002,8 +2009,16 @@ fn rate_limit_policy(
                 );
                 None
             }
-            (RateLimitKey::ClientIp, None) => Some(LimitKey::ClientIp),
+            (RateLimitKey::ClientIp, None) => {
+                client_prefixes(c, &at, l.client_ip.as_ref()).map(LimitKey::ClientIp)
+            }
         };
+        if l.client_ip.is_some() && l.key != RateLimitKey::ClientIp {
+            c.error(
+                format!("{at}.clientIP"),
+                "only with key: clientIP; remove it, or set key: clientIP",
+            );
+        }
         let count = |c: &mut Checker<'_, '_>, field: &str, n: i64| {
             if (1..=MAX_LIMIT_REQUESTS).contains(&n) {
                 Some(n as u32)
@@ -2057,10 +2072,16 @@ fn rate_limit_policy(
             });
         }
     }
-    let ban = spec
-        .ban_on_abuse
-        .as_ref()
-        .and_then(|b| ban_on_abuse(c, "rejections", b.rejections, &b.within, &b.block_for));
+    let ban = spec.ban_on_abuse.as_ref().and_then(|b| {
+        ban_on_abuse(
+            c,
+            "rejections",
+            b.rejections,
+            &b.within,
+            &b.block_for,
+            b.client_ip.as_ref(),
+        )
+    });
     (c.errors.len() == before).then_some((targets, defs, ban))
 }
 
@@ -2069,6 +2090,33 @@ pub const MAX_BAN_THRESHOLD: i64 = 1_000_000;
 /// Longest `banOnAbuse.within` and `banOnAbuse.blockFor`.
 pub const MAX_BAN_DURATION: Duration = Duration::from_secs(24 * 3600);
 
+/// Checks the `clientIP` of a limit at `at` (omitted: the defaults).
+fn client_prefixes(
+    c: &mut Checker<'_, '_>,
+    at: &str,
+    buckets: Option<&ClientIpBuckets>,
+) -> Option<ClientPrefixes> {
+    let mut out = ClientPrefixes::default();
+    let Some(b) = buckets else {
+        return Some(out);
+    };
+    let before = c.errors.len();
+    for (field, value, max, slot) in [
+        ("ipv4Prefix", b.ipv4_prefix, 32, &mut out.v4),
+        ("ipv6Prefix", b.ipv6_prefix, 128, &mut out.v6),
+    ] {
+        match value {
+            None => {}
+            Some(n) if (0..=max).contains(&n) => *slot = n as u8,
+            Some(n) => c.error(
+                format!("{at}.clientIP.{field}"),
+                format!("{n} is out of range 0-{max}"),
+            ),
+        }
+    }
+    (c.errors.len() == before).then_some(out)
+}
+
 /// Checks a `banOnAbuse` (`count_field` is `failures` or `rejections`).
 fn ban_on_abuse(
     c: &mut Checker<'_, '_>,
@@ -2076,6 +2124,7 @@ fn ban_on_abuse(
     count: i64,
     within: &str,
     block_for: &str,
+    client_ip: Option<&BanClientIp>,
 ) -> Option<BanDef> {
     let before = c.errors.len();
     if !(1..=MAX_BAN_THRESHOLD).contains(&count) {
@@ -2100,10 +2149,24 @@ fn ban_on_abuse(
     };
     let within = duration("within", within);
     let block_for = duration("blockFor", block_for);
+    let ipv6_prefix = match client_ip.and_then(|b| b.ipv6_prefix) {
+        None => DEFAULT_BAN_IPV6_PREFIX,
+        Some(n) if (i64::from(MIN_BAN_IPV6_PREFIX)..=128).contains(&n) => n as u8,
+        Some(n) => {
+            c.error(
+                "spec.banOnAbuse.clientIP.ipv6Prefix",
+                format!(
+                    "{n} is out of range {MIN_BAN_IPV6_PREFIX}-128 (a shorter prefix would ban whole providers for one client)"
+                ),
+            );
+            0
+        }
+    };
     (c.errors.len() == before).then_some(BanDef {
         threshold: count as u32,
         within,
         block_for,
+        ipv6_prefix,
     })
 }
 
