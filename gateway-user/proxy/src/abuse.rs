@@ -443,6 +443,11 @@ mod tests {
         }
         // Banned at the 5th failure, then counted again from zero: 64,293 / 5 requests (the
         // ban task takes the first; a banned /64 sends no more in real life).
+        eprintln!(
+            "64,293 failures from one /64: first ban after {} failures, {} bans asked",
+            sent[0].0 + 1,
+            sent.len()
+        );
         assert_eq!(sent.len(), 64_293 / 5);
         let (n, first) = &sent[0];
         assert_eq!(*n, 4);
