@@ -318,8 +318,9 @@ pub const ACTION_PASS: u32 = 0;
 /// Drop the packet.
 pub const ACTION_DROP: u32 = 1;
 
-/// Capacity of each blocklist map (`BANS_V4`, `BANS_V6`): sources banned at once per family.
-/// A ban that does not fit is refused by the kernel (E2BIG); the agent logs and counts it.
+/// Capacity of each blocklist map (`BANS_V4`, `BANS_V6`): entries per address family. When a
+/// family's map is full, the agent makes room for a new ban by removing the entry nearest to
+/// its expiry (the kernel itself refuses the insert: E2BIG for the hash, ENOSPC for the trie).
 pub const MAX_BANS: u32 = 1 << 16;
 /// `BanValue::kind`: banned by an AuthPolicy's `banOnAbuse` (too many 401s).
 pub const BAN_AUTH: u32 = 0;
@@ -341,11 +342,12 @@ pub struct BanKeyV4 {
 }
 const _: () = assert!(core::mem::size_of::<BanKeyV4>() == 4);
 
-/// Key of the `BANS_V6` hash map: a banned IPv6 source.
+/// Data of the `BANS_V6` LPM trie key: a banned IPv6 prefix (the key's prefix length, 0-128,
+/// says how many leading bits count; the bits after it are zero).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BanKeyV6 {
-    /// IPv6 source address, network order.
+    /// IPv6 prefix, network order.
     pub addr: [u8; 16],
 }
 const _: () = assert!(core::mem::size_of::<BanKeyV6>() == 16);
@@ -362,8 +364,9 @@ pub struct BanValue {
     pub banned_at_unix: u64,
     /// `BAN_*`: the `BAN_COUNTERS` slot its drops are counted in.
     pub kind: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// The prefix length of the entry's own key (32 in `BANS_V4`): a look-up in the trie
+    /// answers with the value of the longest matching prefix, and this says which one it was.
+    pub prefix_len: u32,
     /// `namespace/name` of the policy that banned (UTF-8, zero-padded, cut at
     /// `BAN_POLICY_BYTES`); `manual` for a ban by hand.
     pub policy: [u8; BAN_POLICY_BYTES],
@@ -376,7 +379,7 @@ impl Default for BanValue {
             expires_ns: 0,
             banned_at_unix: 0,
             kind: 0,
-            _pad: 0,
+            prefix_len: 0,
             policy: [0; BAN_POLICY_BYTES],
         }
     }

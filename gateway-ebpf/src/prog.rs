@@ -50,11 +50,13 @@ static RULE_COUNTERS: PerCpuArray<RuleCounters> = PerCpuArray::pinned(MAX_RULE_I
 #[map]
 static STATS: PerCpuArray<Counter> = PerCpuArray::pinned(gateway_common::STATS, 0);
 /// The blocklist the L7 tier fills (`banOnAbuse`): not policy, no generation. Allocated on
-/// insert (BPF_F_NO_PREALLOC): an empty blocklist costs no memory.
+/// insert (BPF_F_NO_PREALLOC): an empty blocklist costs no memory. IPv4 bans are per address;
+/// IPv6 bans are prefixes (a /64 by default: one end site, whose addresses a client can rotate
+/// through at will), hence a longest-prefix-match trie.
 #[map]
 static BANS_V4: HashMap<BanKeyV4, BanValue> = HashMap::pinned(MAX_BANS, BPF_F_NO_PREALLOC);
 #[map]
-static BANS_V6: HashMap<BanKeyV6, BanValue> = HashMap::pinned(MAX_BANS, BPF_F_NO_PREALLOC);
+static BANS_V6: LpmTrie<BanKeyV6, BanValue> = LpmTrie::pinned(MAX_BANS, 0);
 /// Packets dropped (or passed in audit mode) because their source is banned, per `BAN_*` kind.
 #[map]
 static BAN_COUNTERS: PerCpuArray<RuleCounters> = PerCpuArray::pinned(BAN_KINDS, 0);
@@ -269,10 +271,14 @@ fn count_rule(rule: u32, slot: usize, len: u64) {
 
 /// The kind of the source's ban when it is banned and the ban has not expired. An expired
 /// entry is ignored here, whether or not an agent is left to remove it.
+///
+/// An IPv6 source is judged by the longest banned prefix that contains it. The agent keeps
+/// nested bans ordered (a more specific ban never ends before one that contains it, see
+/// `dataplane::bans`), so when the longest one has expired, so have all that contain it.
 #[inline(always)]
 fn banned(p: &Parsed) -> Option<u32> {
     let v = if p.v6 {
-        unsafe { BANS_V6.get(&BanKeyV6 { addr: p.src }) }
+        BANS_V6.get(Key::new(128, BanKeyV6 { addr: p.src }))
     } else {
         unsafe {
             BANS_V4.get(&BanKeyV4 {

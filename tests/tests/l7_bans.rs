@@ -60,12 +60,17 @@ impl Reply {
 }
 
 fn get_from(lab: &Lab, from: Ipv4Addr, port: u16, key: Option<&str>, timeout: u32) -> Reply {
+    let headers: Vec<String> = key.map(|k| format!("X-Api-Key: {k}")).into_iter().collect();
+    get_with(lab, from, port, &headers, timeout)
+}
+
+/// As [`get_from`], with request `headers` (`Name: value`).
+fn get_with(lab: &Lab, from: Ipv4Addr, port: u16, headers: &[String], timeout: u32) -> Reply {
     let url = format!("http://{}:{port}/a", lab.root_ip());
     let from = from.to_string();
     let timeout = timeout.to_string();
-    let header = key.map(|k| format!("X-Api-Key: {k}"));
     let mut args = vec!["-sS", "-i", "--max-time", &timeout, "--interface", &from];
-    if let Some(h) = &header {
+    for h in headers {
         args.extend(["-H", h.as_str()]);
     }
     args.push(&url);
@@ -464,5 +469,89 @@ fn sources_refused_with_429_too_often_are_banned_and_shadow_never_bans() {
     assert_eq!(
         r.status, 429,
         "lifted: A reaches the proxy again (still over its limit): {r:?}"
+    );
+}
+
+#[test]
+fn ipv6_clients_are_banned_per_64_and_many_bans_log_a_few_lines() {
+    require_root!();
+    const PROXY: u16 = 18202;
+    const ADMIN: u16 = 19794;
+    const BACKEND: u16 = 19795;
+    /// /64s that each earn a ban: more than the log shows one by one (10 per 10 s).
+    const PREFIXES: u32 = 25;
+    let lab = Lab::new("bnv6", &[A]);
+    let _app = Backend::start("app", BACKEND);
+    let secrets = tempfile::tempdir().unwrap();
+    let limit = "apiVersion: tollgate.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: { name: per-client }\nspec:\n  targetRefs: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: app }]\n  limits: [{ key: clientIP, requests: 1, per: 1h }]\n  banOnAbuse: { rejections: 1, within: 60s, blockFor: 10m }\n";
+    lab.write_policy("l7.yaml", &app_and_free(PROXY, BACKEND, &[limit]));
+    // A is a trusted proxy (so never banned itself): the clients are its X-Forwarded-For.
+    let agent = start_agent(
+        &lab,
+        ADMIN,
+        PROXY,
+        secrets.path(),
+        &["--trusted-proxy", "100.64.79.1/32"],
+    );
+    let forwarded = |client: String| {
+        get_with(&lab, A, PROXY, &[format!("X-Forwarded-For: {client}")], 5).status
+    };
+    for n in 1..=PREFIXES {
+        // Two addresses of the /64: the first is served, the second refused, and banned.
+        let codes = [
+            forwarded(format!("2001:db8:1:{n:x}::1")),
+            forwarded(format!("2001:db8:1:{n:x}:ffff::2")),
+        ];
+        assert_eq!(codes, [200, 429], "/64 number {n}");
+    }
+    // An IPv4 client behind the same proxy is a client of its own.
+    assert_eq!(forwarded("198.51.100.1".into()), 200);
+    let start = Instant::now();
+    let v = loop {
+        let v = bans_json(&lab);
+        if v["total"] == PREFIXES || start.elapsed() > Duration::from_secs(5) {
+            break v;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let mut listed: Vec<String> = v["bans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["address"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    listed.sort();
+    let mut want: Vec<String> = (1..=PREFIXES)
+        .map(|n| format!("2001:db8:1:{n:x}::/64"))
+        .collect();
+    want.sort();
+    assert_eq!(listed, want, "{v}");
+    assert_eq!(
+        metric_value(
+            &metrics(ADMIN),
+            "tollgate_bans_total{policy=\"default/per-client\",reason=\"ratelimit\"}"
+        ),
+        Some(u64::from(PREFIXES))
+    );
+    // The log: the first 10 bans one by one, then one line that counts the others.
+    let mut agent = agent;
+    agent
+        .wait_for_log(
+            "more ban events than the log shows",
+            Duration::from_secs(15),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let log = agent.log();
+    let one_by_one = log
+        .matches("banned: the source's packets are dropped by XDP")
+        .count();
+    assert_eq!(one_by_one, 10, "{log}");
+    let summary = log
+        .lines()
+        .find(|l| l.contains("more ban events than the log shows"))
+        .unwrap();
+    assert!(
+        summary.contains(&format!("banned={}", PREFIXES - 10)),
+        "{summary}"
     );
 }

@@ -280,3 +280,62 @@ fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
     assert_eq!(status("203.0.113.9, 198.51.100.2"), 429);
     assert_eq!(ratelimited(ADMIN, "default/app", "default/per-client"), 2);
 }
+
+#[test]
+fn rotating_ipv6_addresses_of_one_64_share_its_bucket() {
+    require_root!();
+    const PROXY: u16 = 18125;
+    const ADMIN: u16 = 19690;
+    const BACKEND: u16 = 19691;
+    let lab = Lab::new("l7rlv6", &[]);
+    let _app = Backend::start("app", BACKEND);
+    let policy = limit_policy(
+        "per-client",
+        "enforce",
+        &[
+            "{ name: per-64, key: clientIP, requests: 3, per: 1h }",
+            "{ name: per-48, key: clientIP, clientIP: { ipv6Prefix: 48 }, requests: 7, per: 1h }",
+        ],
+    );
+    lab.write_policy("l7.yaml", &revision(PROXY, BACKEND, &[&policy]));
+    let _agent = start_agent(
+        &lab,
+        ADMIN,
+        &[PROXY],
+        &["--access-log", "off", "--trusted-proxy", "127.0.0.1"],
+    );
+    let status = |xff: &str| get(PROXY, "/a", &[&format!("X-Forwarded-For: {xff}")]).status;
+    // A new address of 2001:db8:1:2::/64 for every request.
+    let served = (1..=40)
+        .filter(|n| status(&format!("2001:db8:1:2:{n:x}:{n:x}:{n:x}:1")) == 200)
+        .count();
+    assert_eq!(served, 3, "one /64, one bucket of 3");
+    // Other clients are served: another /64 (3 of them, within the /48's 7), and IPv4.
+    let others: Vec<u16> = [
+        "2001:db8:1:3::1",
+        "2001:db8:1:3::2",
+        "2001:db8:1:3::3",
+        "2001:db8:1:3::4",
+        "198.51.100.1",
+    ]
+    .iter()
+    .map(|a| status(a))
+    .collect();
+    assert_eq!(others, [200, 200, 200, 429, 200]);
+    // The /48 limit: 6 allowed so far; one more from yet another /64, then it refuses.
+    let wide: Vec<u16> = (1..=3)
+        .map(|n| status(&format!("2001:db8:1:4::{n}")))
+        .collect();
+    assert_eq!(wide, [200, 429, 429]);
+    assert_eq!(
+        ratelimited(ADMIN, "default/app", "default/per-client"),
+        40 - 3 + 1 + 2
+    );
+    assert_eq!(
+        metric_value(
+            &metrics(ADMIN),
+            "tollgate_http_ratelimit_evictions_total{policy=\"default/per-client\"}"
+        ),
+        Some(0)
+    );
+}

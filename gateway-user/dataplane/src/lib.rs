@@ -112,19 +112,23 @@ pub enum DataplaneError {
     },
     /// The pinned maps were made by a build with another map layout.
     #[error(
-        "the maps pinned under {pin_dir} were created by another version of tollgate (map {map}: key {found_key} / value {found_value} bytes / {found_entries} entries; this version needs {key} / {value} / {entries}). They keep enforcing the revision they hold. To switch versions run `tollgate detach --pin-dir {pin_dir}` first (filtering stops until this agent attaches)"
+        "the maps pinned under {pin_dir} were created by another version of tollgate (map {map}: type {found_type} / key {found_key} / value {found_value} bytes / {found_entries} entries; this version needs {map_type} / {key} / {value} / {entries}). They keep enforcing the revision they hold. To switch versions run `tollgate detach --pin-dir {pin_dir}` first (filtering stops until this agent attaches)"
     )]
     IncompatiblePins {
         /// The pin directory.
         pin_dir: String,
         /// The map that differs.
         map: String,
+        /// Pinned map type (`BPF_MAP_TYPE_*` number).
+        found_type: u32,
         /// Pinned key size.
         found_key: u32,
         /// Pinned value size.
         found_value: u32,
         /// Pinned capacity.
         found_entries: u32,
+        /// Map type this build needs.
+        map_type: u32,
         /// Key size this build needs.
         key: u32,
         /// Value size this build needs.
@@ -617,18 +621,32 @@ fn check_pinned_layout(pin_dir: &Path, maps_dir: &Path) -> Result<(), DataplaneE
         let info = MapData::from_pin(&path)
             .and_then(|m| m.info())
             .map_err(map_err(format!("inspect pinned map {}", path.display())))?;
-        let found = (info.key_size(), info.value_size(), info.max_entries());
-        let wanted = (def.key_size(), def.value_size(), def.max_entries());
+        // The type too: a map can change type and keep its sizes (a hash becoming a trie).
+        let found_type = info.map_type().map_or(0, |t| t as u32);
+        let found = (
+            found_type,
+            info.key_size(),
+            info.value_size(),
+            info.max_entries(),
+        );
+        let wanted = (
+            def.map_type(),
+            def.key_size(),
+            def.value_size(),
+            def.max_entries(),
+        );
         if found != wanted {
             return Err(DataplaneError::IncompatiblePins {
                 pin_dir: pin_dir.display().to_string(),
                 map: name.clone(),
-                found_key: found.0,
-                found_value: found.1,
-                found_entries: found.2,
-                key: wanted.0,
-                value: wanted.1,
-                entries: wanted.2,
+                found_type: found.0,
+                found_key: found.1,
+                found_value: found.2,
+                found_entries: found.3,
+                map_type: wanted.0,
+                key: wanted.1,
+                value: wanted.2,
+                entries: wanted.3,
             });
         }
     }

@@ -81,6 +81,11 @@ pub struct RateLimit {
     pub name: Option<String>,
     /// `clientIP`, `header` or `consumer` (not built yet).
     pub key: RateLimitKey,
+    /// How client addresses are grouped into buckets (only with `key: clientIP`). Omitted: one
+    /// bucket per IPv4 address and one per IPv6 /64, so that a client cannot escape the limit by
+    /// rotating through the addresses of its /64.
+    #[serde(default, rename = "clientIP", skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<ClientIpBuckets>,
     /// The request header whose value is the key (only with `key: header`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
@@ -94,6 +99,29 @@ pub struct RateLimit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<i64>,
 }
+
+/// Prefix lengths that group client addresses into one bucket (as an L4Policy's
+/// `rateLimit.per`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientIpBuckets {
+    /// IPv4 clients share a bucket per prefix of this length (0-32). Omitted: 32, one bucket per
+    /// address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 32))]
+    pub ipv4_prefix: Option<i64>,
+
+    /// IPv6 clients share a bucket per prefix of this length (0-128). Omitted: 64, the usual
+    /// end-site allocation. Link-local clients (fe80::/10) always have a bucket each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 128))]
+    pub ipv6_prefix: Option<i64>,
+}
+
+/// Default IPv4 bucket prefix length of `key: clientIP` (one bucket per address).
+pub const DEFAULT_IPV4_PREFIX: u8 = super::l4::DEFAULT_IPV4_PREFIX;
+/// Default IPv6 bucket prefix length of `key: clientIP` (one bucket per /64), as for L4 limits.
+pub const DEFAULT_IPV6_PREFIX: u8 = super::l4::DEFAULT_IPV6_PREFIX;
 
 /// Whether a policy refuses requests or only counts them.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]

@@ -67,6 +67,12 @@ impl Documents {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Fnv1a(u64);
 
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a::new()
+    }
+}
+
 impl Fnv1a {
     pub(crate) fn new() -> Self {
         Fnv1a(0xcbf2_9ce4_8422_2325)

@@ -19,6 +19,7 @@ pub mod access_log;
 pub mod auth;
 pub mod backend_tls;
 pub mod body;
+pub mod client_prefix;
 pub mod decide;
 pub mod forwarded;
 pub mod limit;
@@ -286,6 +287,11 @@ impl Proxy {
                     .build(connector.clone())
             })
             .collect();
+        let rate_limits = limit::Registry::new(
+            limit::MAX_KEYS_PER_LIMIT,
+            metrics.ratelimit_evictions.clone(),
+        );
+        let abuse = abuse::Abuse::new(None, abuse::MAX_TRACKED, metrics.abuse_evictions.clone());
         let core = Core {
             state: ArcSwap::from_pointee(Active {
                 table: Arc::new(RouteTable::default()),
@@ -317,8 +323,8 @@ impl Proxy {
             metrics,
             clients,
             workers,
-            rate_limits: limit::Registry::default(),
-            abuse: abuse::Abuse::default(),
+            rate_limits,
+            abuse,
         };
         let core = Arc::new(core);
         let reloader = CancellationToken::new();

@@ -6,12 +6,18 @@
 //! requests` and `tolerance = interval × burst`, a request at `now` is allowed when
 //! `max(TAT, now) + interval - now <= tolerance`, and then moves TAT to that sum.
 //!
+//! `key: clientIP` counts a client by its network ([`client_prefix`]): an IPv6 /64 by default,
+//! since one end site can rotate through the addresses of its /64 at will.
+//!
 //! Memory is bounded: keys are hashed with a per-limiter random SipHash key (so a client cannot
-//! aim for collisions) and only the 64-bit hash is stored, in [`SHARDS`] mutex-guarded shards of
-//! at most `capacity / SHARDS` entries. A full shard first forgets idle keys (whose bucket is
-//! full again: forgetting them changes nothing); when every key in it is still active, a new key
-//! is counted in the shard's one overflow bucket, shared by all such keys. So a flood of distinct
-//! keys can never give anyone a fresh bucket: it only makes the newcomers share one.
+//! aim for collisions) and only the 64-bit hash is stored, in [`SHARDS`] mutex-guarded shards
+//! of at most `capacity / SHARDS` entries, each a least-recently-used map (`schnellru`). A new
+//! key that finds its shard full takes the place of the key used least recently (any request,
+//! allowed or refused, is a use: a client that keeps hammering stays tracked and stays
+//! refused). A flood of new keys therefore never locks other new keys out; the price is that a
+//! key pushed out while its bucket was not yet full again comes back with a full bucket. Such
+//! evictions are counted in `tollgate_http_ratelimit_evictions_total{policy}`; forgetting a key
+//! whose bucket is full again changes nothing and is not counted.
 //!
 //! State outlives revisions: [`Registry::resolve`] hands a new revision the limiter of the
 //! previous one when the limit (policy, name, key, requests, per, burst) is unchanged.
@@ -23,9 +29,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue};
-use rustc_hash::FxHashMap;
+use ipnet::IpNet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use rustc_hash::FxBuildHasher;
+use schnellru::{ByLength, LruMap};
 use tracing::info;
 
+use crate::client_prefix::client_prefix;
+use crate::metrics::PolicyLabel;
 use tollgate_compile::l7::table::{LimitKey, RateLimitDef, RouteLimits};
 
 /// Shards of a limiter's key map (a power of two).
@@ -36,8 +48,8 @@ pub const MAX_KEYS_PER_LIMIT: usize = 100_000;
 /// The key of one request for one limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyValue<'a> {
-    /// The client's address.
-    Ip(IpAddr),
+    /// The client's network (its address, or the prefix that holds it).
+    Ip(IpNet),
     /// The header's value (the first one when it is repeated), or `None` when it is missing:
     /// every request without the header shares one bucket.
     Header(Option<&'a [u8]>),
@@ -55,7 +67,7 @@ impl<'a> KeyValue<'a> {
         consumer: Option<&'a str>,
     ) -> KeyValue<'a> {
         match key {
-            LimitKey::ClientIp => KeyValue::Ip(client),
+            LimitKey::ClientIp(p) => KeyValue::Ip(client_prefix(client, p.v4, p.v6)),
             LimitKey::Header(name) => KeyValue::Header(headers.get(name).map(|v| v.as_bytes())),
             LimitKey::Consumer => KeyValue::Consumer(consumer),
         }
@@ -100,49 +112,58 @@ pub fn gcra(tat: u64, now: u64, interval: u64, tolerance: u64) -> (Verdict, Opti
     }
 }
 
-/// Where a key's state is kept, to give a token back.
+/// Where a key's state is kept, to give a token back: the key's hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
-    /// Its own entry.
-    Key(u64),
-    /// The overflow bucket of a full shard.
-    Overflow(usize),
-}
+pub struct Slot(u64);
 
-#[derive(Debug, Default)]
-struct Shard {
-    tats: FxHashMap<u64, u64>,
-    /// TAT of the bucket shared by keys that found the shard full of active keys.
-    overflow: u64,
-    /// No entry can be idle before this time: a full shard does not sweep again until then.
-    sweep_after: u64,
-}
+/// TATs by key hash, least recently used first out. The hashes are SipHash outputs already:
+/// the map's own hasher only has to spread them.
+type Keys = LruMap<u64, u64, ByLength, FxBuildHasher>;
 
 /// The buckets of one limit.
-#[derive(Debug)]
 pub struct Limiter {
     interval: u64,
     tolerance: u64,
     per_shard: usize,
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[Mutex<Keys>]>,
     hasher: RandomState,
     origin: Instant,
+    /// Keys forgotten to make room while their bucket was not full again.
+    evictions: Counter,
     /// `requests`, `per` and `burst` and the key it was made for.
     def: RateLimitDef,
 }
 
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("def", &self.def)
+            .field("per_shard", &self.per_shard)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Limiter {
     /// A limiter for `def` that tracks at most `capacity` keys (rounded up to a multiple of
-    /// [`SHARDS`]).
-    pub fn new(def: &RateLimitDef, capacity: usize) -> Limiter {
+    /// [`SHARDS`]) and counts in `evictions` the keys it forgets before their bucket is full.
+    pub fn new(def: &RateLimitDef, capacity: usize, evictions: Counter) -> Limiter {
         let interval = (def.per.as_nanos() as u64 / u64::from(def.requests)).max(1);
+        let per_shard = capacity.div_ceil(SHARDS).clamp(1, u32::MAX as usize);
         Limiter {
             interval,
             tolerance: interval.saturating_mul(u64::from(def.burst)),
-            per_shard: capacity.div_ceil(SHARDS).max(1),
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            per_shard,
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(LruMap::with_hasher(
+                        ByLength::new(per_shard as u32),
+                        FxBuildHasher,
+                    ))
+                })
+                .collect(),
             hasher: RandomState::new(),
             origin: Instant::now(),
+            evictions,
             def: def.clone(),
         }
     }
@@ -155,9 +176,9 @@ impl Limiter {
     fn hash(&self, key: KeyValue<'_>) -> u64 {
         let mut h = self.hasher.build_hasher();
         match key {
-            KeyValue::Ip(ip) => {
+            KeyValue::Ip(net) => {
                 0u8.hash(&mut h);
-                ip.hash(&mut h);
+                net.hash(&mut h);
             }
             KeyValue::Header(None) => 1u8.hash(&mut h),
             KeyValue::Header(Some(v)) => {
@@ -173,44 +194,37 @@ impl Limiter {
         h.finish()
     }
 
+    fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, Keys> {
+        self.shards[(hash >> 60) as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Counts a request of `key` at `now` when it is within the limit.
     pub fn acquire_at(&self, key: KeyValue<'_>, now: u64) -> (Verdict, Slot) {
         let hash = self.hash(key);
-        let index = (hash >> 60) as usize % SHARDS;
-        let mut shard = self.shards[index].lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys = self.shard(hash);
         let (interval, tolerance) = (self.interval, self.tolerance);
-        if let Some(tat) = shard.tats.get_mut(&hash) {
+        // `get` marks the key as the most recently used, refused or not.
+        if let Some(tat) = keys.get(&hash) {
             let (verdict, next) = gcra(*tat, now, interval, tolerance);
             if let Some(n) = next {
                 *tat = n;
             }
-            return (verdict, Slot::Key(hash));
-        }
-        if shard.tats.len() >= self.per_shard && now >= shard.sweep_after {
-            // Forget idle keys (full buckets); remember when the next one can become idle.
-            let mut earliest = u64::MAX;
-            shard.tats.retain(|_, tat| {
-                let keep = *tat > now;
-                if keep {
-                    earliest = earliest.min(*tat);
-                }
-                keep
-            });
-            shard.sweep_after = earliest;
-        }
-        if shard.tats.len() >= self.per_shard {
-            let (verdict, next) = gcra(shard.overflow, now, interval, tolerance);
-            if let Some(n) = next {
-                shard.overflow = n;
-            }
-            return (verdict, Slot::Overflow(index));
+            return (verdict, Slot(hash));
         }
         let (verdict, next) = gcra(0, now, interval, tolerance);
         if let Some(n) = next {
-            shard.tats.insert(hash, n);
-            shard.sweep_after = shard.sweep_after.min(n);
+            if keys.len() >= self.per_shard {
+                if let Some((_, tat)) = keys.pop_oldest() {
+                    if tat > now {
+                        self.evictions.inc();
+                    }
+                }
+            }
+            keys.insert(hash, n);
         }
-        (verdict, Slot::Key(hash))
+        (verdict, Slot(hash))
     }
 
     /// Counts a request of `key` now when it is within the limit.
@@ -220,19 +234,9 @@ impl Limiter {
 
     /// Gives back the token an allowed request took (another limit refused the request).
     pub fn refund(&self, slot: Slot) {
-        let index = match slot {
-            Slot::Key(hash) => (hash >> 60) as usize % SHARDS,
-            Slot::Overflow(i) => i,
-        };
-        let mut shard = self.shards[index].lock().unwrap_or_else(|e| e.into_inner());
         let interval = self.interval;
-        match slot {
-            Slot::Key(hash) => {
-                if let Some(tat) = shard.tats.get_mut(&hash) {
-                    *tat = tat.saturating_sub(interval);
-                }
-            }
-            Slot::Overflow(_) => shard.overflow = shard.overflow.saturating_sub(interval),
+        if let Some(tat) = self.shard(slot.0).peek_mut(&slot.0) {
+            *tat = tat.saturating_sub(interval);
         }
     }
 
@@ -240,8 +244,13 @@ impl Limiter {
     pub fn keys(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).tats.len())
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
             .sum()
+    }
+
+    /// Keys forgotten so far to make room while their bucket was not full again.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.get()
     }
 
     fn same_bucket(&self, def: &RateLimitDef) -> bool {
@@ -266,20 +275,24 @@ type LimitId = (Arc<str>, String);
 pub struct Registry {
     capacity: usize,
     limiters: Mutex<HashMap<LimitId, Arc<Limiter>>>,
+    /// `tollgate_http_ratelimit_evictions_total{policy}`.
+    evictions: Family<PolicyLabel, Counter>,
 }
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry::new(MAX_KEYS_PER_LIMIT)
+        Registry::new(MAX_KEYS_PER_LIMIT, Family::default())
     }
 }
 
 impl Registry {
-    /// A registry whose limiters track at most `capacity` keys each.
-    pub fn new(capacity: usize) -> Registry {
+    /// A registry whose limiters track at most `capacity` keys each and count their evictions
+    /// in `evictions`.
+    pub fn new(capacity: usize, evictions: Family<PolicyLabel, Counter>) -> Registry {
         Registry {
             capacity,
             limiters: Mutex::default(),
+            evictions,
         }
     }
 
@@ -299,7 +312,13 @@ impl Registry {
                         if old.is_some() {
                             info!(policy = %def.policy, limit = %def.name, "rate limit changed: its buckets start full");
                         }
-                        Arc::new(Limiter::new(def, self.capacity))
+                        let evictions = self
+                            .evictions
+                            .get_or_create(&PolicyLabel {
+                                policy: def.policy.to_string(),
+                            })
+                            .clone();
+                        Arc::new(Limiter::new(def, self.capacity, evictions))
                     }
                 };
                 next.insert(id, limiter.clone());
@@ -378,6 +397,7 @@ pub fn rate_limit_item(name: &str, remaining: u64, reset: Duration) -> String {
 mod tests {
     use super::*;
     use http::HeaderName;
+    use tollgate_compile::l7::table::ClientPrefixes;
 
     const S: u64 = 1_000_000_000;
 
@@ -394,13 +414,20 @@ mod tests {
         }
     }
 
+    const CLIENT_IP: LimitKey = LimitKey::ClientIp(ClientPrefixes { v4: 32, v6: 64 });
+
     fn ip(s: &str) -> KeyValue<'static> {
-        KeyValue::Ip(s.parse().unwrap())
+        let a: IpAddr = s.parse().unwrap();
+        KeyValue::Ip(a.into())
+    }
+
+    fn limiter(def: &RateLimitDef, capacity: usize) -> Limiter {
+        Limiter::new(def, capacity, Counter::default())
     }
 
     #[test]
     fn a_full_bucket_allows_the_burst_then_refuses_until_one_interval_passes() {
-        let l = Limiter::new(&def("a", LimitKey::ClientIp, 10, 1, 3), 100);
+        let l = limiter(&def("a", CLIENT_IP, 10, 1, 3), 100);
         let t0 = 5 * S;
         let got: Vec<_> = (0..4)
             .map(|_| l.acquire_at(ip("192.0.2.1"), t0).0)
@@ -424,7 +451,7 @@ mod tests {
 
     #[test]
     fn the_bucket_refills_at_the_rate_and_never_beyond_the_burst() {
-        let l = Limiter::new(&def("a", LimitKey::ClientIp, 60, 60, 60), 100);
+        let l = limiter(&def("a", CLIENT_IP, 60, 60, 60), 100);
         let t0 = S;
         for _ in 0..60 {
             assert!(l.acquire_at(ip("192.0.2.1"), t0).0.allowed);
@@ -451,7 +478,7 @@ mod tests {
 
     #[test]
     fn each_consumer_has_its_own_bucket_whatever_its_address() {
-        let l = Limiter::new(&def("c", LimitKey::Consumer, 1, 60, 1), 100);
+        let l = limiter(&def("c", LimitKey::Consumer, 1, 60, 1), 100);
         let headers = HeaderMap::new();
         let client: IpAddr = "192.0.2.1".parse().unwrap();
         let key = |c| KeyValue::of(&LimitKey::Consumer, client, &headers, c);
@@ -466,7 +493,7 @@ mod tests {
     #[test]
     fn keys_have_their_own_buckets_and_a_missing_header_is_one_bucket() {
         let name = HeaderName::from_static("x-tenant");
-        let l = Limiter::new(&def("t", LimitKey::Header(name.clone()), 1, 60, 1), 100);
+        let l = limiter(&def("t", LimitKey::Header(name.clone()), 1, 60, 1), 100);
         let mut a = HeaderMap::new();
         a.insert(&name, HeaderValue::from_static("a"));
         let mut b = HeaderMap::new();
@@ -477,8 +504,8 @@ mod tests {
         assert_eq!(key(&a), KeyValue::Header(Some(b"a")));
         assert_eq!(key(&none), KeyValue::Header(None));
         assert_eq!(
-            KeyValue::of(&LimitKey::ClientIp, client, &a, None),
-            KeyValue::Ip(client)
+            KeyValue::of(&CLIENT_IP, client, &a, None),
+            KeyValue::Ip(client.into())
         );
         for h in [&a, &b, &none] {
             assert!(l.acquire_at(key(h), S).0.allowed);
@@ -490,54 +517,163 @@ mod tests {
         assert!(l.acquire_at(key(&empty), S).0.allowed);
     }
 
-    #[test]
-    fn a_flood_of_keys_stays_bounded_and_never_gets_fresh_buckets() {
-        let l = Limiter::new(&def("a", LimitKey::ClientIp, 1, 3600, 1), 64);
-        let mut allowed = 0;
-        for n in 0..10_000u32 {
-            let addr = IpAddr::from(std::net::Ipv6Addr::from(u128::from(n) + 1));
-            if l.acquire_at(KeyValue::Ip(addr), S).0.allowed {
-                allowed += 1;
-            }
-        }
-        assert!(l.keys() <= 64, "{} keys tracked", l.keys());
-        // Tracked keys each got their one request; the others shared one bucket per shard.
-        assert!(allowed <= 64 + SHARDS, "{allowed} allowed");
-        // A key that got in stays limited.
-        let first = KeyValue::Ip(IpAddr::from(std::net::Ipv6Addr::from(1u128)));
-        assert!(!l.acquire_at(first, S).0.allowed);
+    /// A request of `client` (an address) against `key`, through the same path as the proxy.
+    fn request(l: &Limiter, key: &LimitKey, client: &str, now: u64) -> bool {
+        let h = HeaderMap::new();
+        let client: IpAddr = client.parse().unwrap();
+        l.acquire_at(KeyValue::of(key, client, &h, None), now)
+            .0
+            .allowed
     }
 
     #[test]
-    fn idle_keys_are_forgotten_when_their_shard_is_full() {
-        // Four keys per shard.
-        let l = Limiter::new(&def("a", LimitKey::ClientIp, 1, 1, 1), SHARDS * 4);
+    fn rotating_ipv6_addresses_within_a_64_share_one_bucket() {
+        // 3 per hour, and a table far smaller than the rotation.
+        let l = limiter(&def("a", CLIENT_IP, 3, 3600, 3), 1024);
+        let allowed = (0..100_000u32)
+            .filter(|&n| {
+                let a = format!("2001:db8:1:2:{:x}:{:x}:1:1", n >> 16, n & 0xffff);
+                request(&l, &CLIENT_IP, &a, S)
+            })
+            .count();
+        eprintln!("100,000 addresses of one /64: {allowed} allowed");
+        assert_eq!(allowed, 3, "one /64 is one client");
+        assert_eq!(l.keys(), 1);
+        // An IPv4 client and a client of another /64 have their own buckets.
+        let others = [
+            "192.0.2.1",
+            "2001:db8:1:3::1",
+            "2001:db8:1:3::2",
+            "2001:db8:1:3::3",
+        ];
+        let served: Vec<bool> = others
+            .iter()
+            .map(|a| request(&l, &CLIENT_IP, a, S))
+            .collect();
+        assert_eq!(served, [true, true, true, true]);
+        assert!(
+            !request(&l, &CLIENT_IP, "2001:db8:1:3::4", S),
+            "the other /64's 4th"
+        );
+        assert!(request(&l, &CLIENT_IP, "192.0.2.2", S));
+    }
+
+    #[test]
+    fn the_client_prefixes_are_configurable() {
+        let per_address = LimitKey::ClientIp(ClientPrefixes { v4: 24, v6: 128 });
+        let l = limiter(&def("a", per_address.clone(), 1, 3600, 1), 1024);
+        // IPv6 per address: each rotated address is a new client.
+        assert!(request(&l, &per_address, "2001:db8::1", S));
+        assert!(request(&l, &per_address, "2001:db8::2", S));
+        assert!(!request(&l, &per_address, "2001:db8::1", S));
+        // IPv4 per /24.
+        assert!(request(&l, &per_address, "192.0.2.1", S));
+        assert!(!request(&l, &per_address, "192.0.2.200", S));
+        assert!(request(&l, &per_address, "192.0.3.1", S));
+    }
+
+    #[test]
+    fn more_distinct_keys_than_the_table_holds_never_lock_out_a_fresh_key() {
+        // The measured attack: 1.3 million distinct values of a header-keyed limit.
+        let name = HeaderName::from_static("x-tenant");
+        let key = LimitKey::Header(name.clone());
+        let l = limiter(&def("t", key.clone(), 1, 3600, 1), MAX_KEYS_PER_LIMIT);
+        let mut h = HeaderMap::new();
+        let mut allowed = 0u64;
+        for n in 0..1_300_000u32 {
+            h.insert(&name, HeaderValue::from(n));
+            if l.acquire_at(
+                KeyValue::of(&key, "192.0.2.1".parse().unwrap(), &h, None),
+                S,
+            )
+            .0
+            .allowed
+            {
+                allowed += 1;
+            }
+        }
+        eprintln!(
+            "1.3M distinct keys: {allowed} allowed, {} tracked, {} evicted",
+            l.keys(),
+            l.evictions()
+        );
+        assert_eq!(
+            allowed, 1_300_000,
+            "each distinct value is a client of its own"
+        );
+        assert!(l.keys() <= MAX_KEYS_PER_LIMIT + SHARDS, "{} keys", l.keys());
+        // Each key pushed out was still within its hour: counted.
+        assert_eq!(l.evictions(), 1_300_000 - l.keys() as u64);
+        // A fresh key is served, once, then limited.
+        h.insert(&name, HeaderValue::from_static("fresh"));
+        let fresh = KeyValue::of(&key, "192.0.2.1".parse().unwrap(), &h, None);
+        assert!(l.acquire_at(fresh, S).0.allowed);
+        assert!(!l.acquire_at(fresh, S).0.allowed);
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_least_recently_used_key() {
+        // One key per shard: every new key of a shard pushes the shard's previous one out.
+        let l = limiter(&def("a", CLIENT_IP, 1, 3600, 1), SHARDS * 2);
+        let keys: Vec<KeyValue<'static>> = (0..2000u32)
+            .map(|n| KeyValue::Ip(IpAddr::from(std::net::Ipv4Addr::from(n)).into()))
+            .collect();
+        // Two keys of the same shard, and a third of that shard.
+        let shard = |k: &KeyValue<'_>| (l.hash(*k) >> 60) as usize % SHARDS;
+        let same: Vec<KeyValue<'static>> = keys
+            .iter()
+            .filter(|k| shard(k) == shard(&keys[0]))
+            .take(3)
+            .copied()
+            .collect();
+        let [old, recent, new] = same[..] else {
+            panic!("three keys of one shard")
+        };
+        assert!(l.acquire_at(old, S).0.allowed);
+        assert!(l.acquire_at(recent, S).0.allowed);
+        // `old` is used again (refused, but used): `recent` is now the least recently used.
+        assert!(!l.acquire_at(old, S).0.allowed);
+        assert!(l.acquire_at(new, S).0.allowed, "a new key is served");
+        assert_eq!(l.evictions(), 1);
+        assert!(
+            !l.acquire_at(old, S).0.allowed,
+            "still tracked, still limited"
+        );
+        assert!(
+            l.acquire_at(recent, S).0.allowed,
+            "evicted: starts with a fresh bucket"
+        );
+    }
+
+    #[test]
+    fn forgetting_idle_keys_is_not_counted() {
+        // Two keys per shard.
+        let l = limiter(&def("a", CLIENT_IP, 1, 1, 1), SHARDS * 2);
         for n in 0..1000u32 {
             let addr = IpAddr::from(std::net::Ipv4Addr::from(n));
-            l.acquire_at(KeyValue::Ip(addr), S);
+            l.acquire_at(KeyValue::Ip(addr.into()), S);
         }
-        assert_eq!(l.keys(), SHARDS * 4, "every shard is full");
-        // Two seconds later every bucket is full again: new keys get their own buckets (four
-        // new keys fit in any one shard, however they hash).
-        let later = 3 * S;
-        for n in 5000..5004u32 {
+        assert_eq!(l.keys(), SHARDS * 2, "every shard is full");
+        let busy = l.evictions();
+        assert!(busy > 0);
+        // Two seconds later every bucket is full again: new keys push out idle keys only.
+        for n in 5000..6000u32 {
             let addr = IpAddr::from(std::net::Ipv4Addr::from(n));
-            let (verdict, slot) = l.acquire_at(KeyValue::Ip(addr), later);
-            assert!(verdict.allowed);
-            assert!(matches!(slot, Slot::Key(_)), "{slot:?}");
+            assert!(l.acquire_at(KeyValue::Ip(addr.into()), 3 * S).0.allowed);
         }
+        // The first of them pushed idle keys out; the later ones pushed out keys from this
+        // very second.
+        assert!(l.evictions() - busy < 1000, "{}", l.evictions() - busy);
+        assert_eq!(l.keys(), SHARDS * 2);
     }
 
     #[test]
     fn a_refused_request_takes_nothing_from_the_other_limits() {
         let defs = vec![
-            def("wide", LimitKey::ClientIp, 100, 60, 100),
-            def("narrow", LimitKey::ClientIp, 2, 60, 2),
+            def("wide", CLIENT_IP, 100, 60, 100),
+            def("narrow", CLIENT_IP, 2, 60, 2),
         ];
-        let limiters: Vec<_> = defs
-            .iter()
-            .map(|d| Arc::new(Limiter::new(d, 100)))
-            .collect();
+        let limiters: Vec<_> = defs.iter().map(|d| Arc::new(limiter(d, 100))).collect();
         let route = RouteLimits::new(vec![0, 1], &defs);
         let client: IpAddr = "192.0.2.9".parse().unwrap();
         let h = HeaderMap::new();
@@ -552,7 +688,7 @@ mod tests {
             assert_eq!(o.header.unwrap(), "\"narrow\";r=0;t=30");
         }
         // "wide" counted the two allowed requests only.
-        let v = limiters[0].acquire(KeyValue::Ip(client)).0;
+        let v = limiters[0].acquire(KeyValue::Ip(client.into())).0;
         assert_eq!(v.remaining, 97);
         assert_eq!(
             route.policy_header.unwrap(),
@@ -562,10 +698,10 @@ mod tests {
 
     #[test]
     fn shadow_limits_count_but_neither_refuse_nor_show_headers() {
-        let mut d = def("s", LimitKey::ClientIp, 1, 60, 1);
+        let mut d = def("s", CLIENT_IP, 1, 60, 1);
         d.shadow = true;
         let defs = vec![d];
-        let limiters = vec![Arc::new(Limiter::new(&defs[0], 100))];
+        let limiters = vec![Arc::new(limiter(&defs[0], 100))];
         let route = RouteLimits::new(vec![0], &defs);
         assert!(route.policy_header.is_none());
         let client: IpAddr = "192.0.2.9".parse().unwrap();
@@ -580,9 +716,9 @@ mod tests {
 
     #[test]
     fn a_reload_keeps_the_buckets_of_unchanged_limits_only() {
-        let r = Registry::new(100);
-        let a = def("a", LimitKey::ClientIp, 1, 60, 1);
-        let b = def("b", LimitKey::ClientIp, 1, 60, 1);
+        let r = Registry::new(100, Family::default());
+        let a = def("a", CLIENT_IP, 1, 60, 1);
+        let b = def("b", CLIENT_IP, 1, 60, 1);
         let first = r.resolve(&[a.clone(), b.clone()]);
         let mut shadowed = a.clone();
         shadowed.shadow = true;

@@ -94,6 +94,13 @@ pub struct RateLimitedLabels {
     pub policy: String,
 }
 
+/// Label of per-policy counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabel {
+    /// `namespace/name` of the policy.
+    pub policy: String,
+}
+
 /// Labels of `tollgate_auth_failures_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuthFailureLabels {
@@ -158,6 +165,13 @@ pub struct HttpMetrics {
     /// `tollgate_http_ratelimited_total{route,policy}`: requests over a limit of the policy:
     /// refused with 429 (`enforce`), or let through (`shadow`).
     pub ratelimited: Family<RateLimitedLabels, Counter>,
+    /// `tollgate_http_ratelimit_evictions_total{policy}`: keys a full limiter forgot to make
+    /// room for a new one while their bucket was not full again (they start over with a full
+    /// bucket).
+    pub ratelimit_evictions: Family<PolicyLabel, Counter>,
+    /// `tollgate_http_abuse_evictions_total{policy}`: clients whose `banOnAbuse` failure count
+    /// was forgotten, before its window ended, to make room for another client.
+    pub abuse_evictions: Family<PolicyLabel, Counter>,
     /// `tollgate_auth_failures_total{route,reason}`: requests refused with 401 (or 403,
     /// `forbidden`) by an AuthPolicy.
     pub auth_failures: Family<AuthFailureLabels, Counter>,
@@ -226,6 +240,18 @@ impl HttpMetrics {
             "Requests over a rate limit, by route and RateLimitPolicy: refused with 429, or let through by a policy in shadow mode.",
             ratelimited.clone(),
         );
+        let ratelimit_evictions = Family::<PolicyLabel, Counter>::default();
+        registry.register(
+            "tollgate_http_ratelimit_evictions",
+            "Keys a rate limiter forgot, to make room for a new key in its full table, while their bucket was not full again (such a key starts over with a full bucket), by RateLimitPolicy.",
+            ratelimit_evictions.clone(),
+        );
+        let abuse_evictions = Family::<PolicyLabel, Counter>::default();
+        registry.register(
+            "tollgate_http_abuse_evictions",
+            "Clients whose banOnAbuse failure count was forgotten before its window ended, to make room for another client in the policy's full table, by policy.",
+            abuse_evictions.clone(),
+        );
         let auth_failures = Family::<AuthFailureLabels, Counter>::default();
         catalog.register(
             registry,
@@ -282,6 +308,8 @@ impl HttpMetrics {
             upstream_errors,
             ejections,
             ratelimited,
+            ratelimit_evictions,
+            abuse_evictions,
             auth_failures,
             jwks,
             tls_handshake_failures,

@@ -353,8 +353,8 @@ fn explain_request(
         }
         if let Some(ban) = policy.bans.get(&(BanKind::Auth, a.policy.clone())) {
             println!(
-                "           banOnAbuse: {} failures within {:?} from one address: its packets are dropped in XDP for {:?}",
-                ban.threshold, ban.within, ban.block_for
+                "           banOnAbuse: {} failures within {:?} from one client (IPv4 address, IPv6 /{}): its packets are dropped in XDP for {:?}",
+                ban.threshold, ban.within, ban.ipv6_prefix, ban.block_for
             );
         }
     } else {
@@ -364,7 +364,9 @@ fn explain_request(
     for &i in &rule.rate_limits.limits {
         let l = &policy.rate_limits[i];
         let key = match &l.key {
-            LimitKey::ClientIp => "client IP".to_owned(),
+            LimitKey::ClientIp(p) => {
+                format!("client IP (per /{} IPv4, /{} IPv6 network)", p.v4, p.v6)
+            }
             LimitKey::Header(h) => format!("header {h}"),
             LimitKey::Consumer => "consumer".to_owned(),
         };
@@ -389,8 +391,8 @@ fn explain_request(
             .filter(|_| first_of_policy)
         {
             println!(
-                "           banOnAbuse: {} rejections within {:?} from one address: its packets are dropped in XDP for {:?}",
-                ban.threshold, ban.within, ban.block_for
+                "           banOnAbuse: {} rejections within {:?} from one client (IPv4 address, IPv6 /{}): its packets are dropped in XDP for {:?}",
+                ban.threshold, ban.within, ban.ipv6_prefix, ban.block_for
             );
         }
     }

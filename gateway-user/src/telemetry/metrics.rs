@@ -89,9 +89,12 @@ pub struct BanMetrics {
     /// `tollgate_ban_requests_dropped_total`: bans the proxy could not hand to the ban task
     /// (its queue was full).
     pub dropped: Counter,
-    /// `tollgate_ban_failures_total{reason}`: bans the kernel refused: `full` (the blocklist
-    /// holds its capacity) or `error`.
+    /// `tollgate_ban_failures_total{reason}`: bans not written: `full` (the blocklist holds
+    /// its capacity and no entry could be evicted) or `error`.
     pub failures: Family<ReasonLabel, Counter>,
+    /// `tollgate_bans_evicted_total`: bans removed before their end to make room for a new
+    /// one in a full blocklist (those nearest to their end first).
+    pub evicted: Counter,
 }
 
 impl BanMetrics {
@@ -128,14 +131,21 @@ impl BanMetrics {
         catalog.register(
             registry,
             "tollgate_ban_failures",
-            "Bans the kernel refused: full (the blocklist is at capacity) or error.",
+            "Bans not written: full (the blocklist is at capacity and nothing could be evicted) or error.",
             failures.clone(),
+        );
+        let evicted = Counter::default();
+        registry.register(
+            "tollgate_bans_evicted",
+            "Bans removed before their end to make room for a new ban in a full blocklist (those nearest to their end first).",
+            evicted.clone(),
         );
         BanMetrics {
             bans,
             active,
             dropped,
             failures,
+            evicted,
         }
     }
 }

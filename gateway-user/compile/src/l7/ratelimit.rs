@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
-use tollgate_model::ratelimit::{RateLimitKey, RateLimitMode, RateLimitPolicy};
+use tollgate_model::ban::{BanClientIp, DEFAULT_BAN_IPV6_PREFIX, MIN_BAN_IPV6_PREFIX};
+use tollgate_model::ratelimit::{ClientIpBuckets, RateLimitKey, RateLimitMode, RateLimitPolicy};
 use tollgate_model::Checker;
 
 use super::limits::*;
 use super::parse_duration;
-use super::table::{BanDef, LimitKey, RateLimitDef};
+use super::table::{BanDef, ClientPrefixes, LimitKey, RateLimitDef};
 use super::targets::check_target_refs;
 
 /// Checks a RateLimitPolicy; returns the names of the routes it targets and its limits.
@@ -116,8 +117,16 @@ pub(super) fn rate_limit_policy(
                 );
                 None
             }
-            (RateLimitKey::ClientIp, None) => Some(LimitKey::ClientIp),
+            (RateLimitKey::ClientIp, None) => {
+                client_prefixes(c, &at, l.client_ip.as_ref()).map(LimitKey::ClientIp)
+            }
         };
+        if l.client_ip.is_some() && l.key != RateLimitKey::ClientIp {
+            c.error(
+                format!("{at}.clientIP"),
+                "only with key: clientIP; remove it, or set key: clientIP",
+            );
+        }
         let count = |c: &mut Checker<'_, '_>, field: &str, n: i64| {
             if (1..=MAX_LIMIT_REQUESTS).contains(&n) {
                 Some(n as u32)
@@ -174,8 +183,44 @@ pub(super) fn rate_limit_policy(
     let ban = spec
         .ban_on_abuse
         .as_ref()
-        .and_then(|b| ban_on_abuse(c, "rejections", b.rejections, &b.within, &b.block_for));
+        .and_then(|b| {
+            ban_on_abuse(
+                c,
+                "rejections",
+                b.rejections,
+                &b.within,
+                &b.block_for,
+                b.client_ip.as_ref(),
+            )
+        });
     c.clean_since(before).then_some((targets, defs, ban))
+}
+
+/// Checks the `clientIP` of a limit at `at` (omitted: the defaults).
+fn client_prefixes(
+    c: &mut Checker<'_, '_>,
+    at: &str,
+    buckets: Option<&ClientIpBuckets>,
+) -> Option<ClientPrefixes> {
+    let mut out = ClientPrefixes::default();
+    let Some(b) = buckets else {
+        return Some(out);
+    };
+    let before = c.mark();
+    for (field, value, max, slot) in [
+        ("ipv4Prefix", b.ipv4_prefix, 32, &mut out.v4),
+        ("ipv6Prefix", b.ipv6_prefix, 128, &mut out.v6),
+    ] {
+        match value {
+            None => {}
+            Some(n) if (0..=max).contains(&n) => *slot = n as u8,
+            Some(n) => c.error(
+                format!("{at}.clientIP.{field}"),
+                format!("{n} is out of range 0-{max}"),
+            ),
+        }
+    }
+    c.clean_since(before).then_some(out)
 }
 
 /// Checks a `banOnAbuse` (`count_field` is `failures` or `rejections`).
@@ -185,6 +230,7 @@ pub(super) fn ban_on_abuse(
     count: i64,
     within: &str,
     block_for: &str,
+    client_ip: Option<&BanClientIp>,
 ) -> Option<BanDef> {
     let before = c.mark();
     if !(1..=MAX_BAN_THRESHOLD).contains(&count) {
@@ -209,9 +255,23 @@ pub(super) fn ban_on_abuse(
     };
     let within = duration("within", within);
     let block_for = duration("blockFor", block_for);
+    let ipv6_prefix = match client_ip.and_then(|b| b.ipv6_prefix) {
+        None => DEFAULT_BAN_IPV6_PREFIX,
+        Some(n) if (i64::from(MIN_BAN_IPV6_PREFIX)..=128).contains(&n) => n as u8,
+        Some(n) => {
+            c.error(
+                "spec.banOnAbuse.clientIP.ipv6Prefix",
+                format!(
+                    "{n} is out of range {MIN_BAN_IPV6_PREFIX}-128 (a shorter prefix would ban whole providers for one client)"
+                ),
+            );
+            0
+        }
+    };
     c.clean_since(before).then_some(BanDef {
         threshold: count as u32,
         within,
         block_for,
+        ipv6_prefix,
     })
 }

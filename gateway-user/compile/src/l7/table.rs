@@ -525,12 +525,31 @@ impl Rule {
 /// What a rate limit counts requests by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimitKey {
-    /// The client's IP address.
-    ClientIp,
+    /// The client's IP address, grouped by prefix.
+    ClientIp(ClientPrefixes),
     /// The value of this request header (requests without it share one bucket).
     Header(HeaderName),
     /// The consumer the route's AuthPolicy authenticated.
     Consumer,
+}
+
+/// Prefix lengths that group client addresses into one bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientPrefixes {
+    /// IPv4 (0-32).
+    pub v4: u8,
+    /// IPv6 (0-128).
+    pub v6: u8,
+}
+
+impl Default for ClientPrefixes {
+    /// One bucket per IPv4 address and per IPv6 /64.
+    fn default() -> Self {
+        ClientPrefixes {
+            v4: tollgate_model::ratelimit::DEFAULT_IPV4_PREFIX,
+            v6: tollgate_model::ratelimit::DEFAULT_IPV6_PREFIX,
+        }
+    }
 }
 
 /// Where a request carries its API key.
@@ -827,12 +846,15 @@ pub type BanKey = (tollgate_model::BanKind, Arc<str>);
 /// A policy's `banOnAbuse`, compiled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BanDef {
-    /// Failures (401s or 429s) from one client address that trigger a ban.
+    /// Failures (401s or 429s) from one client (address or IPv6 prefix) that trigger a ban.
     pub threshold: u32,
     /// The window they are counted in (from the first one).
     pub within: Duration,
     /// How long the ban lasts.
     pub block_for: Duration,
+    /// IPv6 clients are counted and banned per prefix of this length (48-128); IPv4 clients
+    /// per address.
+    pub ipv6_prefix: u8,
 }
 
 /// The precedence of a candidate among those that share its path: smaller first.

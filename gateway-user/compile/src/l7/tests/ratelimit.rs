@@ -190,3 +190,63 @@ fn ban_on_abuse_of_a_rate_limit_policy_is_checked() {
         ]
     );
 }
+#[test]
+fn client_ip_prefixes_default_to_a_64_and_are_checked() {
+    use crate::l7::table::{ClientPrefixes, LimitKey};
+    use tollgate_model::BanKind;
+    let t = table(&all(&[
+        GATEWAY,
+        BACKENDS,
+        &route("a", &format!("  rules:\n    - {}", TO_A.trim_start())),
+        &limit_policy(
+            "limits",
+            &format!("{TARGET_A}  limits:\n    - {{ name: d, key: clientIP, requests: 5, per: 1s }}\n    - {{ name: w, key: clientIP, clientIP: {{ ipv4Prefix: 24, ipv6Prefix: 48 }}, requests: 5, per: 1s }}\n  banOnAbuse: {{ rejections: 100, within: 1m, blockFor: 1h, clientIP: {{ ipv6Prefix: 56 }} }}\n"),
+        ),
+        &auth_policy(
+            "keys",
+            &format!("{TARGET_A}  apiKey: {{ header: X-Api-Key, credentialRefs: [{{ name: k }}] }}\n  banOnAbuse: {{ failures: 20, within: 60s, blockFor: 10m }}\n"),
+        ),
+    ]));
+    let keys: Vec<&LimitKey> = t.policy.rate_limits.iter().map(|l| &l.key).collect();
+    assert_eq!(
+        keys,
+        [
+            &LimitKey::ClientIp(ClientPrefixes { v4: 32, v6: 64 }),
+            &LimitKey::ClientIp(ClientPrefixes { v4: 24, v6: 48 }),
+        ]
+    );
+    assert_eq!(
+        t.policy.bans[&(BanKind::Ratelimit, "default/limits".into())].ipv6_prefix,
+        56
+    );
+    assert_eq!(
+        t.policy.bans[&(BanKind::Auth, "default/keys".into())].ipv6_prefix,
+        64
+    );
+
+    let yaml = all(&[
+        GATEWAY,
+        BACKENDS,
+        &route("a", &format!("  rules:\n    - {}", TO_A.trim_start())),
+        &limit_policy(
+            "bad",
+            &format!("{TARGET_A}  limits:\n    - {{ key: clientIP, clientIP: {{ ipv4Prefix: 33, ipv6Prefix: -1 }}, requests: 5, per: 1s }}\n    - {{ key: header, header: x-a, clientIP: {{ ipv6Prefix: 64 }}, requests: 5, per: 1s }}\n  banOnAbuse: {{ rejections: 100, within: 1m, blockFor: 1h, clientIP: {{ ipv6Prefix: 32 }} }}\n"),
+        ),
+    ]);
+    let errs = errors(&yaml);
+    let at = |field: &str| ("RateLimitPolicy/bad".to_string(), field.to_string());
+    assert_eq!(
+        places(&errs, "out of range"),
+        [
+            at("spec.limits[0].clientIP.ipv4Prefix"),
+            at("spec.limits[0].clientIP.ipv6Prefix"),
+            at("spec.limits[1].clientIP"),
+            at("spec.banOnAbuse.clientIP.ipv6Prefix"),
+        ]
+    );
+    assert!(
+        errs.iter().any(|e| e.message.contains("48-128")),
+        "{errs:?}"
+    );
+}
+
