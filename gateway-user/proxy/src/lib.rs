@@ -430,6 +430,26 @@ impl Proxy {
             .install(abuse::Banner::new(tx, exempt, dropped));
     }
 
+    /// Serves one connection accepted elsewhere as if it had arrived on `port` from `peer`, in
+    /// plain HTTP (HTTP/1.1 or h2c, whatever the port's listeners say about TLS), on the
+    /// caller's runtime, outside the connection limit; returns when the connection ends. This
+    /// is the path every accepted connection takes after its TLS handshake, so that tests and
+    /// the fuzzer can drive hyper's parser and the router with exact bytes, in process.
+    pub async fn serve_stream<S>(&self, port: u16, stream: S, peer: SocketAddr)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        listener::serve_http(
+            self.core.clone(),
+            port,
+            stream,
+            peer,
+            None,
+            CancellationToken::new(),
+        )
+        .await
+    }
+
     /// The ports listening now.
     pub fn ports(&self) -> Vec<u16> {
         self.listeners
