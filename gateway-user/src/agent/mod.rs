@@ -21,6 +21,7 @@ use tollgate_source::poll::{DirSource, GitPolicySource, PolicySource};
 
 pub mod controller;
 pub mod schedule;
+pub mod state_dir;
 
 pub use controller::Controller;
 pub use schedule::RetrySchedule;
@@ -113,7 +114,7 @@ fn open_source(config: &AgentConfig) -> anyhow::Result<Box<dyn PolicySource>> {
                 reference,
                 path,
                 options,
-                &config.state_dir.join("git"),
+                &config.state_dir.join(state_dir::GIT_DIR),
                 *allow_rewind,
                 verify_commits.clone(),
             )
@@ -129,6 +130,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    // Before anything is written there: the state directory is the agent's user's alone.
+    state_dir::private_umask();
+    if let Err(error) = state_dir::tighten(&config.state_dir) {
+        warn!(dir = %config.state_dir.display(), %error, "could not make the state directory private");
+    }
     let mut dp = Dataplane::load(&config.pin_dir, &config.state_dir).with_context(|| {
         format!(
             "load the eBPF programs (pins in {})",
