@@ -21,6 +21,7 @@ pub mod backend_tls;
 pub mod body;
 pub mod decide;
 pub mod forwarded;
+pub mod host;
 pub mod jwt;
 pub mod limit;
 pub mod listener;

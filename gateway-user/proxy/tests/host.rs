@@ -126,7 +126,7 @@ async fn exact(proxy: &Proxy, port: u16, bytes: &[u8]) -> String {
     let peer: SocketAddr = "192.0.2.10:40000".parse().unwrap();
     let serve = proxy.serve_stream(port, server, peer);
     let talk = async {
-        client.write_all(&bytes).await.unwrap();
+        client.write_all(bytes).await.unwrap();
         let mut out = Vec::new();
         client.read_to_end(&mut out).await.unwrap();
         out
