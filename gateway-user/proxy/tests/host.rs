@@ -250,6 +250,27 @@ async fn host_headers_are_checked_as_rfc_9112_section_3_2_says() {
     );
 }
 
+/// Found by the http_head fuzz target: hyper answers nothing (it closes the connection) when a
+/// request it cannot read is followed by the HTTP/2 preface, taking the client for an h2 one.
+/// That is still a refusal: the request never reaches the router or the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_request_followed_by_the_http2_preface_is_closed_unanswered_and_never_routed() {
+    let (backend_port, seen) = backend().await;
+    let port = free_port();
+    let proxy = proxy(port, backend_port);
+    let response = exact(
+        &proxy,
+        port,
+        b"GET q#x HTTP/1.1\r\nHost: a.example\r\nHost: a.example\r\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    )
+    .await;
+    assert_eq!(response, "");
+    // Without the preface, hyper's own 400.
+    let response = exact(&proxy, port, b"GET q#x HTTP/1.1\r\nHost: a.example\r\n\r\n").await;
+    assert_eq!(status(&response), 400, "{response}");
+    assert!(seen.lock().await.is_empty(), "{:?}", seen.lock().await);
+}
+
 /// Sends one HTTP/2 (h2c, prior knowledge) GET for `uri` with the given `host` headers;
 /// returns the status.
 async fn h2(proxy: &Proxy, port: u16, uri: &str, hosts: &[&str]) -> u16 {
