@@ -13,7 +13,9 @@ use tracing::{info, warn};
 /// The directory under the state directory that holds the Git mirrors.
 pub const GIT_DIR: &str = "git";
 
-/// The entries the agent writes in the state directory (with their temporary files).
+/// The entries the agent writes in the state directory (with their temporary files). A new
+/// file or directory the agent keeps there must be added here: any other entry makes the
+/// directory count as shared, and then its own mode is left as it is.
 fn ours(name: &str) -> bool {
     let name = name.strip_suffix(".tmp").unwrap_or(name);
     [
