@@ -582,6 +582,37 @@ fn install_policies_compile_as_the_agent_reads_them() {
     assert_eq!(snapshot.policies.len(), 1);
 }
 
+/// The demo's policy (and so the install's) lets IPv6 neighbour discovery through: with
+/// `defaultAction: deny`, dropping it would make the TCP over IPv6 it allows time out.
+#[test]
+fn the_example_policy_admits_ipv6_neighbour_discovery_and_has_no_warnings() {
+    use tollgate_compile::l4::packet::{Outcome, Packet, L4};
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let docs = tollgate_source::dir::read_dir(&examples).unwrap();
+    let snapshot = tollgate_compile::snapshot::compile_documents(&docs, Some(&["eth0".to_owned()]))
+        .unwrap_or_else(|e| panic!("examples/ does not compile: {e}"));
+    for icmp_type in tollgate_compile::l4::warnings::NEIGHBOUR_DISCOVERY {
+        for src in ["fe80::1", "::", "2001:db8:1::7"] {
+            let packet = Packet {
+                src: src.parse().unwrap(),
+                protocol: 58,
+                l4: L4::IcmpType(icmp_type),
+            };
+            let decision = snapshot.l4.decide("eth0", &packet);
+            assert_eq!(
+                decision.outcome,
+                Outcome::Pass,
+                "ICMPv6 type {icmp_type} from {src}: {decision:?}"
+            );
+        }
+    }
+    assert!(
+        snapshot.warnings.is_empty(),
+        "examples/ draws warnings: {:#?}",
+        snapshot.warnings
+    );
+}
+
 /// Why the policies are subPath mounts: the kubelet's layout of a ConfigMap volume (keys are
 /// symbolic links through `..data` into a hidden timestamped directory) gives the agent no
 /// policy file, since it skips symbolic links and hidden entries. If this starts failing, the

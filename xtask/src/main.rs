@@ -36,7 +36,8 @@ enum Cmd {
         release: bool,
     },
     /// Setup, then the checks (fmt, clippy, dependency direction) and every test level: unit,
-    /// property, eBPF program tests, end-to-end (root).
+    /// property, eBPF program tests, the fuzz targets for a few seconds each
+    /// (TOLLGATE_FUZZ_SECONDS; TOLLGATE_SKIP_FUZZ=1 skips them), end-to-end (root).
     Test,
     /// Setup, build, and show Tollgate enforcing examples/ on a throw-away lab.
     Demo,
@@ -44,6 +45,13 @@ enum Cmd {
     Bench,
     /// Check that the pipeline crates' dependencies point one way (run by `test` too).
     Deps,
+    /// Build the fuzz targets (gateway-user/fuzz, nightly) and run each for a while, as `test`
+    /// does; installs cargo-fuzz when it is missing. No root needed.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = FUZZ_SECONDS)]
+        seconds: u64,
+    },
     /// Regenerate manifests/crds/ (one file per Tollgate kind) from the Rust types.
     Crds,
 }
@@ -57,6 +65,14 @@ fn main() -> ExitCode {
         Cmd::Demo => demo::demo(),
         Cmd::Bench => bench(),
         Cmd::Deps => deps::check(),
+        Cmd::Fuzz { seconds } => ensure_cargo_fuzz().and_then(|()| {
+            let step = fuzz_step(seconds);
+            if step.ok {
+                Ok(())
+            } else {
+                bail!("{} fuzz target(s) failed", step.failed)
+            }
+        }),
         Cmd::Crds => crds(),
     };
     match result {
@@ -185,6 +201,8 @@ const TOOL_PACKAGES: &[&str] = &[
     "python3-h2",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// cargo-fuzz, which builds and runs the libFuzzer targets in gateway-user/fuzz (nightly).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 fn setup() -> Result<()> {
     if !tollgate_tests::is_root() {
@@ -226,6 +244,11 @@ fn setup() -> Result<()> {
 
     // 3. bpf-linker, built against LLVM 22.
     if let Err(error) = ensure_bpf_linker() {
+        failures.push(format!("{error:#}"));
+    }
+
+    // 4. cargo-fuzz, for the fuzz targets (`cargo xtask test` runs them briefly).
+    if let Err(error) = ensure_cargo_fuzz() {
         failures.push(format!("{error:#}"));
     }
 
@@ -314,6 +337,29 @@ fn ensure_bpf_linker() -> Result<()> {
     run(install).with_context(|| format!("bpf-linker {BPF_LINKER_VERSION}"))
 }
 
+fn ensure_cargo_fuzz() -> Result<()> {
+    if let Some(version) = probe("cargo-fuzz", &["--version"]) {
+        if version.split_whitespace().any(|w| w == CARGO_FUZZ_VERSION) {
+            eprintln!("setup: cargo-fuzz {CARGO_FUZZ_VERSION}: present");
+            return Ok(());
+        }
+        eprintln!(
+            "setup: cargo-fuzz: found {}, want {CARGO_FUZZ_VERSION}",
+            version.trim()
+        );
+    }
+    eprintln!("setup: cargo-fuzz {CARGO_FUZZ_VERSION}: installing");
+    let mut install = cargo();
+    install.args([
+        "install",
+        "cargo-fuzz",
+        "--locked",
+        "--version",
+        CARGO_FUZZ_VERSION,
+    ]);
+    run(install).with_context(|| format!("cargo-fuzz {CARGO_FUZZ_VERSION}"))
+}
+
 // ---------------------------------------------------------------------------------------------
 // build and test
 
@@ -349,7 +395,18 @@ fn test() -> Result<()> {
     // The checks: they fail the run, but the tests still run, so one run shows everything.
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
-    steps.push(check_step("cargo fmt --check", || run(fmt)));
+    // The fuzz targets are a workspace of their own.
+    let mut fmt_fuzz = cargo();
+    fmt_fuzz.args([
+        "fmt",
+        "--check",
+        "--manifest-path",
+        "gateway-user/fuzz/Cargo.toml",
+    ]);
+    steps.push(check_step("cargo fmt --check", || {
+        run(fmt)?;
+        run(fmt_fuzz)
+    }));
     let mut clippy = cargo();
     clippy
         .arg("clippy")
@@ -371,6 +428,17 @@ fn test() -> Result<()> {
         "unit, property and eBPF program tests",
         unit,
     ));
+    // The fuzz targets, a few seconds each (TOLLGATE_FUZZ_SECONDS), on by default:
+    // TOLLGATE_SKIP_FUZZ=1 skips them while developing.
+    if std::env::var_os("TOLLGATE_SKIP_FUZZ").is_some_and(|v| v == "1") {
+        eprintln!("xtask: fuzz targets skipped (TOLLGATE_SKIP_FUZZ=1)");
+    } else {
+        let seconds = std::env::var("TOLLGATE_FUZZ_SECONDS")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(FUZZ_SECONDS);
+        steps.push(fuzz_step(seconds));
+    }
     // End-to-end tests: network namespaces and the real binary; one at a time, as they
     // attach programs and change routes.
     let mut e2e = cargo();
@@ -409,6 +477,110 @@ fn test() -> Result<()> {
     } else {
         bail!("some tests failed")
     }
+}
+
+/// The cargo-fuzz targets of gateway-user/fuzz (see its Cargo.toml).
+const FUZZ_TARGETS: &[&str] = &["policy", "http_path", "http_head"];
+/// Seconds each fuzz target runs in `cargo xtask test` (TOLLGATE_FUZZ_SECONDS overrides).
+const FUZZ_SECONDS: u64 = 10;
+
+/// Builds the fuzz targets (nightly, sanitizers; in `<target dir>/fuzz`) and runs each for a few
+/// seconds from its committed seeds plus what earlier runs found (kept in
+/// `<target dir>/fuzz-corpus`), with its dictionary (gateway-user/fuzz/dicts) if it has one. A crash fails the step; libFuzzer leaves the input in
+/// gateway-user/fuzz/artifacts/<target>/ and `cargo +nightly fuzz run <target> <file>`
+/// replays it.
+fn fuzz_step(seconds: u64) -> StepResult {
+    let name = "fuzz targets (libFuzzer)";
+    let started = Instant::now();
+    let fuzz_dir = root().join("gateway-user/fuzz");
+    let fuzz_target_dir = target_dir().join("fuzz");
+    // cargo-fuzz needs the nightly toolchain: ask rustup for it, whatever toolchain runs xtask.
+    let fuzz = |args: &[&OsStr]| {
+        let mut cmd = rustup();
+        cmd.args(["run", "nightly", "cargo", "fuzz"])
+            .args(args)
+            .arg("--target-dir")
+            .arg(&fuzz_target_dir)
+            .current_dir(&fuzz_dir)
+            .env_remove("CARGO")
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO_TARGET_DIR");
+        cmd
+    };
+    let mut result = StepResult {
+        name,
+        ok: false,
+        elapsed: Duration::ZERO,
+        passed: 0,
+        failed: 0,
+        ignored: 0,
+    };
+    if let Err(error) = run(fuzz(&["build".as_ref()])) {
+        eprintln!("xtask: {name}: {error:#}");
+        result.failed = FUZZ_TARGETS.len() as u64;
+        result.elapsed = started.elapsed();
+        return result;
+    }
+    let mut report = Vec::new();
+    for target in FUZZ_TARGETS {
+        let corpus = target_dir().join("fuzz-corpus").join(target);
+        if let Err(error) = std::fs::create_dir_all(&corpus) {
+            eprintln!("xtask: {name}: create {}: {error}", corpus.display());
+            result.failed += 1;
+            continue;
+        }
+        let seeds = fuzz_dir.join("corpus").join(target);
+        let mut cmd = fuzz(&["run".as_ref(), target.as_ref()]);
+        cmd.arg(&corpus)
+            .arg(&seeds)
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            // An input that takes this long is a hang, reported as a failure with its input.
+            .arg("-timeout=20");
+        // The words of the input language, when the target has a dictionary.
+        let dict = fuzz_dir.join("dicts").join(format!("{target}.dict"));
+        if dict.is_file() {
+            cmd.arg(format!("-dict={}", dict.display()));
+        }
+        cmd.stderr(Stdio::piped());
+        eprintln!("xtask: $ {}", show(&cmd));
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(error) => {
+                eprintln!("xtask: cannot start cargo fuzz: {error}");
+                result.failed += 1;
+                continue;
+            }
+        };
+        // libFuzzer reports on stderr; its last line says how many inputs it ran:
+        // "Done 39852 runs in 61 second(s)".
+        let mut done = None;
+        let stderr = child.stderr.take().expect("piped stderr");
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            if let Some(rest) = line.strip_prefix("Done ") {
+                done = Some(rest.to_owned());
+            }
+        }
+        let ok = child.wait().map(|s| s.success()).unwrap_or(false);
+        if ok {
+            result.passed += 1;
+        } else {
+            result.failed += 1;
+        }
+        report.push(format!(
+            "  {target}: {} ({})",
+            done.as_deref().unwrap_or("no run count"),
+            if ok { "ok" } else { "FAILED" }
+        ));
+    }
+    eprintln!("xtask: fuzz runs:");
+    for line in &report {
+        eprintln!("{line}");
+    }
+    result.ok = result.failed == 0;
+    result.elapsed = started.elapsed();
+    result
 }
 
 /// Runs a check that passes or fails as a whole.

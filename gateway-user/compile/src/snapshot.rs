@@ -9,7 +9,7 @@ use crate::l4::validate::validate;
 use crate::l4::{compile, L4Snapshot};
 use crate::l7::RouteTable;
 use tollgate_model::ParseCache;
-use tollgate_model::{Documents, PolicyErrors, Revision};
+use tollgate_model::{Documents, PolicyError, PolicyErrors, Revision};
 
 /// Interface name standing for "every interface no policy names" when compiling without an
 /// agent (validate, explain, diff).
@@ -26,6 +26,10 @@ pub struct Snapshot {
     pub l4: L4Snapshot,
     /// The L7 routing table (Gateways, HTTPRoutes, Backends); empty when the revision has none.
     pub l7: Arc<RouteTable>,
+    /// What the revision does that is almost never meant (it is enforced all the same), each
+    /// with file, object and field: `tollgate validate` prints them, the agent logs them once
+    /// per revision.
+    pub warnings: Vec<PolicyError>,
 }
 
 /// Compiles one revision for an agent on `interfaces` (`None`: every interface any policy
@@ -59,11 +63,13 @@ pub fn compile_documents_with(
         None => validation_interfaces(&policies),
     };
     let l4 = compile(&policies, &interfaces)?;
+    let warnings = crate::l4::warnings::neighbour_discovery(&policies, &l4);
     Ok(Snapshot {
         revision: docs.revision.clone(),
         policies,
         l4,
         l7: Arc::new(l7),
+        warnings,
     })
 }
 

@@ -207,14 +207,29 @@ impl Ids {
         }
     }
 
-    /// Saves the table atomically (write to a temporary file, then rename).
+    /// Saves the table atomically (a fresh temporary file created 0600, then a rename), in a
+    /// state directory created 0700: the agent's state is its user's alone, as the last good
+    /// revision is (`tollgate_source::last_good::write_private`, which this crate cannot use:
+    /// the data plane depends on no source).
     pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(state_dir)?;
+        use std::io::Write as _;
+        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)?;
         let tmp = state_dir.join(format!("{IDS_FILE}.tmp"));
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec(self).map_err(std::io::Error::other)?,
-        )?;
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(&serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
+        drop(file);
         std::fs::rename(tmp, state_dir.join(IDS_FILE))
     }
 }
@@ -280,5 +295,23 @@ mod tests {
             back.entries.id("set", &EntryKey::Wildcard, 10).unwrap(),
             (1, false)
         );
+    }
+
+    #[test]
+    fn the_table_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let root = tempfile::tempdir().unwrap();
+        let state = root.path().join("state");
+        Ids::default().save(&state).unwrap();
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join(IDS_FILE)), 0o600);
+        // A world-readable temporary file left by a crash is replaced, not reused.
+        let tmp = state.join(format!("{IDS_FILE}.tmp"));
+        std::fs::write(&tmp, "{}").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Ids::default().save(&state).unwrap();
+        assert_eq!(mode(&state.join(IDS_FILE)), 0o600);
+        assert!(!tmp.exists());
     }
 }

@@ -24,6 +24,7 @@ pub mod gateway;
 pub mod http_path;
 pub mod l4;
 pub mod names;
+pub mod net;
 pub mod ratelimit;
 pub mod revision;
 pub mod route;
@@ -567,8 +568,26 @@ fn parse_value(
     options: serde_saphyr::Options,
 ) -> Result<Option<Located<Object>>, PolicyError> {
     let unnamed = format!("document {}", doc.number);
+    let tag = foreign_tag(doc.text);
+    let tag_error = |object: &str, tag: &ForeignTag| {
+        let line = tag.line + doc.first_line - 1;
+        PolicyError::new(
+            file,
+            object,
+            &tag.field,
+            format!(
+                "the YAML tag {} (line {line}) is not allowed; policies use only the core schema \
+                 (!!str, !!int, !!float, !!bool, !!null, !!seq, !!map): write the value itself",
+                tag.tag
+            ),
+        )
+    };
     let values: Vec<Value> =
         serde_saphyr::from_multiple_with_options(doc.text, options).map_err(|e| {
+            // A tag the parser could not apply (`!!timestamp` on a string) is the better news.
+            if let Some(tag) = &tag {
+                return tag_error(&unnamed, tag);
+            }
             let message = yaml_message(&e);
             match e.location() {
                 Some(at) => {
@@ -676,6 +695,10 @@ fn parse_value(
     };
     let error = |field: &str, message: String| PolicyError::new(file, &object, field, message);
 
+    if let Some(tag) = &tag {
+        return Err(tag_error(&object, tag));
+    }
+
     match map.get("apiVersion") {
         None => {
             return Err(error(
@@ -729,6 +752,108 @@ fn parse_value(
         object,
         value: typed,
     }))
+}
+
+/// A tag outside the YAML core schema, where it was found.
+struct ForeignTag {
+    /// As written (`!!binary`, `!secret`, `!<tag:example.com:x>`).
+    tag: String,
+    /// Field path of the tagged node (`spec.rules[0].action`; for a tagged key, the key's).
+    field: String,
+    /// Line in the document (1-based).
+    line: usize,
+}
+
+/// The first tag of `text` outside the YAML 1.2 core schema. serde-saphyr resolves some of
+/// them into values (`!!binary YWxsb3c=` becomes `allow`, `!!timestamp`, local tags like
+/// `!int`) and drops others, so that a value could mean something else to a person, a linter
+/// or another YAML reader than to the agent; the only tags a policy may carry are the core
+/// schema's, which change nothing a reader could disagree on. The scan keeps no more than the
+/// nesting depth and never expands aliases, so its work is linear in the text (whose size the
+/// source bounds); a document without `!` (nearly all) is not scanned at all.
+fn foreign_tag(text: &str) -> Option<ForeignTag> {
+    use serde_saphyr::granit_parser::{Event, Parser};
+
+    if !text.contains('!') {
+        return None;
+    }
+    /// Where the parser is: in a mapping (waiting for a key, or for the value of `key`) or in a
+    /// sequence (at item `index`).
+    enum Frame {
+        Map { key: Option<String> },
+        Seq { index: usize },
+    }
+    fn path(stack: &[Frame], key_itself: Option<&str>) -> String {
+        let mut out = String::new();
+        for frame in stack {
+            match frame {
+                Frame::Map { key: Some(k) } => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(k);
+                }
+                Frame::Map { key: None } => {}
+                Frame::Seq { index } => out.push_str(&format!("[{index}]")),
+            }
+        }
+        if let Some(k) = key_itself {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(k);
+        }
+        out
+    }
+    /// After a complete node: a key waits for its value, a value or an item moves on.
+    fn advance(stack: &mut [Frame], scalar_key: Option<String>) {
+        match stack.last_mut() {
+            Some(Frame::Map { key }) => {
+                *key = match key.take() {
+                    None => Some(scalar_key.unwrap_or_else(|| "?".to_owned())),
+                    Some(_) => None,
+                }
+            }
+            Some(Frame::Seq { index }) => *index += 1,
+            None => {}
+        }
+    }
+
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut parser = Parser::new_from_str(text);
+    while let Some(Ok((event, span))) = parser.next_event() {
+        let tag = match &event {
+            Event::Scalar(_, _, _, tag)
+            | Event::SequenceStart(_, _, tag)
+            | Event::MappingStart(_, _, tag) => tag.as_deref(),
+            _ => None,
+        };
+        if let Some(tag) = tag.filter(|t| t.core_suffix().is_none()) {
+            let is_key = matches!(stack.last(), Some(Frame::Map { key: None }));
+            let key_text = match &event {
+                Event::Scalar(v, ..) if is_key => Some(v.as_ref()),
+                _ if is_key => Some("?"),
+                _ => None,
+            };
+            return Some(ForeignTag {
+                tag: tag.original(),
+                field: path(&stack, key_text),
+                line: span.tag_start.unwrap_or(span.start).line(),
+            });
+        }
+        match event {
+            Event::Scalar(value, ..) => advance(&mut stack, Some(value.into_owned())),
+            Event::Alias(_) => advance(&mut stack, None),
+            Event::SequenceStart(..) => stack.push(Frame::Seq { index: 0 }),
+            Event::MappingStart(..) => stack.push(Frame::Map { key: None }),
+            Event::SequenceEnd | Event::MappingEnd => {
+                stack.pop();
+                advance(&mut stack, None);
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 fn known_kinds() -> String {
@@ -1075,6 +1200,98 @@ mod tests {
         let e = only_error(&[("p.yaml", &format!("{}...\n{{ kind", l4("a", RULE)))]);
         assert_eq!(e.location.object, "document 2");
         assert!(e.message.starts_with("invalid YAML at line 8,"), "{e}");
+    }
+
+    #[test]
+    fn tags_outside_the_core_schema_are_refused_in_every_kind() {
+        // `!!binary YWxsb3c=` is "allow" to serde-saphyr; other readers see base64 or refuse it.
+        let binary =
+            "    - { name: w, action: !!binary YWxsb3c=, protocol: TCP, ports: [\"22\"] }\n";
+        let e = only_error(&[("p.yaml", &l4("a", binary))]);
+        assert_eq!(
+            (
+                e.location.file.as_str(),
+                e.location.object.as_str(),
+                e.location.field.as_str()
+            ),
+            ("p.yaml", "L4Policy/a", "spec.rules[0].action")
+        );
+        assert!(
+            e.message
+                .starts_with("the YAML tag !!binary (line 6) is not allowed"),
+            "{e}"
+        );
+        let cases = [
+            (
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: { name: r, namespace: shop }\nspec:\n  hostnames: [!secret a.example]\n",
+                "HTTPRoute/shop/r",
+                "spec.hostnames[0]",
+                "!secret",
+            ),
+            (
+                "apiVersion: tollgate.dev/v1alpha1\nkind: Backend\nmetadata: { name: b }\nspec:\n  endpoints:\n    - ip: { address: 10.0.0.1, port: !int 80 }\n",
+                "Backend/b",
+                "spec.endpoints[0].ip.port",
+                "!int",
+            ),
+            (
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: { name: g }\nspec: !!omap\n  - gatewayClassName: tollgate\n",
+                "Gateway/g",
+                "spec",
+                "!!omap",
+            ),
+            (
+                "apiVersion: tollgate.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: { name: l }\nspec:\n  !!binary a2V5: 1\n",
+                "RateLimitPolicy/l",
+                "spec.a2V5",
+                "!!binary",
+            ),
+            (
+                "%TAG !e! tag:example.com,2026:\n---\napiVersion: tollgate.dev/v1alpha1\nkind: AuthPolicy\nmetadata: { name: x }\nspec: { targetRefs: [!e!ref a] }\n",
+                "AuthPolicy/x",
+                "spec.targetRefs[0]",
+                "!e!ref",
+            ),
+            (
+                "apiVersion: tollgate.dev/v1alpha1\nkind: BackendTrafficPolicy\nmetadata: { name: t }\nspec: { at: !!timestamp 2026-01-01 }\n",
+                // serde-saphyr refuses this one itself, before the object is known.
+                "document 1",
+                "spec.at",
+                "!!timestamp",
+            ),
+            (
+                "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nmetadata: { name: v }\nspec: { mode: ! enforce }\n",
+                "L4Policy/v",
+                "spec.mode",
+                "!",
+            ),
+        ];
+        for (text, object, field, tag) in cases {
+            let e = only_error(&[("k.yaml", text)]);
+            assert_eq!(
+                (e.location.object.as_str(), e.location.field.as_str()),
+                (object, field),
+                "{e}"
+            );
+            assert!(
+                e.message.starts_with(&format!("the YAML tag {tag} (line ")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn core_schema_tags_are_accepted() {
+        let rule = "    - { name: w, action: !!str allow, protocol: TCP, ports: [!!str 22] }\n";
+        parse(&docs(&[("p.yaml", &l4("a", rule))])).unwrap();
+        let explicit = "--- !!map\napiVersion: !<tag:yaml.org,2002:str> tollgate.dev/v1alpha1\nkind: L4Policy\nmetadata: !!map { name: a }\nspec: { rules: !!seq [] }\n";
+        parse(&docs(&[("p.yaml", explicit)])).unwrap();
+        // `!` inside a quoted string is text, not a tag.
+        let text = l4(
+            "a",
+            "    - { name: w, action: allow, protocol: TCP, ports: [\"22\"] } # !!binary\n",
+        );
+        parse(&docs(&[("p.yaml", &text)])).unwrap();
     }
 
     #[test]

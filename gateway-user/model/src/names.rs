@@ -76,7 +76,8 @@ pub fn rule_name(name: &str, max: usize) -> Result<(), String> {
 }
 
 /// A Gateway API hostname: lower-case DNS labels (RFC 1123), optionally with a `*.` wildcard
-/// label first when `wildcard_ok`, at most 253 characters; not an IP address.
+/// label first when `wildcard_ok`, at most 253 characters; not an IP address, nor a name whose
+/// last label is a number (resolvers would read `010.1.1.1` as the address 8.1.1.1).
 pub fn hostname(name: &str, wildcard_ok: bool) -> Result<(), String> {
     let bare = match name.strip_prefix("*.") {
         Some(rest) if wildcard_ok => rest,
@@ -88,6 +89,13 @@ pub fn hostname(name: &str, wildcard_ok: bool) -> Result<(), String> {
     }
     if name.parse::<IpAddr>().is_ok() {
         return Err("is an IP address; a hostname is required".into());
+    }
+    if crate::net::ends_in_a_number(bare) {
+        return Err(
+            "ends in a number, so resolvers read it as an IPv4 address (010.1.1.1 as 8.1.1.1); \
+             a hostname is required"
+                .into(),
+        );
     }
     if bare.is_empty() {
         return Err("is empty".into());
@@ -169,6 +177,23 @@ mod tests {
             .contains("IP address"));
         assert!(hostname("a..b", false).is_err());
         assert!(hostname("Api.example.com", false).is_err());
+    }
+
+    #[test]
+    fn hostnames_that_resolvers_read_as_addresses_are_refused() {
+        for numeric in [
+            "010.1.1.1",
+            "10.1",
+            "2130706433",
+            "0x7f.1",
+            "a.b.0x1f",
+            "*.example.123",
+        ] {
+            let e = hostname(numeric, true).unwrap_err();
+            assert!(e.contains("ends in a number"), "{numeric}: {e}");
+        }
+        assert!(hostname("1.example.com", false).is_ok());
+        assert!(hostname("web-1.example", false).is_ok());
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod body;
 pub mod client_prefix;
 pub mod decide;
 pub mod forwarded;
+pub mod host;
 pub mod limit;
 pub mod listener;
 pub mod metrics;
@@ -445,6 +446,26 @@ impl Proxy {
         self.core
             .abuse
             .install(abuse::Banner::new(tx, exempt, dropped));
+    }
+
+    /// Serves one connection accepted elsewhere as if it had arrived on `port` from `peer`, in
+    /// plain HTTP (HTTP/1.1 or h2c, whatever the port's listeners say about TLS), on the
+    /// caller's runtime, outside the connection limit; returns when the connection ends. This
+    /// is the path every accepted connection takes after its TLS handshake, so that tests and
+    /// the fuzzer can drive hyper's parser and the router with exact bytes, in process.
+    pub async fn serve_stream<S>(&self, port: u16, stream: S, peer: SocketAddr)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        listener::serve_http(
+            self.core.clone(),
+            port,
+            stream,
+            peer,
+            None,
+            CancellationToken::new(),
+        )
+        .await
     }
 
     /// The ports listening now.

@@ -385,7 +385,7 @@ async fn serve_connection(
         .inc();
 }
 
-async fn serve_http<S>(
+pub(crate) async fn serve_http<S>(
     core: Arc<Core>,
     port: u16,
     stream: S,

@@ -47,7 +47,7 @@ pub fn request_host<B>(req: &Request<B>) -> (Option<String>, String) {
     (raw, host)
 }
 
-fn normalise_host(raw: &str) -> String {
+pub(crate) fn normalise_host(raw: &str) -> String {
     let raw = raw.trim();
     let host = if raw.starts_with('[') {
         // An IPv6 literal: keep the brackets, drop the port.
@@ -195,13 +195,16 @@ pub async fn handle(
         _conn: guard,
     };
 
-    if req.version() == Version::HTTP_11 && host_raw.is_none() {
-        return local(
-            done,
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "an HTTP/1.1 request needs a Host header",
-        );
+    if let Some(why) = super::host::host_problem(&req) {
+        let http1 = req.version() < Version::HTTP_2;
+        let mut response = local(done, StatusCode::BAD_REQUEST, "bad_request", why);
+        if http1 {
+            // As for hyper's own 400s: whatever follows a request this wrong is not read.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        return response;
     }
     if let Some(tls) = &conn.tls {
         if !tls.covers(&done.host) {

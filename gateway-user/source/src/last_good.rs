@@ -8,15 +8,42 @@ use super::Documents;
 /// File name in the state directory.
 pub const FILE: &str = "last-good.json";
 
-/// Saves `docs` atomically (temporary file, then rename).
+/// Saves `docs` atomically (temporary file, then rename), readable by the agent's user only
+/// (see [`write_private`]).
 pub fn save(state_dir: &Path, docs: &Documents) -> std::io::Result<()> {
-    std::fs::create_dir_all(state_dir)?;
-    let tmp = state_dir.join(format!("{FILE}.tmp"));
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec(docs).map_err(std::io::Error::other)?,
-    )?;
-    std::fs::rename(tmp, state_dir.join(FILE))
+    write_private(
+        state_dir,
+        FILE,
+        &serde_json::to_vec(docs).map_err(std::io::Error::other)?,
+    )
+}
+
+/// Writes `bytes` to `dir/name` atomically: a fresh temporary file created 0600, then a rename.
+/// `dir` (and any parent it creates) is created 0700. The state directory holds the policy (what
+/// the node lets through and from where) and the Git mirror; nobody but the agent's user has
+/// reason to read it. (The data plane's id table is written the same way, in
+/// `tollgate_dataplane::ids`; the agent also tightens what an older version left, at start.)
+pub fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let tmp = dir.join(format!("{name}.tmp"));
+    // A temporary file left by a crash keeps its old mode if opened as it is: start over.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    drop(file);
+    std::fs::rename(tmp, dir.join(name))
 }
 
 /// Loads the saved documents; `Ok(None)` when there are none.
@@ -51,5 +78,28 @@ mod tests {
         };
         save(dir.path(), &docs).unwrap();
         assert_eq!(load(dir.path()).unwrap(), Some(docs));
+    }
+
+    #[test]
+    fn the_last_good_revision_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode =
+            |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let root = tempfile::tempdir().unwrap();
+        let state = root.path().join("state/sub");
+        // A temporary file left behind world-readable by a crash is not reused as it is.
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let stale = state.join(format!("{FILE}.tmp"));
+        std::fs::write(&stale, "old").unwrap();
+        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).unwrap();
+        save(&state, &Documents::inline(&[("a.yaml", "a: 1\n")])).unwrap();
+        assert_eq!(mode(&state.join(FILE)), 0o600);
+        assert!(!stale.exists());
+        let fresh = root.path().join("new/state");
+        save(&fresh, &Documents::inline(&[])).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+        assert_eq!(mode(&root.path().join("new")), 0o700);
+        assert_eq!(mode(&fresh.join(FILE)), 0o600);
     }
 }

@@ -47,6 +47,9 @@ pub struct Controller {
     applied: Option<Applied>,
     /// The message of the last refusal, so that the same broken revision is logged once.
     last_refusal: Option<String>,
+    /// The revision whose compiler warnings were logged last, so that they are logged once per
+    /// revision (not on every re-read of the same one).
+    warned: Option<String>,
     schedule: RetrySchedule,
 }
 
@@ -72,6 +75,7 @@ impl Controller {
             shared,
             applied: None,
             last_refusal: None,
+            warned: None,
             schedule: RetrySchedule::new(interval),
         }
     }
@@ -274,6 +278,12 @@ impl Controller {
     /// attempt and its error stay as they were).
     fn applied(&mut self, snapshot: &Snapshot, source: &str, took: Duration, read: bool) {
         let id = snapshot.revision.id.clone();
+        if self.warned.as_deref() != Some(id.as_str()) {
+            for w in &snapshot.warnings {
+                warn!(revision = %id, "policy warning (the revision is enforced): {w}");
+            }
+            self.warned = Some(id.clone());
+        }
         self.applied = Some(Applied { id: id.clone() });
         if read {
             self.last_refusal = None;

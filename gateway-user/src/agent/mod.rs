@@ -23,6 +23,7 @@ use tollgate_source::poll::{DirSource, GitPolicySource, PolicySource};
 pub mod controller;
 pub mod links;
 pub mod schedule;
+pub mod state_dir;
 
 pub use controller::Controller;
 pub use schedule::RetrySchedule;
@@ -116,7 +117,7 @@ fn open_source(config: &AgentConfig) -> anyhow::Result<Box<dyn PolicySource>> {
                 reference,
                 path,
                 options,
-                &config.state_dir.join("git"),
+                &config.state_dir.join(state_dir::GIT_DIR),
                 *allow_rewind,
                 verify_commits.clone(),
             )
@@ -132,6 +133,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    // Before anything is written there: the state directory is the agent's user's alone.
+    state_dir::private_umask();
+    if let Err(error) = state_dir::tighten(&config.state_dir) {
+        warn!(dir = %config.state_dir.display(), %error, "could not make the state directory private");
+    }
     if let Some(at) = dataplane::bpffs::ensure(&config.pin_dir)? {
         info!(mount_point = %at.display(), "mounted a bpffs for the pins (none was mounted there)");
     }

@@ -233,12 +233,9 @@ impl GitArgs {
     }
 }
 
-/// A CIDR, or a bare address (one host).
+/// A CIDR, or a bare address (one host), read by the same parser as policies' CIDRs.
 fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
-    s.parse::<ipnet::IpNet>()
-        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        .map(|n| n.trunc())
-        .map_err(|_| format!("{s:?} is not a CIDR (10.0.0.0/8, 2001:db8::/32) or an address"))
+    tollgate_model::net::parse_cidr(s)
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
@@ -350,5 +347,23 @@ mod tests {
             l.h2_max_pending_reset_streams,
             d.h2_max_pending_reset_streams
         );
+    }
+
+    #[test]
+    fn address_flags_are_read_as_strictly_as_policy_cidrs() {
+        assert_eq!(parse_cidr("127.0.0.1").unwrap().to_string(), "127.0.0.1/32");
+        assert_eq!(parse_cidr("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        for (flag, says) in [
+            (
+                "010.0.0.0/8",
+                "write it in decimal without leading zeros: 10.0.0.0/8",
+            ),
+            ("::ffff:10.0.0.0/104", "write 10.0.0.0/8"),
+            // A typo must not silently widen a trust list to the whole network.
+            ("10.0.0.1/8", "did you mean 10.0.0.0/8?"),
+        ] {
+            let e = parse_cidr(flag).unwrap_err();
+            assert!(e.contains(says), "{flag}: {e}");
+        }
     }
 }

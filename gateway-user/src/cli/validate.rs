@@ -10,10 +10,12 @@ use tollgate_source::{dir::read_dir, SourceError};
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
-    /// One line per problem: `file: object: field: message`.
+    /// One line per problem: `file: object: field: message` (warnings of a valid revision as
+    /// `warning: file: object: field: message`, before the summary).
     #[default]
     Text,
-    /// One JSON object: `{"valid", "errors": [{file, object, field, message}], "policies", "rules"}`.
+    /// One JSON object: `{"valid", "errors": [{file, object, field, message}], "warnings": [...],
+    /// "policies", "rules", ...}`.
     Json,
 }
 
@@ -49,6 +51,8 @@ pub struct Validated {
     pub routes: usize,
     /// Backends.
     pub backends: usize,
+    /// What the revision does that is almost never meant (it is valid all the same).
+    pub warnings: Vec<PolicyError>,
 }
 
 /// The process exit code for a validation result: 0 valid, 1 invalid, 2 unreadable.
@@ -67,6 +71,7 @@ pub fn validate_path(path: &Path) -> Result<Validated, ValidateFailure> {
         routes: snapshot.l7.policy.routes.len(),
         backends: snapshot.l7.policy.backends.len(),
         policies: snapshot.policies,
+        warnings: snapshot.warnings,
     })
 }
 
@@ -74,6 +79,7 @@ pub fn validate_path(path: &Path) -> Result<Validated, ValidateFailure> {
 struct Report<'a> {
     valid: bool,
     errors: Vec<ErrorLine<'a>>,
+    warnings: Vec<ErrorLine<'a>>,
     policies: usize,
     rules: usize,
     listeners: usize,
@@ -113,14 +119,23 @@ pub fn render(result: &Result<Validated, ValidateFailure>, format: Format) -> St
         Ok(v) => (v.listeners, v.routes, v.backends),
         Err(_) => (0, 0, 0),
     };
+    let warnings: &[PolicyError] = match result {
+        Ok(v) => &v.warnings,
+        Err(_) => &[],
+    };
     match format {
         Format::Text => match result {
-            Ok(_) if listeners + routes + backends == 0 => {
-                format!("valid: {policies} policies, {rules} rules\n")
+            Ok(_) => {
+                let mut out: String = warnings.iter().map(|w| format!("warning: {w}\n")).collect();
+                if listeners + routes + backends == 0 {
+                    out.push_str(&format!("valid: {policies} policies, {rules} rules\n"));
+                } else {
+                    out.push_str(&format!(
+                        "valid: {policies} policies, {rules} rules; {listeners} listeners, {routes} routes, {backends} backends\n"
+                    ));
+                }
+                out
             }
-            Ok(_) => format!(
-                "valid: {policies} policies, {rules} rules; {listeners} listeners, {routes} routes, {backends} backends\n"
-            ),
             Err(ValidateFailure::Invalid(PolicyErrors(errors))) => {
                 errors.iter().map(|e| format!("{e}\n")).collect()
             }
@@ -144,6 +159,7 @@ pub fn render(result: &Result<Validated, ValidateFailure>, format: Format) -> St
             let report = Report {
                 valid: result.is_ok(),
                 errors,
+                warnings: warnings.iter().map(ErrorLine::from).collect(),
                 policies,
                 rules,
                 listeners,
@@ -187,7 +203,7 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&render(&result, Format::Json)).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({ "valid": true, "errors": [], "policies": 1, "rules": 2, "listeners": 0, "routes": 0, "backends": 0 })
+            serde_json::json!({ "valid": true, "errors": [], "warnings": [], "policies": 1, "rules": 2, "listeners": 0, "routes": 0, "backends": 0 })
         );
     }
 
@@ -233,6 +249,27 @@ mod tests {
             json["errors"][0],
             serde_json::json!({ "file": "edge.yaml", "object": "L4Policy/edge", "field": "spec.rules[0].ports[0]", "message": "port 0 in \"0\" is out of range 1-65535" })
         );
+    }
+
+    #[test]
+    fn warnings_are_printed_and_the_revision_stays_valid() {
+        let deny = GOOD.replace("spec:\n", "spec:\n  defaultAction: deny\n");
+        let dir = tree(&[("edge.yaml", &deny)]);
+        let result = validate_path(dir.path());
+        assert_eq!(exit_code(&result), 0);
+        let text = render(&result, Format::Text);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].starts_with(
+                "warning: edge.yaml: L4Policy/edge: spec.defaultAction: deny drops ICMPv6 neighbour discovery"
+            ),
+            "{text}"
+        );
+        assert_eq!(lines[1], "valid: 1 policies, 2 rules");
+        let json: serde_json::Value = serde_json::from_str(&render(&result, Format::Json)).unwrap();
+        assert_eq!(json["valid"], true);
+        assert_eq!(json["warnings"][0]["field"], "spec.defaultAction", "{json}");
     }
 
     #[test]

@@ -6,7 +6,6 @@ use super::policy::{
 };
 use ipnet::IpNet;
 use std::collections::{BTreeMap, HashSet};
-use std::net::IpAddr;
 use tollgate_model::l4::{
     self, L4Action, L4Mode, L4Protocol, L4RateLimit, L4Rule, DEFAULT_IPV4_PREFIX,
     DEFAULT_IPV6_PREFIX,
@@ -247,7 +246,7 @@ fn cidrs(c: &mut Checker<'_, '_>, field: &str, list: &[String]) -> Vec<IpNet> {
     list.iter()
         .enumerate()
         .filter_map(|(j, s)| {
-            parse_cidr(s)
+            tollgate_model::net::parse_cidr(s)
                 .map_err(|why| c.error(format!("{field}[{j}]"), why))
                 .ok()
         })
@@ -319,24 +318,6 @@ fn check_rule_name(name: &str) -> Result<(), String> {
         return Err("is empty; every rule needs a name".into());
     }
     tollgate_model::names::rule_name(name, MAX_RULE_NAME)
-}
-
-/// `10.0.0.0/24`, `2001:db8::/32`, or a bare address (one host). Host bits must be zero: a
-/// typo like `10.0.0.1/24` would otherwise silently mean the whole /24.
-fn parse_cidr(s: &str) -> Result<IpNet, String> {
-    if let Ok(addr) = s.parse::<IpAddr>() {
-        return Ok(IpNet::from(addr));
-    }
-    let net: IpNet = s.parse().map_err(|_| {
-        format!("\"{s}\" is not an IPv4 or IPv6 CIDR (like 203.0.113.0/24 or 2001:db8::/32)")
-    })?;
-    if net.trunc() != net {
-        return Err(format!(
-            "\"{s}\" has host bits set; did you mean {}?",
-            net.trunc()
-        ));
-    }
-    Ok(net)
 }
 
 /// `"22"` or `"8000-8999"`, ports in 1..=65535, a range not reversed.
@@ -576,6 +557,30 @@ spec:
             "{ name: r, action: deny, from: [10.0.0.0/33] }",
             "spec.rules[0].from[0]",
             &["\"10.0.0.0/33\""],
+        );
+    }
+
+    #[test]
+    fn addresses_must_be_canonical_and_ipv4_is_never_written_as_ipv6() {
+        assert_rule_error(
+            "{ name: r, action: deny, from: [010.1.1.1/32] }",
+            "spec.rules[0].from[0]",
+            &["\"010.1.1.1/32\" has a leading zero", "10.1.1.1/32"],
+        );
+        assert_rule_error(
+            "{ name: r, action: deny, from: [\"::ffff:1.2.3.4/128\"] }",
+            "spec.rules[0].from[0]",
+            &["IPv4-mapped", "write 1.2.3.4/32"],
+        );
+        assert_rule_error(
+            "{ name: r, action: deny, from: [10.0.0.0/08] }",
+            "spec.rules[0].from[0]",
+            &["write 10.0.0.0/8"],
+        );
+        assert_rule_error(
+            "{ name: r, action: deny, from: [\"10.1\"] }",
+            "spec.rules[0].from[0]",
+            &["shorthand"],
         );
     }
 

@@ -30,14 +30,11 @@ pub(super) fn backend(c: &mut Checker<'_, '_>, label: &str, b: &Backend) -> Opti
         let authority = match (&e.ip, &e.fqdn) {
             (Some(ip), None) => {
                 let port = port(c, &format!("{at}.ip.port"), ip.port);
-                match ip.address.parse::<IpAddr>() {
+                match tollgate_model::net::parse_addr(&ip.address) {
                     Ok(IpAddr::V4(a)) => port.map(|p| format!("{a}:{p}")),
                     Ok(IpAddr::V6(a)) => port.map(|p| format!("[{a}]:{p}")),
-                    Err(_) => {
-                        c.error(
-                            format!("{at}.ip.address"),
-                            format!("\"{}\" is not an IPv4 or IPv6 address", ip.address),
-                        );
+                    Err(why) => {
+                        c.error(format!("{at}.ip.address"), why);
                         None
                     }
                 }
