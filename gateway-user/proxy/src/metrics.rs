@@ -241,13 +241,15 @@ impl HttpMetrics {
             ratelimited.clone(),
         );
         let ratelimit_evictions = Family::<PolicyLabel, Counter>::default();
-        registry.register(
+        catalog.register(
+            registry,
             "tollgate_http_ratelimit_evictions",
             "Keys a rate limiter forgot, to make room for a new key in its full table, while their bucket was not full again (such a key starts over with a full bucket), by RateLimitPolicy.",
             ratelimit_evictions.clone(),
         );
         let abuse_evictions = Family::<PolicyLabel, Counter>::default();
-        registry.register(
+        catalog.register(
+            registry,
             "tollgate_http_abuse_evictions",
             "Clients whose banOnAbuse failure count was forgotten before its window ended, to make room for another client in the policy's full table, by policy.",
             abuse_evictions.clone(),

@@ -1,8 +1,9 @@
 //! Forwarding to backends, in process: status-code retries (`retry.codes`, `retry.attempts`)
 //! counted at the backend, a request body sent again on a retry, no retry without the rule
-//! asking, a connection closed after the request was sent (502, not retried), connection
-//! failures retried on another endpoint (and how many times on a single dead one), and the
-//! per-attempt timeout (504, not retried).
+//! asking, a connection closed after the request was sent (retried only for an idempotent
+//! request of a rule with a retry stanza, else 503), connection failures retried on another
+//! endpoint (and how many times on a single dead one, then 503), and the per-attempt timeout
+//! (504; retried with a retry stanza).
 mod harness;
 
 use std::net::Ipv4Addr;
@@ -105,7 +106,7 @@ async fn status_codes_are_retried_as_the_rule_says_and_counted_at_the_backend() 
 }
 
 #[tokio::test]
-async fn a_connection_closed_after_the_request_was_sent_is_a_502_and_not_retried() {
+async fn a_connection_closed_after_the_request_was_sent_is_retried_only_when_that_is_safe() {
     let app = Backend::start("app").await;
     let gw = Gateway::start(|p| {
         documents(&[
@@ -117,18 +118,36 @@ async fn a_connection_closed_after_the_request_was_sent_is_a_502_and_not_retried
                 "app",
                 "      retry: { codes: [503], attempts: 2, backoff: 10ms }\n",
             ),
+            &host_route("plain", "plain.test", "app", ""),
         ])
     })
     .await;
+    // A GET is idempotent (RFC 9110 9.2.2) and the rule has a retry stanza: sent again.
     app.script([Step::Close]);
     let r = gw.get("/x").host("app.test").send().await;
-    assert_eq!((r.status, r.backend()), (502, None), "{r:?}");
-    // The backend may have acted on it: sent once only.
-    assert_eq!(app.count(), 1);
+    assert_eq!((r.status, r.backend()), (200, Some("app")), "{r:?}");
+    assert_eq!(app.count(), 2);
     assert_eq!(upstream_errors(&gw, "default/app", "reset"), 1);
+    // A POST whose body was sent may have been acted on: never sent twice; 503, as for every
+    // request no response could be had for (Envoy's "reset before headers" answer).
+    app.script([Step::Close]);
+    let r = gw
+        .request("POST", "/order")
+        .host("app.test")
+        .body("pay once")
+        .send()
+        .await;
+    assert_eq!((r.status, r.backend()), (503, None), "{r:?}");
+    assert_eq!(app.count(), 3);
+    assert_eq!(upstream_errors(&gw, "default/app", "reset"), 2);
+    // Without a retry stanza nothing that was sent is retried, not even a GET.
+    app.script([Step::Close]);
+    let r = gw.get("/x").host("plain.test").send().await;
+    assert_eq!((r.status, r.backend()), (503, None), "{r:?}");
+    assert_eq!(app.count(), 4);
     // The next request gets a new connection and an answer.
     let r = gw.get("/x").host("app.test").send().await;
-    assert_eq!((r.status, app.count()), (200, 2), "{r:?}");
+    assert_eq!((r.status, app.count()), (200, 5), "{r:?}");
 }
 
 /// A port bound on 127.0.0.1 but not listening: connecting to it is refused, and no other
@@ -172,18 +191,19 @@ async fn refused_connections_are_retried_on_another_endpoint_or_the_same_one() {
         (1..=6).contains(&refused),
         "the dead endpoint was tried {refused} times"
     );
-    // A single dead endpoint: the first attempt and the 2 default retries, then 502.
+    // A single dead endpoint: the first attempt and the 2 default retries, then 503 (no
+    // response could be had: the Gateway API's HTTPRouteRetryConnectionError).
     let r = gw.get("/").host("gone.test").send().await;
-    assert_eq!((r.status, r.backend()), (502, None), "{r:?}");
+    assert_eq!((r.status, r.backend()), (503, None), "{r:?}");
     assert_eq!(upstream_errors(&gw, "default/gone", "connect"), 3);
     // `attempts: 0`: tried once.
     let r = gw.get("/").host("once.test").send().await;
-    assert_eq!(r.status, 502, "{r:?}");
+    assert_eq!(r.status, 503, "{r:?}");
     assert_eq!(upstream_errors(&gw, "default/gone-once", "connect"), 1);
 }
 
 #[tokio::test]
-async fn a_backend_slower_than_the_attempt_timeout_gets_a_504_and_no_retry() {
+async fn a_backend_slower_than_the_attempt_timeout_gets_a_504_and_the_retry_stanza_decides() {
     let app = Backend::start("app").await;
     let gw = Gateway::start(|p| {
         documents(&[
@@ -193,11 +213,18 @@ async fn a_backend_slower_than_the_attempt_timeout_gets_a_504_and_no_retry() {
                 "slow",
                 "slow.test",
                 "app",
-                "      timeouts: { backendRequest: 200ms }\n      retry: { codes: [503], attempts: 2 }\n",
+                "      timeouts: { backendRequest: 200ms }\n",
+            ),
+            &host_route(
+                "retried",
+                "retried.test",
+                "app",
+                "      timeouts: { backendRequest: 200ms }\n      retry: { codes: [503], attempts: 2, backoff: 10ms }\n",
             ),
         ])
     })
     .await;
+    // No retry stanza: one attempt, 504 at the per-try timeout.
     app.script([Step::Delay(Duration::from_secs(3))]);
     let started = Instant::now();
     let r = gw.get("/").host("slow.test").send().await;
@@ -209,4 +236,11 @@ async fn a_backend_slower_than_the_attempt_timeout_gets_a_504_and_no_retry() {
     );
     assert_eq!(app.count(), 1);
     assert_eq!(upstream_errors(&gw, "default/slow", "timeout"), 1);
+    // With one (HTTPRouteRetryBackendTimeout): the GET is tried again and the second answer,
+    // in time, is served.
+    app.script([Step::Delay(Duration::from_secs(3))]);
+    let r = gw.get("/").host("retried.test").send().await;
+    assert_eq!((r.status, r.backend()), (200, Some("app")), "{r:?}");
+    assert_eq!(app.count(), 3);
+    assert_eq!(upstream_errors(&gw, "default/retried", "timeout"), 1);
 }

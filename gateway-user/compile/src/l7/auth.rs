@@ -34,19 +34,16 @@ pub(super) fn auth_policy(
         &spec.target_refs,
         routes,
     );
-    let ban = spec
-        .ban_on_abuse
-        .as_ref()
-        .and_then(|b| {
-            ban_on_abuse(
-                c,
-                "failures",
-                b.failures,
-                &b.within,
-                &b.block_for,
-                b.client_ip.as_ref(),
-            )
-        });
+    let ban = spec.ban_on_abuse.as_ref().and_then(|b| {
+        ban_on_abuse(
+            c,
+            "failures",
+            b.failures,
+            &b.within,
+            &b.block_for,
+            b.client_ip.as_ref(),
+        )
+    });
     if spec.api_key.is_none()
         && spec.basic_auth.is_none()
         && spec.jwt.is_none()

@@ -180,19 +180,16 @@ pub(super) fn rate_limit_policy(
             });
         }
     }
-    let ban = spec
-        .ban_on_abuse
-        .as_ref()
-        .and_then(|b| {
-            ban_on_abuse(
-                c,
-                "rejections",
-                b.rejections,
-                &b.within,
-                &b.block_for,
-                b.client_ip.as_ref(),
-            )
-        });
+    let ban = spec.ban_on_abuse.as_ref().and_then(|b| {
+        ban_on_abuse(
+            c,
+            "rejections",
+            b.rejections,
+            &b.within,
+            &b.block_for,
+            b.client_ip.as_ref(),
+        )
+    });
     c.clean_since(before).then_some((targets, defs, ban))
 }
 

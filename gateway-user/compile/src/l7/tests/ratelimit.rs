@@ -249,4 +249,3 @@ fn client_ip_prefixes_default_to_a_64_and_are_checked() {
         "{errs:?}"
     );
 }
-
