@@ -89,6 +89,16 @@ impl MemoryCgroup {
             .unwrap_or(0)
     }
 
+    /// The memory the cgroup's processes use now, in bytes (what the OOM killer compares with
+    /// the limit: their anonymous memory, page cache and kernel memory such as socket buffers).
+    pub fn current(&self) -> u64 {
+        let file = match self.version {
+            Version::V1 => "memory.usage_in_bytes",
+            Version::V2 => "memory.current",
+        };
+        self.read(file).trim().parse().unwrap_or(0)
+    }
+
     /// The most memory the cgroup's processes used at once, in bytes (v1; v2 from 5.19 on).
     pub fn peak(&self) -> u64 {
         let file = match self.version {
