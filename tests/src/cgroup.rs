@@ -99,6 +99,11 @@ impl MemoryCgroup {
         self.read(file).trim().parse().unwrap_or(0)
     }
 
+    /// The cgroup's `memory.stat` (where the memory goes: anonymous, page cache, kernel).
+    pub fn stat(&self) -> String {
+        self.read("memory.stat")
+    }
+
     /// The most memory the cgroup's processes used at once, in bytes (v1; v2 from 5.19 on).
     pub fn peak(&self) -> u64 {
         let file = match self.version {

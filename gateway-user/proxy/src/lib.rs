@@ -115,8 +115,11 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// Default [`Limits::h2_max_pending_reset_streams`] (hyper's default).
 pub const H2_MAX_PENDING_RESET_STREAMS: usize = 20;
-/// Default [`Limits::max_connections`].
-pub const MAX_CONNECTIONS: usize = 10_000;
+/// Default [`Limits::max_connections`]: what fits the memory budget (docs/operations.md,
+/// "Memory budget"): a keep-alive connection that has carried a request holds about 34 KB
+/// (hyper's read and write buffers and the allocator's share), so 4,096 of them take about
+/// 136 MiB of the agent's 512 MiB.
+pub const MAX_CONNECTIONS: usize = 4_096;
 /// Default [`Limits::head_budget`]: 64 MiB, an eighth of the agent's 512 MiB memory limit
 /// (docs/operations.md, "Memory budget"): about a thousand connections each holding a
 /// largest-possible partial head, or tens of thousands holding ordinary ones.

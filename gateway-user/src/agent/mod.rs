@@ -133,13 +133,14 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    // First what can stop the agent at once (one line, nothing else printed before it).
+    if let Some(at) = dataplane::bpffs::ensure(&config.pin_dir)? {
+        info!(mount_point = %at.display(), "mounted a bpffs for the pins (none was mounted there)");
+    }
     // Before anything is written there: the state directory is the agent's user's alone.
     state_dir::private_umask();
     if let Err(error) = state_dir::tighten(&config.state_dir) {
         warn!(dir = %config.state_dir.display(), %error, "could not make the state directory private");
-    }
-    if let Some(at) = dataplane::bpffs::ensure(&config.pin_dir)? {
-        info!(mount_point = %at.display(), "mounted a bpffs for the pins (none was mounted there)");
     }
     let mut dp = Dataplane::load(&config.pin_dir, &config.state_dir).with_context(|| {
         format!(
