@@ -36,7 +36,8 @@ pub(super) struct GatewayInfo {
 /// A problem of the Gateway itself (class, addresses, `spec.tls`) is recorded in `c` and
 /// leaves the whole Gateway out (`None`); a problem of one listener leaves that listener out
 /// (recorded in `partial`), as the Gateway API's per-listener conditions do, and the other
-/// listeners serve. A Gateway none of whose listeners is valid is left out.
+/// listeners serve. A Gateway none of whose listeners is valid is left out (and then, as
+/// no listener of it was taken, it takes no port or hostname from the Gateways after it).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gateway(
     c: &mut Checker<'_, '_>,
@@ -137,8 +138,12 @@ pub(super) fn gateway(
                 continue;
             }
         }
+        if !schemes.contains_key(&port) {
+            schemes.insert(port, (tls.is_some(), gw.clone(), l.name.clone()));
+        }
+        taken.insert((port, hostname.clone()), (gw.clone(), l.name.clone()));
         info.listeners.push(ListenerRef {
-            index: 0, // set when the Gateway is known to be served
+            index: 0, // set below, once every listener is checked
             name: l.name.clone(),
             port,
             hostname,
@@ -150,9 +155,6 @@ pub(super) fn gateway(
         // Every problem is reported with the Gateway that is left out.
         for e in listener_problems {
             c.error(e.location.field, e.message);
-        }
-        if gateway_ok {
-            c.error("spec.listeners", "no listener is valid: the Gateway is left out");
         }
         return None;
     }
@@ -166,10 +168,6 @@ pub(super) fn gateway(
         });
     }
     for (l, (gw, tls)) in info.listeners.iter_mut().zip(pending) {
-        schemes
-            .entry(l.port)
-            .or_insert_with(|| (tls.is_some(), gw.clone(), l.name.clone()));
-        taken.insert((l.port, l.hostname.clone()), (gw.clone(), l.name.clone()));
         policy.listeners.push(ListenerDef {
             gateway: gw,
             name: l.name.clone(),

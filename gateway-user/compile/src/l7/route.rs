@@ -130,6 +130,7 @@ pub(super) fn route(
         let at = format!("spec.rules[{i}]");
         let mut errors = Vec::new();
         let mut rc = Checker::new(c.file(), c.object(), &mut errors);
+        let mut rule_unresolved = Vec::new();
         let rule = rule(
             &mut rc,
             &at,
@@ -139,11 +140,18 @@ pub(super) fn route(
             raw,
             backends,
             policies,
-            &mut unresolved,
+            &mut rule_unresolved,
         );
         match rule {
-            Some(rule) if errors.is_empty() => rules.push(rule),
-            _ => dropped.extend(errors),
+            Some(rule) if errors.is_empty() => {
+                rules.push(rule);
+                unresolved.extend(rule_unresolved);
+            }
+            _ => {
+                // A dropped rule's references are reported with it.
+                errors.extend(rule_unresolved.into_iter().map(|(_, e)| e));
+                dropped.extend(errors)
+            }
         }
     }
     let object_errors: HashSet<String> = c
