@@ -3,6 +3,7 @@
 mod auth;
 mod backend;
 mod gateway;
+mod isolation;
 mod ratelimit;
 mod route;
 mod routing;
