@@ -469,7 +469,7 @@ fn verified_client_certificates_name_consumers() {
     // An HTTPS listener that verifies client certificates, and a plain HTTP one; the route is
     // on both.
     let gateway = format!(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{ name: edge }}\nspec:\n  gatewayClassName: tollgate\n  listeners:\n    - {{ name: secure, port: {TLS_PROXY}, protocol: HTTPS, hostname: secure.tls.test, tls: {{ mode: Terminate, certificateRefs: [{{ kind: Secret, name: site }}], frontendValidation: {{ caCertificateRefs: [{{ group: '', kind: ConfigMap, name: clients }}] }} }} }}\n    - {{ name: plain, port: {PROXY}, protocol: HTTP }}\n"
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{ name: edge }}\nspec:\n  gatewayClassName: tollgate\n  listeners:\n    - {{ name: secure, port: {TLS_PROXY}, protocol: HTTPS, hostname: secure.tls.test, tls: {{ mode: Terminate, certificateRefs: [{{ kind: Secret, name: site }}] }} }}\n    - {{ name: plain, port: {PROXY}, protocol: HTTP }}\n  tls:\n    frontend:\n      default:\n        validation: {{ caCertificateRefs: [{{ group: '', kind: ConfigMap, name: clients }}] }}\n"
     );
     let policy = "apiVersion: tollgate.dev/v1alpha1\nkind: AuthPolicy\nmetadata: { name: app-auth }\nspec:\n  targetRefs: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: app }]\n  clientCertificate: { consumerFrom: CommonName }\n  allowedConsumers: [alice]\n";
     lab.write_policy(

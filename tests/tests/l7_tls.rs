@@ -458,27 +458,23 @@ fn client_certificates_are_required_on_listeners_with_frontend_validation_only()
         &ca.server_cert_for("site", "site", "DNS:open.tls.test,DNS:secure.tls.test"),
     );
     install_secret(&secrets, "clients", &[("ca.crt", &clients.cert)]);
-    let gateway = tls_gateway(&[
-        ("open", PROXY, Some("open.tls.test"), "site"),
-        ("secure", PROXY, Some("secure.tls.test"), "site"),
-    ]);
-    // The second listener verifies client certificates.
-    let (head, tail) = gateway.split_at(gateway.find("name: secure").unwrap());
-    let tail = tail.replacen(
-        "certificateRefs: [{ kind: Secret, name: site }] }",
-        "certificateRefs: [{ kind: Secret, name: site }], frontendValidation: { caCertificateRefs: [{ group: '', kind: ConfigMap, name: clients }] } }",
-        1,
-    );
-    let gateway = format!("{head}{tail}");
+    // Two Gateways share the port: the second verifies client certificates for its HTTPS
+    // listeners (Gateway API v1.6: spec.tls.frontend.default.validation), the first does not.
+    let open = tls_gateway(&[("open", PROXY, Some("open.tls.test"), "site")]);
+    let secure = tls_gateway(&[("secure", PROXY, Some("secure.tls.test"), "site")])
+        .replace("name: edge }", "name: secure-edge }")
+        + "  tls:\n    frontend:\n      default:\n        validation: { caCertificateRefs: [{ group: '', kind: ConfigMap, name: clients }] }\n";
     lab.write_policy(
         "l7.yaml",
         &documents(&[
-            &gateway,
+            &open,
+            &secure,
             &backend_object("one", &[BACKEND], ""),
             &route_object(
                 "main",
                 &format!("  rules:\n    - backendRefs: [{}]\n", to("one")),
-            ),
+            )
+            .replace("[{ name: edge }]", "[{ name: edge }, { name: secure-edge }]"),
         ]),
     );
     let secrets_arg = secrets.to_str().unwrap().to_owned();
@@ -514,7 +510,7 @@ fn client_certificates_are_required_on_listeners_with_frontend_validation_only()
         &["--cert", other_cert, "--key", other_key],
     );
     assert_eq!(r.status, 0, "{r:?}");
-    // The other listener of the port asks for none...
+    // The other Gateway's listener on the port asks for none...
     let r = https(&ca.cert, "open.tls.test", "/", &[]);
     assert_eq!(r.status, 200, "{r:?}");
     // ...and its connections cannot be used for the hosts of the one that does (HTTP/1.1

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::l4::policy::Policy;
 use crate::l4::validate::validate;
 use crate::l4::{compile, L4Snapshot};
-use crate::l7::RouteTable;
+use crate::l7::{Acceptance, RouteTable};
 use tollgate_model::ParseCache;
 use tollgate_model::{Documents, PolicyError, PolicyErrors, Revision};
 
@@ -30,10 +30,22 @@ pub struct Snapshot {
     /// with file, object and field: `tollgate validate` prints them, the agent logs them once
     /// per revision.
     pub warnings: Vec<PolicyError>,
+    /// What of the L7 objects is served: the objects left out, what applies only in part,
+    /// and the conditions of every HTTPRoute (Gateway API failure isolation; L4 problems
+    /// refuse the whole revision instead).
+    pub acceptance: Acceptance,
 }
 
 /// Compiles one revision for an agent on `interfaces` (`None`: every interface any policy
 /// names, plus [`ANY_OTHER_INTERFACE`]). All problems are reported at once.
+///
+/// What refuses the whole revision (`Err`): a document that cannot be read as an object
+/// (invalid YAML, no kind or name, an unknown kind), any L4Policy problem, a policy whose
+/// targets cannot be read, a bound of the revision crossed. What leaves one object out (the
+/// rest is served, [`Snapshot::acceptance`] says what and why): any other problem of an L7
+/// object, at parse or compile time; a listener's problem leaves that listener out, a rule
+/// that is invalid in itself is dropped, and a rule whose backendRefs do not resolve (or
+/// that has none) answers 500.
 pub fn compile_documents(
     docs: &Documents,
     interfaces: Option<&[String]>,
@@ -48,9 +60,13 @@ pub fn compile_documents_with(
     docs: &Documents,
     interfaces: Option<&[String]>,
 ) -> Result<Snapshot, PolicyErrors> {
-    let objects = cache.parse(docs)?;
+    let parsed = cache.parse_isolated(docs)?;
+    let objects = parsed.objects;
     // L4 and L7 objects are checked together, so that one round reports every problem.
-    let (policies, l7) = match (validate(&objects), crate::l7::compile(&objects)) {
+    let (policies, (l7, acceptance)) = match (
+        validate(&objects),
+        crate::l7::compile_isolated(&objects, &parsed.left_out),
+    ) {
         (Ok(p), Ok(t)) => (p, t),
         (p, t) => {
             let mut errors = p.err().map(|e| e.0).unwrap_or_default();
@@ -70,6 +86,7 @@ pub fn compile_documents_with(
         l4,
         l7: Arc::new(l7),
         warnings,
+        acceptance,
     })
 }
 

@@ -58,11 +58,20 @@ spec:
     )
 }
 
+/// The route table, or every problem (one a line): those that refuse the revision and those
+/// that leave an object out (a bad duration is the object's own problem).
 fn compile(d: &str) -> Result<RouteTable, String> {
     let docs = Documents::inline(&[("all.yaml", &revision(d))]);
-    compile_documents(&docs, None)
-        .map(|s| (*s.l7).clone())
-        .map_err(|e| e.to_string())
+    let s = compile_documents(&docs, None).map_err(|e| e.to_string())?;
+    if !s.acceptance.complete() {
+        return Err(s
+            .acceptance
+            .problems()
+            .iter()
+            .map(|p| format!("{p}\n"))
+            .collect());
+    }
+    Ok((*s.l7).clone())
 }
 
 /// Every duration field of a compiled revision, by its field path.

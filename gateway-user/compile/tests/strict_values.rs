@@ -1,19 +1,25 @@
 //! Addresses and names in L7 objects are read as strictly as L4 CIDRs (tollgate_model::net):
 //! what a Backend points at must mean the same to every reader of the policy.
 use tollgate_compile::snapshot::compile_documents;
-use tollgate_model::{Documents, PolicyErrors};
+use tollgate_model::Documents;
 
 fn backend_errors(endpoints: &str) -> Vec<(String, String, String)> {
     let yaml = format!(
         "apiVersion: tollgate.dev/v1alpha1\nkind: Backend\nmetadata: {{ name: app, namespace: shop }}\nspec:\n  endpoints:\n{endpoints}"
     );
-    match compile_documents(&Documents::inline(&[("b.yaml", &yaml)]), None) {
-        Ok(_) => panic!("accepted:\n{yaml}"),
-        Err(PolicyErrors(errors)) => errors
-            .into_iter()
-            .map(|e| (e.location.object, e.location.field, e.message))
-            .collect(),
+    // A broken Backend is left out of the revision (the rest would be served), with its
+    // problems.
+    let snapshot = compile_documents(&Documents::inline(&[("b.yaml", &yaml)]), None)
+        .unwrap_or_else(|e| panic!("a Backend's problem refused the whole revision: {e}"));
+    let errors = snapshot.acceptance.problems();
+    if errors.is_empty() {
+        panic!("accepted:\n{yaml}");
     }
+    assert_eq!(snapshot.acceptance.left_out[0].object, "Backend/shop/app");
+    errors
+        .into_iter()
+        .map(|e| (e.location.object, e.location.field, e.message))
+        .collect()
 }
 
 #[test]

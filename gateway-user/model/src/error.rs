@@ -122,6 +122,11 @@ impl<'a, 'e> Checker<'a, 'e> {
         self.file
     }
 
+    /// The object (`Kind/name`).
+    pub fn object(&self) -> &'a str {
+        self.object
+    }
+
     /// Records a problem at `field` of the object (empty for the whole object).
     pub fn error(&mut self, field: impl Into<String>, message: impl fmt::Display) {
         self.errors
@@ -139,6 +144,11 @@ impl<'a, 'e> Checker<'a, 'e> {
     /// only when it found nothing wrong takes a mark first.
     pub fn mark(&self) -> Mark {
         Mark(self.errors.len())
+    }
+
+    /// The problems recorded since `mark` was taken.
+    pub fn problems_since(&self, mark: Mark) -> &[PolicyError] {
+        self.errors.get(mark.0..).unwrap_or_default()
     }
 
     /// Whether no problem was recorded since `mark` was taken.

@@ -23,6 +23,7 @@ pub mod error;
 pub mod gateway;
 pub mod http_path;
 pub mod l4;
+pub mod left_out;
 pub mod names;
 pub mod net;
 pub mod ratelimit;
@@ -34,6 +35,7 @@ pub mod units;
 
 pub use ban::BanKind;
 pub use error::{Checker, Location, Mark, PolicyError, PolicyErrors};
+pub use left_out::LeftOut;
 pub use revision::{Documents, Revision, SourceFile};
 
 /// API group of every Tollgate kind.
@@ -307,7 +309,8 @@ pub fn parse(docs: &Documents) -> Result<Vec<Located<Object>>, PolicyErrors> {
 /// What one file parsed into.
 struct Parsed {
     objects: Vec<Located<Object>>,
-    errors: Vec<PolicyError>,
+    /// The documents that could not be read into objects, in file order.
+    failures: Vec<DocFailure>,
     /// YAML nodes read (alias expansions included).
     nodes: usize,
     /// The nodes of the documents that use aliases.
@@ -322,7 +325,7 @@ struct Parsed {
 fn parse_file(file: &SourceFile, budget: &Budget) -> Parsed {
     let mut parsed = Parsed {
         objects: Vec::new(),
-        errors: Vec::new(),
+        failures: Vec::new(),
         nodes: 0,
         alias_nodes: 0,
         complete: false,
@@ -339,7 +342,7 @@ fn parse_file(file: &SourceFile, budget: &Budget) -> Parsed {
         match result {
             Ok(Some(object)) => parsed.objects.push(object),
             Ok(None) => {}
-            Err(e) => parsed.errors.push(e),
+            Err(e) => parsed.failures.push(e),
         }
         if parsed.nodes > budget.nodes_left || parsed.alias_nodes > budget.alias_nodes_left {
             return parsed;
@@ -350,6 +353,31 @@ fn parse_file(file: &SourceFile, budget: &Budget) -> Parsed {
     parsed.complete =
         parsed.nodes < budget.nodes_left && parsed.alias_nodes < budget.alias_nodes_left;
     parsed
+}
+
+/// What a revision parsed into, with failure isolation ([`ParseCache::parse_isolated`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ParsedRevision {
+    /// The objects, in file order.
+    pub objects: Vec<Located<Object>>,
+    /// The L7 objects left out, each with its problems.
+    pub left_out: Vec<LeftOut>,
+}
+
+/// Why one document gave no object.
+#[derive(Debug, Clone, PartialEq)]
+enum DocFailure {
+    /// Its objects cannot be known (unreadable YAML, no kind or name), it is an L4Policy, or
+    /// it is a policy whose targets cannot be read: the revision is refused.
+    Revision(PolicyError),
+    /// An L7 object that fails its own checks: left out on its own.
+    Object(LeftOut),
+}
+
+impl From<PolicyError> for DocFailure {
+    fn from(e: PolicyError) -> Self {
+        DocFailure::Revision(e)
+    }
 }
 
 /// Remembers what each file parsed into, so that a revision that changes a few files of many
@@ -374,15 +402,25 @@ fn digest(text: &str) -> [u8; 32] {
 impl ParseCache {
     /// As [`parse`]; afterwards the cache holds exactly the files of `docs` (as far as the
     /// revision was read: a revision over a bound of [`limits`] is not read to its end).
+    /// Every problem refuses the revision, those of single L7 objects included.
     pub fn parse(&mut self, docs: &Documents) -> Result<Vec<Located<Object>>, PolicyErrors> {
-        self.parse_within(docs, Budget::new())
+        self.parse_within(docs, Budget::new(), false)
+            .map(|r| r.objects)
+    }
+
+    /// As [`ParseCache::parse`], with failure isolation: an L7 object that names its kind and
+    /// name and then fails its own checks is left out on its own ([`left_out`]); the revision
+    /// is refused only for what cannot be isolated.
+    pub fn parse_isolated(&mut self, docs: &Documents) -> Result<ParsedRevision, PolicyErrors> {
+        self.parse_within(docs, Budget::new(), true)
     }
 
     fn parse_within(
         &mut self,
         docs: &Documents,
         mut budget: Budget,
-    ) -> Result<Vec<Located<Object>>, PolicyErrors> {
+        isolate: bool,
+    ) -> Result<ParsedRevision, PolicyErrors> {
         let mut next = HashMap::with_capacity(docs.files.len());
         for file in &docs.files {
             let hash = digest(&file.content);
@@ -407,16 +445,24 @@ impl ParseCache {
             // Nothing of a revision over a bound is copied out of the cache.
             return Err(PolicyErrors(vec![spent]));
         }
-        let mut objects = Vec::new();
+        let mut revision = ParsedRevision::default();
         let mut errors = Vec::new();
         for file in &docs.files {
             if let Some(cached) = self.files.get(&file.path) {
-                objects.extend(cached.parsed.objects.iter().cloned());
-                errors.extend(cached.parsed.errors.iter().cloned());
+                revision
+                    .objects
+                    .extend(cached.parsed.objects.iter().cloned());
+                for failure in &cached.parsed.failures {
+                    match failure {
+                        DocFailure::Object(o) if isolate => revision.left_out.push(o.clone()),
+                        DocFailure::Object(o) => errors.extend(o.problems.iter().cloned()),
+                        DocFailure::Revision(e) => errors.push(e.clone()),
+                    }
+                }
             }
         }
         if errors.is_empty() {
-            Ok(objects)
+            Ok(revision)
         } else {
             Err(PolicyErrors(errors))
         }
@@ -544,12 +590,12 @@ fn parse_document(
     doc: &Document<'_>,
     max_nodes: usize,
     max_alias_nodes: usize,
-) -> (Result<Option<Located<Object>>, PolicyError>, Read) {
+) -> (Result<Option<Located<Object>>, DocFailure>, Read) {
     let report = std::rc::Rc::new(std::cell::Cell::new(Read::default()));
     let options = yaml_options(max_nodes, max_alias_nodes, report.clone());
     let result = parse_value(file, doc, options);
     let mut read = report.get();
-    if let Err(e) = &result {
+    if let Err(DocFailure::Revision(e)) = &result {
         if e.message.contains("alias replay limit") {
             read = Read {
                 nodes: read.nodes.max(max_alias_nodes),
@@ -562,11 +608,70 @@ fn parse_document(
     (result, read)
 }
 
+/// Reads one document into an object. Until the document names its kind and name, a problem
+/// refuses the revision (its objects cannot be known); after that, an L7 object's problem
+/// leaves that object out ([`left_out`]).
 fn parse_value(
     file: &str,
     doc: &Document<'_>,
     options: serde_saphyr::Options,
-) -> Result<Option<Located<Object>>, PolicyError> {
+) -> Result<Option<Located<Object>>, DocFailure> {
+    let Some(id) = identify(file, doc, options)? else {
+        return Ok(None);
+    };
+    typed_object(file, &id).map(Some).map_err(|e| {
+        if !left_out::isolated_kind(id.info.kind) {
+            return DocFailure::Revision(e);
+        }
+        let targets = if left_out::guards_routes(id.info.kind) {
+            match left_out::raw_targets(&id.value) {
+                Ok(t) => t,
+                Err(()) => {
+                    return DocFailure::Revision(PolicyError {
+                        message: format!(
+                            "{} (the revision is refused: the targetRefs of this {} cannot be read, and the routes it guards must not be served without it)",
+                            e.message, id.info.kind
+                        ),
+                        ..e
+                    })
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        DocFailure::Object(LeftOut {
+            kind: id.info.kind,
+            namespace: id
+                .namespace
+                .clone()
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
+            name: id.name.clone(),
+            file: file.to_owned(),
+            object: id.object.clone(),
+            problems: vec![e],
+            targets,
+        })
+    })
+}
+
+/// A document that names a known kind and a name: what [`typed_object`] reads further.
+struct Identified {
+    info: &'static KindInfo,
+    name: String,
+    namespace: Option<String>,
+    /// `Kind/name` or `Kind/namespace/name`.
+    object: String,
+    value: Value,
+    tag: Option<ForeignTag>,
+    first_line: usize,
+}
+
+/// Parses one document far enough to know which object it is: `Ok(None)` when it is empty.
+fn identify(
+    file: &str,
+    doc: &Document<'_>,
+    options: serde_saphyr::Options,
+) -> Result<Option<Identified>, PolicyError> {
     let unnamed = format!("document {}", doc.number);
     let tag = foreign_tag(doc.text);
     let tag_error = |object: &str, tag: &ForeignTag| {
@@ -693,10 +798,41 @@ fn parse_value(
         Some(ns) if info.namespaced => format!("{kind}/{ns}/{name}"),
         _ => format!("{kind}/{name}"),
     };
-    let error = |field: &str, message: String| PolicyError::new(file, &object, field, message);
+    Ok(Some(Identified {
+        info,
+        name,
+        namespace,
+        object,
+        value,
+        tag,
+        first_line: doc.first_line,
+    }))
+}
 
-    if let Some(tag) = &tag {
-        return Err(tag_error(&object, tag));
+/// Checks an identified document and reads it into its kind's type.
+fn typed_object(file: &str, id: &Identified) -> Result<Located<Object>, PolicyError> {
+    let Identified {
+        info,
+        name,
+        namespace,
+        object,
+        value,
+        tag,
+        first_line,
+    } = id;
+    let (kind, map) = (info.kind, value.as_object().expect("identified as an object"));
+    let error = |field: &str, message: String| PolicyError::new(file, object, field, message);
+
+    if let Some(tag) = tag {
+        let line = tag.line + first_line - 1;
+        return Err(error(
+            &tag.field,
+            format!(
+                "the YAML tag {} (line {line}) is not allowed; policies use only the core schema \
+                 (!!str, !!int, !!float, !!bool, !!null, !!seq, !!map): write the value itself",
+                tag.tag
+            ),
+        ));
     }
 
     match map.get("apiVersion") {
@@ -723,7 +859,7 @@ fn parse_value(
             ))
         }
     }
-    if let Err(message) = names::dns_subdomain(&name) {
+    if let Err(message) = names::dns_subdomain(name) {
         return Err(error("metadata.name", format!("\"{name}\" {message}")));
     }
     // A namespace on a cluster-scoped kind (L4Policy) is ignored, as the API server does.
@@ -736,7 +872,7 @@ fn parse_value(
         return Err(error(unknown, format!("unknown field \"{unknown}\"; an object has only apiVersion, kind, metadata, spec (and status)")));
     }
 
-    let typed = (info.read)(value).map_err(|e| {
+    let typed = (info.read)(value.clone()).map_err(|e| {
         let field = match e.path().to_string() {
             root if root == "." => String::new(),
             path => path,
@@ -747,11 +883,11 @@ fn parse_value(
         }
         error(&field, message)
     })?;
-    Ok(Some(Located {
+    Ok(Located {
         file: file.to_string(),
-        object,
+        object: object.clone(),
         value: typed,
-    }))
+    })
 }
 
 /// A tag outside the YAML core schema, where it was found.
@@ -1348,7 +1484,7 @@ mod tests {
         // A third file the parser would refuse: never read, the revision is refused first.
         let docs = docs(&[("a.yaml", &a), ("b.yaml", &b), ("c.yaml", "{ not: [valid")]);
         let e = ParseCache::default()
-            .parse_within(&docs, Budget::with(1_000_000, 1_000, 50))
+            .parse_within(&docs, Budget::with(1_000_000, 1_000, 50), false)
             .unwrap_err();
         assert_eq!(e.0.len(), 1, "{e}");
         assert_eq!(e.0[0].location.file, "b.yaml");
@@ -1357,7 +1493,7 @@ mod tests {
         // Within the limit, the same files parse.
         let docs = docs_of(&[("a.yaml", &a), ("b.yaml", &b)]);
         assert!(ParseCache::default()
-            .parse_within(&docs, Budget::with(1_000_000, 1_000, 60))
+            .parse_within(&docs, Budget::with(1_000_000, 1_000, 60), false)
             .is_ok());
     }
 
@@ -1376,13 +1512,13 @@ mod tests {
         assert_eq!(whole.len(), 2);
         // Each file alone fits 600 nodes; both do not. Cached files count as if read again.
         let e = cache
-            .parse_within(&docs, Budget::with(600, 1_000, 1_000))
+            .parse_within(&docs, Budget::with(600, 1_000, 1_000), false)
             .unwrap_err();
         assert_eq!(e.0.len(), 1, "{e}");
         assert!(e.0[0].message.contains("more than 600 YAML nodes"), "{e}");
         let mut fresh = ParseCache::default();
         assert!(fresh
-            .parse_within(&docs_of(&[("a.yaml", &a)]), Budget::with(600, 1_000, 1_000))
+            .parse_within(&docs_of(&[("a.yaml", &a)]), Budget::with(600, 1_000, 1_000), false)
             .is_ok());
     }
 
@@ -1412,7 +1548,7 @@ mod tests {
         let docs = docs_of(&[("a.yaml", &a)]);
         let mut cache = ParseCache::default();
         assert!(cache
-            .parse_within(&docs, Budget::with(50, 1_000, 1_000))
+            .parse_within(&docs, Budget::with(50, 1_000, 1_000), false)
             .is_err());
         assert!(cache.is_empty(), "a partial parse was cached");
         // With room, the same file parses whole (from the text, not from a cut-short entry).
@@ -1422,5 +1558,56 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(cache.len(), 1);
+    }
+
+    const ROUTE: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: { name: r, namespace: shop }\nspec: { parentRefs: [{ name: edge }] }\n";
+
+    #[test]
+    fn an_l7_object_that_fails_its_schema_is_left_out_on_its_own() {
+        let broken = ROUTE.replace("parentRefs", "parentRfs");
+        let files = [("a.yaml", l4("a", RULE)), ("r.yaml", format!("{ROUTE}---\n{broken}"))];
+        let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+        let parsed = ParseCache::default()
+            .parse_isolated(&docs(&files))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed.objects.len(), 2, "the L4Policy and the good route");
+        let [out] = &parsed.left_out[..] else {
+            panic!("{:#?}", parsed.left_out)
+        };
+        assert_eq!(
+            (out.kind, out.namespace.as_str(), out.name.as_str(), out.file.as_str()),
+            ("HTTPRoute", "shop", "r", "r.yaml")
+        );
+        assert_eq!(out.problems[0].location.object, "HTTPRoute/shop/r");
+        assert_eq!(out.problems[0].location.field, "spec.parentRfs");
+        // The strict parse refuses the same revision with the same problem.
+        assert_eq!(parse(&docs(&files)).unwrap_err().0, out.problems);
+    }
+
+    #[test]
+    fn what_cannot_be_isolated_still_refuses_the_revision() {
+        // An L4Policy problem, unreadable YAML, an unknown kind: every one refuses.
+        for text in [
+            l4("a", "[{ name: x, action: allow, colour: red }]"),
+            "kind: HTTPRoute\nmetadata: { name: [\n".to_owned(),
+            ROUTE.replace("kind: HTTPRoute", "kind: HTTPRoot"),
+        ] {
+            let e = ParseCache::default()
+                .parse_isolated(&docs(&[("x.yaml", &text)]))
+                .unwrap_err();
+            assert_eq!(e.0.len(), 1, "{e}");
+        }
+        // A policy whose targets cannot be read: its routes must not be served without it.
+        let policy = "apiVersion: tollgate.dev/v1alpha1\nkind: AuthPolicy\nmetadata: { name: p }\nspec: { targetRefs: oops }\n";
+        let e = ParseCache::default()
+            .parse_isolated(&docs(&[("p.yaml", policy)]))
+            .unwrap_err();
+        assert!(e.0[0].message.contains("targetRefs of this AuthPolicy cannot be read"), "{e}");
+        // Readable targets: left out, with the routes it guards.
+        let policy = "apiVersion: tollgate.dev/v1alpha1\nkind: AuthPolicy\nmetadata: { name: p }\nspec: { targetRefs: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: r }], nope: 1 }\n";
+        let parsed = ParseCache::default()
+            .parse_isolated(&docs(&[("p.yaml", policy)]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed.left_out[0].targets, ["r"]);
     }
 }

@@ -159,7 +159,7 @@ pub struct TlsConn {
     pub port: Arc<TlsPort>,
     /// The listener chosen by SNI.
     pub listener: Arc<TlsListener>,
-    /// The client certificate the handshake verified (listeners with `frontendValidation`),
+    /// The client certificate the handshake verified (HTTPS listeners of a Gateway with `spec.tls.frontend` validation),
     /// read for AuthPolicy's `clientCertificate`; `None` without one, or when it cannot be
     /// parsed.
     pub client_certificate: Option<Arc<super::auth::PeerCertificate>>,
@@ -347,7 +347,7 @@ async fn serve_connection(
         let result = start.into_stream(config).await;
         match (result, listener) {
             (Ok(s), Some(listener)) => {
-                // Only a verifier (frontendValidation) asks for certificates, and rustls keeps
+                // Only a verifier (`spec.tls.frontend` validation) asks for certificates, and rustls keeps
                 // them only once they are verified.
                 let client_certificate = s
                     .get_ref()

@@ -251,6 +251,12 @@ pub async fn handle(
     let rule: Arc<Rule> = candidate.rule.clone();
     let prefix = candidate.prefix().map(str::to_owned);
     done.route = rule.route.clone();
+    // A rule the revision could not serve as written (no backendRefs; a policy meant to
+    // guard the route was left out) answers 500, before anything else is done for it.
+    if let Some(f) = &rule.failure {
+        upstream_error(&core, &rule.route, f.reason);
+        return local(done, StatusCode::INTERNAL_SERVER_ERROR, f.reason, &f.message);
+    }
 
     // Authentication: first, so that nothing (not even a rate limit bucket) is spent on a
     // request without valid credentials. A consumer header from the client is never
@@ -490,13 +496,18 @@ async fn routed(
         .then(|| rule.pick_backend(fastrand::u64(..total)))
         .flatten()
     else {
-        upstream_error(&core, &rule.route, "no_backend");
-        return local(
-            done,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "no_backend",
-            "every backend of this route has weight 0",
-        );
+        // Either every weight is 0, or the roll fell in the share of backendRefs that did not
+        // resolve: the Gateway API answers 500 for both.
+        let (reason, message) = if rule.unresolved_weight > 0 {
+            (
+                "unresolved_backend",
+                "the backend this request was sent to is not in the revision",
+            )
+        } else {
+            ("no_backend", "every backend of this route has weight 0")
+        };
+        upstream_error(&core, &rule.route, reason);
+        return local(done, StatusCode::INTERNAL_SERVER_ERROR, reason, message);
     };
     let Some(backend) = active.backends.get(backend_index).cloned() else {
         upstream_error(&core, &rule.route, "no_backend");

@@ -17,8 +17,9 @@
 //!   without hostname) fails the handshake with an alert. Each listener has its own rustls
 //!   `ServerConfig` (ALPN `h2`, `http/1.1`), and requests on a connection must be for hosts of
 //!   that listener (`listener::TlsConn::covers`; otherwise 421).
-//! - **Client certificates** (optional, per listener): `tls.frontendValidation.caCertificateRefs`
-//!   name ConfigMaps, the files `<--tls-secrets-dir>/NS/NAME/ca.crt`, loaded and reloaded as
+//! - **Client certificates** (optional, per listener): the `validation.caCertificateRefs` of
+//!   its Gateway's `spec.tls.frontend` (`default`, or the `perPort` entry of its port) name
+//!   ConfigMaps, the files `<--tls-secrets-dir>/NS/NAME/ca.crt`, loaded and reloaded as
 //!   the certificates are; the rustls verifier is rebuilt when they change.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -427,7 +427,7 @@ async fn verified_client_certificates_name_consumers_on_an_https_listener() {
     };
     let gw = Gateway::start_with(options, |p| {
         let gateway = format!(
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{ name: edge }}\nspec:\n  gatewayClassName: tollgate\n  listeners:\n    - {{ name: secure, port: {}, protocol: HTTPS, hostname: secure.tls.test, tls: {{ mode: Terminate, certificateRefs: [{{ kind: Secret, name: site }}], frontendValidation: {{ caCertificateRefs: [{{ group: '', kind: ConfigMap, name: clients }}] }} }} }}\n    - {{ name: plain, port: {}, protocol: HTTP }}\n",
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{ name: edge }}\nspec:\n  gatewayClassName: tollgate\n  listeners:\n    - {{ name: secure, port: {}, protocol: HTTPS, hostname: secure.tls.test, tls: {{ mode: Terminate, certificateRefs: [{{ kind: Secret, name: site }}] }} }}\n    - {{ name: plain, port: {}, protocol: HTTP }}\n  tls:\n    frontend:\n      default:\n        validation: {{ caCertificateRefs: [{{ group: '', kind: ConfigMap, name: clients }}] }}\n",
             p[0], p[1]
         );
         let auth = policy(

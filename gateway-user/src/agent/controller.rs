@@ -282,6 +282,16 @@ impl Controller {
             for w in &snapshot.warnings {
                 warn!(revision = %id, "policy warning (the revision is enforced): {w}");
             }
+            let acceptance = &snapshot.acceptance;
+            if !acceptance.complete() {
+                let problems = tollgate_model::PolicyErrors(acceptance.problems());
+                warn!(
+                    revision = %id,
+                    left_out = acceptance.left_out.len(),
+                    partial = acceptance.partial.len(),
+                    "revision applied in part: the objects and rules below are left out (or answer 500), everything else is enforced:\n{problems}"
+                );
+            }
             self.warned = Some(id.clone());
         }
         self.applied = Some(Applied { id: id.clone() });
@@ -289,6 +299,7 @@ impl Controller {
             self.last_refusal = None;
         }
         self.shared.metrics.applied(source, &id, took.as_secs_f64());
+        self.shared.metrics.acceptance(&snapshot.acceptance);
         let revision = RevisionStatus {
             id,
             source: source.to_owned(),
@@ -310,6 +321,7 @@ impl Controller {
         s.port_entries = snapshot.l4.port_entries();
         s.http_ports = self.proxy.ports();
         s.routes = snapshot.l7.policy.routes.len();
+        s.not_served = telemetry::NotServed::of(&snapshot.acceptance);
     }
 
     /// Reports a refused revision (or a source that could not be read): the revision in force

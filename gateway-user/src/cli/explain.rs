@@ -421,8 +421,17 @@ fn explain_request(
                 )
             })
             .collect();
-        if total == 0 {
+        if let Some(f) = &rule.failure {
+            println!("verdict:   500: {}", f.message);
+        } else if total == 0 {
             println!("verdict:   500: every backendRef of the rule has weight 0");
+        } else if rule.unresolved_weight > 0 {
+            let pct = f64::from(rule.unresolved_weight) * 100.0 / total as f64;
+            let mut shares = shares;
+            shares.push(format!(
+                "500 for {pct:.0}% (backendRefs that did not resolve)"
+            ));
+            println!("verdict:   {}", shares.join("; "));
         } else {
             println!("verdict:   forwarded to {}", shares.join("; "));
         }

@@ -1,9 +1,14 @@
 //! `tollgate validate PATH`: read a directory (or one file) of policy, parse and validate it
-//! exactly as the agent would, and print every problem. Exit codes: 0 valid, 1 invalid policy,
-//! 2 the path could not be read (as `flux diff`: >1 is an error of the tool, not of the policy).
+//! exactly as the agent would, and print every problem. Exit codes: 0 valid (everything would
+//! be served as written), 1 invalid policy (the agent would refuse the whole revision), 2 the
+//! path could not be read (as `flux diff`: 2 is an error of the tool, not of the policy), 3 the
+//! agent would apply the revision in part (L7 objects left out, rules dropped or answering
+//! 500: docs/policy.md, "Failure isolation"), so that CI fails on anything left out.
 use serde::Serialize;
 use std::path::Path;
 use tollgate_compile::l4::policy::Policy;
+use tollgate_compile::l7::status::RouteStatus;
+use tollgate_compile::l7::Acceptance;
 use tollgate_compile::{PolicyError, PolicyErrors};
 use tollgate_source::{dir::read_dir, SourceError};
 
@@ -53,11 +58,21 @@ pub struct Validated {
     pub backends: usize,
     /// What the revision does that is almost never meant (it is valid all the same).
     pub warnings: Vec<PolicyError>,
+    /// What of the L7 objects would not be served as written.
+    pub acceptance: Acceptance,
 }
 
-/// The process exit code for a validation result: 0 valid, 1 invalid, 2 unreadable.
+/// Exit code of a revision the agent would apply in part.
+pub const EXIT_PARTIAL: i32 = 3;
+
+/// The process exit code for a validation result: 0 valid, 1 invalid, 2 unreadable, 3 valid
+/// in part ([`EXIT_PARTIAL`]).
 pub fn exit_code(result: &Result<Validated, ValidateFailure>) -> i32 {
-    result.as_ref().err().map_or(0, ValidateFailure::exit_code)
+    match result {
+        Ok(v) if !v.acceptance.complete() => EXIT_PARTIAL,
+        Ok(_) => 0,
+        Err(e) => e.exit_code(),
+    }
 }
 
 /// Reads, parses, validates and compiles the policy at `path` (a directory or a single file)
@@ -72,14 +87,23 @@ pub fn validate_path(path: &Path) -> Result<Validated, ValidateFailure> {
         backends: snapshot.l7.policy.backends.len(),
         policies: snapshot.policies,
         warnings: snapshot.warnings,
+        acceptance: snapshot.acceptance,
     })
 }
 
 #[derive(Serialize)]
 struct Report<'a> {
     valid: bool,
+    /// Everything would be served as written (`valid` and nothing left out).
+    complete: bool,
     errors: Vec<ErrorLine<'a>>,
     warnings: Vec<ErrorLine<'a>>,
+    /// Objects that would be left out, one line per problem.
+    left_out: Vec<ErrorLine<'a>>,
+    /// Problems that leave part of an object out.
+    partial: Vec<ErrorLine<'a>>,
+    /// Routes not fully accepted, with their conditions.
+    route_conditions: Vec<&'a RouteStatus>,
     policies: usize,
     rules: usize,
     listeners: usize,
@@ -123,15 +147,40 @@ pub fn render(result: &Result<Validated, ValidateFailure>, format: Format) -> St
         Ok(v) => &v.warnings,
         Err(_) => &[],
     };
+    let empty = Acceptance::default();
+    let acceptance = match result {
+        Ok(v) => &v.acceptance,
+        Err(_) => &empty,
+    };
+    let left_out: Vec<&PolicyError> = acceptance
+        .left_out
+        .iter()
+        .flat_map(|o| &o.problems)
+        .collect();
     match format {
         Format::Text => match result {
             Ok(_) => {
                 let mut out: String = warnings.iter().map(|w| format!("warning: {w}\n")).collect();
+                for e in &left_out {
+                    out.push_str(&format!("left out: {e}\n"));
+                }
+                for e in &acceptance.partial {
+                    out.push_str(&format!("partial: {e}\n"));
+                }
+                let verdict = if acceptance.complete() {
+                    "valid".to_owned()
+                } else {
+                    format!(
+                        "valid in part ({} object(s) left out, {} partial problem(s); the rest would be served)",
+                        acceptance.left_out.len(),
+                        acceptance.partial.len()
+                    )
+                };
                 if listeners + routes + backends == 0 {
-                    out.push_str(&format!("valid: {policies} policies, {rules} rules\n"));
+                    out.push_str(&format!("{verdict}: {policies} policies, {rules} rules\n"));
                 } else {
                     out.push_str(&format!(
-                        "valid: {policies} policies, {rules} rules; {listeners} listeners, {routes} routes, {backends} backends\n"
+                        "{verdict}: {policies} policies, {rules} rules; {listeners} listeners, {routes} routes, {backends} backends\n"
                     ));
                 }
                 out
@@ -158,8 +207,12 @@ pub fn render(result: &Result<Validated, ValidateFailure>, format: Format) -> St
             };
             let report = Report {
                 valid: result.is_ok(),
+                complete: result.is_ok() && acceptance.complete(),
                 errors,
                 warnings: warnings.iter().map(ErrorLine::from).collect(),
+                left_out: left_out.iter().map(|e| ErrorLine::from(*e)).collect(),
+                partial: acceptance.partial.iter().map(ErrorLine::from).collect(),
+                route_conditions: acceptance.routes.iter().filter(|r| !r.clean()).collect(),
                 policies,
                 rules,
                 listeners,
@@ -203,7 +256,7 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&render(&result, Format::Json)).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({ "valid": true, "errors": [], "warnings": [], "policies": 1, "rules": 2, "listeners": 0, "routes": 0, "backends": 0 })
+            serde_json::json!({ "valid": true, "complete": true, "errors": [], "warnings": [], "left_out": [], "partial": [], "route_conditions": [], "policies": 1, "rules": 2, "listeners": 0, "routes": 0, "backends": 0 })
         );
     }
 
@@ -302,5 +355,44 @@ mod tests {
                 .name,
             "edge"
         );
+    }
+
+    #[test]
+    fn a_revision_applied_in_part_lists_what_is_left_out_and_exits_3() {
+        let gateway = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: { name: edge }\nspec:\n  gatewayClassName: tollgate\n  listeners: [{ name: http, port: 8000, protocol: HTTP }]\n---\napiVersion: tollgate.dev/v1alpha1\nkind: Backend\nmetadata: { name: app }\nspec: { endpoints: [{ ip: { address: 127.0.0.1, port: 9000 } }] }\n";
+        let good = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: { name: good }\nspec:\n  parentRefs: [{ name: edge }]\n  rules: [{ backendRefs: [{ group: tollgate.dev, kind: Backend, name: app }] }]\n";
+        let bad = good
+            .replace("name: good", "name: bad")
+            .replace("rules: [{", "rules: [{ matches: [{ path: { value: '/my[/]path01' } }],");
+        let dir = tree(&[("gw.yaml", gateway), ("good.yaml", good), ("bad.yaml", &bad)]);
+        let result = validate_path(dir.path());
+        assert_eq!(exit_code(&result), EXIT_PARTIAL);
+        let text = render(&result, Format::Text);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with(
+                "left out: bad.yaml: HTTPRoute/bad: spec.rules[0].matches[0].path.value: \"/my[/]path01\""
+            ),
+            "{text}"
+        );
+        assert!(
+            lines
+                .last()
+                .unwrap()
+                .starts_with("valid in part (1 object(s) left out, 0 partial problem(s)"),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&render(&result, Format::Json)).unwrap();
+        assert_eq!((json["valid"].clone(), json["complete"].clone()), (true.into(), false.into()));
+        assert_eq!(json["left_out"][0]["object"], "HTTPRoute/bad", "{json}");
+        assert_eq!(json["routes"], 1, "{json}");
+        assert_eq!(
+            json["route_conditions"][0]["parents"][0]["conditions"][0]["reason"],
+            "UnsupportedValue",
+            "{json}"
+        );
+        // Without the broken route: 0.
+        let dir = tree(&[("gw.yaml", gateway), ("good.yaml", good)]);
+        assert_eq!(exit_code(&validate_path(dir.path())), 0);
     }
 }

@@ -52,6 +52,14 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+/// Label of the left-out objects gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// An L7 kind: Gateway, HTTPRoute, Backend, AuthPolicy, RateLimitPolicy,
+    /// BackendTrafficPolicy.
+    pub kind: String,
+}
+
 /// Label of the per-interface gauge.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InterfaceLabel {
@@ -174,6 +182,10 @@ pub struct Metrics {
     pub git_fetch_duration: Histogram,
     /// `tollgate_webhook_calls_total{outcome}`: calls of `POST /hooks/git`.
     pub webhook_calls: Family<OutcomeLabel, Counter>,
+    /// `tollgate_policy_objects_refused{kind}`: objects of the revision in force left out.
+    objects_refused: Family<KindLabel, Gauge>,
+    /// `tollgate_policy_partial_problems`: what applies only in part in the revision in force.
+    partial_problems: Gauge,
     /// The L7 proxy's metrics.
     pub http: HttpMetrics,
     /// The metrics of `banOnAbuse`.
@@ -426,6 +438,26 @@ impl Metrics {
             "Calls of the Git webhook (POST /hooks/git), by outcome.",
             webhook_calls.clone(),
         );
+        let objects_refused = Family::<KindLabel, Gauge>::default();
+        // Every L7 kind from the start (at 0), so that alerts on `> 0` see the series.
+        for kind in tollgate_compile::l7::status::L7_KINDS {
+            objects_refused
+                .get_or_create(&KindLabel { kind: kind.into() })
+                .set(0);
+        }
+        catalog.register(
+            &mut registry,
+            "tollgate_policy_objects_refused",
+            "Objects of the revision in force that were left out (broken L7 objects; the rest of the revision is served), by kind.",
+            objects_refused.clone(),
+        );
+        let partial_problems = Gauge::default();
+        catalog.register(
+            &mut registry,
+            "tollgate_policy_partial_problems",
+            "Problems of the revision in force that leave only part of an object out: rules dropped, rules answering 500 (unresolved backendRefs, no backendRefs, a policy left out), listeners left out, parents a route could not attach to.",
+            partial_problems.clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -452,9 +484,21 @@ impl Metrics {
             interface_enforced,
             git_fetch_duration,
             webhook_calls,
+            objects_refused,
+            partial_problems,
             http,
             bans,
         }
+    }
+
+    /// Records what of the revision in force was left out or applies only in part.
+    pub fn acceptance(&self, acceptance: &tollgate_compile::l7::Acceptance) {
+        for (kind, n) in acceptance.left_out_by_kind() {
+            self.objects_refused
+                .get_or_create(&KindLabel { kind: kind.into() })
+                .set(n as i64);
+        }
+        self.partial_problems.set(acceptance.partial.len() as i64);
     }
 
     /// The name of every sample series the registry can export (`_total` for counters,

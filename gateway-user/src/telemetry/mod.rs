@@ -87,6 +87,58 @@ pub struct Status {
     pub http_ports: Vec<u16>,
     /// HTTPRoutes in force.
     pub routes: usize,
+    /// What of the revision in force is not served as written (Gateway API failure
+    /// isolation): objects left out, problems that leave part of an object out, and the
+    /// conditions of the routes that are not fully accepted.
+    pub not_served: NotServed,
+}
+
+/// Most objects (and routes, and problems) `/status` lists; the rest are counted.
+pub const MAX_STATUS_ITEMS: usize = 32;
+
+/// The part of a revision in force that is not served as written.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NotServed {
+    /// Objects left out, with their problems (at most [`MAX_STATUS_ITEMS`]).
+    pub left_out: Vec<tollgate_model::LeftOut>,
+    /// How many objects were left out in all.
+    pub left_out_count: usize,
+    /// Problems that leave part of an object out (at most [`MAX_STATUS_ITEMS`]).
+    pub partial: Vec<tollgate_model::PolicyError>,
+    /// How many such problems in all.
+    pub partial_count: usize,
+    /// The HTTPRoutes not fully accepted, with their conditions per parent (at most
+    /// [`MAX_STATUS_ITEMS`]).
+    pub routes: Vec<tollgate_compile::l7::status::RouteStatus>,
+}
+
+impl NotServed {
+    /// The report of `acceptance`, bounded.
+    pub fn of(acceptance: &tollgate_compile::l7::Acceptance) -> Self {
+        NotServed {
+            left_out: acceptance
+                .left_out
+                .iter()
+                .take(MAX_STATUS_ITEMS)
+                .cloned()
+                .collect(),
+            left_out_count: acceptance.left_out.len(),
+            partial: acceptance
+                .partial
+                .iter()
+                .take(MAX_STATUS_ITEMS)
+                .cloned()
+                .collect(),
+            partial_count: acceptance.partial.len(),
+            routes: acceptance
+                .routes
+                .iter()
+                .filter(|r| !r.clean())
+                .take(MAX_STATUS_ITEMS)
+                .cloned()
+                .collect(),
+        }
+    }
 }
 
 /// Names of the rule counters in force: (policy, rule, counter id).

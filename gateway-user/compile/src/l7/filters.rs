@@ -121,13 +121,12 @@ pub(super) fn header_modifier(
     c.clean_since(before).then_some(m)
 }
 
-/// Checks the path of a URLRewrite or RequestRedirect; `all_prefix` says whether every match
-/// of the rule is a PathPrefix match, which ReplacePrefixMatch needs.
+/// Checks the path of a URLRewrite or RequestRedirect (that ReplacePrefixMatch has exactly
+/// one PathPrefix match to replace is checked with the CRD's rules, in `route_schema`).
 pub(super) fn path_modifier(
     c: &mut Checker<'_, '_>,
     at: &str,
     p: &HTTPPathModifier,
-    all_prefix: bool,
 ) -> Option<PathModifier> {
     match p.type_ {
         PathModifierType::ReplaceFullPath => {
@@ -149,12 +148,6 @@ pub(super) fn path_modifier(
                 c.error(
                     format!("{at}.replaceFullPath"),
                     "only with type ReplaceFullPath",
-                );
-            }
-            if !all_prefix {
-                c.error(
-                    format!("{at}.type"),
-                    "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match",
                 );
             }
             let Some(v) = &p.replace_prefix_match else {

@@ -1,10 +1,13 @@
 //! `Gateway` objects: listeners (names, ports, hostnames), their protocol and TLS certificate
-//! references, and `allowedRoutes`. A listener with a problem is left out, so that routes
-//! naming it are not reported a second time.
+//! references, `allowedRoutes`, and the client certificate validation of `spec.tls.frontend`.
+//! A listener with a problem is left out on its own (the Gateway's other listeners serve), so
+//! that routes naming it are not reported a second time.
 use std::collections::{BTreeMap, HashSet};
 
-use tollgate_model::gateway::{Gateway, Listener, GATEWAY_API_GROUP};
-use tollgate_model::{names, Checker};
+use tollgate_model::gateway::{
+    FrontendTlsValidation, Gateway, GatewayTlsSettings, Listener, GATEWAY_API_GROUP,
+};
+use tollgate_model::{names, Checker, PolicyError};
 
 use super::limits::*;
 use super::port;
@@ -29,17 +32,25 @@ pub(super) struct GatewayInfo {
 
 /// Checks a Gateway and adds its valid listeners to `policy`; `taken` and `schemes` hold what
 /// the listeners of earlier Gateways took (port and hostname; whether a port speaks TLS).
+///
+/// A problem of the Gateway itself (class, addresses, `spec.tls`) is recorded in `c` and
+/// leaves the whole Gateway out (`None`); a problem of one listener leaves that listener out
+/// (recorded in `partial`), as the Gateway API's per-listener conditions do, and the other
+/// listeners serve. A Gateway none of whose listeners is valid is left out (and then, as
+/// no listener of it was taken, it takes no port or hostname from the Gateways after it).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gateway(
     c: &mut Checker<'_, '_>,
+    partial: &mut Vec<PolicyError>,
     ns: &str,
     name: &str,
     g: &Gateway,
     policy: &mut L7Policy,
     taken: &mut BTreeMap<(u16, HostPattern), (String, String)>,
     schemes: &mut BTreeMap<u16, (bool, String, String)>,
-) -> GatewayInfo {
+) -> Option<GatewayInfo> {
     let spec = &g.spec;
+    let before = c.mark();
     let mut info = GatewayInfo {
         namespace: ns.to_owned(),
         listeners: Vec::new(),
@@ -60,40 +71,50 @@ pub(super) fn gateway(
         );
     }
     c.count("spec.listeners", spec.listeners.len(), MAX_LISTENERS);
+    let frontend = frontend_validation(c, ns, spec.tls.as_ref());
+    let gateway_ok = c.clean_since(before);
     let mut names = HashSet::new();
-    // Listener errors are collected per listener; a listener with errors is left out, so that
-    // routes naming it are not reported a second time as "unknown listener".
+    // Listener problems are collected per listener; a listener with problems is left out, so
+    // that routes naming it are not reported a second time as "unknown listener".
+    let mut listener_problems = Vec::new();
+    // The TLS settings of each listener in `info.listeners`, with its Gateway's label.
+    let mut pending = Vec::new();
     for (i, l) in spec.listeners.iter().enumerate() {
         let at = format!("spec.listeners[{i}]");
-        let before = c.mark();
+        let mut errors = Vec::new();
+        let mut lc = Checker::new(c.file(), c.object(), &mut errors);
         if let Err(why) = names::section_name(&l.name) {
-            c.error(format!("{at}.name"), format!("\"{}\" {why}", l.name));
+            lc.error(format!("{at}.name"), format!("\"{}\" {why}", l.name));
         } else if !names.insert(l.name.as_str()) {
-            c.error(
+            lc.error(
                 format!("{at}.name"),
                 format!("duplicate listener name \"{}\"", l.name),
             );
         }
-        let port = port(c, &format!("{at}.port"), l.port);
+        let port = port(&mut lc, &format!("{at}.port"), l.port);
         let hostname = match &l.hostname {
             None => HostPattern::Any,
             Some(h) => match names::hostname(h, true) {
                 Ok(()) => HostPattern::parse(h),
                 Err(why) => {
-                    c.error(format!("{at}.hostname"), format!("\"{h}\" {why}"));
+                    lc.error(format!("{at}.hostname"), format!("\"{h}\" {why}"));
                     HostPattern::Any
                 }
             },
         };
-        let tls = listener_protocol(c, &at, ns, l);
-        let all_namespaces = allowed_routes(c, &at, l);
-        if !c.clean_since(before) {
+        let mut tls = listener_protocol(&mut lc, &at, ns, l);
+        let all_namespaces = allowed_routes(&mut lc, &at, l);
+        let (Some(port), true, true) = (port, errors.is_empty(), gateway_ok) else {
+            listener_problems.extend(errors);
             continue;
+        };
+        if let Some(tls) = &mut tls {
+            tls.client_cas = frontend.for_port(port);
         }
-        let Some(port) = port else { continue };
         let gw = format!("{ns}/{name}");
+        let mut lc = Checker::new(c.file(), c.object(), &mut listener_problems);
         if let Some((other_gw, other_listener)) = taken.get(&(port, hostname.clone())) {
-            c.error(
+            lc.error(
                 &at,
                 format!(
                     "port {port} with hostname \"{}\" is already served by listener \"{other_listener}\" of Gateway {other_gw}; listeners on one port need distinct hostnames",
@@ -107,7 +128,7 @@ pub(super) fn gateway(
         if let Some((other_tls, other_gw, other_listener)) = schemes.get(&port) {
             if *other_tls != tls.is_some() {
                 let name = |t: bool| if t { "HTTPS" } else { "HTTP" };
-                c.error(
+                lc.error(
                     format!("{at}.protocol"),
                     format!(
                         "port {port} is already served as {} by listener \"{other_listener}\" of Gateway {other_gw}; one port cannot mix HTTP and HTTPS listeners",
@@ -116,26 +137,174 @@ pub(super) fn gateway(
                 );
                 continue;
             }
-        } else {
+        }
+        if !schemes.contains_key(&port) {
             schemes.insert(port, (tls.is_some(), gw.clone(), l.name.clone()));
         }
         taken.insert((port, hostname.clone()), (gw.clone(), l.name.clone()));
-        policy.listeners.push(ListenerDef {
-            gateway: gw,
-            name: l.name.clone(),
-            port,
-            hostname: hostname.clone(),
-            tls,
-        });
         info.listeners.push(ListenerRef {
-            index: policy.listeners.len() - 1,
+            index: 0, // set below, once every listener is checked
             name: l.name.clone(),
             port,
             hostname,
             all_namespaces,
         });
+        pending.push((gw, tls));
     }
-    info
+    if !gateway_ok || info.listeners.is_empty() {
+        // Every problem is reported with the Gateway that is left out.
+        for e in listener_problems {
+            c.error(e.location.field, e.message);
+        }
+        return None;
+    }
+    for e in listener_problems {
+        partial.push(PolicyError {
+            message: format!(
+                "listener left out, the Gateway's other listeners serve: {}",
+                e.message
+            ),
+            ..e
+        });
+    }
+    for (l, (gw, tls)) in info.listeners.iter_mut().zip(pending) {
+        policy.listeners.push(ListenerDef {
+            gateway: gw,
+            name: l.name.clone(),
+            port: l.port,
+            hostname: l.hostname.clone(),
+            tls,
+        });
+        l.index = policy.listeners.len() - 1;
+    }
+    Some(info)
+}
+
+/// Client certificate validation of a Gateway's HTTPS listeners
+/// (`spec.tls.frontend`): the default, and per port.
+#[derive(Default)]
+struct Frontend {
+    default: Vec<SecretRef>,
+    per_port: BTreeMap<u16, Vec<SecretRef>>,
+}
+
+impl Frontend {
+    /// The CA references an HTTPS listener on `port` verifies clients with (empty: none).
+    fn for_port(&self, port: u16) -> Vec<SecretRef> {
+        self.per_port
+            .get(&port)
+            .unwrap_or(&self.default)
+            .clone()
+    }
+}
+
+/// Checks `spec.tls` of a Gateway (Gateway API v1.6 standard channel).
+fn frontend_validation(
+    c: &mut Checker<'_, '_>,
+    gateway_ns: &str,
+    tls: Option<&GatewayTlsSettings>,
+) -> Frontend {
+    let mut out = Frontend::default();
+    let Some(tls) = tls else {
+        return out;
+    };
+    if tls.backend.is_some() {
+        c.error(
+            "spec.tls.backend",
+            "not supported yet: a Backend's own spec.tls says how the proxy connects to it",
+        );
+    }
+    let Some(frontend) = &tls.frontend else {
+        return out;
+    };
+    out.default = validation(
+        c,
+        "spec.tls.frontend.default.validation",
+        gateway_ns,
+        frontend.default.validation.as_ref(),
+    );
+    let per_port = frontend.per_port.as_deref().unwrap_or_default();
+    c.count("spec.tls.frontend.perPort", per_port.len(), MAX_LISTENERS);
+    for (i, p) in per_port.iter().enumerate() {
+        let at = format!("spec.tls.frontend.perPort[{i}]");
+        let Some(port) = port(c, &format!("{at}.port"), p.port) else {
+            continue;
+        };
+        let refs = validation(
+            c,
+            &format!("{at}.tls.validation"),
+            gateway_ns,
+            p.tls.validation.as_ref(),
+        );
+        if out.per_port.insert(port, refs).is_some() {
+            c.error(
+                format!("{at}.port"),
+                format!("port {port} is given twice; each port has one TLS configuration"),
+            );
+        }
+    }
+    out
+}
+
+/// Checks one `validation` (CA ConfigMaps and mode); returns its CA references (empty when it
+/// is not set).
+fn validation(
+    c: &mut Checker<'_, '_>,
+    at: &str,
+    gateway_ns: &str,
+    v: Option<&FrontendTlsValidation>,
+) -> Vec<SecretRef> {
+    let mut client_cas = Vec::new();
+    let Some(v) = v else {
+        return client_cas;
+    };
+    match v.mode.as_deref() {
+        None | Some("AllowValidOnly") => {}
+        Some("AllowInsecureFallback") => c.error(
+            format!("{at}.mode"),
+            "AllowInsecureFallback is not supported: Tollgate lets in only clients with a valid certificate (AllowValidOnly)",
+        ),
+        Some(other) => c.error(
+            format!("{at}.mode"),
+            format!("\"{other}\": expected AllowValidOnly or AllowInsecureFallback"),
+        ),
+    }
+    let at = format!("{at}.caCertificateRefs");
+    match &v.ca_certificate_refs {
+        None => c.error(&at, "missing: name the ConfigMap with the CA certificates"),
+        Some(refs) if refs.is_empty() => {
+            c.error(&at, "empty: name the ConfigMap with the CA certificates")
+        }
+        Some(refs) => {
+            c.count(&at, refs.len(), MAX_CA_CERTIFICATE_REFS);
+            for (j, r) in refs.iter().enumerate() {
+                let f = format!("{at}[{j}]");
+                if !r.group.is_empty() || r.kind != "ConfigMap" {
+                    c.error(
+                        &f,
+                        format!(
+                            "{}/{}: only core ConfigMaps can hold CA certificates",
+                            r.group, r.kind
+                        ),
+                    );
+                }
+                // The names become directory names under --tls-secrets-dir: only DNS
+                // labels/subdomains, so that no `..` or `/` can leave it.
+                if let Err(why) = names::dns_subdomain(&r.name) {
+                    c.error(format!("{f}.name"), format!("\"{}\" {why}", r.name));
+                }
+                let namespace = r.namespace.as_deref().unwrap_or(gateway_ns);
+                if let Err(why) = names::dns_label(namespace) {
+                    c.error(format!("{f}.namespace"), format!("\"{namespace}\" {why}"));
+                }
+                client_cas.push(SecretRef {
+                    namespace: namespace.to_owned(),
+                    name: r.name.clone(),
+                });
+            }
+        }
+    }
+    client_cas
 }
 
 /// Checks the protocol and TLS settings of a listener; returns its TLS settings (`None` for
@@ -222,45 +391,16 @@ fn listener_protocol(
                     }
                 }
             }
-            let mut client_cas = Vec::new();
-            if let Some(v) = &tls.frontend_validation {
-                let at = format!("{at}.tls.frontendValidation.caCertificateRefs");
-                match &v.ca_certificate_refs {
-                    None => c.error(&at, "missing: name the ConfigMap with the CA certificates"),
-                    Some(refs) if refs.is_empty() => {
-                        c.error(&at, "empty: name the ConfigMap with the CA certificates")
-                    }
-                    Some(refs) => {
-                        c.count(&at, refs.len(), MAX_CA_CERTIFICATE_REFS);
-                        for (j, r) in refs.iter().enumerate() {
-                            let f = format!("{at}[{j}]");
-                            if !r.group.is_empty() || r.kind != "ConfigMap" {
-                                c.error(
-                                    &f,
-                                    format!(
-                                        "{}/{}: only core ConfigMaps can hold CA certificates",
-                                        r.group, r.kind
-                                    ),
-                                );
-                            }
-                            if let Err(why) = names::dns_subdomain(&r.name) {
-                                c.error(format!("{f}.name"), format!("\"{}\" {why}", r.name));
-                            }
-                            let namespace = r.namespace.as_deref().unwrap_or(gateway_ns);
-                            if let Err(why) = names::dns_label(namespace) {
-                                c.error(format!("{f}.namespace"), format!("\"{namespace}\" {why}"));
-                            }
-                            client_cas.push(SecretRef {
-                                namespace: namespace.to_owned(),
-                                name: r.name.clone(),
-                            });
-                        }
-                    }
-                }
+            if tls.frontend_validation.is_some() {
+                c.error(
+                    format!("{at}.tls.frontendValidation"),
+                    "this listener field is gone from the Gateway API (it was experimental in v1.2-1.3; an API server drops it, and mTLS with it): move it to the Gateway's spec.tls.frontend.default.validation (or spec.tls.frontend.perPort[].tls.validation for this port only)",
+                );
             }
+            // The client CAs come from the Gateway's spec.tls.frontend.
             c.clean_since(before).then_some(ListenerTls {
                 certificates,
-                client_cas,
+                client_cas: Vec::new(),
             })
         }
         other => {

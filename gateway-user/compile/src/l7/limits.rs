@@ -12,6 +12,8 @@ pub const MAX_HOSTNAMES: usize = 16;
 pub const MAX_RULES: usize = 16;
 /// Matches per rule (the Gateway API's limit).
 pub const MAX_MATCHES: usize = 64;
+/// Matches across all the rules of a route (the Gateway API's CEL rule on `spec.rules`).
+pub const MAX_ROUTE_MATCHES: usize = 128;
 /// Header or query parameter matches per match (the Gateway API's limit).
 pub const MAX_VALUE_MATCHES: usize = 16;
 /// Filters per rule (the Gateway API's limit).

@@ -29,6 +29,8 @@ mod matches;
 mod ratelimit;
 pub mod reference;
 mod route;
+mod route_schema;
+pub mod status;
 pub mod table;
 mod targets;
 mod traffic;
@@ -43,7 +45,7 @@ use std::sync::Arc;
 
 use tollgate_model::ratelimit::RateLimitMode;
 use tollgate_model::BanKind;
-use tollgate_model::{Checker, PolicyError, PolicyErrors};
+use tollgate_model::{Checker, LeftOut, PolicyError, PolicyErrors};
 use tollgate_model::{Located, Object};
 
 use auth::auth_policy;
@@ -51,7 +53,8 @@ use backend::backend;
 use gateway::{gateway, GatewayInfo};
 pub use limits::*;
 use ratelimit::rate_limit_policy;
-use route::route;
+use route::{route, RoutePolicies};
+pub use status::Acceptance;
 pub use table::RouteTable;
 use table::{HostPattern, L7Policy, RouteLimits};
 pub use tollgate_model::units::parse_duration;
@@ -83,18 +86,33 @@ const PROXY_RESPONSE_HEADERS: &[&str] = &[
     "content-length",
 ];
 
-/// Compiles every Gateway, HTTPRoute, Backend and RateLimitPolicy of a revision (other kinds
-/// are ignored).
+/// Compiles every L7 object of a revision (other kinds are ignored), strictly: any problem,
+/// even one that failure isolation would leave out on its own ([`compile_isolated`]), refuses
+/// the whole revision. For tests and tools that want all or nothing.
 pub fn compile(objects: &[Located<Object>]) -> Result<RouteTable, PolicyErrors> {
-    let mut errors = Vec::new();
-    let policy = validate(objects, &mut errors);
-    if !errors.is_empty() {
-        return Err(PolicyErrors(errors));
+    let (table, acceptance) = compile_isolated(objects, &[])?;
+    if acceptance.complete() {
+        Ok(table)
+    } else {
+        Err(PolicyErrors(acceptance.problems()))
     }
+}
+
+/// Compiles every L7 object of a revision with the Gateway API's failure isolation: a broken
+/// object is left out, an invalid rule is dropped, an unresolved backendRef answers 500, and
+/// the rest is served; [`Acceptance`] says what and why. `left_out` are the objects the parse
+/// already left out (they count as absent, and the routes a left-out policy targets answer
+/// 500). Fails only when the route index cannot be built (the regular expressions of the
+/// revision together exceed the size limit): that concerns no single object.
+pub fn compile_isolated(
+    objects: &[Located<Object>],
+    left_out: &[LeftOut],
+) -> Result<(RouteTable, Acceptance), PolicyErrors> {
+    let (policy, acceptance) = validate(objects, left_out);
     let first_route = objects
         .iter()
         .find(|o| matches!(o.value, Object::HTTPRoute(_)));
-    RouteTable::build(policy).map_err(|e| {
+    let table = RouteTable::build(policy).map_err(|e| {
         let (file, object) = first_route.map_or(("", ""), |o| (o.file.as_str(), o.object.as_str()));
         PolicyErrors(vec![PolicyError::new(
             file,
@@ -102,193 +120,276 @@ pub fn compile(objects: &[Located<Object>]) -> Result<RouteTable, PolicyErrors> 
             "spec.rules",
             format!("the regular expressions of this revision do not fit together: {e}"),
         )])
-    })
+    })?;
+    Ok((table, acceptance))
+}
+
+/// Leaves object `o` out of the revision with its `problems`; `targets` are the routes it
+/// guards (for policies).
+fn leave_out(
+    acceptance: &mut Acceptance,
+    o: &Located<Object>,
+    problems: Vec<PolicyError>,
+    targets: Vec<String>,
+) {
+    acceptance.left_out.push(LeftOut {
+        kind: o.value.kind(),
+        namespace: o.value.namespace().unwrap_or_default().to_owned(),
+        name: o.value.name().to_owned(),
+        file: o.file.clone(),
+        object: o.object.clone(),
+        problems,
+        targets,
+    });
+}
+
+/// The names in a policy's targetRefs (all of them: a route a broken policy may have meant
+/// is closed rather than served without it).
+fn target_names(refs: &[tollgate_model::ratelimit::PolicyTargetReference]) -> Vec<String> {
+    refs.iter().map(|t| t.name.clone()).collect()
 }
 
 /// Checks every L7 object of a revision, in the order their references need (Backends and
-/// Gateways, then the policies, then the routes that use them all); records every problem in
-/// `errors` and returns what was valid.
-fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Policy {
+/// Gateways, then the policies, then the routes that use them all); returns what is served
+/// and what was left out.
+fn validate(objects: &[Located<Object>], parsed_left_out: &[LeftOut]) -> (L7Policy, Acceptance) {
     let mut policy = L7Policy::default();
+    let mut acceptance = Acceptance {
+        left_out: parsed_left_out.to_vec(),
+        ..Acceptance::default()
+    };
 
-    // Names are unique per kind and namespace.
+    // Names are unique per kind and namespace: a second object of the same name is left out
+    // (the first, in file order, is served).
     let mut seen: HashMap<(&str, &str, &str), &Located<Object>> = HashMap::new();
-    for o in objects {
+    let mut duplicates: HashSet<usize> = HashSet::new();
+    for (index, o) in objects.iter().enumerate() {
         let Some(ns) = o.value.namespace() else {
             continue;
         };
         let key = (o.value.kind(), ns, o.value.name());
         if let Some(first) = seen.get(&key) {
-            Checker::of(o, errors).error(
+            let mut errors = Vec::new();
+            Checker::of(o, &mut errors).error(
                 "metadata.name",
                 format!(
-                    "{} {ns}/{} is defined twice (also in {} as {})",
+                    "{} {ns}/{} is defined twice (also in {} as {}); this copy is left out",
                     key.0, key.2, first.file, first.object
                 ),
             );
+            let targets = match &o.value {
+                Object::AuthPolicy(p) => target_names(&p.spec.target_refs),
+                Object::RateLimitPolicy(p) => target_names(&p.spec.target_refs),
+                Object::BackendTrafficPolicy(p) => target_names(&p.spec.target_refs),
+                _ => Vec::new(),
+            };
+            leave_out(&mut acceptance, o, errors, targets);
+            duplicates.insert(index);
         } else {
             seen.insert(key, o);
         }
     }
+    let live = || {
+        objects
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !duplicates.contains(i))
+            .map(|(_, o)| o)
+    };
 
     // Backends.
     let mut backends: HashMap<(String, String), usize> = HashMap::new();
-    for o in objects {
+    for o in live() {
         if let Object::Backend(b) = &o.value {
             let ns = o.value.namespace().unwrap_or_default().to_owned();
             let name = o.value.name().to_owned();
-            if backends.contains_key(&(ns.clone(), name.clone())) {
-                continue; // a duplicate, reported above
-            }
-            let mut c = Checker::of(o, errors);
-            if let Some(def) = backend(&mut c, &format!("{ns}/{name}"), b) {
-                backends.entry((ns, name)).or_insert_with(|| {
+            let mut errors = Vec::new();
+            let def = backend(&mut Checker::of(o, &mut errors), &format!("{ns}/{name}"), b);
+            match def {
+                Some(def) if errors.is_empty() => {
                     policy.backends.push(def);
-                    policy.backends.len() - 1
-                });
+                    backends.insert((ns, name), policy.backends.len() - 1);
+                }
+                _ => leave_out(&mut acceptance, o, errors, Vec::new()),
             }
         }
     }
 
-    // Gateways and their listeners.
+    // Gateways and their listeners (a broken listener is left out on its own).
     let mut gateways: HashMap<(String, String), GatewayInfo> = HashMap::new();
     let mut taken: BTreeMap<(u16, HostPattern), (String, String)> = BTreeMap::new();
     // Per port: whether it speaks TLS, and the first listener that said so.
     let mut schemes: BTreeMap<u16, (bool, String, String)> = BTreeMap::new();
-    for o in objects {
+    for o in live() {
         if let Object::Gateway(g) = &o.value {
             let ns = o.value.namespace().unwrap_or_default().to_owned();
             let name = o.value.name().to_owned();
-            if gateways.contains_key(&(ns.clone(), name.clone())) {
-                continue; // a duplicate, reported above
+            let mut errors = Vec::new();
+            let info = gateway(
+                &mut Checker::of(o, &mut errors),
+                &mut acceptance.partial,
+                &ns,
+                &name,
+                g,
+                &mut policy,
+                &mut taken,
+                &mut schemes,
+            );
+            match info {
+                Some(info) if errors.is_empty() => {
+                    gateways.insert((ns, name), info);
+                }
+                _ => leave_out(&mut acceptance, o, errors, Vec::new()),
             }
-            let mut c = Checker::of(o, errors);
-            let info = gateway(&mut c, &ns, &name, g, &mut policy, &mut taken, &mut schemes);
-            gateways.entry((ns, name)).or_insert(info);
         }
     }
 
-    // RateLimitPolicies (by namespace/name, so that a route's limits have one order).
+    // Every route of the revision by (namespace, name), those left out at parse included: a
+    // policy naming one of them names something that exists.
     let route_names: HashSet<(&str, &str)> = objects
         .iter()
         .filter(|o| matches!(o.value, Object::HTTPRoute(_)))
         .map(|o| (o.value.namespace().unwrap_or_default(), o.value.name()))
+        .chain(
+            parsed_left_out
+                .iter()
+                .filter(|o| o.kind == "HTTPRoute")
+                .map(|o| (o.namespace.as_str(), o.name.as_str())),
+        )
         .collect();
+
     // AuthPolicies (by namespace/name): at most one per route.
-    let mut auth_policies: Vec<&Located<Object>> = objects
-        .iter()
+    let mut auth_policies: Vec<&Located<Object>> = live()
         .filter(|o| matches!(o.value, Object::AuthPolicy(_)))
         .collect();
     auth_policies.sort_by_key(|o| (o.value.namespace(), o.value.name()));
-    auth_policies.dedup_by_key(|o| (o.value.namespace(), o.value.name())); // duplicates: reported above
     let mut route_auth: HashMap<(String, String), usize> = HashMap::new();
     for o in auth_policies {
         let Object::AuthPolicy(p) = &o.value else {
             continue;
         };
         let ns = o.value.namespace().unwrap_or_default();
-        let mut c = Checker::of(o, errors);
-        let Some((targets, def, ban)) = auth_policy(&mut c, ns, o.value.name(), p, &route_names)
-        else {
-            continue;
-        };
-        let index = policy.auth.len();
-        let mut ok = true;
-        for (i, t) in targets.iter().enumerate() {
-            if let Some(&other) = route_auth.get(&(ns.to_owned(), t.clone())) {
-                c.error(
-                    format!("spec.targetRefs[{i}].name"),
-                    format!(
-                        "HTTPRoute {ns}/{t} already has AuthPolicy {}: a route has at most one",
-                        policy.auth[other].policy
-                    ),
-                );
-                ok = false;
+        let mut errors = Vec::new();
+        let mut c = Checker::of(o, &mut errors);
+        let checked = auth_policy(&mut c, ns, o.value.name(), p, &route_names);
+        if let Some((targets, _, _)) = &checked {
+            for (i, t) in targets.iter().enumerate() {
+                if let Some(&other) = route_auth.get(&(ns.to_owned(), t.clone())) {
+                    c.error(
+                        format!("spec.targetRefs[{i}].name"),
+                        format!(
+                            "HTTPRoute {ns}/{t} already has AuthPolicy {}: a route has at most one",
+                            policy.auth[other].policy
+                        ),
+                    );
+                }
             }
         }
-        if ok {
-            for t in targets {
-                route_auth.insert((ns.to_owned(), t), index);
+        match checked {
+            Some((targets, def, ban)) if errors.is_empty() => {
+                let index = policy.auth.len();
+                for t in targets {
+                    route_auth.insert((ns.to_owned(), t), index);
+                }
+                if let Some(ban) = ban {
+                    policy.bans.insert((BanKind::Auth, def.policy.clone()), ban);
+                }
+                policy.auth.push(def);
             }
-            if let Some(ban) = ban {
-                policy.bans.insert((BanKind::Auth, def.policy.clone()), ban);
-            }
-            policy.auth.push(def);
+            _ => leave_out(&mut acceptance, o, errors, target_names(&p.spec.target_refs)),
         }
     }
 
-    let mut limit_policies: Vec<&Located<Object>> = objects
-        .iter()
+    // RateLimitPolicies (by namespace/name, so that a route's limits have one order).
+    let mut limit_policies: Vec<&Located<Object>> = live()
         .filter(|o| matches!(o.value, Object::RateLimitPolicy(_)))
         .collect();
     limit_policies.sort_by_key(|o| (o.value.namespace(), o.value.name()));
-    limit_policies.dedup_by_key(|o| (o.value.namespace(), o.value.name())); // duplicates: reported above
     let mut route_limits: HashMap<(String, String), Vec<usize>> = HashMap::new();
     for o in limit_policies {
         let Object::RateLimitPolicy(p) = &o.value else {
             continue;
         };
         let ns = o.value.namespace().unwrap_or_default();
-        let mut c = Checker::of(o, errors);
-        if let Some((targets, defs, ban)) =
-            rate_limit_policy(&mut c, ns, o.value.name(), p, &route_names, &route_auth)
-        {
-            // Shadow limits refuse nothing, so they never ban.
-            if let (Some(ban), false) = (ban, p.spec.mode == RateLimitMode::Shadow) {
-                let label: Arc<str> = format!("{ns}/{}", o.value.name()).into();
-                policy.bans.insert((BanKind::Ratelimit, label), ban);
+        let mut errors = Vec::new();
+        let checked = rate_limit_policy(
+            &mut Checker::of(o, &mut errors),
+            ns,
+            o.value.name(),
+            p,
+            &route_names,
+            &route_auth,
+        );
+        match checked {
+            Some((targets, defs, ban)) if errors.is_empty() => {
+                // Shadow limits refuse nothing, so they never ban.
+                if let (Some(ban), false) = (ban, p.spec.mode == RateLimitMode::Shadow) {
+                    let label: Arc<str> = format!("{ns}/{}", o.value.name()).into();
+                    policy.bans.insert((BanKind::Ratelimit, label), ban);
+                }
+                let first = policy.rate_limits.len();
+                policy.rate_limits.extend(defs);
+                let indexes: Vec<usize> = (first..policy.rate_limits.len()).collect();
+                for t in targets {
+                    route_limits
+                        .entry((ns.to_owned(), t))
+                        .or_default()
+                        .extend(&indexes);
+                }
             }
-            let first = policy.rate_limits.len();
-            policy.rate_limits.extend(defs);
-            let indexes: Vec<usize> = (first..policy.rate_limits.len()).collect();
-            for t in targets {
-                route_limits
-                    .entry((ns.to_owned(), t))
-                    .or_default()
-                    .extend(&indexes);
-            }
+            _ => leave_out(&mut acceptance, o, errors, target_names(&p.spec.target_refs)),
         }
     }
 
     // BackendTrafficPolicies: at most one per route.
-    let mut traffic_policies: Vec<&Located<Object>> = objects
-        .iter()
+    let mut traffic_policies: Vec<&Located<Object>> = live()
         .filter(|o| matches!(o.value, Object::BackendTrafficPolicy(_)))
         .collect();
     traffic_policies.sort_by_key(|o| (o.value.namespace(), o.value.name()));
-    traffic_policies.dedup_by_key(|o| (o.value.namespace(), o.value.name())); // duplicates: reported above
     let mut route_traffic: HashMap<(String, String), (String, Option<u64>)> = HashMap::new();
     for o in traffic_policies {
         let Object::BackendTrafficPolicy(p) = &o.value else {
             continue;
         };
         let ns = o.value.namespace().unwrap_or_default();
-        let mut c = Checker::of(o, errors);
-        let Some((targets, max_body)) = traffic_policy(&mut c, ns, p, &route_names) else {
-            continue;
-        };
-        let mut ok = true;
-        for (i, t) in targets.iter().enumerate() {
-            if let Some((other, _)) = route_traffic.get(&(ns.to_owned(), t.clone())) {
-                c.error(
-                    format!("spec.targetRefs[{i}].name"),
-                    format!(
-                        "HTTPRoute {ns}/{t} already has BackendTrafficPolicy {ns}/{other}: a route has at most one"
-                    ),
-                );
-                ok = false;
+        let mut errors = Vec::new();
+        let mut c = Checker::of(o, &mut errors);
+        let checked = traffic_policy(&mut c, ns, p, &route_names);
+        if let Some((targets, _)) = &checked {
+            for (i, t) in targets.iter().enumerate() {
+                if let Some((other, _)) = route_traffic.get(&(ns.to_owned(), t.clone())) {
+                    c.error(
+                        format!("spec.targetRefs[{i}].name"),
+                        format!(
+                            "HTTPRoute {ns}/{t} already has BackendTrafficPolicy {ns}/{other}: a route has at most one"
+                        ),
+                    );
+                }
             }
         }
-        if ok {
-            for t in targets {
-                route_traffic.insert((ns.to_owned(), t), (o.value.name().to_owned(), max_body));
+        match checked {
+            Some((targets, max_body)) if errors.is_empty() => {
+                for t in targets {
+                    route_traffic.insert((ns.to_owned(), t), (o.value.name().to_owned(), max_body));
+                }
             }
+            _ => leave_out(&mut acceptance, o, errors, target_names(&p.spec.target_refs)),
+        }
+    }
+
+    // The routes a left-out policy targets answer 500: serving them without the policy meant
+    // to guard them could let through what it refuses.
+    let mut guarded: HashMap<(String, String), String> = HashMap::new();
+    for o in &acceptance.left_out {
+        for t in &o.targets {
+            guarded
+                .entry((o.namespace.clone(), t.clone()))
+                .or_insert_with(|| format!("{} {}/{}", o.kind, o.namespace, o.name));
         }
     }
 
     // Routes, in Gateway API order: oldest first, then by namespace/name.
-    let mut routes: Vec<&Located<Object>> = objects
-        .iter()
+    let mut routes: Vec<&Located<Object>> = live()
         .filter(|o| matches!(o.value, Object::HTTPRoute(_)))
         .collect();
     routes.sort_by(|a, b| {
@@ -303,37 +404,45 @@ fn validate(objects: &[Located<Object>], errors: &mut Vec<PolicyError>) -> L7Pol
             _ => label(a).cmp(&label(b)),
         }
     });
-    let mut labels = HashSet::new();
     for o in routes {
         let Object::HTTPRoute(r) = &o.value else {
             continue;
         };
         let ns = o.value.namespace().unwrap_or_default();
+        let key = (ns.to_owned(), o.value.name().to_owned());
         let label = format!("{ns}/{}", o.value.name());
-        if !labels.insert(label.clone()) {
-            continue; // reported as a duplicate above
-        }
-        let mut c = Checker::of(o, errors);
+        let mut errors = Vec::new();
         let order = policy.routes.len() as u32;
         let limits = RouteLimits::new(
-            route_limits
-                .remove(&(ns.to_owned(), o.value.name().to_owned()))
-                .unwrap_or_default(),
+            route_limits.remove(&key).unwrap_or_default(),
             &policy.rate_limits,
         );
-        let auth = route_auth
-            .get(&(ns.to_owned(), o.value.name().to_owned()))
-            .copied();
-        let max_body = route_traffic
-            .get(&(ns.to_owned(), o.value.name().to_owned()))
-            .and_then(|(_, m)| *m);
-        if let Some(def) = route(
-            &mut c, ns, label, order, r, &gateways, &backends, &limits, auth, max_body,
-        ) {
-            policy.routes.push(def);
+        let policies = RoutePolicies {
+            limits: &limits,
+            auth: route_auth.get(&key).copied(),
+            max_request_body: route_traffic.get(&key).and_then(|(_, m)| *m),
+            left_out: guarded.get(&key).map(String::as_str),
+        };
+        let outcome = route(
+            &mut Checker::of(o, &mut errors),
+            ns,
+            label,
+            order,
+            r,
+            &gateways,
+            &backends,
+            &policies,
+        );
+        acceptance.routes.push(outcome.status);
+        match outcome.def {
+            Some(def) if errors.is_empty() => {
+                policy.routes.push(def);
+                acceptance.partial.extend(outcome.partial);
+            }
+            _ => leave_out(&mut acceptance, o, errors, Vec::new()),
         }
     }
-    policy
+    (policy, acceptance)
 }
 
 /// A port number (listeners, endpoints, redirects): 1-65535.

@@ -188,6 +188,8 @@ fn policy() -> impl Strategy<Value = L7Policy> {
                             rate_limits: Default::default(),
                             auth: None,
                             max_request_body: None,
+                            unresolved_weight: 0,
+                            failure: None,
                         }),
                         matches: matches.into_iter().map(Arc::new).collect(),
                     })

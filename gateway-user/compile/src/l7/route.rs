@@ -8,25 +8,51 @@ use std::time::Duration;
 use http::{HeaderValue, StatusCode};
 use tollgate_model::gateway::GATEWAY_API_GROUP;
 use tollgate_model::route::{
-    FilterType, HTTPBackendRef, HTTPRoute, HTTPRouteMatch, HTTPRouteRule, PathMatchType,
+    FilterType, HTTPBackendRef, HTTPRoute, HTTPRouteMatch, HTTPRouteRule, ParentReference,
 };
-use tollgate_model::{names, Checker};
+use tollgate_model::{names, Checker, PolicyError};
 
 use super::filters::{check_filter_fields, header_modifier, path_modifier};
 use super::gateway::{GatewayInfo, ListenerRef};
 use super::limits::*;
 use super::matches::route_match;
+use super::route_schema::route_schema;
+use super::status::{self, reason, Condition, ParentRef, ParentStatus, RouteStatus};
 use super::table::{
-    Attachment, HostPattern, Redirect, Retry, RouteDef, RouteLimits, Rule, RuleDef, Timeouts,
-    UrlRewrite, WeightedBackend,
+    Attachment, HostPattern, Redirect, Retry, RouteDef, RouteLimits, Rule, RuleDef, RuleFailure,
+    Timeouts, UrlRewrite, WeightedBackend,
 };
 use super::{parse_duration, port, PROXY_REQUEST_HEADERS, PROXY_RESPONSE_HEADERS};
 
 /// Group of Tollgate's own kinds.
 const TOLLGATE_GROUP: &str = tollgate_model::GROUP;
 
-/// Checks an HTTPRoute: the listeners it attaches to and its rules, which carry the rate
-/// limits, AuthPolicy and body limit of the policies that target the route.
+/// What an HTTPRoute compiled into: the route (`None` when it is left out), its status per
+/// parent, and the problems that leave only part of it out (dropped rules, rules that answer
+/// 500, parents it could not attach to).
+pub(super) struct RouteOutcome {
+    pub(super) def: Option<RouteDef>,
+    pub(super) status: RouteStatus,
+    pub(super) partial: Vec<PolicyError>,
+}
+
+/// What a route takes from the policies that target it.
+pub(super) struct RoutePolicies<'a> {
+    /// Its rate limits.
+    pub(super) limits: &'a RouteLimits,
+    /// Its AuthPolicy.
+    pub(super) auth: Option<usize>,
+    /// Its BackendTrafficPolicy's body limit.
+    pub(super) max_request_body: Option<u64>,
+    /// A policy targeting it that was left out (`Kind namespace/name`): the route answers 500.
+    pub(super) left_out: Option<&'a str>,
+}
+
+/// Checks an HTTPRoute with Gateway API failure isolation: a problem the CRD would refuse the
+/// object for ([`route_schema`]), or no parent or no valid rule, leaves the route out (the
+/// problems are recorded in `c`); a rule that is invalid in itself is dropped
+/// (`PartiallyInvalid`); a backendRef that does not resolve makes its share of the rule's
+/// requests answer 500 (`ResolvedRefs=False`).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn route(
     c: &mut Checker<'_, '_>,
@@ -36,12 +62,11 @@ pub(super) fn route(
     r: &HTTPRoute,
     gateways: &HashMap<(String, String), GatewayInfo>,
     backends: &HashMap<(String, String), usize>,
-    limits: &RouteLimits,
-    auth: Option<usize>,
-    max_request_body: Option<u64>,
-) -> Option<RouteDef> {
+    policies: &RoutePolicies<'_>,
+) -> RouteOutcome {
     let before = c.mark();
     let spec = &r.spec;
+    let mut partial = Vec::new();
 
     // Hostnames.
     let mut hostnames = Vec::new();
@@ -54,8 +79,9 @@ pub(super) fn route(
             }
         }
     }
+    route_schema(c, r);
 
-    // Parents.
+    // Parents: each is accepted or not on its own.
     let mut attachments: BTreeMap<usize, Vec<HostPattern>> = BTreeMap::new();
     let parents = spec.parent_refs.as_deref().unwrap_or_default();
     if parents.is_empty() {
@@ -65,95 +91,30 @@ pub(super) fn route(
         );
     }
     c.count("spec.parentRefs", parents.len(), MAX_PARENT_REFS);
+    let mut accepted = Vec::with_capacity(parents.len());
     for (i, p) in parents.iter().enumerate() {
         let at = format!("spec.parentRefs[{i}]");
-        let group = p.group.as_deref().unwrap_or(GATEWAY_API_GROUP);
-        let kind = p.kind.as_deref().unwrap_or("Gateway");
-        if group != GATEWAY_API_GROUP || kind != "Gateway" {
-            c.error(
-                &at,
-                format!("{group}/{kind}: a route attaches to a {GATEWAY_API_GROUP} Gateway"),
-            );
-            continue;
-        }
-        let gw_ns = p.namespace.as_deref().unwrap_or(ns);
-        let Some(gw) = gateways.get(&(gw_ns.to_owned(), p.name.clone())) else {
-            c.error(
-                format!("{at}.name"),
-                format!("no Gateway {gw_ns}/{} in this revision", p.name),
-            );
-            continue;
-        };
-        let mut candidates: Vec<&ListenerRef> = gw.listeners.iter().collect();
-        if let Some(section) = &p.section_name {
-            candidates.retain(|l| &l.name == section);
-            if candidates.is_empty() {
-                c.error(
-                    format!("{at}.sectionName"),
-                    format!(
-                        "Gateway {gw_ns}/{} has no (valid) listener \"{section}\"",
-                        p.name
-                    ),
-                );
-                continue;
+        let result = parent(ns, p, gateways, &hostnames, &mut attachments);
+        accepted.push(match result {
+            Ok(()) => Condition::new(
+                status::ACCEPTED,
+                true,
+                reason::ACCEPTED,
+                "the route is attached to this parent",
+            ),
+            Err((field, why, message)) => {
+                partial.push(PolicyError::new(
+                    c.file(),
+                    c.object(),
+                    format!("{at}{field}"),
+                    format!("not attached to this parent: {message}"),
+                ));
+                Condition::new(status::ACCEPTED, false, why, message)
             }
-        }
-        if let Some(want) = p.port {
-            candidates.retain(|l| i64::from(l.port) == want);
-            if candidates.is_empty() {
-                c.error(
-                    format!("{at}.port"),
-                    format!(
-                        "Gateway {gw_ns}/{} has no such listener on port {want}",
-                        p.name
-                    ),
-                );
-                continue;
-            }
-        }
-        let allowed: Vec<&ListenerRef> = candidates
-            .into_iter()
-            .filter(|l| l.all_namespaces || gw.namespace == ns)
-            .collect();
-        if allowed.is_empty() {
-            c.error(
-                &at,
-                format!("the listeners of Gateway {gw_ns}/{} only accept routes from namespace {} (allowedRoutes.namespaces.from)", p.name, gw.namespace),
-            );
-            continue;
-        }
-        let mut attached_here = false;
-        for l in allowed {
-            let effective: Vec<HostPattern> = if hostnames.is_empty() {
-                vec![l.hostname.clone()]
-            } else {
-                hostnames
-                    .iter()
-                    .filter_map(|h| l.hostname.intersect(h))
-                    .collect()
-            };
-            if !effective.is_empty() {
-                attached_here = true;
-                let set = attachments.entry(l.index).or_default();
-                for h in effective {
-                    if !set.contains(&h) {
-                        set.push(h);
-                    }
-                }
-            }
-        }
-        if !attached_here {
-            c.error(
-                &at,
-                format!("none of the route's hostnames is served by the listeners of Gateway {gw_ns}/{} it names", p.name),
-            );
-        }
-    }
-    if !parents.is_empty() && attachments.is_empty() && c.clean_since(before) {
-        c.error("spec.parentRefs", "the route is attached to no listener");
+        });
     }
 
-    // Rules.
+    // Rules: each checked on its own, so that an invalid one is dropped and the rest serve.
     let raw_rules = spec.rules.as_deref().unwrap_or_default();
     if raw_rules.is_empty() {
         c.error(
@@ -161,50 +122,328 @@ pub(super) fn route(
             "missing: a route needs at least one rule with backendRefs (or a RequestRedirect)",
         );
     }
-    c.count("spec.rules", raw_rules.len(), MAX_RULES);
     let mut rules = Vec::new();
-    let mut rule_names = HashSet::new();
+    let mut dropped: Vec<PolicyError> = Vec::new();
+    let mut unresolved: Vec<(&'static str, PolicyError)> = Vec::new();
     let route_label: Arc<str> = label.as_str().into();
     for (i, raw) in raw_rules.iter().enumerate() {
         let at = format!("spec.rules[{i}]");
-        if let Some(name) = &raw.name {
-            if let Err(why) = names::section_name(name) {
-                c.error(format!("{at}.name"), format!("\"{name}\" {why}"));
-            } else if !rule_names.insert(name.as_str()) {
-                c.error(
-                    format!("{at}.name"),
-                    format!("duplicate rule name \"{name}\""),
-                );
-            }
-        }
-        if let Some(rule) = rule(
-            c,
+        let mut errors = Vec::new();
+        let mut rc = Checker::new(c.file(), c.object(), &mut errors);
+        let mut rule_unresolved = Vec::new();
+        let rule = rule(
+            &mut rc,
             &at,
             i,
             ns,
             &route_label,
             raw,
             backends,
-            limits,
-            auth,
-            max_request_body,
-        ) {
-            rules.push(rule);
+            policies,
+            &mut rule_unresolved,
+        );
+        match rule {
+            Some(rule) if errors.is_empty() => {
+                rules.push(rule);
+                unresolved.extend(rule_unresolved);
+            }
+            _ => {
+                // A dropped rule's references are reported with it.
+                errors.extend(rule_unresolved.into_iter().map(|(_, e)| e));
+                dropped.extend(errors)
+            }
         }
     }
-    c.clean_since(before).then(|| RouteDef {
-        label: route_label,
-        order,
-        attachments: attachments
-            .into_iter()
-            .map(|(listener, hostnames)| Attachment {
-                listener,
-                hostnames,
+    let object_errors: HashSet<String> = c
+        .problems_since(before)
+        .iter()
+        .map(|e| e.location.field.clone())
+        .collect();
+    let schema_ok = c.clean_since(before);
+    let any_parent = !attachments.is_empty();
+
+    // The route is left out when the CRD would refuse it, when it attaches nowhere, or when
+    // none of its rules is valid: every problem goes to `c`.
+    let left_out_why = if !schema_ok {
+        Some(
+            c.problems_since(before)
+                .first()
+                .map(|e| format!("{}: {}", e.location.field, e.message))
+                .unwrap_or_default(),
+        )
+    } else if !any_parent && !parents.is_empty() {
+        Some("the route is attached to no listener".to_owned())
+    } else if rules.is_empty() && !raw_rules.is_empty() {
+        Some("none of its rules is valid".to_owned())
+    } else {
+        None
+    };
+    if let Some(why) = left_out_why {
+        // Every problem of a route left out is reported with it: why no parent took it, and
+        // the problems of its rules (but a field the schema pass named is not named twice).
+        if schema_ok && !any_parent {
+            for p in partial.drain(..) {
+                c.error(p.location.field, p.message);
+            }
+        }
+        for e in dropped {
+            if !object_errors.contains(&e.location.field) {
+                c.error(e.location.field, e.message);
+            }
+        }
+        let conditions = |accepted: &Condition| {
+            if !schema_ok || any_parent {
+                vec![Condition::new(
+                    status::ACCEPTED,
+                    false,
+                    reason::UNSUPPORTED_VALUE,
+                    format!("left out of the revision: {why}"),
+                )]
+            } else {
+                vec![accepted.clone()]
+            }
+        };
+        return RouteOutcome {
+            def: None,
+            status: RouteStatus {
+                namespace: ns.to_owned(),
+                name: r.metadata.name.clone().unwrap_or_default(),
+                file: c.file().to_owned(),
+                served: false,
+                parents: parents
+                    .iter()
+                    .zip(&accepted)
+                    .map(|(p, a)| ParentStatus {
+                        parent_ref: parent_ref(ns, p),
+                        conditions: conditions(a),
+                    })
+                    .collect(),
+            },
+            partial: Vec::new(),
+        };
+    }
+
+    // Served, maybe in part.
+    let mut conditions = Vec::new();
+    let resolved = match unresolved.first() {
+        None => Condition::new(
+            status::RESOLVED_REFS,
+            true,
+            reason::RESOLVED_REFS,
+            "every backendRef resolved",
+        ),
+        Some((why, e)) => Condition::new(
+            status::RESOLVED_REFS,
+            false,
+            why,
+            format!("{}: {}", e.location.field, e.message),
+        ),
+    };
+    conditions.push(resolved);
+    for (_, e) in unresolved {
+        partial.push(PolicyError {
+            message: format!(
+                "its share of the rule's requests is answered 500: {}",
+                e.message
+            ),
+            ..e
+        });
+    }
+    if !dropped.is_empty() {
+        let mut fields: Vec<String> = dropped
+            .iter()
+            .map(|e| {
+                let f = &e.location.field;
+                f.find(']').map_or(f.clone(), |end| f[..=end].to_owned())
+            })
+            .collect();
+        fields.dedup();
+        conditions.push(Condition::new(
+            status::PARTIALLY_INVALID,
+            true,
+            reason::UNSUPPORTED_VALUE,
+            format!(
+                "Dropped Rule(s): {}; {}",
+                fields.join(", "),
+                dropped
+                    .iter()
+                    .map(|e| format!("{}: {}", e.location.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        ));
+        for e in dropped {
+            partial.push(PolicyError {
+                message: format!("rule dropped, the route's other rules serve: {}", e.message),
+                ..e
+            });
+        }
+    }
+    for rule in &rules {
+        if let Some(f) = &rule.rule.failure {
+            if f.reason == NO_BACKEND_REFS {
+                partial.push(PolicyError::new(
+                    c.file(),
+                    c.object(),
+                    format!("spec.rules[{}].backendRefs", rule.rule.index),
+                    f.message.to_string(),
+                ));
+            }
+        }
+    }
+    if let Some(policy) = policies.left_out {
+        let message = format!(
+            "every request of this route is answered 500: {policy}, which targets it, was left out of the revision (serving without it could let through what it refuses)"
+        );
+        partial.push(PolicyError::new(c.file(), c.object(), "", &message));
+        conditions.push(Condition::new(
+            status::POLICIES_APPLIED,
+            false,
+            reason::POLICY_LEFT_OUT,
+            message,
+        ));
+    }
+    let status = RouteStatus {
+        namespace: ns.to_owned(),
+        name: r.metadata.name.clone().unwrap_or_default(),
+        file: c.file().to_owned(),
+        served: true,
+        parents: parents
+            .iter()
+            .zip(accepted)
+            .map(|(p, a)| ParentStatus {
+                parent_ref: parent_ref(ns, p),
+                conditions: std::iter::once(a).chain(conditions.iter().cloned()).collect(),
             })
             .collect(),
-        rules,
-    })
+    };
+    RouteOutcome {
+        def: Some(RouteDef {
+            label: route_label,
+            order,
+            attachments: attachments
+                .into_iter()
+                .map(|(listener, hostnames)| Attachment {
+                    listener,
+                    hostnames,
+                })
+                .collect(),
+            rules,
+        }),
+        status,
+        partial,
+    }
 }
+
+/// The parent a route names, defaults filled in.
+fn parent_ref(ns: &str, p: &ParentReference) -> ParentRef {
+    ParentRef {
+        group: p.group.clone().unwrap_or_else(|| GATEWAY_API_GROUP.to_owned()),
+        kind: p.kind.clone().unwrap_or_else(|| "Gateway".to_owned()),
+        namespace: p.namespace.clone().unwrap_or_else(|| ns.to_owned()),
+        name: p.name.clone(),
+        section_name: p.section_name.clone(),
+        port: p.port,
+    }
+}
+
+/// Attaches a route to the listeners of one parent (adding them to `attachments`), or says why
+/// not: (field under the parentRef, Gateway API reason, message).
+fn parent(
+    ns: &str,
+    p: &ParentReference,
+    gateways: &HashMap<(String, String), GatewayInfo>,
+    hostnames: &[HostPattern],
+    attachments: &mut BTreeMap<usize, Vec<HostPattern>>,
+) -> Result<(), (&'static str, &'static str, String)> {
+    let group = p.group.as_deref().unwrap_or(GATEWAY_API_GROUP);
+    let kind = p.kind.as_deref().unwrap_or("Gateway");
+    if group != GATEWAY_API_GROUP || kind != "Gateway" {
+        return Err((
+            "",
+            reason::NO_MATCHING_PARENT,
+            format!("{group}/{kind}: a route attaches to a {GATEWAY_API_GROUP} Gateway"),
+        ));
+    }
+    let gw_ns = p.namespace.as_deref().unwrap_or(ns);
+    let Some(gw) = gateways.get(&(gw_ns.to_owned(), p.name.clone())) else {
+        return Err((
+            ".name",
+            reason::NO_MATCHING_PARENT,
+            format!("no (valid) Gateway {gw_ns}/{} in this revision", p.name),
+        ));
+    };
+    let mut candidates: Vec<&ListenerRef> = gw.listeners.iter().collect();
+    if let Some(section) = &p.section_name {
+        candidates.retain(|l| &l.name == section);
+        if candidates.is_empty() {
+            return Err((
+                ".sectionName",
+                reason::NO_MATCHING_PARENT,
+                format!(
+                    "Gateway {gw_ns}/{} has no (valid) listener \"{section}\"",
+                    p.name
+                ),
+            ));
+        }
+    }
+    if let Some(want) = p.port {
+        candidates.retain(|l| i64::from(l.port) == want);
+        if candidates.is_empty() {
+            return Err((
+                ".port",
+                reason::NO_MATCHING_PARENT,
+                format!(
+                    "Gateway {gw_ns}/{} has no such listener on port {want}",
+                    p.name
+                ),
+            ));
+        }
+    }
+    let allowed: Vec<&ListenerRef> = candidates
+        .into_iter()
+        .filter(|l| l.all_namespaces || gw.namespace == ns)
+        .collect();
+    if allowed.is_empty() {
+        return Err((
+            "",
+            reason::NOT_ALLOWED_BY_LISTENERS,
+            format!("the listeners of Gateway {gw_ns}/{} only accept routes from namespace {} (allowedRoutes.namespaces.from)", p.name, gw.namespace),
+        ));
+    }
+    let mut attached_here = false;
+    for l in allowed {
+        let effective: Vec<HostPattern> = if hostnames.is_empty() {
+            vec![l.hostname.clone()]
+        } else {
+            hostnames
+                .iter()
+                .filter_map(|h| l.hostname.intersect(h))
+                .collect()
+        };
+        if !effective.is_empty() {
+            attached_here = true;
+            let set = attachments.entry(l.index).or_default();
+            for h in effective {
+                if !set.contains(&h) {
+                    set.push(h);
+                }
+            }
+        }
+    }
+    if attached_here {
+        Ok(())
+    } else {
+        Err((
+            "",
+            reason::NO_MATCHING_LISTENER_HOSTNAME,
+            format!("none of the route's hostnames is served by the listeners of Gateway {gw_ns}/{} it names", p.name),
+        ))
+    }
+}
+
+/// The failure label of a rule without backendRefs.
+const NO_BACKEND_REFS: &str = "no_backend_refs";
 
 /// Checks one rule of a route: matches, filters, backends, timeouts and retries.
 #[allow(clippy::too_many_arguments)]
@@ -216,9 +455,8 @@ fn rule(
     route: &Arc<str>,
     raw: &HTTPRouteRule,
     backends: &HashMap<(String, String), usize>,
-    limits: &RouteLimits,
-    auth: Option<usize>,
-    max_request_body: Option<u64>,
+    policies: &RoutePolicies<'_>,
+    unresolved: &mut Vec<(&'static str, PolicyError)>,
 ) -> Option<RuleDef> {
     let before = c.mark();
     // Matches.
@@ -232,24 +470,15 @@ fn rule(
         Some(m) if !m.is_empty() => m,
         _ => &default_match,
     };
-    c.count(&format!("{at}.matches"), raw_matches.len(), MAX_MATCHES);
     let mut matches = Vec::new();
     for (j, m) in raw_matches.iter().enumerate() {
         if let Some(m) = route_match(c, &format!("{at}.matches[{j}]"), m) {
             matches.push(Arc::new(m));
         }
     }
-    let all_prefix = raw_matches.iter().all(|m| {
-        m.path
-            .as_ref()
-            .and_then(|p| p.type_)
-            .unwrap_or(PathMatchType::PathPrefix)
-            == PathMatchType::PathPrefix
-    });
 
     // Filters.
     let filters = raw.filters.as_deref().unwrap_or_default();
-    c.count(&format!("{at}.filters"), filters.len(), MAX_FILTERS);
     let mut seen_types = HashSet::new();
     let mut request_headers = None;
     let mut response_headers = None;
@@ -307,7 +536,7 @@ fn rule(
                         }
                     });
                     let path = u.path.as_ref().and_then(|p| {
-                        path_modifier(c, &format!("{fat}.urlRewrite.path"), p, all_prefix)
+                        path_modifier(c, &format!("{fat}.urlRewrite.path"), p)
                     });
                     rewrite = Some(UrlRewrite { hostname, path });
                 }
@@ -338,7 +567,7 @@ fn rule(
                     let path = r
                         .path
                         .as_ref()
-                        .and_then(|p| path_modifier(c, &format!("{rat}.path"), p, all_prefix));
+                        .and_then(|p| path_modifier(c, &format!("{rat}.path"), p));
                     let port = r.port.and_then(|p| port(c, &format!("{rat}.port"), p));
                     let status = match r.status_code.unwrap_or(302) {
                         s @ (301 | 302 | 303 | 307 | 308) => {
@@ -376,26 +605,35 @@ fn rule(
         );
     }
 
-    // Backends.
+    // Backends: a reference that does not resolve takes its share of the requests to a 500
+    // (the Gateway API's rule), the others serve.
     let refs = raw.backend_refs.as_deref().unwrap_or_default();
-    c.count(&format!("{at}.backendRefs"), refs.len(), MAX_BACKEND_REFS);
     let mut weighted = Vec::new();
+    let mut unresolved_weight = 0u32;
     for (j, b) in refs.iter().enumerate() {
-        if let Some(w) = backend_ref(c, &format!("{at}.backendRefs[{j}]"), ns, b, backends) {
-            weighted.push(w);
+        let bat = format!("{at}.backendRefs[{j}]");
+        match backend_ref(c, &bat, ns, b, backends) {
+            BackendRef::Resolved(w) => weighted.push(w),
+            BackendRef::Unresolved(why, field, message, weight) => {
+                unresolved_weight = unresolved_weight.saturating_add(weight);
+                unresolved.push((why, PolicyError::new(c.file(), c.object(), field, message)));
+            }
+            BackendRef::Invalid => {}
         }
     }
-    match (refs.is_empty(), redirect.is_some()) {
-        (true, false) => c.error(
-            format!("{at}.backendRefs"),
-            "missing: a rule needs backendRefs (or a RequestRedirect filter)",
-        ),
-        (false, true) => c.error(
-            format!("{at}.backendRefs"),
-            "a rule with a RequestRedirect answers with the redirect; remove its backendRefs",
-        ),
-        _ => {}
-    }
+    let failure = if let Some(policy) = policies.left_out {
+        Some(RuleFailure {
+            reason: "policy_left_out",
+            message: format!("{policy}, which guards this route, was left out of the revision").into(),
+        })
+    } else if refs.is_empty() && redirect.is_none() {
+        Some(RuleFailure {
+            reason: NO_BACKEND_REFS,
+            message: "this rule has no backendRefs (and no RequestRedirect): the requests it matches are answered 500".into(),
+        })
+    } else {
+        None
+    };
 
     // Timeouts.
     let mut timeouts = Timeouts {
@@ -482,45 +720,42 @@ fn rule(
             rewrite,
             redirect,
             backends: weighted,
+            unresolved_weight,
+            failure,
             timeouts,
             retry,
-            rate_limits: limits.clone(),
-            auth,
-            max_request_body,
+            rate_limits: policies.limits.clone(),
+            auth: policies.auth,
+            max_request_body: policies.max_request_body,
         }),
         matches,
     })
 }
 
-/// Checks one backendRef: a Backend of the route's own namespace, and its weight.
+/// What a backendRef came to.
+enum BackendRef {
+    /// A Backend of the revision.
+    Resolved(WeightedBackend),
+    /// Valid in itself, but it names nothing this revision serves: (reason, field, message,
+    /// weight).
+    Unresolved(&'static str, String, String, u32),
+    /// Invalid in itself (recorded in the checker): the rule is dropped.
+    Invalid,
+}
+
+/// Checks one backendRef: its own fields strictly, then whether it names a Backend of the
+/// route's own namespace.
 fn backend_ref(
     c: &mut Checker<'_, '_>,
     at: &str,
     ns: &str,
     b: &HTTPBackendRef,
     backends: &HashMap<(String, String), usize>,
-) -> Option<WeightedBackend> {
+) -> BackendRef {
     let before = c.mark();
     let group = b.group.as_deref().unwrap_or("");
     let kind = b.kind.as_deref().unwrap_or("Service");
     let is_backend = (group, kind) == (TOLLGATE_GROUP, "Backend");
-    match (group, kind) {
-        (TOLLGATE_GROUP, "Backend") => {}
-        ("", "Service") => c.error(
-            at,
-            format!("Service \"{}\": Services are resolved in Kubernetes mode, which is not built yet; use group: tollgate.dev, kind: Backend", b.name),
-        ),
-        _ => c.error(
-            at,
-            format!("{group}/{kind}: expected group tollgate.dev, kind Backend"),
-        ),
-    }
-    if let Some(other) = b.namespace.as_deref().filter(|n| *n != ns) {
-        c.error(
-            format!("{at}.namespace"),
-            format!("\"{other}\": references to another namespace need ReferenceGrants, which are not supported yet"),
-        );
-    }
     if b.port.is_some() && is_backend {
         c.error(
             format!("{at}.port"),
@@ -545,16 +780,42 @@ fn backend_ref(
         }
     };
     if !c.clean_since(before) {
-        return None;
+        return BackendRef::Invalid;
+    }
+    match (group, kind) {
+        (TOLLGATE_GROUP, "Backend") => {}
+        ("", "Service") => {
+            return BackendRef::Unresolved(
+                reason::BACKEND_NOT_FOUND,
+                at.to_owned(),
+                format!("Service \"{}\": Services are resolved in Kubernetes mode, which is not built yet; use group: tollgate.dev, kind: Backend", b.name),
+                weight,
+            )
+        }
+        _ => {
+            return BackendRef::Unresolved(
+                reason::INVALID_KIND,
+                at.to_owned(),
+                format!("{group}/{kind}: expected group tollgate.dev, kind Backend"),
+                weight,
+            )
+        }
+    }
+    if let Some(other) = b.namespace.as_deref().filter(|n| *n != ns) {
+        return BackendRef::Unresolved(
+            reason::REF_NOT_PERMITTED,
+            format!("{at}.namespace"),
+            format!("\"{other}\": references to another namespace need ReferenceGrants, which are not supported yet"),
+            weight,
+        );
     }
     match backends.get(&(ns.to_owned(), b.name.clone())) {
-        Some(&backend) => Some(WeightedBackend { backend, weight }),
-        None => {
-            c.error(
-                format!("{at}.name"),
-                format!("no (valid) Backend {ns}/{} in this revision", b.name),
-            );
-            None
-        }
+        Some(&backend) => BackendRef::Resolved(WeightedBackend { backend, weight }),
+        None => BackendRef::Unresolved(
+            reason::BACKEND_NOT_FOUND,
+            format!("{at}.name"),
+            format!("no (valid) Backend {ns}/{} in this revision", b.name),
+            weight,
+        ),
     }
 }

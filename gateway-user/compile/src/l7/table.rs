@@ -487,8 +487,15 @@ pub struct Rule {
     pub rewrite: Option<UrlRewrite>,
     /// Redirect instead of forwarding.
     pub redirect: Option<Redirect>,
-    /// Backends and weights (empty only with a redirect).
+    /// Backends and weights (empty with a redirect, and when no backendRef resolved).
     pub backends: Vec<WeightedBackend>,
+    /// The weight of the backendRefs that did not resolve (a Backend that does not exist, an
+    /// unknown kind, another namespace): the share of requests that would have gone to them
+    /// is answered 500, as the Gateway API requires.
+    pub unresolved_weight: u32,
+    /// Set when every request the rule matches is answered 500 (no backendRefs and no
+    /// redirect; a policy that targets the route was left out).
+    pub failure: Option<RuleFailure>,
     /// Timeouts.
     pub timeouts: Timeouts,
     /// Retries.
@@ -502,9 +509,19 @@ pub struct Rule {
     pub max_request_body: Option<u64>,
 }
 
+/// Why a rule answers 500 to every request it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleFailure {
+    /// Short label for the access log and metrics (`no_backend_refs`, `policy_left_out`).
+    pub reason: &'static str,
+    /// For people: the body of the 500.
+    pub message: Arc<str>,
+}
+
 impl Rule {
     /// Picks a backend in proportion to the weights, with `roll` uniform in
-    /// `0..total weight`; `None` when every weight is 0.
+    /// `0..total weight`; `None` when every weight is 0 or the roll falls in the share of
+    /// the backendRefs that did not resolve (the request is answered 500).
     pub fn pick_backend(&self, roll: u64) -> Option<usize> {
         let mut left = roll;
         for b in &self.backends {
@@ -516,9 +533,10 @@ impl Rule {
         None
     }
 
-    /// Sum of the weights.
+    /// Sum of the weights, those of unresolved backendRefs included.
     pub fn total_weight(&self) -> u64 {
-        self.backends.iter().map(|b| u64::from(b.weight)).sum()
+        self.backends.iter().map(|b| u64::from(b.weight)).sum::<u64>()
+            + u64::from(self.unresolved_weight)
     }
 }
 
@@ -1259,10 +1277,50 @@ mod tests {
             rate_limits: RouteLimits::default(),
             auth: None,
             max_request_body: None,
+            unresolved_weight: 0,
+            failure: None,
         };
         assert_eq!(rule.total_weight(), 4);
         let picks: Vec<_> = (0..4).map(|r| rule.pick_backend(r)).collect();
         assert_eq!(picks, [Some(7), Some(9), Some(9), Some(9)]);
         assert_eq!(rule.pick_backend(4), None);
+    }
+
+    #[test]
+    fn the_share_of_unresolved_backend_refs_picks_no_backend() {
+        let rule = Rule {
+            backends: vec![WeightedBackend {
+                backend: 7,
+                weight: 1,
+            }],
+            unresolved_weight: 3,
+            ..Rule {
+                route: "default/r".into(),
+                index: 0,
+                request_headers: None,
+                response_headers: None,
+                rewrite: None,
+                redirect: None,
+                backends: vec![],
+                timeouts: Timeouts {
+                    request: None,
+                    backend_request: None,
+                },
+                retry: Retry {
+                    codes: vec![],
+                    attempts: 0,
+                    backoff: Duration::ZERO,
+                    after_send: false,
+                },
+                rate_limits: RouteLimits::default(),
+                auth: None,
+                max_request_body: None,
+                unresolved_weight: 0,
+                failure: None,
+            }
+        };
+        assert_eq!(rule.total_weight(), 4);
+        let picks: Vec<_> = (0..4).map(|r| rule.pick_backend(r)).collect();
+        assert_eq!(picks, [Some(7), None, None, None]);
     }
 }

@@ -1,5 +1,5 @@
 //! Client certificates (`clientCertificate`): the TLS client certificate of the connection,
-//! which an HTTPS listener with `frontendValidation` verified during the handshake, names the
+//! which an HTTPS listener whose Gateway sets `spec.tls.frontend` validation verified during the handshake, names the
 //! consumer by one of its fields. Nothing is checked per request: the handshake did it.
 use std::sync::Arc;
 

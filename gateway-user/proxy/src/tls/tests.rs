@@ -243,7 +243,7 @@ fn a_client_ca_file_without_a_usable_certificate_refuses_the_listener() {
     let dir = tempfile::tempdir().unwrap();
     make_secret(dir.path(), "default", "site", "site");
     let t = table(
-        "    - { name: web, port: 8443, protocol: HTTPS, tls: { certificateRefs: [{ name: site }], frontendValidation: { caCertificateRefs: [{ kind: ConfigMap, name: clients }] } } }\n",
+        "    - { name: web, port: 8443, protocol: HTTPS, tls: { certificateRefs: [{ name: site }] } }\n  tls: { frontend: { default: { validation: { caCertificateRefs: [{ kind: ConfigMap, name: clients }] } } } }\n",
     );
     let e = store(dir.path()).load(&t).unwrap_err().to_string();
     assert!(

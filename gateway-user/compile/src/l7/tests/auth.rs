@@ -113,6 +113,9 @@ fn invalid_auth_policies_are_refused_with_the_field_at_fault() {
                 "RateLimitPolicy/per-consumer".to_string(),
                 "spec.limits[0].key".to_string()
             ),
+            // The routes the broken policies target answer 500 (fail closed).
+            ("HTTPRoute/a".to_string(), String::new()),
+            ("HTTPRoute/b".to_string(), String::new()),
         ]
     );
     let message = |object: &str, field: &str| {
@@ -255,7 +258,8 @@ fn invalid_jwt_providers_are_refused_with_the_field_at_fault() {
         got,
         [
             "spec.jwt.providers[0].claimToHeaders[0].header",
-            "spec.jwt.providers[1].claimToHeaders[1].header"
+            "spec.jwt.providers[1].claimToHeaders[1].header",
+            "", // HTTPRoute/a answers 500 without its AuthPolicy
         ]
     );
     assert!(

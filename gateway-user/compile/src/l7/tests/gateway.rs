@@ -77,21 +77,44 @@ fn https_listener_errors_name_the_field() {
 
 #[test]
 fn client_certificate_cas_are_configmaps_in_the_gateway_namespace_by_default() {
+    // Gateway API v1.6: spec.tls.frontend.default for every HTTPS listener, perPort for the
+    // listeners of one port (an entry without validation turns it off there).
+    let listeners = "    - { name: a, port: 8443, protocol: HTTPS, tls: { certificateRefs: [{ name: c }] } }
+    - { name: b, port: 9443, protocol: HTTPS, tls: { certificateRefs: [{ name: c }] } }
+    - { name: c, port: 10443, protocol: HTTPS, tls: { certificateRefs: [{ name: c }] } }
+    - { name: plain, port: 8080, protocol: HTTP }
+";
     let gateway = GATEWAY.replace(
         "    - { name: http, port: 8080, protocol: HTTP }\n",
-        "    - { name: a, port: 8443, protocol: HTTPS, tls: { certificateRefs: [{ name: c }], frontendValidation: { caCertificateRefs: [{ kind: ConfigMap, name: clients }, { group: '', kind: ConfigMap, name: partners, namespace: pki }] } } }
-",
+        &format!("{listeners}  tls:
+    frontend:
+      default:
+        validation: {{ caCertificateRefs: [{{ kind: ConfigMap, name: clients }}, {{ group: '', kind: ConfigMap, name: partners, namespace: pki }}] }}
+      perPort:
+        - {{ port: 9443, tls: {{ validation: {{ mode: AllowValidOnly, caCertificateRefs: [{{ kind: ConfigMap, name: nine }}] }} }} }}
+        - {{ port: 10443, tls: {{}} }}
+"),
     );
     let t = table(&gateway);
-    let tls = t.policy.listeners[0].tls.as_ref().expect("tls settings");
-    let names: Vec<String> = tls.client_cas.iter().map(|s| s.to_string()).collect();
-    assert_eq!(names, ["default/clients", "pki/partners"]);
+    let cas = |i: usize| -> Vec<String> {
+        let tls = t.policy.listeners[i].tls.as_ref().expect("tls settings");
+        tls.client_cas.iter().map(|s| s.to_string()).collect()
+    };
+    assert_eq!(cas(0), ["default/clients", "pki/partners"]);
+    assert_eq!(cas(1), ["default/nine"]);
+    assert!(cas(2).is_empty());
+    assert!(t.policy.listeners[3].tls.is_none());
 
     let bad = GATEWAY.replace(
         "    - { name: http, port: 8080, protocol: HTTP }\n",
-        "    - { name: a, port: 8443, protocol: HTTPS, tls: { certificateRefs: [{ name: c }], frontendValidation: { caCertificateRefs: [{ kind: Secret, name: clients }] } } }
-    - { name: b, port: 8444, protocol: HTTPS, tls: { certificateRefs: [{ name: c }], frontendValidation: {} } }
-",
+        &format!("{listeners}  tls:
+    frontend:
+      default:
+        validation: {{ caCertificateRefs: [{{ kind: Secret, name: clients }}] }}
+      perPort:
+        - {{ port: 9443, tls: {{ validation: {{ mode: AllowInsecureFallback, caCertificateRefs: [] }} }} }}
+        - {{ port: 9443, tls: {{}} }}
+"),
     );
     let errs = errors(&bad);
     let got: Vec<String> = places(&errs, "only core ConfigMaps can hold CA certificates")
@@ -101,9 +124,42 @@ fn client_certificate_cas_are_configmaps_in_the_gateway_namespace_by_default() {
     assert_eq!(
         got,
         [
-            "spec.listeners[0].tls.frontendValidation.caCertificateRefs[0]",
-            "spec.listeners[1].tls.frontendValidation.caCertificateRefs",
+            "spec.tls.frontend.default.validation.caCertificateRefs[0]",
+            "spec.tls.frontend.perPort[0].tls.validation.mode",
+            "spec.tls.frontend.perPort[0].tls.validation.caCertificateRefs",
+            "spec.tls.frontend.perPort[1].port",
         ]
+    );
+    assert!(errs[1].message.contains("AllowInsecureFallback is not supported"), "{}", errs[1]);
+}
+
+#[test]
+fn the_old_listener_frontend_validation_is_refused_with_where_it_moved() {
+    let gateway = GATEWAY.replace(
+        "    - { name: http, port: 8080, protocol: HTTP }\n",
+        "    - { name: a, port: 8443, protocol: HTTPS, tls: { certificateRefs: [{ name: c }], frontendValidation: { caCertificateRefs: [{ kind: ConfigMap, name: clients }] } } }
+    - { name: plain, port: 8080, protocol: HTTP }
+",
+    );
+    let errs = errors(&gateway);
+    assert_eq!(
+        places(&errs, "spec.tls.frontend.default.validation"),
+        [(
+            "Gateway/edge".to_string(),
+            "spec.listeners[0].tls.frontendValidation".to_string()
+        )]
+    );
+    // Isolated, the listener is left out (never served without the client certificates it
+    // asked for); the Gateway's other listener serves.
+    let objects = tollgate_model::parse(&docs(&[("g.yaml", &gateway)])).unwrap();
+    let (t, acceptance) = compile_isolated(&objects, &[]).unwrap();
+    assert_eq!(t.policy.listeners.len(), 1);
+    assert_eq!(t.policy.listeners[0].name, "plain");
+    assert!(acceptance.left_out.is_empty());
+    assert!(
+        acceptance.partial[0].message.starts_with("listener left out"),
+        "{:?}",
+        acceptance.partial
     );
 }
 

@@ -119,6 +119,8 @@ fn invalid_rate_limit_policies_are_refused_with_the_field_at_fault() {
             f("spec.limits[8].per"),
             e("spec.targetRefs"),
             e("spec.limits"),
+            // The routes the broken policies target answer 500 (fail closed).
+            ("HTTPRoute/a".to_string(), String::new()),
         ]
     );
     let message = |field: &str| {
@@ -187,6 +189,8 @@ fn ban_on_abuse_of_a_rate_limit_policy_is_checked() {
             at("spec.banOnAbuse.rejections"),
             at("spec.banOnAbuse.within"),
             at("spec.banOnAbuse.blockFor"),
+            // The routes the broken policies target answer 500 (fail closed).
+            ("HTTPRoute/a".to_string(), String::new()),
         ]
     );
 }
@@ -242,6 +246,8 @@ fn client_ip_prefixes_default_to_a_64_and_are_checked() {
             at("spec.limits[0].clientIP.ipv6Prefix"),
             at("spec.limits[1].clientIP"),
             at("spec.banOnAbuse.clientIP.ipv6Prefix"),
+            // The routes the broken policies target answer 500 (fail closed).
+            ("HTTPRoute/a".to_string(), String::new()),
         ]
     );
     assert!(

@@ -74,9 +74,13 @@ fn backend_traffic_policy_errors_name_the_field() {
     ]));
     assert_eq!(
         places(&e, "at most one"),
-        vec![(
-            "BackendTrafficPolicy/two".to_owned(),
-            "spec.targetRefs[0].name".to_owned()
-        )]
+        vec![
+            (
+                "BackendTrafficPolicy/two".to_owned(),
+                "spec.targetRefs[0].name".to_owned()
+            ),
+            // The route answers 500 rather than serve without the policy that was left out.
+            ("HTTPRoute/a".to_owned(), String::new()),
+        ]
     );
 }
