@@ -9,9 +9,11 @@
 //! - compile and apply of 100,000 CIDR rules, and a one-rule change on top;
 //! - packets per second on a veth pair (veth.rs);
 //! - from `git push` to enforcement in the kernel, with the webhook and with polling (push.rs);
+//! - from an apply through the Kubernetes API to enforcement in the kernel (kube.rs);
 //! - the L7 proxy against nginx and haproxy, and the cost of 10,000 routes (l7.rs);
 //! - API key checks by the number of keys (auth.rs).
 mod auth;
+mod kube;
 mod l7;
 mod push;
 mod veth;
@@ -623,6 +625,9 @@ fn main() {
     }
     if want("push") {
         push::run(&mut report);
+    }
+    if want("kube") {
+        kube::run(&mut report);
     }
     if want("l7") {
         l7::run(&mut report);

@@ -19,6 +19,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("tollgate-model", &[]),
     ("tollgate-compile", &["tollgate-model", "gateway-common"]),
     ("tollgate-source", &["tollgate-model"]),
+    ("tollgate-kubernetes", &["tollgate-model"]),
     (
         "tollgate-dataplane",
         &[

@@ -184,6 +184,13 @@ const KINDS: &[KindInfo] = &[
     },
 ];
 
+/// Every kind this agent reads, as `(kind, apiVersion, namespaced)`: what a source that lists
+/// objects kind by kind (the Kubernetes API) must watch, so that it watches no more and no less
+/// than [`parse`] reads.
+pub fn kinds() -> impl Iterator<Item = (&'static str, &'static str, bool)> {
+    KINDS.iter().map(|k| (k.kind, k.api_version, k.namespaced))
+}
+
 /// The only top-level fields of an object (`status` is accepted so that the output of
 /// `kubectl get -o yaml` can be committed as it is; it is ignored).
 const TOP_LEVEL_FIELDS: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];

@@ -76,6 +76,13 @@ pub enum SourceConfig {
         /// for every new commit, so keys can be rotated without a restart).
         verify_commits: Option<PathBuf>,
     },
+    /// The Kubernetes API: the policy objects of the cluster.
+    Kubernetes {
+        /// How the API server is reached (checked at start).
+        settings: tollgate_kubernetes::Settings,
+        /// This node's name (the downward API's `spec.nodeName`), for per-node status.
+        node_name: Option<String>,
+    },
 }
 
 impl SourceConfig {
@@ -96,6 +103,12 @@ impl SourceConfig {
                 path,
                 ..
             } => format!("{}@{reference}:{path}", tollgate_source::redacted(url)),
+            SourceConfig::Kubernetes { settings, .. } => {
+                format!(
+                    "kubernetes ({})",
+                    tollgate_source::redacted(&settings.server())
+                )
+            }
         }
     }
 }
@@ -123,6 +136,22 @@ fn open_source(config: &AgentConfig) -> anyhow::Result<Box<dyn PolicySource>> {
             )
             .with_context(|| format!("open the Git source {}", config.source.describe()))?,
         ),
+        SourceConfig::Kubernetes {
+            settings,
+            node_name,
+        } => {
+            info!(
+                node = node_name.as_deref().unwrap_or("-"),
+                server = %settings.server(),
+                settings = settings.origin(),
+                "policy from the Kubernetes API"
+            );
+            Box::new(
+                tollgate_kubernetes::KubernetesSource::open(settings).with_context(|| {
+                    format!("open the Kubernetes source {}", config.source.describe())
+                })?,
+            )
+        }
     })
 }
 

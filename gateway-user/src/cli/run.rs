@@ -23,11 +23,21 @@ pub struct RunArgs {
     /// Interface to enforce on (repeat for several).
     #[arg(long = "interface", required = true, value_name = "IFACE")]
     pub interfaces: Vec<String>,
-    /// Policy source: a directory of YAML files, or a Git repository: file://, git://,
-    /// https://, http://, ssh://user@host[:port]/path or user@host:path. Given twice, the last
-    /// one counts.
+    /// Policy source: a directory of YAML files, a Git repository (file://, git://, https://,
+    /// http://, ssh://user@host[:port]/path or user@host:path), or `kubernetes` (the policy
+    /// objects of the cluster, through its API server; a directory of that name is written
+    /// `./kubernetes`). Given twice, the last one counts.
     #[arg(long, env = "TOLLGATE_SOURCE", overrides_with = "source")]
     pub source: String,
+    /// Kubernetes source: the kubeconfig file(s) to reach the API server with (a list
+    /// separated by `:` as in KUBECONFIG; the first file that sets a value wins). Without it,
+    /// the pod's in-cluster settings (its ServiceAccount).
+    #[arg(long, value_name = "PATH", env = "KUBECONFIG")]
+    pub kubeconfig: Option<std::ffi::OsString>,
+    /// Kubernetes source: the name of this node (from the downward API, `spec.nodeName`), for
+    /// per-node status.
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    pub node_name: Option<String>,
     /// Git source: the branch, tag or commit to enforce.
     #[arg(long = "ref", default_value = "main", env = "TOLLGATE_REF")]
     pub reference: String,
@@ -238,6 +248,9 @@ fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
     tollgate_model::net::parse_cidr(s)
 }
 
+/// `--source kubernetes`: the policy objects of the cluster.
+pub const KUBERNETES_SOURCE: &str = "kubernetes";
+
 /// Runs the agent until SIGTERM/SIGINT.
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let git_options = args.git_options();
@@ -252,11 +265,33 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             .ok(),
         (None, None) => None,
     };
-    let git = tollgate_source::git::is_git_url(&args.source);
+    let kubernetes = args.source == KUBERNETES_SOURCE;
+    let git = !kubernetes && tollgate_source::git::is_git_url(&args.source);
+    let kube_settings = if kubernetes {
+        let paths: Vec<PathBuf> = args
+            .kubeconfig
+            .as_deref()
+            .map(|list| {
+                std::env::split_paths(list)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        tollgate_kubernetes::Settings::resolve(&paths)
+            .map_err(|e| problems.push(format!("--source kubernetes: {e}")))
+            .ok()
+    } else {
+        None
+    };
     if let Some(file) = &args.verify_commits {
         if !git {
+            let what = if kubernetes {
+                "the Kubernetes API"
+            } else {
+                "a directory"
+            };
             problems.push(format!(
-                "--verify-commits {} needs a Git source; {} is a directory",
+                "--verify-commits {} needs a Git source; {} is {what}",
                 file.display(),
                 args.source
             ));
@@ -269,7 +304,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let config = AgentConfig {
         interfaces: args.interfaces,
-        source: if git {
+        source: if let Some(settings) = kube_settings {
+            SourceConfig::Kubernetes {
+                settings,
+                node_name: args.node_name,
+            }
+        } else if git {
             SourceConfig::Git {
                 url: args.source,
                 reference: args.reference,

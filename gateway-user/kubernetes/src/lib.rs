@@ -1,0 +1,338 @@
+//! The Kubernetes API as a source of policy (`tollgate run --source kubernetes`).
+//!
+//! One watcher and one reflector store per kind the model reads (the tollgate.dev kinds, and
+//! Gateway and HTTPRoute of gateway.networking.k8s.io), as dynamic objects; see [`watch`].
+//! Each stored object is one [`SourceFile`] of the revision, named `kubernetes:/NS/Kind/NAME`
+//! (`kubernetes:/Kind/NAME` when cluster-scoped) so that every error points at it, whose text
+//! is the object as JSON (apiVersion, kind, metadata with name, namespace, labels, generation,
+//! resourceVersion and creationTimestamp; every other top-level field but status). From there
+//! the pipeline is the one a directory or Git goes through: parse, compile, apply, last good.
+//!
+//! [`KubernetesSource::next`] gives nothing until every kind has been listed once; then a
+//! [`Next::Revision`] whenever the set of (kind, namespace, name, resourceVersion) differs from
+//! the one it returned last, and [`Next::Unchanged`] otherwise. The revision id names what it
+//! was built from: `k8s:` and 16 hex digits of a SHA-256 over that sorted set, then `@` and the
+//! highest resourceVersion in it. Changes wake the agent through the waker, debounced (100 ms
+//! after the last change of a burst, at most 1 s after its first).
+//!
+//! The watchers run on the tokio runtime the source is opened on (the agent's), or, opened
+//! outside of one (tests, tools), on a runtime of its own; `next` only reads the stores, so it
+//! may be called from any thread.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::Store;
+use sha2::Digest as _;
+use tollgate_model::revision::MAX_REVISION_SIZE;
+use tollgate_model::source::{Next, PolicySource, Poll, Refusal, RefusalKind, Waker};
+use tollgate_model::{Documents, Revision, SourceFile};
+use tracing::{debug, info};
+
+pub mod connect;
+pub mod object;
+pub mod watch;
+
+pub use connect::Settings;
+pub use object::{watched_kinds, WatchedKind};
+
+use object::Stored;
+use watch::Shared;
+
+/// Why the source could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The kubeconfig or in-cluster settings are unusable.
+    #[error("{0}")]
+    Config(String),
+    /// No runtime for the watchers could be started.
+    #[error("start a runtime for the Kubernetes watchers: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// How long the first `next` waits for every kind's first list, by default: a cluster's policy
+/// lists in well under a second, and waiting spares the agent enforcing its saved last good
+/// revision only to replace it a moment later.
+pub const INITIAL_WAIT: Duration = Duration::from_secs(5);
+
+/// The Kubernetes API as a [`PolicySource`]; see the module documentation.
+pub struct KubernetesSource {
+    describe: String,
+    kinds: Vec<WatchedKind>,
+    stores: Vec<Store<Stored>>,
+    shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The runtime the watchers run on when the source was opened outside of one.
+    runtime: Option<tokio::runtime::Runtime>,
+    /// The id returned last (`None` after a rescan).
+    last: Option<String>,
+    initial_wait: Duration,
+    /// Every kind has been listed once: `next` no longer waits.
+    synced_once: bool,
+}
+
+impl std::fmt::Debug for KubernetesSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesSource")
+            .field("describe", &self.describe)
+            .field("last", &self.last)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubernetesSource {
+    /// Starts watching every kind of [`watched_kinds`] on the API server of `settings`.
+    pub fn open(settings: &Settings) -> Result<Self, Error> {
+        Self::open_kinds(settings, watched_kinds())
+    }
+
+    /// As [`open`](Self::open), for the given kinds only.
+    pub fn open_kinds(settings: &Settings, kinds: Vec<WatchedKind>) -> Result<Self, Error> {
+        let (handle, runtime) = match tokio::runtime::Handle::try_current() {
+            Ok(handle) => (handle, None),
+            Err(_) => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("tollgate-kube")
+                    .enable_all()
+                    .build()
+                    .map_err(Error::Runtime)?;
+                (runtime.handle().clone(), Some(runtime))
+            }
+        };
+        let server = settings.server();
+        let shared = Arc::new(Shared::new(kinds.len()));
+        let mut stores = Vec::with_capacity(kinds.len());
+        let mut tasks = Vec::with_capacity(kinds.len() + 1);
+        let client = {
+            // The client's request buffer is a task: made within the runtime.
+            let _entered = handle.enter();
+            settings.client()
+        };
+        match client {
+            Ok(client) => {
+                for (index, kind) in kinds.iter().enumerate() {
+                    let writer = Writer::<Stored>::new(kind.resource.clone());
+                    stores.push(writer.as_reader());
+                    tasks.push(handle.spawn(watch::watch_kind(
+                        client.clone(),
+                        index,
+                        kind.clone(),
+                        writer,
+                        shared.clone(),
+                        server.clone(),
+                    )));
+                }
+                tasks.push(handle.spawn(watch::debounce(shared.clone())));
+            }
+            // Reported by every `next` as the source being unavailable (the agent keeps its
+            // last good revision), as an unreachable server is.
+            Err(e) => shared.fail(e.to_string()),
+        }
+        info!(server = %server, settings = settings.origin(), kinds = kinds.len(), "watching the Kubernetes API for policy");
+        Ok(KubernetesSource {
+            describe: format!("kubernetes ({server})"),
+            kinds,
+            stores,
+            shared,
+            tasks,
+            runtime,
+            last: None,
+            initial_wait: INITIAL_WAIT,
+            synced_once: false,
+        })
+    }
+
+    /// How long the first `next` waits for every kind's first list (default [`INITIAL_WAIT`]).
+    pub fn with_initial_wait(mut self, wait: Duration) -> Self {
+        self.initial_wait = wait;
+        self
+    }
+
+    /// Reads the stores.
+    fn read(&mut self) -> Result<Next, Refusal> {
+        if !self.synced_once {
+            watch::wait_for_sync(&self.shared, self.initial_wait);
+        }
+        {
+            let state = self.shared.lock();
+            if let Some(fatal) = &state.fatal {
+                return Err(Refusal::unavailable(format!(
+                    "cannot reach the Kubernetes API: {fatal}"
+                )));
+            }
+            if !state.all_synced() {
+                let failing: Vec<&str> = state
+                    .kinds
+                    .iter()
+                    .filter(|k| !k.synced)
+                    .filter_map(|k| k.error.as_deref())
+                    .collect();
+                if !failing.is_empty() {
+                    return Err(Refusal::unavailable(format!(
+                        "cannot list the policy from the Kubernetes API (retrying with backoff): {}",
+                        failing.join("; ")
+                    )));
+                }
+                let waiting: Vec<String> = self
+                    .kinds
+                    .iter()
+                    .zip(&state.kinds)
+                    .filter(|(_, s)| !s.synced)
+                    .map(|(k, _)| k.resource_name())
+                    .collect();
+                debug!(waiting = %waiting.join(", "), "not every kind is listed yet: no revision");
+                return Ok(Next::Unchanged);
+            }
+        }
+        if !self.synced_once {
+            self.synced_once = true;
+            info!("every kind is listed: building revisions from the Kubernetes API");
+        }
+        let docs = self.documents();
+        if self.last.as_deref() == Some(docs.revision.id.as_str()) {
+            return Ok(Next::Unchanged);
+        }
+        self.last = Some(docs.revision.id.clone());
+        let size: u64 = docs.files.iter().map(|f| f.content.len() as u64).sum();
+        if size > MAX_REVISION_SIZE {
+            return Err(Refusal::refused(
+                RefusalKind::Source,
+                format!(
+                    "the policy objects hold {size} bytes together, over the {MAX_REVISION_SIZE}-byte limit of one revision"
+                ),
+            )
+            .of(&docs.revision.id));
+        }
+        Ok(Next::Revision(docs))
+    }
+
+    /// The revision of what the stores hold now.
+    fn documents(&self) -> Documents {
+        struct Entry {
+            path: String,
+            key: [String; 4],
+            text: Arc<str>,
+        }
+        let mut entries = Vec::new();
+        for (kind, store) in self.kinds.iter().zip(&self.stores) {
+            for o in store.state() {
+                let m = &o.metadata;
+                entries.push(Entry {
+                    path: o.path(kind),
+                    key: [
+                        kind.resource_name(),
+                        m.namespace.clone().unwrap_or_default(),
+                        m.name.clone().unwrap_or_default(),
+                        m.resource_version.clone().unwrap_or_default(),
+                    ],
+                    text: o.text.clone(),
+                });
+            }
+        }
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut ordered: Vec<&[String; 4]> = entries.iter().map(|e| &e.key).collect();
+        ordered.sort();
+        let id = revision_id(&ordered);
+        Documents {
+            revision: Revision {
+                id,
+                source: self.describe.clone(),
+            },
+            files: entries
+                .into_iter()
+                .map(|e| SourceFile {
+                    path: e.path,
+                    content: e.text.to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `k8s:` and 16 hex digits of a SHA-256 over the sorted (resource, namespace, name,
+/// resourceVersion) set (each part length-prefixed, so that no two sets hash the same input),
+/// then `@` and the highest resourceVersion (when the API server's are numbers, as etcd's are).
+fn revision_id(sorted: &[&[String; 4]]) -> String {
+    let mut h = sha2::Sha256::new();
+    let mut highest: Option<u64> = None;
+    for key in sorted {
+        for part in key.iter() {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        if let Ok(rv) = key[3].parse::<u64>() {
+            highest = highest.max(Some(rv));
+        }
+    }
+    let digest = h.finalize();
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    match highest {
+        Some(rv) => format!("k8s:{hex}@{rv}"),
+        None => format!("k8s:{hex}"),
+    }
+}
+
+impl PolicySource for KubernetesSource {
+    fn set_waker(&mut self, wake: Waker) {
+        *self.shared.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(wake);
+    }
+
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn next(&mut self, _applied: Option<&str>) -> Poll {
+        let started = Instant::now();
+        let outcome = self.read();
+        Poll {
+            outcome,
+            fetch: None,
+            read: started.elapsed(),
+        }
+    }
+
+    fn rescan(&mut self) {
+        self.last = None;
+    }
+}
+
+impl Drop for KubernetesSource {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        // Dropping a runtime may block; shutting it down in the background never does (the
+        // source may be dropped on the agent's runtime thread).
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(parts: [&str; 4]) -> [String; 4] {
+        parts.map(str::to_owned)
+    }
+
+    #[test]
+    fn the_revision_id_names_the_set_and_the_highest_resource_version() {
+        let a = key(["l4policies.tollgate.dev", "", "edge", "12"]);
+        let b = key(["httproutes.gateway.networking.k8s.io", "ns", "r", "9"]);
+        let id = revision_id(&[&b, &a]);
+        assert!(id.starts_with("k8s:"), "{id}");
+        assert!(id.ends_with("@12"), "{id}");
+        assert_eq!(id.len(), "k8s:".len() + 16 + "@12".len());
+        // Another resourceVersion is another revision; the same set is the same id.
+        let a2 = key(["l4policies.tollgate.dev", "", "edge", "13"]);
+        assert_ne!(revision_id(&[&b, &a2]), id);
+        assert_eq!(revision_id(&[&b, &a]), id);
+        // Moving bytes between parts changes the id.
+        let c = key(["l4policies.tollgate.dev", "", "edg", "e12"]);
+        assert_ne!(revision_id(&[&c]), revision_id(&[&a]));
+        assert_eq!(revision_id(&[]).len(), "k8s:".len() + 16);
+    }
+}
