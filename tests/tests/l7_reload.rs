@@ -271,7 +271,9 @@ fn a_broken_route_applies_in_part_and_an_l4_problem_still_refuses_the_whole_revi
         l4_policy(
             "edge",
             "allow",
-            &format!("- name: no-telnet\n  action: deny\n  protocol: TCP\n  ports: [\"{ports}\"]\n"),
+            &format!(
+                "- name: no-telnet\n  action: deny\n  protocol: TCP\n  ports: [\"{ports}\"]\n"
+            ),
         )
     };
     lab.write_policy("edge.yaml", &l4("23"));

@@ -820,7 +820,10 @@ fn typed_object(file: &str, id: &Identified) -> Result<Located<Object>, PolicyEr
         tag,
         first_line,
     } = id;
-    let (kind, map) = (info.kind, value.as_object().expect("identified as an object"));
+    let (kind, map) = (
+        info.kind,
+        value.as_object().expect("identified as an object"),
+    );
     let error = |field: &str, message: String| PolicyError::new(file, object, field, message);
 
     if let Some(tag) = tag {
@@ -1518,7 +1521,11 @@ mod tests {
         assert!(e.0[0].message.contains("more than 600 YAML nodes"), "{e}");
         let mut fresh = ParseCache::default();
         assert!(fresh
-            .parse_within(&docs_of(&[("a.yaml", &a)]), Budget::with(600, 1_000, 1_000), false)
+            .parse_within(
+                &docs_of(&[("a.yaml", &a)]),
+                Budget::with(600, 1_000, 1_000),
+                false
+            )
             .is_ok());
     }
 
@@ -1565,7 +1572,10 @@ mod tests {
     #[test]
     fn an_l7_object_that_fails_its_schema_is_left_out_on_its_own() {
         let broken = ROUTE.replace("parentRefs", "parentRfs");
-        let files = [("a.yaml", l4("a", RULE)), ("r.yaml", format!("{ROUTE}---\n{broken}"))];
+        let files = [
+            ("a.yaml", l4("a", RULE)),
+            ("r.yaml", format!("{ROUTE}---\n{broken}")),
+        ];
         let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
         let parsed = ParseCache::default()
             .parse_isolated(&docs(&files))
@@ -1575,7 +1585,12 @@ mod tests {
             panic!("{:#?}", parsed.left_out)
         };
         assert_eq!(
-            (out.kind, out.namespace.as_str(), out.name.as_str(), out.file.as_str()),
+            (
+                out.kind,
+                out.namespace.as_str(),
+                out.name.as_str(),
+                out.file.as_str()
+            ),
             ("HTTPRoute", "shop", "r", "r.yaml")
         );
         assert_eq!(out.problems[0].location.object, "HTTPRoute/shop/r");
@@ -1602,7 +1617,12 @@ mod tests {
         let e = ParseCache::default()
             .parse_isolated(&docs(&[("p.yaml", policy)]))
             .unwrap_err();
-        assert!(e.0[0].message.contains("targetRefs of this AuthPolicy cannot be read"), "{e}");
+        assert!(
+            e.0[0]
+                .message
+                .contains("targetRefs of this AuthPolicy cannot be read"),
+            "{e}"
+        );
         // Readable targets: left out, with the routes it guards.
         let policy = "apiVersion: tollgate.dev/v1alpha1\nkind: AuthPolicy\nmetadata: { name: p }\nspec: { targetRefs: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: r }], nope: 1 }\n";
         let parsed = ParseCache::default()

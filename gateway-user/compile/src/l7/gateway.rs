@@ -191,10 +191,7 @@ struct Frontend {
 impl Frontend {
     /// The CA references an HTTPS listener on `port` verifies clients with (empty: none).
     fn for_port(&self, port: u16) -> Vec<SecretRef> {
-        self.per_port
-            .get(&port)
-            .unwrap_or(&self.default)
-            .clone()
+        self.per_port.get(&port).unwrap_or(&self.default).clone()
     }
 }
 
