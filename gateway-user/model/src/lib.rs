@@ -371,7 +371,7 @@ enum DocFailure {
     /// it is a policy whose targets cannot be read: the revision is refused.
     Revision(PolicyError),
     /// An L7 object that fails its own checks: left out on its own.
-    Object(LeftOut),
+    Object(Box<LeftOut>),
 }
 
 impl From<PolicyError> for DocFailure {
@@ -454,7 +454,9 @@ impl ParseCache {
                     .extend(cached.parsed.objects.iter().cloned());
                 for failure in &cached.parsed.failures {
                     match failure {
-                        DocFailure::Object(o) if isolate => revision.left_out.push(o.clone()),
+                        DocFailure::Object(o) if isolate => {
+                            revision.left_out.push(o.as_ref().clone())
+                        }
                         DocFailure::Object(o) => errors.extend(o.problems.iter().cloned()),
                         DocFailure::Revision(e) => errors.push(e.clone()),
                     }
@@ -625,8 +627,8 @@ fn parse_value(
         }
         let targets = if left_out::guards_routes(id.info.kind) {
             match left_out::raw_targets(&id.value) {
-                Ok(t) => t,
-                Err(()) => {
+                Some(t) => t,
+                None => {
                     return DocFailure::Revision(PolicyError {
                         message: format!(
                             "{} (the revision is refused: the targetRefs of this {} cannot be read, and the routes it guards must not be served without it)",
@@ -639,7 +641,7 @@ fn parse_value(
         } else {
             Vec::new()
         };
-        DocFailure::Object(LeftOut {
+        DocFailure::Object(Box::new(LeftOut {
             kind: id.info.kind,
             namespace: id
                 .namespace
@@ -650,7 +652,7 @@ fn parse_value(
             object: id.object.clone(),
             problems: vec![e],
             targets,
-        })
+        }))
     })
 }
 
