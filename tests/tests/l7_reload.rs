@@ -253,7 +253,7 @@ fn a_hundred_reloads_under_load_fail_no_request() {
 }
 
 #[test]
-fn an_invalid_revision_is_refused_whole_and_the_routes_in_force_keep_serving() {
+fn a_broken_route_applies_in_part_and_an_l4_problem_still_refuses_the_whole_revision() {
     require_root!();
     let lab = Lab::new("l7refuse", &[]);
     let _one = Backend::start("one", 19601);
@@ -264,35 +264,70 @@ fn an_invalid_revision_is_refused_whole_and_the_routes_in_force_keep_serving() {
         "one"
     );
 
-    // A route naming a Backend that does not exist, next to a valid change of the L4 side.
-    lab.write_policy(
-        "edge.yaml",
-        &l4_policy(
+    // A route naming a Backend that does not exist, next to a valid change of the L4 side:
+    // the revision is applied, the unresolved rule answers 500 (Gateway API), and the agent
+    // says what is not served.
+    let l4 = |ports: &str| {
+        l4_policy(
             "edge",
             "allow",
-            "- name: no-telnet\n  action: deny\n  protocol: TCP\n  ports: [\"23\"]\n",
-        ),
-    );
+            &format!(
+                "- name: no-telnet\n  action: deny\n  protocol: TCP\n  ports: [\"{ports}\"]\n"
+            ),
+        )
+    };
+    lab.write_policy("edge.yaml", &l4("23"));
     lab.write_policy(
         "l7.yaml",
         &revision(0).replace("name: one }]", "name: nowhere }]"),
     );
     agent.sighup();
     agent
-        .wait_for_log("revision refused", APPLY_TIMEOUT)
+        .wait_for_log_count(POLICY_APPLIED, 2, APPLY_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
     let log = agent.log();
+    assert!(log.contains("revision applied in part"), "{log}");
     assert!(
-        log.contains("l7.yaml: HTTPRoute/main: spec.rules[0].backendRefs[0].name: no (valid) Backend default/nowhere"),
+        log.contains("l7.yaml: HTTPRoute/main: spec.rules[0].backendRefs[0].name: its share of the rule's requests is answered 500: no (valid) Backend default/nowhere"),
         "{log}"
     );
+    let r = curl(&[&format!("http://127.0.0.1:{PROXY}/")]);
+    assert_eq!(r.status, 500, "{r:?}");
+    let (_, m) = http_get(ADMIN, "/metrics", "").expect("admin server");
+    assert_eq!(
+        metric_value(&m, "tollgate_policy_partial_problems"),
+        Some(1),
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "tollgate_policy_objects_refused{kind=\"HTTPRoute\"}"),
+        Some(0),
+        "{m}"
+    );
+    let (_, status) = http_get(ADMIN, "/status", "").expect("admin server");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("JSON status");
+    assert_eq!(status["not_served"]["partial_count"], 1, "{status}");
+    assert_eq!(
+        status["not_served"]["routes"][0]["parents"][0]["conditions"][1]["reason"],
+        "BackendNotFound",
+        "{status}"
+    );
+
+    // An L4 problem refuses the whole revision, the route's fix with it: the revision in
+    // force (its 500 included) stays.
+    lab.write_policy("edge.yaml", &l4("0"));
+    lab.write_policy("l7.yaml", &revision(0));
+    agent.sighup();
+    agent
+        .wait_for_log("revision refused", APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         agent.log_count(POLICY_APPLIED),
-        1,
+        2,
         "nothing of the refused revision was applied"
     );
     let r = curl(&[&format!("http://127.0.0.1:{PROXY}/")]);
-    assert_eq!((r.status, r.backend()), (200, "one".into()), "{r:?}");
+    assert_eq!(r.status, 500, "{r:?}");
     let (_, m) = http_get(ADMIN, "/metrics", "").expect("admin server");
     assert_eq!(
         metric_value(
@@ -302,12 +337,13 @@ fn an_invalid_revision_is_refused_whole_and_the_routes_in_force_keep_serving() {
         Some(1),
         "{m}"
     );
+    lab.write_policy("edge.yaml", &l4("23"));
 
     // A revision without a Gateway (only the L4 policy) closes the listener.
     lab.remove_policy("l7.yaml");
     agent.sighup();
     agent
-        .wait_for_log_count(POLICY_APPLIED, 2, APPLY_TIMEOUT)
+        .wait_for_log_count(POLICY_APPLIED, 3, APPLY_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
     let mut tries = 0;
     while !port_is_closed(PROXY) {

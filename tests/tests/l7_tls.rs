@@ -474,7 +474,10 @@ fn client_certificates_are_required_on_listeners_with_frontend_validation_only()
                 "main",
                 &format!("  rules:\n    - backendRefs: [{}]\n", to("one")),
             )
-            .replace("[{ name: edge }]", "[{ name: edge }, { name: secure-edge }]"),
+            .replace(
+                "[{ name: edge }]",
+                "[{ name: edge }, { name: secure-edge }]",
+            ),
         ]),
     );
     let secrets_arg = secrets.to_str().unwrap().to_owned();

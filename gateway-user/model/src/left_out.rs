@@ -44,19 +44,19 @@ pub fn guards_routes(kind: &str) -> bool {
     )
 }
 
-/// The route names of a policy's raw `spec.targetRefs` (each entry's `name`), `Err` when they
+/// The route names of a policy's raw `spec.targetRefs` (each entry's `name`), `None` when they
 /// cannot be read (not a list, or an entry without a string name). No `targetRefs`: none.
-pub fn raw_targets(value: &serde_json::Value) -> Result<Vec<String>, ()> {
+pub fn raw_targets(value: &serde_json::Value) -> Option<Vec<String>> {
     let Some(refs) = value.get("spec").and_then(|s| s.get("targetRefs")) else {
-        return Ok(Vec::new());
+        return Some(Vec::new());
     };
     let serde_json::Value::Array(list) = refs else {
-        return Err(());
+        return None;
     };
     list.iter()
         .map(|r| match r.get("name") {
-            Some(serde_json::Value::String(n)) => Ok(n.clone()),
-            _ => Err(()),
+            Some(serde_json::Value::String(n)) => Some(n.clone()),
+            _ => None,
         })
         .collect()
 }

@@ -378,7 +378,7 @@ enum DocFailure {
     /// it is a policy whose targets cannot be read: the revision is refused.
     Revision(PolicyError),
     /// An L7 object that fails its own checks: left out on its own.
-    Object(LeftOut),
+    Object(Box<LeftOut>),
 }
 
 impl From<PolicyError> for DocFailure {
@@ -461,7 +461,9 @@ impl ParseCache {
                     .extend(cached.parsed.objects.iter().cloned());
                 for failure in &cached.parsed.failures {
                     match failure {
-                        DocFailure::Object(o) if isolate => revision.left_out.push(o.clone()),
+                        DocFailure::Object(o) if isolate => {
+                            revision.left_out.push(o.as_ref().clone())
+                        }
                         DocFailure::Object(o) => errors.extend(o.problems.iter().cloned()),
                         DocFailure::Revision(e) => errors.push(e.clone()),
                     }
@@ -632,8 +634,8 @@ fn parse_value(
         }
         let targets = if left_out::guards_routes(id.info.kind) {
             match left_out::raw_targets(&id.value) {
-                Ok(t) => t,
-                Err(()) => {
+                Some(t) => t,
+                None => {
                     return DocFailure::Revision(PolicyError {
                         message: format!(
                             "{} (the revision is refused: the targetRefs of this {} cannot be read, and the routes it guards must not be served without it)",
@@ -646,7 +648,7 @@ fn parse_value(
         } else {
             Vec::new()
         };
-        DocFailure::Object(LeftOut {
+        DocFailure::Object(Box::new(LeftOut {
             kind: id.info.kind,
             namespace: id
                 .namespace
@@ -657,7 +659,7 @@ fn parse_value(
             object: id.object.clone(),
             problems: vec![e],
             targets,
-        })
+        }))
     })
 }
 
@@ -827,7 +829,10 @@ fn typed_object(file: &str, id: &Identified) -> Result<Located<Object>, PolicyEr
         tag,
         first_line,
     } = id;
-    let (kind, map) = (info.kind, value.as_object().expect("identified as an object"));
+    let (kind, map) = (
+        info.kind,
+        value.as_object().expect("identified as an object"),
+    );
     let error = |field: &str, message: String| PolicyError::new(file, object, field, message);
 
     if let Some(tag) = tag {
@@ -1525,7 +1530,11 @@ mod tests {
         assert!(e.0[0].message.contains("more than 600 YAML nodes"), "{e}");
         let mut fresh = ParseCache::default();
         assert!(fresh
-            .parse_within(&docs_of(&[("a.yaml", &a)]), Budget::with(600, 1_000, 1_000), false)
+            .parse_within(
+                &docs_of(&[("a.yaml", &a)]),
+                Budget::with(600, 1_000, 1_000),
+                false
+            )
             .is_ok());
     }
 
@@ -1572,7 +1581,10 @@ mod tests {
     #[test]
     fn an_l7_object_that_fails_its_schema_is_left_out_on_its_own() {
         let broken = ROUTE.replace("parentRefs", "parentRfs");
-        let files = [("a.yaml", l4("a", RULE)), ("r.yaml", format!("{ROUTE}---\n{broken}"))];
+        let files = [
+            ("a.yaml", l4("a", RULE)),
+            ("r.yaml", format!("{ROUTE}---\n{broken}")),
+        ];
         let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
         let parsed = ParseCache::default()
             .parse_isolated(&docs(&files))
@@ -1582,7 +1594,12 @@ mod tests {
             panic!("{:#?}", parsed.left_out)
         };
         assert_eq!(
-            (out.kind, out.namespace.as_str(), out.name.as_str(), out.file.as_str()),
+            (
+                out.kind,
+                out.namespace.as_str(),
+                out.name.as_str(),
+                out.file.as_str()
+            ),
             ("HTTPRoute", "shop", "r", "r.yaml")
         );
         assert_eq!(out.problems[0].location.object, "HTTPRoute/shop/r");
@@ -1609,7 +1626,12 @@ mod tests {
         let e = ParseCache::default()
             .parse_isolated(&docs(&[("p.yaml", policy)]))
             .unwrap_err();
-        assert!(e.0[0].message.contains("targetRefs of this AuthPolicy cannot be read"), "{e}");
+        assert!(
+            e.0[0]
+                .message
+                .contains("targetRefs of this AuthPolicy cannot be read"),
+            "{e}"
+        );
         // Readable targets: left out, with the routes it guards.
         let policy = "apiVersion: tollgate.dev/v1alpha1\nkind: AuthPolicy\nmetadata: { name: p }\nspec: { targetRefs: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: r }], nope: 1 }\n";
         let parsed = ParseCache::default()

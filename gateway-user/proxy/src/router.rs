@@ -255,7 +255,12 @@ pub async fn handle(
     // guard the route was left out) answers 500, before anything else is done for it.
     if let Some(f) = &rule.failure {
         upstream_error(&core, &rule.route, f.reason);
-        return local(done, StatusCode::INTERNAL_SERVER_ERROR, f.reason, &f.message);
+        return local(
+            done,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            f.reason,
+            &f.message,
+        );
     }
 
     // Authentication: first, so that nothing (not even a rate limit bucket) is spent on a

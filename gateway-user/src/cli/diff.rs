@@ -62,9 +62,12 @@ pub fn diff_l7(old: &L7Objects, new: &L7Objects) -> Vec<Change> {
 
 fn l7_objects(docs: &tollgate_source::Documents) -> L7Objects {
     use tollgate_model::Object;
-    let Ok(objects) = tollgate_model::parse(docs) else {
+    // The objects the agent would read: one left out of the revision (its own schema check
+    // failed) is absent, and does not hide the others.
+    let Ok(parsed) = tollgate_model::ParseCache::default().parse_isolated(docs) else {
         return L7Objects::new();
     };
+    let objects = parsed.objects;
     objects
         .iter()
         .filter_map(|o| {

@@ -361,10 +361,15 @@ mod tests {
     fn a_revision_applied_in_part_lists_what_is_left_out_and_exits_3() {
         let gateway = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: { name: edge }\nspec:\n  gatewayClassName: tollgate\n  listeners: [{ name: http, port: 8000, protocol: HTTP }]\n---\napiVersion: tollgate.dev/v1alpha1\nkind: Backend\nmetadata: { name: app }\nspec: { endpoints: [{ ip: { address: 127.0.0.1, port: 9000 } }] }\n";
         let good = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: { name: good }\nspec:\n  parentRefs: [{ name: edge }]\n  rules: [{ backendRefs: [{ group: tollgate.dev, kind: Backend, name: app }] }]\n";
-        let bad = good
-            .replace("name: good", "name: bad")
-            .replace("rules: [{", "rules: [{ matches: [{ path: { value: '/my[/]path01' } }],");
-        let dir = tree(&[("gw.yaml", gateway), ("good.yaml", good), ("bad.yaml", &bad)]);
+        let bad = good.replace("name: good", "name: bad").replace(
+            "rules: [{",
+            "rules: [{ matches: [{ path: { value: '/my[/]path01' } }],",
+        );
+        let dir = tree(&[
+            ("gw.yaml", gateway),
+            ("good.yaml", good),
+            ("bad.yaml", &bad),
+        ]);
         let result = validate_path(dir.path());
         assert_eq!(exit_code(&result), EXIT_PARTIAL);
         let text = render(&result, Format::Text);
@@ -383,7 +388,10 @@ mod tests {
             "{text}"
         );
         let json: serde_json::Value = serde_json::from_str(&render(&result, Format::Json)).unwrap();
-        assert_eq!((json["valid"].clone(), json["complete"].clone()), (true.into(), false.into()));
+        assert_eq!(
+            (json["valid"].clone(), json["complete"].clone()),
+            (true.into(), false.into())
+        );
         assert_eq!(json["left_out"][0]["object"], "HTTPRoute/bad", "{json}");
         assert_eq!(json["routes"], 1, "{json}");
         assert_eq!(

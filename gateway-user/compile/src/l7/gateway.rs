@@ -138,9 +138,9 @@ pub(super) fn gateway(
                 continue;
             }
         }
-        if !schemes.contains_key(&port) {
-            schemes.insert(port, (tls.is_some(), gw.clone(), l.name.clone()));
-        }
+        schemes
+            .entry(port)
+            .or_insert_with(|| (tls.is_some(), gw.clone(), l.name.clone()));
         taken.insert((port, hostname.clone()), (gw.clone(), l.name.clone()));
         info.listeners.push(ListenerRef {
             index: 0, // set below, once every listener is checked
@@ -191,10 +191,7 @@ struct Frontend {
 impl Frontend {
     /// The CA references an HTTPS listener on `port` verifies clients with (empty: none).
     fn for_port(&self, port: u16) -> Vec<SecretRef> {
-        self.per_port
-            .get(&port)
-            .unwrap_or(&self.default)
-            .clone()
+        self.per_port.get(&port).unwrap_or(&self.default).clone()
     }
 }
 

@@ -296,7 +296,12 @@ fn validate(objects: &[Located<Object>], parsed_left_out: &[LeftOut]) -> (L7Poli
                 }
                 policy.auth.push(def);
             }
-            _ => leave_out(&mut acceptance, o, errors, target_names(&p.spec.target_refs)),
+            _ => leave_out(
+                &mut acceptance,
+                o,
+                errors,
+                target_names(&p.spec.target_refs),
+            ),
         }
     }
 
@@ -337,7 +342,12 @@ fn validate(objects: &[Located<Object>], parsed_left_out: &[LeftOut]) -> (L7Poli
                         .extend(&indexes);
                 }
             }
-            _ => leave_out(&mut acceptance, o, errors, target_names(&p.spec.target_refs)),
+            _ => leave_out(
+                &mut acceptance,
+                o,
+                errors,
+                target_names(&p.spec.target_refs),
+            ),
         }
     }
 
@@ -373,7 +383,12 @@ fn validate(objects: &[Located<Object>], parsed_left_out: &[LeftOut]) -> (L7Poli
                     route_traffic.insert((ns.to_owned(), t), (o.value.name().to_owned(), max_body));
                 }
             }
-            _ => leave_out(&mut acceptance, o, errors, target_names(&p.spec.target_refs)),
+            _ => leave_out(
+                &mut acceptance,
+                o,
+                errors,
+                target_names(&p.spec.target_refs),
+            ),
         }
     }
 

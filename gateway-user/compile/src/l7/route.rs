@@ -313,7 +313,9 @@ pub(super) fn route(
             .zip(accepted)
             .map(|(p, a)| ParentStatus {
                 parent_ref: parent_ref(ns, p),
-                conditions: std::iter::once(a).chain(conditions.iter().cloned()).collect(),
+                conditions: std::iter::once(a)
+                    .chain(conditions.iter().cloned())
+                    .collect(),
             })
             .collect(),
     };
@@ -338,7 +340,10 @@ pub(super) fn route(
 /// The parent a route names, defaults filled in.
 fn parent_ref(ns: &str, p: &ParentReference) -> ParentRef {
     ParentRef {
-        group: p.group.clone().unwrap_or_else(|| GATEWAY_API_GROUP.to_owned()),
+        group: p
+            .group
+            .clone()
+            .unwrap_or_else(|| GATEWAY_API_GROUP.to_owned()),
         kind: p.kind.clone().unwrap_or_else(|| "Gateway".to_owned()),
         namespace: p.namespace.clone().unwrap_or_else(|| ns.to_owned()),
         name: p.name.clone(),
@@ -535,9 +540,10 @@ fn rule(
                             }
                         }
                     });
-                    let path = u.path.as_ref().and_then(|p| {
-                        path_modifier(c, &format!("{fat}.urlRewrite.path"), p)
-                    });
+                    let path = u
+                        .path
+                        .as_ref()
+                        .and_then(|p| path_modifier(c, &format!("{fat}.urlRewrite.path"), p));
                     rewrite = Some(UrlRewrite { hostname, path });
                 }
             }
@@ -624,7 +630,8 @@ fn rule(
     let failure = if let Some(policy) = policies.left_out {
         Some(RuleFailure {
             reason: "policy_left_out",
-            message: format!("{policy}, which guards this route, was left out of the revision").into(),
+            message: format!("{policy}, which guards this route, was left out of the revision")
+                .into(),
         })
     } else if refs.is_empty() && redirect.is_none() {
         Some(RuleFailure {

@@ -535,7 +535,10 @@ impl Rule {
 
     /// Sum of the weights, those of unresolved backendRefs included.
     pub fn total_weight(&self) -> u64 {
-        self.backends.iter().map(|b| u64::from(b.weight)).sum::<u64>()
+        self.backends
+            .iter()
+            .map(|b| u64::from(b.weight))
+            .sum::<u64>()
             + u64::from(self.unresolved_weight)
     }
 }

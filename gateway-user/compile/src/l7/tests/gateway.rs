@@ -79,7 +79,8 @@ fn https_listener_errors_name_the_field() {
 fn client_certificate_cas_are_configmaps_in_the_gateway_namespace_by_default() {
     // Gateway API v1.6: spec.tls.frontend.default for every HTTPS listener, perPort for the
     // listeners of one port (an entry without validation turns it off there).
-    let listeners = "    - { name: a, port: 8443, protocol: HTTPS, tls: { certificateRefs: [{ name: c }] } }
+    let listeners =
+        "    - { name: a, port: 8443, protocol: HTTPS, tls: { certificateRefs: [{ name: c }] } }
     - { name: b, port: 9443, protocol: HTTPS, tls: { certificateRefs: [{ name: c }] } }
     - { name: c, port: 10443, protocol: HTTPS, tls: { certificateRefs: [{ name: c }] } }
     - { name: plain, port: 8080, protocol: HTTP }
@@ -130,7 +131,13 @@ fn client_certificate_cas_are_configmaps_in_the_gateway_namespace_by_default() {
             "spec.tls.frontend.perPort[1].port",
         ]
     );
-    assert!(errs[1].message.contains("AllowInsecureFallback is not supported"), "{}", errs[1]);
+    assert!(
+        errs[1]
+            .message
+            .contains("AllowInsecureFallback is not supported"),
+        "{}",
+        errs[1]
+    );
 }
 
 #[test]
@@ -157,7 +164,9 @@ fn the_old_listener_frontend_validation_is_refused_with_where_it_moved() {
     assert_eq!(t.policy.listeners[0].name, "plain");
     assert!(acceptance.left_out.is_empty());
     assert!(
-        acceptance.partial[0].message.starts_with("listener left out"),
+        acceptance.partial[0]
+            .message
+            .starts_with("listener left out"),
         "{:?}",
         acceptance.partial
     );

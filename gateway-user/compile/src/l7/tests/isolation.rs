@@ -18,7 +18,10 @@ fn one(yaml: &str) -> Snapshot {
 /// The condition `type_` of the first parent of route `name`.
 fn condition<'a>(s: &'a Snapshot, name: &str, type_: &str) -> Option<&'a Condition> {
     let route = s.acceptance.routes.iter().find(|r| r.name == name)?;
-    route.parents[0].conditions.iter().find(|c| c.type_ == type_)
+    route.parents[0]
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 fn left_out(s: &Snapshot) -> Vec<&str> {
@@ -49,7 +52,10 @@ fn a_broken_route_is_left_out_and_the_other_routes_serve() {
     assert_eq!(left_out(&s), ["HTTPRoute/bad"]);
     let problem = &s.acceptance.left_out[0].problems[0];
     assert_eq!(
-        (problem.location.file.as_str(), problem.location.field.as_str()),
+        (
+            problem.location.file.as_str(),
+            problem.location.field.as_str()
+        ),
         ("l7.yaml", "spec.hostnames[0]")
     );
     assert_eq!(routed(&s, "/good").as_deref(), Some("default/good#0"));
@@ -84,14 +90,40 @@ fn a_backend_ref_that_does_not_resolve_answers_500_for_its_rule_and_the_rest_ser
         ),
     );
     let s = one(&all(&[GATEWAY, BACKENDS, &r]));
-    assert!(s.acceptance.left_out.is_empty(), "{:?}", s.acceptance.left_out);
+    assert!(
+        s.acceptance.left_out.is_empty(),
+        "{:?}",
+        s.acceptance.left_out
+    );
     let rules = &s.l7.policy.routes[0].rules;
     assert_eq!(rules.len(), 4, "every rule is served");
-    assert_eq!((rules[0].rule.backends.len(), rules[0].rule.unresolved_weight), (1, 0));
-    assert_eq!((rules[1].rule.backends.len(), rules[1].rule.unresolved_weight), (0, 1));
-    assert_eq!(rules[1].rule.pick_backend(0), None, "a 500 for every request");
+    assert_eq!(
+        (
+            rules[0].rule.backends.len(),
+            rules[0].rule.unresolved_weight
+        ),
+        (1, 0)
+    );
+    assert_eq!(
+        (
+            rules[1].rule.backends.len(),
+            rules[1].rule.unresolved_weight
+        ),
+        (0, 1)
+    );
+    assert_eq!(
+        rules[1].rule.pick_backend(0),
+        None,
+        "a 500 for every request"
+    );
     // One part in four goes to the Backend, three to the unknown kind: answered 500.
-    assert_eq!((rules[2].rule.backends.len(), rules[2].rule.unresolved_weight), (1, 3));
+    assert_eq!(
+        (
+            rules[2].rule.backends.len(),
+            rules[2].rule.unresolved_weight
+        ),
+        (1, 3)
+    );
     assert_eq!(rules[2].rule.total_weight(), 4);
     assert_eq!(rules[3].rule.unresolved_weight, 1);
 
@@ -101,7 +133,9 @@ fn a_backend_ref_that_does_not_resolve_answers_500_for_its_rule_and_the_rest_ser
         ("False", reason::BACKEND_NOT_FOUND)
     );
     assert!(
-        resolved.message.contains("spec.rules[1].backendRefs[0].name"),
+        resolved
+            .message
+            .contains("spec.rules[1].backendRefs[0].name"),
         "{resolved:?}"
     );
     assert!(condition(&s, "r", ACCEPTED).unwrap().is_true());
@@ -125,14 +159,20 @@ fn a_backend_ref_that_does_not_resolve_answers_500_for_its_rule_and_the_rest_ser
 #[test]
 fn unknown_kinds_and_other_namespaces_have_their_own_reasons() {
     for (backend_ref, want) in [
-        ("{ group: example.com, kind: Bucket, name: x }", reason::INVALID_KIND),
+        (
+            "{ group: example.com, kind: Bucket, name: x }",
+            reason::INVALID_KIND,
+        ),
         ("{ name: svc, port: 80 }", reason::BACKEND_NOT_FOUND),
         (
             "{ group: tollgate.dev, kind: Backend, name: a, namespace: other }",
             reason::REF_NOT_PERMITTED,
         ),
     ] {
-        let r = route("r", &format!("  rules:\n    - backendRefs: [{backend_ref}]\n"));
+        let r = route(
+            "r",
+            &format!("  rules:\n    - backendRefs: [{backend_ref}]\n"),
+        );
         let s = one(&all(&[GATEWAY, BACKENDS, &r]));
         let c = condition(&s, "r", RESOLVED_REFS).unwrap();
         assert_eq!((c.status, c.reason), ("False", want), "{backend_ref}");
@@ -153,7 +193,10 @@ fn a_rule_without_backend_refs_answers_500() {
     assert!(rules[1].rule.failure.is_none());
     // Nothing to resolve: ResolvedRefs stays True; the rule is reported all the same.
     assert!(condition(&s, "r", RESOLVED_REFS).unwrap().is_true());
-    assert_eq!(s.acceptance.partial[0].location.field, "spec.rules[0].backendRefs");
+    assert_eq!(
+        s.acceptance.partial[0].location.field,
+        "spec.rules[0].backendRefs"
+    );
 }
 
 #[test]
@@ -188,7 +231,10 @@ fn an_invalid_rule_is_dropped_and_the_route_is_partially_invalid() {
     assert_eq!(routed(&s, "/ok2"), None);
     let problem = &s.acceptance.partial[0];
     assert_eq!(problem.location.object, "HTTPRoute/r");
-    assert_eq!(problem.location.field, "spec.rules[1].matches[0].path.value");
+    assert_eq!(
+        problem.location.field,
+        "spec.rules[1].matches[0].path.value"
+    );
     assert!(problem.message.starts_with("rule dropped"), "{problem}");
 }
 
@@ -220,26 +266,52 @@ fn a_broken_backend_is_left_out_and_the_rules_naming_it_answer_500() {
 #[test]
 fn a_broken_policy_is_left_out_and_the_routes_it_targets_answer_500() {
     let protected = route("a", &format!("  rules:\n    - {}", TO_A.trim_start()));
-    let open = route("b", &format!("  rules:\n    - {}", TO_B.trim_start()))
-        .replace("[{ name: edge }]", "[{ name: edge }]\n  hostnames: [b.example.com]");
-    let policy = auth_policy("p", &format!("{TARGET_A}  apiKey: {{ header: 'bad header', credentialRefs: [{{ name: k }}] }}\n"));
+    let open = route("b", &format!("  rules:\n    - {}", TO_B.trim_start())).replace(
+        "[{ name: edge }]",
+        "[{ name: edge }]\n  hostnames: [b.example.com]",
+    );
+    let policy = auth_policy(
+        "p",
+        &format!(
+            "{TARGET_A}  apiKey: {{ header: 'bad header', credentialRefs: [{{ name: k }}] }}\n"
+        ),
+    );
     let s = one(&all(&[GATEWAY, BACKENDS, &protected, &open, &policy]));
     assert_eq!(left_out(&s), ["AuthPolicy/p"]);
-    let a = s.l7.policy.routes.iter().find(|r| &*r.label == "default/a").unwrap();
+    let a =
+        s.l7.policy
+            .routes
+            .iter()
+            .find(|r| &*r.label == "default/a")
+            .unwrap();
     let failure = a.rules[0].rule.failure.as_ref().expect("closed");
     assert_eq!(failure.reason, "policy_left_out");
-    assert!(failure.message.contains("AuthPolicy default/p"), "{failure:?}");
-    let b = s.l7.policy.routes.iter().find(|r| &*r.label == "default/b").unwrap();
+    assert!(
+        failure.message.contains("AuthPolicy default/p"),
+        "{failure:?}"
+    );
+    let b =
+        s.l7.policy
+            .routes
+            .iter()
+            .find(|r| &*r.label == "default/b")
+            .unwrap();
     assert!(b.rules[0].rule.failure.is_none());
     let c = condition(&s, "a", crate::l7::status::POLICIES_APPLIED).unwrap();
     assert_eq!((c.status, c.reason), ("False", reason::POLICY_LEFT_OUT));
 
     // The same when the policy fails its schema (the parse leaves it out): its targets are
     // still read.
-    let policy = auth_policy("p", &format!("{TARGET_A}  apiKey: {{ credentialRefs: [{{ name: k }}] }}\n  colour: red\n"));
+    let policy = auth_policy(
+        "p",
+        &format!("{TARGET_A}  apiKey: {{ credentialRefs: [{{ name: k }}] }}\n  colour: red\n"),
+    );
     let s = one(&all(&[GATEWAY, BACKENDS, &protected, &policy]));
     assert_eq!(left_out(&s), ["AuthPolicy/p"]);
-    assert_eq!(s.acceptance.left_out[0].problems[0].location.field, "spec.colour");
+    assert_eq!(
+        s.acceptance.left_out[0].problems[0].location.field,
+        "spec.colour"
+    );
     assert!(s.l7.policy.routes[0].rules[0].rule.failure.is_some());
 }
 
@@ -261,7 +333,10 @@ fn a_broken_gateway_takes_its_routes_and_a_broken_listener_only_itself() {
     let s = one(&all(&[&gateway, BACKENDS, &r]));
     assert!(s.acceptance.left_out.is_empty());
     assert_eq!(s.l7.policy.listeners.len(), 1);
-    assert_eq!(s.acceptance.partial[0].location.field, "spec.listeners[1].protocol");
+    assert_eq!(
+        s.acceptance.partial[0].location.field,
+        "spec.listeners[1].protocol"
+    );
     assert!(condition(&s, "r", ACCEPTED).unwrap().is_true());
 }
 
@@ -274,11 +349,17 @@ fn a_route_with_one_good_parent_serves_and_reports_the_other() {
     let parents = &s.acceptance.routes[0].parents;
     assert!(parents[0].conditions[0].is_true());
     assert_eq!(
-        (parents[1].conditions[0].status, parents[1].conditions[0].reason),
+        (
+            parents[1].conditions[0].status,
+            parents[1].conditions[0].reason
+        ),
         ("False", reason::NO_MATCHING_PARENT)
     );
     assert_eq!(parents[1].parent_ref.name, "gone");
-    assert_eq!(s.acceptance.partial[0].location.field, "spec.parentRefs[1].name");
+    assert_eq!(
+        s.acceptance.partial[0].location.field,
+        "spec.parentRefs[1].name"
+    );
 }
 
 #[test]
@@ -291,7 +372,10 @@ fn path_values_with_characters_the_crd_forbids_leave_the_route_out() {
         let s = one(&all(&[GATEWAY, BACKENDS, &r]));
         assert_eq!(left_out(&s), ["HTTPRoute/r"], "{value}");
         let p = &s.acceptance.left_out[0].problems[0];
-        assert_eq!(p.location.field, "spec.rules[0].matches[0].path.value", "{value}");
+        assert_eq!(
+            p.location.field, "spec.rules[0].matches[0].path.value",
+            "{value}"
+        );
         assert!(p.message.contains(value), "{p}");
         assert_eq!(
             s.acceptance.left_out[0].problems.len(),
@@ -305,12 +389,18 @@ fn path_values_with_characters_the_crd_forbids_leave_the_route_out() {
         "r",
         &format!("  rules:\n    - matches: [{{ path: {{ type: Exact, value: '/^' }} }}]\n{TO_A}"),
     );
-    assert_eq!(left_out(&one(&all(&[GATEWAY, BACKENDS, &r]))), ["HTTPRoute/r"]);
+    assert_eq!(
+        left_out(&one(&all(&[GATEWAY, BACKENDS, &r]))),
+        ["HTTPRoute/r"]
+    );
     let r = route(
         "r",
         &format!("  rules:\n    - matches: [{{ path: {{ value: \"/a-b_c~d!$&'()*+,;=:@%C3%A9\" }} }}]\n{TO_A}"),
     );
-    assert!(one(&all(&[GATEWAY, BACKENDS, &r])).acceptance.left_out.is_empty());
+    assert!(one(&all(&[GATEWAY, BACKENDS, &r]))
+        .acceptance
+        .left_out
+        .is_empty());
 }
 
 #[test]
@@ -320,11 +410,20 @@ fn replace_prefix_match_needs_exactly_one_path_prefix_match() {
     for (matches, ok) in [
         ("", true),
         ("      matches: [{ path: { value: /old } }]\n", true),
-        ("      matches: [{ path: { value: /a } }, { path: { value: /b } }]\n", false),
-        ("      matches: [{ path: { type: Exact, value: /a } }]\n", false),
+        (
+            "      matches: [{ path: { value: /a } }, { path: { value: /b } }]\n",
+            false,
+        ),
+        (
+            "      matches: [{ path: { type: Exact, value: /a } }]\n",
+            false,
+        ),
     ] {
         for (filter, backends) in [(rewrite, TO_A), (redirect, "")] {
-            let r = route("r", &format!("  rules:\n    - name: x\n{matches}{filter}{backends}"));
+            let r = route(
+                "r",
+                &format!("  rules:\n    - name: x\n{matches}{filter}{backends}"),
+            );
             let s = one(&all(&[GATEWAY, BACKENDS, &r]));
             assert_eq!(s.acceptance.left_out.is_empty(), ok, "{matches}{filter}");
             if !ok {
@@ -351,7 +450,8 @@ fn more_than_128_matches_across_a_route_leave_it_out() {
     assert_eq!(left_out(&s), ["HTTPRoute/r"]);
     let p = &s.acceptance.left_out[0].problems;
     assert!(
-        p.iter().any(|e| e.location.field == "spec.rules" && e.message.contains("129 matches")),
+        p.iter()
+            .any(|e| e.location.field == "spec.rules" && e.message.contains("129 matches")),
         "{p:?}"
     );
 }
@@ -360,7 +460,10 @@ fn more_than_128_matches_across_a_route_leave_it_out() {
 fn a_second_object_of_the_same_name_is_left_out_and_the_first_serves() {
     let first = route("r", &format!("  rules:\n    - {}", TO_A.trim_start()));
     let second = route("r", &format!("  rules:\n    - {}", TO_B.trim_start()));
-    let s = snapshot(&[("a.yaml", &all(&[GATEWAY, BACKENDS, &first])), ("b.yaml", &second)]);
+    let s = snapshot(&[
+        ("a.yaml", &all(&[GATEWAY, BACKENDS, &first])),
+        ("b.yaml", &second),
+    ]);
     assert_eq!(left_out(&s), ["HTTPRoute/r"]);
     assert_eq!(s.acceptance.left_out[0].file, "b.yaml");
     assert_eq!(s.l7.policy.routes[0].rules[0].rule.backends[0].backend, 0);
@@ -384,6 +487,9 @@ fn l4_problems_and_unreadable_documents_still_refuse_the_whole_revision() {
         );
     }
     // An L7 object that fails its own schema is left out on its own.
-    let s = snapshot(&[("x.yaml", &r.replace("rules:", "rulez:")), ("l7.yaml", &all(&[GATEWAY, BACKENDS]))]);
+    let s = snapshot(&[
+        ("x.yaml", &r.replace("rules:", "rulez:")),
+        ("l7.yaml", &all(&[GATEWAY, BACKENDS])),
+    ]);
     assert_eq!(left_out(&s), ["HTTPRoute/r"]);
 }
