@@ -380,4 +380,21 @@ mod tests {
             "git@git.example.com:org/p.git@main"
         );
     }
+
+    #[test]
+    fn the_kubernetes_source_is_described_by_its_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeconfig");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\nclusters:\n  - name: c\n    cluster:\n      server: https://10.96.0.1:443\ncontexts:\n  - name: c\n    context:\n      cluster: c\n      user: u\ncurrent-context: c\nusers:\n  - name: u\n    user:\n      token: t0ken\n",
+        )
+        .unwrap();
+        let source = SourceConfig::Kubernetes {
+            settings: tollgate_kubernetes::Settings::resolve(&[path]).unwrap(),
+            node_name: Some("node-a".into()),
+        };
+        assert_eq!(source.describe(), "kubernetes (https://10.96.0.1:443)");
+        assert!(!format!("{source:?}").contains("t0ken"));
+    }
 }
