@@ -274,19 +274,38 @@ fn servicemonitor() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The install manifests in `manifests/install/`: what kustomization.yaml lists exists and parses,
-// and the DaemonSet agrees with itself (arguments, ports, probes, mounts), with the monitors and
-// with the ConfigMap.
+// The install manifests: the kustomize base in `manifests/install/base/` (Kubernetes mode) and
+// the overlay `manifests/install/overlays/configmap-source/` (policies from a ConfigMap). What
+// the kustomizations list exists and parses; the DaemonSet agrees with itself (arguments, ports,
+// probes, mounts, the least-privilege security context), with the monitors, the RBAC and the
+// admission policy, and the overlay with its ConfigMap. (`cargo xtask test` also renders every
+// kustomization and validates it with kubernetes-validate.)
 
 fn install_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/install")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/install/base")
+}
+
+fn overlay_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/install/overlays/configmap-source")
+}
+
+fn yaml_docs(path: &std::path::Path) -> Vec<Value> {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_saphyr::from_multiple::<Value>(&text)
+        .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()))
 }
 
 fn install_yaml(name: &str) -> Value {
-    let path = install_dir().join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    serde_saphyr::from_str::<Value>(&text).unwrap_or_else(|e| panic!("{name} does not parse: {e}"))
+    let docs = yaml_docs(&install_dir().join(name));
+    assert_eq!(docs.len(), 1, "{name}: one document expected");
+    docs.into_iter().next().unwrap()
+}
+
+fn overlay_yaml(name: &str) -> Value {
+    let docs = yaml_docs(&overlay_dir().join(name));
+    assert_eq!(docs.len(), 1, "{name}: one document expected");
+    docs.into_iter().next().unwrap()
 }
 
 fn kustomization_resources() -> Vec<String> {
@@ -305,16 +324,20 @@ fn daemonset() -> Value {
     install_yaml("daemonset.yaml")
 }
 
-fn agent_container(ds: &Value) -> &Value {
-    ds["spec"]["template"]["spec"]["containers"]
+fn container<'a>(ds: &'a Value, list: &str, name: &str) -> &'a Value {
+    ds["spec"]["template"]["spec"][list]
         .as_array()
-        .expect("the DaemonSet has containers")
+        .unwrap_or_else(|| panic!("the DaemonSet has {list}"))
         .iter()
-        .find(|c| c["name"] == "tollgate")
-        .expect("a container named tollgate")
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {list} entry named {name}"))
 }
 
-/// The container's command line.
+fn agent_container(ds: &Value) -> &Value {
+    container(ds, "containers", "tollgate")
+}
+
+/// A container's command line.
 fn command(container: &Value) -> Vec<&str> {
     container["command"]
         .as_array()
@@ -339,9 +362,8 @@ fn is_within(path: &str, dir: &str) -> bool {
     std::path::Path::new(path).starts_with(dir)
 }
 
-/// The mount of the volume `name`: its mountPath, and the volume itself.
-fn mount<'a>(ds: &'a Value, name: &str) -> (&'a Value, &'a Value) {
-    let container = agent_container(ds);
+/// The mount of the volume `name` in `container`, and the volume itself.
+fn mount<'a>(ds: &'a Value, container: &'a Value, name: &str) -> (&'a Value, &'a Value) {
     let m = container["volumeMounts"]
         .as_array()
         .expect("the container has volumeMounts")
@@ -357,13 +379,29 @@ fn mount<'a>(ds: &'a Value, name: &str) -> (&'a Value, &'a Value) {
     (m, v)
 }
 
+/// The env entry `name` of a container.
+fn env<'a>(container: &'a Value, name: &str) -> &'a Value {
+    container["env"]
+        .as_array()
+        .expect("the container has env")
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("no env {name}"))
+}
+
 #[test]
 fn install_kustomization_lists_existing_parsing_files() {
     let resources = kustomization_resources();
+    assert!(
+        resources.iter().any(|r| r == "../../crds"),
+        "the base installs the CRDs"
+    );
     for name in [
         "namespace.yaml",
         "serviceaccount.yaml",
-        "configmap.yaml",
+        "clusterrole.yaml",
+        "clusterrolebinding.yaml",
+        "admission-policy.yaml",
         "daemonset.yaml",
         "service.yaml",
     ] {
@@ -372,14 +410,22 @@ fn install_kustomization_lists_existing_parsing_files() {
             "kustomization.yaml does not list {name}"
         );
     }
-    for name in &resources {
-        let doc = install_yaml(name);
-        assert!(doc["apiVersion"].is_string(), "{name}: no apiVersion");
-        assert!(doc["kind"].is_string(), "{name}: no kind");
-        if doc["kind"] == "Namespace" {
-            assert_eq!(doc["metadata"]["name"], "tollgate-system", "{name}");
-        } else {
-            assert_eq!(doc["metadata"]["namespace"], "tollgate-system", "{name}");
+    for name in resources.iter().filter(|r| r.ends_with(".yaml")) {
+        for doc in yaml_docs(&install_dir().join(name)) {
+            assert!(doc["apiVersion"].is_string(), "{name}: no apiVersion");
+            assert!(doc["kind"].is_string(), "{name}: no kind");
+            let cluster_scoped = [
+                "Namespace",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionPolicyBinding",
+            ];
+            if cluster_scoped.contains(&doc["kind"].as_str().unwrap()) {
+                assert!(doc["metadata"].get("namespace").is_none(), "{name}");
+            } else {
+                assert_eq!(doc["metadata"]["namespace"], "tollgate-system", "{name}");
+            }
         }
     }
     // Every YAML file of the directory is installed (a forgotten file would be silently left out).
@@ -392,6 +438,17 @@ fn install_kustomization_lists_existing_parsing_files() {
             );
         }
     }
+    // The image the manifests name is the one `cargo xtask image` tags: the workspace version.
+    let k = install_yaml("kustomization.yaml");
+    let image = &k["images"][0];
+    assert_eq!(image["name"], "tollgate");
+    assert_eq!(image["newTag"], env!("CARGO_PKG_VERSION"));
+    let ds = daemonset();
+    assert_eq!(agent_container(&ds)["image"], "tollgate");
+    assert_eq!(
+        container(&ds, "initContainers", "mount-bpffs")["image"],
+        "tollgate"
+    );
 }
 
 #[test]
@@ -418,6 +475,7 @@ fn install_daemonset_labels_match_selector_and_monitors() {
     assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
     assert_eq!(pod["priorityClassName"], "system-node-critical");
     assert_eq!(pod["serviceAccountName"], "tollgate");
+    assert_eq!(pod["automountServiceAccountToken"], true);
     assert!(
         pod["tolerations"]
             .as_array()
@@ -459,15 +517,22 @@ fn install_service_selects_the_agents_for_the_servicemonitor() {
 }
 
 #[test]
-fn install_admin_port_and_probes() {
+fn install_runs_the_kubernetes_source_with_admin_on_the_pod_ip_and_probes() {
     let ds = daemonset();
     let c = agent_container(&ds);
     let args = command(c);
     assert_eq!(&args[..2], ["tollgate", "run"]);
-    let admin: std::net::SocketAddr = flag(&args, "--admin").parse().expect("--admin address");
-    assert!(
-        admin.ip().is_unspecified(),
-        "--admin must listen on the pod IP, not {admin}"
+    assert_eq!(flag(&args, "--source"), "kubernetes");
+    assert_eq!(flag(&args, "--node-name"), "$(NODE_NAME)");
+    assert_eq!(
+        env(c, "NODE_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
+    // Not 0.0.0.0: the pod IP from the downward API (with hostNetwork, the node's address).
+    assert_eq!(flag(&args, "--admin"), "$(POD_IP):9464");
+    assert_eq!(
+        env(c, "POD_IP")["valueFrom"]["fieldRef"]["fieldPath"],
+        "status.podIP"
     );
     let port = c["ports"]
         .as_array()
@@ -475,38 +540,77 @@ fn install_admin_port_and_probes() {
         .iter()
         .find(|p| p["name"] == "admin")
         .expect("a container port named admin");
-    assert_eq!(port["containerPort"], u64::from(admin.port()));
+    assert_eq!(port["containerPort"], 9464);
     for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
         assert_eq!(c[probe]["httpGet"]["port"], "admin", "{probe}");
         assert_eq!(c[probe]["httpGet"]["path"], path, "{probe}");
     }
-    assert_eq!(c["securityContext"]["privileged"], true);
     assert_eq!(flag(&args, "--log-format"), "json");
     // $(TOLLGATE_INTERFACE) is expanded by the kubelet from the container's env.
     assert_eq!(flag(&args, "--interface"), "$(TOLLGATE_INTERFACE)");
-    assert!(
-        c["env"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["name"] == "TOLLGATE_INTERFACE" && e["value"] == "eth0"),
-        "env TOLLGATE_INTERFACE"
+    assert_eq!(env(c, "TOLLGATE_INTERFACE")["value"], "eth0");
+    // The memory limit the hostile tests hold the agent to (tests/src/cgroup.rs).
+    assert_eq!(c["resources"]["limits"]["memory"], "512Mi");
+    assert!(c["resources"]["requests"]["cpu"].is_string());
+    assert!(c["resources"]["requests"]["memory"].is_string());
+}
+
+/// The capabilities tests/tests/capabilities.rs measures the agent needing; SYS_ADMIN is not
+/// among them.
+const MEASURED_CAPABILITIES: [&str; 4] = ["BPF", "NET_ADMIN", "PERFMON", "NET_BIND_SERVICE"];
+
+#[test]
+fn install_agent_is_not_privileged_and_holds_only_the_measured_capabilities() {
+    let ds = daemonset();
+    let sc = &agent_container(&ds)["securityContext"];
+    assert_eq!(sc["privileged"], false);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    let added: Vec<&str> = sc["capabilities"]["add"]
+        .as_array()
+        .expect("capabilities.add")
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(added, MEASURED_CAPABILITIES);
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
     );
+    // Only the init container is privileged, and it only mounts the bpffs.
+    let init = container(&ds, "initContainers", "mount-bpffs");
+    assert_eq!(init["securityContext"]["privileged"], true);
+    assert_eq!(&command(init)[..2], ["tollgate", "mount-bpffs"]);
+    assert_eq!(
+        flag(&command(init), "--pin-dir"),
+        flag(&command(agent_container(&ds)), "--pin-dir")
+    );
+    assert_eq!(pod["initContainers"].as_array().unwrap().len(), 1);
+    assert_eq!(pod["containers"].as_array().unwrap().len(), 1);
 }
 
 #[test]
-fn install_mounts_hold_pins_state_and_policies() {
+fn install_mounts_hold_pins_state_and_secrets() {
     let ds = daemonset();
-    let args = command(agent_container(&ds));
+    let agent = agent_container(&ds);
+    let args = command(agent);
 
-    let (bpffs, volume) = mount(&ds, "bpffs");
-    assert_eq!(bpffs["mountPath"], "/sys/fs/bpf");
-    assert_eq!(bpffs["mountPropagation"], "Bidirectional");
+    // The init container mounts the bpffs and propagates it to the host; the agent only
+    // receives mounts from the host.
+    let init = container(&ds, "initContainers", "mount-bpffs");
+    let (m, volume) = mount(&ds, init, "bpffs");
+    assert_eq!(m["mountPath"], "/sys/fs/bpf");
+    assert_eq!(m["mountPropagation"], "Bidirectional");
     assert_eq!(volume["hostPath"]["path"], "/sys/fs/bpf");
     assert_eq!(volume["hostPath"]["type"], "Directory");
+    let (bpffs, _) = mount(&ds, agent, "bpffs");
+    assert_eq!(bpffs["mountPath"], "/sys/fs/bpf");
+    assert_eq!(bpffs["mountPropagation"], "HostToContainer");
     assert!(is_within(flag(&args, "--pin-dir"), "/sys/fs/bpf"));
 
-    let (state, volume) = mount(&ds, "state");
+    let (state, volume) = mount(&ds, agent, "state");
     assert_eq!(state["mountPath"], "/var/lib/tollgate");
     assert_eq!(volume["hostPath"]["path"], "/var/lib/tollgate");
     assert_eq!(volume["hostPath"]["type"], "DirectoryOrCreate");
@@ -515,14 +619,171 @@ fn install_mounts_hold_pins_state_and_policies() {
         state["mountPath"].as_str().unwrap()
     ));
 
+    // The root file system is read-only: what the agent writes (referenced Secrets) goes to a
+    // tmpfs.
+    let (run, volume) = mount(&ds, agent, "run");
+    assert_eq!(volume["emptyDir"]["medium"], "Memory");
+    assert!(is_within(
+        flag(&args, "--tls-secrets-dir"),
+        run["mountPath"].as_str().unwrap()
+    ));
+}
+
+/// The ClusterRole lets the agent read, and write only its TollgateNode and events; the
+/// binding names the DaemonSet's ServiceAccount; the admission policy constrains that account.
+#[test]
+fn install_rbac_is_least_privilege_and_the_admission_policy_names_the_agent() {
+    let role = install_yaml("clusterrole.yaml");
+    assert_eq!(role["kind"], "ClusterRole");
+    let read = ["get", "list", "watch"];
+    for rule in role["rules"].as_array().expect("rules") {
+        let verbs: Vec<&str> = rule["verbs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let resources: Vec<&str> = rule["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(!verbs.contains(&"*") && !resources.contains(&"*"), "{rule}");
+        if verbs.iter().all(|v| read.contains(v)) {
+            continue;
+        }
+        assert_eq!(verbs, ["create", "patch"], "{rule}");
+        assert!(
+            resources == ["tollgatenodes", "tollgatenodes/status"] || resources == ["events"],
+            "writes to {resources:?}"
+        );
+    }
+    let text = std::fs::read_to_string(install_dir().join("clusterrole.yaml")).unwrap();
+    for resource in [
+        "l4policies",
+        "gatewayclasses",
+        "httproutes",
+        "referencegrants",
+        "endpointslices",
+        "secrets",
+        "namespaces",
+        "nodes",
+    ] {
+        assert!(
+            text.contains(resource),
+            "the ClusterRole does not read {resource}"
+        );
+    }
+
+    let ds = daemonset();
+    let sa = install_yaml("serviceaccount.yaml");
+    let account = format!(
+        "system:serviceaccount:{}:{}",
+        sa["metadata"]["namespace"].as_str().unwrap(),
+        sa["metadata"]["name"].as_str().unwrap()
+    );
+    assert_eq!(
+        ds["spec"]["template"]["spec"]["serviceAccountName"],
+        sa["metadata"]["name"]
+    );
+    let binding = install_yaml("clusterrolebinding.yaml");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    assert_eq!(binding["subjects"][0]["name"], sa["metadata"]["name"]);
+    assert_eq!(
+        binding["subjects"][0]["namespace"],
+        sa["metadata"]["namespace"]
+    );
+
+    let docs = yaml_docs(&install_dir().join("admission-policy.yaml"));
+    let policy = docs
+        .iter()
+        .find(|d| d["kind"] == "ValidatingAdmissionPolicy")
+        .expect("a ValidatingAdmissionPolicy");
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"] == "ValidatingAdmissionPolicyBinding")
+        .expect("its binding");
+    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
+    assert_eq!(
+        binding["spec"]["validationActions"],
+        serde_json::json!(["Deny"])
+    );
+    let condition = policy["spec"]["matchConditions"][0]["expression"]
+        .as_str()
+        .unwrap();
+    assert!(condition.contains(&format!("\"{account}\"")), "{condition}");
+    let rules = &policy["spec"]["matchConstraints"]["resourceRules"][0];
+    assert_eq!(
+        rules["resources"],
+        serde_json::json!(["tollgatenodes", "tollgatenodes/status"])
+    );
+    let policy_text = policy.to_string();
+    assert!(policy_text.contains("authentication.kubernetes.io/node-name"));
+}
+
+/// The overlay's JSON patch: the agent's command line with the directory source.
+fn overlay_command() -> Vec<String> {
+    let k = overlay_yaml("kustomization.yaml");
+    assert_eq!(
+        k["resources"],
+        serde_json::json!(["../../base", "configmap.yaml"])
+    );
+    let patch = k["patches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["patch"].as_str())
+        .find(|p| p.contains("/command"))
+        .expect("a patch of the command");
+    let ops: Value = serde_saphyr::from_str(patch).unwrap();
+    assert_eq!(ops[0]["op"], "replace");
+    assert_eq!(ops[0]["path"], "/spec/template/spec/containers/0/command");
+    ops[0]["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn overlay_configmap_source_mounts_every_key_and_reads_them() {
+    let cmdline = overlay_command();
+    let args: Vec<&str> = cmdline.iter().map(String::as_str).collect();
+    let base = daemonset();
+    let base_args = command(agent_container(&base));
+    // The same agent, but the directory source, and no Kubernetes flags.
+    assert_eq!(&args[..2], ["tollgate", "run"]);
+    assert!(!args.contains(&"--node-name"));
+    for f in [
+        "--pin-dir",
+        "--state-dir",
+        "--admin",
+        "--interface",
+        "--tls-secrets-dir",
+    ] {
+        assert_eq!(flag(&args, f), flag(&base_args, f), "{f}");
+    }
+    // The base's container 0 is the agent (the JSON patch addresses it by index).
+    assert_eq!(
+        base["spec"]["template"]["spec"]["containers"][0]["name"],
+        "tollgate"
+    );
+
     // The policies: every key of the ConfigMap is mounted (subPath) as a file directly in the
     // --source directory; a key without a mount would be silently ignored.
     let source = flag(&args, "--source");
     assert_eq!(source, "/etc/tollgate/policies");
-    let (_, volume) = mount(&ds, "policies");
-    let cm = install_yaml("configmap.yaml");
+    let patch = overlay_yaml("daemonset-patch.yaml");
+    assert_eq!(
+        patch["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        false
+    );
+    let (_, volume) = mount(&patch, agent_container(&patch), "policies");
+    let cm = overlay_yaml("configmap.yaml");
     assert_eq!(volume["configMap"]["name"], cm["metadata"]["name"]);
-    let mounts: Vec<&Value> = agent_container(&ds)["volumeMounts"]
+    let mounts: Vec<&Value> = agent_container(&patch)["volumeMounts"]
         .as_array()
         .unwrap()
         .iter()
@@ -564,7 +825,7 @@ fn edge_in_audit_mode() -> String {
 
 #[test]
 fn install_configmap_is_the_edge_example_in_audit_mode() {
-    let cm = install_yaml("configmap.yaml");
+    let cm = overlay_yaml("configmap.yaml");
     assert_eq!(cm["kind"], "ConfigMap");
     assert_eq!(cm["metadata"]["name"], "tollgate-policies");
     assert_eq!(cm["data"]["edge.yaml"], edge_in_audit_mode());
@@ -574,7 +835,7 @@ fn install_configmap_is_the_edge_example_in_audit_mode() {
 /// ConfigMap's keys as regular files (the subPath mounts), and compile them for eth0.
 #[test]
 fn install_policies_compile_as_the_agent_reads_them() {
-    let cm = install_yaml("configmap.yaml");
+    let cm = overlay_yaml("configmap.yaml");
     let dir = tempfile::tempdir().unwrap();
     for (key, content) in cm["data"].as_object().unwrap() {
         std::fs::write(dir.path().join(key), content.as_str().unwrap()).unwrap();

@@ -4,7 +4,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// The agent's memory limit in the DaemonSet (manifests/install): what the tests hold it to.
+/// The agent's memory limit in the DaemonSet (manifests/install/base/daemonset.yaml): what the
+/// tests hold it to (gateway-user/tests/manifests.rs checks that the two agree).
 pub const AGENT_MEMORY_LIMIT: u64 = 512 * 1024 * 1024;
 
 /// Which cgroup hierarchy holds the memory controller.

@@ -13,6 +13,8 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod deps;
+mod image;
+mod manifests;
 
 #[derive(Parser)]
 #[command(
@@ -54,6 +56,12 @@ enum Cmd {
     },
     /// Regenerate manifests/crds/ (one file per Tollgate kind) from the Rust types.
     Crds,
+    /// Build the release binary and the agent's OCI image (umoci, no daemon), written as an
+    /// OCI archive: target/image/tollgate-<version>.oci.tar (docs/install.md: how to push it).
+    Image,
+    /// Validate the install manifests (kubectl kustomize | kubernetes-validate --strict) and
+    /// the example custom resources against the CRDs (run by `test` too).
+    Manifests,
 }
 
 fn main() -> ExitCode {
@@ -74,6 +82,9 @@ fn main() -> ExitCode {
             }
         }),
         Cmd::Crds => crds(),
+        Cmd::Image => image::image(),
+        Cmd::Manifests => manifests::validate_kustomizations()
+            .and_then(|()| manifests::validate_custom_resources()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -127,6 +138,18 @@ fn run(mut cmd: Command) -> Result<()> {
         bail!("`{line}` failed ({status})");
     }
     Ok(())
+}
+
+/// `Command::arg` by value, so that a command can be built in one expression.
+trait WithArg {
+    fn with_arg(self, arg: impl AsRef<OsStr>) -> Self;
+}
+
+impl WithArg for Command {
+    fn with_arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.arg(arg);
+        self
+    }
 }
 
 fn command<I, S>(program: &str, args: I) -> Command
@@ -199,6 +222,12 @@ const TOOL_PACKAGES: &[&str] = &[
     // HTTP/2 rapid-reset client.
     "slowhttptest",
     "python3-h2",
+    // The manifests' checks (xtask/src/manifests.rs): kubectl kustomize, and a venv for
+    // kubernetes-validate and jsonschema.
+    "kubectl",
+    "python3-venv",
+    // setpriv: the capability test runs the agent with the DaemonSet's capabilities only.
+    "util-linux",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// cargo-fuzz, which builds and runs the libFuzzer targets in gateway-user/fuzz (nightly).
@@ -214,7 +243,12 @@ fn setup() -> Result<()> {
     let mut failures: Vec<String> = Vec::new();
 
     // 1. Debian packages (LLVM first: bpf-linker is built against it).
-    let wanted: Vec<&str> = LLVM_PACKAGES.iter().chain(TOOL_PACKAGES).copied().collect();
+    let wanted: Vec<&str> = LLVM_PACKAGES
+        .iter()
+        .chain(TOOL_PACKAGES)
+        .chain(image::PACKAGES)
+        .copied()
+        .collect();
     let missing: Vec<&str> = wanted
         .iter()
         .copied()
@@ -249,6 +283,11 @@ fn setup() -> Result<()> {
 
     // 4. cargo-fuzz, for the fuzz targets (`cargo xtask test` runs them briefly).
     if let Err(error) = ensure_cargo_fuzz() {
+        failures.push(format!("{error:#}"));
+    }
+
+    // 5. kubernetes-validate (and jsonschema) in a venv, for the manifests' checks.
+    if let Err(error) = manifests::ensure_python_tools() {
         failures.push(format!("{error:#}"));
     }
 
@@ -414,6 +453,14 @@ fn test() -> Result<()> {
         .args(["--all-targets", "--", "-D", "warnings"]);
     steps.push(check_step("clippy -D warnings", || run(clippy)));
     steps.push(check_step("dependency direction (xtask deps)", deps::check));
+    steps.push(check_step(
+        "install manifests (kubernetes-validate)",
+        manifests::validate_kustomizations,
+    ));
+    steps.push(check_step(
+        "example custom resources vs CRD schemas",
+        manifests::validate_custom_resources,
+    ));
     // Unit and property tests, and the eBPF program tests (BPF_PROG_TEST_RUN, root). Tests
     // that need root are #[ignore]d with the reason, so that a plain `cargo test` shows them
     // as skipped; here, as root, they run.

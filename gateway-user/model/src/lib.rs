@@ -26,10 +26,12 @@ pub mod l4;
 pub mod left_out;
 pub mod names;
 pub mod net;
+pub mod node;
 pub mod ratelimit;
 pub mod revision;
 pub mod route;
 pub mod source;
+pub mod status;
 pub mod traffic;
 pub mod units;
 

@@ -3,14 +3,24 @@
 //! in `manifests/crds/` (one file per kind) are checked against this output by a test. The
 //! Gateway API kinds (`Gateway`, `HTTPRoute`) are the Gateway API's own CRDs: install them from
 //! its release; they are never generated here.
+//!
+//! Every CRD has a status subresource. `TollgateNode` carries its status as a typed field; the
+//! policy kinds do not (the agent parses them strictly and must never refuse a policy for a
+//! status it cannot read), so their status schemas (`tollgate_model::status`) are added here.
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, CustomResourceSubresourceStatus, CustomResourceSubresources,
+    JSONSchemaProps,
+};
 use kube::CustomResourceExt;
+use schemars::JsonSchema;
 use tollgate_model::auth::AuthPolicy;
 use tollgate_model::backend::Backend;
 use tollgate_model::l4::L4Policy;
+use tollgate_model::node::TollgateNode;
 use tollgate_model::ratelimit::RateLimitPolicy;
+use tollgate_model::status::{BackendStatus, L4PolicyStatus, PolicyStatus};
 use tollgate_model::traffic::BackendTrafficPolicy;
 
 /// Where the generated CRDs are committed, relative to the workspace root.
@@ -22,12 +32,61 @@ const HEADER: &str =
 /// Every CRD, with the name of its file in [`CRDS_DIR`].
 pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
-        ("l4policy.yaml", L4Policy::crd()),
-        ("backend.yaml", Backend::crd()),
-        ("ratelimitpolicy.yaml", RateLimitPolicy::crd()),
-        ("authpolicy.yaml", AuthPolicy::crd()),
-        ("backendtrafficpolicy.yaml", BackendTrafficPolicy::crd()),
+        (
+            "l4policy.yaml",
+            with_status::<L4PolicyStatus>(L4Policy::crd()),
+        ),
+        ("backend.yaml", with_status::<BackendStatus>(Backend::crd())),
+        (
+            "ratelimitpolicy.yaml",
+            with_status::<PolicyStatus>(RateLimitPolicy::crd()),
+        ),
+        (
+            "authpolicy.yaml",
+            with_status::<PolicyStatus>(AuthPolicy::crd()),
+        ),
+        (
+            "backendtrafficpolicy.yaml",
+            with_status::<PolicyStatus>(BackendTrafficPolicy::crd()),
+        ),
+        ("tollgatenode.yaml", TollgateNode::crd()),
     ]
+}
+
+/// `crd` with a status subresource whose schema is `S`'s, generated with the settings
+/// kube-derive uses for a CRD (OpenAPI 3, inlined, structural), so that it reads like the
+/// schema of a `#[kube(status = ...)]` type.
+fn with_status<S: JsonSchema>(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    let generator = schemars::generate::SchemaSettings::openapi3()
+        .with(|s| {
+            s.inline_subschemas = true;
+            s.meta_schema = None;
+        })
+        .with_transform(schemars::transform::AddNullable::default())
+        .with_transform(kube::core::schema::StructuralSchemaRewriter)
+        .with_transform(kube::core::schema::OptionalEnum)
+        .with_transform(kube::core::schema::OptionalIntOrString)
+        .into_generator();
+    let mut schema: JSONSchemaProps = serde_json::to_value(generator.into_root_schema_for::<S>())
+        .and_then(serde_json::from_value)
+        .expect("a status type's schema is a valid JSONSchemaProps");
+    // A root schema is titled with the Rust type's name; a property of the CRD's is not.
+    schema.title = None;
+    for version in &mut crd.spec.versions {
+        let root = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .expect("kube-derive generates a schema for every version");
+        root.properties
+            .get_or_insert_with(Default::default)
+            .insert("status".to_owned(), schema.clone());
+        version.subresources = Some(CustomResourceSubresources {
+            status: Some(CustomResourceSubresourceStatus(serde_json::json!({}))),
+            scale: None,
+        });
+    }
+    crd
 }
 
 fn yaml(crd: &CustomResourceDefinition) -> String {
@@ -160,20 +219,61 @@ mod tests {
         let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&yaml).unwrap();
         assert_eq!(
             docs,
-            vec![
-                serde_json::to_value(L4Policy::crd()).unwrap(),
-                serde_json::to_value(Backend::crd()).unwrap(),
-                serde_json::to_value(RateLimitPolicy::crd()).unwrap(),
-                serde_json::to_value(AuthPolicy::crd()).unwrap(),
-                serde_json::to_value(BackendTrafficPolicy::crd()).unwrap()
-            ]
+            crds()
+                .iter()
+                .map(|(_, crd)| serde_json::to_value(crd).unwrap())
+                .collect::<Vec<_>>()
         );
+        assert_eq!(docs.len(), 6);
         // Only Tollgate's own kinds: the Gateway API's CRDs come from its release.
         // (RateLimitPolicy's docs name the Gateway API group its targets are in.)
         for doc in &docs {
             assert_eq!(doc["spec"]["group"], "tollgate.dev", "{}", doc["metadata"]);
         }
         assert!(!yaml.contains("kind: HTTPRoute\n") && !yaml.contains("kind: Gateway\n"));
+    }
+
+    #[test]
+    fn every_crd_has_a_status_subresource_with_a_documented_status_schema() {
+        for (file, crd) in crds() {
+            let version = &crd.spec.versions[0];
+            let subresources = version.subresources.as_ref();
+            assert!(
+                subresources.and_then(|s| s.status.as_ref()).is_some(),
+                "{file}: no status subresource"
+            );
+            let schema = serde_json::to_value(&version.schema).unwrap();
+            let status = &schema["openAPIV3Schema"]["properties"]["status"];
+            assert_eq!(status["type"], "object", "{file}: {status}");
+            assert!(status["description"].is_string(), "{file}: {status}");
+            assert!(status.get("title").is_none(), "{file}: {status}");
+            let conditions = status["properties"]["conditions"]
+                .as_object()
+                .or_else(|| {
+                    status["properties"]["ancestors"]["items"]["properties"]["conditions"]
+                        .as_object()
+                })
+                .unwrap_or_else(|| panic!("{file}: no conditions in {status}"));
+            assert_eq!(conditions["x-kubernetes-list-type"], "map", "{file}");
+        }
+    }
+
+    /// `manifests/crds/kustomization.yaml` (what the install's kustomize base includes) lists
+    /// every generated file, and nothing else.
+    #[test]
+    fn the_crds_kustomization_lists_every_crd() {
+        let path = committed_dir().join("kustomization.yaml");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let k: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+        let listed: Vec<&str> = k["resources"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}: no resources", path.display()))
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        let files: Vec<&str> = crds().iter().map(|(f, _)| *f).collect();
+        assert_eq!(listed, files, "{}", path.display());
     }
 
     #[test]

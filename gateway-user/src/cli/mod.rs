@@ -105,6 +105,14 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
+    /// Make sure the pin directory is on a bpffs, mounting one when none is (at /sys/fs/bpf
+    /// for a pin directory under it). For the install's init container, which holds
+    /// CAP_SYS_ADMIN so that the agent does not have to; exit 0 when the bpffs is there.
+    MountBpffs {
+        /// Pin directory (need not exist yet).
+        #[arg(long, default_value = DEFAULT_PIN_DIR, env = "TOLLGATE_PIN_DIR")]
+        pin_dir: PathBuf,
+    },
     /// Remove every program, link and map the agent pinned (stops enforcement).
     Detach {
         /// Pin directory on a bpffs.
@@ -233,6 +241,13 @@ pub fn main() -> anyhow::Result<i32> {
         Command::Crds { out_dir: Some(dir) } => {
             for path in crds::write_dir(&dir)? {
                 eprintln!("wrote {}", path.display());
+            }
+            Ok(0)
+        }
+        Command::MountBpffs { pin_dir } => {
+            match tollgate_dataplane::bpffs::ensure(&pin_dir)? {
+                Some(at) => eprintln!("mounted a bpffs at {}", at.display()),
+                None => eprintln!("{} is on a bpffs already", pin_dir.display()),
             }
             Ok(0)
         }
