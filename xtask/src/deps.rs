@@ -199,7 +199,7 @@ mod tests {
 
     #[test]
     fn an_unknown_workspace_crate_must_be_placed() {
-        let metadata = json!({"packages": [package("tollgate-kubernetes", &[])]});
+        let metadata = json!({"packages": [package("tollgate-newstage", &[])]});
         let v = direct_violations(&metadata).unwrap();
         assert!(v[0].contains("does not know"), "{v:?}");
     }

@@ -48,7 +48,8 @@ pub struct AuthPolicySpec {
     pub jwt: Option<JwtAuth>,
 
     /// The verified TLS client certificate of the connection (on an HTTPS listener with
-    /// `tls.frontendValidation`), its subject naming the consumer.
+    /// client certificate validation: Gateway `spec.tls.frontend`), its subject naming the
+    /// consumer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificate: Option<ClientCertificateAuth>,
 
