@@ -521,6 +521,7 @@ mod tests {
             consecutive_failures: failures,
             ejection_time: Duration::from_millis(200),
             tls: None,
+            protocol: Default::default(),
         }
     }
 
@@ -699,6 +700,7 @@ mod tests {
             consecutive_failures: 1,
             ejection_time: Duration::from_secs(60),
             tls: None,
+            protocol: Default::default(),
         };
         let first = reg.resolve(&[def(&["10.0.0.1:80", "10.0.0.2:80"])], &fam);
         first[0].failure(0);
