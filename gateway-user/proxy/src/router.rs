@@ -16,8 +16,9 @@ use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
 use tracing::debug;
 
-use super::backend_tls::TlsClient;
-use super::body::{BodyState, Completion, LimitedBody, ResponseBody};
+use super::backend_tls::TlsBackend;
+use super::backend_h2;
+use super::body::{BodyState, BoxError, Completion, LimitedBody, ResponseBody};
 use super::forwarded;
 use super::listener::{ConnGuard, ConnInfo};
 use super::upstream::{self, BackendRuntime, BodySent, Failure, ReplayBody};
@@ -25,7 +26,7 @@ use super::{auth, limit};
 use super::{Active, Core, UpstreamBody};
 use crate::decide::{decide, Decision, RequestParts};
 use crate::metrics::{AuthFailureLabels, RateLimitedLabels, RouteLabel, UpstreamErrorLabels};
-use tollgate_compile::l7::table::{Redirect, Rule};
+use tollgate_compile::l7::table::{BackendProtocol, Redirect, Rule};
 use tollgate_model::BanKind;
 
 /// Route label of requests no route matched.
@@ -665,7 +666,7 @@ async fn forward(
     mut done: Completion,
     rule: Arc<Rule>,
     backend: Arc<BackendRuntime>,
-    tls_client: Option<TlsClient>,
+    tls_client: Option<TlsBackend>,
     parts: http::request::Parts,
     path_and_query: &str,
     body: &mut RequestBody,
@@ -727,9 +728,30 @@ async fn forward(
         *up.version_mut() = Version::HTTP_11;
         *up.headers_mut() = parts.headers.clone();
 
-        let sent = match &tls_client {
-            Some(c) => c.request(up),
-            None => core.client().request(up),
+        let sent = async {
+            match backend.def.protocol {
+                BackendProtocol::Http2 => {
+                    let Some(up) = backend_h2::with_authority(up) else {
+                        return Err((Failure::NotSent, "the host cannot be an HTTP/2 :authority".into()));
+                    };
+                    backend
+                        .h2
+                        .send(
+                            crate::worker(),
+                            &authority,
+                            tls_client.as_ref().map(|t| &t.h2),
+                            core.limits.connect_timeout,
+                            up,
+                        )
+                        .await
+                        .map_err(|e| (e.failure, e.error))
+                }
+                BackendProtocol::Http1 => match &tls_client {
+                    Some(c) => c.client.request(up).await,
+                    None => core.client().request(up).await,
+                }
+                .map_err(|e| (Failure::of(&e), BoxError::from(e))),
+            }
         };
         let result = match attempt_deadline {
             Some(d) => match tokio::time::timeout_at(d, sent).await {
@@ -787,8 +809,7 @@ async fn forward(
                 }
                 Failure::Timeout
             }
-            Some(Err(e)) => {
-                let f = Failure::of(&e);
+            Some(Err((f, e))) => {
                 backend.failure(index);
                 upstream_error(&core, &rule.route, failure_reason(f));
                 debug!(route = %rule.route, endpoint = %authority, error = %e, failure = ?f, "attempt to the backend failed");
