@@ -100,7 +100,7 @@ pub fn redirect_location(
 }
 
 /// A response the proxy writes itself.
-fn local(
+pub(crate) fn local(
     mut done: Completion,
     status: StatusCode,
     reason: &'static str,
@@ -123,7 +123,7 @@ fn local(
 }
 
 /// Counts a failed attempt to reach a backend.
-fn upstream_error(core: &Core, route: &Arc<str>, reason: &'static str) {
+pub(crate) fn upstream_error(core: &Core, route: &Arc<str>, reason: &'static str) {
     core.metrics
         .upstream_errors
         .get_or_create(&UpstreamErrorLabels {
@@ -509,6 +509,12 @@ async fn routed(
         );
     };
 
+    // An upgrade (WebSocket) is passed on to HTTP/1.1 backends only.
+    let upgrade_to = if backend.def.protocol == BackendProtocol::Http1 {
+        super::upgrade::requested(&req)
+    } else {
+        None
+    };
     // The request for the backend.
     let (mut parts, body) = req.into_parts();
     forwarded::strip_hop_by_hop(&mut parts.headers);
@@ -562,6 +568,24 @@ async fn routed(
             "body_too_large",
             "the request body is larger than this route accepts",
         );
+    }
+    if let Some(protocols) = upgrade_to {
+        let tls = active.backend_tls.get(backend_index).cloned().flatten();
+        return super::upgrade::forward(
+            core,
+            conn,
+            done,
+            rule,
+            backend,
+            tls,
+            parts,
+            body,
+            &path_and_query,
+            protocols,
+            max_body,
+            deadline,
+        )
+        .await;
     }
     let state = Arc::new(BodyState::default());
     let mut body = match read_body(
@@ -907,7 +931,7 @@ fn failure_reason(f: Failure) -> &'static str {
 /// the backend (no connection, or one lost before the response head): 503, as the Gateway
 /// API's `HTTPRouteRetryConnectionError` expects once the attempts are spent (and Envoy
 /// answers). A response that is not HTTP: 502. No response in time: 504.
-fn failure_response(done: Completion, f: Failure) -> Response<ResponseBody> {
+pub(crate) fn failure_response(done: Completion, f: Failure) -> Response<ResponseBody> {
     let (status, message) = match f {
         Failure::Connect => (
             StatusCode::SERVICE_UNAVAILABLE,
