@@ -51,6 +51,8 @@ struct Conn {
     sender: SendRequest<UpstreamBody>,
     /// The TLS configuration it was opened with (`None`: cleartext).
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// Which connection of the entry this is (the first is 0).
+    id: u64,
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Conn>>>;
@@ -91,14 +93,17 @@ fn fail(failure: Failure, error: impl Into<BoxError>) -> H2Error {
 impl H2Pool {
     /// Sends `req` to `authority` on the connection of this worker thread (`worker`), opening
     /// one first when there is none or it has closed. Concurrent requests wait for one
-    /// connection to be opened rather than each opening their own.
+    /// connection to be opened rather than each opening their own. A request the connection
+    /// gives back unsent (it was closing: GOAWAY, or the backend closed it while idle) is sent
+    /// once more on a new connection, as hyper-util's pooled client does: nothing of it
+    /// reached the backend.
     pub async fn send(
         &self,
         worker: usize,
         authority: &str,
         tls: Option<&H2Tls>,
         connect_timeout: Duration,
-        req: Request<UpstreamBody>,
+        mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, H2Error> {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
@@ -107,46 +112,69 @@ impl H2Pool {
                 .or_default()
                 .clone()
         };
-        let mut sender = {
-            let mut conn = slot.lock().await;
-            let usable = conn.as_ref().is_some_and(|c| {
-                !c.sender.is_closed()
-                    && match (&c.tls, tls) {
-                        (None, None) => true,
-                        (Some(a), Some(b)) => Arc::ptr_eq(a, &b.config),
-                        _ => false,
-                    }
-            });
-            if !usable {
-                *conn = Some(Conn {
-                    sender: connect(authority, tls, connect_timeout).await?,
-                    tls: tls.map(|t| t.config.clone()),
+        let mut stale = None;
+        loop {
+            let (id, mut sender) = {
+                let mut conn = slot.lock().await;
+                let usable = conn.as_ref().is_some_and(|c| {
+                    Some(c.id) != stale
+                        && !c.sender.is_closed()
+                        && match (&c.tls, tls) {
+                            (None, None) => true,
+                            (Some(a), Some(b)) => Arc::ptr_eq(a, &b.config),
+                            _ => false,
+                        }
                 });
-            }
-            match conn.as_ref() {
-                Some(c) => c.sender.clone(),
-                None => return Err(fail(Failure::Connect, "no connection")),
-            }
-        };
-        // Waits while the connection is at the backend's SETTINGS_MAX_CONCURRENT_STREAMS;
-        // an error here means the connection closed before the request was handed to it.
-        sender
-            .ready()
-            .await
-            .map_err(|e| fail(Failure::NotSent, e))?;
-        let mut resp = sender.send_request(req).await.map_err(|e| {
-            let failure = if e.is_canceled() {
-                Failure::NotSent
-            } else if e.is_parse() {
-                Failure::InvalidResponse
-            } else {
-                Failure::Reset
+                if !usable {
+                    let id = conn.as_ref().map_or(0, |c| c.id + 1);
+                    *conn = Some(Conn {
+                        sender: connect(authority, tls, connect_timeout).await?,
+                        tls: tls.map(|t| t.config.clone()),
+                        id,
+                    });
+                }
+                match conn.as_ref() {
+                    Some(c) => (c.id, c.sender.clone()),
+                    None => return Err(fail(Failure::Connect, "no connection")),
+                }
             };
-            fail(failure, e)
-        })?;
-        // The client may be on HTTP/1.1: the version is the proxy's, not the backend's.
-        *resp.version_mut() = http::Version::HTTP_11;
-        Ok(resp)
+            let retry = stale.is_none();
+            // Waits while the connection is at the backend's SETTINGS_MAX_CONCURRENT_STREAMS;
+            // an error here means it closed before the request was handed to it.
+            if let Err(e) = sender.ready().await {
+                if retry {
+                    stale = Some(id);
+                    continue;
+                }
+                return Err(fail(Failure::NotSent, e));
+            }
+            match sender.try_send_request(req).await {
+                Ok(mut resp) => {
+                    // The client may be on HTTP/1.1: the version is the proxy's, not the
+                    // backend's.
+                    *resp.version_mut() = http::Version::HTTP_11;
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if retry => {
+                        debug!(endpoint = %authority, error = %e.error(), "HTTP/2 connection closed before the request was sent; sending it on a new one");
+                        req = unsent;
+                        stale = Some(id);
+                    }
+                    unsent => {
+                        let error = e.into_error();
+                        let failure = if unsent.is_some() || error.is_canceled() {
+                            Failure::NotSent
+                        } else if error.is_parse() {
+                            Failure::InvalidResponse
+                        } else {
+                            Failure::Reset
+                        };
+                        return Err(fail(failure, error));
+                    }
+                },
+            }
+        }
     }
 }
 

@@ -16,8 +16,8 @@ use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
 use tracing::debug;
 
-use super::backend_tls::TlsBackend;
 use super::backend_h2;
+use super::backend_tls::TlsBackend;
 use super::body::{BodyState, BoxError, Completion, LimitedBody, ResponseBody};
 use super::forwarded;
 use super::listener::{ConnGuard, ConnInfo};
@@ -756,7 +756,10 @@ async fn forward(
             match backend.def.protocol {
                 BackendProtocol::Http2 => {
                     let Some(up) = backend_h2::with_authority(up) else {
-                        return Err((Failure::NotSent, "the host cannot be an HTTP/2 :authority".into()));
+                        return Err((
+                            Failure::NotSent,
+                            "the host cannot be an HTTP/2 :authority".into(),
+                        ));
                     };
                     backend
                         .h2

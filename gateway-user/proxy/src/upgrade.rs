@@ -48,9 +48,8 @@ use tollgate_compile::l7::table::Rule;
 /// Is `s` an RFC 9110 token?
 fn is_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Does `headers`' `Connection` carry the option `name`?
@@ -222,7 +221,10 @@ pub async fn forward(
         done.status = status.as_u16();
         done.upstream = Some(in_flight);
         done.body = Some(state);
-        return Response::from_parts(rparts, ResponseBody::upstream(rbody, attempt_deadline, done));
+        return Response::from_parts(
+            rparts,
+            ResponseBody::upstream(rbody, attempt_deadline, done),
+        );
     }
     let backend_upgrade = hyper::upgrade::on(&mut resp);
     let (mut rparts, _) = resp.into_parts();

@@ -56,7 +56,11 @@ async fn ws_backend(refuse: bool) -> (u16, Arc<Mutex<WsSeen>>) {
             tokio::spawn(async move {
                 let record = seen.clone();
                 let callback = move |req: &WsRequest, resp| {
-                    record.lock().unwrap().handshakes.push(req.headers().clone());
+                    record
+                        .lock()
+                        .unwrap()
+                        .handshakes
+                        .push(req.headers().clone());
                     if refuse {
                         let mut r = ErrorResponse::new(Some("no websockets for you".into()));
                         *r.status_mut() = StatusCode::FORBIDDEN;
@@ -125,7 +129,9 @@ async fn ws_client(
             v.parse().unwrap(),
         );
     }
-    let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.unwrap();
+    let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        .await
+        .unwrap();
     tokio::time::timeout(STEP, tokio_tungstenite::client_async(req, stream))
         .await
         .expect("the handshake ended in time")
@@ -213,10 +219,8 @@ async fn the_backend_can_close_a_websocket() {
         other => panic!("expected the backend's close frame, got {other:?}"),
     }
     // After the close handshake the stream ends.
-    let end = tokio::time::timeout(STEP, async {
-        while let Some(Ok(_)) = ws.next().await {}
-    })
-    .await;
+    let end =
+        tokio::time::timeout(STEP, async { while let Some(Ok(_)) = ws.next().await {} }).await;
     assert!(end.is_ok(), "the connection did not end after the close");
 }
 
@@ -339,7 +343,9 @@ async fn raw_echo_backend() -> (u16, RawSeen) {
 /// Sends `head` (a request head, CRLF line ends, ending with an empty line) to the proxy and
 /// reads the response head; returns it (as text) and the connection.
 async fn raw_request(port: u16, head: &str) -> (String, TcpStream) {
-    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.unwrap();
+    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        .await
+        .unwrap();
     s.write_all(head.as_bytes()).await.unwrap();
     let mut got = Vec::new();
     let mut byte = [0u8; 1];
@@ -348,7 +354,10 @@ async fn raw_request(port: u16, head: &str) -> (String, TcpStream) {
             .await
             .expect("the response head in time")
             .unwrap();
-        assert!(n == 1, "the connection closed in the response head: {got:?}");
+        assert!(
+            n == 1,
+            "the connection closed in the response head: {got:?}"
+        );
         got.push(byte[0]);
     }
     (String::from_utf8(got).unwrap(), s)
@@ -444,7 +453,8 @@ async fn upgraded_connections_count_against_the_connection_limit_and_idle_out() 
         ..Options::default()
     };
     let gw = Gateway::start_with(options, |p| one_route(p[0], backend, &[])).await;
-    let upgrade = "GET /raw HTTP/1.1\r\nHost: app.test\r\nConnection: upgrade\r\nUpgrade: echo/1\r\n\r\n";
+    let upgrade =
+        "GET /raw HTTP/1.1\r\nHost: app.test\r\nConnection: upgrade\r\nUpgrade: echo/1\r\n\r\n";
     let (a, mut ta) = raw_request(gw.port(), upgrade).await;
     assert!(a.starts_with("HTTP/1.1 101 "), "{a}");
     let (b, mut tb) = raw_request(gw.port(), upgrade).await;

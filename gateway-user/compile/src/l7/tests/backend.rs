@@ -121,8 +121,7 @@ fn app_protocol_chooses_the_http_version_and_must_agree_with_tls() {
         &proto_backend("e", ""),
         &route("a", TO_A_RULES),
     ]));
-    let protocols: Vec<BackendProtocol> =
-        t.policy.backends.iter().map(|b| b.protocol).collect();
+    let protocols: Vec<BackendProtocol> = t.policy.backends.iter().map(|b| b.protocol).collect();
     assert_eq!(
         protocols,
         [
@@ -152,7 +151,10 @@ fn app_protocol_chooses_the_http_version_and_must_agree_with_tls() {
     assert!(at("b").message.contains("spec.tls is not set"), "{e:#?}");
     assert!(at("c").message.contains("use kubernetes.io/wss"), "{e:#?}");
     assert!(at("d").message.contains("spec.tls is not set"), "{e:#?}");
-    assert!(at("e").message.contains("\"http2\" is not a protocol"), "{e:#?}");
+    assert!(
+        at("e").message.contains("\"http2\" is not a protocol"),
+        "{e:#?}"
+    );
     for name in ["a", "b", "c", "d", "e"] {
         assert_eq!(at(name).location.field, "spec.appProtocol");
     }
