@@ -55,6 +55,8 @@ async fn ws_backend(refuse: bool) -> (u16, Arc<Mutex<WsSeen>>) {
             let seen = s.clone();
             tokio::spawn(async move {
                 let record = seen.clone();
+                // The error type is tungstenite's, large or not.
+                #[allow(clippy::result_large_err)]
                 let callback = move |req: &WsRequest, resp| {
                     record
                         .lock()
@@ -90,13 +92,11 @@ async fn ws_backend(refuse: bool) -> (u16, Arc<Mutex<WsSeen>>) {
                             ws.send(Message::text(format!("echo: {t}"))).await.unwrap();
                         }
                         Message::Binary(b) => ws.send(Message::Binary(b)).await.unwrap(),
-                        Message::Close(frame) => {
-                            if let Some(f) = frame {
-                                seen.lock()
-                                    .unwrap()
-                                    .closes
-                                    .push((f.code.into(), f.reason.to_string()));
-                            }
+                        Message::Close(Some(f)) => {
+                            seen.lock()
+                                .unwrap()
+                                .closes
+                                .push((f.code.into(), f.reason.to_string()));
                             // tungstenite answers the close frame on the next poll.
                         }
                         _ => {}
@@ -184,19 +184,20 @@ async fn websocket_messages_cross_the_proxy_both_ways_and_close_frames_pass() {
             Err(_) => panic!("no answer to the close frame"),
         }
     }
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.closes, [(1001, "client done".to_owned())]);
-    // The backend got the upgrade as the client asked for it, with the proxy's headers.
-    let h = &seen.handshakes[0];
-    assert!(h["upgrade"].as_bytes().eq_ignore_ascii_case(b"websocket"));
-    assert!(h["connection"]
-        .to_str()
-        .unwrap()
-        .to_ascii_lowercase()
-        .contains("upgrade"));
-    assert!(h.contains_key("sec-websocket-key"));
-    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
-    drop(seen);
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.closes, [(1001, "client done".to_owned())]);
+        // The backend got the upgrade as the client asked for it, with the proxy's headers.
+        let h = &seen.handshakes[0];
+        assert!(h["upgrade"].as_bytes().eq_ignore_ascii_case(b"websocket"));
+        assert!(h["connection"]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("upgrade"));
+        assert!(h.contains_key("sec-websocket-key"));
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    }
     // Counted as the request it is.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
@@ -455,15 +456,36 @@ async fn upgraded_connections_count_against_the_connection_limit_and_idle_out() 
     let gw = Gateway::start_with(options, |p| one_route(p[0], backend, &[])).await;
     let upgrade =
         "GET /raw HTTP/1.1\r\nHost: app.test\r\nConnection: upgrade\r\nUpgrade: echo/1\r\n\r\n";
-    let (a, mut ta) = raw_request(gw.port(), upgrade).await;
-    assert!(a.starts_with("HTTP/1.1 101 "), "{a}");
-    let (b, mut tb) = raw_request(gw.port(), upgrade).await;
-    assert!(b.starts_with("HTTP/1.1 101 "), "{b}");
-    // Two tunnels, this connection and the place the listener holds for the next connection:
-    // the limit is reached, the upgrade is refused.
-    let (c, _tc) = raw_request(gw.port(), upgrade).await;
-    assert!(c.starts_with("HTTP/1.1 503 "), "{c}");
-    assert!(c.to_ascii_lowercase().contains("retry-after: 1"), "{c}");
+    // Each tunnel holds a place, and so does the connection asking for the next one (and,
+    // while it waits, the listener for its next connection): of 4 places, at most 3 tunnels,
+    // then 503.
+    let mut tunnels = Vec::new();
+    let refused = loop {
+        let (head, stream) = raw_request(gw.port(), upgrade).await;
+        if head.starts_with("HTTP/1.1 101 ") {
+            tunnels.push(stream);
+            assert!(tunnels.len() <= 3, "more tunnels than the limit allows");
+            continue;
+        }
+        break head;
+    };
+    assert!(refused.starts_with("HTTP/1.1 503 "), "{refused}");
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after: 1"),
+        "{refused}"
+    );
+    assert!(
+        tunnels.len() >= 2,
+        "{} tunnels before the 503",
+        tunnels.len()
+    );
+    assert!(
+        gw.count(
+            r#"tollgate_http_upstream_errors_total{route="default/app",reason="upgrade_limit"}"#
+        ) >= 1
+    );
+    let mut ta = tunnels.remove(0);
+    let mut tb = tunnels.remove(0);
 
     // Kept busy, a tunnel outlives the idle timeout; left quiet, it is closed.
     for _ in 0..4 {
@@ -483,7 +505,8 @@ async fn upgraded_connections_count_against_the_connection_limit_and_idle_out() 
         .unwrap_or(0);
     assert_eq!(n, 0);
     drop(ta);
-    // Both places are free again.
+    drop(tunnels);
+    // The places are free again.
     let mut ok = false;
     for _ in 0..50 {
         let (d, _td) = raw_request(gw.port(), upgrade).await;
