@@ -43,9 +43,15 @@ struct WsSeen {
 /// `push` makes it send three messages of its own, `bye` makes it close (1000, "done").
 /// With `refuse`, every handshake is answered 403.
 async fn ws_backend(refuse: bool) -> (u16, Arc<Mutex<WsSeen>>) {
+    ws_backend_tls(refuse, None).await
+}
+
+/// As [`ws_backend`], in TLS with this certificate when given (WebSocket over TLS).
+async fn ws_backend_tls(refuse: bool, tls: Option<harness::pki::Pem>) -> (u16, Arc<Mutex<WsSeen>>) {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(WsSeen::default()));
+    let acceptor = tls.map(tls_acceptor);
     let s = seen.clone();
     tokio::spawn(async move {
         loop {
@@ -53,59 +59,96 @@ async fn ws_backend(refuse: bool) -> (u16, Arc<Mutex<WsSeen>>) {
                 return;
             };
             let seen = s.clone();
-            tokio::spawn(async move {
-                let record = seen.clone();
-                // The error type is tungstenite's, large or not.
-                #[allow(clippy::result_large_err)]
-                let callback = move |req: &WsRequest, resp| {
-                    record
-                        .lock()
-                        .unwrap()
-                        .handshakes
-                        .push(req.headers().clone());
-                    if refuse {
-                        let mut r = ErrorResponse::new(Some("no websockets for you".into()));
-                        *r.status_mut() = StatusCode::FORBIDDEN;
-                        return Err(r);
-                    }
-                    Ok(resp)
-                };
-                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
-                    return;
-                };
-                while let Some(Ok(msg)) = ws.next().await {
-                    match msg {
-                        Message::Text(t) if t.as_str() == "push" => {
-                            for i in 0..3 {
-                                ws.send(Message::text(format!("pushed {i}"))).await.unwrap();
-                            }
-                        }
-                        Message::Text(t) if t.as_str() == "bye" => {
-                            ws.close(Some(CloseFrame {
-                                code: CloseCode::Normal,
-                                reason: "done".into(),
-                            }))
-                            .await
-                            .unwrap();
-                        }
-                        Message::Text(t) => {
-                            ws.send(Message::text(format!("echo: {t}"))).await.unwrap();
-                        }
-                        Message::Binary(b) => ws.send(Message::Binary(b)).await.unwrap(),
-                        Message::Close(Some(f)) => {
-                            seen.lock()
-                                .unwrap()
-                                .closes
-                                .push((f.code.into(), f.reason.to_string()));
-                            // tungstenite answers the close frame on the next poll.
-                        }
-                        _ => {}
-                    }
+            match acceptor.clone() {
+                None => {
+                    tokio::spawn(serve_ws(stream, refuse, seen));
                 }
-            });
+                Some(a) => {
+                    tokio::spawn(async move {
+                        if let Ok(tls) = a.accept(stream).await {
+                            serve_ws(tls, refuse, seen).await;
+                        }
+                    });
+                }
+            }
         }
     });
     (port, seen)
+}
+
+/// A TLS acceptor with `pem` (no ALPN: the client's HTTP/1.1).
+fn tls_acceptor(pem: harness::pki::Pem) -> tokio_rustls::TlsAcceptor {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.cert.as_bytes())
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_slice(pem.key.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// One WebSocket connection of the echo backend.
+async fn serve_ws<S>(stream: S, refuse: bool, seen: Arc<Mutex<WsSeen>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let record = seen.clone();
+    // The error type is tungstenite's, large or not.
+    #[allow(clippy::result_large_err)]
+    let callback = move |req: &WsRequest, resp| {
+        record
+            .lock()
+            .unwrap()
+            .handshakes
+            .push(req.headers().clone());
+        if refuse {
+            let mut r = ErrorResponse::new(Some("no websockets for you".into()));
+            *r.status_mut() = StatusCode::FORBIDDEN;
+            return Err(r);
+        }
+        Ok(resp)
+    };
+    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+        return;
+    };
+    while let Some(Ok(msg)) = ws.next().await {
+        match msg {
+            Message::Text(t) if t.as_str() == "push" => {
+                for i in 0..3 {
+                    ws.send(Message::text(format!("pushed {i}"))).await.unwrap();
+                }
+            }
+            Message::Text(t) if t.as_str() == "bye" => {
+                ws.close(Some(CloseFrame {
+                    code: CloseCode::Normal,
+                    reason: "done".into(),
+                }))
+                .await
+                .unwrap();
+            }
+            Message::Text(t) => {
+                ws.send(Message::text(format!("echo: {t}"))).await.unwrap();
+            }
+            Message::Binary(b) => ws.send(Message::Binary(b)).await.unwrap(),
+            Message::Close(Some(f)) => {
+                seen.lock()
+                    .unwrap()
+                    .closes
+                    .push((f.code.into(), f.reason.to_string()));
+                // tungstenite answers the close frame on the next poll.
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A WebSocket client connected through the proxy on `port` to `path`, with `headers`.
@@ -513,4 +556,34 @@ async fn upgraded_connections_count_against_the_connection_limit_and_idle_out() 
         .expect("the idle tunnel was closed")
         .unwrap_or(0);
     assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn a_websocket_to_a_tls_backend_goes_over_tls() {
+    let ca = harness::pki::Ca::new("backend CA");
+    let (backend, seen) = ws_backend_tls(false, Some(ca.server("ws.internal"))).await;
+    let secrets = Secrets::new();
+    secrets.ca("backend-ca", &ca.cert);
+    let options = Options {
+        secrets: Some(secrets),
+        ..Options::default()
+    };
+    let gw = Gateway::start_with(options, |p| {
+        let g = harness::yaml::gateway(&[("http", p[0], None)]);
+        let b = harness::yaml::backend(
+            "app",
+            &[backend],
+            "  tls: { hostname: ws.internal, caCertificateRefs: [{ name: backend-ca }] }\n  appProtocol: kubernetes.io/wss\n",
+        );
+        let r = harness::yaml::route(
+            "app",
+            &format!("  rules:\n    - backendRefs: [{}]\n", harness::yaml::to("app")),
+        );
+        harness::yaml::documents(&[&g, &b, &r])
+    })
+    .await;
+    let (mut ws, _) = ws_client(gw.port(), "/secure", &[]).await.unwrap();
+    ws.send(Message::text("over tls")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "echo: over tls");
+    assert_eq!(seen.lock().unwrap().handshakes.len(), 1);
 }
