@@ -228,7 +228,14 @@ pub async fn forward(
     }
     let backend_upgrade = hyper::upgrade::on(&mut resp);
     let (mut rparts, _) = resp.into_parts();
-    let upgrade = rparts.headers.get(header::UPGRADE).cloned();
+    // A 101 must say what it switches to (RFC 9110 7.8): without it the client could not
+    // know what the bytes that follow are.
+    let Some(upgrade) = rparts.headers.get(header::UPGRADE).cloned() else {
+        backend.failure(index);
+        upstream_error(&core, &rule.route, "invalid_response");
+        debug!(route = %rule.route, endpoint = %authority, "the backend switched protocols without an Upgrade header");
+        return failure_response(done, Failure::InvalidResponse);
+    };
     forwarded::strip_hop_by_hop(&mut rparts.headers);
     if let Some(m) = &rule.response_headers {
         m.apply(&mut rparts.headers);
@@ -236,9 +243,7 @@ pub async fn forward(
     rparts
         .headers
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    if let Some(u) = upgrade {
-        rparts.headers.insert(header::UPGRADE, u);
-    }
+    rparts.headers.insert(header::UPGRADE, upgrade);
     // The tunnel: holds its place of the connection limit, keeps its client connection
     // counted as busy (its bytes are not request heads), and is load on the endpoint.
     let tunnel = Tunnel {
@@ -349,5 +354,60 @@ impl Tunnel {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(version: Version, headers: &[(&str, &str)]) -> Request<()> {
+        let mut r = Request::builder().version(version).uri("/");
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.body(()).unwrap()
+    }
+
+    fn asked(version: Version, headers: &[(&str, &str)]) -> Option<String> {
+        requested(&req(version, headers)).map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn an_upgrade_request_needs_http_1_1_and_the_connection_option() {
+        let ws = [
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ];
+        assert_eq!(asked(Version::HTTP_11, &ws).as_deref(), Some("websocket"));
+        assert_eq!(asked(Version::HTTP_10, &ws), None, "HTTP/1.0: ignored");
+        assert_eq!(asked(Version::HTTP_11, &[("upgrade", "websocket")]), None);
+        assert_eq!(
+            asked(
+                Version::HTTP_11,
+                &[("connection", "close"), ("upgrade", "websocket")]
+            ),
+            None
+        );
+        assert_eq!(asked(Version::HTTP_11, &[("connection", "upgrade")]), None);
+    }
+
+    #[test]
+    fn h2c_and_malformed_protocols_are_taken_out() {
+        let c = ("connection", "upgrade");
+        assert_eq!(asked(Version::HTTP_11, &[c, ("upgrade", "h2c")]), None);
+        assert_eq!(asked(Version::HTTP_11, &[c, ("upgrade", "H2C, h2")]), None);
+        assert_eq!(
+            asked(
+                Version::HTTP_11,
+                &[c, ("upgrade", "h2c, echo/1"), ("upgrade", "x y, tls/1.3")]
+            )
+            .as_deref(),
+            Some("echo/1, tls/1.3")
+        );
+        assert_eq!(
+            asked(Version::HTTP_11, &[c, ("upgrade", "a/, /b, ,c/d/e")]),
+            None
+        );
     }
 }

@@ -334,8 +334,9 @@ async fn an_upgrade_on_a_route_with_an_auth_policy_needs_the_key() {
 /// What the raw echo backend saw: the headers of each request.
 type RawSeen = Arc<Mutex<Vec<HeaderMap>>>;
 
-/// A backend that upgrades every request to `echo/1` (answering 101 with that `Upgrade`) and
-/// then sends back every byte it reads; a request without `Upgrade` gets 200 `plain`.
+/// A backend that upgrades every request to `echo/1` (answering 101 with that `Upgrade`, or
+/// without it when the request has `X-Forget-Upgrade`) and then sends back every byte it
+/// reads; a request without `Upgrade` gets 200 `plain`.
 async fn raw_echo_backend() -> (u16, RawSeen) {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -365,8 +366,10 @@ async fn raw_echo_backend() -> (u16, RawSeen) {
                         });
                         let mut resp = Response::new(Full::new(Bytes::new()));
                         *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-                        resp.headers_mut()
-                            .insert("upgrade", "echo/1".parse().unwrap());
+                        if !req.headers().contains_key("x-forget-upgrade") {
+                            resp.headers_mut()
+                                .insert("upgrade", "echo/1".parse().unwrap());
+                        }
                         resp.headers_mut()
                             .insert("connection", "upgrade".parse().unwrap());
                         resp.headers_mut()
@@ -586,4 +589,16 @@ async fn a_websocket_to_a_tls_backend_goes_over_tls() {
     ws.send(Message::text("over tls")).await.unwrap();
     assert_eq!(next_text(&mut ws).await, "echo: over tls");
     assert_eq!(seen.lock().unwrap().handshakes.len(), 1);
+}
+
+#[tokio::test]
+async fn a_101_that_does_not_say_what_it_switches_to_is_a_bad_gateway() {
+    let (backend, _) = raw_echo_backend().await;
+    let gw = Gateway::start(|p| one_route(p, backend, &[])).await;
+    let (head, _s) = raw_request(
+        gw.port(),
+        "GET /raw HTTP/1.1\r\nHost: app.test\r\nConnection: upgrade\r\nUpgrade: echo/1\r\nX-Forget-Upgrade: 1\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 502 "), "{head}");
 }
