@@ -39,9 +39,18 @@ pub struct BackendSpec {
     /// Omitted: endpoints are spoken to in plain HTTP/1.1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<BackendTls>,
+
+    /// The protocol the endpoints speak, as a Kubernetes Service port's `appProtocol` (Gateway
+    /// API GEP-1911): `kubernetes.io/h2c` (HTTP/2 over cleartext with prior knowledge; not with
+    /// `tls`), `tollgate.dev/h2` (HTTP/2 over TLS, ALPN `h2`; needs `tls`),
+    /// `kubernetes.io/ws` (WebSocket over cleartext: HTTP/1.1; not with `tls`) or
+    /// `kubernetes.io/wss` (WebSocket over TLS: HTTP/1.1; needs `tls`). Omitted: HTTP/1.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<String>,
 }
 
-/// How the proxy speaks TLS (HTTP/1.1 inside, no ALPN) to a Backend's endpoints and
+/// How the proxy speaks TLS (HTTP/1.1 inside without ALPN, or HTTP/2 with ALPN `h2` when
+/// `appProtocol` is `tollgate.dev/h2`) to a Backend's endpoints and
 /// checks their certificates. Certificate verification failures answer 502 and count as
 /// `tollgate_http_upstream_errors_total{reason="tls"}`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -3,6 +3,9 @@
 //! system's store), its server name (SNI and the name the certificate must be valid for) and
 //! optionally a client certificate (mutual TLS). HTTP/1.1 inside, as to plain backends; no
 //! ALPN is offered (hyper-rustls offers ALPN only with HTTP/2), so servers use HTTP/1.1.
+//! Backends with `appProtocol: tollgate.dev/h2` are spoken to in HTTP/2 with the same
+//! settings and ALPN `h2` ([`super::backend_h2`]); upgrade requests (WebSocket) get a
+//! connection of their own with the HTTP/1.1 settings ([`super::upgrade`]).
 //!
 //! The files are read when a revision is applied ([`super::Proxy::prepare`]): a missing or bad
 //! file refuses the revision. Unlike listener certificates they are not watched: a changed CA
@@ -30,6 +33,16 @@ pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// A client that speaks TLS to one Backend's endpoints.
 pub type TlsClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
+/// How the proxy speaks TLS to one Backend's endpoints.
+#[derive(Clone)]
+pub struct TlsBackend {
+    /// HTTP/1.1, pooled.
+    pub client: TlsClient,
+    /// The HTTP/1.1 configuration (no ALPN), for connections of their own (upgrades).
+    pub http1: Arc<rustls::ClientConfig>,
+    /// HTTP/2: the configuration with ALPN `h2`.
+    pub h2: super::backend_h2::H2Tls,
+}
 /// Why a Backend's TLS settings cannot be put in force.
 #[derive(Debug, thiserror::Error)]
 #[error("Backend {backend}: cannot load {what}: {source}")]
@@ -47,7 +60,7 @@ pub fn clients(
     dir: &Path,
     limits: &Limits,
     defs: &[BackendDef],
-) -> Result<Vec<Option<TlsClient>>, Box<BackendTlsError>> {
+) -> Result<Vec<Option<TlsBackend>>, Box<BackendTlsError>> {
     defs.iter()
         .map(|def| match &def.tls {
             None => Ok(None),
@@ -61,7 +74,7 @@ fn client(
     limits: &Limits,
     backend: &str,
     tls: &BackendTlsDef,
-) -> Result<TlsClient, Box<BackendTlsError>> {
+) -> Result<TlsBackend, Box<BackendTlsError>> {
     let config = client_config(dir, backend, tls)?;
     let name = ServerName::try_from(tls.hostname.clone()).map_err(|e| {
         Box::new(BackendTlsError {
@@ -73,22 +86,32 @@ fn client(
             },
         })
     })?;
+    let mut h2 = config.clone();
+    h2.alpn_protocols = vec![b"h2".to_vec()];
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(limits.connect_timeout));
     http.set_nodelay(true);
     http.enforce_http(false);
     let https = HttpsConnectorBuilder::new()
-        .with_tls_config(config)
+        .with_tls_config(config.clone())
         .https_only()
-        .with_server_name_resolver(FixedServerNameResolver::new(name))
+        .with_server_name_resolver(FixedServerNameResolver::new(name.clone()))
         .enable_http1()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+    let client = Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(limits.pool_idle_timeout)
         .pool_max_idle_per_host(limits.pool_max_idle_per_endpoint)
-        .build(https))
+        .build(https);
+    Ok(TlsBackend {
+        client,
+        http1: Arc::new(config),
+        h2: super::backend_h2::H2Tls {
+            config: Arc::new(h2),
+            name,
+        },
+    })
 }
 
 /// The rustls configuration of one Backend.

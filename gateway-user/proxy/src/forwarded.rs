@@ -11,7 +11,9 @@
 //!   untrusted peer is removed.
 //! - **Hop-by-hop headers** (RFC 9110 section 7.6.1) are never forwarded, in either direction:
 //!   `Connection` and every header it names, `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`,
-//!   `Upgrade`, and `Proxy-*`.
+//!   `Upgrade`, `HTTP2-Settings` (RFC 9113 3.2.1; a client's h2c upgrade is never passed on,
+//!   whether or not its `Connection` names it), and `Proxy-*`. Upgrade requests get their
+//!   `Connection` and `Upgrade` back from [`crate::upgrade`].
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -96,6 +98,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         header::TRANSFER_ENCODING,
         header::UPGRADE,
         HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("http2-settings"),
     ] {
         headers.remove(name);
     }
@@ -249,6 +252,7 @@ mod tests {
             ("trailer", "x-t"),
             ("transfer-encoding", "chunked"),
             ("upgrade", "websocket"),
+            ("http2-settings", "AAMAAABkAAQAAP__"),
             ("proxy-authorization", "Basic x"),
             ("proxy-connection", "keep-alive"),
             ("x-secret", "1"),

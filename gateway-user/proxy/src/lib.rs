@@ -17,6 +17,7 @@
 pub mod abuse;
 pub mod access_log;
 pub mod auth;
+pub mod backend_h2;
 pub mod backend_tls;
 pub mod body;
 pub mod client_prefix;
@@ -28,6 +29,7 @@ pub mod listener;
 pub mod metrics;
 pub mod router;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream;
 
 use std::collections::BTreeMap;
@@ -206,7 +208,7 @@ pub struct Active {
     /// Credentials, aligned with `table.policy.auth`.
     pub auth: Vec<Arc<auth::AuthRuntime>>,
     /// TLS clients, aligned with `backends` (`None`: plain HTTP).
-    pub backend_tls: Vec<Option<backend_tls::TlsClient>>,
+    pub backend_tls: Vec<Option<backend_tls::TlsBackend>>,
 }
 
 /// What every connection and request shares.
@@ -260,7 +262,7 @@ pub struct Prepared {
     sockets: Vec<(u16, TcpListener)>,
     tls: tls::PreparedTls,
     auth: Vec<Arc<auth::AuthRuntime>>,
-    backend_tls: Vec<Option<backend_tls::TlsClient>>,
+    backend_tls: Vec<Option<backend_tls::TlsBackend>>,
 }
 
 /// The proxy.
@@ -650,10 +652,14 @@ impl Workers {
     }
 }
 
+/// Index of the proxy worker thread this runs on (0 on every other thread).
+pub(crate) fn worker() -> usize {
+    WORKER.with(|w| w.get())
+}
+
 impl Core {
     /// The backend client of the worker thread this runs on.
     fn client(&self) -> &Client<HttpConnector, UpstreamBody> {
-        let i = WORKER.with(|w| w.get());
-        &self.clients[i.min(self.clients.len() - 1)]
+        &self.clients[worker().min(self.clients.len() - 1)]
     }
 }

@@ -112,6 +112,13 @@ impl ConnState {
     }
 }
 
+impl ConnState {
+    /// How long no byte has moved on the connection.
+    pub fn quiet_for(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.last_activity.load(Ordering::Relaxed)))
+    }
+}
+
 impl Drop for ConnState {
     fn drop(&mut self) {
         self.budget.release(&self.head);
@@ -418,7 +425,9 @@ pub(crate) async fn serve_http<S>(
             Box::pin(super::router::handle(core, info, req));
         async move { Ok::<_, std::convert::Infallible>(handling.await) }
     });
-    let conn = core.server.serve_connection(io, service);
+    // With upgrades: an HTTP/1.1 connection whose request the backend upgraded (101) is handed
+    // to the tunnel of [`super::upgrade`], and this connection's future ends.
+    let conn = core.server.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let idle = core.limits.idle_timeout;
     let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(100)));

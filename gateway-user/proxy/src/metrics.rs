@@ -80,8 +80,9 @@ pub struct RouteLabel {
 pub struct UpstreamErrorLabels {
     /// `namespace/name` of the HTTPRoute.
     pub route: String,
-    /// `connect`, `tls`, `timeout`, `reset`, `invalid_response`, `no_healthy_endpoint` or
-    /// `no_backend`. One per failed attempt: a request retried twice may count three.
+    /// `connect`, `tls`, `timeout`, `reset`, `invalid_response`, `no_healthy_endpoint`,
+    /// `no_backend` or `upgrade_limit` (an upgrade refused at the connection limit). One per
+    /// failed attempt: a request retried twice may count three.
     pub reason: &'static str,
 }
 

@@ -16,8 +16,9 @@ use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
 use tracing::debug;
 
-use super::backend_tls::TlsClient;
-use super::body::{BodyState, Completion, LimitedBody, ResponseBody};
+use super::backend_h2;
+use super::backend_tls::TlsBackend;
+use super::body::{BodyState, BoxError, Completion, LimitedBody, ResponseBody};
 use super::forwarded;
 use super::listener::{ConnGuard, ConnInfo};
 use super::upstream::{self, BackendRuntime, BodySent, Failure, ReplayBody};
@@ -25,7 +26,7 @@ use super::{auth, limit};
 use super::{Active, Core, UpstreamBody};
 use crate::decide::{decide, Decision, RequestParts};
 use crate::metrics::{AuthFailureLabels, RateLimitedLabels, RouteLabel, UpstreamErrorLabels};
-use tollgate_compile::l7::table::{Redirect, Rule};
+use tollgate_compile::l7::table::{BackendProtocol, Redirect, Rule};
 use tollgate_model::BanKind;
 
 /// Route label of requests no route matched.
@@ -99,7 +100,7 @@ pub fn redirect_location(
 }
 
 /// A response the proxy writes itself.
-fn local(
+pub(crate) fn local(
     mut done: Completion,
     status: StatusCode,
     reason: &'static str,
@@ -122,7 +123,7 @@ fn local(
 }
 
 /// Counts a failed attempt to reach a backend.
-fn upstream_error(core: &Core, route: &Arc<str>, reason: &'static str) {
+pub(crate) fn upstream_error(core: &Core, route: &Arc<str>, reason: &'static str) {
     core.metrics
         .upstream_errors
         .get_or_create(&UpstreamErrorLabels {
@@ -524,6 +525,12 @@ async fn routed(
         );
     };
 
+    // An upgrade (WebSocket) is passed on to HTTP/1.1 backends only.
+    let upgrade_to = if backend.def.protocol == BackendProtocol::Http1 {
+        super::upgrade::requested(&req)
+    } else {
+        None
+    };
     // The request for the backend.
     let (mut parts, body) = req.into_parts();
     forwarded::strip_hop_by_hop(&mut parts.headers);
@@ -577,6 +584,24 @@ async fn routed(
             "body_too_large",
             "the request body is larger than this route accepts",
         );
+    }
+    if let Some(protocols) = upgrade_to {
+        let tls = active.backend_tls.get(backend_index).cloned().flatten();
+        return super::upgrade::forward(
+            core,
+            conn,
+            done,
+            rule,
+            backend,
+            tls,
+            parts,
+            body,
+            &path_and_query,
+            protocols,
+            max_body,
+            deadline,
+        )
+        .await;
     }
     let state = Arc::new(BodyState::default());
     let mut body = match read_body(
@@ -681,7 +706,7 @@ async fn forward(
     mut done: Completion,
     rule: Arc<Rule>,
     backend: Arc<BackendRuntime>,
-    tls_client: Option<TlsClient>,
+    tls_client: Option<TlsBackend>,
     parts: http::request::Parts,
     path_and_query: &str,
     body: &mut RequestBody,
@@ -743,9 +768,33 @@ async fn forward(
         *up.version_mut() = Version::HTTP_11;
         *up.headers_mut() = parts.headers.clone();
 
-        let sent = match &tls_client {
-            Some(c) => c.request(up),
-            None => core.client().request(up),
+        let sent = async {
+            match backend.def.protocol {
+                BackendProtocol::Http2 => {
+                    let Some(up) = backend_h2::with_authority(up) else {
+                        return Err((
+                            Failure::NotSent,
+                            "the host cannot be an HTTP/2 :authority".into(),
+                        ));
+                    };
+                    backend
+                        .h2
+                        .send(
+                            crate::worker(),
+                            &authority,
+                            tls_client.as_ref().map(|t| &t.h2),
+                            core.limits.connect_timeout,
+                            up,
+                        )
+                        .await
+                        .map_err(|e| (e.failure, e.error))
+                }
+                BackendProtocol::Http1 => match &tls_client {
+                    Some(c) => c.client.request(up).await,
+                    None => core.client().request(up).await,
+                }
+                .map_err(|e| (Failure::of(&e), BoxError::from(e))),
+            }
         };
         let result = match attempt_deadline {
             Some(d) => match tokio::time::timeout_at(d, sent).await {
@@ -803,8 +852,7 @@ async fn forward(
                 }
                 Failure::Timeout
             }
-            Some(Err(e)) => {
-                let f = Failure::of(&e);
+            Some(Err((f, e))) => {
                 backend.failure(index);
                 upstream_error(&core, &rule.route, failure_reason(f));
                 debug!(route = %rule.route, endpoint = %authority, error = %e, failure = ?f, "attempt to the backend failed");
@@ -902,7 +950,7 @@ fn failure_reason(f: Failure) -> &'static str {
 /// the backend (no connection, or one lost before the response head): 503, as the Gateway
 /// API's `HTTPRouteRetryConnectionError` expects once the attempts are spent (and Envoy
 /// answers). A response that is not HTTP: 502. No response in time: 504.
-fn failure_response(done: Completion, f: Failure) -> Response<ResponseBody> {
+pub(crate) fn failure_response(done: Completion, f: Failure) -> Response<ResponseBody> {
     let (status, message) = match f {
         Failure::Connect => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -90,6 +90,15 @@ impl InFlight {
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }
+
+    /// One more in flight to the same endpoint (an upgraded connection, which outlives the
+    /// request that opened it, is load on the endpoint as long as it lasts).
+    pub fn another(&self) -> InFlight {
+        self.endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            endpoint: self.endpoint.clone(),
+        }
+    }
 }
 
 impl Drop for InFlight {
@@ -154,6 +163,8 @@ pub struct BackendRuntime {
         BackendLabel,
         prometheus_client::metrics::counter::Counter,
     >,
+    /// The HTTP/2 connections (Backends with an HTTP/2 `appProtocol`).
+    pub h2: crate::backend_h2::H2Pool,
 }
 
 /// Label of the ejection counter.
@@ -177,6 +188,7 @@ impl BackendRuntime {
             budget: RetryBudget::default(),
             ejecting: Mutex::new(()),
             ejections: ejections.clone(),
+            h2: Default::default(),
         }
     }
 
@@ -521,6 +533,7 @@ mod tests {
             consecutive_failures: failures,
             ejection_time: Duration::from_millis(200),
             tls: None,
+            protocol: Default::default(),
         }
     }
 
@@ -699,6 +712,7 @@ mod tests {
             consecutive_failures: 1,
             ejection_time: Duration::from_secs(60),
             tls: None,
+            protocol: Default::default(),
         };
         let first = reg.resolve(&[def(&["10.0.0.1:80", "10.0.0.2:80"])], &fam);
         first[0].failure(0);

@@ -9,7 +9,9 @@ use tollgate_model::backend::{
 use tollgate_model::{names, Checker};
 
 use super::limits::*;
-use super::table::{BackendCa, BackendDef, BackendTlsDef, LoadBalancing, SecretRef};
+use super::table::{
+    BackendCa, BackendDef, BackendProtocol, BackendTlsDef, LoadBalancing, SecretRef,
+};
 use super::{parse_duration, port};
 
 /// Checks a Backend (`label` is `namespace/name`); returns it when it has no problem.
@@ -98,6 +100,7 @@ pub(super) fn backend(c: &mut Checker<'_, '_>, label: &str, b: &Backend) -> Opti
     };
     let ns = label.split_once('/').map_or("", |(ns, _)| ns);
     let tls = spec.tls.as_ref().and_then(|t| backend_tls(c, ns, t));
+    let protocol = app_protocol(c, spec.app_protocol.as_deref(), spec.tls.is_some());
     c.clean_since(before).then(|| BackendDef {
         label: label.to_owned(),
         endpoints,
@@ -105,7 +108,60 @@ pub(super) fn backend(c: &mut Checker<'_, '_>, label: &str, b: &Backend) -> Opti
         consecutive_failures,
         ejection_time,
         tls,
+        protocol,
     })
+}
+
+/// `appProtocol` values a Backend accepts, for the error message.
+const APP_PROTOCOLS: &str =
+    "kubernetes.io/h2c, tollgate.dev/h2, kubernetes.io/ws or kubernetes.io/wss";
+
+/// Checks a Backend's `spec.appProtocol` against `spec.tls` (set or not).
+fn app_protocol(c: &mut Checker<'_, '_>, value: Option<&str>, tls: bool) -> BackendProtocol {
+    const AT: &str = "spec.appProtocol";
+    let Some(value) = value else {
+        return BackendProtocol::Http1;
+    };
+    match (value, tls) {
+        ("kubernetes.io/h2c", false) => BackendProtocol::Http2,
+        ("kubernetes.io/h2c", true) => {
+            c.error(
+                AT,
+                "kubernetes.io/h2c is HTTP/2 in cleartext, but spec.tls is set: use tollgate.dev/h2 for HTTP/2 over TLS",
+            );
+            BackendProtocol::Http1
+        }
+        ("tollgate.dev/h2", true) => BackendProtocol::Http2,
+        ("tollgate.dev/h2", false) => {
+            c.error(
+                AT,
+                "tollgate.dev/h2 is HTTP/2 over TLS, but spec.tls is not set: set it, or use kubernetes.io/h2c for HTTP/2 in cleartext",
+            );
+            BackendProtocol::Http1
+        }
+        ("kubernetes.io/ws", false) | ("kubernetes.io/wss", true) => BackendProtocol::Http1,
+        ("kubernetes.io/ws", true) => {
+            c.error(
+                AT,
+                "kubernetes.io/ws is WebSocket in cleartext, but spec.tls is set: use kubernetes.io/wss",
+            );
+            BackendProtocol::Http1
+        }
+        ("kubernetes.io/wss", false) => {
+            c.error(
+                AT,
+                "kubernetes.io/wss is WebSocket over TLS, but spec.tls is not set: set it, or use kubernetes.io/ws",
+            );
+            BackendProtocol::Http1
+        }
+        (other, _) => {
+            c.error(
+                AT,
+                format!("\"{other}\" is not a protocol Tollgate speaks to backends: one of {APP_PROTOCOLS}, or omit it for HTTP/1.1"),
+            );
+            BackendProtocol::Http1
+        }
+    }
 }
 
 /// Checks a Backend's `spec.tls`.

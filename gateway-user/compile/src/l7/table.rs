@@ -745,6 +745,19 @@ pub struct BackendDef {
     pub ejection_time: Duration,
     /// TLS to the endpoints; `None`: plain HTTP.
     pub tls: Option<BackendTlsDef>,
+    /// The HTTP version spoken to the endpoints (`appProtocol`).
+    pub protocol: BackendProtocol,
+}
+
+/// The HTTP version a Backend's endpoints are spoken to in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendProtocol {
+    /// HTTP/1.1 (the default; `kubernetes.io/ws`, `kubernetes.io/wss`).
+    #[default]
+    Http1,
+    /// HTTP/2: with prior knowledge in cleartext (`kubernetes.io/h2c`), or in TLS with ALPN
+    /// `h2` (`tollgate.dev/h2`).
+    Http2,
 }
 
 /// A Backend's `spec.tls`, validated.

@@ -103,3 +103,59 @@ fn backend_tls_errors_name_the_field() {
         );
     }
 }
+
+fn proto_backend(name: &str, extra: &str) -> String {
+    format!("apiVersion: tollgate.dev/v1alpha1\nkind: Backend\nmetadata: {{ name: {name} }}\nspec:\n  endpoints:\n    - ip: {{ address: 127.0.0.1, port: 9443 }}\n{extra}")
+}
+
+#[test]
+fn app_protocol_chooses_the_http_version_and_must_agree_with_tls() {
+    use crate::l7::table::BackendProtocol;
+    let tls = "  tls: { hostname: a.internal, wellKnownCACertificates: System }\n";
+    let t = table(&all(&[
+        GATEWAY,
+        &proto_backend("a", "  appProtocol: kubernetes.io/h2c\n"),
+        &proto_backend("b", &format!("{tls}  appProtocol: tollgate.dev/h2\n")),
+        &proto_backend("c", "  appProtocol: kubernetes.io/ws\n"),
+        &proto_backend("d", &format!("{tls}  appProtocol: kubernetes.io/wss\n")),
+        &proto_backend("e", ""),
+        &route("a", TO_A_RULES),
+    ]));
+    let protocols: Vec<BackendProtocol> = t.policy.backends.iter().map(|b| b.protocol).collect();
+    assert_eq!(
+        protocols,
+        [
+            BackendProtocol::Http2,
+            BackendProtocol::Http2,
+            BackendProtocol::Http1,
+            BackendProtocol::Http1,
+            BackendProtocol::Http1,
+        ]
+    );
+
+    let e = errors(&all(&[
+        GATEWAY,
+        &proto_backend("a", &format!("{tls}  appProtocol: kubernetes.io/h2c\n")),
+        &proto_backend("b", "  appProtocol: tollgate.dev/h2\n"),
+        &proto_backend("c", &format!("{tls}  appProtocol: kubernetes.io/ws\n")),
+        &proto_backend("d", "  appProtocol: kubernetes.io/wss\n"),
+        &proto_backend("e", "  appProtocol: http2\n"),
+        &route("a", TO_A_RULES),
+    ]));
+    let at = |name: &str| {
+        e.iter()
+            .find(|e| e.location.object == format!("Backend/{name}"))
+            .unwrap_or_else(|| panic!("no error for Backend {name}: {e:#?}"))
+    };
+    assert!(at("a").message.contains("use tollgate.dev/h2"), "{e:#?}");
+    assert!(at("b").message.contains("spec.tls is not set"), "{e:#?}");
+    assert!(at("c").message.contains("use kubernetes.io/wss"), "{e:#?}");
+    assert!(at("d").message.contains("spec.tls is not set"), "{e:#?}");
+    assert!(
+        at("e").message.contains("\"http2\" is not a protocol"),
+        "{e:#?}"
+    );
+    for name in ["a", "b", "c", "d", "e"] {
+        assert_eq!(at(name).location.field, "spec.appProtocol");
+    }
+}
