@@ -756,7 +756,10 @@ impl GitSource {
     fn classify(&self, e: git2::Error, past_deadline: bool) -> GitError {
         let e = scrubbed(&e, &self.url);
         let url = self.shown.clone();
-        if e.code() == ErrorCode::Timeout || past_deadline {
+        // libssh2's session timeout is --git-timeout too (set above as the server timeout):
+        // its "Timed out waiting on socket" may come a moment before the deadline checks.
+        let ssh_timeout = e.class() == ErrorClass::Ssh && e.message().contains("Timed out");
+        if e.code() == ErrorCode::Timeout || past_deadline || ssh_timeout {
             return GitError::Timeout {
                 url,
                 timeout: self.options.timeout,
