@@ -216,7 +216,7 @@ pub enum FilterType {
     RequestRedirect,
     /// Not supported yet.
     RequestMirror,
-    /// Not supported yet.
+    /// Cross-origin resource sharing: answer preflights, add the CORS headers to responses.
     CORS,
     /// Not supported yet.
     ExtensionRef,
@@ -248,9 +248,9 @@ pub struct HTTPRouteFilter {
     /// Settings of `RequestMirror` (not supported yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_mirror: Option<serde_json::Value>,
-    /// Settings of `CORS` (not supported yet).
+    /// Settings of `CORS`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cors: Option<serde_json::Value>,
+    pub cors: Option<HTTPCORSFilter>,
     /// Settings of `ExtensionRef` (not supported yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extension_ref: Option<serde_json::Value>,
@@ -392,4 +392,32 @@ pub struct HTTPRouteRetry {
     /// Wait between attempts (a Gateway API duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<String>,
+}
+
+/// `CORS` filter settings (Gateway API v1.6 standard channel): which cross-origin requests
+/// browsers may make to the rule, and what they may read of the responses.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HTTPCORSFilter {
+    /// The origins allowed (0-64): `scheme://host[:port]`, the host may start with `*.` (any
+    /// subdomain); or `*` alone (every origin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_origins: Option<Vec<String>>,
+    /// Whether the response may be read by requests made with credentials (cookies,
+    /// `Authorization`): `Access-Control-Allow-Credentials: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_credentials: Option<bool>,
+    /// Methods allowed (0-9 of GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH,
+    /// or `*` alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_methods: Option<Vec<String>>,
+    /// Request headers allowed (0-64 names, or `*` alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_headers: Option<Vec<String>>,
+    /// Response headers the page may read besides the safelisted ones (0-64 names, or `*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose_headers: Option<Vec<String>>,
+    /// Seconds a browser may cache a preflight's answer (default 5, at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<i64>,
 }

@@ -26,6 +26,7 @@ use super::{auth, limit};
 use super::{Active, Core, UpstreamBody};
 use crate::decide::{decide, Decision, RequestParts};
 use crate::metrics::{AuthFailureLabels, RateLimitedLabels, RouteLabel, UpstreamErrorLabels};
+use tollgate_compile::l7::cors;
 use tollgate_compile::l7::table::{BackendProtocol, Redirect, Rule};
 use tollgate_model::BanKind;
 
@@ -264,6 +265,37 @@ pub async fn handle(
         );
     }
 
+    // CORS: a preflight is answered here, before authentication (browsers send preflights
+    // without credentials); the CORS headers of an allowed origin go on every response of
+    // the rule from here on, errors included, so that the page can read why it failed.
+    let cors_origin = match (&rule.cors, req.headers().get(header::ORIGIN)) {
+        (Some(cors), Some(origin)) => cors.allows(origin).then(|| (cors.clone(), origin.clone())),
+        _ => None,
+    };
+    if rule.cors.is_some() && cors::is_preflight(req.method(), req.headers()) {
+        return match &cors_origin {
+            Some((cors, origin)) => {
+                done.status = StatusCode::OK.as_u16();
+                done.reason = "cors_preflight";
+                let mut resp = Response::new(ResponseBody::full(Bytes::new(), done));
+                *resp.headers_mut() = cors.preflight(origin, req.headers());
+                resp
+            }
+            None => local(
+                done,
+                StatusCode::FORBIDDEN,
+                "cors_origin",
+                "this origin is not allowed by the route's CORS filter",
+            ),
+        };
+    }
+    let with_cors = |mut resp: Response<ResponseBody>| {
+        if let Some((cors, origin)) = &cors_origin {
+            cors.respond(origin, resp.headers_mut());
+        }
+        resp
+    };
+
     // Authentication: first, so that nothing (not even a rate limit bucket) is spent on a
     // request without valid credentials. A consumer header from the client is never
     // believed.
@@ -360,7 +392,7 @@ pub async fn handle(
                     client,
                 );
                 if status == StatusCode::FORBIDDEN {
-                    return local(done, status, reason, message);
+                    return with_cors(local(done, status, reason, message));
                 }
                 let mut resp = local(done, status, reason, message);
                 for c in auth::challenges(rt, &rule.route, failure) {
@@ -368,7 +400,7 @@ pub async fn handle(
                         resp.headers_mut().append(header::WWW_AUTHENTICATE, v);
                     }
                 }
-                return resp;
+                return with_cors(resp);
             }
         }
     }
@@ -412,7 +444,7 @@ pub async fn handle(
             let h = resp.headers_mut();
             h.insert(header::RETRY_AFTER, HeaderValue::from(wait));
             limit_headers(h, &rule, outcome.header);
-            return resp;
+            return with_cors(resp);
         }
         limit_header = outcome.header;
     }
@@ -433,7 +465,7 @@ pub async fn handle(
     )
     .await;
     limit_headers(resp.headers_mut(), &rule, limit_header);
-    resp
+    with_cors(resp)
 }
 
 /// The `RateLimit-Policy` and `RateLimit` headers of a limited route's response.

@@ -24,6 +24,7 @@
 mod auth;
 mod backend;
 mod classes;
+pub mod cors;
 mod filters;
 mod gateway;
 pub mod jwks;

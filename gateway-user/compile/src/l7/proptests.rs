@@ -174,6 +174,7 @@ fn policy() -> impl Strategy<Value = L7Policy> {
                             response_headers: None,
                             rewrite: None,
                             redirect: None,
+                            cors: None,
                             backends: vec![],
                             timeouts: Timeouts {
                                 request: None,

@@ -508,6 +508,7 @@ fn rule(
     let mut response_headers = None;
     let mut rewrite = None;
     let mut redirect = None;
+    let mut cors = None;
     for (j, f) in filters.iter().enumerate() {
         let fat = format!("{at}.filters[{j}]");
         if !seen_types.insert(format!("{:?}", f.type_)) {
@@ -615,7 +616,12 @@ fn rule(
                     });
                 }
             }
-            FilterType::RequestMirror | FilterType::CORS | FilterType::ExtensionRef => {
+            FilterType::CORS => {
+                if let Some(f) = &f.cors {
+                    cors = super::cors::cors(c, &format!("{fat}.cors"), f).map(Arc::new);
+                }
+            }
+            FilterType::RequestMirror | FilterType::ExtensionRef => {
                 c.error(
                     format!("{fat}.type"),
                     format!("{:?} filters are not supported yet", f.type_),
@@ -745,6 +751,7 @@ fn rule(
             response_headers,
             rewrite,
             redirect,
+            cors,
             backends: weighted,
             unresolved_weight,
             failure,

@@ -487,6 +487,8 @@ pub struct Rule {
     pub rewrite: Option<UrlRewrite>,
     /// Redirect instead of forwarding.
     pub redirect: Option<Redirect>,
+    /// Cross-origin requests: preflights answered, CORS headers on responses.
+    pub cors: Option<Arc<super::cors::Cors>>,
     /// Backends and weights (empty with a redirect, and when no backendRef resolved).
     pub backends: Vec<WeightedBackend>,
     /// The weight of the backendRefs that did not resolve (a Backend that does not exist, an
@@ -1266,6 +1268,7 @@ mod tests {
             response_headers: None,
             rewrite: None,
             redirect: None,
+            cors: None,
             backends: vec![
                 WeightedBackend {
                     backend: 7,
@@ -1317,6 +1320,7 @@ mod tests {
                 response_headers: None,
                 rewrite: None,
                 redirect: None,
+                cors: None,
                 backends: vec![],
                 timeouts: Timeouts {
                     request: None,

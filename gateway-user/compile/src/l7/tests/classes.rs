@@ -463,3 +463,57 @@ spec:
         .iter()
         .any(|p| p.message.contains("needs a label selector")));
 }
+
+#[test]
+fn cors_filters_are_checked_as_the_crd_and_its_rules_would() {
+    let with = |cors: &str| {
+        all(&[
+            BACKENDS,
+            &gateway("edge", "tollgate"),
+            &format!(
+                "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{ name: r }}
+spec:
+  parentRefs: [{{ name: edge }}]
+  rules:
+    - filters: [{{ type: CORS, cors: {cors} }}]
+      backendRefs: [{{ group: tollgate.dev, kind: Backend, name: a }}]
+"
+            ),
+        ])
+    };
+    let ok = snapshot(&with(
+        "{ allowOrigins: ['https://*.example.com', 'http://localhost:3000'], allowMethods: [GET, POST], allowHeaders: ['*'], maxAge: 600 }",
+    ));
+    assert!(ok.acceptance.complete(), "{:#?}", ok.acceptance.problems());
+    for (cors, field) in [
+        (
+            "{ allowOrigins: ['*', 'https://a.example.com'] }",
+            "allowOrigins",
+        ),
+        ("{ allowOrigins: ['example.com'] }", "allowOrigins[0]"),
+        ("{ allowOrigins: ['ftp://example.com'] }", "allowOrigins[0]"),
+        (
+            "{ allowOrigins: ['https://exa mple.com'] }",
+            "allowOrigins[0]",
+        ),
+        (
+            "{ allowOrigins: ['https://example.com/path'] }",
+            "allowOrigins[0]",
+        ),
+        ("{ allowMethods: [GET, '*'] }", "allowMethods"),
+        ("{ allowMethods: [FETCH] }", "allowMethods[0]"),
+        ("{ allowMethods: [GET, GET] }", "allowMethods[1]"),
+        ("{ allowHeaders: ['bad header'] }", "allowHeaders[0]"),
+        ("{ maxAge: 0 }", "maxAge"),
+    ] {
+        let s = snapshot(&with(cors));
+        let want = format!("spec.rules[0].filters[0].cors.{field}");
+        let problems = s.acceptance.problems();
+        assert!(
+            problems.iter().any(|p| p.location.field == want),
+            "{cors}: {problems:#?}"
+        );
+    }
+}
