@@ -7,6 +7,7 @@
 //! an interface that lost it (a link event from [`links`], or the drift check), and stops on
 //! SIGTERM or SIGINT, even while a pass is running.
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -51,6 +52,17 @@ pub struct AgentConfig {
     pub webhook_secret: Option<WebhookSecret>,
     /// The L7 proxy's settings.
     pub proxy: ProxyConfig,
+    /// Where this node's `TollgateNode` status is written; `None`: it is not.
+    pub node_status: Option<NodeStatusTarget>,
+}
+
+/// This node's `TollgateNode`: the API server, and the node's name (the object's).
+#[derive(Debug, Clone)]
+pub struct NodeStatusTarget {
+    /// How the API server is reached.
+    pub settings: tollgate_kubernetes::Settings,
+    /// The node's name (`--node-name`), checked as an object name.
+    pub node: String,
 }
 
 /// Where the policy comes from.
@@ -187,6 +199,20 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let source_changed = std::sync::Arc::new(tokio::sync::Notify::new());
     let waker = source_changed.clone();
     source.set_waker(std::sync::Arc::new(move || waker.notify_one()));
+    // Off the loop: the reporter and its writer never hold up a pass.
+    let _node_status = match &config.node_status {
+        Some(target) => Some(telemetry::node::spawn(
+            shared.clone(),
+            tollgate_kubernetes::NodeStatusWriter::start(
+                &target.settings,
+                &target.node,
+                Arc::new(shared.metrics.kubernetes.clone()),
+            )
+            .context("start writing this node's TollgateNode status")?,
+            config.proxy.address,
+        )),
+        None => None,
+    };
     telemetry::admin::serve(config.admin, shared.clone())
         .await
         .with_context(|| format!("start the admin server on {} (--admin)", config.admin))?;
