@@ -114,7 +114,7 @@ fn the_agent_writes_its_node_status_once_per_change_and_never_while_nothing_chan
     ]))
     .unwrap();
     let admin = format!("127.0.0.1:{ADMIN}");
-    let mut agent = lab.start_agent(&[
+    let args = [
         "--source",
         "kubernetes",
         "--kubeconfig",
@@ -128,7 +128,8 @@ fn the_agent_writes_its_node_status_once_per_change_and_never_while_nothing_chan
         // Passes and drift checks every 2 s: plenty of chances to write for nothing.
         "--interval",
         "2s",
-    ]);
+    ];
+    let mut agent = lab.start_agent(&args);
     agent
         .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -182,11 +183,18 @@ fn the_agent_writes_its_node_status_once_per_change_and_never_while_nothing_chan
             && r.content_type.as_deref() == Some("application/apply-patch+yaml")),
         "{node_writes:#?}"
     );
-    let status_writes = node_writes
+    // The first start: the object read (missing), created, its status applied.
+    let reads = requests
         .iter()
-        .filter(|r| r.path.ends_with("/status"))
+        .filter(|r| r.method == "GET" && r.path == NODE_PATH)
         .count();
-    assert_eq!(status_writes, 1, "{node_writes:#?}");
+    let paths: Vec<&str> = node_writes.iter().map(|r| r.path.as_str()).collect();
+    eprintln!(
+        "first start: {reads} read(s) and {} write(s) of the TollgateNode",
+        node_writes.len()
+    );
+    assert_eq!(reads, 1);
+    assert_eq!(paths, [NODE_PATH.to_owned(), format!("{NODE_PATH}/status")]);
     let managers = node["metadata"]["managedFields"].to_string();
     assert!(managers.contains("tollgate-agent"), "{managers}");
     // The events: the revision applied, the Backend refused.
@@ -299,6 +307,41 @@ fn the_agent_writes_its_node_status_once_per_change_and_never_while_nothing_chan
     assert!(
         agent.log_count("could not write the TollgateNode") == 0,
         "{}",
+        agent.log()
+    );
+
+    // A restart that changes nothing (the same refusal, the same last good revision enforced
+    // from the state directory) reads the object once and writes nothing.
+    agent.sigterm(Duration::from_secs(10));
+    fake.clear_requests();
+    let mut agent = lab.start_agent(&args);
+    agent
+        .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + APPLY_TIMEOUT;
+    while !fake
+        .requests()
+        .iter()
+        .any(|r| r.method == "GET" && r.path == NODE_PATH)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never read its TollgateNode"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let requests = fake.requests();
+    let (node_writes, event_writes) = writes(&requests);
+    eprintln!(
+        "restart, nothing changed: {} write(s) of the TollgateNode, {} event write(s)",
+        node_writes.len(),
+        event_writes.len()
+    );
+    assert_eq!(
+        (node_writes.len(), event_writes.len()),
+        (0, 0),
+        "{node_writes:#?} {event_writes:#?}\n{}",
         agent.log()
     );
 }

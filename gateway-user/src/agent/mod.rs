@@ -199,20 +199,6 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let source_changed = std::sync::Arc::new(tokio::sync::Notify::new());
     let waker = source_changed.clone();
     source.set_waker(std::sync::Arc::new(move || waker.notify_one()));
-    // Off the loop: the reporter and its writer never hold up a pass.
-    let _node_status = match &config.node_status {
-        Some(target) => Some(telemetry::node::spawn(
-            shared.clone(),
-            tollgate_kubernetes::NodeStatusWriter::start(
-                &target.settings,
-                &target.node,
-                Arc::new(shared.metrics.kubernetes.clone()),
-            )
-            .context("start writing this node's TollgateNode status")?,
-            config.proxy.address,
-        )),
-        None => None,
-    };
     telemetry::admin::serve(config.admin, shared.clone())
         .await
         .with_context(|| format!("start the admin server on {} (--admin)", config.admin))?;
@@ -260,6 +246,22 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     if !controller.has_applied() {
         controller.enforce_last_good();
     }
+    // Once the start is settled (the first pass, or the last good revision after a refused
+    // one), so that a restart does not report the moment between the two; then off the loop:
+    // the reporter and its writer never hold up a pass.
+    let _node_status = match &config.node_status {
+        Some(target) => Some(telemetry::node::spawn(
+            shared.clone(),
+            tollgate_kubernetes::NodeStatusWriter::start(
+                &target.settings,
+                &target.node,
+                Arc::new(shared.metrics.kubernetes.clone()),
+            )
+            .context("start writing this node's TollgateNode status")?,
+            config.proxy.address,
+        )),
+        None => None,
+    };
 
     // Drift is checked every interval, whatever the source does.
     let mut drift = tokio::time::interval(config.interval);
