@@ -328,7 +328,7 @@ impl Controller {
             .map(|(k, n)| ((*k).to_owned(), *n))
             .collect();
         s.listeners = telemetry::ListenerStatus::of(&snapshot.l7.policy);
-        s.time_to_enforce_ms = read.then(|| took.as_millis() as u64);
+        s.time_to_enforce_ms = read.then_some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
         drop(s);
         self.shared.status_changed.notify_one();
     }
