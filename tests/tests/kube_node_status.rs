@@ -345,3 +345,40 @@ fn the_agent_writes_its_node_status_once_per_change_and_never_while_nothing_chan
         agent.log()
     );
 }
+
+/// With a directory source, `--node-name` and a kubeconfig, the agent writes its
+/// `TollgateNode` too: the revision is the directory's.
+#[test]
+fn a_directory_source_with_a_node_name_and_a_kubeconfig_writes_the_node_status_too() {
+    require_root!();
+    let lab = Lab::new("k8sdirnode", &[]);
+    let (fake, kubeconfig) = api_server(&lab);
+    lab.write_policy(
+        "edge.yaml",
+        &l4_policy(
+            "edge",
+            "allow",
+            "- name: block\n  action: deny\n  from: [203.0.113.0/24]\n",
+        ),
+    );
+    let admin = format!("127.0.0.1:{}", ADMIN + 3);
+    let mut agent = lab.start_agent(&[
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--node-name",
+        NODE,
+        "--admin",
+        &admin,
+    ]);
+    agent
+        .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let revision = logged_revision(&agent.log());
+    assert!(revision.starts_with("dir:"), "{revision}");
+    let node = wait_for_node(&fake, "the directory's revision", |n| {
+        n["status"]["revision"] == revision.as_str()
+    });
+    assert_eq!(node["status"]["objects"][0]["kind"], "L4Policy", "{node:#}");
+    // The agent reads nothing else from the API server: no watches.
+    assert_eq!(fake.open_watch_count(), 0, "{:?}", fake.open_watches());
+}

@@ -442,6 +442,43 @@ mod tests {
     }
 
     #[test]
+    fn the_node_status_is_written_with_a_node_name_and_kubernetes_settings_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            "apiVersion: v1\nkind: Config\nclusters:\n  - name: c\n    cluster:\n      server: http://127.0.0.1:6443\ncontexts:\n  - name: c\n    context:\n      cluster: c\n      user: u\ncurrent-context: c\nusers:\n  - name: u\n    user:\n      token: t\n",
+        )
+        .unwrap();
+        let paths = vec![kubeconfig];
+        let source = tollgate_kubernetes::Settings::resolve(&paths).unwrap();
+        let node = Some("node-a".to_owned());
+        let mut problems = Vec::new();
+        // The Kubernetes source: its settings, when the node is named.
+        let target = node_status_target(&node, Some(&source), &paths, &mut problems).unwrap();
+        assert_eq!(
+            (target.node.as_str(), target.settings.server()),
+            ("node-a", "http://127.0.0.1:6443".to_owned())
+        );
+        assert!(node_status_target(&None, Some(&source), &paths, &mut problems).is_none());
+        // A directory or Git source with a kubeconfig and a node name.
+        assert!(node_status_target(&node, None, &paths, &mut problems).is_some());
+        if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
+            assert!(node_status_target(&node, None, &[], &mut problems).is_none());
+        }
+        assert!(problems.is_empty(), "{problems:?}");
+        // A name no object can have is a bad setting, reported at start.
+        assert!(
+            node_status_target(&Some("Node_A".into()), Some(&source), &paths, &mut problems)
+                .is_none()
+        );
+        assert!(
+            problems[0].contains("--node-name \"Node_A\""),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn address_flags_are_read_as_strictly_as_policy_cidrs() {
         assert_eq!(parse_cidr("127.0.0.1").unwrap().to_string(), "127.0.0.1/32");
         assert_eq!(parse_cidr("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
