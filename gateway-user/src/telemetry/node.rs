@@ -27,9 +27,9 @@ const MAX_INTERFACES: usize = 64;
 const MAX_LISTENERS: usize = 256;
 
 /// Starts the reporter: every change of the agent's status becomes a [`TollgateNodeStatus`]
-/// handed to `writer`. Nothing is handed over before the first pass has an outcome (a
-/// revision enforced, or an attempt refused), so that an agent's start is one write, not an
-/// empty status followed by the real one.
+/// handed to `writer`. Nothing is handed over before a pass has an outcome (a revision
+/// enforced, an attempt refused, a source that cannot be read), so that an agent's start is
+/// one write, not an empty status followed by the real one.
 pub fn spawn(
     shared: Arc<Shared>,
     writer: NodeStatusWriter,
@@ -40,7 +40,10 @@ pub fn spawn(
             shared.status_changed.notified().await;
             let converted = {
                 let status = shared.status.read().unwrap_or_else(|p| p.into_inner());
-                if status.applied.is_none() && status.attempted.is_none() {
+                if status.applied.is_none()
+                    && status.attempted.is_none()
+                    && status.last_error.is_none()
+                {
                     continue;
                 }
                 node_status(&status, gateway_address, now_seconds())
@@ -110,9 +113,13 @@ pub fn node_status(status: &Status, gateway_address: IpAddr, now: Time) -> Tollg
             })
             .collect();
     }
+    // The CRD keys interfaces by name: an interface given twice (`--interface eth0
+    // --interface eth0`) must be listed once, or the API server refuses every write.
+    let mut seen = std::collections::HashSet::new();
     out.interfaces = status
         .interfaces
         .iter()
+        .filter(|i| seen.insert(i.name.as_str()))
         .take(MAX_INTERFACES)
         .map(|i| NodeInterface {
             name: i.name.clone(),
@@ -402,7 +409,14 @@ mod tests {
             ifindex: Some(7),
             problem: Some("XDP refused".into()),
         });
+        status.interfaces.push(status.interfaces[0].clone());
         let s = node_status(&status, address(), now());
+        assert_eq!(
+            s.interfaces.len(),
+            3,
+            "each interface once: {:?}",
+            s.interfaces
+        );
         assert_eq!(s.interfaces[1].attach_mode, None);
         assert!(s.interfaces[1].error.is_some());
         assert_eq!(s.interfaces[2].error.as_deref(), Some("XDP refused"));
