@@ -16,7 +16,7 @@
 //!   older manager left behind instead of failing on a conflict forever);
 //! - on a failure, logs it, counts it, and retries with backoff (1 s doubling to 5 min, with
 //!   jitter), sending whatever is the latest status by then;
-//! - publishes events about what changed ([`events`]).
+//! - publishes events about what changed ([`crate::events`]), from a task of its own.
 //!
 //! The agent never watches these objects: each node writes one, the controller reads them all.
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::Resource as _;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tollgate_model::node::{TollgateNode, TollgateNodeStatus};
 use tracing::{debug, info, warn};
 
@@ -42,6 +42,9 @@ pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The longest wait between two attempts to write a status that keeps failing.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Status changes whose events wait to be sent; more are dropped (counted as `throttled`).
+const EVENT_QUEUE: usize = 16;
 
 /// How a write ended, the `result` label of the write metrics: `ok`, `forbidden` (RBAC or the
 /// admission policy said no: a setup problem), `invalid` (the API server refused the content),
@@ -78,6 +81,7 @@ impl ReportMetrics for () {
 pub struct NodeStatusWriter {
     latest: watch::Sender<Option<TollgateNodeStatus>>,
     task: tokio::task::JoinHandle<()>,
+    events: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for NodeStatusWriter {
@@ -109,16 +113,31 @@ impl NodeStatusWriter {
         first_backoff: Duration,
     ) -> Self {
         let (latest, rx) = watch::channel(None);
+        // Events are sent by a task of their own: a slow events API never delays a status.
+        let (events_tx, mut events_rx) = mpsc::channel::<(Change, Option<String>)>(EVENT_QUEUE);
+        let mut sender = Events::new(client.clone(), node);
+        let events_metrics = metrics.clone();
+        let events = tokio::spawn(async move {
+            while let Some((change, uid)) = events_rx.recv().await {
+                sender
+                    .publish(&change, uid.as_deref(), events_metrics.as_ref())
+                    .await;
+            }
+        });
         let writer = Writer {
-            api: Api::all(client.clone()),
-            events: Events::new(client, node),
+            api: Api::all(client),
+            events: events_tx,
             node: node.to_owned(),
             metrics,
             known: None,
             failing: None,
         };
         let task = tokio::spawn(writer.run(rx, first_backoff));
-        NodeStatusWriter { latest, task }
+        NodeStatusWriter {
+            latest,
+            task,
+            events,
+        }
     }
 
     /// Hands over the node's status as it is now; returns at once. A status not yet written
@@ -131,6 +150,7 @@ impl NodeStatusWriter {
 impl Drop for NodeStatusWriter {
     fn drop(&mut self) {
         self.task.abort();
+        self.events.abort();
     }
 }
 
@@ -154,7 +174,8 @@ struct Known {
 
 struct Writer {
     api: Api<TollgateNode>,
-    events: Events,
+    /// To the events task: what changed, and the object's uid.
+    events: mpsc::Sender<(Change, Option<String>)>,
     node: String,
     metrics: Arc<dyn ReportMetrics>,
     /// `None` until the object has been read (and again after it was found missing).
@@ -242,9 +263,14 @@ impl Writer {
         let before = known.status.replace(desired.clone());
         let uid = known.uid.clone();
         let change = Change::between(before.as_ref(), &desired);
-        self.events
-            .publish(&change, uid.as_deref(), self.metrics.as_ref())
-            .await;
+        if !change.events.is_empty() {
+            let notes = change.events.len();
+            if self.events.try_send((change, uid)).is_err() {
+                for _ in 0..notes {
+                    self.metrics.event("throttled");
+                }
+            }
+        }
         Ok(())
     }
 

@@ -618,3 +618,41 @@ async fn identical_events_are_a_series_and_a_burst_is_rate_limited() {
         .iter()
         .all(|(line, _)| line.starts_with("POST ")));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_events_api_that_does_not_answer_never_holds_up_a_status() {
+    let (w, mut handle, counts) = writer();
+    let held = status("k8s:aaaa@12", 1_000);
+    w.publish(status("k8s:bbbb@13", 2_000));
+    expect(&mut handle, "GET", NODE_URL, 200, node_object(Some(&held))).await;
+    let status_url = format!("{NODE_URL}/status{APPLY_QUERY}");
+    expect(&mut handle, "PATCH", &status_url, 200, node_object(None)).await;
+    // The event's request comes, and is left unanswered.
+    let (event, pending) = handle.next_request().await.unwrap();
+    assert_eq!(event.uri().to_string(), format!("{EVENTS_URL}?"));
+    w.publish(status("k8s:cccc@14", 3_000));
+    let (body, _) = expect(&mut handle, "PATCH", &status_url, 200, node_object(None)).await;
+    assert_eq!(body["status"]["revision"], "k8s:cccc@14");
+    // Then the events API answers: the next event goes out.
+    pending.send_response(
+        Response::builder()
+            .status(201)
+            .body(Body::from(b"{}".to_vec()))
+            .unwrap(),
+    );
+    let (event, _) = expect(
+        &mut handle,
+        "POST",
+        &format!("{EVENTS_URL}?"),
+        201,
+        json!({}),
+    )
+    .await;
+    assert!(
+        event["note"].as_str().unwrap().contains("k8s:cccc@14"),
+        "{event}"
+    );
+    no_request(&mut handle).await;
+    assert_eq!(counts.of("status", "ok"), 2);
+    assert_eq!(counts.of("event", "ok"), 2);
+}
