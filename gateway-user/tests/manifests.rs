@@ -638,6 +638,7 @@ fn install_rbac_is_least_privilege_and_the_admission_policy_names_the_agent() {
     let role = install_yaml("clusterrole.yaml");
     assert_eq!(role["kind"], "ClusterRole");
     let read = ["get", "list", "watch"];
+    let mut writes = Vec::new();
     for rule in role["rules"].as_array().expect("rules") {
         let verbs: Vec<&str> = rule["verbs"]
             .as_array()
@@ -655,12 +656,33 @@ fn install_rbac_is_least_privilege_and_the_admission_policy_names_the_agent() {
         if verbs.iter().all(|v| read.contains(v)) {
             continue;
         }
-        assert_eq!(verbs, ["create", "patch"], "{rule}");
-        assert!(
-            resources == ["tollgatenodes", "tollgatenodes/status"] || resources == ["events"],
-            "writes to {resources:?}"
+        // Exactly what the agent's node status writer uses (kubernetes/src/report.rs,
+        // events.rs): a get at start, an apply that may create the object, status applies,
+        // events created and their series patched.
+        let expected: &[&str] = match resources.as_slice() {
+            ["tollgatenodes"] => &["get", "create", "patch"],
+            ["tollgatenodes/status"] => &["patch"],
+            ["events"] => &["create", "patch"],
+            other => panic!("writes to {other:?}: {rule}"),
+        };
+        assert_eq!(verbs, expected, "{rule}");
+        assert_eq!(
+            rule["apiGroups"],
+            serde_json::json!([if resources == ["events"] {
+                "events.k8s.io"
+            } else {
+                "tollgate.dev"
+            }]),
+            "{rule}"
         );
+        writes.push(resources.join(","));
     }
+    writes.sort();
+    assert_eq!(
+        writes,
+        ["events", "tollgatenodes", "tollgatenodes/status"],
+        "every write the agent makes is granted, once"
+    );
     let text = std::fs::read_to_string(install_dir().join("clusterrole.yaml")).unwrap();
     for resource in [
         "l4policies",
@@ -698,30 +720,41 @@ fn install_rbac_is_least_privilege_and_the_admission_policy_names_the_agent() {
     );
 
     let docs = yaml_docs(&install_dir().join("admission-policy.yaml"));
-    let policy = docs
-        .iter()
-        .find(|d| d["kind"] == "ValidatingAdmissionPolicy")
-        .expect("a ValidatingAdmissionPolicy");
-    let binding = docs
-        .iter()
-        .find(|d| d["kind"] == "ValidatingAdmissionPolicyBinding")
-        .expect("its binding");
-    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
-    assert_eq!(
-        binding["spec"]["validationActions"],
-        serde_json::json!(["Deny"])
-    );
-    let condition = policy["spec"]["matchConditions"][0]["expression"]
-        .as_str()
-        .unwrap();
-    assert!(condition.contains(&format!("\"{account}\"")), "{condition}");
-    let rules = &policy["spec"]["matchConstraints"]["resourceRules"][0];
-    assert_eq!(
-        rules["resources"],
-        serde_json::json!(["tollgatenodes", "tollgatenodes/status"])
-    );
-    let policy_text = policy.to_string();
-    assert!(policy_text.contains("authentication.kubernetes.io/node-name"));
+    // One policy for the TollgateNode, one for the events: each bound, each on the agent's
+    // account, each comparing with the node the token names.
+    for (name, resources) in [
+        (
+            "tollgate-agent-own-node",
+            serde_json::json!(["tollgatenodes", "tollgatenodes/status"]),
+        ),
+        ("tollgate-agent-own-events", serde_json::json!(["events"])),
+    ] {
+        let policy = docs
+            .iter()
+            .find(|d| d["kind"] == "ValidatingAdmissionPolicy" && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("the ValidatingAdmissionPolicy {name}"));
+        let binding = docs
+            .iter()
+            .find(|d| {
+                d["kind"] == "ValidatingAdmissionPolicyBinding" && d["spec"]["policyName"] == name
+            })
+            .unwrap_or_else(|| panic!("the binding of {name}"));
+        assert_eq!(
+            binding["spec"]["validationActions"],
+            serde_json::json!(["Deny"])
+        );
+        assert_eq!(policy["spec"]["failurePolicy"], "Fail");
+        let condition = policy["spec"]["matchConditions"][0]["expression"]
+            .as_str()
+            .unwrap();
+        assert!(condition.contains(&format!("\"{account}\"")), "{condition}");
+        let rules = &policy["spec"]["matchConstraints"]["resourceRules"][0];
+        assert_eq!(rules["resources"], resources);
+        let policy_text = policy.to_string();
+        assert!(policy_text.contains(
+            "request.userInfo.extra[?'authentication.kubernetes.io/node-name'][0].orValue('')"
+        ));
+    }
 }
 
 /// The overlay's JSON patch: the agent's command line with the directory source.

@@ -34,6 +34,9 @@ pub struct Snapshot {
     /// and the conditions of every HTTPRoute (Gateway API failure isolation; L4 problems
     /// refuse the whole revision instead).
     pub acceptance: Acceptance,
+    /// How many objects of each kind the revision holds (those left out included), by kind
+    /// name: what a node reports as the content of the revision it enforces.
+    pub object_counts: std::collections::BTreeMap<&'static str, usize>,
 }
 
 /// Compiles one revision for an agent on `interfaces` (`None`: every interface any policy
@@ -61,6 +64,15 @@ pub fn compile_documents_with(
     interfaces: Option<&[String]>,
 ) -> Result<Snapshot, PolicyErrors> {
     let parsed = cache.parse_isolated(docs)?;
+    let mut object_counts = std::collections::BTreeMap::new();
+    for kind in parsed
+        .objects
+        .iter()
+        .map(|o| o.value.kind())
+        .chain(parsed.left_out.iter().map(|l| l.kind))
+    {
+        *object_counts.entry(kind).or_insert(0) += 1;
+    }
     let objects = parsed.objects;
     // L4 and L7 objects are checked together, so that one round reports every problem.
     let (policies, (l7, acceptance)) = match (
@@ -87,6 +99,7 @@ pub fn compile_documents_with(
         l7: Arc::new(l7),
         warnings,
         acceptance,
+        object_counts,
     })
 }
 

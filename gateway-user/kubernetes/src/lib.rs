@@ -30,11 +30,14 @@ use tollgate_model::{Documents, Revision, SourceFile};
 use tracing::{debug, info};
 
 pub mod connect;
+pub mod events;
 pub mod object;
+pub mod report;
 pub mod watch;
 
 pub use connect::Settings;
 pub use object::{watched_kinds, WatchedKind};
+pub use report::{NodeStatusWriter, ReportMetrics};
 
 use object::Stored;
 use watch::Shared;

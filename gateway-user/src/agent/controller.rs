@@ -322,6 +322,15 @@ impl Controller {
         s.http_ports = self.proxy.ports();
         s.routes = snapshot.l7.policy.routes.len();
         s.not_served = telemetry::NotServed::of(&snapshot.acceptance);
+        s.objects = snapshot
+            .object_counts
+            .iter()
+            .map(|(k, n)| ((*k).to_owned(), *n))
+            .collect();
+        s.listeners = telemetry::ListenerStatus::of(&snapshot.l7.policy);
+        s.time_to_enforce_ms = read.then_some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
+        drop(s);
+        self.shared.status_changed.notify_one();
     }
 
     /// Reports a refused revision (or a source that could not be read): the revision in force
@@ -378,6 +387,8 @@ impl Controller {
             });
         }
         self.last_refusal = Some(message);
+        drop(status);
+        self.shared.status_changed.notify_one();
     }
 
     /// Records a pass in the schedule and in `/status`; returns when the next one is due.
@@ -402,6 +413,8 @@ impl Controller {
             .unwrap_or_else(|p| p.into_inner());
         s.consecutive_failures = self.schedule.failures();
         s.next_attempt = Some(next);
+        drop(s);
+        self.shared.status_changed.notify_one();
         next
     }
 
@@ -544,6 +557,8 @@ impl Controller {
             .into_iter()
             .map(|(name, state)| InterfaceStatus::new(name, &state))
             .collect();
+        drop(s);
+        self.shared.status_changed.notify_one();
     }
 
     /// Publishes the names of the counter slots for the metrics collector.

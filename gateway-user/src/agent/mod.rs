@@ -7,6 +7,7 @@
 //! an interface that lost it (a link event from [`links`], or the drift check), and stops on
 //! SIGTERM or SIGINT, even while a pass is running.
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -51,6 +52,17 @@ pub struct AgentConfig {
     pub webhook_secret: Option<WebhookSecret>,
     /// The L7 proxy's settings.
     pub proxy: ProxyConfig,
+    /// Where this node's `TollgateNode` status is written; `None`: it is not.
+    pub node_status: Option<NodeStatusTarget>,
+}
+
+/// This node's `TollgateNode`: the API server, and the node's name (the object's).
+#[derive(Debug, Clone)]
+pub struct NodeStatusTarget {
+    /// How the API server is reached.
+    pub settings: tollgate_kubernetes::Settings,
+    /// The node's name (`--node-name`), checked as an object name.
+    pub node: String,
 }
 
 /// Where the policy comes from.
@@ -234,6 +246,22 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     if !controller.has_applied() {
         controller.enforce_last_good();
     }
+    // Once the start is settled (the first pass, or the last good revision after a refused
+    // one), so that a restart does not report the moment between the two; then off the loop:
+    // the reporter and its writer never hold up a pass.
+    let _node_status = match &config.node_status {
+        Some(target) => Some(telemetry::node::spawn(
+            shared.clone(),
+            tollgate_kubernetes::NodeStatusWriter::start(
+                &target.settings,
+                &target.node,
+                Arc::new(shared.metrics.kubernetes.clone()),
+            )
+            .context("start writing this node's TollgateNode status")?,
+            config.proxy.address,
+        )),
+        None => None,
+    };
 
     // Drift is checked every interval, whatever the source does.
     let mut drift = tokio::time::interval(config.interval);

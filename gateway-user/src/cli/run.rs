@@ -267,22 +267,28 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     };
     let kubernetes = args.source == KUBERNETES_SOURCE;
     let git = !kubernetes && tollgate_source::git::is_git_url(&args.source);
+    let kube_paths: Vec<PathBuf> = args
+        .kubeconfig
+        .as_deref()
+        .map(|list| {
+            std::env::split_paths(list)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
     let kube_settings = if kubernetes {
-        let paths: Vec<PathBuf> = args
-            .kubeconfig
-            .as_deref()
-            .map(|list| {
-                std::env::split_paths(list)
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
-        tollgate_kubernetes::Settings::resolve(&paths)
+        tollgate_kubernetes::Settings::resolve(&kube_paths)
             .map_err(|e| problems.push(format!("--source kubernetes: {e}")))
             .ok()
     } else {
         None
     };
+    let node_status = node_status_target(
+        &args.node_name,
+        kube_settings.as_ref(),
+        &kube_paths,
+        &mut problems,
+    );
     if let Some(file) = &args.verify_commits {
         if !git {
             let what = if kubernetes {
@@ -336,6 +342,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             limits: args.limits.limits(),
             tls_secrets_dir: args.tls_secrets_dir,
         },
+        node_status,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -347,6 +354,51 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     rt.shutdown_timeout(std::time::Duration::from_millis(500));
     result?;
     Ok(0)
+}
+
+/// Where this node's `TollgateNode` is written, if anywhere: with `--node-name`, on the API
+/// server of the Kubernetes source; with a directory or Git source, on the API server of
+/// `--kubeconfig` (or `KUBECONFIG`), or the in-cluster one when the agent runs in a pod
+/// (`KUBERNETES_SERVICE_HOST` is set). Without `--node-name` nothing is written: the object is
+/// named like the node, and no other name would be right.
+fn node_status_target(
+    node_name: &Option<String>,
+    source_settings: Option<&tollgate_kubernetes::Settings>,
+    kube_paths: &[PathBuf],
+    problems: &mut Vec<String>,
+) -> Option<agent::NodeStatusTarget> {
+    let Some(node) = node_name else {
+        if source_settings.is_some() {
+            tracing::warn!(
+                "no --node-name (NODE_NAME): this node's TollgateNode status is not written"
+            );
+        }
+        return None;
+    };
+    if let Err(e) = tollgate_kubernetes::report::check_node_name(node) {
+        problems.push(e.to_string());
+        return None;
+    }
+    let settings = match source_settings {
+        Some(s) => s.clone(),
+        None if !kube_paths.is_empty() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
+            match tollgate_kubernetes::Settings::resolve(kube_paths) {
+                Ok(s) => s,
+                Err(e) => {
+                    problems.push(format!("--node-name {node} (the TollgateNode status): {e}"));
+                    return None;
+                }
+            }
+        }
+        None => {
+            tracing::info!(node = %node, "no Kubernetes API settings (--kubeconfig, or a pod's): this node's TollgateNode status is not written");
+            return None;
+        }
+    };
+    Some(agent::NodeStatusTarget {
+        settings,
+        node: node.clone(),
+    })
 }
 
 /// `--attach-mode`: the dataplane's modes, with clap's list of possible values in help and
@@ -386,6 +438,43 @@ mod tests {
         assert_eq!(
             l.h2_max_pending_reset_streams,
             d.h2_max_pending_reset_streams
+        );
+    }
+
+    #[test]
+    fn the_node_status_is_written_with_a_node_name_and_kubernetes_settings_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            "apiVersion: v1\nkind: Config\nclusters:\n  - name: c\n    cluster:\n      server: http://127.0.0.1:6443\ncontexts:\n  - name: c\n    context:\n      cluster: c\n      user: u\ncurrent-context: c\nusers:\n  - name: u\n    user:\n      token: t\n",
+        )
+        .unwrap();
+        let paths = vec![kubeconfig];
+        let source = tollgate_kubernetes::Settings::resolve(&paths).unwrap();
+        let node = Some("node-a".to_owned());
+        let mut problems = Vec::new();
+        // The Kubernetes source: its settings, when the node is named.
+        let target = node_status_target(&node, Some(&source), &paths, &mut problems).unwrap();
+        assert_eq!(
+            (target.node.as_str(), target.settings.server()),
+            ("node-a", "http://127.0.0.1:6443".to_owned())
+        );
+        assert!(node_status_target(&None, Some(&source), &paths, &mut problems).is_none());
+        // A directory or Git source with a kubeconfig and a node name.
+        assert!(node_status_target(&node, None, &paths, &mut problems).is_some());
+        if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
+            assert!(node_status_target(&node, None, &[], &mut problems).is_none());
+        }
+        assert!(problems.is_empty(), "{problems:?}");
+        // A name no object can have is a bad setting, reported at start.
+        assert!(
+            node_status_target(&Some("Node_A".into()), Some(&source), &paths, &mut problems)
+                .is_none()
+        );
+        assert!(
+            problems[0].contains("--node-name \"Node_A\""),
+            "{problems:?}"
         );
     }
 

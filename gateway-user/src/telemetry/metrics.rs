@@ -60,6 +60,74 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// Label of the Kubernetes writes.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `ok`, `forbidden`, `invalid`, `error` (and `throttled` for events).
+    pub result: String,
+}
+
+/// The writes of this node's `TollgateNode` and of its events (Kubernetes API).
+#[derive(Debug, Clone, Default)]
+pub struct KubernetesMetrics {
+    /// `tollgate_kubernetes_status_writes_total{result}`: applies of the object and of its
+    /// status.
+    pub status_writes: Family<ResultLabel, Counter>,
+    /// `tollgate_kubernetes_events_total{result}`: events sent, failed or dropped by the rate
+    /// limit.
+    pub events: Family<ResultLabel, Counter>,
+}
+
+impl KubernetesMetrics {
+    fn register(registry: &mut Registry, catalog: &mut Catalog) -> Self {
+        let m = KubernetesMetrics::default();
+        // Every result from the start (at 0), so that rate() and alerts see the series.
+        for result in tollgate_kubernetes::report::WRITE_RESULTS {
+            let label = ResultLabel {
+                result: result.into(),
+            };
+            m.status_writes.get_or_create(&label).inc_by(0);
+            m.events.get_or_create(&label).inc_by(0);
+        }
+        m.events
+            .get_or_create(&ResultLabel {
+                result: "throttled".into(),
+            })
+            .inc_by(0);
+        catalog.register(
+            registry,
+            "tollgate_kubernetes_status_writes",
+            "Writes of this node's TollgateNode (the object, its status) by result: ok, forbidden, invalid, error.",
+            m.status_writes.clone(),
+        );
+        catalog.register(
+            registry,
+            "tollgate_kubernetes_events",
+            "Events about this node's TollgateNode by result: ok, forbidden, invalid, error, throttled (dropped by the rate limit).",
+            m.events.clone(),
+        );
+        m
+    }
+}
+
+impl tollgate_kubernetes::ReportMetrics for KubernetesMetrics {
+    fn status_write(&self, result: &'static str) {
+        self.status_writes
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    fn event(&self, result: &'static str) {
+        self.events
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+    }
+}
+
 /// Label of the per-interface gauge.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InterfaceLabel {
@@ -190,6 +258,8 @@ pub struct Metrics {
     pub http: HttpMetrics,
     /// The metrics of `banOnAbuse`.
     pub bans: BanMetrics,
+    /// The writes of this node's `TollgateNode`.
+    pub kubernetes: KubernetesMetrics,
 }
 
 /// Reads the kernel counters at scrape time.
@@ -472,6 +542,7 @@ impl Metrics {
         );
         let http = HttpMetrics::register_with(&mut registry, &mut catalog);
         let bans = BanMetrics::register(&mut registry, &mut catalog);
+        let kubernetes = KubernetesMetrics::register(&mut registry, &mut catalog);
         registry.register_collector(Box::new(L4Collector { shared }));
         Metrics {
             registry: Mutex::new(registry),
@@ -488,6 +559,7 @@ impl Metrics {
             partial_problems,
             http,
             bans,
+            kubernetes,
         }
     }
 

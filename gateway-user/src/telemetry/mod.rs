@@ -3,6 +3,7 @@
 //! the admin HTTP server ([`admin`]).
 pub mod admin;
 pub mod metrics;
+pub mod node;
 pub mod wake;
 pub mod webhook;
 
@@ -91,6 +92,42 @@ pub struct Status {
     /// isolation): objects left out, problems that leave part of an object out, and the
     /// conditions of the routes that are not fully accepted.
     pub not_served: NotServed,
+    /// How many objects of each kind the revision in force holds (those left out included).
+    pub objects: std::collections::BTreeMap<String, usize>,
+    /// The L7 proxy's listening ports, with the Gateway listeners served on each.
+    pub listeners: Vec<ListenerStatus>,
+    /// Milliseconds from the start of the pass that read the revision in force to its being
+    /// enforced (`null` for the last good revision enforced at start).
+    pub time_to_enforce_ms: Option<u64>,
+}
+
+/// One listening port of the L7 proxy.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ListenerStatus {
+    /// The port (on `--gateway-address`).
+    pub port: u16,
+    /// `HTTP` or `HTTPS`.
+    pub protocol: &'static str,
+    /// The Gateway listeners served on it, as `namespace/gateway/listener`.
+    pub gateway_listeners: Vec<String>,
+}
+
+impl ListenerStatus {
+    /// The ports of `policy`'s listeners, in port order.
+    pub fn of(policy: &tollgate_compile::l7::table::L7Policy) -> Vec<Self> {
+        let mut ports: std::collections::BTreeMap<u16, ListenerStatus> = Default::default();
+        for l in &policy.listeners {
+            let entry = ports.entry(l.port).or_insert_with(|| ListenerStatus {
+                port: l.port,
+                protocol: if l.tls.is_some() { "HTTPS" } else { "HTTP" },
+                gateway_listeners: Vec::new(),
+            });
+            entry
+                .gateway_listeners
+                .push(format!("{}/{}", l.gateway, l.name));
+        }
+        ports.into_values().collect()
+    }
 }
 
 /// Most objects (and routes, and problems) `/status` lists; the rest are counted.
@@ -160,6 +197,9 @@ pub struct Shared {
     pub wake: wake::Wake,
     /// The webhook's shared secret; `None`: the webhook is disabled.
     pub webhook_secret: Option<webhook::WebhookSecret>,
+    /// Notified after every change of [`Shared::status`] by the agent (the node status
+    /// reporter waits on it; a notification with no one waiting is kept until someone does).
+    pub status_changed: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -180,6 +220,7 @@ impl Shared {
             metrics: metrics::Metrics::new(weak.clone()),
             wake: wake::Wake::default(),
             webhook_secret,
+            status_changed: tokio::sync::Notify::new(),
         })
     }
 }

@@ -50,6 +50,10 @@ fn a_broken_route_is_left_out_and_the_other_routes_serve() {
     );
     let s = one(&all(&[GATEWAY, BACKENDS, &good, &bad]));
     assert_eq!(left_out(&s), ["HTTPRoute/bad"]);
+    // What a node reports the revision holds: the route left out counts.
+    assert_eq!(s.object_counts.get("HTTPRoute"), Some(&2));
+    assert_eq!(s.object_counts.get("Gateway"), Some(&1));
+    assert_eq!(s.object_counts.get("L4Policy"), None);
     let problem = &s.acceptance.left_out[0].problems[0];
     assert_eq!(
         (

@@ -1,0 +1,379 @@
+//! The report stage in Kubernetes: this node's `TollgateNode` (what it enforces, since when,
+//! what it refused), written by server-side apply, and events about it.
+//!
+//! The binary turns its own status into a [`TollgateNodeStatus`] and hands it to
+//! [`NodeStatusWriter::publish`], which never waits: the value replaces any not yet written
+//! (the latest state wins), and a task of its own writes it. That task:
+//! - reads the object once (`GET`): when it is missing, creates it by applying the object with
+//!   an empty spec; when it holds a status, that is what the next one is compared with (a
+//!   restart that changed nothing writes nothing);
+//! - compares before writing: a status equal to the last one written (or read) is not sent.
+//!   `enforcedAt` and `timeToEnforceMillis` change only with the revision, and a condition's
+//!   `lastTransitionTime` only with its status, so that nothing but a real change is a write
+//!   (no heartbeats);
+//! - applies the status through the `/status` subresource, field manager [`FIELD_MANAGER`],
+//!   `force=true` (the agent is the one writer of its node's status; force takes over fields an
+//!   older manager left behind instead of failing on a conflict forever);
+//! - on a failure, logs it, counts it, and retries with backoff (1 s doubling to 5 min, with
+//!   jitter), sending whatever is the latest status by then;
+//! - publishes events about what changed ([`crate::events`]), from a task of its own.
+//!
+//! The agent never watches these objects: each node writes one, the controller reads them all.
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::Resource as _;
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tollgate_model::node::{TollgateNode, TollgateNodeStatus};
+use tracing::{debug, info, warn};
+
+use crate::events::{Change, Events};
+use crate::{Error, Settings};
+
+/// The field manager of everything the agent writes into its `TollgateNode`.
+pub const FIELD_MANAGER: &str = "tollgate-agent";
+
+/// The first wait after a failed write; it doubles up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The longest wait between two attempts to write a status that keeps failing.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Status changes whose events wait to be sent; more are dropped (counted as `throttled`).
+const EVENT_QUEUE: usize = 16;
+
+/// How a write ended, the `result` label of the write metrics: `ok`, `forbidden` (RBAC or the
+/// admission policy said no: a setup problem), `invalid` (the API server refused the content),
+/// `error` (anything else: unreachable, timeouts, 5xx).
+pub fn result_of(error: &kube::Error) -> &'static str {
+    match error {
+        kube::Error::Api(status) if status.code == 403 => "forbidden",
+        kube::Error::Api(status) if status.code == 422 || status.code == 400 => "invalid",
+        _ => "error",
+    }
+}
+
+/// The `result` label values of [`result_of`], and `ok`: every series the metrics show from
+/// the start.
+pub const WRITE_RESULTS: [&str; 4] = ["ok", "forbidden", "invalid", "error"];
+
+/// Where the writer counts what it does (the binary's metrics; the kubernetes crate keeps no
+/// registry of its own).
+pub trait ReportMetrics: Send + Sync + 'static {
+    /// One write of the object or of its status, with its [`result_of`] (`ok` on success).
+    fn status_write(&self, result: &'static str);
+    /// One event: a [`result_of`] or `ok`, or `throttled` when the rate limit dropped it.
+    fn event(&self, result: &'static str);
+}
+
+/// Counts nothing (tools and tests that do not look).
+impl ReportMetrics for () {
+    fn status_write(&self, _: &'static str) {}
+    fn event(&self, _: &'static str) {}
+}
+
+/// Writes this node's `TollgateNode`; see the module documentation. Dropping it stops the
+/// task (a write in flight is abandoned; the next agent writes again).
+pub struct NodeStatusWriter {
+    latest: watch::Sender<Option<TollgateNodeStatus>>,
+    task: tokio::task::JoinHandle<()>,
+    events: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for NodeStatusWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeStatusWriter").finish_non_exhaustive()
+    }
+}
+
+impl NodeStatusWriter {
+    /// A writer of `TollgateNode/{node}` on the API server of `settings`. Must be called
+    /// within a tokio runtime: the task runs on it.
+    pub fn start(
+        settings: &Settings,
+        node: &str,
+        metrics: Arc<dyn ReportMetrics>,
+    ) -> Result<Self, Error> {
+        check_node_name(node)?;
+        let client = settings.client()?;
+        info!(node, server = %settings.server(), "writing this node's TollgateNode status");
+        Ok(Self::with_client(client, node, metrics, FIRST_BACKOFF))
+    }
+
+    /// As [`start`](Self::start), with a client of the caller's (tests: a mock service) and
+    /// the first backoff.
+    pub fn with_client(
+        client: kube::Client,
+        node: &str,
+        metrics: Arc<dyn ReportMetrics>,
+        first_backoff: Duration,
+    ) -> Self {
+        let (latest, rx) = watch::channel(None);
+        // Events are sent by a task of their own: a slow events API never delays a status.
+        let (events_tx, mut events_rx) = mpsc::channel::<(Change, Option<String>)>(EVENT_QUEUE);
+        let mut sender = Events::new(client.clone(), node);
+        let events_metrics = metrics.clone();
+        let events = tokio::spawn(async move {
+            while let Some((change, uid)) = events_rx.recv().await {
+                sender
+                    .publish(&change, uid.as_deref(), events_metrics.as_ref())
+                    .await;
+            }
+        });
+        let writer = Writer {
+            api: Api::all(client),
+            events: events_tx,
+            node: node.to_owned(),
+            metrics,
+            known: None,
+            failing: None,
+        };
+        let task = tokio::spawn(writer.run(rx, first_backoff));
+        NodeStatusWriter {
+            latest,
+            task,
+            events,
+        }
+    }
+
+    /// Hands over the node's status as it is now; returns at once. A status not yet written
+    /// is replaced (only the latest is ever written).
+    pub fn publish(&self, status: TollgateNodeStatus) {
+        self.latest.send_replace(Some(status));
+    }
+}
+
+impl Drop for NodeStatusWriter {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.events.abort();
+    }
+}
+
+/// A node name the API server would take as an object name (a DNS subdomain), checked at
+/// start so that a wrong `--node-name` is reported with the other settings.
+pub fn check_node_name(node: &str) -> Result<(), Error> {
+    tollgate_model::names::dns_subdomain(node).map_err(|e| {
+        Error::Config(format!(
+            "--node-name {node:?} {e}: it names the TollgateNode object, as the node is named"
+        ))
+    })
+}
+
+/// What the API server holds, as far as the writer knows.
+struct Known {
+    /// The object's uid (events point at it).
+    uid: Option<String>,
+    /// The status last written or read.
+    status: Option<TollgateNodeStatus>,
+}
+
+struct Writer {
+    api: Api<TollgateNode>,
+    /// To the events task: what changed, and the object's uid.
+    events: mpsc::Sender<(Change, Option<String>)>,
+    node: String,
+    metrics: Arc<dyn ReportMetrics>,
+    /// `None` until the object has been read (and again after it was found missing).
+    known: Option<Known>,
+    /// The message of the failure being retried, so that a failure repeated is logged once.
+    failing: Option<String>,
+}
+
+impl Writer {
+    async fn run(
+        mut self,
+        mut rx: watch::Receiver<Option<TollgateNodeStatus>>,
+        first_backoff: Duration,
+    ) {
+        let mut backoff = Backoff::new(first_backoff);
+        loop {
+            if rx.changed().await.is_err() {
+                return;
+            }
+            loop {
+                let Some(desired) = rx.borrow_and_update().clone() else {
+                    break;
+                };
+                match self.sync(desired).await {
+                    Ok(()) => {
+                        if let Some(was) = self.failing.take() {
+                            info!(node = %self.node, after = %was, "the TollgateNode status is written again");
+                        }
+                        backoff.reset();
+                        break;
+                    }
+                    Err(e) => {
+                        let delay = backoff.next();
+                        let message = e.to_string();
+                        if self.failing.as_deref() != Some(message.as_str()) {
+                            warn!(node = %self.node, error = %message, retry_in_s = delay.as_secs_f64(), "could not write the TollgateNode status (retrying with backoff; enforcement goes on)");
+                        } else {
+                            debug!(node = %self.node, error = %message, retry_in_s = delay.as_secs_f64(), "the TollgateNode status write failed again");
+                        }
+                        self.failing = Some(message);
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Brings the object to `desired`, writing only what differs.
+    async fn sync(&mut self, desired: TollgateNodeStatus) -> Result<(), kube::Error> {
+        if self.known.is_none() {
+            self.known = Some(self.read_or_create().await?);
+        }
+        let known = self.known.as_mut().expect("just read");
+        let desired = stabilize(desired, known.status.as_ref());
+        if known.status.as_ref() == Some(&desired) {
+            return Ok(());
+        }
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let body = json!({
+            "apiVersion": TollgateNode::api_version(&()),
+            "kind": TollgateNode::kind(&()),
+            "metadata": {"name": self.node},
+            "status": desired,
+        });
+        let written = self
+            .api
+            .patch_status(&self.node, &params, &Patch::Apply(&body))
+            .await;
+        let written = match written {
+            Ok(w) => w,
+            Err(e) => {
+                self.metrics.status_write(result_of(&e));
+                if matches!(&e, kube::Error::Api(s) if s.code == 404) {
+                    // Deleted behind the agent's back: created again on the next attempt.
+                    self.known = None;
+                }
+                return Err(e);
+            }
+        };
+        self.metrics.status_write("ok");
+        let known = self.known.as_mut().expect("read above");
+        if written.metadata.uid.is_some() {
+            known.uid = written.metadata.uid.clone();
+        }
+        let before = known.status.replace(desired.clone());
+        let uid = known.uid.clone();
+        let change = Change::between(before.as_ref(), &desired);
+        if !change.events.is_empty() {
+            let notes = change.events.len();
+            if self.events.try_send((change, uid)).is_err() {
+                for _ in 0..notes {
+                    self.metrics.event("throttled");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the object; creates it (empty spec, no status) when it is missing.
+    async fn read_or_create(&mut self) -> Result<Known, kube::Error> {
+        if let Some(found) = self.api.get_opt(&self.node).await? {
+            debug!(node = %self.node, "the TollgateNode exists: its status is what the next one is compared with");
+            return Ok(Known {
+                uid: found.metadata.uid,
+                status: found.status,
+            });
+        }
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let body = json!({
+            "apiVersion": TollgateNode::api_version(&()),
+            "kind": TollgateNode::kind(&()),
+            "metadata": {"name": self.node},
+            "spec": {},
+        });
+        let created = self
+            .api
+            .patch(&self.node, &params, &Patch::Apply(&body))
+            .await;
+        self.metrics.status_write(match &created {
+            Ok(_) => "ok",
+            Err(e) => result_of(e),
+        });
+        let created = created?;
+        info!(node = %self.node, "created this node's TollgateNode");
+        Ok(Known {
+            uid: created.metadata.uid,
+            status: created.status,
+        })
+    }
+}
+
+/// `desired`, with what must not change unless something real did taken from `last`: the
+/// revision's `enforcedAt` and `timeToEnforceMillis` while the revision is the same (a
+/// re-read of the same revision is no new enforcement), and each condition's
+/// `lastTransitionTime` while its status is the same.
+pub fn stabilize(
+    mut desired: TollgateNodeStatus,
+    last: Option<&TollgateNodeStatus>,
+) -> TollgateNodeStatus {
+    let Some(last) = last else {
+        return desired;
+    };
+    if desired.revision.is_some() && desired.revision == last.revision {
+        desired.enforced_at = last.enforced_at.clone();
+        desired.time_to_enforce_millis = last.time_to_enforce_millis;
+    }
+    for c in &mut desired.conditions {
+        if let Some(before) = last
+            .conditions
+            .iter()
+            .find(|b| b.type_ == c.type_ && b.status == c.status)
+        {
+            c.last_transition_time = before.last_transition_time.clone();
+        }
+    }
+    desired
+}
+
+/// Now, to the second (what the API server keeps of a `Time`: a value with a fraction would
+/// never compare equal to what was read back).
+pub fn now_seconds() -> Time {
+    Time(Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+/// Exponential backoff with jitter: `first`, doubling, at most [`MAX_BACKOFF`]; each wait is
+/// between half and all of the step, so that the agents of a cluster whose API server came
+/// back do not all retry at the same moment.
+struct Backoff {
+    first: Duration,
+    step: Duration,
+}
+
+impl Backoff {
+    fn new(first: Duration) -> Self {
+        Backoff { first, step: first }
+    }
+
+    fn next(&mut self) -> Duration {
+        let step = self.step;
+        self.step = (self.step * 2).min(MAX_BACKOFF.max(self.first));
+        // Jitter from std's per-process random hash keys: no RNG crate for one number.
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        let fraction = (h.finish() % 1000) as u32;
+        step / 2 + step / 2 * fraction / 1000
+    }
+
+    fn reset(&mut self) {
+        self.step = self.first;
+    }
+}
+
+#[cfg(test)]
+#[path = "report_tests.rs"]
+mod tests;
