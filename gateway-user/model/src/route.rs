@@ -214,7 +214,8 @@ pub enum FilterType {
     URLRewrite,
     /// Answer with a redirect instead of forwarding.
     RequestRedirect,
-    /// Not supported yet.
+    /// Send a copy of each request (or of a share of them) to another backend, and ignore
+    /// its answer.
     RequestMirror,
     /// Cross-origin resource sharing: answer preflights, add the CORS headers to responses.
     CORS,
@@ -245,9 +246,9 @@ pub struct HTTPRouteFilter {
     /// Settings of `RequestRedirect`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_redirect: Option<HTTPRequestRedirectFilter>,
-    /// Settings of `RequestMirror` (not supported yet).
+    /// Settings of `RequestMirror`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_mirror: Option<serde_json::Value>,
+    pub request_mirror: Option<HTTPRequestMirrorFilter>,
     /// Settings of `CORS`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<HTTPCORSFilter>,
@@ -420,4 +421,49 @@ pub struct HTTPCORSFilter {
     /// Seconds a browser may cache a preflight's answer (default 5, at least 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<i64>,
+}
+
+/// `RequestMirror` filter settings: where copies go, and how many. A rule may have several.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HTTPRequestMirrorFilter {
+    /// The backend that receives the copies.
+    pub backend_ref: MirrorBackendRef,
+    /// The share of requests copied, 0-100 (set this or `fraction`; neither: every request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<i64>,
+    /// The share of requests copied, as a fraction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<MirrorFraction>,
+}
+
+/// The backend of a mirror (Gateway API `BackendObjectReference`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MirrorBackendRef {
+    /// API group: `tollgate.dev` for a Backend, `""` (the default) for a Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Kind: `Backend`, or `Service` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Namespace (default: the route's; another needs a ReferenceGrant there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Port (Services only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+}
+
+/// `numerator / denominator` of the requests.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MirrorFraction {
+    /// 0 up to `denominator`.
+    pub numerator: i64,
+    /// At least 1; default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denominator: Option<i64>,
 }

@@ -27,6 +27,7 @@ pub mod host;
 pub mod limit;
 pub mod listener;
 pub mod metrics;
+mod mirror;
 pub mod router;
 pub mod tls;
 pub mod upgrade;

@@ -75,6 +75,17 @@ pub struct RouteLabel {
     pub route: String,
 }
 
+/// Labels of `tollgate_http_mirrored_requests_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MirrorLabels {
+    /// `namespace/name` of the HTTPRoute.
+    pub route: String,
+    /// `ok` (the mirror backend answered, whatever the status), `failed` (no answer: connect,
+    /// timeout, reset), `busy` (not sent: too many copies in flight), `body` (not sent: the
+    /// request body was streamed, not buffered), `no_endpoint`.
+    pub result: &'static str,
+}
+
 /// Labels of `tollgate_http_upstream_errors_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamErrorLabels {
@@ -189,6 +200,9 @@ pub struct HttpMetrics {
     /// `tollgate_http_connection_errors_total{reason}`: client connections the HTTP layer
     /// ended with an error (requests refused before routing: malformed, too large, too slow).
     pub connection_errors: Family<ReasonLabel, Counter>,
+    /// `tollgate_http_mirrored_requests_total{route,result}`: copies of requests for the
+    /// `RequestMirror` filters of a route, by what became of them.
+    pub mirrored: Family<MirrorLabels, Counter>,
 }
 
 /// Buckets of the request duration histogram: 1 ms to about 33 s.
@@ -303,7 +317,15 @@ impl HttpMetrics {
             "Client connections ended by an HTTP error before a request could be routed, by reason (malformed, head_too_large, header_timeout, incomplete, other).",
             connection_errors.clone(),
         );
+        let mirrored = Family::<MirrorLabels, Counter>::default();
+        catalog.register(
+            registry,
+            "tollgate_http_mirrored_requests",
+            "Copies of requests for a route's RequestMirror filters, by result (ok, failed, busy, body, no_endpoint); the client's response never waits for them.",
+            mirrored.clone(),
+        );
         HttpMetrics {
+            mirrored,
             connection_errors,
             body_too_large,
             requests,

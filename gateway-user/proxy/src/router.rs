@@ -636,11 +636,12 @@ async fn routed(
         .await;
     }
     let state = Arc::new(BodyState::default());
+    // A body that may be sent again (a retry) or copied (a mirror) is buffered, when small.
     let mut body = match read_body(
         &core,
         body,
         deadline,
-        rule.retry.attempts > 0,
+        rule.retry.attempts > 0 || !rule.mirrors.is_empty(),
         max_body,
         &state,
     )
@@ -649,6 +650,13 @@ async fn routed(
         Ok(b) => b,
         Err((status, reason, message)) => return local(done, status, reason, message),
     };
+    if !rule.mirrors.is_empty() {
+        let whole = match &body {
+            RequestBody::Replayable(b) => Some(b),
+            RequestBody::Stream(_) => None,
+        };
+        super::mirror::spawn_copies(&core, &active, &rule, &parts, &path_and_query, whole);
+    }
 
     let tls_client = active.backend_tls.get(backend_index).cloned().flatten();
     forward(

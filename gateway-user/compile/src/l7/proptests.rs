@@ -175,6 +175,7 @@ fn policy() -> impl Strategy<Value = L7Policy> {
                             rewrite: None,
                             redirect: None,
                             cors: None,
+                            mirrors: Vec::new(),
                             backends: vec![],
                             timeouts: Timeouts {
                                 request: None,

@@ -8,7 +8,8 @@ use std::time::Duration;
 use http::{HeaderValue, StatusCode};
 use tollgate_model::gateway::GATEWAY_API_GROUP;
 use tollgate_model::route::{
-    FilterType, HTTPBackendRef, HTTPRoute, HTTPRouteMatch, HTTPRouteRule, ParentReference,
+    FilterType, HTTPBackendRef, HTTPRequestMirrorFilter, HTTPRoute, HTTPRouteMatch, HTTPRouteRule,
+    ParentReference,
 };
 use tollgate_model::{names, Checker, PolicyError};
 
@@ -20,8 +21,8 @@ use super::matches::route_match;
 use super::route_schema::route_schema;
 use super::status::{self, reason, Condition, ParentRef, ParentStatus, RouteStatus};
 use super::table::{
-    Attachment, HostPattern, Redirect, Retry, RouteDef, RouteLimits, Rule, RuleDef, RuleFailure,
-    Timeouts, UrlRewrite, WeightedBackend,
+    Attachment, HostPattern, Mirror, Redirect, Retry, RouteDef, RouteLimits, Rule, RuleDef,
+    RuleFailure, Timeouts, UrlRewrite, WeightedBackend,
 };
 use super::{parse_duration, port, PROXY_REQUEST_HEADERS, PROXY_RESPONSE_HEADERS};
 
@@ -509,9 +510,11 @@ fn rule(
     let mut rewrite = None;
     let mut redirect = None;
     let mut cors = None;
+    let mut mirrors = Vec::new();
     for (j, f) in filters.iter().enumerate() {
         let fat = format!("{at}.filters[{j}]");
-        if !seen_types.insert(format!("{:?}", f.type_)) {
+        // A rule may mirror to several backends; every other filter type is given once.
+        if f.type_ != FilterType::RequestMirror && !seen_types.insert(format!("{:?}", f.type_)) {
             c.error(
                 format!("{fat}.type"),
                 format!(
@@ -621,7 +624,15 @@ fn rule(
                     cors = super::cors::cors(c, &format!("{fat}.cors"), f).map(Arc::new);
                 }
             }
-            FilterType::RequestMirror | FilterType::ExtensionRef => {
+            FilterType::RequestMirror => {
+                if let Some(m) = &f.request_mirror {
+                    let mat = format!("{fat}.requestMirror");
+                    if let Some(mirror) = mirror(c, &mat, ns, m, refs, unresolved) {
+                        mirrors.push(mirror);
+                    }
+                }
+            }
+            FilterType::ExtensionRef => {
                 c.error(
                     format!("{fat}.type"),
                     format!("{:?} filters are not supported yet", f.type_),
@@ -752,6 +763,7 @@ fn rule(
             rewrite,
             redirect,
             cors,
+            mirrors,
             backends: weighted,
             unresolved_weight,
             failure,
@@ -774,6 +786,87 @@ enum BackendRef {
     Unresolved(&'static str, String, String, u32),
     /// Invalid in itself (recorded in the checker): the rule is dropped.
     Invalid,
+}
+
+/// Checks a `RequestMirror` filter: its share, and its backend, resolved as a backendRef is.
+/// A backend that does not resolve is reported (`ResolvedRefs=False`) and mirrored to by no
+/// request; the rule serves as if the filter were not there.
+fn mirror(
+    c: &mut Checker<'_, '_>,
+    at: &str,
+    ns: &str,
+    m: &HTTPRequestMirrorFilter,
+    refs: &Refs<'_>,
+    unresolved: &mut Vec<(&'static str, PolicyError)>,
+) -> Option<Mirror> {
+    let before = c.mark();
+    let (numerator, denominator) = match (m.percent, &m.fraction) {
+        (Some(_), Some(_)) => {
+            c.error(at, "set percent or fraction, not both");
+            (0, 1)
+        }
+        (Some(p), None) if (0..=100).contains(&p) => (p as u32, 100),
+        (Some(p), None) => {
+            c.error(
+                format!("{at}.percent"),
+                format!("{p} is out of range 0-100"),
+            );
+            (0, 1)
+        }
+        (None, Some(f)) => {
+            let d = f.denominator.unwrap_or(100);
+            if !(1..=i64::from(i32::MAX)).contains(&d) {
+                c.error(
+                    format!("{at}.fraction.denominator"),
+                    format!("{d} is out of range 1-{}", i32::MAX),
+                );
+                (0, 1)
+            } else if !(0..=d).contains(&f.numerator) {
+                c.error(
+                    format!("{at}.fraction.numerator"),
+                    format!("{} is out of range 0-{d} (the denominator)", f.numerator),
+                );
+                (0, 1)
+            } else {
+                (f.numerator as u32, d as u32)
+            }
+        }
+        (None, None) => (1, 1),
+    };
+    let b = &m.backend_ref;
+    let as_ref = HTTPBackendRef {
+        group: b.group.clone(),
+        kind: b.kind.clone(),
+        name: b.name.clone(),
+        namespace: b.namespace.clone(),
+        port: b.port,
+        weight: None,
+        filters: None,
+    };
+    let resolved = backend_ref(c, &format!("{at}.backendRef"), ns, &as_ref, refs);
+    if !c.clean_since(before) {
+        return None;
+    }
+    match resolved {
+        BackendRef::Resolved(w) => Some(Mirror {
+            backend: w.backend,
+            numerator,
+            denominator,
+        }),
+        BackendRef::Unresolved(why, field, message, _) => {
+            unresolved.push((
+                why,
+                PolicyError::new(
+                    c.file(),
+                    c.object(),
+                    field,
+                    format!("{message} (the mirror is not used)"),
+                ),
+            ));
+            None
+        }
+        BackendRef::Invalid => None,
+    }
 }
 
 /// Checks one backendRef: its own fields strictly, then whether it names a Backend of the

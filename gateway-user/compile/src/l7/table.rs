@@ -489,6 +489,8 @@ pub struct Rule {
     pub redirect: Option<Redirect>,
     /// Cross-origin requests: preflights answered, CORS headers on responses.
     pub cors: Option<Arc<super::cors::Cors>>,
+    /// Backends that get a copy of (a share of) the requests (`RequestMirror`).
+    pub mirrors: Vec<Mirror>,
     /// Backends and weights (empty with a redirect, and when no backendRef resolved).
     pub backends: Vec<WeightedBackend>,
     /// The weight of the backendRefs that did not resolve (a Backend that does not exist, an
@@ -509,6 +511,24 @@ pub struct Rule {
     /// The largest request body, from the route's BackendTrafficPolicy (`None`: the proxy's
     /// default, `--max-request-body`).
     pub max_request_body: Option<u64>,
+}
+
+/// One `RequestMirror` of a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    /// Index into [`L7Policy::backends`].
+    pub backend: usize,
+    /// `numerator / denominator` of the requests are copied.
+    pub numerator: u32,
+    /// At least 1.
+    pub denominator: u32,
+}
+
+impl Mirror {
+    /// Whether the request with `roll` (uniform in `0..denominator`) is copied.
+    pub fn selects(&self, roll: u32) -> bool {
+        roll < self.numerator
+    }
 }
 
 /// Why a rule answers 500 to every request it matches.
@@ -1269,6 +1289,7 @@ mod tests {
             rewrite: None,
             redirect: None,
             cors: None,
+            mirrors: Vec::new(),
             backends: vec![
                 WeightedBackend {
                     backend: 7,
@@ -1321,6 +1342,7 @@ mod tests {
                 rewrite: None,
                 redirect: None,
                 cors: None,
+                mirrors: Vec::new(),
                 backends: vec![],
                 timeouts: Timeouts {
                     request: None,
