@@ -15,6 +15,11 @@
 //! highest resourceVersion in it. Changes wake the agent through the waker, debounced (100 ms
 //! after the last change of a burst, at most 1 s after its first).
 //!
+//! Opened with a secrets directory ([`KubernetesSource::open_with_secrets`], what the agent
+//! does), the source also watches Secrets and ConfigMaps and writes those the policy
+//! references there before it hands a revision on; their resourceVersions are part of the
+//! revision id (see [`secrets`]).
+//!
 //! The watchers run on the tokio runtime the source is opened on (the agent's), or, opened
 //! outside of one (tests, tools), on a runtime of its own; `next` only reads the stores, so it
 //! may be called from any thread.
