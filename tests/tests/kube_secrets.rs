@@ -151,7 +151,11 @@ fn seed(fake: &FakeApiServer) {
             "certs",
             "site",
             "kubernetes.io/tls",
-            &[("tls.crt", "CERT-A"), ("tls.key", "KEY-A"), ("ca.crt", "NOT-READ")],
+            &[
+                ("tls.crt", "CERT-A"),
+                ("tls.key", "KEY-A"),
+                ("ca.crt", "NOT-READ"),
+            ],
         ),
         secret(
             "edge",
@@ -184,7 +188,10 @@ fn referenced_objects_are_written_privately_with_only_the_keys_read() {
     assert_eq!(names(&site), [".tollgate-managed", "tls.crt", "tls.key"]);
     let keys = root.join("edge/keys");
     assert_eq!(names(&keys), [".tollgate-managed", "keys"]);
-    assert_eq!(std::fs::read(keys.join("keys")).unwrap(), b"app:sha256:00:11");
+    assert_eq!(
+        std::fs::read(keys.join("keys")).unwrap(),
+        b"app:sha256:00:11"
+    );
     let clients = root.join("edge/clients");
     assert_eq!(names(&clients), [".tollgate-managed", "ca.crt"]);
     assert_eq!(std::fs::read(clients.join("ca.crt")).unwrap(), b"CA-PEM");
@@ -208,7 +215,12 @@ fn a_rotated_secret_is_a_new_revision_and_an_unreferenced_one_is_not() {
         .put(secret("edge", "unrelated", "Opaque", &[("keys", "y")]))
         .unwrap();
     s.fake
-        .put(secret("other", "new", "kubernetes.io/tls", &[("tls.crt", "C")]))
+        .put(secret(
+            "other",
+            "new",
+            "kubernetes.io/tls",
+            &[("tls.crt", "C")],
+        ))
         .unwrap();
     assert!(
         s.wakes.recv_timeout(Duration::from_millis(800)).is_err(),
@@ -236,7 +248,10 @@ fn a_rotated_secret_is_a_new_revision_and_an_unreferenced_one_is_not() {
     assert_eq!(std::fs::read(site.join("tls.crt")).unwrap(), b"CERT-B");
     assert_eq!(std::fs::read(site.join("tls.key")).unwrap(), b"KEY-B");
     // Replaced by a rename, not rewritten in place.
-    assert_ne!(std::fs::metadata(site.join("tls.crt")).unwrap().ino(), inode);
+    assert_ne!(
+        std::fs::metadata(site.join("tls.crt")).unwrap().ino(),
+        inode
+    );
     assert_eq!(mode(&site.join("tls.crt")), 0o600);
     // The API keys were not changed: not rewritten either.
     assert!(matches!(next(&mut s, Some(&second)), Ok(Next::Unchanged)));
@@ -268,11 +283,19 @@ fn dereferenced_and_deleted_objects_are_removed_once_no_revision_in_force_needs_
     assert!(s.secrets.join("edge/site-2/tls.crt").exists());
     // ...until a revision is built while the second is in force: then what neither the new
     // revision nor the second needs goes.
-    s.fake.delete(TG, "AuthPolicy", Some("edge"), "auth").unwrap();
+    s.fake
+        .delete(TG, "AuthPolicy", Some("edge"), "auth")
+        .unwrap();
     after_change(&mut s);
     let third = revision(&mut s, Some(&second)).revision.id;
-    assert!(!s.secrets.join("certs").exists(), "the namespace directory goes too");
-    assert!(s.secrets.join("edge/keys/keys").exists(), "the second revision reads it");
+    assert!(
+        !s.secrets.join("certs").exists(),
+        "the namespace directory goes too"
+    );
+    assert!(
+        s.secrets.join("edge/keys/keys").exists(),
+        "the second revision reads it"
+    );
     assert!(s.secrets.join("edge/site-2/tls.crt").exists());
     assert!(s.secrets.join("edge/clients/ca.crt").exists());
 
@@ -282,7 +305,10 @@ fn dereferenced_and_deleted_objects_are_removed_once_no_revision_in_force_needs_
     after_change(&mut s);
     let fourth = revision(&mut s, Some(&third)).revision.id;
     assert!(!s.secrets.join("edge/keys").exists());
-    assert!(s.secrets.join("edge/site-2/tls.crt").exists(), "the third reads it");
+    assert!(
+        s.secrets.join("edge/site-2/tls.crt").exists(),
+        "the third reads it"
+    );
     s.fake
         .put(json!({"apiVersion": GW, "kind": "HTTPRoute",
             "metadata": {"name": "r", "namespace": "edge"}, "spec": {}}))
@@ -291,7 +317,10 @@ fn dereferenced_and_deleted_objects_are_removed_once_no_revision_in_force_needs_
     revision(&mut s, Some(&fourth));
     assert_eq!(names(&s.secrets), ["edge"]);
     // The namespace directory is the agent's, but holds a user's directory now: it stays.
-    assert_eq!(names(&s.secrets.join("edge")), [".tollgate-managed", "handmade"]);
+    assert_eq!(
+        names(&s.secrets.join("edge")),
+        [".tollgate-managed", "handmade"]
+    );
     assert_eq!(std::fs::read(user.join("tls.crt")).unwrap(), b"USER");
 }
 
@@ -303,7 +332,10 @@ fn a_missing_secret_key_or_type_refuses_the_revision_naming_the_field_and_the_se
     let mut s = setup_with(fake);
     let e = refusal(&mut s);
     assert!(e.contains("kubernetes:/edge/Gateway/gw"), "{e}");
-    assert!(e.contains("spec.listeners[0].tls.certificateRefs[0]"), "{e}");
+    assert!(
+        e.contains("spec.listeners[0].tls.certificateRefs[0]"),
+        "{e}"
+    );
     assert!(e.contains("Secret certs/site does not exist"), "{e}");
     // Nothing was written for a refused revision.
     assert!(!s.secrets.exists(), "{:?}", names(&s.secrets));
@@ -312,7 +344,12 @@ fn a_missing_secret_key_or_type_refuses_the_revision_naming_the_field_and_the_se
 
     // Created without its key: refused again, naming the key.
     s.fake
-        .put(secret("certs", "site", "kubernetes.io/tls", &[("tls.crt", "C")]))
+        .put(secret(
+            "certs",
+            "site",
+            "kubernetes.io/tls",
+            &[("tls.crt", "C")],
+        ))
         .unwrap();
     after_change(&mut s);
     let e = refusal(&mut s);
@@ -328,7 +365,12 @@ fn a_missing_secret_key_or_type_refuses_the_revision_naming_the_field_and_the_se
         ))
         .unwrap();
     s.fake
-        .put(secret("edge", "keys", "kubernetes.io/tls", &[("keys", "k")]))
+        .put(secret(
+            "edge",
+            "keys",
+            "kubernetes.io/tls",
+            &[("keys", "k")],
+        ))
         .unwrap();
     after_change(&mut s);
     let e = refusal(&mut s);
@@ -342,7 +384,10 @@ fn a_missing_secret_key_or_type_refuses_the_revision_naming_the_field_and_the_se
         .unwrap();
     after_change(&mut s);
     revision(&mut s, None);
-    assert_eq!(std::fs::read(s.secrets.join("edge/keys/keys")).unwrap(), b"k");
+    assert_eq!(
+        std::fs::read(s.secrets.join("edge/keys/keys")).unwrap(),
+        b"k"
+    );
 }
 
 #[test]

@@ -16,9 +16,9 @@ use tollgate_tests::kube_fake::{tollgate_kinds, FakeApiServer};
 use tollgate_tests::l7::{backend_object, curl, documents, route_object, start_agent, to, Backend};
 use tollgate_tests::{require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED};
 
-const PROXY: u16 = 18341;
-const ADMIN: u16 = 18342;
-const APP: u16 = 18343;
+const PROXY: u16 = 18391;
+const ADMIN: u16 = 18392;
+const APP: u16 = 18393;
 const HOST: &str = "site.k8s.test";
 
 fn b64(bytes: &[u8]) -> String {
@@ -97,8 +97,8 @@ fn https(ca: &Path, extra: &[&str]) -> tollgate_tests::l7::Reply {
 }
 
 #[test]
-fn a_certificate_and_api_keys_from_secrets_are_served_and_a_rotated_certificate_without_a_restart(
-) {
+fn a_certificate_and_api_keys_from_secrets_are_served_and_a_rotated_certificate_without_a_restart()
+{
     require_root!();
     let lab = Lab::new("k8ssecret", &[]);
     let _app = Backend::start("app", APP);
@@ -117,10 +117,12 @@ fn a_certificate_and_api_keys_from_secrets_are_served_and_a_rotated_certificate_
         "# consumer:sha256:salt:hash\n{}",
         key_line("app-1", "00112233445566778899aabbccddeeff", "k3y-0ne")
     );
-    fake.put(json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+    fake.put(
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
         "metadata": {"name": "api-keys", "namespace": "default"},
-        "data": {"keys": b64(keys.as_bytes())}}))
-        .unwrap();
+        "data": {"keys": b64(keys.as_bytes())}}),
+    )
+    .unwrap();
 
     let secrets = lab.config.base_dir.join("secrets");
     let mut agent = start_agent(
@@ -150,7 +152,10 @@ fn a_certificate_and_api_keys_from_secrets_are_served_and_a_rotated_certificate_
     // The API key from the Secret authenticates; no key is 401.
     let r = https(&ca.cert, &["-H", "X-Api-Key: k3y-0ne"]);
     assert_eq!((r.status, r.backend()), (200, "app".into()), "{r:?}");
-    assert_eq!(r.seen_header("x-tollgate-consumer").as_deref(), Some("app-1"));
+    assert_eq!(
+        r.seen_header("x-tollgate-consumer").as_deref(),
+        Some("app-1")
+    );
     let r = https(&ca.cert, &[]);
     assert_eq!(r.status, 401, "{r:?}");
     let r = https(&ca.cert, &["-H", "X-Api-Key: wrong"]);
@@ -200,10 +205,12 @@ fn a_certificate_and_api_keys_from_secrets_are_served_and_a_rotated_certificate_
 
     // A Secret nobody references changes: no new revision.
     let applies = agent.log_count(POLICY_APPLIED);
-    fake.put(json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+    fake.put(
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
         "metadata": {"name": "other", "namespace": "default"},
-        "data": {"keys": b64(b"x")}}))
-        .unwrap();
+        "data": {"keys": b64(b"x")}}),
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(agent.log_count(POLICY_APPLIED), applies, "{}", agent.log());
     assert!(!secrets.join("default/other").exists());

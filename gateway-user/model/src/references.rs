@@ -116,11 +116,21 @@ pub fn references(object: &Object) -> Vec<Reference> {
         Object::Gateway(g) => gateway(g, ns, &mut push),
         Object::AuthPolicy(p) => {
             let s = &p.spec;
-            for (i, r) in s.api_key.iter().flat_map(|k| &k.credential_refs).enumerate() {
+            for (i, r) in s
+                .api_key
+                .iter()
+                .flat_map(|k| &k.credential_refs)
+                .enumerate()
+            {
                 let f = format!("spec.apiKey.credentialRefs[{i}]");
                 push(ns, &r.name, Use::ApiKeys, f);
             }
-            for (i, r) in s.basic_auth.iter().flat_map(|b| &b.credential_refs).enumerate() {
+            for (i, r) in s
+                .basic_auth
+                .iter()
+                .flat_map(|b| &b.credential_refs)
+                .enumerate()
+            {
                 let f = format!("spec.basicAuth.credentialRefs[{i}]");
                 push(ns, &r.name, Use::Htpasswd, f);
             }
@@ -170,7 +180,10 @@ fn gateway(g: &Gateway, ns: &str, push: &mut impl FnMut(&str, &str, Use, String)
         if l.protocol != "HTTPS" {
             continue;
         }
-        let refs = l.tls.iter().flat_map(|t| t.certificate_refs.iter().flatten());
+        let refs = l
+            .tls
+            .iter()
+            .flat_map(|t| t.certificate_refs.iter().flatten());
         for (j, r) in refs.enumerate() {
             let core = r.group.as_deref().unwrap_or("").is_empty()
                 && r.kind.as_deref().unwrap_or("Secret") == "Secret";
@@ -207,9 +220,11 @@ fn gateway(g: &Gateway, ns: &str, push: &mut impl FnMut(&str, &str, Use, String)
     };
     // Only where an HTTPS listener uses them: a port's entry replaces the default there.
     let per_port = frontend.per_port.as_deref().unwrap_or_default();
-    let default_used = g.spec.listeners.iter().any(|l| {
-        l.protocol == "HTTPS" && !per_port.iter().any(|p| p.port == l.port)
-    });
+    let default_used = g
+        .spec
+        .listeners
+        .iter()
+        .any(|l| l.protocol == "HTTPS" && !per_port.iter().any(|p| p.port == l.port));
     if default_used {
         cas("spec.tls.frontend.default".to_owned(), &frontend.default);
     }
@@ -390,7 +405,12 @@ spec:
         let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: { name: r }\nspec: {}\n";
         assert!(refs(route).is_empty());
         assert!(!REFERENCING_KINDS.contains(&"HTTPRoute"));
-        for use_ in [Use::Certificate, Use::CaCertificates, Use::ApiKeys, Use::Htpasswd] {
+        for use_ in [
+            Use::Certificate,
+            Use::CaCertificates,
+            Use::ApiKeys,
+            Use::Htpasswd,
+        ] {
             assert!(!use_.keys().is_empty());
         }
         assert_eq!(Use::Certificate.keys(), &["tls.key", "tls.crt"]);

@@ -239,7 +239,10 @@ mod tests {
         let mut wanted = Wanted::new();
         wanted.insert(
             key("ns", "cert"),
-            vec![("tls.key", b"KEY1".to_vec()), ("tls.crt", b"CERT1".to_vec())],
+            vec![
+                ("tls.key", b"KEY1".to_vec()),
+                ("tls.crt", b"CERT1".to_vec()),
+            ],
         );
         write(&root, &wanted).unwrap();
         let dir = object_dir(&root, "ns", "cert");
@@ -310,7 +313,10 @@ mod tests {
         assert!(!object_dir(root, "a", "two").join("keys").exists());
         assert!(object_dir(root, "a", "two").join("notes").exists());
         assert!(managed(&object_dir(root, "a", "two")));
-        assert!(!root.join("b").exists(), "an emptied managed namespace goes");
+        assert!(
+            !root.join("b").exists(),
+            "an emptied managed namespace goes"
+        );
         // Once the user's file is gone, the directory goes at the next pass.
         fs::remove_file(object_dir(root, "a", "two").join("notes")).unwrap();
         assert!(remove_unreferenced(root, &keep).is_empty());

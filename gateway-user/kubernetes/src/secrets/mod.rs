@@ -48,11 +48,13 @@ pub struct Resolved {
     wanted: files::Wanted,
 }
 
+/// (object as errors name it, reference) of one policy file.
+type FileRefs = Arc<[(String, Reference)]>;
+
 /// The references of one policy file, remembered while its text stays the same.
 struct Cached {
     digest: [u8; 32],
-    /// (object as errors name it, reference).
-    refs: Arc<[(String, Reference)]>,
+    refs: FileRefs,
 }
 
 /// The Secret and ConfigMap side of the source.
@@ -105,7 +107,7 @@ impl Secrets {
     /// against the stores.
     pub fn resolve(&mut self, docs: &Documents) -> Resolved {
         let mut next = HashMap::new();
-        let mut all: Vec<(String, Arc<[(String, Reference)]>)> = Vec::new();
+        let mut all: Vec<(String, FileRefs)> = Vec::new();
         for file in &docs.files {
             if !may_reference(&file.path) {
                 continue;
@@ -148,7 +150,9 @@ impl Secrets {
                 };
                 let Some(kept) = found else {
                     out.problems.push(problem(match &objects.forbidden {
-                        Some(why) => format!("{kind} {}/{} cannot be read: {why}", r.namespace, r.name),
+                        Some(why) => {
+                            format!("{kind} {}/{} cannot be read: {why}", r.namespace, r.name)
+                        }
                         None => format!(
                             "{kind} {}/{} does not exist (it must hold {})",
                             r.namespace,
@@ -282,7 +286,7 @@ fn may_reference(path: &str) -> bool {
         .is_some_and(|kind| references::REFERENCING_KINDS.contains(&kind))
 }
 
-fn parse_references(path: &str, text: &str) -> Arc<[(String, Reference)]> {
+fn parse_references(path: &str, text: &str) -> FileRefs {
     match tollgate_model::parse(&Documents::inline(&[(path, text)])) {
         Ok(objects) => objects
             .iter()
@@ -307,7 +311,10 @@ mod tests {
 
     #[test]
     fn secret_types_decide_what_they_can_serve() {
-        assert_eq!(type_mismatch(Use::Certificate, Some("kubernetes.io/tls")), None);
+        assert_eq!(
+            type_mismatch(Use::Certificate, Some("kubernetes.io/tls")),
+            None
+        );
         assert_eq!(type_mismatch(Use::Certificate, None), None);
         assert_eq!(type_mismatch(Use::ApiKeys, Some("Opaque")), None);
         let e = type_mismatch(Use::ApiKeys, Some("kubernetes.io/tls")).unwrap();

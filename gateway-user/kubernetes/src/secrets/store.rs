@@ -186,7 +186,9 @@ impl CoreKind for ConfigMap {
         // A PEM file is text, but a ConfigMap may carry it in binaryData as well.
         if data.is_empty() {
             if let Some(b) = &self.binary_data {
-                data = pick(&CONFIG_MAP_KEYS, b.iter(), |v| v.0.clone().into_boxed_slice());
+                data = pick(&CONFIG_MAP_KEYS, b.iter(), |v| {
+                    v.0.clone().into_boxed_slice()
+                });
             }
         }
         (
@@ -233,7 +235,10 @@ pub(crate) async fn watch<K: CoreKind>(
                         );
                     });
                     if was.absent {
-                        info!(resource = name, "the agent may read this resource now: watching it");
+                        info!(
+                            resource = name,
+                            "the agent may read this resource now: watching it"
+                        );
                     } else if was.error.is_some() {
                         info!(resource = name, "listed again after errors");
                     }
@@ -369,7 +374,12 @@ mod tests {
         let (key, kept) = secret(
             "s",
             "7",
-            &[("tls.crt", "CERT"), ("tls.key", "KEY"), ("password", "hunter2"), ("ca.crt", "CA")],
+            &[
+                ("tls.crt", "CERT"),
+                ("tls.key", "KEY"),
+                ("password", "hunter2"),
+                ("ca.crt", "CA"),
+            ],
         )
         .keep();
         assert_eq!(key, Some(("ns".into(), "s".into())));
@@ -405,16 +415,28 @@ mod tests {
         let stores: SharedStores = Arc::default();
         assert!(!apply(&stores, Event::<Secret>::Init));
         assert!(!apply(&stores, Event::InitApply(secret("a", "1", &[]))));
-        assert!(apply(&stores, Event::<Secret>::InitDone), "a first list is news");
+        assert!(
+            apply(&stores, Event::<Secret>::InitDone),
+            "a first list is news"
+        );
         // Not referenced: stored, but no wake-up.
-        assert!(!apply(&stores, Event::Apply(secret("a", "2", &[("keys", "k")]))));
+        assert!(!apply(
+            &stores,
+            Event::Apply(secret("a", "2", &[("keys", "k")]))
+        ));
         assert_eq!(lock(&stores).secrets.map.len(), 1);
         lock(&stores)
             .referenced
             .insert((RefKind::Secret, "ns".into(), "a".into()));
-        assert!(apply(&stores, Event::Apply(secret("a", "3", &[("keys", "k")]))));
+        assert!(apply(
+            &stores,
+            Event::Apply(secret("a", "3", &[("keys", "k")]))
+        ));
         // The same object again (a relist's replay) is no news.
-        assert!(!apply(&stores, Event::Apply(secret("a", "3", &[("keys", "k")]))));
+        assert!(!apply(
+            &stores,
+            Event::Apply(secret("a", "3", &[("keys", "k")]))
+        ));
         assert!(!apply(&stores, Event::Delete(secret("b", "4", &[]))));
         assert!(apply(&stores, Event::Delete(secret("a", "5", &[]))));
         assert!(lock(&stores).secrets.map.is_empty());
