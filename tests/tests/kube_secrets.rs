@@ -116,11 +116,42 @@ fn refusal(s: &mut Setup) -> String {
     }
 }
 
-/// Waits for the waker and for the source to give a revision (or refusal) after a change.
-fn after_change(s: &mut Setup) {
-    s.wakes
-        .recv_timeout(Duration::from_secs(5))
-        .expect("the change woke the agent");
+/// The source's answer once a change made through the API is seen: reads again (woken, or
+/// every 200 ms) while it has nothing new, up to 5 s.
+fn after_change(s: &mut Setup, applied: Option<&str>) -> Result<Next, String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match next(s, applied) {
+            Ok(Next::Unchanged) if Instant::now() < deadline => {
+                let _ = s.wakes.recv_timeout(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The next revision, once a change is seen; refusals of states on the way (a second update
+/// not seen yet) are read past.
+fn changed_revision(s: &mut Setup, applied: Option<&str>) -> Documents {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match after_change(s, applied) {
+            Ok(Next::Revision(docs)) => return docs,
+            Ok(Next::Unchanged) => panic!("expected a revision, got none within 5 s"),
+            Err(e) if Instant::now() >= deadline => {
+                panic!("expected a revision, got a refusal: {e}")
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn changed_refusal(s: &mut Setup) -> String {
+    match after_change(s, None) {
+        Err(e) => e,
+        Ok(Next::Revision(d)) => panic!("expected a refusal, got revision {}", d.revision.id),
+        Ok(Next::Unchanged) => panic!("expected a refusal, got nothing new within 5 s"),
+    }
 }
 
 fn drain(s: &Setup) {
@@ -241,8 +272,10 @@ fn a_rotated_secret_is_a_new_revision_and_an_unreferenced_one_is_not() {
             &[("tls.crt", "CERT-B"), ("tls.key", "KEY-B")],
         ))
         .unwrap();
-    after_change(&mut s);
-    let second = revision(&mut s, Some(&first)).revision.id;
+    s.wakes
+        .recv_timeout(Duration::from_secs(2))
+        .expect("the rotation woke the agent");
+    let second = changed_revision(&mut s, Some(&first)).revision.id;
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_ne!(second, first);
     assert_eq!(std::fs::read(site.join("tls.crt")).unwrap(), b"CERT-B");
@@ -277,8 +310,7 @@ fn dereferenced_and_deleted_objects_are_removed_once_no_revision_in_force_needs_
     // The Gateway moves to another Secret. The first revision is still in force (the new one
     // may yet be refused), so its Secret stays...
     s.fake.put(gateway("edge", "site-2")).unwrap();
-    after_change(&mut s);
-    let second = revision(&mut s, Some(&first)).revision.id;
+    let second = changed_revision(&mut s, Some(&first)).revision.id;
     assert!(s.secrets.join("certs/site/tls.crt").exists());
     assert!(s.secrets.join("edge/site-2/tls.crt").exists());
     // ...until a revision is built while the second is in force: then what neither the new
@@ -286,8 +318,7 @@ fn dereferenced_and_deleted_objects_are_removed_once_no_revision_in_force_needs_
     s.fake
         .delete(TG, "AuthPolicy", Some("edge"), "auth")
         .unwrap();
-    after_change(&mut s);
-    let third = revision(&mut s, Some(&second)).revision.id;
+    let third = changed_revision(&mut s, Some(&second)).revision.id;
     assert!(
         !s.secrets.join("certs").exists(),
         "the namespace directory goes too"
@@ -302,8 +333,7 @@ fn dereferenced_and_deleted_objects_are_removed_once_no_revision_in_force_needs_
     // The Gateway is deleted; once a revision without it is in force, everything the agent
     // wrote is gone, and the user's files stay.
     s.fake.delete(GW, "Gateway", Some("edge"), "gw").unwrap();
-    after_change(&mut s);
-    let fourth = revision(&mut s, Some(&third)).revision.id;
+    let fourth = changed_revision(&mut s, Some(&third)).revision.id;
     assert!(!s.secrets.join("edge/keys").exists());
     assert!(
         s.secrets.join("edge/site-2/tls.crt").exists(),
@@ -313,8 +343,7 @@ fn dereferenced_and_deleted_objects_are_removed_once_no_revision_in_force_needs_
         .put(json!({"apiVersion": GW, "kind": "HTTPRoute",
             "metadata": {"name": "r", "namespace": "edge"}, "spec": {}}))
         .unwrap();
-    after_change(&mut s);
-    revision(&mut s, Some(&fourth));
+    changed_revision(&mut s, Some(&fourth));
     assert_eq!(names(&s.secrets), ["edge"]);
     // The namespace directory is the agent's, but holds a user's directory now: it stays.
     assert_eq!(
@@ -351,19 +380,11 @@ fn a_missing_secret_key_or_type_refuses_the_revision_naming_the_field_and_the_se
             &[("tls.crt", "C")],
         ))
         .unwrap();
-    after_change(&mut s);
-    let e = refusal(&mut s);
+    let e = changed_refusal(&mut s);
     assert!(e.contains("Secret certs/site has no \"tls.key\""), "{e}");
 
-    // API keys in a Secret of another type.
-    s.fake
-        .put(secret(
-            "certs",
-            "site",
-            "kubernetes.io/tls",
-            &[("tls.crt", "C"), ("tls.key", "K")],
-        ))
-        .unwrap();
+    // API keys in a Secret of another type (stored first: no state between the two updates
+    // is valid).
     s.fake
         .put(secret(
             "edge",
@@ -372,8 +393,15 @@ fn a_missing_secret_key_or_type_refuses_the_revision_naming_the_field_and_the_se
             &[("keys", "k")],
         ))
         .unwrap();
-    after_change(&mut s);
-    let e = refusal(&mut s);
+    s.fake
+        .put(secret(
+            "certs",
+            "site",
+            "kubernetes.io/tls",
+            &[("tls.crt", "C"), ("tls.key", "K")],
+        ))
+        .unwrap();
+    let e = changed_refusal(&mut s);
     assert!(e.contains("kubernetes:/edge/AuthPolicy/auth"), "{e}");
     assert!(e.contains("spec.apiKey.credentialRefs[0]"), "{e}");
     assert!(e.contains("\"kubernetes.io/tls\": expected Opaque"), "{e}");
@@ -382,8 +410,7 @@ fn a_missing_secret_key_or_type_refuses_the_revision_naming_the_field_and_the_se
     s.fake
         .put(secret("edge", "keys", "Opaque", &[("keys", "k")]))
         .unwrap();
-    after_change(&mut s);
-    revision(&mut s, None);
+    changed_revision(&mut s, None);
     assert_eq!(
         std::fs::read(s.secrets.join("edge/keys/keys")).unwrap(),
         b"k"
@@ -394,12 +421,11 @@ fn a_missing_secret_key_or_type_refuses_the_revision_naming_the_field_and_the_se
 fn without_permission_on_secrets_the_policy_still_syncs_and_references_are_refused_clearly() {
     let fake = FakeApiServer::start(tollgate_kinds());
     fake.inject(Fault::status(403).path_contains("/secrets"));
-    let mut s = setup_with(fake);
     // A policy that references no Secret is served.
-    s.fake
-        .put(json!({"apiVersion": GW, "kind": "HTTPRoute",
-            "metadata": {"name": "r", "namespace": "edge"}, "spec": {}}))
+    fake.put(json!({"apiVersion": GW, "kind": "HTTPRoute",
+        "metadata": {"name": "r", "namespace": "edge"}, "spec": {}}))
         .unwrap();
+    let mut s = setup_with(fake);
     let deadline = Instant::now() + Duration::from_secs(10);
     let docs = loop {
         match next(&mut s, None) {
@@ -413,7 +439,7 @@ fn without_permission_on_secrets_the_policy_still_syncs_and_references_are_refus
     assert_eq!(docs.files.len(), 1);
     // One that references one is refused, saying why.
     seed(&s.fake);
-    after_change(&mut s);
+    let deadline = Instant::now() + Duration::from_secs(10);
     let e = loop {
         match next(&mut s, None) {
             Err(e) => break e,
