@@ -404,6 +404,7 @@ fn install_kustomization_lists_existing_parsing_files() {
         "admission-policy.yaml",
         "daemonset.yaml",
         "service.yaml",
+        "gatewayclass.yaml",
     ] {
         assert!(
             resources.iter().any(|r| r == name),
@@ -420,6 +421,7 @@ fn install_kustomization_lists_existing_parsing_files() {
                 "ClusterRoleBinding",
                 "ValidatingAdmissionPolicy",
                 "ValidatingAdmissionPolicyBinding",
+                "GatewayClass",
             ];
             if cluster_scoped.contains(&doc["kind"].as_str().unwrap()) {
                 assert!(doc["metadata"].get("namespace").is_none(), "{name}");

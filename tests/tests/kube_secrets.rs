@@ -90,6 +90,14 @@ fn gateway(cert_ns: &str, cert: &str) -> Value {
                 "caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": "clients"}]}}}}}})
 }
 
+/// Lets Gateways of namespace `edge` read the Secrets of namespace `certs`.
+fn grant() -> Value {
+    json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+        "metadata": {"name": "edge-certs", "namespace": "certs"},
+        "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "edge"}],
+                 "to": [{"group": "", "kind": "Secret"}]}})
+}
+
 fn auth_policy(keys: &str) -> Value {
     json!({"apiVersion": TG, "kind": "AuthPolicy", "metadata": {"name": "auth", "namespace": "edge"},
         "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "r"}],
@@ -197,6 +205,7 @@ fn seed(fake: &FakeApiServer) {
         config_map("edge", "clients", &[("ca.crt", "CA-PEM"), ("other", "x")]),
         secret("edge", "unrelated", "Opaque", &[("keys", "x")]),
         gateway("certs", "site"),
+        grant(),
         auth_policy("keys"),
     ] {
         fake.put(o).unwrap();
@@ -229,8 +238,8 @@ fn referenced_objects_are_written_privately_with_only_the_keys_read() {
     // Nothing of the Secret no policy references.
     assert!(!root.join("edge/unrelated").exists());
     assert!(docs.revision.id.starts_with("k8s:"), "{}", docs.revision.id);
-    // The revision's files are the policy objects only.
-    assert_eq!(docs.files.len(), 2);
+    // The revision's files are the policy objects only (Gateway, ReferenceGrant, AuthPolicy).
+    assert_eq!(docs.files.len(), 3);
 }
 
 #[test]
@@ -452,4 +461,49 @@ fn without_permission_on_secrets_the_policy_still_syncs_and_references_are_refus
     assert!(e.contains("get, list and watch on secrets"), "{e}");
     // The ConfigMap, which may be read, is not what is reported.
     assert!(!e.contains("ConfigMap edge/clients"), "{e}");
+}
+
+#[test]
+fn other_implementations_gateways_and_references_without_a_grant_are_not_read() {
+    let mut s = setup();
+    let first = revision(&mut s, None).revision.id;
+    assert!(s.secrets.join("certs/site/tls.crt").exists());
+    // GatewayClasses appear: `tollgate` is ours; `other` is another implementation's, and its
+    // Gateway names a Secret that does not exist. Not this agent's business: no refusal.
+    for (name, controller) in [
+        ("tollgate", "tollgate.dev/gateway-controller"),
+        ("other", "example.com/other"),
+    ] {
+        s.fake
+            .put(
+                json!({"apiVersion": GW, "kind": "GatewayClass", "metadata": {"name": name},
+                "spec": {"controllerName": controller}}),
+            )
+            .unwrap();
+    }
+    let mut theirs = gateway("edge", "missing");
+    theirs["metadata"]["name"] = "theirs".into();
+    theirs["spec"]["gatewayClassName"] = "other".into();
+    s.fake.put(theirs).unwrap();
+    let second = changed_revision(&mut s, Some(&first)).revision.id;
+    assert!(!s.secrets.join("edge/missing").exists());
+    assert!(s.secrets.join("certs/site/tls.crt").exists());
+
+    // The grant is withdrawn: the Secret of the other namespace is no longer read (the
+    // compiler reports the reference as not permitted) and its directory goes.
+    s.fake
+        .delete(
+            "gateway.networking.k8s.io/v1beta1",
+            "ReferenceGrant",
+            Some("certs"),
+            "edge-certs",
+        )
+        .unwrap();
+    let third = changed_revision(&mut s, Some(&second)).revision.id;
+    s.fake
+        .delete(TG, "AuthPolicy", Some("edge"), "auth")
+        .unwrap();
+    changed_revision(&mut s, Some(&third));
+    assert!(!s.secrets.join("certs").exists());
+    assert!(s.secrets.join("edge/clients/ca.crt").exists());
 }

@@ -8,7 +8,7 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::core::DynamicResourceScope;
 use kube::Resource;
 use serde_json::{Map, Value};
-use tollgate_model::{auth, backend, gateway, l4, ratelimit, route, traffic};
+use tollgate_model::{auth, backend, gateway, gateway_class, l4, ratelimit, route, traffic};
 
 /// One kind the source watches.
 #[derive(Debug, Clone)]
@@ -48,6 +48,8 @@ pub fn watched_kinds() -> Vec<WatchedKind> {
         WatchedKind::of::<ratelimit::RateLimitPolicy>(true),
         WatchedKind::of::<auth::AuthPolicy>(true),
         WatchedKind::of::<traffic::BackendTrafficPolicy>(true),
+        WatchedKind::of::<gateway_class::GatewayClass>(false),
+        WatchedKind::of::<gateway_class::ReferenceGrant>(true),
     ]
 }
 

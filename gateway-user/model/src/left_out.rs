@@ -28,6 +28,10 @@ pub struct LeftOut {
     /// without the policy meant to guard them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<String>,
+    /// For a Gateway: its `spec.gatewayClassName`, when it can be read. A broken Gateway of
+    /// another controller's class is none of this agent's business, and is not reported.
+    #[serde(skip)]
+    pub gateway_class: Option<String>,
 }
 
 /// Whether objects of `kind` are isolated (left out on their own when broken): every L7 kind.
@@ -59,4 +63,13 @@ pub fn raw_targets(value: &serde_json::Value) -> Option<Vec<String>> {
             _ => None,
         })
         .collect()
+}
+
+/// The raw `spec.gatewayClassName` of a Gateway, when it is a string.
+pub fn raw_gateway_class(value: &serde_json::Value) -> Option<String> {
+    value
+        .get("spec")?
+        .get("gatewayClassName")?
+        .as_str()
+        .map(str::to_owned)
 }

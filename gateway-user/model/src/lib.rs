@@ -21,6 +21,7 @@ pub mod backend;
 pub mod ban;
 pub mod error;
 pub mod gateway;
+pub mod gateway_class;
 pub mod http_path;
 pub mod l4;
 pub mod left_out;
@@ -64,6 +65,10 @@ pub enum Object {
     AuthPolicy(auth::AuthPolicy),
     /// Traffic settings (request body size) attached to HTTPRoutes.
     BackendTrafficPolicy(traffic::BackendTrafficPolicy),
+    /// A class of Gateways and its controller (Gateway API): which Gateways are Tollgate's.
+    GatewayClass(gateway_class::GatewayClass),
+    /// Cross-namespace references allowed into a namespace (Gateway API).
+    ReferenceGrant(gateway_class::ReferenceGrant),
 }
 
 impl Object {
@@ -77,6 +82,8 @@ impl Object {
             Object::RateLimitPolicy(_) => "RateLimitPolicy",
             Object::AuthPolicy(_) => "AuthPolicy",
             Object::BackendTrafficPolicy(_) => "BackendTrafficPolicy",
+            Object::GatewayClass(_) => "GatewayClass",
+            Object::ReferenceGrant(_) => "ReferenceGrant",
         }
     }
 
@@ -89,6 +96,8 @@ impl Object {
             Object::RateLimitPolicy(o) => &o.metadata,
             Object::AuthPolicy(o) => &o.metadata,
             Object::BackendTrafficPolicy(o) => &o.metadata,
+            Object::GatewayClass(o) => &o.metadata,
+            Object::ReferenceGrant(o) => &o.metadata,
         }
     }
 
@@ -101,7 +110,7 @@ impl Object {
     /// when it is left out (as `kubectl apply` would). `None` for cluster-scoped kinds.
     pub fn namespace(&self) -> Option<&str> {
         match self {
-            Object::L4Policy(_) => None,
+            Object::L4Policy(_) | Object::GatewayClass(_) => None,
             _ => Some(
                 self.metadata()
                     .namespace
@@ -136,6 +145,9 @@ pub struct Located<T> {
 struct KindInfo {
     kind: &'static str,
     api_version: &'static str,
+    /// Other versions of the kind read the same way (a Gateway API kind served at two
+    /// versions while it graduates); `api_version` is the one a source watches.
+    other_versions: &'static [&'static str],
     /// Namespaced kinds are named `Kind/namespace/name` in messages when they give a namespace.
     namespaced: bool,
     read: fn(Value) -> Result<Object, serde_path_to_error::Error<serde_json::Error>>,
@@ -146,44 +158,66 @@ const KINDS: &[KindInfo] = &[
     KindInfo {
         kind: "L4Policy",
         api_version: "tollgate.dev/v1alpha1",
+        other_versions: &[],
         namespaced: false,
         read: |v| typed::<l4::L4Policy>(v).map(Object::L4Policy),
     },
     KindInfo {
         kind: "Gateway",
         api_version: "gateway.networking.k8s.io/v1",
+        other_versions: &[],
         namespaced: true,
         read: |v| typed::<gateway::Gateway>(v).map(Object::Gateway),
     },
     KindInfo {
         kind: "HTTPRoute",
         api_version: "gateway.networking.k8s.io/v1",
+        other_versions: &[],
         namespaced: true,
         read: |v| typed::<route::HTTPRoute>(v).map(Object::HTTPRoute),
     },
     KindInfo {
         kind: "Backend",
         api_version: "tollgate.dev/v1alpha1",
+        other_versions: &[],
         namespaced: true,
         read: |v| typed::<backend::Backend>(v).map(Object::Backend),
     },
     KindInfo {
         kind: "RateLimitPolicy",
         api_version: "tollgate.dev/v1alpha1",
+        other_versions: &[],
         namespaced: true,
         read: |v| typed::<ratelimit::RateLimitPolicy>(v).map(Object::RateLimitPolicy),
     },
     KindInfo {
         kind: "AuthPolicy",
         api_version: "tollgate.dev/v1alpha1",
+        other_versions: &[],
         namespaced: true,
         read: |v| typed::<auth::AuthPolicy>(v).map(Object::AuthPolicy),
     },
     KindInfo {
         kind: "BackendTrafficPolicy",
         api_version: "tollgate.dev/v1alpha1",
+        other_versions: &[],
         namespaced: true,
         read: |v| typed::<traffic::BackendTrafficPolicy>(v).map(Object::BackendTrafficPolicy),
+    },
+    KindInfo {
+        kind: "GatewayClass",
+        api_version: "gateway.networking.k8s.io/v1",
+        other_versions: &[],
+        namespaced: false,
+        read: |v| typed::<gateway_class::GatewayClass>(v).map(Object::GatewayClass),
+    },
+    // v1beta1 is what every Gateway API release since v0.6 serves; v1.6 adds v1.
+    KindInfo {
+        kind: "ReferenceGrant",
+        api_version: "gateway.networking.k8s.io/v1beta1",
+        other_versions: &["gateway.networking.k8s.io/v1"],
+        namespaced: true,
+        read: |v| typed::<gateway_class::ReferenceGrant>(v).map(Object::ReferenceGrant),
     },
 ];
 
@@ -662,6 +696,9 @@ fn parse_value(
             object: id.object.clone(),
             problems: vec![e],
             targets,
+            gateway_class: (id.info.kind == "Gateway")
+                .then(|| left_out::raw_gateway_class(&id.value))
+                .flatten(),
         }))
     })
 }
@@ -857,7 +894,8 @@ fn typed_object(file: &str, id: &Identified) -> Result<Located<Object>, PolicyEr
                 format!("missing; {kind} is \"{}\"", info.api_version),
             ))
         }
-        Some(Value::String(v)) if v == info.api_version => {}
+        Some(Value::String(v))
+            if v == info.api_version || info.other_versions.contains(&v.as_str()) => {}
         Some(Value::String(v)) => {
             return Err(error(
                 "apiVersion",

@@ -9,8 +9,11 @@
 //! the referencing object's namespace. A reference the compiler refuses anyway (another group
 //! or kind, a name that is not a DNS subdomain, a namespace that is not a DNS label) is not
 //! listed: nothing is ever read or written for it, and its object fails its own checks.
+use std::collections::HashSet;
+
 use crate::gateway::{FrontendTls, Gateway};
-use crate::{names, Object};
+use crate::gateway_class::{ReferenceGrant, CONTROLLER_NAME};
+use crate::{names, Located, Object};
 
 /// The kind of object referenced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -94,9 +97,84 @@ impl Reference {
     }
 }
 
-/// Every kind whose objects may reference Secrets or ConfigMaps (a source need not parse the
-/// others to know what to read).
-pub const REFERENCING_KINDS: [&str; 3] = ["Gateway", "AuthPolicy", "Backend"];
+/// Every kind whose objects may reference Secrets or ConfigMaps, or decide whether a
+/// reference counts ([`in_revision`]): a source need not parse the others to know what to read.
+pub const REFERENCING_KINDS: [&str; 5] = [
+    "Gateway",
+    "AuthPolicy",
+    "Backend",
+    "GatewayClass",
+    "ReferenceGrant",
+];
+
+/// The references of the objects of a revision that the compiler may resolve, each with the
+/// index of its object: as [`references`], but of the Gateways only those of a GatewayClass
+/// this agent serves (every Gateway when the revision holds no GatewayClass; a class of
+/// Tollgate's with `parametersRef` serves none), and of a Gateway's references to another
+/// namespace only those a ReferenceGrant there permits. The others are the compiler's to
+/// report (or, for another implementation's Gateways, to ignore); nothing is read for them.
+pub fn in_revision(objects: &[&Located<Object>]) -> Vec<(usize, Reference)> {
+    let mut any_class = false;
+    let mut served: HashSet<&str> = HashSet::new();
+    let mut grants: Vec<(&str, &ReferenceGrant)> = Vec::new();
+    for o in objects {
+        match &o.value {
+            Object::GatewayClass(c) => {
+                any_class = true;
+                if c.spec.controller_name == CONTROLLER_NAME && c.spec.parameters_ref.is_none() {
+                    served.insert(o.value.name());
+                }
+            }
+            Object::ReferenceGrant(g) => {
+                grants.push((o.value.namespace().unwrap_or_default(), g));
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (i, o) in objects.iter().enumerate() {
+        let from_ns = o.value.namespace().unwrap_or_default();
+        if let Object::Gateway(g) = &o.value {
+            if any_class && !served.contains(g.spec.gateway_class_name.as_str()) {
+                continue;
+            }
+        }
+        for r in references(&o.value) {
+            let permitted = match &o.value {
+                Object::Gateway(_) => permits(&grants, from_ns, &r),
+                // Every other reference is within the object's namespace.
+                _ => true,
+            };
+            if permitted {
+                out.push((i, r));
+            }
+        }
+    }
+    out
+}
+
+/// Whether a Gateway of `from_ns` may read `r`: always within its namespace, otherwise when a
+/// ReferenceGrant of the target's namespace names Gateways of `from_ns` and the core kind (and
+/// the name, when it gives one).
+fn permits(grants: &[(&str, &ReferenceGrant)], from_ns: &str, r: &Reference) -> bool {
+    if r.namespace == from_ns {
+        return true;
+    }
+    let kind = r.kind().as_str();
+    grants.iter().any(|(ns, g)| {
+        *ns == r.namespace
+            && g.spec.from.iter().any(|f| {
+                f.group == crate::gateway::GATEWAY_API_GROUP
+                    && f.kind == "Gateway"
+                    && f.namespace == from_ns
+            })
+            && g.spec.to.iter().any(|t| {
+                t.group.is_empty()
+                    && t.kind == kind
+                    && t.name.as_deref().is_none_or(|n| n == r.name)
+            })
+    })
+}
 
 /// The Secrets and ConfigMaps `object` reads, in field order (see the module documentation).
 pub fn references(object: &Object) -> Vec<Reference> {
@@ -162,6 +240,8 @@ pub fn references(object: &Object) -> Vec<Reference> {
             }
         }
         Object::L4Policy(_)
+        | Object::GatewayClass(_)
+        | Object::ReferenceGrant(_)
         | Object::HTTPRoute(_)
         | Object::RateLimitPolicy(_)
         | Object::BackendTrafficPolicy(_) => {}
@@ -396,6 +476,50 @@ spec:
                     Use::Certificate,
                     "spec.tls.clientCertificateRef"
                 ),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_served_gateways_and_granted_namespaces_are_read() {
+        let gw = |name: &str, class: &str| {
+            format!(
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{ name: {name}, namespace: edge }}\nspec:\n  gatewayClassName: {class}\n  listeners:\n  - {{ name: a, port: 443, protocol: HTTPS, tls: {{ certificateRefs: [{{ name: own }}, {{ name: granted, namespace: certs }}, {{ name: other, namespace: certs }}, {{ name: x, namespace: elsewhere }}] }} }}\n"
+            )
+        };
+        let class = |name: &str, controller: &str| {
+            format!("apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{ name: {name} }}\nspec: {{ controllerName: {controller} }}\n")
+        };
+        let grant = "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: { name: g, namespace: certs }\nspec:\n  from: [{ group: gateway.networking.k8s.io, kind: Gateway, namespace: edge }]\n  to: [{ group: '', kind: Secret, name: granted }]\n";
+        let read = |files: &[(&str, String)]| {
+            let inline: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+            let objects = parse(&Documents::inline(&inline)).expect("valid objects");
+            let refs: Vec<&Located<Object>> = objects.iter().collect();
+            in_revision(&refs)
+                .into_iter()
+                .map(|(i, r)| format!("{} {}/{}", objects[i].object, r.namespace, r.name))
+                .collect::<Vec<_>>()
+        };
+        let ours = gw("ours", "tollgate");
+        let theirs = gw("theirs", "other-impl");
+        // Without any GatewayClass every Gateway is served; without a grant only the own
+        // namespace is read.
+        assert_eq!(
+            read(&[("a", ours.clone()), ("b", theirs.clone())]),
+            ["Gateway/edge/ours edge/own", "Gateway/edge/theirs edge/own"]
+        );
+        let files = [
+            ("a", ours),
+            ("b", theirs),
+            ("c", class("tollgate", CONTROLLER_NAME)),
+            ("d", class("other-impl", "example.com/other")),
+            ("e", grant.to_owned()),
+        ];
+        assert_eq!(
+            read(&files),
+            [
+                "Gateway/edge/ours edge/own",
+                "Gateway/edge/ours certs/granted"
             ]
         );
     }

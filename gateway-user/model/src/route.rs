@@ -353,8 +353,7 @@ pub struct HTTPBackendRef {
     pub kind: Option<String>,
     /// Name of the Backend.
     pub name: String,
-    /// Namespace (must be the route's: cross-namespace references need ReferenceGrants,
-    /// which are not supported yet).
+    /// Namespace (default: the route's; another needs a ReferenceGrant there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// Port (Services only; a Backend's endpoints carry their own ports).

@@ -79,6 +79,8 @@ fn l7_objects(docs: &tollgate_source::Documents) -> L7Objects {
                 Object::RateLimitPolicy(p) => serde_json::to_value(&p.spec),
                 Object::AuthPolicy(p) => serde_json::to_value(&p.spec),
                 Object::BackendTrafficPolicy(p) => serde_json::to_value(&p.spec),
+                Object::GatewayClass(c) => serde_json::to_value(&c.spec),
+                Object::ReferenceGrant(g) => serde_json::to_value(&g.spec),
             }
             .ok()?;
             let name = format!(

@@ -9,6 +9,7 @@ use tollgate_model::gateway::{
 };
 use tollgate_model::{names, Checker, PolicyError};
 
+use super::classes::{Grants, Referrer};
 use super::limits::*;
 use super::port;
 use super::table::{HostPattern, L7Policy, ListenerDef, ListenerTls, SecretRef};
@@ -48,6 +49,7 @@ pub(super) fn gateway(
     policy: &mut L7Policy,
     taken: &mut BTreeMap<(u16, HostPattern), (String, String)>,
     schemes: &mut BTreeMap<u16, (bool, String, String)>,
+    grants: &Grants<'_>,
 ) -> Option<GatewayInfo> {
     let spec = &g.spec;
     let before = c.mark();
@@ -71,7 +73,7 @@ pub(super) fn gateway(
         );
     }
     c.count("spec.listeners", spec.listeners.len(), MAX_LISTENERS);
-    let frontend = frontend_validation(c, ns, spec.tls.as_ref());
+    let frontend = frontend_validation(c, ns, spec.tls.as_ref(), grants);
     let gateway_ok = c.clean_since(before);
     let mut names = HashSet::new();
     // Listener problems are collected per listener; a listener with problems is left out, so
@@ -102,7 +104,7 @@ pub(super) fn gateway(
                 }
             },
         };
-        let mut tls = listener_protocol(&mut lc, &at, ns, l);
+        let mut tls = listener_protocol(&mut lc, &at, ns, l, grants);
         let all_namespaces = allowed_routes(&mut lc, &at, l);
         let (Some(port), true, true) = (port, errors.is_empty(), gateway_ok) else {
             listener_problems.extend(errors);
@@ -200,6 +202,7 @@ fn frontend_validation(
     c: &mut Checker<'_, '_>,
     gateway_ns: &str,
     tls: Option<&GatewayTlsSettings>,
+    grants: &Grants<'_>,
 ) -> Frontend {
     let mut out = Frontend::default();
     let Some(tls) = tls else {
@@ -219,6 +222,7 @@ fn frontend_validation(
         "spec.tls.frontend.default.validation",
         gateway_ns,
         frontend.default.validation.as_ref(),
+        grants,
     );
     let per_port = frontend.per_port.as_deref().unwrap_or_default();
     c.count("spec.tls.frontend.perPort", per_port.len(), MAX_LISTENERS);
@@ -232,6 +236,7 @@ fn frontend_validation(
             &format!("{at}.tls.validation"),
             gateway_ns,
             p.tls.validation.as_ref(),
+            grants,
         );
         if out.per_port.insert(port, refs).is_some() {
             c.error(
@@ -250,6 +255,7 @@ fn validation(
     at: &str,
     gateway_ns: &str,
     v: Option<&FrontendTlsValidation>,
+    grants: &Grants<'_>,
 ) -> Vec<SecretRef> {
     let mut client_cas = Vec::new();
     let Some(v) = v else {
@@ -293,6 +299,16 @@ fn validation(
                 let namespace = r.namespace.as_deref().unwrap_or(gateway_ns);
                 if let Err(why) = names::dns_label(namespace) {
                     c.error(format!("{f}.namespace"), format!("\"{namespace}\" {why}"));
+                } else {
+                    permitted(
+                        c,
+                        &f,
+                        grants,
+                        gateway_ns,
+                        ("", "ConfigMap"),
+                        namespace,
+                        &r.name,
+                    );
                 }
                 client_cas.push(SecretRef {
                     namespace: namespace.to_owned(),
@@ -311,6 +327,7 @@ fn listener_protocol(
     at: &str,
     gateway_ns: &str,
     l: &Listener,
+    grants: &Grants<'_>,
 ) -> Option<ListenerTls> {
     match l.protocol.as_str() {
         "HTTP" => {
@@ -380,6 +397,16 @@ fn listener_protocol(
                         let namespace = r.namespace.as_deref().unwrap_or(gateway_ns);
                         if let Err(why) = names::dns_label(namespace) {
                             c.error(format!("{f}.namespace"), format!("\"{namespace}\" {why}"));
+                        } else {
+                            permitted(
+                                c,
+                                &f,
+                                grants,
+                                gateway_ns,
+                                ("", "Secret"),
+                                namespace,
+                                &r.name,
+                            );
                         }
                         certificates.push(SecretRef {
                             namespace: namespace.to_owned(),
@@ -454,5 +481,33 @@ fn allowed_routes(c: &mut Checker<'_, '_>, at: &str, l: &Listener) -> bool {
             );
             false
         }
+    }
+}
+
+/// Records an error at `field` unless the Gateway of `gateway_ns` may refer to the object
+/// (`to` = group, kind) `namespace/name`: within its namespace always, across namespaces when a
+/// ReferenceGrant there allows it (Gateway API `RefNotPermitted`).
+fn permitted(
+    c: &mut Checker<'_, '_>,
+    field: &str,
+    grants: &Grants<'_>,
+    gateway_ns: &str,
+    to: (&str, &str),
+    namespace: &str,
+    name: &str,
+) {
+    let from = Referrer {
+        group: GATEWAY_API_GROUP,
+        kind: "Gateway",
+        namespace: gateway_ns,
+    };
+    if !grants.permits(&from, to.0, to.1, namespace, name) {
+        c.error(
+            format!("{field}.namespace"),
+            format!(
+                "{} {namespace}/{name} is in another namespace, and no ReferenceGrant in namespace {namespace} lets Gateways of namespace {gateway_ns} refer to it (RefNotPermitted)",
+                to.1
+            ),
+        );
     }
 }

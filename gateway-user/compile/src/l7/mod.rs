@@ -8,7 +8,9 @@
 //! hostnames meet none of the listeners'); regular expressions that do not compile; path values
 //! that requests could never equal once normalised; weights out of range; filters used twice or
 //! on the wrong match type; a port with both HTTP and HTTPS listeners; features that are not
-//! built yet (Services, cross-namespace references, mirrors), each with a message that says so.
+//! built yet (Services outside Kubernetes mode, mirrors), each with a message that says so; and
+//! cross-namespace references no ReferenceGrant allows (`classes`, which also decides which
+//! Gateways are this agent's by their GatewayClass).
 //! The certificate files of HTTPS listeners are read when the revision is applied
 //! (`proxy::tls`), not here: compiling is a pure function of the documents.
 //!
@@ -21,6 +23,7 @@
 //! their limits and defaults are in `limits`, re-exported here. [`table`] is what they build.
 mod auth;
 mod backend;
+mod classes;
 mod filters;
 mod gateway;
 pub mod jwks;
@@ -50,10 +53,11 @@ use tollgate_model::{Located, Object};
 
 use auth::auth_policy;
 use backend::backend;
+use classes::{Classes, Grants};
 use gateway::{gateway, GatewayInfo};
 pub use limits::*;
 use ratelimit::rate_limit_policy;
-use route::{route, RoutePolicies};
+use route::{route, Refs, RoutePolicies};
 pub use status::Acceptance;
 pub use table::RouteTable;
 use table::{HostPattern, L7Policy, RouteLimits};
@@ -140,6 +144,7 @@ fn leave_out(
         object: o.object.clone(),
         problems,
         targets,
+        gateway_class: None,
     });
 }
 
@@ -154,10 +159,31 @@ fn target_names(refs: &[tollgate_model::ratelimit::PolicyTargetReference]) -> Ve
 /// and what was left out.
 fn validate(objects: &[Located<Object>], parsed_left_out: &[LeftOut]) -> (L7Policy, Acceptance) {
     let mut policy = L7Policy::default();
-    let mut acceptance = Acceptance {
-        left_out: parsed_left_out.to_vec(),
-        ..Acceptance::default()
-    };
+    let mut acceptance = Acceptance::default();
+    let classes = Classes::of(objects, parsed_left_out, &mut acceptance);
+    let grants = Grants::of(objects);
+    // A broken Gateway of another controller's class is not this agent's to report.
+    acceptance.left_out.extend(
+        parsed_left_out
+            .iter()
+            .filter(|l| {
+                !l.gateway_class
+                    .as_deref()
+                    .is_some_and(|c| classes.foreign(c))
+            })
+            .cloned(),
+    );
+    // The Gateways of other controllers' classes, by (namespace, name): not served, not
+    // reported, and route parentRefs to them are not this agent's either.
+    let foreign: HashSet<(&str, &str)> = objects
+        .iter()
+        .filter_map(|o| match &o.value {
+            Object::Gateway(g) if classes.foreign(&g.spec.gateway_class_name) => {
+                Some((o.value.namespace().unwrap_or_default(), o.value.name()))
+            }
+            _ => None,
+        })
+        .collect();
 
     // Names are unique per kind and namespace: a second object of the same name is left out
     // (the first, in file order, is served).
@@ -224,7 +250,21 @@ fn validate(objects: &[Located<Object>], parsed_left_out: &[LeftOut]) -> (L7Poli
         if let Object::Gateway(g) = &o.value {
             let ns = o.value.namespace().unwrap_or_default().to_owned();
             let name = o.value.name().to_owned();
+            if foreign.contains(&(ns.as_str(), name.as_str())) {
+                continue;
+            }
             let mut errors = Vec::new();
+            if classes.is_broken(&g.spec.gateway_class_name) {
+                Checker::of(o, &mut errors).error(
+                    "spec.gatewayClassName",
+                    format!(
+                        "GatewayClass {} is left out of the revision (see its problems); its Gateways are not served",
+                        g.spec.gateway_class_name
+                    ),
+                );
+                leave_out(&mut acceptance, o, errors, Vec::new());
+                continue;
+            }
             let info = gateway(
                 &mut Checker::of(o, &mut errors),
                 &mut acceptance.partial,
@@ -234,6 +274,7 @@ fn validate(objects: &[Located<Object>], parsed_left_out: &[LeftOut]) -> (L7Poli
                 &mut policy,
                 &mut taken,
                 &mut schemes,
+                &grants,
             );
             match info {
                 Some(info) if errors.is_empty() => {
@@ -424,6 +465,9 @@ fn validate(objects: &[Located<Object>], parsed_left_out: &[LeftOut]) -> (L7Poli
             continue;
         };
         let ns = o.value.namespace().unwrap_or_default();
+        let Some(r) = classes::without_foreign_parents(r, ns, &foreign) else {
+            continue;
+        };
         let key = (ns.to_owned(), o.value.name().to_owned());
         let label = format!("{ns}/{}", o.value.name());
         let mut errors = Vec::new();
@@ -443,9 +487,12 @@ fn validate(objects: &[Located<Object>], parsed_left_out: &[LeftOut]) -> (L7Poli
             ns,
             label,
             order,
-            r,
+            &r,
             &gateways,
-            &backends,
+            &Refs {
+                backends: &backends,
+                grants: &grants,
+            },
             &policies,
         );
         acceptance.routes.push(outcome.status);

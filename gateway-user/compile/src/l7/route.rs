@@ -12,6 +12,7 @@ use tollgate_model::route::{
 };
 use tollgate_model::{names, Checker, PolicyError};
 
+use super::classes::{Grants, Referrer};
 use super::filters::{check_filter_fields, header_modifier, path_modifier};
 use super::gateway::{GatewayInfo, ListenerRef};
 use super::limits::*;
@@ -34,6 +35,14 @@ pub(super) struct RouteOutcome {
     pub(super) def: Option<RouteDef>,
     pub(super) status: RouteStatus,
     pub(super) partial: Vec<PolicyError>,
+}
+
+/// What the backendRefs of a route may resolve to.
+pub(super) struct Refs<'a> {
+    /// Backends by (namespace, name): indexes into the policy's backends.
+    pub(super) backends: &'a HashMap<(String, String), usize>,
+    /// The ReferenceGrants, for backendRefs to another namespace.
+    pub(super) grants: &'a Grants<'a>,
 }
 
 /// What a route takes from the policies that target it.
@@ -61,7 +70,7 @@ pub(super) fn route(
     order: u32,
     r: &HTTPRoute,
     gateways: &HashMap<(String, String), GatewayInfo>,
-    backends: &HashMap<(String, String), usize>,
+    refs: &Refs<'_>,
     policies: &RoutePolicies<'_>,
 ) -> RouteOutcome {
     let before = c.mark();
@@ -138,7 +147,7 @@ pub(super) fn route(
             ns,
             &route_label,
             raw,
-            backends,
+            refs,
             policies,
             &mut rule_unresolved,
         );
@@ -459,7 +468,7 @@ fn rule(
     ns: &str,
     route: &Arc<str>,
     raw: &HTTPRouteRule,
-    backends: &HashMap<(String, String), usize>,
+    refs: &Refs<'_>,
     policies: &RoutePolicies<'_>,
     unresolved: &mut Vec<(&'static str, PolicyError)>,
 ) -> Option<RuleDef> {
@@ -613,12 +622,12 @@ fn rule(
 
     // Backends: a reference that does not resolve takes its share of the requests to a 500
     // (the Gateway API's rule), the others serve.
-    let refs = raw.backend_refs.as_deref().unwrap_or_default();
+    let backend_refs = raw.backend_refs.as_deref().unwrap_or_default();
     let mut weighted = Vec::new();
     let mut unresolved_weight = 0u32;
-    for (j, b) in refs.iter().enumerate() {
+    for (j, b) in backend_refs.iter().enumerate() {
         let bat = format!("{at}.backendRefs[{j}]");
-        match backend_ref(c, &bat, ns, b, backends) {
+        match backend_ref(c, &bat, ns, b, refs) {
             BackendRef::Resolved(w) => weighted.push(w),
             BackendRef::Unresolved(why, field, message, weight) => {
                 unresolved_weight = unresolved_weight.saturating_add(weight);
@@ -633,7 +642,7 @@ fn rule(
             message: format!("{policy}, which guards this route, was left out of the revision")
                 .into(),
         })
-    } else if refs.is_empty() && redirect.is_none() {
+    } else if backend_refs.is_empty() && redirect.is_none() {
         Some(RuleFailure {
             reason: NO_BACKEND_REFS,
             message: "this rule has no backendRefs (and no RequestRedirect): the requests it matches are answered 500".into(),
@@ -757,7 +766,7 @@ fn backend_ref(
     at: &str,
     ns: &str,
     b: &HTTPBackendRef,
-    backends: &HashMap<(String, String), usize>,
+    refs: &Refs<'_>,
 ) -> BackendRef {
     let before = c.mark();
     let group = b.group.as_deref().unwrap_or("");
@@ -808,20 +817,26 @@ fn backend_ref(
             )
         }
     }
-    if let Some(other) = b.namespace.as_deref().filter(|n| *n != ns) {
+    let target_ns = b.namespace.as_deref().unwrap_or(ns);
+    let from = Referrer {
+        group: GATEWAY_API_GROUP,
+        kind: "HTTPRoute",
+        namespace: ns,
+    };
+    if !refs.grants.permits(&from, group, kind, target_ns, &b.name) {
         return BackendRef::Unresolved(
             reason::REF_NOT_PERMITTED,
             format!("{at}.namespace"),
-            format!("\"{other}\": references to another namespace need ReferenceGrants, which are not supported yet"),
+            format!("\"{target_ns}\": no ReferenceGrant in namespace {target_ns} lets HTTPRoutes of namespace {ns} refer to {kind} {}", b.name),
             weight,
         );
     }
-    match backends.get(&(ns.to_owned(), b.name.clone())) {
+    match refs.backends.get(&(target_ns.to_owned(), b.name.clone())) {
         Some(&backend) => BackendRef::Resolved(WeightedBackend { backend, weight }),
         None => BackendRef::Unresolved(
             reason::BACKEND_NOT_FOUND,
             format!("{at}.name"),
-            format!("no (valid) Backend {ns}/{} in this revision", b.name),
+            format!("no (valid) Backend {target_ns}/{} in this revision", b.name),
             weight,
         ),
     }

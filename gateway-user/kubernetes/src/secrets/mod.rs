@@ -18,8 +18,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use tollgate_model::references::{self, RefKind, Reference, Use};
-use tollgate_model::{Documents, PolicyError};
+use tollgate_model::references::{self, RefKind, Use};
+use tollgate_model::{Documents, Located, Object, PolicyError};
 use tracing::warn;
 
 use crate::watch::Shared;
@@ -48,13 +48,13 @@ pub struct Resolved {
     wanted: files::Wanted,
 }
 
-/// (object as errors name it, reference) of one policy file.
-type FileRefs = Arc<[(String, Reference)]>;
+/// The objects of one policy file, parsed (only files of the kinds that matter here).
+type FileObjects = Arc<[Located<Object>]>;
 
-/// The references of one policy file, remembered while its text stays the same.
+/// The objects of one policy file, remembered while its text stays the same.
 struct Cached {
     digest: [u8; 32],
-    refs: FileRefs,
+    objects: FileObjects,
 }
 
 /// The Secret and ConfigMap side of the source.
@@ -107,20 +107,22 @@ impl Secrets {
     /// against the stores.
     pub fn resolve(&mut self, docs: &Documents) -> Resolved {
         let mut next = HashMap::new();
-        let mut all: Vec<(String, FileRefs)> = Vec::new();
+        let mut parsed: Vec<FileObjects> = Vec::new();
         for file in &docs.files {
             if !may_reference(&file.path) {
                 continue;
             }
             let digest = digest(&file.content);
-            let refs = match self.cache.remove(&file.path) {
-                Some(c) if c.digest == digest => c.refs,
-                _ => parse_references(&file.path, &file.content),
+            let objects = match self.cache.remove(&file.path) {
+                Some(c) if c.digest == digest => c.objects,
+                _ => parse_file(&file.path, &file.content),
             };
-            all.push((file.path.clone(), refs.clone()));
-            next.insert(file.path.clone(), Cached { digest, refs });
+            parsed.push(objects.clone());
+            next.insert(file.path.clone(), Cached { digest, objects });
         }
         self.cache = next;
+        let objects: Vec<&Located<Object>> = parsed.iter().flat_map(|f| f.iter()).collect();
+        let refs = references::in_revision(&objects);
 
         let mut out = Resolved::default();
         let mut stores = store::lock(&self.stores);
@@ -128,74 +130,73 @@ impl Secrets {
         let mut keyed = BTreeSet::new();
         // Files per directory, each with the first reference that needs it.
         let mut dirs: BTreeMap<files::DirKey, Vec<(&'static str, Vec<u8>)>> = BTreeMap::new();
-        for (path, refs) in &all {
-            for (object, r) in refs.iter() {
-                let kind = r.kind();
-                referenced.insert((kind, r.namespace.clone(), r.name.clone()));
-                let objects = stores.of(kind);
-                let found = objects
-                    .map
-                    .get(&(r.namespace.as_str().into(), r.name.as_str().into()));
-                let rv = found.map_or("-", |k| &*k.resource_version);
-                if keyed.insert((kind, r.namespace.clone(), r.name.clone())) {
-                    out.keys.push([
-                        resource(kind).to_owned(),
-                        r.namespace.clone(),
-                        r.name.clone(),
-                        rv.to_owned(),
-                    ]);
-                }
-                let problem = |message: String| {
-                    PolicyError::new(path.clone(), object.clone(), r.field.clone(), message)
-                };
-                let Some(kept) = found else {
-                    out.problems.push(problem(match &objects.forbidden {
-                        Some(why) => {
-                            format!("{kind} {}/{} cannot be read: {why}", r.namespace, r.name)
-                        }
-                        None => format!(
-                            "{kind} {}/{} does not exist (it must hold {})",
-                            r.namespace,
-                            r.name,
-                            keys_list(r.use_)
-                        ),
-                    }));
-                    continue;
-                };
-                if let Some(why) = type_mismatch(r.use_, kept.type_.as_deref()) {
-                    out.problems
-                        .push(problem(format!("{kind} {}/{} {why}", r.namespace, r.name)));
-                    continue;
-                }
-                let missing: Vec<&str> = r
-                    .use_
-                    .keys()
-                    .iter()
-                    .copied()
-                    .filter(|k| kept.get(kind, k).is_none())
-                    .collect();
-                if !missing.is_empty() {
-                    out.problems.push(problem(format!(
-                        "{kind} {}/{} has no {} in its data (it must hold {})",
+        for (index, r) in &refs {
+            let (path, object) = (&objects[*index].file, &objects[*index].object);
+            let kind = r.kind();
+            referenced.insert((kind, r.namespace.clone(), r.name.clone()));
+            let objects = stores.of(kind);
+            let found = objects
+                .map
+                .get(&(r.namespace.as_str().into(), r.name.as_str().into()));
+            let rv = found.map_or("-", |k| &*k.resource_version);
+            if keyed.insert((kind, r.namespace.clone(), r.name.clone())) {
+                out.keys.push([
+                    resource(kind).to_owned(),
+                    r.namespace.clone(),
+                    r.name.clone(),
+                    rv.to_owned(),
+                ]);
+            }
+            let problem = |message: String| {
+                PolicyError::new(path.clone(), object.clone(), r.field.clone(), message)
+            };
+            let Some(kept) = found else {
+                out.problems.push(problem(match &objects.forbidden {
+                    Some(why) => {
+                        format!("{kind} {}/{} cannot be read: {why}", r.namespace, r.name)
+                    }
+                    None => format!(
+                        "{kind} {}/{} does not exist (it must hold {})",
                         r.namespace,
                         r.name,
-                        missing
-                            .iter()
-                            .map(|k| format!("\"{k}\""))
-                            .collect::<Vec<_>>()
-                            .join(" or "),
                         keys_list(r.use_)
-                    )));
-                    continue;
-                }
-                let dir = dirs
-                    .entry((r.namespace.clone(), r.name.clone()))
-                    .or_default();
-                for key in r.use_.keys() {
-                    if !dir.iter().any(|(f, _)| f == key) {
-                        let value = kept.get(kind, key).unwrap_or_default();
-                        dir.push((key, value.to_vec()));
-                    }
+                    ),
+                }));
+                continue;
+            };
+            if let Some(why) = type_mismatch(r.use_, kept.type_.as_deref()) {
+                out.problems
+                    .push(problem(format!("{kind} {}/{} {why}", r.namespace, r.name)));
+                continue;
+            }
+            let missing: Vec<&str> = r
+                .use_
+                .keys()
+                .iter()
+                .copied()
+                .filter(|k| kept.get(kind, k).is_none())
+                .collect();
+            if !missing.is_empty() {
+                out.problems.push(problem(format!(
+                    "{kind} {}/{} has no {} in its data (it must hold {})",
+                    r.namespace,
+                    r.name,
+                    missing
+                        .iter()
+                        .map(|k| format!("\"{k}\""))
+                        .collect::<Vec<_>>()
+                        .join(" or "),
+                    keys_list(r.use_)
+                )));
+                continue;
+            }
+            let dir = dirs
+                .entry((r.namespace.clone(), r.name.clone()))
+                .or_default();
+            for key in r.use_.keys() {
+                if !dir.iter().any(|(f, _)| f == key) {
+                    let value = kept.get(kind, key).unwrap_or_default();
+                    dir.push((key, value.to_vec()));
                 }
             }
         }
@@ -286,18 +287,12 @@ fn may_reference(path: &str) -> bool {
         .is_some_and(|kind| references::REFERENCING_KINDS.contains(&kind))
 }
 
-fn parse_references(path: &str, text: &str) -> FileRefs {
-    match tollgate_model::parse(&Documents::inline(&[(path, text)])) {
-        Ok(objects) => objects
-            .iter()
-            .flat_map(|o| {
-                references::references(&o.value)
-                    .into_iter()
-                    .map(|r| (o.object.clone(), r))
-            })
-            .collect(),
-        Err(_) => Arc::from([]),
-    }
+/// The objects of one file; none when it does not parse (the pipeline refuses it, or leaves
+/// it out, with its own errors).
+fn parse_file(path: &str, text: &str) -> FileObjects {
+    tollgate_model::parse(&Documents::inline(&[(path, text)]))
+        .map(Arc::from)
+        .unwrap_or_else(|_| Arc::from([]))
 }
 
 fn digest(text: &str) -> [u8; 32] {
@@ -329,6 +324,8 @@ mod tests {
         assert!(may_reference("kubernetes:/ns/Gateway/g"));
         assert!(may_reference("kubernetes:/ns/AuthPolicy/p"));
         assert!(may_reference("kubernetes:/ns/Backend/b"));
+        assert!(may_reference("kubernetes:/GatewayClass/tollgate"));
+        assert!(may_reference("kubernetes:/ns/ReferenceGrant/g"));
         assert!(!may_reference("kubernetes:/ns/HTTPRoute/r"));
         assert!(!may_reference("kubernetes:/L4Policy/edge"));
     }

@@ -33,7 +33,8 @@ fn https_listeners_compile_with_their_certificate_secrets() {
         "{ name: http, port: 8080, protocol: HTTP }",
         "{ name: https, port: 8443, hostname: a.example.com, protocol: HTTPS, tls: { mode: Terminate, certificateRefs: [{ name: rsa }, { kind: Secret, name: ec, namespace: certs }] } }",
     );
-    let t = table(&gateway);
+    // The Secret in another namespace is allowed there by a ReferenceGrant.
+    let t = table(&all(&[&gateway, &grant("certs", "Secret")]));
     assert_eq!(t.listen_ports(), [8443]);
     let tls = t.policy.listeners[0].tls.as_ref().expect("tls settings");
     let names: Vec<String> = tls.certificates.iter().map(|s| s.to_string()).collect();
@@ -96,7 +97,7 @@ fn client_certificate_cas_are_configmaps_in_the_gateway_namespace_by_default() {
         - {{ port: 10443, tls: {{}} }}
 "),
     );
-    let t = table(&gateway);
+    let t = table(&all(&[&gateway, &grant("pki", "ConfigMap")]));
     let cas = |i: usize| -> Vec<String> {
         let tls = t.policy.listeners[i].tls.as_ref().expect("tls settings");
         tls.client_cas.iter().map(|s| s.to_string()).collect()
@@ -214,4 +215,17 @@ fn a_route_in_another_namespace_needs_the_listener_to_allow_it() {
     );
     let t = table(&all(&[&open, &backend_ns, &route_ns]));
     assert_eq!(lookup(&t, "h", "/", &[]).as_deref(), Some("shop/r#0"));
+}
+
+/// A ReferenceGrant in `namespace` letting Gateways of `default` refer to its objects of `kind`.
+fn grant(namespace: &str, kind: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {{ name: gateways, namespace: {namespace} }}
+spec:
+  from: [{{ group: gateway.networking.k8s.io, kind: Gateway, namespace: default }}]
+  to: [{{ group: '', kind: {kind} }}]
+"
+    )
 }

@@ -2,6 +2,7 @@
 //! the revision as a whole are here; the tests of each kind are in the module of its name.
 mod auth;
 mod backend;
+mod classes;
 mod gateway;
 mod isolation;
 mod ratelimit;
