@@ -128,14 +128,14 @@ impl Secrets {
         let mut stores = store::lock(&self.stores);
         let mut referenced = HashSet::new();
         let mut keyed = BTreeSet::new();
-        // Files per directory, each with the first reference that needs it.
+        // The files of each object directory, in the order they are written.
         let mut dirs: BTreeMap<files::DirKey, Vec<(&'static str, Vec<u8>)>> = BTreeMap::new();
         for (index, r) in &refs {
             let (path, object) = (&objects[*index].file, &objects[*index].object);
             let kind = r.kind();
             referenced.insert((kind, r.namespace.clone(), r.name.clone()));
-            let objects = stores.of(kind);
-            let found = objects
+            let store = stores.of(kind);
+            let found = store
                 .map
                 .get(&(r.namespace.as_str().into(), r.name.as_str().into()));
             let rv = found.map_or("-", |k| &*k.resource_version);
@@ -151,7 +151,7 @@ impl Secrets {
                 PolicyError::new(path.clone(), object.clone(), r.field.clone(), message)
             };
             let Some(kept) = found else {
-                out.problems.push(problem(match &objects.forbidden {
+                out.problems.push(problem(match &store.forbidden {
                     Some(why) => {
                         format!("{kind} {}/{} cannot be read: {why}", r.namespace, r.name)
                     }
