@@ -109,7 +109,12 @@ fn an_l4policy_applied_through_the_api_is_enforced_and_so_are_its_changes() {
         agent.log()
     );
     // One watch per kind, and the Secrets' and ConfigMaps'.
-    assert_eq!(fake.open_watch_count(), 11, "{:?}", fake.open_watches());
+    assert_eq!(
+        fake.open_watch_count(),
+        tollgate_kubernetes::watched_kinds().len() + tollgate_kubernetes::secrets::WATCHES,
+        "{:?}",
+        fake.open_watches()
+    );
 }
 
 #[test]

@@ -50,6 +50,7 @@ pub fn watched_kinds() -> Vec<WatchedKind> {
         WatchedKind::of::<traffic::BackendTrafficPolicy>(true),
         WatchedKind::of::<gateway_class::GatewayClass>(false),
         WatchedKind::of::<gateway_class::ReferenceGrant>(true),
+        WatchedKind::of::<k8s_openapi::api::core::v1::Namespace>(false),
     ]
 }
 

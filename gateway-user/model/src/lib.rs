@@ -69,6 +69,9 @@ pub enum Object {
     GatewayClass(gateway_class::GatewayClass),
     /// Cross-namespace references allowed into a namespace (Gateway API).
     ReferenceGrant(gateway_class::ReferenceGrant),
+    /// A namespace: its labels, which `allowedRoutes.namespaces.selector` of a listener
+    /// selects routes' namespaces by.
+    Namespace(k8s_openapi::api::core::v1::Namespace),
 }
 
 impl Object {
@@ -84,6 +87,7 @@ impl Object {
             Object::BackendTrafficPolicy(_) => "BackendTrafficPolicy",
             Object::GatewayClass(_) => "GatewayClass",
             Object::ReferenceGrant(_) => "ReferenceGrant",
+            Object::Namespace(_) => "Namespace",
         }
     }
 
@@ -98,6 +102,7 @@ impl Object {
             Object::BackendTrafficPolicy(o) => &o.metadata,
             Object::GatewayClass(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
+            Object::Namespace(o) => &o.metadata,
         }
     }
 
@@ -110,7 +115,7 @@ impl Object {
     /// when it is left out (as `kubectl apply` would). `None` for cluster-scoped kinds.
     pub fn namespace(&self) -> Option<&str> {
         match self {
-            Object::L4Policy(_) | Object::GatewayClass(_) => None,
+            Object::L4Policy(_) | Object::GatewayClass(_) | Object::Namespace(_) => None,
             _ => Some(
                 self.metadata()
                     .namespace
@@ -218,6 +223,14 @@ const KINDS: &[KindInfo] = &[
         other_versions: &["gateway.networking.k8s.io/v1"],
         namespaced: true,
         read: |v| typed::<gateway_class::ReferenceGrant>(v).map(Object::ReferenceGrant),
+    },
+    // Read for its labels only; the API server's own fields (spec.finalizers) are accepted.
+    KindInfo {
+        kind: "Namespace",
+        api_version: "v1",
+        other_versions: &[],
+        namespaced: false,
+        read: |v| typed::<k8s_openapi::api::core::v1::Namespace>(v).map(Object::Namespace),
     },
 ];
 

@@ -64,6 +64,45 @@ pub fn dns_subdomain(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A label value (Kubernetes "qualified name" rules): empty, or at most 63 characters of
+/// letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit.
+pub fn label_value(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    qualified_name_part(value)
+}
+
+/// A label key: an optional DNS subdomain prefix and `/`, then a name of [`label_value`]'s
+/// characters (not empty).
+pub fn label_key(key: &str) -> Result<(), String> {
+    let name = match key.split_once('/') {
+        Some((prefix, name)) => {
+            dns_subdomain(prefix).map_err(|why| format!("has a prefix that {why}"))?;
+            name
+        }
+        None => key,
+    };
+    if name.is_empty() {
+        return Err("has an empty name".into());
+    }
+    qualified_name_part(name)
+}
+
+fn qualified_name_part(s: &str) -> Result<(), String> {
+    if s.len() > MAX_LABEL {
+        return Err(format!("is longer than {MAX_LABEL} characters"));
+    }
+    let ok = |c: char| c.is_ascii_alphanumeric();
+    if !s.chars().all(|c| ok(c) || matches!(c, '-' | '_' | '.')) {
+        return Err("may contain only letters, digits, '-', '_' and '.'".into());
+    }
+    if !s.starts_with(ok) || !s.ends_with(ok) {
+        return Err("must start and end with a letter or a digit".into());
+    }
+    Ok(())
+}
+
 /// A Gateway API `SectionName` (listener and rule names): [`dns_label`]'s characters, up to
 /// 253 of them.
 pub fn section_name(name: &str) -> Result<(), String> {

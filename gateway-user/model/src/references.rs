@@ -242,6 +242,7 @@ pub fn references(object: &Object) -> Vec<Reference> {
         Object::L4Policy(_)
         | Object::GatewayClass(_)
         | Object::ReferenceGrant(_)
+        | Object::Namespace(_)
         | Object::HTTPRoute(_)
         | Object::RateLimitPolicy(_)
         | Object::BackendTrafficPolicy(_) => {}

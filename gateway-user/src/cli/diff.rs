@@ -81,6 +81,7 @@ fn l7_objects(docs: &tollgate_source::Documents) -> L7Objects {
                 Object::BackendTrafficPolicy(p) => serde_json::to_value(&p.spec),
                 Object::GatewayClass(c) => serde_json::to_value(&c.spec),
                 Object::ReferenceGrant(g) => serde_json::to_value(&g.spec),
+                Object::Namespace(n) => serde_json::to_value(&n.metadata.labels),
             }
             .ok()?;
             let name = format!(

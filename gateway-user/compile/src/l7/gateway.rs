@@ -2,12 +2,15 @@
 //! references, `allowedRoutes`, and the client certificate validation of `spec.tls.frontend`.
 //! A listener with a problem is left out on its own (the Gateway's other listeners serve), so
 //! that routes naming it are not reported a second time.
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::{Selector, SelectorExt};
 
 use tollgate_model::gateway::{
     FrontendTlsValidation, Gateway, GatewayTlsSettings, Listener, GATEWAY_API_GROUP,
 };
-use tollgate_model::{names, Checker, PolicyError};
+use tollgate_model::{names, Checker, Located, Object, PolicyError};
 
 use super::classes::{Grants, Referrer};
 use super::limits::*;
@@ -21,8 +24,30 @@ pub(super) struct ListenerRef {
     pub(super) name: String,
     pub(super) port: u16,
     pub(super) hostname: HostPattern,
-    /// Whether routes of every namespace may attach (`allowedRoutes.namespaces.from: All`).
-    pub(super) all_namespaces: bool,
+    /// The namespaces whose routes may attach (`allowedRoutes.namespaces`).
+    pub(super) allowed: AllowedNamespaces,
+}
+
+/// `allowedRoutes.namespaces` of a listener.
+pub(super) enum AllowedNamespaces {
+    /// The Gateway's own namespace (`from: Same`, the default).
+    Same,
+    /// Every namespace (`from: All`).
+    All,
+    /// The namespaces whose labels match (`from: Selector`).
+    Selector(Selector),
+}
+
+impl AllowedNamespaces {
+    /// Whether a route of namespace `route_ns` may attach to a listener of a Gateway of
+    /// `gateway_ns`.
+    pub(super) fn admits(&self, gateway_ns: &str, route_ns: &str, namespaces: &Namespaces) -> bool {
+        match self {
+            AllowedNamespaces::Same => gateway_ns == route_ns,
+            AllowedNamespaces::All => true,
+            AllowedNamespaces::Selector(s) => s.matches(&namespaces.labels(route_ns)),
+        }
+    }
 }
 
 /// A Gateway, as routes see it: its namespace and its valid listeners.
@@ -105,7 +130,7 @@ pub(super) fn gateway(
             },
         };
         let mut tls = listener_protocol(&mut lc, &at, ns, l, grants);
-        let all_namespaces = allowed_routes(&mut lc, &at, l);
+        let allowed = allowed_routes(&mut lc, &at, l);
         let (Some(port), true, true) = (port, errors.is_empty(), gateway_ok) else {
             listener_problems.extend(errors);
             continue;
@@ -149,7 +174,7 @@ pub(super) fn gateway(
             name: l.name.clone(),
             port,
             hostname,
-            all_namespaces,
+            allowed,
         });
         pending.push((gw, tls));
     }
@@ -438,9 +463,9 @@ fn listener_protocol(
 }
 
 /// Checks `allowedRoutes`; returns whether routes from every namespace may attach.
-fn allowed_routes(c: &mut Checker<'_, '_>, at: &str, l: &Listener) -> bool {
+fn allowed_routes(c: &mut Checker<'_, '_>, at: &str, l: &Listener) -> AllowedNamespaces {
     let Some(allowed) = &l.allowed_routes else {
-        return false;
+        return AllowedNamespaces::Same;
     };
     if let Some(kinds) = &allowed.kinds {
         for (j, k) in kinds.iter().enumerate() {
@@ -454,33 +479,126 @@ fn allowed_routes(c: &mut Checker<'_, '_>, at: &str, l: &Listener) -> bool {
         }
     }
     let Some(ns) = &allowed.namespaces else {
-        return false;
+        return AllowedNamespaces::Same;
     };
-    match ns.from.as_deref() {
-        None | Some("Same") => {
-            if ns.selector.is_some() {
-                c.error(
-                    format!("{at}.allowedRoutes.namespaces.selector"),
-                    "a selector needs from: Selector",
-                );
+    let from = ns.from.as_deref().unwrap_or("Same");
+    if from != "Selector" && ns.selector.is_some() {
+        c.error(
+            format!("{at}.allowedRoutes.namespaces.selector"),
+            "a selector needs from: Selector",
+        );
+    }
+    match from {
+        "Same" => AllowedNamespaces::Same,
+        "All" => AllowedNamespaces::All,
+        "Selector" => {
+            let field = format!("{at}.allowedRoutes.namespaces.selector");
+            match &ns.selector {
+                None => {
+                    c.error(field, "missing: from: Selector needs a label selector");
+                    AllowedNamespaces::Same
+                }
+                Some(selector) => match label_selector(c, &field, selector) {
+                    Some(s) => AllowedNamespaces::Selector(s),
+                    None => AllowedNamespaces::Same,
+                },
             }
-            false
         }
-        Some("All") => true,
-        Some("Selector") => {
-            c.error(
-                format!("{at}.allowedRoutes.namespaces.from"),
-                "Selector is not supported: the standalone agent has no namespace labels (use Same or All)",
-            );
-            false
-        }
-        Some(other) => {
+        other => {
             c.error(
                 format!("{at}.allowedRoutes.namespaces.from"),
                 format!("\"{other}\": expected Same, All or Selector"),
             );
-            false
+            AllowedNamespaces::Same
         }
+    }
+}
+
+/// Checks a label selector as the API server validates one, and reads it. An empty selector
+/// selects every namespace.
+fn label_selector(c: &mut Checker<'_, '_>, at: &str, selector: &LabelSelector) -> Option<Selector> {
+    let before = c.mark();
+    for (key, value) in selector.match_labels.iter().flatten() {
+        if let Err(why) = names::label_key(key) {
+            c.error(format!("{at}.matchLabels"), format!("key \"{key}\" {why}"));
+        }
+        if let Err(why) = names::label_value(value) {
+            c.error(
+                format!("{at}.matchLabels.{key}"),
+                format!("\"{value}\" {why}"),
+            );
+        }
+    }
+    for (i, r) in selector.match_expressions.iter().flatten().enumerate() {
+        let f = format!("{at}.matchExpressions[{i}]");
+        if let Err(why) = names::label_key(&r.key) {
+            c.error(format!("{f}.key"), format!("\"{}\" {why}", r.key));
+        }
+        let values = r.values.as_deref().unwrap_or_default();
+        match r.operator.as_str() {
+            "In" | "NotIn" if values.is_empty() => c.error(
+                format!("{f}.values"),
+                format!("{} needs at least one value", r.operator),
+            ),
+            "Exists" | "DoesNotExist" if !values.is_empty() => c.error(
+                format!("{f}.values"),
+                format!("{} takes no values", r.operator),
+            ),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => c.error(
+                format!("{f}.operator"),
+                format!("\"{other}\": expected In, NotIn, Exists or DoesNotExist"),
+            ),
+        }
+        for (j, v) in values.iter().enumerate() {
+            if let Err(why) = names::label_value(v) {
+                c.error(format!("{f}.values[{j}]"), format!("\"{v}\" {why}"));
+            }
+        }
+    }
+    if !c.clean_since(before) {
+        return None;
+    }
+    match Selector::try_from(selector.clone()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            c.error(at, e.to_string());
+            None
+        }
+    }
+}
+
+/// The labels of every namespace the revision holds a Namespace object for; any other
+/// namespace has only the label the API server gives every namespace,
+/// `kubernetes.io/metadata.name`.
+#[derive(Debug, Default)]
+pub(super) struct Namespaces {
+    labels: HashMap<String, BTreeMap<String, String>>,
+}
+
+/// The label the API server sets on every namespace: its name.
+const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+impl Namespaces {
+    pub(super) fn of(objects: &[Located<Object>]) -> Namespaces {
+        let labels = objects
+            .iter()
+            .filter_map(|o| match &o.value {
+                Object::Namespace(n) => Some((
+                    o.value.name().to_owned(),
+                    n.metadata.labels.clone().unwrap_or_default(),
+                )),
+                _ => None,
+            })
+            .collect();
+        Namespaces { labels }
+    }
+
+    /// The labels of namespace `name`.
+    fn labels(&self, name: &str) -> BTreeMap<String, String> {
+        let mut labels = self.labels.get(name).cloned().unwrap_or_default();
+        labels.insert(NAME_LABEL.to_owned(), name.to_owned());
+        labels
     }
 }
 

@@ -54,7 +54,7 @@ use tollgate_model::{Located, Object};
 use auth::auth_policy;
 use backend::backend;
 use classes::{Classes, Grants};
-use gateway::{gateway, GatewayInfo};
+use gateway::{gateway, GatewayInfo, Namespaces};
 pub use limits::*;
 use ratelimit::rate_limit_policy;
 use route::{route, Refs, RoutePolicies};
@@ -162,6 +162,7 @@ fn validate(objects: &[Located<Object>], parsed_left_out: &[LeftOut]) -> (L7Poli
     let mut acceptance = Acceptance::default();
     let classes = Classes::of(objects, parsed_left_out, &mut acceptance);
     let grants = Grants::of(objects);
+    let namespaces = Namespaces::of(objects);
     // A broken Gateway of another controller's class is not this agent's to report.
     acceptance.left_out.extend(
         parsed_left_out
@@ -490,6 +491,7 @@ fn validate(objects: &[Located<Object>], parsed_left_out: &[LeftOut]) -> (L7Poli
             &r,
             &gateways,
             &Refs {
+                namespaces: &namespaces,
                 backends: &backends,
                 grants: &grants,
             },

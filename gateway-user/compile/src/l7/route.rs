@@ -14,7 +14,7 @@ use tollgate_model::{names, Checker, PolicyError};
 
 use super::classes::{Grants, Referrer};
 use super::filters::{check_filter_fields, header_modifier, path_modifier};
-use super::gateway::{GatewayInfo, ListenerRef};
+use super::gateway::{GatewayInfo, ListenerRef, Namespaces};
 use super::limits::*;
 use super::matches::route_match;
 use super::route_schema::route_schema;
@@ -37,8 +37,10 @@ pub(super) struct RouteOutcome {
     pub(super) partial: Vec<PolicyError>,
 }
 
-/// What the backendRefs of a route may resolve to.
+/// What the references of a route may resolve to.
 pub(super) struct Refs<'a> {
+    /// Namespace labels, for listeners that select routes' namespaces.
+    pub(super) namespaces: &'a Namespaces,
     /// Backends by (namespace, name): indexes into the policy's backends.
     pub(super) backends: &'a HashMap<(String, String), usize>,
     /// The ReferenceGrants, for backendRefs to another namespace.
@@ -103,7 +105,14 @@ pub(super) fn route(
     let mut accepted = Vec::with_capacity(parents.len());
     for (i, p) in parents.iter().enumerate() {
         let at = format!("spec.parentRefs[{i}]");
-        let result = parent(ns, p, gateways, &hostnames, &mut attachments);
+        let result = parent(
+            ns,
+            p,
+            gateways,
+            refs.namespaces,
+            &hostnames,
+            &mut attachments,
+        );
         accepted.push(match result {
             Ok(()) => Condition::new(
                 status::ACCEPTED,
@@ -367,6 +376,7 @@ fn parent(
     ns: &str,
     p: &ParentReference,
     gateways: &HashMap<(String, String), GatewayInfo>,
+    namespaces: &Namespaces,
     hostnames: &[HostPattern],
     attachments: &mut BTreeMap<usize, Vec<HostPattern>>,
 ) -> Result<(), (&'static str, &'static str, String)> {
@@ -416,13 +426,13 @@ fn parent(
     }
     let allowed: Vec<&ListenerRef> = candidates
         .into_iter()
-        .filter(|l| l.all_namespaces || gw.namespace == ns)
+        .filter(|l| l.allowed.admits(&gw.namespace, ns, namespaces))
         .collect();
     if allowed.is_empty() {
         return Err((
             "",
             reason::NOT_ALLOWED_BY_LISTENERS,
-            format!("the listeners of Gateway {gw_ns}/{} only accept routes from namespace {} (allowedRoutes.namespaces.from)", p.name, gw.namespace),
+            format!("the listeners of Gateway {gw_ns}/{} do not accept routes from namespace {ns} (allowedRoutes.namespaces: from Same is the Gateway's namespace, {}; from Selector, the namespaces whose labels match)", p.name, gw.namespace),
         ));
     }
     let mut attached_here = false;

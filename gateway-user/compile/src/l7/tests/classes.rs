@@ -320,3 +320,146 @@ spec:
     assert!(s.acceptance.complete(), "{:#?}", s.acceptance.problems());
     assert_eq!(s.l7.policy.listeners.len(), 2);
 }
+
+#[test]
+fn a_listener_selecting_namespaces_by_label_admits_only_their_routes() {
+    let gateway = "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: edge }
+spec:
+  gatewayClassName: tollgate
+  listeners:
+    - name: http
+      port: 8080
+      protocol: HTTP
+      allowedRoutes:
+        namespaces:
+          from: Selector
+          selector:
+            matchLabels: { team: shop }
+            matchExpressions: [{ key: stage, operator: NotIn, values: [test] }]
+";
+    let namespace = |name: &str, labels: &str| {
+        format!("apiVersion: v1\nkind: Namespace\nmetadata: {{ name: {name}, labels: {{ {labels} }} }}\nspec: {{ finalizers: [kubernetes] }}\n")
+    };
+    let route_in = |ns: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{ name: r, namespace: {ns} }}
+spec:
+  parentRefs: [{{ name: edge, namespace: default }}]
+  hostnames: [{ns}.example.com]
+  rules:
+    - backendRefs: [{{ group: tollgate.dev, kind: Backend, name: a }}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: Backend
+metadata: {{ name: a, namespace: {ns} }}
+spec:
+  endpoints:
+    - ip: {{ address: 127.0.0.1, port: 9001 }}
+"
+        )
+    };
+    let yaml = all(&[
+        gateway,
+        &namespace("shop", "team: shop"),
+        &namespace("shop-test", "team: shop, stage: test"),
+        &namespace("blog", "team: blog"),
+        &route_in("shop"),
+        &route_in("shop-test"),
+        &route_in("blog"),
+        // A namespace without a Namespace object has no labels but its name.
+        &route_in("unlabelled"),
+    ]);
+    let s = snapshot(&yaml);
+    let attached = |ns: &str| lookup(&s.l7, &format!("{ns}.example.com"), "/", &[]).is_some();
+    assert!(attached("shop"));
+    assert!(!attached("shop-test"));
+    assert!(!attached("blog"));
+    assert!(!attached("unlabelled"));
+    let refused = s
+        .acceptance
+        .routes
+        .iter()
+        .find(|r| r.namespace == "blog")
+        .unwrap();
+    assert_eq!(
+        refused.parents[0].conditions[0].reason,
+        reason::NOT_ALLOWED_BY_LISTENERS
+    );
+
+    // The label every namespace carries selects by name.
+    let by_name = gateway.replace(
+        "matchLabels: { team: shop }",
+        "matchLabels: { kubernetes.io/metadata.name: unlabelled }",
+    );
+    let s = snapshot(&all(&[
+        &by_name,
+        &route_in("unlabelled"),
+        &route_in("blog"),
+    ]));
+    assert!(lookup(&s.l7, "unlabelled.example.com", "/", &[]).is_some());
+    assert!(lookup(&s.l7, "blog.example.com", "/", &[]).is_none());
+}
+
+#[test]
+fn invalid_selectors_leave_the_listener_out_with_the_field() {
+    for (selector, field) in [
+        (
+            "{ matchExpressions: [{ key: a, operator: In, values: [] }] }",
+            "matchExpressions[0].values",
+        ),
+        (
+            "{ matchExpressions: [{ key: a, operator: Exists, values: [x] }] }",
+            "matchExpressions[0].values",
+        ),
+        (
+            "{ matchExpressions: [{ key: a, operator: Near }] }",
+            "matchExpressions[0].operator",
+        ),
+        (
+            "{ matchExpressions: [{ key: 'a b', operator: Exists }] }",
+            "matchExpressions[0].key",
+        ),
+        ("{ matchLabels: { team: 'x y' } }", "matchLabels.team"),
+    ] {
+        let yaml = format!(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{ name: edge }}
+spec:
+  gatewayClassName: tollgate
+  listeners:
+    - name: http
+      port: 8080
+      protocol: HTTP
+      allowedRoutes: {{ namespaces: {{ from: Selector, selector: {selector} }} }}
+"
+        );
+        let s = snapshot(&yaml);
+        let problems = s.acceptance.problems();
+        let want = format!("spec.listeners[0].allowedRoutes.namespaces.selector.{field}");
+        assert!(
+            problems.iter().any(|p| p.location.field == want),
+            "{selector}: {problems:#?}"
+        );
+    }
+    // from: Selector without a selector.
+    let s = snapshot(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: edge }
+spec:
+  gatewayClassName: tollgate
+  listeners:
+    - { name: http, port: 8080, protocol: HTTP, allowedRoutes: { namespaces: { from: Selector } } }
+",
+    );
+    assert!(s
+        .acceptance
+        .problems()
+        .iter()
+        .any(|p| p.message.contains("needs a label selector")));
+}

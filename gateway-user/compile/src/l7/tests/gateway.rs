@@ -206,7 +206,7 @@ fn a_route_in_another_namespace_needs_the_listener_to_allow_it() {
     );
     let errs = errors(&all(&[GATEWAY, &backend_ns, &route_ns]));
     assert_eq!(
-        places(&errs, "only accept routes from namespace default"),
+        places(&errs, "do not accept routes from namespace shop"),
         [("HTTPRoute/shop/r".into(), "spec.parentRefs[0]".into())]
     );
     let open = GATEWAY.replace(
