@@ -108,8 +108,13 @@ fn an_l4policy_applied_through_the_api_is_enforced_and_so_are_its_changes() {
         "{}",
         agent.log()
     );
-    // One watch per kind.
-    assert_eq!(fake.open_watch_count(), 7, "{:?}", fake.open_watches());
+    // One watch per kind, and the Secrets' and ConfigMaps'.
+    assert_eq!(
+        fake.open_watch_count(),
+        tollgate_kubernetes::watched_kinds().len() + tollgate_kubernetes::secrets::WATCHES,
+        "{:?}",
+        fake.open_watches()
+    );
 }
 
 #[test]

@@ -15,9 +15,15 @@
 //! highest resourceVersion in it. Changes wake the agent through the waker, debounced (100 ms
 //! after the last change of a burst, at most 1 s after its first).
 //!
+//! Opened with a secrets directory ([`KubernetesSource::open_with_secrets`], what the agent
+//! does), the source also watches Secrets and ConfigMaps and writes those the policy
+//! references there before it hands a revision on; their resourceVersions are part of the
+//! revision id (see [`secrets`]).
+//!
 //! The watchers run on the tokio runtime the source is opened on (the agent's), or, opened
 //! outside of one (tests, tools), on a runtime of its own; `next` only reads the stores, so it
 //! may be called from any thread.
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,13 +32,14 @@ use kube::runtime::reflector::Store;
 use sha2::Digest as _;
 use tollgate_model::revision::MAX_REVISION_SIZE;
 use tollgate_model::source::{Next, PolicySource, Poll, Refusal, RefusalKind, Waker};
-use tollgate_model::{Documents, Revision, SourceFile};
+use tollgate_model::{Documents, PolicyErrors, Revision, SourceFile};
 use tracing::{debug, info};
 
 pub mod connect;
 pub mod events;
 pub mod object;
 pub mod report;
+pub mod secrets;
 pub mod watch;
 
 pub use connect::Settings;
@@ -72,6 +79,8 @@ pub struct KubernetesSource {
     initial_wait: Duration,
     /// Every kind has been listed once: `next` no longer waits.
     synced_once: bool,
+    /// Secrets and ConfigMaps, when they are read (see [`secrets`]).
+    secrets: Option<secrets::Secrets>,
 }
 
 impl std::fmt::Debug for KubernetesSource {
@@ -89,8 +98,25 @@ impl KubernetesSource {
         Self::open_kinds(settings, watched_kinds())
     }
 
+    /// As [`open`](Self::open), and the Secrets and ConfigMaps the policy references are
+    /// read from the API and written under `secrets_dir` (`--tls-secrets-dir`; see
+    /// [`secrets`]).
+    pub fn open_with_secrets(settings: &Settings, secrets_dir: PathBuf) -> Result<Self, Error> {
+        Self::open_kinds_with(settings, watched_kinds(), Some(secrets_dir))
+    }
+
     /// As [`open`](Self::open), for the given kinds only.
     pub fn open_kinds(settings: &Settings, kinds: Vec<WatchedKind>) -> Result<Self, Error> {
+        Self::open_kinds_with(settings, kinds, None)
+    }
+
+    /// As [`open_kinds`](Self::open_kinds), with the Secrets and ConfigMaps when a directory
+    /// for them is given.
+    pub fn open_kinds_with(
+        settings: &Settings,
+        kinds: Vec<WatchedKind>,
+        secrets_dir: Option<PathBuf>,
+    ) -> Result<Self, Error> {
         let (handle, runtime) = match tokio::runtime::Handle::try_current() {
             Ok(handle) => (handle, None),
             Err(_) => {
@@ -104,7 +130,12 @@ impl KubernetesSource {
             }
         };
         let server = settings.server();
-        let shared = Arc::new(Shared::new(kinds.len()));
+        let extra = if secrets_dir.is_some() {
+            secrets::WATCHES
+        } else {
+            0
+        };
+        let shared = Arc::new(Shared::new(kinds.len() + extra));
         let mut stores = Vec::with_capacity(kinds.len());
         let mut tasks = Vec::with_capacity(kinds.len() + 1);
         let client = {
@@ -112,8 +143,10 @@ impl KubernetesSource {
             let _entered = handle.enter();
             settings.client()
         };
+        let mut secrets_client = None;
         match client {
             Ok(client) => {
+                secrets_client = Some(client.clone());
                 for (index, kind) in kinds.iter().enumerate() {
                     let writer = Writer::<Stored>::new(kind.resource.clone());
                     stores.push(writer.as_reader());
@@ -132,7 +165,18 @@ impl KubernetesSource {
             // last good revision), as an unreachable server is.
             Err(e) => shared.fail(e.to_string()),
         }
-        info!(server = %server, settings = settings.origin(), kinds = kinds.len(), "watching the Kubernetes API for policy");
+        let secrets = secrets_dir.map(|dir| {
+            secrets::Secrets::start(
+                dir,
+                &handle,
+                secrets_client,
+                kinds.len(),
+                &shared,
+                &server,
+                &mut tasks,
+            )
+        });
+        info!(server = %server, settings = settings.origin(), kinds = kinds.len(), secrets = secrets.is_some(), "watching the Kubernetes API for policy");
         Ok(KubernetesSource {
             describe: format!("kubernetes ({server})"),
             kinds,
@@ -143,6 +187,7 @@ impl KubernetesSource {
             last: None,
             initial_wait: INITIAL_WAIT,
             synced_once: false,
+            secrets,
         })
     }
 
@@ -153,7 +198,7 @@ impl KubernetesSource {
     }
 
     /// Reads the stores.
-    fn read(&mut self) -> Result<Next, Refusal> {
+    fn read(&mut self, applied: Option<&str>) -> Result<Next, Refusal> {
         if !self.synced_once {
             watch::wait_for_sync(&self.shared, self.initial_wait);
         }
@@ -192,7 +237,14 @@ impl KubernetesSource {
             self.synced_once = true;
             info!("every kind is listed: building revisions from the Kubernetes API");
         }
-        let docs = self.documents();
+        let (mut docs, mut keys) = self.documents();
+        let resolved = self.secrets.as_mut().map(|s| s.resolve(&docs));
+        if let Some(resolved) = &resolved {
+            keys.extend(resolved.keys.iter().cloned());
+            let mut ordered: Vec<&[String; 4]> = keys.iter().collect();
+            ordered.sort();
+            docs.revision.id = revision_id(&ordered);
+        }
         if self.last.as_deref() == Some(docs.revision.id.as_str()) {
             return Ok(Next::Unchanged);
         }
@@ -207,11 +259,27 @@ impl KubernetesSource {
             )
             .of(&docs.revision.id));
         }
+        if let (Some(secrets), Some(resolved)) = (self.secrets.as_mut(), resolved) {
+            let id = &docs.revision.id;
+            if !resolved.problems.is_empty() {
+                return Err(Refusal::refused(
+                    RefusalKind::Invalid,
+                    PolicyErrors(resolved.problems),
+                )
+                .of(id));
+            }
+            if let Err(e) = secrets.write(id, &resolved, applied) {
+                // Read again at the next pass (the disk may have room by then).
+                self.last = None;
+                return Err(Refusal::refused(RefusalKind::Apply, e).of(id));
+            }
+        }
         Ok(Next::Revision(docs))
     }
 
-    /// The revision of what the stores hold now.
-    fn documents(&self) -> Documents {
+    /// The revision of what the stores hold now, and the (resource, namespace, name,
+    /// resourceVersion) keys its id is made of.
+    fn documents(&self) -> (Documents, Vec<[String; 4]>) {
         struct Entry {
             path: String,
             key: [String; 4],
@@ -237,7 +305,8 @@ impl KubernetesSource {
         let mut ordered: Vec<&[String; 4]> = entries.iter().map(|e| &e.key).collect();
         ordered.sort();
         let id = revision_id(&ordered);
-        Documents {
+        let keys = entries.iter().map(|e| e.key.clone()).collect();
+        let docs = Documents {
             revision: Revision {
                 id,
                 source: self.describe.clone(),
@@ -249,7 +318,8 @@ impl KubernetesSource {
                     content: e.text.to_string(),
                 })
                 .collect(),
-        }
+        };
+        (docs, keys)
     }
 }
 
@@ -285,9 +355,9 @@ impl PolicySource for KubernetesSource {
         self.describe.clone()
     }
 
-    fn next(&mut self, _applied: Option<&str>) -> Poll {
+    fn next(&mut self, applied: Option<&str>) -> Poll {
         let started = Instant::now();
-        let outcome = self.read();
+        let outcome = self.read(applied);
         Poll {
             outcome,
             fetch: None,

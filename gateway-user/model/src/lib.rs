@@ -29,6 +29,7 @@ pub mod names;
 pub mod net;
 pub mod node;
 pub mod ratelimit;
+pub mod references;
 pub mod revision;
 pub mod route;
 pub mod source;

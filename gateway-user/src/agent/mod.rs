@@ -159,7 +159,11 @@ fn open_source(config: &AgentConfig) -> anyhow::Result<Box<dyn PolicySource>> {
                 "policy from the Kubernetes API"
             );
             Box::new(
-                tollgate_kubernetes::KubernetesSource::open(settings).with_context(|| {
+                tollgate_kubernetes::KubernetesSource::open_with_secrets(
+                    settings,
+                    config.proxy.tls_secrets_dir.clone(),
+                )
+                .with_context(|| {
                     format!("open the Kubernetes source {}", config.source.describe())
                 })?,
             )
