@@ -300,3 +300,7 @@ pub fn timestamp() -> String {
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+#[path = "write_tests.rs"]
+mod tests;
