@@ -146,7 +146,7 @@ impl StatusWriter {
         &mut self,
         desired: &[Desired],
         current: &std::collections::BTreeMap<ObjectKey, (String, Option<Value>)>,
-        leading: &dyn Fn() -> bool,
+        leading: &(dyn Fn() -> bool + Sync),
     ) -> Option<Instant> {
         self.metrics.rounds.inc();
         self.pace.retain(|k, _| current.contains_key(k));
