@@ -272,8 +272,10 @@ impl StatusWriter {
                     .await
                 {
                     Err(kube::Error::Api(s)) if s.code == 409 => {
-                        // Someone wrote in between: merge again onto what is there now.
-                        let fresh = api.get_status(&key.name).await.map_err(err)?;
+                        // Someone wrote in between: merge again onto what is there now
+                        // (the object, not its /status: the same data, and the RBAC role
+                        // then needs no `get` on the subresource).
+                        let fresh = api.get(&key.name).await.map_err(err)?;
                         let rv = fresh.metadata.resource_version.clone().unwrap_or_default();
                         let Some(fields) = merge(plan, fresh.data.get("status"), &timestamp())
                         else {

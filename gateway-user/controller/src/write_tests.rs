@@ -187,7 +187,7 @@ async fn a_route_status_keeps_other_controllers_entries_and_is_merged_again_afte
             (method.as_str(), uri.as_str()),
             (
                 "GET",
-                "/apis/gateway.networking.k8s.io/v1/namespaces/ns/httproutes/r/status"
+                "/apis/gateway.networking.k8s.io/v1/namespaces/ns/httproutes/r"
             )
         );
         let newer = json!({"parentRef": {"name": "third"}, "controllerName": "example.com/third", "conditions": []});
