@@ -250,14 +250,16 @@ fn routes_and_gateways_get_their_status_and_a_quiet_cluster_gets_no_writes() {
         );
     }
 
-    // A new generation of `ok`: one write of its status, with the new generation, within the
-    // pacing interval; the transition times stay (the statuses did not change).
+    // Three new generations of `ok` in a burst (within the 10 s since its first write): one
+    // write of its status, carrying the last generation, at the end of the pacing interval;
+    // the transition times stay (the statuses did not change).
     let before = condition(&ok["conditions"], "Accepted")["lastTransitionTime"].clone();
-    std::thread::sleep(Duration::from_secs(1));
     fake.clear_requests();
-    fake.apply_yaml(&route("ok", "app", "/ok-v2")).unwrap();
+    for path in ["/ok-v2", "/ok-v3", "/ok-v4"] {
+        fake.apply_yaml(&route("ok", "app", path)).unwrap();
+    }
     let g2 = generation(&fake, "HTTPRoute", "ok");
-    assert!(g2 > g);
+    assert_eq!(g2, g + 3);
     let ok2 = wait_for(
         Duration::from_secs(15),
         "the new generation in the status",
@@ -277,9 +279,15 @@ fn routes_and_gateways_get_their_status_and_a_quiet_cluster_gets_no_writes() {
         .iter()
         .filter(|r| r.path.ends_with("/httproutes/ok/status"))
         .count();
-    eprintln!("measured: {} status writes after one changed generation ({of_ok} of the changed route): {:?}",
+    eprintln!("measured: {} status writes after three changed generations of one route ({of_ok} of that route): {:?}",
         writes.len(), writes.iter().map(|r| r.path.as_str()).collect::<Vec<_>>());
-    assert_eq!(of_ok, 1, "writes of route ok for one new generation");
+    // One when the burst came within the interval (as it does here, unless the machine is
+    // very slow: then the first change is written at once and the rest coalesced).
+    assert!(
+        (1..=2).contains(&of_ok),
+        "{of_ok} writes of route ok for one burst of three generations"
+    );
+    assert_eq!(writes.len(), of_ok, "only the changed route is written");
 
     // Nothing changes: no status write at all (the lease is still renewed).
     let quiet: u64 = std::env::var("TOLLGATE_QUIET_SECONDS")

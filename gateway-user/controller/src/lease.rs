@@ -172,6 +172,9 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut observed: Option<(String, Instant)> = None;
+    // The Lease as this replica last wrote it while holding it: the next renewal is a PUT
+    // conditional on it, without reading first (a 409 says someone else wrote; then read).
+    let mut ours: Option<Lease> = None;
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PostParams::default()
@@ -181,7 +184,7 @@ pub async fn run(
             break;
         }
         let started = Instant::now();
-        match step(&api, &config, &params, &mut observed, started).await {
+        match step(&api, &config, &params, &mut observed, &mut ours, started).await {
             Ok(true) => {
                 if !leadership.is_leader() {
                     info!(lease = %format!("{}/{}", config.namespace, config.name), identity = %config.identity, "leading: this replica writes status");
@@ -222,9 +225,13 @@ async fn step(
     config: &LeaseConfig,
     params: &PostParams,
     observed: &mut Option<(String, Instant)>,
+    ours: &mut Option<Lease>,
     started: Instant,
 ) -> Result<bool, kube::Error> {
-    let current = api.get_opt(&config.name).await?;
+    let current = match ours.take() {
+        Some(lease) => Some(lease),
+        None => api.get_opt(&config.name).await?,
+    };
     let rv = current
         .as_ref()
         .and_then(|l| l.metadata.resource_version.clone())
@@ -281,7 +288,12 @@ async fn step(
     };
     match result {
         Ok(written) => {
-            *observed = written.metadata.resource_version.map(|rv| (rv, started));
+            *observed = written
+                .metadata
+                .resource_version
+                .clone()
+                .map(|rv| (rv, started));
+            *ours = Some(written);
             if action != Action::Renew {
                 info!(lease = %config.name, identity = %config.identity, ?action, "acquired the lease");
             }
