@@ -232,14 +232,14 @@ async fn an_object_is_written_at_most_once_per_interval_and_never_when_unchanged
         answer(send, 200, object("HTTPRoute", "8", body["status"].clone()));
         handle
     });
-    w.round(&[first.clone()], &now, &|| true).await;
+    w.round(std::slice::from_ref(&first), &now, &|| true).await;
     let handle = server.await.unwrap();
     // The store has not seen our write yet (it still says rv 7, no status): what we wrote
     // counts, so the same plan writes nothing. A request would never be answered: the round
     // would not return.
     let due = tokio::time::timeout(
         Duration::from_secs(2),
-        w.round(&[first.clone()], &now, &|| true),
+        w.round(std::slice::from_ref(&first), &now, &|| true),
     )
     .await
     .expect("no request for an unchanged status");
@@ -290,7 +290,7 @@ async fn a_failed_write_is_counted_and_retried_after_a_backoff() {
     });
     let started = Instant::now();
     let due = w
-        .round(&[plan.clone()], &now, &|| true)
+        .round(std::slice::from_ref(&plan), &now, &|| true)
         .await
         .expect("a retry time");
     server.await.unwrap();
