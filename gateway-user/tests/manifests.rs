@@ -416,6 +416,7 @@ fn install_kustomization_lists_existing_parsing_files() {
             assert!(doc["kind"].is_string(), "{name}: no kind");
             let cluster_scoped = [
                 "Namespace",
+                "GatewayClass",
                 "ClusterRole",
                 "ClusterRoleBinding",
                 "ValidatingAdmissionPolicy",

@@ -17,7 +17,9 @@ const CONTROLLER: &str = "tollgate.dev/gateway-controller";
 /// The lease duration the tests run the controllers with (the default is 15 s).
 const LEASE_SECONDS: u64 = 6;
 
-const GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: { name: edge, namespace: apps }\nspec:\n  gatewayClassName: tollgate\n  listeners:\n    - { name: http, port: 8080, protocol: HTTP }\n";
+/// Tollgate's GatewayClass (as manifests/install/base/gatewayclass.yaml has it) and a Gateway
+/// of it.
+const GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: { name: tollgate }\nspec:\n  controllerName: tollgate.dev/gateway-controller\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: { name: edge, namespace: apps }\nspec:\n  gatewayClassName: tollgate\n  listeners:\n    - { name: http, port: 8080, protocol: HTTP }\n";
 const BACKEND: &str = "apiVersion: tollgate.dev/v1alpha1\nkind: Backend\nmetadata: { name: app, namespace: apps }\nspec:\n  endpoints:\n    - ip: { address: 127.0.0.1, port: 9000 }\n";
 /// A node that is ready and serves the Gateway's listener (as its agent writes it).
 const NODE: &str = "apiVersion: tollgate.dev/v1alpha1\nkind: TollgateNode\nmetadata: { name: node-a }\nspec: {}\nstatus:\n  conditions:\n    - { type: Ready, status: 'True', reason: Enforced, message: enforced, lastTransitionTime: '2026-01-01T00:00:00Z' }\n  listeners:\n    - { address: '0.0.0.0:8080', protocol: HTTP, gatewayListeners: [apps/edge/http] }\n";
@@ -236,6 +238,12 @@ fn routes_and_gateways_get_their_status_and_a_quiet_cluster_gets_no_writes() {
     assert_eq!(condition(&gw["conditions"], "Accepted")["status"], "True");
     assert_eq!(gw["listeners"][0]["name"], "http");
     assert_eq!(gw["listeners"][0]["attachedRoutes"], 2, "{gw}");
+    let class = fake.get(GW, "GatewayClass", None, "tollgate").unwrap()["status"].clone();
+    assert_eq!(
+        condition(&class["conditions"], "Accepted")["status"],
+        "True",
+        "{class}"
+    );
     // Every write went to /status with the controller's field manager.
     for r in fake
         .requests()

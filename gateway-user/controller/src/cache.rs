@@ -24,6 +24,9 @@ use crate::outcome::NodeView;
 /// One watched kind and its store.
 struct Watched {
     kind: WatchedKind,
+    /// Its objects are part of the policy the agents compile (GatewayClass is not: the
+    /// controller reads it only to know which Gateways are its own).
+    policy: bool,
     store: Store<DynamicObject>,
     synced: Arc<AtomicBool>,
 }
@@ -50,7 +53,8 @@ pub struct Snapshot {
 }
 
 /// The kinds whose status the controller writes.
-pub const WRITTEN_KINDS: [&str; 6] = [
+pub const WRITTEN_KINDS: [&str; 7] = [
+    "GatewayClass",
     "Gateway",
     "HTTPRoute",
     "AuthPolicy",
@@ -64,7 +68,7 @@ impl Cache {
     pub fn start(client: kube::Client) -> Cache {
         let changed = Arc::new(tokio::sync::Notify::new());
         let mut tasks = Vec::new();
-        let mut spawn = |kind: WatchedKind| {
+        let mut spawn = |kind: WatchedKind, policy: bool| {
             let writer = Writer::<DynamicObject>::new(kind.resource.clone());
             let store = writer.as_reader();
             let synced = Arc::new(AtomicBool::new(false));
@@ -77,15 +81,23 @@ impl Cache {
             )));
             Watched {
                 kind,
+                policy,
                 store,
                 synced,
             }
         };
-        let kinds: Vec<Watched> = watched_kinds().into_iter().map(&mut spawn).collect();
-        let nodes = spawn(WatchedKind {
-            resource: ApiResource::erase::<TollgateNode>(&()),
-            namespaced: false,
-        });
+        let mut kinds: Vec<Watched> = watched_kinds()
+            .into_iter()
+            .map(|k| spawn(k, true))
+            .collect();
+        kinds.push(spawn(gateway_class(), false));
+        let nodes = spawn(
+            WatchedKind {
+                resource: ApiResource::erase::<TollgateNode>(&()),
+                namespaced: false,
+            },
+            false,
+        );
         Cache {
             kinds,
             nodes,
@@ -110,10 +122,12 @@ impl Cache {
         for w in &self.kinds {
             for o in w.store.state() {
                 let stored = Stored::of(&w.kind, (*o).clone());
-                files.push(SourceFile {
-                    path: stored.path(&w.kind),
-                    content: stored.text.to_string(),
-                });
+                if w.policy {
+                    files.push(SourceFile {
+                        path: stored.path(&w.kind),
+                        content: stored.text.to_string(),
+                    });
+                }
                 let kind = w.kind.resource.kind.as_str();
                 if !WRITTEN_KINDS.contains(&kind) {
                     continue;
@@ -173,6 +187,21 @@ impl Drop for Cache {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+/// `gateway.networking.k8s.io/v1` GatewayClass (the model has no type for it: the agents do
+/// not read it).
+pub fn gateway_class() -> WatchedKind {
+    WatchedKind {
+        resource: ApiResource {
+            group: "gateway.networking.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "gateway.networking.k8s.io/v1".into(),
+            kind: "GatewayClass".into(),
+            plural: "gatewayclasses".into(),
+        },
+        namespaced: false,
     }
 }
 

@@ -126,17 +126,46 @@ pub fn plans(
     nodes: &[NodeView],
 ) -> Vec<Desired> {
     let mut out = Vec::new();
+    // The GatewayClasses that name this controller, and their Gateways: the only ones whose
+    // status (and whose entries in routes' and policies' status) it writes.
+    let classes: BTreeSet<&str> = objects
+        .iter()
+        .filter(|(k, v)| {
+            k.kind == "GatewayClass" && v.object["spec"]["controllerName"] == CONTROLLER_NAME
+        })
+        .map(|(k, _)| k.name.as_str())
+        .collect();
+    let ours: BTreeSet<(String, String)> = objects
+        .iter()
+        .filter(|(k, v)| {
+            k.kind == "Gateway"
+                && v.object["spec"]["gatewayClassName"]
+                    .as_str()
+                    .is_some_and(|c| classes.contains(c))
+        })
+        .map(|(k, _)| (k.namespace.clone().unwrap_or_default(), k.name.clone()))
+        .collect();
+    for (key, view) in objects.iter().filter(|(k, _)| k.kind == "GatewayClass") {
+        if classes.contains(key.name.as_str()) {
+            out.push(gateway_class(key, view));
+        }
+    }
     if let Some(acceptance) = &outcome.acceptance {
         for (key, view) in objects {
             match key.kind.as_str() {
-                "Gateway" => out.push(gateway(key, view, acceptance, outcome, nodes)),
+                "Gateway" => {
+                    let name = (key.namespace.clone().unwrap_or_default(), key.name.clone());
+                    if ours.contains(&name) {
+                        out.push(gateway(key, view, acceptance, outcome, nodes));
+                    }
+                }
                 "HTTPRoute" => {
-                    if let Some(d) = route(key, view, acceptance) {
+                    if let Some(d) = route(key, view, acceptance, &ours) {
                         out.push(d);
                     }
                 }
                 "AuthPolicy" | "RateLimitPolicy" | "BackendTrafficPolicy" => {
-                    out.push(policy(key, view, acceptance))
+                    out.push(policy(key, view, acceptance, &ours))
                 }
                 _ => {}
             }
@@ -419,8 +448,41 @@ fn parent_ref_json(p: &ParentRef) -> Value {
     v
 }
 
-/// An HTTPRoute: one `RouteParentStatus` per parentRef with the compiler's conditions.
-fn route(key: &ObjectKey, view: &ObjectView, acceptance: &Acceptance) -> Option<Desired> {
+/// Whether `p` names one of this controller's Gateways.
+fn is_ours(p: &ParentRef, ours: &BTreeSet<(String, String)>) -> bool {
+    p.group == GATEWAY_GROUP
+        && p.kind == "Gateway"
+        && ours.contains(&(p.namespace.clone(), p.name.clone()))
+}
+
+/// A GatewayClass that names this controller: `Accepted`.
+fn gateway_class(key: &ObjectKey, view: &ObjectView) -> Desired {
+    let mut status = Map::new();
+    status.insert(
+        "conditions".into(),
+        json!([condition(
+            "Accepted",
+            true,
+            "Accepted",
+            "Tollgate serves the Gateways of this class",
+            view.generation
+        )]),
+    );
+    Desired {
+        key: key.clone(),
+        plan: Plan::Owned(status),
+    }
+}
+
+/// An HTTPRoute: one `RouteParentStatus` per parentRef to one of this controller's Gateways,
+/// with the compiler's conditions (a parent that is no Gateway of ours, or none at all, is
+/// another implementation's to report, or nobody's).
+fn route(
+    key: &ObjectKey,
+    view: &ObjectView,
+    acceptance: &Acceptance,
+    ours: &BTreeSet<(String, String)>,
+) -> Option<Desired> {
     let g = view.generation;
     let status = acceptance
         .routes
@@ -430,6 +492,7 @@ fn route(key: &ObjectKey, view: &ObjectView, acceptance: &Acceptance) -> Option<
         Some(s) => s
             .parents
             .iter()
+            .filter(|p| is_ours(&p.parent_ref, ours))
             .take(MAX_PARENTS)
             .map(|p| {
                 json!({
@@ -459,6 +522,9 @@ fn route(key: &ObjectKey, view: &ObjectView, acceptance: &Acceptance) -> Option<
                                 section_name: p["sectionName"].as_str().map(str::to_owned),
                                 port: p["port"].as_i64(),
                             };
+                            if !is_ours(&r, ours) {
+                                return None;
+                            }
                             Some(json!({
                                 "parentRef": parent_ref_json(&r),
                                 "controllerName": CONTROLLER_NAME,
@@ -483,7 +549,12 @@ fn route(key: &ObjectKey, view: &ObjectView, acceptance: &Acceptance) -> Option<
 /// A policy attached to HTTPRoutes (GEP-713): one `PolicyAncestorStatus` per Gateway a
 /// targeted route is attached to, `Accepted` with the GEP's reasons; a target that does not
 /// exist is named as its own ancestor with `Accepted=False, TargetNotFound`.
-fn policy(key: &ObjectKey, view: &ObjectView, acceptance: &Acceptance) -> Desired {
+fn policy(
+    key: &ObjectKey,
+    view: &ObjectView,
+    acceptance: &Acceptance,
+    ours: &BTreeSet<(String, String)>,
+) -> Desired {
     let g = view.generation;
     let ns = key.namespace.clone().unwrap_or_default();
     let accepted = match left_out(acceptance, key) {
@@ -527,9 +598,10 @@ fn policy(key: &ObjectKey, view: &ObjectView, acceptance: &Acceptance) -> Desire
         match route {
             Some(r) => {
                 for p in r.parents.iter().filter(|p| {
-                    p.conditions
-                        .iter()
-                        .any(|c| c.type_ == route_status::ACCEPTED && c.is_true())
+                    is_ours(&p.parent_ref, ours)
+                        && p.conditions
+                            .iter()
+                            .any(|c| c.type_ == route_status::ACCEPTED && c.is_true())
                 }) {
                     let r = &p.parent_ref;
                     ancestors.insert((
@@ -616,6 +688,7 @@ mod tests {
     use std::collections::BTreeSet;
     use tollgate_model::{Documents, ParseCache};
 
+    const CLASS: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: { name: tollgate, generation: 1 }\nspec:\n  controllerName: tollgate.dev/gateway-controller\n";
     const GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: { name: edge, namespace: ns, generation: 2 }\nspec:\n  gatewayClassName: tollgate\n  listeners:\n    - { name: http, port: 8080, protocol: HTTP }\n    - { name: bad, port: 8081, protocol: UDP }\n";
     const BACKEND: &str = "apiVersion: tollgate.dev/v1alpha1\nkind: Backend\nmetadata: { name: app, namespace: ns }\nspec:\n  endpoints:\n    - ip: { address: 127.0.0.1, port: 9000 }\n";
 
@@ -641,7 +714,10 @@ mod tests {
                 namespace: ns,
                 name,
             };
-            files.push((file_of(&key), text.clone()));
+            // The agents do not read GatewayClasses: the compiler never sees them.
+            if key.kind != "GatewayClass" {
+                files.push((file_of(&key), text.clone()));
+            }
             objects.insert(
                 key,
                 ObjectView {
@@ -695,7 +771,12 @@ mod tests {
     fn a_route_is_accepted_with_resolved_refs_and_its_generation() {
         let nodes = [node("a", true, &["ns/edge/http"]), node("b", false, &[])];
         let plans = run(
-            &[GATEWAY.into(), BACKEND.into(), route("r", "app", 3)],
+            &[
+                CLASS.into(),
+                GATEWAY.into(),
+                BACKEND.into(),
+                route("r", "app", 3),
+            ],
             &nodes,
         );
         let parents = shared(&plans["HTTPRoute/ns/r"]);
@@ -750,7 +831,12 @@ mod tests {
     #[test]
     fn a_broken_backend_ref_is_resolved_refs_false() {
         let plans = run(
-            &[GATEWAY.into(), BACKEND.into(), route("r", "missing", 1)],
+            &[
+                CLASS.into(),
+                GATEWAY.into(),
+                BACKEND.into(),
+                route("r", "missing", 1),
+            ],
             &[],
         );
         let p = &shared(&plans["HTTPRoute/ns/r"])[0];
@@ -777,6 +863,7 @@ mod tests {
     fn a_policy_names_the_gateways_of_its_routes_as_ancestors() {
         let plans = run(
             &[
+                CLASS.into(),
                 GATEWAY.into(),
                 BACKEND.into(),
                 route("r", "app", 1),
@@ -841,5 +928,50 @@ mod tests {
                 .contains("defaultAction"),
             "{accepted}"
         );
+    }
+
+    #[test]
+    fn only_gateways_of_a_class_naming_this_controller_get_status_and_route_entries() {
+        let other_class = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: { name: other }\nspec:\n  controllerName: example.com/other\n";
+        let foreign = GATEWAY
+            .replace("name: edge", "name: foreign")
+            .replace("gatewayClassName: tollgate", "gatewayClassName: other")
+            .replace("port: 8080", "port: 9080")
+            .replace("port: 8081", "port: 9081");
+        let both = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: { name: both, namespace: ns, generation: 1 }\nspec:\n  parentRefs: [{ name: edge }, { name: foreign }]\n  rules:\n    - backendRefs: [{ group: tollgate.dev, kind: Backend, name: app }]\n";
+        let plans = run(
+            &[
+                CLASS.into(),
+                other_class.into(),
+                GATEWAY.into(),
+                foreign,
+                BACKEND.into(),
+                both.into(),
+                limit("l", "both"),
+            ],
+            &[],
+        );
+        assert!(plans.contains_key("Gateway/ns/edge"));
+        assert!(
+            !plans.contains_key("Gateway/ns/foreign"),
+            "{:?}",
+            plans.keys()
+        );
+        assert!(!plans.contains_key("GatewayClass/other"));
+        let accepted = find(
+            &owned(&plans["GatewayClass/tollgate"])["conditions"],
+            "Accepted",
+        )
+        .clone();
+        assert_eq!(
+            (&accepted["status"], &accepted["observedGeneration"]),
+            (&json!("True"), &json!(1))
+        );
+        let parents = shared(&plans["HTTPRoute/ns/both"]);
+        assert_eq!(parents.len(), 1, "{parents:?}");
+        assert_eq!(parents[0]["parentRef"]["name"], "edge");
+        let ancestors = shared(&plans["RateLimitPolicy/ns/l"]);
+        assert_eq!(ancestors.len(), 1, "{ancestors:?}");
+        assert_eq!(ancestors[0]["ancestorRef"]["name"], "edge");
     }
 }

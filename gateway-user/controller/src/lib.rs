@@ -60,6 +60,7 @@ pub async fn run(
     let cache = Cache::start(client.clone());
     let kinds = tollgate_kubernetes::watched_kinds()
         .into_iter()
+        .chain(std::iter::once(cache::gateway_class()))
         .filter(|k| WRITTEN_KINDS.contains(&k.resource.kind.as_str()))
         .map(|k| (k.resource, k.namespaced))
         .collect::<Vec<(ApiResource, bool)>>();
