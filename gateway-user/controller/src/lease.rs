@@ -394,4 +394,193 @@ mod tests {
         let d = LeaseConfig::new("ns", "l", "me");
         assert!(d.renew_deadline < d.duration && d.renew_every < d.renew_deadline);
     }
+
+    /// The elector's requests against kube's mocked API server.
+    mod requests {
+        use super::*;
+        use http::{Request, Response};
+        use kube::client::Body;
+        use serde_json::{json, Value};
+
+        type Mock = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+        fn api() -> (Api<Lease>, Mock) {
+            let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+            let client = kube::Client::new(service, "default");
+            (Api::namespaced(client, "ns"), handle)
+        }
+
+        async fn next(
+            handle: &mut Mock,
+        ) -> (
+            String,
+            String,
+            Value,
+            tower_test::mock::SendResponse<Response<Body>>,
+        ) {
+            let (request, send) =
+                tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+                    .await
+                    .expect("a request")
+                    .expect("open");
+            let method = request.method().to_string();
+            let uri = request.uri().to_string();
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            (method, uri, body, send)
+        }
+
+        fn answer(send: tower_test::mock::SendResponse<Response<Body>>, code: u16, body: Value) {
+            send.send_response(
+                Response::builder()
+                    .status(code)
+                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap(),
+            );
+        }
+
+        fn lease(holder: &str, rv: &str) -> Value {
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                   "metadata": {"name": "l", "namespace": "ns", "resourceVersion": rv},
+                   "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "leaseTransitions": 2,
+                            "renewTime": "2026-01-01T00:00:00.000000Z"}})
+        }
+
+        fn params() -> PostParams {
+            PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PostParams::default()
+            }
+        }
+
+        #[tokio::test]
+        async fn a_lease_held_by_another_is_taken_over_by_a_conditional_put_once_expired() {
+            let (api, mut handle) = api();
+            let config = LeaseConfig::new("ns", "l", "me");
+            let server = tokio::spawn(async move {
+                // First look: held by "other", just seen: wait.
+                let (method, uri, _, send) = next(&mut handle).await;
+                assert_eq!(
+                    (method.as_str(), uri.as_str()),
+                    ("GET", "/apis/coordination.k8s.io/v1/namespaces/ns/leases/l")
+                );
+                answer(send, 200, lease("other", "7"));
+                // Second look, the same record a lease duration later: take it over.
+                let (_, _, _, send) = next(&mut handle).await;
+                answer(send, 200, lease("other", "7"));
+                let (method, uri, body, send) = next(&mut handle).await;
+                assert_eq!(method, "PUT");
+                assert_eq!(uri, "/apis/coordination.k8s.io/v1/namespaces/ns/leases/l?&fieldManager=tollgate-controller");
+                assert_eq!(
+                    body["metadata"]["resourceVersion"], "7",
+                    "the PUT is conditional"
+                );
+                assert_eq!(body["spec"]["holderIdentity"], "me");
+                assert_eq!(body["spec"]["leaseTransitions"], 3);
+                assert_eq!(body["spec"]["leaseDurationSeconds"], 15);
+                assert!(
+                    body["spec"]["acquireTime"].is_string()
+                        && body["spec"]["renewTime"].is_string()
+                );
+                let mut written = body.clone();
+                written["metadata"]["resourceVersion"] = "8".into();
+                answer(send, 200, written);
+                // The renewal: no read first, conditional on what was written; a conflict
+                // (someone else wrote) means not leading.
+                let (method, _, body, send) = next(&mut handle).await;
+                assert_eq!(method, "PUT");
+                assert_eq!(body["metadata"]["resourceVersion"], "8");
+                answer(
+                    send,
+                    409,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                          "reason": "Conflict", "code": 409, "message": "modified"}),
+                );
+            });
+            let mut observed = None;
+            let mut ours = None;
+            let t0 = Instant::now();
+            assert!(
+                !step(&api, &config, &params(), &mut observed, &mut ours, t0)
+                    .await
+                    .unwrap()
+            );
+            let later = t0 + config.duration;
+            assert!(
+                step(&api, &config, &params(), &mut observed, &mut ours, later)
+                    .await
+                    .unwrap()
+            );
+            assert!(ours.is_some());
+            assert!(!step(
+                &api,
+                &config,
+                &params(),
+                &mut observed,
+                &mut ours,
+                later + config.renew_every
+            )
+            .await
+            .unwrap());
+            assert!(
+                ours.is_none(),
+                "after a conflict the next round reads again"
+            );
+            server.await.unwrap();
+        }
+
+        #[tokio::test]
+        async fn a_missing_lease_is_created_holding_it_and_released_with_no_holder() {
+            let (api, mut handle) = api();
+            let config = LeaseConfig::new("ns", "l", "me");
+            let server = tokio::spawn(async move {
+                let (_, _, _, send) = next(&mut handle).await;
+                answer(
+                    send,
+                    404,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                          "reason": "NotFound", "code": 404, "message": "not found"}),
+                );
+                let (method, uri, body, send) = next(&mut handle).await;
+                assert_eq!(method, "POST");
+                assert!(
+                    uri.starts_with("/apis/coordination.k8s.io/v1/namespaces/ns/leases?"),
+                    "{uri}"
+                );
+                assert!(uri.contains("fieldManager=tollgate-controller"), "{uri}");
+                assert_eq!(body["spec"]["holderIdentity"], "me");
+                let mut written = body.clone();
+                written["metadata"]["resourceVersion"] = "1".into();
+                answer(send, 201, written.clone());
+                // Release: read, then a conditional PUT without a holder.
+                let (method, _, _, send) = next(&mut handle).await;
+                assert_eq!(method, "GET");
+                answer(send, 200, written);
+                let (method, _, body, send) = next(&mut handle).await;
+                assert_eq!(method, "PUT");
+                assert_eq!(body["metadata"]["resourceVersion"], "1");
+                assert!(
+                    body["spec"]
+                        .get("holderIdentity")
+                        .is_none_or(Value::is_null),
+                    "{body}"
+                );
+                answer(send, 200, body);
+            });
+            let mut observed = None;
+            let mut ours = None;
+            assert!(step(
+                &api,
+                &config,
+                &params(),
+                &mut observed,
+                &mut ours,
+                Instant::now()
+            )
+            .await
+            .unwrap());
+            release(&api, &config, &params()).await.unwrap();
+            server.await.unwrap();
+        }
+    }
 }
