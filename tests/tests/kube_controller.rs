@@ -178,10 +178,14 @@ fn routes_and_gateways_get_their_status_and_a_quiet_cluster_gets_no_writes() {
         "{}status:\n  parents:\n    - parentRef: {{ name: elsewhere }}\n      controllerName: example.com/other\n      conditions:\n        - {{ type: Accepted, status: 'True', reason: Accepted, message: theirs, lastTransitionTime: '2026-01-01T00:00:00Z' }}\n",
         route("ok", "app", "/ok")
     );
+    let l4 = "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nmetadata: { name: edge }\nspec:\n  defaultAction: allow\n  rules: []\n";
+    let limit = "apiVersion: tollgate.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: { name: slow, namespace: apps }\nspec:\n  targetRefs: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: ok }]\n  limits:\n    - { key: clientIP, requests: 3, per: 1m }\n";
     let docs = [
         GATEWAY,
         BACKEND,
         NODE,
+        l4,
+        limit,
         &other,
         &route("broken", "missing", "/broken"),
     ];
@@ -238,6 +242,41 @@ fn routes_and_gateways_get_their_status_and_a_quiet_cluster_gets_no_writes() {
     assert_eq!(condition(&gw["conditions"], "Accepted")["status"], "True");
     assert_eq!(gw["listeners"][0]["name"], "http");
     assert_eq!(gw["listeners"][0]["attachedRoutes"], 2, "{gw}");
+    // An L4Policy (cluster-scoped): enforced by the one ready node.
+    let l4 = wait_for(Duration::from_secs(10), "the L4Policy's status", || {
+        let s = fake.get("tollgate.dev/v1alpha1", "L4Policy", None, "edge")?["status"].clone();
+        s["conditions"].is_array().then_some(s)
+    });
+    assert_eq!(l4["nodesEnforcing"], 1, "{l4}");
+    assert_eq!(l4["observedGeneration"], 1, "{l4}");
+    assert_eq!(
+        condition(&l4["conditions"], "Programmed")["message"],
+        "1/1 nodes enforce it"
+    );
+    // A RateLimitPolicy: its ancestor is the Gateway of the route it targets.
+    let slow = wait_for(
+        Duration::from_secs(10),
+        "the RateLimitPolicy's status",
+        || {
+            let s = fake.get(
+                "tollgate.dev/v1alpha1",
+                "RateLimitPolicy",
+                Some("apps"),
+                "slow",
+            )?["status"]
+                .clone();
+            s["ancestors"].is_array().then_some(s)
+        },
+    );
+    assert_eq!(
+        slow["ancestors"][0]["ancestorRef"]["name"], "edge",
+        "{slow}"
+    );
+    assert_eq!(slow["ancestors"][0]["controllerName"], CONTROLLER);
+    assert_eq!(
+        condition(&slow["ancestors"][0]["conditions"], "Accepted")["status"],
+        "True"
+    );
     let class = fake.get(GW, "GatewayClass", None, "tollgate").unwrap()["status"].clone();
     assert_eq!(
         condition(&class["conditions"], "Accepted")["status"],
