@@ -14,8 +14,15 @@ use tollgate_tests::{admin, tollgate_bin};
 
 const GW: &str = "gateway.networking.k8s.io/v1";
 const CONTROLLER: &str = "tollgate.dev/gateway-controller";
-/// The lease duration the tests run the controllers with (the default is 15 s).
-const LEASE_SECONDS: u64 = 6;
+/// The lease duration the tests run the controllers with: `TOLLGATE_LEASE_SECONDS`, 6 by
+/// default (the product's default is 15 s; the figure in docs/kubernetes.md was measured with
+/// both).
+fn lease_seconds() -> u64 {
+    std::env::var("TOLLGATE_LEASE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6)
+}
 
 /// Tollgate's GatewayClass (as manifests/install/base/gatewayclass.yaml has it) and a Gateway
 /// of it.
@@ -48,7 +55,7 @@ impl Controller {
                 "--identity",
                 identity,
             ])
-            .args(["--lease-duration-seconds", &LEASE_SECONDS.to_string()])
+            .args(["--lease-duration-seconds", &lease_seconds().to_string()])
             .args(["--admin-address", &format!("127.0.0.1:{admin}")])
             .env("TOLLGATE_LOG", "info,tollgate_controller=debug")
             .stdout(Stdio::null())
@@ -390,7 +397,7 @@ fn only_the_leader_writes_and_another_replica_takes_over_when_it_goes() {
     let stopped = Instant::now();
     leader.signal("TERM");
     wait_for(
-        Duration::from_secs(LEASE_SECONDS),
+        Duration::from_secs(lease_seconds()),
         "the standby to lead after a release",
         || {
             (lease_holder(&fake).as_deref()
@@ -416,18 +423,19 @@ fn only_the_leader_writes_and_another_replica_takes_over_when_it_goes() {
     let killed = Instant::now();
     standby.signal("KILL");
     wait_for(
-        Duration::from_secs(LEASE_SECONDS * 3),
+        Duration::from_secs(lease_seconds() * 3),
         "replica-c to take over the lease",
         || (lease_holder(&fake).as_deref() == Some("replica-c")).then_some(()),
     );
     let takeover = killed.elapsed();
     eprintln!(
-        "measured: takeover after SIGKILL in {takeover:?} (lease duration {LEASE_SECONDS} s)"
+        "measured: takeover after SIGKILL in {takeover:?} (lease duration {} s)",
+        lease_seconds()
     );
     // At most the duration after the last renewal the new leader saw, plus one renewal period
     // of its own to notice, plus slack for a loaded machine.
     assert!(
-        takeover <= Duration::from_secs(LEASE_SECONDS + 3),
+        takeover <= Duration::from_secs(lease_seconds() + lease_seconds().div_ceil(7) + 2),
         "takeover took {takeover:?}"
     );
     fake.apply_yaml(&route("r", "missing", "/")).unwrap();
