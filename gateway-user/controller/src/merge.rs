@@ -99,11 +99,20 @@ fn stamp_listeners(listeners: &mut Value, old: &Value, now: &str) {
     }
 }
 
-/// Semantic equality: JSON values equal, numbers by value (a server may send `3` where we
-/// wrote `3`, but never reorders keys in a way that matters to `Value`'s comparison).
+/// Semantic equality: numbers by value, and lists of objects in any order (conditions are a
+/// map keyed by `type`, listeners by `name`: an API server that returns them in another order
+/// than written must not cause a write every interval).
 fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) if x.iter().chain(y).all(Value::is_object) => {
+            fn sorted(v: &[Value]) -> Vec<&Value> {
+                let mut v: Vec<&Value> = v.iter().collect();
+                v.sort_by_cached_key(|e| serde_json::to_string(e).unwrap_or_default());
+                v
+            }
+            x.len() == y.len() && sorted(x).iter().zip(sorted(y)).all(|(p, q)| same(p, q))
+        }
         (Value::Array(x), Value::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same(p, q))
         }
@@ -233,5 +242,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out["parents"].as_array().unwrap().len(), MAX_PARENTS);
+    }
+
+    #[test]
+    fn conditions_returned_in_another_order_are_the_same_status() {
+        let mut fields = Map::new();
+        fields.insert(
+            "conditions".into(),
+            json!([
+                condition("Accepted", true, "Accepted", "ok", Some(1)),
+                condition(
+                    "Programmed",
+                    true,
+                    "Programmed",
+                    "1/1 nodes programmed",
+                    Some(1)
+                )
+            ]),
+        );
+        let plan = Plan::Owned(fields);
+        let mut current = Value::Object(merge(&plan, None, T0).unwrap());
+        current["conditions"].as_array_mut().unwrap().reverse();
+        assert_eq!(merge(&plan, Some(&current), T1), None);
+        // A real change in one of them still counts.
+        current["conditions"][0]["message"] = json!("0/1 nodes programmed");
+        assert!(merge(&plan, Some(&current), T1).is_some());
     }
 }
