@@ -169,6 +169,7 @@ pub async fn run(
     api: Api<Lease>,
     config: LeaseConfig,
     leadership: Arc<Leadership>,
+    errors: prometheus_client::metrics::counter::Counter,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut observed: Option<(String, Instant)> = None;
@@ -199,7 +200,8 @@ pub async fn run(
             }
             // Leadership, if held, runs out at its deadline by itself.
             Err(e) => {
-                warn!(lease = %format!("{}/{}", config.namespace, config.name), error = %e, "lease: retrying")
+                errors.inc();
+                warn!(lease = %format!("{}/{}", config.namespace, config.name), error = %e, "lease: retrying");
             }
         }
         tokio::select! {

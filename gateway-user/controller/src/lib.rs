@@ -56,7 +56,13 @@ pub async fn run(
 ) {
     let leadership = Arc::new(Leadership::default());
     let leases: Api<Lease> = Api::namespaced(client.clone(), &lease.namespace);
-    let elector = tokio::spawn(lease::run(leases, lease, leadership.clone(), stop.clone()));
+    let elector = tokio::spawn(lease::run(
+        leases,
+        lease,
+        leadership.clone(),
+        metrics.lease_errors.clone(),
+        stop.clone(),
+    ));
     let cache = Cache::start(client.clone());
     let kinds = tollgate_kubernetes::watched_kinds()
         .into_iter()

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub rounds: Counter,
     /// 1 while this replica leads.
     pub leader: Gauge,
+    /// Lease reads and writes that failed (other than losing a race for it).
+    pub lease_errors: Counter,
 }
 
 impl Metrics {
@@ -86,6 +88,11 @@ impl Metrics {
             "leader",
             "1 while this replica holds the lease and writes status",
             self.leader.clone(),
+        );
+        r.register(
+            "lease_errors",
+            "Lease reads and writes that failed (retried every renewal period)",
+            self.lease_errors.clone(),
         );
     }
 }
