@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tollgate_tests::kube_fake::{tollgate_kinds, FakeApiServer, RequestRecord};
+use tollgate_tests::kube_fake::{tollgate_kinds, FakeApiServer, Fault, RequestRecord};
 use tollgate_tests::{admin, tollgate_bin};
 
 const GW: &str = "gateway.networking.k8s.io/v1";
@@ -450,4 +450,43 @@ fn only_the_leader_writes_and_another_replica_takes_over_when_it_goes() {
         "{p}"
     );
     assert!(c.writes() > 0);
+}
+
+#[test]
+fn a_failed_status_write_is_counted_and_retried_until_it_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, kubeconfig) = start_fake(dir.path());
+    fake.apply_yaml(&[GATEWAY, BACKEND, NODE, &route("r", "app", "/")].join("---\n"))
+        .unwrap();
+    // The first two writes of the route's status fail with 500 (kube's client itself retries
+    // 429, 503 and 504; a 500 reaches the controller).
+    fake.inject(
+        Fault::status(500)
+            .method("PATCH")
+            .path_contains("/httproutes/r/status")
+            .times(2),
+    );
+    let started = Instant::now();
+    let controller = Controller::start(&kubeconfig, "solo", dir.path());
+    let p = wait_for(
+        Duration::from_secs(30),
+        "the route's status after the failures",
+        || our_parent(&fake, "r"),
+    );
+    eprintln!(
+        "measured: status landed {:?} after start, through two failed writes",
+        started.elapsed()
+    );
+    assert_eq!(condition(&p["conditions"], "Accepted")["status"], "True");
+    let failed = tollgate_tests::metric_value(
+        &admin::metrics(controller.admin),
+        "tollgate_controller_status_write_errors_total{kind=\"HTTPRoute\"}",
+    );
+    assert_eq!(failed, Some(2));
+    let attempts = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.ends_with("/httproutes/r/status"))
+        .count();
+    assert_eq!(attempts, 3, "two failures, then the write that landed");
 }
