@@ -417,6 +417,7 @@ fn install_kustomization_lists_existing_parsing_files() {
             assert!(doc["kind"].is_string(), "{name}: no kind");
             let cluster_scoped = [
                 "Namespace",
+                "GatewayClass",
                 "ClusterRole",
                 "ClusterRoleBinding",
                 "ValidatingAdmissionPolicy",
@@ -960,4 +961,108 @@ fn the_telemetry_docs_list_exactly_the_exported_metrics() {
         undocumented.is_empty() && unknown.is_empty(),
         "docs/telemetry.md: exported but not documented: {undocumented:?}; documented but not exported: {unknown:?}"
     );
+}
+
+#[test]
+fn install_controller_runs_two_unprivileged_replicas_with_probes_and_valid_flags() {
+    let resources = kustomization_resources();
+    for name in [
+        "controller-serviceaccount.yaml",
+        "controller-rbac.yaml",
+        "controller-deployment.yaml",
+    ] {
+        assert!(
+            resources.iter().any(|r| r == name),
+            "{name} is not installed"
+        );
+    }
+    let d = install_yaml("controller-deployment.yaml");
+    assert_eq!(d["kind"], "Deployment");
+    assert_eq!(d["spec"]["replicas"], 2);
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "tollgate-controller");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_ne!(pod["securityContext"]["runAsUser"], 0);
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"], "tollgate");
+    let sc = &c["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert!(sc["capabilities"].get("add").is_none());
+    // The command parses as the binary's own command line, and the probes reach its admin port.
+    let args = command(c);
+    let expanded: Vec<String> = args
+        .iter()
+        .map(|a| {
+            a.replace("$(POD_NAMESPACE)", "tollgate-system")
+                .replace("$(POD_NAME)", "p")
+        })
+        .collect();
+    use clap::Parser as _;
+    let cli = gateway_user::cli::Cli::try_parse_from(&expanded)
+        .unwrap_or_else(|e| panic!("{args:?} does not parse: {e}"));
+    let gateway_user::cli::Command::Controller(parsed) = cli.command else {
+        panic!("not `tollgate controller`: {args:?}");
+    };
+    let port = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "admin")
+        .expect("a port named admin");
+    assert_eq!(port["containerPort"], parsed.admin_address.port());
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(c[probe]["httpGet"]["port"], "admin");
+    }
+    assert_eq!(parsed.lease_name, "tollgate-controller");
+    for var in ["POD_NAME", "POD_NAMESPACE"] {
+        assert!(env(c, var)["valueFrom"]["fieldRef"]["fieldPath"].is_string());
+    }
+}
+
+#[test]
+fn install_controller_rbac_writes_only_status_and_its_own_lease() {
+    let docs = yaml_docs(&install_dir().join("controller-rbac.yaml"));
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .expect("a ClusterRole");
+    for rule in role["rules"].as_array().unwrap() {
+        let verbs: Vec<&str> = rule["verbs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let resources: Vec<&str> = rule["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let writes = verbs
+            .iter()
+            .any(|v| !matches!(*v, "get" | "list" | "watch"));
+        if writes {
+            assert_eq!(verbs, ["patch"], "{rule}");
+            assert!(resources.iter().all(|r| r.ends_with("/status")), "{rule}");
+        }
+    }
+    let lease = docs.iter().find(|d| d["kind"] == "Role").expect("a Role");
+    assert_eq!(lease["metadata"]["namespace"], "tollgate-system");
+    for rule in lease["rules"].as_array().unwrap() {
+        assert_eq!(
+            rule["apiGroups"],
+            serde_json::json!(["coordination.k8s.io"])
+        );
+        assert_eq!(rule["resources"], serde_json::json!(["leases"]));
+    }
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRoleBinding")
+        .unwrap();
+    assert_eq!(binding["subjects"][0]["name"], "tollgate-controller");
 }

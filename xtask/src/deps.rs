@@ -31,6 +31,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("tollgate-proxy", &["tollgate-model", "tollgate-compile"]),
+    // `tollgate controller` reports what the agents make of the cluster: it runs their
+    // compiler on objects read through the Kubernetes source's kinds and object text. A crate
+    // of its own (beside the binary, not inside the source) because it needs compile, which
+    // no source may depend on.
+    (
+        "tollgate-controller",
+        &["tollgate-model", "tollgate-compile", "tollgate-kubernetes"],
+    ),
 ];
 
 /// The pure stages.

@@ -104,7 +104,7 @@ impl Settings {
     }
 
     /// A client; needs a tokio runtime (the client's buffer is a task).
-    pub(crate) fn client(&self) -> Result<kube::Client, Error> {
+    pub fn client(&self) -> Result<kube::Client, Error> {
         kube::Client::try_from(self.config.clone())
             .map_err(|e| Error::Config(format!("a client for {}: {e}", self.server())))
     }

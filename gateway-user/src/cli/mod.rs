@@ -1,6 +1,7 @@
 //! The command line: one file per command. `main.rs` only calls [`main`].
 pub mod bans;
 pub mod config;
+pub mod controller;
 pub mod counters;
 pub mod crds;
 pub mod diff;
@@ -56,6 +57,9 @@ pub enum OutputFormat {
 pub enum Command {
     /// Run the agent: attach to the interfaces and enforce the policy from the source.
     Run(run::RunArgs),
+    /// Write the Gateway API status of the cluster's objects (Kubernetes mode): one of the
+    /// controller Deployment's replicas leads through a Lease and writes, the others wait.
+    Controller(controller::ControllerArgs),
     /// Validate a policy directory (or file) with the same compiler the agent uses.
     /// Exit 0 valid, 1 invalid (every problem listed), 2 unreadable.
     Validate {
@@ -201,6 +205,7 @@ pub fn main() -> anyhow::Result<i32> {
     init_logging(cli.log_format);
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Controller(args) => controller::run(args),
         Command::Validate { path, format } => {
             let result = validate::validate_path(&path);
             let fmt = match format {

@@ -129,8 +129,15 @@ pub async fn serve(
     addr: SocketAddr,
     shared: Arc<Shared>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    serve_router(addr, router(shared)).await
+}
+
+/// As [`serve`], for any router (`tollgate controller`'s admin port has the same bounds).
+pub async fn serve_router(
+    addr: SocketAddr,
+    app: Router,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    let app = router(shared);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
         loop {

@@ -1,0 +1,292 @@
+//! The desired statuses, through the real compiler (the agents' own).
+use super::*;
+use crate::outcome::compile;
+use std::collections::BTreeSet;
+use tollgate_model::{Documents, ParseCache};
+
+const CLASS: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: { name: tollgate, generation: 1 }\nspec:\n  controllerName: tollgate.dev/gateway-controller\n";
+const GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: { name: edge, namespace: ns, generation: 2 }\nspec:\n  gatewayClassName: tollgate\n  listeners:\n    - { name: http, port: 8080, protocol: HTTP }\n    - { name: bad, port: 8081, protocol: UDP }\n";
+const BACKEND: &str = "apiVersion: tollgate.dev/v1alpha1\nkind: Backend\nmetadata: { name: app, namespace: ns }\nspec:\n  endpoints:\n    - ip: { address: 127.0.0.1, port: 9000 }\n";
+
+fn route(name: &str, backend: &str, generation: i64) -> String {
+    format!("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{ name: {name}, namespace: ns, generation: {generation} }}\nspec:\n  parentRefs: [{{ name: edge }}]\n  rules:\n    - backendRefs: [{{ group: tollgate.dev, kind: Backend, name: {backend} }}]\n")
+}
+
+fn limit(name: &str, target: &str) -> String {
+    format!("apiVersion: tollgate.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {{ name: {name}, namespace: ns, generation: 1 }}\nspec:\n  targetRefs: [{{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: {target} }}]\n  limits:\n    - {{ key: clientIP, requests: 3, per: 1m }}\n")
+}
+
+/// Compiles the YAML objects as the controller does and returns every plan by object.
+fn run(yaml: &[String], nodes: &[NodeView]) -> BTreeMap<String, Desired> {
+    let mut files = Vec::new();
+    let mut objects = BTreeMap::new();
+    for text in yaml {
+        let v: Value = serde_saphyr::from_str(text).unwrap();
+        let kind = v["kind"].as_str().unwrap().to_owned();
+        let ns = v["metadata"]["namespace"].as_str().map(str::to_owned);
+        let name = v["metadata"]["name"].as_str().unwrap().to_owned();
+        let key = ObjectKey {
+            kind,
+            namespace: ns,
+            name,
+        };
+        // The agents do not read GatewayClasses: the compiler never sees them.
+        if key.kind != "GatewayClass" {
+            files.push((file_of(&key), text.clone()));
+        }
+        objects.insert(
+            key,
+            ObjectView {
+                generation: v["metadata"]["generation"].as_i64(),
+                object: v,
+            },
+        );
+    }
+    let inline: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    let outcome = compile(&mut ParseCache::default(), &Documents::inline(&inline));
+    plans(&objects, &outcome, nodes)
+        .into_iter()
+        .map(|d| (d.key.label(), d))
+        .collect()
+}
+
+fn shared(d: &Desired) -> &Vec<Value> {
+    match &d.plan {
+        Plan::Shared { entries, .. } => entries,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn owned(d: &Desired) -> &Map<String, Value> {
+    match &d.plan {
+        Plan::Owned(fields) => fields,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn find<'a>(conditions: &'a Value, type_: &str) -> &'a Value {
+    conditions
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no {type_} in {conditions}"))
+}
+
+fn node(name: &str, ready: bool, listeners: &[&str]) -> NodeView {
+    NodeView {
+        name: name.into(),
+        ready,
+        listeners: listeners.iter().map(|l| l.to_string()).collect(),
+        refused: BTreeSet::new(),
+    }
+}
+
+#[test]
+fn a_route_is_accepted_with_resolved_refs_and_its_generation() {
+    let nodes = [node("a", true, &["ns/edge/http"]), node("b", false, &[])];
+    let plans = run(
+        &[
+            CLASS.into(),
+            GATEWAY.into(),
+            BACKEND.into(),
+            route("r", "app", 3),
+        ],
+        &nodes,
+    );
+    let parents = shared(&plans["HTTPRoute/ns/r"]);
+    assert_eq!(parents.len(), 1);
+    let p = &parents[0];
+    assert_eq!(p["controllerName"], CONTROLLER_NAME);
+    assert_eq!(
+        p["parentRef"],
+        json!({"group": GATEWAY_GROUP, "kind": "Gateway", "namespace": "ns", "name": "edge"})
+    );
+    let accepted = find(&p["conditions"], "Accepted");
+    assert_eq!(
+        (&accepted["status"], &accepted["reason"]),
+        (&json!("True"), &json!("Accepted"))
+    );
+    assert_eq!(accepted["observedGeneration"], 3);
+    let resolved = find(&p["conditions"], "ResolvedRefs");
+    assert_eq!(
+        (&resolved["status"], &resolved["reason"]),
+        (&json!("True"), &json!("ResolvedRefs"))
+    );
+
+    // The Gateway: accepted with one listener left out, programmed on 1 of 2 nodes.
+    let gw = owned(&plans["Gateway/ns/edge"]);
+    let accepted = find(&gw["conditions"], "Accepted");
+    assert_eq!(
+        (&accepted["status"], &accepted["reason"]),
+        (&json!("True"), &json!("ListenersNotValid"))
+    );
+    let programmed = find(&gw["conditions"], "Programmed");
+    assert_eq!(programmed["status"], "True");
+    assert_eq!(programmed["message"], "1/2 nodes programmed");
+    assert_eq!(programmed["observedGeneration"], 2);
+    let http = &gw["listeners"][0];
+    assert_eq!(http["name"], "http");
+    assert_eq!(http["attachedRoutes"], 1);
+    assert_eq!(
+        http["supportedKinds"],
+        json!([{"group": GATEWAY_GROUP, "kind": "HTTPRoute"}])
+    );
+    assert_eq!(find(&http["conditions"], "Accepted")["status"], "True");
+    let bad = &gw["listeners"][1];
+    assert_eq!(bad["attachedRoutes"], 0);
+    let bad_accepted = find(&bad["conditions"], "Accepted");
+    assert_eq!(
+        (&bad_accepted["status"], &bad_accepted["reason"]),
+        (&json!("False"), &json!("UnsupportedProtocol"))
+    );
+    assert_eq!(find(&bad["conditions"], "Programmed")["status"], "False");
+}
+
+#[test]
+fn a_broken_backend_ref_is_resolved_refs_false() {
+    let plans = run(
+        &[
+            CLASS.into(),
+            GATEWAY.into(),
+            BACKEND.into(),
+            route("r", "missing", 1),
+        ],
+        &[],
+    );
+    let p = &shared(&plans["HTTPRoute/ns/r"])[0];
+    assert_eq!(find(&p["conditions"], "Accepted")["status"], "True");
+    let resolved = find(&p["conditions"], "ResolvedRefs");
+    assert_eq!(
+        (&resolved["status"], &resolved["reason"]),
+        (&json!("False"), &json!("BackendNotFound"))
+    );
+    assert!(
+        resolved["message"].as_str().unwrap().contains("missing"),
+        "{resolved}"
+    );
+    // No node programs the Gateway: Programmed=False, "0/0".
+    let gw = owned(&plans["Gateway/ns/edge"]);
+    let programmed = find(&gw["conditions"], "Programmed");
+    assert_eq!(
+        (&programmed["status"], &programmed["message"]),
+        (&json!("False"), &json!("0/0 nodes programmed"))
+    );
+}
+
+#[test]
+fn a_policy_names_the_gateways_of_its_routes_as_ancestors() {
+    let plans = run(
+        &[
+            CLASS.into(),
+            GATEWAY.into(),
+            BACKEND.into(),
+            route("r", "app", 1),
+            limit("ok", "r"),
+            limit("lost", "nope"),
+        ],
+        &[],
+    );
+    let ok = shared(&plans["RateLimitPolicy/ns/ok"]);
+    assert_eq!(ok.len(), 1);
+    assert_eq!(
+        ok[0]["ancestorRef"],
+        json!({"group": GATEWAY_GROUP, "kind": "Gateway", "namespace": "ns", "name": "edge"})
+    );
+    assert_eq!(ok[0]["controllerName"], CONTROLLER_NAME);
+    let accepted = find(&ok[0]["conditions"], "Accepted");
+    assert_eq!(
+        (&accepted["status"], &accepted["reason"]),
+        (&json!("True"), &json!("Accepted"))
+    );
+    assert_eq!(accepted["observedGeneration"], 1);
+    let lost = shared(&plans["RateLimitPolicy/ns/lost"]);
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0]["ancestorRef"]["kind"], "HTTPRoute");
+    assert_eq!(lost[0]["ancestorRef"]["name"], "nope");
+    assert_eq!(
+        find(&lost[0]["conditions"], "Accepted")["reason"],
+        "TargetNotFound"
+    );
+}
+
+#[test]
+fn an_l4_policy_counts_the_ready_nodes_that_do_not_refuse_it() {
+    let edge = "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nmetadata: { name: edge, generation: 4 }\nspec:\n  defaultAction: allow\n  rules: []\n".to_owned();
+    let mut refusing = node("c", true, &[]);
+    refusing
+        .refused
+        .insert(("L4Policy".into(), String::new(), "edge".into()));
+    let nodes = [node("a", true, &[]), node("b", false, &[]), refusing];
+    let plans = run(&[edge], &nodes);
+    let s = owned(&plans["L4Policy/edge"]);
+    assert_eq!(s["observedGeneration"], 4);
+    assert_eq!(s["nodesEnforcing"], 1);
+    assert_eq!(find(&s["conditions"], "Accepted")["status"], "True");
+    let programmed = find(&s["conditions"], "Programmed");
+    assert_eq!(
+        (&programmed["status"], &programmed["message"]),
+        (&json!("False"), &json!("1/3 nodes enforce it"))
+    );
+
+    let broken = "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nmetadata: { name: edge, generation: 5 }\nspec:\n  defaultAction: sometimes\n  rules: []\n".to_owned();
+    let plans = run(&[broken], &[]);
+    let accepted = find(&owned(&plans["L4Policy/edge"])["conditions"], "Accepted").clone();
+    assert_eq!(
+        (&accepted["status"], &accepted["reason"]),
+        (&json!("False"), &json!("Invalid"))
+    );
+    assert!(
+        accepted["message"]
+            .as_str()
+            .unwrap()
+            .contains("defaultAction"),
+        "{accepted}"
+    );
+}
+
+#[test]
+fn only_gateways_of_a_class_naming_this_controller_get_status_and_route_entries() {
+    let other_class = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: { name: other }\nspec:\n  controllerName: example.com/other\n";
+    let foreign = GATEWAY
+        .replace("name: edge", "name: foreign")
+        .replace("gatewayClassName: tollgate", "gatewayClassName: other")
+        .replace("port: 8080", "port: 9080")
+        .replace("port: 8081", "port: 9081");
+    let both = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: { name: both, namespace: ns, generation: 1 }\nspec:\n  parentRefs: [{ name: edge }, { name: foreign }]\n  rules:\n    - backendRefs: [{ group: tollgate.dev, kind: Backend, name: app }]\n";
+    let plans = run(
+        &[
+            CLASS.into(),
+            other_class.into(),
+            GATEWAY.into(),
+            foreign,
+            BACKEND.into(),
+            both.into(),
+            limit("l", "both"),
+        ],
+        &[],
+    );
+    assert!(plans.contains_key("Gateway/ns/edge"));
+    assert!(
+        !plans.contains_key("Gateway/ns/foreign"),
+        "{:?}",
+        plans.keys()
+    );
+    assert!(!plans.contains_key("GatewayClass/other"));
+    let accepted = find(
+        &owned(&plans["GatewayClass/tollgate"])["conditions"],
+        "Accepted",
+    )
+    .clone();
+    assert_eq!(
+        (&accepted["status"], &accepted["observedGeneration"]),
+        (&json!("True"), &json!(1))
+    );
+    let parents = shared(&plans["HTTPRoute/ns/both"]);
+    assert_eq!(parents.len(), 1, "{parents:?}");
+    assert_eq!(parents[0]["parentRef"]["name"], "edge");
+    let ancestors = shared(&plans["RateLimitPolicy/ns/l"]);
+    assert_eq!(ancestors.len(), 1, "{ancestors:?}");
+    assert_eq!(ancestors[0]["ancestorRef"]["name"], "edge");
+}
