@@ -374,6 +374,7 @@ mod tests {
                 PolicyError::new("f", "o", "spec.rules[1]", "second"),
             ],
             targets: vec![],
+            gateway_class: None,
         };
         status.not_served = NotServed {
             left_out: (0..40)

@@ -76,9 +76,10 @@ fn filters_are_checked() {
             f("[0].requestHeaderModifier.set[1].name"),
             f("[0].requestHeaderModifier.remove[0]"),
             f("[2].type"),
-            f("[3].type"),
             f("[4].requestHeaderModifier"),
             f("[4].responseHeaderModifier"),
+            // A mirror to a Service, which only Kubernetes mode resolves: reported, unused.
+            f("[3].requestMirror.backendRef"),
         ]
     );
     assert!(
