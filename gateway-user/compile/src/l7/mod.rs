@@ -21,6 +21,7 @@
 //! their limits and defaults are in `limits`, re-exported here. [`table`] is what they build.
 mod auth;
 mod backend;
+mod backend_ref;
 mod filters;
 mod gateway;
 pub mod jwks;
@@ -30,6 +31,7 @@ mod ratelimit;
 pub mod reference;
 mod route;
 mod route_schema;
+mod services;
 pub mod status;
 pub mod table;
 mod targets;
@@ -44,16 +46,19 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use tollgate_model::ratelimit::RateLimitMode;
+use tollgate_model::cluster::Cluster;
 use tollgate_model::BanKind;
 use tollgate_model::{Checker, LeftOut, PolicyError, PolicyErrors};
 use tollgate_model::{Located, Object};
 
 use auth::auth_policy;
 use backend::backend;
+use backend_ref::Backends;
 use gateway::{gateway, GatewayInfo};
 pub use limits::*;
 use ratelimit::rate_limit_policy;
 use route::{route, RoutePolicies};
+use services::Services;
 pub use status::Acceptance;
 pub use table::RouteTable;
 use table::{HostPattern, L7Policy, RouteLimits};
@@ -108,7 +113,18 @@ pub fn compile_isolated(
     objects: &[Located<Object>],
     left_out: &[LeftOut],
 ) -> Result<(RouteTable, Acceptance), PolicyErrors> {
-    let (policy, acceptance) = validate(objects, left_out);
+    compile_isolated_in(objects, left_out, None)
+}
+
+/// As [`compile_isolated`], with the Services and EndpointSlices of the cluster the revision
+/// comes from (Kubernetes mode), which backendRefs to Services resolve through; `None`: no
+/// Service resolves.
+pub fn compile_isolated_in(
+    objects: &[Located<Object>],
+    left_out: &[LeftOut],
+    cluster: Option<&Cluster>,
+) -> Result<(RouteTable, Acceptance), PolicyErrors> {
+    let (policy, acceptance) = validate(objects, left_out, cluster);
     let first_route = objects
         .iter()
         .find(|o| matches!(o.value, Object::HTTPRoute(_)));
@@ -152,7 +168,11 @@ fn target_names(refs: &[tollgate_model::ratelimit::PolicyTargetReference]) -> Ve
 /// Checks every L7 object of a revision, in the order their references need (Backends and
 /// Gateways, then the policies, then the routes that use them all); returns what is served
 /// and what was left out.
-fn validate(objects: &[Located<Object>], parsed_left_out: &[LeftOut]) -> (L7Policy, Acceptance) {
+fn validate(
+    objects: &[Located<Object>],
+    parsed_left_out: &[LeftOut],
+    cluster: Option<&Cluster>,
+) -> (L7Policy, Acceptance) {
     let mut policy = L7Policy::default();
     let mut acceptance = Acceptance {
         left_out: parsed_left_out.to_vec(),
@@ -214,6 +234,14 @@ fn validate(objects: &[Located<Object>], parsed_left_out: &[LeftOut]) -> (L7Poli
             }
         }
     }
+
+    // What backendRefs name: those Backends, and the cluster's Services (whose backends come
+    // after them in the table, made as routes name them).
+    let mut backends = Backends {
+        objects: backends,
+        services: Services::new(cluster),
+        base: policy.backends.len(),
+    };
 
     // Gateways and their listeners (a broken listener is left out on its own).
     let mut gateways: HashMap<(String, String), GatewayInfo> = HashMap::new();
@@ -445,7 +473,7 @@ fn validate(objects: &[Located<Object>], parsed_left_out: &[LeftOut]) -> (L7Poli
             order,
             r,
             &gateways,
-            &backends,
+            &mut backends,
             &policies,
         );
         acceptance.routes.push(outcome.status);
@@ -457,6 +485,7 @@ fn validate(objects: &[Located<Object>], parsed_left_out: &[LeftOut]) -> (L7Poli
             _ => leave_out(&mut acceptance, o, errors, Vec::new()),
         }
     }
+    policy.backends.append(&mut backends.services.defs);
     (policy, acceptance)
 }
 

@@ -8,10 +8,11 @@ use std::time::Duration;
 use http::{HeaderValue, StatusCode};
 use tollgate_model::gateway::GATEWAY_API_GROUP;
 use tollgate_model::route::{
-    FilterType, HTTPBackendRef, HTTPRoute, HTTPRouteMatch, HTTPRouteRule, ParentReference,
+    FilterType, HTTPRoute, HTTPRouteMatch, HTTPRouteRule, ParentReference,
 };
 use tollgate_model::{names, Checker, PolicyError};
 
+use super::backend_ref::{backend_ref, BackendRef, Backends};
 use super::filters::{check_filter_fields, header_modifier, path_modifier};
 use super::gateway::{GatewayInfo, ListenerRef};
 use super::limits::*;
@@ -20,12 +21,9 @@ use super::route_schema::route_schema;
 use super::status::{self, reason, Condition, ParentRef, ParentStatus, RouteStatus};
 use super::table::{
     Attachment, HostPattern, Redirect, Retry, RouteDef, RouteLimits, Rule, RuleDef, RuleFailure,
-    Timeouts, UrlRewrite, WeightedBackend,
+    Timeouts, UrlRewrite,
 };
 use super::{parse_duration, port, PROXY_REQUEST_HEADERS, PROXY_RESPONSE_HEADERS};
-
-/// Group of Tollgate's own kinds.
-const TOLLGATE_GROUP: &str = tollgate_model::GROUP;
 
 /// What an HTTPRoute compiled into: the route (`None` when it is left out), its status per
 /// parent, and the problems that leave only part of it out (dropped rules, rules that answer
@@ -61,7 +59,7 @@ pub(super) fn route(
     order: u32,
     r: &HTTPRoute,
     gateways: &HashMap<(String, String), GatewayInfo>,
-    backends: &HashMap<(String, String), usize>,
+    backends: &mut Backends<'_>,
     policies: &RoutePolicies<'_>,
 ) -> RouteOutcome {
     let before = c.mark();
@@ -459,7 +457,7 @@ fn rule(
     ns: &str,
     route: &Arc<str>,
     raw: &HTTPRouteRule,
-    backends: &HashMap<(String, String), usize>,
+    backends: &mut Backends<'_>,
     policies: &RoutePolicies<'_>,
     unresolved: &mut Vec<(&'static str, PolicyError)>,
 ) -> Option<RuleDef> {
@@ -737,92 +735,4 @@ fn rule(
         }),
         matches,
     })
-}
-
-/// What a backendRef came to.
-enum BackendRef {
-    /// A Backend of the revision.
-    Resolved(WeightedBackend),
-    /// Valid in itself, but it names nothing this revision serves: (reason, field, message,
-    /// weight).
-    Unresolved(&'static str, String, String, u32),
-    /// Invalid in itself (recorded in the checker): the rule is dropped.
-    Invalid,
-}
-
-/// Checks one backendRef: its own fields strictly, then whether it names a Backend of the
-/// route's own namespace.
-fn backend_ref(
-    c: &mut Checker<'_, '_>,
-    at: &str,
-    ns: &str,
-    b: &HTTPBackendRef,
-    backends: &HashMap<(String, String), usize>,
-) -> BackendRef {
-    let before = c.mark();
-    let group = b.group.as_deref().unwrap_or("");
-    let kind = b.kind.as_deref().unwrap_or("Service");
-    let is_backend = (group, kind) == (TOLLGATE_GROUP, "Backend");
-    if b.port.is_some() && is_backend {
-        c.error(
-            format!("{at}.port"),
-            "a Backend's endpoints carry their own ports; remove port",
-        );
-    }
-    if b.filters.is_some() {
-        c.error(
-            format!("{at}.filters"),
-            "per-backend filters are not supported yet; put the filters on the rule",
-        );
-    }
-    let weight = match b.weight {
-        None => 1,
-        Some(w) if (0..=MAX_WEIGHT).contains(&w) => w as u32,
-        Some(w) => {
-            c.error(
-                format!("{at}.weight"),
-                format!("{w} is out of range 0-{MAX_WEIGHT}"),
-            );
-            0
-        }
-    };
-    if !c.clean_since(before) {
-        return BackendRef::Invalid;
-    }
-    match (group, kind) {
-        (TOLLGATE_GROUP, "Backend") => {}
-        ("", "Service") => {
-            return BackendRef::Unresolved(
-                reason::BACKEND_NOT_FOUND,
-                at.to_owned(),
-                format!("Service \"{}\": Services are resolved in Kubernetes mode, which is not built yet; use group: tollgate.dev, kind: Backend", b.name),
-                weight,
-            )
-        }
-        _ => {
-            return BackendRef::Unresolved(
-                reason::INVALID_KIND,
-                at.to_owned(),
-                format!("{group}/{kind}: expected group tollgate.dev, kind Backend"),
-                weight,
-            )
-        }
-    }
-    if let Some(other) = b.namespace.as_deref().filter(|n| *n != ns) {
-        return BackendRef::Unresolved(
-            reason::REF_NOT_PERMITTED,
-            format!("{at}.namespace"),
-            format!("\"{other}\": references to another namespace need ReferenceGrants, which are not supported yet"),
-            weight,
-        );
-    }
-    match backends.get(&(ns.to_owned(), b.name.clone())) {
-        Some(&backend) => BackendRef::Resolved(WeightedBackend { backend, weight }),
-        None => BackendRef::Unresolved(
-            reason::BACKEND_NOT_FOUND,
-            format!("{at}.name"),
-            format!("no (valid) Backend {ns}/{} in this revision", b.name),
-            weight,
-        ),
-    }
 }

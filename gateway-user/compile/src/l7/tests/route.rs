@@ -26,7 +26,10 @@ fn services_cross_namespace_refs_and_ports_on_backend_refs_are_refused() {
                 "HTTPRoute/r".into(),
                 "spec.rules[0].backendRefs[2].port".into()
             ),
-            ("HTTPRoute/r".into(), "spec.rules[0].backendRefs[0]".into()),
+            (
+                "HTTPRoute/r".into(),
+                "spec.rules[0].backendRefs[0].name".into()
+            ),
             (
                 "HTTPRoute/r".into(),
                 "spec.rules[0].backendRefs[1].namespace".into()
