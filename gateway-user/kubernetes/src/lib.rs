@@ -31,6 +31,7 @@ use tracing::{debug, info};
 
 pub mod connect;
 pub mod object;
+pub mod services;
 pub mod watch;
 
 pub use connect::Settings;
@@ -62,6 +63,8 @@ pub struct KubernetesSource {
     stores: Vec<Store<Stored>>,
     shared: Arc<Shared>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The Services and EndpointSlices (when they are watched: [`KubernetesSource::open`]).
+    cluster: Option<Arc<services::ClusterStores>>,
     /// The runtime the watchers run on when the source was opened outside of one.
     runtime: Option<tokio::runtime::Runtime>,
     /// The id returned last (`None` after a rescan).
@@ -81,13 +84,23 @@ impl std::fmt::Debug for KubernetesSource {
 }
 
 impl KubernetesSource {
-    /// Starts watching every kind of [`watched_kinds`] on the API server of `settings`.
+    /// Starts watching every kind of [`watched_kinds`] on the API server of `settings`, and
+    /// its Services and EndpointSlices ([`services`]).
     pub fn open(settings: &Settings) -> Result<Self, Error> {
-        Self::open_kinds(settings, watched_kinds())
+        Self::open_with(settings, watched_kinds(), true)
     }
 
-    /// As [`open`](Self::open), for the given kinds only.
+    /// As [`open`](Self::open), for the given kinds only (no Services or EndpointSlices).
     pub fn open_kinds(settings: &Settings, kinds: Vec<WatchedKind>) -> Result<Self, Error> {
+        Self::open_with(settings, kinds, false)
+    }
+
+    /// Watches `kinds`, and Services and EndpointSlices when `cluster`.
+    pub fn open_with(
+        settings: &Settings,
+        kinds: Vec<WatchedKind>,
+        cluster: bool,
+    ) -> Result<Self, Error> {
         let (handle, runtime) = match tokio::runtime::Handle::try_current() {
             Ok(handle) => (handle, None),
             Err(_) => {
@@ -101,7 +114,9 @@ impl KubernetesSource {
             }
         };
         let server = settings.server();
-        let shared = Arc::new(Shared::new(kinds.len()));
+        let cluster = cluster.then(|| Arc::new(services::ClusterStores::default()));
+        // The two cluster kinds' progress comes after the policy kinds'.
+        let shared = Arc::new(Shared::new(kinds.len() + 2 * usize::from(cluster.is_some())));
         let mut stores = Vec::with_capacity(kinds.len());
         let mut tasks = Vec::with_capacity(kinds.len() + 1);
         let client = {
@@ -123,19 +138,23 @@ impl KubernetesSource {
                         server.clone(),
                     )));
                 }
+                if let Some(stores) = &cluster {
+                    tasks.extend(stores.spawn(&handle, &client, kinds.len(), &shared, &server));
+                }
                 tasks.push(handle.spawn(watch::debounce(shared.clone())));
             }
             // Reported by every `next` as the source being unavailable (the agent keeps its
             // last good revision), as an unreachable server is.
             Err(e) => shared.fail(e.to_string()),
         }
-        info!(server = %server, settings = settings.origin(), kinds = kinds.len(), "watching the Kubernetes API for policy");
+        info!(server = %server, settings = settings.origin(), kinds = kinds.len(), services = cluster.is_some(), "watching the Kubernetes API for policy");
         Ok(KubernetesSource {
             describe: format!("kubernetes ({server})"),
             kinds,
             stores,
             shared,
             tasks,
+            cluster,
             runtime,
             last: None,
             initial_wait: INITIAL_WAIT,
@@ -231,7 +250,18 @@ impl KubernetesSource {
             }
         }
         entries.sort_by(|a, b| a.path.cmp(&b.path));
-        let mut ordered: Vec<&[String; 4]> = entries.iter().map(|e| &e.key).collect();
+        let (cluster, cluster_keys) = match &self.cluster {
+            Some(stores) => {
+                let (cluster, keys) = stores.snapshot();
+                (Some(Arc::new(cluster)), keys)
+            }
+            None => (None, Vec::new()),
+        };
+        let mut ordered: Vec<&[String; 4]> = entries
+            .iter()
+            .map(|e| &e.key)
+            .chain(&cluster_keys)
+            .collect();
         ordered.sort();
         let id = revision_id(&ordered);
         Documents {
@@ -246,6 +276,7 @@ impl KubernetesSource {
                     content: e.text.to_string(),
                 })
                 .collect(),
+            cluster,
         }
     }
 }

@@ -80,7 +80,7 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn update(&self, f: impl FnOnce(&mut State)) {
+    pub(crate) fn update(&self, f: impl FnOnce(&mut State)) {
         f(&mut self.lock());
         self.progress.notify_all();
     }
@@ -179,7 +179,7 @@ fn watcher(
     watcher::watcher(api, watcher::Config::default()).default_backoff()
 }
 
-fn is_not_found(e: &watcher::Error) -> bool {
+pub(crate) fn is_not_found(e: &watcher::Error) -> bool {
     match e {
         watcher::Error::InitialListFailed(kube::Error::Api(s))
         | watcher::Error::WatchStartFailed(kube::Error::Api(s))
