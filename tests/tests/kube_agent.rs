@@ -108,8 +108,8 @@ fn an_l4policy_applied_through_the_api_is_enforced_and_so_are_its_changes() {
         "{}",
         agent.log()
     );
-    // One watch per kind.
-    assert_eq!(fake.open_watch_count(), 7, "{:?}", fake.open_watches());
+    // One watch per kind, and one each for Services and EndpointSlices.
+    assert_eq!(fake.open_watch_count(), 9, "{:?}", fake.open_watches());
 }
 
 #[test]
