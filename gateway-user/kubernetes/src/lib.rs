@@ -116,7 +116,9 @@ impl KubernetesSource {
         let server = settings.server();
         let cluster = cluster.then(|| Arc::new(services::ClusterStores::default()));
         // The two cluster kinds' progress comes after the policy kinds'.
-        let shared = Arc::new(Shared::new(kinds.len() + 2 * usize::from(cluster.is_some())));
+        let shared = Arc::new(Shared::new(
+            kinds.len() + 2 * usize::from(cluster.is_some()),
+        ));
         let mut stores = Vec::with_capacity(kinds.len());
         let mut tasks = Vec::with_capacity(kinds.len() + 1);
         let client = {

@@ -201,7 +201,9 @@ impl<T: Compact> Store<T> {
             Event::InitApply(o) => {
                 let (key, entry) = self.entry(o);
                 if let Some(entry) = entry {
-                    self.relist.get_or_insert_with(HashMap::new).insert(key, entry);
+                    self.relist
+                        .get_or_insert_with(HashMap::new)
+                        .insert(key, entry);
                 }
                 (false, false)
             }
@@ -463,7 +465,10 @@ mod tests {
     #[test]
     fn a_slice_keeps_its_service_ports_and_first_addresses_with_their_conditions() {
         let s = endpoint_slice(web_slice("1", "a", true)).unwrap();
-        assert_eq!((&*s.namespace, &*s.name, &*s.service), ("shop", "web-abc", "web"));
+        assert_eq!(
+            (&*s.namespace, &*s.name, &*s.service),
+            ("shop", "web-abc", "web")
+        );
         assert_eq!(s.address_type, AddressType::IPv4);
         // A port without a number ("every port") cannot be connected to: not kept.
         assert_eq!(
@@ -557,15 +562,24 @@ mod tests {
     fn only_a_change_of_what_is_kept_is_a_change_and_a_relist_keeps_what_did_not_change() {
         let mut store = Store::<EndpointSlice>::default();
         assert_eq!(store.apply(Event::Init), (false, false));
-        assert_eq!(store.apply(Event::InitApply(web_slice("5", "a", true))), (false, false));
+        assert_eq!(
+            store.apply(Event::InitApply(web_slice("5", "a", true))),
+            (false, false)
+        );
         assert_eq!(store.apply(Event::InitDone), (true, true));
         let rv = |s: &Store<EndpointSlice>| s.sorted()[0].1.resource_version.to_string();
         assert_eq!(rv(&store), "5");
         // Another zone: nothing kept changes, the entry (and its resourceVersion) stays.
-        assert_eq!(store.apply(Event::Apply(web_slice("6", "b", true))), (false, false));
+        assert_eq!(
+            store.apply(Event::Apply(web_slice("6", "b", true))),
+            (false, false)
+        );
         assert_eq!(rv(&store), "5");
         // Not ready any more: a change.
-        assert_eq!(store.apply(Event::Apply(web_slice("7", "b", false))), (true, false));
+        assert_eq!(
+            store.apply(Event::Apply(web_slice("7", "b", false))),
+            (true, false)
+        );
         assert_eq!(rv(&store), "7");
         assert!(!store.sorted()[0].1.value.endpoints[0].is_ready());
         // A relist that finds it unchanged keeps the entry; one that does not find it drops it.
@@ -577,7 +591,13 @@ mod tests {
         store.apply(Event::InitDone);
         assert!(store.is_empty());
         store.apply(Event::Apply(web_slice("10", "c", false)));
-        assert_eq!(store.apply(Event::Delete(web_slice("11", "c", false))), (true, false));
-        assert_eq!(store.apply(Event::Delete(web_slice("11", "c", false))), (false, false));
+        assert_eq!(
+            store.apply(Event::Delete(web_slice("11", "c", false))),
+            (true, false)
+        );
+        assert_eq!(
+            store.apply(Event::Delete(web_slice("11", "c", false))),
+            (false, false)
+        );
     }
 }

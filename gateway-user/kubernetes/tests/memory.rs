@@ -32,7 +32,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        REQUESTED.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        REQUESTED.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         CHUNKS.fetch_add(chunk(new_size) - chunk(layout.size()), Ordering::Relaxed);
         unsafe { System.realloc(ptr, layout, new_size) }
     }

@@ -45,8 +45,8 @@ mod tests;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use tollgate_model::ratelimit::RateLimitMode;
 use tollgate_model::cluster::Cluster;
+use tollgate_model::ratelimit::RateLimitMode;
 use tollgate_model::BanKind;
 use tollgate_model::{Checker, LeftOut, PolicyError, PolicyErrors};
 use tollgate_model::{Located, Object};
