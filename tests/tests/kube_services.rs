@@ -374,8 +374,10 @@ fn a_route_to_a_service_follows_its_endpoint_slices() {
         times.push(until("/web", Duration::from_secs(5), |s, b| {
             s == 200 && b == name
         }));
-        let applies = agent.log_count(POLICY_APPLIED);
-        assert!(applies >= 2 + i, "{}", agent.log());
+        // Each change is a revision (logged just after the proxy switched to it).
+        agent
+            .wait_for_log_count(POLICY_APPLIED, 2 + i, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     times.sort();
     println!("endpoint change -> traffic on the new endpoint: {times:?}");
