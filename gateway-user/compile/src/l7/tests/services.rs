@@ -481,6 +481,36 @@ fn without_a_cluster_a_service_ref_says_to_use_a_backend() {
     assert_eq!(s.l7.policy.routes[0].rules[0].rule.unresolved_weight, 1);
 }
 
+/// A Service or EndpointSlice manifest in a directory or Git revision is an unknown kind, as
+/// before Kubernetes mode resolved Services: the revision is refused, and says which kinds are
+/// read (docs/policy.md).
+#[test]
+fn service_manifests_in_a_policy_repository_stay_unknown_kinds() {
+    let service =
+        "apiVersion: v1\nkind: Service\nmetadata: { name: web }\nspec:\n  ports: [{ port: 80 }]\n";
+    let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: { name: web-1 }\naddressType: IPv4\nendpoints: []\n";
+    let yaml = all(&[
+        GATEWAY,
+        &rules(&["{ name: web, port: 80 }"]),
+        service,
+        slice,
+    ]);
+    let errors = compile_documents(&docs(&[("policy/web.yaml", &yaml)]), None)
+        .err()
+        .expect("refused")
+        .0;
+    let messages: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(
+        messages[0].starts_with("unknown kind \"Service\""),
+        "{messages:?}"
+    );
+    assert!(
+        messages[1].starts_with("unknown kind \"EndpointSlice\""),
+        "{messages:?}"
+    );
+}
+
 /// What an endpoint change costs the agent with 10,000 routes: the revision is parsed (only
 /// the changed files: none here, the endpoints are not files) and compiled again. Timed in a
 /// release build: `cargo test --release -p tollgate-compile -- --ignored --nocapture
