@@ -8,9 +8,11 @@
 //! hostnames meet none of the listeners'); regular expressions that do not compile; path values
 //! that requests could never equal once normalised; weights out of range; filters used twice or
 //! on the wrong match type; a port with both HTTP and HTTPS listeners; features that are not
-//! built yet (Services, cross-namespace references, mirrors), each with a message that says so.
-//! The certificate files of HTTPS listeners are read when the revision is applied
-//! (`proxy::tls`), not here: compiling is a pure function of the documents.
+//! built yet (cross-namespace references, mirrors), each with a message that says so. Services
+//! resolve only in Kubernetes mode, through the cluster's EndpointSlices that come with the
+//! documents (`services`; `backend_ref` checks each backendRef). The certificate files of HTTPS
+//! listeners are read when the revision is applied (`proxy::tls`), not here: compiling is a
+//! pure function of the documents.
 //!
 //! [`compile`] and `validate` (the order kinds are checked in, and what each needs of the
 //! others) are here; each kind is checked in its own module: `gateway` (listeners, TLS
