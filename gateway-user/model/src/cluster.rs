@@ -195,3 +195,59 @@ impl Endpoint {
         self.ready != Some(false)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Documents;
+
+    /// The last good revision (saved as JSON in the state directory) keeps the endpoints it
+    /// was built with, so that an agent restarted while the API server is unreachable serves
+    /// what it served; a revision saved before Services were resolved has none.
+    #[test]
+    fn a_revision_with_its_cluster_survives_json() {
+        let mut docs = Documents::inline(&[("kubernetes:/ns/HTTPRoute/r", "{}")]);
+        docs.cluster = Some(Arc::new(Cluster {
+            services: vec![Arc::new(Service {
+                namespace: "ns".into(),
+                name: "web".into(),
+                type_: ServiceType::ClusterIP,
+                ports: vec![ServicePort {
+                    name: "".into(),
+                    port: 80,
+                    protocol: Protocol::Tcp,
+                    app_protocol: Some("kubernetes.io/h2c".into()),
+                    target_port: TargetPort::Name("http".into()),
+                }]
+                .into(),
+            })],
+            slices: vec![Arc::new(EndpointSlice {
+                namespace: "ns".into(),
+                name: "web-1".into(),
+                service: "web".into(),
+                address_type: AddressType::IPv6,
+                ports: vec![SlicePort {
+                    name: "".into(),
+                    port: 8080,
+                    protocol: Protocol::Tcp,
+                    app_protocol: None,
+                }]
+                .into(),
+                endpoints: vec![Endpoint {
+                    address: "2001:db8::1".parse().unwrap(),
+                    ready: Some(false),
+                    serving: Some(true),
+                    terminating: Some(true),
+                }]
+                .into(),
+            })],
+        }));
+        let text = serde_json::to_string(&docs).unwrap();
+        let back: Documents = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, docs);
+        let without = Documents::inline(&[("a.yaml", "")]);
+        let text = serde_json::to_string(&without).unwrap();
+        assert!(!text.contains("cluster"), "{text}");
+        assert_eq!(serde_json::from_str::<Documents>(&text).unwrap(), without);
+    }
+}
