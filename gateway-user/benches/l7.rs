@@ -585,6 +585,7 @@ fn lookup_ns(routes: usize, path: &str) -> f64 {
             path: "gateway.yaml".into(),
             content: tollgate_revision(routes, 18000, 18443),
         }],
+        cluster: None,
     };
     let snapshot =
         compile_documents(&docs, Some(&["bench0".to_owned()])).expect("the revision compiles");

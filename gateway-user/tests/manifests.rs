@@ -690,6 +690,7 @@ fn install_rbac_is_least_privilege_and_the_admission_policy_names_the_agent() {
         "gatewayclasses",
         "httproutes",
         "referencegrants",
+        "services",
         "endpointslices",
         "secrets",
         "namespaces",

@@ -137,7 +137,8 @@ fn doc_files(docs: &Documents) -> BTreeSet<(String, String)> {
 /// Waits until every kind's watch is open (a compaction before that would not reach it).
 fn wait_for_watches(fake: &FakeApiServer) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while fake.open_watch_count() < tollgate_kubernetes::watched_kinds().len() {
+    // One per policy kind, and Services and EndpointSlices.
+    while fake.open_watch_count() < tollgate_kubernetes::watched_kinds().len() + 2 {
         assert!(Instant::now() < deadline, "{:?}", fake.open_watches());
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -419,9 +420,11 @@ fn one_watch_connection_per_kind() {
     wait_for_watches(&fake);
     std::thread::sleep(Duration::from_millis(300));
     let watches = fake.open_watches();
+    // The policy kinds, and Services and EndpointSlices (for backendRefs to Services).
     let expected: BTreeSet<String> = tollgate_kubernetes::watched_kinds()
         .iter()
         .map(|k| k.resource_name())
+        .chain(["services".into(), "endpointslices.discovery.k8s.io".into()])
         .collect();
     assert_eq!(watches.keys().cloned().collect::<BTreeSet<_>>(), expected);
     assert!(watches.values().all(|n| *n == 1), "{watches:?}");

@@ -77,7 +77,7 @@ pub fn compile_documents_with(
     // L4 and L7 objects are checked together, so that one round reports every problem.
     let (policies, (l7, acceptance)) = match (
         validate(&objects),
-        crate::l7::compile_isolated(&objects, &parsed.left_out),
+        crate::l7::compile_isolated_in(&objects, &parsed.left_out, docs.cluster.as_deref()),
     ) {
         (Ok(p), Ok(t)) => (p, t),
         (p, t) => {

@@ -13,6 +13,7 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt as _;
 use tollgate_kubernetes::object::Stored;
+use tollgate_kubernetes::services::ClusterWatch;
 use tollgate_kubernetes::{watched_kinds, WatchedKind};
 use tollgate_model::node::TollgateNode;
 use tollgate_model::{Documents, Revision, SourceFile};
@@ -37,6 +38,9 @@ pub struct Cache {
     nodes: Watched,
     /// Notified on every change of any store.
     pub changed: Arc<tokio::sync::Notify>,
+    /// Services and EndpointSlices: backendRefs to Services are judged as the agents judge
+    /// them (a route to an existing Service port is `ResolvedRefs=True`).
+    cluster: ClusterWatch,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -86,11 +90,12 @@ impl Cache {
                 synced,
             }
         };
-        let mut kinds: Vec<Watched> = watched_kinds()
+        let kinds: Vec<Watched> = watched_kinds()
             .into_iter()
             .map(|k| spawn(k, true))
             .collect();
-        kinds.push(spawn(gateway_class(), false));
+        // GatewayClass is one of them: the compiler reads it to know which Gateways are
+        // Tollgate's, as the agents' does.
         let nodes = spawn(
             WatchedKind {
                 resource: ApiResource::erase::<TollgateNode>(&()),
@@ -98,10 +103,17 @@ impl Cache {
             },
             false,
         );
+        let wake = changed.clone();
+        let cluster = ClusterWatch::start(
+            &client,
+            "kubernetes (controller)",
+            Arc::new(move || wake.notify_one()),
+        );
         Cache {
             kinds,
             nodes,
             changed,
+            cluster,
             tasks,
         }
     }
@@ -112,6 +124,7 @@ impl Cache {
             .iter()
             .chain(std::iter::once(&self.nodes))
             .all(|w| w.synced.load(Ordering::Acquire))
+            && self.cluster.synced()
     }
 
     /// Reads every store.
@@ -154,6 +167,7 @@ impl Cache {
             }
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
+        let cluster = Some(Arc::new(self.cluster.cluster()));
         let mut nodes: Vec<NodeView> = self
             .nodes
             .store
@@ -174,6 +188,7 @@ impl Cache {
                     source: "kubernetes (controller)".into(),
                 },
                 files,
+                cluster,
             },
             objects,
             current,
@@ -187,21 +202,6 @@ impl Drop for Cache {
         for t in &self.tasks {
             t.abort();
         }
-    }
-}
-
-/// `gateway.networking.k8s.io/v1` GatewayClass (the model has no type for it: the agents do
-/// not read it).
-pub fn gateway_class() -> WatchedKind {
-    WatchedKind {
-        resource: ApiResource {
-            group: "gateway.networking.k8s.io".into(),
-            version: "v1".into(),
-            api_version: "gateway.networking.k8s.io/v1".into(),
-            kind: "GatewayClass".into(),
-            plural: "gatewayclasses".into(),
-        },
-        namespaced: false,
     }
 }
 

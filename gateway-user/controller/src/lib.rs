@@ -64,9 +64,9 @@ pub async fn run(
         stop.clone(),
     ));
     let cache = Cache::start(client.clone());
+    // GatewayClass is one of the kinds the agents read.
     let kinds = tollgate_kubernetes::watched_kinds()
         .into_iter()
-        .chain(std::iter::once(cache::gateway_class()))
         .filter(|k| WRITTEN_KINDS.contains(&k.resource.kind.as_str()))
         .map(|k| (k.resource, k.namespaced))
         .collect::<Vec<(ApiResource, bool)>>();

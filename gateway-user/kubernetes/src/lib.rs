@@ -40,6 +40,7 @@ pub mod events;
 pub mod object;
 pub mod report;
 pub mod secrets;
+pub mod services;
 pub mod watch;
 
 pub use connect::Settings;
@@ -72,6 +73,8 @@ pub struct KubernetesSource {
     stores: Vec<Store<Stored>>,
     shared: Arc<Shared>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The Services and EndpointSlices (when they are watched: [`KubernetesSource::open`]).
+    cluster: Option<Arc<services::ClusterStores>>,
     /// The runtime the watchers run on when the source was opened outside of one.
     runtime: Option<tokio::runtime::Runtime>,
     /// The id returned last (`None` after a rescan).
@@ -93,21 +96,22 @@ impl std::fmt::Debug for KubernetesSource {
 }
 
 impl KubernetesSource {
-    /// Starts watching every kind of [`watched_kinds`] on the API server of `settings`.
+    /// Starts watching every kind of [`watched_kinds`] on the API server of `settings`, and
+    /// its Services and EndpointSlices ([`services`]).
     pub fn open(settings: &Settings) -> Result<Self, Error> {
-        Self::open_kinds(settings, watched_kinds())
+        Self::open_with(settings, watched_kinds(), true)
     }
 
     /// As [`open`](Self::open), and the Secrets and ConfigMaps the policy references are
     /// read from the API and written under `secrets_dir` (`--tls-secrets-dir`; see
     /// [`secrets`]).
     pub fn open_with_secrets(settings: &Settings, secrets_dir: PathBuf) -> Result<Self, Error> {
-        Self::open_kinds_with(settings, watched_kinds(), Some(secrets_dir))
+        Self::start(settings, watched_kinds(), true, Some(secrets_dir))
     }
 
-    /// As [`open`](Self::open), for the given kinds only.
+    /// As [`open`](Self::open), for the given kinds only (no Services or EndpointSlices).
     pub fn open_kinds(settings: &Settings, kinds: Vec<WatchedKind>) -> Result<Self, Error> {
-        Self::open_kinds_with(settings, kinds, None)
+        Self::start(settings, kinds, false, None)
     }
 
     /// As [`open_kinds`](Self::open_kinds), with the Secrets and ConfigMaps when a directory
@@ -115,6 +119,27 @@ impl KubernetesSource {
     pub fn open_kinds_with(
         settings: &Settings,
         kinds: Vec<WatchedKind>,
+        secrets_dir: Option<PathBuf>,
+    ) -> Result<Self, Error> {
+        Self::start(settings, kinds, false, secrets_dir)
+    }
+
+    /// Watches `kinds`, and Services and EndpointSlices when `cluster`.
+    pub fn open_with(
+        settings: &Settings,
+        kinds: Vec<WatchedKind>,
+        cluster: bool,
+    ) -> Result<Self, Error> {
+        Self::start(settings, kinds, cluster, None)
+    }
+
+    /// Watches `kinds`; Services and EndpointSlices when `cluster`; the Secrets and
+    /// ConfigMaps the policy references when `secrets_dir` is given. The progress of the
+    /// watches is kept in that order: the kinds, then the cluster's two, then the secrets'.
+    fn start(
+        settings: &Settings,
+        kinds: Vec<WatchedKind>,
+        cluster: bool,
         secrets_dir: Option<PathBuf>,
     ) -> Result<Self, Error> {
         let (handle, runtime) = match tokio::runtime::Handle::try_current() {
@@ -130,12 +155,14 @@ impl KubernetesSource {
             }
         };
         let server = settings.server();
-        let extra = if secrets_dir.is_some() {
+        let cluster = cluster.then(|| Arc::new(services::ClusterStores::default()));
+        let cluster_watches = 2 * usize::from(cluster.is_some());
+        let secrets_watches = if secrets_dir.is_some() {
             secrets::WATCHES
         } else {
             0
         };
-        let shared = Arc::new(Shared::new(kinds.len() + extra));
+        let shared = Arc::new(Shared::new(kinds.len() + cluster_watches + secrets_watches));
         let mut stores = Vec::with_capacity(kinds.len());
         let mut tasks = Vec::with_capacity(kinds.len() + 1);
         let client = {
@@ -159,6 +186,9 @@ impl KubernetesSource {
                         server.clone(),
                     )));
                 }
+                if let Some(stores) = &cluster {
+                    tasks.extend(stores.spawn(&handle, &client, kinds.len(), &shared, &server));
+                }
                 tasks.push(handle.spawn(watch::debounce(shared.clone())));
             }
             // Reported by every `next` as the source being unavailable (the agent keeps its
@@ -170,19 +200,20 @@ impl KubernetesSource {
                 dir,
                 &handle,
                 secrets_client,
-                kinds.len(),
+                kinds.len() + cluster_watches,
                 &shared,
                 &server,
                 &mut tasks,
             )
         });
-        info!(server = %server, settings = settings.origin(), kinds = kinds.len(), secrets = secrets.is_some(), "watching the Kubernetes API for policy");
+        info!(server = %server, settings = settings.origin(), kinds = kinds.len(), services = cluster.is_some(), secrets = secrets.is_some(), "watching the Kubernetes API for policy");
         Ok(KubernetesSource {
             describe: format!("kubernetes ({server})"),
             kinds,
             stores,
             shared,
             tasks,
+            cluster,
             runtime,
             last: None,
             initial_wait: INITIAL_WAIT,
@@ -302,10 +333,27 @@ impl KubernetesSource {
             }
         }
         entries.sort_by(|a, b| a.path.cmp(&b.path));
-        let mut ordered: Vec<&[String; 4]> = entries.iter().map(|e| &e.key).collect();
+        let (cluster, cluster_keys) = match &self.cluster {
+            Some(stores) => {
+                let (cluster, keys) = stores.snapshot();
+                (Some(Arc::new(cluster)), keys)
+            }
+            None => (None, Vec::new()),
+        };
+        let mut ordered: Vec<&[String; 4]> = entries
+            .iter()
+            .map(|e| &e.key)
+            .chain(&cluster_keys)
+            .collect();
         ordered.sort();
         let id = revision_id(&ordered);
-        let keys = entries.iter().map(|e| e.key.clone()).collect();
+        // Every key the id was made of, the cluster's included: the Secrets' are added to
+        // these when the id is made again with them.
+        let keys = entries
+            .iter()
+            .map(|e| e.key.clone())
+            .chain(cluster_keys.iter().cloned())
+            .collect();
         let docs = Documents {
             revision: Revision {
                 id,
@@ -318,6 +366,7 @@ impl KubernetesSource {
                     content: e.text.to_string(),
                 })
                 .collect(),
+            cluster,
         };
         (docs, keys)
     }

@@ -179,7 +179,7 @@ fn watcher(
     watcher::watcher(api, watcher::Config::default()).default_backoff()
 }
 
-fn is_not_found(e: &watcher::Error) -> bool {
+pub(crate) fn is_not_found(e: &watcher::Error) -> bool {
     match e {
         watcher::Error::InitialListFailed(kube::Error::Api(s))
         | watcher::Error::WatchStartFailed(kube::Error::Api(s))

@@ -19,6 +19,7 @@ use serde_json::Value;
 pub mod auth;
 pub mod backend;
 pub mod ban;
+pub mod cluster;
 pub mod error;
 pub mod gateway;
 pub mod gateway_class;

@@ -38,6 +38,11 @@ pub struct Documents {
     pub revision: Revision,
     /// The policy files, sorted by path.
     pub files: Vec<SourceFile>,
+    /// The cluster's Services and EndpointSlices, which backendRefs to Services resolve
+    /// through: Kubernetes mode only (`None` for a directory or Git, where such a backendRef
+    /// does not resolve).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<std::sync::Arc<crate::cluster::Cluster>>,
 }
 
 impl Documents {
@@ -57,6 +62,7 @@ impl Documents {
                 source: "inline".into(),
             },
             files,
+            cluster: None,
         }
     }
 }

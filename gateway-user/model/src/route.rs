@@ -345,19 +345,20 @@ pub struct HTTPRequestRedirectFilter {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HTTPBackendRef {
     /// API group: `tollgate.dev` for a Backend. The Gateway API's default, the core group
-    /// `""` with kind `Service`, names a Service, which only Kubernetes mode (not built yet)
-    /// can resolve.
+    /// `""` with kind `Service`, names a Service, which only Kubernetes mode resolves (through
+    /// its EndpointSlices).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     /// Kind: `Backend` (with group `tollgate.dev`). Default `Service`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
-    /// Name of the Backend.
+    /// Name of the Backend or Service.
     pub name: String,
     /// Namespace (default: the route's; another needs a ReferenceGrant there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    /// Port (Services only; a Backend's endpoints carry their own ports).
+    /// Port of the Service (required for a Service; refused for a Backend, whose endpoints
+    /// carry their own ports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i64>,
     /// Share of the requests (0-1000000, default 1), relative to the rule's other backends.

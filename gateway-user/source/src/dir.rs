@@ -83,6 +83,7 @@ pub fn read_dir(root: &Path) -> Result<Documents, SourceError> {
             source: root.display().to_string(),
         },
         files,
+        cluster: None,
     })
 }
 

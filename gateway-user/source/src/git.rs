@@ -900,6 +900,7 @@ impl GitSource {
                 source: self.describe(),
             },
             files,
+            cluster: None,
         })
     }
 }

@@ -75,6 +75,7 @@ mod tests {
                 path: "a/edge.yaml".into(),
                 content: "kind: L4Policy\n".into(),
             }],
+            cluster: None,
         };
         save(dir.path(), &docs).unwrap();
         assert_eq!(load(dir.path()).unwrap(), Some(docs));

@@ -8,11 +8,13 @@
 //! hostnames meet none of the listeners'); regular expressions that do not compile; path values
 //! that requests could never equal once normalised; weights out of range; filters used twice or
 //! on the wrong match type; a port with both HTTP and HTTPS listeners; features that are not
-//! built yet (Services outside Kubernetes mode, mirrors), each with a message that says so; and
-//! cross-namespace references no ReferenceGrant allows (`classes`, which also decides which
-//! Gateways are this agent's by their GatewayClass).
-//! The certificate files of HTTPS listeners are read when the revision is applied
-//! (`proxy::tls`), not here: compiling is a pure function of the documents.
+//! built yet (Services outside Kubernetes mode, mirrors to them), each with a message that
+//! says so; and cross-namespace references no ReferenceGrant allows (`classes`, which also
+//! decides which Gateways are this agent's by their GatewayClass). Services resolve only in
+//! Kubernetes mode, through the cluster's EndpointSlices that come with the documents
+//! (`services`; `backend_ref` checks each backendRef). The certificate files of HTTPS
+//! listeners are read when the revision is applied (`proxy::tls`), not here: compiling is a
+//! pure function of the documents.
 //!
 //! [`compile`] and `validate` (the order kinds are checked in, and what each needs of the
 //! others) are here; each kind is checked in its own module: `gateway` (listeners, TLS
@@ -23,6 +25,7 @@
 //! their limits and defaults are in `limits`, re-exported here. [`table`] is what they build.
 mod auth;
 mod backend;
+mod backend_ref;
 mod classes;
 pub mod cors;
 mod filters;
@@ -34,6 +37,7 @@ mod ratelimit;
 pub mod reference;
 mod route;
 mod route_schema;
+mod services;
 pub mod status;
 pub mod table;
 mod targets;
@@ -47,6 +51,7 @@ mod tests;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use tollgate_model::cluster::Cluster;
 use tollgate_model::ratelimit::RateLimitMode;
 use tollgate_model::BanKind;
 use tollgate_model::{Checker, LeftOut, PolicyError, PolicyErrors};
@@ -54,11 +59,13 @@ use tollgate_model::{Located, Object};
 
 use auth::auth_policy;
 use backend::backend;
+use backend_ref::Backends;
 use classes::{Classes, Grants};
 use gateway::{gateway, GatewayInfo, Namespaces};
 pub use limits::*;
 use ratelimit::rate_limit_policy;
 use route::{route, Refs, RoutePolicies};
+use services::Services;
 pub use status::Acceptance;
 pub use table::RouteTable;
 use table::{HostPattern, L7Policy, RouteLimits};
@@ -113,7 +120,18 @@ pub fn compile_isolated(
     objects: &[Located<Object>],
     left_out: &[LeftOut],
 ) -> Result<(RouteTable, Acceptance), PolicyErrors> {
-    let (policy, acceptance) = validate(objects, left_out);
+    compile_isolated_in(objects, left_out, None)
+}
+
+/// As [`compile_isolated`], with the Services and EndpointSlices of the cluster the revision
+/// comes from (Kubernetes mode), which backendRefs to Services resolve through; `None`: no
+/// Service resolves.
+pub fn compile_isolated_in(
+    objects: &[Located<Object>],
+    left_out: &[LeftOut],
+    cluster: Option<&Cluster>,
+) -> Result<(RouteTable, Acceptance), PolicyErrors> {
+    let (policy, acceptance) = validate(objects, left_out, cluster);
     let first_route = objects
         .iter()
         .find(|o| matches!(o.value, Object::HTTPRoute(_)));
@@ -158,7 +176,11 @@ fn target_names(refs: &[tollgate_model::ratelimit::PolicyTargetReference]) -> Ve
 /// Checks every L7 object of a revision, in the order their references need (Backends and
 /// Gateways, then the policies, then the routes that use them all); returns what is served
 /// and what was left out.
-fn validate(objects: &[Located<Object>], parsed_left_out: &[LeftOut]) -> (L7Policy, Acceptance) {
+fn validate(
+    objects: &[Located<Object>],
+    parsed_left_out: &[LeftOut],
+    cluster: Option<&Cluster>,
+) -> (L7Policy, Acceptance) {
     let mut policy = L7Policy::default();
     let mut acceptance = Acceptance::default();
     let classes = Classes::of(objects, parsed_left_out, &mut acceptance);
@@ -242,6 +264,14 @@ fn validate(objects: &[Located<Object>], parsed_left_out: &[LeftOut]) -> (L7Poli
             }
         }
     }
+
+    // What backendRefs name: those Backends, and the cluster's Services (whose backends come
+    // after them in the table, made as routes name them).
+    let mut backends = Backends {
+        objects: backends,
+        services: Services::new(cluster),
+        base: policy.backends.len(),
+    };
 
     // Gateways and their listeners (a broken listener is left out on its own).
     let mut gateways: HashMap<(String, String), GatewayInfo> = HashMap::new();
@@ -491,9 +521,9 @@ fn validate(objects: &[Located<Object>], parsed_left_out: &[LeftOut]) -> (L7Poli
             order,
             &r,
             &gateways,
-            &Refs {
+            &mut Refs {
                 namespaces: &namespaces,
-                backends: &backends,
+                backends: &mut backends,
                 grants: &grants,
             },
             &policies,
@@ -507,6 +537,7 @@ fn validate(objects: &[Located<Object>], parsed_left_out: &[LeftOut]) -> (L7Poli
             _ => leave_out(&mut acceptance, o, errors, Vec::new()),
         }
     }
+    policy.backends.append(&mut backends.services.defs);
     (policy, acceptance)
 }
 

@@ -13,7 +13,8 @@ use tollgate_model::route::{
 };
 use tollgate_model::{names, Checker, PolicyError};
 
-use super::classes::{Grants, Referrer};
+use super::backend_ref::{backend_ref, BackendRef, Backends};
+use super::classes::Grants;
 use super::filters::{check_filter_fields, header_modifier, path_modifier};
 use super::gateway::{GatewayInfo, ListenerRef, Namespaces};
 use super::limits::*;
@@ -22,12 +23,9 @@ use super::route_schema::route_schema;
 use super::status::{self, reason, Condition, ParentRef, ParentStatus, RouteStatus};
 use super::table::{
     Attachment, HostPattern, Mirror, Redirect, Retry, RouteDef, RouteLimits, Rule, RuleDef,
-    RuleFailure, Timeouts, UrlRewrite, WeightedBackend,
+    RuleFailure, Timeouts, UrlRewrite,
 };
 use super::{parse_duration, port, PROXY_REQUEST_HEADERS, PROXY_RESPONSE_HEADERS};
-
-/// Group of Tollgate's own kinds.
-const TOLLGATE_GROUP: &str = tollgate_model::GROUP;
 
 /// What an HTTPRoute compiled into: the route (`None` when it is left out), its status per
 /// parent, and the problems that leave only part of it out (dropped rules, rules that answer
@@ -39,11 +37,11 @@ pub(super) struct RouteOutcome {
 }
 
 /// What the references of a route may resolve to.
-pub(super) struct Refs<'a> {
+pub(super) struct Refs<'a, 'b> {
     /// Namespace labels, for listeners that select routes' namespaces.
     pub(super) namespaces: &'a Namespaces,
-    /// Backends by (namespace, name): indexes into the policy's backends.
-    pub(super) backends: &'a HashMap<(String, String), usize>,
+    /// What backendRefs may name: Backends and, in Kubernetes mode, Services.
+    pub(super) backends: &'a mut Backends<'b>,
     /// The ReferenceGrants, for backendRefs to another namespace.
     pub(super) grants: &'a Grants<'a>,
 }
@@ -73,7 +71,7 @@ pub(super) fn route(
     order: u32,
     r: &HTTPRoute,
     gateways: &HashMap<(String, String), GatewayInfo>,
-    refs: &Refs<'_>,
+    refs: &mut Refs<'_, '_>,
     policies: &RoutePolicies<'_>,
 ) -> RouteOutcome {
     let before = c.mark();
@@ -479,7 +477,7 @@ fn rule(
     ns: &str,
     route: &Arc<str>,
     raw: &HTTPRouteRule,
-    refs: &Refs<'_>,
+    refs: &mut Refs<'_, '_>,
     policies: &RoutePolicies<'_>,
     unresolved: &mut Vec<(&'static str, PolicyError)>,
 ) -> Option<RuleDef> {
@@ -654,7 +652,7 @@ fn rule(
     let mut unresolved_weight = 0u32;
     for (j, b) in backend_refs.iter().enumerate() {
         let bat = format!("{at}.backendRefs[{j}]");
-        match backend_ref(c, &bat, ns, b, refs) {
+        match backend_ref(c, &bat, ns, b, refs.backends, refs.grants) {
             BackendRef::Resolved(w) => weighted.push(w),
             BackendRef::Unresolved(why, field, message, weight) => {
                 unresolved_weight = unresolved_weight.saturating_add(weight);
@@ -777,17 +775,6 @@ fn rule(
     })
 }
 
-/// What a backendRef came to.
-enum BackendRef {
-    /// A Backend of the revision.
-    Resolved(WeightedBackend),
-    /// Valid in itself, but it names nothing this revision serves: (reason, field, message,
-    /// weight).
-    Unresolved(&'static str, String, String, u32),
-    /// Invalid in itself (recorded in the checker): the rule is dropped.
-    Invalid,
-}
-
 /// Checks a `RequestMirror` filter: its share, and its backend, resolved as a backendRef is.
 /// A backend that does not resolve is reported (`ResolvedRefs=False`) and mirrored to by no
 /// request; the rule serves as if the filter were not there.
@@ -796,7 +783,7 @@ fn mirror(
     at: &str,
     ns: &str,
     m: &HTTPRequestMirrorFilter,
-    refs: &Refs<'_>,
+    refs: &mut Refs<'_, '_>,
     unresolved: &mut Vec<(&'static str, PolicyError)>,
 ) -> Option<Mirror> {
     let before = c.mark();
@@ -843,7 +830,14 @@ fn mirror(
         weight: None,
         filters: None,
     };
-    let resolved = backend_ref(c, &format!("{at}.backendRef"), ns, &as_ref, refs);
+    let resolved = backend_ref(
+        c,
+        &format!("{at}.backendRef"),
+        ns,
+        &as_ref,
+        refs.backends,
+        refs.grants,
+    );
     if !c.clean_since(before) {
         return None;
     }
@@ -866,88 +860,5 @@ fn mirror(
             None
         }
         BackendRef::Invalid => None,
-    }
-}
-
-/// Checks one backendRef: its own fields strictly, then whether it names a Backend of the
-/// route's own namespace.
-fn backend_ref(
-    c: &mut Checker<'_, '_>,
-    at: &str,
-    ns: &str,
-    b: &HTTPBackendRef,
-    refs: &Refs<'_>,
-) -> BackendRef {
-    let before = c.mark();
-    let group = b.group.as_deref().unwrap_or("");
-    let kind = b.kind.as_deref().unwrap_or("Service");
-    let is_backend = (group, kind) == (TOLLGATE_GROUP, "Backend");
-    if b.port.is_some() && is_backend {
-        c.error(
-            format!("{at}.port"),
-            "a Backend's endpoints carry their own ports; remove port",
-        );
-    }
-    if b.filters.is_some() {
-        c.error(
-            format!("{at}.filters"),
-            "per-backend filters are not supported yet; put the filters on the rule",
-        );
-    }
-    let weight = match b.weight {
-        None => 1,
-        Some(w) if (0..=MAX_WEIGHT).contains(&w) => w as u32,
-        Some(w) => {
-            c.error(
-                format!("{at}.weight"),
-                format!("{w} is out of range 0-{MAX_WEIGHT}"),
-            );
-            0
-        }
-    };
-    if !c.clean_since(before) {
-        return BackendRef::Invalid;
-    }
-    match (group, kind) {
-        (TOLLGATE_GROUP, "Backend") => {}
-        ("", "Service") => {
-            return BackendRef::Unresolved(
-                reason::BACKEND_NOT_FOUND,
-                at.to_owned(),
-                format!("Service \"{}\": Services are resolved in Kubernetes mode, which is not built yet; use group: tollgate.dev, kind: Backend", b.name),
-                weight,
-            )
-        }
-        _ => {
-            return BackendRef::Unresolved(
-                reason::INVALID_KIND,
-                at.to_owned(),
-                format!("{group}/{kind}: expected group tollgate.dev, kind Backend"),
-                weight,
-            )
-        }
-    }
-    let target_ns = b.namespace.as_deref().unwrap_or(ns);
-    let from = Referrer {
-        group: GATEWAY_API_GROUP,
-        kind: "HTTPRoute",
-        namespace: ns,
-    };
-    if !refs.grants.permits(&from, group, kind, target_ns, &b.name) {
-        return BackendRef::Unresolved(
-            reason::REF_NOT_PERMITTED,
-            format!("{at}.namespace"),
-            format!("\"{target_ns}\": no ReferenceGrant in namespace {target_ns} lets HTTPRoutes of namespace {ns} refer to {kind} {}", b.name),
-            weight,
-        );
-    }
-    match refs.backends.get(&(target_ns.to_owned(), b.name.clone())) {
-        Some(&backend) => BackendRef::Resolved(WeightedBackend { backend, weight }),
-        None => BackendRef::Unresolved(
-            reason::BACKEND_NOT_FOUND,
-            format!("{at}.name"),
-            format!("no (valid) Backend {target_ns}/{} in this revision", b.name),
-            weight,
-        ),
     }
 }

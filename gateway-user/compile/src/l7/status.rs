@@ -38,6 +38,9 @@ pub mod reason {
     pub const INVALID_KIND: &str = "InvalidKind";
     /// ResolvedRefs=False: a backendRef to another namespace that no ReferenceGrant allows.
     pub const REF_NOT_PERMITTED: &str = "RefNotPermitted";
+    /// ResolvedRefs=False: a backendRef's port speaks a protocol (`protocol`, `appProtocol`)
+    /// the proxy cannot send requests in.
+    pub const UNSUPPORTED_PROTOCOL: &str = "UnsupportedProtocol";
     /// PoliciesApplied=False: a policy that targets the route was left out.
     pub const POLICY_LEFT_OUT: &str = "PolicyLeftOut";
 }

@@ -62,6 +62,7 @@ spec:
             path: "gw.yaml".into(),
             content: yaml,
         }],
+        cluster: None,
     };
     let objects = tollgate_model::parse(&docs).unwrap_or_else(|e| panic!("{e}"));
     tollgate_compile::l7::compile(&objects).unwrap_or_else(|e| panic!("{e}"))

@@ -8,6 +8,7 @@ mod isolation;
 mod ratelimit;
 mod route;
 mod routing;
+mod services;
 mod traffic;
 
 use super::table::{HostPattern, RequestView};

@@ -26,7 +26,10 @@ fn services_cross_namespace_refs_and_ports_on_backend_refs_are_refused() {
                 "HTTPRoute/r".into(),
                 "spec.rules[0].backendRefs[2].port".into()
             ),
-            ("HTTPRoute/r".into(), "spec.rules[0].backendRefs[0]".into()),
+            (
+                "HTTPRoute/r".into(),
+                "spec.rules[0].backendRefs[0].name".into()
+            ),
             (
                 "HTTPRoute/r".into(),
                 "spec.rules[0].backendRefs[1].namespace".into()
@@ -76,10 +79,10 @@ fn filters_are_checked() {
             f("[0].requestHeaderModifier.set[1].name"),
             f("[0].requestHeaderModifier.remove[0]"),
             f("[2].type"),
+            // A mirror to a Service must name its port, as a backendRef to one must.
+            f("[3].requestMirror.backendRef.port"),
             f("[4].requestHeaderModifier"),
             f("[4].responseHeaderModifier"),
-            // A mirror to a Service, which only Kubernetes mode resolves: reported, unused.
-            f("[3].requestMirror.backendRef"),
         ]
     );
     assert!(
