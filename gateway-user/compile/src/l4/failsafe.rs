@@ -22,6 +22,10 @@ use std::str::FromStr;
 use serde::Serialize;
 use tollgate_model::PolicyError;
 
+/// The object name of the warnings about failsafe endpoints (they come from the node, not
+/// from a policy object).
+pub const FAILSAFE_OBJECT: &str = "(failsafe endpoints)";
+
 /// An endpoint the node must keep reaching: the replies from `addr`, TCP source port `port`,
 /// pass whatever the policy says.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -96,7 +100,7 @@ pub fn in_force(list: &[Failsafe]) -> (Vec<Failsafe>, Vec<PolicyError>) {
         if f.port == 0 {
             warnings.push(PolicyError::new(
                 &f.origin,
-                "(failsafe endpoints)",
+                FAILSAFE_OBJECT,
                 "",
                 format!("failsafe endpoint {} has port 0: ignored", f.addr),
             ));
@@ -106,7 +110,7 @@ pub fn in_force(list: &[Failsafe]) -> (Vec<Failsafe>, Vec<PolicyError>) {
             Some(k) if k.port == f.port => {}
             Some(k) => warnings.push(PolicyError::new(
                 &f.origin,
-                "(failsafe endpoints)",
+                FAILSAFE_OBJECT,
                 "",
                 format!(
                     "failsafe endpoint {f} is not protected: {} is protected for TCP port {} already ({}), and one address gets one port",
