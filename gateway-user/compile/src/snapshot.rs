@@ -54,18 +54,27 @@ pub fn compile_documents(
     docs: &Documents,
     interfaces: Option<&[String]>,
 ) -> Result<Snapshot, PolicyErrors> {
-    compile_documents_with(&mut ParseCache::default(), docs, interfaces, &[])
+    compile_documents_with(&mut ParseCache::default(), docs, interfaces)
 }
 
 /// As [`compile_documents`], parsing only the files that changed since the last call with the
-/// same cache (the agent keeps one across revisions), with lock-out protection for `failsafe`
-/// (see [`crate::l4::failsafe`]).
+/// same cache (the agent keeps one across revisions).
+pub fn compile_documents_with(
+    cache: &mut ParseCache,
+    docs: &Documents,
+    interfaces: Option<&[String]>,
+) -> Result<Snapshot, PolicyErrors> {
+    compile_documents_for_node(cache, docs, interfaces, &[])
+}
+
+/// As [`compile_documents_with`], with lock-out protection for `failsafe` (see
+/// [`crate::l4::failsafe`]).
 ///
 /// The failsafe endpoints are an input next to `interfaces`, not part of the documents: they
 /// describe the node (which API server it talks to), not the policy, so the same revision
 /// compiles to the same policy everywhere and a Git revision id stays a commit. The agent
 /// fixes them at start and passes them on every compile.
-pub fn compile_documents_with(
+pub fn compile_documents_for_node(
     cache: &mut ParseCache,
     docs: &Documents,
     interfaces: Option<&[String]>,

@@ -143,7 +143,10 @@ fn a_failsafe_port_change_flips_with_the_revision_under_traffic() {
     // A protects 10.96.0.10:6443, B 10.96.0.10:443. A reply from port 6443 is passed by the
     // failsafe under A and dropped by the deny rule under B: every packet lands on exactly
     // one of the two counters, whatever the flips it races with.
-    let (a, b) = (compiled(&failsafe(6443, 443)), compiled(&failsafe(443, 443)));
+    let (a, b) = (
+        compiled(&failsafe(6443, 443)),
+        compiled(&failsafe(443, 443)),
+    );
     let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
     rig.apply(&a).unwrap();
     let mut runner = rig

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap as HashMap;
 
 use gateway_common::{
-    limit_index, src_failsafe_flags, IfaceConfig, IfaceKey, LimitConfig, PortKey, SrcV4, SrcV6, SrcValue, Verdict,
-    GEN_BIT, IFACE_AUDIT, IFACE_DEFAULT_DROP, IFACE_WILDCARD_UNIFORM, MAX_LIMITS, MAX_RULE_IDS,
-    MAX_SOURCE_ENTRIES, NO_RULE, PORT_PREFIX_ANY_PROTO, PORT_PREFIX_PROTO, SCOPE_BITS, SRC_UNIFORM,
+    limit_index, src_failsafe_flags, IfaceConfig, IfaceKey, LimitConfig, PortKey, SrcV4, SrcV6,
+    SrcValue, Verdict, GEN_BIT, IFACE_AUDIT, IFACE_DEFAULT_DROP, IFACE_WILDCARD_UNIFORM,
+    MAX_LIMITS, MAX_RULE_IDS, MAX_SOURCE_ENTRIES, NO_RULE, PORT_PREFIX_ANY_PROTO,
+    PORT_PREFIX_PROTO, SCOPE_BITS, SRC_UNIFORM,
 };
 
 use super::ids::{EntryKey, Exhausted, IdSpace, Ids};

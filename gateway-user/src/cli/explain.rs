@@ -9,7 +9,9 @@ use tollgate_compile::l4::failsafe::{Failsafe, FAILSAFE_OBJECT};
 use tollgate_compile::l4::packet::{Outcome, Packet, Reason};
 use tollgate_compile::l4::RuleKind;
 use tollgate_compile::l7::table::{LimitKey, MatchDef, PathMatch};
-use tollgate_compile::snapshot::{compile_documents, compile_documents_with, ANY_OTHER_INTERFACE};
+use tollgate_compile::snapshot::{
+    compile_documents, compile_documents_for_node, ANY_OTHER_INTERFACE,
+};
 use tollgate_dataplane::bans::BanKind;
 use tollgate_proxy::decide::{decide, Decision, RequestParts};
 use tollgate_source::dir::read_dir;
@@ -70,7 +72,7 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<i32> {
     if args.interface != ANY_OTHER_INTERFACE {
         interfaces.push(ANY_OTHER_INTERFACE.into());
     }
-    let snapshot = match compile_documents_with(
+    let snapshot = match compile_documents_for_node(
         &mut Default::default(),
         &docs,
         Some(&interfaces),

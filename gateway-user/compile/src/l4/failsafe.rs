@@ -77,9 +77,7 @@ impl Failsafe {
     /// packet's own family.
     pub fn new(addr: IpAddr, port: u16, origin: impl Into<String>) -> Self {
         let addr = match addr {
-            IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map_or(IpAddr::V6(v6), IpAddr::V4),
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
         };
         Failsafe {
@@ -314,7 +312,7 @@ mod tests {
                 Failsafe::new("10.0.0.1".parse().unwrap(), 6443, "kubeconfig"),
                 Failsafe::new("10.0.0.1".parse().unwrap(), 443, "--failsafe"),
             ];
-            let s = crate::snapshot::compile_documents_with(
+            let s = crate::snapshot::compile_documents_for_node(
                 &mut Default::default(),
                 &docs,
                 Some(&["eth0".to_string()]),
@@ -322,7 +320,10 @@ mod tests {
             )
             .unwrap();
             assert_eq!(s.l4.failsafe, both[..1].to_vec());
-            assert_eq!(s.l4.failsafe_port("eth0", "10.0.0.1".parse().unwrap()), Some(6443));
+            assert_eq!(
+                s.l4.failsafe_port("eth0", "10.0.0.1".parse().unwrap()),
+                Some(6443)
+            );
             assert!(
                 s.warnings
                     .iter()
@@ -330,7 +331,8 @@ mod tests {
                 "{:?}",
                 s.warnings
             );
-            let d = s.l4.decide_with_source_port("eth0", &tcp("10.0.0.1", 40000), Some(443));
+            let d =
+                s.l4.decide_with_source_port("eth0", &tcp("10.0.0.1", 40000), Some(443));
             assert_eq!(d.outcome, Outcome::Drop);
         }
     }
