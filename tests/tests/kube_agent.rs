@@ -272,7 +272,7 @@ fn a_deny_all_l4policy_does_not_cut_the_agent_off_its_api_server() {
     fake.apply_yaml(&l4_policy(
         "edge",
         "deny",
-        "- name: ping\n  action: allow\n  protocol: icmp\n",
+        "- name: ping\n  action: allow\n  protocol: ICMP\n",
     ))
     .unwrap();
     agent
