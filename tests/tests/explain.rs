@@ -162,7 +162,10 @@ fn replies_of_a_failsafe_endpoint_pass_by_lock_out_protection_and_nothing_else_d
         "tcp 203.0.113.7:6444 -> 198.18.0.1:41000",
     ]);
     assert_eq!(code, 1, "{out}");
-    assert!(line(&out, "decided by:").contains("block-scanners"), "{out}");
+    assert!(
+        line(&out, "decided by:").contains("block-scanners"),
+        "{out}"
+    );
     assert!(
         line(&out, "failsafe note:")
             .contains("replies from 203.0.113.7 port 6443 pass whatever the policy says"),

@@ -237,7 +237,11 @@ fn a_deny_all_l4policy_does_not_cut_the_agent_off_its_api_server() {
     forward_from_netns(lab.netns(), api, fake.addr());
     let text = std::fs::read_to_string(&kubeconfig).unwrap();
     assert!(text.contains(&fake.url()), "{text}");
-    std::fs::write(&kubeconfig, text.replace(&fake.url(), &format!("http://{api}"))).unwrap();
+    std::fs::write(
+        &kubeconfig,
+        text.replace(&fake.url(), &format!("http://{api}")),
+    )
+    .unwrap();
 
     fake.apply_yaml(&l4_policy("edge", "allow", "")).unwrap();
     let admin = format!("127.0.0.1:{FAILSAFE_ADMIN}");
@@ -278,7 +282,11 @@ fn a_deny_all_l4policy_does_not_cut_the_agent_off_its_api_server() {
     agent
         .wait_for_log_count(POLICY_APPLIED, 3, APPLY_TIMEOUT)
         .unwrap_or_else(|e| panic!("the change after deny-all never arrived: {e}"));
-    assert_eq!(pings(&lab, SCANNER), 3, "the allow after deny-all is not enforced");
+    assert_eq!(
+        pings(&lab, SCANNER),
+        3,
+        "the allow after deny-all is not enforced"
+    );
     // And it was lock-out protection that let the replies through.
     let (_, metrics) = http_get(FAILSAFE_ADMIN, "/metrics", "").expect("/metrics");
     let passed = metric_value(
