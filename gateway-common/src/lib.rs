@@ -93,6 +93,26 @@ const _: () = assert!(core::mem::size_of::<IfaceConfig>() == 48);
 /// `SrcValue::verdict` holds the entry's verdict for every protocol and port (its rules name
 /// no protocol): no port-table lookup is needed. A blocklist entry is the common case.
 pub const SRC_UNIFORM: u32 = 1;
+/// Lock-out protection: a TCP packet from this (/32 or /128) source whose TCP *source* port is
+/// [`src_failsafe_port`] passes before any rule is looked at (the replies of the node's
+/// connection to its API server; `defaultAction: deny` must not cut the node off). Other
+/// packets from the address are judged by the entry as usual.
+pub const SRC_FAILSAFE: u32 = 2;
+/// Shift of the failsafe TCP source port in `SrcValue::flags` (the upper 16 bits): the value
+/// layout stays as it is.
+pub const SRC_FAILSAFE_PORT_SHIFT: u32 = 16;
+
+/// The `SrcValue::flags` bits that mark a failsafe entry for TCP source port `port`.
+#[inline(always)]
+pub const fn src_failsafe_flags(port: u16) -> u32 {
+    SRC_FAILSAFE | ((port as u32) << SRC_FAILSAFE_PORT_SHIFT)
+}
+
+/// The failsafe TCP source port carried by `SrcValue::flags` (meaningful with `SRC_FAILSAFE`).
+#[inline(always)]
+pub const fn src_failsafe_port(flags: u32) -> u16 {
+    (flags >> SRC_FAILSAFE_PORT_SHIFT) as u16
+}
 
 /// Value of the source tries.
 #[repr(C)]
@@ -100,7 +120,7 @@ pub const SRC_UNIFORM: u32 = 1;
 pub struct SrcValue {
     /// Entry id (with the generation bit) of the entry's port table.
     pub entry: u32,
-    /// `SRC_*` flags.
+    /// `SRC_*` flags; the upper 16 bits hold the failsafe port when `SRC_FAILSAFE` is set.
     pub flags: u32,
     /// The verdict when `SRC_UNIFORM` is set.
     pub verdict: Verdict,
@@ -310,6 +330,8 @@ pub const STAT_UNCONFIGURED: u32 = 3;
 pub const STAT_UNSUPPORTED: u32 = 4;
 /// A bucket could not be created (LRU map full and contended): the packet passed uncharged.
 pub const STAT_BUCKET_ERROR: u32 = 5;
+/// TCP replies from a failsafe endpoint (the API server), passed whatever the policy says.
+pub const STAT_FAILSAFE: u32 = 6;
 /// Number of `STAT_*` indexes.
 pub const STATS: u32 = 8;
 

@@ -11,7 +11,10 @@
 //!   cannot see what they carry, and passing them would be a way around the policy);
 //! - non-first fragments: judged by the rules that name no ports or ICMP types (source and
 //!   protocol); if none matches they pass, since their first fragment carried the ports and was
-//!   judged, and the stack cannot reassemble them without it.
+//!   judged, and the stack cannot reassemble them without it;
+//! - TCP packets from a failsafe endpoint (the API server the node talks to) whose TCP source
+//!   port is the endpoint's: pass before any rule (lock-out protection; banned sources are
+//!   still dropped first).
 use core::{
     intrinsics::{atomic_xadd, AtomicOrdering},
     mem,
@@ -83,6 +86,8 @@ struct Parsed {
     proto: u8,
     /// Port, `PORT_ICMP_BASE + type`, or 0 (no L4 selector).
     port: u16,
+    /// TCP source port (0 for anything else): the failsafe matches the API server's replies.
+    sport: u16,
     fragment: bool,
 }
 
@@ -144,15 +149,17 @@ fn parse_v4(data: usize, end: usize, off: usize) -> Result<Parsed, Unjudged> {
             src,
             proto,
             port: 0,
+            sport: 0,
             fragment: true,
         });
     }
-    let port = l4_selector(data, end, off + ihl, proto)?;
+    let (port, sport) = l4_selector(data, end, off + ihl, proto)?;
     Ok(Parsed {
         v6: false,
         src,
         proto,
         port,
+        sport,
         fragment: false,
     })
 }
@@ -212,38 +219,44 @@ fn parse_v6(data: usize, end: usize, off: usize) -> Result<Parsed, Unjudged> {
             src,
             proto: next,
             port: 0,
+            sport: 0,
             fragment: true,
         });
     }
-    let port = l4_selector(data, end, l4, next)?;
+    let (port, sport) = l4_selector(data, end, l4, next)?;
     Ok(Parsed {
         v6: true,
         src,
         proto: next,
         port,
+        sport,
         fragment: false,
     })
 }
 
-/// The port field for the port table: destination port, or `PORT_ICMP_BASE + type`. The
-/// whole minimal L4 header must be present. Every read goes through the pointer that was
-/// bounds-checked (the verifier does not relate a recomputed pointer to the checked one).
+/// The port field for the port table (destination port, or `PORT_ICMP_BASE + type`) and the
+/// TCP source port (0 for other protocols; the failsafe check reads it). The whole minimal L4
+/// header must be present. Every read goes through the pointer that was bounds-checked (the
+/// verifier does not relate a recomputed pointer to the checked one).
 #[inline(always)]
-fn l4_selector(data: usize, end: usize, off: usize, proto: u8) -> Result<u16, Unjudged> {
+fn l4_selector(data: usize, end: usize, off: usize, proto: u8) -> Result<(u16, u16), Unjudged> {
     match proto {
         IPPROTO_TCP => {
             let h = unsafe { &*ptr_at::<[u8; 20]>(data, end, off)? };
-            Ok(u16::from_be_bytes([h[2], h[3]]))
+            Ok((
+                u16::from_be_bytes([h[2], h[3]]),
+                u16::from_be_bytes([h[0], h[1]]),
+            ))
         }
         IPPROTO_UDP => {
             let h = unsafe { &*ptr_at::<[u8; 8]>(data, end, off)? };
-            Ok(u16::from_be_bytes([h[2], h[3]]))
+            Ok((u16::from_be_bytes([h[2], h[3]]), 0))
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
             let h = unsafe { &*ptr_at::<[u8; 4]>(data, end, off)? };
-            Ok(PORT_ICMP_BASE + h[0] as u16)
+            Ok((PORT_ICMP_BASE + h[0] as u16, 0))
         }
-        _ => Ok(0),
+        _ => Ok((0, 0)),
     }
 }
 
@@ -518,7 +531,23 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
     };
     // The source side: the longest source prefix any rule names. Its verdict is in the trie
     // value itself when its rules name no protocol (a blocklist), else in the port table.
-    let v1 = match source_entry(iface.scope, &p) {
+    let src = source_entry(iface.scope, &p);
+    // Lock-out protection, before any rule: the TCP replies of the node's API server (an
+    // exact-address entry marked failsafe, whose TCP source port is the server's) pass. Only
+    // TCP with that source port, so the address gains nothing else. Bans were checked above
+    // and still apply: the blocklist is filled by hand or by the L7 tier, never by the policy.
+    if let Some(sv) = src {
+        let flags = sv.flags;
+        if flags & SRC_FAILSAFE != 0
+            && p.proto == IPPROTO_TCP
+            && !p.fragment
+            && p.sport == src_failsafe_port(flags)
+        {
+            count_stat(STAT_FAILSAFE, len);
+            return ACTION_PASS;
+        }
+    }
+    let v1 = match src {
         Some(sv) if sv.flags & SRC_UNIFORM != 0 => Some(&sv.verdict),
         Some(sv) => port_verdict(sv.entry, &p),
         None => None,

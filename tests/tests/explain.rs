@@ -131,3 +131,76 @@ fn requests_get_the_listener_route_auth_limits_and_backends_the_proxy_would_use(
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("expected 'Name: value'"), "{out}");
 }
+
+#[test]
+fn replies_of_a_failsafe_endpoint_pass_by_lock_out_protection_and_nothing_else_does() {
+    // 203.0.113.7 is in block-scanners' range (a deny rule); as a failsafe endpoint its TCP
+    // replies from port 6443 still pass.
+    let fs = ["--failsafe", "203.0.113.7:6443"];
+    let (code, out) = explain(&[
+        fs[0],
+        fs[1],
+        "--packet",
+        "tcp 203.0.113.7:6443 -> 198.18.0.1:41000",
+    ]);
+    assert_eq!(code, 0, "the API server's reply passes: {out}");
+    assert!(line(&out, "verdict:").contains("PASS"), "{out}");
+    assert!(
+        line(&out, "decided by:").contains("lock-out protection")
+            && line(&out, "decided by:").contains("203.0.113.7:6443"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "failsafe:").contains("tcp 203.0.113.7:6443 (--failsafe)"),
+        "{out}"
+    );
+    // Another source port: the policy judges, and the note says which replies would pass.
+    let (code, out) = explain(&[
+        fs[0],
+        fs[1],
+        "--packet",
+        "tcp 203.0.113.7:6444 -> 198.18.0.1:41000",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        line(&out, "decided by:").contains("block-scanners"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "failsafe note:")
+            .contains("replies from 203.0.113.7 port 6443 pass whatever the policy says"),
+        "{out}"
+    );
+    // No source port given: judged by the policy, with the same note.
+    let (code, out) = explain(&[
+        fs[0],
+        fs[1],
+        "--packet",
+        "tcp 203.0.113.7 -> 198.18.0.1:41000",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        line(&out, "failsafe note:").contains("no source port given"),
+        "{out}"
+    );
+    // UDP from the endpoint's port is not a TCP reply.
+    let (code, out) = explain(&[
+        fs[0],
+        fs[1],
+        "--packet",
+        "udp 203.0.113.7:6443 -> 198.18.0.1:41000",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    // Without --failsafe the reply is dropped; a malformed endpoint is refused.
+    let (code, out) = explain(&["--packet", "tcp 203.0.113.7:6443 -> 198.18.0.1:41000"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains("failsafe"), "{out}");
+    let (code, out) = explain(&[
+        "--failsafe",
+        "api.example.com:6443",
+        "--packet",
+        "tcp 203.0.113.7:6443 -> 198.18.0.1:41000",
+    ]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("expected ADDR:PORT"), "{out}");
+}

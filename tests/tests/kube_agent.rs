@@ -1,8 +1,9 @@
 //! The real agent with `--source kubernetes`, against the fake API server (in this process, on
 //! 127.0.0.1 of the root namespace, where the agent runs): objects applied through the API are
-//! enforced (L4 packets dropped, HTTP routes served), and so are their changes and deletions.
+//! enforced (L4 packets dropped, HTTP routes served), and so are their changes and deletions;
+//! and a deny-all L4Policy does not cut the agent off its API server (lock-out protection).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,7 +11,9 @@ use tollgate_tests::kube_fake::{tollgate_kinds, FakeApiServer};
 use tollgate_tests::l7::{
     backend_object, curl, documents, gateway, route_object, start_agent, to, Backend,
 };
-use tollgate_tests::{l4_policy, require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED};
+use tollgate_tests::{
+    http_get, l4_policy, metric_value, require_root, Lab, APPLY_TIMEOUT, POLICY_APPLIED,
+};
 
 const SCANNER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
 const L4_ADMIN: u16 = 18330;
@@ -18,6 +21,8 @@ const PROXY: u16 = 18331;
 const L7_ADMIN: u16 = 18332;
 const APP: u16 = 18333;
 const V2: u16 = 18334;
+const FAILSAFE_API: u16 = 18337;
+const FAILSAFE_ADMIN: u16 = 18338;
 
 /// The fake, and a kubeconfig for it in the lab's directory.
 fn api_server(lab: &Lab) -> (FakeApiServer, PathBuf) {
@@ -174,4 +179,121 @@ fn routes_applied_through_the_api_are_served_and_so_are_their_changes() {
         .unwrap_or_else(|e| panic!("{e}"));
     let r = curl(&["--http1.1", &url]);
     assert_eq!(r.status, 404, "{r:?}");
+}
+
+/// Listens on `listen` inside network namespace `netns` and forwards every connection to `to`
+/// in this (root) namespace: a socket keeps the namespace it was made in, so one thread enters
+/// the namespace for the listener only. The agent's connections to the API server then leave
+/// through the enforced interface, and the server's replies arrive on it.
+fn forward_from_netns(netns: &str, listen: SocketAddr, to: SocketAddr) {
+    use std::os::fd::AsRawFd;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let netns = netns.to_owned();
+    std::thread::spawn(move || {
+        let home = std::fs::File::open("/proc/thread-self/ns/net").expect("own netns");
+        let target = std::fs::File::open(format!("/run/netns/{netns}")).expect("lab netns");
+        // SAFETY: setns on open namespace files; only this thread changes namespace.
+        assert_eq!(
+            unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns into {netns}"
+        );
+        let listener = std::net::TcpListener::bind(listen);
+        // SAFETY: as above, back to the namespace this thread started in.
+        assert_eq!(
+            unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns back"
+        );
+        let listener = listener.unwrap_or_else(|e| panic!("bind {listen} in {netns}: {e}"));
+        tx.send(()).unwrap();
+        for client in listener.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect(to) else {
+                continue;
+            };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut c1, mut s1) = (client, server);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c1, &mut s1);
+                let _ = s1.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s2, &mut c2);
+                let _ = c2.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("the forwarder listens");
+}
+
+#[test]
+fn a_deny_all_l4policy_does_not_cut_the_agent_off_its_api_server() {
+    require_root!();
+    let lab = Lab::new("k8sfs", &[SCANNER]);
+    let (fake, kubeconfig) = api_server(&lab);
+    // The API server, as the agent sees it, is in the lab's namespace: its replies arrive on
+    // the interface the agent enforces on.
+    let api = SocketAddr::new(lab.ns_ip().into(), FAILSAFE_API);
+    forward_from_netns(lab.netns(), api, fake.addr());
+    let text = std::fs::read_to_string(&kubeconfig).unwrap();
+    assert!(text.contains(&fake.url()), "{text}");
+    std::fs::write(
+        &kubeconfig,
+        text.replace(&fake.url(), &format!("http://{api}")),
+    )
+    .unwrap();
+
+    fake.apply_yaml(&l4_policy("edge", "allow", "")).unwrap();
+    let admin = format!("127.0.0.1:{FAILSAFE_ADMIN}");
+    let mut agent = lab.start_agent(&[
+        "--source",
+        "kubernetes",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--admin",
+        &admin,
+    ]);
+    agent
+        .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let log = agent.log();
+    assert!(
+        log.contains("lock-out protection") && log.contains(&api.to_string()),
+        "the endpoint in force is logged: {log}"
+    );
+    let (code, status) = http_get(FAILSAFE_ADMIN, "/status", "").expect("/status");
+    assert_eq!(code, 200, "{status}");
+    assert!(status.contains("\"failsafe\""), "{status}");
+    assert!(status.contains(&lab.ns_ip().to_string()), "{status}");
+
+    // Deny everything: pings from the namespace are dropped...
+    fake.apply_yaml(&l4_policy("edge", "deny", "")).unwrap();
+    agent
+        .wait_for_log_count(POLICY_APPLIED, 2, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pings(&lab, SCANNER), 0, "deny-all let a ping through");
+    // ...yet the agent still hears from its API server: the next change is enforced.
+    fake.apply_yaml(&l4_policy(
+        "edge",
+        "deny",
+        "- name: ping\n  action: allow\n  protocol: ICMP\n",
+    ))
+    .unwrap();
+    agent
+        .wait_for_log_count(POLICY_APPLIED, 3, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("the change after deny-all never arrived: {e}"));
+    assert_eq!(
+        pings(&lab, SCANNER),
+        3,
+        "the allow after deny-all is not enforced"
+    );
+    // And it was lock-out protection that let the replies through.
+    let (_, metrics) = http_get(FAILSAFE_ADMIN, "/metrics", "").expect("/metrics");
+    let passed = metric_value(
+        &metrics,
+        "tollgate_l4_unjudged_packets_total{reason=\"failsafe\"}",
+    )
+    .unwrap_or(0);
+    assert!(passed > 0, "no reply counted as failsafe:\n{metrics}");
 }

@@ -4,9 +4,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use crate::l4::failsafe::{self, Failsafe};
 use crate::l4::policy::Policy;
 use crate::l4::validate::validate;
-use crate::l4::{compile, L4Snapshot};
+use crate::l4::{compile_with_failsafe, L4Snapshot};
 use crate::l7::{Acceptance, RouteTable};
 use tollgate_model::ParseCache;
 use tollgate_model::{Documents, PolicyError, PolicyErrors, Revision};
@@ -63,6 +64,22 @@ pub fn compile_documents_with(
     docs: &Documents,
     interfaces: Option<&[String]>,
 ) -> Result<Snapshot, PolicyErrors> {
+    compile_documents_for_node(cache, docs, interfaces, &[])
+}
+
+/// As [`compile_documents_with`], with lock-out protection for `failsafe` (see
+/// [`crate::l4::failsafe`]).
+///
+/// The failsafe endpoints are an input next to `interfaces`, not part of the documents: they
+/// describe the node (which API server it talks to), not the policy, so the same revision
+/// compiles to the same policy everywhere and a Git revision id stays a commit. The agent
+/// fixes them at start and passes them on every compile.
+pub fn compile_documents_for_node(
+    cache: &mut ParseCache,
+    docs: &Documents,
+    interfaces: Option<&[String]>,
+    failsafe: &[Failsafe],
+) -> Result<Snapshot, PolicyErrors> {
     let parsed = cache.parse_isolated(docs)?;
     let mut object_counts = std::collections::BTreeMap::new();
     for kind in parsed
@@ -90,8 +107,10 @@ pub fn compile_documents_with(
         Some(list) => list.to_vec(),
         None => validation_interfaces(&policies),
     };
-    let l4 = compile(&policies, &interfaces)?;
-    let warnings = crate::l4::warnings::neighbour_discovery(&policies, &l4);
+    let (failsafe, failsafe_warnings) = failsafe::in_force(failsafe);
+    let l4 = compile_with_failsafe(&policies, &interfaces, &failsafe)?;
+    let mut warnings = crate::l4::warnings::neighbour_discovery(&policies, &l4);
+    warnings.extend(failsafe_warnings);
     Ok(Snapshot {
         revision: docs.revision.clone(),
         policies,

@@ -5,8 +5,8 @@ use std::path::Path;
 use aya::maps::PerCpuArray;
 use gateway_common::{
     Counter, RuleCounters, SLOTS, SLOT_AUDIT, SLOT_DROP, SLOT_PASS, SLOT_RATELIMIT,
-    STAT_BUCKET_ERROR, STAT_FRAGMENT_PASS, STAT_MALFORMED, STAT_NON_IP, STAT_UNCONFIGURED,
-    STAT_UNSUPPORTED,
+    STAT_BUCKET_ERROR, STAT_FAILSAFE, STAT_FRAGMENT_PASS, STAT_MALFORMED, STAT_NON_IP,
+    STAT_UNCONFIGURED, STAT_UNSUPPORTED,
 };
 use serde::Serialize;
 
@@ -46,6 +46,8 @@ pub struct Stats {
     pub unsupported: u64,
     /// Rate-limit buckets that could not be created (packet passed).
     pub bucket_errors: u64,
+    /// Replies from a failsafe endpoint (the API server) passed before any rule.
+    pub failsafe: u64,
 }
 
 /// Everything `tollgate counters` shows.
@@ -151,6 +153,7 @@ pub fn read_named(
         unconfigured: stat(STAT_UNCONFIGURED)?,
         unsupported: stat(STAT_UNSUPPORTED)?,
         bucket_errors: stat(STAT_BUCKET_ERROR)?,
+        failsafe: stat(STAT_FAILSAFE)?,
     };
     Ok(report)
 }

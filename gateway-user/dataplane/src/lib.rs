@@ -29,6 +29,8 @@ pub mod attach;
 pub mod bans;
 pub mod bpffs;
 pub mod counters;
+#[cfg(test)]
+mod failsafe_tests;
 pub mod ids;
 pub mod netlink;
 pub mod offenders;

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap as HashMap;
 
 use gateway_common::{
-    limit_index, IfaceConfig, IfaceKey, LimitConfig, PortKey, SrcV4, SrcV6, SrcValue, Verdict,
-    GEN_BIT, IFACE_AUDIT, IFACE_DEFAULT_DROP, IFACE_WILDCARD_UNIFORM, MAX_LIMITS, MAX_RULE_IDS,
-    MAX_SOURCE_ENTRIES, NO_RULE, PORT_PREFIX_ANY_PROTO, PORT_PREFIX_PROTO, SCOPE_BITS, SRC_UNIFORM,
+    limit_index, src_failsafe_flags, IfaceConfig, IfaceKey, LimitConfig, PortKey, SrcV4, SrcV6,
+    SrcValue, Verdict, GEN_BIT, IFACE_AUDIT, IFACE_DEFAULT_DROP, IFACE_WILDCARD_UNIFORM,
+    MAX_LIMITS, MAX_RULE_IDS, MAX_SOURCE_ENTRIES, NO_RULE, PORT_PREFIX_ANY_PROTO,
+    PORT_PREFIX_PROTO, SCOPE_BITS, SRC_UNIFORM,
 };
 
 use super::ids::{EntryKey, Exhausted, IdSpace, Ids};
@@ -665,23 +666,25 @@ fn uniform(table: &PortTable) -> Option<SymVerdict> {
 }
 
 /// The trie value of a source entry; writes its port table unless its verdict is uniform.
+/// A failsafe entry carries its TCP port in the upper half of the flags.
 fn source_value(
     t: &mut Tables,
     entry: u32,
     table: &PortTable,
     rule_id: &dyn Fn(usize) -> u32,
 ) -> SrcValue {
+    let failsafe = table.failsafe_port.map_or(0, src_failsafe_flags);
     match uniform(table) {
         Some(v) => SrcValue {
             entry,
-            flags: SRC_UNIFORM,
+            flags: SRC_UNIFORM | failsafe,
             verdict: verdict(&v, rule_id),
         },
         None => {
             port_entries(t, entry, table, rule_id);
             SrcValue {
                 entry,
-                flags: 0,
+                flags: failsafe,
                 verdict: Verdict::default(),
             }
         }

@@ -35,6 +35,8 @@ pub struct FrameOptions {
     pub truncate: Option<usize>,
     /// Mark it as the first fragment of several (MF set, offset 0).
     pub first_fragment: bool,
+    /// TCP/UDP source port (default 50000).
+    pub src_port: Option<u16>,
 }
 
 /// Builds an Ethernet frame for `p` (destination 198.18.0.1 or 2001:db8::1; checksums are not
@@ -45,7 +47,7 @@ pub fn frame(p: &Packet, opts: FrameOptions) -> Vec<u8> {
         f.extend_from_slice(&[0x81, 0x00]);
         f.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
     }
-    let l4 = l4_bytes(p);
+    let l4 = l4_bytes(p, opts.src_port.unwrap_or(50000));
     match p.src {
         std::net::IpAddr::V4(src) => {
             f.extend_from_slice(&[0x08, 0x00]);
@@ -108,17 +110,17 @@ pub fn frame(p: &Packet, opts: FrameOptions) -> Vec<u8> {
     f
 }
 
-fn l4_bytes(p: &Packet) -> Vec<u8> {
+fn l4_bytes(p: &Packet, src_port: u16) -> Vec<u8> {
     match (p.protocol, p.l4) {
         (_, L4::Fragment) => vec![0xab; 16],
         (6, L4::Port(port)) => {
-            let mut h = vec![0xc3, 0x50];
+            let mut h = src_port.to_be_bytes().to_vec();
             h.extend_from_slice(&port.to_be_bytes());
             h.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
             h
         }
         (17, L4::Port(port)) => {
-            let mut h = vec![0xc3, 0x50];
+            let mut h = src_port.to_be_bytes().to_vec();
             h.extend_from_slice(&port.to_be_bytes());
             h.extend_from_slice(&[0, 16, 0, 0]);
             h.extend_from_slice(&[0x55; 8]);

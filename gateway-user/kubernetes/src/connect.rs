@@ -98,6 +98,28 @@ impl Settings {
             .to_owned()
     }
 
+    /// The address and port the client connects to, when the server's host is an IP literal
+    /// (a name is resolved by the client; the failsafe needs addresses). In a pod this is the
+    /// `kubernetes` Service's ClusterIP, which kube-proxy DNATs: the replies arrive from the
+    /// endpoints, see [`crate::failsafe`].
+    pub fn server_endpoint(&self) -> Option<std::net::SocketAddr> {
+        let url = &self.config.cluster_url;
+        let host = url.host()?;
+        let ip: std::net::IpAddr = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()?;
+        let port = url
+            .port_u16()
+            .unwrap_or(if url.scheme_str() == Some("http") {
+                80
+            } else {
+                443
+            });
+        Some(std::net::SocketAddr::new(ip, port))
+    }
+
     /// Where the settings came from: `in-cluster` or `kubeconfig PATH`.
     pub fn origin(&self) -> &str {
         &self.origin
@@ -134,7 +156,23 @@ mod tests {
         let path = write(dir.path(), "kc", "http://127.0.0.1:6443", "default");
         let settings = Settings::resolve(std::slice::from_ref(&path)).unwrap();
         assert_eq!(settings.server(), "http://127.0.0.1:6443");
+        assert_eq!(
+            settings.server_endpoint(),
+            Some("127.0.0.1:6443".parse().unwrap())
+        );
         assert!(settings.origin().contains("kc"));
+        for (server, endpoint) in [
+            ("https://[2001:db8::1]", Some("[2001:db8::1]:443")),
+            ("https://192.0.2.1:8443/", Some("192.0.2.1:8443")),
+            ("https://api.example.com:6443", None),
+        ] {
+            let path = write(dir.path(), "kc2", server, "default");
+            assert_eq!(
+                Settings::resolve(&[path]).unwrap().server_endpoint(),
+                endpoint.map(|e| e.parse().unwrap()),
+                "{server}"
+            );
+        }
         assert!(!format!("{settings:?}").contains("secret-token"));
     }
 

@@ -37,6 +37,7 @@ use tracing::{debug, info};
 
 pub mod connect;
 pub mod events;
+pub mod failsafe;
 pub mod object;
 pub mod report;
 pub mod secrets;

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tollgate_compile::snapshot::{compile_documents_with, Snapshot};
+use tollgate_compile::l4::failsafe::{self, Failsafe};
+use tollgate_compile::snapshot::{compile_documents_for_node, Snapshot};
 use tollgate_dataplane::{ChangeCause, Dataplane, IfaceChange, IfaceState};
 use tollgate_model::{Documents, ParseCache};
 use tollgate_proxy::Proxy;
@@ -35,6 +36,8 @@ struct Compiled {
 /// Reads the source, compiles, enforces and reports; see the module comment.
 pub struct Controller {
     interfaces: Vec<String>,
+    /// Lock-out protection: compiled into every revision, next to the interfaces.
+    failsafe: Vec<Failsafe>,
     state_dir: PathBuf,
     describe: String,
     /// Moved to the blocking thread for the duration of a read, and back.
@@ -67,6 +70,7 @@ impl Controller {
         Controller {
             describe: source.describe(),
             interfaces,
+            failsafe: Vec::new(),
             state_dir,
             source: Some(source),
             cache: Some(ParseCache::default()),
@@ -78,6 +82,24 @@ impl Controller {
             warned: None,
             schedule: RetrySchedule::new(interval),
         }
+    }
+
+    /// Sets the failsafe endpoints (before the first pass: they are fixed for the run), logs
+    /// them and shows them on `/status`.
+    pub fn set_failsafe(&mut self, list: Vec<Failsafe>) {
+        let (kept, warnings) = failsafe::in_force(&list);
+        for w in &warnings {
+            warn!("{}", w.message);
+        }
+        for f in &kept {
+            info!(endpoint = %f, "lock-out protection: TCP replies from this endpoint pass whatever the L4 policy says");
+        }
+        self.shared
+            .status
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .failsafe = kept;
+        self.failsafe = list;
     }
 
     /// The data plane (attach, drift checks).
@@ -188,6 +210,7 @@ impl Controller {
         let mut cache = self.cache.take().expect("the cache is home between passes");
         let anchor = self.history_anchor();
         let interfaces = self.interfaces.clone();
+        let failsafe = self.failsafe.clone();
         tokio::task::spawn_blocking(move || {
             let poll = source.next(anchor.as_deref());
             let mut compile = Duration::ZERO;
@@ -195,7 +218,7 @@ impl Controller {
                 Ok(Next::Revision(docs)) => {
                     let compile_started = Instant::now();
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        compile_documents_with(&mut cache, docs, Some(&interfaces))
+                        compile_documents_for_node(&mut cache, docs, Some(&interfaces), &failsafe)
                     }));
                     compile = compile_started.elapsed();
                     let id = docs.revision.id.clone();
@@ -436,7 +459,12 @@ impl Controller {
         };
         let id = docs.revision.id.clone();
         let mut cache = ParseCache::default();
-        let snapshot = match compile_documents_with(&mut cache, &docs, Some(&self.interfaces)) {
+        let snapshot = match compile_documents_for_node(
+            &mut cache,
+            &docs,
+            Some(&self.interfaces),
+            &self.failsafe,
+        ) {
             Ok(s) => s,
             Err(e) => {
                 warn!(revision = %id, "the saved last good revision does not compile for these interfaces:\n{e}");

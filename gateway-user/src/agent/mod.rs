@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::telemetry::webhook::WebhookSecret;
 use crate::telemetry::{self, Shared};
+use tollgate_compile::l4::failsafe::Failsafe;
 use tollgate_dataplane::{self as dataplane, AttachMode, Dataplane};
 use tollgate_proxy::{Proxy, ProxyConfig};
 use tollgate_source::git::GitOptions;
@@ -34,6 +35,9 @@ pub use schedule::RetrySchedule;
 pub struct AgentConfig {
     /// Interfaces to enforce on.
     pub interfaces: Vec<String>,
+    /// Failsafe endpoints given on the command line (`--failsafe`); in Kubernetes mode the
+    /// API server's are added at start.
+    pub failsafe: Vec<Failsafe>,
     /// Where the policy comes from.
     pub source: SourceConfig,
     /// State directory.
@@ -126,6 +130,37 @@ impl SourceConfig {
 }
 
 /// Opens the configured source.
+/// The failsafe endpoints of this run: `--failsafe`, and in Kubernetes mode the address the
+/// client connects to (when it is an IP literal) and the ready endpoints of the
+/// `default/kubernetes` Service (where the replies come from when that address is a DNATed
+/// ClusterIP). They are fixed for the run and handed to every compile next to the interfaces:
+/// they describe this node, not the policy (see `compile_documents_for_node`). An API server
+/// that cannot be asked leaves the others in force and is logged.
+async fn failsafe_endpoints(config: &AgentConfig) -> Vec<Failsafe> {
+    let mut list = config.failsafe.clone();
+    if let SourceConfig::Kubernetes { settings, .. } = &config.source {
+        if let Some(sa) = settings.server_endpoint() {
+            list.push(Failsafe::new(
+                sa.ip(),
+                sa.port(),
+                "the API server address the agent connects to",
+            ));
+        }
+        match settings.client() {
+            Ok(client) => match tollgate_kubernetes::failsafe::api_server_endpoints(client).await {
+                Ok(endpoints) => list.extend(endpoints.into_iter().map(|sa| {
+                    Failsafe::new(sa.ip(), sa.port(), "EndpointSlice default/kubernetes")
+                })),
+                Err(error) => {
+                    warn!(%error, "could not read the API server's endpoints: lock-out protection covers only the address the agent connects to and --failsafe")
+                }
+            },
+            Err(error) => warn!(%error, "could not read the API server's endpoints"),
+        }
+    }
+    list
+}
+
 fn open_source(config: &AgentConfig) -> anyhow::Result<Box<dyn PolicySource>> {
     Ok(match &config.source {
         SourceConfig::Dir(dir) => Box::new(DirSource::new(dir)),
@@ -239,6 +274,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         config.state_dir.clone(),
         config.interval,
     );
+    controller.set_failsafe(failsafe_endpoints(&config).await);
     controller.publish_counter_names();
     controller.report_interfaces();
 

@@ -5,10 +5,13 @@ use std::path::PathBuf;
 use clap::Args;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use tollgate_compile::l4::failsafe::{Failsafe, FAILSAFE_OBJECT};
 use tollgate_compile::l4::packet::{Outcome, Packet, Reason};
 use tollgate_compile::l4::RuleKind;
 use tollgate_compile::l7::table::{LimitKey, MatchDef, PathMatch};
-use tollgate_compile::snapshot::{compile_documents, ANY_OTHER_INTERFACE};
+use tollgate_compile::snapshot::{
+    compile_documents, compile_documents_for_node, ANY_OTHER_INTERFACE,
+};
 use tollgate_dataplane::bans::BanKind;
 use tollgate_proxy::decide::{decide, Decision, RequestParts};
 use tollgate_source::dir::read_dir;
@@ -26,6 +29,11 @@ pub struct ExplainArgs {
     /// The interface it arrives on (default: one that no policy names).
     #[arg(long, default_value = ANY_OTHER_INTERFACE)]
     pub interface: String,
+    /// A failsafe endpoint as the agent would have it (`tollgate run --failsafe`, or the API
+    /// server in Kubernetes mode), ADDR:PORT; repeat for more. Its TCP replies pass whatever
+    /// the policy says (lock-out protection).
+    #[arg(long = "failsafe", value_name = "ADDR:PORT")]
+    pub failsafe: Vec<Failsafe>,
     /// An HTTP request to the L7 proxy: 'METHOD URL', e.g.
     /// 'GET http://api.example.com:18000/v1/orders?id=7' (the URL's port is the listener's).
     #[arg(long)]
@@ -46,7 +54,7 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<i32> {
         return explain_request(&args.source, request, &args.headers);
     }
     let text = args.packet.clone().unwrap_or_default();
-    let packet: Packet = match text.parse() {
+    let (packet, source_port) = match Packet::parse_with_source_port(&text) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{e}");
@@ -64,15 +72,27 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<i32> {
     if args.interface != ANY_OTHER_INTERFACE {
         interfaces.push(ANY_OTHER_INTERFACE.into());
     }
-    let snapshot = match compile_documents(&docs, Some(&interfaces)) {
+    let snapshot = match compile_documents_for_node(
+        &mut Default::default(),
+        &docs,
+        Some(&interfaces),
+        &args.failsafe,
+    ) {
         Ok(s) => s,
         Err(e) => {
             eprint!("the policy is invalid, nothing would be applied:\n{e}");
             return Ok(2);
         }
     };
+    for w in snapshot
+        .warnings
+        .iter()
+        .filter(|w| w.location.object == FAILSAFE_OBJECT)
+    {
+        eprintln!("warning: {}", w.message);
+    }
     let l4 = &snapshot.l4;
-    let d = l4.decide(&args.interface, &packet);
+    let d = l4.decide_with_source_port(&args.interface, &packet, source_port);
     let verdict = match (d.outcome, d.reason) {
         (Outcome::Drop, _) => "DROP",
         (Outcome::Pass, Reason::Audit) => "PASS (audit: would DROP)",
@@ -81,6 +101,10 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<i32> {
     println!("packet:    {text}");
     println!("interface: {}", args.interface);
     println!("verdict:   {verdict}");
+    if !l4.failsafe.is_empty() {
+        let list: Vec<String> = l4.failsafe.iter().map(ToString::to_string).collect();
+        println!("failsafe:  {}", list.join(", "));
+    }
     let find = |r: &tollgate_compile::l4::packet::RuleRef| {
         l4.rules
             .iter()
@@ -105,6 +129,13 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<i32> {
             "decided by: no L4Policy applies to interface {}",
             args.interface
         ),
+        (None, Reason::Failsafe) => {
+            let f = l4.failsafe.iter().find(|f| f.addr == packet.src);
+            println!(
+                "decided by: lock-out protection: a reply from failsafe endpoint {} passes whatever the policy says",
+                f.map_or_else(|| packet.src.to_string(), ToString::to_string)
+            )
+        }
         (None, Reason::Fragment) => {
             println!("decided by: non-first fragment; no rule without ports or ICMP types matches, so it passes (its first fragment was judged)")
         }
@@ -127,8 +158,24 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<i32> {
         Reason::Fragment => "fragments after the first carry no ports",
         Reason::Unconfigured => "unconfigured interfaces pass everything",
         Reason::RateLimit => "rate limit",
+        Reason::Failsafe => {
+            "the node must keep reaching its API server: TCP replies from a failsafe endpoint pass before any rule (a ban still drops them)"
+        }
     };
     println!("why:       {why}");
+    // The packet is judged by the policy, but replies from this address would not be.
+    if d.reason != Reason::Failsafe && packet.protocol == 6 {
+        if let Some(port) = l4.failsafe_port(&args.interface, packet.src) {
+            let given = source_port.map_or_else(
+                || "no source port given".to_owned(),
+                |p| format!("source port {p}"),
+            );
+            println!(
+                "failsafe note: replies from {} port {port} pass whatever the policy says (lock-out protection); this packet ({given}) is judged by the policy",
+                packet.src
+            );
+        }
+    }
     for r in &d.limits {
         if let Some(l) = find(r).and_then(|i| i.rate_limit) {
             println!(

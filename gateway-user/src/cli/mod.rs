@@ -68,6 +68,10 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
+        /// Compile with lock-out protection for this endpoint (ADDR:PORT), as `tollgate run
+        /// --failsafe` would; repeat for more. The endpoints in force are listed.
+        #[arg(long = "failsafe", value_name = "ADDR:PORT")]
+        failsafe: Vec<tollgate_compile::l4::failsafe::Failsafe>,
     },
     /// What a revision would change, rule by rule: two policy directories (or files), or with
     /// --repo two revisions of a Git repository.
@@ -206,8 +210,12 @@ pub fn main() -> anyhow::Result<i32> {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Controller(args) => controller::run(args),
-        Command::Validate { path, format } => {
-            let result = validate::validate_path(&path);
+        Command::Validate {
+            path,
+            format,
+            failsafe,
+        } => {
+            let result = validate::validate_path_for_node(&path, &failsafe);
             let fmt = match format {
                 OutputFormat::Text => validate::Format::Text,
                 OutputFormat::Json => validate::Format::Json,

@@ -23,6 +23,11 @@ pub struct RunArgs {
     /// Interface to enforce on (repeat for several).
     #[arg(long = "interface", required = true, value_name = "IFACE")]
     pub interfaces: Vec<String>,
+    /// Lock-out protection: an endpoint (ADDR:PORT) whose TCP replies pass whatever the L4
+    /// policy says, e.g. the API server this node talks to (repeat for several). In
+    /// Kubernetes mode the API server's endpoints are added by themselves.
+    #[arg(long = "failsafe", value_name = "ADDR:PORT")]
+    pub failsafe: Vec<tollgate_compile::l4::failsafe::Failsafe>,
     /// Policy source: a directory of YAML files, a Git repository (file://, git://, https://,
     /// http://, ssh://user@host[:port]/path or user@host:path), or `kubernetes` (the policy
     /// objects of the cluster, through its API server; a directory of that name is written
@@ -310,6 +315,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let config = AgentConfig {
         interfaces: args.interfaces,
+        failsafe: args.failsafe,
         source: if let Some(settings) = kube_settings {
             SourceConfig::Kubernetes {
                 settings,

@@ -46,6 +46,14 @@ pub fn status(admin: SocketAddr, json: bool) -> anyhow::Result<i32> {
             i["mode"].as_str().unwrap_or("?")
         );
     }
+    for f in v["failsafe"].as_array().into_iter().flatten() {
+        println!(
+            "failsafe:   tcp {}:{} ({}): its TCP replies pass whatever the L4 policy says",
+            f["addr"].as_str().unwrap_or("?"),
+            f["port"],
+            f["origin"].as_str().unwrap_or("?")
+        );
+    }
     println!(
         "rules: {}, source entries: {}, port entries: {}",
         v["rules"], v["source_entries"], v["port_entries"]

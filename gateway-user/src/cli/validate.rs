@@ -6,6 +6,7 @@
 //! 500: docs/policy.md, "Failure isolation"), so that CI fails on anything left out.
 use serde::Serialize;
 use std::path::Path;
+use tollgate_compile::l4::failsafe::Failsafe;
 use tollgate_compile::l4::policy::Policy;
 use tollgate_compile::l7::status::RouteStatus;
 use tollgate_compile::l7::Acceptance;
@@ -60,6 +61,8 @@ pub struct Validated {
     pub warnings: Vec<PolicyError>,
     /// What of the L7 objects would not be served as written.
     pub acceptance: Acceptance,
+    /// The failsafe endpoints in force (`--failsafe`).
+    pub failsafe: Vec<Failsafe>,
 }
 
 /// Exit code of a revision the agent would apply in part.
@@ -79,9 +82,23 @@ pub fn exit_code(result: &Result<Validated, ValidateFailure>) -> i32 {
 /// with the agent's compiler, for every combination of interfaces a node could have, so that
 /// what passes here is what a node would apply.
 pub fn validate_path(path: &Path) -> Result<Validated, ValidateFailure> {
+    validate_path_for_node(path, &[])
+}
+
+/// As [`validate_path`], with lock-out protection for `failsafe` (as `tollgate run --failsafe`).
+pub fn validate_path_for_node(
+    path: &Path,
+    failsafe: &[Failsafe],
+) -> Result<Validated, ValidateFailure> {
     let docs = read_dir(path)?;
-    let snapshot = tollgate_compile::snapshot::compile_documents(&docs, None)?;
+    let snapshot = tollgate_compile::snapshot::compile_documents_for_node(
+        &mut Default::default(),
+        &docs,
+        None,
+        failsafe,
+    )?;
     Ok(Validated {
+        failsafe: snapshot.l4.failsafe.clone(),
         listeners: snapshot.l7.policy.listeners.len(),
         routes: snapshot.l7.policy.routes.len(),
         backends: snapshot.l7.policy.backends.len(),
@@ -104,6 +121,9 @@ struct Report<'a> {
     partial: Vec<ErrorLine<'a>>,
     /// Routes not fully accepted, with their conditions.
     route_conditions: Vec<&'a RouteStatus>,
+    /// The failsafe endpoints in force (only with `--failsafe`).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    failsafe: &'a [Failsafe],
     policies: usize,
     rules: usize,
     listeners: usize,
@@ -147,6 +167,10 @@ pub fn render(result: &Result<Validated, ValidateFailure>, format: Format) -> St
         Ok(v) => &v.warnings,
         Err(_) => &[],
     };
+    let failsafe: &[Failsafe] = match result {
+        Ok(v) => &v.failsafe,
+        Err(_) => &[],
+    };
     let empty = Acceptance::default();
     let acceptance = match result {
         Ok(v) => &v.acceptance,
@@ -166,6 +190,11 @@ pub fn render(result: &Result<Validated, ValidateFailure>, format: Format) -> St
                 }
                 for e in &acceptance.partial {
                     out.push_str(&format!("partial: {e}\n"));
+                }
+                for f in failsafe {
+                    out.push_str(&format!(
+                        "failsafe: {f}: its TCP replies pass whatever the policy says\n"
+                    ));
                 }
                 let verdict = if acceptance.complete() {
                     "valid".to_owned()
@@ -213,6 +242,7 @@ pub fn render(result: &Result<Validated, ValidateFailure>, format: Format) -> St
                 left_out: left_out.iter().map(|e| ErrorLine::from(*e)).collect(),
                 partial: acceptance.partial.iter().map(ErrorLine::from).collect(),
                 route_conditions: acceptance.routes.iter().filter(|r| !r.clean()).collect(),
+                failsafe,
                 policies,
                 rules,
                 listeners,
@@ -257,6 +287,33 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({ "valid": true, "complete": true, "errors": [], "warnings": [], "left_out": [], "partial": [], "route_conditions": [], "policies": 1, "rules": 2, "listeners": 0, "routes": 0, "backends": 0 })
+        );
+    }
+
+    #[test]
+    fn failsafe_endpoints_in_force_are_listed_and_a_second_port_is_warned_about() {
+        let dir = tree(&[("edge.yaml", GOOD)]);
+        let endpoints: Vec<Failsafe> = ["203.0.113.7:6443", "203.0.113.7:443"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let result = validate_path_for_node(dir.path(), &endpoints);
+        assert_eq!(exit_code(&result), 0);
+        let text = render(&result, Format::Text);
+        assert!(
+            text.contains(
+                "failsafe: tcp 203.0.113.7:6443 (--failsafe): its TCP replies pass whatever the policy says\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("warning: ") && text.contains("203.0.113.7:443"),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&render(&result, Format::Json)).unwrap();
+        assert_eq!(
+            json["failsafe"],
+            serde_json::json!([{ "addr": "203.0.113.7", "port": 6443, "origin": "--failsafe" }])
         );
     }
 

@@ -359,7 +359,7 @@ fn encode_l4(
     let s = &report.stats;
     let mut unjudged = encoder.encode_descriptor(
             "tollgate_l4_unjudged_packets",
-            "Packets no rule judged: non_ip and fragment passed, malformed and unsupported dropped, unconfigured interface passed, bucket_error passed uncharged.",
+            "Packets no rule judged: non_ip and fragment passed, malformed and unsupported dropped, unconfigured interface passed, bucket_error passed uncharged, failsafe (replies of the API server, lock-out protection) passed.",
             None,
             MetricType::Counter,
         )?;
@@ -370,6 +370,7 @@ fn encode_l4(
         ("unconfigured", s.unconfigured),
         ("unsupported", s.unsupported),
         ("bucket_error", s.bucket_errors),
+        ("failsafe", s.failsafe),
     ];
     for (reason, v) in reasons.into_iter().filter(|_| read) {
         ConstCounter::new(v).encode(unjudged.encode_family(&ReasonLabel {

@@ -72,6 +72,9 @@ pub struct Status {
     pub last_error: Option<String>,
     /// Every configured interface: attach mode, and whether it is enforced.
     pub interfaces: Vec<InterfaceStatus>,
+    /// The failsafe endpoints in force (lock-out protection): their TCP replies pass whatever
+    /// the L4 policy says.
+    pub failsafe: Vec<tollgate_compile::l4::failsafe::Failsafe>,
     /// Rules in force (including one default per rule set).
     pub rules: usize,
     /// Source-trie entries in force.

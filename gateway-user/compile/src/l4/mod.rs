@@ -2,6 +2,7 @@
 //! programs ([`tables`]). [`reference`] states the same semantics as plain loops, the oracle of
 //! the property tests and of the eBPF program tests; [`packet`] is the packet description both
 //! are asked about. [`warnings`] finds what a valid policy does that is almost never meant.
+pub mod failsafe;
 pub mod packet;
 pub mod policy;
 #[cfg(test)]

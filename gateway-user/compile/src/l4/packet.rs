@@ -52,6 +52,9 @@ pub enum Reason {
     Fragment,
     /// No policy applies to the interface: passed.
     Unconfigured,
+    /// A reply from a failsafe endpoint (the API server): passed before any rule (lock-out
+    /// protection, see `l4::failsafe`).
+    Failsafe,
 }
 
 /// A rule by name.
@@ -99,6 +102,14 @@ impl std::str::FromStr for Packet {
 
     /// Reads `PROTO SRC[:PORT] -> DST[:PORT] [type N]`; IPv6 with ports in brackets.
     fn from_str(input: &str) -> Result<Self, Self::Err> {
+        Packet::parse_with_source_port(input).map(|(p, _)| p)
+    }
+}
+
+impl Packet {
+    /// As the `FromStr` implementation, with the source port when one is given (lock-out
+    /// protection looks at the TCP source port).
+    pub fn parse_with_source_port(input: &str) -> Result<(Packet, Option<u16>), PacketParseError> {
         let err = |reason: &str| PacketParseError {
             input: input.to_owned(),
             reason: reason.to_owned(),
@@ -133,7 +144,7 @@ impl std::str::FromStr for Packet {
         if arrow != "->" {
             return Err(err("expected '->' between source and destination"));
         }
-        let (src, _src_port) = split_addr(src).ok_or_else(|| err("bad source address"))?;
+        let (src, src_port) = split_addr(src).ok_or_else(|| err("bad source address"))?;
         let dst_port = split_addr(_dst)
             .ok_or_else(|| err("bad destination address"))?
             .1;
@@ -154,7 +165,7 @@ impl std::str::FromStr for Packet {
                 _ => L4::Other,
             }
         };
-        Ok(Packet { src, protocol, l4 })
+        Ok((Packet { src, protocol, l4 }, src_port))
     }
 }
 

@@ -23,12 +23,16 @@
 //! either side drops (the source side first, because its rules are more specific); otherwise an
 //! allow passes, subject to the rate limits of both sides (source side first); otherwise the
 //! default decides (non-first fragments pass instead).
+//!
+//! In front of all this, lock-out protection ([`super::failsafe`]): an exact-address entry
+//! may carry a failsafe TCP port, and the replies from it pass before any rule.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
+use super::failsafe::Failsafe;
 use super::packet::{Decision, Outcome, Packet, Reason, RuleRef, L4};
 use super::policy::{Action, Mode, Policy, Protocol, RateLimit, Rule};
 use gateway_common::{
@@ -115,6 +119,9 @@ pub struct PortEntry {
 pub struct PortTable {
     /// Entries; no two overlap at the same prefix length.
     pub entries: Vec<PortEntry>,
+    /// Lock-out protection (exact-address entries only): TCP packets whose source port is
+    /// this pass before any rule.
+    pub failsafe_port: Option<u16>,
 }
 
 /// The tables of one rule set: the policies that apply to a group of interfaces.
@@ -148,6 +155,8 @@ pub struct L4Snapshot {
     pub sets: Vec<RuleSet>,
     /// Interface name -> index in `sets`. Interfaces with no applicable policy are absent.
     pub interfaces: BTreeMap<String, usize>,
+    /// The failsafe endpoints in force (lock-out protection), in every set.
+    pub failsafe: Vec<Failsafe>,
 }
 
 /// The port-field value the data path uses for a packet.
@@ -192,7 +201,40 @@ fn prefix_contains(value: u16, len: u8, port: u16) -> bool {
 impl L4Snapshot {
     /// Decision for `packet` arriving on `interface`, read from the tables exactly as the data
     /// path reads them (before rate limiting).
+    /// The source port is not known here: lock-out protection does not apply (see
+    /// [`L4Snapshot::decide_with_source_port`]).
     pub fn decide(&self, interface: &str, packet: &Packet) -> Decision {
+        self.decide_with_source_port(interface, packet, None)
+    }
+
+    /// The failsafe port of the exact-address entry of `src` in the set of `interface`, if
+    /// lock-out protection covers it there.
+    pub fn failsafe_port(&self, interface: &str, src: IpAddr) -> Option<u16> {
+        let set = &self.sets[*self.interfaces.get(interface)?];
+        match src {
+            IpAddr::V4(a) => set.v4.get(&Ipv4Net::from(a))?.failsafe_port,
+            IpAddr::V6(a) => set.v6.get(&Ipv6Net::from(a))?.failsafe_port,
+        }
+    }
+
+    /// As [`L4Snapshot::decide`], for a packet whose TCP source port is `source_port` (when
+    /// known): the replies of a failsafe endpoint pass before any rule, as in the data path.
+    pub fn decide_with_source_port(
+        &self,
+        interface: &str,
+        packet: &Packet,
+        source_port: Option<u16>,
+    ) -> Decision {
+        if let (6, L4::Port(_), Some(sport)) = (packet.protocol, packet.l4, source_port) {
+            if self.failsafe_port(interface, packet.src) == Some(sport) {
+                return Decision {
+                    outcome: Outcome::Pass,
+                    reason: Reason::Failsafe,
+                    rule: None,
+                    limits: vec![],
+                };
+            }
+        }
         let Some(&set_idx) = self.interfaces.get(interface) else {
             return Decision {
                 outcome: Outcome::Pass,
@@ -296,6 +338,23 @@ struct SetRule<'a> {
 /// Compiles the policies for an agent whose interfaces are `interfaces`. Every problem of the
 /// revision is reported at once.
 pub fn compile(policies: &[Policy], interfaces: &[String]) -> Result<L4Snapshot, PolicyErrors> {
+    compile_with_failsafe(policies, interfaces, &[])
+}
+
+/// As [`compile`], with lock-out protection for `failsafe` (see [`super::failsafe`]; the list
+/// is expected from [`super::failsafe::in_force`]: of two endpoints on one address, the first
+/// is kept).
+pub fn compile_with_failsafe(
+    policies: &[Policy],
+    interfaces: &[String],
+    failsafe: &[Failsafe],
+) -> Result<L4Snapshot, PolicyErrors> {
+    let mut failsafe_in_force: Vec<Failsafe> = Vec::new();
+    for f in failsafe {
+        if f.port != 0 && !failsafe_in_force.iter().any(|k| k.addr == f.addr) {
+            failsafe_in_force.push(f.clone());
+        }
+    }
     let mut errors = Vec::new();
 
     // Rules sorted by (policy, rule): their index order is the name order used for attribution.
@@ -370,6 +429,7 @@ pub fn compile(policies: &[Policy], interfaces: &[String]) -> Result<L4Snapshot,
             default_rule,
             &set_rules,
             &rules,
+            &failsafe_in_force,
             &mut errors,
         );
         for iface in ifaces {
@@ -382,6 +442,7 @@ pub fn compile(policies: &[Policy], interfaces: &[String]) -> Result<L4Snapshot,
         rules,
         sets,
         interfaces: iface_sets,
+        failsafe: failsafe_in_force,
     };
     check_capacity(&snapshot, &mut errors);
     if errors.is_empty() {
@@ -436,6 +497,7 @@ fn build_set(
     default_rule: RuleIdx,
     set_rules: &[SetRule],
     infos: &[RuleInfo],
+    failsafe: &[Failsafe],
     errors: &mut Vec<PolicyError>,
 ) -> RuleSet {
     // Source CIDR -> the rules naming it.
@@ -458,7 +520,11 @@ fn build_set(
 
     let mut v4 = BTreeMap::new();
     let mut v6 = BTreeMap::new();
-    let cidrs: BTreeSet<IpNet> = by_cidr.keys().copied().collect();
+    let mut cidrs: BTreeSet<IpNet> = by_cidr.keys().copied().collect();
+    // Each failsafe address gets an exact-address entry (merged with a rule's entry of that
+    // very prefix). The ancestor walk below gives it the rules of every prefix containing it,
+    // so it judges every other packet as the entry it shadows would.
+    cidrs.extend(failsafe.iter().map(|f| IpNet::from(f.addr)));
     for net in cidrs {
         // Every rule with a CIDR containing `net` (walk `net`'s ancestors), with the most
         // specific such CIDR as its specificity.
@@ -473,7 +539,11 @@ fn build_set(
                 }
             }
         }
-        let table = port_table(set_rules, &members);
+        let mut table = port_table(set_rules, &members);
+        table.failsafe_port = failsafe
+            .iter()
+            .find(|f| net.prefix_len() == net.max_prefix_len() && net.addr() == f.addr)
+            .map(|f| f.port);
         match net {
             IpNet::V4(n) => {
                 v4.insert(n, table);
@@ -625,7 +695,10 @@ fn port_table(set_rules: &[SetRule], members: &[(usize, i32)]) -> PortTable {
             }
         }
     }
-    PortTable { entries }
+    PortTable {
+        entries,
+        failsafe_port: None,
+    }
 }
 
 /// The minimal list of prefixes `(value, len)` over 16 bits covering `lo..=hi`.
