@@ -190,14 +190,17 @@ async fn a_backend_back_from_a_5s_outage_serves_within_3s() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_answer_at_the_request_deadline_is_always_504() {
-    // HTTPRouteRetryWithTimeouts: every attempt fails with 500 after a while, and 500 is
-    // retried, so no request can end before its 400 ms deadline: the answer is 504, whenever
-    // the last 500 arrives. Then without retries, a 500 that comes with the deadline: 504.
+    // HTTPRouteRetryWithTimeouts: every attempt fails with 500 after 70-149 ms, and 500 is
+    // retried up to 5 times, so no request can end before its 400 ms deadline (6 attempts take
+    // at least 420 ms): the answer is 504, whenever the last 500 arrives. (Attempts that could
+    // be quicker would let a request use up its retries before the deadline, and then its
+    // answer is rightly the last 500.) Then without retries, a 500 that comes with the
+    // deadline: 504.
     let backend = Backend::start(0, |hit| {
         let delay = if hit.path.starts_with("/slow") {
             300
         } else {
-            (hit.total * 37 % 150) as u64
+            70 + (hit.total * 37 % 80) as u64
         };
         Reply::status(500).after(Duration::from_millis(delay))
     })
