@@ -113,11 +113,11 @@ fn an_l4policy_applied_through_the_api_is_enforced_and_so_are_its_changes() {
         "{}",
         agent.log()
     );
-    // One watch per kind, one each for Services and EndpointSlices, and the Secrets' and
-    // ConfigMaps'.
+    // One watch per kind, one each for Services and EndpointSlices, the Secrets' and
+    // ConfigMaps', and this node's Node (--node-name).
     assert_eq!(
         fake.open_watch_count(),
-        tollgate_kubernetes::watched_kinds().len() + 2 + tollgate_kubernetes::secrets::WATCHES,
+        tollgate_kubernetes::watched_kinds().len() + 2 + tollgate_kubernetes::secrets::WATCHES + 1,
         "{:?}",
         fake.open_watches()
     );
