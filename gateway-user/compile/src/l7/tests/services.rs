@@ -502,8 +502,7 @@ fn service_manifests_in_a_policy_repository_stay_unknown_kinds() {
         slice,
     ]);
     let errors = compile_documents(&docs(&[("policy/web.yaml", &yaml)]), None)
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .0;
     let messages: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
     assert_eq!(messages.len(), 2, "{messages:?}");
