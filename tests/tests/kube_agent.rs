@@ -23,6 +23,7 @@ const APP: u16 = 18333;
 const V2: u16 = 18334;
 const FAILSAFE_API: u16 = 18337;
 const FAILSAFE_ADMIN: u16 = 18338;
+const NODE_ADMIN: u16 = 18339;
 
 /// The fake, and a kubeconfig for it in the lab's directory.
 fn api_server(lab: &Lab) -> (FakeApiServer, PathBuf) {
@@ -113,13 +114,97 @@ fn an_l4policy_applied_through_the_api_is_enforced_and_so_are_its_changes() {
         "{}",
         agent.log()
     );
-    // One watch per kind, one each for Services and EndpointSlices, and the Secrets' and
-    // ConfigMaps'.
+    // One watch per kind, one each for Services and EndpointSlices, the Secrets' and
+    // ConfigMaps', and this node's Node (--node-name).
     assert_eq!(
         fake.open_watch_count(),
-        tollgate_kubernetes::watched_kinds().len() + 2 + tollgate_kubernetes::secrets::WATCHES,
+        tollgate_kubernetes::watched_kinds().len() + 2 + tollgate_kubernetes::secrets::WATCHES + 1,
         "{:?}",
         fake.open_watches()
+    );
+}
+
+/// An L4Policy whose nodeSelector names another node's label is not enforced here (the
+/// denied source passes, `/status` lists it); relabelling this node's Node makes it enforced,
+/// and a heartbeat (a status write) is no new revision.
+#[test]
+fn an_l4policy_for_other_nodes_is_enforced_once_the_node_is_relabelled() {
+    require_root!();
+    let lab = Lab::new("k8snsel", &[SCANNER]);
+    let (fake, kubeconfig) = api_server(&lab);
+    let node = |labels: serde_json::Value, ready: &str| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "node-a", "labels": labels},
+            "status": {"conditions": [{"type": "Ready", "status": ready}]},
+        })
+    };
+    fake.put(node(serde_json::json!({"role": "worker"}), "True"))
+        .unwrap();
+    let mut policy = l4_policy(
+        "edge",
+        "allow",
+        "- name: block\n  action: deny\n  from: [203.0.113.0/24]\n",
+    );
+    policy.push_str("  nodeSelector:\n    matchLabels: { role: edge }\n");
+    fake.apply_yaml(&policy).unwrap();
+    let admin = format!("127.0.0.1:{NODE_ADMIN}");
+    let mut agent = lab.start_agent(&[
+        "--source",
+        "kubernetes",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--node-name",
+        "node-a",
+        "--admin",
+        &admin,
+    ]);
+    agent
+        .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        pings(&lab, SCANNER),
+        3,
+        "a policy for role=edge is enforced on a worker: {}",
+        agent.log()
+    );
+    let (code, body) = http_get(NODE_ADMIN, "/status", "").expect("/status answers");
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).expect("/status is JSON");
+    assert_eq!(
+        status["l4_not_for_this_node"],
+        serde_json::json!(["edge"]),
+        "{body}"
+    );
+
+    // Heartbeats: no new revision.
+    let applies = agent.log_count(POLICY_APPLIED);
+    for ready in ["False", "True"] {
+        fake.put(node(serde_json::json!({"role": "worker"}), ready))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        agent.log_count(POLICY_APPLIED),
+        applies,
+        "a heartbeat made a new revision: {}",
+        agent.log()
+    );
+
+    // Relabelled: the policy is for this node now.
+    fake.put(node(serde_json::json!({"role": "edge"}), "True"))
+        .unwrap();
+    agent
+        .wait_for_log_count(POLICY_APPLIED, applies + 1, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pings(&lab, SCANNER), 0, "the denied source got through");
+    assert_eq!(pings(&lab, lab.ns_ip()), 3, "an allowed source was dropped");
+    let (_, body) = http_get(NODE_ADMIN, "/status", "").expect("/status answers");
+    let status: serde_json::Value = serde_json::from_str(&body).expect("/status is JSON");
+    assert_eq!(
+        status["l4_not_for_this_node"],
+        serde_json::json!([]),
+        "{body}"
     );
 }
 

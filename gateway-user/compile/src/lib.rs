@@ -9,6 +9,7 @@
 //! stable Rust without nightly, bpf-linker, OpenSSL or libgit2.
 pub mod l4;
 pub mod l7;
+mod selector;
 pub mod snapshot;
 
 pub use tollgate_model::{Location, PolicyError, PolicyErrors};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::l4::failsafe::{self, Failsafe};
 use crate::l4::policy::Policy;
-use crate::l4::validate::validate;
+use crate::l4::validate::{not_for_node, validate};
 use crate::l4::{compile_with_failsafe, L4Snapshot};
 use crate::l7::{Acceptance, RouteTable};
 use tollgate_model::ParseCache;
@@ -38,6 +38,10 @@ pub struct Snapshot {
     /// How many objects of each kind the revision holds (those left out included), by kind
     /// name: what a node reports as the content of the revision it enforces.
     pub object_counts: std::collections::BTreeMap<&'static str, usize>,
+    /// The L4Policies whose `nodeSelector` does not select this node, by name: valid, left
+    /// out of [`Snapshot::policies`] and the L4 tables. Empty when the node is unknown (a
+    /// directory or Git revision, `validate`, `explain`): then every policy applies.
+    pub not_for_this_node: BTreeSet<String>,
 }
 
 /// Compiles one revision for an agent on `interfaces` (`None`: every interface any policy
@@ -103,6 +107,16 @@ pub fn compile_documents_for_node(
             return Err(PolicyErrors(errors));
         }
     };
+    // Only a revision that knows this node's labels (Kubernetes mode with --node-name) leaves
+    // a policy out: without them no node could be told apart, and every policy applies.
+    let not_for_this_node = match docs.cluster.as_deref().and_then(|c| c.node.as_ref()) {
+        Some(node) => not_for_node(&objects, node),
+        None => BTreeSet::new(),
+    };
+    let policies: Vec<Policy> = policies
+        .into_iter()
+        .filter(|p| !not_for_this_node.contains(&p.name))
+        .collect();
     let interfaces = match interfaces {
         Some(list) => list.to_vec(),
         None => validation_interfaces(&policies),
@@ -119,6 +133,7 @@ pub fn compile_documents_for_node(
         warnings,
         acceptance,
         object_counts,
+        not_for_this_node,
     })
 }
 

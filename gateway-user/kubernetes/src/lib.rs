@@ -20,6 +20,13 @@
 //! references there before it hands a revision on; their resourceVersions are part of the
 //! revision id (see [`secrets`]).
 //!
+//! Opened for a node ([`KubernetesSource::open_for_node`] with `--node-name`, what the agent
+//! does), the source also watches that node's `Node` and hands its labels on with every
+//! revision ([`tollgate_model::cluster::Cluster::node`]): an L4Policy whose `nodeSelector`
+//! does not select them is not enforced here (see [`node`]). Opened without a node name, a
+//! revision that holds an L4Policy with a `nodeSelector` is refused: enforcing it on every node
+//! or on none would both be guesses.
+//!
 //! The watchers run on the tokio runtime the source is opened on (the agent's), or, opened
 //! outside of one (tests, tools), on a runtime of its own; `next` only reads the stores, so it
 //! may be called from any thread.
@@ -32,12 +39,13 @@ use kube::runtime::reflector::Store;
 use sha2::Digest as _;
 use tollgate_model::revision::MAX_REVISION_SIZE;
 use tollgate_model::source::{Next, PolicySource, Poll, Refusal, RefusalKind, Waker};
-use tollgate_model::{Documents, PolicyErrors, Revision, SourceFile};
+use tollgate_model::{Documents, PolicyError, PolicyErrors, Revision, SourceFile};
 use tracing::{debug, info};
 
 pub mod connect;
 pub mod events;
 pub mod failsafe;
+pub mod node;
 pub mod object;
 pub mod report;
 pub mod secrets;
@@ -76,6 +84,8 @@ pub struct KubernetesSource {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The Services and EndpointSlices (when they are watched: [`KubernetesSource::open`]).
     cluster: Option<Arc<services::ClusterStores>>,
+    /// This node's labels, when the source was opened for a named node.
+    node: Option<Arc<node::NodeStore>>,
     /// The runtime the watchers run on when the source was opened outside of one.
     runtime: Option<tokio::runtime::Runtime>,
     /// The id returned last (`None` after a rescan).
@@ -107,12 +117,24 @@ impl KubernetesSource {
     /// read from the API and written under `secrets_dir` (`--tls-secrets-dir`; see
     /// [`secrets`]).
     pub fn open_with_secrets(settings: &Settings, secrets_dir: PathBuf) -> Result<Self, Error> {
-        Self::start(settings, watched_kinds(), true, Some(secrets_dir))
+        Self::start(settings, watched_kinds(), true, Some(secrets_dir), None)
+    }
+
+    /// As [`open`](Self::open), with the Secrets and ConfigMaps when a directory for them is
+    /// given, and this node's `Node` when `node_name` is (`--node-name`): L4Policy
+    /// `nodeSelector` is matched against its labels. Without a name, a revision with an
+    /// L4Policy that has a `nodeSelector` is refused.
+    pub fn open_for_node(
+        settings: &Settings,
+        secrets_dir: Option<PathBuf>,
+        node_name: Option<String>,
+    ) -> Result<Self, Error> {
+        Self::start(settings, watched_kinds(), true, secrets_dir, node_name)
     }
 
     /// As [`open`](Self::open), for the given kinds only (no Services or EndpointSlices).
     pub fn open_kinds(settings: &Settings, kinds: Vec<WatchedKind>) -> Result<Self, Error> {
-        Self::start(settings, kinds, false, None)
+        Self::start(settings, kinds, false, None, None)
     }
 
     /// As [`open_kinds`](Self::open_kinds), with the Secrets and ConfigMaps when a directory
@@ -122,7 +144,7 @@ impl KubernetesSource {
         kinds: Vec<WatchedKind>,
         secrets_dir: Option<PathBuf>,
     ) -> Result<Self, Error> {
-        Self::start(settings, kinds, false, secrets_dir)
+        Self::start(settings, kinds, false, secrets_dir, None)
     }
 
     /// Watches `kinds`, and Services and EndpointSlices when `cluster`.
@@ -131,17 +153,19 @@ impl KubernetesSource {
         kinds: Vec<WatchedKind>,
         cluster: bool,
     ) -> Result<Self, Error> {
-        Self::start(settings, kinds, cluster, None)
+        Self::start(settings, kinds, cluster, None, None)
     }
 
     /// Watches `kinds`; Services and EndpointSlices when `cluster`; the Secrets and
-    /// ConfigMaps the policy references when `secrets_dir` is given. The progress of the
-    /// watches is kept in that order: the kinds, then the cluster's two, then the secrets'.
+    /// ConfigMaps the policy references when `secrets_dir` is given; the Node named
+    /// `node_name` when given. The progress of the watches is kept in that order: the kinds,
+    /// then the cluster's two, then the secrets', then the Node.
     fn start(
         settings: &Settings,
         kinds: Vec<WatchedKind>,
         cluster: bool,
         secrets_dir: Option<PathBuf>,
+        node_name: Option<String>,
     ) -> Result<Self, Error> {
         let (handle, runtime) = match tokio::runtime::Handle::try_current() {
             Ok(handle) => (handle, None),
@@ -163,7 +187,9 @@ impl KubernetesSource {
         } else {
             0
         };
-        let shared = Arc::new(Shared::new(kinds.len() + cluster_watches + secrets_watches));
+        let node = node_name.map(|name| Arc::new(node::NodeStore::new(name)));
+        let node_index = kinds.len() + cluster_watches + secrets_watches;
+        let shared = Arc::new(Shared::new(node_index + usize::from(node.is_some())));
         let mut stores = Vec::with_capacity(kinds.len());
         let mut tasks = Vec::with_capacity(kinds.len() + 1);
         let client = {
@@ -190,6 +216,9 @@ impl KubernetesSource {
                 if let Some(stores) = &cluster {
                     tasks.extend(stores.spawn(&handle, &client, kinds.len(), &shared, &server));
                 }
+                if let Some(node) = &node {
+                    tasks.push(node.spawn(&handle, &client, node_index, &shared, &server));
+                }
                 tasks.push(handle.spawn(watch::debounce(shared.clone())));
             }
             // Reported by every `next` as the source being unavailable (the agent keeps its
@@ -207,7 +236,7 @@ impl KubernetesSource {
                 &mut tasks,
             )
         });
-        info!(server = %server, settings = settings.origin(), kinds = kinds.len(), services = cluster.is_some(), secrets = secrets.is_some(), "watching the Kubernetes API for policy");
+        info!(server = %server, settings = settings.origin(), kinds = kinds.len(), services = cluster.is_some(), secrets = secrets.is_some(), node = node.is_some(), "watching the Kubernetes API for policy");
         Ok(KubernetesSource {
             describe: format!("kubernetes ({server})"),
             kinds,
@@ -215,6 +244,7 @@ impl KubernetesSource {
             shared,
             tasks,
             cluster,
+            node,
             runtime,
             last: None,
             initial_wait: INITIAL_WAIT,
@@ -254,13 +284,21 @@ impl KubernetesSource {
                         failing.join("; ")
                     )));
                 }
-                let waiting: Vec<String> = self
+                // Those past the policy kinds (Services, Secrets, the Node) are named by count.
+                let mut waiting: Vec<String> = self
                     .kinds
                     .iter()
                     .zip(&state.kinds)
                     .filter(|(_, s)| !s.synced)
                     .map(|(k, _)| k.resource_name())
                     .collect();
+                let others = state.kinds[self.kinds.len().min(state.kinds.len())..]
+                    .iter()
+                    .filter(|s| !s.synced)
+                    .count();
+                if others > 0 {
+                    waiting.push(format!("{others} more"));
+                }
                 debug!(waiting = %waiting.join(", "), "not every kind is listed yet: no revision");
                 return Ok(Next::Unchanged);
             }
@@ -281,6 +319,15 @@ impl KubernetesSource {
             return Ok(Next::Unchanged);
         }
         self.last = Some(docs.revision.id.clone());
+        if self.node.is_none() {
+            let unknown = self.node_selectors();
+            if !unknown.is_empty() {
+                return Err(
+                    Refusal::refused(RefusalKind::Invalid, PolicyErrors(unknown))
+                        .of(&docs.revision.id),
+                );
+            }
+        }
         let size: u64 = docs.files.iter().map(|f| f.content.len() as u64).sum();
         if size > MAX_REVISION_SIZE {
             return Err(Refusal::refused(
@@ -334,13 +381,19 @@ impl KubernetesSource {
             }
         }
         entries.sort_by(|a, b| a.path.cmp(&b.path));
-        let (cluster, cluster_keys) = match &self.cluster {
+        let (mut cluster, mut cluster_keys) = match &self.cluster {
             Some(stores) => {
                 let (cluster, keys) = stores.snapshot();
-                (Some(Arc::new(cluster)), keys)
+                (Some(cluster), keys)
             }
             None => (None, Vec::new()),
         };
+        if let Some(node) = &self.node {
+            let (labels, key) = node.snapshot();
+            cluster.get_or_insert_with(Default::default).node = Some(labels);
+            cluster_keys.push(key);
+        }
+        let cluster = cluster.map(Arc::new);
         let mut ordered: Vec<&[String; 4]> = entries
             .iter()
             .map(|e| &e.key)
@@ -370,6 +423,36 @@ impl KubernetesSource {
             cluster,
         };
         (docs, keys)
+    }
+}
+
+impl KubernetesSource {
+    /// Without a node name: one problem per L4Policy with a `nodeSelector`, which this agent
+    /// cannot tell whether to enforce.
+    fn node_selectors(&self) -> Vec<PolicyError> {
+        let mut problems = Vec::new();
+        for (kind, store) in self.kinds.iter().zip(&self.stores) {
+            if kind.resource.kind != "L4Policy" || kind.resource.group != "tollgate.dev" {
+                continue;
+            }
+            for o in store.state() {
+                let selector = serde_json::from_str::<serde_json::Value>(&o.text)
+                    .ok()
+                    .and_then(|v| v.pointer("/spec/nodeSelector").cloned())
+                    .filter(|v| !v.is_null());
+                if selector.is_some() {
+                    let name = o.metadata.name.as_deref().unwrap_or_default();
+                    problems.push(PolicyError::new(
+                        o.path(kind),
+                        format!("L4Policy/{name}"),
+                        "spec.nodeSelector",
+                        "the agent does not know which node it runs on (no --node-name / NODE_NAME), so it cannot tell whether this policy applies here; set --node-name (the DaemonSet passes spec.nodeName) or remove the nodeSelector",
+                    ));
+                }
+            }
+        }
+        problems.sort_by(|a, b| a.location.file.cmp(&b.location.file));
+        problems
     }
 }
 

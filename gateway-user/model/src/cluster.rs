@@ -21,6 +21,22 @@ pub struct Cluster {
     /// Every IPv4 and IPv6 EndpointSlice (FQDN slices are not kept), sorted by (namespace,
     /// name).
     pub slices: Vec<Arc<EndpointSlice>>,
+    /// This node's `Node` object, when the agent knows its name (`--node-name`): what an
+    /// L4Policy's `nodeSelector` is matched against. `None`: the node is unknown (the
+    /// controller, or an agent without `--node-name`), and no policy is left out for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeLabels>,
+}
+
+/// The labels of the node the agent runs on (its `Node` object, core `v1`). Only the labels
+/// are kept: the rest of a Node (its status, which the kubelet rewrites every few seconds)
+/// selects nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLabels {
+    /// `metadata.name`.
+    pub name: Box<str>,
+    /// `metadata.labels` (empty when the Node does not exist).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A Service, compact.
@@ -241,6 +257,10 @@ mod tests {
                 }]
                 .into(),
             })],
+            node: Some(NodeLabels {
+                name: "node-a".into(),
+                labels: [("role".to_string(), "edge".to_string())].into(),
+            }),
         }));
         let text = serde_json::to_string(&docs).unwrap();
         let back: Documents = serde_json::from_str(&text).unwrap();

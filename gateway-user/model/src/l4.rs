@@ -36,8 +36,9 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct L4PolicySpec {
-    /// Nodes this policy applies to (Kubernetes mode only; ignored when the agent reads policy
-    /// straight from Git). Omitted: every node.
+    /// Nodes this policy applies to, by the labels of their Node object (Kubernetes mode, with
+    /// the agent's `--node-name`; without it a policy with a nodeSelector is refused; ignored
+    /// when the agent reads policy from Git or a directory). Omitted: every node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<LabelSelector>,
 

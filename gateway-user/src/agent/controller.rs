@@ -345,6 +345,7 @@ impl Controller {
         s.http_ports = self.proxy.ports();
         s.routes = snapshot.l7.policy.routes.len();
         s.not_served = telemetry::NotServed::of(&snapshot.acceptance);
+        s.l4_not_for_this_node = snapshot.not_for_this_node.iter().cloned().collect();
         s.objects = snapshot
             .object_counts
             .iter()

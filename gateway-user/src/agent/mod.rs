@@ -194,9 +194,10 @@ fn open_source(config: &AgentConfig) -> anyhow::Result<Box<dyn PolicySource>> {
                 "policy from the Kubernetes API"
             );
             Box::new(
-                tollgate_kubernetes::KubernetesSource::open_with_secrets(
+                tollgate_kubernetes::KubernetesSource::open_for_node(
                     settings,
-                    config.proxy.tls_secrets_dir.clone(),
+                    Some(config.proxy.tls_secrets_dir.clone()),
+                    node_name.clone(),
                 )
                 .with_context(|| {
                     format!("open the Kubernetes source {}", config.source.describe())

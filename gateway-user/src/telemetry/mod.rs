@@ -95,6 +95,9 @@ pub struct Status {
     /// isolation): objects left out, problems that leave part of an object out, and the
     /// conditions of the routes that are not fully accepted.
     pub not_served: NotServed,
+    /// The L4Policies of the revision in force whose `nodeSelector` does not select this
+    /// node (Kubernetes mode with `--node-name`): valid, and not enforced here.
+    pub l4_not_for_this_node: Vec<String>,
     /// How many objects of each kind the revision in force holds (those left out included).
     pub objects: std::collections::BTreeMap<String, usize>,
     /// The L7 proxy's listening ports, with the Gateway listeners served on each.

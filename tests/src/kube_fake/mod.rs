@@ -168,6 +168,11 @@ impl Kind {
         Kind::namespaced("", "v1", "Service", "services").builtin()
     }
 
+    /// `v1` Node (cluster-scoped; the kubelet's heartbeats are status writes).
+    pub fn node() -> Self {
+        Kind::cluster("", "v1", "Node", "nodes").builtin()
+    }
+
     /// `discovery.k8s.io/v1` EndpointSlice.
     pub fn endpoint_slice() -> Self {
         Kind::namespaced("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices")
@@ -209,7 +214,7 @@ impl Kind {
 
 /// The kinds Tollgate's Kubernetes mode reads and writes: its own CRDs (with `TollgateNode`,
 /// the per-node status object), the Gateway API kinds it serves, and the built-in kinds it
-/// uses (namespaces, services, endpoint slices, secrets, config maps, events, leases).
+/// uses (namespaces, nodes, services, endpoint slices, secrets, config maps, events, leases).
 pub fn tollgate_kinds() -> Vec<Kind> {
     let t = |kind: &str, plural: &str| Kind::namespaced("tollgate.dev", "v1alpha1", kind, plural);
     let g = |kind: &str, plural: &str| {
@@ -237,6 +242,7 @@ pub fn tollgate_kinds() -> Vec<Kind> {
             "referencegrants",
         ),
         Kind::namespace(),
+        Kind::node(),
         Kind::service(),
         Kind::endpoint_slice(),
         Kind::secret(),

@@ -3,6 +3,8 @@
 //! the property tests and of the eBPF program tests; [`packet`] is the packet description both
 //! are asked about. [`warnings`] finds what a valid policy does that is almost never meant.
 pub mod failsafe;
+#[cfg(test)]
+mod node_tests;
 pub mod packet;
 pub mod policy;
 #[cfg(test)]

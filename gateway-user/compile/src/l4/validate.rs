@@ -5,7 +5,9 @@ use super::policy::{
     Action, Mode, Policy, PortRange, Protocol, RateLimit, Rule, MAX_BURST, MAX_PPS,
 };
 use ipnet::IpNet;
-use std::collections::{BTreeMap, HashSet};
+use kube::core::{Selector, SelectorExt};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use tollgate_model::cluster::NodeLabels;
 use tollgate_model::l4::{
     self, L4Action, L4Mode, L4Protocol, L4RateLimit, L4Rule, DEFAULT_IPV4_PREFIX,
     DEFAULT_IPV6_PREFIX,
@@ -91,9 +93,34 @@ pub fn validate(objects: &[Located<Object>]) -> Result<Vec<Policy>, PolicyErrors
     }
 }
 
+/// The names of the L4Policies of `objects` whose `nodeSelector` does not select `node`: they
+/// are not enforced on it. A policy without a nodeSelector applies to every node. Call it on
+/// objects [`validate`] accepted (a selector that does not read selects nothing here, so a
+/// mistaken caller leaves a policy out rather than enforcing it on a node it does not name).
+pub fn not_for_node(objects: &[Located<Object>], node: &NodeLabels) -> BTreeSet<String> {
+    objects
+        .iter()
+        .filter_map(|located| match &located.value {
+            Object::L4Policy(p) => {
+                let selector = p.spec.node_selector.as_ref()?;
+                let selects = Selector::try_from(selector.clone())
+                    .map(|s| s.matches(&node.labels))
+                    .unwrap_or(false);
+                (!selects).then(|| located.value.name().to_string())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// The validated policy, or `None` when any of it is invalid (the errors are recorded).
 fn policy(c: &mut Checker<'_, '_>, name: &str, spec: &l4::L4PolicySpec) -> Option<Policy> {
     let before = c.mark();
+    // Checked in every mode, so that `tollgate validate` in CI refuses a selector the API
+    // server would refuse too; whether it is applied is `not_for_node`'s business.
+    if let Some(selector) = &spec.node_selector {
+        crate::selector::label_selector(c, "spec.nodeSelector", selector);
+    }
     let interfaces = spec.interfaces.as_ref().map(|list| interfaces(c, list));
     let mut rules = Vec::with_capacity(spec.rules.len());
     let mut names: HashSet<&str> = HashSet::new();

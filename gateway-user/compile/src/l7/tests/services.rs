@@ -73,6 +73,7 @@ fn cluster(services: Vec<Service>, slices: Vec<EndpointSlice>) -> Arc<Cluster> {
     Arc::new(Cluster {
         services: services.into_iter().map(Arc::new).collect(),
         slices: slices.into_iter().map(Arc::new).collect(),
+        node: None,
     })
 }
 
@@ -501,8 +502,7 @@ fn service_manifests_in_a_policy_repository_stay_unknown_kinds() {
         slice,
     ]);
     let errors = compile_documents(&docs(&[("policy/web.yaml", &yaml)]), None)
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .0;
     let messages: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
     assert_eq!(messages.len(), 2, "{messages:?}");
