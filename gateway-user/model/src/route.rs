@@ -364,7 +364,8 @@ pub struct HTTPBackendRef {
     /// Share of the requests (0-1000000, default 1), relative to the rule's other backends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i64>,
-    /// Per-backend filters (not supported yet).
+    /// Filters for the requests sent to this backend only: `RequestHeaderModifier` and
+    /// `ResponseHeaderModifier`, applied after the rule's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filters: Option<Vec<HTTPRouteFilter>>,
 }

@@ -27,7 +27,7 @@ use super::{Active, Core, UpstreamBody};
 use crate::decide::{decide, Decision, RequestParts};
 use crate::metrics::{AuthFailureLabels, RateLimitedLabels, RouteLabel, UpstreamErrorLabels};
 use tollgate_compile::l7::cors;
-use tollgate_compile::l7::table::{BackendProtocol, Redirect, Rule};
+use tollgate_compile::l7::table::{BackendProtocol, HeaderModifier, Redirect, Rule};
 use tollgate_model::BanKind;
 
 /// Route label of requests no route matched.
@@ -530,8 +530,8 @@ async fn routed(
     }
 
     let total = rule.total_weight();
-    let Some(backend_index) = (total > 0)
-        .then(|| rule.pick_backend(fastrand::u64(..total)))
+    let Some(picked) = (total > 0)
+        .then(|| rule.pick(fastrand::u64(..total)))
         .flatten()
     else {
         // Either every weight is 0, or the roll fell in the share of backendRefs that did not
@@ -547,6 +547,8 @@ async fn routed(
         upstream_error(&core, &rule.route, reason);
         return local(done, StatusCode::INTERNAL_SERVER_ERROR, reason, message);
     };
+    let backend_index = picked.backend;
+    let backend_filters = picked.filters.clone();
     let Some(backend) = active.backends.get(backend_index).cloned() else {
         upstream_error(&core, &rule.route, "no_backend");
         return local(
@@ -567,6 +569,13 @@ async fn routed(
     let (mut parts, body) = req.into_parts();
     forwarded::strip_hop_by_hop(&mut parts.headers);
     if let Some(m) = &rule.request_headers {
+        m.apply(&mut parts.headers);
+    }
+    // The backendRef's own filters come after the rule's.
+    if let Some(m) = backend_filters
+        .as_ref()
+        .and_then(|f| f.request_headers.as_ref())
+    {
         m.apply(&mut parts.headers);
     }
     forwarded::set_forwarded(
@@ -670,6 +679,9 @@ async fn routed(
         &mut body,
         deadline,
         &state,
+        backend_filters
+            .as_ref()
+            .and_then(|f| f.response_headers.as_ref()),
     )
     .await
 }
@@ -752,6 +764,7 @@ async fn forward(
     body: &mut RequestBody,
     deadline: Option<tokio::time::Instant>,
     state: &Arc<BodyState>,
+    backend_response_headers: Option<&HeaderModifier>,
 ) -> Response<ResponseBody> {
     let retry = &rule.retry;
     // In progress for the retry budget until the response head is here (or nothing more is
@@ -930,6 +943,9 @@ async fn forward(
                 let (mut rparts, rbody) = resp.into_parts();
                 forwarded::strip_hop_by_hop(&mut rparts.headers);
                 if let Some(m) = &rule.response_headers {
+                    m.apply(&mut rparts.headers);
+                }
+                if let Some(m) = backend_response_headers {
                     m.apply(&mut rparts.headers);
                 }
                 done.status = status.as_u16();

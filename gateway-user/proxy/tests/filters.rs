@@ -172,3 +172,53 @@ async fn forwarding_headers_are_believed_only_from_trusted_proxies_and_hop_by_ho
     );
     assert_eq!(r.header("x-end-to-end"), Some("passes"));
 }
+
+#[tokio::test]
+async fn a_backend_refs_own_header_filters_apply_to_its_requests_only_after_the_rules() {
+    let app = Backend::start("app").await;
+    let other = Backend::start("other").await;
+    let gw = Gateway::start(|p| {
+        documents(&[
+            &gateway(&[("http", p, None)]),
+            &backend("app", &[app.port()], ""),
+            &backend("other", &[other.port()], ""),
+            &route(
+                "app",
+                "  rules:
+    - matches: [{ path: { value: /app } }]
+      filters:
+        - type: RequestHeaderModifier
+          requestHeaderModifier: { set: [{ name: x-order, value: rule }, { name: x-rule, value: '1' }] }
+      backendRefs:
+        - group: tollgate.dev
+          kind: Backend
+          name: app
+          filters:
+            - type: RequestHeaderModifier
+              requestHeaderModifier: { set: [{ name: x-order, value: backend }], remove: [x-drop] }
+            - type: ResponseHeaderModifier
+              responseHeaderModifier: { add: [{ name: x-served-by, value: app-ref }] }
+    - matches: [{ path: { value: /other } }]
+      backendRefs: [{ group: tollgate.dev, kind: Backend, name: other }]
+",
+            ),
+        ])
+    })
+    .await;
+    let r = gw.get("/app").header("x-drop", "secret").send().await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-served-by"), Some("app-ref"));
+    let seen = app.last();
+    assert_eq!(
+        seen.header("x-order").as_deref(),
+        Some("backend"),
+        "the backendRef's filter comes last"
+    );
+    assert_eq!(seen.header("x-rule").as_deref(), Some("1"));
+    assert_eq!(seen.header("x-drop"), None);
+    // Another rule's backend gets none of it.
+    let r = gw.get("/other").header("x-drop", "kept").send().await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-served-by"), None);
+    assert_eq!(other.last().header("x-drop").as_deref(), Some("kept"));
+}

@@ -2,16 +2,20 @@
 //! (`tollgate.dev`) of the revision, or a core `Service` of the cluster ([`super::services`]).
 use std::collections::HashMap;
 
-use tollgate_model::route::HTTPBackendRef;
+use std::sync::Arc;
+
+use tollgate_model::route::{FilterType, HTTPBackendRef, HTTPRouteFilter};
 use tollgate_model::Checker;
 
 use tollgate_model::gateway::GATEWAY_API_GROUP;
 
 use super::classes::{Grants, Referrer};
+use super::filters::{check_filter_fields, header_modifier};
 use super::limits::MAX_WEIGHT;
 use super::services::Services;
 use super::status::reason;
-use super::table::WeightedBackend;
+use super::table::{BackendRefFilters, WeightedBackend};
+use super::{PROXY_REQUEST_HEADERS, PROXY_RESPONSE_HEADERS};
 
 /// Group of Tollgate's own kinds.
 const TOLLGATE_GROUP: &str = tollgate_model::GROUP;
@@ -82,12 +86,7 @@ pub(super) fn backend_ref(
         },
         (false, _) => None,
     };
-    if b.filters.is_some() {
-        c.error(
-            format!("{at}.filters"),
-            "per-backend filters are not supported yet; put the filters on the rule",
-        );
-    }
+    let filters = backend_filters(c, at, b.filters.as_deref().unwrap_or_default());
     let weight = match b.weight {
         None => 1,
         Some(w) if (0..=MAX_WEIGHT).contains(&w) => w as u32,
@@ -130,6 +129,7 @@ pub(super) fn backend_ref(
             Ok(index) => BackendRef::Resolved(WeightedBackend {
                 backend: backends.base + index,
                 weight,
+                filters,
             }),
             Err((why, at_port, message)) => BackendRef::Unresolved(
                 why,
@@ -143,7 +143,11 @@ pub(super) fn backend_ref(
         .objects
         .get(&(target_ns.to_owned(), b.name.clone()))
     {
-        Some(&backend) => BackendRef::Resolved(WeightedBackend { backend, weight }),
+        Some(&backend) => BackendRef::Resolved(WeightedBackend {
+            backend,
+            weight,
+            filters,
+        }),
         None => BackendRef::Unresolved(
             reason::BACKEND_NOT_FOUND,
             format!("{at}.name"),
@@ -151,4 +155,57 @@ pub(super) fn backend_ref(
             weight,
         ),
     }
+}
+
+/// Checks the filters of a backendRef: `RequestHeaderModifier` and `ResponseHeaderModifier`,
+/// each at most once (the Gateway API's Extended support); they apply to the requests sent to
+/// this backend only, after the rule's own.
+fn backend_filters(
+    c: &mut Checker<'_, '_>,
+    at: &str,
+    filters: &[HTTPRouteFilter],
+) -> Option<Arc<BackendRefFilters>> {
+    if filters.is_empty() {
+        return None;
+    }
+    let mut out = BackendRefFilters::default();
+    let mut seen = std::collections::HashSet::new();
+    for (i, f) in filters.iter().enumerate() {
+        let fat = format!("{at}.filters[{i}]");
+        if !seen.insert(format!("{:?}", f.type_)) {
+            c.error(
+                format!("{fat}.type"),
+                format!(
+                    "{:?} is given twice; each filter type may appear once per backendRef",
+                    f.type_
+                ),
+            );
+            continue;
+        }
+        check_filter_fields(c, &fat, f);
+        match (&f.type_, &f.request_header_modifier, &f.response_header_modifier) {
+            (FilterType::RequestHeaderModifier, Some(h), _) => {
+                out.request_headers = header_modifier(
+                    c,
+                    &format!("{fat}.requestHeaderModifier"),
+                    h,
+                    PROXY_REQUEST_HEADERS,
+                );
+            }
+            (FilterType::ResponseHeaderModifier, _, Some(h)) => {
+                out.response_headers = header_modifier(
+                    c,
+                    &format!("{fat}.responseHeaderModifier"),
+                    h,
+                    PROXY_RESPONSE_HEADERS,
+                );
+            }
+            (FilterType::RequestHeaderModifier | FilterType::ResponseHeaderModifier, _, _) => {}
+            (other, _, _) => c.error(
+                format!("{fat}.type"),
+                format!("{other:?} is not supported on a backendRef (RequestHeaderModifier and ResponseHeaderModifier are); put it on the rule"),
+            ),
+        }
+    }
+    Some(Arc::new(out))
 }

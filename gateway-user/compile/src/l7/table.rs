@@ -464,12 +464,39 @@ pub struct Retry {
 }
 
 /// A backend of a rule, by index into [`RouteTable::backends`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct WeightedBackend {
     /// Index into [`L7Policy::backends`] / [`RouteTable::backends`].
     pub backend: usize,
     /// Share of the requests.
     pub weight: u32,
+    /// The backendRef's own filters: applied only to the requests sent to it.
+    pub filters: Option<Arc<BackendRefFilters>>,
+}
+
+// Two backendRefs are equal when they name the same backend with the same weight and the same
+// filters (the same compiled object: filters are compared by identity).
+impl PartialEq for WeightedBackend {
+    fn eq(&self, other: &Self) -> bool {
+        self.backend == other.backend
+            && self.weight == other.weight
+            && match (&self.filters, &other.filters) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
+}
+
+impl Eq for WeightedBackend {}
+
+/// The filters of one backendRef (Gateway API: header modifiers; applied after the rule's).
+#[derive(Debug, Clone, Default)]
+pub struct BackendRefFilters {
+    /// Request header changes.
+    pub request_headers: Option<HeaderModifier>,
+    /// Response header changes.
+    pub response_headers: Option<HeaderModifier>,
 }
 
 /// One rule of an HTTPRoute, compiled: what happens to a request it matches.
@@ -545,10 +572,15 @@ impl Rule {
     /// `0..total weight`; `None` when every weight is 0 or the roll falls in the share of
     /// the backendRefs that did not resolve (the request is answered 500).
     pub fn pick_backend(&self, roll: u64) -> Option<usize> {
+        self.pick(roll).map(|b| b.backend)
+    }
+
+    /// As [`Rule::pick_backend`], the backendRef itself (with its filters).
+    pub fn pick(&self, roll: u64) -> Option<&WeightedBackend> {
         let mut left = roll;
         for b in &self.backends {
             if left < u64::from(b.weight) {
-                return Some(b.backend);
+                return Some(b);
             }
             left -= u64::from(b.weight);
         }
@@ -1294,14 +1326,17 @@ mod tests {
                 WeightedBackend {
                     backend: 7,
                     weight: 1,
+                    filters: None,
                 },
                 WeightedBackend {
                     backend: 8,
                     weight: 0,
+                    filters: None,
                 },
                 WeightedBackend {
                     backend: 9,
                     weight: 3,
+                    filters: None,
                 },
             ],
             timeouts: Timeouts {
@@ -1332,6 +1367,7 @@ mod tests {
             backends: vec![WeightedBackend {
                 backend: 7,
                 weight: 1,
+                filters: None,
             }],
             unresolved_weight: 3,
             ..Rule {

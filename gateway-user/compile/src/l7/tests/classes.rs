@@ -517,3 +517,52 @@ spec:
         );
     }
 }
+
+#[test]
+fn backend_ref_filters_are_header_modifiers_checked_like_the_rules() {
+    let with = |filters: &str| {
+        all(&[
+            BACKENDS,
+            &gateway("edge", "tollgate"),
+            &format!(
+                "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{ name: r }}
+spec:
+  parentRefs: [{{ name: edge }}]
+  rules:
+    - backendRefs: [{{ group: tollgate.dev, kind: Backend, name: a, filters: {filters} }}]
+"
+            ),
+        ])
+    };
+    let ok = snapshot(&with(
+        "[{ type: RequestHeaderModifier, requestHeaderModifier: { set: [{ name: x-a, value: '1' }] } }, { type: ResponseHeaderModifier, responseHeaderModifier: { remove: [server] } }]",
+    ));
+    assert!(ok.acceptance.complete(), "{:#?}", ok.acceptance.problems());
+    let picked = ok.l7.policy.routes[0].rules[0].rule.pick(0).unwrap();
+    let f = picked.filters.as_ref().expect("the backendRef's filters");
+    assert!(f.request_headers.is_some() && f.response_headers.is_some());
+    for (filters, field) in [
+        (
+            "[{ type: URLRewrite, urlRewrite: { hostname: x.example.com } }]",
+            "backendRefs[0].filters[0].type",
+        ),
+        (
+            "[{ type: RequestHeaderModifier, requestHeaderModifier: { set: [{ name: host, value: x }] } }]",
+            "backendRefs[0].filters[0].requestHeaderModifier.set[0].name",
+        ),
+        (
+            "[{ type: RequestHeaderModifier, requestHeaderModifier: {} }, { type: RequestHeaderModifier, requestHeaderModifier: {} }]",
+            "backendRefs[0].filters[1].type",
+        ),
+    ] {
+        let s = snapshot(&with(filters));
+        let want = format!("spec.rules[0].{field}");
+        let problems = s.acceptance.problems();
+        assert!(
+            problems.iter().any(|p| p.location.field == want),
+            "{filters}: {problems:#?}"
+        );
+    }
+}
