@@ -2,6 +2,8 @@
 //! and which cross-namespace references their owners allowed. Shapes are the upstream ones for
 //! the fields Tollgate reads; the CRDs are the Gateway API's own.
 use kube::CustomResource;
+
+use crate::{Located, Object};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -74,4 +76,64 @@ pub struct ReferenceGrantTo {
     /// Only the object of this name; absent: every object of the kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+}
+
+/// The ReferenceGrants of a revision: whether an object of one namespace may refer to an
+/// object of another. A reference within a namespace needs none. The compiler resolves
+/// references with it, and the Kubernetes source decides with it which Secrets to read.
+#[derive(Debug, Default)]
+pub struct Grants<'a> {
+    grants: Vec<(&'a str, &'a ReferenceGrant)>,
+}
+
+/// The object that refers: its group, kind and namespace.
+pub struct Referrer<'a> {
+    /// API group (`gateway.networking.k8s.io`).
+    pub group: &'a str,
+    /// Kind (`HTTPRoute`, `Gateway`).
+    pub kind: &'a str,
+    /// Namespace.
+    pub namespace: &'a str,
+}
+
+impl<'a> Grants<'a> {
+    /// The ReferenceGrants among `objects`.
+    pub fn of(objects: impl IntoIterator<Item = &'a Located<Object>>) -> Grants<'a> {
+        Grants {
+            grants: objects
+                .into_iter()
+                .filter_map(|o| match &o.value {
+                    Object::ReferenceGrant(g) => Some((o.value.namespace().unwrap_or_default(), g)),
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether `from` may refer to the object `group`/`kind` `namespace/name`: always within
+    /// a namespace, otherwise when a ReferenceGrant in the target's namespace names both
+    /// (group and kind exactly, the name when the grant gives one).
+    pub fn permits(
+        &self,
+        from: &Referrer<'_>,
+        group: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> bool {
+        if from.namespace == namespace {
+            return true;
+        }
+        self.grants.iter().any(|(ns, g)| {
+            *ns == namespace
+                && g.spec.from.iter().any(|f| {
+                    f.group == from.group && f.kind == from.kind && f.namespace == from.namespace
+                })
+                && g.spec.to.iter().any(|t| {
+                    t.group == group
+                        && t.kind == kind
+                        && t.name.as_deref().is_none_or(|n| n == name)
+                })
+        })
+    }
 }

@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 
 use crate::gateway::{FrontendTls, Gateway};
-use crate::gateway_class::{ReferenceGrant, CONTROLLER_NAME};
+use crate::gateway_class::{Grants, Referrer, CONTROLLER_NAME};
 use crate::{names, Located, Object};
 
 /// The kind of object referenced.
@@ -116,21 +116,15 @@ pub const REFERENCING_KINDS: [&str; 5] = [
 pub fn in_revision(objects: &[&Located<Object>]) -> Vec<(usize, Reference)> {
     let mut any_class = false;
     let mut served: HashSet<&str> = HashSet::new();
-    let mut grants: Vec<(&str, &ReferenceGrant)> = Vec::new();
     for o in objects {
-        match &o.value {
-            Object::GatewayClass(c) => {
-                any_class = true;
-                if c.spec.controller_name == CONTROLLER_NAME && c.spec.parameters_ref.is_none() {
-                    served.insert(o.value.name());
-                }
+        if let Object::GatewayClass(c) = &o.value {
+            any_class = true;
+            if c.spec.controller_name == CONTROLLER_NAME && c.spec.parameters_ref.is_none() {
+                served.insert(o.value.name());
             }
-            Object::ReferenceGrant(g) => {
-                grants.push((o.value.namespace().unwrap_or_default(), g));
-            }
-            _ => {}
         }
     }
+    let grants = Grants::of(objects.iter().copied());
     let mut out = Vec::new();
     for (i, o) in objects.iter().enumerate() {
         let from_ns = o.value.namespace().unwrap_or_default();
@@ -141,7 +135,17 @@ pub fn in_revision(objects: &[&Located<Object>]) -> Vec<(usize, Reference)> {
         }
         for r in references(&o.value) {
             let permitted = match &o.value {
-                Object::Gateway(_) => permits(&grants, from_ns, &r),
+                Object::Gateway(_) => grants.permits(
+                    &Referrer {
+                        group: crate::gateway::GATEWAY_API_GROUP,
+                        kind: "Gateway",
+                        namespace: from_ns,
+                    },
+                    "",
+                    r.kind().as_str(),
+                    &r.namespace,
+                    &r.name,
+                ),
                 // Every other reference is within the object's namespace.
                 _ => true,
             };
@@ -151,29 +155,6 @@ pub fn in_revision(objects: &[&Located<Object>]) -> Vec<(usize, Reference)> {
         }
     }
     out
-}
-
-/// Whether a Gateway of `from_ns` may read `r`: always within its namespace, otherwise when a
-/// ReferenceGrant of the target's namespace names Gateways of `from_ns` and the core kind (and
-/// the name, when it gives one).
-fn permits(grants: &[(&str, &ReferenceGrant)], from_ns: &str, r: &Reference) -> bool {
-    if r.namespace == from_ns {
-        return true;
-    }
-    let kind = r.kind().as_str();
-    grants.iter().any(|(ns, g)| {
-        *ns == r.namespace
-            && g.spec.from.iter().any(|f| {
-                f.group == crate::gateway::GATEWAY_API_GROUP
-                    && f.kind == "Gateway"
-                    && f.namespace == from_ns
-            })
-            && g.spec.to.iter().any(|t| {
-                t.group.is_empty()
-                    && t.kind == kind
-                    && t.name.as_deref().is_none_or(|n| n == r.name)
-            })
-    })
 }
 
 /// The Secrets and ConfigMaps `object` reads, in field order (see the module documentation).

@@ -10,7 +10,8 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 
 use tollgate_model::gateway::GATEWAY_API_GROUP;
-use tollgate_model::gateway_class::{ReferenceGrant, CONTROLLER_NAME};
+use tollgate_model::gateway_class::CONTROLLER_NAME;
+pub(super) use tollgate_model::gateway_class::{Grants, Referrer};
 use tollgate_model::route::{HTTPRoute, ParentReference};
 use tollgate_model::{Checker, LeftOut, Located, Object};
 
@@ -85,61 +86,6 @@ impl Classes {
     /// controller's, or no class the revision holds.
     pub(super) fn foreign(&self, name: &str) -> bool {
         !self.serves(name) && !self.is_broken(name)
-    }
-}
-
-/// The ReferenceGrants of a revision: whether an object of one namespace may refer to an
-/// object of another. A reference within a namespace needs none.
-#[derive(Debug, Default)]
-pub(super) struct Grants<'a> {
-    grants: Vec<(&'a str, &'a ReferenceGrant)>,
-}
-
-/// One side of a reference: (group, kind, namespace).
-pub(super) struct Referrer<'a> {
-    pub(super) group: &'a str,
-    pub(super) kind: &'a str,
-    pub(super) namespace: &'a str,
-}
-
-impl<'a> Grants<'a> {
-    pub(super) fn of(objects: &'a [Located<Object>]) -> Grants<'a> {
-        Grants {
-            grants: objects
-                .iter()
-                .filter_map(|o| match &o.value {
-                    Object::ReferenceGrant(g) => Some((o.value.namespace().unwrap_or_default(), g)),
-                    _ => None,
-                })
-                .collect(),
-        }
-    }
-
-    /// Whether `from` may refer to the object `group`/`kind` `namespace/name`: always within
-    /// a namespace, otherwise when a ReferenceGrant in the target's namespace names both
-    /// (group and kind exactly, the name when the grant gives one).
-    pub(super) fn permits(
-        &self,
-        from: &Referrer<'_>,
-        group: &str,
-        kind: &str,
-        namespace: &str,
-        name: &str,
-    ) -> bool {
-        if from.namespace == namespace {
-            return true;
-        }
-        self.grants.iter().any(|(ns, g)| {
-            *ns == namespace
-                && g.spec.from.iter().any(|f| {
-                    f.group == from.group && f.kind == from.kind && f.namespace == from.namespace
-                })
-                && g.spec.to.iter().any(|t| {
-                    t.group == group
-                        && t.kind == kind
-                        && t.name.as_deref().is_none_or(|n| n == name)
-                })
-        })
     }
 }
 
