@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod deps;
+mod gateway_api;
 mod image;
 mod manifests;
 
@@ -60,7 +61,8 @@ enum Cmd {
     /// OCI archive: target/image/tollgate-<version>.oci.tar (docs/install.md: how to push it).
     Image,
     /// Validate the install manifests (kubectl kustomize | kubernetes-validate --strict) and
-    /// the example custom resources against the CRDs (run by `test` too).
+    /// the example custom resources against the CRDs, and check the model's Gateway API fields
+    /// against the Gateway API's types (run by `test` too).
     Manifests,
 }
 
@@ -84,7 +86,8 @@ fn main() -> ExitCode {
         Cmd::Crds => crds(),
         Cmd::Image => image::image(),
         Cmd::Manifests => manifests::validate_kustomizations()
-            .and_then(|()| manifests::validate_custom_resources()),
+            .and_then(|()| manifests::validate_custom_resources())
+            .and_then(|()| gateway_api::check()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -291,6 +294,11 @@ fn setup() -> Result<()> {
         failures.push(format!("{error:#}"));
     }
 
+    // 6. The Gateway API's TypeScript types and tsc (npm), for the Gateway API field check.
+    if let Err(error) = gateway_api::ensure_npm_tools() {
+        failures.push(format!("{error:#}"));
+    }
+
     if failures.is_empty() {
         eprintln!("setup: done");
         Ok(())
@@ -460,6 +468,10 @@ fn test() -> Result<()> {
     steps.push(check_step(
         "example custom resources vs CRD schemas",
         manifests::validate_custom_resources,
+    ));
+    steps.push(check_step(
+        "model fields vs Gateway API standard channel",
+        gateway_api::check,
     ));
     // Unit and property tests, and the eBPF program tests (BPF_PROG_TEST_RUN, root). Tests
     // that need root are #[ignore]d with the reason, so that a plain `cargo test` shows them
