@@ -19,9 +19,9 @@ use crate::{Agent, Lab, APPLY_TIMEOUT, POLICY_APPLIED, PYTHON};
 /// Like the Gateway API conformance suite's echo server, it also honours `?delay=D` (`D` in
 /// `ms` or `s`: the answer waits that long) and `X-Echo-Set-Header: Name:value,...` (it
 /// answers with those response headers), keeps a log of the requests it answered (method,
-/// path, Host) that `GET /__echo/requests` (sent to it directly; `?clear` empties it) returns,
-/// and answers a WebSocket handshake (`Upgrade: websocket`) with 101 and then echoes every
-/// text or binary message until the client closes.
+/// path, Host; the first 10,000) that `GET /__echo/requests` (sent to it directly; `?clear`
+/// empties it) returns, and answers a WebSocket handshake (`Upgrade: websocket`) with 101 and
+/// then echoes every text or binary message until the client closes.
 ///
 /// Paths: `/status/NNN...` answers NNN; `/flaky/...` answers 503 on the 1st, 3rd, ... request
 /// to that path and 200 on the others; `/slow/MS...` answers after MS milliseconds;
@@ -65,8 +65,10 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
             return
         with lock:
-            seen.append({"method": self.command, "path": self.path,
-                         "host": self.headers.get("Host", "")})
+            # Bounded: load tests send far more requests than anyone reads the log of.
+            if len(seen) < 10000:
+                seen.append({"method": self.command, "path": self.path,
+                             "host": self.headers.get("Host", "")})
         if self.headers.get("Upgrade", "").lower() == "websocket":
             return self.websocket()
         if self.path.startswith("/reset/head"):

@@ -27,10 +27,10 @@ use serde_json::Value;
 
 pub mod admin;
 pub mod cgroup;
+pub mod conformance;
 pub mod gitrepo;
 pub mod gitserver;
 pub mod kube_fake;
-pub mod conformance;
 pub mod l7;
 
 /// Debian's python3. `python3-scapy` is installed for it, and a pyenv shim earlier on `PATH`

@@ -101,7 +101,9 @@ fn run_step(
         }
         assert!(agent.is_running(), "the agent exited:\n{log}");
         if Instant::now() > deadline {
-            return vec![format!("the revision was not applied within {APPLY_TIMEOUT:?}")];
+            return vec![format!(
+                "the revision was not applied within {APPLY_TIMEOUT:?}"
+            )];
         }
         thread::sleep(Duration::from_millis(20));
     }
@@ -115,7 +117,10 @@ fn run_step(
         }
     }
     ports.clear();
-    requests.iter().flat_map(|entry| run_request(entry, ports)).collect()
+    requests
+        .iter()
+        .flat_map(|entry| run_request(entry, ports))
+        .collect()
 }
 
 #[test]
@@ -171,11 +176,15 @@ fn gateway_api_conformance() {
     for s in &scenarios {
         let t = Instant::now();
         let mut failures = Vec::new();
-        let steps = std::iter::once((&s.objects, &s.requests))
-            .chain(s.then.iter().map(|(o, r)| (o, r)));
+        let steps =
+            std::iter::once((&s.objects, &s.requests)).chain(s.then.iter().map(|(o, r)| (o, r)));
         for (step, (objects, requests)) in steps.enumerate() {
             let f = run_step(&lab, &mut agent, &base, objects, requests, &ports);
-            let label = if step == 0 { String::new() } else { format!("then[{}]: ", step - 1) };
+            let label = if step == 0 {
+                String::new()
+            } else {
+                format!("then[{}]: ", step - 1)
+            };
             failures.extend(f.into_iter().map(|f| format!("{label}{f}")));
             if !failures.is_empty() {
                 break;
@@ -212,7 +221,9 @@ fn gateway_api_conformance() {
     );
     let mut problems = failed.clone();
     if only.is_none() {
-        let date = jiff::Timestamp::now().round(jiff::Unit::Second).expect("round");
+        let date = jiff::Timestamp::now()
+            .round(jiff::Unit::Second)
+            .expect("round");
         let text = report(&IMPLEMENTATION, &date.to_string(), &outcomes, &skips);
         let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("conformance-report.yaml");
         fs::write(&out, &text).unwrap_or_else(|e| panic!("write {}: {e}", out.display()));

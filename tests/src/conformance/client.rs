@@ -105,9 +105,17 @@ pub fn send_tls(req: &Request, server_name: &str) -> Result<Response, String> {
     let url = format!("https://{server_name}:{}{}", req.port, req.path);
     let connect_to = format!("{server_name}:{}:127.0.0.1:{}", req.port, req.port);
     let mut cmd = std::process::Command::new("curl");
-    cmd.args(["-sS", "-i", "-k", "--http1.1", "--max-time", "15", "--connect-to"])
-        .arg(&connect_to)
-        .args(["-X", &req.method]);
+    cmd.args([
+        "-sS",
+        "-i",
+        "-k",
+        "--http1.1",
+        "--max-time",
+        "15",
+        "--connect-to",
+    ])
+    .arg(&connect_to)
+    .args(["-X", &req.method]);
     if !req.host.is_empty() {
         cmd.args(["-H", &format!("Host: {}", req.host)]);
     }
@@ -167,9 +175,9 @@ fn parse_inner(data: &[u8], head_only: bool, decode: bool) -> Result<Response, S
             continue;
         }
         let chunked = decode
-            && headers
-            .iter()
-            .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+            && headers.iter().any(|(k, v)| {
+                k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked")
+            });
         let body = if head_only {
             Vec::new()
         } else if chunked {
@@ -209,7 +217,7 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
 
 /// The key of RFC 6455 section 1.3's example, and the accept value it must be answered with.
 const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-const WS_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZbK3xOo=";
+const WS_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
 /// Opens a WebSocket through the proxy with `req` (its method, host, path and headers), sends
 /// `message` as one masked text frame and returns the handshake's response and the text
@@ -286,9 +294,17 @@ mod tests {
         assert_eq!(r.status, 200);
         assert_eq!(r.header("x-a").as_deref(), Some("1, 2"));
         assert_eq!(r.body, "abcde");
-        let r = parse(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", true).unwrap();
+        let r = parse(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+            true,
+        )
+        .unwrap();
         assert_eq!(r.status, 101);
         assert!(parse(b"HTTP/1.1 200 OK\r\n", false).is_err());
-        assert!(parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab", false).is_err());
+        assert!(parse(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+            false
+        )
+        .is_err());
     }
 }

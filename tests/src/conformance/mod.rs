@@ -80,10 +80,7 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, String> {
     let file = path.display().to_string();
     let text = fs::read_to_string(path).map_err(|e| format!("{file}: {e}"))?;
     let doc: Value = serde_saphyr::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
-    let field = |name: &str| {
-        doc.get(name)
-            .ok_or_else(|| format!("{file}: no `{name}`"))
-    };
+    let field = |name: &str| doc.get(name).ok_or_else(|| format!("{file}: no `{name}`"));
     let name = field("name")?
         .as_str()
         .ok_or_else(|| format!("{file}: `name` is not a string"))?
@@ -110,9 +107,21 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, String> {
             .map_err(|e| format!("{file}: then[{i}].objects is not YAML: {e}"))?;
         then.push((objects, requests_of(step, &format!("{file}: then[{i}]"))?));
     }
-    for key in doc.as_object().map(|o| o.keys().collect()).unwrap_or_else(Vec::new) {
-        if !["name", "features", "upstream", "description", "objects", "requests", "then"]
-            .contains(&key.as_str())
+    for key in doc
+        .as_object()
+        .map(|o| o.keys().collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
+        if ![
+            "name",
+            "features",
+            "upstream",
+            "description",
+            "objects",
+            "requests",
+            "then",
+        ]
+        .contains(&key.as_str())
         {
             return Err(format!("{file}: unknown field `{key}`"));
         }
@@ -136,7 +145,11 @@ fn requests_of(doc: &Value, file: &str) -> Result<Vec<Value>, String> {
         return Err(format!("{file}: no requests"));
     }
     for (i, r) in requests.iter().enumerate() {
-        for key in r.as_object().map(|o| o.keys().collect()).unwrap_or_else(Vec::new) {
+        for key in r
+            .as_object()
+            .map(|o| o.keys().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
             if !["request", "expect", "description"].contains(&key.as_str()) {
                 return Err(format!("{file}: requests[{i}]: unknown field `{key}`"));
             }
@@ -190,7 +203,11 @@ pub fn load_skip_list(path: &Path) -> Result<SkipList, String> {
     let entries = |key: &str| -> Result<Vec<Value>, String> {
         Ok(doc
             .get(key)
-            .map(|v| v.as_array().cloned().ok_or(format!("{file}: `{key}` is not a list")))
+            .map(|v| {
+                v.as_array()
+                    .cloned()
+                    .ok_or(format!("{file}: `{key}` is not a list"))
+            })
             .transpose()?
             .unwrap_or_default())
     };
@@ -382,12 +399,16 @@ pub fn check(expect: &Value, resp: &Response) -> Vec<String> {
         v => vec![v.as_u64().unwrap_or(200)],
     };
     if !statuses.contains(&u64::from(resp.status)) {
-        failures.push(format!("status: expected {statuses:?}, got {}", resp.status));
+        failures.push(format!(
+            "status: expected {statuses:?}, got {}",
+            resp.status
+        ));
     }
     let squeeze = expect["ignoreWhitespace"] == true;
     let same = |got: &str, want: &str| {
         if squeeze {
-            got.split_whitespace().collect::<String>() == want.split_whitespace().collect::<String>()
+            got.split_whitespace().collect::<String>()
+                == want.split_whitespace().collect::<String>()
         } else {
             got == want
         }
@@ -396,7 +417,11 @@ pub fn check(expect: &Value, resp: &Response) -> Vec<String> {
     let seen = |what: &str| echo.as_ref().map(|e| e[what].clone());
     let want_backend: Vec<String> = match &expect["backend"] {
         Value::String(s) => vec![qualified(s)],
-        Value::Array(list) => list.iter().filter_map(Value::as_str).map(qualified).collect(),
+        Value::Array(list) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .map(qualified)
+            .collect(),
         _ => vec![],
     };
     if !want_backend.is_empty() {
@@ -417,7 +442,12 @@ pub fn check(expect: &Value, resp: &Response) -> Vec<String> {
             failures.push(format!("expected the proxy's own answer, got backend {b}"));
         }
     }
-    for (key, what) in [("path", "path"), ("host", "host"), ("method", "method"), ("protocol", "protocol")] {
+    for (key, what) in [
+        ("path", "path"),
+        ("host", "host"),
+        ("method", "method"),
+        ("protocol", "protocol"),
+    ] {
         let Some(want) = expect[key].as_str() else {
             continue;
         };
@@ -428,7 +458,8 @@ pub fn check(expect: &Value, resp: &Response) -> Vec<String> {
         if got.as_ref().and_then(Value::as_str) != Some(want) {
             failures.push(format!(
                 "the backend's {what}: expected {want:?}, got {}",
-                got.map(|g| g.to_string()).unwrap_or_else(|| "no echo backend's answer".into())
+                got.map(|g| g.to_string())
+                    .unwrap_or_else(|| "no echo backend's answer".into())
             ));
         }
     }
@@ -443,8 +474,16 @@ pub fn check(expect: &Value, resp: &Response) -> Vec<String> {
             if !ok {
                 failures.push(format!(
                     "request header {name} at the backend: expected {}, got {}",
-                    if want.is_null() { "none".into() } else { want.to_string() },
-                    if value.is_null() { "none".into() } else { value.to_string() }
+                    if want.is_null() {
+                        "none".into()
+                    } else {
+                        want.to_string()
+                    },
+                    if value.is_null() {
+                        "none".into()
+                    } else {
+                        value.to_string()
+                    }
                 ));
             }
         }
@@ -455,15 +494,23 @@ pub fn check(expect: &Value, resp: &Response) -> Vec<String> {
             // A value, null (absent), or a list of acceptable values.
             let ok = match (want, value.as_deref()) {
                 (Value::Null, v) => v.is_none(),
-                (Value::Array(list), Some(v)) => list.iter().filter_map(Value::as_str).any(|w| same(v, w)),
+                (Value::Array(list), Some(v)) => {
+                    list.iter().filter_map(Value::as_str).any(|w| same(v, w))
+                }
                 (w, Some(v)) => w.as_str().is_some_and(|w| same(v, w)),
                 (_, None) => false,
             };
             if !ok {
                 failures.push(format!(
                     "response header {name}: expected {}, got {}",
-                    if want.is_null() { "none".into() } else { want.to_string() },
-                    value.map(|v| format!("{v:?}")).unwrap_or_else(|| "none".into())
+                    if want.is_null() {
+                        "none".into()
+                    } else {
+                        want.to_string()
+                    },
+                    value
+                        .map(|v| format!("{v:?}"))
+                        .unwrap_or_else(|| "none".into())
                 ));
             }
         }
@@ -471,7 +518,8 @@ pub fn check(expect: &Value, resp: &Response) -> Vec<String> {
     // The backend that answered is the one a header it received names (a backendRef's own
     // RequestHeaderModifier says which backendRef the request went through).
     if let Some(header) = expect["backendNamedBy"].as_str() {
-        let named = seen("headers").and_then(|h| h[header.to_ascii_lowercase()].as_str().map(qualified));
+        let named =
+            seen("headers").and_then(|h| h[header.to_ascii_lowercase()].as_str().map(qualified));
         let answered = seen("backend").and_then(|b| b.as_str().map(str::to_owned));
         if named.is_none() || named != answered {
             failures.push(format!(
@@ -524,7 +572,9 @@ pub fn run_request(entry: &Value, backends: &BackendPorts) -> Vec<String> {
         };
         match sent {
             Ok(resp) => {
-                if let Some(b) = echo_of(&resp).and_then(|e| e["backend"].as_str().map(str::to_owned)) {
+                if let Some(b) =
+                    echo_of(&resp).and_then(|e| e["backend"].as_str().map(str::to_owned))
+                {
                     *answered_by.entry(b).or_default() += 1;
                 }
                 let f = check(expect, &resp);
@@ -569,7 +619,10 @@ pub fn run_request(entry: &Value, backends: &BackendPorts) -> Vec<String> {
         thread::sleep(Duration::from_millis(500));
         match backends.seen(name) {
             Ok(seen) => {
-                let n = seen.iter().filter(|s| s["path"] == req.path.as_str()).count();
+                let n = seen
+                    .iter()
+                    .filter(|s| s["path"] == req.path.as_str())
+                    .count();
                 let got = n as f64 / repeat as f64;
                 if (got - want).abs() > tolerance {
                     failures.push(format!(
@@ -760,8 +813,12 @@ pub fn report(
         extended.skipped.len(),
     );
     let mut out = format!("date: \"{date}\"\n");
-    out.push_str("# Written by tests/tests/conformance.rs from the scenarios in tests/conformance/\n");
-    out.push_str("# (`cargo xtask conformance` regenerates it; docs/conformance/README.md explains it).\n");
+    out.push_str(
+        "# Written by tests/tests/conformance.rs from the scenarios in tests/conformance/\n",
+    );
+    out.push_str(
+        "# (`cargo xtask conformance` regenerates it; docs/conformance/README.md explains it).\n",
+    );
     out.push_str("apiVersion: gateway.networking.k8s.io/v1\n");
     out.push_str("kind: ConformanceReport\n");
     out.push_str(&format!("gatewayAPIChannel: {GATEWAY_API_CHANNEL}\n"));
@@ -861,16 +918,30 @@ mod tests {
         let r = report(&IMPL, "2026-12-04T00:00:00Z", &outcomes, &skips);
         assert!(r.starts_with("date: \"2026-12-04T00:00:00Z\"\n"), "{r}");
         assert!(r.contains("    core:\n      result: failure\n      statistics:\n        Failed: 1\n        Passed: 1\n        Skipped: 1\n"), "{r}");
-        assert!(r.contains("      skippedTests:\n        - D  # status\n      failedTests:\n        - B\n"), "{r}");
+        assert!(
+            r.contains(
+                "      skippedTests:\n        - D  # status\n      failedTests:\n        - B\n"
+            ),
+            "{r}"
+        );
         assert!(r.contains("    extended:\n      result: success\n"), "{r}");
-        assert!(r.contains("      supportedFeatures:\n        - HTTPRouteCORS\n"), "{r}");
-        assert!(r.contains("        - GatewayStaticAddresses  # no addresses\n"), "{r}");
+        assert!(
+            r.contains("      supportedFeatures:\n        - HTTPRouteCORS\n"),
+            "{r}"
+        );
+        assert!(
+            r.contains("        - GatewayStaticAddresses  # no addresses\n"),
+            "{r}"
+        );
         // E needs an unsupported feature: neither run nor counted as skipped.
         assert!(!r.contains("- E"), "{r}");
         let parsed: Value = serde_saphyr::from_str(&r).unwrap();
         assert_eq!(parsed["kind"], "ConformanceReport");
         assert_eq!(parsed["profiles"][0]["core"]["statistics"]["Passed"], 1);
-        assert_eq!(without_date(&r), without_date(&r.replace("2026-12-04", "2027-01-01")));
+        assert_eq!(
+            without_date(&r),
+            without_date(&r.replace("2026-12-04", "2027-01-01"))
+        );
     }
 
     #[test]
@@ -909,7 +980,11 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{}: {e}", s.file));
         }
         for s in &skips.skipped {
-            assert!(names.insert(s.name.clone()), "{} both run and skipped", s.name);
+            assert!(
+                names.insert(s.name.clone()),
+                "{} both run and skipped",
+                s.name
+            );
         }
     }
 }
