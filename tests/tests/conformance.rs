@@ -12,15 +12,17 @@
 //! runs those scenarios only (no report then), for work on one scenario.
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tollgate_tests::conformance::h2c::H2cBackend;
 use tollgate_tests::conformance::{
     data_dir, echo_backends, load_scenarios, load_skip_list, port_open, report, request_ports,
-    run_request, without_date, BackendPorts, Implementation, Outcome, DEFAULT_PORT,
+    run_request, without_date, BackendPorts, Context, Implementation, Outcome, DEFAULT_PORT,
+    INFRA_NAMESPACE,
 };
+use tollgate_tests::gitserver::TestCa;
 use tollgate_tests::l7::{start_agent, Backend};
 use tollgate_tests::{require_root, workspace_root, Agent, Lab, APPLY_TIMEOUT, POLICY_APPLIED};
 
@@ -49,27 +51,50 @@ fn not_applied(log: &str) -> usize {
         .count()
 }
 
-/// The HTTPS listeners' certificate: Secret gateway-conformance-infra/tls-validity-checks-certificate
-/// in the layout of `--tls-secrets-dir`, self-signed (clients are run with `-k`).
-fn make_certificate(secrets: &std::path::Path) {
-    let dir = secrets.join("gateway-conformance-infra/tls-validity-checks-certificate");
-    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-    let (key, crt) = (dir.join("tls.key"), dir.join("tls.crt"));
-    let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=example.org", "-addext"])
-        .arg("subjectAltName=DNS:example.org,DNS:second-example.org,DNS:unknown-example.org,DNS:*.wildcard.org")
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl req: {}",
-        String::from_utf8_lossy(&out.stderr)
+/// The certificates of the TLS scenarios, in the layout of `--tls-secrets-dir`
+/// (`NAMESPACE/NAME/tls.crt` and `tls.key` for a Secret, `ca.crt` for a ConfigMap), all in
+/// namespace gateway-conformance-infra: the HTTPS listeners' certificate
+/// (`tls-validity-checks-certificate`, from a server CA whose certificate is returned, for the
+/// clients), and two client CAs (ConfigMaps `tls-validity-checks-ca-certificate` and
+/// `tls-validity-checks-per-port-ca-certificate`) with a client certificate each (Secrets
+/// `tls-validity-checks-client-certificate` and `tls-validity-checks-per-port-client-certificate`).
+fn make_certificates(secrets: &Path) -> PathBuf {
+    let work = secrets.join(".ca");
+    fs::create_dir_all(&work).unwrap_or_else(|e| panic!("create {}: {e}", work.display()));
+    let install = |name: &str, files: &[(&str, &Path)]| {
+        let dir = secrets.join(INFRA_NAMESPACE).join(name);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        for (file, from) in files {
+            fs::copy(from, dir.join(file))
+                .unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+        }
+    };
+    let server_ca = TestCa::new(&work, "conformance-server-ca");
+    let (crt, key) = server_ca.server_cert_for(
+        "server",
+        "example.org",
+        "DNS:example.org,DNS:second-example.org,DNS:unknown-example.org,DNS:*.wildcard.org",
     );
+    install(
+        "tls-validity-checks-certificate",
+        &[("tls.crt", &crt), ("tls.key", &key)],
+    );
+    for (ca_name, client) in [
+        (
+            "tls-validity-checks-ca-certificate",
+            "tls-validity-checks-client-certificate",
+        ),
+        (
+            "tls-validity-checks-per-port-ca-certificate",
+            "tls-validity-checks-per-port-client-certificate",
+        ),
+    ] {
+        let ca = TestCa::new(&work, ca_name);
+        install(ca_name, &[("ca.crt", &ca.cert)]);
+        let (crt, key) = ca.client_cert(client, client);
+        install(client, &[("tls.crt", &crt), ("tls.key", &key)]);
+    }
+    server_ca.cert.clone()
 }
 
 /// Applies `base` and `objects` as the next revision (SIGHUP), waits until the agent has applied
@@ -80,7 +105,7 @@ fn run_step(
     base: &str,
     objects: &str,
     requests: &[serde_json::Value],
-    ports: &BackendPorts,
+    ctx: &Context,
 ) -> Vec<String> {
     let (applied, refused) = (agent.log_count(POLICY_APPLIED), not_applied(&agent.log()));
     lab.write_policy(POLICY_FILE, &format!("{base}\n---\n{objects}"));
@@ -116,10 +141,10 @@ fn run_step(
             return vec![format!("nothing listens on port {port}")];
         }
     }
-    ports.clear();
+    ctx.backends.clear();
     requests
         .iter()
-        .flat_map(|entry| run_request(entry, ports))
+        .flat_map(|entry| run_request(entry, ctx))
         .collect()
 }
 
@@ -162,8 +187,13 @@ fn gateway_api_conformance() {
 
     let lab = Lab::new("cfconform", &[]);
     let secrets = tempfile::tempdir().expect("a secrets directory");
-    make_certificate(secrets.path());
+    let server_ca = make_certificates(secrets.path());
     let secrets_dir = secrets.path().display().to_string();
+    let ctx = Context {
+        backends: ports,
+        secrets: secrets.path().to_owned(),
+        server_ca,
+    };
     lab.write_policy(POLICY_FILE, &base);
     let mut agent = start_agent(
         &lab,
@@ -179,7 +209,7 @@ fn gateway_api_conformance() {
         let steps =
             std::iter::once((&s.objects, &s.requests)).chain(s.then.iter().map(|(o, r)| (o, r)));
         for (step, (objects, requests)) in steps.enumerate() {
-            let f = run_step(&lab, &mut agent, &base, objects, requests, &ports);
+            let f = run_step(&lab, &mut agent, &base, objects, requests, &ctx);
             let label = if step == 0 {
                 String::new()
             } else {

@@ -99,23 +99,32 @@ pub fn send(req: &Request) -> Result<Response, String> {
     parse(&data, req.method == "HEAD")
 }
 
-/// Sends `req` over TLS with `server_name` as SNI (and in the URL), with curl (`-k`: the
-/// certificate is the runner's own; which listener answers is what is checked), HTTP/1.1.
-pub fn send_tls(req: &Request, server_name: &str) -> Result<Response, String> {
+/// TLS settings of a request.
+#[derive(Debug, Clone)]
+pub struct Tls<'a> {
+    /// The server name (SNI, and the URL's host, which the certificate must be valid for).
+    pub server_name: &'a str,
+    /// The CA the server's certificate must chain to.
+    pub ca: &'a std::path::Path,
+    /// A client certificate and its key, to present.
+    pub client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+/// Sends `req` over TLS with curl (HTTP/1.1), the certificate checked against `tls.ca` for
+/// `tls.server_name`. `Err` when there is no HTTP response (a failed handshake among others).
+pub fn send_tls(req: &Request, tls: &Tls<'_>) -> Result<Response, String> {
+    let server_name = tls.server_name;
     let url = format!("https://{server_name}:{}{}", req.port, req.path);
     let connect_to = format!("{server_name}:{}:127.0.0.1:{}", req.port, req.port);
     let mut cmd = std::process::Command::new("curl");
-    cmd.args([
-        "-sS",
-        "-i",
-        "-k",
-        "--http1.1",
-        "--max-time",
-        "15",
-        "--connect-to",
-    ])
-    .arg(&connect_to)
-    .args(["-X", &req.method]);
+    cmd.args(["-sS", "-i", "--http1.1", "--max-time", "15", "--cacert"])
+        .arg(tls.ca)
+        .arg("--connect-to")
+        .arg(&connect_to)
+        .args(["-X", &req.method]);
+    if let Some((cert, key)) = &tls.client {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
     if !req.host.is_empty() {
         cmd.args(["-H", &format!("Host: {}", req.host)]);
     }

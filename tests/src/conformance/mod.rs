@@ -289,6 +289,25 @@ pub fn echo_backends(yaml: &str) -> Result<Vec<EchoBackend>, String> {
     Ok(out)
 }
 
+/// What the requests of a run need besides themselves.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// The echo backends, to read what they were sent (mirrors).
+    pub backends: BackendPorts,
+    /// The agent's `--tls-secrets-dir` (client certificates are Secrets there too).
+    pub secrets: PathBuf,
+    /// The CA of the HTTPS listeners' certificate.
+    pub server_ca: PathBuf,
+}
+
+impl Context {
+    /// The certificate and key of Secret `gateway-conformance-infra/name`.
+    pub fn client_certificate(&self, name: &str) -> (PathBuf, PathBuf) {
+        let dir = self.secrets.join(INFRA_NAMESPACE).join(name);
+        (dir.join("tls.crt"), dir.join("tls.key"))
+    }
+}
+
 /// Where the echo backends listen, to read what they were sent (mirrors).
 #[derive(Debug, Clone, Default)]
 pub struct BackendPorts(pub BTreeMap<String, u16>);
@@ -537,7 +556,8 @@ pub fn check(expect: &Value, resp: &Response) -> Vec<String> {
 }
 
 /// Runs one entry of a scenario's `requests`; the failures, each starting with the request.
-pub fn run_request(entry: &Value, backends: &BackendPorts) -> Vec<String> {
+pub fn run_request(entry: &Value, ctx: &Context) -> Vec<String> {
+    let backends = &ctx.backends;
     let r = &entry["request"];
     let expect = &entry["expect"];
     let req = request_of(r);
@@ -560,16 +580,44 @@ pub fn run_request(entry: &Value, backends: &BackendPorts) -> Vec<String> {
     }
 
     let mut answered_by: BTreeMap<String, u64> = BTreeMap::new();
-    let server_name = r["serverName"].as_str();
-    let what = match server_name {
-        Some(sni) => format!("{what} over TLS with server name {sni}"),
-        None => what,
+    let tls = r["serverName"].as_str().map(|server_name| client::Tls {
+        server_name,
+        ca: &ctx.server_ca,
+        client: r["clientCertificate"]
+            .as_str()
+            .map(|name| ctx.client_certificate(name)),
+    });
+    let what = match (&tls, r["clientCertificate"].as_str()) {
+        (Some(t), Some(c)) => format!(
+            "{what} over TLS with server name {} and client certificate {c}",
+            t.server_name
+        ),
+        (Some(t), None) => format!("{what} over TLS with server name {}", t.server_name),
+        (None, _) => what,
     };
     for _ in 0..repeat {
-        let sent = match server_name {
-            Some(sni) => client::send_tls(&req, sni),
+        let sent = match &tls {
+            Some(tls) => client::send_tls(&req, tls),
             None => client::send(&req),
         };
+        // The connection must fail before any HTTP response (a refused client certificate).
+        if expect["tlsFailure"] == true {
+            match sent {
+                Ok(resp) => failures.push(format!(
+                    "{what}: expected the TLS connection to fail, got a {} response",
+                    resp.status
+                )),
+                // The server's refusal, not a client that could not even start (a certificate
+                // file it could not read, say): curl names TLS (OpenSSL's "SSL") or the alert.
+                Err(e) if !(e.contains("SSL") || e.contains("alert") || e.contains("TLS")) => {
+                    failures.push(format!(
+                        "{what}: expected the server to refuse the TLS connection, got: {e}"
+                    ))
+                }
+                Err(_) => {}
+            }
+            continue;
+        }
         match sent {
             Ok(resp) => {
                 if let Some(b) =
