@@ -17,8 +17,9 @@ use crate::{Agent, Lab, APPLY_TIMEOUT, POLICY_APPLIED, PYTHON};
 /// `X-Hop`, `Keep-Alive`), which the proxy must not pass on.
 ///
 /// Like the Gateway API conformance suite's echo server, it also honours `?delay=D` (`D` in
-/// `ms` or `s`: the answer waits that long) and `X-Echo-Set-Header: Name:value,...` (it
-/// answers with those response headers), keeps a log of the requests it answered (method,
+/// `ms` or `s`: the answer waits that long), `?responseCode=C&succeedAfter=N` (the first N
+/// requests to that exact target are answered C), and `X-Echo-Set-Header: Name:value,...`
+/// (it answers with those response headers), keeps a log of the requests it answered (method,
 /// path, Host; the first 10,000) that `GET /__echo/requests` (sent to it directly; `?clear`
 /// empties it) returns, and answers a WebSocket handshake (`Upgrade: websocket`) with 101 and
 /// then echoes every text or binary message until the client closes.
@@ -115,6 +116,11 @@ class Handler(BaseHTTPRequestHandler):
         if len(parts) > 2 and parts[1] == "slow":
             time.sleep(int(parts[2]) / 1000)
         time.sleep(delay_of(self.path))
+        # As upstream's echo server: `?responseCode=500&succeedAfter=2` fails the first 2
+        # requests to this exact target (path and query) with that code, then succeeds.
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        if "responseCode" in query and n <= int(query.get("succeedAfter", ["0"])[0]):
+            status = int(query["responseCode"][0])
         headers = {}
         for k, v in self.headers.items():
             k = k.lower()

@@ -233,6 +233,7 @@ fn gateway_api_conformance() {
             name: s.name.clone(),
             features: s.features.clone(),
             failures,
+            experimental: s.experimental,
         });
     }
     drop(agent);

@@ -50,6 +50,9 @@ pub struct Scenario {
     pub then: Vec<(String, Vec<Value>)>,
     /// Where it came from (file name, for messages).
     pub file: String,
+    /// It tests an experimental-channel feature: run, but left out of the (standard-channel)
+    /// report.
+    pub experimental: bool,
 }
 
 impl Scenario {
@@ -120,12 +123,22 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, String> {
             "objects",
             "requests",
             "then",
+            "channel",
         ]
         .contains(&key.as_str())
         {
             return Err(format!("{file}: unknown field `{key}`"));
         }
     }
+    let experimental = match doc.get("channel").and_then(Value::as_str) {
+        None | Some("standard") => false,
+        Some("experimental") => true,
+        Some(other) => {
+            return Err(format!(
+                "{file}: channel {other:?} is neither standard nor experimental"
+            ))
+        }
+    };
     Ok(Scenario {
         name,
         features,
@@ -133,6 +146,7 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, String> {
         requests,
         then,
         file,
+        experimental,
     })
 }
 
@@ -742,6 +756,8 @@ pub struct Outcome {
     pub features: Vec<String>,
     /// Empty when it passed.
     pub failures: Vec<String>,
+    /// An experimental-channel test: not in the report.
+    pub experimental: bool,
 }
 
 /// The implementation named in the report.
@@ -809,7 +825,7 @@ pub fn report(
 ) -> String {
     let (mut core, mut extended) = (Level::default(), Level::default());
     let mut supported = BTreeSet::new();
-    for o in outcomes {
+    for o in outcomes.iter().filter(|o| !o.experimental) {
         let level = if is_core(&o.features) {
             &mut core
         } else {
@@ -930,6 +946,7 @@ mod tests {
             name: name.into(),
             features: features.iter().map(|f| f.to_string()).collect(),
             failures: if ok { vec![] } else { vec!["status".into()] },
+            experimental: false,
         }
     }
 
@@ -947,6 +964,10 @@ mod tests {
             outcome("A", &["Gateway", "HTTPRoute"], true),
             outcome("B", &["Gateway", "HTTPRoute", "ReferenceGrant"], false),
             outcome("C", &["Gateway", "HTTPRoute", "HTTPRouteCORS"], true),
+            Outcome {
+                experimental: true,
+                ..outcome("X", &["Gateway", "HTTPRoute", "HTTPRouteRetry"], false)
+            },
         ];
         let skips = SkipList {
             skipped: vec![
@@ -983,6 +1004,8 @@ mod tests {
         );
         // E needs an unsupported feature: neither run nor counted as skipped.
         assert!(!r.contains("- E"), "{r}");
+        // X is an experimental-channel test: not in a standard-channel report.
+        assert!(!r.contains("- X") && !r.contains("HTTPRouteRetry"), "{r}");
         let parsed: Value = serde_saphyr::from_str(&r).unwrap();
         assert_eq!(parsed["kind"], "ConformanceReport");
         assert_eq!(parsed["profiles"][0]["core"]["statistics"]["Passed"], 1);
