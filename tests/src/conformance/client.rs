@@ -265,10 +265,27 @@ pub fn websocket(req: &Request, message: &str) -> Result<(Response, String), Str
             "the 101 does not carry Sec-WebSocket-Accept {WS_ACCEPT}: {response:?}"
         ));
     }
-    let payload = message.as_bytes();
+    // The text message, then a binary one (as upstream's test does): each must come back
+    // whole, in a frame of the same type.
+    let text = exchange(&mut stream, 0x1, message.as_bytes())?;
+    let binary = [1u8, 2, 3, 4, 5, 6, 7];
+    let back = exchange(&mut stream, 0x2, &binary)?;
+    if back != binary {
+        return Err(format!(
+            "sent the binary message {binary:?}, got back {back:?}"
+        ));
+    }
+    // A close frame, so the backend ends its side cleanly.
+    let _ = stream.write_all(&[0x88, 0x80, 0, 0, 0, 0]);
+    Ok((response, String::from_utf8_lossy(&text).into_owned()))
+}
+
+/// Sends one short masked frame of `opcode` (a client's frames are masked, RFC 6455 5.3) and
+/// reads the server's answer, which must be one unmasked frame of the same opcode.
+fn exchange(stream: &mut TcpStream, opcode: u8, payload: &[u8]) -> Result<Vec<u8>, String> {
     assert!(payload.len() < 126, "a short message: one length byte");
     let mask = [0x12u8, 0x34, 0x56, 0x78];
-    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8];
     frame.extend_from_slice(&mask);
     frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     stream
@@ -278,18 +295,16 @@ pub fn websocket(req: &Request, message: &str) -> Result<(Response, String), Str
     stream
         .read_exact(&mut header)
         .map_err(|e| format!("no message back: {e}"))?;
-    if header[0] & 0x0F != 1 || header[1] & 0x80 != 0 || header[1] & 0x7F >= 126 {
+    if header[0] != 0x80 | opcode || header[1] & 0x80 != 0 || header[1] & 0x7F >= 126 {
         return Err(format!(
-            "not a short unmasked text frame from the server: {header:?}"
+            "not a short unmasked frame of opcode {opcode} from the server: {header:?}"
         ));
     }
     let mut echoed = vec![0u8; usize::from(header[1] & 0x7F)];
     stream
         .read_exact(&mut echoed)
         .map_err(|e| format!("the message back was cut short: {e}"))?;
-    // A close frame, so the backend ends its side cleanly.
-    let _ = stream.write_all(&[0x88, 0x80, 0, 0, 0, 0]);
-    Ok((response, String::from_utf8_lossy(&echoed).into_owned()))
+    Ok(echoed)
 }
 
 #[cfg(test)]
