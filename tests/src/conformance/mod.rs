@@ -53,6 +53,10 @@ pub struct Scenario {
     /// It tests an experimental-channel feature: run, but left out of the (standard-channel)
     /// report.
     pub experimental: bool,
+    /// A product bug this scenario is known to fail on (`knownFailure`): it runs, and is
+    /// reported failed, but does not fail the run; once it passes, the run fails until the
+    /// mark is removed.
+    pub known_failure: Option<String>,
 }
 
 impl Scenario {
@@ -124,6 +128,7 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, String> {
             "requests",
             "then",
             "channel",
+            "knownFailure",
         ]
         .contains(&key.as_str())
         {
@@ -139,6 +144,14 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, String> {
             ))
         }
     };
+    let known_failure = doc
+        .get("knownFailure")
+        .map(|v| {
+            v.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("{file}: `knownFailure` is not a string"))
+        })
+        .transpose()?;
     Ok(Scenario {
         name,
         features,
@@ -147,6 +160,7 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, String> {
         then,
         file,
         experimental,
+        known_failure,
     })
 }
 
@@ -615,6 +629,17 @@ pub fn run_request(entry: &Value, ctx: &Context) -> Vec<String> {
             None => client::send(&req),
         };
         // The connection must fail before any HTTP response (a refused client certificate).
+        // No HTTP response at all: the listener is not served (refused, reset, or a failed
+        // handshake).
+        if expect["noResponse"] == true {
+            if let Ok(resp) = sent {
+                failures.push(format!(
+                    "{what}: expected no response (the listener not served), got a {} response",
+                    resp.status
+                ));
+            }
+            continue;
+        }
         if expect["tlsFailure"] == true {
             match sent {
                 Ok(resp) => failures.push(format!(
