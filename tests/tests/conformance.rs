@@ -6,8 +6,9 @@
 //! Host and headers it saw, response headers, Location, mirrors, weights, WebSocket echo).
 //!
 //! It writes the `ConformanceReport` to `<target>/tmp/conformance-report.yaml` and fails when a
-//! scenario fails (one marked `knownFailure`, a product bug on record: when it passes), or when the committed `docs/conformance/report.yaml` says anything else than
-//! this run (the date aside). `TOLLGATE_CONFORMANCE_WRITE=1` (what `cargo xtask conformance`
+//! scenario fails (one marked `knownFailure`, a product bug on record: when it passes), or when
+//! the committed `docs/conformance/report.yaml` says anything else than this run (the date
+//! aside). `TOLLGATE_CONFORMANCE_WRITE=1` (what `cargo xtask conformance`
 //! sets) writes the committed report instead of comparing. `TOLLGATE_CONFORMANCE_ONLY=A,B`
 //! runs those scenarios only (no report then), for work on one scenario.
 use std::collections::BTreeMap;
@@ -31,7 +32,8 @@ const POLICY_FILE: &str = "conformance.yaml";
 /// What the agent logs when a revision is not enforced.
 const NOT_APPLIED: [&str; 2] = ["revision refused", "apply failed"];
 
-/// The implementation as the report names it.
+/// The implementation as the report names it. The project has no public home yet: the URL and
+/// contact are the project's own domain and mailbox names, to be replaced when it has one.
 const IMPLEMENTATION: Implementation<'static> = Implementation {
     organization: "tollgate",
     project: "tollgate",
@@ -40,6 +42,7 @@ const IMPLEMENTATION: Implementation<'static> = Implementation {
     contact: &["dev@tollgate.invalid"],
 };
 
+/// An echo backend, held only to keep it running (dropping it stops it).
 enum Running {
     Python(#[allow(dead_code)] Backend),
     H2c(#[allow(dead_code)] H2cBackend),
@@ -167,7 +170,10 @@ fn gateway_api_conformance() {
     // Every echo backend any revision names, started once (the scenarios' own Backends have
     // ports of their own).
     let mut wanted = BTreeMap::new();
-    for text in std::iter::once(base.as_str()).chain(scenarios.iter().map(|s| s.objects.as_str())) {
+    let texts = scenarios.iter().flat_map(|s| {
+        std::iter::once(s.objects.as_str()).chain(s.then.iter().map(|(o, _)| o.as_str()))
+    });
+    for text in std::iter::once(base.as_str()).chain(texts) {
         for b in echo_backends(text).unwrap_or_else(|e| panic!("{e}")) {
             if let Some(old) = wanted.insert(b.port, b.clone()) {
                 assert_eq!(old, b, "two echo backends on port {}", b.port);
