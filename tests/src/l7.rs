@@ -16,6 +16,14 @@ use crate::{Agent, Lab, APPLY_TIMEOUT, POLICY_APPLIED, PYTHON};
 /// path. It also sends hop-by-hop headers of its own (`Connection: keep-alive, X-Hop`,
 /// `X-Hop`, `Keep-Alive`), which the proxy must not pass on.
 ///
+/// Like the Gateway API conformance suite's echo server, it also honours `?delay=D` (`D` in
+/// `ms` or `s`: the answer waits that long), `?responseCode=C&succeedAfter=N` (the first N
+/// requests to that exact target are answered C), and `X-Echo-Set-Header: Name:value,...`
+/// (it answers with those response headers), keeps a log of the requests it answered (method,
+/// path, Host; the first 10,000) that `GET /__echo/requests` (sent to it directly; `?clear`
+/// empties it) returns, and answers a WebSocket handshake (`Upgrade: websocket`) with 101 and
+/// then echoes every text or binary message until the client closes.
+///
 /// Paths: `/status/NNN...` answers NNN; `/flaky/...` answers 503 on the 1st, 3rd, ... request
 /// to that path and 200 on the others; `/slow/MS...` answers after MS milliseconds;
 /// `/reset/head...` resets the connection in the middle of the status line, `/reset/body...`
@@ -24,11 +32,21 @@ use crate::{Agent, Lab, APPLY_TIMEOUT, POLICY_APPLIED, PYTHON};
 /// are read too. Mode `hang`
 /// never answers.
 const BACKEND_SCRIPT: &str = r#"
-import json, socket, struct, sys, threading, time
+import base64, hashlib, json, socket, struct, sys, threading, time, urllib.parse
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 name, host, port, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 lock = threading.Lock()
 hits = {}
+seen = []
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+def delay_of(path):
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+    for d in query.get("delay", []):
+        if d.endswith("ms"):
+            return int(d[:-2]) / 1000
+        if d.endswith("s"):
+            return float(d[:-1])
+    return 0
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Headers and body are two writes: without TCP_NODELAY, Nagle holds the body back until
@@ -37,6 +55,23 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
     def answer(self):
+        if self.path.startswith("/__echo/requests"):
+            with lock:
+                body = json.dumps(seen).encode()
+                if "clear" in self.path:
+                    seen.clear()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        with lock:
+            # Bounded: load tests send far more requests than anyone reads the log of.
+            if len(seen) < 10000:
+                seen.append({"method": self.command, "path": self.path,
+                             "host": self.headers.get("Host", "")})
+        if self.headers.get("Upgrade", "").lower() == "websocket":
+            return self.websocket()
         if self.path.startswith("/reset/head"):
             # A status line cut short, then a TCP reset: no response at all.
             self.wfile.write(b"HTTP/1.1 200 O")
@@ -80,6 +115,12 @@ class Handler(BaseHTTPRequestHandler):
             status = 503
         if len(parts) > 2 and parts[1] == "slow":
             time.sleep(int(parts[2]) / 1000)
+        time.sleep(delay_of(self.path))
+        # As upstream's echo server: `?responseCode=500&succeedAfter=2` fails the first 2
+        # requests to this exact target (path and query) with that code, then succeeds.
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        if "responseCode" in query and n <= int(query.get("succeedAfter", ["0"])[0]):
+            status = int(query["responseCode"][0])
         headers = {}
         for k, v in self.headers.items():
             k = k.lower()
@@ -91,12 +132,47 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Backend", name)
+        # As upstream's echo server: response headers the request asks for ("Name:value,...").
+        for pair in self.headers.get("X-Echo-Set-Header", "").split(","):
+            if ":" in pair:
+                k, v = pair.split(":", 1)
+                self.send_header(k.strip(), v.strip())
         self.send_header("Connection", "keep-alive, X-Hop")
         self.send_header("X-Hop", "must-not-pass")
         self.send_header("Keep-Alive", "timeout=60")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+    def websocket(self):
+        # RFC 6455 section 4.2.2: the accept value proves the key was read.
+        key = self.headers.get("Sec-WebSocket-Key", "").encode()
+        accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest()).decode()
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        while True:
+            head = self.rfile.read(2)
+            if len(head) < 2:
+                return
+            opcode, length = head[0] & 0x0F, head[1] & 0x7F
+            if length == 126:
+                length = struct.unpack("!H", self.rfile.read(2))[0]
+            elif length == 127:
+                length = struct.unpack("!Q", self.rfile.read(8))[0]
+            mask = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+            data = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(length)))
+            if opcode == 8:
+                self.wfile.write(b"\x88\x00")
+                self.wfile.flush()
+                return
+            if opcode in (1, 2):
+                # Server frames are not masked (RFC 6455 section 5.1); messages here are short.
+                self.wfile.write(bytes([0x80 | opcode, len(data)]) + data)
+                self.wfile.flush()
     def reset(self):
         self.wfile.flush()
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -27,6 +27,7 @@ use serde_json::Value;
 
 pub mod admin;
 pub mod cgroup;
+pub mod conformance;
 pub mod gitrepo;
 pub mod gitserver;
 pub mod kube_fake;

@@ -60,6 +60,9 @@ enum Cmd {
     /// Build the release binary and the agent's OCI image (umoci, no daemon), written as an
     /// OCI archive: target/image/tollgate-<version>.oci.tar (docs/install.md: how to push it).
     Image,
+    /// Run the Gateway API conformance scenarios (tests/conformance/) against the debug binary
+    /// and write docs/conformance/report.yaml (root; docs/conformance/README.md).
+    Conformance,
     /// Validate the install manifests (kubectl kustomize | kubernetes-validate --strict) and
     /// the example custom resources against the CRDs, and check the model's Gateway API fields
     /// against the Gateway API's types (run by `test` too).
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
             }
         }),
         Cmd::Crds => crds(),
+        Cmd::Conformance => conformance(),
         Cmd::Image => image::image(),
         Cmd::Manifests => manifests::validate_kustomizations()
             .and_then(|()| manifests::validate_custom_resources())
@@ -536,6 +540,29 @@ fn test() -> Result<()> {
     } else {
         bail!("some tests failed")
     }
+}
+
+/// Builds the agent, then runs the conformance test with TOLLGATE_CONFORMANCE_WRITE=1, which
+/// writes docs/conformance/report.yaml from this run instead of comparing it with the committed
+/// one (what `cargo xtask test` does).
+fn conformance() -> Result<()> {
+    // The agent's binary is all the run needs (the test target is built by `cargo test`).
+    let mut bin = cargo();
+    bin.args(["build", "-p", "gateway-user"]);
+    run(bin)?;
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "-p",
+        "tollgate-tests",
+        "--test",
+        "conformance",
+        "--",
+        "--test-threads=1",
+    ])
+    .env("TOLLGATE_BIN", target_dir().join("debug/tollgate"))
+    .env("TOLLGATE_CONFORMANCE_WRITE", "1");
+    run(cmd)
 }
 
 /// The cargo-fuzz targets of gateway-user/fuzz (see its Cargo.toml).
