@@ -396,8 +396,13 @@ fn listener_conditions(
     } else {
         None
     };
+    // A client CA of `spec.tls.frontend` that cannot be read is reported on each listener it
+    // covers, the field named first in the message.
+    let client_ca = has(&|f, m| f.is_empty() && m.contains("spec.tls.frontend."));
     let refs = if has(&|f, _| f.starts_with(".tls.certificateRefs")) {
         Some("InvalidCertificateRef")
+    } else if client_ca {
+        Some("InvalidCACertificateRef")
     } else if has(&|f, _| f.starts_with(".allowedRoutes.kinds")) {
         Some("InvalidRouteKinds")
     } else {
@@ -409,6 +414,8 @@ fn listener_conditions(
         "UnsupportedProtocol"
     } else if has(&|f, _| f == ".port") {
         "PortUnavailable"
+    } else if client_ca {
+        "NoValidCACertificate"
     } else {
         "UnsupportedValue"
     };

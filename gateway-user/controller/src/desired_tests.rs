@@ -290,3 +290,31 @@ fn only_gateways_of_a_class_naming_this_controller_get_status_and_route_entries(
     assert_eq!(ancestors.len(), 1, "{ancestors:?}");
     assert_eq!(ancestors[0]["ancestorRef"]["name"], "edge");
 }
+
+#[test]
+fn a_listener_whose_client_ca_cannot_be_read_reports_invalid_ca_certificate_ref() {
+    // As the compiler reports a client CA ConfigMap the Kubernetes source could not resolve:
+    // on each listener it covers, the frontend field named in the message.
+    let problems = vec![(
+        String::new(),
+        "listener left out, the Gateway's other listeners serve: spec.tls.frontend.default.validation.caCertificateRefs[0]: ConfigMap edge/ca does not exist (it must hold \"ca.crt\"): the listener is not served without the client certificate validation that field names".to_owned(),
+    )];
+    let c = Value::Array(listener_conditions(
+        Some(&problems),
+        false,
+        false,
+        "0 of 1 nodes",
+        Some(1),
+    ));
+    let resolved = find(&c, "ResolvedRefs");
+    assert_eq!(
+        (&resolved["status"], &resolved["reason"]),
+        (&json!("False"), &json!("InvalidCACertificateRef"))
+    );
+    let accepted = find(&c, "Accepted");
+    assert_eq!(
+        (&accepted["status"], &accepted["reason"]),
+        (&json!("False"), &json!("NoValidCACertificate"))
+    );
+    assert_eq!(find(&c, "Programmed")["status"], json!("False"));
+}
