@@ -292,6 +292,12 @@ mod tests {
                 name: "node-a".into(),
                 labels: [("role".to_string(), "edge".to_string())].into(),
             }),
+            unresolved: vec![Unresolved {
+                namespace: "ns".into(),
+                name: "site".into(),
+                use_: crate::references::Use::Certificate,
+                why: "Secret ns/site does not exist".into(),
+            }],
         }));
         let text = serde_json::to_string(&docs).unwrap();
         let back: Documents = serde_json::from_str(&text).unwrap();
