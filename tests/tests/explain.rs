@@ -204,3 +204,48 @@ fn replies_of_a_failsafe_endpoint_pass_by_lock_out_protection_and_nothing_else_d
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("expected ADDR:PORT"), "{out}");
 }
+
+#[test]
+fn a_policy_the_node_does_not_select_is_named_and_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("zone-a.yaml"),
+        "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nmetadata: { name: zone-a }\nspec:\n  nodeSelector: { matchLabels: { zone: a } }\n  rules:\n    - { name: block, action: deny, from: [203.0.113.0/24] }\n",
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(tollgate_bin())
+            .arg("explain")
+            .arg("--source")
+            .arg(dir.path())
+            .args(["--packet", "tcp 203.0.113.7:51000 -> 198.18.0.1:22"])
+            .args(extra)
+            .output()
+            .expect("run tollgate explain");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // A node in zone b: the policy is not applied there, and explain says so.
+    let (code, out) = run(&["--node-name", "node-b", "--node-label", "zone=b"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(line(&out, "verdict:").contains("PASS"), "{out}");
+    assert!(line(&out, "node:").contains("node-b (zone=b)"), "{out}");
+    assert!(
+        line(&out, "not applied on this node:").contains("L4Policy/zone-a"),
+        "{out}"
+    );
+    // A node in zone a enforces it.
+    let (code, out) = run(&["--node-label", "zone=a"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        line(&out, "decided by:").contains("L4Policy/zone-a rule block"),
+        "{out}"
+    );
+    assert!(!out.contains("not applied on this node"), "{out}");
+    // No node given: every policy applies, as in directory mode.
+    let (code, out) = run(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains("node:"), "{out}");
+}

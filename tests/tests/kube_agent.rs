@@ -330,6 +330,19 @@ fn a_deny_all_l4policy_does_not_cut_the_agent_off_its_api_server() {
     .unwrap();
 
     fake.apply_yaml(&l4_policy("edge", "allow", "")).unwrap();
+    // The `kubernetes` Service's endpoints, as a cluster has them (an address of the
+    // documentation range: nothing answers there, the entry is what is checked).
+    let api_slice = |ip: &str| {
+        serde_json::json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "kubernetes"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+        })
+    };
+    fake.put(api_slice("192.0.2.77")).unwrap();
     let admin = format!("127.0.0.1:{FAILSAFE_ADMIN}");
     let mut agent = lab.start_agent(&[
         "--source",
@@ -351,11 +364,29 @@ fn a_deny_all_l4policy_does_not_cut_the_agent_off_its_api_server() {
     assert_eq!(code, 200, "{status}");
     assert!(status.contains("\"failsafe\""), "{status}");
     assert!(status.contains(&lab.ns_ip().to_string()), "{status}");
+    assert!(status.contains("192.0.2.77"), "{status}");
+
+    // The API server moves: the failsafe entry follows its EndpointSlice, without a restart.
+    fake.put(api_slice("192.0.2.78")).unwrap();
+    agent
+        .wait_for_log_count(POLICY_APPLIED, 2, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, status) = http_get(FAILSAFE_ADMIN, "/status", "").expect("/status");
+    assert!(status.contains("192.0.2.78"), "{status}");
+    assert!(!status.contains("192.0.2.77"), "{status}");
+    assert!(status.contains(&lab.ns_ip().to_string()), "{status}");
+    assert!(
+        agent
+            .log()
+            .contains("lock-out protection no longer covers this endpoint"),
+        "{}",
+        agent.log()
+    );
 
     // Deny everything: pings from the namespace are dropped...
     fake.apply_yaml(&l4_policy("edge", "deny", "")).unwrap();
     agent
-        .wait_for_log_count(POLICY_APPLIED, 2, APPLY_TIMEOUT)
+        .wait_for_log_count(POLICY_APPLIED, 3, APPLY_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(pings(&lab, SCANNER), 0, "deny-all let a ping through");
     // ...yet the agent still hears from its API server: the next change is enforced.
@@ -366,7 +397,7 @@ fn a_deny_all_l4policy_does_not_cut_the_agent_off_its_api_server() {
     ))
     .unwrap();
     agent
-        .wait_for_log_count(POLICY_APPLIED, 3, APPLY_TIMEOUT)
+        .wait_for_log_count(POLICY_APPLIED, 4, APPLY_TIMEOUT)
         .unwrap_or_else(|e| panic!("the change after deny-all never arrived: {e}"));
     assert_eq!(
         pings(&lab, SCANNER),

@@ -367,6 +367,29 @@ fn routes_and_gateways_get_their_status_and_a_quiet_cluster_gets_no_writes() {
         controller.log()
     );
     assert!(lease_writes > 0, "the leader renews its lease");
+
+    // An L4Policy for other nodes: node-a reports it not selected (`notForThisNode`), so it
+    // selects no node and none enforces it; `edge` still selects the one node.
+    let gpu = "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nmetadata: { name: gpu }\nspec:\n  nodeSelector: { matchLabels: { gpu: 'yes' } }\n  defaultAction: allow\n  rules: []\n";
+    let node_a = format!("{NODE}  notForThisNode: [gpu]\n");
+    fake.apply_yaml(&[gpu, node_a.as_str()].join("---\n"))
+        .unwrap();
+    let gpu = wait_for(Duration::from_secs(15), "the gpu L4Policy's status", || {
+        let s = fake.get("tollgate.dev/v1alpha1", "L4Policy", None, "gpu")?["status"].clone();
+        s["conditions"].is_array().then_some(s)
+    });
+    assert_eq!(gpu["nodesSelected"], 0, "{gpu}");
+    assert_eq!(gpu["nodesEnforcing"], 0, "{gpu}");
+    assert_eq!(
+        condition(&gpu["conditions"], "Programmed")["message"],
+        "0/0 nodes enforce it (1 of 1 nodes are not selected by its nodeSelector)"
+    );
+    let edge = fake
+        .get("tollgate.dev/v1alpha1", "L4Policy", None, "edge")
+        .unwrap()["status"]
+        .clone();
+    assert_eq!(edge["nodesSelected"], 1, "{edge}");
+    assert_eq!(edge["nodesEnforcing"], 1, "{edge}");
 }
 
 #[test]

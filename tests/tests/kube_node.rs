@@ -97,8 +97,14 @@ fn a_label_change_is_a_new_revision_and_a_heartbeat_is_not() {
         &*first.cluster.as_ref().unwrap().node.as_ref().unwrap().name,
         "node-a"
     );
-    // One watch more than without a node: the Node's, for this node alone.
-    let watches = fake.open_watches();
+    // One watch more than without a node: the Node's, for this node alone. (The revision comes
+    // once every kind is listed; a watch opens just after its list: wait for it.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut watches = fake.open_watches();
+    while !watches.contains_key("nodes") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        watches = fake.open_watches();
+    }
     assert_eq!(watches.get("nodes"), Some(&1), "{watches:?}");
     let requests = fake.requests();
     let node_requests: Vec<_> = requests

@@ -1,8 +1,8 @@
 //! The Kubernetes source's Secrets and ConfigMaps against the fake API server: the objects the
 //! policy references are written under the secrets directory (only the keys read, private
 //! modes), their rotation is a new revision, other Secrets are never written and never make
-//! one, dereferenced ones are removed, and a missing or unreadable one refuses the revision
-//! naming the referencing field. No root needed.
+//! one, dereferenced ones are removed, and a missing or unreadable one is handed to the
+//! compiler, which leaves out only what references it (naming the field). No root needed.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{json, Value};
+use tollgate_compile::snapshot::{compile_documents, Snapshot};
 use tollgate_kubernetes::{watched_kinds, KubernetesSource, Settings};
 use tollgate_model::source::{Next, PolicySource};
 use tollgate_model::Documents;
@@ -116,14 +117,6 @@ fn revision(s: &mut Setup, applied: Option<&str>) -> Documents {
     }
 }
 
-fn refusal(s: &mut Setup) -> String {
-    match next(s, None) {
-        Err(e) => e,
-        Ok(Next::Revision(d)) => panic!("expected a refusal, got revision {}", d.revision.id),
-        Ok(Next::Unchanged) => panic!("expected a refusal, got no new revision"),
-    }
-}
-
 /// The source's answer once a change made through the API is seen: reads again (woken, or
 /// every 200 ms) while it has nothing new, up to 5 s.
 fn after_change(s: &mut Setup, applied: Option<&str>) -> Result<Next, String> {
@@ -151,14 +144,6 @@ fn changed_revision(s: &mut Setup, applied: Option<&str>) -> Documents {
             }
             Err(_) => {}
         }
-    }
-}
-
-fn changed_refusal(s: &mut Setup) -> String {
-    match after_change(s, None) {
-        Err(e) => e,
-        Ok(Next::Revision(d)) => panic!("expected a refusal, got revision {}", d.revision.id),
-        Ok(Next::Unchanged) => panic!("expected a refusal, got nothing new within 5 s"),
     }
 }
 
@@ -362,25 +347,88 @@ fn dereferenced_and_deleted_objects_are_removed_once_no_revision_in_force_needs_
     assert_eq!(std::fs::read(user.join("tls.crt")).unwrap(), b"USER");
 }
 
+/// What the agent makes of a revision: the compile stage every revision goes through.
+fn compiled(docs: &Documents) -> Snapshot {
+    compile_documents(docs, None).unwrap_or_else(|e| panic!("the revision is refused: {e}"))
+}
+
+/// The problems of the left-out object `Kind/namespace/name`, joined (empty: not left out).
+fn left_out(snapshot: &Snapshot, object: &str) -> String {
+    snapshot
+        .acceptance
+        .left_out
+        .iter()
+        .filter(|o| format!("{}/{}/{}", o.kind, o.namespace, o.name) == object)
+        .flat_map(|o| &o.problems)
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The compiled revisions that come after a change, until one meets `done` (two updates made
+/// in a row may come as two revisions), up to 5 s: the last one.
+fn settled(s: &mut Setup, done: impl Fn(&Snapshot) -> bool) -> Snapshot {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let snap = compiled(&changed_revision(s, None));
+        if done(&snap) || Instant::now() > deadline {
+            return snap;
+        }
+    }
+}
+
+/// The listeners served, as `namespace/gateway/listener`.
+fn listeners(snapshot: &Snapshot) -> Vec<String> {
+    snapshot
+        .l7
+        .policy
+        .listeners
+        .iter()
+        .map(|l| format!("{}/{}", l.gateway, l.name))
+        .collect()
+}
+
 #[test]
-fn a_missing_secret_key_or_type_refuses_the_revision_naming_the_field_and_the_secret() {
+fn a_missing_secret_key_or_type_leaves_out_only_what_references_it_never_failing_open() {
     let fake = FakeApiServer::start(tollgate_kinds());
     seed(&fake);
+    fake.put(json!({"apiVersion": GW, "kind": "HTTPRoute",
+        "metadata": {"name": "r", "namespace": "edge"}, "spec": {}}))
+        .unwrap();
     fake.delete("v1", "Secret", Some("certs"), "site").unwrap();
     let mut s = setup_with(fake);
-    let e = refusal(&mut s);
+    // The revision is handed on (other objects keep serving and changing), with the reference
+    // it could not resolve...
+    let docs = revision(&mut s, None);
+    let unresolved = &docs.cluster.as_ref().expect("a cluster part").unresolved;
+    assert_eq!(unresolved.len(), 1, "{unresolved:?}");
+    assert_eq!(
+        (&*unresolved[0].namespace, &*unresolved[0].name),
+        ("certs", "site")
+    );
+    assert!(unresolved[0]
+        .why
+        .contains("Secret certs/site does not exist"));
+    // ...and the compiler leaves out the listener that names it (here the Gateway's only
+    // one, so the Gateway), naming the field; the AuthPolicy is served.
+    let snap = compiled(&docs);
+    let e = left_out(&snap, "Gateway/edge/gw");
     assert!(e.contains("kubernetes:/edge/Gateway/gw"), "{e}");
     assert!(
         e.contains("spec.listeners[0].tls.certificateRefs[0]"),
         "{e}"
     );
     assert!(e.contains("Secret certs/site does not exist"), "{e}");
-    // Nothing was written for a refused revision.
-    assert!(!s.secrets.exists(), "{:?}", names(&s.secrets));
-    // Refused once: the same state is no new attempt.
+    assert!(listeners(&snap).is_empty());
+    assert_eq!(left_out(&snap, "AuthPolicy/edge/auth"), "");
+    assert_eq!(snap.l7.policy.auth.len(), 1);
+    // Nothing is written for it; what resolves is.
+    assert!(!s.secrets.join("certs").exists(), "{:?}", names(&s.secrets));
+    assert!(s.secrets.join("edge/keys/keys").exists());
+    // The same state is no new revision.
     assert!(matches!(next(&mut s, None), Ok(Next::Unchanged)));
 
-    // Created without its key: refused again, naming the key.
+    // Created without its key: a new revision, the listener still out, naming the key.
     s.fake
         .put(secret(
             "certs",
@@ -389,11 +437,12 @@ fn a_missing_secret_key_or_type_refuses_the_revision_naming_the_field_and_the_se
             &[("tls.crt", "C")],
         ))
         .unwrap();
-    let e = changed_refusal(&mut s);
+    let snap = compiled(&changed_revision(&mut s, None));
+    let e = left_out(&snap, "Gateway/edge/gw");
     assert!(e.contains("Secret certs/site has no \"tls.key\""), "{e}");
 
-    // API keys in a Secret of another type (stored first: no state between the two updates
-    // is valid).
+    // API keys in a Secret of another type: the AuthPolicy is left out and the route it
+    // guards answers 500 (it is never served without authentication); the Gateway serves.
     s.fake
         .put(secret(
             "edge",
@@ -410,16 +459,54 @@ fn a_missing_secret_key_or_type_refuses_the_revision_naming_the_field_and_the_se
             &[("tls.crt", "C"), ("tls.key", "K")],
         ))
         .unwrap();
-    let e = changed_refusal(&mut s);
+    let snap = settled(&mut s, |snap| {
+        !listeners(snap).is_empty() && snap.l7.policy.auth.is_empty()
+    });
+    assert_eq!(listeners(&snap), ["edge/gw/https"]);
+    let e = left_out(&snap, "AuthPolicy/edge/auth");
     assert!(e.contains("kubernetes:/edge/AuthPolicy/auth"), "{e}");
     assert!(e.contains("spec.apiKey.credentialRefs[0]"), "{e}");
     assert!(e.contains("\"kubernetes.io/tls\": expected Opaque"), "{e}");
+    assert!(snap.l7.policy.auth.is_empty());
+    // Left out with the routes it guards, which answer 500 rather than serve without it.
+    let auth = snap
+        .acceptance
+        .left_out
+        .iter()
+        .find(|o| o.kind == "AuthPolicy")
+        .expect("the AuthPolicy is left out");
+    assert_eq!(auth.targets, ["r"]);
 
-    // Fixed: the revision goes through.
+    // The client CA ConfigMap goes: the HTTPS listener it covers is not served (never without
+    // client certificate validation).
     s.fake
         .put(secret("edge", "keys", "Opaque", &[("keys", "k")]))
         .unwrap();
-    changed_revision(&mut s, None);
+    s.fake
+        .delete("v1", "ConfigMap", Some("edge"), "clients")
+        .unwrap();
+    let snap = settled(&mut s, |snap| {
+        listeners(snap).is_empty() && snap.l7.policy.auth.len() == 1
+    });
+    assert!(listeners(&snap).is_empty());
+    let e = left_out(&snap, "Gateway/edge/gw");
+    assert!(
+        e.contains("spec.tls.frontend.default.validation.caCertificateRefs[0]"),
+        "{e}"
+    );
+    assert!(e.contains("ConfigMap edge/clients does not exist"), "{e}");
+    assert_eq!(left_out(&snap, "AuthPolicy/edge/auth"), "");
+
+    // Fixed: everything serves.
+    s.fake
+        .put(config_map("edge", "clients", &[("ca.crt", "CA-PEM")]))
+        .unwrap();
+    let snap = settled(&mut s, |snap| !listeners(snap).is_empty());
+    assert_eq!(left_out(&snap, "Gateway/edge/gw"), "");
+    assert_eq!(left_out(&snap, "AuthPolicy/edge/auth"), "");
+    assert_eq!(listeners(&snap), ["edge/gw/https"]);
+    assert!(s.secrets.join("certs/site/tls.key").exists());
+    assert!(s.secrets.join("edge/clients/ca.crt").exists());
     assert_eq!(
         std::fs::read(s.secrets.join("edge/keys/keys")).unwrap(),
         b"k"
@@ -427,7 +514,7 @@ fn a_missing_secret_key_or_type_refuses_the_revision_naming_the_field_and_the_se
 }
 
 #[test]
-fn without_permission_on_secrets_the_policy_still_syncs_and_references_are_refused_clearly() {
+fn without_permission_on_secrets_the_policy_still_syncs_and_what_references_one_is_left_out() {
     let fake = FakeApiServer::start(tollgate_kinds());
     fake.inject(Fault::status(403).path_contains("/secrets"));
     // A policy that references no Secret is served.
@@ -446,21 +533,25 @@ fn without_permission_on_secrets_the_policy_still_syncs_and_references_are_refus
         }
     };
     assert_eq!(docs.files.len(), 1);
-    // One that references one is refused, saying why.
+    // What references one is left out, saying why; the rest is handed on.
     seed(&s.fake);
     let deadline = Instant::now() + Duration::from_secs(10);
-    let e = loop {
+    let docs = loop {
         match next(&mut s, None) {
-            Err(e) => break e,
+            Ok(Next::Revision(d)) if d.files.len() > 1 => break d,
             Ok(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            other => panic!("expected a refusal, got {other:?}"),
+            other => panic!("expected a revision, got {other:?}"),
         }
     };
+    let snap = compiled(&docs);
+    let e = left_out(&snap, "Gateway/edge/gw");
     assert!(e.contains("Secret certs/site cannot be read"), "{e}");
     assert!(e.contains("403"), "{e}");
     assert!(e.contains("get, list and watch on secrets"), "{e}");
     // The ConfigMap, which may be read, is not what is reported.
     assert!(!e.contains("ConfigMap edge/clients"), "{e}");
+    let e = left_out(&snap, "AuthPolicy/edge/auth");
+    assert!(e.contains("Secret edge/keys cannot be read"), "{e}");
 }
 
 #[test]

@@ -396,8 +396,13 @@ fn listener_conditions(
     } else {
         None
     };
+    // A client CA of `spec.tls.frontend` that cannot be read is reported on each listener it
+    // covers, the field named first in the message.
+    let client_ca = has(&|f, m| f.is_empty() && m.contains("spec.tls.frontend."));
     let refs = if has(&|f, _| f.starts_with(".tls.certificateRefs")) {
         Some("InvalidCertificateRef")
+    } else if client_ca {
+        Some("InvalidCACertificateRef")
     } else if has(&|f, _| f.starts_with(".allowedRoutes.kinds")) {
         Some("InvalidRouteKinds")
     } else {
@@ -409,6 +414,8 @@ fn listener_conditions(
         "UnsupportedProtocol"
     } else if has(&|f, _| f == ".port") {
         "PortUnavailable"
+    } else if client_ca {
+        "NoValidCACertificate"
     } else {
         "UnsupportedValue"
     };
@@ -645,12 +652,14 @@ fn policy(
     }
 }
 
-/// An L4Policy: `Accepted` (it compiles), the nodes enforcing it (ready, and not refusing it),
-/// and `Programmed` ("k/n nodes enforce it").
+/// An L4Policy: `Accepted` (it compiles), the nodes it selects (those whose agent does not
+/// report it in `notForThisNode`), those of them enforcing it (ready, and not refusing it), and
+/// `Programmed` ("k/n nodes enforce it", n the selected ones).
 fn l4_policy(key: &ObjectKey, view: &ObjectView, outcome: &Outcome, nodes: &[NodeView]) -> Desired {
     let g = view.generation;
     let problems = outcome.l4_problems.get(&file_of(key));
-    let enforcing = nodes
+    let selected: Vec<&NodeView> = nodes.iter().filter(|n| n.selects(&key.name)).collect();
+    let enforcing = selected
         .iter()
         .filter(|n| {
             n.ready
@@ -659,12 +668,19 @@ fn l4_policy(key: &ObjectKey, view: &ObjectView, outcome: &Outcome, nodes: &[Nod
                     .contains(&("L4Policy".to_owned(), String::new(), key.name.clone()))
         })
         .count();
-    let k_of_n = format!("{enforcing}/{} nodes enforce it", nodes.len());
+    let mut k_of_n = format!("{enforcing}/{} nodes enforce it", selected.len());
+    if selected.len() < nodes.len() {
+        k_of_n.push_str(&format!(
+            " ({} of {} nodes are not selected by its nodeSelector)",
+            nodes.len() - selected.len(),
+            nodes.len()
+        ));
+    }
     let accepted = match problems {
         Some(p) => condition("Accepted", false, "Invalid", &p.join("; "), g),
         None => condition("Accepted", true, "Accepted", "the policy compiles", g),
     };
-    let programmed = if problems.is_none() && enforcing > 0 && enforcing == nodes.len() {
+    let programmed = if problems.is_none() && enforcing > 0 && enforcing == selected.len() {
         condition("Programmed", true, "Programmed", &k_of_n, g)
     } else {
         condition("Programmed", false, "Pending", &k_of_n, g)
@@ -673,6 +689,7 @@ fn l4_policy(key: &ObjectKey, view: &ObjectView, outcome: &Outcome, nodes: &[Nod
     if let Some(g) = g {
         status.insert("observedGeneration".into(), g.into());
     }
+    status.insert("nodesSelected".into(), (selected.len() as i64).into());
     status.insert("nodesEnforcing".into(), (enforcing as i64).into());
     status.insert("conditions".into(), json!([accepted, programmed]));
     Desired {

@@ -80,6 +80,7 @@ fn node(name: &str, ready: bool, listeners: &[&str]) -> NodeView {
         ready,
         listeners: listeners.iter().map(|l| l.to_string()).collect(),
         refused: BTreeSet::new(),
+        not_for_this_node: BTreeSet::new(),
     }
 }
 
@@ -222,6 +223,7 @@ fn an_l4_policy_counts_the_ready_nodes_that_do_not_refuse_it() {
     let plans = run(&[edge], &nodes);
     let s = owned(&plans["L4Policy/edge"]);
     assert_eq!(s["observedGeneration"], 4);
+    assert_eq!(s["nodesSelected"], 3);
     assert_eq!(s["nodesEnforcing"], 1);
     assert_eq!(find(&s["conditions"], "Accepted")["status"], "True");
     let programmed = find(&s["conditions"], "Programmed");
@@ -244,6 +246,47 @@ fn an_l4_policy_counts_the_ready_nodes_that_do_not_refuse_it() {
             .contains("defaultAction"),
         "{accepted}"
     );
+}
+
+#[test]
+fn an_l4_policy_counts_only_the_nodes_its_node_selector_selects() {
+    let edge = "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nmetadata: { name: edge, generation: 2 }\nspec:\n  nodeSelector: { matchLabels: { zone: a } }\n  defaultAction: allow\n  rules: []\n".to_owned();
+    // Nodes b and c report it not selected; a (ready) enforces it.
+    let mut nodes = [
+        node("a", true, &[]),
+        node("b", true, &[]),
+        node("c", false, &[]),
+    ];
+    for n in &mut nodes[1..] {
+        n.not_for_this_node.insert("edge".into());
+    }
+    let plans = run(std::slice::from_ref(&edge), &nodes);
+    let s = owned(&plans["L4Policy/edge"]);
+    assert_eq!(s["nodesSelected"], 1);
+    assert_eq!(s["nodesEnforcing"], 1);
+    let programmed = find(&s["conditions"], "Programmed");
+    assert_eq!(
+        (&programmed["status"], &programmed["message"]),
+        (
+            &json!("True"),
+            &json!("1/1 nodes enforce it (2 of 3 nodes are not selected by its nodeSelector)")
+        )
+    );
+    // A selected node that is not ready yet: pending.
+    nodes[0].ready = false;
+    let plans = run(&[edge], &nodes);
+    let s = owned(&plans["L4Policy/edge"]);
+    assert_eq!(
+        (&s["nodesSelected"], &s["nodesEnforcing"]),
+        (&json!(1), &json!(0))
+    );
+    assert_eq!(find(&s["conditions"], "Programmed")["status"], "False");
+}
+
+#[test]
+fn a_node_view_reads_not_for_this_node() {
+    let n = NodeView::of("a", Some(&json!({"notForThisNode": ["edge", "gpu"]})));
+    assert!(!n.selects("edge") && !n.selects("gpu") && n.selects("other"));
 }
 
 #[test]
@@ -289,4 +332,32 @@ fn only_gateways_of_a_class_naming_this_controller_get_status_and_route_entries(
     let ancestors = shared(&plans["RateLimitPolicy/ns/l"]);
     assert_eq!(ancestors.len(), 1, "{ancestors:?}");
     assert_eq!(ancestors[0]["ancestorRef"]["name"], "edge");
+}
+
+#[test]
+fn a_listener_whose_client_ca_cannot_be_read_reports_invalid_ca_certificate_ref() {
+    // As the compiler reports a client CA ConfigMap the Kubernetes source could not resolve:
+    // on each listener it covers, the frontend field named in the message.
+    let problems = vec![(
+        String::new(),
+        "listener left out, the Gateway's other listeners serve: spec.tls.frontend.default.validation.caCertificateRefs[0]: ConfigMap edge/ca does not exist (it must hold \"ca.crt\"): the listener is not served without the client certificate validation that field names".to_owned(),
+    )];
+    let c = Value::Array(listener_conditions(
+        Some(&problems),
+        false,
+        false,
+        "0 of 1 nodes",
+        Some(1),
+    ));
+    let resolved = find(&c, "ResolvedRefs");
+    assert_eq!(
+        (&resolved["status"], &resolved["reason"]),
+        (&json!("False"), &json!("InvalidCACertificateRef"))
+    );
+    let accepted = find(&c, "Accepted");
+    assert_eq!(
+        (&accepted["status"], &accepted["reason"]),
+        (&json!("False"), &json!("NoValidCACertificate"))
+    );
+    assert_eq!(find(&c, "Programmed")["status"], json!("False"));
 }

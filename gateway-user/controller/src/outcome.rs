@@ -82,6 +82,9 @@ pub struct NodeView {
     pub listeners: BTreeSet<String>,
     /// The objects it refused, as (kind, namespace or "", name).
     pub refused: BTreeSet<(String, String, String)>,
+    /// The L4Policies its nodeSelector-aware agent leaves out: their `nodeSelector` does not
+    /// select it (`notForThisNode`).
+    pub not_for_this_node: BTreeSet<String>,
 }
 
 impl NodeView {
@@ -112,7 +115,13 @@ impl NodeView {
                     )
                 })
                 .collect(),
+            not_for_this_node: status.not_for_this_node.iter().cloned().collect(),
         }
+    }
+
+    /// Whether L4Policy `name` applies to it (its agent does not report it as not selected).
+    pub fn selects(&self, name: &str) -> bool {
+        !self.not_for_this_node.contains(name)
     }
 
     /// Whether it serves every one of `listeners` of Gateway `gateway` (`namespace/name`).

@@ -5,14 +5,20 @@
 //! In a pod the client connects to the Service's ClusterIP, which kube-proxy DNATs to one of
 //! the API servers: the replies reach the node's interfaces from the endpoint's address and
 //! port, before the reverse translation, so those are what the data path must let through.
-//! They are read once, when the agent starts (one list of EndpointSlices in `default` with
-//! label `kubernetes.io/service-name=kubernetes`); following their changes is left to the
-//! general EndpointSlice watch this can fold into.
+//! They follow the cluster: the EndpointSlice watch of the Services ([`crate::services`])
+//! watches every namespace's slices, those of `default/kubernetes` included, and every revision
+//! carries them ([`of_cluster`]), so an API server that moves to a new address stays reachable
+//! without a watch of its own. They are also read once when the agent starts
+//! ([`api_server_endpoints`]: one list of EndpointSlices in `default` with label
+//! `kubernetes.io/service-name=kubernetes`): the last good revision the agent enforces before
+//! its first sync was saved with the slices of its day, which may be stale.
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams};
+
+use tollgate_model::cluster::Cluster;
 
 use crate::Error;
 
@@ -65,6 +71,39 @@ pub fn endpoints_of(slices: &[EndpointSlice]) -> Vec<SocketAddr> {
         }
     }
     out
+}
+
+/// The ready endpoints of the `kubernetes` Service's slices among the cluster's (compact:
+/// each endpoint's first address, as [`endpoints_of`] reads them otherwise); `None` when the
+/// cluster holds none of its slices (the watch is not allowed them, or none exists).
+pub fn of_cluster(cluster: &Cluster) -> Option<Vec<SocketAddr>> {
+    let mut any = false;
+    let mut out = Vec::new();
+    for slice in cluster
+        .slices
+        .iter()
+        .filter(|s| &*s.namespace == NAMESPACE && &*s.service == "kubernetes")
+    {
+        any = true;
+        let port = slice
+            .ports
+            .iter()
+            .find(|p| &*p.name == "https")
+            .or(match &*slice.ports {
+                [only] => Some(only),
+                _ => None,
+            })
+            .map(|p| p.port)
+            .filter(|&p| p != 0);
+        let Some(port) = port else { continue };
+        for endpoint in slice.endpoints.iter().filter(|e| e.ready.unwrap_or(true)) {
+            let sa = SocketAddr::new(endpoint.address, port);
+            if !out.contains(&sa) {
+                out.push(sa);
+            }
+        }
+    }
+    any.then_some(out)
 }
 
 /// Lists the `kubernetes` Service's EndpointSlices and returns their ready endpoints (see
@@ -127,5 +166,71 @@ mod tests {
             .map(|s| s.parse().unwrap())
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn the_cluster_slices_of_the_kubernetes_service_are_the_endpoints() {
+        use tollgate_model::cluster::{AddressType, Endpoint, EndpointSlice, Protocol, SlicePort};
+        let slice =
+            |ns: &str, service: &str, ports: &[(&str, u16)], ips: &[(&str, Option<bool>)]| {
+                std::sync::Arc::new(EndpointSlice {
+                    namespace: ns.into(),
+                    name: format!("{service}-x").into(),
+                    service: service.into(),
+                    address_type: AddressType::IPv4,
+                    ports: ports
+                        .iter()
+                        .map(|(name, port)| SlicePort {
+                            name: (*name).into(),
+                            port: *port,
+                            protocol: Protocol::Tcp,
+                            app_protocol: None,
+                        })
+                        .collect(),
+                    endpoints: ips
+                        .iter()
+                        .map(|(ip, ready)| Endpoint {
+                            address: ip.parse().unwrap(),
+                            ready: *ready,
+                            serving: None,
+                            terminating: None,
+                        })
+                        .collect(),
+                })
+            };
+        let mut cluster = Cluster::default();
+        assert_eq!(of_cluster(&cluster), None);
+        cluster.slices = vec![
+            slice("default", "web", &[("https", 443)], &[("192.0.2.50", None)]),
+            slice(
+                "other",
+                "kubernetes",
+                &[("https", 443)],
+                &[("192.0.2.51", None)],
+            ),
+            slice(
+                "default",
+                "kubernetes",
+                &[("metrics", 9000), ("https", 6443)],
+                &[
+                    ("192.0.2.10", Some(true)),
+                    ("192.0.2.11", None),
+                    ("192.0.2.12", Some(false)),
+                ],
+            ),
+        ];
+        let want: Vec<SocketAddr> = ["192.0.2.10:6443", "192.0.2.11:6443"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(of_cluster(&cluster), Some(want));
+        // A slice without a usable port: the Service is there, with no endpoint.
+        cluster.slices = vec![slice(
+            "default",
+            "kubernetes",
+            &[("a", 1), ("b", 2)],
+            &[("192.0.2.10", None)],
+        )];
+        assert_eq!(of_cluster(&cluster), Some(Vec::new()));
     }
 }

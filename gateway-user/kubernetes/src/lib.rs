@@ -339,18 +339,21 @@ impl KubernetesSource {
             .of(&docs.revision.id));
         }
         if let (Some(secrets), Some(resolved)) = (self.secrets.as_mut(), resolved) {
-            let id = &docs.revision.id;
-            if !resolved.problems.is_empty() {
-                return Err(Refusal::refused(
-                    RefusalKind::Invalid,
-                    PolicyErrors(resolved.problems),
-                )
-                .of(id));
-            }
-            if let Err(e) = secrets.write(id, &resolved, applied) {
+            let id = docs.revision.id.clone();
+            if let Err(e) = secrets.write(&id, &resolved, applied) {
                 // Read again at the next pass (the disk may have room by then).
                 self.last = None;
-                return Err(Refusal::refused(RefusalKind::Apply, e).of(id));
+                return Err(Refusal::refused(RefusalKind::Apply, e).of(&id));
+            }
+            if !resolved.unresolved.is_empty() {
+                // The compiler leaves out what references them (see `secrets`).
+                let mut cluster = docs
+                    .cluster
+                    .take()
+                    .map(Arc::unwrap_or_clone)
+                    .unwrap_or_default();
+                cluster.unresolved = resolved.unresolved;
+                docs.cluster = Some(Arc::new(cluster));
             }
         }
         Ok(Next::Revision(docs))

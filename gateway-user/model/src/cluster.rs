@@ -26,6 +26,37 @@ pub struct Cluster {
     /// controller, or an agent without `--node-name`), and no policy is left out for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<NodeLabels>,
+    /// The Secrets and ConfigMaps the policy references that cannot serve what they are
+    /// referenced for (missing, unreadable, of the wrong type, without a required key): the
+    /// source does not fail the revision for them, the compiler leaves out what references
+    /// them (a Gateway listener, the listeners a client CA covers, an AuthPolicy, a Backend),
+    /// never serving it without the certificate or credential it names. Sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unresolved: Vec<Unresolved>,
+}
+
+/// A reference to a Secret or ConfigMap that cannot be resolved, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Unresolved {
+    /// Namespace of the referenced object.
+    pub namespace: String,
+    /// Name of the referenced object.
+    pub name: String,
+    /// What it is read for (which decides its kind and the keys it must hold).
+    #[serde(rename = "use")]
+    pub use_: crate::references::Use,
+    /// Why it cannot be used (`Secret ns/name does not exist (it must hold ...)`).
+    pub why: String,
+}
+
+impl Cluster {
+    /// Why the reference `r` cannot be resolved, when it cannot.
+    pub fn unresolved(&self, r: &crate::references::Reference) -> Option<&str> {
+        self.unresolved
+            .iter()
+            .find(|u| u.use_ == r.use_ && u.namespace == r.namespace && u.name == r.name)
+            .map(|u| u.why.as_str())
+    }
 }
 
 /// The labels of the node the agent runs on (its `Node` object, core `v1`). Only the labels
@@ -261,6 +292,12 @@ mod tests {
                 name: "node-a".into(),
                 labels: [("role".to_string(), "edge".to_string())].into(),
             }),
+            unresolved: vec![Unresolved {
+                namespace: "ns".into(),
+                name: "site".into(),
+                use_: crate::references::Use::Certificate,
+                why: "Secret ns/site does not exist".into(),
+            }],
         }));
         let text = serde_json::to_string(&docs).unwrap();
         let back: Documents = serde_json::from_str(&text).unwrap();

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 /// At most this many refused objects are listed in a node's status; `refusedCount` has them
 /// all. Bounds the object's size whatever the cluster holds.
 pub const MAX_REFUSED_LISTED: usize = 32;
+/// At most this many L4Policies are listed in `notForThisNode`.
+pub const MAX_NOT_FOR_THIS_NODE_LISTED: usize = 32;
 
 /// A node's agent. The object carries no settings: everything in it is status.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -76,6 +78,11 @@ pub struct TollgateNodeStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub refused_count: Option<i32>,
+    /// The L4Policies of the enforced revision that are not enforced on this node: their
+    /// `spec.nodeSelector` does not select its labels (at most 32, sorted by name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub not_for_this_node: Vec<String>,
     /// The interfaces the node enforces on, and how the program is attached to each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]

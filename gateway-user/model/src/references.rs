@@ -41,7 +41,9 @@ impl std::fmt::Display for RefKind {
 }
 
 /// What a referenced object is read for, which decides the data keys (and files) it must hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Use {
     /// A certificate chain and its key (`tls.crt`, `tls.key`): a Gateway listener's
     /// certificate, or a Backend's client certificate. A Secret.

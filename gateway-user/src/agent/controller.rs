@@ -36,8 +36,11 @@ struct Compiled {
 /// Reads the source, compiles, enforces and reports; see the module comment.
 pub struct Controller {
     interfaces: Vec<String>,
-    /// Lock-out protection: compiled into every revision, next to the interfaces.
+    /// Lock-out protection: compiled into every revision, next to the interfaces, with the API
+    /// server's endpoints of the revision's EndpointSlices (see [`failsafe_for`]).
     failsafe: Vec<Failsafe>,
+    /// The API server's endpoints read at start: used while a revision carries none.
+    failsafe_at_start: Vec<Failsafe>,
     state_dir: PathBuf,
     describe: String,
     /// Moved to the blocking thread for the duration of a read, and back.
@@ -71,6 +74,7 @@ impl Controller {
             describe: source.describe(),
             interfaces,
             failsafe: Vec::new(),
+            failsafe_at_start: Vec::new(),
             state_dir,
             source: Some(source),
             cache: Some(ParseCache::default()),
@@ -84,10 +88,13 @@ impl Controller {
         }
     }
 
-    /// Sets the failsafe endpoints (before the first pass: they are fixed for the run), logs
-    /// them and shows them on `/status`.
-    pub fn set_failsafe(&mut self, list: Vec<Failsafe>) {
-        let (kept, warnings) = failsafe::in_force(&list);
+    /// Sets the failsafe endpoints (before the first pass): `fixed` for the run, `at_start`
+    /// (the API server's endpoints read at start) until a revision carries the EndpointSlices
+    /// of `default/kubernetes`; logs them and shows them on `/status` (which then shows those
+    /// of the revision in force).
+    pub fn set_failsafe(&mut self, fixed: Vec<Failsafe>, at_start: Vec<Failsafe>) {
+        let all: Vec<Failsafe> = fixed.iter().chain(&at_start).cloned().collect();
+        let (kept, warnings) = failsafe::in_force(&all);
         for w in &warnings {
             warn!("{}", w.message);
         }
@@ -99,7 +106,8 @@ impl Controller {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .failsafe = kept;
-        self.failsafe = list;
+        self.failsafe = fixed;
+        self.failsafe_at_start = at_start;
     }
 
     /// The data plane (attach, drift checks).
@@ -210,7 +218,7 @@ impl Controller {
         let mut cache = self.cache.take().expect("the cache is home between passes");
         let anchor = self.history_anchor();
         let interfaces = self.interfaces.clone();
-        let failsafe = self.failsafe.clone();
+        let (fixed, at_start) = (self.failsafe.clone(), self.failsafe_at_start.clone());
         tokio::task::spawn_blocking(move || {
             let poll = source.next(anchor.as_deref());
             let mut compile = Duration::ZERO;
@@ -218,6 +226,7 @@ impl Controller {
                 Ok(Next::Revision(docs)) => {
                     let compile_started = Instant::now();
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let failsafe = failsafe_for(&fixed, &at_start, docs, false);
                         compile_documents_for_node(&mut cache, docs, Some(&interfaces), &failsafe)
                     }));
                     compile = compile_started.elapsed();
@@ -346,6 +355,19 @@ impl Controller {
         s.routes = snapshot.l7.policy.routes.len();
         s.not_served = telemetry::NotServed::of(&snapshot.acceptance);
         s.l4_not_for_this_node = snapshot.not_for_this_node.iter().cloned().collect();
+        // Logged as the API server's endpoints come and go (its EndpointSlices).
+        let same = |a: &Failsafe, b: &Failsafe| a.addr == b.addr && a.port == b.port;
+        for f in &snapshot.l4.failsafe {
+            if !s.failsafe.iter().any(|o| same(o, f)) {
+                info!(endpoint = %f, "lock-out protection: TCP replies from this endpoint pass whatever the L4 policy says");
+            }
+        }
+        for f in &s.failsafe {
+            if !snapshot.l4.failsafe.iter().any(|n| same(n, f)) {
+                info!(endpoint = %f, "lock-out protection no longer covers this endpoint");
+            }
+        }
+        s.failsafe = snapshot.l4.failsafe.clone();
         s.objects = snapshot
             .object_counts
             .iter()
@@ -460,11 +482,12 @@ impl Controller {
         };
         let id = docs.revision.id.clone();
         let mut cache = ParseCache::default();
+        let failsafe = failsafe_for(&self.failsafe, &self.failsafe_at_start, &docs, true);
         let snapshot = match compile_documents_for_node(
             &mut cache,
             &docs,
             Some(&self.interfaces),
-            &self.failsafe,
+            &failsafe,
         ) {
             Ok(s) => s,
             Err(e) => {
@@ -646,4 +669,103 @@ struct Timing {
 /// Milliseconds, to a tenth, for the logs.
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e4).round() / 10.0
+}
+
+/// The failsafe endpoints a revision is compiled with: the `fixed` ones, and the API server's
+/// endpoints of its EndpointSlices of `default/kubernetes` (Kubernetes mode), so that lock-out
+/// protection follows an API server that moves. A revision without them (a directory or Git
+/// one, or a cluster whose slices of that Service cannot be read) keeps those read `at_start`;
+/// so does the last good revision enforced at start (`restoring`), whose slices were saved
+/// with it and may be stale: then both count.
+fn failsafe_for(
+    fixed: &[Failsafe],
+    at_start: &[Failsafe],
+    docs: &Documents,
+    restoring: bool,
+) -> Vec<Failsafe> {
+    let mut out = fixed.to_vec();
+    let of_cluster = docs
+        .cluster
+        .as_deref()
+        .and_then(tollgate_kubernetes::failsafe::of_cluster);
+    if restoring || of_cluster.is_none() {
+        out.extend(at_start.iter().cloned());
+    }
+    for sa in of_cluster.unwrap_or_default() {
+        out.push(Failsafe::new(
+            sa.ip(),
+            sa.port(),
+            "EndpointSlice default/kubernetes",
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod failsafe_tests {
+    use super::*;
+    use std::sync::Arc;
+    use tollgate_model::cluster::{
+        AddressType, Cluster, Endpoint, EndpointSlice, Protocol, SlicePort,
+    };
+
+    fn api_server_at(ip: &str) -> Documents {
+        let mut docs = Documents::inline(&[]);
+        docs.cluster = Some(Arc::new(Cluster {
+            slices: vec![Arc::new(EndpointSlice {
+                namespace: "default".into(),
+                name: "kubernetes".into(),
+                service: "kubernetes".into(),
+                address_type: AddressType::IPv4,
+                ports: vec![SlicePort {
+                    name: "https".into(),
+                    port: 6443,
+                    protocol: Protocol::Tcp,
+                    app_protocol: None,
+                }]
+                .into(),
+                endpoints: vec![Endpoint {
+                    address: ip.parse().unwrap(),
+                    ready: None,
+                    serving: None,
+                    terminating: None,
+                }]
+                .into(),
+            })],
+            ..Cluster::default()
+        }));
+        docs
+    }
+
+    fn addrs(list: &[Failsafe]) -> Vec<String> {
+        list.iter()
+            .map(|f| format!("{}:{}", f.addr, f.port))
+            .collect()
+    }
+
+    #[test]
+    fn the_revisions_slices_replace_the_endpoints_read_at_start() {
+        let fixed = vec![Failsafe::new("10.96.0.1".parse().unwrap(), 443, "connect")];
+        let at_start = vec![Failsafe::new("192.0.2.1".parse().unwrap(), 6443, "start")];
+        let moved = api_server_at("192.0.2.2");
+        assert_eq!(
+            addrs(&failsafe_for(&fixed, &at_start, &moved, false)),
+            ["10.96.0.1:443", "192.0.2.2:6443"]
+        );
+        // The last good revision at start: its saved slices may be stale, both count.
+        assert_eq!(
+            addrs(&failsafe_for(&fixed, &at_start, &moved, true)),
+            ["10.96.0.1:443", "192.0.2.1:6443", "192.0.2.2:6443"]
+        );
+        // A revision without the slices (a directory, or slices not readable).
+        assert_eq!(
+            addrs(&failsafe_for(
+                &fixed,
+                &at_start,
+                &Documents::inline(&[]),
+                false
+            )),
+            ["10.96.0.1:443", "192.0.2.1:6443"]
+        );
+    }
 }

@@ -130,17 +130,19 @@ impl SourceConfig {
 }
 
 /// Opens the configured source.
-/// The failsafe endpoints of this run: `--failsafe`, and in Kubernetes mode the address the
-/// client connects to (when it is an IP literal) and the ready endpoints of the
-/// `default/kubernetes` Service (where the replies come from when that address is a DNATed
-/// ClusterIP). They are fixed for the run and handed to every compile next to the interfaces:
-/// they describe this node, not the policy (see `compile_documents_for_node`). An API server
-/// that cannot be asked leaves the others in force and is logged.
-async fn failsafe_endpoints(config: &AgentConfig) -> Vec<Failsafe> {
-    let mut list = config.failsafe.clone();
+/// The failsafe endpoints of this run: `--failsafe` and, in Kubernetes mode, the address the
+/// client connects to (when it is an IP literal), fixed for the run; and the ready endpoints of
+/// the `default/kubernetes` Service as they are at start (where the replies come from when that
+/// address is a DNATed ClusterIP), which the revisions' EndpointSlices replace as soon as one
+/// carries them (see `Controller::set_failsafe`). They are handed to every compile next to the
+/// interfaces: they describe this node, not the policy (see `compile_documents_for_node`). An
+/// API server that cannot be asked leaves the others in force and is logged.
+async fn failsafe_endpoints(config: &AgentConfig) -> (Vec<Failsafe>, Vec<Failsafe>) {
+    let mut fixed = config.failsafe.clone();
+    let mut at_start = Vec::new();
     if let SourceConfig::Kubernetes { settings, .. } = &config.source {
         if let Some(sa) = settings.server_endpoint() {
-            list.push(Failsafe::new(
+            fixed.push(Failsafe::new(
                 sa.ip(),
                 sa.port(),
                 "the API server address the agent connects to",
@@ -148,17 +150,21 @@ async fn failsafe_endpoints(config: &AgentConfig) -> Vec<Failsafe> {
         }
         match settings.client() {
             Ok(client) => match tollgate_kubernetes::failsafe::api_server_endpoints(client).await {
-                Ok(endpoints) => list.extend(endpoints.into_iter().map(|sa| {
-                    Failsafe::new(sa.ip(), sa.port(), "EndpointSlice default/kubernetes")
+                Ok(endpoints) => at_start.extend(endpoints.into_iter().map(|sa| {
+                    Failsafe::new(
+                        sa.ip(),
+                        sa.port(),
+                        "EndpointSlice default/kubernetes (at start)",
+                    )
                 })),
                 Err(error) => {
-                    warn!(%error, "could not read the API server's endpoints: lock-out protection covers only the address the agent connects to and --failsafe")
+                    warn!(%error, "could not read the API server's endpoints: lock-out protection covers only the address the agent connects to and --failsafe until the EndpointSlices are listed")
                 }
             },
             Err(error) => warn!(%error, "could not read the API server's endpoints"),
         }
     }
-    list
+    (fixed, at_start)
 }
 
 fn open_source(config: &AgentConfig) -> anyhow::Result<Box<dyn PolicySource>> {
@@ -275,7 +281,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         config.state_dir.clone(),
         config.interval,
     );
-    controller.set_failsafe(failsafe_endpoints(&config).await);
+    let (fixed, at_start) = failsafe_endpoints(&config).await;
+    controller.set_failsafe(fixed, at_start);
     controller.publish_counter_names();
     controller.report_interfaces();
 

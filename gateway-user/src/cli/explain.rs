@@ -34,6 +34,10 @@ pub struct ExplainArgs {
     /// the policy says (lock-out protection).
     #[arg(long = "failsafe", value_name = "ADDR:PORT")]
     pub failsafe: Vec<Failsafe>,
+    /// The node the packet arrives at (L4Policy nodeSelector): the policies it does not
+    /// select are left out, and named.
+    #[command(flatten)]
+    pub node: super::node::NodeArgs,
     /// An HTTP request to the L7 proxy: 'METHOD URL', e.g.
     /// 'GET http://api.example.com:18000/v1/orders?id=7' (the URL's port is the listener's).
     #[arg(long)]
@@ -61,13 +65,14 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<i32> {
             return Ok(2);
         }
     };
-    let docs = match read_dir(&args.source) {
+    let mut docs = match read_dir(&args.source) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("{e}");
             return Ok(2);
         }
     };
+    args.node.apply(&mut docs);
     let mut interfaces: Vec<String> = vec![args.interface.clone()];
     if args.interface != ANY_OTHER_INTERFACE {
         interfaces.push(ANY_OTHER_INTERFACE.into());
@@ -104,6 +109,18 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<i32> {
     if !l4.failsafe.is_empty() {
         let list: Vec<String> = l4.failsafe.iter().map(ToString::to_string).collect();
         println!("failsafe:  {}", list.join(", "));
+    }
+    if let Some(node) = args.node.node() {
+        println!(
+            "node:      {} ({})",
+            node.name,
+            super::node::labels_text(&node)
+        );
+        for name in &snapshot.not_for_this_node {
+            println!(
+                "not applied on this node: L4Policy/{name}: its spec.nodeSelector does not select the node's labels"
+            );
+        }
     }
     let find = |r: &tollgate_compile::l4::packet::RuleRef| {
         l4.rules

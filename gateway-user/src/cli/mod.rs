@@ -6,6 +6,7 @@ pub mod counters;
 pub mod crds;
 pub mod diff;
 pub mod explain;
+pub mod node;
 pub mod run;
 pub mod status;
 pub mod validate;
@@ -72,6 +73,9 @@ pub enum Command {
         /// --failsafe` would; repeat for more. The endpoints in force are listed.
         #[arg(long = "failsafe", value_name = "ADDR:PORT")]
         failsafe: Vec<tollgate_compile::l4::failsafe::Failsafe>,
+        /// The node to compile for (L4Policy nodeSelector).
+        #[command(flatten)]
+        node: node::NodeArgs,
     },
     /// What a revision would change, rule by rule: two policy directories (or files), or with
     /// --repo two revisions of a Git repository.
@@ -214,8 +218,9 @@ pub fn main() -> anyhow::Result<i32> {
             path,
             format,
             failsafe,
+            node,
         } => {
-            let result = validate::validate_path_for_node(&path, &failsafe);
+            let result = validate::validate_path_for(&path, &failsafe, node.node());
             let fmt = match format {
                 OutputFormat::Text => validate::Format::Text,
                 OutputFormat::Json => validate::Format::Json,

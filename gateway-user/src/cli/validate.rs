@@ -11,6 +11,7 @@ use tollgate_compile::l4::policy::Policy;
 use tollgate_compile::l7::status::RouteStatus;
 use tollgate_compile::l7::Acceptance;
 use tollgate_compile::{PolicyError, PolicyErrors};
+use tollgate_model::cluster::NodeLabels;
 use tollgate_source::{dir::read_dir, SourceError};
 
 /// Output format.
@@ -63,6 +64,11 @@ pub struct Validated {
     pub acceptance: Acceptance,
     /// The failsafe endpoints in force (`--failsafe`).
     pub failsafe: Vec<Failsafe>,
+    /// The L4Policies (names) the node given does not select (`--node-label`): valid, and not
+    /// enforced there.
+    pub not_for_this_node: Vec<String>,
+    /// The labels of the node given, as text (`None`: no node given, every policy applies).
+    pub node_labels: Option<String>,
 }
 
 /// Exit code of a revision the agent would apply in part.
@@ -90,7 +96,20 @@ pub fn validate_path_for_node(
     path: &Path,
     failsafe: &[Failsafe],
 ) -> Result<Validated, ValidateFailure> {
-    let docs = read_dir(path)?;
+    validate_path_for(path, failsafe, None)
+}
+
+/// As [`validate_path_for_node`], for `node` when its labels are known (`--node-label`): the
+/// L4Policies whose nodeSelector does not select it are left out, as its agent leaves them
+/// out, and listed.
+pub fn validate_path_for(
+    path: &Path,
+    failsafe: &[Failsafe],
+    node: Option<NodeLabels>,
+) -> Result<Validated, ValidateFailure> {
+    let mut docs = read_dir(path)?;
+    let labels = node.as_ref().map(super::node::labels_text);
+    super::node::apply_node(&mut docs, node);
     let snapshot = tollgate_compile::snapshot::compile_documents_for_node(
         &mut Default::default(),
         &docs,
@@ -105,6 +124,8 @@ pub fn validate_path_for_node(
         policies: snapshot.policies,
         warnings: snapshot.warnings,
         acceptance: snapshot.acceptance,
+        not_for_this_node: snapshot.not_for_this_node.into_iter().collect(),
+        node_labels: labels,
     })
 }
 
@@ -124,6 +145,9 @@ struct Report<'a> {
     /// The failsafe endpoints in force (only with `--failsafe`).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     failsafe: &'a [Failsafe],
+    /// The L4Policies the node given does not select (only with `--node-label`/`--node-name`).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    not_for_this_node: &'a [String],
     policies: usize,
     rules: usize,
     listeners: usize,
@@ -171,6 +195,10 @@ pub fn render(result: &Result<Validated, ValidateFailure>, format: Format) -> St
         Ok(v) => &v.failsafe,
         Err(_) => &[],
     };
+    let (not_for_this_node, node_labels): (&[String], &str) = match result {
+        Ok(v) => (&v.not_for_this_node, v.node_labels.as_deref().unwrap_or("")),
+        Err(_) => (&[], ""),
+    };
     let empty = Acceptance::default();
     let acceptance = match result {
         Ok(v) => &v.acceptance,
@@ -194,6 +222,11 @@ pub fn render(result: &Result<Validated, ValidateFailure>, format: Format) -> St
                 for f in failsafe {
                     out.push_str(&format!(
                         "failsafe: {f}: its TCP replies pass whatever the policy says\n"
+                    ));
+                }
+                for name in not_for_this_node {
+                    out.push_str(&format!(
+                        "not for this node: L4Policy/{name}: its spec.nodeSelector does not select the node's labels ({node_labels}); not enforced there\n"
                     ));
                 }
                 let verdict = if acceptance.complete() {
@@ -243,6 +276,7 @@ pub fn render(result: &Result<Validated, ValidateFailure>, format: Format) -> St
                 partial: acceptance.partial.iter().map(ErrorLine::from).collect(),
                 route_conditions: acceptance.routes.iter().filter(|r| !r.clean()).collect(),
                 failsafe,
+                not_for_this_node,
                 policies,
                 rules,
                 listeners,
@@ -315,6 +349,41 @@ mod tests {
             json["failsafe"],
             serde_json::json!([{ "addr": "203.0.113.7", "port": 6443, "origin": "--failsafe" }])
         );
+    }
+
+    #[test]
+    fn policies_the_node_does_not_select_are_listed_when_its_labels_are_known() {
+        let gpu = "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nmetadata: { name: gpu }\nspec:\n  nodeSelector: { matchLabels: { gpu: \"yes\" } }\n  rules:\n    - { name: ssh, action: allow, protocol: TCP, ports: [\"22\"] }\n";
+        let dir = tree(&[("edge.yaml", GOOD), ("gpu.yaml", gpu)]);
+        // The node unknown: every policy applies, none is listed.
+        let result = validate_path(dir.path());
+        assert_eq!(
+            render(&result, Format::Text),
+            "valid: 2 policies, 3 rules\n"
+        );
+        let node = |labels: &[(&str, &str)]| NodeLabels {
+            name: "node-7".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let result = validate_path_for(dir.path(), &[], Some(node(&[("zone", "b")])));
+        assert_eq!(exit_code(&result), 0);
+        assert_eq!(
+            render(&result, Format::Text),
+            "not for this node: L4Policy/gpu: its spec.nodeSelector does not select the node's labels (zone=b); not enforced there\nvalid: 1 policies, 2 rules\n"
+        );
+        let json: serde_json::Value = serde_json::from_str(&render(&result, Format::Json)).unwrap();
+        assert_eq!(json["not_for_this_node"], serde_json::json!(["gpu"]));
+        // A node it selects enforces it.
+        let result = validate_path_for(dir.path(), &[], Some(node(&[("gpu", "yes")])));
+        assert_eq!(
+            render(&result, Format::Text),
+            "valid: 2 policies, 3 rules\n"
+        );
+        let json: serde_json::Value = serde_json::from_str(&render(&result, Format::Json)).unwrap();
+        assert!(json.get("not_for_this_node").is_none(), "{json}");
     }
 
     #[test]

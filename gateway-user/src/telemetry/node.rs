@@ -13,7 +13,7 @@ use tollgate_kubernetes::report::now_seconds;
 use tollgate_kubernetes::NodeStatusWriter;
 use tollgate_model::node::{
     InterfaceAttachMode, KindCount, NodeInterface, NodeListener, RefusedObject, TollgateNodeStatus,
-    MAX_REFUSED_LISTED,
+    MAX_NOT_FOR_THIS_NODE_LISTED, MAX_REFUSED_LISTED,
 };
 
 use super::{Shared, Status};
@@ -102,6 +102,12 @@ pub fn node_status(status: &Status, gateway_address: IpAddr, now: Time) -> Tollg
             })
             .collect();
         out.refused_count = Some(i32::try_from(not_served.left_out_count).unwrap_or(i32::MAX));
+        out.not_for_this_node = status
+            .l4_not_for_this_node
+            .iter()
+            .take(MAX_NOT_FOR_THIS_NODE_LISTED)
+            .cloned()
+            .collect();
         out.listeners = status
             .listeners
             .iter()
@@ -391,6 +397,31 @@ mod tests {
         assert_eq!(first.namespace.as_deref(), Some("shop"));
         assert_eq!(first.field.as_deref(), Some("spec.rules[0]"));
         assert_eq!(first.reason, "first; second");
+    }
+
+    #[test]
+    fn l4_policies_not_for_this_node_are_listed_bounded() {
+        let mut status = enforcing();
+        assert!(node_status(&status, address(), now())
+            .not_for_this_node
+            .is_empty());
+        status.l4_not_for_this_node = vec!["edge-gpu".into(), "edge-zone-b".into()];
+        let s = node_status(&status, address(), now());
+        assert_eq!(s.not_for_this_node, ["edge-gpu", "edge-zone-b"]);
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            json["notForThisNode"],
+            serde_json::json!(["edge-gpu", "edge-zone-b"])
+        );
+        status.l4_not_for_this_node = (0..40).map(|i| format!("p{i:02}")).collect();
+        let s = node_status(&status, address(), now());
+        assert_eq!(s.not_for_this_node.len(), MAX_NOT_FOR_THIS_NODE_LISTED);
+        assert_eq!(s.not_for_this_node[0], "p00");
+        // Nothing enforced: nothing listed.
+        status.applied = None;
+        assert!(node_status(&status, address(), now())
+            .not_for_this_node
+            .is_empty());
     }
 
     #[test]

@@ -75,6 +75,7 @@ pub(super) fn gateway(
     taken: &mut BTreeMap<(u16, HostPattern), (String, String)>,
     schemes: &mut BTreeMap<u16, (bool, String, String)>,
     grants: &Grants<'_>,
+    unresolved: &[(String, String)],
 ) -> Option<GatewayInfo> {
     let spec = &g.spec;
     let before = c.mark();
@@ -130,6 +131,23 @@ pub(super) fn gateway(
             },
         };
         let mut tls = listener_protocol(&mut lc, &at, ns, l, grants);
+        // A certificate Secret the source could not resolve (Kubernetes mode): this listener
+        // is not served (ResolvedRefs=False, InvalidCertificateRef), the others are.
+        let own = format!("{at}.");
+        for (field, why) in unresolved.iter().filter(|(f, _)| f.starts_with(&own)) {
+            lc.error(field, why);
+        }
+        // Nor is an HTTPS listener whose client CAs cannot be read: served, it would let in
+        // clients without a certificate.
+        if let (Some(port), Some(_)) = (port, &tls) {
+            let prefix = frontend.field_for_port(port);
+            for (field, why) in unresolved.iter().filter(|(f, _)| f.starts_with(&prefix)) {
+                lc.error(
+                    &at,
+                    format!("{field}: {why}: the listener is not served without the client certificate validation that field names"),
+                );
+            }
+        }
         let allowed = allowed_routes(&mut lc, &at, l);
         let (Some(port), true, true) = (port, errors.is_empty(), gateway_ok) else {
             listener_problems.extend(errors);
@@ -213,9 +231,19 @@ pub(super) fn gateway(
 struct Frontend {
     default: Vec<SecretRef>,
     per_port: BTreeMap<u16, Vec<SecretRef>>,
+    /// The index in `spec.tls.frontend.perPort` of each port's entry.
+    per_port_index: BTreeMap<u16, usize>,
 }
 
 impl Frontend {
+    /// The field (with a trailing dot) whose CA references an HTTPS listener on `port` uses.
+    fn field_for_port(&self, port: u16) -> String {
+        match self.per_port_index.get(&port) {
+            Some(i) => format!("spec.tls.frontend.perPort[{i}]."),
+            None => "spec.tls.frontend.default.".to_owned(),
+        }
+    }
+
     /// The CA references an HTTPS listener on `port` verifies clients with (empty: none).
     fn for_port(&self, port: u16) -> Vec<SecretRef> {
         self.per_port.get(&port).unwrap_or(&self.default).clone()
@@ -263,6 +291,7 @@ fn frontend_validation(
             p.tls.validation.as_ref(),
             grants,
         );
+        out.per_port_index.entry(port).or_insert(i);
         if out.per_port.insert(port, refs).is_some() {
             c.error(
                 format!("{at}.port"),

@@ -167,6 +167,23 @@ fn leave_out(
     });
 }
 
+/// The references of `o` to Secrets and ConfigMaps that the source could not resolve
+/// ([`Cluster::unresolved`], Kubernetes mode), as (referencing field, why). A directory or Git
+/// revision has none: there a missing file refuses the revision when it is applied.
+fn unresolved(o: &Located<Object>, cluster: Option<&Cluster>) -> Vec<(String, String)> {
+    let Some(cluster) = cluster.filter(|c| !c.unresolved.is_empty()) else {
+        return Vec::new();
+    };
+    tollgate_model::references::references(&o.value)
+        .into_iter()
+        .filter_map(|r| {
+            cluster
+                .unresolved(&r)
+                .map(|why| (r.field.clone(), why.to_owned()))
+        })
+        .collect()
+}
+
 /// The names in a policy's targetRefs (all of them: a route a broken policy may have meant
 /// is closed rather than served without it).
 fn target_names(refs: &[tollgate_model::ratelimit::PolicyTargetReference]) -> Vec<String> {
@@ -254,7 +271,13 @@ fn validate(
             let ns = o.value.namespace().unwrap_or_default().to_owned();
             let name = o.value.name().to_owned();
             let mut errors = Vec::new();
-            let def = backend(&mut Checker::of(o, &mut errors), &format!("{ns}/{name}"), b);
+            let mut c = Checker::of(o, &mut errors);
+            let def = backend(&mut c, &format!("{ns}/{name}"), b);
+            // A CA or client certificate the source could not resolve leaves the Backend out
+            // (the routes to it answer 500) rather than connect to it without them.
+            for (field, why) in unresolved(o, cluster) {
+                c.error(field, why);
+            }
             match def {
                 Some(def) if errors.is_empty() => {
                     policy.backends.push(def);
@@ -307,6 +330,7 @@ fn validate(
                 &mut taken,
                 &mut schemes,
                 &grants,
+                &unresolved(o, cluster),
             );
             match info {
                 Some(info) if errors.is_empty() => {
@@ -345,6 +369,11 @@ fn validate(
         let mut errors = Vec::new();
         let mut c = Checker::of(o, &mut errors);
         let checked = auth_policy(&mut c, ns, o.value.name(), p, &route_names);
+        // Credentials the source could not resolve leave the policy out, and the routes it
+        // targets answer 500: they are never served without the authentication meant for them.
+        for (field, why) in unresolved(o, cluster) {
+            c.error(field, why);
+        }
         if let Some((targets, _, _)) = &checked {
             for (i, t) in targets.iter().enumerate() {
                 if let Some(&other) = route_auth.get(&(ns.to_owned(), t.clone())) {

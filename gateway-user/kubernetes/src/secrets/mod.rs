@@ -7,10 +7,16 @@
 //! ([`tollgate_model::references`]), and
 //! - the revision id covers their resourceVersions (a rotated Secret is a new revision; a
 //!   change of any other Secret is not, and does not even wake the agent);
-//! - a missing object, a missing key or a Secret of the wrong type refuses the revision with
-//!   an error naming the referencing object and field and the Secret (as a missing file does
-//!   in directory mode, where the proxy refuses the revision when it cannot read it);
-//! - otherwise they are written under `--tls-secrets-dir` before the revision is handed on
+//! - a missing object, a missing key, a Secret of the wrong type or a kind the agent may not
+//!   read does not refuse the revision: it is handed to the compiler with the revision
+//!   ([`tollgate_model::cluster::Cluster::unresolved`]), which leaves out only what references
+//!   it (the listener, the listeners a client CA covers, the AuthPolicy, whose routes then
+//!   answer 500, the Backend), as the Gateway API's failure isolation wants: one namespace's
+//!   missing Secret does not stop every other namespace's changes. Nothing is ever served
+//!   without the certificate or credential it names. (A directory or Git revision is refused
+//!   whole for a missing file instead: there the files are the operator's, read when the
+//!   revision is applied.)
+//! - the others are written under `--tls-secrets-dir` before the revision is handed on
 //!   ([`files`]), so the proxy reads (and, for certificates, reloads) them as it reads an
 //!   operator's files, and the directories of objects no longer referenced are removed.
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -18,8 +24,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use tollgate_model::cluster::Unresolved;
 use tollgate_model::references::{self, RefKind, Use};
-use tollgate_model::{Documents, Located, Object, PolicyError};
+use tollgate_model::{Documents, Located, Object};
 use tracing::warn;
 
 use crate::watch::Shared;
@@ -42,8 +49,9 @@ pub struct Resolved {
     /// (resource, namespace, name, resourceVersion) of every referenced object, for the
     /// revision id (`-` for one that does not exist).
     pub keys: Vec<[String; 4]>,
-    /// What is wrong with them, each naming the referencing object and field.
-    pub problems: Vec<PolicyError>,
+    /// The references that cannot be resolved, and why (sorted, each once): handed to the
+    /// compiler, which leaves out what references them.
+    pub unresolved: Vec<Unresolved>,
     /// The files to write.
     wanted: files::Wanted,
 }
@@ -130,8 +138,8 @@ impl Secrets {
         let mut keyed = BTreeSet::new();
         // The files of each object directory, in the order they are written.
         let mut dirs: BTreeMap<files::DirKey, Vec<(&'static str, Vec<u8>)>> = BTreeMap::new();
-        for (index, r) in &refs {
-            let (path, object) = (&objects[*index].file, &objects[*index].object);
+        let mut unresolved = BTreeSet::new();
+        for (_, r) in &refs {
             let kind = r.kind();
             referenced.insert((kind, r.namespace.clone(), r.name.clone()));
             let store = stores.of(kind);
@@ -147,11 +155,16 @@ impl Secrets {
                     rv.to_owned(),
                 ]);
             }
-            let problem = |message: String| {
-                PolicyError::new(path.clone(), object.clone(), r.field.clone(), message)
+            let mut problem = |why: String| {
+                unresolved.insert(Unresolved {
+                    namespace: r.namespace.clone(),
+                    name: r.name.clone(),
+                    use_: r.use_,
+                    why,
+                });
             };
             let Some(kept) = found else {
-                out.problems.push(problem(match &store.forbidden {
+                problem(match &store.forbidden {
                     Some(why) => {
                         format!("{kind} {}/{} cannot be read: {why}", r.namespace, r.name)
                     }
@@ -161,12 +174,11 @@ impl Secrets {
                         r.name,
                         keys_list(r.use_)
                     ),
-                }));
+                });
                 continue;
             };
             if let Some(why) = type_mismatch(r.use_, kept.type_.as_deref()) {
-                out.problems
-                    .push(problem(format!("{kind} {}/{} {why}", r.namespace, r.name)));
+                problem(format!("{kind} {}/{} {why}", r.namespace, r.name));
                 continue;
             }
             let missing: Vec<&str> = r
@@ -177,7 +189,7 @@ impl Secrets {
                 .filter(|k| kept.get(kind, k).is_none())
                 .collect();
             if !missing.is_empty() {
-                out.problems.push(problem(format!(
+                problem(format!(
                     "{kind} {}/{} has no {} in its data (it must hold {})",
                     r.namespace,
                     r.name,
@@ -187,7 +199,7 @@ impl Secrets {
                         .collect::<Vec<_>>()
                         .join(" or "),
                     keys_list(r.use_)
-                )));
+                ));
                 continue;
             }
             let dir = dirs
@@ -202,6 +214,7 @@ impl Secrets {
         }
         stores.referenced = referenced;
         out.wanted = dirs;
+        out.unresolved = unresolved.into_iter().collect();
         out
     }
 

@@ -266,7 +266,7 @@ pub(crate) async fn watch<K: CoreKind>(
                     }
                 });
                 if first {
-                    warn!("{message}; policy objects are read without it (those that reference one of its objects are refused), listed again with backoff");
+                    warn!("{message}; policy objects are read without it (what references one of its objects is left out of the revision), listed again with backoff");
                     shared.changed.notify_one();
                 } else {
                     debug!("{message} (again)");

@@ -10,6 +10,7 @@ mod route;
 mod routing;
 mod services;
 mod traffic;
+mod unresolved;
 
 use super::table::{HostPattern, RequestView};
 use super::*;

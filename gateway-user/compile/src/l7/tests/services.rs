@@ -74,6 +74,7 @@ fn cluster(services: Vec<Service>, slices: Vec<EndpointSlice>) -> Arc<Cluster> {
         services: services.into_iter().map(Arc::new).collect(),
         slices: slices.into_iter().map(Arc::new).collect(),
         node: None,
+        unresolved: Vec::new(),
     })
 }
 
