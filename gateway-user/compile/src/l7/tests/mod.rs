@@ -4,6 +4,7 @@ mod auth;
 mod backend;
 mod classes;
 mod gateway;
+mod grpc;
 mod isolation;
 mod ratelimit;
 mod route;
