@@ -60,7 +60,10 @@ impl Server {
         )
         .is_err()
         {
-            assert!(Instant::now() < deadline, "the gRPC server {name} did not start");
+            assert!(
+                Instant::now() < deadline,
+                "the gRPC server {name} did not start"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         server
@@ -171,7 +174,17 @@ fn grpc_calls_are_matched_split_filtered_and_streamed() {
 
     // The weighted split, over 200 unary calls on one channel.
     let split: Vec<Value> = (0..200)
-        .map(|i| unary(if i % 2 == 0 { "/test.Split/Call" } else { "/test.SplitTwo/Call" }, &[], "w"))
+        .map(|i| {
+            unary(
+                if i % 2 == 0 {
+                    "/test.Split/Call"
+                } else {
+                    "/test.SplitTwo/Call"
+                },
+                &[],
+                "w",
+            )
+        })
         .collect();
     let r = calls(Value::Array(split));
     assert!(r.iter().all(|c| c["code"] == "OK"), "{r:?}");
@@ -180,7 +193,10 @@ fn grpc_calls_are_matched_split_filtered_and_streamed() {
         .filter(|c| c["initial"]["x-backend"] == "canary")
         .count();
     // Binomial(200, 0.2): mean 40, standard deviation 5.7; 15..=65 is beyond 4.4 of them.
-    assert!((15..=65).contains(&canary), "canary got {canary} of 200 (weight 20%)");
+    assert!(
+        (15..=65).contains(&canary),
+        "canary got {canary} of 200 (weight 20%)"
+    );
     // The method expression matches only `Call`.
     let r = calls(json!([unary("/test.Split/Other", &[], "w")]));
     assert_eq!(r[0]["code"], "UNIMPLEMENTED", "{}", r[0]);

@@ -8,9 +8,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::route::{
-    HTTPHeaderFilter, HTTPRequestMirrorFilter, ParentReference, ValueMatchType,
-};
+use crate::route::{HTTPHeaderFilter, HTTPRequestMirrorFilter, ParentReference, ValueMatchType};
 
 /// Routing rules for gRPC requests that reach the listeners named in `parentRefs`.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

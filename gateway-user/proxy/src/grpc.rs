@@ -64,7 +64,10 @@ pub fn trailers_only(status: StatusCode, message: &str) -> HeaderMap {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    h.insert("grpc-status", HeaderValue::from(u16::from(status_of(status))));
+    h.insert(
+        "grpc-status",
+        HeaderValue::from(u16::from(status_of(status))),
+    );
     let mut encoded = String::with_capacity(message.len());
     for b in message.bytes() {
         if (0x20..=0x7e).contains(&b) && b != b'%' {
@@ -99,7 +102,12 @@ mod tests {
         ] {
             assert!(is_grpc(&ct(yes)), "{yes}");
         }
-        for no in ["application/grpc-web", "application/grpcx", "text/plain", "application/json"] {
+        for no in [
+            "application/grpc-web",
+            "application/grpcx",
+            "text/plain",
+            "application/json",
+        ] {
             assert!(!is_grpc(&ct(no)), "{no}");
         }
         assert!(!is_grpc(&HeaderMap::new()));
@@ -111,10 +119,19 @@ mod tests {
         assert_eq!(h["content-type"], "application/grpc");
         assert_eq!(h["grpc-status"], "12");
         assert_eq!(h["grpc-message"], "no route: 100%25 sure %C3%A9");
-        assert_eq!(status_of(StatusCode::INTERNAL_SERVER_ERROR), code::UNAVAILABLE);
-        assert_eq!(status_of(StatusCode::SERVICE_UNAVAILABLE), code::UNAVAILABLE);
+        assert_eq!(
+            status_of(StatusCode::INTERNAL_SERVER_ERROR),
+            code::UNAVAILABLE
+        );
+        assert_eq!(
+            status_of(StatusCode::SERVICE_UNAVAILABLE),
+            code::UNAVAILABLE
+        );
         assert_eq!(status_of(StatusCode::UNAUTHORIZED), code::UNAUTHENTICATED);
-        assert_eq!(status_of(StatusCode::PAYLOAD_TOO_LARGE), code::RESOURCE_EXHAUSTED);
+        assert_eq!(
+            status_of(StatusCode::PAYLOAD_TOO_LARGE),
+            code::RESOURCE_EXHAUSTED
+        );
         assert_eq!(status_of(StatusCode::MISDIRECTED_REQUEST), code::UNKNOWN);
     }
 }

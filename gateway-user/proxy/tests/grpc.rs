@@ -27,7 +27,9 @@ type FrameResult = Result<Frame<Bytes>, Infallible>;
 /// The backend: each request data frame is answered at once with a frame `<service-path>
 /// <te> <x-added> <data>`, then the request's trailer `x-client-trailer` comes back in the
 /// response's trailers, with `grpc-status: 0`.
-async fn answer(req: Request<Incoming>) -> Result<Response<StreamBody<tokio_stream_shim::Rx>>, Infallible> {
+async fn answer(
+    req: Request<Incoming>,
+) -> Result<Response<StreamBody<tokio_stream_shim::Rx>>, Infallible> {
     let (parts, mut body) = req.into_parts();
     let (tx, rx) = mpsc::channel::<FrameResult>(8);
     let header = |n: &str| {
@@ -140,8 +142,12 @@ spec:
 }
 
 /// An HTTP/2 (prior knowledge) connection to the gateway.
-async fn client(port: u16) -> hyper::client::conn::http2::SendRequest<StreamBody<tokio_stream_shim::Rx>> {
-    let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.unwrap();
+async fn client(
+    port: u16,
+) -> hyper::client::conn::http2::SendRequest<StreamBody<tokio_stream_shim::Rx>> {
+    let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        .await
+        .unwrap();
     let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .handshake(TokioIo::new(stream))
         .await
@@ -150,7 +156,11 @@ async fn client(port: u16) -> hyper::client::conn::http2::SendRequest<StreamBody
     send
 }
 
-fn call(port: u16, path: &str, rx: mpsc::Receiver<FrameResult>) -> Request<StreamBody<tokio_stream_shim::Rx>> {
+fn call(
+    port: u16,
+    path: &str,
+    rx: mpsc::Receiver<FrameResult>,
+) -> Request<StreamBody<tokio_stream_shim::Rx>> {
     Request::builder()
         .method("POST")
         .uri(format!("http://grpc.test:{port}{path}"))
@@ -181,7 +191,9 @@ async fn a_bidirectional_stream_is_relayed_message_by_message_with_trailers_both
     let mut send = client(gw.port()).await;
     let (tx, rx) = mpsc::channel(8);
     let resp = send.send_request(call(gw.port(), "/test.Echo/Chat", rx));
-    tx.send(Ok(Frame::data(Bytes::from_static(b"one")))).await.unwrap();
+    tx.send(Ok(Frame::data(Bytes::from_static(b"one"))))
+        .await
+        .unwrap();
     let resp = tokio::time::timeout(Duration::from_secs(5), resp)
         .await
         .expect("the response head before the request ends")
@@ -196,7 +208,9 @@ async fn a_bidirectional_stream_is_relayed_message_by_message_with_trailers_both
         next_data(&mut body).await,
         "/test.Echo/Chat HTTP/2.0 te=trailers added=by-route removed=- one"
     );
-    tx.send(Ok(Frame::data(Bytes::from_static(b"two")))).await.unwrap();
+    tx.send(Ok(Frame::data(Bytes::from_static(b"two"))))
+        .await
+        .unwrap();
     assert!(next_data(&mut body).await.ends_with(" two"));
     let mut trailers = HeaderMap::new();
     trailers.insert("x-client-trailer", "t-1".parse().unwrap());
@@ -230,7 +244,10 @@ async fn the_proxys_own_answers_to_grpc_calls_are_grpc_statuses() {
         assert_eq!(resp.headers()["grpc-status"], status, "{path}");
         assert!(resp.headers().contains_key("grpc-message"));
         let body = resp.into_body().collect().await.unwrap().to_bytes();
-        assert!(body.is_empty(), "{path}: a trailers-only answer has no body");
+        assert!(
+            body.is_empty(),
+            "{path}: a trailers-only answer has no body"
+        );
     }
     // A request that is not gRPC still gets a plain 404.
     let r = gw.get("/test.Other/Chat").send().await;

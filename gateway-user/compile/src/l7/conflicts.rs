@@ -63,10 +63,11 @@ impl KindsOnListeners {
             }
         });
         for a in &def.attachments {
-            self.taken
-                .entry(a.listener)
-                .or_default()
-                .push((kind, a.hostnames.clone(), name.clone()));
+            self.taken.entry(a.listener).or_default().push((
+                kind,
+                a.hostnames.clone(),
+                name.clone(),
+            ));
         }
         if lost.is_empty() {
             return;
@@ -83,11 +84,19 @@ impl KindsOnListeners {
                     message.clone(),
                 )];
             }
-            errors.push(PolicyError::new(&o.file, &o.object, "spec.parentRefs", message));
+            errors.push(PolicyError::new(
+                &o.file,
+                &o.object,
+                "spec.parentRefs",
+                message,
+            ));
         } else {
-            outcome
-                .partial
-                .push(PolicyError::new(&o.file, &o.object, "spec.parentRefs", message));
+            outcome.partial.push(PolicyError::new(
+                &o.file,
+                &o.object,
+                "spec.parentRefs",
+                message,
+            ));
         }
     }
 }

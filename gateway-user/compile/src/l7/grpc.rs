@@ -54,7 +54,14 @@ pub(super) fn label(ns: &str, name: &str) -> String {
 /// field they are written in is not the HTTPRoute form's). A route with any of these is left
 /// out whole, as an API server would refuse it.
 pub(super) fn grpc_schema(c: &mut Checker<'_, '_>, r: &GRPCRoute) {
-    for (i, rule) in r.spec.rules.as_deref().unwrap_or_default().iter().enumerate() {
+    for (i, rule) in r
+        .spec
+        .rules
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
         let at = format!("spec.rules[{i}]");
         let matches = rule.matches.as_deref().unwrap_or_default();
         c.count(&format!("{at}.matches"), matches.len(), MAX_GRPC_MATCHES);
@@ -68,14 +75,26 @@ pub(super) fn grpc_schema(c: &mut Checker<'_, '_>, r: &GRPCRoute) {
                 if n == 0 || n > MAX_HEADER_VALUE_LEN {
                     c.error(
                         format!("{mat}.headers[{k}].value"),
-                        format!("{n} characters; a header match value has 1-{MAX_HEADER_VALUE_LEN}"),
+                        format!(
+                            "{n} characters; a header match value has 1-{MAX_HEADER_VALUE_LEN}"
+                        ),
                     );
                 }
             }
         }
-        for (j, b) in rule.backend_refs.as_deref().unwrap_or_default().iter().enumerate() {
+        for (j, b) in rule
+            .backend_refs
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
             let filters = b.filters.as_deref().unwrap_or_default();
-            c.count(&format!("{at}.backendRefs[{j}].filters"), filters.len(), MAX_FILTERS);
+            c.count(
+                &format!("{at}.backendRefs[{j}].filters"),
+                filters.len(),
+                MAX_FILTERS,
+            );
         }
     }
 }
@@ -94,10 +113,7 @@ fn method_schema(c: &mut Checker<'_, '_>, at: &str, m: &GRPCMethodMatch) {
         let Some(value) = value else { continue };
         let f = format!("{at}.{field}");
         if value.chars().count() > MAX_METHOD_LEN {
-            c.error(
-                &f,
-                format!("longer than {MAX_METHOD_LEN} characters"),
-            );
+            c.error(&f, format!("longer than {MAX_METHOD_LEN} characters"));
             continue;
         }
         if exact {
@@ -245,7 +261,10 @@ const SEGMENT: &str = "[^/]+";
 /// The path match of a method match (see the module's documentation for the order).
 fn method_path(m: Option<&GRPCMethodMatch>) -> (PathMatchType, String) {
     let Some(m) = m else {
-        return (PathMatchType::RegularExpression, format!("/{SEGMENT}/{SEGMENT}"));
+        return (
+            PathMatchType::RegularExpression,
+            format!("/{SEGMENT}/{SEGMENT}"),
+        );
     };
     let exact = m.type_.unwrap_or(GRPCMethodMatchType::Exact) == GRPCMethodMatchType::Exact;
     if exact {
@@ -261,7 +280,10 @@ fn method_path(m: Option<&GRPCMethodMatch>) -> (PathMatchType, String) {
             (Some(s), None) => (PathMatchType::PathPrefix, format!("/{s}")),
             // Identifiers hold no regular expression syntax.
             (None, Some(m)) => (PathMatchType::RegularExpression, format!("/{SEGMENT}/{m}")),
-            (None, None) => (PathMatchType::RegularExpression, format!("/{SEGMENT}/{SEGMENT}")),
+            (None, None) => (
+                PathMatchType::RegularExpression,
+                format!("/{SEGMENT}/{SEGMENT}"),
+            ),
         };
     }
     // A service never holds a `/`, so on a gRPC path (two segments) each expression meets

@@ -86,15 +86,29 @@ fn a_method_match_beats_more_header_matches_and_headers_break_ties() {
 
 #[test]
 fn across_routes_precedence_beats_age_and_ties_go_to_the_oldest() {
-    let older = grpc_route("a", &format!("  rules:\n    - matches: [{{ method: {{ service: foo.Echo }} }}]\n{TO_A}"));
+    let older = grpc_route(
+        "a",
+        &format!("  rules:\n    - matches: [{{ method: {{ service: foo.Echo }} }}]\n{TO_A}"),
+    );
     let exact = grpc_route(
         "b",
-        &format!("  rules:\n    - matches: [{{ method: {{ service: foo.Echo, method: Say }} }}]\n{TO_A}"),
+        &format!(
+            "  rules:\n    - matches: [{{ method: {{ service: foo.Echo, method: Say }} }}]\n{TO_A}"
+        ),
     );
-    let same = grpc_route("c", &format!("  rules:\n    - matches: [{{ method: {{ service: foo.Echo }} }}]\n{TO_A}"));
+    let same = grpc_route(
+        "c",
+        &format!("  rules:\n    - matches: [{{ method: {{ service: foo.Echo }} }}]\n{TO_A}"),
+    );
     let t = table(&all(&[GATEWAY, BACKENDS, &same, &exact, &older]));
-    assert_eq!(call(&t, "/foo.Echo/Say", &[]).as_deref(), Some("grpc:default/b#0"));
-    assert_eq!(call(&t, "/foo.Echo/X", &[]).as_deref(), Some("grpc:default/a#0"));
+    assert_eq!(
+        call(&t, "/foo.Echo/Say", &[]).as_deref(),
+        Some("grpc:default/b#0")
+    );
+    assert_eq!(
+        call(&t, "/foo.Echo/X", &[]).as_deref(),
+        Some("grpc:default/a#0")
+    );
 }
 
 #[test]
@@ -120,15 +134,31 @@ fn what_the_grpcroute_crd_refuses_is_refused_with_the_field() {
         got,
         [
             (o.clone(), "spec.rules[0].matches[0].method".to_owned()),
-            (o.clone(), "spec.rules[0].matches[1].method.service".to_owned()),
-            (o.clone(), "spec.rules[0].matches[2].method.method".to_owned()),
-            (o.clone(), "spec.rules[0].matches[3].method.service".to_owned()),
-            (o.clone(), "spec.rules[0].matches[4].headers[0].value".to_owned()),
+            (
+                o.clone(),
+                "spec.rules[0].matches[1].method.service".to_owned()
+            ),
+            (
+                o.clone(),
+                "spec.rules[0].matches[2].method.method".to_owned()
+            ),
+            (
+                o.clone(),
+                "spec.rules[0].matches[3].method.service".to_owned()
+            ),
+            (
+                o.clone(),
+                "spec.rules[0].matches[4].headers[0].value".to_owned()
+            ),
             (o.clone(), "spec.rules[1].matches".to_owned()),
         ]
     );
     assert!(errs[1].message.contains("valid characters"), "{}", errs[1]);
-    assert!(errs[3].message.contains("not a valid regular expression"), "{}", errs[3]);
+    assert!(
+        errs[3].message.contains("not a valid regular expression"),
+        "{}",
+        errs[3]
+    );
     assert!(errs[5].message.contains('8'), "{}", errs[5]);
 }
 
@@ -145,7 +175,10 @@ fn a_leading_dot_names_the_same_service_and_extension_refs_drop_the_rule() {
         ),
     );
     let s = snapshot(&all(&[GATEWAY, BACKENDS, &r]));
-    assert_eq!(call(&s.l7, "/foo.Echo/Say", &[]).as_deref(), Some("grpc:default/g#0"));
+    assert_eq!(
+        call(&s.l7, "/foo.Echo/Say", &[]).as_deref(),
+        Some("grpc:default/g#0")
+    );
     assert_eq!(call(&s.l7, "/foo.Echo/X", &[]), None);
     let dropped = &s.acceptance.partial[0];
     assert_eq!(dropped.location.field, "spec.rules[1].filters[0].type");
@@ -167,7 +200,11 @@ fn listeners_take_grpcroutes_by_default_and_allowed_kinds_decide() {
         (accepted.type_, accepted.status, accepted.reason),
         (ACCEPTED, "False", reason::NOT_ALLOWED_BY_LISTENERS)
     );
-    assert!(accepted.message.contains("GRPCRoutes"), "{}", accepted.message);
+    assert!(
+        accepted.message.contains("GRPCRoutes"),
+        "{}",
+        accepted.message
+    );
 
     let only_grpc = GATEWAY.replace(
         "protocol: HTTP }",
@@ -204,11 +241,21 @@ fn an_httproute_and_a_grpcroute_that_meet_on_a_listener_the_older_wins() {
     let h_status = s.acceptance.routes.iter().find(|r| r.name == "h").unwrap();
     assert!(!h_status.served);
     let c = &h_status.parents[0].conditions[0];
-    assert_eq!((c.type_, c.status, c.reason), (ACCEPTED, "False", reason::CONFLICTED));
-    assert!(c.message.contains("GRPCRoute default/g"), "{}", c.message);
-    assert_eq!(call(&s.l7, "/any.Svc/M", &[]).as_deref(), Some("grpc:default/g#0"));
     assert_eq!(
-        s.acceptance.left_out.iter().map(|o| o.object.as_str()).collect::<Vec<_>>(),
+        (c.type_, c.status, c.reason),
+        (ACCEPTED, "False", reason::CONFLICTED)
+    );
+    assert!(c.message.contains("GRPCRoute default/g"), "{}", c.message);
+    assert_eq!(
+        call(&s.l7, "/any.Svc/M", &[]).as_deref(),
+        Some("grpc:default/g#0")
+    );
+    assert_eq!(
+        s.acceptance
+            .left_out
+            .iter()
+            .map(|o| o.object.as_str())
+            .collect::<Vec<_>>(),
         ["HTTPRoute/h"]
     );
 
@@ -236,7 +283,9 @@ fn a_grpcroute_needs_a_referencegrant_for_grpcroutes_and_no_httproute_policy_app
     let s = snapshot(&all(&[GATEWAY, backend, r, &grant("HTTPRoute")]));
     let rule = &s.l7.policy.routes[0].rules[0].rule;
     assert!(rule.backends.is_empty() && rule.unresolved_weight == 1);
-    assert!(s.acceptance.partial[0].message.contains("GRPCRoutes of namespace default"));
+    assert!(s.acceptance.partial[0]
+        .message
+        .contains("GRPCRoutes of namespace default"));
     let s = snapshot(&all(&[GATEWAY, backend, r, &grant("GRPCRoute")]));
     assert_eq!(s.l7.policy.routes[0].rules[0].rule.backends.len(), 1);
 
@@ -246,9 +295,16 @@ fn a_grpcroute_needs_a_referencegrant_for_grpcroutes_and_no_httproute_policy_app
         "  targetRefs: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: g }]\n  limits: [{ key: clientIP, requests: 1, per: 1s }]\n",
     );
     let g = grpc_route("g", &format!("  rules:\n    - {}", TO_A.trim_start()));
-    let s = compile_documents(&docs(&[("l7.yaml", &all(&[GATEWAY, BACKENDS, &g, &limit]))]), None)
-        .unwrap();
-    assert!(s.l7.policy.routes[0].rules[0].rule.rate_limits.limits.is_empty());
+    let s = compile_documents(
+        &docs(&[("l7.yaml", &all(&[GATEWAY, BACKENDS, &g, &limit]))]),
+        None,
+    )
+    .unwrap();
+    assert!(s.l7.policy.routes[0].rules[0]
+        .rule
+        .rate_limits
+        .limits
+        .is_empty());
 }
 
 #[test]
@@ -274,7 +330,8 @@ fn unknown_fields_and_filter_types_of_a_grpcroute_are_refused_by_name() {
         .unwrap_err()
         .0;
     assert!(
-        errs.iter().any(|e| e.location.field.contains("filters[0].type")),
+        errs.iter()
+            .any(|e| e.location.field.contains("filters[0].type")),
         "{errs:#?}"
     );
 }
