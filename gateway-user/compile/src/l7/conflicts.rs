@@ -13,11 +13,14 @@ use super::route::RouteOutcome;
 use super::status::{self, reason, Condition};
 use super::table::{HostPattern, ListenerDef};
 
+/// A route on a listener: its kind, its effective hostnames there, its `namespace/name`.
+type Taken = (&'static str, Vec<HostPattern>, String);
+
 /// The routes accepted so far, per listener.
 #[derive(Default)]
 pub(super) struct KindsOnListeners {
-    /// Listener index -> (kind, effective hostnames, `namespace/name`) of each route on it.
-    taken: HashMap<usize, Vec<(&'static str, Vec<HostPattern>, String)>>,
+    /// Listener index -> the routes on it.
+    taken: HashMap<usize, Vec<Taken>>,
 }
 
 impl KindsOnListeners {
