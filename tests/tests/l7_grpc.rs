@@ -192,6 +192,7 @@ fn grpc_calls_are_matched_split_filtered_and_streamed() {
         .iter()
         .filter(|c| c["initial"]["x-backend"] == "canary")
         .count();
+    eprintln!("weighted split: canary answered {canary} of 200 calls (weight 20%)");
     // Binomial(200, 0.2): mean 40, standard deviation 5.7; 15..=65 is beyond 4.4 of them.
     assert!(
         (15..=65).contains(&canary),
