@@ -44,6 +44,7 @@ impl KindsOnListeners {
             o.value.name()
         );
         let mut lost: Vec<String> = Vec::new();
+        let mut lost_listeners: Vec<usize> = Vec::new();
         def.attachments.retain(|a| {
             let clash = self.taken.get(&a.listener).and_then(|list| {
                 list.iter().find(|(k, hosts, _)| {
@@ -56,6 +57,7 @@ impl KindsOnListeners {
             match clash {
                 Some((other_kind, _, other)) => {
                     let l = &listeners[a.listener];
+                    lost_listeners.push(a.listener);
                     lost.push(format!(
                         "listener {} of Gateway {}: {other_kind} {other} is older (or first by namespace/name) and serves hostnames this {kind} also names there; only one of the two kinds may serve them",
                         l.name, l.gateway
@@ -76,10 +78,23 @@ impl KindsOnListeners {
             return;
         }
         let message = format!("not attached to {}", lost.join("; "));
-        if def.attachments.is_empty() {
-            outcome.def = None;
-            outcome.status.served = false;
-            for p in &mut outcome.status.parents {
+        // A parent none of whose listeners is left to the route is not accepted: the reason
+        // is the conflict. (A parent already refused for another reason keeps that reason.)
+        let kept: Vec<usize> = def.attachments.iter().map(|a| a.listener).collect();
+        for p in &mut outcome.status.parents {
+            let accepted = p
+                .conditions
+                .iter()
+                .any(|c| c.type_ == status::ACCEPTED && c.is_true());
+            let r = &p.parent_ref;
+            let gateway = format!("{}/{}", r.namespace, r.name);
+            let of_parent = |i: &usize| {
+                let l = &listeners[*i];
+                l.gateway == gateway
+                    && r.section_name.as_ref().is_none_or(|s| *s == l.name)
+                    && r.port.is_none_or(|port| port == i64::from(l.port))
+            };
+            if accepted && lost_listeners.iter().any(of_parent) && !kept.iter().any(of_parent) {
                 p.conditions = vec![Condition::new(
                     status::ACCEPTED,
                     false,
@@ -87,19 +102,14 @@ impl KindsOnListeners {
                     message.clone(),
                 )];
             }
-            errors.push(PolicyError::new(
-                &o.file,
-                &o.object,
-                "spec.parentRefs",
-                message,
-            ));
+        }
+        let problem = PolicyError::new(&o.file, &o.object, "spec.parentRefs", message);
+        if def.attachments.is_empty() {
+            outcome.def = None;
+            outcome.status.served = false;
+            errors.push(problem);
         } else {
-            outcome.partial.push(PolicyError::new(
-                &o.file,
-                &o.object,
-                "spec.parentRefs",
-                message,
-            ));
+            outcome.partial.push(problem);
         }
     }
 }

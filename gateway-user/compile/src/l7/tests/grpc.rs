@@ -335,3 +335,54 @@ fn unknown_fields_and_filter_types_of_a_grpcroute_are_refused_by_name() {
         "{errs:#?}"
     );
 }
+
+#[test]
+fn a_route_that_loses_one_listener_to_the_other_kind_keeps_the_other_parent() {
+    let gateways = "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: edge }
+spec:
+  gatewayClassName: tollgate
+  listeners:
+    - { name: http, port: 8080, protocol: HTTP }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: other }
+spec:
+  gatewayClassName: tollgate
+  listeners:
+    - { name: http, port: 8081, protocol: HTTP }
+";
+    // `a` (an HTTPRoute) comes first by name and takes the listener of `edge`.
+    let h = route("a", &format!("  rules:\n    - {}", TO_A.trim_start()));
+    let g = grpc_route("b", &format!("  rules:\n    - {}", TO_A.trim_start())).replace(
+        "parentRefs: [{ name: edge }]",
+        "parentRefs: [{ name: edge }, { name: other }]",
+    );
+    let s = snapshot(&all(&[gateways, BACKENDS, &h, &g]));
+    let b = s.acceptance.routes.iter().find(|r| r.name == "b").unwrap();
+    assert!(b.served);
+    let accepted = |i: usize| {
+        b.parents[i]
+            .conditions
+            .iter()
+            .find(|c| c.type_ == ACCEPTED)
+            .map(|c| (c.status, c.reason))
+    };
+    assert_eq!(accepted(0), Some(("False", reason::CONFLICTED)));
+    assert_eq!(accepted(1), Some(("True", reason::ACCEPTED)));
+    assert!(s
+        .acceptance
+        .partial
+        .iter()
+        .any(|p| p.location.object == "GRPCRoute/b" && p.message.contains("HTTPRoute default/a")));
+    // The GRPCRoute serves on the other Gateway's port only.
+    assert_eq!(call(&s.l7, "/x.Y/Z", &[]).as_deref(), Some("default/a#0"));
+    let listeners: Vec<u16> = s.l7.policy.routes[1]
+        .attachments
+        .iter()
+        .map(|a| s.l7.policy.listeners[a.listener].port)
+        .collect();
+    assert_eq!(listeners, [8081]);
+}
