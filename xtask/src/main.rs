@@ -293,7 +293,8 @@ fn setup() -> Result<()> {
         failures.push(format!("{error:#}"));
     }
 
-    // 5. kubernetes-validate (and jsonschema) in a venv, for the manifests' checks.
+    // 5. kubernetes-validate (and jsonschema) in a venv, for the manifests' checks, and
+    //    grpcio, for the GRPCRoute end-to-end test.
     if let Err(error) = manifests::ensure_python_tools() {
         failures.push(format!("{error:#}"));
     }

@@ -29,34 +29,43 @@ fn venv_bin(name: &str) -> PathBuf {
     venv().join("bin").join(name)
 }
 
-/// Makes the venv and installs kubernetes-validate into it, unless it is there already at the
-/// pinned version.
+/// The Python packages of the venv, pinned: kubernetes-validate (its schemas decide what
+/// passes) and grpcio (the real gRPC client and servers of the GRPCRoute end-to-end test,
+/// `tests/grpc/echo.py`).
+const PYTHON_TOOLS: [&str; 2] = [KUBERNETES_VALIDATE, "grpcio==1.85.1"];
+
+/// Makes the venv and installs [`PYTHON_TOOLS`] into it, each unless it is there already at
+/// the pinned version.
 pub fn ensure_python_tools() -> Result<()> {
     let pip = venv_bin("pip");
-    let wanted = KUBERNETES_VALIDATE.split("==").nth(1).unwrap_or_default();
-    let have = probe(&pip.to_string_lossy(), &["show", "kubernetes-validate"]).unwrap_or_default();
-    if have
-        .lines()
-        .any(|l| l.trim() == format!("Version: {wanted}"))
-    {
+    for tool in PYTHON_TOOLS {
+        let (name, wanted) = tool.split_once("==").unwrap_or((tool, ""));
+        let have = if pip.is_file() {
+            probe(&pip.to_string_lossy(), &["show", name]).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        if have
+            .lines()
+            .any(|l| l.trim() == format!("Version: {wanted}"))
+        {
+            eprintln!("setup: {tool} (venv {}): present", venv().display());
+            continue;
+        }
         eprintln!(
-            "setup: {KUBERNETES_VALIDATE} (venv {}): present",
+            "setup: {tool}: installing into the venv {}",
             venv().display()
         );
-        return Ok(());
+        if !pip.is_file() {
+            // Debian's python3 (python3-venv), not whatever python3 comes first on PATH.
+            run(command("/usr/bin/python3", ["-m", "venv"]).with_arg(venv()))
+                .context("create the venv (Debian package python3-venv)")?;
+        }
+        let mut install = Command::new(&pip);
+        install.args(["install", "--quiet", tool]);
+        run(install).with_context(|| format!("pip install {tool}"))?;
     }
-    eprintln!(
-        "setup: {KUBERNETES_VALIDATE}: installing into the venv {}",
-        venv().display()
-    );
-    if !pip.is_file() {
-        // Debian's python3 (python3-venv), not whatever python3 comes first on PATH.
-        run(command("/usr/bin/python3", ["-m", "venv"]).with_arg(venv()))
-            .context("create the venv (Debian package python3-venv)")?;
-    }
-    let mut install = Command::new(&pip);
-    install.args(["install", "--quiet", KUBERNETES_VALIDATE]);
-    run(install).with_context(|| format!("pip install {KUBERNETES_VALIDATE}"))
+    Ok(())
 }
 
 /// Every directory under `manifests/install` with a kustomization.yaml, sorted.

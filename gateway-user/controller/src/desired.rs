@@ -491,10 +491,11 @@ fn route(
     ours: &BTreeSet<(String, String)>,
 ) -> Option<Desired> {
     let g = view.generation;
-    let status = acceptance
-        .routes
-        .iter()
-        .find(|r| Some(r.namespace.as_str()) == key.namespace.as_deref() && r.name == key.name);
+    let status = acceptance.routes.iter().find(|r| {
+        r.kind == "HTTPRoute"
+            && Some(r.namespace.as_str()) == key.namespace.as_deref()
+            && r.name == key.name
+    });
     let entries: Vec<Value> = match status {
         Some(s) => s
             .parents
@@ -600,7 +601,11 @@ fn policy(
             continue;
         };
         let route = acceptance.routes.iter().find(|r| {
-            group == GATEWAY_GROUP && kind == "HTTPRoute" && r.namespace == ns && r.name == name
+            group == GATEWAY_GROUP
+                && kind == "HTTPRoute"
+                && r.kind == "HTTPRoute"
+                && r.namespace == ns
+                && r.name == name
         });
         match route {
             Some(r) => {

@@ -23,6 +23,7 @@ pub mod cluster;
 pub mod error;
 pub mod gateway;
 pub mod gateway_class;
+pub mod grpc_route;
 pub mod http_path;
 pub mod l4;
 pub mod left_out;
@@ -58,6 +59,8 @@ pub enum Object {
     Gateway(gateway::Gateway),
     /// L7 routing rules (Gateway API).
     HTTPRoute(route::HTTPRoute),
+    /// gRPC routing rules (Gateway API).
+    GRPCRoute(grpc_route::GRPCRoute),
     /// Static endpoints for the L7 proxy.
     Backend(backend::Backend),
     /// Request rate limits attached to HTTPRoutes.
@@ -82,6 +85,7 @@ impl Object {
             Object::L4Policy(_) => "L4Policy",
             Object::Gateway(_) => "Gateway",
             Object::HTTPRoute(_) => "HTTPRoute",
+            Object::GRPCRoute(_) => "GRPCRoute",
             Object::Backend(_) => "Backend",
             Object::RateLimitPolicy(_) => "RateLimitPolicy",
             Object::AuthPolicy(_) => "AuthPolicy",
@@ -97,6 +101,7 @@ impl Object {
             Object::L4Policy(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
             Object::HTTPRoute(o) => &o.metadata,
+            Object::GRPCRoute(o) => &o.metadata,
             Object::Backend(o) => &o.metadata,
             Object::RateLimitPolicy(o) => &o.metadata,
             Object::AuthPolicy(o) => &o.metadata,
@@ -156,6 +161,8 @@ struct KindInfo {
     other_versions: &'static [&'static str],
     /// Namespaced kinds are named `Kind/namespace/name` in messages when they give a namespace.
     namespaced: bool,
+    /// Whether the Kubernetes source watches the kind (see [`kinds`]).
+    watched: bool,
     read: fn(Value) -> Result<Object, serde_path_to_error::Error<serde_json::Error>>,
 }
 
@@ -166,6 +173,7 @@ const KINDS: &[KindInfo] = &[
         api_version: "tollgate.dev/v1alpha1",
         other_versions: &[],
         namespaced: false,
+        watched: true,
         read: |v| typed::<l4::L4Policy>(v).map(Object::L4Policy),
     },
     KindInfo {
@@ -173,6 +181,7 @@ const KINDS: &[KindInfo] = &[
         api_version: "gateway.networking.k8s.io/v1",
         other_versions: &[],
         namespaced: true,
+        watched: true,
         read: |v| typed::<gateway::Gateway>(v).map(Object::Gateway),
     },
     KindInfo {
@@ -180,13 +189,25 @@ const KINDS: &[KindInfo] = &[
         api_version: "gateway.networking.k8s.io/v1",
         other_versions: &[],
         namespaced: true,
+        watched: true,
         read: |v| typed::<route::HTTPRoute>(v).map(Object::HTTPRoute),
+    },
+    // Not watched in Kubernetes mode: one more watch would pass the agent's budget of 15
+    // connections (docs/kubernetes.md); GRPCRoutes come from Git and directories.
+    KindInfo {
+        kind: "GRPCRoute",
+        api_version: "gateway.networking.k8s.io/v1",
+        other_versions: &[],
+        namespaced: true,
+        watched: false,
+        read: |v| typed::<grpc_route::GRPCRoute>(v).map(Object::GRPCRoute),
     },
     KindInfo {
         kind: "Backend",
         api_version: "tollgate.dev/v1alpha1",
         other_versions: &[],
         namespaced: true,
+        watched: true,
         read: |v| typed::<backend::Backend>(v).map(Object::Backend),
     },
     KindInfo {
@@ -194,6 +215,7 @@ const KINDS: &[KindInfo] = &[
         api_version: "tollgate.dev/v1alpha1",
         other_versions: &[],
         namespaced: true,
+        watched: true,
         read: |v| typed::<ratelimit::RateLimitPolicy>(v).map(Object::RateLimitPolicy),
     },
     KindInfo {
@@ -201,6 +223,7 @@ const KINDS: &[KindInfo] = &[
         api_version: "tollgate.dev/v1alpha1",
         other_versions: &[],
         namespaced: true,
+        watched: true,
         read: |v| typed::<auth::AuthPolicy>(v).map(Object::AuthPolicy),
     },
     KindInfo {
@@ -208,6 +231,7 @@ const KINDS: &[KindInfo] = &[
         api_version: "tollgate.dev/v1alpha1",
         other_versions: &[],
         namespaced: true,
+        watched: true,
         read: |v| typed::<traffic::BackendTrafficPolicy>(v).map(Object::BackendTrafficPolicy),
     },
     KindInfo {
@@ -215,6 +239,7 @@ const KINDS: &[KindInfo] = &[
         api_version: "gateway.networking.k8s.io/v1",
         other_versions: &[],
         namespaced: false,
+        watched: true,
         read: |v| typed::<gateway_class::GatewayClass>(v).map(Object::GatewayClass),
     },
     // v1beta1 is what every Gateway API release since v0.6 serves; v1.6 adds v1.
@@ -223,6 +248,7 @@ const KINDS: &[KindInfo] = &[
         api_version: "gateway.networking.k8s.io/v1beta1",
         other_versions: &["gateway.networking.k8s.io/v1"],
         namespaced: true,
+        watched: true,
         read: |v| typed::<gateway_class::ReferenceGrant>(v).map(Object::ReferenceGrant),
     },
     // Read for its labels only; the API server's own fields (spec.finalizers) are accepted.
@@ -231,15 +257,19 @@ const KINDS: &[KindInfo] = &[
         api_version: "v1",
         other_versions: &[],
         namespaced: false,
+        watched: true,
         read: |v| typed::<k8s_openapi::api::core::v1::Namespace>(v).map(Object::Namespace),
     },
 ];
 
-/// Every kind this agent reads, as `(kind, apiVersion, namespaced)`: what a source that lists
-/// objects kind by kind (the Kubernetes API) must watch, so that it watches no more and no less
-/// than [`parse`] reads.
+/// The kinds a source that lists objects kind by kind (the Kubernetes API) watches, as
+/// `(kind, apiVersion, namespaced)`: every kind [`parse`] reads but `GRPCRoute`, which only Git
+/// and directory sources carry (a sixteenth watch would pass the agent's connection budget).
 pub fn kinds() -> impl Iterator<Item = (&'static str, &'static str, bool)> {
-    KINDS.iter().map(|k| (k.kind, k.api_version, k.namespaced))
+    KINDS
+        .iter()
+        .filter(|k| k.watched)
+        .map(|k| (k.kind, k.api_version, k.namespaced))
 }
 
 /// The only top-level fields of an object (`status` is accepted so that the output of

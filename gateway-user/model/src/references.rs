@@ -227,6 +227,7 @@ pub fn references(object: &Object) -> Vec<Reference> {
         | Object::ReferenceGrant(_)
         | Object::Namespace(_)
         | Object::HTTPRoute(_)
+        | Object::GRPCRoute(_)
         | Object::RateLimitPolicy(_)
         | Object::BackendTrafficPolicy(_) => {}
     }

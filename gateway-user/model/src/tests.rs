@@ -265,7 +265,7 @@ fn a_document_that_is_not_an_object_is_an_error() {
 #[test]
 fn errors_of_all_documents_and_files_are_reported_together() {
     let bad_rule = "    - { name: w, action: allow, portz: [\"1\"] }\n";
-    let one = format!("{}---\n{}", l4("a", bad_rule), "kind: GRPCRoute\n");
+    let one = format!("{}---\n{}", l4("a", bad_rule), "kind: TLSRoute\n");
     let two = "a: [1\n";
     let three = l4("ok", RULE);
     let errors = errors(&[

@@ -165,6 +165,8 @@ pub struct Completion {
     pub path: String,
     /// Why the proxy answered itself, or `-`.
     pub reason: &'static str,
+    /// A gRPC call: the proxy's own answers are gRPC statuses ([`crate::grpc`]).
+    pub grpc: bool,
     /// What the route's rate limits said: `-` (none), `ok`, `refused` or `shadow`.
     pub ratelimit: &'static str,
     /// The policy of the limit that refused (or would have refused) the request.

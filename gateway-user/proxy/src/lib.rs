@@ -23,6 +23,7 @@ pub mod body;
 pub mod client_prefix;
 pub mod decide;
 pub mod forwarded;
+pub mod grpc;
 pub mod host;
 pub mod limit;
 pub mod listener;

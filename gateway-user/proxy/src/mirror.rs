@@ -133,7 +133,12 @@ impl Copy {
         *up.uri_mut() = uri;
         *up.version_mut() = Version::HTTP_11;
         *up.headers_mut() = self.headers.clone();
-        let response = match backend.def.protocol {
+        let protocol = if self.rule.grpc {
+            BackendProtocol::Http2
+        } else {
+            backend.def.protocol
+        };
+        let response = match protocol {
             BackendProtocol::Http2 => {
                 let Some(up) = backend_h2::with_authority(up) else {
                     return "failed";

@@ -107,8 +107,15 @@ pub(crate) fn local(
     reason: &'static str,
     message: &str,
 ) -> Response<ResponseBody> {
-    done.status = status.as_u16();
     done.reason = reason;
+    if done.grpc {
+        // A gRPC client reads the status from the trailers-only answer (see `grpc`).
+        done.status = StatusCode::OK.as_u16();
+        let mut resp = Response::new(ResponseBody::full(Bytes::new(), done));
+        *resp.headers_mut() = super::grpc::trailers_only(status, message);
+        return resp;
+    }
+    done.status = status.as_u16();
     let text = format!(
         "{} {}: {message}\n",
         status.as_u16(),
@@ -190,6 +197,7 @@ pub async fn handle(
         host,
         path: req.uri().path().to_owned(),
         reason: "-",
+        grpc: super::grpc::is_grpc(req.headers()),
         ratelimit: "-",
         ratelimit_policy: None,
         consumer: None,
@@ -559,8 +567,9 @@ async fn routed(
         );
     };
 
-    // An upgrade (WebSocket) is passed on to HTTP/1.1 backends only.
-    let upgrade_to = if backend.def.protocol == BackendProtocol::Http1 {
+    // An upgrade (WebSocket) is passed on to HTTP/1.1 backends only (a gRPC rule speaks
+    // HTTP/2 to its backends).
+    let upgrade_to = if backend.def.protocol == BackendProtocol::Http1 && !rule.grpc {
         super::upgrade::requested(&req)
     } else {
         None
@@ -568,6 +577,13 @@ async fn routed(
     // The request for the backend.
     let (mut parts, body) = req.into_parts();
     forwarded::strip_hop_by_hop(&mut parts.headers);
+    if rule.grpc {
+        // The one TE value HTTP/2 allows, which gRPC servers expect (it says the client
+        // reads trailers, where the call's status is): hop-by-hop, so set on this hop.
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     if let Some(m) = &rule.request_headers {
         m.apply(&mut parts.headers);
     }
@@ -821,8 +837,14 @@ async fn forward(
         *up.version_mut() = Version::HTTP_11;
         *up.headers_mut() = parts.headers.clone();
 
+        // gRPC needs HTTP/2 whatever the Backend says it speaks.
+        let protocol = if rule.grpc {
+            BackendProtocol::Http2
+        } else {
+            backend.def.protocol
+        };
         let sent = async {
-            match backend.def.protocol {
+            match protocol {
                 BackendProtocol::Http2 => {
                     let Some(up) = backend_h2::with_authority(up) else {
                         return Err((

@@ -75,6 +75,7 @@ fn l7_objects(docs: &tollgate_source::Documents) -> L7Objects {
                 Object::L4Policy(_) => return None,
                 Object::Gateway(g) => serde_json::to_value(&g.spec),
                 Object::HTTPRoute(r) => serde_json::to_value(&r.spec),
+                Object::GRPCRoute(r) => serde_json::to_value(&r.spec),
                 Object::Backend(b) => serde_json::to_value(&b.spec),
                 Object::RateLimitPolicy(p) => serde_json::to_value(&p.spec),
                 Object::AuthPolicy(p) => serde_json::to_value(&p.spec),

@@ -388,14 +388,18 @@ fn explain_request(
     }
     let Decision::Routed { candidate, .. } = decision else {
         println!("verdict:   404 Not Found (reason no_route)");
-        println!("why:       no HTTPRoute rule attached to this listener matches the host, path, method, headers and query");
+        println!("why:       no HTTPRoute or GRPCRoute rule attached to this listener matches the host, path, method, headers and query");
         println!("revision:  {}", snapshot.revision.id);
         return Ok(1);
     };
     let rule = &candidate.rule;
+    // A GRPCRoute's label is `grpc:namespace/name`.
+    let (kind, label) = match rule.route.strip_prefix("grpc:") {
+        Some(label) if rule.grpc => ("GRPCRoute", label),
+        _ => ("HTTPRoute", &*rule.route),
+    };
     println!(
-        "route:     HTTPRoute {} rule {} match {} ({})",
-        rule.route,
+        "route:     {kind} {label} rule {} match {} ({})",
         rule.index,
         candidate.match_index,
         describe_match(&candidate.matched)

@@ -52,6 +52,7 @@ pub(super) fn backend_ref(
     b: &HTTPBackendRef,
     backends: &mut Backends<'_>,
     grants: &Grants<'_>,
+    route_kind: &'static str,
 ) -> BackendRef {
     let before = c.mark();
     let group = b.group.as_deref().unwrap_or("");
@@ -113,14 +114,14 @@ pub(super) fn backend_ref(
     let target_ns = b.namespace.as_deref().unwrap_or(ns);
     let from = Referrer {
         group: GATEWAY_API_GROUP,
-        kind: "HTTPRoute",
+        kind: route_kind,
         namespace: ns,
     };
     if !grants.permits(&from, group, kind, target_ns, &b.name) {
         return BackendRef::Unresolved(
             reason::REF_NOT_PERMITTED,
             format!("{at}.namespace"),
-            format!("\"{target_ns}\": no ReferenceGrant in namespace {target_ns} lets HTTPRoutes of namespace {ns} refer to {kind} {}", b.name),
+            format!("\"{target_ns}\": no ReferenceGrant in namespace {target_ns} lets {route_kind}s of namespace {ns} refer to {kind} {}", b.name),
             weight,
         );
     }

@@ -26,6 +26,9 @@ pub(super) struct ListenerRef {
     pub(super) hostname: HostPattern,
     /// The namespaces whose routes may attach (`allowedRoutes.namespaces`).
     pub(super) allowed: AllowedNamespaces,
+    /// The route kinds that may attach (`allowedRoutes.kinds`; by default both HTTPRoute and
+    /// GRPCRoute, the kinds of an HTTP or HTTPS listener).
+    pub(super) kinds: Vec<&'static str>,
 }
 
 /// `allowedRoutes.namespaces` of a listener.
@@ -148,7 +151,7 @@ pub(super) fn gateway(
                 );
             }
         }
-        let allowed = allowed_routes(&mut lc, &at, l);
+        let (allowed, kinds) = allowed_routes(&mut lc, &at, l);
         let (Some(port), true, true) = (port, errors.is_empty(), gateway_ok) else {
             listener_problems.extend(errors);
             continue;
@@ -193,6 +196,7 @@ pub(super) fn gateway(
             port,
             hostname,
             allowed,
+            kinds,
         });
         pending.push((gw, tls));
     }
@@ -491,24 +495,41 @@ fn listener_protocol(
     }
 }
 
-/// Checks `allowedRoutes`; returns whether routes from every namespace may attach.
-fn allowed_routes(c: &mut Checker<'_, '_>, at: &str, l: &Listener) -> AllowedNamespaces {
+/// The route kinds an HTTP or HTTPS listener accepts when `allowedRoutes.kinds` is left out.
+const DEFAULT_KINDS: [&str; 2] = ["HTTPRoute", "GRPCRoute"];
+
+/// Checks `allowedRoutes`; returns which namespaces' routes, and which kinds, may attach.
+fn allowed_routes(
+    c: &mut Checker<'_, '_>,
+    at: &str,
+    l: &Listener,
+) -> (AllowedNamespaces, Vec<&'static str>) {
     let Some(allowed) = &l.allowed_routes else {
-        return AllowedNamespaces::Same;
+        return (AllowedNamespaces::Same, DEFAULT_KINDS.to_vec());
     };
-    if let Some(kinds) = &allowed.kinds {
-        for (j, k) in kinds.iter().enumerate() {
+    let mut kinds = DEFAULT_KINDS.to_vec();
+    if let Some(list) = allowed.kinds.as_deref().filter(|k| !k.is_empty()) {
+        kinds.clear();
+        for (j, k) in list.iter().enumerate() {
             let group = k.group.as_deref().unwrap_or(GATEWAY_API_GROUP);
-            if group != GATEWAY_API_GROUP || k.kind != "HTTPRoute" {
-                c.error(
+            match DEFAULT_KINDS.iter().find(|known| **known == k.kind) {
+                Some(known) if group == GATEWAY_API_GROUP => {
+                    if !kinds.contains(known) {
+                        kinds.push(known)
+                    }
+                }
+                _ => c.error(
                     format!("{at}.allowedRoutes.kinds[{j}]"),
-                    format!("{group}/{}: only HTTPRoute is supported", k.kind),
-                );
+                    format!(
+                        "{group}/{}: only HTTPRoute and GRPCRoute (group {GATEWAY_API_GROUP}) are supported",
+                        k.kind
+                    ),
+                ),
             }
         }
     }
     let Some(ns) = &allowed.namespaces else {
-        return AllowedNamespaces::Same;
+        return (AllowedNamespaces::Same, kinds);
     };
     let from = ns.from.as_deref().unwrap_or("Same");
     if from != "Selector" && ns.selector.is_some() {
@@ -517,7 +538,7 @@ fn allowed_routes(c: &mut Checker<'_, '_>, at: &str, l: &Listener) -> AllowedNam
             "a selector needs from: Selector",
         );
     }
-    match from {
+    let namespaces = match from {
         "Same" => AllowedNamespaces::Same,
         "All" => AllowedNamespaces::All,
         "Selector" => {
@@ -540,7 +561,8 @@ fn allowed_routes(c: &mut Checker<'_, '_>, at: &str, l: &Listener) -> AllowedNam
             );
             AllowedNamespaces::Same
         }
-    }
+    };
+    (namespaces, kinds)
 }
 
 /// The labels of every namespace the revision holds a Namespace object for; any other

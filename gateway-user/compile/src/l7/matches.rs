@@ -106,6 +106,7 @@ pub(super) fn route_match(
         method,
         headers,
         query,
+        grpc_chars: (0, 0),
     })
 }
 
@@ -123,7 +124,7 @@ fn value_match(
 }
 
 /// Compiles a regular expression that must match a whole value.
-fn anchored_regex(c: &mut Checker<'_, '_>, field: &str, pattern: &str) -> Option<Regex> {
+pub(super) fn anchored_regex(c: &mut Checker<'_, '_>, field: &str, pattern: &str) -> Option<Regex> {
     if pattern.len() > MAX_REGEX_LEN {
         c.error(
             field,

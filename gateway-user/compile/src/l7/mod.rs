@@ -27,9 +27,11 @@ mod auth;
 mod backend;
 mod backend_ref;
 mod classes;
+mod conflicts;
 pub mod cors;
 mod filters;
 mod gateway;
+mod grpc;
 pub mod jwks;
 mod limits;
 mod matches;
@@ -505,14 +507,16 @@ fn validate(
         }
     }
 
-    // Routes, in Gateway API order: oldest first, then by namespace/name.
+    // Routes of both kinds, in Gateway API order: oldest first, then by namespace/name (the
+    // order also decides which of an HTTPRoute and a GRPCRoute that meet on a listener is
+    // accepted).
     let mut routes: Vec<&Located<Object>> = live()
-        .filter(|o| matches!(o.value, Object::HTTPRoute(_)))
+        .filter(|o| matches!(o.value, Object::HTTPRoute(_) | Object::GRPCRoute(_)))
         .collect();
     routes.sort_by(|a, b| {
         let ts = |o: &Located<Object>| o.value.creation_timestamp().copied();
-        fn label(o: &Located<Object>) -> (Option<&str>, &str) {
-            (o.value.namespace(), o.value.name())
+        fn label(o: &Located<Object>) -> (Option<&str>, &str, &str) {
+            (o.value.namespace(), o.value.name(), o.value.kind())
         }
         match (ts(a), ts(b)) {
             (Some(x), Some(y)) if x != y => x.cmp(&y),
@@ -521,42 +525,83 @@ fn validate(
             _ => label(a).cmp(&label(b)),
         }
     });
+    let mut kinds_on = conflicts::KindsOnListeners::default();
     for o in routes {
-        let Object::HTTPRoute(r) = &o.value else {
-            continue;
-        };
         let ns = o.value.namespace().unwrap_or_default();
-        let Some(r) = classes::without_foreign_parents(r, ns, &foreign) else {
-            continue;
-        };
-        let key = (ns.to_owned(), o.value.name().to_owned());
-        let label = format!("{ns}/{}", o.value.name());
+        let no_limits = RouteLimits::default();
         let mut errors = Vec::new();
         let order = policy.routes.len() as u32;
-        let limits = RouteLimits::new(
-            route_limits.remove(&key).unwrap_or_default(),
-            &policy.rate_limits,
-        );
-        let policies = RoutePolicies {
-            limits: &limits,
-            auth: route_auth.get(&key).copied(),
-            max_request_body: route_traffic.get(&key).and_then(|(_, m)| *m),
-            left_out: guarded.get(&key).map(String::as_str),
+        let mut refs = Refs {
+            namespaces: &namespaces,
+            backends: &mut backends,
+            grants: &grants,
+            kind: o.value.kind(),
         };
-        let outcome = route(
-            &mut Checker::of(o, &mut errors),
-            ns,
-            label,
-            order,
-            &r,
-            &gateways,
-            &mut Refs {
-                namespaces: &namespaces,
-                backends: &mut backends,
-                grants: &grants,
-            },
-            &policies,
-        );
+        let outcome = match &o.value {
+            Object::HTTPRoute(r) => {
+                let Some(r) = classes::without_foreign_parents(r, ns, &foreign) else {
+                    continue;
+                };
+                let key = (ns.to_owned(), o.value.name().to_owned());
+                let limits = RouteLimits::new(
+                    route_limits.remove(&key).unwrap_or_default(),
+                    &policy.rate_limits,
+                );
+                let policies = RoutePolicies {
+                    limits: &limits,
+                    auth: route_auth.get(&key).copied(),
+                    max_request_body: route_traffic.get(&key).and_then(|(_, m)| *m),
+                    left_out: guarded.get(&key).map(String::as_str),
+                };
+                route(
+                    &mut Checker::of(o, &mut errors),
+                    ns,
+                    format!("{ns}/{}", o.value.name()),
+                    order,
+                    &r,
+                    &|c| route_schema::route_schema(c, &r),
+                    &gateways,
+                    &mut refs,
+                    &policies,
+                )
+            }
+            Object::GRPCRoute(g) => {
+                let http = grpc::as_http_route(g);
+                let Some(http) = classes::without_foreign_parents(&http, ns, &foreign) else {
+                    continue;
+                };
+                // Tollgate's policies target HTTPRoutes only: none applies to a GRPCRoute.
+                let policies = RoutePolicies {
+                    limits: &no_limits,
+                    auth: None,
+                    max_request_body: None,
+                    left_out: None,
+                };
+                let mut outcome = route(
+                    &mut Checker::of(o, &mut errors),
+                    ns,
+                    grpc::label(ns, o.value.name()),
+                    order,
+                    &http,
+                    &|c| {
+                        grpc::grpc_schema(c, g);
+                        route_schema::route_schema(c, &http);
+                    },
+                    &gateways,
+                    &mut refs,
+                    &policies,
+                );
+                if let Some(def) = &mut outcome.def {
+                    grpc::finish(def, g);
+                }
+                outcome
+            }
+            _ => continue,
+        };
+        let mut outcome = outcome;
+        if errors.is_empty() {
+            kinds_on.settle(o, &policy.listeners, &mut outcome, &mut errors);
+        }
         acceptance.routes.push(outcome.status);
         match outcome.def {
             Some(def) if errors.is_empty() => {

@@ -80,8 +80,11 @@ fn match_def() -> impl Strategy<Value = MatchDef> {
             0..3,
         ),
         prop::collection::btree_map(prop::sample::select(vec!["q", "r"]), value_match(), 0..2),
+        // GRPCRoute precedence keys, mixed in so that the index and the reference must agree
+        // on them too.
+        prop::sample::select(vec![(0, 0), (0, 0), (3, 0), (3, 4), (0, 4)]),
     )
-        .prop_map(|(path, method, headers, query)| MatchDef {
+        .prop_map(|(path, method, headers, query, grpc_chars)| MatchDef {
             path,
             method,
             headers: headers
@@ -98,6 +101,7 @@ fn match_def() -> impl Strategy<Value = MatchDef> {
                     value,
                 })
                 .collect(),
+            grpc_chars,
         })
 }
 
@@ -192,6 +196,7 @@ fn policy() -> impl Strategy<Value = L7Policy> {
                             max_request_body: None,
                             unresolved_weight: 0,
                             failure: None,
+                            grpc: false,
                         }),
                         matches: matches.into_iter().map(Arc::new).collect(),
                     })

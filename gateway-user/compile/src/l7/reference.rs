@@ -62,6 +62,9 @@ pub fn decide(policy: &L7Policy, port: u16, req: &RequestView<'_>) -> Option<Dec
                         let key = (
                             host_rank(host),
                             path_rank,
+                            // GRPCRoute: characters in a matching service, then method.
+                            Reverse(m.grpc_chars.0),
+                            Reverse(m.grpc_chars.1),
                             // Method match; largest number of header matches; largest number
                             // of query param matches.
                             m.method.is_none(),

@@ -19,7 +19,6 @@ use super::filters::{check_filter_fields, header_modifier, path_modifier};
 use super::gateway::{GatewayInfo, ListenerRef, Namespaces};
 use super::limits::*;
 use super::matches::route_match;
-use super::route_schema::route_schema;
 use super::status::{self, reason, Condition, ParentRef, ParentStatus, RouteStatus};
 use super::table::{
     Attachment, HostPattern, Mirror, Redirect, Retry, RouteDef, RouteLimits, Rule, RuleDef,
@@ -44,6 +43,9 @@ pub(super) struct Refs<'a, 'b> {
     pub(super) backends: &'a mut Backends<'b>,
     /// The ReferenceGrants, for backendRefs to another namespace.
     pub(super) grants: &'a Grants<'a>,
+    /// The kind of the route (`HTTPRoute`, `GRPCRoute`): what ReferenceGrants must name and
+    /// what its status says it is.
+    pub(super) kind: &'static str,
 }
 
 /// What a route takes from the policies that target it.
@@ -58,8 +60,9 @@ pub(super) struct RoutePolicies<'a> {
     pub(super) left_out: Option<&'a str>,
 }
 
-/// Checks an HTTPRoute with Gateway API failure isolation: a problem the CRD would refuse the
-/// object for ([`route_schema`]), or no parent or no valid rule, leaves the route out (the
+/// Checks an HTTPRoute (or a GRPCRoute in its HTTPRoute form, `super::grpc`) with Gateway API
+/// failure isolation: a problem the CRD would refuse the object for (`schema`, for an
+/// HTTPRoute `route_schema`), or no parent or no valid rule, leaves the route out (the
 /// problems are recorded in `c`); a rule that is invalid in itself is dropped
 /// (`PartiallyInvalid`); a backendRef that does not resolve makes its share of the rule's
 /// requests answer 500 (`ResolvedRefs=False`).
@@ -70,6 +73,7 @@ pub(super) fn route(
     label: String,
     order: u32,
     r: &HTTPRoute,
+    schema: &dyn Fn(&mut Checker<'_, '_>),
     gateways: &HashMap<(String, String), GatewayInfo>,
     refs: &mut Refs<'_, '_>,
     policies: &RoutePolicies<'_>,
@@ -89,7 +93,7 @@ pub(super) fn route(
             }
         }
     }
-    route_schema(c, r);
+    schema(c);
 
     // Parents: each is accepted or not on its own.
     let mut attachments: BTreeMap<usize, Vec<HostPattern>> = BTreeMap::new();
@@ -106,6 +110,7 @@ pub(super) fn route(
         let at = format!("spec.parentRefs[{i}]");
         let result = parent(
             ns,
+            refs.kind,
             p,
             gateways,
             refs.namespaces,
@@ -223,6 +228,7 @@ pub(super) fn route(
         return RouteOutcome {
             def: None,
             status: RouteStatus {
+                kind: refs.kind,
                 namespace: ns.to_owned(),
                 name: r.metadata.name.clone().unwrap_or_default(),
                 file: c.file().to_owned(),
@@ -321,6 +327,7 @@ pub(super) fn route(
         ));
     }
     let status = RouteStatus {
+        kind: refs.kind,
         namespace: ns.to_owned(),
         name: r.metadata.name.clone().unwrap_or_default(),
         file: c.file().to_owned(),
@@ -355,7 +362,7 @@ pub(super) fn route(
 }
 
 /// The parent a route names, defaults filled in.
-fn parent_ref(ns: &str, p: &ParentReference) -> ParentRef {
+pub(super) fn parent_ref(ns: &str, p: &ParentReference) -> ParentRef {
     ParentRef {
         group: p
             .group
@@ -373,6 +380,7 @@ fn parent_ref(ns: &str, p: &ParentReference) -> ParentRef {
 /// not: (field under the parentRef, Gateway API reason, message).
 fn parent(
     ns: &str,
+    route_kind: &'static str,
     p: &ParentReference,
     gateways: &HashMap<(String, String), GatewayInfo>,
     namespaces: &Namespaces,
@@ -422,6 +430,19 @@ fn parent(
                 ),
             ));
         }
+    }
+    // The Gateway API's reason for a listener whose allowedRoutes.kinds leave the route's
+    // kind out is NotAllowedByListeners, as for namespaces.
+    candidates.retain(|l| l.kinds.contains(&route_kind));
+    if candidates.is_empty() {
+        return Err((
+            "",
+            reason::NOT_ALLOWED_BY_LISTENERS,
+            format!(
+                "the listeners of Gateway {gw_ns}/{} do not accept {route_kind}s (allowedRoutes.kinds)",
+                p.name
+            ),
+        ));
     }
     let allowed: Vec<&ListenerRef> = candidates
         .into_iter()
@@ -652,7 +673,7 @@ fn rule(
     let mut unresolved_weight = 0u32;
     for (j, b) in backend_refs.iter().enumerate() {
         let bat = format!("{at}.backendRefs[{j}]");
-        match backend_ref(c, &bat, ns, b, refs.backends, refs.grants) {
+        match backend_ref(c, &bat, ns, b, refs.backends, refs.grants, refs.kind) {
             BackendRef::Resolved(w) => weighted.push(w),
             BackendRef::Unresolved(why, field, message, weight) => {
                 unresolved_weight = unresolved_weight.saturating_add(weight);
@@ -770,6 +791,7 @@ fn rule(
             rate_limits: policies.limits.clone(),
             auth: policies.auth,
             max_request_body: policies.max_request_body,
+            grpc: false,
         }),
         matches,
     })
@@ -837,6 +859,7 @@ fn mirror(
         &as_ref,
         refs.backends,
         refs.grants,
+        refs.kind,
     );
     if !c.clean_since(before) {
         return None;

@@ -43,6 +43,10 @@ pub mod reason {
     pub const UNSUPPORTED_PROTOCOL: &str = "UnsupportedProtocol";
     /// PoliciesApplied=False: a policy that targets the route was left out.
     pub const POLICY_LEFT_OUT: &str = "PolicyLeftOut";
+    /// Accepted=False: an HTTPRoute and a GRPCRoute attach to one listener with hostnames
+    /// that meet; the older (then the first by namespace/name) is accepted. The Gateway API
+    /// names no reason for this; implementations use `Conflicted`.
+    pub const CONFLICTED: &str = "Conflicted";
 }
 
 /// One condition, as `metav1.Condition` has it (without times and generations, which the
@@ -112,9 +116,11 @@ pub struct ParentStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// The status of one HTTPRoute of the revision.
+/// The status of one route (HTTPRoute or GRPCRoute) of the revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RouteStatus {
+    /// `HTTPRoute` or `GRPCRoute`.
+    pub kind: &'static str,
     /// Namespace.
     pub namespace: String,
     /// Name.
@@ -180,9 +186,10 @@ impl Acceptance {
 }
 
 /// The L7 kinds, whose objects are isolated.
-pub const L7_KINDS: [&str; 6] = [
+pub const L7_KINDS: [&str; 7] = [
     "Gateway",
     "HTTPRoute",
+    "GRPCRoute",
     "Backend",
     "AuthPolicy",
     "RateLimitPolicy",

@@ -14,7 +14,9 @@
 //!    longest prefix to the shortest, then `RegularExpression` matches; among equal paths, a
 //!    match with a method first, then more header matches, then more query parameter matches,
 //!    then the oldest route (`metadata.creationTimestamp`, when objects carry it), then route
-//!    `namespace/name` in alphabetical order, then rule order, then match order.
+//!    `namespace/name` in alphabetical order, then rule order, then match order. GRPCRoute
+//!    matches become paths (`/service/method`) and rank among themselves first by the
+//!    characters of their exact service, then of their exact method (see `super::grpc`).
 //!
 //! None of this loops over all routes: listeners and host groups are found with hash look-ups
 //! (an exact name, then one look-up per label of the host for wildcards), exact paths with one
@@ -257,6 +259,10 @@ pub struct MatchDef {
     pub headers: Vec<HeaderMatch>,
     /// Query parameters.
     pub query: Vec<QueryMatch>,
+    /// For a GRPCRoute match: the characters of its `Exact` service and method, which rank
+    /// it ahead of the route's other matches on the same path (GRPCRoute precedence).
+    /// `(0, 0)` for HTTPRoute matches and for regular expressions.
+    pub grpc_chars: (usize, usize),
 }
 
 /// What the router needs to know about a request.
@@ -538,6 +544,9 @@ pub struct Rule {
     /// The largest request body, from the route's BackendTrafficPolicy (`None`: the proxy's
     /// default, `--max-request-body`).
     pub max_request_body: Option<u64>,
+    /// A GRPCRoute rule: requests go to the backend in HTTP/2 whatever its `appProtocol`,
+    /// and the answers the proxy makes itself are gRPC statuses.
+    pub grpc: bool,
 }
 
 /// One `RequestMirror` of a rule.
@@ -947,6 +956,8 @@ pub struct BanDef {
 
 /// The precedence of a candidate among those that share its path: smaller first.
 type Order = (
+    std::cmp::Reverse<usize>,
+    std::cmp::Reverse<usize>,
     bool,
     std::cmp::Reverse<usize>,
     std::cmp::Reverse<usize>,
@@ -976,6 +987,8 @@ impl Candidate {
             matched: m.clone(),
             match_index,
             order: (
+                std::cmp::Reverse(m.grpc_chars.0),
+                std::cmp::Reverse(m.grpc_chars.1),
                 m.method.is_none(),
                 std::cmp::Reverse(m.headers.len()),
                 std::cmp::Reverse(m.query.len()),

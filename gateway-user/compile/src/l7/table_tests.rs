@@ -155,6 +155,7 @@ fn weighted_pick_covers_each_backend_in_proportion() {
         max_request_body: None,
         unresolved_weight: 0,
         failure: None,
+        grpc: false,
     };
     assert_eq!(rule.total_weight(), 4);
     let picks: Vec<_> = (0..4).map(|r| rule.pick_backend(r)).collect();
@@ -196,6 +197,7 @@ fn the_share_of_unresolved_backend_refs_picks_no_backend() {
             max_request_body: None,
             unresolved_weight: 0,
             failure: None,
+            grpc: false,
         }
     };
     assert_eq!(rule.total_weight(), 4);

@@ -4,6 +4,7 @@ mod auth;
 mod backend;
 mod classes;
 mod gateway;
+mod grpc;
 mod isolation;
 mod ratelimit;
 mod route;
@@ -327,6 +328,35 @@ fn the_example_routes_as_the_readme_says() {
         Some("shop/web#1")
     );
     assert_eq!(at(Method::GET, "example.org", "/"), None);
+    // examples/l7/grpc.yaml: gRPC calls on a host of their own.
+    let grpc = |path: &str, headers: &[(&str, &str)]| {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let req = RequestView {
+            host: "grpc.example.net",
+            path,
+            method: &Method::POST,
+            headers: &map,
+            query: None,
+        };
+        t.ports[&18000]
+            .route(&req)
+            .map(|c| format!("{}#{}", c.rule.route, c.rule.index))
+    };
+    assert_eq!(
+        grpc("/shop.v1.Orders/Create", &[("x-tenant", "beta")]).as_deref(),
+        Some("grpc:shop/orders-grpc#0")
+    );
+    assert_eq!(
+        grpc("/shop.v1.Orders/Create", &[]).as_deref(),
+        Some("grpc:shop/orders-grpc#1")
+    );
+    assert_eq!(grpc("/shop.v1.Other/Create", &[]), None);
     // examples/l7/limits.yaml limits every rule of shop/orders, and nothing else.
     let limits = |host: &str, path: &str| {
         let headers = HeaderMap::new();
