@@ -51,14 +51,19 @@ impl Redis {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start redis-server (cargo xtask setup installs it): {e}"));
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server (cargo xtask setup installs it): {e}")
+            });
         let r = Redis {
             child: Some(child),
             port,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while r.cli(&["PING"]).trim() != "PONG" {
-            assert!(Instant::now() < deadline, "redis-server on {port} does not answer");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on {port} does not answer"
+            );
             thread::sleep(Duration::from_millis(20));
         }
         r
@@ -208,7 +213,11 @@ fn cluster(tag: &str, base: u16, n: usize, redis: &Redis, policy: &str) -> Clust
         _labs: Vec::new(),
     };
     for i in 0..n {
-        let (proxy, admin, backend) = (base + i as u16 * 3, base + i as u16 * 3 + 1, base + i as u16 * 3 + 2);
+        let (proxy, admin, backend) = (
+            base + i as u16 * 3,
+            base + i as u16 * 3 + 1,
+            base + i as u16 * 3 + 2,
+        );
         let lab = Lab::new(&format!("{tag}{i}"), &[]);
         c._backends.push(Backend::start("app", backend));
         lab.write_policy("l7.yaml", &app_and_free(proxy, backend, &[policy]));
@@ -284,9 +293,21 @@ fn three_agents_share_one_limit_within_ten_percent_while_cold_keys_pass() {
     let mut threads = Vec::new();
     // The hot key at 3 x the limit, spread evenly; cold keys, each sent once, at the same time.
     for &proxy in &c.proxies {
-        threads.push(load(proxy, LIMIT, |_| "hot".into(), stop.clone(), hot.clone()));
+        threads.push(load(
+            proxy,
+            LIMIT,
+            |_| "hot".into(),
+            stop.clone(),
+            hot.clone(),
+        ));
         let p = proxy;
-        threads.push(load(p, 20, move |n| format!("cold-{p}-{n}"), stop.clone(), cold.clone()));
+        threads.push(load(
+            p,
+            20,
+            move |n| format!("cold-{p}-{n}"),
+            stop.clone(),
+            cold.clone(),
+        ));
     }
     thread::sleep(Duration::from_secs(SECONDS));
     stop.store(true, Ordering::Relaxed);
@@ -309,14 +330,22 @@ fn three_agents_share_one_limit_within_ten_percent_while_cold_keys_pass() {
         cold.limited(),
         cold.other()
     );
-    assert_eq!((hot.other(), cold.other()), (0, 0), "no answer but 200 or 429");
+    assert_eq!(
+        (hot.other(), cold.other()),
+        (0, 0),
+        "no answer but 200 or 429"
+    );
     let allowed = hot.ok() as f64;
     assert!(
         (allowed - expected as f64).abs() <= expected as f64 * 0.10,
         "the hot key got {allowed} over {SECONDS}s; the shared limit is {expected}"
     );
     assert!(hot.limited() > 0);
-    assert_eq!(cold.limited(), 0, "a key's first request is within its limit");
+    assert_eq!(
+        cold.limited(),
+        0,
+        "a key's first request is within its limit"
+    );
     assert!(cold.ok() > 300, "the cold load ran: {}", cold.ok());
 
     // Redis holds hashed key names only: no tenant in them.
@@ -326,14 +355,26 @@ fn three_agents_share_one_limit_within_ten_percent_while_cold_keys_pass() {
         assert!(k.starts_with("tollgate:rl:{"), "{k}");
         assert!(!k.contains("hot") && !k.contains("cold"), "{k}");
         let ttl: i64 = redis.cli(&["PTTL", k]).trim().parse().unwrap_or(-3);
-        assert!((0..=2000).contains(&ttl) || ttl == -2, "{k} expires in {ttl} ms");
+        assert!(
+            (0..=2000).contains(&ttl) || ttl == -2,
+            "{k} expires in {ttl} ms"
+        );
     }
     // Telemetry: requests limited by scope and basis, round trips, keys, fallback off.
     let m = tollgate_tests::admin::metrics(c.admins[0]);
-    assert!(m.contains("tollgate_ratelimit_limited_total{scope=\"cluster\",basis=\"shared_window\"}"), "{m}");
-    assert!(m.contains("tollgate_ratelimit_redis_round_trip_seconds_count"), "{m}");
+    assert!(
+        m.contains("tollgate_ratelimit_limited_total{scope=\"cluster\",basis=\"shared_window\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tollgate_ratelimit_redis_round_trip_seconds_count"),
+        "{m}"
+    );
     assert!(m.contains("tollgate_ratelimit_cluster_fallback 0"), "{m}");
-    assert!(m.contains("tollgate_ratelimit_cluster_keys{policy=\"default/shared\"}"), "{m}");
+    assert!(
+        m.contains("tollgate_ratelimit_cluster_keys{policy=\"default/shared\"}"),
+        "{m}"
+    );
     drop(c);
 }
 
@@ -369,7 +410,9 @@ fn redis_killed_mid_run_falls_back_within_a_second_with_no_5xx_and_shares_again_
     assert_eq!(s["ratelimit_backend"]["fallback"], true, "{s}");
     assert!(s["ratelimit_backend"]["last_error"].is_string(), "{s}");
     assert!(metric(c.admins[0], "tollgate_ratelimit_cluster_fallback") == 1);
-    assert!(c.agents[0].log().contains("limits fall back to onBackendFailure"));
+    assert!(c.agents[0]
+        .log()
+        .contains("limits fall back to onBackendFailure"));
     // While down: each agent enforces its share (LIMIT / 3 per second), so the three together
     // still allow about LIMIT per second.
     let before = (tally.ok(), Instant::now());
@@ -386,7 +429,10 @@ fn redis_killed_mid_run_falls_back_within_a_second_with_no_5xx_and_shares_again_
     for &admin in &c.admins {
         wait_state(admin, "up", Duration::from_secs(8));
     }
-    println!("shared again {:?} after Redis came back", restarted.elapsed());
+    println!(
+        "shared again {:?} after Redis came back",
+        restarted.elapsed()
+    );
     // Shared again: the counters are in Redis once more.
     thread::sleep(Duration::from_millis(1500));
     let keys = back.cli(&["--scan", "--pattern", "tollgate:rl:*"]);
@@ -401,8 +447,14 @@ fn redis_killed_mid_run_falls_back_within_a_second_with_no_5xx_and_shares_again_
         tally.limited(),
         tally.other()
     );
-    assert_eq!(tally.other(), 0, "no 5xx (nor anything but 200/429) because of Redis");
-    assert!(c.agents[0].log().contains("Redis reachable, limits are shared"));
+    assert_eq!(
+        tally.other(),
+        0,
+        "no 5xx (nor anything but 200/429) because of Redis"
+    );
+    assert!(c.agents[0]
+        .log()
+        .contains("Redis reachable, limits are shared"));
 }
 
 #[test]
@@ -448,13 +500,159 @@ fn a_stalled_redis_does_not_slow_requests() {
         stalled.other()
     );
     assert_eq!(stalled.other() + base.other(), 0);
-    assert_eq!(stalled.ok(), n, "onBackendFailure: allow lets everything through");
+    assert_eq!(
+        stalled.ok(),
+        n,
+        "onBackendFailure: allow lets everything through"
+    );
     // The bound: no request waits for Redis (250 ms is the sync timeout; a request that waited
     // for a stalled Redis would take 2 s).
     assert!(
         stalled_us < base_us + 100_000,
         "slowest {stalled_us} us while Redis slept, {base_us} us before"
     );
-    assert!(saw_down, "a 2 s stall is a failure (sync timeout {:?})", Duration::from_millis(250));
+    assert!(
+        saw_down,
+        "a 2 s stall is a failure (sync timeout {:?})",
+        Duration::from_millis(250)
+    );
     wait_state(c.admins[0], "up", Duration::from_secs(8));
+}
+
+/// A node-scoped RateLimitPolicy on route `free` that never triggers (the comparison route).
+fn node_policy_on_free() -> String {
+    "apiVersion: tollgate.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: { name: local }\nspec:\n  targetRefs: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: free }]\n  limits:\n    - { key: header, header: X-Tenant, requests: 1000000, per: 1s }\n".to_owned()
+}
+
+/// One GET of `path` on a new connection; its status and duration.
+fn get_path(port: u16, path: &str, tenant: &str) -> (u16, Duration) {
+    let started = Instant::now();
+    let Ok(mut s) = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))) else {
+        return (0, started.elapsed());
+    };
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: app.test\r\nX-Tenant: {tenant}\r\nConnection: close\r\n\r\n"
+    );
+    let _ = s.write_all(req.as_bytes());
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let code = std::str::from_utf8(out.get(9..12).unwrap_or_default())
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, started.elapsed())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// The measurements of docs/benchmarks.md ("Cluster-wide rate limits"): accuracy with 1 and 3
+/// agents over a minute (within 5%), Redis commands per second per agent with 1,000 and 10,000
+/// active keys, and the latency of a cluster-limited route next to a node-limited one. About 3
+/// minutes; run with `--ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark: about 3 minutes"]
+fn bench_cluster_limits() {
+    require_root!();
+    const LIMIT: u32 = 40;
+    const SECONDS: u64 = 60;
+    let mut table = Vec::new();
+    for agents in [1usize, 3] {
+        let redis = Redis::start();
+        let policies = format!(
+            "{}---\n{}",
+            cluster_policy(LIMIT, "local"),
+            node_policy_on_free()
+        );
+        let c = cluster(
+            &format!("rlbench{agents}"),
+            18490,
+            agents,
+            &redis,
+            &policies,
+        );
+        // Accuracy: the hot key at 3 x the limit, spread evenly, for a minute of whole windows.
+        align_to_window(&redis);
+        let stop = Arc::new(AtomicBool::new(false));
+        let hot = Arc::new(Tally::default());
+        let per_agent = (3 * LIMIT) / agents as u32;
+        let threads: Vec<_> = c
+            .proxies
+            .iter()
+            .map(|&p| load(p, per_agent, |_| "hot".into(), stop.clone(), hot.clone()))
+            .collect();
+        thread::sleep(Duration::from_secs(SECONDS));
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().unwrap();
+        }
+        let expected = u64::from(LIMIT) * SECONDS;
+        let error = (hot.ok() as f64 - expected as f64) / expected as f64 * 100.0;
+        table.push(format!(
+            "| accuracy, {agents} agent(s), hot key at {} req/s, limit {LIMIT}/s, {SECONDS} s | {} allowed of {expected} ({error:+.1}%), {} refused, {} other |",
+            3 * LIMIT,
+            hot.ok(),
+            hot.limited(),
+            hot.other()
+        ));
+        assert!(error.abs() <= 5.0, "{error:+.1}% with {agents} agents");
+        assert_eq!(hot.other(), 0);
+        if agents == 1 {
+            // Redis traffic: `keys` active keys, requested in turn at a fixed total rate.
+            for keys in [1u64, 1_000, 10_000] {
+                let proxy = c.proxies[0];
+                let before = metric(c.admins[0], "tollgate_ratelimit_redis_commands_total");
+                let stop = Arc::new(AtomicBool::new(false));
+                let tally = Arc::new(Tally::default());
+                let rate = 300;
+                let t = load(
+                    proxy,
+                    rate,
+                    move |n| format!("k{}", n % keys),
+                    stop.clone(),
+                    tally.clone(),
+                );
+                let started = Instant::now();
+                thread::sleep(Duration::from_secs(10));
+                stop.store(true, Ordering::Relaxed);
+                t.join().unwrap();
+                let secs = started.elapsed().as_secs_f64();
+                let commands =
+                    metric(c.admins[0], "tollgate_ratelimit_redis_commands_total") - before;
+                table.push(format!(
+                    "| Redis traffic, 1 agent, {keys} key(s) in turn, {:.0} req/s | {:.0} commands/s ({:.2} per request) |",
+                    (tally.ok() + tally.limited()) as f64 / secs,
+                    commands as f64 / secs,
+                    commands as f64 / (tally.ok() + tally.limited()).max(1) as f64
+                ));
+            }
+            // Latency: one request at a time, alternating a cluster-limited route (/a) and a
+            // node-limited one (/free), each with a key of its own.
+            let (mut cluster_t, mut node_t) = (Vec::new(), Vec::new());
+            for n in 0..2000 {
+                let key = format!("lat{}", n % 50);
+                let (code, t) = get_path(c.proxies[0], "/a", &key);
+                assert_eq!(code, 200);
+                cluster_t.push(t);
+                let (code, t) = get_path(c.proxies[0], "/free", &key);
+                assert_eq!(code, 200);
+                node_t.push(t);
+            }
+            cluster_t.sort();
+            node_t.sort();
+            table.push(format!(
+                "| latency, 1 agent, 2000 requests each, new connection per request | cluster-limited p50 {:?} p99 {:?}; node-limited p50 {:?} p99 {:?} |",
+                percentile(&cluster_t, 0.5),
+                percentile(&cluster_t, 0.99),
+                percentile(&node_t, 0.5),
+                percentile(&node_t, 0.99)
+            ));
+        }
+        drop(c);
+    }
+    println!("\n| measurement | result |\n|---|---|");
+    for row in table {
+        println!("{row}");
+    }
 }

@@ -406,6 +406,8 @@ impl Proxy {
             .registry
             .resolve(&table.policy.backends, &self.core.metrics.ejections);
         let limiters = self.core.rate_limits.resolve(&table.policy.rate_limits);
+        let cluster_limits = table.policy.rate_limits.iter().any(|d| d.is_cluster());
+        self.core.rate_limits.backend().set_in_force(cluster_limits);
         if self.core.config.cluster.redis.is_none() {
             let mut warned = std::collections::BTreeSet::new();
             for def in table.policy.rate_limits.iter().filter(|d| d.is_cluster()) {

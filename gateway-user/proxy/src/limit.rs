@@ -338,16 +338,17 @@ impl Limiter {
 
     fn same_bucket(&self, def: &RateLimitDef) -> bool {
         let a = &self.def;
-        (&a.policy, &a.name, &a.key, a.requests, a.per, a.burst, a.scope)
-            == (
-                &def.policy,
-                &def.name,
-                &def.key,
-                def.requests,
-                def.per,
-                def.burst,
-                def.scope,
-            )
+        (
+            &a.policy, &a.name, &a.key, a.requests, a.per, a.burst, a.scope,
+        ) == (
+            &def.policy,
+            &def.name,
+            &def.key,
+            def.requests,
+            def.per,
+            def.burst,
+            def.scope,
+        )
     }
 }
 
@@ -519,6 +520,7 @@ mod tests {
             per: Duration::from_secs(per),
             burst,
             shadow: false,
+            scope: LimitScope::Node,
         }
     }
 

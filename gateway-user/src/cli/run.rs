@@ -134,7 +134,11 @@ pub struct ClusterArgs {
     pub ratelimit_redis: Option<String>,
     /// File holding the password of --ratelimit-redis (read at start; trailing newlines are
     /// ignored).
-    #[arg(long, value_name = "PATH", env = "TOLLGATE_RATELIMIT_REDIS_PASSWORD_FILE")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "TOLLGATE_RATELIMIT_REDIS_PASSWORD_FILE"
+    )]
     pub ratelimit_redis_password_file: Option<PathBuf>,
     /// PEM file of the CA certificates trusted for a rediss:// --ratelimit-redis (default: the
     /// system's roots).
@@ -160,9 +164,7 @@ impl ClusterArgs {
                 self.ratelimit_redis_ca_file.as_deref(),
             )?),
             None if self.ratelimit_redis_password_file.is_some() => {
-                return Err(SettingsError::NeedsRedis(
-                    "--ratelimit-redis-password-file",
-                ))
+                return Err(SettingsError::NeedsRedis("--ratelimit-redis-password-file"))
             }
             None if self.ratelimit_redis_ca_file.is_some() => {
                 return Err(SettingsError::NeedsRedis("--ratelimit-redis-ca-file"))
@@ -534,13 +536,21 @@ mod tests {
                 &["--ratelimit-redis", "redis://:s3cret@127.0.0.1"][..],
                 "--ratelimit-redis-password-file instead",
             ),
-            (&["--ratelimit-redis", "http://127.0.0.1"][..], "scheme \"http\""),
+            (
+                &["--ratelimit-redis", "http://127.0.0.1"][..],
+                "scheme \"http\"",
+            ),
             (
                 &["--ratelimit-redis", "redis+sentinel://127.0.0.1:26379"][..],
                 "Sentinel addresses are not supported yet",
             ),
             (
-                &["--ratelimit-redis", "redis://127.0.0.1", "--ratelimit-redis-ca-file", pw][..],
+                &[
+                    "--ratelimit-redis",
+                    "redis://127.0.0.1",
+                    "--ratelimit-redis-ca-file",
+                    pw,
+                ][..],
                 "use a rediss:// address",
             ),
             (
@@ -548,7 +558,12 @@ mod tests {
                 "needs --ratelimit-redis",
             ),
             (
-                &["--ratelimit-redis", "redis://127.0.0.1", "--ratelimit-redis-password-file", "/nonexistent/pw"][..],
+                &[
+                    "--ratelimit-redis",
+                    "redis://127.0.0.1",
+                    "--ratelimit-redis-password-file",
+                    "/nonexistent/pw",
+                ][..],
                 "--ratelimit-redis-password-file /nonexistent/pw",
             ),
             (&["--ratelimit-agents", "0"][..], "0 is not in 1..=100000"),

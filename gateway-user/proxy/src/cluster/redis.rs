@@ -246,6 +246,9 @@ pub(crate) async fn run(
             .inc();
     };
     let mut conn: Option<Conn> = None;
+    // The state last logged: a change is logged, not every retry (the first failure at start
+    // is a change from "unknown").
+    let mut logged: Option<bool> = None;
     let mut backoff = BACKOFF_FIRST;
     let mut next_connect = Instant::now();
     let mut last_sweep = Instant::now();
@@ -259,15 +262,17 @@ pub(crate) async fn run(
                     conn = Some(c);
                     backoff = BACKOFF_FIRST;
                     backend.set_up(true, None);
-                    info!(redis = %settings.address, "cluster rate limits: Redis reachable, limits are shared");
+                    if logged != Some(true) {
+                        info!(redis = %settings.address, "cluster rate limits: Redis reachable, limits are shared");
+                        logged = Some(true);
+                    }
                 }
                 Err((why, message)) => {
                     error(why);
-                    // Only a change of state is logged, not every retry.
-                    let was_up = backend.is_up();
                     backend.set_up(false, Some(message.clone()));
-                    if was_up {
-                        warn!(redis = %settings.address, error = %message, "cluster rate limits: Redis unreachable, limits fall back to onBackendFailure");
+                    if logged != Some(false) {
+                        warn!(redis = %settings.address, error = %message, "cluster rate limits: Redis unreachable, limits fall back to onBackendFailure; reconnecting with backoff");
+                        logged = Some(false);
                     }
                     next_connect = Instant::now() + backoff;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -295,7 +300,10 @@ pub(crate) async fn run(
             }
         }
         for r in &batch {
-            if !seen.iter().any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&r.limit))) {
+            if !seen
+                .iter()
+                .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&r.limit)))
+            {
                 seen.push(Arc::downgrade(&r.limit));
             }
         }
@@ -328,9 +336,7 @@ pub(crate) async fn run(
         };
         match result {
             Ok(answers) => {
-                metrics
-                    .round_trip
-                    .observe(started.elapsed().as_secs_f64());
+                metrics.round_trip.observe(started.elapsed().as_secs_f64());
                 for (i, (grant, used, left)) in answers {
                     let r = &batch[i];
                     let now = r.limit.now();
@@ -350,7 +356,10 @@ pub(crate) async fn run(
                 }
                 conn = None;
                 backend.set_up(false, Some(message.clone()));
-                warn!(redis = %settings.address, error = %message, "cluster rate limits: Redis failed, limits fall back to onBackendFailure; reconnecting");
+                if logged != Some(false) {
+                    warn!(redis = %settings.address, error = %message, "cluster rate limits: Redis failed, limits fall back to onBackendFailure; reconnecting with backoff");
+                    logged = Some(false);
+                }
                 next_connect = Instant::now() + backoff;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
