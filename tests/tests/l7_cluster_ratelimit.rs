@@ -33,6 +33,12 @@ impl Redis {
     }
 
     fn start_on(port: u16) -> Redis {
+        Redis::start_with(port, &[])
+    }
+
+    /// A redis-server on `port` with `extra` arguments (plain `--port` stays on `port` unless
+    /// `extra` moves it).
+    fn start_with(port: u16, extra: &[&str]) -> Redis {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -47,6 +53,7 @@ impl Redis {
                 "--enable-debug-command",
                 "local",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -58,13 +65,16 @@ impl Redis {
             child: Some(child),
             port,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while r.cli(&["PING"]).trim() != "PONG" {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on {port} does not answer"
-            );
-            thread::sleep(Duration::from_millis(20));
+        // A TLS-only server (extra arguments) is waited for by its test, with its own client.
+        if extra.is_empty() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while r.cli(&["PING"]).trim() != "PONG" {
+                assert!(
+                    Instant::now() < deadline,
+                    "redis-server on {port} does not answer"
+                );
+                thread::sleep(Duration::from_millis(20));
+            }
         }
         r
     }
@@ -205,6 +215,17 @@ struct Cluster {
 }
 
 fn cluster(tag: &str, base: u16, n: usize, redis: &Redis, policy: &str) -> Cluster {
+    cluster_with(tag, base, n, &redis.url(), &[], policy)
+}
+
+fn cluster_with(
+    tag: &str,
+    base: u16,
+    n: usize,
+    url: &str,
+    extra: &[&str],
+    policy: &str,
+) -> Cluster {
     let mut c = Cluster {
         agents: Vec::new(),
         admins: Vec::new(),
@@ -222,20 +243,16 @@ fn cluster(tag: &str, base: u16, n: usize, redis: &Redis, policy: &str) -> Clust
         c._backends.push(Backend::start("app", backend));
         lab.write_policy("l7.yaml", &app_and_free(proxy, backend, &[policy]));
         let agents = n.to_string();
-        let url = redis.url();
-        let agent = start_agent(
-            &lab,
-            admin,
-            &[proxy],
-            &[
-                "--ratelimit-redis",
-                &url,
-                "--ratelimit-agents",
-                &agents,
-                "--access-log",
-                "off",
-            ],
-        );
+        let mut args = vec![
+            "--ratelimit-redis",
+            url,
+            "--ratelimit-agents",
+            &agents,
+            "--access-log",
+            "off",
+        ];
+        args.extend_from_slice(extra);
+        let agent = start_agent(&lab, admin, &[proxy], &args);
         c.agents.push(agent);
         c.admins.push(admin);
         c.proxies.push(proxy);
@@ -517,6 +534,207 @@ fn a_stalled_redis_does_not_slow_requests() {
         Duration::from_millis(250)
     );
     wait_state(c.admins[0], "up", Duration::from_secs(8));
+}
+
+/// `openssl` with `args`, in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn rediss_with_a_private_ca_and_a_password_file_shares_the_limit() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-subj",
+            "/CN=rl-test-ca",
+            "-days",
+            "1",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        d.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.crt",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    std::fs::write(d.join("password"), "rl-s3cret\n").unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let path = |f: &str| d.join(f).to_str().unwrap().to_owned();
+    let (crt, key, ca, pw) = (
+        path("srv.crt"),
+        path("srv.key"),
+        path("ca.crt"),
+        path("password"),
+    );
+    let tls_port = port.to_string();
+    let _redis = Redis::start_with(
+        0,
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &crt,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            "rl-s3cret",
+        ],
+    );
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args([
+                "--tls",
+                "--cacert",
+                &ca,
+                "-p",
+                &tls_port,
+                "--no-auth-warning",
+                "-a",
+                "rl-s3cret",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cli(&["PING"]).trim() != "PONG" {
+        assert!(
+            Instant::now() < deadline,
+            "redis-server with TLS does not answer"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("rediss://127.0.0.1:{port}");
+    let c = cluster_with(
+        "rltls",
+        18500,
+        1,
+        &url,
+        &[
+            "--ratelimit-redis-ca-file",
+            &ca,
+            "--ratelimit-redis-password-file",
+            &pw,
+        ],
+        &cluster_policy(5, "deny"),
+    );
+    // Within one window of Redis' clock: 5 allowed, the rest refused from the shared window.
+    let us: u64 = cli(&["TIME"])
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    thread::sleep(Duration::from_micros(1_005_000 - us % 1_000_000));
+    let codes: Vec<u16> = (0..8).map(|_| get(c.proxies[0], "tls").0).collect();
+    let ok = codes.iter().filter(|&&c| c == 200).count();
+    assert_eq!(ok, 5, "{codes:?}");
+    assert!(codes.iter().all(|&c| c == 200 || c == 429), "{codes:?}");
+    assert!(
+        cli(&["--scan", "--pattern", "tollgate:rl:*"])
+            .lines()
+            .count()
+            > 0
+    );
+    assert!(
+        !c.agents[0].log().contains("rl-s3cret"),
+        "the password is never logged"
+    );
+    // Without the CA the server is not trusted: the agent starts and says Redis is down.
+    drop(c);
+    let c = {
+        let lab = Lab::new("rltlsno", &[]);
+        let _b = Backend::start("app", 18505);
+        lab.write_policy(
+            "l7.yaml",
+            &app_and_free(18503, 18505, &[&cluster_policy(5, "deny")]),
+        );
+        let agent = start_agent(
+            &lab,
+            18504,
+            &[18503],
+            &[
+                "--ratelimit-redis",
+                &url,
+                "--ratelimit-redis-password-file",
+                &pw,
+            ],
+        );
+        thread::sleep(Duration::from_millis(500));
+        let s = status(18504);
+        assert_eq!(s["ratelimit_backend"]["state"], "down", "{s}");
+        assert_eq!(s["ratelimit_backend"]["fallback"], true, "{s}");
+        // onBackendFailure: deny.
+        assert_eq!(get(18503, "x").0, 429);
+        (agent, lab)
+    };
+    drop(c);
 }
 
 /// A node-scoped RateLimitPolicy on route `free` that never triggers (the comparison route).

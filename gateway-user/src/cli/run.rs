@@ -567,6 +567,10 @@ mod tests {
                 "--ratelimit-redis-password-file /nonexistent/pw",
             ),
             (&["--ratelimit-agents", "0"][..], "0 is not in 1..=100000"),
+            (
+                &["--ratelimit-redis", "redis://u:s3cret@[bad"][..],
+                "redis://***@[bad",
+            ),
         ] {
             let e = settings(args).unwrap_err();
             assert!(e.contains(says), "{args:?}: {e}");

@@ -92,7 +92,7 @@ impl RedisSettings {
         ca_file: Option<&Path>,
     ) -> Result<RedisSettings, SettingsError> {
         let bad = |why: &str| SettingsError::Url {
-            url: url.to_owned(),
+            url: redacted(url),
             why: why.to_owned(),
         };
         let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
@@ -180,6 +180,25 @@ impl RedisSettings {
     /// `redis://host:port` (no credentials).
     pub fn address(&self) -> String {
         self.address.clone()
+    }
+}
+
+/// `url` without its credentials, for messages: a password given by mistake in the URL must not
+/// end up in the log that refuses it.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        // Unparsable: hide whatever stands between the scheme and the last '@'.
+        Err(_) => match (url.find("://"), url.rfind('@')) {
+            (Some(start), Some(end)) if end > start + 3 => {
+                format!("{}***{}", &url[..start + 3], &url[end..])
+            }
+            _ => url.to_owned(),
+        },
     }
 }
 
