@@ -536,6 +536,72 @@ fn a_stalled_redis_does_not_slow_requests() {
     wait_state(c.admins[0], "up", Duration::from_secs(8));
 }
 
+#[test]
+fn an_agent_killed_and_restarted_mid_run_costs_the_shared_limit_at_most_its_unused_batch() {
+    require_root!();
+    const LIMIT: u32 = 40;
+    const SECONDS: u64 = 10;
+    let redis = Redis::start();
+    let mut c = cluster("rlrest", 18510, 3, &redis, &cluster_policy(LIMIT, "local"));
+    align_to_window(&redis);
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let hot = Arc::new(Tally::default());
+    let threads: Vec<_> = c
+        .proxies
+        .iter()
+        .map(|&p| load(p, LIMIT, |_| "hot".into(), stop.clone(), hot.clone()))
+        .collect();
+    thread::sleep(Duration::from_secs(3));
+    // SIGKILL: the agent's lease (at most requests / (4 x agents) tokens) dies with it.
+    c.agents[2].kill9();
+    let url = redis.url();
+    let admin = format!("127.0.0.1:{}", c.admins[2]);
+    let restarted = c._labs[2].start_agent(&[
+        "--gateway-address",
+        "127.0.0.1",
+        "--admin",
+        &admin,
+        "--ratelimit-redis",
+        &url,
+        "--ratelimit-agents",
+        "3",
+        "--access-log",
+        "off",
+    ]);
+    c.agents[2] = restarted;
+    tollgate_tests::l7::wait_for_port(&mut c.agents[2], c.proxies[2]);
+    wait_state(c.admins[2], "up", Duration::from_secs(5));
+    // Run whole windows: at least SECONDS, and two more after the restart.
+    let windows = SECONDS.max(started.elapsed().as_secs() + 3);
+    thread::sleep(
+        (started + Duration::from_secs(windows)).saturating_duration_since(Instant::now()),
+    );
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let expected = u64::from(LIMIT) * windows;
+    println!(
+        "hot key: {} allowed, {} limited, {} without an answer (the agent being restarted) over {windows} windows; expected {expected}",
+        hot.ok(),
+        hot.limited(),
+        hot.other()
+    );
+    // Never above the shared limit (plus one share for the restarted agent's first requests,
+    // decided before its first refill), and below it by no more than the lost batch and the
+    // refills of the windows the other agents did not use up.
+    let allowed = hot.ok() as f64;
+    assert!(
+        allowed <= (expected + u64::from(LIMIT / 3)) as f64,
+        "{allowed} allowed, limit {expected}"
+    );
+    assert!(
+        allowed >= expected as f64 * 0.9,
+        "{allowed} allowed, limit {expected}"
+    );
+}
+
 /// `openssl` with `args`, in `dir`.
 fn openssl(dir: &std::path::Path, args: &[&str]) {
     let out = Command::new("openssl")
