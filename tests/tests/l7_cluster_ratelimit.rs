@@ -537,7 +537,7 @@ fn a_stalled_redis_does_not_slow_requests() {
 }
 
 #[test]
-fn an_agent_killed_and_restarted_mid_run_costs_the_shared_limit_at_most_its_unused_batch() {
+fn an_agent_killed_and_restarted_mid_run_keeps_the_shared_limit() {
     require_root!();
     const LIMIT: u32 = 40;
     const SECONDS: u64 = 10;
