@@ -198,6 +198,9 @@ const TOOL_PACKAGES: &[&str] = &[
     "procps",
     // promtool, which checks the agent's /metrics output in the tests.
     "prometheus",
+    // redis-server and redis-cli: the shared counters of cluster-wide rate limits
+    // (tests/tests/l7_cluster_ratelimit.rs starts its own on a loopback port).
+    "redis-server",
     "curl",
     // git and git-daemon, for the Git source tests.
     "git",

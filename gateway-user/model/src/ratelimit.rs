@@ -41,6 +41,43 @@ pub struct RateLimitPolicySpec {
     /// Puts a client address refused with 429 too often into the XDP blocklist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ban_on_abuse: Option<super::ban::RateLimitBanOnAbuse>,
+
+    /// `Node` (the default): each agent enforces the limits on its own, so behind a load
+    /// balancer over N nodes a key gets up to N times them. `Cluster`: the limits hold across
+    /// every agent, counted in Redis (the agent's `--ratelimit-redis`) in fixed windows of
+    /// `per`; `burst` must then be omitted or equal `requests`.
+    #[serde(default)]
+    pub scope: RateLimitScope,
+
+    /// With `scope: Cluster`, what the limits do while the agent cannot reach Redis (or has
+    /// none configured): `local` (the default) enforces each limit's share on this node alone
+    /// (`requests` divided by the agent's `--ratelimit-agents`), `allow` lets every request
+    /// through, `deny` refuses every request with 429. Only with `scope: Cluster`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_backend_failure: Option<RateLimitBackendFailure>,
+}
+
+/// Where the limits of a policy are counted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum RateLimitScope {
+    /// On each node, on its own.
+    #[default]
+    Node,
+    /// Across every node, in Redis.
+    Cluster,
+}
+
+/// What a `scope: Cluster` limit does while its shared counters cannot be reached.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum RateLimitBackendFailure {
+    /// Enforce this node's share of the limit (`requests / --ratelimit-agents`).
+    #[default]
+    Local,
+    /// Let every request through.
+    Allow,
+    /// Refuse every request with 429.
+    Deny,
 }
 
 /// A reference to the object a policy applies to.

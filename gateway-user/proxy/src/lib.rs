@@ -21,6 +21,7 @@ pub mod backend_h2;
 pub mod backend_tls;
 pub mod body;
 pub mod client_prefix;
+pub mod cluster;
 pub mod decide;
 pub mod forwarded;
 pub mod grpc;
@@ -180,6 +181,8 @@ pub struct ProxyConfig {
     /// Directory of the Secrets that HTTPS listeners (`NS/NAME/tls.crt`, `tls.key`) and
     /// AuthPolicies (`NS/NAME/keys`, `NS/NAME/htpasswd`) name.
     pub tls_secrets_dir: PathBuf,
+    /// Where `scope: Cluster` rate limits keep their counters.
+    pub cluster: cluster::ClusterSettings,
 }
 
 impl Default for ProxyConfig {
@@ -191,6 +194,7 @@ impl Default for ProxyConfig {
             access_log: AccessLog::On,
             limits: Limits::default(),
             tls_secrets_dir: PathBuf::from(tls::DEFAULT_TLS_SECRETS_DIR),
+            cluster: cluster::ClusterSettings::default(),
         }
     }
 }
@@ -295,9 +299,10 @@ impl Proxy {
                     .build(connector.clone())
             })
             .collect();
-        let rate_limits = limit::Registry::new(
+        let rate_limits = limit::Registry::with_backend(
             limit::MAX_KEYS_PER_LIMIT,
             metrics.ratelimit_evictions.clone(),
+            cluster::Backend::start(config.cluster.clone(), metrics.cluster.clone()),
         );
         let abuse = abuse::Abuse::new(None, abuse::MAX_TRACKED, metrics.abuse_evictions.clone());
         let core = Core {
@@ -402,6 +407,16 @@ impl Proxy {
             .registry
             .resolve(&table.policy.backends, &self.core.metrics.ejections);
         let limiters = self.core.rate_limits.resolve(&table.policy.rate_limits);
+        let cluster_limits = table.policy.rate_limits.iter().any(|d| d.is_cluster());
+        self.core.rate_limits.backend().set_in_force(cluster_limits);
+        if self.core.config.cluster.redis.is_none() {
+            let mut warned = std::collections::BTreeSet::new();
+            for def in table.policy.rate_limits.iter().filter(|d| d.is_cluster()) {
+                if warned.insert(def.policy.clone()) {
+                    warn!(policy = %def.policy, "RateLimitPolicy has scope: Cluster and no --ratelimit-redis is set: its limits follow onBackendFailure on this node");
+                }
+            }
+        }
         self.core.abuse.retain(&table.policy);
         let ports = table.listen_ports();
         self.core.certs.commit(&prepared.tls);
@@ -437,6 +452,11 @@ impl Proxy {
                 info!(address = %SocketAddr::new(self.core.config.address, port), "HTTP listener closed (no longer in the revision)");
             }
         }
+    }
+
+    /// Where cluster rate limits keep their counters (its state is part of `/status`).
+    pub fn ratelimit_backend(&self) -> Arc<cluster::Backend> {
+        self.core.rate_limits.backend().clone()
     }
 
     /// Sends the bans of `banOnAbuse` to `tx` (the ban task, which owns the blocklist maps);

@@ -20,7 +20,10 @@
 //! whose bucket is full again changes nothing and is not counted.
 //!
 //! State outlives revisions: [`Registry::resolve`] hands a new revision the limiter of the
-//! previous one when the limit (policy, name, key, requests, per, burst) is unchanged.
+//! previous one when the limit (policy, name, key, requests, per, burst, scope) is unchanged.
+//!
+//! A `scope: Cluster` limit is decided by its [`ClusterLimit`] instead (leases of a window
+//! counted in Redis, see [`crate::cluster`]).
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -37,8 +40,9 @@ use schnellru::{ByLength, LruMap};
 use tracing::info;
 
 use crate::client_prefix::client_prefix;
+use crate::cluster::{Backend, Basis, ClusterLimit, LimitedLabels, Taken};
 use crate::metrics::PolicyLabel;
-use tollgate_compile::l7::table::{LimitKey, RateLimitDef, RouteLimits};
+use tollgate_compile::l7::table::{LimitKey, LimitScope, RateLimitDef, RouteLimits};
 
 /// Shards of a limiter's key map (a power of two).
 pub const SHARDS: usize = 16;
@@ -116,6 +120,37 @@ pub fn gcra(tat: u64, now: u64, interval: u64, tolerance: u64) -> (Verdict, Opti
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot(u64);
 
+/// What a limit took for a request, to give it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Token {
+    /// A node limit's bucket.
+    Bucket(Slot),
+    /// A cluster limit's lease or share.
+    Cluster(Taken),
+}
+
+/// The hash of `key` under `hasher` (a per-limiter random SipHash key).
+pub(crate) fn hash_key(hasher: &RandomState, key: KeyValue<'_>) -> u64 {
+    let mut h = hasher.build_hasher();
+    match key {
+        KeyValue::Ip(net) => {
+            0u8.hash(&mut h);
+            net.hash(&mut h);
+        }
+        KeyValue::Header(None) => 1u8.hash(&mut h),
+        KeyValue::Header(Some(v)) => {
+            2u8.hash(&mut h);
+            v.hash(&mut h);
+        }
+        KeyValue::Consumer(None) => 3u8.hash(&mut h),
+        KeyValue::Consumer(Some(c)) => {
+            4u8.hash(&mut h);
+            c.hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
 /// TATs by key hash, least recently used first out. The hashes are SipHash outputs already:
 /// the map's own hasher only has to spread them.
 type Keys = LruMap<u64, u64, ByLength, FxBuildHasher>;
@@ -132,6 +167,10 @@ pub struct Limiter {
     evictions: Counter,
     /// `requests`, `per` and `burst` and the key it was made for.
     def: RateLimitDef,
+    /// A `scope: Cluster` limit: decided there, not by the buckets above.
+    cluster: Option<Arc<ClusterLimit>>,
+    /// `tollgate_ratelimit_limited_total{scope,basis}`.
+    limited: Family<LimitedLabels, Counter>,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -165,7 +204,68 @@ impl Limiter {
             origin: Instant::now(),
             evictions,
             def: def.clone(),
+            cluster: None,
+            limited: Family::default(),
         }
+    }
+
+    /// A limiter for `def` whose `scope: Cluster` goes through `backend`, counting the
+    /// requests it limits in `limited`.
+    pub fn with_scope(
+        def: &RateLimitDef,
+        capacity: usize,
+        evictions: Counter,
+        backend: &Arc<Backend>,
+        limited: Family<LimitedLabels, Counter>,
+    ) -> Limiter {
+        let mut l = Limiter::new(def, capacity, evictions);
+        if let LimitScope::Cluster { on_failure } = def.scope {
+            l.cluster = Some(Arc::new(ClusterLimit::new(
+                def,
+                on_failure,
+                backend.clone(),
+                capacity.min(crate::cluster::MAX_CLUSTER_KEYS),
+            )));
+        }
+        l.limited = limited;
+        l
+    }
+
+    /// Decides a request of `key` now, by the bucket or the cluster's lease.
+    pub fn decide(&self, key: KeyValue<'_>) -> (Verdict, Token) {
+        let (verdict, token, scope, basis) = match &self.cluster {
+            Some(c) => {
+                let (v, taken) = c.acquire_at(key, c.now());
+                (v, Token::Cluster(taken), "cluster", taken.basis())
+            }
+            None => {
+                let (v, slot) = self.acquire(key);
+                (v, Token::Bucket(slot), "node", Basis::Bucket)
+            }
+        };
+        if !verdict.allowed {
+            self.limited
+                .get_or_create(&LimitedLabels {
+                    scope,
+                    basis: basis.label(),
+                })
+                .inc();
+        }
+        (verdict, token)
+    }
+
+    /// Gives back what [`Limiter::decide`] took.
+    pub fn give_back(&self, token: Token) {
+        match (token, &self.cluster) {
+            (Token::Bucket(slot), _) => self.refund(slot),
+            (Token::Cluster(taken), Some(c)) => c.refund(&taken),
+            (Token::Cluster(_), None) => {}
+        }
+    }
+
+    /// The cluster side of a `scope: Cluster` limit.
+    pub fn cluster(&self) -> Option<&Arc<ClusterLimit>> {
+        self.cluster.as_ref()
     }
 
     /// Nanoseconds on this limiter's clock.
@@ -174,24 +274,7 @@ impl Limiter {
     }
 
     fn hash(&self, key: KeyValue<'_>) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        match key {
-            KeyValue::Ip(net) => {
-                0u8.hash(&mut h);
-                net.hash(&mut h);
-            }
-            KeyValue::Header(None) => 1u8.hash(&mut h),
-            KeyValue::Header(Some(v)) => {
-                2u8.hash(&mut h);
-                v.hash(&mut h);
-            }
-            KeyValue::Consumer(None) => 3u8.hash(&mut h),
-            KeyValue::Consumer(Some(c)) => {
-                4u8.hash(&mut h);
-                c.hash(&mut h);
-            }
-        }
-        h.finish()
+        hash_key(&self.hasher, key)
     }
 
     fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, Keys> {
@@ -255,15 +338,17 @@ impl Limiter {
 
     fn same_bucket(&self, def: &RateLimitDef) -> bool {
         let a = &self.def;
-        (&a.policy, &a.name, &a.key, a.requests, a.per, a.burst)
-            == (
-                &def.policy,
-                &def.name,
-                &def.key,
-                def.requests,
-                def.per,
-                def.burst,
-            )
+        (
+            &a.policy, &a.name, &a.key, a.requests, a.per, a.burst, a.scope,
+        ) == (
+            &def.policy,
+            &def.name,
+            &def.key,
+            def.requests,
+            def.per,
+            def.burst,
+            def.scope,
+        )
     }
 }
 
@@ -277,6 +362,8 @@ pub struct Registry {
     limiters: Mutex<HashMap<LimitId, Arc<Limiter>>>,
     /// `tollgate_http_ratelimit_evictions_total{policy}`.
     evictions: Family<PolicyLabel, Counter>,
+    /// Where `scope: Cluster` limits keep their counters.
+    backend: Arc<Backend>,
 }
 
 impl Default for Registry {
@@ -287,13 +374,29 @@ impl Default for Registry {
 
 impl Registry {
     /// A registry whose limiters track at most `capacity` keys each and count their evictions
-    /// in `evictions`.
+    /// in `evictions`; no Redis (cluster limits run in their `onBackendFailure` mode).
     pub fn new(capacity: usize, evictions: Family<PolicyLabel, Counter>) -> Registry {
+        let backend = Backend::start(Default::default(), Default::default());
+        Registry::with_backend(capacity, evictions, backend)
+    }
+
+    /// As [`Registry::new`], with cluster limits on `backend`.
+    pub fn with_backend(
+        capacity: usize,
+        evictions: Family<PolicyLabel, Counter>,
+        backend: Arc<Backend>,
+    ) -> Registry {
         Registry {
             capacity,
             limiters: Mutex::default(),
             evictions,
+            backend,
         }
+    }
+
+    /// Where cluster limits keep their counters.
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
     }
 
     /// The limiters of a revision's limits (in its order): the previous revision's limiter of
@@ -318,7 +421,13 @@ impl Registry {
                                 policy: def.policy.to_string(),
                             })
                             .clone();
-                        Arc::new(Limiter::new(def, self.capacity, evictions))
+                        Arc::new(Limiter::with_scope(
+                            def,
+                            self.capacity,
+                            evictions,
+                            &self.backend,
+                            self.backend.metrics().limited.clone(),
+                        ))
                     }
                 };
                 next.insert(id, limiter.clone());
@@ -358,13 +467,13 @@ pub fn evaluate(
     consumer: Option<&str>,
 ) -> Outcome {
     let mut outcome = Outcome::default();
-    let mut taken: Vec<(usize, Slot)> = Vec::new();
+    let mut taken: Vec<(usize, Token)> = Vec::new();
     let mut items: Vec<String> = Vec::new();
     for &i in &route.limits {
         let (Some(def), Some(limiter)) = (defs.get(i), limiters.get(i)) else {
             continue; // cannot happen: the proxy resolves one limiter per limit
         };
-        let (verdict, slot) = limiter.acquire(KeyValue::of(&def.key, client, headers, consumer));
+        let (verdict, slot) = limiter.decide(KeyValue::of(&def.key, client, headers, consumer));
         if verdict.allowed {
             taken.push((i, slot));
             if !def.shadow {
@@ -374,7 +483,7 @@ pub fn evaluate(
             outcome.shadow_refused.push(i);
         } else {
             for (j, slot) in taken.drain(..) {
-                limiters[j].refund(slot);
+                limiters[j].give_back(slot);
             }
             outcome.refused = Some((i, verdict.retry_after));
             items = vec![rate_limit_item(&def.name, 0, verdict.retry_after)];
@@ -411,6 +520,7 @@ mod tests {
             per: Duration::from_secs(per),
             burst,
             shadow: false,
+            scope: LimitScope::Node,
         }
     }
 

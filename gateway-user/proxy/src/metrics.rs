@@ -203,6 +203,9 @@ pub struct HttpMetrics {
     /// `tollgate_http_mirrored_requests_total{route,result}`: copies of requests for the
     /// `RequestMirror` filters of a route, by what became of them.
     pub mirrored: Family<MirrorLabels, Counter>,
+    /// Cluster rate limits: requests limited by scope, Redis round trips and errors, keys,
+    /// fallback.
+    pub cluster: crate::cluster::ClusterMetrics,
 }
 
 /// Buckets of the request duration histogram: 1 ms to about 33 s.
@@ -324,7 +327,9 @@ impl HttpMetrics {
             "Copies of requests for a route's RequestMirror filters, by result (ok, failed, busy, body, no_endpoint); the client's response never waits for them.",
             mirrored.clone(),
         );
+        let cluster = crate::cluster::ClusterMetrics::register(registry, catalog);
         HttpMetrics {
+            cluster,
             mirrored,
             connection_errors,
             body_too_large,

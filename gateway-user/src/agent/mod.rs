@@ -255,6 +255,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     };
     info!(address = %config.admin, webhook, "admin server: /metrics /healthz /readyz /status");
     let proxy = Proxy::new(config.proxy.clone(), shared.metrics.http.clone());
+    let _ = shared.ratelimit_backend.set(proxy.ratelimit_backend());
     // banOnAbuse: the proxy hands bans to the ban task, the one writer of the blocklist.
     let (ban_tx, ban_rx) = tokio::sync::mpsc::channel(tollgate_proxy::abuse::BAN_QUEUE);
     let stop_bans = tokio_util::sync::CancellationToken::new();

@@ -118,6 +118,64 @@ pub struct RunArgs {
     /// Limits of the L7 proxy.
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Where RateLimitPolicies with `scope: Cluster` keep their counters.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// The `--ratelimit-*` flags: the shared counters of `scope: Cluster` rate limits.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// The Redis (or Valkey) of cluster-wide rate limits: redis://HOST[:PORT][/DB] or
+    /// rediss:// (TLS), with a user name if the server has ACL users (`redis://tollgate@host`);
+    /// the password goes in --ratelimit-redis-password-file. Without it, cluster limits follow
+    /// their onBackendFailure on each node.
+    #[arg(long, value_name = "URL", env = "TOLLGATE_RATELIMIT_REDIS")]
+    pub ratelimit_redis: Option<String>,
+    /// File holding the password of --ratelimit-redis (read at start; trailing newlines are
+    /// ignored).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "TOLLGATE_RATELIMIT_REDIS_PASSWORD_FILE"
+    )]
+    pub ratelimit_redis_password_file: Option<PathBuf>,
+    /// PEM file of the CA certificates trusted for a rediss:// --ratelimit-redis (default: the
+    /// system's roots).
+    #[arg(long, value_name = "PATH", env = "TOLLGATE_RATELIMIT_REDIS_CA_FILE")]
+    pub ratelimit_redis_ca_file: Option<PathBuf>,
+    /// Agents that share cluster limits: while Redis cannot be reached, a limit with
+    /// onBackendFailure: local allows each agent `requests / N`.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000), env = "TOLLGATE_RATELIMIT_AGENTS")]
+    pub ratelimit_agents: u32,
+}
+
+impl ClusterArgs {
+    /// The proxy's settings; a bad URL or unreadable file is an error.
+    pub fn settings(
+        &self,
+    ) -> Result<tollgate_proxy::cluster::ClusterSettings, tollgate_proxy::cluster::SettingsError>
+    {
+        use tollgate_proxy::cluster::{ClusterSettings, RedisSettings, SettingsError};
+        let redis = match &self.ratelimit_redis {
+            Some(url) => Some(RedisSettings::new(
+                url,
+                self.ratelimit_redis_password_file.as_deref(),
+                self.ratelimit_redis_ca_file.as_deref(),
+            )?),
+            None if self.ratelimit_redis_password_file.is_some() => {
+                return Err(SettingsError::NeedsRedis("--ratelimit-redis-password-file"))
+            }
+            None if self.ratelimit_redis_ca_file.is_some() => {
+                return Err(SettingsError::NeedsRedis("--ratelimit-redis-ca-file"))
+            }
+            None => None,
+        };
+        Ok(ClusterSettings {
+            redis,
+            agents: self.ratelimit_agents,
+        })
+    }
 }
 
 /// The proxy's limits (`--max-request-body`, `--header-read-timeout`, ...). The defaults are
@@ -310,6 +368,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             problems.push(e.to_string());
         }
     }
+    let cluster = args
+        .cluster
+        .settings()
+        .map_err(|e| problems.push(e.to_string()))
+        .ok();
     if !problems.is_empty() {
         anyhow::bail!("{}", problems.join("\n"));
     }
@@ -347,6 +410,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             access_log: args.access_log,
             limits: args.limits.limits(),
             tls_secrets_dir: args.tls_secrets_dir,
+            cluster: cluster.unwrap_or_default(),
         },
         node_status,
     };
@@ -426,6 +490,92 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         limits: LimitArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    }
+
+    #[test]
+    fn redis_settings_are_checked_at_start_and_passwords_stay_off_the_command_line() {
+        let settings = |args: &[&str]| {
+            let mut argv = vec!["x"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv)
+                .map_err(|e| e.to_string())?
+                .cluster
+                .settings()
+                .map_err(|e| e.to_string())
+        };
+        let none = settings(&[]).unwrap();
+        assert!(none.redis.is_none());
+        assert_eq!(none.agents, 1);
+        let ok = settings(&[
+            "--ratelimit-redis",
+            "redis://127.0.0.1:6390/2",
+            "--ratelimit-agents",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(
+            ok.redis.unwrap().address(),
+            "redis://127.0.0.1:6390".to_owned()
+        );
+        assert_eq!(ok.agents, 3);
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let pw = pw.to_str().unwrap();
+        assert!(settings(&[
+            "--ratelimit-redis",
+            "rediss://tollgate@redis.internal",
+            "--ratelimit-redis-password-file",
+            pw
+        ])
+        .is_ok());
+        for (args, says) in [
+            (
+                &["--ratelimit-redis", "redis://:s3cret@127.0.0.1"][..],
+                "--ratelimit-redis-password-file instead",
+            ),
+            (
+                &["--ratelimit-redis", "http://127.0.0.1"][..],
+                "scheme \"http\"",
+            ),
+            (
+                &["--ratelimit-redis", "redis+sentinel://127.0.0.1:26379"][..],
+                "Sentinel addresses are not supported yet",
+            ),
+            (
+                &[
+                    "--ratelimit-redis",
+                    "redis://127.0.0.1",
+                    "--ratelimit-redis-ca-file",
+                    pw,
+                ][..],
+                "use a rediss:// address",
+            ),
+            (
+                &["--ratelimit-redis-password-file", pw][..],
+                "needs --ratelimit-redis",
+            ),
+            (
+                &[
+                    "--ratelimit-redis",
+                    "redis://127.0.0.1",
+                    "--ratelimit-redis-password-file",
+                    "/nonexistent/pw",
+                ][..],
+                "--ratelimit-redis-password-file /nonexistent/pw",
+            ),
+            (&["--ratelimit-agents", "0"][..], "0 is not in 1..=100000"),
+            (
+                &["--ratelimit-redis", "redis://u:s3cret@[bad"][..],
+                "redis://***@[bad",
+            ),
+        ] {
+            let e = settings(args).unwrap_err();
+            assert!(e.contains(says), "{args:?}: {e}");
+            assert!(!e.contains("s3cret"), "{e}");
+        }
     }
 
     #[test]

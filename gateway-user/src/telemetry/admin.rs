@@ -118,6 +118,9 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
     v["bans"] = serde_json::to_value(&bans.bans).unwrap_or_default();
     v["bans_total"] = bans.total.into();
     v["top_offenders_sample_rate"] = tollgate_dataplane::offenders::sample_rate().into();
+    if let Some(backend) = shared.ratelimit_backend.get() {
+        v["ratelimit_backend"] = serde_json::to_value(backend.status()).unwrap_or_default();
+    }
     Json(v).into_response()
 }
 

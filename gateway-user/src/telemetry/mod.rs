@@ -206,6 +206,9 @@ pub struct Shared {
     /// Notified after every change of [`Shared::status`] by the agent (the node status
     /// reporter waits on it; a notification with no one waiting is kept until someone does).
     pub status_changed: tokio::sync::Notify,
+    /// The shared counters of cluster rate limits (set once the proxy exists): `/status`
+    /// shows their state.
+    pub ratelimit_backend: std::sync::OnceLock<Arc<tollgate_proxy::cluster::Backend>>,
 }
 
 impl Shared {
@@ -227,6 +230,7 @@ impl Shared {
             wake: wake::Wake::default(),
             webhook_secret,
             status_changed: tokio::sync::Notify::new(),
+            ratelimit_backend: std::sync::OnceLock::new(),
         })
     }
 }

@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use http::HeaderName;
 use tollgate_model::ban::{BanClientIp, DEFAULT_BAN_IPV6_PREFIX, MIN_BAN_IPV6_PREFIX};
-use tollgate_model::ratelimit::{ClientIpBuckets, RateLimitKey, RateLimitMode, RateLimitPolicy};
+use tollgate_model::ratelimit::{
+    ClientIpBuckets, RateLimitKey, RateLimitMode, RateLimitPolicy, RateLimitScope,
+};
 use tollgate_model::Checker;
 
 use super::limits::*;
 use super::parse_duration;
-use super::table::{BanDef, ClientPrefixes, LimitKey, RateLimitDef};
+use super::table::{BanDef, ClientPrefixes, LimitKey, LimitScope, RateLimitDef};
 use super::targets::check_target_refs;
 
 /// Checks a RateLimitPolicy; returns the names of the routes it targets and its limits.
@@ -42,6 +44,19 @@ pub(super) fn rate_limit_policy(
     c.count("spec.limits", spec.limits.len(), MAX_LIMITS);
     let label: Arc<str> = format!("{ns}/{name}").into();
     let shadow = spec.mode == RateLimitMode::Shadow;
+    let scope = match (spec.scope, spec.on_backend_failure) {
+        (RateLimitScope::Node, None) => LimitScope::Node,
+        (RateLimitScope::Node, Some(_)) => {
+            c.error(
+                "spec.onBackendFailure",
+                "only with scope: Cluster (a node limit has no shared counters to lose); remove it, or set scope: Cluster",
+            );
+            LimitScope::Node
+        }
+        (RateLimitScope::Cluster, f) => LimitScope::Cluster {
+            on_failure: f.unwrap_or_default(),
+        },
+    };
     let mut defs = Vec::new();
     let mut names = HashSet::new();
     for (i, l) in spec.limits.iter().enumerate() {
@@ -143,6 +158,16 @@ pub(super) fn rate_limit_policy(
             Some(b) => count(c, "burst", b),
             None => requests,
         };
+        // A cluster limit counts fixed windows of `per` in Redis: `requests` per window may
+        // come at once, and no other burst can be honoured.
+        if let (LimitScope::Cluster { .. }, Some(b), Some(r)) = (scope, l.burst, requests) {
+            if b != i64::from(r) {
+                c.error(
+                    format!("{at}.burst"),
+                    format!("{b}: a scope: Cluster limit counts fixed windows of `per`, where all `requests` may come at once; omit burst, or set it to requests ({r})"),
+                );
+            }
+        }
         let per = match parse_duration(&l.per) {
             Ok(d) if d.is_zero() || d.subsec_nanos() != 0 => {
                 c.error(
@@ -177,6 +202,7 @@ pub(super) fn rate_limit_policy(
                 per,
                 burst,
                 shadow,
+                scope,
             });
         }
     }

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use regex::{Regex, RegexSet};
+pub use tollgate_model::ratelimit::RateLimitBackendFailure;
 
 /// A hostname pattern of a listener or route.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -740,9 +741,29 @@ pub struct RateLimitDef {
     pub burst: u32,
     /// Count requests over the limit, refuse none.
     pub shadow: bool,
+    /// Where the limit is counted.
+    pub scope: LimitScope,
+}
+
+/// Where a limit is counted (`RateLimitPolicy` `scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LimitScope {
+    /// By this node alone (a token bucket per key).
+    #[default]
+    Node,
+    /// Across the agents that share a Redis, in fixed windows of `per`.
+    Cluster {
+        /// What the limit does while Redis cannot be reached.
+        on_failure: RateLimitBackendFailure,
+    },
 }
 
 impl RateLimitDef {
+    /// Whether the limit is counted across the cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.scope, LimitScope::Cluster { .. })
+    }
+
     /// The `RateLimit-Policy` item of this limit (draft-ietf-httpapi-ratelimit-headers-09):
     /// `"name";q=requests;w=seconds`.
     pub fn policy_item(&self) -> String {

@@ -255,3 +255,92 @@ fn client_ip_prefixes_default_to_a_64_and_are_checked() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn cluster_scope_carries_its_failure_mode_and_refuses_what_a_fixed_window_cannot_honour() {
+    let t = table(&all(&[
+        GATEWAY,
+        BACKENDS,
+        &route("a", &format!("  rules:\n    - {}", TO_A.trim_start())),
+        &limit_policy(
+            "node",
+            &format!("{TARGET_A}  limits: [{{ key: clientIP, requests: 5, per: 1s }}]\n"),
+        ),
+        &limit_policy(
+            "shared",
+            &format!("{TARGET_A}  scope: Cluster\n  limits: [{{ key: clientIP, requests: 5, per: 1s, burst: 5 }}]\n"),
+        ),
+        &limit_policy(
+            "strict",
+            &format!("{TARGET_A}  scope: Cluster\n  onBackendFailure: deny\n  limits: [{{ key: clientIP, requests: 5, per: 1m }}]\n"),
+        ),
+    ]));
+    let scopes: Vec<_> = t
+        .policy
+        .rate_limits
+        .iter()
+        .map(|d| (d.policy.to_string(), d.scope, d.is_cluster()))
+        .collect();
+    assert_eq!(
+        scopes,
+        [
+            ("default/node".into(), table::LimitScope::Node, false),
+            (
+                "default/shared".into(),
+                table::LimitScope::Cluster {
+                    on_failure: table::RateLimitBackendFailure::Local
+                },
+                true
+            ),
+            (
+                "default/strict".into(),
+                table::LimitScope::Cluster {
+                    on_failure: table::RateLimitBackendFailure::Deny
+                },
+                true
+            ),
+        ]
+    );
+    let yaml = all(&[
+        GATEWAY,
+        BACKENDS,
+        &route("a", &format!("  rules:\n    - {}", TO_A.trim_start())),
+        &limit_policy(
+            "bad",
+            &format!("{TARGET_A}  onBackendFailure: allow\n  limits: [{{ key: clientIP, requests: 5, per: 1s }}]\n"),
+        ),
+        &limit_policy(
+            "burst",
+            &format!("{TARGET_A}  scope: Cluster\n  limits: [{{ key: clientIP, requests: 5, per: 1s, burst: 10 }}]\n"),
+        ),
+    ]);
+    let errs = errors(&yaml);
+    let found: Vec<_> = errs
+        .iter()
+        .filter(|e| e.location.object.starts_with("RateLimitPolicy/"))
+        .map(|e| (e.location.object.as_str(), e.location.field.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("RateLimitPolicy/bad", "spec.onBackendFailure"),
+            ("RateLimitPolicy/burst", "spec.limits[0].burst"),
+        ]
+    );
+    assert!(errs
+        .iter()
+        .any(|e| e.message.contains("only with scope: Cluster")));
+    // Names from another casing are refused by the strict parser, not guessed.
+    let yaml = all(&[
+        GATEWAY,
+        BACKENDS,
+        &route("a", &format!("  rules:\n    - {}", TO_A.trim_start())),
+        &limit_policy(
+            "typo",
+            &format!("{TARGET_A}  scope: cluster\n  limits: [{{ key: clientIP, requests: 5, per: 1s }}]\n"),
+        ),
+    ]);
+    assert!(errors(&yaml)
+        .iter()
+        .any(|e| e.location.object == "RateLimitPolicy/typo"));
+}

@@ -1,0 +1,733 @@
+//! Cluster-wide rate limits (`RateLimitPolicy` `scope: Cluster`): the counters live in Redis (or
+//! Valkey), and no request waits for it.
+//!
+//! # The shared window
+//! Redis counts fixed windows of `per`, numbered by Redis' own clock (`TIME` inside the script,
+//! so the agents' clocks do not have to agree): key `tollgate:rl:{<hash>}:<window>`. Fixed
+//! windows rather than a sliding log or counter because a batch of tokens taken from a window
+//! belongs to that window alone: an agent can hold tokens without double counting, drop them
+//! exactly when the window ends, and answer `RateLimit` (`r`, `t`) and `Retry-After` from the
+//! window's real count and end. The price, documented: a key may send `requests` at the end of
+//! one window and `requests` again at the start of the next.
+//!
+//! # No round trip per request
+//! Each agent keeps, per (limit, key), a *lease*: tokens Redis granted it from the current
+//! window ([`KeyState`]). A request takes a token from the lease. When the lease falls to half
+//! a batch, the key is queued for the sync task ([`redis`]) which asks Redis for the next batch
+//! (an atomic Lua script: grant at most what the window has left), many keys per pipeline.
+//! The batch is the key's request rate on this agent times [`LEASE_HORIZON`], at least one and at
+//! most `requests / (4 × agents)`, so a hot key syncs a few times per horizon whatever its rate
+//! and a cold key takes one token at a time. A key with no lease yet (its first request, or a
+//! sync on its way) is decided by this node's share of the limit (a token bucket of `requests /
+//! agents`), and what that admits is charged to the window with the next sync. Once Redis has
+//! said the window is used up, requests are refused until it ends.
+//!
+//! # Failure
+//! A sync or health check that fails or takes longer than [`SYNC_TIMEOUT`] marks the backend
+//! down: from then on, keys without a lease follow their policy's `onBackendFailure` (`local`:
+//! this node's share; `allow`; `deny`: 429), `/status`, `tollgate_ratelimit_cluster_fallback`
+//! and a log line say so, and the task reconnects with exponential backoff. Requests never wait
+//! for any of it: the decision is a lock and a few integer operations in every case.
+//!
+//! # Bounds
+//! Keys tracked per limit: [`MAX_CLUSTER_KEYS`] (least recently used out; idle keys whose
+//! window ended are swept every [`SWEEP_EVERY`]). Redis keys expire one second after their
+//! window. Key names in Redis are a SHA-256 of (policy, limit, key value), truncated to 128
+//! bits: no consumer name or address is stored (an IPv4 address can still be found again by
+//! hashing all 2^32 of them; the hash hides, it does not encrypt).
+pub mod redis;
+
+use std::collections::hash_map::RandomState;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use rustc_hash::FxBuildHasher;
+use schnellru::{ByLength, LruMap};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::limit::{KeyValue, Limiter, Verdict};
+use crate::metrics::{Catalog, PolicyLabel, ReasonLabel};
+use tollgate_compile::l7::table::{RateLimitBackendFailure, RateLimitDef};
+
+pub use self::redis::{RedisSettings, SettingsError};
+
+/// Keys tracked per cluster limit (least recently used out).
+pub const MAX_CLUSTER_KEYS: usize = 100_000;
+/// How long a batch should last at the key's current rate on this agent.
+pub const LEASE_HORIZON: Duration = Duration::from_millis(100);
+/// Longest a sync (one pipeline) or health check may take before the backend counts as down.
+pub const SYNC_TIMEOUT: Duration = Duration::from_millis(250);
+/// Keys whose sync is waiting, at most (more are synced on a later request).
+pub const SYNC_QUEUE: usize = 65_536;
+/// Keys synced in one pipeline, at most.
+pub const MAX_PIPELINE: usize = 512;
+/// Health check interval when no sync ran.
+pub const HEALTH_EVERY: Duration = Duration::from_millis(250);
+/// Sweep of idle keys.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Reconnect backoff: first wait and cap.
+pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+/// Reconnect backoff cap.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// `Retry-After` of a request refused by `onBackendFailure: deny`.
+pub const DENY_RETRY: Duration = Duration::from_secs(1);
+
+const SHARDS: usize = 16;
+
+/// Settings of cluster limits (`--ratelimit-redis`, `--ratelimit-agents`).
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// The shared counters; `None`: cluster limits always run in their `onBackendFailure` mode.
+    pub redis: Option<RedisSettings>,
+    /// Agents sharing the limits: each one's share, when Redis cannot be reached, is
+    /// `requests / agents` (at least 1).
+    pub agents: u32,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            redis: None,
+            agents: 1,
+        }
+    }
+}
+
+/// Labels of `tollgate_ratelimit_limited_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitedLabels {
+    /// `node` or `cluster`.
+    pub scope: &'static str,
+    /// What refused: `bucket` (a node limit), `shared_window` (the Redis window is used up),
+    /// `local_share` (this node's share: a key without a lease yet, or Redis down with
+    /// `onBackendFailure: local`), `backend_failure` (`onBackendFailure: deny`).
+    pub basis: &'static str,
+}
+
+/// The metrics of cluster limits (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct ClusterMetrics {
+    /// `tollgate_ratelimit_limited_total{scope,basis}`.
+    pub limited: Family<LimitedLabels, Counter>,
+    /// `tollgate_ratelimit_redis_round_trip_seconds`.
+    pub round_trip: Histogram,
+    /// `tollgate_ratelimit_redis_sync_errors_total{reason}`.
+    pub sync_errors: Family<ReasonLabel, Counter>,
+    /// `tollgate_ratelimit_redis_commands_total`.
+    pub commands: Counter,
+    /// `tollgate_ratelimit_cluster_keys{policy}`.
+    pub keys: Family<PolicyLabel, Gauge>,
+    /// `tollgate_ratelimit_cluster_fallback`.
+    pub fallback: Gauge,
+}
+
+impl Default for ClusterMetrics {
+    fn default() -> Self {
+        ClusterMetrics {
+            limited: Family::default(),
+            // 50 µs to about 1.6 s.
+            round_trip: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            sync_errors: Family::default(),
+            commands: Counter::default(),
+            keys: Family::default(),
+            fallback: Gauge::default(),
+        }
+    }
+}
+
+impl ClusterMetrics {
+    /// Creates the families and registers them.
+    pub fn register(
+        registry: &mut prometheus_client::registry::Registry,
+        catalog: &mut Catalog,
+    ) -> Self {
+        let m = ClusterMetrics::default();
+        catalog.register(
+            registry,
+            "tollgate_ratelimit_limited",
+            "Requests over a rate limit (refused, or counted by a shadow policy), by scope (node, cluster) and basis (bucket, shared_window, local_share, backend_failure).",
+            m.limited.clone(),
+        );
+        catalog.register(
+            registry,
+            "tollgate_ratelimit_redis_round_trip_seconds",
+            "Round trips to the Redis of cluster rate limits (one pipeline of syncs, or a health check).",
+            m.round_trip.clone(),
+        );
+        catalog.register(
+            registry,
+            "tollgate_ratelimit_redis_sync_errors",
+            "Failed syncs and health checks of cluster rate limits, by reason (connect, timeout, io, response).",
+            m.sync_errors.clone(),
+        );
+        catalog.register(
+            registry,
+            "tollgate_ratelimit_redis_commands",
+            "Commands sent to the Redis of cluster rate limits (scripts and health checks).",
+            m.commands.clone(),
+        );
+        catalog.register(
+            registry,
+            "tollgate_ratelimit_cluster_keys",
+            "Keys of cluster rate limits tracked by this agent, by RateLimitPolicy.",
+            m.keys.clone(),
+        );
+        catalog.register(
+            registry,
+            "tollgate_ratelimit_cluster_fallback",
+            "1 while the revision in force has cluster rate limits and they cannot reach Redis (or none is configured), so they follow their onBackendFailure; 0 otherwise.",
+            m.fallback.clone(),
+        );
+        m
+    }
+}
+
+/// What `/status` says of the shared counters.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackendStatus {
+    /// `up`, `down` or `not_configured`.
+    pub state: &'static str,
+    /// The Redis address (no credentials).
+    pub address: Option<String>,
+    /// Whether cluster limits are in force and follow their `onBackendFailure` now.
+    pub fallback: bool,
+    /// Seconds since the state last changed.
+    pub since_seconds: f64,
+    /// The last error, while down.
+    pub last_error: Option<String>,
+    /// `--ratelimit-agents`.
+    pub agents: u32,
+}
+
+/// The shared counters' connection state, as requests and `/status` see it.
+#[derive(Debug)]
+pub struct Backend {
+    settings: ClusterSettings,
+    up: AtomicBool,
+    /// The revision in force has cluster limits (only then is a Redis that is down, or
+    /// missing, a fallback worth an alert).
+    in_force: AtomicBool,
+    changed: Mutex<(Instant, Option<String>)>,
+    metrics: ClusterMetrics,
+    queue: Option<mpsc::Sender<SyncRequest>>,
+}
+
+impl Backend {
+    /// The backend of `settings`; with Redis, its sync task is spawned (inside a tokio runtime).
+    pub fn start(settings: ClusterSettings, metrics: ClusterMetrics) -> Arc<Backend> {
+        let (queue, rx) = if settings.redis.is_some() {
+            let (tx, rx) = mpsc::channel(SYNC_QUEUE);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let backend = Arc::new(Backend {
+            settings,
+            up: AtomicBool::new(false),
+            in_force: AtomicBool::new(false),
+            changed: Mutex::new((Instant::now(), None)),
+            metrics,
+            queue,
+        });
+        if let (Some(rx), Some(redis)) = (rx, backend.settings.redis.clone()) {
+            tokio::spawn(redis::run(backend.clone(), redis, rx));
+        }
+        backend
+    }
+
+    /// Whether syncs succeed now.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// The agents sharing the limits.
+    pub fn agents(&self) -> u32 {
+        self.settings.agents.max(1)
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &ClusterMetrics {
+        &self.metrics
+    }
+
+    /// Records a change of state (the sync task calls this).
+    fn set_up(&self, up: bool, error: Option<String>) {
+        let was = self.up.swap(up, Ordering::Relaxed);
+        let mut c = self.changed.lock().unwrap_or_else(|e| e.into_inner());
+        if was != up {
+            c.0 = Instant::now();
+        }
+        c.1 = error;
+        drop(c);
+        self.metrics.fallback.set(i64::from(self.in_fallback()));
+    }
+
+    /// Records whether the revision in force has cluster limits (the proxy calls this on
+    /// every commit).
+    pub fn set_in_force(&self, in_force: bool) {
+        self.in_force.store(in_force, Ordering::Relaxed);
+        self.metrics.fallback.set(i64::from(self.in_fallback()));
+    }
+
+    /// Cluster limits are in force and follow their `onBackendFailure`.
+    pub fn in_fallback(&self) -> bool {
+        self.in_force.load(Ordering::Relaxed) && !self.is_up()
+    }
+
+    /// What `/status` shows.
+    pub fn status(&self) -> BackendStatus {
+        let c = self.changed.lock().unwrap_or_else(|e| e.into_inner());
+        let configured = self.settings.redis.is_some();
+        BackendStatus {
+            state: match (configured, self.is_up()) {
+                (false, _) => "not_configured",
+                (true, true) => "up",
+                (true, false) => "down",
+            },
+            address: self.settings.redis.as_ref().map(RedisSettings::address),
+            fallback: self.in_fallback(),
+            since_seconds: (c.0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            last_error: if self.is_up() { None } else { c.1.clone() },
+            agents: self.agents(),
+        }
+    }
+
+    fn enqueue(&self, request: SyncRequest) -> bool {
+        self.queue
+            .as_ref()
+            .is_some_and(|q| q.try_send(request).is_ok())
+    }
+}
+
+/// A key whose lease should be refilled.
+#[derive(Debug)]
+pub(crate) struct SyncRequest {
+    limit: Arc<ClusterLimit>,
+    hash: u64,
+}
+
+/// One key's lease and what the agent knows of its shared window.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyState {
+    /// `tollgate:rl:{<hash>}`, without the window number.
+    redis_key: Arc<str>,
+    /// Tokens granted by Redis, from the window ending at `window_end`, not used yet.
+    lease: u32,
+    /// Requests admitted without a lease (this node's share), not yet charged to the window.
+    debt: u32,
+    /// End of the window of the lease (ns on the limit's clock); 0: unknown.
+    window_end: u64,
+    /// The window's count in Redis at the last answer.
+    shared_used: u64,
+    /// Redis said the window is used up.
+    full: bool,
+    /// A sync is queued or in flight.
+    pending: bool,
+    /// Requests since the last sync was sent (for the rate).
+    demand: u32,
+    /// When the last sync was sent (ns).
+    last_sync: u64,
+    /// Requests per second on this agent (smoothed).
+    rate: f64,
+    /// Last request (ns).
+    last_use: u64,
+}
+
+type Keys = LruMap<u64, KeyState, ByLength, FxBuildHasher>;
+
+/// The cluster side of one limit: leases per key.
+pub struct ClusterLimit {
+    def: RateLimitDef,
+    on_failure: RateLimitBackendFailure,
+    backend: Arc<Backend>,
+    shards: Box<[Mutex<Keys>]>,
+    per_shard: usize,
+    hasher: RandomState,
+    /// This node's share of the limit: keys without a lease, and `onBackendFailure: local`.
+    share: Limiter,
+    /// The window in milliseconds (what the script takes).
+    per_ms: u64,
+    /// Most tokens asked for at once.
+    max_batch: u32,
+    /// The prefix of the Redis key names' hash: policy and limit.
+    prefix: Vec<u8>,
+    keys_gauge: Gauge,
+}
+
+impl std::fmt::Debug for ClusterLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterLimit")
+            .field("def", &self.def)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterLimit {
+    /// The cluster side of `def` (a `scope: Cluster` limit), tracking at most `capacity` keys.
+    pub fn new(
+        def: &RateLimitDef,
+        on_failure: RateLimitBackendFailure,
+        backend: Arc<Backend>,
+        capacity: usize,
+    ) -> ClusterLimit {
+        let agents = backend.agents();
+        let mut share = def.clone();
+        share.requests = (def.requests / agents).max(1);
+        share.burst = (def.burst / agents).max(1);
+        let per_shard = capacity.div_ceil(SHARDS).clamp(1, u32::MAX as usize);
+        let mut prefix = Vec::new();
+        for part in [def.policy.as_bytes(), def.name.as_bytes()] {
+            prefix.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            prefix.extend_from_slice(part);
+        }
+        let keys_gauge = backend
+            .metrics
+            .keys
+            .get_or_create(&PolicyLabel {
+                policy: def.policy.to_string(),
+            })
+            .clone();
+        ClusterLimit {
+            share: Limiter::new(&share, capacity, Counter::default()),
+            per_ms: def.per.as_millis() as u64,
+            max_batch: (def.requests / (4 * agents)).max(1),
+            on_failure,
+            backend,
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(LruMap::with_hasher(
+                        ByLength::new(per_shard as u32),
+                        FxBuildHasher,
+                    ))
+                })
+                .collect(),
+            per_shard,
+            hasher: RandomState::new(),
+            prefix,
+            keys_gauge,
+            def: def.clone(),
+        }
+    }
+
+    fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, Keys> {
+        self.shards[(hash >> 60) as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The Redis key of `key`: a hash of policy, limit and value, in a Redis Cluster hash tag
+    /// so that every window of a key lives in one slot.
+    fn redis_key(&self, key: KeyValue<'_>) -> Arc<str> {
+        let mut h = Sha256::new();
+        h.update(&self.prefix);
+        match key {
+            KeyValue::Ip(net) => {
+                h.update([0]);
+                h.update(net.to_string().as_bytes());
+            }
+            KeyValue::Header(None) => h.update([1]),
+            KeyValue::Header(Some(v)) => {
+                h.update([2]);
+                h.update(v);
+            }
+            KeyValue::Consumer(None) => h.update([3]),
+            KeyValue::Consumer(Some(c)) => {
+                h.update([4]);
+                h.update(c.as_bytes());
+            }
+        }
+        let digest = h.finalize();
+        format!("tollgate:rl:{{{}}}", hex::encode(&digest[..16])).into()
+    }
+
+    /// Decides a request of `key` at `now` (ns on the share limiter's clock); what it took
+    /// can be given back with [`ClusterLimit::refund`].
+    pub fn acquire_at(self: &Arc<Self>, key: KeyValue<'_>, now: u64) -> (Verdict, Taken) {
+        let hash = crate::limit::hash_key(&self.hasher, key);
+        let mut share_slot = None;
+        let mut keys = self.shard(hash);
+        if keys.peek(&hash).is_none() {
+            if keys.len() >= self.per_shard {
+                keys.pop_oldest();
+            }
+            keys.insert(
+                hash,
+                KeyState {
+                    redis_key: self.redis_key(key),
+                    lease: 0,
+                    debt: 0,
+                    window_end: 0,
+                    shared_used: 0,
+                    full: false,
+                    pending: false,
+                    demand: 0,
+                    last_sync: now,
+                    rate: 0.0,
+                    last_use: now,
+                },
+            );
+        }
+        let Some(st) = keys.get(&hash) else {
+            // Cannot happen: inserted above under the same lock. Decide by the share.
+            drop(keys);
+            let (v, slot) = self.share.acquire_at(key, now);
+            let taken = Taken {
+                hash,
+                basis: Basis::LocalShare,
+                share: Some(slot),
+            };
+            return (v, taken);
+        };
+        if st.window_end != 0 && now >= st.window_end {
+            // The window of the lease is over: its tokens count for nothing now.
+            st.lease = 0;
+            st.full = false;
+            st.window_end = 0;
+            st.shared_used = 0;
+        }
+        st.last_use = now;
+        st.demand = st.demand.saturating_add(1);
+        let up = self.backend.is_up();
+        let requests = u64::from(self.def.requests);
+        let (verdict, basis) = if st.lease > 0 {
+            st.lease -= 1;
+            let left = requests.saturating_sub(st.shared_used) + u64::from(st.lease);
+            (
+                Verdict {
+                    allowed: true,
+                    remaining: left,
+                    reset: Duration::from_nanos(st.window_end.saturating_sub(now)),
+                    retry_after: Duration::ZERO,
+                },
+                Basis::SharedWindow,
+            )
+        } else if up && st.full {
+            let wait = Duration::from_nanos(st.window_end.saturating_sub(now).max(1));
+            (
+                Verdict {
+                    allowed: false,
+                    remaining: 0,
+                    reset: wait,
+                    retry_after: wait,
+                },
+                Basis::SharedWindow,
+            )
+        } else if up || self.on_failure == RateLimitBackendFailure::Local {
+            let (v, slot) = self.share.acquire_at(key, now);
+            share_slot = Some(slot);
+            if v.allowed && up {
+                st.debt = st.debt.saturating_add(1);
+            }
+            (v, Basis::LocalShare)
+        } else if self.on_failure == RateLimitBackendFailure::Allow {
+            (
+                Verdict {
+                    allowed: true,
+                    remaining: requests,
+                    reset: Duration::ZERO,
+                    retry_after: Duration::ZERO,
+                },
+                Basis::BackendFailure,
+            )
+        } else {
+            (
+                Verdict {
+                    allowed: false,
+                    remaining: 0,
+                    reset: DENY_RETRY,
+                    retry_after: DENY_RETRY,
+                },
+                Basis::BackendFailure,
+            )
+        };
+        // Refill before the lease runs out: at half a batch.
+        if up && !st.pending && !st.full && st.lease <= self.batch(st, now) / 2 {
+            st.pending = true;
+            drop(keys);
+            let queued = self.backend.enqueue(SyncRequest {
+                limit: self.clone(),
+                hash,
+            });
+            if !queued {
+                if let Some(st) = self.shard(hash).peek_mut(&hash) {
+                    st.pending = false;
+                }
+            }
+        }
+        let taken = Taken {
+            hash,
+            basis,
+            share: share_slot,
+        };
+        (verdict, taken)
+    }
+
+    /// Gives back the token of an allowed request another limit refused.
+    pub fn refund(&self, taken: &Taken) {
+        let hash = taken.hash;
+        match taken.basis {
+            Basis::SharedWindow => {
+                if let Some(st) = self.shard(hash).peek_mut(&hash) {
+                    st.lease = st.lease.saturating_add(1);
+                }
+            }
+            Basis::LocalShare => {
+                if let Some(st) = self.shard(hash).peek_mut(&hash) {
+                    st.debt = st.debt.saturating_sub(1);
+                }
+                if let Some(slot) = taken.share {
+                    self.share.refund(slot);
+                }
+            }
+            Basis::Bucket | Basis::BackendFailure => {}
+        }
+    }
+
+    /// Tokens to ask for: the key's rate times the horizon, 1 to `max_batch`.
+    fn batch(&self, st: &KeyState, now: u64) -> u32 {
+        let elapsed = now.saturating_sub(st.last_sync) as f64 / 1e9;
+        // Under a millisecond since the last sync (a new key): too short to tell a rate, and a
+        // new key is most often a cold one.
+        let rate = if elapsed > 0.001 {
+            (st.rate + f64::from(st.demand) / elapsed) / 2.0
+        } else {
+            st.rate
+        };
+        ((rate * LEASE_HORIZON.as_secs_f64()).ceil() as u32).clamp(1, self.max_batch)
+    }
+
+    /// Takes what a sync of `hash` sends: the key name, tokens wanted, debt. `None`: the key is
+    /// gone.
+    fn take_sync(&self, hash: u64, now: u64) -> Option<(Arc<str>, u32, u32)> {
+        let mut keys = self.shard(hash);
+        let want = {
+            let st = keys.peek(&hash)?;
+            self.batch(st, now)
+        };
+        let st = keys.peek_mut(&hash)?;
+        let elapsed = now.saturating_sub(st.last_sync) as f64 / 1e9;
+        if elapsed > 0.001 {
+            st.rate = (st.rate + f64::from(st.demand) / elapsed) / 2.0;
+            st.demand = 0;
+            st.last_sync = now;
+        }
+        let debt = std::mem::take(&mut st.debt);
+        Some((st.redis_key.clone(), want, debt))
+    }
+
+    /// Applies Redis' answer for `hash` at `now`: `grant` tokens of a window counted `used`,
+    /// ending in `left_ms`.
+    fn apply(&self, hash: u64, now: u64, grant: u32, used: u64, left_ms: u64) {
+        if let Some(st) = self.shard(hash).peek_mut(&hash) {
+            let end = now + left_ms * 1_000_000;
+            if st.window_end != 0 && end > st.window_end + 1_000_000 {
+                // A new window: the old lease is void.
+                st.lease = 0;
+            }
+            st.window_end = end;
+            st.lease = st.lease.saturating_add(grant);
+            st.shared_used = used;
+            st.full = used >= u64::from(self.def.requests);
+            st.pending = false;
+        }
+    }
+
+    /// A sync of `hash` failed: it may be asked again.
+    fn failed(&self, hash: u64) {
+        if let Some(st) = self.shard(hash).peek_mut(&hash) {
+            st.pending = false;
+            st.debt = 0;
+        }
+    }
+
+    /// Forgets keys idle since their window ended; updates the keys gauge.
+    fn sweep(&self, now: u64) {
+        let mut total = 0;
+        for shard in self.shards.iter() {
+            let mut keys = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let idle: Vec<u64> = keys
+                .iter()
+                .filter(|(_, st)| {
+                    !st.pending
+                        && st.debt == 0
+                        && (st.window_end == 0 || now >= st.window_end)
+                        && now.saturating_sub(st.last_use) >= self.def.per.as_nanos() as u64
+                })
+                .map(|(h, _)| *h)
+                .collect();
+            for h in idle {
+                keys.remove(&h);
+            }
+            total += keys.len();
+        }
+        self.keys_gauge.set(total as i64);
+    }
+
+    /// Nanoseconds on this limit's clock.
+    pub fn now(&self) -> u64 {
+        self.share.now()
+    }
+
+    /// Keys tracked now.
+    pub fn keys(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    /// The limit.
+    pub fn def(&self) -> &RateLimitDef {
+        &self.def
+    }
+}
+
+/// What a cluster limit took for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    hash: u64,
+    basis: Basis,
+    share: Option<crate::limit::Slot>,
+}
+
+impl Taken {
+    /// What the request was decided on.
+    pub fn basis(&self) -> Basis {
+        self.basis
+    }
+}
+
+/// What a limit decided a request on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Basis {
+    /// A node limit's token bucket.
+    Bucket,
+    /// A lease from the shared window, or the window's being used up.
+    SharedWindow,
+    /// This node's share of a cluster limit.
+    LocalShare,
+    /// `onBackendFailure: allow` or `deny`.
+    BackendFailure,
+}
+
+impl Basis {
+    /// The `basis` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Basis::Bucket => "bucket",
+            Basis::SharedWindow => "shared_window",
+            Basis::LocalShare => "local_share",
+            Basis::BackendFailure => "backend_failure",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,186 @@
+//! Unit tests of cluster limits: leases, windows, fallback modes, key names, batch sizes, the
+//! sweep (no Redis: refills are driven by hand, as the sync task drives them).
+use super::*;
+use http::HeaderName;
+use tollgate_compile::l7::table::{LimitKey, LimitScope};
+
+const MS: u64 = 1_000_000;
+
+fn def(requests: u32) -> RateLimitDef {
+    RateLimitDef {
+        policy: "default/shared".into(),
+        index: 0,
+        name: "shared".into(),
+        key: LimitKey::Header(HeaderName::from_static("x-tenant")),
+        requests,
+        per: Duration::from_secs(1),
+        burst: requests,
+        shadow: false,
+        scope: LimitScope::Cluster {
+            on_failure: RateLimitBackendFailure::Local,
+        },
+    }
+}
+
+fn limit(
+    requests: u32,
+    agents: u32,
+    on_failure: RateLimitBackendFailure,
+    up: bool,
+) -> Arc<ClusterLimit> {
+    let backend = Backend::start(
+        ClusterSettings {
+            redis: None,
+            agents,
+        },
+        ClusterMetrics::default(),
+    );
+    if up {
+        // As the sync task does once Redis answers (no queue here: refills are driven by
+        // hand with take_sync and apply).
+        backend.set_up(true, None);
+    }
+    Arc::new(ClusterLimit::new(&def(requests), on_failure, backend, 1000))
+}
+
+fn key(v: &str) -> KeyValue<'_> {
+    KeyValue::Header(Some(v.as_bytes()))
+}
+
+fn hash(l: &ClusterLimit, v: &str) -> u64 {
+    crate::limit::hash_key(&l.hasher, key(v))
+}
+
+#[test]
+fn a_lease_is_spent_locally_and_a_used_up_window_refuses_until_it_ends() {
+    let l = limit(10, 1, RateLimitBackendFailure::Local, true);
+    let t0 = 1000 * MS;
+    // No lease yet: this node's share decides, and the request is owed to the window.
+    let (v, taken) = l.acquire_at(key("a"), t0);
+    assert!(v.allowed);
+    assert_eq!(taken.basis(), Basis::LocalShare);
+    let h = hash(&l, "a");
+    let (name, want, debt) = l.take_sync(h, t0).unwrap();
+    assert_eq!(
+        (want, debt),
+        (1, 1),
+        "a new key asks for one token and pays its debt"
+    );
+    assert!(name.starts_with("tollgate:rl:{"), "{name}");
+    // Redis grants 5 of a window counted 6, ending in 400 ms.
+    l.apply(h, t0, 5, 6, 400);
+    for left in (0..5).rev() {
+        let (v, taken) = l.acquire_at(key("a"), t0 + MS);
+        assert!(v.allowed);
+        assert_eq!(taken.basis(), Basis::SharedWindow);
+        // What the window has left as last heard (4) plus the lease.
+        assert_eq!(v.remaining, 4 + left);
+        assert_eq!(v.reset, Duration::from_millis(399));
+    }
+    // Redis: nothing left this window.
+    l.apply(h, t0 + 2 * MS, 0, 10, 300);
+    let (v, taken) = l.acquire_at(key("a"), t0 + 3 * MS);
+    assert!(!v.allowed);
+    assert_eq!(taken.basis(), Basis::SharedWindow);
+    assert_eq!(v.retry_after, Duration::from_millis(299));
+    // The window ends: the key is decided again (by the share until Redis answers).
+    let (v, taken) = l.acquire_at(key("a"), t0 + 303 * MS);
+    assert!(v.allowed);
+    assert_eq!(taken.basis(), Basis::LocalShare);
+}
+
+#[test]
+fn a_new_window_voids_the_old_lease_and_a_refund_returns_the_token() {
+    let l = limit(100, 1, RateLimitBackendFailure::Local, true);
+    let t0 = 1000 * MS;
+    l.acquire_at(key("a"), t0);
+    let h = hash(&l, "a");
+    l.take_sync(h, t0);
+    l.apply(h, t0, 3, 4, 100);
+    let (_, taken) = l.acquire_at(key("a"), t0);
+    l.refund(&taken);
+    assert_eq!(l.shard(h).peek(&h).unwrap().lease, 3);
+    // The lease's window is over: its tokens are void.
+    let (_, taken) = l.acquire_at(key("a"), t0 + 150 * MS);
+    assert_eq!(taken.basis(), Basis::LocalShare);
+    assert_eq!(l.shard(h).peek(&h).unwrap().lease, 0);
+}
+
+#[test]
+fn without_redis_each_limit_follows_its_on_backend_failure() {
+    let t0 = 1000 * MS;
+    // local: this agent's share, 10 / 2 agents.
+    let l = limit(10, 2, RateLimitBackendFailure::Local, false);
+    let allowed = (0..20)
+        .filter(|_| l.acquire_at(key("a"), t0).0.allowed)
+        .count();
+    assert_eq!(allowed, 5);
+    assert_eq!(l.acquire_at(key("a"), t0).1.basis(), Basis::LocalShare);
+    assert_eq!(
+        l.shard(hash(&l, "a")).peek(&hash(&l, "a")).unwrap().debt,
+        0,
+        "nothing is owed to a Redis that is down"
+    );
+    // allow: everything.
+    let l = limit(10, 2, RateLimitBackendFailure::Allow, false);
+    assert!((0..100).all(|_| l.acquire_at(key("a"), t0).0.allowed));
+    // deny: 429, retry in a second.
+    let l = limit(10, 2, RateLimitBackendFailure::Deny, false);
+    let (v, taken) = l.acquire_at(key("a"), t0);
+    assert!(!v.allowed);
+    assert_eq!(
+        (v.retry_after, taken.basis()),
+        (DENY_RETRY, Basis::BackendFailure)
+    );
+}
+
+#[test]
+fn redis_key_names_are_the_same_on_every_agent_and_name_no_key() {
+    let a = limit(10, 1, RateLimitBackendFailure::Local, false);
+    let b = limit(10, 1, RateLimitBackendFailure::Local, false);
+    let name = a.redis_key(key("tenant-42"));
+    assert_eq!(
+        name,
+        b.redis_key(key("tenant-42")),
+        "agents meet on one key"
+    );
+    assert_ne!(name, a.redis_key(key("tenant-43")));
+    assert_ne!(a.redis_key(KeyValue::Header(None)), a.redis_key(key("")));
+    assert!(!name.contains("tenant"), "{name}");
+    assert_eq!(name.len(), "tollgate:rl:{}".len() + 32, "{name}");
+}
+
+#[test]
+fn the_batch_follows_the_keys_rate_within_its_bounds() {
+    // 1000 per second over 2 agents: at most 1000 / (4 x 2) = 125 tokens at once.
+    let l = limit(1000, 2, RateLimitBackendFailure::Local, true);
+    let t0 = 1000 * MS;
+    let h = hash(&l, "a");
+    l.acquire_at(key("a"), t0);
+    assert_eq!(l.take_sync(h, t0).unwrap().1, 1, "a new key: one token");
+    // 51 requests in 100 ms (the first one counts: its sync came too soon to tell a rate):
+    // 510/s, averaged with the rate known before (0): 255/s x 100 ms = 25.5, rounded up.
+    for i in 0..50 {
+        l.acquire_at(key("a"), t0 + i * 2 * MS);
+    }
+    assert_eq!(l.take_sync(h, t0 + 100 * MS).unwrap().1, 26);
+    // A flood: capped.
+    for _ in 0..100_000 {
+        l.acquire_at(key("a"), t0 + 150 * MS);
+    }
+    assert_eq!(l.take_sync(h, t0 + 200 * MS).unwrap().1, 125);
+}
+
+#[test]
+fn idle_keys_are_swept_once_their_window_is_over() {
+    let l = limit(10, 1, RateLimitBackendFailure::Local, false);
+    let t0 = 1000 * MS;
+    for n in 0..100 {
+        l.acquire_at(key(&format!("k{n}")), t0);
+    }
+    l.sweep(t0 + 500 * MS);
+    assert_eq!(l.keys(), 100, "used within the last window");
+    l.sweep(t0 + 1000 * MS);
+    assert_eq!(l.keys(), 0);
+    assert_eq!(l.keys_gauge.get(), 0);
+}
