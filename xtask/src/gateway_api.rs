@@ -91,6 +91,12 @@ fn kinds() -> Vec<(&'static str, &'static str, &'static str, Value)> {
             schema::<tollgate_model::route::HTTPRoute>(),
         ),
         (
+            "GRPCRoute",
+            "gateway.networking.k8s.io/v1/GRPCRoute",
+            "IGRPCRoute",
+            schema::<tollgate_model::grpc_route::GRPCRoute>(),
+        ),
+        (
             "ReferenceGrant",
             "gateway.networking.k8s.io/v1beta1/ReferenceGrant",
             "IReferenceGrant",
