@@ -221,7 +221,8 @@ fn api_keys_and_basic_auth_guard_a_route_and_name_the_consumer() {
 }
 
 #[test]
-fn a_changed_key_file_is_reloaded_and_a_bad_one_keeps_the_old_keys_or_refuses_the_revision() {
+fn a_changed_key_file_is_reloaded_a_bad_one_keeps_the_old_keys_and_a_missing_one_leaves_its_policy_out(
+) {
     require_root!();
     const PROXY: u16 = 18141;
     const ADMIN: u16 = 19722;
