@@ -586,6 +586,7 @@ fn lookup_ns(routes: usize, path: &str) -> f64 {
             content: tollgate_revision(routes, 18000, 18443),
         }],
         cluster: None,
+        unresolved: Vec::new(),
     };
     let snapshot =
         compile_documents(&docs, Some(&["bench0".to_owned()])).expect("the revision compiles");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tollgate_tests::gitserver::{spawn_nginx, wait_for_port, ServerDir, TestCa};
 use tollgate_tests::l7::{curl, documents, gateway, install_secret, route_object, start_agent, to};
-use tollgate_tests::{http_get, metric_value, require_root, Lab};
+use tollgate_tests::{http_get, metric_value, require_root, Lab, POLICY_APPLIED};
 
 const PROXY: u16 = 18250;
 const ADMIN: u16 = 19835;
@@ -161,7 +161,8 @@ fn backends_over_tls_are_verified_by_ca_and_hostname_and_get_a_client_certificat
         "nginx answers 400 without a client certificate: {r:?}"
     );
 
-    // A Backend naming a CA that is not there refuses the revision; the last one stays.
+    // A Backend naming a CA that is not there is left out (naming the file), not the
+    // revision: the route to it answers 500, the others serve.
     let mut broken: Vec<&str> = docs.clone();
     let missing = tls_backend(
         "missing",
@@ -175,9 +176,14 @@ fn backends_over_tls_are_verified_by_ca_and_hostname_and_get_a_client_certificat
     let mut agent = agent;
     agent.sighup();
     agent
-        .wait_for_log("no-such-ca", Duration::from_secs(20))
+        .wait_for_log_count(POLICY_APPLIED, 2, Duration::from_secs(20))
         .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        agent.log().contains("default/no-such-ca/ca.crt"),
+        "{}",
+        agent.log()
+    );
     let r = get("/good");
-    assert_eq!(r.status, 200, "the last good revision stays: {r:?}");
-    assert_eq!(get("/missing").status, 404);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(get("/missing").status, 500);
 }

@@ -95,10 +95,24 @@ pub fn compile_documents_for_node(
         *object_counts.entry(kind).or_insert(0) += 1;
     }
     let objects = parsed.objects;
+    // The Secrets and ConfigMaps the source could not resolve: a cluster's (Kubernetes mode)
+    // or, for a directory or Git, the files under --tls-secrets-dir that cannot be read.
+    let unresolved: Vec<_> = docs
+        .cluster
+        .iter()
+        .flat_map(|c| c.unresolved.iter())
+        .chain(&docs.unresolved)
+        .cloned()
+        .collect();
     // L4 and L7 objects are checked together, so that one round reports every problem.
     let (policies, (l7, acceptance)) = match (
         validate(&objects),
-        crate::l7::compile_isolated_in(&objects, &parsed.left_out, docs.cluster.as_deref()),
+        crate::l7::compile_isolated_in(
+            &objects,
+            &parsed.left_out,
+            docs.cluster.as_deref(),
+            &unresolved,
+        ),
     ) {
         (Ok(p), Ok(t)) => (p, t),
         (p, t) => {

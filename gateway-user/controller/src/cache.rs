@@ -189,6 +189,7 @@ impl Cache {
                 },
                 files,
                 cluster,
+                unresolved: Vec::new(),
             },
             objects,
             current,

@@ -424,6 +424,7 @@ impl KubernetesSource {
                 })
                 .collect(),
             cluster,
+            unresolved: Vec::new(),
         };
         (docs, keys)
     }

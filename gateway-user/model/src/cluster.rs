@@ -52,8 +52,14 @@ pub struct Unresolved {
 impl Cluster {
     /// Why the reference `r` cannot be resolved, when it cannot.
     pub fn unresolved(&self, r: &crate::references::Reference) -> Option<&str> {
-        self.unresolved
-            .iter()
+        Unresolved::find(&self.unresolved, r)
+    }
+}
+
+impl Unresolved {
+    /// Why the reference `r` cannot be resolved according to `list`, when it cannot.
+    pub fn find<'a>(list: &'a [Unresolved], r: &crate::references::Reference) -> Option<&'a str> {
+        list.iter()
             .find(|u| u.use_ == r.use_ && u.namespace == r.namespace && u.name == r.name)
             .map(|u| u.why.as_str())
     }

@@ -43,6 +43,13 @@ pub struct Documents {
     /// does not resolve).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<std::sync::Arc<crate::cluster::Cluster>>,
+    /// Directory or Git mode: the Secrets and ConfigMaps the revision references whose files
+    /// under `--tls-secrets-dir` cannot be read (missing, not a file, unreadable), found by
+    /// the agent before the compile. The compiler leaves out what references them as it does
+    /// for [`crate::cluster::Cluster::unresolved`] (not kept there: a cluster's presence is
+    /// what makes Services resolve). Sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unresolved: Vec<crate::cluster::Unresolved>,
 }
 
 impl Documents {
@@ -63,6 +70,7 @@ impl Documents {
             },
             files,
             cluster: None,
+            unresolved: Vec::new(),
         }
     }
 }

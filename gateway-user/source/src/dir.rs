@@ -84,6 +84,7 @@ pub fn read_dir(root: &Path) -> Result<Documents, SourceError> {
         },
         files,
         cluster: None,
+        unresolved: Vec::new(),
     })
 }
 

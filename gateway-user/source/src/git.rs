@@ -901,6 +901,7 @@ impl GitSource {
             },
             files,
             cluster: None,
+            unresolved: Vec::new(),
         })
     }
 }

@@ -76,6 +76,7 @@ mod tests {
                 content: "kind: L4Policy\n".into(),
             }],
             cluster: None,
+            unresolved: Vec::new(),
         };
         save(dir.path(), &docs).unwrap();
         assert_eq!(load(dir.path()).unwrap(), Some(docs));

@@ -11,6 +11,7 @@ pub mod known_hosts;
 pub mod last_good;
 pub mod poll;
 pub mod redact;
+pub mod secret_files;
 pub mod verify;
 pub mod webhook;
 

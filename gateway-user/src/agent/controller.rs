@@ -53,8 +53,10 @@ pub struct Controller {
     applied: Option<Applied>,
     /// The message of the last refusal, so that the same broken revision is logged once.
     last_refusal: Option<String>,
-    /// The revision whose compiler warnings were logged last, so that they are logged once per
-    /// revision (not on every re-read of the same one).
+    /// The revision whose compiler warnings were logged last, with what it left out, so that
+    /// they are logged once per revision (not on every re-read of the same one), and again
+    /// when the same revision leaves out something else (a file under --tls-secrets-dir came
+    /// or went: same id, other acceptance).
     warned: Option<String>,
     schedule: RetrySchedule,
 }
@@ -310,13 +312,14 @@ impl Controller {
     /// attempt and its error stay as they were).
     fn applied(&mut self, snapshot: &Snapshot, source: &str, took: Duration, read: bool) {
         let id = snapshot.revision.id.clone();
-        if self.warned.as_deref() != Some(id.as_str()) {
+        let acceptance = &snapshot.acceptance;
+        let problems = tollgate_model::PolicyErrors(acceptance.problems());
+        let warned = format!("{id}\n{problems}");
+        if self.warned.as_deref() != Some(warned.as_str()) {
             for w in &snapshot.warnings {
                 warn!(revision = %id, "policy warning (the revision is enforced): {w}");
             }
-            let acceptance = &snapshot.acceptance;
             if !acceptance.complete() {
-                let problems = tollgate_model::PolicyErrors(acceptance.problems());
                 warn!(
                     revision = %id,
                     left_out = acceptance.left_out.len(),
@@ -324,7 +327,7 @@ impl Controller {
                     "revision applied in part: the objects and rules below are left out (or answer 500), everything else is enforced:\n{problems}"
                 );
             }
-            self.warned = Some(id.clone());
+            self.warned = Some(warned);
         }
         self.applied = Some(Applied { id: id.clone() });
         if read {

@@ -21,6 +21,7 @@ use tollgate_dataplane::{self as dataplane, AttachMode, Dataplane};
 use tollgate_proxy::{Proxy, ProxyConfig};
 use tollgate_source::git::GitOptions;
 use tollgate_source::poll::{DirSource, GitPolicySource, PolicySource};
+use tollgate_source::secret_files::SecretFiles;
 
 pub mod controller;
 pub mod links;
@@ -168,8 +169,14 @@ async fn failsafe_endpoints(config: &AgentConfig) -> (Vec<Failsafe>, Vec<Failsaf
 }
 
 fn open_source(config: &AgentConfig) -> anyhow::Result<Box<dyn PolicySource>> {
+    // A directory's or Git's revision names files under --tls-secrets-dir that the operator
+    // puts there: those that cannot be read leave out only what references them (the
+    // Kubernetes source finds its own unresolved Secrets and ConfigMaps).
+    let checked = |inner: Box<dyn PolicySource>| -> Box<dyn PolicySource> {
+        Box::new(SecretFiles::new(inner, &config.proxy.tls_secrets_dir))
+    };
     Ok(match &config.source {
-        SourceConfig::Dir(dir) => Box::new(DirSource::new(dir)),
+        SourceConfig::Dir(dir) => checked(Box::new(DirSource::new(dir))),
         SourceConfig::Git {
             url,
             reference,
@@ -177,7 +184,7 @@ fn open_source(config: &AgentConfig) -> anyhow::Result<Box<dyn PolicySource>> {
             options,
             allow_rewind,
             verify_commits,
-        } => Box::new(
+        } => checked(Box::new(
             GitPolicySource::open(
                 url,
                 reference,
@@ -188,7 +195,7 @@ fn open_source(config: &AgentConfig) -> anyhow::Result<Box<dyn PolicySource>> {
                 verify_commits.clone(),
             )
             .with_context(|| format!("open the Git source {}", config.source.describe()))?,
-        ),
+        )),
         SourceConfig::Kubernetes {
             settings,
             node_name,

@@ -65,9 +65,15 @@ impl BackendPorts {
     }
 }
 
-/// The ports a scenario's requests go to.
+/// The ports a scenario's requests go to and expect an answer on, which the runner waits for.
+/// A request that expects no response (`noResponse`: a listener left out) may go to a port
+/// nothing listens on, and is not waited for.
 pub fn request_ports(requests: &[Value]) -> BTreeSet<u16> {
-    requests.iter().map(|r| port_of(&r["request"])).collect()
+    requests
+        .iter()
+        .filter(|r| r["expect"]["noResponse"] != true)
+        .map(|r| port_of(&r["request"]))
+        .collect()
 }
 
 fn port_of(r: &Value) -> u16 {

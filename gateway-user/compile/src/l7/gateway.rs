@@ -134,7 +134,8 @@ pub(super) fn gateway(
             },
         };
         let mut tls = listener_protocol(&mut lc, &at, ns, l, grants);
-        // A certificate Secret the source could not resolve (Kubernetes mode): this listener
+        // A certificate Secret the source could not resolve (Kubernetes mode: the API; a
+        // directory or Git: its files under --tls-secrets-dir cannot be read): this listener
         // is not served (ResolvedRefs=False, InvalidCertificateRef), the others are.
         let own = format!("{at}.");
         for (field, why) in unresolved.iter().filter(|(f, _)| f.starts_with(&own)) {

@@ -53,7 +53,7 @@ mod tests;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use tollgate_model::cluster::Cluster;
+use tollgate_model::cluster::{Cluster, Unresolved};
 use tollgate_model::ratelimit::RateLimitMode;
 use tollgate_model::BanKind;
 use tollgate_model::{Checker, LeftOut, PolicyError, PolicyErrors};
@@ -122,18 +122,22 @@ pub fn compile_isolated(
     objects: &[Located<Object>],
     left_out: &[LeftOut],
 ) -> Result<(RouteTable, Acceptance), PolicyErrors> {
-    compile_isolated_in(objects, left_out, None)
+    compile_isolated_in(objects, left_out, None, &[])
 }
 
 /// As [`compile_isolated`], with the Services and EndpointSlices of the cluster the revision
 /// comes from (Kubernetes mode), which backendRefs to Services resolve through; `None`: no
-/// Service resolves.
+/// Service resolves. `unresolved`: the Secrets and ConfigMaps the source could not resolve
+/// (the cluster's [`Cluster::unresolved`], or a directory's or Git's files under
+/// `--tls-secrets-dir` that cannot be read: [`tollgate_model::Documents::unresolved`]); what
+/// references them is left out.
 pub fn compile_isolated_in(
     objects: &[Located<Object>],
     left_out: &[LeftOut],
     cluster: Option<&Cluster>,
+    unresolved: &[Unresolved],
 ) -> Result<(RouteTable, Acceptance), PolicyErrors> {
-    let (policy, acceptance) = validate(objects, left_out, cluster);
+    let (policy, acceptance) = validate(objects, left_out, cluster, unresolved);
     let first_route = objects
         .iter()
         .find(|o| matches!(o.value, Object::HTTPRoute(_)));
@@ -170,19 +174,16 @@ fn leave_out(
 }
 
 /// The references of `o` to Secrets and ConfigMaps that the source could not resolve
-/// ([`Cluster::unresolved`], Kubernetes mode), as (referencing field, why). A directory or Git
-/// revision has none: there a missing file refuses the revision when it is applied.
-fn unresolved(o: &Located<Object>, cluster: Option<&Cluster>) -> Vec<(String, String)> {
-    let Some(cluster) = cluster.filter(|c| !c.unresolved.is_empty()) else {
+/// (`list`: [`Cluster::unresolved`] in Kubernetes mode, the unreadable files of a directory or
+/// Git revision), as (referencing field, why). A file that is there but does not parse is not
+/// among them: it refuses the revision when it is applied.
+fn unresolved(o: &Located<Object>, list: &[Unresolved]) -> Vec<(String, String)> {
+    if list.is_empty() {
         return Vec::new();
-    };
+    }
     tollgate_model::references::references(&o.value)
         .into_iter()
-        .filter_map(|r| {
-            cluster
-                .unresolved(&r)
-                .map(|why| (r.field.clone(), why.to_owned()))
-        })
+        .filter_map(|r| Unresolved::find(list, &r).map(|why| (r.field.clone(), why.to_owned())))
         .collect()
 }
 
@@ -199,6 +200,7 @@ fn validate(
     objects: &[Located<Object>],
     parsed_left_out: &[LeftOut],
     cluster: Option<&Cluster>,
+    unresolved_refs: &[Unresolved],
 ) -> (L7Policy, Acceptance) {
     let mut policy = L7Policy::default();
     let mut acceptance = Acceptance::default();
@@ -277,7 +279,7 @@ fn validate(
             let def = backend(&mut c, &format!("{ns}/{name}"), b);
             // A CA or client certificate the source could not resolve leaves the Backend out
             // (the routes to it answer 500) rather than connect to it without them.
-            for (field, why) in unresolved(o, cluster) {
+            for (field, why) in unresolved(o, unresolved_refs) {
                 c.error(field, why);
             }
             match def {
@@ -332,7 +334,7 @@ fn validate(
                 &mut taken,
                 &mut schemes,
                 &grants,
-                &unresolved(o, cluster),
+                &unresolved(o, unresolved_refs),
             );
             match info {
                 Some(info) if errors.is_empty() => {
@@ -373,7 +375,7 @@ fn validate(
         let checked = auth_policy(&mut c, ns, o.value.name(), p, &route_names);
         // Credentials the source could not resolve leave the policy out, and the routes it
         // targets answer 500: they are never served without the authentication meant for them.
-        for (field, why) in unresolved(o, cluster) {
+        for (field, why) in unresolved(o, unresolved_refs) {
             c.error(field, why);
         }
         if let Some((targets, _, _)) = &checked {

@@ -13,9 +13,8 @@
 //!   it (the listener, the listeners a client CA covers, the AuthPolicy, whose routes then
 //!   answer 500, the Backend), as the Gateway API's failure isolation wants: one namespace's
 //!   missing Secret does not stop every other namespace's changes. Nothing is ever served
-//!   without the certificate or credential it names. (A directory or Git revision is refused
-//!   whole for a missing file instead: there the files are the operator's, read when the
-//!   revision is applied.)
+//!   without the certificate or credential it names. (A directory or Git revision gets the
+//!   same from the agent for its unreadable files there: `tollgate_source::secret_files`.)
 //! - the others are written under `--tls-secrets-dir` before the revision is handed on
 //!   ([`files`]), so the proxy reads (and, for certificates, reloads) them as it reads an
 //!   operator's files, and the directories of objects no longer referenced are removed.

@@ -63,6 +63,7 @@ spec:
             content: yaml,
         }],
         cluster: None,
+        unresolved: Vec::new(),
     };
     let objects = tollgate_model::parse(&docs).unwrap_or_else(|e| panic!("{e}"));
     tollgate_compile::l7::compile(&objects).unwrap_or_else(|e| panic!("{e}"))

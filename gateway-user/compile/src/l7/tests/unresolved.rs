@@ -184,3 +184,20 @@ spec:
     assert_eq!(out, ["Backend/a"]);
     assert_eq!(s.l7.policy.routes[0].rules[0].rule.unresolved_weight, 1);
 }
+
+/// A directory or Git revision carries its unreadable files in `Documents::unresolved`, with
+/// no cluster (Services still do not resolve): the same listener is left out, the same way.
+#[test]
+fn a_directorys_unreadable_certificate_file_leaves_out_its_listener_alone() {
+    let mut d = docs(&[("gateway.yaml", TLS_GATEWAY)]);
+    d.unresolved = vec![missing("default", "cert-b", Use::Certificate)];
+    let s = compile_documents(&d, None).unwrap_or_else(|e| panic!("refused: {e}"));
+    assert_eq!(listeners(&s), ["default/edge/http", "default/edge/a"]);
+    let problems = tollgate_model::PolicyErrors(s.acceptance.problems()).to_string();
+    assert!(
+        problems.contains("spec.listeners[2].tls.certificateRefs[0]")
+            && problems.contains("Secret default/cert-b does not exist"),
+        "{problems}"
+    );
+    assert!(d.cluster.is_none());
+}
