@@ -202,7 +202,7 @@ impl KubernetesSource {
             Ok(client) => {
                 secrets_client = Some(client.clone());
                 for (index, kind) in kinds.iter().enumerate() {
-                    let writer = Writer::<Stored>::new(kind.resource.clone());
+                    let writer = Writer::<Stored>::new(());
                     stores.push(writer.as_reader());
                     tasks.push(handle.spawn(watch::watch_kind(
                         client.clone(),
@@ -372,9 +372,9 @@ impl KubernetesSource {
                     path: o.path(kind),
                     key: [
                         kind.resource_name(),
-                        m.namespace.clone().unwrap_or_default(),
-                        m.name.clone().unwrap_or_default(),
-                        m.resource_version.clone().unwrap_or_default(),
+                        m.namespace.as_deref().unwrap_or_default().to_owned(),
+                        m.name.to_string(),
+                        m.resource_version.as_deref().unwrap_or_default().to_owned(),
                     ],
                     text: o.text.clone(),
                 });
@@ -441,7 +441,7 @@ impl KubernetesSource {
                     .and_then(|v| v.pointer("/spec/nodeSelector").cloned())
                     .filter(|v| !v.is_null());
                 if selector.is_some() {
-                    let name = o.metadata.name.as_deref().unwrap_or_default();
+                    let name = &o.metadata.name;
                     problems.push(PolicyError::new(
                         o.path(kind),
                         format!("L4Policy/{name}"),

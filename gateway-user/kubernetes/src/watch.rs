@@ -198,11 +198,8 @@ fn filter(
     event: Event<DynamicObject>,
 ) -> (Option<Event<Stored>>, bool) {
     let kept = |s: &Stored| {
-        let mut key = ObjectRef::<Stored>::new_with(
-            s.metadata.name.as_deref().unwrap_or_default(),
-            kind.resource.clone(),
-        );
-        key.namespace = s.metadata.namespace.clone();
+        let mut key = ObjectRef::<Stored>::new(&s.metadata.name);
+        key.namespace = s.metadata.namespace.as_deref().map(str::to_owned);
         reader.get(&key).filter(|old| s.same_spec(old))
     };
     match event {
