@@ -390,7 +390,11 @@ impl Run {
         // A single change after a quiet spell.
         std::thread::sleep(Duration::from_millis(400));
         let path = format!("/changed-{n}");
-        assert_eq!(http_status(HTTP, &path), Some(404), "{path} is not routed yet");
+        assert_eq!(
+            http_status(HTTP, &path),
+            Some(404),
+            "{path} is not routed yet"
+        );
         let before = applied(&self.log).len();
         self.fake
             .put(route(index, &path))

@@ -368,15 +368,16 @@ mod tests {
             rig.change_at(ms(1000 + 5 * i)).await;
         }
         // The first at once; the other nine together, QUIET after the last of them.
-        assert_eq!(
-            rig.wakes_at(ms(1200)).await,
-            [ms(1000), ms(1045) + QUIET]
-        );
+        assert_eq!(rig.wakes_at(ms(1200)).await, [ms(1000), ms(1045) + QUIET]);
         // A change just under QUIET after that wake-up still belongs to the burst.
         rig.change_at(ms(1045) + QUIET + ms(90)).await;
         assert_eq!(
             rig.wakes_at(ms(4000)).await,
-            [ms(1000), ms(1045) + QUIET, ms(1045) + QUIET + ms(90) + QUIET]
+            [
+                ms(1000),
+                ms(1045) + QUIET,
+                ms(1045) + QUIET + ms(90) + QUIET
+            ]
         );
     }
 
