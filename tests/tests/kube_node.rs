@@ -101,7 +101,7 @@ fn a_label_change_is_a_new_revision_and_a_heartbeat_is_not() {
     // its list, which the first revision waited for).
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut watches = fake.open_watches();
-    while watches.get("nodes").is_none() && Instant::now() < deadline {
+    while !watches.contains_key("nodes") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
         watches = fake.open_watches();
     }
