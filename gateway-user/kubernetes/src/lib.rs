@@ -12,8 +12,9 @@
 //! [`Next::Revision`] whenever the set of (kind, namespace, name, resourceVersion) differs from
 //! the one it returned last, and [`Next::Unchanged`] otherwise. The revision id names what it
 //! was built from: `k8s:` and 16 hex digits of a SHA-256 over that sorted set, then `@` and the
-//! highest resourceVersion in it. Changes wake the agent through the waker, debounced (100 ms
-//! after the last change of a burst, at most 1 s after its first).
+//! highest resourceVersion in it. Changes wake the agent through the waker: a change after a
+//! quiet spell at once, the changes of a burst together (100 ms after the last, at most 1 s
+//! after the first; see [`watch::debounce`]).
 //!
 //! Opened with a secrets directory ([`KubernetesSource::open_with_secrets`], what the agent
 //! does), the source also watches Secrets and ConfigMaps and writes those the policy
