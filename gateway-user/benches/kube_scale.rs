@@ -443,7 +443,7 @@ pub fn run(report: &mut Report) {
             l4_policies: 100,
         }
     };
-    let rounds = if report.quick() { 3 } else { 7 };
+    let rounds = if report.quick() { 3 } else { 15 };
     let load_before = load_average();
     let (mut run, cold) = cold_start(size);
     let watches = (run.fake.open_watch_count(), run.fake.peak_open_watches());
@@ -453,8 +453,14 @@ pub fn run(report: &mut Report) {
         .iter()
         .map(|(r, n)| format!("{r} {n}"))
         .collect();
+    // The agent's RSS after each change (MiB): whether rebuilds keep memory or it levels off.
+    let mut rss_series = Vec::new();
     let changes: Vec<Change> = (0..rounds)
-        .map(|n| run.change(size.routes / 2, n))
+        .map(|n| {
+            let c = run.change(size.routes / 2, n);
+            rss_series.push(format!("{:.0}", rss_of(run.agent.id()).0 as f64 / 1024.0));
+            c
+        })
         .collect();
     let rss_after = rss_of(run.agent.id());
     let load_after = load_average();
@@ -482,6 +488,7 @@ pub fn run(report: &mut Report) {
          | max / min | {hi:.0} / {lo:.0} ms | |\n\
          | the rebuild, p50: read / parse + compile / apply until enforced | {read:.0} / {rcompile:.0} / {rapply:.0} ms | |\n\
          | watch connections open when ready (most at once) | {open} ({peak}) | ≤ 15 |\n\n\
+         Agent RSS after each route change, MiB: {rss_series}.\n\n\
          Watches by resource: {by_resource}.\n\n\
          Machine load average (1, 5, 15 min) before: {load_before}; after: {load_after}.\n\n\
          Method. The fake API server of the tests crate (in the benchmark's process, plain HTTP on loopback) holds the \
@@ -511,6 +518,7 @@ pub fn run(report: &mut Report) {
         open = watches.0,
         peak = watches.1,
         by_resource = by_resource.join(", "),
+        rss_series = rss_series.join(", "),
         half = size.routes / 2,
     );
     report.section("Kubernetes source: a large cluster", md);
