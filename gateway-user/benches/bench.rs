@@ -9,11 +9,13 @@
 //! - compile and apply of 100,000 CIDR rules, and a one-rule change on top;
 //! - packets per second on a veth pair (veth.rs);
 //! - from `git push` to enforcement in the kernel, with the webhook and with polling (push.rs);
-//! - from an apply through the Kubernetes API to enforcement in the kernel (kube.rs);
+//! - from an apply through the Kubernetes API to enforcement in the kernel (kube.rs), and a
+//!   large cluster: cold start, memory, one route changed among 10,000 (kube_scale.rs);
 //! - the L7 proxy against nginx and haproxy, and the cost of 10,000 routes (l7.rs);
 //! - API key checks by the number of keys (auth.rs).
 mod auth;
 mod kube;
+mod kube_scale;
 mod l7;
 mod push;
 mod veth;
@@ -96,6 +98,13 @@ pub fn sh(program: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The machine's load average over 1, 5 and 15 minutes, as /proc/loadavg gives it.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -628,6 +637,7 @@ fn main() {
     }
     if want("kube") {
         kube::run(&mut report);
+        kube_scale::run(&mut report);
     }
     if want("l7") {
         l7::run(&mut report);

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tollgate_kubernetes::{KubernetesSource, Settings};
@@ -97,11 +97,11 @@ fn a_label_change_is_a_new_revision_and_a_heartbeat_is_not() {
         &*first.cluster.as_ref().unwrap().node.as_ref().unwrap().name,
         "node-a"
     );
-    // One watch more than without a node: the Node's, for this node alone. (The revision comes
-    // once every kind is listed; a watch opens just after its list: wait for it.)
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    // One watch more than without a node: the Node's, for this node alone (opened just after
+    // its list, which the first revision waited for).
+    let deadline = Instant::now() + Duration::from_secs(5);
     let mut watches = fake.open_watches();
-    while !watches.contains_key("nodes") && std::time::Instant::now() < deadline {
+    while !watches.contains_key("nodes") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
         watches = fake.open_watches();
     }
@@ -187,6 +187,9 @@ fn without_a_node_name_a_policy_with_a_node_selector_is_refused() {
     assert!(first.cluster.as_ref().unwrap().node.is_none());
     let watches = fake.open_watches();
     assert!(!watches.contains_key("nodes"), "{watches:?}");
+    // The initial lists are a burst: its last wake-up may come after the first read.
+    std::thread::sleep(Duration::from_millis(300));
+    while rx.try_recv().is_ok() {}
     fake.put(l4("edge", Some(json!({"matchLabels": {"role": "edge"}}))))
         .unwrap();
     rx.recv_timeout(Duration::from_secs(2))

@@ -220,6 +220,10 @@ fn a_status_only_update_is_no_new_revision_and_a_spec_update_or_delete_is_one_at
     let (mut source, rx) = open(&fake, &dir);
     let first = revision(&mut source);
     woken(&rx, Duration::from_secs(2), "the initial lists");
+    // The lists are a burst of changes: its first wakes the agent at once, the rest once more
+    // when they are over.
+    std::thread::sleep(Duration::from_millis(300));
+    drain(&rx);
 
     // Status only: the resourceVersion moves, generation does not.
     let mut with_status = fake.get(L4, "L4Policy", None, "edge").unwrap();
@@ -367,7 +371,9 @@ fn a_kind_whose_crd_is_missing_does_not_block_the_others() {
     let (mut source, rx) = open(&fake, &dir);
     let docs = revision(&mut source);
     assert_eq!(paths(&docs), ["kubernetes:/L4Policy/edge"]);
-    // The other kinds keep working.
+    // The other kinds keep working. (The initial lists are a burst: its last wake-up may come
+    // after the first read.)
+    std::thread::sleep(Duration::from_millis(300));
     drain(&rx);
     fake.put(route("team-a", "r1", "a.example")).unwrap();
     woken(&rx, Duration::from_secs(2), "a route next to missing kinds");

@@ -147,8 +147,8 @@ impl Cache {
                 }
                 let key = ObjectKey {
                     kind: kind.to_owned(),
-                    namespace: stored.metadata.namespace.clone(),
-                    name: stored.metadata.name.clone().unwrap_or_default(),
+                    namespace: stored.metadata.namespace.as_deref().map(str::to_owned),
+                    name: stored.metadata.name.to_string(),
                 };
                 current.insert(
                     key.clone(),

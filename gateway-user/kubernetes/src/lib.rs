@@ -12,8 +12,9 @@
 //! [`Next::Revision`] whenever the set of (kind, namespace, name, resourceVersion) differs from
 //! the one it returned last, and [`Next::Unchanged`] otherwise. The revision id names what it
 //! was built from: `k8s:` and 16 hex digits of a SHA-256 over that sorted set, then `@` and the
-//! highest resourceVersion in it. Changes wake the agent through the waker, debounced (100 ms
-//! after the last change of a burst, at most 1 s after its first).
+//! highest resourceVersion in it. Changes wake the agent through the waker: a change after a
+//! quiet spell at once, the changes of a burst together (100 ms after the last, at most 1 s
+//! after the first; see [`watch::debounce`]).
 //!
 //! Opened with a secrets directory ([`KubernetesSource::open_with_secrets`], what the agent
 //! does), the source also watches Secrets and ConfigMaps and writes those the policy
@@ -202,7 +203,7 @@ impl KubernetesSource {
             Ok(client) => {
                 secrets_client = Some(client.clone());
                 for (index, kind) in kinds.iter().enumerate() {
-                    let writer = Writer::<Stored>::new(kind.resource.clone());
+                    let writer = Writer::<Stored>::new(());
                     stores.push(writer.as_reader());
                     tasks.push(handle.spawn(watch::watch_kind(
                         client.clone(),
@@ -375,9 +376,9 @@ impl KubernetesSource {
                     path: o.path(kind),
                     key: [
                         kind.resource_name(),
-                        m.namespace.clone().unwrap_or_default(),
-                        m.name.clone().unwrap_or_default(),
-                        m.resource_version.clone().unwrap_or_default(),
+                        m.namespace.as_deref().unwrap_or_default().to_owned(),
+                        m.name.to_string(),
+                        m.resource_version.as_deref().unwrap_or_default().to_owned(),
                     ],
                     text: o.text.clone(),
                 });
@@ -445,7 +446,7 @@ impl KubernetesSource {
                     .and_then(|v| v.pointer("/spec/nodeSelector").cloned())
                     .filter(|v| !v.is_null());
                 if selector.is_some() {
-                    let name = o.metadata.name.as_deref().unwrap_or_default();
+                    let name = &o.metadata.name;
                     problems.push(PolicyError::new(
                         o.path(kind),
                         format!("L4Policy/{name}"),

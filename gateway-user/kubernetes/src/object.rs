@@ -3,9 +3,8 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ApiResource, DynamicObject};
-use kube::core::DynamicResourceScope;
+use kube::runtime::reflector::Lookup;
 use kube::Resource;
 use serde_json::{Map, Value};
 use tollgate_model::{auth, backend, gateway, gateway_class, l4, ratelimit, route, traffic};
@@ -61,36 +60,54 @@ pub fn watched_kinds() -> Vec<WatchedKind> {
 #[derive(Debug, Clone)]
 pub struct Stored {
     /// name, namespace, uid, generation, resourceVersion; nothing else.
-    pub metadata: ObjectMeta,
+    pub metadata: Identity,
     /// The object as JSON (apiVersion, kind, metadata, every other top-level field but
     /// `status`).
     pub text: Arc<str>,
 }
 
-impl Resource for Stored {
-    type DynamicType = ApiResource;
-    type Scope = DynamicResourceScope;
+/// What is kept of an object's metadata besides its text: what the store's key, the revision
+/// id and the status-only check read. (kube's `ObjectMeta`, two dozen fields, is most of a
+/// small object's cost in a store; so is a key that repeats the kind's `ApiResource`, which is
+/// why [`Stored`] is keyed by name and namespace alone: each store holds one kind.)
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub name: Box<str>,
+    pub namespace: Option<Box<str>>,
+    pub uid: Option<Box<str>>,
+    pub generation: Option<i64>,
+    pub resource_version: Option<Box<str>>,
+}
 
-    fn kind(dt: &ApiResource) -> Cow<'_, str> {
-        dt.kind.as_str().into()
+/// How kube's reflector store keys a [`Stored`]: by name and namespace. The kind (the key's
+/// dynamic type) is `()`, since every store holds a single kind, and the key carries no
+/// resourceVersion or uid (the object itself does).
+impl Lookup for Stored {
+    type DynamicType = ();
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "Stored".into()
     }
-    fn group(dt: &ApiResource) -> Cow<'_, str> {
-        dt.group.as_str().into()
+    fn group(_: &()) -> Cow<'_, str> {
+        "".into()
     }
-    fn version(dt: &ApiResource) -> Cow<'_, str> {
-        dt.version.as_str().into()
+    fn version(_: &()) -> Cow<'_, str> {
+        "".into()
     }
-    fn api_version(dt: &ApiResource) -> Cow<'_, str> {
-        dt.api_version.as_str().into()
+    fn plural(_: &()) -> Cow<'_, str> {
+        "".into()
     }
-    fn plural(dt: &ApiResource) -> Cow<'_, str> {
-        dt.plural.as_str().into()
+    fn name(&self) -> Option<Cow<'_, str>> {
+        Some(Cow::Borrowed(&self.metadata.name))
     }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
+    fn namespace(&self) -> Option<Cow<'_, str>> {
+        self.metadata.namespace.as_deref().map(Cow::Borrowed)
     }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
+    fn resource_version(&self) -> Option<Cow<'_, str>> {
+        None
+    }
+    fn uid(&self) -> Option<Cow<'_, str>> {
+        None
     }
 }
 
@@ -162,13 +179,12 @@ impl Stored {
         let text =
             serde_json::to_string(&Value::Object(top)).expect("a JSON value always serializes");
         Stored {
-            metadata: ObjectMeta {
-                name: metadata.name,
-                namespace,
-                uid: metadata.uid,
+            metadata: Identity {
+                name: metadata.name.unwrap_or_default().into(),
+                namespace: namespace.map(Into::into),
+                uid: metadata.uid.map(Into::into),
                 generation: metadata.generation,
-                resource_version: metadata.resource_version,
-                ..ObjectMeta::default()
+                resource_version: metadata.resource_version.map(Into::into),
             },
             text: text.into(),
         }
@@ -191,7 +207,7 @@ impl Stored {
     /// The file name errors point at: `kubernetes:/NAMESPACE/Kind/NAME`, or for a
     /// cluster-scoped kind `kubernetes:/Kind/NAME`.
     pub fn path(&self, kind: &WatchedKind) -> String {
-        let name = self.metadata.name.as_deref().unwrap_or_default();
+        let name = &self.metadata.name;
         match &self.metadata.namespace {
             Some(ns) => format!("kubernetes:/{ns}/{}/{name}", kind.resource.kind),
             None => format!("kubernetes:/{}/{name}", kind.resource.kind),
@@ -268,7 +284,16 @@ mod tests {
             stored.path(&kind("HTTPRoute")),
             "kubernetes:/team-a/HTTPRoute/r"
         );
-        assert!(stored.metadata.managed_fields.is_none());
+        assert_eq!(
+            stored.metadata,
+            Identity {
+                name: "r".into(),
+                namespace: Some("team-a".into()),
+                uid: Some("u1".into()),
+                generation: Some(3),
+                resource_version: Some("42".into()),
+            }
+        );
     }
 
     #[test]

@@ -23,9 +23,10 @@ use tracing::{debug, info, warn};
 
 use crate::object::{Stored, WatchedKind};
 
-/// The agent is woken this long after the last change of a burst...
+/// A change this long after the one before wakes the agent at once; changes closer together
+/// are a burst, which wakes the agent this long after its last change...
 pub const QUIET: Duration = Duration::from_millis(100);
-/// ...and never later than this after its first change.
+/// ...and never later than this after the first change it held back.
 pub const MAX_DELAY: Duration = Duration::from_secs(1);
 
 /// What the watch tasks tell [`crate::KubernetesSource::next`].
@@ -197,11 +198,8 @@ fn filter(
     event: Event<DynamicObject>,
 ) -> (Option<Event<Stored>>, bool) {
     let kept = |s: &Stored| {
-        let mut key = ObjectRef::<Stored>::new_with(
-            s.metadata.name.as_deref().unwrap_or_default(),
-            kind.resource.clone(),
-        );
-        key.namespace = s.metadata.namespace.clone();
+        let mut key = ObjectRef::<Stored>::new(&s.metadata.name);
+        key.namespace = s.metadata.namespace.as_deref().map(str::to_owned);
         reader.get(&key).filter(|old| s.same_spec(old))
     };
     match event {
@@ -226,35 +224,56 @@ fn filter(
     }
 }
 
-/// Wakes the agent after a burst of changes: [`QUIET`] after the last one, and at most
-/// [`MAX_DELAY`] after the first; only once every kind has synced (before that, `next` has
-/// nothing to give).
+/// Wakes the agent when the stores change, only once every kind has synced (before that,
+/// `next` has nothing to give).
+///
+/// A change after a quiet spell (no change for [`QUIET`]) wakes the agent at once: a single
+/// `kubectl apply` costs no waiting. The changes that follow it closely are a burst and are
+/// coalesced: they wake the agent once, [`QUIET`] after the last of them, and never later than
+/// [`MAX_DELAY`] after the first of them, so `kubectl apply -f dir/` of many objects is two
+/// rebuilds (the first object at once, the rest together) rather than one per object, and a
+/// change that never stops still reaches the agent every second.
 pub(crate) async fn debounce(shared: Arc<Shared>) {
     loop {
+        // Quiet: the first change is served at once.
         shared.changed.notified().await;
-        let cap = Instant::now() + MAX_DELAY;
+        wake(&shared);
+        // A burst lasts as long as changes come less than QUIET apart.
         loop {
-            let quiet = (Instant::now() + QUIET).min(cap);
             tokio::select! {
-                _ = shared.changed.notified() => {
-                    if Instant::now() >= cap {
-                        break;
-                    }
-                }
-                _ = tokio::time::sleep_until(quiet.into()) => break,
+                _ = shared.changed.notified() => {}
+                _ = tokio::time::sleep(QUIET) => break,
             }
+            // tokio's clock (not std's), so that the tests can pause it.
+            let cap = tokio::time::Instant::now() + MAX_DELAY;
+            loop {
+                let quiet = (tokio::time::Instant::now() + QUIET).min(cap);
+                tokio::select! {
+                    _ = shared.changed.notified() => {
+                        if tokio::time::Instant::now() >= cap {
+                            break;
+                        }
+                    }
+                    _ = tokio::time::sleep_until(quiet) => break,
+                }
+            }
+            wake(&shared);
         }
-        if !shared.lock().all_synced() {
-            continue;
-        }
-        let waker = shared
-            .waker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(wake) = waker {
-            wake();
-        }
+    }
+}
+
+/// Calls the agent's waker, if every kind has synced and the agent has set one.
+fn wake(shared: &Shared) {
+    if !shared.lock().all_synced() {
+        return;
+    }
+    let waker = shared
+        .waker
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if let Some(wake) = waker {
+        wake();
     }
 }
 
@@ -276,5 +295,125 @@ pub(crate) fn wait_for_sync(shared: &Shared, timeout: Duration) {
             Ok((s, _)) => s,
             Err(p) => p.into_inner().0,
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    /// A debouncer over `kinds` kinds (all synced unless told), and the times it woke the agent,
+    /// relative to `start`.
+    struct Rig {
+        shared: Arc<Shared>,
+        wakes: Arc<Mutex<Vec<Duration>>>,
+        start: Instant,
+    }
+
+    impl Rig {
+        fn new(synced: bool) -> Rig {
+            let shared = Arc::new(Shared::new(2));
+            shared.update(|s| s.kinds.iter_mut().for_each(|k| k.synced = synced));
+            let wakes = Arc::new(Mutex::new(Vec::new()));
+            let start = Instant::now();
+            let log = wakes.clone();
+            *shared.waker.lock().unwrap() = Some(Arc::new(move || {
+                log.lock().unwrap().push(start.elapsed());
+            }));
+            tokio::spawn(debounce(shared.clone()));
+            Rig {
+                shared,
+                wakes,
+                start,
+            }
+        }
+
+        /// A store changes at `at` (after `start`).
+        async fn change_at(&self, at: Duration) {
+            tokio::time::sleep_until(self.start + at).await;
+            self.shared.changed.notify_one();
+        }
+
+        /// The wake-ups so far, once the clock reached `at`.
+        async fn wakes_at(&self, at: Duration) -> Vec<Duration> {
+            tokio::time::sleep_until(self.start + at).await;
+            // Let the debouncer run what became due at `at`.
+            tokio::task::yield_now().await;
+            self.wakes.lock().unwrap().clone()
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_after_a_quiet_spell_wakes_the_agent_at_once() {
+        let rig = Rig::new(true);
+        rig.change_at(ms(1000)).await;
+        assert_eq!(rig.wakes_at(ms(1000)).await, [ms(1000)]);
+        // Nothing more comes of it.
+        assert_eq!(rig.wakes_at(ms(3000)).await, [ms(1000)]);
+        // Another lone change, after a quiet spell: at once again.
+        rig.change_at(ms(3000)).await;
+        assert_eq!(rig.wakes_at(ms(5000)).await, [ms(1000), ms(3000)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn changes_close_behind_the_first_are_one_wake_up_after_the_quiet() {
+        let rig = Rig::new(true);
+        // `kubectl apply -f dir/`: ten objects 5 ms apart.
+        for i in 0..10 {
+            rig.change_at(ms(1000 + 5 * i)).await;
+        }
+        // The first at once; the other nine together, QUIET after the last of them.
+        assert_eq!(rig.wakes_at(ms(1200)).await, [ms(1000), ms(1045) + QUIET]);
+        // A change just under QUIET after that wake-up still belongs to the burst.
+        rig.change_at(ms(1045) + QUIET + ms(90)).await;
+        assert_eq!(
+            rig.wakes_at(ms(4000)).await,
+            [
+                ms(1000),
+                ms(1045) + QUIET,
+                ms(1045) + QUIET + ms(90) + QUIET
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_that_never_pauses_reaches_the_agent_within_max_delay() {
+        let rig = Rig::new(true);
+        // A change every 30 ms for 3 s: the quiet period never comes.
+        let changes: Vec<Duration> = (0..100).map(|i| ms(1000 + 30 * i)).collect();
+        for &at in &changes {
+            rig.change_at(at).await;
+        }
+        let wakes = rig.wakes_at(ms(6000)).await;
+        assert_eq!(wakes[0], ms(1000), "the first change at once: {wakes:?}");
+        // Every change is in a revision at most MAX_DELAY (plus one step of the burst) later.
+        for at in &changes {
+            let next = wakes.iter().find(|w| *w >= at);
+            assert!(
+                next.is_some_and(|w| *w - *at <= MAX_DELAY + ms(30)),
+                "the change at {at:?} waited for {next:?}: {wakes:?}"
+            );
+        }
+        // Coalesced: a few wake-ups for 100 changes.
+        assert!(wakes.len() <= 5, "{wakes:?}");
+        // The last one: QUIET after the last change.
+        assert_eq!(wakes.last(), Some(&(changes[99] + QUIET)), "{wakes:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_wakes_the_agent_before_every_kind_has_synced() {
+        let rig = Rig::new(false);
+        rig.change_at(ms(100)).await;
+        assert!(rig.wakes_at(ms(2000)).await.is_empty());
+        // The last kind syncs: its InitDone is a change, which wakes the agent at once.
+        rig.shared
+            .update(|s| s.kinds.iter_mut().for_each(|k| k.synced = true));
+        rig.change_at(ms(2000)).await;
+        assert_eq!(rig.wakes_at(ms(2000)).await, [ms(2000)]);
     }
 }

@@ -276,20 +276,21 @@ impl Store {
             .ok_or_else(|| ApiError::not_found(&kind.resource(), name))
     }
 
-    /// The objects of `kind` as they were at `at` (history rolled back), in key order.
-    fn snapshot(&self, kind: &Kind, at: u64) -> BTreeMap<ObjKey, Value> {
-        let mut state: BTreeMap<ObjKey, Value> = self
+    /// The objects of `kind` as they were at `at` (history rolled back), in key order. By
+    /// reference: a paged list of a large kind reads this once per page, and copying every
+    /// object each time made listing 10,000 objects take seconds.
+    fn snapshot(&self, kind: &Kind, at: u64) -> BTreeMap<&ObjKey, &Value> {
+        let mut state: BTreeMap<&ObjKey, &Value> = self
             .objects
             .iter()
             .filter(|(k, _)| k.same_resource(kind))
-            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for e in self.history.iter().rev().take_while(|e| e.rv > at) {
             if !e.key.same_resource(kind) {
                 continue;
             }
             match &e.previous {
-                Some(prev) => state.insert(e.key.clone(), prev.clone()),
+                Some(prev) => state.insert(&e.key, prev),
                 None => state.remove(&e.key),
             };
         }
@@ -363,7 +364,7 @@ impl Store {
                 }
             }
         };
-        let matching: Vec<(ObjKey, Value)> = self
+        let matching: Vec<(&ObjKey, &Value)> = self
             .snapshot(kind, at)
             .into_iter()
             .filter(|(k, v)| {
@@ -375,7 +376,7 @@ impl Store {
             })
             .collect();
         let total = matching.len();
-        let page: Vec<&(ObjKey, Value)> = matching.iter().take(limit.unwrap_or(total)).collect();
+        let page: Vec<&(&ObjKey, &Value)> = matching.iter().take(limit.unwrap_or(total)).collect();
         let mut metadata = json!({"resourceVersion": at.to_string()});
         if page.len() < total {
             let last = &page.last().expect("a limit of at least 1").0;
