@@ -3,16 +3,18 @@
 Run by `cargo xtask test` (xtask/src/manifests.rs) with the Python of its venv, which holds
 `jsonschema` and PyYAML (both come with kubernetes-validate).
 
-    python validate_crs.py CRD_DIR FILE...
+    python validate_crs.py [--gateway-api-out FILE] CRD_DIR FILE...
 
 Every object whose apiVersion is in the tollgate.dev group is checked against the schema of its
-kind: YAML files whole, Markdown files by their ```yaml blocks. Objects of other groups (the
-Gateway API's) are counted and skipped: their CRDs are not in this repository. The API server
+kind: YAML files whole, Markdown files by their ```yaml blocks. The Gateway API's objects
+(gateway.networking.k8s.io) are written to FILE as JSON, for `gateway-api-types/validate.mjs`
+to check against the Gateway API's own schemas; objects of other groups are counted and skipped. The API server
 adds apiVersion, kind and metadata checks of its own; the schema is the CRD's as written.
 Prints one line per problem (file, object, field path), then `N passed, N failed`; exit 1 on
 any problem.
 """
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -21,6 +23,7 @@ import jsonschema
 import yaml
 
 GROUP = "tollgate.dev"
+GATEWAY_API = "gateway.networking.k8s.io"
 
 
 def strict(schema, root=True):
@@ -77,8 +80,13 @@ def objects(path):
 
 
 def main(argv):
+    gateway_api_out = None
+    if len(argv) > 2 and argv[1] == "--gateway-api-out":
+        gateway_api_out = argv[2]
+        argv = argv[:1] + argv[3:]
     schemas = crd_schemas(argv[1])
     passed = failed = skipped = 0
+    gateway_api = []
     for name in argv[2:]:
         try:
             found = list(objects(Path(name)))
@@ -91,7 +99,10 @@ def main(argv):
                 continue
             api_version, kind = obj["apiVersion"], obj["kind"]
             if not str(api_version).startswith(GROUP + "/"):
-                skipped += 1
+                if str(api_version).startswith(GATEWAY_API + "/"):
+                    gateway_api.append({"where": where, "object": obj})
+                else:
+                    skipped += 1
                 continue
             label = f"{where}: {kind}/{obj.get('metadata', {}).get('name', '?')}"
             schema = schemas.get((api_version, kind))
@@ -108,7 +119,11 @@ def main(argv):
                 failed += 1
             else:
                 passed += 1
-    print(f"custom resources of other groups skipped (no CRD here): {skipped}")
+    if gateway_api_out is not None:
+        with open(gateway_api_out, "w") as out:
+            json.dump(gateway_api, out, default=str)
+        print(f"Gateway API objects, checked by validate.mjs: {len(gateway_api)}")
+    print(f"objects of other groups skipped (no schema here): {skipped}")
     print(f"{passed} passed, {failed} failed")
     return 1 if failed or not passed else 0
 

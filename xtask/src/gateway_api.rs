@@ -137,6 +137,26 @@ pub fn ensure_npm_tools() -> Result<()> {
     run(ci).context("npm ci (the npm registry)")
 }
 
+/// Checks the Gateway API objects of the examples and docs (written to `objects` by
+/// `validate_crs.py`) against the Gateway API's own schemas: the validators the npm package
+/// generates from them (types, required fields, enumerations, patterns, lengths, counts; not
+/// the CRDs' CEL rules, which the compiler checks itself).
+pub fn validate_objects(objects: &Path) -> Result<()> {
+    let dir = npm_dir();
+    if !dir.join(TYPES).join("package.json").is_file() {
+        bail!(
+            "{} is missing: run `cargo xtask setup`",
+            dir.join(TYPES).display()
+        );
+    }
+    // The script resolves the package from its own directory: it runs from npm's.
+    std::fs::copy(pinned_dir().join("validate.mjs"), dir.join("validate.mjs"))
+        .context("copy validate.mjs")?;
+    let mut node = Command::new("node");
+    node.arg("validate.mjs").arg(objects).current_dir(&dir);
+    run(node).context("the Gateway API objects of examples/ and docs/ against the Gateway API's schemas")
+}
+
 /// One step down a schema: a property, an array's item, or a map's value.
 #[derive(Clone, Debug, PartialEq)]
 enum Step {

@@ -2,7 +2,9 @@
 //! (the base and each overlay) rendered by `kubectl kustomize` and validated by
 //! `kubernetes-validate --strict` against the schemas of the oldest Kubernetes supported, and
 //! every example custom resource (`examples/`, the docs' YAML blocks) validated against our
-//! CRDs' `openAPIV3Schema` (`xtask/validate_crs.py`, with the `jsonschema` package).
+//! CRDs' `openAPIV3Schema` (`xtask/validate_crs.py`, with the `jsonschema` package), and the
+//! Gateway API objects among them against the Gateway API's own schemas
+//! (`xtask/gateway-api-types/validate.mjs`, see `gateway_api.rs`).
 //!
 //! The Python tools live in a venv under the target directory, made by `cargo xtask setup`
 //! from Debian's python3 (so that nothing is installed into the system's Python).
@@ -163,11 +165,18 @@ pub fn validate_custom_resources() -> Result<()> {
     // The ConfigMap of the standalone install ships a policy too; it is a YAML string there,
     // checked by gateway-user/tests/manifests.rs against examples/edge.yaml.
     files.sort();
+    // The Gateway API's objects among them go to a file, checked against the Gateway API's own
+    // schemas by gateway_api::validate_objects.
+    let gateway_api = target_dir().join("gateway-api-objects.json");
     let mut cmd = Command::new(venv_bin("python"));
     cmd.arg(root().join("xtask/validate_crs.py"))
+        .arg("--gateway-api-out")
+        .arg(&gateway_api)
         .arg(root().join("manifests/crds"))
         .args(&files);
-    run(cmd)
+    let ours = run(cmd);
+    let theirs = crate::gateway_api::validate_objects(&gateway_api);
+    ours.and(theirs)
 }
 
 fn output(mut cmd: Command) -> Result<Vec<u8>> {
