@@ -702,3 +702,43 @@ fn a_missing_certificate_or_keys_secret_is_reported_and_its_creation_resolves_it
         (state(&a["conditions"], "Accepted") == pair("True", "Accepted")).then_some(())
     });
 }
+
+/// The controller compiles with the cluster's Services, as the agents do: a backendRef to an
+/// existing Service port resolves, one to a Service that does not exist is `BackendNotFound`.
+#[test]
+fn backend_refs_to_services_are_judged_with_the_clusters_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, kubeconfig) = start_fake(dir.path());
+    let to_service = |name: &str, service: &str| {
+        format!("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{ name: {name}, namespace: apps }}\nspec:\n  parentRefs: [{{ name: edge }}]\n  rules:\n    - backendRefs: [{{ name: {service}, port: 80 }}]\n")
+    };
+    let service = "apiVersion: v1\nkind: Service\nmetadata: { name: web, namespace: apps }\nspec:\n  selector: { app: web }\n  ports: [{ name: http, port: 80, targetPort: 8080 }]\n";
+    fake.apply_yaml(
+        &[
+            GATEWAY,
+            NODE,
+            service,
+            &to_service("to-web", "web"),
+            &to_service("to-nothing", "nothing"),
+        ]
+        .join("---\n"),
+    )
+    .unwrap();
+    let _controller = Controller::start(&kubeconfig, "solo", dir.path());
+    let web = wait_for(Duration::from_secs(20), "route to-web's status", || {
+        our_parent(&fake, "to-web")
+    });
+    assert_eq!(
+        state(&web["conditions"], "ResolvedRefs"),
+        pair("True", "ResolvedRefs"),
+        "{web}"
+    );
+    let nothing = wait_for(Duration::from_secs(10), "route to-nothing's status", || {
+        our_parent(&fake, "to-nothing")
+    });
+    assert_eq!(
+        state(&nothing["conditions"], "ResolvedRefs"),
+        pair("False", "BackendNotFound"),
+        "{nothing}"
+    );
+}
