@@ -656,8 +656,10 @@ fn a_missing_certificate_or_keys_secret_is_reported_and_its_creation_resolves_it
         &[("tls.crt", "CERT"), ("tls.key", "KEY")],
     ))
     .unwrap();
+    // The controller writes an object's status at most once per 10 s: the Gateway's first
+    // status was written just before.
     let gw = wait_for(
-        Duration::from_secs(10),
+        Duration::from_secs(25),
         "ResolvedRefs=True on the https listener",
         || {
             let s = status(&fake, "Gateway", "tls");
@@ -666,7 +668,7 @@ fn a_missing_certificate_or_keys_secret_is_reported_and_its_creation_resolves_it
         },
     );
     eprintln!(
-        "measured: the https listener resolved {:?} after its Secret was created",
+        "measured: the https listener's ResolvedRefs=True written {:?} after its Secret was created (the Gateway's previous write just before: 10 s pace per object)",
         created.elapsed()
     );
     let https = listener(&gw, "https");
@@ -697,7 +699,7 @@ fn a_missing_certificate_or_keys_secret_is_reported_and_its_creation_resolves_it
         &[("keys", "app:sha256:00:11")],
     ))
     .unwrap();
-    wait_for(Duration::from_secs(10), "the AuthPolicy accepted", || {
+    wait_for(Duration::from_secs(25), "the AuthPolicy accepted", || {
         let a = keyed_ancestor(&fake)?;
         (state(&a["conditions"], "Accepted") == pair("True", "Accepted")).then_some(())
     });
