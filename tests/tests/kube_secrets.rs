@@ -598,3 +598,82 @@ fn other_implementations_gateways_and_references_without_a_grant_are_not_read() 
     assert!(!s.secrets.join("certs").exists());
     assert!(s.secrets.join("edge/clients/ca.crt").exists());
 }
+
+/// The controller's view of the same objects ([`SecretsWatch`]): the agents' judgement of the
+/// references, no file written, and only a change of a referenced object wakes its reader.
+#[test]
+fn the_controllers_watch_reports_what_cannot_be_resolved_and_wakes_only_for_referenced_objects() {
+    use tollgate_kubernetes::secrets::SecretsWatch;
+    let fake = FakeApiServer::start(tollgate_kinds());
+    // Certificate edge/site and ConfigMap edge/clients do not exist.
+    fake.put(gateway("edge", "site")).unwrap();
+    fake.put(secret("edge", "unrelated", "Opaque", &[("keys", "x")]))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig).unwrap();
+    let settings = Settings::resolve(&[kubeconfig]).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _entered = runtime.enter();
+    let client = settings.client().unwrap();
+    let (tx, wakes) = mpsc::channel();
+    let mut watch = SecretsWatch::start(
+        &client,
+        "fake",
+        std::sync::Arc::new(move || {
+            let _ = tx.send(());
+        }),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !watch.synced() {
+        assert!(Instant::now() < deadline, "not synced within 5 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = serde_json::to_string(&gateway("edge", "site")).unwrap();
+    let docs = Documents::inline(&[("kubernetes:/edge/Gateway/gw", &text)]);
+    let why = |u: &[tollgate_model::cluster::Unresolved]| -> Vec<String> {
+        u.iter().map(|u| u.why.clone()).collect()
+    };
+    let unresolved = watch.unresolved(&docs);
+    assert_eq!(
+        why(&unresolved),
+        // Sorted (by namespace, then name).
+        [
+            "ConfigMap edge/clients does not exist (it must hold \"ca.crt\")",
+            "Secret edge/site does not exist (it must hold \"tls.crt\" and \"tls.key\")",
+        ],
+        "{unresolved:?}"
+    );
+    // What the first lists woke, then quiet.
+    std::thread::sleep(Duration::from_millis(1200));
+    while wakes.try_recv().is_ok() {}
+    fake.put(secret("edge", "unrelated", "Opaque", &[("keys", "y")]))
+        .unwrap();
+    assert!(
+        wakes.recv_timeout(Duration::from_millis(1500)).is_err(),
+        "a Secret nothing references woke the reader"
+    );
+    let created = Instant::now();
+    fake.put(secret(
+        "edge",
+        "site",
+        "kubernetes.io/tls",
+        &[("tls.crt", "CERT"), ("tls.key", "KEY")],
+    ))
+    .unwrap();
+    wakes
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the referenced Secret's creation wakes the reader");
+    eprintln!(
+        "measured: woken {:?} after the referenced Secret was created",
+        created.elapsed()
+    );
+    let unresolved = watch.unresolved(&docs);
+    assert_eq!(
+        why(&unresolved),
+        ["ConfigMap edge/clients does not exist (it must hold \"ca.crt\")"],
+        "{unresolved:?}"
+    );
+    // Nothing is written anywhere: no directory was given, and none appeared here.
+    assert_eq!(names(dir.path()), ["kubeconfig"]);
+}

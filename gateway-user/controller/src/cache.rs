@@ -3,6 +3,8 @@
 //! whole objects, status included (the agents' source drops status; the controller compares
 //! and merges it). A kind whose resource the API server does not serve (its CRD is not
 //! installed) counts as listed and empty, and is listed again with the watcher's backoff.
+//! Services and EndpointSlices, Secrets and ConfigMaps are kept by the agents' own stores
+//! ([`ClusterWatch`], [`SecretsWatch`]): what the agents resolve and leave out, the status says.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -13,6 +15,7 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt as _;
 use tollgate_kubernetes::object::Stored;
+use tollgate_kubernetes::secrets::SecretsWatch;
 use tollgate_kubernetes::services::ClusterWatch;
 use tollgate_kubernetes::{watched_kinds, WatchedKind};
 use tollgate_model::node::TollgateNode;
@@ -41,6 +44,11 @@ pub struct Cache {
     /// Services and EndpointSlices: backendRefs to Services are judged as the agents judge
     /// them (a route to an existing Service port is `ResolvedRefs=True`).
     cluster: ClusterWatch,
+    /// Secrets and ConfigMaps: a listener whose certificate Secret is missing, an AuthPolicy
+    /// whose keys Secret is, are left out by the agents, and their status says so (the Gateway
+    /// API requires `ResolvedRefs=False, InvalidCertificateRef` on such a listener). Only the
+    /// objects the policy references wake the controller.
+    secrets: SecretsWatch,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -109,11 +117,18 @@ impl Cache {
             "kubernetes (controller)",
             Arc::new(move || wake.notify_one()),
         );
+        let wake = changed.clone();
+        let secrets = SecretsWatch::start(
+            &client,
+            "kubernetes (controller)",
+            Arc::new(move || wake.notify_one()),
+        );
         Cache {
             kinds,
             nodes,
             changed,
             cluster,
+            secrets,
             tasks,
         }
     }
@@ -125,10 +140,12 @@ impl Cache {
             .chain(std::iter::once(&self.nodes))
             .all(|w| w.synced.load(Ordering::Acquire))
             && self.cluster.synced()
+            && self.secrets.synced()
     }
 
-    /// Reads every store.
-    pub fn snapshot(&self) -> Snapshot {
+    /// Reads every store. The Secrets and ConfigMaps the policy read references become the
+    /// ones whose changes wake the controller.
+    pub fn snapshot(&mut self) -> Snapshot {
         let mut files = Vec::new();
         let mut objects = std::collections::BTreeMap::new();
         let mut current = std::collections::BTreeMap::new();
@@ -167,7 +184,19 @@ impl Cache {
             }
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
-        let cluster = Some(Arc::new(self.cluster.cluster()));
+        let mut documents = Documents {
+            revision: Revision {
+                id: String::new(),
+                source: "kubernetes (controller)".into(),
+            },
+            files,
+            cluster: None,
+            unresolved: Vec::new(),
+        };
+        // Where the agents' source puts them, and the compiler reads them in Kubernetes mode.
+        let mut cluster = self.cluster.cluster();
+        cluster.unresolved = self.secrets.unresolved(&documents);
+        documents.cluster = Some(Arc::new(cluster));
         let mut nodes: Vec<NodeView> = self
             .nodes
             .store
@@ -182,15 +211,7 @@ impl Cache {
             .collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         Snapshot {
-            documents: Documents {
-                revision: Revision {
-                    id: String::new(),
-                    source: "kubernetes (controller)".into(),
-                },
-                files,
-                cluster,
-                unresolved: Vec::new(),
-            },
+            documents,
             objects,
             current,
             nodes,

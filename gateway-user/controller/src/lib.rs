@@ -63,7 +63,7 @@ pub async fn run(
         metrics.lease_errors.clone(),
         stop.clone(),
     ));
-    let cache = Cache::start(client.clone());
+    let mut cache = Cache::start(client.clone());
     // GatewayClass is one of the kinds the agents read.
     let kinds = tollgate_kubernetes::watched_kinds()
         .into_iter()
@@ -74,7 +74,13 @@ pub async fn run(
     let mut leading_changes = leadership.subscribe();
     let mut stop_rx = stop.clone();
     let mut parse_cache = ParseCache::default();
-    let mut compiled: Option<(Vec<(String, String)>, outcome::Outcome)> = None;
+    // The last compile, by what it read: the policy files and the cluster (Services,
+    // EndpointSlices and the unresolved Secrets and ConfigMaps).
+    type Read = (
+        Vec<(String, String)>,
+        Option<Arc<tollgate_model::cluster::Cluster>>,
+    );
+    let mut compiled: Option<(Read, outcome::Outcome)> = None;
     let mut due: Option<Instant> = None;
     loop {
         let leading = leadership.is_leader();
@@ -107,19 +113,22 @@ pub async fn run(
             continue;
         }
         let snapshot = cache.snapshot();
-        let files: Vec<(String, String)> = snapshot
-            .documents
-            .files
-            .iter()
-            .map(|f| (f.path.clone(), f.content.clone()))
-            .collect();
+        let read: Read = (
+            snapshot
+                .documents
+                .files
+                .iter()
+                .map(|f| (f.path.clone(), f.content.clone()))
+                .collect(),
+            snapshot.documents.cluster.clone(),
+        );
         let outcome = match &compiled {
-            Some((seen, outcome)) if *seen == files => outcome.clone(),
+            Some((seen, outcome)) if *seen == read => outcome.clone(),
             _ => {
                 let started = Instant::now();
                 let outcome = outcome::compile(&mut parse_cache, &snapshot.documents);
-                debug!(objects = files.len(), took = ?started.elapsed(), "compiled");
-                compiled = Some((files, outcome.clone()));
+                debug!(objects = read.0.len(), took = ?started.elapsed(), "compiled");
+                compiled = Some((read, outcome.clone()));
                 outcome
             }
         };

@@ -3,7 +3,7 @@
 //! reduced to what status needs, and what each node reports in its `TollgateNode`.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use tollgate_compile::l7::{compile_isolated, Acceptance};
+use tollgate_compile::l7::{compile_isolated_in, Acceptance};
 use tollgate_compile::snapshot::compile_documents_with;
 use tollgate_model::node::TollgateNodeStatus;
 use tollgate_model::{Documents, ParseCache};
@@ -46,7 +46,22 @@ pub fn compile(cache: &mut ParseCache, docs: &Documents) -> Outcome {
     let Ok(parsed) = cache.parse_isolated(docs) else {
         return outcome;
     };
-    let Ok((table, acceptance)) = compile_isolated(&parsed.objects, &parsed.left_out) else {
+    // With the cluster, as the agents compile: backendRefs to Services resolve through its
+    // Services and EndpointSlices, and what references an unresolved Secret or ConfigMap is
+    // left out (the same list `compile_documents_with` builds).
+    let unresolved: Vec<_> = docs
+        .cluster
+        .iter()
+        .flat_map(|c| c.unresolved.iter())
+        .chain(&docs.unresolved)
+        .cloned()
+        .collect();
+    let Ok((table, acceptance)) = compile_isolated_in(
+        &parsed.objects,
+        &parsed.left_out,
+        docs.cluster.as_deref(),
+        &unresolved,
+    ) else {
         return outcome;
     };
     for l in &table.policy.listeners {

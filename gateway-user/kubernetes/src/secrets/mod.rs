@@ -67,6 +67,9 @@ struct Cached {
 /// The Secret and ConfigMap side of the source.
 pub struct Secrets {
     root: PathBuf,
+    /// Whether [`Secrets::resolve`] gathers the files to write (the agent's source); a reader
+    /// that only wants what cannot be resolved ([`SecretsWatch`]) copies no secret bytes.
+    gather_files: bool,
     stores: SharedStores,
     cache: HashMap<String, Cached>,
     /// (revision id, object directories it needs), newest last.
@@ -103,6 +106,7 @@ impl Secrets {
         }
         Secrets {
             root,
+            gather_files: true,
             stores,
             cache: HashMap::new(),
             handed: VecDeque::new(),
@@ -201,6 +205,9 @@ impl Secrets {
                 ));
                 continue;
             }
+            if !self.gather_files {
+                continue;
+            }
             let dir = dirs
                 .entry((r.namespace.clone(), r.name.clone()))
                 .or_default();
@@ -249,6 +256,67 @@ impl Secrets {
             self.handed.pop_front();
         }
         Ok(())
+    }
+}
+
+/// The Secrets and ConfigMaps watched on their own, for a reader that is not the agent's
+/// source: the controller reports what the agents leave out for them (a listener whose
+/// certificate Secret is missing is `ResolvedRefs=False, InvalidCertificateRef`, as the
+/// Gateway API requires), so it must judge them as the agents do, from the same stores and
+/// [`Secrets::resolve`]. Nothing is written to disk.
+pub struct SecretsWatch {
+    secrets: Secrets,
+    shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl SecretsWatch {
+    /// Starts the two watches on the current tokio runtime; `wake` is called after a change of
+    /// an object the last [`SecretsWatch::unresolved`] call's policy references (or a relist
+    /// that changed anything), debounced as the source's wake-ups are. `server` names the API
+    /// server in logs.
+    pub fn start(client: &kube::Client, server: &str, wake: tollgate_model::source::Waker) -> Self {
+        let shared = Arc::new(Shared::new(WATCHES));
+        *shared.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(wake);
+        let handle = tokio::runtime::Handle::current();
+        let mut tasks = Vec::new();
+        let mut secrets = Secrets::start(
+            PathBuf::new(),
+            &handle,
+            Some(client.clone()),
+            0,
+            &shared,
+            server,
+            &mut tasks,
+        );
+        secrets.gather_files = false;
+        tasks.push(handle.spawn(crate::watch::debounce(shared.clone())));
+        SecretsWatch {
+            secrets,
+            shared,
+            tasks,
+        }
+    }
+
+    /// Whether both kinds have been listed once (a kind the API server refuses, 403, counts as
+    /// listed: what references its objects is unresolved, naming the refusal).
+    pub fn synced(&self) -> bool {
+        self.shared.lock().all_synced()
+    }
+
+    /// The references of the policy objects of `docs` that cannot be resolved, sorted (what
+    /// the agents hand the compiler as [`tollgate_model::cluster::Cluster::unresolved`]). The
+    /// objects referenced become the ones whose changes wake.
+    pub fn unresolved(&mut self, docs: &Documents) -> Vec<Unresolved> {
+        self.secrets.resolve(docs).unresolved
+    }
+}
+
+impl Drop for SecretsWatch {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
