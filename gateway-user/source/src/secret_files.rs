@@ -22,18 +22,37 @@ use std::sync::Arc;
 
 use tollgate_model::cluster::Unresolved;
 use tollgate_model::references::{self, Reference};
+use tollgate_model::revision::MAX_REVISION_SIZE;
 use tollgate_model::source::{Next, PolicySource, Poll, Waker};
 use tollgate_model::Documents;
 
 /// The references of the objects of `docs` that the compiler may resolve
-/// ([`references::in_revision`]). Each file is parsed alone, so that one that does not parse
-/// (which the compiler leaves out or refuses with its own errors) hides no other's references.
+/// ([`references::in_revision`]). Each YAML document is parsed alone, so that one that does not
+/// parse (which the compiler leaves out or refuses with its own errors) hides no other's
+/// references; and only the documents that may name a kind of
+/// [`references::REFERENCING_KINDS`] are parsed at all: the rest (an L4Policy of 100,000 rules)
+/// would double the parse, the time and the memory the pipeline then spends on them again. A
+/// revision over [`MAX_REVISION_SIZE`] is not looked at: the pipeline refuses it whole.
+///
+/// A document missed here (one that a `---` inside a block scalar split) is never served
+/// without its file: the proxy then fails to read it and the revision is refused, as before
+/// this check existed.
 pub fn references_of(docs: &Documents) -> Vec<Reference> {
+    let size: u64 = docs.files.iter().map(|f| f.content.len() as u64).sum();
+    if size > MAX_REVISION_SIZE {
+        return Vec::new();
+    }
     let parsed: Vec<_> = docs
         .files
         .iter()
-        .flat_map(|f| {
-            tollgate_model::parse(&Documents::inline(&[(&f.path, &f.content)])).unwrap_or_default()
+        .flat_map(|f| yaml_documents(&f.content).map(move |d| (f, d)))
+        .filter(|(_, d)| {
+            references::REFERENCING_KINDS
+                .iter()
+                .any(|kind| d.contains(kind))
+        })
+        .flat_map(|(f, d)| {
+            tollgate_model::parse(&Documents::inline(&[(&f.path, d)])).unwrap_or_default()
         })
         .collect();
     let objects: Vec<_> = parsed.iter().collect();
@@ -41,6 +60,25 @@ pub fn references_of(docs: &Documents) -> Vec<Reference> {
         .into_iter()
         .map(|(_, r)| r)
         .collect()
+}
+
+/// The YAML documents of a file: its text split at the lines that are `---` alone (a JSON
+/// file is one document).
+fn yaml_documents(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let t = rest?;
+        let mut at = 0;
+        for line in t.split_inclusive('\n') {
+            if at > 0 && line.trim_end() == "---" {
+                rest = Some(&t[at..]);
+                return Some(&t[..at]);
+            }
+            at += line.len();
+        }
+        rest = None;
+        Some(t)
+    })
 }
 
 /// The references among `refs` one of whose files under `dir` cannot be opened as a regular
@@ -178,6 +216,28 @@ spec:
         list.iter()
             .map(|u| format!("{:?} {}/{}", u.use_, u.namespace, u.name))
             .collect()
+    }
+
+    #[test]
+    fn documents_split_at_their_separators_and_only_referencing_kinds_are_read() {
+        let text = "kind: L4Policy\n---\nkind: Gateway\n---\n\n";
+        let docs: Vec<&str> = yaml_documents(text).collect();
+        assert_eq!(
+            docs,
+            vec!["kind: L4Policy\n", "---\nkind: Gateway\n", "---\n\n"]
+        );
+        assert_eq!(yaml_documents("").collect::<Vec<_>>(), vec![""]);
+        // A broken L4Policy beside a Gateway hides none of the Gateway's references.
+        let docs = Documents::inline(&[(
+            "p.yaml",
+            "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nmetadata: { name: x }\nspec: { rules: [ { bogus: 1 } ] }\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: { name: g, namespace: web }\nspec:\n  gatewayClassName: tollgate\n  listeners:\n    - name: s\n      port: 443\n      protocol: HTTPS\n      tls: { certificateRefs: [ { name: site } ] }\n",
+        )]);
+        let refs = references_of(&docs);
+        assert_eq!(refs.len(), 1, "{refs:?}");
+        assert_eq!(
+            (refs[0].namespace.as_str(), refs[0].name.as_str()),
+            ("web", "site")
+        );
     }
 
     #[test]
