@@ -154,7 +154,8 @@ pub fn validate_objects(objects: &Path) -> Result<()> {
         .context("copy validate.mjs")?;
     let mut node = Command::new("node");
     node.arg("validate.mjs").arg(objects).current_dir(&dir);
-    run(node).context("the Gateway API objects of examples/ and docs/ against the Gateway API's schemas")
+    run(node)
+        .context("the Gateway API objects of examples/ and docs/ against the Gateway API's schemas")
 }
 
 /// One step down a schema: a property, an array's item, or a map's value.
