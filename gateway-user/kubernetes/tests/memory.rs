@@ -1,48 +1,14 @@
 //! What the source keeps per EndpointSlice, measured with a counting allocator (its own test
 //! binary, one test, so that nothing else allocates meanwhile). Target (issue 11): at most
 //! 1 KB per slice of 10 endpoints.
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::Event;
 use serde_json::json;
 use tollgate_kubernetes::services::Store;
 
-/// Bytes requested and not freed; and the same in glibc malloc chunks (the request plus its
-/// 8-byte header, rounded up to 16, at least 32): what the process really spends.
-static REQUESTED: AtomicIsize = AtomicIsize::new(0);
-static CHUNKS: AtomicIsize = AtomicIsize::new(0);
-
-fn chunk(size: usize) -> isize {
-    ((size + 8).div_ceil(16) * 16).max(32) as isize
-}
-
-struct Counting;
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        REQUESTED.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        CHUNKS.fetch_add(chunk(layout.size()), Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        REQUESTED.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        CHUNKS.fetch_sub(chunk(layout.size()), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        REQUESTED.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        CHUNKS.fetch_add(chunk(new_size) - chunk(layout.size()), Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+mod common;
+use common::counted;
 
 /// A slice as the EndpointSlice controller writes it: 10 endpoints with node names, zones,
 /// target references and hints, labels, managedFields.
@@ -87,20 +53,14 @@ fn slice(i: usize) -> EndpointSlice {
 #[test]
 fn a_slice_of_10_endpoints_costs_at_most_1_kb_in_the_store() {
     const SLICES: usize = 2_000;
-    let before = (
-        REQUESTED.load(Ordering::Relaxed),
-        CHUNKS.load(Ordering::Relaxed),
-    );
+    let before = counted();
     let mut store = Store::<tollgate_model::cluster::EndpointSlice>::default();
     store.apply(Event::Init);
     for i in 0..SLICES {
         store.apply(Event::InitApply(slice(i)));
     }
     store.apply(Event::InitDone);
-    let after = (
-        REQUESTED.load(Ordering::Relaxed),
-        CHUNKS.load(Ordering::Relaxed),
-    );
+    let after = counted();
     assert_eq!(store.len(), SLICES);
     let per = |a: isize, b: isize| (b - a) as f64 / SLICES as f64;
     let (requested, chunks) = (per(before.0, after.0), per(before.1, after.1));

@@ -8,8 +8,6 @@
 //! than the agent's RSS delta per 10,000 objects, separates the store from what the agent
 //! builds out of it (the parse cache, the compiled route table) and from the allocator's
 //! retained pages, and gives the same figure on a loaded machine.
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 
 use kube::api::DynamicObject;
 use kube::runtime::reflector::store::Writer;
@@ -18,47 +16,8 @@ use serde_json::{json, Value};
 use tollgate_kubernetes::object::Stored;
 use tollgate_kubernetes::{watched_kinds, WatchedKind};
 
-/// Bytes requested and not freed; and the same in glibc malloc chunks (the request plus its
-/// 8-byte header, rounded up to 16, at least 32): what the process really spends.
-static REQUESTED: AtomicIsize = AtomicIsize::new(0);
-static CHUNKS: AtomicIsize = AtomicIsize::new(0);
-
-fn chunk(size: usize) -> isize {
-    ((size + 8).div_ceil(16) * 16).max(32) as isize
-}
-
-struct Counting;
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        REQUESTED.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        CHUNKS.fetch_add(chunk(layout.size()), Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        REQUESTED.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        CHUNKS.fetch_sub(chunk(layout.size()), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        REQUESTED.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        CHUNKS.fetch_add(chunk(new_size) - chunk(layout.size()), Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-fn counted() -> (isize, isize) {
-    (
-        REQUESTED.load(Ordering::Relaxed),
-        CHUNKS.load(Ordering::Relaxed),
-    )
-}
+mod common;
+use common::counted;
 
 /// The metadata the API server sends with a custom resource that `kubectl apply` wrote:
 /// uid, generation, labels, the last-applied annotation (a second copy of the object) and
