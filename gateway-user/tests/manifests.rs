@@ -689,6 +689,7 @@ fn install_rbac_is_least_privilege_and_the_admission_policy_names_the_agent() {
         "l4policies",
         "gatewayclasses",
         "httproutes",
+        "grpcroutes",
         "referencegrants",
         "services",
         "endpointslices",
@@ -1031,6 +1032,8 @@ fn install_controller_rbac_writes_only_status_and_its_own_lease() {
         .iter()
         .find(|d| d["kind"] == "ClusterRole")
         .expect("a ClusterRole");
+    let mut read = Vec::new();
+    let mut patched = Vec::new();
     for rule in role["rules"].as_array().unwrap() {
         let verbs: Vec<&str> = rule["verbs"]
             .as_array()
@@ -1050,7 +1053,18 @@ fn install_controller_rbac_writes_only_status_and_its_own_lease() {
         if writes {
             assert_eq!(verbs, ["patch"], "{rule}");
             assert!(resources.iter().all(|r| r.ends_with("/status")), "{rule}");
+            patched.extend(resources.iter().map(|r| r.to_string()));
+        } else {
+            read.extend(resources.iter().map(|r| r.to_string()));
         }
+    }
+    // Both route kinds are read and their status written.
+    for kind in ["httproutes", "grpcroutes"] {
+        assert!(read.contains(kind), "{kind} is not read: {read:?}");
+        assert!(
+            patched.contains(&format!("{kind}/status")),
+            "{kind}/status is not written: {patched:?}"
+        );
     }
     let lease = docs.iter().find(|d| d["kind"] == "Role").expect("a Role");
     assert_eq!(lease["metadata"]["namespace"], "tollgate-system");

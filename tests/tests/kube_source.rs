@@ -134,11 +134,27 @@ fn doc_files(docs: &Documents) -> BTreeSet<(String, String)> {
         .collect()
 }
 
+/// The resources watched whatever the policy holds (Namespace is watched on demand).
+fn always_watched() -> Vec<String> {
+    let kinds = tollgate_kubernetes::watched_kinds();
+    let on_demand: Vec<String> = kinds
+        .iter()
+        .filter(|k| k.on_demand)
+        .map(|k| k.resource_name())
+        .collect();
+    assert_eq!(on_demand, ["namespaces"]);
+    kinds
+        .iter()
+        .filter(|k| !k.on_demand)
+        .map(|k| k.resource_name())
+        .collect()
+}
+
 /// Waits until every kind's watch is open (a compaction before that would not reach it).
 fn wait_for_watches(fake: &FakeApiServer) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    // One per policy kind, and Services and EndpointSlices.
-    while fake.open_watch_count() < tollgate_kubernetes::watched_kinds().len() + 2 {
+    // One per policy kind watched always, and Services and EndpointSlices.
+    while fake.open_watch_count() < always_watched().len() + 2 {
         assert!(Instant::now() < deadline, "{:?}", fake.open_watches());
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -426,10 +442,10 @@ fn one_watch_connection_per_kind() {
     wait_for_watches(&fake);
     std::thread::sleep(Duration::from_millis(300));
     let watches = fake.open_watches();
-    // The policy kinds, and Services and EndpointSlices (for backendRefs to Services).
-    let expected: BTreeSet<String> = tollgate_kubernetes::watched_kinds()
-        .iter()
-        .map(|k| k.resource_name())
+    // The policy kinds but Namespace (no Gateway selects namespaces by label), and Services
+    // and EndpointSlices (for backendRefs to Services).
+    let expected: BTreeSet<String> = always_watched()
+        .into_iter()
         .chain(["services".into(), "endpointslices.discovery.k8s.io".into()])
         .collect();
     assert_eq!(watches.keys().cloned().collect::<BTreeSet<_>>(), expected);
@@ -472,4 +488,148 @@ fn an_unreachable_api_server_is_reported_as_unavailable() {
         "waited {:?} for a refused connection",
         started.elapsed()
     );
+}
+
+/// `Accepted` of the route `ns/name` in the compiled revision: its first parent's condition.
+fn accepted(docs: &Documents, ns: &str, name: &str) -> (String, String) {
+    let snapshot = tollgate_compile::snapshot::compile_documents(docs, None)
+        .unwrap_or_else(|e| panic!("the revision compiles: {e}"));
+    let route = snapshot
+        .acceptance
+        .routes
+        .iter()
+        .find(|r| r.namespace == ns && r.name == name)
+        .unwrap_or_else(|| panic!("route {ns}/{name} in {:?}", snapshot.acceptance.routes));
+    let c = route.parents[0]
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Accepted")
+        .expect("an Accepted condition");
+    (c.status.to_owned(), c.reason.to_owned())
+}
+
+/// The next revision the source hands on, within 10 s (waking on the waker).
+fn next_revision(source: &mut KubernetesSource, rx: &mpsc::Receiver<()>, what: &str) -> Documents {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match source.next(None).outcome {
+            Ok(Next::Revision(docs)) => return docs,
+            Ok(Next::Unchanged) => {}
+            Err(e) => panic!("{what}: refused: {}", e.message),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "{what}: no revision within 10 s");
+        let _ = rx.recv_timeout(left.min(Duration::from_millis(200)));
+    }
+}
+
+/// Namespaces are watched only while a Gateway listener admits routes by namespace labels
+/// (the agent's budget of 15 watch connections), and a revision that holds such a listener
+/// always carries the labels: the route the selector excludes is never accepted, the one it
+/// admits always is, from the first revision with the selector on.
+#[test]
+fn namespaces_are_watched_only_while_a_listener_selects_them_by_label() {
+    let fake = FakeApiServer::start(all_kinds());
+    let namespace = |name: &str, labels: Value| {
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": name, "labels": labels}})
+    };
+    fake.put(namespace("team-b", json!({"shared": "yes"})))
+        .unwrap();
+    fake.put(namespace("team-c", json!({}))).unwrap();
+    let gateway_from = |allowed: Value| {
+        let mut gw = gateway("edge");
+        gw["spec"]["listeners"][0]["allowedRoutes"] = json!({ "namespaces": allowed });
+        gw
+    };
+    fake.put(gateway_from(json!({"from": "All"}))).unwrap();
+    for (ns, host) in [("team-b", "b.example"), ("team-c", "c.example")] {
+        let mut r = route(ns, "r", host);
+        r["spec"]["parentRefs"] = json!([{"name": "gw", "namespace": "edge"}]);
+        r["spec"]["rules"] = json!([{"filters": [
+            {"type": "RequestRedirect", "requestRedirect": {"statusCode": 302}}
+        ]}]);
+        fake.put(r).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut source, rx) = open(&fake, &dir);
+    let docs = revision(&mut source);
+    assert!(
+        !paths(&docs).iter().any(|p| p.contains("/Namespace/")),
+        "{:?}",
+        paths(&docs)
+    );
+    assert_eq!(
+        accepted(&docs, "team-c", "r"),
+        ("True".to_owned(), "Accepted".to_owned())
+    );
+    wait_for_watches(&fake);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !fake.open_watches().contains_key("namespaces"),
+        "{:?}",
+        fake.open_watches()
+    );
+    assert_eq!(fake.open_watch_count(), always_watched().len() + 2);
+
+    // A listener selects by label: the first revision with it carries the labels.
+    drain(&rx);
+    fake.put(gateway_from(
+        json!({"from": "Selector", "selector": {"matchLabels": {"shared": "yes"}}}),
+    ))
+    .unwrap();
+    let docs = next_revision(&mut source, &rx, "the selector listener");
+    let files = paths(&docs);
+    for want in [
+        "kubernetes:/Namespace/team-b",
+        "kubernetes:/Namespace/team-c",
+    ] {
+        assert!(files.iter().any(|p| p == want), "{want} in {files:?}");
+    }
+    assert!(docs.files.iter().any(|f| f.content.contains("Selector")));
+    assert_eq!(accepted(&docs, "team-b", "r").0, "True");
+    assert_eq!(
+        accepted(&docs, "team-c", "r"),
+        ("False".to_owned(), "NotAllowedByListeners".to_owned())
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.open_watches().get("namespaces") != Some(&1) {
+        assert!(Instant::now() < deadline, "{:?}", fake.open_watches());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(fake.open_watch_count(), always_watched().len() + 3);
+
+    // Labelling team-c is a new revision that admits its route.
+    fake.put(namespace("team-c", json!({"shared": "yes"})))
+        .unwrap();
+    let docs = next_revision(&mut source, &rx, "team-c labelled");
+    assert_eq!(accepted(&docs, "team-c", "r").0, "True");
+
+    // Back to `from: All`: the watch is closed, and the revision carries no Namespace.
+    fake.put(gateway_from(json!({"from": "All"}))).unwrap();
+    let docs = next_revision(&mut source, &rx, "the selector removed");
+    assert!(
+        !paths(&docs).iter().any(|p| p.contains("/Namespace/")),
+        "{:?}",
+        paths(&docs)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.open_watches().contains_key("namespaces") {
+        assert!(Instant::now() < deadline, "{:?}", fake.open_watches());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(fake.open_watch_count(), always_watched().len() + 2);
+
+    // And again on: a second run of the watch reads the labels as they are now.
+    fake.put(namespace("team-c", json!({}))).unwrap();
+    fake.put(gateway_from(
+        json!({"from": "Selector", "selector": {"matchLabels": {"shared": "yes"}}}),
+    ))
+    .unwrap();
+    let docs = next_revision(&mut source, &rx, "the selector again");
+    assert_eq!(
+        accepted(&docs, "team-c", "r"),
+        ("False".to_owned(), "NotAllowedByListeners".to_owned())
+    );
+    assert_eq!(accepted(&docs, "team-b", "r").0, "True");
 }

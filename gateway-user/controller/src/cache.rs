@@ -65,10 +65,11 @@ pub struct Snapshot {
 }
 
 /// The kinds whose status the controller writes.
-pub const WRITTEN_KINDS: [&str; 7] = [
+pub const WRITTEN_KINDS: [&str; 8] = [
     "GatewayClass",
     "Gateway",
     "HTTPRoute",
+    "GRPCRoute",
     "AuthPolicy",
     "RateLimitPolicy",
     "BackendTrafficPolicy",
@@ -104,13 +105,7 @@ impl Cache {
             .collect();
         // GatewayClass is one of them: the compiler reads it to know which Gateways are
         // Tollgate's, as the agents' does.
-        let nodes = spawn(
-            WatchedKind {
-                resource: ApiResource::erase::<TollgateNode>(&()),
-                namespaced: false,
-            },
-            false,
-        );
+        let nodes = spawn(WatchedKind::other::<TollgateNode>(false), false);
         let wake = changed.clone();
         let cluster = ClusterWatch::start(
             &client,

@@ -25,7 +25,7 @@ pub const MAX_PARENTS: usize = 32;
 /// An object whose status the controller writes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey {
-    /// Its kind (`Gateway`, `HTTPRoute`, `AuthPolicy`, `RateLimitPolicy`,
+    /// Its kind (`Gateway`, `HTTPRoute`, `GRPCRoute`, `AuthPolicy`, `RateLimitPolicy`,
     /// `BackendTrafficPolicy`, `L4Policy`).
     pub kind: String,
     /// Its namespace (none for L4Policy).
@@ -159,7 +159,7 @@ pub fn plans(
                         out.push(gateway(key, view, acceptance, outcome, nodes));
                     }
                 }
-                "HTTPRoute" => {
+                "HTTPRoute" | "GRPCRoute" => {
                     if let Some(d) = route(key, view, acceptance, &ours) {
                         out.push(d);
                     }
@@ -327,7 +327,7 @@ fn gateway(
             );
             json!({
                 "name": name,
-                "supportedKinds": [{"group": GATEWAY_GROUP, "kind": "HTTPRoute"}],
+                "supportedKinds": supported_kinds(&view.object["spec"]["listeners"][i]),
                 "attachedRoutes": attached,
                 "conditions": conditions,
             })
@@ -481,9 +481,44 @@ fn gateway_class(key: &ObjectKey, view: &ObjectView) -> Desired {
     }
 }
 
-/// An HTTPRoute: one `RouteParentStatus` per parentRef to one of this controller's Gateways,
-/// with the compiler's conditions (a parent that is no Gateway of ours, or none at all, is
-/// another implementation's to report, or nobody's).
+/// The route kinds a listener takes (`supportedKinds`): for HTTP and HTTPS, those of
+/// `allowedRoutes.kinds` that Tollgate serves (HTTPRoute, GRPCRoute; the others make the
+/// listener's `ResolvedRefs=False`, `InvalidRouteKinds`), or both when it names none, as the
+/// compiler attaches them; for other protocols none.
+fn supported_kinds(listener: &Value) -> Value {
+    const SERVED: [&str; 2] = ["HTTPRoute", "GRPCRoute"];
+    if !matches!(listener["protocol"].as_str(), Some("HTTP" | "HTTPS")) {
+        return json!([]);
+    }
+    let named = listener["allowedRoutes"]["kinds"]
+        .as_array()
+        .filter(|k| !k.is_empty());
+    let kinds: Vec<&str> = match named {
+        None => SERVED.to_vec(),
+        Some(list) => {
+            let mut kinds = Vec::new();
+            for k in list {
+                let group = k["group"].as_str().unwrap_or(GATEWAY_GROUP);
+                if let Some(kind) = SERVED.iter().find(|s| k["kind"] == **s) {
+                    if group == GATEWAY_GROUP && !kinds.contains(kind) {
+                        kinds.push(*kind);
+                    }
+                }
+            }
+            kinds
+        }
+    };
+    Value::Array(
+        kinds
+            .into_iter()
+            .map(|kind| json!({"group": GATEWAY_GROUP, "kind": kind}))
+            .collect(),
+    )
+}
+
+/// An HTTPRoute or a GRPCRoute: one `RouteParentStatus` per parentRef to one of this
+/// controller's Gateways, with the compiler's conditions (a parent that is no Gateway of ours,
+/// or none at all, is another implementation's to report, or nobody's).
 fn route(
     key: &ObjectKey,
     view: &ObjectView,
@@ -492,7 +527,7 @@ fn route(
 ) -> Option<Desired> {
     let g = view.generation;
     let status = acceptance.routes.iter().find(|r| {
-        r.kind == "HTTPRoute"
+        r.kind == key.kind
             && Some(r.namespace.as_str()) == key.namespace.as_deref()
             && r.name == key.name
     });

@@ -12,6 +12,10 @@ fn route(name: &str, backend: &str, generation: i64) -> String {
     format!("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{ name: {name}, namespace: ns, generation: {generation} }}\nspec:\n  parentRefs: [{{ name: edge }}]\n  rules:\n    - backendRefs: [{{ group: tollgate.dev, kind: Backend, name: {backend} }}]\n")
 }
 
+fn grpc_route(name: &str, backend: &str, generation: i64, extra: &str) -> String {
+    format!("apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{ name: {name}, namespace: ns, generation: {generation} }}\nspec:\n  parentRefs: [{{ name: edge }}]\n{extra}  rules:\n    - backendRefs: [{{ group: tollgate.dev, kind: Backend, name: {backend} }}]\n")
+}
+
 fn limit(name: &str, target: &str) -> String {
     format!("apiVersion: tollgate.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {{ name: {name}, namespace: ns, generation: 1 }}\nspec:\n  targetRefs: [{{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: {target} }}]\n  limits:\n    - {{ key: clientIP, requests: 3, per: 1m }}\n")
 }
@@ -132,7 +136,7 @@ fn a_route_is_accepted_with_resolved_refs_and_its_generation() {
     assert_eq!(http["attachedRoutes"], 1);
     assert_eq!(
         http["supportedKinds"],
-        json!([{"group": GATEWAY_GROUP, "kind": "HTTPRoute"}])
+        json!([{"group": GATEWAY_GROUP, "kind": "HTTPRoute"}, {"group": GATEWAY_GROUP, "kind": "GRPCRoute"}])
     );
     assert_eq!(find(&http["conditions"], "Accepted")["status"], "True");
     let bad = &gw["listeners"][1];
@@ -360,4 +364,135 @@ fn a_listener_whose_client_ca_cannot_be_read_reports_invalid_ca_certificate_ref(
         (&json!("False"), &json!("NoValidCACertificate"))
     );
     assert_eq!(find(&c, "Programmed")["status"], json!("False"));
+}
+
+#[test]
+fn a_grpcroute_gets_its_parents_status_as_an_httproute_does() {
+    let plans = run(
+        &[
+            CLASS.into(),
+            GATEWAY.into(),
+            BACKEND.into(),
+            grpc_route("g", "app", 4, ""),
+            grpc_route("broken", "missing", 2, ""),
+            // Left out before the compiler: an unknown field.
+            grpc_route(
+                "unknown",
+                "app",
+                7,
+                "  sessionPersistence: { type: Cookie }\n",
+            ),
+        ],
+        &[],
+    );
+    let parents = shared(&plans["GRPCRoute/ns/g"]);
+    assert_eq!(parents.len(), 1);
+    let p = &parents[0];
+    assert_eq!(p["controllerName"], CONTROLLER_NAME);
+    assert_eq!(
+        p["parentRef"],
+        json!({"group": GATEWAY_GROUP, "kind": "Gateway", "namespace": "ns", "name": "edge"})
+    );
+    for (type_, reason) in [("Accepted", "Accepted"), ("ResolvedRefs", "ResolvedRefs")] {
+        let c = find(&p["conditions"], type_);
+        assert_eq!(
+            (&c["status"], &c["reason"]),
+            (&json!("True"), &json!(reason))
+        );
+        assert_eq!(c["observedGeneration"], 4);
+    }
+    let p = &shared(&plans["GRPCRoute/ns/broken"])[0];
+    assert_eq!(find(&p["conditions"], "Accepted")["status"], "True");
+    let resolved = find(&p["conditions"], "ResolvedRefs");
+    assert_eq!(
+        (&resolved["status"], &resolved["reason"]),
+        (&json!("False"), &json!("BackendNotFound"))
+    );
+    assert_eq!(resolved["observedGeneration"], 2);
+    let p = &shared(&plans["GRPCRoute/ns/unknown"])[0];
+    let accepted = find(&p["conditions"], "Accepted");
+    assert_eq!(
+        (&accepted["status"], &accepted["reason"]),
+        (&json!("False"), &json!("UnsupportedValue"))
+    );
+    assert!(
+        accepted["message"]
+            .as_str()
+            .unwrap()
+            .contains("sessionPersistence"),
+        "{accepted}"
+    );
+    assert_eq!(accepted["observedGeneration"], 7);
+    // The Gateway counts both attached routes on its listener (the left-out one is none).
+    let gw = owned(&plans["Gateway/ns/edge"]);
+    assert_eq!(gw["listeners"][0]["attachedRoutes"], 2);
+}
+
+#[test]
+fn an_httproute_and_a_grpcroute_on_one_listener_the_younger_is_conflicted() {
+    let stamp = |doc: String, ts: &str| {
+        doc.replacen(
+            ", generation:",
+            &format!(", creationTimestamp: '{ts}', generation:"),
+            1,
+        )
+    };
+    let plans = run(
+        &[
+            CLASS.into(),
+            GATEWAY.into(),
+            BACKEND.into(),
+            stamp(route("web", "app", 1), "2026-01-02T00:00:00Z"),
+            stamp(grpc_route("api", "app", 1, ""), "2026-01-01T00:00:00Z"),
+        ],
+        &[],
+    );
+    let g = &shared(&plans["GRPCRoute/ns/api"])[0];
+    assert_eq!(find(&g["conditions"], "Accepted")["status"], "True");
+    let h = &shared(&plans["HTTPRoute/ns/web"])[0];
+    let accepted = find(&h["conditions"], "Accepted");
+    assert_eq!(
+        (&accepted["status"], &accepted["reason"]),
+        (&json!("False"), &json!("Conflicted"))
+    );
+    assert!(
+        accepted["message"]
+            .as_str()
+            .unwrap()
+            .contains("GRPCRoute ns/api"),
+        "{accepted}"
+    );
+}
+
+#[test]
+fn supported_kinds_follow_allowed_routes_kinds() {
+    let only_grpc = GATEWAY.replace(
+        "protocol: HTTP }",
+        "protocol: HTTP, allowedRoutes: { kinds: [{ kind: GRPCRoute }, { group: gateway.networking.k8s.io, kind: GRPCRoute }] } }",
+    );
+    let plans = run(
+        &[
+            CLASS.into(),
+            only_grpc,
+            BACKEND.into(),
+            route("web", "app", 1),
+            grpc_route("api", "app", 1, ""),
+        ],
+        &[],
+    );
+    let gw = owned(&plans["Gateway/ns/edge"]);
+    assert_eq!(
+        gw["listeners"][0]["supportedKinds"],
+        json!([{"group": GATEWAY_GROUP, "kind": "GRPCRoute"}])
+    );
+    // The UDP listener takes no route kind.
+    assert_eq!(gw["listeners"][1]["supportedKinds"], json!([]));
+    assert_eq!(gw["listeners"][0]["attachedRoutes"], 1);
+    let h = &shared(&plans["HTTPRoute/ns/web"])[0];
+    assert_eq!(
+        find(&h["conditions"], "Accepted")["reason"],
+        "NotAllowedByListeners"
+    );
+    let g = &shared(&plans["GRPCRoute/ns/api"])[0];
+    assert_eq!(find(&g["conditions"], "Accepted")["status"], "True");
 }

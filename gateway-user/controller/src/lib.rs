@@ -6,7 +6,7 @@
 //! and only the leader writes. Each replica watches what the agents watch, with status
 //! ([`cache`]), and the agents' `TollgateNode` objects; on a change it runs the agents' own
 //! parser and compiler ([`outcome`]), derives the status every object should have
-//! ([`desired`]: HTTPRoute `RouteParentStatus`, Gateway and listener conditions with
+//! ([`desired`]: HTTPRoute and GRPCRoute `RouteParentStatus`, Gateway and listener conditions with
 //! "k/n nodes programmed", GEP-713 `PolicyAncestorStatus`, L4Policy node counts), and writes
 //! what differs ([`merge`], [`write`]): to `/status` only, field manager
 //! `tollgate-controller`, at most once per object per 10 s.

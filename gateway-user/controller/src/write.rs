@@ -6,7 +6,7 @@
 //! - A Gateway's and an L4Policy's status belong to this controller alone: server-side apply
 //!   (`force`), so that the API server merges by the list keys the CRDs declare (conditions by
 //!   `type`, listeners by `name`).
-//! - An HTTPRoute's `status.parents` and a policy's `status.ancestors` are shared with other
+//! - A route's (HTTPRoute, GRPCRoute) `status.parents` and a policy's `status.ancestors` are shared with other
 //!   controllers (one entry each per parent and controller), and the Gateway API CRD declares
 //!   `parents` without list keys: an atomic list, which server-side apply would hand whole to
 //!   one manager (taking other controllers' entries away, or conflicting with them). So these

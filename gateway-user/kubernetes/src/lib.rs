@@ -28,6 +28,15 @@
 //! revision that holds an L4Policy with a `nodeSelector` is refused: enforcing it on every node
 //! or on none would both be guesses.
 //!
+//! `Namespace` is watched [on demand](WatchedKind::on_demand): only while some Gateway has a
+//! listener with `allowedRoutes.namespaces.from: Selector`, the one thing its labels decide.
+//! [`KubernetesSource::next`] starts the watch when it first sees such a listener in the
+//! Gateways' store and builds no revision until the Namespaces are listed (the revision in
+//! force stays, so no route is judged without the labels: none is served that the selector
+//! excludes, none dropped that it admits); it stops the watch when the last such listener
+//! goes. That keeps the agent at 15 watch connections while no listener selects by label
+//! (docs/kubernetes.md).
+//!
 //! The watchers run on the tokio runtime the source is opened on (the agent's), or, opened
 //! outside of one (tests, tools), on a runtime of its own; `next` only reads the stores, so it
 //! may be called from any thread.
@@ -71,6 +80,9 @@ pub enum Error {
     Runtime(#[source] std::io::Error),
 }
 
+/// The Gateway API's group.
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
 /// How long the first `next` waits for every kind's first list, by default: a cluster's policy
 /// lists in well under a second, and waiting spares the agent enforcing its saved last good
 /// revision only to replace it a moment later.
@@ -96,6 +108,21 @@ pub struct KubernetesSource {
     synced_once: bool,
     /// Secrets and ConfigMaps, when they are read (see [`secrets`]).
     secrets: Option<secrets::Secrets>,
+    /// What starting a watch later needs: the runtime, the client (none when it could not be
+    /// made) and the server's name for messages.
+    handle: tokio::runtime::Handle,
+    client: Option<kube::Client>,
+    server: String,
+    /// The kinds watched on demand (`Namespace`).
+    on_demand: Vec<OnDemand>,
+}
+
+/// A kind watched only while the revision needs it ([`WatchedKind::on_demand`]).
+struct OnDemand {
+    /// Its position in `kinds`, `stores` and the shared state.
+    index: usize,
+    /// Its watch, while it runs.
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for KubernetesSource {
@@ -199,12 +226,19 @@ impl KubernetesSource {
             settings.client()
         };
         let mut secrets_client = None;
+        let mut on_demand = Vec::new();
         match client {
             Ok(client) => {
                 secrets_client = Some(client.clone());
                 for (index, kind) in kinds.iter().enumerate() {
                     let writer = Writer::<Stored>::new(());
                     stores.push(writer.as_reader());
+                    if kind.on_demand {
+                        // Idle until a revision needs it: synced and empty.
+                        shared.update(|s| s.kinds[index].synced = true);
+                        on_demand.push(OnDemand { index, task: None });
+                        continue;
+                    }
                     tasks.push(handle.spawn(watch::watch_kind(
                         client.clone(),
                         index,
@@ -212,6 +246,7 @@ impl KubernetesSource {
                         writer,
                         shared.clone(),
                         server.clone(),
+                        0,
                     )));
                 }
                 if let Some(stores) = &cluster {
@@ -226,6 +261,7 @@ impl KubernetesSource {
             // last good revision), as an unreachable server is.
             Err(e) => shared.fail(e.to_string()),
         }
+        let later_client = secrets_client.clone();
         let secrets = secrets_dir.map(|dir| {
             secrets::Secrets::start(
                 dir,
@@ -251,6 +287,10 @@ impl KubernetesSource {
             initial_wait: INITIAL_WAIT,
             synced_once: false,
             secrets,
+            handle,
+            client: later_client,
+            server,
+            on_demand,
         })
     }
 
@@ -260,9 +300,104 @@ impl KubernetesSource {
         self
     }
 
+    /// Starts the watches of the on-demand kinds the Gateways now need, stops those they no
+    /// longer need; whether one was started.
+    fn follow_demand(&mut self) -> bool {
+        let Some(client) = self.client.clone() else {
+            return false;
+        };
+        let needed = match self.namespaces_needed() {
+            Some(needed) => needed,
+            // The Gateways are not listed yet: decided once they are.
+            None => return false,
+        };
+        let mut started = false;
+        for demand in &mut self.on_demand {
+            let kind = &self.kinds[demand.index];
+            let name = kind.resource_name();
+            match (&demand.task, needed) {
+                (None, true) => {
+                    let writer = Writer::<Stored>::new(());
+                    self.stores[demand.index] = writer.as_reader();
+                    let mut epoch = 0;
+                    self.shared.update(|s| {
+                        let k = &mut s.kinds[demand.index];
+                        epoch = k.epoch + 1;
+                        *k = watch::KindState {
+                            epoch,
+                            ..Default::default()
+                        };
+                    });
+                    demand.task = Some(self.handle.spawn(watch::watch_kind(
+                        client.clone(),
+                        demand.index,
+                        kind.clone(),
+                        writer,
+                        self.shared.clone(),
+                        self.server.clone(),
+                        epoch,
+                    )));
+                    started = true;
+                    info!(resource = %name, "a Gateway listener admits routes by namespace labels (allowedRoutes.namespaces.from: Selector): watching them; no revision until they are listed");
+                }
+                (Some(task), false) => {
+                    task.abort();
+                    demand.task = None;
+                    self.stores[demand.index] = Writer::<Stored>::new(()).as_reader();
+                    self.shared.update(|s| {
+                        let k = &mut s.kinds[demand.index];
+                        *k = watch::KindState {
+                            synced: true,
+                            epoch: k.epoch + 1,
+                            ..Default::default()
+                        };
+                    });
+                    info!(resource = %name, "no Gateway listener admits routes by namespace labels any more: no longer watched");
+                }
+                _ => {}
+            }
+        }
+        started
+    }
+
+    /// Whether some Gateway has a listener with `allowedRoutes.namespaces.from: Selector`
+    /// (over-approximated: every Gateway counts, whatever its class; one whose text is no JSON
+    /// counts when it names `Selector`); `None` while the Gateways are not listed.
+    fn namespaces_needed(&self) -> Option<bool> {
+        let index = self
+            .kinds
+            .iter()
+            .position(|k| k.resource.kind == "Gateway" && k.resource.group == GATEWAY_GROUP)?;
+        if !self.shared.lock().kinds[index].synced {
+            return None;
+        }
+        Some(self.stores[index].state().iter().any(|g| {
+            // Most Gateways never name it: no parse for them.
+            if !g.text.contains("\"Selector\"") {
+                return false;
+            }
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&g.text) else {
+                return true;
+            };
+            v.pointer("/spec/listeners")
+                .and_then(|l| l.as_array())
+                .is_some_and(|ls| {
+                    ls.iter().any(|l| {
+                        l.pointer("/allowedRoutes/namespaces/from")
+                            .and_then(|f| f.as_str())
+                            == Some("Selector")
+                    })
+                })
+        }))
+    }
+
     /// Reads the stores.
     fn read(&mut self, applied: Option<&str>) -> Result<Next, Refusal> {
         if !self.synced_once {
+            watch::wait_for_sync(&self.shared, self.initial_wait);
+        }
+        if self.follow_demand() && !self.synced_once {
+            // At start, the first revision may as well wait for them.
             watch::wait_for_sync(&self.shared, self.initial_wait);
         }
         {
@@ -510,7 +645,11 @@ impl PolicySource for KubernetesSource {
 
 impl Drop for KubernetesSource {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self
+            .tasks
+            .iter()
+            .chain(self.on_demand.iter().filter_map(|d| d.task.as_ref()))
+        {
             task.abort();
         }
         // Dropping a runtime may block; shutting it down in the background never does (the

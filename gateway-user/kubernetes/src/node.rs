@@ -190,6 +190,7 @@ async fn watch(
                             synced: true,
                             absent: false,
                             error: None,
+                            epoch: 0,
                         };
                     });
                 }

@@ -7,7 +7,9 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::Lookup;
 use kube::Resource;
 use serde_json::{Map, Value};
-use tollgate_model::{auth, backend, gateway, gateway_class, l4, ratelimit, route, traffic};
+use tollgate_model::{
+    auth, backend, gateway, gateway_class, grpc_route, l4, ratelimit, route, traffic,
+};
 
 /// One kind the source watches.
 #[derive(Debug, Clone)]
@@ -16,6 +18,11 @@ pub struct WatchedKind {
     pub resource: ApiResource,
     /// Namespaced (objects carry a namespace) or cluster-scoped.
     pub namespaced: bool,
+    /// The agent's source watches it only while the revision needs it (`Namespace`: while a
+    /// Gateway listener admits routes by namespace labels, `allowedRoutes.namespaces.from:
+    /// Selector`), to stay within its budget of watch connections; see
+    /// [`crate::KubernetesSource`]. The controller watches every kind always.
+    pub on_demand: bool,
 }
 
 impl WatchedKind {
@@ -23,7 +30,13 @@ impl WatchedKind {
         WatchedKind {
             resource: ApiResource::erase::<K>(&()),
             namespaced,
+            on_demand: false,
         }
+    }
+
+    /// A kind watched for other reasons than policy (the controller's `TollgateNode`).
+    pub fn other<K: Resource<DynamicType = ()>>(namespaced: bool) -> Self {
+        Self::of::<K>(namespaced)
     }
 
     /// `plural.group` (`l4policies.tollgate.dev`), as the API server names a resource.
@@ -37,19 +50,24 @@ impl WatchedKind {
 }
 
 /// Every kind the model reads (`tollgate_model::kinds()`; a unit test keeps the two lists
-/// equal), with the plural its custom resource type declares.
+/// equal), with the plural its custom resource type declares. `Namespace` is [on
+/// demand](WatchedKind::on_demand).
 pub fn watched_kinds() -> Vec<WatchedKind> {
     vec![
         WatchedKind::of::<l4::L4Policy>(false),
         WatchedKind::of::<gateway::Gateway>(true),
         WatchedKind::of::<route::HTTPRoute>(true),
+        WatchedKind::of::<grpc_route::GRPCRoute>(true),
         WatchedKind::of::<backend::Backend>(true),
         WatchedKind::of::<ratelimit::RateLimitPolicy>(true),
         WatchedKind::of::<auth::AuthPolicy>(true),
         WatchedKind::of::<traffic::BackendTrafficPolicy>(true),
         WatchedKind::of::<gateway_class::GatewayClass>(false),
         WatchedKind::of::<gateway_class::ReferenceGrant>(true),
-        WatchedKind::of::<k8s_openapi::api::core::v1::Namespace>(false),
+        WatchedKind {
+            on_demand: true,
+            ..WatchedKind::of::<k8s_openapi::api::core::v1::Namespace>(false)
+        },
     ]
 }
 
@@ -183,7 +201,12 @@ impl Stored {
                 name: metadata.name.unwrap_or_default().into(),
                 namespace: namespace.map(Into::into),
                 uid: metadata.uid.map(Into::into),
-                generation: metadata.generation,
+                // A Namespace is read for its labels, which are metadata: a generation (which
+                // the API server does not give Namespaces, but a server might) does not move
+                // when they change, so Namespaces are compared by resourceVersion.
+                generation: metadata.generation.filter(|_| {
+                    !(kind.resource.kind == "Namespace" && kind.resource.group.is_empty())
+                }),
                 resource_version: metadata.resource_version.map(Into::into),
             },
             text: text.into(),
@@ -229,6 +252,31 @@ mod tests {
             .into_iter()
             .find(|k| k.resource.kind == name)
             .unwrap()
+    }
+
+    #[test]
+    fn a_relabelled_namespace_is_a_change_even_at_the_same_generation() {
+        let object = |kind: &str, api: &str, rv: &str, labels: Value| {
+            dynamic(json!({
+                "apiVersion": api, "kind": kind,
+                "metadata": {"name": "team-a", "namespace": "team-a", "uid": "u1",
+                             "generation": 1, "resourceVersion": rv, "labels": labels},
+            }))
+        };
+        let ns = kind("Namespace");
+        let old = Stored::of(&ns, object("Namespace", "v1", "5", json!({})));
+        let new = Stored::of(
+            &ns,
+            object("Namespace", "v1", "6", json!({"shared": "yes"})),
+        );
+        assert!(!new.same_spec(&old));
+        assert!(new.text.contains("shared"), "{}", new.text);
+        // A route whose labels changed, at the same generation, says nothing new.
+        let route = kind("HTTPRoute");
+        let api = "gateway.networking.k8s.io/v1";
+        let old = Stored::of(&route, object("HTTPRoute", api, "5", json!({})));
+        let new = Stored::of(&route, object("HTTPRoute", api, "6", json!({"a": "b"})));
+        assert!(new.same_spec(&old));
     }
 
     #[test]

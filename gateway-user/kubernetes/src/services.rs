@@ -435,6 +435,7 @@ async fn watch<T: Compact>(
                             synced: true,
                             absent: false,
                             error: None,
+                            epoch: 0,
                         };
                     });
                 }
@@ -452,6 +453,7 @@ async fn watch<T: Compact>(
                         synced: true,
                         absent: true,
                         error: None,
+                        epoch: 0,
                     };
                 });
                 if first {

@@ -46,6 +46,11 @@ pub(crate) struct KindState {
     pub absent: bool,
     /// The last error of its list or watch, while it is failing.
     pub error: Option<String>,
+    /// Which run of its watch this state belongs to: a kind watched [on
+    /// demand](crate::WatchedKind::on_demand) is stopped and started again, and a stopped
+    /// watch's task (aborted, but perhaps mid-step on another thread) must not report into its
+    /// successor's state.
+    pub epoch: u64,
 }
 
 impl State {
@@ -99,6 +104,7 @@ pub(crate) async fn watch_kind(
     mut writer: Writer<Stored>,
     shared: Arc<Shared>,
     server: String,
+    epoch: u64,
 ) {
     let api: Api<DynamicObject> = Api::all_with(client, &kind.resource);
     let reader = writer.as_reader();
@@ -114,6 +120,9 @@ pub(crate) async fn watch_kind(
                 if done {
                     shared.update(|s| {
                         let k = &mut s.kinds[index];
+                        if k.epoch != epoch {
+                            return;
+                        }
                         if k.absent {
                             info!(resource = %name, "the resource is served now: watching it");
                         } else if k.error.is_some() {
@@ -123,6 +132,7 @@ pub(crate) async fn watch_kind(
                             synced: true,
                             absent: false,
                             error: None,
+                            epoch,
                         };
                     });
                 }
@@ -140,11 +150,15 @@ pub(crate) async fn watch_kind(
                 let mut first = false;
                 shared.update(|s| {
                     let k = &mut s.kinds[index];
+                    if k.epoch != epoch {
+                        return;
+                    }
                     first = !k.absent;
                     *k = KindState {
                         synced: true,
                         absent: true,
                         error: None,
+                        epoch,
                     };
                 });
                 if first {
@@ -159,6 +173,9 @@ pub(crate) async fn watch_kind(
                 let mut repeated = false;
                 shared.update(|s| {
                     let k = &mut s.kinds[index];
+                    if k.epoch != epoch {
+                        return;
+                    }
                     repeated = k.error.as_deref() == Some(message.as_str());
                     k.error = Some(message.clone());
                 });

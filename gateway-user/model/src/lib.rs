@@ -161,8 +161,6 @@ struct KindInfo {
     other_versions: &'static [&'static str],
     /// Namespaced kinds are named `Kind/namespace/name` in messages when they give a namespace.
     namespaced: bool,
-    /// Whether the Kubernetes source watches the kind (see [`kinds`]).
-    watched: bool,
     read: fn(Value) -> Result<Object, serde_path_to_error::Error<serde_json::Error>>,
 }
 
@@ -173,7 +171,6 @@ const KINDS: &[KindInfo] = &[
         api_version: "tollgate.dev/v1alpha1",
         other_versions: &[],
         namespaced: false,
-        watched: true,
         read: |v| typed::<l4::L4Policy>(v).map(Object::L4Policy),
     },
     KindInfo {
@@ -181,7 +178,6 @@ const KINDS: &[KindInfo] = &[
         api_version: "gateway.networking.k8s.io/v1",
         other_versions: &[],
         namespaced: true,
-        watched: true,
         read: |v| typed::<gateway::Gateway>(v).map(Object::Gateway),
     },
     KindInfo {
@@ -189,17 +185,13 @@ const KINDS: &[KindInfo] = &[
         api_version: "gateway.networking.k8s.io/v1",
         other_versions: &[],
         namespaced: true,
-        watched: true,
         read: |v| typed::<route::HTTPRoute>(v).map(Object::HTTPRoute),
     },
-    // Not watched in Kubernetes mode: one more watch would pass the agent's budget of 15
-    // connections (docs/kubernetes.md); GRPCRoutes come from Git and directories.
     KindInfo {
         kind: "GRPCRoute",
         api_version: "gateway.networking.k8s.io/v1",
         other_versions: &[],
         namespaced: true,
-        watched: false,
         read: |v| typed::<grpc_route::GRPCRoute>(v).map(Object::GRPCRoute),
     },
     KindInfo {
@@ -207,7 +199,6 @@ const KINDS: &[KindInfo] = &[
         api_version: "tollgate.dev/v1alpha1",
         other_versions: &[],
         namespaced: true,
-        watched: true,
         read: |v| typed::<backend::Backend>(v).map(Object::Backend),
     },
     KindInfo {
@@ -215,7 +206,6 @@ const KINDS: &[KindInfo] = &[
         api_version: "tollgate.dev/v1alpha1",
         other_versions: &[],
         namespaced: true,
-        watched: true,
         read: |v| typed::<ratelimit::RateLimitPolicy>(v).map(Object::RateLimitPolicy),
     },
     KindInfo {
@@ -223,7 +213,6 @@ const KINDS: &[KindInfo] = &[
         api_version: "tollgate.dev/v1alpha1",
         other_versions: &[],
         namespaced: true,
-        watched: true,
         read: |v| typed::<auth::AuthPolicy>(v).map(Object::AuthPolicy),
     },
     KindInfo {
@@ -231,7 +220,6 @@ const KINDS: &[KindInfo] = &[
         api_version: "tollgate.dev/v1alpha1",
         other_versions: &[],
         namespaced: true,
-        watched: true,
         read: |v| typed::<traffic::BackendTrafficPolicy>(v).map(Object::BackendTrafficPolicy),
     },
     KindInfo {
@@ -239,7 +227,6 @@ const KINDS: &[KindInfo] = &[
         api_version: "gateway.networking.k8s.io/v1",
         other_versions: &[],
         namespaced: false,
-        watched: true,
         read: |v| typed::<gateway_class::GatewayClass>(v).map(Object::GatewayClass),
     },
     // v1beta1 is what every Gateway API release since v0.6 serves; v1.6 adds v1.
@@ -248,7 +235,6 @@ const KINDS: &[KindInfo] = &[
         api_version: "gateway.networking.k8s.io/v1beta1",
         other_versions: &["gateway.networking.k8s.io/v1"],
         namespaced: true,
-        watched: true,
         read: |v| typed::<gateway_class::ReferenceGrant>(v).map(Object::ReferenceGrant),
     },
     // Read for its labels only; the API server's own fields (spec.finalizers) are accepted.
@@ -257,19 +243,16 @@ const KINDS: &[KindInfo] = &[
         api_version: "v1",
         other_versions: &[],
         namespaced: false,
-        watched: true,
         read: |v| typed::<k8s_openapi::api::core::v1::Namespace>(v).map(Object::Namespace),
     },
 ];
 
 /// The kinds a source that lists objects kind by kind (the Kubernetes API) watches, as
-/// `(kind, apiVersion, namespaced)`: every kind [`parse`] reads but `GRPCRoute`, which only Git
-/// and directory sources carry (a sixteenth watch would pass the agent's connection budget).
+/// `(kind, apiVersion, namespaced)`: every kind [`parse`] reads. (The agent's Kubernetes source
+/// watches `Namespace` only while a Gateway listener selects namespaces by label; the others
+/// always.)
 pub fn kinds() -> impl Iterator<Item = (&'static str, &'static str, bool)> {
-    KINDS
-        .iter()
-        .filter(|k| k.watched)
-        .map(|k| (k.kind, k.api_version, k.namespaced))
+    KINDS.iter().map(|k| (k.kind, k.api_version, k.namespaced))
 }
 
 /// The only top-level fields of an object (`status` is accepted so that the output of

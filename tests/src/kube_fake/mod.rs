@@ -235,6 +235,7 @@ pub fn tollgate_kinds() -> Vec<Kind> {
         ),
         g("Gateway", "gateways"),
         g("HTTPRoute", "httproutes"),
+        g("GRPCRoute", "grpcroutes"),
         Kind::namespaced(
             "gateway.networking.k8s.io",
             "v1beta1",

@@ -231,6 +231,7 @@ pub(crate) async fn watch<K: CoreKind>(
                                 synced: true,
                                 absent: false,
                                 error: None,
+                                epoch: 0,
                             },
                         );
                     });
@@ -263,6 +264,7 @@ pub(crate) async fn watch<K: CoreKind>(
                         synced: true,
                         absent: true,
                         error: None,
+                        epoch: 0,
                     }
                 });
                 if first {
