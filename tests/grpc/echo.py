@@ -11,8 +11,10 @@ other message. Run by tests/tests/l7_grpc.rs with the venv `cargo xtask setup` m
     echo.py client TARGET CALLS_JSON
         Makes the calls (a JSON list of {"method", "metadata": [[k, v]], "request"} for
         unary calls, or {"method", "stream": [messages]} for a bidirectional stream whose next
-        message is sent only once the answer to the previous one came back), and prints one
-        JSON object per call: {"code", "details", "response" | "responses", "initial"}.
+        message is sent only once the answer to the previous one came back; "authority" in
+        either sends that :authority instead of TARGET), and prints one JSON object per call:
+        {"code", "details", "response" | "responses", "initial"}. Calls with the same
+        authority share one channel (one HTTP/2 connection).
 """
 import json
 import queue
@@ -67,8 +69,16 @@ def result(code, details, initial, **kw):
 
 
 def client(target, calls):
-    channel = grpc.insecure_channel(target)
+    channels = {}
+
+    def channel_for(authority):
+        if authority not in channels:
+            options = [("grpc.default_authority", authority)] if authority else []
+            channels[authority] = grpc.insecure_channel(target, options=options)
+        return channels[authority]
+
     for call in calls:
+        channel = channel_for(call.get("authority"))
         if "stream" in call:
             stub = channel.stream_stream(call["method"], request_serializer=identity,
                                          response_deserializer=identity)

@@ -1,9 +1,11 @@
 //! The Gateway API conformance run: every scenario of `tests/conformance/scenarios/` (Tollgate's
-//! translation of the upstream suite's HTTPRoute tests, see `docs/conformance/README.md`)
+//! translation of the upstream suite's HTTPRoute and GRPCRoute tests, see
+//! `docs/conformance/README.md`)
 //! applied in turn to one running agent (directory source, hot reload with SIGHUP) with the
 //! base objects of `tests/conformance/base.yaml`, its requests sent to the proxy, and the
 //! answers checked against the expectations (status, which echo backend answered, the path,
-//! Host and headers it saw, response headers, Location, mirrors, weights, WebSocket echo).
+//! Host and headers it saw, response headers, Location, mirrors, weights, WebSocket echo; for
+//! gRPC calls, made with grpcio, the gRPC status and the gRPC echo server that answered).
 //!
 //! It writes the `ConformanceReport` to `<target>/tmp/conformance-report.yaml` and fails when a
 //! scenario fails (one marked `knownFailure`, a product bug on record: when it passes), or when
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use tollgate_tests::conformance::grpc::GrpcBackend;
 use tollgate_tests::conformance::h2c::H2cBackend;
 use tollgate_tests::conformance::{
     data_dir, echo_backends, load_scenarios, load_skip_list, port_open, report, request_ports,
@@ -46,6 +49,7 @@ const IMPLEMENTATION: Implementation<'static> = Implementation {
 enum Running {
     Python(#[allow(dead_code)] Backend),
     H2c(#[allow(dead_code)] H2cBackend),
+    Grpc(#[allow(dead_code)] GrpcBackend),
 }
 
 fn not_applied(log: &str) -> usize {
@@ -183,6 +187,11 @@ fn gateway_api_conformance() {
     let mut running = Vec::new();
     let mut ports = BackendPorts::default();
     for b in wanted.values() {
+        if b.grpc {
+            // Not in `ports`: they keep no request log (they are never mirrors).
+            running.push(Running::Grpc(GrpcBackend::start(&b.name, b.port)));
+            continue;
+        }
         running.push(if b.h2c {
             Running::H2c(H2cBackend::start(&b.name, b.port))
         } else {

@@ -141,9 +141,14 @@ fn generation(fake: &FakeApiServer, kind: &str, name: &str) -> i64 {
         .unwrap()
 }
 
-/// Our entry of a route's `status.parents`.
+/// Our entry of an HTTPRoute's `status.parents`.
 fn our_parent(fake: &FakeApiServer, name: &str) -> Option<Value> {
-    status(fake, "HTTPRoute", name)["parents"]
+    our_parent_of(fake, "HTTPRoute", name)
+}
+
+/// Our entry of a route's (`kind`) `status.parents`.
+fn our_parent_of(fake: &FakeApiServer, kind: &str, name: &str) -> Option<Value> {
+    status(fake, kind, name)["parents"]
         .as_array()?
         .iter()
         .find(|p| p["controllerName"] == CONTROLLER)
@@ -742,5 +747,119 @@ fn backend_refs_to_services_are_judged_with_the_clusters_services() {
         state(&nothing["conditions"], "ResolvedRefs"),
         pair("False", "BackendNotFound"),
         "{nothing}"
+    );
+}
+
+/// GRPCRoutes get `status.parents` as HTTPRoutes do (generation, resolved and unresolved
+/// backendRefs, another controller's entry kept), the younger of an HTTPRoute and a GRPCRoute
+/// whose hostnames meet on one listener is `Accepted=False` / `Conflicted`, and the Gateway's
+/// listener counts the routes of both kinds and names both as supported.
+#[test]
+fn grpcroutes_get_their_status_and_a_conflict_with_an_httproute_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, kubeconfig) = start_fake(dir.path());
+    let grpc = |name: &str, backend: &str, host: &str, created: &str| {
+        format!("apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{ name: {name}, namespace: apps, creationTimestamp: '{created}' }}\nspec:\n  parentRefs: [{{ name: edge }}]\n  hostnames: [{host}]\n  rules:\n    - matches: [{{ method: {{ service: echo.Echo }} }}]\n      backendRefs: [{{ group: tollgate.dev, kind: Backend, name: {backend} }}]\n")
+    };
+    let api = format!(
+        "{}status:\n  parents:\n    - parentRef: {{ name: elsewhere }}\n      controllerName: example.com/other\n      conditions:\n        - {{ type: Accepted, status: 'True', reason: Accepted, message: theirs, lastTransitionTime: '2026-01-01T00:00:00Z' }}\n",
+        grpc("api", "app", "api.example", "2026-01-01T00:00:00Z")
+    );
+    // Younger than `api`, on the same host: it loses the listener.
+    let web = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: { name: web, namespace: apps, creationTimestamp: '2026-02-01T00:00:00Z' }\nspec:\n  parentRefs: [{ name: edge }]\n  hostnames: [api.example]\n  rules:\n    - backendRefs: [{ group: tollgate.dev, kind: Backend, name: app }]\n";
+    let docs = [
+        GATEWAY,
+        BACKEND,
+        NODE,
+        &api,
+        &grpc(
+            "broken",
+            "missing",
+            "broken.example",
+            "2026-01-01T00:00:00Z",
+        ),
+        web,
+    ];
+    fake.apply_yaml(&docs.join("---\n")).unwrap();
+    let _controller = Controller::start(&kubeconfig, "solo", dir.path());
+
+    let ok = wait_for(
+        Duration::from_secs(20),
+        "the status of GRPCRoute api",
+        || our_parent_of(&fake, "GRPCRoute", "api"),
+    );
+    let g = generation(&fake, "GRPCRoute", "api");
+    assert_eq!(ok["parentRef"]["name"], "edge", "{ok}");
+    assert_eq!(ok["controllerName"], CONTROLLER, "{ok}");
+    for (type_, reason) in [("Accepted", "Accepted"), ("ResolvedRefs", "ResolvedRefs")] {
+        let c = condition(&ok["conditions"], type_);
+        assert_eq!(state(&ok["conditions"], type_), pair("True", reason), "{c}");
+        assert_eq!(c["observedGeneration"], g, "{c}");
+    }
+    let parents = status(&fake, "GRPCRoute", "api")["parents"].clone();
+    assert!(
+        parents
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["controllerName"] == "example.com/other"),
+        "another controller's entry was dropped: {parents}"
+    );
+    let broken = wait_for(
+        Duration::from_secs(10),
+        "the status of GRPCRoute broken",
+        || our_parent_of(&fake, "GRPCRoute", "broken"),
+    );
+    assert_eq!(
+        state(&broken["conditions"], "ResolvedRefs"),
+        pair("False", "BackendNotFound"),
+        "{broken}"
+    );
+    let web = wait_for(
+        Duration::from_secs(10),
+        "the status of HTTPRoute web",
+        || our_parent(&fake, "web"),
+    );
+    assert_eq!(
+        state(&web["conditions"], "Accepted"),
+        pair("False", "Conflicted"),
+        "{web}"
+    );
+    let message = condition(&web["conditions"], "Accepted")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("GRPCRoute apps/api"), "{message}");
+
+    let gw = wait_for(Duration::from_secs(10), "the Gateway's status", || {
+        let s = status(&fake, "Gateway", "edge");
+        s["listeners"].is_array().then_some(s)
+    });
+    let listener = &gw["listeners"][0];
+    // `api` and `broken` (which answers UNAVAILABLE for its unresolved backend) are attached;
+    // `web` lost the listener.
+    assert_eq!(listener["attachedRoutes"], 2, "{gw}");
+    assert_eq!(
+        listener["supportedKinds"],
+        serde_json::json!([
+            {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
+            {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"},
+        ]),
+        "{gw}"
+    );
+
+    // A new generation of the GRPCRoute is written with it.
+    let mut changed = fake.get(GW, "GRPCRoute", Some("apps"), "api").unwrap();
+    changed["spec"]["rules"][0]["matches"][0]["method"]["method"] = "Say".into();
+    fake.put(changed).unwrap();
+    let g2 = generation(&fake, "GRPCRoute", "api");
+    assert!(g2 > g);
+    wait_for(
+        Duration::from_secs(20),
+        "the new generation in the status",
+        || {
+            let p = our_parent_of(&fake, "GRPCRoute", "api")?;
+            (condition(&p["conditions"], "Accepted")["observedGeneration"] == g2).then_some(())
+        },
     );
 }

@@ -3,7 +3,12 @@
 use std::collections::BTreeSet;
 
 use super::scenario::is_core;
-use super::{SkipList, CORE_FEATURES, GATEWAY_API_CHANNEL, GATEWAY_API_VERSION};
+use super::{
+    profile, SkipList, CORE_FEATURES, GATEWAY_API_CHANNEL, GATEWAY_API_VERSION, GRPC_CORE_FEATURES,
+};
+
+/// The profiles reported, in order: HTTPRoute tests, GRPCRoute tests.
+const PROFILES: [&str; 2] = ["GATEWAY-HTTP", "GATEWAY-GRPC"];
 
 /// The outcome of one scenario.
 #[derive(Debug, Clone)]
@@ -81,16 +86,58 @@ pub fn report(
     outcomes: &[Outcome],
     skips: &SkipList,
 ) -> String {
+    let mut out = format!("date: \"{date}\"\n");
+    out.push_str(
+        "# Written by tests/tests/conformance.rs from the scenarios in tests/conformance/\n",
+    );
+    out.push_str(
+        "# (`cargo xtask conformance` regenerates it; docs/conformance/README.md explains it).\n",
+    );
+    out.push_str("apiVersion: gateway.networking.k8s.io/v1\n");
+    out.push_str("kind: ConformanceReport\n");
+    out.push_str(&format!("gatewayAPIChannel: {GATEWAY_API_CHANNEL}\n"));
+    out.push_str(&format!("gatewayAPIVersion: {GATEWAY_API_VERSION}\n"));
+    out.push_str("implementation:\n  contact:\n");
+    for c in implementation.contact {
+        out.push_str(&format!("    - {c}\n"));
+    }
+    out.push_str(&format!(
+        "  organization: {}\n  project: {}\n  url: {}\n  version: {}\n",
+        implementation.organization,
+        implementation.project,
+        implementation.url,
+        implementation.version
+    ));
+    out.push_str("mode: default\n");
+    out.push_str("profiles:\n");
+    for name in PROFILES {
+        write_profile(&mut out, name, outcomes, skips);
+    }
+    out
+}
+
+/// The profile entry `name` (core and extended results, claimed and unclaimed features) of the
+/// outcomes and skips whose features put them in it.
+fn write_profile(out: &mut String, name: &str, outcomes: &[Outcome], skips: &SkipList) {
+    let ours = |features: &[String]| profile(features).0 == name;
+    let core_features: &[&str] = if name == "GATEWAY-GRPC" {
+        &GRPC_CORE_FEATURES
+    } else {
+        &CORE_FEATURES
+    };
     let (mut core, mut extended) = (Level::default(), Level::default());
     let mut supported = BTreeSet::new();
-    for o in outcomes.iter().filter(|o| !o.experimental) {
+    for o in outcomes
+        .iter()
+        .filter(|o| !o.experimental && ours(&o.features))
+    {
         let level = if is_core(&o.features) {
             &mut core
         } else {
             supported.extend(
                 o.features
                     .iter()
-                    .filter(|f| !CORE_FEATURES.contains(&f.as_str()))
+                    .filter(|f| !core_features.contains(&f.as_str()))
                     .cloned(),
             );
             &mut extended
@@ -101,12 +148,20 @@ pub fn report(
             level.failed.push(o.name.clone());
         }
     }
+    // An unsupported feature belongs to the GRPC profile when it is a GRPCRoute one.
+    let mut unsupported_here: Vec<(String, String)> = skips
+        .unsupported_features
+        .iter()
+        .filter(|(f, _)| (name == "GATEWAY-GRPC") == f.starts_with("GRPCRoute"))
+        .cloned()
+        .collect();
+    unsupported_here.sort();
     let unsupported: BTreeSet<String> = skips
         .unsupported_features
         .iter()
         .map(|(f, _)| f.clone())
         .collect();
-    for s in &skips.skipped {
+    for s in skips.skipped.iter().filter(|s| ours(&s.features)) {
         // A test of an unsupported feature is not run and not counted, as upstream does.
         if s.features.iter().any(|f| unsupported.contains(f)) {
             continue;
@@ -134,48 +189,22 @@ pub fn report(
         extended.failed.len(),
         extended.skipped.len(),
     );
-    let mut out = format!("date: \"{date}\"\n");
-    out.push_str(
-        "# Written by tests/tests/conformance.rs from the scenarios in tests/conformance/\n",
-    );
-    out.push_str(
-        "# (`cargo xtask conformance` regenerates it; docs/conformance/README.md explains it).\n",
-    );
-    out.push_str("apiVersion: gateway.networking.k8s.io/v1\n");
-    out.push_str("kind: ConformanceReport\n");
-    out.push_str(&format!("gatewayAPIChannel: {GATEWAY_API_CHANNEL}\n"));
-    out.push_str(&format!("gatewayAPIVersion: {GATEWAY_API_VERSION}\n"));
-    out.push_str("implementation:\n  contact:\n");
-    for c in implementation.contact {
-        out.push_str(&format!("    - {c}\n"));
-    }
-    out.push_str(&format!(
-        "  organization: {}\n  project: {}\n  url: {}\n  version: {}\n",
-        implementation.organization,
-        implementation.project,
-        implementation.url,
-        implementation.version
-    ));
-    out.push_str("mode: default\n");
-    out.push_str("profiles:\n  - name: GATEWAY-HTTP\n");
+    out.push_str(&format!("  - name: {name}\n"));
     out.push_str(&format!("    summary: \"{summary}\"\n"));
     out.push_str("    core:\n");
-    core.write(&mut out, "      ");
+    core.write(out, "      ");
     out.push_str("    extended:\n");
-    extended.write(&mut out, "      ");
+    extended.write(out, "      ");
     out.push_str("      supportedFeatures:\n");
     for f in &supported {
         out.push_str(&format!("        - {f}\n"));
     }
-    if !skips.unsupported_features.is_empty() {
+    if !unsupported_here.is_empty() {
         out.push_str("      unsupportedFeatures:\n");
-        let mut list = skips.unsupported_features.clone();
-        list.sort();
-        for (f, reason) in &list {
+        for (f, reason) in &unsupported_here {
             out.push_str(&format!("        - {f}  # {reason}\n"));
         }
     }
-    out
 }
 
 fn word(result: &str) -> &'static str {
@@ -229,6 +258,12 @@ mod tests {
                 experimental: true,
                 ..outcome("X", &["Gateway", "HTTPRoute", "HTTPRouteRetry"], false)
             },
+            outcome("G", &["Gateway", "GRPCRoute"], true),
+            outcome(
+                "N",
+                &["Gateway", "GRPCRoute", "GRPCRouteNamedRouteRule"],
+                true,
+            ),
         ];
         let skips = SkipList {
             skipped: vec![
@@ -269,7 +304,19 @@ mod tests {
         assert!(!r.contains("- X") && !r.contains("HTTPRouteRetry"), "{r}");
         let parsed: Value = serde_saphyr::from_str(&r).unwrap();
         assert_eq!(parsed["kind"], "ConformanceReport");
+        assert_eq!(parsed["profiles"][0]["name"], "GATEWAY-HTTP");
         assert_eq!(parsed["profiles"][0]["core"]["statistics"]["Passed"], 1);
+        // The GRPCRoute tests are a profile of their own, with GRPCRoute a core feature.
+        let grpc = &parsed["profiles"][1];
+        assert_eq!(grpc["name"], "GATEWAY-GRPC");
+        assert_eq!(grpc["core"]["statistics"]["Passed"], 1);
+        assert_eq!(grpc["core"]["statistics"]["Skipped"], 0);
+        assert_eq!(grpc["extended"]["statistics"]["Passed"], 1);
+        assert_eq!(
+            grpc["extended"]["supportedFeatures"],
+            serde_json::json!(["GRPCRouteNamedRouteRule"])
+        );
+        assert_eq!(parsed["profiles"][0]["extended"]["statistics"]["Passed"], 1);
         assert_eq!(
             without_date(&r),
             without_date(&r.replace("2026-12-04", "2027-01-01"))

@@ -284,6 +284,9 @@ pub fn check(expect: &Value, resp: &Response) -> Vec<String> {
 
 /// Runs one entry of a scenario's `requests`; the failures, each starting with the request.
 pub fn run_request(entry: &Value, ctx: &Context) -> Vec<String> {
+    if entry["request"].get("grpc").is_some() {
+        return super::grpc::run(entry);
+    }
     let backends = &ctx.backends;
     let r = &entry["request"];
     let expect = &entry["expect"];

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{CORE_FEATURES, INFRA_NAMESPACE};
+use super::{profile, INFRA_NAMESPACE};
 
 /// One scenario file.
 #[derive(Debug, Clone)]
@@ -39,8 +39,10 @@ impl Scenario {
     }
 }
 
+/// Whether every feature of a test is a core feature of its profile.
 pub(crate) fn is_core(features: &[String]) -> bool {
-    features.iter().all(|f| CORE_FEATURES.contains(&f.as_str()))
+    let (_, core) = profile(features);
+    features.iter().all(|f| core.contains(&f.as_str()))
 }
 
 fn strings(v: &Value, what: &str) -> Result<Vec<String>, String> {
@@ -262,6 +264,8 @@ pub struct EchoBackend {
     pub port: u16,
     /// Spoken to in h2c (`appProtocol: kubernetes.io/h2c`).
     pub h2c: bool,
+    /// A gRPC echo server (label `conformance.tollgate.dev/echo: grpc`), for GRPCRoutes.
+    pub grpc: bool,
 }
 
 /// The Backends of `yaml` whose endpoints are on 127.0.0.1 (the echo backends to start).
@@ -272,6 +276,7 @@ pub fn echo_backends(yaml: &str) -> Result<Vec<EchoBackend>, String> {
         let ns = d["metadata"]["namespace"].as_str().unwrap_or("default");
         let name = format!("{ns}/{}", d["metadata"]["name"].as_str().unwrap_or(""));
         let h2c = d["spec"]["appProtocol"] == "kubernetes.io/h2c";
+        let grpc = d["metadata"]["labels"]["conformance.tollgate.dev/echo"] == "grpc";
         for e in d["spec"]["endpoints"].as_array().into_iter().flatten() {
             if e["ip"]["address"] != "127.0.0.1" {
                 continue;
@@ -284,6 +289,7 @@ pub fn echo_backends(yaml: &str) -> Result<Vec<EchoBackend>, String> {
                 name: name.clone(),
                 port,
                 h2c,
+                grpc,
             });
         }
     }
