@@ -1,6 +1,7 @@
 //! The real agent with `--source kubernetes`, against the fake API server (in this process, on
 //! 127.0.0.1 of the root namespace, where the agent runs): objects applied through the API are
-//! enforced (L4 packets dropped, HTTP routes served), and so are their changes and deletions;
+//! enforced (L4 packets dropped, HTTP routes and GRPCRoutes served), and so are their changes
+//! and deletions;
 //! and a deny-all L4Policy does not cut the agent off its API server (lock-out protection).
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -24,6 +25,10 @@ const V2: u16 = 18334;
 const FAILSAFE_API: u16 = 18337;
 const FAILSAFE_ADMIN: u16 = 18338;
 const NODE_ADMIN: u16 = 18339;
+const GRPC_PROXY: u16 = 18381;
+const GRPC_ADMIN: u16 = 18382;
+const GRPC_V1: u16 = 18383;
+const GRPC_V2: u16 = 18384;
 
 /// The fake, and a kubeconfig for it in the lab's directory.
 fn api_server(lab: &Lab) -> (FakeApiServer, PathBuf) {
@@ -418,4 +423,77 @@ fn a_deny_all_l4policy_does_not_cut_the_agent_off_its_api_server() {
     )
     .unwrap_or(0);
     assert!(passed > 0, "no reply counted as failsafe:\n{metrics}");
+}
+
+/// A GRPCRoute applied through the API is served to a real gRPC client (grpcio), and so are
+/// its changes and its deletion (then no route: UNIMPLEMENTED).
+#[test]
+fn a_grpcroute_applied_through_the_api_is_served_and_so_are_its_changes() {
+    use tollgate_tests::conformance::grpc::{make_calls, GrpcBackend};
+    require_root!();
+    let lab = Lab::new("gkgrpc", &[]);
+    let _v1 = GrpcBackend::start("default/v1", GRPC_V1);
+    let _v2 = GrpcBackend::start("default/v2", GRPC_V2);
+    let (fake, kubeconfig) = api_server(&lab);
+    let route = |backend: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{ name: echo, namespace: default }}\nspec:\n  parentRefs: [{{ name: edge }}]\n  rules:\n    - matches: [{{ method: {{ service: test.Echo, method: Say }} }}]\n      backendRefs: [{}]\n",
+            to(backend)
+        )
+    };
+    fake.apply_yaml(&documents(&[
+        &gateway(&[("http", GRPC_PROXY, None)]),
+        &backend_object("v1", &[GRPC_V1], ""),
+        &backend_object("v2", &[GRPC_V2], ""),
+        &route("v1"),
+    ]))
+    .unwrap();
+    let mut agent = start_agent(
+        &lab,
+        GRPC_ADMIN,
+        &[GRPC_PROXY],
+        &[
+            "--source",
+            "kubernetes",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+    );
+    let say = || {
+        let calls =
+            [serde_json::json!({"method": "/test.Echo/Say", "metadata": [], "request": "hi"})];
+        let results = make_calls(GRPC_PROXY, &calls).unwrap_or_else(|e| panic!("{e}"));
+        let r = &results[0];
+        (
+            r["code"].as_str().unwrap_or_default().to_owned(),
+            r["response"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    assert_eq!(
+        say(),
+        (
+            "OK".to_owned(),
+            "default/v1|/test.Echo/Say|-|-|hi".to_owned()
+        )
+    );
+
+    // The route moves to v2.
+    fake.apply_yaml(&route("v2")).unwrap();
+    agent
+        .wait_for_log_count(POLICY_APPLIED, 2, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(say().1, "default/v2|/test.Echo/Say|-|-|hi");
+
+    // Deleted: no route matches the call.
+    fake.delete(
+        "gateway.networking.k8s.io/v1",
+        "GRPCRoute",
+        Some("default"),
+        "echo",
+    )
+    .unwrap();
+    agent
+        .wait_for_log_count(POLICY_APPLIED, 3, APPLY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(say(), ("UNIMPLEMENTED".to_owned(), String::new()));
 }

@@ -203,8 +203,10 @@ pub fn run(entry: &Value) -> Vec<String> {
     failures
 }
 
-/// Makes `calls` to 127.0.0.1:`port` with the grpcio client; one result per call.
-fn make_calls(port: u16, calls: &[Value]) -> Result<Vec<Value>, String> {
+/// Makes `calls` to 127.0.0.1:`port` with the grpcio client (each a JSON object: `method`,
+/// `metadata` as pairs, `request`, `authority`); one result per call (`code`, `details`,
+/// `response`, `initial`).
+pub fn make_calls(port: u16, calls: &[Value]) -> Result<Vec<Value>, String> {
     let python = python();
     if !python.is_file() {
         return Err(format!(
