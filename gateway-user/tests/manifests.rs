@@ -1060,7 +1060,10 @@ fn install_controller_rbac_writes_only_status_and_its_own_lease() {
     }
     // Both route kinds are read and their status written.
     for kind in ["httproutes", "grpcroutes"] {
-        assert!(read.iter().any(|r| r == kind), "{kind} is not read: {read:?}");
+        assert!(
+            read.iter().any(|r| r == kind),
+            "{kind} is not read: {read:?}"
+        );
         assert!(
             patched.contains(&format!("{kind}/status")),
             "{kind}/status is not written: {patched:?}"

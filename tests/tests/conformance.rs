@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use tollgate_tests::conformance::grpc::GrpcBackend;
 use tollgate_tests::conformance::h2c::H2cBackend;
+use tollgate_tests::conformance::status::StatusRun;
 use tollgate_tests::conformance::{
     data_dir, echo_backends, load_scenarios, load_skip_list, port_open, report, request_ports,
     run_request, without_date, BackendPorts, Context, Implementation, Outcome, DEFAULT_PORT,
@@ -31,6 +32,8 @@ use tollgate_tests::l7::{start_agent, Backend};
 use tollgate_tests::{require_root, workspace_root, Agent, Lab, APPLY_TIMEOUT, POLICY_APPLIED};
 
 const ADMIN: u16 = 28090;
+/// The admin port of `tollgate controller` in the status scenarios.
+const CONTROLLER_ADMIN: u16 = 28091;
 const POLICY_FILE: &str = "conformance.yaml";
 /// What the agent logs when a revision is not enforced.
 const NOT_APPLIED: [&str; 2] = ["revision refused", "apply failed"];
@@ -218,7 +221,7 @@ fn gateway_api_conformance() {
     );
 
     let mut outcomes = Vec::new();
-    for s in &scenarios {
+    for s in scenarios.iter().filter(|s| !s.status_mode) {
         let t = Instant::now();
         let mut failures = Vec::new();
         let steps =
@@ -253,6 +256,31 @@ fn gateway_api_conformance() {
     }
     drop(agent);
     drop(running);
+
+    // The status scenarios: the fake API server and `tollgate controller`.
+    let status: Vec<_> = scenarios.iter().filter(|s| s.status_mode).collect();
+    if !status.is_empty() {
+        let run = StatusRun::start(&base, CONTROLLER_ADMIN);
+        for s in status {
+            let t = Instant::now();
+            let failures = run.run(s);
+            let verdict = match (failures.is_empty(), &s.known_failure) {
+                (true, _) => "PASS".to_owned(),
+                (false, None) => "FAIL".to_owned(),
+                (false, Some(bug)) => format!("FAIL (known: {bug})"),
+            };
+            eprintln!("{verdict} {} (status, {:.1?})", s.name, t.elapsed());
+            for f in &failures {
+                eprintln!("    {f}");
+            }
+            outcomes.push(Outcome {
+                name: s.name.clone(),
+                features: s.features.clone(),
+                failures,
+                experimental: s.experimental,
+            });
+        }
+    }
 
     let known: Vec<&str> = scenarios
         .iter()

@@ -12,6 +12,7 @@ pub mod h2c;
 mod report;
 mod run;
 mod scenario;
+pub mod status;
 
 pub use report::{report, without_date, Implementation, Outcome};
 pub use run::{port_open, request_of, request_ports, run_request, BackendPorts, Context};

@@ -16,7 +16,8 @@ pub struct Scenario {
     pub features: Vec<String>,
     /// The policy objects (YAML documents), applied with `base.yaml`.
     pub objects: String,
-    /// The requests and their expectations.
+    /// The requests and their expectations; for a status scenario, the status checks
+    /// (`status:` in the file).
     pub requests: Vec<Value>,
     /// Later revisions of the same scenario (`then`: objects and requests each), applied in
     /// turn after the first one's requests: a grant removed, say.
@@ -30,6 +31,9 @@ pub struct Scenario {
     /// reported failed, but does not fail the run; once it passes, the run fails until the
     /// mark is removed.
     pub known_failure: Option<String>,
+    /// `mode: status`: the objects go to a (fake) API server and the checks are of the status
+    /// `tollgate controller` writes, not of requests to the proxy.
+    pub status_mode: bool,
 }
 
 impl Scenario {
@@ -78,7 +82,19 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, String> {
         .to_owned();
     serde_saphyr::from_multiple::<Value>(&objects)
         .map_err(|e| format!("{file}: `objects` is not YAML: {e}"))?;
-    let requests = requests_of(&doc, &file)?;
+    let status_mode = match doc.get("mode").and_then(Value::as_str) {
+        None => false,
+        Some("status") => true,
+        Some(other) => return Err(format!("{file}: mode {other:?} is not `status`")),
+    };
+    let checks = |d: &Value, at: &str| {
+        if status_mode {
+            status_checks_of(d, at)
+        } else {
+            requests_of(d, at)
+        }
+    };
+    let requests = checks(&doc, &file)?;
     let mut then = Vec::new();
     for (i, step) in doc["then"].as_array().into_iter().flatten().enumerate() {
         let objects = step["objects"]
@@ -87,7 +103,7 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, String> {
             .to_owned();
         serde_saphyr::from_multiple::<Value>(&objects)
             .map_err(|e| format!("{file}: then[{i}].objects is not YAML: {e}"))?;
-        then.push((objects, requests_of(step, &format!("{file}: then[{i}]"))?));
+        then.push((objects, checks(step, &format!("{file}: then[{i}]"))?));
     }
     for key in doc
         .as_object()
@@ -104,6 +120,8 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, String> {
             "then",
             "channel",
             "knownFailure",
+            "mode",
+            "status",
         ]
         .contains(&key.as_str())
         {
@@ -136,7 +154,47 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, String> {
         file,
         experimental,
         known_failure,
+        status_mode,
     })
+}
+
+/// The `status` checks of a status scenario (or of one of its steps): each names an object
+/// (`kind`, `name`, `namespace` unless cluster-scoped), for a route the Gateway whose entry of
+/// `status.parents` is checked (`parent`), and `conditions` (type: `True`, `False` or `Any`).
+fn status_checks_of(doc: &Value, file: &str) -> Result<Vec<Value>, String> {
+    let checks = doc["status"]
+        .as_array()
+        .ok_or_else(|| format!("{file}: `status` is not a list"))?
+        .clone();
+    if checks.is_empty() {
+        return Err(format!("{file}: no status checks"));
+    }
+    for (i, c) in checks.iter().enumerate() {
+        for key in c
+            .as_object()
+            .map(|o| o.keys().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            if ![
+                "kind",
+                "namespace",
+                "name",
+                "parent",
+                "conditions",
+                "description",
+            ]
+            .contains(&key.as_str())
+            {
+                return Err(format!("{file}: status[{i}]: unknown field `{key}`"));
+            }
+        }
+        if !c["kind"].is_string() || !c["name"].is_string() || !c["conditions"].is_object() {
+            return Err(format!(
+                "{file}: status[{i}]: needs `kind`, `name` and `conditions`"
+            ));
+        }
+    }
+    Ok(checks)
 }
 
 fn requests_of(doc: &Value, file: &str) -> Result<Vec<Value>, String> {
