@@ -36,6 +36,7 @@
 //! bits: no consumer name or address is stored (an IPv4 address can still be found again by
 //! hashing all 2^32 of them; the hash hides, it does not encrypt).
 pub mod redis;
+pub mod settings;
 
 use std::collections::hash_map::RandomState;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,7 +57,7 @@ use crate::limit::{KeyValue, Limiter, Verdict};
 use crate::metrics::{Catalog, PolicyLabel, ReasonLabel};
 use tollgate_compile::l7::table::{RateLimitBackendFailure, RateLimitDef};
 
-pub use self::redis::{RedisSettings, SettingsError};
+pub use self::settings::{RedisSettings, SettingsError};
 
 /// Keys tracked per cluster limit (least recently used out).
 pub const MAX_CLUSTER_KEYS: usize = 100_000;
@@ -196,6 +197,8 @@ pub struct BackendStatus {
     pub state: &'static str,
     /// The Redis address (no credentials).
     pub address: Option<String>,
+    /// `standalone`, `cluster` (Redis Cluster) or `sentinel`; none without Redis.
+    pub topology: Option<&'static str>,
     /// Whether cluster limits are in force and follow their `onBackendFailure` now.
     pub fallback: bool,
     /// Seconds since the state last changed.
@@ -292,6 +295,7 @@ impl Backend {
                 (true, false) => "down",
             },
             address: self.settings.redis.as_ref().map(RedisSettings::address),
+            topology: self.settings.redis.as_ref().map(RedisSettings::kind),
             fallback: self.in_fallback(),
             since_seconds: (c.0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
             last_error: if self.is_up() { None } else { c.1.clone() },
