@@ -18,6 +18,9 @@ pub struct Redis {
     child: Option<Child>,
     /// The port.
     pub port: u16,
+    /// Its working directory (a replica's or primary's RDB of a full sync lands there, not in
+    /// the source tree).
+    _dir: tempfile::TempDir,
 }
 
 /// A free port on 127.0.0.1 (free now: the caller binds it soon after).
@@ -42,8 +45,11 @@ impl Redis {
     /// A redis-server on `port` with `extra` arguments (plain `--port` stays on `port` unless
     /// `extra` moves it).
     pub fn start_with(port: u16, extra: &[&str]) -> Redis {
+        let dir = tempfile::tempdir().expect("a temporary directory");
         let child = Command::new("redis-server")
             .args([
+                "--dir",
+                dir.path().to_str().expect("a UTF-8 path"),
                 "--port",
                 &port.to_string(),
                 "--bind",
@@ -67,6 +73,7 @@ impl Redis {
         let r = Redis {
             child: Some(child),
             port,
+            _dir: dir,
         };
         // A TLS-only server (port 0: no plain port) is waited for by its test, with its own
         // client.
