@@ -321,6 +321,32 @@ pub fn align_to_window(redis: &Redis) {
     thread::sleep(Duration::from_millis(1000 - ms + 5));
 }
 
+/// 200s counted over `windows` whole windows of one second on the system clock (the windows of
+/// a `per: 1s` limit: the test's Redis runs on this machine, so its clock is this one): the
+/// rate per second.
+pub fn allowed_per_second_over_whole_windows(tally: &Tally, windows: u32) -> f64 {
+    let into = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_micros()
+    };
+    // 20 ms into a window: answers to requests of the window before are in.
+    let offset = Duration::from_millis(20);
+    let wait = |now_us: u32| {
+        let us = (1_000_000 + offset.as_micros() as u64 - u64::from(now_us)) % 1_000_000;
+        Duration::from_micros(us)
+    };
+    thread::sleep(wait(into(std::time::SystemTime::now())));
+    let started = Instant::now();
+    let before = tally.ok();
+    // Until the same point of the window `windows` later (a second wait for the next window
+    // would take a whole one more if the first one ran late).
+    thread::sleep(
+        (started + Duration::from_secs(windows.into())).saturating_duration_since(Instant::now()),
+    );
+    (tally.ok() - before) as f64 / f64::from(windows)
+}
+
 /// `openssl` with `args`, in `dir`.
 pub fn openssl(dir: &std::path::Path, args: &[&str]) {
     let out = Command::new("openssl")

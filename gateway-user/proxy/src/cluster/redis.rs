@@ -181,7 +181,9 @@ pub(crate) async fn run(
                 Ok(c) => {
                     metrics.commands.inc();
                     conn = Some(c);
-                    backoff = BACKOFF_FIRST;
+                    // The backoff is reset by the first round that succeeds, not by the
+                    // connection: a Redis Cluster client connects with a primary down, and its
+                    // first sync to that primary's slots fails again.
                     backend.set_up(true, None);
                     if logged != Some(true) {
                         info!(redis = %settings.address(), "cluster rate limits: Redis reachable, limits are shared");
@@ -251,6 +253,7 @@ pub(crate) async fn run(
         };
         if failed.is_none() {
             metrics.round_trip.observe(started.elapsed().as_secs_f64());
+            backoff = BACKOFF_FIRST;
         }
         // What Redis granted is applied even if other keys of the round failed (on a Redis
         // Cluster, one node may fail alone): those tokens are counted in Redis.
