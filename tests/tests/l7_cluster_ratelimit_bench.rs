@@ -9,62 +9,85 @@ use std::time::{Duration, Instant};
 
 use tollgate_tests::admin::metric;
 use tollgate_tests::cluster_limits::{
-    align_to_window, cluster, cluster_policy, get_path, load, node_policy_on_free, percentile,
-    Redis, Tally,
+    align_to_window, cluster_policy, cluster_with, get_path, load, node_policy_on_free, percentile,
+    Redis, RedisCluster, Tally,
 };
 use tollgate_tests::require_root;
 
 /// The measurements of docs/benchmarks.md ("Cluster-wide rate limits"): accuracy with 1 and 3
-/// agents over a minute (within 5%), Redis commands per second per agent with 1,000 and 10,000
-/// active keys, and the latency of a cluster-limited route next to a node-limited one. About 3
-/// minutes; run with `--ignored --nocapture`.
+/// agents over a minute (within 5%) on a standalone Redis and with 3 agents on a Redis Cluster,
+/// Redis commands per second per agent with 1, 1,000 and 10,000 active keys on both, and the
+/// latency of a cluster-limited route next to a node-limited one. About 6 minutes; run with
+/// `--ignored --nocapture`.
 #[test]
-#[ignore = "a benchmark: about 3 minutes"]
+#[ignore = "a benchmark: about 6 minutes"]
 fn bench_cluster_limits() {
     require_root!();
     const LIMIT: u32 = 40;
     const SECONDS: u64 = 60;
     let mut table = Vec::new();
-    for agents in [1usize, 3] {
-        let redis = Redis::start();
+    for (agents, on_cluster) in [(1usize, false), (3, false), (3, true), (1, true)] {
         let policies = format!(
             "{}---\n{}",
             cluster_policy(LIMIT, "local"),
             node_policy_on_free()
         );
-        let c = cluster(
+        // A standalone redis-server, or a Redis Cluster of three primaries.
+        let (redis, rc) = if on_cluster {
+            (None, Some(RedisCluster::start(3)))
+        } else {
+            (Some(Redis::start()), None)
+        };
+        let url = match (&redis, &rc) {
+            (Some(r), _) => r.url(),
+            (_, Some(rc)) => rc.url(),
+            _ => unreachable!(),
+        };
+        let topology = if on_cluster {
+            "Redis Cluster (3 primaries)"
+        } else {
+            "standalone Redis"
+        };
+        let c = cluster_with(
             &format!("rlbench{agents}"),
             18490,
             agents,
-            &redis,
+            &url,
+            &[],
             &policies,
         );
-        // Accuracy: the hot key at 3 x the limit, spread evenly, for a minute of whole windows.
-        align_to_window(&redis);
-        let stop = Arc::new(AtomicBool::new(false));
-        let hot = Arc::new(Tally::default());
-        let per_agent = (3 * LIMIT) / agents as u32;
-        let threads: Vec<_> = c
-            .proxies
-            .iter()
-            .map(|&p| load(p, per_agent, |_| "hot".into(), stop.clone(), hot.clone()))
-            .collect();
-        thread::sleep(Duration::from_secs(SECONDS));
-        stop.store(true, Ordering::Relaxed);
-        for t in threads {
-            t.join().unwrap();
-        }
-        let expected = u64::from(LIMIT) * SECONDS;
-        let error = (hot.ok() as f64 - expected as f64) / expected as f64 * 100.0;
-        table.push(format!(
-            "| accuracy, {agents} agent(s), hot key at {} req/s, limit {LIMIT}/s, {SECONDS} s | {} allowed of {expected} ({error:+.1}%), {} refused, {} other |",
+        let clock = redis
+            .as_ref()
+            .or(rc.as_ref().map(|rc| &rc.nodes[0]))
+            .expect("a Redis");
+        if !(on_cluster && agents == 1) {
+            // Accuracy: the hot key at 3 x the limit, spread evenly, for a minute of whole windows.
+            align_to_window(clock);
+            let stop = Arc::new(AtomicBool::new(false));
+            let hot = Arc::new(Tally::default());
+            let per_agent = (3 * LIMIT) / agents as u32;
+            let threads: Vec<_> = c
+                .proxies
+                .iter()
+                .map(|&p| load(p, per_agent, |_| "hot".into(), stop.clone(), hot.clone()))
+                .collect();
+            thread::sleep(Duration::from_secs(SECONDS));
+            stop.store(true, Ordering::Relaxed);
+            for t in threads {
+                t.join().unwrap();
+            }
+            let expected = u64::from(LIMIT) * SECONDS;
+            let error = (hot.ok() as f64 - expected as f64) / expected as f64 * 100.0;
+            table.push(format!(
+            "| accuracy, {topology}, {agents} agent(s), hot key at {} req/s, limit {LIMIT}/s, {SECONDS} s | {} allowed of {expected} ({error:+.1}%), {} refused, {} other |",
             3 * LIMIT,
             hot.ok(),
             hot.limited(),
             hot.other()
         ));
-        assert!(error.abs() <= 5.0, "{error:+.1}% with {agents} agents");
-        assert_eq!(hot.other(), 0);
+            assert!(error.abs() <= 5.0, "{error:+.1}% with {agents} agents");
+            assert_eq!(hot.other(), 0);
+        }
         if agents == 1 {
             // Redis traffic: `keys` active keys, requested in turn at a fixed total rate.
             for keys in [1u64, 1_000, 10_000] {
@@ -88,12 +111,14 @@ fn bench_cluster_limits() {
                 let commands =
                     metric(c.admins[0], "tollgate_ratelimit_redis_commands_total") - before;
                 table.push(format!(
-                    "| Redis traffic, 1 agent, {keys} key(s) in turn, {:.0} req/s | {:.0} commands/s ({:.2} per request) |",
+                    "| Redis traffic, {topology}, 1 agent, {keys} key(s) in turn, {:.0} req/s | {:.0} commands/s ({:.2} per request) |",
                     (tally.ok() + tally.limited()) as f64 / secs,
                     commands as f64 / secs,
                     commands as f64 / (tally.ok() + tally.limited()).max(1) as f64
                 ));
             }
+        }
+        if agents == 1 && !on_cluster {
             // Latency: one request at a time, alternating a cluster-limited route (/a) and a
             // node-limited one (/free), each with a key of its own.
             let (mut cluster_t, mut node_t) = (Vec::new(), Vec::new());

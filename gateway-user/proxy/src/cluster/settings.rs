@@ -56,9 +56,9 @@ pub enum SettingsError {
 #[derive(Clone)]
 pub(crate) enum Topology {
     /// One primary.
-    Single(Client),
+    Single(Box<Client>),
     /// A Redis Cluster, from its seed nodes.
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
     /// The primary Sentinels name (asked again on every connection). A lock: the client keeps
     /// a cache of Sentinel connections and needs `&mut` to ask.
     Sentinel(Arc<tokio::sync::Mutex<SentinelClient>>),
@@ -321,7 +321,7 @@ impl RedisSettings {
                 }
                 let client = b.build().map_err(|e| bad(&e.to_string()))?;
                 Ok(RedisSettings {
-                    topology: Topology::Cluster(client),
+                    topology: Topology::Cluster(Box::new(client)),
                     address: format!(
                         "{scheme}+cluster://{}",
                         m.hosts
@@ -459,7 +459,7 @@ fn single(
         parsed.port().unwrap_or(6379)
     );
     Ok(RedisSettings {
-        topology: Topology::Single(client),
+        topology: Topology::Single(Box::new(client)),
         address,
     })
 }
