@@ -132,7 +132,8 @@ async fn connect(settings: &RedisSettings) -> Result<Conn, Failure> {
 }
 
 impl Conn {
-    /// The health check: PING (on a Redis Cluster, every node answers).
+    /// The health check: PING (on a Redis Cluster, every primary answers: the client sends it
+    /// to each).
     async fn ping(&mut self) -> Result<(), Failure> {
         let ping = redis::cmd("PING");
         let answer = match &mut self.link {
