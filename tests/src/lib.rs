@@ -27,6 +27,7 @@ use serde_json::Value;
 
 pub mod admin;
 pub mod cgroup;
+pub mod cluster_limits;
 pub mod conformance;
 pub mod gitrepo;
 pub mod gitserver;

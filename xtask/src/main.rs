@@ -199,7 +199,8 @@ const TOOL_PACKAGES: &[&str] = &[
     // promtool, which checks the agent's /metrics output in the tests.
     "prometheus",
     // redis-server and redis-cli: the shared counters of cluster-wide rate limits
-    // (tests/tests/l7_cluster_ratelimit.rs starts its own on a loopback port).
+    // (tests/tests/l7_cluster_ratelimit*.rs start their own on loopback ports: standalone, a
+    // Redis Cluster, a Sentinel with `redis-server --sentinel`).
     "redis-server",
     "curl",
     // git and git-daemon, for the Git source tests.

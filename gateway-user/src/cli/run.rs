@@ -126,10 +126,13 @@ pub struct RunArgs {
 /// The `--ratelimit-*` flags: the shared counters of `scope: Cluster` rate limits.
 #[derive(Debug, Clone, Args)]
 pub struct ClusterArgs {
-    /// The Redis (or Valkey) of cluster-wide rate limits: redis://HOST[:PORT][/DB] or
-    /// rediss:// (TLS), with a user name if the server has ACL users (`redis://tollgate@host`);
-    /// the password goes in --ratelimit-redis-password-file. Without it, cluster limits follow
-    /// their onBackendFailure on each node.
+    /// The Redis (or Valkey) of cluster-wide rate limits: redis://HOST[:PORT][/DB] (one
+    /// primary), redis+cluster://HOST[:PORT],HOST[:PORT],... (seed nodes of a Redis Cluster) or
+    /// redis+sentinel://HOST[:PORT],.../PRIMARY[/DB] (Sentinels, port 26379 by default, and the
+    /// primary's name); rediss (rediss+cluster, rediss+sentinel) for TLS. A user name may precede
+    /// the hosts if the server has ACL users (`redis://tollgate@host`); the password goes in
+    /// --ratelimit-redis-password-file. Without it, cluster limits follow their onBackendFailure
+    /// on each node.
     #[arg(long, value_name = "URL", env = "TOLLGATE_RATELIMIT_REDIS")]
     pub ratelimit_redis: Option<String>,
     /// File holding the password of --ratelimit-redis (read at start; trailing newlines are
@@ -520,6 +523,31 @@ mod tests {
             "redis://127.0.0.1:6390".to_owned()
         );
         assert_eq!(ok.agents, 3);
+        let cluster = settings(&[
+            "--ratelimit-redis",
+            "redis+cluster://10.0.0.1:7000,10.0.0.2",
+        ])
+        .unwrap()
+        .redis
+        .unwrap();
+        assert_eq!(
+            (cluster.kind(), cluster.address()),
+            (
+                "cluster",
+                "redis+cluster://10.0.0.1:7000,10.0.0.2:6379".to_owned()
+            )
+        );
+        let sentinel = settings(&["--ratelimit-redis", "redis+sentinel://s1,s2:26380/main"])
+            .unwrap()
+            .redis
+            .unwrap();
+        assert_eq!(
+            (sentinel.kind(), sentinel.address()),
+            (
+                "sentinel",
+                "redis+sentinel://s1:26379,s2:26380/main".to_owned()
+            )
+        );
         let dir = tempfile::tempdir().unwrap();
         let pw = dir.path().join("pw");
         std::fs::write(&pw, "s3cret\n").unwrap();
@@ -542,7 +570,11 @@ mod tests {
             ),
             (
                 &["--ratelimit-redis", "redis+sentinel://127.0.0.1:26379"][..],
-                "Sentinel addresses are not supported yet",
+                "no primary name",
+            ),
+            (
+                &["--ratelimit-redis", "redis+cluster://a:1,,b:2"][..],
+                "host 2 (\"\"): empty",
             ),
             (
                 &[
@@ -569,7 +601,7 @@ mod tests {
             (&["--ratelimit-agents", "0"][..], "0 is not in 1..=100000"),
             (
                 &["--ratelimit-redis", "redis://u:s3cret@[bad"][..],
-                "redis://***@[bad",
+                "redis://u:***@[bad",
             ),
         ] {
             let e = settings(args).unwrap_err();

@@ -25,7 +25,8 @@
 //! # Failure
 //! A sync or health check that fails or takes longer than [`SYNC_TIMEOUT`] marks the backend
 //! down: from then on, keys without a lease follow their policy's `onBackendFailure` (`local`:
-//! this node's share; `allow`; `deny`: 429), `/status`, `tollgate_ratelimit_cluster_fallback`
+//! this node's share, `requests / agents` per window of Redis' clock as last seen, counting
+//! what the agent admitted in that window before; `allow`; `deny`: 429), `/status`, `tollgate_ratelimit_cluster_fallback`
 //! and a log line say so, and the task reconnects with exponential backoff. Requests never wait
 //! for any of it: the decision is a lock and a few integer operations in every case.
 //!
@@ -36,9 +37,10 @@
 //! bits: no consumer name or address is stored (an IPv4 address can still be found again by
 //! hashing all 2^32 of them; the hash hides, it does not encrypt).
 pub mod redis;
+pub mod settings;
 
 use std::collections::hash_map::RandomState;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,7 +58,7 @@ use crate::limit::{KeyValue, Limiter, Verdict};
 use crate::metrics::{Catalog, PolicyLabel, ReasonLabel};
 use tollgate_compile::l7::table::{RateLimitBackendFailure, RateLimitDef};
 
-pub use self::redis::{RedisSettings, SettingsError};
+pub use self::settings::{RedisSettings, SettingsError};
 
 /// Keys tracked per cluster limit (least recently used out).
 pub const MAX_CLUSTER_KEYS: usize = 100_000;
@@ -196,6 +198,8 @@ pub struct BackendStatus {
     pub state: &'static str,
     /// The Redis address (no credentials).
     pub address: Option<String>,
+    /// `standalone`, `cluster` (Redis Cluster) or `sentinel`; none without Redis.
+    pub topology: Option<&'static str>,
     /// Whether cluster limits are in force and follow their `onBackendFailure` now.
     pub fallback: bool,
     /// Seconds since the state last changed.
@@ -292,6 +296,7 @@ impl Backend {
                 (true, false) => "down",
             },
             address: self.settings.redis.as_ref().map(RedisSettings::address),
+            topology: self.settings.redis.as_ref().map(RedisSettings::kind),
             fallback: self.in_fallback(),
             since_seconds: (c.0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
             last_error: if self.is_up() { None } else { c.1.clone() },
@@ -338,6 +343,21 @@ pub(crate) struct KeyState {
     rate: f64,
     /// Last request (ns).
     last_use: u64,
+    /// The window (numbered on this agent's clock, aligned with Redis' windows as last seen)
+    /// that `admitted` counts.
+    local_window: u64,
+    /// Requests this agent admitted for the key in `local_window`, on any basis: while Redis
+    /// is down, `onBackendFailure: local` admits up to the share minus these.
+    admitted: u32,
+}
+
+impl KeyState {
+    /// What this agent admitted for the key in the window `now` falls in (of `limit`'s
+    /// windows).
+    fn admitted_in_window(&mut self, limit: &ClusterLimit, now: u64) -> u32 {
+        limit.local_window_end(self, now);
+        self.admitted
+    }
 }
 
 type Keys = LruMap<u64, KeyState, ByLength, FxBuildHasher>;
@@ -350,8 +370,14 @@ pub struct ClusterLimit {
     shards: Box<[Mutex<Keys>]>,
     per_shard: usize,
     hasher: RandomState,
-    /// This node's share of the limit: keys without a lease, and `onBackendFailure: local`.
+    /// This node's share of the limit as a token bucket: keys without a lease while Redis is
+    /// up (a new key's first requests).
     share: Limiter,
+    /// This node's share per window: `onBackendFailure: local` while Redis is down.
+    share_requests: u32,
+    /// Where Redis' windows end on this agent's clock: `window_end % per` of the last answer
+    /// (ns; 0 until Redis has answered once).
+    phase: AtomicU64,
     /// The window in milliseconds (what the script takes).
     per_ms: u64,
     /// Most tokens asked for at once.
@@ -396,6 +422,8 @@ impl ClusterLimit {
             .clone();
         ClusterLimit {
             share: Limiter::new(&share, capacity, Counter::default()),
+            share_requests: share.requests,
+            phase: AtomicU64::new(0),
             per_ms: def.per.as_millis() as u64,
             max_batch: (def.requests / (4 * agents)).max(1),
             on_failure,
@@ -471,6 +499,8 @@ impl ClusterLimit {
                     last_sync: now,
                     rate: 0.0,
                     last_use: now,
+                    local_window: 0,
+                    admitted: 0,
                 },
             );
         }
@@ -519,13 +549,44 @@ impl ClusterLimit {
                 },
                 Basis::SharedWindow,
             )
-        } else if up || self.on_failure == RateLimitBackendFailure::Local {
+        } else if up && st.admitted_in_window(self, now) < self.share_requests {
+            // No lease yet: the share's token bucket, within the share per window (below), and
+            // owed to the window.
             let (v, slot) = self.share.acquire_at(key, now);
             share_slot = Some(slot);
-            if v.allowed && up {
+            if v.allowed {
                 st.debt = st.debt.saturating_add(1);
             }
             (v, Basis::LocalShare)
+        } else if up || self.on_failure == RateLimitBackendFailure::Local {
+            // The share per window of Redis' clock, minus what this agent already admitted in
+            // it (leases included). A token bucket alone would admit a full bucket more in the
+            // window Redis fails in (and after each idle spell), so N agents would overshoot the
+            // limit by a share each; and a backend that flaps (a Redis Cluster with a primary
+            // down connects, then fails its first sync) would reopen the bucket each time.
+            let end = self.local_window_end(st, now);
+            let reset = Duration::from_nanos(end.saturating_sub(now).max(1));
+            if st.admitted < self.share_requests {
+                (
+                    Verdict {
+                        allowed: true,
+                        remaining: u64::from(self.share_requests - st.admitted - 1),
+                        reset,
+                        retry_after: Duration::ZERO,
+                    },
+                    Basis::LocalShare,
+                )
+            } else {
+                (
+                    Verdict {
+                        allowed: false,
+                        remaining: 0,
+                        reset,
+                        retry_after: reset,
+                    },
+                    Basis::LocalShare,
+                )
+            }
         } else if self.on_failure == RateLimitBackendFailure::Allow {
             (
                 Verdict {
@@ -547,6 +608,10 @@ impl ClusterLimit {
                 Basis::BackendFailure,
             )
         };
+        if verdict.allowed {
+            self.local_window_end(st, now);
+            st.admitted = st.admitted.saturating_add(1);
+        }
         // Refill before the lease runs out: at half a batch.
         if up && !st.pending && !st.full && st.lease <= self.batch(st, now) / 2 {
             st.pending = true;
@@ -572,6 +637,9 @@ impl ClusterLimit {
     /// Gives back the token of an allowed request another limit refused.
     pub fn refund(&self, taken: &Taken) {
         let hash = taken.hash;
+        if let Some(st) = self.shard(hash).peek_mut(&hash) {
+            st.admitted = st.admitted.saturating_sub(1);
+        }
         match taken.basis {
             Basis::SharedWindow => {
                 if let Some(st) = self.shard(hash).peek_mut(&hash) {
@@ -588,6 +656,20 @@ impl ClusterLimit {
             }
             Basis::Bucket | Basis::BackendFailure => {}
         }
+    }
+
+    /// Moves `st` to the window `now` falls in (windows of `per` aligned with Redis' as last
+    /// seen: the phase of the last answer) and returns that window's end.
+    fn local_window_end(&self, st: &mut KeyState, now: u64) -> u64 {
+        let per = self.per_ms.max(1) * 1_000_000;
+        let phase = self.phase.load(Ordering::Relaxed) % per;
+        // Window n covers [phase + (n - 1) per, phase + n per).
+        let n = (now + per - phase) / per;
+        if st.local_window != n {
+            st.local_window = n;
+            st.admitted = 0;
+        }
+        phase + n * per
     }
 
     /// Tokens to ask for: the key's rate times the horizon, 1 to `max_batch`.
@@ -627,6 +709,8 @@ impl ClusterLimit {
     fn apply(&self, hash: u64, now: u64, grant: u32, used: u64, left_ms: u64) {
         if let Some(st) = self.shard(hash).peek_mut(&hash) {
             let end = now + left_ms * 1_000_000;
+            self.phase
+                .store(end % (self.per_ms.max(1) * 1_000_000), Ordering::Relaxed);
             if st.window_end != 0 && end > st.window_end + 1_000_000 {
                 // A new window: the old lease is void.
                 st.lease = 0;

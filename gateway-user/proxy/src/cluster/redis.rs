@@ -1,19 +1,19 @@
 //! The sync task of cluster limits: one Redis connection per agent, the lease script, the
 //! health check, and reconnection with backoff.
 //!
-//! Settings: `redis://` or `rediss://` (TLS, rustls with ring; the system's roots, or a CA
-//! file) `host:port/db`, a user name in the URL if the server has ACL users, and the password
-//! from a file, never from the URL (a URL ends up in process listings and logs). Redis Cluster
-//! and Sentinel addresses are refused at start: not built (see docs/l7-policies.md).
-use std::path::{Path, PathBuf};
+//! The connection depends on the topology ([`super::settings`]): one multiplexed connection to
+//! a primary (given, or named by the Sentinels on every reconnection), or a Redis Cluster
+//! connection that routes each script by its key's slot.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo};
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, ErrorKind, ServerErrorKind};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use super::settings::{RedisSettings, Topology};
 use super::{
     Backend, SyncRequest, BACKOFF_FIRST, BACKOFF_MAX, HEALTH_EVERY, MAX_PIPELINE, SWEEP_EVERY,
     SYNC_TIMEOUT,
@@ -42,171 +42,6 @@ end
 return {grant, used, left}
 "#;
 
-/// Why the Redis settings cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    /// Not a URL the client takes.
-    #[error("--ratelimit-redis {url}: {why}")]
-    Url {
-        /// The URL (without a password).
-        url: String,
-        /// Why.
-        why: String,
-    },
-    /// A file cannot be read.
-    #[error("{flag} {}: {source}", path.display())]
-    File {
-        /// The flag.
-        flag: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A setting that needs `--ratelimit-redis`.
-    #[error("{0} needs --ratelimit-redis")]
-    NeedsRedis(&'static str),
-}
-
-/// Where the shared counters are, and how to log in.
-#[derive(Clone)]
-pub struct RedisSettings {
-    client: Client,
-    address: String,
-}
-
-impl std::fmt::Debug for RedisSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisSettings")
-            .field("address", &self.address)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RedisSettings {
-    /// Settings from `--ratelimit-redis URL`, `--ratelimit-redis-password-file` and
-    /// `--ratelimit-redis-ca-file`, checked now (a bad one stops the agent at start).
-    pub fn new(
-        url: &str,
-        password_file: Option<&Path>,
-        ca_file: Option<&Path>,
-    ) -> Result<RedisSettings, SettingsError> {
-        let bad = |why: &str| SettingsError::Url {
-            url: redacted(url),
-            why: why.to_owned(),
-        };
-        let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-        let tls = match parsed.scheme() {
-            "redis" | "valkey" => false,
-            "rediss" | "valkeys" => true,
-            "redis+sentinel" | "rediss+sentinel" => {
-                return Err(bad("Sentinel addresses are not supported yet: give the current primary's redis:// address"))
-            }
-            "redis+cluster" | "rediss+cluster" => {
-                return Err(bad("Redis Cluster is not supported yet: give one node's redis:// address of a standalone (or replicated) Redis"))
-            }
-            other => {
-                return Err(bad(&format!(
-                    "scheme \"{other}\": use redis:// or rediss:// (TLS)"
-                )))
-            }
-        };
-        if parsed.password().is_some() {
-            return Err(bad(
-                "has a password: put it in the file of --ratelimit-redis-password-file instead (a URL ends up in process listings and logs)",
-            ));
-        }
-        if parsed.host_str().is_none_or(str::is_empty) {
-            return Err(bad("no host"));
-        }
-        if parsed.query().is_some() || parsed.fragment().is_some() {
-            return Err(bad("no query or fragment is taken"));
-        }
-        // The client knows redis:// and rediss:// only: Valkey speaks the same protocol.
-        let mut normalised = parsed.clone();
-        let _ = normalised.set_scheme(if tls { "rediss" } else { "redis" });
-        let mut info = normalised
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| bad(&e.to_string()))?;
-        if let Some(path) = password_file {
-            let password = std::fs::read_to_string(path).map_err(|source| SettingsError::File {
-                flag: "--ratelimit-redis-password-file",
-                path: path.to_owned(),
-                source,
-            })?;
-            let password = password.trim_end_matches(['\r', '\n']);
-            let redis = info.redis_settings().clone().set_password(password);
-            info = info.set_redis_settings(redis);
-        }
-        let client = match ca_file {
-            Some(path) => {
-                if !tls {
-                    return Err(bad(
-                        "--ratelimit-redis-ca-file is for TLS: use a rediss:// address",
-                    ));
-                }
-                let pem = std::fs::read(path).map_err(|source| SettingsError::File {
-                    flag: "--ratelimit-redis-ca-file",
-                    path: path.to_owned(),
-                    source,
-                })?;
-                install_crypto_provider();
-                Client::build_with_tls(
-                    info,
-                    redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(pem),
-                    },
-                )
-            }
-            None => {
-                if tls {
-                    install_crypto_provider();
-                }
-                Client::open(info)
-            }
-        }
-        .map_err(|e| bad(&e.to_string()))?;
-        let address = format!(
-            "{}://{}:{}",
-            if tls { "rediss" } else { "redis" },
-            parsed.host_str().unwrap_or_default(),
-            parsed.port().unwrap_or(6379)
-        );
-        Ok(RedisSettings { client, address })
-    }
-
-    /// `redis://host:port` (no credentials).
-    pub fn address(&self) -> String {
-        self.address.clone()
-    }
-}
-
-/// `url` without its credentials, for messages: a password given by mistake in the URL must not
-/// end up in the log that refuses it.
-fn redacted(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        // Unparsable: hide whatever stands between the scheme and the last '@'.
-        Err(_) => match (url.find("://"), url.rfind('@')) {
-            (Some(start), Some(end)) if end > start + 3 => {
-                format!("{}***{}", &url[..start + 3], &url[end..])
-            }
-            _ => url.to_owned(),
-        },
-    }
-}
-
-/// rustls needs one process-wide crypto provider; the proxy uses ring everywhere.
-fn install_crypto_provider() {
-    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-}
-
 /// Why a sync or health check failed (the `reason` label).
 fn reason(e: &redis::RedisError) -> &'static str {
     if e.is_timeout() {
@@ -220,32 +55,100 @@ fn reason(e: &redis::RedisError) -> &'static str {
     }
 }
 
+/// The connection of one topology.
+enum Link {
+    /// A primary (given, or named by the Sentinels when this connection was made).
+    Single(MultiplexedConnection),
+    /// A Redis Cluster: each command goes to the primary of its key's slot.
+    Cluster(ClusterConnection),
+}
+
 /// A connection with the lease script loaded.
 struct Conn {
-    con: MultiplexedConnection,
+    link: Link,
     sha: String,
 }
 
-async fn connect(settings: &RedisSettings) -> Result<Conn, (&'static str, String)> {
+/// A failed round: the `reason` label and the message.
+type Failure = (&'static str, String);
+
+fn failure(e: &redis::RedisError) -> Failure {
+    (reason(e), e.to_string())
+}
+
+fn timed_out() -> Failure {
+    ("timeout", format!("no answer within {SYNC_TIMEOUT:?}"))
+}
+
+async fn connect(settings: &RedisSettings) -> Result<Conn, Failure> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(SYNC_TIMEOUT))
         .set_response_timeout(Some(SYNC_TIMEOUT));
+    let load = redis::cmd("SCRIPT").arg("LOAD").arg(LEASE_SCRIPT).clone();
     let attempt = async {
-        let mut con = settings
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        let sha: String = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(LEASE_SCRIPT)
-            .query_async(&mut con)
-            .await?;
-        Ok::<_, redis::RedisError>(Conn { con, sha })
+        let conn = match &settings.topology {
+            Topology::Single(client) => {
+                let mut con = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                let sha: String = load.query_async(&mut con).await?;
+                Conn {
+                    link: Link::Single(con),
+                    sha,
+                }
+            }
+            Topology::Sentinel(sentinel) => {
+                // Asked on every connection: after a failover the Sentinels name the new
+                // primary (a demoted one refuses the script's writes, which fails a sync and
+                // brings us here).
+                let client = sentinel.lock().await.async_get_client().await?;
+                let mut con = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                let sha: String = load.query_async(&mut con).await?;
+                Conn {
+                    link: Link::Single(con),
+                    sha,
+                }
+            }
+            Topology::Cluster(client) => {
+                let mut con = client.get_async_connection().await?;
+                // SCRIPT LOAD goes to every primary; a primary promoted later may not have the
+                // script, which the sync handles (NOSCRIPT: EVAL once there).
+                let sha: String = load.query_async(&mut con).await?;
+                Conn {
+                    link: Link::Cluster(con),
+                    sha,
+                }
+            }
+        };
+        Ok::<_, redis::RedisError>(conn)
     };
     match tokio::time::timeout(SYNC_TIMEOUT * 2, attempt).await {
         Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err((reason(&e), e.to_string())),
-        Err(_) => Err(("timeout", format!("no answer within {SYNC_TIMEOUT:?}"))),
+        Ok(Err(e)) => Err(failure(&e)),
+        Err(_) => Err(timed_out()),
+    }
+}
+
+impl Conn {
+    /// The health check: PING (on a Redis Cluster, every primary answers: the client sends it
+    /// to each).
+    async fn ping(&mut self) -> Result<(), Failure> {
+        let ping = redis::cmd("PING");
+        let answer = match &mut self.link {
+            Link::Single(con) => {
+                tokio::time::timeout(SYNC_TIMEOUT, ping.query_async::<redis::Value>(con)).await
+            }
+            Link::Cluster(con) => {
+                tokio::time::timeout(SYNC_TIMEOUT, ping.query_async::<redis::Value>(con)).await
+            }
+        };
+        match answer {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(failure(&e)),
+            Err(_) => Err(timed_out()),
+        }
     }
 }
 
@@ -279,10 +182,12 @@ pub(crate) async fn run(
                 Ok(c) => {
                     metrics.commands.inc();
                     conn = Some(c);
-                    backoff = BACKOFF_FIRST;
+                    // The backoff is reset by the first round that succeeds, not by the
+                    // connection: a Redis Cluster client connects with a primary down, and its
+                    // first sync to that primary's slots fails again.
                     backend.set_up(true, None);
                     if logged != Some(true) {
-                        info!(redis = %settings.address, "cluster rate limits: Redis reachable, limits are shared");
+                        info!(redis = %settings.address(), "cluster rate limits: Redis reachable, limits are shared");
                         logged = Some(true);
                     }
                 }
@@ -290,7 +195,7 @@ pub(crate) async fn run(
                     error(why);
                     backend.set_up(false, Some(message.clone()));
                     if logged != Some(false) {
-                        warn!(redis = %settings.address, error = %message, "cluster rate limits: Redis unreachable, limits fall back to onBackendFailure; reconnecting with backoff");
+                        warn!(redis = %settings.address(), error = %message, "cluster rate limits: Redis unreachable, limits fall back to onBackendFailure; reconnecting with backoff");
                         logged = Some(false);
                     }
                     next_connect = Instant::now() + backoff;
@@ -341,91 +246,160 @@ pub(crate) async fn run(
             continue;
         };
         let started = Instant::now();
-        let result = if batch.is_empty() {
+        let (answers, failed) = if batch.is_empty() {
             metrics.commands.inc();
-            let ping_cmd = redis::cmd("PING");
-            let ping = ping_cmd.query_async::<String>(&mut c.con);
-            match tokio::time::timeout(SYNC_TIMEOUT, ping).await {
-                Ok(Ok(_)) => Ok(Vec::new()),
-                Ok(Err(e)) => Err((reason(&e), e.to_string())),
-                Err(_) => Err(("timeout", format!("no answer within {SYNC_TIMEOUT:?}"))),
-            }
+            (Vec::new(), c.ping().await.err())
         } else {
             sync(c, &batch, &metrics).await
         };
-        match result {
-            Ok(answers) => {
-                metrics.round_trip.observe(started.elapsed().as_secs_f64());
-                for (i, (grant, used, left)) in answers {
-                    let r = &batch[i];
-                    let now = r.limit.now();
-                    r.limit.apply(
-                        r.hash,
-                        now,
-                        u32::try_from(grant.max(0)).unwrap_or(u32::MAX),
-                        u64::try_from(used.max(0)).unwrap_or(0),
-                        u64::try_from(left.max(0)).unwrap_or(0),
-                    );
-                }
+        if failed.is_none() {
+            metrics.round_trip.observe(started.elapsed().as_secs_f64());
+            backoff = BACKOFF_FIRST;
+        }
+        // What Redis granted is applied even if other keys of the round failed (on a Redis
+        // Cluster, one node may fail alone): those tokens are counted in Redis.
+        let mut answered = vec![false; batch.len()];
+        for (i, (grant, used, left)) in answers {
+            let r = &batch[i];
+            answered[i] = true;
+            let now = r.limit.now();
+            r.limit.apply(
+                r.hash,
+                now,
+                u32::try_from(grant.max(0)).unwrap_or(u32::MAX),
+                u64::try_from(used.max(0)).unwrap_or(0),
+                u64::try_from(left.max(0)).unwrap_or(0),
+            );
+        }
+        if let Some((why, message)) = failed {
+            error(why);
+            for (r, _) in batch.iter().zip(&answered).filter(|(_, a)| !**a) {
+                r.limit.failed(r.hash);
             }
-            Err((why, message)) => {
-                error(why);
-                for r in &batch {
-                    r.limit.failed(r.hash);
-                }
-                conn = None;
-                backend.set_up(false, Some(message.clone()));
-                if logged != Some(false) {
-                    warn!(redis = %settings.address, error = %message, "cluster rate limits: Redis failed, limits fall back to onBackendFailure; reconnecting with backoff");
-                    logged = Some(false);
-                }
-                next_connect = Instant::now() + backoff;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+            conn = None;
+            backend.set_up(false, Some(message.clone()));
+            if logged != Some(false) {
+                warn!(redis = %settings.address(), error = %message, "cluster rate limits: Redis failed, limits fall back to onBackendFailure; reconnecting with backoff");
+                logged = Some(false);
             }
+            next_connect = Instant::now() + backoff;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 }
 
-/// Answers of one pipeline: the index in the batch, tokens granted, the window's count, ms
-/// left in the window.
+/// Answers of one round: the index in the batch, tokens granted, the window's count, ms left
+/// in the window.
 type Answers = Vec<(usize, (i64, i64, i64))>;
 
-/// One pipeline of lease scripts (keys forgotten since they were queued are left out).
+/// One lease script: `EVALSHA` of the loaded script, or `EVAL` of its text.
+fn lease_cmd(script: &str, by_sha: bool, a: &LeaseArgs) -> redis::Cmd {
+    let mut cmd = redis::cmd(if by_sha { "EVALSHA" } else { "EVAL" });
+    cmd.arg(script)
+        .arg(1)
+        .arg(a.key.as_ref())
+        .arg(a.requests)
+        .arg(a.per_ms)
+        .arg(a.want)
+        .arg(a.debt);
+    cmd
+}
+
+/// The arguments of one key's lease script.
+struct LeaseArgs {
+    key: Arc<str>,
+    requests: u32,
+    per_ms: u64,
+    want: u32,
+    debt: u32,
+}
+
+/// One round of lease scripts (keys forgotten since they were queued are left out): the
+/// answers, and the first failure if any key's script failed.
 async fn sync(
     c: &mut Conn,
     batch: &[SyncRequest],
     metrics: &super::ClusterMetrics,
-) -> Result<Answers, (&'static str, String)> {
-    let mut pipe = redis::pipe();
+) -> (Answers, Option<Failure>) {
+    let mut args = Vec::with_capacity(batch.len());
     let mut sent = Vec::with_capacity(batch.len());
     for (i, r) in batch.iter().enumerate() {
         let now = r.limit.now();
         let Some((key, want, debt)) = r.limit.take_sync(r.hash, now) else {
             continue;
         };
-        let def = r.limit.def();
-        pipe.cmd("EVALSHA")
-            .arg(&c.sha)
-            .arg(1)
-            .arg(key.as_ref())
-            .arg(def.requests)
-            .arg(r.limit.per_ms)
-            .arg(want)
-            .arg(debt);
+        args.push(LeaseArgs {
+            key,
+            requests: r.limit.def().requests,
+            per_ms: r.limit.per_ms,
+            want,
+            debt,
+        });
         sent.push(i);
     }
     if sent.is_empty() {
-        return Ok(Vec::new());
+        return (Vec::new(), None);
     }
     metrics.commands.inc_by(sent.len() as u64);
-    match tokio::time::timeout(
-        SYNC_TIMEOUT,
-        pipe.query_async::<Vec<(i64, i64, i64)>>(&mut c.con),
-    )
-    .await
-    {
-        Ok(Ok(v)) => Ok(sent.into_iter().zip(v).collect()),
-        Ok(Err(e)) => Err((reason(&e), e.to_string())),
-        Err(_) => Err(("timeout", format!("no answer within {SYNC_TIMEOUT:?}"))),
+    match &mut c.link {
+        Link::Single(con) => {
+            // One pipeline: one round trip for the whole batch.
+            let mut pipe = redis::pipe();
+            for a in &args {
+                pipe.add_command(lease_cmd(&c.sha, true, a));
+            }
+            match tokio::time::timeout(SYNC_TIMEOUT, pipe.query_async::<Vec<(i64, i64, i64)>>(con))
+                .await
+            {
+                Ok(Ok(v)) => (sent.into_iter().zip(v).collect(), None),
+                Ok(Err(e)) => (Vec::new(), Some(failure(&e))),
+                Err(_) => (Vec::new(), Some(timed_out())),
+            }
+        }
+        Link::Cluster(con) => sync_cluster(con, &c.sha, &args, &sent, metrics).await,
     }
+}
+
+/// A round on a Redis Cluster. The keys of one script hash to one slot (the hash tag of
+/// [`super::ClusterLimit`]'s key names), but the keys of a batch spread over every slot, and a
+/// pipeline must stay within one: the scripts are sent all at once instead, each routed by its
+/// key's slot over the client's one multiplexed connection per primary, so a round still costs
+/// about one round trip per primary. A primary that lost the script (promoted since the
+/// connection was made) answers NOSCRIPT: that key is sent again as EVAL, which caches it there.
+async fn sync_cluster(
+    con: &ClusterConnection,
+    sha: &str,
+    args: &[LeaseArgs],
+    sent: &[usize],
+    metrics: &super::ClusterMetrics,
+) -> (Answers, Option<Failure>) {
+    let one = |a: &LeaseArgs| {
+        let mut con = con.clone();
+        let by_sha = lease_cmd(sha, true, a);
+        let by_text = lease_cmd(LEASE_SCRIPT, false, a);
+        async move {
+            match by_sha.query_async::<(i64, i64, i64)>(&mut con).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    metrics.commands.inc();
+                    by_text.query_async::<(i64, i64, i64)>(&mut con).await
+                }
+                r => r,
+            }
+        }
+    };
+    let round = futures_util::future::join_all(args.iter().map(one));
+    let Ok(results) = tokio::time::timeout(SYNC_TIMEOUT, round).await else {
+        return (Vec::new(), Some(timed_out()));
+    };
+    let mut answers = Vec::with_capacity(results.len());
+    let mut first_error = None;
+    for (&i, r) in sent.iter().zip(results) {
+        match r {
+            Ok(a) => answers.push((i, a)),
+            Err(e) => {
+                first_error.get_or_insert_with(|| failure(&e));
+            }
+        }
+    }
+    (answers, first_error)
 }

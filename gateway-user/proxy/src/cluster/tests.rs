@@ -184,3 +184,71 @@ fn idle_keys_are_swept_once_their_window_is_over() {
     assert_eq!(l.keys(), 0);
     assert_eq!(l.keys_gauge.get(), 0);
 }
+
+#[test]
+fn the_local_fallback_admits_the_share_per_redis_window_counting_what_was_admitted_before() {
+    // 30 per second over 3 agents: a share of 10 per window.
+    let l = limit(30, 3, RateLimitBackendFailure::Local, true);
+    let t0 = 1000 * MS;
+    let h = hash(&l, "a");
+    // Redis' windows end at 400 ms past each second of this clock (learned from any key).
+    let hb = hash(&l, "b");
+    l.acquire_at(key("b"), t0 - 10 * MS);
+    l.take_sync(hb, t0 - 10 * MS).unwrap();
+    l.apply(hb, t0 - 10 * MS, 1, 1, 410);
+    // Redis grants key a 8 tokens of the window that ends 400 ms from t0.
+    l.acquire_at(key("a"), t0);
+    l.take_sync(h, t0).unwrap();
+    l.apply(h, t0, 8, 9, 400);
+    for i in 1..=8 {
+        assert!(l.acquire_at(key("a"), t0 + i * MS).0.allowed);
+    }
+    // Redis fails: 9 admitted in this window already, so one more within the share.
+    l.backend.set_up(false, Some("down".into()));
+    let now = t0 + 100 * MS;
+    let (v, taken) = l.acquire_at(key("a"), now);
+    assert!(v.allowed);
+    assert_eq!(taken.basis(), Basis::LocalShare);
+    let (v, _) = l.acquire_at(key("a"), now);
+    assert!(!v.allowed, "the share of this window is used up");
+    assert_eq!(
+        v.retry_after,
+        Duration::from_millis(300),
+        "until Redis' window ends"
+    );
+    // The next window of Redis' clock: the share again, no more (no bucket left over).
+    let next = t0 + 400 * MS;
+    let allowed = (0..30)
+        .filter(|_| l.acquire_at(key("a"), next).0.allowed)
+        .count();
+    assert_eq!(allowed, 10);
+    let later = t0 + 1399 * MS;
+    assert!(!l.acquire_at(key("a"), later).0.allowed, "same window");
+    let allowed = (0..30)
+        .filter(|_| l.acquire_at(key("a"), t0 + 1400 * MS).0.allowed)
+        .count();
+    assert_eq!(allowed, 10, "the window after");
+}
+
+#[test]
+fn requests_without_a_lease_stay_within_the_share_per_window_even_if_the_backend_flaps() {
+    // 30 per second over 3 agents: a share of 10 per window; no answer from Redis yet.
+    let l = limit(30, 3, RateLimitBackendFailure::Local, true);
+    let t0 = 1000 * MS;
+    let allowed = (0..20)
+        .filter(|_| l.acquire_at(key("a"), t0).0.allowed)
+        .count();
+    assert_eq!(allowed, 10);
+    // Half a window later the bucket has refilled by half, and Redis went down and came back
+    // (a Redis Cluster with a primary down does that): still the same window, still used up.
+    l.backend.set_up(false, Some("down".into()));
+    l.backend.set_up(true, None);
+    let (v, taken) = l.acquire_at(key("a"), t0 + 500 * MS);
+    assert!(!v.allowed);
+    assert_eq!(taken.basis(), Basis::LocalShare);
+    assert_eq!(v.retry_after, Duration::from_millis(500));
+    l.backend.set_up(false, Some("down".into()));
+    assert!(!l.acquire_at(key("a"), t0 + 600 * MS).0.allowed);
+    // The next window.
+    assert!(l.acquire_at(key("a"), t0 + 1000 * MS).0.allowed);
+}

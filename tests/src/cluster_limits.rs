@@ -1,0 +1,583 @@
+//! Helpers of the cluster rate limit tests (`l7_cluster_ratelimit*`): redis-servers of a test
+//! (standalone, a Redis Cluster of three primaries, a Sentinel), agents sharing them, and a
+//! paced load of one request per connection with a tally of the answers.
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::admin::status;
+use crate::l7::{app_and_free, start_agent, Backend};
+use crate::{Agent, Lab};
+
+/// A redis-server of this test, on 127.0.0.1; killed when dropped.
+pub struct Redis {
+    child: Option<Child>,
+    /// The port.
+    pub port: u16,
+    /// Its working directory (a replica's or primary's RDB of a full sync lands there, not in
+    /// the source tree).
+    _dir: tempfile::TempDir,
+}
+
+/// A free port on 127.0.0.1 (free now: the caller binds it soon after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Redis {
+    /// A standalone redis-server on a free port.
+    pub fn start() -> Redis {
+        Redis::start_on(free_port())
+    }
+
+    /// A standalone redis-server on `port`.
+    pub fn start_on(port: u16) -> Redis {
+        Redis::start_with(port, &[])
+    }
+
+    /// A redis-server on `port` with `extra` arguments (plain `--port` stays on `port` unless
+    /// `extra` moves it).
+    pub fn start_with(port: u16, extra: &[&str]) -> Redis {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let child = Command::new("redis-server")
+            .args([
+                "--dir",
+                dir.path().to_str().expect("a UTF-8 path"),
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                // DEBUG SLEEP is refused by default since Redis 7.
+                "--enable-debug-command",
+                "local",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server (cargo xtask setup installs it): {e}")
+            });
+        let r = Redis {
+            child: Some(child),
+            port,
+            _dir: dir,
+        };
+        // A TLS-only server (port 0: no plain port) is waited for by its test, with its own
+        // client.
+        if port != 0 {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while r.cli(&["PING"]).trim() != "PONG" {
+                assert!(
+                    Instant::now() < deadline,
+                    "redis-server on {port} does not answer"
+                );
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        r
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `redis-cli -p PORT ARGS...`: its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Redis' clock, in ms.
+    pub fn time_ms(&self) -> u64 {
+        let out = self.cli(&["TIME"]);
+        let mut it = out.lines().map(|l| l.trim().parse::<u64>().unwrap_or(0));
+        let (s, us) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+        s * 1000 + us / 1000
+    }
+
+    /// SIGKILL, and wait.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A cluster RateLimitPolicy on route `app`: `requests` per second per `X-Tenant`.
+pub fn cluster_policy(requests: u32, on_failure: &str) -> String {
+    format!(
+        "apiVersion: tollgate.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {{ name: shared }}\nspec:\n  targetRefs: [{{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: app }}]\n  scope: Cluster\n  onBackendFailure: {on_failure}\n  limits:\n    - {{ key: header, header: X-Tenant, requests: {requests}, per: 1s }}\n"
+    )
+}
+
+/// One GET on a new connection: the status (0: no answer) and how long it took.
+pub fn get(port: u16, tenant: &str) -> (u16, Duration) {
+    let started = Instant::now();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return (0, started.elapsed());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let req = format!(
+        "GET /a HTTP/1.1\r\nHost: app.test\r\nX-Tenant: {tenant}\r\nConnection: close\r\n\r\n"
+    );
+    if s.write_all(req.as_bytes()).is_err() {
+        return (0, started.elapsed());
+    }
+    let mut head = [0u8; 12];
+    let code = match s.read_exact(&mut head) {
+        Ok(()) => std::str::from_utf8(&head[9..12])
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0),
+        Err(_) => 0,
+    };
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    (code, started.elapsed())
+}
+
+/// Counts of answers by class.
+#[derive(Debug, Default)]
+pub struct Tally {
+    ok: AtomicU64,
+    limited: AtomicU64,
+    other: AtomicU64,
+    /// The slowest answer, in µs.
+    pub slowest_us: AtomicU64,
+}
+
+impl Tally {
+    /// Counts one answer.
+    pub fn add(&self, code: u16, took: Duration) {
+        match code {
+            200 => &self.ok,
+            429 => &self.limited,
+            _ => &self.other,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        self.slowest_us
+            .fetch_max(took.as_micros() as u64, Ordering::Relaxed);
+    }
+    /// 200s.
+    pub fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+    /// 429s.
+    pub fn limited(&self) -> u64 {
+        self.limited.load(Ordering::Relaxed)
+    }
+    /// Anything else (no answer, 5xx, ...).
+    pub fn other(&self) -> u64 {
+        self.other.load(Ordering::Relaxed)
+    }
+}
+
+/// Sends `rate` requests per second of tenant `tenant` (a function of the request's number) to
+/// `port` until `stop`, into `tally`.
+pub fn load(
+    port: u16,
+    rate: u32,
+    tenant: impl Fn(u64) -> String + Send + 'static,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let gap = Duration::from_secs(1) / rate;
+        let started = Instant::now();
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let due = started + gap * n as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                thread::sleep(wait);
+            }
+            let (code, took) = get(port, &tenant(n));
+            tally.add(code, took);
+            n += 1;
+        }
+    })
+}
+
+/// Three agents on three labs, sharing `redis`, each with its proxy, admin and backend ports.
+pub struct Cluster {
+    /// The agents.
+    pub agents: Vec<Agent>,
+    /// Their admin ports.
+    pub admins: Vec<u16>,
+    /// Their proxy ports.
+    pub proxies: Vec<u16>,
+    _backends: Vec<Backend>,
+    /// Their labs.
+    pub labs: Vec<Lab>,
+}
+
+/// `n` agents sharing the standalone `redis` (see [`cluster_with`]).
+pub fn cluster(tag: &str, base: u16, n: usize, redis: &Redis, policy: &str) -> Cluster {
+    cluster_with(tag, base, n, &redis.url(), &[], policy)
+}
+
+/// `n` agents on labs `TAG0`.., each with proxy, admin and backend ports `base + 3i`, `+1`,
+/// `+2`, all on `--ratelimit-redis URL` with `extra` flags; waits until each says Redis is up.
+pub fn cluster_with(
+    tag: &str,
+    base: u16,
+    n: usize,
+    url: &str,
+    extra: &[&str],
+    policy: &str,
+) -> Cluster {
+    let mut c = Cluster {
+        agents: Vec::new(),
+        admins: Vec::new(),
+        proxies: Vec::new(),
+        _backends: Vec::new(),
+        labs: Vec::new(),
+    };
+    for i in 0..n {
+        let (proxy, admin, backend) = (
+            base + i as u16 * 3,
+            base + i as u16 * 3 + 1,
+            base + i as u16 * 3 + 2,
+        );
+        let lab = Lab::new(&format!("{tag}{i}"), &[]);
+        c._backends.push(Backend::start("app", backend));
+        lab.write_policy("l7.yaml", &app_and_free(proxy, backend, &[policy]));
+        let agents = n.to_string();
+        let mut args = vec![
+            "--ratelimit-redis",
+            url,
+            "--ratelimit-agents",
+            &agents,
+            "--access-log",
+            "off",
+        ];
+        args.extend_from_slice(extra);
+        let agent = start_agent(&lab, admin, &[proxy], &args);
+        c.agents.push(agent);
+        c.admins.push(admin);
+        c.proxies.push(proxy);
+        c.labs.push(lab);
+    }
+    for &admin in &c.admins {
+        wait_state(admin, "up", Duration::from_secs(5));
+    }
+    c
+}
+
+/// The state of the agent's Redis, from `/status`.
+pub fn state(admin: u16) -> String {
+    status(admin)["ratelimit_backend"]["state"]
+        .as_str()
+        .unwrap_or("?")
+        .to_owned()
+}
+
+/// Waits until `/status` shows `want`; returns how long it took.
+pub fn wait_state(admin: u16, want: &str, timeout: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let s = state(admin);
+        if s == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "ratelimit_backend is {s}, not {want}, after {timeout:?}: {}",
+            status(admin)
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sleeps until Redis' clock starts a new second (the limit's windows are Redis' seconds).
+pub fn align_to_window(redis: &Redis) {
+    let ms = redis.time_ms() % 1000;
+    thread::sleep(Duration::from_millis(1000 - ms + 5));
+}
+
+/// 200s counted over `windows` whole windows of one second on the system clock (the windows of
+/// a `per: 1s` limit: the test's Redis runs on this machine, so its clock is this one): the
+/// rate per second.
+pub fn allowed_per_second_over_whole_windows(tally: &Tally, windows: u32) -> f64 {
+    let into = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_micros()
+    };
+    // 20 ms into a window: answers to requests of the window before are in.
+    let offset = Duration::from_millis(20);
+    let wait = |now_us: u32| {
+        let us = (1_000_000 + offset.as_micros() as u64 - u64::from(now_us)) % 1_000_000;
+        Duration::from_micros(us)
+    };
+    thread::sleep(wait(into(std::time::SystemTime::now())));
+    let started = Instant::now();
+    let before = tally.ok();
+    // Until the same point of the window `windows` later (a second wait for the next window
+    // would take a whole one more if the first one ran late).
+    thread::sleep(
+        (started + Duration::from_secs(windows.into())).saturating_duration_since(Instant::now()),
+    );
+    (tally.ok() - before) as f64 / f64::from(windows)
+}
+
+/// `openssl` with `args`, in `dir`.
+pub fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A node-scoped RateLimitPolicy on route `free` that never triggers (the comparison route).
+pub fn node_policy_on_free() -> String {
+    "apiVersion: tollgate.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: { name: local }\nspec:\n  targetRefs: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: free }]\n  limits:\n    - { key: header, header: X-Tenant, requests: 1000000, per: 1s }\n".to_owned()
+}
+
+/// One GET of `path` on a new connection; its status and duration.
+pub fn get_path(port: u16, path: &str, tenant: &str) -> (u16, Duration) {
+    let started = Instant::now();
+    let Ok(mut s) = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))) else {
+        return (0, started.elapsed());
+    };
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: app.test\r\nX-Tenant: {tenant}\r\nConnection: close\r\n\r\n"
+    );
+    let _ = s.write_all(req.as_bytes());
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let code = std::str::from_utf8(out.get(9..12).unwrap_or_default())
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, started.elapsed())
+}
+
+/// The `p` quantile of sorted durations.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// A Redis Cluster of `n` primaries (no replicas) on free loopback ports, made with `redis-cli
+/// --cluster create`; its nodes keep their `nodes.conf` in a temporary directory so that a
+/// killed node can be started again as the same node.
+pub struct RedisCluster {
+    /// The nodes, in the order of `redis-cli --cluster create` (slots split evenly in order).
+    pub nodes: Vec<Redis>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    /// `n` (at least 3) primaries, waited for until every node says `cluster_state:ok`.
+    pub fn start(n: usize) -> RedisCluster {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut c = RedisCluster {
+            nodes: Vec::new(),
+            dir,
+        };
+        for _ in 0..n {
+            let port = free_port();
+            let node = c.start_node(port);
+            c.nodes.push(node);
+        }
+        let addrs: Vec<String> = c
+            .nodes
+            .iter()
+            .map(|r| format!("127.0.0.1:{}", r.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        c.wait_ok(Duration::from_secs(20));
+        c
+    }
+
+    fn start_node(&self, port: u16) -> Redis {
+        let conf = self.dir.path().join(format!("nodes-{port}.conf"));
+        Redis::start_with(
+            port,
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                conf.to_str().expect("a UTF-8 path"),
+                // A dead primary is marked failed after 1 s (the default is 15 s).
+                "--cluster-node-timeout",
+                "1000",
+                "--dir",
+                self.dir.path().to_str().expect("a UTF-8 path"),
+            ],
+        )
+    }
+
+    /// Waits until every running node says `cluster_state:ok`.
+    pub fn wait_ok(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        for n in self.nodes.iter().filter(|n| n.child.is_some()) {
+            while !n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+                assert!(
+                    Instant::now() < deadline,
+                    "the Redis Cluster is not ok after {timeout:?}: {}",
+                    n.cli(&["CLUSTER", "INFO"])
+                );
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Starts node `i` again (same port, same `nodes.conf`: it rejoins as itself).
+    pub fn restart(&mut self, i: usize) {
+        let port = self.nodes[i].port;
+        self.nodes[i] = self.start_node(port);
+    }
+
+    /// `redis+cluster://` with every node as a seed.
+    pub fn url(&self) -> String {
+        format!(
+            "redis+cluster://{}",
+            self.nodes
+                .iter()
+                .map(|r| format!("127.0.0.1:{}", r.port))
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    }
+
+    /// Lease keys held by each node (`--scan` on a node lists that node's keys only).
+    pub fn keys_per_node(&self) -> Vec<Vec<String>> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                n.cli(&["--scan", "--pattern", "tollgate:rl:*"])
+                    .lines()
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// A Sentinel (`redis-server --sentinel`) watching one primary as `name`, with quorum 1; killed
+/// when dropped.
+pub struct Sentinel {
+    child: Option<Child>,
+    /// The port.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Sentinel {
+    /// A Sentinel on a free port, waited for until it names the primary on `primary_port`.
+    pub fn start(name: &str, primary_port: u16) -> Sentinel {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        // The Sentinel rewrites its file: it must be writable and its own.
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {name} 127.0.0.1 {primary_port} 1\nsentinel down-after-milliseconds {name} 1000\nsentinel failover-timeout {name} 5000\n",
+                dir.path().display()
+            ),
+        )
+        .expect("sentinel.conf");
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server --sentinel: {e}"));
+        let s = Sentinel {
+            child: Some(child),
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = s.cli(&["SENTINEL", "get-master-addr-by-name", name]);
+            if out.lines().nth(1).map(str::trim) == Some(&primary_port.to_string()) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Sentinel on {port} does not name the primary: {out}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    /// `redis-cli -p PORT ARGS...`: its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli: {e}"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The port of the primary it names now.
+    pub fn primary_port(&self, name: &str) -> Option<u16> {
+        self.cli(&["SENTINEL", "get-master-addr-by-name", name])
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
