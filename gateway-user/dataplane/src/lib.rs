@@ -30,6 +30,8 @@ pub mod bans;
 pub mod bpffs;
 pub mod counters;
 #[cfg(test)]
+mod bucket_tests;
+#[cfg(test)]
 mod failsafe_tests;
 pub mod ids;
 pub mod netlink;
@@ -226,6 +228,8 @@ pub struct Dataplane {
     /// The ids of the last applied revision, by position (see [`tables::PrevAssignment`]).
     prev: Option<tables::PrevAssignment>,
     active_gen: u32,
+    /// `CONFIG.bucket_seed`, written back unchanged with every flip.
+    bucket_seed: u32,
     /// The rule set (IFACES value) of every interface the last applied revision configures,
     /// by name, whether it exists or not: written under an interface's index when it appears.
     /// `None` before the first apply of this run.
@@ -283,6 +287,7 @@ impl Dataplane {
             held: Default::default(),
             prev: None,
             active_gen: 0,
+            bucket_seed: 0,
             iface_rules: None,
             mode: AttachMode::Auto,
             interfaces: Vec::new(),
@@ -296,13 +301,40 @@ impl Dataplane {
 
     /// Reads both generations from the kernel maps (adoption after a restart).
     fn read_back(&mut self) -> Result<(), DataplaneError> {
-        self.active_gen = self
+        let config = self
             .maps
             .config
             .get(&0, 0)
-            .map_err(map_err("read CONFIG"))?
-            .active_gen
-            & 1;
+            .map_err(map_err("read CONFIG"))?;
+        self.active_gen = config.active_gen & 1;
+        self.bucket_seed = config.bucket_seed;
+        if self.bucket_seed == 0 {
+            // New maps (or maps of a build before the bucket table): choose the secret that
+            // spreads sources over the bucket table's sets, once. It stays with the pinned maps.
+            let mut seed = 0u32;
+            while seed == 0 {
+                // SAFETY: the buffer is the 4 bytes of `seed`.
+                let n = unsafe { libc::getrandom((&raw mut seed).cast(), 4, 0) };
+                if n != 4 {
+                    return Err(DataplaneError::Io {
+                        what: "choose the bucket table's seed (getrandom)".into(),
+                        source: std::io::Error::last_os_error(),
+                    });
+                }
+            }
+            self.bucket_seed = seed;
+            self.maps
+                .config
+                .set(
+                    0,
+                    Config {
+                        active_gen: self.active_gen,
+                        bucket_seed: self.bucket_seed,
+                    },
+                    0,
+                )
+                .map_err(map_err("write CONFIG.bucket_seed"))?;
+        }
         let [h0, h1] = self.read_tables(true)?;
         self.held = [Arc::new(h0), Arc::new(h1)];
         Ok(())
@@ -464,7 +496,7 @@ impl Dataplane {
                 0,
                 Config {
                     active_gen: target,
-                    _pad: 0,
+                    bucket_seed: self.bucket_seed,
                 },
                 0,
             )
@@ -590,6 +622,11 @@ impl Dataplane {
     /// The active generation.
     pub fn active_gen(&self) -> u32 {
         self.active_gen
+    }
+
+    /// The token-bucket table's hash key (`CONFIG.bucket_seed`).
+    pub fn bucket_seed(&self) -> u32 {
+        self.bucket_seed
     }
 
     /// Direct access to the loaded object (tests: BPF_PROG_TEST_RUN).
