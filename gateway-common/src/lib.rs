@@ -411,6 +411,16 @@ pub const BAN_KINDS: u32 = 4;
 /// Bytes of `BanValue::policy`.
 pub const BAN_POLICY_BYTES: usize = 96;
 
+/// Index in the `BAN_STATE` array of the IPv4 blocklist's flag, [`BAN_STATE_V6`] the IPv6 one's.
+/// A flag is non-zero while its family's blocklist may hold entries: the program looks a
+/// source up in a blocklist only then (a hash or trie look-up is a helper call, paid by every
+/// packet while the blocklist is empty, as it nearly always is). Writers set it after every
+/// insert; a sweep that finds the family empty clears it, reads the map again, and sets it back
+/// if a ban arrived meanwhile, so a ban is never hidden by a clear.
+pub const BAN_STATE_V4: u32 = 0;
+/// Index in the `BAN_STATE` array of the IPv6 blocklist's flag.
+pub const BAN_STATE_V6: u32 = 1;
+
 /// Key of the `BANS_V4` hash map: a banned IPv4 source.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -62,6 +62,9 @@ static STATS: PerCpuArray<Counter> = PerCpuArray::pinned(gateway_common::STATS, 
 static BANS_V4: HashMap<BanKeyV4, BanValue> = HashMap::pinned(MAX_BANS, BPF_F_NO_PREALLOC);
 #[map]
 static BANS_V6: LpmTrie<BanKeyV6, BanValue> = LpmTrie::pinned(MAX_BANS, 0);
+/// Per family, whether the blocklist may hold entries (`gateway_common::BAN_STATE_V4`).
+#[map]
+static BAN_STATE: Array<u32> = Array::pinned(2, 0);
 /// Packets dropped (or passed in audit mode) because their source is banned, per `BAN_*` kind.
 #[map]
 static BAN_COUNTERS: PerCpuArray<RuleCounters> = PerCpuArray::pinned(BAN_KINDS, 0);
@@ -292,6 +295,11 @@ fn count_rule(rule: u32, slot: usize, len: u64) {
 /// `dataplane::bans`), so when the longest one has expired, so have all that contain it.
 #[inline(always)]
 fn banned(p: &Parsed) -> Option<u32> {
+    let family = if p.v6 { BAN_STATE_V6 } else { BAN_STATE_V4 };
+    match BAN_STATE.get(family) {
+        Some(flag) if unsafe { read_volatile(flag) } != 0 => {}
+        _ => return None,
+    }
     let v = if p.v6 {
         BANS_V6.get(Key::new(128, BanKeyV6 { addr: p.src }))
     } else {
@@ -527,8 +535,7 @@ fn check_limits(gen: u32, seed: u32, ids: &[u32; MAX_LIMITS], n: usize, p: &Pars
         if intervals[i] != 0 {
             if let Some(set) = BUCKET_SETS.get_ptr_mut(sets[i]) {
                 if let Some(w) = lookup_way(set, ids[i], family, his[i], los[i]) {
-                    let cell =
-                        unsafe { &mut (*set).ways[w & (BUCKET_WAYS - 1)].tat as *mut u64 };
+                    let cell = unsafe { &mut (*set).ways[w & (BUCKET_WAYS - 1)].tat as *mut u64 };
                     charge(cell, now, intervals[i]);
                 }
             }

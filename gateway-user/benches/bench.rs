@@ -294,12 +294,8 @@ fn per_packet(report: &mut Report) {
     let pass10 = median(&mut samples.get(&(10, "pass")).cloned().unwrap_or_default());
     for n in sizes {
         let get = |k: &str| median(&mut samples.get(&(n, k)).cloned().unwrap_or_default());
-        let (plain, pass, deny, limited) = (
-            get("plain"),
-            get("pass"),
-            get("deny"),
-            get("rate-limited"),
-        );
+        let (plain, pass, deny, limited) =
+            (get("plain"), get("pass"), get("deny"), get("rate-limited"));
         md.push_str(&format!(
             "| {n} | {plain:.1} | {pass:.1} | {deny:.1} | {limited:.1} | {:.2}x | {:.2}x | {:.2}x |\n",
             pass / base_med,

@@ -147,7 +147,11 @@ fn new_sources_aimed_at_one_set_replace_each_other_not_the_sources_that_keep_sen
             bucket_set(seed, rule, 4, hi, lo) == target
         })
         .collect();
-    assert!(colliding.len() >= 150, "{} colliding sources", colliding.len());
+    assert!(
+        colliding.len() >= 150,
+        "{} colliding sources",
+        colliding.len()
+    );
     let (heavy, newcomers) = colliding.split_at(2);
     // Two more sources of that set keep sending: with the established one they fill three of
     // its four ways with high scores.

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! maps/<MAP>              every map (the program's `#[map]` statics), reused by a restarted agent;
-//!                         maps/BANS_V4, BANS_V6, BAN_COUNTERS are the blocklist ([`bans`])
+//!                         maps/BANS_V4, BANS_V6, BAN_STATE, BAN_COUNTERS are the blocklist ([`bans`])
 //! progs/tollgate_xdp      the XDP program, progs/tollgate_tc the TC program
 //! links/<mode>/<iface>    one link per interface; mode is xdp-native, xdp-generic or tcx
 //!                         (bpffs refuses '.' in names: a '.' in an interface name is pinned as '~')
@@ -28,9 +28,9 @@
 pub mod attach;
 pub mod bans;
 pub mod bpffs;
-pub mod counters;
 #[cfg(test)]
 mod bucket_tests;
+pub mod counters;
 #[cfg(test)]
 mod failsafe_tests;
 pub mod ids;
@@ -260,6 +260,9 @@ impl Dataplane {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
             .load(EBPF_OBJECT)?;
+        // Before any program of this build runs: the blocklist flags say what the pinned
+        // blocklist holds (maps pinned by a build before the flags have bans and no flags).
+        bans::BanMaps::open(pin_dir)?.refresh_flags()?;
         let maps = PolicyMaps {
             config: take(&mut ebpf, "CONFIG")?,
             ifaces: take(&mut ebpf, "IFACES")?,
