@@ -17,7 +17,7 @@
 //!   still dropped first).
 use core::{
     intrinsics::{atomic_xadd, AtomicOrdering},
-    mem,
+    mem::{self, MaybeUninit},
     ptr::{read_volatile, write_volatile},
 };
 
@@ -471,6 +471,63 @@ fn find_way(set: *mut BucketSet, rule: u32, family: u16, hi: u64, lo: u64, now: 
     victim
 }
 
+/// The packet's rate limits, source side first (the compiler guarantees at most `MAX_LIMITS`),
+/// and how many there are. Only the first `n` are written, and only they are read
+/// (`check_limits`): initialising the array would cost a `memset` call, a byte loop in BPF,
+/// measured at tens of ns per packet. The verifier allows the read of a slot it cannot prove
+/// written for a program loaded with CAP_PERFMON, which the agent needs anyway.
+#[inline(always)]
+fn gather_limits(
+    v1: Option<&Verdict>,
+    v2: Option<&Verdict>,
+) -> ([MaybeUninit<u32>; MAX_LIMITS], usize) {
+    let mut ids = [MaybeUninit::<u32>::uninit(); MAX_LIMITS];
+    let mut n = 0usize;
+    for v in [v1, v2].into_iter().flatten() {
+        let mut i = 0;
+        while i < MAX_LIMITS {
+            if i < v.n_limits as usize && n < MAX_LIMITS {
+                ids[n].write(v.limits[i]);
+                n += 1;
+            }
+            i += 1;
+        }
+    }
+    (ids, n)
+}
+
+/// Where the bucket of `rule`'s limit for this packet lives: the limit, the set, and the key.
+struct BucketRef {
+    cfg: &'static LimitConfig,
+    set: *mut BucketSet,
+    family: u16,
+    hi: u64,
+    lo: u64,
+}
+
+/// `None` when `rule` has no limit in this generation.
+#[inline(always)]
+fn bucket_ref(gen: u32, seed: u32, rule: u32, p: &Parsed) -> Option<BucketRef> {
+    let cfg = LIMITS.get(limit_index(gen, rule))?;
+    if cfg.interval_ns == 0 {
+        return None;
+    }
+    let (family, prefix) = if p.v6 {
+        (6, cfg.prefix_v6)
+    } else {
+        (4, cfg.prefix_v4)
+    };
+    let (hi, lo) = prefix_words(&p.src, p.v6, prefix);
+    let set = BUCKET_SETS.get_ptr_mut(bucket_set(seed, rule, family, hi, lo))?;
+    Some(BucketRef {
+        cfg,
+        set,
+        family,
+        hi,
+        lo,
+    })
+}
+
 /// Decides on the packet's rate limits: `NO_RULE` when it is within all of them (tokens are
 /// then taken from every bucket), else the first exceeded limit's rule id (nothing is taken).
 ///
@@ -479,68 +536,55 @@ fn find_way(set: *mut BucketSet, rule: u32, family: u16, hi: u64, lo: u64, now: 
 /// once both pay. Only the margin can race (both see the last token), which admits one extra
 /// packet at most per race — measured within the ±10% target in docs/benchmarks.md.
 #[inline(always)]
-fn check_limits(gen: u32, seed: u32, ids: &[u32; MAX_LIMITS], n: usize, p: &Parsed) -> u32 {
+fn check_limits(
+    gen: u32,
+    seed: u32,
+    ids: &[MaybeUninit<u32>; MAX_LIMITS],
+    n: usize,
+    p: &Parsed,
+) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
-    // Keys, not way indexes or pointers, are kept between the check and the charge: the
-    // verifier does not track map-value pointers spilled into a stack array, and constant way
-    // indexes kept there would multiply the paths it walks.
-    let mut sets = [0u32; MAX_LIMITS];
-    let mut his = [0u64; MAX_LIMITS];
-    let mut los = [0u64; MAX_LIMITS];
-    let mut intervals = [0u64; MAX_LIMITS];
-    let family = if p.v6 { 6 } else { 4 };
     let mut i = 0;
     while i < MAX_LIMITS {
         if i >= n {
             break;
         }
-        let rule = ids[i];
-        let cfg = match LIMITS.get(limit_index(gen, rule)) {
-            Some(c) if c.interval_ns != 0 => c,
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        let prefix = if p.v6 { cfg.prefix_v6 } else { cfg.prefix_v4 };
-        let (hi, lo) = prefix_words(&p.src, p.v6, prefix);
-        let index = bucket_set(seed, rule, family, hi, lo);
-        let Some(set) = BUCKET_SETS.get_ptr_mut(index) else {
-            i += 1;
+        // SAFETY: `gather_limits` wrote the first `n`, and `i < n`.
+        let rule = unsafe { ids[i].assume_init() };
+        i += 1;
+        let Some(b) = bucket_ref(gen, seed, rule, p) else {
             continue;
         };
-        let way = find_way(set, rule, family, hi, lo, now) & (BUCKET_WAYS - 1);
-        let cell = unsafe { &mut (*set).ways[way].tat as *mut u64 };
+        let way = find_way(b.set, rule, b.family, b.hi, b.lo, now) & (BUCKET_WAYS - 1);
+        let cell = unsafe { &mut (*b.set).ways[way].tat as *mut u64 };
         let tat = unsafe { read_volatile(cell) };
-        if tat > now && tat - now > cfg.tolerance_ns {
+        if tat > now && tat - now > b.cfg.tolerance_ns {
             return rule;
         }
         if n == 1 {
             // The common case, one limit: charge at once.
-            charge(cell, now, cfg.interval_ns);
+            charge(cell, now, b.cfg.interval_ns);
             return NO_RULE;
         }
-        sets[i] = index;
-        his[i] = hi;
-        los[i] = lo;
-        intervals[i] = cfg.interval_ns;
-        i += 1;
     }
-    // Within every limit: charge them all (a bucket another CPU replaced meanwhile is skipped).
+    // Within every limit: charge them all, finding each bucket again (kept between the
+    // passes, way indexes would multiply the paths the verifier walks, and pointers spilled
+    // into a stack array are not tracked; a bucket another CPU replaced meanwhile is skipped).
     let mut i = 0;
     while i < MAX_LIMITS {
         if i >= n {
             break;
         }
-        if intervals[i] != 0 {
-            if let Some(set) = BUCKET_SETS.get_ptr_mut(sets[i]) {
-                if let Some(w) = lookup_way(set, ids[i], family, his[i], los[i]) {
-                    let cell = unsafe { &mut (*set).ways[w & (BUCKET_WAYS - 1)].tat as *mut u64 };
-                    charge(cell, now, intervals[i]);
-                }
-            }
-        }
+        // SAFETY: `gather_limits` wrote the first `n`, and `i < n`.
+        let rule = unsafe { ids[i].assume_init() };
         i += 1;
+        let Some(b) = bucket_ref(gen, seed, rule, p) else {
+            continue;
+        };
+        if let Some(w) = lookup_way(b.set, rule, b.family, b.hi, b.lo) {
+            let cell = unsafe { &mut (*b.set).ways[w & (BUCKET_WAYS - 1)].tat as *mut u64 };
+            charge(cell, now, b.cfg.interval_ns);
+        }
     }
     NO_RULE
 }
@@ -671,28 +715,7 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
     }
 
     // Rate limits of both sides, source side first; the compiler guarantees at most MAX_LIMITS.
-    let mut ids = [NO_RULE; MAX_LIMITS];
-    let mut n = 0usize;
-    if let Some(v) = v1 {
-        let mut i = 0;
-        while i < MAX_LIMITS {
-            if i < v.n_limits as usize && n < MAX_LIMITS {
-                ids[n] = v.limits[i];
-                n += 1;
-            }
-            i += 1;
-        }
-    }
-    if let Some(v) = v2 {
-        let mut i = 0;
-        while i < MAX_LIMITS {
-            if i < v.n_limits as usize && n < MAX_LIMITS {
-                ids[n] = v.limits[i];
-                n += 1;
-            }
-            i += 1;
-        }
-    }
+    let (ids, n) = gather_limits(v1, v2);
     if n > 0 {
         let exceeded = check_limits(gen, seed, &ids, n, &p);
         if exceeded != NO_RULE {

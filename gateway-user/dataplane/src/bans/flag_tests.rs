@@ -9,19 +9,8 @@ use gateway_common::{BAN_STATE_V4, BAN_STATE_V6};
 
 use super::{BanKind, BanMaps};
 use crate::open_pinned;
-use crate::testrun::{frame, FrameOptions, TestRig, XDP_DROP, XDP_PASS};
-use tollgate_compile::l4::packet::{Packet, L4};
-
-fn from_src(src: &str) -> Vec<u8> {
-    frame(
-        &Packet {
-            src: src.parse().unwrap(),
-            protocol: 6,
-            l4: L4::Port(443),
-        },
-        FrameOptions::default(),
-    )
-}
+use crate::testrun::{TestRig, XDP_DROP, XDP_PASS};
+use crate::xdp_tests::from_src;
 
 fn flags(rig: &TestRig) -> (u32, u32) {
     let state: Array<MapData, u32> =
