@@ -37,8 +37,13 @@ pub const MAX_IFACES: u32 = 256;
 /// Interfaces with an index below this are looked up in the `IFACE_TABLE` array (an inlined
 /// array access instead of a hash look-up on every packet).
 pub const FAST_IFINDEX: u32 = 4096;
-/// Capacity of the token-bucket LRU map (sources being limited at once).
-pub const MAX_BUCKETS: u32 = 1 << 18;
+/// Ways per set of the token-bucket table (`BUCKET_SETS`): a source's bucket lives in one of
+/// the `BUCKET_WAYS` slots of the set its key hashes to.
+pub const BUCKET_WAYS: usize = 4;
+/// Sets of the token-bucket table (a power of two: the set is the hash masked).
+pub const BUCKET_SET_COUNT: u32 = 1 << 17;
+/// Buckets the table holds at once (sources being limited), `BUCKET_SET_COUNT * BUCKET_WAYS`.
+pub const MAX_BUCKETS: u32 = BUCKET_SET_COUNT * BUCKET_WAYS as u32;
 
 /// Value of the single-entry `CONFIG` array.
 #[repr(C)]
@@ -46,8 +51,10 @@ pub const MAX_BUCKETS: u32 = 1 << 18;
 pub struct Config {
     /// The generation (0 or 1) packets are judged by.
     pub active_gen: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// The key of the token-bucket table's hash ([`bucket_set`]): random, chosen by the first
+    /// agent that finds it 0, and kept with the pinned maps so that a restarted agent finds its
+    /// buckets where they were. Secret, so that a sender cannot pick sources that share a set.
+    pub bucket_seed: u32,
 }
 const _: () = assert!(core::mem::size_of::<Config>() == 8);
 
@@ -232,28 +239,71 @@ pub struct LimitConfig {
 }
 const _: () = assert!(core::mem::size_of::<LimitConfig>() == 24);
 
-/// Key of the `BUCKETS` LRU map: one bucket per (limited rule, truncated source).
+/// One bucket of the token-bucket table: a GCRA cell for one (limited rule, truncated source).
 /// Buckets carry no generation: an unrelated policy update never resets them.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct BucketKey {
-    /// Rule id of the limit.
-    pub rule: u32,
-    /// 4 or 6.
-    pub family: u32,
-    /// Source address truncated to the limit's prefix (IPv4 in the first 4 bytes).
-    pub addr: [u8; 16],
-}
-const _: () = assert!(core::mem::size_of::<BucketKey>() == 24);
-
-/// Value of the `BUCKETS` map.
+///
+/// The table (`BUCKET_SETS`) is an array of sets of [`BUCKET_WAYS`] buckets, not a hash map:
+/// an array look-up is a few loads the JIT inlines, where a hash or LRU map look-up is a helper
+/// call (about 150 ns of the 265 ns pass path, measured in docs/benchmarks.md). A source's
+/// bucket is in the set [`bucket_set`] names; a new source takes an empty way, else one whose
+/// bucket is full again (nothing is lost: a full bucket and no bucket admit the same), else the
+/// way with the lowest `score`, so that a flood of new sources replaces its own buckets and
+/// not those of sources that keep sending.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Bucket {
+pub struct BucketWay {
+    /// Rule id of the limit.
+    pub rule: u32,
+    /// 4 or 6; 0 marks an empty way.
+    pub family: u16,
+    /// Packets that found this bucket, saturating at [`BUCKET_SCORE_MAX`]: the replacement
+    /// rule's measure of a source that keeps sending.
+    pub score: u16,
+    /// Source truncated to the limit's prefix, bytes 0-7 (big-endian; IPv4 in the top 32 bits).
+    pub addr_hi: u64,
+    /// Source truncated to the limit's prefix, bytes 8-15 (big-endian; 0 for IPv4).
+    pub addr_lo: u64,
     /// Theoretical arrival time (ns, `bpf_ktime_get_ns` clock) of the next conforming packet.
     pub tat: u64,
 }
-const _: () = assert!(core::mem::size_of::<Bucket>() == 8);
+const _: () = assert!(core::mem::size_of::<BucketWay>() == 32);
+
+/// Most a [`BucketWay::score`] counts to.
+pub const BUCKET_SCORE_MAX: u16 = u16::MAX;
+
+/// Value of the `BUCKET_SETS` array: one set of ways.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BucketSet {
+    /// The ways, in no particular order.
+    pub ways: [BucketWay; BUCKET_WAYS],
+}
+const _: () = assert!(core::mem::size_of::<BucketSet>() == 128);
+
+/// One round of a 64-bit mixer (the finaliser of MurmurHash3): every input bit reaches every
+/// output bit, cheaply (two multiplications) in the BPF instruction set.
+#[inline(always)]
+const fn mix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^= x >> 33;
+    x
+}
+
+/// The set of the token-bucket table that holds the bucket of (`rule`, `family`, source prefix
+/// `addr_hi`/`addr_lo`), keyed by [`Config::bucket_seed`]. Not a cryptographic hash: the seed
+/// is what keeps a sender from choosing sources that share one set (it sees no output of the
+/// hash), as in the kernel's own hash tables.
+#[inline(always)]
+pub const fn bucket_set(seed: u32, rule: u32, family: u16, addr_hi: u64, addr_lo: u64) -> u32 {
+    let k = (seed as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut h = mix64(k ^ ((rule as u64) << 16) ^ family as u64);
+    h = mix64(h ^ addr_hi);
+    h = mix64(h ^ addr_lo.wrapping_add(k));
+    (h >> 32) as u32 & (BUCKET_SET_COUNT - 1)
+}
 
 /// Capacity of the `OFFENDERS` LRU map (source prefixes whose drops are tracked).
 pub const MAX_OFFENDERS: u32 = 16384;
@@ -328,10 +378,16 @@ pub const STAT_FRAGMENT_PASS: u32 = 2;
 pub const STAT_UNCONFIGURED: u32 = 3;
 /// Unsupported encapsulation (stacked VLAN tags, too many IPv6 extension headers), dropped.
 pub const STAT_UNSUPPORTED: u32 = 4;
-/// A bucket could not be created (LRU map full and contended): the packet passed uncharged.
+/// Unused since the token buckets are an array (a bucket can no longer fail to be created);
+/// the index stays reserved so that the `STATS` map keeps its layout.
 pub const STAT_BUCKET_ERROR: u32 = 5;
 /// TCP replies from a failsafe endpoint (the API server), passed whatever the policy says.
 pub const STAT_FAILSAFE: u32 = 6;
+/// Not a packet count: buckets of sources still being limited (not yet full again) that a new
+/// source's bucket replaced, because every way of their set was in use (`BucketWay`). Each one
+/// gives its source a full bucket again, so a high rate means the table is too small for the
+/// sources being limited, or a flood of new sources.
+pub const STAT_BUCKET_EVICTED: u32 = 7;
 /// Number of `STAT_*` indexes.
 pub const STATS: u32 = 8;
 
@@ -354,6 +410,16 @@ pub const BAN_MANUAL: u32 = 2;
 pub const BAN_KINDS: u32 = 4;
 /// Bytes of `BanValue::policy`.
 pub const BAN_POLICY_BYTES: usize = 96;
+
+/// Index in the `BAN_STATE` array of the IPv4 blocklist's flag, [`BAN_STATE_V6`] the IPv6 one's.
+/// A flag is non-zero while its family's blocklist may hold entries: the program looks a
+/// source up in a blocklist only then (a hash or trie look-up is a helper call, paid by every
+/// packet while the blocklist is empty, as it nearly always is). Writers set it after every
+/// insert; a sweep that finds the family empty clears it, reads the map again, and sets it back
+/// if a ban arrived meanwhile, so a ban is never hidden by a clear.
+pub const BAN_STATE_V4: u32 = 0;
+/// Index in the `BAN_STATE` array of the IPv6 blocklist's flag.
+pub const BAN_STATE_V6: u32 = 1;
 
 /// Key of the `BANS_V4` hash map: a banned IPv4 source.
 #[repr(C)]
@@ -423,8 +489,8 @@ mod pod {
     unsafe impl aya::Pod for OffenderKey {}
     unsafe impl aya::Pod for OffenderValue {}
     unsafe impl aya::Pod for LimitConfig {}
-    unsafe impl aya::Pod for BucketKey {}
-    unsafe impl aya::Pod for Bucket {}
+    unsafe impl aya::Pod for BucketWay {}
+    unsafe impl aya::Pod for BucketSet {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for RuleCounters {}
     unsafe impl aya::Pod for BanKeyV4 {}

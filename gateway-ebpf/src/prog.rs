@@ -17,7 +17,7 @@
 //!   still dropped first).
 use core::{
     intrinsics::{atomic_xadd, AtomicOrdering},
-    mem,
+    mem::{self, MaybeUninit},
     ptr::{read_volatile, write_volatile},
 };
 
@@ -44,8 +44,10 @@ static SRC_V6: LpmTrie<SrcV6, SrcValue> = LpmTrie::pinned(MAX_SOURCE_ENTRIES, 0)
 static PORTS: LpmTrie<PortKey, Verdict> = LpmTrie::pinned(MAX_PORT_ENTRIES, 0);
 #[map]
 static LIMITS: Array<LimitConfig> = Array::pinned(2 * MAX_RULE_IDS, 0);
+/// The token buckets: an array of sets (see `gateway_common::BucketWay`). An array look-up is
+/// inlined by the JIT; the LRU hash map this replaces cost a helper call per packet.
 #[map]
-static BUCKETS: LruHashMap<BucketKey, Bucket> = LruHashMap::pinned(MAX_BUCKETS, 0);
+static BUCKET_SETS: Array<BucketSet> = Array::pinned(BUCKET_SET_COUNT, 0);
 #[map]
 static OFFENDERS: LruHashMap<OffenderKey, OffenderValue> = LruHashMap::pinned(MAX_OFFENDERS, 0);
 #[map]
@@ -60,6 +62,9 @@ static STATS: PerCpuArray<Counter> = PerCpuArray::pinned(gateway_common::STATS, 
 static BANS_V4: HashMap<BanKeyV4, BanValue> = HashMap::pinned(MAX_BANS, BPF_F_NO_PREALLOC);
 #[map]
 static BANS_V6: LpmTrie<BanKeyV6, BanValue> = LpmTrie::pinned(MAX_BANS, 0);
+/// Per family, whether the blocklist may hold entries (`gateway_common::BAN_STATE_V4`).
+#[map]
+static BAN_STATE: Array<u32> = Array::pinned(2, 0);
 /// Packets dropped (or passed in audit mode) because their source is banned, per `BAN_*` kind.
 #[map]
 static BAN_COUNTERS: PerCpuArray<RuleCounters> = PerCpuArray::pinned(BAN_KINDS, 0);
@@ -290,6 +295,11 @@ fn count_rule(rule: u32, slot: usize, len: u64) {
 /// `dataplane::bans`), so when the longest one has expired, so have all that contain it.
 #[inline(always)]
 fn banned(p: &Parsed) -> Option<u32> {
+    let family = if p.v6 { BAN_STATE_V6 } else { BAN_STATE_V4 };
+    match BAN_STATE.get(family) {
+        Some(flag) if unsafe { read_volatile(flag) } != 0 => {}
+        _ => return None,
+    }
     let v = if p.v6 {
         BANS_V6.get(Key::new(128, BanKeyV6 { addr: p.src }))
     } else {
@@ -365,27 +375,157 @@ fn mask64(bits: u8) -> u64 {
 /// `addr` truncated to `prefix` bits (IPv4 in the first 4 bytes): two masks, no loop.
 #[inline(always)]
 fn truncate(a: &[u8; 16], v6: bool, prefix: u8) -> [u8; 16] {
-    let mut out = [0u8; 16];
+    let (hi, lo) = prefix_words(a, v6, prefix);
+    let (h, l) = (hi.to_be_bytes(), lo.to_be_bytes());
+    [
+        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5], l[6],
+        l[7],
+    ]
+}
+
+/// The source truncated to `prefix` bits as two big-endian words (IPv4 in the top 32 bits of
+/// the first): the token-bucket table's key, compared and hashed without a byte loop.
+#[inline(always)]
+fn prefix_words(a: &[u8; 16], v6: bool, prefix: u8) -> (u64, u64) {
     if v6 {
         let hi =
             u64::from_be_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]) & mask64(prefix);
         let lo = u64::from_be_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]])
             & mask64(prefix.saturating_sub(64));
-        let (h, l) = (hi.to_be_bytes(), lo.to_be_bytes());
-        out = [
-            h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5],
-            l[6], l[7],
-        ];
+        (hi, lo)
     } else {
         let v4 = (u64::from(u32::from_be_bytes([a[0], a[1], a[2], a[3]])) << 32)
             & mask64(prefix.min(32));
-        let b = ((v4 >> 32) as u32).to_be_bytes();
-        out[0] = b[0];
-        out[1] = b[1];
-        out[2] = b[2];
-        out[3] = b[3];
+        (v4, 0)
     }
-    out
+}
+
+/// The index of the way of `set` that holds the bucket of this key, if one does.
+#[inline(always)]
+fn lookup_way(set: *mut BucketSet, rule: u32, family: u16, hi: u64, lo: u64) -> Option<usize> {
+    let ways = unsafe { &mut (*set).ways };
+    let mut w = 0;
+    while w < BUCKET_WAYS {
+        let way = &mut ways[w];
+        if way.addr_hi == hi && way.addr_lo == lo && way.rule == rule && way.family == family {
+            return Some(w);
+        }
+        w += 1;
+    }
+    None
+}
+
+/// What replacing a way costs, as a number to minimise: empty (0), then full again (1: its
+/// source gets the same verdicts without it), then `2 + score` (the source that has sent least
+/// since it took the way); ties go to the bucket nearest to full (lowest TAT, in ~ms units).
+#[inline(always)]
+fn replacement_cost(way: &BucketWay, now: u64) -> u64 {
+    let tat = way.tat;
+    let rank = if way.family == 0 {
+        0
+    } else if tat <= now {
+        1
+    } else {
+        2 + way.score as u64
+    };
+    (rank << 32) | ((tat >> 20) & 0xffff_ffff)
+}
+
+/// The way of `set` holding the bucket of this key: the one that already does (its score
+/// bumped), else a way the key takes over, its bucket full (see `BucketWay` for the
+/// replacement rule). Returns the way's index. Two CPUs may race on a set; the worst outcome
+/// is a bucket written twice or lost, which gives one source a full bucket again (the same as
+/// an eviction), never another key's verdict: a way is matched on the whole key.
+#[inline(always)]
+fn find_way(set: *mut BucketSet, rule: u32, family: u16, hi: u64, lo: u64, now: u64) -> usize {
+    let ways = unsafe { &mut (*set).ways };
+    if let Some(w) = lookup_way(set, rule, family, hi, lo) {
+        let way = &mut ways[w & (BUCKET_WAYS - 1)];
+        let score = way.score;
+        if score < BUCKET_SCORE_MAX {
+            way.score = score + 1;
+        }
+        return w;
+    }
+    // A miss: a tournament of the four ways (three comparisons, so that the verifier walks
+    // eight paths here, not sixteen).
+    const _: () = assert!(BUCKET_WAYS == 4);
+    let c0 = replacement_cost(&ways[0], now);
+    let c1 = replacement_cost(&ways[1], now);
+    let c2 = replacement_cost(&ways[2], now);
+    let c3 = replacement_cost(&ways[3], now);
+    let (a, ca) = if c1 < c0 { (1, c1) } else { (0, c0) };
+    let (b, cb) = if c3 < c2 { (3, c3) } else { (2, c2) };
+    let (victim, cost) = if cb < ca { (b, cb) } else { (a, ca) };
+    if cost >> 32 >= 2 {
+        count_stat(STAT_BUCKET_EVICTED, 0);
+    }
+    let way = &mut ways[victim & (BUCKET_WAYS - 1)];
+    way.rule = rule;
+    way.family = family;
+    way.score = 1;
+    way.addr_hi = hi;
+    way.addr_lo = lo;
+    // A full bucket: the next conforming arrival is now.
+    unsafe { write_volatile(&mut way.tat, now) };
+    victim
+}
+
+/// The packet's rate limits, source side first (the compiler guarantees at most `MAX_LIMITS`),
+/// and how many there are. Only the first `n` are written, and only they are read
+/// (`check_limits`): initialising the array would cost a `memset` call, a byte loop in BPF,
+/// measured at tens of ns per packet. The verifier allows the read of a slot it cannot prove
+/// written for a program loaded with CAP_PERFMON, which the agent needs anyway.
+#[inline(always)]
+fn gather_limits(
+    v1: Option<&Verdict>,
+    v2: Option<&Verdict>,
+) -> ([MaybeUninit<u32>; MAX_LIMITS], usize) {
+    let mut ids = [MaybeUninit::<u32>::uninit(); MAX_LIMITS];
+    let mut n = 0usize;
+    for v in [v1, v2].into_iter().flatten() {
+        let mut i = 0;
+        while i < MAX_LIMITS {
+            if i < v.n_limits as usize && n < MAX_LIMITS {
+                ids[n].write(v.limits[i]);
+                n += 1;
+            }
+            i += 1;
+        }
+    }
+    (ids, n)
+}
+
+/// Where the bucket of `rule`'s limit for this packet lives: the limit, the set, and the key.
+struct BucketRef {
+    cfg: &'static LimitConfig,
+    set: *mut BucketSet,
+    family: u16,
+    hi: u64,
+    lo: u64,
+}
+
+/// `None` when `rule` has no limit in this generation.
+#[inline(always)]
+fn bucket_ref(gen: u32, seed: u32, rule: u32, p: &Parsed) -> Option<BucketRef> {
+    let cfg = LIMITS.get(limit_index(gen, rule))?;
+    if cfg.interval_ns == 0 {
+        return None;
+    }
+    let (family, prefix) = if p.v6 {
+        (6, cfg.prefix_v6)
+    } else {
+        (4, cfg.prefix_v4)
+    };
+    let (hi, lo) = prefix_words(&p.src, p.v6, prefix);
+    let set = BUCKET_SETS.get_ptr_mut(bucket_set(seed, rule, family, hi, lo))?;
+    Some(BucketRef {
+        cfg,
+        set,
+        family,
+        hi,
+        lo,
+    })
 }
 
 /// Decides on the packet's rate limits: `NO_RULE` when it is within all of them (tokens are
@@ -396,85 +536,69 @@ fn truncate(a: &[u8; 16], v6: bool, prefix: u8) -> [u8; 16] {
 /// once both pay. Only the margin can race (both see the last token), which admits one extra
 /// packet at most per race — measured within the ±10% target in docs/benchmarks.md.
 #[inline(always)]
-fn check_limits(gen: u32, ids: &[u32; MAX_LIMITS], n: usize, p: &Parsed) -> u32 {
+fn check_limits(
+    gen: u32,
+    seed: u32,
+    ids: &[MaybeUninit<u32>; MAX_LIMITS],
+    n: usize,
+    p: &Parsed,
+) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
-    // Keys, not pointers, are kept between the check and the charge: the verifier does not
-    // track map-value pointers spilled into a stack array.
-    let mut keys = [BucketKey::default(); MAX_LIMITS];
-    let mut intervals = [0u64; MAX_LIMITS];
     let mut i = 0;
     while i < MAX_LIMITS {
         if i >= n {
             break;
         }
-        let rule = ids[i];
-        let cfg = match LIMITS.get(limit_index(gen, rule)) {
-            Some(c) if c.interval_ns != 0 => c,
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        let (family, prefix) = if p.v6 {
-            (6, cfg.prefix_v6)
-        } else {
-            (4, cfg.prefix_v4)
-        };
-        let key = BucketKey {
-            rule,
-            family,
-            addr: truncate(&p.src, p.v6, prefix),
-        };
-        let mut cell = BUCKETS.get_ptr_mut(&key);
-        if cell.is_none() {
-            // New source: a full bucket. NOEXIST, so a racing CPU's insert is kept.
-            let _ = BUCKETS.insert(&key, &Bucket { tat: now }, 1 /* BPF_NOEXIST */);
-            cell = BUCKETS.get_ptr_mut(&key);
-        }
-        let Some(cell) = cell else {
-            count_stat(STAT_BUCKET_ERROR, 0);
-            i += 1;
+        // SAFETY: `gather_limits` wrote the first `n`, and `i < n`.
+        let rule = unsafe { ids[i].assume_init() };
+        i += 1;
+        let Some(b) = bucket_ref(gen, seed, rule, p) else {
             continue;
         };
-        let tat = unsafe { read_volatile(&(*cell).tat) };
-        if tat > now && tat - now > cfg.tolerance_ns {
+        let way = find_way(b.set, rule, b.family, b.hi, b.lo, now) & (BUCKET_WAYS - 1);
+        let cell = unsafe { &mut (*b.set).ways[way].tat as *mut u64 };
+        let tat = unsafe { read_volatile(cell) };
+        if tat > now && tat - now > b.cfg.tolerance_ns {
             return rule;
         }
         if n == 1 {
             // The common case, one limit: charge at once.
-            charge(cell, now, cfg.interval_ns);
+            charge(cell, now, b.cfg.interval_ns);
             return NO_RULE;
         }
-        keys[i] = key;
-        intervals[i] = cfg.interval_ns;
-        i += 1;
     }
-    // Within every limit: charge them all.
+    // Within every limit: charge them all, finding each bucket again (kept between the
+    // passes, way indexes would multiply the paths the verifier walks, and pointers spilled
+    // into a stack array are not tracked; a bucket another CPU replaced meanwhile is skipped).
     let mut i = 0;
     while i < MAX_LIMITS {
         if i >= n {
             break;
         }
-        if intervals[i] != 0 {
-            if let Some(cell) = BUCKETS.get_ptr_mut(&keys[i]) {
-                charge(cell, now, intervals[i]);
-            }
-        }
+        // SAFETY: `gather_limits` wrote the first `n`, and `i < n`.
+        let rule = unsafe { ids[i].assume_init() };
         i += 1;
+        let Some(b) = bucket_ref(gen, seed, rule, p) else {
+            continue;
+        };
+        if let Some(w) = lookup_way(b.set, rule, b.family, b.hi, b.lo) {
+            let cell = unsafe { &mut (*b.set).ways[w & (BUCKET_WAYS - 1)].tat as *mut u64 };
+            charge(cell, now, b.cfg.interval_ns);
+        }
     }
     NO_RULE
 }
 
 #[inline(always)]
-fn charge(cell: *mut Bucket, now: u64, interval: u64) {
+fn charge(cell: *mut u64, now: u64, interval: u64) {
     unsafe {
-        if read_volatile(&(*cell).tat) < now {
+        if read_volatile(cell) < now {
             // Idle bucket: restart the schedule from now.
-            write_volatile(&mut (*cell).tat, now + interval);
+            write_volatile(cell, now + interval);
         } else {
             // The result is unused, so this is a plain BPF atomic add (XADD), which every
             // BPF CPU version has. (The BPF target offers no `AtomicU64::fetch_add`.)
-            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&mut (*cell).tat, interval);
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(cell, interval);
         }
     }
 }
@@ -495,9 +619,9 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
     };
     // The one read of the generation: every lookup below uses this value, so the packet is
     // judged wholly by one revision even if the agent flips generations meanwhile.
-    let gen = match CONFIG.get(0) {
-        Some(c) => unsafe { read_volatile(&c.active_gen) },
-        None => 0,
+    let (gen, seed) = match CONFIG.get(0) {
+        Some(c) => unsafe { (read_volatile(&c.active_gen), read_volatile(&c.bucket_seed)) },
+        None => (0, 0),
     };
     // Most interfaces have a small index: an array slot, which the JIT inlines; the hash map
     // holds the others.
@@ -591,30 +715,9 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
     }
 
     // Rate limits of both sides, source side first; the compiler guarantees at most MAX_LIMITS.
-    let mut ids = [NO_RULE; MAX_LIMITS];
-    let mut n = 0usize;
-    if let Some(v) = v1 {
-        let mut i = 0;
-        while i < MAX_LIMITS {
-            if i < v.n_limits as usize && n < MAX_LIMITS {
-                ids[n] = v.limits[i];
-                n += 1;
-            }
-            i += 1;
-        }
-    }
-    if let Some(v) = v2 {
-        let mut i = 0;
-        while i < MAX_LIMITS {
-            if i < v.n_limits as usize && n < MAX_LIMITS {
-                ids[n] = v.limits[i];
-                n += 1;
-            }
-            i += 1;
-        }
-    }
+    let (ids, n) = gather_limits(v1, v2);
     if n > 0 {
-        let exceeded = check_limits(gen, &ids, n, &p);
+        let exceeded = check_limits(gen, seed, &ids, n, &p);
         if exceeded != NO_RULE {
             return drop_or_audit(exceeded, SLOT_RATELIMIT, audit, len, &p);
         }

@@ -103,15 +103,19 @@ pub fn run(report: &mut Report) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Receiver {
     TollgateDeny,
+    TollgatePlain,
     TollgatePass,
+    TollgateLimited,
     DropAll,
     Nftables,
 }
 
 impl Receiver {
-    const ALL: [Receiver; 4] = [
+    const ALL: [Receiver; 6] = [
         Receiver::TollgateDeny,
+        Receiver::TollgatePlain,
         Receiver::TollgatePass,
+        Receiver::TollgateLimited,
         Receiver::DropAll,
         Receiver::Nftables,
     ];
@@ -119,18 +123,32 @@ impl Receiver {
     fn name(self) -> &'static str {
         match self {
             Receiver::TollgateDeny => "tollgate-deny",
+            Receiver::TollgatePlain => "tollgate-pass",
             Receiver::TollgatePass => "tollgate-ratelimit-pass",
+            Receiver::TollgateLimited => "tollgate-ratelimited",
             Receiver::DropAll => "xdp-drop-all",
             Receiver::Nftables => "nftables-drop",
         }
     }
 
-    /// The generated source: the pass case comes from an allowed, rate-limited source.
+    /// The Tollgate rule that counts this receiver's packets, and the action it counts.
+    fn counted(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Receiver::TollgateDeny => Some(("block-scanners", "drop")),
+            Receiver::TollgatePlain => Some(("bench-plain", "pass")),
+            Receiver::TollgatePass => Some(("bench-udp", "pass")),
+            Receiver::TollgateLimited => Some(("bench-slow", "drop")),
+            Receiver::DropAll | Receiver::Nftables => None,
+        }
+    }
+
+    /// The generated source: each Tollgate case has a source of its own rule.
     fn packet(self) -> Packet {
-        let src = if self == Receiver::TollgatePass {
-            "198.51.100.10"
-        } else {
-            "203.0.113.7"
+        let src = match self {
+            Receiver::TollgatePass => "198.51.100.10",
+            Receiver::TollgatePlain => "192.0.2.7",
+            Receiver::TollgateLimited => "100.64.0.7",
+            _ => "203.0.113.7",
         };
         Packet {
             src: src.parse().expect("address"),
@@ -244,8 +262,8 @@ fn render(results: &[(Receiver, Vec<Trial>)], info: &LabInfo, plan: Plan) -> Str
     let deny = med(Receiver::TollgateDeny);
     let pass = med(Receiver::TollgatePass);
     md.push_str(&format!(
-        "\nTargets (issue 2): Tollgate >= 3x nftables-drop and >= 70% of xdp-drop-all. Measured: deny {:.2}x nftables, {:.0}% of drop-all; \
-         pass with rate limit {:.2}x nftables, {:.0}% of drop-all.\n",
+        "\nTargets (issue 13): deny >= 3.5x nftables-drop and >= 80% of xdp-drop-all; pass through a rate limit >= 2x nftables-drop. \
+         Measured: deny {:.2}x nftables, {:.0}% of drop-all; pass through a rate limit {:.2}x nftables, {:.0}% of drop-all.\n",
         deny / nft,
         100.0 * deny / drop_all,
         pass / nft,
@@ -259,16 +277,19 @@ fn render(results: &[(Receiver, Vec<Trial>)], info: &LabInfo, plan: Plan) -> Str
          it redirects every frame out of `{TX_IF}` into `{RX_IF}`'s XDP ring. \"Offered\" is what the generator sent; \
          frames the receiver's ring had no room for are dropped by veth before any receiver sees them. \
          Frames: {FRAME_LEN} bytes + FCS = 64-byte Ethernet frames, IPv4/UDP to port {PASS_PORT}, from 203.0.113.7 \
-         (tollgate-deny, xdp-drop-all, nftables-drop) or from 198.51.100.10 (tollgate-ratelimit-pass). \
+         (tollgate-deny, xdp-drop-all, nftables-drop), 192.0.2.7 (tollgate-pass), 198.51.100.10 (tollgate-ratelimit-pass) or \
+         100.64.0.7 (tollgate-ratelimited). \
          Receiving core: NAPI enabled on `{RX_IF}` (GRO on, `ETHTOOL_SGRO`), threaded NAPI (`/sys/class/net/{RX_IF}/threaded` = 1), \
          the NAPI kthread ({napi}) pinned to CPU {RX_CPU} with `sched_setaffinity` and made SCHED_FIFO {RT_PRIORITY} before every trial \
          (so that other work on the machine does not share the two cores during a trial); \
          the last column is that thread's CPU time over the trial. \
-         Receivers, each attached to `{RX_IF}` in turn: tollgate-deny and tollgate-ratelimit-pass are Tollgate's XDP program \
+         Receivers, each attached to `{RX_IF}` in turn: the four tollgate-* are Tollgate's XDP program \
          (native mode, `Dataplane::attach_all`) with one policy of {nrules} rules over {ncidrs} CIDRs, default deny, \
-         whose `block-scanners` rule denies 203.0.113.0/24 and whose `bench-udp` rule allows UDP {PASS_PORT} from \
+         whose `block-scanners` rule denies 203.0.113.0/24, whose `bench-plain` rule allows UDP {PASS_PORT} from 192.0.2.0/24 \
+         (no limit), whose `bench-udp` rule allows UDP {PASS_PORT} from \
          198.51.100.0/24 with a rate limit of 100M packets/s per /32 (never triggered: a pass through the token bucket), \
-         counted with `counters::read` on those rules; passed frames go up `{RX_NS}`'s stack, which drops them at once \
+         and whose `bench-slow` rule allows UDP {PASS_PORT} from 100.64.0.0/24 at 1 packet/s per /32 (all but one packet a second \
+         dropped by the limit), counted with `counters::read` on those rules; passed frames go up `{RX_NS}`'s stack, which drops them at once \
          (their destination MAC is not `{RX_IF}`'s: PACKET_OTHERHOST in `ip_rcv`), so that case includes building the skb \
          (veth GRO path) and that drop. xdp-drop-all is `bench_drop` (native mode, counts per CPU). nftables-drop has no XDP \
          program: `table netdev tgb {{ chain ingress {{ type filter hook ingress device {RX_IF} priority 0; counter drop; }} }}` \
@@ -350,13 +371,27 @@ fn policies() -> Vec<Policy> {
         ipv4_prefix: 32,
         ipv6_prefix: 64,
     });
+    let mut plain = rule("bench-plain", Action::Allow);
+    plain.from = Some(vec![net("192.0.2.0/24")]);
+    plain.protocol = Some(Protocol::Udp);
+    plain.ports = udp.ports.clone();
+    let mut slow = rule("bench-slow", Action::Allow);
+    slow.from = Some(vec![net("100.64.0.0/24")]);
+    slow.protocol = Some(Protocol::Udp);
+    slow.ports = udp.ports.clone();
+    slow.rate_limit = Some(RateLimit {
+        packets_per_second: 1,
+        burst: 1,
+        ipv4_prefix: 32,
+        ipv6_prefix: 64,
+    });
     vec![Policy {
         name: "bench".into(),
         file: "bench.yaml".into(),
         mode: Mode::Enforce,
         default_action: Action::Deny,
         interfaces: None,
-        rules: vec![scanners, blocklist, ssh, https, dns, ping, udp],
+        rules: vec![scanners, blocklist, ssh, https, dns, ping, udp, plain, slow],
     }]
 }
 
@@ -703,15 +738,14 @@ impl Attached {
     /// Attaches `r` (on a thread inside `tgb-rx`).
     fn new(lab: &Lab, r: Receiver, snapshot: &L4Snapshot) -> Result<Attached> {
         match r {
-            Receiver::TollgateDeny | Receiver::TollgatePass => {
+            Receiver::TollgateDeny
+            | Receiver::TollgatePlain
+            | Receiver::TollgatePass
+            | Receiver::TollgateLimited => {
                 let pin = lab.pin_dir();
                 let _ = dataplane::detach(&pin);
                 let state = tempfile::tempdir().context("state dir")?;
-                let (rule, action) = if r == Receiver::TollgateDeny {
-                    ("block-scanners", "drop")
-                } else {
-                    ("bench-udp", "pass")
-                };
+                let (rule, action) = r.counted().expect("a Tollgate receiver");
                 // Built before the Dataplane so that a failure below still detaches via Drop.
                 let mut a = Attached::Tollgate {
                     dp: None,

@@ -5,7 +5,7 @@ use std::path::Path;
 use aya::maps::PerCpuArray;
 use gateway_common::{
     Counter, RuleCounters, SLOTS, SLOT_AUDIT, SLOT_DROP, SLOT_PASS, SLOT_RATELIMIT,
-    STAT_BUCKET_ERROR, STAT_FAILSAFE, STAT_FRAGMENT_PASS, STAT_MALFORMED, STAT_NON_IP,
+    STAT_BUCKET_EVICTED, STAT_FAILSAFE, STAT_FRAGMENT_PASS, STAT_MALFORMED, STAT_NON_IP,
     STAT_UNCONFIGURED, STAT_UNSUPPORTED,
 };
 use serde::Serialize;
@@ -44,10 +44,11 @@ pub struct Stats {
     pub unconfigured: u64,
     /// Unsupported encapsulations dropped.
     pub unsupported: u64,
-    /// Rate-limit buckets that could not be created (packet passed).
-    pub bucket_errors: u64,
     /// Replies from a failsafe endpoint (the API server) passed before any rule.
     pub failsafe: u64,
+    /// Not packets: token buckets of sources still being limited that a new source's bucket
+    /// replaced (their set of the bucket table was full; see `gateway_common::BucketWay`).
+    pub buckets_evicted: u64,
 }
 
 /// Everything `tollgate counters` shows.
@@ -152,8 +153,8 @@ pub fn read_named(
         fragment_pass: stat(STAT_FRAGMENT_PASS)?,
         unconfigured: stat(STAT_UNCONFIGURED)?,
         unsupported: stat(STAT_UNSUPPORTED)?,
-        bucket_errors: stat(STAT_BUCKET_ERROR)?,
         failsafe: stat(STAT_FAILSAFE)?,
+        buckets_evicted: stat(STAT_BUCKET_EVICTED)?,
     };
     Ok(report)
 }

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! maps/<MAP>              every map (the program's `#[map]` statics), reused by a restarted agent;
-//!                         maps/BANS_V4, BANS_V6, BAN_COUNTERS are the blocklist ([`bans`])
+//!                         maps/BANS_V4, BANS_V6, BAN_STATE, BAN_COUNTERS are the blocklist ([`bans`])
 //! progs/tollgate_xdp      the XDP program, progs/tollgate_tc the TC program
 //! links/<mode>/<iface>    one link per interface; mode is xdp-native, xdp-generic or tcx
 //!                         (bpffs refuses '.' in names: a '.' in an interface name is pinned as '~')
@@ -28,6 +28,8 @@
 pub mod attach;
 pub mod bans;
 pub mod bpffs;
+#[cfg(test)]
+mod bucket_tests;
 pub mod counters;
 #[cfg(test)]
 mod failsafe_tests;
@@ -226,6 +228,8 @@ pub struct Dataplane {
     /// The ids of the last applied revision, by position (see [`tables::PrevAssignment`]).
     prev: Option<tables::PrevAssignment>,
     active_gen: u32,
+    /// `CONFIG.bucket_seed`, written back unchanged with every flip.
+    bucket_seed: u32,
     /// The rule set (IFACES value) of every interface the last applied revision configures,
     /// by name, whether it exists or not: written under an interface's index when it appears.
     /// `None` before the first apply of this run.
@@ -256,6 +260,9 @@ impl Dataplane {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
             .load(EBPF_OBJECT)?;
+        // Before any program of this build runs: the blocklist flags say what the pinned
+        // blocklist holds (maps pinned by a build before the flags have bans and no flags).
+        bans::BanMaps::open(pin_dir)?.refresh_flags()?;
         let maps = PolicyMaps {
             config: take(&mut ebpf, "CONFIG")?,
             ifaces: take(&mut ebpf, "IFACES")?,
@@ -283,6 +290,7 @@ impl Dataplane {
             held: Default::default(),
             prev: None,
             active_gen: 0,
+            bucket_seed: 0,
             iface_rules: None,
             mode: AttachMode::Auto,
             interfaces: Vec::new(),
@@ -296,13 +304,40 @@ impl Dataplane {
 
     /// Reads both generations from the kernel maps (adoption after a restart).
     fn read_back(&mut self) -> Result<(), DataplaneError> {
-        self.active_gen = self
+        let config = self
             .maps
             .config
             .get(&0, 0)
-            .map_err(map_err("read CONFIG"))?
-            .active_gen
-            & 1;
+            .map_err(map_err("read CONFIG"))?;
+        self.active_gen = config.active_gen & 1;
+        self.bucket_seed = config.bucket_seed;
+        if self.bucket_seed == 0 {
+            // New maps (or maps of a build before the bucket table): choose the secret that
+            // spreads sources over the bucket table's sets, once. It stays with the pinned maps.
+            let mut seed = 0u32;
+            while seed == 0 {
+                // SAFETY: the buffer is the 4 bytes of `seed`.
+                let n = unsafe { libc::getrandom((&raw mut seed).cast(), 4, 0) };
+                if n != 4 {
+                    return Err(DataplaneError::Io {
+                        what: "choose the bucket table's seed (getrandom)".into(),
+                        source: std::io::Error::last_os_error(),
+                    });
+                }
+            }
+            self.bucket_seed = seed;
+            self.maps
+                .config
+                .set(
+                    0,
+                    Config {
+                        active_gen: self.active_gen,
+                        bucket_seed: self.bucket_seed,
+                    },
+                    0,
+                )
+                .map_err(map_err("write CONFIG.bucket_seed"))?;
+        }
         let [h0, h1] = self.read_tables(true)?;
         self.held = [Arc::new(h0), Arc::new(h1)];
         Ok(())
@@ -464,7 +499,7 @@ impl Dataplane {
                 0,
                 Config {
                     active_gen: target,
-                    _pad: 0,
+                    bucket_seed: self.bucket_seed,
                 },
                 0,
             )
@@ -590,6 +625,11 @@ impl Dataplane {
     /// The active generation.
     pub fn active_gen(&self) -> u32 {
         self.active_gen
+    }
+
+    /// The token-bucket table's hash key (`CONFIG.bucket_seed`).
+    pub fn bucket_seed(&self) -> u32 {
+        self.bucket_seed
     }
 
     /// Direct access to the loaded object (tests: BPF_PROG_TEST_RUN).

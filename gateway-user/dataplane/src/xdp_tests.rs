@@ -915,7 +915,8 @@ fn maps_pinned_by_another_layout_are_refused_with_a_clear_error() {
 }
 
 /// A TCP packet to port 443 from `src`.
-fn from_src(src: &str) -> Vec<u8> {
+/// A TCP 443 packet from `src`.
+pub(crate) fn from_src(src: &str) -> Vec<u8> {
     frame(
         &Packet {
             src: src.parse().unwrap(),

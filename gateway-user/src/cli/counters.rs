@@ -22,8 +22,8 @@ pub fn print(pin_dir: &Path, state_dir: &Path, format: OutputFormat) -> anyhow::
             }
             let s = &report.stats;
             println!(
-                "not judged by rules: non-IP passed {}, malformed dropped {}, fragments passed {}, unconfigured interface passed {}, unsupported dropped {}, bucket errors {}, failsafe passed {}",
-                s.non_ip, s.malformed, s.fragment_pass, s.unconfigured, s.unsupported, s.bucket_errors, s.failsafe
+                "not judged by rules: non-IP passed {}, malformed dropped {}, fragments passed {}, unconfigured interface passed {}, unsupported dropped {}, failsafe passed {}; rate-limit buckets evicted {}",
+                s.non_ip, s.malformed, s.fragment_pass, s.unconfigured, s.unsupported, s.failsafe, s.buckets_evicted
             );
         }
     }

@@ -359,7 +359,7 @@ fn encode_l4(
     let s = &report.stats;
     let mut unjudged = encoder.encode_descriptor(
             "tollgate_l4_unjudged_packets",
-            "Packets no rule judged: non_ip and fragment passed, malformed and unsupported dropped, unconfigured interface passed, bucket_error passed uncharged, failsafe (replies of the API server, lock-out protection) passed.",
+            "Packets no rule judged: non_ip and fragment passed, malformed and unsupported dropped, unconfigured interface passed, failsafe (replies of the API server, lock-out protection) passed.",
             None,
             MetricType::Counter,
         )?;
@@ -369,13 +369,22 @@ fn encode_l4(
         ("fragment", s.fragment_pass),
         ("unconfigured", s.unconfigured),
         ("unsupported", s.unsupported),
-        ("bucket_error", s.bucket_errors),
         ("failsafe", s.failsafe),
     ];
     for (reason, v) in reasons.into_iter().filter(|_| read) {
         ConstCounter::new(v).encode(unjudged.encode_family(&ReasonLabel {
             reason: reason.into(),
         })?)?;
+    }
+    drop(unjudged);
+    let evicted = encoder.encode_descriptor(
+        "tollgate_l4_ratelimit_buckets_evicted",
+        "Token buckets of sources still being limited that a new source's bucket replaced (their set of the bucket table was full): each gives its source a full bucket again.",
+        None,
+        MetricType::Counter,
+    )?;
+    if read {
+        ConstCounter::new(s.buckets_evicted).encode(evicted)?;
     }
     Ok(())
 }

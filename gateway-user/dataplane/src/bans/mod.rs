@@ -15,14 +15,21 @@
 //! removed to make room ([`BanOutcome::Banned::evicted`]); a ban about to end anyway is worth
 //! less than a new abuser's.
 //!
+//! The program looks a source up only while its family's flag in `BAN_STATE` is set (an empty
+//! blocklist costs a packet no hash or trie look-up): every insert sets it, and
+//! [`BanMaps::refresh_flags`] (each sweep, and each load of the programs) clears it only for a
+//! family seen empty, then reads again.
+//!
 //! The blocklist is not policy: it has no generations, applying a revision never touches it,
 //! and the drift check ignores it. Its maps are pinned with the others (`maps/BANS_V4`,
-//! `maps/BANS_V6`, `maps/BAN_COUNTERS`), so bans survive an agent restart, and `tollgate
+//! `maps/BANS_V6`, `maps/BAN_STATE`, `maps/BAN_COUNTERS`), so bans survive an agent restart, and `tollgate
 //! detach` removes them. A ban's expiry is a `CLOCK_MONOTONIC` time (what `bpf_ktime_get_ns`
 //! reads): the program ignores an expired entry even when no agent is left to remove it.
 //!
 //! [`BanMaps`] opens the pinned maps by path: the agent's ban task, the CLI and tests each hold
 //! their own handle, without going through the [`super::Dataplane`] that applies revisions.
+#[cfg(test)]
+mod flag_tests;
 mod index;
 mod target;
 
@@ -31,10 +38,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray};
 use gateway_common::{
     BanKeyV4, BanKeyV6, BanValue, RuleCounters, BAN_AUTH, BAN_KINDS, BAN_MANUAL, BAN_POLICY_BYTES,
-    BAN_RATELIMIT, MAX_BANS, SLOT_AUDIT, SLOT_DROP,
+    BAN_RATELIMIT, BAN_STATE_V4, BAN_STATE_V6, MAX_BANS, SLOT_AUDIT, SLOT_DROP,
 };
 use serde::Serialize;
 
@@ -133,6 +140,8 @@ pub fn monotonic_ns() -> u64 {
 pub struct BanMaps {
     v4: BpfHashMap<MapData, BanKeyV4, BanValue>,
     v6: LpmTrie<MapData, BanKeyV6, BanValue>,
+    /// `BAN_STATE`: per family, whether the program looks sources up in the blocklist.
+    state: Array<MapData, u32>,
     /// The entries as of the last read (the first write, [`BanMaps::sweep`]) and this
     /// handle's writes since. Read when first needed: a handle that only lists (`/status`,
     /// `tollgate bans`) never builds it.
@@ -192,11 +201,47 @@ impl BanMaps {
             .map_err(map_err("map BANS_V4"))?;
         let v6 =
             LpmTrie::try_from(open_pinned(pin_dir, "BANS_V6")?).map_err(map_err("map BANS_V6"))?;
+        let state = Array::try_from(open_pinned(pin_dir, "BAN_STATE")?)
+            .map_err(map_err("map BAN_STATE"))?;
         Ok(BanMaps {
             v4,
             v6,
+            state,
             index: None,
         })
+    }
+
+    /// Whether the family's map holds an entry (expired or not), as the kernel has it.
+    fn holds_any(&self, family: u32) -> bool {
+        if family == BAN_STATE_V4 {
+            self.v4.keys().next().is_some()
+        } else {
+            self.v6.keys().next().is_some()
+        }
+    }
+
+    fn set_flag(&mut self, family: u32, on: bool) -> Result<(), DataplaneError> {
+        self.state
+            .set(family, u32::from(on), 0)
+            .map_err(map_err("write BAN_STATE"))
+    }
+
+    /// Makes the program look sources up in each family's blocklist exactly when it holds
+    /// entries. The flag is cleared only after the map was seen empty, and the map is read
+    /// again after the clear: a writer sets the flag after its insert, so a ban that arrived
+    /// meanwhile either is seen here (and the flag set back) or sets it itself afterwards.
+    pub fn refresh_flags(&mut self) -> Result<(), DataplaneError> {
+        for family in [BAN_STATE_V4, BAN_STATE_V6] {
+            if self.holds_any(family) {
+                self.set_flag(family, true)?;
+            } else {
+                self.set_flag(family, false)?;
+                if self.holds_any(family) {
+                    self.set_flag(family, true)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The index, read from the maps if this handle has none yet.
@@ -255,7 +300,16 @@ impl BanMaps {
                 (None, None) => unreachable!("a target is IPv4 or IPv6"),
             };
             match r {
-                Ok(()) => break,
+                Ok(()) => {
+                    // After the insert (see `refresh_flags`): from here on the program looks.
+                    let family = if target.is_v6() {
+                        BAN_STATE_V6
+                    } else {
+                        BAN_STATE_V4
+                    };
+                    self.set_flag(family, true).map_err(BanError::Map)?;
+                    break;
+                }
                 Err(e) if is_full(&e) && evicted.len() < EVICTION_ATTEMPTS => {
                     let victim = match self.index()?.nearest_expiry(&target) {
                         Some(v) => v,
@@ -442,6 +496,7 @@ impl BanMaps {
             .into_iter()
             .filter(|e| index.get(&e.address).is_some())
             .collect();
+        self.refresh_flags()?;
         Ok(report)
     }
 }
