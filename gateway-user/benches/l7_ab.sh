@@ -34,6 +34,7 @@ cleanup() {
     for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
     for i in lpaba0 lpabb0; do ip link del "$i" 2>/dev/null || true; done
     ip netns del "$NETNS" 2>/dev/null || true
+    mkdir -p /tmp/tollgate-l7ab-logs && cp "$BASE"/*.log /tmp/tollgate-l7ab-logs/ 2>/dev/null || true
     umount "$BASE/bpf" 2>/dev/null || true
     rm -rf "$BASE"
 }
@@ -125,14 +126,15 @@ EOF
     done
 }
 
-start_agent() { # name binary iface http tls admin
+start_agent() { # name binary iface http tls admin [VAR=VALUE...]
     local name=$1 bin=$2 iface=$3 http=$4 tls=$5 admin=$6
+    shift 6
     ip link add "$iface" type veth peer name "${iface%0}p"
     ip link set "${iface%0}p" netns "$NETNS"
     ip link set "$iface" up
     mkdir -p "$BASE/$name/policy"
     revision "$http" "$tls" >"$BASE/$name/policy/gateway.yaml"
-    TOLLGATE_LOG=warn "$bin" run --interface "$iface" --source "$BASE/$name/policy" \
+    env TOLLGATE_LOG=warn "$@" "$bin" run --interface "$iface" --source "$BASE/$name/policy" \
         --pin-dir "$BASE/bpf/$name" --state-dir "$BASE/$name/state" --admin "127.0.0.1:$admin" \
         --gateway-address 127.0.0.1 --tls-secrets-dir "$BASE/secrets" --access-log off \
         --detach-on-exit >"$BASE/$name.log" 2>&1 &
@@ -148,8 +150,16 @@ start_agent() { # name binary iface http tls admin
 
 start_agent old "$OLD" lpaba0 29611 29612 29613
 OLD_PID=${PIDS[-1]}
-start_agent new "$NEW" lpabb0 29621 29622 29623
+# L7AB_NEW_ENV="VAR=VALUE ...": extra environment of the new agent only (allocator settings).
+# shellcheck disable=SC2086
+start_agent new "$NEW" lpabb0 29621 29622 29623 ${L7AB_NEW_ENV:-}
 NEW_PID=${PIDS[-1]}
+sleep 2
+for who in old new; do
+    pid=$OLD_PID
+    [ "$who" = new ] && pid=$NEW_PID
+    echo "$who at start: $(grep -E '^(VmRSS|RssAnon|RssFile)' "/proc/$pid/status" | tr -s ' \t' ' ' | tr '\n' ';')"
+done
 
 # Both must do the work: 200 with the key, 401 without.
 for port in 29611 29621; do
@@ -225,3 +235,13 @@ for who in old new; do
     [ "$who" = new ] && pid=$NEW_PID
     echo "$who: $(grep -E '^(VmRSS|VmHWM|RssAnon|RssFile|Threads)' "/proc/$pid/status" | tr -s ' \t' ' ' | tr '\n' ';')"
 done
+# L7AB_INSPECT=COMMAND: run COMMAND PID for each agent before stopping them (e.g. a smaps
+# breakdown).
+if [ -n "${L7AB_INSPECT:-}" ]; then
+    for who in old new; do
+        pid=$OLD_PID
+        [ "$who" = new ] && pid=$NEW_PID
+        echo "== $who (pid $pid)"
+        $L7AB_INSPECT "$pid"
+    done
+fi
