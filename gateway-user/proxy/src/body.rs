@@ -18,7 +18,7 @@ use super::access_log::{self, Entry};
 use super::listener::ConnGuard;
 use super::upstream::InFlight;
 use super::Core;
-use crate::metrics::{HttpRequestLabels, RouteLabel};
+use crate::metrics::RouteLabel;
 
 /// Errors a body can end with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -209,20 +209,13 @@ impl Completion {
                 })
                 .inc();
         }
-        metrics
-            .requests
-            .get_or_create(&HttpRequestLabels {
-                route: self.route.to_string(),
-                method: method_label(&self.method),
-                code: self.status,
-            })
-            .inc();
-        metrics
-            .duration
-            .get_or_create(&RouteLabel {
-                route: self.route.to_string(),
-            })
-            .observe(elapsed.as_secs_f64());
+        self.core.route_series().record(
+            metrics,
+            &self.route,
+            method_label(&self.method),
+            self.status,
+            elapsed.as_secs_f64(),
+        );
         if self.core.sampler.should_log(self.status) {
             let client = self.client.to_string();
             access_log::emit(&Entry {

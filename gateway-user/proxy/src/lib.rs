@@ -228,6 +228,11 @@ pub struct Core {
     /// connection it uses live on the same thread.
     clients: Vec<Client<HttpConnector, UpstreamBody>>,
     workers: Workers,
+    /// Per-route series handles ([`metrics::RouteSeries`]), one per worker thread.
+    series: Vec<Mutex<metrics::RouteSeries>>,
+    /// The route name of requests no route matched: one `Arc` for all of them, so that
+    /// they share one entry of [`metrics::RouteSeries`] (and no allocation per request).
+    no_route: Arc<str>,
     server: auto::Builder<TokioExecutor>,
     connections: Arc<Semaphore>,
     head_budget: Arc<listener::HeadBudget>,
@@ -316,6 +321,10 @@ impl Proxy {
                 backend_tls: Vec::new(),
             }),
             sampler: Sampler::new(config.access_log),
+            series: (0..workers.len())
+                .map(|_| Mutex::new(metrics::RouteSeries::default()))
+                .collect(),
+            no_route: Arc::from(router::NO_ROUTE),
             server: listener::server_builder(&limits),
             connections: Arc::new(Semaphore::new(limits.max_connections)),
             head_budget: Arc::new(listener::HeadBudget::new(
@@ -680,6 +689,14 @@ pub(crate) fn worker() -> usize {
 }
 
 impl Core {
+    /// The series handles of the worker thread this runs on (other threads share the first
+    /// worker's; the lock is uncontended on the request path).
+    fn route_series(&self) -> std::sync::MutexGuard<'_, metrics::RouteSeries> {
+        self.series[worker() % self.series.len()]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The backend client of the worker thread this runs on.
     fn client(&self) -> &Client<HttpConnector, UpstreamBody> {
         &self.clients[worker().min(self.clients.len() - 1)]

@@ -1,6 +1,8 @@
 //! The L7 proxy's metrics: its families, registered into a registry the agent hands it
 //! ([`HttpMetrics::register`]). Names are a contract (prefix `tollgate_`); label values are
 //! route, policy, reason and Secret names only, never addresses, keys or consumers.
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -345,5 +347,159 @@ impl HttpMetrics {
             tls_handshake_failures,
             tls_reload_failures,
         }
+    }
+}
+
+/// Most `(method, code)` pairs remembered per route; a route answering with more distinct
+/// pairs than this looks the rest up in the family each time (still counted right).
+const PAIRS_PER_ROUTE: usize = 16;
+/// Most routes remembered; past it the cache starts over (a revision with more routes than
+/// this, all busy, pays the family look-up again, as before the cache).
+const ROUTES_CACHED: usize = 16_384;
+
+/// Handles of the series every request touches (`tollgate_http_requests_total` and
+/// `tollgate_http_request_duration_seconds` of its route), resolved once per route instead of
+/// per request: a family look-up hashes the label set (the route's name copied into a new
+/// `String`, twice) under the family's lock. A handle shares its value with the family's
+/// series, and the proxy never removes a series, so counting through it is counting in the
+/// family.
+///
+/// Keyed by the address of the route's name (`Arc<str>`, shared by every request of the
+/// route, and by the [`crate::router::NO_ROUTE`] requests of a proxy): the entry holds that
+/// `Arc`, so the address cannot be reused by another name while the entry lives. One per
+/// worker thread (behind an uncontended lock).
+#[derive(Default)]
+pub struct RouteSeries {
+    routes: rustc_hash::FxHashMap<usize, RouteEntry>,
+}
+
+struct RouteEntry {
+    /// Keeps the key's address alive and unique.
+    _route: Arc<str>,
+    duration: Histogram,
+    requests: Vec<(&'static str, u16, Counter)>,
+}
+
+impl RouteSeries {
+    /// Counts one answered request of `route` (`method`, `code`) that took `seconds`.
+    pub fn record(
+        &mut self,
+        metrics: &HttpMetrics,
+        route: &Arc<str>,
+        method: &'static str,
+        code: u16,
+        seconds: f64,
+    ) {
+        let key = Arc::as_ptr(route) as *const u8 as usize;
+        if !self.routes.contains_key(&key) && self.routes.len() >= ROUTES_CACHED {
+            self.routes.clear();
+        }
+        let entry = self.routes.entry(key).or_insert_with(|| RouteEntry {
+            _route: route.clone(),
+            duration: metrics
+                .duration
+                .get_or_create(&RouteLabel {
+                    route: route.to_string(),
+                })
+                .clone(),
+            requests: Vec::new(),
+        });
+        entry.duration.observe(seconds);
+        if let Some((_, _, c)) = entry
+            .requests
+            .iter()
+            .find(|(m, c, _)| *c == code && *m == method)
+        {
+            c.inc();
+            return;
+        }
+        let counter = metrics
+            .requests
+            .get_or_create(&HttpRequestLabels {
+                route: route.to_string(),
+                method,
+                code,
+            })
+            .clone();
+        counter.inc();
+        if entry.requests.len() < PAIRS_PER_ROUTE {
+            entry.requests.push((method, code, counter));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::text::encode;
+
+    fn exported(registry: &Registry) -> String {
+        let mut out = String::new();
+        encode(&mut out, registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn cached_handles_count_in_the_families() {
+        let mut registry = Registry::default();
+        let metrics = HttpMetrics::register(&mut registry);
+        let mut series = RouteSeries::default();
+        let a: Arc<str> = Arc::from("default/a");
+        // Another Arc with the same name: its own entry, the same series.
+        let a2: Arc<str> = Arc::from("default/a");
+        let b: Arc<str> = Arc::from("default/b");
+        series.record(&metrics, &a, "GET", 200, 0.0005);
+        series.record(&metrics, &a, "GET", 200, 0.0005);
+        series.record(&metrics, &a2, "GET", 200, 0.0005);
+        series.record(&metrics, &a, "POST", 503, 2.0);
+        series.record(&metrics, &b, "GET", 404, 0.0005);
+        let text = exported(&registry);
+        for line in [
+            "tollgate_http_requests_total{route=\"default/a\",method=\"GET\",code=\"200\"} 3",
+            "tollgate_http_requests_total{route=\"default/a\",method=\"POST\",code=\"503\"} 1",
+            "tollgate_http_requests_total{route=\"default/b\",method=\"GET\",code=\"404\"} 1",
+            "tollgate_http_request_duration_seconds_count{route=\"default/a\"} 4",
+            "tollgate_http_request_duration_seconds_bucket{le=\"0.001\",route=\"default/a\"} 3",
+            "tollgate_http_request_duration_seconds_count{route=\"default/b\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} not in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn pairs_and_routes_past_the_cache_bounds_still_count() {
+        let mut registry = Registry::default();
+        let metrics = HttpMetrics::register(&mut registry);
+        let mut series = RouteSeries::default();
+        let a: Arc<str> = Arc::from("default/a");
+        // More (method, code) pairs than one route remembers, each twice.
+        for _ in 0..2 {
+            for code in 200..(200 + PAIRS_PER_ROUTE as u16 + 4) {
+                series.record(&metrics, &a, "GET", code, 0.0);
+            }
+        }
+        let text = exported(&registry);
+        for code in 200..(200 + PAIRS_PER_ROUTE as u16 + 4) {
+            let line = format!(
+                "tollgate_http_requests_total{{route=\"default/a\",method=\"GET\",code=\"{code}\"}} 2"
+            );
+            assert!(text.contains(&line), "{line} not in the export");
+        }
+        // More routes than the cache holds: it starts over, nothing is lost.
+        let routes: Vec<Arc<str>> = (0..ROUTES_CACHED + 3)
+            .map(|i| Arc::from(format!("default/r{i}")))
+            .collect();
+        for r in routes.iter().chain(routes.iter().take(5)) {
+            series.record(&metrics, r, "GET", 200, 0.0);
+        }
+        assert!(series.routes.len() <= ROUTES_CACHED);
+        let text = exported(&registry);
+        assert!(text.contains(
+            "tollgate_http_requests_total{route=\"default/r0\",method=\"GET\",code=\"200\"} 2"
+        ));
+        assert!(text.contains(&format!(
+            "tollgate_http_requests_total{{route=\"default/r{}\",method=\"GET\",code=\"200\"}} 1",
+            ROUTES_CACHED + 2
+        )));
     }
 }

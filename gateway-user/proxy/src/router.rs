@@ -188,7 +188,7 @@ pub async fn handle(
     let (host_raw, host) = request_host(&req);
     let mut done = Completion {
         core: core.clone(),
-        route: Arc::from(NO_ROUTE),
+        route: core.no_route.clone(),
         method: req.method().clone(),
         status: 0,
         started,
@@ -775,7 +775,7 @@ async fn forward(
     rule: Arc<Rule>,
     backend: Arc<BackendRuntime>,
     tls_client: Option<TlsBackend>,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     path_and_query: &str,
     body: &mut RequestBody,
     deadline: Option<tokio::time::Instant>,
@@ -835,7 +835,14 @@ async fn forward(
         *up.method_mut() = parts.method.clone();
         *up.uri_mut() = uri;
         *up.version_mut() = Version::HTTP_11;
-        *up.headers_mut() = parts.headers.clone();
+        // The headers are copied only while another attempt may follow (which needs them
+        // again); the last possible attempt takes them.
+        let last_attempt = retries >= retry.attempts || !body.replayable();
+        *up.headers_mut() = if last_attempt {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
 
         // gRPC needs HTTP/2 whatever the Backend says it speaks.
         let protocol = if rule.grpc {
