@@ -15,6 +15,7 @@
 //! - API key checks by the number of keys (auth.rs).
 mod auth;
 mod kube;
+mod kube_agent;
 mod kube_scale;
 mod l7;
 mod push;

@@ -1,0 +1,205 @@
+//! The agent of the Kubernetes benchmarks (kube.rs, kube_scale.rs): started as the DaemonSet
+//! runs it (`tollgate run --source kubernetes --node-name --tls-secrets-dir`) against the fake
+//! API server of the tests crate, on a veth interface of its own; stopped, its log kept and its
+//! network removed when dropped; and what its log says of each revision. Shared because both
+//! benchmarks start it, stop it and read it the same way; each names its own interface,
+//! namespace, directory and ports ([`Place`]), so that they can run beside other benchmarks and
+//! tests.
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tollgate_tests::kube_fake::FakeApiServer;
+
+use super::{median, sh};
+
+/// Where one benchmark's agent runs: names of that benchmark only.
+pub struct Place {
+    /// The veth interface the agent attaches to.
+    pub iface: &'static str,
+    /// Its peer, moved into `netns`.
+    pub peer: &'static str,
+    /// The network namespace of the peer.
+    pub netns: &'static str,
+    /// The agent's directory: pins (on a bpffs mounted at `bpf`), state, Secrets, kubeconfig
+    /// and log.
+    pub base: &'static str,
+    /// The Node the agent runs for (so that it watches its Node too).
+    pub node: &'static str,
+    /// The admin server's port.
+    pub admin_port: u16,
+    /// Where the agent's log of the last run is kept.
+    pub kept_log: &'static str,
+}
+
+impl Place {
+    /// Removes what a run left: the interface, the namespace, the bpffs and the directory.
+    pub fn cleanup(&self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", self.iface])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", self.netns])
+            .output();
+        let _ = Command::new("umount")
+            .arg(format!("{}/bpf", self.base))
+            .output();
+        let _ = std::fs::remove_dir_all(self.base);
+    }
+
+    /// After a cleanup: a bpffs for the pins, and the veth pair up, its peer in the namespace.
+    pub fn setup_network(&self) {
+        self.cleanup();
+        let (base, netns, iface, peer) = (self.base, self.netns, self.iface, self.peer);
+        std::fs::create_dir_all(format!("{base}/bpf")).expect("mkdir");
+        sh("mount", &["-t", "bpf", "bpf", &format!("{base}/bpf")]);
+        sh("ip", &["netns", "add", netns]);
+        sh(
+            "ip",
+            &["link", "add", iface, "type", "veth", "peer", "name", peer],
+        );
+        sh("ip", &["link", "set", peer, "netns", netns]);
+        sh("ip", &["link", "set", iface, "up"]);
+        sh(
+            "ip",
+            &["netns", "exec", netns, "ip", "link", "set", peer, "up"],
+        );
+    }
+}
+
+/// The agent, running; killed when dropped, its log then kept at [`Place::kept_log`] and its
+/// place cleaned up.
+pub struct Agent {
+    /// The process.
+    pub child: Child,
+    /// Its log (JSON lines).
+    pub log: PathBuf,
+    place: &'static Place,
+}
+
+impl Agent {
+    /// Starts the agent at `place`, watching `fake`, with `extra` arguments for `tollgate run`.
+    pub fn start(place: &'static Place, fake: &FakeApiServer, extra: &[&str]) -> Agent {
+        let base = place.base;
+        let kubeconfig = format!("{base}/kubeconfig");
+        fake.write_kubeconfig(Path::new(&kubeconfig))
+            .expect("kubeconfig");
+        let log = PathBuf::from(format!("{base}/agent.log"));
+        let log_file = std::fs::File::create(&log).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args([
+                "run",
+                "--interface",
+                place.iface,
+                "--source",
+                "kubernetes",
+                "--kubeconfig",
+                &kubeconfig,
+                "--node-name",
+                place.node,
+                "--tls-secrets-dir",
+                &format!("{base}/secrets"),
+                "--interval",
+                "30s",
+                "--pin-dir",
+                &format!("{base}/bpf/tollgate"),
+                "--state-dir",
+                &format!("{base}/state"),
+            ])
+            .args(extra)
+            .args([
+                "--admin",
+                &format!("127.0.0.1:{}", place.admin_port),
+                "--log-format",
+                "json",
+                "--detach-on-exit",
+            ])
+            .env("TOLLGATE_LOG", "info")
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("start the agent");
+        Agent { child, log, place }
+    }
+
+    /// The log, as it is now, for a failed assertion.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The agent's JSON log lines.
+    pub fn log_lines(&self) -> Vec<Value> {
+        let Ok(file) = std::fs::File::open(&self.log) else {
+            return Vec::new();
+        };
+        std::io::BufReader::new(file)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+            .collect()
+    }
+
+    /// The log lines of the revisions applied so far.
+    pub fn applied(&self) -> Vec<Value> {
+        self.log_lines()
+            .into_iter()
+            .filter(|v| v["message"] == "policy applied")
+            .collect()
+    }
+
+    /// What the agent's log says of the revision applied after the first `before` ones, once it
+    /// is there (the log line may come a moment after the revision is enforced).
+    pub fn rebuild_after(&self, before: usize) -> Rebuild {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let line = loop {
+            let lines = self.applied();
+            if lines.len() > before {
+                break lines[before].clone();
+            }
+            assert!(Instant::now() < deadline, "no log line for the revision");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Rebuild::of(&line)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::copy(&self.log, self.place.kept_log);
+        self.place.cleanup();
+    }
+}
+
+/// The agent's breakdown of one revision (ms), from its log line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rebuild {
+    /// Reading the source into a revision.
+    pub read: f64,
+    /// Parse + compile.
+    pub compile: f64,
+    /// The apply, until enforced.
+    pub apply: f64,
+}
+
+impl Rebuild {
+    /// From a "policy applied" log line.
+    pub fn of(line: &Value) -> Rebuild {
+        let ms = |k: &str| line[k].as_f64().unwrap_or(f64::NAN);
+        Rebuild {
+            read: ms("read_ms"),
+            compile: ms("compile_ms"),
+            apply: ms("to_enforced_ms"),
+        }
+    }
+}
+
+/// (median, min, max) of `values`.
+pub fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (median(&mut values), lo, hi)
+}
