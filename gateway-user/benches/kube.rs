@@ -15,16 +15,18 @@ use tollgate_compile::l4::packet::{Packet, L4};
 use tollgate_dataplane::testrun::{frame, FrameOptions, XDP_DROP};
 use tollgate_tests::kube_fake::{tollgate_kinds, FakeApiServer};
 
-use super::kube_agent::{spread, Agent, Place, Rebuild};
+use super::agent::{spread, Agent, Network, Place, Rebuild};
 use super::{blocklist_policy, load_average, yaml_of, Report};
 
 /// The agent runs as the DaemonSet runs it, for this node (so that it watches its Node too);
 /// the log of the last scenario is kept.
 static PLACE: Place = Place {
-    iface: "tgbkube0",
-    peer: "tgbkube1",
-    netns: "tgb-kube",
-    base: "/run/tollgate-bench-kube",
+    net: Network {
+        iface: "tgbkube0",
+        peer: "tgbkube1",
+        netns: "tgb-kube",
+        base: "/run/tollgate-bench-kube",
+    },
     node: "tgb-kube-node",
     admin_port: 19495,
     kept_log: "/tmp/tollgate-bench-kube-agent.log",
@@ -51,9 +53,9 @@ impl Scenario {
     /// `rules` deny rules in `objects` L4Policies stored in the fake, and an agent that has
     /// enforced them.
     fn start(rules: usize, objects: usize) -> Scenario {
-        PLACE.setup_network();
+        PLACE.net.setup();
         let ifindex: u32 =
-            std::fs::read_to_string(format!("/sys/class/net/{}/ifindex", PLACE.iface))
+            std::fs::read_to_string(format!("/sys/class/net/{}/ifindex", PLACE.net.iface))
                 .expect("ifindex")
                 .trim()
                 .parse()
@@ -83,7 +85,7 @@ impl Scenario {
             std::thread::sleep(Duration::from_millis(20));
         }
         let xdp = Xdp::from_pin(
-            format!("{}/bpf/tollgate/progs/tollgate_xdp", PLACE.base),
+            format!("{}/bpf/tollgate/progs/tollgate_xdp", PLACE.net.base),
             XdpAttachType::Interface,
         )
         .expect("the pinned XDP program");

@@ -17,15 +17,17 @@ use serde_json::{json, Value};
 use tollgate_tests::kube_fake::{tollgate_kinds, FakeApiServer};
 use tollgate_tests::l7::Backend;
 
-use super::kube_agent::{spread, Agent, Place, Rebuild};
+use super::agent::{spread, Agent, Network, Place, Rebuild};
 use super::{blocklist_policy, load_average, sh, yaml_of, Report};
 
 // Names and ports of this benchmark only (other benchmarks and tests may run beside it).
 static PLACE: Place = Place {
-    iface: "kmscale0",
-    peer: "kmscale1",
-    netns: "km-scale",
-    base: BASE,
+    net: Network {
+        iface: "kmscale0",
+        peer: "kmscale1",
+        netns: "km-scale",
+        base: BASE,
+    },
     node: "km-bench-node",
     admin_port: ADMIN,
     kept_log: "/tmp/tollgate-bench-kube-scale-agent.log",
@@ -219,7 +221,7 @@ struct Run {
 
 /// Starts the agent on a filled cluster and measures until it is ready and serving.
 fn cold_start(size: Size) -> (Run, ColdStart) {
-    PLACE.setup_network();
+    PLACE.net.setup();
     let backend = Backend::start("km-bench", BACKEND);
     let fake = FakeApiServer::start(tollgate_kinds());
     fill(&fake, size);

@@ -1,10 +1,11 @@
-//! The agent of the Kubernetes benchmarks (kube.rs, kube_scale.rs): started as the DaemonSet
-//! runs it (`tollgate run --source kubernetes --node-name --tls-secrets-dir`) against the fake
-//! API server of the tests crate, on a veth interface of its own; stopped, its log kept and its
-//! network removed when dropped; and what its log says of each revision. Shared because both
-//! benchmarks start it, stop it and read it the same way; each names its own interface,
-//! namespace, directory and ports ([`Place`]), so that they can run beside other benchmarks and
-//! tests.
+//! The agent, as the benchmarks that run it whole start it: on a veth interface of its own,
+//! with its pins on a bpffs of its own ([`Network`]: push.rs, kube.rs, kube_scale.rs); and, for
+//! the Kubernetes benchmarks, started as the DaemonSet runs it (`tollgate run --source kubernetes
+//! --node-name --tls-secrets-dir`) against the fake API server of the tests crate, stopped with
+//! its log kept and its network removed when dropped, and what its log says of each revision
+//! ([`Agent`]). Shared because these benchmarks set up, start, stop and read the agent the same
+//! way; each names its own interface, namespace, directory and ports, so that they can run
+//! beside other benchmarks and tests.
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -15,26 +16,21 @@ use tollgate_tests::kube_fake::FakeApiServer;
 
 use super::{median, sh};
 
-/// Where one benchmark's agent runs: names of that benchmark only.
-pub struct Place {
+/// The network of one benchmark's agent: a veth pair, its peer in a namespace, and a directory
+/// with a bpffs for the pins; names of that benchmark only.
+pub struct Network {
     /// The veth interface the agent attaches to.
     pub iface: &'static str,
     /// Its peer, moved into `netns`.
     pub peer: &'static str,
     /// The network namespace of the peer.
     pub netns: &'static str,
-    /// The agent's directory: pins (on a bpffs mounted at `bpf`), state, Secrets, kubeconfig
-    /// and log.
+    /// The agent's directory: pins (on a bpffs mounted at `bpf`), state, log and the rest of
+    /// the benchmark's files.
     pub base: &'static str,
-    /// The Node the agent runs for (so that it watches its Node too).
-    pub node: &'static str,
-    /// The admin server's port.
-    pub admin_port: u16,
-    /// Where the agent's log of the last run is kept.
-    pub kept_log: &'static str,
 }
 
-impl Place {
+impl Network {
     /// Removes what a run left: the interface, the namespace, the bpffs and the directory.
     pub fn cleanup(&self) {
         let _ = Command::new("ip")
@@ -50,7 +46,7 @@ impl Place {
     }
 
     /// After a cleanup: a bpffs for the pins, and the veth pair up, its peer in the namespace.
-    pub fn setup_network(&self) {
+    pub fn setup(&self) {
         self.cleanup();
         let (base, netns, iface, peer) = (self.base, self.netns, self.iface, self.peer);
         std::fs::create_dir_all(format!("{base}/bpf")).expect("mkdir");
@@ -69,6 +65,18 @@ impl Place {
     }
 }
 
+/// Where one Kubernetes benchmark's agent runs: its network and names of that benchmark only.
+pub struct Place {
+    /// The interface, namespace and directory.
+    pub net: Network,
+    /// The Node the agent runs for (so that it watches its Node too).
+    pub node: &'static str,
+    /// The admin server's port.
+    pub admin_port: u16,
+    /// Where the agent's log of the last run is kept.
+    pub kept_log: &'static str,
+}
+
 /// The agent, running; killed when dropped, its log then kept at [`Place::kept_log`] and its
 /// place cleaned up.
 pub struct Agent {
@@ -82,7 +90,7 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent at `place`, watching `fake`, with `extra` arguments for `tollgate run`.
     pub fn start(place: &'static Place, fake: &FakeApiServer, extra: &[&str]) -> Agent {
-        let base = place.base;
+        let base = place.net.base;
         let kubeconfig = format!("{base}/kubeconfig");
         fake.write_kubeconfig(Path::new(&kubeconfig))
             .expect("kubeconfig");
@@ -92,7 +100,7 @@ impl Agent {
             .args([
                 "run",
                 "--interface",
-                place.iface,
+                place.net.iface,
                 "--source",
                 "kubernetes",
                 "--kubeconfig",
@@ -170,7 +178,7 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::copy(&self.log, self.place.kept_log);
-        self.place.cleanup();
+        self.place.net.cleanup();
     }
 }
 
