@@ -95,40 +95,33 @@ impl Agent {
         fake.write_kubeconfig(Path::new(&kubeconfig))
             .expect("kubeconfig");
         let log = PathBuf::from(format!("{base}/agent.log"));
-        let log_file = std::fs::File::create(&log).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args([
-                "run",
-                "--interface",
-                place.net.iface,
-                "--source",
-                "kubernetes",
-                "--kubeconfig",
-                &kubeconfig,
-                "--node-name",
-                place.node,
-                "--tls-secrets-dir",
-                &format!("{base}/secrets"),
-                "--interval",
-                "30s",
-                "--pin-dir",
-                &format!("{base}/bpf/tollgate"),
-                "--state-dir",
-                &format!("{base}/state"),
-            ])
-            .args(extra)
-            .args([
-                "--admin",
-                &format!("127.0.0.1:{}", place.admin_port),
-                "--log-format",
-                "json",
-                "--detach-on-exit",
-            ])
-            .env("TOLLGATE_LOG", "info")
-            .stdout(log_file.try_clone().expect("log"))
-            .stderr(log_file)
-            .spawn()
-            .expect("start the agent");
+        let (secrets, pins, state) = (
+            format!("{base}/secrets"),
+            format!("{base}/bpf/tollgate"),
+            format!("{base}/state"),
+        );
+        let admin = format!("127.0.0.1:{}", place.admin_port);
+        let mut args = vec![
+            "--interface",
+            place.net.iface,
+            "--source",
+            "kubernetes",
+            "--kubeconfig",
+            &kubeconfig,
+            "--node-name",
+            place.node,
+            "--tls-secrets-dir",
+            &secrets,
+            "--interval",
+            "30s",
+            "--pin-dir",
+            &pins,
+            "--state-dir",
+            &state,
+        ];
+        args.extend_from_slice(extra);
+        args.extend(["--admin", &admin]);
+        let child = spawn_agent(&log, &args);
         Agent { child, log, place }
     }
 
@@ -180,6 +173,21 @@ impl Drop for Agent {
         let _ = std::fs::copy(&self.log, self.place.kept_log);
         self.place.net.cleanup();
     }
+}
+
+/// Starts `tollgate run` with `args` and what every benchmark adds: JSON logs at `info` into
+/// `log` (read for each revision's breakdown) and `--detach-on-exit`.
+pub fn spawn_agent(log: &Path, args: &[&str]) -> Child {
+    let log_file = std::fs::File::create(log).expect("log");
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("run")
+        .args(args)
+        .args(["--log-format", "json", "--detach-on-exit"])
+        .env("TOLLGATE_LOG", "info")
+        .stdout(log_file.try_clone().expect("log"))
+        .stderr(log_file)
+        .spawn()
+        .expect("start the agent")
 }
 
 /// The agent's breakdown of one revision (ms), from its log line.

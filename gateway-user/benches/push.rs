@@ -17,7 +17,7 @@ use aya_obj::programs::xdp::XdpAttachType;
 use tollgate_compile::l4::packet::{Packet, L4};
 use tollgate_dataplane::testrun::{frame, FrameOptions, XDP_DROP};
 
-use super::agent::Network;
+use super::agent::{spawn_agent, Network};
 use super::{blocklist_policy, median, sh, yaml_of, Report};
 
 const DAEMON_PORT: u16 = 19490;
@@ -173,37 +173,27 @@ impl Scenario {
 
         std::fs::write(format!("{BASE}/webhook-secret"), SECRET).expect("write secret");
         let log = PathBuf::from(format!("{BASE}/agent.log"));
-        let log_file = std::fs::File::create(&log).expect("log");
-        setup.agent = Some(
-            Command::new(env!("CARGO_BIN_EXE_tollgate"))
-                .args([
-                    "run",
-                    "--interface",
-                    IFACE,
-                    "--source",
-                    &format!("git://127.0.0.1:{DAEMON_PORT}/policy.git"),
-                    "--ref",
-                    "main",
-                    "--interval",
-                    interval,
-                    "--pin-dir",
-                    &format!("{BASE}/bpf/tollgate"),
-                    "--state-dir",
-                    &format!("{BASE}/state"),
-                    "--admin",
-                    &format!("127.0.0.1:{ADMIN_PORT}"),
-                    "--webhook-secret-file",
-                    &format!("{BASE}/webhook-secret"),
-                    "--log-format",
-                    "json",
-                    "--detach-on-exit",
-                ])
-                .env("TOLLGATE_LOG", "info")
-                .stdout(log_file.try_clone().expect("log"))
-                .stderr(log_file)
-                .spawn()
-                .expect("start the agent"),
-        );
+        setup.agent = Some(spawn_agent(
+            &log,
+            &[
+                "--interface",
+                IFACE,
+                "--source",
+                &format!("git://127.0.0.1:{DAEMON_PORT}/policy.git"),
+                "--ref",
+                "main",
+                "--interval",
+                interval,
+                "--pin-dir",
+                &format!("{BASE}/bpf/tollgate"),
+                "--state-dir",
+                &format!("{BASE}/state"),
+                "--admin",
+                &format!("127.0.0.1:{ADMIN_PORT}"),
+                "--webhook-secret-file",
+                &format!("{BASE}/webhook-secret"),
+            ],
+        ));
         let mut s = Scenario {
             work,
             setup,
