@@ -1,6 +1,7 @@
 //! The YAML of one file: split into its documents (so that each error names its document and
-//! line), and each document parsed within the parser limits the revision's budget leaves.
-//! Apart from `lib.rs` because it is the only part that drives the YAML parser.
+//! line), and each document parsed within the parser limits the revision's budget leaves, what
+//! the parse spent read back. Apart from `lib.rs` because it is about the text and the
+//! parser's bounds; what a document says is read in `identify.rs`.
 use crate::identify::parse_value;
 use crate::limits;
 use crate::parse_cache::DocFailure;

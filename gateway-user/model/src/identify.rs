@@ -1,4 +1,4 @@
-//! One parsed document into one object: which kind and name it is (until then a problem
+//! One document into one object: parsed, then which kind and name it is (until then a problem
 //! refuses the revision), then the checks of its shape and the typed value of its kind (after
 //! which an L7 object's problem leaves only that object out). Apart from `lib.rs` because it
 //! is the per-document half of [`parse`](crate::parse), and long.

@@ -1,7 +1,7 @@
 //! The settings of the Git source ([`GitOptions`], one field per flag of `tollgate run`, with
-//! their defaults) and their checks against the transport, made when the source is opened and
-//! before anything goes on the network. Apart from `git.rs` because they are read once, by
-//! the operator's words, while the rest of the source runs on every pass.
+//! their defaults), their checks against the transport when the source is opened (before
+//! anything goes on the network), and reading the secret and CA files they name. Apart from
+//! `git.rs` because they are the operator's input, checked up front; the source only uses them.
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! The conditions of one match of a rule (path, method, headers, query parameters) and the
 //! request they are checked against ([`RequestView`]). Apart from `table.rs` because the
-//! index only files matches by path; these are the checks made on each candidate it finds.
+//! index files matches by their path only; the other conditions are checked here, on each
+//! candidate it finds.
 use std::borrow::Cow;
 
 use http::{HeaderMap, HeaderName, Method};
