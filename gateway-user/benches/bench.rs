@@ -13,6 +13,7 @@
 //!   large cluster: cold start, memory, one route changed among 10,000 (kube_scale.rs);
 //! - the L7 proxy against nginx and haproxy, and the cost of 10,000 routes (l7.rs);
 //! - API key checks by the number of keys (auth.rs).
+mod agent;
 mod auth;
 mod kube;
 mod kube_scale;

@@ -6,10 +6,7 @@
 //! program with `BPF_PROG_TEST_RUN` on a frame from the new source arriving on the agent's
 //! interface, every 0.5 ms. Also counted, by the fake API server: the watch connections the
 //! agent holds open (run as the DaemonSet runs it: `--node-name`, `--tls-secrets-dir`).
-use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
@@ -18,86 +15,51 @@ use tollgate_compile::l4::packet::{Packet, L4};
 use tollgate_dataplane::testrun::{frame, FrameOptions, XDP_DROP};
 use tollgate_tests::kube_fake::{tollgate_kinds, FakeApiServer};
 
-use super::{blocklist_policy, load_average, median, sh, yaml_of, Report};
+use super::agent::{spread, Agent, Network, Place, Rebuild};
+use super::{blocklist_policy, load_average, yaml_of, Report};
 
-const ADMIN_PORT: u16 = 19495;
-const IFACE: &str = "tgbkube0";
-const PEER: &str = "tgbkube1";
-const NETNS: &str = "tgb-kube";
-const BASE: &str = "/run/tollgate-bench-kube";
-/// Where the agent's log of the last scenario is kept.
-const KEPT_LOG: &str = "/tmp/tollgate-bench-kube-agent.log";
-/// The agent runs as the DaemonSet runs it, for this node (so that it watches its Node too).
-const NODE: &str = "tgb-kube-node";
-
-fn cleanup_network() {
-    let _ = Command::new("ip").args(["link", "del", IFACE]).output();
-    let _ = Command::new("ip").args(["netns", "del", NETNS]).output();
-    let _ = Command::new("umount").arg(format!("{BASE}/bpf")).output();
-    let _ = std::fs::remove_dir_all(BASE);
-}
+/// The agent runs as the DaemonSet runs it, for this node (so that it watches its Node too);
+/// the log of the last scenario is kept.
+static PLACE: Place = Place {
+    net: Network {
+        iface: "tgbkube0",
+        peer: "tgbkube1",
+        netns: "tgb-kube",
+        base: "/run/tollgate-bench-kube",
+    },
+    node: "tgb-kube-node",
+    admin_port: 19495,
+    kept_log: "/tmp/tollgate-bench-kube-agent.log",
+};
 
 /// The fake API server, an agent watching it, and the pinned program to probe.
 struct Scenario {
+    /// First, so that the agent stops before the fake API server.
+    agent: Agent,
     fake: FakeApiServer,
-    agent: Child,
-    log: PathBuf,
     xdp: Xdp,
     ifindex: u32,
     trial: u32,
-}
-
-impl Drop for Scenario {
-    fn drop(&mut self) {
-        let _ = self.agent.kill();
-        let _ = self.agent.wait();
-        let _ = std::fs::copy(&self.log, KEPT_LOG);
-        cleanup_network();
-    }
 }
 
 /// What one trial measured (ms).
 #[derive(Debug, Clone, Copy, Default)]
 struct Trial {
     to_enforced: f64,
-    read: f64,
-    compile: f64,
-    apply: f64,
-}
-
-fn applied_lines(log: &PathBuf) -> Vec<serde_json::Value> {
-    let file = std::fs::File::open(log).expect("agent log");
-    std::io::BufReader::new(file)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
-        .filter(|v| v["message"] == "policy applied")
-        .collect()
+    rebuild: Rebuild,
 }
 
 impl Scenario {
     /// `rules` deny rules in `objects` L4Policies stored in the fake, and an agent that has
     /// enforced them.
     fn start(rules: usize, objects: usize) -> Scenario {
-        cleanup_network();
-        std::fs::create_dir_all(format!("{BASE}/bpf")).expect("mkdir");
-        sh("mount", &["-t", "bpf", "bpf", &format!("{BASE}/bpf")]);
-        sh("ip", &["netns", "add", NETNS]);
-        sh(
-            "ip",
-            &["link", "add", IFACE, "type", "veth", "peer", "name", PEER],
-        );
-        sh("ip", &["link", "set", PEER, "netns", NETNS]);
-        sh("ip", &["link", "set", IFACE, "up"]);
-        sh(
-            "ip",
-            &["netns", "exec", NETNS, "ip", "link", "set", PEER, "up"],
-        );
-        let ifindex: u32 = std::fs::read_to_string(format!("/sys/class/net/{IFACE}/ifindex"))
-            .expect("ifindex")
-            .trim()
-            .parse()
-            .expect("ifindex");
+        PLACE.net.setup();
+        let ifindex: u32 =
+            std::fs::read_to_string(format!("/sys/class/net/{}/ifindex", PLACE.net.iface))
+                .expect("ifindex")
+                .trim()
+                .parse()
+                .expect("ifindex");
 
         let fake = FakeApiServer::start(tollgate_kinds());
         let policy = blocklist_policy(rules);
@@ -109,62 +71,27 @@ impl Scenario {
         }
         fake.put(serde_json::json!({
             "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE}},
+            "metadata": {"name": PLACE.node, "labels": {"kubernetes.io/hostname": PLACE.node}},
         }))
         .expect("the Node");
-        let kubeconfig = format!("{BASE}/kubeconfig");
-        fake.write_kubeconfig(std::path::Path::new(&kubeconfig))
-            .expect("kubeconfig");
-        let log = PathBuf::from(format!("{BASE}/agent.log"));
-        let log_file = std::fs::File::create(&log).expect("log");
-        let agent = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args([
-                "run",
-                "--interface",
-                IFACE,
-                "--source",
-                "kubernetes",
-                "--kubeconfig",
-                &kubeconfig,
-                "--node-name",
-                NODE,
-                "--tls-secrets-dir",
-                &format!("{BASE}/secrets"),
-                "--interval",
-                "30s",
-                "--pin-dir",
-                &format!("{BASE}/bpf/tollgate"),
-                "--state-dir",
-                &format!("{BASE}/state"),
-                "--admin",
-                &format!("127.0.0.1:{ADMIN_PORT}"),
-                "--log-format",
-                "json",
-                "--detach-on-exit",
-            ])
-            .env("TOLLGATE_LOG", "info")
-            .stdout(log_file.try_clone().expect("log"))
-            .stderr(log_file)
-            .spawn()
-            .expect("start the agent");
+        let agent = Agent::start(&PLACE, &fake, &[]);
         let deadline = Instant::now() + Duration::from_secs(120);
-        while applied_lines(&log).is_empty() {
+        while agent.applied().is_empty() {
             assert!(
                 Instant::now() < deadline,
                 "no revision applied:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
+                agent.log_text()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
         let xdp = Xdp::from_pin(
-            format!("{BASE}/bpf/tollgate/progs/tollgate_xdp"),
+            format!("{}/bpf/tollgate/progs/tollgate_xdp", PLACE.net.base),
             XdpAttachType::Interface,
         )
         .expect("the pinned XDP program");
         Scenario {
-            fake,
             agent,
-            log,
+            fake,
             xdp,
             ifindex,
             trial: 0,
@@ -216,7 +143,7 @@ impl Scenario {
                 "    - name: applied-{i}\n      action: deny\n      from: [\"{s}/32\"]\n"
             ));
         }
-        let applied_before = applied_lines(&self.log).len();
+        let applied_before = self.agent.applied().len();
         self.fake.apply_yaml(&yaml).expect("apply");
         // The object is stored: the API server would answer `kubectl apply` now.
         let stored = Instant::now();
@@ -225,35 +152,20 @@ impl Scenario {
             assert!(
                 Instant::now() < deadline,
                 "{src} was never dropped:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
+                self.agent.log_text()
             );
             std::thread::sleep(Duration::from_micros(500));
         }
         let enforced = Instant::now();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let line = loop {
-            let lines = applied_lines(&self.log);
-            if lines.len() > applied_before {
-                break lines[applied_before].clone();
-            }
-            assert!(Instant::now() < deadline, "no log line for the revision");
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let ms = |k: &str| line[k].as_f64().unwrap_or(f64::NAN);
         Trial {
             to_enforced: (enforced - stored).as_secs_f64() * 1e3,
-            read: ms("read_ms"),
-            compile: ms("compile_ms"),
-            apply: ms("to_enforced_ms"),
+            rebuild: self.agent.rebuild_after(applied_before),
         }
     }
 }
 
 fn stats(v: &[Trial], f: impl Fn(&Trial) -> f64) -> (f64, f64, f64) {
-    let mut x: Vec<f64> = v.iter().map(f).collect();
-    let lo = x.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    (median(&mut x), lo, hi)
+    spread(v.iter().map(f).collect())
 }
 
 /// The section of docs/benchmarks.md.
@@ -281,9 +193,9 @@ pub fn run(report: &mut Report) {
         let (med, lo, hi) = stats(&trials, |t| t.to_enforced);
         rows.push(format!(
             "| {rules} rules in {objects} L4Policies | {rounds} | {med:.0} ms | {hi:.0} ms | {lo:.0} ms | {:.1} | {:.0} | {:.1} |",
-            stats(&trials, |t| t.read).0,
-            stats(&trials, |t| t.compile).0,
-            stats(&trials, |t| t.apply).0,
+            stats(&trials, |t| t.rebuild.read).0,
+            stats(&trials, |t| t.rebuild.compile).0,
+            stats(&trials, |t| t.rebuild.apply).0,
         ));
     }
     let load_after = load_average();

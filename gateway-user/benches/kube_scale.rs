@@ -7,10 +7,9 @@
 //! revision enforced), its RSS then; and the time from one HTTPRoute's change to the proxy
 //! answering by the new route table, probed as a client would (a new HTTP request every
 //! millisecond).
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -18,31 +17,30 @@ use serde_json::{json, Value};
 use tollgate_tests::kube_fake::{tollgate_kinds, FakeApiServer};
 use tollgate_tests::l7::Backend;
 
-use super::{blocklist_policy, load_average, median, sh, yaml_of, Report};
+use super::agent::{spread, Agent, Network, Place, Rebuild};
+use super::{blocklist_policy, load_average, sh, yaml_of, Report};
 
 // Names and ports of this benchmark only (other benchmarks and tests may run beside it).
-const NETNS: &str = "km-scale";
-const IFACE: &str = "kmscale0";
-const PEER: &str = "kmscale1";
+static PLACE: Place = Place {
+    net: Network {
+        iface: "kmscale0",
+        peer: "kmscale1",
+        netns: "km-scale",
+        base: BASE,
+    },
+    node: "km-bench-node",
+    admin_port: ADMIN,
+    kept_log: "/tmp/tollgate-bench-kube-scale-agent.log",
+};
 const BASE: &str = "/run/tollgate-bench-km-scale";
 const ADMIN: u16 = 27495;
 const HTTP: u16 = 27480;
 const HTTPS: u16 = 27443;
 const BACKEND: u16 = 27481;
-const NODE: &str = "km-bench-node";
-/// Where the agent's log of the last run is kept.
-const KEPT_LOG: &str = "/tmp/tollgate-bench-kube-scale-agent.log";
 
 /// HTTPS listeners of the Gateway, each serving one Secret (a Gateway has at most 64
 /// listeners; one is the HTTP listener the routes attach to).
 const SERVED_SECRETS: usize = 63;
-
-fn cleanup() {
-    let _ = Command::new("ip").args(["link", "del", IFACE]).output();
-    let _ = Command::new("ip").args(["netns", "del", NETNS]).output();
-    let _ = Command::new("umount").arg(format!("{BASE}/bpf")).output();
-    let _ = std::fs::remove_dir_all(BASE);
-}
 
 /// The size of the cluster.
 #[derive(Debug, Clone, Copy)]
@@ -78,25 +76,6 @@ fn rss_of(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// The agent's JSON log lines.
-fn log_lines(log: &Path) -> Vec<Value> {
-    let Ok(file) = std::fs::File::open(log) else {
-        return Vec::new();
-    };
-    std::io::BufReader::new(file)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
-        .collect()
-}
-
-fn applied(log: &Path) -> Vec<Value> {
-    log_lines(log)
-        .into_iter()
-        .filter(|v| v["message"] == "policy applied")
-        .collect()
 }
 
 /// Seconds since midnight of a log line's RFC 3339 UTC `timestamp` (for differences between
@@ -205,49 +184,9 @@ fn fill(fake: &FakeApiServer, size: Size) {
     }
     fake.put(json!({
         "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE}},
+        "metadata": {"name": PLACE.node, "labels": {"kubernetes.io/hostname": PLACE.node}},
     }))
     .expect("the Node");
-}
-
-/// The agent, started against `fake`.
-fn start_agent(fake: &FakeApiServer, log: &Path) -> Child {
-    let kubeconfig = format!("{BASE}/kubeconfig");
-    fake.write_kubeconfig(Path::new(&kubeconfig))
-        .expect("kubeconfig");
-    let log_file = std::fs::File::create(log).expect("log");
-    Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args([
-            "run",
-            "--interface",
-            IFACE,
-            "--source",
-            "kubernetes",
-            "--kubeconfig",
-            &kubeconfig,
-            "--node-name",
-            NODE,
-            "--tls-secrets-dir",
-            &format!("{BASE}/secrets"),
-            "--interval",
-            "30s",
-            "--pin-dir",
-            &format!("{BASE}/bpf/tollgate"),
-            "--state-dir",
-            &format!("{BASE}/state"),
-            "--gateway-address",
-            "127.0.0.1",
-            "--admin",
-            &format!("127.0.0.1:{ADMIN}"),
-            "--log-format",
-            "json",
-            "--detach-on-exit",
-        ])
-        .env("TOLLGATE_LOG", "info")
-        .stdout(log_file.try_clone().expect("log"))
-        .stderr(log_file)
-        .spawn()
-        .expect("start the agent")
 }
 
 /// What the cold start measured.
@@ -258,9 +197,7 @@ struct ColdStart {
     to_listed: f64,
     /// The first revision's breakdown (ms): read (the source's first read waits for every
     /// kind's first list; the Secrets are written), parse + compile, apply until enforced.
-    read: f64,
-    compile: f64,
-    apply: f64,
+    first: Rebuild,
     /// From `/readyz` 200 to a route answering 200 through the proxy (ms).
     ready_to_serving: f64,
     /// RSS and its peak when ready (KiB).
@@ -272,57 +209,27 @@ struct ColdStart {
 #[derive(Debug, Clone, Copy)]
 struct Change {
     to_served: f64,
-    read: f64,
-    compile: f64,
-    apply: f64,
+    rebuild: Rebuild,
 }
 
 struct Run {
+    /// First, so that the agent stops before the fake API server.
+    agent: Agent,
     fake: FakeApiServer,
-    agent: Child,
-    log: PathBuf,
     _backend: Backend,
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = self.agent.kill();
-        let _ = self.agent.wait();
-        let _ = std::fs::copy(&self.log, KEPT_LOG);
-        cleanup();
-    }
-}
-
-fn setup_network() {
-    cleanup();
-    std::fs::create_dir_all(format!("{BASE}/bpf")).expect("mkdir");
-    sh("mount", &["-t", "bpf", "bpf", &format!("{BASE}/bpf")]);
-    sh("ip", &["netns", "add", NETNS]);
-    sh(
-        "ip",
-        &["link", "add", IFACE, "type", "veth", "peer", "name", PEER],
-    );
-    sh("ip", &["link", "set", PEER, "netns", NETNS]);
-    sh("ip", &["link", "set", IFACE, "up"]);
-    sh(
-        "ip",
-        &["netns", "exec", NETNS, "ip", "link", "set", PEER, "up"],
-    );
 }
 
 /// Starts the agent on a filled cluster and measures until it is ready and serving.
 fn cold_start(size: Size) -> (Run, ColdStart) {
-    setup_network();
+    PLACE.net.setup();
     let backend = Backend::start("km-bench", BACKEND);
     let fake = FakeApiServer::start(tollgate_kinds());
     fill(&fake, size);
-    let log = PathBuf::from(format!("{BASE}/agent.log"));
     let started = Instant::now();
-    let agent = start_agent(&fake, &log);
+    let agent = Agent::start(&PLACE, &fake, &["--gateway-address", "127.0.0.1"]);
     let mut run = Run {
-        fake,
         agent,
-        log,
+        fake,
         _backend: backend,
     };
     let deadline = started + Duration::from_secs(120);
@@ -330,17 +237,17 @@ fn cold_start(size: Size) -> (Run, ColdStart) {
         assert!(
             Instant::now() < deadline,
             "not ready in 120 s:\n{}",
-            std::fs::read_to_string(&run.log).unwrap_or_default()
+            run.agent.log_text()
         );
         assert!(
-            run.agent.try_wait().ok().flatten().is_none(),
+            run.agent.child.try_wait().ok().flatten().is_none(),
             "the agent exited:\n{}",
-            std::fs::read_to_string(&run.log).unwrap_or_default()
+            run.agent.log_text()
         );
         std::thread::sleep(Duration::from_millis(5));
     }
     let to_ready = started.elapsed().as_secs_f64();
-    let rss = rss_of(run.agent.id());
+    let rss = rss_of(run.agent.child.id());
     let ready = Instant::now();
     // The revision enforced holds the routes: the last one answers (its backend's 200).
     let path = format!("/svc-{}", size.routes - 1);
@@ -348,12 +255,12 @@ fn cold_start(size: Size) -> (Run, ColdStart) {
         assert!(
             ready.elapsed() < Duration::from_secs(30),
             "{path} is not served:\n{}",
-            std::fs::read_to_string(&run.log).unwrap_or_default()
+            run.agent.log_text()
         );
         std::thread::sleep(Duration::from_millis(1));
     }
     let ready_to_serving = ready.elapsed().as_secs_f64() * 1e3;
-    let lines = log_lines(&run.log);
+    let lines = run.agent.log_lines();
     let first = lines.first().and_then(time_of_day);
     let listed = lines
         .iter()
@@ -363,20 +270,19 @@ fn cold_start(size: Size) -> (Run, ColdStart) {
                 .is_some_and(|m| m.starts_with("every kind is listed"))
         })
         .and_then(time_of_day);
-    let revision = applied(&run.log)
+    let revision = run
+        .agent
+        .applied()
         .into_iter()
         .next()
         .expect("a revision applied");
-    let ms = |k: &str| revision[k].as_f64().unwrap_or(f64::NAN);
     let cold = ColdStart {
         to_ready,
         to_listed: match (first, listed) {
             (Some(a), Some(b)) => (b - a).rem_euclid(86_400.0),
             _ => f64::NAN,
         },
-        read: ms("read_ms"),
-        compile: ms("compile_ms"),
-        apply: ms("to_enforced_ms"),
+        first: Rebuild::of(&revision),
         ready_to_serving,
         rss,
     };
@@ -395,7 +301,7 @@ impl Run {
             Some(404),
             "{path} is not routed yet"
         );
-        let before = applied(&self.log).len();
+        let before = self.agent.applied().len();
         self.fake
             .put(route(index, &path))
             .expect("the route changed");
@@ -404,26 +310,14 @@ impl Run {
             assert!(
                 stored.elapsed() < Duration::from_secs(30),
                 "{path} never served:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
+                self.agent.log_text()
             );
             std::thread::sleep(Duration::from_millis(1));
         }
         let to_served = stored.elapsed().as_secs_f64() * 1e3;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let line = loop {
-            let lines = applied(&self.log);
-            if lines.len() > before {
-                break lines[before].clone();
-            }
-            assert!(Instant::now() < deadline, "no log line for the revision");
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let ms = |k: &str| line[k].as_f64().unwrap_or(f64::NAN);
         Change {
             to_served,
-            read: ms("read_ms"),
-            compile: ms("compile_ms"),
-            apply: ms("to_enforced_ms"),
+            rebuild: self.agent.rebuild_after(before),
         }
     }
 }
@@ -458,20 +352,18 @@ pub fn run(report: &mut Report) {
     let changes: Vec<Change> = (0..rounds)
         .map(|n| {
             let c = run.change(size.routes / 2, n);
-            rss_series.push(format!("{:.0}", rss_of(run.agent.id()).0 as f64 / 1024.0));
+            rss_series.push(format!(
+                "{:.0}",
+                rss_of(run.agent.child.id()).0 as f64 / 1024.0
+            ));
             c
         })
         .collect();
-    let rss_after = rss_of(run.agent.id());
+    let rss_after = rss_of(run.agent.child.id());
     let load_after = load_average();
     drop(run);
 
-    let stat = |f: fn(&Change) -> f64| {
-        let mut v: Vec<f64> = changes.iter().map(f).collect();
-        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        (median(&mut v), lo, hi)
-    };
+    let stat = |f: fn(&Change) -> f64| spread(changes.iter().map(f).collect());
     let (med, lo, hi) = stat(|c| c.to_served);
     let mib = |kib: u64| kib as f64 / 1024.0;
     let md = format!(
@@ -504,17 +396,17 @@ pub fn run(report: &mut Report) {
         l4 = size.l4_policies,
         ready = cold.to_ready,
         listed = cold.to_listed,
-        first_read = cold.read,
-        compile = cold.compile,
-        apply = cold.apply,
+        first_read = cold.first.read,
+        compile = cold.first.compile,
+        apply = cold.first.apply,
         serving = cold.ready_to_serving,
         rss = mib(cold.rss.0),
         hwm = mib(cold.rss.1),
         rss2 = mib(rss_after.0),
         hwm2 = mib(rss_after.1),
-        read = stat(|c| c.read).0,
-        rcompile = stat(|c| c.compile).0,
-        rapply = stat(|c| c.apply).0,
+        read = stat(|c| c.rebuild.read).0,
+        rcompile = stat(|c| c.rebuild.compile).0,
+        rapply = stat(|c| c.rebuild.apply).0,
         open = watches.0,
         peak = watches.1,
         by_resource = by_resource.join(", "),

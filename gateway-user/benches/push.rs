@@ -17,6 +17,7 @@ use aya_obj::programs::xdp::XdpAttachType;
 use tollgate_compile::l4::packet::{Packet, L4};
 use tollgate_dataplane::testrun::{frame, FrameOptions, XDP_DROP};
 
+use super::agent::{spawn_agent, Network};
 use super::{blocklist_policy, median, sh, yaml_of, Report};
 
 const DAEMON_PORT: u16 = 19490;
@@ -28,6 +29,13 @@ const BASE: &str = "/run/tollgate-bench-push";
 const SECRET: &str = "bench-webhook-secret";
 /// Where the agent's log of the last scenario is kept.
 const KEPT_LOG: &str = "/tmp/tollgate-bench-push-agent.log";
+/// The agent's interface, namespace and directory.
+static NET: Network = Network {
+    iface: IFACE,
+    peer: PEER,
+    netns: NETNS,
+    base: BASE,
+};
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let mut all = vec![
@@ -50,15 +58,6 @@ struct Setup {
     agent: Option<Child>,
 }
 
-impl Setup {
-    fn cleanup_network() {
-        let _ = Command::new("ip").args(["link", "del", IFACE]).output();
-        let _ = Command::new("ip").args(["netns", "del", NETNS]).output();
-        let _ = Command::new("umount").arg(format!("{BASE}/bpf")).output();
-        let _ = std::fs::remove_dir_all(BASE);
-    }
-}
-
 impl Drop for Setup {
     fn drop(&mut self) {
         for child in [self.agent.take(), self.daemon.take()]
@@ -71,7 +70,7 @@ impl Drop for Setup {
         }
         // The agent's log outlives the run, for a look at what it did.
         let _ = std::fs::copy(format!("{BASE}/agent.log"), KEPT_LOG);
-        Setup::cleanup_network();
+        NET.cleanup();
     }
 }
 
@@ -102,24 +101,11 @@ impl Scenario {
     /// A repository of `rules` deny rules in `files` files, an agent with `interval` and the
     /// webhook, and its first revision enforced.
     fn start(rules: usize, files: usize, interval: &str) -> Scenario {
-        Setup::cleanup_network();
         let mut setup = Setup {
             daemon: None,
             agent: None,
         };
-        std::fs::create_dir_all(format!("{BASE}/bpf")).expect("mkdir");
-        sh("mount", &["-t", "bpf", "bpf", &format!("{BASE}/bpf")]);
-        sh("ip", &["netns", "add", NETNS]);
-        sh(
-            "ip",
-            &["link", "add", IFACE, "type", "veth", "peer", "name", PEER],
-        );
-        sh("ip", &["link", "set", PEER, "netns", NETNS]);
-        sh("ip", &["link", "set", IFACE, "up"]);
-        sh(
-            "ip",
-            &["netns", "exec", NETNS, "ip", "link", "set", PEER, "up"],
-        );
+        NET.setup();
         let ifindex: u32 = std::fs::read_to_string(format!("/sys/class/net/{IFACE}/ifindex"))
             .expect("ifindex")
             .trim()
@@ -187,37 +173,27 @@ impl Scenario {
 
         std::fs::write(format!("{BASE}/webhook-secret"), SECRET).expect("write secret");
         let log = PathBuf::from(format!("{BASE}/agent.log"));
-        let log_file = std::fs::File::create(&log).expect("log");
-        setup.agent = Some(
-            Command::new(env!("CARGO_BIN_EXE_tollgate"))
-                .args([
-                    "run",
-                    "--interface",
-                    IFACE,
-                    "--source",
-                    &format!("git://127.0.0.1:{DAEMON_PORT}/policy.git"),
-                    "--ref",
-                    "main",
-                    "--interval",
-                    interval,
-                    "--pin-dir",
-                    &format!("{BASE}/bpf/tollgate"),
-                    "--state-dir",
-                    &format!("{BASE}/state"),
-                    "--admin",
-                    &format!("127.0.0.1:{ADMIN_PORT}"),
-                    "--webhook-secret-file",
-                    &format!("{BASE}/webhook-secret"),
-                    "--log-format",
-                    "json",
-                    "--detach-on-exit",
-                ])
-                .env("TOLLGATE_LOG", "info")
-                .stdout(log_file.try_clone().expect("log"))
-                .stderr(log_file)
-                .spawn()
-                .expect("start the agent"),
-        );
+        setup.agent = Some(spawn_agent(
+            &log,
+            &[
+                "--interface",
+                IFACE,
+                "--source",
+                &format!("git://127.0.0.1:{DAEMON_PORT}/policy.git"),
+                "--ref",
+                "main",
+                "--interval",
+                interval,
+                "--pin-dir",
+                &format!("{BASE}/bpf/tollgate"),
+                "--state-dir",
+                &format!("{BASE}/state"),
+                "--admin",
+                &format!("127.0.0.1:{ADMIN_PORT}"),
+                "--webhook-secret-file",
+                &format!("{BASE}/webhook-secret"),
+            ],
+        ));
         let mut s = Scenario {
             work,
             setup,

@@ -1,5 +1,6 @@
-//! Unit tests of `lib.rs`.
+//! Unit tests of the parser (`lib.rs` and its parts).
 use super::*;
+use crate::parse_cache::Budget;
 
 fn docs(files: &[(&str, &str)]) -> Documents {
     Documents::inline(files)

@@ -1,4 +1,8 @@
-//! Unit tests of `l7/table.rs`.
+//! Unit tests of `l7/table.rs` and its parts.
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
 use super::*;
 
 #[test]
