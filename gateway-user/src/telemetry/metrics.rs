@@ -357,6 +357,25 @@ fn encode_l4(
         ConstCounter::new(r.bytes).encode(bytes.encode_family(&labels(r))?)?;
     }
     let s = &report.stats;
+    encode_unjudged(encoder, s, read)?;
+    let evicted = encoder.encode_descriptor(
+        "tollgate_l4_ratelimit_buckets_evicted",
+        "Token buckets of sources still being limited that a new source's bucket replaced (their set of the bucket table was full): each gives its source a full bucket again.",
+        None,
+        MetricType::Counter,
+    )?;
+    if read {
+        ConstCounter::new(s.buckets_evicted).encode(evicted)?;
+    }
+    Ok(())
+}
+
+/// `tollgate_l4_unjudged_packets_total` by reason (no series when the maps could not be read).
+fn encode_unjudged(
+    encoder: &mut DescriptorEncoder,
+    s: &counters::Stats,
+    read: bool,
+) -> Result<(), std::fmt::Error> {
     let mut unjudged = encoder.encode_descriptor(
             "tollgate_l4_unjudged_packets",
             "Packets no rule judged: non_ip and fragment passed, malformed and unsupported dropped, unconfigured interface passed, failsafe (replies of the API server, lock-out protection) passed.",
@@ -375,16 +394,6 @@ fn encode_l4(
         ConstCounter::new(v).encode(unjudged.encode_family(&ReasonLabel {
             reason: reason.into(),
         })?)?;
-    }
-    drop(unjudged);
-    let evicted = encoder.encode_descriptor(
-        "tollgate_l4_ratelimit_buckets_evicted",
-        "Token buckets of sources still being limited that a new source's bucket replaced (their set of the bucket table was full): each gives its source a full bucket again.",
-        None,
-        MetricType::Counter,
-    )?;
-    if read {
-        ConstCounter::new(s.buckets_evicted).encode(evicted)?;
     }
     Ok(())
 }
