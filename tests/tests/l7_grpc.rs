@@ -3,12 +3,10 @@
 //! the venv `cargo xtask setup` makes): unary calls and a bidirectional stream relayed message
 //! by message, service, method and header matching, a weighted split, header modifiers both
 //! ways, and the UNIMPLEMENTED a call no rule matches gets.
-use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use serde_json::{json, Value};
+use tollgate_tests::conformance::grpc::{python, script, GrpcBackend};
 use tollgate_tests::l7::{backend_object, documents, gateway, start_agent, to};
 use tollgate_tests::{require_root, Lab};
 
@@ -18,64 +16,6 @@ const ADMIN: u16 = 28452;
 const V1: u16 = 28453;
 const V2: u16 = 28454;
 const CANARY: u16 = 28455;
-
-/// The Python with grpcio: `TOLLGATE_GRPC_PYTHON`, else the venv of `cargo xtask setup`
-/// (under the target directory).
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("TOLLGATE_GRPC_PYTHON") {
-        return p.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let p = target.join("xtask-venv/bin/python");
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo xtask setup` (it installs grpcio into that venv), or set TOLLGATE_GRPC_PYTHON to a python with grpcio",
-        p.display()
-    );
-    p
-}
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("grpc/echo.py")
-}
-
-/// A gRPC server process, stopped when dropped.
-struct Server(Child);
-
-impl Server {
-    fn start(port: u16, name: &str) -> Server {
-        let child = Command::new(python())
-            .arg(script())
-            .args(["server", &port.to_string(), name])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the gRPC server");
-        let server = Server(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect_timeout(
-            &SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into(),
-            Duration::from_millis(200),
-        )
-        .is_err()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the gRPC server {name} did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        server
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Makes `calls` through the gateway; one result per call.
 fn calls(calls: Value) -> Vec<Value> {
@@ -142,9 +82,9 @@ spec:
 fn grpc_calls_are_matched_split_filtered_and_streamed() {
     require_root!();
     let lab = Lab::new("grl7grpc", &[]);
-    let _v1 = Server::start(V1, "v1");
-    let _v2 = Server::start(V2, "v2");
-    let _canary = Server::start(CANARY, "canary");
+    let _v1 = GrpcBackend::start("v1", V1);
+    let _v2 = GrpcBackend::start("v2", V2);
+    let _canary = GrpcBackend::start("canary", CANARY);
     lab.write_policy("l7.yaml", &policy());
     let _agent = start_agent(&lab, ADMIN, &[PROXY], &["--access-log", "off"]);
 

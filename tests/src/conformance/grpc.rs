@@ -33,7 +33,8 @@ pub fn python() -> PathBuf {
     target.join("xtask-venv/bin/python")
 }
 
-fn script() -> PathBuf {
+/// The grpcio echo server and client (`tests/grpc/echo.py`).
+pub fn script() -> PathBuf {
     crate::workspace_root().join("tests/grpc/echo.py")
 }
 
