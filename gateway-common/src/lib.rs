@@ -45,6 +45,65 @@ pub const BUCKET_SET_COUNT: u32 = 1 << 17;
 /// Buckets the table holds at once (sources being limited), `BUCKET_SET_COUNT * BUCKET_WAYS`.
 pub const MAX_BUCKETS: u32 = BUCKET_SET_COUNT * BUCKET_WAYS as u32;
 
+/// Rule sets (scopes) whose IPv4 sources have a direct index (`SRC4_DIR`): those whose scope
+/// id is below this. Others are looked up in the trie alone.
+pub const DIR_SCOPES: u32 = 4;
+/// Chunks (/24 blocks of one /16) per generation in `SRC4_CHUNKS`.
+pub const DIR_CHUNKS: u32 = 2048;
+/// Leaves (source-entry values) per generation in `SRC4_LEAVES`: entries whose id is below
+/// this can be answered from the direct index.
+pub const DIR_LEAVES: u32 = 1 << 16;
+/// Elements of `SRC4_DIR` per generation: one [`DirBlock`] per (scope, first address byte).
+pub const DIR_BLOCKS: u32 = DIR_SCOPES * 256;
+
+/// A slot of the IPv4 direct index: no source entry of the rule set contains any address of
+/// the block (the all-zero value, so that a cleared slot means nothing matches).
+pub const DIR_NONE: u32 = 0;
+/// A slot: every address of the block has this source entry as its longest match; its value
+/// is leaf `slot & DIR_ID_MASK` of `SRC4_LEAVES` (the entry id).
+pub const DIR_LEAF: u32 = 1 << 30;
+/// A slot of `SRC4_DIR` (a /16): the /24s are told apart by chunk `slot & DIR_ID_MASK`.
+pub const DIR_CHUNK: u32 = 2 << 30;
+/// A slot: a longer prefix lives in the block (or no room was left): ask the trie.
+pub const DIR_TRIE: u32 = 3 << 30;
+/// Mask of a slot's kind.
+pub const DIR_KIND_MASK: u32 = 3 << 30;
+/// Mask of a slot's leaf or chunk id.
+pub const DIR_ID_MASK: u32 = !DIR_KIND_MASK;
+
+/// Value of the IPv4 direct index arrays (`SRC4_DIR`, `SRC4_CHUNKS`): 256 slots (`DIR_*`),
+/// indexed by the next byte of the source address.
+///
+/// The source trie is a helper call per packet whose cost grows with the number of prefixes
+/// (measured in docs/benchmarks.md); most blocklists and allow lists are /8 to /24 prefixes,
+/// so an array indexed by the address's bytes answers most packets with two or three inlined
+/// array reads: `SRC4_DIR[gen, scope, byte 0].slots[byte 1]` (a /16), then, for a /16 that
+/// holds longer prefixes, `SRC4_CHUNKS[gen, chunk].slots[byte 2]` (a /24). A /24 that holds
+/// a longer prefix (a /32 failsafe entry, a /28) says `DIR_TRIE`, and the trie answers as
+/// before: the trie keeps every entry, the index is only a short cut in front of it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DirBlock {
+    /// `DIR_*` kind | id, by address byte.
+    pub slots: [u32; 256],
+}
+const _: () = assert!(core::mem::size_of::<DirBlock>() == 1024);
+
+impl Default for DirBlock {
+    fn default() -> Self {
+        Self {
+            slots: [DIR_NONE; 256],
+        }
+    }
+}
+
+/// Index in `SRC4_DIR` of the block of rule set slot `scope` (below [`DIR_SCOPES`]) for
+/// addresses whose first byte is `byte0`.
+#[inline(always)]
+pub const fn dir_block_index(gen: u32, scope: u32, byte0: u8) -> u32 {
+    gen * DIR_BLOCKS + scope * 256 + byte0 as u32
+}
+
 /// Value of the single-entry `CONFIG` array.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -78,6 +137,10 @@ pub const IFACE_CONFIGURED: u32 = 8;
 /// `IfaceConfig::wildcard` holds the wildcard entry's verdict for every protocol and port: no
 /// port-table lookup is needed for it.
 pub const IFACE_WILDCARD_UNIFORM: u32 = 4;
+/// The rule set's IPv4 sources have a direct index (`SRC4_DIR`) in this generation: its scope
+/// id is below [`DIR_SCOPES`]. Without the flag (a generation written by an older agent) the
+/// trie alone answers.
+pub const IFACE_SRC4_DIR: u32 = 16;
 
 /// Value of the `IFACES` hash map and of the `IFACE_TABLE` array (index
 /// `gen * FAST_IFINDEX + ifindex`): which rule set judges packets arriving on an interface.
@@ -491,6 +554,7 @@ mod pod {
     unsafe impl aya::Pod for LimitConfig {}
     unsafe impl aya::Pod for BucketWay {}
     unsafe impl aya::Pod for BucketSet {}
+    unsafe impl aya::Pod for DirBlock {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for RuleCounters {}
     unsafe impl aya::Pod for BanKeyV4 {}

@@ -40,6 +40,15 @@ static IFACE_TABLE: Array<IfaceConfig> = Array::pinned(2 * FAST_IFINDEX, 0);
 static SRC_V4: LpmTrie<SrcV4, SrcValue> = LpmTrie::pinned(MAX_SOURCE_ENTRIES, 0);
 #[map]
 static SRC_V6: LpmTrie<SrcV6, SrcValue> = LpmTrie::pinned(MAX_SOURCE_ENTRIES, 0);
+/// The IPv4 direct index in front of `SRC_V4` (see `gateway_common::DirBlock`): per generation,
+/// `DIR_BLOCKS` blocks of /16 slots, `DIR_CHUNKS` blocks of /24 slots, and the source-entry
+/// values the slots name (`DIR_LEAVES`, by entry id).
+#[map]
+static SRC4_DIR: Array<DirBlock> = Array::pinned(2 * DIR_BLOCKS, 0);
+#[map]
+static SRC4_CHUNKS: Array<DirBlock> = Array::pinned(2 * DIR_CHUNKS, 0);
+#[map]
+static SRC4_LEAVES: Array<SrcValue> = Array::pinned(2 * DIR_LEAVES, 0);
 #[map]
 static PORTS: LpmTrie<PortKey, Verdict> = LpmTrie::pinned(MAX_PORT_ENTRIES, 0);
 #[map]
@@ -345,20 +354,78 @@ fn port_verdict(entry: u32, p: &Parsed) -> Option<&'static Verdict> {
 }
 
 #[inline(always)]
-fn source_entry(scope: u32, p: &Parsed) -> Option<&'static SrcValue> {
-    let scope = scope.to_be_bytes();
+fn source_entry(gen: u32, iface: &IfaceConfig, p: &Parsed) -> Option<&'static SrcValue> {
+    let scope = iface.scope;
     if p.v6 {
-        let key = Key::new(SCOPE_BITS + 128, SrcV6 { scope, addr: p.src });
-        SRC_V6.get(&key)
-    } else {
         let key = Key::new(
-            SCOPE_BITS + 32,
-            SrcV4 {
-                scope,
-                addr: [p.src[0], p.src[1], p.src[2], p.src[3]],
+            SCOPE_BITS + 128,
+            SrcV6 {
+                scope: scope.to_be_bytes(),
+                addr: p.src,
             },
         );
-        SRC_V4.get(&key)
+        return SRC_V6.get(&key);
+    }
+    let slot = scope & ID_MASK;
+    if iface.flags & IFACE_SRC4_DIR != 0 && slot < DIR_SCOPES {
+        match dir_v4(gen, slot, p) {
+            DirAnswer::None => return None,
+            DirAnswer::Leaf(v) => return Some(v),
+            DirAnswer::Trie => {}
+        }
+    }
+    let key = Key::new(
+        SCOPE_BITS + 32,
+        SrcV4 {
+            scope: scope.to_be_bytes(),
+            addr: [p.src[0], p.src[1], p.src[2], p.src[3]],
+        },
+    );
+    SRC_V4.get(&key)
+}
+
+/// What the IPv4 direct index says about a source.
+enum DirAnswer {
+    /// No source entry of the rule set contains it.
+    None,
+    /// Its longest match.
+    Leaf(&'static SrcValue),
+    /// Ask the trie.
+    Trie,
+}
+
+/// The IPv4 direct index (`gateway_common::DirBlock`): the /16 slot, then for a /16 with
+/// longer prefixes the /24 slot. Anything unexpected (an id out of range) asks the trie,
+/// which is always right.
+#[inline(always)]
+fn dir_v4(gen: u32, slot: u32, p: &Parsed) -> DirAnswer {
+    let Some(block) = SRC4_DIR.get(dir_block_index(gen, slot, p.src[0])) else {
+        return DirAnswer::Trie;
+    };
+    let mut v = unsafe { read_volatile(&block.slots[p.src[1] as usize]) };
+    if v & DIR_KIND_MASK == DIR_CHUNK {
+        let chunk = v & DIR_ID_MASK;
+        if chunk >= DIR_CHUNKS {
+            return DirAnswer::Trie;
+        }
+        let Some(block) = SRC4_CHUNKS.get(gen * DIR_CHUNKS + chunk) else {
+            return DirAnswer::Trie;
+        };
+        v = unsafe { read_volatile(&block.slots[p.src[2] as usize]) };
+    }
+    match v & DIR_KIND_MASK {
+        DIR_NONE => DirAnswer::None,
+        DIR_LEAF => {
+            let leaf = v & DIR_ID_MASK;
+            if leaf >= DIR_LEAVES {
+                return DirAnswer::Trie;
+            }
+            match SRC4_LEAVES.get(gen * DIR_LEAVES + leaf) {
+                Some(v) => DirAnswer::Leaf(v),
+                None => DirAnswer::Trie,
+            }
+        }
+        _ => DirAnswer::Trie,
     }
 }
 
@@ -655,7 +722,7 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
     };
     // The source side: the longest source prefix any rule names. Its verdict is in the trie
     // value itself when its rules name no protocol (a blocklist), else in the port table.
-    let src = source_entry(iface.scope, &p);
+    let src = source_entry(gen, iface, &p);
     // Lock-out protection, before any rule: the TCP replies of the node's API server (an
     // exact-address entry marked failsafe, whose TCP source port is the server's) pass. Only
     // TCP with that source port, so the address gains nothing else. Bans were checked above

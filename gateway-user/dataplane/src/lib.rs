@@ -31,6 +31,9 @@ pub mod bpffs;
 #[cfg(test)]
 mod bucket_tests;
 pub mod counters;
+pub mod dir;
+#[cfg(test)]
+mod dir_tests;
 #[cfg(test)]
 mod failsafe_tests;
 pub mod ids;
@@ -53,8 +56,8 @@ use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuV
 use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader};
 use gateway_common::{
-    Config, IfaceConfig, IfaceKey, LimitConfig, PortKey, RuleCounters, SrcV4, SrcV6, SrcValue,
-    Verdict, FAST_IFINDEX,
+    Config, DirBlock, IfaceConfig, IfaceKey, LimitConfig, PortKey, RuleCounters, SrcV4, SrcV6,
+    SrcValue, Verdict, FAST_IFINDEX,
 };
 use tracing::warn;
 
@@ -201,6 +204,9 @@ pub struct PolicyMaps {
     ports: LpmTrie<MapData, PortKey, Verdict>,
     limits: Array<MapData, LimitConfig>,
     counters: PerCpuArray<MapData, RuleCounters>,
+    src4_dir: Array<MapData, DirBlock>,
+    src4_chunks: Array<MapData, DirBlock>,
+    src4_leaves: Array<MapData, SrcValue>,
 }
 
 /// How long the last apply took, and what it wrote.
@@ -272,6 +278,9 @@ impl Dataplane {
             ports: take(&mut ebpf, "PORTS")?,
             limits: take(&mut ebpf, "LIMITS")?,
             counters: take(&mut ebpf, "RULE_COUNTERS")?,
+            src4_dir: take(&mut ebpf, "SRC4_DIR")?,
+            src4_chunks: take(&mut ebpf, "SRC4_CHUNKS")?,
+            src4_leaves: take(&mut ebpf, "SRC4_LEAVES")?,
         };
         let ids = match Ids::load(state_dir) {
             Ok(Some(ids)) => ids,
@@ -385,6 +394,9 @@ impl Dataplane {
                 ports: typed(open("PORTS")?, "PORTS")?,
                 limits: typed(open("LIMITS")?, "LIMITS")?,
                 counters: typed(open("RULE_COUNTERS")?, "RULE_COUNTERS")?,
+                src4_dir: typed(open("SRC4_DIR")?, "SRC4_DIR")?,
+                src4_chunks: typed(open("SRC4_CHUNKS")?, "SRC4_CHUNKS")?,
+                src4_leaves: typed(open("SRC4_LEAVES")?, "SRC4_LEAVES")?,
             },
             expected: self.held.clone(),
             limit_slots: self.limit_slots(false),
@@ -466,7 +478,8 @@ impl Dataplane {
             .map(|name| (name.as_str(), if_index(name)))
             .collect();
         let resolve = |name: &str| indexes.get(name).copied().flatten();
-        let (desired, by_name) = tables::build(snapshot, &assigned, &resolve)?;
+        let held = self.held[self.active_gen as usize].clone();
+        let (desired, by_name) = tables::build(snapshot, &assigned, &resolve, &held)?;
         let desired = Arc::new(desired);
         mark("build");
         // Ids handed out afresh may have counted for an earlier rule: zero them first. No
@@ -544,6 +557,9 @@ impl Dataplane {
         let d6 = diff(&held.src_v6, &desired.src_v6);
         let dp = diff(&held.ports, &desired.ports);
         let di = diff(&held.ifaces, &desired.ifaces);
+        let dd = diff(&held.dir4, &desired.dir4);
+        let dc = diff(&held.chunks4, &desired.chunks4);
+        let dl = diff(&held.leaves4, &desired.leaves4);
         // Limits and port entries before the source entries and interfaces that lead to them,
         // so that even within this (inactive) generation nothing points at a missing entry.
         for (&rule, v) in &d.upsert {
@@ -569,6 +585,23 @@ impl Dataplane {
                 .insert(&Key::new(p, k), v, 0)
                 .map_err(map_err("write SRC_V6"))?;
         }
+        // The IPv4 direct index: leaves, then the chunks that name them, then the blocks.
+        for (&e, v) in &dl.upsert {
+            let (i, v) = for_gen::leaf4(gen, e, v);
+            m.src4_leaves
+                .set(i, v, 0)
+                .map_err(map_err("write SRC4_LEAVES"))?;
+        }
+        for (&c, v) in &dc.upsert {
+            m.src4_chunks
+                .set(for_gen::chunk4(gen, c), **v, 0)
+                .map_err(map_err("write SRC4_CHUNKS"))?;
+        }
+        for (&b, v) in &dd.upsert {
+            m.src4_dir
+                .set(for_gen::dir4(gen, b), **v, 0)
+                .map_err(map_err("write SRC4_DIR"))?;
+        }
         for (&i, v) in &di.upsert {
             let (k, v) = for_gen::iface(gen, i, v);
             // The array slot first: it is what packets read for small indexes.
@@ -587,6 +620,25 @@ impl Dataplane {
             }
             remove_ok(m.ifaces.remove(&IfaceKey { gen, ifindex: i }))
                 .map_err(map_err("delete from IFACES"))?;
+        }
+        for &&b in &dd.remove {
+            m.src4_dir
+                .set(for_gen::dir4(gen, b), DirBlock::default(), 0)
+                .map_err(map_err("clear SRC4_DIR"))?;
+        }
+        for &&c in &dc.remove {
+            m.src4_chunks
+                .set(for_gen::chunk4(gen, c), DirBlock::default(), 0)
+                .map_err(map_err("clear SRC4_CHUNKS"))?;
+        }
+        for &&e in &dl.remove {
+            m.src4_leaves
+                .set(
+                    for_gen::leaf4(gen, e, &SrcValue::default()).0,
+                    SrcValue::default(),
+                    0,
+                )
+                .map_err(map_err("clear SRC4_LEAVES"))?;
         }
         for k in &d4.remove {
             let ((p, k), _) = for_gen::src_v4(gen, k, &SrcValue::default());
@@ -614,7 +666,13 @@ impl Dataplane {
             + d4.remove.len()
             + d6.remove.len()
             + dp.remove.len()
-            + d.remove.len())
+            + d.remove.len()
+            + dd.upsert.len()
+            + dd.remove.len()
+            + dc.upsert.len()
+            + dc.remove.len()
+            + dl.upsert.len()
+            + dl.remove.len())
     }
 
     /// The id table (names of the counter slots).
@@ -878,6 +936,21 @@ fn drifted_entries(
     compare("PORTS", &actual.ports, &expected.ports, maps, |v| {
         verdict_rules(v, &mut ids)
     });
+    compare("SRC4_DIR", &actual.dir4, &expected.dir4, maps, |_| {});
+    compare(
+        "SRC4_CHUNKS",
+        &actual.chunks4,
+        &expected.chunks4,
+        maps,
+        |_| {},
+    );
+    compare(
+        "SRC4_LEAVES",
+        &actual.leaves4,
+        &expected.leaves4,
+        maps,
+        |v| verdict_rules(&v.verdict, &mut ids),
+    );
     // LIMITS is keyed by rule id.
     let mut limit_ids = BTreeSet::new();
     for (k, v) in &actual.limits {
@@ -940,6 +1013,55 @@ fn read_tables(
             if v.interval_ns != 0 {
                 held[gen as usize].limits.insert(id, v);
             }
+        }
+    }
+    // The IPv4 direct index: every block, then the chunks and leaves the blocks name (packets
+    // reach no other, so whatever else the arrays hold is harmless and not read).
+    for (gen, tables) in held.iter_mut().enumerate() {
+        let gen = gen as u32;
+        for b in 0..gateway_common::DIR_BLOCKS {
+            let block = maps
+                .src4_dir
+                .get(&tables::for_gen::dir4(gen, b), 0)
+                .map_err(map_err("read SRC4_DIR"))?;
+            if block != DirBlock::default() {
+                tables.dir4.insert(b, block);
+            }
+        }
+        let named = |blocks: &mut dyn Iterator<Item = &DirBlock>, kind: u32| {
+            let mut ids = BTreeSet::new();
+            for block in blocks {
+                for &s in &block.slots {
+                    if s & gateway_common::DIR_KIND_MASK == kind {
+                        ids.insert(s & gateway_common::DIR_ID_MASK);
+                    }
+                }
+            }
+            ids
+        };
+        for c in named(&mut tables.dir4.values(), gateway_common::DIR_CHUNK) {
+            if c >= gateway_common::DIR_CHUNKS {
+                continue;
+            }
+            let block = maps
+                .src4_chunks
+                .get(&tables::for_gen::chunk4(gen, c), 0)
+                .map_err(map_err("read SRC4_CHUNKS"))?;
+            tables.chunks4.insert(c, block);
+        }
+        let leaves = named(
+            &mut tables.dir4.values().chain(tables.chunks4.values()),
+            gateway_common::DIR_LEAF,
+        );
+        for e in leaves {
+            if e >= gateway_common::DIR_LEAVES {
+                continue;
+            }
+            let v = maps
+                .src4_leaves
+                .get(&tables::for_gen::leaf4(gen, e, &SrcValue::default()).0, 0)
+                .map_err(map_err("read SRC4_LEAVES"))?;
+            tables.leaves4.insert(e, tables::strip::leaf4(v));
         }
     }
     // Interfaces with a small index are read by packets from IFACE_TABLE: a slot that

@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap as HashMap;
 
 use gateway_common::{
-    limit_index, src_failsafe_flags, IfaceConfig, IfaceKey, LimitConfig, PortKey, SrcV4, SrcV6,
-    SrcValue, Verdict, GEN_BIT, IFACE_AUDIT, IFACE_DEFAULT_DROP, IFACE_WILDCARD_UNIFORM,
-    MAX_LIMITS, MAX_RULE_IDS, MAX_SOURCE_ENTRIES, NO_RULE, PORT_PREFIX_ANY_PROTO,
-    PORT_PREFIX_PROTO, SCOPE_BITS, SRC_UNIFORM,
+    dir_block_index, limit_index, src_failsafe_flags, DirBlock, IfaceConfig, IfaceKey, LimitConfig,
+    PortKey, SrcV4, SrcV6, SrcValue, Verdict, DIR_CHUNKS, DIR_LEAVES, DIR_SCOPES, GEN_BIT,
+    IFACE_AUDIT, IFACE_DEFAULT_DROP, IFACE_SRC4_DIR, IFACE_WILDCARD_UNIFORM, MAX_LIMITS,
+    MAX_RULE_IDS, MAX_SOURCE_ENTRIES, NO_RULE, PORT_PREFIX_ANY_PROTO, PORT_PREFIX_PROTO,
+    SCOPE_BITS, SRC_UNIFORM,
 };
 
 use super::ids::{EntryKey, Exhausted, IdSpace, Ids};
@@ -30,6 +31,13 @@ pub struct Tables {
     pub ports: HashMap<(u32, PortKey), Verdict>,
     /// `LIMITS`, by rule id.
     pub limits: HashMap<u32, LimitConfig>,
+    /// `SRC4_DIR`, the blocks that are not all `DIR_NONE`, by index within a generation
+    /// (`scope * 256 + first address byte`). See [`super::dir`].
+    pub dir4: HashMap<u32, DirBlock>,
+    /// `SRC4_CHUNKS`, by chunk id.
+    pub chunks4: HashMap<u32, DirBlock>,
+    /// `SRC4_LEAVES`, by entry id: the `SRC_V4` values the index names.
+    pub leaves4: HashMap<u32, SrcValue>,
 }
 
 /// Why the tables could not be built.
@@ -381,6 +389,24 @@ pub mod for_gen {
     pub fn limit(gen: u32, rule: u32) -> u32 {
         limit_index(gen, rule)
     }
+    /// `SRC4_DIR` index of block `index` (`scope * 256 + byte`).
+    pub fn dir4(gen: u32, index: u32) -> u32 {
+        dir_block_index(gen, index / 256, (index % 256) as u8)
+    }
+    /// `SRC4_CHUNKS` index.
+    pub fn chunk4(gen: u32, id: u32) -> u32 {
+        gen * DIR_CHUNKS + id
+    }
+    /// `SRC4_LEAVES` index and value.
+    pub fn leaf4(gen: u32, entry: u32, v: &SrcValue) -> (u32, SrcValue) {
+        (
+            gen * DIR_LEAVES + entry,
+            SrcValue {
+                entry: v.entry | gen_bit(gen),
+                ..*v
+            },
+        )
+    }
 }
 
 /// Keys and values read from a generation, with the generation stripped.
@@ -439,6 +465,13 @@ pub mod strip {
                 ..k.1
             },
         )
+    }
+    /// `SRC4_LEAVES` value.
+    pub fn leaf4(v: SrcValue) -> SrcValue {
+        SrcValue {
+            entry: v.entry & !GEN_BIT,
+            ..v
+        }
     }
 }
 
@@ -554,11 +587,13 @@ pub fn assign_ids(ids: &mut Ids, snapshot: &L4Snapshot) -> Result<Assigned, Tabl
 
 /// The map contents of `snapshot` with the ids of `assigned`, and the rule set (`IFACES`
 /// value) of every interface by name. `ifindex` resolves interface names; an interface without
-/// an index (it does not exist now) gets no `IFACES` entry.
+/// an index (it does not exist now) gets no `IFACES` entry. `prev` is what the maps hold now
+/// (its IPv4 direct index chunks keep their places, see [`super::dir`]).
 pub fn build(
     snapshot: &L4Snapshot,
     assigned: &Assigned,
     ifindex: &dyn Fn(&str) -> Option<u32>,
+    prev: &Tables,
 ) -> Result<(Tables, BTreeMap<String, IfaceConfig>), TablesError> {
     let rule_id = |i: usize| assigned.rules[i];
     // Sized up front: growing a 100,000-entry map doubles the work of filling it.
@@ -576,6 +611,7 @@ pub fn build(
             .iter()
             .filter(|r| r.rate_limit.is_some())
             .count()),
+        ..Tables::default()
     };
     for (set_idx, set) in snapshot.sets.iter().enumerate() {
         let scope = assigned.scopes[set_idx];
@@ -586,6 +622,9 @@ pub fn build(
         }
         if set.mode == Mode::Audit {
             flags |= IFACE_AUDIT;
+        }
+        if scope < DIR_SCOPES {
+            flags |= IFACE_SRC4_DIR;
         }
         let wildcard_verdict = match uniform(&set.wildcard) {
             Some(v) => {
@@ -653,6 +692,7 @@ pub fn build(
             );
         }
     }
+    super::dir::build(&mut t, prev, super::dir::Room::default());
     Ok((t, by_name))
 }
 

@@ -1,0 +1,375 @@
+//! The IPv4 direct index in front of the source trie (`SRC4_DIR`, `SRC4_CHUNKS`,
+//! `SRC4_LEAVES`; the layout is `gateway_common::DirBlock`'s). Pure code: it turns the
+//! `SRC_V4` entries of a revision into the index's contents, part of [`Tables`].
+//!
+//! Why: a trie look-up is a helper call whose cost grows with the number of prefixes, paid by
+//! every packet; an array read is inlined by the JIT. For each rule set with a small enough
+//! scope id, every /16 of the address space gets a slot saying which source entry is the
+//! longest match of all its addresses (a leaf), that none is (the common case for traffic
+//! that no rule names by source), that its /24s differ (a chunk of 256 more slots), or that
+//! a longer prefix lives there and the trie must answer. The trie keeps every entry, so
+//! whatever the index cannot hold (more chunks or entries than it has room for) is answered
+//! there, correctly, at the old cost.
+//!
+//! The index is a function of the `SRC_V4` entries and of where the previous revision put its
+//! chunks: a /16 keeps its chunk id from one revision to the next, so that a one-rule change
+//! rewrites a few blocks, not every chunk after it.
+use std::collections::{BTreeMap, BTreeSet};
+
+use gateway_common::{
+    DirBlock, SrcValue, DIR_CHUNK, DIR_CHUNKS, DIR_ID_MASK, DIR_KIND_MASK, DIR_LEAF, DIR_LEAVES,
+    DIR_NONE, DIR_SCOPES, DIR_TRIE, SCOPE_BITS,
+};
+
+use super::tables::Tables;
+
+/// How much room the index has (the kernel's arrays; smaller in tests).
+#[derive(Debug, Clone, Copy)]
+pub struct Room {
+    /// Chunks per generation.
+    pub chunks: u32,
+    /// Leaves per generation (entry ids below this can be leaves).
+    pub leaves: u32,
+}
+
+impl Default for Room {
+    fn default() -> Self {
+        Room {
+            chunks: DIR_CHUNKS,
+            leaves: DIR_LEAVES,
+        }
+    }
+}
+
+/// One IPv4 source entry of a rule set, as the index sees it.
+struct Prefix {
+    addr: u32,
+    len: u32,
+    entry: u32,
+}
+
+/// The chunk ids the /16s of `prev`'s index use, by (scope, /16).
+fn chunk_ids(prev: &Tables) -> BTreeMap<(u32, u16), u32> {
+    let mut out = BTreeMap::new();
+    for (&index, block) in &prev.dir4 {
+        let (scope, byte0) = (index / 256, (index % 256) as u16);
+        for (byte1, &slot) in block.slots.iter().enumerate() {
+            if slot & DIR_KIND_MASK == DIR_CHUNK {
+                out.insert((scope, byte0 << 8 | byte1 as u16), slot & DIR_ID_MASK);
+            }
+        }
+    }
+    out
+}
+
+/// Fills `t.dir4`, `t.chunks4` and `t.leaves4` from `t.src_v4`, keeping the chunk ids `prev`
+/// gave to /16s that still need one.
+pub fn build(t: &mut Tables, prev: &Tables, room: Room) {
+    t.dir4.clear();
+    t.chunks4.clear();
+    t.leaves4.clear();
+    let mut by_scope: BTreeMap<u32, Vec<Prefix>> = BTreeMap::new();
+    for ((len, key), value) in &t.src_v4 {
+        let scope = u32::from_be_bytes(key.scope);
+        if scope >= DIR_SCOPES {
+            continue;
+        }
+        by_scope.entry(scope).or_default().push(Prefix {
+            addr: u32::from_be_bytes(key.addr),
+            len: len - SCOPE_BITS,
+            entry: value.entry,
+        });
+    }
+    let leaf = |entry: u32| {
+        if entry < room.leaves {
+            DIR_LEAF | entry
+        } else {
+            DIR_TRIE
+        }
+    };
+    // Per scope: the /16 slots, and the /24 slots of every /16 that needs them.
+    let mut l1: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    let mut wanted: BTreeMap<(u32, u16), [u32; 256]> = BTreeMap::new();
+    for (&scope, prefixes) in &mut by_scope {
+        // Shorter prefixes first: a longer one painted later is the longer match where the
+        // two overlap (prefixes are nested or disjoint).
+        prefixes.sort_by_key(|p| p.len);
+        let slots = l1.entry(scope).or_insert_with(|| vec![DIR_NONE; 1 << 16]);
+        for p in prefixes.iter() {
+            let hi16 = (p.addr >> 16) as usize;
+            if p.len <= 16 {
+                let n = 1usize << (16 - p.len);
+                slots[hi16..hi16 + n].fill(leaf(p.entry));
+                continue;
+            }
+            // Every prefix of 16 bits or fewer has been painted: the /16's slot is the
+            // longest match of the addresses no longer prefix covers.
+            let base = slots[hi16];
+            let chunk = wanted.entry((scope, hi16 as u16)).or_insert([base; 256]);
+            let byte2 = ((p.addr >> 8) & 0xff) as usize;
+            if p.len <= 24 {
+                let n = 1usize << (24 - p.len);
+                chunk[byte2..byte2 + n].fill(leaf(p.entry));
+            } else {
+                chunk[byte2] = DIR_TRIE;
+            }
+        }
+    }
+    // A chunk whose 256 slots agree is no chunk: the /16's slot says it.
+    let mut chunks: BTreeMap<(u32, u16), [u32; 256]> = BTreeMap::new();
+    for (key, slots) in wanted {
+        if slots.iter().all(|&s| s == slots[0]) {
+            l1.get_mut(&key.0).expect("scope painted")[key.1 as usize] = slots[0];
+        } else {
+            chunks.insert(key, slots);
+        }
+    }
+    // Chunk ids: kept where the previous revision had one, else the lowest free; a /16 left
+    // without one (no room) asks the trie.
+    let old = chunk_ids(prev);
+    let mut given: BTreeMap<(u32, u16), u32> = BTreeMap::new();
+    let mut used = BTreeSet::new();
+    for key in chunks.keys() {
+        if let Some(&id) = old.get(key) {
+            if id < room.chunks && used.insert(id) {
+                given.insert(*key, id);
+            }
+        }
+    }
+    let mut free = (0..room.chunks).filter(|id| !used.contains(id));
+    for (key, slots) in &chunks {
+        let id = match given.get(key) {
+            Some(&id) => Some(id),
+            None => free.next(),
+        };
+        let l1_slot = &mut l1.get_mut(&key.0).expect("scope painted")[key.1 as usize];
+        match id {
+            Some(id) => {
+                *l1_slot = DIR_CHUNK | id;
+                t.chunks4.insert(id, DirBlock { slots: *slots });
+            }
+            None => *l1_slot = DIR_TRIE,
+        }
+    }
+    for (scope, slots) in &l1 {
+        for (byte0, block) in slots.chunks_exact(256).enumerate() {
+            if block.iter().any(|&s| s != DIR_NONE) {
+                let mut b = DirBlock::default();
+                b.slots.copy_from_slice(block);
+                t.dir4.insert(scope * 256 + byte0 as u32, b);
+            }
+        }
+    }
+    // The leaves: the values of the entries some slot names.
+    let mut named = BTreeSet::new();
+    for block in t.dir4.values().chain(t.chunks4.values()) {
+        for &s in &block.slots {
+            if s & DIR_KIND_MASK == DIR_LEAF {
+                named.insert(s & DIR_ID_MASK);
+            }
+        }
+    }
+    if named.is_empty() {
+        return;
+    }
+    for value in t.src_v4.values() {
+        if named.contains(&value.entry) {
+            t.leaves4.insert(value.entry, *value);
+        }
+    }
+}
+
+/// The source entry the index gives for `addr` in rule set `scope`: `Ok(Some(value))` for a
+/// leaf, `Ok(None)` when no entry contains it, `Err(())` when the trie must answer. What the
+/// program does (`dir_v4` in gateway-ebpf), for the tests.
+pub fn lookup(t: &Tables, scope: u32, addr: [u8; 4]) -> Result<Option<SrcValue>, ()> {
+    let slot =
+        |block: Option<&DirBlock>, byte: u8| block.map_or(DIR_NONE, |b| b.slots[byte as usize]);
+    let mut v = slot(t.dir4.get(&(scope * 256 + u32::from(addr[0]))), addr[1]);
+    if v & DIR_KIND_MASK == DIR_CHUNK {
+        v = slot(Some(t.chunks4.get(&(v & DIR_ID_MASK)).ok_or(())?), addr[2]);
+    }
+    match v & DIR_KIND_MASK {
+        DIR_NONE => Ok(None),
+        DIR_LEAF => t
+            .leaves4
+            .get(&(v & DIR_ID_MASK))
+            .map(|v| Some(*v))
+            .ok_or(()),
+        _ => Err(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gateway_common::{SrcV4, Verdict};
+    use ipnet::Ipv4Net;
+    use proptest::prelude::*;
+
+    fn tables(prefixes: &[(u32, Ipv4Net, u32)]) -> Tables {
+        let mut t = Tables::default();
+        for &(scope, net, entry) in prefixes {
+            t.src_v4.insert(
+                (
+                    SCOPE_BITS + u32::from(net.prefix_len()),
+                    SrcV4 {
+                        scope: scope.to_be_bytes(),
+                        addr: net.network().octets(),
+                    },
+                ),
+                SrcValue {
+                    entry,
+                    flags: 0,
+                    verdict: Verdict::default(),
+                },
+            );
+        }
+        t
+    }
+
+    /// The longest prefix of `scope` containing `addr`, as the trie answers.
+    fn trie(t: &Tables, scope: u32, addr: [u8; 4]) -> Option<SrcValue> {
+        t.src_v4
+            .iter()
+            .filter(|((len, k), _)| {
+                let len = len - SCOPE_BITS;
+                let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                u32::from_be_bytes(k.scope) == scope
+                    && u32::from_be_bytes(k.addr) & mask == u32::from_be_bytes(addr) & mask
+            })
+            .max_by_key(|((len, _), _)| *len)
+            .map(|(_, v)| *v)
+    }
+
+    fn agrees(t: &Tables, scope: u32, addr: [u8; 4]) {
+        match lookup(t, scope, addr) {
+            Ok(v) => assert_eq!(v, trie(t, scope, addr), "{addr:?} in scope {scope}"),
+            Err(()) => {}
+        }
+    }
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn short_prefixes_are_leaves_and_longer_ones_chunks_or_the_trie() {
+        let mut t = tables(&[
+            (0, net("10.0.0.0/8"), 1),
+            (0, net("10.1.0.0/16"), 2),
+            (0, net("10.2.3.0/24"), 3),
+            (0, net("10.2.4.7/32"), 4),
+            (1, net("0.0.0.0/0"), 5),
+        ]);
+        build(&mut t, &Tables::default(), Room::default());
+        let leaf = |e| lookup(&t, 0, e).map(|v| v.map(|v| v.entry));
+        assert_eq!(leaf([10, 9, 9, 9]), Ok(Some(1)));
+        assert_eq!(leaf([10, 1, 200, 1]), Ok(Some(2)));
+        assert_eq!(leaf([10, 2, 3, 1]), Ok(Some(3)));
+        assert_eq!(leaf([10, 2, 5, 1]), Ok(Some(1)));
+        assert_eq!(
+            leaf([10, 2, 4, 1]),
+            Err(()),
+            "a /24 with a /32 in it asks the trie"
+        );
+        assert_eq!(leaf([11, 0, 0, 1]), Ok(None));
+        assert_eq!(
+            lookup(&t, 1, [192, 0, 2, 1]).map(|v| v.map(|v| v.entry)),
+            Ok(Some(5))
+        );
+        assert_eq!(
+            lookup(&t, 2, [10, 0, 0, 1]),
+            Ok(None),
+            "no entries, no blocks"
+        );
+        // One chunk (10.2/16); 10.1/16 is uniform, so it needs none.
+        assert_eq!(t.chunks4.len(), 1);
+    }
+
+    #[test]
+    fn scopes_beyond_the_index_are_left_to_the_trie() {
+        let mut t = tables(&[(DIR_SCOPES, net("10.0.0.0/8"), 1)]);
+        build(&mut t, &Tables::default(), Room::default());
+        assert!(t.dir4.is_empty() && t.leaves4.is_empty());
+    }
+
+    #[test]
+    fn without_room_the_trie_answers() {
+        let mut t = tables(&[
+            (0, net("10.2.3.0/24"), 1),
+            (0, net("10.3.3.0/24"), 2),
+            (0, net("172.16.0.0/12"), 70_000),
+        ]);
+        build(
+            &mut t,
+            &Tables::default(),
+            Room {
+                chunks: 1,
+                leaves: 65_536,
+            },
+        );
+        assert_eq!(t.chunks4.len(), 1);
+        let got: Vec<_> = [[10, 2, 3, 1], [10, 3, 3, 1], [172, 17, 0, 1]]
+            .iter()
+            .map(|a| lookup(&t, 0, *a).map(|v| v.map(|v| v.entry)))
+            .collect();
+        assert_eq!(got, [Ok(Some(1)), Err(()), Err(())]);
+    }
+
+    #[test]
+    fn a_slash16_keeps_its_chunk_id_across_revisions() {
+        let mut a = tables(&[(0, net("10.9.3.0/24"), 1)]);
+        build(&mut a, &Tables::default(), Room::default());
+        let mut b = tables(&[(0, net("10.1.3.0/24"), 2), (0, net("10.9.3.0/24"), 1)]);
+        build(&mut b, &a, Room::default());
+        // 10.9/16 keeps chunk 0 although 10.1/16 sorts before it.
+        assert_eq!(lookup(&b, 0, [10, 9, 3, 1]).unwrap().unwrap().entry, 1);
+        assert_eq!(b.chunks4.get(&0), a.chunks4.get(&0));
+        assert_eq!(b.dir4.len(), 1);
+        assert_eq!(b.chunks4.len(), 2);
+    }
+
+    fn prefix() -> impl Strategy<Value = (u32, Ipv4Net, u32)> {
+        // Few distinct high bytes, so that prefixes nest and share /16s and /24s.
+        (
+            0u32..2,
+            0u8..=32,
+            prop::sample::select(vec![10u8, 11, 192]),
+            any::<u32>(),
+        )
+            .prop_map(|(scope, len, b0, rest)| {
+                let addr = (u32::from(b0) << 24) | (rest & 0x03_03_ff);
+                let net = Ipv4Net::new(addr.into(), len).unwrap().trunc();
+                (scope, net, 0)
+            })
+    }
+
+    proptest! {
+        /// Wherever the index answers, it answers what the trie would.
+        #[test]
+        fn the_index_agrees_with_the_trie(
+            mut prefixes in prop::collection::vec(prefix(), 0..40),
+            probes in prop::collection::vec((0u32..3, prop::sample::select(vec![10u8, 11, 192]), any::<u32>()), 64),
+            chunks in 1u32..4,
+        ) {
+            for (i, p) in prefixes.iter_mut().enumerate() {
+                p.2 = i as u32 * 3;
+            }
+            let mut t = tables(&prefixes);
+            let room = Room { chunks, leaves: 60 };
+            build(&mut t, &Tables::default(), room);
+            prop_assert!(t.chunks4.len() as u32 <= chunks);
+            prop_assert!(t.leaves4.keys().all(|&e| e < room.leaves));
+            for (scope, b0, rest) in probes {
+                let a = ((u32::from(b0) << 24) | (rest & 0x03_03_ff)).to_be_bytes();
+                agrees(&t, scope, a);
+            }
+            // Every address of every prefix, at its ends.
+            for (scope, net, _) in &prefixes {
+                agrees(&t, *scope, net.network().octets());
+                agrees(&t, *scope, net.broadcast().octets());
+            }
+        }
+    }
+}

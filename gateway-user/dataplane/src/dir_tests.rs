@@ -1,0 +1,231 @@
+//! The IPv4 direct index (`super::dir`) in the real program: packets judged through it agree
+//! with the reference evaluator, revision after revision (both generations, chunk ids kept
+//! and reused), and a policy too big for it is still judged right (the trie answers). Run by
+//! the kernel on crafted packets (`BPF_PROG_TEST_RUN`); needs root.
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::Ipv4Net;
+
+use super::testrun::{frame, FrameOptions, TestRig, TEST_RUN_INTERFACE, XDP_DROP, XDP_PASS};
+use tollgate_compile::l4::compile;
+use tollgate_compile::l4::packet::{Outcome, Packet, L4};
+use tollgate_compile::l4::policy::{Action, Mode, Policy, PortRange, Protocol, Rule};
+use tollgate_compile::l4::reference::evaluate;
+
+/// xorshift64: reproducible pseudo-random numbers without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn policy(rules: Vec<Rule>, default_action: Action) -> Policy {
+    Policy {
+        name: "dir".into(),
+        file: "dir.yaml".into(),
+        mode: Mode::Enforce,
+        default_action,
+        interfaces: None,
+        rules,
+    }
+}
+
+/// Rules from nested and neighbouring IPv4 prefixes of every length (/0 to /32) inside a few
+/// /8s, deny or allow, some with a port, so that /16 slots, chunks, leaves and trie slots all
+/// occur.
+fn random_rules(rng: &mut Rng, n: usize) -> Vec<Rule> {
+    let mut seen = std::collections::HashSet::new();
+    let mut rules = Vec::new();
+    while rules.len() < n {
+        let r = rng.next();
+        let len = match r % 10 {
+            0 => (r >> 8) as u8 % 9,          // /0-/8
+            1..=3 => 9 + (r >> 8) as u8 % 8,  // /9-/16
+            4..=7 => 17 + (r >> 8) as u8 % 8, // /17-/24
+            _ => 25 + (r >> 8) as u8 % 8,     // /25-/32
+        };
+        let b0 = [10u32, 172, 192][(r >> 16) as usize % 3];
+        let addr = (b0 << 24) | ((rng.next() as u32) & 0x00_07_0f_ff);
+        let net = Ipv4Net::new(addr.into(), len).unwrap().trunc();
+        if !seen.insert(net) {
+            continue;
+        }
+        // Deny wins over allow whatever the prefix lengths (the reference's rule), so short
+        // denies would hide everything inside them: they are rare, and the longer a prefix
+        // the likelier a deny, so that each length decides some packets.
+        let action = if u64::from(len) * 3 > (r >> 40) % 100 + 20 {
+            Action::Deny
+        } else {
+            Action::Allow
+        };
+        let mut rule = Rule::new(&format!("r{}", rules.len()), action);
+        rule.from = Some(vec![net.into()]);
+        if r >> 48 & 3 == 0 {
+            rule.protocol = Some(Protocol::Tcp);
+            rule.ports = Some(vec![PortRange {
+                first: 443,
+                last: 443,
+            }]);
+        }
+        rules.push(rule);
+    }
+    rules
+}
+
+/// Sources at the edges of every rule's prefix and just outside them, and random ones.
+fn sources(rules: &[Rule], rng: &mut Rng) -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    for r in rules {
+        for net in r.from.iter().flatten() {
+            if let ipnet::IpNet::V4(n) = net {
+                let (lo, hi) = (u32::from(n.network()), u32::from(n.broadcast()));
+                for a in [lo, hi, lo.wrapping_sub(1), hi.wrapping_add(1), lo | 0x80] {
+                    out.push(Ipv4Addr::from(a));
+                }
+            }
+        }
+    }
+    for _ in 0..200 {
+        let b0 = [10u32, 172, 192, 11][rng.next() as usize % 4];
+        out.push(Ipv4Addr::from(
+            (b0 << 24) | ((rng.next() as u32) & 0x00_07_0f_ff),
+        ));
+    }
+    out
+}
+
+fn check(rig: &mut TestRig, policies: &[Policy], srcs: &[Ipv4Addr]) {
+    for &src in srcs {
+        for (protocol, port) in [(6u8, 443u16), (17, 53)] {
+            let p = Packet {
+                src: IpAddr::V4(src),
+                protocol,
+                l4: L4::Port(port),
+            };
+            let want = match evaluate(policies, TEST_RUN_INTERFACE, &p).outcome {
+                Outcome::Drop => XDP_DROP,
+                _ => XDP_PASS,
+            };
+            let got = rig
+                .run(&frame(&p, FrameOptions::default()))
+                .unwrap_or_else(|e| panic!("test run: {e}"));
+            assert_eq!(got, want, "{p:?}");
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
+fn sources_judged_through_the_index_agree_with_the_evaluator_across_revisions() {
+    let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut rules = random_rules(&mut rng, 300);
+    for revision in 0..6 {
+        let default_action = if revision % 2 == 0 {
+            Action::Allow
+        } else {
+            Action::Deny
+        };
+        let policies = [policy(rules.clone(), default_action)];
+        let snapshot = compile(&policies, &[TEST_RUN_INTERFACE.into()])
+            .unwrap_or_else(|e| panic!("compile: {e}"));
+        rig.apply(&snapshot)
+            .unwrap_or_else(|e| panic!("apply: {e}"));
+        let srcs = sources(&rules, &mut rng);
+        check(&mut rig, &policies, &srcs);
+        // The next revision: a third of the rules replaced, so that chunks come and go.
+        let fresh = random_rules(&mut rng, 100);
+        for (i, mut r) in fresh.into_iter().enumerate() {
+            r.name = format!("v{revision}-{i}");
+            let at = (rng.next() as usize) % rules.len();
+            rules[at] = r;
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
+fn a_policy_too_big_for_the_index_is_judged_by_the_trie() {
+    // 70,000 /20s: more /16s needing a chunk than the index has (2,048 per generation), and
+    // entry ids past its leaves (65,536).
+    let n = 70_000u32;
+    let rules: Vec<Rule> = (0..n)
+        .map(|i| {
+            // /20 number i, starting at 1.0.0.0, skipping nothing: 16 per /16.
+            let net = Ipv4Net::new(Ipv4Addr::from((1u32 << 24) + (i << 12)), 20).unwrap();
+            let mut r = Rule::new(&format!("deny-{i}"), Action::Deny);
+            r.from = Some(vec![net.into()]);
+            r
+        })
+        .collect();
+    // Every third /20 left out, so that addresses between them pass.
+    let rules: Vec<Rule> = rules
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 1)
+        .map(|(_, r)| r)
+        .collect();
+    let policies = [policy(rules, Action::Allow)];
+    let snapshot =
+        compile(&policies, &[TEST_RUN_INTERFACE.into()]).unwrap_or_else(|e| panic!("compile: {e}"));
+    let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    rig.apply(&snapshot)
+        .unwrap_or_else(|e| panic!("apply: {e}"));
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let srcs: Vec<Ipv4Addr> = (0..600)
+        .map(|_| Ipv4Addr::from((1u32 << 24) + (rng.next() as u32 % (n << 12))))
+        .chain([
+            Ipv4Addr::new(1, 0, 0, 0),
+            Ipv4Addr::from((1u32 << 24) + (n << 12) - 1),
+            Ipv4Addr::from((1u32 << 24) + (n << 12)),
+        ])
+        .collect();
+    check(&mut rig, &policies, &srcs);
+}
+
+#[test]
+#[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
+fn a_longer_prefix_inside_a_slash24_wins_over_the_shorter_ones_around_it() {
+    let rule = |name: &str, action, net: &str| {
+        let mut r = Rule::new(name, action);
+        r.from = Some(vec![net.parse().unwrap()]);
+        r
+    };
+    let policies = [policy(
+        vec![
+            rule("allow-8", Action::Allow, "10.0.0.0/8"),
+            rule("deny-28", Action::Deny, "10.1.2.16/28"),
+            rule("deny-32", Action::Deny, "172.16.5.5/32"),
+            rule("deny-20", Action::Deny, "192.168.16.0/20"),
+            rule("allow-24", Action::Allow, "192.168.17.0/24"),
+        ],
+        Action::Deny,
+    )];
+    let snapshot =
+        compile(&policies, &[TEST_RUN_INTERFACE.into()]).unwrap_or_else(|e| panic!("compile: {e}"));
+    let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    rig.apply(&snapshot)
+        .unwrap_or_else(|e| panic!("apply: {e}"));
+    let srcs: Vec<Ipv4Addr> = [
+        "10.1.2.15",
+        "10.1.2.16",
+        "10.1.2.31",
+        "10.1.2.32",
+        "172.16.5.4",
+        "172.16.5.5",
+        "172.16.5.6",
+        "192.168.16.1",
+        "192.168.17.1",
+        "192.168.31.255",
+        "192.168.32.0",
+    ]
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect();
+    check(&mut rig, &policies, &srcs);
+}
