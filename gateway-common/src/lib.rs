@@ -104,6 +104,31 @@ pub const fn dir_block_index(gen: u32, scope: u32, byte0: u8) -> u32 {
     gen * DIR_BLOCKS + scope * 256 + byte0 as u32
 }
 
+/// Port direct tables (`PORT_DIR`): blocks per (generation, rule set slot, protocol class),
+/// the first indexed by the port's high byte, the others chunks indexed by its low byte.
+pub const PORT_DIR_BLOCKS: u32 = 16;
+/// Verdicts per (generation, rule set slot, protocol class) in `PORT_VERDICTS`.
+pub const PORT_DIR_VERDICTS: u32 = 64;
+/// Protocol classes with a port direct table: 0 TCP, 1 UDP.
+pub const PORT_DIR_CLASSES: u32 = 2;
+/// A slot of a port direct table: verdict `slot & DIR_ID_MASK` of the table's verdicts.
+/// (`DIR_NONE`: no port-table entry matches; `DIR_CHUNK`: see the chunk.)
+pub const DIR_VERDICT: u32 = 1 << 30;
+
+/// Index in `PORT_DIR` of block `block` (0: by high byte; 1 + chunk id) of the table of rule
+/// set slot `scope`, protocol class `class`.
+#[inline(always)]
+pub const fn port_dir_index(gen: u32, scope: u32, class: u32, block: u32) -> u32 {
+    ((gen * DIR_SCOPES + scope) * PORT_DIR_CLASSES + class) * PORT_DIR_BLOCKS + block
+}
+
+/// Index in `PORT_VERDICTS` of verdict `id` of the table of rule set slot `scope`, protocol
+/// class `class`.
+#[inline(always)]
+pub const fn port_verdict_index(gen: u32, scope: u32, class: u32, id: u32) -> u32 {
+    ((gen * DIR_SCOPES + scope) * PORT_DIR_CLASSES + class) * PORT_DIR_VERDICTS + id
+}
+
 /// Value of the single-entry `CONFIG` array.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -141,6 +166,12 @@ pub const IFACE_WILDCARD_UNIFORM: u32 = 4;
 /// id is below [`DIR_SCOPES`]. Without the flag (a generation written by an older agent) the
 /// trie alone answers.
 pub const IFACE_SRC4_DIR: u32 = 16;
+/// The wildcard entry's TCP port table is in `PORT_DIR` (class 0) in this generation: a packet
+/// reads two array slots instead of the `PORTS` trie. Set only for rule sets whose scope id is
+/// below [`DIR_SCOPES`] and whose table fits ([`PORT_DIR_BLOCKS`], [`PORT_DIR_VERDICTS`]).
+pub const IFACE_PORTS_TCP_DIR: u32 = 32;
+/// As [`IFACE_PORTS_TCP_DIR`], for UDP (class 1).
+pub const IFACE_PORTS_UDP_DIR: u32 = 64;
 
 /// Value of the `IFACES` hash map and of the `IFACE_TABLE` array (index
 /// `gen * FAST_IFINDEX + ifindex`): which rule set judges packets arriving on an interface.

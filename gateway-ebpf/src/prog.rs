@@ -49,6 +49,13 @@ static SRC4_DIR: Array<DirBlock> = Array::pinned(2 * DIR_BLOCKS, 0);
 static SRC4_CHUNKS: Array<DirBlock> = Array::pinned(2 * DIR_CHUNKS, 0);
 #[map]
 static SRC4_LEAVES: Array<SrcValue> = Array::pinned(2 * DIR_LEAVES, 0);
+/// The wildcard entries' TCP and UDP port tables as arrays (`gateway_common::port_dir_index`).
+#[map]
+static PORT_DIR: Array<DirBlock> =
+    Array::pinned(2 * DIR_SCOPES * PORT_DIR_CLASSES * PORT_DIR_BLOCKS, 0);
+#[map]
+static PORT_VERDICTS: Array<Verdict> =
+    Array::pinned(2 * DIR_SCOPES * PORT_DIR_CLASSES * PORT_DIR_VERDICTS, 0);
 #[map]
 static PORTS: LpmTrie<PortKey, Verdict> = LpmTrie::pinned(MAX_PORT_ENTRIES, 0);
 #[map]
@@ -351,6 +358,49 @@ fn port_verdict(entry: u32, p: &Parsed) -> Option<&'static Verdict> {
         },
     );
     PORTS.get(&key)
+}
+
+/// The wildcard entry's verdict for a TCP or UDP packet from its port direct table, when the
+/// rule set has one: `Some(verdict or none)`; `None` sends the packet to the `PORTS` trie.
+#[inline(always)]
+fn wildcard_ports_dir(
+    gen: u32,
+    iface: &IfaceConfig,
+    p: &Parsed,
+) -> Option<Option<&'static Verdict>> {
+    let class = match p.proto {
+        IPPROTO_TCP if iface.flags & IFACE_PORTS_TCP_DIR != 0 => 0,
+        IPPROTO_UDP if iface.flags & IFACE_PORTS_UDP_DIR != 0 => 1,
+        _ => return None,
+    };
+    let slot = iface.scope & ID_MASK;
+    if slot >= DIR_SCOPES {
+        return None;
+    }
+    let [hi, lo] = p.port.to_be_bytes();
+    let block = PORT_DIR.get(port_dir_index(gen, slot, class, 0))?;
+    let mut v = unsafe { read_volatile(&block.slots[hi as usize]) };
+    if v & DIR_KIND_MASK == DIR_CHUNK {
+        let chunk = v & DIR_ID_MASK;
+        if chunk + 1 >= PORT_DIR_BLOCKS {
+            return None;
+        }
+        let block = PORT_DIR.get(port_dir_index(gen, slot, class, 1 + chunk))?;
+        v = unsafe { read_volatile(&block.slots[lo as usize]) };
+    }
+    match v & DIR_KIND_MASK {
+        DIR_NONE => Some(None),
+        DIR_VERDICT => {
+            let id = v & DIR_ID_MASK;
+            if id >= PORT_DIR_VERDICTS {
+                return None;
+            }
+            Some(Some(
+                PORT_VERDICTS.get(port_verdict_index(gen, slot, class, id))?,
+            ))
+        }
+        _ => None,
+    }
 }
 
 #[inline(always)]
@@ -752,7 +802,10 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
     let v2 = if iface.flags & IFACE_WILDCARD_UNIFORM != 0 {
         Some(&iface.wildcard)
     } else {
-        port_verdict(iface.wildcard_entry, &p)
+        match wildcard_ports_dir(gen, iface, &p) {
+            Some(v) => v,
+            None => port_verdict(iface.wildcard_entry, &p),
+        }
     };
     if let Some(v) = v2 {
         if v.deny_rule != NO_RULE {

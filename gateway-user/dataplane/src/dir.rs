@@ -17,8 +17,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use gateway_common::{
-    DirBlock, SrcValue, DIR_CHUNK, DIR_CHUNKS, DIR_ID_MASK, DIR_KIND_MASK, DIR_LEAF, DIR_LEAVES,
-    DIR_NONE, DIR_SCOPES, DIR_TRIE, SCOPE_BITS,
+    DirBlock, SrcValue, Verdict, DIR_CHUNK, DIR_CHUNKS, DIR_ID_MASK, DIR_KIND_MASK, DIR_LEAF,
+    DIR_LEAVES, DIR_NONE, DIR_SCOPES, DIR_TRIE, DIR_VERDICT, PORT_DIR_BLOCKS, PORT_DIR_VERDICTS,
+    SCOPE_BITS,
 };
 
 use super::tables::Tables;
@@ -179,24 +180,138 @@ pub fn build(t: &mut Tables, prev: &Tables, room: Room) {
     }
 }
 
-/// The source entry the index gives for `addr` in rule set `scope`: `Ok(Some(value))` for a
-/// leaf, `Ok(None)` when no entry contains it, `Err(())` when the trie must answer. What the
-/// program does (`dir_v4` in gateway-ebpf), for the tests.
-pub fn lookup(t: &Tables, scope: u32, addr: [u8; 4]) -> Result<Option<SrcValue>, ()> {
+/// A port direct table, as [`ports`] builds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortDir {
+    /// Blocks by number within the table (0: by high byte; 1 + chunk id).
+    pub blocks: Vec<(u32, DirBlock)>,
+    /// Verdicts by id within the table.
+    pub verdicts: Vec<(u32, Verdict)>,
+}
+
+/// The port direct table of one protocol of a rule set's wildcard entry: its blocks (0: by
+/// the port's high byte, then chunks by the low byte) and its verdicts, by index; `None` when
+/// it does not fit (more chunks or distinct verdicts than a table has room for), and the
+/// `PORTS` trie answers as before.
+///
+/// `base` is the verdict of the entry's any-protocol rules, `prefixes` the protocol's port
+/// prefixes `(value, length)` with their verdicts: the trie's longest match is the longest
+/// port prefix containing the port, else `base`.
+pub fn ports(base: Option<Verdict>, prefixes: &[((u16, u8), Verdict)]) -> Option<PortDir> {
+    let mut verdicts: Vec<Verdict> = Vec::new();
+    let mut id_of = |v: Verdict| -> Option<u32> {
+        let id = match verdicts.iter().position(|w| *w == v) {
+            Some(i) => i,
+            None => {
+                verdicts.push(v);
+                verdicts.len() - 1
+            }
+        };
+        (id < PORT_DIR_VERDICTS as usize).then_some(DIR_VERDICT | id as u32)
+    };
+    let mut slots = vec![DIR_NONE; 1 << 16];
+    if let Some(b) = base {
+        slots.fill(id_of(b)?);
+    }
+    let mut sorted: Vec<&((u16, u8), Verdict)> = prefixes.iter().collect();
+    sorted.sort_by_key(|((_, len), _)| *len);
+    for &&((value, len), v) in &sorted {
+        let n = 1usize << (16 - u32::from(len.min(16)));
+        let start = usize::from(value) & !(n - 1);
+        slots[start..start + n].fill(id_of(v)?);
+    }
+    let mut blocks = Vec::new();
+    let mut top = DirBlock::default();
+    for (hi, part) in slots.chunks_exact(256).enumerate() {
+        if part.iter().all(|&s| s == part[0]) {
+            top.slots[hi] = part[0];
+            continue;
+        }
+        let chunk = blocks.len() as u32;
+        if chunk + 1 >= PORT_DIR_BLOCKS {
+            return None;
+        }
+        top.slots[hi] = DIR_CHUNK | chunk;
+        let mut b = DirBlock::default();
+        b.slots.copy_from_slice(part);
+        blocks.push((1 + chunk, b));
+    }
+    if top != DirBlock::default() {
+        blocks.push((0, top));
+    }
+    // Only the verdicts some slot names (a verdict painted over everywhere is not written:
+    // what the kernel holds is then exactly what packets can reach, which the drift check
+    // reads back).
+    let named: BTreeSet<u32> = blocks
+        .iter()
+        .flat_map(|(_, b)| b.slots.iter())
+        .filter(|&&s| s & DIR_KIND_MASK == DIR_VERDICT)
+        .map(|&s| s & DIR_ID_MASK)
+        .collect();
+    let verdicts = verdicts
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (i as u32, v))
+        .filter(|(i, _)| named.contains(i))
+        .collect();
+    Some(PortDir { blocks, verdicts })
+}
+
+/// The verdict a port direct table (as [`ports`] returns it) gives for `port`: what the
+/// program does (`wildcard_ports_dir` in gateway-ebpf), for the tests.
+pub fn port_lookup(table: &PortDir, port: u16) -> Option<Verdict> {
+    let slot = |i: u32, byte: u8| {
+        table
+            .blocks
+            .iter()
+            .find(|(b, _)| *b == i)
+            .map_or(DIR_NONE, |(_, b)| b.slots[byte as usize])
+    };
+    let [hi, lo] = port.to_be_bytes();
+    let mut v = slot(0, hi);
+    if v & DIR_KIND_MASK == DIR_CHUNK {
+        v = slot(1 + (v & DIR_ID_MASK), lo);
+    }
+    match v & DIR_KIND_MASK {
+        DIR_VERDICT => table
+            .verdicts
+            .iter()
+            .find(|(i, _)| *i == v & DIR_ID_MASK)
+            .map(|(_, v)| *v),
+        _ => None,
+    }
+}
+
+/// What the index says about a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// No source entry of the rule set contains it.
+    None,
+    /// The entry that is its longest match.
+    Leaf(SrcValue),
+    /// Ask the trie.
+    Trie,
+}
+
+/// What the index gives for `addr` in rule set `scope`: what the program does (`dir_v4` in
+/// gateway-ebpf), for the tests.
+pub fn lookup(t: &Tables, scope: u32, addr: [u8; 4]) -> Answer {
     let slot =
         |block: Option<&DirBlock>, byte: u8| block.map_or(DIR_NONE, |b| b.slots[byte as usize]);
     let mut v = slot(t.dir4.get(&(scope * 256 + u32::from(addr[0]))), addr[1]);
     if v & DIR_KIND_MASK == DIR_CHUNK {
-        v = slot(Some(t.chunks4.get(&(v & DIR_ID_MASK)).ok_or(())?), addr[2]);
+        match t.chunks4.get(&(v & DIR_ID_MASK)) {
+            Some(chunk) => v = slot(Some(chunk), addr[2]),
+            None => return Answer::Trie,
+        }
     }
     match v & DIR_KIND_MASK {
-        DIR_NONE => Ok(None),
+        DIR_NONE => Answer::None,
         DIR_LEAF => t
             .leaves4
             .get(&(v & DIR_ID_MASK))
-            .map(|v| Some(*v))
-            .ok_or(()),
-        _ => Err(()),
+            .map_or(Answer::Trie, |v| Answer::Leaf(*v)),
+        _ => Answer::Trie,
     }
 }
 
@@ -243,9 +358,20 @@ mod tests {
     }
 
     fn agrees(t: &Tables, scope: u32, addr: [u8; 4]) {
+        let want = trie(t, scope, addr);
         match lookup(t, scope, addr) {
-            Ok(v) => assert_eq!(v, trie(t, scope, addr), "{addr:?} in scope {scope}"),
-            Err(()) => {}
+            Answer::None => assert_eq!(None, want, "{addr:?} in scope {scope}"),
+            Answer::Leaf(v) => assert_eq!(Some(v), want, "{addr:?} in scope {scope}"),
+            Answer::Trie => {}
+        }
+    }
+
+    /// The entry id of a leaf; `Err(())` for the trie.
+    fn entry(a: Answer) -> Result<Option<u32>, ()> {
+        match a {
+            Answer::None => Ok(None),
+            Answer::Leaf(v) => Ok(Some(v.entry)),
+            Answer::Trie => Err(()),
         }
     }
 
@@ -263,7 +389,7 @@ mod tests {
             (1, net("0.0.0.0/0"), 5),
         ]);
         build(&mut t, &Tables::default(), Room::default());
-        let leaf = |e| lookup(&t, 0, e).map(|v| v.map(|v| v.entry));
+        let leaf = |e| entry(lookup(&t, 0, e));
         assert_eq!(leaf([10, 9, 9, 9]), Ok(Some(1)));
         assert_eq!(leaf([10, 1, 200, 1]), Ok(Some(2)));
         assert_eq!(leaf([10, 2, 3, 1]), Ok(Some(3)));
@@ -274,13 +400,10 @@ mod tests {
             "a /24 with a /32 in it asks the trie"
         );
         assert_eq!(leaf([11, 0, 0, 1]), Ok(None));
-        assert_eq!(
-            lookup(&t, 1, [192, 0, 2, 1]).map(|v| v.map(|v| v.entry)),
-            Ok(Some(5))
-        );
+        assert_eq!(entry(lookup(&t, 1, [192, 0, 2, 1])), Ok(Some(5)));
         assert_eq!(
             lookup(&t, 2, [10, 0, 0, 1]),
-            Ok(None),
+            Answer::None,
             "no entries, no blocks"
         );
         // One chunk (10.2/16); 10.1/16 is uniform, so it needs none.
@@ -312,7 +435,7 @@ mod tests {
         assert_eq!(t.chunks4.len(), 1);
         let got: Vec<_> = [[10, 2, 3, 1], [10, 3, 3, 1], [172, 17, 0, 1]]
             .iter()
-            .map(|a| lookup(&t, 0, *a).map(|v| v.map(|v| v.entry)))
+            .map(|a| entry(lookup(&t, 0, *a)))
             .collect();
         assert_eq!(got, [Ok(Some(1)), Err(()), Err(())]);
     }
@@ -324,10 +447,87 @@ mod tests {
         let mut b = tables(&[(0, net("10.1.3.0/24"), 2), (0, net("10.9.3.0/24"), 1)]);
         build(&mut b, &a, Room::default());
         // 10.9/16 keeps chunk 0 although 10.1/16 sorts before it.
-        assert_eq!(lookup(&b, 0, [10, 9, 3, 1]).unwrap().unwrap().entry, 1);
+        assert_eq!(entry(lookup(&b, 0, [10, 9, 3, 1])), Ok(Some(1)));
         assert_eq!(b.chunks4.get(&0), a.chunks4.get(&0));
         assert_eq!(b.dir4.len(), 1);
         assert_eq!(b.chunks4.len(), 2);
+    }
+
+    fn verdict(rule: u32) -> Verdict {
+        Verdict {
+            allow_rule: rule,
+            ..Verdict::default()
+        }
+    }
+
+    /// The `PORTS` trie's answer: the longest port prefix containing `port`, else `base`.
+    fn port_trie(
+        base: Option<Verdict>,
+        prefixes: &[((u16, u8), Verdict)],
+        port: u16,
+    ) -> Option<Verdict> {
+        prefixes
+            .iter()
+            .filter(|((value, len), _)| {
+                let mask = if *len == 0 {
+                    0
+                } else {
+                    u16::MAX << (16 - u32::from(*len))
+                };
+                port & mask == value & mask
+            })
+            .max_by_key(|((_, len), _)| *len)
+            .map(|(_, v)| *v)
+            .or(base)
+    }
+
+    #[test]
+    fn a_port_table_that_does_not_fit_is_left_to_the_trie() {
+        // Ports 0, 256, 512, ...: one chunk per high byte.
+        let spread: Vec<_> = (0..PORT_DIR_BLOCKS as u16)
+            .map(|i| ((i << 8 | 1, 16), verdict(1)))
+            .collect();
+        assert!(ports(None, &spread).is_none(), "one chunk too many");
+        assert!(ports(None, &spread[..PORT_DIR_BLOCKS as usize - 1]).is_some());
+        let distinct: Vec<_> = (0..=PORT_DIR_VERDICTS as u16)
+            .map(|i| ((i, 16), verdict(u32::from(i))))
+            .collect();
+        assert!(ports(None, &distinct).is_none(), "one verdict too many");
+        assert!(ports(None, &distinct[..PORT_DIR_VERDICTS as usize]).is_some());
+    }
+
+    proptest! {
+        /// A port direct table answers every port as the trie does.
+        #[test]
+        fn the_port_table_agrees_with_the_trie(
+            base in prop::option::of(0u32..3),
+            raw in prop::collection::vec((any::<u16>(), 0u8..=16, 0u32..6), 0..12),
+            probes in prop::collection::vec(any::<u16>(), 32),
+        ) {
+            let mut prefixes: Vec<((u16, u8), Verdict)> = Vec::new();
+            for (value, len, rule) in raw {
+                let mask = if len == 0 { 0 } else { u16::MAX << (16 - u32::from(len)) };
+                let key = (value & mask, len);
+                if prefixes.iter().all(|(k, _)| *k != key) {
+                    prefixes.push((key, verdict(rule)));
+                }
+            }
+            let base = base.map(verdict);
+            let Some(table) = ports(base, &prefixes) else {
+                return Ok(());
+            };
+            let mut all: Vec<u16> = probes;
+            for ((value, len), _) in &prefixes {
+                let n = 1u32 << (16 - u32::from(*len));
+                all.push(*value);
+                all.push((u32::from(*value) + n - 1) as u16);
+                all.push(value.wrapping_sub(1));
+                all.push((u32::from(*value) + n) as u16);
+            }
+            for port in all {
+                prop_assert_eq!(port_lookup(&table, port), port_trie(base, &prefixes, port), "port {}", port);
+            }
+        }
     }
 
     fn prefix() -> impl Strategy<Value = (u32, Ipv4Net, u32)> {

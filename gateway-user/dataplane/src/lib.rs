@@ -207,6 +207,8 @@ pub struct PolicyMaps {
     src4_dir: Array<MapData, DirBlock>,
     src4_chunks: Array<MapData, DirBlock>,
     src4_leaves: Array<MapData, SrcValue>,
+    port_dir: Array<MapData, DirBlock>,
+    port_verdicts: Array<MapData, Verdict>,
 }
 
 /// How long the last apply took, and what it wrote.
@@ -281,6 +283,8 @@ impl Dataplane {
             src4_dir: take(&mut ebpf, "SRC4_DIR")?,
             src4_chunks: take(&mut ebpf, "SRC4_CHUNKS")?,
             src4_leaves: take(&mut ebpf, "SRC4_LEAVES")?,
+            port_dir: take(&mut ebpf, "PORT_DIR")?,
+            port_verdicts: take(&mut ebpf, "PORT_VERDICTS")?,
         };
         let ids = match Ids::load(state_dir) {
             Ok(Some(ids)) => ids,
@@ -397,6 +401,8 @@ impl Dataplane {
                 src4_dir: typed(open("SRC4_DIR")?, "SRC4_DIR")?,
                 src4_chunks: typed(open("SRC4_CHUNKS")?, "SRC4_CHUNKS")?,
                 src4_leaves: typed(open("SRC4_LEAVES")?, "SRC4_LEAVES")?,
+                port_dir: typed(open("PORT_DIR")?, "PORT_DIR")?,
+                port_verdicts: typed(open("PORT_VERDICTS")?, "PORT_VERDICTS")?,
             },
             expected: self.held.clone(),
             limit_slots: self.limit_slots(false),
@@ -560,12 +566,25 @@ impl Dataplane {
         let dd = diff(&held.dir4, &desired.dir4);
         let dc = diff(&held.chunks4, &desired.chunks4);
         let dl = diff(&held.leaves4, &desired.leaves4);
+        let dpv = diff(&held.port_verdicts, &desired.port_verdicts);
+        let dpd = diff(&held.port_dir, &desired.port_dir);
         // Limits and port entries before the source entries and interfaces that lead to them,
         // so that even within this (inactive) generation nothing points at a missing entry.
         for (&rule, v) in &d.upsert {
             m.limits
                 .set(for_gen::limit(gen, rule), *v, 0)
                 .map_err(map_err("write LIMITS"))?;
+        }
+        // Port direct tables: verdicts before the blocks that name them.
+        for (&i, v) in &dpv.upsert {
+            m.port_verdicts
+                .set(for_gen::port_verdict(gen, i), **v, 0)
+                .map_err(map_err("write PORT_VERDICTS"))?;
+        }
+        for (&i, v) in &dpd.upsert {
+            m.port_dir
+                .set(for_gen::port_dir(gen, i), **v, 0)
+                .map_err(map_err("write PORT_DIR"))?;
         }
         for (k, v) in &dp.upsert {
             let (p, k) = for_gen::port(gen, k);
@@ -621,6 +640,16 @@ impl Dataplane {
             remove_ok(m.ifaces.remove(&IfaceKey { gen, ifindex: i }))
                 .map_err(map_err("delete from IFACES"))?;
         }
+        for &&i in &dpd.remove {
+            m.port_dir
+                .set(for_gen::port_dir(gen, i), DirBlock::default(), 0)
+                .map_err(map_err("clear PORT_DIR"))?;
+        }
+        for &&i in &dpv.remove {
+            m.port_verdicts
+                .set(for_gen::port_verdict(gen, i), Verdict::default(), 0)
+                .map_err(map_err("clear PORT_VERDICTS"))?;
+        }
         for &&b in &dd.remove {
             m.src4_dir
                 .set(for_gen::dir4(gen, b), DirBlock::default(), 0)
@@ -672,7 +701,11 @@ impl Dataplane {
             + dc.upsert.len()
             + dc.remove.len()
             + dl.upsert.len()
-            + dl.remove.len())
+            + dl.remove.len()
+            + dpd.upsert.len()
+            + dpd.remove.len()
+            + dpv.upsert.len()
+            + dpv.remove.len())
     }
 
     /// The id table (names of the counter slots).
@@ -938,6 +971,20 @@ fn drifted_entries(
     });
     compare("SRC4_DIR", &actual.dir4, &expected.dir4, maps, |_| {});
     compare(
+        "PORT_DIR",
+        &actual.port_dir,
+        &expected.port_dir,
+        maps,
+        |_| {},
+    );
+    compare(
+        "PORT_VERDICTS",
+        &actual.port_verdicts,
+        &expected.port_verdicts,
+        maps,
+        |v| verdict_rules(v, &mut ids),
+    );
+    compare(
         "SRC4_CHUNKS",
         &actual.chunks4,
         &expected.chunks4,
@@ -1062,6 +1109,41 @@ fn read_tables(
                 .get(&tables::for_gen::leaf4(gen, e, &SrcValue::default()).0, 0)
                 .map_err(map_err("read SRC4_LEAVES"))?;
             tables.leaves4.insert(e, tables::strip::leaf4(v));
+        }
+    }
+    // The port direct tables: every block, then the verdicts the blocks name.
+    for (gen, tables) in held.iter_mut().enumerate() {
+        use gateway_common::{
+            DIR_ID_MASK, DIR_KIND_MASK, DIR_VERDICT, PORT_DIR_BLOCKS, PORT_DIR_VERDICTS,
+        };
+        let gen = gen as u32;
+        let tables_per_gen = gateway_common::DIR_SCOPES * gateway_common::PORT_DIR_CLASSES;
+        for i in 0..tables_per_gen * PORT_DIR_BLOCKS {
+            let block = maps
+                .port_dir
+                .get(&tables::for_gen::port_dir(gen, i), 0)
+                .map_err(map_err("read PORT_DIR"))?;
+            if block == DirBlock::default() {
+                continue;
+            }
+            // Verdict ids are per table (every PORT_DIR_BLOCKS blocks).
+            let table = i / PORT_DIR_BLOCKS;
+            for &s in &block.slots {
+                let id = s & DIR_ID_MASK;
+                if s & DIR_KIND_MASK == DIR_VERDICT && id < PORT_DIR_VERDICTS {
+                    let at = table * PORT_DIR_VERDICTS + id;
+                    if let std::collections::hash_map::Entry::Vacant(e) =
+                        tables.port_verdicts.entry(at)
+                    {
+                        let v = maps
+                            .port_verdicts
+                            .get(&tables::for_gen::port_verdict(gen, at), 0)
+                            .map_err(map_err("read PORT_VERDICTS"))?;
+                        e.insert(v);
+                    }
+                }
+            }
+            tables.port_dir.insert(i, block);
         }
     }
     // Interfaces with a small index are read by packets from IFACE_TABLE: a slot that

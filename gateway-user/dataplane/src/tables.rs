@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap as HashMap;
 
 use gateway_common::{
-    dir_block_index, limit_index, src_failsafe_flags, DirBlock, IfaceConfig, IfaceKey, LimitConfig,
-    PortKey, SrcV4, SrcV6, SrcValue, Verdict, DIR_CHUNKS, DIR_LEAVES, DIR_SCOPES, GEN_BIT,
-    IFACE_AUDIT, IFACE_DEFAULT_DROP, IFACE_SRC4_DIR, IFACE_WILDCARD_UNIFORM, MAX_LIMITS,
-    MAX_RULE_IDS, MAX_SOURCE_ENTRIES, NO_RULE, PORT_PREFIX_ANY_PROTO, PORT_PREFIX_PROTO,
-    SCOPE_BITS, SRC_UNIFORM,
+    dir_block_index, limit_index, port_dir_index, port_verdict_index, src_failsafe_flags, DirBlock,
+    IfaceConfig, IfaceKey, LimitConfig, PortKey, SrcV4, SrcV6, SrcValue, Verdict, DIR_CHUNKS,
+    DIR_LEAVES, DIR_SCOPES, GEN_BIT, IFACE_AUDIT, IFACE_DEFAULT_DROP, IFACE_PORTS_TCP_DIR,
+    IFACE_PORTS_UDP_DIR, IFACE_SRC4_DIR, IFACE_WILDCARD_UNIFORM, MAX_LIMITS, MAX_RULE_IDS,
+    MAX_SOURCE_ENTRIES, NO_RULE, PORT_PREFIX_ANY_PROTO, PORT_PREFIX_PROTO, SCOPE_BITS, SRC_UNIFORM,
 };
 
 use super::ids::{EntryKey, Exhausted, IdSpace, Ids};
@@ -38,6 +38,11 @@ pub struct Tables {
     pub chunks4: HashMap<u32, DirBlock>,
     /// `SRC4_LEAVES`, by entry id: the `SRC_V4` values the index names.
     pub leaves4: HashMap<u32, SrcValue>,
+    /// `PORT_DIR`, the blocks that are not all `DIR_NONE`, by index in generation 0
+    /// (`port_dir_index(0, ..)`). See [`super::dir::ports`].
+    pub port_dir: HashMap<u32, DirBlock>,
+    /// `PORT_VERDICTS`, by index in generation 0.
+    pub port_verdicts: HashMap<u32, Verdict>,
 }
 
 /// Why the tables could not be built.
@@ -397,6 +402,14 @@ pub mod for_gen {
     pub fn chunk4(gen: u32, id: u32) -> u32 {
         gen * DIR_CHUNKS + id
     }
+    /// `PORT_DIR` index of a block held at `index` (generation 0).
+    pub fn port_dir(gen: u32, index: u32) -> u32 {
+        port_dir_index(gen, 0, 0, 0) + index
+    }
+    /// `PORT_VERDICTS` index of a verdict held at `index` (generation 0).
+    pub fn port_verdict(gen: u32, index: u32) -> u32 {
+        port_verdict_index(gen, 0, 0, 0) + index
+    }
     /// `SRC4_LEAVES` index and value.
     pub fn leaf4(gen: u32, entry: u32, v: &SrcValue) -> (u32, SrcValue) {
         (
@@ -633,6 +646,9 @@ pub fn build(
             }
             None => {
                 port_entries(&mut t, wildcard, &set.wildcard, &rule_id);
+                if scope < DIR_SCOPES {
+                    flags |= port_dirs(&mut t, scope, &set.wildcard, &rule_id);
+                }
                 Verdict::default()
             }
         };
@@ -694,6 +710,43 @@ pub fn build(
     }
     super::dir::build(&mut t, prev, super::dir::Room::default());
     Ok((t, by_name))
+}
+
+/// Writes the TCP and UDP port direct tables of a rule set's wildcard entry (scope id below
+/// `DIR_SCOPES`), those that fit, into `t`; returns the `IFACE_PORTS_*_DIR` flags of those
+/// written. The `PORTS` entries are written all the same (the trie answers other protocols,
+/// and tables that do not fit).
+fn port_dirs(t: &mut Tables, scope: u32, table: &PortTable, rule_id: &dyn Fn(usize) -> u32) -> u32 {
+    let base = table
+        .entries
+        .iter()
+        .find(|e| e.proto.is_none())
+        .map(|e| verdict(&e.verdict, rule_id));
+    let mut flags = 0;
+    for (class, proto, flag) in [
+        (0, 6u8, IFACE_PORTS_TCP_DIR),
+        (1, 17u8, IFACE_PORTS_UDP_DIR),
+    ] {
+        let prefixes: Vec<((u16, u8), Verdict)> = table
+            .entries
+            .iter()
+            .filter(|e| e.proto == Some(proto))
+            .filter_map(|e| Some((e.port_prefix?, verdict(&e.verdict, rule_id))))
+            .collect();
+        let Some(super::dir::PortDir { blocks, verdicts }) = super::dir::ports(base, &prefixes)
+        else {
+            continue;
+        };
+        for (b, block) in blocks {
+            t.port_dir.insert(port_dir_index(0, scope, class, b), block);
+        }
+        for (i, v) in verdicts {
+            t.port_verdicts
+                .insert(port_verdict_index(0, scope, class, i), v);
+        }
+        flags |= flag;
+    }
+    flags
 }
 
 /// The single verdict of a port table whose rules name no protocol (or that is empty).
