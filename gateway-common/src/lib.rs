@@ -48,8 +48,9 @@ pub const MAX_BUCKETS: u32 = BUCKET_SET_COUNT * BUCKET_WAYS as u32;
 /// Rule sets (scopes) whose IPv4 sources have a direct index (`SRC4_DIR`): those whose scope
 /// id is below this. Others are looked up in the trie alone.
 pub const DIR_SCOPES: u32 = 4;
-/// Chunks (/24 blocks of one /16) per generation in `SRC4_CHUNKS`.
-pub const DIR_CHUNKS: u32 = 2048;
+/// Chunks (the /24 slots of one /16, or the address slots of one /24) per generation in
+/// `SRC4_CHUNKS`.
+pub const DIR_CHUNKS: u32 = 4096;
 /// Leaves (source-entry values) per generation in `SRC4_LEAVES`: entries whose id is below
 /// this can be answered from the direct index.
 pub const DIR_LEAVES: u32 = 1 << 16;
@@ -62,9 +63,10 @@ pub const DIR_NONE: u32 = 0;
 /// A slot: every address of the block has this source entry as its longest match; its value
 /// is leaf `slot & DIR_ID_MASK` of `SRC4_LEAVES` (the entry id).
 pub const DIR_LEAF: u32 = 1 << 30;
-/// A slot of `SRC4_DIR` (a /16): the /24s are told apart by chunk `slot & DIR_ID_MASK`.
+/// A slot: its addresses are told apart by chunk `slot & DIR_ID_MASK` of `SRC4_CHUNKS` (a /16's
+/// /24s, or a /24's addresses).
 pub const DIR_CHUNK: u32 = 2 << 30;
-/// A slot: a longer prefix lives in the block (or no room was left): ask the trie.
+/// A slot: ask the trie (the index had no room for the block's chunk or entry).
 pub const DIR_TRIE: u32 = 3 << 30;
 /// Mask of a slot's kind.
 pub const DIR_KIND_MASK: u32 = 3 << 30;
@@ -75,12 +77,12 @@ pub const DIR_ID_MASK: u32 = !DIR_KIND_MASK;
 /// indexed by the next byte of the source address.
 ///
 /// The source trie is a helper call per packet whose cost grows with the number of prefixes
-/// (measured in docs/benchmarks.md); most blocklists and allow lists are /8 to /24 prefixes,
-/// so an array indexed by the address's bytes answers most packets with two or three inlined
-/// array reads: `SRC4_DIR[gen, scope, byte 0].slots[byte 1]` (a /16), then, for a /16 that
-/// holds longer prefixes, `SRC4_CHUNKS[gen, chunk].slots[byte 2]` (a /24). A /24 that holds
-/// a longer prefix (a /32 failsafe entry, a /28) says `DIR_TRIE`, and the trie answers as
-/// before: the trie keeps every entry, the index is only a short cut in front of it.
+/// (measured in docs/benchmarks.md); an array read is inlined by the JIT. A packet reads
+/// `SRC4_DIR[gen, scope, byte 0].slots[byte 1]` (a /16); for a /16 that holds longer
+/// prefixes, `SRC4_CHUNKS[gen, chunk].slots[byte 2]` (a /24); for a /24 that holds prefixes
+/// longer than /24 (a /32 blocklist entry, a failsafe address), one more chunk by byte 3.
+/// The trie keeps every entry: a slot the index had no room for says `DIR_TRIE`, and the trie
+/// answers as before.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DirBlock {

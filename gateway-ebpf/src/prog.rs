@@ -444,24 +444,38 @@ enum DirAnswer {
     Trie,
 }
 
-/// The IPv4 direct index (`gateway_common::DirBlock`): the /16 slot, then for a /16 with
-/// longer prefixes the /24 slot. Anything unexpected (an id out of range) asks the trie,
-/// which is always right.
+/// Slot `byte` of the chunk a `DIR_CHUNK` slot names; `None` for an id out of range.
+#[inline(always)]
+fn dir_chunk(gen: u32, slot: u32, byte: u8) -> Option<u32> {
+    let chunk = slot & DIR_ID_MASK;
+    if chunk >= DIR_CHUNKS {
+        return None;
+    }
+    let block = SRC4_CHUNKS.get(gen * DIR_CHUNKS + chunk)?;
+    Some(unsafe { read_volatile(&block.slots[byte as usize]) })
+}
+
+/// The IPv4 direct index (`gateway_common::DirBlock`): the /16 slot, then the chunks below
+/// it. Anything unexpected (an id out of range, a third chunk) asks the trie, which is always
+/// right.
 #[inline(always)]
 fn dir_v4(gen: u32, slot: u32, p: &Parsed) -> DirAnswer {
     let Some(block) = SRC4_DIR.get(dir_block_index(gen, slot, p.src[0])) else {
         return DirAnswer::Trie;
     };
     let mut v = unsafe { read_volatile(&block.slots[p.src[1] as usize]) };
+    // Up to two chunks: a /16's /24s, then a /24's addresses.
     if v & DIR_KIND_MASK == DIR_CHUNK {
-        let chunk = v & DIR_ID_MASK;
-        if chunk >= DIR_CHUNKS {
-            return DirAnswer::Trie;
-        }
-        let Some(block) = SRC4_CHUNKS.get(gen * DIR_CHUNKS + chunk) else {
-            return DirAnswer::Trie;
+        v = match dir_chunk(gen, v, p.src[2]) {
+            Some(v) => v,
+            None => return DirAnswer::Trie,
         };
-        v = unsafe { read_volatile(&block.slots[p.src[2] as usize]) };
+        if v & DIR_KIND_MASK == DIR_CHUNK {
+            v = match dir_chunk(gen, v, p.src[3]) {
+                Some(v) => v,
+                None => return DirAnswer::Trie,
+            };
+        }
     }
     match v & DIR_KIND_MASK {
         DIR_NONE => DirAnswer::None,

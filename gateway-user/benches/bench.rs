@@ -310,7 +310,8 @@ fn per_packet(report: &mut Report) {
          prefixes plus two allow rules with rate limits. *pass* = UDP 53, which no rule names, passed by the default action (parse + interface + source look-up + the wildcard entry's port look-up: \
          the IPv4 direct index and the port direct table answer both); *pass through limit* = TCP 443 through an allow rule with a token bucket that never \
          triggers (the full check: the same + the bucket); *deny* = a source inside a blocklisted prefix of /24 or shorter whose /24 holds no longer \
-         prefix (the direct index answers); *deny, /25–/32* = a source inside a longer blocklisted prefix (the index sends it to the source trie); \
+         prefix (the direct index answers); *deny, /25–/32* = a source inside a longer blocklisted prefix (a chunk of address slots while the index has room for one, \
+         else the source trie: 4,096 chunks per generation are too few for the 10,000- and 100,000-rule blocklists); \
          *rate-limited* = UDP to a \
          1 packet/s rule after its burst.\n\n"
     ));

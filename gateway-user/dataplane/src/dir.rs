@@ -6,10 +6,10 @@
 //! every packet; an array read is inlined by the JIT. For each rule set with a small enough
 //! scope id, every /16 of the address space gets a slot saying which source entry is the
 //! longest match of all its addresses (a leaf), that none is (the common case for traffic
-//! that no rule names by source), that its /24s differ (a chunk of 256 more slots), or that
-//! a longer prefix lives there and the trie must answer. The trie keeps every entry, so
-//! whatever the index cannot hold (more chunks or entries than it has room for) is answered
-//! there, correctly, at the old cost.
+//! that no rule names by source), or that its /24s differ (a chunk of 256 more slots); a /24
+//! that holds a longer prefix gets a chunk of 256 address slots in turn. The trie keeps every
+//! entry, so whatever the index cannot hold (more chunks or entries than it has room for) says
+//! "ask the trie" and is answered there, correctly, at the old cost.
 //!
 //! The index is a function of the `SRC_V4` entries and of where the previous revision put its
 //! chunks: a /16 keeps its chunk id from one revision to the next, so that a one-rule change
@@ -49,18 +49,32 @@ struct Prefix {
     entry: u32,
 }
 
-/// The chunk ids the /16s of `prev`'s index use, by (scope, /16).
-fn chunk_ids(prev: &Tables) -> BTreeMap<(u32, u16), u32> {
-    let mut out = BTreeMap::new();
+/// A chunk's place: (scope, /16) for a chunk of /24 slots, (scope, /24) for a chunk of
+/// address slots.
+type ChunkKey = (u32, u32);
+
+/// The chunk ids `prev`'s index gives to /16s and to /24s.
+fn chunk_ids(prev: &Tables) -> (BTreeMap<ChunkKey, u32>, BTreeMap<ChunkKey, u32>) {
+    let (mut l2, mut l3) = (BTreeMap::new(), BTreeMap::new());
     for (&index, block) in &prev.dir4 {
-        let (scope, byte0) = (index / 256, (index % 256) as u16);
+        let (scope, byte0) = (index / 256, index % 256);
         for (byte1, &slot) in block.slots.iter().enumerate() {
             if slot & DIR_KIND_MASK == DIR_CHUNK {
-                out.insert((scope, byte0 << 8 | byte1 as u16), slot & DIR_ID_MASK);
+                l2.insert((scope, byte0 << 8 | byte1 as u32), slot & DIR_ID_MASK);
             }
         }
     }
-    out
+    for (&(scope, hi16), id) in &l2 {
+        let Some(block) = prev.chunks4.get(id) else {
+            continue;
+        };
+        for (byte2, &slot) in block.slots.iter().enumerate() {
+            if slot & DIR_KIND_MASK == DIR_CHUNK {
+                l3.insert((scope, hi16 << 8 | byte2 as u32), slot & DIR_ID_MASK);
+            }
+        }
+    }
+    (l2, l3)
 }
 
 /// Fills `t.dir4`, `t.chunks4` and `t.leaves4` from `t.src_v4`, keeping the chunk ids `prev`
@@ -88,68 +102,108 @@ pub fn build(t: &mut Tables, prev: &Tables, room: Room) {
             DIR_TRIE
         }
     };
-    // Per scope: the /16 slots, and the /24 slots of every /16 that needs them.
+    // Per scope: the /16 slots; the /24 slots of every /16 that needs them (level 2); the
+    // address slots of every /24 that holds a longer prefix (level 3).
     let mut l1: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-    let mut wanted: BTreeMap<(u32, u16), [u32; 256]> = BTreeMap::new();
+    let mut level2: BTreeMap<ChunkKey, [u32; 256]> = BTreeMap::new();
+    let mut level3: BTreeMap<ChunkKey, [u32; 256]> = BTreeMap::new();
     for (&scope, prefixes) in &mut by_scope {
         // Shorter prefixes first: a longer one painted later is the longer match where the
         // two overlap (prefixes are nested or disjoint).
         prefixes.sort_by_key(|p| p.len);
         let slots = l1.entry(scope).or_insert_with(|| vec![DIR_NONE; 1 << 16]);
         for p in prefixes.iter() {
-            let hi16 = (p.addr >> 16) as usize;
+            let hi16 = p.addr >> 16;
             if p.len <= 16 {
                 let n = 1usize << (16 - p.len);
-                slots[hi16..hi16 + n].fill(leaf(p.entry));
+                slots[hi16 as usize..hi16 as usize + n].fill(leaf(p.entry));
                 continue;
             }
-            // Every prefix of 16 bits or fewer has been painted: the /16's slot is the
-            // longest match of the addresses no longer prefix covers.
-            let base = slots[hi16];
-            let chunk = wanted.entry((scope, hi16 as u16)).or_insert([base; 256]);
+            // Every shorter prefix has been painted: the slot above is the longest match of
+            // the addresses no longer prefix covers.
+            let base = slots[hi16 as usize];
+            let chunk = level2.entry((scope, hi16)).or_insert([base; 256]);
             let byte2 = ((p.addr >> 8) & 0xff) as usize;
             if p.len <= 24 {
                 let n = 1usize << (24 - p.len);
                 chunk[byte2..byte2 + n].fill(leaf(p.entry));
-            } else {
-                chunk[byte2] = DIR_TRIE;
+                continue;
             }
+            let base = chunk[byte2];
+            let chunk = level3.entry((scope, p.addr >> 8)).or_insert([base; 256]);
+            let byte3 = (p.addr & 0xff) as usize;
+            let n = 1usize << (32 - p.len);
+            chunk[byte3..byte3 + n].fill(leaf(p.entry));
         }
     }
-    // A chunk whose 256 slots agree is no chunk: the /16's slot says it.
-    let mut chunks: BTreeMap<(u32, u16), [u32; 256]> = BTreeMap::new();
-    for (key, slots) in wanted {
-        if slots.iter().all(|&s| s == slots[0]) {
-            l1.get_mut(&key.0).expect("scope painted")[key.1 as usize] = slots[0];
+    let uniform = |slots: &[u32; 256]| slots.iter().all(|&s| s == slots[0]);
+    // A chunk whose 256 slots agree is no chunk: the slot above says it. A /24 that keeps its
+    // chunk is marked in its /16's chunk, which then cannot collapse.
+    let mut pending3: BTreeSet<ChunkKey> = BTreeSet::new();
+    level3.retain(|&(scope, hi24), slots| {
+        let above =
+            &mut level2.get_mut(&(scope, hi24 >> 8)).expect("painted")[(hi24 & 0xff) as usize];
+        if uniform(slots) {
+            *above = slots[0];
+            false
         } else {
-            chunks.insert(key, slots);
+            *above = DIR_TRIE;
+            pending3.insert((scope, hi24));
+            true
         }
-    }
-    // Chunk ids: kept where the previous revision had one, else the lowest free; a /16 left
-    // without one (no room) asks the trie.
-    let old = chunk_ids(prev);
-    let mut given: BTreeMap<(u32, u16), u32> = BTreeMap::new();
+    });
+    level2.retain(|&(scope, hi16), slots| {
+        let has3 = (0..256u32).any(|b| pending3.contains(&(scope, hi16 << 8 | b)));
+        if !has3 && uniform(slots) {
+            l1.get_mut(&scope).expect("scope painted")[hi16 as usize] = slots[0];
+            false
+        } else {
+            true
+        }
+    });
+    // Chunk ids: kept where the previous revision had one, else the lowest free; a /16 or /24
+    // left without one (no room) asks the trie. The /16s' chunks first: they lead to the rest.
+    let (old2, old3) = chunk_ids(prev);
     let mut used = BTreeSet::new();
-    for key in chunks.keys() {
-        if let Some(&id) = old.get(key) {
-            if id < room.chunks && used.insert(id) {
-                given.insert(*key, id);
+    let mut keep = |wanted: &BTreeMap<ChunkKey, [u32; 256]>, old: &BTreeMap<ChunkKey, u32>| {
+        let mut given = BTreeMap::new();
+        for key in wanted.keys() {
+            if let Some(&id) = old.get(key) {
+                if id < room.chunks && used.insert(id) {
+                    given.insert(*key, id);
+                }
             }
         }
-    }
+        given
+    };
+    let given2 = keep(&level2, &old2);
+    let given3 = keep(&level3, &old3);
     let mut free = (0..room.chunks).filter(|id| !used.contains(id));
-    for (key, slots) in &chunks {
-        let id = match given.get(key) {
-            Some(&id) => Some(id),
-            None => free.next(),
-        };
+    let mut placed2: BTreeMap<ChunkKey, u32> = BTreeMap::new();
+    for (key, slots) in &level2 {
         let l1_slot = &mut l1.get_mut(&key.0).expect("scope painted")[key.1 as usize];
-        match id {
+        match given2.get(key).copied().or_else(|| free.next()) {
             Some(id) => {
                 *l1_slot = DIR_CHUNK | id;
                 t.chunks4.insert(id, DirBlock { slots: *slots });
+                placed2.insert(*key, id);
             }
             None => *l1_slot = DIR_TRIE,
+        }
+    }
+    for (key, slots) in &level3 {
+        let Some(&above) = placed2.get(&(key.0, key.1 >> 8)) else {
+            continue; // Its /16 asks the trie.
+        };
+        let id = given3.get(key).copied().or_else(|| free.next());
+        let block = t.chunks4.get_mut(&above).expect("placed");
+        let slot = &mut block.slots[(key.1 & 0xff) as usize];
+        match id {
+            Some(id) => {
+                *slot = DIR_CHUNK | id;
+                t.chunks4.insert(id, DirBlock { slots: *slots });
+            }
+            None => *slot = DIR_TRIE,
         }
     }
     for (scope, slots) in &l1 {
@@ -299,9 +353,12 @@ pub fn lookup(t: &Tables, scope: u32, addr: [u8; 4]) -> Answer {
     let slot =
         |block: Option<&DirBlock>, byte: u8| block.map_or(DIR_NONE, |b| b.slots[byte as usize]);
     let mut v = slot(t.dir4.get(&(scope * 256 + u32::from(addr[0]))), addr[1]);
-    if v & DIR_KIND_MASK == DIR_CHUNK {
+    for byte in [addr[2], addr[3]] {
+        if v & DIR_KIND_MASK != DIR_CHUNK {
+            break;
+        }
         match t.chunks4.get(&(v & DIR_ID_MASK)) {
-            Some(chunk) => v = slot(Some(chunk), addr[2]),
+            Some(chunk) => v = slot(Some(chunk), byte),
             None => return Answer::Trie,
         }
     }
@@ -380,7 +437,7 @@ mod tests {
     }
 
     #[test]
-    fn short_prefixes_are_leaves_and_longer_ones_chunks_or_the_trie() {
+    fn prefixes_of_every_length_are_answered_by_slots_and_chunks() {
         let mut t = tables(&[
             (0, net("10.0.0.0/8"), 1),
             (0, net("10.1.0.0/16"), 2),
@@ -394,11 +451,10 @@ mod tests {
         assert_eq!(leaf([10, 1, 200, 1]), Ok(Some(2)));
         assert_eq!(leaf([10, 2, 3, 1]), Ok(Some(3)));
         assert_eq!(leaf([10, 2, 5, 1]), Ok(Some(1)));
-        assert_eq!(
-            leaf([10, 2, 4, 1]),
-            Err(()),
-            "a /24 with a /32 in it asks the trie"
-        );
+        // A /24 with a /32 in it has a chunk of address slots.
+        assert_eq!(leaf([10, 2, 4, 1]), Ok(Some(1)));
+        assert_eq!(leaf([10, 2, 4, 7]), Ok(Some(4)));
+        assert_eq!(leaf([10, 2, 4, 8]), Ok(Some(1)));
         assert_eq!(leaf([11, 0, 0, 1]), Ok(None));
         assert_eq!(entry(lookup(&t, 1, [192, 0, 2, 1])), Ok(Some(5)));
         assert_eq!(
@@ -406,8 +462,24 @@ mod tests {
             Answer::None,
             "no entries, no blocks"
         );
-        // One chunk (10.2/16); 10.1/16 is uniform, so it needs none.
-        assert_eq!(t.chunks4.len(), 1);
+        // Two chunks (10.2/16, 10.2.4/24); 10.1/16 is uniform, so it needs none.
+        assert_eq!(t.chunks4.len(), 2);
+    }
+
+    #[test]
+    fn a_slash24_without_room_for_its_chunk_asks_the_trie() {
+        let mut t = tables(&[(0, net("10.2.4.7/32"), 1), (0, net("10.2.5.0/24"), 2)]);
+        build(
+            &mut t,
+            &Tables::default(),
+            Room {
+                chunks: 1,
+                leaves: 65_536,
+            },
+        );
+        assert_eq!(entry(lookup(&t, 0, [10, 2, 4, 7])), Err(()));
+        assert_eq!(entry(lookup(&t, 0, [10, 2, 5, 7])), Ok(Some(2)));
+        assert_eq!(entry(lookup(&t, 0, [10, 2, 6, 7])), Ok(None));
     }
 
     #[test]

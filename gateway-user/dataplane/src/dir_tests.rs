@@ -151,7 +151,7 @@ fn sources_judged_through_the_index_agree_with_the_evaluator_across_revisions() 
 #[test]
 #[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
 fn a_policy_too_big_for_the_index_is_judged_by_the_trie() {
-    // 70,000 /20s: more /16s needing a chunk than the index has (2,048 per generation), and
+    // 70,000 /20s: more /16s needing a chunk than the index has (4,096 per generation), and
     // entry ids past its leaves (65,536).
     let n = 70_000u32;
     let rules: Vec<Rule> = (0..n)

@@ -1086,15 +1086,25 @@ fn read_tables(
             }
             ids
         };
-        for c in named(&mut tables.dir4.values(), gateway_common::DIR_CHUNK) {
-            if c >= gateway_common::DIR_CHUNKS {
-                continue;
+        // Chunks of /24 slots (named by blocks), then chunks of address slots (named by those).
+        let mut next = named(&mut tables.dir4.values(), gateway_common::DIR_CHUNK);
+        for _level in 0..2 {
+            let mut below = BTreeSet::new();
+            for c in next {
+                if c >= gateway_common::DIR_CHUNKS || tables.chunks4.contains_key(&c) {
+                    continue;
+                }
+                let block = maps
+                    .src4_chunks
+                    .get(&tables::for_gen::chunk4(gen, c), 0)
+                    .map_err(map_err("read SRC4_CHUNKS"))?;
+                below.extend(named(
+                    &mut std::iter::once(&block),
+                    gateway_common::DIR_CHUNK,
+                ));
+                tables.chunks4.insert(c, block);
             }
-            let block = maps
-                .src4_chunks
-                .get(&tables::for_gen::chunk4(gen, c), 0)
-                .map_err(map_err("read SRC4_CHUNKS"))?;
-            tables.chunks4.insert(c, block);
+            next = below;
         }
         let leaves = named(
             &mut tables.dir4.values().chain(tables.chunks4.values()),
