@@ -49,6 +49,13 @@ struct Prefix {
     entry: u32,
 }
 
+/// A /24's address slots before they get a chunk: its slot in the /24 chunk above, then the
+/// longer prefixes' ranges `(first, count, slot)`, shortest first.
+struct Pending {
+    base: u32,
+    paint: Vec<(usize, usize, u32)>,
+}
+
 /// A chunk's place: (scope, /16) for a chunk of /24 slots, (scope, /24) for a chunk of
 /// address slots.
 type ChunkKey = (u32, u32);
@@ -106,7 +113,9 @@ pub fn build(t: &mut Tables, prev: &Tables, room: Room) {
     // address slots of every /24 that holds a longer prefix (level 3).
     let mut l1: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
     let mut level2: BTreeMap<ChunkKey, [u32; 256]> = BTreeMap::new();
-    let mut level3: BTreeMap<ChunkKey, [u32; 256]> = BTreeMap::new();
+    // Level 3 is kept as what to paint until a chunk is given: with 100,000 rules tens of
+    // thousands of /24s hold a longer prefix, far more than the room for chunks.
+    let mut level3: BTreeMap<ChunkKey, Pending> = BTreeMap::new();
     for (&scope, prefixes) in &mut by_scope {
         // Shorter prefixes first: a longer one painted later is the longer match where the
         // two overlap (prefixes are nested or disjoint).
@@ -130,21 +139,24 @@ pub fn build(t: &mut Tables, prev: &Tables, room: Room) {
                 continue;
             }
             let base = chunk[byte2];
-            let chunk = level3.entry((scope, p.addr >> 8)).or_insert([base; 256]);
+            let pending = level3.entry((scope, p.addr >> 8)).or_insert(Pending {
+                base,
+                paint: Vec::new(),
+            });
             let byte3 = (p.addr & 0xff) as usize;
             let n = 1usize << (32 - p.len);
-            chunk[byte3..byte3 + n].fill(leaf(p.entry));
+            pending.paint.push((byte3, n, leaf(p.entry)));
         }
     }
     let uniform = |slots: &[u32; 256]| slots.iter().all(|&s| s == slots[0]);
     // A chunk whose 256 slots agree is no chunk: the slot above says it. A /24 that keeps its
     // chunk is marked in its /16's chunk, which then cannot collapse.
     let mut pending3: BTreeSet<ChunkKey> = BTreeSet::new();
-    level3.retain(|&(scope, hi24), slots| {
+    level3.retain(|&(scope, hi24), pending| {
         let above =
             &mut level2.get_mut(&(scope, hi24 >> 8)).expect("painted")[(hi24 & 0xff) as usize];
-        if uniform(slots) {
-            *above = slots[0];
+        if pending.paint.iter().all(|&(_, _, v)| v == pending.base) {
+            *above = pending.base;
             false
         } else {
             *above = DIR_TRIE;
@@ -165,9 +177,9 @@ pub fn build(t: &mut Tables, prev: &Tables, room: Room) {
     // left without one (no room) asks the trie. The /16s' chunks first: they lead to the rest.
     let (old2, old3) = chunk_ids(prev);
     let mut used = BTreeSet::new();
-    let mut keep = |wanted: &BTreeMap<ChunkKey, [u32; 256]>, old: &BTreeMap<ChunkKey, u32>| {
+    let mut keep = |wanted: &mut dyn Iterator<Item = &ChunkKey>, old: &BTreeMap<ChunkKey, u32>| {
         let mut given = BTreeMap::new();
-        for key in wanted.keys() {
+        for key in wanted {
             if let Some(&id) = old.get(key) {
                 if id < room.chunks && used.insert(id) {
                     given.insert(*key, id);
@@ -176,8 +188,8 @@ pub fn build(t: &mut Tables, prev: &Tables, room: Room) {
         }
         given
     };
-    let given2 = keep(&level2, &old2);
-    let given3 = keep(&level3, &old3);
+    let given2 = keep(&mut level2.keys(), &old2);
+    let given3 = keep(&mut level3.keys(), &old3);
     let mut free = (0..room.chunks).filter(|id| !used.contains(id));
     let mut placed2: BTreeMap<ChunkKey, u32> = BTreeMap::new();
     for (key, slots) in &level2 {
@@ -191,7 +203,7 @@ pub fn build(t: &mut Tables, prev: &Tables, room: Room) {
             None => *l1_slot = DIR_TRIE,
         }
     }
-    for (key, slots) in &level3 {
+    for (key, pending) in &level3 {
         let Some(&above) = placed2.get(&(key.0, key.1 >> 8)) else {
             continue; // Its /16 asks the trie.
         };
@@ -201,7 +213,13 @@ pub fn build(t: &mut Tables, prev: &Tables, room: Room) {
         match id {
             Some(id) => {
                 *slot = DIR_CHUNK | id;
-                t.chunks4.insert(id, DirBlock { slots: *slots });
+                let mut chunk = DirBlock {
+                    slots: [pending.base; 256],
+                };
+                for &(start, n, v) in &pending.paint {
+                    chunk.slots[start..start + n].fill(v);
+                }
+                t.chunks4.insert(id, chunk);
             }
             None => *slot = DIR_TRIE,
         }
@@ -216,19 +234,21 @@ pub fn build(t: &mut Tables, prev: &Tables, room: Room) {
         }
     }
     // The leaves: the values of the entries some slot names.
-    let mut named = BTreeSet::new();
+    let mut named = vec![false; room.leaves as usize];
+    let mut any = false;
     for block in t.dir4.values().chain(t.chunks4.values()) {
         for &s in &block.slots {
             if s & DIR_KIND_MASK == DIR_LEAF {
-                named.insert(s & DIR_ID_MASK);
+                named[(s & DIR_ID_MASK) as usize] = true;
+                any = true;
             }
         }
     }
-    if named.is_empty() {
+    if !any {
         return;
     }
     for value in t.src_v4.values() {
-        if named.contains(&value.entry) {
+        if named.get(value.entry as usize) == Some(&true) {
             t.leaves4.insert(value.entry, *value);
         }
     }
