@@ -391,6 +391,19 @@ impl Lab {
         cmd
     }
 
+    /// `python3 -c script <from> <root-side address> <port> rest...` inside the namespace: the
+    /// scripts that send test traffic from `from` to the root side.
+    fn python_to_root(&self, script: &str, from: Ipv4Addr, port: u16, rest: &[&str]) -> Command {
+        let (from, root, port) = (
+            from.to_string(),
+            self.config.root_ip.to_string(),
+            port.to_string(),
+        );
+        let mut args = vec!["-c", script, &from, &root, &port];
+        args.extend_from_slice(rest);
+        self.ns_command(PYTHON, &args)
+    }
+
     /// Opens a TCP connection from `from` to the root-side address on `port`.
     pub fn tcp_connect(&self, from: Ipv4Addr, port: u16, timeout: Duration) -> Connect {
         const SCRIPT: &str = r#"
@@ -408,15 +421,10 @@ except ConnectionRefusedError:
 except OSError as e:
     print("error", e)
 "#;
-        let out = self.ns_run(&[
-            PYTHON,
-            "-c",
-            SCRIPT,
-            &from.to_string(),
-            &self.config.root_ip.to_string(),
-            &port.to_string(),
-            &format!("{}", timeout.as_secs_f64()),
-        ]);
+        let out = self
+            .python_to_root(SCRIPT, from, port, &[&timeout.as_secs_f64().to_string()])
+            .output()
+            .unwrap_or_else(|e| panic!("python in {}: {e}", self.config.netns));
         let text = String::from_utf8_lossy(&out.stdout);
         match text.trim() {
             "connected" => Connect::Connected,
@@ -480,14 +488,11 @@ for i in range(count):
     sent += 1
 print(sent)
 "#;
-        let mut cmd = self.ns_command(
-            PYTHON,
+        let mut cmd = self.python_to_root(
+            SCRIPT,
+            from,
+            port,
             &[
-                "-c",
-                SCRIPT,
-                &from.to_string(),
-                &self.config.root_ip.to_string(),
-                &port.to_string(),
                 &count.to_string(),
                 &rate.unwrap_or(0).to_string(),
                 &size.to_string(),
