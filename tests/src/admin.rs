@@ -1,4 +1,6 @@
-//! Talking to a running agent's admin port: `/status`, `/metrics` and the webhook.
+//! Talking to a running agent's admin port: `/status`, `/metrics` and the webhook; and the plain
+//! HTTP GET and the exposition reading they rest on (also used on other loopback servers, such as
+//! Prometheus).
 use std::io::{Read as _, Write as _};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,7 +26,11 @@ pub fn post(port: u16, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>
     }
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
-    let raw = String::from_utf8_lossy(&raw);
+    status_and_body(&String::from_utf8_lossy(&raw))
+}
+
+/// The status code (0 when there is none) and the body of a raw HTTP/1.1 response.
+fn status_and_body(raw: &str) -> (u16, String) {
     let code = raw
         .split_whitespace()
         .nth(1)
@@ -61,7 +67,7 @@ pub fn github_signature(secret: &str, body: &[u8]) -> String {
 
 /// The agent's `/status`.
 pub fn status(admin: u16) -> serde_json::Value {
-    let (code, body) = crate::http_get(admin, "/status", "").expect("admin server");
+    let (code, body) = http_get(admin, "/status", "").expect("admin server");
     assert_eq!(code, 200, "{body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"))
 }
@@ -92,12 +98,38 @@ pub fn wait_applied(admin: u16, commit: &str, timeout: Duration) -> Duration {
 
 /// The agent's `/metrics` text.
 pub fn metrics(admin: u16) -> String {
-    crate::http_get(admin, "/metrics", "")
+    http_get(admin, "/metrics", "")
         .expect("the admin server answers")
         .1
 }
 
 /// A value of the agent's `/metrics` (0 when the series is absent).
 pub fn metric(admin: u16, prefix: &str) -> u64 {
-    crate::metric_value(&metrics(admin), prefix).unwrap_or(0)
+    metric_value(&metrics(admin), prefix).unwrap_or(0)
+}
+
+/// A plain HTTP/1.1 GET on loopback (the admin server, Prometheus): the status code and the
+/// body. `headers` are extra header lines, each ending in `\r\n`. `None` when nothing answers.
+pub fn http_get(port: u16, path: &str, headers: &str) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    Some(status_and_body(&raw))
+}
+
+/// The value of the first sample line of a metrics exposition that starts with `prefix` (a
+/// metric name with its labels, or followed by a space).
+pub fn metric_value(text: &str, prefix: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
 }

@@ -155,11 +155,55 @@ fn our_parent_of(fake: &FakeApiServer, kind: &str, name: &str) -> Option<Value> 
         .cloned()
 }
 
+/// `doc` (a route) with an entry of another controller in its `status.parents`: ours must keep it.
+fn with_other_parent(doc: String) -> String {
+    format!(
+        "{doc}status:\n  parents:\n    - parentRef: {{ name: elsewhere }}\n      controllerName: example.com/other\n      conditions:\n        - {{ type: Accepted, status: 'True', reason: Accepted, message: theirs, lastTransitionTime: '2026-01-01T00:00:00Z' }}\n"
+    )
+}
+
+/// Fails unless the entry of [`with_other_parent`] is still in the route's `status.parents`.
+fn assert_other_parent_kept(fake: &FakeApiServer, kind: &str, name: &str) {
+    let parents = status(fake, kind, name)["parents"].clone();
+    assert!(
+        parents
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["controllerName"] == "example.com/other"),
+        "another controller's entry was dropped: {parents}"
+    );
+}
+
+/// The status of the Gateway `name` (of namespace `apps`), once it has its listeners.
+fn gateway_status(fake: &FakeApiServer, name: &str, timeout: Duration) -> Value {
+    wait_for(timeout, &format!("the status of Gateway {name}"), || {
+        let s = status(fake, "Gateway", name);
+        s["listeners"].is_array().then_some(s)
+    })
+}
+
+/// The status of the L4Policy `name`, once it has its conditions.
+fn l4_policy_status(fake: &FakeApiServer, name: &str, timeout: Duration) -> Value {
+    wait_for(timeout, &format!("the status of L4Policy {name}"), || {
+        let s = fake.get("tollgate.dev/v1alpha1", "L4Policy", None, name)?["status"].clone();
+        s["conditions"].is_array().then_some(s)
+    })
+}
+
 fn condition<'a>(conditions: &'a Value, type_: &str) -> &'a Value {
     conditions
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
         .unwrap_or_else(|| panic!("no {type_} condition in {conditions}"))
+}
+
+/// The message of a condition ("" when it has none).
+fn condition_message(conditions: &Value, type_: &str) -> String {
+    condition(conditions, type_)["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Status writes (to `/status`) in `requests`, and those of one object.
@@ -186,10 +230,7 @@ fn routes_and_gateways_get_their_status_and_a_quiet_cluster_gets_no_writes() {
     let dir = tempfile::tempdir().unwrap();
     let (fake, kubeconfig) = start_fake(dir.path());
     // The route `ok` already has an entry of another controller: it must stay.
-    let other = format!(
-        "{}status:\n  parents:\n    - parentRef: {{ name: elsewhere }}\n      controllerName: example.com/other\n      conditions:\n        - {{ type: Accepted, status: 'True', reason: Accepted, message: theirs, lastTransitionTime: '2026-01-01T00:00:00Z' }}\n",
-        route("ok", "app", "/ok")
-    );
+    let other = with_other_parent(route("ok", "app", "/ok"));
     let l4 = "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nmetadata: { name: edge }\nspec:\n  defaultAction: allow\n  rules: []\n";
     let limit = "apiVersion: tollgate.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: { name: slow, namespace: apps }\nspec:\n  targetRefs: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: ok }]\n  limits:\n    - { key: clientIP, requests: 3, per: 1m }\n";
     let docs = [
@@ -216,15 +257,7 @@ fn routes_and_gateways_get_their_status_and_a_quiet_cluster_gets_no_writes() {
         assert_eq!(c["observedGeneration"], g, "{c}");
         assert!(c["lastTransitionTime"].is_string(), "{c}");
     }
-    let parents = status(&fake, "HTTPRoute", "ok")["parents"].clone();
-    assert!(
-        parents
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["controllerName"] == "example.com/other"),
-        "another controller's entry was dropped: {parents}"
-    );
+    assert_other_parent_kept(&fake, "HTTPRoute", "ok");
     let broken = wait_for(
         Duration::from_secs(10),
         "the status of route broken",
@@ -241,10 +274,7 @@ fn routes_and_gateways_get_their_status_and_a_quiet_cluster_gets_no_writes() {
         "{resolved}"
     );
 
-    let gw = wait_for(Duration::from_secs(10), "the Gateway's status", || {
-        let s = status(&fake, "Gateway", "edge");
-        s["listeners"].is_array().then_some(s)
-    });
+    let gw = gateway_status(&fake, "edge", Duration::from_secs(10));
     let programmed = condition(&gw["conditions"], "Programmed");
     assert_eq!(
         (&programmed["status"], &programmed["message"]),
@@ -255,10 +285,7 @@ fn routes_and_gateways_get_their_status_and_a_quiet_cluster_gets_no_writes() {
     assert_eq!(gw["listeners"][0]["name"], "http");
     assert_eq!(gw["listeners"][0]["attachedRoutes"], 2, "{gw}");
     // An L4Policy (cluster-scoped): enforced by the one ready node.
-    let l4 = wait_for(Duration::from_secs(10), "the L4Policy's status", || {
-        let s = fake.get("tollgate.dev/v1alpha1", "L4Policy", None, "edge")?["status"].clone();
-        s["conditions"].is_array().then_some(s)
-    });
+    let l4 = l4_policy_status(&fake, "edge", Duration::from_secs(10));
     assert_eq!(l4["nodesEnforcing"], 1, "{l4}");
     assert_eq!(l4["observedGeneration"], 1, "{l4}");
     assert_eq!(
@@ -379,10 +406,7 @@ fn routes_and_gateways_get_their_status_and_a_quiet_cluster_gets_no_writes() {
     let node_a = format!("{NODE}  notForThisNode: [gpu]\n");
     fake.apply_yaml(&[gpu, node_a.as_str()].join("---\n"))
         .unwrap();
-    let gpu = wait_for(Duration::from_secs(15), "the gpu L4Policy's status", || {
-        let s = fake.get("tollgate.dev/v1alpha1", "L4Policy", None, "gpu")?["status"].clone();
-        s["conditions"].is_array().then_some(s)
-    });
+    let gpu = l4_policy_status(&fake, "gpu", Duration::from_secs(15));
     assert_eq!(gpu["nodesSelected"], 0, "{gpu}");
     assert_eq!(gpu["nodesEnforcing"], 0, "{gpu}");
     assert_eq!(
@@ -581,20 +605,14 @@ fn a_missing_certificate_or_keys_secret_is_reported_and_its_creation_resolves_it
     // The HTTPS listener is left out for its certificate: ResolvedRefs=False with the Gateway
     // API's reason, naming the Secret; the HTTP listener and the Gateway are served
     // (Accepted=True, ListenersNotValid: a partially invalid Gateway).
-    let gw = wait_for(Duration::from_secs(20), "the tls Gateway's status", || {
-        let s = status(&fake, "Gateway", "tls");
-        s["listeners"].is_array().then_some(s)
-    });
+    let gw = gateway_status(&fake, "tls", Duration::from_secs(20));
     let https = listener(&gw, "https");
     assert_eq!(
         state(&https["conditions"], "ResolvedRefs"),
         pair("False", "InvalidCertificateRef"),
         "{gw}"
     );
-    let message = condition(&https["conditions"], "ResolvedRefs")["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let message = condition_message(&https["conditions"], "ResolvedRefs");
     assert!(
         message.contains("Secret apps/site-cert does not exist"),
         "{message}"
@@ -647,10 +665,7 @@ fn a_missing_certificate_or_keys_secret_is_reported_and_its_creation_resolves_it
         pair("False", "Invalid"),
         "{ancestor}"
     );
-    let why = condition(&ancestor["conditions"], "Accepted")["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let why = condition_message(&ancestor["conditions"], "Accepted");
     assert!(why.contains("Secret apps/api-keys"), "{why}");
 
     // The certificate arrives: the listener resolves and is served.
@@ -761,10 +776,7 @@ fn grpcroutes_get_their_status_and_a_conflict_with_an_httproute_is_reported() {
     let grpc = |name: &str, backend: &str, host: &str, created: &str| {
         format!("apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{ name: {name}, namespace: apps, creationTimestamp: '{created}' }}\nspec:\n  parentRefs: [{{ name: edge }}]\n  hostnames: [{host}]\n  rules:\n    - matches: [{{ method: {{ service: echo.Echo }} }}]\n      backendRefs: [{{ group: tollgate.dev, kind: Backend, name: {backend} }}]\n")
     };
-    let api = format!(
-        "{}status:\n  parents:\n    - parentRef: {{ name: elsewhere }}\n      controllerName: example.com/other\n      conditions:\n        - {{ type: Accepted, status: 'True', reason: Accepted, message: theirs, lastTransitionTime: '2026-01-01T00:00:00Z' }}\n",
-        grpc("api", "app", "api.example", "2026-01-01T00:00:00Z")
-    );
+    let api = with_other_parent(grpc("api", "app", "api.example", "2026-01-01T00:00:00Z"));
     // Younger than `api`, on the same host: it loses the listener.
     let web = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: { name: web, namespace: apps, creationTimestamp: '2026-02-01T00:00:00Z' }\nspec:\n  parentRefs: [{ name: edge }]\n  hostnames: [api.example]\n  rules:\n    - backendRefs: [{ group: tollgate.dev, kind: Backend, name: app }]\n";
     let docs = [
@@ -796,15 +808,7 @@ fn grpcroutes_get_their_status_and_a_conflict_with_an_httproute_is_reported() {
         assert_eq!(state(&ok["conditions"], type_), pair("True", reason), "{c}");
         assert_eq!(c["observedGeneration"], g, "{c}");
     }
-    let parents = status(&fake, "GRPCRoute", "api")["parents"].clone();
-    assert!(
-        parents
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["controllerName"] == "example.com/other"),
-        "another controller's entry was dropped: {parents}"
-    );
+    assert_other_parent_kept(&fake, "GRPCRoute", "api");
     let broken = wait_for(
         Duration::from_secs(10),
         "the status of GRPCRoute broken",
@@ -825,16 +829,10 @@ fn grpcroutes_get_their_status_and_a_conflict_with_an_httproute_is_reported() {
         pair("False", "Conflicted"),
         "{web}"
     );
-    let message = condition(&web["conditions"], "Accepted")["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let message = condition_message(&web["conditions"], "Accepted");
     assert!(message.contains("GRPCRoute apps/api"), "{message}");
 
-    let gw = wait_for(Duration::from_secs(10), "the Gateway's status", || {
-        let s = status(&fake, "Gateway", "edge");
-        s["listeners"].is_array().then_some(s)
-    });
+    let gw = gateway_status(&fake, "edge", Duration::from_secs(10));
     let listener = &gw["listeners"][0];
     // `api` and `broken` (which answers UNAVAILABLE for its unresolved backend) are attached;
     // `web` lost the listener.

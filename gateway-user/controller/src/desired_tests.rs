@@ -8,6 +8,15 @@ const CLASS: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClas
 const GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: { name: edge, namespace: ns, generation: 2 }\nspec:\n  gatewayClassName: tollgate\n  listeners:\n    - { name: http, port: 8080, protocol: HTTP }\n    - { name: bad, port: 8081, protocol: UDP }\n";
 const BACKEND: &str = "apiVersion: tollgate.dev/v1alpha1\nkind: Backend\nmetadata: { name: app, namespace: ns }\nspec:\n  endpoints:\n    - ip: { address: 127.0.0.1, port: 9000 }\n";
 
+/// The GatewayClass, the Gateway `edge` and the Backend `app`, then `more`: the cluster most
+/// tests start from.
+fn with_edge<const N: usize>(more: [String; N]) -> Vec<String> {
+    [CLASS.to_owned(), GATEWAY.to_owned(), BACKEND.to_owned()]
+        .into_iter()
+        .chain(more)
+        .collect()
+}
+
 fn route(name: &str, backend: &str, generation: i64) -> String {
     format!("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{ name: {name}, namespace: ns, generation: {generation} }}\nspec:\n  parentRefs: [{{ name: edge }}]\n  rules:\n    - backendRefs: [{{ group: tollgate.dev, kind: Backend, name: {backend} }}]\n")
 }
@@ -64,6 +73,19 @@ fn shared(d: &Desired) -> &Vec<Value> {
     }
 }
 
+/// The one entry of the route `key`'s `status.parents`: this controller's, for the Gateway `edge`.
+fn only_parent<'a>(plans: &'a BTreeMap<String, Desired>, key: &str) -> &'a Value {
+    let parents = shared(&plans[key]);
+    assert_eq!(parents.len(), 1);
+    let p = &parents[0];
+    assert_eq!(p["controllerName"], CONTROLLER_NAME);
+    assert_eq!(
+        p["parentRef"],
+        json!({"group": GATEWAY_GROUP, "kind": "Gateway", "namespace": "ns", "name": "edge"})
+    );
+    p
+}
+
 fn owned(d: &Desired) -> &Map<String, Value> {
     match &d.plan {
         Plan::Owned(fields) => fields,
@@ -76,6 +98,27 @@ fn find<'a>(conditions: &'a Value, type_: &str) -> &'a Value {
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
         .unwrap_or_else(|| panic!("no {type_} in {conditions}"))
+}
+
+/// The condition `type_` of `conditions`, after checking its status and reason.
+fn assert_condition<'a>(
+    conditions: &'a Value,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> &'a Value {
+    let c = find(conditions, type_);
+    assert_eq!(
+        (&c["status"], &c["reason"]),
+        (&json!(status), &json!(reason)),
+        "{c}"
+    );
+    c
+}
+
+/// Fails unless the message of condition `c` contains `part`.
+fn assert_message(c: &Value, part: &str) {
+    assert!(c["message"].as_str().unwrap().contains(part), "{c}");
 }
 
 fn node(name: &str, ready: bool, listeners: &[&str]) -> NodeView {
@@ -91,42 +134,15 @@ fn node(name: &str, ready: bool, listeners: &[&str]) -> NodeView {
 #[test]
 fn a_route_is_accepted_with_resolved_refs_and_its_generation() {
     let nodes = [node("a", true, &["ns/edge/http"]), node("b", false, &[])];
-    let plans = run(
-        &[
-            CLASS.into(),
-            GATEWAY.into(),
-            BACKEND.into(),
-            route("r", "app", 3),
-        ],
-        &nodes,
-    );
-    let parents = shared(&plans["HTTPRoute/ns/r"]);
-    assert_eq!(parents.len(), 1);
-    let p = &parents[0];
-    assert_eq!(p["controllerName"], CONTROLLER_NAME);
-    assert_eq!(
-        p["parentRef"],
-        json!({"group": GATEWAY_GROUP, "kind": "Gateway", "namespace": "ns", "name": "edge"})
-    );
-    let accepted = find(&p["conditions"], "Accepted");
-    assert_eq!(
-        (&accepted["status"], &accepted["reason"]),
-        (&json!("True"), &json!("Accepted"))
-    );
+    let plans = run(&with_edge([route("r", "app", 3)]), &nodes);
+    let p = only_parent(&plans, "HTTPRoute/ns/r");
+    let accepted = assert_condition(&p["conditions"], "Accepted", "True", "Accepted");
     assert_eq!(accepted["observedGeneration"], 3);
-    let resolved = find(&p["conditions"], "ResolvedRefs");
-    assert_eq!(
-        (&resolved["status"], &resolved["reason"]),
-        (&json!("True"), &json!("ResolvedRefs"))
-    );
+    assert_condition(&p["conditions"], "ResolvedRefs", "True", "ResolvedRefs");
 
     // The Gateway: accepted with one listener left out, programmed on 1 of 2 nodes.
     let gw = owned(&plans["Gateway/ns/edge"]);
-    let accepted = find(&gw["conditions"], "Accepted");
-    assert_eq!(
-        (&accepted["status"], &accepted["reason"]),
-        (&json!("True"), &json!("ListenersNotValid"))
-    );
+    assert_condition(&gw["conditions"], "Accepted", "True", "ListenersNotValid");
     let programmed = find(&gw["conditions"], "Programmed");
     assert_eq!(programmed["status"], "True");
     assert_eq!(programmed["message"], "1/2 nodes programmed");
@@ -141,36 +157,22 @@ fn a_route_is_accepted_with_resolved_refs_and_its_generation() {
     assert_eq!(find(&http["conditions"], "Accepted")["status"], "True");
     let bad = &gw["listeners"][1];
     assert_eq!(bad["attachedRoutes"], 0);
-    let bad_accepted = find(&bad["conditions"], "Accepted");
-    assert_eq!(
-        (&bad_accepted["status"], &bad_accepted["reason"]),
-        (&json!("False"), &json!("UnsupportedProtocol"))
+    assert_condition(
+        &bad["conditions"],
+        "Accepted",
+        "False",
+        "UnsupportedProtocol",
     );
     assert_eq!(find(&bad["conditions"], "Programmed")["status"], "False");
 }
 
 #[test]
 fn a_broken_backend_ref_is_resolved_refs_false() {
-    let plans = run(
-        &[
-            CLASS.into(),
-            GATEWAY.into(),
-            BACKEND.into(),
-            route("r", "missing", 1),
-        ],
-        &[],
-    );
+    let plans = run(&with_edge([route("r", "missing", 1)]), &[]);
     let p = &shared(&plans["HTTPRoute/ns/r"])[0];
     assert_eq!(find(&p["conditions"], "Accepted")["status"], "True");
-    let resolved = find(&p["conditions"], "ResolvedRefs");
-    assert_eq!(
-        (&resolved["status"], &resolved["reason"]),
-        (&json!("False"), &json!("BackendNotFound"))
-    );
-    assert!(
-        resolved["message"].as_str().unwrap().contains("missing"),
-        "{resolved}"
-    );
+    let resolved = assert_condition(&p["conditions"], "ResolvedRefs", "False", "BackendNotFound");
+    assert_message(resolved, "missing");
     // No node programs the Gateway: Programmed=False, "0/0".
     let gw = owned(&plans["Gateway/ns/edge"]);
     let programmed = find(&gw["conditions"], "Programmed");
@@ -183,14 +185,11 @@ fn a_broken_backend_ref_is_resolved_refs_false() {
 #[test]
 fn a_policy_names_the_gateways_of_its_routes_as_ancestors() {
     let plans = run(
-        &[
-            CLASS.into(),
-            GATEWAY.into(),
-            BACKEND.into(),
+        &with_edge([
             route("r", "app", 1),
             limit("ok", "r"),
             limit("lost", "nope"),
-        ],
+        ]),
         &[],
     );
     let ok = shared(&plans["RateLimitPolicy/ns/ok"]);
@@ -200,11 +199,7 @@ fn a_policy_names_the_gateways_of_its_routes_as_ancestors() {
         json!({"group": GATEWAY_GROUP, "kind": "Gateway", "namespace": "ns", "name": "edge"})
     );
     assert_eq!(ok[0]["controllerName"], CONTROLLER_NAME);
-    let accepted = find(&ok[0]["conditions"], "Accepted");
-    assert_eq!(
-        (&accepted["status"], &accepted["reason"]),
-        (&json!("True"), &json!("Accepted"))
-    );
+    let accepted = assert_condition(&ok[0]["conditions"], "Accepted", "True", "Accepted");
     assert_eq!(accepted["observedGeneration"], 1);
     let lost = shared(&plans["RateLimitPolicy/ns/lost"]);
     assert_eq!(lost.len(), 1);
@@ -238,18 +233,13 @@ fn an_l4_policy_counts_the_ready_nodes_that_do_not_refuse_it() {
 
     let broken = "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nmetadata: { name: edge, generation: 5 }\nspec:\n  defaultAction: sometimes\n  rules: []\n".to_owned();
     let plans = run(&[broken], &[]);
-    let accepted = find(&owned(&plans["L4Policy/edge"])["conditions"], "Accepted").clone();
-    assert_eq!(
-        (&accepted["status"], &accepted["reason"]),
-        (&json!("False"), &json!("Invalid"))
+    let accepted = assert_condition(
+        &owned(&plans["L4Policy/edge"])["conditions"],
+        "Accepted",
+        "False",
+        "Invalid",
     );
-    assert!(
-        accepted["message"]
-            .as_str()
-            .unwrap()
-            .contains("defaultAction"),
-        "{accepted}"
-    );
+    assert_message(accepted, "defaultAction");
 }
 
 #[test]
@@ -353,26 +343,15 @@ fn a_listener_whose_client_ca_cannot_be_read_reports_invalid_ca_certificate_ref(
         "0 of 1 nodes",
         Some(1),
     ));
-    let resolved = find(&c, "ResolvedRefs");
-    assert_eq!(
-        (&resolved["status"], &resolved["reason"]),
-        (&json!("False"), &json!("InvalidCACertificateRef"))
-    );
-    let accepted = find(&c, "Accepted");
-    assert_eq!(
-        (&accepted["status"], &accepted["reason"]),
-        (&json!("False"), &json!("NoValidCACertificate"))
-    );
+    assert_condition(&c, "ResolvedRefs", "False", "InvalidCACertificateRef");
+    assert_condition(&c, "Accepted", "False", "NoValidCACertificate");
     assert_eq!(find(&c, "Programmed")["status"], json!("False"));
 }
 
 #[test]
 fn a_grpcroute_gets_its_parents_status_as_an_httproute_does() {
     let plans = run(
-        &[
-            CLASS.into(),
-            GATEWAY.into(),
-            BACKEND.into(),
+        &with_edge([
             grpc_route("g", "app", 4, ""),
             grpc_route("broken", "missing", 2, ""),
             // Left out before the compiler: an unknown field.
@@ -382,46 +361,21 @@ fn a_grpcroute_gets_its_parents_status_as_an_httproute_does() {
                 7,
                 "  sessionPersistence: { type: Cookie }\n",
             ),
-        ],
+        ]),
         &[],
     );
-    let parents = shared(&plans["GRPCRoute/ns/g"]);
-    assert_eq!(parents.len(), 1);
-    let p = &parents[0];
-    assert_eq!(p["controllerName"], CONTROLLER_NAME);
-    assert_eq!(
-        p["parentRef"],
-        json!({"group": GATEWAY_GROUP, "kind": "Gateway", "namespace": "ns", "name": "edge"})
-    );
+    let p = only_parent(&plans, "GRPCRoute/ns/g");
     for (type_, reason) in [("Accepted", "Accepted"), ("ResolvedRefs", "ResolvedRefs")] {
-        let c = find(&p["conditions"], type_);
-        assert_eq!(
-            (&c["status"], &c["reason"]),
-            (&json!("True"), &json!(reason))
-        );
+        let c = assert_condition(&p["conditions"], type_, "True", reason);
         assert_eq!(c["observedGeneration"], 4);
     }
     let p = &shared(&plans["GRPCRoute/ns/broken"])[0];
     assert_eq!(find(&p["conditions"], "Accepted")["status"], "True");
-    let resolved = find(&p["conditions"], "ResolvedRefs");
-    assert_eq!(
-        (&resolved["status"], &resolved["reason"]),
-        (&json!("False"), &json!("BackendNotFound"))
-    );
+    let resolved = assert_condition(&p["conditions"], "ResolvedRefs", "False", "BackendNotFound");
     assert_eq!(resolved["observedGeneration"], 2);
     let p = &shared(&plans["GRPCRoute/ns/unknown"])[0];
-    let accepted = find(&p["conditions"], "Accepted");
-    assert_eq!(
-        (&accepted["status"], &accepted["reason"]),
-        (&json!("False"), &json!("UnsupportedValue"))
-    );
-    assert!(
-        accepted["message"]
-            .as_str()
-            .unwrap()
-            .contains("sessionPersistence"),
-        "{accepted}"
-    );
+    let accepted = assert_condition(&p["conditions"], "Accepted", "False", "UnsupportedValue");
+    assert_message(accepted, "sessionPersistence");
     assert_eq!(accepted["observedGeneration"], 7);
     // The Gateway counts both attached routes on its listener (the left-out one is none).
     let gw = owned(&plans["Gateway/ns/edge"]);
@@ -438,30 +392,17 @@ fn an_httproute_and_a_grpcroute_on_one_listener_the_younger_is_conflicted() {
         )
     };
     let plans = run(
-        &[
-            CLASS.into(),
-            GATEWAY.into(),
-            BACKEND.into(),
+        &with_edge([
             stamp(route("web", "app", 1), "2026-01-02T00:00:00Z"),
             stamp(grpc_route("api", "app", 1, ""), "2026-01-01T00:00:00Z"),
-        ],
+        ]),
         &[],
     );
     let g = &shared(&plans["GRPCRoute/ns/api"])[0];
     assert_eq!(find(&g["conditions"], "Accepted")["status"], "True");
     let h = &shared(&plans["HTTPRoute/ns/web"])[0];
-    let accepted = find(&h["conditions"], "Accepted");
-    assert_eq!(
-        (&accepted["status"], &accepted["reason"]),
-        (&json!("False"), &json!("Conflicted"))
-    );
-    assert!(
-        accepted["message"]
-            .as_str()
-            .unwrap()
-            .contains("GRPCRoute ns/api"),
-        "{accepted}"
-    );
+    let accepted = assert_condition(&h["conditions"], "Accepted", "False", "Conflicted");
+    assert_message(accepted, "GRPCRoute ns/api");
 }
 
 #[test]

@@ -25,18 +25,43 @@ fn git(dir: &Path, args: &[&str]) {
     );
 }
 
+/// Writes `files` (path in the work tree, content) into `repo`, creating their directories,
+/// and commits everything with `message`.
+fn commit_files(repo: &Path, files: &[(&str, &[u8])], message: &str) {
+    for (path, content) in files {
+        let path = repo.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", message]);
+}
+
+/// A new repository, branch `main`, whose first commit holds `files`.
+fn repo_with(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q", "-b", "main"]);
+    commit_files(work.path(), files, "one");
+    work
+}
+
+/// The error of a fetch of `reference` from `url` (the whole repository) that must fail.
+fn fetch_err(url: &str, reference: &str, options: &GitOptions, cache: &Path) -> GitError {
+    GitSource::open(url, reference, "", options, cache)
+        .unwrap()
+        .fetch()
+        .unwrap_err()
+}
+
 #[test]
 fn a_commit_is_read_whole_and_a_new_commit_is_a_new_revision() {
-    let work = tempfile::tempdir().unwrap();
+    let work = repo_with(&[
+        ("policies/edge/a.yaml", b"a: 1\n"),
+        ("policies/README.md", b"not policy\n"),
+        ("other.yaml", b"outside the path\n"),
+    ]);
     let cache = tempfile::tempdir().unwrap();
     let repo = work.path();
-    git(repo, &["init", "-q", "-b", "main"]);
-    std::fs::create_dir_all(repo.join("policies/edge")).unwrap();
-    std::fs::write(repo.join("policies/edge/a.yaml"), "a: 1\n").unwrap();
-    std::fs::write(repo.join("policies/README.md"), "not policy\n").unwrap();
-    std::fs::write(repo.join("other.yaml"), "outside the path\n").unwrap();
-    git(repo, &["add", "."]);
-    git(repo, &["commit", "-q", "-m", "one"]);
     let url = format!("file://{}", repo.display());
     let src = GitSource::open(
         &url,
@@ -57,9 +82,7 @@ fn a_commit_is_read_whole_and_a_new_commit_is_a_new_revision() {
         vec!["edge/a.yaml"]
     );
 
-    std::fs::write(repo.join("policies/b.yml"), "b: 2\n").unwrap();
-    git(repo, &["add", "."]);
-    git(repo, &["commit", "-q", "-m", "two"]);
+    commit_files(repo, &[("policies/b.yml", b"b: 2\n")], "two");
     git(repo, &["tag", "v2"]);
     let second = src.fetch().unwrap();
     assert_ne!(first, second);
@@ -86,16 +109,7 @@ fn a_commit_is_read_whole_and_a_new_commit_is_a_new_revision() {
         first
     );
     // Errors name what is wrong.
-    let e = GitSource::open(
-        &url,
-        "no-such-branch",
-        "",
-        &GitOptions::default(),
-        cache.path(),
-    )
-    .unwrap()
-    .fetch()
-    .unwrap_err();
+    let e = fetch_err(&url, "no-such-branch", &GitOptions::default(), cache.path());
     assert!(e.to_string().contains("no-such-branch"), "{e}");
     let e = GitSource::open(
         &url,
@@ -107,16 +121,12 @@ fn a_commit_is_read_whole_and_a_new_commit_is_a_new_revision() {
     .unwrap();
     let e = e.read(e.fetch().unwrap()).unwrap_err();
     assert!(e.to_string().contains("nowhere"), "{e}");
-    let e = GitSource::open(
+    let e = fetch_err(
         "file:///nonexistent/repo",
         "main",
-        "",
         &GitOptions::default(),
         cache.path(),
-    )
-    .unwrap()
-    .fetch()
-    .unwrap_err();
+    );
     assert!(e.to_string().contains("fetch"), "{e}");
 }
 
@@ -143,29 +153,33 @@ fn git_urls_are_told_from_directories() {
     ] {
         assert!(!is_git_url(dir), "{dir}");
     }
-    assert_eq!(
-        Transport::parse("git@git.example.com:org/policy.git"),
-        Ok(Transport::Ssh {
-            user: Some("git".into()),
-            host: "git.example.com".into(),
-            port: 22
-        })
-    );
-    assert_eq!(
-        Transport::parse("ssh://deploy@[2001:db8::1]:2222/policy.git"),
-        Ok(Transport::Ssh {
-            user: Some("deploy".into()),
-            host: "2001:db8::1".into(),
-            port: 2222
-        })
-    );
-    assert_eq!(
-        Transport::parse("https://bot%40example@git.example.com/p.git"),
-        Ok(Transport::Http {
-            tls: true,
-            user: Some("bot@example".into())
-        })
-    );
+    for (url, transport) in [
+        (
+            "git@git.example.com:org/policy.git",
+            Transport::Ssh {
+                user: Some("git".into()),
+                host: "git.example.com".into(),
+                port: 22,
+            },
+        ),
+        (
+            "ssh://deploy@[2001:db8::1]:2222/policy.git",
+            Transport::Ssh {
+                user: Some("deploy".into()),
+                host: "2001:db8::1".into(),
+                port: 2222,
+            },
+        ),
+        (
+            "https://bot%40example@git.example.com/p.git",
+            Transport::Http {
+                tls: true,
+                user: Some("bot@example".into()),
+            },
+        ),
+    ] {
+        assert_eq!(Transport::parse(url), Ok(transport), "{url}");
+    }
 }
 
 /// Every way a URL is shown: the refusal of a password, `describe()` (the revision's
@@ -190,12 +204,8 @@ fn a_password_or_a_token_in_the_url_is_never_shown() {
     );
 
     // A token in the query of a URL the source accepts.
-    let work = tempfile::tempdir().unwrap();
+    let work = repo_with(&[("a.yaml", b"a: 1\n")]);
     let repo = work.path();
-    git(repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("a.yaml"), "a: 1\n").unwrap();
-    git(repo, &["add", "."]);
-    git(repo, &["commit", "-q", "-m", "one"]);
     let url = format!("file://{}?private_token=S%45CRET", repo.display());
     let src = GitSource::open(&url, "main", "", &GitOptions::default(), cache.path()).unwrap();
     assert_eq!(
@@ -431,10 +441,7 @@ fn a_server_that_wants_credentials_gets_them_once_and_a_refusal_is_named() {
     // No credentials configured.
     let server = refusing_server(19532, 1);
     let cache = tempfile::tempdir().unwrap();
-    let e = GitSource::open(url, "main", "", &GitOptions::default(), cache.path())
-        .unwrap()
-        .fetch()
-        .unwrap_err();
+    let e = fetch_err(url, "main", &GitOptions::default(), cache.path());
     assert_eq!(
         e.to_string(),
         format!("git: {url} asks for credentials (a user and password) and none are configured for it: --git-password-file or --git-password-env (with --git-username) for http(s), --git-ssh-key for ssh")
@@ -450,10 +457,7 @@ fn a_server_that_wants_credentials_gets_them_once_and_a_refusal_is_named() {
         password_file: Some(token),
         ..GitOptions::default()
     };
-    let e = GitSource::open(url, "main", "", &options, cache.path())
-        .unwrap()
-        .fetch()
-        .unwrap_err();
+    let e = fetch_err(url, "main", &options, cache.path());
     assert_eq!(
         e.to_string(),
         format!("git: authentication failed for {url} (user deploy)")
@@ -469,10 +473,6 @@ fn a_server_that_wants_credentials_gets_them_once_and_a_refusal_is_named() {
 
 #[test]
 fn a_fetch_over_the_size_cap_is_aborted() {
-    let work = tempfile::tempdir().unwrap();
-    let cache = tempfile::tempdir().unwrap();
-    let repo = work.path();
-    git(repo, &["init", "-q", "-b", "main"]);
     // 256 KiB that do not compress (an xorshift stream).
     let mut x = 0x2545_f491_4f6c_dd1du64;
     let blob: Vec<u8> = (0..256 * 1024)
@@ -483,19 +483,14 @@ fn a_fetch_over_the_size_cap_is_aborted() {
             x as u8
         })
         .collect();
-    std::fs::write(repo.join("blob.bin"), blob).unwrap();
-    std::fs::write(repo.join("a.yaml"), "a: 1\n").unwrap();
-    git(repo, &["add", "."]);
-    git(repo, &["commit", "-q", "-m", "big"]);
-    let url = format!("file://{}", repo.display());
+    let work = repo_with(&[("blob.bin", &blob), ("a.yaml", b"a: 1\n")]);
+    let cache = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", work.path().display());
     let small = GitOptions {
         max_size: 64 * 1024,
         ..GitOptions::default()
     };
-    let e = GitSource::open(&url, "main", "", &small, cache.path())
-        .unwrap()
-        .fetch()
-        .unwrap_err();
+    let e = fetch_err(&url, "main", &small, cache.path());
     assert!(
         matches!(e, GitError::TooLarge { limit, .. } if limit == 64 * 1024),
         "{e}"
@@ -550,10 +545,7 @@ fn a_server_that_never_answers_times_out_and_a_closed_port_is_unreachable() {
     ] {
         let cache = tempfile::tempdir().unwrap();
         let started = Instant::now();
-        let e = GitSource::open(url, "main", "", &options, cache.path())
-            .unwrap()
-            .fetch()
-            .unwrap_err();
+        let e = fetch_err(url, "main", &options, cache.path());
         assert!(matches!(e, GitError::Timeout { .. }), "{url}: {e}");
         assert_eq!(
             e.to_string(),
@@ -569,16 +561,12 @@ fn a_server_that_never_answers_times_out_and_a_closed_port_is_unreachable() {
 
     // Nothing listens on 19531.
     let cache = tempfile::tempdir().unwrap();
-    let e = GitSource::open(
+    let e = fetch_err(
         "https://127.0.0.1:19531/policy",
         "main",
-        "",
         &options,
         cache.path(),
-    )
-    .unwrap()
-    .fetch()
-    .unwrap_err();
+    );
     assert!(
         e.to_string()
             .starts_with("git: cannot reach https://127.0.0.1:19531/policy: "),
