@@ -14,6 +14,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use super::upstream_h1::BackendBody;
+
 use super::access_log::{self, Entry};
 use super::listener::ConnGuard;
 use super::upstream::InFlight;
@@ -25,7 +27,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where the bytes come from.
 enum Source {
-    Upstream(Incoming),
+    Upstream(BackendBody),
     Full(Full<Bytes>),
 }
 
@@ -55,12 +57,12 @@ impl ResponseBody {
 
     /// A backend's body, cut off at `deadline`.
     pub fn upstream(
-        body: Incoming,
+        body: impl Into<BackendBody>,
         deadline: Option<tokio::time::Instant>,
         done: Completion,
     ) -> Self {
         ResponseBody {
-            source: Source::Upstream(body),
+            source: Source::Upstream(body.into()),
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             sent: 0,
             done: Some(done),
