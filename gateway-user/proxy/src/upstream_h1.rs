@@ -241,6 +241,7 @@ impl Pool {
                         body,
                         conn: Some((conn, self.clone())),
                         ended: false,
+                        error: None,
                     }))
                 }
                 Err(mut e) => match e.take_message() {
@@ -283,6 +284,8 @@ pub struct BackendBody {
     conn: Option<(Conn, Arc<Pool>)>,
     /// The body returned its end.
     ended: bool,
+    /// An error found while driving the connection, handed over on the next poll.
+    error: Option<hyper::Error>,
 }
 
 impl std::fmt::Debug for BackendBody {
@@ -300,6 +303,7 @@ impl From<Incoming> for BackendBody {
             body,
             conn: None,
             ended: false,
+            error: None,
         }
     }
 }
@@ -313,6 +317,9 @@ impl Body for BackendBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
+        if let Some(e) = this.error.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
         // What the connection has read already first; then the connection is driven (it
         // reads more, and sends the rest of a request body still going out), and the body
         // asked again for what that brought.
@@ -320,7 +327,19 @@ impl Body for BackendBody {
             Poll::Pending => match this.conn.as_mut() {
                 Some((c, _)) => {
                     c.drive(cx);
-                    Pin::new(&mut this.body).poll_frame(cx)
+                    match Pin::new(&mut this.body).poll_frame(cx) {
+                        Poll::Ready(Some(Err(e))) => {
+                            // The connection failed (a reset mid-body) while hyper's server may
+                            // still hold what this body gave it so far, the response head
+                            // included, unwritten: an error now would end the client's
+                            // connection without them. The error comes on the next poll, after
+                            // the server has written what it holds.
+                            this.error = Some(e);
+                            cx.waker().wake_by_ref();
+                            Poll::Pending
+                        }
+                        polled => polled,
+                    }
                 }
                 None => Poll::Pending,
             },
