@@ -14,8 +14,6 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use super::upstream_h1::BackendBody;
-
 use super::access_log::{self, Entry};
 use super::listener::ConnGuard;
 use super::upstream::InFlight;
@@ -27,7 +25,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where the bytes come from.
 enum Source {
-    Upstream(BackendBody),
+    Upstream(Incoming),
     Full(Full<Bytes>),
 }
 
@@ -57,12 +55,12 @@ impl ResponseBody {
 
     /// A backend's body, cut off at `deadline`.
     pub fn upstream(
-        body: impl Into<BackendBody>,
+        body: Incoming,
         deadline: Option<tokio::time::Instant>,
         done: Completion,
     ) -> Self {
         ResponseBody {
-            source: Source::Upstream(body.into()),
+            source: Source::Upstream(body),
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             sent: 0,
             done: Some(done),

@@ -1,7 +1,6 @@
 //! The L7 proxy: one listening socket per Gateway listener port, HTTP/1.1 and h2c on each,
 //! routing with the revision's [`RouteTable`], forwarding to Backends over pooled keep-alive
-//! connections ([`upstream_h1`] for cleartext HTTP/1.1, hyper-util's client over TLS,
-//! [`backend_h2`] for HTTP/2).
+//! connections (hyper-util's client).
 //!
 //! Hot reload: the revision in force is one `Arc<Active>` in an [`ArcSwap`]. Each request loads
 //! it once and keeps it to the end, so a swap never splits a request across revisions. A new
@@ -39,7 +38,6 @@ pub mod router;
 pub mod tls;
 pub mod upgrade;
 pub mod upstream;
-pub mod upstream_h1;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -230,11 +228,8 @@ pub struct Core {
     metrics: HttpMetrics,
     sampler: Sampler,
     /// One client (and connection pool) per worker thread, so that a request and the backend
-    /// connection it uses live on the same thread: for request mirrors.
+    /// connection it uses live on the same thread.
     clients: Vec<Client<HttpConnector, UpstreamBody>>,
-    /// The HTTP/1.1 connections to cleartext backends, one pool per worker thread, driven by
-    /// the requests that use them ([`upstream_h1`]).
-    h1_pools: Vec<Arc<upstream_h1::Pool>>,
     workers: Workers,
     /// Per-route series handles ([`metrics::RouteSeries`]), one per worker thread.
     series: Vec<Mutex<metrics::RouteSeries>>,
@@ -313,19 +308,6 @@ impl Proxy {
                     .build(connector.clone())
             })
             .collect();
-        let h1_pools: Vec<_> = workers
-            .handles
-            .iter()
-            .map(|worker| {
-                let pool = upstream_h1::Pool::new(
-                    limits.pool_idle_timeout,
-                    limits.pool_max_idle_per_endpoint,
-                    limits.connect_timeout,
-                );
-                worker.spawn(pool.clone().sweeper(workers.stop.clone()));
-                pool
-            })
-            .collect();
         let rate_limits = limit::Registry::with_backend(
             limit::MAX_KEYS_PER_LIMIT,
             metrics.ratelimit_evictions.clone(),
@@ -366,7 +348,6 @@ impl Proxy {
             config,
             metrics,
             clients,
-            h1_pools,
             workers,
             rate_limits,
             abuse,
@@ -755,11 +736,5 @@ impl Core {
     /// The backend client of the worker thread this runs on.
     fn client(&self) -> &Client<HttpConnector, UpstreamBody> {
         &self.clients[worker().min(self.clients.len() - 1)]
-    }
-
-    /// The pool of HTTP/1.1 connections to cleartext backends of the worker thread this runs
-    /// on.
-    fn h1_pool(&self) -> &Arc<upstream_h1::Pool> {
-        &self.h1_pools[worker().min(self.h1_pools.len() - 1)]
     }
 }

@@ -431,23 +431,16 @@ impl Failure {
         let mut source = std::error::Error::source(error);
         while let Some(e) = source {
             if let Some(h) = e.downcast_ref::<hyper::Error>() {
-                return Failure::of_hyper(h);
+                if h.is_canceled() {
+                    return Failure::NotSent;
+                }
+                if h.is_parse() {
+                    return Failure::InvalidResponse;
+                }
             }
             source = e.source();
         }
         Failure::Reset
-    }
-
-    /// What an error of hyper's connection-level client means (the request given back
-    /// canceled was never written).
-    pub fn of_hyper(error: &hyper::Error) -> Failure {
-        if error.is_canceled() {
-            Failure::NotSent
-        } else if error.is_parse() {
-            Failure::InvalidResponse
-        } else {
-            Failure::Reset
-        }
     }
 
     /// May an attempt that failed so be sent again? Connections that were never made, or

@@ -206,18 +206,13 @@ pub(super) async fn forward(
                             up,
                         )
                         .await
-                        .map(|r| r.map(Into::into))
                         .map_err(|e| (e.failure, e.error))
                 }
                 BackendProtocol::Http1 => match &tls_client {
-                    Some(c) => c
-                        .client
-                        .request(up)
-                        .await
-                        .map(|r| r.map(Into::into))
-                        .map_err(|e| (Failure::of(&e), BoxError::from(e))),
-                    None => core.h1_pool().send(&authority, up).await,
-                },
+                    Some(c) => c.client.request(up).await,
+                    None => core.client().request(up).await,
+                }
+                .map_err(|e| (Failure::of(&e), BoxError::from(e))),
             }
         };
         let result = match attempt_deadline {
