@@ -12,7 +12,9 @@
 # smaps_rollup split) of each agent is read after the last round.
 #
 # Usage (root): l7_ab.sh OLD_BINARY NEW_BINARY [ROUNDS] [REQUESTS] [PROTOS]
-#   PROTOS: any of h1 tls h2 (default "h1 h2").
+#   PROTOS: any of h1 tls h2 h1new (default "h1 h2"). h1new: HTTP/1.1 with a new connection for
+#   every request (ab without keep-alive, 32 at once), the load where accepting matters; its
+#   trials send REQUESTS/10 requests (loopback's ephemeral ports run out long before 200,000).
 # Names are unique to this harness (prefix lpab): netns lpab-ns, veths lpab[ab]0, ports 2961x.
 set -euo pipefail
 
@@ -184,7 +186,19 @@ trial() { # proto port pid -> "µs/request failed"
         h1) args=(--h1 -c 64); url="http://$HOST:$port/api/orders" ;;
         tls) args=(--h1 -c 64); url="https://$HOST:$((port + 1))/api/orders" ;;
         h2) args=(-c 8 -m 16); url="https://$HOST:$((port + 1))/api/orders" ;;
+        h1new) ;;
     esac
+    if [ "$proto" = h1new ]; then
+        local n=$((REQUESTS / 10))
+        t0=$(cpu_ticks "$pid")
+        out=$(ab -q -n "$n" -c 32 -H "x-api-key: $KEY" -H "Host: $HOST" "http://127.0.0.1:$port/api/orders")
+        t1=$(cpu_ticks "$pid")
+        failed=$(echo "$out" | awk '/^Failed requests:/ { print $3 }')
+        non2xx=$(echo "$out" | awk '/^Non-2xx responses:/ { print $3 }')
+        awk -v a="$t0" -v b="$t1" -v n="$n" -v t="$TICK" -v f="${failed:-0}" -v x="${non2xx:-0}" \
+            'BEGIN { printf "%.2f %d\n", (b - a) / t * 1e6 / n, f + x }'
+        return
+    fi
     t0=$(cpu_ticks "$pid")
     out=$(h2load -t 1 -n "$REQUESTS" "${args[@]}" -H "x-api-key: $KEY" \
         --connect-to "127.0.0.1:$([ "$proto" = h1 ] && echo "$port" || echo $((port + 1)))" "$url")

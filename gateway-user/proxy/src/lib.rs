@@ -9,7 +9,11 @@
 //! fails, changing nothing, if one cannot be bound), then [`Proxy::commit`] swaps the table in,
 //! starts accepting on the new ports and stops the ports the revision no longer has (their
 //! open connections finish the requests in flight, then close). Ports that stay keep their
-//! socket and connections.
+//! sockets and connections.
+//!
+//! Each port has one listening socket per worker thread (an `SO_REUSEPORT` group, see
+//! [`bind_workers`]): the kernel spreads new connections over the workers, and a connection is
+//! accepted by the worker that serves it, never handed from one thread to another.
 //!
 //! HTTPS listeners: see [`tls`]. Their certificates are loaded by `prepare` (a bad file refuses
 //! the revision) and reloaded by a timer when their files change. The credential files of
@@ -48,7 +52,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use ipnet::IpNet;
-use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -270,7 +273,8 @@ pub enum ProxyError {
 /// Sockets bound for a revision, not yet serving.
 pub struct Prepared {
     table: Arc<RouteTable>,
-    sockets: Vec<(u16, TcpListener)>,
+    /// Per port, one listening socket per worker thread.
+    sockets: Vec<(u16, Vec<std::net::TcpListener>)>,
     tls: tls::PreparedTls,
     auth: Vec<Arc<auth::AuthRuntime>>,
     backend_tls: Vec<Option<backend_tls::TlsBackend>>,
@@ -385,19 +389,21 @@ impl Proxy {
                 continue;
             }
             let address = SocketAddr::new(self.core.config.address, port);
-            let listener = bind(address).map_err(|source| ProxyError::Listen {
-                address,
-                listeners: table
-                    .policy
-                    .listeners
-                    .iter()
-                    .filter(|l| l.port == port)
-                    .map(|l| format!("listener \"{}\" of Gateway {}", l.name, l.gateway))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                source,
+            let listeners = bind_workers(address, self.core.workers.len()).map_err(|source| {
+                ProxyError::Listen {
+                    address,
+                    listeners: table
+                        .policy
+                        .listeners
+                        .iter()
+                        .filter(|l| l.port == port)
+                        .map(|l| format!("listener \"{}\" of Gateway {}", l.name, l.gateway))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    source,
+                }
             })?;
-            sockets.push((port, listener));
+            sockets.push((port, listeners));
         }
         Ok(Prepared {
             table: table.clone(),
@@ -439,14 +445,18 @@ impl Proxy {
             backend_tls: prepared.backend_tls,
         }));
         let mut open = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
-        for (port, socket) in prepared.sockets {
+        for (port, sockets) in prepared.sockets {
             let stop = CancellationToken::new();
-            tokio::spawn(listener::accept_loop(
-                self.core.clone(),
-                port,
-                socket,
-                stop.clone(),
-            ));
+            // Socket i is accepted on by worker i (one socket when there are no worker threads:
+            // accepted on the agent's runtime, as the workers' fallback serves there).
+            for (worker, socket) in self.core.workers.handles.iter().zip(sockets) {
+                worker.spawn(listener::accept_loop(
+                    self.core.clone(),
+                    port,
+                    socket,
+                    stop.clone(),
+                ));
+            }
             info!(address = %SocketAddr::new(self.core.config.address, port), "HTTP listener open");
             open.insert(port, stop);
         }
@@ -580,16 +590,52 @@ async fn reload_certificates(core: Arc<Core>, stop: CancellationToken) {
 /// Listen backlog of each port.
 const BACKLOG: u32 = 1024;
 
-fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if address.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
+/// A listening socket on `address` (not registered with any runtime: the worker that accepts
+/// on it does that), with `SO_REUSEPORT` when it is one of a group.
+fn listening_socket(
+    address: SocketAddr,
+    reuse_port: bool,
+) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
     // A restarted agent must be able to bind while connections of the old one linger.
-    socket.set_reuseaddr(true)?;
-    socket.bind(address)?;
-    socket.listen(BACKLOG)
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(BACKLOG as i32)?;
+    Ok(socket.into())
+}
+
+/// Binds `address` once per worker thread (`workers` sockets): with more than one, an
+/// `SO_REUSEPORT` group, which the kernel balances new connections over.
+///
+/// `SO_REUSEPORT` lets any other socket with the option, of the same user (root, for a
+/// second agent), join the group and silently take a share of the connections, where a plain
+/// bind fails with "address in use". So the port is first bound alone, without the option:
+/// that bind fails, as a plain one would, when anything holds the port, a group included; the
+/// group is bound right after this socket closes. A second agent does the same and finds the
+/// port taken. What this leaves open: a process that binds the port with `SO_REUSEPORT` in
+/// the moment between the two binds, or later without binding alone first, joins the group
+/// (the kernel has no option to close a group; a socket filter could only steer connections
+/// within it).
+fn bind_workers(
+    address: SocketAddr,
+    workers: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let alone = listening_socket(address, false)?;
+    if workers <= 1 {
+        return Ok(vec![alone]);
+    }
+    drop(alone);
+    (0..workers)
+        .map(|_| listening_socket(address, true))
+        .collect()
 }
 
 /// Raises the soft limit on open files to the hard limit: every client and backend
@@ -618,14 +664,14 @@ thread_local! {
     static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// The proxy's worker threads: each runs a single-threaded tokio runtime that serves the client
-/// connections handed to it, and the backend connections those requests open. A connection
-/// and its requests stay on one thread, so a request never waits for another thread to wake
-/// up (the multi-threaded runtime's work stealing cost about a sixth of the proxy's CPU time
-/// in context switches under load; docs/benchmarks.md). Accepting stays on the agent's runtime.
+/// The proxy's worker threads: each runs a single-threaded tokio runtime that accepts client
+/// connections on its own listening socket of each port and serves them, and the backend
+/// connections those requests open. A connection and its requests stay on one thread, so a
+/// request never waits for another thread to wake up (the multi-threaded runtime's work
+/// stealing cost about a sixth of the proxy's CPU time in context switches under load;
+/// docs/benchmarks.md).
 struct Workers {
     handles: Vec<tokio::runtime::Handle>,
-    next: std::sync::atomic::AtomicUsize,
     stop: CancellationToken,
 }
 
@@ -665,21 +711,11 @@ impl Workers {
             // Serve on the agent's own runtime rather than not at all.
             handles.push(tokio::runtime::Handle::current());
         }
-        Workers {
-            handles,
-            next: std::sync::atomic::AtomicUsize::new(0),
-            stop,
-        }
+        Workers { handles, stop }
     }
 
     fn len(&self) -> usize {
         self.handles.len()
-    }
-
-    /// The next worker, round robin.
-    fn pick(&self) -> &tokio::runtime::Handle {
-        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        &self.handles[i % self.handles.len()]
     }
 }
 

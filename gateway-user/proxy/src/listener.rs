@@ -2,8 +2,8 @@
 //! same port (hyper-util's `auto` server), or on HTTPS ports, TLS first (the listener chosen by
 //! SNI, HTTP/2 or HTTP/1.1 by ALPN, a bounded handshake time, failures counted by reason), with the limits of [`super::Limits`]: header size and
 //! count, header-read timeout (slowloris), idle timeout, HTTP/2 streams, and a cap on open
-//! connections (over it, the proxy stops accepting until one closes; the kernel's backlog
-//! holds the rest).
+//! connections (at it, each accepting worker holds the connection it accepted last, unserved,
+//! and accepts no more until one closes; the kernel's backlog holds the rest).
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -277,21 +277,22 @@ pub fn server_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// Accepts connections on `listener` until `stop` is cancelled.
+/// Accepts connections on `listener` until `stop` is cancelled, and serves them on this
+/// thread's runtime (a proxy worker's: each worker accepts on its own socket of the port).
 pub async fn accept_loop(
     core: Arc<Core>,
     port: u16,
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     stop: CancellationToken,
 ) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(error) => {
+            warn!(port, %error, "cannot accept on a listening socket");
+            return;
+        }
+    };
     loop {
-        let permit = tokio::select! {
-            p = core.connections.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return, // the semaphore is closed: shutting down
-            },
-            _ = stop.cancelled() => return,
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = stop.cancelled() => return,
@@ -306,23 +307,23 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        // Handed to a worker thread, which serves it to the end.
-        let stream = match stream.into_std() {
-            Ok(s) => s,
-            Err(error) => {
-                warn!(port, %error, "cannot hand a connection to a worker");
-                continue;
-            }
+        // Its place under the connection limit, taken once it is accepted: a place taken
+        // before, while waiting, would be held by every worker's loop of every port. At the
+        // limit the loop waits here with this one connection, unserved, and accepts no more
+        // (the kernel's backlog holds the rest) until a connection closes.
+        let permit = tokio::select! {
+            p = core.connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return, // the semaphore is closed: shutting down
+            },
+            _ = stop.cancelled() => return,
         };
+        let _ = stream.set_nodelay(true);
+        // Served to the end on this thread.
         let core = core.clone();
         let stop = stop.clone();
-        let worker = core.workers.pick().clone();
-        worker.spawn(async move {
-            match TcpStream::from_std(stream) {
-                Ok(stream) => serve_connection(core, port, stream, peer, stop).await,
-                Err(error) => warn!(port, %error, "cannot serve a connection on a worker"),
-            }
+        tokio::spawn(async move {
+            serve_connection(core, port, stream, peer, stop).await;
             drop(permit);
         });
     }

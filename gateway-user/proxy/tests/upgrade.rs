@@ -502,9 +502,8 @@ async fn upgraded_connections_count_against_the_connection_limit_and_idle_out() 
     let gw = Gateway::start_with(options, |p| one_route(p[0], backend, &[])).await;
     let upgrade =
         "GET /raw HTTP/1.1\r\nHost: app.test\r\nConnection: upgrade\r\nUpgrade: echo/1\r\n\r\n";
-    // Each tunnel holds a place, and so does the connection asking for the next one (and,
-    // while it waits, the listener for its next connection): of 4 places, at most 3 tunnels,
-    // then 503.
+    // Each tunnel holds a place, and so does the connection asking for the next one: of 4
+    // places, at most 3 tunnels, then 503.
     let mut tunnels = Vec::new();
     let refused = loop {
         let (head, stream) = raw_request(gw.port(), upgrade).await;

@@ -1,0 +1,399 @@
+//! Forwarding a routed request to its backend: the request body (buffered when it may be sent
+//! again), the attempts with their timeouts and retries, and the answer when none succeeded.
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Either};
+use hyper::body::Incoming;
+use tracing::debug;
+
+use super::{body_too_large, local, upstream_error};
+use crate::backend_h2;
+use crate::backend_tls::TlsBackend;
+use crate::body::{BodyState, BoxError, Completion, LimitedBody, ResponseBody};
+use crate::forwarded;
+use crate::upstream::{self, BackendRuntime, BodySent, Failure, ReplayBody};
+use crate::{Core, UpstreamBody};
+use tollgate_compile::l7::table::{BackendProtocol, HeaderModifier, Rule};
+
+/// The request body, readable once or again for each attempt.
+pub(super) enum RequestBody {
+    /// Buffered (or empty): every attempt sends it.
+    Replayable(Bytes),
+    /// Streamed to the first attempt only (large or of unknown length): no retries.
+    Stream(Option<LimitedBody>),
+}
+
+impl RequestBody {
+    fn replayable(&self) -> bool {
+        matches!(self, RequestBody::Replayable(_))
+    }
+
+    /// The body of the next attempt, and what tells whether any of it was sent.
+    fn take(&mut self) -> (UpstreamBody, BodySent) {
+        match self {
+            RequestBody::Replayable(b) => {
+                let (body, sent) = ReplayBody::new(b.clone());
+                (Either::Left(body), sent)
+            }
+            RequestBody::Stream(s) => match s.take() {
+                Some(b) => (Either::Right(b), BodySent::always()),
+                None => (
+                    Either::Left(ReplayBody::new(Bytes::new()).0),
+                    BodySent::always(),
+                ),
+            },
+        }
+    }
+}
+
+/// Buffers a small request body so that it can be sent again on a retry.
+pub(super) async fn read_body(
+    core: &Core,
+    body: Incoming,
+    deadline: Option<tokio::time::Instant>,
+    may_retry: bool,
+    max_body: u64,
+    state: &Arc<BodyState>,
+) -> Result<RequestBody, (StatusCode, &'static str, &'static str)> {
+    if body.is_end_stream() {
+        state.set_complete();
+        return Ok(RequestBody::Replayable(Bytes::new()));
+    }
+    let small = body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= core.config.limits.max_retry_body as u64);
+    if !(may_retry && small) {
+        return Ok(RequestBody::Stream(Some(LimitedBody::new(
+            body,
+            max_body,
+            state.clone(),
+        ))));
+    }
+    let collect = body.collect();
+    let collected = match deadline {
+        Some(d) => match tokio::time::timeout_at(d, collect).await {
+            Ok(c) => c,
+            Err(_) => {
+                return Err((
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    "the request body did not arrive in time",
+                ))
+            }
+        },
+        None => collect.await,
+    };
+    match collected {
+        Ok(c) => {
+            state.set_complete();
+            Ok(RequestBody::Replayable(c.to_bytes()))
+        }
+        Err(_) => Err((
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request body could not be read",
+        )),
+    }
+}
+
+/// Forwards the request to an endpoint of `backend`, and again (another endpoint first) while
+/// the rule's retries allow: see [`Failure::retryable`] for what is retried, and
+/// [`failure_response`] for the answer when nothing more may be tried. The request timeout
+/// (`deadline`) bounds everything, backoffs included; reached, the answer is 504, whatever
+/// the attempt in progress would have brought.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn forward(
+    core: Arc<Core>,
+    mut done: Completion,
+    rule: Arc<Rule>,
+    backend: Arc<BackendRuntime>,
+    tls_client: Option<TlsBackend>,
+    mut parts: http::request::Parts,
+    path_and_query: &str,
+    body: &mut RequestBody,
+    deadline: Option<tokio::time::Instant>,
+    state: &Arc<BodyState>,
+    backend_response_headers: Option<&HeaderModifier>,
+) -> Response<ResponseBody> {
+    let retry = &rule.retry;
+    // In progress for the retry budget until the response head is here (or nothing more is
+    // tried).
+    let _active = backend.request();
+    // The retry in progress (its backoff and its attempt), held within the budget.
+    let mut retrying: Option<upstream::ActiveRetry<'_>> = None;
+    let mut tried: Vec<usize> = Vec::new();
+    let mut retries = 0u32;
+    loop {
+        let attempt_started = tokio::time::Instant::now();
+        if deadline.is_some_and(|d| attempt_started >= d) {
+            // The request timeout passed in a backoff: nothing more is sent.
+            upstream_error(&core, &rule.route, "timeout");
+            return failure_response(done, Failure::Timeout);
+        }
+        let Some((index, in_flight)) = backend.pick(&tried) else {
+            upstream_error(&core, &rule.route, "no_healthy_endpoint");
+            return local(
+                done,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_healthy_endpoint",
+                "no healthy endpoint for this route",
+            );
+        };
+        tried.push(index);
+        let attempt_deadline = match (deadline, rule.timeouts.backend_request) {
+            (Some(d), Some(b)) => Some(d.min(attempt_started + b)),
+            (Some(d), None) => Some(d),
+            (None, Some(b)) => Some(attempt_started + b),
+            (None, None) => None,
+        };
+        let authority = in_flight.endpoint().authority.clone();
+        let scheme = if tls_client.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let uri: Uri = match format!("{scheme}://{authority}{path_and_query}").parse() {
+            Ok(u) => u,
+            Err(_) => {
+                return local(
+                    done,
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the request target cannot be forwarded",
+                )
+            }
+        };
+        let (upstream_body, body_sent) = body.take();
+        let mut up = Request::new(upstream_body);
+        *up.method_mut() = parts.method.clone();
+        *up.uri_mut() = uri;
+        *up.version_mut() = Version::HTTP_11;
+        // The headers are copied only while another attempt may follow (which needs them
+        // again); the last possible attempt takes them.
+        let last_attempt = retries >= retry.attempts || !body.replayable();
+        *up.headers_mut() = if last_attempt {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
+
+        // gRPC needs HTTP/2 whatever the Backend says it speaks.
+        let protocol = if rule.grpc {
+            BackendProtocol::Http2
+        } else {
+            backend.def.protocol
+        };
+        let sent = async {
+            match protocol {
+                BackendProtocol::Http2 => {
+                    let Some(up) = backend_h2::with_authority(up) else {
+                        return Err((
+                            Failure::NotSent,
+                            "the host cannot be an HTTP/2 :authority".into(),
+                        ));
+                    };
+                    backend
+                        .h2
+                        .send(
+                            crate::worker(),
+                            &authority,
+                            tls_client.as_ref().map(|t| &t.h2),
+                            core.limits.connect_timeout,
+                            up,
+                        )
+                        .await
+                        .map_err(|e| (e.failure, e.error))
+                }
+                BackendProtocol::Http1 => match &tls_client {
+                    Some(c) => c.client.request(up).await,
+                    None => core.client().request(up).await,
+                }
+                .map_err(|e| (Failure::of(&e), BoxError::from(e))),
+            }
+        };
+        let result = match attempt_deadline {
+            Some(d) => match tokio::time::timeout_at(d, sent).await {
+                // A head that came as the timer fired is as late as none: which of the two
+                // the runtime saw first must not decide the answer (a 500 where the deadline
+                // says 504).
+                Ok(_) if tokio::time::Instant::now() >= d => None,
+                r => r.ok(),
+            },
+            None => Some(sent.await),
+        };
+        let failure = match result {
+            None if state.incomplete() => {
+                // Still waiting for the client's body: the client is slow, not the backend.
+                debug!(route = %rule.route, endpoint = %authority, "the request body did not arrive in time");
+                return local(
+                    done,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "the request body did not arrive in time",
+                );
+            }
+            Some(Err(_)) if state.client_error() => {
+                return local(
+                    done,
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the request body could not be read",
+                );
+            }
+            Some(Err(_)) if state.too_large() => {
+                // The client's body grew past the limit: the backend is not at fault.
+                body_too_large(&core, &rule.route);
+                return local(
+                    done,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "the request body is larger than this route accepts",
+                );
+            }
+            None => {
+                // The endpoint is blamed when it had its full time: its per-try timeout, or
+                // (without one) the whole request timeout of a first attempt.
+                let had_its_time = match rule.timeouts.backend_request {
+                    Some(b) => attempt_started.elapsed() >= b,
+                    None => retries == 0,
+                };
+                if had_its_time {
+                    backend.failure(index);
+                }
+                upstream_error(&core, &rule.route, "timeout");
+                debug!(route = %rule.route, endpoint = %authority, "backend timed out");
+                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    return failure_response(done, Failure::Timeout);
+                }
+                Failure::Timeout
+            }
+            Some(Err((f, e))) => {
+                backend.failure(index);
+                upstream_error(&core, &rule.route, failure_reason(f));
+                debug!(route = %rule.route, endpoint = %authority, error = %e, failure = ?f, "attempt to the backend failed");
+                f
+            }
+            Some(Ok(resp)) => {
+                let status = resp.status();
+                if matches!(status.as_u16(), 502..=504) {
+                    backend.failure(index);
+                } else {
+                    backend.success(index);
+                }
+                if retry.codes.contains(&status.as_u16())
+                    && retries < retry.attempts
+                    && body.replayable()
+                {
+                    // The budget is asked before the response is let go: refused, it is the
+                    // answer. The retry before this one (if any) is over: its place is free.
+                    drop(retrying.take());
+                    if let Some(r) = backend.try_retry() {
+                        retrying = Some(r);
+                        drop(resp);
+                        drop(in_flight);
+                        retries += 1;
+                        sleep_before_retry(retry.backoff, retries, deadline).await;
+                        continue;
+                    }
+                    debug!(route = %rule.route, backend = %backend.def.label, "retry refused: over the retry budget");
+                }
+                let body_deadline = match (deadline, rule.timeouts.backend_request) {
+                    (Some(d), Some(b)) => Some(d.min(attempt_started + b)),
+                    (d, None) => d,
+                    (None, Some(b)) => Some(attempt_started + b),
+                };
+                let (mut rparts, rbody) = resp.into_parts();
+                forwarded::strip_hop_by_hop(&mut rparts.headers);
+                if let Some(m) = &rule.response_headers {
+                    m.apply(&mut rparts.headers);
+                }
+                if let Some(m) = backend_response_headers {
+                    m.apply(&mut rparts.headers);
+                }
+                done.status = status.as_u16();
+                done.upstream = Some(in_flight);
+                done.body = Some(state.clone());
+                return Response::from_parts(
+                    rparts,
+                    ResponseBody::upstream(rbody, body_deadline, done),
+                );
+            }
+        };
+        drop(in_flight);
+        let may_retry = retries < retry.attempts
+            && body.replayable()
+            && failure.retryable(retry.after_send, &parts.method, body_sent.get());
+        if !may_retry {
+            return failure_response(done, failure);
+        }
+        drop(retrying.take());
+        match backend.try_retry() {
+            Some(r) => retrying = Some(r),
+            None => {
+                debug!(route = %rule.route, backend = %backend.def.label, "retry refused: over the retry budget");
+                return failure_response(done, failure);
+            }
+        }
+        retries += 1;
+        sleep_before_retry(retry.backoff, retries, deadline).await;
+    }
+}
+
+/// Waits before retry number `n`; never past the request's deadline.
+async fn sleep_before_retry(
+    base: std::time::Duration,
+    n: u32,
+    deadline: Option<tokio::time::Instant>,
+) {
+    let wait = upstream::backoff(base, n);
+    if wait.is_zero() {
+        return;
+    }
+    let until = tokio::time::Instant::now() + wait;
+    tokio::time::sleep_until(deadline.map_or(until, |d| d.min(until))).await;
+}
+
+/// The `reason` label of `tollgate_http_upstream_errors_total` (and the access log) for `f`.
+fn failure_reason(f: Failure) -> &'static str {
+    match f {
+        Failure::Connect => "connect",
+        Failure::Tls => "tls",
+        Failure::NotSent | Failure::Reset => "reset",
+        Failure::InvalidResponse => "invalid_response",
+        Failure::Timeout => "timeout",
+    }
+}
+
+/// The answer when the last attempt failed and nothing more may be tried. No response from
+/// the backend (no connection, or one lost before the response head): 503, as the Gateway
+/// API's `HTTPRouteRetryConnectionError` expects once the attempts are spent (and Envoy
+/// answers). A response that is not HTTP: 502. No response in time: 504.
+pub(crate) fn failure_response(done: Completion, f: Failure) -> Response<ResponseBody> {
+    let (status, message) = match f {
+        Failure::Connect => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cannot connect to the backend",
+        ),
+        Failure::Tls => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the TLS handshake with the backend failed",
+        ),
+        Failure::NotSent | Failure::Reset => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the backend closed the connection without an answer",
+        ),
+        Failure::InvalidResponse => (
+            StatusCode::BAD_GATEWAY,
+            "the backend's response is not valid HTTP",
+        ),
+        Failure::Timeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "the backend did not answer in time",
+        ),
+    };
+    local(done, status, failure_reason(f), message)
+}
