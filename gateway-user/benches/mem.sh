@@ -255,7 +255,10 @@ load() {
     done
 }
 
-# One measurement: prints "idle(6 fields) after(6 fields)".
+# One measurement, into RESULT: "idle(6 fields) after(6 fields)". Not run in a subshell, so
+# that the cleanup knows every process it started. Every agent starts with an empty state and
+# pin directory: a state directory left by another scenario would be adopted (its id table and
+# last good revision).
 measure() { # who scenario
     local who=$1 scen=$2 pid bin envs=()
     if [ "$who" = nginx ]; then
@@ -268,8 +271,9 @@ measure() { # who scenario
             # shellcheck disable=SC2206
             envs=(${MEM_NEW_ENV:-})
         fi
+        rm -rf "$BASE/state"
         env TOLLGATE_LOG=warn "${envs[@]}" "$bin" run --interface "$IFACE" --source "$BASE/policy-$scen" \
-            --pin-dir "$BASE/bpf/$who" --state-dir "$BASE/$who-state" --admin "127.0.0.1:$ADMIN" \
+            --pin-dir "$BASE/bpf/$who-$scen" --state-dir "$BASE/state" --admin "127.0.0.1:$ADMIN" \
             --gateway-address 127.0.0.1 --tls-secrets-dir "$BASE/secrets" --access-log off \
             --detach-on-exit >"$BASE/$who-$scen.log" 2>&1 &
         pid=$!
@@ -289,7 +293,11 @@ measure() { # who scenario
     if [ "$who" = nginx ]; then after=$(nginx_memory "$pid"); else after=$(memory "$pid"); fi
     kill "$pid"
     wait "$pid" 2>/dev/null || true
-    echo "$idle $after"
+    if [ "$who" != nginx ] && [ -e "$BASE/bpf/$who-$scen" ]; then
+        echo "$who $scen: pins left after the agent stopped (--detach-on-exit)" >&2
+        exit 1
+    fi
+    RESULT="$idle $after"
 }
 
 stats() { # values (KiB)... -> "median min max" in MiB
@@ -308,7 +316,8 @@ for r in $(seq 1 "$ROUNDS"); do
         n=${#whos[@]}
         for i in $(seq 0 $((n - 1))); do
             who=${whos[$(((i + r) % n))]}
-            R[$scen,$who,$r]=$(measure "$who" "$scen")
+            measure "$who" "$scen"
+            R[$scen,$who,$r]=$RESULT
             echo "round $r $scen $who: ${R[$scen,$who,$r]}" >&2
         done
     done

@@ -10,7 +10,7 @@
 /// huge pages on all of it (`madvise(MADV_HUGEPAGE)`): then a few live objects keep a whole
 /// 2 MiB page resident, and its purges of freed 64 KiB ranges do not shrink one. That was
 /// about 10 MiB of the idle agent's resident memory, for a heap whose working set is a few
-/// MB and gains nothing measurable from fewer TLB misses. `PR_SET_THP_DISABLE` applies to
+/// MB. `PR_SET_THP_DISABLE` applies to
 /// the whole process (mappings made before it too, whatever the system's THP setting) and is
 /// inherited by the processes the agent starts (git, ssh), which lose nothing by it either.
 /// A kernel without it (before 3.15) answers an error, which is ignored: memory, not
