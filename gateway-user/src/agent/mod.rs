@@ -428,7 +428,14 @@ async fn pass(
     let mut pending = controller.begin_pass();
     loop {
         tokio::select! {
-            read = &mut pending => return Some(controller.finish_pass(read)),
+            read = &mut pending => {
+                let next = controller.finish_pass(read);
+                // A pass over a large revision frees hundreds of MB at once (the parsed and
+                // compiled revision it replaced, the compile's intermediates): hand them back
+                // now rather than when the idle agent next allocates.
+                crate::alloc::release_free_memory();
+                return Some(next);
+            }
             _ = link_changed.notified() => controller.reconcile_interfaces(),
             _ = term.recv() => return None,
             _ = int.recv() => return None,
