@@ -25,7 +25,8 @@ pub fn disable_transparent_huge_pages() {
 /// Returns the memory the allocator holds free to the kernel now: empty pages of this thread's
 /// heap and of threads that have ended, and every free range of its arenas, without waiting for
 /// the purge delay (mimalloc purges a freed range only after `purge_delay`, 1 s, and only when
-/// an allocation comes by to do it). For after a phase that freed much at once (the eBPF load);
+/// an allocation comes by to do it). For after a phase that freed much at once (the eBPF load,
+/// a pass over a large revision);
 /// it costs a walk of the heap, not something for a request path.
 ///
 /// The binary's global allocator is mimalloc; where it is not (the unit tests of this crate),
