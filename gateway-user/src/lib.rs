@@ -11,6 +11,7 @@
 //! Each stage is its own crate, so Cargo keeps the data flowing one way; this crate is the only
 //! one that sees them all (`cargo xtask test` checks the direction, see `xtask deps`).
 pub mod agent;
+pub mod alloc;
 pub mod bans;
 pub mod cli;
 pub mod telemetry;

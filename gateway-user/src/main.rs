@@ -5,6 +5,8 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // Before the heap grows (gateway_user::alloc explains why).
+    gateway_user::alloc::disable_transparent_huge_pages();
     match gateway_user::cli::main() {
         Ok(code) => std::process::exit(code),
         Err(error) => {

@@ -236,7 +236,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     if let Err(error) = state_dir::tighten(&config.state_dir) {
         warn!(dir = %config.state_dir.display(), %error, "could not make the state directory private");
     }
-    let mut dp = Dataplane::load(&config.pin_dir, &config.state_dir).with_context(|| {
+    let mut dp = load_dataplane(&config.pin_dir, &config.state_dir).with_context(|| {
         format!(
             "load the eBPF programs (pins in {})",
             config.pin_dir.display()
@@ -385,6 +385,37 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     stop(controller, &config, ban_task, stop_bans).await
 }
 
+/// [`Dataplane::load`] on a thread of its own, then the memory it freed handed back to the
+/// kernel at once. aya's loader parses the kernel's BTF (`/sys/kernel/btf/vmlinux`, for CO-RE
+/// relocations) and drops it when the load ends: about 19 MB of heap, nearly all of the agent's
+/// peak heap (docs/benchmarks.md, "Agent memory"). On a thread that ends with the load, those
+/// allocations do not share pages with what the agent's own threads keep, so the pages are
+/// freed whole, and [`crate::alloc::release_free_memory`] returns them now instead of after
+/// the allocator's purge delay (which only runs when something allocates again).
+fn load_dataplane(
+    pin_dir: &std::path::Path,
+    state_dir: &std::path::Path,
+) -> Result<Dataplane, dataplane::DataplaneError> {
+    let loaded = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("tollgate-load".into())
+            .spawn_scoped(s, || Dataplane::load(pin_dir, state_dir))
+            .map(|t| t.join())
+    });
+    let dp = match loaded {
+        Ok(Ok(loaded)) => loaded,
+        // A panic in the loader is the loader's, as if it had run here.
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        // No thread (out of threads or memory): on this one, as before.
+        Err(error) => {
+            warn!(%error, "could not start a thread for the eBPF load; loading on the agent's");
+            Dataplane::load(pin_dir, state_dir)
+        }
+    };
+    crate::alloc::release_free_memory();
+    dp
+}
+
 /// One pass of the controller; `None` when SIGTERM or SIGINT came first. Link events are
 /// handled meanwhile: an interface that comes back gets its program within milliseconds even
 /// while a slow fetch or a large compile runs.
@@ -397,7 +428,14 @@ async fn pass(
     let mut pending = controller.begin_pass();
     loop {
         tokio::select! {
-            read = &mut pending => return Some(controller.finish_pass(read)),
+            read = &mut pending => {
+                let next = controller.finish_pass(read);
+                // A pass over a large revision frees hundreds of MB at once (the parsed and
+                // compiled revision it replaced, the compile's intermediates): hand them back
+                // now rather than when the idle agent next allocates.
+                crate::alloc::release_free_memory();
+                return Some(next);
+            }
             _ = link_changed.notified() => controller.reconcile_interfaces(),
             _ = term.recv() => return None,
             _ = int.recv() => return None,
