@@ -325,6 +325,11 @@ pub fn align_to_window(redis: &Redis) {
 /// a `per: 1s` limit: the test's Redis runs on this machine, so its clock is this one): the
 /// rate per second.
 pub fn allowed_per_second_over_whole_windows(tally: &Tally, windows: u32) -> f64 {
+    allowed_per_second_of_each(&[tally], windows)[0]
+}
+
+/// [`allowed_per_second_over_whole_windows`] of several tallies over the same windows.
+pub fn allowed_per_second_of_each(tallies: &[&Tally], windows: u32) -> Vec<f64> {
     let into = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -338,13 +343,17 @@ pub fn allowed_per_second_over_whole_windows(tally: &Tally, windows: u32) -> f64
     };
     thread::sleep(wait(into(std::time::SystemTime::now())));
     let started = Instant::now();
-    let before = tally.ok();
+    let before: Vec<u64> = tallies.iter().map(|t| t.ok()).collect();
     // Until the same point of the window `windows` later (a second wait for the next window
     // would take a whole one more if the first one ran late).
     thread::sleep(
         (started + Duration::from_secs(windows.into())).saturating_duration_since(Instant::now()),
     );
-    (tally.ok() - before) as f64 / f64::from(windows)
+    tallies
+        .iter()
+        .zip(before)
+        .map(|(t, b)| (t.ok() - b) as f64 / f64::from(windows))
+        .collect()
 }
 
 /// `openssl` with `args`, in `dir`.
@@ -448,6 +457,10 @@ impl RedisCluster {
                 // A dead primary is marked failed after 1 s (the default is 15 s).
                 "--cluster-node-timeout",
                 "1000",
+                // The other primaries keep serving their slots while one is down (by default
+                // they refuse every key then, and every key falls back).
+                "--cluster-require-full-coverage",
+                "no",
                 "--dir",
                 self.dir.path().to_str().expect("a UTF-8 path"),
             ],
@@ -485,6 +498,40 @@ impl RedisCluster {
                 .collect::<Vec<_>>()
                 .join(",")
         )
+    }
+
+    /// One tenant (`PREFIX<n>`) per node whose windows that node holds, learnt by sending each
+    /// candidate's first request through `proxy` alone and seeing where its window appears.
+    pub fn tenant_per_node(&self, proxy: u16, prefix: &str) -> Vec<String> {
+        let mut found: Vec<Option<String>> = vec![None; self.nodes.len()];
+        for n in 0..200 {
+            if found.iter().all(Option::is_some) {
+                break;
+            }
+            let tenant = format!("{prefix}{n}");
+            // Sets of names, not counts: windows of earlier tenants expire meanwhile.
+            let before = self.keys_per_node();
+            assert_eq!(get(proxy, &tenant).0, 200, "the first request of {tenant}");
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let node = loop {
+                let now = self.keys_per_node();
+                if let Some(i) =
+                    (0..now.len()).find(|&i| now[i].iter().any(|k| !before[i].contains(k)))
+                {
+                    break i;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the window of {tenant} appears on no node"
+                );
+                thread::sleep(Duration::from_millis(10));
+            };
+            found[node].get_or_insert(tenant);
+        }
+        found
+            .into_iter()
+            .map(|t| t.expect("a tenant on every node within 200 tries"))
+            .collect()
     }
 
     /// Lease keys held by each node (`--scan` on a node lists that node's keys only).

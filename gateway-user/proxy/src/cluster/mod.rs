@@ -38,6 +38,7 @@
 //! hashing all 2^32 of them; the hash hides, it does not encrypt).
 pub mod redis;
 pub mod settings;
+pub mod slots;
 
 use std::collections::hash_map::RandomState;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -59,6 +60,8 @@ use crate::metrics::{Catalog, PolicyLabel, ReasonLabel};
 use tollgate_compile::l7::table::{RateLimitBackendFailure, RateLimitDef};
 
 pub use self::settings::{RedisSettings, SettingsError};
+pub use self::slots::NodeDownStatus;
+use self::slots::SlotHealth;
 
 /// Keys tracked per cluster limit (least recently used out).
 pub const MAX_CLUSTER_KEYS: usize = 100_000;
@@ -194,7 +197,8 @@ impl ClusterMetrics {
 /// What `/status` says of the shared counters.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BackendStatus {
-    /// `up`, `down` or `not_configured`.
+    /// `up`, `partial` (a Redis Cluster with primaries down: their keys follow
+    /// `onBackendFailure`, the others are shared), `down` or `not_configured`.
     pub state: &'static str,
     /// The Redis address (no credentials).
     pub address: Option<String>,
@@ -206,6 +210,9 @@ pub struct BackendStatus {
     pub since_seconds: f64,
     /// The last error, while down.
     pub last_error: Option<String>,
+    /// Primaries of a Redis Cluster that do not answer (their slots' keys fall back).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes_down: Vec<NodeDownStatus>,
     /// `--ratelimit-agents`.
     pub agents: u32,
 }
@@ -221,6 +228,8 @@ pub struct Backend {
     changed: Mutex<(Instant, Option<String>)>,
     metrics: ClusterMetrics,
     queue: Option<mpsc::Sender<SyncRequest>>,
+    /// Slots whose primary is down (a Redis Cluster only).
+    slots: SlotHealth,
 }
 
 impl Backend {
@@ -239,6 +248,7 @@ impl Backend {
             changed: Mutex::new((Instant::now(), None)),
             metrics,
             queue,
+            slots: SlotHealth::default(),
         });
         if let (Some(rx), Some(redis)) = (rx, backend.settings.redis.clone()) {
             tokio::spawn(redis::run(backend.clone(), redis, rx));
@@ -249,6 +259,12 @@ impl Backend {
     /// Whether syncs succeed now.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    /// Whether keys of `slot` are shared now: syncs succeed and, on a Redis Cluster, the
+    /// slot's primary answers.
+    pub fn is_up_for(&self, slot: u16) -> bool {
+        self.is_up() && self.slots.is_up(slot)
     }
 
     /// The agents sharing the limits.
@@ -280,9 +296,17 @@ impl Backend {
         self.metrics.fallback.set(i64::from(self.in_fallback()));
     }
 
-    /// Cluster limits are in force and follow their `onBackendFailure`.
+    /// Takes a check of a Redis Cluster's primaries (the sync task calls this).
+    fn set_nodes(&self, checks: &[slots::NodeCheck]) -> slots::Changes {
+        let changes = self.slots.set(checks);
+        self.metrics.fallback.set(i64::from(self.in_fallback()));
+        changes
+    }
+
+    /// Cluster limits are in force and some or all of their keys follow their
+    /// `onBackendFailure`.
     pub fn in_fallback(&self) -> bool {
-        self.in_force.load(Ordering::Relaxed) && !self.is_up()
+        self.in_force.load(Ordering::Relaxed) && (!self.is_up() || self.slots.any_down())
     }
 
     /// What `/status` shows.
@@ -290,16 +314,22 @@ impl Backend {
         let c = self.changed.lock().unwrap_or_else(|e| e.into_inner());
         let configured = self.settings.redis.is_some();
         BackendStatus {
-            state: match (configured, self.is_up()) {
-                (false, _) => "not_configured",
-                (true, true) => "up",
-                (true, false) => "down",
+            state: match (configured, self.is_up(), self.slots.any_down()) {
+                (false, _, _) => "not_configured",
+                (true, true, false) => "up",
+                (true, true, true) => "partial",
+                (true, false, _) => "down",
             },
             address: self.settings.redis.as_ref().map(RedisSettings::address),
             topology: self.settings.redis.as_ref().map(RedisSettings::kind),
             fallback: self.in_fallback(),
             since_seconds: (c.0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
             last_error: if self.is_up() { None } else { c.1.clone() },
+            nodes_down: if self.is_up() {
+                self.slots.status()
+            } else {
+                Vec::new()
+            },
             agents: self.agents(),
         }
     }
@@ -323,6 +353,8 @@ pub(crate) struct SyncRequest {
 pub(crate) struct KeyState {
     /// `tollgate:rl:{<hash>}`, without the window number.
     redis_key: Arc<str>,
+    /// Its Redis Cluster slot.
+    slot: u16,
     /// Tokens granted by Redis, from the window ending at `window_end`, not used yet.
     lease: u32,
     /// Requests admitted without a lease (this node's share), not yet charged to the window.
@@ -485,10 +517,12 @@ impl ClusterLimit {
             if keys.len() >= self.per_shard {
                 keys.pop_oldest();
             }
+            let redis_key = self.redis_key(key);
             keys.insert(
                 hash,
                 KeyState {
-                    redis_key: self.redis_key(key),
+                    slot: slots::slot_of(&redis_key),
+                    redis_key,
                     lease: 0,
                     debt: 0,
                     window_end: 0,
@@ -524,7 +558,7 @@ impl ClusterLimit {
         }
         st.last_use = now;
         st.demand = st.demand.saturating_add(1);
-        let up = self.backend.is_up();
+        let up = self.backend.is_up_for(st.slot);
         let requests = u64::from(self.def.requests);
         let (verdict, basis) = if st.lease > 0 {
             st.lease -= 1;

@@ -252,3 +252,59 @@ fn requests_without_a_lease_stay_within_the_share_per_window_even_if_the_backend
     // The next window.
     assert!(l.acquire_at(key("a"), t0 + 1000 * MS).0.allowed);
 }
+
+#[test]
+fn keys_on_a_dead_primary_fall_back_and_the_others_stay_shared() {
+    let l = limit(10, 2, RateLimitBackendFailure::Deny, true);
+    let t0 = 1000 * MS;
+    // Two keys on different slots; the primary of "a"'s slot is down.
+    let (a, b) = (
+        "a",
+        (0..100)
+            .map(|i| format!("b{i}"))
+            .find(|b| {
+                slots::slot_of(&l.redis_key(key(b))) != slots::slot_of(&l.redis_key(key("a")))
+            })
+            .unwrap(),
+    );
+    let slot_a = slots::slot_of(&l.redis_key(key(a)));
+    let changes = l.backend.set_nodes(&[
+        slots::NodeCheck {
+            node: "127.0.0.1:7000".into(),
+            ranges: vec![(slot_a, slot_a)],
+            error: Some("Connection refused".into()),
+        },
+        slots::NodeCheck {
+            node: "127.0.0.1:7001".into(),
+            ranges: vec![(0, slot_a.saturating_sub(1)), (slot_a + 1, 16383)],
+            error: None,
+        },
+    ]);
+    assert_eq!(changes.went_down, ["127.0.0.1:7000"]);
+    l.backend.set_in_force(true);
+    assert!(l.backend.in_fallback());
+    // (`state` is `partial` with Redis configured: the end-to-end test.)
+    let s = l.backend.status();
+    assert_eq!((s.nodes_down.len(), s.nodes_down[0].slots), (1, 1));
+    // "a": onBackendFailure deny.
+    let (v, taken) = l.acquire_at(key(a), t0);
+    assert!(!v.allowed);
+    assert_eq!(taken.basis(), Basis::BackendFailure);
+    // "b": shared as usual (the share until its first lease, then the lease).
+    let (v, taken) = l.acquire_at(key(&b), t0);
+    assert!(v.allowed);
+    assert_eq!(taken.basis(), Basis::LocalShare);
+    let hb = hash(&l, &b);
+    let (_, want, debt) = l.take_sync(hb, t0).unwrap();
+    l.apply(hb, t0, want, u64::from(debt + want), 500);
+    let (v, taken) = l.acquire_at(key(&b), t0 + MS);
+    assert!(v.allowed);
+    assert_eq!(taken.basis(), Basis::SharedWindow);
+    // The primary answers again: "a" is shared again.
+    assert_eq!(l.backend.set_nodes(&[]).came_back, ["127.0.0.1:7000"]);
+    assert!(l.backend.status().nodes_down.is_empty());
+    assert!(!l.backend.in_fallback());
+    let (v, taken) = l.acquire_at(key(a), t0 + 2 * MS);
+    assert!(v.allowed);
+    assert_eq!(taken.basis(), Basis::LocalShare);
+}
