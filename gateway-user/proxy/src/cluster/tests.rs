@@ -32,6 +32,7 @@ fn limit(
         ClusterSettings {
             redis: None,
             agents,
+            agents_from: AgentsFrom::Default,
         },
         ClusterMetrics::default(),
     );
@@ -307,4 +308,43 @@ fn keys_on_a_dead_primary_fall_back_and_the_others_stay_shared() {
     let (v, taken) = l.acquire_at(key(a), t0 + 2 * MS);
     assert!(v.allowed);
     assert_eq!(taken.basis(), Basis::LocalShare);
+}
+
+#[test]
+fn a_count_of_nodes_sets_the_share_unless_the_flag_did() {
+    let l = limit(30, 1, RateLimitBackendFailure::Local, false);
+    let t0 = 1000 * MS;
+    let admitted = |l: &Arc<ClusterLimit>, tenant: &str, t: u64| {
+        (0..40)
+            .filter(|_| l.acquire_at(key(tenant), t).0.allowed)
+            .count()
+    };
+    // One agent: the whole limit per window while Redis is down.
+    assert_eq!(admitted(&l, "a", t0), 30);
+    let s = l.backend.status();
+    assert_eq!((s.agents, s.agents_from), (1, AgentsFrom::Default));
+    // Three Nodes: a share of 10, at once (a new key; an old one keeps what it had admitted).
+    assert_eq!(l.backend.set_node_count(Ok(3)), Some(3));
+    assert_eq!(l.backend.set_node_count(Ok(3)), None, "no change");
+    assert_eq!(admitted(&l, "b", t0), 10);
+    assert_eq!(l.share().max_batch, 2, "30 / (4 x 3)");
+    // A failed count keeps the last one, and says why.
+    assert_eq!(l.backend.set_node_count(Err("403 Forbidden".into())), None);
+    let s = l.backend.status();
+    assert_eq!((s.agents, s.agents_from), (3, AgentsFrom::KubernetesNodes));
+    assert_eq!(s.agents_count_error.as_deref(), Some("403 Forbidden"));
+    assert!(s.agents_counted_seconds_ago.is_some());
+    // --ratelimit-agents: never replaced.
+    let flagged = Backend::start(
+        ClusterSettings {
+            redis: None,
+            agents: 2,
+            agents_from: AgentsFrom::Flag,
+        },
+        ClusterMetrics::default(),
+    );
+    assert!(!flagged.counts_nodes());
+    assert_eq!(flagged.set_node_count(Ok(7)), None);
+    let s = flagged.status();
+    assert_eq!((s.agents, s.agents_from), (2, AgentsFrom::Flag));
 }
