@@ -21,6 +21,103 @@ pub struct Redis {
     /// Its working directory (a replica's or primary's RDB of a full sync lands there, not in
     /// the source tree).
     _dir: tempfile::TempDir,
+    /// What `redis-cli` needs to reach it besides the port (TLS, password).
+    client: Vec<String>,
+}
+
+/// How a test's redis-servers are reached: TLS with a test CA, a password.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// The test CA and the server's certificate (for 127.0.0.1): TLS only, no plain port.
+    pub tls: Option<std::sync::Arc<TestCa>>,
+    /// `requirepass` (and `masterauth`, for replicas and cluster failovers).
+    pub password: Option<String>,
+}
+
+impl Access {
+    /// redis-server arguments for a server on `port`.
+    fn server_args(&self, port: u16) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(ca) = &self.tls {
+            let p = |f: &str| ca.path(f);
+            a.extend([
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                p("srv.crt"),
+                "--tls-key-file".into(),
+                p("srv.key"),
+                "--tls-ca-cert-file".into(),
+                p("ca.crt"),
+                "--tls-auth-clients".into(),
+                "no".into(),
+                // Between the nodes too (cluster bus, replication).
+                "--tls-cluster".into(),
+                "yes".into(),
+                "--tls-replication".into(),
+                "yes".into(),
+            ]);
+        }
+        if let Some(pw) = &self.password {
+            a.extend(["--requirepass", pw, "--masterauth", pw].map(String::from));
+        }
+        a
+    }
+
+    /// redis-cli arguments besides the port.
+    fn client_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(ca) = &self.tls {
+            a.extend(["--tls".into(), "--cacert".into(), ca.path("ca.crt")]);
+        }
+        if let Some(pw) = &self.password {
+            a.extend(["--no-auth-warning", "-a", pw].map(String::from));
+        }
+        a
+    }
+}
+
+/// A private CA of a test and a server certificate it signed for 127.0.0.1 and localhost
+/// (`ca.crt`, `srv.crt`, `srv.key` in its directory), made with `openssl`.
+#[derive(Debug)]
+pub struct TestCa {
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    /// A new CA and server certificate, valid one day.
+    pub fn new() -> TestCa {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let d = dir.path();
+        let run = |line: &str| openssl(d, &line.split(' ').collect::<Vec<_>>());
+        run("req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -subj /CN=rl-test-ca -days 1");
+        run("req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=localhost");
+        std::fs::write(
+            d.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .expect("san.ext");
+        run("x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.crt -days 1 -extfile san.ext");
+        TestCa { dir }
+    }
+
+    /// The path of one of its files.
+    pub fn path(&self, file: &str) -> String {
+        self.dir
+            .path()
+            .join(file)
+            .to_str()
+            .expect("a UTF-8 path")
+            .to_owned()
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        TestCa::new()
+    }
 }
 
 /// A free port on 127.0.0.1 (free now: the caller binds it soon after).
@@ -45,6 +142,12 @@ impl Redis {
     /// A redis-server on `port` with `extra` arguments (plain `--port` stays on `port` unless
     /// `extra` moves it).
     pub fn start_with(port: u16, extra: &[&str]) -> Redis {
+        Redis::start_as(port, &Access::default(), extra)
+    }
+
+    /// A redis-server on `port` reached as `access` says (TLS: on `port`, no plain port), with
+    /// `extra` arguments.
+    pub fn start_as(port: u16, access: &Access, extra: &[&str]) -> Redis {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let child = Command::new("redis-server")
             .args([
@@ -62,6 +165,7 @@ impl Redis {
                 "--enable-debug-command",
                 "local",
             ])
+            .args(access.server_args(port))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -74,9 +178,9 @@ impl Redis {
             child: Some(child),
             port,
             _dir: dir,
+            client: access.client_args(),
         };
-        // A TLS-only server (port 0: no plain port) is waited for by its test, with its own
-        // client.
+        // Port 0 (no plain port, TLS set up by `extra`) is waited for by its test.
         if port != 0 {
             let deadline = Instant::now() + Duration::from_secs(10);
             while r.cli(&["PING"]).trim() != "PONG" {
@@ -95,10 +199,12 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// `redis-cli -p PORT ARGS...`: its output.
+    /// `redis-cli -p PORT ARGS...` (with TLS and password if the server wants them): its
+    /// output.
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
+            .args(&self.client)
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -252,6 +358,20 @@ pub fn cluster_with(
     extra: &[&str],
     policy: &str,
 ) -> Cluster {
+    cluster_in_state(tag, base, n, url, extra, policy, "up")
+}
+
+/// [`cluster_with`], waiting until each agent says Redis is `state` (`down`: an agent that
+/// cannot reach or log in to Redis).
+pub fn cluster_in_state(
+    tag: &str,
+    base: u16,
+    n: usize,
+    url: &str,
+    extra: &[&str],
+    policy: &str,
+    state: &str,
+) -> Cluster {
     let mut c = Cluster {
         agents: Vec::new(),
         admins: Vec::new(),
@@ -285,7 +405,7 @@ pub fn cluster_with(
         c.labs.push(lab);
     }
     for &admin in &c.admins {
-        wait_state(admin, "up", Duration::from_secs(5));
+        wait_state(admin, state, Duration::from_secs(5));
     }
     c
 }
@@ -407,15 +527,23 @@ pub struct RedisCluster {
     /// The nodes, in the order of `redis-cli --cluster create` (slots split evenly in order).
     pub nodes: Vec<Redis>,
     dir: tempfile::TempDir,
+    access: Access,
 }
 
 impl RedisCluster {
     /// `n` (at least 3) primaries, waited for until every node says `cluster_state:ok`.
     pub fn start(n: usize) -> RedisCluster {
+        RedisCluster::start_as(n, Access::default())
+    }
+
+    /// [`RedisCluster::start`], the nodes reached (by clients and by each other) as `access`
+    /// says.
+    pub fn start_as(n: usize, access: Access) -> RedisCluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut c = RedisCluster {
             nodes: Vec::new(),
             dir,
+            access,
         };
         for _ in 0..n {
             let port = free_port();
@@ -428,6 +556,7 @@ impl RedisCluster {
             .map(|r| format!("127.0.0.1:{}", r.port))
             .collect();
         let out = Command::new("redis-cli")
+            .args(c.access.client_args())
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
@@ -447,8 +576,9 @@ impl RedisCluster {
 
     fn start_node(&self, port: u16) -> Redis {
         let conf = self.dir.path().join(format!("nodes-{port}.conf"));
-        Redis::start_with(
+        Redis::start_as(
             port,
+            &self.access,
             &[
                 "--cluster-enabled",
                 "yes",
@@ -488,10 +618,15 @@ impl RedisCluster {
         self.nodes[i] = self.start_node(port);
     }
 
-    /// `redis+cluster://` with every node as a seed.
+    /// `redis+cluster://` (`rediss+cluster://` with TLS) with every node as a seed.
     pub fn url(&self) -> String {
         format!(
-            "redis+cluster://{}",
+            "{}+cluster://{}",
+            if self.access.tls.is_some() {
+                "rediss"
+            } else {
+                "redis"
+            },
             self.nodes
                 .iter()
                 .map(|r| format!("127.0.0.1:{}", r.port))
@@ -560,6 +695,12 @@ pub struct Sentinel {
 impl Sentinel {
     /// A Sentinel on a free port, waited for until it names the primary on `primary_port`.
     pub fn start(name: &str, primary_port: u16) -> Sentinel {
+        Sentinel::start_with(name, primary_port, None)
+    }
+
+    /// [`Sentinel::start`], logging in to the primary and replicas with `auth_pass` (`sentinel
+    /// auth-pass`).
+    pub fn start_with(name: &str, primary_port: u16, auth_pass: Option<&str>) -> Sentinel {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let port = free_port();
         let conf = dir.path().join("sentinel.conf");
@@ -567,8 +708,11 @@ impl Sentinel {
         std::fs::write(
             &conf,
             format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {name} 127.0.0.1 {primary_port} 1\nsentinel down-after-milliseconds {name} 1000\nsentinel failover-timeout {name} 5000\n",
-                dir.path().display()
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {name} 127.0.0.1 {primary_port} 1\nsentinel down-after-milliseconds {name} 1000\nsentinel failover-timeout {name} 5000\n{}",
+                dir.path().display(),
+                auth_pass
+                    .map(|p| format!("sentinel auth-pass {name} {p}\n"))
+                    .unwrap_or_default()
             ),
         )
         .expect("sentinel.conf");

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use tollgate_tests::admin::{metric, status};
 use tollgate_tests::cluster_limits::{
-    align_to_window, allowed_per_second_of_each, cluster_policy, cluster_with, get, load,
-    wait_state, Redis, RedisCluster, Sentinel, Tally,
+    align_to_window, allowed_per_second_of_each, cluster_in_state, cluster_policy, cluster_with,
+    get, load, wait_state, Access, Redis, RedisCluster, Sentinel, Tally, TestCa,
 };
 use tollgate_tests::require_root;
 
@@ -305,4 +305,135 @@ fn agents_find_the_primary_through_a_sentinel_and_follow_a_failover() {
             > 0,
         "the windows are on the promoted replica"
     );
+}
+
+/// Two agents, one window of Redis' clock: `LIMIT` allowed of 8 over both, the rest 429.
+fn one_window_is_shared(c: &tollgate_tests::cluster_limits::Cluster, clock: &Redis, key: &str) {
+    align_to_window(clock);
+    let codes: Vec<u16> = (0..8).map(|i| get(c.proxies[i % 2], key).0).collect();
+    assert_eq!(codes.iter().filter(|&&c| c == 200).count(), 5, "{codes:?}");
+    assert!(codes.iter().all(|&c| c == 200 || c == 429), "{codes:?}");
+}
+
+/// The password in a file for `--ratelimit-redis-password-file`.
+fn password_file(dir: &tempfile::TempDir, password: &str) -> String {
+    let path = dir.path().join("password");
+    std::fs::write(&path, format!("{password}\n")).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_redis_cluster_with_tls_and_a_password_shares_the_limit() {
+    require_root!();
+    const PASSWORD: &str = "rc-tls-s3cret";
+    let ca = Arc::new(TestCa::new());
+    let rc = RedisCluster::start_as(
+        3,
+        Access {
+            tls: Some(ca.clone()),
+            password: Some(PASSWORD.into()),
+        },
+    );
+    let url = rc.url();
+    assert!(url.starts_with("rediss+cluster://"), "{url}");
+    let dir = tempfile::tempdir().unwrap();
+    let pw = password_file(&dir, PASSWORD);
+    let ca_file = ca.path("ca.crt");
+    let c = cluster_with(
+        "rctls",
+        18610,
+        2,
+        &url,
+        &[
+            "--ratelimit-redis-ca-file",
+            &ca_file,
+            "--ratelimit-redis-password-file",
+            &pw,
+        ],
+        &cluster_policy(5, "deny"),
+    );
+    let s = status(c.admins[0]);
+    assert_eq!(s["ratelimit_backend"]["topology"], "cluster", "{s}");
+    assert_eq!(s["ratelimit_backend"]["state"], "up", "{s}");
+    one_window_is_shared(&c, &rc.nodes[0], "tls");
+    // Keys on every primary (each reached over TLS, with the password): cold keys spread.
+    for n in 0..60 {
+        assert_eq!(get(c.proxies[n % 2], &format!("spread-{n}")).0, 200);
+    }
+    thread::sleep(Duration::from_millis(300));
+    let counts: Vec<usize> = rc.keys_per_node().iter().map(Vec::len).collect();
+    println!("lease keys per primary over TLS: {counts:?}");
+    assert!(
+        counts.iter().all(|&n| n > 0),
+        "keys per primary: {counts:?}"
+    );
+    for a in &c.agents {
+        assert!(!a.log().contains(PASSWORD), "the password is never logged");
+    }
+    // Without the password file, the agent cannot log in: down, and onBackendFailure (deny).
+    drop(c);
+    let c = cluster_in_state(
+        "rctlsno",
+        18616,
+        1,
+        &url,
+        &["--ratelimit-redis-ca-file", &ca_file],
+        &cluster_policy(5, "deny"),
+        "down",
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let s = loop {
+        let s = status(c.admins[0]);
+        if s["ratelimit_backend"]["last_error"].is_string() || Instant::now() > deadline {
+            break s;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        s["ratelimit_backend"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("NOAUTH") || e.contains("uthentication")),
+        "{s}"
+    );
+    assert_eq!(get(c.proxies[0], "x").0, 429);
+}
+
+#[test]
+fn a_sentinel_names_a_primary_that_wants_a_password_and_the_agents_log_in() {
+    require_root!();
+    const NAME: &str = "rcauth";
+    const PASSWORD: &str = "rc-sen-s3cret";
+    let access = Access {
+        tls: None,
+        password: Some(PASSWORD.into()),
+    };
+    let primary = Redis::start_as(tollgate_tests::cluster_limits::free_port(), &access, &[]);
+    // The Sentinel logs in to the primary with `sentinel auth-pass`; the agents with the
+    // password file (the Sentinel itself wants none).
+    let sentinel = Sentinel::start_with(NAME, primary.port, Some(PASSWORD));
+    let url = format!("redis+sentinel://127.0.0.1:{}/{NAME}", sentinel.port);
+    let dir = tempfile::tempdir().unwrap();
+    let pw = password_file(&dir, PASSWORD);
+    let c = cluster_with(
+        "rcauth",
+        18640,
+        2,
+        &url,
+        &["--ratelimit-redis-password-file", &pw],
+        &cluster_policy(5, "deny"),
+    );
+    let s = status(c.admins[0]);
+    assert_eq!(s["ratelimit_backend"]["topology"], "sentinel", "{s}");
+    one_window_is_shared(&c, &primary, "auth");
+    assert!(
+        primary
+            .cli(&["--scan", "--pattern", "tollgate:rl:*"])
+            .lines()
+            .count()
+            > 0,
+        "the windows are on the primary the Sentinel names"
+    );
+    for a in &c.agents {
+        assert!(!a.log().contains(PASSWORD), "the password is never logged");
+    }
 }
