@@ -410,6 +410,58 @@ pub fn cluster_in_state(
     c
 }
 
+/// The hot key `hot` at 3 x `limit` per second, spread evenly over the agents of `c`, for
+/// `seconds` whole windows of `clock` (a `per: 1s` limit): the tally.
+pub fn hot_key_over_windows(c: &Cluster, clock: &Redis, limit: u32, seconds: u64) -> Arc<Tally> {
+    align_to_window(clock);
+    let stop = Arc::new(AtomicBool::new(false));
+    let hot = Arc::new(Tally::default());
+    let per_agent = 3 * limit / c.proxies.len() as u32;
+    let threads: Vec<_> = c
+        .proxies
+        .iter()
+        .map(|&p| load(p, per_agent, |_| "hot".into(), stop.clone(), hot.clone()))
+        .collect();
+    thread::sleep(Duration::from_secs(seconds));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().expect("a load thread");
+    }
+    hot
+}
+
+/// The statuses of `n` requests of one key, spread over `proxies` in turn, all within one
+/// window of `clock` (a `per: 1s` limit): started on a window's boundary, and sent again with a
+/// fresh key (`KEY-1`, ...) if they ran into the next window (a loaded machine), 3 tries.
+pub fn codes_in_one_window(clock: &Redis, proxies: &[u16], key: &str, n: usize) -> Vec<u16> {
+    for attempt in 0..3 {
+        align_to_window(clock);
+        let window = clock.time_ms() / 1000;
+        let key = if attempt == 0 {
+            key.to_owned()
+        } else {
+            format!("{key}-{attempt}")
+        };
+        let codes: Vec<u16> = (0..n)
+            .map(|i| get(proxies[i % proxies.len()], &key).0)
+            .collect();
+        if clock.time_ms() / 1000 == window {
+            return codes;
+        }
+    }
+    panic!("{n} requests never fit in one window of Redis' clock");
+}
+
+/// The flags of a `rediss...://` Redis with a private CA and a password file.
+pub fn tls_and_password<'a>(ca_file: &'a str, password_file: &'a str) -> [&'a str; 4] {
+    [
+        "--ratelimit-redis-ca-file",
+        ca_file,
+        "--ratelimit-redis-password-file",
+        password_file,
+    ]
+}
+
 /// The state of the agent's Redis, from `/status`.
 pub fn state(admin: u16) -> String {
     status(admin)["ratelimit_backend"]["state"]

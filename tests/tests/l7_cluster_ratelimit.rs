@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use tollgate_tests::admin::{metric, status};
 use tollgate_tests::cluster_limits::{
     align_to_window, allowed_per_second_over_whole_windows, cluster, cluster_in_state,
-    cluster_policy, cluster_with, free_port, get, load, state, wait_state, Access, Redis, Tally,
-    TestCa,
+    cluster_policy, cluster_with, codes_in_one_window, free_port, get, load, state,
+    tls_and_password, wait_state, Access, Redis, Tally, TestCa,
 };
 use tollgate_tests::require_root;
 
@@ -347,17 +347,11 @@ fn rediss_with_a_private_ca_and_a_password_file_shares_the_limit() {
         18500,
         1,
         &url,
-        &[
-            "--ratelimit-redis-ca-file",
-            &ca_file,
-            "--ratelimit-redis-password-file",
-            &pw,
-        ],
+        &tls_and_password(&ca_file, &pw),
         &cluster_policy(5, "deny"),
     );
     // Within one window of Redis' clock: 5 allowed, the rest refused from the shared window.
-    align_to_window(&redis);
-    let codes: Vec<u16> = (0..8).map(|_| get(c.proxies[0], "tls").0).collect();
+    let codes = codes_in_one_window(&redis, &c.proxies, "tls", 8);
     let ok = codes.iter().filter(|&&c| c == 200).count();
     assert_eq!(ok, 5, "{codes:?}");
     assert!(codes.iter().all(|&c| c == 200 || c == 429), "{codes:?}");

@@ -14,7 +14,7 @@
 //! Each agent keeps, per (limit, key), a *lease*: tokens Redis granted it from the current
 //! window ([`KeyState`]). A request takes a token from the lease. When the lease falls to half
 //! a batch, the key is queued for the sync task ([`redis`]) which asks Redis for the next batch
-//! (an atomic Lua script: grant at most what the window has left), many keys per pipeline.
+//! (an atomic Lua script: grant at most what the window has left), many keys per round.
 //! The batch is the key's request rate on this agent times [`LEASE_HORIZON`], at least one and at
 //! most `requests / (4 × agents)`, so a hot key syncs a few times per horizon whatever its rate
 //! and a cold key takes one token at a time. A key with no lease yet (its first request, or a
@@ -23,8 +23,9 @@
 //! said the window is used up, requests are refused until it ends.
 //!
 //! # Failure
-//! A sync or health check that fails or takes longer than [`SYNC_TIMEOUT`] marks the backend
-//! down: from then on, keys without a lease follow their policy's `onBackendFailure` (`local`:
+//! On a Redis Cluster, a primary that does not answer marks only its slots down ([`slots`]).
+//! Otherwise a sync or health check that fails or takes longer than [`SYNC_TIMEOUT`] marks the
+//! backend down: from then on, keys without a lease follow their policy's `onBackendFailure` (`local`:
 //! this node's share, `requests / agents` per window of Redis' clock as last seen, counting
 //! what the agent admitted in that window before; `allow`; `deny`: 429), `/status`, `tollgate_ratelimit_cluster_fallback`
 //! and a log line say so, and the task reconnects with exponential backoff. Requests never wait
@@ -67,11 +68,11 @@ use self::slots::SlotHealth;
 pub const MAX_CLUSTER_KEYS: usize = 100_000;
 /// How long a batch should last at the key's current rate on this agent.
 pub const LEASE_HORIZON: Duration = Duration::from_millis(100);
-/// Longest a sync (one pipeline) or health check may take before the backend counts as down.
+/// Longest a sync (one round) or health check may take before the backend counts as down.
 pub const SYNC_TIMEOUT: Duration = Duration::from_millis(250);
 /// Keys whose sync is waiting, at most (more are synced on a later request).
 pub const SYNC_QUEUE: usize = 65_536;
-/// Keys synced in one pipeline, at most.
+/// Keys synced in one round, at most.
 pub const MAX_PIPELINE: usize = 512;
 /// Health check interval when no sync ran.
 pub const HEALTH_EVERY: Duration = Duration::from_millis(250);
@@ -179,7 +180,7 @@ impl ClusterMetrics {
         catalog.register(
             registry,
             "tollgate_ratelimit_redis_round_trip_seconds",
-            "Round trips to the Redis of cluster rate limits (one pipeline of syncs, or a health check).",
+            "Round trips to the Redis of cluster rate limits (one round of syncs, or a health check).",
             m.round_trip.clone(),
         );
         catalog.register(
@@ -203,7 +204,7 @@ impl ClusterMetrics {
         catalog.register(
             registry,
             "tollgate_ratelimit_cluster_fallback",
-            "1 while the revision in force has cluster rate limits and they cannot reach Redis (or none is configured), so they follow their onBackendFailure; 0 otherwise.",
+            "1 while the revision in force has cluster rate limits and they cannot reach Redis (or none is configured), or a Redis Cluster primary (its slots' keys), so they follow their onBackendFailure; 0 otherwise.",
             m.fallback.clone(),
         );
         m

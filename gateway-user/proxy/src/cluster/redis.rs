@@ -47,6 +47,37 @@ end
 return {grant, used, left}
 "#;
 
+/// The lease script for many keys at once: [`LEASE_SCRIPT`] for each of KEYS, ARGV holding the
+/// four arguments of each key in turn; returns the three numbers of each key in turn. One
+/// command per sync round instead of one per key: a round of cold keys (each wanting one token
+/// and paying its first request) costs Redis one command to parse and one script call. Only
+/// where the keys may be anywhere: a standalone or Sentinel-named primary (a Redis Cluster
+/// refuses keys of several slots in one script, CROSSSLOT).
+pub const LEASE_MANY_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for i, name in ipairs(KEYS) do
+  local a = (i - 1) * 4
+  local limit = tonumber(ARGV[a + 1])
+  local per = tonumber(ARGV[a + 2])
+  local want = tonumber(ARGV[a + 3])
+  local debt = tonumber(ARGV[a + 4])
+  local key = name .. ':' .. math.floor(now / per)
+  local left = per - (now % per)
+  local used = tonumber(redis.call('GET', key) or '0')
+  local grant = math.max(0, math.min(want, limit - used - debt))
+  if grant + debt > 0 then
+    used = redis.call('INCRBY', key, grant + debt)
+    redis.call('PEXPIRE', key, left + 1000)
+  end
+  out[#out + 1] = grant
+  out[#out + 1] = used
+  out[#out + 1] = left
+end
+return out
+"#;
+
 /// Why a sync or health check failed (the `reason` label).
 fn reason(e: &redis::RedisError) -> &'static str {
     if e.is_timeout() {
@@ -68,7 +99,8 @@ enum Link {
     Cluster(ClusterConnection),
 }
 
-/// A connection with the lease script loaded.
+/// A connection with the lease script loaded (on one primary: [`LEASE_MANY_SCRIPT`]; on a Redis
+/// Cluster: [`LEASE_SCRIPT`]).
 struct Conn {
     link: Link,
     sha: String,
@@ -90,9 +122,13 @@ async fn connect(settings: &RedisSettings) -> Result<Conn, Failure> {
         .set_connection_timeout(Some(SYNC_TIMEOUT))
         .set_response_timeout(Some(SYNC_TIMEOUT));
     let load = redis::cmd("SCRIPT").arg("LOAD").arg(LEASE_SCRIPT).clone();
-    // One primary: a multiplexed connection, and the script loaded on it.
+    let load_many = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(LEASE_MANY_SCRIPT)
+        .clone();
+    // One primary: a multiplexed connection, and the script of many keys loaded on it.
     let primary = |client: Client| {
-        let (config, load) = (&config, &load);
+        let (config, load) = (&config, &load_many);
         async move {
             let mut con = client
                 .get_multiplexed_async_connection_with_config(config)
@@ -519,23 +555,46 @@ async fn sync(
     if sent.is_empty() {
         return (Vec::new(), None, Vec::new());
     }
-    metrics.commands.inc_by(sent.len() as u64);
     match &mut c.link {
         Link::Single(con) => {
-            // One pipeline: one round trip for the whole batch.
-            let mut pipe = redis::pipe();
+            // One script for the whole batch: one command, one round trip.
+            metrics.commands.inc();
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(&c.sha).arg(args.len());
             for a in &args {
-                pipe.add_command(lease_cmd(&c.sha, true, a));
+                cmd.arg(a.key.as_ref());
             }
-            match tokio::time::timeout(SYNC_TIMEOUT, pipe.query_async::<Vec<(i64, i64, i64)>>(con))
-                .await
-            {
-                Ok(Ok(v)) => (sent.into_iter().zip(v).collect(), None, Vec::new()),
+            for a in &args {
+                cmd.arg(a.requests).arg(a.per_ms).arg(a.want).arg(a.debt);
+            }
+            match tokio::time::timeout(SYNC_TIMEOUT, cmd.query_async::<Vec<i64>>(con)).await {
+                Ok(Ok(v)) if v.len() == 3 * args.len() => (
+                    sent.into_iter()
+                        .zip(v.chunks_exact(3).map(|a| (a[0], a[1], a[2])))
+                        .collect(),
+                    None,
+                    Vec::new(),
+                ),
+                Ok(Ok(v)) => (
+                    Vec::new(),
+                    Some((
+                        "response",
+                        format!(
+                            "the lease script answered {} numbers for {} keys",
+                            v.len(),
+                            args.len()
+                        ),
+                    )),
+                    Vec::new(),
+                ),
                 Ok(Err(e)) => (Vec::new(), Some(failure(&e)), Vec::new()),
                 Err(_) => (Vec::new(), Some(timed_out()), Vec::new()),
             }
         }
-        Link::Cluster(con) => sync_cluster(con, &c.sha, &args, &sent, metrics).await,
+        Link::Cluster(con) => {
+            metrics.commands.inc_by(sent.len() as u64);
+            sync_cluster(con, &c.sha, &args, &sent, metrics).await
+        }
     }
 }
 
