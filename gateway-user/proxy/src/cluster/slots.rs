@@ -29,7 +29,7 @@ pub fn slot_of(key: &str) -> u16 {
             .filter(|&close| close > 0)
             .map(|close| &rest[..close])
     });
-    (crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(b)) % SLOTS as u16) as u16
+    crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(b)) % SLOTS as u16
 }
 
 /// A primary that did not answer, and its slots (inclusive ranges).
@@ -174,7 +174,7 @@ mod tests {
         assert_eq!(slot_of("{user1000}.following"), slot_of("user1000"));
         // An empty tag is no tag: the whole key is hashed.
         assert_eq!(slot_of("foo{}{bar}"), {
-            (crc16::State::<crc16::XMODEM>::calculate(b"foo{}{bar}") % 16384) as u16
+            crc16::State::<crc16::XMODEM>::calculate(b"foo{}{bar}") % 16384
         });
         assert_eq!(slot_of("foo{{bar}}zap"), slot_of("{bar"));
         assert_eq!(
