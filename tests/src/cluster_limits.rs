@@ -487,6 +487,18 @@ pub fn wait_state(admin: u16, want: &str, timeout: Duration) -> Duration {
     }
 }
 
+/// Waits until every agent's `/status` shows `want` (each within `timeout`); returns, for each,
+/// how long after `since` it did.
+pub fn wait_all(admins: &[u16], want: &str, since: Instant, timeout: Duration) -> Vec<Duration> {
+    admins
+        .iter()
+        .map(|&admin| {
+            wait_state(admin, want, timeout);
+            since.elapsed()
+        })
+        .collect()
+}
+
 /// Sleeps until Redis' clock starts a new second (the limit's windows are Redis' seconds).
 pub fn align_to_window(redis: &Redis) {
     let ms = redis.time_ms() % 1000;

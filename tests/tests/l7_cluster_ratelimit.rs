@@ -18,7 +18,7 @@ use tollgate_tests::admin::{metric, status};
 use tollgate_tests::cluster_limits::{
     align_to_window, allowed_per_second_over_whole_windows, cluster, cluster_in_state,
     cluster_policy, cluster_with, codes_in_one_window, free_port, get, load, state,
-    tls_and_password, wait_state, Access, Redis, Tally, TestCa,
+    tls_and_password, wait_all, wait_state, Access, Redis, Tally, TestCa,
 };
 use tollgate_tests::require_root;
 
@@ -139,12 +139,7 @@ fn redis_killed_mid_run_falls_back_within_a_second_with_no_5xx_and_shares_again_
     thread::sleep(Duration::from_secs(2));
 
     redis.kill();
-    let killed = Instant::now();
-    let mut engaged = Vec::new();
-    for &admin in &c.admins {
-        wait_state(admin, "down", Duration::from_secs(2));
-        engaged.push(killed.elapsed());
-    }
+    let engaged = wait_all(&c.admins, "down", Instant::now(), Duration::from_secs(2));
     println!("fallback engaged after {engaged:?}");
     assert!(
         engaged.iter().all(|d| *d <= Duration::from_secs(1)),
@@ -168,14 +163,8 @@ fn redis_killed_mid_run_falls_back_within_a_second_with_no_5xx_and_shares_again_
     );
 
     let back = Redis::start_on(port);
-    let restarted = Instant::now();
-    for &admin in &c.admins {
-        wait_state(admin, "up", Duration::from_secs(8));
-    }
-    println!(
-        "shared again {:?} after Redis came back",
-        restarted.elapsed()
-    );
+    let back_after = wait_all(&c.admins, "up", Instant::now(), Duration::from_secs(8));
+    println!("shared again {back_after:?} after Redis came back");
     // Shared again: the counters are in Redis once more.
     thread::sleep(Duration::from_millis(1500));
     let keys = back.cli(&["--scan", "--pattern", "tollgate:rl:*"]);

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use tollgate_tests::admin::{metric, status};
 use tollgate_tests::cluster_limits::{
     align_to_window, allowed_per_second_of_each, cluster_in_state, cluster_policy, cluster_with,
-    codes_in_one_window, get, load, tls_and_password, wait_state, Access, Redis, RedisCluster,
-    Sentinel, Tally, TestCa,
+    codes_in_one_window, get, load, tls_and_password, wait_all, wait_state, Access, Redis,
+    RedisCluster, Sentinel, Tally, TestCa,
 };
 use tollgate_tests::require_root;
 
@@ -109,13 +109,8 @@ fn three_agents_share_one_limit_on_a_redis_cluster_and_only_a_dead_primarys_keys
     let (alive_one, alive_all) = (alive[1].clone(), alive[2].clone());
     let dead_node = format!("127.0.0.1:{}", rc.nodes[0].port);
     rc.nodes[0].kill();
-    let killed = Instant::now();
-    let mut engaged = Vec::new();
-    for &admin in &c.admins {
-        // An idle agent checks its primaries every 250 ms.
-        wait_state(admin, "partial", Duration::from_secs(3));
-        engaged.push(killed.elapsed());
-    }
+    // An idle agent checks its primaries every 250 ms.
+    let engaged = wait_all(&c.admins, "partial", Instant::now(), Duration::from_secs(3));
     println!("primary {dead_node} found down after {engaged:?}");
     assert!(
         engaged.iter().all(|d| *d <= Duration::from_secs(1)),
@@ -196,13 +191,8 @@ fn three_agents_share_one_limit_on_a_redis_cluster_and_only_a_dead_primarys_keys
     rc.restart(0);
     let restarted = Instant::now();
     rc.wait_ok(Duration::from_secs(20));
-    for &admin in &c.admins {
-        wait_state(admin, "up", Duration::from_secs(15));
-    }
-    println!(
-        "shared again {:?} after the primary came back",
-        restarted.elapsed()
-    );
+    let back_after = wait_all(&c.admins, "up", restarted, Duration::from_secs(15));
+    println!("shared again {back_after:?} after the primary came back");
     thread::sleep(Duration::from_millis(1500));
     let rates = allowed_per_second_of_each(&[&fallen], 2);
     println!("the key of the primary back: {:.1}/s", rates[0]);
