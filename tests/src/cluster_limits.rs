@@ -410,24 +410,47 @@ pub fn cluster_in_state(
     c
 }
 
-/// The hot key `hot` at 3 x `limit` per second, spread evenly over the agents of `c`, for
-/// `seconds` whole windows of `clock` (a `per: 1s` limit): the tally.
-pub fn hot_key_over_windows(c: &Cluster, clock: &Redis, limit: u32, seconds: u64) -> Arc<Tally> {
+/// The hot key `hot` at 3 x `limit` per second, spread evenly over the agents of `c`, and
+/// `cold_per_agent` cold keys per second on each agent (`cold-PROXY-N`, each sent once: over
+/// every slot of a Redis Cluster), for `seconds` whole windows of `clock` (a `per: 1s` limit):
+/// the tallies of the hot key and of the cold keys.
+pub fn hot_and_cold_over_windows(
+    c: &Cluster,
+    clock: &Redis,
+    limit: u32,
+    cold_per_agent: u32,
+    seconds: u64,
+) -> (Arc<Tally>, Arc<Tally>) {
     align_to_window(clock);
     let stop = Arc::new(AtomicBool::new(false));
     let hot = Arc::new(Tally::default());
+    let cold = Arc::new(Tally::default());
     let per_agent = 3 * limit / c.proxies.len() as u32;
-    let threads: Vec<_> = c
-        .proxies
-        .iter()
-        .map(|&p| load(p, per_agent, |_| "hot".into(), stop.clone(), hot.clone()))
-        .collect();
+    let mut threads = Vec::new();
+    for &proxy in &c.proxies {
+        threads.push(load(
+            proxy,
+            per_agent,
+            |_| "hot".into(),
+            stop.clone(),
+            hot.clone(),
+        ));
+        if cold_per_agent > 0 {
+            threads.push(load(
+                proxy,
+                cold_per_agent,
+                move |n| format!("cold-{proxy}-{n}"),
+                stop.clone(),
+                cold.clone(),
+            ));
+        }
+    }
     thread::sleep(Duration::from_secs(seconds));
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().expect("a load thread");
     }
-    hot
+    (hot, cold)
 }
 
 /// The statuses of `n` requests of one key, spread over `proxies` in turn, all within one

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use tollgate_tests::admin::{metric, status};
 use tollgate_tests::cluster_limits::{
     align_to_window, allowed_per_second_over_whole_windows, cluster, cluster_in_state,
-    cluster_policy, cluster_with, codes_in_one_window, free_port, get, load, state,
-    tls_and_password, wait_all, wait_state, Access, Redis, Tally, TestCa,
+    cluster_policy, cluster_with, codes_in_one_window, free_port, get, hot_and_cold_over_windows,
+    load, state, tls_and_password, wait_all, wait_state, Access, Redis, Tally, TestCa,
 };
 use tollgate_tests::require_root;
 
@@ -30,34 +30,8 @@ fn three_agents_share_one_limit_within_ten_percent_while_cold_keys_pass() {
     let redis = Redis::start();
     let c = cluster("rlshare", 18460, 3, &redis, &cluster_policy(LIMIT, "local"));
 
-    align_to_window(&redis);
-    let stop = Arc::new(AtomicBool::new(false));
-    let hot = Arc::new(Tally::default());
-    let cold = Arc::new(Tally::default());
-    let mut threads = Vec::new();
     // The hot key at 3 x the limit, spread evenly; cold keys, each sent once, at the same time.
-    for &proxy in &c.proxies {
-        threads.push(load(
-            proxy,
-            LIMIT,
-            |_| "hot".into(),
-            stop.clone(),
-            hot.clone(),
-        ));
-        let p = proxy;
-        threads.push(load(
-            p,
-            20,
-            move |n| format!("cold-{p}-{n}"),
-            stop.clone(),
-            cold.clone(),
-        ));
-    }
-    thread::sleep(Duration::from_secs(SECONDS));
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().unwrap();
-    }
+    let (hot, cold) = hot_and_cold_over_windows(&c, &redis, LIMIT, 20, SECONDS);
     let expected = u64::from(LIMIT) * SECONDS;
     let commands: Vec<u64> = c
         .admins

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tollgate_tests::admin::metric;
 use tollgate_tests::cluster_limits::{
-    cluster_policy, cluster_with, get_path, hot_key_over_windows, load, node_policy_on_free,
+    cluster_policy, cluster_with, get_path, hot_and_cold_over_windows, load, node_policy_on_free,
     percentile, Redis, RedisCluster, Tally,
 };
 use tollgate_tests::require_root;
@@ -62,7 +62,7 @@ fn bench_cluster_limits() {
             .expect("a Redis");
         if !(on_cluster && agents == 1) {
             // Accuracy: the hot key at 3 x the limit, spread evenly, for a minute of whole windows.
-            let hot = hot_key_over_windows(&c, clock, LIMIT, SECONDS);
+            let (hot, _) = hot_and_cold_over_windows(&c, clock, LIMIT, 0, SECONDS);
             let expected = u64::from(LIMIT) * SECONDS;
             let error = (hot.ok() as f64 - expected as f64) / expected as f64 * 100.0;
             table.push(format!(
@@ -165,7 +165,7 @@ fn bench_cluster_limits_ten_agents() {
         &cluster_policy(LIMIT, "local"),
     );
     // The hot key at 3 x the limit, spread evenly over the ten agents.
-    let hot = hot_key_over_windows(&c, &redis, LIMIT, SECONDS);
+    let (hot, _) = hot_and_cold_over_windows(&c, &redis, LIMIT, 0, SECONDS);
     let expected = u64::from(LIMIT) * SECONDS;
     let error = (hot.ok() as f64 - expected as f64) / expected as f64 * 100.0;
     println!(

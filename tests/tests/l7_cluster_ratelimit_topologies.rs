@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use tollgate_tests::admin::{metric, status};
 use tollgate_tests::cluster_limits::{
     align_to_window, allowed_per_second_of_each, cluster_in_state, cluster_policy, cluster_with,
-    codes_in_one_window, get, load, tls_and_password, wait_all, wait_state, Access, Redis,
-    RedisCluster, Sentinel, Tally, TestCa,
+    codes_in_one_window, get, hot_and_cold_over_windows, load, tls_and_password, wait_all,
+    wait_state, Access, Redis, RedisCluster, Sentinel, Tally, TestCa,
 };
 use tollgate_tests::require_root;
 
@@ -40,32 +40,7 @@ fn three_agents_share_one_limit_on_a_redis_cluster_and_only_a_dead_primarys_keys
 
     // Shared: the hot key at 3 x the limit spread evenly, and cold keys (each sent once, so
     // spread over every slot and so every primary) at the same time.
-    align_to_window(&rc.nodes[0]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let hot = Arc::new(Tally::default());
-    let cold = Arc::new(Tally::default());
-    let mut threads = Vec::new();
-    for &proxy in &c.proxies {
-        threads.push(load(
-            proxy,
-            LIMIT,
-            |_| "hot".into(),
-            stop.clone(),
-            hot.clone(),
-        ));
-        threads.push(load(
-            proxy,
-            20,
-            move |n| format!("cold-{proxy}-{n}"),
-            stop.clone(),
-            cold.clone(),
-        ));
-    }
-    thread::sleep(Duration::from_secs(SECONDS));
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().unwrap();
-    }
+    let (hot, cold) = hot_and_cold_over_windows(&c, &rc.nodes[0], LIMIT, 20, SECONDS);
     let expected = u64::from(LIMIT) * SECONDS;
     println!(
         "Redis Cluster: hot key {} allowed, {} limited, {} other over {SECONDS}s (limit {expected}); cold keys {} allowed, {} limited, {} other",
