@@ -21,6 +21,103 @@ pub struct Redis {
     /// Its working directory (a replica's or primary's RDB of a full sync lands there, not in
     /// the source tree).
     _dir: tempfile::TempDir,
+    /// What `redis-cli` needs to reach it besides the port (TLS, password).
+    client: Vec<String>,
+}
+
+/// How a test's redis-servers are reached: TLS with a test CA, a password.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// The test CA and the server's certificate (for 127.0.0.1): TLS only, no plain port.
+    pub tls: Option<std::sync::Arc<TestCa>>,
+    /// `requirepass` (and `masterauth`, for replicas and cluster failovers).
+    pub password: Option<String>,
+}
+
+impl Access {
+    /// redis-server arguments for a server on `port`.
+    fn server_args(&self, port: u16) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(ca) = &self.tls {
+            let p = |f: &str| ca.path(f);
+            a.extend([
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                p("srv.crt"),
+                "--tls-key-file".into(),
+                p("srv.key"),
+                "--tls-ca-cert-file".into(),
+                p("ca.crt"),
+                "--tls-auth-clients".into(),
+                "no".into(),
+                // Between the nodes too (cluster bus, replication).
+                "--tls-cluster".into(),
+                "yes".into(),
+                "--tls-replication".into(),
+                "yes".into(),
+            ]);
+        }
+        if let Some(pw) = &self.password {
+            a.extend(["--requirepass", pw, "--masterauth", pw].map(String::from));
+        }
+        a
+    }
+
+    /// redis-cli arguments besides the port.
+    fn client_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(ca) = &self.tls {
+            a.extend(["--tls".into(), "--cacert".into(), ca.path("ca.crt")]);
+        }
+        if let Some(pw) = &self.password {
+            a.extend(["--no-auth-warning", "-a", pw].map(String::from));
+        }
+        a
+    }
+}
+
+/// A private CA of a test and a server certificate it signed for 127.0.0.1 and localhost
+/// (`ca.crt`, `srv.crt`, `srv.key` in its directory), made with `openssl`.
+#[derive(Debug)]
+pub struct TestCa {
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    /// A new CA and server certificate, valid one day.
+    pub fn new() -> TestCa {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let d = dir.path();
+        let run = |line: &str| openssl(d, &line.split(' ').collect::<Vec<_>>());
+        run("req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -subj /CN=rl-test-ca -days 1");
+        run("req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=localhost");
+        std::fs::write(
+            d.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .expect("san.ext");
+        run("x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.crt -days 1 -extfile san.ext");
+        TestCa { dir }
+    }
+
+    /// The path of one of its files.
+    pub fn path(&self, file: &str) -> String {
+        self.dir
+            .path()
+            .join(file)
+            .to_str()
+            .expect("a UTF-8 path")
+            .to_owned()
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        TestCa::new()
+    }
 }
 
 /// A free port on 127.0.0.1 (free now: the caller binds it soon after).
@@ -45,6 +142,12 @@ impl Redis {
     /// A redis-server on `port` with `extra` arguments (plain `--port` stays on `port` unless
     /// `extra` moves it).
     pub fn start_with(port: u16, extra: &[&str]) -> Redis {
+        Redis::start_as(port, &Access::default(), extra)
+    }
+
+    /// A redis-server on `port` reached as `access` says (TLS: on `port`, no plain port), with
+    /// `extra` arguments.
+    pub fn start_as(port: u16, access: &Access, extra: &[&str]) -> Redis {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let child = Command::new("redis-server")
             .args([
@@ -62,6 +165,7 @@ impl Redis {
                 "--enable-debug-command",
                 "local",
             ])
+            .args(access.server_args(port))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -74,9 +178,9 @@ impl Redis {
             child: Some(child),
             port,
             _dir: dir,
+            client: access.client_args(),
         };
-        // A TLS-only server (port 0: no plain port) is waited for by its test, with its own
-        // client.
+        // Port 0 (no plain port, TLS set up by `extra`) is waited for by its test.
         if port != 0 {
             let deadline = Instant::now() + Duration::from_secs(10);
             while r.cli(&["PING"]).trim() != "PONG" {
@@ -95,10 +199,12 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// `redis-cli -p PORT ARGS...`: its output.
+    /// `redis-cli -p PORT ARGS...` (with TLS and password if the server wants them): its
+    /// output.
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
+            .args(&self.client)
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -252,6 +358,20 @@ pub fn cluster_with(
     extra: &[&str],
     policy: &str,
 ) -> Cluster {
+    cluster_in_state(tag, base, n, url, extra, policy, "up")
+}
+
+/// [`cluster_with`], waiting until each agent says Redis is `state` (`down`: an agent that
+/// cannot reach or log in to Redis).
+pub fn cluster_in_state(
+    tag: &str,
+    base: u16,
+    n: usize,
+    url: &str,
+    extra: &[&str],
+    policy: &str,
+    state: &str,
+) -> Cluster {
     let mut c = Cluster {
         agents: Vec::new(),
         admins: Vec::new(),
@@ -285,9 +405,84 @@ pub fn cluster_with(
         c.labs.push(lab);
     }
     for &admin in &c.admins {
-        wait_state(admin, "up", Duration::from_secs(5));
+        wait_state(admin, state, Duration::from_secs(5));
     }
     c
+}
+
+/// The hot key `hot` at 3 x `limit` per second, spread evenly over the agents of `c`, and
+/// `cold_per_agent` cold keys per second on each agent (`cold-PROXY-N`, each sent once: over
+/// every slot of a Redis Cluster), for `seconds` whole windows of `clock` (a `per: 1s` limit):
+/// the tallies of the hot key and of the cold keys.
+pub fn hot_and_cold_over_windows(
+    c: &Cluster,
+    clock: &Redis,
+    limit: u32,
+    cold_per_agent: u32,
+    seconds: u64,
+) -> (Arc<Tally>, Arc<Tally>) {
+    align_to_window(clock);
+    let stop = Arc::new(AtomicBool::new(false));
+    let hot = Arc::new(Tally::default());
+    let cold = Arc::new(Tally::default());
+    let per_agent = 3 * limit / c.proxies.len() as u32;
+    let mut threads = Vec::new();
+    for &proxy in &c.proxies {
+        threads.push(load(
+            proxy,
+            per_agent,
+            |_| "hot".into(),
+            stop.clone(),
+            hot.clone(),
+        ));
+        if cold_per_agent > 0 {
+            threads.push(load(
+                proxy,
+                cold_per_agent,
+                move |n| format!("cold-{proxy}-{n}"),
+                stop.clone(),
+                cold.clone(),
+            ));
+        }
+    }
+    thread::sleep(Duration::from_secs(seconds));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().expect("a load thread");
+    }
+    (hot, cold)
+}
+
+/// The statuses of `n` requests of one key, spread over `proxies` in turn, all within one
+/// window of `clock` (a `per: 1s` limit): started on a window's boundary, and sent again with a
+/// fresh key (`KEY-1`, ...) if they ran into the next window (a loaded machine), 3 tries.
+pub fn codes_in_one_window(clock: &Redis, proxies: &[u16], key: &str, n: usize) -> Vec<u16> {
+    for attempt in 0..3 {
+        align_to_window(clock);
+        let window = clock.time_ms() / 1000;
+        let key = if attempt == 0 {
+            key.to_owned()
+        } else {
+            format!("{key}-{attempt}")
+        };
+        let codes: Vec<u16> = (0..n)
+            .map(|i| get(proxies[i % proxies.len()], &key).0)
+            .collect();
+        if clock.time_ms() / 1000 == window {
+            return codes;
+        }
+    }
+    panic!("{n} requests never fit in one window of Redis' clock");
+}
+
+/// The flags of a `rediss...://` Redis with a private CA and a password file.
+pub fn tls_and_password<'a>(ca_file: &'a str, password_file: &'a str) -> [&'a str; 4] {
+    [
+        "--ratelimit-redis-ca-file",
+        ca_file,
+        "--ratelimit-redis-password-file",
+        password_file,
+    ]
 }
 
 /// The state of the agent's Redis, from `/status`.
@@ -315,6 +510,18 @@ pub fn wait_state(admin: u16, want: &str, timeout: Duration) -> Duration {
     }
 }
 
+/// Waits until every agent's `/status` shows `want` (each within `timeout`); returns, for each,
+/// how long after `since` it did.
+pub fn wait_all(admins: &[u16], want: &str, since: Instant, timeout: Duration) -> Vec<Duration> {
+    admins
+        .iter()
+        .map(|&admin| {
+            wait_state(admin, want, timeout);
+            since.elapsed()
+        })
+        .collect()
+}
+
 /// Sleeps until Redis' clock starts a new second (the limit's windows are Redis' seconds).
 pub fn align_to_window(redis: &Redis) {
     let ms = redis.time_ms() % 1000;
@@ -325,6 +532,11 @@ pub fn align_to_window(redis: &Redis) {
 /// a `per: 1s` limit: the test's Redis runs on this machine, so its clock is this one): the
 /// rate per second.
 pub fn allowed_per_second_over_whole_windows(tally: &Tally, windows: u32) -> f64 {
+    allowed_per_second_of_each(&[tally], windows)[0]
+}
+
+/// [`allowed_per_second_over_whole_windows`] of several tallies over the same windows.
+pub fn allowed_per_second_of_each(tallies: &[&Tally], windows: u32) -> Vec<f64> {
     let into = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -338,13 +550,17 @@ pub fn allowed_per_second_over_whole_windows(tally: &Tally, windows: u32) -> f64
     };
     thread::sleep(wait(into(std::time::SystemTime::now())));
     let started = Instant::now();
-    let before = tally.ok();
+    let before: Vec<u64> = tallies.iter().map(|t| t.ok()).collect();
     // Until the same point of the window `windows` later (a second wait for the next window
     // would take a whole one more if the first one ran late).
     thread::sleep(
         (started + Duration::from_secs(windows.into())).saturating_duration_since(Instant::now()),
     );
-    (tally.ok() - before) as f64 / f64::from(windows)
+    tallies
+        .iter()
+        .zip(before)
+        .map(|(t, b)| (t.ok() - b) as f64 / f64::from(windows))
+        .collect()
 }
 
 /// `openssl` with `args`, in `dir`.
@@ -398,15 +614,23 @@ pub struct RedisCluster {
     /// The nodes, in the order of `redis-cli --cluster create` (slots split evenly in order).
     pub nodes: Vec<Redis>,
     dir: tempfile::TempDir,
+    access: Access,
 }
 
 impl RedisCluster {
     /// `n` (at least 3) primaries, waited for until every node says `cluster_state:ok`.
     pub fn start(n: usize) -> RedisCluster {
+        RedisCluster::start_as(n, Access::default())
+    }
+
+    /// [`RedisCluster::start`], the nodes reached (by clients and by each other) as `access`
+    /// says.
+    pub fn start_as(n: usize, access: Access) -> RedisCluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut c = RedisCluster {
             nodes: Vec::new(),
             dir,
+            access,
         };
         for _ in 0..n {
             let port = free_port();
@@ -419,6 +643,7 @@ impl RedisCluster {
             .map(|r| format!("127.0.0.1:{}", r.port))
             .collect();
         let out = Command::new("redis-cli")
+            .args(c.access.client_args())
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
@@ -438,8 +663,9 @@ impl RedisCluster {
 
     fn start_node(&self, port: u16) -> Redis {
         let conf = self.dir.path().join(format!("nodes-{port}.conf"));
-        Redis::start_with(
+        Redis::start_as(
             port,
+            &self.access,
             &[
                 "--cluster-enabled",
                 "yes",
@@ -448,6 +674,10 @@ impl RedisCluster {
                 // A dead primary is marked failed after 1 s (the default is 15 s).
                 "--cluster-node-timeout",
                 "1000",
+                // The other primaries keep serving their slots while one is down (by default
+                // they refuse every key then, and every key falls back).
+                "--cluster-require-full-coverage",
+                "no",
                 "--dir",
                 self.dir.path().to_str().expect("a UTF-8 path"),
             ],
@@ -475,16 +705,55 @@ impl RedisCluster {
         self.nodes[i] = self.start_node(port);
     }
 
-    /// `redis+cluster://` with every node as a seed.
+    /// `redis+cluster://` (`rediss+cluster://` with TLS) with every node as a seed.
     pub fn url(&self) -> String {
         format!(
-            "redis+cluster://{}",
+            "{}+cluster://{}",
+            if self.access.tls.is_some() {
+                "rediss"
+            } else {
+                "redis"
+            },
             self.nodes
                 .iter()
                 .map(|r| format!("127.0.0.1:{}", r.port))
                 .collect::<Vec<_>>()
                 .join(",")
         )
+    }
+
+    /// One tenant (`PREFIX<n>`) per node whose windows that node holds, learnt by sending each
+    /// candidate's first request through `proxy` alone and seeing where its window appears.
+    pub fn tenant_per_node(&self, proxy: u16, prefix: &str) -> Vec<String> {
+        let mut found: Vec<Option<String>> = vec![None; self.nodes.len()];
+        for n in 0..200 {
+            if found.iter().all(Option::is_some) {
+                break;
+            }
+            let tenant = format!("{prefix}{n}");
+            // Sets of names, not counts: windows of earlier tenants expire meanwhile.
+            let before = self.keys_per_node();
+            assert_eq!(get(proxy, &tenant).0, 200, "the first request of {tenant}");
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let node = loop {
+                let now = self.keys_per_node();
+                if let Some(i) =
+                    (0..now.len()).find(|&i| now[i].iter().any(|k| !before[i].contains(k)))
+                {
+                    break i;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the window of {tenant} appears on no node"
+                );
+                thread::sleep(Duration::from_millis(10));
+            };
+            found[node].get_or_insert(tenant);
+        }
+        found
+            .into_iter()
+            .map(|t| t.expect("a tenant on every node within 200 tries"))
+            .collect()
     }
 
     /// Lease keys held by each node (`--scan` on a node lists that node's keys only).
@@ -513,6 +782,12 @@ pub struct Sentinel {
 impl Sentinel {
     /// A Sentinel on a free port, waited for until it names the primary on `primary_port`.
     pub fn start(name: &str, primary_port: u16) -> Sentinel {
+        Sentinel::start_with(name, primary_port, None)
+    }
+
+    /// [`Sentinel::start`], logging in to the primary and replicas with `auth_pass` (`sentinel
+    /// auth-pass`).
+    pub fn start_with(name: &str, primary_port: u16, auth_pass: Option<&str>) -> Sentinel {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let port = free_port();
         let conf = dir.path().join("sentinel.conf");
@@ -520,8 +795,11 @@ impl Sentinel {
         std::fs::write(
             &conf,
             format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {name} 127.0.0.1 {primary_port} 1\nsentinel down-after-milliseconds {name} 1000\nsentinel failover-timeout {name} 5000\n",
-                dir.path().display()
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {name} 127.0.0.1 {primary_port} 1\nsentinel down-after-milliseconds {name} 1000\nsentinel failover-timeout {name} 5000\n{}",
+                dir.path().display(),
+                auth_pass
+                    .map(|p| format!("sentinel auth-pass {name} {p}\n"))
+                    .unwrap_or_default()
             ),
         )
         .expect("sentinel.conf");

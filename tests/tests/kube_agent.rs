@@ -152,6 +152,11 @@ fn an_l4policy_for_other_nodes_is_enforced_once_the_node_is_relabelled() {
     };
     fake.put(node(serde_json::json!({"role": "worker"}), "True"))
         .unwrap();
+    // Another node of the cluster: two agents share cluster rate limits (the Node count).
+    fake.put(serde_json::json!({
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-b"},
+    }))
+    .unwrap();
     let mut policy = l4_policy(
         "edge",
         "allow",
@@ -186,6 +191,24 @@ fn an_l4policy_for_other_nodes_is_enforced_once_the_node_is_relabelled() {
         status["l4_not_for_this_node"],
         serde_json::json!(["edge"]),
         "{body}"
+    );
+    // The agent count of cluster rate limits: the cluster's two Nodes, without
+    // --ratelimit-agents (counted at start, then every minute).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let backend = loop {
+        let (_, body) = http_get(NODE_ADMIN, "/status", "").expect("/status answers");
+        let status: serde_json::Value = serde_json::from_str(&body).expect("/status is JSON");
+        let backend = status["ratelimit_backend"].clone();
+        if backend["agents_from"] == "kubernetes_nodes" || std::time::Instant::now() > deadline {
+            break backend;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(backend["agents_from"], "kubernetes_nodes", "{backend}");
+    assert_eq!(backend["agents"], 2, "{backend}");
+    assert!(
+        backend["agents_counted_seconds_ago"].is_number(),
+        "{backend}"
     );
 
     // Heartbeats: no new revision.

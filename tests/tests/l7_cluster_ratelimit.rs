@@ -8,7 +8,6 @@
 //! the helpers: `tests/src/cluster_limits.rs`.
 //!
 //! Lab tags start with `rl` (the branch that built them: redis-limits).
-use std::net::TcpListener;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use tollgate_tests::admin::{metric, status};
 use tollgate_tests::cluster_limits::{
-    align_to_window, allowed_per_second_over_whole_windows, cluster, cluster_policy, cluster_with,
-    get, load, openssl, state, wait_state, Redis, Tally,
+    align_to_window, allowed_per_second_over_whole_windows, cluster, cluster_in_state,
+    cluster_policy, cluster_with, codes_in_one_window, free_port, get, hot_and_cold_over_windows,
+    load, state, tls_and_password, wait_all, wait_state, Access, Redis, Tally, TestCa,
 };
-use tollgate_tests::l7::{app_and_free, start_agent, Backend};
-use tollgate_tests::{require_root, Lab};
+use tollgate_tests::require_root;
 
 #[test]
 fn three_agents_share_one_limit_within_ten_percent_while_cold_keys_pass() {
@@ -31,34 +30,8 @@ fn three_agents_share_one_limit_within_ten_percent_while_cold_keys_pass() {
     let redis = Redis::start();
     let c = cluster("rlshare", 18460, 3, &redis, &cluster_policy(LIMIT, "local"));
 
-    align_to_window(&redis);
-    let stop = Arc::new(AtomicBool::new(false));
-    let hot = Arc::new(Tally::default());
-    let cold = Arc::new(Tally::default());
-    let mut threads = Vec::new();
     // The hot key at 3 x the limit, spread evenly; cold keys, each sent once, at the same time.
-    for &proxy in &c.proxies {
-        threads.push(load(
-            proxy,
-            LIMIT,
-            |_| "hot".into(),
-            stop.clone(),
-            hot.clone(),
-        ));
-        let p = proxy;
-        threads.push(load(
-            p,
-            20,
-            move |n| format!("cold-{p}-{n}"),
-            stop.clone(),
-            cold.clone(),
-        ));
-    }
-    thread::sleep(Duration::from_secs(SECONDS));
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().unwrap();
-    }
+    let (hot, cold) = hot_and_cold_over_windows(&c, &redis, LIMIT, 20, SECONDS);
     let expected = u64::from(LIMIT) * SECONDS;
     let commands: Vec<u64> = c
         .admins
@@ -140,12 +113,7 @@ fn redis_killed_mid_run_falls_back_within_a_second_with_no_5xx_and_shares_again_
     thread::sleep(Duration::from_secs(2));
 
     redis.kill();
-    let killed = Instant::now();
-    let mut engaged = Vec::new();
-    for &admin in &c.admins {
-        wait_state(admin, "down", Duration::from_secs(2));
-        engaged.push(killed.elapsed());
-    }
+    let engaged = wait_all(&c.admins, "down", Instant::now(), Duration::from_secs(2));
     println!("fallback engaged after {engaged:?}");
     assert!(
         engaged.iter().all(|d| *d <= Duration::from_secs(1)),
@@ -169,14 +137,8 @@ fn redis_killed_mid_run_falls_back_within_a_second_with_no_5xx_and_shares_again_
     );
 
     let back = Redis::start_on(port);
-    let restarted = Instant::now();
-    for &admin in &c.admins {
-        wait_state(admin, "up", Duration::from_secs(8));
-    }
-    println!(
-        "shared again {:?} after Redis came back",
-        restarted.elapsed()
-    );
+    let back_after = wait_all(&c.admins, "up", Instant::now(), Duration::from_secs(8));
+    println!("shared again {back_after:?} after Redis came back");
     // Shared again: the counters are in Redis once more.
     thread::sleep(Duration::from_millis(1500));
     let keys = back.cli(&["--scan", "--pattern", "tollgate:rl:*"]);
@@ -332,150 +294,33 @@ fn an_agent_killed_and_restarted_mid_run_keeps_the_shared_limit() {
 #[test]
 fn rediss_with_a_private_ca_and_a_password_file_shares_the_limit() {
     require_root!();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    openssl(
-        d,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-subj",
-            "/CN=rl-test-ca",
-            "-days",
-            "1",
-        ],
-    );
-    openssl(
-        d,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "srv.key",
-            "-out",
-            "srv.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    std::fs::write(
-        d.join("san.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .unwrap();
-    openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "srv.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "srv.crt",
-            "-days",
-            "1",
-            "-extfile",
-            "san.ext",
-        ],
-    );
-    std::fs::write(d.join("password"), "rl-s3cret\n").unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let path = |f: &str| d.join(f).to_str().unwrap().to_owned();
-    let (crt, key, ca, pw) = (
-        path("srv.crt"),
-        path("srv.key"),
-        path("ca.crt"),
-        path("password"),
-    );
-    let tls_port = port.to_string();
-    let _redis = Redis::start_with(
-        0,
-        &[
-            "--port",
-            "0",
-            "--tls-port",
-            &tls_port,
-            "--tls-cert-file",
-            &crt,
-            "--tls-key-file",
-            &key,
-            "--tls-ca-cert-file",
-            &ca,
-            "--tls-auth-clients",
-            "no",
-            "--requirepass",
-            "rl-s3cret",
-        ],
-    );
-    let cli = |args: &[&str]| {
-        let out = Command::new("redis-cli")
-            .args([
-                "--tls",
-                "--cacert",
-                &ca,
-                "-p",
-                &tls_port,
-                "--no-auth-warning",
-                "-a",
-                "rl-s3cret",
-            ])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+    let ca = Arc::new(TestCa::new());
+    let access = Access {
+        tls: Some(ca.clone()),
+        password: Some("rl-s3cret".into()),
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while cli(&["PING"]).trim() != "PONG" {
-        assert!(
-            Instant::now() < deadline,
-            "redis-server with TLS does not answer"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-    let url = format!("rediss://127.0.0.1:{port}");
+    let redis = Redis::start_as(free_port(), &access, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("password").to_str().unwrap().to_owned();
+    std::fs::write(&pw, "rl-s3cret\n").unwrap();
+    let ca_file = ca.path("ca.crt");
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
     let c = cluster_with(
         "rltls",
         18500,
         1,
         &url,
-        &[
-            "--ratelimit-redis-ca-file",
-            &ca,
-            "--ratelimit-redis-password-file",
-            &pw,
-        ],
+        &tls_and_password(&ca_file, &pw),
         &cluster_policy(5, "deny"),
     );
     // Within one window of Redis' clock: 5 allowed, the rest refused from the shared window.
-    let us: u64 = cli(&["TIME"])
-        .lines()
-        .nth(1)
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or(0);
-    thread::sleep(Duration::from_micros(1_005_000 - us % 1_000_000));
-    let codes: Vec<u16> = (0..8).map(|_| get(c.proxies[0], "tls").0).collect();
+    let codes = codes_in_one_window(&redis, &c.proxies, "tls", 8);
     let ok = codes.iter().filter(|&&c| c == 200).count();
     assert_eq!(ok, 5, "{codes:?}");
     assert!(codes.iter().all(|&c| c == 200 || c == 429), "{codes:?}");
     assert!(
-        cli(&["--scan", "--pattern", "tollgate:rl:*"])
+        redis
+            .cli(&["--scan", "--pattern", "tollgate:rl:*"])
             .lines()
             .count()
             > 0
@@ -486,31 +331,20 @@ fn rediss_with_a_private_ca_and_a_password_file_shares_the_limit() {
     );
     // Without the CA the server is not trusted: the agent starts and says Redis is down.
     drop(c);
-    let c = {
-        let lab = Lab::new("rltlsno", &[]);
-        let _b = Backend::start("app", 18505);
-        lab.write_policy(
-            "l7.yaml",
-            &app_and_free(18503, 18505, &[&cluster_policy(5, "deny")]),
-        );
-        let agent = start_agent(
-            &lab,
-            18504,
-            &[18503],
-            &[
-                "--ratelimit-redis",
-                &url,
-                "--ratelimit-redis-password-file",
-                &pw,
-            ],
-        );
-        thread::sleep(Duration::from_millis(500));
-        let s = status(18504);
-        assert_eq!(s["ratelimit_backend"]["state"], "down", "{s}");
-        assert_eq!(s["ratelimit_backend"]["fallback"], true, "{s}");
-        // onBackendFailure: deny.
-        assert_eq!(get(18503, "x").0, 429);
-        (agent, lab)
-    };
+    let c = cluster_in_state(
+        "rltlsno",
+        18503,
+        1,
+        &url,
+        &["--ratelimit-redis-password-file", &pw],
+        &cluster_policy(5, "deny"),
+        "down",
+    );
+    thread::sleep(Duration::from_millis(500));
+    let s = status(c.admins[0]);
+    assert_eq!(s["ratelimit_backend"]["state"], "down", "{s}");
+    assert_eq!(s["ratelimit_backend"]["fallback"], true, "{s}");
+    // onBackendFailure: deny.
+    assert_eq!(get(c.proxies[0], "x").0, 429);
     drop(c);
 }

@@ -56,6 +56,7 @@ pub mod connect;
 pub mod events;
 pub mod failsafe;
 pub mod node;
+pub mod nodes;
 pub mod object;
 pub mod report;
 pub mod secrets;

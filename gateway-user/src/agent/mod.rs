@@ -220,6 +220,47 @@ fn open_source(config: &AgentConfig) -> anyhow::Result<Box<dyn PolicySource>> {
     })
 }
 
+/// In Kubernetes mode, unless `--ratelimit-agents` says how many agents share cluster rate
+/// limits: the cluster's Nodes, counted now and every minute (a metadata-only list, not a
+/// watch: see `tollgate_kubernetes::nodes`). A count that fails leaves the last one in force.
+fn count_nodes(config: &AgentConfig, backend: Arc<tollgate_proxy::cluster::Backend>) {
+    let SourceConfig::Kubernetes { settings, .. } = &config.source else {
+        return;
+    };
+    if !backend.counts_nodes() {
+        return;
+    }
+    let client = match settings.client() {
+        Ok(client) => client,
+        Err(error) => {
+            warn!(%error, "cluster rate limits: cannot count the cluster's Nodes; each agent's share assumes 1 agent (set --ratelimit-agents)");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(tollgate_kubernetes::nodes::COUNT_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            every.tick().await;
+            let counted = tollgate_kubernetes::nodes::count(client.clone()).await;
+            match &counted {
+                Err(error) if !failing => {
+                    warn!(%error, "cluster rate limits: could not count the cluster's Nodes; the last count stays in force");
+                }
+                Ok(_) if failing => {
+                    info!("cluster rate limits: the cluster's Nodes are counted again")
+                }
+                _ => {}
+            }
+            failing = counted.is_err();
+            if let Some(agents) = backend.set_node_count(counted) {
+                info!(agents, "cluster rate limits: the agent count follows the cluster's Nodes (each agent's share while Redis cannot be reached is requests / agents)");
+            }
+        }
+    });
+}
+
 /// Runs the agent until SIGTERM or SIGINT.
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     // Signal handlers first: a SIGTERM that arrives while the first revision is applied must
@@ -263,6 +304,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     info!(address = %config.admin, webhook, "admin server: /metrics /healthz /readyz /status");
     let proxy = Proxy::new(config.proxy.clone(), shared.metrics.http.clone());
     let _ = shared.ratelimit_backend.set(proxy.ratelimit_backend());
+    count_nodes(&config, proxy.ratelimit_backend());
     // banOnAbuse: the proxy hands bans to the ban task, the one writer of the blocklist.
     let (ban_tx, ban_rx) = tokio::sync::mpsc::channel(tollgate_proxy::abuse::BAN_QUEUE);
     let stop_bans = tokio_util::sync::CancellationToken::new();

@@ -149,8 +149,10 @@ pub struct ClusterArgs {
     pub ratelimit_redis_ca_file: Option<PathBuf>,
     /// Agents that share cluster limits: while Redis cannot be reached, a limit with
     /// onBackendFailure: local allows each agent `requests / N`.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000), env = "TOLLGATE_RATELIMIT_AGENTS")]
-    pub ratelimit_agents: u32,
+    /// Without it: in Kubernetes mode the cluster's Nodes, counted every minute (a
+    /// metadata-only list), else 1.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000), env = "TOLLGATE_RATELIMIT_AGENTS")]
+    pub ratelimit_agents: Option<u32>,
 }
 
 impl ClusterArgs {
@@ -159,7 +161,7 @@ impl ClusterArgs {
         &self,
     ) -> Result<tollgate_proxy::cluster::ClusterSettings, tollgate_proxy::cluster::SettingsError>
     {
-        use tollgate_proxy::cluster::{ClusterSettings, RedisSettings, SettingsError};
+        use tollgate_proxy::cluster::{AgentsFrom, ClusterSettings, RedisSettings, SettingsError};
         let redis = match &self.ratelimit_redis {
             Some(url) => Some(RedisSettings::new(
                 url,
@@ -176,7 +178,12 @@ impl ClusterArgs {
         };
         Ok(ClusterSettings {
             redis,
-            agents: self.ratelimit_agents,
+            agents: self.ratelimit_agents.unwrap_or(1),
+            agents_from: if self.ratelimit_agents.is_some() {
+                AgentsFrom::Flag
+            } else {
+                AgentsFrom::Default
+            },
         })
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -121,6 +121,7 @@ async fn handle(
         path: req.uri().path().to_string(),
         query: query.clone(),
         content_type: header(&req, CONTENT_TYPE),
+        accept: header(&req, ACCEPT),
         field_manager: param("fieldManager"),
         force: param("force").map(|f| parse_bool(Some(&f))),
         dry_run: param("dryRun").as_deref() == Some("All"),
@@ -400,7 +401,12 @@ fn dispatch(
                 filter: filter_from(record, ns, None)?,
             };
             let store = shared.store.lock().expect("store");
-            Ok(json_response(200, &store.list(kind, ns, &q)?))
+            let list = store.list(kind, ns, &q)?;
+            if wants_metadata_list(record.accept.as_deref()) {
+                Ok(json_response(200, &metadata_list(list)))
+            } else {
+                Ok(json_response(200, &list))
+            }
         }
         (Method::POST, None) => {
             if kind.namespaced && ns.is_none() {
@@ -571,4 +577,45 @@ fn start_watch(
         .header(CONTENT_TYPE, "application/json")
         .body(body.boxed())
         .expect("a valid response"))
+}
+
+/// Whether `Accept` asks for a metadata-only list (`application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1`,
+/// what kube's `list_metadata` sends); other media types in the header are alternatives the
+/// real server falls back to, so any entry asking for it is taken.
+fn wants_metadata_list(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| {
+        a.split(',').any(|entry| {
+            let params: Vec<&str> = entry.split(';').map(str::trim).collect();
+            params.first() == Some(&"application/json")
+                && params.contains(&"as=PartialObjectMetadataList")
+                && params.contains(&"g=meta.k8s.io")
+                && params.contains(&"v=v1")
+        })
+    })
+}
+
+/// A list as the real server answers a metadata-only list: a `PartialObjectMetadataList` of
+/// `PartialObjectMetadata` items, each with the object's metadata alone.
+fn metadata_list(list: Value) -> Value {
+    let items: Vec<Value> = list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|o| {
+                    serde_json::json!({
+                        "apiVersion": "meta.k8s.io/v1",
+                        "kind": "PartialObjectMetadata",
+                        "metadata": o["metadata"].clone(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "PartialObjectMetadataList",
+        "metadata": list["metadata"].clone(),
+        "items": items,
+    })
 }

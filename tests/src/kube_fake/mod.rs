@@ -30,7 +30,9 @@
 //!   `force`, conflicts with other managers' fields as 409 with `FieldManagerConflict` causes,
 //!   fields a manager stops applying removed, status apply touching only `.status`, object
 //!   apply never touching it, an identical apply writing nothing);
-//! - `dryRun=All`, `Status` bodies with the real codes and reasons.
+//! - `dryRun=All`, `Status` bodies with the real codes and reasons;
+//! - metadata-only lists (`Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1`,
+//!   kube's `list_metadata`): a `PartialObjectMetadataList` of each object's metadata.
 //!
 //! Simplified or left out (see [`fields`] for the apply merge): lists are replaced whole by an
 //! apply (no merge keys, no `k:` ownership), strategic merge is a JSON merge patch, no schema
@@ -267,6 +269,8 @@ pub struct RequestRecord {
     pub params: Vec<(String, String)>,
     /// The Content-Type header.
     pub content_type: Option<String>,
+    /// The Accept header.
+    pub accept: Option<String>,
     /// The `fieldManager` parameter.
     pub field_manager: Option<String>,
     /// The `force` parameter.

@@ -14,7 +14,7 @@
 //! Each agent keeps, per (limit, key), a *lease*: tokens Redis granted it from the current
 //! window ([`KeyState`]). A request takes a token from the lease. When the lease falls to half
 //! a batch, the key is queued for the sync task ([`redis`]) which asks Redis for the next batch
-//! (an atomic Lua script: grant at most what the window has left), many keys per pipeline.
+//! (an atomic Lua script: grant at most what the window has left), many keys per round.
 //! The batch is the key's request rate on this agent times [`LEASE_HORIZON`], at least one and at
 //! most `requests / (4 × agents)`, so a hot key syncs a few times per horizon whatever its rate
 //! and a cold key takes one token at a time. A key with no lease yet (its first request, or a
@@ -23,8 +23,9 @@
 //! said the window is used up, requests are refused until it ends.
 //!
 //! # Failure
-//! A sync or health check that fails or takes longer than [`SYNC_TIMEOUT`] marks the backend
-//! down: from then on, keys without a lease follow their policy's `onBackendFailure` (`local`:
+//! On a Redis Cluster, a primary that does not answer marks only its slots down ([`slots`]).
+//! Otherwise a sync or health check that fails or takes longer than [`SYNC_TIMEOUT`] marks the
+//! backend down: from then on, keys without a lease follow their policy's `onBackendFailure` (`local`:
 //! this node's share, `requests / agents` per window of Redis' clock as last seen, counting
 //! what the agent admitted in that window before; `allow`; `deny`: 429), `/status`, `tollgate_ratelimit_cluster_fallback`
 //! and a log line say so, and the task reconnects with exponential backoff. Requests never wait
@@ -38,9 +39,10 @@
 //! hashing all 2^32 of them; the hash hides, it does not encrypt).
 pub mod redis;
 pub mod settings;
+pub mod slots;
 
 use std::collections::hash_map::RandomState;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,16 +61,18 @@ use crate::metrics::{Catalog, PolicyLabel, ReasonLabel};
 use tollgate_compile::l7::table::{RateLimitBackendFailure, RateLimitDef};
 
 pub use self::settings::{RedisSettings, SettingsError};
+pub use self::slots::NodeDownStatus;
+use self::slots::SlotHealth;
 
 /// Keys tracked per cluster limit (least recently used out).
 pub const MAX_CLUSTER_KEYS: usize = 100_000;
 /// How long a batch should last at the key's current rate on this agent.
 pub const LEASE_HORIZON: Duration = Duration::from_millis(100);
-/// Longest a sync (one pipeline) or health check may take before the backend counts as down.
+/// Longest a sync (one round) or health check may take before the backend counts as down.
 pub const SYNC_TIMEOUT: Duration = Duration::from_millis(250);
 /// Keys whose sync is waiting, at most (more are synced on a later request).
 pub const SYNC_QUEUE: usize = 65_536;
-/// Keys synced in one pipeline, at most.
+/// Keys synced in one round, at most.
 pub const MAX_PIPELINE: usize = 512;
 /// Health check interval when no sync ran.
 pub const HEALTH_EVERY: Duration = Duration::from_millis(250);
@@ -91,6 +95,9 @@ pub struct ClusterSettings {
     /// Agents sharing the limits: each one's share, when Redis cannot be reached, is
     /// `requests / agents` (at least 1).
     pub agents: u32,
+    /// Where `agents` comes from; only [`AgentsFrom::Flag`] is never replaced by a count of
+    /// the cluster's nodes ([`Backend::set_node_count`]).
+    pub agents_from: AgentsFrom,
 }
 
 impl Default for ClusterSettings {
@@ -98,8 +105,21 @@ impl Default for ClusterSettings {
         ClusterSettings {
             redis: None,
             agents: 1,
+            agents_from: AgentsFrom::Default,
         }
     }
+}
+
+/// Where the agent count of cluster limits comes from (`/status` `agents_from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentsFrom {
+    /// Nothing said: 1, until a count of nodes replaces it.
+    Default,
+    /// `--ratelimit-agents`: kept whatever the cluster's size.
+    Flag,
+    /// The Kubernetes cluster's Nodes, counted by the agent.
+    KubernetesNodes,
 }
 
 /// Labels of `tollgate_ratelimit_limited_total`.
@@ -160,7 +180,7 @@ impl ClusterMetrics {
         catalog.register(
             registry,
             "tollgate_ratelimit_redis_round_trip_seconds",
-            "Round trips to the Redis of cluster rate limits (one pipeline of syncs, or a health check).",
+            "Round trips to the Redis of cluster rate limits (one round of syncs, or a health check).",
             m.round_trip.clone(),
         );
         catalog.register(
@@ -184,7 +204,7 @@ impl ClusterMetrics {
         catalog.register(
             registry,
             "tollgate_ratelimit_cluster_fallback",
-            "1 while the revision in force has cluster rate limits and they cannot reach Redis (or none is configured), so they follow their onBackendFailure; 0 otherwise.",
+            "1 while the revision in force has cluster rate limits and they cannot reach Redis (or none is configured), or a Redis Cluster primary (its slots' keys), so they follow their onBackendFailure; 0 otherwise.",
             m.fallback.clone(),
         );
         m
@@ -194,7 +214,8 @@ impl ClusterMetrics {
 /// What `/status` says of the shared counters.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BackendStatus {
-    /// `up`, `down` or `not_configured`.
+    /// `up`, `partial` (a Redis Cluster with primaries down: their keys follow
+    /// `onBackendFailure`, the others are shared), `down` or `not_configured`.
     pub state: &'static str,
     /// The Redis address (no credentials).
     pub address: Option<String>,
@@ -206,8 +227,28 @@ pub struct BackendStatus {
     pub since_seconds: f64,
     /// The last error, while down.
     pub last_error: Option<String>,
-    /// `--ratelimit-agents`.
+    /// Primaries of a Redis Cluster that do not answer (their slots' keys fall back).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes_down: Vec<NodeDownStatus>,
+    /// The agents sharing the limits (each one's share is `requests / agents`).
     pub agents: u32,
+    /// Where that number comes from: `flag` (`--ratelimit-agents`), `kubernetes_nodes` (the
+    /// cluster's Nodes, counted every minute) or `default` (1).
+    pub agents_from: AgentsFrom,
+    /// Seconds since the Nodes were last counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agents_counted_seconds_ago: Option<f64>,
+    /// Why the last count of Nodes failed (the last count stays in force).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agents_count_error: Option<String>,
+}
+
+/// The agent count and where it comes from.
+#[derive(Debug)]
+struct AgentCount {
+    from: AgentsFrom,
+    counted: Option<Instant>,
+    error: Option<String>,
 }
 
 /// The shared counters' connection state, as requests and `/status` see it.
@@ -221,6 +262,11 @@ pub struct Backend {
     changed: Mutex<(Instant, Option<String>)>,
     metrics: ClusterMetrics,
     queue: Option<mpsc::Sender<SyncRequest>>,
+    /// Slots whose primary is down (a Redis Cluster only).
+    slots: SlotHealth,
+    /// Agents sharing the limits now.
+    agents: AtomicU32,
+    agent_count: Mutex<AgentCount>,
 }
 
 impl Backend {
@@ -233,12 +279,19 @@ impl Backend {
             (None, None)
         };
         let backend = Arc::new(Backend {
-            settings,
             up: AtomicBool::new(false),
             in_force: AtomicBool::new(false),
             changed: Mutex::new((Instant::now(), None)),
             metrics,
             queue,
+            slots: SlotHealth::default(),
+            agents: AtomicU32::new(settings.agents.max(1)),
+            agent_count: Mutex::new(AgentCount {
+                from: settings.agents_from,
+                counted: None,
+                error: None,
+            }),
+            settings,
         });
         if let (Some(rx), Some(redis)) = (rx, backend.settings.redis.clone()) {
             tokio::spawn(redis::run(backend.clone(), redis, rx));
@@ -251,9 +304,44 @@ impl Backend {
         self.up.load(Ordering::Relaxed)
     }
 
+    /// Whether keys of `slot` are shared now: syncs succeed and, on a Redis Cluster, the
+    /// slot's primary answers.
+    pub fn is_up_for(&self, slot: u16) -> bool {
+        self.is_up() && self.slots.is_up(slot)
+    }
+
     /// The agents sharing the limits.
     pub fn agents(&self) -> u32 {
-        self.settings.agents.max(1)
+        self.agents.load(Ordering::Relaxed).max(1)
+    }
+
+    /// Whether a count of the cluster's nodes may set the agent count (not when
+    /// `--ratelimit-agents` set it).
+    pub fn counts_nodes(&self) -> bool {
+        self.settings.agents_from != AgentsFrom::Flag
+    }
+
+    /// A count of the cluster's Nodes (one agent each), or why it failed (the last count stays
+    /// in force). Ignored when `--ratelimit-agents` was given. Returns the count in force if it
+    /// changed.
+    pub fn set_node_count(&self, count: Result<u32, String>) -> Option<u32> {
+        if !self.counts_nodes() {
+            return None;
+        }
+        let mut c = self.agent_count.lock().unwrap_or_else(|e| e.into_inner());
+        match count {
+            Ok(n) => {
+                c.from = AgentsFrom::KubernetesNodes;
+                c.counted = Some(Instant::now());
+                c.error = None;
+                let n = n.max(1);
+                (self.agents.swap(n, Ordering::Relaxed) != n).then_some(n)
+            }
+            Err(e) => {
+                c.error = Some(e);
+                None
+            }
+        }
     }
 
     /// The metrics.
@@ -280,27 +368,47 @@ impl Backend {
         self.metrics.fallback.set(i64::from(self.in_fallback()));
     }
 
-    /// Cluster limits are in force and follow their `onBackendFailure`.
+    /// Takes a check of a Redis Cluster's primaries (the sync task calls this).
+    fn set_nodes(&self, checks: &[slots::NodeCheck]) -> slots::Changes {
+        let changes = self.slots.set(checks);
+        self.metrics.fallback.set(i64::from(self.in_fallback()));
+        changes
+    }
+
+    /// Cluster limits are in force and some or all of their keys follow their
+    /// `onBackendFailure`.
     pub fn in_fallback(&self) -> bool {
-        self.in_force.load(Ordering::Relaxed) && !self.is_up()
+        self.in_force.load(Ordering::Relaxed) && (!self.is_up() || self.slots.any_down())
     }
 
     /// What `/status` shows.
     pub fn status(&self) -> BackendStatus {
+        let count = self.agent_count.lock().unwrap_or_else(|e| e.into_inner());
         let c = self.changed.lock().unwrap_or_else(|e| e.into_inner());
         let configured = self.settings.redis.is_some();
         BackendStatus {
-            state: match (configured, self.is_up()) {
-                (false, _) => "not_configured",
-                (true, true) => "up",
-                (true, false) => "down",
+            state: match (configured, self.is_up(), self.slots.any_down()) {
+                (false, _, _) => "not_configured",
+                (true, true, false) => "up",
+                (true, true, true) => "partial",
+                (true, false, _) => "down",
             },
             address: self.settings.redis.as_ref().map(RedisSettings::address),
             topology: self.settings.redis.as_ref().map(RedisSettings::kind),
             fallback: self.in_fallback(),
             since_seconds: (c.0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
             last_error: if self.is_up() { None } else { c.1.clone() },
+            nodes_down: if self.is_up() {
+                self.slots.status()
+            } else {
+                Vec::new()
+            },
             agents: self.agents(),
+            agents_from: count.from,
+            agents_counted_seconds_ago: count
+                .counted
+                .map(|t| (t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0),
+            agents_count_error: count.error.clone(),
         }
     }
 
@@ -323,6 +431,8 @@ pub(crate) struct SyncRequest {
 pub(crate) struct KeyState {
     /// `tollgate:rl:{<hash>}`, without the window number.
     redis_key: Arc<str>,
+    /// Its Redis Cluster slot.
+    slot: u16,
     /// Tokens granted by Redis, from the window ending at `window_end`, not used yet.
     lease: u32,
     /// Requests admitted without a lease (this node's share), not yet charged to the window.
@@ -370,21 +480,47 @@ pub struct ClusterLimit {
     shards: Box<[Mutex<Keys>]>,
     per_shard: usize,
     hasher: RandomState,
-    /// This node's share of the limit as a token bucket: keys without a lease while Redis is
-    /// up (a new key's first requests).
-    share: Limiter,
-    /// This node's share per window: `onBackendFailure: local` while Redis is down.
-    share_requests: u32,
+    /// This node's share, for the agent count it was made for.
+    share: arc_swap::ArcSwap<Share>,
+    /// Keys tracked, at most.
+    capacity: usize,
+    /// The origin of this limit's clock.
+    origin: Instant,
     /// Where Redis' windows end on this agent's clock: `window_end % per` of the last answer
     /// (ns; 0 until Redis has answered once).
     phase: AtomicU64,
     /// The window in milliseconds (what the script takes).
     per_ms: u64,
-    /// Most tokens asked for at once.
-    max_batch: u32,
     /// The prefix of the Redis key names' hash: policy and limit.
     prefix: Vec<u8>,
     keys_gauge: Gauge,
+}
+
+/// This node's share of a cluster limit, for one agent count.
+struct Share {
+    agents: u32,
+    /// A token bucket of `requests / agents`: keys without a lease while Redis is up (a new
+    /// key's first requests).
+    bucket: Limiter,
+    /// This node's share per window: `onBackendFailure: local` while Redis is down.
+    requests: u32,
+    /// Most tokens asked for at once: `requests / (4 × agents)`.
+    max_batch: u32,
+}
+
+impl Share {
+    fn new(def: &RateLimitDef, agents: u32, capacity: usize) -> Share {
+        let agents = agents.max(1);
+        let mut share = def.clone();
+        share.requests = (def.requests / agents).max(1);
+        share.burst = (def.burst / agents).max(1);
+        Share {
+            agents,
+            bucket: Limiter::new(&share, capacity, Counter::default()),
+            requests: share.requests,
+            max_batch: (def.requests / (4 * agents)).max(1),
+        }
+    }
 }
 
 impl std::fmt::Debug for ClusterLimit {
@@ -403,10 +539,6 @@ impl ClusterLimit {
         backend: Arc<Backend>,
         capacity: usize,
     ) -> ClusterLimit {
-        let agents = backend.agents();
-        let mut share = def.clone();
-        share.requests = (def.requests / agents).max(1);
-        share.burst = (def.burst / agents).max(1);
         let per_shard = capacity.div_ceil(SHARDS).clamp(1, u32::MAX as usize);
         let mut prefix = Vec::new();
         for part in [def.policy.as_bytes(), def.name.as_bytes()] {
@@ -421,11 +553,11 @@ impl ClusterLimit {
             })
             .clone();
         ClusterLimit {
-            share: Limiter::new(&share, capacity, Counter::default()),
-            share_requests: share.requests,
+            share: arc_swap::ArcSwap::from_pointee(Share::new(def, backend.agents(), capacity)),
+            capacity,
+            origin: Instant::now(),
             phase: AtomicU64::new(0),
             per_ms: def.per.as_millis() as u64,
-            max_batch: (def.requests / (4 * agents)).max(1),
             on_failure,
             backend,
             shards: (0..SHARDS)
@@ -442,6 +574,19 @@ impl ClusterLimit {
             keys_gauge,
             def: def.clone(),
         }
+    }
+
+    /// This node's share for the agent count now (made again when the count changed: the
+    /// buckets of keys without a lease start full again, once per change).
+    fn share(&self) -> Arc<Share> {
+        let agents = self.backend.agents();
+        let share = self.share.load_full();
+        if share.agents == agents {
+            return share;
+        }
+        let share = Arc::new(Share::new(&self.def, agents, self.capacity));
+        self.share.store(share.clone());
+        share
     }
 
     fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, Keys> {
@@ -475,7 +620,7 @@ impl ClusterLimit {
         format!("tollgate:rl:{{{}}}", hex::encode(&digest[..16])).into()
     }
 
-    /// Decides a request of `key` at `now` (ns on the share limiter's clock); what it took
+    /// Decides a request of `key` at `now` (ns on [`ClusterLimit::now`]'s clock); what it took
     /// can be given back with [`ClusterLimit::refund`].
     pub fn acquire_at(self: &Arc<Self>, key: KeyValue<'_>, now: u64) -> (Verdict, Taken) {
         let hash = crate::limit::hash_key(&self.hasher, key);
@@ -485,10 +630,12 @@ impl ClusterLimit {
             if keys.len() >= self.per_shard {
                 keys.pop_oldest();
             }
+            let redis_key = self.redis_key(key);
             keys.insert(
                 hash,
                 KeyState {
-                    redis_key: self.redis_key(key),
+                    slot: slots::slot_of(&redis_key),
+                    redis_key,
                     lease: 0,
                     debt: 0,
                     window_end: 0,
@@ -507,7 +654,7 @@ impl ClusterLimit {
         let Some(st) = keys.get(&hash) else {
             // Cannot happen: inserted above under the same lock. Decide by the share.
             drop(keys);
-            let (v, slot) = self.share.acquire_at(key, now);
+            let (v, slot) = self.share().bucket.acquire_at(key, now);
             let taken = Taken {
                 hash,
                 basis: Basis::LocalShare,
@@ -524,7 +671,8 @@ impl ClusterLimit {
         }
         st.last_use = now;
         st.demand = st.demand.saturating_add(1);
-        let up = self.backend.is_up();
+        let up = self.backend.is_up_for(st.slot);
+        let share = self.share();
         let requests = u64::from(self.def.requests);
         let (verdict, basis) = if st.lease > 0 {
             st.lease -= 1;
@@ -549,10 +697,10 @@ impl ClusterLimit {
                 },
                 Basis::SharedWindow,
             )
-        } else if up && st.admitted_in_window(self, now) < self.share_requests {
+        } else if up && st.admitted_in_window(self, now) < share.requests {
             // No lease yet: the share's token bucket, within the share per window (below), and
             // owed to the window.
-            let (v, slot) = self.share.acquire_at(key, now);
+            let (v, slot) = share.bucket.acquire_at(key, now);
             share_slot = Some(slot);
             if v.allowed {
                 st.debt = st.debt.saturating_add(1);
@@ -566,11 +714,11 @@ impl ClusterLimit {
             // down connects, then fails its first sync) would reopen the bucket each time.
             let end = self.local_window_end(st, now);
             let reset = Duration::from_nanos(end.saturating_sub(now).max(1));
-            if st.admitted < self.share_requests {
+            if st.admitted < share.requests {
                 (
                     Verdict {
                         allowed: true,
-                        remaining: u64::from(self.share_requests - st.admitted - 1),
+                        remaining: u64::from(share.requests - st.admitted - 1),
                         reset,
                         retry_after: Duration::ZERO,
                     },
@@ -651,7 +799,7 @@ impl ClusterLimit {
                     st.debt = st.debt.saturating_sub(1);
                 }
                 if let Some(slot) = taken.share {
-                    self.share.refund(slot);
+                    self.share.load().bucket.refund(slot);
                 }
             }
             Basis::Bucket | Basis::BackendFailure => {}
@@ -682,7 +830,7 @@ impl ClusterLimit {
         } else {
             st.rate
         };
-        ((rate * LEASE_HORIZON.as_secs_f64()).ceil() as u32).clamp(1, self.max_batch)
+        ((rate * LEASE_HORIZON.as_secs_f64()).ceil() as u32).clamp(1, self.share().max_batch)
     }
 
     /// Takes what a sync of `hash` sends: the key name, tokens wanted, debt. `None`: the key is
@@ -756,7 +904,7 @@ impl ClusterLimit {
 
     /// Nanoseconds on this limit's clock.
     pub fn now(&self) -> u64 {
-        self.share.now()
+        self.origin.elapsed().as_nanos() as u64
     }
 
     /// Keys tracked now.

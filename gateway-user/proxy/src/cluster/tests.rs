@@ -32,6 +32,7 @@ fn limit(
         ClusterSettings {
             redis: None,
             agents,
+            agents_from: AgentsFrom::Default,
         },
         ClusterMetrics::default(),
     );
@@ -251,4 +252,99 @@ fn requests_without_a_lease_stay_within_the_share_per_window_even_if_the_backend
     assert!(!l.acquire_at(key("a"), t0 + 600 * MS).0.allowed);
     // The next window.
     assert!(l.acquire_at(key("a"), t0 + 1000 * MS).0.allowed);
+}
+
+#[test]
+fn keys_on_a_dead_primary_fall_back_and_the_others_stay_shared() {
+    let l = limit(10, 2, RateLimitBackendFailure::Deny, true);
+    let t0 = 1000 * MS;
+    // Two keys on different slots; the primary of "a"'s slot is down.
+    let (a, b) = (
+        "a",
+        (0..100)
+            .map(|i| format!("b{i}"))
+            .find(|b| {
+                slots::slot_of(&l.redis_key(key(b))) != slots::slot_of(&l.redis_key(key("a")))
+            })
+            .unwrap(),
+    );
+    let slot_a = slots::slot_of(&l.redis_key(key(a)));
+    let changes = l.backend.set_nodes(&[
+        slots::NodeCheck {
+            node: "127.0.0.1:7000".into(),
+            ranges: vec![(slot_a, slot_a)],
+            error: Some("Connection refused".into()),
+        },
+        slots::NodeCheck {
+            node: "127.0.0.1:7001".into(),
+            ranges: vec![(0, slot_a.saturating_sub(1)), (slot_a + 1, 16383)],
+            error: None,
+        },
+    ]);
+    assert_eq!(changes.went_down, ["127.0.0.1:7000"]);
+    l.backend.set_in_force(true);
+    assert!(l.backend.in_fallback());
+    // (`state` is `partial` with Redis configured: the end-to-end test.)
+    let s = l.backend.status();
+    assert_eq!((s.nodes_down.len(), s.nodes_down[0].slots), (1, 1));
+    // "a": onBackendFailure deny.
+    let (v, taken) = l.acquire_at(key(a), t0);
+    assert!(!v.allowed);
+    assert_eq!(taken.basis(), Basis::BackendFailure);
+    // "b": shared as usual (the share until its first lease, then the lease).
+    let (v, taken) = l.acquire_at(key(&b), t0);
+    assert!(v.allowed);
+    assert_eq!(taken.basis(), Basis::LocalShare);
+    let hb = hash(&l, &b);
+    let (_, want, debt) = l.take_sync(hb, t0).unwrap();
+    l.apply(hb, t0, want, u64::from(debt + want), 500);
+    let (v, taken) = l.acquire_at(key(&b), t0 + MS);
+    assert!(v.allowed);
+    assert_eq!(taken.basis(), Basis::SharedWindow);
+    // The primary answers again: "a" is shared again.
+    assert_eq!(l.backend.set_nodes(&[]).came_back, ["127.0.0.1:7000"]);
+    assert!(l.backend.status().nodes_down.is_empty());
+    assert!(!l.backend.in_fallback());
+    let (v, taken) = l.acquire_at(key(a), t0 + 2 * MS);
+    assert!(v.allowed);
+    assert_eq!(taken.basis(), Basis::LocalShare);
+}
+
+#[test]
+fn a_count_of_nodes_sets_the_share_unless_the_flag_did() {
+    let l = limit(30, 1, RateLimitBackendFailure::Local, false);
+    let t0 = 1000 * MS;
+    let admitted = |l: &Arc<ClusterLimit>, tenant: &str, t: u64| {
+        (0..40)
+            .filter(|_| l.acquire_at(key(tenant), t).0.allowed)
+            .count()
+    };
+    // One agent: the whole limit per window while Redis is down.
+    assert_eq!(admitted(&l, "a", t0), 30);
+    let s = l.backend.status();
+    assert_eq!((s.agents, s.agents_from), (1, AgentsFrom::Default));
+    // Three Nodes: a share of 10, at once (a new key; an old one keeps what it had admitted).
+    assert_eq!(l.backend.set_node_count(Ok(3)), Some(3));
+    assert_eq!(l.backend.set_node_count(Ok(3)), None, "no change");
+    assert_eq!(admitted(&l, "b", t0), 10);
+    assert_eq!(l.share().max_batch, 2, "30 / (4 x 3)");
+    // A failed count keeps the last one, and says why.
+    assert_eq!(l.backend.set_node_count(Err("403 Forbidden".into())), None);
+    let s = l.backend.status();
+    assert_eq!((s.agents, s.agents_from), (3, AgentsFrom::KubernetesNodes));
+    assert_eq!(s.agents_count_error.as_deref(), Some("403 Forbidden"));
+    assert!(s.agents_counted_seconds_ago.is_some());
+    // --ratelimit-agents: never replaced.
+    let flagged = Backend::start(
+        ClusterSettings {
+            redis: None,
+            agents: 2,
+            agents_from: AgentsFrom::Flag,
+        },
+        ClusterMetrics::default(),
+    );
+    assert!(!flagged.counts_nodes());
+    assert_eq!(flagged.set_node_count(Ok(7)), None);
+    let s = flagged.status();
+    assert_eq!((s.agents, s.agents_from), (2, AgentsFrom::Flag));
 }
