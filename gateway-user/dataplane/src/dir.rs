@@ -22,6 +22,8 @@ use gateway_common::{
     SCOPE_BITS,
 };
 
+use rustc_hash::FxHashMap as HashMap;
+
 use super::tables::Tables;
 
 /// How much room the index has (the kernel's arrays; smaller in tests).
@@ -42,27 +44,13 @@ impl Default for Room {
     }
 }
 
-/// One IPv4 source entry of a rule set, as the index sees it.
-struct Prefix {
-    addr: u32,
-    len: u32,
-    entry: u32,
-}
-
-/// A /24's address slots before they get a chunk: its slot in the /24 chunk above, then the
-/// longer prefixes' ranges `(first, count, slot)`, shortest first.
-struct Pending {
-    base: u32,
-    paint: Vec<(usize, usize, u32)>,
-}
-
 /// A chunk's place: (scope, /16) for a chunk of /24 slots, (scope, /24) for a chunk of
 /// address slots.
 type ChunkKey = (u32, u32);
 
 /// The chunk ids `prev`'s index gives to /16s and to /24s.
-fn chunk_ids(prev: &Tables) -> (BTreeMap<ChunkKey, u32>, BTreeMap<ChunkKey, u32>) {
-    let (mut l2, mut l3) = (BTreeMap::new(), BTreeMap::new());
+fn chunk_ids(prev: &Tables) -> (HashMap<ChunkKey, u32>, HashMap<ChunkKey, u32>) {
+    let (mut l2, mut l3) = (HashMap::default(), HashMap::default());
     for (&index, block) in &prev.dir4 {
         let (scope, byte0) = (index / 256, index % 256);
         for (byte1, &slot) in block.slots.iter().enumerate() {
@@ -85,23 +73,51 @@ fn chunk_ids(prev: &Tables) -> (BTreeMap<ChunkKey, u32>, BTreeMap<ChunkKey, u32>
 }
 
 /// Fills `t.dir4`, `t.chunks4` and `t.leaves4` from `t.src_v4`, keeping the chunk ids `prev`
-/// gave to /16s that still need one.
+/// gave to /16s and /24s that still need one.
 pub fn build(t: &mut Tables, prev: &Tables, room: Room) {
-    t.dir4.clear();
-    t.chunks4.clear();
-    t.leaves4.clear();
-    let mut by_scope: BTreeMap<u32, Vec<Prefix>> = BTreeMap::new();
-    for ((len, key), value) in &t.src_v4 {
-        let scope = u32::from_be_bytes(key.scope);
-        if scope >= DIR_SCOPES {
-            continue;
-        }
-        by_scope.entry(scope).or_default().push(Prefix {
+    let prefixes: Vec<Prefix> = t
+        .src_v4
+        .iter()
+        .map(|((len, key), value)| Prefix {
+            scope: u32::from_be_bytes(key.scope),
             addr: u32::from_be_bytes(key.addr),
             len: len - SCOPE_BITS,
             entry: value.entry,
-        });
-    }
+        })
+        .collect();
+    let (dir4, chunks4) = slots(prefixes, prev, room);
+    t.dir4 = dir4;
+    t.chunks4 = chunks4;
+    leaves(t, room);
+}
+
+/// An IPv4 source entry of a rule set, as the index sees it.
+pub struct Prefix {
+    /// Scope id (no generation bit).
+    pub scope: u32,
+    /// Network address.
+    pub addr: u32,
+    /// Prefix length, 0-32.
+    pub len: u32,
+    /// Entry id (no generation bit).
+    pub entry: u32,
+}
+
+/// The index's blocks and chunks for `prefixes` (those of scopes beyond `DIR_SCOPES` are
+/// ignored). Needs nothing else of the revision, so that an apply computes it on a thread of
+/// its own while the rest of the tables are built ([`super::tables::build`]).
+pub fn slots(
+    mut prefixes: Vec<Prefix>,
+    prev: &Tables,
+    room: Room,
+) -> (HashMap<u32, DirBlock>, HashMap<u32, DirBlock>) {
+    let mut dir4 = HashMap::default();
+    // Sized up front: growing a map of 1 KiB values copies them.
+    let mut chunks4 = HashMap::with_capacity_and_hasher(room.chunks as usize, Default::default());
+    prefixes.retain(|p| p.scope < DIR_SCOPES);
+    // Shorter prefixes first: a longer one painted later is the longer match where the two
+    // overlap (prefixes are nested or disjoint).
+    prefixes.sort_unstable_by_key(|p| (p.scope, p.len, p.addr));
     let leaf = |entry: u32| {
         if entry < room.leaves {
             DIR_LEAF | entry
@@ -109,64 +125,60 @@ pub fn build(t: &mut Tables, prev: &Tables, room: Room) {
             DIR_TRIE
         }
     };
-    // Per scope: the /16 slots; the /24 slots of every /16 that needs them (level 2); the
-    // address slots of every /24 that holds a longer prefix (level 3).
+    // Per scope: the /16 slots; the /24 slots of every /16 that needs them (level 2). The
+    // prefixes longer than /24 are painted into address slots (level 3) only for the /24s that
+    // get a chunk: with 100,000 rules tens of thousands of /24s hold one, far more than the
+    // room for chunks.
     let mut l1: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
     let mut level2: BTreeMap<ChunkKey, [u32; 256]> = BTreeMap::new();
-    // Level 3 is kept as what to paint until a chunk is given: with 100,000 rules tens of
-    // thousands of /24s hold a longer prefix, far more than the room for chunks.
-    let mut level3: BTreeMap<ChunkKey, Pending> = BTreeMap::new();
-    for (&scope, prefixes) in &mut by_scope {
-        // Shorter prefixes first: a longer one painted later is the longer match where the
-        // two overlap (prefixes are nested or disjoint).
-        prefixes.sort_by_key(|p| p.len);
-        let slots = l1.entry(scope).or_insert_with(|| vec![DIR_NONE; 1 << 16]);
-        for p in prefixes.iter() {
-            let hi16 = p.addr >> 16;
-            if p.len <= 16 {
-                let n = 1usize << (16 - p.len);
-                slots[hi16 as usize..hi16 as usize + n].fill(leaf(p.entry));
-                continue;
-            }
-            // Every shorter prefix has been painted: the slot above is the longest match of
-            // the addresses no longer prefix covers.
-            let base = slots[hi16 as usize];
-            let chunk = level2.entry((scope, hi16)).or_insert([base; 256]);
-            let byte2 = ((p.addr >> 8) & 0xff) as usize;
-            if p.len <= 24 {
-                let n = 1usize << (24 - p.len);
-                chunk[byte2..byte2 + n].fill(leaf(p.entry));
-                continue;
-            }
-            let base = chunk[byte2];
-            let pending = level3.entry((scope, p.addr >> 8)).or_insert(Pending {
-                base,
-                paint: Vec::new(),
-            });
-            let byte3 = (p.addr & 0xff) as usize;
-            let n = 1usize << (32 - p.len);
-            pending.paint.push((byte3, n, leaf(p.entry)));
+    let mut long: Vec<&Prefix> = Vec::new();
+    for p in &prefixes {
+        let slots = l1.entry(p.scope).or_insert_with(|| vec![DIR_NONE; 1 << 16]);
+        let hi16 = p.addr >> 16;
+        if p.len <= 16 {
+            let n = 1usize << (16 - p.len);
+            slots[hi16 as usize..hi16 as usize + n].fill(leaf(p.entry));
+            continue;
+        }
+        // Every shorter prefix has been painted: the slot above is the longest match of the
+        // addresses no longer prefix covers.
+        let base = slots[hi16 as usize];
+        let chunk = level2.entry((p.scope, hi16)).or_insert([base; 256]);
+        let byte2 = ((p.addr >> 8) & 0xff) as usize;
+        if p.len <= 24 {
+            let n = 1usize << (24 - p.len);
+            chunk[byte2..byte2 + n].fill(leaf(p.entry));
+        } else {
+            long.push(p);
         }
     }
-    let uniform = |slots: &[u32; 256]| slots.iter().all(|&s| s == slots[0]);
-    // A chunk whose 256 slots agree is no chunk: the slot above says it. A /24 that keeps its
-    // chunk is marked in its /16's chunk, which then cannot collapse.
-    let mut pending3: BTreeSet<ChunkKey> = BTreeSet::new();
-    level3.retain(|&(scope, hi24), pending| {
+    // The /24s with longer prefixes, in order, each with its slot in the /16's chunk (its
+    // longest match of at most 24 bits) and its prefixes, shortest first (a stable sort keeps
+    // the length order).
+    long.sort_by_key(|p| (p.scope, p.addr >> 8));
+    let mut level3: Vec<(ChunkKey, u32, &[&Prefix])> = Vec::new();
+    let mut rest = long.as_slice();
+    while let Some(first) = rest.first() {
+        let key = (first.scope, first.addr >> 8);
+        let n = rest
+            .iter()
+            .take_while(|p| (p.scope, p.addr >> 8) == key)
+            .count();
         let above =
-            &mut level2.get_mut(&(scope, hi24 >> 8)).expect("painted")[(hi24 & 0xff) as usize];
-        if pending.paint.iter().all(|&(_, _, v)| v == pending.base) {
-            *above = pending.base;
-            false
+            &mut level2.get_mut(&(key.0, key.1 >> 8)).expect("painted")[(key.1 & 0xff) as usize];
+        let group = &rest[..n];
+        if group.iter().all(|p| leaf(p.entry) == *above) {
+            // Nothing to tell apart (entries the index has no leaf for, in a /24 that asks
+            // the trie already).
         } else {
-            *above = DIR_TRIE;
-            pending3.insert((scope, hi24));
-            true
+            level3.push((key, *above, group));
+            *above = PENDING;
         }
-    });
+        rest = &rest[n..];
+    }
+    // A chunk whose 256 slots agree is no chunk: the slot above says it.
     level2.retain(|&(scope, hi16), slots| {
-        let has3 = (0..256u32).any(|b| pending3.contains(&(scope, hi16 << 8 | b)));
-        if !has3 && uniform(slots) {
+        if slots[0] != PENDING && slots.iter().all(|&s| s == slots[0]) {
             l1.get_mut(&scope).expect("scope painted")[hi16 as usize] = slots[0];
             false
         } else {
@@ -177,63 +189,71 @@ pub fn build(t: &mut Tables, prev: &Tables, room: Room) {
     // left without one (no room) asks the trie. The /16s' chunks first: they lead to the rest.
     let (old2, old3) = chunk_ids(prev);
     let mut used = BTreeSet::new();
-    let mut keep = |wanted: &mut dyn Iterator<Item = &ChunkKey>, old: &BTreeMap<ChunkKey, u32>| {
-        let mut given = BTreeMap::new();
-        for key in wanted {
-            if let Some(&id) = old.get(key) {
-                if id < room.chunks && used.insert(id) {
-                    given.insert(*key, id);
-                }
-            }
-        }
-        given
+    let mut keep = |key: &ChunkKey, old: &HashMap<ChunkKey, u32>| {
+        let id = *old.get(key)?;
+        (id < room.chunks && used.insert(id)).then_some(id)
     };
-    let given2 = keep(&mut level2.keys(), &old2);
-    let given3 = keep(&mut level3.keys(), &old3);
+    let given2: HashMap<ChunkKey, u32> = level2
+        .keys()
+        .filter_map(|k| Some((*k, keep(k, &old2)?)))
+        .collect();
+    let given3: HashMap<ChunkKey, u32> = level3
+        .iter()
+        .filter_map(|(k, _, _)| Some((*k, keep(k, &old3)?)))
+        .collect();
     let mut free = (0..room.chunks).filter(|id| !used.contains(id));
-    let mut placed2: BTreeMap<ChunkKey, u32> = BTreeMap::new();
+    let mut placed2: HashMap<ChunkKey, u32> = HashMap::default();
     for (key, slots) in &level2 {
         let l1_slot = &mut l1.get_mut(&key.0).expect("scope painted")[key.1 as usize];
         match given2.get(key).copied().or_else(|| free.next()) {
             Some(id) => {
                 *l1_slot = DIR_CHUNK | id;
-                t.chunks4.insert(id, DirBlock { slots: *slots });
+                chunks4.insert(id, DirBlock { slots: *slots });
                 placed2.insert(*key, id);
             }
             None => *l1_slot = DIR_TRIE,
         }
     }
-    for (key, pending) in &level3 {
+    for (key, base, group) in &level3 {
         let Some(&above) = placed2.get(&(key.0, key.1 >> 8)) else {
             continue; // Its /16 asks the trie.
         };
-        let id = given3.get(key).copied().or_else(|| free.next());
-        let block = t.chunks4.get_mut(&above).expect("placed");
-        let slot = &mut block.slots[(key.1 & 0xff) as usize];
-        match id {
+        let slot = match given3.get(key).copied().or_else(|| free.next()) {
             Some(id) => {
-                *slot = DIR_CHUNK | id;
                 let mut chunk = DirBlock {
-                    slots: [pending.base; 256],
+                    slots: [*base; 256],
                 };
-                for &(start, n, v) in &pending.paint {
-                    chunk.slots[start..start + n].fill(v);
+                for p in group.iter() {
+                    let start = (p.addr & 0xff) as usize;
+                    chunk.slots[start..start + (1usize << (32 - p.len))].fill(leaf(p.entry));
                 }
-                t.chunks4.insert(id, chunk);
+                chunks4.insert(id, chunk);
+                DIR_CHUNK | id
             }
-            None => *slot = DIR_TRIE,
-        }
+            None => DIR_TRIE,
+        };
+        chunks4.get_mut(&above).expect("placed").slots[(key.1 & 0xff) as usize] = slot;
     }
     for (scope, slots) in &l1 {
         for (byte0, block) in slots.chunks_exact(256).enumerate() {
             if block.iter().any(|&s| s != DIR_NONE) {
                 let mut b = DirBlock::default();
                 b.slots.copy_from_slice(block);
-                t.dir4.insert(scope * 256 + byte0 as u32, b);
+                dir4.insert(scope * 256 + byte0 as u32, b);
             }
         }
     }
-    // The leaves: the values of the entries some slot names.
+    (dir4, chunks4)
+}
+
+/// A /24 slot whose chunk of address slots is being decided (never left in a table: every
+/// one becomes `DIR_CHUNK | id` or `DIR_TRIE`).
+const PENDING: u32 = DIR_CHUNK | DIR_ID_MASK;
+
+/// Fills `t.leaves4`: the `SRC_V4` values of the entries some slot of `t.dir4`/`t.chunks4`
+/// names.
+pub fn leaves(t: &mut Tables, room: Room) {
+    t.leaves4.clear();
     let mut named = vec![false; room.leaves as usize];
     let mut any = false;
     for block in t.dir4.values().chain(t.chunks4.values()) {
@@ -663,5 +683,55 @@ mod tests {
                 agrees(&t, *scope, net.broadcast().octets());
             }
         }
+    }
+}
+
+/// What building the index costs at 100,000 prefixes (an apply rebuilds it): run by hand with
+/// `cargo test --release -p tollgate-dataplane dir_build_cost -- --ignored --nocapture`.
+#[cfg(test)]
+#[test]
+#[ignore = "a measurement, not a test"]
+fn dir_build_cost() {
+    use gateway_common::{SrcV4, Verdict};
+    let mut t = Tables::default();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for entry in 0..100_000u32 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let len = 16 + (seed >> 8) as u32 % 17;
+        let mask = u32::MAX << (32 - len);
+        let addr = (0x0a00_0000 | (seed >> 32) as u32 & 0x00ff_ffff) & mask;
+        t.src_v4.insert(
+            (
+                SCOPE_BITS + len,
+                SrcV4 {
+                    scope: 0u32.to_be_bytes(),
+                    addr: addr.to_be_bytes(),
+                },
+            ),
+            SrcValue {
+                entry,
+                flags: 0,
+                verdict: Verdict::default(),
+            },
+        );
+    }
+    let prev = {
+        let mut p = t.clone();
+        build(&mut p, &Tables::default(), Room::default());
+        p
+    };
+    for _ in 0..3 {
+        let start = std::time::Instant::now();
+        build(&mut t, &prev, Room::default());
+        eprintln!(
+            "dir::build of {} prefixes: {:?} ({} blocks, {} chunks, {} leaves)",
+            t.src_v4.len(),
+            start.elapsed(),
+            t.dir4.len(),
+            t.chunks4.len(),
+            t.leaves4.len()
+        );
     }
 }
