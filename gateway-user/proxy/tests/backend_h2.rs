@@ -265,7 +265,15 @@ async fn a_connection_the_backend_closes_is_replaced() {
         }
     }
     assert_eq!(state.seen.lock().unwrap().len(), 5);
-    assert_eq!(state.connections.load(Ordering::Relaxed), 5);
+    // A request sent right after a response (no pause) may reach the backend before its
+    // GOAWAY leaves, on the closing connection, which then still serves it; after a pause the
+    // GOAWAY has arrived and the request needs a new connection. So requests 0, 1 and 3 open
+    // one each, and 2 and 4 may or may not.
+    let connections = state.connections.load(Ordering::Relaxed);
+    assert!(
+        (3..=5).contains(&connections),
+        "5 requests to a backend that closes each connection after one response: {connections} connections"
+    );
 }
 
 #[tokio::test]
