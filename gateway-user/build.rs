@@ -4,7 +4,7 @@
 //! every pointer in its read-only data (vtables, string tables, static slices) needs a
 //! relocation at start. As RELA entries those were megabytes of `.rela.dyn` that the dynamic
 //! loader reads once and that then stay mapped, resident, for the life of the agent; packed,
-//! they are a few KB (docs/benchmarks.md, "Agent memory"). Needs GNU ld >= 2.38 or lld to
+//! they are a few KB (docs/benchmarks-issue13.md, "Agent memory"). Needs GNU ld >= 2.38 or lld to
 //! link and glibc >= 2.36 to run; the image carries the glibc of the machine that built it
 //! (docs/install.md), so the two always match there.
 fn main() {

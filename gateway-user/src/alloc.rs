@@ -1,6 +1,6 @@
 //! The allocator of the agent binary (mimalloc, see main.rs), as far as the agent steers it.
 //!
-//! Measured in docs/benchmarks.md ("Agent memory"): with a 10-route revision the agent's live
+//! Measured in docs/benchmarks-issue13.md ("Agent memory"): with a 10-route revision the agent's live
 //! heap is about 5 MB, but it was 17.5–21 MiB resident. Two causes, one function each here.
 
 /// Turns transparent huge pages off for this process, before the heap grows (the first thing

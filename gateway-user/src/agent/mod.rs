@@ -430,7 +430,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 /// [`Dataplane::load`] on a thread of its own, then the memory it freed handed back to the
 /// kernel at once. aya's loader parses the kernel's BTF (`/sys/kernel/btf/vmlinux`, for CO-RE
 /// relocations) and drops it when the load ends: about 19 MB of heap, nearly all of the agent's
-/// peak heap (docs/benchmarks.md, "Agent memory"). On a thread that ends with the load, those
+/// peak heap (docs/benchmarks-issue13.md, "Agent memory"). On a thread that ends with the load, those
 /// allocations do not share pages with what the agent's own threads keep, so the pages are
 /// freed whole, and [`crate::alloc::release_free_memory`] returns them now instead of after
 /// the allocator's purge delay (which only runs when something allocates again).
