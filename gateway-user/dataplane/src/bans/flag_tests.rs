@@ -7,10 +7,10 @@ use aya::maps::{Array, MapData};
 use aya::programs::TestRun as _;
 use gateway_common::{BAN_STATE_V4, BAN_STATE_V6};
 
+use super::packet_tests::from_src;
 use super::{BanKind, BanMaps};
 use crate::open_pinned;
 use crate::testrun::{TestRig, XDP_DROP, XDP_PASS};
-use crate::xdp_tests::from_src;
 
 fn flags(rig: &TestRig) -> (u32, u32) {
     let state: Array<MapData, u32> =

@@ -31,6 +31,8 @@
 #[cfg(test)]
 mod flag_tests;
 mod index;
+#[cfg(test)]
+pub(crate) mod packet_tests;
 mod target;
 
 use std::net::IpAddr;
