@@ -99,6 +99,18 @@ fn sources(rules: &[Rule], rng: &mut Rng) -> Vec<Ipv4Addr> {
     out
 }
 
+/// The kernel's verdict on `p` is the reference evaluator's.
+fn agrees(rig: &mut TestRig, policies: &[Policy], p: &Packet, context: &str) {
+    let want = match evaluate(policies, TEST_RUN_INTERFACE, p).outcome {
+        Outcome::Drop => XDP_DROP,
+        _ => XDP_PASS,
+    };
+    let got = rig
+        .run(&frame(p, FrameOptions::default()))
+        .unwrap_or_else(|e| panic!("test run: {e}"));
+    assert_eq!(got, want, "{context}{p:?}");
+}
+
 fn check(rig: &mut TestRig, policies: &[Policy], srcs: &[Ipv4Addr]) {
     for &src in srcs {
         for (protocol, port) in [(6u8, 443u16), (17, 53)] {
@@ -107,14 +119,7 @@ fn check(rig: &mut TestRig, policies: &[Policy], srcs: &[Ipv4Addr]) {
                 protocol,
                 l4: L4::Port(port),
             };
-            let want = match evaluate(policies, TEST_RUN_INTERFACE, &p).outcome {
-                Outcome::Drop => XDP_DROP,
-                _ => XDP_PASS,
-            };
-            let got = rig
-                .run(&frame(&p, FrameOptions::default()))
-                .unwrap_or_else(|e| panic!("test run: {e}"));
-            assert_eq!(got, want, "{p:?}");
+            agrees(rig, policies, &p, "");
         }
     }
 }
@@ -296,14 +301,7 @@ fn ports_judged_through_the_direct_tables_agree_with_the_evaluator() {
                     protocol,
                     l4,
                 };
-                let want = match evaluate(&policies, TEST_RUN_INTERFACE, &p).outcome {
-                    Outcome::Drop => XDP_DROP,
-                    _ => XDP_PASS,
-                };
-                let got = rig
-                    .run(&frame(&p, FrameOptions::default()))
-                    .unwrap_or_else(|e| panic!("test run: {e}"));
-                assert_eq!(got, want, "revision {revision}: {p:?}");
+                agrees(&mut rig, &policies, &p, &format!("revision {revision}: "));
             }
         }
         // Non-first fragments and ICMP take their usual ways.
@@ -319,14 +317,7 @@ fn ports_judged_through_the_direct_tables_agree_with_the_evaluator() {
                 l4: L4::IcmpType(8),
             },
         ] {
-            let want = match evaluate(&policies, TEST_RUN_INTERFACE, &p).outcome {
-                Outcome::Drop => XDP_DROP,
-                _ => XDP_PASS,
-            };
-            let got = rig
-                .run(&frame(&p, FrameOptions::default()))
-                .unwrap_or_else(|e| panic!("test run: {e}"));
-            assert_eq!(got, want, "revision {revision}: {p:?}");
+            agrees(&mut rig, &policies, &p, &format!("revision {revision}: "));
         }
     }
 }
