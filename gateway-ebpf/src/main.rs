@@ -6,6 +6,8 @@
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
+mod parse;
+#[cfg(target_arch = "bpf")]
 mod prog;
 
 #[cfg(not(target_arch = "bpf"))]

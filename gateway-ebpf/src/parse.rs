@@ -1,0 +1,201 @@
+//! The packet parser of the L4 filter: Ethernet (one VLAN tag), IPv4 with options, IPv6 with
+//! up to `MAX_EXT_HEADERS` extension headers, and the TCP/UDP/ICMP fields the policy reads.
+//! Apart from the judgement (`prog.rs`) because it reads only the packet, no map. The verdicts
+//! for what it cannot parse are listed at the top of `prog.rs`.
+use core::mem;
+
+use gateway_common::{PORT_ICMP_BASE, STAT_MALFORMED, STAT_NON_IP, STAT_UNSUPPORTED};
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+pub(crate) const IPPROTO_TCP: u8 = 6;
+pub(crate) const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
+/// IPv6 extension headers skipped before giving up (RFC 8200 recommends an order with at most
+/// one of each, so six covers every sane packet).
+const MAX_EXT_HEADERS: usize = 6;
+
+/// What the policy needs from a packet.
+pub(crate) struct Parsed {
+    pub(crate) v6: bool,
+    pub(crate) src: [u8; 16],
+    pub(crate) proto: u8,
+    /// Port, `PORT_ICMP_BASE + type`, or 0 (no L4 selector).
+    pub(crate) port: u16,
+    /// TCP source port (0 for anything else): the failsafe matches the API server's replies.
+    pub(crate) sport: u16,
+    pub(crate) fragment: bool,
+}
+
+/// Why a packet could not be parsed: an index into `STATS`.
+pub(crate) type Unjudged = u32;
+
+#[inline(always)]
+fn ptr_at<T>(data: usize, end: usize, offset: usize) -> Result<*const T, Unjudged> {
+    if data + offset + mem::size_of::<T>() > end {
+        return Err(STAT_MALFORMED);
+    }
+    Ok((data + offset) as *const T)
+}
+
+#[inline(always)]
+pub(crate) fn parse(data: usize, end: usize) -> Result<Parsed, Unjudged> {
+    let mut off = ETH_HLEN;
+    let eth = unsafe { &*ptr_at::<[u8; ETH_HLEN]>(data, end, 0)? };
+    let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        let tag = unsafe { &*ptr_at::<[u8; 4]>(data, end, ETH_HLEN)? };
+        ethertype = u16::from_be_bytes([tag[2], tag[3]]);
+        off += 4;
+        if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+            return Err(STAT_UNSUPPORTED);
+        }
+    }
+    match ethertype {
+        ETH_P_IP => parse_v4(data, end, off),
+        ETH_P_IPV6 => parse_v6(data, end, off),
+        _ => Err(STAT_NON_IP),
+    }
+}
+
+#[inline(always)]
+fn parse_v4(data: usize, end: usize, off: usize) -> Result<Parsed, Unjudged> {
+    // Fixed header: 20 bytes.
+    let hdr = ptr_at::<[u8; 20]>(data, end, off)?;
+    let hdr = unsafe { &*hdr };
+    if hdr[0] >> 4 != 4 {
+        return Err(STAT_MALFORMED);
+    }
+    let ihl = ((hdr[0] & 0x0f) as usize) * 4;
+    if ihl < 20 {
+        return Err(STAT_MALFORMED);
+    }
+    let frag = u16::from_be_bytes([hdr[6], hdr[7]]) & 0x1fff;
+    let proto = hdr[9];
+    let mut src = [0u8; 16];
+    src[0] = hdr[12];
+    src[1] = hdr[13];
+    src[2] = hdr[14];
+    src[3] = hdr[15];
+    // Options included: the whole header must be there.
+    ptr_at::<u8>(data, end, off + ihl - 1)?;
+    if frag != 0 {
+        return Ok(Parsed {
+            v6: false,
+            src,
+            proto,
+            port: 0,
+            sport: 0,
+            fragment: true,
+        });
+    }
+    let (port, sport) = l4_selector(data, end, off + ihl, proto)?;
+    Ok(Parsed {
+        v6: false,
+        src,
+        proto,
+        port,
+        sport,
+        fragment: false,
+    })
+}
+
+#[inline(always)]
+fn parse_v6(data: usize, end: usize, off: usize) -> Result<Parsed, Unjudged> {
+    let hdr = ptr_at::<[u8; 40]>(data, end, off)?;
+    let hdr = unsafe { &*hdr };
+    if hdr[0] >> 4 != 6 {
+        return Err(STAT_MALFORMED);
+    }
+    let mut src = [0u8; 16];
+    src.copy_from_slice(&hdr[8..24]);
+    let mut next = hdr[6];
+    let mut l4 = off + 40;
+    let mut fragment = false;
+    let mut skipped = 0;
+    loop {
+        match next {
+            // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
+            0 | 43 | 60 => {
+                let h = unsafe { &*ptr_at::<[u8; 4]>(data, end, l4)? };
+                next = h[0];
+                l4 += (h[1] as usize + 1) * 8;
+            }
+            // Fragment header: 8 bytes; offset in the top 13 bits of bytes 2-3.
+            44 => {
+                let h = unsafe { &*ptr_at::<[u8; 4]>(data, end, l4)? };
+                let offset = u16::from_be_bytes([h[2], h[3]]) >> 3;
+                next = h[0];
+                l4 += 8;
+                if offset != 0 {
+                    fragment = true;
+                    break;
+                }
+            }
+            // Authentication header: (len + 2) * 4 bytes.
+            51 => {
+                let h = unsafe { &*ptr_at::<[u8; 4]>(data, end, l4)? };
+                next = h[0];
+                l4 += (h[1] as usize + 2) * 4;
+            }
+            _ => break,
+        }
+        skipped += 1;
+        if skipped >= MAX_EXT_HEADERS {
+            // One more extension header than we skip: refuse rather than guess.
+            if matches!(next, 0 | 43 | 44 | 51 | 60) {
+                return Err(STAT_UNSUPPORTED);
+            }
+            break;
+        }
+    }
+    if fragment {
+        return Ok(Parsed {
+            v6: true,
+            src,
+            proto: next,
+            port: 0,
+            sport: 0,
+            fragment: true,
+        });
+    }
+    let (port, sport) = l4_selector(data, end, l4, next)?;
+    Ok(Parsed {
+        v6: true,
+        src,
+        proto: next,
+        port,
+        sport,
+        fragment: false,
+    })
+}
+
+/// The port field for the port table (destination port, or `PORT_ICMP_BASE + type`) and the
+/// TCP source port (0 for other protocols; the failsafe check reads it). The whole minimal L4
+/// header must be present. Every read goes through the pointer that was bounds-checked (the
+/// verifier does not relate a recomputed pointer to the checked one).
+#[inline(always)]
+fn l4_selector(data: usize, end: usize, off: usize, proto: u8) -> Result<(u16, u16), Unjudged> {
+    match proto {
+        IPPROTO_TCP => {
+            let h = unsafe { &*ptr_at::<[u8; 20]>(data, end, off)? };
+            Ok((
+                u16::from_be_bytes([h[2], h[3]]),
+                u16::from_be_bytes([h[0], h[1]]),
+            ))
+        }
+        IPPROTO_UDP => {
+            let h = unsafe { &*ptr_at::<[u8; 8]>(data, end, off)? };
+            Ok((u16::from_be_bytes([h[2], h[3]]), 0))
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            let h = unsafe { &*ptr_at::<[u8; 4]>(data, end, off)? };
+            Ok((PORT_ICMP_BASE + h[0] as u16, 0))
+        }
+        _ => Ok((0, 0)),
+    }
+}
