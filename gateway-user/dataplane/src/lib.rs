@@ -40,6 +40,8 @@ mod dir_tests;
 #[cfg(test)]
 mod failsafe_tests;
 pub mod ids;
+#[cfg(test)]
+mod iface_tests;
 pub mod netlink;
 pub mod offenders;
 pub mod tables;
