@@ -19,7 +19,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use gateway_common::{
     DirBlock, SrcValue, Verdict, DIR_CHUNK, DIR_CHUNKS, DIR_ID_MASK, DIR_KIND_MASK, DIR_LEAF,
     DIR_LEAVES, DIR_NONE, DIR_SCOPES, DIR_TRIE, DIR_VERDICT, PORT_DIR_BLOCKS, PORT_DIR_VERDICTS,
-    SCOPE_BITS,
 };
 
 use rustc_hash::FxHashMap as HashMap;
@@ -73,8 +72,11 @@ fn chunk_ids(prev: &Tables) -> (HashMap<ChunkKey, u32>, HashMap<ChunkKey, u32>) 
 }
 
 /// Fills `t.dir4`, `t.chunks4` and `t.leaves4` from `t.src_v4`, keeping the chunk ids `prev`
-/// gave to /16s and /24s that still need one.
-pub fn build(t: &mut Tables, prev: &Tables, room: Room) {
+/// gave to /16s and /24s that still need one. What an apply does (`tables::build`, which runs
+/// [`slots`] on a thread of its own), in one call, for the tests.
+#[cfg(test)]
+pub(crate) fn build(t: &mut Tables, prev: &Tables, room: Room) {
+    use gateway_common::SCOPE_BITS;
     let prefixes: Vec<Prefix> = t
         .src_v4
         .iter()
@@ -415,7 +417,7 @@ pub fn lookup(t: &Tables, scope: u32, addr: [u8; 4]) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gateway_common::{SrcV4, Verdict};
+    use gateway_common::{SrcV4, Verdict, SCOPE_BITS};
     use ipnet::Ipv4Net;
     use proptest::prelude::*;
 
@@ -692,7 +694,7 @@ mod tests {
 #[test]
 #[ignore = "a measurement, not a test"]
 fn dir_build_cost() {
-    use gateway_common::{SrcV4, Verdict};
+    use gateway_common::{SrcV4, Verdict, SCOPE_BITS};
     let mut t = Tables::default();
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     for entry in 0..100_000u32 {
