@@ -5,6 +5,12 @@
 //! Keys: RSA (RS256), EC P-256 (ES256) and Ed25519 (EdDSA) signing keys are used; other keys
 //! (encryption keys, symmetric `oct` keys, other curves, a JWK whose `alg` does not match its
 //! type) are skipped, and at most [`MAX_JWKS_KEYS`] are kept.
+//!
+//! An EC coordinate shorter than the curve's 32 bytes is taken as the same integer with its
+//! leading zero bytes left out (RFC 7518 6.2.1.2 asks for the full length, but PyJWT before
+//! 2.8 and other issuers strip them, so about one key in 128 would otherwise never verify);
+//! a longer one is not a P-256 coordinate and its key is skipped.
+use base64::Engine;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
@@ -67,12 +73,34 @@ fn verifying_key(jwk: &Jwk) -> Option<VerifyingKey> {
             return None;
         }
     }
-    let key = DecodingKey::from_jwk(jwk).ok()?;
+    let key = match &jwk.algorithm {
+        AlgorithmParameters::EllipticCurve(p) => {
+            // jsonwebtoken joins the decoded coordinates as they are into the SEC1 point.
+            let x = p256_coordinate(&p.x)?;
+            let y = p256_coordinate(&p.y)?;
+            DecodingKey::from_ec_components(&x, &y).ok()?
+        }
+        _ => DecodingKey::from_jwk(jwk).ok()?,
+    };
     Some(VerifyingKey {
         kid: jwk.common.key_id.clone(),
         alg,
         key,
     })
+}
+
+/// A P-256 coordinate (base64url) re-encoded at its full 32 bytes, or `None` when it is not
+/// base64url or longer than 32 bytes.
+fn p256_coordinate(b64: &str) -> Option<String> {
+    const LEN: usize = 32;
+    let engine = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let raw = engine.decode(b64).ok()?;
+    if raw.is_empty() || raw.len() > LEN {
+        return None;
+    }
+    let mut full = [0u8; LEN];
+    full[LEN - raw.len()..].copy_from_slice(&raw);
+    Some(engine.encode(full))
 }
 
 /// Parses a JWKS (RFC 7517 `{"keys": [...]}`), keeping its usable keys; an error when it is

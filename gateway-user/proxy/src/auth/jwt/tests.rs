@@ -303,3 +303,70 @@ fn fetched_sets_are_shared_while_in_use_and_their_gauge_goes_with_them() {
     let e = store.get("default/p", &def).err().unwrap();
     assert!(e.contains("/nonexistent/default/idp-ca/ca.crt"), "{e}");
 }
+
+/// A P-256 key whose public point has a zero first byte in coordinate `x` (`coord` 0) or `y`
+/// (1): its signing key and its uncompressed point (x, y).
+fn p256_with_leading_zero(coord: usize) -> (EncodingKey, [u8; 32], [u8; 32]) {
+    use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING as ALG};
+    let rng = ring::rand::SystemRandom::new();
+    // One key in 256 has it: a few hundred tries at most, in practice.
+    for _ in 0..100_000 {
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ALG, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ALG, pkcs8.as_ref(), &rng).unwrap();
+        let point = pair.public_key().as_ref();
+        let (x, y): ([u8; 32], [u8; 32]) =
+            (point[1..33].try_into().unwrap(), point[33..].try_into().unwrap());
+        if [x, y][coord][0] == 0 {
+            return (EncodingKey::from_ec_der(pkcs8.as_ref()), x, y);
+        }
+    }
+    panic!("no P-256 key with a leading zero byte");
+}
+
+#[tokio::test]
+async fn ec_keys_with_stripped_leading_zeros_verify_and_overlong_ones_are_skipped() {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let es256 = |key: &EncodingKey| {
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some("ec".into());
+        jsonwebtoken::encode(&h, &claims(json!({})), key).unwrap()
+    };
+    for coord in [0, 1] {
+        let (key, x, y) = p256_with_leading_zero(coord);
+        let token = es256(&key);
+        let jwk = |x: &[u8], y: &[u8]| {
+            json!({"kty": "EC", "crv": "P-256", "kid": "ec", "x": b64(x), "y": b64(y)})
+        };
+        // The full-length coordinates, then the one with its zero byte left out (as PyJWT
+        // before 2.8 writes it): the same key.
+        let stripped = if coord == 0 {
+            jwk(&x[1..], &y)
+        } else {
+            jwk(&x, &y[1..])
+        };
+        for jwk in [jwk(&x, &y), stripped] {
+            let def = provider(&json!({"keys": [jwk]}));
+            let jwks = store().get("default/p", &def).unwrap();
+            assert_eq!(
+                verify(&def, &jwks, &token).await.map(|v| v.consumer).as_deref(),
+                Ok("alice"),
+                "{jwk}"
+            );
+        }
+        // A 33-byte coordinate is not a P-256 one, even with a zero in front.
+        let mut long = vec![0u8];
+        long.extend_from_slice(&x);
+        let err = parse_jwks(json!({"keys": [jwk(&long, &y)]}).to_string().as_bytes())
+            .err()
+            .unwrap();
+        assert!(err.contains("no usable key"), "{err}");
+        // A coordinate of another key does not verify.
+        let (other, ..) = p256_with_leading_zero(coord);
+        let def = provider(&json!({"keys": [jwk(&x, &y)]}));
+        let jwks = store().get("default/p", &def).unwrap();
+        assert_eq!(
+            verify(&def, &jwks, &es256(&other)).await.map(|v| v.consumer),
+            Err(TokenFailure::Signature)
+        );
+    }
+}
