@@ -8,7 +8,7 @@
 //!
 //! An EC coordinate shorter than the curve's 32 bytes is taken as the same integer with its
 //! leading zero bytes left out (RFC 7518 6.2.1.2 asks for the full length, but PyJWT before
-//! 2.8 and other issuers strip them, so about one key in 128 would otherwise never verify);
+//! 2.10 and other issuers strip them, so about one key in 128 would otherwise never verify);
 //! a longer one is not a P-256 coordinate and its key is skipped.
 use base64::Engine;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};

@@ -338,7 +338,7 @@ async fn ec_keys_with_stripped_leading_zeros_verify_and_overlong_ones_are_skippe
             json!({"kty": "EC", "crv": "P-256", "kid": "ec", "x": b64(x), "y": b64(y)})
         };
         // The full-length coordinates, then the one with its zero byte left out (as PyJWT
-        // before 2.8 writes it): the same key.
+        // before 2.10 writes it): the same key.
         let stripped = if coord == 0 {
             jwk(&x[1..], &y)
         } else {
