@@ -73,6 +73,11 @@ pub const SYNC_TIMEOUT: Duration = Duration::from_millis(250);
 pub const SYNC_QUEUE: usize = 65_536;
 /// Keys synced in one round, at most.
 pub const MAX_PIPELINE: usize = 512;
+/// Least time from the start of one round to the start of the next: a round has a cost of its
+/// own (a command, a wake-up of the sync task, Redis parsing a script call), so keys queued
+/// within it go out together. A hot key asks for its next batch at half a lease that lasts
+/// [`LEASE_HORIZON`], long before it runs out; a new key waits on this node's share meanwhile.
+pub const ROUND_GAP: Duration = Duration::from_millis(2);
 /// Health check interval when no sync ran.
 pub const HEALTH_EVERY: Duration = Duration::from_millis(250);
 /// Sweep of idle keys.
@@ -347,7 +352,9 @@ pub(crate) struct KeyState {
     lease: u32,
     /// Requests admitted without a lease (this node's share), not yet charged to the window.
     debt: u32,
-    /// End of the window of the lease (ns on the limit's clock); 0: unknown.
+    /// Redis' number of the window of the lease (`TIME` / `per`); 0: none yet.
+    window: u64,
+    /// End of the window of the lease (ns on the limit's clock); 0: unknown or over.
     window_end: u64,
     /// The window's count in Redis at the last answer.
     shared_used: u64,
@@ -548,6 +555,7 @@ impl ClusterLimit {
                     redis_key,
                     lease: 0,
                     debt: 0,
+                    window: 0,
                     window_end: 0,
                     shared_used: 0,
                     full: false,
@@ -762,22 +770,37 @@ impl ClusterLimit {
         Some((st.redis_key.clone(), want, debt))
     }
 
-    /// Applies Redis' answer for `hash` at `now`: `grant` tokens of a window counted `used`,
-    /// ending in `left_ms`.
-    fn apply(&self, hash: u64, now: u64, grant: u32, used: u64, left_ms: u64) {
+    /// Applies Redis' answer for `hash` at `now`: `grant` tokens of window number `window`,
+    /// counted `used`, ending in `left_ms`.
+    ///
+    /// Windows are told apart by their number, not by where they seem to end: `now + left_ms`
+    /// is late by the answer's trip back, which varies from one answer to the next on a busy
+    /// node, so comparing ends would take a slow answer for a new window and void tokens that
+    /// Redis counted as used (with 10 agents that lost about 8% of the limit).
+    fn apply(&self, hash: u64, now: u64, grant: u32, used: u64, left_ms: u64, window: u64) {
         if let Some(st) = self.shard(hash).peek_mut(&hash) {
-            let end = now + left_ms * 1_000_000;
-            self.phase
-                .store(end % (self.per_ms.max(1) * 1_000_000), Ordering::Relaxed);
-            if st.window_end != 0 && end > st.window_end + 1_000_000 {
-                // A new window: the old lease is void.
-                st.lease = 0;
+            st.pending = false;
+            if window < st.window {
+                // An answer from a window this key has moved past: its tokens are void.
+                return;
             }
-            st.window_end = end;
+            // Each answer's end is late by its trip back: the earliest is the best estimate.
+            let end = now + left_ms * 1_000_000;
+            if window > st.window {
+                // A new window: the old lease is void.
+                st.window = window;
+                st.lease = 0;
+                st.window_end = end;
+            } else if st.window_end == 0 || end < st.window_end {
+                st.window_end = end;
+            }
+            self.phase.store(
+                st.window_end % (self.per_ms.max(1) * 1_000_000),
+                Ordering::Relaxed,
+            );
             st.lease = st.lease.saturating_add(grant);
             st.shared_used = used;
             st.full = used >= u64::from(self.def.requests);
-            st.pending = false;
         }
     }
 

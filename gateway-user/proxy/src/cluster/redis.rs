@@ -20,15 +20,15 @@ use tracing::{info, warn};
 use super::settings::{RedisSettings, Topology};
 use super::slots::{slot_of, NodeCheck};
 use super::{
-    Backend, SyncRequest, BACKOFF_FIRST, BACKOFF_MAX, HEALTH_EVERY, MAX_PIPELINE, SWEEP_EVERY,
-    SYNC_TIMEOUT,
+    Backend, SyncRequest, BACKOFF_FIRST, BACKOFF_MAX, HEALTH_EVERY, MAX_PIPELINE, ROUND_GAP,
+    SWEEP_EVERY, SYNC_TIMEOUT,
 };
 use crate::metrics::ReasonLabel;
 
 /// The lease script. KEYS[1]: the key's name without window; ARGV: requests per window, the
 /// window in ms, tokens wanted, requests already admitted (charged whatever the window has
-/// left). Returns the tokens granted, the window's count after it, and the ms left in the
-/// window. The window is numbered by Redis' clock, so agents need not agree on the time
+/// left). Returns the tokens granted, the window's count after it, the ms left in the window
+/// and the window's number (how the agent tells a new window from a late answer). The window is numbered by Redis' clock, so agents need not agree on the time
 /// (scripts that read TIME and then write need Redis 5 or later: effects replication).
 pub const LEASE_SCRIPT: &str = r#"
 local t = redis.call('TIME')
@@ -44,11 +44,11 @@ if grant + debt > 0 then
   used = redis.call('INCRBY', key, grant + debt)
   redis.call('PEXPIRE', key, left + 1000)
 end
-return {grant, used, left}
+return {grant, used, left, math.floor(now / per)}
 "#;
 
 /// The lease script for many keys at once: [`LEASE_SCRIPT`] for each of KEYS, ARGV holding the
-/// four arguments of each key in turn; returns the three numbers of each key in turn. One
+/// four arguments of each key in turn; returns the four numbers of each key in turn. One
 /// command per sync round instead of one per key: a round of cold keys (each wanting one token
 /// and paying its first request) costs Redis one command to parse and one script call. Only
 /// where the keys may be anywhere: a standalone or Sentinel-named primary (a Redis Cluster
@@ -74,6 +74,7 @@ for i, name in ipairs(KEYS) do
   out[#out + 1] = grant
   out[#out + 1] = used
   out[#out + 1] = left
+  out[#out + 1] = math.floor(now / per)
 end
 return out
 "#;
@@ -345,6 +346,8 @@ pub(crate) async fn run(
     let mut last_sweep = Instant::now();
     // The last check of a Redis Cluster's primaries.
     let mut last_check = Instant::now();
+    // When the last round of syncs started (rounds are at least ROUND_GAP apart).
+    let mut last_round = Instant::now();
     // Limits seen recently, for the sweep of idle keys (weak: a revision drops its limits).
     let mut seen: Vec<std::sync::Weak<super::ClusterLimit>> = Vec::new();
     loop {
@@ -403,11 +406,25 @@ pub(crate) async fn run(
             Err(_) => None,
         };
         let mut batch: Vec<SyncRequest> = first.into_iter().collect();
-        while batch.len() < MAX_PIPELINE {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
+        let drain = |batch: &mut Vec<SyncRequest>, rx: &mut mpsc::Receiver<SyncRequest>| {
+            while batch.len() < MAX_PIPELINE {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
             }
+        };
+        drain(&mut batch, &mut rx);
+        if !batch.is_empty() && batch.len() < MAX_PIPELINE && conn.is_some() {
+            // Let the keys of the next few moments join this round.
+            let next = last_round + ROUND_GAP;
+            if next > Instant::now() {
+                tokio::time::sleep_until(next.into()).await;
+                drain(&mut batch, &mut rx);
+            }
+        }
+        if !batch.is_empty() {
+            last_round = Instant::now();
         }
         for r in &batch {
             if !seen
@@ -450,7 +467,7 @@ pub(crate) async fn run(
         // What Redis granted is applied even if other keys of the round failed (on a Redis
         // Cluster, one node may fail alone): those tokens are counted in Redis.
         let mut answered = vec![false; batch.len()];
-        for (i, (grant, used, left)) in answers {
+        for (i, (grant, used, left, window)) in answers {
             let r = &batch[i];
             answered[i] = true;
             let now = r.limit.now();
@@ -460,6 +477,7 @@ pub(crate) async fn run(
                 u32::try_from(grant.max(0)).unwrap_or(u32::MAX),
                 u64::try_from(used.max(0)).unwrap_or(0),
                 u64::try_from(left.max(0)).unwrap_or(0),
+                u64::try_from(window.max(0)).unwrap_or(0),
             );
         }
         for (r, _) in batch.iter().zip(&answered).filter(|(_, a)| !**a) {
@@ -504,7 +522,8 @@ pub(crate) async fn run(
 
 /// Answers of one round: the index in the batch, tokens granted, the window's count, ms left
 /// in the window.
-type Answers = Vec<(usize, (i64, i64, i64))>;
+/// Per key of a round (its index in the batch): grant, used, ms left, window number.
+type Answers = Vec<(usize, (i64, i64, i64, i64))>;
 
 /// One lease script: `EVALSHA` of the loaded script, or `EVAL` of its text.
 fn lease_cmd(script: &str, by_sha: bool, a: &LeaseArgs) -> redis::Cmd {
@@ -568,9 +587,9 @@ async fn sync(
                 cmd.arg(a.requests).arg(a.per_ms).arg(a.want).arg(a.debt);
             }
             match tokio::time::timeout(SYNC_TIMEOUT, cmd.query_async::<Vec<i64>>(con)).await {
-                Ok(Ok(v)) if v.len() == 3 * args.len() => (
+                Ok(Ok(v)) if v.len() == 4 * args.len() => (
                     sent.into_iter()
-                        .zip(v.chunks_exact(3).map(|a| (a[0], a[1], a[2])))
+                        .zip(v.chunks_exact(4).map(|a| (a[0], a[1], a[2], a[3])))
                         .collect(),
                     None,
                     Vec::new(),
@@ -618,10 +637,10 @@ async fn sync_cluster(
         let by_sha = lease_cmd(sha, true, a);
         let by_text = lease_cmd(LEASE_SCRIPT, false, a);
         let script = async move {
-            match by_sha.query_async::<(i64, i64, i64)>(&mut con).await {
+            match by_sha.query_async::<(i64, i64, i64, i64)>(&mut con).await {
                 Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                     metrics.commands.inc();
-                    by_text.query_async::<(i64, i64, i64)>(&mut con).await
+                    by_text.query_async::<(i64, i64, i64, i64)>(&mut con).await
                 }
                 r => r,
             }

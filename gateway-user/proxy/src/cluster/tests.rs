@@ -69,7 +69,7 @@ fn a_lease_is_spent_locally_and_a_used_up_window_refuses_until_it_ends() {
     );
     assert!(name.starts_with("tollgate:rl:{"), "{name}");
     // Redis grants 5 of a window counted 6, ending in 400 ms.
-    l.apply(h, t0, 5, 6, 400);
+    l.apply(h, t0, 5, 6, 400, 1);
     for left in (0..5).rev() {
         let (v, taken) = l.acquire_at(key("a"), t0 + MS);
         assert!(v.allowed);
@@ -79,7 +79,7 @@ fn a_lease_is_spent_locally_and_a_used_up_window_refuses_until_it_ends() {
         assert_eq!(v.reset, Duration::from_millis(399));
     }
     // Redis: nothing left this window.
-    l.apply(h, t0 + 2 * MS, 0, 10, 300);
+    l.apply(h, t0 + 2 * MS, 0, 10, 300, 1);
     let (v, taken) = l.acquire_at(key("a"), t0 + 3 * MS);
     assert!(!v.allowed);
     assert_eq!(taken.basis(), Basis::SharedWindow);
@@ -97,7 +97,7 @@ fn a_new_window_voids_the_old_lease_and_a_refund_returns_the_token() {
     l.acquire_at(key("a"), t0);
     let h = hash(&l, "a");
     l.take_sync(h, t0);
-    l.apply(h, t0, 3, 4, 100);
+    l.apply(h, t0, 3, 4, 100, 1);
     let (_, taken) = l.acquire_at(key("a"), t0);
     l.refund(&taken);
     assert_eq!(l.shard(h).peek(&h).unwrap().lease, 3);
@@ -105,6 +105,34 @@ fn a_new_window_voids_the_old_lease_and_a_refund_returns_the_token() {
     let (_, taken) = l.acquire_at(key("a"), t0 + 150 * MS);
     assert_eq!(taken.basis(), Basis::LocalShare);
     assert_eq!(l.shard(h).peek(&h).unwrap().lease, 0);
+}
+
+#[test]
+fn windows_are_told_apart_by_number_not_by_a_late_answer() {
+    let l = limit(100, 1, RateLimitBackendFailure::Local, true);
+    let t0 = 1000 * MS;
+    l.acquire_at(key("a"), t0);
+    let h = hash(&l, "a");
+    let lease = |l: &ClusterLimit| l.shard(h).peek(&h).unwrap().lease;
+    l.take_sync(h, t0);
+    // Window 7: 3 tokens, ending 400 ms from t0.
+    l.apply(h, t0, 3, 4, 400, 7);
+    assert_eq!(lease(&l), 3);
+    // An answer of the same window that came back 20 ms slower: it seems to end later, but it
+    // is the same window, so the lease adds up, and the earlier end is kept.
+    l.take_sync(h, t0 + 10 * MS);
+    l.apply(h, t0 + 40 * MS, 2, 6, 380, 7);
+    assert_eq!(lease(&l), 5);
+    let (v, _) = l.acquire_at(key("a"), t0 + 50 * MS);
+    assert_eq!(v.reset, Duration::from_millis(350));
+    assert_eq!(lease(&l), 4);
+    // Window 8 comes: the lease of 7 is void, the new one counts.
+    l.apply(h, t0 + 60 * MS, 2, 2, 999, 8);
+    assert_eq!(lease(&l), 2);
+    // A late answer of window 7 grants nothing now.
+    l.apply(h, t0 + 70 * MS, 3, 9, 1, 7);
+    assert_eq!(lease(&l), 2);
+    assert!(!l.shard(h).peek(&h).unwrap().full);
 }
 
 #[test]
@@ -196,11 +224,11 @@ fn the_local_fallback_admits_the_share_per_redis_window_counting_what_was_admitt
     let hb = hash(&l, "b");
     l.acquire_at(key("b"), t0 - 10 * MS);
     l.take_sync(hb, t0 - 10 * MS).unwrap();
-    l.apply(hb, t0 - 10 * MS, 1, 1, 410);
+    l.apply(hb, t0 - 10 * MS, 1, 1, 410, 1);
     // Redis grants key a 8 tokens of the window that ends 400 ms from t0.
     l.acquire_at(key("a"), t0);
     l.take_sync(h, t0).unwrap();
-    l.apply(h, t0, 8, 9, 400);
+    l.apply(h, t0, 8, 9, 400, 1);
     for i in 1..=8 {
         assert!(l.acquire_at(key("a"), t0 + i * MS).0.allowed);
     }
@@ -297,7 +325,7 @@ fn keys_on_a_dead_primary_fall_back_and_the_others_stay_shared() {
     assert_eq!(taken.basis(), Basis::LocalShare);
     let hb = hash(&l, &b);
     let (_, want, debt) = l.take_sync(hb, t0).unwrap();
-    l.apply(hb, t0, want, u64::from(debt + want), 500);
+    l.apply(hb, t0, want, u64::from(debt + want), 500, 1);
     let (v, taken) = l.acquire_at(key(&b), t0 + MS);
     assert!(v.allowed);
     assert_eq!(taken.basis(), Basis::SharedWindow);
