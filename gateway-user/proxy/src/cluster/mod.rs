@@ -14,7 +14,8 @@
 //! Each agent keeps, per (limit, key), a *lease*: tokens Redis granted it from the current
 //! window ([`KeyState`]). A request takes a token from the lease. When the lease falls to half
 //! a batch, the key is queued for the sync task ([`redis`]) which asks Redis for the next batch
-//! (an atomic Lua script: grant at most what the window has left), many keys per round.
+//! (an atomic Lua script: grant at most what the window has left, and say which window), many
+//! keys per round, rounds at least [`ROUND_GAP`] apart.
 //! The batch is the key's request rate on this agent times [`LEASE_HORIZON`], at least one and at
 //! most `requests / (4 × agents)`, so a hot key syncs a few times per horizon whatever its rate
 //! and a cold key takes one token at a time. A key with no lease yet (its first request, or a
