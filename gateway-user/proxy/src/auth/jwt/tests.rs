@@ -314,8 +314,10 @@ fn p256_with_leading_zero(coord: usize) -> (EncodingKey, [u8; 32], [u8; 32]) {
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ALG, &rng).unwrap();
         let pair = EcdsaKeyPair::from_pkcs8(&ALG, pkcs8.as_ref(), &rng).unwrap();
         let point = pair.public_key().as_ref();
-        let (x, y): ([u8; 32], [u8; 32]) =
-            (point[1..33].try_into().unwrap(), point[33..].try_into().unwrap());
+        let (x, y): ([u8; 32], [u8; 32]) = (
+            point[1..33].try_into().unwrap(),
+            point[33..].try_into().unwrap(),
+        );
         if [x, y][coord][0] == 0 {
             return (EncodingKey::from_ec_der(pkcs8.as_ref()), x, y);
         }
@@ -334,9 +336,7 @@ async fn ec_keys_with_stripped_leading_zeros_verify_and_overlong_ones_are_skippe
     for coord in [0, 1] {
         let (key, x, y) = p256_with_leading_zero(coord);
         let token = es256(&key);
-        let jwk = |x: &[u8], y: &[u8]| {
-            json!({"kty": "EC", "crv": "P-256", "kid": "ec", "x": b64(x), "y": b64(y)})
-        };
+        let jwk = |x: &[u8], y: &[u8]| json!({"kty": "EC", "crv": "P-256", "kid": "ec", "x": b64(x), "y": b64(y)});
         // The full-length coordinates, then the one with its zero byte left out (as PyJWT
         // before 2.10 writes it): the same key.
         let stripped = if coord == 0 {
@@ -348,7 +348,10 @@ async fn ec_keys_with_stripped_leading_zeros_verify_and_overlong_ones_are_skippe
             let def = provider(&json!({"keys": [jwk]}));
             let jwks = store().get("default/p", &def).unwrap();
             assert_eq!(
-                verify(&def, &jwks, &token).await.map(|v| v.consumer).as_deref(),
+                verify(&def, &jwks, &token)
+                    .await
+                    .map(|v| v.consumer)
+                    .as_deref(),
                 Ok("alice"),
                 "{jwk}"
             );
@@ -365,7 +368,9 @@ async fn ec_keys_with_stripped_leading_zeros_verify_and_overlong_ones_are_skippe
         let def = provider(&json!({"keys": [jwk(&x, &y)]}));
         let jwks = store().get("default/p", &def).unwrap();
         assert_eq!(
-            verify(&def, &jwks, &es256(&other)).await.map(|v| v.consumer),
+            verify(&def, &jwks, &es256(&other))
+                .await
+                .map(|v| v.consumer),
             Err(TokenFailure::Signature)
         );
     }
