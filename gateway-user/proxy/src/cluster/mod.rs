@@ -781,13 +781,16 @@ impl ClusterLimit {
     fn apply(&self, hash: u64, now: u64, grant: u32, used: u64, left_ms: u64, window: u64) {
         if let Some(st) = self.shard(hash).peek_mut(&hash) {
             st.pending = false;
-            if window < st.window {
-                // An answer from a window this key has moved past: its tokens are void.
+            if window + 1 == st.window {
+                // An answer from the window this key has just moved past (a sync sent before
+                // the turn; a sync takes less than a window, at least 1 s): its tokens are void.
                 return;
             }
             // Each answer's end is late by its trip back: the earliest is the best estimate.
             let end = now + left_ms * 1_000_000;
-            if window > st.window {
+            if window != st.window {
+                // A new window, or Redis' clock went back by more than a window (a failover to
+                // a primary whose clock is behind): its numbers are the truth from now on.
                 // A new window: the old lease is void.
                 st.window = window;
                 st.lease = 0;

@@ -133,6 +133,11 @@ fn windows_are_told_apart_by_number_not_by_a_late_answer() {
     l.apply(h, t0 + 70 * MS, 3, 9, 1, 7);
     assert_eq!(lease(&l), 2);
     assert!(!l.shard(h).peek(&h).unwrap().full);
+    // Redis' clock went back by more than a window (a failover): its windows count from now on.
+    l.apply(h, t0 + 80 * MS, 4, 4, 500, 5);
+    assert_eq!(lease(&l), 4);
+    l.apply(h, t0 + 90 * MS, 1, 5, 490, 5);
+    assert_eq!(lease(&l), 5);
 }
 
 #[test]
