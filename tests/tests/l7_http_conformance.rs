@@ -88,7 +88,18 @@ fn raw(port: u16, request: &str) -> Exchange {
 /// A backend on 127.0.0.1:`port` that answers each request with the raw bytes its path names
 /// (the framings a correct HTTP library would never write), on a keep-alive connection.
 fn raw_backend(port: u16) {
-    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the raw backend");
+    // A port of an earlier run may take a moment to be free again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let listener = loop {
+        match TcpListener::bind(("127.0.0.1", port)) {
+            Ok(l) => break l,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("bind the raw backend on {port}: {e}; again");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("bind the raw backend on {port}: {e}"),
+        }
+    };
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut s) = stream else { continue };
