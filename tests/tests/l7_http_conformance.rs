@@ -140,8 +140,8 @@ fn raw_backend(port: u16) {
     });
 }
 
-/// An agent whose listener on `proxy` routes `a.example` to an echo backend on `echo` and
-/// `raw.example` to a [`raw_backend`] on `raw`.
+/// An agent whose listener on `proxy` routes `a.example` to an echo backend on `echo` (but
+/// `/moved`, redirected) and `raw.example` to a [`raw_backend`] on `raw`.
 fn start(tag: &str, proxy: u16, admin: u16, echo: u16, raw: u16) -> (Lab, Backend, Agent) {
     let lab = Lab::new(tag, &[]);
     let app = Backend::start("app", echo);
@@ -155,7 +155,7 @@ fn start(tag: &str, proxy: u16, admin: u16, echo: u16, raw: u16) -> (Lab, Backen
             &route_object(
                 "app",
                 &format!(
-                    "  hostnames: ['a.example']\n  rules:\n    - backendRefs: [{}]\n",
+                    "  hostnames: ['a.example']\n  rules:\n    - backendRefs: [{}]\n    - matches: [{{ path: {{ type: Exact, value: /moved }} }}]\n      filters:\n        - type: RequestRedirect\n          requestRedirect: {{ hostname: b.example, statusCode: 301 }}\n",
                     to("app")
                 ),
             ),
@@ -414,6 +414,11 @@ fn framing_and_hop_by_hop_fields_follow_rfc_9112_and_9110() {
             "404",
             "POST /x HTTP/1.1\r\nHost: nowhere.example\r\nContent-Length: 43\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a.example\r\n\r\n",
             404,
+        ),
+        (
+            "a redirect",
+            "POST /moved HTTP/1.1\r\nHost: a.example\r\nContent-Length: 43\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a.example\r\n\r\n",
+            301,
         ),
         (
             "broken chunked body",

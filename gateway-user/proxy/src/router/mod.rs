@@ -99,8 +99,9 @@ pub fn redirect_location(
     out
 }
 
-/// Marks a response the proxy wrote itself ([`local`]): [`handle`] closes an HTTP/1
-/// connection after it when the request had a body, which may not have been read.
+/// Marks a response the proxy wrote itself ([`local`], redirects, CORS preflights, OPTIONS and
+/// TRACE answers): [`handle`] closes an HTTP/1 connection after it when the request had a
+/// body, which may not have been read.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LocalAnswer;
 
@@ -148,6 +149,7 @@ fn options_answer(mut done: Completion) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::full(Bytes::new(), done));
     resp.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+    resp.extensions_mut().insert(LocalAnswer);
     resp
 }
 
@@ -178,6 +180,7 @@ fn trace_answer<B>(mut done: Completion, req: &Request<B>) -> Response<ResponseB
         header::CONTENT_TYPE,
         HeaderValue::from_static("message/http"),
     );
+    resp.extensions_mut().insert(LocalAnswer);
     resp
 }
 
@@ -377,6 +380,7 @@ async fn answer(
                 done.reason = "cors_preflight";
                 let mut resp = Response::new(ResponseBody::full(Bytes::new(), done));
                 *resp.headers_mut() = cors.preflight(origin, req.headers());
+                resp.extensions_mut().insert(LocalAnswer);
                 resp
             }
             None => local(
@@ -623,6 +627,7 @@ async fn routed(
         if let Some(m) = &rule.response_headers {
             m.apply(resp.headers_mut());
         }
+        resp.extensions_mut().insert(LocalAnswer);
         return resp;
     }
 
