@@ -4,16 +4,14 @@
 //! hop-by-hop fields in both directions, the proxy's own answers (`Allow`, `Connection:
 //! close`), and what a backend's response may and may not carry through (both
 //! `Transfer-Encoding` and `Content-Length`, other transfer codings, a body cut short, 1xx,
-//! 204, HEAD). What is done and what is known to differ: docs/l7-gateway.md, "Protocol
-//! conformance".
+//! 204, HEAD). HTTP/2 clients: `l7_http2_conformance.rs`. What is done and what is known to
+//! differ: docs/l7-gateway.md, "Protocol conformance".
 use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
-use tollgate_tests::l7::{
-    backend_object, documents, gateway, route_object, start_agent, to, Backend,
-};
-use tollgate_tests::{require_root, Agent, Lab};
+use tollgate_tests::l7_raw::start;
+use tollgate_tests::require_root;
 
 /// What came back on one connection: the bytes, and whether the proxy closed it.
 struct Exchange {
@@ -83,93 +81,6 @@ fn read_all(s: &mut TcpStream) -> Exchange {
 /// say `Connection: close`): waits up to 3 s.
 fn raw(port: u16, request: &str) -> Exchange {
     exchange(port, request.as_bytes(), Duration::from_secs(3))
-}
-
-/// A backend on 127.0.0.1:`port` that answers each request with the raw bytes its path names
-/// (the framings a correct HTTP library would never write), on a keep-alive connection.
-fn raw_backend(port: u16) {
-    // A port of an earlier run may take a moment to be free again.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let listener = loop {
-        match TcpListener::bind(("127.0.0.1", port)) {
-            Ok(l) => break l,
-            Err(e) if std::time::Instant::now() < deadline => {
-                eprintln!("bind the raw backend on {port}: {e}; again");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => panic!("bind the raw backend on {port}: {e}"),
-        }
-    };
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            std::thread::spawn(move || loop {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if s.read(&mut byte).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
-                let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
-                let response: &[u8] = match path.as_str() {
-                    "/te-and-cl" => b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-                    "/gzip-te" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc",
-                    "/gzip-chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-                    "/bad-cl" => b"HTTP/1.1 200 OK\r\nContent-Length: 3x\r\n\r\nabc",
-                    "/two-cl" => b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
-                    "/short" => b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc",
-                    "/short-chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
-                    "/204" => b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
-                    "/hop" => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: x-named\r\nX-Named: 1\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nUpgrade: foo\r\nTrailer: x-t\r\nX-Kept: 1\r\n\r\nok",
-                    "/103" => b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-                    "/eof" => b"HTTP/1.1 200 OK\r\n\r\nuntil-eof",
-                    _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-                };
-                let _ = s.write_all(response);
-                let _ = s.flush();
-                // Keep-alive, as a backend would, except where the close ends the body (or
-                // cuts it short).
-                if ["/short", "/short-chunked", "/eof"].contains(&path.as_str()) {
-                    return;
-                }
-            });
-        }
-    });
-}
-
-/// An agent whose listener on `proxy` routes `a.example` to an echo backend on `echo` (but
-/// `/moved`, redirected) and `raw.example` to a [`raw_backend`] on `raw`.
-fn start(tag: &str, proxy: u16, admin: u16, echo: u16, raw: u16) -> (Lab, Backend, Agent) {
-    let lab = Lab::new(tag, &[]);
-    let app = Backend::start("app", echo);
-    raw_backend(raw);
-    lab.write_policy(
-        "l7.yaml",
-        &documents(&[
-            &gateway(&[("http", proxy, None)]),
-            &backend_object("app", &[echo], ""),
-            &backend_object("raw", &[raw], ""),
-            &route_object(
-                "app",
-                &format!(
-                    "  hostnames: ['a.example']\n  rules:\n    - backendRefs: [{}]\n    - matches: [{{ path: {{ type: Exact, value: /moved }} }}]\n      filters:\n        - type: RequestRedirect\n          requestRedirect: {{ hostname: b.example, statusCode: 301 }}\n",
-                    to("app")
-                ),
-            ),
-            &route_object(
-                "raw",
-                &format!(
-                    "  hostnames: ['raw.example']\n  rules:\n    - backendRefs: [{}]\n",
-                    to("raw")
-                ),
-            ),
-        ]),
-    );
-    let agent = start_agent(&lab, admin, &[proxy], &[]);
-    (lab, app, agent)
 }
 
 /// The JSON the echo backend answered with (the first response's body).
@@ -592,6 +503,13 @@ fn backend_responses_are_relayed_only_when_their_framing_is_sound() {
     assert_eq!(e.statuses(), vec![200], "{}", e.text);
     assert!(e.text.contains("until-eof"), "{}", e.text);
 
+    // An HTTP/1.0 client never gets a chunked body: it is delimited by the close.
+    let e = raw(PROXY, "GET /chunked HTTP/1.0\r\nHost: raw.example\r\n\r\n");
+    assert!(e.text.starts_with("HTTP/1.0 200"), "{}", e.text);
+    assert!(e.header("transfer-encoding").is_none(), "{}", e.text);
+    assert_eq!(e.body(), "abc", "{}", e.text);
+    assert!(e.closed);
+
     // HEAD: the headers of the GET, no body.
     let e = raw(
         PROXY,
@@ -614,189 +532,4 @@ fn backend_responses_are_relayed_only_when_their_framing_is_sound() {
         "{}",
         e.text
     );
-}
-
-/// A python3-h2 client (its own checks off, so that it can send malformed requests): one h2c
-/// connection per request, from `sys.argv[2]` (JSON: a list of `[name, [[field, value]...]]`).
-/// Prints, per name, the response's status, headers and body, or the code of the stream's (or
-/// the connection's) reset.
-const H2_CLIENT: &str = r#"
-import json, socket, sys
-import h2.config, h2.connection, h2.events, h2.exceptions
-port, cases = int(sys.argv[1]), json.loads(sys.argv[2])
-out = {}
-for name, fields in cases:
-    s = socket.create_connection(("127.0.0.1", port))
-    s.settimeout(5)
-    c = h2.connection.H2Connection(h2.config.H2Configuration(
-        client_side=True, header_encoding="utf-8",
-        validate_outbound_headers=False, normalize_outbound_headers=False,
-        validate_inbound_headers=False))
-    c.initiate_connection()
-    sid = c.get_next_available_stream_id()
-    c.send_headers(sid, [tuple(f) for f in fields], end_stream=True)
-    s.sendall(c.data_to_send())
-    r = {"status": None, "headers": {}, "body": "", "reset": None}
-    done = False
-    try:
-        while not done:
-            data = s.recv(65536)
-            if not data:
-                break
-            for e in c.receive_data(data):
-                if isinstance(e, h2.events.ResponseReceived) and e.stream_id == sid:
-                    for k, v in e.headers:
-                        if k == ":status":
-                            r["status"] = int(v)
-                        else:
-                            r["headers"][k] = v
-                elif isinstance(e, h2.events.DataReceived) and e.stream_id == sid:
-                    r["body"] += e.data.decode("utf-8", "replace")
-                    c.acknowledge_received_data(e.flow_controlled_length, sid)
-                elif isinstance(e, h2.events.StreamEnded) and e.stream_id == sid:
-                    done = True
-                elif isinstance(e, h2.events.StreamReset) and e.stream_id == sid:
-                    r["reset"] = int(e.error_code)
-                    done = True
-                elif isinstance(e, h2.events.ConnectionTerminated):
-                    r["reset"] = int(e.error_code)
-                    done = True
-            s.sendall(c.data_to_send())
-    except (OSError, h2.exceptions.ProtocolError) as e:
-        r["error"] = str(e)
-    s.close()
-    out[name] = r
-print(json.dumps(out))
-"#;
-
-#[test]
-fn http2_requests_follow_rfc_9113_and_the_same_rules_as_http1() {
-    require_root!();
-    const PROXY: u16 = 18563;
-    const ADMIN: u16 = 19869;
-    const ECHO: u16 = 19870;
-    const RAW: u16 = 19871;
-    let (_lab, _app, _agent) = start("httph2", PROXY, ADMIN, ECHO, RAW);
-    let get = |host: &str, path: &str, more: &[(&str, &str)]| {
-        let mut f: Vec<(String, String)> = [
-            (":method", "GET"),
-            (":scheme", "http"),
-            (":authority", host),
-            (":path", path),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        f.extend(more.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        f
-    };
-    let cases: Vec<(&str, Vec<(String, String)>)> = vec![
-        ("plain", get("a.example", "/h2", &[])),
-        (
-            "te-trailers",
-            get("a.example", "/h2", &[("te", "trailers")]),
-        ),
-        (
-            "connection",
-            get("a.example", "/h2", &[("connection", "keep-alive")]),
-        ),
-        (
-            "keep-alive",
-            get("a.example", "/h2", &[("keep-alive", "5")]),
-        ),
-        (
-            "proxy-connection",
-            get("a.example", "/h2", &[("proxy-connection", "keep-alive")]),
-        ),
-        (
-            "transfer-encoding",
-            get("a.example", "/h2", &[("transfer-encoding", "chunked")]),
-        ),
-        (
-            "upgrade",
-            get("a.example", "/h2", &[("upgrade", "websocket")]),
-        ),
-        ("te-gzip", get("a.example", "/h2", &[("te", "gzip")])),
-        (
-            "upper-case name",
-            get("a.example", "/h2", &[("X-Upper", "1")]),
-        ),
-        (
-            "host disagreeing",
-            get("a.example", "/h2", &[("host", "b.example")]),
-        ),
-        (
-            "connect",
-            vec![
-                (":method".into(), "CONNECT".into()),
-                (":authority".into(), "a.example:443".into()),
-            ],
-        ),
-        (
-            "options *",
-            vec![
-                (":method".into(), "OPTIONS".into()),
-                (":scheme".into(), "http".into()),
-                (":authority".into(), "a.example".into()),
-                (":path".into(), "*".into()),
-            ],
-        ),
-        ("response hop-by-hop", get("raw.example", "/hop", &[])),
-        ("response te-and-cl", get("raw.example", "/te-and-cl", &[])),
-    ];
-    let arg = serde_json::to_string(&cases).unwrap();
-    let out = std::process::Command::new(tollgate_tests::PYTHON)
-        .args(["-c", H2_CLIENT, &PROXY.to_string(), &arg])
-        .output()
-        .expect("run the python3-h2 client");
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_str(report.trim()).expect("the client's report");
-
-    assert_eq!(r["plain"]["status"], 200, "{report}");
-    // `TE: trailers` is the one TE allowed (RFC 9113 8.2.2); hop-by-hop, it is not forwarded.
-    assert_eq!(r["te-trailers"]["status"], 200, "{report}");
-    let seen: serde_json::Value =
-        serde_json::from_str(r["te-trailers"]["body"].as_str().unwrap()).unwrap();
-    assert!(seen["headers"]["te"].is_null(), "{report}");
-    // Connection-specific fields, another TE, upper-case names: malformed (RFC 9113 8.2.1,
-    // 8.2.2): the stream is reset with PROTOCOL_ERROR (1), nothing reaches the backend.
-    for case in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "upgrade",
-        "te-gzip",
-        "upper-case name",
-    ] {
-        assert_eq!(r[case]["reset"], 1, "{case}: {report}");
-        assert!(r[case]["status"].is_null(), "{case}: {report}");
-    }
-    // A Host naming another authority than :authority (RFC 9113 8.3.1): 400.
-    assert_eq!(r["host disagreeing"]["status"], 400, "{report}");
-    // CONNECT: 405 with Allow, as in HTTP/1.1; OPTIONS *: 200 with Allow.
-    assert_eq!(r["connect"]["status"], 405, "{report}");
-    assert!(r["connect"]["headers"]["allow"].is_string(), "{report}");
-    assert_eq!(r["options *"]["status"], 200, "{report}");
-    assert!(r["options *"]["headers"]["allow"].is_string(), "{report}");
-    // Backend responses: hop-by-hop fields removed; a framing that cannot be relayed: 502.
-    assert_eq!(r["response hop-by-hop"]["status"], 200, "{report}");
-    for h in [
-        "x-named",
-        "keep-alive",
-        "proxy-connection",
-        "upgrade",
-        "connection",
-    ] {
-        assert!(
-            r["response hop-by-hop"]["headers"][h].is_null(),
-            "{h}: {report}"
-        );
-    }
-    assert_eq!(r["response te-and-cl"]["status"], 502, "{report}");
 }
