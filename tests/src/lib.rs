@@ -23,6 +23,7 @@ pub mod gitrepo;
 pub mod gitserver;
 pub mod kube_fake;
 pub mod l7;
+pub mod l7_raw;
 
 mod agent;
 mod counters;

@@ -112,6 +112,33 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Why an HTTP/1 backend response cannot be relayed (answered 502 instead), if it cannot: both
+/// `Transfer-Encoding` and `Content-Length` (RFC 9112 section 6.1: a sender MUST NOT send
+/// both; hyper reads such a body as chunked and would leave the `Content-Length` for the
+/// client to believe, a response smuggling vector), or a transfer coding other than `chunked`
+/// alone (`gzip, chunked`, `gzip`: the proxy removes `Transfer-Encoding` as hop-by-hop, so the
+/// client would get coded bytes it cannot know to decode). Checked before
+/// [`strip_hop_by_hop`] removes the evidence.
+pub fn response_framing_problem(headers: &HeaderMap) -> Option<&'static str> {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(|c| c.trim_ascii())
+        .filter(|c| !c.is_empty())
+        .peekable();
+    // No transfer coding: framed by Content-Length or the close, which hyper checked.
+    codings.peek()?;
+    if headers.contains_key(header::CONTENT_LENGTH) {
+        return Some("the backend's response has both Transfer-Encoding and Content-Length");
+    }
+    let chunked_alone = codings
+        .next()
+        .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+        && codings.next().is_none();
+    (!chunked_alone).then_some("the backend's response has a transfer coding other than chunked")
+}
+
 /// Sets `X-Forwarded-For`, `-Proto` and `-Host` for the backend. `host` is the Host the client
 /// sent (as sent, with its port if it had one); `proto` is `http` or `https` (the listener's).
 pub fn set_forwarded(
@@ -240,6 +267,33 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 10.1.1.1, 10.0.0.2");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[&X_FORWARDED_HOST], "api.example.com");
+    }
+
+    #[test]
+    fn responses_framed_by_both_lengths_or_another_coding_are_refused() {
+        let h = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            response_framing_problem(&h)
+        };
+        assert_eq!(h(&[("content-length", "3")]), None);
+        assert_eq!(h(&[("transfer-encoding", "chunked")]), None);
+        assert_eq!(h(&[("transfer-encoding", "Chunked")]), None);
+        assert_eq!(h(&[]), None);
+        assert!(h(&[("transfer-encoding", "chunked"), ("content-length", "3")]).is_some());
+        assert!(h(&[("transfer-encoding", "gzip")]).is_some());
+        assert!(h(&[("transfer-encoding", "gzip, chunked")]).is_some());
+        assert!(h(&[
+            ("transfer-encoding", "gzip"),
+            ("transfer-encoding", "chunked")
+        ])
+        .is_some());
+        assert!(h(&[("transfer-encoding", "chunked, chunked")]).is_some());
     }
 
     #[test]

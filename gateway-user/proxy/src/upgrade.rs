@@ -181,6 +181,16 @@ pub async fn forward(
             .unwrap_or_else(|_| Err((Failure::Timeout, "no response in time".into()))),
         None => sent.await,
     };
+    // A response whose framing cannot be relayed is answered 502, as in any request.
+    let result = result.and_then(|resp| {
+        match (resp.version() < Version::HTTP_2)
+            .then(|| forwarded::response_framing_problem(resp.headers()))
+            .flatten()
+        {
+            Some(why) => Err((Failure::InvalidResponse, why.into())),
+            None => Ok(resp),
+        }
+    });
     let mut resp = match result {
         Ok(resp) => resp,
         Err((f, error)) => {

@@ -7,6 +7,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::capture_connection;
 use tracing::debug;
 
 use super::{body_too_large, local, upstream_error};
@@ -187,6 +188,9 @@ pub(super) async fn forward(
         } else {
             backend.def.protocol
         };
+        // The pooled HTTP/1.1 connection, so that one whose response framing was refused is
+        // not used again (where that response ended is not known).
+        let connection = (protocol == BackendProtocol::Http1).then(|| capture_connection(&mut up));
         let sent = async {
             match protocol {
                 BackendProtocol::Http2 => {
@@ -225,6 +229,26 @@ pub(super) async fn forward(
             },
             None => Some(sent.await),
         };
+        // A response whose framing cannot be relayed is the backend's failure (502), as one
+        // hyper could not parse.
+        let result = result.map(|r| {
+            r.and_then(|resp| {
+                match (resp.version() < Version::HTTP_2)
+                    .then(|| forwarded::response_framing_problem(resp.headers()))
+                    .flatten()
+                {
+                    Some(why) => {
+                        if let Some(c) = connection.as_ref() {
+                            if let Some(connected) = c.connection_metadata().as_ref() {
+                                connected.poison();
+                            }
+                        }
+                        Err((Failure::InvalidResponse, BoxError::from(why)))
+                    }
+                    None => Ok(resp),
+                }
+            })
+        });
         let failure = match result {
             None if state.incomplete() => {
                 // Still waiting for the client's body: the client is slow, not the backend.

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{HeaderName, Request, Response, StatusCode, Version};
+use http::{HeaderName, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 
@@ -99,6 +99,16 @@ pub fn redirect_location(
     out
 }
 
+/// Marks a response the proxy wrote itself ([`local`], redirects, CORS preflights, OPTIONS and
+/// TRACE answers): [`handle`] closes an HTTP/1 connection after it when the request had a
+/// body, which may not have been read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LocalAnswer;
+
+/// The methods the proxy forwards, for `Allow` where it answers about methods itself (every
+/// method but CONNECT is forwarded; extension methods too, but `Allow` lists the standard ones).
+const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH";
+
 /// A response the proxy writes itself.
 pub(crate) fn local(
     mut done: Completion,
@@ -112,6 +122,7 @@ pub(crate) fn local(
         done.status = StatusCode::OK.as_u16();
         let mut resp = Response::new(ResponseBody::full(Bytes::new(), done));
         *resp.headers_mut() = super::grpc::trailers_only(status, message);
+        resp.extensions_mut().insert(LocalAnswer);
         return resp;
     }
     done.status = status.as_u16();
@@ -126,7 +137,65 @@ pub(crate) fn local(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    resp.extensions_mut().insert(LocalAnswer);
     resp
+}
+
+/// The proxy's own answer to `OPTIONS *` and to an OPTIONS whose `Max-Forwards` is spent: 200
+/// with `Allow` and no content (RFC 9110 section 9.3.7).
+fn options_answer(mut done: Completion) -> Response<ResponseBody> {
+    done.status = StatusCode::OK.as_u16();
+    done.reason = "options";
+    let mut resp = Response::new(ResponseBody::full(Bytes::new(), done));
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+    resp.extensions_mut().insert(LocalAnswer);
+    resp
+}
+
+/// The proxy's own answer to a TRACE whose `Max-Forwards` is spent (RFC 9110 section 9.3.8):
+/// the request as received, as `message/http`, without the fields that carry credentials.
+fn trace_answer<B>(mut done: Completion, req: &Request<B>) -> Response<ResponseBody> {
+    let mut text = format!("TRACE {} {:?}\r\n", req.uri(), req.version()).into_bytes();
+    for (name, value) in req.headers() {
+        if [
+            header::AUTHORIZATION,
+            header::PROXY_AUTHORIZATION,
+            header::COOKIE,
+        ]
+        .contains(name)
+        {
+            continue;
+        }
+        text.extend_from_slice(name.as_str().as_bytes());
+        text.extend_from_slice(b": ");
+        text.extend_from_slice(value.as_bytes());
+        text.extend_from_slice(b"\r\n");
+    }
+    text.extend_from_slice(b"\r\n");
+    done.status = StatusCode::OK.as_u16();
+    done.reason = "trace";
+    let mut resp = Response::new(ResponseBody::full(Bytes::from(text), done));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("message/http"),
+    );
+    resp.extensions_mut().insert(LocalAnswer);
+    resp
+}
+
+/// `Max-Forwards` (RFC 9110 section 7.6.2): its value when it is one valid `1*DIGIT`.
+fn max_forwards(headers: &http::HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(header::MAX_FORWARDS).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let text = value.to_str().ok()?;
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(text.parse::<u64>().unwrap_or(u64::MAX))
 }
 
 /// Counts a failed attempt to reach a backend.
@@ -140,8 +209,26 @@ pub(crate) fn upstream_error(core: &Core, route: &Arc<str>, reason: &'static str
         .inc();
 }
 
-/// Handles one request.
+/// Handles one request. An HTTP/1 request with a body that the proxy answers itself (a 404,
+/// 401, 413, 408...) may have left its body unread, so that nothing after it on the
+/// connection can be read as a request: the answer says `Connection: close` (RFC 9112
+/// section 9.6), and hyper closes the connection after it.
 pub async fn handle(
+    core: Arc<Core>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let http1 = req.version() < Version::HTTP_2;
+    let with_body = !req.body().is_end_stream();
+    let mut resp = answer(core, conn, req).await;
+    if http1 && with_body && resp.extensions().get::<LocalAnswer>().is_some() {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+async fn answer(
     core: Arc<Core>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
@@ -192,6 +279,44 @@ pub async fn handle(
                 "misdirected",
                 "this host is not served by the TLS server name this connection was opened for",
             );
+        }
+    }
+    // What the proxy answers itself, before routing. CONNECT asks for a tunnel, which a
+    // reverse proxy does not open (RFC 9110 section 9.3.6): 405 with `Allow`, and the
+    // connection closed (tunnel bytes may follow the head).
+    let mut req = req;
+    if req.method() == Method::CONNECT {
+        let http1 = req.version() < Version::HTTP_2;
+        let mut resp = local(
+            done,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "CONNECT is not served: this gateway forwards requests, it opens no tunnels",
+        );
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+        if http1 {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        return resp;
+    }
+    // The asterisk form is for a server-wide OPTIONS only (RFC 9112 section 3.2.4; other
+    // methods with it get 400 below, as any path not starting with `/`).
+    if req.method() == Method::OPTIONS && req.uri().path() == "*" {
+        return options_answer(done);
+    }
+    // Max-Forwards (RFC 9110 section 7.6.2): on TRACE and OPTIONS, 0 makes the proxy the final
+    // recipient; another value is decremented on the way to the backend.
+    if matches!(*req.method(), Method::OPTIONS | Method::TRACE) {
+        match max_forwards(req.headers()) {
+            Some(0) if req.method() == Method::OPTIONS => return options_answer(done),
+            Some(0) => return trace_answer(done, &req),
+            Some(n) => {
+                req.headers_mut()
+                    .insert(header::MAX_FORWARDS, HeaderValue::from(n - 1));
+            }
+            None => {}
         }
     }
     let query = req.uri().query().map(str::to_owned);
@@ -255,6 +380,7 @@ pub async fn handle(
                 done.reason = "cors_preflight";
                 let mut resp = Response::new(ResponseBody::full(Bytes::new(), done));
                 *resp.headers_mut() = cors.preflight(origin, req.headers());
+                resp.extensions_mut().insert(LocalAnswer);
                 resp
             }
             None => local(
@@ -275,7 +401,6 @@ pub async fn handle(
     // Authentication: first, so that nothing (not even a rate limit bucket) is spent on a
     // request without valid credentials. A consumer header from the client is never
     // believed.
-    let mut req = req;
     req.headers_mut().remove(auth::CONSUMER_HEADER);
     if let Some(a) = rule.auth {
         if let Some(def) = active.table.policy.auth.get(a) {
@@ -502,6 +627,7 @@ async fn routed(
         if let Some(m) = &rule.response_headers {
             m.apply(resp.headers_mut());
         }
+        resp.extensions_mut().insert(LocalAnswer);
         return resp;
     }
 
