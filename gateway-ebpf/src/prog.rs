@@ -23,7 +23,7 @@ use core::{
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT},
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    helpers::bpf_ktime_get_ns,
     macros::{classifier, map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
@@ -99,16 +99,21 @@ fn count_stat(index: u32, len: u64) {
     }
 }
 
+/// Counts a packet in `slot` of `rule`'s per-CPU counters; returns that slot's packet count on
+/// this CPU after it (0 when `rule` is out of range).
 #[inline(always)]
-fn count_rule(rule: u32, slot: usize, len: u64) {
+fn count_rule(rule: u32, slot: usize, len: u64) -> u64 {
     if let Some(c) = RULE_COUNTERS.get_ptr_mut(rule) {
         if slot < SLOTS {
             unsafe {
-                (*c).slots[slot].packets += 1;
+                let n = (*c).slots[slot].packets + 1;
+                (*c).slots[slot].packets = n;
                 (*c).slots[slot].bytes += len;
+                return n;
             }
         }
     }
+    0
 }
 
 /// The kind of the source's ban when it is banned and the ban has not expired. An expired
@@ -618,7 +623,7 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
     // Deny wins, and the source side's rules are the more specific: no need to look further.
     if let Some(v) = v1 {
         if v.deny_rule != NO_RULE {
-            return drop_or_audit(v.deny_rule, SLOT_DROP, audit, len, &p);
+            return drop_or_audit(v.deny_rule, SLOT_DROP, audit, len, &p, seed);
         }
     }
     let v2 = if iface.flags & IFACE_WILDCARD_UNIFORM != 0 {
@@ -631,7 +636,7 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
     };
     if let Some(v) = v2 {
         if v.deny_rule != NO_RULE {
-            return drop_or_audit(v.deny_rule, SLOT_DROP, audit, len, &p);
+            return drop_or_audit(v.deny_rule, SLOT_DROP, audit, len, &p, seed);
         }
     }
 
@@ -650,7 +655,7 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
             return ACTION_PASS;
         }
         if iface.flags & IFACE_DEFAULT_DROP != 0 {
-            return drop_or_audit(iface.default_rule, SLOT_DROP, audit, len, &p);
+            return drop_or_audit(iface.default_rule, SLOT_DROP, audit, len, &p, seed);
         }
         count_rule(iface.default_rule, SLOT_PASS, len);
         return ACTION_PASS;
@@ -661,7 +666,7 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
     if n > 0 {
         let exceeded = check_limits(gen, seed, &ids, n, &p);
         if exceeded != NO_RULE {
-            return drop_or_audit(exceeded, SLOT_RATELIMIT, audit, len, &p);
+            return drop_or_audit(exceeded, SLOT_RATELIMIT, audit, len, &p, seed);
         }
     }
     count_rule(allow, SLOT_PASS, len);
@@ -669,24 +674,39 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
 }
 
 #[inline(always)]
-fn drop_or_audit(rule: u32, slot: usize, audit: bool, len: u64, p: &Parsed) -> u32 {
+fn drop_or_audit(rule: u32, slot: usize, audit: bool, len: u64, p: &Parsed, seed: u32) -> u32 {
     if audit {
         count_rule(rule, SLOT_AUDIT, len);
         ACTION_PASS
     } else {
-        count_rule(rule, slot, len);
-        note_offender(p, slot == SLOT_RATELIMIT);
+        let n = count_rule(rule, slot, len);
+        if sampled(n, seed) {
+            note_offender(p, slot == SLOT_RATELIMIT);
+        }
         ACTION_DROP
     }
 }
 
-/// Records a drop in the top-offenders map, for one drop in 2^OFFENDER_SAMPLE_SHIFT (with that
-/// weight): bounded memory (an LRU of source prefixes) and a bounded cost per dropped packet.
+/// Whether the drop that made a rule slot's per-CPU count `n` is one of the one in
+/// 2^OFFENDER_SAMPLE_SHIFT that `note_offender` records. No helper call (a random number was
+/// one per drop): `n` plus the secret seed, times 2^32/golden ratio (a Fibonacci hash), falls in
+/// the first 2^-OFFENDER_SAMPLE_SHIFT of the u32 range. That is a permutation of the u32
+/// counts, so exactly one count in 2^OFFENDER_SAMPLE_SHIFT is sampled over 2^32, evenly spread
+/// (a golden-ratio sequence, not a period of 64), so that sources whose drops alternate in any
+/// fixed pattern are each sampled at the same rate; and a sender that does not know the seed
+/// cannot tell which of its drops are. `n == 0` (no counter) samples nothing.
+#[inline(always)]
+fn sampled(n: u64, seed: u32) -> bool {
+    n != 0
+        && (n as u32).wrapping_add(seed).wrapping_mul(0x9e37_79b9) >> (32 - OFFENDER_SAMPLE_SHIFT)
+            == 0
+}
+
+/// Records a sampled drop (`sampled`) in the top-offenders map, with the weight
+/// 2^OFFENDER_SAMPLE_SHIFT: bounded memory (an LRU of source prefixes) and a bounded cost per
+/// dropped packet.
 #[inline(always)]
 fn note_offender(p: &Parsed, ratelimited: bool) {
-    if unsafe { bpf_get_prandom_u32() } & ((1 << OFFENDER_SAMPLE_SHIFT) - 1) != 0 {
-        return;
-    }
     let weight = 1u64 << OFFENDER_SAMPLE_SHIFT;
     let (family, prefix) = if p.v6 {
         (6, OFFENDER_PREFIX_V6)
