@@ -130,11 +130,11 @@ fn banned(p: &Parsed) -> Option<u32> {
         _ => return None,
     }
     let v = if p.v6 {
-        BANS_V6.get(Key::new(128, BanKeyV6 { addr: p.src }))
+        BANS_V6.get(Key::new(128, BanKeyV6 { addr: src_bytes(p) }))
     } else {
         unsafe {
             BANS_V4.get(&BanKeyV4 {
-                addr: [p.src[0], p.src[1], p.src[2], p.src[3]],
+                addr: src_v4(p).to_be_bytes(),
             })
         }
     }?;
@@ -224,7 +224,7 @@ fn source_entry(gen: u32, iface: &IfaceConfig, p: &Parsed) -> Option<&'static Sr
             SCOPE_BITS + 128,
             SrcV6 {
                 scope: scope.to_be_bytes(),
-                addr: p.src,
+                addr: src_bytes(p),
             },
         );
         return SRC_V6.get(&key);
@@ -241,7 +241,7 @@ fn source_entry(gen: u32, iface: &IfaceConfig, p: &Parsed) -> Option<&'static Sr
         SCOPE_BITS + 32,
         SrcV4 {
             scope: scope.to_be_bytes(),
-            addr: [p.src[0], p.src[1], p.src[2], p.src[3]],
+            addr: src_v4(p).to_be_bytes(),
         },
     );
     SRC_V4.get(&key)
@@ -273,18 +273,19 @@ fn dir_chunk(gen: u32, slot: u32, byte: u8) -> Option<u32> {
 /// right.
 #[inline(always)]
 fn dir_v4(gen: u32, slot: u32, p: &Parsed) -> DirAnswer {
-    let Some(block) = SRC4_DIR.get(dir_block_index(gen, slot, p.src[0])) else {
+    let [b0, b1, b2, b3] = src_v4(p).to_be_bytes();
+    let Some(block) = SRC4_DIR.get(dir_block_index(gen, slot, b0)) else {
         return DirAnswer::Trie;
     };
-    let mut v = unsafe { read_volatile(&block.slots[p.src[1] as usize]) };
+    let mut v = unsafe { read_volatile(&block.slots[b1 as usize]) };
     // Up to two chunks: a /16's /24s, then a /24's addresses.
     if v & DIR_KIND_MASK == DIR_CHUNK {
-        v = match dir_chunk(gen, v, p.src[2]) {
+        v = match dir_chunk(gen, v, b2) {
             Some(v) => v,
             None => return DirAnswer::Trie,
         };
         if v & DIR_KIND_MASK == DIR_CHUNK {
-            v = match dir_chunk(gen, v, p.src[3]) {
+            v = match dir_chunk(gen, v, b3) {
                 Some(v) => v,
                 None => return DirAnswer::Trie,
             };
@@ -316,10 +317,20 @@ fn mask64(bits: u8) -> u64 {
     }
 }
 
-/// `addr` truncated to `prefix` bits (IPv4 in the first 4 bytes): two masks, no loop.
+/// The IPv4 source address.
 #[inline(always)]
-fn truncate(a: &[u8; 16], v6: bool, prefix: u8) -> [u8; 16] {
-    let (hi, lo) = prefix_words(a, v6, prefix);
+fn src_v4(p: &Parsed) -> u32 {
+    (p.src_hi >> 32) as u32
+}
+
+/// The source address as bytes (IPv4 in the first 4), for the keys of the hash maps and tries.
+#[inline(always)]
+fn src_bytes(p: &Parsed) -> [u8; 16] {
+    words_bytes(p.src_hi, p.src_lo)
+}
+
+#[inline(always)]
+fn words_bytes(hi: u64, lo: u64) -> [u8; 16] {
     let (h, l) = (hi.to_be_bytes(), lo.to_be_bytes());
     [
         h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5], l[6],
@@ -330,17 +341,14 @@ fn truncate(a: &[u8; 16], v6: bool, prefix: u8) -> [u8; 16] {
 /// The source truncated to `prefix` bits as two big-endian words (IPv4 in the top 32 bits of
 /// the first): the token-bucket table's key, compared and hashed without a byte loop.
 #[inline(always)]
-fn prefix_words(a: &[u8; 16], v6: bool, prefix: u8) -> (u64, u64) {
-    if v6 {
-        let hi =
-            u64::from_be_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]) & mask64(prefix);
-        let lo = u64::from_be_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]])
-            & mask64(prefix.saturating_sub(64));
-        (hi, lo)
+fn prefix_words(p: &Parsed, prefix: u8) -> (u64, u64) {
+    if p.v6 {
+        (
+            p.src_hi & mask64(prefix),
+            p.src_lo & mask64(prefix.saturating_sub(64)),
+        )
     } else {
-        let v4 = (u64::from(u32::from_be_bytes([a[0], a[1], a[2], a[3]])) << 32)
-            & mask64(prefix.min(32));
-        (v4, 0)
+        (p.src_hi & mask64(prefix.min(32)), 0)
     }
 }
 
@@ -461,7 +469,7 @@ fn bucket_ref(gen: u32, seed: u32, rule: u32, p: &Parsed) -> Option<BucketRef> {
     } else {
         (4, cfg.prefix_v4)
     };
-    let (hi, lo) = prefix_words(&p.src, p.v6, prefix);
+    let (hi, lo) = prefix_words(p, prefix);
     let set = BUCKET_SETS.get_ptr_mut(bucket_set(seed, rule, family, hi, lo))?;
     Some(BucketRef {
         cfg,
@@ -715,7 +723,10 @@ fn note_offender(p: &Parsed, ratelimited: bool) {
     };
     let key = OffenderKey {
         family,
-        addr: truncate(&p.src, p.v6, prefix),
+        addr: {
+            let (hi, lo) = prefix_words(p, prefix);
+            words_bytes(hi, lo)
+        },
     };
     match OFFENDERS.get_ptr_mut(&key) {
         Some(v) => unsafe {
