@@ -22,7 +22,12 @@ const MAX_EXT_HEADERS: usize = 6;
 /// What the policy needs from a packet.
 pub(crate) struct Parsed {
     pub(crate) v6: bool,
-    pub(crate) src: [u8; 16],
+    /// The source address as two big-endian words, bytes 0-7 and 8-15 (IPv4: its 4 bytes in the
+    /// top 32 bits of `src_hi`, `src_lo` 0). Words, not a byte array: LLVM kept the array's 16
+    /// bytes in 16 registers, spilled them to the stack, and put them together again for every
+    /// use (the direct index, the bucket key, the trie keys).
+    pub(crate) src_hi: u64,
+    pub(crate) src_lo: u64,
     pub(crate) proto: u8,
     /// Port, `PORT_ICMP_BASE + type`, or 0 (no L4 selector).
     pub(crate) port: u16,
@@ -76,17 +81,14 @@ fn parse_v4(data: usize, end: usize, off: usize) -> Result<Parsed, Unjudged> {
     }
     let frag = u16::from_be_bytes([hdr[6], hdr[7]]) & 0x1fff;
     let proto = hdr[9];
-    let mut src = [0u8; 16];
-    src[0] = hdr[12];
-    src[1] = hdr[13];
-    src[2] = hdr[14];
-    src[3] = hdr[15];
+    let src_hi = u64::from(u32::from_be_bytes([hdr[12], hdr[13], hdr[14], hdr[15]])) << 32;
     // Options included: the whole header must be there.
     ptr_at::<u8>(data, end, off + ihl - 1)?;
     if frag != 0 {
         return Ok(Parsed {
             v6: false,
-            src,
+            src_hi,
+            src_lo: 0,
             proto,
             port: 0,
             sport: 0,
@@ -96,7 +98,8 @@ fn parse_v4(data: usize, end: usize, off: usize) -> Result<Parsed, Unjudged> {
     let (port, sport) = l4_selector(data, end, off + ihl, proto)?;
     Ok(Parsed {
         v6: false,
-        src,
+        src_hi,
+        src_lo: 0,
         proto,
         port,
         sport,
@@ -111,8 +114,12 @@ fn parse_v6(data: usize, end: usize, off: usize) -> Result<Parsed, Unjudged> {
     if hdr[0] >> 4 != 6 {
         return Err(STAT_MALFORMED);
     }
-    let mut src = [0u8; 16];
-    src.copy_from_slice(&hdr[8..24]);
+    let src_hi = u64::from_be_bytes([
+        hdr[8], hdr[9], hdr[10], hdr[11], hdr[12], hdr[13], hdr[14], hdr[15],
+    ]);
+    let src_lo = u64::from_be_bytes([
+        hdr[16], hdr[17], hdr[18], hdr[19], hdr[20], hdr[21], hdr[22], hdr[23],
+    ]);
     let mut next = hdr[6];
     let mut l4 = off + 40;
     let mut fragment = false;
@@ -156,7 +163,8 @@ fn parse_v6(data: usize, end: usize, off: usize) -> Result<Parsed, Unjudged> {
     if fragment {
         return Ok(Parsed {
             v6: true,
-            src,
+            src_hi,
+            src_lo,
             proto: next,
             port: 0,
             sport: 0,
@@ -166,7 +174,8 @@ fn parse_v6(data: usize, end: usize, off: usize) -> Result<Parsed, Unjudged> {
     let (port, sport) = l4_selector(data, end, l4, next)?;
     Ok(Parsed {
         v6: true,
-        src,
+        src_hi,
+        src_lo,
         proto: next,
         port,
         sport,

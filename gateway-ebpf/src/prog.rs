@@ -23,7 +23,7 @@ use core::{
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT},
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    helpers::bpf_ktime_get_ns,
     macros::{classifier, map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
@@ -99,16 +99,21 @@ fn count_stat(index: u32, len: u64) {
     }
 }
 
+/// Counts a packet in `slot` of `rule`'s per-CPU counters; returns that slot's packet count on
+/// this CPU after it (0 when `rule` is out of range).
 #[inline(always)]
-fn count_rule(rule: u32, slot: usize, len: u64) {
+fn count_rule(rule: u32, slot: usize, len: u64) -> u64 {
     if let Some(c) = RULE_COUNTERS.get_ptr_mut(rule) {
         if slot < SLOTS {
             unsafe {
-                (*c).slots[slot].packets += 1;
+                let n = (*c).slots[slot].packets + 1;
+                (*c).slots[slot].packets = n;
                 (*c).slots[slot].bytes += len;
+                return n;
             }
         }
     }
+    0
 }
 
 /// The kind of the source's ban when it is banned and the ban has not expired. An expired
@@ -125,11 +130,11 @@ fn banned(p: &Parsed) -> Option<u32> {
         _ => return None,
     }
     let v = if p.v6 {
-        BANS_V6.get(Key::new(128, BanKeyV6 { addr: p.src }))
+        BANS_V6.get(Key::new(128, BanKeyV6 { addr: src_bytes(p) }))
     } else {
         unsafe {
             BANS_V4.get(&BanKeyV4 {
-                addr: [p.src[0], p.src[1], p.src[2], p.src[3]],
+                addr: src_v4(p).to_be_bytes(),
             })
         }
     }?;
@@ -219,7 +224,7 @@ fn source_entry(gen: u32, iface: &IfaceConfig, p: &Parsed) -> Option<&'static Sr
             SCOPE_BITS + 128,
             SrcV6 {
                 scope: scope.to_be_bytes(),
-                addr: p.src,
+                addr: src_bytes(p),
             },
         );
         return SRC_V6.get(&key);
@@ -236,7 +241,7 @@ fn source_entry(gen: u32, iface: &IfaceConfig, p: &Parsed) -> Option<&'static Sr
         SCOPE_BITS + 32,
         SrcV4 {
             scope: scope.to_be_bytes(),
-            addr: [p.src[0], p.src[1], p.src[2], p.src[3]],
+            addr: src_v4(p).to_be_bytes(),
         },
     );
     SRC_V4.get(&key)
@@ -268,18 +273,19 @@ fn dir_chunk(gen: u32, slot: u32, byte: u8) -> Option<u32> {
 /// right.
 #[inline(always)]
 fn dir_v4(gen: u32, slot: u32, p: &Parsed) -> DirAnswer {
-    let Some(block) = SRC4_DIR.get(dir_block_index(gen, slot, p.src[0])) else {
+    let [b0, b1, b2, b3] = src_v4(p).to_be_bytes();
+    let Some(block) = SRC4_DIR.get(dir_block_index(gen, slot, b0)) else {
         return DirAnswer::Trie;
     };
-    let mut v = unsafe { read_volatile(&block.slots[p.src[1] as usize]) };
+    let mut v = unsafe { read_volatile(&block.slots[b1 as usize]) };
     // Up to two chunks: a /16's /24s, then a /24's addresses.
     if v & DIR_KIND_MASK == DIR_CHUNK {
-        v = match dir_chunk(gen, v, p.src[2]) {
+        v = match dir_chunk(gen, v, b2) {
             Some(v) => v,
             None => return DirAnswer::Trie,
         };
         if v & DIR_KIND_MASK == DIR_CHUNK {
-            v = match dir_chunk(gen, v, p.src[3]) {
+            v = match dir_chunk(gen, v, b3) {
                 Some(v) => v,
                 None => return DirAnswer::Trie,
             };
@@ -311,10 +317,20 @@ fn mask64(bits: u8) -> u64 {
     }
 }
 
-/// `addr` truncated to `prefix` bits (IPv4 in the first 4 bytes): two masks, no loop.
+/// The IPv4 source address.
 #[inline(always)]
-fn truncate(a: &[u8; 16], v6: bool, prefix: u8) -> [u8; 16] {
-    let (hi, lo) = prefix_words(a, v6, prefix);
+fn src_v4(p: &Parsed) -> u32 {
+    (p.src_hi >> 32) as u32
+}
+
+/// The source address as bytes (IPv4 in the first 4), for the keys of the hash maps and tries.
+#[inline(always)]
+fn src_bytes(p: &Parsed) -> [u8; 16] {
+    words_bytes(p.src_hi, p.src_lo)
+}
+
+#[inline(always)]
+fn words_bytes(hi: u64, lo: u64) -> [u8; 16] {
     let (h, l) = (hi.to_be_bytes(), lo.to_be_bytes());
     [
         h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5], l[6],
@@ -325,17 +341,14 @@ fn truncate(a: &[u8; 16], v6: bool, prefix: u8) -> [u8; 16] {
 /// The source truncated to `prefix` bits as two big-endian words (IPv4 in the top 32 bits of
 /// the first): the token-bucket table's key, compared and hashed without a byte loop.
 #[inline(always)]
-fn prefix_words(a: &[u8; 16], v6: bool, prefix: u8) -> (u64, u64) {
-    if v6 {
-        let hi =
-            u64::from_be_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]) & mask64(prefix);
-        let lo = u64::from_be_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]])
-            & mask64(prefix.saturating_sub(64));
-        (hi, lo)
+fn prefix_words(p: &Parsed, prefix: u8) -> (u64, u64) {
+    if p.v6 {
+        (
+            p.src_hi & mask64(prefix),
+            p.src_lo & mask64(prefix.saturating_sub(64)),
+        )
     } else {
-        let v4 = (u64::from(u32::from_be_bytes([a[0], a[1], a[2], a[3]])) << 32)
-            & mask64(prefix.min(32));
-        (v4, 0)
+        (p.src_hi & mask64(prefix.min(32)), 0)
     }
 }
 
@@ -456,7 +469,7 @@ fn bucket_ref(gen: u32, seed: u32, rule: u32, p: &Parsed) -> Option<BucketRef> {
     } else {
         (4, cfg.prefix_v4)
     };
-    let (hi, lo) = prefix_words(&p.src, p.v6, prefix);
+    let (hi, lo) = prefix_words(p, prefix);
     let set = BUCKET_SETS.get_ptr_mut(bucket_set(seed, rule, family, hi, lo))?;
     Some(BucketRef {
         cfg,
@@ -618,7 +631,7 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
     // Deny wins, and the source side's rules are the more specific: no need to look further.
     if let Some(v) = v1 {
         if v.deny_rule != NO_RULE {
-            return drop_or_audit(v.deny_rule, SLOT_DROP, audit, len, &p);
+            return drop_or_audit(v.deny_rule, SLOT_DROP, audit, len, &p, seed);
         }
     }
     let v2 = if iface.flags & IFACE_WILDCARD_UNIFORM != 0 {
@@ -631,7 +644,7 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
     };
     if let Some(v) = v2 {
         if v.deny_rule != NO_RULE {
-            return drop_or_audit(v.deny_rule, SLOT_DROP, audit, len, &p);
+            return drop_or_audit(v.deny_rule, SLOT_DROP, audit, len, &p, seed);
         }
     }
 
@@ -650,7 +663,7 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
             return ACTION_PASS;
         }
         if iface.flags & IFACE_DEFAULT_DROP != 0 {
-            return drop_or_audit(iface.default_rule, SLOT_DROP, audit, len, &p);
+            return drop_or_audit(iface.default_rule, SLOT_DROP, audit, len, &p, seed);
         }
         count_rule(iface.default_rule, SLOT_PASS, len);
         return ACTION_PASS;
@@ -661,7 +674,7 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
     if n > 0 {
         let exceeded = check_limits(gen, seed, &ids, n, &p);
         if exceeded != NO_RULE {
-            return drop_or_audit(exceeded, SLOT_RATELIMIT, audit, len, &p);
+            return drop_or_audit(exceeded, SLOT_RATELIMIT, audit, len, &p, seed);
         }
     }
     count_rule(allow, SLOT_PASS, len);
@@ -669,24 +682,39 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
 }
 
 #[inline(always)]
-fn drop_or_audit(rule: u32, slot: usize, audit: bool, len: u64, p: &Parsed) -> u32 {
+fn drop_or_audit(rule: u32, slot: usize, audit: bool, len: u64, p: &Parsed, seed: u32) -> u32 {
     if audit {
         count_rule(rule, SLOT_AUDIT, len);
         ACTION_PASS
     } else {
-        count_rule(rule, slot, len);
-        note_offender(p, slot == SLOT_RATELIMIT);
+        let n = count_rule(rule, slot, len);
+        if sampled(n, seed) {
+            note_offender(p, slot == SLOT_RATELIMIT);
+        }
         ACTION_DROP
     }
 }
 
-/// Records a drop in the top-offenders map, for one drop in 2^OFFENDER_SAMPLE_SHIFT (with that
-/// weight): bounded memory (an LRU of source prefixes) and a bounded cost per dropped packet.
+/// Whether the drop that made a rule slot's per-CPU count `n` is one of the one in
+/// 2^OFFENDER_SAMPLE_SHIFT that `note_offender` records. No helper call (a random number was
+/// one per drop): `n` plus the secret seed, times 2^32/golden ratio (a Fibonacci hash), falls in
+/// the first 2^-OFFENDER_SAMPLE_SHIFT of the u32 range. That is a permutation of the u32
+/// counts, so exactly one count in 2^OFFENDER_SAMPLE_SHIFT is sampled over 2^32, evenly spread
+/// (a golden-ratio sequence, not a period of 64), so that sources whose drops alternate in any
+/// fixed pattern are each sampled at the same rate; and a sender that does not know the seed
+/// cannot tell which of its drops are. `n == 0` (no counter) samples nothing.
+#[inline(always)]
+fn sampled(n: u64, seed: u32) -> bool {
+    n != 0
+        && (n as u32).wrapping_add(seed).wrapping_mul(0x9e37_79b9) >> (32 - OFFENDER_SAMPLE_SHIFT)
+            == 0
+}
+
+/// Records a sampled drop (`sampled`) in the top-offenders map, with the weight
+/// 2^OFFENDER_SAMPLE_SHIFT: bounded memory (an LRU of source prefixes) and a bounded cost per
+/// dropped packet.
 #[inline(always)]
 fn note_offender(p: &Parsed, ratelimited: bool) {
-    if unsafe { bpf_get_prandom_u32() } & ((1 << OFFENDER_SAMPLE_SHIFT) - 1) != 0 {
-        return;
-    }
     let weight = 1u64 << OFFENDER_SAMPLE_SHIFT;
     let (family, prefix) = if p.v6 {
         (6, OFFENDER_PREFIX_V6)
@@ -695,7 +723,10 @@ fn note_offender(p: &Parsed, ratelimited: bool) {
     };
     let key = OffenderKey {
         family,
-        addr: truncate(&p.src, p.v6, prefix),
+        addr: {
+            let (hi, lo) = prefix_words(p, prefix);
+            words_bytes(hi, lo)
+        },
     };
     match OFFENDERS.get_ptr_mut(&key) {
         Some(v) => unsafe {
