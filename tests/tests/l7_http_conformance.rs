@@ -384,6 +384,21 @@ fn framing_and_hop_by_hop_fields_follow_rfc_9112_and_9110() {
         );
     }
     assert_eq!(seen["headers"]["x-kept"], "1");
+    // This hop is added to Via (RFC 9110 7.6.3), after the client's entries, with the
+    // protocol the client spoke.
+    assert_eq!(seen["headers"]["via"], "1.1 tollgate", "{}", e.text);
+    let e = raw(
+        PROXY,
+        "GET /hop HTTP/1.1\r\nHost: a.example\r\nVia: 1.0 front, 1.1 edge\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        echoed(&e)["headers"]["via"],
+        "1.0 front, 1.1 edge, 1.1 tollgate",
+        "{}",
+        e.text
+    );
+    let e = raw(PROXY, "GET /hop HTTP/1.0\r\nHost: a.example\r\n\r\n");
+    assert_eq!(echoed(&e)["headers"]["via"], "1.0 tollgate", "{}", e.text);
     // ... nor those of the response the client (the echo backend sends `Connection:
     // keep-alive, X-Hop`, `X-Hop` and `Keep-Alive`; the raw one more).
     assert!(

@@ -177,6 +177,19 @@ pub fn set_forwarded(
     }
 }
 
+/// Adds this hop to `Via` (RFC 9110 section 7.6.3: a gateway MUST send it in each request it
+/// forwards): the protocol the client spoke and the pseudonym `tollgate` (no host name or
+/// address of the node is given away). A client's own `Via` entries stay in front.
+pub fn add_via(headers: &mut HeaderMap, version: http::Version) {
+    let hop = match version {
+        http::Version::HTTP_10 => "1.0 tollgate",
+        http::Version::HTTP_2 => "2 tollgate",
+        http::Version::HTTP_3 => "3 tollgate",
+        _ => "1.1 tollgate",
+    };
+    headers.append(header::VIA, HeaderValue::from_static(hop));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +307,21 @@ mod tests {
         ])
         .is_some());
         assert!(h(&[("transfer-encoding", "chunked, chunked")]).is_some());
+    }
+
+    #[test]
+    fn via_gets_this_hop_after_the_clients_entries() {
+        let mut h = HeaderMap::new();
+        add_via(&mut h, http::Version::HTTP_11);
+        assert_eq!(h[header::VIA], "1.1 tollgate");
+        let mut h = HeaderMap::new();
+        h.insert(header::VIA, "1.0 front".parse().unwrap());
+        add_via(&mut h, http::Version::HTTP_2);
+        let all: Vec<_> = h.get_all(header::VIA).iter().collect();
+        assert_eq!(all, ["1.0 front", "2 tollgate"]);
+        let mut h = HeaderMap::new();
+        add_via(&mut h, http::Version::HTTP_10);
+        assert_eq!(h[header::VIA], "1.0 tollgate");
     }
 
     #[test]

@@ -695,6 +695,7 @@ async fn routed(
         host_raw.as_deref(),
         if conn.tls.is_some() { "https" } else { "http" },
     );
+    forwarded::add_via(&mut parts.headers, parts.version);
     let host_header = match rule.rewrite.as_ref().and_then(|r| r.hostname.clone()) {
         Some(h) => Some(h),
         None => host_raw
