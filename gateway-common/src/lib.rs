@@ -330,10 +330,20 @@ pub struct LimitConfig {
     pub prefix_v4: u8,
     /// IPv6 bucket prefix length.
     pub prefix_v6: u8,
+    /// [`LIMIT_COARSE_CLOCK`] or 0 (an older agent's slot: 0, the precise clock).
+    pub flags: u8,
     /// Explicit padding.
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 5],
 }
 const _: () = assert!(core::mem::size_of::<LimitConfig>() == 24);
+
+/// The limit's burst tolerance holds at least one tick of the node's coarse clock
+/// (`CLOCK_MONOTONIC_COARSE`): a packet checked against it alone may be timed by
+/// `bpf_ktime_get_coarse_ns`, which reads no time stamp counter. The coarse clock lags by up to
+/// a tick and moves a tick at a time, which such a bucket absorbs (the rate stays exact); a
+/// bucket with less tolerance (burst 1 at more than one packet per tick) would admit one
+/// packet per tick, so it keeps the precise clock.
+pub const LIMIT_COARSE_CLOCK: u8 = 1;
 
 /// One bucket of the token-bucket table: a GCRA cell for one (limited rule, truncated source).
 /// Buckets carry no generation: an unrelated policy update never resets them.

@@ -18,6 +18,11 @@ const BURST: u64 = 20;
 
 /// A rig with one policy: UDP 9000 allowed at `RATE` packets/s, burst `BURST`, per /32.
 fn limited_rig() -> TestRig {
+    rig_with(RATE, BURST)
+}
+
+/// A rig with one policy: UDP 9000 allowed at `rate` packets/s, burst `burst`, per /32.
+fn rig_with(rate: u64, burst: u64) -> TestRig {
     let mut r = Rule::new("limited", Action::Allow);
     r.protocol = Some(Protocol::Udp);
     r.ports = Some(vec![PortRange {
@@ -25,8 +30,8 @@ fn limited_rig() -> TestRig {
         last: 9000,
     }]);
     r.rate_limit = Some(RateLimit {
-        packets_per_second: RATE,
-        burst: BURST,
+        packets_per_second: rate,
+        burst,
         ipv4_prefix: 32,
         ipv6_prefix: 64,
     });
@@ -205,4 +210,48 @@ fn stat_evicted(rig: &TestRig) -> u64 {
         .unwrap()
         .stats
         .buckets_evicted
+}
+
+/// Sends one source's frame as fast as the test run goes for `seconds`; returns (admitted,
+/// seconds it took).
+fn flood_one(rig: &mut TestRig, seconds: f64) -> (u64, f64) {
+    let f = udp_frame([192, 0, 2, 7]);
+    let start = Instant::now();
+    let mut admitted = 0u64;
+    while start.elapsed().as_secs_f64() < seconds {
+        if rig.run(&f).unwrap() == XDP_PASS {
+            admitted += 1;
+        }
+    }
+    (admitted, start.elapsed().as_secs_f64())
+}
+
+#[test]
+#[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
+fn a_limit_is_exact_on_the_coarse_clock_and_one_without_a_ticks_tolerance_keeps_the_precise_one() {
+    let tick = crate::clock::coarse_tick_ns().expect("CLOCK_MONOTONIC_COARSE") as f64 / 1e9;
+    // 2,000 packets/s is more than one per tick (Linux ticks at 100 to 1000 Hz).
+    const RATE: u64 = 2_000;
+    for burst in [1u64, 100] {
+        // Burst 1: no tolerance, so the precise clock (the coarse one would admit one packet
+        // per tick: 100 to 1,000 a second). Burst 100: 49.5 ms of tolerance, more than a tick,
+        // so the coarse clock, whose steps the bucket absorbs.
+        assert_eq!(
+            (burst - 1) as f64 / RATE as f64 >= tick,
+            burst == 100,
+            "tick {tick} s"
+        );
+        let mut rig = rig_with(RATE, burst);
+        let (admitted, secs) = flood_one(&mut rig, 0.5);
+        let want = burst as f64 + RATE as f64 * secs;
+        let error = (admitted as f64 - want) / want;
+        eprintln!(
+            "burst {burst}: admitted {admitted} in {secs:.3} s, expected {want:.0} ({:+.1}%)",
+            error * 100.0
+        );
+        assert!(
+            error.abs() <= 0.10,
+            "burst {burst}: admitted {admitted} in {secs:.3} s, expected {want:.0}"
+        );
+    }
 }

@@ -30,6 +30,7 @@ pub mod bans;
 pub mod bpffs;
 #[cfg(test)]
 mod bucket_tests;
+pub mod clock;
 pub mod counters;
 pub mod dir;
 mod drift;

@@ -9,9 +9,9 @@ use rustc_hash::FxHashMap as HashMap;
 use gateway_common::{
     port_dir_index, port_verdict_index, src_failsafe_flags, DirBlock, IfaceConfig, LimitConfig,
     PortKey, SrcV4, SrcV6, SrcValue, Verdict, DIR_SCOPES, IFACE_AUDIT, IFACE_DEFAULT_DROP,
-    IFACE_PORTS_TCP_DIR, IFACE_PORTS_UDP_DIR, IFACE_SRC4_DIR, IFACE_WILDCARD_UNIFORM, MAX_LIMITS,
-    MAX_RULE_IDS, MAX_SOURCE_ENTRIES, NO_RULE, PORT_PREFIX_ANY_PROTO, PORT_PREFIX_PROTO,
-    SCOPE_BITS, SRC_UNIFORM,
+    IFACE_PORTS_TCP_DIR, IFACE_PORTS_UDP_DIR, IFACE_SRC4_DIR, IFACE_WILDCARD_UNIFORM,
+    LIMIT_COARSE_CLOCK, MAX_LIMITS, MAX_RULE_IDS, MAX_SOURCE_ENTRIES, NO_RULE,
+    PORT_PREFIX_ANY_PROTO, PORT_PREFIX_PROTO, SCOPE_BITS, SRC_UNIFORM,
 };
 
 use super::ids::{EntryKey, Exhausted, IdSpace, Ids};
@@ -569,14 +569,20 @@ fn build_tables(
     for (i, r) in snapshot.rules.iter().enumerate() {
         if let (RuleKind::Allow, Some(l)) = (r.kind, r.rate_limit) {
             let interval_ns = (1_000_000_000 / l.packets_per_second).max(1);
+            let tolerance_ns = interval_ns.saturating_mul(l.burst.saturating_sub(1));
             t.limits.insert(
                 rule_id(i),
                 LimitConfig {
                     interval_ns,
-                    tolerance_ns: interval_ns.saturating_mul(l.burst.saturating_sub(1)),
+                    tolerance_ns,
                     prefix_v4: l.ipv4_prefix,
                     prefix_v6: l.ipv6_prefix,
-                    _pad: [0; 6],
+                    flags: if crate::clock::coarse_tick_ns().is_some_and(|t| tolerance_ns >= t) {
+                        LIMIT_COARSE_CLOCK
+                    } else {
+                        0
+                    },
+                    _pad: [0; 5],
                 },
             );
         }
