@@ -212,46 +212,67 @@ fn stat_evicted(rig: &TestRig) -> u64 {
         .buckets_evicted
 }
 
-/// Sends one source's frame as fast as the test run goes for `seconds`; returns (admitted,
-/// seconds it took).
+/// Packets the `limited` rule has passed so far.
+fn passed(rig: &TestRig) -> u64 {
+    counters::read(&rig.pin_dir(), &rig.state_dir())
+        .unwrap()
+        .rules
+        .iter()
+        .filter(|r| r.rule == "limited" && r.action == "pass")
+        .map(|r| r.packets)
+        .sum()
+}
+
+/// Sends one source's frame for `seconds`, in runs of 100,000 inside the kernel (far faster
+/// than any of these limits, so a packet is always waiting while the test runs); returns
+/// (admitted, seconds it took).
 fn flood_one(rig: &mut TestRig, seconds: f64) -> (u64, f64) {
     let f = udp_frame([192, 0, 2, 7]);
+    let before = passed(rig);
     let start = Instant::now();
-    let mut admitted = 0u64;
     while start.elapsed().as_secs_f64() < seconds {
-        if rig.run(&f).unwrap() == XDP_PASS {
-            admitted += 1;
-        }
+        rig.run_repeat(&f, 100_000).unwrap();
     }
-    (admitted, start.elapsed().as_secs_f64())
+    let secs = start.elapsed().as_secs_f64();
+    (passed(rig) - before, secs)
 }
 
 #[test]
 #[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
 fn a_limit_is_exact_on_the_coarse_clock_and_one_without_a_ticks_tolerance_keeps_the_precise_one() {
     let tick = crate::clock::coarse_tick_ns().expect("CLOCK_MONOTONIC_COARSE") as f64 / 1e9;
-    // 2,000 packets/s is more than one per tick (Linux ticks at 100 to 1000 Hz).
-    const RATE: u64 = 2_000;
-    for burst in [1u64, 100] {
-        // Burst 1: no tolerance, so the precise clock (the coarse one would admit one packet
-        // per tick: 100 to 1,000 a second). Burst 100: 49.5 ms of tolerance, more than a tick,
-        // so the coarse clock, whose steps the bucket absorbs.
-        assert_eq!(
-            (burst - 1) as f64 / RATE as f64 >= tick,
-            burst == 100,
-            "tick {tick} s"
-        );
-        let mut rig = rig_with(RATE, burst);
+    // Ten packets per tick (2,500/s at 250 Hz).
+    let rate = (10.0 / tick).round() as u64;
+    for burst in [1u64, 500] {
+        // Burst 1: no tolerance, so the precise clock; on the coarse one it would admit one
+        // packet per tick at most. Burst 500: 50 ticks of tolerance, so the coarse clock,
+        // whose steps and lag the bucket absorbs.
+        let mut rig = rig_with(rate, burst);
         let (admitted, secs) = flood_one(&mut rig, 0.5);
-        let want = burst as f64 + RATE as f64 * secs;
-        let error = (admitted as f64 - want) / want;
+        let most = burst as f64 + rate as f64 * secs;
+        let ticks = secs / tick;
         eprintln!(
-            "burst {burst}: admitted {admitted} in {secs:.3} s, expected {want:.0} ({:+.1}%)",
-            error * 100.0
+            "{rate}/s, burst {burst}: admitted {admitted} in {secs:.3} s ({ticks:.0} ticks), at most {most:.0}"
         );
+        // Never more than the limit, on either clock.
         assert!(
-            error.abs() <= 0.10,
-            "burst {burst}: admitted {admitted} in {secs:.3} s, expected {want:.0}"
+            admitted as f64 <= most * 1.05 + 1.0,
+            "burst {burst}: admitted {admitted} in {secs:.3} s, at most {most:.0}"
         );
+        if burst == 1 {
+            // Well over one per tick (about ten a tick while this test has the CPU): the
+            // precise clock. Other tests share the machine and take turns with this one,
+            // which costs a burst-1 bucket its tokens: hence no check of the rate itself.
+            assert!(
+                admitted as f64 > 1.5 * (ticks + 1.0) + 2.0,
+                "burst 1: admitted {admitted} in {ticks:.0} ticks: the coarse clock?"
+            );
+        } else {
+            // A bucket of 50 ticks' tolerance loses nothing to the sender's pauses.
+            assert!(
+                admitted as f64 >= most * 0.90,
+                "burst {burst}: admitted {admitted} in {secs:.3} s, expected {most:.0}"
+            );
+        }
     }
 }
