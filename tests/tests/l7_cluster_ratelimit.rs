@@ -1,6 +1,7 @@
 //! Cluster-wide rate limits (`scope: Cluster`) with a real standalone `redis-server` and three
 //! real agents (separate processes, labs and ports) sharing one limit: the load spread over them
-//! gets the limit within 10% over 10 s while cold keys pass; Redis killed mid-run (fallback
+//! gets the limit within 10% over 10 s while cold keys pass, and while 10,000 cold keys come at
+//! once; Redis killed mid-run (fallback
 //! within a second, no 5xx, shared again once it is back); Redis stalled with `DEBUG SLEEP`
 //! (requests do not wait for it); an agent restarted; TLS with a password. Each test starts its
 //! own redis-server on a free loopback port. Redis Cluster and Sentinel:
@@ -9,7 +10,7 @@
 //!
 //! Lab tags start with `rl` (the branch that built them: redis-limits).
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -93,6 +94,105 @@ fn three_agents_share_one_limit_within_ten_percent_while_cold_keys_pass() {
         m.contains("tollgate_ratelimit_cluster_keys{policy=\"default/shared\"}"),
         "{m}"
     );
+    drop(c);
+}
+
+/// One hot key at 3 x the limit and 10,000 cold keys at once (each sent once, by two load
+/// threads per agent, as fast as the agents answer): the hot key keeps the shared limit within
+/// 10% over the whole windows of the run, no cold key is refused or fails, and each agent sends
+/// Redis fewer commands than it got requests (new keys share sync rounds).
+#[test]
+fn one_hot_key_and_ten_thousand_cold_keys_at_once() {
+    require_root!();
+    const LIMIT: u32 = 40;
+    const COLD: u64 = 10_000;
+    let redis = Redis::start();
+    let c = cluster("rlcold", 18530, 3, &redis, &cluster_policy(LIMIT, "local"));
+    let before: Vec<u64> = c
+        .admins
+        .iter()
+        .map(|&a| metric(a, "tollgate_ratelimit_redis_commands_total"))
+        .collect();
+    align_to_window(&redis);
+    let started = redis.time_ms();
+    let stop = Arc::new(AtomicBool::new(false));
+    let hot = Arc::new(Tally::default());
+    let cold = Arc::new(Tally::default());
+    let next = Arc::new(AtomicU64::new(0));
+    let hot_threads: Vec<_> = c
+        .proxies
+        .iter()
+        .map(|&proxy| {
+            load(
+                proxy,
+                LIMIT, // 3 x the limit over the three agents
+                |_| "hot".into(),
+                stop.clone(),
+                hot.clone(),
+            )
+        })
+        .collect();
+    let cold_threads: Vec<_> = c
+        .proxies
+        .iter()
+        .flat_map(|&proxy| [proxy, proxy])
+        .map(|proxy| {
+            let (next, cold) = (next.clone(), cold.clone());
+            thread::spawn(move || loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= COLD {
+                    return;
+                }
+                let (code, took) = get(proxy, &format!("cold-{n}"));
+                cold.add(code, took);
+            })
+        })
+        .collect();
+    for t in cold_threads {
+        t.join().expect("a cold load thread");
+    }
+    // The hot key runs on to the end of the window the cold keys ended in: whole windows.
+    align_to_window(&redis);
+    stop.store(true, Ordering::Relaxed);
+    for t in hot_threads {
+        t.join().expect("a hot load thread");
+    }
+    let windows = (redis.time_ms() - started + 500) / 1000;
+    let expected = u64::from(LIMIT) * windows;
+    let commands: Vec<u64> = c
+        .admins
+        .iter()
+        .zip(&before)
+        .map(|(&a, b)| metric(a, "tollgate_ratelimit_redis_commands_total") - b)
+        .collect();
+    println!(
+        "{COLD} cold keys over {windows} windows: {} allowed, {} limited, {} other; hot key: {} allowed (limit {expected}), {} limited, {} other; Redis commands per agent: {commands:?}",
+        cold.ok(),
+        cold.limited(),
+        cold.other(),
+        hot.ok(),
+        hot.limited(),
+        hot.other()
+    );
+    assert_eq!(
+        (cold.ok(), cold.limited(), cold.other()),
+        (COLD, 0, 0),
+        "every cold key's one request is within its limit"
+    );
+    assert_eq!(hot.other(), 0, "no answer but 200 or 429");
+    let allowed = hot.ok() as f64;
+    assert!(
+        (allowed - expected as f64).abs() <= expected as f64 * 0.10,
+        "the hot key got {allowed} over {windows} windows; the shared limit is {expected}"
+    );
+    // Requests per agent: about a third of the cold keys plus its part of the hot key.
+    let requests = (COLD + hot.ok() + hot.limited()) / 3;
+    for (i, n) in commands.iter().enumerate() {
+        assert!(
+            *n < requests,
+            "agent {i} sent {n} Redis commands for about {requests} requests"
+        );
+    }
     drop(c);
 }
 
