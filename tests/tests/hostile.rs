@@ -464,9 +464,13 @@ fn refused(f: &mut Fixture, file: &str, text: &str) -> Duration {
         if now > before {
             return started.elapsed();
         }
+        // A generous bound for a debug build on a slow, busy host: 1,000,000 rules are read
+        // and parsed before the revision's rule count refuses them (over 60 s on the VM of
+        // stop 21, beside the rest of the suite). What is asserted is the refusal, the agent's
+        // survival and its memory, not a time.
         assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the hostile revision was not refused within 60 s; log:\n{}",
+            started.elapsed() < Duration::from_secs(240),
+            "the hostile revision was not refused within 240 s; log:\n{}",
             f.agent.log()
         );
         assert!(f.agent.is_running(), "the agent exited:\n{}", f.agent.log());
