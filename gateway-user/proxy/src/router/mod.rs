@@ -26,8 +26,11 @@ use tollgate_compile::l7::table::{BackendProtocol, Redirect, Rule};
 use tollgate_model::BanKind;
 
 mod forward;
+mod local;
 pub(crate) use forward::failure_response;
 use forward::{forward, read_body, RequestBody};
+pub(crate) use local::{local, LocalAnswer};
+use local::{max_forwards, options_answer, trace_answer, ALLOWED_METHODS};
 
 /// Route label of requests no route matched.
 pub const NO_ROUTE: &str = "none";
@@ -97,105 +100,6 @@ pub fn redirect_location(
         out.push_str(q);
     }
     out
-}
-
-/// Marks a response the proxy wrote itself ([`local`], redirects, CORS preflights, OPTIONS and
-/// TRACE answers): [`handle`] closes an HTTP/1 connection after it when the request had a
-/// body, which may not have been read.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct LocalAnswer;
-
-/// The methods the proxy forwards, for `Allow` where it answers about methods itself (every
-/// method but CONNECT is forwarded; extension methods too, but `Allow` lists the standard ones).
-const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH";
-
-/// A response the proxy writes itself.
-pub(crate) fn local(
-    mut done: Completion,
-    status: StatusCode,
-    reason: &'static str,
-    message: &str,
-) -> Response<ResponseBody> {
-    done.reason = reason;
-    if done.grpc {
-        // A gRPC client reads the status from the trailers-only answer (see `grpc`).
-        done.status = StatusCode::OK.as_u16();
-        let mut resp = Response::new(ResponseBody::full(Bytes::new(), done));
-        *resp.headers_mut() = super::grpc::trailers_only(status, message);
-        resp.extensions_mut().insert(LocalAnswer);
-        return resp;
-    }
-    done.status = status.as_u16();
-    let text = format!(
-        "{} {}: {message}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    let mut resp = Response::new(ResponseBody::full(text, done));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp.extensions_mut().insert(LocalAnswer);
-    resp
-}
-
-/// The proxy's own answer to `OPTIONS *` and to an OPTIONS whose `Max-Forwards` is spent: 200
-/// with `Allow` and no content (RFC 9110 section 9.3.7).
-fn options_answer(mut done: Completion) -> Response<ResponseBody> {
-    done.status = StatusCode::OK.as_u16();
-    done.reason = "options";
-    let mut resp = Response::new(ResponseBody::full(Bytes::new(), done));
-    resp.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
-    resp.extensions_mut().insert(LocalAnswer);
-    resp
-}
-
-/// The proxy's own answer to a TRACE whose `Max-Forwards` is spent (RFC 9110 section 9.3.8):
-/// the request as received, as `message/http`, without the fields that carry credentials.
-fn trace_answer<B>(mut done: Completion, req: &Request<B>) -> Response<ResponseBody> {
-    let mut text = format!("TRACE {} {:?}\r\n", req.uri(), req.version()).into_bytes();
-    for (name, value) in req.headers() {
-        if [
-            header::AUTHORIZATION,
-            header::PROXY_AUTHORIZATION,
-            header::COOKIE,
-        ]
-        .contains(name)
-        {
-            continue;
-        }
-        text.extend_from_slice(name.as_str().as_bytes());
-        text.extend_from_slice(b": ");
-        text.extend_from_slice(value.as_bytes());
-        text.extend_from_slice(b"\r\n");
-    }
-    text.extend_from_slice(b"\r\n");
-    done.status = StatusCode::OK.as_u16();
-    done.reason = "trace";
-    let mut resp = Response::new(ResponseBody::full(Bytes::from(text), done));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("message/http"),
-    );
-    resp.extensions_mut().insert(LocalAnswer);
-    resp
-}
-
-/// `Max-Forwards` (RFC 9110 section 7.6.2): its value when it is one valid `1*DIGIT`.
-fn max_forwards(headers: &http::HeaderMap) -> Option<u64> {
-    let mut values = headers.get_all(header::MAX_FORWARDS).iter();
-    let value = values.next()?;
-    if values.next().is_some() {
-        return None;
-    }
-    let text = value.to_str().ok()?;
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(text.parse::<u64>().unwrap_or(u64::MAX))
 }
 
 /// Counts a failed attempt to reach a backend.
