@@ -2,7 +2,7 @@
 //! `l7_http2_conformance.rs`): a backend that answers with raw bytes (framings no HTTP library
 //! writes), and an agent that routes to it and to an echo backend.
 use std::io::{Read as _, Write as _};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use crate::l7::{backend_object, documents, gateway, route_object, start_agent, to, Backend};
@@ -94,4 +94,27 @@ pub fn start(tag: &str, proxy: u16, admin: u16, echo: u16, raw: u16) -> (Lab, Ba
     );
     let agent = start_agent(&lab, admin, &[proxy], &[]);
     (lab, app, agent)
+}
+
+/// Reads what comes on `s` until the peer closes it or its read timeout passes without a byte:
+/// the bytes, and whether the peer closed (or reset) the connection.
+pub fn read_until_quiet(s: &mut TcpStream) -> (String, bool) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break false
+            }
+            Err(_) => break true, // reset
+        }
+    };
+    (String::from_utf8_lossy(&out).into_owned(), closed)
 }

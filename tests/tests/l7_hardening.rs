@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tollgate_tests::admin::metrics;
 use tollgate_tests::l7::{curl, one_route, one_route_with, start_agent, to, Backend, Reply};
+use tollgate_tests::l7_raw::read_until_quiet;
 use tollgate_tests::{metric_value, require_root, Lab, PYTHON};
 
 fn counter(admin: u16, series: &str) -> u64 {
@@ -22,24 +23,7 @@ fn raw(port: u16, request: &[u8]) -> (String, bool) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the proxy");
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     s.write_all(request).expect("write the request");
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    let closed = loop {
-        match s.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                break false
-            }
-            Err(_) => break true, // reset
-        }
-    };
-    (String::from_utf8_lossy(&out).into_owned(), closed)
+    read_until_quiet(&mut s)
 }
 
 /// The status codes of the responses in `text`, in order.

@@ -10,7 +10,7 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use tollgate_tests::l7_raw::start;
+use tollgate_tests::l7_raw::{read_until_quiet, start};
 use tollgate_tests::require_root;
 
 /// What came back on one connection: the bytes, and whether the proxy closed it.
@@ -54,27 +54,8 @@ fn exchange(port: u16, request: &[u8], quiet: Duration) -> Exchange {
 }
 
 fn read_all(s: &mut TcpStream) -> Exchange {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    let closed = loop {
-        match s.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                break false
-            }
-            Err(_) => break true, // reset
-        }
-    };
-    Exchange {
-        text: String::from_utf8_lossy(&out).into_owned(),
-        closed,
-    }
+    let (text, closed) = read_until_quiet(s);
+    Exchange { text, closed }
 }
 
 /// As [`exchange`], for requests after which the proxy must close the connection (or that
