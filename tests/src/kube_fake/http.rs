@@ -161,20 +161,27 @@ async fn handle(
             .ok()
             .or_else(|| Some(Value::String(String::from_utf8_lossy(&body).into_owned())));
     }
-    let response = match fault.map(|f| f.action) {
+    match fault.map(|f| f.action) {
         Some(FaultAction::Reset) => {
             shared.requests.lock().expect("request log").push(record);
             return Err(Reset);
         }
-        Some(FaultAction::Status(code)) => error_response(&ApiError::injected(code)),
-        Some(FaultAction::Delay(d)) => {
-            tokio::time::sleep(d).await;
-            route_checked(&shared, authorized, &method, &record, &body)
+        Some(FaultAction::Status(code)) => {
+            let response = error_response(&ApiError::injected(code));
+            record.status = response.status().as_u16();
+            shared.requests.lock().expect("request log").push(record);
+            return Ok(response);
         }
-        None => route_checked(&shared, authorized, &method, &record, &body),
-    };
+        Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
+        None => {}
+    }
+    // The log is held while the request takes effect: whoever sees its effect in the store
+    // (a test waiting for a status) then finds the request in the log too.
+    let mut log = shared.requests.lock().expect("request log");
+    let response = route_checked(&shared, authorized, &method, &record, &body);
     record.status = response.status().as_u16();
-    shared.requests.lock().expect("request log").push(record);
+    log.push(record);
+    drop(log);
     Ok(response)
 }
 
