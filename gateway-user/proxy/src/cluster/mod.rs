@@ -559,7 +559,13 @@ impl ClusterLimit {
                 st.window_end % (self.per_ms.max(1) * 1_000_000),
                 Ordering::Relaxed,
             );
-            st.lease = st.lease.saturating_add(grant);
+            // Requests the share admitted while this sync was in flight are owed to the window;
+            // the grant pays them first (Redis counted its tokens), so that they are not charged
+            // again and the lease does not admit as many more on top: that went over the limit
+            // by the requests admitted during a refill.
+            let pay = grant.min(st.debt);
+            st.debt -= pay;
+            st.lease = st.lease.saturating_add(grant - pay);
             st.shared_used = used;
             st.full = used >= u64::from(self.def.requests);
         }

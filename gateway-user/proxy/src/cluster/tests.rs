@@ -381,3 +381,40 @@ fn a_count_of_nodes_sets_the_share_unless_the_flag_did() {
     let s = flagged.status();
     assert_eq!((s.agents, s.agents_from), (2, AgentsFrom::Flag));
 }
+
+#[test]
+fn requests_admitted_on_the_share_while_a_refill_is_in_flight_are_paid_by_its_grant() {
+    // One agent, 5 per window, 8 requests 2 ms apart, one sync in flight at a time, answered
+    // `lag` requests later, as Redis' script answers: the debt is added to the window's count,
+    // then at most what is left is granted. While a sync is in flight and the lease is empty,
+    // the share admits requests (owed to the window); a grant in flight must not be spent on
+    // top of them, or the window admits more than its limit (6 of 5 seen end to end).
+    for lag in 1..=4 {
+        let l = limit(5, 1, RateLimitBackendFailure::Local, true);
+        let h = hash(&l, "a");
+        let window_end = 1400 * MS;
+        let mut used = 0u64;
+        let mut in_flight: Option<(usize, u32, u32)> = None;
+        let mut allowed = 0;
+        for i in 0..8 {
+            let now = 1100 * MS + i as u64 * 2 * MS;
+            if l.acquire_at(key("a"), now).0.allowed {
+                allowed += 1;
+            }
+            if let Some((sent, want, debt)) = in_flight {
+                if i >= sent + lag {
+                    in_flight = None;
+                    used += u64::from(debt);
+                    let grant = u64::from(want).min(5u64.saturating_sub(used));
+                    used += grant;
+                    l.apply(h, now, grant as u32, used, (window_end - now) / MS, 1);
+                }
+            }
+            if in_flight.is_none() {
+                let (_, want, debt) = l.take_sync(h, now).unwrap();
+                in_flight = Some((i, want, debt));
+            }
+        }
+        assert_eq!(allowed, 5, "lag {lag}: Redis counted {used}");
+    }
+}
