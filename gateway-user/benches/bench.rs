@@ -11,13 +11,16 @@
 //! - from `git push` to enforcement in the kernel, with the webhook and with polling (push.rs);
 //! - from an apply through the Kubernetes API to enforcement in the kernel (kube.rs), and a
 //!   large cluster: cold start, memory, one route changed among 10,000 (kube_scale.rs);
-//! - the L7 proxy against nginx and haproxy, and the cost of 10,000 routes (l7.rs);
+//! - the L7 proxy against nginx and haproxy, and the cost of 10,000 routes (l7.rs); their
+//!   latency at half of nginx's throughput (l7_latency.rs);
 //! - API key checks by the number of keys (auth.rs).
 mod agent;
 mod auth;
 mod kube;
 mod kube_scale;
 mod l7;
+mod l7_latency;
+mod l7_load;
 mod push;
 mod veth;
 

@@ -44,53 +44,54 @@ use tollgate_compile::l7::table::RequestView;
 use tollgate_compile::snapshot::compile_documents;
 use tollgate_model::{Documents, Revision, SourceFile};
 
-use super::{median, sh, Report};
+use super::{sh, Report};
+use crate::l7_load::{h2load, interleaved, stats, tree_cpu, Trial};
 
-const BASE: &str = "/run/tollgate-bench-l7";
+pub(crate) const BASE: &str = "/run/tollgate-bench-l7";
 /// Logs of the processes the benchmark starts (kept after the run).
 const LOGS: &str = "/tmp/tollgate-bench-l7-logs";
 const NETNS: &str = "tgb-l7";
 const BACKEND: u16 = 19901;
-const API_KEY: &str = "bench-key-5b0c7a6e1f";
-const HOST: &str = "bench.local";
+pub(crate) const API_KEY: &str = "bench-key-5b0c7a6e1f";
+pub(crate) const HOST: &str = "bench.local";
 
 /// A gateway under test.
 #[derive(Clone, Copy, PartialEq)]
-enum Gw {
+pub(crate) enum Gw {
     Tollgate,
     Nginx,
     Haproxy,
 }
 
 impl Gw {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Gw::Tollgate => "tollgate",
             Gw::Nginx => "nginx",
             Gw::Haproxy => "haproxy",
         }
     }
-    fn http_port(self) -> u16 {
+    pub(crate) fn http_port(self) -> u16 {
         match self {
             Gw::Tollgate => 19911,
             Gw::Nginx => 19921,
             Gw::Haproxy => 19931,
         }
     }
-    fn tls_port(self) -> u16 {
+    pub(crate) fn tls_port(self) -> u16 {
         self.http_port() + 1
     }
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Proto {
+pub(crate) enum Proto {
     Http1,
     Tls1,
     H2,
 }
 
 impl Proto {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Proto::Http1 => "HTTP/1.1",
             Proto::Tls1 => "HTTP/1.1 + TLS",
@@ -111,35 +112,6 @@ fn wait_listening(port: u16, what: &str, child: &mut Child) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// CPU time (user + system) of `pid` and its direct children (nginx's workers).
-fn tree_cpu(pid: u32) -> Duration {
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let mut total = 0u64;
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Duration::ZERO;
-    };
-    for e in dir.flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        // Fields after the command name (which may hold spaces): state ppid ... utime(14) stime(15).
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ppid: u32 = f.get(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        if p == pid || ppid == pid {
-            let ut: u64 = f.get(11).and_then(|s| s.parse().ok()).unwrap_or(0);
-            let st: u64 = f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
-            total += ut + st;
-        }
-    }
-    Duration::from_secs_f64(total as f64 / tick)
 }
 
 /// Resident memory (VmRSS, VmHWM) of `pid` in KiB.
@@ -292,122 +264,6 @@ fn haproxy_conf() -> String {
          \x20 default_backend app\n\
          backend app\n  http-reuse always\n  server s1 127.0.0.1:{BACKEND} maxconn 1000\n"
     )
-}
-
-/// One h2load trial.
-struct Trial {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: u64,
-    gateway_cpu: f64,
-    generator_cpu: f64,
-    backend_cpu: f64,
-    secs: f64,
-}
-
-/// Runs h2load against `port` for `secs` seconds (after a 1 s warm-up).
-fn h2load(proto: Proto, port: u16, path: &str, secs: u64, pids: &[u32], backend: u32) -> Trial {
-    let log = format!("{BASE}/h2load-requests.tsv");
-    let _ = std::fs::remove_file(&log);
-    let mut cmd = Command::new("h2load");
-    cmd.args(["-t", "1", "-D", &secs.to_string(), "--warm-up-time", "1"])
-        .args(["-H", &format!("x-api-key: {API_KEY}")])
-        .args(["--log-file", &log]);
-    let url = match proto {
-        Proto::Http1 => {
-            cmd.args(["--h1", "-c", "64"]);
-            format!("http://{HOST}:{port}{path}")
-        }
-        Proto::Tls1 => {
-            cmd.args(["--h1", "-c", "64"]);
-            format!("https://{HOST}:{port}{path}")
-        }
-        Proto::H2 => {
-            cmd.args(["-c", "8", "-m", "16"]);
-            format!("https://{HOST}:{port}{path}")
-        }
-    };
-    cmd.args(["--connect-to", &format!("127.0.0.1:{port}")])
-        .arg(&url);
-    let cpu0: Duration = pids.iter().map(|p| tree_cpu(*p)).sum();
-    let bcpu0 = tree_cpu(backend);
-    let started = Instant::now();
-    // Reaped below with wait4 (for its CPU time), which clippy cannot see.
-    #[allow(clippy::zombie_processes)]
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("h2load (nghttp2-client)");
-    let pid = child.id() as i32;
-    // wait4 for the generator's own CPU time; then read its output.
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu1: Duration = pids.iter().map(|p| tree_cpu(*p)).sum();
-    let bcpu1 = tree_cpu(backend);
-    let mut out = String::new();
-    if let Some(mut s) = child.stdout {
-        use std::io::Read;
-        let _ = s.read_to_string(&mut out);
-    }
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    let generator_cpu = tv(usage.ru_utime) + tv(usage.ru_stime);
-    // "requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout"
-    let counts = out
-        .lines()
-        .find(|l| l.starts_with("requests:"))
-        .unwrap_or_else(|| panic!("h2load output without a requests line:\n{out}"));
-    let count = |label: &str| -> u64 {
-        counts
-            .split(',')
-            .find(|p| p.trim().ends_with(label))
-            .and_then(|p| p.split_whitespace().find_map(|w| w.parse().ok()))
-            .unwrap_or(0)
-    };
-    let succeeded = count("succeeded");
-    let failed = count("failed") + count("errored") + count("timeout");
-    // "status codes: N 2xx, N 3xx, N 4xx, N 5xx"
-    let non_2xx: u64 = out
-        .lines()
-        .find(|l| l.starts_with("status codes:"))
-        .map(|l| {
-            l.split(',')
-                .filter(|p| !p.contains("2xx"))
-                .filter_map(|p| p.split_whitespace().find_map(|w| w.parse::<u64>().ok()))
-                .sum()
-        })
-        .unwrap_or(0);
-    let mut lat: Vec<f64> = std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            (f.get(1) == Some(&"200"))
-                .then(|| f.get(2)?.parse::<f64>().ok())
-                .flatten()
-        })
-        .collect();
-    lat.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    let pct = |q: f64| {
-        if lat.is_empty() {
-            f64::NAN
-        } else {
-            lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)] / 1000.0
-        }
-    };
-    Trial {
-        rps: succeeded as f64 / secs as f64,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
-        errors: failed + non_2xx,
-        gateway_cpu: (cpu1 - cpu0).as_secs_f64(),
-        generator_cpu,
-        backend_cpu: (bcpu1 - bcpu0).as_secs_f64(),
-        secs: elapsed,
-    }
 }
 
 /// Starts a Tollgate agent named `name` on its own veth interface with a revision of `routes`.
@@ -569,11 +425,6 @@ fn check_work(port: u16, tls: bool, what: &str) {
     }
 }
 
-fn stats(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    median(&mut v)
-}
-
 /// ns per lookup of `path` in the compiled table of a revision with `routes` routes.
 fn lookup_ns(routes: usize, path: &str) -> f64 {
     let docs = Documents {
@@ -620,7 +471,7 @@ fn lookup_ns(routes: usize, path: &str) -> f64 {
 /// The section of docs/benchmarks.md.
 pub fn run(report: &mut Report) {
     let quick = report.quick();
-    let rounds = if quick { 2 } else { 5 };
+    let rounds: usize = if quick { 2 } else { 5 };
     let secs = if quick { 3 } else { 6 };
     let mut setup = Setup {
         children: Vec::new(),
@@ -639,52 +490,57 @@ pub fn run(report: &mut Report) {
         Gw::Haproxy => haproxy,
     };
     let protos = [Proto::Http1, Proto::Tls1, Proto::H2];
-    // results[proto][gw]
-    let mut results: Vec<Vec<Vec<Trial>>> = (0..3)
-        .map(|_| (0..3).map(|_| Vec::new()).collect())
-        .collect();
     let mut direct = Vec::new();
     let mut routes_trials: [Vec<Trial>; 2] = [Vec::new(), Vec::new()];
-    for round in 0..rounds {
-        for (pi, proto) in protos.iter().enumerate() {
-            for k in 0..3 {
-                let gi = (round + k) % 3;
-                let gw = gws[gi];
-                let port = if *proto == Proto::Http1 {
-                    gw.http_port()
-                } else {
-                    gw.tls_port()
-                };
-                let t = h2load(*proto, port, "/api/orders", secs, &[pid_of(gw)], backend);
-                eprintln!(
-                    "round {round} {} {}: {:.0} req/s p50 {:.2} ms p99 {:.2} ms errors {} (gateway cpu {:.2}s, h2load {:.2}s, backend {:.2}s)",
-                    proto.name(), gw.name(), t.rps, t.p50_ms, t.p99_ms, t.errors, t.gateway_cpu, t.generator_cpu, t.backend_cpu
-                );
-                results[pi][gi].push(t);
-            }
-        }
-        direct.push(h2load(
-            Proto::Http1,
-            BACKEND,
-            "/api/orders",
-            secs,
-            &[],
-            backend,
-        ));
-        let agents = [(Gw::Tollgate.http_port(), tollgate), (19951, tollgate_10k)];
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for idx in order {
-            let (port, pid) = agents[idx];
-            routes_trials[idx].push(h2load(
+    let results = interleaved(
+        rounds,
+        &protos,
+        &gws,
+        |round, proto, gw, port| {
+            let t = h2load(proto, port, "/api/orders", secs, &[pid_of(gw)], backend);
+            eprintln!(
+                "round {round} {} {}: {:.0} req/s p50 {:.2} ms p99 {:.2} ms errors {} (gateway cpu {:.2}s, h2load {:.2}s, backend {:.2}s)",
+                proto.name(), gw.name(), t.rps, t.p50_ms, t.p99_ms, t.errors, t.gateway_cpu, t.generator_cpu, t.backend_cpu
+            );
+            t
+        },
+        |round| {
+            direct.push(h2load(
                 Proto::Http1,
-                port,
+                BACKEND,
                 "/api/orders",
                 secs,
-                &[pid],
+                &[],
                 backend,
             ));
-        }
-    }
+            let agents = [(Gw::Tollgate.http_port(), tollgate), (19951, tollgate_10k)];
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for idx in order {
+                let (port, pid) = agents[idx];
+                routes_trials[idx].push(h2load(
+                    Proto::Http1,
+                    port,
+                    "/api/orders",
+                    secs,
+                    &[pid],
+                    backend,
+                ));
+            }
+        },
+    );
+    // Latency at a fixed offered load: half of nginx's median throughput of each protocol.
+    let nginx_max: Vec<f64> = (0..3)
+        .map(|pi| stats(&results[pi][1].iter().map(|t| t.rps).collect::<Vec<_>>()))
+        .collect();
+    let fixed = crate::l7_latency::run(
+        &protos,
+        &gws,
+        &nginx_max,
+        &|gw| pid_of(gw),
+        backend,
+        rounds,
+        secs,
+    );
     let mem10 = memory_kib(tollgate);
     let mem10k = memory_kib(tollgate_10k);
     let nginx_mem: u64 = nginx_tree_rss(nginx);
@@ -735,6 +591,7 @@ pub fn run(report: &mut Report) {
          X-Forwarded-For/-Proto, keep-alive to one nginx backend, no access log. Configurations: `gateway-user/benches/l7.rs`.\n"
     );
     report.section("L7 proxy against nginx and haproxy", md);
+    report.section("L7 latency at half of nginx's throughput", fixed);
 
     let r10 = stats(&routes_trials[0].iter().map(|t| t.rps).collect::<Vec<_>>());
     let r10k = stats(&routes_trials[1].iter().map(|t| t.rps).collect::<Vec<_>>());

@@ -36,6 +36,12 @@ fn main() -> anyhow::Result<()> {
         root_dir: &root_dir,
         ..Default::default()
     };
+    // The eBPF programs keep the release profile's defaults whatever the agent's binary is
+    // built with: with the workspace's fat LTO and one codegen unit, LLVM merged two map value
+    // pointers with an `or`, which the verifier refuses ("R6 pointer |= pointer prohibited").
+    // aya-build's cargo inherits this environment, and these variables override Cargo.toml.
+    std::env::set_var("CARGO_PROFILE_RELEASE_LTO", "false");
+    std::env::set_var("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16");
     aya_build::build_ebpf([package], aya_build::Toolchain::Custom("nightly")).map_err(|e| {
         anyhow!("building the eBPF programs failed (run `cargo xtask setup` first: it installs the nightly rust-src component and bpf-linker): {e:#}")
     })
