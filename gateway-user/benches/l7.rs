@@ -35,7 +35,7 @@
 //! read afterwards. The route lookup itself is also timed in-process on the compiled table.
 use std::fmt::Write as _;
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Method};
@@ -45,7 +45,7 @@ use tollgate_compile::snapshot::compile_documents;
 use tollgate_model::{Documents, Revision, SourceFile};
 
 use super::{sh, Report};
-use crate::l7_load::{h2load, interleaved, stats, tree_cpu, Trial};
+use crate::l7_load::{h2load, interleaved, stats, Trial};
 
 pub(crate) const BASE: &str = "/run/tollgate-bench-l7";
 /// Logs of the processes the benchmark starts (kept after the run).

@@ -42,13 +42,20 @@ pub(crate) struct Trial {
     pub(crate) p99_ms: f64,
     pub(crate) errors: u64,
     pub(crate) gateway_cpu: f64,
-    generator_cpu: f64,
-    backend_cpu: f64,
-    secs: f64,
+    pub(crate) generator_cpu: f64,
+    pub(crate) backend_cpu: f64,
+    pub(crate) secs: f64,
 }
 
 /// Runs h2load against `port` for `secs` seconds (after a 1 s warm-up), as fast as it can.
-pub(crate) fn h2load(proto: Proto, port: u16, path: &str, secs: u64, pids: &[u32], backend: u32) -> Trial {
+pub(crate) fn h2load(
+    proto: Proto,
+    port: u16,
+    path: &str,
+    secs: u64,
+    pids: &[u32],
+    backend: u32,
+) -> Trial {
     h2load_at(proto, port, path, secs, pids, backend, None)
 }
 
@@ -180,7 +187,6 @@ pub(crate) fn stats(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     median(&mut v)
 }
-
 
 /// `trial(round, protocol, gateway, port)` for every protocol and gateway, `rounds` times, the
 /// gateways interleaved and their order rotated each round, then `after_round(round)`:

@@ -225,6 +225,8 @@ const TOOL_PACKAGES: &[&str] = &[
     "hey",
     "nghttp2-client",
     "python3",
+    // The L7 benchmark's second peer (gateway-user/benches/l7.rs; nginx is the first).
+    "haproxy",
     // JWTs and JWKS made independently of the agent (tests/tests/l7_jwt.rs): PyJWT with
     // cryptography makes the RSA, EC P-256 and Ed25519 keys, the JWKS and the tokens.
     "python3-jwt",
