@@ -497,7 +497,15 @@ pub fn run(report: &mut Report) {
         &protos,
         &gws,
         |round, proto, gw, port| {
-            let t = h2load(proto, port, "/api/orders", secs, &[pid_of(gw)], backend);
+            let t = h2load(
+                proto,
+                port,
+                "/api/orders",
+                secs,
+                &[pid_of(gw)],
+                backend,
+                None,
+            );
             eprintln!(
                 "round {round} {} {}: {:.0} req/s p50 {:.2} ms p99 {:.2} ms errors {} (gateway cpu {:.2}s, h2load {:.2}s, backend {:.2}s)",
                 proto.name(), gw.name(), t.rps, t.p50_ms, t.p99_ms, t.errors, t.gateway_cpu, t.generator_cpu, t.backend_cpu
@@ -512,6 +520,7 @@ pub fn run(report: &mut Report) {
                 secs,
                 &[],
                 backend,
+                None,
             ));
             let agents = [(Gw::Tollgate.http_port(), tollgate), (19951, tollgate_10k)];
             let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
@@ -524,6 +533,7 @@ pub fn run(report: &mut Report) {
                     secs,
                     &[pid],
                     backend,
+                    None,
                 ));
             }
         },

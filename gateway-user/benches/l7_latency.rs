@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::l7::{Gw, Proto};
-use crate::l7_load::{clients, h2load_at, interleaved, stats, Trial};
+use crate::l7_load::{clients, h2load, interleaved, stats, Trial};
 
 /// `rounds` rounds of `secs`-second trials, the gateways interleaved and their order rotated
 /// each round; each protocol at half of `nginx_max` (its median requests/s), spread evenly
@@ -34,7 +34,7 @@ pub(crate) fn run(
                 .position(|p| *p == proto)
                 .expect("one of protos");
             let rps = per_connection[pi];
-            let t = h2load_at(
+            let t = h2load(
                 proto,
                 port,
                 "/api/orders",

@@ -47,18 +47,6 @@ pub(crate) struct Trial {
     pub(crate) secs: f64,
 }
 
-/// Runs h2load against `port` for `secs` seconds (after a 1 s warm-up), as fast as it can.
-pub(crate) fn h2load(
-    proto: Proto,
-    port: u16,
-    path: &str,
-    secs: u64,
-    pids: &[u32],
-    backend: u32,
-) -> Trial {
-    h2load_at(proto, port, path, secs, pids, backend, None)
-}
-
 /// The connections (h2load's clients) of `proto`'s load.
 pub(crate) fn clients(proto: Proto) -> u32 {
     match proto {
@@ -67,8 +55,9 @@ pub(crate) fn clients(proto: Proto) -> u32 {
     }
 }
 
-/// `h2load`, at `rps` requests a second per connection when given (h2load's `--rps`).
-pub(crate) fn h2load_at(
+/// Runs h2load against `port` for `secs` seconds (after a 1 s warm-up): as fast as it can, or
+/// at `rps` requests a second per connection when given (h2load's `--rps`).
+pub(crate) fn h2load(
     proto: Proto,
     port: u16,
     path: &str,
