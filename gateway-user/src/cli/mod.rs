@@ -6,6 +6,7 @@ pub mod counters;
 pub mod crds;
 pub mod diff;
 pub mod explain;
+pub mod logging;
 pub mod node;
 pub mod run;
 pub mod status;
@@ -164,36 +165,6 @@ pub enum Command {
 /// more than zero. Sizes: `64MiB`, `512m`, `1GB`. One parser each for flags and policies.
 pub use tollgate_model::units::{parse_nonzero_duration as parse_duration, parse_size};
 
-/// The agent's own log goes to stderr (text or JSON, filtered by `TOLLGATE_LOG`); the L7
-/// access log (target [`tollgate_proxy::access_log::TARGET`]) goes to stdout as JSON lines,
-/// whatever the format and filter (`--access-log` decides which requests it has).
-fn init_logging(format: LogFormat) {
-    use tollgate_proxy::access_log::TARGET as ACCESS;
-    use tracing_subscriber::filter::{filter_fn, Targets};
-    use tracing_subscriber::prelude::*;
-    use tracing_subscriber::{fmt, EnvFilter, Layer};
-    let filter = EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let agent = fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
-    let agent = match format {
-        LogFormat::Text => agent.boxed(),
-        LogFormat::Json => agent.json().flatten_event(true).boxed(),
-    }
-    .with_filter(filter)
-    .with_filter(filter_fn(|m| m.target() != ACCESS));
-    let access = fmt::layer()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_writer(std::io::stdout)
-        .with_filter(Targets::new().with_target(ACCESS, tracing::Level::INFO));
-    tracing_subscriber::registry()
-        .with(agent)
-        .with(access)
-        .init();
-}
-
 /// Parses the command line and runs the command; returns the exit code.
 pub fn main() -> anyhow::Result<i32> {
     let argv = match config::expand(std::env::args_os().collect()) {
@@ -210,7 +181,7 @@ pub fn main() -> anyhow::Result<i32> {
         }
     };
     let cli = Cli::parse_from(argv);
-    init_logging(cli.log_format);
+    logging::init(cli.log_format);
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Controller(args) => controller::run(args),
