@@ -244,7 +244,10 @@ fn the_admin_port_bounds_connections_heads_and_time() {
     let mut conns = partial_heads(f.admin, 2_000, &head);
     let opened = conns.len();
     // The admin server takes 64; the rest wait in the listener's accept queue (128 here).
-    assert!(opened > 64 + 64, "only {opened} connections to the admin port were opened");
+    assert!(
+        opened > 64 + 64,
+        "only {opened} connections to the admin port were opened"
+    );
     std::thread::sleep(Duration::from_secs(1));
     let peak = f.cgroup.peak();
     assert!(
