@@ -51,7 +51,7 @@ fn main() -> anyhow::Result<()> {
 /// aya-build builds the programs in a target directory under this script's `OUT_DIR`, which
 /// is new for every build of this crate with other features or another profile (`cargo build`,
 /// `cargo clippy`, `cargo test` and the end-to-end tests' build each have their own): each of
-/// them built `core` and the programs from scratch, about 40 s every time on two cores. The
+/// them built `core` and the programs from scratch, about 40 s of compilation every time. The
 /// programs are always built the same way (release, the BPF target, the same flags), so that
 /// directory is made a link to one shared by all of them (`<target dir>/ebpf-build`), where the
 /// inner cargo finds its work done and returns at once. The objects are still copied into each

@@ -23,12 +23,13 @@ pub const LOG_ENV: &str = "TOLLGATE_LOG";
 /// The filter when `TOLLGATE_LOG` is unset.
 const DEFAULT_FILTER: &str = "info";
 
-/// The agent log's filter from `TOLLGATE_LOG`'s value: the default when unset, and the default
-/// with the reason when the value does not parse (the agent still starts: a typo in a log
+/// The agent log's filter from `TOLLGATE_LOG`'s value: the default when unset or empty (a
+/// manifest's `value: ""` must not silence the agent), and the default with the reason when the
+/// value does not parse (the agent still starts: a typo in a log
 /// setting must not stop enforcement). The access log's target is always off in it: those
 /// lines go to stdout only.
 pub fn agent_filter(spec: Option<&str>) -> (EnvFilter, Option<String>) {
-    let (filter, error) = match spec {
+    let (filter, error) = match spec.filter(|s| !s.trim().is_empty()) {
         None => (EnvFilter::new(DEFAULT_FILTER), None),
         Some(spec) => match EnvFilter::builder().parse(spec) {
             Ok(f) => (f, None),
@@ -157,8 +158,10 @@ mod tests {
             agent.contains("loud") && !agent.contains("quiet"),
             "{agent}"
         );
-        let (agent, _) = with(None, || tracing::info!(target: "tollgate", "default info"));
-        assert!(agent.contains("default info"), "{agent}");
+        for spec in [None, Some(""), Some("  ")] {
+            let (agent, _) = with(spec, || tracing::info!(target: "tollgate", "default info"));
+            assert!(agent.contains("default info"), "{spec:?}: {agent}");
+        }
     }
 
     /// The cost this module is built around: a library's trace span under the default filter
