@@ -42,7 +42,7 @@ fn main() -> anyhow::Result<()> {
     // aya-build's cargo inherits this environment, and these variables override Cargo.toml.
     std::env::set_var("CARGO_PROFILE_RELEASE_LTO", "false");
     std::env::set_var("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16");
-    share_ebpf_target_dir()?;
+    share_ebpf_target_dir(package.name)?;
     aya_build::build_ebpf([package], aya_build::Toolchain::Custom("nightly")).map_err(|e| {
         anyhow!("building the eBPF programs failed (run `cargo xtask setup` first: it installs the nightly rust-src component and bpf-linker): {e:#}")
     })
@@ -56,7 +56,7 @@ fn main() -> anyhow::Result<()> {
 /// directory is made a link to one shared by all of them (`<target dir>/ebpf-build`), where the
 /// inner cargo finds its work done and returns at once. The objects are still copied into each
 /// `OUT_DIR`, and the inner cargo's lock on the shared directory keeps two builds at once apart.
-fn share_ebpf_target_dir() -> anyhow::Result<()> {
+fn share_ebpf_target_dir(package: &str) -> anyhow::Result<()> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").context("OUT_DIR")?);
     // OUT_DIR is <target dir>[/<triple>]/<profile>/build/<package>-<hash>/out.
     let Some(shared_parent) = out.ancestors().nth(4) else {
@@ -65,7 +65,7 @@ fn share_ebpf_target_dir() -> anyhow::Result<()> {
     let shared = shared_parent.join("ebpf-build");
     // aya-build's `--target-dir`: `OUT_DIR/aya-build/target/<package>`.
     let link_parent = out.join("aya-build").join("target");
-    let link = link_parent.join("gateway-ebpf");
+    let link = link_parent.join(package);
     std::fs::create_dir_all(&shared).with_context(|| format!("create {}", shared.display()))?;
     std::fs::create_dir_all(&link_parent)
         .with_context(|| format!("create {}", link_parent.display()))?;
