@@ -5,9 +5,9 @@
 //! Both filters are static (targets and levels only, no closure): tracing then decides once per
 //! call site that a disabled span or event is off, and the libraries' trace spans on the
 //! request path (h2 opens several per stream and poll) cost a load and a compare. A dynamic
-//! filter (`filter_fn`, as this module had) made every such call site ask the subscriber each
-//! time, and the registry built and dropped every span: about a third of the agent's CPU over
-//! HTTP/2 (docs/benchmarks-issue13.md, round 4).
+//! filter (a `filter_fn`, as the agent had before) made every such call site ask the subscriber
+//! each time, and the registry built and dropped every span: about a third of the agent's CPU
+//! over HTTP/2 (docs/benchmarks-issue13.md, round 4).
 
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::prelude::*;
