@@ -497,15 +497,7 @@ pub fn run(report: &mut Report) {
         &protos,
         &gws,
         |round, proto, gw, port| {
-            let t = h2load(
-                proto,
-                port,
-                "/api/orders",
-                secs,
-                &[pid_of(gw)],
-                backend,
-                None,
-            );
+            let t = h2load(proto, port, secs, &[pid_of(gw)], backend, None);
             eprintln!(
                 "round {round} {} {}: {:.0} req/s p50 {:.2} ms p99 {:.2} ms errors {} (gateway cpu {:.2}s, h2load {:.2}s, backend {:.2}s)",
                 proto.name(), gw.name(), t.rps, t.p50_ms, t.p99_ms, t.errors, t.gateway_cpu, t.generator_cpu, t.backend_cpu
@@ -513,28 +505,12 @@ pub fn run(report: &mut Report) {
             t
         },
         |round| {
-            direct.push(h2load(
-                Proto::Http1,
-                BACKEND,
-                "/api/orders",
-                secs,
-                &[],
-                backend,
-                None,
-            ));
+            direct.push(h2load(Proto::Http1, BACKEND, secs, &[], backend, None));
             let agents = [(Gw::Tollgate.http_port(), tollgate), (19951, tollgate_10k)];
             let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
             for idx in order {
                 let (port, pid) = agents[idx];
-                routes_trials[idx].push(h2load(
-                    Proto::Http1,
-                    port,
-                    "/api/orders",
-                    secs,
-                    &[pid],
-                    backend,
-                    None,
-                ));
+                routes_trials[idx].push(h2load(Proto::Http1, port, secs, &[pid], backend, None));
             }
         },
     );

@@ -34,15 +34,7 @@ pub(crate) fn run(
                 .position(|p| *p == proto)
                 .expect("one of protos");
             let rps = per_connection[pi];
-            let t = h2load(
-                proto,
-                port,
-                "/api/orders",
-                secs,
-                &[pid_of(gw)],
-                backend,
-                Some(rps),
-            );
+            let t = h2load(proto, port, secs, &[pid_of(gw)], backend, Some(rps));
             eprintln!(
                 "fixed load, round {round} {} {} at {} req/s: {:.0} req/s p50 {:.2} ms p99 {:.2} ms errors {} (gateway cpu {:.2}s)",
                 proto.name(),

@@ -55,12 +55,14 @@ pub(crate) fn clients(proto: Proto) -> u32 {
     }
 }
 
-/// Runs h2load against `port` for `secs` seconds (after a 1 s warm-up): as fast as it can, or
-/// at `rps` requests a second per connection when given (h2load's `--rps`).
+/// The path every trial requests (a route of every gateway's configuration).
+const PATH: &str = "/api/orders";
+
+/// Runs h2load against `port` for `secs` seconds (after a 1 s warm-up), requesting [`PATH`]: as
+/// fast as it can, or at `rps` requests a second per connection when given (h2load's `--rps`).
 pub(crate) fn h2load(
     proto: Proto,
     port: u16,
-    path: &str,
     secs: u64,
     pids: &[u32],
     backend: u32,
@@ -79,15 +81,15 @@ pub(crate) fn h2load(
     let url = match proto {
         Proto::Http1 => {
             cmd.args(["--h1", "-c", &clients]);
-            format!("http://{HOST}:{port}{path}")
+            format!("http://{HOST}:{port}{PATH}")
         }
         Proto::Tls1 => {
             cmd.args(["--h1", "-c", &clients]);
-            format!("https://{HOST}:{port}{path}")
+            format!("https://{HOST}:{port}{PATH}")
         }
         Proto::H2 => {
             cmd.args(["-c", &clients, "-m", "16"]);
-            format!("https://{HOST}:{port}{path}")
+            format!("https://{HOST}:{port}{PATH}")
         }
     };
     cmd.args(["--connect-to", &format!("127.0.0.1:{port}")])
