@@ -20,14 +20,13 @@ use super::LogFormat;
 /// The environment variable of the agent log's filter (`EnvFilter` directives).
 pub const LOG_ENV: &str = "TOLLGATE_LOG";
 
-/// The filter when `TOLLGATE_LOG` is unset.
+/// The filter when `TOLLGATE_LOG` is unset, empty or invalid.
 const DEFAULT_FILTER: &str = "info";
 
 /// The agent log's filter from `TOLLGATE_LOG`'s value: the default when unset or empty (a
 /// manifest's `value: ""` must not silence the agent), and the default with the reason when the
-/// value does not parse (the agent still starts: a typo in a log
-/// setting must not stop enforcement). The access log's target is always off in it: those
-/// lines go to stdout only.
+/// value does not parse (the agent still starts: a typo in a log setting must not stop
+/// enforcement). The access log's target is always off in it: those lines go to stdout only.
 pub fn agent_filter(spec: Option<&str>) -> (EnvFilter, Option<String>) {
     let (filter, error) = match spec.filter(|s| !s.trim().is_empty()) {
         None => (EnvFilter::new(DEFAULT_FILTER), None),
