@@ -441,6 +441,8 @@ struct StepResult {
     passed: u64,
     failed: u64,
     ignored: u64,
+    /// The failed tests' names, so that the summary (the tail CI shows) says which.
+    failures: Vec<String>,
 }
 
 fn test() -> Result<()> {
@@ -538,6 +540,9 @@ fn test() -> Result<()> {
             s.ignored,
             s.elapsed
         );
+        for failure in &s.failures {
+            eprintln!("           failed: {failure}");
+        }
     }
     let passed: u64 = steps.iter().map(|s| s.passed).sum();
     let failed: u64 = steps.iter().map(|s| s.failed).sum();
@@ -614,6 +619,7 @@ fn fuzz_step(seconds: u64) -> StepResult {
         passed: 0,
         failed: 0,
         ignored: 0,
+        failures: Vec::new(),
     };
     let mut build = fuzz(&["build".as_ref()]);
     build.args(FUZZ_BUILD);
@@ -670,6 +676,7 @@ fn fuzz_step(seconds: u64) -> StepResult {
             result.passed += 1;
         } else {
             result.failed += 1;
+            result.failures.push((*target).to_string());
         }
         report.push(format!(
             "  {target}: {} ({})",
@@ -703,6 +710,7 @@ fn check_step(name: &'static str, check: impl FnOnce() -> Result<()>) -> StepRes
         passed: u64::from(ok),
         failed: u64::from(!ok),
         ignored: 0,
+        failures: Vec::new(),
     }
 }
 
@@ -717,6 +725,7 @@ fn cargo_test_step(name: &'static str, mut cmd: Command) -> StepResult {
         passed: 0,
         failed: 0,
         ignored: 0,
+        failures: Vec::new(),
     };
     let mut child = match cmd.stdout(Stdio::piped()).spawn() {
         Ok(child) => child,
@@ -728,6 +737,13 @@ fn cargo_test_step(name: &'static str, mut cmd: Command) -> StepResult {
     let stdout = child.stdout.take().expect("piped stdout");
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
         println!("{line}");
+        // "test some::name ... FAILED"
+        if let Some(name) = line
+            .strip_prefix("test ")
+            .and_then(|rest| rest.strip_suffix(" ... FAILED"))
+        {
+            result.failures.push(name.to_string());
+        }
         // "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ..."
         if let Some(rest) = line.strip_prefix("test result: ") {
             for part in rest.split(';') {

@@ -163,10 +163,45 @@ mod tests {
         }
     }
 
+    /// A call site of a library's, outside tracing's registry: the test asks the subscriber
+    /// about it directly, as tracing does when the site is first hit. (Through the macros, the
+    /// answer would be the process-wide interest, mixed with whatever subscribers the other
+    /// tests of this binary have installed at that moment.)
+    struct Site(&'static tracing::Metadata<'static>);
+
+    impl tracing::callsite::Callsite for Site {
+        fn set_interest(&self, _: tracing::subscriber::Interest) {}
+        fn metadata(&self) -> &tracing::Metadata<'_> {
+            self.0
+        }
+    }
+
+    macro_rules! site {
+        ($name:ident, $target:literal, $level:ident, $kind:ident) => {
+            static $name: tracing::Metadata<'static> = tracing::Metadata::new(
+                stringify!($name),
+                $target,
+                tracing::Level::$level,
+                None,
+                None,
+                None,
+                tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&Site(&$name))),
+                tracing::metadata::Kind::$kind,
+            );
+        };
+    }
+
+    site!(H2_STREAM, "h2::proto", TRACE, SPAN);
+    site!(H2_POLL, "h2::codec", DEBUG, SPAN);
+    site!(RUSTLS_DEBUG, "rustls::server", DEBUG, EVENT);
+    site!(AGENT_INFO, "tollgate::proxy", INFO, EVENT);
+
     /// The cost this module is built around: a library's trace span under the default filter
-    /// is off at its call site, not built by the registry and dropped.
+    /// is off at its call site for good (interest "never"), not asked about at each hit, nor
+    /// built by the registry and dropped. The dynamic filter the agent had answered
+    /// "sometimes" here.
     #[test]
-    fn spans_and_events_below_the_filter_are_disabled_not_built() {
+    fn spans_and_events_below_the_filter_are_disabled_at_their_call_site() {
         for spec in [None, Some("warn")] {
             let (filter, _) = agent_filter(spec);
             let sub = subscriber(
@@ -182,12 +217,22 @@ mod tests {
                 Some(tracing::level_filters::LevelFilter::INFO),
                 "{spec:?}"
             );
-            tracing::subscriber::with_default(sub, || {
-                assert!(tracing::trace_span!(target: "h2::proto", "stream").is_disabled());
-                assert!(tracing::debug_span!(target: "h2::codec", "poll").is_disabled());
-                assert!(!tracing::enabled!(target: "h2::proto", tracing::Level::DEBUG));
-            });
+            for site in [&H2_STREAM, &H2_POLL, &RUSTLS_DEBUG] {
+                let interest = tracing::Subscriber::register_callsite(&sub, site);
+                assert!(interest.is_never(), "{spec:?}: {site:?}: {interest:?}");
+            }
         }
+        // And the agent's own lines are on at their call site (the default filter).
+        let (filter, _) = agent_filter(None);
+        let sub = subscriber(
+            LogFormat::Text,
+            filter,
+            Buf::default(),
+            Buf::default(),
+            false,
+        );
+        let interest = tracing::Subscriber::register_callsite(&sub, &AGENT_INFO);
+        assert!(!interest.is_never(), "{interest:?}");
     }
 
     #[test]
