@@ -3,7 +3,7 @@
 //! built by `gateway-user/dataplane/build.rs`, so a plain `cargo build` builds everything.
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -79,7 +79,7 @@ fn main() -> ExitCode {
         Cmd::Bench => bench(),
         Cmd::Deps => deps::check(),
         Cmd::Fuzz { seconds } => ensure_cargo_fuzz().and_then(|()| {
-            let step = fuzz_step(seconds);
+            let step = fuzz_step(seconds, None);
             if step.ok {
                 Ok(())
             } else {
@@ -501,16 +501,27 @@ fn test() -> Result<()> {
         unit,
     ));
     // The fuzz targets, a few seconds each (TOLLGATE_FUZZ_SECONDS), on by default:
-    // TOLLGATE_SKIP_FUZZ=1 skips them while developing.
-    if std::env::var_os("TOLLGATE_SKIP_FUZZ").is_some_and(|v| v == "1") {
+    // TOLLGATE_SKIP_FUZZ=1 skips them while developing. They build and run beside the
+    // end-to-end tests, which mostly wait on the product's windows and timers (5 of CI's ~30
+    // minutes saved), at the lowest CPU priority and with their output in a log printed after.
+    let fuzz = if std::env::var_os("TOLLGATE_SKIP_FUZZ").is_some_and(|v| v == "1") {
         eprintln!("xtask: fuzz targets skipped (TOLLGATE_SKIP_FUZZ=1)");
+        None
     } else {
         let seconds = std::env::var("TOLLGATE_FUZZ_SECONDS")
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(FUZZ_SECONDS);
-        steps.push(fuzz_step(seconds));
-    }
+        let log_path = target_dir().join("fuzz-step.log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("create {}", log_path.display()))?;
+        eprintln!(
+            "xtask: fuzz targets: building and running in the background (log: {})",
+            log_path.display()
+        );
+        let step = std::thread::spawn(move || fuzz_step(seconds, Some(log)));
+        Some((step, log_path))
+    };
     // End-to-end tests: network namespaces and the real binary; one at a time, as they
     // attach programs and change routes.
     let mut e2e = cargo();
@@ -523,10 +534,25 @@ fn test() -> Result<()> {
         "--test-threads=1",
     ])
     .env("TOLLGATE_BIN", &bin);
-    steps.push(cargo_test_step(
-        "end-to-end tests (network namespaces)",
-        e2e,
-    ));
+    let e2e = cargo_test_step("end-to-end tests (network namespaces)", e2e);
+    if let Some((step, log_path)) = fuzz {
+        let step = step.join().unwrap_or_else(|_| StepResult {
+            name: "fuzz targets (libFuzzer)",
+            ok: false,
+            elapsed: Duration::ZERO,
+            passed: 0,
+            failed: 1,
+            ignored: 0,
+            failures: vec!["(xtask's fuzz thread panicked)".to_string()],
+        });
+        eprintln!("xtask: the fuzz targets' output ({}):", log_path.display());
+        match std::fs::read_to_string(&log_path) {
+            Ok(text) => eprint!("{text}"),
+            Err(error) => eprintln!("xtask: cannot read {}: {error}", log_path.display()),
+        }
+        steps.push(step);
+    }
+    steps.push(e2e);
 
     eprintln!();
     eprintln!("xtask test summary:");
@@ -594,15 +620,30 @@ const FUZZ_BUILD: [&str; 3] = ["--dev", "--sanitizer", "none"];
 /// `<target dir>/fuzz-corpus`), with its dictionary (gateway-user/fuzz/dicts) if it has one. A crash fails the step; libFuzzer leaves the input in
 /// gateway-user/fuzz/artifacts/<target>/ and `cargo +nightly fuzz run <target> <file>`
 /// replays it.
-fn fuzz_step(seconds: u64) -> StepResult {
+fn fuzz_step(seconds: u64, log: Option<std::fs::File>) -> StepResult {
     let name = "fuzz targets (libFuzzer)";
     let started = Instant::now();
     let fuzz_dir = root().join("gateway-user/fuzz");
     let fuzz_target_dir = target_dir().join("fuzz");
+    // Where the step's output goes: the terminal, or the log file when it runs beside others.
+    let quiet = log_clone(&log);
+    let mut log = log;
+    let mut say = |line: &str| match log.as_mut() {
+        Some(file) => {
+            let _ = writeln!(file, "{line}");
+        }
+        None => eprintln!("{line}"),
+    };
     // cargo-fuzz needs the nightly toolchain: ask rustup for it, whatever toolchain runs xtask.
+    // In the background, at the lowest CPU priority: the tests beside it keep their timing.
     let fuzz = |args: &[&OsStr]| {
-        let mut cmd = rustup();
-        cmd.args(["run", "nightly", "cargo", "fuzz"])
+        let mut cmd = if quiet.is_some() {
+            Command::new("nice").with_arg("-n19").with_arg("rustup")
+        } else {
+            Command::new("rustup")
+        };
+        cmd.env("RUSTUP_SELF_UPDATE", "disable")
+            .args(["run", "nightly", "cargo", "fuzz"])
             .args(args)
             .arg("--target-dir")
             .arg(&fuzz_target_dir)
@@ -610,6 +651,11 @@ fn fuzz_step(seconds: u64) -> StepResult {
             .env_remove("CARGO")
             .env_remove("RUSTUP_TOOLCHAIN")
             .env_remove("CARGO_TARGET_DIR");
+        if let Some(file) = &quiet {
+            if let (Ok(out), Ok(err)) = (file.try_clone(), file.try_clone()) {
+                cmd.stdout(out).stderr(err);
+            }
+        }
         cmd
     };
     let mut result = StepResult {
@@ -623,18 +669,27 @@ fn fuzz_step(seconds: u64) -> StepResult {
     };
     let mut build = fuzz(&["build".as_ref()]);
     build.args(FUZZ_BUILD);
-    if let Err(error) = run(build) {
-        eprintln!("xtask: {name}: {error:#}");
-        result.failed = FUZZ_TARGETS.len() as u64;
-        result.elapsed = started.elapsed();
-        return result;
+    say(&format!("xtask: $ {}", show(&build)));
+    match build.status() {
+        Ok(status) if status.success() => {}
+        outcome => {
+            say(&format!("xtask: {name}: the build failed ({outcome:?})"));
+            result.failed = FUZZ_TARGETS.len() as u64;
+            result.failures.push("(build)".to_string());
+            result.elapsed = started.elapsed();
+            return result;
+        }
     }
     let mut report = Vec::new();
     for target in FUZZ_TARGETS {
         let corpus = target_dir().join("fuzz-corpus").join(target);
         if let Err(error) = std::fs::create_dir_all(&corpus) {
-            eprintln!("xtask: {name}: create {}: {error}", corpus.display());
+            say(&format!(
+                "xtask: {name}: create {}: {error}",
+                corpus.display()
+            ));
             result.failed += 1;
+            result.failures.push((*target).to_string());
             continue;
         }
         let seeds = fuzz_dir.join("corpus").join(target);
@@ -652,12 +707,13 @@ fn fuzz_step(seconds: u64) -> StepResult {
             cmd.arg(format!("-dict={}", dict.display()));
         }
         cmd.stderr(Stdio::piped());
-        eprintln!("xtask: $ {}", show(&cmd));
+        say(&format!("xtask: $ {}", show(&cmd)));
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(error) => {
-                eprintln!("xtask: cannot start cargo fuzz: {error}");
+                say(&format!("xtask: cannot start cargo fuzz: {error}"));
                 result.failed += 1;
+                result.failures.push((*target).to_string());
                 continue;
             }
         };
@@ -666,7 +722,7 @@ fn fuzz_step(seconds: u64) -> StepResult {
         let mut done = None;
         let stderr = child.stderr.take().expect("piped stderr");
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("{line}");
+            say(&line);
             if let Some(rest) = line.strip_prefix("Done ") {
                 done = Some(rest.to_owned());
             }
@@ -684,13 +740,17 @@ fn fuzz_step(seconds: u64) -> StepResult {
             if ok { "ok" } else { "FAILED" }
         ));
     }
-    eprintln!("xtask: fuzz runs:");
+    say("xtask: fuzz runs:");
     for line in &report {
-        eprintln!("{line}");
+        say(line);
     }
     result.ok = result.failed == 0;
     result.elapsed = started.elapsed();
     result
+}
+
+fn log_clone(log: &Option<std::fs::File>) -> Option<std::fs::File> {
+    log.as_ref().and_then(|f| f.try_clone().ok())
 }
 
 /// Runs a check that passes or fails as a whole.
