@@ -3,10 +3,8 @@
 //! built by `gateway-user/dataplane/build.rs`, so a plain `cargo build` builds everything.
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -16,6 +14,7 @@ mod deps;
 mod gateway_api;
 mod image;
 mod manifests;
+mod testing;
 
 #[derive(Parser)]
 #[command(
@@ -52,7 +51,7 @@ enum Cmd {
     /// does; installs cargo-fuzz when it is missing. No root needed.
     Fuzz {
         /// Seconds per target.
-        #[arg(long, default_value_t = FUZZ_SECONDS)]
+        #[arg(long, default_value_t = testing::FUZZ_SECONDS)]
         seconds: u64,
     },
     /// Regenerate manifests/crds/ (one file per Tollgate kind) from the Rust types.
@@ -74,12 +73,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Setup => setup(),
         Cmd::Build { release } => build(release),
-        Cmd::Test => test(),
+        Cmd::Test => testing::test(),
         Cmd::Demo => demo::demo(),
         Cmd::Bench => bench(),
         Cmd::Deps => deps::check(),
         Cmd::Fuzz { seconds } => ensure_cargo_fuzz().and_then(|()| {
-            let step = fuzz_step(seconds, None);
+            let step = testing::fuzz_step(seconds, None);
             if step.ok {
                 Ok(())
             } else {
@@ -87,7 +86,7 @@ fn main() -> ExitCode {
             }
         }),
         Cmd::Crds => crds(),
-        Cmd::Conformance => conformance(),
+        Cmd::Conformance => testing::conformance(),
         Cmd::Image => image::image(),
         Cmd::Manifests => manifests::validate_kustomizations()
             .and_then(|()| manifests::validate_custom_resources())
@@ -431,399 +430,6 @@ fn build(release: bool) -> Result<()> {
         cmd.arg("--release");
     }
     run(cmd)
-}
-
-/// The outcome of one step of `cargo xtask test`.
-struct StepResult {
-    name: &'static str,
-    ok: bool,
-    elapsed: Duration,
-    passed: u64,
-    failed: u64,
-    ignored: u64,
-    /// The failed tests' names, so that the summary (the tail CI shows) says which.
-    failures: Vec<String>,
-}
-
-fn test() -> Result<()> {
-    setup()?;
-    // Build once: the binary the end-to-end tests run, then every test target.
-    build(false)?;
-    let bin = target_dir().join("debug/tollgate");
-
-    let mut steps = Vec::new();
-    // The checks: they fail the run, but the tests still run, so one run shows everything.
-    let mut fmt = cargo();
-    fmt.args(["fmt", "--all", "--check"]);
-    // The fuzz targets are a workspace of their own.
-    let mut fmt_fuzz = cargo();
-    fmt_fuzz.args([
-        "fmt",
-        "--check",
-        "--manifest-path",
-        "gateway-user/fuzz/Cargo.toml",
-    ]);
-    steps.push(check_step("cargo fmt --check", || {
-        run(fmt)?;
-        run(fmt_fuzz)
-    }));
-    let mut clippy = cargo();
-    clippy
-        .arg("clippy")
-        .args(WORKSPACE)
-        .args(["--all-targets", "--", "-D", "warnings"]);
-    steps.push(check_step("clippy -D warnings", || run(clippy)));
-    steps.push(check_step("dependency direction (xtask deps)", deps::check));
-    steps.push(check_step(
-        "install manifests (kubernetes-validate)",
-        manifests::validate_kustomizations,
-    ));
-    steps.push(check_step(
-        "example custom resources vs CRD schemas",
-        manifests::validate_custom_resources,
-    ));
-    steps.push(check_step(
-        "model fields vs Gateway API standard channel",
-        gateway_api::check,
-    ));
-    // Unit and property tests, and the eBPF program tests (BPF_PROG_TEST_RUN, root). Tests
-    // that need root are #[ignore]d with the reason, so that a plain `cargo test` shows them
-    // as skipped; here, as root, they run.
-    let mut unit = cargo();
-    unit.args(["test", "--no-fail-fast"]).args(WORKSPACE).args([
-        "--exclude",
-        "tollgate-tests",
-        "--",
-        "--include-ignored",
-    ]);
-    steps.push(cargo_test_step(
-        "unit, property and eBPF program tests",
-        unit,
-    ));
-    // The fuzz targets, a few seconds each (TOLLGATE_FUZZ_SECONDS), on by default:
-    // TOLLGATE_SKIP_FUZZ=1 skips them while developing. They build and run beside the
-    // end-to-end tests, which mostly wait on the product's windows and timers (5 of CI's ~30
-    // minutes saved), at the lowest CPU priority and with their output in a log printed after.
-    let fuzz = if std::env::var_os("TOLLGATE_SKIP_FUZZ").is_some_and(|v| v == "1") {
-        eprintln!("xtask: fuzz targets skipped (TOLLGATE_SKIP_FUZZ=1)");
-        None
-    } else {
-        let seconds = std::env::var("TOLLGATE_FUZZ_SECONDS")
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(FUZZ_SECONDS);
-        let log_path = target_dir().join("fuzz-step.log");
-        let log = std::fs::File::create(&log_path)
-            .with_context(|| format!("create {}", log_path.display()))?;
-        eprintln!(
-            "xtask: fuzz targets: building and running in the background (log: {})",
-            log_path.display()
-        );
-        let step = std::thread::spawn(move || fuzz_step(seconds, Some(log)));
-        Some((step, log_path))
-    };
-    // End-to-end tests: network namespaces and the real binary; one at a time, as they
-    // attach programs and change routes.
-    let mut e2e = cargo();
-    e2e.args([
-        "test",
-        "--no-fail-fast",
-        "-p",
-        "tollgate-tests",
-        "--",
-        "--test-threads=1",
-    ])
-    .env("TOLLGATE_BIN", &bin);
-    let e2e = cargo_test_step("end-to-end tests (network namespaces)", e2e);
-    if let Some((step, log_path)) = fuzz {
-        let step = step.join().unwrap_or_else(|_| StepResult {
-            name: "fuzz targets (libFuzzer)",
-            ok: false,
-            elapsed: Duration::ZERO,
-            passed: 0,
-            failed: 1,
-            ignored: 0,
-            failures: vec!["(xtask's fuzz thread panicked)".to_string()],
-        });
-        eprintln!("xtask: the fuzz targets' output ({}):", log_path.display());
-        match std::fs::read_to_string(&log_path) {
-            Ok(text) => eprint!("{text}"),
-            Err(error) => eprintln!("xtask: cannot read {}: {error}", log_path.display()),
-        }
-        steps.push(step);
-    }
-    steps.push(e2e);
-
-    eprintln!();
-    eprintln!("xtask test summary:");
-    for s in &steps {
-        eprintln!(
-            "  {:<6} {:<45} {:>4} passed, {:>3} failed, {:>3} ignored  ({:.0?})",
-            if s.ok { "ok" } else { "FAILED" },
-            s.name,
-            s.passed,
-            s.failed,
-            s.ignored,
-            s.elapsed
-        );
-        for failure in &s.failures {
-            eprintln!("           failed: {failure}");
-        }
-    }
-    let passed: u64 = steps.iter().map(|s| s.passed).sum();
-    let failed: u64 = steps.iter().map(|s| s.failed).sum();
-    println!("total: {passed} passed, {failed} failed");
-    if steps.iter().all(|s| s.ok) {
-        Ok(())
-    } else {
-        bail!("some tests failed")
-    }
-}
-
-/// Builds the agent, then runs the conformance test with TOLLGATE_CONFORMANCE_WRITE=1, which
-/// writes docs/conformance/report.yaml from this run instead of comparing it with the committed
-/// one (what `cargo xtask test` does).
-fn conformance() -> Result<()> {
-    // The agent's binary is all the run needs (the test target is built by `cargo test`).
-    let mut bin = cargo();
-    bin.args(["build", "-p", "gateway-user"]);
-    run(bin)?;
-    let mut cmd = cargo();
-    cmd.args([
-        "test",
-        "-p",
-        "tollgate-tests",
-        "--test",
-        "conformance",
-        "--",
-        "--test-threads=1",
-    ])
-    .env("TOLLGATE_BIN", target_dir().join("debug/tollgate"))
-    .env("TOLLGATE_CONFORMANCE_WRITE", "1");
-    run(cmd)
-}
-
-/// The cargo-fuzz targets of gateway-user/fuzz (see its Cargo.toml).
-const FUZZ_TARGETS: &[&str] = &["policy", "http_path", "http_head"];
-/// Seconds each fuzz target runs in `cargo xtask test` (TOLLGATE_FUZZ_SECONDS overrides).
-const FUZZ_SECONDS: u64 = 10;
-
-/// How `cargo xtask test` builds the fuzz targets: the dev profile of gateway-user/fuzz, which
-/// optimises only the crates the inputs go through, and no sanitizer (the code under test has no
-/// `unsafe`; an overflow or a bad index still panics). About half the time of cargo-fuzz's
-/// default (release, AddressSanitizer) on a cold CI machine, at 1,000 to 100,000 inputs a
-/// second. `cargo +nightly fuzz run <target>` by hand keeps the default.
-const FUZZ_BUILD: [&str; 3] = ["--dev", "--sanitizer", "none"];
-
-/// Builds the fuzz targets (nightly, `FUZZ_BUILD`; in `<target dir>/fuzz`) and runs each for a few
-/// seconds from its committed seeds plus what earlier runs found (kept in
-/// `<target dir>/fuzz-corpus`), with its dictionary (gateway-user/fuzz/dicts) if it has one. A crash fails the step; libFuzzer leaves the input in
-/// gateway-user/fuzz/artifacts/<target>/ and `cargo +nightly fuzz run <target> <file>`
-/// replays it.
-fn fuzz_step(seconds: u64, log: Option<std::fs::File>) -> StepResult {
-    let name = "fuzz targets (libFuzzer)";
-    let started = Instant::now();
-    let fuzz_dir = root().join("gateway-user/fuzz");
-    let fuzz_target_dir = target_dir().join("fuzz");
-    // Where the step's output goes: the terminal, or the log file when it runs beside others.
-    let quiet = log_clone(&log);
-    let mut log = log;
-    let mut say = |line: &str| match log.as_mut() {
-        Some(file) => {
-            let _ = writeln!(file, "{line}");
-        }
-        None => eprintln!("{line}"),
-    };
-    // cargo-fuzz needs the nightly toolchain: ask rustup for it, whatever toolchain runs xtask.
-    // In the background, at the lowest CPU priority: the tests beside it keep their timing.
-    let fuzz = |args: &[&OsStr]| {
-        let mut cmd = if quiet.is_some() {
-            Command::new("nice").with_arg("-n19").with_arg("rustup")
-        } else {
-            Command::new("rustup")
-        };
-        cmd.env("RUSTUP_SELF_UPDATE", "disable")
-            .args(["run", "nightly", "cargo", "fuzz"])
-            .args(args)
-            .arg("--target-dir")
-            .arg(&fuzz_target_dir)
-            .current_dir(&fuzz_dir)
-            .env_remove("CARGO")
-            .env_remove("RUSTUP_TOOLCHAIN")
-            .env_remove("CARGO_TARGET_DIR");
-        if let Some(file) = &quiet {
-            if let (Ok(out), Ok(err)) = (file.try_clone(), file.try_clone()) {
-                cmd.stdout(out).stderr(err);
-            }
-        }
-        cmd
-    };
-    let mut result = StepResult {
-        name,
-        ok: false,
-        elapsed: Duration::ZERO,
-        passed: 0,
-        failed: 0,
-        ignored: 0,
-        failures: Vec::new(),
-    };
-    let mut build = fuzz(&["build".as_ref()]);
-    build.args(FUZZ_BUILD);
-    say(&format!("xtask: $ {}", show(&build)));
-    match build.status() {
-        Ok(status) if status.success() => {}
-        outcome => {
-            say(&format!("xtask: {name}: the build failed ({outcome:?})"));
-            result.failed = FUZZ_TARGETS.len() as u64;
-            result.failures.push("(build)".to_string());
-            result.elapsed = started.elapsed();
-            return result;
-        }
-    }
-    let mut report = Vec::new();
-    for target in FUZZ_TARGETS {
-        let corpus = target_dir().join("fuzz-corpus").join(target);
-        if let Err(error) = std::fs::create_dir_all(&corpus) {
-            say(&format!(
-                "xtask: {name}: create {}: {error}",
-                corpus.display()
-            ));
-            result.failed += 1;
-            result.failures.push((*target).to_string());
-            continue;
-        }
-        let seeds = fuzz_dir.join("corpus").join(target);
-        let mut cmd = fuzz(&["run".as_ref()]);
-        cmd.args(FUZZ_BUILD).arg(target);
-        cmd.arg(&corpus)
-            .arg(&seeds)
-            .arg("--")
-            .arg(format!("-max_total_time={seconds}"))
-            // An input that takes this long is a hang, reported as a failure with its input.
-            .arg("-timeout=20");
-        // The words of the input language, when the target has a dictionary.
-        let dict = fuzz_dir.join("dicts").join(format!("{target}.dict"));
-        if dict.is_file() {
-            cmd.arg(format!("-dict={}", dict.display()));
-        }
-        cmd.stderr(Stdio::piped());
-        say(&format!("xtask: $ {}", show(&cmd)));
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(error) => {
-                say(&format!("xtask: cannot start cargo fuzz: {error}"));
-                result.failed += 1;
-                result.failures.push((*target).to_string());
-                continue;
-            }
-        };
-        // libFuzzer reports on stderr; its last line says how many inputs it ran:
-        // "Done 39852 runs in 61 second(s)".
-        let mut done = None;
-        let stderr = child.stderr.take().expect("piped stderr");
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            say(&line);
-            if let Some(rest) = line.strip_prefix("Done ") {
-                done = Some(rest.to_owned());
-            }
-        }
-        let ok = child.wait().map(|s| s.success()).unwrap_or(false);
-        if ok {
-            result.passed += 1;
-        } else {
-            result.failed += 1;
-            result.failures.push((*target).to_string());
-        }
-        report.push(format!(
-            "  {target}: {} ({})",
-            done.as_deref().unwrap_or("no run count"),
-            if ok { "ok" } else { "FAILED" }
-        ));
-    }
-    say("xtask: fuzz runs:");
-    for line in &report {
-        say(line);
-    }
-    result.ok = result.failed == 0;
-    result.elapsed = started.elapsed();
-    result
-}
-
-fn log_clone(log: &Option<std::fs::File>) -> Option<std::fs::File> {
-    log.as_ref().and_then(|f| f.try_clone().ok())
-}
-
-/// Runs a check that passes or fails as a whole.
-fn check_step(name: &'static str, check: impl FnOnce() -> Result<()>) -> StepResult {
-    let started = Instant::now();
-    let ok = match check() {
-        Ok(()) => true,
-        Err(error) => {
-            eprintln!("xtask: {name}: {error:#}");
-            false
-        }
-    };
-    StepResult {
-        name,
-        ok,
-        elapsed: started.elapsed(),
-        passed: u64::from(ok),
-        failed: u64::from(!ok),
-        ignored: 0,
-        failures: Vec::new(),
-    }
-}
-
-/// Runs `cargo test ...`, streaming its output, and adds up its "test result:" lines.
-fn cargo_test_step(name: &'static str, mut cmd: Command) -> StepResult {
-    eprintln!("xtask: {name}: $ {}", show(&cmd));
-    let started = Instant::now();
-    let mut result = StepResult {
-        name,
-        ok: false,
-        elapsed: Duration::ZERO,
-        passed: 0,
-        failed: 0,
-        ignored: 0,
-        failures: Vec::new(),
-    };
-    let mut child = match cmd.stdout(Stdio::piped()).spawn() {
-        Ok(child) => child,
-        Err(error) => {
-            eprintln!("xtask: cannot start cargo: {error}");
-            return result;
-        }
-    };
-    let stdout = child.stdout.take().expect("piped stdout");
-    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        println!("{line}");
-        // "test some::name ... FAILED"
-        if let Some(name) = line
-            .strip_prefix("test ")
-            .and_then(|rest| rest.strip_suffix(" ... FAILED"))
-        {
-            result.failures.push(name.to_string());
-        }
-        // "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ..."
-        if let Some(rest) = line.strip_prefix("test result: ") {
-            for part in rest.split(';') {
-                let mut words = part.split_whitespace().rev();
-                let (Some(label), Some(n)) = (words.next(), words.next()) else {
-                    continue;
-                };
-                let Ok(n) = n.parse::<u64>() else { continue };
-                match label {
-                    "passed" => result.passed += n,
-                    "failed" => result.failed += n,
-                    "ignored" => result.ignored += n,
-                    _ => {}
-                }
-            }
-        }
-    }
-    result.ok = child.wait().map(|s| s.success()).unwrap_or(false);
-    result.elapsed = started.elapsed();
-    result
 }
 
 // ---------------------------------------------------------------------------------------------
