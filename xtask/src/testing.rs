@@ -3,13 +3,14 @@
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use crate::{
-    build, cargo, deps, gateway_api, manifests, root, run, setup, show, target_dir, WithArg,
+    build, cargo, deps, gateway_api, manifests, root, run, rustup, setup, show, target_dir,
     WORKSPACE,
 };
 
@@ -47,12 +48,6 @@ pub fn test() -> Result<()> {
         run(fmt)?;
         run(fmt_fuzz)
     }));
-    let mut clippy = cargo();
-    clippy
-        .arg("clippy")
-        .args(WORKSPACE)
-        .args(["--all-targets", "--", "-D", "warnings"]);
-    steps.push(check_step("clippy -D warnings", || run(clippy)));
     steps.push(check_step("dependency direction (xtask deps)", deps::check));
     steps.push(check_step(
         "install manifests (kubernetes-validate)",
@@ -80,57 +75,54 @@ pub fn test() -> Result<()> {
         "unit, property and eBPF program tests",
         unit,
     ));
+    // End-to-end tests: network namespaces and the real binary; one at a time, as they
+    // attach programs and change routes. Built first: what runs beside them needs cargo's
+    // lock on the target dir, which a build holds and a test run does not.
+    let e2e_started = Instant::now();
+    let e2e = e2e_commands(&bin);
+    // Beside the end-to-end tests, which mostly wait on the product's own windows and timers:
+    // clippy and the fuzz targets, CPU work that nothing times, at the lowest CPU priority
+    // (the tests keep their timing), each with its output in a log printed after the tests.
+    let mut beside = Vec::new();
+    let mut clippy = cargo();
+    clippy
+        .arg("clippy")
+        .args(WORKSPACE)
+        .args(["--all-targets", "--", "-D", "warnings"]);
+    beside.push(Beside::start("clippy -D warnings", "clippy", move |log| {
+        command_step("clippy -D warnings", niced(clippy), log)
+    })?);
     // The fuzz targets, a few seconds each (TOLLGATE_FUZZ_SECONDS), on by default:
-    // TOLLGATE_SKIP_FUZZ=1 skips them while developing. They build and run beside the
-    // end-to-end tests, which mostly wait on the product's windows and timers (5 of CI's ~30
-    // minutes saved), at the lowest CPU priority and with their output in a log printed after.
-    let fuzz = if std::env::var_os("TOLLGATE_SKIP_FUZZ").is_some_and(|v| v == "1") {
+    // TOLLGATE_SKIP_FUZZ=1 skips them while developing.
+    if std::env::var_os("TOLLGATE_SKIP_FUZZ").is_some_and(|v| v == "1") {
         eprintln!("xtask: fuzz targets skipped (TOLLGATE_SKIP_FUZZ=1)");
-        None
     } else {
         let seconds = std::env::var("TOLLGATE_FUZZ_SECONDS")
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(FUZZ_SECONDS);
-        let log_path = target_dir().join("fuzz-step.log");
-        let log = std::fs::File::create(&log_path)
-            .with_context(|| format!("create {}", log_path.display()))?;
-        eprintln!(
-            "xtask: fuzz targets: building and running in the background (log: {})",
-            log_path.display()
-        );
-        let step = std::thread::spawn(move || fuzz_step(seconds, Some(log)));
-        Some((step, log_path))
-    };
-    // End-to-end tests: network namespaces and the real binary; one at a time, as they
-    // attach programs and change routes.
-    let mut e2e = cargo();
-    e2e.args([
-        "test",
-        "--no-fail-fast",
-        "-p",
-        "tollgate-tests",
-        "--",
-        "--test-threads=1",
-    ])
-    .env("TOLLGATE_BIN", &bin);
-    let e2e = cargo_test_step("end-to-end tests (network namespaces)", e2e);
-    if let Some((step, log_path)) = fuzz {
-        let step = step.join().unwrap_or_else(|_| StepResult {
-            name: "fuzz targets (libFuzzer)",
-            ok: false,
-            elapsed: Duration::ZERO,
-            passed: 0,
-            failed: 1,
-            ignored: 0,
-            failures: vec!["(xtask's fuzz thread panicked)".to_string()],
-        });
-        eprintln!("xtask: the fuzz targets' output ({}):", log_path.display());
-        match std::fs::read_to_string(&log_path) {
-            Ok(text) => eprint!("{text}"),
-            Err(error) => eprintln!("xtask: cannot read {}: {error}", log_path.display()),
+        beside.push(Beside::start(FUZZ_STEP, "fuzz", move |log| {
+            fuzz_step(seconds, Some(log))
+        })?);
+    }
+    const E2E: &str = "end-to-end tests (network namespaces)";
+    let e2e = match e2e {
+        Ok(cmds) => test_step(E2E, cmds, e2e_started),
+        Err(error) => {
+            eprintln!("xtask: {E2E}: {error:#}");
+            StepResult {
+                name: E2E,
+                ok: false,
+                elapsed: e2e_started.elapsed(),
+                passed: 0,
+                failed: 1,
+                ignored: 0,
+                failures: vec!["(their build)".to_string()],
+            }
         }
-        steps.push(step);
+    };
+    for step in beside {
+        steps.push(step.finish());
     }
     steps.push(e2e);
 
@@ -201,7 +193,7 @@ const FUZZ_BUILD: [&str; 3] = ["--dev", "--sanitizer", "none"];
 /// gateway-user/fuzz/artifacts/<target>/ and `cargo +nightly fuzz run <target> <file>`
 /// replays it.
 pub fn fuzz_step(seconds: u64, log: Option<std::fs::File>) -> StepResult {
-    let name = "fuzz targets (libFuzzer)";
+    let name = FUZZ_STEP;
     let started = Instant::now();
     let fuzz_dir = root().join("gateway-user/fuzz");
     let fuzz_target_dir = target_dir().join("fuzz");
@@ -217,13 +209,8 @@ pub fn fuzz_step(seconds: u64, log: Option<std::fs::File>) -> StepResult {
     // cargo-fuzz needs the nightly toolchain: ask rustup for it, whatever toolchain runs xtask.
     // In the background, at the lowest CPU priority: the tests beside it keep their timing.
     let fuzz = |args: &[&OsStr]| {
-        let mut cmd = if quiet.is_some() {
-            Command::new("nice").with_arg("-n19").with_arg("rustup")
-        } else {
-            Command::new("rustup")
-        };
-        cmd.env("RUSTUP_SELF_UPDATE", "disable")
-            .args(["run", "nightly", "cargo", "fuzz"])
+        let mut cmd = rustup();
+        cmd.args(["run", "nightly", "cargo", "fuzz"])
             .args(args)
             .arg("--target-dir")
             .arg(&fuzz_target_dir)
@@ -232,6 +219,7 @@ pub fn fuzz_step(seconds: u64, log: Option<std::fs::File>) -> StepResult {
             .env_remove("RUSTUP_TOOLCHAIN")
             .env_remove("CARGO_TARGET_DIR");
         if let Some(file) = &quiet {
+            cmd = niced(cmd);
             if let (Ok(out), Ok(err)) = (file.try_clone(), file.try_clone()) {
                 cmd.stdout(out).stderr(err);
             }
@@ -333,6 +321,100 @@ fn log_clone(log: &Option<std::fs::File>) -> Option<std::fs::File> {
     log.as_ref().and_then(|f| f.try_clone().ok())
 }
 
+const FUZZ_STEP: &str = "fuzz targets (libFuzzer)";
+
+/// A step running on a thread of its own beside the end-to-end tests, its output in a log.
+struct Beside {
+    name: &'static str,
+    thread: std::thread::JoinHandle<StepResult>,
+    log: PathBuf,
+}
+
+impl Beside {
+    fn start(
+        name: &'static str,
+        slug: &str,
+        step: impl FnOnce(std::fs::File) -> StepResult + Send + 'static,
+    ) -> Result<Self> {
+        let log = target_dir().join(format!("xtask-{slug}.log"));
+        let file =
+            std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        eprintln!(
+            "xtask: {name}: running beside the end-to-end tests (log: {})",
+            log.display()
+        );
+        Ok(Self {
+            name,
+            thread: std::thread::spawn(move || step(file)),
+            log,
+        })
+    }
+
+    /// Waits for the step, then prints its log.
+    fn finish(self) -> StepResult {
+        let result = self.thread.join().unwrap_or_else(|_| StepResult {
+            name: self.name,
+            ok: false,
+            elapsed: Duration::ZERO,
+            passed: 0,
+            failed: 1,
+            ignored: 0,
+            failures: vec!["(its xtask thread panicked)".to_string()],
+        });
+        eprintln!("xtask: {}: its output ({}):", self.name, self.log.display());
+        match std::fs::read_to_string(&self.log) {
+            Ok(text) => eprint!("{text}"),
+            Err(error) => eprintln!("xtask: cannot read {}: {error}", self.log.display()),
+        }
+        result
+    }
+}
+
+/// The same command at the lowest CPU priority (`nice -n19`).
+fn niced(cmd: Command) -> Command {
+    let mut niced = Command::new("nice");
+    niced
+        .arg("-n19")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    if let Some(dir) = cmd.get_current_dir() {
+        niced.current_dir(dir);
+    }
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => niced.env(key, value),
+            None => niced.env_remove(key),
+        };
+    }
+    niced
+}
+
+/// Runs a command that passes or fails as a whole, its output to `log`.
+fn command_step(name: &'static str, mut cmd: Command, log: std::fs::File) -> StepResult {
+    let started = Instant::now();
+    let mut log = log;
+    let _ = writeln!(log, "xtask: $ {}", show(&cmd));
+    if let Ok(err) = log.try_clone() {
+        cmd.stderr(err);
+    }
+    let ok = match cmd.stdout(log).status() {
+        Ok(status) if status.success() => true,
+        outcome => {
+            eprintln!("xtask: {name}: failed ({outcome:?})");
+            false
+        }
+    };
+    StepResult {
+        name,
+        ok,
+        elapsed: started.elapsed(),
+        passed: u64::from(ok),
+        failed: u64::from(!ok),
+        ignored: 0,
+        failures: Vec::new(),
+    }
+}
+
 /// Runs a check that passes or fails as a whole.
 fn check_step(name: &'static str, check: impl FnOnce() -> Result<()>) -> StepResult {
     let started = Instant::now();
@@ -355,53 +437,119 @@ fn check_step(name: &'static str, check: impl FnOnce() -> Result<()>) -> StepRes
 }
 
 /// Runs `cargo test ...`, streaming its output, and adds up its "test result:" lines.
-fn cargo_test_step(name: &'static str, mut cmd: Command) -> StepResult {
-    eprintln!("xtask: {name}: $ {}", show(&cmd));
-    let started = Instant::now();
+fn cargo_test_step(name: &'static str, cmd: Command) -> StepResult {
+    test_step(name, vec![cmd], Instant::now())
+}
+
+/// Runs test commands one after the other (all of them, whatever fails), streaming their
+/// output, and adds up their "test result:" lines.
+fn test_step(name: &'static str, cmds: Vec<Command>, started: Instant) -> StepResult {
     let mut result = StepResult {
         name,
-        ok: false,
+        ok: true,
         elapsed: Duration::ZERO,
         passed: 0,
         failed: 0,
         ignored: 0,
         failures: Vec::new(),
     };
-    let mut child = match cmd.stdout(Stdio::piped()).spawn() {
-        Ok(child) => child,
-        Err(error) => {
-            eprintln!("xtask: cannot start cargo: {error}");
-            return result;
-        }
-    };
-    let stdout = child.stdout.take().expect("piped stdout");
-    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        println!("{line}");
-        // "test some::name ... FAILED"
-        if let Some(name) = line
-            .strip_prefix("test ")
-            .and_then(|rest| rest.strip_suffix(" ... FAILED"))
-        {
-            result.failures.push(name.to_string());
-        }
-        // "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ..."
-        if let Some(rest) = line.strip_prefix("test result: ") {
-            for part in rest.split(';') {
-                let mut words = part.split_whitespace().rev();
-                let (Some(label), Some(n)) = (words.next(), words.next()) else {
-                    continue;
-                };
-                let Ok(n) = n.parse::<u64>() else { continue };
-                match label {
-                    "passed" => result.passed += n,
-                    "failed" => result.failed += n,
-                    "ignored" => result.ignored += n,
-                    _ => {}
+    for mut cmd in cmds {
+        eprintln!("xtask: {name}: $ {}", show(&cmd));
+        let mut child = match cmd.stdout(Stdio::piped()).spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                eprintln!("xtask: cannot start {}: {error}", show(&cmd));
+                result.ok = false;
+                continue;
+            }
+        };
+        let stdout = child.stdout.take().expect("piped stdout");
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("{line}");
+            // "test some::name ... FAILED"
+            if let Some(name) = line
+                .strip_prefix("test ")
+                .and_then(|rest| rest.strip_suffix(" ... FAILED"))
+            {
+                result.failures.push(name.to_string());
+            }
+            // "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ..."
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                for part in rest.split(';') {
+                    let mut words = part.split_whitespace().rev();
+                    let (Some(label), Some(n)) = (words.next(), words.next()) else {
+                        continue;
+                    };
+                    let Ok(n) = n.parse::<u64>() else { continue };
+                    match label {
+                        "passed" => result.passed += n,
+                        "failed" => result.failed += n,
+                        "ignored" => result.ignored += n,
+                        _ => {}
+                    }
                 }
             }
         }
+        if !child.wait().map(|s| s.success()).unwrap_or(false) {
+            result.ok = false;
+        }
     }
-    result.ok = child.wait().map(|s| s.success()).unwrap_or(false);
     result.elapsed = started.elapsed();
     result
+}
+
+/// Builds the end-to-end tests (`cargo test --no-run`: cargo holds its lock on the target
+/// dir for this only) and returns a command per test binary, in cargo's order (the library's
+/// own tests, then the test targets by name), each run as `cargo test` would: from the
+/// package's directory, one test at a time.
+fn e2e_commands(bin: &Path) -> Result<Vec<Command>> {
+    let mut build = cargo();
+    build.args([
+        "test",
+        "--no-run",
+        "-p",
+        "tollgate-tests",
+        "--message-format=json-render-diagnostics",
+    ]);
+    eprintln!("xtask: $ {}", show(&build));
+    let out = build
+        .stdout(Stdio::piped())
+        .output()
+        .context("cannot start cargo")?;
+    if !out.status.success() {
+        bail!("the end-to-end tests do not build ({})", out.status);
+    }
+    let mut targets = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if message["reason"] != "compiler-artifact" || message["profile"]["test"] != true {
+            continue;
+        }
+        let Some(exe) = message["executable"].as_str() else {
+            continue;
+        };
+        let name = message["target"]["name"].as_str().unwrap_or_default();
+        let lib = message["target"]["kind"]
+            .as_array()
+            .is_some_and(|kinds| kinds.iter().any(|k| k == "lib"));
+        targets.push((!lib, name.to_string(), PathBuf::from(exe)));
+    }
+    if targets.is_empty() {
+        bail!("cargo listed no end-to-end test binary");
+    }
+    targets.sort();
+    let dir = root().join("tests");
+    Ok(targets
+        .into_iter()
+        .map(|(_, _, exe)| {
+            let mut cmd = Command::new(exe);
+            cmd.arg("--test-threads=1")
+                .current_dir(&dir)
+                .env("CARGO_MANIFEST_DIR", &dir)
+                .env("TOLLGATE_BIN", bin);
+            cmd
+        })
+        .collect())
 }
