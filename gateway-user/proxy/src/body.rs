@@ -283,9 +283,11 @@ impl BodyState {
 /// A request body streamed to a backend, cut off with [`BodyTooLarge`] once more than `limit`
 /// bytes have come (HTTP/1.1 chunks or HTTP/2 DATA frames alike). The error aborts the
 /// upstream request; `state` tells the proxy why it failed, so that a client's fault (a body
-/// too large, too slow or broken) is never blamed on the backend.
+/// too large, too slow or broken) is never blamed on the backend. What the client still sends
+/// after the cut is read and dropped, within bounds ([`discard`]), so that it reads the 413.
 pub struct LimitedBody {
-    inner: Incoming,
+    /// `None` once cut off (handed to [`discard`]).
+    inner: Option<Incoming>,
     remaining: u64,
     state: Arc<BodyState>,
 }
@@ -299,11 +301,53 @@ impl LimitedBody {
     /// `inner`, cut off after `limit` bytes; `state` records how it ended.
     pub fn new(inner: Incoming, limit: u64, state: Arc<BodyState>) -> Self {
         LimitedBody {
-            inner,
+            inner: Some(inner),
             remaining: limit,
             state,
         }
     }
+}
+
+/// How much of a refused request body [`discard`] reads, at most, and for how long.
+pub const DISCARD_BYTES: u64 = 1 << 20;
+/// See [`DISCARD_BYTES`].
+pub const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads the rest of a request body the proxy will not use (it answered without it: 413, or
+/// a body cut off at the limit), and drops it, up to [`DISCARD_BYTES`] or [`DISCARD_TIME`],
+/// whichever comes first, on a task of its own.
+///
+/// Why: a request body dropped unread ends the exchange before the client has finished
+/// sending. Over HTTP/2, the stream is reset after the response (`RST_STREAM` with
+/// `NO_ERROR`, RFC 9113 section 8.1), which some clients still uploading take for a failed
+/// request and drop the response with (curl 7.88: "Empty reply from server" where the answer
+/// was 413); over HTTP/1.1, the connection is closed with the client's bytes unread, and the
+/// kernel's reset can destroy the response before the client reads it. Read to its end, the
+/// stream closes cleanly (and an HTTP/1.1 connection stays usable). The bounds keep a client
+/// from making the proxy read an endless body: past them, the body is dropped as before.
+pub fn discard(body: Incoming) {
+    if body.is_end_stream() {
+        return;
+    }
+    // Outside a runtime (never in the proxy), the body is simply dropped.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut body = body;
+        let mut read = 0u64;
+        let _ = tokio::time::timeout(DISCARD_TIME, async {
+            while read <= DISCARD_BYTES {
+                match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                    Some(Ok(frame)) => {
+                        read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    }
+                    Some(Err(_)) | None => return,
+                }
+            }
+        })
+        .await;
+    });
 }
 
 impl Body for LimitedBody {
@@ -315,18 +359,24 @@ impl Body for LimitedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
                     if n > this.remaining {
                         this.remaining = 0;
                         this.state.set(BodyState::TOO_LARGE);
+                        if let Some(rest) = this.inner.take() {
+                            discard(rest);
+                        }
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }
                     this.remaining -= n;
                 }
-                if this.inner.is_end_stream() {
+                if this.inner.as_ref().is_none_or(|b| b.is_end_stream()) {
                     this.state.set_complete();
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -344,10 +394,13 @@ impl Body for LimitedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Some(b) => b.size_hint(),
+            None => SizeHint::with_exact(0),
+        }
     }
 }

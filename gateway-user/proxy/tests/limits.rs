@@ -226,3 +226,80 @@ async fn bodies_over_the_route_limit_get_413_with_or_without_a_length() {
         }
     }
 }
+
+/// A request over HTTP/2 with part of its body sent, the rest held back; and a GET on the same
+/// connection, whose answer tells that every frame the proxy sent before it has been read.
+async fn h2_connection(port: u16) -> h2::client::SendRequest<Bytes> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+async fn h2_get(client: &mut h2::client::SendRequest<Bytes>, port: u16) -> u16 {
+    let request = http::Request::get(format!("http://127.0.0.1:{port}/free"))
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    response.await.unwrap().status().as_u16()
+}
+
+/// A body cut off at the limit over HTTP/2: the client gets its 413, and the stream is not
+/// reset while the client is still sending (some clients, curl 7.88 among them, take a
+/// `RST_STREAM` that follows a complete response for a failed request and show no answer);
+/// what it sends after the answer is read and dropped, and the stream ends cleanly.
+#[tokio::test]
+async fn an_http2_body_cut_off_at_the_limit_gets_413_and_its_stream_is_not_reset() {
+    use futures_util::FutureExt as _;
+
+    let app = Backend::start("app").await;
+    let small = policy(
+        "BackendTrafficPolicy",
+        "small",
+        "app",
+        "  requestBody: { maxSize: 1KiB }\n",
+    );
+    let gw = Gateway::start(|p| app_and_free(p, app.port(), &[&small])).await;
+    let port = gw.port();
+    let mut client = h2_connection(port).await;
+
+    let request = http::Request::post(format!("http://127.0.0.1:{port}/a"))
+        .body(())
+        .unwrap();
+    let (response, mut body) = client.send_request(request, false).unwrap();
+    body.reserve_capacity(4096);
+    body.send_data(Bytes::from(vec![b'x'; 2000]), false)
+        .unwrap();
+    let response = tokio::time::timeout(std::time::Duration::from_secs(10), response)
+        .await
+        .expect("an answer before the body's end")
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let mut answer = response.into_body();
+    while let Some(chunk) = answer.data().await {
+        chunk.unwrap();
+    }
+
+    // Every frame the proxy sent before the GET's answer has been read: no reset among them.
+    assert_eq!(h2_get(&mut client, port).await, 200);
+    let reset = std::future::poll_fn(|cx| std::task::Poll::Ready(body.poll_reset(cx)))
+        .now_or_never()
+        .unwrap();
+    assert!(reset.is_pending(), "the stream was reset: {reset:?}");
+
+    // The rest of the body: read and dropped; the stream ends without a reset.
+    body.send_data(Bytes::from(vec![b'y'; 3000]), true).unwrap();
+    assert_eq!(h2_get(&mut client, port).await, 200);
+    let reset = std::future::poll_fn(|cx| std::task::Poll::Ready(body.poll_reset(cx)))
+        .now_or_never()
+        .unwrap();
+    assert!(reset.is_pending(), "the stream was reset: {reset:?}");
+    assert!(
+        app.received()
+            .iter()
+            .all(|r| r.body.len() <= 1024 || !r.complete),
+        "a body over the limit reached the backend whole"
+    );
+}

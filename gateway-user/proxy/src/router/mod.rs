@@ -634,6 +634,13 @@ async fn routed(
         .unwrap_or(core.limits.max_request_body);
     if body.size_hint().lower() > max_body {
         body_too_large(&core, &rule.route);
+        // Over HTTP/2 the rest of the body is read and dropped (within bounds), so that the
+        // stream ends cleanly rather than reset under a client still sending. Not when the
+        // client waits for `100 Continue` before it sends (reading would ask for the body),
+        // nor over HTTP/1, whose connection is closed after this answer anyway.
+        if parts.version >= Version::HTTP_2 && !parts.headers.contains_key(header::EXPECT) {
+            crate::body::discard(body);
+        }
         return local(
             done,
             StatusCode::PAYLOAD_TOO_LARGE,
