@@ -283,11 +283,10 @@ impl BodyState {
 /// A request body streamed to a backend, cut off with [`BodyTooLarge`] once more than `limit`
 /// bytes have come (HTTP/1.1 chunks or HTTP/2 DATA frames alike). The error aborts the
 /// upstream request; `state` tells the proxy why it failed, so that a client's fault (a body
-/// too large, too slow or broken) is never blamed on the backend. What the client still sends
-/// after the cut is read and dropped, within bounds ([`discard`]), so that it reads the 413.
+/// too large, too slow or broken) is never blamed on the backend.
 pub struct LimitedBody {
-    /// `None` once cut off (handed to [`discard`]).
-    inner: Option<Incoming>,
+    /// `None` once cut off (dropped: see [`ClientBody`] for what becomes of the rest).
+    inner: Option<ClientBody>,
     remaining: u64,
     state: Arc<BodyState>,
 }
@@ -299,7 +298,7 @@ pub struct BodyTooLarge;
 
 impl LimitedBody {
     /// `inner`, cut off after `limit` bytes; `state` records how it ended.
-    pub fn new(inner: Incoming, limit: u64, state: Arc<BodyState>) -> Self {
+    pub fn new(inner: ClientBody, limit: u64, state: Arc<BodyState>) -> Self {
         LimitedBody {
             inner: Some(inner),
             remaining: limit,
@@ -308,46 +307,96 @@ impl LimitedBody {
     }
 }
 
-/// How much of a refused request body [`discard`] reads, at most, and for how long.
+/// How much of a request body the proxy does not use [`ClientBody`] reads, at most, and for
+/// how long.
 pub const DISCARD_BYTES: u64 = 1 << 20;
 /// See [`DISCARD_BYTES`].
 pub const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Reads the rest of a request body the proxy will not use (it answered without it: 413, or
-/// a body cut off at the limit), and drops it, up to [`DISCARD_BYTES`] or [`DISCARD_TIME`],
-/// whichever comes first, on a task of its own.
+/// A client's request body (hyper's), which, dropped before its end over HTTP/2, is read to its
+/// end and dropped on a task of its own, up to [`DISCARD_BYTES`] or [`DISCARD_TIME`], whichever
+/// comes first: whenever the proxy answers without the whole body (413 for its length or cut
+/// off at the limit, 401, 404, 429...).
 ///
-/// Why: a request body dropped unread ends the exchange before the client has finished
-/// sending. Over HTTP/2, the stream is reset after the response (`RST_STREAM` with
-/// `NO_ERROR`, RFC 9113 section 8.1), which some clients still uploading take for a failed
-/// request and drop the response with (curl 7.88: "Empty reply from server" where the answer
-/// was 413); over HTTP/1.1, the connection is closed with the client's bytes unread, and the
-/// kernel's reset can destroy the response before the client reads it. Read to its end, the
-/// stream closes cleanly (and an HTTP/1.1 connection stays usable). The bounds keep a client
-/// from making the proxy read an endless body: past them, the body is dropped as before.
-pub fn discard(body: Incoming) {
-    if body.is_end_stream() {
-        return;
-    }
-    // Outside a runtime (never in the proxy), the body is simply dropped.
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    runtime.spawn(async move {
-        let mut body = body;
-        let mut read = 0u64;
-        let _ = tokio::time::timeout(DISCARD_TIME, async {
-            while read <= DISCARD_BYTES {
-                match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-                    Some(Ok(frame)) => {
-                        read += frame.data_ref().map_or(0, |d| d.len() as u64);
-                    }
-                    Some(Err(_)) | None => return,
-                }
-            }
+/// Why: over HTTP/2 a request body dropped unread makes the stream reset after the response
+/// (`RST_STREAM` with `NO_ERROR`, RFC 9113 section 8.1), which some clients still uploading
+/// take for a failed request, dropping the response (curl 7.88: "Empty reply from server"
+/// where the answer was 413). Read to its end, the stream ends cleanly. The bounds keep a
+/// client from making the proxy read an endless body: past them, the stream is reset as
+/// before. Not when the client waits for `100 Continue` (reading the body would ask for it),
+/// and not over HTTP/1, whose connection is closed after such an answer (`router::handle`).
+pub struct ClientBody {
+    inner: Option<Incoming>,
+    discard: bool,
+}
+
+impl ClientBody {
+    /// The body of `req`, discarded when dropped early if the request is HTTP/2 and does not
+    /// wait for `100 Continue`.
+    pub fn of(req: http::Request<Incoming>) -> http::Request<ClientBody> {
+        let discard = req.version() >= http::Version::HTTP_2
+            && !req.headers().contains_key(http::header::EXPECT);
+        req.map(|inner| ClientBody {
+            inner: Some(inner),
+            discard,
         })
-        .await;
-    });
+    }
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        let Some(body) = self.inner.take() else {
+            return;
+        };
+        if !self.discard || body.is_end_stream() {
+            return;
+        }
+        // Outside a runtime (never in the proxy), the body is simply dropped.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let mut body = body;
+            let mut read = 0u64;
+            let _ = tokio::time::timeout(DISCARD_TIME, async {
+                while read <= DISCARD_BYTES {
+                    match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                        Some(Ok(frame)) => {
+                            read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                        }
+                        Some(Err(_)) | None => return,
+                    }
+                }
+            })
+            .await;
+        });
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Some(b) => b.size_hint(),
+            None => SizeHint::with_exact(0),
+        }
+    }
 }
 
 impl Body for LimitedBody {
@@ -369,9 +418,8 @@ impl Body for LimitedBody {
                     if n > this.remaining {
                         this.remaining = 0;
                         this.state.set(BodyState::TOO_LARGE);
-                        if let Some(rest) = this.inner.take() {
-                            discard(rest);
-                        }
+                        // The rest is the client's body's to discard (over HTTP/2).
+                        this.inner = None;
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }
                     this.remaining -= n;

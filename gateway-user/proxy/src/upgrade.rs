@@ -37,7 +37,7 @@ use tracing::debug;
 
 use super::backend_h2::connect_tcp;
 use super::backend_tls::TlsBackend;
-use super::body::{BodyState, BoxError, Completion, LimitedBody, ResponseBody};
+use super::body::{BodyState, BoxError, ClientBody, Completion, LimitedBody, ResponseBody};
 use super::forwarded;
 use super::listener::{ConnGuard, ConnInfo};
 use super::router::{failure_response, local, upstream_error};
@@ -105,7 +105,7 @@ pub async fn forward(
     backend: Arc<BackendRuntime>,
     tls: Option<TlsBackend>,
     mut parts: http::request::Parts,
-    body: Incoming,
+    body: ClientBody,
     path_and_query: &str,
     protocols: HeaderValue,
     max_body: u64,

@@ -238,22 +238,33 @@ async fn h2_connection(port: u16) -> h2::client::SendRequest<Bytes> {
     client
 }
 
-async fn h2_get(client: &mut h2::client::SendRequest<Bytes>, port: u16) -> u16 {
-    let request = http::Request::get(format!("http://127.0.0.1:{port}/free"))
+async fn h2_get(client: &mut h2::client::SendRequest<Bytes>, port: u16, path: &str) -> u16 {
+    let request = http::Request::get(format!("http://127.0.0.1:{port}{path}"))
         .body(())
         .unwrap();
     let (response, _) = client.send_request(request, true).unwrap();
     response.await.unwrap().status().as_u16()
 }
 
-/// A body cut off at the limit over HTTP/2: the client gets its 413, and the stream is not
-/// reset while the client is still sending (some clients, curl 7.88 among them, take a
-/// `RST_STREAM` that follows a complete response for a failed request and show no answer);
-/// what it sends after the answer is read and dropped, and the stream ends cleanly.
-#[tokio::test]
-async fn an_http2_body_cut_off_at_the_limit_gets_413_and_its_stream_is_not_reset() {
+/// Whether the proxy has reset the stream of `body`, among the frames read so far.
+fn assert_not_reset(body: &mut h2::SendStream<Bytes>, what: &str) {
     use futures_util::FutureExt as _;
+    let reset = std::future::poll_fn(|cx| std::task::Poll::Ready(body.poll_reset(cx)))
+        .now_or_never()
+        .unwrap();
+    assert!(
+        reset.is_pending(),
+        "{what}: the stream was reset: {reset:?}"
+    );
+}
 
+/// Answers made without the whole body over HTTP/2 (a body cut off at the limit: 413; over a
+/// rate limit: 429): the client gets the answer, and the stream is not reset while the client is still
+/// sending (some clients, curl 7.88 among them, take a `RST_STREAM` that follows a complete
+/// response for a failed request and show no answer); what it sends after the answer is read
+/// and dropped, and the stream ends cleanly.
+#[tokio::test]
+async fn http2_answers_made_without_the_whole_body_do_not_reset_the_stream() {
     let app = Backend::start("app").await;
     let small = policy(
         "BackendTrafficPolicy",
@@ -261,41 +272,45 @@ async fn an_http2_body_cut_off_at_the_limit_gets_413_and_its_stream_is_not_reset
         "app",
         "  requestBody: { maxSize: 1KiB }\n",
     );
-    let gw = Gateway::start(|p| app_and_free(p, app.port(), &[&small])).await;
+    let once = limit_policy(
+        "once",
+        "free",
+        "enforce",
+        &["{ key: clientIP, requests: 1, per: 1h }"],
+    );
+    let gw = Gateway::start(|p| app_and_free(p, app.port(), &[&small, &once])).await;
     let port = gw.port();
     let mut client = h2_connection(port).await;
+    // The route `free`'s one request.
+    assert_eq!(h2_get(&mut client, port, "/free").await, 200);
 
-    let request = http::Request::post(format!("http://127.0.0.1:{port}/a"))
-        .body(())
-        .unwrap();
-    let (response, mut body) = client.send_request(request, false).unwrap();
-    body.reserve_capacity(4096);
-    body.send_data(Bytes::from(vec![b'x'; 2000]), false)
-        .unwrap();
-    let response = tokio::time::timeout(std::time::Duration::from_secs(10), response)
-        .await
-        .expect("an answer before the body's end")
-        .unwrap();
-    assert_eq!(response.status(), 413);
-    let mut answer = response.into_body();
-    while let Some(chunk) = answer.data().await {
-        chunk.unwrap();
+    for (path, status) in [("/a", 413), ("/free", 429)] {
+        let request = http::Request::post(format!("http://127.0.0.1:{port}{path}"))
+            .body(())
+            .unwrap();
+        let (response, mut body) = client.send_request(request, false).unwrap();
+        body.reserve_capacity(4096);
+        body.send_data(Bytes::from(vec![b'x'; 2000]), false)
+            .unwrap();
+        let response = tokio::time::timeout(std::time::Duration::from_secs(10), response)
+            .await
+            .expect("an answer before the body's end")
+            .unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        let mut answer = response.into_body();
+        while let Some(chunk) = answer.data().await {
+            chunk.unwrap();
+        }
+
+        // Every frame the proxy sent before the GET's answer has been read: no reset.
+        assert_eq!(h2_get(&mut client, port, "/a").await, 200);
+        assert_not_reset(&mut body, path);
+
+        // The rest of the body: read and dropped; the stream ends without a reset.
+        body.send_data(Bytes::from(vec![b'y'; 3000]), true).unwrap();
+        assert_eq!(h2_get(&mut client, port, "/a").await, 200);
+        assert_not_reset(&mut body, path);
     }
-
-    // Every frame the proxy sent before the GET's answer has been read: no reset among them.
-    assert_eq!(h2_get(&mut client, port).await, 200);
-    let reset = std::future::poll_fn(|cx| std::task::Poll::Ready(body.poll_reset(cx)))
-        .now_or_never()
-        .unwrap();
-    assert!(reset.is_pending(), "the stream was reset: {reset:?}");
-
-    // The rest of the body: read and dropped; the stream ends without a reset.
-    body.send_data(Bytes::from(vec![b'y'; 3000]), true).unwrap();
-    assert_eq!(h2_get(&mut client, port).await, 200);
-    let reset = std::future::poll_fn(|cx| std::task::Poll::Ready(body.poll_reset(cx)))
-        .now_or_never()
-        .unwrap();
-    assert!(reset.is_pending(), "the stream was reset: {reset:?}");
     assert!(
         app.received()
             .iter()

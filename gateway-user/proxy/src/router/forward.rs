@@ -6,14 +6,13 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Either};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::capture_connection;
 use tracing::debug;
 
 use super::{body_too_large, local, upstream_error};
 use crate::backend_h2;
 use crate::backend_tls::TlsBackend;
-use crate::body::{BodyState, BoxError, Completion, LimitedBody, ResponseBody};
+use crate::body::{BodyState, BoxError, ClientBody, Completion, LimitedBody, ResponseBody};
 use crate::forwarded;
 use crate::upstream::{self, BackendRuntime, BodySent, Failure, ReplayBody};
 use crate::{Core, UpstreamBody};
@@ -53,7 +52,7 @@ impl RequestBody {
 /// Buffers a small request body so that it can be sent again on a retry.
 pub(super) async fn read_body(
     core: &Core,
-    body: Incoming,
+    body: ClientBody,
     deadline: Option<tokio::time::Instant>,
     may_retry: bool,
     max_body: u64,

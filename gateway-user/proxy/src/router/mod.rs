@@ -14,7 +14,7 @@ use http::{HeaderName, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 
-use super::body::{BodyState, Completion, ResponseBody};
+use super::body::{BodyState, ClientBody, Completion, ResponseBody};
 use super::forwarded;
 use super::listener::{ConnGuard, ConnInfo};
 use super::{auth, limit};
@@ -124,7 +124,7 @@ pub async fn handle(
 ) -> Response<ResponseBody> {
     let http1 = req.version() < Version::HTTP_2;
     let with_body = !req.body().is_end_stream();
-    let mut resp = answer(core, conn, req).await;
+    let mut resp = answer(core, conn, ClientBody::of(req)).await;
     if http1 && with_body && resp.extensions().get::<LocalAnswer>().is_some() {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -135,7 +135,7 @@ pub async fn handle(
 async fn answer(
     core: Arc<Core>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let guard = ConnGuard::new(conn.state.clone());
@@ -502,7 +502,7 @@ async fn routed(
     active: Arc<Active>,
     mut done: Completion,
     rule: Arc<Rule>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     prefix: Option<String>,
     path: String,
     query: Option<String>,
@@ -634,13 +634,6 @@ async fn routed(
         .unwrap_or(core.limits.max_request_body);
     if body.size_hint().lower() > max_body {
         body_too_large(&core, &rule.route);
-        // Over HTTP/2 the rest of the body is read and dropped (within bounds), so that the
-        // stream ends cleanly rather than reset under a client still sending. Not when the
-        // client waits for `100 Continue` before it sends (reading would ask for the body),
-        // nor over HTTP/1, whose connection is closed after this answer anyway.
-        if parts.version >= Version::HTTP_2 && !parts.headers.contains_key(header::EXPECT) {
-            crate::body::discard(body);
-        }
         return local(
             done,
             StatusCode::PAYLOAD_TOO_LARGE,
