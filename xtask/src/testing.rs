@@ -26,6 +26,32 @@ pub struct StepResult {
     failures: Vec<String>,
 }
 
+impl StepResult {
+    /// Nothing run yet.
+    fn new(name: &'static str) -> Self {
+        StepResult {
+            name,
+            ok: false,
+            elapsed: Duration::ZERO,
+            passed: 0,
+            failed: 0,
+            ignored: 0,
+            failures: Vec::new(),
+        }
+    }
+
+    /// A step that passes or fails as a whole, started at `started`.
+    fn whole(name: &'static str, ok: bool, started: Instant) -> Self {
+        StepResult {
+            ok,
+            elapsed: started.elapsed(),
+            passed: u64::from(ok),
+            failed: u64::from(!ok),
+            ..StepResult::new(name)
+        }
+    }
+}
+
 pub fn test() -> Result<()> {
     setup()?;
     // Build once: the binary the end-to-end tests run, then every test target.
@@ -111,13 +137,8 @@ pub fn test() -> Result<()> {
         Err(error) => {
             eprintln!("xtask: {E2E}: {error:#}");
             StepResult {
-                name: E2E,
-                ok: false,
-                elapsed: e2e_started.elapsed(),
-                passed: 0,
-                failed: 1,
-                ignored: 0,
                 failures: vec!["(their build)".to_string()],
+                ..StepResult::whole(E2E, false, e2e_started)
             }
         }
     };
@@ -198,7 +219,7 @@ pub fn fuzz_step(seconds: u64, log: Option<std::fs::File>) -> StepResult {
     let fuzz_dir = root().join("gateway-user/fuzz");
     let fuzz_target_dir = target_dir().join("fuzz");
     // Where the step's output goes: the terminal, or the log file when it runs beside others.
-    let quiet = log_clone(&log);
+    let quiet = log.as_ref().and_then(|f| f.try_clone().ok());
     let mut log = log;
     let mut say = |line: &str| match log.as_mut() {
         Some(file) => {
@@ -226,15 +247,7 @@ pub fn fuzz_step(seconds: u64, log: Option<std::fs::File>) -> StepResult {
         }
         cmd
     };
-    let mut result = StepResult {
-        name,
-        ok: false,
-        elapsed: Duration::ZERO,
-        passed: 0,
-        failed: 0,
-        ignored: 0,
-        failures: Vec::new(),
-    };
+    let mut result = StepResult::new(name);
     let mut build = fuzz(&["build".as_ref()]);
     build.args(FUZZ_BUILD);
     say(&format!("xtask: $ {}", show(&build)));
@@ -317,10 +330,6 @@ pub fn fuzz_step(seconds: u64, log: Option<std::fs::File>) -> StepResult {
     result
 }
 
-fn log_clone(log: &Option<std::fs::File>) -> Option<std::fs::File> {
-    log.as_ref().and_then(|f| f.try_clone().ok())
-}
-
 const FUZZ_STEP: &str = "fuzz targets (libFuzzer)";
 
 /// A step running on a thread of its own beside the end-to-end tests, its output in a log.
@@ -353,13 +362,8 @@ impl Beside {
     /// Waits for the step, then prints its log.
     fn finish(self) -> StepResult {
         let result = self.thread.join().unwrap_or_else(|_| StepResult {
-            name: self.name,
-            ok: false,
-            elapsed: Duration::ZERO,
-            passed: 0,
-            failed: 1,
-            ignored: 0,
             failures: vec!["(its xtask thread panicked)".to_string()],
+            ..StepResult::whole(self.name, false, Instant::now())
         });
         eprintln!("xtask: {}: its output ({}):", self.name, self.log.display());
         match std::fs::read_to_string(&self.log) {
@@ -390,29 +394,16 @@ fn niced(cmd: Command) -> Command {
 }
 
 /// Runs a command that passes or fails as a whole, its output to `log`.
-fn command_step(name: &'static str, mut cmd: Command, log: std::fs::File) -> StepResult {
-    let started = Instant::now();
-    let mut log = log;
-    let _ = writeln!(log, "xtask: $ {}", show(&cmd));
-    if let Ok(err) = log.try_clone() {
-        cmd.stderr(err);
-    }
-    let ok = match cmd.stdout(log).status() {
-        Ok(status) if status.success() => true,
-        outcome => {
-            eprintln!("xtask: {name}: failed ({outcome:?})");
-            false
+fn command_step(name: &'static str, mut cmd: Command, mut log: std::fs::File) -> StepResult {
+    check_step(name, move || {
+        let _ = writeln!(log, "xtask: $ {}", show(&cmd));
+        cmd.stderr(log.try_clone()?);
+        let status = cmd.stdout(log).status()?;
+        if !status.success() {
+            bail!("failed ({status})");
         }
-    };
-    StepResult {
-        name,
-        ok,
-        elapsed: started.elapsed(),
-        passed: u64::from(ok),
-        failed: u64::from(!ok),
-        ignored: 0,
-        failures: Vec::new(),
-    }
+        Ok(())
+    })
 }
 
 /// Runs a check that passes or fails as a whole.
@@ -425,15 +416,7 @@ fn check_step(name: &'static str, check: impl FnOnce() -> Result<()>) -> StepRes
             false
         }
     };
-    StepResult {
-        name,
-        ok,
-        elapsed: started.elapsed(),
-        passed: u64::from(ok),
-        failed: u64::from(!ok),
-        ignored: 0,
-        failures: Vec::new(),
-    }
+    StepResult::whole(name, ok, started)
 }
 
 /// Runs `cargo test ...`, streaming its output, and adds up its "test result:" lines.
@@ -445,13 +428,8 @@ fn cargo_test_step(name: &'static str, cmd: Command) -> StepResult {
 /// output, and adds up their "test result:" lines.
 fn test_step(name: &'static str, cmds: Vec<Command>, started: Instant) -> StepResult {
     let mut result = StepResult {
-        name,
         ok: true,
-        elapsed: Duration::ZERO,
-        passed: 0,
-        failed: 0,
-        ignored: 0,
-        failures: Vec::new(),
+        ..StepResult::new(name)
     };
     for mut cmd in cmds {
         eprintln!("xtask: {name}: $ {}", show(&cmd));
