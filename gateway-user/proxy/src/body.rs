@@ -285,8 +285,7 @@ impl BodyState {
 /// upstream request; `state` tells the proxy why it failed, so that a client's fault (a body
 /// too large, too slow or broken) is never blamed on the backend.
 pub struct LimitedBody {
-    /// `None` once cut off (dropped: see [`ClientBody`] for what becomes of the rest).
-    inner: Option<ClientBody>,
+    inner: ClientBody,
     remaining: u64,
     state: Arc<BodyState>,
 }
@@ -300,7 +299,7 @@ impl LimitedBody {
     /// `inner`, cut off after `limit` bytes; `state` records how it ended.
     pub fn new(inner: ClientBody, limit: u64, state: Arc<BodyState>) -> Self {
         LimitedBody {
-            inner: Some(inner),
+            inner,
             remaining: limit,
             state,
         }
@@ -334,17 +333,19 @@ impl ClientBody {
     /// The body of `req`, discarded when dropped early if the request is HTTP/2 and does not
     /// wait for `100 Continue`.
     pub fn of(req: http::Request<Incoming>) -> http::Request<ClientBody> {
-        let discard = req.version() >= http::Version::HTTP_2
+        // A request without a body (most) has nothing to discard: no header look-up.
+        let discard = !req.body().is_end_stream()
+            && req.version() >= http::Version::HTTP_2
             && !req.headers().contains_key(http::header::EXPECT);
         req.map(|inner| ClientBody {
             inner: Some(inner),
             discard,
         })
     }
-}
 
-impl Drop for ClientBody {
-    fn drop(&mut self) {
+    /// Gives the body up now, as a drop does: the rest is discarded (see above), and this
+    /// body reads as ended.
+    pub fn give_up(&mut self) {
         let Some(body) = self.inner.take() else {
             return;
         };
@@ -370,6 +371,12 @@ impl Drop for ClientBody {
             })
             .await;
         });
+    }
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        self.give_up();
     }
 }
 
@@ -408,23 +415,19 @@ impl Body for LimitedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match Pin::new(inner).poll_frame(cx) {
+        match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
                     if n > this.remaining {
                         this.remaining = 0;
                         this.state.set(BodyState::TOO_LARGE);
-                        // The rest is the client's body's to discard (over HTTP/2).
-                        this.inner = None;
+                        this.inner.give_up();
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }
                     this.remaining -= n;
                 }
-                if this.inner.as_ref().is_none_or(|b| b.is_end_stream()) {
+                if this.inner.is_end_stream() {
                     this.state.set_complete();
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -442,13 +445,10 @@ impl Body for LimitedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Some(b) => b.size_hint(),
-            None => SizeHint::with_exact(0),
-        }
+        self.inner.size_hint()
     }
 }
