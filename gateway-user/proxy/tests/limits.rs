@@ -170,16 +170,21 @@ fn chunks(n: usize, size: usize) -> Vec<Bytes> {
         .collect()
 }
 
-#[tokio::test]
-async fn bodies_over_the_route_limit_get_413_with_or_without_a_length() {
-    let app = Backend::start("app").await;
-    // Route app: 1 KiB (its BackendTrafficPolicy); route free: the proxy's limit, 4 KiB.
-    let small = policy(
+/// Route `app`'s body limit: 1 KiB (a BackendTrafficPolicy).
+fn app_body_limit_1kib() -> String {
+    policy(
         "BackendTrafficPolicy",
         "small",
         "app",
         "  requestBody: { maxSize: 1KiB }\n",
-    );
+    )
+}
+
+#[tokio::test]
+async fn bodies_over_the_route_limit_get_413_with_or_without_a_length() {
+    let app = Backend::start("app").await;
+    // Route app: 1 KiB (its BackendTrafficPolicy); route free: the proxy's limit, 4 KiB.
+    let small = app_body_limit_1kib();
     let mut options = Options::default();
     options.limits.max_request_body = 4096;
     let gw = Gateway::start_with(options, |p| app_and_free(p[0], app.port(), &[&small])).await;
@@ -227,8 +232,7 @@ async fn bodies_over_the_route_limit_get_413_with_or_without_a_length() {
     }
 }
 
-/// A request over HTTP/2 with part of its body sent, the rest held back; and a GET on the same
-/// connection, whose answer tells that every frame the proxy sent before it has been read.
+/// A raw HTTP/2 connection to the proxy (prior knowledge), driven on a task of its own.
 async fn h2_connection(port: u16) -> h2::client::SendRequest<Bytes> {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -238,6 +242,8 @@ async fn h2_connection(port: u16) -> h2::client::SendRequest<Bytes> {
     client
 }
 
+/// A GET on the connection: its answer tells that every frame the proxy sent before it has
+/// been read.
 async fn h2_get(client: &mut h2::client::SendRequest<Bytes>, port: u16, path: &str) -> u16 {
     let request = http::Request::get(format!("http://127.0.0.1:{port}{path}"))
         .body(())
@@ -259,19 +265,14 @@ fn assert_not_reset(body: &mut h2::SendStream<Bytes>, what: &str) {
 }
 
 /// Answers made without the whole body over HTTP/2 (a body cut off at the limit: 413; over a
-/// rate limit: 429): the client gets the answer, and the stream is not reset while the client is still
-/// sending (some clients, curl 7.88 among them, take a `RST_STREAM` that follows a complete
+/// rate limit: 429): the client gets the answer, and the stream is not reset while the client
+/// is still sending (some clients, curl 7.88 among them, take a `RST_STREAM` that follows a complete
 /// response for a failed request and show no answer); what it sends after the answer is read
 /// and dropped, and the stream ends cleanly.
 #[tokio::test]
 async fn http2_answers_made_without_the_whole_body_do_not_reset_the_stream() {
     let app = Backend::start("app").await;
-    let small = policy(
-        "BackendTrafficPolicy",
-        "small",
-        "app",
-        "  requestBody: { maxSize: 1KiB }\n",
-    );
+    let small = app_body_limit_1kib();
     let once = limit_policy(
         "once",
         "free",

@@ -163,6 +163,18 @@ mod tests {
         }
     }
 
+    /// The agent's subscriber for `spec`, writing where nobody reads.
+    fn unheard(spec: Option<&str>) -> impl tracing::Subscriber {
+        let (filter, _) = agent_filter(spec);
+        subscriber(
+            LogFormat::Text,
+            filter,
+            Buf::default(),
+            Buf::default(),
+            false,
+        )
+    }
+
     /// A call site of a library's, outside tracing's registry: the test asks the subscriber
     /// about it directly, as tracing does when the site is first hit. (Through the macros, the
     /// answer would be the process-wide interest, mixed with whatever subscribers the other
@@ -203,14 +215,7 @@ mod tests {
     #[test]
     fn spans_and_events_below_the_filter_are_disabled_at_their_call_site() {
         for spec in [None, Some("warn")] {
-            let (filter, _) = agent_filter(spec);
-            let sub = subscriber(
-                LogFormat::Text,
-                filter,
-                Buf::default(),
-                Buf::default(),
-                false,
-            );
+            let sub = unheard(spec);
             // The level hint lets the macros skip a call site below it without asking.
             assert_eq!(
                 tracing::Subscriber::max_level_hint(&sub),
@@ -223,15 +228,7 @@ mod tests {
             }
         }
         // And the agent's own lines are on at their call site (the default filter).
-        let (filter, _) = agent_filter(None);
-        let sub = subscriber(
-            LogFormat::Text,
-            filter,
-            Buf::default(),
-            Buf::default(),
-            false,
-        );
-        let interest = tracing::Subscriber::register_callsite(&sub, &AGENT_INFO);
+        let interest = tracing::Subscriber::register_callsite(&unheard(None), &AGENT_INFO);
         assert!(!interest.is_never(), "{interest:?}");
     }
 
