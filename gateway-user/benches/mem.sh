@@ -6,7 +6,8 @@
 # agent do not blur the figures), waits until it is ready (the listener answers and /readyz is
 # 200), lets it settle (SETTLE seconds: mimalloc returns freed pages to the kernel after a
 # delay), reads its memory ("idle"), loads it with h2load (HTTP/1.1, 64 connections, then
-# HTTP/2 over TLS, 8 connections x 16 streams; REQUESTS each, every one with the API key), lets
+# HTTP/2 over TLS, 8 connections x 16 streams; REQUESTS each, every one with the API key; with
+# MEM_LOAD="h1 tls h2", also HTTP/1.1 over TLS with 64 connections, as the L7 bench does), lets
 # it settle again and reads its memory again ("after load"). Memory is read from
 # /proc/PID/status (VmRSS, VmHWM = the peak since the start, RssAnon, RssFile, Threads) and
 # /proc/PID/smaps_rollup (Anonymous). nginx is its master and 2 workers, summed.
@@ -20,6 +21,7 @@
 # Usage (root): mem.sh OLD_BINARY NEW_BINARY [ROUNDS] [REQUESTS] [SCENARIOS]
 #   SCENARIOS: any of r10 r10k l4 (default all three).
 #   MEM_NEW_ENV="VAR=VALUE ...": extra environment of the NEW agent only (allocator settings).
+#   MEM_LOAD: the loads, in order, of h1 tls h2 (default "h1 h2").
 # Names are unique to this harness (prefix mb): veth mba0, ports 2971x, /run/tollgate-mem.
 set -euo pipefail
 
@@ -29,6 +31,7 @@ ROUNDS=${3:-3}
 REQUESTS=${4:-100000}
 SCENARIOS=${5:-r10 r10k l4}
 SETTLE=${SETTLE:-5}
+MEM_LOAD=${MEM_LOAD:-h1 h2}
 BASE=/run/tollgate-mem
 NETNS=mb-ns
 IFACE=mba0
@@ -236,10 +239,13 @@ nginx_memory() {
 
 load() {
     local out
-    for proto in h1 h2; do
+    for proto in $MEM_LOAD; do
         if [ "$proto" = h1 ]; then
             out=$(h2load -t 1 -n "$REQUESTS" --h1 -c 64 -H "x-api-key: $KEY" \
                 --connect-to "127.0.0.1:$HTTP" "http://$HOST:$HTTP/api/orders")
+        elif [ "$proto" = tls ]; then
+            out=$(h2load -t 1 -n "$REQUESTS" --h1 -c 64 -H "x-api-key: $KEY" \
+                --connect-to "127.0.0.1:$TLS" "https://$HOST:$TLS/api/orders")
         else
             out=$(h2load -t 1 -n "$REQUESTS" -c 8 -m 16 -H "x-api-key: $KEY" \
                 --connect-to "127.0.0.1:$TLS" "https://$HOST:$TLS/api/orders")
