@@ -138,6 +138,9 @@ fn parse_file(file: &SourceFile, budget: &Budget) -> Parsed {
     // below it was never limited by it.
     parsed.complete =
         parsed.nodes < budget.nodes_left && parsed.alias_nodes < budget.alias_nodes_left;
+    // The cache keeps this for as long as the file is unchanged: no room for objects that will
+    // never come (up to half of the vector after its last doubling).
+    parsed.objects.shrink_to_fit();
     parsed
 }
 

@@ -614,6 +614,8 @@ fn validate(
         }
     }
     policy.backends.append(&mut backends.services.defs);
+    // Kept for the revision's life: no room for routes that will never come.
+    policy.routes.shrink_to_fit();
     (policy, acceptance)
 }
 

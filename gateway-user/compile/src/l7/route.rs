@@ -347,14 +347,23 @@ pub(super) fn route(
         def: Some(RouteDef {
             label: route_label,
             order,
+            // Kept for the revision's life: cut to their length (most routes have one rule and
+            // one hostname per listener, in vectors whose first push made room for four).
             attachments: attachments
                 .into_iter()
-                .map(|(listener, hostnames)| Attachment {
-                    listener,
-                    hostnames,
+                .map(|(listener, mut hostnames)| {
+                    hostnames.shrink_to_fit();
+                    Attachment {
+                        listener,
+                        hostnames,
+                    }
                 })
                 .collect(),
-            rules,
+            rules: {
+                let mut rules = rules;
+                rules.shrink_to_fit();
+                rules
+            },
         }),
         status,
         partial,
