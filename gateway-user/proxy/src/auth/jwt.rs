@@ -623,7 +623,9 @@ impl Scheme for Jwt {
             let (Some(def), Some(jwks)) = (self.providers.get(*i), self.keys.get(*i)) else {
                 continue; // not loaded: no key accepts anything
             };
-            match verify(def, jwks, t).await {
+            // Boxed: a key fetch's state (about 5 KB) stays out of the future of every
+            // request on a route with authentication, API keys and passwords too.
+            match Box::pin(verify(def, jwks, t)).await {
                 Ok(v) => {
                     return Ok(Authenticated {
                         consumer: v.consumer,

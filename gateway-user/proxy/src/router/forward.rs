@@ -199,17 +199,18 @@ pub(super) async fn forward(
                             "the host cannot be an HTTP/2 :authority".into(),
                         ));
                     };
-                    backend
-                        .h2
-                        .send(
-                            crate::worker(),
-                            &authority,
-                            tls_client.as_ref().map(|t| &t.h2),
-                            core.limits.connect_timeout,
-                            up,
-                        )
-                        .await
-                        .map_err(|e| (e.failure, e.error))
+                    // Boxed: its state (about 7 KB) would otherwise be part of every
+                    // request's future, HTTP/1.1 ones too, and be copied each time that
+                    // future moves (docs/benchmarks-issue13.md, round 6).
+                    Box::pin(backend.h2.send(
+                        crate::worker(),
+                        &authority,
+                        tls_client.as_ref().map(|t| &t.h2),
+                        core.limits.connect_timeout,
+                        up,
+                    ))
+                    .await
+                    .map_err(|e| (e.failure, e.error))
                 }
                 BackendProtocol::Http1 => match &tls_client {
                     Some(c) => c.client.request(up).await,
