@@ -114,6 +114,9 @@ fn wait_listening(port: u16, what: &str, child: &mut Child) {
     }
 }
 
+/// How long after the last trial the gateways' memory is read.
+const MEMORY_SETTLE: Duration = Duration::from_secs(3);
+
 /// Resident memory (VmRSS, VmHWM) of `pid` in KiB.
 fn memory_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -527,6 +530,10 @@ pub fn run(report: &mut Report) {
         rounds,
         secs,
     );
+    // Resident memory once the load is over, not while the last trial's connections are
+    // being torn down: every process gets the same few seconds (the agent hands freed memory
+    // back within about two, `gateway_user::alloc::spawn_purger`; mem.sh settles 5 s).
+    std::thread::sleep(MEMORY_SETTLE);
     let mem10 = memory_kib(tollgate);
     let mem10k = memory_kib(tollgate_10k);
     let nginx_mem: u64 = nginx_tree_rss(nginx);
@@ -621,10 +628,11 @@ pub fn run(report: &mut Report) {
         md,
         "\nTwo agents side by side: the revision above (10 routes) and the same plus 9,990 HTTPRoutes (`/svc-NNNNN` prefixes, \
          10,000 in all, one 2.4 MiB file), each on its own veth interface and ports; loaded in turn with the same HTTP/1.1 load \
-         ({rounds} rounds, {secs} s each); memory read after the load (the agent process: proxy, compiled tables, eBPF maps \
+         ({rounds} rounds, {secs} s each); memory read {} s after the load (the agent process: proxy, compiled tables, eBPF maps \
          handles, the admin server). For comparison after the same load: nginx (master and 2 workers) {:.1} MiB, haproxy \
          {:.1} MiB resident. The route lookup is timed in-process on the compiled table (the per-port index the proxy \
          uses: host, then path), median of 5 x 10^6 lookups.\n",
+        MEMORY_SETTLE.as_secs(),
         nginx_mem as f64 / 1024.0,
         haproxy_mem.0 as f64 / 1024.0,
     );
