@@ -181,14 +181,16 @@ pub struct Rule {
     pub route: Arc<str>,
     /// Position in the route's `rules`.
     pub index: usize,
+    // The filters below are boxed: most rules set none of them, and inline they were more
+    // than half of a rule's 600 bytes (docs/benchmarks-issue13.md, round 6).
     /// Request header changes.
-    pub request_headers: Option<HeaderModifier>,
+    pub request_headers: Option<Box<HeaderModifier>>,
     /// Response header changes.
-    pub response_headers: Option<HeaderModifier>,
+    pub response_headers: Option<Box<HeaderModifier>>,
     /// Host/path rewrite.
-    pub rewrite: Option<UrlRewrite>,
+    pub rewrite: Option<Box<UrlRewrite>>,
     /// Redirect instead of forwarding.
-    pub redirect: Option<Redirect>,
+    pub redirect: Option<Box<Redirect>>,
     /// Cross-origin requests: preflights answered, CORS headers on responses.
     pub cors: Option<Arc<crate::l7::cors::Cors>>,
     /// Backends that get a copy of (a share of) the requests (`RequestMirror`).
