@@ -40,17 +40,11 @@ pub fn release_free_memory() {
 /// than its purge delay (1 s, mimalloc's default, which the agent keeps).
 pub const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Hands back to the kernel the free ranges whose purge delay has passed, whichever thread freed
-/// them, and the empty pages of this thread's heap. Cheap when there is nothing to hand back: a
-/// look at a clock and at this thread's (small) heap; no purge is forced, so memory freed and
-/// taken again within the delay is never handed back and faulted in again.
-pub fn purge_expired() {
-    // SAFETY: mi_collect has no preconditions; it only frees what no allocation uses.
-    unsafe { libmimalloc_sys::mi_collect(false) };
-}
-
-/// Calls [`purge_expired`] every [`PURGE_EVERY`] on the current tokio runtime, for as long as it
-/// runs.
+/// Every [`PURGE_EVERY`], for as long as the current tokio runtime runs, hands back to the
+/// kernel the free ranges whose purge delay has passed, whichever thread freed them, and the
+/// empty pages of the task's thread's heap (`mi_collect(false)`). Cheap when there is nothing to
+/// hand back: a look at a clock and at that thread's (small) heap; no purge is forced, so memory
+/// freed and taken again within the delay is never handed back and faulted in again.
 ///
 /// Why: mimalloc purges a freed range only when some thread allocates a page after the range's
 /// delay has passed. When a load ends, the proxy's workers go idle at the moment they free the
@@ -63,15 +57,16 @@ pub fn purge_expired() {
 /// nothing measurable on the request path. It runs on the agent's runtime, not on the proxy's
 /// workers: purging is program-wide, and a collect on every worker was tried and cost more
 /// memory idle than it saved (the same document, "Agent memory": "Tried in stop 21").
-pub fn spawn_purger() -> tokio::task::JoinHandle<()> {
+pub fn spawn_purger() {
     tokio::spawn(async {
         let mut every = tokio::time::interval(PURGE_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            purge_expired();
+            // SAFETY: mi_collect has no preconditions; it only frees what no allocation uses.
+            unsafe { libmimalloc_sys::mi_collect(false) };
         }
-    })
+    });
 }
 
 #[cfg(test)]

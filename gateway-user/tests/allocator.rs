@@ -87,7 +87,7 @@ fn memory_freed_by_a_thread_that_then_idles_goes_back_to_the_kernel_within_two_s
         .build()
         .expect("a runtime");
     let returned = runtime.block_on(async {
-        let _purger = gateway_user::alloc::spawn_purger();
+        gateway_user::alloc::spawn_purger();
         let start = Instant::now();
         loop {
             let now = rss_anon();

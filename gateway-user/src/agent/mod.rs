@@ -285,7 +285,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     })?;
     // From here on, freed memory goes back to the kernel within about two seconds even when
     // the threads that freed it are idle.
-    let _purger = crate::alloc::spawn_purger();
+    crate::alloc::spawn_purger();
     if dp.adopted_state() {
         info!(pin_dir = %config.pin_dir.display(), generation = dp.active_gen(), "adopted the pinned maps: the last applied revision stays enforced");
     }

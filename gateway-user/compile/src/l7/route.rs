@@ -343,12 +343,14 @@ pub(super) fn route(
             })
             .collect(),
     };
+    // Kept for the revision's life: the rules and (below) the attachments' host names are cut
+    // to their length (most routes have one rule and one hostname per listener, in vectors
+    // whose first push made room for four).
+    rules.shrink_to_fit();
     RouteOutcome {
         def: Some(RouteDef {
             label: route_label,
             order,
-            // Kept for the revision's life: cut to their length (most routes have one rule and
-            // one hostname per listener, in vectors whose first push made room for four).
             attachments: attachments
                 .into_iter()
                 .map(|(listener, mut hostnames)| {
@@ -359,11 +361,7 @@ pub(super) fn route(
                     }
                 })
                 .collect(),
-            rules: {
-                let mut rules = rules;
-                rules.shrink_to_fit();
-                rules
-            },
+            rules,
         }),
         status,
         partial,
