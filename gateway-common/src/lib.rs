@@ -71,7 +71,11 @@ pub const DIR_TRIE: u32 = 3 << 30;
 /// Mask of a slot's kind.
 pub const DIR_KIND_MASK: u32 = 3 << 30;
 /// Mask of a slot's leaf or chunk id.
-pub const DIR_ID_MASK: u32 = !DIR_KIND_MASK;
+pub const DIR_ID_MASK: u32 = !(DIR_KIND_MASK | DIR_SINGLES);
+/// Flag of a /16 slot (`SRC4_DIR`), whatever its kind: the rule set has a /32 source in this
+/// /16, so the program looks the address up in `SRC4_EXACT` first. Addresses of the other /16s
+/// skip that look-up.
+pub const DIR_SINGLES: u32 = 1 << 29;
 
 /// Value of the IPv4 direct index arrays (`SRC4_DIR`, `SRC4_CHUNKS`): 256 slots (`DIR_*`),
 /// indexed by the next byte of the source address.
@@ -104,6 +108,77 @@ impl Default for DirBlock {
 #[inline(always)]
 pub const fn dir_block_index(gen: u32, scope: u32, byte0: u8) -> u32 {
     gen * DIR_BLOCKS + scope * 256 + byte0 as u32
+}
+
+/// Sets per generation of the IPv4 exact-address table (`SRC4_EXACT`; a power of two).
+pub const EXACT4_SETS: u32 = 1 << 15;
+/// Ways per set of `SRC4_EXACT`.
+pub const EXACT4_WAYS: usize = 7;
+/// `Exact4Way::tag` of a way in use; its scope is `(tag >> 24) & 0x7f`, its entry
+/// `tag & EXACT4_ENTRY_MASK`.
+pub const EXACT4_USED: u32 = 1 << 31;
+/// Mask of a way's entry id (below [`DIR_LEAVES`]).
+pub const EXACT4_ENTRY_MASK: u32 = (1 << 24) - 1;
+
+/// One address of `SRC4_EXACT`: a /32 source entry of a rule set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Exact4Way {
+    /// The address, as a number (`u32::from_be_bytes` of its bytes).
+    pub addr: u32,
+    /// [`EXACT4_USED`] | scope << 24 | entry id (no generation bit); 0: an empty way.
+    pub tag: u32,
+}
+
+/// Value of `SRC4_EXACT`: the /32 source entries of the rule sets with a direct index, by a
+/// hash of (scope, address) ([`exact4_set`]), in front of the direct index.
+///
+/// Why: a blocklist of single addresses (the common kind: abuse lists, fail2ban) has its /32s
+/// spread over the whole address space, so nearly every /16 would need a chunk of /24s and
+/// every /32 a chunk of its own (2 KiB per address); with more than about 2,000 of them the
+/// index runs out of chunks, and every address of a /16 without one asks the trie, named or
+/// not. In this table a /32 costs one way of 8 bytes, looked up with inlined array reads; the
+/// direct index then holds the prefixes of /31 and shorter only.
+///
+/// A /32 that finds no room (a full set, or an entry id without a leaf) sets its scope's bit
+/// in `overflow`: an address of that scope that misses in such a set asks the trie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Exact4Set {
+    /// Bit `scope`: a /32 of that scope hashed here had no way; a miss asks the trie.
+    pub overflow: u32,
+    /// Bit [`exact4_filter_bit`] of every address the ways hold: an address whose bit is clear
+    /// is not here, and the ways are not compared (most addresses of a /16 that holds a /32
+    /// are not /32s themselves).
+    pub filter: u32,
+    pub ways: [Exact4Way; EXACT4_WAYS],
+}
+const _: () = assert!(core::mem::size_of::<Exact4Set>() == 64);
+
+/// The MurmurHash3 finaliser of `addr` of rule set slot `scope`, so that neighbouring
+/// addresses spread: its low bits choose the set ([`exact4_set`]), the next five the filter bit
+/// ([`exact4_filter_bit`]).
+#[inline(always)]
+pub const fn exact4_hash(scope: u32, addr: u32) -> u32 {
+    let mut h = addr ^ scope.wrapping_mul(0x9e37_79b9);
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    h
+}
+
+/// The set of `SRC4_EXACT` (within a generation) that holds `addr` of rule set slot `scope`.
+#[inline(always)]
+pub const fn exact4_set(scope: u32, addr: u32) -> u32 {
+    exact4_hash(scope, addr) & (EXACT4_SETS - 1)
+}
+
+/// The bit of `Exact4Set::filter` of an address whose [`exact4_hash`] is `h`.
+#[inline(always)]
+pub const fn exact4_filter_bit(h: u32) -> u32 {
+    1 << ((h >> EXACT4_SETS.trailing_zeros()) & 31)
 }
 
 /// Port direct tables (`PORT_DIR`): blocks per (generation, rule set slot, protocol class),
@@ -174,6 +249,12 @@ pub const IFACE_SRC4_DIR: u32 = 16;
 pub const IFACE_PORTS_TCP_DIR: u32 = 32;
 /// As [`IFACE_PORTS_TCP_DIR`], for UDP (class 1).
 pub const IFACE_PORTS_UDP_DIR: u32 = 64;
+/// As [`IFACE_SRC4_DIR`], for a rule set that has /32 sources: they are in `SRC4_EXACT`, looked
+/// up first for an address whose /16 slot has [`DIR_SINGLES`], and the direct index holds its
+/// shorter prefixes only. A separate flag, not an
+/// addition to `IFACE_SRC4_DIR`: a program of an older build, which knows nothing of
+/// `SRC4_EXACT`, sees neither and asks the trie, which holds every entry.
+pub const IFACE_SRC4_EXACT: u32 = 128;
 
 /// Value of the `IFACES` hash map and of the `IFACE_TABLE` array (index
 /// `gen * FAST_IFINDEX + ifindex`): which rule set judges packets arriving on an interface.
@@ -598,6 +679,7 @@ mod pod {
     unsafe impl aya::Pod for BucketWay {}
     unsafe impl aya::Pod for BucketSet {}
     unsafe impl aya::Pod for DirBlock {}
+    unsafe impl aya::Pod for Exact4Set {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for RuleCounters {}
     unsafe impl aya::Pod for BanKeyV4 {}

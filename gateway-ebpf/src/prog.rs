@@ -51,6 +51,10 @@ static SRC4_DIR: Array<DirBlock> = Array::pinned(2 * DIR_BLOCKS, 0);
 static SRC4_CHUNKS: Array<DirBlock> = Array::pinned(2 * DIR_CHUNKS, 0);
 #[map]
 static SRC4_LEAVES: Array<SrcValue> = Array::pinned(2 * DIR_LEAVES, 0);
+/// The /32 sources of the rule sets with a direct index, in front of it (see
+/// `gateway_common::Exact4Set`): `EXACT4_SETS` sets per generation.
+#[map]
+static SRC4_EXACT: Array<Exact4Set> = Array::pinned(2 * EXACT4_SETS, 0);
 /// The wildcard entries' TCP and UDP port tables as arrays (`gateway_common::port_dir_index`).
 #[map]
 static PORT_DIR: Array<DirBlock> =
@@ -230,8 +234,9 @@ fn source_entry(gen: u32, iface: &IfaceConfig, p: &Parsed) -> Option<&'static Sr
         return SRC_V6.get(&key);
     }
     let slot = scope & ID_MASK;
-    if iface.flags & IFACE_SRC4_DIR != 0 && slot < DIR_SCOPES {
-        match dir_v4(gen, slot, p) {
+    if iface.flags & (IFACE_SRC4_DIR | IFACE_SRC4_EXACT) != 0 && slot < DIR_SCOPES {
+        let exact = iface.flags & IFACE_SRC4_EXACT != 0;
+        match dir_v4(gen, slot, p, exact) {
             DirAnswer::None => return None,
             DirAnswer::Leaf(v) => return Some(v),
             DirAnswer::Trie => {}
@@ -257,6 +262,47 @@ enum DirAnswer {
     Trie,
 }
 
+/// The exact-address table (`gateway_common::Exact4Set`): `Leaf` for a /32 source of rule set
+/// slot `slot`, `Trie` for a miss in a set that overflowed for it, `None` for a miss (the
+/// direct index then decides).
+#[inline(always)]
+fn exact_v4(gen: u32, slot: u32, addr: u32) -> DirAnswer {
+    let h = exact4_hash(slot, addr);
+    let Some(set) = SRC4_EXACT.get(gen * EXACT4_SETS + (h & (EXACT4_SETS - 1))) else {
+        return DirAnswer::Trie;
+    };
+    let overflowed = unsafe { read_volatile(&set.overflow) } & (1 << slot) != 0;
+    if unsafe { read_volatile(&set.filter) } & exact4_filter_bit(h) == 0 {
+        return if overflowed {
+            DirAnswer::Trie
+        } else {
+            DirAnswer::None
+        };
+    }
+    let want = EXACT4_USED | slot << 24;
+    let mut w = 0;
+    while w < EXACT4_WAYS {
+        let way = &set.ways[w];
+        let tag = unsafe { read_volatile(&way.tag) };
+        if unsafe { read_volatile(&way.addr) } == addr && tag & !EXACT4_ENTRY_MASK == want {
+            let leaf = tag & EXACT4_ENTRY_MASK;
+            if leaf >= DIR_LEAVES {
+                return DirAnswer::Trie;
+            }
+            return match SRC4_LEAVES.get(gen * DIR_LEAVES + leaf) {
+                Some(v) => DirAnswer::Leaf(v),
+                None => DirAnswer::Trie,
+            };
+        }
+        w += 1;
+    }
+    if overflowed {
+        DirAnswer::Trie
+    } else {
+        DirAnswer::None
+    }
+}
+
 /// Slot `byte` of the chunk a `DIR_CHUNK` slot names; `None` for an id out of range.
 #[inline(always)]
 fn dir_chunk(gen: u32, slot: u32, byte: u8) -> Option<u32> {
@@ -270,14 +316,23 @@ fn dir_chunk(gen: u32, slot: u32, byte: u8) -> Option<u32> {
 
 /// The IPv4 direct index (`gateway_common::DirBlock`): the /16 slot, then the chunks below
 /// it. Anything unexpected (an id out of range, a third chunk) asks the trie, which is always
-/// right.
+/// right. With `exact` (the rule set's /32s are in `SRC4_EXACT`, not in the index), an address
+/// whose /16 slot says `DIR_SINGLES` is looked up there first: a /32 is the longest match
+/// there is.
 #[inline(always)]
-fn dir_v4(gen: u32, slot: u32, p: &Parsed) -> DirAnswer {
-    let [b0, b1, b2, b3] = src_v4(p).to_be_bytes();
+fn dir_v4(gen: u32, slot: u32, p: &Parsed, exact: bool) -> DirAnswer {
+    let addr = src_v4(p);
+    let [b0, b1, b2, b3] = addr.to_be_bytes();
     let Some(block) = SRC4_DIR.get(dir_block_index(gen, slot, b0)) else {
         return DirAnswer::Trie;
     };
     let mut v = unsafe { read_volatile(&block.slots[b1 as usize]) };
+    if exact && v & DIR_SINGLES != 0 {
+        match exact_v4(gen, slot, addr) {
+            DirAnswer::None => {}
+            found => return found,
+        }
+    }
     // Up to two chunks: a /16's /24s, then a /24's addresses.
     if v & DIR_KIND_MASK == DIR_CHUNK {
         v = match dir_chunk(gen, v, b2) {

@@ -188,10 +188,19 @@ pub fn blocklist_policy(n: usize) -> Policy {
     }
 }
 
-/// A source inside the first IPv4 deny prefix of at most /24 whose /24 holds no longer prefix
-/// (`long` false: the IPv4 direct index answers it), or inside the first longer one (`long`
-/// true: the index says "ask the trie").
-fn denied_source(p: &Policy, long: bool) -> std::net::IpAddr {
+/// Which deny prefix [`denied_source`] picks a source from.
+#[derive(Clone, Copy)]
+enum DenyKind {
+    /// At most /24, in a /24 that holds no longer prefix: the IPv4 direct index answers.
+    Short,
+    /// /25 to /31: a chunk of address slots while the index has room for one, else the trie.
+    Long,
+    /// A /32: the exact-address table.
+    Single,
+}
+
+/// The network address of the first IPv4 deny prefix of `kind`.
+fn denied_source(p: &Policy, kind: DenyKind) -> std::net::IpAddr {
     let v4: Vec<ipnet::Ipv4Net> = p
         .rules
         .iter()
@@ -207,12 +216,12 @@ fn denied_source(p: &Policy, long: bool) -> std::net::IpAddr {
         .collect();
     let net = v4
         .iter()
-        .find(|n| {
-            if long {
-                n.prefix_len() > 24
-            } else {
+        .find(|n| match kind {
+            DenyKind::Short => {
                 n.prefix_len() <= 24 && !crowded.contains(&(u32::from(n.network()) >> 8))
             }
+            DenyKind::Long => (25..32).contains(&n.prefix_len()),
+            DenyKind::Single => n.prefix_len() == 32,
         })
         .expect("a deny rule of that length");
     std::net::IpAddr::V4(net.network())
@@ -281,22 +290,27 @@ fn per_packet(report: &mut Report) {
         assert_eq!(code, XDP_PASS);
         base_ns.push(ns);
         for (n, rig, p) in rigs.iter_mut() {
-            let deny = |long| {
+            let deny = |kind| {
                 frame(
                     &Packet {
-                        src: denied_source(p, long),
+                        src: denied_source(p, kind),
                         protocol: 17,
                         l4: L4::Port(53),
                     },
                     FrameOptions::default(),
                 )
             };
-            let (deny_frame, deny_long_frame) = (deny(false), deny(true));
+            let (deny_frame, deny_long_frame, deny_single_frame) = (
+                deny(DenyKind::Short),
+                deny(DenyKind::Long),
+                deny(DenyKind::Single),
+            );
             for (name, f, want) in [
                 ("plain", &plain_frame, XDP_PASS),
                 ("pass", &pass_frame, XDP_PASS),
                 ("deny", &deny_frame, XDP_DROP),
                 ("deny-long", &deny_long_frame, XDP_DROP),
+                ("deny-single", &deny_single_frame, XDP_DROP),
                 ("rate-limited", &limited_frame, XDP_DROP),
             ] {
                 let (code, ns) = run_ns(rig.xdp(), f, repeat);
@@ -313,27 +327,30 @@ fn per_packet(report: &mut Report) {
          prefixes plus two allow rules with rate limits. *pass* = UDP 53, which no rule names, passed by the default action (parse + interface + source look-up + the wildcard entry's port look-up: \
          the IPv4 direct index and the port direct table answer both); *pass through limit* = TCP 443 through an allow rule with a token bucket that never \
          triggers (the full check: the same + the bucket); *deny* = a source inside a blocklisted prefix of /24 or shorter whose /24 holds no longer \
-         prefix (the direct index answers); *deny, /25–/32* = a source inside a longer blocklisted prefix (a chunk of address slots while the index has room for one, \
+         prefix (the direct index answers); *deny, /25–/31* = a source inside a longer blocklisted prefix (a chunk of address slots while the index has room for one, \
          else the source trie: 4,096 chunks per generation are too few for the 10,000- and 100,000-rule blocklists); \
+         *deny, /32* = a blocklisted single address (the exact-address table); \
          *rate-limited* = UDP to a \
          1 packet/s rule after its burst.\n\n"
     ));
-    md.push_str("| rules | pass ns | pass through limit ns | deny ns | deny, /25–/32 prefix ns | rate-limited ns | pass through limit / xdp_pass | deny / xdp_pass | deny /25–/32 / xdp_pass | pass through limit at N / at 10 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("| rules | pass ns | pass through limit ns | deny ns | deny, /25–/31 prefix ns | deny, /32 ns | rate-limited ns | pass through limit / xdp_pass | deny / xdp_pass | deny /25–/31 / xdp_pass | deny /32 / xdp_pass | pass through limit at N / at 10 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let pass10 = median(&mut samples.get(&(10, "pass")).cloned().unwrap_or_default());
     for n in sizes {
         let get = |k: &str| median(&mut samples.get(&(n, k)).cloned().unwrap_or_default());
-        let (plain, pass, deny, deny_long, limited) = (
+        let (plain, pass, deny, deny_long, deny_single, limited) = (
             get("plain"),
             get("pass"),
             get("deny"),
             get("deny-long"),
+            get("deny-single"),
             get("rate-limited"),
         );
         md.push_str(&format!(
-            "| {n} | {plain:.1} | {pass:.1} | {deny:.1} | {deny_long:.1} | {limited:.1} | {:.2}x | {:.2}x | {:.2}x | {:.2}x |\n",
+            "| {n} | {plain:.1} | {pass:.1} | {deny:.1} | {deny_long:.1} | {deny_single:.1} | {limited:.1} | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {:.2}x |\n",
             pass / base_med,
             deny / base_med,
             deny_long / base_med,
+            deny_single / base_med,
             pass / pass10
         ));
     }

@@ -18,7 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gateway_common::{
     DirBlock, SrcValue, Verdict, DIR_CHUNK, DIR_CHUNKS, DIR_ID_MASK, DIR_KIND_MASK, DIR_LEAF,
-    DIR_LEAVES, DIR_NONE, DIR_SCOPES, DIR_TRIE, DIR_VERDICT, PORT_DIR_BLOCKS, PORT_DIR_VERDICTS,
+    DIR_LEAVES, DIR_NONE, DIR_SCOPES, DIR_SINGLES, DIR_TRIE, DIR_VERDICT, PORT_DIR_BLOCKS,
+    PORT_DIR_VERDICTS,
 };
 
 use rustc_hash::FxHashMap as HashMap;
@@ -87,6 +88,7 @@ pub(crate) fn build(t: &mut Tables, prev: &Tables, room: Room) {
             entry: value.entry,
         })
         .collect();
+    t.exact4 = super::exact::sets(&prefixes, room);
     let (dir4, chunks4) = slots(prefixes, prev, room);
     t.dir4 = dir4;
     t.chunks4 = chunks4;
@@ -106,8 +108,9 @@ pub struct Prefix {
 }
 
 /// The index's blocks and chunks for `prefixes` (those of scopes beyond `DIR_SCOPES` are
-/// ignored). Needs nothing else of the revision, so that an apply computes it on a thread of
-/// its own while the rest of the tables are built ([`super::tables::build`]).
+/// ignored, and so are the /32s: they are in the exact table, [`super::exact`], which the
+/// program reads first). Needs nothing else of the revision, so that an apply computes it on a
+/// thread of its own while the rest of the tables are built ([`super::tables::build`]).
 pub fn slots(
     mut prefixes: Vec<Prefix>,
     prev: &Tables,
@@ -117,6 +120,9 @@ pub fn slots(
     // Sized up front: growing a map of 1 KiB values copies them.
     let mut chunks4 = HashMap::with_capacity_and_hasher(room.chunks as usize, Default::default());
     prefixes.retain(|p| p.scope < DIR_SCOPES);
+    let (singles, prefixes): (Vec<Prefix>, Vec<Prefix>) =
+        prefixes.into_iter().partition(|p| p.len == 32);
+    let mut prefixes = prefixes;
     // Shorter prefixes first: a longer one painted later is the longer match where the two
     // overlap (prefixes are nested or disjoint).
     prefixes.sort_unstable_by_key(|p| (p.scope, p.len, p.addr));
@@ -236,6 +242,11 @@ pub fn slots(
         };
         chunks4.get_mut(&above).expect("placed").slots[(key.1 & 0xff) as usize] = slot;
     }
+    // The /16s that hold a /32 (in the exact table) say so, whatever their slot.
+    for p in &singles {
+        let slots = l1.entry(p.scope).or_insert_with(|| vec![DIR_NONE; 1 << 16]);
+        slots[(p.addr >> 16) as usize] |= DIR_SINGLES;
+    }
     for (scope, slots) in &l1 {
         for (byte0, block) in slots.chunks_exact(256).enumerate() {
             if block.iter().any(|&s| s != DIR_NONE) {
@@ -256,7 +267,7 @@ pub fn slots(
 const PENDING: u32 = DIR_CHUNK | DIR_ID_MASK;
 
 /// Fills `t.leaves4`: the `SRC_V4` values of the entries some slot of `t.dir4`/`t.chunks4`
-/// names.
+/// or some way of `t.exact4` names.
 pub fn leaves(t: &mut Tables, room: Room) {
     t.leaves4.clear();
     let mut named = vec![false; room.leaves as usize];
@@ -268,6 +279,10 @@ pub fn leaves(t: &mut Tables, room: Room) {
                 any = true;
             }
         }
+    }
+    for e in super::exact::entries(&t.exact4) {
+        named[e as usize] = true;
+        any = true;
     }
     if !any {
         return;
@@ -392,12 +407,17 @@ pub enum Answer {
     Trie,
 }
 
-/// What the index gives for `addr` in rule set `scope`: what the program does (`dir_v4` in
-/// gateway-ebpf), for the tests.
+/// What the index gives for `addr` in rule set `scope`, the exact table first: what the
+/// program does (`exact_v4`, then `dir_v4` in gateway-ebpf), for the tests.
 pub fn lookup(t: &Tables, scope: u32, addr: [u8; 4]) -> Answer {
     let slot =
         |block: Option<&DirBlock>, byte: u8| block.map_or(DIR_NONE, |b| b.slots[byte as usize]);
     let mut v = slot(t.dir4.get(&(scope * 256 + u32::from(addr[0]))), addr[1]);
+    if v & DIR_SINGLES != 0 {
+        if let Some(answer) = super::exact::lookup(t, scope, u32::from_be_bytes(addr)) {
+            return answer;
+        }
+    }
     for byte in [addr[2], addr[3]] {
         if v & DIR_KIND_MASK != DIR_CHUNK {
             break;
@@ -488,6 +508,7 @@ mod tests {
             (0, net("10.1.0.0/16"), 2),
             (0, net("10.2.3.0/24"), 3),
             (0, net("10.2.4.7/32"), 4),
+            (0, net("10.2.4.16/28"), 6),
             (1, net("0.0.0.0/0"), 5),
         ]);
         build(&mut t, &Tables::default(), Room::default());
@@ -496,10 +517,25 @@ mod tests {
         assert_eq!(leaf([10, 1, 200, 1]), Ok(Some(2)));
         assert_eq!(leaf([10, 2, 3, 1]), Ok(Some(3)));
         assert_eq!(leaf([10, 2, 5, 1]), Ok(Some(1)));
-        // A /24 with a /32 in it has a chunk of address slots.
+        // A /24 with a /28 in it has a chunk of address slots; the /32 is in the exact table.
         assert_eq!(leaf([10, 2, 4, 1]), Ok(Some(1)));
         assert_eq!(leaf([10, 2, 4, 7]), Ok(Some(4)));
         assert_eq!(leaf([10, 2, 4, 8]), Ok(Some(1)));
+        assert_eq!(leaf([10, 2, 4, 16]), Ok(Some(6)));
+        assert_eq!(leaf([10, 2, 4, 31]), Ok(Some(6)));
+        assert_eq!(leaf([10, 2, 4, 32]), Ok(Some(1)));
+        assert_eq!(t.exact4.len(), 1);
+        // Only the /16 that holds the /32 sends its addresses to the exact table.
+        let flagged: Vec<(u32, usize)> = t
+            .dir4
+            .iter()
+            .flat_map(|(&b, block)| {
+                (0..256)
+                    .filter(|&i| block.slots[i] & DIR_SINGLES != 0)
+                    .map(move |i| (b, i))
+            })
+            .collect();
+        assert_eq!(flagged, [(10, 2)]);
         assert_eq!(leaf([11, 0, 0, 1]), Ok(None));
         assert_eq!(entry(lookup(&t, 1, [192, 0, 2, 1])), Ok(Some(5)));
         assert_eq!(
@@ -513,7 +549,7 @@ mod tests {
 
     #[test]
     fn a_slash24_without_room_for_its_chunk_asks_the_trie() {
-        let mut t = tables(&[(0, net("10.2.4.7/32"), 1), (0, net("10.2.5.0/24"), 2)]);
+        let mut t = tables(&[(0, net("10.2.4.6/31"), 1), (0, net("10.2.5.0/24"), 2)]);
         build(
             &mut t,
             &Tables::default(),

@@ -321,3 +321,107 @@ fn ports_judged_through_the_direct_tables_agree_with_the_evaluator() {
         }
     }
 }
+
+/// A blocklist of single addresses spread over the address space (the exact table,
+/// `super::exact`), with more /32s hashed to one set than it has ways (the trie answers them),
+/// beside shorter prefixes (the direct index); then a revision without any /32 and one with
+/// them back. The kernel agrees with the evaluator on every /32, its neighbours, the other
+/// addresses of the full set and random sources; a second agent reads back what was written.
+#[test]
+#[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
+fn single_addresses_judged_through_the_exact_table_agree_with_the_evaluator() {
+    use gateway_common::{exact4_set, EXACT4_WAYS, IFACE_SRC4_DIR, IFACE_SRC4_EXACT};
+    let mut rng = Rng(0xbb67_ae85_84ca_a73b);
+    let deny = |name: String, net: Ipv4Net| {
+        let mut r = Rule::new(name, Action::Deny);
+        r.from = Some(vec![net.into()]);
+        r
+    };
+    let mut singles: Vec<u32> = (0..8_000).map(|_| rng.next() as u32).collect();
+    // Addresses sharing one set (its scope slot is 0: one rule set), two more than its ways.
+    let target = exact4_set(0, 0x0a0a_0a0a);
+    let crowded: Vec<u32> = (0x0a0a_0a0au32..)
+        .filter(|&a| exact4_set(0, a) == target)
+        .take(EXACT4_WAYS + 4)
+        .collect();
+    singles.extend(&crowded[..EXACT4_WAYS + 2]);
+    singles.sort_unstable();
+    singles.dedup();
+    let mut rules: Vec<Rule> = singles
+        .iter()
+        .map(|&a| deny(format!("s{a}"), Ipv4Net::new(a.into(), 32).unwrap()))
+        .collect();
+    // Shorter prefixes around some of the singles (the direct index beside the table).
+    for (i, &a) in singles.iter().step_by(401).enumerate() {
+        rules.push(deny(
+            format!("p{i}"),
+            Ipv4Net::new(a.into(), 24).unwrap().trunc(),
+        ));
+    }
+    // A /32 with a port table of its own: with a default of deny, only it lets TCP 443 in.
+    let mut allow = Rule::new("allow-one", Action::Allow);
+    allow.from = Some(vec!["198.51.100.7/32".parse().unwrap()]);
+    allow.protocol = Some(Protocol::Tcp);
+    allow.ports = Some(vec![PortRange {
+        first: 443,
+        last: 443,
+    }]);
+    rules.push(allow);
+    let mut srcs: Vec<Ipv4Addr> = Vec::new();
+    for &a in singles.iter().step_by(23).chain(&crowded) {
+        for s in [a, a.wrapping_sub(1), a.wrapping_add(1)] {
+            srcs.push(s.into());
+        }
+    }
+    srcs.extend((0..500).map(|_| Ipv4Addr::from(rng.next() as u32)));
+    srcs.extend(["198.51.100.7", "198.51.100.8"].map(|s| s.parse::<Ipv4Addr>().unwrap()));
+    let without: Vec<Rule> = rules
+        .iter()
+        .filter(|r| r.name.starts_with('p'))
+        .cloned()
+        .collect();
+    let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    for (revision, (rules, default_action, flag)) in [
+        (&rules, Action::Allow, IFACE_SRC4_EXACT),
+        (&without, Action::Deny, IFACE_SRC4_DIR),
+        (&rules, Action::Deny, IFACE_SRC4_EXACT),
+        (&rules, Action::Allow, IFACE_SRC4_EXACT),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let policies = [policy(rules.clone(), default_action)];
+        let snapshot = compile(&policies, &[TEST_RUN_INTERFACE.into()])
+            .unwrap_or_else(|e| panic!("compile: {e}"));
+        rig.apply(&snapshot)
+            .unwrap_or_else(|e| panic!("apply: {e}"));
+        for &src in &srcs {
+            for (protocol, port) in [(6u8, 443u16), (17, 53)] {
+                let p = Packet {
+                    src: IpAddr::V4(src),
+                    protocol,
+                    l4: L4::Port(port),
+                };
+                agrees(&mut rig, &policies, &p, &format!("revision {revision}: "));
+            }
+        }
+        let dp = rig.dataplane();
+        let held = dp.held[dp.active_gen as usize].clone();
+        let flags: Vec<u32> = held.ifaces.values().map(|c| c.flags).collect();
+        assert!(
+            !flags.is_empty()
+                && flags
+                    .iter()
+                    .all(|f| f & (IFACE_SRC4_DIR | IFACE_SRC4_EXACT) == flag),
+            "revision {revision}: flags {flags:?}"
+        );
+        assert_eq!(held.exact4.is_empty(), flag == IFACE_SRC4_DIR);
+        let again = rig
+            .second_loader()
+            .unwrap_or_else(|e| panic!("second loader: {e}"));
+        assert!(
+            again.held == rig.dataplane().held,
+            "revision {revision}: read back"
+        );
+    }
+}

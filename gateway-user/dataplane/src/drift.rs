@@ -113,6 +113,7 @@ pub(crate) fn drifted_entries(
         maps,
         |_| {},
     );
+    compare("SRC4_EXACT", &actual.exact4, &expected.exact4, maps, |_| {});
     compare(
         "SRC4_LEAVES",
         &actual.leaves4,
@@ -228,10 +229,22 @@ pub(crate) fn read_tables(
             }
             next = below;
         }
-        let leaves = named(
+        // Every set of the exact table: any source may hash to any set, and a set the agent
+        // believes empty is not cleared by the next revision.
+        for i in 0..gateway_common::EXACT4_SETS {
+            let set = maps
+                .src4_exact
+                .get(&tables::for_gen::exact4(gen, i), 0)
+                .map_err(map_err("read SRC4_EXACT"))?;
+            if set != gateway_common::Exact4Set::default() {
+                tables.exact4.insert(i, set);
+            }
+        }
+        let mut leaves = named(
             &mut tables.dir4.values().chain(tables.chunks4.values()),
             gateway_common::DIR_LEAF,
         );
+        leaves.extend(crate::exact::entries(&tables.exact4));
         for e in leaves {
             if e >= gateway_common::DIR_LEAVES {
                 continue;

@@ -34,6 +34,7 @@ pub mod clock;
 pub mod counters;
 pub mod dir;
 mod drift;
+pub mod exact;
 use drift::{drifted_entries, read_tables};
 pub use drift::{DriftProbe, DriftRepair};
 #[cfg(test)]
@@ -62,8 +63,8 @@ use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuV
 use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader};
 use gateway_common::{
-    Config, DirBlock, IfaceConfig, IfaceKey, LimitConfig, PortKey, RuleCounters, SrcV4, SrcV6,
-    SrcValue, Verdict, FAST_IFINDEX,
+    Config, DirBlock, Exact4Set, IfaceConfig, IfaceKey, LimitConfig, PortKey, RuleCounters, SrcV4,
+    SrcV6, SrcValue, Verdict, FAST_IFINDEX,
 };
 use tracing::warn;
 
@@ -212,6 +213,7 @@ pub struct PolicyMaps {
     counters: PerCpuArray<MapData, RuleCounters>,
     src4_dir: Array<MapData, DirBlock>,
     src4_chunks: Array<MapData, DirBlock>,
+    src4_exact: Array<MapData, Exact4Set>,
     src4_leaves: Array<MapData, SrcValue>,
     port_dir: Array<MapData, DirBlock>,
     port_verdicts: Array<MapData, Verdict>,
@@ -288,6 +290,7 @@ impl Dataplane {
             counters: take(&mut ebpf, "RULE_COUNTERS")?,
             src4_dir: take(&mut ebpf, "SRC4_DIR")?,
             src4_chunks: take(&mut ebpf, "SRC4_CHUNKS")?,
+            src4_exact: take(&mut ebpf, "SRC4_EXACT")?,
             src4_leaves: take(&mut ebpf, "SRC4_LEAVES")?,
             port_dir: take(&mut ebpf, "PORT_DIR")?,
             port_verdicts: take(&mut ebpf, "PORT_VERDICTS")?,
@@ -406,6 +409,7 @@ impl Dataplane {
                 counters: typed(open("RULE_COUNTERS")?, "RULE_COUNTERS")?,
                 src4_dir: typed(open("SRC4_DIR")?, "SRC4_DIR")?,
                 src4_chunks: typed(open("SRC4_CHUNKS")?, "SRC4_CHUNKS")?,
+                src4_exact: typed(open("SRC4_EXACT")?, "SRC4_EXACT")?,
                 src4_leaves: typed(open("SRC4_LEAVES")?, "SRC4_LEAVES")?,
                 port_dir: typed(open("PORT_DIR")?, "PORT_DIR")?,
                 port_verdicts: typed(open("PORT_VERDICTS")?, "PORT_VERDICTS")?,
@@ -572,6 +576,7 @@ impl Dataplane {
         let dd = diff(&held.dir4, &desired.dir4);
         let dc = diff(&held.chunks4, &desired.chunks4);
         let dl = diff(&held.leaves4, &desired.leaves4);
+        let dx = diff(&held.exact4, &desired.exact4);
         let dpv = diff(&held.port_verdicts, &desired.port_verdicts);
         let dpd = diff(&held.port_dir, &desired.port_dir);
         // Limits and port entries before the source entries and interfaces that lead to them,
@@ -617,6 +622,11 @@ impl Dataplane {
                 .set(i, v, 0)
                 .map_err(map_err("write SRC4_LEAVES"))?;
         }
+        for (&i, v) in &dx.upsert {
+            m.src4_exact
+                .set(for_gen::exact4(gen, i), **v, 0)
+                .map_err(map_err("write SRC4_EXACT"))?;
+        }
         for (&c, v) in &dc.upsert {
             m.src4_chunks
                 .set(for_gen::chunk4(gen, c), **v, 0)
@@ -660,6 +670,11 @@ impl Dataplane {
             m.src4_dir
                 .set(for_gen::dir4(gen, b), DirBlock::default(), 0)
                 .map_err(map_err("clear SRC4_DIR"))?;
+        }
+        for &&i in &dx.remove {
+            m.src4_exact
+                .set(for_gen::exact4(gen, i), Exact4Set::default(), 0)
+                .map_err(map_err("clear SRC4_EXACT"))?;
         }
         for &&c in &dc.remove {
             m.src4_chunks
@@ -708,6 +723,8 @@ impl Dataplane {
             + dc.remove.len()
             + dl.upsert.len()
             + dl.remove.len()
+            + dx.upsert.len()
+            + dx.remove.len()
             + dpd.upsert.len()
             + dpd.remove.len()
             + dpv.upsert.len()

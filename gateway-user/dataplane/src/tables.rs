@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap as HashMap;
 
 use gateway_common::{
-    port_dir_index, port_verdict_index, src_failsafe_flags, DirBlock, IfaceConfig, LimitConfig,
-    PortKey, SrcV4, SrcV6, SrcValue, Verdict, DIR_SCOPES, IFACE_AUDIT, IFACE_DEFAULT_DROP,
-    IFACE_PORTS_TCP_DIR, IFACE_PORTS_UDP_DIR, IFACE_SRC4_DIR, IFACE_WILDCARD_UNIFORM,
-    LIMIT_COARSE_CLOCK, MAX_LIMITS, MAX_RULE_IDS, MAX_SOURCE_ENTRIES, NO_RULE,
-    PORT_PREFIX_ANY_PROTO, PORT_PREFIX_PROTO, SCOPE_BITS, SRC_UNIFORM,
+    port_dir_index, port_verdict_index, src_failsafe_flags, DirBlock, Exact4Set, IfaceConfig,
+    LimitConfig, PortKey, SrcV4, SrcV6, SrcValue, Verdict, DIR_SCOPES, IFACE_AUDIT,
+    IFACE_DEFAULT_DROP, IFACE_PORTS_TCP_DIR, IFACE_PORTS_UDP_DIR, IFACE_SRC4_DIR, IFACE_SRC4_EXACT,
+    IFACE_WILDCARD_UNIFORM, LIMIT_COARSE_CLOCK, MAX_LIMITS, MAX_RULE_IDS, MAX_SOURCE_ENTRIES,
+    NO_RULE, PORT_PREFIX_ANY_PROTO, PORT_PREFIX_PROTO, SCOPE_BITS, SRC_UNIFORM,
 };
 
 use super::ids::{EntryKey, Exhausted, IdSpace, Ids};
@@ -41,6 +41,9 @@ pub struct Tables {
     pub chunks4: HashMap<u32, DirBlock>,
     /// `SRC4_LEAVES`, by entry id: the `SRC_V4` values the index names.
     pub leaves4: HashMap<u32, SrcValue>,
+    /// `SRC4_EXACT`, the sets that are not empty, by index within a generation. See
+    /// [`super::exact`].
+    pub exact4: HashMap<u32, Exact4Set>,
     /// `PORT_DIR`, the blocks that are not all `DIR_NONE`, by index in generation 0
     /// (`port_dir_index(0, ..)`). See [`super::dir::ports`].
     pub port_dir: HashMap<u32, DirBlock>,
@@ -453,8 +456,12 @@ pub fn build(
             })
             .collect()
     };
-    let index = || super::dir::slots(prefixes(), prev, room);
-    let (result, (dir4, chunks4)) = std::thread::scope(|s| {
+    let index = || {
+        let prefixes = prefixes();
+        let exact4 = super::exact::sets(&prefixes, room);
+        (super::dir::slots(prefixes, prev, room), exact4)
+    };
+    let (result, ((dir4, chunks4), exact4)) = std::thread::scope(|s| {
         let beside = std::thread::Builder::new()
             .name("tollgate-dir".into())
             .spawn_scoped(s, index);
@@ -471,6 +478,7 @@ pub fn build(
     let (mut t, by_name) = result?;
     t.dir4 = dir4;
     t.chunks4 = chunks4;
+    t.exact4 = exact4;
     super::dir::leaves(&mut t, room);
     Ok((t, by_name))
 }
@@ -510,7 +518,13 @@ fn build_tables(
             flags |= IFACE_AUDIT;
         }
         if scope < DIR_SCOPES {
-            flags |= IFACE_SRC4_DIR;
+            // A rule set with /32 sources has them in the exact table, and its direct index
+            // lacks them: it takes the flag that tells the program to look there first.
+            flags |= if set.v4.keys().any(|n| n.prefix_len() == 32) {
+                IFACE_SRC4_EXACT
+            } else {
+                IFACE_SRC4_DIR
+            };
         }
         let wildcard_verdict = match uniform(&set.wildcard) {
             Some(v) => {

@@ -3,7 +3,7 @@
 //! read back. Apart from the tables' contents because every map's key layout meets here.
 use gateway_common::{
     dir_block_index, limit_index, port_dir_index, port_verdict_index, IfaceConfig, IfaceKey,
-    PortKey, SrcV4, SrcV6, SrcValue, DIR_CHUNKS, DIR_LEAVES, GEN_BIT,
+    PortKey, SrcV4, SrcV6, SrcValue, DIR_CHUNKS, DIR_LEAVES, EXACT4_SETS, GEN_BIT,
 };
 
 /// The generation bit to add for `gen`.
@@ -99,6 +99,10 @@ pub mod for_gen {
     /// `SRC4_CHUNKS` index.
     pub fn chunk4(gen: u32, id: u32) -> u32 {
         gen * DIR_CHUNKS + id
+    }
+    /// `SRC4_EXACT` index of the set held at `index`.
+    pub fn exact4(gen: u32, index: u32) -> u32 {
+        gen * EXACT4_SETS + index
     }
     /// `PORT_DIR` index of a block held at `index` (generation 0).
     pub fn port_dir(gen: u32, index: u32) -> u32 {
