@@ -19,6 +19,41 @@ const IPPROTO_ICMPV6: u8 = 58;
 /// one of each, so six covers every sane packet).
 const MAX_EXT_HEADERS: usize = 6;
 
+/// The big-endian 16-bit field at `p`, in one load. LLVM's BPF backend splits a load it cannot
+/// prove aligned into byte loads, shifts and ors (a packet's fields are 2-byte aligned at
+/// best); the kernel allows a packet read at any offset wherever unaligned access is cheap
+/// (x86-64, arm64), and elsewhere one whose offset plus `NET_IP_ALIGN` (2) is a multiple of
+/// its size, which every load here keeps (ethertype at 12, IPv4 fields at 14 + 4n, ports after
+/// a header of 4n bytes). SAFETY: `p` is a packet pointer bounds-checked for 2 bytes.
+#[inline(always)]
+unsafe fn be16(p: *const u8) -> u16 {
+    let v: u64;
+    unsafe {
+        core::arch::asm!(
+            "{v} = *(u16 *)({p} + 0)",
+            v = out(reg) v,
+            p = in(reg) p,
+            options(readonly, nostack, preserves_flags)
+        );
+    }
+    u16::from_be(v as u16)
+}
+
+/// As [`be16`], the big-endian 32-bit field at `p` (bounds-checked for 4 bytes).
+#[inline(always)]
+unsafe fn be32(p: *const u8) -> u32 {
+    let v: u64;
+    unsafe {
+        core::arch::asm!(
+            "{v} = *(u32 *)({p} + 0)",
+            v = out(reg) v,
+            p = in(reg) p,
+            options(readonly, nostack, preserves_flags)
+        );
+    }
+    u32::from_be(v as u32)
+}
+
 /// What the policy needs from a packet.
 pub(crate) struct Parsed {
     pub(crate) v6: bool,
@@ -51,10 +86,10 @@ fn ptr_at<T>(data: usize, end: usize, offset: usize) -> Result<*const T, Unjudge
 pub(crate) fn parse(data: usize, end: usize) -> Result<Parsed, Unjudged> {
     let mut off = ETH_HLEN;
     let eth = unsafe { &*ptr_at::<[u8; ETH_HLEN]>(data, end, 0)? };
-    let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
+    let mut ethertype = unsafe { be16(eth.as_ptr().add(12)) };
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
         let tag = unsafe { &*ptr_at::<[u8; 4]>(data, end, ETH_HLEN)? };
-        ethertype = u16::from_be_bytes([tag[2], tag[3]]);
+        ethertype = unsafe { be16(tag.as_ptr().add(2)) };
         off += 4;
         if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
             return Err(STAT_UNSUPPORTED);
@@ -79,9 +114,9 @@ fn parse_v4(data: usize, end: usize, off: usize) -> Result<Parsed, Unjudged> {
     if ihl < 20 {
         return Err(STAT_MALFORMED);
     }
-    let frag = u16::from_be_bytes([hdr[6], hdr[7]]) & 0x1fff;
+    let frag = unsafe { be16(hdr.as_ptr().add(6)) } & 0x1fff;
     let proto = hdr[9];
-    let src_hi = u64::from(u32::from_be_bytes([hdr[12], hdr[13], hdr[14], hdr[15]])) << 32;
+    let src_hi = u64::from(unsafe { be32(hdr.as_ptr().add(12)) }) << 32;
     // Options included: the whole header must be there.
     ptr_at::<u8>(data, end, off + ihl - 1)?;
     if frag != 0 {
@@ -114,12 +149,10 @@ fn parse_v6(data: usize, end: usize, off: usize) -> Result<Parsed, Unjudged> {
     if hdr[0] >> 4 != 6 {
         return Err(STAT_MALFORMED);
     }
-    let src_hi = u64::from_be_bytes([
-        hdr[8], hdr[9], hdr[10], hdr[11], hdr[12], hdr[13], hdr[14], hdr[15],
-    ]);
-    let src_lo = u64::from_be_bytes([
-        hdr[16], hdr[17], hdr[18], hdr[19], hdr[20], hdr[21], hdr[22], hdr[23],
-    ]);
+    // Four 32-bit loads (not two of 64: behind a VLAN tag the address is only 4-byte aligned).
+    let word = |i: usize| u64::from(unsafe { be32(hdr.as_ptr().add(i)) });
+    let src_hi = word(8) << 32 | word(12);
+    let src_lo = word(16) << 32 | word(20);
     let mut next = hdr[6];
     let mut l4 = off + 40;
     let mut fragment = false;
@@ -192,14 +225,11 @@ fn l4_selector(data: usize, end: usize, off: usize, proto: u8) -> Result<(u16, u
     match proto {
         IPPROTO_TCP => {
             let h = unsafe { &*ptr_at::<[u8; 20]>(data, end, off)? };
-            Ok((
-                u16::from_be_bytes([h[2], h[3]]),
-                u16::from_be_bytes([h[0], h[1]]),
-            ))
+            Ok(unsafe { (be16(h.as_ptr().add(2)), be16(h.as_ptr())) })
         }
         IPPROTO_UDP => {
             let h = unsafe { &*ptr_at::<[u8; 8]>(data, end, off)? };
-            Ok((u16::from_be_bytes([h[2], h[3]]), 0))
+            Ok((unsafe { be16(h.as_ptr().add(2)) }, 0))
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
             let h = unsafe { &*ptr_at::<[u8; 4]>(data, end, off)? };
