@@ -197,10 +197,41 @@ enum DenyKind {
     Long,
     /// A /32: the exact-address table.
     Single,
+    /// An IPv6 prefix (/48 to /64): the IPv6 source trie, which has no direct index.
+    V6,
 }
 
-/// The network address of the first IPv4 deny prefix of `kind`.
+/// `text`, or "—" for a case not measured (`x` NaN).
+fn dash_nan(x: f64, text: String) -> String {
+    if x.is_nan() {
+        "—".into()
+    } else {
+        text
+    }
+}
+
+/// Whether a rule of `p` names an IPv6 source.
+fn has_v6(p: &Policy) -> bool {
+    p.rules
+        .iter()
+        .flat_map(|r| r.from.iter().flatten())
+        .any(|n| matches!(n, ipnet::IpNet::V6(_)))
+}
+
+/// The network address of the first deny prefix of `kind`.
 fn denied_source(p: &Policy, kind: DenyKind) -> std::net::IpAddr {
+    if let DenyKind::V6 = kind {
+        // The 10-rule blocklist happens to hold no IPv6 prefix: then any address (the case is
+        // not run, see `has_v6`).
+        let net = p
+            .rules
+            .iter()
+            .find_map(|r| match r.from.as_ref()?.first()? {
+                ipnet::IpNet::V6(n) => Some(n.network()),
+                ipnet::IpNet::V4(_) => None,
+            });
+        return std::net::IpAddr::V6(net.unwrap_or(std::net::Ipv6Addr::LOCALHOST));
+    }
     let v4: Vec<ipnet::Ipv4Net> = p
         .rules
         .iter()
@@ -222,6 +253,7 @@ fn denied_source(p: &Policy, kind: DenyKind) -> std::net::IpAddr {
             }
             DenyKind::Long => (25..32).contains(&n.prefix_len()),
             DenyKind::Single => n.prefix_len() == 32,
+            DenyKind::V6 => unreachable!("answered above"),
         })
         .expect("a deny rule of that length");
     std::net::IpAddr::V4(net.network())
@@ -300,10 +332,11 @@ fn per_packet(report: &mut Report) {
                     FrameOptions::default(),
                 )
             };
-            let (deny_frame, deny_long_frame, deny_single_frame) = (
+            let (deny_frame, deny_long_frame, deny_single_frame, deny_v6_frame) = (
                 deny(DenyKind::Short),
                 deny(DenyKind::Long),
                 deny(DenyKind::Single),
+                deny(DenyKind::V6),
             );
             for (name, f, want) in [
                 ("plain", &plain_frame, XDP_PASS),
@@ -311,8 +344,12 @@ fn per_packet(report: &mut Report) {
                 ("deny", &deny_frame, XDP_DROP),
                 ("deny-long", &deny_long_frame, XDP_DROP),
                 ("deny-single", &deny_single_frame, XDP_DROP),
+                ("deny-v6", &deny_v6_frame, XDP_DROP),
                 ("rate-limited", &limited_frame, XDP_DROP),
             ] {
+                if name == "deny-v6" && !has_v6(p) {
+                    continue;
+                }
                 let (code, ns) = run_ns(rig.xdp(), f, repeat);
                 assert_eq!(code, want, "{name} with {n} rules");
                 samples.entry((*n, name)).or_default().push(ns);
@@ -330,27 +367,34 @@ fn per_packet(report: &mut Report) {
          prefix (the direct index answers); *deny, /25–/31* = a source inside a longer blocklisted prefix (a chunk of address slots while the index has room for one, \
          else the source trie: 4,096 chunks per generation are too few for the 10,000- and 100,000-rule blocklists); \
          *deny, /32* = a blocklisted single address (the exact-address table); \
+         *deny, IPv6* = a source inside a blocklisted IPv6 prefix (the IPv6 source trie: IPv6 has no direct index; — where the blocklist holds none); \
          *rate-limited* = UDP to a \
          1 packet/s rule after its burst.\n\n"
     ));
-    md.push_str("| rules | pass ns | pass through limit ns | deny ns | deny, /25–/31 prefix ns | deny, /32 ns | rate-limited ns | pass through limit / xdp_pass | deny / xdp_pass | deny /25–/31 / xdp_pass | deny /32 / xdp_pass | pass through limit at N / at 10 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("| rules | pass ns | pass through limit ns | deny ns | deny, /25–/31 prefix ns | deny, /32 ns | deny, IPv6 ns | rate-limited ns | pass through limit / xdp_pass | deny / xdp_pass | deny /25–/31 / xdp_pass | deny /32 / xdp_pass | deny IPv6 / xdp_pass | pass through limit at N / at 10 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let pass10 = median(&mut samples.get(&(10, "pass")).cloned().unwrap_or_default());
     for n in sizes {
-        let get = |k: &str| median(&mut samples.get(&(n, k)).cloned().unwrap_or_default());
-        let (plain, pass, deny, deny_long, deny_single, limited) = (
+        let get = |k: &str| match samples.get(&(n, k)) {
+            Some(v) => median(&mut v.clone()),
+            None => f64::NAN,
+        };
+        let (plain, pass, deny, deny_long, deny_single, deny_v6, limited) = (
             get("plain"),
             get("pass"),
             get("deny"),
             get("deny-long"),
             get("deny-single"),
+            get("deny-v6"),
             get("rate-limited"),
         );
         md.push_str(&format!(
-            "| {n} | {plain:.1} | {pass:.1} | {deny:.1} | {deny_long:.1} | {deny_single:.1} | {limited:.1} | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {:.2}x |\n",
+            "| {n} | {plain:.1} | {pass:.1} | {deny:.1} | {deny_long:.1} | {deny_single:.1} | {} | {limited:.1} | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {} | {:.2}x |\n",
+            dash_nan(deny_v6, format!("{deny_v6:.1}")),
             pass / base_med,
             deny / base_med,
             deny_long / base_med,
             deny_single / base_med,
+            dash_nan(deny_v6, format!("{:.2}x", deny_v6 / base_med)),
             pass / pass10
         ));
     }
