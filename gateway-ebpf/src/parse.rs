@@ -19,40 +19,33 @@ const IPPROTO_ICMPV6: u8 = 58;
 /// one of each, so six covers every sane packet).
 const MAX_EXT_HEADERS: usize = 6;
 
-/// The big-endian 16-bit field at `p`, in one load. LLVM's BPF backend splits a load it cannot
-/// prove aligned into byte loads, shifts and ors (a packet's fields are 2-byte aligned at
-/// best); the kernel allows a packet read at any offset wherever unaligned access is cheap
-/// (x86-64, arm64), and elsewhere one whose offset plus `NET_IP_ALIGN` (2) is a multiple of
-/// its size, which every load here keeps (ethertype at 12, IPv4 fields at 14 + 4n, ports after
-/// a header of 4n bytes). SAFETY: `p` is a packet pointer bounds-checked for 2 bytes.
-#[inline(always)]
-unsafe fn be16(p: *const u8) -> u16 {
-    let v: u64;
-    unsafe {
-        core::arch::asm!(
-            "{v} = *(u16 *)({p} + 0)",
-            v = out(reg) v,
-            p = in(reg) p,
-            options(readonly, nostack, preserves_flags)
-        );
-    }
-    u16::from_be(v as u16)
+/// `$name(p)`: the big-endian field of type `$ty` at `p`, in one load. LLVM's BPF backend
+/// splits a load it cannot prove aligned into byte loads, shifts and ors (a packet's fields are
+/// 2-byte aligned at best); the kernel allows a packet read at any offset wherever unaligned
+/// access is cheap (x86-64, arm64), and elsewhere one whose offset plus `NET_IP_ALIGN` (2) is a
+/// multiple of its size, which every load here keeps (ethertype at 12, IPv4 fields at 14 + 4n,
+/// ports after a header of 4n bytes). Inline assembly: a Rust read through a misaligned pointer
+/// would be undefined behaviour. SAFETY (of the functions): `p` is a packet pointer
+/// bounds-checked for the field's size.
+macro_rules! packet_load {
+    ($name:ident, $ty:ty, $width:literal) => {
+        #[inline(always)]
+        unsafe fn $name(p: *const u8) -> $ty {
+            let v: u64;
+            unsafe {
+                core::arch::asm!(
+                    concat!("{v} = *(", $width, " *)({p} + 0)"),
+                    v = out(reg) v,
+                    p = in(reg) p,
+                    options(readonly, nostack, preserves_flags)
+                );
+            }
+            <$ty>::from_be(v as $ty)
+        }
+    };
 }
-
-/// As [`be16`], the big-endian 32-bit field at `p` (bounds-checked for 4 bytes).
-#[inline(always)]
-unsafe fn be32(p: *const u8) -> u32 {
-    let v: u64;
-    unsafe {
-        core::arch::asm!(
-            "{v} = *(u32 *)({p} + 0)",
-            v = out(reg) v,
-            p = in(reg) p,
-            options(readonly, nostack, preserves_flags)
-        );
-    }
-    u32::from_be(v as u32)
-}
+packet_load!(be16, u16, "u16");
+packet_load!(be32, u32, "u32");
 
 /// What the policy needs from a packet.
 pub(crate) struct Parsed {

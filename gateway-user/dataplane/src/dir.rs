@@ -120,9 +120,8 @@ pub fn slots(
     // Sized up front: growing a map of 1 KiB values copies them.
     let mut chunks4 = HashMap::with_capacity_and_hasher(room.chunks as usize, Default::default());
     prefixes.retain(|p| p.scope < DIR_SCOPES);
-    let (singles, prefixes): (Vec<Prefix>, Vec<Prefix>) =
+    let (singles, mut prefixes): (Vec<Prefix>, Vec<Prefix>) =
         prefixes.into_iter().partition(|p| p.len == 32);
-    let mut prefixes = prefixes;
     // Shorter prefixes first: a longer one painted later is the longer match where the two
     // overlap (prefixes are nested or disjoint).
     prefixes.sort_unstable_by_key(|p| (p.scope, p.len, p.addr));
