@@ -89,6 +89,21 @@ pub(crate) fn build(t: &mut Tables, prev: &Tables, room: Room) {
         })
         .collect();
     t.exact4 = super::exact::sets(&prefixes, room);
+    let prefixes6: Vec<super::exact::Prefix6> = t
+        .src_v6
+        .iter()
+        .map(|((len, key), value)| {
+            let bits = u128::from_be_bytes(key.addr);
+            super::exact::Prefix6 {
+                scope: u32::from_be_bytes(key.scope),
+                hi: (bits >> 64) as u64,
+                lo: bits as u64,
+                len: len - SCOPE_BITS,
+                entry: value.entry,
+            }
+        })
+        .collect();
+    (t.lens6, t.exact6) = super::exact::sets6(&prefixes6, room);
     let (dir4, chunks4) = slots(prefixes, prev, room);
     t.dir4 = dir4;
     t.chunks4 = chunks4;
@@ -266,7 +281,7 @@ pub fn slots(
 const PENDING: u32 = DIR_CHUNK | DIR_ID_MASK;
 
 /// Fills `t.leaves4`: the `SRC_V4` values of the entries some slot of `t.dir4`/`t.chunks4`
-/// or some way of `t.exact4` names.
+/// or some way of `t.exact4` names, and the `SRC_V6` values of those `t.exact6` names.
 pub fn leaves(t: &mut Tables, room: Room) {
     t.leaves4.clear();
     let mut named = vec![false; room.leaves as usize];
@@ -279,14 +294,14 @@ pub fn leaves(t: &mut Tables, room: Room) {
             }
         }
     }
-    for e in super::exact::entries(&t.exact4) {
+    for e in super::exact::entries(&t.exact4).chain(super::exact::entries6(&t.exact6)) {
         named[e as usize] = true;
         any = true;
     }
     if !any {
         return;
     }
-    for value in t.src_v4.values() {
+    for value in t.src_v4.values().chain(t.src_v6.values()) {
         if named.get(value.entry as usize) == Some(&true) {
             t.leaves4.insert(value.entry, *value);
         }

@@ -13,10 +13,10 @@ use tollgate_compile::l4::policy::{Action, Mode, Policy, PortRange, Protocol, Ru
 use tollgate_compile::l4::reference::evaluate;
 
 /// xorshift64: reproducible pseudo-random numbers without a dependency.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -24,7 +24,7 @@ impl Rng {
     }
 }
 
-fn policy(rules: Vec<Rule>, default_action: Action) -> Policy {
+pub(super) fn policy(rules: Vec<Rule>, default_action: Action) -> Policy {
     Policy {
         name: "dir".into(),
         file: "dir.yaml".into(),
@@ -100,7 +100,7 @@ fn sources(rules: &[Rule], rng: &mut Rng) -> Vec<Ipv4Addr> {
 }
 
 /// The kernel's verdict on `p` is the reference evaluator's.
-fn agrees(rig: &mut TestRig, policies: &[Policy], p: &Packet, context: &str) {
+pub(super) fn agrees(rig: &mut TestRig, policies: &[Policy], p: &Packet, context: &str) {
     let want = match evaluate(policies, TEST_RUN_INTERFACE, p).outcome {
         Outcome::Drop => XDP_DROP,
         _ => XDP_PASS,

@@ -114,6 +114,8 @@ pub(crate) fn drifted_entries(
         |_| {},
     );
     compare("SRC4_EXACT", &actual.exact4, &expected.exact4, maps, |_| {});
+    compare("SRC6_EXACT", &actual.exact6, &expected.exact6, maps, |_| {});
+    compare("SRC6_LENS", &actual.lens6, &expected.lens6, maps, |_| {});
     compare(
         "SRC4_LEAVES",
         &actual.leaves4,
@@ -240,11 +242,30 @@ pub(crate) fn read_tables(
                 tables.exact4.insert(i, set);
             }
         }
+        for i in 0..gateway_common::EXACT6_SETS {
+            let set = maps
+                .src6_exact
+                .get(&tables::for_gen::exact6(gen, i), 0)
+                .map_err(map_err("read SRC6_EXACT"))?;
+            if set != gateway_common::Exact6Set::default() {
+                tables.exact6.insert(i, set);
+            }
+        }
+        for scope in 0..gateway_common::DIR_SCOPES {
+            let lens = maps
+                .src6_lens
+                .get(&tables::for_gen::lens6(gen, scope), 0)
+                .map_err(map_err("read SRC6_LENS"))?;
+            if lens != gateway_common::Src6Lens::default() {
+                tables.lens6.insert(scope, lens);
+            }
+        }
         let mut leaves = named(
             &mut tables.dir4.values().chain(tables.chunks4.values()),
             gateway_common::DIR_LEAF,
         );
         leaves.extend(crate::exact::entries(&tables.exact4));
+        leaves.extend(crate::exact::entries6(&tables.exact6));
         for e in leaves {
             if e >= gateway_common::DIR_LEAVES {
                 continue;

@@ -1,6 +1,8 @@
 //! The IPv4 exact-address table (`SRC4_EXACT`; the layout is `gateway_common::Exact4Set`'s)
-//! in front of the direct index ([`super::dir`]). Pure code: it turns the /32 `SRC_V4`
-//! entries of a revision into the table's sets, part of [`Tables`].
+//! in front of the direct index ([`super::dir`]), and the IPv6 exact-prefix table
+//! (`SRC6_EXACT`, `SRC6_LENS`; `gateway_common::Exact6Set`) in front of the IPv6 trie. Pure
+//! code: it turns the /32 `SRC_V4` entries and the `SRC_V6` entries of a revision into the
+//! tables' sets, part of [`Tables`].
 //!
 //! Why a table of its own: see `Exact4Set`. Every /32 source entry of a rule set with a
 //! direct index goes here (the index then holds only the rule set's shorter prefixes, see
@@ -12,8 +14,9 @@
 use std::collections::BTreeMap;
 
 use gateway_common::{
-    exact4_filter_bit, exact4_hash, exact4_set, Exact4Set, Exact4Way, DIR_SCOPES,
-    EXACT4_ENTRY_MASK, EXACT4_USED, EXACT4_WAYS,
+    exact4_filter_bit, exact4_hash, exact4_set, exact6_filter_bit, exact6_hash, exact6_set,
+    Exact4Set, Exact4Way, Exact6Set, Exact6Way, Src6Lens, DIR_SCOPES, EXACT4_ENTRY_MASK,
+    EXACT4_USED, EXACT4_WAYS, EXACT6_LENS, EXACT6_WAYS,
 };
 use rustc_hash::FxHashMap as HashMap;
 
@@ -89,6 +92,143 @@ pub fn entries(sets: &HashMap<u32, Exact4Set>) -> impl Iterator<Item = u32> + '_
     })
 }
 
+/// An IPv6 source entry of a rule set, as the exact-prefix table sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Prefix6 {
+    /// Scope id (no generation bit).
+    pub scope: u32,
+    /// Network address, first and last 64 bits (`u64::from_be_bytes`).
+    pub hi: u64,
+    pub lo: u64,
+    /// Prefix length, 0-128.
+    pub len: u32,
+    /// Entry id (no generation bit).
+    pub entry: u32,
+}
+
+/// The `SRC6_LENS` value of a rule set whose IPv6 prefix lengths are `lens`, if the table can
+/// answer for it (at most `EXACT6_LENS` distinct lengths; none is fine: every IPv6 source then
+/// misses without a trie look-up). The rule set's `IFACE_SRC6_EXACT` flag and the placing of
+/// its prefixes both follow from this.
+pub fn lens6(lens: impl IntoIterator<Item = u32>) -> Option<Src6Lens> {
+    let distinct: std::collections::BTreeSet<u32> = lens.into_iter().collect();
+    if distinct.len() > EXACT6_LENS {
+        return None;
+    }
+    let mut out = Src6Lens {
+        count: distinct.len() as u32,
+        ..Src6Lens::default()
+    };
+    for (slot, len) in out.lens.iter_mut().zip(distinct.into_iter().rev()) {
+        *slot = len as u8;
+    }
+    Some(out)
+}
+
+/// The `SRC6_LENS` values (by scope, the non-empty ones) and `SRC6_EXACT` sets (by index
+/// within a generation) of `prefixes`: those of scopes beyond `DIR_SCOPES`, or of a scope with
+/// too many lengths ([`lens6`]), are left to the trie.
+pub fn sets6(
+    prefixes: &[Prefix6],
+    room: Room,
+) -> (HashMap<u32, Src6Lens>, HashMap<u32, Exact6Set>) {
+    let mut by_scope: BTreeMap<u32, Vec<&Prefix6>> = BTreeMap::new();
+    for p in prefixes.iter().filter(|p| p.scope < DIR_SCOPES) {
+        by_scope.entry(p.scope).or_default().push(p);
+    }
+    let mut lens = HashMap::default();
+    let mut by_set: BTreeMap<u32, Vec<&Prefix6>> = BTreeMap::new();
+    for (scope, members) in by_scope {
+        let Some(l) = lens6(members.iter().map(|p| p.len)) else {
+            continue;
+        };
+        lens.insert(scope, l);
+        for p in members {
+            by_set
+                .entry(exact6_set(exact6_hash(p.scope, p.len, p.hi, p.lo)))
+                .or_default()
+                .push(p);
+        }
+    }
+    let mut out = HashMap::with_capacity_and_hasher(by_set.len(), Default::default());
+    for (index, mut members) in by_set {
+        // Longest first, so that a crowded set keeps the prefixes probed first; then by
+        // network, so that a set depends on its own prefixes alone.
+        members.sort_unstable_by_key(|p| (std::cmp::Reverse(p.len), p.scope, p.hi, p.lo));
+        let mut set = Exact6Set::default();
+        let mut used = 0;
+        for p in members {
+            if used == EXACT6_WAYS || p.entry >= room.leaves || p.entry > EXACT4_ENTRY_MASK {
+                set.overflow |= 1 << p.scope;
+                continue;
+            }
+            set.filter |= exact6_filter_bit(exact6_hash(p.scope, p.len, p.hi, p.lo));
+            set.ways[used] = Exact6Way {
+                hi: p.hi,
+                lo: p.lo,
+                tag: EXACT4_USED | p.scope << 24 | p.entry,
+                len: p.len,
+            };
+            used += 1;
+        }
+        out.insert(index, set);
+    }
+    (lens, out)
+}
+
+/// The top `bits` bits of a u64 set.
+fn mask64(bits: u32) -> u64 {
+    match bits {
+        0 => 0,
+        64.. => u64::MAX,
+        b => u64::MAX << (64 - b),
+    }
+}
+
+/// What the IPv6 table says about `addr` in rule set `scope`, whose `IFACE_SRC6_EXACT` flag
+/// is set: what the program does (`exact_v6` in gateway-ebpf), for the tests.
+pub fn lookup6(t: &Tables, scope: u32, addr: std::net::Ipv6Addr) -> Answer {
+    let bits = u128::from(addr);
+    let (src_hi, src_lo) = ((bits >> 64) as u64, bits as u64);
+    let lens = t.lens6.get(&scope).copied().unwrap_or_default();
+    let want = EXACT4_USED | scope << 24;
+    for &len in lens.lens.iter().take(lens.count as usize) {
+        let len = u32::from(len);
+        let (hi, lo) = (
+            src_hi & mask64(len),
+            src_lo & mask64(len.saturating_sub(64)),
+        );
+        let h = exact6_hash(scope, len, hi, lo);
+        let Some(set) = t.exact6.get(&exact6_set(h)) else {
+            continue;
+        };
+        let maybe = set.filter & exact6_filter_bit(h) != 0;
+        let found = set.ways.iter().find(|w| {
+            maybe && w.hi == hi && w.lo == lo && w.len == len && w.tag & !EXACT4_ENTRY_MASK == want
+        });
+        if let Some(way) = found {
+            return t
+                .leaves4
+                .get(&(way.tag & EXACT4_ENTRY_MASK))
+                .map_or(Answer::Trie, |v| Answer::Leaf(*v));
+        }
+        if set.overflow & (1 << scope) != 0 {
+            return Answer::Trie;
+        }
+    }
+    Answer::None
+}
+
+/// The entry ids the ways of `sets` name.
+pub fn entries6(sets: &HashMap<u32, Exact6Set>) -> impl Iterator<Item = u32> + '_ {
+    sets.values().flat_map(|s| {
+        s.ways
+            .iter()
+            .filter(|w| w.tag & EXACT4_USED != 0)
+            .map(|w| w.tag & EXACT4_ENTRY_MASK)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +291,51 @@ mod tests {
         assert_eq!(overflowed.len(), 1);
         assert!(overflowed[0].ways.iter().all(|w| w.tag & EXACT4_USED == 0));
         assert_eq!(entries(&sets).collect::<Vec<_>>(), vec![3]);
+    }
+
+    #[test]
+    fn ipv6_lengths_are_probed_longest_first_and_too_many_leave_the_rule_set_to_the_trie() {
+        let l = lens6([64, 48, 128, 64, 0]).unwrap();
+        assert_eq!((l.count, &l.lens[..4]), (4, &[128u8, 64, 48, 0][..]));
+        assert_eq!(lens6([]).unwrap(), Src6Lens::default());
+        assert!(lens6(0..EXACT6_LENS as u32).is_some());
+        assert!(lens6(0..=EXACT6_LENS as u32).is_none());
+        // A scope with too many lengths is not placed; the other is.
+        let p6 = |scope, len, hi| Prefix6 {
+            scope,
+            hi,
+            lo: 0,
+            len,
+            entry: 1,
+        };
+        let mut prefixes: Vec<Prefix6> = (0..=EXACT6_LENS as u32)
+            .map(|len| p6(0, len, 0))
+            .collect();
+        prefixes.push(p6(1, 64, 0x2001_0db8_0000_0001));
+        let (lens, sets) = sets6(&prefixes, Room::default());
+        assert_eq!(lens.keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(entries6(&sets).count(), 1);
+    }
+
+    #[test]
+    fn a_full_ipv6_set_overflows_and_keeps_its_longest_prefixes() {
+        let target = exact6_set(exact6_hash(2, 64, 1, 0));
+        let mut prefixes: Vec<Prefix6> = (1u64..)
+            .filter(|&hi| exact6_set(exact6_hash(2, 64, hi, 0)) == target)
+            .take(EXACT6_WAYS + 1)
+            .enumerate()
+            .map(|(i, hi)| Prefix6 {
+                scope: 2,
+                hi,
+                lo: 0,
+                len: 64,
+                entry: i as u32,
+            })
+            .collect();
+        let (_, sets) = sets6(&prefixes, Room::default());
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[&target].overflow, 1 << 2);
+        prefixes.reverse();
+        assert_eq!(sets6(&prefixes, Room::default()).1, sets, "order-independent");
     }
 }

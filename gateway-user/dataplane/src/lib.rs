@@ -40,6 +40,8 @@ pub use drift::{DriftProbe, DriftRepair};
 #[cfg(test)]
 mod dir_tests;
 #[cfg(test)]
+mod exact6_tests;
+#[cfg(test)]
 mod failsafe_tests;
 pub mod ids;
 #[cfg(test)]
@@ -64,8 +66,8 @@ use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuV
 use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader};
 use gateway_common::{
-    Config, DirBlock, Exact4Set, IfaceConfig, IfaceKey, LimitConfig, PortKey, RuleCounters, SrcV4,
-    SrcV6, SrcValue, Verdict,
+    Config, DirBlock, Exact4Set, Exact6Set, IfaceConfig, IfaceKey, LimitConfig, PortKey,
+    RuleCounters, Src6Lens, SrcV4, SrcV6, SrcValue, Verdict,
 };
 use tracing::warn;
 
@@ -215,6 +217,8 @@ pub struct PolicyMaps {
     src4_dir: Array<MapData, DirBlock>,
     src4_chunks: Array<MapData, DirBlock>,
     src4_exact: Array<MapData, Exact4Set>,
+    src6_exact: Array<MapData, Exact6Set>,
+    src6_lens: Array<MapData, Src6Lens>,
     src4_leaves: Array<MapData, SrcValue>,
     port_dir: Array<MapData, DirBlock>,
     port_verdicts: Array<MapData, Verdict>,
@@ -292,6 +296,8 @@ impl Dataplane {
             src4_dir: take(&mut ebpf, "SRC4_DIR")?,
             src4_chunks: take(&mut ebpf, "SRC4_CHUNKS")?,
             src4_exact: take(&mut ebpf, "SRC4_EXACT")?,
+            src6_exact: take(&mut ebpf, "SRC6_EXACT")?,
+            src6_lens: take(&mut ebpf, "SRC6_LENS")?,
             src4_leaves: take(&mut ebpf, "SRC4_LEAVES")?,
             port_dir: take(&mut ebpf, "PORT_DIR")?,
             port_verdicts: take(&mut ebpf, "PORT_VERDICTS")?,
@@ -411,6 +417,8 @@ impl Dataplane {
                 src4_dir: typed(open("SRC4_DIR")?, "SRC4_DIR")?,
                 src4_chunks: typed(open("SRC4_CHUNKS")?, "SRC4_CHUNKS")?,
                 src4_exact: typed(open("SRC4_EXACT")?, "SRC4_EXACT")?,
+                src6_exact: typed(open("SRC6_EXACT")?, "SRC6_EXACT")?,
+                src6_lens: typed(open("SRC6_LENS")?, "SRC6_LENS")?,
                 src4_leaves: typed(open("SRC4_LEAVES")?, "SRC4_LEAVES")?,
                 port_dir: typed(open("PORT_DIR")?, "PORT_DIR")?,
                 port_verdicts: typed(open("PORT_VERDICTS")?, "PORT_VERDICTS")?,

@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap as HashMap;
 
 use gateway_common::{
-    port_dir_index, port_verdict_index, src_failsafe_flags, DirBlock, Exact4Set, IfaceConfig,
-    LimitConfig, PortKey, SrcV4, SrcV6, SrcValue, Verdict, DIR_SCOPES, IFACE_AUDIT,
-    IFACE_DEFAULT_DROP, IFACE_PORTS_TCP_DIR, IFACE_PORTS_UDP_DIR, IFACE_SRC4_DIR, IFACE_SRC4_EXACT,
-    IFACE_WILDCARD_UNIFORM, LIMIT_COARSE_CLOCK, MAX_LIMITS, MAX_RULE_IDS, MAX_SOURCE_ENTRIES,
-    NO_RULE, PORT_PREFIX_ANY_PROTO, PORT_PREFIX_PROTO, SCOPE_BITS, SRC_UNIFORM,
+    port_dir_index, port_verdict_index, src_failsafe_flags, DirBlock, Exact4Set, Exact6Set,
+    IfaceConfig, LimitConfig, PortKey, Src6Lens, SrcV4, SrcV6, SrcValue, Verdict, DIR_SCOPES,
+    IFACE_AUDIT, IFACE_DEFAULT_DROP, IFACE_PORTS_TCP_DIR, IFACE_PORTS_UDP_DIR, IFACE_SRC4_DIR,
+    IFACE_SRC4_EXACT, IFACE_SRC6_EXACT, IFACE_WILDCARD_UNIFORM, LIMIT_COARSE_CLOCK, MAX_LIMITS,
+    MAX_RULE_IDS, MAX_SOURCE_ENTRIES, NO_RULE, PORT_PREFIX_ANY_PROTO, PORT_PREFIX_PROTO,
+    SCOPE_BITS, SRC_UNIFORM,
 };
 
 use super::ids::{EntryKey, Exhausted, IdSpace, Ids};
@@ -39,11 +40,16 @@ pub struct Tables {
     pub dir4: HashMap<u32, DirBlock>,
     /// `SRC4_CHUNKS`, by chunk id.
     pub chunks4: HashMap<u32, DirBlock>,
-    /// `SRC4_LEAVES`, by entry id: the `SRC_V4` values the index names.
+    /// `SRC4_LEAVES`, by entry id: the `SRC_V4` values the index names, and the `SRC_V6`
+    /// values the IPv6 exact table names (IPv4 and IPv6 entries share one id space).
     pub leaves4: HashMap<u32, SrcValue>,
     /// `SRC4_EXACT`, the sets that are not empty, by index within a generation. See
     /// [`super::exact`].
     pub exact4: HashMap<u32, Exact4Set>,
+    /// `SRC6_EXACT`, the sets that are not empty, by index within a generation, and
+    /// `SRC6_LENS`, by scope (those with a length). See [`super::exact`].
+    pub exact6: HashMap<u32, Exact6Set>,
+    pub lens6: HashMap<u32, Src6Lens>,
     /// `PORT_DIR`, the blocks that are not all `DIR_NONE`, by index in generation 0
     /// (`port_dir_index(0, ..)`). See [`super::dir::ports`].
     pub port_dir: HashMap<u32, DirBlock>,
@@ -456,12 +462,36 @@ pub fn build(
             })
             .collect()
     };
+    let prefixes6 = || -> Vec<super::exact::Prefix6> {
+        snapshot
+            .sets
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| assigned.scopes[i] < DIR_SCOPES)
+            .flat_map(|(i, set)| {
+                set.v6
+                    .keys()
+                    .zip(&assigned.v6[i])
+                    .map(move |(net, &entry)| {
+                        let bits = u128::from(net.network());
+                        super::exact::Prefix6 {
+                            scope: assigned.scopes[i],
+                            hi: (bits >> 64) as u64,
+                            lo: bits as u64,
+                            len: u32::from(net.prefix_len()),
+                            entry,
+                        }
+                    })
+            })
+            .collect()
+    };
     let index = || {
         let prefixes = prefixes();
         let exact4 = super::exact::sets(&prefixes, room);
-        (super::dir::slots(prefixes, prev, room), exact4)
+        let exact6 = super::exact::sets6(&prefixes6(), room);
+        (super::dir::slots(prefixes, prev, room), exact4, exact6)
     };
-    let (result, ((dir4, chunks4), exact4)) = std::thread::scope(|s| {
+    let (result, ((dir4, chunks4), exact4, (lens6, exact6))) = std::thread::scope(|s| {
         let beside = std::thread::Builder::new()
             .name("tollgate-dir".into())
             .spawn_scoped(s, index);
@@ -479,6 +509,8 @@ pub fn build(
     t.dir4 = dir4;
     t.chunks4 = chunks4;
     t.exact4 = exact4;
+    t.exact6 = exact6;
+    t.lens6 = lens6;
     super::dir::leaves(&mut t, room);
     Ok((t, by_name))
 }
@@ -525,6 +557,10 @@ fn build_tables(
             } else {
                 IFACE_SRC4_DIR
             };
+            // Its IPv6 sources are in the exact-prefix table unless it has too many lengths.
+            if super::exact::lens6(set.v6.keys().map(|n| u32::from(n.prefix_len()))).is_some() {
+                flags |= IFACE_SRC6_EXACT;
+            }
         }
         let wildcard_verdict = match uniform(&set.wildcard) {
             Some(v) => {

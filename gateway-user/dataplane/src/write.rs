@@ -3,7 +3,8 @@
 //! generation, flips, then brings the old one up to date).
 use aya::maps::lpm_trie::Key;
 use gateway_common::{
-    DirBlock, Exact4Set, IfaceConfig, IfaceKey, LimitConfig, SrcValue, Verdict, FAST_IFINDEX,
+    DirBlock, Exact4Set, Exact6Set, IfaceConfig, IfaceKey, LimitConfig, Src6Lens, SrcValue,
+    Verdict, FAST_IFINDEX,
 };
 
 use super::tables::{diff, for_gen, Tables};
@@ -26,6 +27,8 @@ pub(crate) fn write_gen(
     let dc = diff(&held.chunks4, &desired.chunks4);
     let dl = diff(&held.leaves4, &desired.leaves4);
     let dx = diff(&held.exact4, &desired.exact4);
+    let dx6 = diff(&held.exact6, &desired.exact6);
+    let dn6 = diff(&held.lens6, &desired.lens6);
     let dpv = diff(&held.port_verdicts, &desired.port_verdicts);
     let dpd = diff(&held.port_dir, &desired.port_dir);
     // Limits and port entries before the source entries and interfaces that lead to them,
@@ -76,6 +79,18 @@ pub(crate) fn write_gen(
             .set(for_gen::exact4(gen, i), **v, 0)
             .map_err(map_err("write SRC4_EXACT"))?;
     }
+    // The IPv6 exact table: its sets (after the leaves they name), then the lengths that
+    // lead to them.
+    for (&i, v) in &dx6.upsert {
+        m.src6_exact
+            .set(for_gen::exact6(gen, i), **v, 0)
+            .map_err(map_err("write SRC6_EXACT"))?;
+    }
+    for (&scope, v) in &dn6.upsert {
+        m.src6_lens
+            .set(for_gen::lens6(gen, scope), **v, 0)
+            .map_err(map_err("write SRC6_LENS"))?;
+    }
     for (&c, v) in &dc.upsert {
         m.src4_chunks
             .set(for_gen::chunk4(gen, c), **v, 0)
@@ -124,6 +139,16 @@ pub(crate) fn write_gen(
         m.src4_exact
             .set(for_gen::exact4(gen, i), Exact4Set::default(), 0)
             .map_err(map_err("clear SRC4_EXACT"))?;
+    }
+    for &&scope in &dn6.remove {
+        m.src6_lens
+            .set(for_gen::lens6(gen, scope), Src6Lens::default(), 0)
+            .map_err(map_err("clear SRC6_LENS"))?;
+    }
+    for &&i in &dx6.remove {
+        m.src6_exact
+            .set(for_gen::exact6(gen, i), Exact6Set::default(), 0)
+            .map_err(map_err("clear SRC6_EXACT"))?;
     }
     for &&c in &dc.remove {
         m.src4_chunks
@@ -174,6 +199,10 @@ pub(crate) fn write_gen(
         + dl.remove.len()
         + dx.upsert.len()
         + dx.remove.len()
+        + dx6.upsert.len()
+        + dx6.remove.len()
+        + dn6.upsert.len()
+        + dn6.remove.len()
         + dpd.upsert.len()
         + dpd.remove.len()
         + dpv.upsert.len()

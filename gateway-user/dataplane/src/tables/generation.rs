@@ -3,7 +3,8 @@
 //! read back. Apart from the tables' contents because every map's key layout meets here.
 use gateway_common::{
     dir_block_index, limit_index, port_dir_index, port_verdict_index, IfaceConfig, IfaceKey,
-    PortKey, SrcV4, SrcV6, SrcValue, DIR_CHUNKS, DIR_LEAVES, EXACT4_SETS, GEN_BIT,
+    PortKey, SrcV4, SrcV6, SrcValue, DIR_CHUNKS, DIR_LEAVES, DIR_SCOPES, EXACT4_SETS, EXACT6_SETS,
+    GEN_BIT,
 };
 
 /// The generation bit to add for `gen`.
@@ -103,6 +104,12 @@ pub mod for_gen {
     /// `SRC4_EXACT` index of the set held at `index`.
     pub fn exact4(gen: u32, index: u32) -> u32 {
         gen * EXACT4_SETS + index
+    }
+    pub fn exact6(gen: u32, index: u32) -> u32 {
+        gen * EXACT6_SETS + index
+    }
+    pub fn lens6(gen: u32, scope: u32) -> u32 {
+        gen * DIR_SCOPES + scope
     }
     /// `PORT_DIR` index of a block held at `index` (generation 0).
     pub fn port_dir(gen: u32, index: u32) -> u32 {

@@ -1,0 +1,191 @@
+//! The IPv6 exact-prefix table (`super::exact::sets6`, `SRC6_EXACT`/`SRC6_LENS`) in the real
+//! program: IPv6 sources judged through it agree with the reference evaluator, revision after
+//! revision (a crowded set that overflows, a rule set with too many prefix lengths for the
+//! table, one with no IPv6 source at all), and a second agent reads back what the first
+//! wrote. Run by the kernel on crafted packets (`BPF_PROG_TEST_RUN`); needs root.
+use std::net::{IpAddr, Ipv6Addr};
+
+use gateway_common::{exact6_hash, exact6_set, EXACT6_LENS, EXACT6_WAYS, IFACE_SRC6_EXACT};
+use ipnet::Ipv6Net;
+
+use super::dir_tests::{agrees, policy, Rng};
+use super::testrun::{TestRig, TEST_RUN_INTERFACE};
+use tollgate_compile::l4::compile;
+use tollgate_compile::l4::packet::{Packet, L4};
+use tollgate_compile::l4::policy::{Action, PortRange, Protocol, Rule};
+
+fn net(bits: u128, len: u8) -> Ipv6Net {
+    Ipv6Net::new(Ipv6Addr::from(bits), len).unwrap().trunc()
+}
+
+fn rule(name: String, action: Action, n: Ipv6Net) -> Rule {
+    let mut r = Rule::new(name, action);
+    r.from = Some(vec![n.into()]);
+    r
+}
+
+/// Nested /32, /48, /64 and /128 networks in two /32s: mostly denies, some allows of TCP 443
+/// only (an entry with a port table), so that a longer prefix inside a shorter one decides.
+fn nested_rules(rng: &mut Rng) -> Vec<Rule> {
+    let bases: [u128; 2] = [0x2001_0db8 << 96, 0x2a00_1450 << 96];
+    let mut nets = vec![net(bases[0], 32)];
+    for i in 0..1_200u128 {
+        let base = bases[(i % 2) as usize];
+        let r = u128::from(rng.next());
+        let (bits, len) = match i % 4 {
+            // /48s: 256 possible per /32, so /64s and /128s land in some.
+            0 => (base | (r & 0xff) << 80, 48),
+            1 | 2 => (base | (r & 0xff) << 80 | (r >> 8 & 0x3) << 64, 64),
+            _ => (base | (r & 0xff) << 80 | (r >> 8 & 0x3) << 64 | r >> 16 & 0xff, 128),
+        };
+        nets.push(net(bits, len));
+    }
+    nets.sort_unstable();
+    nets.dedup();
+    nets.into_iter()
+        .enumerate()
+        .map(|(i, n)| {
+            if i % 5 == 0 {
+                let mut r = rule(format!("a{i}"), Action::Allow, n);
+                r.protocol = Some(Protocol::Tcp);
+                r.ports = Some(vec![PortRange {
+                    first: 443,
+                    last: 443,
+                }]);
+                r
+            } else {
+                rule(format!("d{i}"), Action::Deny, n)
+            }
+        })
+        .collect()
+}
+
+/// /64s of rule set slot 0 that share one set of the table, found by search.
+fn crowded(n: usize) -> Vec<Ipv6Net> {
+    let hi0 = 0x2001_0db8_ffff_0000u64;
+    let target = exact6_set(exact6_hash(0, 64, hi0, 0));
+    (hi0..)
+        .filter(|&hi| exact6_set(exact6_hash(0, 64, hi, 0)) == target)
+        .take(n)
+        .map(|hi| net(u128::from(hi) << 64, 64))
+        .collect()
+}
+
+/// Each network's first and last address, the addresses just outside it and one inside, for
+/// every `step`th rule; and random addresses in the two /32s.
+fn sources(rules: &[Rule], step: usize, rng: &mut Rng) -> Vec<Ipv6Addr> {
+    let mut out = Vec::new();
+    for r in rules.iter().step_by(step) {
+        let Some(ipnet::IpNet::V6(n)) = r.from.as_ref().and_then(|f| f.first()).copied() else {
+            continue;
+        };
+        let (first, last) = (u128::from(n.network()), u128::from(n.broadcast()));
+        let inside = first + (u128::from(rng.next()) % (last - first + 1));
+        for a in [
+            first,
+            last,
+            first.wrapping_sub(1),
+            last.wrapping_add(1),
+            inside,
+        ] {
+            out.push(Ipv6Addr::from(a));
+        }
+    }
+    for base in [0x2001_0db8u128 << 96, 0x2a00_1450 << 96] {
+        for _ in 0..100 {
+            let r = u128::from(rng.next()) << 64 | u128::from(rng.next());
+            out.push(Ipv6Addr::from(base | r >> 32 & ((1 << 96) - 1)));
+        }
+    }
+    out
+}
+
+#[test]
+#[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
+fn ipv6_sources_judged_through_the_exact_table_agree_with_the_evaluator() {
+    let mut rng = Rng(0x3c6e_f372_fe94_f82b);
+    let mut rules = nested_rules(&mut rng);
+    // One set overfilled (its scope slot is 0: one rule set): the prefixes that find no way
+    // are answered by the trie.
+    let crowded = crowded(EXACT6_WAYS + 3);
+    for (i, &n) in crowded[..EXACT6_WAYS + 2].iter().enumerate() {
+        rules.push(rule(format!("c{i}"), Action::Deny, n));
+    }
+    // More lengths than the table probes: that rule set is left to the trie.
+    let mut many = rules.clone();
+    for (i, len) in (0..EXACT6_LENS as u8).map(|i| 100 + 3 * i).enumerate() {
+        many.push(rule(
+            format!("m{i}"),
+            Action::Deny,
+            net(0x2001_0db8_0000_0001 << 64, len),
+        ));
+    }
+    let none: Vec<Rule> = vec![{
+        let mut r = Rule::new("v4-only", Action::Deny);
+        r.from = Some(vec!["192.0.2.0/24".parse().unwrap()]);
+        r
+    }];
+    let mut srcs = sources(&many, 7, &mut rng);
+    for n in &crowded {
+        srcs.push(n.network());
+        srcs.push(Ipv6Addr::from(u128::from(n.network()) | 0xabcd));
+    }
+    let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    // (rules, default action, whether the rule set has the table's flag, whether the table
+    // holds any prefix)
+    for (revision, (rules, default_action, indexed, sets)) in [
+        (&rules, Action::Allow, true, true),
+        (&many, Action::Deny, false, false),
+        (&none, Action::Deny, true, false),
+        (&rules, Action::Deny, true, true),
+        (&none, Action::Allow, true, false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let policies = [policy(rules.clone(), default_action)];
+        let snapshot = compile(&policies, &[TEST_RUN_INTERFACE.into()])
+            .unwrap_or_else(|e| panic!("compile: {e}"));
+        rig.apply(&snapshot)
+            .unwrap_or_else(|e| panic!("apply: {e}"));
+        for &src in &srcs {
+            for (protocol, port) in [(6u8, 443u16), (17, 53)] {
+                let p = Packet {
+                    src: IpAddr::V6(src),
+                    protocol,
+                    l4: L4::Port(port),
+                };
+                agrees(&mut rig, &policies, &p, &format!("revision {revision}: "));
+            }
+        }
+        let dp = rig.dataplane();
+        let held = dp.held[dp.active_gen as usize].clone();
+        let flags: Vec<u32> = held.ifaces.values().map(|c| c.flags).collect();
+        assert!(
+            !flags.is_empty()
+                && flags
+                    .iter()
+                    .all(|f| (f & IFACE_SRC6_EXACT != 0) == indexed),
+            "revision {revision}: flags {flags:?}"
+        );
+        assert_eq!(
+            !held.exact6.is_empty(),
+            sets,
+            "revision {revision}: sets {}",
+            held.exact6.len()
+        );
+        if revision == 0 {
+            assert!(
+                held.exact6.values().any(|s| s.overflow == 1),
+                "the crowded set overflowed"
+            );
+        }
+        let again = rig
+            .second_loader()
+            .unwrap_or_else(|e| panic!("second loader: {e}"));
+        assert!(
+            again.held == rig.dataplane().held,
+            "revision {revision}: read back"
+        );
+    }
+}
