@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use gateway_common::{
     exact4_filter_bit, exact4_hash, exact4_set, exact6_filter_bit, exact6_hash, exact6_set,
     Exact4Set, Exact4Way, Exact6Set, Exact6Way, Src6Lens, DIR_SCOPES, EXACT4_ENTRY_MASK,
-    EXACT4_USED, EXACT4_WAYS, EXACT6_LENS, EXACT6_WAYS,
+    EXACT4_USED, EXACT4_WAYS, EXACT6_LENS, EXACT6_SETS, EXACT6_WAYS,
 };
 use rustc_hash::FxHashMap as HashMap;
 
@@ -106,28 +106,89 @@ pub struct Prefix6 {
     pub entry: u32,
 }
 
-/// The `SRC6_LENS` value of a rule set whose IPv6 prefix lengths are `lens`, if the table can
-/// answer for it (at most `EXACT6_LENS` distinct lengths; none is fine: every IPv6 source then
-/// misses without a trie look-up). The rule set's `IFACE_SRC6_EXACT` flag and the placing of
-/// its prefixes both follow from this.
+/// Most networks one rule set may put in `SRC6_EXACT` once its prefixes are expanded to its
+/// levels ([`lens6`]): half the table, so that sets rarely overflow.
+pub const EXACT6_BUDGET: u64 = EXACT6_SETS as u64 * EXACT6_WAYS as u64 / 2;
+
+/// The `SRC6_LENS` value of a rule set whose IPv6 prefixes have the lengths `lens` (one per
+/// prefix), if the table can answer for it; none is fine: every IPv6 source then misses
+/// without a trie look-up. The rule set's `IFACE_SRC6_EXACT` flag and the placing of its
+/// prefixes ([`sets6`]) both follow from this.
+///
+/// The program probes one length per level, so a rule set with more than `EXACT6_LENS`
+/// lengths has its prefixes expanded (a /50 is four /52s): the levels are the lengths, at
+/// most `EXACT6_LENS` of them and always including the longest, that need the fewest
+/// networks, each prefix expanded to the shortest level at or above its length. When even
+/// the best choice needs more than [`EXACT6_BUDGET`] networks, the trie answers.
 pub fn lens6(lens: impl IntoIterator<Item = u32>) -> Option<Src6Lens> {
-    let distinct: std::collections::BTreeSet<u32> = lens.into_iter().collect();
-    if distinct.len() > EXACT6_LENS {
-        return None;
+    let mut counts = std::collections::BTreeMap::<u32, u64>::new();
+    for len in lens {
+        *counts.entry(len).or_default() += 1;
     }
+    let (ls, cs): (Vec<u32>, Vec<u64>) = counts.into_iter().unzip();
+    let n = ls.len();
+    let levels = if n <= EXACT6_LENS {
+        ls
+    } else {
+        // cost(j, i): the networks of the lengths ls[j..=i] expanded to ls[i].
+        let over = EXACT6_BUDGET + 1;
+        let cost = |j: usize, i: usize| -> u64 {
+            let mut sum = 0u64;
+            for t in j..=i {
+                let shift = ls[i] - ls[t];
+                let each = if shift >= 32 { over } else { cs[t] << shift };
+                sum = sum.saturating_add(each).min(over);
+            }
+            sum
+        };
+        // best[k][i]: the fewest networks for ls[..=i] with k + 1 levels, the last at ls[i];
+        // from[k][i]: where the level before it is.
+        let mut best = vec![vec![over; n]; EXACT6_LENS];
+        let mut from = vec![vec![usize::MAX; n]; EXACT6_LENS];
+        for (i, b) in best[0].iter_mut().enumerate() {
+            *b = cost(0, i);
+        }
+        for k in 1..EXACT6_LENS {
+            for i in k..n {
+                for j in (k - 1)..i {
+                    let c = best[k - 1][j].saturating_add(cost(j + 1, i)).min(over);
+                    if c < best[k][i] {
+                        best[k][i] = c;
+                        from[k][i] = j;
+                    }
+                }
+            }
+        }
+        let k = (0..EXACT6_LENS).min_by_key(|&k| best[k][n - 1])?;
+        if best[k][n - 1] > EXACT6_BUDGET {
+            return None;
+        }
+        let (mut levels, mut k, mut i) = (Vec::new(), k, n - 1);
+        loop {
+            levels.push(ls[i]);
+            if k == 0 {
+                break;
+            }
+            (k, i) = (k - 1, from[k][i]);
+        }
+        levels
+    };
     let mut out = Src6Lens {
-        count: distinct.len() as u32,
+        count: levels.len() as u32,
         ..Src6Lens::default()
     };
-    for (slot, len) in out.lens.iter_mut().zip(distinct.into_iter().rev()) {
+    let mut levels = levels;
+    levels.sort_unstable_by(|a, b| b.cmp(a));
+    for (slot, len) in out.lens.iter_mut().zip(levels) {
         *slot = len as u8;
     }
     Some(out)
 }
 
 /// The `SRC6_LENS` values (by scope, the non-empty ones) and `SRC6_EXACT` sets (by index
-/// within a generation) of `prefixes`: those of scopes beyond `DIR_SCOPES`, or of a scope with
-/// too many lengths ([`lens6`]), are left to the trie.
+/// within a generation) of `prefixes`, each expanded to its rule set's level ([`lens6`]):
+/// those of scopes beyond `DIR_SCOPES`, or of a rule set the table cannot answer for, are
+/// left to the trie.
 pub fn sets6(
     prefixes: &[Prefix6],
     room: Room,
@@ -137,23 +198,54 @@ pub fn sets6(
         by_scope.entry(p.scope).or_default().push(p);
     }
     let mut lens = HashMap::default();
-    let mut by_set: BTreeMap<u32, Vec<&Prefix6>> = BTreeMap::new();
+    let mut placed: Vec<Prefix6> = Vec::new();
     for (scope, members) in by_scope {
         let Some(l) = lens6(members.iter().map(|p| p.len)) else {
             continue;
         };
         lens.insert(scope, l);
+        let levels = &l.lens[..l.count as usize];
+        // (level, network) -> the entry of the longest prefix that expands to it.
+        let mut expanded: BTreeMap<(u32, u128), (u32, u32)> = BTreeMap::new();
         for p in members {
-            by_set
-                .entry(exact6_set(exact6_hash(p.scope, p.len, p.hi, p.lo)))
-                .or_default()
-                .push(p);
+            let level = levels
+                .iter()
+                .map(|&l| u32::from(l))
+                .filter(|&l| l >= p.len)
+                .min()
+                .expect("the longest length is a level");
+            let network = u128::from(p.hi) << 64 | u128::from(p.lo);
+            for k in 0..1u128 << (level - p.len) {
+                let sub = network | k.checked_shl(128 - level).unwrap_or(0);
+                let e = expanded.entry((level, sub)).or_insert((p.len, p.entry));
+                if p.len > e.0 {
+                    *e = (p.len, p.entry);
+                }
+            }
         }
+        placed.extend(
+            expanded
+                .into_iter()
+                .map(|((len, network), (_, entry))| Prefix6 {
+                    scope,
+                    hi: (network >> 64) as u64,
+                    lo: network as u64,
+                    len,
+                    entry,
+                }),
+        );
+    }
+    let mut by_set: BTreeMap<u32, Vec<&Prefix6>> = BTreeMap::new();
+    for p in &placed {
+        by_set
+            .entry(exact6_set(exact6_hash(p.scope, p.len, p.hi, p.lo)))
+            .or_default()
+            .push(p);
     }
     let mut out = HashMap::with_capacity_and_hasher(by_set.len(), Default::default());
     for (index, mut members) in by_set {
-        // Longest first, so that a crowded set keeps the prefixes probed first; then by
-        // network, so that a set depends on its own prefixes alone.
+        // Longest first, so that a crowded set keeps the networks probed first; then by
+        // network, so that a set depends on its own networks alone.
         members.sort_unstable_by_key(|p| (std::cmp::Reverse(p.len), p.scope, p.hi, p.lo));
         let mut set = Exact6Set::default();
         let mut used = 0;
@@ -294,13 +386,21 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_lengths_are_probed_longest_first_and_too_many_leave_the_rule_set_to_the_trie() {
+    fn ipv6_lengths_are_probed_longest_first_and_lengths_too_far_apart_leave_the_rule_set_to_the_trie(
+    ) {
         let l = lens6([64, 48, 128, 64, 0]).unwrap();
         assert_eq!((l.count, &l.lens[..4]), (4, &[128u8, 64, 48, 0][..]));
         assert_eq!(lens6([]).unwrap(), Src6Lens::default());
-        assert!(lens6(0..EXACT6_LENS as u32).is_some());
-        assert!(lens6(0..=EXACT6_LENS as u32).is_none());
-        // A scope with too many lengths is not placed; the other is.
+        // Nine lengths: the one with the fewest prefixes is expanded to the next.
+        let mut lens: Vec<u32> = (48..=56).flat_map(|l| [l; 1000]).collect();
+        lens.retain(|&l| l != 49);
+        lens.push(49);
+        let l = lens6(lens).unwrap();
+        assert_eq!(l.lens, [56, 55, 54, 53, 52, 51, 50, 48]);
+        // Lengths 16 apart: an expansion would need 65,536 networks per prefix.
+        let spread = || (0..=EXACT6_LENS as u32).map(|i| 16 * i);
+        assert!(lens6(spread()).is_none());
+        // A scope whose lengths the table cannot take is not placed; the other is.
         let p6 = |scope, len, hi| Prefix6 {
             scope,
             hi,
@@ -308,9 +408,7 @@ mod tests {
             len,
             entry: 1,
         };
-        let mut prefixes: Vec<Prefix6> = (0..=EXACT6_LENS as u32)
-            .map(|len| p6(0, len, 0))
-            .collect();
+        let mut prefixes: Vec<Prefix6> = spread().map(|len| p6(0, len, 0)).collect();
         prefixes.push(p6(1, 64, 0x2001_0db8_0000_0001));
         let (lens, sets) = sets6(&prefixes, Room::default());
         assert_eq!(lens.keys().copied().collect::<Vec<_>>(), vec![1]);
@@ -336,6 +434,71 @@ mod tests {
         assert_eq!(sets.len(), 1);
         assert_eq!(sets[&target].overflow, 1 << 2);
         prefixes.reverse();
-        assert_eq!(sets6(&prefixes, Room::default()).1, sets, "order-independent");
+        assert_eq!(
+            sets6(&prefixes, Room::default()).1,
+            sets,
+            "order-independent"
+        );
+    }
+
+    #[test]
+    fn an_expanded_prefix_gives_way_to_a_longer_one_at_its_level() {
+        // A /61 and a /63 inside it, at level 63: the /61 becomes four /63s, one of them the
+        // /63's.
+        let mut prefixes = vec![Prefix6 {
+            scope: 0,
+            hi: 0x2001_0db8_0000_0000,
+            lo: 0,
+            len: 61,
+            entry: 1,
+        }];
+        // Four /63s: expanding them to /64 would add four networks, the /61 to /63 three.
+        for hi in [
+            0x2001_0db8_0000_0002,
+            0x2001_0db8_0000_0010,
+            0x2001_0db8_0000_0012,
+            0x2001_0db8_0000_0014,
+        ] {
+            prefixes.push(Prefix6 {
+                hi,
+                len: 63,
+                entry: 2,
+                ..prefixes[0]
+            });
+        }
+        // Seven more lengths, ten prefixes each: expanding any of them costs more.
+        for (i, len) in [64u32, 70, 80, 90, 100, 110, 120].into_iter().enumerate() {
+            for j in 0..10u64 {
+                prefixes.push(Prefix6 {
+                    hi: 0x2001_0db8_0001_0000 + ((i as u64) << 8 | j),
+                    lo: 0,
+                    len,
+                    entry: 3,
+                    ..prefixes[0]
+                });
+            }
+        }
+        let (lens, sets) = sets6(&prefixes, Room::default());
+        assert!(!lens[&0].lens.contains(&61), "{:?}", lens[&0]);
+        let at63: Vec<(u64, u32)> = sets
+            .values()
+            .flat_map(|s| s.ways.iter())
+            .filter(|w| w.len == 63)
+            .map(|w| (w.hi, w.tag & EXACT4_ENTRY_MASK))
+            .collect();
+        let mut at63 = at63;
+        at63.sort_unstable();
+        assert_eq!(
+            at63,
+            vec![
+                (0x2001_0db8_0000_0000, 1),
+                (0x2001_0db8_0000_0002, 2),
+                (0x2001_0db8_0000_0004, 1),
+                (0x2001_0db8_0000_0006, 1),
+                (0x2001_0db8_0000_0010, 2),
+                (0x2001_0db8_0000_0012, 2),
+                (0x2001_0db8_0000_0014, 2)
+            ]
+        );
     }
 }

@@ -36,7 +36,10 @@ fn nested_rules(rng: &mut Rng) -> Vec<Rule> {
             // /48s: 256 possible per /32, so /64s and /128s land in some.
             0 => (base | (r & 0xff) << 80, 48),
             1 | 2 => (base | (r & 0xff) << 80 | (r >> 8 & 0x3) << 64, 64),
-            _ => (base | (r & 0xff) << 80 | (r >> 8 & 0x3) << 64 | r >> 16 & 0xff, 128),
+            _ => (
+                base | (r & 0xff) << 80 | (r >> 8 & 0x3) << 64 | r >> 16 & 0xff,
+                128,
+            ),
         };
         nets.push(net(bits, len));
     }
@@ -80,7 +83,10 @@ fn sources(rules: &[Rule], step: usize, rng: &mut Rng) -> Vec<Ipv6Addr> {
             continue;
         };
         let (first, last) = (u128::from(n.network()), u128::from(n.broadcast()));
-        let inside = first + (u128::from(rng.next()) % (last - first + 1));
+        let inside = match (last - first).checked_add(1) {
+            Some(size) => first + u128::from(rng.next()) % size,
+            None => u128::from(rng.next()),
+        };
         for a in [
             first,
             last,
@@ -111,21 +117,48 @@ fn ipv6_sources_judged_through_the_exact_table_agree_with_the_evaluator() {
     for (i, &n) in crowded[..EXACT6_WAYS + 2].iter().enumerate() {
         rules.push(rule(format!("c{i}"), Action::Deny, n));
     }
-    // More lengths than the table probes: that rule set is left to the trie.
+    // More lengths than the table probes: some are expanded to the next level. Nested
+    // networks, allows of TCP 443 around denies, so that a network expanded with the wrong
+    // entry passes or drops what it should not.
     let mut many = rules.clone();
     for (i, len) in (0..EXACT6_LENS as u8).map(|i| 100 + 3 * i).enumerate() {
-        many.push(rule(
-            format!("m{i}"),
-            Action::Deny,
-            net(0x2001_0db8_0000_0001 << 64, len),
-        ));
+        let n = net(0x2001_0db8_0000_0001 << 64 | 0x5555 << 16, len);
+        many.push(if i % 2 == 0 {
+            let mut r = rule(format!("m{i}"), Action::Allow, n);
+            r.protocol = Some(Protocol::Tcp);
+            r.ports = Some(vec![PortRange {
+                first: 443,
+                last: 443,
+            }]);
+            r
+        } else {
+            rule(format!("m{i}"), Action::Deny, n)
+        });
     }
+    // Lengths 16 apart, more than the table probes: any expansion would need 65,536 networks
+    // for one prefix, more than the table's budget, so the trie answers.
+    let spread: Vec<Rule> = (0..=EXACT6_LENS as u8)
+        .map(|i| {
+            let len = 16 * i;
+            rule(
+                format!("s{i}"),
+                if i % 2 == 0 {
+                    Action::Deny
+                } else {
+                    Action::Allow
+                },
+                net(0x2001_0db8_0000_0002 << 64 | 0xffff, len),
+            )
+        })
+        .collect();
     let none: Vec<Rule> = vec![{
         let mut r = Rule::new("v4-only", Action::Deny);
         r.from = Some(vec!["192.0.2.0/24".parse().unwrap()]);
         r
     }];
     let mut srcs = sources(&many, 7, &mut rng);
+    srcs.extend(sources(&many[many.len() - EXACT6_LENS..], 1, &mut rng));
+    srcs.extend(sources(&spread, 1, &mut rng));
     for n in &crowded {
         srcs.push(n.network());
         srcs.push(Ipv6Addr::from(u128::from(n.network()) | 0xabcd));
@@ -135,7 +168,8 @@ fn ipv6_sources_judged_through_the_exact_table_agree_with_the_evaluator() {
     // holds any prefix)
     for (revision, (rules, default_action, indexed, sets)) in [
         (&rules, Action::Allow, true, true),
-        (&many, Action::Deny, false, false),
+        (&many, Action::Deny, true, true),
+        (&spread, Action::Allow, false, false),
         (&none, Action::Deny, true, false),
         (&rules, Action::Deny, true, true),
         (&none, Action::Allow, true, false),
@@ -162,10 +196,7 @@ fn ipv6_sources_judged_through_the_exact_table_agree_with_the_evaluator() {
         let held = dp.held[dp.active_gen as usize].clone();
         let flags: Vec<u32> = held.ifaces.values().map(|c| c.flags).collect();
         assert!(
-            !flags.is_empty()
-                && flags
-                    .iter()
-                    .all(|f| (f & IFACE_SRC6_EXACT != 0) == indexed),
+            !flags.is_empty() && flags.iter().all(|f| (f & IFACE_SRC6_EXACT != 0) == indexed),
             "revision {revision}: flags {flags:?}"
         );
         assert_eq!(
@@ -174,6 +205,10 @@ fn ipv6_sources_judged_through_the_exact_table_agree_with_the_evaluator() {
             "revision {revision}: sets {}",
             held.exact6.len()
         );
+        if revision == 1 {
+            let lens = held.lens6.values().next().expect("the rule set's lengths");
+            assert_eq!(lens.count as usize, EXACT6_LENS, "levels {lens:?}");
+        }
         if revision == 0 {
             assert!(
                 held.exact6.values().any(|s| s.overflow == 1),
