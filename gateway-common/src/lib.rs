@@ -117,8 +117,13 @@ pub const EXACT4_WAYS: usize = 7;
 /// `Exact4Way::tag` of a way in use; its scope is `(tag >> 24) & 0x7f`, its entry
 /// `tag & EXACT4_ENTRY_MASK`.
 pub const EXACT4_USED: u32 = 1 << 31;
-/// Mask of a way's entry id (below [`DIR_LEAVES`]).
+/// Mask of a way's entry id (below [`DIR_LEAVES`], or [`EXACT_NO_LEAF`]).
 pub const EXACT4_ENTRY_MASK: u32 = (1 << 24) - 1;
+/// The entry id of a way (`SRC4_EXACT`, `SRC6_EXACT`) whose entry has no leaf (its id is
+/// `DIR_LEAVES` or more): an address that matches it asks the trie. The way still says that
+/// the network is here, so the other addresses of its set need not.
+pub const EXACT_NO_LEAF: u32 = EXACT4_ENTRY_MASK;
+const _: () = assert!(DIR_LEAVES < EXACT_NO_LEAF);
 
 /// One address of `SRC4_EXACT`: a /32 source entry of a rule set.
 #[repr(C)]
@@ -140,8 +145,8 @@ pub struct Exact4Way {
 /// not. In this table a /32 costs one way of 8 bytes, looked up with inlined array reads; the
 /// direct index then holds the prefixes of /31 and shorter only.
 ///
-/// A /32 that finds no room (a full set, or an entry id without a leaf) sets its scope's bit
-/// in `overflow`: an address of that scope that misses in such a set asks the trie.
+/// A /32 that finds no way (a full set) sets its scope's bit in `overflow`: an address of that
+/// scope that misses in such a set asks the trie.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Exact4Set {

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use gateway_common::{
     exact4_filter_bit, exact4_hash, exact4_set, exact6_filter_bit, exact6_hash, exact6_set,
     Exact4Set, Exact4Way, Exact6Set, Exact6Way, Src6Lens, DIR_SCOPES, EXACT4_ENTRY_MASK,
-    EXACT4_USED, EXACT4_WAYS, EXACT6_LENS, EXACT6_SETS, EXACT6_WAYS,
+    EXACT4_USED, EXACT4_WAYS, EXACT6_LENS, EXACT6_SETS, EXACT6_WAYS, EXACT_NO_LEAF,
 };
 use rustc_hash::FxHashMap as HashMap;
 
@@ -41,22 +41,30 @@ pub fn sets(prefixes: &[Prefix], room: Room) -> HashMap<u32, Exact4Set> {
         let mut set = Exact4Set::default();
         let mut used = 0;
         for p in members {
-            // An entry the index has no leaf for is answered by the trie, like one that finds
-            // no way.
-            if used == EXACT4_WAYS || p.entry >= room.leaves || p.entry > EXACT4_ENTRY_MASK {
+            if used == EXACT4_WAYS {
                 set.overflow |= 1 << p.scope;
                 continue;
             }
             set.filter |= exact4_filter_bit(exact4_hash(p.scope, p.addr));
             set.ways[used] = Exact4Way {
                 addr: p.addr,
-                tag: EXACT4_USED | p.scope << 24 | p.entry,
+                tag: EXACT4_USED | p.scope << 24 | leaf(p.entry, room),
             };
             used += 1;
         }
         out.insert(index, set);
     }
     out
+}
+
+/// The entry id a way holds for entry `entry`: [`EXACT_NO_LEAF`] for one without a leaf,
+/// whose addresses the trie answers.
+fn leaf(entry: u32, room: Room) -> u32 {
+    if entry < room.leaves {
+        entry
+    } else {
+        EXACT_NO_LEAF
+    }
 }
 
 /// What the table says about `addr` in rule set `scope`: `Some` for a /32 it holds
@@ -82,13 +90,14 @@ pub fn lookup(t: &Tables, scope: u32, addr: u32) -> Option<Answer> {
     (set.overflow & (1 << scope) != 0).then_some(Answer::Trie)
 }
 
-/// The entry ids the ways of `sets` name.
+/// The entry ids the ways of `sets` name (with a leaf).
 pub fn entries(sets: &HashMap<u32, Exact4Set>) -> impl Iterator<Item = u32> + '_ {
     sets.values().flat_map(|s| {
         s.ways
             .iter()
             .filter(|w| w.tag & EXACT4_USED != 0)
             .map(|w| w.tag & EXACT4_ENTRY_MASK)
+            .filter(|&e| e != EXACT_NO_LEAF)
     })
 }
 
@@ -250,7 +259,7 @@ pub fn sets6(
         let mut set = Exact6Set::default();
         let mut used = 0;
         for p in members {
-            if used == EXACT6_WAYS || p.entry >= room.leaves || p.entry > EXACT4_ENTRY_MASK {
+            if used == EXACT6_WAYS {
                 set.overflow |= 1 << p.scope;
                 continue;
             }
@@ -258,7 +267,7 @@ pub fn sets6(
             set.ways[used] = Exact6Way {
                 hi: p.hi,
                 lo: p.lo,
-                tag: EXACT4_USED | p.scope << 24 | p.entry,
+                tag: EXACT4_USED | p.scope << 24 | leaf(p.entry, room),
                 len: p.len,
             };
             used += 1;
@@ -311,13 +320,14 @@ pub fn lookup6(t: &Tables, scope: u32, addr: std::net::Ipv6Addr) -> Answer {
     Answer::None
 }
 
-/// The entry ids the ways of `sets` name.
+/// The entry ids the ways of `sets` name (with a leaf).
 pub fn entries6(sets: &HashMap<u32, Exact6Set>) -> impl Iterator<Item = u32> + '_ {
     sets.values().flat_map(|s| {
         s.ways
             .iter()
             .filter(|w| w.tag & EXACT4_USED != 0)
             .map(|w| w.tag & EXACT4_ENTRY_MASK)
+            .filter(|&e| e != EXACT_NO_LEAF)
     })
 }
 
@@ -373,16 +383,29 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_without_a_leaf_overflows_its_set() {
+    fn an_entry_without_a_leaf_keeps_its_way_and_sends_only_its_address_to_the_trie() {
         let room = Room {
             leaves: 10,
             ..Room::default()
         };
         let sets = sets(&[p(0, 0x0a00_0001, 3), p(0, 0x0a00_0002, 10)], room);
-        let overflowed: Vec<&Exact4Set> = sets.values().filter(|s| s.overflow != 0).collect();
-        assert_eq!(overflowed.len(), 1);
-        assert!(overflowed[0].ways.iter().all(|w| w.tag & EXACT4_USED == 0));
+        assert!(sets.values().all(|s| s.overflow == 0));
+        let tags: Vec<u32> = sets
+            .values()
+            .flat_map(|s| s.ways.iter().map(|w| w.tag & EXACT4_ENTRY_MASK))
+            .filter(|&e| e != 0)
+            .collect();
+        assert!(
+            tags.contains(&3) && tags.contains(&EXACT_NO_LEAF),
+            "{tags:?}"
+        );
         assert_eq!(entries(&sets).collect::<Vec<_>>(), vec![3]);
+        let t = Tables {
+            exact4: sets,
+            ..Tables::default()
+        };
+        assert_eq!(lookup(&t, 0, 0x0a00_0002), Some(Answer::Trie));
+        assert_eq!(lookup(&t, 0, 0x0a00_0003), None);
     }
 
     #[test]

@@ -224,3 +224,45 @@ fn ipv6_sources_judged_through_the_exact_table_agree_with_the_evaluator() {
         );
     }
 }
+
+#[test]
+#[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
+fn ipv6_entries_past_the_leaves_are_judged_by_the_trie() {
+    // 70,000 /64s, every other /64 of 2001:db8::/32's start: entry ids past the leaves
+    // (65,536), and more networks than most sets have ways.
+    let n = 70_000u128;
+    let base = 0x2001_0db8u128 << 96;
+    let rules: Vec<Rule> = (0..n)
+        .map(|i| rule(format!("d{i}"), Action::Deny, net(base | (2 * i) << 64, 64)))
+        .collect();
+    let policies = [policy(rules, Action::Allow)];
+    let snapshot =
+        compile(&policies, &[TEST_RUN_INTERFACE.into()]).unwrap_or_else(|e| panic!("compile: {e}"));
+    let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    rig.apply(&snapshot)
+        .unwrap_or_else(|e| panic!("apply: {e}"));
+    let dp = rig.dataplane();
+    let held = &dp.held[dp.active_gen as usize];
+    let no_leaf = held
+        .exact6
+        .values()
+        .flat_map(|s| s.ways.iter())
+        .filter(|w| w.tag & gateway_common::EXACT4_ENTRY_MASK == gateway_common::EXACT_NO_LEAF)
+        .count();
+    assert!(no_leaf > 0, "some ways have no leaf");
+    let mut rng = Rng(0x510e_527f_ade6_82d1);
+    let srcs = (0..400)
+        .map(|_| {
+            let r = u128::from(rng.next());
+            base | (r % (2 * n)) << 64 | r >> 40
+        })
+        .chain([base, base | (2 * n - 1) << 64, base | (2 * n) << 64]);
+    for src in srcs {
+        let p = Packet {
+            src: IpAddr::V6(Ipv6Addr::from(src)),
+            protocol: 17,
+            l4: L4::Port(53),
+        };
+        agrees(&mut rig, &policies, &p, "");
+    }
+}
