@@ -88,7 +88,7 @@ pub(crate) fn build(t: &mut Tables, prev: &Tables, room: Room) {
             entry: value.entry,
         })
         .collect();
-    t.exact4 = super::exact::sets(&prefixes, room);
+    let singles: Vec<Prefix> = prefixes.iter().filter(|p| p.len == 32).copied().collect();
     let prefixes6: Vec<super::exact::Prefix6> = t
         .src_v6
         .iter()
@@ -103,14 +103,24 @@ pub(crate) fn build(t: &mut Tables, prev: &Tables, room: Room) {
             }
         })
         .collect();
-    (t.lens6, t.exact6) = super::exact::sets6(&prefixes6, room);
     let (dir4, chunks4) = slots(prefixes, prev, room);
+    let exact_leaves = super::exact::Leaves::new(
+        room,
+        &named(&dir4, &chunks4, room),
+        singles
+            .iter()
+            .map(|p| p.entry)
+            .chain(prefixes6.iter().map(|p| p.entry)),
+    );
+    t.exact4 = super::exact::sets(&singles, &exact_leaves);
+    (t.lens6, t.exact6) = super::exact::sets6(&prefixes6, &exact_leaves);
     t.dir4 = dir4;
     t.chunks4 = chunks4;
-    leaves(t, room);
+    leaves(t, room, &exact_leaves);
 }
 
 /// An IPv4 source entry of a rule set, as the index sees it.
+#[derive(Debug, Clone, Copy)]
 pub struct Prefix {
     /// Scope id (no generation bit).
     pub scope: u32,
@@ -280,30 +290,45 @@ pub fn slots(
 /// one becomes `DIR_CHUNK | id` or `DIR_TRIE`).
 const PENDING: u32 = DIR_CHUNK | DIR_ID_MASK;
 
-/// Fills `t.leaves4`: the `SRC_V4` values of the entries some slot of `t.dir4`/`t.chunks4`
-/// or some way of `t.exact4` names, and the `SRC_V6` values of those `t.exact6` names.
-pub fn leaves(t: &mut Tables, room: Room) {
-    t.leaves4.clear();
+/// The leaf numbers (entry ids) the slots of `dir4` and `chunks4` name, as flags by number.
+pub fn named(
+    dir4: &HashMap<u32, DirBlock>,
+    chunks4: &HashMap<u32, DirBlock>,
+    room: Room,
+) -> Vec<bool> {
     let mut named = vec![false; room.leaves as usize];
-    let mut any = false;
-    for block in t.dir4.values().chain(t.chunks4.values()) {
+    for block in dir4.values().chain(chunks4.values()) {
         for &s in &block.slots {
             if s & DIR_KIND_MASK == DIR_LEAF {
                 named[(s & DIR_ID_MASK) as usize] = true;
-                any = true;
             }
         }
     }
-    for e in super::exact::entries(&t.exact4).chain(super::exact::entries6(&t.exact6)) {
-        named[e as usize] = true;
-        any = true;
+    named
+}
+
+/// Fills `t.leaves4`: for each leaf number some slot of `t.dir4`/`t.chunks4` or some way of
+/// `t.exact4`/`t.exact6` names, the `SRC_V4` or `SRC_V6` value of its entry (`leaves` says
+/// which entry a spare number was given to).
+pub fn leaves(t: &mut Tables, room: Room, leaves: &super::exact::Leaves) {
+    t.leaves4.clear();
+    let mut named = named(&t.dir4, &t.chunks4, room);
+    for n in super::exact::entries(&t.exact4).chain(super::exact::entries6(&t.exact6)) {
+        named[n as usize] = true;
     }
-    if !any {
+    // Entry -> the leaf number that holds its value.
+    let wanted: HashMap<u32, u32> = named
+        .iter()
+        .enumerate()
+        .filter(|&(_, &named)| named)
+        .map(|(n, _)| (leaves.entry(n as u32), n as u32))
+        .collect();
+    if wanted.is_empty() {
         return;
     }
     for value in t.src_v4.values().chain(t.src_v6.values()) {
-        if named.get(value.entry as usize) == Some(&true) {
-            t.leaves4.insert(value.entry, *value);
+        if let Some(&n) = wanted.get(&value.entry) {
+            t.leaves4.insert(n, *value);
         }
     }
 }

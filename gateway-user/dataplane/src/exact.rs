@@ -23,9 +23,72 @@ use rustc_hash::FxHashMap as HashMap;
 use super::dir::{Answer, Prefix, Room};
 use super::tables::Tables;
 
+/// The leaf numbers the ways of the exact tables give their entries: its own id for an
+/// entry below the leaves (as the direct index names leaves), else a spare number: one below
+/// the leaves that no slot of the direct index and no way names as an entry's own id.
+///
+/// Why: entry ids grow with the policy, and those of a large blocklist's last entries (its
+/// IPv6 ones come after every IPv4 one) pass the `DIR_LEAVES` leaves; without a leaf an
+/// address found in a table still asks the trie.
+#[derive(Debug, Clone, Default)]
+pub struct Leaves {
+    /// Leaves per generation.
+    room: u32,
+    /// Leaf number by entry, for the entries past `room` that have one.
+    by_entry: HashMap<u32, u32>,
+    /// The entry of each of those leaf numbers.
+    entry_of: HashMap<u32, u32>,
+}
+
+impl Leaves {
+    /// Entries keep their own ids; those past the leaves have none.
+    pub fn own(room: Room) -> Self {
+        Leaves {
+            room: room.leaves,
+            ..Leaves::default()
+        }
+    }
+
+    /// Leaf numbers for `entries` (the exact tables' entries): spare numbers, highest first,
+    /// for those past the leaves, in id order, as long as spares last. `named[n]`: number `n`
+    /// is an entry's own id that the direct index names.
+    pub fn new(room: Room, named: &[bool], entries: impl IntoIterator<Item = u32>) -> Self {
+        let entries: std::collections::BTreeSet<u32> = entries.into_iter().collect();
+        let mut taken = named.to_vec();
+        taken.resize(room.leaves as usize, false);
+        for &e in entries.range(..room.leaves) {
+            taken[e as usize] = true;
+        }
+        let mut spare = (0..room.leaves).rev().filter(|&n| !taken[n as usize]);
+        let mut out = Leaves::own(room);
+        for &e in entries.range(room.leaves..) {
+            let Some(n) = spare.next() else {
+                break;
+            };
+            out.by_entry.insert(e, n);
+            out.entry_of.insert(n, e);
+        }
+        out
+    }
+
+    /// The leaf number a way holds for `entry`; [`EXACT_NO_LEAF`] when it has none.
+    pub fn of(&self, entry: u32) -> u32 {
+        if entry < self.room {
+            entry
+        } else {
+            self.by_entry.get(&entry).copied().unwrap_or(EXACT_NO_LEAF)
+        }
+    }
+
+    /// The entry whose value leaf number `leaf` holds.
+    pub fn entry(&self, leaf: u32) -> u32 {
+        self.entry_of.get(&leaf).copied().unwrap_or(leaf)
+    }
+}
+
 /// The sets of `SRC4_EXACT` for the /32s among `prefixes` (those of scopes beyond
 /// `DIR_SCOPES` are ignored), by index within a generation.
-pub fn sets(prefixes: &[Prefix], room: Room) -> HashMap<u32, Exact4Set> {
+pub fn sets(prefixes: &[Prefix], leaves: &Leaves) -> HashMap<u32, Exact4Set> {
     let mut by_set: BTreeMap<u32, Vec<&Prefix>> = BTreeMap::new();
     for p in prefixes {
         if p.len == 32 && p.scope < DIR_SCOPES {
@@ -48,23 +111,13 @@ pub fn sets(prefixes: &[Prefix], room: Room) -> HashMap<u32, Exact4Set> {
             set.filter |= exact4_filter_bit(exact4_hash(p.scope, p.addr));
             set.ways[used] = Exact4Way {
                 addr: p.addr,
-                tag: EXACT4_USED | p.scope << 24 | leaf(p.entry, room),
+                tag: EXACT4_USED | p.scope << 24 | leaves.of(p.entry),
             };
             used += 1;
         }
         out.insert(index, set);
     }
     out
-}
-
-/// The entry id a way holds for entry `entry`: [`EXACT_NO_LEAF`] for one without a leaf,
-/// whose addresses the trie answers.
-fn leaf(entry: u32, room: Room) -> u32 {
-    if entry < room.leaves {
-        entry
-    } else {
-        EXACT_NO_LEAF
-    }
 }
 
 /// What the table says about `addr` in rule set `scope`: `Some` for a /32 it holds
@@ -200,7 +253,7 @@ pub fn lens6(lens: impl IntoIterator<Item = u32>) -> Option<Src6Lens> {
 /// left to the trie.
 pub fn sets6(
     prefixes: &[Prefix6],
-    room: Room,
+    leaves: &Leaves,
 ) -> (HashMap<u32, Src6Lens>, HashMap<u32, Exact6Set>) {
     let mut by_scope: BTreeMap<u32, Vec<&Prefix6>> = BTreeMap::new();
     for p in prefixes.iter().filter(|p| p.scope < DIR_SCOPES) {
@@ -267,7 +320,7 @@ pub fn sets6(
             set.ways[used] = Exact6Way {
                 hi: p.hi,
                 lo: p.lo,
-                tag: EXACT4_USED | p.scope << 24 | leaf(p.entry, room),
+                tag: EXACT4_USED | p.scope << 24 | leaves.of(p.entry),
                 len: p.len,
             };
             used += 1;
@@ -366,7 +419,7 @@ mod tests {
             ..p(1, 0x0b00_0000, 99)
         });
         prefixes.push(p(DIR_SCOPES, 0x0c00_0001, 98));
-        let sets = sets(&prefixes, Room::default());
+        let sets = sets(&prefixes, &Leaves::own(Room::default()));
         assert_eq!(
             sets.len(),
             1,
@@ -379,7 +432,7 @@ mod tests {
         let placed: Vec<u32> = set.ways.iter().map(|w| w.addr).collect();
         assert_eq!(placed, addrs[..EXACT4_WAYS]);
         prefixes.reverse();
-        assert_eq!(super::sets(&prefixes, Room::default()), sets);
+        assert_eq!(super::sets(&prefixes, &Leaves::own(Room::default())), sets);
     }
 
     #[test]
@@ -388,7 +441,10 @@ mod tests {
             leaves: 10,
             ..Room::default()
         };
-        let sets = sets(&[p(0, 0x0a00_0001, 3), p(0, 0x0a00_0002, 10)], room);
+        let sets = sets(
+            &[p(0, 0x0a00_0001, 3), p(0, 0x0a00_0002, 10)],
+            &Leaves::own(room),
+        );
         assert!(sets.values().all(|s| s.overflow == 0));
         let tags: Vec<u32> = sets
             .values()
@@ -433,7 +489,7 @@ mod tests {
         };
         let mut prefixes: Vec<Prefix6> = spread().map(|len| p6(0, len, 0)).collect();
         prefixes.push(p6(1, 64, 0x2001_0db8_0000_0001));
-        let (lens, sets) = sets6(&prefixes, Room::default());
+        let (lens, sets) = sets6(&prefixes, &Leaves::own(Room::default()));
         assert_eq!(lens.keys().copied().collect::<Vec<_>>(), vec![1]);
         assert_eq!(entries6(&sets).count(), 1);
     }
@@ -453,12 +509,12 @@ mod tests {
                 entry: i as u32,
             })
             .collect();
-        let (_, sets) = sets6(&prefixes, Room::default());
+        let (_, sets) = sets6(&prefixes, &Leaves::own(Room::default()));
         assert_eq!(sets.len(), 1);
         assert_eq!(sets[&target].overflow, 1 << 2);
         prefixes.reverse();
         assert_eq!(
-            sets6(&prefixes, Room::default()).1,
+            sets6(&prefixes, &Leaves::own(Room::default())).1,
             sets,
             "order-independent"
         );
@@ -501,7 +557,7 @@ mod tests {
                 });
             }
         }
-        let (lens, sets) = sets6(&prefixes, Room::default());
+        let (lens, sets) = sets6(&prefixes, &Leaves::own(Room::default()));
         assert!(!lens[&0].lens.contains(&61), "{:?}", lens[&0]);
         let at63: Vec<(u64, u32)> = sets
             .values()
@@ -523,5 +579,25 @@ mod tests {
                 (0x2001_0db8_0000_0014, 2)
             ]
         );
+    }
+
+    #[test]
+    fn entries_past_the_leaves_take_the_highest_numbers_no_one_names() {
+        let room = Room {
+            leaves: 8,
+            ..Room::default()
+        };
+        // The index names 7 and 5; exact entries 2 (its own id) and 9, 11, 12, 13 (past them).
+        let mut named = vec![false; 8];
+        named[7] = true;
+        named[5] = true;
+        let leaves = Leaves::new(room, &named, [13, 2, 9, 11, 12, 2]);
+        let got: Vec<u32> = [2, 9, 11, 12, 13, 4].map(|e| leaves.of(e)).to_vec();
+        assert_eq!(got, vec![2, 6, 4, 3, 1, 4]);
+        assert_eq!(leaves.entry(6), 9);
+        assert_eq!(leaves.entry(5), 5);
+        // Numbers run out: the last entries have no leaf.
+        let few = Leaves::new(room, &[true; 8], [8, 9]);
+        assert_eq!((few.of(8), few.of(9)), (EXACT_NO_LEAF, EXACT_NO_LEAF));
     }
 }

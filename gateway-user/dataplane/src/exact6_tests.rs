@@ -227,15 +227,38 @@ fn ipv6_sources_judged_through_the_exact_table_agree_with_the_evaluator() {
 
 #[test]
 #[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
-fn ipv6_entries_past_the_leaves_are_judged_by_the_trie() {
-    // 70,000 /64s, every other /64 of 2001:db8::/32's start: entry ids past the leaves
-    // (65,536), and more networks than most sets have ways.
+fn ipv6_entries_past_the_leaves_take_spare_leaves_or_are_judged_by_the_trie() {
+    // 20,000 IPv4 /30s, one per /24 of 1.0.0.0/8 onwards: more /16s needing a chunk than the
+    // index has, so the entry ids of many are named by no slot and are spare leaf numbers.
+    // Then 70,000 IPv6 /64s, every other /64 from 2001:db8::: their entry ids come after the
+    // IPv4 ones, past the leaves (65,536); some take the spare numbers, the rest have none.
+    let mut rules: Vec<Rule> = (0..20_000u32)
+        .map(|i| {
+            let mut r = Rule::new(format!("v4-{i}"), Action::Deny);
+            let net = ipnet::Ipv4Net::new(std::net::Ipv4Addr::from((1 << 24) + (i << 8)), 30);
+            r.from = Some(vec![net.unwrap().into()]);
+            r
+        })
+        .collect();
     let n = 70_000u128;
     let base = 0x2001_0db8u128 << 96;
-    let rules: Vec<Rule> = (0..n)
-        .map(|i| rule(format!("d{i}"), Action::Deny, net(base | (2 * i) << 64, 64)))
-        .collect();
-    let policies = [policy(rules, Action::Allow)];
+    // Every other one an allow of TCP 443 (the default denies): a leaf holding another
+    // entry's value drops what it should pass.
+    rules.extend((0..n).map(|i| {
+        let n = net(base | (2 * i) << 64, 64);
+        if i % 2 == 0 {
+            rule(format!("d{i}"), Action::Deny, n)
+        } else {
+            let mut r = rule(format!("a{i}"), Action::Allow, n);
+            r.protocol = Some(Protocol::Tcp);
+            r.ports = Some(vec![PortRange {
+                first: 443,
+                last: 443,
+            }]);
+            r
+        }
+    }));
+    let policies = [policy(rules, Action::Deny)];
     let snapshot =
         compile(&policies, &[TEST_RUN_INTERFACE.into()]).unwrap_or_else(|e| panic!("compile: {e}"));
     let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
@@ -243,26 +266,45 @@ fn ipv6_entries_past_the_leaves_are_judged_by_the_trie() {
         .unwrap_or_else(|e| panic!("apply: {e}"));
     let dp = rig.dataplane();
     let held = &dp.held[dp.active_gen as usize];
-    let no_leaf = held
+    let leaves: Vec<u32> = held
         .exact6
         .values()
         .flat_map(|s| s.ways.iter())
-        .filter(|w| w.tag & gateway_common::EXACT4_ENTRY_MASK == gateway_common::EXACT_NO_LEAF)
+        .filter(|w| w.tag != 0)
+        .map(|w| w.tag & gateway_common::EXACT4_ENTRY_MASK)
+        .collect();
+    let none = leaves
+        .iter()
+        .filter(|&&l| l == gateway_common::EXACT_NO_LEAF)
         .count();
-    assert!(no_leaf > 0, "some ways have no leaf");
+    // A spare: a leaf whose value is another entry's.
+    let spare = leaves
+        .iter()
+        .filter(|&&l| held.leaves4.get(&l).is_some_and(|v| v.entry != l))
+        .count();
+    assert!(
+        none > 0 && spare > 0,
+        "{none} ways without a leaf, {spare} on spares"
+    );
     let mut rng = Rng(0x510e_527f_ade6_82d1);
-    let srcs = (0..400)
+    let srcs = (0..600)
         .map(|_| {
             let r = u128::from(rng.next());
             base | (r % (2 * n)) << 64 | r >> 40
         })
         .chain([base, base | (2 * n - 1) << 64, base | (2 * n) << 64]);
     for src in srcs {
-        let p = Packet {
-            src: IpAddr::V6(Ipv6Addr::from(src)),
-            protocol: 17,
-            l4: L4::Port(53),
-        };
-        agrees(&mut rig, &policies, &p, "");
+        for (protocol, port) in [(6u8, 443u16), (17, 53)] {
+            let p = Packet {
+                src: IpAddr::V6(Ipv6Addr::from(src)),
+                protocol,
+                l4: L4::Port(port),
+            };
+            agrees(&mut rig, &policies, &p, "");
+        }
     }
+    let again = rig
+        .second_loader()
+        .unwrap_or_else(|e| panic!("second loader: {e}"));
+    assert!(again.held == rig.dataplane().held, "read back");
 }

@@ -487,11 +487,25 @@ pub fn build(
     };
     let index = || {
         let prefixes = prefixes();
-        let exact4 = super::exact::sets(&prefixes, room);
-        let exact6 = super::exact::sets6(&prefixes6(), room);
-        (super::dir::slots(prefixes, prev, room), exact4, exact6)
+        let prefixes6 = prefixes6();
+        // The /32s go to the exact table, the rest to the direct index; the exact tables'
+        // entries take the leaf numbers the index leaves free.
+        let singles: Vec<super::dir::Prefix> =
+            prefixes.iter().filter(|p| p.len == 32).copied().collect();
+        let (dir4, chunks4) = super::dir::slots(prefixes, prev, room);
+        let leaves = super::exact::Leaves::new(
+            room,
+            &super::dir::named(&dir4, &chunks4, room),
+            singles
+                .iter()
+                .map(|p| p.entry)
+                .chain(prefixes6.iter().map(|p| p.entry)),
+        );
+        let exact4 = super::exact::sets(&singles, &leaves);
+        let exact6 = super::exact::sets6(&prefixes6, &leaves);
+        ((dir4, chunks4), exact4, exact6, leaves)
     };
-    let (result, ((dir4, chunks4), exact4, (lens6, exact6))) = std::thread::scope(|s| {
+    let (result, ((dir4, chunks4), exact4, (lens6, exact6), leaves)) = std::thread::scope(|s| {
         let beside = std::thread::Builder::new()
             .name("tollgate-dir".into())
             .spawn_scoped(s, index);
@@ -511,7 +525,7 @@ pub fn build(
     t.exact4 = exact4;
     t.exact6 = exact6;
     t.lens6 = lens6;
-    super::dir::leaves(&mut t, room);
+    super::dir::leaves(&mut t, room, &leaves);
     Ok((t, by_name))
 }
 
