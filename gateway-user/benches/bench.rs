@@ -197,7 +197,7 @@ enum DenyKind {
     Long,
     /// A /32: the exact-address table.
     Single,
-    /// An IPv6 prefix (/48 to /64): the IPv6 source trie, which has no direct index.
+    /// An IPv6 prefix (/48 to /64): the IPv6 exact-prefix table.
     V6,
 }
 
@@ -303,6 +303,9 @@ fn per_packet(report: &mut Report) {
     let limited_frame = udp("198.51.100.10", 9000);
     // No rule names UDP 53 from this source: the default action (allow) passes it, no limit.
     let plain_frame = udp("192.0.2.10", 53);
+    // The same from an IPv6 source in the blocklist's /32 that no prefix of it covers: every
+    // length of the IPv6 exact table is probed and misses.
+    let plain_v6_frame = udp("2001:db8:ffff:ffff::10", 53);
 
     // samples[name] = ns per packet, one per round.
     let mut base_ns = Vec::new();
@@ -326,6 +329,7 @@ fn per_packet(report: &mut Report) {
             let mut cases = vec![
                 ("plain", plain_frame.clone(), XDP_PASS),
                 ("pass", pass_frame.clone(), XDP_PASS),
+                ("plain-v6", plain_v6_frame.clone(), XDP_PASS),
             ];
             // A kind of deny the blocklist has no prefix of is left out (and shown as "—").
             cases.extend(
@@ -357,28 +361,30 @@ fn per_packet(report: &mut Report) {
          prefix (the direct index answers); *deny, /25–/31* = a source inside a longer blocklisted prefix (a chunk of address slots while the index has room for one, \
          else the source trie: 4,096 chunks per generation are too few for the 10,000- and 100,000-rule blocklists); \
          *deny, /32* = a blocklisted single address (the exact-address table); \
-         *deny, IPv6* = a source inside a blocklisted IPv6 prefix (the IPv6 source trie: IPv6 has no direct index; — where the blocklist holds none); \
+         *deny, IPv6* = a source inside a blocklisted IPv6 prefix (the IPv6 exact-prefix table: the blocklist's 17 IPv6 lengths expanded to 8 levels; — where the blocklist holds none); \
+         *pass, IPv6* = UDP 53 from an IPv6 source in the blocklist's /32 that no prefix covers (every level probed, all miss; the 10-rule blocklist has no IPv6 prefix, so no probe); \
          *rate-limited* = UDP to a \
          1 packet/s rule after its burst.\n\n"
     ));
-    md.push_str("| rules | pass ns | pass through limit ns | deny ns | deny, /25–/31 prefix ns | deny, /32 ns | deny, IPv6 ns | rate-limited ns | pass through limit / xdp_pass | deny / xdp_pass | deny /25–/31 / xdp_pass | deny /32 / xdp_pass | deny IPv6 / xdp_pass | pass through limit at N / at 10 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("| rules | pass ns | pass through limit ns | deny ns | deny, /25–/31 prefix ns | deny, /32 ns | deny, IPv6 ns | pass, IPv6 ns | rate-limited ns | pass through limit / xdp_pass | deny / xdp_pass | deny /25–/31 / xdp_pass | deny /32 / xdp_pass | deny IPv6 / xdp_pass | pass through limit at N / at 10 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let pass10 = median(&mut samples.get(&(10, "pass")).cloned().unwrap_or_default());
     for n in sizes {
         let get = |k: &str| match samples.get(&(n, k)) {
             Some(v) => median(&mut v.clone()),
             None => f64::NAN,
         };
-        let (plain, pass, deny, deny_long, deny_single, deny_v6, limited) = (
+        let (plain, pass, deny, deny_long, deny_single, deny_v6, plain_v6, limited) = (
             get("plain"),
             get("pass"),
             get("deny"),
             get("deny-long"),
             get("deny-single"),
             get("deny-v6"),
+            get("plain-v6"),
             get("rate-limited"),
         );
         md.push_str(&format!(
-            "| {n} | {plain:.1} | {pass:.1} | {deny:.1} | {deny_long:.1} | {deny_single:.1} | {} | {limited:.1} | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {} | {:.2}x |\n",
+            "| {n} | {plain:.1} | {pass:.1} | {deny:.1} | {deny_long:.1} | {deny_single:.1} | {} | {plain_v6:.1} | {limited:.1} | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {} | {:.2}x |\n",
             dash_nan(deny_v6, format!("{deny_v6:.1}")),
             pass / base_med,
             deny / base_med,

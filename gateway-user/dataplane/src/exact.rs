@@ -384,6 +384,71 @@ pub fn entries6(sets: &HashMap<u32, Exact6Set>) -> impl Iterator<Item = u32> + '
     })
 }
 
+/// How full the exact tables of one generation are: what an operator watches to see a
+/// blocklist outgrow the fast path (`/status` `fast_path`, `tollgate_map_entries`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FastPath {
+    /// Ways in use of `SRC4_EXACT` (IPv4 /32 sources).
+    pub exact_v4_ways: usize,
+    /// Sets of `SRC4_EXACT` that had more /32s than ways: an address of a /16 holding /32s
+    /// that misses in one asks the trie.
+    pub exact_v4_overflowed_sets: usize,
+    /// Ways in use of `SRC6_EXACT` (IPv6 networks, after expansion).
+    pub exact_v6_ways: usize,
+    /// Sets of `SRC6_EXACT` that had more networks than ways.
+    pub exact_v6_overflowed_sets: usize,
+    /// Ways of either table whose entry has no leaf: the addresses they hold ask the trie.
+    pub ways_without_leaf: usize,
+    /// Leaves in use (`SRC4_LEAVES`, both families).
+    pub leaves: usize,
+    /// Rule sets with IPv6 sources the exact table does not answer for (lengths too far
+    /// apart to expand, or past the rule sets the tables serve): their IPv6 sources ask the
+    /// trie.
+    pub ipv6_rule_sets_on_trie: usize,
+}
+
+/// [`FastPath`] of `t`.
+pub fn fast_path(t: &Tables) -> FastPath {
+    let tag = |tag: u32| {
+        (
+            tag & EXACT4_USED != 0,
+            tag & EXACT4_ENTRY_MASK == EXACT_NO_LEAF,
+        )
+    };
+    let ways4 = t
+        .exact4
+        .values()
+        .flat_map(|s| s.ways.iter().map(|w| tag(w.tag)));
+    let ways6 = t
+        .exact6
+        .values()
+        .flat_map(|s| s.ways.iter().map(|w| tag(w.tag)));
+    let (mut v4, mut v6, mut no_leaf) = (0, 0, 0);
+    for (used, none) in ways4 {
+        v4 += usize::from(used);
+        no_leaf += usize::from(used && none);
+    }
+    for (used, none) in ways6 {
+        v6 += usize::from(used);
+        no_leaf += usize::from(used && none);
+    }
+    // The rule sets with IPv6 sources, by scope; those the table answers for have lengths.
+    let with_v6: std::collections::BTreeSet<u32> = t
+        .src_v6
+        .keys()
+        .map(|(_, k)| u32::from_be_bytes(k.scope))
+        .collect();
+    FastPath {
+        exact_v4_ways: v4,
+        exact_v4_overflowed_sets: t.exact4.values().filter(|s| s.overflow != 0).count(),
+        exact_v6_ways: v6,
+        exact_v6_overflowed_sets: t.exact6.values().filter(|s| s.overflow != 0).count(),
+        ways_without_leaf: no_leaf,
+        leaves: t.leaves4.len(),
+        ipv6_rule_sets_on_trie: with_v6.iter().filter(|s| !t.lens6.contains_key(s)).count(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -599,5 +664,57 @@ mod tests {
         // Numbers run out: the last entries have no leaf.
         let few = Leaves::new(room, &[true; 8], [8, 9]);
         assert_eq!((few.of(8), few.of(9)), (EXACT_NO_LEAF, EXACT_NO_LEAF));
+    }
+
+    #[test]
+    fn the_fast_path_counts_ways_overflows_missing_leaves_and_rule_sets_left_to_the_trie() {
+        let room = Room {
+            leaves: 10,
+            ..Room::default()
+        };
+        let target = exact4_set(0, 0x0a00_0001);
+        let crowded: Vec<Prefix> = (0x0a00_0001u32..)
+            .filter(|&a| exact4_set(0, a) == target)
+            .take(EXACT4_WAYS + 1)
+            .enumerate()
+            .map(|(i, a)| p(0, a, i as u32 + 5))
+            .collect();
+        let v6 = |scope, len| Prefix6 {
+            scope,
+            hi: 0x2001_0db8_0000_0000,
+            lo: 0,
+            len,
+            entry: 1,
+        };
+        // Scope 1: two networks; scope 2: nine lengths 16 apart (left to the trie).
+        let mut prefixes6 = vec![v6(1, 48), v6(1, 64)];
+        prefixes6.extend((0..=EXACT6_LENS as u32).map(|i| v6(2, 16 * i)));
+        let leaves = Leaves::own(room);
+        let mut t = Tables {
+            exact4: sets(&crowded, &leaves),
+            ..Tables::default()
+        };
+        (t.lens6, t.exact6) = sets6(&prefixes6, &leaves);
+        for p in &prefixes6 {
+            let key = gateway_common::SrcV6 {
+                scope: p.scope.to_be_bytes(),
+                addr: (u128::from(p.hi) << 64).to_be_bytes(),
+            };
+            t.src_v6.insert((32 + p.len, key), Default::default());
+        }
+        let f = fast_path(&t);
+        assert_eq!(
+            f,
+            FastPath {
+                exact_v4_ways: EXACT4_WAYS,
+                exact_v4_overflowed_sets: 1,
+                exact_v6_ways: 2,
+                exact_v6_overflowed_sets: 0,
+                // Entries 10 and 11 of the crowded set are past the 10 leaves.
+                ways_without_leaf: 2,
+                leaves: 0,
+                ipv6_rule_sets_on_trie: 1,
+            }
+        );
     }
 }

@@ -372,6 +372,11 @@ impl Dataplane {
         Ok(())
     }
 
+    /// How full the exact tables of the generation in force are (see [`exact::FastPath`]).
+    pub fn fast_path(&self) -> exact::FastPath {
+        exact::fast_path(&self.held[self.active_gen as usize])
+    }
+
     /// What both generations of the kernel maps hold, without generation bits.
     fn read_tables(&self, every_limit_slot: bool) -> Result<[Tables; 2], DataplaneError> {
         read_tables(&self.maps, &self.limit_slots(every_limit_slot))

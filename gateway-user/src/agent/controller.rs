@@ -354,6 +354,7 @@ impl Controller {
         s.rules = snapshot.l4.rules.len();
         s.source_entries = snapshot.l4.source_entries();
         s.port_entries = snapshot.l4.port_entries();
+        s.fast_path = self.dp.fast_path();
         s.http_ports = self.proxy.ports();
         s.routes = snapshot.l7.policy.routes.len();
         s.not_served = telemetry::NotServed::of(&snapshot.acceptance);

@@ -306,6 +306,23 @@ impl Collector for L4Collector {
                 status.port_entries as i64,
                 i64::from(gateway_common::MAX_PORT_ENTRIES / 2),
             ),
+            // The exact-address tables and the leaves of the fast path: a blocklist that
+            // outgrows them is still enforced, through the trie, at the trie's cost.
+            (
+                "exact_v4",
+                status.fast_path.exact_v4_ways as i64,
+                i64::from(gateway_common::EXACT4_SETS) * gateway_common::EXACT4_WAYS as i64,
+            ),
+            (
+                "exact_v6",
+                status.fast_path.exact_v6_ways as i64,
+                i64::from(gateway_common::EXACT6_SETS) * gateway_common::EXACT6_WAYS as i64,
+            ),
+            (
+                "leaves",
+                status.fast_path.leaves as i64,
+                i64::from(gateway_common::DIR_LEAVES),
+            ),
         ];
         for (map, n, _) in fill {
             ConstGauge::new(n).encode(entries.encode_family(&MapLabel { map: map.into() })?)?;
@@ -696,8 +713,13 @@ mod tests {
         shared.metrics.applied("examples/", "dir:1234", 0.012);
         shared.metrics.applied("examples/", "dir:5678", 0.010);
         shared.metrics.failed("invalid");
+        shared.status.write().unwrap().fast_path.exact_v6_ways = 42;
         let text = shared.metrics.render(true);
         for name in [
+            "tollgate_map_entries{map=\"exact_v6\"} 42",
+            "tollgate_map_capacity{map=\"exact_v6\"} 81920",
+            "tollgate_map_capacity{map=\"exact_v4\"} 229376",
+            "tollgate_map_capacity{map=\"leaves\"} 65536",
             "tollgate_policy_apply_duration_seconds_bucket",
             "tollgate_policy_apply_failures_total{reason=\"invalid\"} 1",
             "tollgate_policy_last_apply_success_timestamp_seconds",

@@ -81,6 +81,8 @@ pub struct Status {
     pub source_entries: usize,
     /// Port-table entries in force.
     pub port_entries: usize,
+    /// How full the kernel's exact-address tables are with the revision in force.
+    pub fast_path: tollgate_dataplane::exact::FastPath,
     /// Attempts in a row that could not read the source (fetch errors, an unreachable Git
     /// server); 0 once it answers again.
     pub consecutive_failures: u32,
