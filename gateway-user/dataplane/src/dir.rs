@@ -103,20 +103,22 @@ pub(crate) fn build(t: &mut Tables, prev: &Tables, room: Room) {
             }
         })
         .collect();
+    t.exact4 = super::exact::sets(&singles);
+    (t.lens6, t.exact6) = super::exact::sets6(&prefixes6);
     let (dir4, chunks4) = slots(prefixes, prev, room);
+    let named = named(&dir4, &chunks4, room);
     let exact_leaves = super::exact::Leaves::new(
         room,
-        &named(&dir4, &chunks4, room),
+        &named,
         singles
             .iter()
             .map(|p| p.entry)
             .chain(prefixes6.iter().map(|p| p.entry)),
     );
-    t.exact4 = super::exact::sets(&singles, &exact_leaves);
-    (t.lens6, t.exact6) = super::exact::sets6(&prefixes6, &exact_leaves);
+    super::exact::number(&mut t.exact4, &mut t.exact6, &exact_leaves);
     t.dir4 = dir4;
     t.chunks4 = chunks4;
-    leaves(t, room, &exact_leaves);
+    leaves(t, named, &exact_leaves);
 }
 
 /// An IPv4 source entry of a rule set, as the index sees it.
@@ -307,27 +309,29 @@ pub fn named(
     named
 }
 
-/// Fills `t.leaves4`: for each leaf number some slot of `t.dir4`/`t.chunks4` or some way of
-/// `t.exact4`/`t.exact6` names, the `SRC_V4` or `SRC_V6` value of its entry (`leaves` says
-/// which entry a spare number was given to).
-pub fn leaves(t: &mut Tables, room: Room, leaves: &super::exact::Leaves) {
+/// Fills `t.leaves4`: for each leaf number some slot of `t.dir4`/`t.chunks4` (`named`, as
+/// [`named`] gives them) or some way of `t.exact4`/`t.exact6` names, the `SRC_V4` or `SRC_V6`
+/// value of its entry (`leaves` says which entry a spare number was given to).
+pub fn leaves(t: &mut Tables, mut named: Vec<bool>, leaves: &super::exact::Leaves) {
     t.leaves4.clear();
-    let mut named = named(&t.dir4, &t.chunks4, room);
     for n in super::exact::entries(&t.exact4).chain(super::exact::entries6(&t.exact6)) {
         named[n as usize] = true;
     }
-    // Entry -> the leaf number that holds its value.
-    let wanted: HashMap<u32, u32> = named
-        .iter()
-        .enumerate()
-        .filter(|&(_, &named)| named)
-        .map(|(n, _)| (leaves.entry(n as u32), n as u32))
-        .collect();
+    // The leaf number that holds each entry's value, by entry id (a vector: a map costs
+    // milliseconds at 65,536 leaves).
+    let mut wanted: Vec<u32> = Vec::new();
+    for (n, _) in named.iter().enumerate().filter(|&(_, &named)| named) {
+        let entry = leaves.entry(n as u32) as usize;
+        if wanted.len() <= entry {
+            wanted.resize(entry + 1, u32::MAX);
+        }
+        wanted[entry] = n as u32;
+    }
     if wanted.is_empty() {
         return;
     }
     for value in t.src_v4.values().chain(t.src_v6.values()) {
-        if let Some(&n) = wanted.get(&value.entry) {
+        if let Some(&n) = wanted.get(value.entry as usize).filter(|&&n| n != u32::MAX) {
             t.leaves4.insert(n, *value);
         }
     }

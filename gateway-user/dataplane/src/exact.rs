@@ -53,15 +53,18 @@ impl Leaves {
     /// for those past the leaves, in id order, as long as spares last. `named[n]`: number `n`
     /// is an entry's own id that the direct index names.
     pub fn new(room: Room, named: &[bool], entries: impl IntoIterator<Item = u32>) -> Self {
-        let entries: std::collections::BTreeSet<u32> = entries.into_iter().collect();
+        let mut entries: Vec<u32> = entries.into_iter().collect();
+        entries.sort_unstable();
+        entries.dedup();
+        let past = entries.partition_point(|&e| e < room.leaves);
         let mut taken = named.to_vec();
         taken.resize(room.leaves as usize, false);
-        for &e in entries.range(..room.leaves) {
+        for &e in &entries[..past] {
             taken[e as usize] = true;
         }
         let mut spare = (0..room.leaves).rev().filter(|&n| !taken[n as usize]);
         let mut out = Leaves::own(room);
-        for &e in entries.range(room.leaves..) {
+        for &e in &entries[past..] {
             let Some(n) = spare.next() else {
                 break;
             };
@@ -88,7 +91,7 @@ impl Leaves {
 
 /// The sets of `SRC4_EXACT` for the /32s among `prefixes` (those of scopes beyond
 /// `DIR_SCOPES` are ignored), by index within a generation.
-pub fn sets(prefixes: &[Prefix], leaves: &Leaves) -> HashMap<u32, Exact4Set> {
+pub fn sets(prefixes: &[Prefix]) -> HashMap<u32, Exact4Set> {
     let mut by_set: BTreeMap<u32, Vec<&Prefix>> = BTreeMap::new();
     for p in prefixes {
         if p.len == 32 && p.scope < DIR_SCOPES {
@@ -111,13 +114,34 @@ pub fn sets(prefixes: &[Prefix], leaves: &Leaves) -> HashMap<u32, Exact4Set> {
             set.filter |= exact4_filter_bit(exact4_hash(p.scope, p.addr));
             set.ways[used] = Exact4Way {
                 addr: p.addr,
-                tag: EXACT4_USED | p.scope << 24 | leaves.of(p.entry),
+                tag: EXACT4_USED | p.scope << 24 | p.entry,
             };
             used += 1;
         }
         out.insert(index, set);
     }
     out
+}
+
+/// Gives the ways of `exact4` and `exact6`, as [`sets`] and [`sets6`] make them (with entry
+/// ids), their leaf numbers ([`Leaves::of`]). Separate from the placing, which does not
+/// depend on the numbers, so that the placing can run before the direct index is known.
+pub fn number(
+    exact4: &mut HashMap<u32, Exact4Set>,
+    exact6: &mut HashMap<u32, Exact6Set>,
+    leaves: &Leaves,
+) {
+    let renumber = |tag: &mut u32| {
+        if *tag & EXACT4_USED != 0 {
+            *tag = *tag & !EXACT4_ENTRY_MASK | leaves.of(*tag & EXACT4_ENTRY_MASK);
+        }
+    };
+    for set in exact4.values_mut() {
+        set.ways.iter_mut().for_each(|w| renumber(&mut w.tag));
+    }
+    for set in exact6.values_mut() {
+        set.ways.iter_mut().for_each(|w| renumber(&mut w.tag));
+    }
 }
 
 /// What the table says about `addr` in rule set `scope`: `Some` for a /32 it holds
@@ -251,10 +275,7 @@ pub fn lens6(lens: impl IntoIterator<Item = u32>) -> Option<Src6Lens> {
 /// within a generation) of `prefixes`, each expanded to its rule set's level ([`lens6`]):
 /// those of scopes beyond `DIR_SCOPES`, or of a rule set the table cannot answer for, are
 /// left to the trie.
-pub fn sets6(
-    prefixes: &[Prefix6],
-    leaves: &Leaves,
-) -> (HashMap<u32, Src6Lens>, HashMap<u32, Exact6Set>) {
+pub fn sets6(prefixes: &[Prefix6]) -> (HashMap<u32, Src6Lens>, HashMap<u32, Exact6Set>) {
     let mut by_scope: BTreeMap<u32, Vec<&Prefix6>> = BTreeMap::new();
     for p in prefixes.iter().filter(|p| p.scope < DIR_SCOPES) {
         by_scope.entry(p.scope).or_default().push(p);
@@ -267,8 +288,10 @@ pub fn sets6(
         };
         lens.insert(scope, l);
         let levels = &l.lens[..l.count as usize];
-        // (level, network) -> the entry of the longest prefix that expands to it.
-        let mut expanded: BTreeMap<(u32, u128), (u32, u32)> = BTreeMap::new();
+        // (level, network, prefix length, entry) of every network an expansion makes (a
+        // sorted vector: a map costs several times as much at 20,000 networks); where two
+        // meet, the longest prefix's.
+        let mut expanded: Vec<(u32, u128, u32, u32)> = Vec::with_capacity(members.len());
         for p in members {
             let level = levels
                 .iter()
@@ -279,16 +302,15 @@ pub fn sets6(
             let network = u128::from(p.hi) << 64 | u128::from(p.lo);
             for k in 0..1u128 << (level - p.len) {
                 let sub = network | k.checked_shl(128 - level).unwrap_or(0);
-                let e = expanded.entry((level, sub)).or_insert((p.len, p.entry));
-                if p.len > e.0 {
-                    *e = (p.len, p.entry);
-                }
+                expanded.push((level, sub, p.len, p.entry));
             }
         }
+        expanded.sort_unstable_by_key(|&(level, net, len, _)| (level, net, std::cmp::Reverse(len)));
+        expanded.dedup_by_key(|&mut (level, net, _, _)| (level, net));
         placed.extend(
             expanded
                 .into_iter()
-                .map(|((len, network), (_, entry))| Prefix6 {
+                .map(|(len, network, _, entry)| Prefix6 {
                     scope,
                     hi: (network >> 64) as u64,
                     lo: network as u64,
@@ -297,35 +319,35 @@ pub fn sets6(
                 }),
         );
     }
-    let mut by_set: BTreeMap<u32, Vec<&Prefix6>> = BTreeMap::new();
-    for p in &placed {
-        by_set
-            .entry(exact6_set(exact6_hash(p.scope, p.len, p.hi, p.lo)))
-            .or_default()
-            .push(p);
-    }
-    let mut out = HashMap::with_capacity_and_hasher(by_set.len(), Default::default());
-    for (index, mut members) in by_set {
-        // Longest first, so that a crowded set keeps the networks probed first; then by
-        // network, so that a set depends on its own networks alone.
-        members.sort_unstable_by_key(|p| (std::cmp::Reverse(p.len), p.scope, p.hi, p.lo));
+    // By set; in a set, longest first, so that a crowded set keeps the networks probed first,
+    // then by network, so that a set depends on its own networks alone.
+    let mut keyed: Vec<(u32, u32, Prefix6)> = placed
+        .into_iter()
+        .map(|p| {
+            let h = exact6_hash(p.scope, p.len, p.hi, p.lo);
+            (exact6_set(h), h, p)
+        })
+        .collect();
+    keyed.sort_unstable_by_key(|&(set, _, p)| (set, std::cmp::Reverse(p.len), p.scope, p.hi, p.lo));
+    let mut out = HashMap::with_capacity_and_hasher(keyed.len(), Default::default());
+    for members in keyed.chunk_by(|a, b| a.0 == b.0) {
         let mut set = Exact6Set::default();
         let mut used = 0;
-        for p in members {
+        for &(_, h, p) in members {
             if used == EXACT6_WAYS {
                 set.overflow |= 1 << p.scope;
                 continue;
             }
-            set.filter |= exact6_filter_bit(exact6_hash(p.scope, p.len, p.hi, p.lo));
+            set.filter |= exact6_filter_bit(h);
             set.ways[used] = Exact6Way {
                 hi: p.hi,
                 lo: p.lo,
-                tag: EXACT4_USED | p.scope << 24 | leaves.of(p.entry),
+                tag: EXACT4_USED | p.scope << 24 | p.entry,
                 len: p.len,
             };
             used += 1;
         }
-        out.insert(index, set);
+        out.insert(members[0].0, set);
     }
     (lens, out)
 }
@@ -484,7 +506,7 @@ mod tests {
             ..p(1, 0x0b00_0000, 99)
         });
         prefixes.push(p(DIR_SCOPES, 0x0c00_0001, 98));
-        let sets = sets(&prefixes, &Leaves::own(Room::default()));
+        let sets = sets(&prefixes);
         assert_eq!(
             sets.len(),
             1,
@@ -497,7 +519,7 @@ mod tests {
         let placed: Vec<u32> = set.ways.iter().map(|w| w.addr).collect();
         assert_eq!(placed, addrs[..EXACT4_WAYS]);
         prefixes.reverse();
-        assert_eq!(super::sets(&prefixes, &Leaves::own(Room::default())), sets);
+        assert_eq!(super::sets(&prefixes), sets);
     }
 
     #[test]
@@ -506,10 +528,8 @@ mod tests {
             leaves: 10,
             ..Room::default()
         };
-        let sets = sets(
-            &[p(0, 0x0a00_0001, 3), p(0, 0x0a00_0002, 10)],
-            &Leaves::own(room),
-        );
+        let mut sets = sets(&[p(0, 0x0a00_0001, 3), p(0, 0x0a00_0002, 10)]);
+        number(&mut sets, &mut HashMap::default(), &Leaves::own(room));
         assert!(sets.values().all(|s| s.overflow == 0));
         let tags: Vec<u32> = sets
             .values()
@@ -554,7 +574,7 @@ mod tests {
         };
         let mut prefixes: Vec<Prefix6> = spread().map(|len| p6(0, len, 0)).collect();
         prefixes.push(p6(1, 64, 0x2001_0db8_0000_0001));
-        let (lens, sets) = sets6(&prefixes, &Leaves::own(Room::default()));
+        let (lens, sets) = sets6(&prefixes);
         assert_eq!(lens.keys().copied().collect::<Vec<_>>(), vec![1]);
         assert_eq!(entries6(&sets).count(), 1);
     }
@@ -574,15 +594,11 @@ mod tests {
                 entry: i as u32,
             })
             .collect();
-        let (_, sets) = sets6(&prefixes, &Leaves::own(Room::default()));
+        let (_, sets) = sets6(&prefixes);
         assert_eq!(sets.len(), 1);
         assert_eq!(sets[&target].overflow, 1 << 2);
         prefixes.reverse();
-        assert_eq!(
-            sets6(&prefixes, &Leaves::own(Room::default())).1,
-            sets,
-            "order-independent"
-        );
+        assert_eq!(sets6(&prefixes).1, sets, "order-independent");
     }
 
     #[test]
@@ -622,7 +638,7 @@ mod tests {
                 });
             }
         }
-        let (lens, sets) = sets6(&prefixes, &Leaves::own(Room::default()));
+        let (lens, sets) = sets6(&prefixes);
         assert!(!lens[&0].lens.contains(&61), "{:?}", lens[&0]);
         let at63: Vec<(u64, u32)> = sets
             .values()
@@ -689,12 +705,12 @@ mod tests {
         // Scope 1: two networks; scope 2: nine lengths 16 apart (left to the trie).
         let mut prefixes6 = vec![v6(1, 48), v6(1, 64)];
         prefixes6.extend((0..=EXACT6_LENS as u32).map(|i| v6(2, 16 * i)));
-        let leaves = Leaves::own(room);
         let mut t = Tables {
-            exact4: sets(&crowded, &leaves),
+            exact4: sets(&crowded),
             ..Tables::default()
         };
-        (t.lens6, t.exact6) = sets6(&prefixes6, &leaves);
+        (t.lens6, t.exact6) = sets6(&prefixes6);
+        number(&mut t.exact4, &mut t.exact6, &Leaves::own(room));
         for p in &prefixes6 {
             let key = gateway_common::SrcV6 {
                 scope: p.scope.to_be_bytes(),

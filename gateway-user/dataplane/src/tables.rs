@@ -485,47 +485,53 @@ pub fn build(
             })
             .collect()
     };
+    // On the index thread: the direct index, and the IPv6 exact table (its placing needs no
+    // leaf numbers). Here: the other tables, then the /32 table.
     let index = || {
         let prefixes = prefixes();
-        let prefixes6 = prefixes6();
-        // The /32s go to the exact table, the rest to the direct index; the exact tables'
-        // entries take the leaf numbers the index leaves free.
-        let singles: Vec<super::dir::Prefix> =
-            prefixes.iter().filter(|p| p.len == 32).copied().collect();
+        let exact6 = super::exact::sets6(&prefixes6());
         let (dir4, chunks4) = super::dir::slots(prefixes, prev, room);
-        let leaves = super::exact::Leaves::new(
-            room,
-            &super::dir::named(&dir4, &chunks4, room),
-            singles
-                .iter()
-                .map(|p| p.entry)
-                .chain(prefixes6.iter().map(|p| p.entry)),
-        );
-        let exact4 = super::exact::sets(&singles, &leaves);
-        let exact6 = super::exact::sets6(&prefixes6, &leaves);
-        ((dir4, chunks4), exact4, exact6, leaves)
+        let named = super::dir::named(&dir4, &chunks4, room);
+        (dir4, chunks4, named, exact6)
     };
-    let (result, ((dir4, chunks4), exact4, (lens6, exact6), leaves)) = std::thread::scope(|s| {
-        let beside = std::thread::Builder::new()
-            .name("tollgate-dir".into())
-            .spawn_scoped(s, index);
-        let result = build_tables(snapshot, assigned, ifindex);
-        let index = match beside {
-            Ok(handle) => handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            // No thread to be had: the same work, here.
-            Err(_) => index(),
-        };
-        (result, index)
-    });
+    let (result, singles, mut exact4, (dir4, chunks4, named, (lens6, mut exact6))) =
+        std::thread::scope(|s| {
+            let beside = std::thread::Builder::new()
+                .name("tollgate-dir".into())
+                .spawn_scoped(s, index);
+            let result = build_tables(snapshot, assigned, ifindex);
+            let singles: Vec<super::dir::Prefix> =
+                prefixes().into_iter().filter(|p| p.len == 32).collect();
+            let exact4 = super::exact::sets(&singles);
+            let index = match beside {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                // No thread to be had: the same work, here.
+                Err(_) => index(),
+            };
+            (result, singles, exact4, index)
+        });
+    // The exact tables' entries take the leaf numbers the direct index leaves free.
+    let leaves = super::exact::Leaves::new(
+        room,
+        &named,
+        singles.iter().map(|p| p.entry).chain(
+            exact6
+                .values()
+                .flat_map(|s| s.ways.iter())
+                .filter(|w| w.tag & gateway_common::EXACT4_USED != 0)
+                .map(|w| w.tag & gateway_common::EXACT4_ENTRY_MASK),
+        ),
+    );
+    super::exact::number(&mut exact4, &mut exact6, &leaves);
     let (mut t, by_name) = result?;
     t.dir4 = dir4;
     t.chunks4 = chunks4;
     t.exact4 = exact4;
     t.exact6 = exact6;
     t.lens6 = lens6;
-    super::dir::leaves(&mut t, room, &leaves);
+    super::dir::leaves(&mut t, named, &leaves);
     Ok((t, by_name))
 }
 
