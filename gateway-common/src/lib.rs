@@ -51,8 +51,9 @@ pub const DIR_SCOPES: u32 = 4;
 /// Chunks (the /24 slots of one /16, or the address slots of one /24) per generation in
 /// `SRC4_CHUNKS`.
 pub const DIR_CHUNKS: u32 = 4096;
-/// Leaves (source-entry values) per generation in `SRC4_LEAVES`: entries whose id is below
-/// this can be answered from the direct index.
+/// Leaves (source-entry values, both families) per generation in `SRC4_LEAVES`. The direct
+/// index names an entry's leaf by its id, so entries whose id is below this can be answered
+/// from it; an entry of the exact tables past that takes a leaf number no slot uses.
 pub const DIR_LEAVES: u32 = 1 << 16;
 /// Elements of `SRC4_DIR` per generation: one [`DirBlock`] per (scope, first address byte).
 pub const DIR_BLOCKS: u32 = DIR_SCOPES * 256;
@@ -114,13 +115,14 @@ pub const fn dir_block_index(gen: u32, scope: u32, byte0: u8) -> u32 {
 pub const EXACT4_SETS: u32 = 1 << 15;
 /// Ways per set of `SRC4_EXACT`.
 pub const EXACT4_WAYS: usize = 7;
-/// `Exact4Way::tag` of a way in use; its scope is `(tag >> 24) & 0x7f`, its entry
-/// `tag & EXACT4_ENTRY_MASK`.
+/// `Exact4Way::tag` (and `Exact6Way::tag`) of a way in use; its scope is `(tag >> 24) & 0x7f`,
+/// its leaf number `tag & EXACT4_ENTRY_MASK`.
 pub const EXACT4_USED: u32 = 1 << 31;
-/// Mask of a way's entry id (below [`DIR_LEAVES`], or [`EXACT_NO_LEAF`]).
+/// Mask of a way's leaf number (below [`DIR_LEAVES`], or [`EXACT_NO_LEAF`]).
 pub const EXACT4_ENTRY_MASK: u32 = (1 << 24) - 1;
-/// The entry id of a way (`SRC4_EXACT`, `SRC6_EXACT`) whose entry has no leaf (its id is
-/// `DIR_LEAVES` or more): an address that matches it asks the trie. The way still says that
+/// The leaf number of a way (`SRC4_EXACT`, `SRC6_EXACT`) whose entry has no leaf (its id is
+/// `DIR_LEAVES` or more, and no spare number was left): an address that matches it asks the
+/// trie. The way still says that
 /// the network is here, so the other addresses of its set need not.
 pub const EXACT_NO_LEAF: u32 = EXACT4_ENTRY_MASK;
 const _: () = assert!(DIR_LEAVES < EXACT_NO_LEAF);
@@ -131,7 +133,7 @@ const _: () = assert!(DIR_LEAVES < EXACT_NO_LEAF);
 pub struct Exact4Way {
     /// The address, as a number (`u32::from_be_bytes` of its bytes).
     pub addr: u32,
-    /// [`EXACT4_USED`] | scope << 24 | entry id (no generation bit); 0: an empty way.
+    /// [`EXACT4_USED`] | scope << 24 | leaf number; 0: an empty way.
     pub tag: u32,
 }
 
@@ -202,7 +204,7 @@ pub struct Exact6Way {
     pub hi: u64,
     /// Its last 64 bits.
     pub lo: u64,
-    /// [`EXACT4_USED`] | scope << 24 | entry id (no generation bit); 0: an empty way.
+    /// [`EXACT4_USED`] | scope << 24 | leaf number; 0: an empty way.
     pub tag: u32,
     /// The prefix length, 0-128.
     pub len: u32,
