@@ -507,10 +507,14 @@ pub struct LimitConfig {
     pub prefix_v4: u8,
     /// IPv6 bucket prefix length.
     pub prefix_v6: u8,
-    /// [`LIMIT_COARSE_CLOCK`] or 0 (an older agent's slot: 0, the precise clock).
+    /// [`LIMIT_COARSE_CLOCK`], [`LIMIT_COARSE_FIRST`] or 0 (an older agent's slot: 0, the
+    /// precise clock).
     pub flags: u8,
+    /// With [`LIMIT_COARSE_FIRST`]: milliseconds by which the coarse clock may lag the precise
+    /// one (a tick, rounded up, and one more). Was padding, which older agents wrote as 0.
+    pub coarse_margin_ms: u8,
     /// Explicit padding.
-    pub _pad: [u8; 5],
+    pub _pad: [u8; 4],
 }
 const _: () = assert!(core::mem::size_of::<LimitConfig>() == 24);
 
@@ -521,6 +525,13 @@ const _: () = assert!(core::mem::size_of::<LimitConfig>() == 24);
 /// bucket with less tolerance (burst 1 at more than one packet per tick) would admit one
 /// packet per tick, so it keeps the precise clock.
 pub const LIMIT_COARSE_CLOCK: u8 = 1;
+/// A limit without a tick's tolerance whose interval is longer than
+/// `LimitConfig::coarse_margin_ms` (a slow limit: fewer packets a second than ticks): a packet
+/// checked against it alone is first timed by the coarse clock. If it is over the limit even at
+/// that time plus the margin, it is over it at the precise time too, and is dropped without a
+/// read of the time stamp counter (a flood far over its limit, the common case for a slow
+/// limit); otherwise the precise clock decides and charges, as without the flag.
+pub const LIMIT_COARSE_FIRST: u8 = 2;
 
 /// One bucket of the token-bucket table: a GCRA cell for one (limited rule, truncated source).
 /// Buckets carry no generation: an unrelated policy update never resets them.

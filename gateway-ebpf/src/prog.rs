@@ -459,9 +459,13 @@ fn check_limits(
 ) -> u32 {
     // The clock, read once per packet, at its first limit: the coarse one (no time stamp
     // counter read, which costs a third of this path on some hosts) when that is the packet's
-    // only limit and it tolerates a tick (`LIMIT_COARSE_CLOCK`), else the precise one. Read
-    // before the bucket's look-up: `rdtsc` waits for the loads in flight.
+    // only limit and it tolerates a tick (`LIMIT_COARSE_CLOCK`), the coarse one first for a
+    // slow limit (`LIMIT_COARSE_FIRST`), else the precise one. Read before the bucket's
+    // look-up: `rdtsc` waits for the loads in flight.
     let mut now = 0u64;
+    // `now` is the coarse clock, to be checked with a margin and then read precisely
+    // (`LIMIT_COARSE_FIRST`).
+    let mut coarse_first = false;
     let mut i = 0;
     while i < MAX_LIMITS {
         if i >= n {
@@ -476,6 +480,9 @@ fn check_limits(
         if now == 0 {
             now = if n == 1 && cfg.flags & LIMIT_COARSE_CLOCK != 0 {
                 unsafe { bpf_ktime_get_coarse_ns() }
+            } else if n == 1 && cfg.flags & LIMIT_COARSE_FIRST != 0 {
+                coarse_first = true;
+                unsafe { bpf_ktime_get_coarse_ns() }
             } else {
                 unsafe { bpf_ktime_get_ns() }
             };
@@ -486,6 +493,15 @@ fn check_limits(
         let way = find_way(b.set, rule, b.family, b.hi, b.lo, now) & (BUCKET_WAYS - 1);
         let cell = unsafe { &mut (*b.set).ways[way].tat as *mut u64 };
         let tat = unsafe { read_volatile(cell) };
+        if coarse_first {
+            // The precise time is below the coarse one plus the margin: a packet over the
+            // limit even then is over it now. Else the precise clock decides (and charges).
+            let late = now + b.cfg.coarse_margin_ms as u64 * 1_000_000;
+            if tat > late && tat - late > b.cfg.tolerance_ns {
+                return rule;
+            }
+            now = unsafe { bpf_ktime_get_ns() };
+        }
         if tat > now && tat - now > b.cfg.tolerance_ns {
             return rule;
         }

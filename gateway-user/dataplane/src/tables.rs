@@ -10,8 +10,9 @@ use gateway_common::{
     port_dir_index, port_verdict_index, src_failsafe_flags, DirBlock, Exact4Set, Exact6Set,
     IfaceConfig, LimitConfig, PortKey, Src6Lens, SrcV4, SrcV6, SrcValue, Verdict, DIR_SCOPES,
     IFACE_AUDIT, IFACE_DEFAULT_DROP, IFACE_PORTS_TCP_DIR, IFACE_PORTS_UDP_DIR, IFACE_SRC4_DIR,
-    IFACE_SRC4_EXACT, IFACE_SRC6_EXACT, IFACE_WILDCARD_UNIFORM, LIMIT_COARSE_CLOCK, MAX_LIMITS,
-    NO_RULE, PORT_PREFIX_ANY_PROTO, PORT_PREFIX_PROTO, SCOPE_BITS, SRC_UNIFORM,
+    IFACE_SRC4_EXACT, IFACE_SRC6_EXACT, IFACE_WILDCARD_UNIFORM, LIMIT_COARSE_CLOCK,
+    LIMIT_COARSE_FIRST, MAX_LIMITS, NO_RULE, PORT_PREFIX_ANY_PROTO, PORT_PREFIX_PROTO, SCOPE_BITS,
+    SRC_UNIFORM,
 };
 
 mod assign;
@@ -286,17 +287,36 @@ fn build_tables(
                     tolerance_ns,
                     prefix_v4: l.ipv4_prefix,
                     prefix_v6: l.ipv6_prefix,
-                    flags: if crate::clock::coarse_tick_ns().is_some_and(|t| tolerance_ns >= t) {
-                        LIMIT_COARSE_CLOCK
-                    } else {
-                        0
-                    },
-                    _pad: [0; 5],
+                    ..limit_clock(interval_ns, tolerance_ns, crate::clock::coarse_tick_ns())
                 },
             );
         }
     }
     Ok((t, by_name))
+}
+
+/// The clock fields of a limit (`flags`, `coarse_margin_ms`; the rest zero) on a node whose
+/// coarse clock ticks every `tick` ns: the coarse clock when the tolerance holds a tick, the
+/// coarse clock first when the interval is longer than the margin, else the precise one.
+pub fn limit_clock(interval_ns: u64, tolerance_ns: u64, tick: Option<u64>) -> LimitConfig {
+    let Some(tick) = tick else {
+        return LimitConfig::default();
+    };
+    if tolerance_ns >= tick {
+        return LimitConfig {
+            flags: LIMIT_COARSE_CLOCK,
+            ..LimitConfig::default()
+        };
+    }
+    let margin_ms = tick.div_ceil(1_000_000) + 1;
+    match u8::try_from(margin_ms) {
+        Ok(m) if interval_ns > margin_ms * 1_000_000 => LimitConfig {
+            flags: LIMIT_COARSE_FIRST,
+            coarse_margin_ms: m,
+            ..LimitConfig::default()
+        },
+        _ => LimitConfig::default(),
+    }
 }
 
 /// Writes the TCP and UDP port direct tables of a rule set's wildcard entry (scope id below
@@ -432,6 +452,27 @@ pub fn diff<'a, K: Eq + std::hash::Hash, V: PartialEq>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_limit_takes_the_coarse_clock_when_it_tolerates_a_tick_and_takes_it_first_when_slow() {
+        let tick = Some(4_000_000);
+        // Burst tolerance of a tick or more: the coarse clock.
+        assert_eq!(
+            limit_clock(1_000, 4_000_000, tick).flags,
+            LIMIT_COARSE_CLOCK
+        );
+        // Less tolerance, an interval longer than the margin (4 ms rounded up, plus 1 ms).
+        let slow = limit_clock(5_000_001, 0, tick);
+        assert_eq!((slow.flags, slow.coarse_margin_ms), (LIMIT_COARSE_FIRST, 5));
+        // A fast limit, or no known tick: the precise clock.
+        assert_eq!(limit_clock(5_000_000, 0, tick), LimitConfig::default());
+        assert_eq!(limit_clock(1_000_000_000, 0, None), LimitConfig::default());
+        // An odd tick (300 Hz) rounds up.
+        assert_eq!(
+            limit_clock(1_000_000_000, 0, Some(3_333_333)).coarse_margin_ms,
+            5
+        );
+    }
     use crate::ids::Ids;
     use tollgate_compile::l4::compile;
     use tollgate_compile::l4::policy::{Policy, Rule};
