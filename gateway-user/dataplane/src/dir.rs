@@ -314,7 +314,7 @@ pub fn named(
 /// value of its entry (`leaves` says which entry a spare number was given to).
 pub fn leaves(t: &mut Tables, mut named: Vec<bool>, leaves: &super::exact::Leaves) {
     t.leaves4.clear();
-    for n in super::exact::entries(&t.exact4).chain(super::exact::entries6(&t.exact6)) {
+    for n in super::exact::leaf_numbers(&t.exact4, &t.exact6) {
         named[n as usize] = true;
     }
     // The leaf number that holds each entry's value, by entry id (a vector: a map costs

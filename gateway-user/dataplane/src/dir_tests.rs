@@ -111,17 +111,46 @@ pub(super) fn agrees(rig: &mut TestRig, policies: &[Policy], p: &Packet, context
     assert_eq!(got, want, "{context}{p:?}");
 }
 
-fn check(rig: &mut TestRig, policies: &[Policy], srcs: &[Ipv4Addr]) {
+/// The kernel's verdicts on TCP 443 and UDP 53 from every source of `srcs` are the
+/// evaluator's.
+pub(super) fn check<A: Into<IpAddr> + Copy>(
+    rig: &mut TestRig,
+    policies: &[Policy],
+    srcs: &[A],
+    context: &str,
+) {
     for &src in srcs {
         for (protocol, port) in [(6u8, 443u16), (17, 53)] {
             let p = Packet {
-                src: IpAddr::V4(src),
+                src: src.into(),
                 protocol,
                 l4: L4::Port(port),
             };
-            agrees(rig, policies, &p, "");
+            agrees(rig, policies, &p, context);
         }
     }
+}
+
+/// Applies `rules` as one policy with `default_action`; returns the policy, for [`check`].
+pub(super) fn apply_policy(
+    rig: &mut TestRig,
+    rules: &[Rule],
+    default_action: Action,
+) -> [Policy; 1] {
+    let policies = [policy(rules.to_vec(), default_action)];
+    let snapshot =
+        compile(&policies, &[TEST_RUN_INTERFACE.into()]).unwrap_or_else(|e| panic!("compile: {e}"));
+    rig.apply(&snapshot)
+        .unwrap_or_else(|e| panic!("apply: {e}"));
+    policies
+}
+
+/// A second agent started on the same pins reads back what the rig's agent holds.
+pub(super) fn assert_read_back(rig: &mut TestRig, context: &str) {
+    let again = rig
+        .second_loader()
+        .unwrap_or_else(|e| panic!("second loader: {e}"));
+    assert!(again.held == rig.dataplane().held, "{context}read back");
 }
 
 #[test]
@@ -142,7 +171,7 @@ fn sources_judged_through_the_index_agree_with_the_evaluator_across_revisions() 
         rig.apply(&snapshot)
             .unwrap_or_else(|e| panic!("apply: {e}"));
         let srcs = sources(&rules, &mut rng);
-        check(&mut rig, &policies, &srcs);
+        check(&mut rig, &policies, &srcs, "");
         // The next revision: a third of the rules replaced, so that chunks come and go.
         let fresh = random_rules(&mut rng, 100);
         for (i, mut r) in fresh.into_iter().enumerate() {
@@ -190,7 +219,7 @@ fn a_policy_too_big_for_the_index_is_judged_by_the_trie() {
             Ipv4Addr::from((1u32 << 24) + (n << 12)),
         ])
         .collect();
-    check(&mut rig, &policies, &srcs);
+    check(&mut rig, &policies, &srcs, "");
 }
 
 #[test]
@@ -232,7 +261,7 @@ fn a_longer_prefix_inside_a_slash24_wins_over_the_shorter_ones_around_it() {
     .iter()
     .map(|s| s.parse().unwrap())
     .collect();
-    check(&mut rig, &policies, &srcs);
+    check(&mut rig, &policies, &srcs, "");
 }
 
 /// Rules without a source on random TCP and UDP port ranges (the wildcard entry's port
@@ -390,21 +419,9 @@ fn single_addresses_judged_through_the_exact_table_agree_with_the_evaluator() {
     .into_iter()
     .enumerate()
     {
-        let policies = [policy(rules.clone(), default_action)];
-        let snapshot = compile(&policies, &[TEST_RUN_INTERFACE.into()])
-            .unwrap_or_else(|e| panic!("compile: {e}"));
-        rig.apply(&snapshot)
-            .unwrap_or_else(|e| panic!("apply: {e}"));
-        for &src in &srcs {
-            for (protocol, port) in [(6u8, 443u16), (17, 53)] {
-                let p = Packet {
-                    src: IpAddr::V4(src),
-                    protocol,
-                    l4: L4::Port(port),
-                };
-                agrees(&mut rig, &policies, &p, &format!("revision {revision}: "));
-            }
-        }
+        let context = format!("revision {revision}: ");
+        let policies = apply_policy(&mut rig, rules, default_action);
+        check(&mut rig, &policies, &srcs, &context);
         let dp = rig.dataplane();
         let held = dp.held[dp.active_gen as usize].clone();
         let flags: Vec<u32> = held.ifaces.values().map(|c| c.flags).collect();
@@ -416,12 +433,6 @@ fn single_addresses_judged_through_the_exact_table_agree_with_the_evaluator() {
             "revision {revision}: flags {flags:?}"
         );
         assert_eq!(held.exact4.is_empty(), flag == IFACE_SRC4_DIR);
-        let again = rig
-            .second_loader()
-            .unwrap_or_else(|e| panic!("second loader: {e}"));
-        assert!(
-            again.held == rig.dataplane().held,
-            "revision {revision}: read back"
-        );
+        assert_read_back(&mut rig, &context);
     }
 }

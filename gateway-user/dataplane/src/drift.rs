@@ -191,15 +191,12 @@ pub(crate) fn read_tables(
     // reach no other, so whatever else the arrays hold is harmless and not read).
     for (gen, tables) in held.iter_mut().enumerate() {
         let gen = gen as u32;
-        for b in 0..gateway_common::DIR_BLOCKS {
-            let block = maps
-                .src4_dir
-                .get(&tables::for_gen::dir4(gen, b), 0)
-                .map_err(map_err("read SRC4_DIR"))?;
-            if block != DirBlock::default() {
-                tables.dir4.insert(b, block);
-            }
-        }
+        tables.dir4 = nonempty(
+            &maps.src4_dir,
+            gateway_common::DIR_BLOCKS,
+            "SRC4_DIR",
+            |b| tables::for_gen::dir4(gen, b),
+        )?;
         let named = |blocks: &mut dyn Iterator<Item = &DirBlock>, kind: u32| {
             let mut ids = BTreeSet::new();
             for block in blocks {
@@ -231,41 +228,31 @@ pub(crate) fn read_tables(
             }
             next = below;
         }
-        // Every set of the exact table: any source may hash to any set, and a set the agent
+        // Every set of the exact tables: any source may hash to any set, and a set the agent
         // believes empty is not cleared by the next revision.
-        for i in 0..gateway_common::EXACT4_SETS {
-            let set = maps
-                .src4_exact
-                .get(&tables::for_gen::exact4(gen, i), 0)
-                .map_err(map_err("read SRC4_EXACT"))?;
-            if set != gateway_common::Exact4Set::default() {
-                tables.exact4.insert(i, set);
-            }
-        }
-        for i in 0..gateway_common::EXACT6_SETS {
-            let set = maps
-                .src6_exact
-                .get(&tables::for_gen::exact6(gen, i), 0)
-                .map_err(map_err("read SRC6_EXACT"))?;
-            if set != gateway_common::Exact6Set::default() {
-                tables.exact6.insert(i, set);
-            }
-        }
-        for scope in 0..gateway_common::DIR_SCOPES {
-            let lens = maps
-                .src6_lens
-                .get(&tables::for_gen::lens6(gen, scope), 0)
-                .map_err(map_err("read SRC6_LENS"))?;
-            if lens != gateway_common::Src6Lens::default() {
-                tables.lens6.insert(scope, lens);
-            }
-        }
+        tables.exact4 = nonempty(
+            &maps.src4_exact,
+            gateway_common::EXACT4_SETS,
+            "SRC4_EXACT",
+            |i| tables::for_gen::exact4(gen, i),
+        )?;
+        tables.exact6 = nonempty(
+            &maps.src6_exact,
+            gateway_common::EXACT6_SETS,
+            "SRC6_EXACT",
+            |i| tables::for_gen::exact6(gen, i),
+        )?;
+        tables.lens6 = nonempty(
+            &maps.src6_lens,
+            gateway_common::DIR_SCOPES,
+            "SRC6_LENS",
+            |s| tables::for_gen::lens6(gen, s),
+        )?;
         let mut leaves = named(
             &mut tables.dir4.values().chain(tables.chunks4.values()),
             gateway_common::DIR_LEAF,
         );
-        leaves.extend(crate::exact::entries(&tables.exact4));
-        leaves.extend(crate::exact::entries6(&tables.exact6));
+        leaves.extend(crate::exact::leaf_numbers(&tables.exact4, &tables.exact6));
         for e in leaves {
             if e >= gateway_common::DIR_LEAVES {
                 continue;
@@ -335,6 +322,26 @@ pub(crate) fn read_tables(
         }
     }
     Ok(held)
+}
+
+/// The elements of array `map` (`n` per generation, at `index(i)`) that are not all zero, by
+/// `i`: one system call each.
+fn nonempty<T: aya::Pod + Default + PartialEq>(
+    map: &aya::maps::Array<aya::maps::MapData, T>,
+    n: u32,
+    name: &str,
+    index: impl Fn(u32) -> u32,
+) -> Result<rustc_hash::FxHashMap<u32, T>, DataplaneError> {
+    let mut out = rustc_hash::FxHashMap::default();
+    for i in 0..n {
+        let v = map
+            .get(&index(i), 0)
+            .map_err(map_err(format!("read {name}")))?;
+        if v != T::default() {
+            out.insert(i, v);
+        }
+    }
+    Ok(out)
 }
 
 /// See [`Dataplane::drift_probe`].

@@ -167,15 +167,18 @@ pub fn lookup(t: &Tables, scope: u32, addr: u32) -> Option<Answer> {
     (set.overflow & (1 << scope) != 0).then_some(Answer::Trie)
 }
 
-/// The entry ids the ways of `sets` name (with a leaf).
-pub fn entries(sets: &HashMap<u32, Exact4Set>) -> impl Iterator<Item = u32> + '_ {
-    sets.values().flat_map(|s| {
-        s.ways
-            .iter()
-            .filter(|w| w.tag & EXACT4_USED != 0)
-            .map(|w| w.tag & EXACT4_ENTRY_MASK)
-            .filter(|&e| e != EXACT_NO_LEAF)
-    })
+/// The leaf numbers the ways of `exact4` and `exact6` name (those without a leaf left out).
+pub fn leaf_numbers<'a>(
+    exact4: &'a HashMap<u32, Exact4Set>,
+    exact6: &'a HashMap<u32, Exact6Set>,
+) -> impl Iterator<Item = u32> + 'a {
+    let tags4 = exact4.values().flat_map(|s| s.ways.iter().map(|w| w.tag));
+    let tags6 = exact6.values().flat_map(|s| s.ways.iter().map(|w| w.tag));
+    tags4
+        .chain(tags6)
+        .filter(|t| t & EXACT4_USED != 0)
+        .map(|t| t & EXACT4_ENTRY_MASK)
+        .filter(|&n| n != EXACT_NO_LEAF)
 }
 
 /// An IPv6 source entry of a rule set, as the exact-prefix table sees it.
@@ -352,60 +355,6 @@ pub fn sets6(prefixes: &[Prefix6]) -> (HashMap<u32, Src6Lens>, HashMap<u32, Exac
     (lens, out)
 }
 
-/// The top `bits` bits of a u64 set.
-fn mask64(bits: u32) -> u64 {
-    match bits {
-        0 => 0,
-        64.. => u64::MAX,
-        b => u64::MAX << (64 - b),
-    }
-}
-
-/// What the IPv6 table says about `addr` in rule set `scope`, whose `IFACE_SRC6_EXACT` flag
-/// is set: what the program does (`exact_v6` in gateway-ebpf), for the tests.
-pub fn lookup6(t: &Tables, scope: u32, addr: std::net::Ipv6Addr) -> Answer {
-    let bits = u128::from(addr);
-    let (src_hi, src_lo) = ((bits >> 64) as u64, bits as u64);
-    let lens = t.lens6.get(&scope).copied().unwrap_or_default();
-    let want = EXACT4_USED | scope << 24;
-    for &len in lens.lens.iter().take(lens.count as usize) {
-        let len = u32::from(len);
-        let (hi, lo) = (
-            src_hi & mask64(len),
-            src_lo & mask64(len.saturating_sub(64)),
-        );
-        let h = exact6_hash(scope, len, hi, lo);
-        let Some(set) = t.exact6.get(&exact6_set(h)) else {
-            continue;
-        };
-        let maybe = set.filter & exact6_filter_bit(h) != 0;
-        let found = set.ways.iter().find(|w| {
-            maybe && w.hi == hi && w.lo == lo && w.len == len && w.tag & !EXACT4_ENTRY_MASK == want
-        });
-        if let Some(way) = found {
-            return t
-                .leaves4
-                .get(&(way.tag & EXACT4_ENTRY_MASK))
-                .map_or(Answer::Trie, |v| Answer::Leaf(*v));
-        }
-        if set.overflow & (1 << scope) != 0 {
-            return Answer::Trie;
-        }
-    }
-    Answer::None
-}
-
-/// The entry ids the ways of `sets` name (with a leaf).
-pub fn entries6(sets: &HashMap<u32, Exact6Set>) -> impl Iterator<Item = u32> + '_ {
-    sets.values().flat_map(|s| {
-        s.ways
-            .iter()
-            .filter(|w| w.tag & EXACT4_USED != 0)
-            .map(|w| w.tag & EXACT4_ENTRY_MASK)
-            .filter(|&e| e != EXACT_NO_LEAF)
-    })
-}
-
 /// How full the exact tables of one generation are: what an operator watches to see a
 /// blocklist outgrow the fast path (`/status` `fast_path`, `tollgate_map_entries`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -540,7 +489,10 @@ mod tests {
             tags.contains(&3) && tags.contains(&EXACT_NO_LEAF),
             "{tags:?}"
         );
-        assert_eq!(entries(&sets).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(
+            leaf_numbers(&sets, &HashMap::default()).collect::<Vec<_>>(),
+            vec![3]
+        );
         let t = Tables {
             exact4: sets,
             ..Tables::default()
@@ -576,7 +528,7 @@ mod tests {
         prefixes.push(p6(1, 64, 0x2001_0db8_0000_0001));
         let (lens, sets) = sets6(&prefixes);
         assert_eq!(lens.keys().copied().collect::<Vec<_>>(), vec![1]);
-        assert_eq!(entries6(&sets).count(), 1);
+        assert_eq!(leaf_numbers(&HashMap::default(), &sets).count(), 1);
     }
 
     #[test]

@@ -3,15 +3,13 @@
 //! revision (a crowded set that overflows, a rule set with too many prefix lengths for the
 //! table, one with no IPv6 source at all), and a second agent reads back what the first
 //! wrote. Run by the kernel on crafted packets (`BPF_PROG_TEST_RUN`); needs root.
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::Ipv6Addr;
 
 use gateway_common::{exact6_hash, exact6_set, EXACT6_LENS, EXACT6_WAYS, IFACE_SRC6_EXACT};
 use ipnet::Ipv6Net;
 
-use super::dir_tests::{agrees, policy, Rng};
-use super::testrun::{TestRig, TEST_RUN_INTERFACE};
-use tollgate_compile::l4::compile;
-use tollgate_compile::l4::packet::{Packet, L4};
+use super::dir_tests::{apply_policy, assert_read_back, check, Rng};
+use super::testrun::TestRig;
 use tollgate_compile::l4::policy::{Action, PortRange, Protocol, Rule};
 
 fn net(bits: u128, len: u8) -> Ipv6Net {
@@ -21,6 +19,17 @@ fn net(bits: u128, len: u8) -> Ipv6Net {
 fn rule(name: String, action: Action, n: Ipv6Net) -> Rule {
     let mut r = Rule::new(name, action);
     r.from = Some(vec![n.into()]);
+    r
+}
+
+/// An allow of TCP 443 only from `n` (an entry with a port table of its own).
+fn allow_443(name: String, n: Ipv6Net) -> Rule {
+    let mut r = rule(name, Action::Allow, n);
+    r.protocol = Some(Protocol::Tcp);
+    r.ports = Some(vec![PortRange {
+        first: 443,
+        last: 443,
+    }]);
     r
 }
 
@@ -49,13 +58,7 @@ fn nested_rules(rng: &mut Rng) -> Vec<Rule> {
         .enumerate()
         .map(|(i, n)| {
             if i % 5 == 0 {
-                let mut r = rule(format!("a{i}"), Action::Allow, n);
-                r.protocol = Some(Protocol::Tcp);
-                r.ports = Some(vec![PortRange {
-                    first: 443,
-                    last: 443,
-                }]);
-                r
+                allow_443(format!("a{i}"), n)
             } else {
                 rule(format!("d{i}"), Action::Deny, n)
             }
@@ -124,13 +127,7 @@ fn ipv6_sources_judged_through_the_exact_table_agree_with_the_evaluator() {
     for (i, len) in (0..EXACT6_LENS as u8).map(|i| 100 + 3 * i).enumerate() {
         let n = net(0x2001_0db8_0000_0001 << 64 | 0x5555 << 16, len);
         many.push(if i % 2 == 0 {
-            let mut r = rule(format!("m{i}"), Action::Allow, n);
-            r.protocol = Some(Protocol::Tcp);
-            r.ports = Some(vec![PortRange {
-                first: 443,
-                last: 443,
-            }]);
-            r
+            allow_443(format!("m{i}"), n)
         } else {
             rule(format!("m{i}"), Action::Deny, n)
         });
@@ -177,21 +174,9 @@ fn ipv6_sources_judged_through_the_exact_table_agree_with_the_evaluator() {
     .into_iter()
     .enumerate()
     {
-        let policies = [policy(rules.clone(), default_action)];
-        let snapshot = compile(&policies, &[TEST_RUN_INTERFACE.into()])
-            .unwrap_or_else(|e| panic!("compile: {e}"));
-        rig.apply(&snapshot)
-            .unwrap_or_else(|e| panic!("apply: {e}"));
-        for &src in &srcs {
-            for (protocol, port) in [(6u8, 443u16), (17, 53)] {
-                let p = Packet {
-                    src: IpAddr::V6(src),
-                    protocol,
-                    l4: L4::Port(port),
-                };
-                agrees(&mut rig, &policies, &p, &format!("revision {revision}: "));
-            }
-        }
+        let context = format!("revision {revision}: ");
+        let policies = apply_policy(&mut rig, rules, default_action);
+        check(&mut rig, &policies, &srcs, &context);
         let dp = rig.dataplane();
         let held = dp.held[dp.active_gen as usize].clone();
         let flags: Vec<u32> = held.ifaces.values().map(|c| c.flags).collect();
@@ -215,13 +200,7 @@ fn ipv6_sources_judged_through_the_exact_table_agree_with_the_evaluator() {
                 "the crowded set overflowed"
             );
         }
-        let again = rig
-            .second_loader()
-            .unwrap_or_else(|e| panic!("second loader: {e}"));
-        assert!(
-            again.held == rig.dataplane().held,
-            "revision {revision}: read back"
-        );
+        assert_read_back(&mut rig, &context);
     }
 }
 
@@ -252,21 +231,11 @@ fn ipv6_entries_past_the_leaves_take_spare_leaves_or_are_judged_by_the_trie() {
         if i % 2 == 0 {
             rule(format!("d{i}"), Action::Deny, n)
         } else {
-            let mut r = rule(format!("a{i}"), Action::Allow, n);
-            r.protocol = Some(Protocol::Tcp);
-            r.ports = Some(vec![PortRange {
-                first: 443,
-                last: 443,
-            }]);
-            r
+            allow_443(format!("a{i}"), n)
         }
     }));
-    let policies = [policy(rules, Action::Deny)];
-    let snapshot =
-        compile(&policies, &[TEST_RUN_INTERFACE.into()]).unwrap_or_else(|e| panic!("compile: {e}"));
     let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
-    rig.apply(&snapshot)
-        .unwrap_or_else(|e| panic!("apply: {e}"));
+    let policies = apply_policy(&mut rig, &rules, Action::Deny);
     let dp = rig.dataplane();
     let held = &dp.held[dp.active_gen as usize];
     let leaves: Vec<u32> = held
@@ -296,18 +265,7 @@ fn ipv6_entries_past_the_leaves_take_spare_leaves_or_are_judged_by_the_trie() {
             base | (r % (2 * n)) << 64 | r >> 40
         })
         .chain([base, base | (2 * n - 1) << 64, base | (2 * n) << 64]);
-    for src in srcs {
-        for (protocol, port) in [(6u8, 443u16), (17, 53)] {
-            let p = Packet {
-                src: IpAddr::V6(Ipv6Addr::from(src)),
-                protocol,
-                l4: L4::Port(port),
-            };
-            agrees(&mut rig, &policies, &p, "");
-        }
-    }
-    let again = rig
-        .second_loader()
-        .unwrap_or_else(|e| panic!("second loader: {e}"));
-    assert!(again.held == rig.dataplane().held, "read back");
+    let srcs: Vec<Ipv6Addr> = srcs.map(Ipv6Addr::from).collect();
+    check(&mut rig, &policies, &srcs, "");
+    assert_read_back(&mut rig, "");
 }

@@ -83,7 +83,8 @@ pub fn build(
     // The IPv4 direct index needs only the prefixes and their ids: it is computed beside the
     // rest (about 20 ms of a 100,000-rule apply, measured; the machine has two cores).
     let room = super::dir::Room::default();
-    let prefixes = || -> Vec<super::dir::Prefix> {
+    // The IPv4 prefixes of the indexed rule sets whose length `keep` accepts.
+    let prefixes = |keep: fn(u8) -> bool| -> Vec<super::dir::Prefix> {
         snapshot
             .sets
             .iter()
@@ -93,6 +94,7 @@ pub fn build(
                 set.v4
                     .keys()
                     .zip(&assigned.v4[i])
+                    .filter(move |(net, _)| keep(net.prefix_len()))
                     .map(move |(net, &entry)| super::dir::Prefix {
                         scope: assigned.scopes[i],
                         addr: u32::from(net.network()),
@@ -128,7 +130,8 @@ pub fn build(
     // On the index thread: the direct index, and the IPv6 exact table (its placing needs no
     // leaf numbers). Here: the other tables, then the /32 table.
     let index = || {
-        let prefixes = prefixes();
+        // All of them: the /16 slots say which hold /32s.
+        let prefixes = prefixes(|_| true);
         let exact6 = super::exact::sets6(&prefixes6());
         let (dir4, chunks4) = super::dir::slots(prefixes, prev, room);
         let named = super::dir::named(&dir4, &chunks4, room);
@@ -140,8 +143,7 @@ pub fn build(
                 .name("tollgate-dir".into())
                 .spawn_scoped(s, index);
             let result = build_tables(snapshot, assigned, ifindex);
-            let singles: Vec<super::dir::Prefix> =
-                prefixes().into_iter().filter(|p| p.len == 32).collect();
+            let singles = prefixes(|len| len == 32);
             let exact4 = super::exact::sets(&singles);
             let index = match beside {
                 Ok(handle) => handle
