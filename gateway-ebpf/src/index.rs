@@ -31,6 +31,10 @@ static SRC4_EXACT: Array<Exact4Set> = Array::pinned(2 * EXACT4_SETS, 0);
 static SRC6_EXACT: Array<Exact6Set> = Array::pinned(2 * EXACT6_SETS, 0);
 #[map]
 static SRC6_LENS: Array<Src6Lens> = Array::pinned(2 * DIR_SCOPES, 0);
+/// The filter in front of the long levels of `SRC6_EXACT` (see `gateway_common::Filter6Block`):
+/// `FILTER6_BLOCKS` per generation.
+#[map]
+static SRC6_FILTER: Array<Filter6Block> = Array::pinned(2 * FILTER6_BLOCKS, 0);
 /// What the IPv4 direct index says about a source.
 pub(crate) enum DirAnswer {
     /// No source entry of the rule set contains it.
@@ -88,18 +92,45 @@ fn dir_leaf(gen: u32, leaf: u32) -> DirAnswer {
     }
 }
 
+/// Whether `SRC6_FILTER` says that no network of the long levels of rule set slot `slot`
+/// (`filter`: its `Src6Lens::filter`, with `SRC6_FILTER_ON`) contains the source; anything
+/// unexpected says no, and the levels are probed.
+#[inline(always)]
+fn filtered_out(gen: u32, slot: u32, filter: u32, p: &Parsed) -> bool {
+    let key = ((filter >> 8) & 0xff) as u8;
+    if key > 128 {
+        return false;
+    }
+    let h = exact6_hash(
+        slot,
+        key as u32,
+        p.src_hi & mask64(key),
+        p.src_lo & mask64(key.saturating_sub(64)),
+    );
+    let (block, word, bit) = filter6_bit(h);
+    match SRC6_FILTER.get(gen * FILTER6_BLOCKS + block) {
+        Some(b) => (unsafe { read_volatile(&b.words[word]) } & bit) == 0,
+        None => false,
+    }
+}
+
 /// The IPv6 exact-prefix table (`gateway_common::Exact6Set`): the source masked to each
 /// prefix length of rule set slot `slot`, longest first; the first network found is the
 /// longest match (`Leaf`). A miss in a set that overflowed for the slot asks the trie, as does
-/// anything unexpected; a miss at every length is `None`.
+/// anything unexpected; a miss at every length is `None`. The long levels are skipped when
+/// `SRC6_FILTER` says that none of their networks contains the source.
 #[inline(always)]
 pub(crate) fn exact_v6(gen: u32, slot: u32, p: &Parsed) -> DirAnswer {
     let Some(lens) = SRC6_LENS.get(gen * DIR_SCOPES + slot) else {
         return DirAnswer::Trie;
     };
     let count = unsafe { read_volatile(&lens.count) } as usize;
+    let filter = unsafe { read_volatile(&lens.filter) };
     let want = EXACT4_USED | slot << 24;
     let mut i = 0;
+    if filter & SRC6_FILTER_ON != 0 && filtered_out(gen, slot, filter, p) {
+        i = (filter & 0xff) as usize;
+    }
     while i < EXACT6_LENS {
         if i >= count {
             break;

@@ -104,7 +104,8 @@ pub(crate) fn build(t: &mut Tables, prev: &Tables, room: Room) {
         })
         .collect();
     t.exact4 = super::exact::sets(&singles);
-    (t.lens6, t.exact6) = super::exact::sets6(&prefixes6);
+    let six = super::exact::sets6(&prefixes6);
+    (t.lens6, t.exact6, t.filter6) = (six.lens, six.sets, six.filter);
     let (dir4, chunks4) = slots(prefixes, prev, room);
     let named = named(&dir4, &chunks4, room);
     let exact_leaves = super::exact::Leaves::new(

@@ -116,6 +116,7 @@ pub(crate) fn drifted_entries(
     compare("SRC4_EXACT", &actual.exact4, &expected.exact4, maps, |_| {});
     compare("SRC6_EXACT", &actual.exact6, &expected.exact6, maps, |_| {});
     compare("SRC6_LENS", &actual.lens6, &expected.lens6, maps, |_| {});
+    compare("SRC6_FILTER", &actual.filter6, &expected.filter6, maps, |_| {});
     compare(
         "SRC4_LEAVES",
         &actual.leaves4,
@@ -247,6 +248,12 @@ pub(crate) fn read_tables(
             gateway_common::DIR_SCOPES,
             "SRC6_LENS",
             |s| tables::for_gen::lens6(gen, s),
+        )?;
+        tables.filter6 = nonempty(
+            &maps.src6_filter,
+            gateway_common::FILTER6_BLOCKS,
+            "SRC6_FILTER",
+            |i| tables::for_gen::filter6(gen, i),
         )?;
         let mut leaves = named(
             &mut tables.dir4.values().chain(tables.chunks4.values()),

@@ -15,8 +15,9 @@ use std::collections::BTreeMap;
 
 use gateway_common::{
     exact4_filter_bit, exact4_hash, exact4_set, exact6_filter_bit, exact6_hash, exact6_set,
-    Exact4Set, Exact4Way, Exact6Set, Exact6Way, Src6Lens, DIR_SCOPES, EXACT4_ENTRY_MASK,
-    EXACT4_USED, EXACT4_WAYS, EXACT6_LENS, EXACT6_SETS, EXACT6_WAYS, EXACT_NO_LEAF,
+    filter6_bit, Exact4Set, Exact4Way, Exact6Set, Exact6Way, Filter6Block, Src6Lens, DIR_SCOPES,
+    EXACT4_ENTRY_MASK, EXACT4_USED, EXACT4_WAYS, EXACT6_LENS, EXACT6_SETS, EXACT6_WAYS,
+    EXACT_NO_LEAF, FILTER6_MIN_KEY, SRC6_FILTER_ON,
 };
 use rustc_hash::FxHashMap as HashMap;
 
@@ -278,17 +279,19 @@ pub fn lens6(lens: impl IntoIterator<Item = u32>) -> Option<Src6Lens> {
 /// within a generation) of `prefixes`, each expanded to its rule set's level ([`lens6`]):
 /// those of scopes beyond `DIR_SCOPES`, or of a rule set the table cannot answer for, are
 /// left to the trie.
-pub fn sets6(prefixes: &[Prefix6]) -> (HashMap<u32, Src6Lens>, HashMap<u32, Exact6Set>) {
+pub fn sets6(prefixes: &[Prefix6]) -> Sets6 {
     let mut by_scope: BTreeMap<u32, Vec<&Prefix6>> = BTreeMap::new();
     for p in prefixes.iter().filter(|p| p.scope < DIR_SCOPES) {
         by_scope.entry(p.scope).or_default().push(p);
     }
     let mut lens = HashMap::default();
+    let mut filter: HashMap<u32, Filter6Block> = HashMap::default();
     let mut placed: Vec<Prefix6> = Vec::new();
     for (scope, members) in by_scope {
-        let Some(l) = lens6(members.iter().map(|p| p.len)) else {
+        let Some(mut l) = lens6(members.iter().map(|p| p.len)) else {
             continue;
         };
+        l.filter = filter6(&l);
         lens.insert(scope, l);
         let levels = &l.lens[..l.count as usize];
         // (level, network, prefix length, entry) of every network an expansion makes (a
@@ -310,6 +313,17 @@ pub fn sets6(prefixes: &[Prefix6]) -> (HashMap<u32, Src6Lens>, HashMap<u32, Exac
         }
         expanded.sort_unstable_by_key(|&(level, net, len, _)| (level, net, std::cmp::Reverse(len)));
         expanded.dedup_by_key(|&mut (level, net, _, _)| (level, net));
+        // Every network of the long levels, placed in a way or not (an overflowed set must
+        // still be reached, for its overflow to send the address to the trie).
+        if l.filter & SRC6_FILTER_ON != 0 {
+            let key = (l.filter >> 8) & 0xff;
+            for &(level, net, _, _) in &expanded {
+                if level >= key {
+                    let (block, word, bit) = filter6_key(scope, key, net);
+                    filter.entry(block).or_default().words[word] |= bit;
+                }
+            }
+        }
         placed.extend(
             expanded
                 .into_iter()
@@ -352,7 +366,48 @@ pub fn sets6(prefixes: &[Prefix6]) -> (HashMap<u32, Src6Lens>, HashMap<u32, Exac
         }
         out.insert(members[0].0, set);
     }
-    (lens, out)
+    Sets6 {
+        lens,
+        sets: out,
+        filter,
+    }
+}
+
+/// What [`sets6`] makes of a generation's IPv6 prefixes.
+#[derive(Debug, Default)]
+pub struct Sets6 {
+    /// `SRC6_LENS`, by scope (those with a length).
+    pub lens: HashMap<u32, Src6Lens>,
+    /// `SRC6_EXACT`, the sets that are not empty, by index within a generation.
+    pub sets: HashMap<u32, Exact6Set>,
+    /// `SRC6_FILTER`, the blocks that are not empty, by index within a generation.
+    pub filter: HashMap<u32, Filter6Block>,
+}
+
+/// `Src6Lens::filter` of a rule set with the levels of `l`: the key is the shortest level of
+/// at least `FILTER6_MIN_KEY` bits, and the levels it covers are that one and the longer ones
+/// (the first of `lens`, longest first); 0 (no filter) without such a level.
+pub fn filter6(l: &Src6Lens) -> u32 {
+    let levels = &l.lens[..l.count as usize];
+    let long = levels
+        .iter()
+        .take_while(|&&len| u32::from(len) >= FILTER6_MIN_KEY)
+        .count();
+    match long {
+        0 => 0,
+        n => SRC6_FILTER_ON | u32::from(levels[n - 1]) << 8 | n as u32,
+    }
+}
+
+/// The `SRC6_FILTER` bit of `network` (any length of at least `key` bits) of rule set slot
+/// `scope` under a key of `key` bits: [`filter6_bit`] of its first `key` bits, as the program
+/// hashes them.
+pub fn filter6_key(scope: u32, key: u32, network: u128) -> (u32, usize, u64) {
+    let masked = match key {
+        0 => 0,
+        k => network & (u128::MAX << (128 - k.min(128))),
+    };
+    filter6_bit(exact6_hash(scope, key, (masked >> 64) as u64, masked as u64))
 }
 
 /// How full the exact tables of one generation are: what an operator watches to see a
@@ -526,9 +581,9 @@ mod tests {
         };
         let mut prefixes: Vec<Prefix6> = spread().map(|len| p6(0, len, 0)).collect();
         prefixes.push(p6(1, 64, 0x2001_0db8_0000_0001));
-        let (lens, sets) = sets6(&prefixes);
-        assert_eq!(lens.keys().copied().collect::<Vec<_>>(), vec![1]);
-        assert_eq!(leaf_numbers(&HashMap::default(), &sets).count(), 1);
+        let six = sets6(&prefixes);
+        assert_eq!(six.lens.keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(leaf_numbers(&HashMap::default(), &six.sets).count(), 1);
     }
 
     #[test]
@@ -546,11 +601,68 @@ mod tests {
                 entry: i as u32,
             })
             .collect();
-        let (_, sets) = sets6(&prefixes);
-        assert_eq!(sets.len(), 1);
-        assert_eq!(sets[&target].overflow, 1 << 2);
+        let six = sets6(&prefixes);
+        assert_eq!(six.sets.len(), 1);
+        assert_eq!(six.sets[&target].overflow, 1 << 2);
+        // The filter holds every network, the one that found no way too: an address of it
+        // must reach the set, whose overflow sends it to the trie.
+        assert_eq!(six.lens[&2].filter, SRC6_FILTER_ON | 64 << 8 | 1);
+        for p in &prefixes {
+            let (block, word, bit) = filter6_key(2, 64, u128::from(p.hi) << 64);
+            assert_ne!(six.filter[&block].words[word] & bit, 0, "{:x}", p.hi);
+        }
         prefixes.reverse();
-        assert_eq!(sets6(&prefixes).1, sets, "order-independent");
+        assert_eq!(sets6(&prefixes).sets, six.sets, "order-independent");
+    }
+
+    #[test]
+    fn the_filter_is_keyed_by_the_shortest_long_level_and_holds_the_long_levels_only() {
+        let l = |lens: &[u8]| {
+            let mut out = Src6Lens {
+                count: lens.len() as u32,
+                ..Src6Lens::default()
+            };
+            out.lens[..lens.len()].copy_from_slice(lens);
+            out
+        };
+        assert_eq!(filter6(&l(&[128, 64, 48, 16, 0])), SRC6_FILTER_ON | 48 << 8 | 3);
+        assert_eq!(filter6(&l(&[32])), SRC6_FILTER_ON | 32 << 8 | 1);
+        assert_eq!(filter6(&l(&[31, 0])), 0, "no level of 32 bits or more");
+        assert_eq!(filter6(&l(&[])), 0);
+        // A /128, a /56 and a /16: the key is 56 bits; the /16 is probed whatever the filter.
+        let net = |hi: u64, lo: u64| u128::from(hi) << 64 | u128::from(lo);
+        let prefixes = [
+            (0x2001_0db8_0000_0001, 5, 128),
+            (0x2001_0db8_0000_0200, 0, 56),
+            (0x2002_0000_0000_0000, 0, 16),
+        ]
+        .map(|(hi, lo, len)| Prefix6 {
+            scope: 3,
+            hi,
+            lo,
+            len,
+            entry: len,
+        });
+        let six = sets6(&prefixes);
+        assert_eq!(six.lens[&3].filter, SRC6_FILTER_ON | 56 << 8 | 2);
+        let set = |a: u128| {
+            let (block, word, bit) = filter6_key(3, 56, a);
+            six.filter.get(&block).is_some_and(|b| b.words[word] & bit != 0)
+        };
+        // The /128 and the /56 by their first 56 bits; the /16 not at all.
+        assert!(set(net(0x2001_0db8_0000_0001, 5)));
+        assert!(set(net(0x2001_0db8_0000_0001, 0xffff)), "same 56 bits as the /128");
+        assert!(set(net(0x2001_0db8_0000_02ff, 1)));
+        let bits: u32 = six
+            .filter
+            .values()
+            .flat_map(|b| b.words.iter())
+            .map(|w| w.count_ones())
+            .sum();
+        assert_eq!(bits, 2);
+        // Another scope's key of the same address is another bit (of the 2^21).
+        let (block, word, bit) = filter6_key(4, 56, net(0x2001_0db8_0000_0001, 5));
+        assert!(six.filter.get(&block).is_none_or(|b| b.words[word] & bit == 0));
     }
 
     #[test]
@@ -590,9 +702,10 @@ mod tests {
                 });
             }
         }
-        let (lens, sets) = sets6(&prefixes);
-        assert!(!lens[&0].lens.contains(&61), "{:?}", lens[&0]);
-        let at63: Vec<(u64, u32)> = sets
+        let six = sets6(&prefixes);
+        assert!(!six.lens[&0].lens.contains(&61), "{:?}", six.lens[&0]);
+        let at63: Vec<(u64, u32)> = six
+            .sets
             .values()
             .flat_map(|s| s.ways.iter())
             .filter(|w| w.len == 63)
@@ -661,7 +774,8 @@ mod tests {
             exact4: sets(&crowded),
             ..Tables::default()
         };
-        (t.lens6, t.exact6) = sets6(&prefixes6);
+        let six = sets6(&prefixes6);
+        (t.lens6, t.exact6, t.filter6) = (six.lens, six.sets, six.filter);
         number(&mut t.exact4, &mut t.exact6, &Leaves::own(room));
         for p in &prefixes6 {
             let key = gateway_common::SrcV6 {

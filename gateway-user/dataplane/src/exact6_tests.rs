@@ -1,11 +1,13 @@
 //! The IPv6 exact-prefix table (`super::exact::sets6`, `SRC6_EXACT`/`SRC6_LENS`) in the real
 //! program: IPv6 sources judged through it agree with the reference evaluator, revision after
 //! revision (a crowded set that overflows, a rule set with too many prefix lengths for the
-//! table, one with no IPv6 source at all), and a second agent reads back what the first
-//! wrote. Run by the kernel on crafted packets (`BPF_PROG_TEST_RUN`); needs root.
+//! table, one with no IPv6 source at all; the filter in front of the long levels), and a
+//! second agent reads back what the first wrote. Run by the kernel on crafted packets (`BPF_PROG_TEST_RUN`); needs root.
 use std::net::Ipv6Addr;
 
-use gateway_common::{exact6_hash, exact6_set, EXACT6_LENS, EXACT6_WAYS, IFACE_SRC6_EXACT};
+use gateway_common::{
+    exact6_hash, exact6_set, EXACT6_LENS, EXACT6_WAYS, IFACE_SRC6_EXACT, SRC6_FILTER_ON,
+};
 use ipnet::Ipv6Net;
 
 use super::dir_tests::{apply_policy, assert_read_back, check, Rng};
@@ -268,4 +270,66 @@ fn ipv6_entries_past_the_leaves_take_spare_leaves_or_are_judged_by_the_trie() {
     let srcs: Vec<Ipv6Addr> = srcs.map(Ipv6Addr::from).collect();
     check(&mut rig, &policies, &srcs, "");
     assert_read_back(&mut rig, "");
+}
+
+#[test]
+#[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
+fn ipv6_sources_the_filter_rules_out_are_still_judged_by_the_short_levels_and_the_trie() {
+    // Levels /128, /64 (long: the filter's key is 64 bits) and /16 (short: probed whatever
+    // the filter says). /64s and /128s spread over the address space, some inside the /16;
+    // a set overfilled with /64s, each the only network of its key, so that the one that
+    // found no way is reached only through the filter's bit of its own.
+    let mut rng = Rng(0x9b05_688c_2b3e_6c1f);
+    let short = net(0x2400u128 << 112, 16);
+    let mut rules = vec![rule("short".into(), Action::Deny, short)];
+    for i in 0..600u128 {
+        let r = u128::from(rng.next()) << 64 | u128::from(rng.next());
+        // One in four inside the /16, the rest anywhere.
+        let bits = if i % 4 == 0 {
+            u128::from(short.network()) | r >> 16
+        } else {
+            r
+        };
+        let n = net(bits, if i % 3 == 0 { 128 } else { 64 });
+        rules.push(if i % 2 == 0 {
+            allow_443(format!("a{i}"), n)
+        } else {
+            rule(format!("d{i}"), Action::Deny, n)
+        });
+    }
+    let crowded = crowded(EXACT6_WAYS + 2);
+    for (i, &n) in crowded.iter().enumerate() {
+        rules.push(rule(format!("c{i}"), Action::Deny, n));
+    }
+    let mut srcs = sources(&rules, 1, &mut rng);
+    for n in &crowded {
+        srcs.push(Ipv6Addr::from(u128::from(n.network()) | 0x77));
+    }
+    for _ in 0..300 {
+        let r = u128::from(rng.next()) << 64 | u128::from(rng.next());
+        srcs.push(Ipv6Addr::from(r));
+        srcs.push(Ipv6Addr::from(u128::from(short.network()) | r >> 16));
+    }
+    let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    for (revision, default_action) in [Action::Allow, Action::Deny].into_iter().enumerate() {
+        let context = format!("revision {revision}: ");
+        let policies = apply_policy(&mut rig, &rules, default_action);
+        let dp = rig.dataplane();
+        let held = dp.held[dp.active_gen as usize].clone();
+        let (&scope, lens) = held.lens6.iter().next().expect("the rule set's lengths");
+        assert_eq!(lens.count, 3, "{lens:?}");
+        assert_eq!(lens.filter, SRC6_FILTER_ON | 64 << 8 | 2, "{lens:?}");
+        assert!(held.exact6.values().any(|s| s.overflow != 0), "the crowded set overflowed");
+        // Most sources are ruled out by the filter: what this test is about.
+        let ruled_out = srcs
+            .iter()
+            .filter(|&&a| {
+                let (block, word, bit) = crate::exact::filter6_key(scope, 64, u128::from(a));
+                held.filter6.get(&block).is_none_or(|b| b.words[word] & bit == 0)
+            })
+            .count();
+        assert!(ruled_out * 3 > srcs.len(), "{ruled_out} of {} ruled out", srcs.len());
+        check(&mut rig, &policies, &srcs, &context);
+        assert_read_back(&mut rig, &context);
+    }
 }

@@ -50,6 +50,8 @@ pub struct Tables {
     /// `SRC6_LENS`, by scope (those with a length). See [`super::exact`].
     pub exact6: HashMap<u32, Exact6Set>,
     pub lens6: HashMap<u32, Src6Lens>,
+    /// `SRC6_FILTER`, the blocks that are not empty, by index within a generation.
+    pub filter6: HashMap<u32, gateway_common::Filter6Block>,
     /// `PORT_DIR`, the blocks that are not all `DIR_NONE`, by index in generation 0
     /// (`port_dir_index(0, ..)`). See [`super::dir::ports`].
     pub port_dir: HashMap<u32, DirBlock>,
@@ -137,7 +139,7 @@ pub fn build(
         let named = super::dir::named(&dir4, &chunks4, room);
         (dir4, chunks4, named, exact6)
     };
-    let (result, singles, mut exact4, (dir4, chunks4, named, (lens6, mut exact6))) =
+    let (result, singles, mut exact4, (dir4, chunks4, named, six)) =
         std::thread::scope(|s| {
             let beside = std::thread::Builder::new()
                 .name("tollgate-dir".into())
@@ -155,6 +157,11 @@ pub fn build(
             (result, singles, exact4, index)
         });
     // The exact tables' entries take the leaf numbers the direct index leaves free.
+    let super::exact::Sets6 {
+        lens: lens6,
+        sets: mut exact6,
+        filter: filter6,
+    } = six;
     let leaves = super::exact::Leaves::new(
         room,
         &named,
@@ -173,6 +180,7 @@ pub fn build(
     t.exact4 = exact4;
     t.exact6 = exact6;
     t.lens6 = lens6;
+    t.filter6 = filter6;
     super::dir::leaves(&mut t, named, &leaves);
     Ok((t, by_name))
 }

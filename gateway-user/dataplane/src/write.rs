@@ -3,8 +3,8 @@
 //! generation, flips, then brings the old one up to date).
 use aya::maps::lpm_trie::Key;
 use gateway_common::{
-    DirBlock, Exact4Set, Exact6Set, IfaceConfig, IfaceKey, LimitConfig, Src6Lens, SrcValue,
-    Verdict, FAST_IFINDEX,
+    DirBlock, Exact4Set, Exact6Set, Filter6Block, IfaceConfig, IfaceKey, LimitConfig, Src6Lens,
+    SrcValue, Verdict, FAST_IFINDEX,
 };
 
 use super::tables::{diff, for_gen, Tables};
@@ -29,6 +29,7 @@ pub(crate) fn write_gen(
     let dx = diff(&held.exact4, &desired.exact4);
     let dx6 = diff(&held.exact6, &desired.exact6);
     let dn6 = diff(&held.lens6, &desired.lens6);
+    let df6 = diff(&held.filter6, &desired.filter6);
     let dpv = diff(&held.port_verdicts, &desired.port_verdicts);
     let dpd = diff(&held.port_dir, &desired.port_dir);
     // Limits and port entries before the source entries and interfaces that lead to them,
@@ -79,12 +80,17 @@ pub(crate) fn write_gen(
             .set(for_gen::exact4(gen, i), **v, 0)
             .map_err(map_err("write SRC4_EXACT"))?;
     }
-    // The IPv6 exact table: its sets (after the leaves they name), then the lengths that
-    // lead to them.
+    // The IPv6 exact table: its sets (after the leaves they name) and its filter, then the
+    // lengths that lead to them.
     for (&i, v) in &dx6.upsert {
         m.src6_exact
             .set(for_gen::exact6(gen, i), **v, 0)
             .map_err(map_err("write SRC6_EXACT"))?;
+    }
+    for (&i, v) in &df6.upsert {
+        m.src6_filter
+            .set(for_gen::filter6(gen, i), **v, 0)
+            .map_err(map_err("write SRC6_FILTER"))?;
     }
     for (&scope, v) in &dn6.upsert {
         m.src6_lens
@@ -149,6 +155,11 @@ pub(crate) fn write_gen(
         m.src6_exact
             .set(for_gen::exact6(gen, i), Exact6Set::default(), 0)
             .map_err(map_err("clear SRC6_EXACT"))?;
+    }
+    for &&i in &df6.remove {
+        m.src6_filter
+            .set(for_gen::filter6(gen, i), Filter6Block::default(), 0)
+            .map_err(map_err("clear SRC6_FILTER"))?;
     }
     for &&c in &dc.remove {
         m.src4_chunks

@@ -111,6 +111,9 @@ pub mod for_gen {
     pub fn lens6(gen: u32, scope: u32) -> u32 {
         gen * DIR_SCOPES + scope
     }
+    pub fn filter6(gen: u32, index: u32) -> u32 {
+        gen * gateway_common::FILTER6_BLOCKS + index
+    }
     /// `PORT_DIR` index of a block held at `index` (generation 0).
     pub fn port_dir(gen: u32, index: u32) -> u32 {
         port_dir_index(gen, 0, 0, 0) + index
