@@ -306,6 +306,9 @@ fn per_packet(report: &mut Report) {
     // The same from an IPv6 source in the blocklist's /32 that no prefix of it covers: every
     // length of the IPv6 exact table is probed and misses.
     let plain_v6_frame = udp("2001:db8:ffff:ffff::10", 53);
+    // And from an IPv6 source far from every listed prefix (another provider's /32): most IPv6
+    // traffic through a blocklist.
+    let far_v6_frame = udp("2a00:1450:4001:80b::200e", 53);
 
     // samples[name] = ns per packet, one per round.
     let mut base_ns = Vec::new();
@@ -330,6 +333,7 @@ fn per_packet(report: &mut Report) {
                 ("plain", plain_frame.clone(), XDP_PASS),
                 ("pass", pass_frame.clone(), XDP_PASS),
                 ("plain-v6", plain_v6_frame.clone(), XDP_PASS),
+                ("far-v6", far_v6_frame.clone(), XDP_PASS),
             ];
             // A kind of deny the blocklist has no prefix of is left out (and shown as "—").
             cases.extend(
@@ -362,18 +366,19 @@ fn per_packet(report: &mut Report) {
          else the source trie: 4,096 chunks per generation are too few for the 10,000- and 100,000-rule blocklists); \
          *deny, /32* = a blocklisted single address (the exact-address table); \
          *deny, IPv6* = a source inside a blocklisted IPv6 prefix (the IPv6 exact-prefix table: the blocklist's 17 IPv6 lengths expanded to 8 levels; — where the blocklist holds none); \
-         *pass, IPv6* = UDP 53 from an IPv6 source in the blocklist's /32 that no prefix covers (every level probed, all miss; the 10-rule blocklist has no IPv6 prefix, so no probe); \
+         *pass, IPv6* = UDP 53 from an IPv6 source in the blocklist's /32 that no prefix covers (the levels are probed unless the filter rules them out, all miss; the 10-rule blocklist has no IPv6 prefix, so no probe); \
+         *pass, IPv6 far* = the same from an IPv6 source outside the blocklist's /32 (the filter in front of the levels rules them out); \
          *rate-limited* = UDP to a \
          1 packet/s rule after its burst.\n\n"
     ));
-    md.push_str("| rules | pass ns | pass through limit ns | deny ns | deny, /25–/31 prefix ns | deny, /32 ns | deny, IPv6 ns | pass, IPv6 ns | rate-limited ns | pass through limit / xdp_pass | deny / xdp_pass | deny /25–/31 / xdp_pass | deny /32 / xdp_pass | deny IPv6 / xdp_pass | pass through limit at N / at 10 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("| rules | pass ns | pass through limit ns | deny ns | deny, /25–/31 prefix ns | deny, /32 ns | deny, IPv6 ns | pass, IPv6 ns | pass, IPv6 far ns | rate-limited ns | pass through limit / xdp_pass | deny / xdp_pass | deny /25–/31 / xdp_pass | deny /32 / xdp_pass | deny IPv6 / xdp_pass | pass through limit at N / at 10 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let pass10 = median(&mut samples.get(&(10, "pass")).cloned().unwrap_or_default());
     for n in sizes {
         let get = |k: &str| match samples.get(&(n, k)) {
             Some(v) => median(&mut v.clone()),
             None => f64::NAN,
         };
-        let (plain, pass, deny, deny_long, deny_single, deny_v6, plain_v6, limited) = (
+        let (plain, pass, deny, deny_long, deny_single, deny_v6, plain_v6, far_v6, limited) = (
             get("plain"),
             get("pass"),
             get("deny"),
@@ -381,10 +386,11 @@ fn per_packet(report: &mut Report) {
             get("deny-single"),
             get("deny-v6"),
             get("plain-v6"),
+            get("far-v6"),
             get("rate-limited"),
         );
         md.push_str(&format!(
-            "| {n} | {plain:.1} | {pass:.1} | {deny:.1} | {deny_long:.1} | {deny_single:.1} | {} | {plain_v6:.1} | {limited:.1} | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {} | {:.2}x |\n",
+            "| {n} | {plain:.1} | {pass:.1} | {deny:.1} | {deny_long:.1} | {deny_single:.1} | {} | {plain_v6:.1} | {far_v6:.1} | {limited:.1} | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {} | {:.2}x |\n",
             dash_nan(deny_v6, format!("{deny_v6:.1}")),
             pass / base_med,
             deny / base_med,
