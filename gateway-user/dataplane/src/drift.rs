@@ -116,7 +116,13 @@ pub(crate) fn drifted_entries(
     compare("SRC4_EXACT", &actual.exact4, &expected.exact4, maps, |_| {});
     compare("SRC6_EXACT", &actual.exact6, &expected.exact6, maps, |_| {});
     compare("SRC6_LENS", &actual.lens6, &expected.lens6, maps, |_| {});
-    compare("SRC6_FILTER", &actual.filter6, &expected.filter6, maps, |_| {});
+    compare(
+        "SRC6_FILTER",
+        &actual.filter6,
+        &expected.filter6,
+        maps,
+        |_| {},
+    );
     compare(
         "SRC4_LEAVES",
         &actual.leaves4,

@@ -407,7 +407,12 @@ pub fn filter6_key(scope: u32, key: u32, network: u128) -> (u32, usize, u64) {
         0 => 0,
         k => network & (u128::MAX << (128 - k.min(128))),
     };
-    filter6_bit(exact6_hash(scope, key, (masked >> 64) as u64, masked as u64))
+    filter6_bit(exact6_hash(
+        scope,
+        key,
+        (masked >> 64) as u64,
+        masked as u64,
+    ))
 }
 
 /// How full the exact tables of one generation are: what an operator watches to see a
@@ -625,7 +630,10 @@ mod tests {
             out.lens[..lens.len()].copy_from_slice(lens);
             out
         };
-        assert_eq!(filter6(&l(&[128, 64, 48, 16, 0])), SRC6_FILTER_ON | 48 << 8 | 3);
+        assert_eq!(
+            filter6(&l(&[128, 64, 48, 16, 0])),
+            SRC6_FILTER_ON | 48 << 8 | 3
+        );
         assert_eq!(filter6(&l(&[32])), SRC6_FILTER_ON | 32 << 8 | 1);
         assert_eq!(filter6(&l(&[31, 0])), 0, "no level of 32 bits or more");
         assert_eq!(filter6(&l(&[])), 0);
@@ -647,11 +655,16 @@ mod tests {
         assert_eq!(six.lens[&3].filter, SRC6_FILTER_ON | 56 << 8 | 2);
         let set = |a: u128| {
             let (block, word, bit) = filter6_key(3, 56, a);
-            six.filter.get(&block).is_some_and(|b| b.words[word] & bit != 0)
+            six.filter
+                .get(&block)
+                .is_some_and(|b| b.words[word] & bit != 0)
         };
         // The /128 and the /56 by their first 56 bits; the /16 not at all.
         assert!(set(net(0x2001_0db8_0000_0001, 5)));
-        assert!(set(net(0x2001_0db8_0000_0001, 0xffff)), "same 56 bits as the /128");
+        assert!(
+            set(net(0x2001_0db8_0000_0001, 0xffff)),
+            "same 56 bits as the /128"
+        );
         assert!(set(net(0x2001_0db8_0000_02ff, 1)));
         let bits: u32 = six
             .filter
@@ -662,7 +675,10 @@ mod tests {
         assert_eq!(bits, 2);
         // Another scope's key of the same address is another bit (of the 2^21).
         let (block, word, bit) = filter6_key(4, 56, net(0x2001_0db8_0000_0001, 5));
-        assert!(six.filter.get(&block).is_none_or(|b| b.words[word] & bit == 0));
+        assert!(six
+            .filter
+            .get(&block)
+            .is_none_or(|b| b.words[word] & bit == 0));
     }
 
     #[test]

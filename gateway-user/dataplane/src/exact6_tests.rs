@@ -319,16 +319,25 @@ fn ipv6_sources_the_filter_rules_out_are_still_judged_by_the_short_levels_and_th
         let (&scope, lens) = held.lens6.iter().next().expect("the rule set's lengths");
         assert_eq!(lens.count, 3, "{lens:?}");
         assert_eq!(lens.filter, SRC6_FILTER_ON | 64 << 8 | 2, "{lens:?}");
-        assert!(held.exact6.values().any(|s| s.overflow != 0), "the crowded set overflowed");
+        assert!(
+            held.exact6.values().any(|s| s.overflow != 0),
+            "the crowded set overflowed"
+        );
         // Most sources are ruled out by the filter: what this test is about.
         let ruled_out = srcs
             .iter()
             .filter(|&&a| {
                 let (block, word, bit) = crate::exact::filter6_key(scope, 64, u128::from(a));
-                held.filter6.get(&block).is_none_or(|b| b.words[word] & bit == 0)
+                held.filter6
+                    .get(&block)
+                    .is_none_or(|b| b.words[word] & bit == 0)
             })
             .count();
-        assert!(ruled_out * 3 > srcs.len(), "{ruled_out} of {} ruled out", srcs.len());
+        assert!(
+            ruled_out * 3 > srcs.len(),
+            "{ruled_out} of {} ruled out",
+            srcs.len()
+        );
         check(&mut rig, &policies, &srcs, &context);
         assert_read_back(&mut rig, &context);
     }

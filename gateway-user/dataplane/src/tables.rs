@@ -139,23 +139,22 @@ pub fn build(
         let named = super::dir::named(&dir4, &chunks4, room);
         (dir4, chunks4, named, exact6)
     };
-    let (result, singles, mut exact4, (dir4, chunks4, named, six)) =
-        std::thread::scope(|s| {
-            let beside = std::thread::Builder::new()
-                .name("tollgate-dir".into())
-                .spawn_scoped(s, index);
-            let result = build_tables(snapshot, assigned, ifindex);
-            let singles = prefixes(|len| len == 32);
-            let exact4 = super::exact::sets(&singles);
-            let index = match beside {
-                Ok(handle) => handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                // No thread to be had: the same work, here.
-                Err(_) => index(),
-            };
-            (result, singles, exact4, index)
-        });
+    let (result, singles, mut exact4, (dir4, chunks4, named, six)) = std::thread::scope(|s| {
+        let beside = std::thread::Builder::new()
+            .name("tollgate-dir".into())
+            .spawn_scoped(s, index);
+        let result = build_tables(snapshot, assigned, ifindex);
+        let singles = prefixes(|len| len == 32);
+        let exact4 = super::exact::sets(&singles);
+        let index = match beside {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // No thread to be had: the same work, here.
+            Err(_) => index(),
+        };
+        (result, singles, exact4, index)
+    });
     // The exact tables' entries take the leaf numbers the direct index leaves free.
     let super::exact::Sets6 {
         lens: lens6,
