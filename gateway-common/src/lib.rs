@@ -288,9 +288,18 @@ impl Default for Filter6Block {
     }
 }
 
-/// Where the bit of a key whose [`exact6_hash`] (of the key length and the address masked to
-/// it) is `h` is: (block within a generation, word, bit in the word). The hash's high bits,
-/// so that they are not the low ones that choose the set.
+/// The hash of a key of `SRC6_FILTER`: the first `len` bits of an address (`hi`, `lo`,
+/// already masked) of rule set slot `scope`. One multiplication (Fibonacci hashing), not the
+/// three of [`exact6_hash`]: the filter is read before every probe, hits included, and a bit
+/// that two keys share costs only the probes it fails to rule out.
+#[inline(always)]
+pub const fn filter6_hash(scope: u32, len: u32, hi: u64, lo: u64) -> u32 {
+    let x = hi ^ lo.rotate_left(29) ^ ((scope as u64) << 8 | len as u64) << 48;
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32
+}
+
+/// Where the bit of a key whose [`filter6_hash`] is `h` is: (block within a generation, word,
+/// bit in the word), from the hash's high bits (the best mixed of a multiplication).
 #[inline(always)]
 pub const fn filter6_bit(h: u32) -> (u32, usize, u64) {
     let i = h >> (32 - FILTER6_BITS_LOG);

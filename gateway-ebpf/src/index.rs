@@ -101,7 +101,7 @@ fn filtered_out(gen: u32, slot: u32, filter: u32, p: &Parsed) -> bool {
     if key > 128 {
         return false;
     }
-    let h = exact6_hash(
+    let h = filter6_hash(
         slot,
         key as u32,
         p.src_hi & mask64(key),

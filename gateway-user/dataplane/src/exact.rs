@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 
 use gateway_common::{
     exact4_filter_bit, exact4_hash, exact4_set, exact6_filter_bit, exact6_hash, exact6_set,
-    filter6_bit, Exact4Set, Exact4Way, Exact6Set, Exact6Way, Filter6Block, Src6Lens, DIR_SCOPES,
-    EXACT4_ENTRY_MASK, EXACT4_USED, EXACT4_WAYS, EXACT6_LENS, EXACT6_SETS, EXACT6_WAYS,
+    filter6_bit, filter6_hash, Exact4Set, Exact4Way, Exact6Set, Exact6Way, Filter6Block, Src6Lens,
+    DIR_SCOPES, EXACT4_ENTRY_MASK, EXACT4_USED, EXACT4_WAYS, EXACT6_LENS, EXACT6_SETS, EXACT6_WAYS,
     EXACT_NO_LEAF, FILTER6_MIN_KEY, SRC6_FILTER_ON,
 };
 use rustc_hash::FxHashMap as HashMap;
@@ -407,7 +407,7 @@ pub fn filter6_key(scope: u32, key: u32, network: u128) -> (u32, usize, u64) {
         0 => 0,
         k => network & (u128::MAX << (128 - k.min(128))),
     };
-    filter6_bit(exact6_hash(
+    filter6_bit(filter6_hash(
         scope,
         key,
         (masked >> 64) as u64,
