@@ -342,3 +342,50 @@ fn ipv6_sources_the_filter_rules_out_are_still_judged_by_the_short_levels_and_th
         assert_read_back(&mut rig, &context);
     }
 }
+
+#[test]
+#[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
+fn a_filter_cleared_behind_the_agents_back_is_put_back() {
+    use super::testrun::{frame, FrameOptions, XDP_DROP, XDP_PASS};
+    use tollgate_compile::l4::packet::{Packet, L4};
+    let denied = net(0x2001_0db8_0001_0002u128 << 64, 64);
+    let rules = vec![
+        rule("d64".into(), Action::Deny, denied),
+        rule("d128".into(), Action::Deny, net(0x2a00_1450 << 96 | 1, 128)),
+    ];
+    let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    apply_policy(&mut rig, &rules, Action::Allow);
+    let packet = frame(
+        &Packet {
+            src: Ipv6Addr::from(u128::from(denied.network()) | 0x99).into(),
+            protocol: 17,
+            l4: L4::Port(53),
+        },
+        FrameOptions::default(),
+    );
+    assert_eq!(rig.run(&packet).unwrap(), XDP_DROP);
+    // Every block of the active generation's filter zeroed, as `bpftool map update` would.
+    let gen = rig.dataplane().active_gen();
+    let map = super::open_pinned(&rig.pin_dir(), "SRC6_FILTER").unwrap();
+    let mut filter: aya::maps::Array<_, gateway_common::Filter6Block> =
+        aya::maps::Array::try_from(map).unwrap();
+    for i in 0..gateway_common::FILTER6_BLOCKS {
+        let index = crate::tables::for_gen::filter6(gen, i);
+        filter
+            .set(index, gateway_common::Filter6Block::default(), 0)
+            .unwrap();
+    }
+    // The /64 is ruled out before it is probed: the drift loosens enforcement...
+    assert_eq!(rig.run(&packet).unwrap(), XDP_PASS);
+    // ...until the drift check puts the filter back.
+    let report = rig.dataplane().repair_drift().unwrap();
+    assert!(
+        report.maps.get("SRC6_FILTER").is_some_and(|&n| n > 0),
+        "{report:?}"
+    );
+    assert_eq!(rig.run(&packet).unwrap(), XDP_DROP);
+    assert!(
+        rig.dataplane().repair_drift().unwrap().is_empty(),
+        "put back"
+    );
+}

@@ -214,6 +214,8 @@ pub(crate) fn write_gen(
         + dx6.remove.len()
         + dn6.upsert.len()
         + dn6.remove.len()
+        + df6.upsert.len()
+        + df6.remove.len()
         + dpd.upsert.len()
         + dpd.remove.len()
         + dpv.upsert.len()
