@@ -200,7 +200,7 @@ fn scrapes_during_applies_always_answer_and_never_hold_up_a_revision() {
     let port = 19469;
     let lab = Lab::new("scrapeapply", &[SCANNER]);
     let policy = |n: u32| {
-        l4_policy("edge", "allow", &format!("- name: block-scanners\n  action: deny\n  from: [203.0.113.0/24, \"2001:db8:1::/64\"]\n- name: r{n}\n  action: deny\n  from: [192.0.2.{n}/32]\n"))
+        l4_policy("edge", "allow", &format!("- name: block-scanners\n  action: deny\n  from: [203.0.113.0/24, \"2001:db8:1::/64\", \"2001:db8:2::1/128\"]\n- name: r{n}\n  action: deny\n  from: [192.0.2.{n}/32]\n"))
     };
     lab.write_policy("edge.yaml", &policy(0));
     let mut agent = lab.start_agent(&["--admin", &format!("127.0.0.1:{port}")]);
@@ -235,14 +235,17 @@ fn scrapes_during_applies_always_answer_and_never_hold_up_a_revision() {
         status["rules"], 3,
         "the last revision is in force: {status}"
     );
-    // The /32 is in the kernel's exact-address table, the IPv6 /64 in the exact-prefix one.
+    // The /32 is in the kernel's exact-address table, the IPv6 /64 and /128 in the
+    // exact-prefix one, behind the filter (keyed by their first 64 bits: two keys).
     assert_eq!(status["fast_path"]["exact_v4_ways"], 1, "{status}");
-    assert_eq!(status["fast_path"]["exact_v6_ways"], 1, "{status}");
+    assert_eq!(status["fast_path"]["exact_v6_ways"], 2, "{status}");
+    assert_eq!(status["fast_path"]["exact_v6_filter_bits"], 2, "{status}");
     assert_eq!(status["fast_path"]["ipv6_rule_sets_on_trie"], 0, "{status}");
     let (_, text) = get(port, "/metrics");
     for line in [
         "tollgate_map_entries{map=\"exact_v4\"} 1",
-        "tollgate_map_entries{map=\"exact_v6\"} 1",
+        "tollgate_map_entries{map=\"exact_v6\"} 2",
+        "tollgate_map_entries{map=\"filter_v6\"} 2",
     ] {
         assert!(text.contains(line), "{line} missing from:\n{text}");
     }

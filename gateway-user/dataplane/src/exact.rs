@@ -386,7 +386,8 @@ pub struct Sets6 {
 
 /// `Src6Lens::filter` of a rule set with the levels of `l`: the key is the shortest level of
 /// at least `FILTER6_MIN_KEY` bits, and the levels it covers are that one and the longer ones
-/// (the first of `lens`, longest first); 0 (no filter) without such a level.
+/// (the first of `lens`, longest first); 0 (no filter) with fewer than two such levels, where
+/// the filter's hash and bit would cost what the one probe they rule out does.
 pub fn filter6(l: &Src6Lens) -> u32 {
     let levels = &l.lens[..l.count as usize];
     let long = levels
@@ -394,7 +395,7 @@ pub fn filter6(l: &Src6Lens) -> u32 {
         .take_while(|&&len| u32::from(len) >= FILTER6_MIN_KEY)
         .count();
     match long {
-        0 => 0,
+        0 | 1 => 0,
         n => SRC6_FILTER_ON | u32::from(levels[n - 1]) << 8 | n as u32,
     }
 }
@@ -428,6 +429,9 @@ pub struct FastPath {
     pub exact_v6_ways: usize,
     /// Sets of `SRC6_EXACT` that had more networks than ways.
     pub exact_v6_overflowed_sets: usize,
+    /// Bits set in `SRC6_FILTER` (of 2^21): the more, the fewer IPv6 sources it rules out
+    /// before the levels are probed.
+    pub exact_v6_filter_bits: usize,
     /// Ways of either table whose entry has no leaf: the addresses they hold ask the trie.
     pub ways_without_leaf: usize,
     /// Leaves in use (`SRC4_LEAVES`, both families).
@@ -474,6 +478,12 @@ pub fn fast_path(t: &Tables) -> FastPath {
         exact_v4_overflowed_sets: t.exact4.values().filter(|s| s.overflow != 0).count(),
         exact_v6_ways: v6,
         exact_v6_overflowed_sets: t.exact6.values().filter(|s| s.overflow != 0).count(),
+        exact_v6_filter_bits: t
+            .filter6
+            .values()
+            .flat_map(|b| b.words.iter())
+            .map(|w| w.count_ones() as usize)
+            .sum(),
         ways_without_leaf: no_leaf,
         leaves: t.leaves4.len(),
         ipv6_rule_sets_on_trie: with_v6.iter().filter(|s| !t.lens6.contains_key(s)).count(),
@@ -606,12 +616,20 @@ mod tests {
                 entry: i as u32,
             })
             .collect();
+        // And a /128 elsewhere: two long levels, so that the rule set has a filter (of /64s).
+        prefixes.push(Prefix6 {
+            scope: 2,
+            hi: 0x2a00_1450_0000_0001,
+            lo: 1,
+            len: 128,
+            entry: 99,
+        });
         let six = sets6(&prefixes);
-        assert_eq!(six.sets.len(), 1);
+        assert_eq!(six.sets.len(), 2);
         assert_eq!(six.sets[&target].overflow, 1 << 2);
         // The filter holds every network, the one that found no way too: an address of it
         // must reach the set, whose overflow sends it to the trie.
-        assert_eq!(six.lens[&2].filter, SRC6_FILTER_ON | 64 << 8 | 1);
+        assert_eq!(six.lens[&2].filter, SRC6_FILTER_ON | 64 << 8 | 2);
         for p in &prefixes {
             let (block, word, bit) = filter6_key(2, 64, u128::from(p.hi) << 64);
             assert_ne!(six.filter[&block].words[word] & bit, 0, "{:x}", p.hi);
@@ -634,7 +652,8 @@ mod tests {
             filter6(&l(&[128, 64, 48, 16, 0])),
             SRC6_FILTER_ON | 48 << 8 | 3
         );
-        assert_eq!(filter6(&l(&[32])), SRC6_FILTER_ON | 32 << 8 | 1);
+        assert_eq!(filter6(&l(&[64, 32])), SRC6_FILTER_ON | 32 << 8 | 2);
+        assert_eq!(filter6(&l(&[64, 16])), 0, "one long level: no filter");
         assert_eq!(filter6(&l(&[31, 0])), 0, "no level of 32 bits or more");
         assert_eq!(filter6(&l(&[])), 0);
         // A /128, a /56 and a /16: the key is 56 bits; the /16 is probed whatever the filter.
@@ -808,6 +827,8 @@ mod tests {
                 exact_v4_overflowed_sets: 1,
                 exact_v6_ways: 2,
                 exact_v6_overflowed_sets: 0,
+                // The /48 and the /64 under one key of 48 bits.
+                exact_v6_filter_bits: 1,
                 // Entries 10 and 11 of the crowded set are past the 10 leaves.
                 ways_without_leaf: 2,
                 leaves: 0,

@@ -319,6 +319,11 @@ impl Collector for L4Collector {
                 i64::from(gateway_common::EXACT6_SETS) * gateway_common::EXACT6_WAYS as i64,
             ),
             (
+                "filter_v6",
+                status.fast_path.exact_v6_filter_bits as i64,
+                1i64 << gateway_common::FILTER6_BITS_LOG,
+            ),
+            (
                 "leaves",
                 status.fast_path.leaves as i64,
                 i64::from(gateway_common::DIR_LEAVES),
@@ -714,12 +719,20 @@ mod tests {
         shared.metrics.applied("examples/", "dir:5678", 0.010);
         shared.metrics.failed("invalid");
         shared.status.write().unwrap().fast_path.exact_v6_ways = 42;
+        shared
+            .status
+            .write()
+            .unwrap()
+            .fast_path
+            .exact_v6_filter_bits = 7;
         let text = shared.metrics.render(true);
         for name in [
             "tollgate_map_entries{map=\"exact_v6\"} 42",
             "tollgate_map_capacity{map=\"exact_v6\"} 81920",
             "tollgate_map_capacity{map=\"exact_v4\"} 229376",
             "tollgate_map_capacity{map=\"leaves\"} 65536",
+            "tollgate_map_entries{map=\"filter_v6\"} 7",
+            "tollgate_map_capacity{map=\"filter_v6\"} 2097152",
             "tollgate_policy_apply_duration_seconds_bucket",
             "tollgate_policy_apply_failures_total{reason=\"invalid\"} 1",
             "tollgate_policy_last_apply_success_timestamp_seconds",
