@@ -241,8 +241,8 @@ pub struct Src6Lens {
     pub count: u32,
     /// [`SRC6_FILTER_ON`] | key length << 8 | long levels: the rule set's networks of the
     /// first `long` levels (those of the key length and longer) have their first key-length
-    /// bits in `SRC6_FILTER` ([`Filter6Block`]); 0: no filter (an older agent wrote this, which
-    /// left the field as padding), every level is probed.
+    /// bits in `SRC6_FILTER` ([`Filter6Block`]); 0: no filter (fewer than two long levels, or
+    /// an older agent wrote this, which left the field as padding), every level is probed.
     pub filter: u32,
     /// Prefix lengths, longest first.
     pub lens: [u8; EXACT6_LENS],

@@ -155,12 +155,12 @@ pub fn build(
         };
         (result, singles, exact4, index)
     });
-    // The exact tables' entries take the leaf numbers the direct index leaves free.
     let super::exact::Sets6 {
         lens: lens6,
         sets: mut exact6,
         filter: filter6,
     } = six;
+    // The exact tables' entries take the leaf numbers the direct index leaves free.
     let leaves = super::exact::Leaves::new(
         room,
         &named,
