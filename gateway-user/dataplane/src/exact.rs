@@ -401,13 +401,10 @@ pub fn filter6(l: &Src6Lens) -> u32 {
 }
 
 /// The `SRC6_FILTER` bit of `network` (any length of at least `key` bits) of rule set slot
-/// `scope` under a key of `key` bits: [`filter6_bit`] of its first `key` bits, as the program
-/// hashes them.
+/// `scope` under a key of `key` bits (`FILTER6_MIN_KEY` to 128): [`filter6_bit`] of its first
+/// `key` bits, as the program hashes them.
 pub fn filter6_key(scope: u32, key: u32, network: u128) -> (u32, usize, u64) {
-    let masked = match key {
-        0 => 0,
-        k => network & (u128::MAX << (128 - k.min(128))),
-    };
+    let masked = network & (u128::MAX << (128 - key));
     filter6_bit(filter6_hash(
         scope,
         key,

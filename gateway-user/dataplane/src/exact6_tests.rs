@@ -2,7 +2,8 @@
 //! program: IPv6 sources judged through it agree with the reference evaluator, revision after
 //! revision (a crowded set that overflows, a rule set with too many prefix lengths for the
 //! table, one with no IPv6 source at all; the filter in front of the long levels), and a
-//! second agent reads back what the first wrote. Run by the kernel on crafted packets (`BPF_PROG_TEST_RUN`); needs root.
+//! second agent reads back what the first wrote. Run by the kernel on crafted packets
+//! (`BPF_PROG_TEST_RUN`); needs root.
 use std::net::Ipv6Addr;
 
 use gateway_common::{
