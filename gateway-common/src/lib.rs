@@ -67,8 +67,48 @@ pub const DIR_LEAF: u32 = 1 << 30;
 /// A slot: its addresses are told apart by chunk `slot & DIR_ID_MASK` of `SRC4_CHUNKS` (a /16's
 /// /24s, or a /24's addresses).
 pub const DIR_CHUNK: u32 = 2 << 30;
-/// A slot: ask the trie (the index had no room for the block's chunk or entry).
+/// A slot: ask the trie (the index had no room for the block's chunk or entry). In a /24 slot
+/// (a chunk of a /16), unless its bits at [`DIR_LONGS_SHIFT`] name prefix lengths: see there.
 pub const DIR_TRIE: u32 = 3 << 30;
+/// In a `DIR_TRIE` slot of a /24 that found no chunk of address slots, bit `len - 25` at this
+/// shift: `SRC4_EXACT` holds a /`len` (25 to 31) of the rule set inside this /24, and the
+/// slot's bits under [`DIR_BASE_MASK`] are the /24's own longest match (0: none; `n + 1`:
+/// leaf `n`). The program probes those lengths, longest first; the first network found is
+/// the longest match, and with none the base answers (a set that overflowed asks the trie).
+/// All zero (what an older agent writes): the trie answers, as a program of an older build
+/// does whatever the bits.
+///
+/// Why: a blocklist of 100,000 prefixes has /25–/31s in tens of thousands of /24s, ten times
+/// the chunks; a probe per length of the /24 is a few inlined reads, the trie a helper call
+/// whose cost grows with the policy.
+pub const DIR_LONGS_SHIFT: u32 = 17;
+/// See [`DIR_LONGS_SHIFT`].
+pub const DIR_BASE_MASK: u32 = (1 << DIR_LONGS_SHIFT) - 1;
+const _: () = assert!(DIR_LEAVES < DIR_BASE_MASK && (0x7f << DIR_LONGS_SHIFT) & DIR_KIND_MASK == 0);
+
+/// A /24 slot whose /25–/31 prefixes are in `SRC4_EXACT` ([`DIR_LONGS_SHIFT`]): `longs` has bit
+/// `len - 25` for each of their lengths (not 0), `base` is the /24's own longest match.
+#[inline(always)]
+pub const fn dir_longs_slot(longs: u32, base: Option<u32>) -> u32 {
+    let base = match base {
+        Some(leaf) => leaf + 1,
+        None => 0,
+    };
+    DIR_TRIE | (longs & 0x7f) << DIR_LONGS_SHIFT | base & DIR_BASE_MASK
+}
+
+/// The leaf number a direct-index slot names: that of a `DIR_LEAF` slot, or the base of a
+/// /24 slot with lengths in `SRC4_EXACT` ([`DIR_LONGS_SHIFT`]).
+#[inline(always)]
+pub const fn dir_slot_leaf(slot: u32) -> Option<u32> {
+    match slot & DIR_KIND_MASK {
+        DIR_LEAF => Some(slot & DIR_ID_MASK),
+        DIR_TRIE if (slot >> DIR_LONGS_SHIFT) & 0x7f != 0 && slot & DIR_BASE_MASK != 0 => {
+            Some((slot & DIR_BASE_MASK) - 1)
+        }
+        _ => None,
+    }
+}
 /// Mask of a slot's kind.
 pub const DIR_KIND_MASK: u32 = 3 << 30;
 /// Mask of a slot's leaf or chunk id.
@@ -115,8 +155,9 @@ pub const fn dir_block_index(gen: u32, scope: u32, byte0: u8) -> u32 {
 pub const EXACT4_SETS: u32 = 1 << 15;
 /// Ways per set of `SRC4_EXACT`.
 pub const EXACT4_WAYS: usize = 7;
-/// `Exact4Way::tag` (and `Exact6Way::tag`) of a way in use; its scope is `(tag >> 24) & 0x7f`,
-/// its leaf number `tag & EXACT4_ENTRY_MASK`.
+/// `Exact4Way::tag` (and `Exact6Way::tag`) of a way in use; its scope is `(tag >> 24) & 3`,
+/// its leaf number `tag & EXACT4_ENTRY_MASK`, and in `SRC4_EXACT` `32 - len` of its prefix is
+/// at [`EXACT4_LEN_SHIFT`] ([`exact4_tag`]).
 pub const EXACT4_USED: u32 = 1 << 31;
 /// Mask of a way's leaf number (below [`DIR_LEAVES`], or [`EXACT_NO_LEAF`]).
 pub const EXACT4_ENTRY_MASK: u32 = (1 << 24) - 1;
@@ -127,13 +168,28 @@ pub const EXACT4_ENTRY_MASK: u32 = (1 << 24) - 1;
 pub const EXACT_NO_LEAF: u32 = EXACT4_ENTRY_MASK;
 const _: () = assert!(DIR_LEAVES < EXACT_NO_LEAF);
 
-/// One address of `SRC4_EXACT`: a /32 source entry of a rule set.
+/// Where `Exact4Way::tag` holds `32 - len` of its prefix: 0 for a /32 (the tag a build that
+/// knew only /32s wrote and compares with), 1 to 7 for a /31 to a /25.
+pub const EXACT4_LEN_SHIFT: u32 = 26;
+/// `Exact4Set::overflow` has bit `EXACT4_LONG_OVERFLOW + scope` when a /25–/31 of the scope
+/// found no way in the set: apart from the /32s' bit, so that their look-up, which an older
+/// program makes too, is not sent to the trie by longer prefixes.
+pub const EXACT4_LONG_OVERFLOW: u32 = 8;
+
+/// The tag of a way of `SRC4_EXACT` (leaf number 0) holding a /`len` (25 to 32) of rule set
+/// slot `scope`.
+#[inline(always)]
+pub const fn exact4_tag(scope: u32, len: u32) -> u32 {
+    EXACT4_USED | (32 - len) << EXACT4_LEN_SHIFT | scope << 24
+}
+
+/// One network of `SRC4_EXACT`: a /25–/32 source entry of a rule set (see [`Exact4Set`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Exact4Way {
-    /// The address, as a number (`u32::from_be_bytes` of its bytes).
+    /// The network address, as a number (`u32::from_be_bytes` of its bytes).
     pub addr: u32,
-    /// [`EXACT4_USED`] | scope << 24 | leaf number; 0: an empty way.
+    /// [`exact4_tag`] | leaf number; 0: an empty way.
     pub tag: u32,
 }
 
@@ -149,10 +205,17 @@ pub struct Exact4Way {
 ///
 /// A /32 that finds no way (a full set) sets its scope's bit in `overflow`: an address of that
 /// scope that misses in such a set asks the trie.
+///
+/// The rule sets' /25–/31 prefixes are here too, by a hash of (scope, length, network)
+/// ([`exact4_long_hash`]), their length in the tag; they are probed only for the /24s that
+/// found no chunk of address slots ([`DIR_LONGS_SHIFT`]). All of them, not only those: the
+/// sets are then placed without waiting for the direct index, and a chunk given or taken
+/// from one revision to the next rewrites no set.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Exact4Set {
-    /// Bit `scope`: a /32 of that scope hashed here had no way; a miss asks the trie.
+    /// Bit `scope`: a /32 of that scope hashed here had no way; a miss asks the trie. Bit
+    /// [`EXACT4_LONG_OVERFLOW`] + `scope`: the same for a /25–/31.
     pub overflow: u32,
     /// Bit [`exact4_filter_bit`] of every address the ways hold: an address whose bit is clear
     /// is not here, and the ways are not compared (most addresses of a /16 that holds a /32
@@ -180,6 +243,14 @@ pub const fn exact4_hash(scope: u32, addr: u32) -> u32 {
 #[inline(always)]
 pub const fn exact4_set(scope: u32, addr: u32) -> u32 {
     exact4_hash(scope, addr) & (EXACT4_SETS - 1)
+}
+
+/// [`exact4_hash`] of the /`len` network `addr` (25 to 32) of rule set slot `scope`: the
+/// length is hashed in, so that a network and its first address do not share a set; a /32's
+/// is [`exact4_hash`]'s, as a program that knows only /32s computes it.
+#[inline(always)]
+pub const fn exact4_long_hash(scope: u32, len: u32, addr: u32) -> u32 {
+    exact4_hash(scope | (32 - len) << 8, addr)
 }
 
 /// The bit of `Exact4Set::filter` of an address whose [`exact4_hash`] is `h`.

@@ -79,6 +79,49 @@ fn exact_v4(gen: u32, slot: u32, addr: u32) -> DirAnswer {
     }
 }
 
+/// The /25–/31 networks of `SRC4_EXACT` inside the /24 of `addr`, whose slot `v` (of kind
+/// `DIR_TRIE`) names their lengths and the /24's own longest match (`DIR_LONGS_SHIFT`): each
+/// length probed, longest first; the first network found is the longest match, and with none
+/// the base answers. A miss in a set that overflowed for the slot asks the trie.
+#[inline(always)]
+fn exact_v4_longs(gen: u32, slot: u32, addr: u32, v: u32) -> DirAnswer {
+    let longs = (v >> DIR_LONGS_SHIFT) & 0x7f;
+    let mut i = 0u32;
+    while i < 7 {
+        // Bit 6 is a /31.
+        let bit = 6 - i;
+        i += 1;
+        if longs & (1 << bit) == 0 {
+            continue;
+        }
+        let len = 25 + bit;
+        let net = addr & (u32::MAX << (32 - len));
+        let h = exact4_long_hash(slot, len, net);
+        let Some(set) = SRC4_EXACT.get(gen * EXACT4_SETS + (h & (EXACT4_SETS - 1))) else {
+            return DirAnswer::Trie;
+        };
+        if unsafe { read_volatile(&set.filter) } & exact4_filter_bit(h) != 0 {
+            let want = exact4_tag(slot, len);
+            let mut w = 0;
+            while w < EXACT4_WAYS {
+                let way = &set.ways[w];
+                let tag = unsafe { read_volatile(&way.tag) };
+                if unsafe { read_volatile(&way.addr) } == net && tag & !EXACT4_ENTRY_MASK == want {
+                    return dir_leaf(gen, tag & EXACT4_ENTRY_MASK);
+                }
+                w += 1;
+            }
+        }
+        if unsafe { read_volatile(&set.overflow) } & (1 << (EXACT4_LONG_OVERFLOW + slot)) != 0 {
+            return DirAnswer::Trie;
+        }
+    }
+    match v & DIR_BASE_MASK {
+        0 => DirAnswer::None,
+        base => dir_leaf(gen, base - 1),
+    }
+}
+
 /// Leaf number `leaf` (from a direct-index slot or an exact table's way); one past the leaves
 /// (`EXACT_NO_LEAF` among them) asks the trie.
 #[inline(always)]
@@ -182,7 +225,8 @@ fn dir_chunk(gen: u32, slot: u32, byte: u8) -> Option<u32> {
 /// it. Anything unexpected (an id out of range, a third chunk) asks the trie, which is always
 /// right. With `exact` (the rule set's /32s are in `SRC4_EXACT`, not in the index), an address
 /// whose /16 slot says `DIR_SINGLES` is looked up there first: a /32 is the longest match
-/// there is.
+/// there is. A /24 slot that names lengths of `SRC4_EXACT` sends the address there
+/// ([`exact_v4_longs`]), whatever `exact` says: only an agent that writes them names them.
 #[inline(always)]
 pub(crate) fn dir_v4(gen: u32, slot: u32, p: &Parsed, exact: bool) -> DirAnswer {
     let addr = src_v4(p);
@@ -213,6 +257,7 @@ pub(crate) fn dir_v4(gen: u32, slot: u32, p: &Parsed, exact: bool) -> DirAnswer 
     match v & DIR_KIND_MASK {
         DIR_NONE => DirAnswer::None,
         DIR_LEAF => dir_leaf(gen, v & DIR_ID_MASK),
+        DIR_TRIE if (v >> DIR_LONGS_SHIFT) & 0x7f != 0 => exact_v4_longs(gen, slot, addr, v),
         _ => DirAnswer::Trie,
     }
 }

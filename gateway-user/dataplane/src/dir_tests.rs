@@ -436,3 +436,155 @@ fn single_addresses_judged_through_the_exact_table_agree_with_the_evaluator() {
         assert_read_back(&mut rig, &context);
     }
 }
+
+/// /25–/31 prefixes in more /24s than the index has chunks for (`SRC4_EXACT`, probed by the
+/// lengths a /24's slot names): nested in each other and in /24s and /16s of their own, some
+/// with a port table, eight /30s more than a set holds in one set (the trie answers them);
+/// three revisions, a third of the /24s replaced between them, the default flipped. The kernel
+/// agrees with the evaluator on the edges of every 11th prefix, the crowded set and random
+/// sources; most of the /24s are answered through the table; a second agent reads back what
+/// was written.
+#[test]
+#[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
+fn long_prefixes_beyond_the_chunks_judged_through_the_exact_table_agree_with_the_evaluator() {
+    use gateway_common::{
+        exact4_long_hash, DIR_KIND_MASK, DIR_LONGS_SHIFT, DIR_TRIE, EXACT4_SETS, EXACT4_WAYS,
+    };
+    let mut rng = Rng(0x3c6e_f372_fe94_f82b);
+    let rule = |name: String, action, net: Ipv4Net| {
+        let mut r = Rule::new(name, action);
+        r.from = Some(vec![net.into()]);
+        r
+    };
+    // The rules of /24 number `n` (its address's middle bytes), of revision `rev`.
+    let slash24 = |rng: &mut Rng, rev: usize, n: u32| -> Vec<Rule> {
+        let base = 0x0a00_0000 | (n & 0xffff) << 8;
+        let r = rng.next();
+        let len = 25 + (r % 7) as u8;
+        let at = base | (r >> 8) as u32 & 0xff;
+        let action = if r >> 20 & 1 == 0 {
+            Action::Deny
+        } else {
+            Action::Allow
+        };
+        let net = Ipv4Net::new(at.into(), len).unwrap().trunc();
+        let mut out = vec![rule(format!("l{rev}-{n}"), action, net)];
+        if r >> 21 & 3 == 0 {
+            // TCP 443 only: the entry has a port table.
+            out[0].protocol = Some(Protocol::Tcp);
+            out[0].ports = Some(vec![PortRange {
+                first: 443,
+                last: 443,
+            }]);
+        }
+        if r >> 23 & 3 == 0 && len < 31 {
+            // A longer prefix inside it, of the other action.
+            let inner = Ipv4Net::new(at.into(), len + 1 + (r >> 25) as u8 % (31 - len))
+                .unwrap()
+                .trunc();
+            let other = if action == Action::Deny {
+                Action::Allow
+            } else {
+                Action::Deny
+            };
+            out.push(rule(format!("i{rev}-{n}"), other, inner));
+        }
+        if r >> 27 & 3 == 0 {
+            // The /24 itself, allowed: the base of its slot.
+            let net = Ipv4Net::new(base.into(), 24).unwrap();
+            out.push(rule(format!("b{rev}-{n}"), Action::Allow, net));
+        }
+        out
+    };
+    let mut picks: Vec<u32> = Vec::new();
+    while picks.len() < 6_000 {
+        let n = rng.next() as u32 & 0xffff;
+        if !picks.contains(&n) {
+            picks.push(n);
+        }
+    }
+    let mut by24: Vec<Vec<Rule>> = picks.iter().map(|&n| slash24(&mut rng, 0, n)).collect();
+    // Eight /30s more than a set's ways, in one set of scope slot 0 (the only rule set).
+    let target = exact4_long_hash(0, 30, 0x0b00_0000) & (EXACT4_SETS - 1);
+    let crowded: Vec<u32> = (0..1u32 << 22)
+        .map(|i| 0x0b00_0000 | i << 2)
+        .filter(|&a| exact4_long_hash(0, 30, a) & (EXACT4_SETS - 1) == target)
+        .take(EXACT4_WAYS + 8)
+        .collect();
+    let crowd: Vec<Rule> = crowded
+        .iter()
+        .map(|&a| {
+            rule(
+                format!("c{a}"),
+                Action::Deny,
+                Ipv4Net::new(a.into(), 30).unwrap(),
+            )
+        })
+        .collect();
+    let around = [
+        rule(
+            "allow-10-3".into(),
+            Action::Allow,
+            "10.3.0.0/16".parse().unwrap(),
+        ),
+        rule(
+            "deny-10-4".into(),
+            Action::Deny,
+            "10.4.0.0/16".parse().unwrap(),
+        ),
+        // Each crowded /30's /24 with a long prefix of its own, so that no chunk is spared.
+        rule(
+            "allow-11".into(),
+            Action::Allow,
+            "11.0.0.0/8".parse().unwrap(),
+        ),
+    ];
+    let mut rig = TestRig::new().unwrap_or_else(|e| panic!("rig: {e}"));
+    for revision in 0..3 {
+        let default_action = if revision == 1 {
+            Action::Deny
+        } else {
+            Action::Allow
+        };
+        let mut rules: Vec<Rule> = by24.iter().flatten().cloned().collect();
+        rules.extend(crowd.iter().cloned());
+        rules.extend(around.iter().cloned());
+        let context = format!("revision {revision}: ");
+        let policies = apply_policy(&mut rig, &rules, default_action);
+        let mut srcs: Vec<Ipv4Addr> = Vec::new();
+        for r in rules.iter().step_by(11).chain(&crowd) {
+            for net in r.from.iter().flatten() {
+                if let ipnet::IpNet::V4(n) = net {
+                    let (lo, hi) = (u32::from(n.network()), u32::from(n.broadcast()));
+                    for a in [lo, hi, lo.wrapping_sub(1), hi.wrapping_add(1)] {
+                        srcs.push(a.into());
+                    }
+                }
+            }
+        }
+        srcs.extend((0..500).map(|_| Ipv4Addr::from(0x0a00_0000 | rng.next() as u32 & 0xffffff)));
+        check(&mut rig, &policies, &srcs, &context);
+        // Most /24s are answered by the table, not by a chunk or the trie.
+        let dp = rig.dataplane();
+        let held = &dp.held[dp.active_gen as usize];
+        let longs = held
+            .chunks4
+            .values()
+            .flat_map(|c| c.slots.iter())
+            .filter(|&&s| s & DIR_KIND_MASK == DIR_TRIE && s >> DIR_LONGS_SHIFT & 0x7f != 0)
+            .count();
+        assert!(longs > 1_500, "{context}{longs} /24 slots name lengths");
+        assert!(
+            held.exact4.values().any(|s| s.overflow != 0),
+            "{context}the crowded set overflowed"
+        );
+        assert_read_back(&mut rig, &context);
+        // The next revision: a third of the /24s replaced.
+        for (i, rules) in by24.iter_mut().enumerate() {
+            if i % 3 == revision {
+                let n = rng.next() as u32 & 0xffff;
+                *rules = slash24(&mut rng, revision + 1, n);
+            }
+        }
+    }
+}

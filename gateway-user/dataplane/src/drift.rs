@@ -261,10 +261,16 @@ pub(crate) fn read_tables(
             "SRC6_FILTER",
             |i| tables::for_gen::filter6(gen, i),
         )?;
-        let mut leaves = named(
-            &mut tables.dir4.values().chain(tables.chunks4.values()),
-            gateway_common::DIR_LEAF,
-        );
+        let mut leaves: BTreeSet<u32> = tables
+            .dir4
+            .values()
+            .chain(tables.chunks4.values())
+            .flat_map(|b| {
+                b.slots
+                    .iter()
+                    .filter_map(|&s| gateway_common::dir_slot_leaf(s))
+            })
+            .collect();
         leaves.extend(crate::exact::leaf_numbers(&tables.exact4, &tables.exact6));
         for e in leaves {
             if e >= gateway_common::DIR_LEAVES {

@@ -1,23 +1,25 @@
-//! The IPv4 exact-address table (`SRC4_EXACT`; the layout is `gateway_common::Exact4Set`'s)
-//! in front of the direct index ([`super::dir`]), and the IPv6 exact-prefix table
+//! The IPv4 exact table (`SRC4_EXACT`; the layout is `gateway_common::Exact4Set`'s) in front
+//! of and behind the direct index ([`super::dir`]), and the IPv6 exact-prefix table
 //! (`SRC6_EXACT`, `SRC6_LENS`; `gateway_common::Exact6Set`) in front of the IPv6 trie. Pure
-//! code: it turns the /32 `SRC_V4` entries and the `SRC_V6` entries of a revision into the
+//! code: it turns the /25–/32 `SRC_V4` entries and the `SRC_V6` entries of a revision into the
 //! tables' sets, part of [`Tables`].
 //!
 //! Why a table of its own: see `Exact4Set`. Every /32 source entry of a rule set with a
 //! direct index goes here (the index then holds only the rule set's shorter prefixes, see
-//! [`super::dir::slots`]); one that finds no room marks its set, and the trie, which keeps
-//! every entry, answers the addresses that miss there.
+//! [`super::dir::slots`]), and every /25–/31 one, which the program probes for a /24 that
+//! found no chunk of address slots; one that finds no room marks its set, and the trie, which
+//! keeps every entry, answers the addresses that miss there.
 //!
 //! A set's contents depend on its own addresses alone (they take its ways in address order),
 //! so a one-rule change rewrites one set.
 use std::collections::BTreeMap;
 
 use gateway_common::{
-    exact4_filter_bit, exact4_hash, exact4_set, exact6_filter_bit, exact6_hash, exact6_set,
-    filter6_bit, filter6_hash, Exact4Set, Exact4Way, Exact6Set, Exact6Way, Filter6Block, Src6Lens,
-    DIR_SCOPES, EXACT4_ENTRY_MASK, EXACT4_USED, EXACT4_WAYS, EXACT6_LENS, EXACT6_SETS, EXACT6_WAYS,
-    EXACT_NO_LEAF, FILTER6_MIN_KEY, SRC6_FILTER_ON,
+    dir_slot_leaf, exact4_filter_bit, exact4_hash, exact4_long_hash, exact4_set, exact4_tag,
+    exact6_filter_bit, exact6_hash, exact6_set, filter6_bit, filter6_hash, Exact4Set, Exact4Way,
+    Exact6Set, Exact6Way, Filter6Block, Src6Lens, DIR_LONGS_SHIFT, DIR_SCOPES, EXACT4_ENTRY_MASK,
+    EXACT4_LONG_OVERFLOW, EXACT4_SETS, EXACT4_USED, EXACT4_WAYS, EXACT6_LENS, EXACT6_SETS,
+    EXACT6_WAYS, EXACT_NO_LEAF, FILTER6_MIN_KEY, SRC6_FILTER_ON,
 };
 use rustc_hash::FxHashMap as HashMap;
 
@@ -90,36 +92,46 @@ impl Leaves {
     }
 }
 
-/// The sets of `SRC4_EXACT` for the /32s among `prefixes` (those of scopes beyond
-/// `DIR_SCOPES` are ignored), by index within a generation.
+/// Whether `SRC4_EXACT` holds a prefix of length `len`: /25 to /32 (see `Exact4Set`).
+pub fn exact4_len(len: u32) -> bool {
+    (25..=32).contains(&len)
+}
+
+/// The sets of `SRC4_EXACT` for the /25–/32s among `prefixes` (those of scopes beyond
+/// `DIR_SCOPES` are ignored), by index within a generation. In a set, the /32s take the ways
+/// first (their look-up is the commoner: every address of a /16 that holds one), then the
+/// longer prefixes before the shorter; each kind that finds no way marks its overflow bit.
 pub fn sets(prefixes: &[Prefix]) -> HashMap<u32, Exact4Set> {
-    let mut by_set: BTreeMap<u32, Vec<&Prefix>> = BTreeMap::new();
-    for p in prefixes {
-        if p.len == 32 && p.scope < DIR_SCOPES {
-            by_set
-                .entry(exact4_set(p.scope, p.addr))
-                .or_default()
-                .push(p);
-        }
-    }
-    let mut out = HashMap::with_capacity_and_hasher(by_set.len(), Default::default());
-    for (index, mut members) in by_set {
-        members.sort_unstable_by_key(|p| (p.scope, p.addr));
+    let mut keyed: Vec<(u32, u32, &Prefix)> = prefixes
+        .iter()
+        .filter(|p| exact4_len(p.len) && p.scope < DIR_SCOPES)
+        .map(|p| {
+            let h = exact4_long_hash(p.scope, p.len, p.addr);
+            (h & (EXACT4_SETS - 1), h, p)
+        })
+        .collect();
+    keyed.sort_unstable_by_key(|&(set, _, p)| (set, std::cmp::Reverse(p.len), p.scope, p.addr));
+    let mut out = HashMap::with_capacity_and_hasher(keyed.len(), Default::default());
+    for members in keyed.chunk_by(|a, b| a.0 == b.0) {
         let mut set = Exact4Set::default();
         let mut used = 0;
-        for p in members {
+        for &(_, h, p) in members {
             if used == EXACT4_WAYS {
-                set.overflow |= 1 << p.scope;
+                set.overflow |= if p.len == 32 {
+                    1 << p.scope
+                } else {
+                    1 << (EXACT4_LONG_OVERFLOW + p.scope)
+                };
                 continue;
             }
-            set.filter |= exact4_filter_bit(exact4_hash(p.scope, p.addr));
+            set.filter |= exact4_filter_bit(h);
             set.ways[used] = Exact4Way {
                 addr: p.addr,
-                tag: EXACT4_USED | p.scope << 24 | p.entry,
+                tag: exact4_tag(p.scope, p.len) | p.entry,
             };
             used += 1;
         }
-        out.insert(index, set);
+        out.insert(members[0].0, set);
     }
     out
 }
@@ -166,6 +178,41 @@ pub fn lookup(t: &Tables, scope: u32, addr: u32) -> Option<Answer> {
         );
     }
     (set.overflow & (1 << scope) != 0).then_some(Answer::Trie)
+}
+
+/// What the table says about `addr` in rule set `scope` whose /24 slot `v` names lengths of
+/// the table (`gateway_common::DIR_LONGS_SHIFT`): the longest of its networks that contains
+/// `addr`, else the /24's base; `Trie` for a miss in a set that overflowed for the scope.
+/// What the program does (`exact_v4_longs` in gateway-ebpf), for the tests.
+pub fn lookup_longs(t: &Tables, scope: u32, addr: u32, v: u32) -> Answer {
+    let leaf = |n: u32| t.leaves4.get(&n).map_or(Answer::Trie, |v| Answer::Leaf(*v));
+    for len in (25..32).rev() {
+        if (v >> DIR_LONGS_SHIFT) & (1 << (len - 25)) == 0 {
+            continue;
+        }
+        let net = addr & (u32::MAX << (32 - len));
+        let h = exact4_long_hash(scope, len, net);
+        let Some(set) = t.exact4.get(&(h & (EXACT4_SETS - 1))) else {
+            continue;
+        };
+        let want = exact4_tag(scope, len);
+        if set.filter & exact4_filter_bit(h) != 0 {
+            if let Some(way) = set
+                .ways
+                .iter()
+                .find(|w| w.addr == net && w.tag & !EXACT4_ENTRY_MASK == want)
+            {
+                return leaf(way.tag & EXACT4_ENTRY_MASK);
+            }
+        }
+        if set.overflow & (1 << (EXACT4_LONG_OVERFLOW + scope)) != 0 {
+            return Answer::Trie;
+        }
+    }
+    match dir_slot_leaf(v) {
+        Some(n) => leaf(n),
+        None => Answer::None,
+    }
 }
 
 /// The leaf numbers the ways of `exact4` and `exact6` name (those without a leaf left out).

@@ -130,7 +130,7 @@ pub fn build(
             .collect()
     };
     // On the index thread: the direct index, and the IPv6 exact table (its placing needs no
-    // leaf numbers). Here: the other tables, then the /32 table.
+    // leaf numbers). Here: the other tables, then the IPv4 exact table.
     let index = || {
         // All of them: the /16 slots say which hold /32s.
         let prefixes = prefixes(|_| true);
@@ -144,7 +144,8 @@ pub fn build(
             .name("tollgate-dir".into())
             .spawn_scoped(s, index);
         let result = build_tables(snapshot, assigned, ifindex);
-        let singles = prefixes(|len| len == 32);
+        // The /32s, and the /25–/31s that a /24 without a chunk sends there.
+        let singles = prefixes(|len| super::exact::exact4_len(u32::from(len)));
         let exact4 = super::exact::sets(&singles);
         let index = match beside {
             Ok(handle) => handle
