@@ -51,10 +51,16 @@ pub const DIR_SCOPES: u32 = 4;
 /// Chunks (the /24 slots of one /16, or the address slots of one /24) per generation in
 /// `SRC4_CHUNKS`.
 pub const DIR_CHUNKS: u32 = 4096;
-/// Leaves (source-entry values, both families) per generation in `SRC4_LEAVES`. The direct
-/// index names an entry's leaf by its id, so entries whose id is below this can be answered
-/// from it; an entry of the exact tables past that takes a leaf number no slot uses.
+/// Leaves (source-entry values, both families) per generation in `SRC4_LEAVES`, and as many
+/// more in `SRC4_LEAVES_HI` (leaf numbers `DIR_LEAVES` and up; an older program asks the trie
+/// for those). The direct index names an entry's leaf by its id, so entries whose id is below
+/// [`LEAF_NUMBERS`] can be answered from it; an entry of the exact tables past that takes a
+/// leaf number no slot uses.
 pub const DIR_LEAVES: u32 = 1 << 16;
+/// Leaf numbers per generation: below `DIR_LEAVES` in `SRC4_LEAVES`, the rest in
+/// `SRC4_LEAVES_HI`. Why a second array, not a larger one: a pinned map keeps its size, and
+/// an agent refuses pins of another layout; a new map is created beside the old ones.
+pub const LEAF_NUMBERS: u32 = 2 * DIR_LEAVES;
 /// Elements of `SRC4_DIR` per generation: one [`DirBlock`] per (scope, first address byte).
 pub const DIR_BLOCKS: u32 = DIR_SCOPES * 256;
 
@@ -81,10 +87,12 @@ pub const DIR_TRIE: u32 = 3 << 30;
 /// Why: a blocklist of 100,000 prefixes has /25–/31s in tens of thousands of /24s, ten times
 /// the chunks; a probe per length of the /24 is a few inlined reads, the trie a helper call
 /// whose cost grows with the policy.
-pub const DIR_LONGS_SHIFT: u32 = 17;
+pub const DIR_LONGS_SHIFT: u32 = 22;
 /// See [`DIR_LONGS_SHIFT`].
 pub const DIR_BASE_MASK: u32 = (1 << DIR_LONGS_SHIFT) - 1;
-const _: () = assert!(DIR_LEAVES < DIR_BASE_MASK && (0x7f << DIR_LONGS_SHIFT) & DIR_KIND_MASK == 0);
+const _: () = assert!(
+    LEAF_NUMBERS < DIR_BASE_MASK && (0x7f << DIR_LONGS_SHIFT) & !DIR_ID_MASK == 0
+);
 
 /// A /24 slot whose /25–/31 prefixes are in `SRC4_EXACT` ([`DIR_LONGS_SHIFT`]): `longs` has bit
 /// `len - 25` for each of their lengths (not 0), `base` is the /24's own longest match.
@@ -159,14 +167,14 @@ pub const EXACT4_WAYS: usize = 7;
 /// its leaf number `tag & EXACT4_ENTRY_MASK`, and in `SRC4_EXACT` `32 - len` of its prefix is
 /// at [`EXACT4_LEN_SHIFT`] ([`exact4_tag`]).
 pub const EXACT4_USED: u32 = 1 << 31;
-/// Mask of a way's leaf number (below [`DIR_LEAVES`], or [`EXACT_NO_LEAF`]).
+/// Mask of a way's leaf number (below [`LEAF_NUMBERS`], or [`EXACT_NO_LEAF`]).
 pub const EXACT4_ENTRY_MASK: u32 = (1 << 24) - 1;
 /// The leaf number of a way (`SRC4_EXACT`, `SRC6_EXACT`) whose entry has no leaf (its id is
-/// `DIR_LEAVES` or more, and no spare number was left): an address that matches it asks the
+/// [`LEAF_NUMBERS`] or more, and no spare number was left): an address that matches it asks the
 /// trie. The way still says that
 /// the network is here, so the other addresses of its set need not.
 pub const EXACT_NO_LEAF: u32 = EXACT4_ENTRY_MASK;
-const _: () = assert!(DIR_LEAVES < EXACT_NO_LEAF);
+const _: () = assert!(LEAF_NUMBERS < EXACT_NO_LEAF);
 
 /// Where `Exact4Way::tag` holds `32 - len` of its prefix: 0 for a /32 (the tag a build that
 /// knew only /32s wrote and compares with), 1 to 7 for a /31 to a /25.

@@ -19,6 +19,9 @@ static SRC4_DIR: Array<DirBlock> = Array::pinned(2 * DIR_BLOCKS, 0);
 static SRC4_CHUNKS: Array<DirBlock> = Array::pinned(2 * DIR_CHUNKS, 0);
 #[map]
 static SRC4_LEAVES: Array<SrcValue> = Array::pinned(2 * DIR_LEAVES, 0);
+/// Leaf numbers `DIR_LEAVES` to `LEAF_NUMBERS` (see `gateway_common::LEAF_NUMBERS`).
+#[map]
+static SRC4_LEAVES_HI: Array<SrcValue> = Array::pinned(2 * DIR_LEAVES, 0);
 /// The /32 sources of the rule sets with a direct index, in front of it (see
 /// `gateway_common::Exact4Set`): `EXACT4_SETS` sets per generation.
 #[map]
@@ -126,10 +129,14 @@ fn exact_v4_longs(gen: u32, slot: u32, addr: u32, v: u32) -> DirAnswer {
 /// (`EXACT_NO_LEAF` among them) asks the trie.
 #[inline(always)]
 fn dir_leaf(gen: u32, leaf: u32) -> DirAnswer {
-    if leaf >= DIR_LEAVES {
-        return DirAnswer::Trie;
-    }
-    match SRC4_LEAVES.get(gen * DIR_LEAVES + leaf) {
+    let value = if leaf < DIR_LEAVES {
+        SRC4_LEAVES.get(gen * DIR_LEAVES + leaf)
+    } else if leaf < LEAF_NUMBERS {
+        SRC4_LEAVES_HI.get(gen * DIR_LEAVES + leaf - DIR_LEAVES)
+    } else {
+        None
+    };
+    match value {
         Some(v) => DirAnswer::Leaf(v),
         None => DirAnswer::Trie,
     }

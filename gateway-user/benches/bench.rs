@@ -193,7 +193,8 @@ pub fn blocklist_policy(n: usize) -> Policy {
 enum DenyKind {
     /// At most /24, in a /24 that holds no longer prefix: the IPv4 direct index answers.
     Short,
-    /// /25 to /31: a chunk of address slots while the index has room for one, else the trie.
+    /// /25 to /31: a chunk of address slots while the index has room for one, else the exact
+    /// table, probed by the lengths the /24's slot names.
     Long,
     /// A /32: the exact-address table.
     Single,
@@ -363,7 +364,7 @@ fn per_packet(report: &mut Report) {
          the IPv4 direct index and the port direct table answer both); *pass through limit* = TCP 443 through an allow rule with a token bucket that never \
          triggers (the full check: the same + the bucket); *deny* = a source inside a blocklisted prefix of /24 or shorter whose /24 holds no longer \
          prefix (the direct index answers); *deny, /25–/31* = a source inside a longer blocklisted prefix (a chunk of address slots while the index has room for one, \
-         else the source trie: 4,096 chunks per generation are too few for the 10,000- and 100,000-rule blocklists); \
+         else the exact table, probed by the lengths of its /24's prefixes: 4,096 chunks per generation are too few for the 10,000- and 100,000-rule blocklists); \
          *deny, /32* = a blocklisted single address (the exact-address table); \
          *deny, IPv6* = a source inside a blocklisted IPv6 prefix (the IPv6 exact-prefix table: the blocklist's 17 IPv6 lengths expanded to 8 levels; — where the blocklist holds none); \
          *pass, IPv6* = UDP 53 from an IPv6 source in the blocklist's /32 that no prefix covers (the levels are probed unless the filter rules them out, all miss; the 10-rule blocklist has no IPv6 prefix, so no probe); \

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gateway_common::{
     dir_longs_slot, dir_slot_leaf, DirBlock, SrcValue, Verdict, DIR_CHUNK, DIR_CHUNKS, DIR_ID_MASK,
-    DIR_KIND_MASK, DIR_LEAF, DIR_LEAVES, DIR_LONGS_SHIFT, DIR_NONE, DIR_SCOPES, DIR_SINGLES,
+    DIR_KIND_MASK, DIR_LEAF, DIR_LONGS_SHIFT, LEAF_NUMBERS, DIR_NONE, DIR_SCOPES, DIR_SINGLES,
     DIR_TRIE, DIR_VERDICT, PORT_DIR_BLOCKS, PORT_DIR_VERDICTS,
 };
 
@@ -39,7 +39,7 @@ impl Default for Room {
     fn default() -> Self {
         Room {
             chunks: DIR_CHUNKS,
-            leaves: DIR_LEAVES,
+            leaves: LEAF_NUMBERS,
         }
     }
 }

@@ -273,13 +273,16 @@ pub(crate) fn read_tables(
             .collect();
         leaves.extend(crate::exact::leaf_numbers(&tables.exact4, &tables.exact6));
         for e in leaves {
-            if e >= gateway_common::DIR_LEAVES {
+            if e >= gateway_common::LEAF_NUMBERS {
                 continue;
             }
-            let v = maps
-                .src4_leaves
-                .get(&tables::for_gen::leaf4(gen, e, &SrcValue::default()).0, 0)
-                .map_err(map_err("read SRC4_LEAVES"))?;
+            let (hi, i, _) = tables::for_gen::leaf4(gen, e, &SrcValue::default());
+            let leaves = if hi {
+                &maps.src4_leaves_hi
+            } else {
+                &maps.src4_leaves
+            };
+            let v = leaves.get(&i, 0).map_err(map_err("read SRC4_LEAVES"))?;
             tables.leaves4.insert(e, tables::strip::leaf4(v));
         }
     }

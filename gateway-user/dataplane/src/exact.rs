@@ -31,7 +31,7 @@ use super::tables::Tables;
 /// the leaves that no slot of the direct index and no way names as an entry's own id.
 ///
 /// Why: entry ids grow with the policy, and those of a large blocklist's last entries (its
-/// IPv6 ones come after every IPv4 one) pass the `DIR_LEAVES` leaves; without a leaf an
+/// IPv6 ones come after every IPv4 one) pass the `LEAF_NUMBERS` leaves; without a leaf an
 /// address found in a table still asks the trie.
 #[derive(Debug, Clone, Default)]
 pub struct Leaves {
@@ -464,10 +464,10 @@ pub fn filter6_key(scope: u32, key: u32, network: u128) -> (u32, usize, u64) {
 /// blocklist outgrow the fast path (`/status` `fast_path`, `tollgate_map_entries`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FastPath {
-    /// Ways in use of `SRC4_EXACT` (IPv4 /32 sources).
+    /// Ways in use of `SRC4_EXACT` (IPv4 /25–/32 sources).
     pub exact_v4_ways: usize,
-    /// Sets of `SRC4_EXACT` that had more /32s than ways: an address of a /16 holding /32s
-    /// that misses in one asks the trie.
+    /// Sets of `SRC4_EXACT` that had more networks than ways: an address of a /16 holding
+    /// /32s (or of a /24 probing the set for a /25–/31) that misses in one asks the trie.
     pub exact_v4_overflowed_sets: usize,
     /// Ways in use of `SRC6_EXACT` (IPv6 networks, after expansion).
     pub exact_v6_ways: usize,

@@ -210,11 +210,12 @@ fn ipv6_sources_judged_through_the_exact_table_agree_with_the_evaluator() {
 #[test]
 #[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
 fn ipv6_entries_past_the_leaves_take_spare_leaves_or_are_judged_by_the_trie() {
-    // 10,000 IPv4 /30s, one per /24 from 1.0.0.0 on: more /24s needing a chunk than the index
+    // 10,000 IPv4 /24s, one per /16 from 1.0.0.0 on: more /16s needing a chunk than the index
     // has, so the entry ids of many are named by no slot and are spare leaf numbers. 10,000
-    // /16s from 100.0.0.0 on, each a slot's leaf: named. Then 70,000 IPv6 /64s, every other
-    // /64 from 2001:db8::: their entry ids come after the IPv4 ones, past the leaves (65,536);
-    // some take the spare numbers, and there are too few for the rest.
+    // /16s from 100.0.0.0 on, each a slot's leaf, and 60,000 /32s from 150.0.0.0 on, each a
+    // way's: named. Then 70,000 IPv6 /64s, every other /64 from 2001:db8::: their entry ids
+    // come after the IPv4 ones, many past the leaf numbers (131,072); some take the spare
+    // numbers, and there are too few for the rest.
     let v4 = |name: String, addr: u32, len: u8| {
         let mut r = Rule::new(name, Action::Deny);
         let net = ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(addr), len);
@@ -222,8 +223,9 @@ fn ipv6_entries_past_the_leaves_take_spare_leaves_or_are_judged_by_the_trie() {
         r
     };
     let mut rules: Vec<Rule> = (0..10_000u32)
-        .map(|i| v4(format!("v4-{i}"), (1 << 24) + (i << 8), 30))
+        .map(|i| v4(format!("v4-{i}"), (1 << 24) + (i << 16), 24))
         .chain((0..10_000u32).map(|i| v4(format!("v4-16-{i}"), (100 << 24) + (i << 16), 16)))
+        .chain((0..60_000u32).map(|i| v4(format!("v4-32-{i}"), (150 << 24) + i * 7, 32)))
         .collect();
     let n = 70_000u128;
     let base = 0x2001_0db8u128 << 96;
@@ -259,7 +261,8 @@ fn ipv6_entries_past_the_leaves_take_spare_leaves_or_are_judged_by_the_trie() {
         .count();
     assert!(
         none > 0 && spare > 0,
-        "{none} ways without a leaf, {spare} on spares"
+        "{none} ways without a leaf, {spare} on spares, of {}",
+        leaves.len()
     );
     let mut rng = Rng(0x510e_527f_ade6_82d1);
     let srcs = (0..600)

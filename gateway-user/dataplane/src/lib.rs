@@ -221,8 +221,20 @@ pub struct PolicyMaps {
     src6_lens: Array<MapData, Src6Lens>,
     src6_filter: Array<MapData, gateway_common::Filter6Block>,
     src4_leaves: Array<MapData, SrcValue>,
+    src4_leaves_hi: Array<MapData, SrcValue>,
     port_dir: Array<MapData, DirBlock>,
     port_verdicts: Array<MapData, Verdict>,
+}
+
+impl PolicyMaps {
+    /// `SRC4_LEAVES`, or with `hi` `SRC4_LEAVES_HI` (see `tables::for_gen::leaf4`).
+    fn leaves(&mut self, hi: bool) -> &mut Array<MapData, SrcValue> {
+        if hi {
+            &mut self.src4_leaves_hi
+        } else {
+            &mut self.src4_leaves
+        }
+    }
 }
 
 /// How long the last apply took, and what it wrote.
@@ -301,6 +313,7 @@ impl Dataplane {
             src6_lens: take(&mut ebpf, "SRC6_LENS")?,
             src6_filter: take(&mut ebpf, "SRC6_FILTER")?,
             src4_leaves: take(&mut ebpf, "SRC4_LEAVES")?,
+            src4_leaves_hi: take(&mut ebpf, "SRC4_LEAVES_HI")?,
             port_dir: take(&mut ebpf, "PORT_DIR")?,
             port_verdicts: take(&mut ebpf, "PORT_VERDICTS")?,
         };
@@ -428,6 +441,7 @@ impl Dataplane {
                 src6_lens: typed(open("SRC6_LENS")?, "SRC6_LENS")?,
                 src6_filter: typed(open("SRC6_FILTER")?, "SRC6_FILTER")?,
                 src4_leaves: typed(open("SRC4_LEAVES")?, "SRC4_LEAVES")?,
+                src4_leaves_hi: typed(open("SRC4_LEAVES_HI")?, "SRC4_LEAVES_HI")?,
                 port_dir: typed(open("PORT_DIR")?, "PORT_DIR")?,
                 port_verdicts: typed(open("PORT_VERDICTS")?, "PORT_VERDICTS")?,
             },

@@ -70,8 +70,8 @@ pub(crate) fn write_gen(
     }
     // The IPv4 direct index: leaves, then the chunks that name them, then the blocks.
     for (&e, v) in &dl.upsert {
-        let (i, v) = for_gen::leaf4(gen, e, v);
-        m.src4_leaves
+        let (hi, i, v) = for_gen::leaf4(gen, e, v);
+        m.leaves(hi)
             .set(i, v, 0)
             .map_err(map_err("write SRC4_LEAVES"))?;
     }
@@ -167,12 +167,9 @@ pub(crate) fn write_gen(
             .map_err(map_err("clear SRC4_CHUNKS"))?;
     }
     for &&e in &dl.remove {
-        m.src4_leaves
-            .set(
-                for_gen::leaf4(gen, e, &SrcValue::default()).0,
-                SrcValue::default(),
-                0,
-            )
+        let (hi, i, _) = for_gen::leaf4(gen, e, &SrcValue::default());
+        m.leaves(hi)
+            .set(i, SrcValue::default(), 0)
             .map_err(map_err("clear SRC4_LEAVES"))?;
     }
     for k in &d4.remove {

@@ -326,7 +326,7 @@ impl Collector for L4Collector {
             (
                 "leaves",
                 status.fast_path.leaves as i64,
-                i64::from(gateway_common::DIR_LEAVES),
+                i64::from(gateway_common::LEAF_NUMBERS),
             ),
         ];
         for (map, n, _) in fill {
@@ -730,7 +730,7 @@ mod tests {
             "tollgate_map_entries{map=\"exact_v6\"} 42",
             "tollgate_map_capacity{map=\"exact_v6\"} 81920",
             "tollgate_map_capacity{map=\"exact_v4\"} 229376",
-            "tollgate_map_capacity{map=\"leaves\"} 65536",
+            "tollgate_map_capacity{map=\"leaves\"} 131072",
             "tollgate_map_entries{map=\"filter_v6\"} 7",
             "tollgate_map_capacity{map=\"filter_v6\"} 2097152",
             "tollgate_policy_apply_duration_seconds_bucket",

@@ -122,10 +122,12 @@ pub mod for_gen {
     pub fn port_verdict(gen: u32, index: u32) -> u32 {
         port_verdict_index(gen, 0, 0, 0) + index
     }
-    /// `SRC4_LEAVES` index and value.
-    pub fn leaf4(gen: u32, entry: u32, v: &SrcValue) -> (u32, SrcValue) {
+    /// Where leaf number `leaf` lives (`false`: `SRC4_LEAVES`; `true`: `SRC4_LEAVES_HI`, the
+    /// numbers from `DIR_LEAVES` on), its index there, and its value.
+    pub fn leaf4(gen: u32, leaf: u32, v: &SrcValue) -> (bool, u32, SrcValue) {
         (
-            gen * DIR_LEAVES + entry,
+            leaf >= DIR_LEAVES,
+            gen * DIR_LEAVES + leaf % DIR_LEAVES,
             SrcValue {
                 entry: v.entry | gen_bit(gen),
                 ..*v
