@@ -90,9 +90,8 @@ pub const DIR_TRIE: u32 = 3 << 30;
 pub const DIR_LONGS_SHIFT: u32 = 22;
 /// See [`DIR_LONGS_SHIFT`].
 pub const DIR_BASE_MASK: u32 = (1 << DIR_LONGS_SHIFT) - 1;
-const _: () = assert!(
-    LEAF_NUMBERS < DIR_BASE_MASK && (0x7f << DIR_LONGS_SHIFT) & !DIR_ID_MASK == 0
-);
+const _: () =
+    assert!(LEAF_NUMBERS < DIR_BASE_MASK && (0x7f << DIR_LONGS_SHIFT) & !DIR_ID_MASK == 0);
 
 /// A /24 slot whose /25–/31 prefixes are in `SRC4_EXACT` ([`DIR_LONGS_SHIFT`]): `longs` has bit
 /// `len - 25` for each of their lengths (not 0), `base` is the /24's own longest match.

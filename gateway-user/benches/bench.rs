@@ -711,6 +711,13 @@ fn main() {
         eprintln!("the benchmarks load eBPF programs and create network namespaces: run them as root (cargo xtask bench)");
         std::process::exit(1);
     }
+    // Where an apply spends its time: TOLLGATE_LOG=tollgate_dataplane=debug.
+    if let Ok(filter) = std::env::var("TOLLGATE_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     // `cargo bench` passes --bench; a name filter may follow.
     let filter: Vec<String> = std::env::args()
         .skip(1)

@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gateway_common::{
     dir_longs_slot, dir_slot_leaf, DirBlock, SrcValue, Verdict, DIR_CHUNK, DIR_CHUNKS, DIR_ID_MASK,
-    DIR_KIND_MASK, DIR_LEAF, DIR_LONGS_SHIFT, LEAF_NUMBERS, DIR_NONE, DIR_SCOPES, DIR_SINGLES,
-    DIR_TRIE, DIR_VERDICT, PORT_DIR_BLOCKS, PORT_DIR_VERDICTS,
+    DIR_KIND_MASK, DIR_LEAF, DIR_LONGS_SHIFT, DIR_NONE, DIR_SCOPES, DIR_SINGLES, DIR_TRIE,
+    DIR_VERDICT, LEAF_NUMBERS, PORT_DIR_BLOCKS, PORT_DIR_VERDICTS,
 };
 
 use rustc_hash::FxHashMap as HashMap;
@@ -341,6 +341,8 @@ pub fn leaves(t: &mut Tables, mut named: Vec<bool>, leaves: &super::exact::Leave
     if wanted.is_empty() {
         return;
     }
+    t.leaves4
+        .reserve(wanted.len().min(t.src_v4.len() + t.src_v6.len()));
     for value in t.src_v4.values().chain(t.src_v6.values()) {
         if let Some(&n) = wanted.get(value.entry as usize).filter(|&&n| n != u32::MAX) {
             t.leaves4.insert(n, *value);
