@@ -7,9 +7,11 @@
 //! scope id, every /16 of the address space gets a slot saying which source entry is the
 //! longest match of all its addresses (a leaf), that none is (the common case for traffic
 //! that no rule names by source), or that its /24s differ (a chunk of 256 more slots); a /24
-//! that holds a longer prefix gets a chunk of 256 address slots in turn. The trie keeps every
-//! entry, so whatever the index cannot hold (more chunks or entries than it has room for) says
-//! "ask the trie" and is answered there, correctly, at the old cost.
+//! that holds a longer prefix gets a chunk of 256 address slots in turn, while chunks last;
+//! a /24 left without one names the lengths of its /25–/31s, which the exact table holds
+//! ([`super::exact`]), and its own longest match. The trie keeps every entry, so whatever the
+//! index cannot hold (more chunks or entries than it has room for) says "ask the trie" and is
+//! answered there, correctly, at the old cost.
 //!
 //! The index is a function of the `SRC_V4` entries and of where the previous revision put its
 //! chunks: a /16 keeps its chunk id from one revision to the next, so that a one-rule change
@@ -141,7 +143,8 @@ pub struct Prefix {
 
 /// The index's blocks and chunks for `prefixes` (those of scopes beyond `DIR_SCOPES` are
 /// ignored, and so are the /32s: they are in the exact table, [`super::exact`], which the
-/// program reads first). Needs nothing else of the revision, so that an apply computes it on a
+/// program reads first; the /25–/31s of a /24 that gets no chunk are there too, and its slot
+/// names their lengths). Needs nothing else of the revision, so that an apply computes it on a
 /// thread of its own while the rest of the tables are built ([`super::tables::build`]).
 pub fn slots(
     mut prefixes: Vec<Prefix>,
