@@ -104,16 +104,27 @@ pub const fn dir_longs_slot(longs: u32, base: Option<u32>) -> u32 {
     DIR_TRIE | (longs & 0x7f) << DIR_LONGS_SHIFT | base & DIR_BASE_MASK
 }
 
+/// The lengths a /24 slot names in `SRC4_EXACT` (bit `len - 25`, [`DIR_LONGS_SHIFT`]); 0 for
+/// any other slot.
+#[inline(always)]
+pub const fn dir_longs(slot: u32) -> u32 {
+    if slot & DIR_KIND_MASK == DIR_TRIE {
+        (slot >> DIR_LONGS_SHIFT) & 0x7f
+    } else {
+        0
+    }
+}
+
 /// The leaf number a direct-index slot names: that of a `DIR_LEAF` slot, or the base of a
 /// /24 slot with lengths in `SRC4_EXACT` ([`DIR_LONGS_SHIFT`]).
 #[inline(always)]
 pub const fn dir_slot_leaf(slot: u32) -> Option<u32> {
-    match slot & DIR_KIND_MASK {
-        DIR_LEAF => Some(slot & DIR_ID_MASK),
-        DIR_TRIE if (slot >> DIR_LONGS_SHIFT) & 0x7f != 0 && slot & DIR_BASE_MASK != 0 => {
-            Some((slot & DIR_BASE_MASK) - 1)
-        }
-        _ => None,
+    if slot & DIR_KIND_MASK == DIR_LEAF {
+        Some(slot & DIR_ID_MASK)
+    } else if dir_longs(slot) != 0 && slot & DIR_BASE_MASK != 0 {
+        Some((slot & DIR_BASE_MASK) - 1)
+    } else {
+        None
     }
 }
 /// Mask of a slot's kind.

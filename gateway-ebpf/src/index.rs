@@ -48,38 +48,39 @@ pub(crate) enum DirAnswer {
     Trie,
 }
 
+/// One probe of `SRC4_EXACT` for the /`len` network `net` of rule set slot `slot`: `Some` with
+/// its leaf when a way holds it, or `Trie` for a miss in a set whose bit `overflow` says that
+/// a network of its kind found no way there (or for a set out of range); `None` for a miss.
+#[inline(always)]
+fn exact_v4_probe(gen: u32, slot: u32, len: u32, net: u32, overflow: u32) -> Option<DirAnswer> {
+    let h = exact4_long_hash(slot, len, net);
+    let Some(set) = SRC4_EXACT.get(gen * EXACT4_SETS + (h & (EXACT4_SETS - 1))) else {
+        return Some(DirAnswer::Trie);
+    };
+    if unsafe { read_volatile(&set.filter) } & exact4_filter_bit(h) != 0 {
+        let want = exact4_tag(slot, len);
+        let mut w = 0;
+        while w < EXACT4_WAYS {
+            let way = &set.ways[w];
+            let tag = unsafe { read_volatile(&way.tag) };
+            if unsafe { read_volatile(&way.addr) } == net && tag & !EXACT4_ENTRY_MASK == want {
+                return Some(dir_leaf(gen, tag & EXACT4_ENTRY_MASK));
+            }
+            w += 1;
+        }
+    }
+    if unsafe { read_volatile(&set.overflow) } & overflow != 0 {
+        return Some(DirAnswer::Trie);
+    }
+    None
+}
+
 /// The exact-address table (`gateway_common::Exact4Set`): `Leaf` for a /32 source of rule set
 /// slot `slot`, `Trie` for a miss in a set that overflowed for it, `None` for a miss (the
 /// direct index then decides).
 #[inline(always)]
 fn exact_v4(gen: u32, slot: u32, addr: u32) -> DirAnswer {
-    let h = exact4_hash(slot, addr);
-    let Some(set) = SRC4_EXACT.get(gen * EXACT4_SETS + (h & (EXACT4_SETS - 1))) else {
-        return DirAnswer::Trie;
-    };
-    let overflowed = unsafe { read_volatile(&set.overflow) } & (1 << slot) != 0;
-    if unsafe { read_volatile(&set.filter) } & exact4_filter_bit(h) == 0 {
-        return if overflowed {
-            DirAnswer::Trie
-        } else {
-            DirAnswer::None
-        };
-    }
-    let want = EXACT4_USED | slot << 24;
-    let mut w = 0;
-    while w < EXACT4_WAYS {
-        let way = &set.ways[w];
-        let tag = unsafe { read_volatile(&way.tag) };
-        if unsafe { read_volatile(&way.addr) } == addr && tag & !EXACT4_ENTRY_MASK == want {
-            return dir_leaf(gen, tag & EXACT4_ENTRY_MASK);
-        }
-        w += 1;
-    }
-    if overflowed {
-        DirAnswer::Trie
-    } else {
-        DirAnswer::None
-    }
+    exact_v4_probe(gen, slot, 32, addr, 1 << slot).unwrap_or(DirAnswer::None)
 }
 
 /// The /25–/31 networks of `SRC4_EXACT` inside the /24 of `addr`, whose slot `v` (of kind
@@ -88,7 +89,7 @@ fn exact_v4(gen: u32, slot: u32, addr: u32) -> DirAnswer {
 /// the base answers. A miss in a set that overflowed for the slot asks the trie.
 #[inline(always)]
 fn exact_v4_longs(gen: u32, slot: u32, addr: u32, v: u32) -> DirAnswer {
-    let longs = (v >> DIR_LONGS_SHIFT) & 0x7f;
+    let longs = dir_longs(v);
     let mut i = 0u32;
     while i < 7 {
         // Bit 6 is a /31.
@@ -99,24 +100,9 @@ fn exact_v4_longs(gen: u32, slot: u32, addr: u32, v: u32) -> DirAnswer {
         }
         let len = 25 + bit;
         let net = addr & (u32::MAX << (32 - len));
-        let h = exact4_long_hash(slot, len, net);
-        let Some(set) = SRC4_EXACT.get(gen * EXACT4_SETS + (h & (EXACT4_SETS - 1))) else {
-            return DirAnswer::Trie;
-        };
-        if unsafe { read_volatile(&set.filter) } & exact4_filter_bit(h) != 0 {
-            let want = exact4_tag(slot, len);
-            let mut w = 0;
-            while w < EXACT4_WAYS {
-                let way = &set.ways[w];
-                let tag = unsafe { read_volatile(&way.tag) };
-                if unsafe { read_volatile(&way.addr) } == net && tag & !EXACT4_ENTRY_MASK == want {
-                    return dir_leaf(gen, tag & EXACT4_ENTRY_MASK);
-                }
-                w += 1;
-            }
-        }
-        if unsafe { read_volatile(&set.overflow) } & (1 << (EXACT4_LONG_OVERFLOW + slot)) != 0 {
-            return DirAnswer::Trie;
+        let overflow = 1 << (EXACT4_LONG_OVERFLOW + slot);
+        if let Some(found) = exact_v4_probe(gen, slot, len, net, overflow) {
+            return found;
         }
     }
     match v & DIR_BASE_MASK {
@@ -264,7 +250,7 @@ pub(crate) fn dir_v4(gen: u32, slot: u32, p: &Parsed, exact: bool) -> DirAnswer 
     match v & DIR_KIND_MASK {
         DIR_NONE => DirAnswer::None,
         DIR_LEAF => dir_leaf(gen, v & DIR_ID_MASK),
-        DIR_TRIE if (v >> DIR_LONGS_SHIFT) & 0x7f != 0 => exact_v4_longs(gen, slot, addr, v),
+        DIR_TRIE if dir_longs(v) != 0 => exact_v4_longs(gen, slot, addr, v),
         _ => DirAnswer::Trie,
     }
 }

@@ -19,9 +19,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use gateway_common::{
-    dir_longs_slot, dir_slot_leaf, DirBlock, SrcValue, Verdict, DIR_CHUNK, DIR_CHUNKS, DIR_ID_MASK,
-    DIR_KIND_MASK, DIR_LEAF, DIR_LONGS_SHIFT, DIR_NONE, DIR_SCOPES, DIR_SINGLES, DIR_TRIE,
-    DIR_VERDICT, LEAF_NUMBERS, PORT_DIR_BLOCKS, PORT_DIR_VERDICTS,
+    dir_longs, dir_longs_slot, dir_slot_leaf, DirBlock, SrcValue, Verdict, DIR_CHUNK, DIR_CHUNKS,
+    DIR_ID_MASK, DIR_KIND_MASK, DIR_LEAF, DIR_NONE, DIR_SCOPES, DIR_SINGLES, DIR_TRIE, DIR_VERDICT,
+    LEAF_NUMBERS, PORT_DIR_BLOCKS, PORT_DIR_VERDICTS,
 };
 
 use rustc_hash::FxHashMap as HashMap;
@@ -492,7 +492,7 @@ pub fn lookup(t: &Tables, scope: u32, addr: [u8; 4]) -> Answer {
             .leaves4
             .get(&(v & DIR_ID_MASK))
             .map_or(Answer::Trie, |v| Answer::Leaf(*v)),
-        DIR_TRIE if (v >> DIR_LONGS_SHIFT) & 0x7f != 0 => {
+        DIR_TRIE if dir_longs(v) != 0 => {
             super::exact::lookup_longs(t, scope, u32::from_be_bytes(addr), v)
         }
         _ => Answer::Trie,

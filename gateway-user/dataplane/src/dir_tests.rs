@@ -447,9 +447,7 @@ fn single_addresses_judged_through_the_exact_table_agree_with_the_evaluator() {
 #[test]
 #[ignore = "needs root (BPF_PROG_TEST_RUN); cargo xtask test runs it"]
 fn long_prefixes_beyond_the_chunks_judged_through_the_exact_table_agree_with_the_evaluator() {
-    use gateway_common::{
-        exact4_long_hash, DIR_KIND_MASK, DIR_LONGS_SHIFT, DIR_TRIE, EXACT4_SETS, EXACT4_WAYS,
-    };
+    use gateway_common::{dir_longs, exact4_long_hash, EXACT4_SETS, EXACT4_WAYS};
     let mut rng = Rng(0x3c6e_f372_fe94_f82b);
     let rule = |name: String, action, net: Ipv4Net| {
         let mut r = Rule::new(name, action);
@@ -571,7 +569,7 @@ fn long_prefixes_beyond_the_chunks_judged_through_the_exact_table_agree_with_the
             .chunks4
             .values()
             .flat_map(|c| c.slots.iter())
-            .filter(|&&s| s & DIR_KIND_MASK == DIR_TRIE && s >> DIR_LONGS_SHIFT & 0x7f != 0)
+            .filter(|&&s| dir_longs(s) != 0)
             .count();
         assert!(longs > 1_500, "{context}{longs} /24 slots name lengths");
         assert!(

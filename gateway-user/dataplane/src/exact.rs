@@ -15,11 +15,11 @@
 use std::collections::BTreeMap;
 
 use gateway_common::{
-    dir_slot_leaf, exact4_filter_bit, exact4_hash, exact4_long_hash, exact4_set, exact4_tag,
-    exact6_filter_bit, exact6_hash, exact6_set, filter6_bit, filter6_hash, Exact4Set, Exact4Way,
-    Exact6Set, Exact6Way, Filter6Block, Src6Lens, DIR_LONGS_SHIFT, DIR_SCOPES, EXACT4_ENTRY_MASK,
-    EXACT4_LONG_OVERFLOW, EXACT4_SETS, EXACT4_USED, EXACT4_WAYS, EXACT6_LENS, EXACT6_SETS,
-    EXACT6_WAYS, EXACT_NO_LEAF, FILTER6_MIN_KEY, SRC6_FILTER_ON,
+    dir_longs, dir_slot_leaf, exact4_filter_bit, exact4_long_hash, exact4_tag, exact6_filter_bit,
+    exact6_hash, exact6_set, filter6_bit, filter6_hash, Exact4Set, Exact4Way, Exact6Set, Exact6Way,
+    Filter6Block, Src6Lens, DIR_SCOPES, EXACT4_ENTRY_MASK, EXACT4_LONG_OVERFLOW, EXACT4_SETS,
+    EXACT4_USED, EXACT4_WAYS, EXACT6_LENS, EXACT6_SETS, EXACT6_WAYS, EXACT_NO_LEAF,
+    FILTER6_MIN_KEY, SRC6_FILTER_ON,
 };
 use rustc_hash::FxHashMap as HashMap;
 
@@ -167,19 +167,19 @@ pub fn number(
     }
 }
 
-/// What the table says about `addr` in rule set `scope`: `Some` for a /32 it holds
-/// (`Leaf`) or for a miss in a set that overflowed for the scope (`Trie`); `None` sends the
-/// address on to the direct index. What the program does (`exact_v4` in gateway-ebpf), for the
-/// tests.
-pub fn lookup(t: &Tables, scope: u32, addr: u32) -> Option<Answer> {
-    let set = t.exact4.get(&exact4_set(scope, addr))?;
-    let want = EXACT4_USED | scope << 24;
-    // The filter says which addresses cannot be here: their ways are not compared.
-    let maybe = set.filter & exact4_filter_bit(exact4_hash(scope, addr)) != 0;
+/// One probe of the table for the /`len` network `net` of rule set `scope`: `Some` with its
+/// leaf when a way holds it, or `Trie` for a miss in a set whose bit `overflow` is set; `None`
+/// for a miss. What the program does (`exact_v4_probe` in gateway-ebpf), for the tests.
+fn probe(t: &Tables, scope: u32, len: u32, net: u32, overflow: u32) -> Option<Answer> {
+    let h = exact4_long_hash(scope, len, net);
+    let set = t.exact4.get(&(h & (EXACT4_SETS - 1)))?;
+    let want = exact4_tag(scope, len);
+    // The filter says which networks cannot be here: their ways are not compared.
+    let maybe = set.filter & exact4_filter_bit(h) != 0;
     let found = set
         .ways
         .iter()
-        .find(|w| maybe && w.addr == addr && w.tag & !EXACT4_ENTRY_MASK == want);
+        .find(|w| maybe && w.addr == net && w.tag & !EXACT4_ENTRY_MASK == want);
     if let Some(way) = found {
         return Some(
             t.leaves4
@@ -187,40 +187,33 @@ pub fn lookup(t: &Tables, scope: u32, addr: u32) -> Option<Answer> {
                 .map_or(Answer::Trie, |v| Answer::Leaf(*v)),
         );
     }
-    (set.overflow & (1 << scope) != 0).then_some(Answer::Trie)
+    (set.overflow & overflow != 0).then_some(Answer::Trie)
+}
+
+/// What the table says about `addr` in rule set `scope`: `Some` for a /32 it holds
+/// (`Leaf`) or for a miss in a set that overflowed for the scope (`Trie`); `None` sends the
+/// address on to the direct index. What the program does (`exact_v4` in gateway-ebpf), for the
+/// tests.
+pub fn lookup(t: &Tables, scope: u32, addr: u32) -> Option<Answer> {
+    probe(t, scope, 32, addr, 1 << scope)
 }
 
 /// What the table says about `addr` in rule set `scope` whose /24 slot `v` names lengths of
-/// the table (`gateway_common::DIR_LONGS_SHIFT`): the longest of its networks that contains
+/// the table (`gateway_common::dir_longs`): the longest of its networks that contains
 /// `addr`, else the /24's base; `Trie` for a miss in a set that overflowed for the scope.
 /// What the program does (`exact_v4_longs` in gateway-ebpf), for the tests.
 pub fn lookup_longs(t: &Tables, scope: u32, addr: u32, v: u32) -> Answer {
-    let leaf = |n: u32| t.leaves4.get(&n).map_or(Answer::Trie, |v| Answer::Leaf(*v));
     for len in (25..32).rev() {
-        if (v >> DIR_LONGS_SHIFT) & (1 << (len - 25)) == 0 {
+        if dir_longs(v) & (1 << (len - 25)) == 0 {
             continue;
         }
         let net = addr & (u32::MAX << (32 - len));
-        let h = exact4_long_hash(scope, len, net);
-        let Some(set) = t.exact4.get(&(h & (EXACT4_SETS - 1))) else {
-            continue;
-        };
-        let want = exact4_tag(scope, len);
-        if set.filter & exact4_filter_bit(h) != 0 {
-            if let Some(way) = set
-                .ways
-                .iter()
-                .find(|w| w.addr == net && w.tag & !EXACT4_ENTRY_MASK == want)
-            {
-                return leaf(way.tag & EXACT4_ENTRY_MASK);
-            }
-        }
-        if set.overflow & (1 << (EXACT4_LONG_OVERFLOW + scope)) != 0 {
-            return Answer::Trie;
+        if let Some(found) = probe(t, scope, len, net, 1 << (EXACT4_LONG_OVERFLOW + scope)) {
+            return found;
         }
     }
     match dir_slot_leaf(v) {
-        Some(n) => leaf(n),
+        Some(n) => t.leaves4.get(&n).map_or(Answer::Trie, |v| Answer::Leaf(*v)),
         None => Answer::None,
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use gateway_common::exact4_set;
 
 fn p(scope: u32, addr: u32, entry: u32) -> Prefix {
     Prefix {
