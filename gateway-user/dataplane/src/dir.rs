@@ -125,7 +125,8 @@ pub(crate) fn build(t: &mut Tables, prev: &Tables, room: Room) {
     super::exact::number(&mut t.exact4, &mut t.exact6, &exact_leaves);
     t.dir4 = dir4;
     t.chunks4 = chunks4;
-    leaves(t, named, &exact_leaves);
+    let values = values_by_entry(t);
+    leaves(t, named, &exact_leaves, &values);
 }
 
 /// An IPv4 source entry of a rule set, as the index sees it.
@@ -323,32 +324,40 @@ pub fn named(
     named
 }
 
+/// The `SRC_V4` and `SRC_V6` values of `t` by entry id, what [`leaves`] copies (`tables::build`
+/// gathers them while the index thread is still at work).
+pub fn values_by_entry(t: &Tables) -> Vec<Option<SrcValue>> {
+    let mut out: Vec<Option<SrcValue>> = Vec::new();
+    for value in t.src_v4.values().chain(t.src_v6.values()) {
+        let i = value.entry as usize;
+        if out.len() <= i {
+            out.resize(i + 1, None);
+        }
+        out[i] = Some(*value);
+    }
+    out
+}
+
 /// Fills `t.leaves4`: for each leaf number some slot of `t.dir4`/`t.chunks4` (`named`, as
-/// [`named`] gives them) or some way of `t.exact4`/`t.exact6` names, the `SRC_V4` or `SRC_V6`
-/// value of its entry (`leaves` says which entry a spare number was given to).
-pub fn leaves(t: &mut Tables, mut named: Vec<bool>, leaves: &super::exact::Leaves) {
+/// [`named`] gives them) or some way of `t.exact4`/`t.exact6` names, the value (`values`, by
+/// entry id, as [`values_by_entry`] gives them) of its entry (`leaves` says which entry a
+/// spare number was given to).
+pub fn leaves(
+    t: &mut Tables,
+    mut named: Vec<bool>,
+    leaves: &super::exact::Leaves,
+    values: &[Option<SrcValue>],
+) {
     t.leaves4.clear();
     for n in super::exact::leaf_numbers(&t.exact4, &t.exact6) {
         named[n as usize] = true;
     }
-    // The leaf number that holds each entry's value, by entry id (a vector: a map costs
-    // milliseconds at 65,536 leaves).
-    let mut wanted: Vec<u32> = Vec::new();
+    t.leaves4
+        .reserve_numbers(named.iter().rposition(|&named| named).map_or(0, |n| n + 1));
     for (n, _) in named.iter().enumerate().filter(|&(_, &named)| named) {
         let entry = leaves.entry(n as u32) as usize;
-        if wanted.len() <= entry {
-            wanted.resize(entry + 1, u32::MAX);
-        }
-        wanted[entry] = n as u32;
-    }
-    if wanted.is_empty() {
-        return;
-    }
-    t.leaves4
-        .reserve(wanted.len().min(t.src_v4.len() + t.src_v6.len()));
-    for value in t.src_v4.values().chain(t.src_v6.values()) {
-        if let Some(&n) = wanted.get(value.entry as usize).filter(|&&n| n != u32::MAX) {
-            t.leaves4.insert(n, *value);
+        if let Some(value) = values.get(entry).and_then(Option::as_ref) {
+            t.leaves4.insert(n as u32, *value);
         }
     }
 }

@@ -123,13 +123,22 @@ pub(crate) fn drifted_entries(
         maps,
         |_| {},
     );
-    compare(
-        "SRC4_LEAVES",
-        &actual.leaves4,
-        &expected.leaves4,
-        maps,
-        |v| verdict_rules(&v.verdict, &mut ids),
-    );
+    // The leaves are a vector by number (`tables::Leaves4`), compared with its own diff.
+    let (changed, gone) = actual.leaves4.diff(&expected.leaves4);
+    for &(n, e) in &changed {
+        verdict_rules(&e.verdict, &mut ids);
+        if let Some(a) = actual.leaves4.get(&n) {
+            verdict_rules(&a.verdict, &mut ids);
+        }
+    }
+    for n in &gone {
+        if let Some(a) = actual.leaves4.get(n) {
+            verdict_rules(&a.verdict, &mut ids);
+        }
+    }
+    if changed.len() + gone.len() > 0 {
+        *maps.entry("SRC4_LEAVES").or_default() += changed.len() + gone.len();
+    }
     // LIMITS is keyed by rule id.
     let mut limit_ids = BTreeSet::new();
     for (k, v) in &actual.limits {
@@ -277,12 +286,12 @@ pub(crate) fn read_tables(
                 continue;
             }
             let (hi, i, _) = tables::for_gen::leaf4(gen, e, &SrcValue::default());
-            let leaves = if hi {
-                &maps.src4_leaves_hi
+            let (leaves, what) = if hi {
+                (&maps.src4_leaves_hi, "read SRC4_LEAVES_HI")
             } else {
-                &maps.src4_leaves
+                (&maps.src4_leaves, "read SRC4_LEAVES")
             };
-            let v = leaves.get(&i, 0).map_err(map_err("read SRC4_LEAVES"))?;
+            let v = leaves.get(&i, 0).map_err(map_err(what))?;
             tables.leaves4.insert(e, tables::strip::leaf4(v));
         }
     }

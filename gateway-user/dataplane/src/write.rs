@@ -10,6 +10,10 @@ use gateway_common::{
 use super::tables::{diff, for_gen, Tables};
 use super::{map_err, remove_ok, DataplaneError, PolicyMaps};
 
+/// Source entries above which [`write_gen`] computes its diffs on two threads (below, a
+/// thread costs more than it saves).
+const BIG: usize = 10_000;
+
 /// Writes generation `gen` of `m`, which holds `held`, so that it holds `desired`. Returns the
 /// number of entries written or removed.
 pub(crate) fn write_gen(
@@ -18,20 +22,50 @@ pub(crate) fn write_gen(
     gen: u32,
     desired: &Tables,
 ) -> Result<usize, DataplaneError> {
-    let d = diff(&held.limits, &desired.limits);
-    let d4 = diff(&held.src_v4, &desired.src_v4);
-    let d6 = diff(&held.src_v6, &desired.src_v6);
-    let dp = diff(&held.ports, &desired.ports);
-    let di = diff(&held.ifaces, &desired.ifaces);
-    let dd = diff(&held.dir4, &desired.dir4);
-    let dc = diff(&held.chunks4, &desired.chunks4);
-    let dl = diff(&held.leaves4, &desired.leaves4);
-    let dx = diff(&held.exact4, &desired.exact4);
-    let dx6 = diff(&held.exact6, &desired.exact6);
-    let dn6 = diff(&held.lens6, &desired.lens6);
-    let df6 = diff(&held.filter6, &desired.filter6);
-    let dpv = diff(&held.port_verdicts, &desired.port_verdicts);
-    let dpd = diff(&held.port_dir, &desired.port_dir);
+    // Each diff probes one map of up to 100,000 entries at random (about 14 ms of a one-rule
+    // change to 100,000 rules, measured): with big tables, half of them on a second thread.
+    let beside = || {
+        (
+            diff(&held.src_v4, &desired.src_v4),
+            diff(&held.src_v6, &desired.src_v6),
+            held.leaves4.diff(&desired.leaves4),
+            diff(&held.ports, &desired.ports),
+            diff(&held.limits, &desired.limits),
+            diff(&held.ifaces, &desired.ifaces),
+        )
+    };
+    let here = || {
+        (
+            diff(&held.dir4, &desired.dir4),
+            diff(&held.chunks4, &desired.chunks4),
+            diff(&held.exact4, &desired.exact4),
+            diff(&held.exact6, &desired.exact6),
+            diff(&held.lens6, &desired.lens6),
+            diff(&held.filter6, &desired.filter6),
+            diff(&held.port_verdicts, &desired.port_verdicts),
+            diff(&held.port_dir, &desired.port_dir),
+        )
+    };
+    let big = held.src_v4.len().max(desired.src_v4.len()) > BIG;
+    let ((d4, d6, dl, dp, d, di), (dd, dc, dx, dx6, dn6, df6, dpv, dpd)) =
+        std::thread::scope(|s| {
+            let thread = big.then(|| {
+                std::thread::Builder::new()
+                    .name("tollgate-diff".into())
+                    .spawn_scoped(s, beside)
+            });
+            match thread {
+                Some(Ok(handle)) => {
+                    let mine = here();
+                    let theirs = handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    (theirs, mine)
+                }
+                // Small tables, or no thread to be had: the same work, here.
+                _ => (beside(), here()),
+            }
+        });
     // Limits and port entries before the source entries and interfaces that lead to them,
     // so that even within this (inactive) generation nothing points at a missing entry.
     for (&rule, v) in &d.upsert {
@@ -69,7 +103,7 @@ pub(crate) fn write_gen(
             .map_err(map_err("write SRC_V6"))?;
     }
     // The IPv4 direct index: leaves, then the chunks that name them, then the blocks.
-    for (&e, v) in &dl.upsert {
+    for &(e, v) in &dl.0 {
         let (hi, i, v) = for_gen::leaf4(gen, e, v);
         m.leaves(hi)
             .set(i, v, 0)
@@ -166,7 +200,7 @@ pub(crate) fn write_gen(
             .set(for_gen::chunk4(gen, c), DirBlock::default(), 0)
             .map_err(map_err("clear SRC4_CHUNKS"))?;
     }
-    for &&e in &dl.remove {
+    for &e in &dl.1 {
         let (hi, i, _) = for_gen::leaf4(gen, e, &SrcValue::default());
         m.leaves(hi)
             .set(i, SrcValue::default(), 0)
@@ -203,8 +237,8 @@ pub(crate) fn write_gen(
         + dd.remove.len()
         + dc.upsert.len()
         + dc.remove.len()
-        + dl.upsert.len()
-        + dl.remove.len()
+        + dl.0.len()
+        + dl.1.len()
         + dx.upsert.len()
         + dx.remove.len()
         + dx6.upsert.len()

@@ -351,7 +351,7 @@ proptest! {
         let room = Room { chunks, leaves: 60 };
         build(&mut t, &Tables::default(), room);
         prop_assert!(t.chunks4.len() as u32 <= chunks);
-        prop_assert!(t.leaves4.keys().all(|&e| e < room.leaves));
+        prop_assert!(t.leaves4.keys().all(|e| e < room.leaves));
         for (scope, b0, rest) in probes {
             let a = ((u32::from(b0) << 24) | (rest & 0x03_03_ff)).to_be_bytes();
             agrees(&t, scope, a);
