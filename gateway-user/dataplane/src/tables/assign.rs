@@ -27,7 +27,13 @@ pub struct Assigned {
 /// to a 100,000-rule revision then costs a walk, not 200,000 hash look-ups.
 #[derive(Debug, Clone, Default)]
 pub struct PrevAssignment {
-    rules: Vec<(String, String, u32)>,
+    /// The rules' names one after the other, policy then rule: one allocation, which the merge
+    /// reads in order (a `String` per name was 200,000 allocations at 100,000 rules, read at
+    /// random, and milliseconds to free).
+    names: String,
+    /// By rule (defaults apart), in the snapshot's order: where its policy name ends and where
+    /// its rule name ends in `names` (each starts where the one before ended), and its id.
+    rules: Vec<(usize, usize, u32)>,
     defaults: Vec<(String, u32)>,
     sets: Vec<PrevSet>,
 }
@@ -44,11 +50,25 @@ struct PrevSet {
 impl PrevAssignment {
     /// Records the ids `assigned` gave to `snapshot`.
     pub fn new(snapshot: &L4Snapshot, assigned: &Assigned) -> Self {
-        let mut prev = PrevAssignment::default();
+        let mut prev = PrevAssignment {
+            names: String::with_capacity(
+                snapshot
+                    .rules
+                    .iter()
+                    .map(|r| r.policy.len() + r.rule.len())
+                    .sum(),
+            ),
+            ..PrevAssignment::default()
+        };
         for (r, &id) in snapshot.rules.iter().zip(&assigned.rules) {
             match r.kind {
                 RuleKind::Default { .. } => prev.defaults.push((r.policy.clone(), id)),
-                _ => prev.rules.push((r.policy.clone(), r.rule.clone(), id)),
+                _ => {
+                    prev.names.push_str(&r.policy);
+                    let policy_end = prev.names.len();
+                    prev.names.push_str(&r.rule);
+                    prev.rules.push((policy_end, prev.names.len(), id));
+                }
             }
         }
         for (i, s) in snapshot.sets.iter().enumerate() {
@@ -71,6 +91,21 @@ impl PrevAssignment {
             });
         }
         prev
+    }
+}
+
+impl PrevAssignment {
+    /// The rules' (policy, rule) names and ids, defaults apart, in the snapshot's order.
+    fn rules(&self) -> impl Iterator<Item = ((&str, &str), u32)> {
+        let mut start = 0;
+        self.rules.iter().map(move |&(policy_end, rule_end, id)| {
+            let names = (
+                &self.names[start..policy_end],
+                &self.names[policy_end..rule_end],
+            );
+            start = rule_end;
+            (names, id)
+        })
     }
 }
 
@@ -220,9 +255,7 @@ fn rule_ids_after(
     {
         let rules = std::cell::RefCell::new(&mut *ids);
         merge_ids(
-            prev.rules
-                .iter()
-                .map(|(p, r, id)| ((p.as_str(), r.as_str()), *id)),
+            prev.rules(),
             normal.iter().map(|r| (r.policy.as_str(), r.rule.as_str())),
             |(p, r)| rules.borrow_mut().id(p, &r.to_owned(), MAX_RULE_IDS),
             |(p, r)| rules.borrow_mut().release(p, &r.to_owned()),
