@@ -161,24 +161,15 @@ pub fn build(
         mark("index thread: IPv4 exact table");
         (singles, dir4, chunks4, named, exact4, exact6)
     };
-    let (result, (singles, dir4, chunks4, named, mut exact4, six)) = std::thread::scope(|s| {
-        let beside = std::thread::Builder::new()
-            .name("tollgate-dir".into())
-            .spawn_scoped(s, index);
-        let result = build_tables(snapshot, assigned, ifindex).map(|(t, by_name)| {
-            let values = super::dir::values_by_entry(&t);
-            (t, by_name, values)
+    let ((singles, dir4, chunks4, named, mut exact4, six), result) =
+        side_by_side(true, "tollgate-dir", index, || {
+            let result = build_tables(snapshot, assigned, ifindex).map(|(t, by_name)| {
+                let values = super::dir::values_by_entry(&t);
+                (t, by_name, values)
+            });
+            mark("tries, port tables and values");
+            result
         });
-        mark("tries, port tables and values");
-        let index = match beside {
-            Ok(handle) => handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            // No thread to be had: the same work, here.
-            Err(_) => index(),
-        };
-        (result, index)
-    });
     let super::exact::Sets6 {
         lens: lens6,
         sets: mut exact6,
@@ -208,6 +199,35 @@ pub fn build(
     super::dir::leaves(&mut t, named, &leaves, &values);
     mark("leaves");
     Ok((t, by_name))
+}
+
+/// Runs `beside` on a thread of its own named `name` while `here` runs on this one, when
+/// `parallel` (below some size a thread costs more than it saves), and returns both results.
+/// Without a thread to be had, both run here, one after the other. A panic on the thread goes
+/// on here.
+pub(crate) fn side_by_side<A: Send, B>(
+    parallel: bool,
+    name: &str,
+    beside: impl Fn() -> A + Sync,
+    here: impl FnOnce() -> B,
+) -> (A, B) {
+    std::thread::scope(|s| {
+        let thread = parallel.then(|| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn_scoped(s, &beside)
+        });
+        match thread {
+            Some(Ok(handle)) => {
+                let b = here();
+                let a = handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (a, b)
+            }
+            _ => (beside(), here()),
+        }
+    })
 }
 
 /// [`build`] but for the IPv4 direct index.
@@ -520,6 +540,7 @@ mod tests {
             5
         );
     }
+
     #[test]
     fn a_diff_removes_the_keys_that_are_gone_even_when_as_many_come() {
         let map = |kv: &[(u32, u32)]| -> HashMap<u32, u32> { kv.iter().copied().collect() };

@@ -7,7 +7,7 @@ use gateway_common::{
     SrcValue, Verdict, FAST_IFINDEX,
 };
 
-use super::tables::{diff, for_gen, Tables};
+use super::tables::{diff, for_gen, side_by_side, Tables};
 use super::{map_err, remove_ok, DataplaneError, PolicyMaps};
 
 /// Source entries above which [`write_gen`] computes its diffs on two threads (below, a
@@ -48,24 +48,7 @@ pub(crate) fn write_gen(
     };
     let big = held.src_v4.len().max(desired.src_v4.len()) > BIG;
     let ((d4, d6, dl, dp, d, di), (dd, dc, dx, dx6, dn6, df6, dpv, dpd)) =
-        std::thread::scope(|s| {
-            let thread = big.then(|| {
-                std::thread::Builder::new()
-                    .name("tollgate-diff".into())
-                    .spawn_scoped(s, beside)
-            });
-            match thread {
-                Some(Ok(handle)) => {
-                    let mine = here();
-                    let theirs = handle
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                    (theirs, mine)
-                }
-                // Small tables, or no thread to be had: the same work, here.
-                _ => (beside(), here()),
-            }
-        });
+        side_by_side(big, "tollgate-diff", beside, here);
     // Limits and port entries before the source entries and interfaces that lead to them,
     // so that even within this (inactive) generation nothing points at a missing entry.
     for (&rule, v) in &d.upsert {

@@ -186,25 +186,12 @@ pub fn assign_ids_after(
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         rule_ids_after(&mut rules, snapshot, prev)
     };
-    let (rule_ids, set_ids) = std::thread::scope(|s| {
-        let big = snapshot.rules.len() > BIG;
-        let thread = big.then(|| {
-            std::thread::Builder::new()
-                .name("tollgate-ids".into())
-                .spawn_scoped(s, rule_half)
-        });
-        match thread {
-            Some(Ok(handle)) => {
-                let sets = set_ids_after(scopes, entries, snapshot, prev);
-                let rules = handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                (rules, sets)
-            }
-            // A small revision, or no thread to be had: the same work, here.
-            _ => (rule_half(), set_ids_after(scopes, entries, snapshot, prev)),
-        }
-    });
+    let (rule_ids, set_ids) = super::side_by_side(
+        snapshot.rules.len() > BIG,
+        "tollgate-ids",
+        rule_half,
+        || set_ids_after(scopes, entries, snapshot, prev),
+    );
     let ((rules, fresh_rules), (scopes, wildcard, v4, v6)) = (rule_ids?, set_ids?);
     Ok(Assigned {
         rules,
