@@ -201,6 +201,10 @@ pub fn build(
     Ok((t, by_name))
 }
 
+/// Rules (or source entries) above which the ids merge and the comparison of the tables run
+/// on two threads ([`side_by_side`]); below, a thread costs more than it saves.
+pub(crate) const TWO_THREADS_ABOVE: usize = 10_000;
+
 /// Runs `beside` on a thread of its own named `name` while `here` runs on this one, when
 /// `parallel` (below some size a thread costs more than it saves), and returns both results.
 /// Without a thread to be had, both run here, one after the other. A panic on the thread goes
@@ -600,7 +604,7 @@ mod tests {
         merged_ids_equal_looked_up_ids(0);
     }
 
-    /// The same with more rules than `assign::BIG`, where the rules' half and the sets' half
+    /// The same with more rules than `TWO_THREADS_ABOVE`, where the rules' half and the sets' half
     /// of the merge run on two threads.
     #[test]
     fn merged_ids_equal_looked_up_ids_when_merged_on_two_threads() {

@@ -7,12 +7,8 @@ use gateway_common::{
     SrcValue, Verdict, FAST_IFINDEX,
 };
 
-use super::tables::{diff, for_gen, side_by_side, Tables};
+use super::tables::{diff, for_gen, side_by_side, Tables, TWO_THREADS_ABOVE};
 use super::{map_err, remove_ok, DataplaneError, PolicyMaps};
-
-/// Source entries above which [`write_gen`] computes its diffs on two threads (below, a
-/// thread costs more than it saves).
-const BIG: usize = 10_000;
 
 /// Writes generation `gen` of `m`, which holds `held`, so that it holds `desired`. Returns the
 /// number of entries written or removed.
@@ -46,7 +42,7 @@ pub(crate) fn write_gen(
             diff(&held.port_dir, &desired.port_dir),
         )
     };
-    let big = held.src_v4.len().max(desired.src_v4.len()) > BIG;
+    let big = held.src_v4.len().max(desired.src_v4.len()) > TWO_THREADS_ABOVE;
     let ((d4, d6, dl, dp, d, di), (dd, dc, dx, dx6, dn6, df6, dpv, dpd)) =
         side_by_side(big, "tollgate-diff", beside, here);
     // Limits and port entries before the source entries and interfaces that lead to them,

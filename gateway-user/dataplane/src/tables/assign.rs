@@ -92,9 +92,7 @@ impl PrevAssignment {
         }
         prev
     }
-}
 
-impl PrevAssignment {
     /// The rules' (policy, rule) names and ids, defaults apart, in the snapshot's order.
     fn rules(&self) -> impl Iterator<Item = ((&str, &str), u32)> {
         let mut start = 0;
@@ -187,7 +185,7 @@ pub fn assign_ids_after(
         rule_ids_after(&mut rules, snapshot, prev)
     };
     let (rule_ids, set_ids) = super::side_by_side(
-        snapshot.rules.len() > BIG,
+        snapshot.rules.len() > super::TWO_THREADS_ABOVE,
         "tollgate-ids",
         rule_half,
         || set_ids_after(scopes, entries, snapshot, prev),
@@ -202,10 +200,6 @@ pub fn assign_ids_after(
         v6,
     })
 }
-
-/// Rules above which [`assign_ids_after`] merges the rules' and the sets' names on two
-/// threads (below, a thread costs more than it saves).
-const BIG: usize = 10_000;
 
 /// The error of a space that ran out while ids were handed out.
 fn exhausted(what: &'static str) -> impl Fn(Exhausted) -> TablesError {

@@ -5,10 +5,10 @@
 use gateway_common::SrcValue;
 
 /// Leaves by number; `None` is a number no slot or way names (the map holds zeros there).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Leaves4 {
-    /// Index = leaf number; as long as the highest number plus one (equality would not mind
-    /// trailing `None`s all the same).
+    /// Index = leaf number; as long as the highest number plus one (never a trailing `None`:
+    /// only [`Leaves4::insert`] grows it), so that equal tables are equal vectors.
     slots: Vec<Option<SrcValue>>,
     /// Number of `Some`s.
     len: usize,
@@ -52,17 +52,9 @@ impl Leaves4 {
         self.len == 0
     }
 
-    /// Leaves and their numbers, by number.
-    pub fn iter(&self) -> impl Iterator<Item = (u32, &SrcValue)> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(|(n, v)| Some((n as u32, v.as_ref()?)))
-    }
-
     /// The numbers of the leaves, in order.
     pub fn keys(&self) -> impl Iterator<Item = u32> + '_ {
-        self.iter().map(|(n, _)| n)
+        (0..self.slots.len() as u32).filter(|&n| self.slots[n as usize].is_some())
     }
 
     /// What to write to bring a map from `self` to `desired`: the leaves to set (new or
@@ -79,19 +71,6 @@ impl Leaves4 {
             }
         }
         (upsert, remove)
-    }
-}
-
-impl PartialEq for Leaves4 {
-    fn eq(&self, other: &Self) -> bool {
-        let (short, long) = if self.slots.len() <= other.slots.len() {
-            (&self.slots, &other.slots)
-        } else {
-            (&other.slots, &self.slots)
-        };
-        self.len == other.len
-            && long[..short.len()] == short[..]
-            && long[short.len()..].iter().all(Option::is_none)
     }
 }
 
