@@ -348,6 +348,23 @@ fn per_packet(report: &mut Report) {
                 .filter_map(|(name, kind)| Some((name, deny(kind)?, XDP_DROP))),
             );
             cases.push(("rate-limited", limited_frame.clone(), XDP_DROP));
+            // `TOLLGATE_BENCH_PROFILE=<case>` (e.g. `deny`): that case alone, at 10,000 rules,
+            // for 10 s, so that `perf record` sees one path of the program.
+            if let Ok(want_case) = std::env::var("TOLLGATE_BENCH_PROFILE") {
+                if *n == 10_000 {
+                    let Some((_, f, want)) = cases.iter().find(|c| c.0 == want_case) else {
+                        let names: Vec<&str> = cases.iter().map(|c| c.0).collect();
+                        panic!(
+                            "TOLLGATE_BENCH_PROFILE={want_case}: no such case; cases: {names:?}"
+                        );
+                    };
+                    let start = Instant::now();
+                    while start.elapsed() < Duration::from_secs(10) {
+                        assert_eq!(run_ns(rig.xdp(), f, repeat).0, *want);
+                    }
+                    std::process::exit(0);
+                }
+            }
             for (name, f, want) in cases {
                 let (code, ns) = run_ns(rig.xdp(), &f, repeat);
                 assert_eq!(code, want, "{name} with {n} rules");
