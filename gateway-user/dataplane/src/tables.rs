@@ -599,6 +599,70 @@ mod tests {
         }
     }
 
+    /// A full id space refuses the revision with its own name and capacity, on both paths
+    /// (the careful one, and the merge after a previous revision), and changes nothing.
+    #[test]
+    fn a_full_id_space_is_named_with_its_own_capacity() {
+        let ifaces = ["eth0".to_owned()];
+        let small = compile(&[policy(&[("a", "10.0.0.0/8")])], &ifaces).unwrap();
+        let mut base = Ids::default();
+        let prev = PrevAssignment::new(&small, &assign_ids(&mut base, &small).unwrap());
+        let bigger = compile(
+            &[policy(&[("a", "10.0.0.0/8"), ("b", "192.0.2.0/24")])],
+            &ifaces,
+        )
+        .unwrap();
+        // Every rule id taken by other names: rule "b" finds none.
+        let mut full_rules = base.clone();
+        for i in 0..gateway_common::MAX_RULE_IDS {
+            if full_rules
+                .rules
+                .id("filler", &i.to_string(), gateway_common::MAX_RULE_IDS)
+                .is_err()
+            {
+                break;
+            }
+        }
+        // Every source entry id taken: the entry of 192.0.2.0/24 finds none.
+        let mut full_entries = base.clone();
+        for i in 0..gateway_common::MAX_SOURCE_ENTRIES {
+            let net = ipnet::IpNet::new(std::net::Ipv6Addr::from(u128::from(i)).into(), 128);
+            let key = crate::ids::EntryKey::Net(net.unwrap());
+            if full_entries
+                .entries
+                .id("filler", &key, gateway_common::MAX_SOURCE_ENTRIES)
+                .is_err()
+            {
+                break;
+            }
+        }
+        for (ids, what, capacity) in [
+            (&full_rules, "rule", 1 << 18),
+            (&full_entries, "source entry", 1 << 19),
+        ] {
+            for merged in [false, true] {
+                let mut ids = ids.clone();
+                let before = ids.clone();
+                let err = if merged {
+                    assign_ids_after(&mut ids, &bigger, &prev).err()
+                } else {
+                    assign_ids(&mut ids, &bigger).err()
+                };
+                let err = err.expect("a full space refuses the revision");
+                assert_eq!(
+                    err.to_string(),
+                    format!("out of {what} ids (capacity {capacity})"),
+                    "merged: {merged}"
+                );
+                assert_eq!(ids.rules.get("p", &"b".to_owned()), None);
+                assert_eq!(
+                    ids.rules.get("p", &"a".to_owned()),
+                    before.rules.get("p", &"a".to_owned())
+                );
+            }
+        }
+    }
+
     #[test]
     fn merged_ids_equal_looked_up_ids_and_release_what_is_gone() {
         merged_ids_equal_looked_up_ids(0);

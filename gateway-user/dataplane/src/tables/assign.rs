@@ -160,9 +160,9 @@ pub fn assign_ids_after(
         .iter()
         .map(|s| 1 + s.v4.len() + s.v6.len())
         .sum();
-    if snapshot.rules.len() > ids.rules.room(MAX_RULE_IDS)
-        || total_entries > ids.entries.room(MAX_SOURCE_ENTRIES)
-        || snapshot.sets.len() > ids.scopes.room(MAX_SOURCE_ENTRIES)
+    if snapshot.rules.len() > ids.rules.room(Space::Rule.capacity())
+        || total_entries > ids.entries.room(Space::SourceEntry.capacity())
+        || snapshot.sets.len() > ids.scopes.room(Space::RuleSet.capacity())
     {
         // Near capacity: the careful path, which checks before it changes anything.
         return assign_ids(ids, snapshot);
@@ -201,16 +201,41 @@ pub fn assign_ids_after(
     })
 }
 
-/// The error of a space that ran out while ids were handed out.
-fn exhausted(what: &'static str) -> impl Fn(Exhausted) -> TablesError {
-    move |_| TablesError::IdsExhausted {
-        what,
-        capacity: if what == "rule" {
-            MAX_RULE_IDS
-        } else {
-            MAX_SOURCE_ENTRIES
-        },
+/// The id spaces of the L4 tables, each with its capacity: the size of the maps its ids
+/// index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Space {
+    Rule,
+    RuleSet,
+    SourceEntry,
+}
+
+impl Space {
+    const fn capacity(self) -> u32 {
+        match self {
+            Space::Rule => MAX_RULE_IDS,
+            // Every rule set has a source entry of its own (its wildcard): never more sets
+            // than entries.
+            Space::RuleSet | Space::SourceEntry => MAX_SOURCE_ENTRIES,
+        }
     }
+
+    /// The error when the space has no room left.
+    fn exhausted(self) -> TablesError {
+        TablesError::IdsExhausted {
+            what: match self {
+                Space::Rule => "rule",
+                Space::RuleSet => "rule set",
+                Space::SourceEntry => "source entry",
+            },
+            capacity: self.capacity(),
+        }
+    }
+}
+
+/// The error of a space that ran out while ids were handed out.
+fn exhausted(space: Space) -> impl Fn(Exhausted) -> TablesError {
+    move |_| space.exhausted()
 }
 
 /// The rule half of [`assign_ids_after`]: rule ids by `RuleIdx`, and those given out afresh.
@@ -238,17 +263,21 @@ fn rule_ids_after(
         merge_ids(
             prev.rules(),
             normal.iter().map(|r| (r.policy.as_str(), r.rule.as_str())),
-            |(p, r)| rules.borrow_mut().id(p, &r.to_owned(), MAX_RULE_IDS),
+            |(p, r)| {
+                rules
+                    .borrow_mut()
+                    .id(p, &r.to_owned(), Space::Rule.capacity())
+            },
             |(p, r)| rules.borrow_mut().release(p, &r.to_owned()),
             &mut out,
             &mut fresh,
         )
-        .map_err(exhausted("rule"))?;
+        .map_err(exhausted(Space::Rule))?;
     }
     for d in defaults {
         let (id, is_fresh) = ids
-            .id(&d.policy, &d.rule, MAX_RULE_IDS)
-            .map_err(exhausted("rule"))?;
+            .id(&d.policy, &d.rule, Space::Rule.capacity())
+            .map_err(exhausted(Space::Rule))?;
         out.push(id);
         if is_fresh {
             fresh.push(id);
@@ -283,8 +312,8 @@ fn set_ids_after(
             Some(p) => p.scope,
             None => {
                 scopes
-                    .id(&s.key, &String::new(), MAX_SOURCE_ENTRIES)
-                    .map_err(exhausted("rule set"))?
+                    .id(&s.key, &String::new(), Space::RuleSet.capacity())
+                    .map_err(exhausted(Space::RuleSet))?
                     .0
             }
         };
@@ -293,8 +322,8 @@ fn set_ids_after(
             Some(p) => p.wildcard,
             None => {
                 entries
-                    .id(&s.key, &EntryKey::Wildcard, MAX_SOURCE_ENTRIES)
-                    .map_err(exhausted("source entry"))?
+                    .id(&s.key, &EntryKey::Wildcard, Space::SourceEntry.capacity())
+                    .map_err(exhausted(Space::SourceEntry))?
                     .0
             }
         });
@@ -302,7 +331,7 @@ fn set_ids_after(
         let alloc = |n: ipnet::IpNet| {
             entries
                 .borrow_mut()
-                .id(&s.key, &EntryKey::Net(n), MAX_SOURCE_ENTRIES)
+                .id(&s.key, &EntryKey::Net(n), Space::SourceEntry.capacity())
         };
         let release = |n: ipnet::IpNet| entries.borrow_mut().release(&s.key, &EntryKey::Net(n));
         let mut v4 = Vec::with_capacity(s.v4.len());
@@ -315,7 +344,7 @@ fn set_ids_after(
             &mut v4,
             &mut no_fresh,
         )
-        .map_err(exhausted("source entry"))?;
+        .map_err(exhausted(Space::SourceEntry))?;
         let mut v6 = Vec::with_capacity(s.v6.len());
         let empty6 = Vec::new();
         merge_ids(
@@ -326,7 +355,7 @@ fn set_ids_after(
             &mut v6,
             &mut no_fresh,
         )
-        .map_err(exhausted("source entry"))?;
+        .map_err(exhausted(Space::SourceEntry))?;
         out.2.push(v4);
         out.3.push(v6);
     }
@@ -350,17 +379,14 @@ fn set_ids_after(
 pub fn assign_ids(ids: &mut Ids, snapshot: &L4Snapshot) -> Result<Assigned, TablesError> {
     // A revision too big for the id spaces must change nothing: when there is not room for
     // every name of the revision, first count the names that are new.
-    if snapshot.rules.len() > ids.rules.room(MAX_RULE_IDS) {
+    if snapshot.rules.len() > ids.rules.room(Space::Rule.capacity()) {
         let new_rules = snapshot
             .rules
             .iter()
             .filter(|r| ids.rules.get(&r.policy, &r.rule).is_none())
             .count();
-        if new_rules > ids.rules.room(MAX_RULE_IDS) {
-            return Err(TablesError::IdsExhausted {
-                what: "rule",
-                capacity: MAX_RULE_IDS,
-            });
+        if new_rules > ids.rules.room(Space::Rule.capacity()) {
+            return Err(Space::Rule.exhausted());
         }
     }
     let entries: usize = snapshot
@@ -368,7 +394,7 @@ pub fn assign_ids(ids: &mut Ids, snapshot: &L4Snapshot) -> Result<Assigned, Tabl
         .iter()
         .map(|s| 1 + s.v4.len() + s.v6.len())
         .sum();
-    if entries > ids.entries.room(MAX_SOURCE_ENTRIES) {
+    if entries > ids.entries.room(Space::SourceEntry.capacity()) {
         let mut new_entries = 0;
         for s in &snapshot.sets {
             new_entries += usize::from(ids.entries.get(&s.key, &EntryKey::Wildcard).is_none());
@@ -389,18 +415,12 @@ pub fn assign_ids(ids: &mut Ids, snapshot: &L4Snapshot) -> Result<Assigned, Tabl
                     })
                     .count();
         }
-        if new_entries > ids.entries.room(MAX_SOURCE_ENTRIES) {
-            return Err(TablesError::IdsExhausted {
-                what: "source entry",
-                capacity: MAX_SOURCE_ENTRIES,
-            });
+        if new_entries > ids.entries.room(Space::SourceEntry.capacity()) {
+            return Err(Space::SourceEntry.exhausted());
         }
     }
-    if snapshot.sets.len() > ids.scopes.room(MAX_SOURCE_ENTRIES) {
-        return Err(TablesError::IdsExhausted {
-            what: "rule set",
-            capacity: MAX_SOURCE_ENTRIES,
-        });
+    if snapshot.sets.len() > ids.scopes.room(Space::RuleSet.capacity()) {
+        return Err(Space::RuleSet.exhausted());
     }
 
     let mut out = Assigned::default();
@@ -408,8 +428,8 @@ pub fn assign_ids(ids: &mut Ids, snapshot: &L4Snapshot) -> Result<Assigned, Tabl
     for r in &snapshot.rules {
         let (id, fresh) = ids
             .rules
-            .id(&r.policy, &r.rule, MAX_RULE_IDS)
-            .map_err(exhausted("rule"))?;
+            .id(&r.policy, &r.rule, Space::Rule.capacity())
+            .map_err(exhausted(Space::Rule))?;
         out.rules.push(id);
         if fresh {
             out.fresh_rules.push(id);
@@ -420,15 +440,15 @@ pub fn assign_ids(ids: &mut Ids, snapshot: &L4Snapshot) -> Result<Assigned, Tabl
     ids.entries.begin();
     let entry = |space: &mut IdSpace<EntryKey>, set: &str, key: EntryKey| {
         space
-            .id(set, &key, MAX_SOURCE_ENTRIES)
+            .id(set, &key, Space::SourceEntry.capacity())
             .map(|(id, _)| id)
-            .map_err(exhausted("source entry"))
+            .map_err(exhausted(Space::SourceEntry))
     };
     for s in &snapshot.sets {
         out.scopes.push(
             ids.scopes
-                .id(&s.key, &String::new(), MAX_SOURCE_ENTRIES)
-                .map_err(exhausted("rule set"))?
+                .id(&s.key, &String::new(), Space::RuleSet.capacity())
+                .map_err(exhausted(Space::RuleSet))?
                 .0,
         );
         out.wildcard
