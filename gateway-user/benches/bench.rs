@@ -314,57 +314,63 @@ fn per_packet(report: &mut Report) {
     // samples[name] = ns per packet, one per round.
     let mut base_ns = Vec::new();
     let mut samples: std::collections::BTreeMap<(usize, &str), Vec<f64>> = Default::default();
+    // The cases of one rig's blocklist: name, frame, expected verdict.
+    let cases_of = |p: &Policy| {
+        let deny = |kind| {
+            let src = denied_source(p, kind)?;
+            Some(frame(
+                &Packet {
+                    src,
+                    protocol: 17,
+                    l4: L4::Port(53),
+                },
+                FrameOptions::default(),
+            ))
+        };
+        let mut cases = vec![
+            ("plain", plain_frame.clone(), XDP_PASS),
+            ("pass", pass_frame.clone(), XDP_PASS),
+            ("plain-v6", plain_v6_frame.clone(), XDP_PASS),
+            ("far-v6", far_v6_frame.clone(), XDP_PASS),
+        ];
+        // A kind of deny the blocklist has no prefix of is left out (and shown as "—").
+        cases.extend(
+            [
+                ("deny", DenyKind::Short),
+                ("deny-long", DenyKind::Long),
+                ("deny-single", DenyKind::Single),
+                ("deny-v6", DenyKind::V6),
+            ]
+            .into_iter()
+            .filter_map(|(name, kind)| Some((name, deny(kind)?, XDP_DROP))),
+        );
+        cases.push(("rate-limited", limited_frame.clone(), XDP_DROP));
+        cases
+    };
+    // `TOLLGATE_BENCH_PROFILE=<case>` (e.g. `deny`): that case alone, at 10,000 rules, for
+    // 10 s, so that `perf record` sees one path of the program.
+    if let Ok(want_case) = std::env::var("TOLLGATE_BENCH_PROFILE") {
+        let (_, rig, p) = rigs
+            .iter_mut()
+            .find(|r| r.0 == 10_000)
+            .expect("the 10,000-rule rig");
+        let cases = cases_of(p);
+        let Some((_, f, want)) = cases.iter().find(|c| c.0 == want_case) else {
+            let names: Vec<&str> = cases.iter().map(|c| c.0).collect();
+            panic!("TOLLGATE_BENCH_PROFILE={want_case}: no such case; cases: {names:?}");
+        };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            assert_eq!(run_ns(rig.xdp(), f, repeat).0, *want);
+        }
+        return;
+    }
     for _ in 0..rounds {
         let (code, ns) = run_ns(base, &pass_frame, repeat);
         assert_eq!(code, XDP_PASS);
         base_ns.push(ns);
         for (n, rig, p) in rigs.iter_mut() {
-            let deny = |kind| {
-                let src = denied_source(p, kind)?;
-                Some(frame(
-                    &Packet {
-                        src,
-                        protocol: 17,
-                        l4: L4::Port(53),
-                    },
-                    FrameOptions::default(),
-                ))
-            };
-            let mut cases = vec![
-                ("plain", plain_frame.clone(), XDP_PASS),
-                ("pass", pass_frame.clone(), XDP_PASS),
-                ("plain-v6", plain_v6_frame.clone(), XDP_PASS),
-                ("far-v6", far_v6_frame.clone(), XDP_PASS),
-            ];
-            // A kind of deny the blocklist has no prefix of is left out (and shown as "—").
-            cases.extend(
-                [
-                    ("deny", DenyKind::Short),
-                    ("deny-long", DenyKind::Long),
-                    ("deny-single", DenyKind::Single),
-                    ("deny-v6", DenyKind::V6),
-                ]
-                .into_iter()
-                .filter_map(|(name, kind)| Some((name, deny(kind)?, XDP_DROP))),
-            );
-            cases.push(("rate-limited", limited_frame.clone(), XDP_DROP));
-            // `TOLLGATE_BENCH_PROFILE=<case>` (e.g. `deny`): that case alone, at 10,000 rules,
-            // for 10 s, so that `perf record` sees one path of the program.
-            if let Ok(want_case) = std::env::var("TOLLGATE_BENCH_PROFILE") {
-                if *n == 10_000 {
-                    let Some((_, f, want)) = cases.iter().find(|c| c.0 == want_case) else {
-                        let names: Vec<&str> = cases.iter().map(|c| c.0).collect();
-                        panic!(
-                            "TOLLGATE_BENCH_PROFILE={want_case}: no such case; cases: {names:?}"
-                        );
-                    };
-                    let start = Instant::now();
-                    while start.elapsed() < Duration::from_secs(10) {
-                        assert_eq!(run_ns(rig.xdp(), f, repeat).0, *want);
-                    }
-                    std::process::exit(0);
-                }
-            }
+            let cases = cases_of(p);
             for (name, f, want) in cases {
                 let (code, ns) = run_ns(rig.xdp(), &f, repeat);
                 assert_eq!(code, want, "{name} with {n} rules");
