@@ -17,52 +17,33 @@ use tokio::net::{TcpListener, TcpStream};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const THREADS: usize = 2;
 const BUF: usize = 16 * 1024;
 
+#[path = "relay/mod.rs"]
+mod relay;
+
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let (Some(listen), Some(backend)) = (args.next(), args.next()) else {
-        eprintln!("usage: l7_floor LISTEN_ADDR BACKEND_ADDR");
-        std::process::exit(2);
-    };
-    let listen: SocketAddr = listen.parse().expect("LISTEN_ADDR: ip:port");
-    let backend: SocketAddr = backend.parse().expect("BACKEND_ADDR: ip:port");
-    let threads: Vec<_> = (0..THREADS)
-        .map(|_| std::thread::spawn(move || worker(listen, backend)))
-        .collect();
-    for t in threads {
-        t.join().expect("worker");
+    relay::run("l7_floor", serve);
+}
+
+async fn serve(l: TcpListener, backend: SocketAddr) {
+    loop {
+        let Ok((c, peer)) = l.accept().await else {
+            continue;
+        };
+        let _ = c.set_nodelay(true);
+        tokio::spawn(async move {
+            let _ = relay_connection(c, peer, backend).await;
+        });
     }
 }
 
-fn worker(listen: SocketAddr, backend: SocketAddr) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .expect("runtime");
-    rt.block_on(async move {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("socket");
-        s.set_reuse_port(true).expect("SO_REUSEPORT");
-        s.set_nonblocking(true).expect("nonblocking");
-        s.bind(&listen.into()).expect("bind");
-        s.listen(4096).expect("listen");
-        let l = TcpListener::from_std(s.into()).expect("listener");
-        loop {
-            let Ok((c, peer)) = l.accept().await else {
-                continue;
-            };
-            let _ = c.set_nodelay(true);
-            tokio::spawn(async move {
-                let _ = relay(c, peer, backend).await;
-            });
-        }
-    });
-}
-
 /// Relays the requests of one client connection until it closes or sends what this cannot.
-async fn relay(mut c: TcpStream, peer: SocketAddr, backend: SocketAddr) -> std::io::Result<()> {
+async fn relay_connection(
+    mut c: TcpStream,
+    peer: SocketAddr,
+    backend: SocketAddr,
+) -> std::io::Result<()> {
     let mut b: Option<TcpStream> = None;
     let (mut req_buf, mut req_len) = (vec![0u8; BUF], 0);
     let mut resp_buf = vec![0u8; BUF];
