@@ -14,6 +14,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use crate::backend_h1::BackendBody;
+
 use super::access_log::{self, Entry};
 use super::listener::ConnGuard;
 use super::upstream::InFlight;
@@ -25,7 +27,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where the bytes come from.
 enum Source {
-    Upstream(Incoming),
+    Upstream(BackendBody),
     Full(Full<Bytes>),
 }
 
@@ -55,7 +57,7 @@ impl ResponseBody {
 
     /// A backend's body, cut off at `deadline`.
     pub fn upstream(
-        body: Incoming,
+        body: BackendBody,
         deadline: Option<tokio::time::Instant>,
         done: Completion,
     ) -> Self {

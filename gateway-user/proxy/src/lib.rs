@@ -21,6 +21,7 @@
 pub mod abuse;
 pub mod access_log;
 pub mod auth;
+pub mod backend_h1;
 pub mod backend_h2;
 pub mod backend_tls;
 pub mod body;
@@ -47,9 +48,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http_body_util::Either;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use ipnet::IpNet;
 use tokio::sync::Semaphore;
@@ -227,9 +226,10 @@ pub struct Core {
     limits: Limits,
     metrics: HttpMetrics,
     sampler: Sampler,
-    /// One client (and connection pool) per worker thread, so that a request and the backend
-    /// connection it uses live on the same thread.
-    clients: Vec<Client<HttpConnector, UpstreamBody>>,
+    /// How the HTTP/1.1 connections to cleartext backends are pooled ([`backend_h1`]: per
+    /// endpoint and worker thread, so that a request and the backend connection it uses live
+    /// on the same thread).
+    h1_pool: backend_h1::PoolSettings,
     workers: Workers,
     /// Per-route series handles ([`metrics::RouteSeries`]), one per worker thread.
     series: Vec<Mutex<metrics::RouteSeries>>,
@@ -293,21 +293,12 @@ impl Proxy {
     pub fn new(config: ProxyConfig, metrics: HttpMetrics) -> Proxy {
         raise_fd_limit();
         let limits = config.limits.clone();
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(limits.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
         let workers = Workers::start(limits.worker_threads);
-        let clients = (0..workers.len())
-            .map(|_| {
-                Client::builder(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .pool_timer(TokioTimer::new())
-                    .pool_idle_timeout(limits.pool_idle_timeout)
-                    .pool_max_idle_per_host(limits.pool_max_idle_per_endpoint)
-                    .build(connector.clone())
-            })
-            .collect();
+        let h1_pool = backend_h1::PoolSettings {
+            connect_timeout: limits.connect_timeout,
+            idle_timeout: limits.pool_idle_timeout,
+            max_idle: limits.pool_max_idle_per_endpoint,
+        };
         let rate_limits = limit::Registry::with_backend(
             limit::MAX_KEYS_PER_LIMIT,
             metrics.ratelimit_evictions.clone(),
@@ -347,7 +338,7 @@ impl Proxy {
             ),
             config,
             metrics,
-            clients,
+            h1_pool,
             workers,
             rate_limits,
             abuse,
@@ -679,6 +670,7 @@ impl Workers {
     fn start(n: usize) -> Workers {
         let stop = CancellationToken::new();
         let mut handles = Vec::new();
+        WORKER_COUNT.fetch_max(n.max(1), std::sync::atomic::Ordering::Relaxed);
         for i in 0..n.max(1) {
             let (tx, rx) = std::sync::mpsc::channel();
             let stop = stop.clone();
@@ -724,6 +716,15 @@ pub(crate) fn worker() -> usize {
     WORKER.with(|w| w.get())
 }
 
+/// The most worker threads started by a proxy of this process (at least 1): the number of
+/// per-worker slots that per-endpoint state needs.
+static WORKER_COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// See [`WORKER_COUNT`].
+pub(crate) fn worker_count() -> usize {
+    WORKER_COUNT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 impl Core {
     /// The series handles of the worker thread this runs on (other threads share the first
     /// worker's; the lock is uncontended on the request path).
@@ -731,10 +732,5 @@ impl Core {
         self.series[worker() % self.series.len()]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The backend client of the worker thread this runs on.
-    fn client(&self) -> &Client<HttpConnector, UpstreamBody> {
-        &self.clients[worker().min(self.clients.len() - 1)]
     }
 }

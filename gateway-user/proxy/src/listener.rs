@@ -150,6 +150,8 @@ impl Drop for ConnGuard {
 pub struct ConnInfo {
     /// The client's socket address.
     pub peer: SocketAddr,
+    /// The peer as the forwarded headers see it (its address, whether it is a trusted proxy).
+    pub hop: super::forwarded::Peer,
     /// The listening port (which Gateway listeners serve it).
     pub port: u16,
     /// Activity, for the idle timeout.
@@ -406,6 +408,7 @@ pub(crate) async fn serve_http<S>(
     let state = Arc::new(ConnState::new(core.head_budget.clone()));
     let info = Arc::new(ConnInfo {
         peer,
+        hop: super::forwarded::Peer::new(peer.ip(), &core.config.trusted_proxies),
         port,
         state: state.clone(),
         tls,

@@ -121,10 +121,23 @@ impl Copy {
         let Some((_, in_flight)) = backend.pick(&[]) else {
             return "no_endpoint";
         };
-        let authority = in_flight.endpoint().authority.clone();
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let Ok(uri) = format!("{scheme}://{authority}{}", self.path_and_query).parse::<Uri>()
-        else {
+        let endpoint = in_flight.endpoint().clone();
+        let authority = &endpoint.authority;
+        let protocol = if self.rule.grpc {
+            BackendProtocol::Http2
+        } else {
+            backend.def.protocol
+        };
+        // The proxy's own HTTP/1.1 pool takes the target as sent (origin form); the others
+        // take the endpoint from an absolute URI.
+        let pooled = protocol == BackendProtocol::Http1 && tls.is_none();
+        let uri = if pooled {
+            Uri::try_from(self.path_and_query.as_str())
+        } else {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{authority}{}", self.path_and_query).parse::<Uri>()
+        };
+        let Ok(uri) = uri else {
             return "failed";
         };
         let body: UpstreamBody = http_body_util::Either::Left(ReplayBody::new(self.body.clone()).0);
@@ -133,11 +146,6 @@ impl Copy {
         *up.uri_mut() = uri;
         *up.version_mut() = Version::HTTP_11;
         *up.headers_mut() = self.headers.clone();
-        let protocol = if self.rule.grpc {
-            BackendProtocol::Http2
-        } else {
-            backend.def.protocol
-        };
         let response = match protocol {
             BackendProtocol::Http2 => {
                 let Some(up) = backend_h2::with_authority(up) else {
@@ -147,7 +155,7 @@ impl Copy {
                     .h2
                     .send(
                         crate::worker(),
-                        &authority,
+                        authority,
                         tls.as_ref().map(|t| &t.h2),
                         self.core.limits.connect_timeout,
                         up,
@@ -157,11 +165,17 @@ impl Copy {
                     .map_err(|_| ())
             }
             BackendProtocol::Http1 => match &tls {
-                Some(c) => c.client.request(up).await,
-                None => self.core.client().request(up).await,
-            }
-            .map(|r| r.map(|b| b.map_err(|_| ()).boxed_unsync()))
-            .map_err(|_| ()),
+                Some(c) => c
+                    .client
+                    .request(up)
+                    .await
+                    .map(|r| r.map(|b| b.map_err(|_| ()).boxed_unsync()))
+                    .map_err(|_| ()),
+                None => crate::backend_h1::send(&endpoint, self.core.h1_pool, up)
+                    .await
+                    .map(|r| r.map(|b| b.map_err(|_| ()).boxed_unsync()))
+                    .map_err(|_| ()),
+            },
         };
         drop(in_flight);
         match response {

@@ -233,7 +233,7 @@ pub async fn forward(
         done.body = Some(state);
         return Response::from_parts(
             rparts,
-            ResponseBody::upstream(rbody, attempt_deadline, done),
+            ResponseBody::upstream(rbody.into(), attempt_deadline, done),
         );
     }
     let backend_upgrade = hyper::upgrade::on(&mut resp);

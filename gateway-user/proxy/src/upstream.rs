@@ -57,15 +57,18 @@ pub struct Endpoint {
     consecutive_failures: AtomicU32,
     /// `now_ms()` until which the endpoint is ejected; 0 = never ejected.
     ejected_until: AtomicU64,
+    /// Idle HTTP/1.1 connections (cleartext backends), per worker thread.
+    pub(crate) h1: crate::backend_h1::Idle,
 }
 
 impl Endpoint {
-    fn new(authority: String) -> Self {
+    pub(crate) fn new(authority: String) -> Self {
         Endpoint {
             authority,
             in_flight: AtomicU32::new(0),
             consecutive_failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
+            h1: crate::backend_h1::Idle::default(),
         }
     }
 
@@ -87,7 +90,7 @@ pub struct InFlight {
 
 impl InFlight {
     /// The endpoint.
-    pub fn endpoint(&self) -> &Endpoint {
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
         &self.endpoint
     }
 
@@ -431,16 +434,24 @@ impl Failure {
         let mut source = std::error::Error::source(error);
         while let Some(e) = source {
             if let Some(h) = e.downcast_ref::<hyper::Error>() {
-                if h.is_canceled() {
-                    return Failure::NotSent;
-                }
-                if h.is_parse() {
-                    return Failure::InvalidResponse;
+                if h.is_canceled() || h.is_parse() {
+                    return Failure::of_hyper(h);
                 }
             }
             source = e.source();
         }
         Failure::Reset
+    }
+
+    /// What an error of hyper's connection-level client means.
+    pub fn of_hyper(error: &hyper::Error) -> Failure {
+        if error.is_canceled() {
+            Failure::NotSent
+        } else if error.is_parse() {
+            Failure::InvalidResponse
+        } else {
+            Failure::Reset
+        }
     }
 
     /// May an attempt that failed so be sent again? Connections that were never made, or

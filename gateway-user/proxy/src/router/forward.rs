@@ -6,10 +6,10 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Either};
-use hyper_util::client::legacy::connect::capture_connection;
 use tracing::debug;
 
 use super::{body_too_large, local, upstream_error};
+use crate::backend_h1::{self, BackendBody};
 use crate::backend_h2;
 use crate::backend_tls::TlsBackend;
 use crate::body::{BodyState, BoxError, ClientBody, Completion, LimitedBody, ResponseBody};
@@ -150,22 +150,35 @@ pub(super) async fn forward(
             (None, Some(b)) => Some(attempt_started + b),
             (None, None) => None,
         };
-        let authority = in_flight.endpoint().authority.clone();
-        let scheme = if tls_client.is_some() {
-            "https"
+        let endpoint = in_flight.endpoint().clone();
+        let authority = &endpoint.authority;
+        // gRPC needs HTTP/2 whatever the Backend says it speaks.
+        let protocol = if rule.grpc {
+            BackendProtocol::Http2
         } else {
-            "http"
+            backend.def.protocol
         };
-        let uri: Uri = match format!("{scheme}://{authority}{path_and_query}").parse() {
-            Ok(u) => u,
-            Err(_) => {
-                return local(
-                    done,
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "the request target cannot be forwarded",
-                )
-            }
+        // Cleartext HTTP/1.1 goes through the proxy's own pool, which takes the target as
+        // sent (origin form); hyper-util's client (TLS) and the HTTP/2 one take the endpoint
+        // from an absolute URI.
+        let pooled = protocol == BackendProtocol::Http1 && tls_client.is_none();
+        let uri: Result<Uri, _> = if pooled {
+            Uri::try_from(path_and_query)
+        } else {
+            let scheme = if tls_client.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{authority}{path_and_query}").parse()
+        };
+        let Ok(uri) = uri else {
+            return local(
+                done,
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the request target cannot be forwarded",
+            );
         };
         let (upstream_body, body_sent) = body.take();
         let mut up = Request::new(upstream_body);
@@ -181,15 +194,6 @@ pub(super) async fn forward(
             parts.headers.clone()
         };
 
-        // gRPC needs HTTP/2 whatever the Backend says it speaks.
-        let protocol = if rule.grpc {
-            BackendProtocol::Http2
-        } else {
-            backend.def.protocol
-        };
-        // The pooled HTTP/1.1 connection, so that one whose response framing was refused is
-        // not used again (where that response ended is not known).
-        let connection = (protocol == BackendProtocol::Http1).then(|| capture_connection(&mut up));
         let sent = async {
             match protocol {
                 BackendProtocol::Http2 => {
@@ -204,19 +208,24 @@ pub(super) async fn forward(
                     // future moves (docs/benchmarks-issue13.md, round 6).
                     Box::pin(backend.h2.send(
                         crate::worker(),
-                        &authority,
+                        authority,
                         tls_client.as_ref().map(|t| &t.h2),
                         core.limits.connect_timeout,
                         up,
                     ))
                     .await
+                    .map(|r| r.map(BackendBody::from))
                     .map_err(|e| (e.failure, e.error))
                 }
                 BackendProtocol::Http1 => match &tls_client {
-                    Some(c) => c.client.request(up).await,
-                    None => core.client().request(up).await,
-                }
-                .map_err(|e| (Failure::of(&e), BoxError::from(e))),
+                    Some(c) => c
+                        .client
+                        .request(up)
+                        .await
+                        .map(|r| r.map(BackendBody::from))
+                        .map_err(|e| (Failure::of(&e), BoxError::from(e))),
+                    None => backend_h1::send(&endpoint, core.h1_pool, up).await,
+                },
             }
         };
         let result = match attempt_deadline {
@@ -230,19 +239,16 @@ pub(super) async fn forward(
             None => Some(sent.await),
         };
         // A response whose framing cannot be relayed is the backend's failure (502), as one
-        // hyper could not parse.
+        // hyper could not parse; its connection is not used again (where that response ended
+        // is not known).
         let result = result.map(|r| {
-            r.and_then(|resp| {
+            r.and_then(|mut resp| {
                 match (resp.version() < Version::HTTP_2)
                     .then(|| forwarded::response_framing_problem(resp.headers()))
                     .flatten()
                 {
                     Some(why) => {
-                        if let Some(c) = connection.as_ref() {
-                            if let Some(connected) = c.connection_metadata().as_ref() {
-                                connected.poison();
-                            }
-                        }
+                        resp.body_mut().discard_connection();
                         Err((Failure::InvalidResponse, BoxError::from(why)))
                     }
                     None => Ok(resp),

@@ -4,7 +4,6 @@
 //!
 //! The route table is loaded once per request: a request that started on one revision ends on
 //! it, whatever is swapped in meanwhile.
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,18 +36,26 @@ pub const NO_ROUTE: &str = "none";
 
 /// The host of a request: `(as sent, normalised)`. The normalised form is lower-case, without
 /// the port or a trailing dot (`API.Example.com.:8080` -> `api.example.com`); HTTP/2's
-/// `:authority` (or an absolute URI) wins over the `Host` header.
-pub fn request_host<B>(req: &Request<B>) -> (Option<String>, String) {
-    let raw = match req.uri().authority() {
-        Some(a) => Some(a.as_str().rsplit('@').next().unwrap_or_default().to_owned()),
-        None => req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned),
-    };
-    let host = raw.as_deref().map(normalise_host).unwrap_or_default();
-    (raw, host)
+/// `:authority` (or an absolute URI) wins over the `Host` header. The host as sent is kept as a
+/// header value, ready for the backend's `Host` and `X-Forwarded-Host` (the client's own
+/// value, not a copy, when it came in `Host`).
+pub fn request_host<B>(req: &Request<B>) -> (Option<HeaderValue>, String) {
+    match req.uri().authority() {
+        Some(a) => {
+            let raw = a.as_str().rsplit('@').next().unwrap_or_default();
+            (HeaderValue::from_str(raw).ok(), normalise_host(raw))
+        }
+        None => match req.headers().get(header::HOST) {
+            Some(h) => match h.to_str() {
+                Ok(raw) => {
+                    let host = normalise_host(raw);
+                    (Some(h.clone()), host)
+                }
+                Err(_) => (None, String::new()),
+            },
+            None => (None, String::new()),
+        },
+    }
 }
 
 pub(crate) fn normalise_host(raw: &str) -> String {
@@ -141,9 +148,11 @@ async fn answer(
     let guard = ConnGuard::new(conn.state.clone());
     // One load per request: this request sees one revision, start to end.
     let active = core.state.load_full();
-    let peer: IpAddr = forwarded::canonical(conn.peer.ip());
-    let trusted = forwarded::is_trusted(peer, &core.config.trusted_proxies);
-    let client = forwarded::client_ip(peer, req.headers(), &core.config.trusted_proxies);
+    let client = if conn.hop.trusted {
+        forwarded::client_ip(conn.hop.ip, req.headers(), &core.config.trusted_proxies)
+    } else {
+        conn.hop.ip
+    };
     let (host_raw, host) = request_host(&req);
     let mut done = Completion {
         core: core.clone(),
@@ -464,8 +473,6 @@ async fn answer(
         path,
         query,
         host_raw,
-        peer,
-        trusted,
         started,
     )
     .await;
@@ -506,9 +513,7 @@ async fn routed(
     prefix: Option<String>,
     path: String,
     query: Option<String>,
-    host_raw: Option<String>,
-    peer: IpAddr,
-    trusted: bool,
+    host_raw: Option<HeaderValue>,
     started: Instant,
 ) -> Response<ResponseBody> {
     if let Some(r) = &rule.redirect {
@@ -594,17 +599,14 @@ async fn routed(
     }
     forwarded::set_forwarded(
         &mut parts.headers,
-        peer,
-        trusted,
-        host_raw.as_deref(),
+        &conn.hop,
+        host_raw.as_ref(),
         if conn.tls.is_some() { "https" } else { "http" },
     );
     forwarded::add_via(&mut parts.headers, parts.version);
     let host_header = match rule.rewrite.as_ref().and_then(|r| r.hostname.clone()) {
         Some(h) => Some(h),
-        None => host_raw
-            .as_deref()
-            .and_then(|h| HeaderValue::from_str(h).ok()),
+        None => host_raw,
     };
     match host_header {
         Some(h) => {
@@ -729,13 +731,9 @@ mod tests {
             .header("host", "other")
             .body(())
             .unwrap();
-        assert_eq!(
-            request_host(&req),
-            (
-                Some("Shop.Example.com:81".into()),
-                "shop.example.com".into()
-            )
-        );
+        let (raw, host) = request_host(&req);
+        assert_eq!(raw.unwrap(), "Shop.Example.com:81");
+        assert_eq!(host, "shop.example.com");
         let req = Request::builder()
             .uri("/x")
             .header("host", "a.b:1")
@@ -743,7 +741,9 @@ mod tests {
             .unwrap();
         assert_eq!(request_host(&req).1, "a.b");
         let req = Request::builder().uri("/x").body(()).unwrap();
-        assert_eq!(request_host(&req), (None, String::new()));
+        let (raw, host) = request_host(&req);
+        assert!(raw.is_none());
+        assert_eq!(host, "");
     }
 
     fn redirect(

@@ -1,0 +1,313 @@
+//! HTTP/1.1 to cleartext backends: hyper's connection-level client, with the proxy's own pool
+//! of idle connections per endpoint and worker thread.
+//!
+//! Why not hyper-util's pooled client (which the TLS backends still use): for each request it
+//! locks a pool shared by the thread, hashes the pool key, and spawns a task that waits for
+//! the connection to be ready again before it goes back to the pool. Relaying with no other
+//! work, that cost 12.9 µs of CPU per request where this pool costs 10.7
+//! (docs/benchmarks-issue13-part2.md, round 13). Here a connection goes back to its endpoint's
+//! idle list (a `Vec` behind a lock only its worker thread takes) when the response body has
+//! been read to its end, from the request's own task.
+//!
+//! The rules of a pooled connection:
+//! - it goes back only when its response ended whole: a body left unread, cut off, refused for
+//!   its framing or dropped for a retry closes the connection (hyper closes one whose body
+//!   receiver is gone), so where one response ended is never a guess;
+//! - it is closed after [`crate::Limits::pool_idle_timeout`] unused (the watchdog in the task
+//!   that drives it), and an endpoint keeps at most
+//!   [`crate::Limits::pool_max_idle_per_endpoint`] idle per worker thread;
+//! - a request that a reused connection gives back unsent (the backend closed it while idle,
+//!   as the request left) is sent again on a new connection, as hyper-util does: none of it
+//!   reached the backend.
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tracing::debug;
+
+use super::backend_h2::connect_tcp;
+use super::body::BoxError;
+use super::upstream::{now_ms, Endpoint, Failure};
+use super::UpstreamBody;
+
+/// How a pool is run: from [`crate::Limits`].
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// Time to connect.
+    pub connect_timeout: Duration,
+    /// An idle connection is closed after this long.
+    pub idle_timeout: Duration,
+    /// Idle connections kept per endpoint and worker thread.
+    pub max_idle: usize,
+}
+
+/// One connection: what sends on it, and when it went idle (0: in use).
+struct Conn {
+    sender: SendRequest<UpstreamBody>,
+    idle_since: Arc<AtomicU64>,
+}
+
+/// A worker thread's idle connections to one endpoint, on a cache line of their own (the
+/// lists of two workers side by side would make their locks share one).
+#[repr(align(128))]
+#[derive(Default)]
+struct Slot(Mutex<Vec<Conn>>);
+
+/// The idle HTTP/1.1 connections of one endpoint, one list per worker thread (a connection is
+/// driven by a task of the worker that opened it, and used only by that worker).
+pub struct Idle {
+    slots: Box<[Slot]>,
+}
+
+impl std::fmt::Debug for Idle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idle").finish_non_exhaustive()
+    }
+}
+
+impl Default for Idle {
+    fn default() -> Self {
+        Idle {
+            slots: (0..crate::worker_count())
+                .map(|_| Slot::default())
+                .collect(),
+        }
+    }
+}
+
+impl Idle {
+    fn slot(&self) -> &Mutex<Vec<Conn>> {
+        &self.slots[crate::worker() % self.slots.len()].0
+    }
+
+    /// The most recently used idle connection that is still open and not about to be closed
+    /// for idleness, marked in use.
+    fn take(&self, idle_timeout: Duration) -> Option<Conn> {
+        let now = now_ms();
+        let mut list = self.slot().lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(c) = list.pop() {
+            let since = c.idle_since.load(Ordering::Relaxed);
+            if c.sender.is_closed() || now.saturating_sub(since) >= idle_timeout.as_millis() as u64
+            {
+                continue;
+            }
+            c.idle_since.store(0, Ordering::Relaxed);
+            return Some(c);
+        }
+        None
+    }
+
+    /// Idle connections kept now, for this worker thread (tests).
+    pub fn idle_here(&self) -> usize {
+        self.slot()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|c| !c.sender.is_closed())
+            .count()
+    }
+}
+
+/// A connection in use, given back to its endpoint's idle list by [`BackendBody`] when the
+/// response ended whole.
+struct Checkin {
+    conn: Conn,
+    endpoint: Arc<Endpoint>,
+    max_idle: usize,
+}
+
+impl Checkin {
+    fn give_back(self) {
+        if self.conn.sender.is_closed() {
+            return;
+        }
+        let mut list = self
+            .endpoint
+            .h1
+            .slot()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        list.retain(|c| !c.sender.is_closed());
+        if list.len() >= self.max_idle {
+            return; // dropped: its task ends, and the socket is closed
+        }
+        self.conn.idle_since.store(now_ms(), Ordering::Relaxed);
+        list.push(self.conn);
+    }
+}
+
+/// A backend's response body; an HTTP/1.1 pooled connection goes back to its pool when the
+/// body has been read to its end (or dropped at its end, as hyper's server does once a body
+/// says it has ended), and is closed otherwise.
+pub struct BackendBody {
+    inner: Incoming,
+    checkin: Option<Checkin>,
+}
+
+impl From<Incoming> for BackendBody {
+    fn from(inner: Incoming) -> Self {
+        BackendBody {
+            inner,
+            checkin: None,
+        }
+    }
+}
+
+impl BackendBody {
+    /// The connection is not to be used again (its response's framing was refused).
+    pub fn discard_connection(&mut self) {
+        self.checkin = None;
+    }
+
+    fn give_back(&mut self) {
+        if let Some(c) = self.checkin.take() {
+            c.give_back();
+        }
+    }
+}
+
+impl Body for BackendBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.give_back(),
+            Poll::Ready(Some(Err(_))) => self.checkin = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for BackendBody {
+    fn drop(&mut self) {
+        if self.inner.is_end_stream() {
+            self.give_back();
+        }
+    }
+}
+
+/// Sends `req` (origin-form target) to `endpoint` over HTTP/1.1: on an idle connection of this
+/// worker thread when there is one, else on a new one. `Host` is set to the endpoint's
+/// address when the request has none (HTTP/1.1 requires one).
+pub async fn send(
+    endpoint: &Arc<Endpoint>,
+    settings: PoolSettings,
+    mut req: Request<UpstreamBody>,
+) -> Result<Response<BackendBody>, (Failure, BoxError)> {
+    if !req.headers().contains_key(header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(&endpoint.authority) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
+    loop {
+        let (mut conn, reused) = match endpoint.h1.take(settings.idle_timeout) {
+            Some(c) => (c, true),
+            None => (connect(&endpoint.authority, settings).await?, false),
+        };
+        // Ready once the connection's previous exchange is over; an error: it has closed.
+        if let Err(e) = conn.sender.ready().await {
+            if reused {
+                continue;
+            }
+            return Err((Failure::NotSent, e.into()));
+        }
+        match conn.sender.try_send_request(req).await {
+            Ok(resp) => {
+                let checkin = Checkin {
+                    conn,
+                    endpoint: endpoint.clone(),
+                    max_idle: settings.max_idle,
+                };
+                return Ok(resp.map(|inner| BackendBody {
+                    inner,
+                    checkin: Some(checkin),
+                }));
+            }
+            Err(mut e) => match e.take_message() {
+                Some(unsent) if reused => {
+                    debug!(endpoint = %endpoint.authority, error = %e.error(), "pooled connection closed before the request was sent; sending it on another");
+                    req = unsent;
+                }
+                unsent => {
+                    let error = e.into_error();
+                    let failure = if unsent.is_some() {
+                        Failure::NotSent
+                    } else {
+                        Failure::of_hyper(&error)
+                    };
+                    return Err((failure, error.into()));
+                }
+            },
+        }
+    }
+}
+
+/// Opens a connection and starts driving it on this thread's runtime, with its idle watchdog.
+async fn connect(authority: &str, settings: PoolSettings) -> Result<Conn, (Failure, BoxError)> {
+    let tcp = connect_tcp(authority, settings.connect_timeout)
+        .await
+        .map_err(|e| (Failure::Connect, e))?;
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| (Failure::Connect, BoxError::from(e)))?;
+    let idle_since = Arc::new(AtomicU64::new(0));
+    let watched = idle_since.clone();
+    let authority = authority.to_owned();
+    let idle_timeout = settings.idle_timeout;
+    tokio::spawn(async move {
+        tokio::pin!(conn);
+        // Wakes once per idle timeout at most, not per request: a connection that went idle at
+        // `since` is closed at `since + idle_timeout` unless it was taken meanwhile.
+        let mut wake = tokio::time::Instant::now() + idle_timeout;
+        loop {
+            tokio::select! {
+                biased;
+                ended = conn.as_mut() => {
+                    if let Err(error) = ended {
+                        debug!(endpoint = %authority, %error, "HTTP/1.1 connection to the backend ended");
+                    }
+                    return;
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    let since = watched.load(Ordering::Relaxed);
+                    let now = now_ms();
+                    let limit = idle_timeout.as_millis() as u64;
+                    if since != 0 && now.saturating_sub(since) >= limit {
+                        debug!(endpoint = %authority, "idle HTTP/1.1 connection to the backend closed");
+                        return;
+                    }
+                    let left = if since == 0 { limit } else { since + limit - now };
+                    wake = tokio::time::Instant::now() + Duration::from_millis(left.max(1));
+                }
+            }
+        }
+    });
+    Ok(Conn { sender, idle_since })
+}
+
+#[cfg(test)]
+mod tests;
