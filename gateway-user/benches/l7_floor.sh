@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What the L7 proxy costs above the floor: CPU per request (user and system apart) of nginx,
 # of examples/l7_floor.rs (the least an HTTP/1.1 relay on tokio costs: no features, no checks),
-# of examples/l7_hyper_relay.rs (hyper's server and hyper-util's pooled client, the libraries
-# the proxy is built on, with no work either) and of tollgate, each relaying HTTP/1.1 to the
+# of examples/l7_hyper_relay.rs (hyper's server and hyper-util's pooled client, with no work
+# either; and again with RELAY_CLIENT=pool, hyper's connection-level client in a per-thread
+# pool, the shape of the proxy's backend_h1) and of tollgate, each relaying HTTP/1.1 to the
 # same nginx backend over keep-alive, loaded in turn by the same h2load (64 connections, a fixed
 # request count), the order rotated every round. tollgate and nginx do the L7 bench's work
 # (route, API key, a limit that never triggers, X-Forwarded-For/-Proto); the two relays add
@@ -125,6 +126,9 @@ PIDS+=($!)
 "$HYPER_BIN" 127.0.0.1:29706 "127.0.0.1:$BACKEND" &
 HYPER_PID=$!
 PIDS+=($!)
+RELAY_CLIENT=pool "$HYPER_BIN" 127.0.0.1:29707 "127.0.0.1:$BACKEND" &
+HYPERP_PID=$!
+PIDS+=($!)
 ip link add lflr0 type veth peer name lflrp
 ip link set lflrp netns "$NETNS"
 ip link set lflr0 up
@@ -134,7 +138,7 @@ env TOLLGATE_LOG=warn "$TG" run --interface lflr0 --source "$BASE/tg/policy" \
     --detach-on-exit >"$BASE/tg.log" 2>&1 &
 TG_PID=$!
 PIDS+=($!)
-for port in 29702 29703 29706 29704; do
+for port in 29702 29703 29706 29707 29704; do
     for _ in $(seq 1 600); do
         [ "$(curl -s -o /dev/null -w '%{http_code}' -H "x-api-key: $KEY" -H "Host: $HOST" \
             "http://127.0.0.1:$port/api/orders")" = 200 ] && continue 2
@@ -170,16 +174,17 @@ stats() { # values... -> "median min max"
         printf "%.1f %.1f %.1f\n", m, v[1], v[NR] }'
 }
 
-names=(nginx floor hyper-relay tollgate)
-ports=(29702 29703 29706 29704)
-pids=("$NGINX_PID" "$FLOOR_PID" "$HYPER_PID" "$TG_PID")
+names=(nginx floor hyper-relay hyper-pool-relay tollgate)
+ports=(29702 29703 29706 29707 29704)
+pids=("$NGINX_PID" "$FLOOR_PID" "$HYPER_PID" "$HYPERP_PID" "$TG_PID")
+n=${#names[@]}
 declare -A user sys total
 fails=0
-for i in 0 1 2 3; do trial "${ports[$i]}" "${pids[$i]}" >/dev/null; done # warm-up
+for i in $(seq 0 $((n - 1))); do trial "${ports[$i]}" "${pids[$i]}" >/dev/null; done # warm-up
 echo "rounds $ROUNDS, $REQUESTS requests per trial; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq 1 "$ROUNDS"); do
-    for k in 0 1 2 3; do
-        i=$(((k + r) % 4))
+    for k in $(seq 0 $((n - 1))); do
+        i=$(((k + r) % n))
         read -r u s f < <(trial "${ports[$i]}" "${pids[$i]}")
         user[$i]+="$u "
         sys[$i]+="$s "
@@ -189,7 +194,7 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 echo "| gateway | µs/request, median (min–max) | user | system |"
 echo "|---|---:|---:|---:|"
-for i in 0 1 2 3; do
+for i in $(seq 0 $((n - 1))); do
     # shellcheck disable=SC2086
     read -r tm tmin tmax < <(stats ${total[$i]})
     # shellcheck disable=SC2086

@@ -89,19 +89,26 @@ impl Idle {
         &self.slots[crate::worker() % self.slots.len()].0
     }
 
-    /// The most recently used idle connection that is still open and not about to be closed
-    /// for idleness, marked in use.
+    /// The most recently used idle connection that is open, ready for a request and not about
+    /// to be closed for idleness, marked in use. One that is not ready yet (its previous
+    /// exchange is not over: a backend that answered before the request body was all sent) is
+    /// left for later rather than waited for; closed and expired ones are dropped.
     fn take(&self, idle_timeout: Duration) -> Option<Conn> {
         let now = now_ms();
+        let limit = idle_timeout.as_millis() as u64;
         let mut list = self.slot().lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(c) = list.pop() {
+        let mut i = list.len();
+        while i > 0 {
+            i -= 1;
+            let c = &list[i];
             let since = c.idle_since.load(Ordering::Relaxed);
-            if c.sender.is_closed() || now.saturating_sub(since) >= idle_timeout.as_millis() as u64
-            {
-                continue;
+            if c.sender.is_closed() || now.saturating_sub(since) >= limit {
+                list.remove(i);
+            } else if c.sender.is_ready() {
+                let c = list.remove(i);
+                c.idle_since.store(0, Ordering::Relaxed);
+                return Some(c);
             }
-            c.idle_since.store(0, Ordering::Relaxed);
-            return Some(c);
         }
         None
     }
@@ -227,7 +234,8 @@ pub async fn send(
             Some(c) => (c, true),
             None => (connect(&endpoint.authority, settings).await?, false),
         };
-        // Ready once the connection's previous exchange is over; an error: it has closed.
+        // A new connection is ready once hyper's task has started it (a pooled one already
+        // is); an error: it has closed.
         if let Err(e) = conn.sender.ready().await {
             if reused {
                 continue;
