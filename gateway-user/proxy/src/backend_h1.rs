@@ -308,7 +308,8 @@ async fn connect(authority: &str, settings: PoolSettings) -> Result<Conn, (Failu
                         debug!(endpoint = %authority, "idle HTTP/1.1 connection to the backend closed");
                         return;
                     }
-                    let left = if since == 0 { limit } else { since + limit - now };
+                    // In use: looked at again one timeout (at least a second) later.
+                    let left = if since == 0 { limit.max(1000) } else { since + limit - now };
                     wake = tokio::time::Instant::now() + Duration::from_millis(left.max(1));
                 }
             }
