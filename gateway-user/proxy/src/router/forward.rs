@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Either};
+use hyper_util::client::legacy::connect::capture_connection;
 use tracing::debug;
 
 use super::{body_too_large, local, upstream_error};
@@ -194,6 +195,11 @@ pub(super) async fn forward(
             parts.headers.clone()
         };
 
+        // The connection hyper-util's client (TLS) picks, so that one whose response framing
+        // was refused is not used again (where that response ended is not known); the
+        // proxy's own pool is told through the response body instead.
+        let captured = (protocol == BackendProtocol::Http1 && tls_client.is_some())
+            .then(|| capture_connection(&mut up));
         let sent = async {
             match protocol {
                 BackendProtocol::Http2 => {
@@ -249,6 +255,11 @@ pub(super) async fn forward(
                 {
                     Some(why) => {
                         resp.body_mut().discard_connection();
+                        if let Some(c) = captured.as_ref() {
+                            if let Some(connected) = c.connection_metadata().as_ref() {
+                                connected.poison();
+                            }
+                        }
                         Err((Failure::InvalidResponse, BoxError::from(why)))
                     }
                     None => Ok(resp),
