@@ -216,6 +216,18 @@ impl Drop for BackendBody {
     }
 }
 
+/// Why [`send`] brought no response.
+pub struct SendError {
+    /// What kind of failure.
+    pub failure: Failure,
+    /// The cause (for the log).
+    pub error: BoxError,
+    /// The request, when none of it was sent (no connection could be made, or the connection
+    /// gave it back), as it was given to [`send`]: another attempt can take it rather than a
+    /// copy made in case.
+    pub unsent: Option<Request<UpstreamBody>>,
+}
+
 /// Sends `req` (origin-form target) to `endpoint` over HTTP/1.1: on an idle connection of this
 /// worker thread when there is one, else on a new one. `Host` is set to the endpoint's
 /// address when the request has none (HTTP/1.1 requires one).
@@ -223,16 +235,33 @@ pub async fn send(
     endpoint: &Arc<Endpoint>,
     settings: PoolSettings,
     mut req: Request<UpstreamBody>,
-) -> Result<Response<BackendBody>, (Failure, BoxError)> {
-    if !req.headers().contains_key(header::HOST) {
+) -> Result<Response<BackendBody>, SendError> {
+    let added_host = !req.headers().contains_key(header::HOST);
+    if added_host {
         if let Ok(v) = HeaderValue::from_str(&endpoint.authority) {
             req.headers_mut().insert(header::HOST, v);
         }
     }
+    // The request as it came, for another attempt (to another endpoint: not its Host).
+    let give_back = |mut req: Request<UpstreamBody>| {
+        if added_host {
+            req.headers_mut().remove(header::HOST);
+        }
+        Some(req)
+    };
     loop {
         let (mut conn, reused) = match endpoint.h1.take(settings.idle_timeout) {
             Some(c) => (c, true),
-            None => (connect(&endpoint.authority, settings).await?, false),
+            None => match connect(&endpoint.authority, settings).await {
+                Ok(c) => (c, false),
+                Err((failure, error)) => {
+                    return Err(SendError {
+                        failure,
+                        error,
+                        unsent: give_back(req),
+                    })
+                }
+            },
         };
         // A new connection is ready once hyper's task has started it (a pooled one already
         // is); an error: it has closed.
@@ -240,7 +269,11 @@ pub async fn send(
             if reused {
                 continue;
             }
-            return Err((Failure::NotSent, e.into()));
+            return Err(SendError {
+                failure: Failure::NotSent,
+                error: e.into(),
+                unsent: give_back(req),
+            });
         }
         match conn.sender.try_send_request(req).await {
             Ok(resp) => {
@@ -266,7 +299,11 @@ pub async fn send(
                     } else {
                         Failure::of_hyper(&error)
                     };
-                    return Err((failure, error.into()));
+                    return Err(SendError {
+                        failure,
+                        error: error.into(),
+                        unsent: unsent.and_then(give_back),
+                    });
                 }
             },
         }

@@ -180,10 +180,23 @@ async fn refused_connections_are_retried_on_another_endpoint_or_the_same_one() {
         ])
     })
     .await;
-    // Two endpoints, one dead: every request is answered by the live one.
+    // Two endpoints, one dead: every request is answered by the live one, with all its
+    // headers (an attempt that could not connect gives the request back whole).
     for i in 0..6 {
-        let r = gw.get(&format!("/{i}")).host("mixed.test").send().await;
+        let r = gw
+            .get(&format!("/{i}"))
+            .host("mixed.test")
+            .header("x-request-id", &format!("req-{i}"))
+            .send()
+            .await;
         assert_eq!((r.status, r.backend()), (200, Some("live")), "{i}: {r:?}");
+        let seen = live.last();
+        assert_eq!(
+            seen.header("x-request-id").as_deref(),
+            Some(&*format!("req-{i}"))
+        );
+        assert_eq!(seen.header("host").as_deref(), Some("mixed.test"));
+        assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
     }
     assert_eq!(live.count(), 6);
     let refused = upstream_errors(&gw, "default/mixed", "connect");

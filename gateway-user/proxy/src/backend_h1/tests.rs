@@ -225,8 +225,21 @@ async fn no_backend_listening_is_a_connect_failure() {
     let addr = listener.local_addr().unwrap().to_string();
     drop(listener);
     let endpoint = Arc::new(Endpoint::new(addr));
-    match send(&endpoint, settings(), get("/")).await {
-        Err((f, _)) => assert_eq!(f, Failure::Connect),
+    // The request comes back as it was given, for another attempt: no copy of it is needed.
+    let mut req = get("/");
+    req.headers_mut().remove(header::HOST);
+    req.headers_mut()
+        .insert("x-request-id", HeaderValue::from_static("7"));
+    match send(&endpoint, settings(), req).await {
+        Err(e) => {
+            assert_eq!(e.failure, Failure::Connect);
+            let unsent = e.unsent.expect("the request given back");
+            assert_eq!(unsent.headers()["x-request-id"], "7");
+            assert!(
+                !unsent.headers().contains_key(header::HOST),
+                "the Host the pool added for this endpoint must not go to another"
+            );
+        }
         Ok(_) => panic!("a response from a closed port"),
     }
 }

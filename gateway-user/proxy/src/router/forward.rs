@@ -187,9 +187,13 @@ pub(super) async fn forward(
         *up.uri_mut() = uri;
         *up.version_mut() = Version::HTTP_11;
         // The headers are copied only while another attempt may follow (which needs them
-        // again); the last possible attempt takes them.
+        // again); the last possible attempt takes them. So does an attempt on the proxy's own
+        // pool when only failures with nothing sent may be retried (no `retry` stanza): the
+        // pool gives such a request back whole.
         let last_attempt = retries >= retry.attempts || !body.replayable();
-        *up.headers_mut() = if last_attempt {
+        let given_back = pooled && !retry.after_send && retry.codes.is_empty();
+        let headers_taken = last_attempt || given_back;
+        *up.headers_mut() = if headers_taken {
             std::mem::take(&mut parts.headers)
         } else {
             parts.headers.clone()
@@ -207,6 +211,7 @@ pub(super) async fn forward(
                         return Err((
                             Failure::NotSent,
                             "the host cannot be an HTTP/2 :authority".into(),
+                            None,
                         ));
                     };
                     // Boxed: its state (about 7 KB) would otherwise be part of every
@@ -221,7 +226,7 @@ pub(super) async fn forward(
                     ))
                     .await
                     .map(|r| r.map(BackendBody::from))
-                    .map_err(|e| (e.failure, e.error))
+                    .map_err(|e| (e.failure, e.error, None))
                 }
                 BackendProtocol::Http1 => match &tls_client {
                     Some(c) => c
@@ -229,8 +234,10 @@ pub(super) async fn forward(
                         .request(up)
                         .await
                         .map(|r| r.map(BackendBody::from))
-                        .map_err(|e| (Failure::of(&e), BoxError::from(e))),
-                    None => backend_h1::send(&endpoint, core.h1_pool, up).await,
+                        .map_err(|e| (Failure::of(&e), BoxError::from(e), None)),
+                    None => backend_h1::send(&endpoint, core.h1_pool, up)
+                        .await
+                        .map_err(|e| (e.failure, e.error, e.unsent)),
                 },
             }
         };
@@ -260,12 +267,13 @@ pub(super) async fn forward(
                                 connected.poison();
                             }
                         }
-                        Err((Failure::InvalidResponse, BoxError::from(why)))
+                        Err((Failure::InvalidResponse, BoxError::from(why), None))
                     }
                     None => Ok(resp),
                 }
             })
         });
+        let mut headers_back = false;
         let failure = match result {
             None if state.incomplete() => {
                 // Still waiting for the client's body: the client is slow, not the backend.
@@ -312,7 +320,11 @@ pub(super) async fn forward(
                 }
                 Failure::Timeout
             }
-            Some(Err((f, e))) => {
+            Some(Err((f, e, unsent))) => {
+                if let Some(unsent) = unsent {
+                    parts.headers = unsent.into_parts().0.headers;
+                    headers_back = true;
+                }
                 backend.failure(index);
                 upstream_error(&core, &rule.route, failure_reason(f));
                 debug!(route = %rule.route, endpoint = %authority, error = %e, failure = ?f, "attempt to the backend failed");
@@ -365,8 +377,10 @@ pub(super) async fn forward(
             }
         };
         drop(in_flight);
+        // Headers an attempt took and did not give back cannot go with another.
         let may_retry = retries < retry.attempts
             && body.replayable()
+            && (!headers_taken || headers_back)
             && failure.retryable(retry.after_send, &parts.method, body_sent.get());
         if !may_retry {
             return failure_response(done, failure);
