@@ -225,7 +225,7 @@ pub struct SendError {
     /// The request, when none of it was sent (no connection could be made, or the connection
     /// gave it back), as it was given to [`send`]: another attempt can take it rather than a
     /// copy made in case.
-    pub unsent: Option<Request<UpstreamBody>>,
+    pub unsent: Option<Box<Request<UpstreamBody>>>,
 }
 
 /// Sends `req` (origin-form target) to `endpoint` over HTTP/1.1: on an idle connection of this
@@ -247,7 +247,7 @@ pub async fn send(
         if added_host {
             req.headers_mut().remove(header::HOST);
         }
-        Some(req)
+        Some(Box::new(req))
     };
     loop {
         let (mut conn, reused) = match endpoint.h1.take(settings.idle_timeout) {
