@@ -5,7 +5,7 @@
 //! locks a pool shared by the thread, hashes the pool key, and spawns a task that waits for
 //! the connection to be ready again before it goes back to the pool. Relaying with no other
 //! work, that cost 12.9 µs of CPU per request where this pool costs 10.7
-//! (docs/benchmarks-issue13-part2.md, round 13). Here a connection goes back to its endpoint's
+//! (docs/benchmarks-issue13-part3.md, round 13). Here a connection goes back to its endpoint's
 //! idle list (a `Vec` behind a lock only its worker thread takes) when the response body has
 //! been read to its end, from the request's own task.
 //!
