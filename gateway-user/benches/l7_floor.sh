@@ -11,6 +11,8 @@
 # (utime, stime; nginx: master and workers). Medians and min-max over rounds.
 #
 # Usage (root): l7_floor.sh TOLLGATE_BINARY [ROUNDS] [REQUESTS]
+# With L7_FLOOR_PROFILE=GATEWAY (and L7_FLOOR_SECONDS), one gateway is loaded without pause
+# instead, for a profiler to attach to the PID it prints.
 # Builds the two examples (release) first. Names are unique to this harness (prefix lflr): netns
 # lflr-ns, veth lflr0, ports 2970x, /run/tollgate-l7floor.
 set -euo pipefail
@@ -173,6 +175,21 @@ stats() { # values... -> "median min max"
         m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
         printf "%.1f %.1f %.1f\n", m, v[1], v[NR] }'
 }
+
+if [ -n "${L7_FLOOR_PROFILE:-}" ]; then
+    # For `perf record -p PID`: one gateway (nginx floor hyper-relay hyper-pool-relay
+    # tollgate) loaded without pause for L7_FLOOR_SECONDS (60), its PID printed first.
+    case "$L7_FLOOR_PROFILE" in
+    nginx) port=29702 pid=$NGINX_PID ;; floor) port=29703 pid=$FLOOR_PID ;;
+    hyper-relay) port=29706 pid=$HYPER_PID ;; hyper-pool-relay) port=29707 pid=$HYPERP_PID ;;
+    tollgate) port=29704 pid=$TG_PID ;;
+    *) echo "L7_FLOOR_PROFILE: unknown gateway $L7_FLOOR_PROFILE" >&2; exit 2 ;;
+    esac
+    echo "profiling $L7_FLOOR_PROFILE: pid $pid"
+    end=$((SECONDS + ${L7_FLOOR_SECONDS:-60}))
+    while [ $SECONDS -lt $end ]; do trial "$port" "$pid"; done
+    exit 0
+fi
 
 names=(nginx floor hyper-relay hyper-pool-relay tollgate)
 ports=(29702 29703 29706 29707 29704)

@@ -19,6 +19,7 @@
 //! - a request that a reused connection gives back unsent (the backend closed it while idle,
 //!   as the request left) is sent again on a new connection, as hyper-util does: none of it
 //!   reached the backend.
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -231,81 +232,87 @@ pub struct SendError {
 /// Sends `req` (origin-form target) to `endpoint` over HTTP/1.1: on an idle connection of this
 /// worker thread when there is one, else on a new one. `Host` is set to the endpoint's
 /// address when the request has none (HTTP/1.1 requires one).
-pub async fn send(
-    endpoint: &Arc<Endpoint>,
+///
+/// (A function returning an `async` block, for the size of its future: see
+/// `router::forward::forward`.)
+#[allow(clippy::manual_async_fn)] // the future's size: see `forward::forward`
+pub fn send<'a>(
+    endpoint: &'a Arc<Endpoint>,
     settings: PoolSettings,
     mut req: Request<UpstreamBody>,
-) -> Result<Response<BackendBody>, SendError> {
-    let added_host = !req.headers().contains_key(header::HOST);
-    if added_host {
-        if let Ok(v) = HeaderValue::from_str(&endpoint.authority) {
-            req.headers_mut().insert(header::HOST, v);
-        }
-    }
-    // The request as it came, for another attempt (to another endpoint: not its Host).
-    let give_back = |mut req: Request<UpstreamBody>| {
+) -> impl Future<Output = Result<Response<BackendBody>, SendError>> + Send + use<'a> {
+    async move {
+        let added_host = !req.headers().contains_key(header::HOST);
         if added_host {
-            req.headers_mut().remove(header::HOST);
+            if let Ok(v) = HeaderValue::from_str(&endpoint.authority) {
+                req.headers_mut().insert(header::HOST, v);
+            }
         }
-        Some(Box::new(req))
-    };
-    loop {
-        let (mut conn, reused) = match endpoint.h1.take(settings.idle_timeout) {
-            Some(c) => (c, true),
-            None => match connect(&endpoint.authority, settings).await {
-                Ok(c) => (c, false),
-                Err((failure, error)) => {
-                    return Err(SendError {
-                        failure,
-                        error,
-                        unsent: give_back(req),
-                    })
-                }
-            },
+        // The request as it came, for another attempt (to another endpoint: not its Host).
+        let give_back = |mut req: Request<UpstreamBody>| {
+            if added_host {
+                req.headers_mut().remove(header::HOST);
+            }
+            Some(Box::new(req))
         };
-        // A new connection is ready once hyper's task has started it (a pooled one already
-        // is); an error: it has closed.
-        if let Err(e) = conn.sender.ready().await {
-            if reused {
-                continue;
-            }
-            return Err(SendError {
-                failure: Failure::NotSent,
-                error: e.into(),
-                unsent: give_back(req),
-            });
-        }
-        match conn.sender.try_send_request(req).await {
-            Ok(resp) => {
-                let checkin = Checkin {
-                    conn,
-                    endpoint: endpoint.clone(),
-                    max_idle: settings.max_idle,
-                };
-                return Ok(resp.map(|inner| BackendBody {
-                    inner,
-                    checkin: Some(checkin),
-                }));
-            }
-            Err(mut e) => match e.take_message() {
-                Some(unsent) if reused => {
-                    debug!(endpoint = %endpoint.authority, error = %e.error(), "pooled connection closed before the request was sent; sending it on another");
-                    req = unsent;
+        loop {
+            let (mut conn, reused) = match endpoint.h1.take(settings.idle_timeout) {
+                Some(c) => (c, true),
+                None => match connect(&endpoint.authority, settings).await {
+                    Ok(c) => (c, false),
+                    Err((failure, error)) => {
+                        return Err(SendError {
+                            failure,
+                            error,
+                            unsent: give_back(req),
+                        })
+                    }
+                },
+            };
+            // A new connection is ready once hyper's task has started it (a pooled one already
+            // is); an error: it has closed.
+            if let Err(e) = conn.sender.ready().await {
+                if reused {
+                    continue;
                 }
-                unsent => {
-                    let error = e.into_error();
-                    let failure = if unsent.is_some() {
-                        Failure::NotSent
-                    } else {
-                        Failure::of_hyper(&error)
+                return Err(SendError {
+                    failure: Failure::NotSent,
+                    error: e.into(),
+                    unsent: give_back(req),
+                });
+            }
+            match conn.sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let checkin = Checkin {
+                        conn,
+                        endpoint: endpoint.clone(),
+                        max_idle: settings.max_idle,
                     };
-                    return Err(SendError {
-                        failure,
-                        error: error.into(),
-                        unsent: unsent.and_then(give_back),
-                    });
+                    return Ok(resp.map(|inner| BackendBody {
+                        inner,
+                        checkin: Some(checkin),
+                    }));
                 }
-            },
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => {
+                        debug!(endpoint = %endpoint.authority, error = %e.error(), "pooled connection closed before the request was sent; sending it on another");
+                        req = unsent;
+                    }
+                    unsent => {
+                        let error = e.into_error();
+                        let failure = if unsent.is_some() {
+                            Failure::NotSent
+                        } else {
+                            Failure::of_hyper(&error)
+                        };
+                        return Err(SendError {
+                            failure,
+                            error: error.into(),
+                            unsent: unsent.and_then(give_back),
+                        });
+                    }
+                },
+            }
         }
     }
 }

@@ -6,7 +6,7 @@
 //! and accepts no more until one closes; the kernel's backlog holds the rest).
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -90,10 +90,17 @@ impl std::fmt::Display for HeadBudgetSpent {
 
 impl std::error::Error for HeadBudgetSpent {}
 
+/// The bytes hyper-util reads to tell HTTP/1.1 from HTTP/2 (the length of HTTP/2's preface).
+const SNIFFED: usize = 24;
+
 /// Activity of one connection, for the idle timeout and the head budget.
 #[derive(Debug)]
 pub struct ConnState {
     last_activity: AtomicU64,
+    /// Bytes read from the client before its first request, counted up to [`SNIFFED`].
+    early: AtomicUsize,
+    /// A request has begun on the connection.
+    served: AtomicBool,
     in_flight: AtomicUsize,
     /// Head bytes charged to the budget.
     head: AtomicUsize,
@@ -105,6 +112,8 @@ impl ConnState {
     pub fn new(budget: Arc<HeadBudget>) -> Self {
         ConnState {
             last_activity: AtomicU64::new(now_ms()),
+            early: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             head: AtomicUsize::new(0),
             budget,
@@ -133,6 +142,7 @@ impl ConnGuard {
     /// for it is no longer charged to the head budget.
     pub fn new(state: Arc<ConnState>) -> Self {
         state.in_flight.fetch_add(1, Ordering::Relaxed);
+        state.served.store(true, Ordering::Relaxed);
         state.budget.release(&state.head);
         ConnGuard(state)
     }
@@ -209,6 +219,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for ActivityIo<S> {
         let read = buf.filled().len() - before;
         if matches!(r, Poll::Ready(Ok(()))) && read > 0 {
             self.touch();
+            let early = self.state.early.load(Ordering::Relaxed);
+            if early < SNIFFED {
+                self.state
+                    .early
+                    .store((early + read).min(SNIFFED), Ordering::Relaxed);
+            }
             // Bytes read while no request is in flight belong to a head (or, on HTTP/2, to
             // frames before the next request): charged, up to one head's worth.
             let state = &self.state;
@@ -264,7 +280,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ActivityIo<S> {
 pub fn server_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
-        .timer(TokioTimer::new())
+        .timer(PolledTimer)
         .header_read_timeout(limits.header_read_timeout)
         .max_headers(limits.max_headers)
         .max_buf_size(limits.max_header_bytes.max(8192))
@@ -277,6 +293,54 @@ pub fn server_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .keep_alive_interval(Some(limits.idle_timeout / 2))
         .keep_alive_timeout(Duration::from_secs(20));
     b
+}
+
+/// hyper's timer for the HTTP/1.1 header read timeout (its only use of a timer on HTTP/1.1
+/// server connections): a deadline looked at each time the connection is polled, with no
+/// registration in tokio's timer wheel. With hyper-util's `TokioTimer`, every request head
+/// (the wait for the next request of a keep-alive connection among them) created a timer
+/// entry, registered it, and removed it, and when its deadline was the runtime's earliest the
+/// registration woke the runtime's driver through its eventfd: 0.13 `write`s per request under
+/// load, and the `epoll_wait` they cut short (docs/benchmarks-issue13-part3.md, round 14).
+///
+/// Such a deadline wakes nothing by itself: [`serve_http`]'s tick polls the connection at
+/// least every quarter of the header read timeout, so a head that does not come is refused at
+/// most a quarter of the timeout late (and at once when a byte of it comes after the deadline).
+#[derive(Clone, Copy, Debug)]
+struct PolledTimer;
+
+impl hyper::rt::Timer for PolledTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(std::time::Instant::now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(PolledDeadline(deadline))
+    }
+}
+
+/// See [`PolledTimer`].
+struct PolledDeadline(std::time::Instant);
+
+impl std::future::Future for PolledDeadline {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        if std::time::Instant::now() >= self.0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl hyper::rt::Sleep for PolledDeadline {}
+
+/// How often a connection's task looks at it: for the idle timeout, and to poll the header
+/// read timeout's deadline ([`PolledTimer`]); a quarter of the shorter of the two, at least
+/// 100 ms.
+fn tick_period(limits: &Limits) -> Duration {
+    (limits.idle_timeout.min(limits.header_read_timeout) / 4).max(Duration::from_millis(100))
 }
 
 /// Accepts connections on `listener` until `stop` is cancelled, and serves them on this
@@ -434,7 +498,10 @@ pub(crate) async fn serve_http<S>(
     let conn = core.server.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let idle = core.limits.idle_timeout;
-    let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(100)));
+    // Also what polls the header read timeout (see [`PolledTimer`]): it keeps ticking while
+    // the connection closes, so a head that never ends cannot hold a closing connection.
+    let mut tick = tokio::time::interval(tick_period(&core.limits));
+    let opened = std::time::Instant::now();
     let mut closing = false;
     loop {
         tokio::select! {
@@ -456,9 +523,30 @@ pub(crate) async fn serve_http<S>(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            _ = tick.tick(), if !closing => {
+            _ = tick.tick() => {
+                // hyper times each request head from when it starts waiting for it, which is
+                // after hyper-util has told HTTP/1.1 from HTTP/2 by the first bytes (up to the
+                // 24 of HTTP/2's preface), with no timer: a connection that sends nothing, or
+                // dribbles a preface, gets the same time, not the idle timeout's.
+                if !closing
+                    && !state.served.load(Ordering::Relaxed)
+                    && state.early.load(Ordering::Relaxed) < SNIFFED
+                    && opened.elapsed() >= core.limits.header_read_timeout
+                {
+                    debug!(%peer, port, "nothing sent within the header read timeout");
+                    core.metrics
+                        .connection_errors
+                        .get_or_create(&crate::metrics::ReasonLabel {
+                            reason: "header_timeout".to_owned(),
+                        })
+                        .inc();
+                    return;
+                }
                 let quiet = now_ms().saturating_sub(state.last_activity.load(Ordering::Relaxed));
-                if state.in_flight.load(Ordering::Relaxed) == 0 && quiet >= idle.as_millis() as u64 {
+                if !closing
+                    && state.in_flight.load(Ordering::Relaxed) == 0
+                    && quiet >= idle.as_millis() as u64
+                {
                     debug!(%peer, port, "idle connection closed");
                     conn.as_mut().graceful_shutdown();
                     closing = true;

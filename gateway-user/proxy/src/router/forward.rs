@@ -1,5 +1,6 @@
 //! Forwarding a routed request to its backend: the request body (buffered when it may be sent
 //! again), the attempts with their timeouts and retries, and the answer when none succeeded.
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -106,295 +107,304 @@ pub(super) async fn read_body(
 /// [`failure_response`] for the answer when nothing more may be tried. The request timeout
 /// (`deadline`) bounds everything, backoffs included; reached, the answer is 504, whatever
 /// the attempt in progress would have brought.
+///
+/// A function returning an `async` block rather than an `async fn`: an `async fn` keeps its
+/// arguments twice in its future (as passed, and as the body's own variables), and a future is
+/// copied whole each time it moves (into its caller's future, into a box), a cost per request
+/// that grows with its size (docs/benchmarks-issue13-part3.md, round 14). The same goes for the
+/// other functions of a request's path.
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn forward(
+#[allow(clippy::manual_async_fn)] // the future's size, as said above
+pub(super) fn forward<'a>(
     core: Arc<Core>,
     mut done: Completion,
     rule: Arc<Rule>,
     backend: Arc<BackendRuntime>,
-    tls_client: Option<TlsBackend>,
+    tls_client: Option<&'a TlsBackend>,
     mut parts: http::request::Parts,
-    path_and_query: &str,
-    body: &mut RequestBody,
+    path_and_query: &'a str,
+    body: &'a mut RequestBody,
     deadline: Option<tokio::time::Instant>,
-    state: &Arc<BodyState>,
-    backend_response_headers: Option<&HeaderModifier>,
-) -> Response<ResponseBody> {
-    let retry = &rule.retry;
-    // In progress for the retry budget until the response head is here (or nothing more is
-    // tried).
-    let _active = backend.request();
-    // The retry in progress (its backoff and its attempt), held within the budget.
-    let mut retrying: Option<upstream::ActiveRetry<'_>> = None;
-    let mut tried: Vec<usize> = Vec::new();
-    let mut retries = 0u32;
-    loop {
-        let attempt_started = tokio::time::Instant::now();
-        if deadline.is_some_and(|d| attempt_started >= d) {
-            // The request timeout passed in a backoff: nothing more is sent.
-            upstream_error(&core, &rule.route, "timeout");
-            return failure_response(done, Failure::Timeout);
-        }
-        let Some((index, in_flight)) = backend.pick(&tried) else {
-            upstream_error(&core, &rule.route, "no_healthy_endpoint");
-            return local(
-                done,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_healthy_endpoint",
-                "no healthy endpoint for this route",
-            );
-        };
-        tried.push(index);
-        let attempt_deadline = match (deadline, rule.timeouts.backend_request) {
-            (Some(d), Some(b)) => Some(d.min(attempt_started + b)),
-            (Some(d), None) => Some(d),
-            (None, Some(b)) => Some(attempt_started + b),
-            (None, None) => None,
-        };
-        let endpoint = in_flight.endpoint().clone();
-        let authority = &endpoint.authority;
-        // gRPC needs HTTP/2 whatever the Backend says it speaks.
-        let protocol = if rule.grpc {
-            BackendProtocol::Http2
-        } else {
-            backend.def.protocol
-        };
-        // Cleartext HTTP/1.1 goes through the proxy's own pool, which takes the target as
-        // sent (origin form); hyper-util's client (TLS) and the HTTP/2 one take the endpoint
-        // from an absolute URI.
-        let pooled = protocol == BackendProtocol::Http1 && tls_client.is_none();
-        let uri: Result<Uri, _> = if pooled {
-            Uri::try_from(path_and_query)
-        } else {
-            let scheme = if tls_client.is_some() {
-                "https"
-            } else {
-                "http"
-            };
-            format!("{scheme}://{authority}{path_and_query}").parse()
-        };
-        let Ok(uri) = uri else {
-            return local(
-                done,
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "the request target cannot be forwarded",
-            );
-        };
-        let (upstream_body, body_sent) = body.take();
-        let mut up = Request::new(upstream_body);
-        *up.method_mut() = parts.method.clone();
-        *up.uri_mut() = uri;
-        *up.version_mut() = Version::HTTP_11;
-        // The headers are copied only while another attempt may follow (which needs them
-        // again); the last possible attempt takes them. So does an attempt on the proxy's own
-        // pool when only failures with nothing sent may be retried (no `retry` stanza): the
-        // pool gives such a request back whole.
-        let last_attempt = retries >= retry.attempts || !body.replayable();
-        let given_back = pooled && !retry.after_send && retry.codes.is_empty();
-        let headers_taken = last_attempt || given_back;
-        *up.headers_mut() = if headers_taken {
-            std::mem::take(&mut parts.headers)
-        } else {
-            parts.headers.clone()
-        };
-
-        // The connection hyper-util's client (TLS) picks, so that one whose response framing
-        // was refused is not used again (where that response ended is not known); the
-        // proxy's own pool is told through the response body instead.
-        let captured = (protocol == BackendProtocol::Http1 && tls_client.is_some())
-            .then(|| capture_connection(&mut up));
-        let sent = async {
-            match protocol {
-                BackendProtocol::Http2 => {
-                    let Some(up) = backend_h2::with_authority(up) else {
-                        return Err((
-                            Failure::NotSent,
-                            "the host cannot be an HTTP/2 :authority".into(),
-                            None,
-                        ));
-                    };
-                    // Boxed: its state (about 7 KB) would otherwise be part of every
-                    // request's future, HTTP/1.1 ones too, and be copied each time that
-                    // future moves (docs/benchmarks-issue13.md, round 6).
-                    Box::pin(backend.h2.send(
-                        crate::worker(),
-                        authority,
-                        tls_client.as_ref().map(|t| &t.h2),
-                        core.limits.connect_timeout,
-                        up,
-                    ))
-                    .await
-                    .map(|r| r.map(BackendBody::from))
-                    .map_err(|e| (e.failure, e.error, None))
-                }
-                BackendProtocol::Http1 => match &tls_client {
-                    Some(c) => c
-                        .client
-                        .request(up)
-                        .await
-                        .map(|r| r.map(BackendBody::from))
-                        .map_err(|e| (Failure::of(&e), BoxError::from(e), None)),
-                    None => backend_h1::send(&endpoint, core.h1_pool, up)
-                        .await
-                        .map_err(|e| (e.failure, e.error, e.unsent)),
-                },
+    state: &'a Arc<BodyState>,
+    backend_response_headers: Option<&'a HeaderModifier>,
+) -> impl Future<Output = Response<ResponseBody>> + Send + use<'a> {
+    async move {
+        let retry = &rule.retry;
+        // In progress for the retry budget until the response head is here (or nothing more is
+        // tried).
+        let _active = backend.request();
+        // The retry in progress (its backoff and its attempt), held within the budget.
+        let mut retrying: Option<upstream::ActiveRetry<'_>> = None;
+        let mut tried: Vec<usize> = Vec::new();
+        let mut retries = 0u32;
+        loop {
+            let attempt_started = tokio::time::Instant::now();
+            if deadline.is_some_and(|d| attempt_started >= d) {
+                // The request timeout passed in a backoff: nothing more is sent.
+                upstream_error(&core, &rule.route, "timeout");
+                return failure_response(done, Failure::Timeout);
             }
-        };
-        let result = match attempt_deadline {
-            Some(d) => match tokio::time::timeout_at(d, sent).await {
-                // A head that came as the timer fired is as late as none: which of the two
-                // the runtime saw first must not decide the answer (a 500 where the deadline
-                // says 504).
-                Ok(_) if tokio::time::Instant::now() >= d => None,
-                r => r.ok(),
-            },
-            None => Some(sent.await),
-        };
-        // A response whose framing cannot be relayed is the backend's failure (502), as one
-        // hyper could not parse; its connection is not used again (where that response ended
-        // is not known).
-        let result = result.map(|r| {
-            r.and_then(|mut resp| {
-                match (resp.version() < Version::HTTP_2)
-                    .then(|| forwarded::response_framing_problem(resp.headers()))
-                    .flatten()
-                {
-                    Some(why) => {
-                        resp.body_mut().discard_connection();
-                        if let Some(c) = captured.as_ref() {
-                            if let Some(connected) = c.connection_metadata().as_ref() {
-                                connected.poison();
-                            }
-                        }
-                        Err((Failure::InvalidResponse, BoxError::from(why), None))
-                    }
-                    None => Ok(resp),
-                }
-            })
-        });
-        let mut headers_back = false;
-        let failure = match result {
-            None if state.incomplete() => {
-                // Still waiting for the client's body: the client is slow, not the backend.
-                debug!(route = %rule.route, endpoint = %authority, "the request body did not arrive in time");
+            let Some((index, in_flight)) = backend.pick(&tried) else {
+                upstream_error(&core, &rule.route, "no_healthy_endpoint");
                 return local(
                     done,
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
-                    "the request body did not arrive in time",
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no_healthy_endpoint",
+                    "no healthy endpoint for this route",
                 );
-            }
-            Some(Err(_)) if state.client_error() => {
+            };
+            tried.push(index);
+            let attempt_deadline = match (deadline, rule.timeouts.backend_request) {
+                (Some(d), Some(b)) => Some(d.min(attempt_started + b)),
+                (Some(d), None) => Some(d),
+                (None, Some(b)) => Some(attempt_started + b),
+                (None, None) => None,
+            };
+            let endpoint = in_flight.endpoint().clone();
+            let authority = &endpoint.authority;
+            // gRPC needs HTTP/2 whatever the Backend says it speaks.
+            let protocol = if rule.grpc {
+                BackendProtocol::Http2
+            } else {
+                backend.def.protocol
+            };
+            // Cleartext HTTP/1.1 goes through the proxy's own pool, which takes the target as
+            // sent (origin form); hyper-util's client (TLS) and the HTTP/2 one take the endpoint
+            // from an absolute URI.
+            let pooled = protocol == BackendProtocol::Http1 && tls_client.is_none();
+            let uri: Result<Uri, _> = if pooled {
+                Uri::try_from(path_and_query)
+            } else {
+                let scheme = if tls_client.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{authority}{path_and_query}").parse()
+            };
+            let Ok(uri) = uri else {
                 return local(
                     done,
                     StatusCode::BAD_REQUEST,
                     "bad_request",
-                    "the request body could not be read",
+                    "the request target cannot be forwarded",
                 );
-            }
-            Some(Err(_)) if state.too_large() => {
-                // The client's body grew past the limit: the backend is not at fault.
-                body_too_large(&core, &rule.route);
-                return local(
-                    done,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    "the request body is larger than this route accepts",
-                );
-            }
-            None => {
-                // The endpoint is blamed when it had its full time: its per-try timeout, or
-                // (without one) the whole request timeout of a first attempt.
-                let had_its_time = match rule.timeouts.backend_request {
-                    Some(b) => attempt_started.elapsed() >= b,
-                    None => retries == 0,
-                };
-                if had_its_time {
-                    backend.failure(index);
-                }
-                upstream_error(&core, &rule.route, "timeout");
-                debug!(route = %rule.route, endpoint = %authority, "backend timed out");
-                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                    return failure_response(done, Failure::Timeout);
-                }
-                Failure::Timeout
-            }
-            Some(Err((f, e, unsent))) => {
-                if let Some(unsent) = unsent {
-                    parts.headers = unsent.into_parts().0.headers;
-                    headers_back = true;
-                }
-                backend.failure(index);
-                upstream_error(&core, &rule.route, failure_reason(f));
-                debug!(route = %rule.route, endpoint = %authority, error = %e, failure = ?f, "attempt to the backend failed");
-                f
-            }
-            Some(Ok(resp)) => {
-                let status = resp.status();
-                if matches!(status.as_u16(), 502..=504) {
-                    backend.failure(index);
-                } else {
-                    backend.success(index);
-                }
-                if retry.codes.contains(&status.as_u16())
-                    && retries < retry.attempts
-                    && body.replayable()
-                {
-                    // The budget is asked before the response is let go: refused, it is the
-                    // answer. The retry before this one (if any) is over: its place is free.
-                    drop(retrying.take());
-                    if let Some(r) = backend.try_retry() {
-                        retrying = Some(r);
-                        drop(resp);
-                        drop(in_flight);
-                        retries += 1;
-                        sleep_before_retry(retry.backoff, retries, deadline).await;
-                        continue;
+            };
+            let (upstream_body, body_sent) = body.take();
+            let mut up = Request::new(upstream_body);
+            *up.method_mut() = parts.method.clone();
+            *up.uri_mut() = uri;
+            *up.version_mut() = Version::HTTP_11;
+            // The headers are copied only while another attempt may follow (which needs them
+            // again); the last possible attempt takes them. So does an attempt on the proxy's own
+            // pool when only failures with nothing sent may be retried (no `retry` stanza): the
+            // pool gives such a request back whole.
+            let last_attempt = retries >= retry.attempts || !body.replayable();
+            let given_back = pooled && !retry.after_send && retry.codes.is_empty();
+            let headers_taken = last_attempt || given_back;
+            *up.headers_mut() = if headers_taken {
+                std::mem::take(&mut parts.headers)
+            } else {
+                parts.headers.clone()
+            };
+
+            // The connection hyper-util's client (TLS) picks, so that one whose response framing
+            // was refused is not used again (where that response ended is not known); the
+            // proxy's own pool is told through the response body instead.
+            let captured = (protocol == BackendProtocol::Http1 && tls_client.is_some())
+                .then(|| capture_connection(&mut up));
+            let sent = async {
+                match protocol {
+                    BackendProtocol::Http2 => {
+                        let Some(up) = backend_h2::with_authority(up) else {
+                            return Err((
+                                Failure::NotSent,
+                                "the host cannot be an HTTP/2 :authority".into(),
+                                None,
+                            ));
+                        };
+                        // Boxed: its state (about 7 KB) would otherwise be part of every
+                        // request's future, HTTP/1.1 ones too, and be copied each time that
+                        // future moves (docs/benchmarks-issue13.md, round 6).
+                        Box::pin(backend.h2.send(
+                            crate::worker(),
+                            authority,
+                            tls_client.map(|t| &t.h2),
+                            core.limits.connect_timeout,
+                            up,
+                        ))
+                        .await
+                        .map(|r| r.map(BackendBody::from))
+                        .map_err(|e| (e.failure, e.error, None))
                     }
-                    debug!(route = %rule.route, backend = %backend.def.label, "retry refused: over the retry budget");
+                    BackendProtocol::Http1 => match tls_client {
+                        Some(c) => c
+                            .client
+                            .request(up)
+                            .await
+                            .map(|r| r.map(BackendBody::from))
+                            .map_err(|e| (Failure::of(&e), BoxError::from(e), None)),
+                        None => backend_h1::send(&endpoint, core.h1_pool, up)
+                            .await
+                            .map_err(|e| (e.failure, e.error, e.unsent)),
+                    },
                 }
-                let body_deadline = match (deadline, rule.timeouts.backend_request) {
-                    (Some(d), Some(b)) => Some(d.min(attempt_started + b)),
-                    (d, None) => d,
-                    (None, Some(b)) => Some(attempt_started + b),
-                };
-                let (mut rparts, rbody) = resp.into_parts();
-                forwarded::strip_hop_by_hop(&mut rparts.headers);
-                if let Some(m) = &rule.response_headers {
-                    m.apply(&mut rparts.headers);
+            };
+            let result = match attempt_deadline {
+                Some(d) => match tokio::time::timeout_at(d, sent).await {
+                    // A head that came as the timer fired is as late as none: which of the two
+                    // the runtime saw first must not decide the answer (a 500 where the deadline
+                    // says 504).
+                    Ok(_) if tokio::time::Instant::now() >= d => None,
+                    r => r.ok(),
+                },
+                None => Some(sent.await),
+            };
+            // A response whose framing cannot be relayed is the backend's failure (502), as one
+            // hyper could not parse; its connection is not used again (where that response ended
+            // is not known).
+            let result = result.map(|r| {
+                r.and_then(|mut resp| {
+                    match (resp.version() < Version::HTTP_2)
+                        .then(|| forwarded::response_framing_problem(resp.headers()))
+                        .flatten()
+                    {
+                        Some(why) => {
+                            resp.body_mut().discard_connection();
+                            if let Some(c) = captured.as_ref() {
+                                if let Some(connected) = c.connection_metadata().as_ref() {
+                                    connected.poison();
+                                }
+                            }
+                            Err((Failure::InvalidResponse, BoxError::from(why), None))
+                        }
+                        None => Ok(resp),
+                    }
+                })
+            });
+            let mut headers_back = false;
+            let failure = match result {
+                None if state.incomplete() => {
+                    // Still waiting for the client's body: the client is slow, not the backend.
+                    debug!(route = %rule.route, endpoint = %authority, "the request body did not arrive in time");
+                    return local(
+                        done,
+                        StatusCode::REQUEST_TIMEOUT,
+                        "body_timeout",
+                        "the request body did not arrive in time",
+                    );
                 }
-                if let Some(m) = backend_response_headers {
-                    m.apply(&mut rparts.headers);
+                Some(Err(_)) if state.client_error() => {
+                    return local(
+                        done,
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        "the request body could not be read",
+                    );
                 }
-                done.status = status.as_u16();
-                done.upstream = Some(in_flight);
-                done.body = Some(state.clone());
-                return Response::from_parts(
-                    rparts,
-                    ResponseBody::upstream(rbody, body_deadline, done),
-                );
-            }
-        };
-        drop(in_flight);
-        // Headers an attempt took and did not give back cannot go with another.
-        let may_retry = retries < retry.attempts
-            && body.replayable()
-            && (!headers_taken || headers_back)
-            && failure.retryable(retry.after_send, &parts.method, body_sent.get());
-        if !may_retry {
-            return failure_response(done, failure);
-        }
-        drop(retrying.take());
-        match backend.try_retry() {
-            Some(r) => retrying = Some(r),
-            None => {
-                debug!(route = %rule.route, backend = %backend.def.label, "retry refused: over the retry budget");
+                Some(Err(_)) if state.too_large() => {
+                    // The client's body grew past the limit: the backend is not at fault.
+                    body_too_large(&core, &rule.route);
+                    return local(
+                        done,
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        "the request body is larger than this route accepts",
+                    );
+                }
+                None => {
+                    // The endpoint is blamed when it had its full time: its per-try timeout, or
+                    // (without one) the whole request timeout of a first attempt.
+                    let had_its_time = match rule.timeouts.backend_request {
+                        Some(b) => attempt_started.elapsed() >= b,
+                        None => retries == 0,
+                    };
+                    if had_its_time {
+                        backend.failure(index);
+                    }
+                    upstream_error(&core, &rule.route, "timeout");
+                    debug!(route = %rule.route, endpoint = %authority, "backend timed out");
+                    if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                        return failure_response(done, Failure::Timeout);
+                    }
+                    Failure::Timeout
+                }
+                Some(Err((f, e, unsent))) => {
+                    if let Some(unsent) = unsent {
+                        parts.headers = unsent.into_parts().0.headers;
+                        headers_back = true;
+                    }
+                    backend.failure(index);
+                    upstream_error(&core, &rule.route, failure_reason(f));
+                    debug!(route = %rule.route, endpoint = %authority, error = %e, failure = ?f, "attempt to the backend failed");
+                    f
+                }
+                Some(Ok(resp)) => {
+                    let status = resp.status();
+                    if matches!(status.as_u16(), 502..=504) {
+                        backend.failure(index);
+                    } else {
+                        backend.success(index);
+                    }
+                    if retry.codes.contains(&status.as_u16())
+                        && retries < retry.attempts
+                        && body.replayable()
+                    {
+                        // The budget is asked before the response is let go: refused, it is the
+                        // answer. The retry before this one (if any) is over: its place is free.
+                        drop(retrying.take());
+                        if let Some(r) = backend.try_retry() {
+                            retrying = Some(r);
+                            drop(resp);
+                            drop(in_flight);
+                            retries += 1;
+                            sleep_before_retry(retry.backoff, retries, deadline).await;
+                            continue;
+                        }
+                        debug!(route = %rule.route, backend = %backend.def.label, "retry refused: over the retry budget");
+                    }
+                    let body_deadline = match (deadline, rule.timeouts.backend_request) {
+                        (Some(d), Some(b)) => Some(d.min(attempt_started + b)),
+                        (d, None) => d,
+                        (None, Some(b)) => Some(attempt_started + b),
+                    };
+                    let (mut rparts, rbody) = resp.into_parts();
+                    forwarded::strip_hop_by_hop(&mut rparts.headers);
+                    if let Some(m) = &rule.response_headers {
+                        m.apply(&mut rparts.headers);
+                    }
+                    if let Some(m) = backend_response_headers {
+                        m.apply(&mut rparts.headers);
+                    }
+                    done.status = status.as_u16();
+                    done.upstream = Some(in_flight);
+                    done.body = Some(state.clone());
+                    return Response::from_parts(
+                        rparts,
+                        ResponseBody::upstream(rbody, body_deadline, done),
+                    );
+                }
+            };
+            drop(in_flight);
+            // Headers an attempt took and did not give back cannot go with another.
+            let may_retry = retries < retry.attempts
+                && body.replayable()
+                && (!headers_taken || headers_back)
+                && failure.retryable(retry.after_send, &parts.method, body_sent.get());
+            if !may_retry {
                 return failure_response(done, failure);
             }
+            drop(retrying.take());
+            match backend.try_retry() {
+                Some(r) => retrying = Some(r),
+                None => {
+                    debug!(route = %rule.route, backend = %backend.def.label, "retry refused: over the retry budget");
+                    return failure_response(done, failure);
+                }
+            }
+            retries += 1;
+            sleep_before_retry(retry.backoff, retries, deadline).await;
         }
-        retries += 1;
-        sleep_before_retry(retry.backoff, retries, deadline).await;
     }
 }
 

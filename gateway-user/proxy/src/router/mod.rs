@@ -4,6 +4,7 @@
 //!
 //! The route table is loaded once per request: a request that started on one revision ends on
 //! it, whatever is swapped in meanwhile.
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -124,360 +125,369 @@ pub(crate) fn upstream_error(core: &Core, route: &Arc<str>, reason: &'static str
 /// 401, 413, 408...) may have left its body unread, so that nothing after it on the
 /// connection can be read as a request: the answer says `Connection: close` (RFC 9112
 /// section 9.6), and hyper closes the connection after it.
-pub async fn handle(
+#[allow(clippy::manual_async_fn)] // the future's size: see `forward::forward`
+pub fn handle(
     core: Arc<Core>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
-) -> Response<ResponseBody> {
-    let http1 = req.version() < Version::HTTP_2;
-    let with_body = !req.body().is_end_stream();
-    let mut resp = answer(core, conn, ClientBody::of(req)).await;
-    if http1 && with_body && resp.extensions().get::<LocalAnswer>().is_some() {
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    resp
-}
-
-async fn answer(
-    core: Arc<Core>,
-    conn: Arc<ConnInfo>,
-    req: Request<ClientBody>,
-) -> Response<ResponseBody> {
-    let started = Instant::now();
-    let guard = ConnGuard::new(conn.state.clone());
-    // One load per request: this request sees one revision, start to end.
-    let active = core.state.load_full();
-    let client = if conn.hop.trusted {
-        forwarded::client_ip(conn.hop.ip, req.headers(), &core.config.trusted_proxies)
-    } else {
-        conn.hop.ip
-    };
-    let (host_raw, host) = request_host(&req);
-    let mut done = Completion {
-        core: core.clone(),
-        route: core.no_route.clone(),
-        method: req.method().clone(),
-        status: 0,
-        started,
-        upstream: None,
-        client,
-        host,
-        path: req.uri().path().to_owned(),
-        reason: "-",
-        grpc: super::grpc::is_grpc(req.headers()),
-        ratelimit: "-",
-        ratelimit_policy: None,
-        consumer: None,
-        body: None,
-        _conn: guard,
-    };
-
-    if let Some(why) = super::host::host_problem(&req) {
+) -> impl Future<Output = Response<ResponseBody>> + Send {
+    async move {
         let http1 = req.version() < Version::HTTP_2;
-        let mut response = local(done, StatusCode::BAD_REQUEST, "bad_request", why);
-        if http1 {
-            // As for hyper's own 400s: whatever follows a request this wrong is not read.
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        return response;
-    }
-    if let Some(tls) = &conn.tls {
-        if !tls.covers(&done.host) {
-            return local(
-                done,
-                StatusCode::MISDIRECTED_REQUEST,
-                "misdirected",
-                "this host is not served by the TLS server name this connection was opened for",
-            );
-        }
-    }
-    // What the proxy answers itself, before routing. CONNECT asks for a tunnel, which a
-    // reverse proxy does not open (RFC 9110 section 9.3.6): 405 with `Allow`, and the
-    // connection closed (tunnel bytes may follow the head).
-    let mut req = req;
-    if req.method() == Method::CONNECT {
-        let http1 = req.version() < Version::HTTP_2;
-        let mut resp = local(
-            done,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "CONNECT is not served: this gateway forwards requests, it opens no tunnels",
-        );
-        resp.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
-        if http1 {
+        let with_body = !req.body().is_end_stream();
+        let mut resp = answer(core, conn, ClientBody::of(req)).await;
+        if http1 && with_body && resp.extensions().get::<LocalAnswer>().is_some() {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        return resp;
-    }
-    // The asterisk form is for a server-wide OPTIONS only (RFC 9112 section 3.2.4; other
-    // methods with it get 400 below, as any path not starting with `/`).
-    if req.method() == Method::OPTIONS && req.uri().path() == "*" {
-        return options_answer(done);
-    }
-    // Max-Forwards (RFC 9110 section 7.6.2): on TRACE and OPTIONS, 0 makes the proxy the final
-    // recipient; another value is decremented on the way to the backend.
-    if matches!(*req.method(), Method::OPTIONS | Method::TRACE) {
-        match max_forwards(req.headers()) {
-            Some(0) if req.method() == Method::OPTIONS => return options_answer(done),
-            Some(0) => return trace_answer(done, &req),
-            Some(n) => {
-                req.headers_mut()
-                    .insert(header::MAX_FORWARDS, HeaderValue::from(n - 1));
-            }
-            None => {}
-        }
-    }
-    let query = req.uri().query().map(str::to_owned);
-    let decision = decide(
-        &active.table,
-        &RequestParts {
-            port: conn.port,
-            host: &done.host,
-            path: req.uri().path(),
-            method: req.method(),
-            headers: req.headers(),
-            query: query.as_deref(),
-        },
-    );
-    let (path, candidate) = match decision {
-        Decision::BadPath(e) => {
-            return local(done, StatusCode::BAD_REQUEST, "bad_path", e.as_str())
-        }
-        Decision::Routed {
-            path, candidate, ..
-        } => (path, candidate),
-        Decision::NoListener { path }
-        | Decision::NoListenerForHost { path }
-        | Decision::NoRoute { path, .. } => {
-            done.path = path;
-            return local(
-                done,
-                StatusCode::NOT_FOUND,
-                "no_route",
-                "no route matches this request",
-            );
-        }
-    };
-    done.path = path.clone();
-    let rule: Arc<Rule> = candidate.rule.clone();
-    let prefix = candidate.prefix().map(str::to_owned);
-    done.route = rule.route.clone();
-    // A rule the revision could not serve as written (no backendRefs; a policy meant to
-    // guard the route was left out) answers 500, before anything else is done for it.
-    if let Some(f) = &rule.failure {
-        upstream_error(&core, &rule.route, f.reason);
-        return local(
-            done,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            f.reason,
-            &f.message,
-        );
-    }
-
-    // CORS: a preflight is answered here, before authentication (browsers send preflights
-    // without credentials); the CORS headers of an allowed origin go on every response of
-    // the rule from here on, errors included, so that the page can read why it failed.
-    let cors_origin = match (&rule.cors, req.headers().get(header::ORIGIN)) {
-        (Some(cors), Some(origin)) => cors.allows(origin).then(|| (cors.clone(), origin.clone())),
-        _ => None,
-    };
-    if rule.cors.is_some() && cors::is_preflight(req.method(), req.headers()) {
-        return match &cors_origin {
-            Some((cors, origin)) => {
-                done.status = StatusCode::OK.as_u16();
-                done.reason = "cors_preflight";
-                let mut resp = Response::new(ResponseBody::full(Bytes::new(), done));
-                *resp.headers_mut() = cors.preflight(origin, req.headers());
-                resp.extensions_mut().insert(LocalAnswer);
-                resp
-            }
-            None => local(
-                done,
-                StatusCode::FORBIDDEN,
-                "cors_origin",
-                "this origin is not allowed by the route's CORS filter",
-            ),
-        };
-    }
-    let with_cors = |mut resp: Response<ResponseBody>| {
-        if let Some((cors, origin)) = &cors_origin {
-            cors.respond(origin, resp.headers_mut());
-        }
         resp
-    };
+    }
+}
 
-    // Authentication: first, so that nothing (not even a rate limit bucket) is spent on a
-    // request without valid credentials. A consumer header from the client is never
-    // believed.
-    req.headers_mut().remove(auth::CONSUMER_HEADER);
-    if let Some(a) = rule.auth {
-        if let Some(def) = active.table.policy.auth.get(a) {
-            // Claim headers are only ever the gateway's.
-            for h in auth::owned_headers(def) {
-                req.headers_mut().remove(h);
+/// (A function returning an `async` block: see [`forward::forward`].)
+#[allow(clippy::manual_async_fn)] // the future's size: see `forward::forward`
+fn answer(
+    core: Arc<Core>,
+    conn: Arc<ConnInfo>,
+    mut req: Request<ClientBody>,
+) -> impl Future<Output = Response<ResponseBody>> + Send {
+    async move {
+        let started = Instant::now();
+        let guard = ConnGuard::new(conn.state.clone());
+        // One load per request: this request sees one revision, start to end.
+        let active = core.state.load_full();
+        let client = if conn.hop.trusted {
+            forwarded::client_ip(conn.hop.ip, req.headers(), &core.config.trusted_proxies)
+        } else {
+            conn.hop.ip
+        };
+        let (host_raw, host) = request_host(&req);
+        let mut done = Completion {
+            core: core.clone(),
+            route: core.no_route.clone(),
+            method: req.method().clone(),
+            status: 0,
+            started,
+            upstream: None,
+            client,
+            host,
+            path: req.uri().path().to_owned(),
+            reason: "-",
+            grpc: super::grpc::is_grpc(req.headers()),
+            ratelimit: "-",
+            ratelimit_policy: None,
+            consumer: None,
+            body: None,
+            _conn: guard,
+        };
+
+        if let Some(why) = super::host::host_problem(&req) {
+            let http1 = req.version() < Version::HTTP_2;
+            let mut response = local(done, StatusCode::BAD_REQUEST, "bad_request", why);
+            if http1 {
+                // As for hyper's own 400s: whatever follows a request this wrong is not read.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return response;
+        }
+        if let Some(tls) = &conn.tls {
+            if !tls.covers(&done.host) {
+                return local(
+                    done,
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "misdirected",
+                    "this host is not served by the TLS server name this connection was opened for",
+                );
             }
         }
-        let (Some(def), Some(rt)) = (active.table.policy.auth.get(a), active.auth.get(a)) else {
-            // Cannot happen (one runtime per policy); never let such a request through.
+        // What the proxy answers itself, before routing. CONNECT asks for a tunnel, which a
+        // reverse proxy does not open (RFC 9110 section 9.3.6): 405 with `Allow`, and the
+        // connection closed (tunnel bytes may follow the head).
+        if req.method() == Method::CONNECT {
+            let http1 = req.version() < Version::HTTP_2;
+            let mut resp = local(
+                done,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "CONNECT is not served: this gateway forwards requests, it opens no tunnels",
+            );
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+            if http1 {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return resp;
+        }
+        // The asterisk form is for a server-wide OPTIONS only (RFC 9112 section 3.2.4; other
+        // methods with it get 400 below, as any path not starting with `/`).
+        if req.method() == Method::OPTIONS && req.uri().path() == "*" {
+            return options_answer(done);
+        }
+        // Max-Forwards (RFC 9110 section 7.6.2): on TRACE and OPTIONS, 0 makes the proxy the final
+        // recipient; another value is decremented on the way to the backend.
+        if matches!(*req.method(), Method::OPTIONS | Method::TRACE) {
+            match max_forwards(req.headers()) {
+                Some(0) if req.method() == Method::OPTIONS => return options_answer(done),
+                Some(0) => return trace_answer(done, &req),
+                Some(n) => {
+                    req.headers_mut()
+                        .insert(header::MAX_FORWARDS, HeaderValue::from(n - 1));
+                }
+                None => {}
+            }
+        }
+        let query = req.uri().query().map(str::to_owned);
+        let decision = decide(
+            &active.table,
+            &RequestParts {
+                port: conn.port,
+                host: &done.host,
+                path: req.uri().path(),
+                method: req.method(),
+                headers: req.headers(),
+                query: query.as_deref(),
+            },
+        );
+        let (path, candidate) = match decision {
+            Decision::BadPath(e) => {
+                return local(done, StatusCode::BAD_REQUEST, "bad_path", e.as_str())
+            }
+            Decision::Routed {
+                path, candidate, ..
+            } => (path, candidate),
+            Decision::NoListener { path }
+            | Decision::NoListenerForHost { path }
+            | Decision::NoRoute { path, .. } => {
+                done.path = path;
+                return local(
+                    done,
+                    StatusCode::NOT_FOUND,
+                    "no_route",
+                    "no route matches this request",
+                );
+            }
+        };
+        done.path = path.clone();
+        let rule: Arc<Rule> = candidate.rule.clone();
+        let prefix = candidate.prefix().map(str::to_owned);
+        done.route = rule.route.clone();
+        // A rule the revision could not serve as written (no backendRefs; a policy meant to
+        // guard the route was left out) answers 500, before anything else is done for it.
+        if let Some(f) = &rule.failure {
+            upstream_error(&core, &rule.route, f.reason);
             return local(
                 done,
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "auth_unavailable",
-                "the credentials of this route are not loaded",
+                f.reason,
+                &f.message,
             );
-        };
-        let req_auth = auth::Request {
-            headers: req.headers(),
-            query: query.as_deref(),
-            client_certificate: conn
-                .tls
-                .as_ref()
-                .and_then(|t| t.client_certificate.as_deref()),
-        };
-        let outcome = auth::authenticate(rt, &req_auth).await.and_then(|ok| {
-            if auth::allowed(def, &ok.consumer) {
-                Ok(ok)
-            } else {
-                Err(auth::Failure::Forbidden)
+        }
+
+        // CORS: a preflight is answered here, before authentication (browsers send preflights
+        // without credentials); the CORS headers of an allowed origin go on every response of
+        // the rule from here on, errors included, so that the page can read why it failed.
+        let cors_origin = match (&rule.cors, req.headers().get(header::ORIGIN)) {
+            (Some(cors), Some(origin)) => {
+                cors.allows(origin).then(|| (cors.clone(), origin.clone()))
             }
-        });
-        match outcome {
-            Ok(ok) => {
-                if let Ok(v) = HeaderValue::from_str(&ok.consumer) {
-                    req.headers_mut()
-                        .insert(HeaderName::from_static(auth::CONSUMER_HEADER), v);
+            _ => None,
+        };
+        if rule.cors.is_some() && cors::is_preflight(req.method(), req.headers()) {
+            return match &cors_origin {
+                Some((cors, origin)) => {
+                    done.status = StatusCode::OK.as_u16();
+                    done.reason = "cors_preflight";
+                    let mut resp = Response::new(ResponseBody::full(Bytes::new(), done));
+                    *resp.headers_mut() = cors.preflight(origin, req.headers());
+                    resp.extensions_mut().insert(LocalAnswer);
+                    resp
                 }
-                for (h, v) in ok.headers {
-                    req.headers_mut().insert(h, v);
-                }
-                done.consumer = Some(ok.consumer);
+                None => local(
+                    done,
+                    StatusCode::FORBIDDEN,
+                    "cors_origin",
+                    "this origin is not allowed by the route's CORS filter",
+                ),
+            };
+        }
+        let with_cors = |mut resp: Response<ResponseBody>| {
+            if let Some((cors, origin)) = &cors_origin {
+                cors.respond(origin, resp.headers_mut());
             }
-            Err(failure) => {
-                core.metrics
-                    .auth_failures
-                    .get_or_create(&AuthFailureLabels {
-                        route: rule.route.to_string(),
-                        reason: failure.reason(),
-                    })
-                    .inc();
-                let (status, reason, message) = match failure {
-                    auth::Failure::Missing => (
-                        StatusCode::UNAUTHORIZED,
-                        "auth_missing",
-                        "this route needs credentials",
-                    ),
-                    auth::Failure::Invalid => (
-                        StatusCode::UNAUTHORIZED,
-                        "auth_invalid",
-                        "the credentials are not valid",
-                    ),
-                    auth::Failure::Token(t) => {
-                        (StatusCode::UNAUTHORIZED, "auth_invalid", t.description())
+            resp
+        };
+
+        // Authentication: first, so that nothing (not even a rate limit bucket) is spent on a
+        // request without valid credentials. A consumer header from the client is never
+        // believed.
+        req.headers_mut().remove(auth::CONSUMER_HEADER);
+        if let Some(a) = rule.auth {
+            if let Some(def) = active.table.policy.auth.get(a) {
+                // Claim headers are only ever the gateway's.
+                for h in auth::owned_headers(def) {
+                    req.headers_mut().remove(h);
+                }
+            }
+            let (Some(def), Some(rt)) = (active.table.policy.auth.get(a), active.auth.get(a))
+            else {
+                // Cannot happen (one runtime per policy); never let such a request through.
+                return local(
+                    done,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "auth_unavailable",
+                    "the credentials of this route are not loaded",
+                );
+            };
+            let req_auth = auth::Request {
+                headers: req.headers(),
+                query: query.as_deref(),
+                client_certificate: conn
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.client_certificate.as_deref()),
+            };
+            let outcome = auth::authenticate(rt, &req_auth).await.and_then(|ok| {
+                if auth::allowed(def, &ok.consumer) {
+                    Ok(ok)
+                } else {
+                    Err(auth::Failure::Forbidden)
+                }
+            });
+            match outcome {
+                Ok(ok) => {
+                    if let Ok(v) = HeaderValue::from_str(&ok.consumer) {
+                        req.headers_mut()
+                            .insert(HeaderName::from_static(auth::CONSUMER_HEADER), v);
                     }
-                    auth::Failure::Busy => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "auth_busy",
-                        "too many password checks at once; retry shortly",
-                    ),
-                    auth::Failure::Forbidden => (
-                        StatusCode::FORBIDDEN,
-                        "auth_forbidden",
-                        "this consumer is not allowed on this route",
-                    ),
-                };
-                if failure == auth::Failure::Busy {
-                    // Not the client's failure: its credentials were not judged. No ban
-                    // count, no challenge (a browser would ask for the password again).
-                    let mut resp = local(done, status, reason, message);
-                    resp.headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                    return resp;
+                    for (h, v) in ok.headers {
+                        req.headers_mut().insert(h, v);
+                    }
+                    done.consumer = Some(ok.consumer);
                 }
+                Err(failure) => {
+                    core.metrics
+                        .auth_failures
+                        .get_or_create(&AuthFailureLabels {
+                            route: rule.route.to_string(),
+                            reason: failure.reason(),
+                        })
+                        .inc();
+                    let (status, reason, message) = match failure {
+                        auth::Failure::Missing => (
+                            StatusCode::UNAUTHORIZED,
+                            "auth_missing",
+                            "this route needs credentials",
+                        ),
+                        auth::Failure::Invalid => (
+                            StatusCode::UNAUTHORIZED,
+                            "auth_invalid",
+                            "the credentials are not valid",
+                        ),
+                        auth::Failure::Token(t) => {
+                            (StatusCode::UNAUTHORIZED, "auth_invalid", t.description())
+                        }
+                        auth::Failure::Busy => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "auth_busy",
+                            "too many password checks at once; retry shortly",
+                        ),
+                        auth::Failure::Forbidden => (
+                            StatusCode::FORBIDDEN,
+                            "auth_forbidden",
+                            "this consumer is not allowed on this route",
+                        ),
+                    };
+                    if failure == auth::Failure::Busy {
+                        // Not the client's failure: its credentials were not judged. No ban
+                        // count, no challenge (a browser would ask for the password again).
+                        let mut resp = local(done, status, reason, message);
+                        resp.headers_mut()
+                            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                        return resp;
+                    }
+                    core.abuse.fail(
+                        &active.table.policy.bans,
+                        BanKind::Auth,
+                        &def.policy,
+                        &rule.route,
+                        client,
+                    );
+                    if status == StatusCode::FORBIDDEN {
+                        return with_cors(local(done, status, reason, message));
+                    }
+                    let mut resp = local(done, status, reason, message);
+                    for c in auth::challenges(rt, &rule.route, failure) {
+                        if let Ok(v) = HeaderValue::from_str(&c) {
+                            resp.headers_mut().append(header::WWW_AUTHENTICATE, v);
+                        }
+                    }
+                    return with_cors(resp);
+                }
+            }
+        }
+
+        // Rate limits: before anything else is done for the request.
+        let mut limit_header = None;
+        if !rule.rate_limits.limits.is_empty() {
+            let defs = &active.table.policy.rate_limits;
+            let outcome = limit::evaluate(
+                defs,
+                &active.limiters,
+                &rule.rate_limits,
+                client,
+                req.headers(),
+                done.consumer.as_deref(),
+            );
+            done.ratelimit = "ok";
+            for &i in &outcome.shadow_refused {
+                ratelimited(&core, &rule.route, &defs[i].policy);
+                done.ratelimit = "shadow";
+                done.ratelimit_policy = Some(defs[i].policy.clone());
+            }
+            if let Some((i, retry_after)) = outcome.refused {
+                let def = &defs[i];
+                ratelimited(&core, &rule.route, &def.policy);
                 core.abuse.fail(
                     &active.table.policy.bans,
-                    BanKind::Auth,
+                    BanKind::Ratelimit,
                     &def.policy,
                     &rule.route,
                     client,
                 );
-                if status == StatusCode::FORBIDDEN {
-                    return with_cors(local(done, status, reason, message));
-                }
-                let mut resp = local(done, status, reason, message);
-                for c in auth::challenges(rt, &rule.route, failure) {
-                    if let Ok(v) = HeaderValue::from_str(&c) {
-                        resp.headers_mut().append(header::WWW_AUTHENTICATE, v);
-                    }
-                }
+                done.ratelimit = "refused";
+                done.ratelimit_policy = Some(def.policy.clone());
+                let wait = limit::ceil_secs(retry_after).max(1);
+                let message = format!(
+                    "over the rate limit \"{}\" of RateLimitPolicy {}; retry in {wait}s",
+                    def.name, def.policy
+                );
+                let mut resp = local(done, StatusCode::TOO_MANY_REQUESTS, "ratelimited", &message);
+                let h = resp.headers_mut();
+                h.insert(header::RETRY_AFTER, HeaderValue::from(wait));
+                limit_headers(h, &rule, outcome.header);
                 return with_cors(resp);
             }
+            limit_header = outcome.header;
         }
+        let mut resp = routed(
+            core,
+            conn,
+            active,
+            done,
+            rule.clone(),
+            req,
+            prefix,
+            path,
+            query,
+            host_raw,
+            started,
+        )
+        .await;
+        limit_headers(resp.headers_mut(), &rule, limit_header);
+        with_cors(resp)
     }
-
-    // Rate limits: before anything else is done for the request.
-    let mut limit_header = None;
-    if !rule.rate_limits.limits.is_empty() {
-        let defs = &active.table.policy.rate_limits;
-        let outcome = limit::evaluate(
-            defs,
-            &active.limiters,
-            &rule.rate_limits,
-            client,
-            req.headers(),
-            done.consumer.as_deref(),
-        );
-        done.ratelimit = "ok";
-        for &i in &outcome.shadow_refused {
-            ratelimited(&core, &rule.route, &defs[i].policy);
-            done.ratelimit = "shadow";
-            done.ratelimit_policy = Some(defs[i].policy.clone());
-        }
-        if let Some((i, retry_after)) = outcome.refused {
-            let def = &defs[i];
-            ratelimited(&core, &rule.route, &def.policy);
-            core.abuse.fail(
-                &active.table.policy.bans,
-                BanKind::Ratelimit,
-                &def.policy,
-                &rule.route,
-                client,
-            );
-            done.ratelimit = "refused";
-            done.ratelimit_policy = Some(def.policy.clone());
-            let wait = limit::ceil_secs(retry_after).max(1);
-            let message = format!(
-                "over the rate limit \"{}\" of RateLimitPolicy {}; retry in {wait}s",
-                def.name, def.policy
-            );
-            let mut resp = local(done, StatusCode::TOO_MANY_REQUESTS, "ratelimited", &message);
-            let h = resp.headers_mut();
-            h.insert(header::RETRY_AFTER, HeaderValue::from(wait));
-            limit_headers(h, &rule, outcome.header);
-            return with_cors(resp);
-        }
-        limit_header = outcome.header;
-    }
-    let mut resp = routed(
-        core,
-        conn,
-        active,
-        done,
-        rule.clone(),
-        req,
-        prefix,
-        path,
-        query,
-        host_raw,
-        started,
-    )
-    .await;
-    limit_headers(resp.headers_mut(), &rule, limit_header);
-    with_cors(resp)
 }
 
 /// The `RateLimit-Policy` and `RateLimit` headers of a limited route's response.
@@ -502,8 +512,10 @@ fn ratelimited(core: &Core, route: &Arc<str>, policy: &Arc<str>) {
 }
 
 /// The rest of a routed request: redirect, or forward to a backend.
+/// (A function returning an `async` block: see [`forward::forward`].)
 #[allow(clippy::too_many_arguments)]
-async fn routed(
+#[allow(clippy::manual_async_fn)] // the future's size: see `forward::forward`
+fn routed(
     core: Arc<Core>,
     conn: Arc<ConnInfo>,
     active: Arc<Active>,
@@ -515,194 +527,199 @@ async fn routed(
     query: Option<String>,
     host_raw: Option<HeaderValue>,
     started: Instant,
-) -> Response<ResponseBody> {
-    if let Some(r) = &rule.redirect {
-        let location = redirect_location(
-            r,
-            &done.host,
-            &path,
-            prefix.as_deref(),
-            query.as_deref(),
-            conn.port,
+) -> impl Future<Output = Response<ResponseBody>> + Send {
+    async move {
+        if let Some(r) = &rule.redirect {
+            let location = redirect_location(
+                r,
+                &done.host,
+                &path,
+                prefix.as_deref(),
+                query.as_deref(),
+                conn.port,
+                if conn.tls.is_some() { "https" } else { "http" },
+            );
+            done.status = r.status.as_u16();
+            done.reason = "redirect";
+            let mut resp = Response::new(ResponseBody::full(Bytes::new(), done));
+            *resp.status_mut() = r.status;
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            if let Some(m) = &rule.response_headers {
+                m.apply(resp.headers_mut());
+            }
+            resp.extensions_mut().insert(LocalAnswer);
+            return resp;
+        }
+
+        let total = rule.total_weight();
+        let Some(picked) = (total > 0)
+            .then(|| rule.pick(fastrand::u64(..total)))
+            .flatten()
+        else {
+            // Either every weight is 0, or the roll fell in the share of backendRefs that did not
+            // resolve: the Gateway API answers 500 for both.
+            let (reason, message) = if rule.unresolved_weight > 0 {
+                (
+                    "unresolved_backend",
+                    "the backend this request was sent to is not in the revision",
+                )
+            } else {
+                ("no_backend", "every backend of this route has weight 0")
+            };
+            upstream_error(&core, &rule.route, reason);
+            return local(done, StatusCode::INTERNAL_SERVER_ERROR, reason, message);
+        };
+        let backend_index = picked.backend;
+        let backend_filters = picked.filters.clone();
+        let Some(backend) = active.backends.get(backend_index).cloned() else {
+            upstream_error(&core, &rule.route, "no_backend");
+            return local(
+                done,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no_backend",
+                "the route's backend is missing",
+            );
+        };
+
+        // An upgrade (WebSocket) is passed on to HTTP/1.1 backends only (a gRPC rule speaks
+        // HTTP/2 to its backends).
+        let upgrade_to = if backend.def.protocol == BackendProtocol::Http1 && !rule.grpc {
+            super::upgrade::requested(&req)
+        } else {
+            None
+        };
+        // The request for the backend.
+        let (mut parts, body) = req.into_parts();
+        forwarded::strip_hop_by_hop(&mut parts.headers);
+        if rule.grpc {
+            // The one TE value HTTP/2 allows, which gRPC servers expect (it says the client
+            // reads trailers, where the call's status is): hop-by-hop, so set on this hop.
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        if let Some(m) = &rule.request_headers {
+            m.apply(&mut parts.headers);
+        }
+        // The backendRef's own filters come after the rule's.
+        if let Some(m) = backend_filters
+            .as_ref()
+            .and_then(|f| f.request_headers.as_ref())
+        {
+            m.apply(&mut parts.headers);
+        }
+        forwarded::set_forwarded(
+            &mut parts.headers,
+            &conn.hop,
+            host_raw.as_ref(),
             if conn.tls.is_some() { "https" } else { "http" },
         );
-        done.status = r.status.as_u16();
-        done.reason = "redirect";
-        let mut resp = Response::new(ResponseBody::full(Bytes::new(), done));
-        *resp.status_mut() = r.status;
-        if let Ok(v) = HeaderValue::from_str(&location) {
-            resp.headers_mut().insert(header::LOCATION, v);
-        }
-        if let Some(m) = &rule.response_headers {
-            m.apply(resp.headers_mut());
-        }
-        resp.extensions_mut().insert(LocalAnswer);
-        return resp;
-    }
-
-    let total = rule.total_weight();
-    let Some(picked) = (total > 0)
-        .then(|| rule.pick(fastrand::u64(..total)))
-        .flatten()
-    else {
-        // Either every weight is 0, or the roll fell in the share of backendRefs that did not
-        // resolve: the Gateway API answers 500 for both.
-        let (reason, message) = if rule.unresolved_weight > 0 {
-            (
-                "unresolved_backend",
-                "the backend this request was sent to is not in the revision",
-            )
-        } else {
-            ("no_backend", "every backend of this route has weight 0")
+        forwarded::add_via(&mut parts.headers, parts.version);
+        let host_header = match rule.rewrite.as_ref().and_then(|r| r.hostname.clone()) {
+            Some(h) => Some(h),
+            None => host_raw,
         };
-        upstream_error(&core, &rule.route, reason);
-        return local(done, StatusCode::INTERNAL_SERVER_ERROR, reason, message);
-    };
-    let backend_index = picked.backend;
-    let backend_filters = picked.filters.clone();
-    let Some(backend) = active.backends.get(backend_index).cloned() else {
-        upstream_error(&core, &rule.route, "no_backend");
-        return local(
-            done,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "no_backend",
-            "the route's backend is missing",
-        );
-    };
-
-    // An upgrade (WebSocket) is passed on to HTTP/1.1 backends only (a gRPC rule speaks
-    // HTTP/2 to its backends).
-    let upgrade_to = if backend.def.protocol == BackendProtocol::Http1 && !rule.grpc {
-        super::upgrade::requested(&req)
-    } else {
-        None
-    };
-    // The request for the backend.
-    let (mut parts, body) = req.into_parts();
-    forwarded::strip_hop_by_hop(&mut parts.headers);
-    if rule.grpc {
-        // The one TE value HTTP/2 allows, which gRPC servers expect (it says the client
-        // reads trailers, where the call's status is): hop-by-hop, so set on this hop.
-        parts
-            .headers
-            .insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-    if let Some(m) = &rule.request_headers {
-        m.apply(&mut parts.headers);
-    }
-    // The backendRef's own filters come after the rule's.
-    if let Some(m) = backend_filters
-        .as_ref()
-        .and_then(|f| f.request_headers.as_ref())
-    {
-        m.apply(&mut parts.headers);
-    }
-    forwarded::set_forwarded(
-        &mut parts.headers,
-        &conn.hop,
-        host_raw.as_ref(),
-        if conn.tls.is_some() { "https" } else { "http" },
-    );
-    forwarded::add_via(&mut parts.headers, parts.version);
-    let host_header = match rule.rewrite.as_ref().and_then(|r| r.hostname.clone()) {
-        Some(h) => Some(h),
-        None => host_raw,
-    };
-    match host_header {
-        Some(h) => {
-            parts.headers.insert(header::HOST, h);
+        match host_header {
+            Some(h) => {
+                parts.headers.insert(header::HOST, h);
+            }
+            None => {
+                parts.headers.remove(header::HOST);
+            }
         }
-        None => {
-            parts.headers.remove(header::HOST);
-        }
-    }
-    let new_path = match rule.rewrite.as_ref().and_then(|r| r.path.as_ref()) {
-        Some(m) => m.apply(&path, prefix.as_deref()),
-        None => path.clone(),
-    };
-    let path_and_query = match &query {
-        Some(q) => format!("{new_path}?{q}"),
-        None => new_path,
-    };
-    let deadline = rule
-        .timeouts
-        .request
-        .map(|d| tokio::time::Instant::from_std(started) + d);
+        let new_path = match rule.rewrite.as_ref().and_then(|r| r.path.as_ref()) {
+            Some(m) => m.apply(&path, prefix.as_deref()),
+            None => path.clone(),
+        };
+        let path_and_query = match &query {
+            Some(q) => format!("{new_path}?{q}"),
+            None => new_path,
+        };
+        let deadline = rule
+            .timeouts
+            .request
+            .map(|d| tokio::time::Instant::from_std(started) + d);
 
-    // The body size limit: a declared length over it is refused before any backend is
-    // contacted; a streamed body is cut off when it grows past it.
-    let max_body = rule
-        .max_request_body
-        .unwrap_or(core.limits.max_request_body);
-    if body.size_hint().lower() > max_body {
-        body_too_large(&core, &rule.route);
-        return local(
-            done,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            "the request body is larger than this route accepts",
-        );
-    }
-    if let Some(protocols) = upgrade_to {
-        let tls = active.backend_tls.get(backend_index).cloned().flatten();
-        // Boxed, as the HTTP/2 backend's send is: an upgrade's state (about 7 KB) stays out
-        // of every other request's future.
-        return Box::pin(super::upgrade::forward(
+        // The body size limit: a declared length over it is refused before any backend is
+        // contacted; a streamed body is cut off when it grows past it.
+        let max_body = rule
+            .max_request_body
+            .unwrap_or(core.limits.max_request_body);
+        if body.size_hint().lower() > max_body {
+            body_too_large(&core, &rule.route);
+            return local(
+                done,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body is larger than this route accepts",
+            );
+        }
+        if let Some(protocols) = upgrade_to {
+            let tls = active.backend_tls.get(backend_index).cloned().flatten();
+            // Boxed, as the HTTP/2 backend's send is: an upgrade's state (about 7 KB) stays out
+            // of every other request's future.
+            return Box::pin(super::upgrade::forward(
+                core,
+                conn,
+                done,
+                rule,
+                backend,
+                tls,
+                parts,
+                body,
+                &path_and_query,
+                protocols,
+                max_body,
+                deadline,
+            ))
+            .await;
+        }
+        let state = Arc::new(BodyState::default());
+        // A body that may be sent again (a retry) or copied (a mirror) is buffered, when small.
+        let mut body = match read_body(
+            &core,
+            body,
+            deadline,
+            rule.retry.attempts > 0 || !rule.mirrors.is_empty(),
+            max_body,
+            &state,
+        )
+        .await
+        {
+            Ok(b) => b,
+            Err((status, reason, message)) => return local(done, status, reason, message),
+        };
+        if !rule.mirrors.is_empty() {
+            let whole = match &body {
+                RequestBody::Replayable(b) => Some(b),
+                RequestBody::Stream(_) => None,
+            };
+            super::mirror::spawn_copies(&core, &active, &rule, &parts, &path_and_query, whole);
+        }
+
+        let tls_client = active
+            .backend_tls
+            .get(backend_index)
+            .and_then(Option::as_ref);
+        forward(
             core,
-            conn,
             done,
             rule,
             backend,
-            tls,
+            tls_client,
             parts,
-            body,
             &path_and_query,
-            protocols,
-            max_body,
+            &mut body,
             deadline,
-        ))
-        .await;
+            &state,
+            backend_filters
+                .as_ref()
+                .and_then(|f| f.response_headers.as_ref()),
+        )
+        .await
     }
-    let state = Arc::new(BodyState::default());
-    // A body that may be sent again (a retry) or copied (a mirror) is buffered, when small.
-    let mut body = match read_body(
-        &core,
-        body,
-        deadline,
-        rule.retry.attempts > 0 || !rule.mirrors.is_empty(),
-        max_body,
-        &state,
-    )
-    .await
-    {
-        Ok(b) => b,
-        Err((status, reason, message)) => return local(done, status, reason, message),
-    };
-    if !rule.mirrors.is_empty() {
-        let whole = match &body {
-            RequestBody::Replayable(b) => Some(b),
-            RequestBody::Stream(_) => None,
-        };
-        super::mirror::spawn_copies(&core, &active, &rule, &parts, &path_and_query, whole);
-    }
-
-    let tls_client = active.backend_tls.get(backend_index).cloned().flatten();
-    forward(
-        core,
-        done,
-        rule,
-        backend,
-        tls_client,
-        parts,
-        &path_and_query,
-        &mut body,
-        deadline,
-        &state,
-        backend_filters
-            .as_ref()
-            .and_then(|f| f.response_headers.as_ref()),
-    )
-    .await
 }
 
 /// Counts a request refused (or cut off) for a body over the route's limit.
