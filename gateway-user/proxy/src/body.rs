@@ -55,15 +55,16 @@ impl ResponseBody {
         }
     }
 
-    /// A backend's body, cut off at `deadline`.
+    /// A backend's body, cut off when `deadline` fires (the timer of the attempt that
+    /// brought it, already running).
     pub fn upstream(
         body: BackendBody,
-        deadline: Option<tokio::time::Instant>,
+        deadline: Option<Pin<Box<tokio::time::Sleep>>>,
         done: Completion,
     ) -> Self {
         ResponseBody {
             source: Source::Upstream(body),
-            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            deadline,
             sent: 0,
             done: Some(done),
         }

@@ -233,7 +233,11 @@ pub async fn forward(
         done.body = Some(state);
         return Response::from_parts(
             rparts,
-            ResponseBody::upstream(rbody.into(), attempt_deadline, done),
+            ResponseBody::upstream(
+                rbody.into(),
+                attempt_deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+                done,
+            ),
         );
     }
     let backend_upgrade = hyper::upgrade::on(&mut resp);

@@ -2,8 +2,8 @@
 //! counted at the backend, a request body sent again on a retry, no retry without the rule
 //! asking, a connection closed after the request was sent (retried only for an idempotent
 //! request of a rule with a retry stanza, else 503), connection failures retried on another
-//! endpoint (and how many times on a single dead one, then 503), and the per-attempt timeout
-//! (504; retried with a retry stanza).
+//! endpoint (and how many times on a single dead one, then 503), the per-attempt timeout
+//! (504; retried with a retry stanza), and a response body cut off at the deadline.
 mod harness;
 
 use std::net::Ipv4Addr;
@@ -256,4 +256,88 @@ async fn a_backend_slower_than_the_attempt_timeout_gets_a_504_and_the_retry_stan
     assert_eq!((r.status, r.backend()), (200, Some("app")), "{r:?}");
     assert_eq!(app.count(), 3);
     assert_eq!(upstream_errors(&gw, "default/retried", "timeout"), 1);
+}
+
+/// A backend that answers `200` with `Content-Length: 100` at once, then sends the body a byte
+/// every 50 ms (5 s in all).
+async fn dribbling_backend() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+                    .await;
+                for _ in 0..100 {
+                    if s.write_all(b"x").await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_response_body_slower_than_the_deadline_is_cut_off_at_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The deadline of the request timeout, then of the per-attempt timeout: both go on from
+    // the response head to its body.
+    for timeouts in ["{ request: 600ms }", "{ backendRequest: 600ms }"] {
+        let port = dribbling_backend().await;
+        let gw = Gateway::start(|p| {
+            documents(&[
+                &gateway(&[("http", p, None)]),
+                &backend("app", &[port], ""),
+                &route(
+                    "app",
+                    &format!(
+                        "  rules:\n    - backendRefs: [{}]\n      timeouts: {timeouts}\n",
+                        to("app")
+                    ),
+                ),
+            ])
+        })
+        .await;
+        let started = Instant::now();
+        let mut s = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, gw.port()))
+            .await
+            .unwrap();
+        s.write_all(b"GET /slow HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(4), s.read_to_end(&mut got)).await;
+        let took = started.elapsed();
+        let text = String::from_utf8_lossy(&got).to_string();
+        assert!(
+            read.is_ok(),
+            "{timeouts}: the response was not cut off: {text}"
+        );
+        assert!(text.starts_with("HTTP/1.1 200 "), "{timeouts}: {text}");
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        assert!(
+            !body.is_empty() && body.len() < 100,
+            "{timeouts}: {} bytes of the body: {text}",
+            body.len()
+        );
+        assert!(
+            took >= Duration::from_millis(550) && took < Duration::from_millis(2000),
+            "{timeouts}: cut off after {took:?}"
+        );
+    }
 }

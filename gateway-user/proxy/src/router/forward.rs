@@ -2,6 +2,7 @@
 //! again), the attempts with their timeouts and retries, and the answer when none succeeded.
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -250,14 +251,27 @@ pub(super) fn forward<'a>(
                     },
                 }
             };
-            let result = match attempt_deadline {
-                Some(d) => match tokio::time::timeout_at(d, sent).await {
-                    // A head that came as the timer fired is as late as none: which of the two
-                    // the runtime saw first must not decide the answer (a 500 where the deadline
-                    // says 504).
-                    Ok(_) if tokio::time::Instant::now() >= d => None,
-                    r => r.ok(),
-                },
+            // One timer for the attempt and, when its head comes in time, for its response
+            // body (the same instant): one timer entry per request, not two.
+            let mut timer = attempt_deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+            let result = match timer.as_mut() {
+                Some(timer) => {
+                    let mut sent = std::pin::pin!(sent);
+                    let outcome = std::future::poll_fn(|cx| {
+                        if let Poll::Ready(r) = sent.as_mut().poll(cx) {
+                            return Poll::Ready(Some(r));
+                        }
+                        timer.as_mut().poll(cx).map(|()| None)
+                    })
+                    .await;
+                    match outcome {
+                        // A head that came as the timer fired is as late as none: which of the
+                        // two the runtime saw first must not decide the answer (a 500 where the
+                        // deadline says 504).
+                        Some(_) if tokio::time::Instant::now() >= timer.deadline() => None,
+                        r => r,
+                    }
+                }
                 None => Some(sent.await),
             };
             // A response whose framing cannot be relayed is the backend's failure (502), as one
@@ -363,11 +377,6 @@ pub(super) fn forward<'a>(
                         }
                         debug!(route = %rule.route, backend = %backend.def.label, "retry refused: over the retry budget");
                     }
-                    let body_deadline = match (deadline, rule.timeouts.backend_request) {
-                        (Some(d), Some(b)) => Some(d.min(attempt_started + b)),
-                        (d, None) => d,
-                        (None, Some(b)) => Some(attempt_started + b),
-                    };
                     let (mut rparts, rbody) = resp.into_parts();
                     forwarded::strip_hop_by_hop(&mut rparts.headers);
                     if let Some(m) = &rule.response_headers {
@@ -381,7 +390,8 @@ pub(super) fn forward<'a>(
                     done.body = Some(state.clone());
                     return Response::from_parts(
                         rparts,
-                        ResponseBody::upstream(rbody, body_deadline, done),
+                        // The body is bound by the attempt's deadline: its timer goes on.
+                        ResponseBody::upstream(rbody, timer, done),
                     );
                 }
             };
