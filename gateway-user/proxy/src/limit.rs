@@ -468,7 +468,8 @@ pub fn evaluate(
 ) -> Outcome {
     let mut outcome = Outcome::default();
     let mut taken: Vec<(usize, Token)> = Vec::new();
-    let mut items: Vec<String> = Vec::new();
+    // The `RateLimit` header, written in one buffer (its items joined by ", ").
+    let mut header = String::new();
     for &i in &route.limits {
         let (Some(def), Some(limiter)) = (defs.get(i), limiters.get(i)) else {
             continue; // cannot happen: the proxy resolves one limiter per limit
@@ -477,7 +478,7 @@ pub fn evaluate(
         if verdict.allowed {
             taken.push((i, slot));
             if !def.shadow {
-                items.push(rate_limit_item(&def.name, verdict.remaining, verdict.reset));
+                push_rate_limit_item(&mut header, &def.name, verdict.remaining, verdict.reset);
             }
         } else if def.shadow {
             outcome.shadow_refused.push(i);
@@ -486,12 +487,13 @@ pub fn evaluate(
                 limiters[j].give_back(slot);
             }
             outcome.refused = Some((i, verdict.retry_after));
-            items = vec![rate_limit_item(&def.name, 0, verdict.retry_after)];
+            header.clear();
+            push_rate_limit_item(&mut header, &def.name, 0, verdict.retry_after);
             break;
         }
     }
-    if !items.is_empty() {
-        outcome.header = HeaderValue::from_str(&items.join(", ")).ok();
+    if !header.is_empty() {
+        outcome.header = HeaderValue::from_maybe_shared(bytes::Bytes::from(header)).ok();
     }
     outcome
 }
@@ -499,7 +501,18 @@ pub fn evaluate(
 /// One item of the `RateLimit` header (draft-ietf-httpapi-ratelimit-headers-09):
 /// `"name";r=remaining;t=seconds`.
 pub fn rate_limit_item(name: &str, remaining: u64, reset: Duration) -> String {
-    format!("\"{name}\";r={remaining};t={}", ceil_secs(reset))
+    let mut item = String::new();
+    push_rate_limit_item(&mut item, name, remaining, reset);
+    item
+}
+
+/// Appends one item of the `RateLimit` header to `header` (after `, ` when it has one).
+fn push_rate_limit_item(header: &mut String, name: &str, remaining: u64, reset: Duration) {
+    use std::fmt::Write as _;
+    if !header.is_empty() {
+        header.push_str(", ");
+    }
+    let _ = write!(header, "\"{name}\";r={remaining};t={}", ceil_secs(reset));
 }
 
 #[cfg(test)]
