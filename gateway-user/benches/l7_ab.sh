@@ -8,7 +8,9 @@
 # X-Forwarded-For/-Proto, keep-alive to one nginx backend, no access log); each round loads
 # them in turn (the order rotated every round) with h2load and a fixed request count, and
 # reads utime+stime of the agent's process from /proc/PID/stat before and after. Medians and
-# min-max over rounds; the load average is printed with the figures. RSS (VmRSS, and the
+# min-max over rounds, the median of each round's new/old ratio, and the same medians of user
+# time alone (what the proxy's own code changes move; the kernel's share is the same work for
+# both); the load average is printed with the figures. RSS (VmRSS, and the
 # smaps_rollup split) of each agent is read after the last round.
 #
 # Usage (root): l7_ab.sh OLD_BINARY NEW_BINARY [ROUNDS] [REQUESTS] [PROTOS]
@@ -171,16 +173,21 @@ for port in 29611 29621; do
     [ "$c" = 401 ] || { echo "port $port: $c without a key" >&2; exit 1; }
 done
 
-cpu_ticks() { # pid: utime+stime of every thread of the process
+cpu_ticks() { # pid: "utime+stime utime" of every thread of the process
     local s
     s=$(cat "/proc/$1/stat")
     s=${s##*) }
     # shellcheck disable=SC2086
     set -- $s
-    echo $((${12} + ${13}))
+    echo "$((${12} + ${13})) ${12}"
 }
 
-trial() { # proto port pid -> "µs/request failed"
+per_request() { # "t0 u0" "t1 u1" requests failed -> "µs/request user_µs/request failed"
+    echo "$1 $2" | awk -v n="$3" -v t="$TICK" -v f="$4" \
+        '{ printf "%.2f %.2f %d\n", ($3 - $1) / t * 1e6 / n, ($4 - $2) / t * 1e6 / n, f }'
+}
+
+trial() { # proto port pid -> "µs/request user_µs/request failed"
     local proto=$1 port=$2 pid=$3 args url out t0 t1 failed
     case $proto in
         h1) args=(--h1 -c 64); url="http://$HOST:$port/api/orders" ;;
@@ -195,8 +202,7 @@ trial() { # proto port pid -> "µs/request failed"
         t1=$(cpu_ticks "$pid")
         failed=$(echo "$out" | awk '/^Failed requests:/ { print $3 }')
         non2xx=$(echo "$out" | awk '/^Non-2xx responses:/ { print $3 }')
-        awk -v a="$t0" -v b="$t1" -v n="$n" -v t="$TICK" -v f="${failed:-0}" -v x="${non2xx:-0}" \
-            'BEGIN { printf "%.2f %d\n", (b - a) / t * 1e6 / n, f + x }'
+        per_request "$t0" "$t1" "$n" $((${failed:-0} + ${non2xx:-0}))
         return
     fi
     t0=$(cpu_ticks "$pid")
@@ -205,8 +211,7 @@ trial() { # proto port pid -> "µs/request failed"
     t1=$(cpu_ticks "$pid")
     failed=$(echo "$out" | awk -F'[ ,]+' '/^requests:/ { print $(NF-5) + $(NF-3) + $(NF-1) }')
     non2xx=$(echo "$out" | awk -F'[ ,]+' '/^status codes:/ { print $5 + $7 + $9 }')
-    awk -v a="$t0" -v b="$t1" -v n="$REQUESTS" -v t="$TICK" -v f="$failed" -v x="$non2xx" \
-        'BEGIN { printf "%.2f %d\n", (b - a) / t * 1e6 / n, f + x }'
+    per_request "$t0" "$t1" "$REQUESTS" $((failed + non2xx))
 }
 
 stats() { # values... -> "median min max"
@@ -222,17 +227,21 @@ for proto in $PROTOS; do
     trial "$proto" 29621 "$NEW_PID" >/dev/null
     old=()
     new=()
+    oldu=()
+    newu=()
     fails=0
     loads=()
     for r in $(seq 1 "$ROUNDS"); do
         if ((r % 2)); then order="old new"; else order="new old"; fi
         for who in $order; do
             if [ "$who" = old ]; then
-                read -r us f < <(trial "$proto" 29611 "$OLD_PID")
+                read -r us uu f < <(trial "$proto" 29611 "$OLD_PID")
                 old+=("$us")
+                oldu+=("$uu")
             else
-                read -r us f < <(trial "$proto" 29621 "$NEW_PID")
+                read -r us uu f < <(trial "$proto" 29621 "$NEW_PID")
                 new+=("$us")
+                newu+=("$uu")
             fi
             fails=$((fails + f))
         done
@@ -242,7 +251,16 @@ for proto in $PROTOS; do
     read -r nm nmin nmax < <(stats "${new[@]}")
     echo "| $proto | old | $om | $omin–$omax | ${old[*]} |"
     echo "| $proto | new | $nm | $nmin–$nmax | ${new[*]} |"
-    echo "  $proto: new/old median $(awk -v a="$nm" -v b="$om" 'BEGIN { printf "%.3f", a / b }'); failed or non-2xx: $fails; load average (1 min) after each round: ${loads[*]}"
+    read -r oum _ _ < <(stats "${oldu[@]}")
+    read -r num _ _ < <(stats "${newu[@]}")
+    # Each round's pair ran next to each other in time: the median of their ratios is less
+    # moved by the host's drift than the ratio of the medians.
+    pairs=()
+    for i in "${!old[@]}"; do pairs+=("$(awk -v a="${old[$i]}" -v b="${new[$i]}" 'BEGIN { printf "%.4f", b / a }')"); done
+    read -r pm pmin pmax < <(printf '%s\n' "${pairs[@]}" | sort -g | awk '{ v[NR] = $1 } END {
+        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        printf "%.3f %.3f %.3f\n", m, v[1], v[NR] }')
+    echo "  $proto: new/old median $(awk -v a="$nm" -v b="$om" 'BEGIN { printf "%.3f", a / b }'); paired rounds $pm ($pmin–$pmax); user time only: old $oum, new $num µs, $(awk -v a="$num" -v b="$oum" 'BEGIN { printf "%.3f", a / b }'); failed or non-2xx: $fails; load average (1 min) after each round: ${loads[*]}"
 done
 for who in old new; do
     pid=$OLD_PID
