@@ -232,10 +232,7 @@ pub struct SendError {
 /// Sends `req` (origin-form target) to `endpoint` over HTTP/1.1: on an idle connection of this
 /// worker thread when there is one, else on a new one. `Host` is set to the endpoint's
 /// address when the request has none (HTTP/1.1 requires one).
-///
-/// (A function returning an `async` block, for the size of its future: see
-/// `router::forward::forward`.)
-#[allow(clippy::manual_async_fn)] // the future's size: see `forward::forward`
+#[allow(clippy::manual_async_fn)] // the future's size: see `router::forward::forward`
 pub fn send<'a>(
     endpoint: &'a Arc<Endpoint>,
     settings: PoolSettings,

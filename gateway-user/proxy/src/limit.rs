@@ -498,15 +498,8 @@ pub fn evaluate(
     outcome
 }
 
-/// One item of the `RateLimit` header (draft-ietf-httpapi-ratelimit-headers-09):
-/// `"name";r=remaining;t=seconds`.
-pub fn rate_limit_item(name: &str, remaining: u64, reset: Duration) -> String {
-    let mut item = String::new();
-    push_rate_limit_item(&mut item, name, remaining, reset);
-    item
-}
-
-/// Appends one item of the `RateLimit` header to `header` (after `, ` when it has one).
+/// Appends one item of the `RateLimit` header (draft-ietf-httpapi-ratelimit-headers-09),
+/// `"name";r=remaining;t=seconds`, to `header` (after `, ` when it has one).
 fn push_rate_limit_item(header: &mut String, name: &str, remaining: u64, reset: Duration) {
     use std::fmt::Write as _;
     if !header.is_empty() {
@@ -861,6 +854,12 @@ mod tests {
             !Arc::ptr_eq(&first[0], &fourth[0]),
             "a limit that went away starts over"
         );
+    }
+
+    fn rate_limit_item(name: &str, remaining: u64, reset: Duration) -> String {
+        let mut item = String::new();
+        push_rate_limit_item(&mut item, name, remaining, reset);
+        item
     }
 
     #[test]

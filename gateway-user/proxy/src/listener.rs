@@ -6,7 +6,7 @@
 //! and accepts no more until one closes; the kernel's backlog holds the rest).
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -97,10 +97,9 @@ const SNIFFED: usize = 24;
 #[derive(Debug)]
 pub struct ConnState {
     last_activity: AtomicU64,
-    /// Bytes read from the client before its first request, counted up to [`SNIFFED`].
+    /// Bytes read from the client before its first request, counted up to [`SNIFFED`];
+    /// [`SNIFFED`] once a request has begun (the connection is past hyper-util's sniffing).
     early: AtomicUsize,
-    /// A request has begun on the connection.
-    served: AtomicBool,
     in_flight: AtomicUsize,
     /// Head bytes charged to the budget.
     head: AtomicUsize,
@@ -113,7 +112,6 @@ impl ConnState {
         ConnState {
             last_activity: AtomicU64::new(now_ms()),
             early: AtomicUsize::new(0),
-            served: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             head: AtomicUsize::new(0),
             budget,
@@ -142,7 +140,7 @@ impl ConnGuard {
     /// for it is no longer charged to the head budget.
     pub fn new(state: Arc<ConnState>) -> Self {
         state.in_flight.fetch_add(1, Ordering::Relaxed);
-        state.served.store(true, Ordering::Relaxed);
+        state.early.store(SNIFFED, Ordering::Relaxed);
         state.budget.release(&state.head);
         ConnGuard(state)
     }
@@ -509,12 +507,7 @@ pub(crate) async fn serve_http<S>(
                 if let Err(error) = result {
                     let reason = connection_error_reason(&*error);
                     debug!(%peer, port, %error, reason, "connection ended with an error");
-                    core.metrics
-                        .connection_errors
-                        .get_or_create(&crate::metrics::ReasonLabel {
-                            reason: reason.to_owned(),
-                        })
-                        .inc();
+                    connection_error(&core, reason);
                 }
                 return;
             }
@@ -529,17 +522,11 @@ pub(crate) async fn serve_http<S>(
                 // 24 of HTTP/2's preface), with no timer: a connection that sends nothing, or
                 // dribbles a preface, gets the same time, not the idle timeout's.
                 if !closing
-                    && !state.served.load(Ordering::Relaxed)
                     && state.early.load(Ordering::Relaxed) < SNIFFED
                     && opened.elapsed() >= core.limits.header_read_timeout
                 {
                     debug!(%peer, port, "nothing sent within the header read timeout");
-                    core.metrics
-                        .connection_errors
-                        .get_or_create(&crate::metrics::ReasonLabel {
-                            reason: "header_timeout".to_owned(),
-                        })
-                        .inc();
+                    connection_error(&core, "header_timeout");
                     return;
                 }
                 let quiet = now_ms().saturating_sub(state.last_activity.load(Ordering::Relaxed));
@@ -554,6 +541,16 @@ pub(crate) async fn serve_http<S>(
             }
         }
     }
+}
+
+/// Counts a client connection ended for `reason` (see [`connection_error_reason`]).
+fn connection_error(core: &Core, reason: &str) {
+    core.metrics
+        .connection_errors
+        .get_or_create(&crate::metrics::ReasonLabel {
+            reason: reason.to_owned(),
+        })
+        .inc();
 }
 
 /// The `reason` label of a connection the HTTP layer ended with `error`: `malformed` (a

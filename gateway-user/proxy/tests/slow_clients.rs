@@ -59,6 +59,16 @@ fn assert_closed_on_time(what: &str, lived: Duration) {
     );
 }
 
+/// The proxy's answer to the request just sent: what one read brings (within 5 s).
+async fn answer(s: &mut TcpStream) -> String {
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).to_string()
+}
+
 async fn connect(port: u16) -> TcpStream {
     TcpStream::connect((Ipv4Addr::LOCALHOST, port))
         .await
@@ -120,12 +130,7 @@ async fn a_head_in_pieces_within_the_time_is_served_and_keep_alive_waits_count()
     s.write_all(b"app.test\r\n").await.unwrap();
     tokio::time::sleep(TIMEOUT / 3).await;
     s.write_all(b"\r\n").await.unwrap();
-    let mut buf = [0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .expect("an answer")
-        .unwrap();
-    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    let head = answer(&mut s).await;
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
     assert_eq!(app.count(), 1);
 
@@ -146,11 +151,7 @@ async fn a_head_in_pieces_within_the_time_is_served_and_keep_alive_waits_count()
         s.write_all(b"GET /b HTTP/1.1\r\nHost: app.test\r\n\r\n")
             .await
             .unwrap();
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-            .await
-            .expect("an answer")
-            .unwrap();
-        let head = String::from_utf8_lossy(&buf[..n]).to_string();
+        let head = answer(&mut s).await;
         assert!(head.starts_with("HTTP/1.1 200 "), "request {i}: {head}");
         tokio::time::sleep(TIMEOUT / 2).await;
     }

@@ -318,13 +318,7 @@ pub(super) fn forward<'a>(
                 }
                 Some(Err(_)) if state.too_large() => {
                     // The client's body grew past the limit: the backend is not at fault.
-                    body_too_large(&core, &rule.route);
-                    return local(
-                        done,
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "body_too_large",
-                        "the request body is larger than this route accepts",
-                    );
+                    return body_too_large(&core, &rule.route, done);
                 }
                 None => {
                     // The endpoint is blamed when it had its full time: its per-try timeout, or

@@ -143,7 +143,6 @@ pub fn handle(
     }
 }
 
-/// (A function returning an `async` block: see [`forward::forward`].)
 #[allow(clippy::manual_async_fn)] // the future's size: see `forward::forward`
 fn answer(
     core: Arc<Core>,
@@ -512,7 +511,6 @@ fn ratelimited(core: &Core, route: &Arc<str>, policy: &Arc<str>) {
 }
 
 /// The rest of a routed request: redirect, or forward to a backend.
-/// (A function returning an `async` block: see [`forward::forward`].)
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::manual_async_fn)] // the future's size: see `forward::forward`
 fn routed(
@@ -648,13 +646,7 @@ fn routed(
             .max_request_body
             .unwrap_or(core.limits.max_request_body);
         if body.size_hint().lower() > max_body {
-            body_too_large(&core, &rule.route);
-            return local(
-                done,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "the request body is larger than this route accepts",
-            );
+            return body_too_large(&core, &rule.route, done);
         }
         if let Some(protocols) = upgrade_to {
             let tls = active.backend_tls.get(backend_index).cloned().flatten();
@@ -722,14 +714,20 @@ fn routed(
     }
 }
 
-/// Counts a request refused (or cut off) for a body over the route's limit.
-fn body_too_large(core: &Core, route: &Arc<str>) {
+/// The 413 of a request refused for a body over the route's limit, counted.
+fn body_too_large(core: &Core, route: &Arc<str>, done: Completion) -> Response<ResponseBody> {
     core.metrics
         .body_too_large
         .get_or_create(&RouteLabel {
             route: route.to_string(),
         })
         .inc();
+    local(
+        done,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        "the request body is larger than this route accepts",
+    )
 }
 
 #[cfg(test)]
