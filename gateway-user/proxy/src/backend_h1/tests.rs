@@ -243,3 +243,65 @@ async fn no_backend_listening_is_a_connect_failure() {
         Ok(_) => panic!("a response from a closed port"),
     }
 }
+
+/// A backend on raw sockets that answers each request with `ok` and closes the connection
+/// `linger` after each answer, without saying so (as a backend's keep-alive timeout does).
+async fn closing_backend(linger: Duration) -> (String, Arc<Counts>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let counts = Arc::new(Counts::default());
+    let c = counts.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            c.accepted.fetch_add(1, Ordering::SeqCst);
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(linger).await;
+                drop(tcp);
+                c.closed.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, counts)
+}
+
+#[tokio::test]
+async fn an_idle_connection_the_backend_closed_is_skipped_and_costs_no_request() {
+    let (addr, counts) = closing_backend(Duration::from_millis(20)).await;
+    let endpoint = Arc::new(Endpoint::new(addr));
+    for round in 1..=3 {
+        assert_eq!(read(&endpoint, settings(), "/").await, "ok");
+        // Closed by the backend while idle in the pool, with nothing said: the connection's
+        // task sees the close, and the next request goes on a new connection.
+        assert!(eventually(|| counts.closed() == round).await);
+        assert!(
+            eventually(|| endpoint.h1.idle_here() == 0).await,
+            "a closed connection counted as idle"
+        );
+    }
+    assert_eq!(counts.accepted(), 3);
+}
+
+#[tokio::test]
+async fn an_endpoint_dropped_closes_its_idle_connections_at_once() {
+    let (addr, counts) = backend().await;
+    let endpoint = Arc::new(Endpoint::new(addr));
+    assert_eq!(read(&endpoint, settings(), "/").await, "ok");
+    assert_eq!(endpoint.h1.idle_here(), 1);
+    // A revision that drops the endpoint closes its idle connections then (their tasks end
+    // when the pool lets go of them), not at the idle timeout (30 s).
+    drop(endpoint);
+    assert!(eventually(|| counts.closed() == 1).await);
+}
