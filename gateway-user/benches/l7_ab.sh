@@ -17,6 +17,8 @@
 #   PROTOS: any of h1 tls h2 h1new (default "h1 h2"). h1new: HTTP/1.1 with a new connection for
 #   every request (ab without keep-alive, 32 at once), the load where accepting matters; its
 #   trials send REQUESTS/10 requests (loopback's ephemeral ports run out long before 200,000).
+# L7AB_BACKEND_TLS=1: the agents reach nginx over TLS (a Backend with `tls`, trusting a CA made
+# for the run), for the proxy's TLS client side; the client side stays as PROTOS says.
 # Names are unique to this harness (prefix lpab): netns lpab-ns, veths lpab[ab]0, ports 2961x.
 set -euo pipefail
 
@@ -52,6 +54,25 @@ ip netns add "$NETNS"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$BASE/tls.key" \
     -out "$BASE/tls.crt" -days 2 -subj "/CN=$HOST" -addext "subjectAltName=DNS:$HOST" 2>/dev/null
 cp "$BASE/tls.crt" "$BASE/tls.key" "$BASE/secrets/default/bench-tls/"
+BACKEND_TLS=${L7AB_BACKEND_TLS:-}
+backend_listen="listen 127.0.0.1:$BACKEND backlog=4096;"
+backend_spec=""
+backend_kind="in cleartext"
+if [ -n "$BACKEND_TLS" ]; then
+    backend_kind="over TLS"
+    # A CA of the run, and the backend's certificate for backend.internal signed by it.
+    mkdir -p "$BASE/secrets/default/bench-backend-ca"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$BASE/ca.key" \
+        -out "$BASE/ca.crt" -days 2 -subj "/CN=bench backend CA" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$BASE/backend.key" \
+        -out "$BASE/backend.csr" -subj "/CN=backend.internal" 2>/dev/null
+    printf 'subjectAltName=DNS:backend.internal\n' >"$BASE/backend.ext"
+    openssl x509 -req -in "$BASE/backend.csr" -CA "$BASE/ca.crt" -CAkey "$BASE/ca.key" \
+        -CAcreateserial -days 2 -extfile "$BASE/backend.ext" -out "$BASE/backend.crt" 2>/dev/null
+    cp "$BASE/ca.crt" "$BASE/secrets/default/bench-backend-ca/ca.crt"
+    backend_listen="listen 127.0.0.1:$BACKEND ssl backlog=4096; ssl_certificate $BASE/backend.crt; ssl_certificate_key $BASE/backend.key;"
+    backend_spec="  tls: { hostname: backend.internal, caCertificateRefs: [{ name: bench-backend-ca }] }"
+fi
 salt=bench-salt-0001
 hash=$(printf '%s%s' "$salt" "$KEY" | sha256sum | cut -d' ' -f1)
 echo "bench:sha256:$(printf '%s' "$salt" | xxd -p):$hash" >"$BASE/secrets/default/bench-keys/keys"
@@ -66,7 +87,7 @@ http {
   client_body_temp_path $BASE/tmp; proxy_temp_path $BASE/tmp; fastcgi_temp_path $BASE/tmp;
   uwsgi_temp_path $BASE/tmp; scgi_temp_path $BASE/tmp;
   keepalive_requests 10000000; keepalive_timeout 300s;
-  server { listen 127.0.0.1:$BACKEND backlog=4096; location / { return 200 "ok\n"; } }
+  server { $backend_listen location / { return 200 "ok\n"; } }
 }
 EOF
 nginx -p "$BASE" -c "$BASE/backend.conf" -g 'daemon off;' &
@@ -89,6 +110,7 @@ metadata: { name: app }
 spec:
   endpoints:
     - ip: { address: 127.0.0.1, port: $BACKEND }
+$backend_spec
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -220,7 +242,7 @@ stats() { # values... -> "median min max"
         printf "%.1f %.1f %.1f\n", m, v[1], v[NR] }'
 }
 
-echo "rounds $ROUNDS, $REQUESTS requests per trial, h2load -t 1; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "rounds $ROUNDS, $REQUESTS requests per trial, h2load -t 1; backend $backend_kind; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for proto in $PROTOS; do
     # Warm-up of both (connections, pools, allocator).
     trial "$proto" 29611 "$OLD_PID" >/dev/null

@@ -1,7 +1,7 @@
-//! HTTP/1.1 to cleartext backends: hyper's connection-level client, with the proxy's own pool
-//! of idle connections per endpoint and worker thread.
+//! HTTP/1.1 to backends, cleartext or TLS: hyper's connection-level client, with the proxy's
+//! own pool of idle connections per endpoint and worker thread.
 //!
-//! Why not hyper-util's pooled client (which the TLS backends still use): for each request it
+//! Why not hyper-util's pooled client (which the TLS backends used until stop 34): for each request it
 //! locks a pool shared by the thread, hashes the pool key, and spawns a task that waits for
 //! the connection to be ready again before it goes back to the pool. Relaying with no other
 //! work, that cost 12.9 µs of CPU per request where this pool costs 10.7
@@ -33,9 +33,11 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use tokio_rustls::rustls;
 use tracing::debug;
 
 use super::backend_h2::connect_tcp;
+use super::backend_tls::TlsBackend;
 use super::body::BoxError;
 use super::upstream::{now_ms, Endpoint, Failure};
 use super::UpstreamBody;
@@ -51,10 +53,27 @@ pub struct PoolSettings {
     pub max_idle: usize,
 }
 
-/// One connection: what sends on it, and when it went idle (0: in use).
+/// One connection: what sends on it, when it went idle (0: in use), and the TLS settings it
+/// was opened with (`None`: cleartext).
 struct Conn {
     sender: SendRequest<UpstreamBody>,
     idle_since: Arc<AtomicU64>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Conn {
+    /// Whether it was opened the way a request with `tls` is to be sent: cleartext for
+    /// cleartext, and for TLS with the very settings (trust anchors, client certificate) of
+    /// the revision in force. A Backend's TLS settings are built anew with each revision, so
+    /// a connection opened under the previous one is never used under the next (as with a
+    /// changed CA, or a Backend that turned to TLS while keeping its endpoints).
+    fn opened_as(&self, tls: Option<&TlsBackend>) -> bool {
+        match (&self.tls, tls) {
+            (None, None) => true,
+            (Some(mine), Some(t)) => Arc::ptr_eq(mine, &t.http1),
+            _ => false,
+        }
+    }
 }
 
 /// A worker thread's idle connections to one endpoint, on a cache line of their own (the
@@ -94,7 +113,7 @@ impl Idle {
     /// to be closed for idleness, marked in use. One that is not ready yet (its previous
     /// exchange is not over: a backend that answered before the request body was all sent) is
     /// left for later rather than waited for; closed and expired ones are dropped.
-    fn take(&self, idle_timeout: Duration) -> Option<Conn> {
+    fn take(&self, idle_timeout: Duration, tls: Option<&TlsBackend>) -> Option<Conn> {
         let now = now_ms();
         let limit = idle_timeout.as_millis() as u64;
         let mut list = self.slot().lock().unwrap_or_else(|e| e.into_inner());
@@ -103,7 +122,7 @@ impl Idle {
             i -= 1;
             let c = &list[i];
             let since = c.idle_since.load(Ordering::Relaxed);
-            if c.sender.is_closed() || now.saturating_sub(since) >= limit {
+            if c.sender.is_closed() || now.saturating_sub(since) >= limit || !c.opened_as(tls) {
                 list.remove(i);
             } else if c.sender.is_ready() {
                 let c = list.remove(i);
@@ -229,13 +248,15 @@ pub struct SendError {
     pub unsent: Option<Box<Request<UpstreamBody>>>,
 }
 
-/// Sends `req` (origin-form target) to `endpoint` over HTTP/1.1: on an idle connection of this
-/// worker thread when there is one, else on a new one. `Host` is set to the endpoint's
-/// address when the request has none (HTTP/1.1 requires one).
+/// Sends `req` (origin-form target) to `endpoint` over HTTP/1.1, over TLS with the Backend's
+/// settings when `tls`: on an idle connection of this worker thread when there is one, else on
+/// a new one. `Host` is set to the endpoint's address when the request has none (HTTP/1.1
+/// requires one).
 #[allow(clippy::manual_async_fn)] // the future's size: see `router::forward::forward`
 pub fn send<'a>(
     endpoint: &'a Arc<Endpoint>,
     settings: PoolSettings,
+    tls: Option<&'a TlsBackend>,
     mut req: Request<UpstreamBody>,
 ) -> impl Future<Output = Result<Response<BackendBody>, SendError>> + Send + use<'a> {
     async move {
@@ -253,9 +274,9 @@ pub fn send<'a>(
             Some(Box::new(req))
         };
         loop {
-            let (mut conn, reused) = match endpoint.h1.take(settings.idle_timeout) {
+            let (mut conn, reused) = match endpoint.h1.take(settings.idle_timeout, tls) {
                 Some(c) => (c, true),
-                None => match connect(&endpoint.authority, settings).await {
+                None => match connect(&endpoint.authority, settings, tls).await {
                     Ok(c) => (c, false),
                     Err((failure, error)) => {
                         return Err(SendError {
@@ -314,13 +335,52 @@ pub fn send<'a>(
     }
 }
 
-/// Opens a connection and starts driving it on this thread's runtime, with its idle watchdog.
-async fn connect(authority: &str, settings: PoolSettings) -> Result<Conn, (Failure, BoxError)> {
+/// Opens a connection (the TCP connection, then the TLS handshake when `tls`, each within the
+/// connect timeout) and starts driving it on this thread's runtime.
+async fn connect(
+    authority: &str,
+    settings: PoolSettings,
+    tls: Option<&TlsBackend>,
+) -> Result<Conn, (Failure, BoxError)> {
     let tcp = connect_tcp(authority, settings.connect_timeout)
         .await
         .map_err(|e| (Failure::Connect, e))?;
+    match tls {
+        None => start(TokioIo::new(tcp), authority, settings, None).await,
+        Some(t) => {
+            // No ALPN (the configuration has none): the server speaks HTTP/1.1.
+            let connector = tokio_rustls::TlsConnector::from(t.http1.clone());
+            let stream = tokio::time::timeout(
+                settings.connect_timeout,
+                connector.connect(t.h2.name.clone(), tcp),
+            )
+            .await
+            .map_err(|_| (Failure::Tls, "the TLS handshake did not end in time".into()))?
+            .map_err(|e| (Failure::Tls, BoxError::from(e)))?;
+            start(
+                TokioIo::new(stream),
+                authority,
+                settings,
+                Some(t.http1.clone()),
+            )
+            .await
+        }
+    }
+}
+
+/// Starts HTTP/1.1 on an open connection, in a task of this thread's runtime that drives it
+/// and closes it when it has been idle for the idle timeout.
+async fn start<I>(
+    io: I,
+    authority: &str,
+    settings: PoolSettings,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Conn, (Failure, BoxError)>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(tcp))
+        .handshake(io)
         .await
         .map_err(|e| (Failure::Connect, BoxError::from(e)))?;
     let idle_since = Arc::new(AtomicU64::new(0));
@@ -356,7 +416,11 @@ async fn connect(authority: &str, settings: PoolSettings) -> Result<Conn, (Failu
             }
         }
     });
-    Ok(Conn { sender, idle_since })
+    Ok(Conn {
+        sender,
+        idle_since,
+        tls,
+    })
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
-//! TLS to backends (`Backend` `spec.tls`): one hyper-rustls client per Backend that asks for
-//! TLS, with that Backend's trust anchors (the `ca.crt` of its `caCertificateRefs`, or the
-//! system's store), its server name (SNI and the name the certificate must be valid for) and
-//! optionally a client certificate (mutual TLS). HTTP/1.1 inside, as to plain backends; no
-//! ALPN is offered (hyper-rustls offers ALPN only with HTTP/2), so servers use HTTP/1.1.
-//! Backends with `appProtocol: tollgate.dev/h2` are spoken to in HTTP/2 with the same
-//! settings and ALPN `h2` ([`super::backend_h2`]); upgrade requests (WebSocket) get a
+//! TLS to backends (`Backend` `spec.tls`): one rustls client configuration per Backend that
+//! asks for TLS, with that Backend's trust anchors (the `ca.crt` of its `caCertificateRefs`,
+//! or the system's store), its server name (SNI and the name the certificate must be valid
+//! for) and optionally a client certificate (mutual TLS). HTTP/1.1 inside, on the proxy's own
+//! pool as to plain backends ([`super::backend_h1`]); no ALPN is offered, so servers use
+//! HTTP/1.1. Backends with `appProtocol: tollgate.dev/h2` are spoken to in HTTP/2 with the
+//! same settings and ALPN `h2` ([`super::backend_h2`]); upgrade requests (WebSocket) get a
 //! connection of their own with the HTTP/1.1 settings ([`super::upgrade`]).
 //!
 //! The files are read when a revision is applied ([`super::Proxy::prepare`]): a missing or bad
@@ -13,32 +13,23 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::ServerName;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::client::ResolvesClientCert;
 use tokio_rustls::rustls::sign::CertifiedKey;
 
 use super::tls::{CaFile, CertError, SecretFiles, Source as _};
-use super::{Limits, UpstreamBody};
 use tollgate_compile::l7::table::{BackendCa, BackendDef, BackendTlsDef, SecretRef};
 
 /// The system's trust store (Debian's `ca-certificates`), for `wellKnownCACertificates:
 /// System`.
 pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// A client that speaks TLS to one Backend's endpoints.
-pub type TlsClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
-
 /// How the proxy speaks TLS to one Backend's endpoints.
 #[derive(Clone)]
 pub struct TlsBackend {
-    /// HTTP/1.1, pooled.
-    pub client: TlsClient,
-    /// The HTTP/1.1 configuration (no ALPN), for connections of their own (upgrades).
+    /// The HTTP/1.1 configuration (no ALPN). Built anew with each revision: the pool tells a
+    /// connection opened with it by this `Arc` (see `backend_h1`).
     pub http1: Arc<rustls::ClientConfig>,
     /// HTTP/2: the configuration with ALPN `h2`.
     pub h2: super::backend_h2::H2Tls,
@@ -58,20 +49,18 @@ pub struct BackendTlsError {
 /// The TLS clients of a revision's backends, aligned with `defs` (`None`: plain HTTP).
 pub fn clients(
     dir: &Path,
-    limits: &Limits,
     defs: &[BackendDef],
 ) -> Result<Vec<Option<TlsBackend>>, Box<BackendTlsError>> {
     defs.iter()
         .map(|def| match &def.tls {
             None => Ok(None),
-            Some(tls) => client(dir, limits, &def.label, tls).map(Some),
+            Some(tls) => client(dir, &def.label, tls).map(Some),
         })
         .collect()
 }
 
 fn client(
     dir: &Path,
-    limits: &Limits,
     backend: &str,
     tls: &BackendTlsDef,
 ) -> Result<TlsBackend, Box<BackendTlsError>> {
@@ -88,24 +77,7 @@ fn client(
     })?;
     let mut h2 = config.clone();
     h2.alpn_protocols = vec![b"h2".to_vec()];
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(limits.connect_timeout));
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    let https = HttpsConnectorBuilder::new()
-        .with_tls_config(config.clone())
-        .https_only()
-        .with_server_name_resolver(FixedServerNameResolver::new(name.clone()))
-        .enable_http1()
-        .wrap_connector(http);
-    let client = Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(limits.pool_idle_timeout)
-        .pool_max_idle_per_host(limits.pool_max_idle_per_endpoint)
-        .build(https);
     Ok(TlsBackend {
-        client,
         http1: Arc::new(config),
         h2: super::backend_h2::H2Tls {
             config: Arc::new(h2),
@@ -158,8 +130,7 @@ pub fn client_config(
             )
         })?
         .with_root_certificates(roots);
-    // No ALPN: the connector sets it (only when HTTP/2 is enabled) and panics on a
-    // configuration that already has it.
+    // No ALPN: HTTP/1.1 (the HTTP/2 copy of it offers `h2`).
     Ok(match &tls.client_certificate {
         None => builder.with_no_client_auth(),
         Some(r) => {
@@ -189,48 +160,5 @@ impl ResolvesClientCert for ClientCert {
 
     fn has_certs(&self) -> bool {
         true
-    }
-}
-
-/// Whether a failed attempt failed in the TLS handshake (a certificate not trusted or not
-/// valid for the hostname, a client certificate refused, no common protocol).
-pub fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if is_rustls(e) {
-            return true;
-        }
-        current = e.source();
-    }
-    false
-}
-
-/// Is `e` a rustls error, itself or inside an `io::Error` (as tokio-rustls wraps it)?
-fn is_rustls(e: &(dyn std::error::Error + 'static)) -> bool {
-    if e.is::<rustls::Error>() {
-        return true;
-    }
-    if let Some(inner) = e
-        .downcast_ref::<std::io::Error>()
-        .and_then(|io| io.get_ref())
-    {
-        return is_rustls(inner);
-    }
-    false
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tls_failures_are_found_inside_io_errors() {
-        let tls = std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
-        );
-        assert!(is_tls_failure(&tls));
-        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        assert!(!is_tls_failure(&refused));
     }
 }

@@ -367,12 +367,9 @@ impl Proxy {
             .credentials
             .load(table)
             .map_err(|e| ProxyError::Credentials(Box::new(e)))?;
-        let backend_tls = backend_tls::clients(
-            &self.core.config.tls_secrets_dir,
-            &self.core.limits,
-            &table.policy.backends,
-        )
-        .map_err(ProxyError::BackendTls)?;
+        let backend_tls =
+            backend_tls::clients(&self.core.config.tls_secrets_dir, &table.policy.backends)
+                .map_err(ProxyError::BackendTls)?;
         let open = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
         let mut sockets = Vec::new();
         for port in table.listen_ports() {

@@ -128,9 +128,9 @@ impl Copy {
         } else {
             backend.def.protocol
         };
-        // The proxy's own HTTP/1.1 pool takes the target as sent (origin form); the others
-        // take the endpoint from an absolute URI.
-        let pooled = protocol == BackendProtocol::Http1 && tls.is_none();
+        // The proxy's own HTTP/1.1 pool takes the target as sent (origin form); the HTTP/2
+        // client takes the endpoint from an absolute URI.
+        let pooled = protocol == BackendProtocol::Http1;
         let uri = if pooled {
             Uri::try_from(self.path_and_query.as_str())
         } else {
@@ -164,18 +164,12 @@ impl Copy {
                     .map(|r| r.map(|b| b.map_err(|_| ()).boxed_unsync()))
                     .map_err(|_| ())
             }
-            BackendProtocol::Http1 => match &tls {
-                Some(c) => c
-                    .client
-                    .request(up)
+            BackendProtocol::Http1 => {
+                crate::backend_h1::send(&endpoint, self.core.h1_pool, tls.as_ref(), up)
                     .await
                     .map(|r| r.map(|b| b.map_err(|_| ()).boxed_unsync()))
-                    .map_err(|_| ()),
-                None => crate::backend_h1::send(&endpoint, self.core.h1_pool, up)
-                    .await
-                    .map(|r| r.map(|b| b.map_err(|_| ()).boxed_unsync()))
-                    .map_err(|_| ()),
-            },
+                    .map_err(|_| ())
+            }
         };
         drop(in_flight);
         match response {

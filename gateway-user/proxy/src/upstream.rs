@@ -422,27 +422,6 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// What a hyper client error means.
-    pub fn of(error: &hyper_util::client::legacy::Error) -> Failure {
-        if error.is_connect() {
-            return if crate::backend_tls::is_tls_failure(error) {
-                Failure::Tls
-            } else {
-                Failure::Connect
-            };
-        }
-        let mut source = std::error::Error::source(error);
-        while let Some(e) = source {
-            if let Some(h) = e.downcast_ref::<hyper::Error>() {
-                if h.is_canceled() || h.is_parse() {
-                    return Failure::of_hyper(h);
-                }
-            }
-            source = e.source();
-        }
-        Failure::Reset
-    }
-
     /// What an error of hyper's connection-level client means.
     pub fn of_hyper(error: &hyper::Error) -> Failure {
         if error.is_canceled() {

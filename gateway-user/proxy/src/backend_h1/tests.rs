@@ -93,7 +93,10 @@ fn get(path: &str) -> Request<UpstreamBody> {
 }
 
 async fn read(endpoint: &Arc<Endpoint>, settings: PoolSettings, path: &str) -> Bytes {
-    let resp = send(endpoint, settings, get(path)).await.ok().unwrap();
+    let resp = send(endpoint, settings, None, get(path))
+        .await
+        .ok()
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     resp.into_body().collect().await.unwrap().to_bytes()
 }
@@ -129,7 +132,7 @@ async fn a_response_left_unread_or_refused_closes_its_connection() {
     let (addr, counts) = backend().await;
     let endpoint = Arc::new(Endpoint::new(addr));
     // Dropped before its end: where the response ends is not known, the connection closes.
-    let resp = send(&endpoint, settings(), get("/stream"))
+    let resp = send(&endpoint, settings(), None, get("/stream"))
         .await
         .ok()
         .unwrap();
@@ -137,7 +140,10 @@ async fn a_response_left_unread_or_refused_closes_its_connection() {
     assert!(eventually(|| counts.closed() == 1).await);
     assert_eq!(endpoint.h1.idle_here(), 0);
     // Read to its end, but refused (its framing): not used again either.
-    let mut resp = send(&endpoint, settings(), get("/")).await.ok().unwrap();
+    let mut resp = send(&endpoint, settings(), None, get("/"))
+        .await
+        .ok()
+        .unwrap();
     resp.body_mut().discard_connection();
     let _ = resp.into_body().collect().await.unwrap();
     assert!(eventually(|| counts.closed() == 2).await);
@@ -169,9 +175,9 @@ async fn idle_connections_close_after_the_idle_timeout_and_beyond_the_cap() {
     };
     // Three at once: three connections; two are kept when they end, the third is closed.
     let (a, b, c) = tokio::join!(
-        send(&endpoint, short, get("/")),
-        send(&endpoint, short, get("/")),
-        send(&endpoint, short, get("/")),
+        send(&endpoint, short, None, get("/")),
+        send(&endpoint, short, None, get("/")),
+        send(&endpoint, short, None, get("/")),
     );
     let (a, b, c) = (a.ok().unwrap(), b.ok().unwrap(), c.ok().unwrap());
     assert_eq!(counts.accepted(), 3);
@@ -214,7 +220,7 @@ async fn the_host_is_the_requests_or_else_the_endpoints() {
     );
     let mut req = get("/host");
     req.headers_mut().remove(header::HOST);
-    let resp = send(&endpoint, settings(), req).await.ok().unwrap();
+    let resp = send(&endpoint, settings(), None, req).await.ok().unwrap();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, addr.as_bytes());
 }
@@ -230,7 +236,7 @@ async fn no_backend_listening_is_a_connect_failure() {
     req.headers_mut().remove(header::HOST);
     req.headers_mut()
         .insert("x-request-id", HeaderValue::from_static("7"));
-    match send(&endpoint, settings(), req).await {
+    match send(&endpoint, settings(), None, req).await {
         Err(e) => {
             assert_eq!(e.failure, Failure::Connect);
             let unsent = e.unsent.expect("the request given back");

@@ -8,7 +8,6 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Either};
-use hyper_util::client::legacy::connect::capture_connection;
 use tracing::debug;
 
 use super::{body_too_large, local, upstream_error};
@@ -169,10 +168,9 @@ pub(super) fn forward<'a>(
             } else {
                 backend.def.protocol
             };
-            // Cleartext HTTP/1.1 goes through the proxy's own pool, which takes the target as
-            // sent (origin form); hyper-util's client (TLS) and the HTTP/2 one take the endpoint
-            // from an absolute URI.
-            let pooled = protocol == BackendProtocol::Http1 && tls_client.is_none();
+            // HTTP/1.1 goes through the proxy's own pool, which takes the target as sent
+            // (origin form); the HTTP/2 client takes the endpoint from an absolute URI.
+            let pooled = protocol == BackendProtocol::Http1;
             let uri: Result<Uri, _> = if pooled {
                 Uri::try_from(path_and_query)
             } else {
@@ -209,11 +207,6 @@ pub(super) fn forward<'a>(
                 parts.headers.clone()
             };
 
-            // The connection hyper-util's client (TLS) picks, so that one whose response framing
-            // was refused is not used again (where that response ended is not known); the
-            // proxy's own pool is told through the response body instead.
-            let captured = (protocol == BackendProtocol::Http1 && tls_client.is_some())
-                .then(|| capture_connection(&mut up));
             let sent = async {
                 match protocol {
                     BackendProtocol::Http2 => {
@@ -238,17 +231,11 @@ pub(super) fn forward<'a>(
                         .map(|r| r.map(BackendBody::from))
                         .map_err(|e| (e.failure, e.error, None))
                     }
-                    BackendProtocol::Http1 => match tls_client {
-                        Some(c) => c
-                            .client
-                            .request(up)
+                    BackendProtocol::Http1 => {
+                        backend_h1::send(&endpoint, core.h1_pool, tls_client, up)
                             .await
-                            .map(|r| r.map(BackendBody::from))
-                            .map_err(|e| (Failure::of(&e), BoxError::from(e), None)),
-                        None => backend_h1::send(&endpoint, core.h1_pool, up)
-                            .await
-                            .map_err(|e| (e.failure, e.error, e.unsent)),
-                    },
+                            .map_err(|e| (e.failure, e.error, e.unsent))
+                    }
                 }
             };
             // One timer for the attempt and, when its head comes in time, for its response
@@ -285,11 +272,6 @@ pub(super) fn forward<'a>(
                     {
                         Some(why) => {
                             resp.body_mut().discard_connection();
-                            if let Some(c) = captured.as_ref() {
-                                if let Some(connected) = c.connection_metadata().as_ref() {
-                                    connected.poison();
-                                }
-                            }
                             Err((Failure::InvalidResponse, BoxError::from(why), None))
                         }
                         None => Ok(resp),

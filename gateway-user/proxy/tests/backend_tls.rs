@@ -1,0 +1,151 @@
+//! HTTP/1.1 to TLS backends (`Backend` `spec.tls`) on the proxy's own pool: requests share a
+//! verified connection, a new revision (its TLS settings built anew) never reuses a connection
+//! opened under the previous one, and a backend whose certificate is not trusted costs no
+//! request to it, only the attempt, counted as `tls`.
+mod harness;
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::rustls;
+
+use harness::pki::Ca;
+use harness::yaml::{backend, documents, gateway, route, to};
+use harness::{Gateway, Options, Secrets};
+use tollgate_proxy::Limits;
+
+/// What the backend counted: TLS connections accepted (handshake done), requests served.
+#[derive(Default)]
+struct Counts {
+    connections: AtomicUsize,
+    requests: AtomicUsize,
+}
+
+/// An HTTP/1.1 backend over TLS on 127.0.0.1 with `pem`'s certificate (no ALPN), answering
+/// `tls <SNI>` to every request.
+async fn tls_backend(pem: harness::pki::Pem) -> (u16, Arc<Counts>) {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.cert.as_bytes())
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_slice(pem.key.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let counts = Arc::new(Counts::default());
+    let c = counts.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let c = c.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                c.connections.fetch_add(1, Ordering::SeqCst);
+                let sni = tls.get_ref().1.server_name().unwrap_or("-").to_owned();
+                let service = service_fn(move |_req| {
+                    c.requests.fetch_add(1, Ordering::SeqCst);
+                    let text = format!("tls {sni}");
+                    async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from(text),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (port, counts)
+}
+
+/// Gateway `edge`, Backend `app` at `port` over TLS trusting `ca`, route `app` to it.
+fn policy(gateway_port: u16, port: u16, ca: &str) -> String {
+    let g = gateway(&[("http", gateway_port, None)]);
+    let b = backend(
+        "app",
+        &[port],
+        &format!("  tls: {{ hostname: app.internal, caCertificateRefs: [{{ name: {ca} }}] }}\n"),
+    );
+    let r = route(
+        "app",
+        &format!("  rules:\n    - backendRefs: [{}]\n", to("app")),
+    );
+    documents(&[&g, &b, &r])
+}
+
+fn options(ca: &Ca, other: &Ca) -> Options {
+    let secrets = Secrets::new();
+    secrets.ca("backend-ca", &ca.cert);
+    secrets.ca("other-ca", &other.cert);
+    Options {
+        secrets: Some(secrets),
+        // One worker: the idle connections are per worker thread, so the count of
+        // connections says whether one was reused.
+        limits: Limits {
+            worker_threads: 1,
+            ..Limits::default()
+        },
+        ..Options::default()
+    }
+}
+
+#[tokio::test]
+async fn requests_share_a_tls_connection_and_a_new_revision_opens_its_own() {
+    let ca = Ca::new("backend CA");
+    let other = Ca::new("other CA");
+    let (port, counts) = tls_backend(ca.server("app.internal")).await;
+    let mut gw =
+        Gateway::start_with(options(&ca, &other), |p| policy(p[0], port, "backend-ca")).await;
+    for _ in 0..5 {
+        let r = gw.get("/a").host("shop.test").send().await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text(), "tls app.internal");
+    }
+    assert_eq!(
+        counts.connections.load(Ordering::SeqCst),
+        1,
+        "one pooled TLS connection"
+    );
+
+    // The same policy again: its TLS settings are built anew (the CA file read again), and a
+    // connection verified under the previous revision's is not used under these.
+    let yaml = policy(gw.port(), port, "backend-ca");
+    gw.apply(&yaml).unwrap();
+    for _ in 0..3 {
+        let r = gw.get("/b").host("shop.test").send().await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(counts.connections.load(Ordering::SeqCst), 2);
+
+    // Now trusting another CA: the backend's certificate no longer checks out, and no
+    // connection of the revisions before carries a request there.
+    let served = counts.requests.load(Ordering::SeqCst);
+    let yaml = policy(gw.port(), port, "other-ca");
+    gw.apply(&yaml).unwrap();
+    let r = gw.get("/c").host("shop.test").send().await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("TLS handshake"), "{}", r.text());
+    assert_eq!(counts.requests.load(Ordering::SeqCst), served);
+    assert!(
+        gw.count(r#"tollgate_http_upstream_errors_total{route="default/app",reason="tls"}"#) >= 1
+    );
+}
