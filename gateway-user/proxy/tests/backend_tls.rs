@@ -1,7 +1,8 @@
 //! HTTP/1.1 to TLS backends (`Backend` `spec.tls`) on the proxy's own pool: requests share a
 //! verified connection, a new revision (its TLS settings built anew) never reuses a connection
-//! opened under the previous one, and a backend whose certificate is not trusted costs no
-//! request to it, only the attempt, counted as `tls`.
+//! opened under the previous one, a backend whose certificate is not trusted costs no request
+//! to it, only the attempt, counted as `tls`, and a handshake that never ends is cut at the
+//! connect timeout.
 mod harness;
 
 use std::net::Ipv4Addr;
@@ -147,5 +148,40 @@ async fn requests_share_a_tls_connection_and_a_new_revision_opens_its_own() {
     assert_eq!(counts.requests.load(Ordering::SeqCst), served);
     assert!(
         gw.count(r#"tollgate_http_upstream_errors_total{route="default/app",reason="tls"}"#) >= 1
+    );
+}
+
+#[tokio::test]
+async fn a_backend_that_never_answers_the_handshake_fails_the_attempt_at_the_connect_timeout() {
+    let ca = Ca::new("backend CA");
+    let other = Ca::new("other CA");
+    // Accepts TCP connections and says nothing: the handshake never ends.
+    let silent = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = held.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = silent.accept().await {
+            h.lock().unwrap().push(stream);
+        }
+    });
+    let mut opts = options(&ca, &other);
+    opts.limits.connect_timeout = std::time::Duration::from_millis(300);
+    let gw = Gateway::start_with(opts, |p| policy(p[0], port, "backend-ca")).await;
+    let started = std::time::Instant::now();
+    let r = gw.get("/a").host("shop.test").send().await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("TLS handshake"), "{}", r.text());
+    // Three attempts (the default retries of a failure with nothing sent), 300 ms each: well
+    // before the request timeout (30 s), and not before the handshakes had their time.
+    assert!(
+        took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(5),
+        "answered after {took:?}"
+    );
+    assert_eq!(held.lock().unwrap().len(), 3, "one connection per attempt");
+    assert_eq!(
+        gw.count(r#"tollgate_http_upstream_errors_total{route="default/app",reason="tls"}"#),
+        3
     );
 }
