@@ -1,13 +1,14 @@
 //! HTTP/1.1 to backends, cleartext or TLS: hyper's connection-level client, with the proxy's
 //! own pool of idle connections per endpoint and worker thread.
 //!
-//! Why not hyper-util's pooled client (which the TLS backends used until stop 34): for each request it
-//! locks a pool shared by the thread, hashes the pool key, and spawns a task that waits for
-//! the connection to be ready again before it goes back to the pool. Relaying with no other
-//! work, that cost 12.9 µs of CPU per request where this pool costs 10.7
-//! (docs/benchmarks-issue13-part3.md, round 13). Here a connection goes back to its endpoint's
-//! idle list (a `Vec` behind a lock only its worker thread takes) when the response body has
-//! been read to its end, from the request's own task.
+//! Why not hyper-util's pooled client (which the TLS backends used until stop 34): for each
+//! request it locks a pool shared by the thread, hashes the pool key, and spawns a task that
+//! waits for the connection to be ready again before it goes back to the pool. Relaying with
+//! no other work, that cost 12.9 µs of CPU per request where this pool costs 10.7
+//! (docs/benchmarks-issue13-part3.md, round 13; through a TLS backend, 0.81x the CPU per
+//! request, round 15). Here a connection goes back to its endpoint's idle list (a `Vec`
+//! behind a lock only its worker thread takes) when the response body has been read to its
+//! end, from the request's own task.
 //!
 //! The rules of a pooled connection:
 //! - it goes back only when its response ended whole: a body left unread, cut off, refused for
