@@ -15,10 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
-use tokio_rustls::rustls;
 
 use harness::pki::Ca;
 use harness::yaml::{backend, documents, gateway, route, to};
@@ -93,19 +90,7 @@ async fn h2_backend(mode: Mode, tls: Option<harness::pki::Pem>) -> (u16, Arc<H2S
     let port = listener.local_addr().unwrap().port();
     let state = Arc::new(H2State::default());
     let acceptor = tls.map(|pem| {
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(pem.cert.as_bytes())
-                .map(|c| c.unwrap())
-                .collect();
-        let key = PrivateKeyDer::from_pem_slice(pem.key.as_bytes()).unwrap();
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
+        let mut config = pem.server_config();
         config.alpn_protocols = match mode {
             Mode::TlsHttp1 => vec![b"http/1.1".to_vec()],
             _ => vec![b"h2".to_vec()],

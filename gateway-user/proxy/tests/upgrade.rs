@@ -78,22 +78,7 @@ async fn ws_backend_tls(refuse: bool, tls: Option<harness::pki::Pem>) -> (u16, A
 
 /// A TLS acceptor with `pem` (no ALPN: the client's HTTP/1.1).
 fn tls_acceptor(pem: harness::pki::Pem) -> tokio_rustls::TlsAcceptor {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    use tokio_rustls::rustls;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.cert.as_bytes())
-        .map(|c| c.unwrap())
-        .collect();
-    let key = PrivateKeyDer::from_pem_slice(pem.key.as_bytes()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
-    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    tokio_rustls::TlsAcceptor::from(Arc::new(pem.server_config()))
 }
 
 /// One WebSocket connection of the echo backend.

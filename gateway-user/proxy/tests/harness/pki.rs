@@ -14,6 +14,29 @@ pub struct Pem {
     pub key: String,
 }
 
+impl Pem {
+    /// A rustls server configuration (ring, the safe default versions, no client
+    /// authentication) presenting this certificate, for test backends that speak TLS.
+    pub fn server_config(&self) -> tokio_rustls::rustls::ServerConfig {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio_rustls::rustls;
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(self.cert.as_bytes())
+                .map(|c| c.unwrap())
+                .collect();
+        let key = PrivateKeyDer::from_pem_slice(self.key.as_bytes()).unwrap();
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap()
+    }
+}
+
 /// A test CA.
 pub struct Ca {
     /// Its certificate (PEM).
