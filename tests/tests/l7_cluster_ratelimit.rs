@@ -414,7 +414,7 @@ fn rediss_with_a_private_ca_and_a_password_file_shares_the_limit() {
         &cluster_policy(5, "deny"),
     );
     // Within one window of Redis' clock: 5 allowed, the rest refused from the shared window.
-    let codes = codes_in_one_window(&redis, &c.proxies, "tls", 8);
+    let codes = codes_in_one_window(&redis, &c, "tls", 8);
     let ok = codes.iter().filter(|&&c| c == 200).count();
     assert_eq!(ok, 5, "{codes:?}");
     assert!(codes.iter().all(|&c| c == 200 || c == 429), "{codes:?}");

@@ -275,7 +275,7 @@ fn agents_find_the_primary_through_a_sentinel_and_follow_a_failover() {
 
 /// Two agents, one window of Redis' clock: `LIMIT` allowed of 8 over both, the rest 429.
 fn one_window_is_shared(c: &tollgate_tests::cluster_limits::Cluster, clock: &Redis, key: &str) {
-    let codes = codes_in_one_window(clock, &c.proxies, key, 8);
+    let codes = codes_in_one_window(clock, c, key, 8);
     assert_eq!(codes.iter().filter(|&&c| c == 200).count(), 5, "{codes:?}");
     assert!(codes.iter().all(|&c| c == 200 || c == 429), "{codes:?}");
 }

@@ -98,15 +98,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(always_hop_by_hop) {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // The fields `Connection` names, removed by name as written (a `&str` look-up allocates
+    // nothing, where a parsed `HeaderName` that is not a standard one does). A value is taken
+    // out (a reference count, not a copy) so that the map can change under it; `Connection`
+    // itself goes last, so the values are still there to be read one by one.
+    let mut i = 0;
+    while let Some(value) = headers.get_all(header::CONNECTION).iter().nth(i).cloned() {
+        i += 1;
+        let Ok(value) = value.to_str() else { continue };
+        for name in value.split(',').map(str::trim) {
+            if !name.eq_ignore_ascii_case(header::CONNECTION.as_str()) {
+                headers.remove(name);
+            }
+        }
     }
     for name in [
         header::CONNECTION,
@@ -119,12 +123,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     ] {
         headers.remove(name);
     }
-    let proxy: Vec<HeaderName> = headers
+    // `proxy-*` fields, if any (rare): one at a time, without a list of their names.
+    while let Some(name) = headers
         .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
+        .find(|k| k.as_str().starts_with("proxy-"))
         .cloned()
-        .collect();
-    for name in proxy {
+    {
         headers.remove(name);
     }
 }
@@ -377,6 +381,27 @@ mod tests {
             ("proxy-authorization", "Basic x"),
             ("proxy-connection", "keep-alive"),
             ("x-secret", "1"),
+            ("x-kept", "1"),
+        ] {
+            h.append(HeaderName::from_static(k), v.parse().unwrap());
+        }
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+
+    /// Every `Connection` field counts, however its names are written; a name that is no
+    /// field name is passed over, and one naming `Connection` itself stops nothing.
+    #[test]
+    fn every_connection_field_names_fields_to_remove() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "X-One , connection"),
+            ("x-one", "1"),
+            ("x-two", "2"),
+            ("connection", ",, not a name, X-TWO,"),
+            ("x-three", "3"),
+            ("connection", "x-three"),
             ("x-kept", "1"),
         ] {
             h.append(HeaderName::from_static(k), v.parse().unwrap());

@@ -37,6 +37,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use rustc_hash::FxBuildHasher;
 use schnellru::{ByLength, LruMap};
+use smallvec::SmallVec;
 use tracing::info;
 
 use crate::client_prefix::client_prefix;
@@ -467,9 +468,11 @@ pub fn evaluate(
     consumer: Option<&str>,
 ) -> Outcome {
     let mut outcome = Outcome::default();
-    let mut taken: Vec<(usize, Token)> = Vec::new();
+    // Both on the stack for the common route (a few limits, short names): this runs on every
+    // limited request, and a growing heap buffer was three allocations of it.
+    let mut taken: SmallVec<[(usize, Token); 4]> = SmallVec::new();
     // The `RateLimit` header, written in one buffer (its items joined by ", ").
-    let mut header = String::new();
+    let mut header: SmallVec<[u8; 128]> = SmallVec::new();
     for &i in &route.limits {
         let (Some(def), Some(limiter)) = (defs.get(i), limiters.get(i)) else {
             continue; // cannot happen: the proxy resolves one limiter per limit
@@ -493,18 +496,25 @@ pub fn evaluate(
         }
     }
     if !header.is_empty() {
-        outcome.header = HeaderValue::from_maybe_shared(bytes::Bytes::from(header)).ok();
+        // One copy, into the value's own buffer.
+        outcome.header = HeaderValue::from_bytes(&header).ok();
     }
     outcome
 }
 
 /// Appends one item of the `RateLimit` header (draft-ietf-httpapi-ratelimit-headers-09),
 /// `"name";r=remaining;t=seconds`, to `header` (after `, ` when it has one).
-fn push_rate_limit_item(header: &mut String, name: &str, remaining: u64, reset: Duration) {
-    use std::fmt::Write as _;
+fn push_rate_limit_item(
+    header: &mut SmallVec<[u8; 128]>,
+    name: &str,
+    remaining: u64,
+    reset: Duration,
+) {
+    use std::io::Write as _;
     if !header.is_empty() {
-        header.push_str(", ");
+        header.extend_from_slice(b", ");
     }
+    // Writing to a vector cannot fail.
     let _ = write!(header, "\"{name}\";r={remaining};t={}", ceil_secs(reset));
 }
 
@@ -857,9 +867,22 @@ mod tests {
     }
 
     fn rate_limit_item(name: &str, remaining: u64, reset: Duration) -> String {
-        let mut item = String::new();
+        let mut item = SmallVec::new();
         push_rate_limit_item(&mut item, name, remaining, reset);
-        item
+        String::from_utf8(item.to_vec()).unwrap()
+    }
+
+    /// Items past the buffer's room on the stack go on as well.
+    #[test]
+    fn a_long_header_is_whole() {
+        let long = "n".repeat(150);
+        let mut header = SmallVec::new();
+        push_rate_limit_item(&mut header, "a", 1, Duration::from_secs(1));
+        push_rate_limit_item(&mut header, &long, 2, Duration::from_secs(2));
+        assert_eq!(
+            String::from_utf8(header.to_vec()).unwrap(),
+            format!("\"a\";r=1;t=1, \"{long}\";r=2;t=2")
+        );
     }
 
     #[test]

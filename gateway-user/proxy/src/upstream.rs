@@ -454,35 +454,46 @@ impl Failure {
 #[derive(Debug)]
 pub struct ReplayBody {
     data: Option<Bytes>,
-    sent: Arc<AtomicBool>,
+    /// `None` for an empty body (most requests): there is nothing to hand over, so nothing to
+    /// record, and no shared flag to allocate.
+    sent: Option<Arc<AtomicBool>>,
 }
 
 /// Whether an attempt's [`ReplayBody`] was handed to the connection.
 #[derive(Debug, Clone)]
-pub struct BodySent(Arc<AtomicBool>);
+pub struct BodySent(Option<Arc<AtomicBool>>);
 
 impl BodySent {
     /// Was any of the body handed over (or was there none: the request was whole with its
     /// head)? Handed over does not mean received; not handed over means not received.
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.as_ref().is_none_or(|s| s.load(Ordering::Relaxed))
     }
 
     /// A body that counts as sent (a streamed body, which is never retried anyway).
     pub fn always() -> BodySent {
-        BodySent(Arc::new(AtomicBool::new(true)))
+        BodySent(None)
     }
 }
 
 impl ReplayBody {
     /// One attempt's copy of `data`, and what tells whether it was sent.
     pub fn new(data: Bytes) -> (ReplayBody, BodySent) {
-        let sent = Arc::new(AtomicBool::new(data.is_empty()));
+        if data.is_empty() {
+            return (
+                ReplayBody {
+                    data: None,
+                    sent: None,
+                },
+                BodySent(None),
+            );
+        }
+        let sent = Arc::new(AtomicBool::new(false));
         let body = ReplayBody {
-            data: (!data.is_empty()).then_some(data),
-            sent: sent.clone(),
+            data: Some(data),
+            sent: Some(sent.clone()),
         };
-        (body, BodySent(sent))
+        (body, BodySent(Some(sent)))
     }
 }
 
@@ -495,7 +506,9 @@ impl Body for ReplayBody {
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         Poll::Ready(self.data.take().map(|d| {
-            self.sent.store(true, Ordering::Relaxed);
+            if let Some(sent) = &self.sent {
+                sent.store(true, Ordering::Relaxed);
+            }
             Ok(Frame::data(d))
         }))
     }

@@ -38,7 +38,16 @@ pub const MANY_SALTS: usize = 16;
 /// The keys of one salt: `sha256(salt || key)` -> the line (from 1) and consumer.
 struct SaltGroup {
     salt: Vec<u8>,
-    keys: HashMap<[u8; 32], (usize, Arc<str>)>,
+    keys: HashMap<[u8; 32], KeyEntry>,
+}
+
+/// A key's line (from 1) and consumer.
+struct KeyEntry {
+    line: usize,
+    consumer: Arc<str>,
+    /// The consumer as the value of the header the backend gets, made once here rather than
+    /// on every request.
+    header: Option<http::HeaderValue>,
 }
 
 /// The API keys of one file, indexed by salt and hash.
@@ -87,15 +96,28 @@ impl KeyIndex {
     /// worked back. Every salt is tried (no early return), so the time does not tell which
     /// salt matched either.
     pub fn lookup(&self, key: &[u8]) -> Option<Arc<str>> {
-        let mut found: Option<&(usize, Arc<str>)> = None;
+        self.find(key).map(|e| e.consumer.clone())
+    }
+
+    /// As [`KeyIndex::lookup`], the request's authentication.
+    fn authenticated(&self, key: &[u8]) -> Option<Authenticated> {
+        self.find(key).map(|e| Authenticated {
+            consumer: e.consumer.clone(),
+            consumer_header: e.header.clone(),
+            headers: Vec::new(),
+        })
+    }
+
+    fn find(&self, key: &[u8]) -> Option<&KeyEntry> {
+        let mut found: Option<&KeyEntry> = None;
         for g in &self.groups {
             if let Some(hit) = g.keys.get(&salted_hash(&g.salt, key)) {
-                if found.is_none_or(|f| hit.0 < f.0) {
+                if found.is_none_or(|f| hit.line < f.line) {
                     found = Some(hit);
                 }
             }
         }
-        found.map(|(_, consumer)| consumer.clone())
+        found
     }
 }
 
@@ -141,7 +163,11 @@ pub fn parse_keys(file: &Path, text: &str) -> Result<KeyIndex, AuthFileError> {
             groups.len() - 1
         });
         // The same key twice: the first line names its consumer.
-        groups[g].keys.entry(h).or_insert((line, consumer.into()));
+        groups[g].keys.entry(h).or_insert_with(|| KeyEntry {
+            line,
+            consumer: consumer.into(),
+            header: http::HeaderValue::from_str(consumer).ok(),
+        });
         len += 1;
     }
     if len == 0 {
@@ -208,8 +234,8 @@ impl Scheme for ApiKey {
             return Err(Failure::Invalid);
         }
         for set in &self.sets {
-            if let Some(c) = set.load().lookup(&key) {
-                return Ok(c.into());
+            if let Some(ok) = set.load().authenticated(&key) {
+                return Ok(ok);
             }
         }
         Err(Failure::Invalid)

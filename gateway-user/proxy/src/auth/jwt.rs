@@ -629,6 +629,7 @@ impl Scheme for Jwt {
                 Ok(v) => {
                     return Ok(Authenticated {
                         consumer: v.consumer,
+                        consumer_header: None,
                         headers: v.headers,
                     })
                 }

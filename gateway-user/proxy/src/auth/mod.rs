@@ -205,6 +205,9 @@ impl Failure {
 pub struct Authenticated {
     /// The consumer id.
     pub consumer: Arc<str>,
+    /// The consumer id as the value of [`CONSUMER_HEADER`], when the method made it ahead of
+    /// the request (API keys: when the key file is loaded).
+    pub consumer_header: Option<http::HeaderValue>,
     /// Headers to set (JWT claims).
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
@@ -213,6 +216,7 @@ impl From<Arc<str>> for Authenticated {
     fn from(consumer: Arc<str>) -> Self {
         Authenticated {
             consumer,
+            consumer_header: None,
             headers: Vec::new(),
         }
     }

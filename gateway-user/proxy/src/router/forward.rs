@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Either};
+use smallvec::SmallVec;
 use tracing::debug;
 
 use super::{body_too_large, local, upstream_error};
@@ -24,13 +25,23 @@ use tollgate_compile::l7::table::{BackendProtocol, HeaderModifier, Rule};
 pub(super) enum RequestBody {
     /// Buffered (or empty): every attempt sends it.
     Replayable(Bytes),
-    /// Streamed to the first attempt only (large or of unknown length): no retries.
-    Stream(Option<LimitedBody>),
+    /// Streamed to the first attempt only (large or of unknown length): no retries. The
+    /// state tells how the stream ended (a body that was whole before anything was sent has
+    /// none to tell: a buffered one).
+    Stream(Option<LimitedBody>, Arc<BodyState>),
 }
 
 impl RequestBody {
     fn replayable(&self) -> bool {
         matches!(self, RequestBody::Replayable(_))
+    }
+
+    /// How the streamed body ended, or `None` when it was whole before the first attempt.
+    fn state(&self) -> Option<&Arc<BodyState>> {
+        match self {
+            RequestBody::Replayable(_) => None,
+            RequestBody::Stream(_, state) => Some(state),
+        }
     }
 
     /// The body of the next attempt, and what tells whether any of it was sent.
@@ -40,7 +51,7 @@ impl RequestBody {
                 let (body, sent) = ReplayBody::new(b.clone());
                 (Either::Left(body), sent)
             }
-            RequestBody::Stream(s) => match s.take() {
+            RequestBody::Stream(s, _) => match s.take() {
                 Some(b) => (Either::Right(b), BodySent::always()),
                 None => (
                     Either::Left(ReplayBody::new(Bytes::new()).0),
@@ -58,10 +69,8 @@ pub(super) async fn read_body(
     deadline: Option<tokio::time::Instant>,
     may_retry: bool,
     max_body: u64,
-    state: &Arc<BodyState>,
 ) -> Result<RequestBody, (StatusCode, &'static str, &'static str)> {
     if body.is_end_stream() {
-        state.set_complete();
         return Ok(RequestBody::Replayable(Bytes::new()));
     }
     let small = body
@@ -69,11 +78,11 @@ pub(super) async fn read_body(
         .exact()
         .is_some_and(|n| n <= core.config.limits.max_retry_body as u64);
     if !(may_retry && small) {
-        return Ok(RequestBody::Stream(Some(LimitedBody::new(
-            body,
-            max_body,
-            state.clone(),
-        ))));
+        let state = Arc::new(BodyState::default());
+        return Ok(RequestBody::Stream(
+            Some(LimitedBody::new(body, max_body, state.clone())),
+            state,
+        ));
     }
     let collect = body.collect();
     let collected = match deadline {
@@ -90,10 +99,7 @@ pub(super) async fn read_body(
         None => collect.await,
     };
     match collected {
-        Ok(c) => {
-            state.set_complete();
-            Ok(RequestBody::Replayable(c.to_bytes()))
-        }
+        Ok(c) => Ok(RequestBody::Replayable(c.to_bytes())),
         Err(_) => Err((
             StatusCode::BAD_REQUEST,
             "bad_request",
@@ -122,10 +128,9 @@ pub(super) fn forward<'a>(
     backend: Arc<BackendRuntime>,
     tls_client: Option<&'a TlsBackend>,
     mut parts: http::request::Parts,
-    path_and_query: &'a str,
+    path_and_query: String,
     body: &'a mut RequestBody,
     deadline: Option<tokio::time::Instant>,
-    state: &'a Arc<BodyState>,
     backend_response_headers: Option<&'a HeaderModifier>,
 ) -> impl Future<Output = Response<ResponseBody>> + Send + use<'a> {
     async move {
@@ -135,8 +140,28 @@ pub(super) fn forward<'a>(
         let _active = backend.request();
         // The retry in progress (its backoff and its attempt), held within the budget.
         let mut retrying: Option<upstream::ActiveRetry<'_>> = None;
-        let mut tried: Vec<usize> = Vec::new();
+        // The endpoints tried, on the stack (a request tries one, or a few).
+        let mut tried: SmallVec<[usize; 4]> = SmallVec::new();
         let mut retries = 0u32;
+        // gRPC needs HTTP/2 whatever the Backend says it speaks.
+        let protocol = if rule.grpc {
+            BackendProtocol::Http2
+        } else {
+            backend.def.protocol
+        };
+        // HTTP/1.1 goes through the proxy's own pool, which takes the target as sent (origin
+        // form): parsed here once, from the router's own string (no copy of it), and taken by
+        // an attempt as its headers are (below). The HTTP/2 client takes the endpoint from an
+        // absolute URI, made for each attempt.
+        let pooled = protocol == BackendProtocol::Http1;
+        let (mut origin, path_and_query) = if pooled {
+            (
+                Uri::from_maybe_shared(Bytes::from(path_and_query)).ok(),
+                String::new(),
+            )
+        } else {
+            (None, path_and_query)
+        };
         loop {
             let attempt_started = tokio::time::Instant::now();
             if deadline.is_some_and(|d| attempt_started >= d) {
@@ -162,26 +187,30 @@ pub(super) fn forward<'a>(
             };
             let endpoint = in_flight.endpoint().clone();
             let authority = &endpoint.authority;
-            // gRPC needs HTTP/2 whatever the Backend says it speaks.
-            let protocol = if rule.grpc {
-                BackendProtocol::Http2
-            } else {
-                backend.def.protocol
-            };
-            // HTTP/1.1 goes through the proxy's own pool, which takes the target as sent
-            // (origin form); the HTTP/2 client takes the endpoint from an absolute URI.
-            let pooled = protocol == BackendProtocol::Http1;
-            let uri: Result<Uri, _> = if pooled {
-                Uri::try_from(path_and_query)
+            // The headers are copied only while another attempt may follow (which needs them
+            // again); the last possible attempt takes them. So does an attempt on the proxy's own
+            // pool when only failures with nothing sent may be retried (no `retry` stanza): the
+            // pool gives such a request back whole. The origin-form target goes the same way.
+            let last_attempt = retries >= retry.attempts || !body.replayable();
+            let given_back = pooled && !retry.after_send && retry.codes.is_empty();
+            let headers_taken = last_attempt || given_back;
+            let uri: Option<Uri> = if pooled {
+                if headers_taken {
+                    origin.take()
+                } else {
+                    origin.clone()
+                }
             } else {
                 let scheme = if tls_client.is_some() {
                     "https"
                 } else {
                     "http"
                 };
-                format!("{scheme}://{authority}{path_and_query}").parse()
+                format!("{scheme}://{authority}{path_and_query}")
+                    .parse()
+                    .ok()
             };
-            let Ok(uri) = uri else {
+            let Some(uri) = uri else {
                 return local(
                     done,
                     StatusCode::BAD_REQUEST,
@@ -194,13 +223,6 @@ pub(super) fn forward<'a>(
             *up.method_mut() = parts.method.clone();
             *up.uri_mut() = uri;
             *up.version_mut() = Version::HTTP_11;
-            // The headers are copied only while another attempt may follow (which needs them
-            // again); the last possible attempt takes them. So does an attempt on the proxy's own
-            // pool when only failures with nothing sent may be retried (no `retry` stanza): the
-            // pool gives such a request back whole.
-            let last_attempt = retries >= retry.attempts || !body.replayable();
-            let given_back = pooled && !retry.after_send && retry.codes.is_empty();
-            let headers_taken = last_attempt || given_back;
             *up.headers_mut() = if headers_taken {
                 std::mem::take(&mut parts.headers)
             } else {
@@ -280,7 +302,7 @@ pub(super) fn forward<'a>(
             });
             let mut headers_back = false;
             let failure = match result {
-                None if state.incomplete() => {
+                None if body.state().is_some_and(|s| s.incomplete()) => {
                     // Still waiting for the client's body: the client is slow, not the backend.
                     debug!(route = %rule.route, endpoint = %authority, "the request body did not arrive in time");
                     return local(
@@ -290,7 +312,7 @@ pub(super) fn forward<'a>(
                         "the request body did not arrive in time",
                     );
                 }
-                Some(Err(_)) if state.client_error() => {
+                Some(Err(_)) if body.state().is_some_and(|s| s.client_error()) => {
                     return local(
                         done,
                         StatusCode::BAD_REQUEST,
@@ -298,7 +320,7 @@ pub(super) fn forward<'a>(
                         "the request body could not be read",
                     );
                 }
-                Some(Err(_)) if state.too_large() => {
+                Some(Err(_)) if body.state().is_some_and(|s| s.too_large()) => {
                     // The client's body grew past the limit: the backend is not at fault.
                     return body_too_large(&core, &rule.route, done);
                 }
@@ -321,7 +343,11 @@ pub(super) fn forward<'a>(
                 }
                 Some(Err((f, e, unsent))) => {
                     if let Some(unsent) = unsent {
-                        parts.headers = unsent.into_parts().0.headers;
+                        let (back, _) = unsent.into_parts();
+                        parts.headers = back.headers;
+                        if pooled {
+                            origin = Some(back.uri);
+                        }
                         headers_back = true;
                     }
                     backend.failure(index);
@@ -363,7 +389,7 @@ pub(super) fn forward<'a>(
                     }
                     done.status = status.as_u16();
                     done.upstream = Some(in_flight);
-                    done.body = Some(state.clone());
+                    done.body = body.state().cloned();
                     return Response::from_parts(
                         rparts,
                         // The body is bound by the attempt's deadline: its timer goes on.

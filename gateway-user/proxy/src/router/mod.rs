@@ -14,7 +14,7 @@ use http::{HeaderName, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 
-use super::body::{BodyState, ClientBody, Completion, ResponseBody};
+use super::body::{ClientBody, Completion, ResponseBody};
 use super::forwarded;
 use super::listener::{ConnGuard, ConnInfo};
 use super::{auth, limit};
@@ -268,9 +268,16 @@ fn answer(
                 );
             }
         };
-        done.path = path.clone();
+        // The record keeps the path as sent unless normalising changed it (a copy per request
+        // saved).
+        if done.path != path {
+            done.path.clone_from(&path);
+        }
         let rule: Arc<Rule> = candidate.rule.clone();
-        let prefix = candidate.prefix().map(str::to_owned);
+        // The matched prefix is needed only to redirect or rewrite.
+        let prefix = (rule.redirect.is_some() || rule.rewrite.is_some())
+            .then(|| candidate.prefix().map(str::to_owned))
+            .flatten();
         done.route = rule.route.clone();
         // A rule the revision could not serve as written (no backendRefs; a policy meant to
         // guard the route was left out) answers 500, before anything else is done for it.
@@ -356,7 +363,10 @@ fn answer(
             });
             match outcome {
                 Ok(ok) => {
-                    if let Ok(v) = HeaderValue::from_str(&ok.consumer) {
+                    let consumer_header = ok
+                        .consumer_header
+                        .or_else(|| HeaderValue::from_str(&ok.consumer).ok());
+                    if let Some(v) = consumer_header {
                         req.headers_mut()
                             .insert(HeaderName::from_static(auth::CONSUMER_HEADER), v);
                     }
@@ -627,14 +637,15 @@ fn routed(
                 parts.headers.remove(header::HOST);
             }
         }
-        let new_path = match rule.rewrite.as_ref().and_then(|r| r.path.as_ref()) {
+        let mut path_and_query = match rule.rewrite.as_ref().and_then(|r| r.path.as_ref()) {
             Some(m) => m.apply(&path, prefix.as_deref()),
-            None => path.clone(),
+            None => path,
         };
-        let path_and_query = match &query {
-            Some(q) => format!("{new_path}?{q}"),
-            None => new_path,
-        };
+        if let Some(q) = &query {
+            path_and_query.reserve_exact(1 + q.len());
+            path_and_query.push('?');
+            path_and_query.push_str(q);
+        }
         let deadline = rule
             .timeouts
             .request
@@ -668,7 +679,6 @@ fn routed(
             ))
             .await;
         }
-        let state = Arc::new(BodyState::default());
         // A body that may be sent again (a retry) or copied (a mirror) is buffered, when small.
         let mut body = match read_body(
             &core,
@@ -676,7 +686,6 @@ fn routed(
             deadline,
             rule.retry.attempts > 0 || !rule.mirrors.is_empty(),
             max_body,
-            &state,
         )
         .await
         {
@@ -686,7 +695,7 @@ fn routed(
         if !rule.mirrors.is_empty() {
             let whole = match &body {
                 RequestBody::Replayable(b) => Some(b),
-                RequestBody::Stream(_) => None,
+                RequestBody::Stream(..) => None,
             };
             super::mirror::spawn_copies(&core, &active, &rule, &parts, &path_and_query, whole);
         }
@@ -702,10 +711,9 @@ fn routed(
             backend,
             tls_client,
             parts,
-            &path_and_query,
+            path_and_query,
             &mut body,
             deadline,
-            &state,
             backend_filters
                 .as_ref()
                 .and_then(|f| f.response_headers.as_ref()),
