@@ -180,17 +180,18 @@ async fn refused_connections_are_retried_on_another_endpoint_or_the_same_one() {
         ])
     })
     .await;
-    // Two endpoints, one dead: every request is answered by the live one, with all its
-    // headers (an attempt that could not connect gives the request back whole).
+    // Two endpoints, one dead: every request is answered by the live one, with its target and
+    // all its headers (an attempt that could not connect gives the request back whole).
     for i in 0..6 {
         let r = gw
-            .get(&format!("/{i}"))
+            .get(&format!("/{i}/./x?n={i}"))
             .host("mixed.test")
             .header("x-request-id", &format!("req-{i}"))
             .send()
             .await;
         assert_eq!((r.status, r.backend()), (200, Some("live")), "{i}: {r:?}");
         let seen = live.last();
+        assert_eq!(seen.target, format!("/{i}/x?n={i}"));
         assert_eq!(
             seen.header("x-request-id").as_deref(),
             Some(&*format!("req-{i}"))
