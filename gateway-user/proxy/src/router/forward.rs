@@ -206,9 +206,15 @@ pub(super) fn forward<'a>(
                 } else {
                     "http"
                 };
-                format!("{scheme}://{authority}{path_and_query}")
-                    .parse()
-                    .ok()
+                // Made to its exact size and parsed from itself: `str::parse` would copy it,
+                // and so would `Bytes` a string with room to spare.
+                let mut absolute = String::with_capacity(
+                    scheme.len() + 3 + authority.len() + path_and_query.len(),
+                );
+                for part in [scheme, "://", authority, &path_and_query] {
+                    absolute.push_str(part);
+                }
+                Uri::from_maybe_shared(Bytes::from(absolute)).ok()
             };
             let Some(uri) = uri else {
                 return local(
