@@ -100,6 +100,7 @@ fn is_normal(raw: &str) -> bool {
     true
 }
 
+/// [`normalize`] for any path: decodes, merges and resolves into new buffers.
 fn normalize_general(raw: &str) -> Result<String, PathError> {
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {

@@ -88,27 +88,15 @@ impl KeyIndex {
         self.groups.len()
     }
 
-    /// The consumer of `key`, if a line of the file has its hash (the first such line).
+    /// The request's authentication by `key`: its consumer, if a line of the file has its hash
+    /// (the first such line).
     ///
     /// The hash is looked up in a hash table, not compared in constant time: the time taken
     /// can only tell something about `sha256(salt || key)`, a value an attacker who does not
     /// know the salt cannot steer, and from which nothing about a stored hash can be
     /// worked back. Every salt is tried (no early return), so the time does not tell which
     /// salt matched either.
-    pub fn lookup(&self, key: &[u8]) -> Option<Arc<str>> {
-        self.find(key).map(|e| e.consumer.clone())
-    }
-
-    /// As [`KeyIndex::lookup`], the request's authentication.
-    fn authenticated(&self, key: &[u8]) -> Option<Authenticated> {
-        self.find(key).map(|e| Authenticated {
-            consumer: e.consumer.clone(),
-            consumer_header: e.header.clone(),
-            headers: Vec::new(),
-        })
-    }
-
-    fn find(&self, key: &[u8]) -> Option<&KeyEntry> {
+    pub fn lookup(&self, key: &[u8]) -> Option<Authenticated> {
         let mut found: Option<&KeyEntry> = None;
         for g in &self.groups {
             if let Some(hit) = g.keys.get(&salted_hash(&g.salt, key)) {
@@ -117,7 +105,11 @@ impl KeyIndex {
                 }
             }
         }
-        found
+        found.map(|e| Authenticated {
+            consumer: e.consumer.clone(),
+            consumer_header: e.header.clone(),
+            headers: Vec::new(),
+        })
     }
 }
 
@@ -234,7 +226,7 @@ impl Scheme for ApiKey {
             return Err(Failure::Invalid);
         }
         for set in &self.sets {
-            if let Some(ok) = set.load().authenticated(&key) {
+            if let Some(ok) = set.load().lookup(&key) {
                 return Ok(ok);
             }
         }
@@ -284,6 +276,11 @@ mod tests {
         }
     }
 
+    /// The consumer `keys` names for `key`.
+    fn consumer_of(keys: &KeyIndex, key: &[u8]) -> Option<Arc<str>> {
+        keys.lookup(key).map(|a| a.consumer)
+    }
+
     fn hashes() -> usize {
         HASHES.with(|n| n.get())
     }
@@ -297,10 +294,10 @@ mod tests {
         );
         let keys = parse_keys(Path::new("keys"), &text).unwrap();
         assert_eq!(keys.len(), 2);
-        assert_eq!(keys.lookup(b"k-one").as_deref(), Some("shop-app"));
-        assert_eq!(keys.lookup(b"k-two").as_deref(), Some("billing"));
-        assert_eq!(keys.lookup(b"k-one "), None);
-        assert_eq!(keys.lookup(b""), None);
+        assert_eq!(consumer_of(&keys, b"k-one").as_deref(), Some("shop-app"));
+        assert_eq!(consumer_of(&keys, b"k-two").as_deref(), Some("billing"));
+        assert_eq!(consumer_of(&keys, b"k-one "), None);
+        assert_eq!(consumer_of(&keys, b""), None);
         // The hash of the key without its salt does not match.
         let unsalted = format!(
             "x:sha256:{}:{}",
@@ -308,7 +305,7 @@ mod tests {
             hex::encode(Sha256::digest(b"k-one"))
         );
         let keys = parse_keys(Path::new("keys"), &unsalted).unwrap();
-        assert_eq!(keys.lookup(b"k-one"), None);
+        assert_eq!(consumer_of(&keys, b"k-one"), None);
     }
 
     #[test]
@@ -322,8 +319,8 @@ mod tests {
         .join("\n");
         let keys = parse_keys(Path::new("keys"), &text).unwrap();
         assert_eq!((keys.len(), keys.salts()), (4, 2));
-        assert_eq!(keys.lookup(b"k").as_deref(), Some("first"));
-        assert_eq!(keys.lookup(b"x").as_deref(), Some("other"));
+        assert_eq!(consumer_of(&keys, b"k").as_deref(), Some("first"));
+        assert_eq!(consumer_of(&keys, b"x").as_deref(), Some("other"));
     }
 
     #[test]
@@ -337,13 +334,13 @@ mod tests {
         for i in [0, 1, 4_999, 9_999] {
             let before = hashes();
             assert_eq!(
-                keys.lookup(format!("key-{i}").as_bytes()).as_deref(),
+                consumer_of(&keys, format!("key-{i}").as_bytes()).as_deref(),
                 Some(format!("app-{i}").as_str())
             );
             assert_eq!(hashes() - before, 1);
         }
         let before = hashes();
-        assert_eq!(keys.lookup(b"key-10000"), None);
+        assert_eq!(consumer_of(&keys, b"key-10000"), None);
         assert_eq!(hashes() - before, 1, "a wrong key costs one hash too");
     }
 
@@ -355,7 +352,7 @@ mod tests {
         let keys = parse_keys(Path::new("keys"), &text).unwrap();
         assert_eq!(keys.salts(), 100);
         let before = hashes();
-        assert_eq!(keys.lookup(b"k42").as_deref(), Some("app"));
+        assert_eq!(consumer_of(&keys, b"k42").as_deref(), Some("app"));
         assert_eq!(hashes() - before, 100);
     }
 
