@@ -40,7 +40,8 @@ use tracing::debug;
 use super::backend_h2::connect_tcp;
 use super::backend_tls::TlsBackend;
 use super::body::BoxError;
-use super::upstream::{now_ms, Endpoint, Failure};
+use super::clock::now_ms;
+use super::upstream::{Endpoint, Failure};
 use super::UpstreamBody;
 
 /// How a pool is run: from [`crate::Limits`].

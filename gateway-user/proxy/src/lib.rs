@@ -26,6 +26,7 @@ pub mod backend_h2;
 pub mod backend_tls;
 pub mod body;
 pub mod client_prefix;
+pub mod clock;
 pub mod cluster;
 pub mod decide;
 pub mod forwarded;

@@ -21,8 +21,8 @@ use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::clock::now_ms;
 use super::tls::{TlsListener, TlsPort};
-use super::upstream::now_ms;
 use super::{Core, Limits};
 
 /// The bytes of request heads that all client connections together may hold before a
@@ -304,16 +304,24 @@ pub fn server_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 /// Such a deadline wakes nothing by itself: [`serve_http`]'s tick polls the connection at
 /// least every quarter of the header read timeout, so a head that does not come is refused at
 /// most a quarter of the timeout late (and at once when a byte of it comes after the deadline).
+///
+/// Its clock is the coarse one ([`crate::clock`]): a deadline of seconds gains nothing from
+/// the precise clock, which hyper read about twice per request through this timer (`now` for
+/// each head's deadline, the deadline's poll each time it finds no complete head yet).
 #[derive(Clone, Copy, Debug)]
 struct PolledTimer;
 
 impl hyper::rt::Timer for PolledTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        self.sleep_until(std::time::Instant::now() + duration)
+        self.sleep_until(crate::clock::instant() + duration)
     }
 
     fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
         Box::pin(PolledDeadline(deadline))
+    }
+
+    fn now(&self) -> std::time::Instant {
+        crate::clock::instant()
     }
 }
 
@@ -324,7 +332,7 @@ impl std::future::Future for PolledDeadline {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
-        if std::time::Instant::now() >= self.0 {
+        if crate::clock::instant() >= self.0 {
             Poll::Ready(())
         } else {
             Poll::Pending

@@ -19,14 +19,16 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
 use http_body::{Body, Frame, SizeHint};
 use tracing::{debug, info, warn};
+
+use crate::clock::now_ms;
 
 use tollgate_compile::l7::table::{BackendDef, LoadBalancing};
 
@@ -40,13 +42,6 @@ pub const RETRY_BUDGET_MIN_CONCURRENCY: u32 = 10;
 /// Below this share (percent) of healthy endpoints, a Backend ignores health and uses all of
 /// its endpoints (Envoy's `healthy_panic_threshold`, whose default is the same).
 pub const PANIC_THRESHOLD_PERCENT: usize = 50;
-
-/// Milliseconds since the first call (a monotonic clock that fits in an atomic).
-pub fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    // +1 so that 0 can mean "never".
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
-}
 
 /// One endpoint of a backend.
 #[derive(Debug)]
