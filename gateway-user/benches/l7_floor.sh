@@ -2,8 +2,9 @@
 # What the L7 proxy costs above the floor: CPU per request (user and system apart) of nginx,
 # of examples/l7_floor.rs (the least an HTTP/1.1 relay on tokio costs: no features, no checks),
 # of examples/l7_hyper_relay.rs (hyper's server and hyper-util's pooled client, with no work
-# either; and again with RELAY_CLIENT=pool, hyper's connection-level client in a per-thread
-# pool, the shape of the proxy's backend_h1) and of tollgate, each relaying HTTP/1.1 to the
+# either; again with RELAY_CLIENT=pool, hyper's connection-level client in a per-thread
+# pool, the shape of the proxy's backend_h1; and with RELAY_CLIENT=raw, hyper's server with no
+# client library, the floor's raw backend exchange: hyper's server alone) and of tollgate, each relaying HTTP/1.1 to the
 # same nginx backend over keep-alive, loaded in turn by the same h2load (64 connections, a fixed
 # request count), the order rotated every round. tollgate and nginx do the L7 bench's work
 # (route, API key, a limit that never triggers, X-Forwarded-For/-Proto); the two relays add
@@ -131,6 +132,9 @@ PIDS+=($!)
 RELAY_CLIENT=pool "$HYPER_BIN" 127.0.0.1:29707 "127.0.0.1:$BACKEND" &
 HYPERP_PID=$!
 PIDS+=($!)
+RELAY_CLIENT=raw "$HYPER_BIN" 127.0.0.1:29708 "127.0.0.1:$BACKEND" &
+HYPERR_PID=$!
+PIDS+=($!)
 ip link add lflr0 type veth peer name lflrp
 ip link set lflrp netns "$NETNS"
 ip link set lflr0 up
@@ -140,7 +144,7 @@ env TOLLGATE_LOG=warn "$TG" run --interface lflr0 --source "$BASE/tg/policy" \
     --detach-on-exit >"$BASE/tg.log" 2>&1 &
 TG_PID=$!
 PIDS+=($!)
-for port in 29702 29703 29706 29707 29704; do
+for port in 29702 29703 29706 29707 29708 29704; do
     for _ in $(seq 1 600); do
         [ "$(curl -s -o /dev/null -w '%{http_code}' -H "x-api-key: $KEY" -H "Host: $HOST" \
             "http://127.0.0.1:$port/api/orders")" = 200 ] && continue 2
@@ -177,11 +181,12 @@ stats() { # values... -> "median min max"
 }
 
 if [ -n "${L7_FLOOR_PROFILE:-}" ]; then
-    # For `perf record -p PID`: one gateway (nginx floor hyper-relay hyper-pool-relay
+    # For `perf record -p PID`: one gateway (nginx floor hyper-relay hyper-pool-relay hyper-server
     # tollgate) loaded without pause for L7_FLOOR_SECONDS (60), its PID printed first.
     case "$L7_FLOOR_PROFILE" in
     nginx) port=29702 pid=$NGINX_PID ;; floor) port=29703 pid=$FLOOR_PID ;;
     hyper-relay) port=29706 pid=$HYPER_PID ;; hyper-pool-relay) port=29707 pid=$HYPERP_PID ;;
+    hyper-server) port=29708 pid=$HYPERR_PID ;;
     tollgate) port=29704 pid=$TG_PID ;;
     *) echo "L7_FLOOR_PROFILE: unknown gateway $L7_FLOOR_PROFILE" >&2; exit 2 ;;
     esac
@@ -191,9 +196,9 @@ if [ -n "${L7_FLOOR_PROFILE:-}" ]; then
     exit 0
 fi
 
-names=(nginx floor hyper-relay hyper-pool-relay tollgate)
-ports=(29702 29703 29706 29707 29704)
-pids=("$NGINX_PID" "$FLOOR_PID" "$HYPER_PID" "$HYPERP_PID" "$TG_PID")
+names=(nginx floor hyper-relay hyper-pool-relay hyper-server tollgate)
+ports=(29702 29703 29706 29707 29708 29704)
+pids=("$NGINX_PID" "$FLOOR_PID" "$HYPER_PID" "$HYPERP_PID" "$HYPERR_PID" "$TG_PID")
 n=${#names[@]}
 declare -A user sys total
 fails=0

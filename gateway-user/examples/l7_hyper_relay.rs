@@ -8,7 +8,13 @@
 //! per-thread pool whose connections go back when the response body ends, from the request's
 //! own task: the shape of the proxy's `backend_h1` (with no idle timeout or cap).
 //!
-//! Usage: `[RELAY_CLIENT=pool] l7_hyper_relay LISTEN_ADDR BACKEND_ADDR`.
+//! With `RELAY_CLIENT=raw`, the client side is no library at all: the request head written to a
+//! keep-alive backend connection from a per-thread pool, the response head parsed with
+//! httparse and its body (a `Content-Length` one only) read whole, as `l7_floor.rs` does. So
+//! hyper's server alone costs what this costs above the floor, and hyper's client what the
+//! pool variant costs above this.
+//!
+//! Usage: `[RELAY_CLIENT=pool|raw] l7_hyper_relay LISTEN_ADDR BACKEND_ADDR`.
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
@@ -31,8 +37,10 @@ fn main() {
 }
 
 async fn serve(l: TcpListener, backend: SocketAddr) {
-    if std::env::var("RELAY_CLIENT").as_deref() == Ok("pool") {
-        return serve_pool(l, backend).await;
+    match std::env::var("RELAY_CLIENT").as_deref() {
+        Ok("pool") => return serve_pool(l, backend).await,
+        Ok("raw") => return serve_raw(l, backend).await,
+        _ => {}
     }
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -192,6 +200,127 @@ async fn serve_pool(l: TcpListener, backend: SocketAddr) {
 fn pool_bad_gateway() -> Response<http_body_util::Either<Back, http_body_util::Empty<bytes::Bytes>>>
 {
     let mut r = Response::new(http_body_util::Either::Right(http_body_util::Empty::new()));
+    *r.status_mut() = StatusCode::BAD_GATEWAY;
+    r
+}
+
+thread_local! {
+    static RAW_POOL: std::cell::RefCell<Vec<tokio::net::TcpStream>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+const RAW_BUF: usize = 16 * 1024;
+
+/// One exchange on a raw backend connection: the head written, the response read whole
+/// (`Content-Length` only). `None` for anything else; the connection then is not reused.
+async fn raw_exchange(
+    s: &mut tokio::net::TcpStream,
+    head: &[u8],
+) -> Option<Response<http_body_util::Full<bytes::Bytes>>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(head).await.ok()?;
+    let mut buf = vec![0u8; RAW_BUF];
+    let mut got = 0;
+    loop {
+        let n = s.read(&mut buf[got..]).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        got += n;
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(&buf[..got]).ok()? {
+            httparse::Status::Complete(h) => {
+                let length: usize = resp
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())?;
+                let end = h.checked_add(length).filter(|&e| e <= RAW_BUF)?;
+                let mut out = Response::builder().status(resp.code?);
+                for h in resp.headers.iter() {
+                    if !h.name.eq_ignore_ascii_case("connection") {
+                        out = out.header(h.name, h.value);
+                    }
+                }
+                while got < end {
+                    let n = s.read(&mut buf[got..end]).await.ok()?;
+                    if n == 0 {
+                        return None;
+                    }
+                    got += n;
+                }
+                let body = bytes::Bytes::copy_from_slice(&buf[h..end]);
+                return out.body(http_body_util::Full::new(body)).ok();
+            }
+            httparse::Status::Partial if got < RAW_BUF => {}
+            httparse::Status::Partial => return None,
+        }
+    }
+}
+
+/// hyper's server, and the request relayed on a raw backend connection ([`raw_exchange`]).
+async fn serve_raw(l: TcpListener, backend: SocketAddr) {
+    loop {
+        let Ok((c, peer)) = l.accept().await else {
+            continue;
+        };
+        let _ = c.set_nodelay(true);
+        let forwarded_for = peer.ip().to_string();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let mut head = Vec::with_capacity(512);
+                head.extend_from_slice(req.method().as_str().as_bytes());
+                head.push(b' ');
+                head.extend_from_slice(
+                    req.uri()
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .as_bytes(),
+                );
+                head.extend_from_slice(b" HTTP/1.1\r\n");
+                for (name, value) in req.headers() {
+                    if name == http::header::CONNECTION {
+                        continue;
+                    }
+                    head.extend_from_slice(name.as_str().as_bytes());
+                    head.extend_from_slice(b": ");
+                    head.extend_from_slice(value.as_bytes());
+                    head.extend_from_slice(b"\r\n");
+                }
+                head.extend_from_slice(b"x-forwarded-for: ");
+                head.extend_from_slice(forwarded_for.as_bytes());
+                head.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n\r\n");
+                async move {
+                    let held = RAW_POOL.with(|p| p.borrow_mut().pop());
+                    let mut s = match held {
+                        Some(s) => s,
+                        None => match tokio::net::TcpStream::connect(backend).await {
+                            Ok(s) => {
+                                let _ = s.set_nodelay(true);
+                                s
+                            }
+                            Err(_) => return Ok::<_, Infallible>(raw_bad_gateway()),
+                        },
+                    };
+                    Ok(match raw_exchange(&mut s, &head).await {
+                        Some(resp) => {
+                            RAW_POOL.with(|p| p.borrow_mut().push(s));
+                            resp
+                        }
+                        None => raw_bad_gateway(),
+                    })
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(c), svc)
+                .await;
+        });
+    }
+}
+
+fn raw_bad_gateway() -> Response<http_body_util::Full<bytes::Bytes>> {
+    let mut r = Response::new(http_body_util::Full::new(bytes::Bytes::new()));
     *r.status_mut() = StatusCode::BAD_GATEWAY;
     r
 }
