@@ -205,7 +205,9 @@ fn pool_bad_gateway() -> Response<http_body_util::Either<Back, http_body_util::E
 }
 
 thread_local! {
-    static RAW_POOL: std::cell::RefCell<Vec<tokio::net::TcpStream>> =
+    /// Idle backend connections, each with its read buffer (made once per connection, as the
+    /// floor's are).
+    static RAW_POOL: std::cell::RefCell<Vec<(tokio::net::TcpStream, Vec<u8>)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -215,11 +217,11 @@ const RAW_BUF: usize = 16 * 1024;
 /// (`Content-Length` only). `None` for anything else; the connection then is not reused.
 async fn raw_exchange(
     s: &mut tokio::net::TcpStream,
+    buf: &mut [u8],
     head: &[u8],
 ) -> Option<Response<http_body_util::Full<bytes::Bytes>>> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     s.write_all(head).await.ok()?;
-    let mut buf = vec![0u8; RAW_BUF];
     let mut got = 0;
     loop {
         let n = s.read(&mut buf[got..]).await.ok()?;
@@ -293,19 +295,19 @@ async fn serve_raw(l: TcpListener, backend: SocketAddr) {
                 head.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n\r\n");
                 async move {
                     let held = RAW_POOL.with(|p| p.borrow_mut().pop());
-                    let mut s = match held {
-                        Some(s) => s,
+                    let (mut s, mut buf) = match held {
+                        Some(held) => held,
                         None => match tokio::net::TcpStream::connect(backend).await {
                             Ok(s) => {
                                 let _ = s.set_nodelay(true);
-                                s
+                                (s, vec![0u8; RAW_BUF])
                             }
                             Err(_) => return Ok::<_, Infallible>(raw_bad_gateway()),
                         },
                     };
-                    Ok(match raw_exchange(&mut s, &head).await {
+                    Ok(match raw_exchange(&mut s, &mut buf, &head).await {
                         Some(resp) => {
-                            RAW_POOL.with(|p| p.borrow_mut().push(s));
+                            RAW_POOL.with(|p| p.borrow_mut().push((s, buf)));
                             resp
                         }
                         None => raw_bad_gateway(),
