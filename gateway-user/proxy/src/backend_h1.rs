@@ -10,12 +10,18 @@
 //! behind a lock only its worker thread takes) when the response body has been read to its
 //! end, from the request's own task.
 //!
-//! The rules of a pooled connection:
+//! Requests with no body (most of an API's traffic) take the lean path ([`lean`]): the
+//! request's own task writes the head and reads the response, with no task per connection
+//! (docs/benchmarks-issue13-part3.md, round 18). The rest (bodies, `Expect`) goes through
+//! hyper's connection-level client, on connections of its own.
+//!
+//! The rules of a pooled connection, on either path:
 //! - it goes back only when its response ended whole: a body left unread, cut off, refused for
 //!   its framing or dropped for a retry closes the connection (hyper closes one whose body
 //!   receiver is gone), so where one response ended is never a guess;
 //! - it is closed after [`crate::Limits::pool_idle_timeout`] unused (the watchdog in the task
-//!   that drives it), and an endpoint keeps at most
+//!   that drives a hyper connection, the sweeper of an endpoint's lean ones), and an endpoint
+//!   keeps at most
 //!   [`crate::Limits::pool_max_idle_per_endpoint`] idle per worker thread;
 //! - a request that a reused connection gives back unsent (the backend closed it while idle,
 //!   as the request left) is sent again on a new connection, as hyper-util does: none of it
@@ -43,6 +49,8 @@ use super::body::BoxError;
 use super::clock::now_ms;
 use super::upstream::{Endpoint, Failure};
 use super::UpstreamBody;
+
+mod lean;
 
 /// How a pool is run: from [`crate::Limits`].
 #[derive(Debug, Clone, Copy)]
@@ -82,7 +90,16 @@ impl Conn {
 /// lists of two workers side by side would make their locks share one).
 #[repr(align(128))]
 #[derive(Default)]
-struct Slot(Mutex<Vec<Conn>>);
+struct Slot(Mutex<Lists>);
+
+/// The idle connections of hyper's client and of the lean path (a connection stays with the
+/// one that opened it), and whether a sweeper closes the lean ones that pass the idle timeout.
+#[derive(Default)]
+struct Lists {
+    hyper: Vec<Conn>,
+    lean: Vec<lean::Conn>,
+    sweeping: bool,
+}
 
 /// The idle HTTP/1.1 connections of one endpoint, one list per worker thread (a connection is
 /// driven by a task of the worker that opened it, and used only by that worker).
@@ -107,8 +124,83 @@ impl Default for Idle {
 }
 
 impl Idle {
-    fn slot(&self) -> &Mutex<Vec<Conn>> {
-        &self.slots[crate::worker() % self.slots.len()].0
+    fn slot_index(&self) -> usize {
+        crate::worker() % self.slots.len()
+    }
+
+    fn slot(&self) -> &Mutex<Lists> {
+        &self.slots[self.slot_index()].0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lists> {
+        self.slot().lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used idle lean connection that the backend has not closed, opened
+    /// as `tls` says and not about to be closed for idleness; closed, expired and unsuitable
+    /// ones are dropped.
+    fn take_lean(&self, idle_timeout: Duration, tls: Option<&TlsBackend>) -> Option<lean::Conn> {
+        let now = now_ms();
+        let limit = idle_timeout.as_millis() as u64;
+        let mut lists = self.lock();
+        while let Some(mut c) = lists.lean.pop() {
+            if now.saturating_sub(c.idle_since) < limit && c.opened_as(tls) && c.usable() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// A lean connection whose response ended whole, kept unless the endpoint already keeps
+    /// `max_idle`; the sweeper started if none runs.
+    fn give_back_lean(
+        &self,
+        endpoint: &Arc<Endpoint>,
+        mut conn: lean::Conn,
+        max_idle: usize,
+        idle_timeout: Duration,
+    ) {
+        let mut lists = self.lock();
+        if lists.lean.len() >= max_idle {
+            // Full: those the backend closed meanwhile make room (looked at only now, not on
+            // every give-back).
+            lists.lean.retain_mut(|c| c.usable());
+            if lists.lean.len() >= max_idle {
+                return; // dropped: closed
+            }
+        }
+        // The sweeper runs on this worker's runtime; outside one (a body dropped as its runtime
+        // went away) the connection is not kept.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        conn.idle_since = now_ms();
+        lists.lean.push(conn);
+        if !lists.sweeping {
+            lists.sweeping = true;
+            drop(lists);
+            runtime.spawn(lean::sweep(
+                Arc::downgrade(endpoint),
+                self.slot_index(),
+                idle_timeout,
+            ));
+        }
+    }
+
+    /// The sweeper's round over worker `slot`'s idle lean connections: those idle for `limit`
+    /// ms or closed by the backend are dropped; the oldest one's idle time is returned, or
+    /// `None` when none is left (and the sweeper ends).
+    fn expire_lean(&self, slot: usize, limit: u64) -> Option<u64> {
+        let now = now_ms();
+        let mut lists = self.slots[slot].0.lock().unwrap_or_else(|e| e.into_inner());
+        lists
+            .lean
+            .retain_mut(|c| now.saturating_sub(c.idle_since) < limit && c.usable());
+        let oldest = lists.lean.iter().map(|c| c.idle_since).min();
+        if oldest.is_none() {
+            lists.sweeping = false;
+        }
+        oldest
     }
 
     /// The most recently used idle connection that is open, ready for a request and not about
@@ -118,7 +210,8 @@ impl Idle {
     fn take(&self, idle_timeout: Duration, tls: Option<&TlsBackend>) -> Option<Conn> {
         let now = now_ms();
         let limit = idle_timeout.as_millis() as u64;
-        let mut list = self.slot().lock().unwrap_or_else(|e| e.into_inner());
+        let mut lists = self.lock();
+        let list = &mut lists.hyper;
         let mut i = list.len();
         while i > 0 {
             i -= 1;
@@ -137,12 +230,13 @@ impl Idle {
 
     /// Idle connections kept now, for this worker thread (tests).
     pub fn idle_here(&self) -> usize {
-        self.slot()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|c| !c.sender.is_closed())
-            .count()
+        let mut lists = self.lock();
+        let hyper = lists.hyper.iter().filter(|c| !c.sender.is_closed()).count();
+        let mut lean = 0;
+        for c in lists.lean.iter_mut() {
+            lean += usize::from(c.usable());
+        }
+        hyper + lean
     }
 }
 
@@ -159,12 +253,8 @@ impl Checkin {
         if self.conn.sender.is_closed() {
             return;
         }
-        let mut list = self
-            .endpoint
-            .h1
-            .slot()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut lists = self.endpoint.h1.lock();
+        let list = &mut lists.hyper;
         list.retain(|c| !c.sender.is_closed());
         if list.len() >= self.max_idle {
             return; // dropped: its task ends, and the socket is closed
@@ -177,63 +267,91 @@ impl Checkin {
 /// A backend's response body; an HTTP/1.1 pooled connection goes back to its pool when the
 /// body has been read to its end (or dropped at its end, as hyper's server does once a body
 /// says it has ended), and is closed otherwise.
-pub struct BackendBody {
-    inner: Incoming,
-    checkin: Option<Checkin>,
+pub struct BackendBody(Inner);
+
+enum Inner {
+    /// From hyper's client (HTTP/2, and HTTP/1.1 requests with a body).
+    Hyper {
+        inner: Incoming,
+        checkin: Option<Checkin>,
+    },
+    /// From the lean path.
+    Lean(lean::Body),
 }
 
 impl From<Incoming> for BackendBody {
     fn from(inner: Incoming) -> Self {
-        BackendBody {
+        BackendBody(Inner::Hyper {
             inner,
             checkin: None,
-        }
+        })
     }
 }
 
 impl BackendBody {
-    /// The connection is not to be used again (its response's framing was refused).
-    pub fn discard_connection(&mut self) {
-        self.checkin = None;
+    fn lean(body: lean::Body) -> Self {
+        BackendBody(Inner::Lean(body))
     }
 
-    fn give_back(&mut self) {
-        if let Some(c) = self.checkin.take() {
-            c.give_back();
+    /// The connection is not to be used again (its response's framing was refused).
+    pub fn discard_connection(&mut self) {
+        match &mut self.0 {
+            Inner::Hyper { checkin, .. } => *checkin = None,
+            Inner::Lean(b) => b.discard_connection(),
         }
     }
 }
 
 impl Body for BackendBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.give_back(),
-            Poll::Ready(Some(Err(_))) => self.checkin = None,
-            _ => {}
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().0 {
+            Inner::Hyper { inner, checkin } => {
+                let polled = Pin::new(inner).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => {
+                        if let Some(c) = checkin.take() {
+                            c.give_back();
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => *checkin = None,
+                    _ => {}
+                }
+                polled.map_err(BoxError::from)
+            }
+            Inner::Lean(b) => b.poll_frame(cx),
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.0 {
+            Inner::Hyper { inner, .. } => inner.is_end_stream(),
+            Inner::Lean(b) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.0 {
+            Inner::Hyper { inner, .. } => inner.size_hint(),
+            Inner::Lean(b) => b.size_hint(),
+        }
     }
 }
 
 impl Drop for BackendBody {
     fn drop(&mut self) {
-        if self.inner.is_end_stream() {
-            self.give_back();
+        // A lean body gives its connection back by itself.
+        if let Inner::Hyper { inner, checkin } = &mut self.0 {
+            if inner.is_end_stream() {
+                if let Some(c) = checkin.take() {
+                    c.give_back();
+                }
+            }
         }
     }
 }
@@ -275,6 +393,14 @@ pub fn send<'a>(
             }
             Some(Box::new(req))
         };
+        if lean::eligible(&req) {
+            return lean::send(endpoint, settings, tls, req)
+                .await
+                .map_err(|mut e| {
+                    e.unsent = e.unsent.and_then(|r| give_back(*r));
+                    e
+                });
+        }
         loop {
             let (mut conn, reused) = match endpoint.h1.take(settings.idle_timeout, tls) {
                 Some(c) => (c, true),
@@ -308,9 +434,11 @@ pub fn send<'a>(
                         endpoint: endpoint.clone(),
                         max_idle: settings.max_idle,
                     };
-                    return Ok(resp.map(|inner| BackendBody {
-                        inner,
-                        checkin: Some(checkin),
+                    return Ok(resp.map(|inner| {
+                        BackendBody(Inner::Hyper {
+                            inner,
+                            checkin: Some(checkin),
+                        })
                     }));
                 }
                 Err(mut e) => match e.take_message() {

@@ -97,9 +97,7 @@ impl Body for ResponseBody {
             }
         }
         let polled = match &mut this.source {
-            Source::Upstream(b) => Pin::new(b)
-                .poll_frame(cx)
-                .map_err(|e| Box::new(e) as BoxError),
+            Source::Upstream(b) => Pin::new(b).poll_frame(cx),
             Source::Full(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
         };
         match polled {

@@ -311,3 +311,37 @@ async fn an_endpoint_dropped_closes_its_idle_connections_at_once() {
     drop(endpoint);
     assert!(eventually(|| counts.closed() == 1).await);
 }
+
+fn post(path: &str) -> Request<UpstreamBody> {
+    let mut req = get(path);
+    *req.method_mut() = http::Method::POST;
+    *req.body_mut() = Either::Left(ReplayBody::new(Bytes::from_static(b"a body")).0);
+    req
+}
+
+#[tokio::test]
+async fn requests_with_a_body_go_through_hyper_on_connections_of_their_own_kept_by_the_same_rules()
+{
+    let (addr, counts) = backend().await;
+    let endpoint = Arc::new(Endpoint::new(addr));
+    let short = PoolSettings {
+        idle_timeout: Duration::from_millis(300),
+        ..settings()
+    };
+    for _ in 0..3 {
+        let resp = send(&endpoint, short, None, post("/")).await.ok().unwrap();
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+    }
+    assert_eq!(counts.accepted(), 1);
+    // A request without a body takes the lean path, which keeps connections of its own.
+    assert_eq!(read(&endpoint, short, "/").await, "ok");
+    assert_eq!(counts.accepted(), 2);
+    assert_eq!(endpoint.h1.idle_here(), 2);
+    let resp = send(&endpoint, short, None, post("/")).await.ok().unwrap();
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+    assert_eq!(counts.accepted(), 2);
+    // Both closed after the idle timeout: hyper's by its connection's task, the lean one by
+    // the sweeper.
+    assert!(eventually(|| counts.closed() == 2).await);
+    assert_eq!(endpoint.h1.idle_here(), 0);
+}
