@@ -97,7 +97,9 @@ struct Slot(Mutex<Lists>);
 #[derive(Default)]
 struct Lists {
     hyper: Vec<Conn>,
-    lean: Vec<lean::Conn>,
+    /// Boxed: a lean connection moves as a pointer between this list and a response body.
+    #[allow(clippy::vec_box)]
+    lean: Vec<Box<lean::Conn>>,
     sweeping: bool,
 }
 
@@ -139,7 +141,11 @@ impl Idle {
     /// The most recently used idle lean connection that the backend has not closed, opened
     /// as `tls` says and not about to be closed for idleness; closed, expired and unsuitable
     /// ones are dropped.
-    fn take_lean(&self, idle_timeout: Duration, tls: Option<&TlsBackend>) -> Option<lean::Conn> {
+    fn take_lean(
+        &self,
+        idle_timeout: Duration,
+        tls: Option<&TlsBackend>,
+    ) -> Option<Box<lean::Conn>> {
         let now = now_ms();
         let limit = idle_timeout.as_millis() as u64;
         let mut lists = self.lock();
@@ -156,7 +162,7 @@ impl Idle {
     fn give_back_lean(
         &self,
         endpoint: &Arc<Endpoint>,
-        mut conn: lean::Conn,
+        mut conn: Box<lean::Conn>,
         max_idle: usize,
         idle_timeout: Duration,
     ) {

@@ -120,7 +120,9 @@ impl AsyncWrite for Io {
 
 /// A pooled connection of the lean path: its stream, what was read and not yet used, the
 /// buffer request heads are written into, when it went idle, and the TLS settings it was
-/// opened with (`None`: cleartext).
+/// opened with (`None`: cleartext). Boxed once, when opened, and moved as a pointer between
+/// the pool and the response body: the body is part of every response, which is moved
+/// several times on its way to hyper's server.
 pub struct Conn {
     io: Io,
     read: BytesMut,
@@ -511,7 +513,7 @@ enum Chunk {
 /// A lean response body: read from its connection by whoever polls it (the client's
 /// connection task), the connection given back to its endpoint when the body ended whole.
 pub struct Body {
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     state: State,
     reusable: bool,
     /// The endpoint the connection goes back to (not kept alive by a body in flight: a
@@ -714,7 +716,7 @@ async fn connect(
     authority: &str,
     settings: PoolSettings,
     tls: Option<&TlsBackend>,
-) -> Result<Conn, (Failure, BoxError)> {
+) -> Result<Box<Conn>, (Failure, BoxError)> {
     let tcp = connect_tcp(authority, settings.connect_timeout)
         .await
         .map_err(|e| (Failure::Connect, e))?;
@@ -733,14 +735,14 @@ async fn connect(
             (Io::Tls(Box::new(stream)), Some(t.http1.clone()))
         }
     };
-    Ok(Conn {
+    Ok(Box::new(Conn {
         io,
         read: BytesMut::new(),
         write: Vec::with_capacity(512),
         idle_since: 0,
         tls,
         broken: false,
-    })
+    }))
 }
 
 /// The sweeper of one worker's idle lean connections to an endpoint: no task drives an idle
