@@ -197,7 +197,7 @@ pub fn conformance() -> Result<()> {
 }
 
 /// The cargo-fuzz targets of gateway-user/fuzz (see its Cargo.toml).
-const FUZZ_TARGETS: &[&str] = &["policy", "http_path", "http_head"];
+const FUZZ_TARGETS: &[&str] = &["policy", "http_path", "http_head", "backend_response"];
 /// Seconds each fuzz target runs in `cargo xtask test` (TOLLGATE_FUZZ_SECONDS overrides).
 pub const FUZZ_SECONDS: u64 = 10;
 

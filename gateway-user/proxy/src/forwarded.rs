@@ -141,15 +141,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// client would get coded bytes it cannot know to decode). Checked before
 /// [`strip_hop_by_hop`] removes the evidence.
 pub fn response_framing_problem(headers: &HeaderMap) -> Option<&'static str> {
+    // No Transfer-Encoding: framed by Content-Length or the close, which the client checked.
+    if !headers.contains_key(header::TRANSFER_ENCODING) {
+        return None;
+    }
+    // One that names no coding (an empty value) is refused too: the body was read by the
+    // close, which its Content-Length, if any, would contradict.
     let mut codings = headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .map(|c| c.trim_ascii())
-        .filter(|c| !c.is_empty())
-        .peekable();
-    // No transfer coding: framed by Content-Length or the close, which hyper checked.
-    codings.peek()?;
+        .filter(|c| !c.is_empty());
     if headers.contains_key(header::CONTENT_LENGTH) {
         return Some("the backend's response has both Transfer-Encoding and Content-Length");
     }
@@ -343,6 +346,9 @@ mod tests {
         assert_eq!(h(&[]), None);
         assert!(h(&[("transfer-encoding", "chunked"), ("content-length", "3")]).is_some());
         assert!(h(&[("transfer-encoding", "gzip")]).is_some());
+        // A Transfer-Encoding that names no coding: neither chunked nor a length to trust.
+        assert!(h(&[("transfer-encoding", "")]).is_some());
+        assert!(h(&[("transfer-encoding", " , "), ("content-length", "5")]).is_some());
         assert!(h(&[("transfer-encoding", "gzip, chunked")]).is_some());
         assert!(h(&[
             ("transfer-encoding", "gzip"),

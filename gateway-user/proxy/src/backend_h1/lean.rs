@@ -394,14 +394,16 @@ fn parse_head(read: &mut BytesMut, head_only: bool) -> Result<Head, ExchangeErro
     let base = read.as_ptr() as usize;
     let reason = response.reason.unwrap_or("");
     let custom_reason = !reason.is_empty() && status.canonical_reason() != Some(reason);
-    let reason_at = (reason.as_ptr() as usize - base, reason.len());
+    // A slice of the head; httparse gives an empty reason (none, or not UTF-8) as a static
+    // `""` from elsewhere, so only a non-empty one is placed.
+    let reason_at = (offset(base, reason.as_bytes()), reason.len());
     let mut fields: smallvec::SmallVec<[(HeaderName, usize, usize); 24]> =
         smallvec::SmallVec::new();
     for h in response.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
             ExchangeError::invalid("the backend's response has an invalid field name")
         })?;
-        fields.push((name, h.value.as_ptr() as usize - base, h.value.len()));
+        fields.push((name, offset(base, h.value), h.value.len()));
     }
     let head = read.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(fields.len());
@@ -432,17 +434,32 @@ fn parse_head(read: &mut BytesMut, head_only: bool) -> Result<Head, ExchangeErro
     Ok(Head::Final((parts, state, reusable)))
 }
 
+/// Where `part`, a slice of the buffer at `base`, starts in it (0 for an empty one, which
+/// httparse may give from elsewhere).
+fn offset(base: usize, part: &[u8]) -> usize {
+    if part.is_empty() {
+        0
+    } else {
+        part.as_ptr() as usize - base
+    }
+}
+
 /// The body's framing (RFC 9112 section 6.3), and whether where it ends is known without the
-/// close (else the connection is not used again).
+/// close (else the connection is not used again). An invalid or conflicting `Content-Length`
+/// is refused whatever the status and method (section 6.3, point 5: a proxy answers 502), even
+/// where it frames nothing (`HEAD`, 204, 304): hyper's server would not send it on.
 fn framing(
     headers: &HeaderMap,
     status: StatusCode,
     head_only: bool,
 ) -> Result<(State, bool), ExchangeError> {
+    let te = headers.contains_key(header::TRANSFER_ENCODING);
+    // With a Transfer-Encoding the router refuses any Content-Length (and the connection).
+    let length = if te { None } else { content_length(headers)? };
     if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((State::Done, true));
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if te {
         let last_chunked = headers
             .get_all(header::TRANSFER_ENCODING)
             .iter()
@@ -450,7 +467,6 @@ fn framing(
             .map(|c| c.trim_ascii())
             .rfind(|c| !c.is_empty())
             .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
-        // With a Content-Length too the router refuses the response (and the connection).
         return Ok(if last_chunked {
             let alone = !headers.contains_key(header::CONTENT_LENGTH);
             (State::Chunk(Chunk::Size), alone)
@@ -458,6 +474,15 @@ fn framing(
             (State::Close, false)
         });
     }
+    Ok(match length {
+        Some(0) => (State::Done, true),
+        Some(n) => (State::Length(n), true),
+        None => (State::Close, false),
+    })
+}
+
+/// The `Content-Length`, if any: every value (and every element of a list) the same digits.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ExchangeError> {
     let mut length: Option<u64> = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         for part in value.as_bytes().split(|&b| b == b',') {
@@ -476,11 +501,7 @@ fn framing(
             length = Some(n);
         }
     }
-    Ok(match length {
-        Some(0) => (State::Done, true),
-        Some(n) => (State::Length(n), true),
-        None => (State::Close, false),
-    })
+    Ok(length)
 }
 
 /// Where the body's reading stands.

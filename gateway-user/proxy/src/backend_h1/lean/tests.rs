@@ -188,6 +188,22 @@ fn script(path: &str, n: usize) -> (Vec<u8>, bool) {
             b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n".to_vec(),
             false,
         ),
+        "/no-reason" => (
+            b"HTTP/1.1 200\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+            false,
+        ),
+        "/latin1-reason" => (
+            b"HTTP/1.1 200 \x96kay\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+            false,
+        ),
+        "/empty-value" => (
+            b"HTTP/1.1 200 OK\r\nx-empty:\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+            false,
+        ),
+        "/head-two-cl" => (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n".to_vec(),
+            false,
+        ),
         "/reason" => (
             b"HTTP/1.1 200 Fine Thanks\r\ncontent-length: 2\r\n\r\nok".to_vec(),
             false,
@@ -318,6 +334,11 @@ async fn content_lengths_must_agree_and_be_digits() {
         let e = fetch(&endpoint, Method::GET, path).await.unwrap_err();
         assert!(e.starts_with("InvalidResponse"), "{path}: {e}");
     }
+    // Even where the length frames nothing (RFC 9112 section 6.3, point 5).
+    let e = fetch(&endpoint, Method::HEAD, "/head-two-cl")
+        .await
+        .unwrap_err();
+    assert!(e.starts_with("InvalidResponse"), "{e}");
     assert_eq!(
         fetch(&endpoint, Method::GET, "/same-cl").await.unwrap().1,
         "ok"
@@ -352,6 +373,20 @@ async fn a_reason_phrase_of_its_own_is_kept() {
         .extensions()
         .get::<hyper::ext::ReasonPhrase>()
         .is_none());
+    // No reason at all, or one that is not UTF-8 (httparse gives those as an empty reason
+    // from outside the head: found by the `backend_response` fuzz target), and an empty field
+    // value.
+    for path in ["/no-reason", "/latin1-reason", "/empty-value"] {
+        let (resp, body, _) = fetch(&endpoint, Method::GET, path).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        assert!(resp
+            .extensions()
+            .get::<hyper::ext::ReasonPhrase>()
+            .is_none());
+        assert_eq!(body, "ok", "{path}");
+    }
+    let (resp, _, _) = fetch(&endpoint, Method::GET, "/empty-value").await.unwrap();
+    assert_eq!(resp.headers()["x-empty"], "");
 }
 
 #[tokio::test]
