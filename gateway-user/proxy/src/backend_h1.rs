@@ -78,12 +78,32 @@ impl Conn {
     /// a connection opened under the previous one is never used under the next (as with a
     /// changed CA, or a Backend that turned to TLS while keeping its endpoints).
     fn opened_as(&self, tls: Option<&TlsBackend>) -> bool {
-        match (&self.tls, tls) {
-            (None, None) => true,
-            (Some(mine), Some(t)) => Arc::ptr_eq(mine, &t.http1),
-            _ => false,
-        }
+        opened_as(self.tls.as_ref(), tls)
     }
+}
+
+/// Whether a connection opened with the TLS settings `mine` (`None`: cleartext) may carry a
+/// request to be sent as `tls` says (see [`Conn::opened_as`]): the same `Arc`, or both none.
+fn opened_as(mine: Option<&Arc<rustls::ClientConfig>>, tls: Option<&TlsBackend>) -> bool {
+    match (mine, tls) {
+        (None, None) => true,
+        (Some(mine), Some(t)) => Arc::ptr_eq(mine, &t.http1),
+        _ => false,
+    }
+}
+
+/// The TLS handshake of an HTTP/1.1 connection to a backend with `tls`, within `timeout`. No
+/// ALPN (the configuration has none): the server speaks HTTP/1.1.
+async fn handshake(
+    tcp: tokio::net::TcpStream,
+    t: &TlsBackend,
+    timeout: Duration,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, (Failure, BoxError)> {
+    let connector = tokio_rustls::TlsConnector::from(t.http1.clone());
+    tokio::time::timeout(timeout, connector.connect(t.h2.name.clone(), tcp))
+        .await
+        .map_err(|_| (Failure::Tls, "the TLS handshake did not end in time".into()))?
+        .map_err(|e| (Failure::Tls, BoxError::from(e)))
 }
 
 /// A worker thread's idle connections to one endpoint, on a cache line of their own (the
@@ -484,15 +504,7 @@ async fn connect(
     match tls {
         None => start(TokioIo::new(tcp), authority, settings, None).await,
         Some(t) => {
-            // No ALPN (the configuration has none): the server speaks HTTP/1.1.
-            let connector = tokio_rustls::TlsConnector::from(t.http1.clone());
-            let stream = tokio::time::timeout(
-                settings.connect_timeout,
-                connector.connect(t.h2.name.clone(), tcp),
-            )
-            .await
-            .map_err(|_| (Failure::Tls, "the TLS handshake did not end in time".into()))?
-            .map_err(|e| (Failure::Tls, BoxError::from(e)))?;
+            let stream = handshake(tcp, t, settings.connect_timeout).await?;
             start(
                 TokioIo::new(stream),
                 authority,

@@ -136,11 +136,7 @@ pub struct Conn {
 impl Conn {
     /// See [`super::Conn::opened_as`].
     pub(super) fn opened_as(&self, tls: Option<&TlsBackend>) -> bool {
-        match (&self.tls, tls) {
-            (None, None) => true,
-            (Some(mine), Some(t)) => Arc::ptr_eq(mine, &t.http1),
-            _ => false,
-        }
+        super::opened_as(self.tls.as_ref(), tls)
     }
 
     /// Whether the backend has neither closed it nor sent anything unasked while it was idle:
@@ -169,12 +165,12 @@ impl Conn {
     }
 }
 
-/// What an exchange failed with; `unwritten`: the request head could not be written (the
-/// backend had closed the connection: it got none of the request, which may go again).
+/// What an exchange failed with. [`Failure::NotSent`]: the request head could not be written
+/// (the backend had closed the connection: it got none of the request whole, which may go
+/// again).
 struct ExchangeError {
     failure: Failure,
     error: BoxError,
-    unwritten: bool,
 }
 
 impl ExchangeError {
@@ -182,7 +178,6 @@ impl ExchangeError {
         ExchangeError {
             failure: Failure::InvalidResponse,
             error: why.into(),
-            unwritten: false,
         }
     }
 }
@@ -234,23 +229,17 @@ pub async fn send(
                 };
                 return Ok(Response::from_parts(parts, super::BackendBody::lean(body)));
             }
-            Err(e) if reused && e.unwritten => {
+            Err(e) if reused && e.failure == Failure::NotSent => {
                 debug!(endpoint = %endpoint.authority, error = %e.error, "pooled connection closed before the request was written; sending it on a new one");
                 reuse = false;
             }
-            Err(e) if e.unwritten => {
-                return Err(SendError {
-                    failure: Failure::NotSent,
-                    error: e.error,
-                    unsent: Some(Box::new(req)),
-                })
-            }
             Err(e) => {
+                let unsent = (e.failure == Failure::NotSent).then(|| Box::new(req));
                 return Err(SendError {
                     failure: e.failure,
                     error: e.error,
-                    unsent: None,
-                })
+                    unsent,
+                });
             }
         }
     }
@@ -296,12 +285,10 @@ async fn exchange(
     let unwritten = |e: io::Error| ExchangeError {
         failure: Failure::NotSent,
         error: e.into(),
-        unwritten: true,
     };
     let reset = |e: io::Error| ExchangeError {
         failure: Failure::Reset,
         error: e.into(),
-        unwritten: false,
     };
     let Conn {
         io, read, write, ..
@@ -338,7 +325,6 @@ async fn exchange(
                 failure: Failure::Reset,
                 error: "the backend closed the connection before the response head was whole"
                     .into(),
-                unwritten: false,
             });
         }
     }
@@ -544,10 +530,6 @@ pub struct Body {
     idle_timeout: std::time::Duration,
 }
 
-fn body_error(why: &'static str) -> BoxError {
-    why.into()
-}
-
 impl Body {
     /// The connection is not to be used again (the body can still be read).
     pub fn discard_connection(&mut self) {
@@ -613,7 +595,7 @@ impl Body {
                 }
                 State::Failed(why) => {
                     self.state = State::Done; // the connection is already gone
-                    return Poll::Ready(Some(Err(body_error(why))));
+                    return Poll::Ready(Some(Err(why.into())));
                 }
                 _ => {}
             }
@@ -744,15 +726,7 @@ async fn connect(
     let (io, tls) = match tls {
         None => (Io::Tcp(tcp), None),
         Some(t) => {
-            // No ALPN (the configuration has none): the server speaks HTTP/1.1.
-            let connector = tokio_rustls::TlsConnector::from(t.http1.clone());
-            let stream = tokio::time::timeout(
-                settings.connect_timeout,
-                connector.connect(t.h2.name.clone(), tcp),
-            )
-            .await
-            .map_err(|_| (Failure::Tls, "the TLS handshake did not end in time".into()))?
-            .map_err(|e| (Failure::Tls, BoxError::from(e)))?;
+            let stream = super::handshake(tcp, t, settings.connect_timeout).await?;
             (Io::Tls(Box::new(stream)), Some(t.http1.clone()))
         }
     };
