@@ -430,7 +430,9 @@ pub fn send<'a>(
         loop {
             let (mut conn, reused) = match endpoint.h1.take(settings.idle_timeout, tls) {
                 Some(c) => (c, true),
-                None => match connect(&endpoint.authority, settings, tls).await {
+                // Boxed: a new connection's future (TLS handshake included) is the largest
+                // part of this one, and most requests reuse a connection.
+                None => match Box::pin(connect(&endpoint.authority, settings, tls)).await {
                     Ok(c) => (c, false),
                     Err((failure, error)) => {
                         return Err(SendError {

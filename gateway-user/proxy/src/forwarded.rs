@@ -79,57 +79,73 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     client
 }
 
-/// Whether `name` is always hop-by-hop: the fields [`strip_hop_by_hop`] removes whatever
-/// `Connection` says.
-fn always_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || matches!(name.as_str(), "keep-alive" | "http2-settings")
-        || name.as_str().starts_with("proxy-")
-}
+const HOP_BY_HOP_KINDS: usize = 7;
+
+/// The fields that are always hop-by-hop, whatever `Connection` says; `Connection` first.
+/// (`proxy-*` fields are too: [`strip_hop_by_hop`] looks for them apart.)
+static ALWAYS_HOP_BY_HOP: [HeaderName; HOP_BY_HOP_KINDS] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("http2-settings"),
+];
 
 /// Removes the hop-by-hop headers.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none (the fields `Connection` names are only hop-by-hop when it is
-    // there): one pass over the names instead of a removal, which hashes, per kind.
-    if !headers.keys().any(always_hop_by_hop) {
+    // One pass over the names notes which hop-by-hop fields are there, and only those are
+    // removed: a removal hashes, most requests carry none, and a backend's response often
+    // only `Connection: keep-alive` (removing all seven kinds by name cost ~3% of the proxy's
+    // user time per request in a profile of stop 38).
+    let mut present = [false; HOP_BY_HOP_KINDS];
+    let mut proxy = false;
+    for name in headers.keys() {
+        if let Some(i) = ALWAYS_HOP_BY_HOP.iter().position(|k| k == name) {
+            present[i] = true;
+        } else if name.as_str().starts_with("proxy-") {
+            proxy = true;
+        }
+    }
+    if !proxy && !present.contains(&true) {
         return;
     }
     // The fields `Connection` names, removed by name as written (a `&str` look-up allocates
     // nothing, where a parsed `HeaderName` that is not a standard one does). A value is taken
     // out (a reference count, not a copy) so that the map can change under it; `Connection`
-    // itself goes last, so the values are still there to be read one by one.
-    let mut i = 0;
-    while let Some(value) = headers.get_all(header::CONNECTION).iter().nth(i).cloned() {
-        i += 1;
-        let Ok(value) = value.to_str() else { continue };
-        for name in value.split(',').map(str::trim) {
-            if !name.eq_ignore_ascii_case(header::CONNECTION.as_str()) {
-                headers.remove(name);
+    // itself goes last, so the values are still there to be read one by one. Names of the
+    // always hop-by-hop kinds are left to the loop below, which knows whether they are there.
+    if present[0] {
+        let mut i = 0;
+        while let Some(value) = headers.get_all(header::CONNECTION).iter().nth(i).cloned() {
+            i += 1;
+            let Ok(value) = value.to_str() else { continue };
+            for name in value.split(',').map(str::trim) {
+                if !name.is_empty()
+                    && !ALWAYS_HOP_BY_HOP
+                        .iter()
+                        .any(|k| name.eq_ignore_ascii_case(k.as_str()))
+                {
+                    headers.remove(name);
+                }
             }
         }
     }
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("http2-settings"),
-    ] {
-        headers.remove(name);
+    for (name, there) in ALWAYS_HOP_BY_HOP.iter().zip(present) {
+        if there {
+            headers.remove(name);
+        }
     }
     // `proxy-*` fields, if any (rare): one at a time, without a list of their names.
-    while let Some(name) = headers
-        .keys()
-        .find(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-    {
-        headers.remove(name);
+    if proxy {
+        while let Some(name) = headers
+            .keys()
+            .find(|k| k.as_str().starts_with("proxy-"))
+            .cloned()
+        {
+            headers.remove(name);
+        }
     }
 }
 
@@ -203,9 +219,14 @@ pub fn set_forwarded(
     } else {
         Some(peer.value.clone())
     };
-    headers.remove(&X_FORWARDED_FOR);
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+    // `insert` replaces whatever values the field had: no removal first (a hash each).
+    match xff {
+        Some(v) => {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        None => {
+            headers.remove(&X_FORWARDED_FOR);
+        }
     }
     if !trusted {
         headers.remove(header::FORWARDED);
@@ -214,9 +235,13 @@ pub fn set_forwarded(
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
     if !trusted || !headers.contains_key(&X_FORWARDED_HOST) {
-        headers.remove(&X_FORWARDED_HOST);
-        if let Some(v) = host {
-            headers.insert(X_FORWARDED_HOST.clone(), v.clone());
+        match host {
+            Some(v) => {
+                headers.insert(X_FORWARDED_HOST.clone(), v.clone());
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
         }
     }
 }
@@ -412,6 +437,16 @@ mod tests {
             ("connection", ",, not a name, X-TWO,"),
             ("x-three", "3"),
             ("connection", "x-three"),
+            ("x-kept", "1"),
+        ]);
+        assert_eq!(left, ["x-kept"]);
+        // Names of the kinds removed anyway, in any case, and a field named like an option.
+        let left = left_after_strip(&[
+            ("connection", "close, Keep-Alive, TE, Proxy-X"),
+            ("close", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-x", "1"),
             ("x-kept", "1"),
         ]);
         assert_eq!(left, ["x-kept"]);

@@ -510,12 +510,18 @@ fn push_rate_limit_item(
     remaining: u64,
     reset: Duration,
 ) {
-    use std::io::Write as _;
+    // By hand with `itoa`: `write!` went through `core::fmt`, about 1% of the proxy's user
+    // time per request (a profile of stop 38).
+    let mut digits = itoa::Buffer::new();
     if !header.is_empty() {
         header.extend_from_slice(b", ");
     }
-    // Writing to a vector cannot fail.
-    let _ = write!(header, "\"{name}\";r={remaining};t={}", ceil_secs(reset));
+    header.push(b'"');
+    header.extend_from_slice(name.as_bytes());
+    header.extend_from_slice(b"\";r=");
+    header.extend_from_slice(digits.format(remaining).as_bytes());
+    header.extend_from_slice(b";t=");
+    header.extend_from_slice(digits.format(ceil_secs(reset)).as_bytes());
 }
 
 #[cfg(test)]
