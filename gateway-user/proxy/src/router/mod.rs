@@ -480,7 +480,10 @@ fn answer(
             }
             limit_header = outcome.header;
         }
-        let mut resp = routed(
+        // Boxed: the rest of the request's path is most of this future's size, and a future
+        // is copied whole each time it is made and moved (see `forward::forward`); so this
+        // one, `handle`'s and the box `listener::serve_http` makes for it stay small.
+        let mut resp = Box::pin(routed(
             core,
             conn,
             active,
@@ -492,7 +495,7 @@ fn answer(
             query,
             host_raw,
             started,
-        )
+        ))
         .await;
         limit_headers(resp.headers_mut(), &rule, limit_header);
         with_cors(resp)
