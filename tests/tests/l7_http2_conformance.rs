@@ -1,7 +1,7 @@
 //! The L7 proxy against RFC 9113 with the real binary: HTTP/2 (h2c) clients from python3-h2,
 //! with its own checks off so that it can send malformed requests; the same rules as for
 //! HTTP/1.1 clients (`l7_http_conformance.rs`) where they apply. What is done and what is known
-//! to differ: docs/l7-gateway.md, "Protocol conformance".
+//! to differ: docs/l7-limits.md, "Protocol conformance".
 use tollgate_tests::l7_raw::start;
 use tollgate_tests::require_root;
 

@@ -5,7 +5,7 @@
 //! close`), and what a backend's response may and may not carry through (both
 //! `Transfer-Encoding` and `Content-Length`, other transfer codings, a body cut short, 1xx,
 //! 204, HEAD). HTTP/2 clients: `l7_http2_conformance.rs`. What is done and what is known to
-//! differ: docs/l7-gateway.md, "Protocol conformance".
+//! differ: docs/l7-limits.md, "Protocol conformance".
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::Duration;
