@@ -162,7 +162,25 @@ fn request_smuggling_and_malformed_requests_are_refused_and_never_reach_the_back
             400,
         ),
     ];
-    for (name, bytes, want) in probes.iter().chain(&host_probes) {
+    // RFC 9112 sections 6.1 and 7: a transfer coding besides `chunked` (which hyper takes
+    // when `chunked` is last) is one the proxy does not decode, and would reach the backend
+    // unannounced once `Transfer-Encoding` is removed as hop-by-hop: 501, closed (from the
+    // router: not counted as malformed either).
+    let coding_probes: Vec<(&str, String, u16)> = [
+        "Transfer-Encoding: gzip, chunked\r\n",
+        "Transfer-Encoding: chunked, chunked\r\n",
+        "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+    ]
+    .into_iter()
+    .map(|te| {
+        (
+            te.trim_end(),
+            format!("POST /refused HTTP/1.1\r\nHost: a.example\r\n{te}\r\n3\r\nabc\r\n0\r\n\r\n{SMUGGLED}"),
+            501,
+        )
+    })
+    .collect();
+    for (name, bytes, want) in probes.iter().chain(&host_probes).chain(&coding_probes) {
         let (text, closed) = raw(PROXY, bytes.as_bytes());
         assert_eq!(
             statuses(&text),

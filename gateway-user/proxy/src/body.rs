@@ -101,9 +101,13 @@ impl Body for ResponseBody {
             Source::Full(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
         };
         match polled {
-            Poll::Ready(Some(Ok(frame))) => {
+            Poll::Ready(Some(Ok(mut frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.sent += data.len() as u64;
+                } else if let Some(trailers) = frame.trailers_mut() {
+                    // A backend's trailers, on any path: what a trailer may not carry is not
+                    // passed on (an HTTP/2 client's stream would be reset for a hop-by-hop one).
+                    crate::forwarded::strip_trailers(trailers);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

@@ -12,8 +12,13 @@
 //! - **Hop-by-hop headers** (RFC 9110 section 7.6.1) are never forwarded, in either direction:
 //!   `Connection` and every header it names, `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`,
 //!   `Upgrade`, `HTTP2-Settings` (RFC 9113 3.2.1; a client's h2c upgrade is never passed on,
-//!   whether or not its `Connection` names it), and `Proxy-*`. Upgrade requests get their
-//!   `Connection` and `Upgrade` back from [`crate::upgrade`].
+//!   whether or not its `Connection` names it), and `Proxy-*` but `Proxy-Status` (RFC 9209: an
+//!   end-to-end response field each intermediary adds to). Upgrade requests get their
+//!   `Connection` and `Upgrade` back from [`crate::upgrade`]. The fields the proxy sets itself
+//!   before the strip (the authenticated consumer, claim headers) are not the client's
+//!   connection options, whatever its `Connection` names ([`strip_hop_by_hop_keeping`]).
+//! - **Trailers** from a backend lose the hop-by-hop fields and those a trailer may not carry
+//!   ([`strip_trailers`]).
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -93,8 +98,23 @@ static ALWAYS_HOP_BY_HOP: [HeaderName; HOP_BY_HOP_KINDS] = [
     HeaderName::from_static("http2-settings"),
 ];
 
+/// Whether `name` (lower case) is a `proxy-*` field, hop-by-hop: all but `Proxy-Status`
+/// (RFC 9209), which is end-to-end.
+fn is_proxy_field(name: &str) -> bool {
+    name.starts_with("proxy-") && name != "proxy-status"
+}
+
 /// Removes the hop-by-hop headers.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    strip_hop_by_hop_keeping(headers, |_| false);
+}
+
+/// Removes the hop-by-hop headers, but not the fields `Connection` names that `owned` says the
+/// proxy set itself: RFC 9110 section 7.6.1 has a proxy remove the connection options it
+/// received, and a client must not be able to take the proxy's own fields (the authenticated
+/// consumer) off the request by naming them. `owned` is asked only about names `Connection`
+/// lists (as written, any case), so it costs nothing on a request that lists none.
+pub fn strip_hop_by_hop_keeping(headers: &mut HeaderMap, owned: impl Fn(&str) -> bool) {
     // One pass over the names notes which hop-by-hop fields are there, and only those are
     // removed: a removal hashes, most requests carry none, and a backend's response often
     // only `Connection: keep-alive` (removing all seven kinds by name cost ~3% of the proxy's
@@ -104,7 +124,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in headers.keys() {
         if let Some(i) = ALWAYS_HOP_BY_HOP.iter().position(|k| k == name) {
             present[i] = true;
-        } else if name.as_str().starts_with("proxy-") {
+        } else if is_proxy_field(name.as_str()) {
             proxy = true;
         }
     }
@@ -126,6 +146,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
                     && !ALWAYS_HOP_BY_HOP
                         .iter()
                         .any(|k| name.eq_ignore_ascii_case(k.as_str()))
+                    && !owned(name)
                 {
                     headers.remove(name);
                 }
@@ -139,11 +160,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     // `proxy-*` fields, if any (rare): one at a time, without a list of their names.
     if proxy {
-        while let Some(name) = headers
-            .keys()
-            .find(|k| k.as_str().starts_with("proxy-"))
-            .cloned()
-        {
+        while let Some(name) = headers.keys().find(|k| is_proxy_field(k.as_str())).cloned() {
             headers.remove(name);
         }
     }
@@ -161,22 +178,102 @@ pub fn response_framing_problem(headers: &HeaderMap) -> Option<&'static str> {
     if !headers.contains_key(header::TRANSFER_ENCODING) {
         return None;
     }
+    if headers.contains_key(header::CONTENT_LENGTH) {
+        return Some("the backend's response has both Transfer-Encoding and Content-Length");
+    }
     // One that names no coding (an empty value) is refused too: the body was read by the
     // close, which its Content-Length, if any, would contradict.
+    (!chunked_alone(headers))
+        .then_some("the backend's response has a transfer coding other than chunked")
+}
+
+/// Whether the `Transfer-Encoding` lines of `headers`, all together, name `chunked` and nothing
+/// else (empty list elements aside, RFC 9110 section 5.6.1).
+fn chunked_alone(headers: &HeaderMap) -> bool {
     let mut codings = headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .map(|c| c.trim_ascii())
         .filter(|c| !c.is_empty());
-    if headers.contains_key(header::CONTENT_LENGTH) {
-        return Some("the backend's response has both Transfer-Encoding and Content-Length");
-    }
-    let chunked_alone = codings
+    codings
         .next()
         .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
-        && codings.next().is_none();
-    (!chunked_alone).then_some("the backend's response has a transfer coding other than chunked")
+        && codings.next().is_none()
+}
+
+/// Whether an HTTP/1.1 request's body, chunked (hyper checks that the last coding is), has
+/// another transfer coding besides (`gzip, chunked`, `chunked, chunked`, or a line of each):
+/// the proxy decodes only `chunked` and removes `Transfer-Encoding` as hop-by-hop, so the
+/// backend would get coded bytes with nothing saying so. Answered 501 (RFC 9112 section 6.1: a
+/// server SHOULD answer 501 to a transfer coding it does not understand; section 7: chunked
+/// only once). Asked only of a request whose body has no known length (see `router`).
+pub fn request_coding_refused(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING) && !chunked_alone(headers)
+}
+
+/// Whether a backend's final status can be relayed: a `101` to a request that asked for no
+/// upgrade (`upgrade`: it did) is not (RFC 9110 section 15.2.2: a server MUST NOT switch to a
+/// protocol the client did not ask for), nor is a status past 599 (RFC 9110 section 15:
+/// three digits, 100 to 599; the `http` crate takes up to 999). Answered 502, and the
+/// connection not used again.
+pub fn response_status_problem(status: http::StatusCode, upgrade: bool) -> Option<&'static str> {
+    match status.as_u16() {
+        101 if !upgrade => Some("the backend switched protocols without being asked to"),
+        600.. => Some("the backend's response has an invalid status"),
+        _ => None,
+    }
+}
+
+/// The fields a trailer section may not carry (RFC 9110 section 6.5.1: those that frame the
+/// message, route it, authenticate, modify the request, control the response or say how to
+/// process the content; hyper's HTTP/1.1 encoder refuses most of them too) and the hop-by-hop
+/// ones (section 7.6.1; in HTTP/2, RFC 9113 section 8.2.2 makes them malformed and `h2` resets
+/// the stream rather than send them).
+fn trailer_refused(name: &str) -> bool {
+    name.starts_with("content-")
+        || name.starts_with("proxy-")
+        || name.starts_with("if-")
+        || matches!(
+            name,
+            "connection"
+                | "keep-alive"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+                | "http2-settings"
+                | "host"
+                | "authorization"
+                | "www-authenticate"
+                | "authentication-info"
+                | "cookie"
+                | "set-cookie"
+                | "cache-control"
+                | "expect"
+                | "max-forwards"
+                | "pragma"
+                | "range"
+                | "age"
+                | "expires"
+                | "date"
+                | "location"
+                | "retry-after"
+                | "vary"
+                | "warning"
+        )
+}
+
+/// Removes from a backend's trailer section what [`trailer_refused`] names. Trailers are rare:
+/// a look at each name, and removals only when there is one to remove.
+pub fn strip_trailers(trailers: &mut HeaderMap) {
+    while let Some(name) = trailers
+        .keys()
+        .find(|k| trailer_refused(k.as_str()))
+        .cloned()
+    {
+        trailers.remove(name);
+    }
 }
 
 /// A client connection's peer as the forwarded headers need it, worked out once per connection
@@ -450,6 +547,101 @@ mod tests {
             ("x-kept", "1"),
         ]);
         assert_eq!(left, ["x-kept"]);
+    }
+
+    /// A field the proxy set itself stays when the client's `Connection` names it; the
+    /// client's own options still go. `Proxy-Status` is end-to-end.
+    #[test]
+    fn connection_cannot_remove_the_fields_the_proxy_set() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "X-Tollgate-Consumer, x-tenant, x-mine"),
+            ("x-tollgate-consumer", "alice"),
+            ("x-tenant", "acme"),
+            ("x-mine", "1"),
+            ("proxy-status", "cdn; error=connection_timeout"),
+            ("proxy-authenticate", "Basic"),
+            ("x-kept", "1"),
+        ] {
+            h.append(HeaderName::from_static(k), v.parse().unwrap());
+        }
+        strip_hop_by_hop_keeping(&mut h, |n| {
+            ["x-tollgate-consumer", "x-tenant"]
+                .iter()
+                .any(|o| n.eq_ignore_ascii_case(o))
+        });
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            ["proxy-status", "x-kept", "x-tenant", "x-tollgate-consumer"]
+        );
+    }
+
+    #[test]
+    fn request_bodies_coded_with_more_than_chunked_are_refused() {
+        let refused = |lines: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in lines {
+                h.append(header::TRANSFER_ENCODING, v.parse().unwrap());
+            }
+            request_coding_refused(&h)
+        };
+        assert!(!refused(&[]));
+        assert!(!refused(&["chunked"]));
+        assert!(!refused(&["Chunked"]));
+        assert!(!refused(&[", chunked"]));
+        assert!(refused(&["gzip, chunked"]));
+        assert!(refused(&["chunked, chunked"]));
+        assert!(refused(&["gzip", "chunked"]));
+        assert!(refused(&["chunked", "chunked"]));
+    }
+
+    #[test]
+    fn unasked_101s_and_statuses_past_599_cannot_be_relayed() {
+        let problem = |code: u16, upgrade: bool| {
+            response_status_problem(http::StatusCode::from_u16(code).unwrap(), upgrade)
+        };
+        assert!(problem(101, false).is_some());
+        assert!(problem(101, true).is_none());
+        for code in [600, 700, 999] {
+            assert!(problem(code, false).is_some(), "{code}");
+            assert!(problem(code, true).is_some(), "{code}");
+        }
+        for code in [200, 204, 302, 404, 599] {
+            assert!(problem(code, false).is_none(), "{code}");
+        }
+    }
+
+    #[test]
+    fn trailers_lose_hop_by_hop_fields_and_those_no_trailer_may_carry() {
+        let mut t = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("upgrade", "x"),
+            ("proxy-connection", "close"),
+            ("content-length", "5"),
+            ("content-type", "text/plain"),
+            ("host", "evil.example"),
+            ("authorization", "Basic x"),
+            ("www-authenticate", "Basic"),
+            ("set-cookie", "a=b"),
+            ("cache-control", "no-store"),
+            ("location", "/x"),
+            ("x-sum", "13"),
+            ("grpc-status", "0"),
+            ("server-timing", "db;dur=53"),
+        ] {
+            t.append(HeaderName::from_static(k), v.parse().unwrap());
+        }
+        strip_trailers(&mut t);
+        let mut left: Vec<_> = t.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["grpc-status", "server-timing", "x-sum"]);
     }
 
     /// Each kind alone is found by the pass that decides whether anything is to be removed.

@@ -181,12 +181,14 @@ pub async fn forward(
             .unwrap_or_else(|_| Err((Failure::Timeout, "no response in time".into()))),
         None => sent.await,
     };
-    // A response whose framing cannot be relayed is answered 502, as in any request.
+    // A response whose status or framing cannot be relayed is answered 502, as in any
+    // request (the connection is this request's own, and dropped).
     let result = result.and_then(|resp| {
-        match (resp.version() < Version::HTTP_2)
-            .then(|| forwarded::response_framing_problem(resp.headers()))
-            .flatten()
-        {
+        match forwarded::response_status_problem(resp.status(), true).or_else(|| {
+            (resp.version() < Version::HTTP_2)
+                .then(|| forwarded::response_framing_problem(resp.headers()))
+                .flatten()
+        }) {
             Some(why) => Err((Failure::InvalidResponse, why.into())),
             None => Ok(resp),
         }
@@ -222,8 +224,9 @@ pub async fn forward(
         backend.success(index);
     }
     if status != StatusCode::SWITCHING_PROTOCOLS {
-        // Refused (or ignored): relayed as any response.
+        // Refused (or ignored): relayed as any response, in this hop's version.
         let (mut rparts, rbody) = resp.into_parts();
+        rparts.version = Version::HTTP_11;
         forwarded::strip_hop_by_hop(&mut rparts.headers);
         if let Some(m) = &rule.response_headers {
             m.apply(&mut rparts.headers);
@@ -242,6 +245,7 @@ pub async fn forward(
     }
     let backend_upgrade = hyper::upgrade::on(&mut resp);
     let (mut rparts, _) = resp.into_parts();
+    rparts.version = Version::HTTP_11;
     // A 101 must say what it switches to (RFC 9110 7.8): without it the client could not
     // know what the bytes that follow are.
     let Some(upgrade) = rparts.headers.get(header::UPGRADE).cloned() else {

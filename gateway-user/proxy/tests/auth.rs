@@ -96,6 +96,20 @@ async fn api_keys_in_a_header_or_query_and_basic_auth_name_the_consumer_or_get_4
         app.last().header("x-tollgate-consumer").as_deref(),
         Some("alice")
     );
+    // A `Connection` naming the consumer header does not take the proxy's own off the request
+    // (RFC 9110 section 7.6.1: a proxy removes the options it received, not the fields it
+    // set); the client's own fields it names still go.
+    let r = gw
+        .get("/a")
+        .header("x-api-key", "k3y-0ne")
+        .header("connection", "X-Tollgate-Consumer, x-mine")
+        .header("x-mine", "1")
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = app.last();
+    assert_eq!(seen.header("x-tollgate-consumer").as_deref(), Some("app-1"));
+    assert_eq!(seen.header("x-mine"), None);
 
     // Authenticated but not in allowedConsumers: 403 without a challenge.
     for req in [
@@ -107,7 +121,7 @@ async fn api_keys_in_a_header_or_query_and_basic_auth_name_the_consumer_or_get_4
         assert!(r.all("www-authenticate").is_empty(), "{r:?}");
     }
     assert_eq!(failures(&gw, "default/app", "forbidden"), 2);
-    assert_eq!(app.count(), 2);
+    assert_eq!(app.count(), 3);
 
     // The key in a query parameter on the other route; there, a header is no credential.
     let r = gw.get("/q?api_key=k3y-tw0&x=1").send().await;
@@ -293,6 +307,17 @@ async fn jwts_signed_in_the_test_are_checked_against_inline_and_served_jwks() {
         assert_eq!(seen.header("x-tollgate-consumer").as_deref(), Some(sub));
         assert_eq!(seen.header("x-tenant").as_deref(), Some("acme"));
     }
+    // Nor can a `Connection` naming them take the consumer and claim headers off.
+    let r = gw
+        .get("/a")
+        .bearer(&ed.sign("ed1", &claims("alice", json!({}))))
+        .header("connection", "x-tenant, x-tollgate-consumer")
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = app.last();
+    assert_eq!(seen.header("x-tollgate-consumer").as_deref(), Some("alice"));
+    assert_eq!(seen.header("x-tenant").as_deref(), Some("acme"));
     // Without the claim, a client's copy of its header still does not pass.
     let t = ed.sign("ed1", &claims("alice", json!({"tenant": null})));
     let r = gw

@@ -269,5 +269,13 @@ pub fn owned_headers(def: &AuthDef) -> impl Iterator<Item = &http::HeaderName> {
         .flat_map(|p| p.claim_headers.iter().map(|(_, h)| h))
 }
 
+/// Whether `name` (any case) is a request field the proxy sets itself on a route with policy
+/// `def`: [`CONSUMER_HEADER`] and the claim headers. Such a field is never the client's, so a
+/// `Connection` that names it does not take it off the request for the backend.
+pub fn set_by_proxy(def: Option<&AuthDef>, name: &str) -> bool {
+    name.eq_ignore_ascii_case(CONSUMER_HEADER)
+        || def.is_some_and(|d| owned_headers(d).any(|h| name.eq_ignore_ascii_case(h.as_str())))
+}
+
 #[cfg(test)]
 mod tests;

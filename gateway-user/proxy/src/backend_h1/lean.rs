@@ -14,7 +14,8 @@
 //! 304; chunked when `Transfer-Encoding` ends with `chunked`; else delimited by the close when
 //! there is a `Transfer-Encoding` (the router refuses both of these unless `chunked` is alone
 //! and without `Content-Length`); else `Content-Length` (several must agree, else 502); else
-//! the close. Interim responses (1xx but 101) are read and dropped. The limits are hyper's
+//! the close; chunk-size lines are read at least as strictly as hyper's decoder reads them
+//! ([`chunk`]). Interim responses (1xx but 101) are read and dropped. The limits are hyper's
 //! client's: a head of at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] fields.
 //!
 //! The connection goes back to its endpoint's idle list only when the body ended whole, where
@@ -44,6 +45,8 @@ use crate::body::BoxError;
 use crate::clock::now_ms;
 use crate::upstream::{Endpoint, Failure};
 use crate::UpstreamBody;
+
+mod chunk;
 
 /// The longest response head (and trailer section) read: hyper's client's default buffer
 /// limit, so that a backend's answer is judged the same on either path.
@@ -374,8 +377,11 @@ fn parse_head(read: &mut BytesMut, head_only: bool) -> Result<Head, ExchangeErro
         }
     };
     let code = response.code.unwrap_or(0);
+    // 100 to 599 (RFC 9110 section 15; `http` takes up to 999), as on hyper's path (router).
     let status = StatusCode::from_u16(code)
-        .map_err(|_| ExchangeError::invalid("the backend's response has an invalid status"))?;
+        .ok()
+        .filter(|_| code < 600)
+        .ok_or_else(|| ExchangeError::invalid("the backend's response has an invalid status"))?;
     if status.is_informational() {
         if code == 101 {
             return Err(ExchangeError::invalid(
@@ -635,24 +641,24 @@ impl Body {
                     let data = read.split().freeze();
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                State::Chunk(Chunk::Size) if !read.is_empty() => {
-                    match httparse::parse_chunk_size(read) {
-                        Ok(httparse::Status::Complete((n, size))) => {
-                            read.advance(n);
-                            self.state = State::Chunk(if size == 0 {
-                                Chunk::Trailers
-                            } else {
-                                Chunk::Data(size)
-                            });
-                            continue;
-                        }
-                        Ok(httparse::Status::Partial) if read.len() < MAX_CHUNK_LINE => {}
-                        Ok(httparse::Status::Partial) => {
-                            return self.fail("a chunk-size line from the backend is too long", cx)
-                        }
-                        Err(_) => return self.fail("the backend's chunked body is malformed", cx),
+                State::Chunk(Chunk::Size) if !read.is_empty() => match chunk::size_line(read) {
+                    Ok(Some((n, size))) => {
+                        read.advance(n);
+                        self.state = State::Chunk(if size == 0 {
+                            Chunk::Trailers
+                        } else {
+                            Chunk::Data(size)
+                        });
+                        continue;
                     }
-                }
+                    Ok(None) if read.len() < MAX_CHUNK_LINE => {}
+                    Ok(None) => {
+                        return self.fail("a chunk-size line from the backend is too long", cx)
+                    }
+                    Err(chunk::Malformed) => {
+                        return self.fail("the backend's chunked body is malformed", cx)
+                    }
+                },
                 State::Chunk(Chunk::DataEnd) if read.len() >= 2 => {
                     if &read[..2] != b"\r\n" {
                         return self.fail("the backend's chunked body is malformed", cx);

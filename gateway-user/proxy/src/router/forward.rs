@@ -289,15 +289,18 @@ pub(super) fn forward<'a>(
                 }
                 None => Some(sent.await),
             };
-            // A response whose framing cannot be relayed is the backend's failure (502), as one
-            // hyper could not parse; its connection is not used again (where that response ended
-            // is not known).
+            // A response whose status or framing cannot be relayed is the backend's failure
+            // (502), as one hyper could not parse; its connection is not used again (where that
+            // response ended is not known; after a 101, what follows is not HTTP).
             let result = result.map(|r| {
                 r.and_then(|mut resp| {
-                    match (resp.version() < Version::HTTP_2)
-                        .then(|| forwarded::response_framing_problem(resp.headers()))
-                        .flatten()
-                    {
+                    let problem =
+                        forwarded::response_status_problem(resp.status(), false).or_else(|| {
+                            (resp.version() < Version::HTTP_2)
+                                .then(|| forwarded::response_framing_problem(resp.headers()))
+                                .flatten()
+                        });
+                    match problem {
                         Some(why) => {
                             resp.body_mut().discard_connection();
                             Err((Failure::InvalidResponse, BoxError::from(why), None))
@@ -386,6 +389,9 @@ pub(super) fn forward<'a>(
                         debug!(route = %rule.route, backend = %backend.def.label, "retry refused: over the retry budget");
                     }
                     let (mut rparts, rbody) = resp.into_parts();
+                    // The client gets this hop's version, not the backend's (RFC 9110 section
+                    // 2.5): an HTTP/1.0 backend's would cost it keep-alive and chunking.
+                    rparts.version = Version::HTTP_11;
                     forwarded::strip_hop_by_hop(&mut rparts.headers);
                     if let Some(m) = &rule.response_headers {
                         m.apply(&mut rparts.headers);

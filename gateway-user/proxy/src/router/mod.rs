@@ -190,6 +190,19 @@ fn answer(
             }
             return response;
         }
+        // A chunked body with another transfer coding besides: 501, before any routing (an
+        // HTTP/1.1 body of no known length is chunked; others are not looked at).
+        if req.version() < Version::HTTP_2
+            && req.body().size_hint().exact().is_none()
+            && forwarded::request_coding_refused(req.headers())
+        {
+            return local(
+                done,
+                StatusCode::NOT_IMPLEMENTED,
+                "transfer_coding",
+                "the request has a transfer coding other than chunked, which this gateway does not decode",
+            );
+        }
         if let Some(tls) = &conn.tls {
             if !tls.covers(&done.host) {
                 return local(
@@ -603,7 +616,11 @@ fn routed(
         };
         // The request for the backend.
         let (mut parts, body) = req.into_parts();
-        forwarded::strip_hop_by_hop(&mut parts.headers);
+        // The consumer and claim headers set above stay, whatever the client's `Connection` says.
+        let auth_def = rule.auth.and_then(|a| active.table.policy.auth.get(a));
+        forwarded::strip_hop_by_hop_keeping(&mut parts.headers, |name| {
+            auth::set_by_proxy(auth_def, name)
+        });
         if rule.grpc {
             // The one TE value HTTP/2 allows, which gRPC servers expect (it says the client
             // reads trailers, where the call's status is): hop-by-hop, so set on this hop.
@@ -742,122 +759,4 @@ fn body_too_large(core: &Core, route: &Arc<str>, done: Completion) -> Response<R
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tollgate_compile::l7::table::PathModifier;
-
-    #[test]
-    fn hosts_lose_their_port_case_and_trailing_dot() {
-        assert_eq!(normalise_host("API.Example.com.:8080"), "api.example.com");
-        assert_eq!(normalise_host("example.com"), "example.com");
-        assert_eq!(normalise_host("[::1]:8080"), "[::1]");
-        assert_eq!(normalise_host("[2001:DB8::1]"), "[2001:db8::1]");
-        let req = Request::builder()
-            .uri("http://Shop.Example.com:81/x")
-            .header("host", "other")
-            .body(())
-            .unwrap();
-        let (raw, host) = request_host(&req);
-        assert_eq!(raw.unwrap(), "Shop.Example.com:81");
-        assert_eq!(host, "shop.example.com");
-        let req = Request::builder()
-            .uri("/x")
-            .header("host", "a.b:1")
-            .body(())
-            .unwrap();
-        assert_eq!(request_host(&req).1, "a.b");
-        let req = Request::builder().uri("/x").body(()).unwrap();
-        let (raw, host) = request_host(&req);
-        assert!(raw.is_none());
-        assert_eq!(host, "");
-    }
-
-    fn redirect(
-        scheme: Option<&str>,
-        host: Option<&str>,
-        port: Option<u16>,
-        path: Option<PathModifier>,
-    ) -> Redirect {
-        Redirect {
-            scheme: scheme.map(str::to_owned),
-            hostname: host.map(str::to_owned),
-            path,
-            port,
-            status: StatusCode::FOUND,
-        }
-    }
-
-    #[test]
-    fn redirects_follow_the_gateway_api_port_rules() {
-        let loc = |r: &Redirect| {
-            redirect_location(
-                r,
-                "a.example.com",
-                "/old/x",
-                Some("/old"),
-                Some("q=1"),
-                8080,
-                "http",
-            )
-        };
-        // On an HTTPS listener, the request's scheme is https, and its port is kept.
-        assert_eq!(
-            redirect_location(
-                &redirect(None, Some("b.example.com"), None, None),
-                "a.example.com",
-                "/x",
-                None,
-                None,
-                8443,
-                "https",
-            ),
-            "https://b.example.com:8443/x"
-        );
-        assert_eq!(
-            redirect_location(
-                &redirect(None, None, None, None),
-                "a.example.com",
-                "/x",
-                None,
-                None,
-                443,
-                "https",
-            ),
-            "https://a.example.com/x"
-        );
-        assert_eq!(
-            loc(&redirect(Some("https"), None, None, None)),
-            "https://a.example.com/old/x?q=1"
-        );
-        assert_eq!(
-            loc(&redirect(None, None, None, None)),
-            "http://a.example.com:8080/old/x?q=1"
-        );
-        assert_eq!(
-            loc(&redirect(None, Some("b.example.com"), Some(80), None)),
-            "http://b.example.com/old/x?q=1"
-        );
-        assert_eq!(
-            loc(&redirect(Some("https"), None, Some(8443), None)),
-            "https://a.example.com:8443/old/x?q=1"
-        );
-        assert_eq!(
-            loc(&redirect(
-                Some("http"),
-                None,
-                None,
-                Some(PathModifier::Prefix("/new".into()))
-            )),
-            "http://a.example.com/new/x?q=1"
-        );
-        assert_eq!(
-            loc(&redirect(
-                None,
-                None,
-                Some(80),
-                Some(PathModifier::Full("/".into()))
-            )),
-            "http://a.example.com/?q=1"
-        );
-    }
-}
+mod tests;

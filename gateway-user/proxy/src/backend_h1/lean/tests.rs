@@ -167,6 +167,37 @@ fn script(path: &str, n: usize) -> (Vec<u8>, bool) {
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nfffffffffffffffff\r\n".to_vec(),
             false,
         ),
+        // Chunk-size lines without a digit, or with a control character in an extension.
+        "/chunk-no-digit" => (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\r\n\r\n".to_vec(),
+            false,
+        ),
+        "/chunk-ext-only" => (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n;x\r\n\r\n".to_vec(),
+            false,
+        ),
+        "/chunk-ext-lf" => (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2;a\nb\r\nhi\r\n0\r\n\r\n".to_vec(),
+            false,
+        ),
+        "/chunk-ext-ctl" => (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2;a\x01b\r\nhi\r\n0\r\n\r\n".to_vec(),
+            false,
+        ),
+        // What hyper's decoder takes: whitespace before an extension, a quoted string with a
+        // tab and a space, and leading zeros past 16 digits.
+        "/chunk-ext-ok" => (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2 \t;a=\"x\ty z\"\r\nhi\r\n000000000000000000001\r\n!\r\n0\r\n\r\n".to_vec(),
+            false,
+        ),
+        "/600" => (
+            b"HTTP/1.1 600 Beyond\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+            false,
+        ),
+        "/999" => (
+            b"HTTP/1.1 999 Beyond\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+            false,
+        ),
         "/big-head" => {
             let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
             for i in 0..MAX_HEAD / 1000 + 1 {
@@ -428,4 +459,70 @@ async fn a_body_dropped_before_its_end_closes_the_connection_and_one_read_to_its
     assert_eq!(fetch(&endpoint, Method::GET, "/").await.unwrap().1, "ok");
     assert_eq!(seen.accepted.load(Ordering::SeqCst), 2);
     assert_eq!(endpoint.h1.idle_here(), 1);
+}
+
+#[test]
+fn a_chunk_size_line_needs_a_hex_digit_and_no_control_character_in_its_extension() {
+    use chunk::{size_line, Malformed};
+    assert_eq!(size_line(b"1a\r\nx"), Ok(Some((4, 0x1a))));
+    assert_eq!(size_line(b"0\r\n"), Ok(Some((3, 0))));
+    assert_eq!(size_line(b"5 \t;a=1;b=\"c d\"\r\n"), Ok(Some((17, 5))));
+    assert_eq!(size_line(b"ffffffffffffffff\r\n"), Ok(Some((18, u64::MAX))));
+    assert_eq!(size_line(b"00000000000000000001\r\n"), Ok(Some((22, 1))));
+    // Not whole yet.
+    for partial in [&b"1"[..], b"1a", b"1 ", b"1;ext", b"1;ext\r", b"1\r"] {
+        assert_eq!(size_line(partial), Ok(None), "{partial:?}");
+    }
+    for bad in [
+        &b"\r\n"[..],
+        b";x\r\n",
+        b" 1\r\n",
+        b"x\r\n",
+        b"1\n",
+        b"1 2\r\n",
+        b"1\rx",
+        b"1;a\nb\r\n",
+        b"1;a\x00\r\n",
+        b"1;a\x7f\r\n",
+        b"1;a\rb\r\n",
+        b"10000000000000000\r\n",
+    ] {
+        assert_eq!(size_line(bad), Err(Malformed), "{bad:?}");
+    }
+}
+
+#[tokio::test]
+async fn chunk_size_lines_hyper_would_refuse_fail_the_body_and_close_the_connection() {
+    let (addr, seen) = backend(script).await;
+    let endpoint = Arc::new(Endpoint::new(addr));
+    let (_, body, _) = fetch(&endpoint, Method::GET, "/chunk-ext-ok")
+        .await
+        .unwrap();
+    assert_eq!(body, "hi!");
+    assert_eq!(endpoint.h1.idle_here(), 1);
+    let paths = [
+        "/chunk-no-digit",
+        "/chunk-ext-only",
+        "/chunk-ext-lf",
+        "/chunk-ext-ctl",
+    ];
+    for (i, path) in paths.into_iter().enumerate() {
+        let e = fetch(&endpoint, Method::GET, path).await.unwrap_err();
+        assert!(e.contains("malformed"), "{path}: {e}");
+        assert_eq!(endpoint.h1.idle_here(), 0, "{path}: kept");
+        // Each was sent on the connection kept before it, which was then closed.
+        assert_eq!(seen.accepted.load(Ordering::SeqCst), i + 1, "{path}");
+        assert_eq!(fetch(&endpoint, Method::GET, "/").await.unwrap().1, "ok");
+    }
+}
+
+#[tokio::test]
+async fn statuses_past_599_are_invalid_responses() {
+    let (addr, _) = backend(script).await;
+    let endpoint = Arc::new(Endpoint::new(addr));
+    for path in ["/600", "/999"] {
+        let e = fetch(&endpoint, Method::GET, path).await.unwrap_err();
+        assert!(e.starts_with("InvalidResponse"), "{path}: {e}");
+        assert_eq!(endpoint.h1.idle_here(), 0, "{path}: kept");
+    }
 }
