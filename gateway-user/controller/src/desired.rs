@@ -145,12 +145,12 @@ pub fn plans(
         })
         .map(|(k, _)| (k.namespace.clone().unwrap_or_default(), k.name.clone()))
         .collect();
-    for (key, view) in objects.iter().filter(|(k, _)| k.kind == "GatewayClass") {
-        if classes.contains(key.name.as_str()) {
-            out.push(gateway_class(key, view));
-        }
-    }
     if let Some(acceptance) = &outcome.acceptance {
+        for (key, view) in objects.iter().filter(|(k, _)| k.kind == "GatewayClass") {
+            if classes.contains(key.name.as_str()) {
+                out.push(gateway_class(key, view, acceptance));
+            }
+        }
         for (key, view) in objects {
             match key.kind.as_str() {
                 "Gateway" => {
@@ -237,7 +237,8 @@ fn gateway(
                 .collect()
         })
         .unwrap_or_default();
-    // Problems of one listener (it is left out on its own), by index.
+    // Problems of one listener left out on its own, by index (a listener that is served may
+    // have notes: the route kinds it ignores).
     let mut listener_problems: BTreeMap<usize, Vec<(String, String)>> = BTreeMap::new();
     let whole = left_out(acceptance, key);
     let problems = whole
@@ -255,6 +256,9 @@ fn gateway(
         if let Some(rest) = e.location.field.strip_prefix("spec.listeners[") {
             if let Some((index, tail)) = rest.split_once(']') {
                 if let Ok(i) = index.parse::<usize>() {
+                    if names.get(i).is_some_and(|n| served.contains(n)) {
+                        continue;
+                    }
                     listener_problems
                         .entry(i)
                         .or_default()
@@ -318,8 +322,21 @@ fn gateway(
                 .get(&(label.clone(), name.clone()))
                 .copied()
                 .unwrap_or(0);
+            // The compiler's reasons for this listener's references that do not resolve, by
+            // field under the listener.
+            let own = format!("spec.listeners[{i}]");
+            let refs: Vec<(&str, &str, &str)> = acceptance
+                .listener_refs
+                .iter()
+                .filter(|r| r.file == file && r.listener == i)
+                .filter_map(|r| {
+                    let tail = r.field.strip_prefix(&own)?;
+                    Some((tail, r.reason, r.message.as_str()))
+                })
+                .collect();
             let conditions = listener_conditions(
                 listener_problems.get(&i).map(Vec::as_slice),
+                &refs,
                 whole.is_some(),
                 served.contains(name) && programmed > 0,
                 &k_of_n,
@@ -342,9 +359,12 @@ fn gateway(
     }
 }
 
-/// The four conditions of one listener, from its problems (field under the listener, message).
+/// The four conditions of one listener, from its problems (field under the listener, message)
+/// and the compiler's reasons for its references that do not resolve (field under the
+/// listener, reason, message).
 fn listener_conditions(
     problems: Option<&[(String, String)]>,
+    refs: &[(&str, &str, &str)],
     gateway_left_out: bool,
     programmed: bool,
     k_of_n: &str,
@@ -366,16 +386,28 @@ fn listener_conditions(
                 condition("Programmed", false, "Invalid", m, g),
             ];
         }
-        return vec![
-            condition("Accepted", true, "Accepted", "the listener is valid", g),
-            condition("Conflicted", false, "NoConflicts", "no conflicts", g),
-            condition(
+        // Served with references that do not resolve: route kinds it ignores.
+        let resolved = match refs.first() {
+            Some((_, reason, _)) => {
+                let text = refs
+                    .iter()
+                    .map(|(f, _, m)| format!("spec.listeners[]{f}: {m}"))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                condition("ResolvedRefs", false, reason, &text, g)
+            }
+            None => condition(
                 "ResolvedRefs",
                 true,
                 "ResolvedRefs",
                 "every reference resolved",
                 g,
             ),
+        };
+        return vec![
+            condition("Accepted", true, "Accepted", "the listener is valid", g),
+            condition("Conflicted", false, "NoConflicts", "no conflicts", g),
+            resolved,
             if programmed {
                 condition("Programmed", true, "Programmed", k_of_n, g)
             } else {
@@ -399,15 +431,22 @@ fn listener_conditions(
     // A client CA of `spec.tls.frontend` that cannot be read is reported on each listener it
     // covers, the field named first in the message.
     let client_ca = has(&|f, m| f.is_empty() && m.contains("spec.tls.frontend."));
-    let refs = if has(&|f, _| f.starts_with(".tls.certificateRefs")) {
-        Some("InvalidCertificateRef")
-    } else if client_ca {
-        Some("InvalidCACertificateRef")
-    } else if has(&|f, _| f.starts_with(".allowedRoutes.kinds")) {
-        Some("InvalidRouteKinds")
-    } else {
-        None
+    // The reason of the first reference that does not resolve: the compiler's when it gives
+    // one (RefNotPermitted, InvalidRouteKinds), else told by the field.
+    let reason_of = |f: &str, m: &str| -> Option<&str> {
+        if let Some((_, reason, _)) = refs.iter().find(|(rf, _, _)| *rf == f) {
+            Some(reason)
+        } else if f.starts_with(".tls.certificateRefs") {
+            Some("InvalidCertificateRef")
+        } else if f.is_empty() && m.contains("spec.tls.frontend.") {
+            Some("InvalidCACertificateRef")
+        } else if f.starts_with(".allowedRoutes.kinds") {
+            Some("InvalidRouteKinds")
+        } else {
+            None
+        }
     };
+    let refs = problems.iter().find_map(|(f, m)| reason_of(f, m));
     let accepted_reason = if let Some(c) = conflict {
         c
     } else if has(&|f, _| f == ".protocol") {
@@ -462,19 +501,42 @@ fn is_ours(p: &ParentRef, ours: &BTreeSet<(String, String)>) -> bool {
         && ours.contains(&(p.namespace.clone(), p.name.clone()))
 }
 
-/// A GatewayClass that names this controller: `Accepted`.
-fn gateway_class(key: &ObjectKey, view: &ObjectView) -> Desired {
-    let mut status = Map::new();
-    status.insert(
-        "conditions".into(),
-        json!([condition(
+/// A GatewayClass that names this controller: `Accepted`, unless the agents leave it out
+/// (`InvalidParameters` for a `parametersRef`: Tollgate takes no parameters).
+fn gateway_class(key: &ObjectKey, view: &ObjectView, acceptance: &Acceptance) -> Desired {
+    // By name only (`left_out` compares namespaces; a class has none).
+    let left_out = acceptance
+        .left_out
+        .iter()
+        .find(|o| o.kind == "GatewayClass" && o.name == key.name);
+    let accepted = match left_out {
+        None => condition(
             "Accepted",
             true,
             "Accepted",
             "Tollgate serves the Gateways of this class",
-            view.generation
-        )]),
-    );
+            view.generation,
+        ),
+        Some(o) => {
+            let parameters = o
+                .problems
+                .iter()
+                .any(|e| e.location.field.starts_with("spec.parametersRef"));
+            condition(
+                "Accepted",
+                false,
+                if parameters {
+                    "InvalidParameters"
+                } else {
+                    "Invalid"
+                },
+                &format!("left out of the revision: {}", problems_text(o)),
+                view.generation,
+            )
+        }
+    };
+    let mut status = Map::new();
+    status.insert("conditions".into(), json!([accepted]));
     Desired {
         key: key.clone(),
         plan: Plan::Owned(status),

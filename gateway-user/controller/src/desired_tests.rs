@@ -43,10 +43,8 @@ fn run(yaml: &[String], nodes: &[NodeView]) -> BTreeMap<String, Desired> {
             namespace: ns,
             name,
         };
-        // The agents do not read GatewayClasses: the compiler never sees them.
-        if key.kind != "GatewayClass" {
-            files.push((file_of(&key), text.clone()));
-        }
+        // GatewayClasses too: the agents read them to know which Gateways are theirs.
+        files.push((file_of(&key), text.clone()));
         objects.insert(
             key,
             ObjectView {
@@ -338,6 +336,7 @@ fn a_listener_whose_client_ca_cannot_be_read_reports_invalid_ca_certificate_ref(
     )];
     let c = Value::Array(listener_conditions(
         Some(&problems),
+        &[],
         false,
         false,
         "0 of 1 nodes",
@@ -436,4 +435,77 @@ fn supported_kinds_follow_allowed_routes_kinds() {
     );
     let g = &shared(&plans["GRPCRoute/ns/api"])[0];
     assert_eq!(find(&g["conditions"], "Accepted")["status"], "True");
+}
+
+#[test]
+fn a_class_with_parameters_is_not_accepted_invalid_parameters() {
+    let with_parameters =
+        format!("{CLASS}  parametersRef: {{ group: example.com, kind: Config, name: x }}\n");
+    let plans = run(&[with_parameters, GATEWAY.into()], &[]);
+    let accepted = assert_condition(
+        &owned(&plans["GatewayClass/tollgate"])["conditions"],
+        "Accepted",
+        "False",
+        "InvalidParameters",
+    );
+    assert_message(accepted, "spec.parametersRef");
+    assert_eq!(accepted["observedGeneration"], 1);
+    // Its Gateways are left out with it.
+    let gw = owned(&plans["Gateway/ns/edge"]);
+    assert_eq!(find(&gw["conditions"], "Accepted")["status"], "False");
+}
+
+#[test]
+fn a_certificate_in_another_namespace_without_a_grant_is_ref_not_permitted() {
+    let gateway = GATEWAY.replace(
+        "{ name: bad, port: 8081, protocol: UDP }",
+        "{ name: https, port: 8443, protocol: HTTPS, tls: { certificateRefs: [{ name: cert, namespace: certs }] } }",
+    );
+    let plans = run(&[CLASS.into(), gateway, BACKEND.into()], &[]);
+    let gw = owned(&plans["Gateway/ns/edge"]);
+    let https = &gw["listeners"][1];
+    assert_eq!(https["name"], "https");
+    let resolved = assert_condition(
+        &https["conditions"],
+        "ResolvedRefs",
+        "False",
+        "RefNotPermitted",
+    );
+    assert_message(resolved, "no ReferenceGrant in namespace certs");
+    assert_eq!(find(&https["conditions"], "Accepted")["status"], "False");
+    assert_eq!(find(&https["conditions"], "Programmed")["status"], "False");
+}
+
+#[test]
+fn a_listener_with_valid_and_invalid_route_kinds_serves_the_valid_ones() {
+    let mixed = GATEWAY.replace(
+        "protocol: HTTP }",
+        "protocol: HTTP, allowedRoutes: { kinds: [{ kind: HTTPRoute }, { kind: TCPRoute }] } }",
+    );
+    let nodes = [node("a", true, &["ns/edge/http"])];
+    let plans = run(
+        &[CLASS.into(), mixed, BACKEND.into(), route("r", "app", 1)],
+        &nodes,
+    );
+    let gw = owned(&plans["Gateway/ns/edge"]);
+    let http = &gw["listeners"][0];
+    assert_eq!(
+        http["supportedKinds"],
+        json!([{"group": GATEWAY_GROUP, "kind": "HTTPRoute"}])
+    );
+    assert_eq!(http["attachedRoutes"], 1);
+    assert_condition(&http["conditions"], "Accepted", "True", "Accepted");
+    let resolved = assert_condition(
+        &http["conditions"],
+        "ResolvedRefs",
+        "False",
+        "InvalidRouteKinds",
+    );
+    assert_message(resolved, "TCPRoute");
+    assert_condition(&http["conditions"], "Programmed", "True", "Programmed");
+    // Only the UDP listener is left out.
+    assert_condition(&gw["conditions"], "Accepted", "True", "ListenersNotValid");
+    assert_message(find(&gw["conditions"], "Accepted"), "1 of 2 listeners");
+    let p = only_parent(&plans, "HTTPRoute/ns/r");
+    assert_condition(&p["conditions"], "Accepted", "True", "Accepted");
 }

@@ -10,7 +10,7 @@ use tollgate_model::Checker;
 use tollgate_model::gateway::GATEWAY_API_GROUP;
 
 use super::classes::{Grants, Referrer};
-use super::filters::{check_filter_fields, header_modifier};
+use super::filters::{check_filter_fields, header_modifier, unresolved_extension};
 use super::limits::MAX_WEIGHT;
 use super::services::Services;
 use super::status::reason;
@@ -87,7 +87,7 @@ pub(super) fn backend_ref(
         },
         (false, _) => None,
     };
-    let filters = backend_filters(c, at, b.filters.as_deref().unwrap_or_default());
+    let (filters, extension) = backend_filters(c, at, b.filters.as_deref().unwrap_or_default());
     let weight = match b.weight {
         None => 1,
         Some(w) if (0..=MAX_WEIGHT).contains(&w) => w as u32,
@@ -101,6 +101,11 @@ pub(super) fn backend_ref(
     };
     if !c.clean_since(before) {
         return BackendRef::Invalid;
+    }
+    // An ExtensionRef filter is not skipped (the Gateway API): the requests this backendRef
+    // would get are answered 500.
+    if let Some((field, why)) = extension {
+        return BackendRef::Unresolved(reason::INVALID_KIND, field, why, weight);
     }
     if !is_backend && !is_service {
         return BackendRef::Unresolved(
@@ -160,20 +165,23 @@ pub(super) fn backend_ref(
 
 /// Checks the filters of a backendRef: `RequestHeaderModifier` and `ResponseHeaderModifier`,
 /// each at most once (the Gateway API's Extended support); they apply to the requests sent to
-/// this backend only, after the rule's own.
+/// this backend only, after the rule's own. Also returns the first `ExtensionRef` filter
+/// (field, why it cannot be resolved).
 fn backend_filters(
     c: &mut Checker<'_, '_>,
     at: &str,
     filters: &[HTTPRouteFilter],
-) -> Option<Arc<BackendRefFilters>> {
+) -> (Option<Arc<BackendRefFilters>>, Option<(String, String)>) {
     if filters.is_empty() {
-        return None;
+        return (None, None);
     }
     let mut out = BackendRefFilters::default();
+    let mut extension = None;
     let mut seen = std::collections::HashSet::new();
     for (i, f) in filters.iter().enumerate() {
         let fat = format!("{at}.filters[{i}]");
-        if !seen.insert(format!("{:?}", f.type_)) {
+        // ExtensionRef "can be used multiple times" (the Gateway API).
+        if f.type_ != FilterType::ExtensionRef && !seen.insert(format!("{:?}", f.type_)) {
             c.error(
                 format!("{fat}.type"),
                 format!(
@@ -202,11 +210,16 @@ fn backend_filters(
                 );
             }
             (FilterType::RequestHeaderModifier | FilterType::ResponseHeaderModifier, _, _) => {}
+            (FilterType::ExtensionRef, _, _) => {
+                extension.get_or_insert_with(|| {
+                    (format!("{fat}.extensionRef"), unresolved_extension(f))
+                });
+            }
             (other, _, _) => c.error(
                 format!("{fat}.type"),
                 format!("{other:?} is not supported on a backendRef (RequestHeaderModifier and ResponseHeaderModifier are); put it on the rule"),
             ),
         }
     }
-    Some(Arc::new(out))
+    (Some(Arc::new(out)), extension)
 }

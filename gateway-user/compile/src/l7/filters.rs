@@ -65,6 +65,25 @@ pub(super) fn check_filter_fields(c: &mut Checker<'_, '_>, at: &str, f: &HTTPRou
     }
 }
 
+/// Why an `ExtensionRef` filter cannot be resolved: Tollgate has no custom filters. The
+/// Gateway API says such a filter "MUST NOT be skipped": the requests it would have processed
+/// are answered 500 instead.
+pub(super) fn unresolved_extension(f: &HTTPRouteFilter) -> String {
+    let part = |key: &str| {
+        f.extension_ref
+            .as_ref()
+            .and_then(|r| r[key].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    format!(
+        "ExtensionRef {}/{} {} cannot be resolved: Tollgate has no custom filters",
+        part("group"),
+        part("kind"),
+        part("name")
+    )
+}
+
 /// Checks a Request- or ResponseHeaderModifier; `reserved` are the headers the proxy owns.
 pub(super) fn header_modifier(
     c: &mut Checker<'_, '_>,
@@ -154,7 +173,9 @@ pub(super) fn path_modifier(
                 c.error(format!("{at}.replacePrefixMatch"), "missing");
                 return None;
             };
-            check_path_value(c, &format!("{at}.replacePrefixMatch"), v)
+            // The empty string removes the prefix (the Gateway API's table: /foo/bar with
+            // prefix /foo becomes /bar, /foo and /foo/ become /).
+            (v.is_empty() || check_path_value(c, &format!("{at}.replacePrefixMatch"), v))
                 .then(|| PathModifier::Prefix(v.clone()))
         }
     }

@@ -14,6 +14,7 @@ use tollgate_model::{names, Checker, Located, Object, PolicyError};
 use super::classes::{Grants, Referrer};
 use super::limits::*;
 use super::port;
+use super::status::{listener_reason, Acceptance, ListenerRefProblem};
 use super::table::{HostPattern, L7Policy, ListenerDef, ListenerTls, SecretRef};
 use crate::selector::label_selector;
 
@@ -64,13 +65,15 @@ pub(super) struct GatewayInfo {
 ///
 /// A problem of the Gateway itself (class, addresses, `spec.tls`) is recorded in `c` and
 /// leaves the whole Gateway out (`None`); a problem of one listener leaves that listener out
-/// (recorded in `partial`), as the Gateway API's per-listener conditions do, and the other
-/// listeners serve. A Gateway none of whose listeners is valid is left out (and then, as
-/// no listener of it was taken, it takes no port or hostname from the Gateways after it).
+/// (recorded in `acceptance.partial`), as the Gateway API's per-listener conditions do, and
+/// the other listeners serve. A Gateway none of whose listeners is valid is left out (and
+/// then, as no listener of it was taken, it takes no port or hostname from the Gateways after
+/// it). Listener references that do not resolve are also recorded with their reason in
+/// `acceptance.listener_refs`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gateway(
     c: &mut Checker<'_, '_>,
-    partial: &mut Vec<PolicyError>,
+    acceptance: &mut Acceptance,
     ns: &str,
     name: &str,
     g: &Gateway,
@@ -133,7 +136,9 @@ pub(super) fn gateway(
                 }
             },
         };
-        let mut tls = listener_protocol(&mut lc, &at, ns, l, grants);
+        // (field, reason, message) of the listener's references that do not resolve.
+        let mut refs = Vec::new();
+        let mut tls = listener_protocol(&mut lc, &at, ns, l, grants, &mut refs);
         // A certificate Secret the source could not resolve (Kubernetes mode: the API; a
         // directory or Git: its files under --tls-secrets-dir cannot be read): this listener
         // is not served (ResolvedRefs=False, InvalidCertificateRef), the others are.
@@ -152,9 +157,29 @@ pub(super) fn gateway(
                 );
             }
         }
-        let (allowed, kinds) = allowed_routes(&mut lc, &at, l);
+        // Kinds Tollgate does not serve, beside some it does: the listener serves those
+        // (the Gateway API: "MUST reference the valid Route kinds"), and they are noted.
+        let (allowed, kinds, ignored) = allowed_routes(&mut lc, &at, l, &mut refs);
+        acceptance
+            .listener_refs
+            .extend(
+                refs.into_iter()
+                    .map(|(field, reason, message)| ListenerRefProblem {
+                        file: c.file().to_owned(),
+                        listener: i,
+                        field,
+                        reason,
+                        message,
+                    }),
+            );
+        // A listener left out has them among its problems; a listener served, as notes.
+        let notes: Vec<PolicyError> = ignored
+            .into_iter()
+            .map(|(field, message)| PolicyError::new(c.file(), c.object(), field, message))
+            .collect();
         let (Some(port), true, true) = (port, errors.is_empty(), gateway_ok) else {
             listener_problems.extend(errors);
+            listener_problems.extend(notes);
             continue;
         };
         if let Some(tls) = &mut tls {
@@ -170,6 +195,7 @@ pub(super) fn gateway(
                     hostname.to_yaml()
                 ),
             );
+            listener_problems.extend(notes);
             continue;
         }
         // A port speaks TLS or it does not: the first bytes of a connection cannot tell which
@@ -184,6 +210,7 @@ pub(super) fn gateway(
                         name(*other_tls)
                     ),
                 );
+                listener_problems.extend(notes);
                 continue;
             }
         }
@@ -199,7 +226,7 @@ pub(super) fn gateway(
             allowed,
             kinds,
         });
-        pending.push((gw, tls));
+        pending.push((gw, tls, notes));
     }
     if !gateway_ok || info.listeners.is_empty() {
         // Every problem is reported with the Gateway that is left out.
@@ -209,7 +236,7 @@ pub(super) fn gateway(
         return None;
     }
     for e in listener_problems {
-        partial.push(PolicyError {
+        acceptance.partial.push(PolicyError {
             message: format!(
                 "listener left out, the Gateway's other listeners serve: {}",
                 e.message
@@ -217,7 +244,17 @@ pub(super) fn gateway(
             ..e
         });
     }
-    for (l, (gw, tls)) in info.listeners.iter_mut().zip(pending) {
+    for (l, (gw, tls, notes)) in info.listeners.iter_mut().zip(pending) {
+        let kinds = l.kinds.join(" and ");
+        for e in notes {
+            acceptance.partial.push(PolicyError {
+                message: format!(
+                    "ignored, the listener takes {kinds} (ResolvedRefs=False, InvalidRouteKinds): {}",
+                    e.message
+                ),
+                ..e
+            });
+        }
         policy.listeners.push(ListenerDef {
             gateway: gw,
             name: l.name.clone(),
@@ -358,16 +395,15 @@ fn validation(
                 let namespace = r.namespace.as_deref().unwrap_or(gateway_ns);
                 if let Err(why) = names::dns_label(namespace) {
                     c.error(format!("{f}.namespace"), format!("\"{namespace}\" {why}"));
-                } else {
-                    permitted(
-                        c,
-                        &f,
-                        grants,
-                        gateway_ns,
-                        ("", "ConfigMap"),
-                        namespace,
-                        &r.name,
-                    );
+                } else if let Some((field, why)) = not_permitted(
+                    &f,
+                    grants,
+                    gateway_ns,
+                    ("", "ConfigMap"),
+                    namespace,
+                    &r.name,
+                ) {
+                    c.error(field, why);
                 }
                 client_cas.push(SecretRef {
                     namespace: namespace.to_owned(),
@@ -380,13 +416,15 @@ fn validation(
 }
 
 /// Checks the protocol and TLS settings of a listener; returns its TLS settings (`None` for
-/// HTTP, and for HTTPS listeners with errors).
+/// HTTP, and for HTTPS listeners with errors). A certificate reference no ReferenceGrant
+/// allows is also added to `ref_problems` (field, reason, message).
 fn listener_protocol(
     c: &mut Checker<'_, '_>,
     at: &str,
     gateway_ns: &str,
     l: &Listener,
     grants: &Grants<'_>,
+    ref_problems: &mut Vec<(String, &'static str, String)>,
 ) -> Option<ListenerTls> {
     match l.protocol.as_str() {
         "HTTP" => {
@@ -456,16 +494,16 @@ fn listener_protocol(
                         let namespace = r.namespace.as_deref().unwrap_or(gateway_ns);
                         if let Err(why) = names::dns_label(namespace) {
                             c.error(format!("{f}.namespace"), format!("\"{namespace}\" {why}"));
-                        } else {
-                            permitted(
-                                c,
-                                &f,
-                                grants,
-                                gateway_ns,
-                                ("", "Secret"),
-                                namespace,
-                                &r.name,
-                            );
+                        } else if let Some((field, why)) = not_permitted(
+                            &f,
+                            grants,
+                            gateway_ns,
+                            ("", "Secret"),
+                            namespace,
+                            &r.name,
+                        ) {
+                            c.error(&field, &why);
+                            ref_problems.push((field, listener_reason::REF_NOT_PERMITTED, why));
                         }
                         certificates.push(SecretRef {
                             namespace: namespace.to_owned(),
@@ -499,16 +537,23 @@ fn listener_protocol(
 /// The route kinds an HTTP or HTTPS listener accepts when `allowedRoutes.kinds` is left out.
 const DEFAULT_KINDS: [&str; 2] = ["HTTPRoute", "GRPCRoute"];
 
-/// Checks `allowedRoutes`; returns which namespaces' routes, and which kinds, may attach.
+/// Which namespaces' routes, and which kinds, may attach to a listener, and the kinds it names
+/// that Tollgate does not serve, beside some it does: (field, message) each.
+type AllowedRoutes = (AllowedNamespaces, Vec<&'static str>, Vec<(String, String)>);
+
+/// Checks `allowedRoutes`. Every kind Tollgate does not serve is added to `refs` (field,
+/// reason, message); the listener is refused only when no kind it names is served.
 fn allowed_routes(
     c: &mut Checker<'_, '_>,
     at: &str,
     l: &Listener,
-) -> (AllowedNamespaces, Vec<&'static str>) {
+    refs: &mut Vec<(String, &'static str, String)>,
+) -> AllowedRoutes {
     let Some(allowed) = &l.allowed_routes else {
-        return (AllowedNamespaces::Same, DEFAULT_KINDS.to_vec());
+        return (AllowedNamespaces::Same, DEFAULT_KINDS.to_vec(), Vec::new());
     };
     let mut kinds = DEFAULT_KINDS.to_vec();
+    let mut invalid = Vec::new();
     if let Some(list) = allowed.kinds.as_deref().filter(|k| !k.is_empty()) {
         kinds.clear();
         for (j, k) in list.iter().enumerate() {
@@ -519,26 +564,36 @@ fn allowed_routes(
                         kinds.push(known)
                     }
                 }
-                _ => c.error(
+                _ => invalid.push((
                     format!("{at}.allowedRoutes.kinds[{j}]"),
                     format!(
                         "{group}/{}: only HTTPRoute and GRPCRoute (group {GATEWAY_API_GROUP}) are supported",
                         k.kind
                     ),
-                ),
+                )),
             }
         }
     }
-    let Some(ns) = &allowed.namespaces else {
-        return (AllowedNamespaces::Same, kinds);
-    };
-    let from = ns.from.as_deref().unwrap_or("Same");
-    if from != "Selector" && ns.selector.is_some() {
-        c.error(
-            format!("{at}.allowedRoutes.namespaces.selector"),
-            "a selector needs from: Selector",
-        );
+    for (field, message) in &invalid {
+        refs.push((
+            field.clone(),
+            listener_reason::INVALID_ROUTE_KINDS,
+            message.clone(),
+        ));
     }
+    let ignored = if kinds.is_empty() {
+        for (field, message) in invalid {
+            c.error(field, message);
+        }
+        Vec::new()
+    } else {
+        invalid
+    };
+    let Some(ns) = &allowed.namespaces else {
+        return (AllowedNamespaces::Same, kinds, ignored);
+    };
+    // The Gateway API: the selector "is ignored for other values of From".
+    let from = ns.from.as_deref().unwrap_or("Same");
     let namespaces = match from {
         "Same" => AllowedNamespaces::Same,
         "All" => AllowedNamespaces::All,
@@ -563,7 +618,7 @@ fn allowed_routes(
             AllowedNamespaces::Same
         }
     };
-    (namespaces, kinds)
+    (namespaces, kinds, ignored)
 }
 
 /// The labels of every namespace the revision holds a Namespace object for; any other
@@ -600,30 +655,30 @@ impl Namespaces {
     }
 }
 
-/// Records an error at `field` unless the Gateway of `gateway_ns` may refer to the object
-/// (`to` = group, kind) `namespace/name`: within its namespace always, across namespaces when a
-/// ReferenceGrant there allows it (Gateway API `RefNotPermitted`).
-fn permitted(
-    c: &mut Checker<'_, '_>,
+/// The problem (field, message) of the reference at `field` unless the Gateway of
+/// `gateway_ns` may refer to the object (`to` = group, kind) `namespace/name`: within its
+/// namespace always, across namespaces when a ReferenceGrant there allows it (Gateway API
+/// `RefNotPermitted`).
+fn not_permitted(
     field: &str,
     grants: &Grants<'_>,
     gateway_ns: &str,
     to: (&str, &str),
     namespace: &str,
     name: &str,
-) {
+) -> Option<(String, String)> {
     let from = Referrer {
         group: GATEWAY_API_GROUP,
         kind: "Gateway",
         namespace: gateway_ns,
     };
-    if !grants.permits(&from, to.0, to.1, namespace, name) {
-        c.error(
+    (!grants.permits(&from, to.0, to.1, namespace, name)).then(|| {
+        (
             format!("{field}.namespace"),
             format!(
                 "{} {namespace}/{name} is in another namespace, and no ReferenceGrant in namespace {namespace} lets Gateways of namespace {gateway_ns} refer to it (RefNotPermitted)",
                 to.1
             ),
-        );
-    }
+        )
+    })
 }

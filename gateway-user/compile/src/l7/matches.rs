@@ -56,11 +56,9 @@ pub(super) fn route_match(
             );
             continue;
         };
+        // The Gateway API: only the first entry of an equivalent name (header names compare
+        // case-insensitively, as `HeaderName`s do) is considered; the others are ignored.
         if !names.insert(name.clone()) {
-            c.error(
-                format!("{f}.name"),
-                format!("header \"{}\" is matched twice in this match", h.name),
-            );
             continue;
         }
         if let Some(value) = value_match(c, &format!("{f}.value"), h.type_, &h.value) {
@@ -78,14 +76,9 @@ pub(super) fn route_match(
             c.error(format!("{f}.name"), "empty");
             continue;
         }
+        // As for headers, only the first entry of a name counts (query parameter names are
+        // compared exactly).
         if !names.insert(q.name.as_str()) {
-            c.error(
-                format!("{f}.name"),
-                format!(
-                    "query parameter \"{}\" is matched twice in this match",
-                    q.name
-                ),
-            );
             continue;
         }
         if let Some(value) = value_match(c, &format!("{f}.value"), q.type_, &q.value) {

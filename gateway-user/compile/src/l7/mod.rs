@@ -35,6 +35,7 @@ mod grpc;
 pub mod jwks;
 mod limits;
 mod matches;
+mod parents;
 mod ratelimit;
 pub mod reference;
 mod route;
@@ -326,7 +327,7 @@ fn validate(
             }
             let info = gateway(
                 &mut Checker::of(o, &mut errors),
-                &mut acceptance.partial,
+                &mut acceptance,
                 &ns,
                 &name,
                 g,

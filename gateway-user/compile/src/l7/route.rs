@@ -1,25 +1,24 @@
 //! `HTTPRoute` objects: hostnames, parent references (which listeners a route attaches to),
-//! rules with their timeouts and retries, and backend references. Matches are checked in
-//! [`super::matches`], filters in [`super::filters`].
+//! rules with their timeouts and retries, and backend references. Parents are attached in
+//! [`super::parents`], matches checked in [`super::matches`], filters in [`super::filters`].
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderValue, StatusCode};
-use tollgate_model::gateway::GATEWAY_API_GROUP;
 use tollgate_model::route::{
     FilterType, HTTPBackendRef, HTTPRequestMirrorFilter, HTTPRoute, HTTPRouteMatch, HTTPRouteRule,
-    ParentReference,
 };
 use tollgate_model::{names, Checker, PolicyError};
 
 use super::backend_ref::{backend_ref, BackendRef, Backends};
 use super::classes::Grants;
-use super::filters::{check_filter_fields, header_modifier, path_modifier};
-use super::gateway::{GatewayInfo, ListenerRef, Namespaces};
+use super::filters::{check_filter_fields, header_modifier, path_modifier, unresolved_extension};
+use super::gateway::{GatewayInfo, Namespaces};
 use super::limits::*;
 use super::matches::route_match;
-use super::status::{self, reason, Condition, ParentRef, ParentStatus, RouteStatus};
+use super::parents::{parent, parent_ref};
+use super::status::{self, reason, Condition, ParentStatus, RouteStatus};
 use super::table::{
     Attachment, HostPattern, Mirror, Redirect, Retry, RouteDef, RouteLimits, Rule, RuleDef,
     RuleFailure, Timeouts, UrlRewrite,
@@ -213,8 +212,10 @@ pub(super) fn route(
                 c.error(e.location.field, e.message);
             }
         }
+        // A parent that took the route is told why it is left out; the others keep the
+        // reason they did not take it for.
         let conditions = |accepted: &Condition| {
-            if !schema_ok || any_parent {
+            if accepted.is_true() {
                 vec![Condition::new(
                     status::ACCEPTED,
                     false,
@@ -246,9 +247,29 @@ pub(super) fn route(
         };
     }
 
-    // Served, maybe in part.
+    // Served, maybe in part. An ExtensionRef filter of a served rule cannot be resolved (its
+    // rule answers 500): a reference to a kind Tollgate does not serve.
+    let mut extensions = Vec::new();
+    for rule in &rules {
+        let i = rule.rule.index;
+        let filters = raw_rules[i].filters.as_deref().unwrap_or_default();
+        for (j, f) in filters.iter().enumerate() {
+            if f.type_ == FilterType::ExtensionRef {
+                extensions.push(PolicyError::new(
+                    c.file(),
+                    c.object(),
+                    format!("spec.rules[{i}].filters[{j}].extensionRef"),
+                    unresolved_extension(f),
+                ));
+            }
+        }
+    }
     let mut conditions = Vec::new();
-    let resolved = match unresolved.first() {
+    let first = unresolved
+        .first()
+        .map(|(why, e)| (*why, e))
+        .or_else(|| extensions.first().map(|e| (reason::INVALID_KIND, e)));
+    let resolved = match first {
         None => Condition::new(
             status::RESOLVED_REFS,
             true,
@@ -269,6 +290,12 @@ pub(super) fn route(
                 "its share of the rule's requests is answered 500: {}",
                 e.message
             ),
+            ..e
+        });
+    }
+    for e in extensions {
+        partial.push(PolicyError {
+            message: format!("the rule's requests are answered 500: {}", e.message),
             ..e
         });
     }
@@ -368,133 +395,10 @@ pub(super) fn route(
     }
 }
 
-/// The parent a route names, defaults filled in.
-pub(super) fn parent_ref(ns: &str, p: &ParentReference) -> ParentRef {
-    ParentRef {
-        group: p
-            .group
-            .clone()
-            .unwrap_or_else(|| GATEWAY_API_GROUP.to_owned()),
-        kind: p.kind.clone().unwrap_or_else(|| "Gateway".to_owned()),
-        namespace: p.namespace.clone().unwrap_or_else(|| ns.to_owned()),
-        name: p.name.clone(),
-        section_name: p.section_name.clone(),
-        port: p.port,
-    }
-}
-
-/// Attaches a route to the listeners of one parent (adding them to `attachments`), or says why
-/// not: (field under the parentRef, Gateway API reason, message).
-fn parent(
-    ns: &str,
-    route_kind: &'static str,
-    p: &ParentReference,
-    gateways: &HashMap<(String, String), GatewayInfo>,
-    namespaces: &Namespaces,
-    hostnames: &[HostPattern],
-    attachments: &mut BTreeMap<usize, Vec<HostPattern>>,
-) -> Result<(), (&'static str, &'static str, String)> {
-    let group = p.group.as_deref().unwrap_or(GATEWAY_API_GROUP);
-    let kind = p.kind.as_deref().unwrap_or("Gateway");
-    if group != GATEWAY_API_GROUP || kind != "Gateway" {
-        return Err((
-            "",
-            reason::NO_MATCHING_PARENT,
-            format!("{group}/{kind}: a route attaches to a {GATEWAY_API_GROUP} Gateway"),
-        ));
-    }
-    let gw_ns = p.namespace.as_deref().unwrap_or(ns);
-    let Some(gw) = gateways.get(&(gw_ns.to_owned(), p.name.clone())) else {
-        return Err((
-            ".name",
-            reason::NO_MATCHING_PARENT,
-            format!("no (valid) Gateway {gw_ns}/{} in this revision", p.name),
-        ));
-    };
-    let mut candidates: Vec<&ListenerRef> = gw.listeners.iter().collect();
-    if let Some(section) = &p.section_name {
-        candidates.retain(|l| &l.name == section);
-        if candidates.is_empty() {
-            return Err((
-                ".sectionName",
-                reason::NO_MATCHING_PARENT,
-                format!(
-                    "Gateway {gw_ns}/{} has no (valid) listener \"{section}\"",
-                    p.name
-                ),
-            ));
-        }
-    }
-    if let Some(want) = p.port {
-        candidates.retain(|l| i64::from(l.port) == want);
-        if candidates.is_empty() {
-            return Err((
-                ".port",
-                reason::NO_MATCHING_PARENT,
-                format!(
-                    "Gateway {gw_ns}/{} has no such listener on port {want}",
-                    p.name
-                ),
-            ));
-        }
-    }
-    // The Gateway API's reason for a listener whose allowedRoutes.kinds leave the route's
-    // kind out is NotAllowedByListeners, as for namespaces.
-    candidates.retain(|l| l.kinds.contains(&route_kind));
-    if candidates.is_empty() {
-        return Err((
-            "",
-            reason::NOT_ALLOWED_BY_LISTENERS,
-            format!(
-                "the listeners of Gateway {gw_ns}/{} do not accept {route_kind}s (allowedRoutes.kinds)",
-                p.name
-            ),
-        ));
-    }
-    let allowed: Vec<&ListenerRef> = candidates
-        .into_iter()
-        .filter(|l| l.allowed.admits(&gw.namespace, ns, namespaces))
-        .collect();
-    if allowed.is_empty() {
-        return Err((
-            "",
-            reason::NOT_ALLOWED_BY_LISTENERS,
-            format!("the listeners of Gateway {gw_ns}/{} do not accept routes from namespace {ns} (allowedRoutes.namespaces: from Same is the Gateway's namespace, {}; from Selector, the namespaces whose labels match)", p.name, gw.namespace),
-        ));
-    }
-    let mut attached_here = false;
-    for l in allowed {
-        let effective: Vec<HostPattern> = if hostnames.is_empty() {
-            vec![l.hostname.clone()]
-        } else {
-            hostnames
-                .iter()
-                .filter_map(|h| l.hostname.intersect(h))
-                .collect()
-        };
-        if !effective.is_empty() {
-            attached_here = true;
-            let set = attachments.entry(l.index).or_default();
-            for h in effective {
-                if !set.contains(&h) {
-                    set.push(h);
-                }
-            }
-        }
-    }
-    if attached_here {
-        Ok(())
-    } else {
-        Err((
-            "",
-            reason::NO_MATCHING_LISTENER_HOSTNAME,
-            format!("none of the route's hostnames is served by the listeners of Gateway {gw_ns}/{} it names", p.name),
-        ))
-    }
-}
-
 /// The failure label of a rule without backendRefs.
 const NO_BACKEND_REFS: &str = "no_backend_refs";
+/// The failure label of a rule with a filter that cannot be resolved (`ExtensionRef`).
+const UNRESOLVED_FILTER: &str = "unresolved_filter";
 
 /// Checks one rule of a route: matches, filters, backends, timeouts and retries.
 #[allow(clippy::too_many_arguments)]
@@ -537,10 +441,16 @@ fn rule(
     let mut redirect = None;
     let mut cors = None;
     let mut mirrors = Vec::new();
+    let mut extension = None;
     for (j, f) in filters.iter().enumerate() {
         let fat = format!("{at}.filters[{j}]");
-        // A rule may mirror to several backends; every other filter type is given once.
-        if f.type_ != FilterType::RequestMirror && !seen_types.insert(format!("{:?}", f.type_)) {
+        // A rule may mirror to several backends, and have several ExtensionRef filters; every
+        // other filter type is given once.
+        if !matches!(
+            f.type_,
+            FilterType::RequestMirror | FilterType::ExtensionRef
+        ) && !seen_types.insert(format!("{:?}", f.type_))
+        {
             c.error(
                 format!("{fat}.type"),
                 format!(
@@ -658,11 +568,10 @@ fn rule(
                     }
                 }
             }
+            // Not skipped, as the Gateway API requires: the rule answers 500 (below), and
+            // `route` reports the reference.
             FilterType::ExtensionRef => {
-                c.error(
-                    format!("{fat}.type"),
-                    format!("{:?} filters are not supported yet", f.type_),
-                );
+                extension.get_or_insert_with(|| unresolved_extension(f));
             }
         }
     }
@@ -694,6 +603,11 @@ fn rule(
             reason: "policy_left_out",
             message: format!("{policy}, which guards this route, was left out of the revision")
                 .into(),
+        })
+    } else if let Some(why) = extension {
+        Some(RuleFailure {
+            reason: UNRESOLVED_FILTER,
+            message: format!("{why}: the requests this rule matches are answered 500").into(),
         })
     } else if backend_refs.is_empty() && redirect.is_none() {
         Some(RuleFailure {

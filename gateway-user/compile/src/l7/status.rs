@@ -153,12 +153,45 @@ pub struct Acceptance {
     /// served).
     pub left_out: Vec<LeftOut>,
     /// Objects that are served only in part, one problem each: a rule dropped (it is
-    /// invalid), a rule that answers 500 (a backendRef that does not resolve, no backendRefs),
-    /// a listener left out, a parent a route could not attach to, a route that answers 500
-    /// because a policy targeting it was left out.
+    /// invalid), a rule that answers 500 (a backendRef that does not resolve, no backendRefs,
+    /// an `ExtensionRef` filter), a listener left out, route kinds a listener ignores, a
+    /// parent a route could not attach to, a route that answers 500 because a policy
+    /// targeting it was left out.
     pub partial: Vec<PolicyError>,
     /// Every HTTPRoute of the revision (left out or not, in route order) with its conditions.
     pub routes: Vec<RouteStatus>,
+    /// Listener references that do not resolve, with the Gateway API's reason, so that a
+    /// status writer need not guess it from a problem's text.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub listener_refs: Vec<ListenerRefProblem>,
+}
+
+/// Listener condition reasons of the Gateway API (`ListenerConditionReason`) that the
+/// compiler decides.
+pub mod listener_reason {
+    /// ResolvedRefs=False: a certificateRef to another namespace that no ReferenceGrant allows
+    /// (the listener is left out).
+    pub const REF_NOT_PERMITTED: &str = "RefNotPermitted";
+    /// ResolvedRefs=False: `allowedRoutes.kinds` names a kind Tollgate does not serve (the
+    /// listener serves the kinds it names that Tollgate does, and is left out when none is).
+    pub const INVALID_ROUTE_KINDS: &str = "InvalidRouteKinds";
+}
+
+/// A reference of a Gateway's listener that does not resolve: the listener's
+/// `ResolvedRefs=False`, whether it is left out (its problem is then among the Gateway's) or
+/// served (the problem is in [`Acceptance::partial`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListenerRefProblem {
+    /// The Gateway's file, as its problems name it.
+    pub file: String,
+    /// Index of the listener in `spec.listeners`.
+    pub listener: usize,
+    /// The field of the reference (`spec.listeners[i]...`).
+    pub field: String,
+    /// [`listener_reason`].
+    pub reason: &'static str,
+    /// For people.
+    pub message: String,
 }
 
 impl Acceptance {

@@ -117,6 +117,30 @@ fn header_modifier_sets_appends_and_removes() {
 }
 
 #[test]
+fn header_modifier_add_keeps_every_value_already_there() {
+    let add = |name: &'static str, value: &'static str| HeaderModifier {
+        add: vec![(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        )],
+        ..HeaderModifier::default()
+    };
+    let mut h = HeaderMap::new();
+    h.append("x-a", HeaderValue::from_static("1"));
+    h.append("x-a", HeaderValue::from_static("2"));
+    add("x-a", "3").apply(&mut h);
+    let got: Vec<_> = h.get_all("x-a").iter().collect();
+    assert_eq!(got, ["1,2,3"]);
+    // A response's cookies are never joined: the new one is a field of its own.
+    let mut h = HeaderMap::new();
+    h.append("set-cookie", HeaderValue::from_static("a=1; Path=/"));
+    h.append("set-cookie", HeaderValue::from_static("b=2"));
+    add("set-cookie", "c=3").apply(&mut h);
+    let got: Vec<_> = h.get_all("set-cookie").iter().collect();
+    assert_eq!(got, ["a=1; Path=/", "b=2", "c=3"]);
+}
+
+#[test]
 fn weighted_pick_covers_each_backend_in_proportion() {
     let rule = Rule {
         route: "default/r".into(),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::RouteLimits;
 
@@ -14,7 +14,7 @@ use super::RouteLimits;
 pub struct HeaderModifier {
     /// Replace (or add).
     pub set: Vec<(HeaderName, HeaderValue)>,
-    /// Append (to an existing value, with `,`).
+    /// Append to the existing values (`Set-Cookie`: a field of its own).
     pub add: Vec<(HeaderName, HeaderValue)>,
     /// Delete.
     pub remove: Vec<HeaderName>,
@@ -27,16 +27,27 @@ impl HeaderModifier {
             headers.insert(name.clone(), value.clone());
         }
         for (name, value) in &self.add {
-            let joined = match headers.get(name) {
-                Some(old) => {
-                    let mut bytes = old.as_bytes().to_vec();
-                    bytes.push(b',');
-                    bytes.extend_from_slice(value.as_bytes());
-                    HeaderValue::from_bytes(&bytes).unwrap_or_else(|_| value.clone())
+            // Set-Cookie values cannot be joined (RFC 9110 5.3): one field each.
+            if name == header::SET_COOKIE || !headers.contains_key(name) {
+                headers.append(name.clone(), value.clone());
+                continue;
+            }
+            // Every value already there is kept: all of them and the new one become one
+            // comma-separated value, the Gateway API's example (`foo` add `bar`: `foo,bar`).
+            let mut bytes = Vec::new();
+            for old in headers.get_all(name) {
+                bytes.extend_from_slice(old.as_bytes());
+                bytes.push(b',');
+            }
+            bytes.extend_from_slice(value.as_bytes());
+            match HeaderValue::from_bytes(&bytes) {
+                Ok(joined) => {
+                    headers.insert(name.clone(), joined);
                 }
-                None => value.clone(),
-            };
-            headers.insert(name.clone(), joined);
+                Err(_) => {
+                    headers.append(name.clone(), value.clone());
+                }
+            }
         }
         for name in &self.remove {
             headers.remove(name);
@@ -202,7 +213,7 @@ pub struct Rule {
     /// is answered 500, as the Gateway API requires.
     pub unresolved_weight: u32,
     /// Set when every request the rule matches is answered 500 (no backendRefs and no
-    /// redirect; a policy that targets the route was left out).
+    /// redirect; an `ExtensionRef` filter; a policy that targets the route was left out).
     pub failure: Option<RuleFailure>,
     /// Timeouts.
     pub timeouts: Timeouts,
@@ -241,7 +252,8 @@ impl Mirror {
 /// Why a rule answers 500 to every request it matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleFailure {
-    /// Short label for the access log and metrics (`no_backend_refs`, `policy_left_out`).
+    /// Short label for the access log and metrics (`no_backend_refs`, `unresolved_filter`,
+    /// `policy_left_out`).
     pub reason: &'static str,
     /// For people: the body of the 500.
     pub message: Arc<str>,

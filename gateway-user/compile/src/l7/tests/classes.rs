@@ -308,6 +308,21 @@ spec:
         1,
         "only the HTTP listener serves"
     );
+    // The Gateway API's reason, for the listener's ResolvedRefs.
+    let refs: Vec<_> = s
+        .acceptance
+        .listener_refs
+        .iter()
+        .map(|r| (r.listener, r.field.as_str(), r.reason))
+        .collect();
+    assert_eq!(
+        refs,
+        [(
+            0,
+            "spec.listeners[0].tls.certificateRefs[0].namespace",
+            crate::l7::status::listener_reason::REF_NOT_PERMITTED
+        )]
+    );
     let with_grant = all(&[
         gw,
         &grant(
@@ -402,6 +417,60 @@ spec:
     ]));
     assert!(lookup(&s.l7, "unlabelled.example.com", "/", &[]).is_some());
     assert!(lookup(&s.l7, "blog.example.com", "/", &[]).is_none());
+}
+
+#[test]
+fn a_namespace_selector_is_ignored_unless_from_is_selector() {
+    // The Gateway API: the selector "is ignored for other values of From".
+    for (from, route_ns, attached) in [
+        ("All", "shop", true),
+        ("Same", "shop", false),
+        ("Same", "default", true),
+    ] {
+        let yaml = format!(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{ name: edge }}
+spec:
+  gatewayClassName: tollgate
+  listeners:
+    - name: http
+      port: 8080
+      protocol: HTTP
+      allowedRoutes: {{ namespaces: {{ from: {from}, selector: {{ matchLabels: {{ team: nobody }} }} }} }}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{ name: r, namespace: {route_ns} }}
+spec:
+  parentRefs: [{{ name: edge, namespace: default }}]
+  rules:
+    - backendRefs: [{{ group: tollgate.dev, kind: Backend, name: a }}]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: Backend
+metadata: {{ name: a, namespace: {route_ns} }}
+spec:
+  endpoints:
+    - ip: {{ address: 127.0.0.1, port: 9001 }}
+"
+        );
+        let s = snapshot(&yaml);
+        assert!(
+            !s.acceptance
+                .problems()
+                .iter()
+                .any(|p| p.location.object == "Gateway/edge"),
+            "from: {from}: {:#?}",
+            s.acceptance.problems()
+        );
+        assert_eq!(s.l7.policy.listeners.len(), 1, "from: {from}");
+        assert_eq!(
+            lookup(&s.l7, "h", "/", &[]).is_some(),
+            attached,
+            "from: {from}, a route of {route_ns}"
+        );
+    }
 }
 
 #[test]

@@ -229,3 +229,58 @@ spec:
 "
     )
 }
+
+#[test]
+fn a_listener_serves_the_route_kinds_it_can_and_notes_the_others() {
+    let r = route("r", &format!("  rules:\n    - {}", TO_A.trim_start()));
+    let mixed = GATEWAY.replace(
+        "protocol: HTTP }",
+        "protocol: HTTP, allowedRoutes: { kinds: [{ kind: HTTPRoute }, { kind: TCPRoute }] } }",
+    );
+    let s = crate::snapshot::compile_documents(
+        &docs(&[("l7.yaml", &all(&[&mixed, BACKENDS, &r]))]),
+        None,
+    )
+    .unwrap_or_else(|e| panic!("refused: {e}"));
+    // The Gateway API: the valid kinds are kept, and HTTPRoutes attach.
+    assert_eq!(s.l7.policy.listeners.len(), 1);
+    assert_eq!(lookup(&s.l7, "h", "/", &[]).as_deref(), Some("default/r#0"));
+    let p = &s.acceptance.partial;
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert_eq!(
+        p[0].location.field,
+        "spec.listeners[0].allowedRoutes.kinds[1]"
+    );
+    assert!(
+        p[0].message
+            .starts_with("ignored, the listener takes HTTPRoute"),
+        "{p:#?}"
+    );
+    let refs = &s.acceptance.listener_refs;
+    assert_eq!(refs.len(), 1, "{refs:#?}");
+    assert_eq!(
+        (refs[0].listener, refs[0].field.as_str(), refs[0].reason),
+        (
+            0,
+            "spec.listeners[0].allowedRoutes.kinds[1]",
+            status::listener_reason::INVALID_ROUTE_KINDS
+        )
+    );
+    // With no kind it can serve, the listener is refused.
+    let unknown = GATEWAY.replace(
+        "protocol: HTTP }",
+        "protocol: HTTP, allowedRoutes: { kinds: [{ kind: TCPRoute }, { group: example.com, kind: HTTPRoute }] } }",
+    );
+    let errs = errors(&all(&[&unknown, BACKENDS, &r]));
+    let got: Vec<String> = places(&errs, "only HTTPRoute and GRPCRoute")
+        .into_iter()
+        .map(|(_, f)| f)
+        .collect();
+    assert_eq!(
+        got[..2],
+        [
+            "spec.listeners[0].allowedRoutes.kinds[0]",
+            "spec.listeners[0].allowedRoutes.kinds[1]"
+        ]
+    );
+}

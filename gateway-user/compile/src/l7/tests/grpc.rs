@@ -163,7 +163,7 @@ fn what_the_grpcroute_crd_refuses_is_refused_with_the_field() {
 }
 
 #[test]
-fn a_leading_dot_names_the_same_service_and_extension_refs_drop_the_rule() {
+fn a_leading_dot_names_the_same_service_and_extension_refs_answer_500() {
     let r = grpc_route(
         "g",
         &format!(
@@ -179,10 +179,22 @@ fn a_leading_dot_names_the_same_service_and_extension_refs_drop_the_rule() {
         call(&s.l7, "/foo.Echo/Say", &[]).as_deref(),
         Some("grpc:default/g#0")
     );
-    assert_eq!(call(&s.l7, "/foo.Echo/X", &[]), None);
-    let dropped = &s.acceptance.partial[0];
-    assert_eq!(dropped.location.field, "spec.rules[1].filters[0].type");
-    assert!(dropped.message.contains("not supported"), "{dropped}");
+    // The filter is not skipped: its rule answers (an error), the requests stay with it.
+    assert_eq!(
+        call(&s.l7, "/foo.Echo/X", &[]).as_deref(),
+        Some("grpc:default/g#1")
+    );
+    let rule = &s.l7.policy.routes[0].rules[1].rule;
+    assert_eq!(
+        rule.failure.as_ref().map(|f| f.reason),
+        Some("unresolved_filter")
+    );
+    let problem = &s.acceptance.partial[0];
+    assert_eq!(
+        problem.location.field,
+        "spec.rules[1].filters[0].extensionRef"
+    );
+    assert!(problem.message.contains("x.dev/F f"), "{problem}");
 }
 
 #[test]

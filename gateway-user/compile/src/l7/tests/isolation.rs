@@ -367,6 +367,102 @@ fn a_route_with_one_good_parent_serves_and_reports_the_other() {
 }
 
 #[test]
+fn a_route_left_out_keeps_each_refusing_parents_own_reason() {
+    let other = GATEWAY.replace("name: edge }", "name: other }").replace(
+        "{ name: http, port: 8080, protocol: HTTP }",
+        "{ name: http, port: 8081, hostname: a.example.com, protocol: HTTP }",
+    );
+    let r = route(
+        "r",
+        &format!("  hostnames: [b.example.com]\n  rules:\n    - matches: [{{ path: {{ type: RegularExpression, value: '(' }} }}]\n{TO_A}"),
+    )
+    .replace("[{ name: edge }]", "[{ name: edge }, { name: other }, { name: gone }]");
+    let s = one(&all(&[GATEWAY, &other, BACKENDS, &r]));
+    assert_eq!(left_out(&s), ["HTTPRoute/r"]);
+    let reasons: Vec<(&str, &str)> = s.acceptance.routes[0]
+        .parents
+        .iter()
+        .map(|p| (p.conditions[0].status, p.conditions[0].reason))
+        .collect();
+    // Only the parent that took the route is told it is left out.
+    assert_eq!(
+        reasons,
+        [
+            ("False", reason::UNSUPPORTED_VALUE),
+            ("False", reason::NO_MATCHING_LISTENER_HOSTNAME),
+            ("False", reason::NO_MATCHING_PARENT),
+        ]
+    );
+}
+
+#[test]
+fn an_extension_ref_filter_is_not_skipped_its_requests_are_answered_500() {
+    let r = route(
+        "r",
+        &format!(
+            "  rules:
+    - matches: [{{ path: {{ value: / }} }}]
+{TO_A}    - matches: [{{ path: {{ value: /admin }} }}]
+      filters:
+        - {{ type: ExtensionRef, extensionRef: {{ group: example.com, kind: Guard, name: g }} }}
+        - {{ type: ExtensionRef, extensionRef: {{ group: example.com, kind: Log, name: l }} }}
+{TO_B}    - matches: [{{ path: {{ value: /split }} }}]
+      backendRefs:
+        - {{ group: tollgate.dev, kind: Backend, name: a, weight: 1 }}
+        - {{ group: tollgate.dev, kind: Backend, name: b, weight: 3, filters: [{{ type: ExtensionRef, extensionRef: {{ group: example.com, kind: Guard, name: g }} }}] }}
+"
+        ),
+    );
+    let s = one(&all(&[GATEWAY, BACKENDS, &r]));
+    // /admin/x stays with its rule, which answers 500; it does not fall through to `/`.
+    assert_eq!(routed(&s, "/admin/x").as_deref(), Some("default/r#1"));
+    let rules = &s.l7.policy.routes[0].rules;
+    let failure = rules[1].rule.failure.as_ref().expect("answers 500");
+    assert_eq!(failure.reason, "unresolved_filter");
+    assert!(
+        failure.message.contains("example.com/Guard g"),
+        "{failure:?}"
+    );
+    assert!(rules[0].rule.failure.is_none());
+    // On a backendRef: the requests sent to that backend are answered 500.
+    assert_eq!(
+        (
+            rules[2].rule.backends.len(),
+            rules[2].rule.unresolved_weight
+        ),
+        (1, 3)
+    );
+    assert!(rules[2].rule.failure.is_none());
+    // Accepted, with ResolvedRefs=False (a reference to a kind Tollgate does not serve).
+    assert!(condition(&s, "r", ACCEPTED).unwrap().is_true());
+    assert!(condition(&s, "r", PARTIALLY_INVALID).is_none());
+    let resolved = condition(&s, "r", RESOLVED_REFS).unwrap();
+    assert_eq!(
+        (resolved.status, resolved.reason),
+        ("False", reason::INVALID_KIND)
+    );
+    let fields: Vec<&str> = s
+        .acceptance
+        .partial
+        .iter()
+        .map(|e| e.location.field.as_str())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.rules[2].backendRefs[1].filters[0].extensionRef",
+            "spec.rules[1].filters[0].extensionRef",
+            "spec.rules[1].filters[1].extensionRef",
+        ]
+    );
+    assert!(
+        s.acceptance.partial[1].message.contains("answered 500"),
+        "{:?}",
+        s.acceptance.partial
+    );
+}
+
+#[test]
 fn path_values_with_characters_the_crd_forbids_leave_the_route_out() {
     for value in ["/my[/]path01", "/[]", "/^", "/a b", "/50%", "/a|b"] {
         let r = route(

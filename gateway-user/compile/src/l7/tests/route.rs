@@ -128,3 +128,63 @@ fn a_redirect_rule_needs_no_backends_and_may_not_have_any() {
     // says; the strict compile reports it.
     places(&errs, "no backendRefs (and no RequestRedirect)");
 }
+
+#[test]
+fn an_empty_replace_prefix_match_removes_the_prefix_in_rewrites_and_redirects() {
+    let rewrite = "      filters: [{ type: URLRewrite, urlRewrite: { path: { type: ReplacePrefixMatch, replacePrefixMatch: '' } } }]\n";
+    let redirect = "      filters: [{ type: RequestRedirect, requestRedirect: { path: { type: ReplacePrefixMatch, replacePrefixMatch: '' } } }]\n";
+    let t = table(&all(&[
+        GATEWAY,
+        BACKENDS,
+        &route(
+            "r",
+            &format!(
+                "  rules:\n    - matches: [{{ path: {{ value: /foo }} }}]\n{rewrite}{TO_A}    - matches: [{{ path: {{ value: /old }} }}]\n{redirect}"
+            ),
+        ),
+    ]));
+    // The Gateway API's table: /foo/bar -> /bar, /foo/ -> /, /foo -> /.
+    for (prefix, cases) in [
+        (
+            "/foo",
+            [("/foo/bar", "/bar"), ("/foo/", "/"), ("/foo", "/")],
+        ),
+        (
+            "/old",
+            [("/old/bar", "/bar"), ("/old/", "/"), ("/old", "/")],
+        ),
+    ] {
+        for (path, want) in cases {
+            let map = HeaderMap::new();
+            let req = RequestView {
+                host: "h",
+                path,
+                method: &http::Method::GET,
+                headers: &map,
+                query: None,
+            };
+            let c = t.ports[&8080].route(&req).expect("routed");
+            assert_eq!(c.prefix(), Some(prefix));
+            let modifier = match (&c.rule.rewrite, &c.rule.redirect) {
+                (Some(r), None) => r.path.as_ref(),
+                (None, Some(r)) => r.path.as_ref(),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(
+                modifier.expect("a path modifier").apply(path, c.prefix()),
+                want,
+                "{path}"
+            );
+        }
+    }
+    // A full path must still be one.
+    let errs = errors(&all(&[
+        GATEWAY,
+        BACKENDS,
+        &route(
+            "r",
+            &format!("  rules:\n    - filters: [{{ type: URLRewrite, urlRewrite: {{ path: {{ type: ReplaceFullPath, replaceFullPath: '' }} }} }}]\n{TO_A}"),
+        ),
+    ]));
+    places(&errs, "not a valid path");
+}

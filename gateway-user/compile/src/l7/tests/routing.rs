@@ -173,6 +173,26 @@ fn method_then_more_headers_then_more_query_params_win_on_the_same_path() {
 }
 
 #[test]
+fn a_match_naming_a_header_or_query_parameter_again_considers_the_first_entry_only() {
+    // The Gateway API: later entries of an equivalent name are ignored (header names compare
+    // case-insensitively, query parameter names exactly).
+    let rules = format!(
+        "  rules:
+    - matches: [{{ path: {{ value: /h }}, headers: [{{ name: x-a, value: '1' }}, {{ name: X-A, value: '2' }}] }}]
+{TO_A}    - matches: [{{ path: {{ value: /q }}, queryParams: [{{ name: q, value: '1' }}, {{ name: q, value: '2' }}, {{ name: Q, value: '3' }}] }}]
+{TO_A}"
+    );
+    let t = table(&all(&[GATEWAY, BACKENDS, &route("r", &rules)]));
+    assert_eq!(t.policy.routes[0].rules.len(), 2, "no rule is dropped");
+    let get = |path: &str, h: &[(&str, &str)]| lookup(&t, "h", path, h);
+    assert_eq!(get("/h", &[("x-a", "1")]).as_deref(), Some("default/r#0"));
+    assert_eq!(get("/h", &[("x-a", "2")]), None);
+    assert_eq!(get("/q?q=1&Q=3", &[]).as_deref(), Some("default/r#1"));
+    assert_eq!(get("/q?q=2&Q=3", &[]), None);
+    assert_eq!(get("/q?q=1", &[]), None, "Q is another parameter");
+}
+
+#[test]
 fn repeated_headers_are_matched_joined_with_commas() {
     let rules = format!(
         "  rules:\n    - matches: [{{ headers: [{{ name: x-v, value: 'a,b' }}] }}]\n{TO_A}"
