@@ -193,6 +193,12 @@ fn install_agent_is_not_privileged_and_holds_only_the_measured_capabilities() {
     // Only the init container is privileged, and it only mounts the bpffs.
     let init = container(&ds, "initContainers", "mount-bpffs");
     assert_eq!(init["securityContext"]["privileged"], true);
+    // Every container that is given capabilities runs as uid 0: a non-root user would hold
+    // them only in its bounding set (Kubernetes sets no ambient capabilities), none effective.
+    for c in [init, agent_container(&ds)] {
+        assert_eq!(c["securityContext"]["runAsUser"], 0, "{}", c["name"]);
+        assert_eq!(c["securityContext"]["runAsGroup"], 0, "{}", c["name"]);
+    }
     assert_eq!(&command(init)[..2], ["tollgate", "mount-bpffs"]);
     assert_eq!(
         flag(&command(init), "--pin-dir"),
