@@ -31,7 +31,7 @@ const HEADER: &str =
 
 /// Every CRD, with the name of its file in [`CRDS_DIR`].
 pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
-    vec![
+    let crds = vec![
         (
             "l4policy.yaml",
             with_status::<L4PolicyStatus>(L4Policy::crd()),
@@ -50,7 +50,68 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
             with_status::<PolicyStatus>(BackendTrafficPolicy::crd()),
         ),
         ("tollgatenode.yaml", TollgateNode::crd()),
-    ]
+    ];
+    crds.into_iter()
+        .map(|(file, crd)| (file, with_condition_checks(crd)))
+        .collect()
+}
+
+/// `crd` with the checks of `metav1.Condition`'s own markers on every `conditions` list
+/// (k8s-openapi's schema of the type has none): a status of `True`, `False` or `Unknown`, a
+/// CamelCase reason of 1 to 1,024 characters, a message of at most 32,768, a type of at most
+/// 316, a non-negative `observedGeneration`. The API server then refuses a malformed condition
+/// from whoever writes the status, as it does for the built-in kinds; what the agent and the
+/// controller write keeps within them (their reasons are constants, messages are bounded).
+fn with_condition_checks(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(node: &mut serde_json::Value) {
+        let Some(object) = node.as_object_mut() else {
+            return;
+        };
+        if let Some(props) = object.get_mut("properties").and_then(|p| p.as_object_mut()) {
+            if let Some(fields) = props
+                .get_mut("conditions")
+                .and_then(|c| c.get_mut("items"))
+                .and_then(|i| i.get_mut("properties"))
+                .and_then(|p| p.as_object_mut())
+            {
+                let checks = [
+                    (
+                        "status",
+                        serde_json::json!({"enum": ["True", "False", "Unknown"]}),
+                    ),
+                    (
+                        "reason",
+                        serde_json::json!({"minLength": 1, "maxLength": 1024,
+                            "pattern": "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"}),
+                    ),
+                    ("message", serde_json::json!({"maxLength": 32768})),
+                    (
+                        "type",
+                        serde_json::json!({"maxLength": 316,
+                            "pattern": "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"}),
+                    ),
+                    ("observedGeneration", serde_json::json!({"minimum": 0})),
+                ];
+                for (field, check) in checks {
+                    if let (Some(schema), Some(check)) = (
+                        fields.get_mut(field).and_then(|f| f.as_object_mut()),
+                        check.as_object(),
+                    ) {
+                        schema.extend(check.clone());
+                    }
+                }
+            }
+        }
+        for child in object.values_mut() {
+            match child {
+                serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+                other => walk(other),
+            }
+        }
+    }
+    let mut value = serde_json::to_value(&crd).expect("a CRD is plain data");
+    walk(&mut value);
+    serde_json::from_value(value).expect("the checks are valid JSONSchemaProps fields")
 }
 
 /// `crd` with a status subresource whose schema is `S`'s, generated with the settings
@@ -176,6 +237,48 @@ mod tests {
         }
         walk("spec", spec, &mut undocumented);
         undocumented
+    }
+
+    /// Every CRD's conditions carry `metav1.Condition`'s checks, so that the API server
+    /// refuses a malformed one (a status of `yes`, a reason with spaces).
+    #[test]
+    fn conditions_are_checked_as_kubernetes_checks_its_own() {
+        for (file, crd) in crds() {
+            let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+            // Wherever they are (a policy's are under `ancestors[]`), and at least one list.
+            fn lists<'a>(node: &'a serde_json::Value, found: &mut Vec<&'a serde_json::Value>) {
+                if let Some(c) = node.pointer("/properties/conditions") {
+                    found.push(c);
+                }
+                match node {
+                    serde_json::Value::Object(o) => o.values().for_each(|v| lists(v, found)),
+                    serde_json::Value::Array(a) => a.iter().for_each(|v| lists(v, found)),
+                    _ => {}
+                }
+            }
+            let mut found = Vec::new();
+            lists(
+                &schema["openAPIV3Schema"]["properties"]["status"],
+                &mut found,
+            );
+            assert!(!found.is_empty(), "{file}: no conditions in its status");
+            for conditions in found {
+                let fields = &conditions["items"]["properties"];
+                assert_eq!(
+                    fields["status"]["enum"],
+                    serde_json::json!(["True", "False", "Unknown"]),
+                    "{file}: {conditions}"
+                );
+                assert_eq!(fields["reason"]["minLength"], 1, "{file}");
+                assert_eq!(fields["reason"]["maxLength"], 1024, "{file}");
+                assert_eq!(fields["message"]["maxLength"], 32768, "{file}");
+                assert_eq!(fields["observedGeneration"]["minimum"], 0.0, "{file}");
+                assert_eq!(
+                    fields["reason"]["pattern"], "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+                    "{file}"
+                );
+            }
+        }
     }
 
     #[test]
