@@ -45,8 +45,12 @@ pub struct ResponseBody {
 pub struct DeadlinePassed;
 
 impl ResponseBody {
-    /// A body the proxy wrote.
-    pub fn full(bytes: impl Into<Bytes>, done: Completion) -> Self {
+    /// A body the proxy wrote. Bound, like a backend's, to end in time: within the idle
+    /// timeout (it has no request timeout), else the connection is closed (a client that does
+    /// not take it would keep its connection busy, never idle).
+    pub fn full(bytes: impl Into<Bytes>, mut done: Completion) -> Self {
+        let bound = crate::clock::now_ms() + done.core.limits.idle_timeout.as_millis() as u64;
+        done._conn.bound(bound);
         ResponseBody {
             source: Source::Full(Full::new(bytes.into())),
             deadline: None,
@@ -56,12 +60,19 @@ impl ResponseBody {
     }
 
     /// A backend's body, cut off when `deadline` fires (the timer of the attempt that
-    /// brought it, already running).
+    /// brought it, already running). The timer is looked at only when hyper polls the body,
+    /// which it does not while the client leaves what was sent untaken (an HTTP/2
+    /// flow-control window at 0, an HTTP/1.1 socket not read): the deadline is also given to
+    /// the connection, whose tick closes it when the body is still there past it.
     pub fn upstream(
         body: BackendBody,
         deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-        done: Completion,
+        mut done: Completion,
     ) -> Self {
+        if let Some(d) = &deadline {
+            done._conn
+                .bound(crate::clock::ms_of(d.deadline().into_std()));
+        }
         ResponseBody {
             source: Source::Upstream(body),
             deadline,

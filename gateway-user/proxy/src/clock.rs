@@ -55,6 +55,12 @@ pub fn now_ms() -> u64 {
     since_base().as_millis() as u64 + 1
 }
 
+/// `at` on the scale of [`now_ms`] (the milliseconds from the first read to `at`, plus 1), with
+/// no read of the clock: for a deadline held as an `Instant` and compared with [`now_ms`].
+pub fn ms_of(at: Instant) -> u64 {
+    at.saturating_duration_since(base().instant).as_millis() as u64 + 1
+}
+
 /// About now, as an `Instant` (for APIs that take one): the coarse clock's time since the first
 /// read added to the `Instant` of that read. Within a tick of `Instant::now()`, either side,
 /// and never goes back.

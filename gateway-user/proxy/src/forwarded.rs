@@ -19,6 +19,8 @@
 //!   connection options, whatever its `Connection` names ([`strip_hop_by_hop_keeping`]).
 //! - **Trailers** from a backend lose the hop-by-hop fields and those a trailer may not carry
 //!   ([`strip_trailers`]).
+//! - **Cookie**: several `Cookie` fields (as an HTTP/2 client may send) reach the backend as one,
+//!   joined with `; ` (RFC 9113 section 8.2.3; [`join_cookies`]).
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -356,6 +358,35 @@ pub fn add_via(headers: &mut HeaderMap, version: http::Version) {
     headers.append(header::VIA, HeaderValue::from_static(hop));
 }
 
+/// Joins the request's `Cookie` fields into one, separated by `; ` (RFC 9113 section 8.2.3: an
+/// HTTP/2 client may split the cookies into several fields, which MUST be joined before an
+/// HTTP/1.1 hop; RFC 6265 section 5.4 allows an HTTP/1.1 client one field only, and one is what
+/// servers read). Empty fields are left out. A request with one field or none (almost all) is
+/// looked at once, and nothing is allocated.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    let mut sensitive = false;
+    for v in &headers.get_all(header::COOKIE) {
+        sensitive |= v.is_sensitive();
+        if v.is_empty() {
+            continue;
+        }
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    // Each part is a valid field value, and so is `; `: joined, they are one too.
+    if let Ok(mut v) = HeaderValue::from_bytes(&joined) {
+        v.set_sensitive(sensitive);
+        headers.insert(header::COOKIE, v);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -669,5 +700,25 @@ mod tests {
         let before = h.clone();
         strip_hop_by_hop(&mut h);
         assert_eq!(h, before);
+    }
+
+    #[test]
+    fn cookie_fields_are_joined_into_one_and_a_single_one_is_left_alone() {
+        let cookies = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::COOKIE, v.parse().unwrap());
+            }
+            join_cookies(&mut h);
+            h.get_all(header::COOKIE)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(cookies(&["a=1", "b=2"]), ["a=1; b=2"]);
+        assert_eq!(cookies(&["a=1", "", "b=2; c=3"]), ["a=1; b=2; c=3"]);
+        assert_eq!(cookies(&["a=1"]), ["a=1"]);
+        assert_eq!(cookies(&["a=1, b=2"]), ["a=1, b=2"]);
+        assert!(cookies(&[]).is_empty());
     }
 }

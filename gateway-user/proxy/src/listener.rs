@@ -6,7 +6,6 @@
 //! and accepts no more until one closes; the kernel's backlog holds the rest).
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -14,7 +13,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::server::Acceptor;
 use tokio_rustls::LazyConfigAcceptor;
@@ -25,133 +24,10 @@ use super::clock::now_ms;
 use super::tls::{TlsListener, TlsPort};
 use super::{Core, Limits};
 
-/// The bytes of request heads that all client connections together may hold before a
-/// request starts ([`Limits::head_budget`]): each connection is charged what it reads while no
-/// request of it is in flight (at most the largest head a request may have), and released when
-/// a request starts or the connection ends. A read that would go over the budget ends its
-/// connection (`tollgate_http_connection_errors_total{reason="memory_budget"}`): partial
-/// heads from many connections (the slow-header attacks) cannot hold more memory than this.
-#[derive(Debug)]
-pub struct HeadBudget {
-    used: AtomicUsize,
-    limit: usize,
-    per_connection: usize,
-}
+mod state;
 
-impl HeadBudget {
-    /// A budget of `limit` bytes; a connection is charged at most `per_connection`.
-    pub fn new(limit: usize, per_connection: usize) -> Self {
-        HeadBudget {
-            used: AtomicUsize::new(0),
-            limit,
-            per_connection,
-        }
-    }
-
-    /// Bytes charged now, over all connections.
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
-    }
-
-    /// Charges `n` more bytes to a connection that holds `held`; false (and nothing charged)
-    /// when that would go over the budget.
-    fn charge(&self, held: &AtomicUsize, n: usize) -> bool {
-        let before = held.load(Ordering::Relaxed);
-        let add = (before + n).min(self.per_connection).saturating_sub(before);
-        if add == 0 {
-            return true;
-        }
-        let used = self.used.fetch_add(add, Ordering::Relaxed) + add;
-        if used > self.limit {
-            self.used.fetch_sub(add, Ordering::Relaxed);
-            return false;
-        }
-        held.fetch_add(add, Ordering::Relaxed);
-        true
-    }
-
-    /// Releases what a connection holds.
-    fn release(&self, held: &AtomicUsize) {
-        let n = held.swap(0, Ordering::Relaxed);
-        self.used.fetch_sub(n, Ordering::Relaxed);
-    }
-}
-
-/// The error a read returns when the head budget is spent (found again by
-/// [`connection_error_reason`]).
-#[derive(Debug)]
-struct HeadBudgetSpent;
-
-impl std::fmt::Display for HeadBudgetSpent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the request-head memory budget of all connections is spent")
-    }
-}
-
-impl std::error::Error for HeadBudgetSpent {}
-
-/// The bytes hyper-util reads to tell HTTP/1.1 from HTTP/2 (the length of HTTP/2's preface).
-const SNIFFED: usize = 24;
-
-/// Activity of one connection, for the idle timeout and the head budget.
-#[derive(Debug)]
-pub struct ConnState {
-    last_activity: AtomicU64,
-    /// Bytes read from the client before its first request, counted up to [`SNIFFED`];
-    /// [`SNIFFED`] once a request has begun (the connection is past hyper-util's sniffing).
-    early: AtomicUsize,
-    in_flight: AtomicUsize,
-    /// Head bytes charged to the budget.
-    head: AtomicUsize,
-    budget: Arc<HeadBudget>,
-}
-
-impl ConnState {
-    /// A new connection's state, charging `budget`.
-    pub fn new(budget: Arc<HeadBudget>) -> Self {
-        ConnState {
-            last_activity: AtomicU64::new(now_ms()),
-            early: AtomicUsize::new(0),
-            in_flight: AtomicUsize::new(0),
-            head: AtomicUsize::new(0),
-            budget,
-        }
-    }
-}
-
-impl ConnState {
-    /// How long no byte has moved on the connection.
-    pub fn quiet_for(&self) -> Duration {
-        Duration::from_millis(now_ms().saturating_sub(self.last_activity.load(Ordering::Relaxed)))
-    }
-}
-
-impl Drop for ConnState {
-    fn drop(&mut self) {
-        self.budget.release(&self.head);
-    }
-}
-
-/// Held by a request while it is in flight on its connection (until its response body ends).
-pub struct ConnGuard(Arc<ConnState>);
-
-impl ConnGuard {
-    /// Marks a request in flight on `state`: its head is complete, so what the connection read
-    /// for it is no longer charged to the head budget.
-    pub fn new(state: Arc<ConnState>) -> Self {
-        state.in_flight.fetch_add(1, Ordering::Relaxed);
-        state.early.store(SNIFFED, Ordering::Relaxed);
-        state.budget.release(&state.head);
-        ConnGuard(state)
-    }
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.0.last_activity.store(now_ms(), Ordering::Relaxed);
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+use state::{ActivityIo, HeadBudgetSpent};
+pub use state::{ConnGuard, ConnState, HeadBudget};
 
 /// Where a request came in.
 #[derive(Debug)]
@@ -194,86 +70,6 @@ impl TlsConn {
     }
 }
 
-/// A stream (TCP, or TLS over TCP) that records when bytes last moved.
-struct ActivityIo<S> {
-    stream: S,
-    state: Arc<ConnState>,
-}
-
-impl<S> ActivityIo<S> {
-    fn touch(&self) {
-        self.state.last_activity.store(now_ms(), Ordering::Relaxed);
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for ActivityIo<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.stream).poll_read(cx, buf);
-        let read = buf.filled().len() - before;
-        if matches!(r, Poll::Ready(Ok(()))) && read > 0 {
-            self.touch();
-            let early = self.state.early.load(Ordering::Relaxed);
-            if early < SNIFFED {
-                self.state
-                    .early
-                    .store((early + read).min(SNIFFED), Ordering::Relaxed);
-            }
-            // Bytes read while no request is in flight belong to a head (or, on HTTP/2, to
-            // frames before the next request): charged, up to one head's worth.
-            let state = &self.state;
-            if state.in_flight.load(Ordering::Relaxed) == 0
-                && !state.budget.charge(&state.head, read)
-            {
-                return Poll::Ready(Err(std::io::Error::other(HeadBudgetSpent)));
-            }
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for ActivityIo<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.stream).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        r
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
 /// The server side of hyper, configured with the limits.
 pub fn server_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
@@ -288,6 +84,8 @@ pub fn server_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_header_list_size(limits.max_header_bytes as u32)
         .max_pending_accept_reset_streams(limits.h2_max_pending_reset_streams)
+        // Detects dead peers. Its PINGs and their ACKs do not make a connection busy: an
+        // HTTP/2 connection's idleness is counted from its last request (`ConnState::idle_ms`).
         .keep_alive_interval(Some(limits.idle_timeout / 2))
         .keep_alive_timeout(Duration::from_secs(20));
     b
@@ -503,12 +301,17 @@ pub(crate) async fn serve_http<S>(
     // to the tunnel of [`super::upgrade`], and this connection's future ends.
     let conn = core.server.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
-    let idle = core.limits.idle_timeout;
+    let idle = core.limits.idle_timeout.as_millis() as u64;
+    let period = tick_period(&core.limits);
     // Also what polls the header read timeout (see [`PolledTimer`]): it keeps ticking while
     // the connection closes, so a head that never ends cannot hold a closing connection.
-    let mut tick = tokio::time::interval(tick_period(&core.limits));
+    let mut tick = tokio::time::interval(period);
     let opened = std::time::Instant::now();
     let mut closing = false;
+    // When the connection is dropped if it has not closed by itself: a graceful shutdown waits
+    // for the client (HTTP/2: its ACK of the shutdown's PING; both: that it takes what is
+    // still to be written), which a hostile client never does.
+    let mut close_by: Option<u64> = None;
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -525,26 +328,48 @@ pub(crate) async fn serve_http<S>(
                 closing = true;
             }
             _ = tick.tick() => {
+                let now = now_ms();
+                if close_by.is_some_and(|at| now >= at) {
+                    // Dropped: hyper's connection and, with it, the responses still in flight
+                    // (their bodies, and the backend connections those hold).
+                    debug!(%peer, port, "connection closed after its graceful shutdown's time");
+                    return;
+                }
                 // hyper times each request head from when it starts waiting for it, which is
                 // after hyper-util has told HTTP/1.1 from HTTP/2 by the first bytes (up to the
                 // 24 of HTTP/2's preface), with no timer: a connection that sends nothing, or
                 // dribbles a preface, gets the same time, not the idle timeout's.
                 if !closing
-                    && state.early.load(Ordering::Relaxed) < SNIFFED
+                    && state.before_first_bytes()
                     && opened.elapsed() >= core.limits.header_read_timeout
                 {
                     debug!(%peer, port, "nothing sent within the header read timeout");
                     connection_error(&core, "header_timeout");
                     return;
                 }
-                let quiet = now_ms().saturating_sub(state.last_activity.load(Ordering::Relaxed));
-                if !closing
-                    && state.in_flight.load(Ordering::Relaxed) == 0
-                    && quiet >= idle.as_millis() as u64
-                {
+                if !closing && state.no_request() && state.idle_ms(now) >= idle {
                     debug!(%peer, port, "idle connection closed");
                     conn.as_mut().graceful_shutdown();
                     closing = true;
+                    close_by = Some(now + idle);
+                }
+                // A response still in flight a tick past its request timeout is one the
+                // client does not take (see `ConnState::deadlines`): hyper no longer polls
+                // its body, which would otherwise hold its backend connection, and its
+                // connection (busy, never idle), for as long as the client likes. Closed even
+                // while closing for another reason: a graceful shutdown waits for it. The
+                // connection is told (HTTP/2: GOAWAY) and dropped at the next tick: hyper has
+                // no way to reset one stream from outside it, so the other streams of the
+                // connection go too.
+                let late = now.saturating_sub(period.as_millis() as u64);
+                if close_by.is_none_or(|at| at > now) && state.overdue(late) {
+                    debug!(%peer, port, "a response not taken by the client within its request timeout");
+                    connection_error(&core, "response_stalled");
+                    if !closing {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    close_by = Some(now + 1);
                 }
             }
         }
@@ -566,7 +391,10 @@ fn connection_error(core: &Core, reason: &str) {
 /// 400), `head_too_large` (431), `header_timeout` (the head did not arrive within
 /// `--header-read-timeout`: slowloris), `incomplete` (the client went away mid-message), or
 /// `memory_budget` (the connection's head would have gone over the head budget of all
-/// connections), or `other` (HTTP/2 protocol errors, I/O errors).
+/// connections), or `other` (HTTP/2 protocol errors, I/O errors). [`serve_http`] counts two
+/// more itself: `header_timeout` for a connection that sends nothing in time, and
+/// `response_stalled` for one whose client does not take a response within its request
+/// timeout.
 pub fn connection_error_reason(error: &(dyn std::error::Error + 'static)) -> &'static str {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = cause {

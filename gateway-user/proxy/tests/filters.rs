@@ -1,6 +1,7 @@
 //! What the proxy changes on the way, in process: the HTTPRoute filters (request and response
 //! header modifiers, URL rewrites, redirects), the forwarding headers (`X-Forwarded-*`, believed
-//! only from a trusted proxy), and hop-by-hop headers, which stop at the proxy both ways.
+//! only from a trusted proxy), hop-by-hop headers, which stop at the proxy both ways, and
+//! `Cookie` fields, joined into one (RFC 9113 section 8.2.3).
 mod harness;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -221,4 +222,47 @@ async fn a_backend_refs_own_header_filters_apply_to_its_requests_only_after_the_
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.header("x-served-by"), None);
     assert_eq!(other.last().header("x-drop").as_deref(), Some("kept"));
+}
+
+/// RFC 9113 section 8.2.3: an HTTP/2 client may split `Cookie` into several fields, which MUST be
+/// joined with `; ` before an HTTP/1.1 hop. The backend (HTTP/1.1) gets one `Cookie` line.
+#[tokio::test]
+async fn cookie_fields_split_by_an_http2_client_reach_the_backend_as_one() {
+    let app = Backend::start("app").await;
+    let gw = Gateway::start(|p| one_route(p, app.port(), &[])).await;
+    let cookies = |seen: &harness::Received| -> Vec<String> {
+        seen.headers
+            .get_all("cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let r = gw
+        .get("/h2")
+        .h2()
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .send()
+        .await;
+    assert_eq!((r.status, r.version), (200, http::Version::HTTP_2), "{r:?}");
+    assert_eq!(cookies(&app.last()), ["a=1; b=2"]);
+
+    // Three fields, one empty, over HTTP/1.1 too (RFC 6265 section 5.4 forbids sending more
+    // than one, but joining them is what a server would read them as).
+    let r = gw
+        .get("/h1")
+        .header("cookie", "a=1")
+        .header("cookie", "")
+        .header("cookie", "b=2; c=3")
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(cookies(&app.last()), ["a=1; b=2; c=3"]);
+
+    // One field, or none, is passed as it came.
+    gw.get("/one").h2().header("cookie", "a=1").send().await;
+    assert_eq!(cookies(&app.last()), ["a=1"]);
+    gw.get("/none").h2().send().await;
+    assert!(cookies(&app.last()).is_empty());
 }

@@ -2,7 +2,8 @@
 //! client) into the proxy's router ([`Proxy::serve_stream`]), with a real backend on loopback
 //! that echoes the `Host` it was sent. RFC 9112 section 3.2 (one valid `Host`, required in
 //! HTTP/1.1), section 3.2.2 (absolute form), RFC 9110 section 4.2.4 (userinfo), RFC 9113
-//! section 8.3.1 (`Host` against `:authority`).
+//! section 8.3.1 (`Host` against `:authority`); and the request-target forms against
+//! `Max-Forwards` (RFC 9112 section 3.2, RFC 9110 section 7.6.2).
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -337,4 +338,67 @@ async fn an_http2_host_header_must_name_the_authority_of_the_request() {
         .await,
         400
     );
+}
+
+/// The request-target forms are checked before `Max-Forwards: 0` makes the proxy the final
+/// recipient of a TRACE or OPTIONS (RFC 9112 section 3.2: the asterisk form is for OPTIONS only,
+/// the authority form for CONNECT only): such a request gets 400, not an answer or an echo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_forwards_zero_does_not_answer_a_target_form_the_method_may_not_use() {
+    let (backend_port, seen) = backend().await;
+    let port = free_port();
+    let proxy = proxy(port, backend_port);
+
+    let refused: &[(&str, &[u8])] = &[
+        (
+            "TRACE * with Max-Forwards: 0",
+            b"TRACE * HTTP/1.1\r\nHost: a.example\r\nMax-Forwards: 0\r\n\r\n",
+        ),
+        (
+            "OPTIONS in authority form with Max-Forwards: 0",
+            b"OPTIONS a.example:80 HTTP/1.1\r\nHost: a.example:80\r\nMax-Forwards: 0\r\n\r\n",
+        ),
+        (
+            "TRACE in authority form with Max-Forwards: 0",
+            b"TRACE a.example:80 HTTP/1.1\r\nHost: a.example:80\r\nMax-Forwards: 0\r\n\r\n",
+        ),
+        ("TRACE *", b"TRACE * HTTP/1.1\r\nHost: a.example\r\n\r\n"),
+        (
+            "OPTIONS in authority form",
+            b"OPTIONS a.example:80 HTTP/1.1\r\nHost: a.example:80\r\n\r\n",
+        ),
+    ];
+    for (name, request) in refused {
+        let response = raw(&proxy, port, request).await;
+        assert_eq!(status(&response), 400, "{name}:\n{response}");
+        assert!(
+            !response.contains("message/http") && !response.contains("allow:"),
+            "{name}:\n{response}"
+        );
+    }
+
+    // What Max-Forwards: 0 is for still works: OPTIONS * and an OPTIONS or TRACE of a path
+    // are answered by the proxy.
+    for request in [
+        &b"OPTIONS * HTTP/1.1\r\nHost: a.example\r\nMax-Forwards: 0\r\n\r\n"[..],
+        b"OPTIONS * HTTP/1.1\r\nHost: a.example\r\n\r\n",
+        b"OPTIONS /mf HTTP/1.1\r\nHost: a.example\r\nMax-Forwards: 0\r\n\r\n",
+    ] {
+        let response = raw(&proxy, port, request).await;
+        assert_eq!(status(&response), 200, "{response}");
+        assert!(
+            response.contains("allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH"),
+            "{response}"
+        );
+    }
+    let response = raw(
+        &proxy,
+        port,
+        b"TRACE /mf HTTP/1.1\r\nHost: a.example\r\nMax-Forwards: 0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&response), 200, "{response}");
+    assert!(response.contains("message/http"), "{response}");
+
+    assert!(seen.lock().await.is_empty(), "{:?}", seen.lock().await);
 }

@@ -23,6 +23,7 @@ use crate::decide::{decide, Decision, RequestParts};
 use crate::metrics::{AuthFailureLabels, RateLimitedLabels, RouteLabel, UpstreamErrorLabels};
 use tollgate_compile::l7::cors;
 use tollgate_compile::l7::table::{BackendProtocol, Redirect, Rule};
+use tollgate_model::http_path::normalize;
 use tollgate_model::BanKind;
 
 mod forward;
@@ -238,11 +239,19 @@ fn answer(
             return options_answer(done);
         }
         // Max-Forwards (RFC 9110 section 7.6.2): on TRACE and OPTIONS, 0 makes the proxy the final
-        // recipient; another value is decremented on the way to the backend.
+        // recipient; another value is decremented on the way to the backend. A target routing
+        // refuses (`TRACE *`, an authority form) gets its 400 first, as without Max-Forwards.
         if matches!(*req.method(), Method::OPTIONS | Method::TRACE) {
             match max_forwards(req.headers()) {
-                Some(0) if req.method() == Method::OPTIONS => return options_answer(done),
-                Some(0) => return trace_answer(done, &req),
+                Some(0) => {
+                    if let Err(e) = normalize(req.uri().path()) {
+                        return local(done, StatusCode::BAD_REQUEST, "bad_path", e.as_str());
+                    }
+                    if req.method() == Method::OPTIONS {
+                        return options_answer(done);
+                    }
+                    return trace_answer(done, &req);
+                }
                 Some(n) => {
                     req.headers_mut()
                         .insert(header::MAX_FORWARDS, HeaderValue::from(n - 1));
@@ -621,6 +630,7 @@ fn routed(
         forwarded::strip_hop_by_hop_keeping(&mut parts.headers, |name| {
             auth::set_by_proxy(auth_def, name)
         });
+        forwarded::join_cookies(&mut parts.headers);
         if rule.grpc {
             // The one TE value HTTP/2 allows, which gRPC servers expect (it says the client
             // reads trailers, where the call's status is): hop-by-hop, so set on this hop.
