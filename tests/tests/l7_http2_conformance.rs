@@ -115,6 +115,15 @@ fn http2_requests_follow_rfc_9113_and_the_same_rules_as_http1() {
             get("a.example", "/h2", &[("host", "b.example")]),
         ),
         (
+            "scheme ftp",
+            vec![
+                (":method".into(), "GET".into()),
+                (":scheme".into(), "ftp".into()),
+                (":authority".into(), "a.example".into()),
+                (":path".into(), "/h2".into()),
+            ],
+        ),
+        (
             "connect",
             vec![
                 (":method".into(), "CONNECT".into()),
@@ -168,6 +177,8 @@ fn http2_requests_follow_rfc_9113_and_the_same_rules_as_http1() {
     }
     // A Host naming another authority than :authority (RFC 9113 8.3.1): 400.
     assert_eq!(r["host disagreeing"]["status"], 400, "{report}");
+    // A scheme other than http and https (RFC 9110 section 7.4): 400, as in HTTP/1.1.
+    assert_eq!(r["scheme ftp"]["status"], 400, "{report}");
     // CONNECT: 405 with Allow, as in HTTP/1.1; OPTIONS *: 200 with Allow.
     assert_eq!(r["connect"]["status"], 405, "{report}");
     assert!(r["connect"]["headers"]["allow"].is_string(), "{report}");
@@ -188,4 +199,146 @@ fn http2_requests_follow_rfc_9113_and_the_same_rules_as_http1() {
         );
     }
     assert_eq!(r["response te-and-cl"]["status"], 502, "{report}");
+}
+
+/// An h2c backend (python3-h2) that answers each request with the JSON of the trailers it
+/// received (`{"trailers": {name: value}}`).
+const H2C_TRAILER_ECHO: &str = r#"
+import json, socket, sys, threading
+import h2.config, h2.connection, h2.events
+def serve(s):
+    c = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=False, header_encoding="utf-8", validate_inbound_headers=False))
+    c.initiate_connection()
+    s.sendall(c.data_to_send())
+    seen = {}
+    while True:
+        data = s.recv(65536)
+        if not data:
+            return
+        for e in c.receive_data(data):
+            if isinstance(e, h2.events.TrailersReceived):
+                seen[e.stream_id] = dict(e.headers)
+            elif isinstance(e, h2.events.DataReceived):
+                c.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+            elif isinstance(e, h2.events.StreamEnded):
+                body = json.dumps({"trailers": seen.pop(e.stream_id, {})}).encode()
+                c.send_headers(e.stream_id, [(":status", "200"), ("content-length", str(len(body)))])
+                c.send_data(e.stream_id, body, end_stream=True)
+        s.sendall(c.data_to_send())
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", int(sys.argv[1])))
+l.listen(16)
+while True:
+    s, _ = l.accept()
+    threading.Thread(target=serve, args=(s,), daemon=True).start()
+"#;
+
+/// A python3-h2 client that POSTs `abc` with the trailers of `sys.argv[2]` (JSON pairs) over
+/// h2c and prints the response's status and body.
+const H2_TRAILER_CLIENT: &str = r#"
+import json, socket, sys
+import h2.config, h2.connection, h2.events
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.settimeout(5)
+c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+c.initiate_connection()
+sid = c.get_next_available_stream_id()
+c.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":authority", "t.example"), (":path", "/t")])
+c.send_data(sid, b"abc")
+c.send_headers(sid, [tuple(p) for p in json.loads(sys.argv[2])], end_stream=True)
+s.sendall(c.data_to_send())
+r = {"status": None, "body": ""}
+done = False
+while not done:
+    data = s.recv(65536)
+    if not data:
+        break
+    for e in c.receive_data(data):
+        if isinstance(e, h2.events.ResponseReceived):
+            r["status"] = int(dict(e.headers)[":status"])
+        elif isinstance(e, h2.events.DataReceived):
+            r["body"] += e.data.decode()
+            c.acknowledge_received_data(e.flow_controlled_length, sid)
+        elif isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset, h2.events.ConnectionTerminated)):
+            r["end"] = type(e).__name__
+            done = True
+    s.sendall(c.data_to_send())
+print(json.dumps(r))
+"#;
+
+/// A client's trailers reach an HTTP/2 backend without what no trailer may carry (RFC 9110
+/// section 6.5.1) and without the consumer field, which is only ever the proxy's.
+#[test]
+fn request_trailers_reach_an_http2_backend_filtered() {
+    use tollgate_tests::l7::{backend_object, documents, gateway, route_object, start_agent, to};
+    use tollgate_tests::PYTHON;
+    require_root!();
+    const PROXY: u16 = 18564;
+    const ADMIN: u16 = 19872;
+    const H2C: u16 = 19873;
+    struct Child(std::process::Child);
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let lab = tollgate_tests::Lab::new("h2trail", &[]);
+    let _backend = Child(
+        std::process::Command::new(PYTHON)
+            .args(["-c", H2C_TRAILER_ECHO, &H2C.to_string()])
+            .spawn()
+            .expect("start the h2c backend"),
+    );
+    lab.write_policy(
+        "l7.yaml",
+        &documents(&[
+            &gateway(&[("http", PROXY, None)]),
+            &backend_object("h2", &[H2C], "  appProtocol: kubernetes.io/h2c\n"),
+            &route_object(
+                "t",
+                &format!(
+                    "  hostnames: ['t.example']\n  rules:\n    - backendRefs: [{}]\n",
+                    to("h2")
+                ),
+            ),
+        ]),
+    );
+    let _agent = start_agent(&lab, ADMIN, &[PROXY], &[]);
+    let trailers = serde_json::json!([
+        ["x-check", "1"],
+        ["x-tollgate-consumer", "mallory"],
+        ["authorization", "Bearer stolen"],
+        ["content-type", "text/evil"],
+    ])
+    .to_string();
+    let mut last = String::new();
+    for _ in 0..50 {
+        let out = std::process::Command::new(PYTHON)
+            .args(["-c", H2_TRAILER_CLIENT, &PROXY.to_string(), &trailers])
+            .output()
+            .expect("run the python3-h2 client");
+        last = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() && last.contains("\"status\": 200") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let r: serde_json::Value = serde_json::from_str(last.trim()).expect(&last);
+    assert_eq!(r["status"], 200, "{last}");
+    let seen: serde_json::Value = serde_json::from_str(r["body"].as_str().unwrap()).expect(&last);
+    let t = &seen["trailers"];
+    assert_eq!(t["x-check"], "1", "an ordinary trailer passes: {last}");
+    for gone in ["x-tollgate-consumer", "authorization", "content-type"] {
+        assert!(
+            t[gone].is_null(),
+            "{gone} must not reach the backend: {last}"
+        );
+    }
 }

@@ -236,6 +236,10 @@ fn request_targets_methods_and_hosts_follow_rfc_9112_and_9110() {
             "absolute form without Host",
             "GET http://a.example/ HTTP/1.1\r\n\r\n",
         ),
+        (
+            "absolute form of another scheme",
+            "GET ftp://a.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n",
+        ),
     ] {
         let e = raw(PROXY, req);
         assert_eq!(e.statuses(), vec![400], "{what}:\n{}", e.text);

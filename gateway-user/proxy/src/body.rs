@@ -405,7 +405,16 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.inner.as_mut() {
-            Some(inner) => Pin::new(inner).poll_frame(cx),
+            Some(inner) => Pin::new(inner).poll_frame(cx).map_ok(|mut frame| {
+                if let Some(trailers) = frame.trailers_mut() {
+                    // A client's trailers (HTTP/2 on to an HTTP/2 backend; HTTP/1.1 drops
+                    // them): what no trailer may carry would have the backend reset the
+                    // stream, and the consumer field is only ever the proxy's.
+                    crate::forwarded::strip_trailers(trailers);
+                    trailers.remove(crate::auth::CONSUMER_HEADER);
+                }
+                frame
+            }),
             None => Poll::Ready(None),
         }
     }

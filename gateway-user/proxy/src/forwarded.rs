@@ -266,7 +266,7 @@ fn trailer_refused(name: &str) -> bool {
         )
 }
 
-/// Removes from a backend's trailer section what [`trailer_refused`] names. Trailers are rare:
+/// Removes from a trailer section (a backend's, or a client's) what [`trailer_refused`] names. Trailers are rare:
 /// a look at each name, and removals only when there is one to remove.
 pub fn strip_trailers(trailers: &mut HeaderMap) {
     while let Some(name) = trailers

@@ -13,6 +13,9 @@ use crate::router::normalise_host;
 /// - an HTTP/1.1 request without `Host`, even in absolute form (section 3.2: a client MUST send
 ///   it, the server MUST answer 400);
 /// - userinfo in the request target (RFC 9110 section 4.2.4: "treat its presence as an error");
+/// - a target (absolute form, or HTTP/2's `:scheme`) of another scheme than `http` or `https`:
+///   the gateway answers for those two only (RFC 9110 section 7.4), so it neither routes such
+///   a request as if it were one of them nor passes it on (nginx answers 400 too);
 /// - in HTTP/2, a `Host` that names another authority than `:authority` (RFC 9113 section
 ///   8.3.1: "SHOULD treat a request as malformed").
 ///
@@ -30,6 +33,13 @@ pub fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
         Some(parsed) => parsed,
         None => None,
     };
+    if req
+        .uri()
+        .scheme_str()
+        .is_some_and(|s| !s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https"))
+    {
+        return Some("the request target's scheme is not http or https");
+    }
     let authority = req.uri().authority();
     if authority.is_some_and(|a| a.as_str().contains('@')) {
         return Some("userinfo (user@) in the request target is not allowed");
@@ -153,6 +163,15 @@ mod tests {
         // Absolute form: Host is ignored (RFC 9112 section 3.2.2), even when it differs.
         assert_eq!(host_problem(&req(v11, "http://a/", &[b"b"])), None);
         assert!(host_problem(&req(v11, "http://u@a/", &[b"a"])).is_some());
+        // Schemes other than http and https are not served.
+        assert_eq!(host_problem(&req(v11, "HTTPS://a/", &[b"a"])), None);
+        for other in ["ftp://a/", "ws://a/", "h://a/", "httpx://a/"] {
+            assert!(host_problem(&req(v11, other, &[b"a"])).is_some(), "{other}");
+            assert!(
+                host_problem(&req(Version::HTTP_2, other, &[])).is_some(),
+                "{other}"
+            );
+        }
         // HTTP/2: Host must agree with :authority, default ports included.
         let v2 = Version::HTTP_2;
         assert_eq!(host_problem(&req(v2, "http://a/", &[])), None);

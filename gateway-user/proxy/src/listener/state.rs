@@ -115,10 +115,13 @@ pub struct ConnState {
     /// ([`ConnGuard::bound`]). A body checks its deadline only when hyper polls it, and hyper
     /// stops polling while the client does not take what was sent (an HTTP/2 flow-control
     /// window left at 0, an HTTP/1.1 socket not read): the connection's tick looks here
-    /// instead ([`ConnState::overdue`]). A lock, not atomics: a connection's requests all run
-    /// on its worker's thread, so it is never contended; taken twice per response. Inline up
-    /// to 4 (an HTTP/1.1 connection has one at a time): no allocation but on an HTTP/2
-    /// connection with more than 4 responses at once, once.
+    /// instead ([`ConnState::overdue`]). A lock, taken twice per response, held for a push or
+    /// a search of a few entries: HTTP/2's streams run as tasks of their own on either of the
+    /// runtime's threads, so two may meet here, rarely and briefly. A slot per stream taken
+    /// with one compare-and-swap measured the same (docs/benchmarks-issue13-part3.md, round
+    /// 21), so the simpler form stays. Inline up to 4 (an HTTP/1.1 connection has one at a
+    /// time): no allocation but on an HTTP/2 connection with more than 4 responses at once,
+    /// once.
     deadlines: Mutex<SmallVec<[u64; 4]>>,
 }
 
@@ -325,5 +328,37 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ActivityIo<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guards_hold_their_deadline_until_dropped() {
+        let state = Arc::new(ConnState::new(Arc::new(HeadBudget::new(1024, 64))));
+        let mut guards: Vec<ConnGuard> = (0..6).map(|_| ConnGuard::new(state.clone())).collect();
+        for (i, g) in guards.iter_mut().enumerate() {
+            g.bound(1000 + i as u64);
+        }
+        assert!(state.overdue(1000));
+        assert!(!state.overdue(999));
+        // Dropped oldest first: the earliest deadline left rises with them.
+        for i in 0..6u64 {
+            assert!(state.overdue(1000 + i) && !state.overdue(999 + i));
+            guards.remove(0);
+        }
+        assert!(!state.overdue(u64::MAX));
+        assert!(state.no_request());
+        // Two responses with the same deadline: the one left keeps it.
+        let mut a = ConnGuard::new(state.clone());
+        let mut b = ConnGuard::new(state.clone());
+        a.bound(5);
+        b.bound(5);
+        drop(a);
+        assert!(state.overdue(5));
+        drop(b);
+        assert!(!state.overdue(u64::MAX));
     }
 }
