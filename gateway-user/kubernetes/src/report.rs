@@ -7,6 +7,15 @@
 //! - reads the object once (`GET`): when it is missing, creates it by applying the object with
 //!   an empty spec; when it holds a status, that is what the next one is compared with (a
 //!   restart that changed nothing writes nothing);
+//! - makes the object owned by this node's core `v1` `Node` (an `ownerReference` by name and
+//!   uid, read with a metadata-only `GET` of the Node when the object is read), so that the
+//!   garbage collector deletes it with the Node instead of leaving a deleted node's last status
+//!   behind: the reference goes into the apply that creates the object, and an object without
+//!   it (made by an older agent, or before the Node could be read) or naming another uid (the
+//!   Node was created again under the same name) gets it by one apply of the object, not of
+//!   its status. A Node that cannot be read (missing, forbidden) or a reference the API server
+//!   refuses is warned about once and left out: the status is written all the same, and the
+//!   reference is tried again the next time the object is read (a restart, a re-creation);
 //! - compares before writing: a status equal to the last one written (or read) is not sent.
 //!   `enforcedAt` and `timeToEnforceMillis` change only with the revision, and a condition's
 //!   `lastTransitionTime` only with its status, so that nothing but a real change is a write
@@ -22,7 +31,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::Resource as _;
@@ -125,12 +135,14 @@ impl NodeStatusWriter {
             }
         });
         let writer = Writer {
-            api: Api::all(client),
+            api: Api::all(client.clone()),
+            nodes: Api::all(client),
             events: events_tx,
             node: node.to_owned(),
             metrics,
             known: None,
             failing: None,
+            owner_warned: false,
         };
         let task = tokio::spawn(writer.run(rx, first_backoff));
         NodeStatusWriter {
@@ -174,6 +186,8 @@ struct Known {
 
 struct Writer {
     api: Api<TollgateNode>,
+    /// This node's `Node`, the owner of its `TollgateNode`.
+    nodes: Api<Node>,
     /// To the events task: what changed, and the object's uid.
     events: mpsc::Sender<(Change, Option<String>)>,
     node: String,
@@ -182,6 +196,9 @@ struct Writer {
     known: Option<Known>,
     /// The message of the failure being retried, so that a failure repeated is logged once.
     failing: Option<String>,
+    /// The object could not be made owned by the Node, and that was warned about (once, until
+    /// it is).
+    owner_warned: bool,
 }
 
 impl Writer {
@@ -274,37 +291,141 @@ impl Writer {
         Ok(())
     }
 
-    /// Reads the object; creates it (empty spec, no status) when it is missing.
+    /// Reads the object; creates it (empty spec, no status, owned by the Node) when it is
+    /// missing; makes it owned by the Node when it is not.
     async fn read_or_create(&mut self) -> Result<Known, kube::Error> {
-        if let Some(found) = self.api.get_opt(&self.node).await? {
+        let found = self.api.get_opt(&self.node).await?;
+        let owner = self.node_uid().await;
+        if let Some(found) = found {
             debug!(node = %self.node, "the TollgateNode exists: its status is what the next one is compared with");
-            return Ok(Known {
-                uid: found.metadata.uid,
+            let mut known = Known {
+                uid: found.metadata.uid.clone(),
                 status: found.status,
-            });
+            };
+            let Some(owner) = owner else {
+                return Ok(known);
+            };
+            if owned_by(&found.metadata, &self.node, &owner) {
+                self.owner_warned = false;
+                return Ok(known);
+            }
+            // Made by an older agent, or before the Node could be read, or owned by a Node of
+            // the same name since deleted: one apply of the object (never of its status, and
+            // never holding the status up when it fails).
+            match self.apply_object(Some(&owner)).await {
+                Ok(applied) => {
+                    info!(node = %self.node, node_uid = %owner, "this node's TollgateNode is now owned by its Node (deleted with it)");
+                    self.owner_warned = false;
+                    if applied.metadata.uid.is_some() {
+                        known.uid = applied.metadata.uid;
+                    }
+                }
+                Err(e) => self.warn_owner(&format!(
+                    "could not set the TollgateNode's ownerReference to its Node: {e}"
+                )),
+            }
+            return Ok(known);
         }
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        let body = json!({
-            "apiVersion": TollgateNode::api_version(&()),
-            "kind": TollgateNode::kind(&()),
-            "metadata": {"name": self.node},
-            "spec": {},
-        });
-        let created = self
-            .api
-            .patch(&self.node, &params, &Patch::Apply(&body))
-            .await;
-        self.metrics.status_write(match &created {
-            Ok(_) => "ok",
-            Err(e) => result_of(e),
-        });
-        let created = created?;
-        info!(node = %self.node, "created this node's TollgateNode");
+        let created = match self.apply_object(owner.as_deref()).await {
+            // The reference refused (an admission plugin such as
+            // OwnerReferencesPermissionEnforcement, which wants `delete` on the object):
+            // created without it rather than never.
+            Err(e) if owner.is_some() && matches!(result_of(&e), "forbidden" | "invalid") => {
+                self.warn_owner(&format!(
+                    "could not create the TollgateNode owned by its Node ({e}); creating it without the ownerReference"
+                ));
+                self.apply_object(None).await
+            }
+            other => other,
+        }?;
+        let owned = owner
+            .as_deref()
+            .is_some_and(|uid| owned_by(&created.metadata, &self.node, uid));
+        if owned {
+            self.owner_warned = false;
+        }
+        info!(node = %self.node, owned_by_node = owned, "created this node's TollgateNode");
         Ok(Known {
             uid: created.metadata.uid,
             status: created.status,
         })
     }
+
+    /// The uid of this node's `Node` (a metadata-only `GET`), or `None`, warned about, when it
+    /// cannot be read: the object is then written without an owner.
+    async fn node_uid(&mut self) -> Option<String> {
+        let problem = match self.nodes.get_metadata_opt(&self.node).await {
+            Ok(Some(node)) => match node.metadata.uid.filter(|u| !u.is_empty()) {
+                Some(uid) => return Some(uid),
+                None => "the Node has no uid".to_owned(),
+            },
+            Ok(None) => "no Node of this name".to_owned(),
+            Err(e) => format!("could not read the Node: {e}"),
+        };
+        self.warn_owner(&format!(
+            "{problem}: the TollgateNode is written without an ownerReference to it, so it is not deleted with the Node"
+        ));
+        None
+    }
+
+    /// Logs a reason the object is not owned by the Node: a warning the first time, then at
+    /// debug level until it is.
+    fn warn_owner(&mut self, message: &str) {
+        if self.owner_warned {
+            debug!(node = %self.node, "{message} (again)");
+        } else {
+            self.owner_warned = true;
+            warn!(node = %self.node, "{message} (status writes go on; tried again when the object is next read)");
+        }
+    }
+
+    /// Applies the object itself (not its status): the empty spec, and the ownerReference to
+    /// the Node of uid `owner` when there is one. Everything the agent's field manager owns in
+    /// the object is in each apply (a field it stops applying would be removed).
+    async fn apply_object(&self, owner: Option<&str>) -> Result<TollgateNode, kube::Error> {
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let mut metadata = json!({"name": self.node});
+        if let Some(uid) = owner {
+            metadata["ownerReferences"] = json!([owner_reference(&self.node, uid)]);
+        }
+        let body = json!({
+            "apiVersion": TollgateNode::api_version(&()),
+            "kind": TollgateNode::kind(&()),
+            "metadata": metadata,
+            "spec": {},
+        });
+        let applied = self
+            .api
+            .patch(&self.node, &params, &Patch::Apply(&body))
+            .await;
+        self.metrics.status_write(match &applied {
+            Ok(_) => "ok",
+            Err(e) => result_of(e),
+        });
+        applied
+    }
+}
+
+/// The reference of a `TollgateNode` to its owner, the core `v1` `Node` of this name and uid.
+/// Neither `controller` nor `blockOwnerDeletion`: the object is only to go with the Node (and
+/// `blockOwnerDeletion` would take `update` on `nodes/finalizers`).
+fn owner_reference(node: &str, uid: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": Node::api_version(&()),
+        "kind": Node::kind(&()),
+        "name": node,
+        "uid": uid,
+    })
+}
+
+/// Whether `metadata` holds [`owner_reference`]`(node, uid)`.
+fn owned_by(metadata: &ObjectMeta, node: &str, uid: &str) -> bool {
+    metadata.owner_references.iter().flatten().any(|r| {
+        r.api_version == Node::api_version(&()).as_ref()
+            && r.kind == Node::kind(&()).as_ref()
+            && r.name == node
+            && r.uid == uid
+    })
 }
 
 /// `desired`, with what must not change unless something real did taken from `last`: the

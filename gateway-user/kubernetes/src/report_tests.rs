@@ -18,6 +18,9 @@ type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 const NODE_URL: &str = "/apis/tollgate.dev/v1alpha1/tollgatenodes/node-a";
 const APPLY_QUERY: &str = "?&force=true&fieldManager=tollgate-agent";
 const EVENTS_URL: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+/// This node's core `Node`, the owner of its `TollgateNode`.
+const KUBE_NODE_URL: &str = "/api/v1/nodes/node-a";
+const NODE_UID: &str = "node-uid-1";
 
 fn mock() -> (kube::Client, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
@@ -98,18 +101,81 @@ async fn no_request(handle: &mut Handle) {
     }
 }
 
+/// The next request must be the metadata-only read of this node's `Node`; it is answered
+/// `code` with `answer`.
+async fn expect_node_read(handle: &mut Handle, code: u16, answer: Value) {
+    let (request, send) = tokio::time::timeout(Duration::from_secs(3600), handle.next_request())
+        .await
+        .expect("no request came; expected the Node's read")
+        .expect("the client is gone");
+    assert_eq!(request.method().as_str(), "GET", "{}", request.uri());
+    assert_eq!(request.uri().to_string(), KUBE_NODE_URL);
+    let accept = request
+        .headers()
+        .get(http::header::ACCEPT)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(
+        accept.contains("as=PartialObjectMetadata;g=meta.k8s.io;v=v1"),
+        "metadata only: {accept}"
+    );
+    send.send_response(
+        Response::builder()
+            .status(code)
+            .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+            .unwrap(),
+    );
+}
+
+/// The Node, as a metadata-only read answers it.
+fn kube_node(uid: &str) -> Value {
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+        "metadata": {"name": "node-a", "uid": uid, "resourceVersion": "3"}})
+}
+
+/// The Node is there, with uid [`NODE_UID`].
+async fn node_is_there(handle: &mut Handle) {
+    expect_node_read(handle, 200, kube_node(NODE_UID)).await;
+}
+
+/// The ownerReference to the Node of `uid`, exactly as the agent must write it: no
+/// `controller`, no `blockOwnerDeletion`.
+fn owner(uid: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node", "name": "node-a", "uid": uid})
+}
+
+/// The apply that creates the object or sets its owner: the empty spec, the ownerReference
+/// when `uid` is given, never a status.
+fn object_apply(uid: Option<&str>) -> Value {
+    let mut body = json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "TollgateNode",
+        "metadata": {"name": "node-a"}, "spec": {}});
+    if let Some(uid) = uid {
+        body["metadata"]["ownerReferences"] = json!([owner(uid)]);
+    }
+    body
+}
+
 fn api_status(code: u16, reason: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "reason": reason, "code": code, "message": format!("{reason} (test)")})
 }
 
+/// The object as the API server holds it, owned by the Node of uid [`NODE_UID`].
 fn node_object(status: Option<&TollgateNodeStatus>) -> Value {
+    node_object_owned_by(status, Some(NODE_UID))
+}
+
+/// The object, owned by the Node of uid `owner_uid` (`None`: no ownerReferences).
+fn node_object_owned_by(status: Option<&TollgateNodeStatus>, owner_uid: Option<&str>) -> Value {
     let mut o = json!({
         "apiVersion": "tollgate.dev/v1alpha1",
         "kind": "TollgateNode",
         "metadata": {"name": "node-a", "uid": "uid-1", "resourceVersion": "7"},
         "spec": {},
     });
+    if let Some(uid) = owner_uid {
+        o["metadata"]["ownerReferences"] = json!([owner(uid)]);
+    }
     if let Some(s) = status {
         o["status"] = serde_json::to_value(s).unwrap();
     }
@@ -163,6 +229,7 @@ async fn the_first_status_creates_the_object_then_applies_the_status_then_one_ev
     )
     .await;
     assert_eq!(body, Value::Null);
+    node_is_there(&mut handle).await;
     let (body, content_type) = expect(
         &mut handle,
         "PATCH",
@@ -172,10 +239,13 @@ async fn the_first_status_creates_the_object_then_applies_the_status_then_one_ev
     )
     .await;
     assert_eq!(content_type, "application/apply-patch+yaml");
+    // Created owned by the Node (its uid), so that it goes with it.
     assert_eq!(
         body,
         json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "TollgateNode",
-            "metadata": {"name": "node-a"}, "spec": {}})
+            "metadata": {"name": "node-a", "ownerReferences": [
+                {"apiVersion": "v1", "kind": "Node", "name": "node-a", "uid": "node-uid-1"}]},
+            "spec": {}})
     );
     let (body, content_type) = expect(
         &mut handle,
@@ -261,6 +331,7 @@ async fn an_object_that_already_holds_the_status_is_not_written_again() {
     let held = status("k8s:aaaa@12", 1_000);
     w.publish(status("k8s:aaaa@12", 5_000));
     expect(&mut handle, "GET", NODE_URL, 200, node_object(Some(&held))).await;
+    node_is_there(&mut handle).await;
     no_request(&mut handle).await;
     assert_eq!(counts.of("status", "ok"), 0);
 }
@@ -280,6 +351,7 @@ async fn refused_objects_and_a_refused_revision_are_warning_events() {
     partial.refused_count = Some(1);
     w.publish(partial.clone());
     expect(&mut handle, "GET", NODE_URL, 200, node_object(Some(&held))).await;
+    node_is_there(&mut handle).await;
     let (body, _) = expect(
         &mut handle,
         "PATCH",
@@ -373,6 +445,7 @@ async fn a_failed_write_is_counted_and_retried_with_backoff_and_the_latest_statu
     let (w, mut handle, counts) = writer();
     w.publish(status("k8s:aaaa@12", 1_000));
     expect(&mut handle, "GET", NODE_URL, 200, node_object(None)).await;
+    node_is_there(&mut handle).await;
     let status_url = format!("{NODE_URL}/status{APPLY_QUERY}");
     expect(
         &mut handle,
@@ -458,6 +531,7 @@ async fn an_object_deleted_behind_the_agents_back_is_created_again() {
     let first = status("k8s:aaaa@12", 1_000);
     w.publish(first.clone());
     expect(&mut handle, "GET", NODE_URL, 200, node_object(Some(&first))).await;
+    node_is_there(&mut handle).await;
     no_request(&mut handle).await;
     let second = status("k8s:bbbb@13", 2_000);
     w.publish(second.clone());
@@ -478,7 +552,8 @@ async fn an_object_deleted_behind_the_agents_back_is_created_again() {
         api_status(404, "NotFound"),
     )
     .await;
-    expect(
+    node_is_there(&mut handle).await;
+    let (body, _) = expect(
         &mut handle,
         "PATCH",
         &format!("{NODE_URL}{APPLY_QUERY}"),
@@ -486,6 +561,7 @@ async fn an_object_deleted_behind_the_agents_back_is_created_again() {
         node_object(None),
     )
     .await;
+    assert_eq!(body, object_apply(Some(NODE_UID)));
     let (body, _) = expect(
         &mut handle,
         "PATCH",
@@ -505,6 +581,340 @@ async fn an_object_deleted_behind_the_agents_back_is_created_again() {
     .await;
     no_request(&mut handle).await;
     assert_eq!(counts.of("status", "error"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_object_without_the_owner_reference_gets_it_by_one_apply_of_the_object() {
+    let (w, mut handle, counts) = writer();
+    let held = status("k8s:aaaa@12", 1_000);
+    // Made by an older agent: no ownerReferences; its status is already the one to write.
+    w.publish(status("k8s:aaaa@12", 5_000));
+    expect(
+        &mut handle,
+        "GET",
+        NODE_URL,
+        200,
+        node_object_owned_by(Some(&held), None),
+    )
+    .await;
+    node_is_there(&mut handle).await;
+    let (body, content_type) = expect(
+        &mut handle,
+        "PATCH",
+        &format!("{NODE_URL}{APPLY_QUERY}"),
+        200,
+        node_object(Some(&held)),
+    )
+    .await;
+    assert_eq!(content_type, "application/apply-patch+yaml");
+    // The object itself (not /status), everything the agent's manager owns there (the empty
+    // spec, else an apply would remove it), and no status.
+    assert_eq!(body, object_apply(Some(NODE_UID)));
+    // Once: the status is the same, nothing else is written.
+    no_request(&mut handle).await;
+    assert_eq!(counts.of("status", "ok"), 1);
+
+    // A new revision is a status write as ever (the reference is not applied again).
+    let next = status("k8s:bbbb@13", 6_000);
+    w.publish(next.clone());
+    let (body, _) = expect(
+        &mut handle,
+        "PATCH",
+        &format!("{NODE_URL}/status{APPLY_QUERY}"),
+        200,
+        node_object(Some(&next)),
+    )
+    .await;
+    assert!(
+        body.pointer("/metadata/ownerReferences").is_none(),
+        "{body}"
+    );
+    expect(
+        &mut handle,
+        "POST",
+        &format!("{EVENTS_URL}?"),
+        201,
+        json!({}),
+    )
+    .await;
+    no_request(&mut handle).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_object_owned_by_a_node_of_the_same_name_since_recreated_gets_the_new_uid() {
+    let (w, mut handle, _counts) = writer();
+    let held = status("k8s:aaaa@12", 1_000);
+    w.publish(held.clone());
+    expect(
+        &mut handle,
+        "GET",
+        NODE_URL,
+        200,
+        node_object_owned_by(Some(&held), Some("node-uid-0")),
+    )
+    .await;
+    node_is_there(&mut handle).await;
+    let (body, _) = expect(
+        &mut handle,
+        "PATCH",
+        &format!("{NODE_URL}{APPLY_QUERY}"),
+        200,
+        node_object(Some(&held)),
+    )
+    .await;
+    assert_eq!(
+        body["metadata"]["ownerReferences"],
+        json!([owner(NODE_UID)]),
+        "{body}"
+    );
+    no_request(&mut handle).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_node_the_object_is_created_unowned_and_owned_at_its_next_creation() {
+    let (w, mut handle, counts) = writer();
+    let first = status("k8s:aaaa@12", 1_000);
+    w.publish(first.clone());
+    expect(
+        &mut handle,
+        "GET",
+        NODE_URL,
+        404,
+        api_status(404, "NotFound"),
+    )
+    .await;
+    // A host without a Node of this name.
+    expect_node_read(&mut handle, 404, api_status(404, "NotFound")).await;
+    let (body, _) = expect(
+        &mut handle,
+        "PATCH",
+        &format!("{NODE_URL}{APPLY_QUERY}"),
+        201,
+        node_object_owned_by(None, None),
+    )
+    .await;
+    assert_eq!(
+        body,
+        object_apply(None),
+        "created without an ownerReference"
+    );
+    // The status is written all the same.
+    let (body, _) = expect(
+        &mut handle,
+        "PATCH",
+        &format!("{NODE_URL}/status{APPLY_QUERY}"),
+        200,
+        node_object_owned_by(Some(&first), None),
+    )
+    .await;
+    assert_eq!(body["status"]["revision"], "k8s:aaaa@12");
+    expect(
+        &mut handle,
+        "POST",
+        &format!("{EVENTS_URL}?"),
+        201,
+        json!({}),
+    )
+    .await;
+    // The Node is not asked for again while the object is known.
+    no_request(&mut handle).await;
+    assert_eq!(counts.of("status", "ok"), 2);
+
+    // Deleted behind the agent's back, and the Node is there now: created owned by it.
+    let second = status("k8s:bbbb@13", 2_000);
+    w.publish(second.clone());
+    let status_url = format!("{NODE_URL}/status{APPLY_QUERY}");
+    expect(
+        &mut handle,
+        "PATCH",
+        &status_url,
+        404,
+        api_status(404, "NotFound"),
+    )
+    .await;
+    expect(
+        &mut handle,
+        "GET",
+        NODE_URL,
+        404,
+        api_status(404, "NotFound"),
+    )
+    .await;
+    node_is_there(&mut handle).await;
+    let (body, _) = expect(
+        &mut handle,
+        "PATCH",
+        &format!("{NODE_URL}{APPLY_QUERY}"),
+        201,
+        node_object(None),
+    )
+    .await;
+    assert_eq!(body, object_apply(Some(NODE_UID)));
+    expect(
+        &mut handle,
+        "PATCH",
+        &status_url,
+        200,
+        node_object(Some(&second)),
+    )
+    .await;
+    expect(
+        &mut handle,
+        "POST",
+        &format!("{EVENTS_URL}?"),
+        201,
+        json!({}),
+    )
+    .await;
+    no_request(&mut handle).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_that_cannot_be_read_leaves_an_existing_object_as_it_is() {
+    let (w, mut handle, counts) = writer();
+    let held = status("k8s:aaaa@12", 1_000);
+    let next = status("k8s:bbbb@13", 2_000);
+    w.publish(next.clone());
+    expect(
+        &mut handle,
+        "GET",
+        NODE_URL,
+        200,
+        node_object_owned_by(Some(&held), None),
+    )
+    .await;
+    expect_node_read(&mut handle, 403, api_status(403, "Forbidden")).await;
+    // No apply of the object: straight to the status.
+    let (body, _) = expect(
+        &mut handle,
+        "PATCH",
+        &format!("{NODE_URL}/status{APPLY_QUERY}"),
+        200,
+        node_object_owned_by(Some(&next), None),
+    )
+    .await;
+    assert_eq!(body["status"]["revision"], "k8s:bbbb@13");
+    expect(
+        &mut handle,
+        "POST",
+        &format!("{EVENTS_URL}?"),
+        201,
+        json!({}),
+    )
+    .await;
+    no_request(&mut handle).await;
+    assert_eq!(counts.of("status", "ok"), 1);
+    assert_eq!(
+        counts.of("status", "forbidden"),
+        0,
+        "the Node's read is no write"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_owner_reference_never_holds_up_the_object_or_its_status() {
+    // At creation (an admission plugin that wants `delete` to set an ownerReference): created
+    // again at once, without it.
+    let (w, mut handle, counts) = writer();
+    let first = status("k8s:aaaa@12", 1_000);
+    w.publish(first.clone());
+    expect(
+        &mut handle,
+        "GET",
+        NODE_URL,
+        404,
+        api_status(404, "NotFound"),
+    )
+    .await;
+    node_is_there(&mut handle).await;
+    let create_url = format!("{NODE_URL}{APPLY_QUERY}");
+    let (body, _) = expect(
+        &mut handle,
+        "PATCH",
+        &create_url,
+        403,
+        api_status(403, "Forbidden"),
+    )
+    .await;
+    assert_eq!(body, object_apply(Some(NODE_UID)));
+    let (body, _) = expect(
+        &mut handle,
+        "PATCH",
+        &create_url,
+        201,
+        node_object_owned_by(None, None),
+    )
+    .await;
+    assert_eq!(body, object_apply(None));
+    let before = tokio::time::Instant::now();
+    expect(
+        &mut handle,
+        "PATCH",
+        &format!("{NODE_URL}/status{APPLY_QUERY}"),
+        200,
+        node_object_owned_by(Some(&first), None),
+    )
+    .await;
+    assert_eq!(before.elapsed(), Duration::ZERO, "no backoff");
+    expect(
+        &mut handle,
+        "POST",
+        &format!("{EVENTS_URL}?"),
+        201,
+        json!({}),
+    )
+    .await;
+    no_request(&mut handle).await;
+    assert_eq!(counts.of("status", "forbidden"), 1);
+    assert_eq!(counts.of("status", "ok"), 2);
+    drop(w);
+
+    // On an existing object: the status goes on, the reference is not retried until the
+    // object is read again.
+    let (w, mut handle, counts) = writer();
+    let held = status("k8s:aaaa@12", 1_000);
+    let next = status("k8s:bbbb@13", 2_000);
+    w.publish(next.clone());
+    expect(
+        &mut handle,
+        "GET",
+        NODE_URL,
+        200,
+        node_object_owned_by(Some(&held), None),
+    )
+    .await;
+    node_is_there(&mut handle).await;
+    let (body, _) = expect(
+        &mut handle,
+        "PATCH",
+        &create_url,
+        500,
+        api_status(500, "InternalError"),
+    )
+    .await;
+    assert_eq!(body, object_apply(Some(NODE_UID)));
+    let before = tokio::time::Instant::now();
+    let (body, _) = expect(
+        &mut handle,
+        "PATCH",
+        &format!("{NODE_URL}/status{APPLY_QUERY}"),
+        200,
+        node_object_owned_by(Some(&next), None),
+    )
+    .await;
+    assert_eq!(before.elapsed(), Duration::ZERO, "no backoff");
+    assert_eq!(body["status"]["revision"], "k8s:bbbb@13");
+    expect(
+        &mut handle,
+        "POST",
+        &format!("{EVENTS_URL}?"),
+        201,
+        json!({}),
+    )
+    .await;
+    no_request(&mut handle).await;
+    assert_eq!(counts.of("status", "error"), 1);
+    assert_eq!(counts.of("status", "ok"), 1);
 }
 
 #[test]
@@ -625,6 +1035,7 @@ async fn an_events_api_that_does_not_answer_never_holds_up_a_status() {
     let held = status("k8s:aaaa@12", 1_000);
     w.publish(status("k8s:bbbb@13", 2_000));
     expect(&mut handle, "GET", NODE_URL, 200, node_object(Some(&held))).await;
+    node_is_there(&mut handle).await;
     let status_url = format!("{NODE_URL}/status{APPLY_QUERY}");
     expect(&mut handle, "PATCH", &status_url, 200, node_object(None)).await;
     // The event's request comes, and is left unanswered.

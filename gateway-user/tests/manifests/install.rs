@@ -288,6 +288,21 @@ fn install_rbac_is_least_privilege_and_the_admission_policy_names_the_agent() {
         ["events", "tollgatenodes", "tollgatenodes/status"],
         "every write the agent makes is granted, once"
     );
+    // Nodes, read only: the own Node's labels (a watch by name: list, watch), the Node count
+    // (list), and the own Node's uid for the TollgateNode's ownerReference (get,
+    // kubernetes/src/report.rs).
+    let nodes = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| strings(&r["resources"]) == ["nodes"])
+        .expect("a rule for nodes");
+    assert_eq!(nodes["apiGroups"], serde_json::json!([""]), "{nodes}");
+    assert_eq!(
+        strings(&nodes["verbs"]),
+        ["get", "list", "watch"],
+        "{nodes}"
+    );
     let text = std::fs::read_to_string(install_dir().join("clusterrole.yaml")).unwrap();
     for resource in [
         "l4policies",
