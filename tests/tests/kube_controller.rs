@@ -233,9 +233,14 @@ fn routes_and_gateways_get_their_status_and_a_quiet_cluster_gets_no_writes() {
     let other = with_other_parent(route("ok", "app", "/ok"));
     let l4 = "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nmetadata: { name: edge }\nspec:\n  defaultAction: allow\n  rules: []\n";
     let limit = "apiVersion: tollgate.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: { name: slow, namespace: apps }\nspec:\n  targetRefs: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: ok }]\n  limits:\n    - { key: clientIP, requests: 3, per: 1m }\n";
+    // A Backend the compiler leaves out (port 0), next to the valid `app`.
+    let bad_backend = BACKEND
+        .replace("name: app", "name: bad")
+        .replace("port: 9000", "port: 0");
     let docs = [
         GATEWAY,
         BACKEND,
+        &bad_backend,
         NODE,
         l4,
         limit,
@@ -321,6 +326,41 @@ fn routes_and_gateways_get_their_status_and_a_quiet_cluster_gets_no_writes() {
         condition(&class["conditions"], "Accepted")["status"],
         "True",
         "{class}"
+    );
+    // The Backends: `app` accepted, `bad` left out with its problem, each with its generation.
+    let backend_status = |name: &str| {
+        wait_for(
+            Duration::from_secs(10),
+            &format!("the status of Backend {name}"),
+            || {
+                let o = fake.get("tollgate.dev/v1alpha1", "Backend", Some("apps"), name)?;
+                let s = o["status"].clone();
+                s["conditions"]
+                    .is_array()
+                    .then(|| (s, o["metadata"]["generation"].clone()))
+            },
+        )
+    };
+    let (app, g_app) = backend_status("app");
+    let accepted = condition(&app["conditions"], "Accepted");
+    assert_eq!(
+        (&accepted["status"], &accepted["reason"]),
+        (&"True".into(), &"Accepted".into()),
+        "{app}"
+    );
+    assert_eq!(accepted["observedGeneration"], g_app, "{app}");
+    assert!(accepted["lastTransitionTime"].is_string(), "{app}");
+    let (bad, g_bad) = backend_status("bad");
+    let refused = condition(&bad["conditions"], "Accepted");
+    assert_eq!(
+        (&refused["status"], &refused["reason"]),
+        (&"False".into(), &"Invalid".into()),
+        "{bad}"
+    );
+    assert_eq!(refused["observedGeneration"], g_bad, "{bad}");
+    assert!(
+        condition_message(&bad["conditions"], "Accepted").contains("spec.endpoints[0].ip.port"),
+        "{bad}"
     );
     // Every write went to /status with the controller's field manager.
     for r in fake

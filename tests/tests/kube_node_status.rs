@@ -353,6 +353,14 @@ fn a_directory_source_with_a_node_name_and_a_kubeconfig_writes_the_node_status_t
     require_root!();
     let lab = Lab::new("k8sdirnode", &[]);
     let (fake, kubeconfig) = api_server(&lab);
+    // The node's Node: its TollgateNode is owned by it (deleted with it by the garbage
+    // collector).
+    let owner = fake
+        .apply_yaml(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{ name: {NODE} }}\n"
+        ))
+        .unwrap();
+    let owner_uid = owner[0]["metadata"]["uid"].as_str().unwrap().to_owned();
     lab.write_policy(
         "edge.yaml",
         &l4_policy(
@@ -379,6 +387,12 @@ fn a_directory_source_with_a_node_name_and_a_kubeconfig_writes_the_node_status_t
         n["status"]["revision"] == revision.as_str()
     });
     assert_eq!(node["status"]["objects"][0]["kind"], "L4Policy", "{node:#}");
+    let owners = &node["metadata"]["ownerReferences"];
+    assert_eq!(owners.as_array().map(Vec::len), Some(1), "{node:#}");
+    assert_eq!(owners[0]["apiVersion"], "v1", "{node:#}");
+    assert_eq!(owners[0]["kind"], "Node", "{node:#}");
+    assert_eq!(owners[0]["name"], NODE, "{node:#}");
+    assert_eq!(owners[0]["uid"], owner_uid.as_str(), "{node:#}");
     // The agent reads nothing else from the API server: no watches.
     assert_eq!(fake.open_watch_count(), 0, "{:?}", fake.open_watches());
 }

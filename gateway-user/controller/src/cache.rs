@@ -65,7 +65,7 @@ pub struct Snapshot {
 }
 
 /// The kinds whose status the controller writes.
-pub const WRITTEN_KINDS: [&str; 8] = [
+pub const WRITTEN_KINDS: [&str; 9] = [
     "GatewayClass",
     "Gateway",
     "HTTPRoute",
@@ -73,8 +73,19 @@ pub const WRITTEN_KINDS: [&str; 8] = [
     "AuthPolicy",
     "RateLimitPolicy",
     "BackendTrafficPolicy",
+    "Backend",
     "L4Policy",
 ];
+
+/// The resource of each kind in [`WRITTEN_KINDS`] and whether it is namespaced, for the
+/// writer: those of the kinds the agents read (GatewayClass is one of them).
+pub fn written_resources() -> Vec<(ApiResource, bool)> {
+    watched_kinds()
+        .into_iter()
+        .filter(|k| WRITTEN_KINDS.contains(&k.resource.kind.as_str()))
+        .map(|k| (k.resource, k.namespaced))
+        .collect()
+}
 
 impl Cache {
     /// Starts watching, on the current tokio runtime.

@@ -13,6 +13,10 @@ use tollgate_compile::l7::Acceptance;
 use crate::outcome::{NodeView, Outcome};
 use crate::CONTROLLER_NAME;
 
+#[path = "desired_tollgate.rs"]
+mod tollgate;
+use tollgate::{backend, l4_policy};
+
 /// Gateway API group.
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 /// metav1.Condition's `message` limit.
@@ -25,10 +29,10 @@ pub const MAX_PARENTS: usize = 32;
 /// An object whose status the controller writes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey {
-    /// Its kind (`Gateway`, `HTTPRoute`, `GRPCRoute`, `AuthPolicy`, `RateLimitPolicy`,
-    /// `BackendTrafficPolicy`, `L4Policy`).
+    /// Its kind (`GatewayClass`, `Gateway`, `HTTPRoute`, `GRPCRoute`, `AuthPolicy`,
+    /// `RateLimitPolicy`, `BackendTrafficPolicy`, `Backend`, `L4Policy`).
     pub kind: String,
-    /// Its namespace (none for L4Policy).
+    /// Its namespace (none for the cluster-scoped GatewayClass and L4Policy).
     pub namespace: Option<String>,
     /// Its name.
     pub name: String,
@@ -56,8 +60,8 @@ impl ObjectKey {
 /// How one object's status is written.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Plan {
-    /// The whole status is the controller's (a Gateway's, an L4Policy's): server-side apply of
-    /// these top-level fields to `/status`.
+    /// The whole status is the controller's (a GatewayClass's, a Gateway's, a Backend's, an
+    /// L4Policy's): server-side apply of these top-level fields to `/status`.
     Owned(Map<String, Value>),
     /// The controller's entries of a list other controllers write too (an HTTPRoute's
     /// `status.parents`, a policy's `status.ancestors`), each naming its parent in `ref_field`
@@ -167,6 +171,7 @@ pub fn plans(
                 "AuthPolicy" | "RateLimitPolicy" | "BackendTrafficPolicy" => {
                     out.push(policy(key, view, acceptance, &ours))
                 }
+                "Backend" => out.push(backend(key, view, acceptance)),
                 _ => {}
             }
         }
@@ -751,52 +756,6 @@ fn policy(
             ref_field: "ancestorRef",
             entries,
         },
-    }
-}
-
-/// An L4Policy: `Accepted` (it compiles), the nodes it selects (those whose agent does not
-/// report it in `notForThisNode`), those of them enforcing it (ready, and not refusing it), and
-/// `Programmed` ("k/n nodes enforce it", n the selected ones).
-fn l4_policy(key: &ObjectKey, view: &ObjectView, outcome: &Outcome, nodes: &[NodeView]) -> Desired {
-    let g = view.generation;
-    let problems = outcome.l4_problems.get(&file_of(key));
-    let selected: Vec<&NodeView> = nodes.iter().filter(|n| n.selects(&key.name)).collect();
-    let enforcing = selected
-        .iter()
-        .filter(|n| {
-            n.ready
-                && !n
-                    .refused
-                    .contains(&("L4Policy".to_owned(), String::new(), key.name.clone()))
-        })
-        .count();
-    let mut k_of_n = format!("{enforcing}/{} nodes enforce it", selected.len());
-    if selected.len() < nodes.len() {
-        k_of_n.push_str(&format!(
-            " ({} of {} nodes are not selected by its nodeSelector)",
-            nodes.len() - selected.len(),
-            nodes.len()
-        ));
-    }
-    let accepted = match problems {
-        Some(p) => condition("Accepted", false, "Invalid", &p.join("; "), g),
-        None => condition("Accepted", true, "Accepted", "the policy compiles", g),
-    };
-    let programmed = if problems.is_none() && enforcing > 0 && enforcing == selected.len() {
-        condition("Programmed", true, "Programmed", &k_of_n, g)
-    } else {
-        condition("Programmed", false, "Pending", &k_of_n, g)
-    };
-    let mut status = Map::new();
-    if let Some(g) = g {
-        status.insert("observedGeneration".into(), g.into());
-    }
-    status.insert("nodesSelected".into(), (selected.len() as i64).into());
-    status.insert("nodesEnforcing".into(), (enforcing as i64).into());
-    status.insert("conditions".into(), json!([accepted, programmed]));
-    Desired {
-        key: key.clone(),
-        plan: Plan::Owned(status),
     }
 }
 

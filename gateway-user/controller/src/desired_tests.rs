@@ -31,6 +31,16 @@ fn limit(name: &str, target: &str) -> String {
 
 /// Compiles the YAML objects as the controller does and returns every plan by object.
 fn run(yaml: &[String], nodes: &[NodeView]) -> BTreeMap<String, Desired> {
+    let (objects, outcome) = compiled(yaml);
+    by_label(plans(&objects, &outcome, nodes))
+}
+
+fn by_label(plans: Vec<Desired>) -> BTreeMap<String, Desired> {
+    plans.into_iter().map(|d| (d.key.label(), d)).collect()
+}
+
+/// The YAML objects as the controller's cache has them, and what they compile into.
+fn compiled(yaml: &[String]) -> (BTreeMap<ObjectKey, ObjectView>, Outcome) {
     let mut files = Vec::new();
     let mut objects = BTreeMap::new();
     for text in yaml {
@@ -58,10 +68,7 @@ fn run(yaml: &[String], nodes: &[NodeView]) -> BTreeMap<String, Desired> {
         .map(|(p, t)| (p.as_str(), t.as_str()))
         .collect();
     let outcome = compile(&mut ParseCache::default(), &Documents::inline(&inline));
-    plans(&objects, &outcome, nodes)
-        .into_iter()
-        .map(|d| (d.key.label(), d))
-        .collect()
+    (objects, outcome)
 }
 
 fn shared(d: &Desired) -> &Vec<Value> {
@@ -508,4 +515,92 @@ fn a_listener_with_valid_and_invalid_route_kinds_serves_the_valid_ones() {
     assert_message(find(&gw["conditions"], "Accepted"), "1 of 2 listeners");
     let p = only_parent(&plans, "HTTPRoute/ns/r");
     assert_condition(&p["conditions"], "Accepted", "True", "Accepted");
+}
+
+/// A Backend with generation `generation` and the endpoints `endpoints` (YAML flow items).
+fn backend_with(name: &str, generation: i64, endpoints: &[&str]) -> String {
+    let endpoints: String = endpoints.iter().map(|e| format!("    - {e}\n")).collect();
+    format!("apiVersion: tollgate.dev/v1alpha1\nkind: Backend\nmetadata: {{ name: {name}, namespace: ns, generation: {generation} }}\nspec:\n  endpoints:\n{endpoints}")
+}
+
+#[test]
+fn a_backend_is_accepted_unless_the_compiler_leaves_it_out() {
+    let yaml = [
+        CLASS.to_owned(),
+        GATEWAY.to_owned(),
+        backend_with("app", 2, &["ip: { address: 127.0.0.1, port: 9000 }"]),
+        // Port 0 and an address that is no IP: the compiler leaves this Backend out.
+        backend_with(
+            "bad",
+            5,
+            &[
+                "ip: { address: 127.0.0.1, port: 0 }",
+                "ip: { address: not-an-ip, port: 80 }",
+            ],
+        ),
+        format!(
+            "{}  colour: blue\n",
+            backend_with("odd", 6, &["ip: { address: 127.0.0.1, port: 9001 }"])
+        ),
+        route("r", "app", 1),
+        route("s", "bad", 1),
+        limit("l", "r"),
+    ];
+    let (objects, outcome) = compiled(&yaml);
+    let plans = by_label(plans(&objects, &outcome, &[]));
+
+    let app = owned(&plans["Backend/ns/app"]);
+    assert_eq!(app.len(), 1, "{app:?}");
+    let accepted = assert_condition(&app["conditions"], "Accepted", "True", "Accepted");
+    assert_eq!(accepted["observedGeneration"], 2);
+    assert!(accepted.get("lastTransitionTime").is_none(), "{accepted}");
+
+    let bad = owned(&plans["Backend/ns/bad"]);
+    assert_eq!(bad["conditions"].as_array().unwrap().len(), 1, "{bad:?}");
+    let refused = assert_condition(&bad["conditions"], "Accepted", "False", "Invalid");
+    assert_eq!(refused["observedGeneration"], 5);
+    assert_message(refused, "left out of the revision: ");
+    assert_message(
+        refused,
+        "spec.endpoints[0].ip.port: port 0 is out of range 1-65535",
+    );
+    assert_message(refused, "spec.endpoints[1].ip.address");
+    // Left out by the parse (a field the kind does not have): the same condition.
+    let odd = assert_condition(
+        &owned(&plans["Backend/ns/odd"])["conditions"],
+        "Accepted",
+        "False",
+        "Invalid",
+    );
+    assert_eq!(odd["observedGeneration"], 6);
+    assert_message(odd, "colour");
+
+    // The other objects' statuses are what they are without the Backends' (the routes to the
+    // left-out Backend are the routes' to report, as before).
+    let without: BTreeMap<ObjectKey, ObjectView> = objects
+        .iter()
+        .filter(|(k, _)| k.kind != "Backend")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let others = by_label(super::plans(&without, &outcome, &[]));
+    let backends: Vec<&String> = plans.keys().filter(|k| !others.contains_key(*k)).collect();
+    assert_eq!(
+        backends,
+        ["Backend/ns/app", "Backend/ns/bad", "Backend/ns/odd"]
+    );
+    for (label, d) in &others {
+        assert_eq!(&plans[label], d, "{label}");
+    }
+    let s = &shared(&plans["HTTPRoute/ns/s"])[0];
+    assert_eq!(find(&s["conditions"], "ResolvedRefs")["status"], "False");
+}
+
+#[test]
+fn a_revision_that_cannot_be_read_leaves_a_backends_status_as_it_is() {
+    // An L4Policy that does not parse refuses the whole revision: no L7 status is written.
+    let broken = "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nmetadata: { name: edge }\nspec:\n  defaultAction: sometimes\n  rules: []\n";
+    let plans = run(&with_edge([broken.to_owned()]), &[]);
+    assert!(plans.contains_key("L4Policy/edge"), "{:?}", plans.keys());
+    assert!(!plans.contains_key("Backend/ns/app"), "{:?}", plans.keys());
+    assert!(!plans.contains_key("Gateway/ns/edge"), "{:?}", plans.keys());
 }

@@ -6,10 +6,10 @@
 //! and only the leader writes. Each replica watches what the agents watch, with status
 //! ([`cache`]), and the agents' `TollgateNode` objects; on a change it runs the agents' own
 //! parser and compiler ([`outcome`]), derives the status every object should have
-//! ([`desired`]: HTTPRoute and GRPCRoute `RouteParentStatus`, Gateway and listener conditions with
-//! "k/n nodes programmed", GEP-713 `PolicyAncestorStatus`, L4Policy node counts), and writes
-//! what differs ([`merge`], [`write`]): to `/status` only, field manager
-//! `tollgate-controller`, at most once per object per 10 s.
+//! ([`desired`]: HTTPRoute and GRPCRoute `RouteParentStatus`, Gateway and listener conditions
+//! with "k/n nodes programmed", GEP-713 `PolicyAncestorStatus`, Backend `Accepted`, L4Policy
+//! node counts), and writes what differs ([`merge`], [`write`]): to `/status` only, field
+//! manager `tollgate-controller`, at most once per object per 10 s.
 pub mod cache;
 pub mod desired;
 pub mod lease;
@@ -21,12 +21,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, ApiResource};
+use kube::api::Api;
 use tokio::sync::watch;
 use tollgate_model::ParseCache;
 use tracing::{debug, info};
 
-use crate::cache::{Cache, WRITTEN_KINDS};
+use crate::cache::{written_resources, Cache};
 use crate::lease::{Leadership, LeaseConfig};
 use crate::write::{Metrics, StatusWriter};
 
@@ -64,13 +64,7 @@ pub async fn run(
         stop.clone(),
     ));
     let mut cache = Cache::start(client.clone());
-    // GatewayClass is one of the kinds the agents read.
-    let kinds = tollgate_kubernetes::watched_kinds()
-        .into_iter()
-        .filter(|k| WRITTEN_KINDS.contains(&k.resource.kind.as_str()))
-        .map(|k| (k.resource, k.namespaced))
-        .collect::<Vec<(ApiResource, bool)>>();
-    let mut writer = StatusWriter::new(client, kinds, metrics.clone());
+    let mut writer = StatusWriter::new(client, written_resources(), metrics.clone());
     let mut leading_changes = leadership.subscribe();
     let mut stop_rx = stop.clone();
     let mut parse_cache = ParseCache::default();

@@ -3,9 +3,9 @@
 //! when the status already says the same, and after a failure not before a backoff.
 //!
 //! Two ways, by who else writes the status:
-//! - A Gateway's and an L4Policy's status belong to this controller alone: server-side apply
-//!   (`force`), so that the API server merges by the list keys the CRDs declare (conditions by
-//!   `type`, listeners by `name`).
+//! - A GatewayClass's, a Gateway's, a Backend's and an L4Policy's status belong to this
+//!   controller alone: server-side apply (`force`), so that the API server merges by the list
+//!   keys the CRDs declare (conditions by `type`, listeners by `name`).
 //! - A route's (HTTPRoute, GRPCRoute) `status.parents` and a policy's `status.ancestors` are shared with other
 //!   controllers (one entry each per parent and controller), and the Gateway API CRD declares
 //!   `parents` without list keys: an atomic list, which server-side apply would hand whole to

@@ -152,6 +152,70 @@ async fn a_gateway_status_is_applied_to_its_status_subresource_by_the_controller
 }
 
 #[tokio::test]
+async fn a_backend_status_is_applied_to_its_status_subresource_with_the_written_resources() {
+    // The writer as the controller builds it: a resource for every kind it writes.
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "default");
+    let resources = crate::cache::written_resources();
+    let mut kinds: Vec<&str> = resources.iter().map(|(r, _)| r.kind.as_str()).collect();
+    kinds.sort_unstable();
+    let mut written = crate::cache::WRITTEN_KINDS.to_vec();
+    written.sort_unstable();
+    assert_eq!(kinds, written);
+    let mut w = StatusWriter::new(client, resources, Metrics::default());
+    let mut fields = Map::new();
+    fields.insert(
+        "conditions".into(),
+        json!([condition("Accepted", true, "Accepted", "ok", Some(3))]),
+    );
+    let plan = Desired {
+        key: ObjectKey::namespaced("Backend", "ns", "app"),
+        plan: Plan::Owned(fields),
+    };
+    let now = current(&plan.key, "5", None);
+    let server = tokio::spawn(async move {
+        let (method, uri, content_type, body, send) = next(&mut handle).await;
+        assert_eq!(method, "PATCH");
+        let (path, query) = uri.split_once('?').unwrap();
+        assert_eq!(
+            path,
+            "/apis/tollgate.dev/v1alpha1/namespaces/ns/backends/app/status"
+        );
+        assert!(
+            query.contains("fieldManager=tollgate-controller"),
+            "{query}"
+        );
+        assert!(query.contains("force=true"), "{query}");
+        assert_eq!(content_type, "application/apply-patch+yaml");
+        assert_eq!(body["apiVersion"], "tollgate.dev/v1alpha1");
+        assert_eq!(body["kind"], "Backend");
+        assert_eq!(body["metadata"], json!({"name": "app", "namespace": "ns"}));
+        let c = &body["status"]["conditions"][0];
+        assert_eq!(
+            (&c["type"], &c["status"], &c["observedGeneration"]),
+            (&json!("Accepted"), &json!("True"), &json!(3))
+        );
+        let mut answer_body = object("Backend", "6", body["status"].clone());
+        answer_body["apiVersion"] = "tollgate.dev/v1alpha1".into();
+        answer_body["metadata"]["name"] = "app".into();
+        answer(send, 200, answer_body);
+        handle
+    });
+    let due = w.round(&[plan], &now, &|| true).await;
+    assert_eq!(due, None);
+    server.await.unwrap();
+    assert_eq!(
+        w.metrics
+            .writes
+            .get_or_create(&KindLabel {
+                kind: "Backend".into()
+            })
+            .get(),
+        1
+    );
+}
+
+#[tokio::test]
 async fn a_route_status_keeps_other_controllers_entries_and_is_merged_again_after_a_conflict() {
     let (mut w, mut handle) = writer();
     let plan = route_plan(3);

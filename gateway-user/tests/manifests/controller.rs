@@ -82,8 +82,14 @@ fn install_controller_rbac_writes_only_status_and_its_own_lease() {
             read.extend(resources.iter().map(|r| r.to_string()));
         }
     }
-    // Both route kinds are read and their status written.
-    for kind in ["httproutes", "grpcroutes"] {
+    // Every kind whose status the controller writes is read and its status may be patched.
+    let written = tollgate_controller::cache::written_resources();
+    assert_eq!(
+        written.len(),
+        tollgate_controller::cache::WRITTEN_KINDS.len()
+    );
+    for (resource, _) in &written {
+        let kind = resource.plural.as_str();
         assert!(
             read.iter().any(|r| r == kind),
             "{kind} is not read: {read:?}"
