@@ -567,4 +567,73 @@ fn client_certificates_are_required_on_listeners_with_frontend_validation_only()
         Some(2),
         "{m}"
     );
+
+    // Session resumption skips the client certificate: a session resumes only while the CA
+    // files it was verified against are in use. Resumed with no certificate at all...
+    let sessions = dir.path().join("sessions");
+    fs::create_dir_all(&sessions).unwrap();
+    let first = sessions.join("first");
+    let second = sessions.join("second");
+    let third = sessions.join("third");
+    let ca_path = ca.cert.to_str().unwrap();
+    let out = s_client(ca_path, &["-cert", cert, "-key", key], None, &first);
+    assert!(
+        out.contains("New, TLSv1.3") && out.contains("HTTP/1.1 200"),
+        "{out}"
+    );
+    let out = s_client(ca_path, &[], Some(&first), &second);
+    assert!(
+        out.contains("Reused, TLSv1.3") && out.contains("HTTP/1.1 200"),
+        "{out}"
+    );
+    // ...until the ConfigMap's CA changes (here to one that did not sign alice's certificate):
+    // then it is a full handshake, which asks for a certificate.
+    install_secret(&secrets, "clients", &[("ca.crt", &strangers.cert)]);
+    std::thread::sleep(Duration::from_millis(2500));
+    let out = s_client(ca_path, &[], Some(&second), &third);
+    assert!(!out.contains("Reused"), "{out}");
+    assert!(!out.contains("HTTP/1.1 200"), "{out}");
+}
+
+/// `openssl s_client` to the mTLS listener (`secure.tls.test`, TLS 1.3) with `extra`, resuming
+/// the session in `resume` if given, sending one request and saving its session to `save`;
+/// what it printed.
+fn s_client(ca: &str, extra: &[&str], resume: Option<&Path>, save: &Path) -> String {
+    let connect = format!("127.0.0.1:{PROXY}");
+    let mut args = vec![
+        "s_client",
+        "-connect",
+        &connect,
+        "-servername",
+        "secure.tls.test",
+        "-CAfile",
+        ca,
+        "-tls1_3",
+        "-ign_eof",
+        "-sess_out",
+        save.to_str().unwrap(),
+    ];
+    if let Some(r) = resume {
+        args.extend(["-sess_in", r.to_str().unwrap()]);
+    }
+    args.extend(extra);
+    let mut child = Command::new("openssl")
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run openssl s_client");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET / HTTP/1.1\r\nHost: secure.tls.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }

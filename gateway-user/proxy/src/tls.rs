@@ -20,7 +20,8 @@
 //! - **Client certificates** (optional, per listener): the `validation.caCertificateRefs` of
 //!   its Gateway's `spec.tls.frontend` (`default`, or the `perPort` entry of its port) name
 //!   ConfigMaps, the files `<--tls-secrets-dir>/NS/NAME/ca.crt`, loaded and reloaded as
-//!   the certificates are; the rustls verifier is rebuilt when they change.
+//!   the certificates are; the rustls verifier is rebuilt when they change, and sessions
+//!   verified against the CAs before resume no more ([`client_auth`]).
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -32,8 +33,7 @@ use prometheus_client::metrics::family::Family;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::server::danger::ClientCertVerifier;
-use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::ServerConfig;
 use tracing::{info, warn};
@@ -365,91 +365,6 @@ impl<S: Source> Watched<S> {
 /// The CA certificates of one ConfigMap, as loaded.
 type CaCerts = Arc<Vec<CertificateDer<'static>>>;
 
-/// Verifies client certificates against the CAs of a listener, as they are now: the rustls
-/// verifier is built again when a CA file was reloaded.
-#[derive(Debug)]
-struct ClientAuth {
-    cas: Vec<Arc<CaEntry>>,
-    /// The CA files the verifier was built from, and the verifier.
-    built: Mutex<(Vec<CaCerts>, Arc<dyn ClientCertVerifier>)>,
-}
-
-impl ClientAuth {
-    fn new(cas: Vec<Arc<CaEntry>>) -> Result<ClientAuth, String> {
-        let now: Vec<_> = cas.iter().map(|c| c.current()).collect();
-        let verifier = build_verifier(&now)?;
-        Ok(ClientAuth {
-            cas,
-            built: Mutex::new((now, verifier)),
-        })
-    }
-
-    fn verifier(&self) -> Arc<dyn ClientCertVerifier> {
-        let now: Vec<_> = self.cas.iter().map(|c| c.current()).collect();
-        let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
-        let same =
-            built.0.len() == now.len() && built.0.iter().zip(&now).all(|(a, b)| Arc::ptr_eq(a, b));
-        if !same {
-            match build_verifier(&now) {
-                Ok(v) => *built = (now, v),
-                Err(error) => {
-                    warn!(%error, "client CA certificates reloaded but unusable; the previous ones stay in use")
-                }
-            }
-        }
-        built.1.clone()
-    }
-}
-
-fn build_verifier(roots: &[CaCerts]) -> Result<Arc<dyn ClientCertVerifier>, String> {
-    let mut store = rustls::RootCertStore::empty();
-    for c in roots.iter().flat_map(|r| r.iter()) {
-        store.add(c.clone()).map_err(|e| e.to_string())?;
-    }
-    WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider())
-        .build()
-        .map_err(|e| e.to_string())
-}
-
-impl ClientCertVerifier for ClientAuth {
-    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
-        // The hints would have to outlive a reload; clients send their certificate without.
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
-        self.verifier()
-            .verify_client_cert(end_entity, intermediates, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.verifier().verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.verifier().verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.verifier().supported_verify_schemes()
-    }
-}
-
 /// The certificates of one listener, chosen per handshake: the first whose key can sign
 /// with a scheme the client offers.
 #[derive(Debug)]
@@ -477,17 +392,20 @@ impl ResolvesServerCert for NoCertificate {
 
 fn server_config(
     resolver: Arc<dyn ResolvesServerCert>,
-    client_auth: Option<Arc<dyn ClientCertVerifier>>,
+    client_auth: Option<Arc<ClientAuth>>,
 ) -> Arc<ServerConfig> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("the ring provider supports the default TLS versions");
-    let builder = match client_auth {
-        Some(v) => builder.with_client_cert_verifier(v),
+    let builder = match &client_auth {
+        Some(v) => builder.with_client_cert_verifier(v.clone()),
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    if let Some(auth) = client_auth {
+        config.session_storage = Arc::new(CaBoundSessions::new(auth));
+    }
     Arc::new(config)
 }
 
@@ -624,7 +542,7 @@ impl CertStore {
                     .map_err(|source| error("caCertificateRef ConfigMap", map, source))?;
                 client_cas.push(e);
             }
-            let client_auth: Option<Arc<dyn ClientCertVerifier>> = match client_cas.first() {
+            let client_auth = match client_cas.first() {
                 None => None,
                 Some(first) => {
                     let file = first.source.0.clone();
@@ -728,6 +646,10 @@ pub fn failure_reason(error: &std::io::Error) -> &'static str {
 pub fn failure_labels(reason: &'static str) -> TlsFailureLabels {
     TlsFailureLabels { reason }
 }
+
+mod client_auth;
+
+use client_auth::{CaBoundSessions, ClientAuth};
 
 #[cfg(test)]
 mod tests;

@@ -297,3 +297,34 @@ fn a_reloaded_client_ca_file_rebuilds_the_verifier_and_a_broken_one_keeps_the_ol
     };
     assert_eq!(failures.get_or_create(&label).get(), 1);
 }
+
+#[test]
+fn sessions_of_a_listener_with_client_certificates_end_with_its_cas() {
+    use tokio_rustls::rustls::server::StoresServerSessions;
+    let dir = tempfile::tempdir().unwrap();
+    make_secret(dir.path(), "default", "one", "one");
+    make_secret(dir.path(), "default", "two", "two");
+    let secret = SecretRef {
+        namespace: "default".into(),
+        name: "one".into(),
+    };
+    let file = CaFile(dir.path().join("default/one/tls.crt"));
+    let entry = Arc::new(CaEntry::load(&secret, file.clone()).unwrap());
+    let auth = Arc::new(ClientAuth::new(vec![entry.clone()]).unwrap());
+    let sessions = CaBoundSessions::new(auth.clone());
+    assert!(sessions.can_cache());
+    assert!(sessions.put(b"a".to_vec(), b"session a".to_vec()));
+    assert!(sessions.put(b"b".to_vec(), b"session b".to_vec()));
+    assert_eq!(sessions.get(b"a").as_deref(), Some(&b"session a"[..]));
+    assert_eq!(sessions.take(b"a").as_deref(), Some(&b"session a"[..]));
+    assert_eq!(sessions.take(b"a"), None, "taken once");
+
+    // The CA file changes: the sessions verified against the old CAs resume no more.
+    std::fs::copy(dir.path().join("default/two/tls.crt"), &file.0).unwrap();
+    assert!(entry.reload(&Family::<SecretLabel, Counter>::default()));
+    assert_eq!(sessions.get(b"b"), None);
+    assert_eq!(sessions.take(b"b"), None);
+    // Those made since do.
+    assert!(sessions.put(b"c".to_vec(), b"session c".to_vec()));
+    assert_eq!(sessions.take(b"c").as_deref(), Some(&b"session c"[..]));
+}
