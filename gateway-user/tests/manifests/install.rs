@@ -44,6 +44,13 @@ fn install_kustomization_lists_existing_parsing_files() {
             ];
             if cluster_scoped.contains(&doc["kind"].as_str().unwrap()) {
                 assert!(doc["metadata"].get("namespace").is_none(), "{name}");
+            } else if name == "events-role.yaml" {
+                // The agent's events are written where those of cluster-scoped objects go.
+                assert_eq!(
+                    doc["metadata"]["namespace"],
+                    tollgate_kubernetes::events::EVENTS_NAMESPACE,
+                    "{name}"
+                );
             } else {
                 assert_eq!(doc["metadata"]["namespace"], "tollgate-system", "{name}");
             }
@@ -267,17 +274,12 @@ fn install_rbac_is_least_privilege_and_the_admission_policy_names_the_agent() {
         let expected: &[&str] = match resources.as_slice() {
             ["tollgatenodes"] => &["get", "create", "patch"],
             ["tollgatenodes/status"] => &["patch"],
-            ["events"] => &["create", "patch"],
             other => panic!("writes to {other:?}: {rule}"),
         };
         assert_eq!(verbs, expected, "{rule}");
         assert_eq!(
             rule["apiGroups"],
-            serde_json::json!([if resources == ["events"] {
-                "events.k8s.io"
-            } else {
-                "tollgate.dev"
-            }]),
+            serde_json::json!(["tollgate.dev"]),
             "{rule}"
         );
         writes.push(resources.join(","));
@@ -285,8 +287,33 @@ fn install_rbac_is_least_privilege_and_the_admission_policy_names_the_agent() {
     writes.sort();
     assert_eq!(
         writes,
-        ["events", "tollgatenodes", "tollgatenodes/status"],
+        ["tollgatenodes", "tollgatenodes/status"],
         "every write the agent makes is granted, once"
+    );
+    // Events: created and their series patched, in the one namespace the agent writes them
+    // to, by a Role bound to the agent's account there.
+    let events = yaml_docs(&install_dir().join("events-role.yaml"));
+    let ns = tollgate_kubernetes::events::EVENTS_NAMESPACE;
+    let events_role = events.iter().find(|d| d["kind"] == "Role").expect("a Role");
+    assert_eq!(events_role["metadata"]["namespace"], ns);
+    assert_eq!(
+        events_role["rules"],
+        serde_json::json!([{ "apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"] }])
+    );
+    let events_binding = events
+        .iter()
+        .find(|d| d["kind"] == "RoleBinding")
+        .expect("a RoleBinding");
+    assert_eq!(events_binding["metadata"]["namespace"], ns);
+    assert_eq!(events_binding["roleRef"]["kind"], "Role");
+    assert_eq!(
+        events_binding["roleRef"]["name"],
+        events_role["metadata"]["name"]
+    );
+    let kustomization = std::fs::read_to_string(install_dir().join("kustomization.yaml")).unwrap();
+    assert!(
+        kustomization.contains("- events-role.yaml"),
+        "{kustomization}"
     );
     // Nodes, read only: the own Node's labels (a watch by name: list, watch), the Node count
     // (list), and the own Node's uid for the TollgateNode's ownerReference (get,
@@ -332,6 +359,14 @@ fn install_rbac_is_least_privilege_and_the_admission_policy_names_the_agent() {
     assert_eq!(
         ds["spec"]["template"]["spec"]["serviceAccountName"],
         sa["metadata"]["name"]
+    );
+    assert_eq!(
+        events_binding["subjects"][0]["name"],
+        sa["metadata"]["name"]
+    );
+    assert_eq!(
+        events_binding["subjects"][0]["namespace"],
+        sa["metadata"]["namespace"]
     );
     let binding = install_yaml("clusterrolebinding.yaml");
     assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
