@@ -85,6 +85,11 @@ pub struct Limits {
     /// HTTP/2 streams reset by the client before the proxy accepted them, at once, before the
     /// connection is closed (rapid reset, CVE-2023-44487).
     pub h2_max_pending_reset_streams: usize,
+    /// Bytes of request bodies an HTTP/2 client may send ahead of what the proxy has passed on:
+    /// the initial flow-control window of each stream and of the connection (RFC 9113 section
+    /// 6.9), so the most one connection's unread bodies can hold. At least 65,535 (HTTP/2's
+    /// own initial connection window, which cannot be made smaller).
+    pub h2_receive_window: u32,
     /// Open client connections, over all listeners.
     pub max_connections: usize,
     /// Bytes of request heads all client connections together may hold before their requests
@@ -123,6 +128,12 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// Default [`Limits::h2_max_pending_reset_streams`] (hyper's default).
 pub const H2_MAX_PENDING_RESET_STREAMS: usize = 20;
+/// Default and least [`Limits::h2_receive_window`]: HTTP/2's own initial window (RFC 9113
+/// section 6.9.2), where hyper's is 1 MiB a stream and 1 MiB a connection: at the connection
+/// limit, 4 GiB of request bodies a client could make the proxy hold, against 256 MiB with
+/// this one. nginx reads 64 KiB of a stream's body ahead (`http2_body_preread_size`), and
+/// Envoy's edge settings give a stream 64 KiB.
+pub const H2_RECEIVE_WINDOW: u32 = 65_535;
 /// Default [`Limits::max_connections`]: what fits the memory budget (docs/operations.md,
 /// "Memory budget"): a keep-alive connection that has carried a request holds about 34 KB
 /// (hyper's read and write buffers and the allocator's share), so 4,096 of them take about
@@ -154,6 +165,7 @@ impl Default for Limits {
             idle_timeout: IDLE_TIMEOUT,
             h2_max_concurrent_streams: H2_MAX_CONCURRENT_STREAMS,
             h2_max_pending_reset_streams: H2_MAX_PENDING_RESET_STREAMS,
+            h2_receive_window: H2_RECEIVE_WINDOW,
             max_connections: MAX_CONNECTIONS,
             head_budget: HEAD_BUDGET,
             connect_timeout: CONNECT_TIMEOUT,

@@ -84,6 +84,10 @@ pub fn server_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_header_list_size(limits.max_header_bytes as u32)
         .max_pending_accept_reset_streams(limits.h2_max_pending_reset_streams)
+        // What a client may send ahead of what the proxy passed on, per stream and per
+        // connection: the memory a connection's unread request bodies can hold.
+        .initial_stream_window_size(limits.h2_receive_window)
+        .initial_connection_window_size(limits.h2_receive_window)
         // Detects dead peers. Its PINGs and their ACKs do not make a connection busy: an
         // HTTP/2 connection's idleness is counted from its last request (`ConnState::idle_ms`).
         .keep_alive_interval(Some(limits.idle_timeout / 2))

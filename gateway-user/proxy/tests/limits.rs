@@ -319,3 +319,44 @@ async fn http2_answers_made_without_the_whole_body_do_not_reset_the_stream() {
         "a body over the limit reached the backend whole"
     );
 }
+
+/// What an HTTP/2 client may send ahead of what the proxy passed on: the flow-control window
+/// the proxy grants a stream, shared by the connection's streams, is `h2_receive_window`
+/// (HTTP/2's own 65,535 by default; hyper's 1 MiB would let each of 4,096 connections park
+/// 1 MiB of request body in the proxy).
+#[tokio::test]
+async fn an_http2_client_may_send_one_receive_window_ahead() {
+    /// The send capacity a new POST stream gets on a fresh connection to `port`, when it asks
+    /// for 4 MiB: all the windows allow, once the proxy's SETTINGS are in.
+    async fn granted(port: u16) -> usize {
+        let mut client = h2_connection(port).await;
+        // The proxy's SETTINGS (and any window update) are in once a request has its answer.
+        assert_eq!(h2_get(&mut client, port, "/a").await, 200);
+        let request = http::Request::post(format!("http://127.0.0.1:{port}/a"))
+            .body(())
+            .unwrap();
+        let (_response, mut body) = client.send_request(request, false).unwrap();
+        body.reserve_capacity(4 << 20);
+        let mut capacity = 0;
+        // Capacity comes in steps as windows open; it stops where the windows end.
+        while let Ok(Some(Ok(now))) = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            std::future::poll_fn(|cx| body.poll_capacity(cx)),
+        )
+        .await
+        {
+            capacity = capacity.max(now);
+        }
+        capacity.max(body.capacity())
+    }
+    let app = Backend::start("app").await;
+    let gw = Gateway::start(|p| app_and_free(p, app.port(), &[])).await;
+    assert_eq!(granted(gw.port()).await, 65_535);
+
+    let mut options = Options::default();
+    // Wider, by the setting (under the h2 client's own 400 KiB send buffer, which also caps
+    // what it reports).
+    options.limits.h2_receive_window = 256 << 10;
+    let wide = Gateway::start_with(options, |p| app_and_free(p[0], app.port(), &[])).await;
+    assert_eq!(granted(wide.port()).await, 256 << 10);
+}

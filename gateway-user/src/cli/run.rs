@@ -225,6 +225,11 @@ pub struct LimitArgs {
     /// before the connection is closed with GOAWAY (rapid reset, CVE-2023-44487).
     #[arg(long, value_name = "N", default_value_t = tollgate_proxy::H2_MAX_PENDING_RESET_STREAMS, env = "TOLLGATE_H2_MAX_PENDING_RESETS")]
     pub h2_max_pending_resets: usize,
+    /// L7: request-body bytes an HTTP/2 client may send ahead of what the proxy has passed on
+    /// (the flow-control window of each stream and of the connection): the most one
+    /// connection's unread bodies hold. 65,535 (HTTP/2's initial window) to 2^31-1.
+    #[arg(long, value_name = "BYTES", default_value_t = tollgate_proxy::H2_RECEIVE_WINDOW, value_parser = clap::value_parser!(u32).range(65_535..=2_147_483_647), env = "TOLLGATE_H2_RECEIVE_WINDOW")]
+    pub h2_receive_window: u32,
 }
 
 impl LimitArgs {
@@ -240,6 +245,7 @@ impl LimitArgs {
             head_budget: usize::try_from(self.max_head_memory).unwrap_or(usize::MAX),
             h2_max_concurrent_streams: self.h2_max_concurrent_streams,
             h2_max_pending_reset_streams: self.h2_max_pending_resets,
+            h2_receive_window: self.h2_receive_window,
             ..Default::default()
         }
     }
@@ -634,6 +640,16 @@ mod tests {
             l.h2_max_pending_reset_streams,
             d.h2_max_pending_reset_streams
         );
+        assert_eq!(l.h2_receive_window, d.h2_receive_window);
+        // HTTP/2's connection window cannot start under 65,535, nor any window pass 2^31-1.
+        for bad in ["65534", "2147483648", "0"] {
+            assert!(
+                Cli::try_parse_from(["x", "--h2-receive-window", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        let cli = Cli::parse_from(["x", "--h2-receive-window", "1048576"]);
+        assert_eq!(cli.limits.limits().h2_receive_window, 1_048_576);
     }
 
     #[test]
