@@ -129,10 +129,11 @@ pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// Default [`Limits::h2_max_pending_reset_streams`] (hyper's default).
 pub const H2_MAX_PENDING_RESET_STREAMS: usize = 20;
 /// Default and least [`Limits::h2_receive_window`]: HTTP/2's own initial window (RFC 9113
-/// section 6.9.2), where hyper's is 1 MiB a stream and 1 MiB a connection: at the connection
-/// limit, 4 GiB of request bodies a client could make the proxy hold, against 256 MiB with
-/// this one. nginx reads 64 KiB of a stream's body ahead (`http2_body_preread_size`), and
-/// Envoy's edge settings give a stream 64 KiB.
+/// section 6.9.2), where hyper's is 1 MiB a stream and 1 MiB a connection: 16 times the
+/// request body a connection can park in the proxy while its backend does not read
+/// (docs/operations.md, "Memory budget", has the measured figures). nginx reads 64 KiB of a
+/// stream's body ahead (`http2_body_preread_size`), and Envoy's edge settings give a stream
+/// 64 KiB.
 pub const H2_RECEIVE_WINDOW: u32 = 65_535;
 /// Default [`Limits::max_connections`]: what fits the memory budget (docs/operations.md,
 /// "Memory budget"): a keep-alive connection that has carried a request holds about 34 KB
