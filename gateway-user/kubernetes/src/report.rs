@@ -15,7 +15,7 @@
 //!   Node was created again under the same name) gets it by one apply of the object, not of
 //!   its status. A Node that cannot be read (missing, forbidden) or a reference the API server
 //!   refuses is warned about once and left out: the status is written all the same, and the
-//!   reference is tried again the next time the object is read (a restart, a re-creation);
+//!   reference is tried again on its own, 30 s later, the wait doubling up to 10 min;
 //! - compares before writing: a status equal to the last one written (or read) is not sent.
 //!   `enforcedAt` and `timeToEnforceMillis` change only with the revision, and a condition's
 //!   `lastTransitionTime` only with its status, so that nothing but a real change is a write
@@ -52,6 +52,13 @@ pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The longest wait between two attempts to write a status that keeps failing.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The first wait before trying again to make the object owned by its Node; it doubles up to
+/// [`OWNER_RETRY_MAX`].
+pub const OWNER_RETRY_FIRST: Duration = Duration::from_secs(30);
+
+/// The longest wait between two tries to make the object owned by its Node.
+pub const OWNER_RETRY_MAX: Duration = Duration::from_secs(600);
 
 /// Status changes whose events wait to be sent; more are dropped (counted as `throttled`).
 const EVENT_QUEUE: usize = 16;
@@ -143,6 +150,7 @@ impl NodeStatusWriter {
             known: None,
             failing: None,
             owner_warned: false,
+            owner_retry: None,
         };
         let task = tokio::spawn(writer.run(rx, first_backoff));
         NodeStatusWriter {
@@ -199,6 +207,11 @@ struct Writer {
     /// The object could not be made owned by the Node, and that was warned about (once, until
     /// it is).
     owner_warned: bool,
+    /// When to try again to make the object owned by its Node, and the wait that led there
+    /// (`None`: it is owned, or not read yet). A Node that could not be read at start (RBAC
+    /// still propagating at install, an API server error) would otherwise leave the object
+    /// unowned until the agent restarts.
+    owner_retry: Option<(tokio::time::Instant, Duration)>,
 }
 
 impl Writer {
@@ -209,7 +222,15 @@ impl Writer {
     ) {
         let mut backoff = Backoff::new(first_backoff);
         loop {
-            if rx.changed().await.is_err() {
+            let retry = self.owner_retry.map(|(at, _)| at);
+            let changed = tokio::select! {
+                changed = rx.changed() => changed,
+                () = sleep_until(retry) => {
+                    self.retry_owner().await;
+                    continue;
+                }
+            };
+            if changed.is_err() {
                 return;
             }
             loop {
@@ -303,10 +324,11 @@ impl Writer {
                 status: found.status,
             };
             let Some(owner) = owner else {
+                self.owner_later();
                 return Ok(known);
             };
             if owned_by(&found.metadata, &self.node, &owner) {
-                self.owner_warned = false;
+                self.owner_set();
                 return Ok(known);
             }
             // Made by an older agent, or before the Node could be read, or owned by a Node of
@@ -315,14 +337,17 @@ impl Writer {
             match self.apply_object(Some(&owner)).await {
                 Ok(applied) => {
                     info!(node = %self.node, node_uid = %owner, "this node's TollgateNode is now owned by its Node (deleted with it)");
-                    self.owner_warned = false;
+                    self.owner_set();
                     if applied.metadata.uid.is_some() {
                         known.uid = applied.metadata.uid;
                     }
                 }
-                Err(e) => self.warn_owner(&format!(
-                    "could not set the TollgateNode's ownerReference to its Node: {e}"
-                )),
+                Err(e) => {
+                    self.warn_owner(&format!(
+                        "could not set the TollgateNode's ownerReference to its Node: {e}"
+                    ));
+                    self.owner_later();
+                }
             }
             return Ok(known);
         }
@@ -342,7 +367,9 @@ impl Writer {
             .as_deref()
             .is_some_and(|uid| owned_by(&created.metadata, &self.node, uid));
         if owned {
-            self.owner_warned = false;
+            self.owner_set();
+        } else {
+            self.owner_later();
         }
         info!(node = %self.node, owned_by_node = owned, "created this node's TollgateNode");
         Ok(Known {
@@ -366,6 +393,52 @@ impl Writer {
             "{problem}: the TollgateNode is written without an ownerReference to it, so it is not deleted with the Node"
         ));
         None
+    }
+
+    /// The object is owned by its Node: nothing more to try.
+    fn owner_set(&mut self) {
+        self.owner_warned = false;
+        self.owner_retry = None;
+    }
+
+    /// The object is not owned by its Node: tried again later, the wait doubling from
+    /// [`OWNER_RETRY_FIRST`] up to [`OWNER_RETRY_MAX`].
+    fn owner_later(&mut self) {
+        let wait = match self.owner_retry {
+            Some((_, last)) => (last * 2).min(OWNER_RETRY_MAX),
+            None => OWNER_RETRY_FIRST,
+        };
+        self.owner_retry = Some((tokio::time::Instant::now() + wait, wait));
+    }
+
+    /// Tries again to make the known object owned by its Node (see [`Writer::owner_retry`]):
+    /// reads the Node, applies the object with the reference. A failure waits longer; the
+    /// status is not touched either way.
+    async fn retry_owner(&mut self) {
+        if self.known.is_none() {
+            // Read (and made owned) again at the next write.
+            self.owner_retry = None;
+            return;
+        }
+        let Some(owner) = self.node_uid().await else {
+            self.owner_later();
+            return;
+        };
+        match self.apply_object(Some(&owner)).await {
+            Ok(applied) => {
+                info!(node = %self.node, node_uid = %owner, "this node's TollgateNode is now owned by its Node (deleted with it)");
+                self.owner_set();
+                if let (Some(known), Some(uid)) = (self.known.as_mut(), applied.metadata.uid) {
+                    known.uid = Some(uid);
+                }
+            }
+            Err(e) => {
+                self.warn_owner(&format!(
+                    "could not set the TollgateNode's ownerReference to its Node: {e}"
+                ));
+                self.owner_later();
+            }
+        }
     }
 
     /// Logs a reason the object is not owned by the Node: a warning the first time, then at
@@ -403,6 +476,14 @@ impl Writer {
             Err(e) => result_of(e),
         });
         applied
+    }
+}
+
+/// Sleeps until `at`; forever when there is none.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

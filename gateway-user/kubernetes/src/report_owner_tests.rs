@@ -136,9 +136,26 @@ async fn without_a_node_the_object_is_created_unowned_and_owned_at_its_next_crea
         json!({}),
     )
     .await;
-    // The Node is not asked for again while the object is known.
-    no_request(&mut handle).await;
     assert_eq!(counts.of("status", "ok"), 2);
+    // Tried again on its own: 30 s later (still no Node), then 60 s after that (there now),
+    // by one apply of the object; then nothing more.
+    let since = tokio::time::Instant::now();
+    expect_node_read(&mut handle, 404, api_status(404, "NotFound")).await;
+    assert_eq!(since.elapsed(), OWNER_RETRY_FIRST);
+    let since = tokio::time::Instant::now();
+    node_is_there(&mut handle).await;
+    assert_eq!(since.elapsed(), 2 * OWNER_RETRY_FIRST);
+    let (body, _) = expect(
+        &mut handle,
+        "PATCH",
+        &format!("{NODE_URL}{APPLY_QUERY}"),
+        200,
+        node_object_owned_by(Some(&first), Some(NODE_UID)),
+    )
+    .await;
+    assert_eq!(body, object_apply(Some(NODE_UID)));
+    no_request(&mut handle).await;
+    assert_eq!(counts.of("status", "ok"), 3);
 
     // Deleted behind the agent's back, and the Node is there now: created owned by it.
     let second = status("k8s:bbbb@13", 2_000);
@@ -222,13 +239,28 @@ async fn a_node_that_cannot_be_read_leaves_an_existing_object_as_it_is() {
         json!({}),
     )
     .await;
-    no_request(&mut handle).await;
     assert_eq!(counts.of("status", "ok"), 1);
     assert_eq!(
         counts.of("status", "forbidden"),
         0,
         "the Node's read is no write"
     );
+    // RBAC still propagating at install: the Node is read again 30 s later, and once it can
+    // be, the object gets its reference, the status untouched.
+    let since = tokio::time::Instant::now();
+    expect_node_read(&mut handle, 403, api_status(403, "Forbidden")).await;
+    assert_eq!(since.elapsed(), OWNER_RETRY_FIRST);
+    node_is_there(&mut handle).await;
+    let (body, _) = expect(
+        &mut handle,
+        "PATCH",
+        &format!("{NODE_URL}{APPLY_QUERY}"),
+        200,
+        node_object_owned_by(Some(&next), Some(NODE_UID)),
+    )
+    .await;
+    assert_eq!(body, object_apply(Some(NODE_UID)));
+    no_request(&mut handle).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -284,13 +316,26 @@ async fn a_refused_owner_reference_never_holds_up_the_object_or_its_status() {
         json!({}),
     )
     .await;
-    no_request(&mut handle).await;
     assert_eq!(counts.of("status", "forbidden"), 1);
     assert_eq!(counts.of("status", "ok"), 2);
+    // Tried again later, refused again: the wait doubles.
+    let since = tokio::time::Instant::now();
+    node_is_there(&mut handle).await;
+    assert_eq!(since.elapsed(), OWNER_RETRY_FIRST);
+    expect(
+        &mut handle,
+        "PATCH",
+        &create_url,
+        403,
+        api_status(403, "Forbidden"),
+    )
+    .await;
+    let since = tokio::time::Instant::now();
+    node_is_there(&mut handle).await;
+    assert_eq!(since.elapsed(), 2 * OWNER_RETRY_FIRST);
     drop(w);
 
-    // On an existing object: the status goes on, the reference is not retried until the
-    // object is read again.
+    // On an existing object: the status goes on, the reference is tried again later.
     let (w, mut handle, counts) = writer();
     let held = status("k8s:aaaa@12", 1_000);
     let next = status("k8s:bbbb@13", 2_000);
@@ -332,7 +377,18 @@ async fn a_refused_owner_reference_never_holds_up_the_object_or_its_status() {
         json!({}),
     )
     .await;
-    no_request(&mut handle).await;
     assert_eq!(counts.of("status", "error"), 1);
     assert_eq!(counts.of("status", "ok"), 1);
+    node_is_there(&mut handle).await;
+    let (body, _) = expect(
+        &mut handle,
+        "PATCH",
+        &create_url,
+        200,
+        node_object_owned_by(Some(&next), Some(NODE_UID)),
+    )
+    .await;
+    assert_eq!(body, object_apply(Some(NODE_UID)));
+    no_request(&mut handle).await;
+    assert_eq!(counts.of("status", "ok"), 2);
 }
