@@ -21,6 +21,7 @@ pub mod cluster_limits;
 pub mod conformance;
 pub mod gitrepo;
 pub mod gitserver;
+pub mod kube_controller;
 pub mod kube_fake;
 pub mod l7;
 pub mod l7_raw;
