@@ -267,28 +267,49 @@ fn a_client_ca_file_without_a_usable_certificate_refuses_the_listener() {
     assert_eq!(prepared.cas.len(), 1);
 }
 
+/// Two self-signed certificates, `one` and `two`, and `one`'s loaded as a client CA file
+/// ([`TwoCas::switch`] puts `two`'s in its place).
+struct TwoCas {
+    dir: tempfile::TempDir,
+    file: CaFile,
+    entry: Arc<CaEntry>,
+}
+
+impl TwoCas {
+    fn new() -> TwoCas {
+        let dir = tempfile::tempdir().unwrap();
+        make_secret(dir.path(), "default", "one", "one");
+        make_secret(dir.path(), "default", "two", "two");
+        let secret = SecretRef {
+            namespace: "default".into(),
+            name: "one".into(),
+        };
+        let file = CaFile(dir.path().join("default/one/tls.crt"));
+        let entry = Arc::new(CaEntry::load(&secret, file.clone()).unwrap());
+        TwoCas { dir, file, entry }
+    }
+
+    /// Puts `two`'s certificate in the CA file.
+    fn switch(&self) {
+        std::fs::copy(self.dir.path().join("default/two/tls.crt"), &self.file.0).unwrap();
+    }
+}
+
 #[test]
 fn a_reloaded_client_ca_file_rebuilds_the_verifier_and_a_broken_one_keeps_the_old() {
-    let dir = tempfile::tempdir().unwrap();
-    make_secret(dir.path(), "default", "one", "one");
-    make_secret(dir.path(), "default", "two", "two");
-    let secret = SecretRef {
-        namespace: "default".into(),
-        name: "one".into(),
-    };
-    let file = CaFile(dir.path().join("default/one/tls.crt"));
-    let entry = Arc::new(CaEntry::load(&secret, file.clone()).unwrap());
+    let cas = TwoCas::new();
+    let entry = &cas.entry;
     let auth = ClientAuth::new(vec![entry.clone()]).unwrap();
     let first = auth.verifier();
     assert!(Arc::ptr_eq(&first, &auth.verifier()), "built once");
 
     let failures = Family::<SecretLabel, Counter>::default();
-    std::fs::copy(dir.path().join("default/two/tls.crt"), &file.0).unwrap();
+    cas.switch();
     assert!(entry.reload(&failures));
     let second = auth.verifier();
     assert!(!Arc::ptr_eq(&first, &second), "rebuilt after the reload");
 
-    std::fs::write(&file.0, "broken").unwrap();
+    std::fs::write(&cas.file.0, "broken").unwrap();
     assert!(!entry.reload(&failures));
     assert!(!entry.reload(&failures));
     assert!(Arc::ptr_eq(&second, &auth.verifier()), "the old CAs stay");
@@ -301,15 +322,8 @@ fn a_reloaded_client_ca_file_rebuilds_the_verifier_and_a_broken_one_keeps_the_ol
 #[test]
 fn sessions_of_a_listener_with_client_certificates_end_with_its_cas() {
     use tokio_rustls::rustls::server::StoresServerSessions;
-    let dir = tempfile::tempdir().unwrap();
-    make_secret(dir.path(), "default", "one", "one");
-    make_secret(dir.path(), "default", "two", "two");
-    let secret = SecretRef {
-        namespace: "default".into(),
-        name: "one".into(),
-    };
-    let file = CaFile(dir.path().join("default/one/tls.crt"));
-    let entry = Arc::new(CaEntry::load(&secret, file.clone()).unwrap());
+    let cas = TwoCas::new();
+    let entry = &cas.entry;
     let auth = Arc::new(ClientAuth::new(vec![entry.clone()]).unwrap());
     let sessions = CaBoundSessions::new(auth.clone());
     assert!(sessions.can_cache());
@@ -320,7 +334,7 @@ fn sessions_of_a_listener_with_client_certificates_end_with_its_cas() {
     assert_eq!(sessions.take(b"a"), None, "taken once");
 
     // The CA file changes: the sessions verified against the old CAs resume no more.
-    std::fs::copy(dir.path().join("default/two/tls.crt"), &file.0).unwrap();
+    cas.switch();
     assert!(entry.reload(&Family::<SecretLabel, Counter>::default()));
     assert_eq!(sessions.get(b"b"), None);
     assert_eq!(sessions.take(b"b"), None);
