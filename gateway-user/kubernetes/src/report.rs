@@ -334,20 +334,8 @@ impl Writer {
             // Made by an older agent, or before the Node could be read, or owned by a Node of
             // the same name since deleted: one apply of the object (never of its status, and
             // never holding the status up when it fails).
-            match self.apply_object(Some(&owner)).await {
-                Ok(applied) => {
-                    info!(node = %self.node, node_uid = %owner, "this node's TollgateNode is now owned by its Node (deleted with it)");
-                    self.owner_set();
-                    if applied.metadata.uid.is_some() {
-                        known.uid = applied.metadata.uid;
-                    }
-                }
-                Err(e) => {
-                    self.warn_owner(&format!(
-                        "could not set the TollgateNode's ownerReference to its Node: {e}"
-                    ));
-                    self.owner_later();
-                }
+            if let Some(uid) = self.own(&owner).await {
+                known.uid = Some(uid);
             }
             return Ok(known);
         }
@@ -424,19 +412,27 @@ impl Writer {
             self.owner_later();
             return;
         };
-        match self.apply_object(Some(&owner)).await {
+        if let (Some(uid), Some(known)) = (self.own(&owner).await, self.known.as_mut()) {
+            known.uid = Some(uid);
+        }
+    }
+
+    /// Applies the existing object with the ownerReference to the Node of uid `owner`: the
+    /// object's uid as the apply returned it when it took, else warned about and tried again
+    /// later ([`Writer::owner_later`]).
+    async fn own(&mut self, owner: &str) -> Option<String> {
+        match self.apply_object(Some(owner)).await {
             Ok(applied) => {
                 info!(node = %self.node, node_uid = %owner, "this node's TollgateNode is now owned by its Node (deleted with it)");
                 self.owner_set();
-                if let (Some(known), Some(uid)) = (self.known.as_mut(), applied.metadata.uid) {
-                    known.uid = Some(uid);
-                }
+                applied.metadata.uid
             }
             Err(e) => {
                 self.warn_owner(&format!(
                     "could not set the TollgateNode's ownerReference to its Node: {e}"
                 ));
                 self.owner_later();
+                None
             }
         }
     }
