@@ -23,7 +23,7 @@ use core::{
 
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT},
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, generated::bpf_jiffies64},
     macros::{classifier, map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
@@ -81,6 +81,50 @@ static BAN_COUNTERS: PerCpuArray<RuleCounters> = PerCpuArray::pinned(BAN_KINDS, 
 
 const BPF_F_NO_PREALLOC: u32 = 1;
 
+/// Each CPU's copy of the coarse clock (`tick_clock`). Not pinned: a cache, filled again by the
+/// first packet of each jiffy.
+#[repr(C)]
+struct TickClock {
+    /// The jiffy in which `coarse_ns` was read.
+    jiffies: u64,
+    /// `bpf_ktime_get_coarse_ns` as read then.
+    coarse_ns: u64,
+}
+
+#[map]
+static TICK_CLOCK: PerCpuArray<TickClock> = PerCpuArray::with_max_entries(1, 0);
+
+/// The coarse clock (`CLOCK_MONOTONIC_COARSE`), read through the kernel's helper once a jiffy
+/// on each CPU: the helper cost 14-15 ns a call where `bpf_jiffies64`, which the verifier
+/// inlines into one load, and this per-CPU copy cost 1-2 (round 22 of
+/// docs/benchmarks-issue13-part4.md). Within a jiffy the coarse clock does not move, so the
+/// copy is the clock, but for one window: the kernel counts the jiffy a moment before it moves
+/// the coarse time (`tick_do_update_jiffies64`, then `update_wall_time`), and a read between
+/// the two gets the time of the jiffy before. A read equal to the copy is such a read and is
+/// not kept; one on a CPU whose copy is older than the jiffy before is kept, and that CPU's
+/// clock is then a jiffy later than the coarse clock's own lag until the next jiffy. A later
+/// clock only ever judges a bucket emptier than it is (stricter, never looser). The fields are
+/// written time first: a program that runs between the two writes on this CPU finds the old
+/// jiffy and reads the helper.
+#[inline(always)]
+fn tick_clock() -> u64 {
+    let jiffies = unsafe { bpf_jiffies64() };
+    let Some(c) = TICK_CLOCK.get_ptr_mut(0) else {
+        return unsafe { bpf_ktime_get_coarse_ns() };
+    };
+    unsafe {
+        if (*c).jiffies == jiffies {
+            return (*c).coarse_ns;
+        }
+        let now = bpf_ktime_get_coarse_ns();
+        if now != (*c).coarse_ns {
+            write_volatile(&mut (*c).coarse_ns, now);
+            write_volatile(&mut (*c).jiffies, jiffies);
+        }
+        now
+    }
+}
+
 #[inline(always)]
 fn count_stat(index: u32, len: u64) {
     if let Some(c) = STATS.get_ptr_mut(index) {
@@ -131,7 +175,9 @@ fn banned(p: &Parsed) -> Option<u32> {
         }
     }?;
     let expires = unsafe { read_volatile(&v.expires_ns) };
-    let now = unsafe { bpf_ktime_get_ns() };
+    // The coarse clock: a ban held a jiffy or two past its end costs nothing, and a banned
+    // source's flood is spared the precise clock's 30 ns a packet (round 22).
+    let now = tick_clock();
     if now < expires {
         Some(unsafe { read_volatile(&v.kind) })
     } else {
@@ -479,10 +525,10 @@ fn check_limits(
         };
         if now == 0 {
             now = if n == 1 && cfg.flags & LIMIT_COARSE_CLOCK != 0 {
-                unsafe { bpf_ktime_get_coarse_ns() }
+                tick_clock()
             } else if n == 1 && cfg.flags & LIMIT_COARSE_FIRST != 0 {
                 coarse_first = true;
-                unsafe { bpf_ktime_get_coarse_ns() }
+                tick_clock()
             } else {
                 unsafe { bpf_ktime_get_ns() }
             };

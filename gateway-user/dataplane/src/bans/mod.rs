@@ -24,7 +24,10 @@
 //! and the drift check ignores it. Its maps are pinned with the others (`maps/BANS_V4`,
 //! `maps/BANS_V6`, `maps/BAN_STATE`, `maps/BAN_COUNTERS`), so bans survive an agent restart, and `tollgate
 //! detach` removes them. A ban's expiry is a `CLOCK_MONOTONIC` time (what `bpf_ktime_get_ns`
-//! reads): the program ignores an expired entry even when no agent is left to remove it.
+//! reads): the program ignores an expired entry even when no agent is left to remove it. The
+//! program reads that clock coarsely (`CLOCK_MONOTONIC_COARSE`, up to a tick behind, two in a
+//! rare case: see `tick_clock` in `gateway-ebpf/src/prog.rs`), so a ban may hold that much past
+//! its end, never less.
 //!
 //! [`BanMaps`] opens the pinned maps by path: the agent's ban task, the CLI and tests each hold
 //! their own handle, without going through the [`super::Dataplane`] that applies revisions.
