@@ -1,7 +1,9 @@
 //! Reference programs for the benchmarks (never attached by the agent): `bench_pass` (the
 //! `xdp_pass` baseline), `bench_drop` (drop everything, counting), and `bench_tx` (the traffic
 //! generator: run with `BPF_PROG_TEST_RUN` in live-frames mode, it redirects every frame out
-//! of the interface `TX_IFINDEX`).
+//! of the interface `TX_IFINDEX`); and the programs of round 22 of
+//! docs/benchmarks-issue13-part4.md (`chain_*`, `clock_*`), run by
+//! `gateway-user/dataplane/examples/lookup_chain.rs`.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -11,7 +13,7 @@ mod progs {
         bindings::xdp_action,
         helpers::generated::bpf_redirect,
         macros::{map, xdp},
-        maps::PerCpuArray,
+        maps::{Array, PerCpuArray},
         programs::XdpContext,
         Global,
     };
@@ -40,6 +42,159 @@ mod progs {
     #[xdp]
     pub fn bench_tx(_ctx: XdpContext) -> u32 {
         unsafe { bpf_redirect(TX_IFINDEX.load(), 0) as u32 }
+    }
+
+    // Round 22 of docs/benchmarks-issue13-part4.md: a chain of eight dependent look-ups, each
+    // in a table of its own, written two ways. `chain_keyed`: arrays of one u32 an entry, each
+    // look-up by key (inlined by the JIT, the key stored to the stack and loaded back).
+    // `chain_flat`: arrays of one entry holding the whole table (what global data would give),
+    // the entry's address taken with a constant key and the slot found by an offset. Run by
+    // `gateway-user/dataplane/examples/lookup_chain.rs`; all tables zero, so every look-up
+    // reads slot 0.
+    const N: usize = 4096;
+    #[map]
+    static A0: Array<u32> = Array::with_max_entries(N as u32, 0);
+    #[map]
+    static A1: Array<u32> = Array::with_max_entries(N as u32, 0);
+    #[map]
+    static A2: Array<u32> = Array::with_max_entries(N as u32, 0);
+    #[map]
+    static A3: Array<u32> = Array::with_max_entries(N as u32, 0);
+    #[map]
+    static A4: Array<u32> = Array::with_max_entries(N as u32, 0);
+    #[map]
+    static A5: Array<u32> = Array::with_max_entries(N as u32, 0);
+    #[map]
+    static A6: Array<u32> = Array::with_max_entries(N as u32, 0);
+    #[map]
+    static A7: Array<u32> = Array::with_max_entries(N as u32, 0);
+    #[map]
+    static F0: Array<[u32; N]> = Array::with_max_entries(1, 0);
+    #[map]
+    static F1: Array<[u32; N]> = Array::with_max_entries(1, 0);
+    #[map]
+    static F2: Array<[u32; N]> = Array::with_max_entries(1, 0);
+    #[map]
+    static F3: Array<[u32; N]> = Array::with_max_entries(1, 0);
+    #[map]
+    static F4: Array<[u32; N]> = Array::with_max_entries(1, 0);
+    #[map]
+    static F5: Array<[u32; N]> = Array::with_max_entries(1, 0);
+    #[map]
+    static F6: Array<[u32; N]> = Array::with_max_entries(1, 0);
+    #[map]
+    static F7: Array<[u32; N]> = Array::with_max_entries(1, 0);
+
+    #[inline(always)]
+    fn seed(ctx: &XdpContext) -> Option<u32> {
+        let d = ctx.data();
+        if d + 16 > ctx.data_end() {
+            return None;
+        }
+        Some(unsafe { core::ptr::read_volatile((d + 12) as *const u32) })
+    }
+
+    macro_rules! step_a {
+        ($m:ident, $k:ident) => {
+            $k = *$m.get($k & (N as u32 - 1))?;
+        };
+    }
+    macro_rules! step_f {
+        ($m:ident, $k:ident) => {
+            let t = unsafe { &*$m.get_ptr(0)? };
+            $k = unsafe { core::ptr::read_volatile(&t[($k as usize) & (N - 1)]) };
+        };
+    }
+
+    fn chain_a(ctx: &XdpContext) -> Option<u32> {
+        let mut k = seed(ctx)?;
+        step_a!(A0, k);
+        step_a!(A1, k);
+        step_a!(A2, k);
+        step_a!(A3, k);
+        step_a!(A4, k);
+        step_a!(A5, k);
+        step_a!(A6, k);
+        step_a!(A7, k);
+        Some(k)
+    }
+    fn chain_f(ctx: &XdpContext) -> Option<u32> {
+        let mut k = seed(ctx)?;
+        step_f!(F0, k);
+        step_f!(F1, k);
+        step_f!(F2, k);
+        step_f!(F3, k);
+        step_f!(F4, k);
+        step_f!(F5, k);
+        step_f!(F6, k);
+        step_f!(F7, k);
+        Some(k)
+    }
+
+    #[xdp]
+    pub fn chain_keyed(ctx: XdpContext) -> u32 {
+        match chain_a(&ctx) {
+            Some(7) => xdp_action::XDP_DROP,
+            _ => xdp_action::XDP_PASS,
+        }
+    }
+
+    #[xdp]
+    pub fn chain_flat(ctx: XdpContext) -> u32 {
+        match chain_f(&ctx) {
+            Some(7) => xdp_action::XDP_DROP,
+            _ => xdp_action::XDP_PASS,
+        }
+    }
+
+    // The clocks a rate limit can read (round 22): each program returns a bit of the clock so
+    // that the read is not optimised away.
+    #[xdp]
+    pub fn clock_precise(_ctx: XdpContext) -> u32 {
+        let t = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+        xdp_action::XDP_PASS + (t == 7) as u32
+    }
+
+    #[xdp]
+    pub fn clock_coarse(_ctx: XdpContext) -> u32 {
+        let t = unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() };
+        xdp_action::XDP_PASS + (t == 7) as u32
+    }
+
+    #[xdp]
+    pub fn clock_jiffies(_ctx: XdpContext) -> u32 {
+        let t = unsafe { aya_ebpf::helpers::generated::bpf_jiffies64() };
+        xdp_action::XDP_PASS + (t == 7) as u32
+    }
+
+    /// `clock_tick`'s per-CPU memory: the coarse clock as read in the jiffy `jiffies`.
+    #[repr(C)]
+    pub struct TickClock {
+        jiffies: u64,
+        coarse_ns: u64,
+    }
+
+    #[map]
+    static TICK: PerCpuArray<TickClock> = PerCpuArray::with_max_entries(1, 0);
+
+    /// The coarse clock read once a jiffy per CPU (`bpf_jiffies64` is inlined into one load).
+    #[xdp]
+    pub fn clock_tick(_ctx: XdpContext) -> u32 {
+        let j = unsafe { aya_ebpf::helpers::generated::bpf_jiffies64() };
+        let t = match TICK.get_ptr_mut(0) {
+            Some(c) => unsafe {
+                if (*c).jiffies == j {
+                    (*c).coarse_ns
+                } else {
+                    let t = aya_ebpf::helpers::bpf_ktime_get_coarse_ns();
+                    (*c).coarse_ns = t;
+                    (*c).jiffies = j;
+                    t
+                }
+            },
+            None => unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() },
+        };
+        xdp_action::XDP_PASS + (t == 7) as u32
     }
 
     #[cfg(not(test))]
