@@ -395,4 +395,65 @@ fn a_directory_source_with_a_node_name_and_a_kubeconfig_writes_the_node_status_t
     assert_eq!(owners[0]["uid"], owner_uid.as_str(), "{node:#}");
     // The agent reads nothing else from the API server: no watches.
     assert_eq!(fake.open_watch_count(), 0, "{:?}", fake.open_watches());
+
+    // The Node is deleted, and its TollgateNode with it (the garbage collector's part, which
+    // the fake does not play, done by hand); the agent runs on and applies a new revision. It
+    // does not create the object again while the Node is gone, so none is left unowned.
+    fake.delete("v1", "Node", None, NODE).unwrap();
+    fake.delete("tollgate.dev/v1alpha1", "TollgateNode", None, NODE)
+        .unwrap();
+    let applied = agent.log_count(POLICY_APPLIED);
+    lab.write_policy(
+        "edge.yaml",
+        &l4_policy(
+            "edge",
+            "allow",
+            "- name: block\n  action: deny\n  from: [198.51.100.0/24]\n",
+        ),
+    );
+    agent.sighup();
+    tollgate_tests::kube_controller::wait_for(APPLY_TIMEOUT, "the new revision applied", || {
+        (agent.log_count(POLICY_APPLIED) > applied).then_some(())
+    });
+    agent
+        .wait_for_log(
+            "was deleted: its TollgateNode is not created again",
+            APPLY_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Two tries after the first (1 and 2 s later, with jitter), each a read of the Node that
+    // finds none: neither creates the object.
+    let node_path = format!("/api/v1/nodes/{NODE}");
+    let node_reads = || {
+        fake.requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == node_path)
+            .count()
+    };
+    let reads = node_reads();
+    tollgate_tests::kube_controller::wait_for(APPLY_TIMEOUT, "two more tries", || {
+        (node_reads() >= reads + 2).then_some(())
+    });
+    assert_eq!(
+        fake.get("tollgate.dev/v1alpha1", "TollgateNode", None, NODE),
+        None,
+        "created again without its Node"
+    );
+    // A Node of that name again: a new object, owned by the new Node, with the new revision.
+    let owner = fake
+        .apply_yaml(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{ name: {NODE} }}\n"
+        ))
+        .unwrap();
+    let new_uid = owner[0]["metadata"]["uid"].as_str().unwrap().to_owned();
+    assert_ne!(new_uid, owner_uid);
+    let revision = logged_revision(&agent.log());
+    let node = wait_for_node(&fake, "the object created for the new Node", |n| {
+        n["status"]["revision"] == revision.as_str()
+    });
+    assert_eq!(
+        node["metadata"]["ownerReferences"][0]["uid"],
+        new_uid.as_str(),
+        "{node:#}"
+    );
 }

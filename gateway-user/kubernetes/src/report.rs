@@ -16,6 +16,11 @@
 //!   its status. A Node that cannot be read (missing, forbidden) or a reference the API server
 //!   refuses is warned about once and left out: the status is written all the same, and the
 //!   reference is tried again on its own, 30 s later, the wait doubling up to 10 min;
+//! - never creates the object again once its Node is gone: when the object is missing and the
+//!   Node this agent has read before is not found (deleted, and the object with it by the
+//!   garbage collector), nothing is created, so that an agent outliving its Node (a node being
+//!   decommissioned) does not leave an unowned object behind; the write is retried with the
+//!   backoff below, and a Node of that name created again gets a new object, owned by it;
 //! - compares before writing: a status equal to the last one written (or read) is not sent.
 //!   `enforcedAt` and `timeToEnforceMillis` change only with the revision, and a condition's
 //!   `lastTransitionTime` only with its status, so that nothing but a real change is a write
@@ -151,6 +156,7 @@ impl NodeStatusWriter {
             failing: None,
             owner_warned: false,
             owner_retry: None,
+            node_seen: false,
         };
         let task = tokio::spawn(writer.run(rx, first_backoff));
         NodeStatusWriter {
@@ -212,6 +218,45 @@ struct Writer {
     /// still propagating at install, an API server error) would otherwise leave the object
     /// unowned until the agent restarts.
     owner_retry: Option<(tokio::time::Instant, Duration)>,
+    /// A Node of this name has been read: its absence now means it was deleted.
+    node_seen: bool,
+}
+
+/// What a read of this node's `Node` found.
+enum NodeRead {
+    /// The Node, of this uid.
+    Uid(String),
+    /// No Node of this name.
+    Missing,
+    /// It could not be read (forbidden, an API server error, no uid): why.
+    Unknown(String),
+}
+
+/// Why a status was not written.
+#[derive(Debug)]
+enum SyncError {
+    /// The API server's answer, or no answer.
+    Api(kube::Error),
+    /// The object is missing and so is the Node it belonged to: not created again.
+    NodeDeleted(String),
+}
+
+impl std::fmt::Display for SyncError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyncError::Api(e) => e.fmt(f),
+            SyncError::NodeDeleted(node) => write!(
+                f,
+                "the Node {node:?} was deleted: its TollgateNode is not created again until a Node of this name exists (enforcement goes on)"
+            ),
+        }
+    }
+}
+
+impl From<kube::Error> for SyncError {
+    fn from(e: kube::Error) -> Self {
+        SyncError::Api(e)
+    }
 }
 
 impl Writer {
@@ -262,7 +307,7 @@ impl Writer {
     }
 
     /// Brings the object to `desired`, writing only what differs.
-    async fn sync(&mut self, desired: TollgateNodeStatus) -> Result<(), kube::Error> {
+    async fn sync(&mut self, desired: TollgateNodeStatus) -> Result<(), SyncError> {
         if self.known.is_none() {
             self.known = Some(self.read_or_create().await?);
         }
@@ -290,7 +335,7 @@ impl Writer {
                     // Deleted behind the agent's back: created again on the next attempt.
                     self.known = None;
                 }
-                return Err(e);
+                return Err(e.into());
             }
         };
         self.metrics.status_write("ok");
@@ -313,10 +358,14 @@ impl Writer {
     }
 
     /// Reads the object; creates it (empty spec, no status, owned by the Node) when it is
-    /// missing; makes it owned by the Node when it is not.
-    async fn read_or_create(&mut self) -> Result<Known, kube::Error> {
+    /// missing, unless the Node read before is gone; makes it owned by the Node when it is not.
+    async fn read_or_create(&mut self) -> Result<Known, SyncError> {
         let found = self.api.get_opt(&self.node).await?;
-        let owner = self.node_uid().await;
+        let node = self.read_node().await;
+        if found.is_none() && self.node_seen && matches!(node, NodeRead::Missing) {
+            return Err(SyncError::NodeDeleted(self.node.clone()));
+        }
+        let owner = self.owner_of(node);
         if let Some(found) = found {
             debug!(node = %self.node, "the TollgateNode exists: its status is what the next one is compared with");
             let mut known = Known {
@@ -366,16 +415,34 @@ impl Writer {
         })
     }
 
-    /// The uid of this node's `Node` (a metadata-only `GET`), or `None`, warned about, when it
-    /// cannot be read: the object is then written without an owner.
-    async fn node_uid(&mut self) -> Option<String> {
-        let problem = match self.nodes.get_metadata_opt(&self.node).await {
+    /// Reads this node's `Node` (a metadata-only `GET`).
+    async fn read_node(&mut self) -> NodeRead {
+        match self.nodes.get_metadata_opt(&self.node).await {
             Ok(Some(node)) => match node.metadata.uid.filter(|u| !u.is_empty()) {
-                Some(uid) => return Some(uid),
-                None => "the Node has no uid".to_owned(),
+                Some(uid) => {
+                    self.node_seen = true;
+                    NodeRead::Uid(uid)
+                }
+                None => NodeRead::Unknown("the Node has no uid".to_owned()),
             },
-            Ok(None) => "no Node of this name".to_owned(),
-            Err(e) => format!("could not read the Node: {e}"),
+            Ok(None) => NodeRead::Missing,
+            Err(e) => NodeRead::Unknown(format!("could not read the Node: {e}")),
+        }
+    }
+
+    /// The uid of this node's `Node`, or `None`, warned about, when it cannot be read: the
+    /// object is then written without an owner.
+    async fn node_uid(&mut self) -> Option<String> {
+        let node = self.read_node().await;
+        self.owner_of(node)
+    }
+
+    /// The owner's uid that `node` gives, or `None`, warned about.
+    fn owner_of(&mut self, node: NodeRead) -> Option<String> {
+        let problem = match node {
+            NodeRead::Uid(uid) => return Some(uid),
+            NodeRead::Missing => "no Node of this name".to_owned(),
+            NodeRead::Unknown(why) => why,
         };
         self.warn_owner(&format!(
             "{problem}: the TollgateNode is written without an ownerReference to it, so it is not deleted with the Node"

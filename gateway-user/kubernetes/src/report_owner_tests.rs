@@ -392,3 +392,87 @@ async fn a_refused_owner_reference_never_holds_up_the_object_or_its_status() {
     no_request(&mut handle).await;
     assert_eq!(counts.of("status", "ok"), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_outliving_its_node_does_not_create_its_object_again_until_the_node_returns() {
+    let (w, mut handle, counts) = writer();
+    let first = status("k8s:aaaa@12", 1_000);
+    w.publish(first.clone());
+    expect(
+        &mut handle,
+        "GET",
+        NODE_URL,
+        200,
+        node_object_owned_by(Some(&first), Some(NODE_UID)),
+    )
+    .await;
+    node_is_there(&mut handle).await;
+    no_request(&mut handle).await;
+
+    // The Node is deleted, and its TollgateNode with it by the garbage collector; the agent
+    // runs on (a node being decommissioned) and has a new status.
+    let second = status("k8s:bbbb@13", 2_000);
+    w.publish(second.clone());
+    let status_url = format!("{NODE_URL}/status{APPLY_QUERY}");
+    expect(
+        &mut handle,
+        "PATCH",
+        &status_url,
+        404,
+        api_status(404, "NotFound"),
+    )
+    .await;
+    // Each try reads the object and the Node, and creates nothing while the Node is gone
+    // (the next request is the next try's read, never an apply of the object).
+    for _ in 0..3 {
+        expect(
+            &mut handle,
+            "GET",
+            NODE_URL,
+            404,
+            api_status(404, "NotFound"),
+        )
+        .await;
+        expect_node_read(&mut handle, 404, api_status(404, "NotFound")).await;
+    }
+    // A Node of this name again (a new uid): the object is created, owned by it.
+    expect(
+        &mut handle,
+        "GET",
+        NODE_URL,
+        404,
+        api_status(404, "NotFound"),
+    )
+    .await;
+    expect_node_read(&mut handle, 200, kube_node("node-uid-2")).await;
+    let (body, _) = expect(
+        &mut handle,
+        "PATCH",
+        &format!("{NODE_URL}{APPLY_QUERY}"),
+        201,
+        node_object_owned_by(None, Some("node-uid-2")),
+    )
+    .await;
+    assert_eq!(body, object_apply(Some("node-uid-2")));
+    let (body, _) = expect(
+        &mut handle,
+        "PATCH",
+        &status_url,
+        200,
+        node_object_owned_by(Some(&second), Some("node-uid-2")),
+    )
+    .await;
+    assert_eq!(body["status"]["revision"], "k8s:bbbb@13");
+    expect(
+        &mut handle,
+        "POST",
+        &format!("{EVENTS_URL}?"),
+        201,
+        json!({}),
+    )
+    .await;
+    no_request(&mut handle).await;
+    // The status write that found the object gone is the one error counted: the tries that
+    // created nothing wrote nothing.
+    assert_eq!(counts.of("status", "error"), 1);
+}
