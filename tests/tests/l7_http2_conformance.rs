@@ -141,6 +141,16 @@ fn http2_requests_follow_rfc_9113_and_the_same_rules_as_http1() {
         ),
         ("response hop-by-hop", get("raw.example", "/hop", &[])),
         ("response te-and-cl", get("raw.example", "/te-and-cl", &[])),
+        ("response 204", get("raw.example", "/204", &[])),
+        (
+            "value padded",
+            get("a.example", "/h2", &[("x-a", " padded ")]),
+        ),
+        (
+            "value ending in a tab",
+            get("a.example", "/h2", &[("x-a", "v\t")]),
+        ),
+        ("value empty", get("a.example", "/h2", &[("x-a", "")])),
     ];
     let arg = serde_json::to_string(&cases).unwrap();
     let out = std::process::Command::new(tollgate_tests::PYTHON)
@@ -199,6 +209,18 @@ fn http2_requests_follow_rfc_9113_and_the_same_rules_as_http1() {
         );
     }
     assert_eq!(r["response te-and-cl"]["status"], 502, "{report}");
+    // A backend's 204 with a Content-Length: relayed without it (RFC 9110 section 8.6), which
+    // an HTTP/2 client would take for a malformed response.
+    assert_eq!(r["response 204"]["status"], 204, "{report}");
+    assert!(
+        r["response 204"]["headers"]["content-length"].is_null(),
+        "{report}"
+    );
+    // A field value with leading or trailing whitespace is malformed (RFC 9113 section 8.2.1)
+    // and not forwarded: 400. An empty value is a value.
+    assert_eq!(r["value padded"]["status"], 400, "{report}");
+    assert_eq!(r["value ending in a tab"]["status"], 400, "{report}");
+    assert_eq!(r["value empty"]["status"], 200, "{report}");
 }
 
 /// An h2c backend (python3-h2) that answers each request with the JSON of the trailers it

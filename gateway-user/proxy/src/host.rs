@@ -1,7 +1,8 @@
 //! The request's host, as RFC 9112 section 3.2 wants it checked before anything else: one
 //! `Host` line, a valid `uri-host [":" port]`, present in HTTP/1.1; no userinfo in the target;
 //! in HTTP/2, no `Host` naming another authority than `:authority`. The router answers 400 when
-//! [`host_problem`] says why (and closes an HTTP/1 connection, as after hyper's own 400s).
+//! [`host_problem`] says why (and closes an HTTP/1 connection, as after hyper's own 400s), and
+//! also when [`h2_field_problem`] finds an HTTP/2 field value RFC 9113 calls malformed.
 use http::header;
 use http::{Request, Version};
 
@@ -57,6 +58,24 @@ pub fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
         }
         _ => None,
     }
+}
+
+/// Why an HTTP/2 request's fields are refused with 400, if they are: a field value that starts
+/// or ends with a space or a tab (RFC 9113 section 8.2.1: a field value "MUST NOT start or end
+/// with an ASCII whitespace character"; such a request is malformed, and an intermediary MUST
+/// NOT forward it, section 8.1.1). `h2` passes such values on; hyper's HTTP/1.1 parser trims
+/// them as optional whitespace, so HTTP/1.1 requests never hold one.
+pub fn h2_field_problem<B>(req: &Request<B>) -> Option<&'static str> {
+    if req.version() != Version::HTTP_2 {
+        return None;
+    }
+    let padded = |v: &[u8]| {
+        matches!(v.first(), Some(b' ' | b'\t')) || matches!(v.last(), Some(b' ' | b'\t'))
+    };
+    req.headers()
+        .values()
+        .any(|v| padded(v.as_bytes()))
+        .then_some("a field value starts or ends with whitespace (RFC 9113 section 8.2.1)")
 }
 
 /// `uri-host [":" port]` (RFC 9110 section 7.2, RFC 3986 section 3.2.2): a bracketed IPv6

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{header, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Either};
 use smallvec::SmallVec;
@@ -398,6 +398,13 @@ pub(super) fn forward<'a>(
                     }
                     if let Some(m) = backend_response_headers {
                         m.apply(&mut rparts.headers);
+                    }
+                    if status == StatusCode::NO_CONTENT {
+                        // A 204 has no content and no Content-Length (RFC 9110 section 8.6: a
+                        // server MUST NOT send one). hyper drops a backend's towards HTTP/1.1
+                        // clients but not towards HTTP/2 ones, which refuse the response as
+                        // malformed (RFC 9113 section 8.1.1).
+                        rparts.headers.remove(header::CONTENT_LENGTH);
                     }
                     done.status = status.as_u16();
                     done.upstream = Some(in_flight);

@@ -180,7 +180,9 @@ fn answer(
             _conn: guard,
         };
 
-        if let Some(why) = super::host::host_problem(&req) {
+        if let Some(why) =
+            super::host::host_problem(&req).or_else(|| super::host::h2_field_problem(&req))
+        {
             let http1 = req.version() < Version::HTTP_2;
             let mut response = local(done, StatusCode::BAD_REQUEST, "bad_request", why);
             if http1 {
