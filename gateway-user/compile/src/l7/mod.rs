@@ -510,22 +510,28 @@ fn validate(
         }
     }
 
-    // Routes of both kinds, in Gateway API order: oldest first, then by namespace/name (the
-    // order also decides which of an HTTPRoute and a GRPCRoute that meet on a listener is
-    // accepted).
+    // Routes of both kinds, in Gateway API order: oldest first, then alphabetically by
+    // "{namespace}/{name}" as one string (the order also decides which of an HTTPRoute and a
+    // GRPCRoute that meet on a listener is accepted). One string, not the namespace and then
+    // the name: `a-b/x` comes before `a/y`, as `-` sorts before `/`.
     let mut routes: Vec<&Located<Object>> = live()
         .filter(|o| matches!(o.value, Object::HTTPRoute(_) | Object::GRPCRoute(_)))
         .collect();
     routes.sort_by(|a, b| {
         let ts = |o: &Located<Object>| o.value.creation_timestamp().copied();
-        fn label(o: &Located<Object>) -> (Option<&str>, &str, &str) {
-            (o.value.namespace(), o.value.name(), o.value.kind())
+        fn label(o: &Located<Object>) -> impl Iterator<Item = u8> + '_ {
+            let ns = o.value.namespace().unwrap_or_default();
+            ns.bytes()
+                .chain(std::iter::once(b'/'))
+                .chain(o.value.name().bytes())
         }
         match (ts(a), ts(b)) {
             (Some(x), Some(y)) if x != y => x.cmp(&y),
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, Some(_)) => std::cmp::Ordering::Greater,
-            _ => label(a).cmp(&label(b)),
+            _ => label(a)
+                .cmp(label(b))
+                .then_with(|| a.value.kind().cmp(b.value.kind())),
         }
     });
     let mut kinds_on = conflicts::KindsOnListeners::default();

@@ -136,11 +136,27 @@ pub(super) fn route(
     }
 
     // Rules: each checked on its own, so that an invalid one is dropped and the rest serve.
-    let raw_rules = spec.rules.as_deref().unwrap_or_default();
+    // Omitted, they are the CRD's default, as the API server would store them: one rule
+    // matching every path, with no backends (so answered 500, as any rule without backends).
+    let default_rules;
+    let raw_rules = match spec.rules.as_deref() {
+        Some(rules) => rules,
+        None => {
+            default_rules = [HTTPRouteRule {
+                name: None,
+                matches: None,
+                filters: None,
+                backend_refs: None,
+                timeouts: None,
+                retry: None,
+            }];
+            &default_rules[..]
+        }
+    };
     if raw_rules.is_empty() {
         c.error(
             "spec.rules",
-            "missing: a route needs at least one rule with backendRefs (or a RequestRedirect)",
+            "empty: a route needs at least one rule (without `rules` at all, it has one rule matching every path)",
         );
     }
     let mut rules = Vec::new();

@@ -188,3 +188,32 @@ fn an_empty_replace_prefix_match_removes_the_prefix_in_rewrites_and_redirects() 
     ]));
     places(&errs, "not a valid path");
 }
+
+#[test]
+fn a_route_without_rules_has_the_crds_default_rule_every_path_answered_500() {
+    // As the API server stores it (the CRD's default): one rule, every path, no backends.
+    let s = crate::snapshot::compile_documents(
+        &docs(&[("l7.yaml", &all(&[GATEWAY, BACKENDS, &route("r", "")]))]),
+        None,
+    )
+    .unwrap_or_else(|e| panic!("refused: {e}"));
+    assert_eq!(
+        lookup(&s.l7, "h", "/any/path", &[]).as_deref(),
+        Some("default/r#0")
+    );
+    let rule = &s.l7.policy.routes[0].rules[0].rule;
+    assert!(rule.backends.is_empty());
+    // Answered 500 by the proxy (`RuleFailure`).
+    assert_eq!(
+        rule.failure.as_ref().map(|f| f.reason),
+        Some("no_backend_refs"),
+        "{:?}",
+        rule.failure
+    );
+    // An empty list is not omitted: no rule, and said so.
+    let errs = errors(&all(&[GATEWAY, BACKENDS, &route("r", "  rules: []\n")]));
+    assert_eq!(
+        places(&errs, "a route needs at least one rule"),
+        [("HTTPRoute/r".to_owned(), "spec.rules".to_owned())]
+    );
+}

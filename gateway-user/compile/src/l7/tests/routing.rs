@@ -416,3 +416,19 @@ fn ten_thousand_routes_compile_and_route_as_the_reference_does() {
     );
     assert_eq!(lookup(&t, "x.example.com", "/svc/4243x", &[]), None);
 }
+
+#[test]
+fn ties_between_namespaces_compare_namespace_slash_name_as_one_string() {
+    // "a-b/p" < "a/q" ('-' sorts before '/'), though namespace "a" < "a-b".
+    let ns = |ns: &str, name: &str| {
+        format!(
+            "apiVersion: tollgate.dev/v1alpha1\nkind: Backend\nmetadata: {{ name: {name}, namespace: {ns} }}\nspec:\n  endpoints:\n    - ip: {{ address: 127.0.0.1, port: 9001 }}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{ name: {name}, namespace: {ns} }}\nspec:\n  parentRefs: [{{ name: edge, namespace: default }}]\n  rules:\n    - backendRefs: [{{ group: tollgate.dev, kind: Backend, name: {name} }}]\n"
+        )
+    };
+    let gateway = GATEWAY.replace(
+        "protocol: HTTP }",
+        "protocol: HTTP, allowedRoutes: { namespaces: { from: All } } }",
+    );
+    let t = table(&all(&[&gateway, &ns("a", "q"), &ns("a-b", "p")]));
+    assert_eq!(lookup(&t, "h", "/", &[]).as_deref(), Some("a-b/p#0"));
+}
