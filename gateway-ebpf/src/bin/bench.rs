@@ -52,38 +52,15 @@ mod progs {
     // `gateway-user/dataplane/examples/lookup_chain.rs`; all tables zero, so every look-up
     // reads slot 0.
     const N: usize = 4096;
-    #[map]
-    static A0: Array<u32> = Array::with_max_entries(N as u32, 0);
-    #[map]
-    static A1: Array<u32> = Array::with_max_entries(N as u32, 0);
-    #[map]
-    static A2: Array<u32> = Array::with_max_entries(N as u32, 0);
-    #[map]
-    static A3: Array<u32> = Array::with_max_entries(N as u32, 0);
-    #[map]
-    static A4: Array<u32> = Array::with_max_entries(N as u32, 0);
-    #[map]
-    static A5: Array<u32> = Array::with_max_entries(N as u32, 0);
-    #[map]
-    static A6: Array<u32> = Array::with_max_entries(N as u32, 0);
-    #[map]
-    static A7: Array<u32> = Array::with_max_entries(N as u32, 0);
-    #[map]
-    static F0: Array<[u32; N]> = Array::with_max_entries(1, 0);
-    #[map]
-    static F1: Array<[u32; N]> = Array::with_max_entries(1, 0);
-    #[map]
-    static F2: Array<[u32; N]> = Array::with_max_entries(1, 0);
-    #[map]
-    static F3: Array<[u32; N]> = Array::with_max_entries(1, 0);
-    #[map]
-    static F4: Array<[u32; N]> = Array::with_max_entries(1, 0);
-    #[map]
-    static F5: Array<[u32; N]> = Array::with_max_entries(1, 0);
-    #[map]
-    static F6: Array<[u32; N]> = Array::with_max_entries(1, 0);
-    #[map]
-    static F7: Array<[u32; N]> = Array::with_max_entries(1, 0);
+
+    /// One map per name, all of type `$ty` made by `$init`.
+    macro_rules! tables {
+        ($ty:ty = $init:expr; $($name:ident)*) => {
+            $( #[map] static $name: $ty = $init; )*
+        };
+    }
+    tables!(Array<u32> = Array::with_max_entries(N as u32, 0); A0 A1 A2 A3 A4 A5 A6 A7);
+    tables!(Array<[u32; N]> = Array::with_max_entries(1, 0); F0 F1 F2 F3 F4 F5 F6 F7);
 
     #[inline(always)]
     fn seed(ctx: &XdpContext) -> Option<u32> {
@@ -94,46 +71,30 @@ mod progs {
         Some(unsafe { core::ptr::read_volatile((d + 12) as *const u32) })
     }
 
-    macro_rules! step_a {
-        ($m:ident, $k:ident) => {
-            $k = *$m.get($k & (N as u32 - 1))?;
+    /// `k` looked up in each map in turn, by key.
+    macro_rules! keyed {
+        ($k:ident; $($m:ident)*) => {
+            $( $k = *$m.get($k & (N as u32 - 1))?; )*
         };
     }
-    macro_rules! step_f {
-        ($m:ident, $k:ident) => {
-            let t = unsafe { &*$m.get_ptr(0)? };
-            $k = unsafe { core::ptr::read_volatile(&t[($k as usize) & (N - 1)]) };
+    /// `k` looked up in each map in turn, as an offset into its one entry.
+    macro_rules! flat {
+        ($k:ident; $($m:ident)*) => {
+            $(
+                let t = unsafe { &*$m.get_ptr(0)? };
+                $k = unsafe { core::ptr::read_volatile(&t[($k as usize) & (N - 1)]) };
+            )*
         };
-    }
-
-    fn chain_a(ctx: &XdpContext) -> Option<u32> {
-        let mut k = seed(ctx)?;
-        step_a!(A0, k);
-        step_a!(A1, k);
-        step_a!(A2, k);
-        step_a!(A3, k);
-        step_a!(A4, k);
-        step_a!(A5, k);
-        step_a!(A6, k);
-        step_a!(A7, k);
-        Some(k)
-    }
-    fn chain_f(ctx: &XdpContext) -> Option<u32> {
-        let mut k = seed(ctx)?;
-        step_f!(F0, k);
-        step_f!(F1, k);
-        step_f!(F2, k);
-        step_f!(F3, k);
-        step_f!(F4, k);
-        step_f!(F5, k);
-        step_f!(F6, k);
-        step_f!(F7, k);
-        Some(k)
     }
 
     #[xdp]
     pub fn chain_keyed(ctx: XdpContext) -> u32 {
-        match chain_a(&ctx) {
+        let chain = || {
+            let mut k = seed(&ctx)?;
+            keyed!(k; A0 A1 A2 A3 A4 A5 A6 A7);
+            Some(k)
+        };
+        match chain() {
             Some(7) => xdp_action::XDP_DROP,
             _ => xdp_action::XDP_PASS,
         }
@@ -141,7 +102,12 @@ mod progs {
 
     #[xdp]
     pub fn chain_flat(ctx: XdpContext) -> u32 {
-        match chain_f(&ctx) {
+        let chain = || {
+            let mut k = seed(&ctx)?;
+            flat!(k; F0 F1 F2 F3 F4 F5 F6 F7);
+            Some(k)
+        };
+        match chain() {
             Some(7) => xdp_action::XDP_DROP,
             _ => xdp_action::XDP_PASS,
         }
