@@ -55,8 +55,8 @@ pub struct ParentReference {
 }
 
 /// One rule: conditions (`matches`), what to do with a matching request (`filters`), and where
-/// to send it (`backendRefs`).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// to send it (`backendRefs`). The default is the rule an HTTPRoute without `rules` has.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HTTPRouteRule {
     /// Optional name of the rule (unique within the route).

@@ -142,14 +142,7 @@ pub(super) fn route(
     let raw_rules = match spec.rules.as_deref() {
         Some(rules) => rules,
         None => {
-            default_rules = [HTTPRouteRule {
-                name: None,
-                matches: None,
-                filters: None,
-                backend_refs: None,
-                timeouts: None,
-                retry: None,
-            }];
+            default_rules = [HTTPRouteRule::default()];
             &default_rules[..]
         }
     };
