@@ -146,6 +146,14 @@ fn parse_v6(data: usize, end: usize, off: usize) -> Result<Parsed, Unjudged> {
     let word = |i: usize| u64::from(unsafe { be32(hdr.as_ptr().add(i)) });
     let src_hi = word(8) << 32 | word(12);
     let src_lo = word(16) << 32 | word(20);
+    // An IPv4-mapped source (::ffff:0:0/96) never appears on the wire (RFC 4291 2.5.5.2), yet
+    // a dual-stack socket reports it as the IPv4 address inside: judged as IPv6, it would
+    // pass every IPv4 rule and ban aimed at that address. One test of one word: two tests
+    // would leave the verifier a path where `src_hi` is the constant 0, which it cannot prune
+    // against the others, and every IPv6 path after the parse would be walked twice.
+    if src_hi | (src_lo >> 32 ^ 0xffff) == 0 {
+        return Err(STAT_MALFORMED);
+    }
     let mut next = hdr[6];
     let mut l4 = off + 40;
     let mut fragment = false;

@@ -5,10 +5,13 @@
 //! Verdicts for packets the policy cannot judge (documented in the README, tested):
 //! - non-IP frames (ARP, LLDP, ...): pass — L4 policy says nothing about them, and dropping ARP
 //!   would cut the node off;
-//! - truncated or malformed IPv4/IPv6/TCP/UDP/ICMP headers, and first fragments too short to hold
-//!   the L4 header (RFC 1858 "tiny fragments"): drop;
+//! - truncated or malformed IPv4/IPv6/TCP/UDP/ICMP headers, first fragments too short to hold
+//!   the L4 header (RFC 1858 "tiny fragments"), and IPv6 packets from an IPv4-mapped source:
+//!   drop;
 //! - stacked VLAN tags, or more than `MAX_EXT_HEADERS` IPv6 extension headers: drop (the program
 //!   cannot see what they carry, and passing them would be a way around the policy);
+//! - the two drops above only where a rule set is enforced: on an interface no rule set
+//!   applies to, or one in audit mode, they pass (counted all the same);
 //! - non-first fragments: judged by the rules that name no ports or ICMP types (source and
 //!   protocol); if none matches they pass, since their first fragment carried the ports and was
 //!   judged, and the stack cannot reassemble them without it;
@@ -593,26 +596,9 @@ fn charge(cell: *mut u64, now: u64, interval: u64) {
     }
 }
 
-/// Judges one packet: `ACTION_PASS` or `ACTION_DROP`.
+/// The rule set of interface `ifindex` in generation `gen`; `None` when none applies to it.
 #[inline(always)]
-fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
-    let p = match parse(data, end) {
-        Ok(p) => p,
-        Err(stat) => {
-            count_stat(stat, len);
-            return if stat == STAT_NON_IP {
-                ACTION_PASS
-            } else {
-                ACTION_DROP
-            };
-        }
-    };
-    // The one read of the generation: every lookup below uses this value, so the packet is
-    // judged wholly by one revision even if the agent flips generations meanwhile.
-    let (gen, seed) = match CONFIG.get(0) {
-        Some(c) => unsafe { (read_volatile(&c.active_gen), read_volatile(&c.bucket_seed)) },
-        None => (0, 0),
-    };
+fn iface_config(gen: u32, ifindex: u32) -> Option<&'static IfaceConfig> {
     // Most interfaces have a small index: an array slot, which the JIT inlines; the hash map
     // holds the others.
     let iface = if ifindex < FAST_IFINDEX {
@@ -620,10 +606,46 @@ fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
     } else {
         unsafe { IFACES.get(&IfaceKey { gen, ifindex }) }
     };
-    let iface = match iface {
+    match iface {
         Some(i) if i.flags & IFACE_CONFIGURED != 0 => Some(i),
         _ => None,
+    }
+}
+
+/// The verdict on a packet the parser could not judge (`stat` says why): non-IP passes; the
+/// rest is dropped where a rule set is enforced, and passes on an interface no rule set
+/// applies to (which passes everything) or in audit mode (which drops nothing). A function of
+/// its own, not inlined: the verifier walks it once, not once per way out of the parser.
+#[inline(never)]
+fn unjudged(stat: u32, ifindex: u32, len: u64) -> u32 {
+    count_stat(stat, len);
+    if stat == STAT_NON_IP {
+        return ACTION_PASS;
+    }
+    let gen = match CONFIG.get(0) {
+        Some(c) => unsafe { read_volatile(&c.active_gen) },
+        None => 0,
     };
+    match iface_config(gen, ifindex) {
+        Some(i) if i.flags & IFACE_AUDIT == 0 => ACTION_DROP,
+        _ => ACTION_PASS,
+    }
+}
+
+/// Judges one packet: `ACTION_PASS` or `ACTION_DROP`.
+#[inline(always)]
+fn judge(data: usize, end: usize, ifindex: u32, len: u64) -> u32 {
+    let p = match parse(data, end) {
+        Ok(p) => p,
+        Err(stat) => return unjudged(stat, ifindex, len),
+    };
+    // The one read of the generation: every lookup below uses this value, so the packet is
+    // judged wholly by one revision even if the agent flips generations meanwhile.
+    let (gen, seed) = match CONFIG.get(0) {
+        Some(c) => unsafe { (read_volatile(&c.active_gen), read_volatile(&c.bucket_seed)) },
+        None => (0, 0),
+    };
+    let iface = iface_config(gen, ifindex);
     let audit = match iface {
         Some(i) => i.flags & IFACE_AUDIT != 0,
         None => false,

@@ -404,11 +404,49 @@ fn packets_the_policy_cannot_judge_get_their_documented_verdicts() {
     );
     assert_eq!(rig.run(&first).unwrap(), XDP_PASS);
 
+    // An IPv6 packet from an IPv4-mapped source (a dual-stack socket would see it as from
+    // 203.0.113.7, which the rule set denies): drop, whatever the address inside.
+    let mapped = |v4: &str| {
+        let v4: std::net::Ipv4Addr = v4.parse().unwrap();
+        frame(
+            &Packet {
+                src: v4.to_ipv6_mapped().into(),
+                protocol: 17,
+                l4: L4::Port(53),
+            },
+            FrameOptions::default(),
+        )
+    };
+    assert_eq!(rig.run(&mapped("203.0.113.7")).unwrap(), XDP_DROP);
+    assert_eq!(rig.run(&mapped("198.51.100.1")).unwrap(), XDP_DROP);
+
     let state = rig.state_dir();
     let stats = counters::read(&rig.pin_dir(), &state).unwrap().stats;
     assert_eq!(stats.non_ip, 1);
-    assert_eq!(stats.malformed, 6 + 4 + 2 + 1);
+    assert_eq!(stats.malformed, 6 + 4 + 2 + 1 + 2);
     assert_eq!(stats.unsupported, 2);
+
+    // Where no rule set is enforced, what cannot be judged passes: in audit mode (which
+    // drops nothing), and on an interface no rule set applies to. Counted all the same.
+    let unjudged = [bad, qinq, seven, tiny, mapped("203.0.113.7")];
+    let mut audit = policies.clone();
+    audit[0].mode = Mode::Audit;
+    let elsewhere = compile(&policies, &["tg-not-here0".into()]).unwrap();
+    for (what, tables) in [
+        (
+            "audit",
+            compile(&audit, &[TEST_RUN_INTERFACE.into()]).unwrap(),
+        ),
+        ("no rule set", elsewhere),
+    ] {
+        rig.apply(&tables).unwrap();
+        for (i, f) in unjudged.iter().enumerate() {
+            assert_eq!(rig.run(f).unwrap(), XDP_PASS, "{what}: packet {i} passes");
+        }
+    }
+    let after = counters::read(&rig.pin_dir(), &state).unwrap().stats;
+    assert_eq!(after.malformed, stats.malformed + 2 * 3);
+    assert_eq!(after.unsupported, stats.unsupported + 2 * 2);
 }
 
 #[test]

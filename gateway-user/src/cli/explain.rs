@@ -153,6 +153,9 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<i32> {
                 f.map_or_else(|| packet.src.to_string(), ToString::to_string)
             )
         }
+        (None, Reason::Malformed) => println!(
+            "decided by: the parser: an IPv6 packet from an IPv4-mapped source (::ffff:0:0/96) is never on the wire, and no rule judges it"
+        ),
         (None, Reason::Fragment) => {
             println!("decided by: non-first fragment; no rule without ports or ICMP types matches, so it passes (its first fragment was judged)")
         }
@@ -175,6 +178,12 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<i32> {
         Reason::Fragment => "fragments after the first carry no ports",
         Reason::Unconfigured => "unconfigured interfaces pass everything",
         Reason::RateLimit => "rate limit",
+        Reason::Malformed if d.outcome == Outcome::Pass => {
+            "audit mode: the packet would be dropped as malformed (a dual-stack socket would take it for IPv4 traffic from the address inside), it is only counted"
+        }
+        Reason::Malformed => {
+            "a dual-stack socket would take it for IPv4 traffic from the address inside, which IPv4 rules and bans would not see: dropped as malformed"
+        },
         Reason::Failsafe => {
             "the node must keep reaching its API server: TCP replies from a failsafe endpoint pass before any rule (a ban still drops them)"
         }

@@ -55,6 +55,9 @@ pub enum Reason {
     /// A reply from a failsafe endpoint (the API server): passed before any rule (lock-out
     /// protection, see `l4::failsafe`).
     Failsafe,
+    /// A packet no rule can judge (an IPv6 packet from an IPv4-mapped source, which never
+    /// appears on the wire): dropped where a rule set is enforced, passed in audit mode.
+    Malformed,
 }
 
 /// A rule by name.
@@ -107,6 +110,12 @@ impl std::str::FromStr for Packet {
 }
 
 impl Packet {
+    /// Whether the source is an IPv4-mapped IPv6 address (`::ffff:0:0/96`, RFC 4291
+    /// 2.5.5.2), which the data path drops unjudged (reason malformed).
+    pub fn ipv4_mapped_source(&self) -> bool {
+        matches!(self.src, IpAddr::V6(a) if a.to_ipv4_mapped().is_some())
+    }
+
     /// As the `FromStr` implementation, with the source port when one is given (lock-out
     /// protection looks at the TCP source port).
     pub fn parse_with_source_port(input: &str) -> Result<(Packet, Option<u16>), PacketParseError> {

@@ -26,6 +26,21 @@ pub fn evaluate(policies: &[Policy], interface: &str, packet: &Packet) -> Decisi
         };
     };
 
+    // An IPv6 packet from an IPv4-mapped source is never judged by the rules: a dual-stack
+    // socket would see it as from the IPv4 address inside, which IPv4 rules would not see.
+    if packet.ipv4_mapped_source() {
+        return Decision {
+            outcome: if first_policy.mode == Mode::Audit {
+                Outcome::Pass
+            } else {
+                Outcome::Drop
+            },
+            reason: Reason::Malformed,
+            rule: None,
+            limits: vec![],
+        };
+    }
+
     // 2. "A rule matches a packet when every field it sets matches."
     let mut matching: Vec<Match<'_>> = Vec::new();
     for policy in &applying {
@@ -402,6 +417,54 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv4_mapped_source_is_dropped_unjudged_where_enforced_and_passed_in_audit() {
+        // Allow everything from the mapped address's IPv4 network, deny its neighbour: the
+        // IPv6 packet is judged by neither.
+        let mut p = policy(
+            "p",
+            Action::Allow,
+            vec![
+                from(rule("scanners", Action::Deny), &["203.0.113.0/24"]),
+                from(rule("friends", Action::Allow), &["198.51.100.0/24", "::/0"]),
+            ],
+        );
+        for src in [
+            "::ffff:203.0.113.7",
+            "::ffff:198.51.100.1",
+            "::ffff:0.0.0.0",
+        ] {
+            assert_eq!(
+                evaluate(std::slice::from_ref(&p), "eth0", &tcp(src, 443)),
+                decision(Outcome::Drop, Reason::Malformed, None, vec![]),
+                "{src}"
+            );
+        }
+        // IPv4-compatible and NAT64 sources are ordinary IPv6 sources.
+        for src in ["::203.0.113.7", "64:ff9b::cb00:7107"] {
+            assert_eq!(
+                evaluate(std::slice::from_ref(&p), "eth0", &tcp(src, 443)).reason,
+                Reason::Policy,
+                "{src}"
+            );
+        }
+        p.mode = Mode::Audit;
+        assert_eq!(
+            evaluate(
+                std::slice::from_ref(&p),
+                "eth0",
+                &tcp("::ffff:203.0.113.7", 443)
+            ),
+            decision(Outcome::Pass, Reason::Malformed, None, vec![])
+        );
+        // Where no policy applies, it passes like everything else.
+        p.interfaces = Some(vec!["eth1".into()]);
+        assert_eq!(
+            evaluate(&[p], "eth0", &tcp("::ffff:203.0.113.7", 443)).reason,
+            Reason::Unconfigured
+        );
+    }
+
+    #[test]
     fn audit_turns_drops_into_audit_passes() {
         let mut p = policy(
             "p",
@@ -593,23 +656,23 @@ mod tests {
         );
         assert_eq!(evaluate(&p, "eth0", &tcp("2001:db8:1:3::", 80)), passed);
         assert_eq!(evaluate(&p, "eth0", &tcp("10.0.0.1", 80)), passed);
-        // IPv4 CIDRs never contain IPv6 addresses, IPv4-mapped ones included, and vice versa.
+        // IPv4 CIDRs never contain IPv6 addresses, and vice versa; an IPv4-mapped source is
+        // judged by neither (dropped unjudged).
         let q = [policy(
             "q",
             Action::Allow,
             vec![from(rule("v4", Action::Deny), &["0.0.0.0/0"])],
         )];
-        assert_eq!(evaluate(&q, "eth0", &tcp("::ffff:10.0.0.1", 80)), passed);
+        assert_eq!(evaluate(&q, "eth0", &tcp("2001:db8::1", 80)), passed);
+        let malformed = decision(Outcome::Drop, Reason::Malformed, None, vec![]);
+        assert_eq!(evaluate(&q, "eth0", &tcp("::ffff:10.0.0.1", 80)), malformed);
         let r = [policy(
             "r",
             Action::Allow,
             vec![from(rule("v6", Action::Deny), &["::/0"])],
         )];
         assert_eq!(evaluate(&r, "eth0", &tcp("10.0.0.1", 80)), passed);
-        assert_eq!(
-            evaluate(&r, "eth0", &tcp("::ffff:10.0.0.1", 80)).rule,
-            Some(rref("r", "v6"))
-        );
+        assert_eq!(evaluate(&r, "eth0", &tcp("::ffff:10.0.0.1", 80)), malformed);
     }
 
     #[test]

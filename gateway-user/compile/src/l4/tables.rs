@@ -244,6 +244,18 @@ impl L4Snapshot {
             };
         };
         let set = &self.sets[set_idx];
+        if packet.ipv4_mapped_source() {
+            return Decision {
+                outcome: if set.mode == Mode::Audit {
+                    Outcome::Pass
+                } else {
+                    Outcome::Drop
+                },
+                reason: Reason::Malformed,
+                rule: None,
+                limits: vec![],
+            };
+        }
         let entry = match packet.src {
             IpAddr::V4(a) => set
                 .v4
