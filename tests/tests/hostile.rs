@@ -557,6 +557,41 @@ fn alias_bombs_are_refused_quickly_and_sigterm_is_honoured() {
     );
 }
 
+/// A policy file emptied (a truncated write) and a rule whose `from:` lost its entries
+/// (measured before: both applied, the first removing the file's objects, the second opening
+/// the rule to every source): both refused, the revision in force kept, each error naming
+/// the file and field.
+#[test]
+fn an_emptied_file_and_a_rule_field_without_a_value_are_refused() {
+    require_root!();
+    let mut f = Fixture::start("hblank", 18705, 19960, 19961, &[]);
+    refused(&mut f, "l7.yaml", "# the routes were here\n");
+    f.assert_survived("an emptied policy file");
+    let last_error = status(f.admin)["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        last_error.contains("l7.yaml") && last_error.contains("holds no YAML document"),
+        "{last_error}"
+    );
+    // The routes back, and an L4 rule meant for one network whose list was commented out.
+    std::fs::write(f.lab.source_dir.join("l7.yaml"), one_route(f.proxy, 19961)).expect("write");
+    let edge = "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nmetadata: { name: edge }\n\
+                spec:\n  defaultAction: deny\n  rules:\n    - name: ssh\n      action: allow\n\
+                \x20     protocol: TCP\n      ports: [\"22\"]\n      from:\n      #  - 192.0.2.0/24\n";
+    refused(&mut f, "edge.yaml", edge);
+    f.assert_survived("a rule field without a value");
+    let last_error = status(f.admin)["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        last_error.contains("edge.yaml: L4Policy/edge: spec.rules[0].from: null"),
+        "{last_error}"
+    );
+}
+
 /// 200,000 empty YAML documents (measured before: one 33 MB error line and a 33 MB /status).
 #[test]
 fn a_flood_of_broken_documents_gives_a_bounded_report() {

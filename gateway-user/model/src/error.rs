@@ -53,7 +53,11 @@ impl fmt::Display for PolicyError {
             object,
             field,
         } = &self.location;
-        write!(f, "{file}: {object}")?;
+        // A problem of the whole file (or revision) names no object.
+        write!(f, "{file}")?;
+        if !object.is_empty() {
+            write!(f, ": {object}")?;
+        }
         if !field.is_empty() {
             write!(f, ": {field}")?;
         }

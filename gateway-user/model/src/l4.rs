@@ -127,29 +127,49 @@ pub struct L4Rule {
 
     /// Source CIDRs, IPv4 or IPv6 (`203.0.113.0/24`, `2001:db8::/32`; a bare address means that
     /// one host). The rule matches a packet from any of them. Omitted: any source.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "not_null"
+    )]
     pub from: Option<Vec<String>>,
 
     /// `TCP`, `UDP`, `ICMP` (ICMP over IPv4) or `ICMPv6`. Omitted: any protocol.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "not_null"
+    )]
     pub protocol: Option<L4Protocol>,
 
     /// Destination ports on the node, as strings: single ports (`"22"`) or inclusive ranges
     /// (`"8000-8999"`), each in 1-65535. Only with protocol `TCP` or `UDP`. Omitted: any port.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "not_null"
+    )]
     #[schemars(inner(regex(pattern = r"^[0-9]+(-[0-9]+)?$")))]
     pub ports: Option<Vec<String>>,
 
     /// ICMP message types (0-255, e.g. 8 = echo request for ICMP, 128 for ICMPv6). Only with
     /// protocol `ICMP` or `ICMPv6`. Omitted: any type.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "not_null"
+    )]
     #[schemars(inner(range(min = 0, max = 255)))]
     pub icmp_types: Option<Vec<i64>>,
 
     /// A per-source packet rate limit on the packets this rule admits (allow rules only). A
     /// packet must be within every limit of every allow rule it matches, or it is dropped and
     /// counted as rate-limited.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "not_null"
+    )]
     pub rate_limit: Option<L4RateLimit>,
 }
 
@@ -194,3 +214,21 @@ pub struct L4RateLimitKey {
 pub const DEFAULT_IPV4_PREFIX: u8 = 32;
 /// Default IPv6 bucket prefix length (one bucket per /64, the usual end-site allocation).
 pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+
+/// A rule field that is there must say something: `from: ~` (or `from:` with its entries
+/// commented out) would otherwise read as the field left out, "any source", and open what
+/// the rule was meant to narrow. (The Kubernetes API server removes a null field before it
+/// stores the object, so there the field is simply absent.)
+fn not_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    match Option::<T>::deserialize(d)? {
+        Some(v) => Ok(Some(v)),
+        None => Err(serde::de::Error::custom(
+            "null (a key with no value) is not allowed here: leave the field out to match \
+             anything, or give it a value",
+        )),
+    }
+}

@@ -134,6 +134,19 @@ fn parse_file(file: &SourceFile, budget: &Budget) -> Parsed {
             return parsed;
         }
     }
+    // A file with no document (empty, or only comments) is most likely a truncated write (a
+    // full disk, an editor or a sync interrupted): read as "no objects", it would remove
+    // what the file held, a default-deny firewall included, without a word.
+    if parsed.objects.is_empty() && parsed.failures.is_empty() {
+        parsed.failures.push(DocFailure::Revision(PolicyError::new(
+            &file.path,
+            "",
+            "",
+            "the file holds no YAML document (it is empty or only comments); an empty policy \
+             file is refused so that a truncated write cannot remove policy: delete the file \
+             to remove what it held",
+        )));
+    }
     // Each document was offered one node more than the budget had left, so a parse that stayed
     // below it was never limited by it.
     parsed.complete =

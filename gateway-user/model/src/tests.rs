@@ -258,6 +258,48 @@ fn duplicate_keys_are_malformed_yaml() {
 }
 
 #[test]
+fn a_file_with_no_document_is_refused_not_read_as_no_policy() {
+    // A truncated write (empty), a file whose objects were commented out, a lone null: each
+    // would otherwise remove what the file held.
+    let policy = l4("kept", RULE);
+    for empty in [
+        "",
+        "\n\n",
+        "# deny: everything\n#  - 10.0.0.0/8\n",
+        "---\n...\n",
+        "~\n",
+    ] {
+        let e = only_error(&[("a.yaml", &policy), ("edge.yaml", empty)]);
+        assert_eq!(e.location.file, "edge.yaml", "{empty:?}: {e}");
+        assert!(
+            e.message.contains("holds no YAML document") && e.message.contains("delete the file"),
+            "{empty:?}: {e}"
+        );
+    }
+    // An empty document beside a real one is fine.
+    assert!(parse(&docs(&[("p.yaml", &format!("# header\n---\n{policy}"))])).is_ok());
+}
+
+#[test]
+fn a_rule_field_given_no_value_is_refused_not_read_as_any() {
+    for (field, rule) in [
+        ("from", "    - name: ssh\n      action: allow\n      protocol: TCP\n      ports: [\"22\"]\n      from:\n      #  - 192.0.2.0/24\n"),
+        ("protocol", "    - { name: ssh, action: allow, protocol: ~, from: [192.0.2.0/24] }\n"),
+        ("ports", "    - { name: ssh, action: allow, protocol: TCP, ports: null }\n"),
+        ("icmpTypes", "    - { name: ping, action: allow, protocol: ICMP, icmpTypes: ~ }\n"),
+        ("rateLimit", "    - { name: web, action: allow, rateLimit: ~ }\n"),
+    ] {
+        let e = only_error(&[("p.yaml", &l4("a", rule))]);
+        assert_eq!(
+            (e.location.object.as_str(), e.location.field.as_str()),
+            ("L4Policy/a", format!("spec.rules[0].{field}").as_str()),
+            "{e}"
+        );
+        assert!(e.message.contains("leave the field out"), "{e}");
+    }
+}
+
+#[test]
 fn a_document_that_is_not_an_object_is_an_error() {
     let e = only_error(&[("p.yaml", "- a\n- b\n")]);
     assert!(e.message.contains("found a list"), "{e}");

@@ -108,6 +108,18 @@ pub fn validate_path_for(
     node: Option<NodeLabels>,
 ) -> Result<Validated, ValidateFailure> {
     let mut docs = read_dir(path)?;
+    // The agent refuses such a revision (it would remove every rule): so does validate.
+    if docs.files.is_empty() {
+        return Err(ValidateFailure::Invalid(PolicyErrors(vec![
+            PolicyError::new(
+                path.display().to_string(),
+                "",
+                "",
+                "no policy files (*.yaml, *.yml) here: the agent refuses a revision that would \
+             remove all policy",
+            ),
+        ])));
+    }
     let labels = node.as_ref().map(super::node::labels_text);
     super::node::apply_node(&mut docs, node);
     let snapshot = tollgate_compile::snapshot::compile_documents_for_node(
@@ -395,6 +407,22 @@ mod tests {
             render(&result, Format::Text),
             "valid: 1 policies, 2 rules; 1 listeners, 1 routes, 1 backends\n"
         );
+    }
+
+    #[test]
+    fn what_the_agent_refuses_as_no_policy_is_invalid_here_too() {
+        // No policy file at all, and a policy file emptied (a truncated write).
+        let none = tree(&[("README.md", "# policy\n")]);
+        let emptied = tree(&[("edge.yaml", ""), ("other.yaml", GOOD)]);
+        for (dir, says) in [
+            (&none, "no policy files"),
+            (&emptied, "edge.yaml: the file holds no YAML document"),
+        ] {
+            let result = validate_path(dir.path());
+            assert_eq!(exit_code(&result), 1);
+            let text = render(&result, Format::Text);
+            assert!(text.contains(says), "{text}");
+        }
     }
 
     #[test]
