@@ -279,6 +279,63 @@ fn the_admin_port_bounds_connections_heads_and_time() {
     f.assert_survived("the admin port attack");
 }
 
+/// 64 webhook calls from one client whose bodies never arrive, no secret needed (measured
+/// before: every place of the admin port held for 60 s, `/healthz` failing all that time,
+/// long enough for the kubelet's liveness probe to restart the agent). Now: one client holds
+/// at most 16 connections, a body has 10 s to arrive (408), and the probes from elsewhere
+/// are answered throughout.
+#[test]
+fn slow_webhook_bodies_from_one_client_leave_the_probes_their_places() {
+    require_root!();
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let secret = work.path().join("webhook-secret");
+    std::fs::write(&secret, "s3cret-for-the-test\n").expect("write the secret");
+    let secret = secret.to_str().expect("a UTF-8 path").to_owned();
+    let mut f = Fixture::start(
+        "hhook",
+        18706,
+        19962,
+        19963,
+        &["--webhook-secret-file", &secret],
+    );
+    let head = b"POST /hooks/git HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0";
+    let conns = partial_heads(f.admin, 64, head);
+    std::thread::sleep(Duration::from_millis(500));
+    // The server closed all but 16 of them at once.
+    let mut open: Vec<TcpStream> = conns
+        .into_iter()
+        .filter_map(|mut c| (closed(std::slice::from_mut(&mut c)) == 0).then_some(c))
+        .collect();
+    assert_eq!(open.len(), 16, "connections of one client left open");
+    let started = Instant::now();
+    for _ in 0..4 {
+        let r = curl(&[
+            "-m",
+            "2",
+            "--interface",
+            "127.0.0.2",
+            &format!("http://127.0.0.1:{}/healthz", f.admin),
+        ]);
+        assert_eq!(r.status, 200, "/healthz from another client: {r:?}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    // The bodies that never came are answered 408 once their 10 s are up.
+    let mut answers = Vec::new();
+    for c in open.iter_mut() {
+        c.set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("a read timeout");
+        let mut buf = [0u8; 64];
+        let n = c.read(&mut buf).unwrap_or(0);
+        answers.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        answers.iter().all(|a| a.starts_with("HTTP/1.1 408")),
+        "{answers:?} after {:?}",
+        started.elapsed()
+    );
+    f.assert_survived("slow webhook bodies");
+}
+
 /// As many idle keep-alive clients as the default connection limit allows (4,096, less the few
 /// the test itself needs), each after one answered request: what an open connection costs the
 /// agent, measured (about 34 KB with a release build), and the 512 MiB limit far away.

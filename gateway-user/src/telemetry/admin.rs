@@ -18,6 +18,11 @@ pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9464";
 
 /// Open connections to the admin server; over it, new ones wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Connections one client (an IPv4 address, an IPv6 /64) may hold: a quarter of the port,
+/// so that one client holding its connections open (slow webhook bodies, unfinished heads)
+/// cannot take the places of the kubelet's probes and Prometheus' scrapes. Over it, a new
+/// connection is closed at once.
+pub const MAX_CONNECTIONS_PER_SOURCE: usize = 16;
 /// Largest request head the admin server reads (its requests are a line and a few headers).
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Time a client has to send a request head; also how long a keep-alive connection may wait
@@ -126,8 +131,9 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
 
 /// Binds `addr` (so that a taken port is an error at start, not later) and serves until the
 /// process ends. The admin port is bounded like the public listeners: at most
-/// [`MAX_CONNECTIONS`] connections of at most [`MAX_HEAD_BYTES`] of head each (1 MiB in all),
-/// heads within [`HEADER_READ_TIMEOUT`], connections for at most [`CONNECTION_LIFETIME`].
+/// [`MAX_CONNECTIONS`] connections ([`MAX_CONNECTIONS_PER_SOURCE`] of one client) of at most
+/// [`MAX_HEAD_BYTES`] of head each (1 MiB in all), heads within [`HEADER_READ_TIMEOUT`],
+/// connections for at most [`CONNECTION_LIFETIME`].
 pub async fn serve(
     addr: SocketAddr,
     shared: Arc<Shared>,
@@ -142,13 +148,20 @@ pub async fn serve_router(
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let sources = Arc::new(Sources::default());
     Ok(tokio::spawn(async move {
         loop {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
             };
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
+            let (stream, source_slot) = match listener.accept().await {
+                Ok((stream, peer)) => match sources.take(peer.ip()) {
+                    Some(source_slot) => (stream, source_slot),
+                    None => {
+                        tracing::debug!(%peer, "admin server: the client holds its share of connections; closed");
+                        continue;
+                    }
+                },
                 Err(error) => {
                     tracing::warn!(%error, "admin server: accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -164,8 +177,56 @@ pub async fn serve_router(
                     .keep_alive(true)
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
                 let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+                drop(source_slot);
                 drop(slot);
             });
         }
     }))
+}
+
+/// Open admin connections by client ([`MAX_CONNECTIONS_PER_SOURCE`]).
+#[derive(Default)]
+struct Sources(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection of a client; its place is given back when dropped.
+struct SourceSlot {
+    sources: Arc<Sources>,
+    key: std::net::IpAddr,
+}
+
+impl Sources {
+    /// A place for a connection from `ip`, if its client holds fewer than its share.
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<SourceSlot> {
+        use std::net::IpAddr;
+        // An IPv6 client is its /64 (one end site, whose addresses it can rotate through).
+        let key = match ip {
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6((u128::from(a) & !(u128::MAX >> 64)).into()),
+            },
+            v4 => v4,
+        };
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = held.entry(key).or_default();
+        if *n >= MAX_CONNECTIONS_PER_SOURCE {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            sources: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut held = self.sources.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.key);
+            }
+        }
+    }
 }

@@ -29,6 +29,8 @@ pub const PATH: &str = "/hooks/git";
 /// Largest body accepted (GitHub caps payloads at 25 MB, but the agent reads none of it: a push
 /// event is a few kB, and a megabyte is plenty for any event worth signing).
 pub const MAX_BODY: usize = 1024 * 1024;
+/// Time a client has to send the whole body (a Git host sends its few kB at once).
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What became of a webhook call: the `outcome` label of `tollgate_webhook_calls_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +113,17 @@ async fn judge(
         // Refused before a byte of the body is read.
         return too_large;
     }
-    let body = match Limited::new(body, MAX_BODY).collect().await {
+    // A body that trickles in would hold an admin connection for its whole life (60 s); a
+    // Git host sends its few kB at once.
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, MAX_BODY).collect());
+    let Ok(read) = read.await else {
+        return (
+            StatusCode::REQUEST_TIMEOUT,
+            Outcome::BadRequest,
+            "the body did not arrive within 10 s",
+        );
+    };
+    let body = match read {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large,
         Err(_) => {
