@@ -239,6 +239,9 @@ impl GitSource {
         let mut options = FetchOptions::new();
         options.remote_callbacks(callbacks);
         options.download_tags(git2::AutotagOption::All);
+        // A branch or tag deleted on the server goes here too: kept, it would be followed as
+        // if nothing had happened, and the deletion never reported.
+        options.prune(git2::FetchPrune::On);
         let fetched = remote.fetch(
             &[
                 "+refs/heads/*:refs/remotes/origin/*",

@@ -131,6 +131,32 @@ fn a_commit_is_read_whole_and_a_new_commit_is_a_new_revision() {
 }
 
 #[test]
+fn a_branch_or_tag_deleted_on_the_server_is_an_error_not_followed_from_the_cache() {
+    let work = repo_with(&[("a.yaml", b"a: 1\n")]);
+    let repo = work.path();
+    git(repo, &["branch", "live"]);
+    git(repo, &["tag", "pinned"]);
+    let cache = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", repo.display());
+    let open = |reference: &str| {
+        GitSource::open(&url, reference, "", &GitOptions::default(), cache.path()).unwrap()
+    };
+    let (live, pinned) = (open("live"), open("pinned"));
+    assert!(live.fetch().is_ok() && pinned.fetch().is_ok());
+    git(repo, &["branch", "-D", "live"]);
+    git(repo, &["tag", "-d", "pinned"]);
+    for (src, name) in [(&live, "live"), (&pinned, "pinned")] {
+        let e = src.fetch().unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "\"{name}\" is neither a branch, a tag nor a commit"
+            )),
+            "{name}: {e}"
+        );
+    }
+}
+
+#[test]
 fn git_urls_are_told_from_directories() {
     for url in [
         "file:///srv/policy",
