@@ -557,6 +557,27 @@ fn client_certificates_are_required_on_listeners_with_frontend_validation_only()
         );
         assert_eq!(r.status, 421, "{version}: {r:?}");
     }
+    // A gRPC call too: the 421 stays an HTTP 421 (it is for the client's HTTP/2 layer, which
+    // may retry on a new connection), with the gRPC status beside it.
+    let r = https(
+        &ca.cert,
+        "open.tls.test",
+        "/svc.S/M",
+        &[
+            "-H",
+            "Host: secure.tls.test",
+            "-H",
+            "content-type: application/grpc",
+            "--http2",
+            "--data-binary",
+            "",
+        ],
+    );
+    assert_eq!(
+        (r.status, r.header("grpc-status")),
+        (421, Some("2")),
+        "{r:?}"
+    );
 
     let m = metrics(ADMIN);
     assert_eq!(

@@ -25,9 +25,18 @@ pub(crate) fn local(
 ) -> Response<ResponseBody> {
     done.reason = reason;
     if done.grpc {
-        // A gRPC client reads the status from the trailers-only answer (see `grpc`).
-        done.status = StatusCode::OK.as_u16();
+        // A gRPC client reads the status from the trailers-only answer (see `grpc`). A 421
+        // keeps its HTTP status: it tells the client's HTTP/2 layer, below gRPC, that this
+        // connection (coalesced for another host) is the wrong one and another may serve it
+        // (RFC 9110 section 15.5.20, RFC 9113 section 9.1.2).
+        let http_status = if status == StatusCode::MISDIRECTED_REQUEST {
+            status
+        } else {
+            StatusCode::OK
+        };
+        done.status = http_status.as_u16();
         let mut resp = Response::new(ResponseBody::full(Bytes::new(), done));
+        *resp.status_mut() = http_status;
         *resp.headers_mut() = crate::grpc::trailers_only(status, message);
         resp.extensions_mut().insert(LocalAnswer);
         return resp;
