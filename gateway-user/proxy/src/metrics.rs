@@ -146,6 +146,19 @@ pub struct JwksMetrics {
     pub keys: Family<JwksLabels, Gauge>,
 }
 
+/// Every value of [`TlsFailureLabels::reason`] (what `tls::failure_reason` and the listener
+/// give).
+pub const TLS_FAILURE_REASONS: [&str; 8] = [
+    "timeout",
+    "unknown_sni",
+    "malformed",
+    "incompatible",
+    "client_alert",
+    "client_certificate",
+    "protocol",
+    "closed",
+];
+
 /// Label of `tollgate_http_tls_handshake_failures_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TlsFailureLabels {
@@ -295,6 +308,12 @@ impl HttpMetrics {
             jwks.keys.clone(),
         );
         let tls_handshake_failures = Family::<TlsFailureLabels, Counter>::default();
+        // Every reason from the start (at 0), so that rate() and alerts see the series.
+        for reason in TLS_FAILURE_REASONS {
+            tls_handshake_failures
+                .get_or_create(&TlsFailureLabels { reason })
+                .inc_by(0);
+        }
         catalog.register(
             registry,
             "tollgate_http_tls_handshake_failures",

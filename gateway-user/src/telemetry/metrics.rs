@@ -493,6 +493,15 @@ impl Metrics {
             apply_duration.clone(),
         );
         let apply_failures = Family::<ReasonLabel, Counter>::default();
+        // Every reason from the start (at 0): the alert on this family (telemetry.md) must
+        // see the series before the first failure.
+        for kind in tollgate_model::source::RefusalKind::ALL {
+            apply_failures
+                .get_or_create(&ReasonLabel {
+                    reason: kind.as_str().into(),
+                })
+                .inc_by(0);
+        }
         catalog.register(
             &mut registry,
             "tollgate_policy_apply_failures",
@@ -735,6 +744,10 @@ mod tests {
             "tollgate_map_capacity{map=\"filter_v6\"} 2097152",
             "tollgate_policy_apply_duration_seconds_bucket",
             "tollgate_policy_apply_failures_total{reason=\"invalid\"} 1",
+            // The other reasons from the start, at 0 (an alert's series exists before the
+            // first failure).
+            "tollgate_policy_apply_failures_total{reason=\"source\"} 0",
+            "tollgate_policy_apply_failures_total{reason=\"apply\"} 0",
             "tollgate_policy_last_apply_success_timestamp_seconds",
             "tollgate_policy_revision_info{source=\"examples/\",revision=\"dir:5678\"} 1",
             "tollgate_build_info{version=",
