@@ -250,7 +250,7 @@ pub fn diff(old: &Path, new: &Path, json: bool) -> i32 {
     match (load(old), load(new)) {
         (Ok(o), Ok(n)) => report(&changes(&o, &n), json),
         (Err(e), _) | (_, Err(e)) => {
-            eprintln!("{e}");
+            eprintln!("{}", super::terminal_safe(&e.to_string()));
             2
         }
     }
@@ -315,7 +315,7 @@ pub fn diff_revisions(
     match revisions(repo, path, options, old, new) {
         Ok((o, n)) => report(&changes(&o, &n), json),
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}", super::terminal_safe(&e.to_string()));
             2
         }
     }
@@ -335,9 +335,9 @@ fn report(changes: &[Change], json: bool) -> i32 {
                 "removed" => "-",
                 _ => "~",
             };
-            println!("{sign} {}", c.what);
+            println!("{sign} {}", super::terminal_safe(&c.what));
             for f in &c.fields {
-                println!("    {f}");
+                println!("    {}", super::terminal_safe(f));
             }
         }
         if changes.is_empty() {

@@ -196,7 +196,11 @@ pub fn main() -> anyhow::Result<i32> {
                 OutputFormat::Text => validate::Format::Text,
                 OutputFormat::Json => validate::Format::Json,
             };
-            print!("{}", validate::render(&result, fmt));
+            let out = validate::render(&result, fmt);
+            match fmt {
+                validate::Format::Text => print!("{}", terminal_safe(&out)),
+                validate::Format::Json => print!("{out}"),
+            }
             Ok(validate::exit_code(&result))
         }
         Command::Explain(args) => explain::explain(args),
@@ -357,5 +361,42 @@ mod tests {
     fn the_command_line_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+}
+
+/// `text` with its control characters (but line ends and tabs) written as `\u{..}` escapes:
+/// what a policy says (names, values quoted in errors) reaches a terminal, and an escape
+/// sequence in it would be run by the terminal (retitle it, erase lines, ...).
+pub(crate) fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod terminal_tests {
+    #[test]
+    fn control_characters_are_escaped_and_line_ends_kept() {
+        let hostile = "x\u{1b}]0;pwned\u{7}\u{1b}[2K\u{9b}1m\0 ok\tok\n";
+        assert_eq!(
+            super::terminal_safe(hostile),
+            "x\\u{1b}]0;pwned\\u{7}\\u{1b}[2K\\u{9b}1m\\u{0} ok\tok\n"
+        );
+        assert!(matches!(
+            super::terminal_safe("plain é\n"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

@@ -30,9 +30,14 @@ pub fn status(admin: SocketAddr, json: bool) -> anyhow::Result<i32> {
             )
         }
     };
-    println!("applied:    {}", rev(&v["applied"]));
-    println!("attempted:  {}", rev(&v["attempted"]));
-    println!("last error: {}", v["last_error"].as_str().unwrap_or("none"));
+    // What the agent reports can quote the policy (names, values): escaped for the terminal.
+    let safe = |s: &str| super::terminal_safe(s).into_owned();
+    println!("applied:    {}", safe(&rev(&v["applied"])));
+    println!("attempted:  {}", safe(&rev(&v["attempted"])));
+    println!(
+        "last error: {}",
+        safe(v["last_error"].as_str().unwrap_or("none"))
+    );
     if let Some(failures) = v["consecutive_failures"].as_u64().filter(|n| *n > 0) {
         println!("source:     unreadable {failures} time(s) in a row; retrying with backoff");
     }
