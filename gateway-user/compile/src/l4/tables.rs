@@ -613,6 +613,19 @@ fn rule_ranges(rule: &Rule, proto: u8) -> Vec<(u16, u16)> {
     }
 }
 
+/// `ranges` sorted, with those that overlap or touch made one.
+fn merged(mut ranges: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u16, u16)> = Vec::with_capacity(ranges.len());
+    for (a, b) in ranges {
+        match out.last_mut() {
+            Some(last) if u32::from(a) <= u32::from(last.1) + 1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
 /// Builds the port table for the rules `members` (indexes into `set_rules`, with specificity).
 fn port_table(set_rules: &[SetRule], members: &[(usize, i32)]) -> PortTable {
     // Attribution order: most specific source first, then (policy, rule) name = rule index.
@@ -663,10 +676,12 @@ fn port_table(set_rules: &[SetRule], members: &[(usize, i32)]) -> PortTable {
         .filter_map(|(_, _, r)| r.protocol.map(Protocol::number))
         .collect();
     for proto in protos {
-        // Elementary intervals between every range boundary.
+        // Elementary intervals between every range boundary. Each rule's ranges merged and
+        // sorted, so that whether it covers an interval is one binary search: a rule with
+        // 30,000 ports checked range by range made 65,536 intervals cost seconds.
         let ranges: Vec<Vec<(u16, u16)>> = ordered
             .iter()
-            .map(|(_, _, r)| rule_ranges(r, proto))
+            .map(|(_, _, r)| merged(rule_ranges(r, proto)))
             .collect();
         let mut cuts: BTreeSet<u32> = BTreeSet::from([0, 65536]);
         for (a, b) in ranges.iter().flatten() {
@@ -682,8 +697,10 @@ fn port_table(set_rules: &[SetRule], members: &[(usize, i32)]) -> PortTable {
                     .iter()
                     .zip(&ranges)
                     .filter(|(_, rs)| {
-                        rs.iter()
-                            .any(|(a, b)| u32::from(*a) <= lo && hi <= u32::from(*b))
+                        // The last range starting at or before `lo`: an elementary interval
+                        // is inside one range or outside them all.
+                        let i = rs.partition_point(|&(a, _)| u32::from(a) <= lo);
+                        i > 0 && hi <= u32::from(rs[i - 1].1)
                     })
                     .map(|((_, i, r), _)| (*i, *r)),
             );
@@ -742,7 +759,24 @@ fn check_limits(set: &RuleSet, infos: &[RuleInfo], errors: &mut Vec<PolicyError>
         .chain(set.v4.values())
         .chain(set.v6.values());
     let mut reported: BTreeSet<Vec<RuleIdx>> = BTreeSet::new();
+    let limit_rules = |t: &PortTable| -> BTreeSet<RuleIdx> {
+        t.entries
+            .iter()
+            .flat_map(|e| e.verdict.limits.iter().copied())
+            .collect()
+    };
+    let wildcard_limits = limit_rules(&set.wildcard);
+    let wildcard = PortIndex::new(&set.wildcard);
     for table in tables {
+        // A packet's limits are some of the limited rules of the two tables: with no more
+        // of those than the data path checks, no point can have too many (most rule sets;
+        // the walk below looks a verdict up at every point, up to 131,072 of them).
+        let mut both = limit_rules(table);
+        both.extend(wildcard_limits.iter().copied());
+        if both.len() <= MAX_LIMITS {
+            continue;
+        }
+        let index = PortIndex::new(table);
         // The points where either table's verdict can change: every prefix start and end.
         let mut points: BTreeSet<(Option<u8>, u16)> = BTreeSet::new();
         for e in table.entries.iter().chain(&set.wildcard.entries) {
@@ -761,8 +795,8 @@ fn check_limits(set: &RuleSet, infos: &[RuleInfo], errors: &mut Vec<PolicyError>
         }
         for (proto, port) in points {
             let proto = proto.unwrap_or(255);
-            let v1 = table.lookup(proto, port);
-            let v2 = set.wildcard.lookup(proto, port);
+            let v1 = index.lookup(proto, port);
+            let v2 = wildcard.lookup(proto, port);
             if v1
                 .and_then(|v| v.deny)
                 .or(v2.and_then(|v| v.deny))
@@ -792,6 +826,40 @@ fn check_limits(set: &RuleSet, infos: &[RuleInfo], errors: &mut Vec<PolicyError>
                     ),
                 ));
             }
+        }
+    }
+}
+
+/// [`PortTable::lookup`] by binary search, for the tables [`port_table`] builds: per protocol,
+/// prefixes that do not overlap (those of disjoint intervals), and one any-protocol entry.
+struct PortIndex<'a> {
+    any: Option<&'a SymVerdict>,
+    /// (protocol, first port) -> (last port, verdict).
+    prefixes: BTreeMap<(u8, u16), (u16, &'a SymVerdict)>,
+}
+
+impl<'a> PortIndex<'a> {
+    fn new(table: &'a PortTable) -> Self {
+        let mut index = PortIndex {
+            any: None,
+            prefixes: BTreeMap::new(),
+        };
+        for e in &table.entries {
+            match (e.proto, e.port_prefix) {
+                (Some(p), Some((value, len))) => {
+                    let last = u32::from(value) + (1u32 << (16 - u32::from(len))) - 1;
+                    index.prefixes.insert((p, value), (last as u16, &e.verdict));
+                }
+                _ => index.any = Some(&e.verdict),
+            }
+        }
+        index
+    }
+
+    fn lookup(&self, proto: u8, port: u16) -> Option<&'a SymVerdict> {
+        match self.prefixes.range(..=(proto, port)).next_back() {
+            Some((&(p, _), &(last, v))) if p == proto && port <= last => Some(v),
+            _ => self.any,
         }
     }
 }
