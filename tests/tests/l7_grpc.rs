@@ -86,7 +86,13 @@ fn grpc_calls_are_matched_split_filtered_and_streamed() {
     let _v2 = GrpcBackend::start("v2", V2);
     let _canary = GrpcBackend::start("canary", CANARY);
     lab.write_policy("l7.yaml", &policy());
-    let _agent = start_agent(&lab, ADMIN, &[PROXY], &["--access-log", "off"]);
+    // A body limit of 64 KiB, which one stream below passes after its answer has begun.
+    let _agent = start_agent(
+        &lab,
+        ADMIN,
+        &[PROXY],
+        &["--access-log", "off", "--max-request-body", "65536"],
+    );
 
     let r = calls(json!([
         unary("/test.Echo/Unary", &[("x-version", "2")], "hello"),
@@ -111,6 +117,15 @@ fn grpc_calls_are_matched_split_filtered_and_streamed() {
     // came back, so a proxy that waited for the whole request would hang it.
     assert_eq!(r[4]["code"], "OK", "{}", r[4]);
     assert_eq!(r[4]["responses"], json!(["v1|a", "v1|b", "v1|c"]));
+
+    // A stream that passes the body limit after its first answers: the call ends with
+    // RESOURCE_EXHAUSTED in the trailers, as a message too large would (not a reset, which
+    // the client reads as INTERNAL); what was answered before stays answered.
+    let big = "m".repeat(40_000);
+    let r = calls(json!([{ "method": "/test.Echo/Chat", "stream": ["a", big, big, "z"] }]));
+    // (The messages, 40 kB each, are left out of the failure messages.)
+    assert_eq!(r[0]["code"], "RESOURCE_EXHAUSTED", "{}", r[0]["details"]);
+    assert_eq!(r[0]["responses"][0], "v1|a", "{}", r[0]["details"]);
 
     // The weighted split, over 200 unary calls on one channel.
     let split: Vec<Value> = (0..200)

@@ -123,10 +123,27 @@ impl Body for ResponseBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
+                // A gRPC call whose request grew past the body limit after the backend had
+                // begun to answer: the call ends with gRPC's status for a message too large
+                // in the trailers, as the proxy's own answer before the response would say
+                // (a reset would read INTERNAL to the client).
+                let grpc_too_large = this
+                    .done
+                    .as_ref()
+                    .is_some_and(|d| d.grpc && d.body.as_ref().is_some_and(|b| b.too_large()));
                 if let Some(done) = this.done.as_mut() {
                     done.reason = "reset";
                 }
                 this.finish(true);
+                if grpc_too_large {
+                    this.source = Source::Full(Full::new(Bytes::new()));
+                    let mut trailers = crate::grpc::trailers_only(
+                        http::StatusCode::PAYLOAD_TOO_LARGE,
+                        "the request is larger than the route's body limit",
+                    );
+                    trailers.remove(http::header::CONTENT_TYPE);
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
