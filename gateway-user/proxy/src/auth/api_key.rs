@@ -212,6 +212,11 @@ impl Scheme for ApiKey {
 
     fn present<'r>(&self, req: &Request<'r>) -> Option<Cow<'r, [u8]>> {
         let key: Cow<'r, [u8]> = match &self.location {
+            // Two key fields are refused (an empty key matches none), not read as the first:
+            // a backend reading the other would act for another consumer than was checked.
+            KeyLocation::Header(h) if req.headers.get_all(h).iter().nth(1).is_some() => {
+                return Some(Cow::Borrowed(b""));
+            }
             KeyLocation::Header(h) => req.headers.get(h)?.as_bytes().into(),
             KeyLocation::Query(q) => match query_param(req.query, q)? {
                 Cow::Borrowed(s) => s.as_bytes().into(),

@@ -32,13 +32,30 @@ pub const MAX_VERIFIED: usize = 10_000;
 
 /// The users of an htpasswd file and their bcrypt hashes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Users(HashMap<String, String>);
+pub struct Users {
+    hashes: HashMap<String, String>,
+    /// A bcrypt hash of the file's most common cost that no password matches: what a user the
+    /// file does not hold is checked against, so that the answer takes as long as for a user
+    /// it holds (else the time tells which user names exist; CWE-208).
+    decoy: String,
+}
 
 impl Users {
     /// The bcrypt hash of `user`.
     pub fn get(&self, user: &str) -> Option<&str> {
-        self.0.get(user).map(String::as_str)
+        self.hashes.get(user).map(String::as_str)
     }
+
+    /// The hash an unknown user's password is checked against.
+    pub fn decoy(&self) -> &str {
+        &self.decoy
+    }
+}
+
+/// A bcrypt hash of `cost` (an all-zero salt and digest: bcrypt does the whole work of its
+/// cost to find that a password does not match).
+fn decoy(cost: u32) -> String {
+    format!("$2b${cost:02}${}", ".".repeat(53))
 }
 
 /// Parses an htpasswd file (bcrypt entries only).
@@ -82,7 +99,21 @@ pub fn parse_htpasswd(file: &Path, text: &str) -> Result<Users, AuthFileError> {
             file: file.to_owned(),
         });
     }
-    Ok(Users(out))
+    let mut costs: HashMap<u32, usize> = HashMap::new();
+    for hash in out.values() {
+        if let Ok(parts) = hash.parse::<bcrypt::HashParts>() {
+            *costs.entry(parts.get_cost()).or_default() += 1;
+        }
+    }
+    // The most common cost; of two as common, the higher.
+    let cost = costs
+        .into_iter()
+        .max_by_key(|&(cost, n)| (n, cost))
+        .map_or(bcrypt::DEFAULT_COST, |(cost, _)| cost);
+    Ok(Users {
+        hashes: out,
+        decoy: decoy(cost),
+    })
 }
 
 impl CredentialFile for Users {
@@ -212,6 +243,12 @@ impl Scheme for Basic {
             .iter()
             .find_map(|set| set.load().get(&user).map(str::to_owned))
         else {
+            // As long as a wrong password of a user the files hold.
+            let decoy = self.sets.first().map(|set| set.load().decoy().to_owned());
+            if let (Some(checks), Some(decoy)) = (self.checks.as_ref(), decoy) {
+                let check = checks.submit(password, decoy).map_err(|_| Failure::Busy)?;
+                let _ = check.await;
+            }
             return Err(Failure::Invalid);
         };
         let id = self.cache_id(&user, &password);
@@ -279,6 +316,41 @@ mod tests {
             let (n, why) = line_error(parse_htpasswd(Path::new("h"), &text).unwrap_err());
             assert_eq!(n, 2, "{line}");
             assert!(why.contains(want), "{line}: {why}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_user_is_checked_against_a_decoy_of_the_files_most_common_cost() {
+        let (a, b, c) = (
+            bcrypt::hash("x", 4).unwrap(),
+            bcrypt::hash("y", 5).unwrap(),
+            bcrypt::hash("z", 5).unwrap(),
+        );
+        let users = parse_htpasswd(Path::new("h"), &format!("a:{a}\nb:{b}\nc:{c}\n")).unwrap();
+        let parts: bcrypt::HashParts = users.decoy().parse().expect("a bcrypt hash");
+        assert_eq!(parts.get_cost(), 5);
+        // bcrypt runs the check (no error) and no password matches it.
+        for password in ["", "x", "y", "z", "password"] {
+            assert_eq!(bcrypt::verify(password, users.decoy()).ok(), Some(false));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_user_takes_a_bcrypt_check_like_a_known_one() {
+        // A pool that takes no check: a known user's wrong password finds it busy, and so
+        // must an unknown user's (before the decoy, it was refused at once, without one).
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        let users = parse_htpasswd(Path::new("h"), &format!("alice:{hash}\n")).unwrap();
+        let basic = Basic {
+            files: Vec::new(),
+            sets: vec![Arc::new(FileSet::new(users))],
+            checks: Some(Arc::new(PasswordChecks::new(0, 0))),
+            verified: Mutex::new(HashMap::new()),
+            cache_key: random_key(),
+        };
+        for user in ["alice", "mallory"] {
+            let got = basic.verify(given(user, "wrong").unwrap()).await;
+            assert!(matches!(got, Err(Failure::Busy)), "{user}: {:?}", got.err());
         }
     }
 

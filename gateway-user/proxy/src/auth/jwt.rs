@@ -98,6 +98,10 @@ impl Jwks {
         let got = fetch(&remote.url, remote.tls.as_ref())
             .await
             .and_then(|body| parse_jwks(&body));
+        // The gap is counted from the end too: the requests that waited for this fetch (an
+        // unknown `kid` each) find it recent and are answered, instead of each starting
+        // another fetch of a slow server in turn, their wait growing by a fetch each.
+        *last = Some(Instant::now());
         match got {
             Ok(set) => {
                 let n = set.len();
@@ -492,11 +496,36 @@ fn failure(e: &jsonwebtoken::errors::Error) -> TokenFailure {
     }
 }
 
+/// Whether the token's header has `crit` (the header has been decoded once already).
+fn names_critical_extensions(token: &str) -> bool {
+    use base64::Engine as _;
+    let Some(first) = token.split('.').next() else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(first)
+        .ok()
+        .and_then(|raw| {
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&raw).ok()
+        })
+        .is_some_and(|h| h.contains_key("crit"))
+}
+
 /// The consumer and claim headers of checked claims.
 pub fn consumer_of(
     def: &JwtProviderDef,
     claims: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<Verified, TokenFailure> {
+    // Registered claims of the wrong type are refused, not read as absent: the dates are
+    // NumericDates (RFC 7519 sections 4.1.4-4.1.6), `iss` one StringOrURI (section 4.1.1).
+    for date in ["exp", "nbf", "iat"] {
+        if claims.get(date).is_some_and(|v| !v.is_number()) {
+            return Err(TokenFailure::Invalid);
+        }
+    }
+    if claims.get("iss").is_some_and(|v| !v.is_string()) {
+        return Err(TokenFailure::Issuer);
+    }
     let consumer = claims
         .get(&def.consumer_claim)
         .and_then(|v| v.as_str())
@@ -532,6 +561,11 @@ pub async fn verify(
         return Err(TokenFailure::Invalid);
     }
     let header = jsonwebtoken::decode_header(token).map_err(|_| TokenFailure::Invalid)?;
+    // Extensions the token says must be understood: none is (RFC 7515 section 4.1.11: the
+    // JWS is then invalid; `b64: false` of RFC 7797 would change what the signature covers).
+    if names_critical_extensions(token) {
+        return Err(TokenFailure::Invalid);
+    }
     if !matches!(
         header.alg,
         Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA

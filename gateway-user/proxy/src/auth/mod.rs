@@ -226,6 +226,18 @@ impl From<Arc<str>> for Authenticated {
 /// of the first that accepts them, [`Failure::Missing`] when the request has credentials of
 /// none, or the most telling failure.
 pub async fn authenticate(rt: &AuthRuntime, req: &Request<'_>) -> Result<Authenticated, Failure> {
+    // `Authorization` holds one credential (RFC 9110 section 11.6.2): with two, the one
+    // checked here and the one a backend reads could be different consumers' (RFC 6750
+    // section 3.1: invalid_request).
+    if req
+        .headers
+        .get_all(http::header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(Failure::Invalid);
+    }
     let mut failure: Option<Failure> = None;
     for &i in &rt.by_cost {
         match rt.methods[i].attempt(req).await {

@@ -105,6 +105,25 @@ async fn requests_authenticate_by_header_query_or_basic_and_files_reload() {
             .as_deref(),
         Ok("alice")
     );
+    // Two credentials of one kind: refused, whichever comes first (a backend reading the
+    // other would act for another consumer than was checked).
+    for (name, good, bad) in [
+        ("x-api-key", "good-key", "bad"),
+        ("authorization", "Basic YWxpY2U6cHc=", "Basic Ym9iOnB3"),
+    ] {
+        for (first, second) in [(good, bad), (bad, good), (good, good)] {
+            let mut h = with(name, first);
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                second.parse().unwrap(),
+            );
+            assert_eq!(
+                auth(h, None).await,
+                Err(Failure::Invalid),
+                "{name}: {first}, {second}"
+            );
+        }
+    }
     // alice:px, and an unknown user
     assert_eq!(
         auth(with("authorization", "Basic YWxpY2U6cHg="), None).await,

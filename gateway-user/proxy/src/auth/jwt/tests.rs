@@ -114,6 +114,47 @@ async fn tokens_are_checked_and_claims_mapped() {
         check(claims(json!({"exp": null})), Some("k1")).await,
         Err(TokenFailure::Invalid)
     );
+    // Registered claims of the wrong type: refused, not read as absent.
+    for (wrong, failure) in [
+        (json!({"nbf": "x"}), TokenFailure::Invalid),
+        (json!({"iat": "yesterday"}), TokenFailure::Invalid),
+        (
+            json!({"iss": ["https://evil", "https://idp.test"]}),
+            TokenFailure::Issuer,
+        ),
+    ] {
+        assert_eq!(
+            check(claims(wrong.clone()), Some("k1")).await,
+            Err(failure),
+            "{wrong}"
+        );
+    }
+    // A header naming critical extensions, which the gateway implements none of.
+    for crit in [json!(["exp-x"]), json!(["b64"]), json!([])] {
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = Some("k1".into());
+        let signing_input = {
+            use base64::Engine as _;
+            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            let mut header = serde_json::to_value(&h).unwrap();
+            header["crit"] = crit.clone();
+            header["exp-x"] = json!(1);
+            header["b64"] = json!(false);
+            format!(
+                "{}.{}",
+                b64.encode(serde_json::to_vec(&header).unwrap()),
+                b64.encode(serde_json::to_vec(&claims(json!({}))).unwrap())
+            )
+        };
+        let signature =
+            jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, Algorithm::EdDSA).unwrap();
+        let token = format!("{signing_input}.{signature}");
+        assert_eq!(
+            verify(&def, &jwks, &token).await.map(|v| v.consumer),
+            Err(TokenFailure::Invalid),
+            "crit {crit}"
+        );
+    }
     assert_eq!(
         check(claims(json!({"sub": "bad id"})), Some("k1")).await,
         Err(TokenFailure::Invalid)
@@ -374,4 +415,49 @@ async fn ec_keys_with_stripped_leading_zeros_verify_and_overlong_ones_are_skippe
             Err(TokenFailure::Signature)
         );
     }
+}
+
+/// Requests with unknown `kid`s while the identity provider does not answer: they wait for
+/// the one fetch under way and are answered, none starts another (measured before: each
+/// waiter fetched again in turn, 5 s each, so the n-th waited n fetches).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_kids_behind_a_fetch_of_a_silent_server_wait_for_it_and_fetch_no_more() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            counted.fetch_add(1, Ordering::SeqCst);
+            held.push(conn); // never answered
+        }
+    });
+    let mut def = provider(&json!({"keys": []}));
+    def.jwks = JwksDef::Uri {
+        url: format!("http://127.0.0.1:{port}/jwks.json"),
+        ca: None,
+        refresh: Duration::from_secs(300),
+    };
+    let jwks = store().get("default/p", &def).unwrap();
+    // The first fetch (the set's own) is under way.
+    let (key, _) = ed25519("zz");
+    let token = sign(&key, Some("zz"), claims(json!({})));
+    let started = Instant::now();
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let (def, jwks, token) = (def.clone(), jwks.clone(), token.clone());
+            tokio::spawn(async move { verify(&def, &jwks, &token).await.map(|v| v.consumer) })
+        })
+        .collect();
+    for w in waiters {
+        assert_eq!(w.await.unwrap(), Err(TokenFailure::UnknownKid));
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "fetches of the silent server after {:?}",
+        started.elapsed()
+    );
 }
