@@ -135,10 +135,13 @@ pub enum BasicCredentials {
     },
     /// More than [`MAX_BASIC_BYTES`].
     TooLong,
+    /// The Basic scheme, but not `user:password` in base64 of UTF-8: credentials that were
+    /// sent and are wrong (`invalid`), not missing ones.
+    Malformed,
 }
 
-/// The credentials of an `Authorization: Basic` value (RFC 7617); `None` when it is not one
-/// (another scheme, not base64, not UTF-8, no colon).
+/// The credentials of an `Authorization: Basic` value (RFC 7617); `None` when it is another
+/// scheme.
 pub fn parse_basic(value: &str) -> Option<BasicCredentials> {
     use base64::Engine;
     let (scheme, rest) = value.trim().split_once(' ')?;
@@ -150,18 +153,19 @@ pub fn parse_basic(value: &str) -> Option<BasicCredentials> {
     if rest.len() > MAX_BASIC_BYTES.div_ceil(3) * 4 {
         return Some(BasicCredentials::TooLong);
     }
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(rest)
-        .ok()?;
+    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(rest) else {
+        return Some(BasicCredentials::Malformed);
+    };
     if raw.len() > MAX_BASIC_BYTES {
         return Some(BasicCredentials::TooLong);
     }
-    let text = String::from_utf8(raw).ok()?;
-    let (user, password) = text.split_once(':')?;
-    Some(BasicCredentials::Given {
-        user: user.to_owned(),
-        password: password.to_owned(),
-    })
+    let Some((user, password)) = String::from_utf8(raw)
+        .ok()
+        .and_then(|t| t.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
+    else {
+        return Some(BasicCredentials::Malformed);
+    };
+    Some(BasicCredentials::Given { user, password })
 }
 
 /// The basic-authentication method of a policy.
@@ -372,8 +376,16 @@ mod tests {
             given("alice", "s3cr:t")
         );
         assert_eq!(parse_basic("Bearer YWxpY2U6czNjcjp0"), None);
-        assert_eq!(parse_basic("Basic !!!"), None);
-        assert_eq!(parse_basic("Basic YWxpY2U="), None); // no colon
+        // The Basic scheme with what is not user:password: sent and wrong, not missing.
+        assert_eq!(parse_basic("Basic !!!"), Some(BasicCredentials::Malformed));
+        assert_eq!(
+            parse_basic("Basic YWxpY2U="), // no colon
+            Some(BasicCredentials::Malformed)
+        );
+        assert_eq!(
+            parse_basic("Basic /w=="), // not UTF-8
+            Some(BasicCredentials::Malformed)
+        );
     }
 
     #[test]
