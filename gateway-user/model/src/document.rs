@@ -129,7 +129,11 @@ pub(crate) fn parse_document(
                 nodes: read.nodes.max(max_alias_nodes),
                 aliases: true,
             };
-        } else if e.message.contains("budget") || e.message.contains("max_nodes") {
+        } else if (e.message.contains("budget") || e.message.contains("max_nodes"))
+            && !e.message.contains("epth")
+        {
+            // (A document nested too deep is its own problem, reported as such, not the
+            // revision's node budget spent.)
             read.nodes = read.nodes.max(max_nodes);
         }
     }
@@ -144,5 +148,9 @@ pub(crate) fn yaml_message(e: &serde_saphyr::Error) -> String {
         Some(at) if e.location().is_some() => message[..at].to_string(),
         _ => message,
     };
+    if message.contains("budget breached: Depth") {
+        return "mappings and lists nested more than 64 deep (no policy needs a tenth of that)"
+            .to_owned();
+    }
     message.replace(", set DuplicateKeyPolicy in Options if acceptable", "")
 }

@@ -218,6 +218,16 @@ fn wrong_types_and_spellings_name_their_path() {
 }
 
 #[test]
+fn a_document_nested_too_deep_says_so_not_that_the_revision_is_too_big() {
+    // 70 nested flow mappings: about 400 bytes (measured before: "the revision holds more
+    // than 4000000 YAML nodes", with no object).
+    let deep = format!("{}1{}", "{a: ".repeat(70), "}".repeat(70));
+    let e = only_error(&[("deep.yaml", &format!("{}    x: {deep}\n", l4("d", "")))]);
+    assert_eq!(e.location.object, "document 1", "{e}");
+    assert!(e.message.contains("nested more than 64 deep"), "{e}");
+}
+
+#[test]
 fn malformed_yaml_names_the_file_line_and_document() {
     let file = format!(
         "{}---\nkind: L4Policy\nmetadata: {{ name: b\n",
