@@ -140,11 +140,11 @@ fn parse_file(file: &SourceFile, budget: &Budget) -> Parsed {
     if parsed.objects.is_empty() && parsed.failures.is_empty() {
         parsed.failures.push(DocFailure::Revision(PolicyError::new(
             &file.path,
+            "(the file)",
             "",
-            "",
-            "the file holds no YAML document (it is empty or only comments); an empty policy \
-             file is refused so that a truncated write cannot remove policy: delete the file \
-             to remove what it held",
+            "holds no YAML document (it is empty or only comments); an empty policy file is \
+             refused so that a truncated write cannot remove policy: delete the file to remove \
+             what it held",
         )));
     }
     // Each document was offered one node more than the budget had left, so a parse that stayed

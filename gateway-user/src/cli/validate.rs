@@ -416,7 +416,7 @@ mod tests {
         let emptied = tree(&[("edge.yaml", ""), ("other.yaml", GOOD)]);
         for (dir, says) in [
             (&none, "no policy files"),
-            (&emptied, "edge.yaml: the file holds no YAML document"),
+            (&emptied, "edge.yaml: (the file): holds no YAML document"),
         ] {
             let result = validate_path(dir.path());
             assert_eq!(exit_code(&result), 1);
