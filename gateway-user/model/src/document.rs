@@ -82,6 +82,10 @@ pub(crate) struct Read {
     pub(crate) nodes: usize,
     /// Whether the document uses aliases.
     pub(crate) aliases: bool,
+    /// Whether the parser stopped at its node or event budget (what the revision's node
+    /// budget counts), as its report says: never guessed from an error's text, which can
+    /// quote the document (an unknown field named `max_nodes`).
+    pub(crate) node_budget: bool,
 }
 
 /// Parser limits of one document: at most `max_nodes` nodes (the revision's budget left, and
@@ -104,6 +108,13 @@ fn yaml_options(
             report.set(Read {
                 nodes: r.nodes,
                 aliases: r.aliases > 0,
+                node_budget: matches!(
+                    r.breached,
+                    Some(
+                        serde_saphyr::budget::BudgetBreach::Nodes { .. }
+                            | serde_saphyr::budget::BudgetBreach::Events { .. }
+                    )
+                ),
             })
         },
     )));
@@ -124,14 +135,15 @@ pub(crate) fn parse_document(
     let result = parse_value(file, doc, options);
     let mut read = report.get();
     if let Err(DocFailure::Revision(e)) = &result {
-        if e.message.contains("alias replay limit") {
-            read = Read {
-                nodes: read.nodes.max(max_alias_nodes),
-                aliases: true,
-            };
-        } else if (e.message.contains("budget") || e.message.contains("max_nodes"))
-            && !e.message.contains("epth")
+        // (The alias limit is an error of its own, not in the budget's report: told by the
+        // parser's own words, which a document's text cannot produce in a document that
+        // uses aliases... but only such a document can hit it.)
+        if read.aliases
+            && e.message
+                .contains("alias replay limit exceeded: total_replayed_events=")
         {
+            read.nodes = read.nodes.max(max_alias_nodes);
+        } else if read.node_budget {
             // (A document nested too deep is its own problem, reported as such, not the
             // revision's node budget spent.)
             read.nodes = read.nodes.max(max_nodes);

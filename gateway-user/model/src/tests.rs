@@ -228,6 +228,18 @@ fn a_document_nested_too_deep_says_so_not_that_the_revision_is_too_big() {
 }
 
 #[test]
+fn an_error_quoting_parser_words_is_not_taken_for_a_spent_budget() {
+    // Found by the policy fuzz target: an unknown field named after the parser's budget
+    // option was reported as "the revision holds more than 4000000 YAML nodes".
+    for name in ["max_nodes", "imax_nodes", "budget", "alias replay limit"] {
+        let rule = format!("    - {{ name: w, action: allow, rateLimit: {{ packetsPerSecond: 1, per: {{ \"{name}\": 1 }} }} }}\n");
+        let e = only_error(&[("p.yaml", &l4("a", &rule))]);
+        assert_eq!(e.location.object, "L4Policy/a", "{name}: {e}");
+        assert!(e.message.contains("unknown field"), "{name}: {e}");
+    }
+}
+
+#[test]
 fn malformed_yaml_names_the_file_line_and_document() {
     let file = format!(
         "{}---\nkind: L4Policy\nmetadata: {{ name: b\n",
