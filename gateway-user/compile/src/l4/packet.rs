@@ -90,6 +90,19 @@ pub struct Decision {
     pub limits: Vec<RuleRef>,
 }
 
+impl Decision {
+    /// The decision on an IPv6 packet from an IPv4-mapped source, which no rule judges:
+    /// dropped, or passed where the interface's policies are in audit mode (`audit`).
+    pub fn malformed(audit: bool) -> Decision {
+        Decision {
+            outcome: if audit { Outcome::Pass } else { Outcome::Drop },
+            reason: Reason::Malformed,
+            rule: None,
+            limits: vec![],
+        }
+    }
+}
+
 /// Why a packet description could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot read packet {input:?}: {reason}. Expected e.g. 'tcp 203.0.113.7:51000 -> 10.0.0.1:22', 'udp [2001:db8::1]:5353 -> [2001:db8::2]:53', 'icmp 192.0.2.1 -> 10.0.0.1 type 8', 'icmpv6 2001:db8::1 -> 2001:db8::2 type 128', 'proto 47 192.0.2.1 -> 10.0.0.1', or 'fragment tcp 192.0.2.1 -> 10.0.0.1'")]

@@ -29,16 +29,7 @@ pub fn evaluate(policies: &[Policy], interface: &str, packet: &Packet) -> Decisi
     // An IPv6 packet from an IPv4-mapped source is never judged by the rules: a dual-stack
     // socket would see it as from the IPv4 address inside, which IPv4 rules would not see.
     if packet.ipv4_mapped_source() {
-        return Decision {
-            outcome: if first_policy.mode == Mode::Audit {
-                Outcome::Pass
-            } else {
-                Outcome::Drop
-            },
-            reason: Reason::Malformed,
-            rule: None,
-            limits: vec![],
-        };
+        return Decision::malformed(first_policy.mode == Mode::Audit);
     }
 
     // 2. "A rule matches a packet when every field it sets matches."

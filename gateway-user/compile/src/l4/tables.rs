@@ -245,16 +245,7 @@ impl L4Snapshot {
         };
         let set = &self.sets[set_idx];
         if packet.ipv4_mapped_source() {
-            return Decision {
-                outcome: if set.mode == Mode::Audit {
-                    Outcome::Pass
-                } else {
-                    Outcome::Drop
-                },
-                reason: Reason::Malformed,
-                rule: None,
-                limits: vec![],
-            };
+            return Decision::malformed(set.mode == Mode::Audit);
         }
         let entry = match packet.src {
             IpAddr::V4(a) => set
