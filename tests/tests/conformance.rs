@@ -107,6 +107,47 @@ fn make_certificates(secrets: &Path) -> PathBuf {
     server_ca.cert.clone()
 }
 
+/// The HTTPS listeners' certificate (made by [`make_certificates`]) as the Secrets of the
+/// status scenarios' API server: `tls-validity-checks-certificate` in the infra namespace, as
+/// upstream's suite makes it, and `certificate` in gateway-conformance-web-backend, which the
+/// `GatewaySecret*ReferenceGrant*` tests reference from another namespace; and the client CA
+/// ConfigMap `tls-validity-checks-ca-certificate`.
+fn certificate_secrets(secrets: &Path) -> String {
+    use base64::Engine as _;
+    let dir = secrets
+        .join(INFRA_NAMESPACE)
+        .join("tls-validity-checks-certificate");
+    let b64 = |file: &str| {
+        let path = dir.join(file);
+        let bytes = fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    };
+    let (crt, key) = (b64("tls.crt"), b64("tls.key"));
+    let ca_path = secrets
+        .join(INFRA_NAMESPACE)
+        .join("tls-validity-checks-ca-certificate/ca.crt");
+    let ca =
+        fs::read_to_string(&ca_path).unwrap_or_else(|e| panic!("read {}: {e}", ca_path.display()));
+    let ca_map = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "tls-validity-checks-ca-certificate", "namespace": INFRA_NAMESPACE},
+        "data": {"ca.crt": ca},
+    });
+    [
+        (INFRA_NAMESPACE, "tls-validity-checks-certificate"),
+        ("gateway-conformance-web-backend", "certificate"),
+    ]
+    .iter()
+    .map(|(namespace, name)| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{ name: {name}, namespace: {namespace} }}\ntype: kubernetes.io/tls\ndata: {{ tls.crt: {crt}, tls.key: {key} }}\n"
+        )
+    })
+    .chain(std::iter::once(ca_map.to_string()))
+    .collect::<Vec<_>>()
+    .join("---\n")
+}
+
 /// Applies `base` and `objects` as the next revision (SIGHUP), waits until the agent has applied
 /// it and listens on the requests' ports, then sends the requests; the failures.
 fn run_step(
@@ -257,10 +298,14 @@ fn gateway_api_conformance() {
     drop(agent);
     drop(running);
 
-    // The status scenarios: the fake API server and `tollgate controller`.
+    // The status scenarios: the fake API server, `tollgate controller`, and an agent in
+    // Kubernetes mode on the same lab (the directory source's agent is stopped: the same
+    // ports).
     let status: Vec<_> = scenarios.iter().filter(|s| s.status_mode).collect();
     if !status.is_empty() {
-        let run = StatusRun::start(&base, CONTROLLER_ADMIN);
+        let mut run = StatusRun::start(&base, CONTROLLER_ADMIN);
+        run.store(&certificate_secrets(secrets.path()));
+        run.start_agent(&lab, ADMIN);
         for s in status {
             let t = Instant::now();
             let failures = run.run(s);

@@ -278,8 +278,15 @@ fn gateway(
                 .problems
                 .iter()
                 .any(|e| e.location.field.starts_with("spec.addresses"));
+            let invalid_parameters = o.problems.iter().any(|e| {
+                e.location
+                    .field
+                    .starts_with("spec.infrastructure.parametersRef")
+            });
             let reason = if unsupported_address {
                 "UnsupportedAddress"
+            } else if invalid_parameters {
+                "InvalidParameters"
             } else if !listener_problems.is_empty()
                 && !names.is_empty()
                 && listener_problems.len() == names.len()
@@ -612,6 +619,11 @@ fn route(
                 })
             })
             .collect(),
+        // Not among the compiled routes and not left out: it names none of this controller's
+        // Gateways (any more). No entry: one written when it did is removed, as the Gateway
+        // API asks ("entries ... populated with their ControllerName are cleaned up when
+        // they are no longer necessary"); nothing is written when there is none.
+        None if left_out(acceptance, key).is_none() => Vec::new(),
         // Left out before the compiler saw it (it does not parse): every parent is told why.
         None => {
             let o = left_out(acceptance, key)?;

@@ -331,6 +331,36 @@ fn only_gateways_of_a_class_naming_this_controller_get_status_and_route_entries(
     let ancestors = shared(&plans["RateLimitPolicy/ns/l"]);
     assert_eq!(ancestors.len(), 1, "{ancestors:?}");
     assert_eq!(ancestors[0]["ancestorRef"]["name"], "edge");
+
+    // A route that names only the other class's Gateway (say, moved there) gets a plan with
+    // no entry of ours: the one written while it named ours is removed by the merge.
+    let moved = both.replace("[{ name: edge }, { name: foreign }]", "[{ name: foreign }]");
+    let plans = run(
+        &[
+            CLASS.into(),
+            other_class.into(),
+            GATEWAY.into(),
+            GATEWAY
+                .replace("name: edge", "name: foreign")
+                .replace("gatewayClassName: tollgate", "gatewayClassName: other")
+                .replace("port: 8080", "port: 9080")
+                .replace("port: 8081", "port: 9081"),
+            BACKEND.into(),
+            moved,
+        ],
+        &[],
+    );
+    assert!(shared(&plans["HTTPRoute/ns/both"]).is_empty());
+    let stale = json!({"parents": [
+        {"parentRef": {"name": "edge"}, "controllerName": crate::CONTROLLER_NAME, "conditions": []},
+        {"parentRef": {"name": "foreign"}, "controllerName": "example.com/other", "conditions": []},
+    ]});
+    let merged = crate::merge::merge(&plans["HTTPRoute/ns/both"].plan, Some(&stale), "now")
+        .expect("our stale entry is removed");
+    assert_eq!(
+        merged["parents"],
+        json!([{"parentRef": {"name": "foreign"}, "controllerName": "example.com/other", "conditions": []}])
+    );
 }
 
 #[test]

@@ -40,6 +40,41 @@ pub struct GatewaySpec {
     /// certificate validation of its HTTPS listeners (`frontend`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<GatewayTlsSettings>,
+
+    /// What a controller that creates resources for the Gateway should put on them (labels,
+    /// annotations) and implementation-specific parameters. Tollgate creates no resources (an
+    /// agent per node serves every Gateway), so labels and annotations have nothing to go on,
+    /// and it reads no parameters kind: a `parametersRef` leaves the Gateway out
+    /// (`Accepted=False, InvalidParameters`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infrastructure: Option<GatewayInfrastructure>,
+}
+
+/// `Gateway.spec.infrastructure`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayInfrastructure {
+    /// Labels for the resources a controller creates for the Gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    /// Annotations for the resources a controller creates for the Gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<std::collections::BTreeMap<String, String>>,
+    /// An implementation-specific object with the Gateway's parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters_ref: Option<LocalParametersReference>,
+}
+
+/// `Gateway.spec.infrastructure.parametersRef`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalParametersReference {
+    /// The referent's API group.
+    pub group: String,
+    /// The referent's kind.
+    pub kind: String,
+    /// The referent's name.
+    pub name: String,
 }
 
 /// `Gateway.spec.tls`.

@@ -70,6 +70,31 @@ impl Use {
         }
     }
 
+    /// Why the value of data key `key` cannot serve this use, if it cannot: a certificate or
+    /// CA file without a PEM certificate, a key file without a PEM private key. (The Gateway
+    /// API wants such a Secret reported as an invalid reference, `InvalidCertificateRef`,
+    /// and only its listener left out, not the revision refused.) Other keys are not looked
+    /// into here.
+    pub fn malformed(self, key: &str, value: &[u8]) -> Option<String> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        match (self, key) {
+            (Use::Certificate, "tls.crt") | (Use::CaCertificates, "ca.crt") => {
+                let mut certificates = CertificateDer::pem_slice_iter(value);
+                match certificates.next() {
+                    Some(Ok(_)) if certificates.all(|c| c.is_ok()) => None,
+                    Some(Ok(_)) | Some(Err(_)) => Some(format!("\"{key}\" is not valid PEM")),
+                    None => Some(format!("\"{key}\" holds no PEM certificate")),
+                }
+            }
+            (Use::Certificate, "tls.key") => match PrivateKeyDer::from_pem_slice(value) {
+                Ok(_) => None,
+                Err(_) => Some(format!("\"{key}\" holds no PEM private key")),
+            },
+            _ => None,
+        }
+    }
+
     /// The kind of object that holds it.
     pub fn kind(self) -> RefKind {
         match self {
@@ -303,6 +328,31 @@ fn gateway(g: &Gateway, ns: &str, push: &mut impl FnMut(&str, &str, Use, String)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificate_and_key_data_without_pem_is_malformed() {
+        let cert = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let key = b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+        assert_eq!(Use::Certificate.malformed("tls.crt", cert), None);
+        assert_eq!(Use::Certificate.malformed("tls.key", key), None);
+        assert_eq!(Use::CaCertificates.malformed("ca.crt", cert), None);
+        // Upstream's GatewayInvalidTLSConfiguration Secret: "Hello world" as both.
+        let hello = b"Hello world\n";
+        let e = Use::Certificate.malformed("tls.crt", hello).unwrap();
+        assert!(e.contains("no PEM certificate"), "{e}");
+        let e = Use::Certificate.malformed("tls.key", hello).unwrap();
+        assert!(e.contains("no PEM private key"), "{e}");
+        // A key where the certificate belongs, a broken block after a good one.
+        assert!(Use::Certificate.malformed("tls.crt", key).is_some());
+        let broken = [
+            &cert[..],
+            b"-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n",
+        ]
+        .concat();
+        assert!(Use::CaCertificates.malformed("ca.crt", &broken).is_some());
+        // Credentials are not looked into here.
+        assert_eq!(Use::ApiKeys.malformed("keys", hello), None);
+    }
     use crate::{parse, Documents};
 
     fn refs(yaml: &str) -> Vec<(String, String, Use, String)> {

@@ -35,7 +35,7 @@ async fn preflights_are_answered_and_allowed_origins_get_the_cors_headers() {
         rule("/cors-wildcard-origin", "{ allowOrigins: ['*'], allowMethods: [PUT] }"),
         rule(
             "/cors-wildcard-methods-headers",
-            "{ allowOrigins: ['*'], allowMethods: ['*'], allowHeaders: ['*'], allowCredentials: true }",
+            "{ allowOrigins: ['*'], allowMethods: ['*'], allowHeaders: ['*'], exposeHeaders: ['*'], allowCredentials: true }",
         ),
         "    - matches: [{ path: { value: /plain } }]\n      backendRefs: [".to_owned()
             + &to("app")
@@ -144,6 +144,30 @@ async fn preflights_are_answered_and_allowed_origins_get_the_cors_headers() {
         Some("x-header-1, x-header-2")
     );
     assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    // ... and the response's header names are exposed by name: with credentials, `*` would
+    // be read as a header named `*` (HTTPCORSFilter.exposeHeaders).
+    let r = gw
+        .get("/cors-wildcard-methods-headers")
+        .header("origin", "https://other.foo.com")
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    let exposed = r
+        .header("access-control-expose-headers")
+        .unwrap_or_default();
+    assert!(
+        !exposed.split(',').any(|n| n.trim() == "*"),
+        "{exposed:?}: {r:?}"
+    );
+    // An origin written with its scheme's default port is the same origin.
+    for origin in ["https://www.foo.com:443", "http://www.foo.com:80"] {
+        let r = preflight("/cors-1", origin, "GET", None).await;
+        assert_eq!(r.status, 200, "{origin}: {r:?}");
+        assert_eq!(r.header("access-control-allow-origin"), Some(origin));
+    }
+    let r = preflight("/cors-1", "https://www.foo.com:8443", "GET", None).await;
+    assert_eq!(r.status, 403, "another port is another origin: {r:?}");
 
     // Simple requests are forwarded; an allowed origin gets the headers, another none.
     let r = gw

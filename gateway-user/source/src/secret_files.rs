@@ -82,7 +82,8 @@ fn yaml_documents(text: &str) -> impl Iterator<Item = &str> {
 }
 
 /// The references among `refs` one of whose files under `dir` cannot be opened as a regular
-/// file, each once, sorted, with why (naming the file).
+/// file, or holds no PEM certificate (key) where one belongs, each once, sorted, with why
+/// (naming the file).
 pub fn unreadable(dir: &Path, refs: &[Reference]) -> Vec<Unresolved> {
     let mut out = std::collections::BTreeSet::new();
     for r in refs {
@@ -94,7 +95,12 @@ pub fn unreadable(dir: &Path, refs: &[Reference]) -> Vec<Unresolved> {
             .filter_map(|file| {
                 let path = object.join(file);
                 let why = match File::open(&path).and_then(|f| f.metadata()) {
-                    Ok(m) if m.is_file() => return None,
+                    // Read, but not PEM where PEM belongs: as unusable as a missing file (the
+                    // listener is left out, not the revision refused).
+                    Ok(m) if m.is_file() => match std::fs::read(&path) {
+                        Ok(bytes) => r.use_.malformed(file, &bytes)?,
+                        Err(e) => e.to_string(),
+                    },
                     Ok(_) => "not a regular file".to_owned(),
                     Err(e) => e.to_string(),
                 };
@@ -206,10 +212,24 @@ spec:
   basicAuth: { credentialRefs: [{ name: users }] }
 ";
 
+    /// Writes a file that reads as what its name says (a PEM block of the right type).
     fn put(dir: &Path, path: &str) {
+        let label = if path.ends_with(".key") {
+            "PRIVATE KEY"
+        } else {
+            "CERTIFICATE"
+        };
+        write(
+            dir,
+            path,
+            &format!("-----BEGIN {label}-----\nAAAA\n-----END {label}-----\n"),
+        );
+    }
+
+    fn write(dir: &Path, path: &str, text: &str) {
         let path = dir.join(path);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, "x").unwrap();
+        std::fs::write(path, text).unwrap();
     }
 
     fn names(list: &[Unresolved]) -> Vec<String> {
@@ -270,6 +290,20 @@ spec:
             found[1].why
         );
         assert_eq!(found[1].use_, Use::Htpasswd);
+
+        // A certificate file that is no PEM certificate is as unusable (the Gateway API's
+        // GatewayInvalidTLSConfiguration: the listener is left out, InvalidCertificateRef).
+        put(secrets.path(), "default/cert-b/tls.key");
+        std::fs::remove_dir_all(secrets.path().join("default/users")).unwrap();
+        write(secrets.path(), "default/users/htpasswd", "u:x\n");
+        write(secrets.path(), "default/cert-a/tls.crt", "Hello world\n");
+        let found = unreadable(secrets.path(), &refs);
+        assert_eq!(names(&found), ["Certificate default/cert-a"]);
+        assert!(
+            found[0].why.contains("holds no PEM certificate"),
+            "{}",
+            found[0].why
+        );
     }
 
     #[test]

@@ -160,7 +160,9 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, String> {
 
 /// The `status` checks of a status scenario (or of one of its steps): each names an object
 /// (`kind`, `name`, `namespace` unless cluster-scoped), for a route the Gateway whose entry of
-/// `status.parents` is checked (`parent`), and `conditions` (type: `True`, `False` or `Any`).
+/// `status.parents` is checked (`parent`), `conditions` (type: `True`, `False` or `Any`, or
+/// `{status, reason}`), and for a Gateway `listeners`: every listener of its status, each
+/// with `name` and what is checked of it (`supportedKinds`, `attachedRoutes`, `conditions`).
 fn status_checks_of(doc: &Value, file: &str) -> Result<Vec<Value>, String> {
     let checks = doc["status"]
         .as_array()
@@ -181,6 +183,7 @@ fn status_checks_of(doc: &Value, file: &str) -> Result<Vec<Value>, String> {
                 "name",
                 "parent",
                 "conditions",
+                "listeners",
                 "description",
             ]
             .contains(&key.as_str())
@@ -188,13 +191,76 @@ fn status_checks_of(doc: &Value, file: &str) -> Result<Vec<Value>, String> {
                 return Err(format!("{file}: status[{i}]: unknown field `{key}`"));
             }
         }
-        if !c["kind"].is_string() || !c["name"].is_string() || !c["conditions"].is_object() {
+        if !c["kind"].is_string()
+            || !c["name"].is_string()
+            || !(c["conditions"].is_object() || c["listeners"].is_array())
+        {
             return Err(format!(
-                "{file}: status[{i}]: needs `kind`, `name` and `conditions`"
+                "{file}: status[{i}]: needs `kind`, `name` and `conditions` or `listeners`"
             ));
+        }
+        conditions_of(&c["conditions"], &format!("{file}: status[{i}]"))?;
+        for (j, l) in c["listeners"].as_array().into_iter().flatten().enumerate() {
+            let at = format!("{file}: status[{i}].listeners[{j}]");
+            for key in l
+                .as_object()
+                .map(|o| o.keys().collect::<Vec<_>>())
+                .unwrap_or_default()
+            {
+                if !["name", "supportedKinds", "attachedRoutes", "conditions"]
+                    .contains(&key.as_str())
+                {
+                    return Err(format!("{at}: unknown field `{key}`"));
+                }
+            }
+            if !l["name"].is_string() {
+                return Err(format!("{at}: needs `name`"));
+            }
+            if !l["supportedKinds"].is_null() {
+                strings(&l["supportedKinds"], &format!("{at}.supportedKinds"))?;
+            }
+            if !l["attachedRoutes"].is_null() && !l["attachedRoutes"].is_u64() {
+                return Err(format!("{at}.attachedRoutes: not a count"));
+            }
+            conditions_of(&l["conditions"], &at)?;
         }
     }
     Ok(checks)
+}
+
+/// Checks the form of expected conditions (absent, or a map of type to `True` / `False` /
+/// `Any`, or to `{status, reason}`).
+fn conditions_of(v: &Value, at: &str) -> Result<(), String> {
+    if v.is_null() {
+        return Ok(());
+    }
+    let map = v
+        .as_object()
+        .ok_or_else(|| format!("{at}.conditions: not a map"))?;
+    for (type_, want) in map {
+        let (status, reason) = match want {
+            Value::String(s) => (Some(s.as_str()), None),
+            Value::Object(o) => {
+                if let Some(k) = o
+                    .keys()
+                    .find(|k| !["status", "reason"].contains(&k.as_str()))
+                {
+                    return Err(format!("{at}.conditions.{type_}: unknown field `{k}`"));
+                }
+                (o.get("status").and_then(Value::as_str), o.get("reason"))
+            }
+            _ => (None, None),
+        };
+        if !matches!(status, Some("True" | "False" | "Any")) {
+            return Err(format!(
+                "{at}.conditions.{type_}: the status must be True, False or Any"
+            ));
+        }
+        if reason.is_some_and(|r| !r.is_string()) {
+            return Err(format!("{at}.conditions.{type_}.reason: not a string"));
+        }
+    }
+    Ok(())
 }
 
 fn requests_of(doc: &Value, file: &str) -> Result<Vec<Value>, String> {

@@ -1,12 +1,20 @@
 //! Status scenarios (`mode: status`): upstream tests that check only the status a controller
-//! writes. They run against the fake API server of this crate and the real `tollgate
-//! controller`: the base objects (`base.yaml`, with Tollgate's GatewayClass `tollgate`) and a
-//! scenario's objects are stored in the fake, the controller (the one replica, so the leader)
-//! writes their status, and each check waits for it:
+//! writes. They run against the fake API server of this crate, the real `tollgate controller`
+//! and a real agent in Kubernetes mode: the base objects (`base.yaml`, with Tollgate's
+//! GatewayClass `tollgate`, the test certificates' Secrets and CA ConfigMap) and a scenario's
+//! objects are stored in the fake, the agent enforces them and reports its node
+//! (`TollgateNode`, which the controller's `Programmed` conditions count), the controller (the
+//! one replica, so the leader) writes their status, and each check waits for it:
 //!
 //! ```yaml
 //! status:
 //!   - { kind: HTTPRoute, namespace: NS, name: R, parent: same-namespace, conditions: { Accepted: "True", ResolvedRefs: "True" } }
+//!   - kind: Gateway
+//!     namespace: NS
+//!     name: G
+//!     conditions: { Accepted: { status: "False", reason: ListenersNotValid } }
+//!     listeners:
+//!       - { name: http, supportedKinds: [HTTPRoute], attachedRoutes: 1, conditions: { Programmed: "True" } }
 //! ```
 //!
 //! Every check also requires, as upstream's `...MustHaveLatestConditions` do, that each
@@ -22,20 +30,30 @@ use serde_json::Value;
 
 use super::Scenario;
 use crate::kube_fake::{tollgate_kinds, FakeApiServer};
+use crate::{Agent, Lab, APPLY_TIMEOUT, POLICY_APPLIED};
 
 /// The controller's name, in routes' `status.parents` and the GatewayClass.
 const CONTROLLER: &str = "tollgate.dev/gateway-controller";
 /// Tollgate's GatewayClass, which the base Gateways name (a directory source needs none).
 const GATEWAY_CLASS: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: { name: tollgate }\nspec:\n  controllerName: tollgate.dev/gateway-controller\n";
+/// The Gateway API's group, of the route kinds a listener supports.
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 /// How long a check waits: the controller writes one object at most once per 10 s.
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The fake API server and a controller writing status into it; both stopped when dropped.
+/// The name of the node the status scenarios' agent reports as (its `TollgateNode`).
+pub const NODE: &str = "conformance-node";
+
+/// The fake API server, a controller writing status into it and an agent reading the same
+/// objects (whose `TollgateNode` report makes listeners `Programmed`); all stopped when
+/// dropped.
 pub struct StatusRun {
     fake: FakeApiServer,
     controller: Child,
+    agent: Option<Agent>,
     log: PathBuf,
-    _dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl StatusRun {
@@ -63,9 +81,47 @@ impl StatusRun {
         StatusRun {
             fake,
             controller,
+            agent: None,
             log,
-            _dir: dir,
+            kubeconfig,
+            dir,
         }
+    }
+
+    /// Starts an agent in Kubernetes mode (`--source kubernetes`) on `lab`, reading the same
+    /// fake API server as node [`NODE`], its admin server on `admin`; returns once it has
+    /// applied its first revision. Its proxy binds the listeners of the objects stored, and
+    /// its `TollgateNode` report is what the controller's `Programmed` conditions count.
+    pub fn start_agent(&mut self, lab: &Lab, admin: u16) {
+        let admin = format!("127.0.0.1:{admin}");
+        let secrets = self.dir.path().join("secrets");
+        let mut agent = lab.start_agent(&[
+            "--source",
+            "kubernetes",
+            "--kubeconfig",
+            self.kubeconfig.to_str().expect("a UTF-8 path"),
+            "--node-name",
+            NODE,
+            "--admin",
+            &admin,
+            "--gateway-address",
+            "127.0.0.1",
+            "--access-log",
+            "off",
+            "--tls-secrets-dir",
+            secrets.to_str().expect("a UTF-8 path"),
+        ]);
+        agent
+            .wait_for_log(POLICY_APPLIED, APPLY_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.agent = Some(agent);
+    }
+
+    /// Stores more objects (the Secrets the scenarios reference, say) in the fake.
+    pub fn store(&self, objects: &str) {
+        self.fake
+            .apply_yaml(objects)
+            .unwrap_or_else(|e| panic!("store objects in the fake: {e:?}"));
     }
 
     /// Runs one status scenario; the failures. Its objects are deleted afterwards.
@@ -113,6 +169,14 @@ impl StatusRun {
                 "the controller's last log lines: {:?}",
                 tail.into_iter().rev().collect::<Vec<_>>()
             ));
+            if let Some(agent) = &self.agent {
+                let log = agent.log();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                failures.push(format!(
+                    "the agent's last log lines: {:?}",
+                    tail.into_iter().rev().collect::<Vec<_>>()
+                ));
+            }
         }
         failures
     }
@@ -161,6 +225,7 @@ impl StatusRun {
 
 impl Drop for StatusRun {
     fn drop(&mut self) {
+        drop(self.agent.take());
         let _ = self.controller.kill();
         let _ = self.controller.wait();
     }
@@ -214,15 +279,95 @@ fn verdict(check: &Value, o: &Value, older: Option<i64>) -> Result<(), String> {
             c
         }
     };
-    for (type_, want) in check["conditions"].as_object().into_iter().flatten() {
-        let want = want.as_str().unwrap_or("Any");
+    conditions_match(&check["conditions"], &conditions)?;
+    if let Some(expected) = check["listeners"].as_array() {
+        listeners_match(expected, &o["status"]["listeners"])?;
+    }
+    Ok(())
+}
+
+/// Whether `conditions` hold each expected one (type: `True` / `False` / `Any`, or
+/// `{status, reason}`).
+fn conditions_match(expected: &Value, conditions: &[Value]) -> Result<(), String> {
+    for (type_, want) in expected.as_object().into_iter().flatten() {
+        let (status, reason) = match want {
+            Value::Object(o) => (
+                o.get("status").and_then(Value::as_str).unwrap_or("Any"),
+                o.get("reason").and_then(Value::as_str),
+            ),
+            other => (other.as_str().unwrap_or("Any"), None),
+        };
         let got = conditions
             .iter()
             .find(|c| c["type"] == type_.as_str())
             .ok_or_else(|| format!("no {type_} condition in {conditions:?}"))?;
-        if want != "Any" && got["status"] != want {
-            return Err(format!("{type_}: expected {want}, got {got}"));
+        if status != "Any" && got["status"] != status {
+            return Err(format!("{type_}: expected {status}, got {got}"));
         }
+        if let Some(reason) = reason {
+            if got["reason"] != reason {
+                return Err(format!("{type_}: expected reason {reason}, got {got}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a Gateway's `status.listeners` are the expected ones, as upstream's
+/// `GatewayStatusMustHaveListeners` compares them: as many listeners, each expected one
+/// present by name with each expected route kind among its `supportedKinds` (none at all when
+/// `[]` is expected), its `attachedRoutes`, and its expected conditions.
+fn listeners_match(expected: &[Value], actual: &Value) -> Result<(), String> {
+    let actual = actual.as_array().cloned().unwrap_or_default();
+    if actual.len() != expected.len() {
+        return Err(format!(
+            "expected {} listeners in the status, got {}: {actual:?}",
+            expected.len(),
+            actual.len()
+        ));
+    }
+    for e in expected {
+        let name = e["name"].as_str().unwrap_or_default();
+        let a = actual
+            .iter()
+            .find(|a| a["name"] == name)
+            .ok_or_else(|| format!("no status of listener {name}"))?;
+        let kinds: Vec<(&str, &str)> = a["supportedKinds"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|k| {
+                (
+                    k["group"].as_str().unwrap_or(GATEWAY_GROUP),
+                    k["kind"].as_str().unwrap_or_default(),
+                )
+            })
+            .collect();
+        if let Some(want) = e["supportedKinds"].as_array() {
+            if want.is_empty() && !kinds.is_empty() {
+                return Err(format!(
+                    "listener {name}: expected no supportedKinds, got {kinds:?}"
+                ));
+            }
+            for k in want.iter().filter_map(Value::as_str) {
+                if !kinds.contains(&(GATEWAY_GROUP, k)) {
+                    return Err(format!(
+                        "listener {name}: {k} is not among the supportedKinds {kinds:?}"
+                    ));
+                }
+            }
+        }
+        if let Some(n) = e["attachedRoutes"].as_u64() {
+            if a["attachedRoutes"].as_u64() != Some(n) {
+                return Err(format!(
+                    "listener {name}: expected attachedRoutes {n}, got {}",
+                    a["attachedRoutes"]
+                ));
+            }
+        }
+        let conditions = a["conditions"].as_array().cloned().unwrap_or_default();
+        conditions_match(&e["conditions"], &conditions)
+            .map_err(|err| format!("listener {name}: {err}"))?;
     }
     Ok(())
 }
@@ -281,5 +426,61 @@ mod tests {
         assert_eq!(verdict(&class, &gw(2), None), Ok(()));
         assert!(verdict(&class, &gw(1), None).is_err());
         assert!(verdict(&class, &json!({"metadata": {"generation": 1}}), None).is_err());
+    }
+
+    #[test]
+    fn listeners_are_compared_by_name_kinds_count_and_conditions_with_reasons() {
+        let gw = |kinds: Value, attached: u64, reason: &str| {
+            json!({"metadata": {"generation": 1}, "status": {
+                "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                                "observedGeneration": 1}],
+                "listeners": [{"name": "http", "supportedKinds": kinds, "attachedRoutes": attached,
+                    "conditions": [{"type": "ResolvedRefs", "status": "False", "reason": reason,
+                                    "observedGeneration": 1}]}]}})
+        };
+        let http = json!([{"group": GATEWAY_GROUP, "kind": "HTTPRoute"}]);
+        let check = |kinds: Value| {
+            json!({"kind": "Gateway", "name": "g", "conditions": {"Accepted": {"status": "True", "reason": "Accepted"}},
+                   "listeners": [{"name": "http", "supportedKinds": kinds, "attachedRoutes": 0,
+                                  "conditions": {"ResolvedRefs": {"status": "False", "reason": "InvalidRouteKinds"}}}]})
+        };
+        let ok = gw(http.clone(), 0, "InvalidRouteKinds");
+        assert_eq!(verdict(&check(json!(["HTTPRoute"])), &ok, None), Ok(()));
+        // An empty list expected: none may be there.
+        assert!(verdict(&check(json!([])), &ok, None)
+            .unwrap_err()
+            .contains("no supportedKinds"));
+        assert_eq!(
+            verdict(
+                &check(json!([])),
+                &gw(json!([]), 0, "InvalidRouteKinds"),
+                None
+            ),
+            Ok(())
+        );
+        assert!(verdict(&check(json!(["GRPCRoute"])), &ok, None).is_err());
+        assert!(verdict(
+            &check(json!(["HTTPRoute"])),
+            &gw(http.clone(), 1, "InvalidRouteKinds"),
+            None
+        )
+        .unwrap_err()
+        .contains("attachedRoutes"));
+        assert!(verdict(
+            &check(json!(["HTTPRoute"])),
+            &gw(http.clone(), 0, "RefNotPermitted"),
+            None
+        )
+        .unwrap_err()
+        .contains("expected reason InvalidRouteKinds"));
+        // As many listeners as expected.
+        let mut two = check(json!(["HTTPRoute"]));
+        two["listeners"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "other"}));
+        assert!(verdict(&two, &ok, None)
+            .unwrap_err()
+            .contains("expected 2 listeners"));
     }
 }

@@ -83,7 +83,14 @@ fn split_origin(origin: &str) -> Option<(String, String, Option<u16>)> {
     if host.is_empty() {
         return None;
     }
-    Some((scheme.to_ascii_lowercase(), host.to_ascii_lowercase(), port))
+    let scheme = scheme.to_ascii_lowercase();
+    // "If not included, port 80 is assumed for http scheme origins, and port 443 is assumed
+    // for https origins" (HTTPCORSFilter): a default port written out is the same origin.
+    let port = match (scheme.as_str(), port) {
+        ("http", Some(80)) | ("https", Some(443)) => None,
+        (_, p) => p,
+    };
+    Some((scheme, host.to_ascii_lowercase(), port))
 }
 
 impl OriginPattern {
@@ -149,6 +156,13 @@ impl Cors {
     }
 
     fn common(&self, origin: &HeaderValue, h: &mut HeaderMap) {
+        let expose = match &self.expose {
+            // With credentials a `*` would be read as a header named `*` (the Fetch
+            // standard), and the Gateway API forbids it: the response's own header names
+            // are listed instead (none for a preflight).
+            Some(v) if self.credentials && v == "*" => exposed_names(h),
+            other => other.clone(),
+        };
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
         // The answer depends on the origin: caches must keep one per origin.
         h.append(header::VARY, HeaderValue::from_static("Origin"));
@@ -158,10 +172,35 @@ impl Cors {
                 HeaderValue::from_static("true"),
             );
         }
-        if let Some(v) = &self.expose {
-            h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());
+        if let Some(v) = expose {
+            h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
         }
     }
+}
+
+/// The names of a response's headers that a page may not read without
+/// `Access-Control-Expose-Headers`, comma-separated (`None` when there are none): all but the
+/// CORS-safelisted response headers, and `Set-Cookie`, which a page never reads.
+fn exposed_names(h: &HeaderMap) -> Option<HeaderValue> {
+    const SAFELISTED: [HeaderName; 8] = [
+        header::CACHE_CONTROL,
+        header::CONTENT_LANGUAGE,
+        header::CONTENT_LENGTH,
+        header::CONTENT_TYPE,
+        header::EXPIRES,
+        header::LAST_MODIFIED,
+        header::PRAGMA,
+        header::SET_COOKIE,
+    ];
+    let names: Vec<&str> = h
+        .keys()
+        .filter(|k| !SAFELISTED.contains(k))
+        .map(HeaderName::as_str)
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&names.join(", ")).ok()
 }
 
 /// Checks a rule's CORS filter at `at` (`spec.rules[i].filters[j].cors`).

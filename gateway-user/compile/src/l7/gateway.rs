@@ -98,6 +98,19 @@ pub(super) fn gateway(
             "not supported yet: the agent listens on its --gateway-address",
         );
     }
+    if let Some(p) = spec
+        .infrastructure
+        .as_ref()
+        .and_then(|i| i.parameters_ref.as_ref())
+    {
+        c.error(
+            "spec.infrastructure.parametersRef",
+            format!(
+                "{}/{} {}: Tollgate reads no parameters kind (InvalidParameters); remove the reference",
+                p.group, p.kind, p.name
+            ),
+        );
+    }
     if spec.listeners.is_empty() {
         c.error(
             "spec.listeners",
@@ -113,10 +126,30 @@ pub(super) fn gateway(
     let mut listener_problems = Vec::new();
     // The TLS settings of each listener in `info.listeners`, with its Gateway's label.
     let mut pending = Vec::new();
+    // Listeners of this Gateway with the same port and hostname: the Gateway API wants none
+    // of them picked as the winner ("ALL indistinct Listeners must not be accepted").
+    let mut same: HashMap<(i64, Option<&str>), Vec<&str>> = HashMap::new();
+    for l in &spec.listeners {
+        same.entry((l.port, l.hostname.as_deref()))
+            .or_default()
+            .push(l.name.as_str());
+    }
     for (i, l) in spec.listeners.iter().enumerate() {
         let at = format!("spec.listeners[{i}]");
         let mut errors = Vec::new();
         let mut lc = Checker::new(c.file(), c.object(), &mut errors);
+        if let Some(others) = same.get(&(l.port, l.hostname.as_deref())) {
+            if let Some(other) = others.iter().find(|n| **n != l.name) {
+                lc.error(
+                    &at,
+                    format!(
+                        "port {} with hostname \"{}\" is already served by listener \"{other}\" of this Gateway too: indistinct listeners are all left out (Conflicted)",
+                        l.port,
+                        l.hostname.as_deref().unwrap_or("*")
+                    ),
+                );
+            }
+        }
         if let Err(why) = names::section_name(&l.name) {
             lc.error(format!("{at}.name"), format!("\"{}\" {why}", l.name));
         } else if !names.insert(l.name.as_str()) {
@@ -155,6 +188,15 @@ pub(super) fn gateway(
                     &at,
                     format!("{field}: {why}: the listener is not served without the client certificate validation that field names"),
                 );
+            }
+            for (field, reason, why) in frontend
+                .ref_problems
+                .iter()
+                .filter(|(f, _, _)| f.starts_with(&prefix))
+            {
+                let message = format!("{field}: {why}: the listener is not served without the client certificate validation that field names");
+                lc.error(&at, &message);
+                refs.push((at.clone(), *reason, message));
             }
         }
         // Kinds Tollgate does not serve, beside some it does: the listener serves those
@@ -275,6 +317,11 @@ struct Frontend {
     per_port: BTreeMap<u16, Vec<SecretRef>>,
     /// The index in `spec.tls.frontend.perPort` of each port's entry.
     per_port_index: BTreeMap<u16, usize>,
+    /// CA references that cannot be used (field, reason, message): a kind other than a core
+    /// ConfigMap (`InvalidCACertificateKind`), another namespace with no ReferenceGrant
+    /// (`RefNotPermitted`). Like a CA that cannot be read, they leave out only the HTTPS
+    /// listeners that would verify clients with them, not the Gateway.
+    ref_problems: Vec<(String, &'static str, String)>,
 }
 
 impl Frontend {
@@ -318,6 +365,7 @@ fn frontend_validation(
         gateway_ns,
         frontend.default.validation.as_ref(),
         grants,
+        &mut out.ref_problems,
     );
     let per_port = frontend.per_port.as_deref().unwrap_or_default();
     c.count("spec.tls.frontend.perPort", per_port.len(), MAX_LISTENERS);
@@ -332,6 +380,7 @@ fn frontend_validation(
             gateway_ns,
             p.tls.validation.as_ref(),
             grants,
+            &mut out.ref_problems,
         );
         out.per_port_index.entry(port).or_insert(i);
         if out.per_port.insert(port, refs).is_some() {
@@ -345,13 +394,15 @@ fn frontend_validation(
 }
 
 /// Checks one `validation` (CA ConfigMaps and mode); returns its CA references (empty when it
-/// is not set).
+/// is not set). References of a kind that cannot hold CAs, or to another namespace without a
+/// ReferenceGrant, go to `ref_problems` (field, reason, message).
 fn validation(
     c: &mut Checker<'_, '_>,
     at: &str,
     gateway_ns: &str,
     v: Option<&FrontendTlsValidation>,
     grants: &Grants<'_>,
+    ref_problems: &mut Vec<(String, &'static str, String)>,
 ) -> Vec<SecretRef> {
     let mut client_cas = Vec::new();
     let Some(v) = v else {
@@ -379,13 +430,14 @@ fn validation(
             for (j, r) in refs.iter().enumerate() {
                 let f = format!("{at}[{j}]");
                 if !r.group.is_empty() || r.kind != "ConfigMap" {
-                    c.error(
-                        &f,
+                    ref_problems.push((
+                        f.clone(),
+                        "InvalidCACertificateKind",
                         format!(
                             "{}/{}: only core ConfigMaps can hold CA certificates",
                             r.group, r.kind
                         ),
-                    );
+                    ));
                 }
                 // The names become directory names under --tls-secrets-dir: only DNS
                 // labels/subdomains, so that no `..` or `/` can leave it.
@@ -403,7 +455,7 @@ fn validation(
                     namespace,
                     &r.name,
                 ) {
-                    c.error(field, why);
+                    ref_problems.push((field, "RefNotPermitted", why));
                 }
                 client_cas.push(SecretRef {
                     namespace: namespace.to_owned(),

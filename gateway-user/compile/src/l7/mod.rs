@@ -46,6 +46,28 @@ pub mod table;
 mod targets;
 mod traffic;
 
+/// The Gateway API's order of precedence between objects of a kind: the oldest
+/// (`creationTimestamp`) first, one with a timestamp before one without, then alphabetically
+/// by "{namespace}/{name}" as one string (`a-b/x` comes before `a/y`, as `-` sorts before
+/// `/`), then by kind (an HTTPRoute and a GRPCRoute of one name).
+fn gateway_api_order(a: &Located<Object>, b: &Located<Object>) -> std::cmp::Ordering {
+    let ts = |o: &Located<Object>| o.value.creation_timestamp().copied();
+    fn label(o: &Located<Object>) -> impl Iterator<Item = u8> + '_ {
+        let ns = o.value.namespace().unwrap_or_default();
+        ns.bytes()
+            .chain(std::iter::once(b'/'))
+            .chain(o.value.name().bytes())
+    }
+    match (ts(a), ts(b)) {
+        (Some(x), Some(y)) if x != y => x.cmp(&y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        _ => label(a)
+            .cmp(label(b))
+            .then_with(|| a.value.kind().cmp(b.value.kind())),
+    }
+}
+
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -301,12 +323,19 @@ fn validate(
         base: policy.backends.len(),
     };
 
-    // Gateways and their listeners (a broken listener is left out on its own).
+    // Gateways and their listeners (a broken listener is left out on its own), in Gateway API
+    // order (oldest first, then by "{namespace}/{name}"): of two Gateways' listeners that
+    // conflict on one port, the older one's is served, as the Gateway API's conflict rule
+    // wants ("prefer not to break things that are working"), whatever file either is in.
     let mut gateways: HashMap<(String, String), GatewayInfo> = HashMap::new();
     let mut taken: BTreeMap<(u16, HostPattern), (String, String)> = BTreeMap::new();
     // Per port: whether it speaks TLS, and the first listener that said so.
     let mut schemes: BTreeMap<u16, (bool, String, String)> = BTreeMap::new();
-    for o in live() {
+    let mut gateway_objects: Vec<&Located<Object>> = live()
+        .filter(|o| matches!(o.value, Object::Gateway(_)))
+        .collect();
+    gateway_objects.sort_by(|a, b| gateway_api_order(a, b));
+    for o in gateway_objects {
         if let Object::Gateway(g) = &o.value {
             let ns = o.value.namespace().unwrap_or_default().to_owned();
             let name = o.value.name().to_owned();
@@ -517,23 +546,7 @@ fn validate(
     let mut routes: Vec<&Located<Object>> = live()
         .filter(|o| matches!(o.value, Object::HTTPRoute(_) | Object::GRPCRoute(_)))
         .collect();
-    routes.sort_by(|a, b| {
-        let ts = |o: &Located<Object>| o.value.creation_timestamp().copied();
-        fn label(o: &Located<Object>) -> impl Iterator<Item = u8> + '_ {
-            let ns = o.value.namespace().unwrap_or_default();
-            ns.bytes()
-                .chain(std::iter::once(b'/'))
-                .chain(o.value.name().bytes())
-        }
-        match (ts(a), ts(b)) {
-            (Some(x), Some(y)) if x != y => x.cmp(&y),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            _ => label(a)
-                .cmp(label(b))
-                .then_with(|| a.value.kind().cmp(b.value.kind())),
-        }
-    });
+    routes.sort_by(|a, b| gateway_api_order(a, b));
     let mut kinds_on = conflicts::KindsOnListeners::default();
     for o in routes {
         let ns = o.value.namespace().unwrap_or_default();

@@ -205,6 +205,16 @@ impl Secrets {
                 ));
                 continue;
             }
+            // Present but unusable (no PEM certificate, say): as unresolved as a missing key.
+            if let Some(why) = r
+                .use_
+                .keys()
+                .iter()
+                .find_map(|k| r.use_.malformed(k, kept.get(kind, k).unwrap_or_default()))
+            {
+                problem(format!("{kind} {}/{}: {why}", r.namespace, r.name));
+                continue;
+            }
             if !self.gather_files {
                 continue;
             }

@@ -123,21 +123,76 @@ fn client_certificate_cas_are_configmaps_in_the_gateway_namespace_by_default() {
         .into_iter()
         .map(|(_, f)| f)
         .collect();
+    // A CA reference of the wrong kind is a problem of the HTTPS listeners it would verify
+    // clients for (here a and c, which take the default), not of the Gateway.
     assert_eq!(
         got,
         [
-            "spec.tls.frontend.default.validation.caCertificateRefs[0]",
             "spec.tls.frontend.perPort[0].tls.validation.mode",
             "spec.tls.frontend.perPort[0].tls.validation.caCertificateRefs",
             "spec.tls.frontend.perPort[1].port",
+            "spec.listeners[0]",
+            "spec.listeners[2]",
         ]
     );
     assert!(
-        errs[1]
+        errs[0]
             .message
             .contains("AllowInsecureFallback is not supported"),
         "{}",
-        errs[1]
+        errs[0]
+    );
+}
+
+#[test]
+fn a_client_ca_of_the_wrong_kind_or_not_granted_leaves_out_only_its_listeners() {
+    // Gateway API `GatewayInvalidFrontendClientCertificateValidation`: per-port CAs that
+    // cannot be used leave out the listeners of their port (ResolvedRefs=False with the
+    // reason, Accepted=False NoValidCACertificate), the Gateway's other listeners serve.
+    let gateway = GATEWAY.replace(
+        "    - { name: http, port: 8080, protocol: HTTP }
+",
+        "    - { name: a, port: 8443, protocol: HTTPS, tls: { certificateRefs: [{ name: c }] } }
+    - { name: kind, port: 9443, protocol: HTTPS, tls: { certificateRefs: [{ name: c }] } }
+    - { name: grant, port: 10443, protocol: HTTPS, tls: { certificateRefs: [{ name: c }] } }
+  tls:
+    frontend:
+      default:
+        validation: { caCertificateRefs: [{ kind: ConfigMap, name: clients }] }
+      perPort:
+        - { port: 9443, tls: { validation: { caCertificateRefs: [{ kind: Service, name: svc }] } } }
+        - { port: 10443, tls: { validation: { caCertificateRefs: [{ kind: ConfigMap, name: cm, namespace: other }] } } }
+",
+    );
+    let objects = tollgate_model::parse(&docs(&[("g.yaml", &gateway)])).unwrap();
+    let (t, acceptance) = compile_isolated(&objects, &[]).unwrap();
+    let served: Vec<&str> = t.policy.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(served, ["a"]);
+    assert!(acceptance.left_out.is_empty(), "{:?}", acceptance.left_out);
+    let reasons: Vec<(usize, &str, &str)> = acceptance
+        .listener_refs
+        .iter()
+        .map(|r| (r.listener, r.field.as_str(), r.reason))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (1, "spec.listeners[1]", "InvalidCACertificateKind"),
+            (2, "spec.listeners[2]", "RefNotPermitted"),
+        ]
+    );
+    let partial: Vec<&str> = acceptance
+        .partial
+        .iter()
+        .map(|e| e.location.field.as_str())
+        .collect();
+    assert_eq!(partial, ["spec.listeners[1]", "spec.listeners[2]"]);
+    assert!(
+        acceptance.partial[1]
+            .message
+            .contains("spec.tls.frontend.perPort[1].tls.validation.caCertificateRefs[0].namespace"),
+        "{:?}",
+        acceptance.partial
     );
 }
 
@@ -282,5 +337,114 @@ fn a_listener_serves_the_route_kinds_it_can_and_notes_the_others() {
             "spec.listeners[0].allowedRoutes.kinds[0]",
             "spec.listeners[0].allowedRoutes.kinds[1]"
         ]
+    );
+}
+
+#[test]
+fn infrastructure_labels_are_accepted_and_a_parameters_ref_leaves_the_gateway_out() {
+    // Tollgate creates no resources for a Gateway: labels and annotations have nothing to go
+    // on; it reads no parameters kind, so a parametersRef cannot resolve (InvalidParameters).
+    let labelled = GATEWAY.replace(
+        "  listeners:\n",
+        "  infrastructure: { labels: { team: a }, annotations: { note: b } }\n  listeners:\n",
+    );
+    assert!(labelled.contains("infrastructure"));
+    assert_eq!(table(&labelled).policy.listeners.len(), 1);
+    let with_ref = GATEWAY.replace(
+        "  listeners:\n",
+        "  infrastructure: { parametersRef: { group: invalid.io, kind: InvalidParameters, name: invalid } }\n  listeners:\n",
+    );
+    let errs = errors(&with_ref);
+    assert_eq!(
+        places(&errs, "InvalidParameters"),
+        [(
+            "Gateway/edge".to_string(),
+            "spec.infrastructure.parametersRef".to_string()
+        )]
+    );
+}
+
+/// A Gateway of one HTTP listener on 8080 (no hostname), in namespace `ns`, created at `ts`.
+fn gateway_at(ns: &str, name: &str, ts: Option<&str>) -> String {
+    let ts = ts
+        .map(|t| format!(", creationTimestamp: \"{t}\""))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{ name: {name}, namespace: {ns}{ts} }}
+spec:
+  gatewayClassName: tollgate
+  listeners:
+    - {{ name: http, port: 8080, protocol: HTTP }}
+"
+    )
+}
+
+#[test]
+fn of_two_gateways_conflicting_on_a_port_the_older_is_served_whatever_the_file_order() {
+    // The Gateway API's conflict rule: the oldest wins, then "{namespace}/{name}". A new
+    // Gateway in a file read first must not take the port of one that is serving.
+    let served = |files: &[(&str, &str)]| -> (String, Vec<String>) {
+        let objects = tollgate_model::parse(&docs(files)).unwrap();
+        let (t, acceptance) = compile_isolated(&objects, &[]).unwrap();
+        assert_eq!(t.policy.listeners.len(), 1);
+        let left: Vec<String> = acceptance
+            .left_out
+            .iter()
+            .map(|o| o.object.clone())
+            .collect();
+        (t.policy.listeners[0].gateway.clone(), left)
+    };
+    let old = gateway_at("default", "edge", Some("2030-01-01T00:00:00Z"));
+    let new = gateway_at("aaa-team", "intruder", Some("2031-01-01T00:00:00Z"));
+    for files in [
+        [
+            ("0-intruder.yaml", new.as_str()),
+            ("1-edge.yaml", old.as_str()),
+        ],
+        [
+            ("0-edge.yaml", old.as_str()),
+            ("1-intruder.yaml", new.as_str()),
+        ],
+    ] {
+        let (gw, left) = served(&files);
+        assert_eq!(gw, "default/edge");
+        assert_eq!(left, ["Gateway/aaa-team/intruder"]);
+    }
+    // Without timestamps: by "{namespace}/{name}".
+    let a = gateway_at("b", "gx", None);
+    let b = gateway_at("a", "gy", None);
+    let (gw, _) = served(&[("0.yaml", &a), ("1.yaml", &b)]);
+    assert_eq!(gw, "a/gy");
+}
+
+#[test]
+fn indistinct_listeners_of_one_gateway_are_all_left_out() {
+    // "The implementation MUST NOT pick one conflicting Listener as the winner."
+    let gateway = GATEWAY.replace(
+        "    - { name: http, port: 8080, protocol: HTTP }\n",
+        "    - { name: one, port: 8080, protocol: HTTP, hostname: dup.test }
+    - { name: two, port: 8080, protocol: HTTP, hostname: dup.test }
+    - { name: other, port: 8080, protocol: HTTP, hostname: other.test }
+",
+    );
+    let objects = tollgate_model::parse(&docs(&[("g.yaml", &gateway)])).unwrap();
+    let (t, acceptance) = compile_isolated(&objects, &[]).unwrap();
+    let served: Vec<&str> = t.policy.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(served, ["other"]);
+    let partial: Vec<(&str, bool)> = acceptance
+        .partial
+        .iter()
+        .map(|e| {
+            (
+                e.location.field.as_str(),
+                e.message.contains("already served"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        partial,
+        [("spec.listeners[0]", true), ("spec.listeners[1]", true)]
     );
 }
