@@ -24,7 +24,7 @@ pub fn merge(plan: &Plan, current: Option<&Value>, now: &str) -> Option<Map<Stri
                     "listeners" => stamp_listeners(&mut value, old, now),
                     _ => {}
                 }
-                changed |= !same(&value, old);
+                changed |= !same(&value, &owned_part(name, &value, old));
                 out.insert(name.clone(), value);
             }
             changed.then_some(out)
@@ -62,6 +62,42 @@ pub fn merge(plan: &Plan, current: Option<&Value>, now: &str) -> Option<Map<Stri
             out.insert((*list).to_owned(), Value::Array(merged));
             Some(out)
         }
+    }
+}
+
+/// What of the stored field `name` this controller's apply would own: of `conditions` (a
+/// list-map keyed by `type`, at the top or in a listener), the types it writes. Conditions of
+/// other types, written by other field managers (a policy controller's, say), stay beside
+/// ours under server-side apply and are no reason to write again.
+fn owned_part(name: &str, ours: &Value, old: &Value) -> Value {
+    fn conditions(ours: &Value, old: &Value) -> Value {
+        match (ours.as_array(), old.as_array()) {
+            (Some(ours), Some(old)) => Value::Array(
+                old.iter()
+                    .filter(|c| ours.iter().any(|o| o["type"] == c["type"]))
+                    .cloned()
+                    .collect(),
+            ),
+            _ => old.clone(),
+        }
+    }
+    match name {
+        "conditions" => conditions(ours, old),
+        "listeners" => match (ours.as_array(), old.as_array()) {
+            (Some(ours), Some(old)) => Value::Array(
+                old.iter()
+                    .map(|l| {
+                        let mut l = l.clone();
+                        if let Some(mine) = ours.iter().find(|o| o["name"] == l["name"]) {
+                            l["conditions"] = conditions(&mine["conditions"], &l["conditions"]);
+                        }
+                        l
+                    })
+                    .collect(),
+            ),
+            _ => old.clone(),
+        },
+        _ => old.clone(),
     }
 }
 
@@ -220,6 +256,21 @@ mod tests {
         // Other fields of the status (addresses written by someone else) do not matter.
         current["addresses"] = json!([{"value": "10.0.0.1"}]);
         assert_eq!(merge(&plan, Some(&current), T1), None);
+        // Nor do conditions of other types that other field managers keep beside ours
+        // (server-side apply merges conditions by type): no write every interval for them.
+        let mut foreign = current.clone();
+        foreign["conditions"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "example.com/Scanned", "status": "True"}));
+        foreign["listeners"][0]["conditions"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "example.com/Audited", "status": "True"}));
+        assert_eq!(merge(&plan, Some(&foreign), T1), None);
+        // A condition of ours that changed is still written.
+        foreign["conditions"][0]["status"] = json!("False");
+        assert!(merge(&plan, Some(&foreign), T1).is_some());
         current["listeners"][0]["attachedRoutes"] = json!(2);
         let out = merge(&plan, Some(&current), T1).unwrap();
         assert_eq!(out["listeners"][0]["attachedRoutes"], 1);

@@ -15,7 +15,8 @@ pub struct Outcome {
     /// that is no object, an L4Policy that does not parse: the agents refuse the revision and
     /// keep their last good one, so the L7 status in the cluster stays as it is).
     pub acceptance: Option<Acceptance>,
-    /// Routes attached to each served listener, by (`namespace/gateway`, listener).
+    /// Routes attached to each listener (served, or not for references that do not
+    /// resolve), by (`namespace/gateway`, listener).
     pub attached: BTreeMap<(String, String), u32>,
     /// The served listeners of each Gateway (`namespace/gateway`).
     pub listeners: BTreeMap<String, BTreeSet<String>>,
@@ -81,6 +82,9 @@ pub fn compile(cache: &mut ParseCache, docs: &Documents) -> Outcome {
                 .entry((l.gateway.clone(), l.name.clone()))
                 .or_default() += 1;
         }
+    }
+    for (key, n) in &acceptance.unserved_attached {
+        *outcome.attached.entry(key.clone()).or_default() += n;
     }
     outcome.acceptance = Some(acceptance);
     outcome

@@ -58,6 +58,11 @@ impl AllowedNamespaces {
 pub(super) struct GatewayInfo {
     pub(super) namespace: String,
     pub(super) listeners: Vec<ListenerRef>,
+    /// Listeners left out only for references that do not resolve (a certificate, a client
+    /// CA): not served, but routes still attach to them and are counted in their
+    /// `attachedRoutes` ("the AttachedRoutes field count MUST be set for Listeners with
+    /// condition Accepted: false"). Their `index` means nothing.
+    pub(super) unserved: Vec<ListenerRef>,
 }
 
 /// Checks a Gateway and adds its valid listeners to `policy`; `taken` and `schemes` hold what
@@ -66,7 +71,8 @@ pub(super) struct GatewayInfo {
 /// A problem of the Gateway itself (class, addresses, `spec.tls`) is recorded in `c` and
 /// leaves the whole Gateway out (`None`); a problem of one listener leaves that listener out
 /// (recorded in `acceptance.partial`), as the Gateway API's per-listener conditions do, and
-/// the other listeners serve. A Gateway none of whose listeners is valid is left out (and
+/// the other listeners serve. A Gateway none of whose listeners is valid (or only unserved for
+/// references that do not resolve, which routes still attach to) is left out (and
 /// then, as no listener of it was taken, it takes no port or hostname from the Gateways after
 /// it). Listener references that do not resolve are also recorded with their reason in
 /// `acceptance.listener_refs`.
@@ -88,6 +94,7 @@ pub(super) fn gateway(
     let mut info = GatewayInfo {
         namespace: ns.to_owned(),
         listeners: Vec::new(),
+        unserved: Vec::new(),
     };
     if spec.gateway_class_name.is_empty() {
         c.error("spec.gatewayClassName", "empty; name the GatewayClass");
@@ -176,8 +183,12 @@ pub(super) fn gateway(
         // directory or Git: its files under --tls-secrets-dir cannot be read): this listener
         // is not served (ResolvedRefs=False, InvalidCertificateRef), the others are.
         let own = format!("{at}.");
+        // The fields of this listener's problems that are references that do not resolve:
+        // a listener with no other problem still takes routes (unserved).
+        let mut ref_fields: HashSet<String> = refs.iter().map(|(f, _, _)| f.clone()).collect();
         for (field, why) in unresolved.iter().filter(|(f, _)| f.starts_with(&own)) {
             lc.error(field, why);
+            ref_fields.insert(field.clone());
         }
         // Nor is an HTTPS listener whose client CAs cannot be read: served, it would let in
         // clients without a certificate.
@@ -188,6 +199,7 @@ pub(super) fn gateway(
                     &at,
                     format!("{field}: {why}: the listener is not served without the client certificate validation that field names"),
                 );
+                ref_fields.insert(at.clone());
             }
             for (field, reason, why) in frontend
                 .ref_problems
@@ -197,6 +209,7 @@ pub(super) fn gateway(
                 let message = format!("{field}: {why}: the listener is not served without the client certificate validation that field names");
                 lc.error(&at, &message);
                 refs.push((at.clone(), *reason, message));
+                ref_fields.insert(at.clone());
             }
         }
         // Kinds Tollgate does not serve, beside some it does: the listener serves those
@@ -220,6 +233,19 @@ pub(super) fn gateway(
             .map(|(field, message)| PolicyError::new(c.file(), c.object(), field, message))
             .collect();
         let (Some(port), true, true) = (port, errors.is_empty(), gateway_ok) else {
+            let only_refs = errors
+                .iter()
+                .all(|e| ref_fields.contains(&e.location.field));
+            if let (Some(port), true) = (port, only_refs) {
+                info.unserved.push(ListenerRef {
+                    index: usize::MAX,
+                    name: l.name.clone(),
+                    port,
+                    hostname: hostname.clone(),
+                    allowed,
+                    kinds,
+                });
+            }
             listener_problems.extend(errors);
             listener_problems.extend(notes);
             continue;
@@ -270,7 +296,7 @@ pub(super) fn gateway(
         });
         pending.push((gw, tls, notes));
     }
-    if !gateway_ok || info.listeners.is_empty() {
+    if !gateway_ok || (info.listeners.is_empty() && info.unserved.is_empty()) {
         // Every problem is reported with the Gateway that is left out.
         for e in listener_problems {
             c.error(e.location.field, e.message);

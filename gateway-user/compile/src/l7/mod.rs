@@ -625,6 +625,9 @@ fn validate(
             kinds_on.settle(o, &policy.listeners, &mut outcome, &mut errors);
         }
         acceptance.routes.push(outcome.status);
+        for key in std::mem::take(&mut outcome.unserved) {
+            *acceptance.unserved_attached.entry(key).or_default() += 1;
+        }
         match outcome.def {
             Some(def) if errors.is_empty() => {
                 policy.routes.push(def);

@@ -1,6 +1,6 @@
 //! The parents of a route: which listeners of the Gateways it names it attaches to, or the
 //! Gateway API's reason it does not (apart from `route.rs`, which checks the rest of a route).
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tollgate_model::gateway::GATEWAY_API_GROUP;
 use tollgate_model::route::ParentReference;
@@ -24,8 +24,11 @@ pub(super) fn parent_ref(ns: &str, p: &ParentReference) -> ParentRef {
     }
 }
 
-/// Attaches a route to the listeners of one parent (adding them to `attachments`), or says why
-/// not: (field under the parentRef, Gateway API reason, message).
+/// Attaches a route to the listeners of one parent (adding them to `attachments`; a listener
+/// not served for references that do not resolve, to `unserved` as (`namespace/gateway`,
+/// listener), for its count), or says why not: (field under the parentRef, Gateway API
+/// reason, message).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn parent(
     ns: &str,
     route_kind: &'static str,
@@ -34,6 +37,7 @@ pub(super) fn parent(
     namespaces: &Namespaces,
     hostnames: &[HostPattern],
     attachments: &mut BTreeMap<usize, Vec<HostPattern>>,
+    unserved: &mut BTreeSet<(String, String)>,
 ) -> Result<(), (&'static str, &'static str, String)> {
     let group = p.group.as_deref().unwrap_or(GATEWAY_API_GROUP);
     let kind = p.kind.as_deref().unwrap_or("Gateway");
@@ -52,7 +56,7 @@ pub(super) fn parent(
             format!("no (valid) Gateway {gw_ns}/{} in this revision", p.name),
         ));
     };
-    let mut candidates: Vec<&ListenerRef> = gw.listeners.iter().collect();
+    let mut candidates: Vec<&ListenerRef> = gw.listeners.iter().chain(&gw.unserved).collect();
     if let Some(section) = &p.section_name {
         candidates.retain(|l| &l.name == section);
         if candidates.is_empty() {
@@ -104,6 +108,7 @@ pub(super) fn parent(
         ));
     }
     let mut attached_here = false;
+    let is_served = |l: &ListenerRef| gw.listeners.iter().any(|s| std::ptr::eq(s, l));
     for l in allowed {
         let effective: Vec<HostPattern> = if hostnames.is_empty() {
             vec![l.hostname.clone()]
@@ -113,7 +118,10 @@ pub(super) fn parent(
                 .filter_map(|h| l.hostname.intersect(h))
                 .collect()
         };
-        if !effective.is_empty() {
+        if !effective.is_empty() && !is_served(l) {
+            attached_here = true;
+            unserved.insert((format!("{gw_ns}/{}", p.name), l.name.clone()));
+        } else if !effective.is_empty() {
             attached_here = true;
             let set = attachments.entry(l.index).or_default();
             for h in effective {

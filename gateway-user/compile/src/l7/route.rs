@@ -1,7 +1,7 @@
 //! `HTTPRoute` objects: hostnames, parent references (which listeners a route attaches to),
 //! rules with their timeouts and retries, and backend references. Parents are attached in
 //! [`super::parents`], matches checked in [`super::matches`], filters in [`super::filters`].
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +32,9 @@ pub(super) struct RouteOutcome {
     pub(super) def: Option<RouteDef>,
     pub(super) status: RouteStatus,
     pub(super) partial: Vec<PolicyError>,
+    /// The listeners not served (references that do not resolve) it attached to, as
+    /// (`namespace/gateway`, listener): counted in their `attachedRoutes`.
+    pub(super) unserved: BTreeSet<(String, String)>,
 }
 
 /// What the references of a route may resolve to.
@@ -96,6 +99,7 @@ pub(super) fn route(
 
     // Parents: each is accepted or not on its own.
     let mut attachments: BTreeMap<usize, Vec<HostPattern>> = BTreeMap::new();
+    let mut unserved = BTreeSet::new();
     let parents = spec.parent_refs.as_deref().unwrap_or_default();
     if parents.is_empty() {
         c.error(
@@ -115,6 +119,7 @@ pub(super) fn route(
             refs.namespaces,
             &hostnames,
             &mut attachments,
+            &mut unserved,
         );
         accepted.push(match result {
             Ok(()) => Condition::new(
@@ -190,7 +195,8 @@ pub(super) fn route(
         .map(|e| e.location.field.clone())
         .collect();
     let schema_ok = c.clean_since(before);
-    let any_parent = !attachments.is_empty();
+    // Attached only to listeners that are not served, the route is valid, and served nowhere.
+    let any_parent = !attachments.is_empty() || !unserved.is_empty();
 
     // The route is left out when the CRD would refuse it, when it attaches nowhere, or when
     // none of its rules is valid: every problem goes to `c`.
@@ -253,6 +259,7 @@ pub(super) fn route(
                     .collect(),
             },
             partial: Vec::new(),
+            unserved: BTreeSet::new(),
         };
     }
 
@@ -401,6 +408,7 @@ pub(super) fn route(
         }),
         status,
         partial,
+        unserved,
     }
 }
 

@@ -152,6 +152,10 @@ pub struct Acceptance {
     /// Objects left out, each with every problem found in it (the rest of the revision is
     /// served).
     pub left_out: Vec<LeftOut>,
+    /// Routes attached to each listener that is not served for references that do not
+    /// resolve, by (`namespace/gateway`, listener): its `attachedRoutes` (the served
+    /// listeners' come from the routes' attachments).
+    pub unserved_attached: std::collections::BTreeMap<(String, String), u32>,
     /// Objects that are served only in part, one problem each: a rule dropped (it is
     /// invalid), a rule that answers 500 (a backendRef that does not resolve, no backendRefs,
     /// an `ExtensionRef` filter), a listener left out, route kinds a listener ignores, a

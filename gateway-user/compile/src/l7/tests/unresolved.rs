@@ -201,3 +201,53 @@ fn a_directorys_unreadable_certificate_file_leaves_out_its_listener_alone() {
     );
     assert!(d.cluster.is_none());
 }
+
+#[test]
+fn routes_attach_to_a_listener_whose_certificate_is_missing_and_are_counted_not_served() {
+    // Gateway API `GatewayWithAttachedRoutes`: attachedRoutes "MUST be set for Listeners with
+    // condition Accepted: false", so a route still attaches to a listener left out for a
+    // missing Secret; nothing is served through it, and its Gateway is not left out even
+    // when that is its only listener.
+    let yaml = "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: tls-only }
+spec:
+  gatewayClassName: tollgate
+  listeners:
+    - { name: tls, port: 8443, protocol: HTTPS, tls: { certificateRefs: [{ name: gone }] } }
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: Backend
+metadata: { name: app }
+spec:
+  endpoints: [{ ip: { address: 127.0.0.1, port: 9001 } }]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: r }
+spec:
+  parentRefs: [{ name: tls-only, sectionName: tls }]
+  rules:
+    - backendRefs: [{ group: tollgate.dev, kind: Backend, name: app }]
+";
+    let s = compiled(yaml, vec![missing("default", "gone", Use::Certificate)]);
+    assert!(listeners(&s).is_empty());
+    assert!(s.acceptance.left_out.is_empty(), "{:?}", s.acceptance.left_out);
+    assert_eq!(
+        s.acceptance.unserved_attached.get(&("default/tls-only".to_owned(), "tls".to_owned())),
+        Some(&1)
+    );
+    let route = &s.acceptance.routes[0];
+    let accepted = &route.parents[0].conditions[0];
+    assert!(accepted.is_true(), "{route:?}");
+    // Served nowhere: the route table has it with no listener.
+    assert!(s.l7.policy.routes.iter().all(|r| r.attachments.is_empty()));
+    // A listener with a problem of its own (a bad hostname) takes no routes.
+    let bad = yaml.replace(
+        "{ name: tls, port: 8443,",
+        "{ name: tls, hostname: 'Bad_Host', port: 8443,",
+    );
+    let s = compiled(&bad, vec![missing("default", "gone", Use::Certificate)]);
+    assert!(s.acceptance.unserved_attached.is_empty());
+    assert_eq!(s.acceptance.left_out.len(), 2, "{:?}", s.acceptance.left_out);
+}
