@@ -232,9 +232,15 @@ spec:
 ";
     let s = compiled(yaml, vec![missing("default", "gone", Use::Certificate)]);
     assert!(listeners(&s).is_empty());
-    assert!(s.acceptance.left_out.is_empty(), "{:?}", s.acceptance.left_out);
+    assert!(
+        s.acceptance.left_out.is_empty(),
+        "{:?}",
+        s.acceptance.left_out
+    );
     assert_eq!(
-        s.acceptance.unserved_attached.get(&("default/tls-only".to_owned(), "tls".to_owned())),
+        s.acceptance
+            .unserved_attached
+            .get(&("default/tls-only".to_owned(), "tls".to_owned())),
         Some(&1)
     );
     let route = &s.acceptance.routes[0];
@@ -249,5 +255,10 @@ spec:
     );
     let s = compiled(&bad, vec![missing("default", "gone", Use::Certificate)]);
     assert!(s.acceptance.unserved_attached.is_empty());
-    assert_eq!(s.acceptance.left_out.len(), 2, "{:?}", s.acceptance.left_out);
+    assert_eq!(
+        s.acceptance.left_out.len(),
+        2,
+        "{:?}",
+        s.acceptance.left_out
+    );
 }
