@@ -296,7 +296,6 @@ fn gateway_api_conformance() {
         });
     }
     drop(agent);
-    drop(running);
 
     // The status scenarios: the fake API server, `tollgate controller`, and an agent in
     // Kubernetes mode on the same lab (the directory source's agent is stopped: the same
@@ -308,7 +307,7 @@ fn gateway_api_conformance() {
         run.start_agent(&lab, ADMIN);
         for s in status {
             let t = Instant::now();
-            let failures = run.run(s);
+            let failures = run.run(s, &ctx);
             let verdict = match (failures.is_empty(), &s.known_failure) {
                 (true, _) => "PASS".to_owned(),
                 (false, None) => "FAIL".to_owned(),
@@ -326,6 +325,8 @@ fn gateway_api_conformance() {
             });
         }
     }
+
+    drop(running);
 
     let known: Vec<&str> = scenarios
         .iter()

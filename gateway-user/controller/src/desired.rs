@@ -169,7 +169,7 @@ pub fn plans(
                     }
                 }
                 "AuthPolicy" | "RateLimitPolicy" | "BackendTrafficPolicy" => {
-                    out.push(policy(key, view, acceptance, &ours))
+                    out.push(policy(key, view, acceptance, &ours, objects))
                 }
                 "Backend" => out.push(backend(key, view, acceptance)),
                 _ => {}
@@ -670,12 +670,15 @@ fn route(
 
 /// A policy attached to HTTPRoutes (GEP-713): one `PolicyAncestorStatus` per Gateway a
 /// targeted route is attached to, `Accepted` with the GEP's reasons; a target that does not
-/// exist is named as its own ancestor with `Accepted=False, TargetNotFound`.
+/// exist is named as its own ancestor with `Accepted=False, TargetNotFound`, one of another
+/// kind with `Invalid`; a route of the cluster attached to none of our Gateways gets no entry.
+/// One entry per ancestorRef.
 fn policy(
     key: &ObjectKey,
     view: &ObjectView,
     acceptance: &Acceptance,
     ours: &BTreeSet<(String, String)>,
+    objects: &BTreeMap<ObjectKey, ObjectView>,
 ) -> Desired {
     let g = view.generation;
     let ns = key.namespace.clone().unwrap_or_default();
@@ -703,7 +706,9 @@ fn policy(
         None => condition("Accepted", true, "Accepted", "the policy applies", g),
     };
     let mut ancestors: BTreeSet<(String, String, String, String)> = BTreeSet::new();
-    let mut missing: BTreeSet<(String, String, String)> = BTreeSet::new();
+    // Targets that cannot be judged as routes of ours, with the reason and message of their
+    // entry (named as their own ancestor).
+    let mut unusable: BTreeMap<(String, String, String), (&str, String)> = BTreeMap::new();
     for t in view.object["spec"]["targetRefs"]
         .as_array()
         .into_iter()
@@ -738,8 +743,32 @@ fn policy(
                     ));
                 }
             }
+            // Not a kind policies target: the policy is left out for it, and its entry says
+            // so (not "does not exist": it may well exist).
+            None if group != GATEWAY_GROUP || kind != "HTTPRoute" => {
+                unusable.insert(
+                    (group.to_owned(), kind.to_owned(), name.to_owned()),
+                    (
+                        "Invalid",
+                        format!("{group}/{kind}: policies target HTTPRoutes (group {GATEWAY_GROUP}, kind HTTPRoute)"),
+                    ),
+                );
+            }
+            // An HTTPRoute of the cluster that is not among the compiled routes is attached to
+            // no Gateway of ours: another controller's to report, no entry of ours.
+            None if objects.contains_key(&ObjectKey {
+                kind: "HTTPRoute".to_owned(),
+                namespace: Some(ns.clone()),
+                name: name.to_owned(),
+            }) => {}
             None => {
-                missing.insert((group.to_owned(), kind.to_owned(), name.to_owned()));
+                unusable.insert(
+                    (group.to_owned(), kind.to_owned(), name.to_owned()),
+                    (
+                        "TargetNotFound",
+                        format!("{kind} {ns}/{name} does not exist"),
+                    ),
+                );
             }
         }
     }
@@ -753,11 +782,17 @@ fn policy(
             })
         })
         .collect();
-    for (group, kind, name) in missing {
+    for ((group, kind, name), (reason, message)) in unusable {
+        let ancestor = json!({"group": group, "kind": kind, "namespace": ns, "name": name});
+        // One entry per ancestorRef and controller (GEP-713's map key): a Gateway that is
+        // already an ancestor through a route keeps that entry.
+        if entries.iter().any(|e| e["ancestorRef"] == ancestor) {
+            continue;
+        }
         entries.push(json!({
-            "ancestorRef": {"group": group, "kind": kind, "namespace": ns, "name": name},
+            "ancestorRef": ancestor,
             "controllerName": CONTROLLER_NAME,
-            "conditions": [condition("Accepted", false, "TargetNotFound", &format!("{kind} {ns}/{name} does not exist"), g)],
+            "conditions": [condition("Accepted", false, reason, &message, g)],
         }));
     }
     entries.truncate(MAX_ANCESTORS);

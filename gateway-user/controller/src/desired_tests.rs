@@ -217,6 +217,49 @@ fn a_policy_names_the_gateways_of_its_routes_as_ancestors() {
 }
 
 #[test]
+fn a_policy_has_one_entry_per_ancestor_and_says_no_false_does_not_exist() {
+    // GEP-713: ancestors are a map keyed by (ancestorRef, controllerName). A policy that
+    // targets a route on `edge` and `edge` itself (a kind policies do not target) gets one
+    // entry for `edge`; a route that exists but is on another class's Gateway gets none of
+    // ours (not "does not exist").
+    let other_class = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: { name: other }\nspec:\n  controllerName: example.com/other\n".to_owned();
+    let foreign = GATEWAY
+        .replace("name: edge", "name: foreign")
+        .replace("gatewayClassName: tollgate", "gatewayClassName: other")
+        .replace("port: 8080", "port: 9080")
+        .replace("port: 8081", "port: 9081");
+    let both = limit("both", "r").replace(
+        "targetRefs: [",
+        "targetRefs: [{ group: gateway.networking.k8s.io, kind: Gateway, name: edge }, ",
+    );
+    let plans = run(
+        &with_edge([
+            other_class,
+            foreign,
+            route("r", "app", 1),
+            route("elsewhere", "app", 1).replace("[{ name: edge }]", "[{ name: foreign }]"),
+            both,
+            limit("away", "elsewhere"),
+        ]),
+        &[],
+    );
+    let both = shared(&plans["RateLimitPolicy/ns/both"]);
+    assert_eq!(both.len(), 1, "{both:#?}");
+    assert_eq!(both[0]["ancestorRef"]["kind"], "Gateway");
+    // Targeting a Gateway leaves the policy out: its one entry says why, not "does not exist".
+    let accepted = find(&both[0]["conditions"], "Accepted");
+    assert_eq!(accepted["status"], "False");
+    assert!(
+        !accepted["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{accepted}"
+    );
+    assert!(shared(&plans["RateLimitPolicy/ns/away"]).is_empty());
+}
+
+#[test]
 fn an_l4_policy_counts_the_ready_nodes_that_do_not_refuse_it() {
     let edge = "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nmetadata: { name: edge, generation: 4 }\nspec:\n  defaultAction: allow\n  rules: []\n".to_owned();
     let mut refusing = node("c", true, &[]);

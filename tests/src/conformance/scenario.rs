@@ -34,6 +34,10 @@ pub struct Scenario {
     /// `mode: status`: the objects go to a (fake) API server and the checks are of the status
     /// `tollgate controller` writes, not of requests to the proxy.
     pub status_mode: bool,
+    /// A status scenario's `requests`, sent to the agent in Kubernetes mode once the first
+    /// step's status checks hold (retried until they pass or 15 s have gone by: the agent
+    /// applies the objects on its own time).
+    pub status_requests: Vec<Value>,
 }
 
 impl Scenario {
@@ -95,6 +99,11 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, String> {
         }
     };
     let requests = checks(&doc, &file)?;
+    let status_requests = if status_mode && !doc["requests"].is_null() {
+        requests_of(&doc, &file)?
+    } else {
+        Vec::new()
+    };
     let mut then = Vec::new();
     for (i, step) in doc["then"].as_array().into_iter().flatten().enumerate() {
         let objects = step["objects"]
@@ -155,6 +164,7 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, String> {
         experimental,
         known_failure,
         status_mode,
+        status_requests,
     })
 }
 

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::Scenario;
+use super::{run_request, Context, Scenario};
 use crate::kube_fake::{tollgate_kinds, FakeApiServer};
 use crate::{Agent, Lab, APPLY_TIMEOUT, POLICY_APPLIED};
 
@@ -124,8 +124,9 @@ impl StatusRun {
             .unwrap_or_else(|e| panic!("store objects in the fake: {e:?}"));
     }
 
-    /// Runs one status scenario; the failures. Its objects are deleted afterwards.
-    pub fn run(&self, s: &Scenario) -> Vec<String> {
+    /// Runs one status scenario; the failures. Its objects are deleted afterwards. Its
+    /// `requests` (if any) go to the agent once the first step's checks hold.
+    pub fn run(&self, s: &Scenario, ctx: &Context) -> Vec<String> {
         let mut failures = Vec::new();
         let steps =
             std::iter::once((&s.objects, &s.requests)).chain(s.then.iter().map(|(o, c)| (o, c)));
@@ -148,6 +149,9 @@ impl StatusRun {
                 if let Err(e) = self.wait_for(check, if step == 0 { None } else { before }) {
                     failures.push(format!("{label}{e}"));
                 }
+            }
+            if failures.is_empty() && step == 0 && !s.status_requests.is_empty() {
+                failures.extend(eventually(&s.status_requests, ctx));
             }
             if !failures.is_empty() {
                 break;
@@ -220,6 +224,22 @@ impl StatusRun {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+}
+
+/// Sends `requests` until every answer is as expected, for up to 15 s; the last failures.
+fn eventually(requests: &[Value], ctx: &Context) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        ctx.backends.clear();
+        let failures: Vec<String> = requests
+            .iter()
+            .flat_map(|entry| run_request(entry, ctx))
+            .collect();
+        if failures.is_empty() || Instant::now() > deadline {
+            return failures;
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
