@@ -189,6 +189,41 @@ pub fn response_framing_problem(headers: &HeaderMap) -> Option<&'static str> {
         .then_some("the backend's response has a transfer coding other than chunked")
 }
 
+/// Makes several `Content-Length` values that all say the same length one field of one value
+/// (RFC 9110 section 8.6: a recipient may replace a list of identical values with one). Both
+/// hyper and the lean path accept `Content-Length: 2` twice, or `2, 2`, from a backend (and
+/// an HTTP/2 client may send the field twice); relayed as such, an HTTP/2 client refuses the
+/// response (its field may hold one value) and an HTTP/1.1 recipient may read it as a
+/// conflict. Values that differ were refused before this is called; they are left alone.
+pub fn single_content_length(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return;
+    };
+    let listed = first.as_bytes().contains(&b',');
+    if values.next().is_none() && !listed {
+        return;
+    }
+    let mut length: Option<&[u8]> = None;
+    for part in headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+    {
+        let part = part.trim_ascii();
+        if part.is_empty()
+            || !part.iter().all(u8::is_ascii_digit)
+            || length.is_some_and(|l| l != part)
+        {
+            return;
+        }
+        length = Some(part);
+    }
+    if let Some(v) = length.and_then(|l| HeaderValue::from_bytes(l).ok()) {
+        headers.insert(header::CONTENT_LENGTH, v);
+    }
+}
+
 /// Whether the `Transfer-Encoding` lines of `headers`, all together, name `chunked` and nothing
 /// else (empty list elements aside, RFC 9110 section 5.6.1).
 fn chunked_alone(headers: &HeaderMap) -> bool {
@@ -509,6 +544,26 @@ mod tests {
         ])
         .is_some());
         assert!(h(&[("transfer-encoding", "chunked, chunked")]).is_some());
+    }
+
+    #[test]
+    fn identical_content_lengths_become_one_and_others_are_left_alone() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        single_content_length(&mut h);
+        let all: Vec<_> = h.get_all(header::CONTENT_LENGTH).iter().collect();
+        assert_eq!(all, ["2"]);
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2, 2"));
+        single_content_length(&mut h);
+        assert_eq!(h[header::CONTENT_LENGTH], "2");
+        for odd in ["2, 3", "2, x", "7"] {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from_static(odd));
+            single_content_length(&mut h);
+            assert_eq!(h[header::CONTENT_LENGTH], odd);
+        }
     }
 
     #[test]

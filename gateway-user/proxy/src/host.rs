@@ -45,6 +45,11 @@ pub fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
     if authority.is_some_and(|a| a.as_str().contains('@')) {
         return Some("userinfo (user@) in the request target is not allowed");
     }
+    // The same rule as for Host: the `http` crate takes a port past 65535 (`x:99999`) in an
+    // HTTP/2 `:authority` or an absolute-form target, which would be forwarded as the Host.
+    if authority.is_some_and(|a| parse_host(a.as_str().as_bytes()).is_none()) {
+        return Some("the request target's authority is not a valid host[:port]");
+    }
     match (req.version(), authority, host) {
         (Version::HTTP_11, _, None) => Some("an HTTP/1.1 request needs a Host header"),
         (Version::HTTP_2, Some(a), Some((name, port))) => {
@@ -198,5 +203,10 @@ mod tests {
         assert_eq!(host_problem(&req(v2, "https://a/", &[b"a:443"])), None);
         assert!(host_problem(&req(v2, "https://a/", &[b"a:80"])).is_some());
         assert!(host_problem(&req(v2, "http://a/", &[b"b"])).is_some());
+        // The authority of the target is held to Host's rules: no port past 65535.
+        assert!(host_problem(&req(v2, "http://x:99999/", &[])).is_some());
+        assert!(host_problem(&req(v11, "http://y:99999/a", &[b"y"])).is_some());
+        assert_eq!(host_problem(&req(v2, "http://x:8080/", &[])), None);
+        assert_eq!(host_problem(&req(v2, "http://[::1]:8080/", &[])), None);
     }
 }

@@ -27,7 +27,7 @@ use super::{Core, Limits};
 mod state;
 
 use state::{ActivityIo, HeadBudgetSpent};
-pub use state::{ConnGuard, ConnState, HeadBudget};
+pub use state::{ConnGuard, ConnState, HeadBudget, InFlightBudget};
 
 /// Where a request came in.
 #[derive(Debug)]

@@ -4,7 +4,8 @@
 //! 599 are answered 502 and their connection is not used again (RFC 9110 sections 15.2.2, 15);
 //! an HTTP/1.0 backend's answer reaches the client in HTTP/1.1 on a connection it keeps (RFC
 //! 9110 section 2.5); trailers reach HTTP/2 clients without the fields a trailer may not carry
-//! (RFC 9110 sections 6.5.1, 7.6.1; RFC 9113 section 8.2.2).
+//! (RFC 9110 sections 6.5.1, 7.6.1; RFC 9113 section 8.2.2); identical `Content-Length`
+//! values (two fields, or a list) reach clients as one (RFC 9110 section 8.6).
 mod harness;
 
 use std::net::Ipv4Addr;
@@ -35,6 +36,11 @@ fn answer(path: &str) -> (&'static [u8], bool) {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n2\r\nhi\r\n0\r\nConnection: close\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nTE: gzip\r\nUpgrade: x\r\nContent-Length: 9\r\nContent-Type: text/html\r\nSet-Cookie: a=b\r\nAuthorization: Basic eA==\r\nHost: evil.example\r\nX-Sum: 13\r\n\r\n",
             false,
         ),
+        "/cl-twice" => (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+            false,
+        ),
+        "/cl-list" => (b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok", false),
         _ => (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
     }
 }
@@ -242,5 +248,45 @@ async fn trailers_reach_http2_clients_without_the_fields_a_trailer_may_not_carry
         let mut want = HeaderMap::new();
         want.insert("x-sum", "13".parse().unwrap());
         assert_eq!(trailers, want, "{method}");
+    }
+}
+
+#[tokio::test]
+async fn identical_content_lengths_reach_clients_of_both_protocols_as_one() {
+    // Before, an HTTP/2 client got both fields (or "2, 2") and refused the response
+    // (curl: PROTOCOL_ERROR), and an HTTP/1.1 client got the list as sent.
+    let (backend, _) = raw_backend().await;
+    let gw = Gateway::start(|p| one_route(p, backend, &[])).await;
+    let port = gw.port();
+    for path in ["/cl-twice", "/cl-list"] {
+        for method in [Method::GET, Method::POST] {
+            let tcp = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+                .await
+                .unwrap();
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let mut req = request(&method, path, port);
+            req.headers_mut().remove(http::header::HOST);
+            *req.uri_mut() = format!("http://127.0.0.1:{port}{path}").parse().unwrap();
+            *req.version_mut() = Version::HTTP_2;
+            let resp = sender
+                .send_request(req)
+                .await
+                .unwrap_or_else(|e| panic!("{method} {path} over HTTP/2: {e}"));
+            assert_eq!(resp.status(), 200, "{method} {path}");
+            let lengths: Vec<_> = resp.headers().get_all("content-length").iter().collect();
+            assert_eq!(lengths, ["2"], "{method} {path}");
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, "ok", "{method} {path}");
+
+            let mut h1 = h1_connection(port).await;
+            h1.ready().await.unwrap();
+            let resp = h1.send_request(request(&method, path, port)).await.unwrap();
+            let lengths: Vec<_> = resp.headers().get_all("content-length").iter().collect();
+            assert_eq!(lengths, ["2"], "{method} {path} over HTTP/1.1");
+        }
     }
 }

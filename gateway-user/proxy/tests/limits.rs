@@ -6,8 +6,11 @@
 mod harness;
 
 use bytes::Bytes;
+use harness::backend::Step;
 use harness::yaml::{app_and_free, policy};
 use harness::{Backend, Gateway, Options};
+use std::time::Duration;
+use tollgate_proxy::Limits;
 
 fn limit_policy(name: &str, route: &str, mode: &str, limits: &[&str]) -> String {
     let mut spec = format!("  mode: {mode}\n  limits:\n");
@@ -359,4 +362,49 @@ async fn an_http2_client_may_send_one_receive_window_ahead() {
     options.limits.h2_receive_window = 256 << 10;
     let wide = Gateway::start_with(options, |p| app_and_free(p[0], app.port(), &[])).await;
     assert_eq!(granted(wide.port()).await, 256 << 10);
+}
+
+#[tokio::test]
+async fn requests_in_flight_over_the_memory_budget_are_answered_503_until_room_is_made() {
+    // The heads of requests in flight are charged to a budget (twice the head and 16 KiB
+    // each): HTTP/2 lets a client keep 100 large heads in flight per connection for a few
+    // bytes each (HPACK), so without it 70 connections held 570 MB.
+    let app = Backend::start("app").await;
+    app.script([
+        Step::Delay(Duration::from_millis(1500)),
+        Step::Delay(Duration::from_millis(1500)),
+    ]);
+    let options = Options {
+        // Room for two requests with a 2,000-byte header (about 21 KB each), not three.
+        limits: Limits {
+            in_flight_budget: 50_000,
+            ..Limits::default()
+        },
+        ..Options::default()
+    };
+    let gw = Gateway::start_with(options, |p| app_and_free(p[0], app.port(), &[])).await;
+    let big = "x".repeat(2000);
+    let slow = |h2: bool| {
+        let mut r = gw.get("/a").header("x-big", &big);
+        if h2 {
+            r = r.h2();
+        }
+        r.send()
+    };
+    let third = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        slow(true).await
+    };
+    let (a, b, c) = tokio::join!(slow(false), slow(true), third);
+    assert_eq!((a.status, b.status), (200, 200), "{a:?} {b:?}");
+    assert_eq!(c.status, 503, "{c:?}");
+    assert_eq!(c.header("retry-after"), Some("1"), "{c:?}");
+    assert_eq!(
+        app.count(),
+        2,
+        "the refused request never reached the backend"
+    );
+    // Their responses ended: the room is back.
+    let d = slow(false).await;
+    assert_eq!(d.status, 200, "{d:?}");
 }

@@ -218,6 +218,10 @@ pub struct LimitArgs {
     /// a read over it closes that connection (slow-header floods).
     #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_size, env = "TOLLGATE_MAX_HEAD_MEMORY")]
     pub max_head_memory: u64,
+    /// L7: memory the requests in flight together may hold for their heads (each charged twice
+    /// its head and 16 KiB, until its response ends); a request over it is answered 503.
+    #[arg(long, value_name = "BYTES", default_value = "128MiB", value_parser = parse_size, env = "TOLLGATE_MAX_IN_FLIGHT_MEMORY")]
+    pub max_in_flight_memory: u64,
     /// L7: concurrent streams per HTTP/2 connection.
     #[arg(long, value_name = "N", default_value_t = tollgate_proxy::H2_MAX_CONCURRENT_STREAMS, env = "TOLLGATE_H2_MAX_CONCURRENT_STREAMS")]
     pub h2_max_concurrent_streams: u32,
@@ -243,6 +247,7 @@ impl LimitArgs {
             idle_timeout: self.idle_timeout,
             max_connections: self.max_connections.max(1),
             head_budget: usize::try_from(self.max_head_memory).unwrap_or(usize::MAX),
+            in_flight_budget: usize::try_from(self.max_in_flight_memory).unwrap_or(usize::MAX),
             h2_max_concurrent_streams: self.h2_max_concurrent_streams,
             h2_max_pending_reset_streams: self.h2_max_pending_resets,
             h2_receive_window: self.h2_receive_window,
@@ -635,6 +640,7 @@ mod tests {
         assert_eq!(l.idle_timeout, d.idle_timeout);
         assert_eq!(l.max_connections, d.max_connections);
         assert_eq!(l.head_budget, d.head_budget);
+        assert_eq!(l.in_flight_budget, d.in_flight_budget);
         assert_eq!(l.h2_max_concurrent_streams, d.h2_max_concurrent_streams);
         assert_eq!(
             l.h2_max_pending_reset_streams,

@@ -64,6 +64,43 @@ impl HeadBudget {
     }
 }
 
+/// The memory all requests in flight may hold for their heads ([`crate::Limits::in_flight_budget`]).
+/// The head budget above covers heads being read; once a request starts, its head lives on
+/// (decoded, and copied for the backend) until its response ends, and an HTTP/2 client can
+/// keep 100 of them per connection for a few bytes each (HPACK). Each request is charged
+/// when it starts ([`ConnGuard::charge`]) and released when it ends; one that would go over
+/// is answered 503 at once.
+#[derive(Debug)]
+pub struct InFlightBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl InFlightBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        InFlightBudget {
+            used: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Charges `n` bytes; false (and nothing charged) when that would go over the budget.
+    fn take(&self, n: usize) -> bool {
+        let used = self.used.fetch_add(n, Ordering::Relaxed) + n;
+        if used > self.limit {
+            self.used.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
 /// The error a read returns when the head budget is spent (found again by
 /// [`super::connection_error_reason`]).
 #[derive(Debug)]
@@ -203,6 +240,8 @@ pub struct ConnGuard {
     state: Arc<ConnState>,
     /// The deadline [`ConnGuard::bound`] put in [`ConnState::deadlines`]; 0 for none.
     deadline: u64,
+    /// What [`ConnGuard::charge`] took from the in-flight budget, released on drop.
+    charged: Option<(Arc<InFlightBudget>, usize)>,
 }
 
 impl ConnGuard {
@@ -213,7 +252,22 @@ impl ConnGuard {
         state.last_stream.store(now_ms(), Ordering::Relaxed);
         state.early.store(SNIFFED, Ordering::Relaxed);
         state.budget.release(&state.head);
-        ConnGuard { state, deadline: 0 }
+        ConnGuard {
+            state,
+            deadline: 0,
+            charged: None,
+        }
+    }
+
+    /// Charges the request's `bytes` to `budget` for as long as it is in flight; false when
+    /// the budget has no room (the request is to be refused). Once per request.
+    pub fn charge(&mut self, budget: &Arc<InFlightBudget>, bytes: usize) -> bool {
+        debug_assert!(self.charged.is_none(), "one charge per request");
+        if !budget.take(bytes) {
+            return false;
+        }
+        self.charged = Some((budget.clone(), bytes));
+        true
     }
 
     /// The response is bound to end by `deadline` ([`now_ms`] scale; past it, its connection
@@ -247,6 +301,9 @@ impl Drop for ConnGuard {
         self.state.last_activity.store(now, Ordering::Relaxed);
         self.state.last_stream.store(now, Ordering::Relaxed);
         self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some((budget, n)) = self.charged.take() {
+            budget.used.fetch_sub(n, Ordering::Relaxed);
+        }
     }
 }
 

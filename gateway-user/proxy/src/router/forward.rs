@@ -305,7 +305,10 @@ pub(super) fn forward<'a>(
                             resp.body_mut().discard_connection();
                             Err((Failure::InvalidResponse, BoxError::from(why), None))
                         }
-                        None => Ok(resp),
+                        None => {
+                            forwarded::single_content_length(resp.headers_mut());
+                            Ok(resp)
+                        }
                     }
                 })
             });

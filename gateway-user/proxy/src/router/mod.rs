@@ -122,6 +122,22 @@ pub(crate) fn upstream_error(core: &Core, route: &Arc<str>, reason: &'static str
         .inc();
 }
 
+/// What a request in flight is charged ([`crate::listener::InFlightBudget`]): its head twice
+/// (the client's, decoded, and the copy for the backend) and [`crate::IN_FLIGHT_OVERHEAD`].
+fn in_flight_cost<B>(req: &Request<B>) -> usize {
+    // RFC 9113 section 6.5.2's measure of a header list: name, value and 32 bytes a field.
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 32)
+        .sum();
+    let uri = req.uri();
+    let head = fields
+        + uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    2 * head + crate::IN_FLIGHT_OVERHEAD
+}
+
 /// Handles one request. An HTTP/1 request with a body that the proxy answers itself (a 404,
 /// 401, 413, 408...) may have left its body unread, so that nothing after it on the
 /// connection can be read as a request: the answer says `Connection: close` (RFC 9112
@@ -152,7 +168,10 @@ fn answer(
 ) -> impl Future<Output = Response<ResponseBody>> + Send {
     async move {
         let started = Instant::now();
-        let guard = ConnGuard::new(conn.state.clone());
+        let mut guard = ConnGuard::new(conn.state.clone());
+        // The head lives on until the response ends (twice: the client's and the backend's
+        // copy): charged to the in-flight budget, or refused below when it is spent.
+        let fits = guard.charge(&core.in_flight, in_flight_cost(&req));
         // One load per request: this request sees one revision, start to end.
         let active = core.state.load_full();
         let client = if conn.hop.trusted {
@@ -180,6 +199,18 @@ fn answer(
             _conn: guard,
         };
 
+        if !fits {
+            let mut response = local(
+                done,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "memory_budget",
+                "the memory for requests in flight is spent; try again shortly",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        }
         if let Some(why) =
             super::host::host_problem(&req).or_else(|| super::host::h2_field_problem(&req))
         {
@@ -633,6 +664,7 @@ fn routed(
             auth::set_by_proxy(auth_def, name)
         });
         forwarded::join_cookies(&mut parts.headers);
+        forwarded::single_content_length(&mut parts.headers);
         if rule.grpc {
             // The one TE value HTTP/2 allows, which gRPC servers expect (it says the client
             // reads trailers, where the call's status is): hop-by-hop, so set on this hop.
