@@ -210,6 +210,27 @@ pub struct Completion {
     /// body grew past the limit is counted as such.
     pub body: Option<Arc<BodyState>>,
     pub(crate) _conn: ConnGuard,
+    /// Counted and logged ([`Completion::finish`]); one dropped without it is a request the
+    /// client abandoned before its response began (a stream reset, a connection closed).
+    pub(crate) recorded: bool,
+}
+
+/// The status counted and logged for a request the client abandoned before any response
+/// began (nginx's "client closed request"): it is no HTTP status, and never sent.
+pub const CLIENT_CLOSED: u16 = 499;
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if self.recorded {
+            return;
+        }
+        // Abandoned before the response began (its future dropped): counted and logged too,
+        // so that rapid resets of accepted streams, or clients that give up on a slow
+        // backend, show in the metrics and the access log.
+        self.status = CLIENT_CLOSED;
+        self.reason = "client_closed";
+        self.record(0, true);
+    }
 }
 
 /// The method label: one of a fixed set, or `OTHER`, so that the label stays bounded.
@@ -230,6 +251,11 @@ pub fn method_label(m: &Method) -> &'static str {
 
 impl Completion {
     fn finish(mut self, bytes: u64, aborted: bool) {
+        self.record(bytes, aborted);
+        self.recorded = true;
+    }
+
+    fn record(&mut self, bytes: u64, aborted: bool) {
         let elapsed = self.started.elapsed();
         let metrics = &self.core.metrics;
         if aborted && self.body.as_ref().is_some_and(|b| b.too_large()) {

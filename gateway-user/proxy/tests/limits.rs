@@ -408,3 +408,32 @@ async fn requests_in_flight_over_the_memory_budget_are_answered_503_until_room_i
     let d = slow(false).await;
     assert_eq!(d.status, 200, "{d:?}");
 }
+
+#[tokio::test]
+async fn requests_abandoned_before_their_response_are_counted_as_499() {
+    // A client that resets its stream (or closes its connection) while the backend works
+    // used to leave no trace: no access-log line, no count (rapid resets of accepted
+    // streams reached the backend unseen).
+    let app = Backend::start("app").await;
+    app.script([
+        Step::Delay(Duration::from_millis(1500)),
+        Step::Delay(Duration::from_millis(1500)),
+    ]);
+    let gw = Gateway::start(|p| app_and_free(p, app.port(), &[])).await;
+    let series = "tollgate_http_requests_total{route=\"default/app\",method=\"GET\",code=\"499\"}";
+    assert_eq!(gw.count(series), 0);
+    for h2 in [false, true] {
+        let mut r = gw.get("/a");
+        if h2 {
+            r = r.h2();
+        }
+        // Given up after 200 ms: the request's future (and its connection) is dropped.
+        let gave_up = tokio::time::timeout(Duration::from_millis(200), r.send()).await;
+        assert!(gave_up.is_err(), "the backend answers after 1.5 s");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while gw.count(series) < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(gw.count(series), 2, "{}", gw.metrics());
+}

@@ -197,6 +197,7 @@ fn answer(
             consumer: None,
             body: None,
             _conn: guard,
+            recorded: false,
         };
 
         if !fits {
