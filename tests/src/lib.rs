@@ -125,6 +125,21 @@ pub(crate) fn run_quiet(program: &str, args: &[&str]) -> bool {
 }
 
 /// Formats an `L4Policy` document (the helpers below keep the tests' policies short).
+/// The value a test stores under a Secret or ConfigMap data key: for the keys read as PEM
+/// (`tls.crt`, `ca.crt`: a certificate; `tls.key`: a private key) `marker` wrapped in a PEM
+/// block of that kind, which the sources take as well-formed (they read PEM blocks, not the
+/// DER inside); other keys as they are.
+pub fn pem_of(key: &str, marker: &str) -> String {
+    use base64::Engine as _;
+    let label = match key {
+        "tls.crt" | "ca.crt" => "CERTIFICATE",
+        "tls.key" => "PRIVATE KEY",
+        _ => return marker.to_owned(),
+    };
+    let body = base64::engine::general_purpose::STANDARD.encode(marker);
+    format!("-----BEGIN {label}-----\n{body}\n-----END {label}-----\n")
+}
+
 pub fn l4_policy(name: &str, default_action: &str, rules_yaml: &str) -> String {
     let mut doc = format!(
         "apiVersion: tollgate.dev/v1alpha1\nkind: L4Policy\nmetadata:\n  name: {name}\nspec:\n  mode: enforce\n  defaultAction: {default_action}\n"

@@ -17,7 +17,7 @@ fn secret(name: &str, type_: &str, data: &[(&str, &str)]) -> Value {
     let data: serde_json::Map<String, Value> = data
         .iter()
         .map(|(k, v)| {
-            let v = base64::engine::general_purpose::STANDARD.encode(v);
+            let v = base64::engine::general_purpose::STANDARD.encode(tollgate_tests::pem_of(k, v));
             (k.to_string(), Value::String(v))
         })
         .collect();

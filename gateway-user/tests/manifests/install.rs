@@ -351,11 +351,6 @@ fn install_rbac_is_least_privilege_and_the_admission_policy_names_the_agent() {
 
     let ds = daemonset();
     let sa = install_yaml("serviceaccount.yaml");
-    let account = format!(
-        "system:serviceaccount:{}:{}",
-        sa["metadata"]["namespace"].as_str().unwrap(),
-        sa["metadata"]["name"].as_str().unwrap()
-    );
     assert_eq!(
         ds["spec"]["template"]["spec"]["serviceAccountName"],
         sa["metadata"]["name"]
@@ -404,7 +399,17 @@ fn install_rbac_is_least_privilege_and_the_admission_policy_names_the_agent() {
         let condition = policy["spec"]["matchConditions"][0]["expression"]
             .as_str()
             .unwrap();
-        assert!(condition.contains(&format!("\"{account}\"")), "{condition}");
+        // The agent's ServiceAccount by name, in any namespace (an overlay may move the
+        // install): `system:serviceaccount:` and `:NAME`, both required.
+        let name_part = format!(":{}", sa["metadata"]["name"].as_str().unwrap());
+        assert!(
+            condition.contains("request.userInfo.username.startsWith(\"system:serviceaccount:\")")
+                && condition.contains(&format!(
+                    "request.userInfo.username.endsWith(\"{name_part}\")"
+                ))
+                && condition.contains("&&"),
+            "{condition}"
+        );
         let rules = &policy["spec"]["matchConstraints"]["resourceRules"][0];
         assert_eq!(rules["resources"], resources);
         let policy_text = policy.to_string();
