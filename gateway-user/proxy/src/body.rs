@@ -73,6 +73,8 @@ impl ResponseBody {
             done._conn
                 .bound(crate::clock::ms_of(d.deadline().into_std()));
         }
+        // The backend has answered: the request's head is no longer held.
+        done._conn.uncharge();
         ResponseBody {
             source: Source::Upstream(body),
             deadline,

@@ -95,10 +95,10 @@ pub struct Limits {
     /// Bytes of request heads all client connections together may hold before their requests
     /// start ([`listener::HeadBudget`]).
     pub head_budget: usize,
-    /// Memory the requests in flight together may hold for their heads
+    /// Memory the requests waiting for their responses together may hold for their heads
     /// ([`listener::InFlightBudget`]): each is charged its head twice (the client's, and the
-    /// copy sent to the backend) and [`IN_FLIGHT_OVERHEAD`]; a request over it is answered
-    /// 503.
+    /// copy sent to the backend) and [`IN_FLIGHT_OVERHEAD`] until its response begins; a
+    /// request over it is answered 503.
     pub in_flight_budget: usize,
     /// Time to connect to a backend endpoint.
     pub connect_timeout: Duration,

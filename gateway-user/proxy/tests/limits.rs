@@ -410,6 +410,69 @@ async fn requests_in_flight_over_the_memory_budget_are_answered_503_until_room_i
 }
 
 #[tokio::test]
+async fn a_response_that_has_begun_holds_no_share_of_the_in_flight_budget() {
+    // Streams that last (gRPC, server-sent events) must not fill the budget: the charge ends
+    // when the response head arrives. A backend that sends a head and the first chunk, then
+    // keeps the body open.
+    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tokio::io::AsyncReadExt::read(&mut tcp, &mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = tokio::io::AsyncWriteExt::write_all(
+                &mut tcp,
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+            )
+            .await;
+            held.push(tcp);
+        }
+    });
+    let options = Options {
+        limits: Limits {
+            in_flight_budget: 50_000,
+            ..Limits::default()
+        },
+        ..Options::default()
+    };
+    let gw = Gateway::start_with(options, |p| app_and_free(p[0], port, &[])).await;
+    let big = "x".repeat(2000);
+    // Three streams open at once, each past its response head: the budget has room for two
+    // heads, so the third is admitted only because the first two gave theirs back.
+    let mut streams = Vec::new();
+    for i in 0..3 {
+        let tcp = tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, gw.port()))
+            .await
+            .unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get("/a")
+            .header("host", "app.test")
+            .header("x-big", &big)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "stream {i}");
+        streams.push((sender, resp));
+    }
+}
+
+#[tokio::test]
 async fn requests_abandoned_before_their_response_are_counted_as_499() {
     // A client that resets its stream (or closes its connection) while the backend works
     // used to leave no trace: no access-log line, no count (rapid resets of accepted

@@ -219,7 +219,7 @@ pub struct LimitArgs {
     #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_size, env = "TOLLGATE_MAX_HEAD_MEMORY")]
     pub max_head_memory: u64,
     /// L7: memory the requests in flight together may hold for their heads (each charged twice
-    /// its head and 16 KiB, until its response ends); a request over it is answered 503.
+    /// its head and 16 KiB, until its response begins); a request over it is answered 503.
     #[arg(long, value_name = "BYTES", default_value = "128MiB", value_parser = parse_size, env = "TOLLGATE_MAX_IN_FLIGHT_MEMORY")]
     pub max_in_flight_memory: u64,
     /// L7: concurrent streams per HTTP/2 connection.

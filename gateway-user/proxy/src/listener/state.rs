@@ -68,8 +68,8 @@ impl HeadBudget {
 /// The head budget above covers heads being read; once a request starts, its head lives on
 /// (decoded, and copied for the backend) until its response ends, and an HTTP/2 client can
 /// keep 100 of them per connection for a few bytes each (HPACK). Each request is charged
-/// when it starts ([`ConnGuard::charge`]) and released when it ends; one that would go over
-/// is answered 503 at once.
+/// when it starts ([`ConnGuard::charge`]) and released when its response begins
+/// ([`ConnGuard::uncharge`]) or it ends; one that would go over is answered 503 at once.
 #[derive(Debug)]
 pub struct InFlightBudget {
     used: AtomicUsize,
@@ -268,6 +268,15 @@ impl ConnGuard {
         }
         self.charged = Some((budget.clone(), bytes));
         true
+    }
+
+    /// Gives back what [`ConnGuard::charge`] took: the response has begun, the request's head
+    /// has been sent and dropped (what is left is the body's flow, which its own windows
+    /// bound), so that long-lived streams (gRPC, server-sent events) hold no share.
+    pub fn uncharge(&mut self) {
+        if let Some((budget, n)) = self.charged.take() {
+            budget.used.fetch_sub(n, Ordering::Relaxed);
+        }
     }
 
     /// The response is bound to end by `deadline` ([`now_ms`] scale; past it, its connection
