@@ -90,6 +90,22 @@ impl InFlightBudget {
         self.used.load(Ordering::Relaxed)
     }
 
+    /// What a request is charged: its head twice (the client's, decoded, and the copy for
+    /// the backend) and [`crate::IN_FLIGHT_OVERHEAD`].
+    pub fn cost<B>(req: &http::Request<B>) -> usize {
+        // RFC 9113 section 6.5.2's measure of a header list: name, value and 32 bytes a field.
+        let fields: usize = req
+            .headers()
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 32)
+            .sum();
+        let uri = req.uri();
+        let head = fields
+            + uri.path_and_query().map_or(0, |p| p.as_str().len())
+            + uri.authority().map_or(0, |a| a.as_str().len());
+        2 * head + crate::IN_FLIGHT_OVERHEAD
+    }
+
     /// Charges `n` bytes; false (and nothing charged) when that would go over the budget.
     fn take(&self, n: usize) -> bool {
         let used = self.used.fetch_add(n, Ordering::Relaxed) + n;

@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 
 use super::body::{ClientBody, Completion, ResponseBody};
 use super::forwarded;
-use super::listener::{ConnGuard, ConnInfo};
+use super::listener::{ConnGuard, ConnInfo, InFlightBudget};
 use super::{auth, limit};
 use super::{Active, Core};
 use crate::decide::{decide, Decision, RequestParts};
@@ -122,22 +122,6 @@ pub(crate) fn upstream_error(core: &Core, route: &Arc<str>, reason: &'static str
         .inc();
 }
 
-/// What a request in flight is charged ([`crate::listener::InFlightBudget`]): its head twice
-/// (the client's, decoded, and the copy for the backend) and [`crate::IN_FLIGHT_OVERHEAD`].
-fn in_flight_cost<B>(req: &Request<B>) -> usize {
-    // RFC 9113 section 6.5.2's measure of a header list: name, value and 32 bytes a field.
-    let fields: usize = req
-        .headers()
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 32)
-        .sum();
-    let uri = req.uri();
-    let head = fields
-        + uri.path_and_query().map_or(0, |p| p.as_str().len())
-        + uri.authority().map_or(0, |a| a.as_str().len());
-    2 * head + crate::IN_FLIGHT_OVERHEAD
-}
-
 /// Handles one request. An HTTP/1 request with a body that the proxy answers itself (a 404,
 /// 401, 413, 408...) may have left its body unread, so that nothing after it on the
 /// connection can be read as a request: the answer says `Connection: close` (RFC 9112
@@ -171,7 +155,7 @@ fn answer(
         let mut guard = ConnGuard::new(conn.state.clone());
         // The head lives on until the response ends (twice: the client's and the backend's
         // copy): charged to the in-flight budget, or refused below when it is spent.
-        let fits = guard.charge(&core.in_flight, in_flight_cost(&req));
+        let fits = guard.charge(&core.in_flight, InFlightBudget::cost(&req));
         // One load per request: this request sees one revision, start to end.
         let active = core.state.load_full();
         let client = if conn.hop.trusted {
