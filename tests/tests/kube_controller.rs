@@ -368,3 +368,34 @@ fn a_failed_status_write_is_counted_and_retried_until_it_lands() {
         .count();
     assert_eq!(attempts, 3, "two failures, then the write that landed");
 }
+
+#[test]
+fn a_gateway_that_leaves_the_class_keeps_no_status_of_tollgates() {
+    // The Gateway API: a controller's status is its own to remove. A Gateway moved to another
+    // implementation's class used to keep Tollgate's Accepted and Programmed forever.
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, kubeconfig) = start_fake(dir.path());
+    let other_class = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: { name: other }\nspec:\n  controllerName: example.com/other\n";
+    fake.apply_yaml(&[GATEWAY, BACKEND, NODE, other_class].join("---\n"))
+        .unwrap();
+    let controller = Controller::start(&kubeconfig, "solo", dir.path());
+    let gw = gateway_status(&fake, "edge", Duration::from_secs(20));
+    assert_eq!(condition(&gw["conditions"], "Accepted")["status"], "True");
+
+    let moved = GATEWAY.replace("  gatewayClassName: tollgate", "  gatewayClassName: other");
+    assert_ne!(moved, GATEWAY);
+    fake.apply_yaml(&moved).unwrap();
+    // Within the write interval (10 s) and a round: nothing of Tollgate's is left.
+    wait_for(
+        Duration::from_secs(25),
+        "the Gateway's status without Tollgate's fields",
+        || {
+            let s = status(&fake, "Gateway", "edge");
+            (s["conditions"].is_null() && s["listeners"].is_null()).then_some(())
+        },
+    );
+    // And it stays so: no write for it afterwards.
+    let writes = controller.writes();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(controller.writes(), writes, "{}", controller.log());
+}

@@ -180,11 +180,21 @@ impl Cache {
                         o.data.get("status").cloned(),
                     ),
                 );
+                let status_owned = o.metadata.managed_fields.iter().flatten().any(|m| {
+                    m.manager.as_deref() == Some(crate::FIELD_MANAGER)
+                        && m.subresource.as_deref() == Some("status")
+                        && m.fields_v1.as_ref().is_some_and(|f| {
+                            f.0.get("f:status")
+                                .and_then(serde_json::Value::as_object)
+                                .is_some_and(|s| !s.is_empty())
+                        })
+                });
                 objects.insert(
                     key,
                     ObjectView {
                         generation: o.metadata.generation,
                         object: o.data.clone(),
+                        status_owned,
                     },
                 );
             }

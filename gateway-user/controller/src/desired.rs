@@ -77,6 +77,10 @@ pub enum Plan {
         /// The controller's entries (every other controller's are kept as they are).
         entries: Vec<Value>,
     },
+    /// The status fields the controller owns are given up: a Gateway that left Tollgate's
+    /// class keeps no condition of Tollgate's. A server-side apply with no status at all,
+    /// which the API server answers by removing the fields only this field manager owned.
+    Release,
 }
 
 /// The status one object should have.
@@ -95,6 +99,9 @@ pub struct ObjectView {
     pub generation: Option<i64>,
     /// The object as JSON (spec read for listener names and policy targets).
     pub object: Value,
+    /// Its `managedFields` hold status fields of the controller's field manager (it wrote
+    /// this object's status and still owns some of it).
+    pub status_owned: bool,
 }
 
 /// One condition (without `lastTransitionTime`).
@@ -164,6 +171,13 @@ pub fn plans(
                     let name = (key.namespace.clone().unwrap_or_default(), key.name.clone());
                     if ours.contains(&name) {
                         out.push(gateway(key, view, acceptance, outcome, nodes));
+                    } else if view.status_owned {
+                        // It left Tollgate's class (or the class left this controller): its
+                        // status is another implementation's now, nothing of ours may stay.
+                        out.push(Desired {
+                            key: key.clone(),
+                            plan: Plan::Release,
+                        });
                     }
                 }
                 "HTTPRoute" | "GRPCRoute" => {

@@ -59,6 +59,7 @@ fn compiled(yaml: &[String]) -> (BTreeMap<ObjectKey, ObjectView>, Outcome) {
             key,
             ObjectView {
                 generation: v["metadata"]["generation"].as_i64(),
+                status_owned: v["metadata"]["annotations"]["test/status-owned"] == "true",
                 object: v,
             },
         );
@@ -676,4 +677,43 @@ fn a_revision_that_cannot_be_read_leaves_a_backends_status_as_it_is() {
     assert!(plans.contains_key("L4Policy/edge"), "{:?}", plans.keys());
     assert!(!plans.contains_key("Backend/ns/app"), "{:?}", plans.keys());
     assert!(!plans.contains_key("Gateway/ns/edge"), "{:?}", plans.keys());
+}
+
+#[test]
+fn a_gateway_that_left_the_class_gets_its_status_released_when_ours_is_there() {
+    let other_class = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: { name: other }\nspec:\n  controllerName: example.com/other\n";
+    let moved = |owned: bool| {
+        let annotation = if owned {
+            ", annotations: { test/status-owned: 'true' }"
+        } else {
+            ""
+        };
+        GATEWAY
+            .replace("gatewayClassName: tollgate", "gatewayClassName: other")
+            .replace(
+                "metadata: { name: edge, namespace: ns",
+                &format!("metadata: {{ name: edge, namespace: ns{annotation}"),
+            )
+    };
+    let plans = run(
+        &[
+            CLASS.into(),
+            other_class.into(),
+            moved(true),
+            BACKEND.into(),
+        ],
+        &[],
+    );
+    assert_eq!(plans["Gateway/ns/edge"].plan, Plan::Release);
+    // Nothing of ours there: nothing to write.
+    let plans = run(
+        &[
+            CLASS.into(),
+            other_class.into(),
+            moved(false),
+            BACKEND.into(),
+        ],
+        &[],
+    );
+    assert!(!plans.contains_key("Gateway/ns/edge"));
 }

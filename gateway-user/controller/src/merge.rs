@@ -29,6 +29,8 @@ pub fn merge(plan: &Plan, current: Option<&Value>, now: &str) -> Option<Map<Stri
             }
             changed.then_some(out)
         }
+        // Written whenever planned: the plan exists only while the store shows fields of ours.
+        Plan::Release => Some(Map::new()),
         Plan::Shared {
             list,
             ref_field,

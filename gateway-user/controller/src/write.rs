@@ -251,18 +251,21 @@ impl StatusWriter {
             source,
         };
         match plan {
-            Plan::Owned(_) => {
+            Plan::Owned(_) | Plan::Release => {
                 let (resource, _) = &self.resources[&key.kind];
                 let mut metadata = json!({"name": key.name});
                 if let Some(ns) = &key.namespace {
                     metadata["namespace"] = ns.clone().into();
                 }
-                let body = json!({
+                let mut body = json!({
                     "apiVersion": resource.api_version,
                     "kind": resource.kind,
                     "metadata": metadata,
-                    "status": fields,
                 });
+                // Release: no status at all, so that the apply owns nothing of it.
+                if let Plan::Owned(_) = plan {
+                    body["status"] = Value::Object(fields);
+                }
                 let params = PatchParams::apply(FIELD_MANAGER).force();
                 api.patch_status(&key.name, &params, &Patch::Apply(body))
                     .await
