@@ -106,6 +106,33 @@ fn is_proxy_field(name: &str) -> bool {
     name.starts_with("proxy-") && name != "proxy-status"
 }
 
+/// Removes the request fields whose names, with `_` read as `-`, are fields the proxy writes
+/// (`X_Forwarded_For`, `X_Tollgate_Consumer`, ...; `owned` says which others are): CGI and
+/// WSGI servers map `X-Forwarded-For` and `X_Forwarded_For` to one variable
+/// (`HTTP_X_FORWARDED_FOR`), so a client's twin could stand in for what the proxy wrote, an
+/// address or an authenticated identity. Other names with `_` pass (RFC 9110 allows them).
+pub fn strip_underscore_twins(headers: &mut HeaderMap, owned: impl Fn(&str) -> bool) {
+    if !headers.keys().any(|k| k.as_str().contains('_')) {
+        return;
+    }
+    let twins: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .filter(|k| {
+            let dashed = k.as_str().replace('_', "-");
+            dashed == X_FORWARDED_FOR.as_str()
+                || dashed == X_FORWARDED_PROTO.as_str()
+                || dashed == X_FORWARDED_HOST.as_str()
+                || dashed == "forwarded"
+                || owned(&dashed)
+        })
+        .cloned()
+        .collect();
+    for k in twins {
+        headers.remove(k);
+    }
+}
+
 /// Removes the hop-by-hop headers.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     strip_hop_by_hop_keeping(headers, |_| false);
@@ -544,6 +571,27 @@ mod tests {
         ])
         .is_some());
         assert!(h(&[("transfer-encoding", "chunked, chunked")]).is_some());
+    }
+
+    #[test]
+    fn underscore_twins_of_the_proxys_fields_are_removed_and_other_names_kept() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "x_forwarded_for",
+            "x_forwarded_proto",
+            "x_tollgate_consumer",
+            "my_header",
+        ] {
+            h.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("v"),
+            );
+        }
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        strip_underscore_twins(&mut h, |n| n == "x-tollgate-consumer");
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort();
+        assert_eq!(left, ["my_header", "x-forwarded-for"]);
     }
 
     #[test]

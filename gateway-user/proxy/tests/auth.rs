@@ -78,18 +78,23 @@ async fn api_keys_in_a_header_or_query_and_basic_auth_name_the_consumer_or_get_4
     assert_eq!(failures(&gw, "default/app", "invalid"), 3);
 
     // The right key, the right password: the backend hears the consumer, not the client's
-    // claim.
+    // claim, nor its underscore twins of the proxy's fields (which CGI and WSGI servers read
+    // as the same variable: `HTTP_X_TOLLGATE_CONSUMER`, `HTTP_X_FORWARDED_FOR`).
     let r = gw
         .get("/a")
         .header("x-api-key", "k3y-0ne")
         .header("x-tollgate-consumer", "admin")
+        .header("x_tollgate_consumer", "admin")
+        .header("x_forwarded_for", "6.6.6.6")
+        .header("my_header", "kept")
         .send()
         .await;
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(
-        app.last().header("x-tollgate-consumer").as_deref(),
-        Some("app-1")
-    );
+    let seen = app.last();
+    assert_eq!(seen.header("x-tollgate-consumer").as_deref(), Some("app-1"));
+    assert_eq!(seen.header("x_tollgate_consumer"), None, "{seen:?}");
+    assert_eq!(seen.header("x_forwarded_for"), None, "{seen:?}");
+    assert_eq!(seen.header("my_header").as_deref(), Some("kept"));
     let r = gw.get("/a").basic_auth("alice", "pa55").h2().send().await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(

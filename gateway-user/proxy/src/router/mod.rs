@@ -648,6 +648,9 @@ fn routed(
         forwarded::strip_hop_by_hop_keeping(&mut parts.headers, |name| {
             auth::set_by_proxy(auth_def, name)
         });
+        forwarded::strip_underscore_twins(&mut parts.headers, |name| {
+            auth::set_by_proxy(auth_def, name)
+        });
         forwarded::join_cookies(&mut parts.headers);
         forwarded::single_content_length(&mut parts.headers);
         if rule.grpc {
