@@ -134,6 +134,28 @@ async fn h1_connection(port: u16) -> hyper::client::conn::http1::SendRequest<Ful
     sender
 }
 
+/// Sends `method path` to the proxy on a new HTTP/2 connection (`:authority` from the target,
+/// no `Host`); the response head.
+async fn h2_exchange(
+    method: &Method,
+    path: &str,
+    port: u16,
+) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error> {
+    let tcp = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = request(method, path, port);
+    req.headers_mut().remove(http::header::HOST);
+    *req.uri_mut() = format!("http://127.0.0.1:{port}{path}").parse().unwrap();
+    *req.version_mut() = Version::HTTP_2;
+    sender.send_request(req).await
+}
+
 /// Sends `method path` on `sender`: the status, the version and the body.
 async fn exchange(
     sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
@@ -224,19 +246,7 @@ async fn trailers_reach_http2_clients_without_the_fields_a_trailer_may_not_carry
     let gw = Gateway::start(|p| one_route(p, backend, &[])).await;
     let port = gw.port();
     for method in [Method::GET, Method::POST] {
-        let tcp = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-            .await
-            .unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let mut req = request(&method, "/trailers", port);
-        req.headers_mut().remove(http::header::HOST);
-        *req.uri_mut() = format!("http://127.0.0.1:{port}/trailers").parse().unwrap();
-        *req.version_mut() = Version::HTTP_2;
-        let resp = sender.send_request(req).await.unwrap();
+        let resp = h2_exchange(&method, "/trailers", port).await.unwrap();
         assert_eq!(resp.status(), 200, "{method}");
         let collected = resp
             .into_body()
@@ -260,20 +270,7 @@ async fn identical_content_lengths_reach_clients_of_both_protocols_as_one() {
     let port = gw.port();
     for path in ["/cl-twice", "/cl-list"] {
         for method in [Method::GET, Method::POST] {
-            let tcp = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-                .await
-                .unwrap();
-            let (mut sender, conn) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-                    .await
-                    .unwrap();
-            tokio::spawn(conn);
-            let mut req = request(&method, path, port);
-            req.headers_mut().remove(http::header::HOST);
-            *req.uri_mut() = format!("http://127.0.0.1:{port}{path}").parse().unwrap();
-            *req.version_mut() = Version::HTTP_2;
-            let resp = sender
-                .send_request(req)
+            let resp = h2_exchange(&method, path, port)
                 .await
                 .unwrap_or_else(|e| panic!("{method} {path} over HTTP/2: {e}"));
             assert_eq!(resp.status(), 200, "{method} {path}");

@@ -168,17 +168,14 @@ impl StatusRun {
         }
         if !failures.is_empty() {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(5).collect();
             failures.push(format!(
                 "the controller's last log lines: {:?}",
-                tail.into_iter().rev().collect::<Vec<_>>()
+                last_lines(&log)
             ));
             if let Some(agent) = &self.agent {
-                let log = agent.log();
-                let tail: Vec<&str> = log.lines().rev().take(5).collect();
                 failures.push(format!(
                     "the agent's last log lines: {:?}",
-                    tail.into_iter().rev().collect::<Vec<_>>()
+                    last_lines(&agent.log())
                 ));
             }
         }
@@ -225,6 +222,13 @@ impl StatusRun {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// The last five lines of a log, oldest first.
+fn last_lines(log: &str) -> Vec<&str> {
+    let mut tail: Vec<&str> = log.lines().rev().take(5).collect();
+    tail.reverse();
+    tail
 }
 
 /// Sends `requests` until every answer is as expected, for up to 15 s; the last failures.

@@ -61,9 +61,12 @@ pub(super) struct GatewayInfo {
     /// Listeners left out only for references that do not resolve (a certificate, a client
     /// CA): not served, but routes still attach to them and are counted in their
     /// `attachedRoutes` ("the AttachedRoutes field count MUST be set for Listeners with
-    /// condition Accepted: false"). Their `index` means nothing.
+    /// condition Accepted: false"). Their `index` is [`UNSERVED`].
     pub(super) unserved: Vec<ListenerRef>,
 }
+
+/// The [`ListenerRef::index`] of a listener that is not served (in [`GatewayInfo::unserved`]).
+pub(super) const UNSERVED: usize = usize::MAX;
 
 /// Checks a Gateway and adds its valid listeners to `policy`; `taken` and `schemes` hold what
 /// the listeners of earlier Gateways took (port and hostname; whether a port speaks TLS).
@@ -238,7 +241,7 @@ pub(super) fn gateway(
                 .all(|e| ref_fields.contains(&e.location.field));
             if let (Some(port), true) = (port, only_refs) {
                 info.unserved.push(ListenerRef {
-                    index: usize::MAX,
+                    index: UNSERVED,
                     name: l.name.clone(),
                     port,
                     hostname: hostname.clone(),

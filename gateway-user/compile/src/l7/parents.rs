@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tollgate_model::gateway::GATEWAY_API_GROUP;
 use tollgate_model::route::ParentReference;
 
-use super::gateway::{GatewayInfo, ListenerRef, Namespaces};
+use super::gateway::{GatewayInfo, ListenerRef, Namespaces, UNSERVED};
 use super::status::{reason, ParentRef};
 use super::table::HostPattern;
 
@@ -108,7 +108,6 @@ pub(super) fn parent(
         ));
     }
     let mut attached_here = false;
-    let is_served = |l: &ListenerRef| gw.listeners.iter().any(|s| std::ptr::eq(s, l));
     for l in allowed {
         let effective: Vec<HostPattern> = if hostnames.is_empty() {
             vec![l.hostname.clone()]
@@ -118,7 +117,7 @@ pub(super) fn parent(
                 .filter_map(|h| l.hostname.intersect(h))
                 .collect()
         };
-        if !effective.is_empty() && !is_served(l) {
+        if !effective.is_empty() && l.index == UNSERVED {
             attached_here = true;
             unserved.insert((format!("{gw_ns}/{}", p.name), l.name.clone()));
         } else if !effective.is_empty() {

@@ -326,9 +326,7 @@ impl Drop for ConnGuard {
         self.state.last_activity.store(now, Ordering::Relaxed);
         self.state.last_stream.store(now, Ordering::Relaxed);
         self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if let Some((budget, n)) = self.charged.take() {
-            budget.used.fetch_sub(n, Ordering::Relaxed);
-        }
+        self.uncharge();
     }
 }
 
